@@ -1,0 +1,12 @@
+/** The spiwire client SDK. */
+import { SpiSession, type ConnectOptions } from './spi-session.js';
+
+export * from '@spiwire/proto';
+export { SpiSession, FROM_PROTOCOL_INFO, gather, type ConnectOptions } from './spi-session.js';
+export { SpiwireProtocolError, ConnectionClosedError, type Welcome } from './rpc.js';
+export * from './types.js';
+
+/** Opens one session to the daemon at url (for example ws://127.0.0.1:7787/ws). */
+export function connect(url: string, opts: ConnectOptions = {}): Promise<SpiSession> {
+  return SpiSession.connect(url, opts);
+}

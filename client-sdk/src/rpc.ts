@@ -1,0 +1,197 @@
+/**
+ * The SDK's connection to the daemon: JSON-RPC requests packed several to a binary frame and
+ * flushed on a microtask, replies matched by id, notifications handed to a listener.
+ */
+import WebSocket from 'ws';
+import * as P from '@spiwire/proto';
+
+/** A JSON-RPC error from the daemon: the request itself was malformed or impossible. */
+export class SpiwireProtocolError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'SpiwireProtocolError';
+  }
+}
+
+/** The session's connection is gone; SPI calls turn this into WSAENETDOWN. */
+export class ConnectionClosedError extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'ConnectionClosedError';
+  }
+}
+
+export interface RpcOptions {
+  token?: string | undefined;
+  headers?: Record<string, string> | undefined;
+  /** How long to wait for the connection and the welcome message, in ms (default 10000). */
+  connectTimeoutMs?: number | undefined;
+}
+
+export interface Welcome {
+  session: string;
+  version: string;
+  protocol: number;
+  limits: { maxFrameBytes: number; maxPendingRequests: number; maxSockets: number; defaultSndBuf: number; defaultRcvBuf: number };
+}
+
+type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void };
+
+export class RpcConnection {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly out = new P.FrameBuilder();
+  private flushScheduled = false;
+  private closedReason: string | null = null;
+  onNotification: (method: string, params: Record<string, unknown>) => void = () => undefined;
+  onClose: (reason: string) => void = () => undefined;
+
+  private constructor(
+    private readonly ws: WebSocket,
+    readonly welcome: Welcome,
+  ) {
+    ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
+    ws.on('close', (code, reason) => this.closed(`connection closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
+    ws.on('error', (err) => this.closed(`connection error: ${err.message}`));
+  }
+
+  static open(url: string, opts: RpcOptions = {}): Promise<RpcConnection> {
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.token !== undefined) headers['authorization'] = `Bearer ${opts.token}`;
+    const ws = new WebSocket(url, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024 });
+    ws.binaryType = 'nodebuffer';
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        ws.terminate();
+        reject(new Error(`no welcome from ${url} within ${opts.connectTimeoutMs ?? 10000} ms`));
+      }, opts.connectTimeoutMs ?? 10000);
+      const fail = (err: Error): void => {
+        clearTimeout(timer);
+        reject(err);
+      };
+      ws.once('unexpected-response', (_req, res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => {
+          ws.terminate();
+          fail(new Error(`daemon refused the session: HTTP ${res.statusCode} ${body}`));
+        });
+      });
+      ws.once('error', fail);
+      ws.once('message', (data: Buffer, isBinary: boolean) => {
+        clearTimeout(timer);
+        ws.off('error', fail);
+        try {
+          const recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString())];
+          const first = recs[0];
+          const msg = first?.ok ? (first.message as { method?: string; params?: Welcome }) : undefined;
+          if (msg?.method !== 'spiwire.welcome' || !msg.params) throw new Error('the first message was not spiwire.welcome');
+          const conn = new RpcConnection(ws, msg.params);
+          // Any records packed after the welcome are handled normally.
+          for (const r of recs.slice(1)) conn.handle(r);
+          resolve(conn);
+        } catch (err) {
+          ws.terminate();
+          reject(err as Error);
+        }
+      });
+    });
+  }
+
+  get isOpen(): boolean {
+    return this.closedReason === null;
+  }
+
+  /** Sends a request; the params are encoded (and their bytes copied) before this returns. */
+  call(method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> {
+    if (this.closedReason !== null) return Promise.reject(new ConnectionClosedError(this.closedReason));
+    const id = this.nextId++;
+    if (this.nextId > 0x7fffffff) this.nextId = 1;
+    const p = new Promise<Record<string, unknown>>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    this.out.add({ jsonrpc: '2.0', id, method, params });
+    if (this.out.byteLength >= 256 * 1024) this.flush();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+    return p;
+  }
+
+  /** Sends raw bytes as one WebSocket message, for tests of the daemon's input handling. */
+  sendRaw(data: Uint8Array | string): void {
+    this.flush();
+    this.ws.send(data);
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.out.recordCount === 0) return;
+    const frame = this.out.finish();
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(frame, { binary: true });
+  }
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    let recs: P.DecodedRecord[];
+    try {
+      recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString())];
+    } catch (err) {
+      this.closed(`the daemon sent a bad frame: ${(err as Error).message}`);
+      this.ws.terminate();
+      return;
+    }
+    for (const r of recs) this.handle(r);
+  }
+
+  private handle(rec: P.DecodedRecord): void {
+    if (!rec.ok) return;
+    const m = rec.message as Record<string, unknown>;
+    if (typeof m['method'] === 'string') {
+      this.onNotification(m['method'], (m['params'] ?? {}) as Record<string, unknown>);
+      return;
+    }
+    const id = m['id'];
+    if (typeof id !== 'number') {
+      // An error about a record the daemon could not attribute (bad frame): surface it to listeners.
+      if (m['error']) this.onNotification('spiwire.unattributedError', m['error'] as Record<string, unknown>);
+      return;
+    }
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    if (m['error']) {
+      const e = m['error'] as P.ErrorObject;
+      p.reject(new SpiwireProtocolError(e.code, e.message, e.data));
+    } else {
+      p.resolve(m['result'] as Record<string, unknown>);
+    }
+  }
+
+  private closed(reason: string): void {
+    if (this.closedReason !== null) return;
+    this.closedReason = reason;
+    for (const p of this.pending.values()) p.reject(new ConnectionClosedError(reason));
+    this.pending.clear();
+    this.onClose(reason);
+  }
+
+  close(): Promise<void> {
+    this.flush();
+    return new Promise((resolve) => {
+      if (this.ws.readyState === WebSocket.CLOSED) return resolve();
+      this.ws.once('close', () => resolve());
+      this.ws.close(1000, 'client closed the session');
+      setTimeout(() => {
+        this.ws.terminate();
+      }, 2000).unref();
+    });
+  }
+
+  /** Drops the connection without a close handshake (tests of a vanished client). */
+  terminate(): void {
+    this.ws.terminate();
+  }
+}

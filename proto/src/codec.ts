@@ -1,0 +1,358 @@
+/**
+ * The spiwire frame codec. Pure: bytes in, messages out; no sockets, timers or logs.
+ *
+ * A binary WebSocket message (a "frame") is one or more records back to back:
+ *
+ *   record := u32le headerLength | header | u32le dataLength | data
+ *
+ * The header is one JSON-RPC 2.0 message in UTF-8 JSON. A byte-string value anywhere in the
+ * message is written as {"$b":[offset,length]}, a slice of that record's data. A text
+ * WebSocket message holds one JSON-RPC message, with byte strings written {"$base64":"..."}.
+ */
+import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
+import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
+
+export type JsonValue = null | boolean | number | string | Uint8Array | JsonValue[] | { [key: string]: JsonValue | undefined };
+
+export interface DecodeLimits {
+  maxHeaderBytes: number;
+  maxDataBytes: number;
+  maxRecords: number;
+}
+
+export const DEFAULT_DECODE_LIMITS: DecodeLimits = {
+  maxHeaderBytes: MAX_HEADER_BYTES,
+  maxDataBytes: 64 * 1024 * 1024,
+  maxRecords: MAX_RECORDS_PER_FRAME,
+};
+
+/** One decoded record: either a parsed message, or a record whose header could not be parsed. */
+export type DecodedRecord =
+  | { ok: true; message: unknown }
+  | { ok: false; error: ProtocolError };
+
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+const utf8Encoder = new TextEncoder();
+
+const enum Phase {
+  HeaderLength,
+  Header,
+  DataLength,
+  Data,
+}
+
+/**
+ * Incremental record decoder: push any slicing of the byte stream (one byte at a time works)
+ * and collect records as they complete. A structural fault (a length beyond the limits) throws
+ * ProtocolError(BAD_FRAME); after that the decoder is unusable, as the stream has lost framing.
+ * A header that is not JSON only spoils its own record (ok: false) and decoding continues.
+ */
+export class RecordDecoder {
+  private phase = Phase.HeaderLength;
+  private need = 4;
+  private parts: Uint8Array[] = [];
+  private have = 0;
+  private header: Uint8Array | null = null;
+  private failed = false;
+  private records = 0;
+
+  constructor(private readonly limits: DecodeLimits = DEFAULT_DECODE_LIMITS) {}
+
+  /** True when no record is partly received. */
+  get idle(): boolean {
+    return this.phase === Phase.HeaderLength && this.have === 0;
+  }
+
+  push(chunk: Uint8Array): DecodedRecord[] {
+    if (this.failed) throw new ProtocolError(BAD_FRAME, 'decoder already failed');
+    const out: DecodedRecord[] = [];
+    let off = 0;
+    while (off < chunk.length) {
+      const take = Math.min(this.need - this.have, chunk.length - off);
+      this.parts.push(chunk.subarray(off, off + take));
+      this.have += take;
+      off += take;
+      if (this.have < this.need) break;
+      const piece = this.parts.length === 1 ? this.parts[0]! : concat(this.parts, this.have);
+      this.parts = [];
+      this.have = 0;
+      this.step(piece, out);
+    }
+    return out;
+  }
+
+  private step(piece: Uint8Array, out: DecodedRecord[]): void {
+    switch (this.phase) {
+      case Phase.HeaderLength: {
+        const n = readU32(piece);
+        if (n === 0 || n > this.limits.maxHeaderBytes) {
+          this.fail(`record header length ${n} is outside 1..${this.limits.maxHeaderBytes}`);
+        }
+        if (++this.records > this.limits.maxRecords) this.fail(`more than ${this.limits.maxRecords} records in one frame`);
+        this.phase = Phase.Header;
+        this.need = n;
+        return;
+      }
+      case Phase.Header:
+        this.header = piece;
+        this.phase = Phase.DataLength;
+        this.need = 4;
+        return;
+      case Phase.DataLength: {
+        const n = readU32(piece);
+        if (n > this.limits.maxDataBytes) this.fail(`record data length ${n} exceeds ${this.limits.maxDataBytes}`);
+        this.phase = Phase.Data;
+        this.need = n;
+        if (n === 0) this.finishRecord(new Uint8Array(0), out);
+        return;
+      }
+      case Phase.Data:
+        this.finishRecord(piece, out);
+        return;
+    }
+  }
+
+  private finishRecord(data: Uint8Array, out: DecodedRecord[]): void {
+    const header = this.header!;
+    this.header = null;
+    this.phase = Phase.HeaderLength;
+    this.need = 4;
+    out.push(parseHeader(header, data));
+  }
+
+  private fail(message: string): never {
+    this.failed = true;
+    throw new ProtocolError(BAD_FRAME, message);
+  }
+}
+
+/** Decodes one complete binary frame. Throws ProtocolError(BAD_FRAME) for a truncated or oversized frame. */
+export function decodeFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): DecodedRecord[] {
+  if (frame.length === 0) throw new ProtocolError(BAD_FRAME, 'empty frame');
+  const decoder = new RecordDecoder(limits);
+  const records = decoder.push(frame);
+  if (!decoder.idle) throw new ProtocolError(BAD_FRAME, 'frame ends inside a record (truncated)');
+  return records;
+}
+
+/** Decodes one text frame: a single JSON-RPC message, byte strings as {"$base64": "..."}. */
+export function decodeText(text: string): DecodedRecord {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    return { ok: false, error: new ProtocolError(PARSE_ERROR, `text frame is not JSON: ${(err as Error).message}`) };
+  }
+  try {
+    checkDepth(value, 0);
+    return { ok: true, message: reviveBase64(value) };
+  } catch (err) {
+    return { ok: false, error: asProtocolError(err) };
+  }
+}
+
+function parseHeader(header: Uint8Array, data: Uint8Array): DecodedRecord {
+  let value: unknown;
+  try {
+    value = JSON.parse(utf8Decoder.decode(header));
+  } catch (err) {
+    return { ok: false, error: new ProtocolError(PARSE_ERROR, `record header is not UTF-8 JSON: ${(err as Error).message}`) };
+  }
+  try {
+    checkDepth(value, 0);
+    return { ok: true, message: reviveRefs(value, data) };
+  } catch (err) {
+    return { ok: false, error: asProtocolError(err) };
+  }
+}
+
+function asProtocolError(err: unknown): ProtocolError {
+  return err instanceof ProtocolError ? err : new ProtocolError(PARSE_ERROR, String(err));
+}
+
+function checkDepth(value: unknown, depth: number): void {
+  if (value === null || typeof value !== 'object') return;
+  if (depth >= MAX_JSON_DEPTH) throw new ProtocolError(PARSE_ERROR, `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+  for (const v of Array.isArray(value) ? value : Object.values(value)) checkDepth(v, depth + 1);
+}
+
+function isRef(o: Record<string, unknown>, key: string): boolean {
+  // A byte reference is an object with exactly one key.
+  let count = 0;
+  for (const k in o) {
+    if (++count > 1 || k !== key) return false;
+  }
+  return count === 1;
+}
+
+function reviveRefs(value: unknown, data: Uint8Array): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = reviveRefs(value[i], data);
+    return value;
+  }
+  const o = value as Record<string, unknown>;
+  if (isRef(o, '$b')) {
+    const ref = o['$b'];
+    if (!Array.isArray(ref) || ref.length !== 2 || !isIndex(ref[0]) || !isIndex(ref[1])) {
+      throw new ProtocolError(BAD_FRAME, 'a byte reference must be {"$b":[offset,length]} with non-negative integers');
+    }
+    const [start, len] = ref as [number, number];
+    if (start + len > data.length) {
+      throw new ProtocolError(BAD_FRAME, `byte reference [${start},${len}] lies outside the record data of ${data.length} bytes`);
+    }
+    return data.subarray(start, start + len);
+  }
+  for (const k in o) o[k] = reviveRefs(o[k], data);
+  return o;
+}
+
+function reviveBase64(value: unknown): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = reviveBase64(value[i]);
+    return value;
+  }
+  const o = value as Record<string, unknown>;
+  if (isRef(o, '$base64')) {
+    const s = o['$base64'];
+    if (typeof s !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) {
+      throw new ProtocolError(PARSE_ERROR, '{"$base64": ...} must hold a padded standard base64 string');
+    }
+    return base64ToBytes(s);
+  }
+  for (const k in o) o[k] = reviveBase64(o[k]);
+  return o;
+}
+
+function isIndex(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+}
+
+/**
+ * Builds binary frames: add() one message at a time (byte strings as Uint8Array anywhere in
+ * it), then finish() returns the frame. The bytes are copied when the message is added, so a
+ * caller may reuse its buffers as soon as add() returns.
+ */
+export class FrameBuilder {
+  private chunks: Uint8Array[] = [];
+  private size = 0;
+  private count = 0;
+
+  get byteLength(): number {
+    return this.size;
+  }
+
+  get recordCount(): number {
+    return this.count;
+  }
+
+  add(message: object): void {
+    const blobs: Uint8Array[] = [];
+    let dataLen = 0;
+    const json = JSON.stringify(message, function (this: unknown, _key, v: unknown) {
+      if (v instanceof Uint8Array) {
+        const ref = { $b: [dataLen, v.length] };
+        blobs.push(v);
+        dataLen += v.length;
+        return ref;
+      }
+      return v;
+    });
+    const header = utf8Encoder.encode(json);
+    const record = new Uint8Array(8 + header.length + dataLen);
+    writeU32(record, 0, header.length);
+    record.set(header, 4);
+    writeU32(record, 4 + header.length, dataLen);
+    let at = 8 + header.length;
+    for (const b of blobs) {
+      record.set(b, at);
+      at += b.length;
+    }
+    this.chunks.push(record);
+    this.size += record.length;
+    this.count++;
+  }
+
+  /** The frame holding every record added so far; the builder is empty afterwards. */
+  finish(): Uint8Array {
+    const out = this.chunks.length === 1 ? this.chunks[0]! : concat(this.chunks, this.size);
+    this.chunks = [];
+    this.size = 0;
+    this.count = 0;
+    return out;
+  }
+}
+
+/** Encodes one message as a complete binary frame. */
+export function encodeFrame(message: object): Uint8Array {
+  const b = new FrameBuilder();
+  b.add(message);
+  return b.finish();
+}
+
+/** Encodes one message as a text frame, byte strings as {"$base64": "..."}. */
+export function encodeText(message: object): string {
+  return JSON.stringify(message, (_key, v: unknown) => (v instanceof Uint8Array ? { $base64: bytesToBase64(v) } : v));
+}
+
+function readU32(b: Uint8Array): number {
+  return (b[0]! | (b[1]! << 8) | (b[2]! << 16)) + b[3]! * 0x1000000;
+}
+
+function writeU32(b: Uint8Array, at: number, n: number): void {
+  b[at] = n & 0xff;
+  b[at + 1] = (n >>> 8) & 0xff;
+  b[at + 2] = (n >>> 16) & 0xff;
+  b[at + 3] = (n >>> 24) & 0xff;
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+const B64_INDEX = new Int16Array(128).fill(-1);
+for (let i = 0; i < B64.length; i++) B64_INDEX[B64.charCodeAt(i)] = i;
+
+/** Standard padded base64; written here so the codec needs no Buffer and runs anywhere. */
+export function bytesToBase64(bytes: Uint8Array): string {
+  let s = '';
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
+    s += B64[n >> 18]! + B64[(n >> 12) & 63]! + B64[(n >> 6) & 63]! + B64[n & 63]!;
+  }
+  const rest = bytes.length - i;
+  if (rest === 1) {
+    const n = bytes[i]! << 16;
+    s += B64[n >> 18]! + B64[(n >> 12) & 63]! + '==';
+  } else if (rest === 2) {
+    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8);
+    s += B64[n >> 18]! + B64[(n >> 12) & 63]! + B64[(n >> 6) & 63]! + '=';
+  }
+  return s;
+}
+
+export function base64ToBytes(s: string): Uint8Array {
+  const pad = s.endsWith('==') ? 2 : s.endsWith('=') ? 1 : 0;
+  const out = new Uint8Array((s.length / 4) * 3 - pad);
+  let o = 0;
+  for (let i = 0; i < s.length; i += 4) {
+    const a = B64_INDEX[s.charCodeAt(i)]!;
+    const b = B64_INDEX[s.charCodeAt(i + 1)]!;
+    const c = s[i + 2] === '=' ? 0 : B64_INDEX[s.charCodeAt(i + 2)]!;
+    const d = s[i + 3] === '=' ? 0 : B64_INDEX[s.charCodeAt(i + 3)]!;
+    const n = (a << 18) | (b << 12) | (c << 6) | d;
+    if (o < out.length) out[o++] = n >> 16;
+    if (o < out.length) out[o++] = (n >> 8) & 0xff;
+    if (o < out.length) out[o++] = n & 0xff;
+  }
+  return out;
+}

@@ -1,0 +1,95 @@
+/**
+ * Winsock constants with their Windows values (never the Linux ones).
+ * Source: ../shared/reference/winsock.md and the Windows SDK headers' documented values.
+ */
+
+export const SOCKET_ERROR = -1;
+/** (SOCKET)(~0): all bits set. In JavaScript `~0` is -1, which is what the SDK returns. */
+export const INVALID_SOCKET = ~0;
+export const TRUE = 1;
+export const FALSE = 0;
+
+// Address families, socket types, protocols.
+export const AF_UNSPEC = 0;
+export const AF_INET = 2;
+export const AF_INET6 = 23;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
+export const SOCK_RAW = 3;
+export const IPPROTO_IP = 0;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const IPPROTO_IPV6 = 41;
+
+/** sizeof(SOCKADDR_IN) and sizeof(SOCKADDR_IN6). */
+export const SOCKADDR_IN_SIZE = 16;
+export const SOCKADDR_IN6_SIZE = 28;
+
+// WSPSocket dwFlags.
+export const WSA_FLAG_OVERLAPPED = 0x01;
+
+// Send and receive flags.
+export const MSG_OOB = 0x1;
+export const MSG_PEEK = 0x2;
+export const MSG_DONTROUTE = 0x4;
+export const MSG_WAITALL = 0x8;
+export const MSG_PARTIAL = 0x8000;
+
+// Socket option levels and names.
+export const SOL_SOCKET = 0xffff;
+export const SO_DEBUG = 0x0001;
+export const SO_ACCEPTCONN = 0x0002;
+export const SO_REUSEADDR = 0x0004;
+export const SO_KEEPALIVE = 0x0008;
+export const SO_DONTROUTE = 0x0010;
+export const SO_BROADCAST = 0x0020;
+export const SO_LINGER = 0x0080;
+export const SO_OOBINLINE = 0x0100;
+export const SO_SNDBUF = 0x1001;
+export const SO_RCVBUF = 0x1002;
+export const SO_ERROR = 0x1007;
+export const SO_TYPE = 0x1008;
+export const SO_MAX_MSG_SIZE = 0x2003;
+export const SO_PROTOCOL_INFOA = 0x2004;
+export const SO_PROTOCOL_INFOW = 0x2005;
+export const TCP_NODELAY = 0x0001;
+
+// WSPShutdown how.
+export const SD_RECEIVE = 0;
+export const SD_SEND = 1;
+export const SD_BOTH = 2;
+
+// WSPIoctl codes.
+export const FIONBIO = 0x8004667e;
+export const FIONREAD = 0x4004667f;
+export const SIOCATMARK = 0x40047307;
+export const SIO_FLUSH = 0x28000004;
+
+// Network events (WSPEventSelect, issue 4).
+export const FD_READ = 0x01;
+export const FD_WRITE = 0x02;
+export const FD_OOB = 0x04;
+export const FD_ACCEPT = 0x08;
+export const FD_CONNECT = 0x10;
+export const FD_CLOSE = 0x20;
+
+// Overlapped I/O and waits.
+/** OVERLAPPED.Internal while an operation is pending (STATUS_PENDING). */
+export const WSS_OPERATION_IN_PROGRESS = 0x103;
+export const WAIT_IO_COMPLETION = 0xc0;
+export const WSA_WAIT_IO_COMPLETION = 0xc0;
+export const WSA_WAIT_EVENT_0 = 0;
+export const WSA_WAIT_TIMEOUT = 0x102;
+export const WSA_WAIT_FAILED = 0xffffffff;
+export const WSA_INFINITE = 0xffffffff;
+export const INFINITE = 0xffffffff;
+export const WSA_MAXIMUM_WAIT_EVENTS = 64;
+
+// WSPAccept condition function results.
+export const CF_ACCEPT = 0;
+export const CF_REJECT = 1;
+export const CF_DEFER = 2;
+
+/** Largest UDP payload for one datagram. IPv4 is the Windows value; IPv6 is 65535 - 8. */
+export const UDP_MAX_MSG_SIZE_V4 = 65507;
+export const UDP_MAX_MSG_SIZE_V6 = 65527;

@@ -1,0 +1,7 @@
+export * from './constants.js';
+export * from './wsa-errors.js';
+export * from './protocol-errors.js';
+export * from './limits.js';
+export * from './codec.js';
+export * from './messages.js';
+export { buildJsonSchema } from './schema.js';

@@ -1,0 +1,16 @@
+/** Protocol identity and the limits both ends enforce. Every number is documented in proto/README.md. */
+
+/** The WebSocket subprotocol a client must offer; the version is part of the name. */
+export const SUBPROTOCOL = 'spiwire.v1';
+export const PROTOCOL_VERSION = 1;
+
+/** Default largest WebSocket message the daemon accepts (the server can be configured). */
+export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+/** Largest JSON header of one record. */
+export const MAX_HEADER_BYTES = 1024 * 1024;
+/** Largest number of records in one frame. */
+export const MAX_RECORDS_PER_FRAME = 4096;
+/** Largest number of WSABUF entries in one call. */
+export const MAX_BUFFER_COUNT = 1024;
+/** Largest JSON nesting depth of a header; deeper headers are PARSE_ERROR. */
+export const MAX_JSON_DEPTH = 16;

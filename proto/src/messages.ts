@@ -1,0 +1,374 @@
+/**
+ * Message shapes and the method table: every method, its parameters and its result fields.
+ * The table drives request validation in the daemon and the JSON Schema in proto/schema.json,
+ * so the specification, the schema and the code cannot drift apart.
+ */
+import { INVALID_PARAMS, INVALID_REQUEST, ProtocolError } from './protocol-errors.js';
+import { MAX_BUFFER_COUNT } from './limits.js';
+
+export type RequestId = number | string;
+
+export interface Request {
+  jsonrpc: '2.0';
+  id: RequestId;
+  method: string;
+  params: Record<string, unknown>;
+}
+
+export interface Notification {
+  jsonrpc: '2.0';
+  method: string;
+  params: Record<string, unknown>;
+}
+
+export interface ErrorObject {
+  code: number;
+  message: string;
+  data?: Record<string, unknown>;
+}
+
+export type Response =
+  | { jsonrpc: '2.0'; id: RequestId; result: Record<string, unknown> }
+  | { jsonrpc: '2.0'; id: RequestId | null; error: ErrorObject };
+
+/** A sockaddr on the wire and in the SDK: family is AF_INET (2) or AF_INET6 (23). */
+export interface SockAddr {
+  family: number;
+  address: string;
+  port: number;
+  /** IPv6 only; 0 when absent. */
+  flowinfo?: number;
+  /** IPv6 only; 0 when absent. */
+  scopeId?: number;
+}
+
+/** The overlapped part of a call: op is chosen by the client, unique among its pending operations. */
+export interface OverlappedRef {
+  op: number;
+  thread: number;
+}
+
+/** Every SPI result carries the C return value and the WSA code written to lpErrno (0 on success). */
+export interface SpiResult {
+  ret: number;
+  errno: number;
+  [out: string]: unknown;
+}
+
+export type FieldType =
+  | 'handle'
+  | 'int'
+  | 'u32'
+  | 'bool'
+  | 'string'
+  | 'bytes'
+  | 'bytes[]'
+  | 'u32[]'
+  | 'sockaddr'
+  | 'overlapped'
+  | 'object';
+
+export interface FieldSpec {
+  type: FieldType;
+  /** May be absent. */
+  optional?: boolean;
+  /** May be null. */
+  nullable?: boolean;
+  doc: string;
+}
+
+export interface MethodSpec {
+  summary: string;
+  params: Record<string, FieldSpec>;
+  /** Out values besides ret and errno; present when the call succeeded unless marked optional. */
+  result: Record<string, FieldSpec>;
+}
+
+const s: FieldSpec = { type: 'handle', doc: 'The socket handle (SOCKET) returned by WSPSocket or WSPAccept.' };
+const overlapped: FieldSpec = {
+  type: 'overlapped',
+  optional: true,
+  nullable: true,
+  doc: 'Present for an overlapped call (issue 3): {op, thread}. Absent or null: the call is not overlapped.',
+};
+
+export const METHODS: Record<string, MethodSpec> = {
+  WSPSocket: {
+    summary: 'Create a socket. ret is the new SOCKET, or INVALID_SOCKET (-1) with errno.',
+    params: {
+      af: { type: 'int', doc: 'AF_INET (2) or AF_INET6 (23).' },
+      type: { type: 'int', doc: 'SOCK_STREAM (1) or SOCK_DGRAM (2).' },
+      protocol: { type: 'int', doc: 'IPPROTO_TCP (6), IPPROTO_UDP (17) or 0 for the type\'s default.' },
+      g: { type: 'u32', doc: 'Socket group; must be 0 (groups are reserved in Winsock 2).' },
+      flags: { type: 'u32', doc: 'dwFlags: WSA_FLAG_OVERLAPPED (0x01); other bits are ignored.' },
+    },
+    result: {},
+  },
+  WSPBind: {
+    summary: 'Bind a local address.',
+    params: { s, name: { type: 'sockaddr', doc: 'The local address.' }, namelen: { type: 'int', doc: 'sizeof the sockaddr: 16 (IPv4) or 28 (IPv6); smaller gives WSAEFAULT.' } },
+    result: {},
+  },
+  WSPListen: {
+    summary: 'Listen for connections on a bound stream socket.',
+    params: { s, backlog: { type: 'int', doc: 'Backlog; values below 1 are raised to 1, above 200 lowered to 200.' } },
+    result: {},
+  },
+  WSPAccept: {
+    summary: 'Accept a connection. ret is the new SOCKET or INVALID_SOCKET. Blocks unless the socket is nonblocking (then WSAEWOULDBLOCK when none waits).',
+    params: { s },
+    result: { addr: { type: 'sockaddr', optional: true, doc: 'The peer address of the accepted connection.' } },
+  },
+  WSPConnect: {
+    summary: 'Connect a stream socket, or set the default peer of a datagram socket.',
+    params: { s, name: { type: 'sockaddr', doc: 'The peer address.' }, namelen: { type: 'int', doc: 'sizeof the sockaddr.' } },
+    result: {},
+  },
+  WSPSend: {
+    summary: 'Send on a connected socket. The buffers, in order, form one send.',
+    params: {
+      s,
+      buffers: { type: 'bytes[]', doc: `The bytes of each WSABUF actually used (at most ${MAX_BUFFER_COUNT}).` },
+      flags: { type: 'u32', doc: 'dwFlags: MSG_OOB (0x1), MSG_DONTROUTE (0x4), MSG_PARTIAL (0x8000).' },
+      overlapped,
+    },
+    result: { bytesSent: { type: 'u32', optional: true, doc: 'lpNumberOfBytesSent; present when ret is 0.' } },
+  },
+  WSPSendTo: {
+    summary: 'Send to an address (datagram sockets); on a connected socket the address is ignored.',
+    params: {
+      s,
+      buffers: { type: 'bytes[]', doc: 'As for WSPSend.' },
+      flags: { type: 'u32', doc: 'As for WSPSend.' },
+      to: { type: 'sockaddr', nullable: true, doc: 'lpTo; null sends to the default peer.' },
+      tolen: { type: 'int', doc: 'iTolen; below the family\'s sockaddr size gives WSAEFAULT.' },
+      overlapped,
+    },
+    result: { bytesSent: { type: 'u32', optional: true, doc: 'lpNumberOfBytesSent; present when ret is 0.' } },
+  },
+  WSPRecv: {
+    summary: 'Receive into buffers of the given sizes.',
+    params: {
+      s,
+      lengths: { type: 'u32[]', doc: 'The len of each WSABUF used.' },
+      flags: { type: 'u32', doc: 'lpFlags on input: MSG_PEEK (0x2), MSG_OOB (0x1).' },
+      overlapped,
+    },
+    result: {
+      data: { type: 'bytes', optional: true, doc: 'The received bytes (the client scatters them over its buffers).' },
+      bytesRecvd: { type: 'u32', optional: true, doc: 'lpNumberOfBytesRecvd.' },
+      flags: { type: 'u32', optional: true, doc: 'lpFlags on output (MSG_PARTIAL when a datagram was truncated).' },
+    },
+  },
+  WSPRecvFrom: {
+    summary: 'Receive a datagram (or stream bytes) and its source address.',
+    params: {
+      s,
+      lengths: { type: 'u32[]', doc: 'As for WSPRecv.' },
+      flags: { type: 'u32', doc: 'As for WSPRecv.' },
+      overlapped,
+    },
+    result: {
+      data: { type: 'bytes', optional: true, doc: 'The received bytes.' },
+      bytesRecvd: { type: 'u32', optional: true, doc: 'lpNumberOfBytesRecvd.' },
+      flags: { type: 'u32', optional: true, doc: 'lpFlags on output.' },
+      from: { type: 'sockaddr', optional: true, doc: 'lpFrom: the source address.' },
+    },
+  },
+  WSPShutdown: {
+    summary: 'Disable sends (SD_SEND 1), receives (SD_RECEIVE 0) or both (SD_BOTH 2).',
+    params: { s, how: { type: 'int', doc: 'SD_RECEIVE, SD_SEND or SD_BOTH.' } },
+    result: {},
+  },
+  WSPCloseSocket: {
+    summary: 'Close the socket; its handle becomes invalid (WSAENOTSOCK) at once.',
+    params: { s },
+    result: {},
+  },
+  WSPGetSockName: {
+    summary: 'The local address of the socket.',
+    params: { s, namelen: { type: 'int', doc: 'The size of the caller\'s sockaddr; too small gives WSAEFAULT.' } },
+    result: { name: { type: 'sockaddr', optional: true, doc: 'The address.' }, namelen: { type: 'int', optional: true, doc: 'Its size: 16 or 28.' } },
+  },
+  WSPGetPeerName: {
+    summary: 'The peer address of a connected socket.',
+    params: { s, namelen: { type: 'int', doc: 'As for WSPGetSockName.' } },
+    result: { name: { type: 'sockaddr', optional: true, doc: 'The address.' }, namelen: { type: 'int', optional: true, doc: 'Its size: 16 or 28.' } },
+  },
+  WSPIoctl: {
+    summary: 'Control the socket: FIONBIO, FIONREAD, SIOCATMARK, SIO_FLUSH.',
+    params: {
+      s,
+      code: { type: 'u32', doc: 'dwIoControlCode.' },
+      input: { type: 'bytes', doc: 'lpvInBuffer (cbInBuffer bytes; empty when none).' },
+      outputLength: { type: 'u32', doc: 'cbOutBuffer.' },
+      overlapped,
+    },
+    result: {
+      output: { type: 'bytes', optional: true, doc: 'The bytes written to lpvOutBuffer.' },
+      bytesReturned: { type: 'u32', optional: true, doc: 'lpcbBytesReturned.' },
+    },
+  },
+  WSPSetSockOpt: {
+    summary: 'Set a socket option; values are the C bytes (little-endian DWORD / BOOL).',
+    params: {
+      s,
+      level: { type: 'int', doc: 'SOL_SOCKET (0xffff) or IPPROTO_TCP (6).' },
+      optname: { type: 'int', doc: 'The option.' },
+      optval: { type: 'bytes', nullable: true, doc: 'The first optlen bytes of optval; null for a NULL optval.' },
+      optlen: { type: 'int', doc: 'optlen; under 4 for a DWORD or BOOL option gives WSAEFAULT.' },
+    },
+    result: {},
+  },
+  WSPGetSockOpt: {
+    summary: 'Read a socket option.',
+    params: {
+      s,
+      level: { type: 'int', doc: 'As for WSPSetSockOpt.' },
+      optname: { type: 'int', doc: 'The option.' },
+      optlen: { type: 'int', doc: 'The size of the caller\'s optval; under 4 gives WSAEFAULT.' },
+    },
+    result: { optval: { type: 'bytes', optional: true, doc: 'The value bytes.' }, optlen: { type: 'int', optional: true, doc: 'How many bytes are valid.' } },
+  },
+};
+
+/** Notifications the daemon pushes; each goes to the originating session only. */
+export const NOTIFICATIONS: Record<string, { summary: string; params: Record<string, FieldSpec> }> = {
+  'spiwire.welcome': {
+    summary: 'First message of every session: who the daemon is and the limits in force.',
+    params: {
+      session: { type: 'string', doc: 'The session id (also in the daemon logs).' },
+      version: { type: 'string', doc: 'The daemon version.' },
+      protocol: { type: 'u32', doc: 'The protocol version (1).' },
+      limits: { type: 'object', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf.' },
+    },
+  },
+  'spiwire.completion': {
+    summary: 'An overlapped operation completed (issue 3). Shape reserved.',
+    params: {
+      op: { type: 'u32', doc: 'The op id the client gave in overlapped.op.' },
+      s: { type: 'handle', doc: 'The socket.' },
+      error: { type: 'u32', doc: 'The WSA code (0 on success, WSA_OPERATION_ABORTED when cancelled).' },
+      bytes: { type: 'u32', doc: 'cbTransferred.' },
+      flags: { type: 'u32', doc: 'dwFlags of the completion (0 for sends).' },
+      data: { type: 'bytes', optional: true, doc: 'Received bytes, for receives.' },
+      from: { type: 'sockaddr', optional: true, doc: 'Source address, for WSPRecvFrom.' },
+    },
+  },
+  'spiwire.networkEvents': {
+    summary: 'Network events recorded for a socket selected with WSPEventSelect (issue 4). Shape reserved.',
+    params: {
+      s: { type: 'handle', doc: 'The socket.' },
+      events: { type: 'u32', doc: 'lNetworkEvents: FD_* bits that became set.' },
+      errors: { type: 'object', doc: 'iErrorCode by FD bit name, for example {"FD_CLOSE": 10054}.' },
+    },
+  },
+};
+
+/** Checks the JSON-RPC envelope of an incoming message. Throws ProtocolError(INVALID_REQUEST). */
+export function checkRequestEnvelope(msg: unknown): Request | Notification {
+  if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) {
+    throw new ProtocolError(INVALID_REQUEST, 'a message must be a JSON object (batches are not used; pack several records in one frame instead)');
+  }
+  const m = msg as Record<string, unknown>;
+  if (m['jsonrpc'] !== '2.0') throw new ProtocolError(INVALID_REQUEST, 'jsonrpc must be "2.0"');
+  if (typeof m['method'] !== 'string') throw new ProtocolError(INVALID_REQUEST, 'method must be a string');
+  if ('id' in m && !(typeof m['id'] === 'string' || (typeof m['id'] === 'number' && Number.isInteger(m['id'])))) {
+    throw new ProtocolError(INVALID_REQUEST, 'id must be an integer or a string');
+  }
+  const params = m['params'];
+  if (params !== undefined && (params === null || typeof params !== 'object' || Array.isArray(params))) {
+    throw new ProtocolError(INVALID_REQUEST, 'params must be an object (by-name parameters)');
+  }
+  if (params === undefined) m['params'] = {};
+  return m as unknown as Request | Notification;
+}
+
+/** A request id that the envelope carries, or null when it has none usable. */
+export function requestIdOf(msg: unknown): RequestId | null {
+  if (msg === null || typeof msg !== 'object') return null;
+  const id = (msg as Record<string, unknown>)['id'];
+  return typeof id === 'string' || (typeof id === 'number' && Number.isInteger(id)) ? id : null;
+}
+
+/** Validates params against the method's spec. Throws ProtocolError(INVALID_PARAMS) naming the field. */
+export function validateParams(method: string, spec: MethodSpec, params: Record<string, unknown>): void {
+  for (const key of Object.keys(params)) {
+    if (!(key in spec.params)) invalid(method, key, 'is not a parameter of this method');
+  }
+  for (const [key, field] of Object.entries(spec.params)) {
+    const v = params[key];
+    if (v === undefined) {
+      if (field.optional) continue;
+      invalid(method, key, 'is missing');
+    }
+    if (v === null) {
+      if (field.nullable) continue;
+      invalid(method, key, 'may not be null');
+    }
+    checkType(method, key, field.type, v);
+  }
+}
+
+function checkType(method: string, key: string, type: FieldType, v: unknown): void {
+  switch (type) {
+    case 'handle':
+    case 'u32':
+      if (!isInt(v, 0, 0xffffffff)) invalid(method, key, 'must be an integer from 0 to 4294967295');
+      return;
+    case 'int':
+      if (!isInt(v, -0x80000000, 0x7fffffff)) invalid(method, key, 'must be a 32-bit signed integer');
+      return;
+    case 'bool':
+      if (typeof v !== 'boolean') invalid(method, key, 'must be a boolean');
+      return;
+    case 'string':
+      if (typeof v !== 'string') invalid(method, key, 'must be a string');
+      return;
+    case 'bytes':
+      if (!(v instanceof Uint8Array)) invalid(method, key, 'must be a byte string ({"$b":[offset,length]} or {"$base64":"..."})');
+      return;
+    case 'bytes[]':
+      if (!Array.isArray(v) || v.length > MAX_BUFFER_COUNT || !v.every((b) => b instanceof Uint8Array)) {
+        invalid(method, key, `must be an array of at most ${MAX_BUFFER_COUNT} byte strings`);
+      }
+      return;
+    case 'u32[]':
+      if (!Array.isArray(v) || v.length > MAX_BUFFER_COUNT || !v.every((n) => isInt(n, 0, 0xffffffff))) {
+        invalid(method, key, `must be an array of at most ${MAX_BUFFER_COUNT} integers from 0 to 4294967295`);
+      }
+      return;
+    case 'sockaddr': {
+      const a = v as Record<string, unknown>;
+      if (a === null || typeof a !== 'object' || Array.isArray(a)) invalid(method, key, 'must be a sockaddr object {family, address, port}');
+      for (const k of Object.keys(a)) {
+        if (!['family', 'address', 'port', 'flowinfo', 'scopeId'].includes(k)) invalid(method, `${key}.${k}`, 'is not a sockaddr field');
+      }
+      if (!isInt(a['family'], 0, 0xffff)) invalid(method, `${key}.family`, 'must be an integer address family');
+      if (typeof a['address'] !== 'string' || a['address'].length > 64) invalid(method, `${key}.address`, 'must be a numeric address string');
+      if (!isInt(a['port'], 0, 65535)) invalid(method, `${key}.port`, 'must be an integer from 0 to 65535');
+      if (a['flowinfo'] !== undefined && !isInt(a['flowinfo'], 0, 0xffffffff)) invalid(method, `${key}.flowinfo`, 'must be a u32');
+      if (a['scopeId'] !== undefined && !isInt(a['scopeId'], 0, 0xffffffff)) invalid(method, `${key}.scopeId`, 'must be a u32');
+      return;
+    }
+    case 'overlapped': {
+      const o = v as Record<string, unknown>;
+      if (o === null || typeof o !== 'object' || Array.isArray(o)) invalid(method, key, 'must be an object {op, thread}');
+      for (const k of Object.keys(o)) if (k !== 'op' && k !== 'thread') invalid(method, `${key}.${k}`, 'is not a field of overlapped');
+      if (!isInt(o['op'], 0, 0xffffffff)) invalid(method, `${key}.op`, 'must be an integer from 0 to 4294967295');
+      if (!isInt(o['thread'], 0, 0xffffffff)) invalid(method, `${key}.thread`, 'must be an integer from 0 to 4294967295');
+      return;
+    }
+    case 'object':
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) invalid(method, key, 'must be an object');
+      return;
+  }
+}
+
+function isInt(v: unknown, min: number, max: number): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
+}
+
+function invalid(method: string, field: string, what: string): never {
+  throw new ProtocolError(INVALID_PARAMS, `${method}: params.${field} ${what}`, { field });
+}

@@ -1,0 +1,102 @@
+/**
+ * Builds the machine-readable JSON Schema (draft 2020-12) of the protocol from the method table.
+ * proto/schema.json is this function's output; a test keeps the file and the table in step.
+ */
+import { METHODS, NOTIFICATIONS, type FieldSpec, type FieldType } from './messages.js';
+import { SUBPROTOCOL, PROTOCOL_VERSION } from './limits.js';
+
+type Schema = Record<string, unknown>;
+
+const defs: Record<string, Schema> = {
+  bytes: {
+    description: 'A byte string: {"$b":[offset,length]} into the record data (binary frames) or {"$base64":"..."} (text frames).',
+    oneOf: [
+      { type: 'object', properties: { $b: { type: 'array', prefixItems: [{ type: 'integer', minimum: 0 }, { type: 'integer', minimum: 0 }], minItems: 2, maxItems: 2 } }, required: ['$b'], additionalProperties: false },
+      { type: 'object', properties: { $base64: { type: 'string' } }, required: ['$base64'], additionalProperties: false },
+    ],
+  },
+  sockaddr: {
+    type: 'object',
+    properties: {
+      family: { type: 'integer', description: 'AF_INET 2 or AF_INET6 23' },
+      address: { type: 'string', maxLength: 64, description: 'Numeric address: dotted IPv4 or IPv6 text' },
+      port: { type: 'integer', minimum: 0, maximum: 65535 },
+      flowinfo: { type: 'integer', minimum: 0, maximum: 4294967295 },
+      scopeId: { type: 'integer', minimum: 0, maximum: 4294967295 },
+    },
+    required: ['family', 'address', 'port'],
+    additionalProperties: false,
+  },
+  overlapped: {
+    type: 'object',
+    properties: { op: { type: 'integer', minimum: 0, maximum: 4294967295 }, thread: { type: 'integer', minimum: 0, maximum: 4294967295 } },
+    required: ['op', 'thread'],
+    additionalProperties: false,
+  },
+};
+
+function typeSchema(t: FieldType): Schema {
+  switch (t) {
+    case 'handle':
+    case 'u32':
+      return { type: 'integer', minimum: 0, maximum: 4294967295 };
+    case 'int':
+      return { type: 'integer', minimum: -2147483648, maximum: 2147483647 };
+    case 'bool':
+      return { type: 'boolean' };
+    case 'string':
+      return { type: 'string' };
+    case 'bytes':
+      return { $ref: '#/$defs/bytes' };
+    case 'bytes[]':
+      return { type: 'array', maxItems: 1024, items: { $ref: '#/$defs/bytes' } };
+    case 'u32[]':
+      return { type: 'array', maxItems: 1024, items: { type: 'integer', minimum: 0, maximum: 4294967295 } };
+    case 'sockaddr':
+      return { $ref: '#/$defs/sockaddr' };
+    case 'overlapped':
+      return { $ref: '#/$defs/overlapped' };
+    case 'object':
+      return { type: 'object' };
+  }
+}
+
+function fieldSchema(f: FieldSpec): Schema {
+  const base = typeSchema(f.type);
+  const withDoc = { ...base, description: f.doc };
+  return f.nullable ? { description: f.doc, oneOf: [base, { type: 'null' }] } : withDoc;
+}
+
+function objectSchema(fields: Record<string, FieldSpec>, extra: Record<string, Schema> = {}, extraRequired: string[] = []): Schema {
+  const properties: Record<string, Schema> = { ...extra };
+  const required = [...extraRequired];
+  for (const [k, f] of Object.entries(fields)) {
+    properties[k] = fieldSchema(f);
+    if (!f.optional) required.push(k);
+  }
+  return { type: 'object', properties, required, additionalProperties: false };
+}
+
+export function buildJsonSchema(): Schema {
+  const methods: Record<string, Schema> = {};
+  for (const [name, m] of Object.entries(METHODS)) {
+    methods[name] = {
+      description: m.summary,
+      params: objectSchema(m.params),
+      result: objectSchema(m.result, { ret: { type: 'integer', description: 'The C return value: 0, SOCKET_ERROR (-1), a SOCKET, or INVALID_SOCKET (-1).' }, errno: { type: 'integer', description: 'The WSA code written to lpErrno; 0 on success.' } }, ['ret', 'errno']),
+    };
+  }
+  const notifications: Record<string, Schema> = {};
+  for (const [name, n] of Object.entries(NOTIFICATIONS)) {
+    notifications[name] = { description: n.summary, params: objectSchema(n.params) };
+  }
+  return {
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    $id: 'urn:spiwire:protocol:v1',
+    title: 'spiwire wire protocol',
+    description: `JSON-RPC 2.0 over WebSocket subprotocol "${SUBPROTOCOL}" (protocol version ${PROTOCOL_VERSION}). See proto/README.md for framing. "methods" maps each method to its params and result schemas; "notifications" maps each notification to its params.`,
+    $defs: defs,
+    methods,
+    notifications,
+  };
+}

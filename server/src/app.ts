@@ -1,0 +1,62 @@
+/** The HTTP side of the daemon: health and version endpoints, and the WebSocket upgrade with its checks. */
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import websocket from '@fastify/websocket';
+import type { Logger } from 'pino';
+import * as P from '@spiwire/proto';
+import type { DaemonContext } from './daemon-context.js';
+import { Session } from './session.js';
+import { bearerToken, tokenMatches } from './security.js';
+
+export const WS_PATH = '/ws';
+
+export interface AppOptions {
+  token: string | undefined;
+  allowedOrigins: readonly string[];
+}
+
+export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts: AppOptions, log: Logger): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    // Sessions log their own lifecycle; per-request lines would only repeat it.
+    logController: new LogController({ disableRequestLogging: true }),
+    forceCloseConnections: true,
+  });
+  await app.register(websocket, {
+    options: {
+      maxPayload: ctx.limits.maxFrameBytes,
+      // The client must offer the versioned subprotocol; the upgrade check below refuses others.
+      handleProtocols: (protocols: Set<string>) => (protocols.has(P.SUBPROTOCOL) ? P.SUBPROTOCOL : false),
+    },
+    // Sessions are shut down by the daemon before the server closes.
+    preClose: (done) => done(),
+  });
+
+  app.get('/healthz', async () => ({ status: ctx.shuttingDown ? 'stopping' : 'ok', sessions: sessions.size, sockets: ctx.handles.size }));
+  app.get('/version', async () => ({ name: 'spiwire', version: ctx.version, protocol: P.PROTOCOL_VERSION, subprotocol: P.SUBPROTOCOL, node: process.version }));
+
+  app.get(
+    WS_PATH,
+    {
+      websocket: true,
+      preValidation: async (req, reply) => {
+        const refuse = (code: number, error: string): unknown => reply.code(code).send({ error });
+        if (ctx.shuttingDown) return refuse(503, 'the daemon is shutting down');
+        const origin = req.headers.origin;
+        // A browser always sends Origin; refusing unknown ones keeps web pages away from a local daemon.
+        if (origin !== undefined && !opts.allowedOrigins.includes(origin)) return refuse(403, `origin ${origin} is not allowed`);
+        if (opts.token !== undefined && !tokenMatches(opts.token, bearerToken(req.headers.authorization))) {
+          return refuse(401, 'a valid "Authorization: Bearer <token>" header is required');
+        }
+        const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((x) => x.trim());
+        if (!offered.includes(P.SUBPROTOCOL)) return refuse(400, `the WebSocket subprotocol ${P.SUBPROTOCOL} must be offered`);
+        return undefined;
+      },
+    },
+    (socket) => {
+      const session = new Session(socket, ctx, log);
+      sessions.add(session);
+      socket.on('close', () => sessions.delete(session));
+    },
+  );
+  return app;
+}

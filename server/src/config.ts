@@ -1,0 +1,109 @@
+/**
+ * Daemon configuration from flags and environment variables. Flags win over the environment,
+ * the environment over the defaults. Every setting is documented in the README.
+ */
+import { readFileSync } from 'node:fs';
+import { DEFAULT_LIMITS } from './daemon-context.js';
+
+export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_PORT = 7787;
+
+export interface DaemonConfig {
+  host: string;
+  port: number;
+  token: string | undefined;
+  logLevel: string;
+  allowedOrigins: string[];
+  maxFrameBytes: number;
+  maxPendingRequests: number;
+  maxSocketsPerSession: number;
+  defaultSndBuf: number;
+  defaultRcvBuf: number;
+}
+
+interface Setting {
+  flag: string;
+  env: string;
+  key: keyof DaemonConfig;
+  kind: 'string' | 'int' | 'list' | 'file';
+  doc: string;
+}
+
+export const SETTINGS: readonly Setting[] = [
+  { flag: '--host', env: 'SPIWIRE_HOST', key: 'host', kind: 'string', doc: `Address to listen on (default ${DEFAULT_HOST}). Any non-loopback address requires a token.` },
+  { flag: '--port', env: 'SPIWIRE_PORT', key: 'port', kind: 'int', doc: `TCP port (default ${DEFAULT_PORT}; 0 picks a free port).` },
+  { flag: '--token', env: 'SPIWIRE_TOKEN', key: 'token', kind: 'string', doc: 'Bearer token clients must present (default: none, loopback only).' },
+  { flag: '--token-file', env: 'SPIWIRE_TOKEN_FILE', key: 'token', kind: 'file', doc: 'Read the token from this file (for container secrets); surrounding white space is trimmed.' },
+  { flag: '--log-level', env: 'SPIWIRE_LOG_LEVEL', key: 'logLevel', kind: 'string', doc: 'pino level: trace, debug, info, warn, error, fatal, silent (default info).' },
+  { flag: '--allowed-origins', env: 'SPIWIRE_ALLOWED_ORIGINS', key: 'allowedOrigins', kind: 'list', doc: 'Comma-separated browser Origins allowed to connect (default: none).' },
+  { flag: '--max-frame-bytes', env: 'SPIWIRE_MAX_FRAME_BYTES', key: 'maxFrameBytes', kind: 'int', doc: `Largest WebSocket message accepted (default ${DEFAULT_LIMITS.maxFrameBytes}).` },
+  { flag: '--max-pending-requests', env: 'SPIWIRE_MAX_PENDING_REQUESTS', key: 'maxPendingRequests', kind: 'int', doc: `Unanswered requests per session (default ${DEFAULT_LIMITS.maxPendingRequests}).` },
+  { flag: '--max-sockets', env: 'SPIWIRE_MAX_SOCKETS', key: 'maxSocketsPerSession', kind: 'int', doc: `Open sockets per session (default ${DEFAULT_LIMITS.maxSocketsPerSession}).` },
+  { flag: '--sndbuf', env: 'SPIWIRE_SNDBUF', key: 'defaultSndBuf', kind: 'int', doc: `Default SO_SNDBUF, the transport buffer size (default ${DEFAULT_LIMITS.defaultSndBuf}).` },
+  { flag: '--rcvbuf', env: 'SPIWIRE_RCVBUF', key: 'defaultRcvBuf', kind: 'int', doc: `Default SO_RCVBUF (default ${DEFAULT_LIMITS.defaultRcvBuf}).` },
+];
+
+export function defaultConfig(): DaemonConfig {
+  return {
+    host: DEFAULT_HOST,
+    port: DEFAULT_PORT,
+    token: undefined,
+    logLevel: 'info',
+    allowedOrigins: [],
+    ...DEFAULT_LIMITS,
+  };
+}
+
+export class ConfigError extends Error {}
+
+function apply(cfg: DaemonConfig, s: Setting, raw: string, source: string): void {
+  const c = cfg as unknown as Record<string, unknown>;
+  switch (s.kind) {
+    case 'string':
+      c[s.key] = raw;
+      return;
+    case 'int': {
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < 0) throw new ConfigError(`${source} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+      c[s.key] = n;
+      return;
+    }
+    case 'list':
+      c[s.key] = raw.split(',').map((x) => x.trim()).filter(Boolean);
+      return;
+    case 'file':
+      try {
+        c[s.key] = readFileSync(raw, 'utf8').trim();
+      } catch (err) {
+        throw new ConfigError(`${source}: cannot read ${raw}: ${(err as Error).message}`);
+      }
+      return;
+  }
+}
+
+export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): DaemonConfig {
+  const cfg = defaultConfig();
+  for (const s of SETTINGS) {
+    const v = env[s.env];
+    if (v !== undefined && v !== '') apply(cfg, s, v, s.env);
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') throw new ConfigError(usage());
+    const eq = arg.indexOf('=');
+    const name = eq < 0 ? arg : arg.slice(0, eq);
+    const s = SETTINGS.find((x) => x.flag === name);
+    if (!s) throw new ConfigError(`unknown flag ${name}\n\n${usage()}`);
+    const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
+    if (value === undefined) throw new ConfigError(`${name} needs a value`);
+    apply(cfg, s, value, name);
+  }
+  if (cfg.token === '') cfg.token = undefined;
+  return cfg;
+}
+
+export function usage(): string {
+  const lines = ['usage: spiwire [flags]', '', 'Every flag has an environment variable; flags win.', ''];
+  for (const s of SETTINGS) lines.push(`  ${(s.flag + ' <value>').padEnd(28)} ${s.env.padEnd(30)} ${s.doc}`);
+  return lines.join('\n');
+}

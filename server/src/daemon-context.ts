@@ -1,0 +1,37 @@
+/** What every session of one daemon shares. */
+import type { Logger } from 'pino';
+import { HandleTable } from './handles.js';
+import { PortReservations } from './sockets/port-reservations.js';
+
+export interface DaemonLimits {
+  /** Largest WebSocket message accepted, in bytes. */
+  maxFrameBytes: number;
+  /** Unanswered requests one session may have. */
+  maxPendingRequests: number;
+  /** Open sockets one session may hold (WSAEMFILE beyond). */
+  maxSocketsPerSession: number;
+  /** SO_SNDBUF of a new socket: the transport buffer size. */
+  defaultSndBuf: number;
+  /** SO_RCVBUF of a new socket. */
+  defaultRcvBuf: number;
+}
+
+export const DEFAULT_LIMITS: DaemonLimits = {
+  maxFrameBytes: 16 * 1024 * 1024,
+  maxPendingRequests: 65536,
+  maxSocketsPerSession: 65536,
+  defaultSndBuf: 65536,
+  defaultRcvBuf: 65536,
+};
+
+export class DaemonContext {
+  readonly handles = new HandleTable();
+  readonly ports = new PortReservations();
+  shuttingDown = false;
+
+  constructor(
+    readonly log: Logger,
+    readonly limits: DaemonLimits,
+    readonly version: string,
+  ) {}
+}

@@ -1,0 +1,56 @@
+/**
+ * The one place where Node / libuv errors become WSA codes. Every socket error the daemon
+ * reports passes through wsaFromNodeError; the table is tested row by row.
+ */
+import * as W from '@spiwire/proto';
+
+/** Node error code -> WSA code. */
+export const NODE_ERRNO_TO_WSA: Readonly<Record<string, number>> = {
+  ECONNRESET: W.WSAECONNRESET,
+  // Linux reports EPIPE for a send after the peer reset the connection; Windows says WSAECONNRESET.
+  EPIPE: W.WSAECONNRESET,
+  ECONNREFUSED: W.WSAECONNREFUSED,
+  ECONNABORTED: W.WSAECONNABORTED,
+  ETIMEDOUT: W.WSAETIMEDOUT,
+  EADDRINUSE: W.WSAEADDRINUSE,
+  EADDRNOTAVAIL: W.WSAEADDRNOTAVAIL,
+  EACCES: W.WSAEACCES,
+  EPERM: W.WSAEACCES,
+  ENETUNREACH: W.WSAENETUNREACH,
+  EHOSTUNREACH: W.WSAEHOSTUNREACH,
+  ENETDOWN: W.WSAENETDOWN,
+  ENODEV: W.WSAENETDOWN,
+  ENETRESET: W.WSAENETRESET,
+  EMSGSIZE: W.WSAEMSGSIZE,
+  ENOBUFS: W.WSAENOBUFS,
+  ENOMEM: W.WSAENOBUFS,
+  EAGAIN: W.WSAEWOULDBLOCK,
+  EWOULDBLOCK: W.WSAEWOULDBLOCK,
+  EINPROGRESS: W.WSAEINPROGRESS,
+  EALREADY: W.WSAEALREADY,
+  EISCONN: W.WSAEISCONN,
+  ENOTCONN: W.WSAENOTCONN,
+  ESHUTDOWN: W.WSAESHUTDOWN,
+  EAFNOSUPPORT: W.WSAEAFNOSUPPORT,
+  EPROTONOSUPPORT: W.WSAEPROTONOSUPPORT,
+  EOPNOTSUPP: W.WSAEOPNOTSUPP,
+  EINVAL: W.WSAEINVAL,
+  EFAULT: W.WSAEFAULT,
+  EMFILE: W.WSAEMFILE,
+  ENFILE: W.WSAEMFILE,
+  EDESTADDRREQ: W.WSAEDESTADDRREQ,
+  EINTR: W.WSAEINTR,
+  // Node's own codes for writes on a socket that is already gone.
+  ERR_STREAM_DESTROYED: W.WSAECONNRESET,
+  ERR_STREAM_WRITE_AFTER_END: W.WSAESHUTDOWN,
+  ERR_SOCKET_DGRAM_NOT_RUNNING: W.WSAENOTSOCK,
+};
+
+/** When nothing in the table matches: the network subsystem failed. */
+export const DEFAULT_WSA_ERROR = W.WSAENETDOWN;
+
+export function wsaFromNodeError(err: unknown): number {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (typeof code === 'string' && Object.prototype.hasOwnProperty.call(NODE_ERRNO_TO_WSA, code)) return NODE_ERRNO_TO_WSA[code]!;
+  return DEFAULT_WSA_ERROR;
+}

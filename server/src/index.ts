@@ -1,0 +1,65 @@
+/** The public entry point: start a daemon in this process. */
+import pino, { type Logger } from 'pino';
+import { buildApp, WS_PATH } from './app.js';
+import { DaemonContext, DEFAULT_LIMITS, type DaemonLimits } from './daemon-context.js';
+import { isLoopbackHost } from './security.js';
+import type { Session } from './session.js';
+import { VERSION } from './version.js';
+import { DEFAULT_HOST } from './config.js';
+
+export interface StartOptions {
+  /** Default 127.0.0.1. A non-loopback host requires a token. */
+  host?: string;
+  /** Default 0 (a free port) when embedding; the CLI defaults to 7787. */
+  port?: number;
+  token?: string;
+  /** A pino logger; default: silent. */
+  logger?: Logger;
+  allowedOrigins?: string[];
+  limits?: Partial<DaemonLimits>;
+}
+
+export interface Daemon {
+  /** The WebSocket URL a client connects to, for example ws://127.0.0.1:7787/ws. */
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  /** Graceful stop: new sessions refused, blocked calls answered (WSAENETDOWN), sockets closed. */
+  close(): Promise<void>;
+}
+
+export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
+  const host = opts.host ?? DEFAULT_HOST;
+  const token = opts.token === '' ? undefined : opts.token;
+  if (!isLoopbackHost(host) && token === undefined) {
+    throw new Error(`refusing to listen on ${host} without a token: only loopback addresses may be used without one (set --token or SPIWIRE_TOKEN)`);
+  }
+  const log = opts.logger ?? pino({ level: 'silent' });
+  const limits: DaemonLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const ctx = new DaemonContext(log, limits, VERSION);
+  const sessions = new Set<Session>();
+  const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [] }, log);
+  await app.listen({ host, port: opts.port ?? 0 });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : (opts.port ?? 0);
+  const urlHost = host.includes(':') ? `[${host}]` : host;
+  const url = `ws://${urlHost}:${port}${WS_PATH}`;
+  let closing: Promise<void> | null = null;
+  return {
+    url,
+    host,
+    port,
+    close() {
+      closing ??= (async () => {
+        ctx.shuttingDown = true;
+        await Promise.all([...sessions].map((s) => s.shutdown()));
+        await app.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+export { DEFAULT_LIMITS, type DaemonLimits } from './daemon-context.js';
+export { DEFAULT_HOST, DEFAULT_PORT } from './config.js';
+export { VERSION } from './version.js';

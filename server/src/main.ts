@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/** The spiwire daemon command: configuration from flags and environment, graceful stop on signals. */
+import pino from 'pino';
+import { ConfigError, parseConfig } from './config.js';
+import { startServer } from './index.js';
+
+async function main(): Promise<void> {
+  let cfg;
+  try {
+    cfg = parseConfig(process.argv.slice(2), process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = pino({ level: cfg.logLevel, name: 'spiwire' });
+  let daemon;
+  try {
+    daemon = await startServer({
+      host: cfg.host,
+      port: cfg.port,
+      ...(cfg.token !== undefined ? { token: cfg.token } : {}),
+      logger: log,
+      allowedOrigins: cfg.allowedOrigins,
+      limits: {
+        maxFrameBytes: cfg.maxFrameBytes,
+        maxPendingRequests: cfg.maxPendingRequests,
+        maxSocketsPerSession: cfg.maxSocketsPerSession,
+        defaultSndBuf: cfg.defaultSndBuf,
+        defaultRcvBuf: cfg.defaultRcvBuf,
+      },
+    });
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, 'cannot start');
+    process.exit(1);
+  }
+  log.info({ url: daemon.url, tokenRequired: cfg.token !== undefined }, `spiwire listening; connect clients to ${daemon.url}`);
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    daemon.close().then(
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+void main();

@@ -1,0 +1,286 @@
+/**
+ * One WebSocket connection = one session = one emulated process. The session decodes frames,
+ * dispatches each request to its SPI method, and sends replies and notifications back, several
+ * records to a frame, flushed on a microtask.
+ */
+import { randomUUID } from 'node:crypto';
+import type * as net from 'node:net';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import * as P from '@spiwire/proto';
+import { fail, type Outcome } from './outcome.js';
+import type { DaemonContext } from './daemon-context.js';
+import type { EmulatedSocket, SocketContext } from './sockets/emulated-socket.js';
+import { TcpSocket } from './sockets/tcp-socket.js';
+import { UdpSocket } from './sockets/udp-socket.js';
+import { SPI_HANDLERS, checkSocketTriple, type SpiSession } from './spi/methods.js';
+
+const WS_OPEN = 1;
+
+export class Session implements SpiSession {
+  readonly id = randomUUID();
+  readonly log: Logger;
+  private readonly sockets = new Map<number, EmulatedSocket>();
+  private readonly pending = new Set<P.RequestId>();
+  private readonly out = new P.FrameBuilder();
+  private flushScheduled = false;
+  private ended = false;
+  private readonly decodeLimits: P.DecodeLimits;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly daemon: DaemonContext,
+    parentLog: Logger,
+  ) {
+    this.log = parentLog.child({ session: this.id });
+    this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
+    ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => this.onMessage(toBuffer(data), isBinary));
+    ws.on('close', (code, reason) => this.end(`connection closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
+    ws.on('error', (err) => this.log.warn({ err: err.message }, 'websocket error'));
+    this.notify('spiwire.welcome', {
+      session: this.id,
+      version: daemon.version,
+      protocol: P.PROTOCOL_VERSION,
+      limits: {
+        maxFrameBytes: daemon.limits.maxFrameBytes,
+        maxPendingRequests: daemon.limits.maxPendingRequests,
+        maxSockets: daemon.limits.maxSocketsPerSession,
+        defaultSndBuf: daemon.limits.defaultSndBuf,
+        defaultRcvBuf: daemon.limits.defaultRcvBuf,
+      },
+    });
+    this.log.info('session opened');
+  }
+
+  get socketCount(): number {
+    return this.sockets.size;
+  }
+
+  // ---- inbound ----
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.ended) return;
+    if (!isBinary) {
+      const rec = P.decodeText(data.toString('utf8'));
+      this.handleRecord(rec, true);
+      return;
+    }
+    let records: P.DecodedRecord[];
+    try {
+      records = P.decodeFrame(data, this.decodeLimits);
+    } catch (err) {
+      const e = err instanceof P.ProtocolError ? err : new P.ProtocolError(P.BAD_FRAME, String(err));
+      this.log.debug({ err: e.message }, 'bad frame');
+      this.sendError(null, e, false);
+      return;
+    }
+    for (const rec of records) this.handleRecord(rec, false);
+  }
+
+  private handleRecord(rec: P.DecodedRecord, text: boolean): void {
+    if (!rec.ok) {
+      this.sendError(null, rec.error, text);
+      return;
+    }
+    let msg: P.Request | P.Notification;
+    try {
+      msg = P.checkRequestEnvelope(rec.message);
+    } catch (err) {
+      this.sendError(P.requestIdOf(rec.message), err as P.ProtocolError, text);
+      return;
+    }
+    const id = 'id' in msg ? msg.id : null;
+    const spec = P.METHODS[msg.method];
+    const handler = SPI_HANDLERS[msg.method];
+    if (!spec || !handler) {
+      this.sendError(id, new P.ProtocolError(P.METHOD_NOT_FOUND, `method ${JSON.stringify(msg.method).slice(0, 80)} is not offered`), text);
+      return;
+    }
+    if (id !== null) {
+      if (this.pending.has(id)) {
+        this.sendError(id, new P.ProtocolError(P.DUPLICATE_ID, `request id ${JSON.stringify(id)} is already in use`), text);
+        return;
+      }
+      if (this.pending.size >= this.daemon.limits.maxPendingRequests) {
+        this.sendError(id, new P.ProtocolError(P.TOO_MANY_REQUESTS, `more than ${this.daemon.limits.maxPendingRequests} unanswered requests`), text);
+        return;
+      }
+    }
+    try {
+      P.validateParams(msg.method, spec, msg.params);
+    } catch (err) {
+      this.sendError(id, err as P.ProtocolError, text);
+      return;
+    }
+    if (this.daemon.shuttingDown) {
+      // The network subsystem is going away under the caller: a Winsock result, not a protocol error.
+      this.reply(id, fail(P.WSAENETDOWN), text);
+      return;
+    }
+    let result: Outcome | Promise<Outcome>;
+    try {
+      result = handler(this, msg.params);
+    } catch (err) {
+      this.fault(id, msg.method, err, text);
+      return;
+    }
+    if (!(result instanceof Promise)) {
+      this.reply(id, result, text);
+      return;
+    }
+    if (id !== null) this.pending.add(id);
+    result.then(
+      (r) => {
+        if (id !== null) this.pending.delete(id);
+        this.reply(id, r, text);
+      },
+      (err: unknown) => {
+        if (id !== null) this.pending.delete(id);
+        this.fault(id, msg.method, err, text);
+      },
+    );
+  }
+
+  private fault(id: P.RequestId | null, method: string, err: unknown, text: boolean): void {
+    if (err instanceof P.ProtocolError) {
+      this.sendError(id, err, text);
+      return;
+    }
+    this.log.error({ err, method }, 'method failed');
+    this.sendError(id, new P.ProtocolError(P.INTERNAL_ERROR, `${method} failed inside the daemon: ${(err as Error)?.message ?? String(err)}`), text);
+  }
+
+  // ---- outbound ----
+
+  private reply(id: P.RequestId | null, result: Outcome, text: boolean): void {
+    if (id === null) return; // A notification gets no answer.
+    this.send({ jsonrpc: '2.0', id, result }, text);
+  }
+
+  private sendError(id: P.RequestId | null, err: P.ProtocolError, text: boolean): void {
+    const error: P.ErrorObject = { code: err.code, message: err.message };
+    if (err.data) error.data = err.data;
+    this.send({ jsonrpc: '2.0', id, error }, text);
+  }
+
+  notify(method: string, params: Record<string, unknown>): void {
+    this.send({ jsonrpc: '2.0', method, params }, false);
+  }
+
+  private send(message: object, text: boolean): void {
+    if (this.ws.readyState !== WS_OPEN) return;
+    if (text) {
+      this.ws.send(P.encodeText(message));
+      return;
+    }
+    this.out.add(message);
+    if (this.out.byteLength >= 256 * 1024) {
+      this.flush();
+      return;
+    }
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.out.recordCount === 0) return;
+    const frame = this.out.finish();
+    if (this.ws.readyState === WS_OPEN) this.ws.send(frame, { binary: true });
+  }
+
+  // ---- sockets ----
+
+  lookup(s: number): EmulatedSocket | null {
+    return this.daemon.handles.lookup(s, this.id);
+  }
+
+  private socketContext(af: number, type: number, protocol: number, overlapped: boolean): SocketContext | null {
+    const handle = this.daemon.handles.allocate();
+    if (handle === null) return null;
+    return {
+      handle,
+      owner: this.id,
+      af,
+      type,
+      protocol,
+      overlapped,
+      log: this.log.child({ s: handle }),
+      defaults: { sndBuf: this.daemon.limits.defaultSndBuf, rcvBuf: this.daemon.limits.defaultRcvBuf },
+    };
+  }
+
+  createSocket(af: number, type: number, protocol: number, flags: number): Outcome {
+    const t = checkSocketTriple(af, type, protocol);
+    if (t.errno) return fail(t.errno, P.INVALID_SOCKET);
+    if (this.sockets.size >= this.daemon.limits.maxSocketsPerSession) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
+    const ctx = this.socketContext(af, type, t.protocol, (flags & P.WSA_FLAG_OVERLAPPED) !== 0);
+    if (!ctx) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
+    const sock: EmulatedSocket = type === P.SOCK_STREAM ? new TcpSocket({ ...ctx, ports: this.daemon.ports, adopt: (c, parent) => this.adopt(c, parent) }) : new UdpSocket(ctx);
+    this.register(sock);
+    return { ret: sock.handle, errno: 0 };
+  }
+
+  /** A connection accepted on a listening socket becomes a socket of the same session. */
+  private adopt(conn: net.Socket, parent: TcpSocket): TcpSocket {
+    const ctx = this.socketContext(parent.af, parent.type, parent.protocol, parent.overlapped)!;
+    const sock = new TcpSocket({ ...ctx, ports: this.daemon.ports, adopt: (c, p) => this.adopt(c, p) });
+    sock.attachAccepted(conn, parent);
+    this.register(sock);
+    return sock;
+  }
+
+  private register(sock: EmulatedSocket): void {
+    this.sockets.set(sock.handle, sock);
+    this.daemon.handles.add(sock);
+  }
+
+  closeSocket(sock: EmulatedSocket, abortCode?: number): void {
+    this.sockets.delete(sock.handle);
+    this.daemon.handles.remove(sock.handle);
+    sock.close(abortCode);
+  }
+
+  // ---- lifecycle ----
+
+  /**
+   * Daemon shutdown: every blocked call is answered with WSAENETDOWN, the replies are flushed,
+   * the sockets are closed and the connection ends with 1001 (going away).
+   */
+  async shutdown(): Promise<void> {
+    if (this.ended) return;
+    for (const sock of [...this.sockets.values()]) this.closeSocket(sock, P.WSAENETDOWN);
+    // Let the WSAENETDOWN answers reach the wire before the close frame.
+    await new Promise((r) => setImmediate(r));
+    this.flush();
+    this.end('daemon shutting down');
+    await new Promise<void>((resolve) => {
+      if (this.ws.readyState === 3) return resolve();
+      const t = setTimeout(() => {
+        this.ws.terminate();
+        resolve();
+      }, 2000);
+      this.ws.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      this.ws.close(1001, 'daemon shutting down');
+    });
+  }
+
+  /** The session is over: its sockets close, and nothing more is sent. */
+  end(reason: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    for (const sock of [...this.sockets.values()]) this.closeSocket(sock);
+    this.log.info({ reason }, 'session ended');
+  }
+}
+
+function toBuffer(data: Buffer | ArrayBuffer | Buffer[]): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}

@@ -1,0 +1,158 @@
+/**
+ * What every emulated socket shares: its identity, its owner session, the socket options both
+ * transports understand, blocking waits that close or daemon shutdown can interrupt, and an
+ * explicit state machine that refuses illegal moves.
+ */
+import type { Logger } from 'pino';
+import * as W from '@spiwire/proto';
+import type { SockAddr } from '@spiwire/proto';
+import { fail, ok, type Outcome } from '../outcome.js';
+
+export type SocketState = 'open' | 'bound' | 'listening' | 'connecting' | 'connected' | 'closed';
+
+/** Legal state moves; anything else is a bug, logged and refused. */
+const MOVES: Record<SocketState, readonly SocketState[]> = {
+  open: ['bound', 'connecting', 'connected', 'closed'],
+  bound: ['listening', 'connecting', 'connected', 'closed'],
+  listening: ['closed'],
+  connecting: ['connected', 'open', 'bound', 'closed'],
+  connected: ['closed'],
+  closed: [],
+};
+
+export interface SocketContext {
+  readonly handle: number;
+  readonly owner: string;
+  readonly af: number;
+  readonly type: number;
+  readonly protocol: number;
+  readonly overlapped: boolean;
+  readonly log: Logger;
+  readonly defaults: { sndBuf: number; rcvBuf: number };
+}
+
+/** A wait for something to happen on a socket; settled by the event, by close or by shutdown. */
+export interface Waiter {
+  /** Tries to finish the wait; returns true when it did. */
+  poll(): boolean;
+  abort(errno: number): void;
+}
+
+export abstract class EmulatedSocket {
+  readonly handle: number;
+  readonly owner: string;
+  readonly af: number;
+  readonly type: number;
+  readonly protocol: number;
+  /** Created with WSA_FLAG_OVERLAPPED. */
+  readonly overlapped: boolean;
+  readonly log: Logger;
+
+  state: SocketState = 'open';
+  nonBlocking = false;
+  sndBuf: number;
+  rcvBuf: number;
+  broadcast = false;
+  sendShut = false;
+  recvShut = false;
+  /** The error SO_ERROR returns (and clears). */
+  pendingError = 0;
+
+  private waiters = new Set<Waiter>();
+
+  constructor(ctx: SocketContext) {
+    this.handle = ctx.handle;
+    this.owner = ctx.owner;
+    this.af = ctx.af;
+    this.type = ctx.type;
+    this.protocol = ctx.protocol;
+    this.overlapped = ctx.overlapped;
+    this.log = ctx.log;
+    this.sndBuf = ctx.defaults.sndBuf;
+    this.rcvBuf = ctx.defaults.rcvBuf;
+  }
+
+  get closed(): boolean {
+    return this.state === 'closed';
+  }
+
+  protected moveTo(next: SocketState): boolean {
+    if (this.state === next) return true;
+    if (!MOVES[this.state].includes(next)) {
+      this.log.error({ from: this.state, to: next }, 'illegal socket state move refused');
+      return false;
+    }
+    this.log.trace(`state ${this.state} -> ${next}`);
+    this.state = next;
+    return true;
+  }
+
+  /**
+   * Waits until check() returns an outcome (or undefined to keep waiting). The check runs now and
+   * whenever wake() is called. Close answers WSAEINTR, daemon shutdown WSAENETDOWN.
+   */
+  protected waitFor(check: () => Outcome | undefined): Promise<Outcome> {
+    const first = check();
+    if (first) return Promise.resolve(first);
+    return new Promise<Outcome>((resolve) => {
+      const w: Waiter = {
+        poll: () => {
+          const r = check();
+          if (!r) return false;
+          this.waiters.delete(w);
+          resolve(r);
+          return true;
+        },
+        abort: (errno) => {
+          this.waiters.delete(w);
+          resolve(fail(errno));
+        },
+      };
+      this.waiters.add(w);
+    });
+  }
+
+  /** Re-checks every blocked call; called whenever the socket's state changes. */
+  protected wake(): void {
+    for (const w of [...this.waiters]) w.poll();
+  }
+
+  /** Answers every blocked call with errno (WSAEINTR on close, WSAENETDOWN on daemon shutdown). */
+  abortWaits(errno: number): void {
+    for (const w of [...this.waiters]) w.abort(errno);
+  }
+
+  /** Takes and clears SO_ERROR. */
+  takePendingError(): number {
+    const e = this.pendingError;
+    this.pendingError = 0;
+    return e;
+  }
+
+  // The SPI operations; each transport implements those that have a meaning for it.
+  abstract bind(name: SockAddr): Promise<Outcome>;
+  abstract listen(backlog: number): Promise<Outcome>;
+  abstract accept(): Promise<Outcome>;
+  abstract connect(name: SockAddr): Promise<Outcome>;
+  abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null): Promise<Outcome>;
+  abstract recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome>;
+  abstract shutdown(how: number): Outcome;
+  /** Closes the socket; blocked calls get WSAEINTR (or the given code). Idempotent. */
+  abstract close(abortCode?: number): void;
+  abstract localName(): SockAddr | null;
+  abstract peerName(): SockAddr | null;
+  /** Bytes that a recv would return now (FIONREAD). */
+  abstract readable(): number;
+  /** Applies SO_SNDBUF / SO_RCVBUF changes to the transport. */
+  abstract applyBuffers(): void;
+  /** The largest datagram (SO_MAX_MSG_SIZE), or null when the option has no meaning (streams). */
+  abstract maxMessageSize(): number | null;
+
+  /** Outcome for an operation that needs a socket that is not closed. */
+  protected static notSock(): Outcome {
+    return fail(W.WSAENOTSOCK);
+  }
+
+  protected static ok = ok;
+  protected static fail = fail;
+}

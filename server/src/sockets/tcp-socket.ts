@@ -1,0 +1,369 @@
+/** A TCP socket: node:net underneath, Winsock semantics on top. */
+import * as net from 'node:net';
+import * as W from '@spiwire/proto';
+import type { SockAddr } from '@spiwire/proto';
+import { wsaFromNodeError } from '../errno-map.js';
+import { fail, ok, type Outcome } from '../outcome.js';
+import { EmulatedSocket, type SocketContext } from './emulated-socket.js';
+import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
+import { anyAddress, fromNodeAddress, hostOf, isAnyAddress } from './sockaddr.js';
+import type { PortReservations } from './port-reservations.js';
+
+/** Flags WSPSend understands on TCP; other bits give WSAEOPNOTSUPP. */
+const TCP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
+const MAX_BACKLOG = 200;
+
+export interface TcpContext extends SocketContext {
+  readonly ports: PortReservations;
+  /** Registers a connection accepted on a listening socket as a new emulated socket; returns it. */
+  readonly adopt: (conn: net.Socket, parent: TcpSocket) => TcpSocket;
+}
+
+export class TcpSocket extends EmulatedSocket {
+  private conn: net.Socket | null = null;
+  private server: net.Server | null = null;
+  private bound: SockAddr | null = null;
+  private tx: TransportBuffer | null = null;
+  private rx: Buffer[] = [];
+  private rxBytes = 0;
+  private peerFinished = false;
+  /** WSA code once the connection broke (reset, aborted); sends and receives report it. */
+  private failure = 0;
+  private connectError = 0;
+  private finAfterDrain = false;
+  private readonly accepted: net.Socket[] = [];
+  private backlog = 1;
+
+  constructor(private readonly ctx: TcpContext) {
+    super(ctx);
+  }
+
+  /** Wraps a connection accepted by a listening socket; it inherits the listener's options. */
+  attachAccepted(conn: net.Socket, parent: TcpSocket): void {
+    this.nonBlocking = parent.nonBlocking;
+    this.sndBuf = parent.sndBuf;
+    this.rcvBuf = parent.rcvBuf;
+    this.moveTo('connected');
+    this.wire(conn);
+  }
+
+  async bind(name: SockAddr): Promise<Outcome> {
+    if (this.state !== 'open') return fail(W.WSAEINVAL);
+    // Probe the real stack: the address must be local and the port free.
+    const probe = net.createServer();
+    const port = await new Promise<number | Error>((resolve) => {
+      probe.once('error', resolve);
+      probe.listen({ host: hostOf(name), port: name.port, exclusive: true, ipv6Only: this.af === W.AF_INET6 }, () => {
+        resolve((probe.address() as net.AddressInfo).port);
+      });
+    });
+    probe.close();
+    if (port instanceof Error) return fail(wsaFromNodeError(port));
+    if (this.closed) return fail(W.WSAENOTSOCK);
+    const r = { family: name.family, address: name.address, port };
+    if (!this.ctx.ports.reserve(this.handle, r)) return fail(W.WSAEADDRINUSE);
+    this.bound = { ...name, port };
+    this.moveTo('bound');
+    return ok();
+  }
+
+  async listen(backlog: number): Promise<Outcome> {
+    if (this.state === 'listening') {
+      this.backlog = clampBacklog(backlog);
+      return ok();
+    }
+    if (this.state === 'connected' || this.state === 'connecting') return fail(W.WSAEISCONN);
+    if (this.state !== 'bound' || !this.bound) return fail(W.WSAEINVAL);
+    this.backlog = clampBacklog(backlog);
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
+    const res = await new Promise<Error | null>((resolve) => {
+      server.once('error', resolve);
+      server.listen({ host: hostOf(this.bound!), port: this.bound!.port, backlog: this.backlog, exclusive: true, ipv6Only: this.af === W.AF_INET6 }, () => resolve(null));
+    });
+    if (res) {
+      server.close();
+      return fail(wsaFromNodeError(res));
+    }
+    if (this.closed) {
+      server.close();
+      return fail(W.WSAENOTSOCK);
+    }
+    server.on('error', (err) => this.log.warn({ err }, 'listening socket error'));
+    server.on('connection', (conn) => {
+      if (this.accepted.length >= this.backlog) {
+        // A full backlog refuses the connection, as the Windows stack does.
+        conn.resetAndDestroy();
+        return;
+      }
+      conn.on('error', () => undefined);
+      this.accepted.push(conn);
+      this.wake();
+    });
+    this.server = server;
+    this.ctx.ports.release(this.handle);
+    this.moveTo('listening');
+    return ok();
+  }
+
+  accept(): Promise<Outcome> {
+    if (this.state !== 'listening') return Promise.resolve(fail(W.WSAEINVAL));
+    return this.waitFor(() => {
+      if (this.closed) return fail(W.WSAEINTR);
+      const conn = this.accepted.shift();
+      if (!conn) return this.nonBlocking ? fail(W.WSAEWOULDBLOCK) : undefined;
+      const child = this.ctx.adopt(conn, this);
+      return ok({ addr: child.peerName() ?? undefined }, child.handle);
+    });
+  }
+
+  connect(name: SockAddr): Promise<Outcome> {
+    switch (this.state) {
+      case 'listening':
+        return Promise.resolve(fail(W.WSAEINVAL));
+      case 'connected':
+        return Promise.resolve(fail(W.WSAEISCONN));
+      case 'connecting':
+        return Promise.resolve(fail(W.WSAEALREADY));
+      default:
+        break;
+    }
+    if (isAnyAddress(name.address) || name.port === 0) return Promise.resolve(fail(W.WSAEADDRNOTAVAIL));
+    const local = this.bound;
+    const conn = net.connect({
+      host: hostOf(name),
+      port: name.port,
+      family: this.af === W.AF_INET6 ? 6 : 4,
+      allowHalfOpen: true,
+      ...(local ? { localAddress: isAnyAddress(local.address) ? undefined : local.address, localPort: local.port } : {}),
+    });
+    const before = this.state;
+    this.moveTo('connecting');
+    this.connectError = 0;
+    const onError = (err: Error): void => {
+      if (this.state !== 'connecting') return;
+      this.connectError = wsaFromNodeError(err);
+      this.pendingError = this.connectError;
+      conn.destroy();
+      this.moveTo(before);
+      this.wake();
+    };
+    conn.once('error', onError);
+    conn.once('connect', () => {
+      conn.off('error', onError);
+      if (this.closed) {
+        conn.destroy();
+        return;
+      }
+      this.ctx.ports.release(this.handle);
+      this.moveTo('connected');
+      this.wire(conn);
+      this.wake();
+    });
+    if (this.nonBlocking) return Promise.resolve(fail(W.WSAEWOULDBLOCK));
+    return this.waitFor(() => {
+      if (this.state === 'connecting') return undefined;
+      if (this.state === 'connected') return ok();
+      this.pendingError = 0;
+      return fail(this.connectError || W.WSAECONNREFUSED);
+    });
+  }
+
+  /** Connects the node socket's events to this emulated socket. */
+  private wire(conn: net.Socket): void {
+    this.conn = conn;
+    const sink: StreamSink = {
+      write: (chunk, done) => {
+        if (conn.destroyed) return done(new Error('destroyed'));
+        conn.write(chunk, done);
+      },
+      cork: () => conn.cork(),
+      uncork: () => conn.uncork(),
+    };
+    this.tx = new TransportBuffer(sink, this.sndBuf, () => this.afterDrainStep());
+    conn.on('data', (chunk: Buffer) => {
+      this.rx.push(chunk);
+      this.rxBytes += chunk.length;
+      if (this.rxBytes >= Math.max(this.rcvBuf, 1)) conn.pause();
+      this.wake();
+    });
+    conn.on('end', () => {
+      this.peerFinished = true;
+      this.wake();
+    });
+    conn.on('error', (err) => this.breakWith(wsaFromNodeError(err), err));
+    conn.on('close', () => {
+      if (!this.closed && !this.failure && !(this.peerFinished && this.sendShut)) this.breakWith(W.WSAECONNRESET);
+    });
+    conn.resume();
+  }
+
+  /** The connection broke: every waiting send and receive learns why. */
+  private breakWith(code: number, err?: Error): void {
+    if (this.failure) return;
+    this.failure = code;
+    this.log.debug({ code, err: err?.message }, 'connection broken');
+    this.tx?.cancel(code);
+    this.wake();
+  }
+
+  private afterDrainStep(): void {
+    if (this.finAfterDrain && this.tx?.pendingOps === 0 && this.conn && !this.conn.destroyed) {
+      this.finAfterDrain = false;
+      this.conn.end();
+    }
+  }
+
+  send(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null): Promise<Outcome> {
+    if ((flags & ~TCP_SEND_FLAGS) !== 0) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+    // TCP has no XP1_PARTIAL_MESSAGE; MSG_OOB needs urgent data, which this build cannot send.
+    if (flags & (W.MSG_PARTIAL | W.MSG_OOB)) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+    if (this.sendShut) return Promise.resolve(fail(W.WSAESHUTDOWN));
+    if (this.failure) return Promise.resolve(fail(this.failure));
+    if (this.state !== 'connected' || !this.tx) return Promise.resolve(fail(W.WSAENOTCONN));
+    let total = 0;
+    for (const b of buffers) total += b.length;
+    const tx = this.tx;
+    if (this.nonBlocking) {
+      if (total === 0) return Promise.resolve(ok({ bytesSent: 0 }));
+      const n = tx.acceptNow(buffers, total);
+      return Promise.resolve(n > 0 ? ok({ bytesSent: n }) : fail(W.WSAEWOULDBLOCK));
+    }
+    return new Promise<Outcome>((resolve) => {
+      const op: SendOp = {
+        chunks: buffers,
+        total,
+        thread: 0,
+        overlapped: false,
+        complete: (errno) => resolve(errno === 0 ? ok({ bytesSent: total }) : fail(errno)),
+      };
+      tx.submit(op);
+    });
+  }
+
+  recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome> {
+    if (flags & ~(W.MSG_PEEK | W.MSG_OOB | W.MSG_WAITALL)) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+    if (flags & W.MSG_OOB) return Promise.resolve(fail(W.WSAEINVAL));
+    if (this.state === 'listening') return Promise.resolve(fail(W.WSAENOTCONN));
+    if (this.recvShut) return Promise.resolve(fail(W.WSAESHUTDOWN));
+    if (this.state !== 'connected') return Promise.resolve(fail(W.WSAENOTCONN));
+    let want = 0;
+    for (const n of lengths) want += n;
+    return this.waitFor(() => {
+      if (this.closed) return fail(W.WSAEINTR);
+      if (this.recvShut) return fail(W.WSAESHUTDOWN);
+      if (this.rxBytes > 0 || want === 0) {
+        const data = this.take(want, (flags & W.MSG_PEEK) !== 0);
+        const out: Record<string, unknown> = { data, bytesRecvd: data.length, flags: 0 };
+        if (wantFrom) out['from'] = this.peerName() ?? undefined;
+        return ok(out);
+      }
+      if (this.failure) return fail(this.failure);
+      if (this.peerFinished) {
+        const out: Record<string, unknown> = { data: new Uint8Array(0), bytesRecvd: 0, flags: 0 };
+        return ok(out);
+      }
+      return this.nonBlocking ? fail(W.WSAEWOULDBLOCK) : undefined;
+    });
+  }
+
+  private take(want: number, peek: boolean): Uint8Array {
+    const n = Math.min(want, this.rxBytes);
+    const first = this.rx[0];
+    let data: Uint8Array;
+    if (first && first.length >= n) {
+      data = first.subarray(0, n);
+      if (!peek) {
+        if (first.length === n) this.rx.shift();
+        else this.rx[0] = first.subarray(n);
+      }
+    } else {
+      const all = Buffer.concat(this.rx, this.rxBytes);
+      data = all.subarray(0, n);
+      if (!peek) this.rx = n < all.length ? [all.subarray(n)] : [];
+      else this.rx = [all];
+    }
+    if (!peek) {
+      this.rxBytes -= n;
+      if (this.conn?.isPaused() && this.rxBytes < Math.max(this.rcvBuf, 1)) this.conn.resume();
+    }
+    return data;
+  }
+
+  shutdown(how: number): Outcome {
+    if (how !== W.SD_RECEIVE && how !== W.SD_SEND && how !== W.SD_BOTH) return fail(W.WSAEINVAL);
+    if (this.state !== 'connected' || !this.conn) return fail(W.WSAENOTCONN);
+    if (how === W.SD_RECEIVE || how === W.SD_BOTH) {
+      this.recvShut = true;
+    }
+    if ((how === W.SD_SEND || how === W.SD_BOTH) && !this.sendShut) {
+      this.sendShut = true;
+      // FIN goes after every byte already accepted and every send still queued.
+      if (this.tx && this.tx.pendingOps > 0) this.finAfterDrain = true;
+      else this.conn.end();
+    }
+    this.wake();
+    return ok();
+  }
+
+  close(abortCode: number = W.WSAEINTR): void {
+    if (this.closed) return;
+    this.moveTo('closed');
+    this.ctx.ports.release(this.handle);
+    this.abortWaits(abortCode);
+    this.tx?.cancel(abortCode);
+    for (const c of this.accepted.splice(0)) c.resetAndDestroy();
+    this.server?.close();
+    const conn = this.conn;
+    if (conn && !conn.destroyed) {
+      // Graceful close: bytes already accepted still reach the peer, then FIN.
+      conn.removeAllListeners('data');
+      conn.on('error', () => undefined);
+      conn.end();
+      conn.destroySoon();
+      conn.resume();
+    }
+  }
+
+  localName(): SockAddr | null {
+    if (this.conn && !this.conn.destroyed && this.conn.localAddress) {
+      return fromNodeAddress({ address: this.conn.localAddress, port: this.conn.localPort, family: this.conn.localFamily }, this.af);
+    }
+    if (this.server) {
+      const a = this.server.address();
+      if (a && typeof a === 'object') return fromNodeAddress(a, this.af);
+    }
+    if (this.bound) return fromNodeAddress({ address: this.bound.address, port: this.bound.port }, this.af);
+    return null;
+  }
+
+  peerName(): SockAddr | null {
+    if (this.state !== 'connected' || !this.conn || !this.conn.remoteAddress) return null;
+    return fromNodeAddress({ address: this.conn.remoteAddress, port: this.conn.remotePort, family: this.conn.remoteFamily }, this.af);
+  }
+
+  readable(): number {
+    return this.rxBytes;
+  }
+
+  applyBuffers(): void {
+    if (this.tx) this.tx.capacity = this.sndBuf;
+    if (this.conn?.isPaused() && this.rxBytes < Math.max(this.rcvBuf, 1)) this.conn.resume();
+  }
+
+  maxMessageSize(): number | null {
+    return null;
+  }
+
+  /** For getsockname before bind: Windows fails with WSAEINVAL. */
+  get isBound(): boolean {
+    return this.bound !== null || this.conn !== null || this.server !== null;
+  }
+
+  static anyFor(af: number): string {
+    return anyAddress(af);
+  }
+}
+
+function clampBacklog(n: number): number {
+  return Math.min(Math.max(n, 1), MAX_BACKLOG);
+}

@@ -1,0 +1,182 @@
+/**
+ * The transport buffer of a stream socket: SO_SNDBUF bytes that WSPSend has accepted and the
+ * daemon has not yet handed to the kernel. Bytes are "handed to the kernel" when node's write
+ * callback fires, so when the peer stops reading, the kernel buffer fills, node's writes stay
+ * unfinished, and this buffer fills after it: that is the backpressure WSPSend sees.
+ *
+ * Sends that cannot be accepted at once (blocking or overlapped) wait in a first-in first-out
+ * queue of operations; an operation completes when its last byte has entered the buffer.
+ */
+
+
+export interface StreamSink {
+  /** Hands bytes to the kernel side; done fires when they have been written to the kernel. */
+  write(chunk: Uint8Array, done: (err?: Error | null) => void): void;
+  cork(): void;
+  uncork(): void;
+}
+
+export interface SendOp {
+  readonly chunks: readonly Uint8Array[];
+  readonly total: number;
+  /** Who issued it, for cancellation by thread (issue 3). */
+  readonly thread: number;
+  /** An overlapped operation (completes through the caller's completion method) or a blocking call. */
+  readonly overlapped: boolean;
+  /** Called exactly once: errno 0 with total bytes, or a WSA code with the bytes accepted so far. */
+  complete(errno: number, bytes: number): void;
+}
+
+interface QueuedOp {
+  op: SendOp;
+  accepted: number;
+  chunk: number;
+  offset: number;
+}
+
+export class TransportBuffer {
+  private inKernelHandoff = 0;
+  private readonly queue: QueuedOp[] = [];
+  private queuedBytes = 0;
+  private pumping = false;
+
+  constructor(
+    private readonly sink: StreamSink,
+    private cap: number,
+    /** Runs after every pump; the socket uses it to send a deferred FIN once the queue is empty. */
+    private readonly onProgress: () => void = () => undefined,
+  ) {}
+
+  /** Bytes accepted and not yet written to the kernel. */
+  get used(): number {
+    return this.inKernelHandoff;
+  }
+
+  /** Operations waiting (not yet fully accepted). */
+  get pendingOps(): number {
+    return this.queue.length;
+  }
+
+  /** Bytes of waiting operations not yet accepted. */
+  get pendingBytes(): number {
+    return this.queuedBytes;
+  }
+
+  get capacity(): number {
+    return this.cap;
+  }
+
+  set capacity(n: number) {
+    this.cap = n;
+    this.pump();
+  }
+
+  /** True when nothing is queued and nothing is on its way to the kernel. */
+  get drained(): boolean {
+    return this.queue.length === 0 && this.inKernelHandoff === 0;
+  }
+
+  private room(): number {
+    // SO_SNDBUF 0: no buffering; one send at a time goes straight to the kernel.
+    if (this.cap === 0) return this.inKernelHandoff === 0 ? Infinity : 0;
+    return Math.max(0, this.cap - this.inKernelHandoff);
+  }
+
+  /**
+   * A nonblocking send under the reference policy: takes as many bytes as fit now, across buffer
+   * boundaries, and returns that count (0 when none fit or older sends are still queued).
+   */
+  acceptNow(chunks: readonly Uint8Array[], total: number): number {
+    if (this.queue.length > 0) return 0;
+    const n = Math.min(this.room(), total);
+    if (n === 0) return 0;
+    this.sink.cork();
+    let left = n;
+    for (const c of chunks) {
+      if (left === 0) break;
+      const part = c.length <= left ? c : c.subarray(0, left);
+      if (part.length > 0) this.hand(part);
+      left -= part.length;
+    }
+    this.sink.uncork();
+    return n;
+  }
+
+  /** True when a whole send of this size would be accepted at once. */
+  fitsNow(total: number): boolean {
+    return this.queue.length === 0 && this.room() >= total;
+  }
+
+  /** Queues an operation behind older ones; it may complete before this returns. */
+  submit(op: SendOp): void {
+    this.queue.push({ op, accepted: 0, chunk: 0, offset: 0 });
+    this.queuedBytes += op.total;
+    this.pump();
+  }
+
+  /**
+   * Completes waiting operations that match with the given code (cancellation); bytes of an
+   * operation already accepted stay on their way to the peer. Returns how many were completed.
+   */
+  cancel(errno: number, match: (op: SendOp) => boolean = () => true): number {
+    let n = 0;
+    for (let i = 0; i < this.queue.length; ) {
+      const q = this.queue[i]!;
+      if (!match(q.op)) {
+        i++;
+        continue;
+      }
+      this.queue.splice(i, 1);
+      this.queuedBytes -= q.op.total - q.accepted;
+      q.op.complete(errno, q.accepted);
+      n++;
+    }
+    this.pump();
+    return n;
+  }
+
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    this.sink.cork();
+    try {
+      while (this.queue.length > 0) {
+        const q = this.queue[0]!;
+        let room = this.room();
+        if (room === 0 && q.accepted < q.op.total) break;
+        while (q.accepted < q.op.total && room > 0) {
+          const c = q.op.chunks[q.chunk]!;
+          const take = Math.min(c.length - q.offset, room);
+          if (take > 0) {
+            this.hand(q.offset === 0 && take === c.length ? c : c.subarray(q.offset, q.offset + take));
+            q.accepted += take;
+            this.queuedBytes -= take;
+            room = this.room();
+          }
+          q.offset += take;
+          if (q.offset >= c.length) {
+            q.chunk++;
+            q.offset = 0;
+          }
+        }
+        if (q.accepted < q.op.total) break;
+        this.queue.shift();
+        q.op.complete(0, q.op.total);
+      }
+    } finally {
+      this.sink.uncork();
+      this.pumping = false;
+    }
+    this.onProgress();
+  }
+
+  private hand(chunk: Uint8Array): void {
+    const n = chunk.length;
+    this.inKernelHandoff += n;
+    this.sink.write(chunk, () => {
+      this.inKernelHandoff -= n;
+      this.pump();
+    });
+  }
+}
+

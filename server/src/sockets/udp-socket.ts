@@ -1,0 +1,241 @@
+/** A UDP socket: node:dgram underneath, Winsock semantics on top. */
+import * as dgram from 'node:dgram';
+import * as W from '@spiwire/proto';
+import type { SockAddr } from '@spiwire/proto';
+import { wsaFromNodeError } from '../errno-map.js';
+import { fail, ok, type Outcome } from '../outcome.js';
+import { EmulatedSocket, type SocketContext } from './emulated-socket.js';
+import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress } from './sockaddr.js';
+
+const UDP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
+
+interface Datagram {
+  data: Buffer;
+  from: SockAddr;
+}
+
+export class UdpSocket extends EmulatedSocket {
+  private sock: dgram.Socket | null = null;
+  private isBoundFlag = false;
+  private peer: SockAddr | null = null;
+  private readonly rxQueue: Datagram[] = [];
+  private rxBytes = 0;
+  /** An ICMP port unreachable arrived for a connected socket: the next receive reports WSAECONNRESET. */
+  private icmpReset = false;
+
+  constructor(ctx: SocketContext) {
+    super(ctx);
+  }
+
+  private ensureSocket(): dgram.Socket {
+    if (this.sock) return this.sock;
+    const sock = dgram.createSocket({ type: this.af === W.AF_INET6 ? 'udp6' : 'udp4', ipv6Only: this.af === W.AF_INET6 });
+    sock.on('message', (data, rinfo) => {
+      // A full receive buffer drops the datagram, as the kernel would.
+      if (this.rxBytes + data.length > Math.max(this.rcvBuf, 65536)) return;
+      this.rxQueue.push({ data, from: fromNodeAddress(rinfo, this.af) });
+      this.rxBytes += data.length;
+      this.wake();
+    });
+    sock.on('error', (err) => this.log.debug({ err: err.message }, 'udp socket error'));
+    this.sock = sock;
+    return sock;
+  }
+
+  async bind(name: SockAddr): Promise<Outcome> {
+    if (this.isBoundFlag || this.state !== 'open') return fail(W.WSAEINVAL);
+    const sock = this.ensureSocket();
+    const err = await new Promise<Error | null>((resolve) => {
+      const onError = (e: Error): void => resolve(e);
+      sock.once('error', onError);
+      sock.bind({ address: hostOf(name), port: name.port, exclusive: true }, () => {
+        sock.off('error', onError);
+        resolve(null);
+      });
+    });
+    if (err) {
+      // A failed bind leaves node's socket unusable: start again with a fresh one.
+      this.sock = null;
+      sock.close();
+      return fail(wsaFromNodeError(err));
+    }
+    this.isBoundFlag = true;
+    this.applyBuffers();
+    this.moveTo('bound');
+    return ok();
+  }
+
+  private async autoBind(): Promise<number> {
+    if (this.isBoundFlag) return 0;
+    const r = await this.bind({ family: this.af, address: anyAddress(this.af), port: 0 });
+    return r.errno;
+  }
+
+  listen(): Promise<Outcome> {
+    return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+  }
+
+  accept(): Promise<Outcome> {
+    return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+  }
+
+  async connect(name: SockAddr): Promise<Outcome> {
+    // Connecting to the any address with port 0 dissolves the association, as on Windows.
+    if (isAnyAddress(name.address) && name.port === 0) {
+      if (this.peer && this.sock) this.sock.disconnect();
+      this.peer = null;
+      return ok();
+    }
+    if (isAnyAddress(name.address) || name.port === 0) return fail(W.WSAEADDRNOTAVAIL);
+    const e = await this.autoBind();
+    if (e) return fail(e);
+    const sock = this.ensureSocket();
+    if (this.peer) {
+      sock.disconnect();
+      this.peer = null;
+    }
+    const err = await new Promise<Error | null>((resolve) => {
+      const onError = (x: Error): void => resolve(x);
+      sock.once('error', onError);
+      sock.connect(name.port, hostOf(name), () => {
+        sock.off('error', onError);
+        resolve(null);
+      });
+    });
+    if (err) return fail(wsaFromNodeError(err));
+    this.peer = { ...name };
+    this.icmpReset = false;
+    this.moveTo('connected');
+    return ok();
+  }
+
+  async send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null): Promise<Outcome> {
+    if ((flags & ~UDP_SEND_FLAGS) !== 0) return fail(W.WSAEOPNOTSUPP);
+    // UDP has neither out-of-band data nor XP1_PARTIAL_MESSAGE.
+    if (flags & (W.MSG_OOB | W.MSG_PARTIAL)) return fail(W.WSAEOPNOTSUPP);
+    if (this.sendShut) return fail(W.WSAESHUTDOWN);
+    let total = 0;
+    for (const b of buffers) total += b.length;
+    if (total > this.maxMessageSize()) return fail(W.WSAEMSGSIZE);
+    // On a connected socket the destination is the default peer; lpTo is ignored.
+    const dest = this.peer ?? to;
+    if (!dest) return fail(W.WSAENOTCONN);
+    if (isAnyAddress(dest.address) || dest.port === 0) return fail(W.WSAEADDRNOTAVAIL);
+    // Refused here, before the kernel, so that no broadcast datagram ever leaves without SO_BROADCAST.
+    if (!this.broadcast && isBroadcastAddress(dest.address)) return fail(W.WSAEACCES);
+    const e = await this.autoBind();
+    if (e) return fail(e);
+    if (this.closed) return fail(W.WSAEINTR);
+    const sock = this.ensureSocket();
+    const payload = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, total);
+    let err = await this.sendOnce(sock, payload, this.peer ? null : dest);
+    if (err && (err as NodeJS.ErrnoException).code === 'ECONNREFUSED') {
+      // Linux reports an earlier ICMP port unreachable on this send and drops it; Windows does not
+      // fail sends for it (the next receive reports WSAECONNRESET instead). Send again.
+      this.icmpReset = true;
+      err = await this.sendOnce(sock, payload, this.peer ? null : dest);
+    }
+    if (err) return fail(wsaFromNodeError(err));
+    return ok({ bytesSent: total });
+  }
+
+  private sendOnce(sock: dgram.Socket, payload: Uint8Array, dest: SockAddr | null): Promise<Error | null> {
+    return new Promise((resolve) => {
+      try {
+        const cb = (err: Error | null): void => resolve(err);
+        if (dest) sock.send(payload, dest.port, hostOf(dest), cb);
+        else sock.send(payload, cb);
+      } catch (err) {
+        resolve(err as Error);
+      }
+    });
+  }
+
+  recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome> {
+    if (flags & W.MSG_OOB) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+    if (flags & ~(W.MSG_PEEK | W.MSG_OOB)) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+    if (this.recvShut) return Promise.resolve(fail(W.WSAESHUTDOWN));
+    if (!this.isBoundFlag) return Promise.resolve(fail(W.WSAEINVAL));
+    let room = 0;
+    for (const n of lengths) room += n;
+    return this.waitFor(() => {
+      if (this.closed) return fail(W.WSAEINTR);
+      if (this.recvShut) return fail(W.WSAESHUTDOWN);
+      if (this.icmpReset && this.rxQueue.length === 0) {
+        this.icmpReset = false;
+        return fail(W.WSAECONNRESET);
+      }
+      const d = this.rxQueue[0];
+      if (!d) return this.nonBlocking ? fail(W.WSAEWOULDBLOCK) : undefined;
+      if (!(flags & W.MSG_PEEK)) {
+        this.rxQueue.shift();
+        this.rxBytes -= d.data.length;
+      }
+      const truncated = d.data.length > room;
+      const data = truncated ? d.data.subarray(0, room) : d.data;
+      const out: Record<string, unknown> = { data, bytesRecvd: data.length, flags: truncated ? W.MSG_PARTIAL : 0 };
+      if (wantFrom) out['from'] = d.from;
+      // A truncated datagram is WSAEMSGSIZE, with the part that fitted delivered.
+      return truncated ? { ret: W.SOCKET_ERROR, errno: W.WSAEMSGSIZE, ...out } : ok(out);
+    });
+  }
+
+  shutdown(how: number): Outcome {
+    if (how !== W.SD_RECEIVE && how !== W.SD_SEND && how !== W.SD_BOTH) return fail(W.WSAEINVAL);
+    if (how !== W.SD_SEND) this.recvShut = true;
+    if (how !== W.SD_RECEIVE) this.sendShut = true;
+    this.wake();
+    return ok();
+  }
+
+  close(abortCode: number = W.WSAEINTR): void {
+    if (this.closed) return;
+    this.moveTo('closed');
+    this.abortWaits(abortCode);
+    const sock = this.sock;
+    this.sock = null;
+    if (sock) {
+      try {
+        sock.close();
+      } catch {
+        // Not yet bound: nothing to close.
+      }
+    }
+  }
+
+  localName(): SockAddr | null {
+    if (!this.sock || !this.isBoundFlag) return null;
+    try {
+      return fromNodeAddress(this.sock.address(), this.af);
+    } catch {
+      return null;
+    }
+  }
+
+  peerName(): SockAddr | null {
+    return this.peer ? { ...this.peer } : null;
+  }
+
+  readable(): number {
+    // FIONREAD on a datagram socket: the size of the first datagram waiting, as on Windows.
+    return this.rxQueue[0]?.data.length ?? 0;
+  }
+
+  applyBuffers(): void {
+    if (!this.sock || !this.isBoundFlag) return;
+    try {
+      if (this.sndBuf > 0) this.sock.setSendBufferSize(this.sndBuf);
+      if (this.rcvBuf > 0) this.sock.setRecvBufferSize(this.rcvBuf);
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'could not size the kernel buffers');
+    }
+  }
+
+  maxMessageSize(): number {
+    return this.af === W.AF_INET6 ? W.UDP_MAX_MSG_SIZE_V6 : W.UDP_MAX_MSG_SIZE_V4;
+  }
+
+  get isBound(): boolean {
+    return this.isBoundFlag;
+  }
+}

@@ -1,0 +1,24 @@
+/** WSPIoctl: the control codes spiwire implements. */
+import * as W from '@spiwire/proto';
+import { fail, ok, type Outcome } from '../outcome.js';
+import type { EmulatedSocket } from '../sockets/emulated-socket.js';
+import { dwordBytes } from './options.js';
+
+export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, outputLength: number): Outcome {
+  switch (code) {
+    case W.FIONBIO:
+      if (input.length < 4) return fail(W.WSAEFAULT);
+      sock.nonBlocking = new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0;
+      return ok({ output: new Uint8Array(0), bytesReturned: 0 });
+    case W.FIONREAD:
+      if (outputLength < 4) return fail(W.WSAEFAULT);
+      return ok({ output: dwordBytes(sock.readable()), bytesReturned: 4 });
+    case W.SIOCATMARK:
+      if (outputLength < 4) return fail(W.WSAEFAULT);
+      if (sock.type !== W.SOCK_STREAM) return fail(W.WSAEINVAL);
+      // No urgent data is ever pending in this build: the read position is "at the mark" (TRUE).
+      return ok({ output: dwordBytes(W.TRUE), bytesReturned: 4 });
+    default:
+      return fail(W.WSAEINVAL);
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * The SPI methods: each takes validated params and returns the Winsock outcome. Handle lookup,
+ * sockaddr checks and the choice of transport happen here; the sockets do the rest.
+ */
+import { isIP } from 'node:net';
+import * as W from '@spiwire/proto';
+import { INVALID_PARAMS, ProtocolError, type SockAddr } from '@spiwire/proto';
+import { fail, ok, type Outcome } from '../outcome.js';
+import type { EmulatedSocket } from '../sockets/emulated-socket.js';
+import { checkSockaddr, sockaddrSize } from '../sockets/sockaddr.js';
+import { ioctl } from './ioctl.js';
+import { getSockOpt, setSockOpt } from './options.js';
+
+/** What a method needs from its session. */
+export interface SpiSession {
+  lookup(s: number): EmulatedSocket | null;
+  createSocket(af: number, type: number, protocol: number, flags: number): Outcome;
+  closeSocket(sock: EmulatedSocket): void;
+}
+
+type Params = Record<string, unknown>;
+export type SpiHandler = (session: SpiSession, p: Params) => Outcome | Promise<Outcome>;
+
+function addrParam(p: Params, key: string): SockAddr {
+  const a = p[key] as SockAddr;
+  const plain = a.address.split('%')[0]!;
+  if (isIP(plain) === 0) throw new ProtocolError(INVALID_PARAMS, `params.${key}.address must be a numeric IPv4 or IPv6 address`, { field: `${key}.address` });
+  return a;
+}
+
+/** Runs fn with the socket named by params.s, or answers WSAENOTSOCK. */
+function withSocket(fn: (sock: EmulatedSocket, p: Params, session: SpiSession) => Outcome | Promise<Outcome>): SpiHandler {
+  return (session, p) => {
+    const sock = session.lookup(p['s'] as number);
+    if (!sock) return fail(W.WSAENOTSOCK);
+    return fn(sock, p, session);
+  };
+}
+
+export const SPI_HANDLERS: Record<string, SpiHandler> = {
+  WSPSocket: (session, p) => session.createSocket(p['af'] as number, p['type'] as number, p['protocol'] as number, p['flags'] as number) ,
+
+  WSPBind: withSocket((sock, p) => {
+    const name = addrParam(p, 'name');
+    const bad = checkSockaddr(name, p['namelen'] as number, sock.af);
+    return bad ? fail(bad) : sock.bind(name);
+  }),
+
+  WSPListen: withSocket((sock, p) => sock.listen(p['backlog'] as number)),
+
+  WSPAccept: withSocket((sock) => sock.accept()),
+
+  WSPConnect: withSocket((sock, p) => {
+    const name = addrParam(p, 'name');
+    const bad = checkSockaddr(name, p['namelen'] as number, sock.af);
+    return bad ? fail(bad) : sock.connect(name);
+  }),
+
+  WSPSend: withSocket((sock, p) => sock.send(p['buffers'] as Uint8Array[], p['flags'] as number, null)),
+
+  WSPSendTo: withSocket((sock, p) => {
+    let to: SockAddr | null = null;
+    if (p['to'] != null && sock.type === W.SOCK_DGRAM) {
+      to = addrParam(p, 'to');
+      const bad = checkSockaddr(to, p['tolen'] as number, sock.af);
+      if (bad) return fail(bad);
+    }
+    return sock.send(p['buffers'] as Uint8Array[], p['flags'] as number, to);
+  }),
+
+  WSPRecv: withSocket((sock, p) => sock.recv(p['lengths'] as number[], p['flags'] as number, false)),
+
+  WSPRecvFrom: withSocket((sock, p) => sock.recv(p['lengths'] as number[], p['flags'] as number, true)),
+
+  WSPShutdown: withSocket((sock, p) => sock.shutdown(p['how'] as number)),
+
+  WSPCloseSocket: withSocket((sock, _p, session) => {
+    session.closeSocket(sock);
+    return ok();
+  }),
+
+  WSPGetSockName: withSocket((sock, p) => {
+    const name = sock.localName();
+    if (!name) return fail(W.WSAEINVAL);
+    const size = sockaddrSize(sock.af);
+    if ((p['namelen'] as number) < size) return fail(W.WSAEFAULT);
+    return ok({ name, namelen: size });
+  }),
+
+  WSPGetPeerName: withSocket((sock, p) => {
+    const name = sock.peerName();
+    if (!name) return fail(W.WSAENOTCONN);
+    const size = sockaddrSize(sock.af);
+    if ((p['namelen'] as number) < size) return fail(W.WSAEFAULT);
+    return ok({ name, namelen: size });
+  }),
+
+  WSPIoctl: withSocket((sock, p) => ioctl(sock, p['code'] as number, p['input'] as Uint8Array, p['outputLength'] as number)),
+
+  WSPSetSockOpt: withSocket((sock, p) => setSockOpt(sock, p['level'] as number, p['optname'] as number, p['optval'] as Uint8Array | null, p['optlen'] as number)),
+
+  WSPGetSockOpt: withSocket((sock, p) => getSockOpt(sock, p['level'] as number, p['optname'] as number, p['optlen'] as number)),
+};
+
+/** Checks WSPSocket's af / type / protocol triple; 0 when it names TCP or UDP over IPv4 or IPv6. */
+export function checkSocketTriple(af: number, type: number, protocol: number): { errno: number; protocol: number } {
+  if (af !== W.AF_INET && af !== W.AF_INET6) return { errno: W.WSAEAFNOSUPPORT, protocol };
+  if (type !== W.SOCK_STREAM && type !== W.SOCK_DGRAM) return { errno: W.WSAESOCKTNOSUPPORT, protocol };
+  const proto = protocol === 0 ? (type === W.SOCK_STREAM ? W.IPPROTO_TCP : W.IPPROTO_UDP) : protocol;
+  if (proto !== W.IPPROTO_TCP && proto !== W.IPPROTO_UDP) return { errno: W.WSAEPROTONOSUPPORT, protocol: proto };
+  if ((type === W.SOCK_STREAM) !== (proto === W.IPPROTO_TCP)) return { errno: W.WSAEPROTOTYPE, protocol: proto };
+  return { errno: 0, protocol: proto };
+}
