@@ -250,11 +250,14 @@ export class FrameBuilder {
   add(message: object): void {
     const blobs: Uint8Array[] = [];
     let dataLen = 0;
-    const json = JSON.stringify(message, function (this: unknown, _key, v: unknown) {
-      if (v instanceof Uint8Array) {
-        const ref = { $b: [dataLen, v.length] };
-        blobs.push(v);
-        dataLen += v.length;
+    const json = JSON.stringify(message, function (this: Record<string, unknown>, key, v: unknown) {
+      // Look at the holder's own value: Buffer.prototype.toJSON has already run on v.
+      const original = this[key];
+      if (original instanceof Uint8Array) {
+        const b = original;
+        const ref = { $b: [dataLen, b.length] };
+        blobs.push(b);
+        dataLen += b.length;
         return ref;
       }
       return v;
@@ -293,7 +296,10 @@ export function encodeFrame(message: object): Uint8Array {
 
 /** Encodes one message as a text frame, byte strings as {"$base64": "..."}. */
 export function encodeText(message: object): string {
-  return JSON.stringify(message, (_key, v: unknown) => (v instanceof Uint8Array ? { $base64: bytesToBase64(v) } : v));
+  return JSON.stringify(message, function (this: Record<string, unknown>, key, v: unknown) {
+    const original = this[key];
+    return original instanceof Uint8Array ? { $base64: bytesToBase64(original) } : v;
+  });
 }
 
 function readU32(b: Uint8Array): number {

@@ -1,0 +1,110 @@
+/** WSPSend without lpOverlapped on TCP, IPv4 and IPv6, against plain node:net peers. */
+import t from 'tap';
+import * as S from '@spiwire/client';
+import { FAMILIES, connectedTcp, daemon, pattern, send, session, setNonBlocking, sleep, tcpPeer } from '../helpers/harness.js';
+
+for (const f of FAMILIES) {
+  t.test(`${f}: gather: the first dwBufferCount buffers, in order, form one send`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const e = S.out(0);
+    const sent = S.out(0);
+    const bufs = [S.wsabuf('alpha-'), S.wsabuf('beta-XXXX', 5), S.wsabuf('gamma'), S.wsabuf('not sent')];
+    const r = await spi.WSPSend(s, bufs, 3, sent, 0, null, null, null, e);
+    t.equal(r, 0);
+    t.equal(sent.value, 16);
+    t.equal((await conn.waitFor(16)).toString(), 'alpha-beta-gamma');
+    await sleep(50);
+    t.equal(conn.received().toString(), 'alpha-beta-gamma', 'nothing beyond dwBufferCount arrives');
+  });
+
+  t.test(`${f}: blocking send larger than SO_SNDBUF returns once every byte is accepted`, async (t) => {
+    const d = await daemon(t, { limits: { defaultSndBuf: 4096 } });
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const data = pattern(1024 * 1024, 7);
+    const [r, , n] = await send(spi, s, [data.subarray(0, 300000), data.subarray(300000)]);
+    t.equal(r, 0);
+    t.equal(n, data.length);
+    t.ok((await conn.waitFor(data.length)).equals(data), 'peer received exactly the bytes, in order');
+  });
+
+  t.test(`${f}: nonblocking send against a peer that stops reading: partial, WSAEWOULDBLOCK, then success after drain`, async (t) => {
+    const d = await daemon(t, { limits: { defaultSndBuf: 8192 } });
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f, { paused: true });
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    await setNonBlocking(spi, s, true);
+    const chunk = pattern(64 * 1024, 3);
+    const expected: Buffer[] = [];
+    let partials = 0;
+    let wouldBlock = false;
+    // Bounded: the kernel buffers on loopback hold a few MiB at most.
+    for (let i = 0; i < 4000 && !wouldBlock; i++) {
+      const [r, err, n] = await send(spi, s, [chunk.subarray(0, 20000), chunk.subarray(20000)]);
+      if (r === 0) {
+        t.ok(n > 0 && n <= chunk.length);
+        if (n < chunk.length) partials++;
+        expected.push(chunk.subarray(0, n));
+      } else {
+        t.equal(err, S.WSAEWOULDBLOCK, 'a full transport buffer gives WSAEWOULDBLOCK');
+        t.equal(r, S.SOCKET_ERROR);
+        wouldBlock = true;
+      }
+    }
+    t.ok(wouldBlock, 'the transport buffer filled');
+    t.ok(partials >= 1, `saw ${partials} partial count(s) before WSAEWOULDBLOCK`);
+    const [r2, e2] = await send(spi, s, [chunk]);
+    t.same([r2, e2], [S.SOCKET_ERROR, S.WSAEWOULDBLOCK], 'still WSAEWOULDBLOCK while the peer does not read');
+    conn.socket.resume();
+    let accepted = false;
+    for (let i = 0; i < 200 && !accepted; i++) {
+      await sleep(10);
+      const [r3, , n3] = await send(spi, s, [Buffer.from('after-drain')]);
+      if (r3 === 0) {
+        accepted = true;
+        expected.push(Buffer.from('after-drain').subarray(0, n3));
+      }
+    }
+    t.ok(accepted, 'sends succeed again once the peer drains');
+    const want = Buffer.concat(expected);
+    const got = await conn.waitFor(want.length, 20000);
+    t.ok(got.equals(want), `peer received exactly the ${want.length} bytes reported, in order`);
+  });
+
+  t.test(`${f}: two emulated sockets talk through WSPAccept, WSPSend and WSPRecv`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const e = S.out(0);
+    const af = f === 'ipv4' ? S.AF_INET : S.AF_INET6;
+    const host = f === 'ipv4' ? '127.0.0.1' : '::1';
+    const nl = f === 'ipv4' ? 16 : 28;
+    const l = await spi.WSPSocket(af, S.SOCK_STREAM, 0, null, 0, 0, e);
+    t.equal(await spi.WSPBind(l, { family: af, address: host, port: 0 }, nl, e), 0);
+    t.equal(await spi.WSPListen(l, 5, e), 0);
+    const name = { family: 0, address: '', port: 0 };
+    t.equal(await spi.WSPGetSockName(l, name, S.out(nl), e), 0);
+    t.ok(name.port > 0);
+    const c = await spi.WSPSocket(af, S.SOCK_STREAM, 0, null, 0, 0, e);
+    const acceptP = spi.WSPAccept(l, { family: 0, address: '', port: 0 }, S.out(nl), null, 0, e);
+    t.equal(await spi.WSPConnect(c, name, nl, null, null, null, null, e), 0);
+    const a = await acceptP;
+    t.not(a, S.INVALID_SOCKET);
+    const sent = S.out(0);
+    t.equal(await spi.WSPSend(c, [S.wsabuf('ping'), S.wsabuf('pong')], 2, sent, 0, null, null, null, e), 0);
+    const buf = new Uint8Array(3);
+    const buf2 = new Uint8Array(10);
+    const got = S.out(0);
+    const flags = S.out(0);
+    let total = '';
+    while (total.length < 8) {
+      t.equal(await spi.WSPRecv(a, [S.wsabuf(buf), S.wsabuf(buf2)], 2, got, flags, null, null, null, e), 0);
+      const joined = Buffer.concat([buf, buf2]).subarray(0, got.value);
+      total += joined.toString();
+    }
+    t.equal(total, 'pingpong');
+  });
+}

@@ -1,0 +1,229 @@
+/**
+ * Shared test harness: a daemon on a free loopback port, SDK sessions to it, and plain node:net /
+ * node:dgram peers that record exactly what they received. Everything closes in teardown.
+ */
+import * as net from 'node:net';
+import * as dgram from 'node:dgram';
+import type { Test } from 'tap';
+import { startServer, type Daemon, type StartOptions } from '@spiwire/server';
+import * as S from '@spiwire/client';
+
+export type Family = 'ipv4' | 'ipv6';
+
+export const FAMILIES: readonly Family[] = ['ipv4', 'ipv6'];
+
+export function loopback(f: Family): string {
+  return f === 'ipv4' ? '127.0.0.1' : '::1';
+}
+
+export function af(f: Family): number {
+  return f === 'ipv4' ? S.AF_INET : S.AF_INET6;
+}
+
+export function namelen(f: Family): number {
+  return f === 'ipv4' ? 16 : 28;
+}
+
+export function addr(f: Family, port: number): S.SockAddr {
+  return { family: af(f), address: loopback(f), port };
+}
+
+export function emptyAddr(): S.SockAddr {
+  return { family: 0, address: '', port: 0 };
+}
+
+/** Starts a daemon for this test and stops it in teardown. */
+export async function daemon(t: Test, opts: StartOptions = {}): Promise<Daemon> {
+  const d = await startServer({ port: 0, ...opts });
+  t.teardown(() => d.close());
+  return d;
+}
+
+/** Opens a session for this test and closes it in teardown. */
+export async function session(t: Test, d: Daemon | string, opts: S.ConnectOptions = {}): Promise<S.SpiSession> {
+  const spi = await S.connect(typeof d === 'string' ? d : d.url, opts);
+  t.teardown(() => spi.close());
+  return spi;
+}
+
+/** A TCP peer that records what each accepted connection received. */
+export interface TcpPeer {
+  port: number;
+  server: net.Server;
+  /** Resolves with the next accepted connection. */
+  nextConnection(): Promise<PeerConnection>;
+}
+
+export interface PeerConnection {
+  socket: net.Socket;
+  /** Every byte received so far, in order. */
+  received(): Buffer;
+  /** Resolves once at least n bytes have arrived (or rejects after timeoutMs). */
+  waitFor(n: number, timeoutMs?: number): Promise<Buffer>;
+  /** Resolves when the peer has seen FIN. */
+  ended: Promise<void>;
+}
+
+export function wrapConnection(socket: net.Socket, paused = false): PeerConnection {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let waiters: Array<() => void> = [];
+  let endResolve!: () => void;
+  const ended = new Promise<void>((r) => (endResolve = r));
+  socket.on('data', (b: Buffer) => {
+    chunks.push(b);
+    size += b.length;
+    const w = waiters;
+    waiters = [];
+    for (const f of w) f();
+  });
+  socket.on('end', () => endResolve());
+  socket.on('error', () => undefined);
+  if (paused) socket.pause();
+  const received = (): Buffer => Buffer.concat(chunks, size);
+  return {
+    socket,
+    received,
+    ended,
+    waitFor(n, timeoutMs = 10000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`peer received ${size} bytes, expected at least ${n}`)), timeoutMs);
+        const check = (): void => {
+          if (size >= n) {
+            clearTimeout(timer);
+            resolve(received());
+          } else waiters.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
+
+export async function tcpPeer(t: Test, f: Family, opts: { paused?: boolean } = {}): Promise<TcpPeer> {
+  const queue: PeerConnection[] = [];
+  let waiting: Array<(c: PeerConnection) => void> = [];
+  const sockets: net.Socket[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.push(socket);
+    const c = wrapConnection(socket, opts.paused);
+    const w = waiting.shift();
+    if (w) w(c);
+    else queue.push(c);
+  });
+  await new Promise<void>((resolve) => server.listen(0, loopback(f), resolve));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    server,
+    nextConnection() {
+      const c = queue.shift();
+      if (c) return Promise.resolve(c);
+      return new Promise((resolve) => waiting.push(resolve));
+    },
+  };
+}
+
+/** A UDP peer that records the datagrams it received. */
+export interface UdpPeer {
+  port: number;
+  socket: dgram.Socket;
+  datagrams: Array<{ data: Buffer; from: dgram.RemoteInfo }>;
+  waitFor(n: number, timeoutMs?: number): Promise<void>;
+}
+
+export async function udpPeer(t: Test, f: Family): Promise<UdpPeer> {
+  const socket = dgram.createSocket(f === 'ipv4' ? 'udp4' : 'udp6');
+  const datagrams: UdpPeer['datagrams'] = [];
+  let waiters: Array<() => void> = [];
+  socket.on('message', (data, from) => {
+    datagrams.push({ data, from });
+    const w = waiters;
+    waiters = [];
+    for (const fn of w) fn();
+  });
+  await new Promise<void>((resolve) => socket.bind(0, loopback(f), resolve));
+  t.teardown(() => new Promise<void>((r) => socket.close(() => r())));
+  return {
+    port: socket.address().port,
+    socket,
+    datagrams,
+    waitFor(n, timeoutMs = 5000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`peer received ${datagrams.length} datagrams, expected ${n}`)), timeoutMs);
+        const check = (): void => {
+          if (datagrams.length >= n) {
+            clearTimeout(timer);
+            resolve();
+          } else waiters.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
+
+/** Calls an SPI function and returns [ret, errno] for compact assertions. */
+export async function call(fn: (e: S.Out) => Promise<number>): Promise<[number, number]> {
+  const e = S.out(0);
+  const ret = await fn(e);
+  return [ret, e.value];
+}
+
+/** A TCP socket of the session connected to the peer; also returns the peer's side. */
+export async function connectedTcp(spi: S.SpiSession, f: Family, peer: TcpPeer, flags = 0): Promise<{ s: number; conn: PeerConnection }> {
+  const e = S.out(0);
+  const s = await spi.WSPSocket(af(f), S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, flags, e);
+  if (s === S.INVALID_SOCKET) throw new Error(`WSPSocket failed: ${e.value}`);
+  const connP = peer.nextConnection();
+  const r = await spi.WSPConnect(s, addr(f, peer.port), namelen(f), null, null, null, null, e);
+  if (r !== 0) throw new Error(`WSPConnect failed: ${e.value}`);
+  return { s, conn: await connP };
+}
+
+/** Sends buffers with WSPSend and returns [ret, errno, bytesSent]. */
+export async function send(spi: S.SpiSession, s: number, bufs: Uint8Array[], flags = 0): Promise<[number, number, number]> {
+  const e = S.out(0);
+  const sent = S.out(-1);
+  const ret = await spi.WSPSend(s, bufs.map((b) => S.wsabuf(b)), bufs.length, sent, flags, null, null, null, e);
+  return [ret, e.value, sent.value];
+}
+
+/** Sets FIONBIO. */
+export async function setNonBlocking(spi: S.SpiSession, s: number, on: boolean): Promise<void> {
+  const e = S.out(0);
+  const v = new Uint8Array(4);
+  new DataView(v.buffer).setUint32(0, on ? 1 : 0, true);
+  const r = await spi.WSPIoctl(s, S.FIONBIO, v, 4, null, 0, S.out(0), null, null, null, e);
+  if (r !== 0) throw new Error(`FIONBIO failed: ${e.value}`);
+}
+
+export function dword(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setInt32(0, n, true);
+  return b;
+}
+
+export function readDword(b: Uint8Array): number {
+  return new DataView(b.buffer, b.byteOffset, 4).getInt32(0, true);
+}
+
+/** Deterministic pseudo-random bytes, so a failing run can be reproduced. */
+export function pattern(n: number, seed = 1): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
