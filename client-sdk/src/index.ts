@@ -5,6 +5,9 @@ export * from '@spiwire/proto';
 export { SpiSession, FROM_PROTOCOL_INFO, gather, type ConnectOptions } from './spi-session.js';
 export { SpiwireProtocolError, ConnectionClosedError, type Welcome } from './rpc.js';
 export * from './types.js';
+export { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
+export { SpiThread } from './threads.js';
+export { THREAD_BOUND_FUNCTIONS, type SessionThread, type ThreadBoundFunctions } from './spi-session.js';
 
 /** Opens one session to the daemon at url (for example ws://127.0.0.1:7787/ws). */
 export function connect(url: string, opts: ConnectOptions = {}): Promise<SpiSession> {

@@ -10,6 +10,8 @@
 import * as P from '@spiwire/proto';
 import { ConnectionClosedError, RpcConnection, type RpcOptions, type Welcome } from './rpc.js';
 import type { Out, ProtocolInfoLike, SOCKET, SockAddr, WSABUF, WSATHREADID } from './types.js';
+import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
+import { EventTable, RoutineLocks, SpiThread, issuingThread, type ThreadHost } from './threads.js';
 
 /** FROM_PROTOCOL_INFO: take af, type or protocol from lpProtocolInfo. */
 export const FROM_PROTOCOL_INFO = -1;
@@ -19,16 +21,242 @@ const HEADER_ROOM = 64 * 1024;
 
 type Result = Record<string, unknown> & { ret: number; errno: number };
 
-export interface ConnectOptions extends RpcOptions {}
+export interface ConnectOptions extends RpcOptions {
+  /**
+   * Automatic APC mode: completion routines (and WPUQueueApc APCs) run as soon as they arrive,
+   * without an alertable wait. Off by default, which is the Windows behaviour.
+   */
+  autoApc?: boolean;
+  /** Called when a completion routine or APC throws; default: printed to stderr. */
+  onRoutineError?: (err: unknown) => void;
+}
 
-export class SpiSession {
-  private constructor(private readonly rpc: RpcConnection) {
+/** What the SDK remembers of an overlapped operation until its completion arrives. */
+interface OpRecord {
+  s: number;
+  ov: WSAOVERLAPPED;
+  routine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null;
+  /** The thread whose APC queue gets the routine (captured by value when the call was made). */
+  apcThread: SpiThread | null;
+  /** Where a receive's bytes go (the caller's WSABUFs). */
+  targets?: Uint8Array[];
+  /** A receive's lpFlags, updated at completion. */
+  flagsOut?: Out | null;
+  /** Called at completion, before any routine or event (used by the promise API). */
+  onComplete?: (error: number, bytes: number, flags: number) => void;
+}
+
+/** The SPI functions a thread object offers, bound to that thread. */
+export const THREAD_BOUND_FUNCTIONS = [
+  'WSPSocket',
+  'WSPBind',
+  'WSPListen',
+  'WSPAccept',
+  'WSPConnect',
+  'WSPSend',
+  'WSPSendTo',
+  'WSPRecv',
+  'WSPRecvFrom',
+  'WSPShutdown',
+  'WSPCloseSocket',
+  'WSPGetSockName',
+  'WSPGetPeerName',
+  'WSPIoctl',
+  'WSPSetSockOpt',
+  'WSPGetSockOpt',
+  'WSPGetOverlappedResult',
+  'WSAWaitForMultipleEvents',
+  'WSAGetLastError',
+] as const;
+
+export type ThreadBoundFunctions = Pick<SpiSession, (typeof THREAD_BOUND_FUNCTIONS)[number]>;
+
+/**
+ * A thread of the session: its id is the WSATHREADID to pass as lpThreadId, it waits with SleepEx
+ * and WSAWaitForMultipleEvents, and it offers the SPI functions as calls issued by this thread.
+ */
+export interface SessionThread extends SpiThread, ThreadBoundFunctions {}
+
+export class SpiSession implements ThreadHost {
+  readonly locks = new RoutineLocks();
+  readonly autoApc: boolean;
+  /** The thread that calls made directly on the session belong to for completion routines. */
+  readonly mainThread: SessionThread;
+  private readonly threads = new Map<number, SessionThread>();
+  private nextThreadHandle = 0x1004;
+  private readonly events = new EventTable();
+  private nextOp = 1;
+  private readonly ops = new Map<number, OpRecord>();
+  /** Sockets this session put in nonblocking mode with FIONBIO (they make no blocking calls). */
+  private readonly nonBlocking = new Set<number>();
+  private closing = false;
+  private readonly onRoutineError: (err: unknown) => void;
+
+  private constructor(
+    private readonly rpc: RpcConnection,
+    opts: ConnectOptions,
+  ) {
+    this.autoApc = opts.autoApc ?? false;
+    this.onRoutineError = opts.onRoutineError ?? ((err) => process.stderr.write(`spiwire: a completion routine threw: ${(err as Error)?.stack ?? String(err)}\n`));
     rpc.onNotification = (method, params) => this.onNotification(method, params);
+    rpc.onClose = () => this.abandonOps();
+    this.mainThread = this.createThread();
   }
 
   /** Opens a session: one WebSocket connection, one emulated process. */
   static async connect(url: string, opts: ConnectOptions = {}): Promise<SpiSession> {
-    return new SpiSession(await RpcConnection.open(url, opts));
+    return new SpiSession(await RpcConnection.open(url, opts), opts);
+  }
+
+  // ---------------------------------------------------------------- threads, APCs, events
+
+  /** Creates a thread; pass thread.id as lpThreadId, or call the SPI functions on the thread. */
+  createThread(): SessionThread {
+    const handle = this.nextThreadHandle;
+    this.nextThreadHandle += 4;
+    const thread = new SpiThread(this, handle) as SessionThread;
+    for (const name of THREAD_BOUND_FUNCTIONS) {
+      const fn = this[name] as (...args: unknown[]) => unknown;
+      Object.defineProperty(thread, name, { value: (...args: unknown[]) => issuingThread.run(thread, () => fn.apply(this, args)), enumerable: false });
+    }
+    this.threads.set(handle, thread);
+    return thread;
+  }
+
+  /** ThreadHost: the daemon cancels what the thread issued. */
+  async threadExited(thread: SpiThread): Promise<void> {
+    try {
+      await this.rpc.call('spiwire.threadExit', { thread: thread.id.ThreadHandle });
+    } catch (err) {
+      if (!(err instanceof ConnectionClosedError)) throw err;
+    }
+  }
+
+  routineFailed(err: unknown): void {
+    this.onRoutineError(err);
+  }
+
+  /** The thread a call runs on: the thread whose method was called, else the one lpThreadId names. */
+  private issuer(lpThreadId?: WSATHREADID | null): SessionThread | null {
+    const t = issuingThread.getStore();
+    if (t && this.threads.get(t.id.ThreadHandle) === t) return t as SessionThread;
+    if (lpThreadId && typeof lpThreadId === 'object') return this.threads.get(lpThreadId.ThreadHandle) ?? null;
+    return null;
+  }
+
+  private currentThread(): SessionThread {
+    return this.issuer() ?? this.mainThread;
+  }
+
+  /** SleepEx on the calling thread (the main thread when called on the session). */
+  SleepEx(dwMilliseconds: number, bAlertable: boolean | number): Promise<number> {
+    return this.currentThread().SleepEx(dwMilliseconds, bAlertable);
+  }
+
+  /** WSAGetLastError of the calling thread: the WSA event functions report failures there. */
+  WSAGetLastError(): number {
+    return this.currentThread().lastError;
+  }
+
+  /** WPUQueueApc: queues lpfnUserApc(dwContext) on the thread lpThreadId names. */
+  async WPUQueueApc(lpThreadId: WSATHREADID | null, lpfnUserApc: (dwContext: number) => unknown, dwContext: number, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!lpThreadId || typeof lpThreadId !== 'object' || typeof lpfnUserApc !== 'function') return setErr(lpErrno, P.WSAEFAULT);
+    const thread = this.threads.get(lpThreadId.ThreadHandle);
+    if (!thread || !thread.queueApc(() => lpfnUserApc(dwContext))) return setErr(lpErrno, P.WSAEINVAL);
+    return 0;
+  }
+
+  /** WSACreateEvent: a manual-reset event, initially not signalled. */
+  WSACreateEvent(): number {
+    return this.events.create();
+  }
+
+  WSASetEvent(hEvent: number): number {
+    const e = this.events.get(hEvent);
+    if (!e) return this.eventFail();
+    e.set();
+    return P.TRUE;
+  }
+
+  WSAResetEvent(hEvent: number): number {
+    const e = this.events.get(hEvent);
+    if (!e) return this.eventFail();
+    e.signaled = false;
+    return P.TRUE;
+  }
+
+  WSACloseEvent(hEvent: number): number {
+    return this.events.close(hEvent) ? P.TRUE : this.eventFail();
+  }
+
+  private eventFail(code: number = P.WSA_INVALID_HANDLE): number {
+    this.currentThread().lastError = code;
+    return P.FALSE;
+  }
+
+  /**
+   * WSAWaitForMultipleEvents on the calling thread: WSA_WAIT_EVENT_0 + i, WSA_WAIT_TIMEOUT,
+   * WSA_WAIT_IO_COMPLETION (alertable, APCs ran) or WSA_WAIT_FAILED (see WSAGetLastError).
+   */
+  async WSAWaitForMultipleEvents(cEvents: number, lphEvents: readonly number[] | null, fWaitAll: boolean | number, dwTimeout: number, fAlertable: boolean | number): Promise<number> {
+    const thread = this.currentThread();
+    if (!isU32(cEvents) || cEvents === 0 || cEvents > P.WSA_MAXIMUM_WAIT_EVENTS || !Array.isArray(lphEvents) || lphEvents.length < cEvents || !isU32(dwTimeout)) {
+      thread.lastError = P.WSA_INVALID_PARAMETER;
+      return P.WSA_WAIT_FAILED;
+    }
+    const objs = [];
+    for (let i = 0; i < cEvents; i++) {
+      const e = this.events.get(lphEvents[i]!);
+      if (!e) {
+        thread.lastError = P.WSA_INVALID_HANDLE;
+        return P.WSA_WAIT_FAILED;
+      }
+      objs.push(e);
+    }
+    return thread.wait({ events: objs, waitAll: !!fWaitAll, timeoutMs: dwTimeout, alertable: !!fAlertable });
+  }
+
+  /**
+   * WSPGetOverlappedResult: TRUE with the byte count and flags of a completed operation; FALSE
+   * with WSA_IO_INCOMPLETE while it is pending and fWait is FALSE; with fWait TRUE it waits on
+   * the operation's hEvent (WSAEINVAL without one); FALSE with the operation's own error if it failed.
+   */
+  async WSPGetOverlappedResult(_s: SOCKET, lpOverlapped: WSAOVERLAPPED | null, lpcbTransfer: Out | null, fWait: boolean | number, lpdwFlags: Out | null, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!(lpOverlapped instanceof WSAOVERLAPPED) || !isOut(lpcbTransfer) || !isOut(lpdwFlags)) {
+      lpErrno.value = P.WSAEFAULT;
+      return P.FALSE;
+    }
+    if (lpOverlapped.pending) {
+      if (!fWait) {
+        lpErrno.value = P.WSA_IO_INCOMPLETE;
+        return P.FALSE;
+      }
+      const ev = lpOverlapped.hEvent ? this.events.get(lpOverlapped.hEvent) : undefined;
+      if (!ev) {
+        lpErrno.value = lpOverlapped.hEvent ? P.WSA_INVALID_HANDLE : P.WSAEINVAL;
+        return P.FALSE;
+      }
+      await this.currentThread().wait({ events: [ev], waitAll: false, timeoutMs: P.INFINITE, alertable: false });
+      if (lpOverlapped.pending) {
+        // Someone signalled the event by hand; the operation itself is still under way.
+        lpErrno.value = P.WSA_IO_INCOMPLETE;
+        return P.FALSE;
+      }
+    }
+    lpcbTransfer.value = lpOverlapped.InternalHigh;
+    lpdwFlags.value = lpOverlapped.Offset;
+    if (lpOverlapped.OffsetHigh !== 0) {
+      lpErrno.value = lpOverlapped.OffsetHigh;
+      return P.FALSE;
+    }
+    return P.TRUE;
+  }
+
+  /** Pending overlapped operations of this session (started, not yet completed). */
+  get pendingOperations(): number {
+    return this.ops.size;
   }
 
   /** What the daemon said when the session opened: session id, version, limits. */
@@ -40,8 +268,12 @@ export class SpiSession {
     return this.rpc.isOpen;
   }
 
-  /** Ends the session: the daemon closes its sockets. */
+  /**
+   * Ends the session: the daemon closes its sockets and cancels its operations; operations still
+   * pending here complete with WSA_OPERATION_ABORTED (WSAENETDOWN when the connection dropped).
+   */
   close(): Promise<void> {
+    this.closing = true;
     return this.rpc.close();
   }
 
@@ -50,8 +282,102 @@ export class SpiSession {
     return this.rpc;
   }
 
-  protected onNotification(_method: string, _params: Record<string, unknown>): void {
-    // Completions and network events arrive here (issues 3 and 4).
+  protected onNotification(method: string, params: Record<string, unknown>): void {
+    if (method === 'spiwire.completion') this.complete(params['op'] as number, params['error'] as number, params['bytes'] as number, params['flags'] as number, params['data'] as Uint8Array | undefined);
+  }
+
+  /** An operation completed: fill the WSAOVERLAPPED, then queue its routine or signal its event. */
+  private complete(op: number, error: number, bytes: number, flags: number, data?: Uint8Array): void {
+    const rec = this.ops.get(op);
+    if (!rec) return;
+    this.ops.delete(op);
+    if (data && rec.targets) scatter(data, rec.targets);
+    if (rec.flagsOut) rec.flagsOut.value = flags;
+    const ov = rec.ov;
+    ov.InternalHigh = bytes;
+    ov.Offset = flags;
+    ov.OffsetHigh = error;
+    ov.Internal = 0;
+    rec.onComplete?.(error, bytes, flags);
+    if (rec.routine) {
+      const routine = rec.routine;
+      rec.apcThread?.queueApc(() => routine(error, bytes, ov, flags), rec.s);
+    } else if (ov.hEvent) {
+      this.events.get(ov.hEvent)?.set();
+    }
+  }
+
+  /** The connection ended: every operation still pending here completes now, exactly once. */
+  private abandonOps(): void {
+    const code = this.closing ? P.WSA_OPERATION_ABORTED : P.WSAENETDOWN;
+    for (const op of [...this.ops.keys()]) this.complete(op, code, 0, 0);
+  }
+
+  /**
+   * Starts an overlapped call: marks the WSAOVERLAPPED pending, remembers where the completion
+   * goes, and sends the call with {op, thread}. A call that fails at once leaves no completion.
+   */
+  private async overlappedCall(method: string, params: Record<string, unknown>, s: number, ov: WSAOVERLAPPED, routine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null, lpThreadId: WSATHREADID | null, extra: Partial<OpRecord> = {}): Promise<Result> {
+    const issuer = this.issuer(lpThreadId) ?? this.mainThread;
+    let apcThread: SpiThread | null = null;
+    if (routine) {
+      // The routine goes to the thread named when the call was made, captured by value now.
+      apcThread = lpThreadId ? (this.threads.get(lpThreadId.ThreadHandle) ?? null) : issuer;
+      if (!apcThread || !apcThread.isAlive) return { ret: P.SOCKET_ERROR, errno: P.WSAEINVAL };
+    }
+    const op = this.nextOp++;
+    if (this.nextOp > 0xffffffff) this.nextOp = 1;
+    ov.Internal = P.WSS_OPERATION_IN_PROGRESS;
+    ov.InternalHigh = 0;
+    ov.Offset = 0;
+    ov.OffsetHigh = 0;
+    if (!routine && ov.hEvent) this.events.get(ov.hEvent)!.signaled = false;
+    this.ops.set(op, { s, ov, routine, apcThread, ...extra });
+    const r = await this.call(method, { ...params, overlapped: { op, thread: issuer.id.ThreadHandle } });
+    if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING && this.ops.get(op)) {
+      // Failed at once: no completion of any kind, ever.
+      this.ops.delete(op);
+      ov.Internal = 0;
+      ov.OffsetHigh = r.errno;
+    }
+    return r;
+  }
+
+  /** Checks the overlapped arguments; returns a WSA code when they are unusable, else 0. */
+  private checkOverlappedArgs(lpOverlapped: unknown, lpCompletionRoutine: unknown, lpThreadId: unknown): number {
+    if (!(lpOverlapped instanceof WSAOVERLAPPED)) return P.WSAEFAULT;
+    if (lpCompletionRoutine !== null && lpCompletionRoutine !== undefined && typeof lpCompletionRoutine !== 'function') return P.WSAEFAULT;
+    if (lpThreadId !== null && lpThreadId !== undefined && (typeof lpThreadId !== 'object' || !isU32((lpThreadId as WSATHREADID).ThreadHandle))) return P.WSAEFAULT;
+    if (!lpCompletionRoutine && lpOverlapped.hEvent && !this.events.get(lpOverlapped.hEvent)) return P.WSA_INVALID_HANDLE;
+    return 0;
+  }
+
+  /**
+   * Runs a blocking call for WSAEINPROGRESS purposes: a thread whose previous blocking call is
+   * still running may not start another. Calls on a nonblocking socket are not blocking calls.
+   */
+  private async blockingResult(s: number, lpThreadId: WSATHREADID | null, fn: () => Promise<Result>): Promise<Result> {
+    const thread = this.issuer(lpThreadId);
+    if (!thread || this.nonBlocking.has(s)) return fn();
+    if (thread.blockingCalls > 0) return { ret: P.SOCKET_ERROR, errno: P.WSAEINPROGRESS };
+    thread.blockingCalls++;
+    try {
+      return await fn();
+    } finally {
+      thread.blockingCalls--;
+    }
+  }
+
+  private async blocking(s: number, lpThreadId: WSATHREADID | null, lpErrno: Out, fn: () => Promise<number>): Promise<number> {
+    const thread = this.issuer(lpThreadId);
+    if (!thread || this.nonBlocking.has(s)) return fn();
+    if (thread.blockingCalls > 0) return setErr(lpErrno, P.WSAEINPROGRESS);
+    thread.blockingCalls++;
+    try {
+      return await fn();
+    } finally {
+      thread.blockingCalls--;
+    }
   }
 
   /** Sends a call; a lost connection becomes WSAENETDOWN, as a vanished network subsystem would. */
@@ -85,7 +411,9 @@ export class SpiSession {
   async WSPCloseSocket(s: SOCKET, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    return finish(await this.call('WSPCloseSocket', { s }), lpErrno);
+    const r = await this.call('WSPCloseSocket', { s });
+    if (r.ret === 0) this.nonBlocking.delete(s);
+    return finish(r, lpErrno);
   }
 
   async WSPBind(s: SOCKET, name: SockAddr | null, namelen: number, lpErrno: Out): Promise<number> {
@@ -117,8 +445,15 @@ export class SpiSession {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK, P.INVALID_SOCKET);
     if ((addr === null) !== (addrlen === null) || (addrlen !== null && !isOut(addrlen))) return setErr(lpErrno, P.WSAEFAULT, P.INVALID_SOCKET);
-    const r = await this.call('WSPAccept', { s });
+    let r: Result = { ret: P.INVALID_SOCKET, errno: 0 };
+    const guarded = await this.blocking(s, null, lpErrno, async () => {
+      r = await this.call('WSPAccept', { s });
+      return r.ret;
+    });
+    if (guarded === P.INVALID_SOCKET && r.errno === 0) return guarded; // WSAEINPROGRESS, already in lpErrno.
     if (r.ret === P.INVALID_SOCKET) return finish(r, lpErrno);
+    // An accepted socket inherits the listener's properties, nonblocking mode included.
+    if (this.nonBlocking.has(s)) this.nonBlocking.add(r.ret);
     const peer = r['addr'] as SockAddr | undefined;
     if (lpfnCondition && peer) {
       const verdict = await lpfnCondition(peer, dwCallbackData);
@@ -145,7 +480,7 @@ export class SpiSession {
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
     if (!isSockAddr(name) || !isInt32(namelen)) return setErr(lpErrno, P.WSAEFAULT);
     if (lpSQOS != null || lpGQOS != null) return setErr(lpErrno, P.WSAEOPNOTSUPP);
-    return finish(await this.call('WSPConnect', { s, name: wireAddr(name), namelen }), lpErrno);
+    return this.blocking(s, null, lpErrno, async () => finish(await this.call('WSPConnect', { s, name: wireAddr(name), namelen }), lpErrno));
   }
 
   async WSPShutdown(s: SOCKET, how: number, lpErrno: Out): Promise<number> {
@@ -183,8 +518,8 @@ export class SpiSession {
     dwBufferCount: number,
     lpNumberOfBytesSent: Out | null,
     dwFlags: number,
-    lpOverlapped: unknown,
-    lpCompletionRoutine: unknown,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
     lpThreadId: WSATHREADID | null,
     lpErrno: Out,
   ): Promise<number> {
@@ -199,8 +534,8 @@ export class SpiSession {
     dwFlags: number,
     lpTo: SockAddr | null,
     iTolen: number,
-    lpOverlapped: unknown,
-    lpCompletionRoutine: unknown,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
     lpThreadId: WSATHREADID | null,
     lpErrno: Out,
   ): Promise<number> {
@@ -216,17 +551,22 @@ export class SpiSession {
     dwFlags: number,
     lpTo: SockAddr | null,
     iTolen: number,
-    lpOverlapped: unknown,
-    lpCompletionRoutine: unknown,
-    _lpThreadId: WSATHREADID | null,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
+    lpThreadId: WSATHREADID | null,
     lpErrno: Out,
   ): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (lpOverlapped != null || lpCompletionRoutine != null) return setErr(lpErrno, P.WSAEOPNOTSUPP);
-    if (lpNumberOfBytesSent !== null && !isOut(lpNumberOfBytesSent)) return setErr(lpErrno, P.WSAEFAULT);
-    // Without an OVERLAPPED the byte count has nowhere to go.
-    if (lpNumberOfBytesSent === null) return setErr(lpErrno, P.WSAEFAULT);
+    // lpCompletionRoutine is ignored without lpOverlapped: the call is then not overlapped.
+    const overlapped = lpOverlapped !== null && lpOverlapped !== undefined;
+    if (overlapped) {
+      const bad = this.checkOverlappedArgs(lpOverlapped, lpCompletionRoutine, lpThreadId);
+      if (bad) return setErr(lpErrno, bad);
+    }
+    if (lpNumberOfBytesSent !== null && lpNumberOfBytesSent !== undefined && !isOut(lpNumberOfBytesSent)) return setErr(lpErrno, P.WSAEFAULT);
+    // Without an OVERLAPPED the byte count has nowhere else to go.
+    if (!overlapped && !lpNumberOfBytesSent) return setErr(lpErrno, P.WSAEFAULT);
     if (!isU32(dwFlags)) return setErr(lpErrno, P.WSAEINVAL);
     const buffers = gather(lpBuffers, dwBufferCount);
     if (typeof buffers === 'number') return setErr(lpErrno, buffers);
@@ -240,9 +580,17 @@ export class SpiSession {
       params['to'] = lpTo ? wireAddr(lpTo) : null;
       params['tolen'] = iTolen;
     }
-    const r = await this.call(method, params);
-    if (r.ret === 0) lpNumberOfBytesSent.value = r['bytesSent'] as number;
-    return finish(r, lpErrno);
+    if (overlapped) {
+      const r = await this.overlappedCall(method, params, s, lpOverlapped, lpCompletionRoutine ?? null, lpThreadId);
+      // Pending: lpNumberOfBytesSent is not written.
+      if (r.ret === 0 && lpNumberOfBytesSent) lpNumberOfBytesSent.value = r['bytesSent'] as number;
+      return finish(r, lpErrno);
+    }
+    return this.blocking(s, lpThreadId, lpErrno, async () => {
+      const r = await this.call(method, params);
+      if (r.ret === 0) lpNumberOfBytesSent!.value = r['bytesSent'] as number;
+      return finish(r, lpErrno);
+    });
   }
 
   // ---------------------------------------------------------------- receiving
@@ -253,8 +601,8 @@ export class SpiSession {
     dwBufferCount: number,
     lpNumberOfBytesRecvd: Out | null,
     lpFlags: Out | null,
-    lpOverlapped: unknown,
-    lpCompletionRoutine: unknown,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
     lpThreadId: WSATHREADID | null,
     lpErrno: Out,
   ): Promise<number> {
@@ -269,8 +617,8 @@ export class SpiSession {
     lpFlags: Out | null,
     lpFrom: SockAddr | null,
     lpFromlen: Out | null,
-    lpOverlapped: unknown,
-    lpCompletionRoutine: unknown,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
     lpThreadId: WSATHREADID | null,
     lpErrno: Out,
   ): Promise<number> {
@@ -286,23 +634,31 @@ export class SpiSession {
     lpFlags: Out | null,
     lpFrom: SockAddr | null,
     lpFromlen: Out | null,
-    lpOverlapped: unknown,
-    lpCompletionRoutine: unknown,
-    _lpThreadId: WSATHREADID | null,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
+    lpThreadId: WSATHREADID | null,
     lpErrno: Out,
   ): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (lpOverlapped != null || lpCompletionRoutine != null) return setErr(lpErrno, P.WSAEOPNOTSUPP);
-    if (!isOut(lpNumberOfBytesRecvd) || !isOut(lpFlags) || !isU32(lpFlags.value)) return setErr(lpErrno, P.WSAEFAULT);
+    const overlapped = lpOverlapped !== null && lpOverlapped !== undefined;
+    if (overlapped) {
+      const bad = this.checkOverlappedArgs(lpOverlapped, lpCompletionRoutine, lpThreadId);
+      if (bad) return setErr(lpErrno, bad);
+    }
+    if (!isOut(lpFlags) || !isU32(lpFlags.value)) return setErr(lpErrno, P.WSAEFAULT);
+    if (!overlapped && !isOut(lpNumberOfBytesRecvd)) return setErr(lpErrno, P.WSAEFAULT);
     if ((lpFrom === null) !== (lpFromlen === null) || (lpFromlen !== null && !isOut(lpFromlen))) return setErr(lpErrno, P.WSAEFAULT);
     const targets = scatterTargets(lpBuffers, dwBufferCount);
     if (typeof targets === 'number') return setErr(lpErrno, targets);
-    const r = await this.call(method, { s, lengths: targets.map((t) => t.length), flags: lpFlags.value });
+    const params = { s, lengths: targets.map((t) => t.length), flags: lpFlags.value };
+    const r = overlapped
+      ? await this.overlappedCall(method, params, s, lpOverlapped, lpCompletionRoutine ?? null, lpThreadId, { targets, flagsOut: lpFlags })
+      : await this.blockingResult(s, lpThreadId, () => this.call(method, params));
     const data = r['data'] as Uint8Array | undefined;
     if (data) {
       scatter(data, targets);
-      lpNumberOfBytesRecvd.value = r['bytesRecvd'] as number;
+      if (isOut(lpNumberOfBytesRecvd)) lpNumberOfBytesRecvd.value = r['bytesRecvd'] as number;
       lpFlags.value = (r['flags'] as number | undefined) ?? 0;
       const from = r['from'] as SockAddr | undefined;
       if (lpFrom && lpFromlen && from) {
@@ -325,21 +681,30 @@ export class SpiSession {
     lpvOutBuffer: Uint8Array | null,
     cbOutBuffer: number,
     lpcbBytesReturned: Out | null,
-    lpOverlapped: unknown,
-    lpCompletionRoutine: unknown,
-    _lpThreadId: WSATHREADID | null,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
+    lpThreadId: WSATHREADID | null,
     lpErrno: Out,
   ): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (lpOverlapped != null || lpCompletionRoutine != null) return setErr(lpErrno, P.WSAEOPNOTSUPP);
+    const overlapped = lpOverlapped !== null && lpOverlapped !== undefined;
+    if (overlapped) {
+      const bad = this.checkOverlappedArgs(lpOverlapped, lpCompletionRoutine, lpThreadId);
+      if (bad) return setErr(lpErrno, bad);
+    }
     if (!isU32(dwIoControlCode) || !isU32(cbInBuffer) || !isU32(cbOutBuffer)) return setErr(lpErrno, P.WSAEINVAL);
     if (cbInBuffer > 0 && (!(lpvInBuffer instanceof Uint8Array) || lpvInBuffer.length < cbInBuffer)) return setErr(lpErrno, P.WSAEFAULT);
     if (cbOutBuffer > 0 && (!(lpvOutBuffer instanceof Uint8Array) || lpvOutBuffer.length < cbOutBuffer)) return setErr(lpErrno, P.WSAEFAULT);
-    if (!isOut(lpcbBytesReturned)) return setErr(lpErrno, P.WSAEFAULT);
+    if (!overlapped && !isOut(lpcbBytesReturned)) return setErr(lpErrno, P.WSAEFAULT);
     const input = cbInBuffer > 0 ? lpvInBuffer!.subarray(0, cbInBuffer) : new Uint8Array(0);
-    const r = await this.call('WSPIoctl', { s, code: dwIoControlCode, input, outputLength: cbOutBuffer });
-    if (r.ret === 0) {
+    const params = { s, code: dwIoControlCode, input, outputLength: cbOutBuffer };
+    const r = overlapped ? await this.overlappedCall('WSPIoctl', params, s, lpOverlapped, lpCompletionRoutine ?? null, lpThreadId) : await this.call('WSPIoctl', params);
+    if (r.ret === 0 && dwIoControlCode === P.FIONBIO) {
+      if (new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0) this.nonBlocking.add(s);
+      else this.nonBlocking.delete(s);
+    }
+    if (r.ret === 0 && isOut(lpcbBytesReturned)) {
       const output = r['output'] as Uint8Array | undefined;
       if (output && output.length > 0 && lpvOutBuffer) lpvOutBuffer.set(output.subarray(0, cbOutBuffer));
       lpcbBytesReturned.value = (r['bytesReturned'] as number | undefined) ?? 0;

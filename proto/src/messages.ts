@@ -89,7 +89,7 @@ const overlapped: FieldSpec = {
   type: 'overlapped',
   optional: true,
   nullable: true,
-  doc: 'Present for an overlapped call (issue 3): {op, thread}. Absent or null: the call is not overlapped.',
+  doc: 'Present for an overlapped call: {op, thread}; op is unique among the session\'s pending operations, thread is the issuing ThreadHandle. Absent or null: the call is not overlapped.',
 };
 
 export const METHODS: Record<string, MethodSpec> = {
@@ -230,6 +230,11 @@ export const METHODS: Record<string, MethodSpec> = {
     },
     result: { optval: { type: 'bytes', optional: true, doc: 'The value bytes.' }, optlen: { type: 'int', optional: true, doc: 'How many bytes are valid.' } },
   },
+  'spiwire.threadExit': {
+    summary: 'A thread of the session exited: its pending overlapped operations complete with WSA_OPERATION_ABORTED.',
+    params: { thread: { type: 'u32', doc: 'The ThreadHandle given in overlapped.thread by that thread\'s calls.' } },
+    result: { cancelled: { type: 'u32', doc: 'How many pending operations were cancelled.' } },
+  },
 };
 
 /** Notifications the daemon pushes; each goes to the originating session only. */
@@ -244,7 +249,7 @@ export const NOTIFICATIONS: Record<string, { summary: string; params: Record<str
     },
   },
   'spiwire.completion': {
-    summary: 'An overlapped operation completed (issue 3). Shape reserved.',
+    summary: 'An overlapped operation completed: sent once for every operation that did not fail at once, after the reply to its call.',
     params: {
       op: { type: 'u32', doc: 'The op id the client gave in overlapped.op.' },
       s: { type: 'handle', doc: 'The socket.' },

@@ -19,6 +19,7 @@ export interface DaemonConfig {
   maxSocketsPerSession: number;
   defaultSndBuf: number;
   defaultRcvBuf: number;
+  maxOutstandingOpsPerSocket: number;
 }
 
 interface Setting {
@@ -40,6 +41,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--max-pending-requests', env: 'SPIWIRE_MAX_PENDING_REQUESTS', key: 'maxPendingRequests', kind: 'int', doc: `Unanswered requests per session (default ${DEFAULT_LIMITS.maxPendingRequests}).` },
   { flag: '--max-sockets', env: 'SPIWIRE_MAX_SOCKETS', key: 'maxSocketsPerSession', kind: 'int', doc: `Open sockets per session (default ${DEFAULT_LIMITS.maxSocketsPerSession}).` },
   { flag: '--sndbuf', env: 'SPIWIRE_SNDBUF', key: 'defaultSndBuf', kind: 'int', doc: `Default SO_SNDBUF, the transport buffer size (default ${DEFAULT_LIMITS.defaultSndBuf}).` },
+  { flag: '--max-outstanding-ops', env: 'SPIWIRE_MAX_OUTSTANDING_OPS', key: 'maxOutstandingOpsPerSocket', kind: 'int', doc: `Pending overlapped operations per socket before WSAEWOULDBLOCK (default ${DEFAULT_LIMITS.maxOutstandingOpsPerSocket}).` },
   { flag: '--rcvbuf', env: 'SPIWIRE_RCVBUF', key: 'defaultRcvBuf', kind: 'int', doc: `Default SO_RCVBUF (default ${DEFAULT_LIMITS.defaultRcvBuf}).` },
 ];
 

@@ -14,6 +14,8 @@ export interface DaemonLimits {
   defaultSndBuf: number;
   /** SO_RCVBUF of a new socket. */
   defaultRcvBuf: number;
+  /** Pending overlapped operations one socket may have; more fail with WSAEWOULDBLOCK (as on Windows NT). */
+  maxOutstandingOpsPerSocket: number;
 }
 
 export const DEFAULT_LIMITS: DaemonLimits = {
@@ -22,6 +24,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   maxSocketsPerSession: 65536,
   defaultSndBuf: 65536,
   defaultRcvBuf: 65536,
+  maxOutstandingOpsPerSocket: 4096,
 };
 
 export class DaemonContext {

@@ -30,6 +30,7 @@ async function main(): Promise<void> {
         maxSocketsPerSession: cfg.maxSocketsPerSession,
         defaultSndBuf: cfg.defaultSndBuf,
         defaultRcvBuf: cfg.defaultRcvBuf,
+        maxOutstandingOpsPerSocket: cfg.maxOutstandingOpsPerSocket,
       },
     });
   } catch (err) {

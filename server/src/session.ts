@@ -10,18 +10,31 @@ import type { WebSocket } from 'ws';
 import * as P from '@spiwire/proto';
 import { fail, type Outcome } from './outcome.js';
 import type { DaemonContext } from './daemon-context.js';
-import type { EmulatedSocket, SocketContext } from './sockets/emulated-socket.js';
+import type { CompleteFn, EmulatedSocket, OverlappedStart, SocketContext } from './sockets/emulated-socket.js';
 import { TcpSocket } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
 import { SPI_HANDLERS, checkSocketTriple, type SpiSession } from './spi/methods.js';
 
 const WS_OPEN = 1;
 
+/** Work to run right after a reply is queued: an immediate completion must follow its call's reply. */
+const AFTER_REPLY = Symbol('afterReply');
+type Answer = Outcome & { [AFTER_REPLY]?: () => void };
+
+interface PendingOp {
+  sock: EmulatedSocket;
+  thread: number;
+  cancel?: (errno: number) => void;
+}
+
 export class Session implements SpiSession {
   readonly id = randomUUID();
   readonly log: Logger;
   private readonly sockets = new Map<number, EmulatedSocket>();
   private readonly pending = new Set<P.RequestId>();
+  /** Overlapped operations started and not yet completed, by op id. */
+  private readonly ops = new Map<number, PendingOp>();
+  private readonly opsPerSocket = new Map<number, number>();
   private readonly out = new P.FrameBuilder();
   private flushScheduled = false;
   private ended = false;
@@ -152,9 +165,10 @@ export class Session implements SpiSession {
 
   // ---- outbound ----
 
-  private reply(id: P.RequestId | null, result: Outcome, text: boolean): void {
-    if (id === null) return; // A notification gets no answer.
-    this.send({ jsonrpc: '2.0', id, result }, text);
+  private reply(id: P.RequestId | null, result: Answer, text: boolean): void {
+    const after = result[AFTER_REPLY];
+    if (id !== null) this.send({ jsonrpc: '2.0', id, result }, text); // A notification gets no answer.
+    after?.();
   }
 
   private sendError(id: P.RequestId | null, err: P.ProtocolError, text: boolean): void {
@@ -237,10 +251,72 @@ export class Session implements SpiSession {
     this.daemon.handles.add(sock);
   }
 
-  closeSocket(sock: EmulatedSocket, abortCode?: number): void {
+  closeSocket(sock: EmulatedSocket, abortCode?: number, overlappedCode?: number): void {
     this.sockets.delete(sock.handle);
     this.daemon.handles.remove(sock.handle);
-    sock.close(abortCode);
+    sock.close(abortCode, overlappedCode);
+  }
+
+  // ---- overlapped operations ----
+
+  async overlapped(sock: EmulatedSocket, ov: { op: number; thread: number }, start: (done: CompleteFn) => OverlappedStart | Promise<OverlappedStart>): Promise<Outcome> {
+    // Reference policy: overlapped I/O needs a socket created with WSA_FLAG_OVERLAPPED.
+    if (!sock.overlapped) return fail(P.WSAEINVAL);
+    if (this.ops.has(ov.op)) {
+      throw new P.ProtocolError(P.INVALID_PARAMS, `overlapped.op ${ov.op} is already used by a pending operation of this session`, { field: 'overlapped.op' });
+    }
+    const count = this.opsPerSocket.get(sock.handle) ?? 0;
+    if (count >= this.daemon.limits.maxOutstandingOpsPerSocket) return fail(P.WSAEWOULDBLOCK);
+    const entry: PendingOp = { sock, thread: ov.thread };
+    this.ops.set(ov.op, entry);
+    this.opsPerSocket.set(sock.handle, count + 1);
+    let starting = true;
+    let early: Record<string, unknown> | null = null;
+    const done: CompleteFn = (errno, bytes, out) => {
+      if (this.ops.get(ov.op) !== entry) return; // Exactly once.
+      this.forget(ov.op, sock.handle);
+      const params: Record<string, unknown> = { op: ov.op, s: sock.handle, error: errno, bytes, flags: out?.flags ?? 0 };
+      // An immediate receive already carried its bytes in the reply.
+      if (out?.data && !starting) params['data'] = out.data;
+      if (out?.from) params['from'] = out.from;
+      if (starting) early = params;
+      else this.notify('spiwire.completion', params);
+    };
+    let st: OverlappedStart;
+    try {
+      st = await start(done);
+    } catch (err) {
+      this.forget(ov.op, sock.handle);
+      throw err;
+    }
+    starting = false;
+    const answer: Answer = st.outcome;
+    if (st.outcome.errno === P.WSA_IO_PENDING) {
+      if (st.cancel) entry.cancel = st.cancel;
+    } else if (early === null) {
+      // Failed at once: no completion of any kind.
+      this.forget(ov.op, sock.handle);
+    }
+    const completion = early;
+    if (completion) answer[AFTER_REPLY] = () => this.notify('spiwire.completion', completion);
+    return answer;
+  }
+
+  private forget(op: number, handle: number): void {
+    if (!this.ops.delete(op)) return;
+    const n = (this.opsPerSocket.get(handle) ?? 1) - 1;
+    if (n > 0) this.opsPerSocket.set(handle, n);
+    else this.opsPerSocket.delete(handle);
+  }
+
+  threadExit(thread: number): Outcome {
+    let cancelled = 0;
+    for (const entry of [...this.ops.values()]) {
+      if (entry.thread !== thread || !entry.cancel) continue;
+      entry.cancel(P.WSA_OPERATION_ABORTED);
+      cancelled++;
+    }
+    return { ret: 0, errno: 0, cancelled };
   }
 
   // ---- lifecycle ----
@@ -251,7 +327,7 @@ export class Session implements SpiSession {
    */
   async shutdown(): Promise<void> {
     if (this.ended) return;
-    for (const sock of [...this.sockets.values()]) this.closeSocket(sock, P.WSAENETDOWN);
+    for (const sock of [...this.sockets.values()]) this.closeSocket(sock, P.WSAENETDOWN, P.WSAENETDOWN);
     // Let the WSAENETDOWN answers reach the wire before the close frame.
     await new Promise((r) => setImmediate(r));
     this.flush();

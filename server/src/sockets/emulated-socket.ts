@@ -36,6 +36,20 @@ export interface Waiter {
   /** Tries to finish the wait; returns true when it did. */
   poll(): boolean;
   abort(errno: number): void;
+  /** An overlapped receive waiting for data, rather than a blocked call. */
+  readonly overlapped: boolean;
+}
+
+/** Completion of an overlapped operation: called exactly once unless the start failed at once. */
+export type CompleteFn = (errno: number, bytes: number, out?: { data?: Uint8Array; flags?: number; from?: SockAddr }) => void;
+
+/**
+ * How an overlapped operation started: outcome is the call's immediate answer (success, failure
+ * or WSA_IO_PENDING). When it is pending, cancel completes it early with the given code.
+ */
+export interface OverlappedStart {
+  outcome: Outcome;
+  cancel?: (errno: number) => void;
 }
 
 export abstract class EmulatedSocket {
@@ -95,21 +109,59 @@ export abstract class EmulatedSocket {
     const first = check();
     if (first) return Promise.resolve(first);
     return new Promise<Outcome>((resolve) => {
-      const w: Waiter = {
-        poll: () => {
-          const r = check();
-          if (!r) return false;
-          this.waiters.delete(w);
-          resolve(r);
-          return true;
-        },
-        abort: (errno) => {
-          this.waiters.delete(w);
-          resolve(fail(errno));
-        },
-      };
-      this.waiters.add(w);
+      this.addWaiter(check, resolve, false);
     });
+  }
+
+  /**
+   * Registers a wait that check() settles later; returns a function that aborts it. Waiters are
+   * polled in the order they were added, so receives are served first-come first-served.
+   */
+  protected addWaiter(check: () => Outcome | undefined, settle: (r: Outcome) => void, overlapped: boolean): (errno: number) => void {
+    let done = false;
+    const w: Waiter = {
+      overlapped,
+      poll: () => {
+        if (done) return true;
+        const r = check();
+        if (!r) return false;
+        done = true;
+        this.waiters.delete(w);
+        settle(r);
+        return true;
+      },
+      abort: (errno) => {
+        if (done) return;
+        done = true;
+        this.waiters.delete(w);
+        settle(fail(errno));
+      },
+    };
+    this.waiters.add(w);
+    return w.abort;
+  }
+
+  /**
+   * Starts an overlapped receive: data already waiting completes it at once; otherwise it waits
+   * (whatever FIONBIO says) and done() reports the completion.
+   */
+  protected overlappedRecv(precheck: Outcome | null, check: () => Outcome | undefined, done: CompleteFn): OverlappedStart {
+    if (precheck) return { outcome: precheck };
+    const now = check();
+    if (now) return { outcome: now };
+    const cancel = this.addWaiter(
+      check,
+      (r) => {
+        const data = r['data'] as Uint8Array | undefined;
+        const out: { data?: Uint8Array; flags?: number; from?: SockAddr } = {};
+        if (data) out.data = data;
+        if (typeof r['flags'] === 'number') out.flags = r['flags'];
+        if (r['from']) out.from = r['from'] as SockAddr;
+        done(r.errno, data?.length ?? 0, out);
+      },
+      true,
+    );
+    return { outcome: fail(W.WSA_IO_PENDING), cancel };
   }
 
   /** Re-checks every blocked call; called whenever the socket's state changes. */
@@ -117,9 +169,12 @@ export abstract class EmulatedSocket {
     for (const w of [...this.waiters]) w.poll();
   }
 
-  /** Answers every blocked call with errno (WSAEINTR on close, WSAENETDOWN on daemon shutdown). */
-  abortWaits(errno: number): void {
-    for (const w of [...this.waiters]) w.abort(errno);
+  /**
+   * Answers every blocked call with errno (WSAEINTR on close, WSAENETDOWN on daemon shutdown);
+   * waiting overlapped receives complete with overlappedErrno.
+   */
+  abortWaits(errno: number, overlappedErrno: number = W.WSA_OPERATION_ABORTED): void {
+    for (const w of [...this.waiters]) w.abort(w.overlapped ? overlappedErrno : errno);
   }
 
   /** Takes and clears SO_ERROR. */
@@ -136,9 +191,17 @@ export abstract class EmulatedSocket {
   abstract connect(name: SockAddr): Promise<Outcome>;
   abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null): Promise<Outcome>;
   abstract recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome>;
+  /** An overlapped send: completes at once, fails at once, or is pending (FIFO behind older sends). */
+  abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, thread: number, done: CompleteFn): Promise<OverlappedStart>;
+  abstract recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): OverlappedStart;
+  /** SIO_FLUSH: discards queued sends not yet taken into the transport buffer. Returns how many. */
+  abstract flushSends(): number;
   abstract shutdown(how: number): Outcome;
-  /** Closes the socket; blocked calls get WSAEINTR (or the given code). Idempotent. */
-  abstract close(abortCode?: number): void;
+  /**
+   * Closes the socket. Blocked calls get abortCode (WSAEINTR by default); pending overlapped
+   * operations complete with overlappedCode (WSA_OPERATION_ABORTED by default). Idempotent.
+   */
+  abstract close(abortCode?: number, overlappedCode?: number): void;
   abstract localName(): SockAddr | null;
   abstract peerName(): SockAddr | null;
   /** Bytes that a recv would return now (FIONREAD). */

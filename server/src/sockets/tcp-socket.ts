@@ -4,7 +4,7 @@ import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { wsaFromNodeError } from '../errno-map.js';
 import { fail, ok, type Outcome } from '../outcome.js';
-import { EmulatedSocket, type SocketContext } from './emulated-socket.js';
+import { EmulatedSocket, type CompleteFn, type OverlappedStart, type SocketContext } from './emulated-socket.js';
 import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
 import { anyAddress, fromNodeAddress, hostOf, isAnyAddress } from './sockaddr.js';
 import type { PortReservations } from './port-reservations.js';
@@ -213,42 +213,74 @@ export class TcpSocket extends EmulatedSocket {
     }
   }
 
-  send(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null): Promise<Outcome> {
-    if ((flags & ~TCP_SEND_FLAGS) !== 0) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+  /** Why a send cannot start at all, or null when it can. */
+  private sendPrecheck(flags: number): Outcome | null {
+    if ((flags & ~TCP_SEND_FLAGS) !== 0) return fail(W.WSAEOPNOTSUPP);
     // TCP has no XP1_PARTIAL_MESSAGE; MSG_OOB needs urgent data, which this build cannot send.
-    if (flags & (W.MSG_PARTIAL | W.MSG_OOB)) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
-    if (this.sendShut) return Promise.resolve(fail(W.WSAESHUTDOWN));
-    if (this.failure) return Promise.resolve(fail(this.failure));
-    if (this.state !== 'connected' || !this.tx) return Promise.resolve(fail(W.WSAENOTCONN));
-    let total = 0;
-    for (const b of buffers) total += b.length;
-    const tx = this.tx;
+    if (flags & (W.MSG_PARTIAL | W.MSG_OOB)) return fail(W.WSAEOPNOTSUPP);
+    if (this.sendShut) return fail(W.WSAESHUTDOWN);
+    if (this.failure) return fail(this.failure);
+    if (this.state !== 'connected' || !this.tx) return fail(W.WSAENOTCONN);
+    return null;
+  }
+
+  send(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null): Promise<Outcome> {
+    const bad = this.sendPrecheck(flags);
+    if (bad) return Promise.resolve(bad);
+    const total = byteLength(buffers);
+    const tx = this.tx!;
     if (this.nonBlocking) {
       if (total === 0) return Promise.resolve(ok({ bytesSent: 0 }));
       const n = tx.acceptNow(buffers, total);
       return Promise.resolve(n > 0 ? ok({ bytesSent: n }) : fail(W.WSAEWOULDBLOCK));
     }
     return new Promise<Outcome>((resolve) => {
-      const op: SendOp = {
+      tx.submit({
         chunks: buffers,
         total,
         thread: 0,
         overlapped: false,
         complete: (errno) => resolve(errno === 0 ? ok({ bytesSent: total }) : fail(errno)),
-      };
-      tx.submit(op);
+      });
     });
   }
 
-  recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome> {
-    if (flags & ~(W.MSG_PEEK | W.MSG_OOB | W.MSG_WAITALL)) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
-    if (flags & W.MSG_OOB) return Promise.resolve(fail(W.WSAEINVAL));
-    if (this.state === 'listening') return Promise.resolve(fail(W.WSAENOTCONN));
-    if (this.recvShut) return Promise.resolve(fail(W.WSAESHUTDOWN));
-    if (this.state !== 'connected') return Promise.resolve(fail(W.WSAENOTCONN));
+  sendOverlapped(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, thread: number, done: CompleteFn): Promise<OverlappedStart> {
+    const bad = this.sendPrecheck(flags);
+    if (bad) return Promise.resolve({ outcome: bad });
+    const total = byteLength(buffers);
+    const tx = this.tx!;
+    // Completes at once only when every byte fits now, behind no older send.
+    if (tx.fitsNow(total)) {
+      tx.acceptNow(buffers, total);
+      done(0, total);
+      return Promise.resolve({ outcome: ok({ bytesSent: total }) });
+    }
+    const op: SendOp = { chunks: buffers, total, thread, overlapped: true, complete: (errno, bytes) => done(errno, errno === 0 ? total : bytes) };
+    tx.submit(op);
+    return Promise.resolve({ outcome: fail(W.WSA_IO_PENDING), cancel: (errno) => tx.cancel(errno, (o) => o === op) });
+  }
+
+  flushSends(): number {
+    if (!this.tx) return 0;
+    return this.tx.cancel(W.WSA_OPERATION_ABORTED, (o) => o.overlapped) + this.tx.cancel(W.WSAEINTR, (o) => !o.overlapped);
+  }
+
+  /** Why a receive cannot start at all, or null when it can. */
+  private recvPrecheck(flags: number): Outcome | null {
+    if (flags & ~(W.MSG_PEEK | W.MSG_OOB | W.MSG_WAITALL)) return fail(W.WSAEOPNOTSUPP);
+    if (flags & W.MSG_OOB) return fail(W.WSAEINVAL);
+    if (this.state === 'listening') return fail(W.WSAENOTCONN);
+    if (this.recvShut) return fail(W.WSAESHUTDOWN);
+    if (this.state !== 'connected') return fail(W.WSAENOTCONN);
+    return null;
+  }
+
+  /** A receive's outcome when it can finish now, or undefined while it must wait. */
+  private recvCheck(lengths: readonly number[], flags: number, wantFrom: boolean): () => Outcome | undefined {
     let want = 0;
     for (const n of lengths) want += n;
-    return this.waitFor(() => {
+    return () => {
       if (this.closed) return fail(W.WSAEINTR);
       if (this.recvShut) return fail(W.WSAESHUTDOWN);
       if (this.rxBytes > 0 || want === 0) {
@@ -260,10 +292,23 @@ export class TcpSocket extends EmulatedSocket {
       if (this.failure) return fail(this.failure);
       if (this.peerFinished) {
         const out: Record<string, unknown> = { data: new Uint8Array(0), bytesRecvd: 0, flags: 0 };
+        if (wantFrom) out['from'] = this.peerName() ?? undefined;
         return ok(out);
       }
-      return this.nonBlocking ? fail(W.WSAEWOULDBLOCK) : undefined;
-    });
+      return undefined;
+    };
+  }
+
+  recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome> {
+    const bad = this.recvPrecheck(flags);
+    if (bad) return Promise.resolve(bad);
+    const check = this.recvCheck(lengths, flags, wantFrom);
+    if (this.nonBlocking) return Promise.resolve(check() ?? fail(W.WSAEWOULDBLOCK));
+    return this.waitFor(check);
+  }
+
+  recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): OverlappedStart {
+    return this.overlappedRecv(this.recvPrecheck(flags), this.recvCheck(lengths, flags, wantFrom), done);
   }
 
   private take(want: number, peek: boolean): Uint8Array {
@@ -305,11 +350,12 @@ export class TcpSocket extends EmulatedSocket {
     return ok();
   }
 
-  close(abortCode: number = W.WSAEINTR): void {
+  close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
     if (this.closed) return;
     this.moveTo('closed');
     this.ctx.ports.release(this.handle);
-    this.abortWaits(abortCode);
+    this.abortWaits(abortCode, overlappedCode);
+    this.tx?.cancel(overlappedCode, (o) => o.overlapped);
     this.tx?.cancel(abortCode);
     for (const c of this.accepted.splice(0)) c.resetAndDestroy();
     this.server?.close();
@@ -362,6 +408,12 @@ export class TcpSocket extends EmulatedSocket {
   static anyFor(af: number): string {
     return anyAddress(af);
   }
+}
+
+function byteLength(buffers: readonly Uint8Array[]): number {
+  let total = 0;
+  for (const b of buffers) total += b.length;
+  return total;
 }
 
 function clampBacklog(n: number): number {

@@ -4,7 +4,7 @@ import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { wsaFromNodeError } from '../errno-map.js';
 import { fail, ok, type Outcome } from '../outcome.js';
-import { EmulatedSocket, type SocketContext } from './emulated-socket.js';
+import { EmulatedSocket, type CompleteFn, type OverlappedStart, type SocketContext } from './emulated-socket.js';
 import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress } from './sockaddr.js';
 
 const UDP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
@@ -151,14 +151,29 @@ export class UdpSocket extends EmulatedSocket {
     });
   }
 
-  recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome> {
-    if (flags & W.MSG_OOB) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
-    if (flags & ~(W.MSG_PEEK | W.MSG_OOB)) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
-    if (this.recvShut) return Promise.resolve(fail(W.WSAESHUTDOWN));
-    if (!this.isBoundFlag) return Promise.resolve(fail(W.WSAEINVAL));
+  /** UDP sends never queue: an overlapped send completes at once or fails at once. */
+  async sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _thread: number, done: CompleteFn): Promise<OverlappedStart> {
+    const outcome = await this.send(buffers, flags, to);
+    if (outcome.ret === 0) done(0, outcome['bytesSent'] as number);
+    return { outcome };
+  }
+
+  flushSends(): number {
+    return 0;
+  }
+
+  private recvPrecheck(flags: number): Outcome | null {
+    if (flags & W.MSG_OOB) return fail(W.WSAEOPNOTSUPP);
+    if (flags & ~(W.MSG_PEEK | W.MSG_OOB)) return fail(W.WSAEOPNOTSUPP);
+    if (this.recvShut) return fail(W.WSAESHUTDOWN);
+    if (!this.isBoundFlag) return fail(W.WSAEINVAL);
+    return null;
+  }
+
+  private recvCheck(lengths: readonly number[], flags: number, wantFrom: boolean): () => Outcome | undefined {
     let room = 0;
     for (const n of lengths) room += n;
-    return this.waitFor(() => {
+    return () => {
       if (this.closed) return fail(W.WSAEINTR);
       if (this.recvShut) return fail(W.WSAESHUTDOWN);
       if (this.icmpReset && this.rxQueue.length === 0) {
@@ -166,7 +181,7 @@ export class UdpSocket extends EmulatedSocket {
         return fail(W.WSAECONNRESET);
       }
       const d = this.rxQueue[0];
-      if (!d) return this.nonBlocking ? fail(W.WSAEWOULDBLOCK) : undefined;
+      if (!d) return undefined;
       if (!(flags & W.MSG_PEEK)) {
         this.rxQueue.shift();
         this.rxBytes -= d.data.length;
@@ -177,7 +192,19 @@ export class UdpSocket extends EmulatedSocket {
       if (wantFrom) out['from'] = d.from;
       // A truncated datagram is WSAEMSGSIZE, with the part that fitted delivered.
       return truncated ? { ret: W.SOCKET_ERROR, errno: W.WSAEMSGSIZE, ...out } : ok(out);
-    });
+    };
+  }
+
+  recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome> {
+    const bad = this.recvPrecheck(flags);
+    if (bad) return Promise.resolve(bad);
+    const check = this.recvCheck(lengths, flags, wantFrom);
+    if (this.nonBlocking) return Promise.resolve(check() ?? fail(W.WSAEWOULDBLOCK));
+    return this.waitFor(check);
+  }
+
+  recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): OverlappedStart {
+    return this.overlappedRecv(this.recvPrecheck(flags), this.recvCheck(lengths, flags, wantFrom), done);
   }
 
   shutdown(how: number): Outcome {
@@ -188,10 +215,10 @@ export class UdpSocket extends EmulatedSocket {
     return ok();
   }
 
-  close(abortCode: number = W.WSAEINTR): void {
+  close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
     if (this.closed) return;
     this.moveTo('closed');
-    this.abortWaits(abortCode);
+    this.abortWaits(abortCode, overlappedCode);
     const sock = this.sock;
     this.sock = null;
     if (sock) {

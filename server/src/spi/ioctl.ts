@@ -18,6 +18,10 @@ export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, out
       if (sock.type !== W.SOCK_STREAM) return fail(W.WSAEINVAL);
       // No urgent data is ever pending in this build: the read position is "at the mark" (TRUE).
       return ok({ output: dwordBytes(W.TRUE), bytesReturned: 4 });
+    case W.SIO_FLUSH:
+      // Queued sends not yet taken into the transport buffer are discarded (WSA_OPERATION_ABORTED).
+      sock.flushSends();
+      return ok({ output: new Uint8Array(0), bytesReturned: 0 });
     default:
       return fail(W.WSAEINVAL);
   }

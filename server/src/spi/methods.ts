@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import * as W from '@spiwire/proto';
 import { INVALID_PARAMS, ProtocolError, type SockAddr } from '@spiwire/proto';
 import { fail, ok, type Outcome } from '../outcome.js';
-import type { EmulatedSocket } from '../sockets/emulated-socket.js';
+import type { CompleteFn, EmulatedSocket, OverlappedStart } from '../sockets/emulated-socket.js';
 import { checkSockaddr, sockaddrSize } from '../sockets/sockaddr.js';
 import { ioctl } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
@@ -16,6 +16,18 @@ export interface SpiSession {
   lookup(s: number): EmulatedSocket | null;
   createSocket(af: number, type: number, protocol: number, flags: number): Outcome;
   closeSocket(sock: EmulatedSocket): void;
+  /** Runs an overlapped call: bookkeeping, the per-socket limit, and the completion notification. */
+  overlapped(sock: EmulatedSocket, ov: OverlappedRef, start: (done: CompleteFn) => OverlappedStart | Promise<OverlappedStart>): Outcome | Promise<Outcome>;
+  threadExit(thread: number): Outcome;
+}
+
+interface OverlappedRef {
+  op: number;
+  thread: number;
+}
+
+function ovParam(p: Params): OverlappedRef | null {
+  return (p['overlapped'] as OverlappedRef | null | undefined) ?? null;
 }
 
 type Params = Record<string, unknown>;
@@ -56,21 +68,21 @@ export const SPI_HANDLERS: Record<string, SpiHandler> = {
     return bad ? fail(bad) : sock.connect(name);
   }),
 
-  WSPSend: withSocket((sock, p) => sock.send(p['buffers'] as Uint8Array[], p['flags'] as number, null)),
+  WSPSend: withSocket((sock, p, session) => sendWith(session, sock, p, null)),
 
-  WSPSendTo: withSocket((sock, p) => {
+  WSPSendTo: withSocket((sock, p, session) => {
     let to: SockAddr | null = null;
     if (p['to'] != null && sock.type === W.SOCK_DGRAM) {
       to = addrParam(p, 'to');
       const bad = checkSockaddr(to, p['tolen'] as number, sock.af);
       if (bad) return fail(bad);
     }
-    return sock.send(p['buffers'] as Uint8Array[], p['flags'] as number, to);
+    return sendWith(session, sock, p, to);
   }),
 
-  WSPRecv: withSocket((sock, p) => sock.recv(p['lengths'] as number[], p['flags'] as number, false)),
+  WSPRecv: withSocket((sock, p, session) => recvWith(session, sock, p, false)),
 
-  WSPRecvFrom: withSocket((sock, p) => sock.recv(p['lengths'] as number[], p['flags'] as number, true)),
+  WSPRecvFrom: withSocket((sock, p, session) => recvWith(session, sock, p, true)),
 
   WSPShutdown: withSocket((sock, p) => sock.shutdown(p['how'] as number)),
 
@@ -95,12 +107,40 @@ export const SPI_HANDLERS: Record<string, SpiHandler> = {
     return ok({ name, namelen: size });
   }),
 
-  WSPIoctl: withSocket((sock, p) => ioctl(sock, p['code'] as number, p['input'] as Uint8Array, p['outputLength'] as number)),
+  WSPIoctl: withSocket((sock, p, session) => {
+    const run = (): Outcome => ioctl(sock, p['code'] as number, p['input'] as Uint8Array, p['outputLength'] as number);
+    const ov = ovParam(p);
+    if (!ov) return run();
+    // Control codes finish at once; an overlapped WSPIoctl still reports through its completion.
+    return session.overlapped(sock, ov, (done) => {
+      const outcome = run();
+      if (outcome.ret === 0) done(0, (outcome['bytesReturned'] as number | undefined) ?? 0);
+      return { outcome };
+    });
+  }),
+
+  'spiwire.threadExit': (session, p) => session.threadExit(p['thread'] as number),
 
   WSPSetSockOpt: withSocket((sock, p) => setSockOpt(sock, p['level'] as number, p['optname'] as number, p['optval'] as Uint8Array | null, p['optlen'] as number)),
 
   WSPGetSockOpt: withSocket((sock, p) => getSockOpt(sock, p['level'] as number, p['optname'] as number, p['optlen'] as number)),
 };
+
+function sendWith(session: SpiSession, sock: EmulatedSocket, p: Params, to: SockAddr | null): Outcome | Promise<Outcome> {
+  const buffers = p['buffers'] as Uint8Array[];
+  const flags = p['flags'] as number;
+  const ov = ovParam(p);
+  if (!ov) return sock.send(buffers, flags, to);
+  return session.overlapped(sock, ov, (done) => sock.sendOverlapped(buffers, flags, to, ov.thread, done));
+}
+
+function recvWith(session: SpiSession, sock: EmulatedSocket, p: Params, wantFrom: boolean): Outcome | Promise<Outcome> {
+  const lengths = p['lengths'] as number[];
+  const flags = p['flags'] as number;
+  const ov = ovParam(p);
+  if (!ov) return sock.recv(lengths, flags, wantFrom);
+  return session.overlapped(sock, ov, (done) => sock.recvOverlapped(lengths, flags, wantFrom, done));
+}
 
 /** Checks WSPSocket's af / type / protocol triple; 0 when it names TCP or UDP over IPv4 or IPv6. */
 export function checkSocketTriple(af: number, type: number, protocol: number): { errno: number; protocol: number } {

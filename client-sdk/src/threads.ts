@@ -1,0 +1,229 @@
+/**
+ * Threads, APC queues, events and alertable waits: the parts of a Windows process that overlapped
+ * Winsock relies on, modelled inside one session. A completion routine is an APC: it runs only
+ * while its thread is in an alertable wait (or at once, in the session's opt-in automatic mode).
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import * as P from '@spiwire/proto';
+import type { WSATHREADID } from './types.js';
+
+/** The thread on whose behalf an SDK call runs (set by the thread's own methods). */
+export const issuingThread = new AsyncLocalStorage<SpiThread>();
+
+interface Apc {
+  run: () => unknown;
+  /** Completion routines of one socket never nest or overlap. */
+  socket: number | null;
+}
+
+/** Per-socket serialisation of completion routines, shared by the threads of a session. */
+export class RoutineLocks {
+  private readonly tails = new Map<number, Promise<void>>();
+
+  async run(socket: number | null, fn: () => unknown): Promise<void> {
+    if (socket === null) {
+      await fn();
+      return;
+    }
+    const prev = this.tails.get(socket) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const tail = prev.then(() => mine);
+    this.tails.set(socket, tail);
+    await prev;
+    try {
+      await fn();
+    } finally {
+      release();
+      if (this.tails.get(socket) === tail) this.tails.delete(socket);
+    }
+  }
+}
+
+export interface ThreadHost {
+  readonly locks: RoutineLocks;
+  readonly autoApc: boolean;
+  /** Tells the daemon the thread exited, so its pending operations are cancelled. */
+  threadExited(thread: SpiThread): Promise<void>;
+  /** Reports a completion routine that threw; the session keeps running. */
+  routineFailed(err: unknown): void;
+}
+
+/** A manual-reset WSAEVENT. */
+class EventObject {
+  signaled = false;
+  readonly watchers = new Set<() => void>();
+
+  set(): void {
+    this.signaled = true;
+    for (const w of [...this.watchers]) w();
+  }
+}
+
+/** The session's WSAEVENT handles. */
+export class EventTable {
+  private next = 0x200;
+  private readonly events = new Map<number, EventObject>();
+
+  create(): number {
+    const h = this.next;
+    this.next += 4;
+    this.events.set(h, new EventObject());
+    return h;
+  }
+
+  get(h: number): EventObject | undefined {
+    return this.events.get(h);
+  }
+
+  close(h: number): boolean {
+    return this.events.delete(h);
+  }
+}
+
+export interface WaitSpec {
+  events: readonly EventObject[];
+  waitAll: boolean;
+  timeoutMs: number;
+  alertable: boolean;
+}
+
+export class SpiThread {
+  readonly id: WSATHREADID;
+  /** WSAGetLastError of this thread (set by the WSA event functions). */
+  lastError = 0;
+  private readonly apcs: Apc[] = [];
+  private alive = true;
+  private runningApcs = false;
+  private wake: (() => void) | null = null;
+  private autoScheduled = false;
+  /** Blocking SPI calls of this thread still running (WSAEINPROGRESS guard). */
+  blockingCalls = 0;
+
+  constructor(
+    private readonly host: ThreadHost,
+    handle: number,
+  ) {
+    this.id = { ThreadHandle: handle, Reserved: 0 };
+  }
+
+  get isAlive(): boolean {
+    return this.alive;
+  }
+
+  /** APCs queued and not yet run. */
+  get queuedApcs(): number {
+    return this.apcs.length;
+  }
+
+  /** Queues an APC; it runs at the thread's next alertable wait (or soon, in automatic mode). */
+  queueApc(run: () => unknown, socket: number | null = null): boolean {
+    if (!this.alive) return false;
+    this.apcs.push({ run, socket });
+    if (this.host.autoApc) this.scheduleAuto();
+    else this.wake?.();
+    return true;
+  }
+
+  private scheduleAuto(): void {
+    if (this.autoScheduled) return;
+    this.autoScheduled = true;
+    // setImmediate: the call that queued the completion has resolved to its caller first.
+    setImmediate(() => {
+      this.autoScheduled = false;
+      void this.runApcs();
+    });
+  }
+
+  /** Runs every queued APC, in order, one at a time; false when none ran (or a run is under way). */
+  async runApcs(): Promise<boolean> {
+    if (this.runningApcs || this.apcs.length === 0) return false;
+    this.runningApcs = true;
+    try {
+      while (this.apcs.length > 0 && this.alive) {
+        const apc = this.apcs.shift()!;
+        try {
+          await this.host.locks.run(apc.socket, apc.run);
+        } catch (err) {
+          this.host.routineFailed(err);
+        }
+      }
+    } finally {
+      this.runningApcs = false;
+    }
+    return true;
+  }
+
+  /**
+   * SleepEx: resolves to 0 after dwMilliseconds, or to WAIT_IO_COMPLETION (0xC0) when it was
+   * alertable and APCs ran. INFINITE (0xFFFFFFFF) never times out.
+   */
+  async SleepEx(dwMilliseconds: number, bAlertable: boolean | number): Promise<number> {
+    const r = await this.wait({ events: [], waitAll: false, timeoutMs: dwMilliseconds, alertable: !!bAlertable });
+    return r === P.WSA_WAIT_TIMEOUT ? 0 : r;
+  }
+
+  /**
+   * The wait behind SleepEx and WSAWaitForMultipleEvents: WSA_WAIT_EVENT_0 + i when the events
+   * are satisfied (checked first), WSA_WAIT_IO_COMPLETION after APCs ran, WSA_WAIT_TIMEOUT.
+   * Inside a completion routine an alertable wait does not run further APCs: routines never nest.
+   */
+  wait(spec: WaitSpec): Promise<number> {
+    if (!this.alive) return Promise.resolve(P.WSA_WAIT_FAILED);
+    return new Promise<number>((resolve) => {
+      let timer: NodeJS.Timeout | null = null;
+      let settled = false;
+      const cleanup = (): void => {
+        settled = true;
+        if (timer) clearTimeout(timer);
+        for (const e of spec.events) e.watchers.delete(check);
+        if (this.wake === check) this.wake = null;
+      };
+      const check = (): void => {
+        const satisfied = eventsSatisfied(spec);
+        if (satisfied >= 0) {
+          cleanup();
+          resolve(P.WSA_WAIT_EVENT_0 + satisfied);
+          return;
+        }
+        if (spec.alertable && this.apcs.length > 0 && !this.runningApcs && this.alive) {
+          cleanup();
+          void this.runApcs().then(() => resolve(P.WSA_WAIT_IO_COMPLETION));
+          return;
+        }
+        if (!this.alive) {
+          cleanup();
+          resolve(P.WSA_WAIT_FAILED);
+        }
+      };
+      for (const e of spec.events) e.watchers.add(check);
+      if (spec.alertable) this.wake = check;
+      check();
+      if (settled) return;
+      if (spec.timeoutMs !== P.INFINITE) {
+        timer = setTimeout(() => {
+          cleanup();
+          resolve(P.WSA_WAIT_TIMEOUT);
+        }, spec.timeoutMs);
+      }
+    });
+  }
+
+  /**
+   * The thread exits: queued APCs are dropped, and the daemon cancels the operations this thread
+   * issued (each completes with WSA_OPERATION_ABORTED; events are still signalled).
+   */
+  async exit(): Promise<void> {
+    if (!this.alive) return;
+    this.alive = false;
+    this.apcs.length = 0;
+    this.wake?.();
+    await this.host.threadExited(this);
+  }
+}
+
+function eventsSatisfied(spec: WaitSpec): number {
+  if (spec.events.length === 0) return -1;
+  if (spec.waitAll) return spec.events.every((e) => e.signaled) ? 0 : -1;
+  return spec.events.findIndex((e) => e.signaled);
+}
