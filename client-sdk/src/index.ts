@@ -7,6 +7,7 @@ export { SpiwireProtocolError, ConnectionClosedError, type Welcome } from './rpc
 export * from './types.js';
 export { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
 export { SpiThread } from './threads.js';
+export { Socket, WinsockError, type Completion, type SocketOptions } from './socket.js';
 export { THREAD_BOUND_FUNCTIONS, type SessionThread, type ThreadBoundFunctions } from './spi-session.js';
 
 /** Opens one session to the daemon at url (for example ws://127.0.0.1:7787/ws). */

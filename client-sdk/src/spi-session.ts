@@ -254,6 +254,16 @@ export class SpiSession implements ThreadHost {
     return P.TRUE;
   }
 
+  /**
+   * @internal For the promise API: an overlapped call whose completion goes to onComplete rather
+   * than to a routine or an event. Resolves with the call's immediate result.
+   */
+  async startOperation(method: 'WSPSend' | 'WSPSendTo' | 'WSPRecv' | 'WSPRecvFrom', params: Record<string, unknown>, onComplete: (error: number, bytes: number, flags: number) => void, targets?: Uint8Array[]): Promise<Result> {
+    const extra: Partial<OpRecord> = { onComplete };
+    if (targets) extra.targets = targets;
+    return this.overlappedCall(method, params, params['s'] as number, new WSAOVERLAPPED(), null, null, extra);
+  }
+
   /** Pending overlapped operations of this session (started, not yet completed). */
   get pendingOperations(): number {
     return this.ops.size;
