@@ -20,6 +20,7 @@ export interface DaemonConfig {
   defaultSndBuf: number;
   defaultRcvBuf: number;
   maxOutstandingOpsPerSocket: number;
+  allow: string;
 }
 
 interface Setting {
@@ -37,6 +38,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--token-file', env: 'SPIWIRE_TOKEN_FILE', key: 'token', kind: 'file', doc: 'Read the token from this file (for container secrets); surrounding white space is trimmed.' },
   { flag: '--log-level', env: 'SPIWIRE_LOG_LEVEL', key: 'logLevel', kind: 'string', doc: 'pino level: trace, debug, info, warn, error, fatal, silent (default info).' },
   { flag: '--allowed-origins', env: 'SPIWIRE_ALLOWED_ORIGINS', key: 'allowedOrigins', kind: 'list', doc: 'Comma-separated browser Origins allowed to connect (default: none).' },
+  { flag: '--allow', env: 'SPIWIRE_ALLOW', key: 'allow', kind: 'string', doc: 'Destinations sockets may connect, send or bind to: comma-separated CIDR[:ports] rules, for example 127.0.0.0/8,[::1],172.16.0.0/12:7-9 (default *, anywhere).' },
   { flag: '--max-frame-bytes', env: 'SPIWIRE_MAX_FRAME_BYTES', key: 'maxFrameBytes', kind: 'int', doc: `Largest WebSocket message accepted (default ${DEFAULT_LIMITS.maxFrameBytes}).` },
   { flag: '--max-pending-requests', env: 'SPIWIRE_MAX_PENDING_REQUESTS', key: 'maxPendingRequests', kind: 'int', doc: `Unanswered requests per session (default ${DEFAULT_LIMITS.maxPendingRequests}).` },
   { flag: '--max-sockets', env: 'SPIWIRE_MAX_SOCKETS', key: 'maxSocketsPerSession', kind: 'int', doc: `Open sockets per session (default ${DEFAULT_LIMITS.maxSocketsPerSession}).` },
@@ -52,6 +54,7 @@ export function defaultConfig(): DaemonConfig {
     token: undefined,
     logLevel: 'info',
     allowedOrigins: [],
+    allow: '*',
     ...DEFAULT_LIMITS,
   };
 }

@@ -2,6 +2,7 @@
 import type { Logger } from 'pino';
 import { HandleTable } from './handles.js';
 import { PortReservations } from './sockets/port-reservations.js';
+import { AllowList } from './allow-list.js';
 
 export interface DaemonLimits {
   /** Largest WebSocket message accepted, in bytes. */
@@ -36,5 +37,7 @@ export class DaemonContext {
     readonly log: Logger,
     readonly limits: DaemonLimits,
     readonly version: string,
+    /** Destinations WSPConnect, WSPSendTo and WSPBind may use. */
+    readonly allow: AllowList = AllowList.ANY,
   ) {}
 }

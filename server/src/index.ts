@@ -5,6 +5,7 @@ import { DaemonContext, DEFAULT_LIMITS, type DaemonLimits } from './daemon-conte
 import { isLoopbackHost } from './security.js';
 import type { Session } from './session.js';
 import { VERSION } from './version.js';
+import { AllowList } from './allow-list.js';
 import { DEFAULT_HOST } from './config.js';
 
 export interface StartOptions {
@@ -17,6 +18,11 @@ export interface StartOptions {
   logger?: Logger;
   allowedOrigins?: string[];
   limits?: Partial<DaemonLimits>;
+  /**
+   * Destinations sockets may connect, send or bind to: comma-separated rules such as
+   * "127.0.0.0/8,[::1],10.0.0.0/8:7-9" (see the README). Default "*": anywhere.
+   */
+  allow?: string;
 }
 
 export interface Daemon {
@@ -36,7 +42,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   }
   const log = opts.logger ?? pino({ level: 'silent' });
   const limits: DaemonLimits = { ...DEFAULT_LIMITS, ...opts.limits };
-  const ctx = new DaemonContext(log, limits, VERSION);
+  const ctx = new DaemonContext(log, limits, VERSION, AllowList.parse(opts.allow ?? '*'));
   const sessions = new Set<Session>();
   const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [] }, log);
   await app.listen({ host, port: opts.port ?? 0 });
@@ -63,3 +69,4 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
 export { DEFAULT_LIMITS, type DaemonLimits } from './daemon-context.js';
 export { DEFAULT_HOST, DEFAULT_PORT } from './config.js';
 export { VERSION } from './version.js';
+export { AllowList } from './allow-list.js';

@@ -24,6 +24,7 @@ async function main(): Promise<void> {
       ...(cfg.token !== undefined ? { token: cfg.token } : {}),
       logger: log,
       allowedOrigins: cfg.allowedOrigins,
+      allow: cfg.allow,
       limits: {
         maxFrameBytes: cfg.maxFrameBytes,
         maxPendingRequests: cfg.maxPendingRequests,

@@ -309,6 +309,10 @@ export class Session implements SpiSession {
     else this.opsPerSocket.delete(handle);
   }
 
+  allows(address: string, port: number, unspecified = false): boolean {
+    return this.daemon.allow.allows(address, port, unspecified);
+  }
+
   threadExit(thread: number): Outcome {
     let cancelled = 0;
     for (const entry of [...this.ops.values()]) {

@@ -7,7 +7,7 @@ import * as W from '@spiwire/proto';
 import { INVALID_PARAMS, ProtocolError, type SockAddr } from '@spiwire/proto';
 import { fail, ok, type Outcome } from '../outcome.js';
 import type { CompleteFn, EmulatedSocket, OverlappedStart } from '../sockets/emulated-socket.js';
-import { checkSockaddr, sockaddrSize } from '../sockets/sockaddr.js';
+import { checkSockaddr, isAnyAddress, sockaddrSize } from '../sockets/sockaddr.js';
 import { ioctl } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
 
@@ -19,6 +19,8 @@ export interface SpiSession {
   /** Runs an overlapped call: bookkeeping, the per-socket limit, and the completion notification. */
   overlapped(sock: EmulatedSocket, ov: OverlappedRef, start: (done: CompleteFn) => OverlappedStart | Promise<OverlappedStart>): Outcome | Promise<Outcome>;
   threadExit(thread: number): Outcome;
+  /** The daemon's allow-list verdict for a destination (or, with unspecified, a bind to any address). */
+  allows(address: string, port: number, unspecified?: boolean): boolean;
 }
 
 interface OverlappedRef {
@@ -52,20 +54,26 @@ function withSocket(fn: (sock: EmulatedSocket, p: Params, session: SpiSession) =
 export const SPI_HANDLERS: Record<string, SpiHandler> = {
   WSPSocket: (session, p) => session.createSocket(p['af'] as number, p['type'] as number, p['protocol'] as number, p['flags'] as number) ,
 
-  WSPBind: withSocket((sock, p) => {
+  WSPBind: withSocket((sock, p, session) => {
     const name = addrParam(p, 'name');
     const bad = checkSockaddr(name, p['namelen'] as number, sock.af);
-    return bad ? fail(bad) : sock.bind(name);
+    if (bad) return fail(bad);
+    if (!session.allows(name.address, name.port, isAnyAddress(name.address))) return fail(W.WSAEACCES);
+    return sock.bind(name);
   }),
 
   WSPListen: withSocket((sock, p) => sock.listen(p['backlog'] as number)),
 
   WSPAccept: withSocket((sock) => sock.accept()),
 
-  WSPConnect: withSocket((sock, p) => {
+  WSPConnect: withSocket((sock, p, session) => {
     const name = addrParam(p, 'name');
     const bad = checkSockaddr(name, p['namelen'] as number, sock.af);
-    return bad ? fail(bad) : sock.connect(name);
+    if (bad) return fail(bad);
+    // Dissolving a UDP association (any address, port 0) goes nowhere, so it is always allowed.
+    const dissolve = sock.type === W.SOCK_DGRAM && isAnyAddress(name.address) && name.port === 0;
+    if (!dissolve && !session.allows(name.address, name.port)) return fail(W.WSAEACCES);
+    return sock.connect(name);
   }),
 
   WSPSend: withSocket((sock, p, session) => sendWith(session, sock, p, null)),
@@ -76,6 +84,7 @@ export const SPI_HANDLERS: Record<string, SpiHandler> = {
       to = addrParam(p, 'to');
       const bad = checkSockaddr(to, p['tolen'] as number, sock.af);
       if (bad) return fail(bad);
+      if (sock.peerName() === null && !session.allows(to.address, to.port)) return fail(W.WSAEACCES);
     }
     return sendWith(session, sock, p, to);
   }),
