@@ -39,7 +39,7 @@ export interface Welcome {
   limits: { maxFrameBytes: number; maxPendingRequests: number; maxSockets: number; defaultSndBuf: number; defaultRcvBuf: number };
 }
 
-type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void };
+type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void; onReply?: ((r: Record<string, unknown>) => void) | undefined };
 
 export class RpcConnection {
   private nextId = 1;
@@ -106,12 +106,16 @@ export class RpcConnection {
     return this.closedReason === null;
   }
 
-  /** Sends a request; the params are encoded (and their bytes copied) before this returns. */
-  call(method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> {
+  /**
+   * Sends a request; the params are encoded (and their bytes copied) before this returns.
+   * onReply, when given, runs synchronously as the reply is read, before any later record of the
+   * same frame (an operation's completion, for instance) is handled.
+   */
+  call(method: string, params: Record<string, unknown>, onReply?: (r: Record<string, unknown>) => void): Promise<Record<string, unknown>> {
     if (this.closedReason !== null) return Promise.reject(new ConnectionClosedError(this.closedReason));
     const id = this.nextId++;
     if (this.nextId > 0x7fffffff) this.nextId = 1;
-    const p = new Promise<Record<string, unknown>>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    const p = new Promise<Record<string, unknown>>((resolve, reject) => this.pending.set(id, { resolve, reject, onReply }));
     this.out.add({ jsonrpc: '2.0', id, method, params });
     if (this.out.byteLength >= 256 * 1024) this.flush();
     else if (!this.flushScheduled) {
@@ -166,7 +170,9 @@ export class RpcConnection {
       const e = m['error'] as P.ErrorObject;
       p.reject(new SpiwireProtocolError(e.code, e.message, e.data));
     } else {
-      p.resolve(m['result'] as Record<string, unknown>);
+      const result = m['result'] as Record<string, unknown>;
+      p.onReply?.(result);
+      p.resolve(result);
     }
   }
 

@@ -99,18 +99,20 @@ export class Socket {
     return target.subarray(0, n);
   }
 
-  private start(kind: 'send' | 'recv', method: 'WSPSend' | 'WSPSendTo' | 'WSPRecv', params: Record<string, unknown>, targets?: Uint8Array[]): Promise<number> {
-    return new Promise<number>((resolve, reject) => {
-      const settle = (error: number, bytes: number): void => {
-        this.push({ kind, error, bytes });
-        if (error === 0) resolve(bytes);
-        else reject(new WinsockError(error, method));
-      };
-      this.spi.startOperation(method, params, (error, bytes) => settle(error, bytes), targets).then((r) => {
-        // Failed at once: there will be no completion.
-        if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING) reject(new WinsockError(r.errno, method));
-      }, reject);
-    });
+  private async start(kind: 'send' | 'recv', method: 'WSPSend' | 'WSPSendTo' | 'WSPRecv', params: Record<string, unknown>, targets?: Uint8Array[]): Promise<number> {
+    let completed!: (c: Completion) => void;
+    const completion = new Promise<Completion>((r) => (completed = r));
+    const r = await this.spi.startOperation(method, params, (error, bytes) => {
+      const c = { kind, error, bytes };
+      this.push(c);
+      completed(c);
+    }, targets);
+    // Failed at once: there will be no completion.
+    if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING) throw new WinsockError(r.errno, method);
+    // Wait for the completion only after the call itself returned, so an immediate receive's bytes are in place.
+    const c = await completion;
+    if (c.error !== 0) throw new WinsockError(c.error, method);
+    return c.bytes;
   }
 
   private push(c: Completion): void {

@@ -342,8 +342,15 @@ export class SpiSession implements ThreadHost {
     ov.Offset = 0;
     ov.OffsetHigh = 0;
     if (!routine && ov.hEvent) this.events.get(ov.hEvent)!.signaled = false;
-    this.ops.set(op, { s, ov, routine, apcThread, ...extra });
-    const r = await this.call(method, { ...params, overlapped: { op, thread: issuer.id.ThreadHandle } });
+    const rec: OpRecord = { s, ov, routine, apcThread, ...extra };
+    this.ops.set(op, rec);
+    // A receive that completes at once carries its bytes in the reply: put them in the caller's
+    // buffers before the completion (which follows the reply) signals anyone.
+    const onReply = (r: Result): void => {
+      const data = r['data'] as Uint8Array | undefined;
+      if (r.ret === 0 && data && rec.targets) scatter(data, rec.targets);
+    };
+    const r = await this.call(method, { ...params, overlapped: { op, thread: issuer.id.ThreadHandle } }, onReply);
     if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING && this.ops.get(op)) {
       // Failed at once: no completion of any kind, ever.
       this.ops.delete(op);
@@ -391,9 +398,9 @@ export class SpiSession implements ThreadHost {
   }
 
   /** Sends a call; a lost connection becomes WSAENETDOWN, as a vanished network subsystem would. */
-  private async call(method: string, params: Record<string, unknown>): Promise<Result> {
+  private async call(method: string, params: Record<string, unknown>, onReply?: (r: Result) => void): Promise<Result> {
     try {
-      return (await this.rpc.call(method, params)) as Result;
+      return (await this.rpc.call(method, params, onReply as ((r: Record<string, unknown>) => void) | undefined)) as Result;
     } catch (err) {
       if (err instanceof ConnectionClosedError) return { ret: P.SOCKET_ERROR, errno: P.WSAENETDOWN };
       throw err;
@@ -667,7 +674,7 @@ export class SpiSession implements ThreadHost {
       : await this.blockingResult(s, lpThreadId, () => this.call(method, params));
     const data = r['data'] as Uint8Array | undefined;
     if (data) {
-      scatter(data, targets);
+      if (!overlapped) scatter(data, targets);
       if (isOut(lpNumberOfBytesRecvd)) lpNumberOfBytesRecvd.value = r['bytesRecvd'] as number;
       lpFlags.value = (r['flags'] as number | undefined) ?? 0;
       const from = r['from'] as SockAddr | undefined;

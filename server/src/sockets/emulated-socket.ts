@@ -148,7 +148,11 @@ export abstract class EmulatedSocket {
   protected overlappedRecv(precheck: Outcome | null, check: () => Outcome | undefined, done: CompleteFn): OverlappedStart {
     if (precheck) return { outcome: precheck };
     const now = check();
-    if (now) return { outcome: now };
+    if (now) {
+      // Data was already waiting: the call succeeds at once and still reports a completion.
+      if (now.ret === 0) done(0, (now['data'] as Uint8Array | undefined)?.length ?? 0, { flags: (now['flags'] as number | undefined) ?? 0 });
+      return { outcome: now };
+    }
     const cancel = this.addWaiter(
       check,
       (r) => {

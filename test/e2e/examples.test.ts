@@ -1,0 +1,41 @@
+/** The README's runnable examples stay runnable: each one runs against a real daemon and prints what it should. */
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { daemon } from '../helpers/harness.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+
+function run(script: string, url: string): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [`examples/${script}`, url], { cwd: root, timeout: 30000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
+    });
+  });
+}
+
+t.test('examples/send-hello.mjs', async (t) => {
+  const d = await daemon(t);
+  const r = await run('send-hello.mjs', d.url);
+  t.equal(r.code, 0, r.out);
+  t.match(r.out, /WSPSend returned 0, lpNumberOfBytesSent = 14/);
+  t.match(r.out, /the peer received: "hello, winsock"/);
+});
+
+t.test('examples/overlapped.mjs', async (t) => {
+  const d = await daemon(t);
+  const r = await run('overlapped.mjs', d.url);
+  t.equal(r.code, 0, r.out);
+  t.equal((r.out.match(/routine: dwError=0 cbTransferred=100000 dwFlags=0/g) ?? []).length, 4);
+  t.match(r.out, /SleepEx -> 0xc0/);
+  t.match(r.out, /WSPGetOverlappedResult -> 1, 4 bytes/);
+  t.match(r.out, /the peer received 400004 bytes/);
+});
+
+t.test('examples/promise-api.mjs', async (t) => {
+  const d = await daemon(t);
+  const r = await run('promise-api.mjs', d.url);
+  t.equal(r.code, 0, r.out);
+  t.match(r.out, /bytes sent: \[ 4, 9 \]/);
+  t.match(r.out, /echoed: one two three/);
+});
