@@ -3,6 +3,7 @@
 import pino from 'pino';
 import { ConfigError, parseConfig } from './config.js';
 import { startServer } from './index.js';
+import { hasBufferUtil } from './native-addons.js';
 
 async function main(): Promise<void> {
   let cfg;
@@ -39,6 +40,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   log.info({ url: daemon.url, tokenRequired: cfg.token !== undefined }, `spiwire listening; connect clients to ${daemon.url}`);
+  if (!hasBufferUtil()) log.warn('bufferutil is not available: WebSocket frames are masked in JavaScript, which caps bulk throughput');
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
