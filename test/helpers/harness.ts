@@ -227,3 +227,148 @@ export function pattern(n: number, seed = 1): Buffer {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers added for the WSPSend error, UDP and SPI function suites.
+
+/** A new socket of the session (TCP or UDP); throws when WSPSocket fails. */
+export async function newSocket(spi: S.SpiSession, f: Family, kind: 'tcp' | 'udp', flags = 0): Promise<number> {
+  const e = S.out(0);
+  const s = kind === 'tcp' ? await spi.WSPSocket(af(f), S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, flags, e) : await spi.WSPSocket(af(f), S.SOCK_DGRAM, S.IPPROTO_UDP, null, 0, flags, e);
+  if (s === S.INVALID_SOCKET) throw new Error(`WSPSocket(${kind}) failed: ${e.value}`);
+  return s;
+}
+
+/** WSPGetSockName; throws when it fails. */
+export async function sockName(spi: S.SpiSession, s: number): Promise<S.SockAddr> {
+  const e = S.out(0);
+  const name = emptyAddr();
+  const r = await spi.WSPGetSockName(s, name, S.out(28), e);
+  if (r !== 0) throw new Error(`WSPGetSockName failed: ${e.value}`);
+  return name;
+}
+
+/** Binds s to the loopback address of f (port 0 unless given) and returns WSPGetSockName's answer. */
+export async function bindLoopback(spi: S.SpiSession, s: number, f: Family, port = 0): Promise<S.SockAddr> {
+  const e = S.out(0);
+  const r = await spi.WSPBind(s, addr(f, port), namelen(f), e);
+  if (r !== 0) throw new Error(`WSPBind failed: ${e.value}`);
+  return sockName(spi, s);
+}
+
+/** WSPSendTo of buffers; returns [ret, errno, bytesSent] (bytesSent -1 when not written). */
+export async function sendTo(spi: S.SpiSession, s: number, bufs: Uint8Array[], to: S.SockAddr | null, tolen: number, flags = 0): Promise<[number, number, number]> {
+  const e = S.out(0);
+  const sent = S.out(-1);
+  const ret = await spi.WSPSendTo(s, bufs.map((b) => S.wsabuf(b)), bufs.length, sent, flags, to, tolen, null, null, null, e);
+  return [ret, e.value, sent.value];
+}
+
+export interface RecvResult {
+  ret: number;
+  errno: number;
+  /** The bytes the call reported (bytesRecvd of the buffers, in order). */
+  data: Buffer;
+  bytes: number;
+  flags: number;
+  /** Every byte of the buffers, whatever the count said. */
+  raw: Buffer;
+  from: S.SockAddr;
+  fromlen: number;
+}
+
+/** WSPRecvFrom (or WSPRecv when withFrom is false) into buffers of the given sizes. */
+export async function recvInto(spi: S.SpiSession, s: number, sizes: number[], opts: { withFrom?: boolean; flags?: number } = {}): Promise<RecvResult> {
+  const e = S.out(0);
+  const got = S.out(-1);
+  const flags = S.out(opts.flags ?? 0);
+  const bufs = sizes.map((n) => new Uint8Array(n));
+  const from = emptyAddr();
+  const fromlen = S.out(28);
+  const ret = opts.withFrom
+    ? await spi.WSPRecvFrom(s, bufs.map((b) => S.wsabuf(b)), bufs.length, got, flags, from, fromlen, null, null, null, e)
+    : await spi.WSPRecv(s, bufs.map((b) => S.wsabuf(b)), bufs.length, got, flags, null, null, null, e);
+  const raw = Buffer.concat(bufs);
+  const bytes = got.value;
+  return { ret, errno: e.value, data: raw.subarray(0, Math.max(0, bytes)), bytes, flags: flags.value, raw, from, fromlen: fromlen.value };
+}
+
+/** WSPSetSockOpt of a DWORD; returns [ret, errno]. */
+export async function setOpt(spi: S.SpiSession, s: number, optname: number, value: number, optlen = 4, level: number = S.SOL_SOCKET): Promise<[number, number]> {
+  const e = S.out(0);
+  const ret = await spi.WSPSetSockOpt(s, level, optname, dword(value), optlen, e);
+  return [ret, e.value];
+}
+
+/** WSPGetSockOpt of a DWORD; returns [ret, errno, value, optlen]. */
+export async function getOpt(spi: S.SpiSession, s: number, optname: number, optlen = 4, level: number = S.SOL_SOCKET): Promise<[number, number, number, number]> {
+  const e = S.out(0);
+  const v = new Uint8Array(4).fill(0xee);
+  const len = S.out(optlen);
+  const ret = await spi.WSPGetSockOpt(s, level, optname, v, len, e);
+  return [ret, e.value, readDword(v), len.value];
+}
+
+/** WSPIoctl FIONREAD; returns [ret, errno, value]. */
+export async function fionread(spi: S.SpiSession, s: number): Promise<[number, number, number]> {
+  const e = S.out(0);
+  const v = new Uint8Array(4);
+  const ret = await spi.WSPIoctl(s, S.FIONREAD, null, 0, v, 4, S.out(0), null, null, null, e);
+  return [ret, e.value, readDword(v)];
+}
+
+/** A loopback port that was just in use and is now closed (TCP or UDP). */
+export async function closedPort(f: Family, kind: 'tcp' | 'udp'): Promise<number> {
+  if (kind === 'tcp') {
+    const srv = net.createServer();
+    await new Promise<void>((resolve) => srv.listen(0, loopback(f), resolve));
+    const port = (srv.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => srv.close(() => r()));
+    return port;
+  }
+  const sock = dgram.createSocket(f === 'ipv4' ? 'udp4' : 'udp6');
+  await new Promise<void>((resolve) => sock.bind(0, loopback(f), resolve));
+  const port = sock.address().port;
+  await new Promise<void>((r) => sock.close(() => r()));
+  return port;
+}
+
+/** Polls cond every stepMs until it holds or timeoutMs passed; returns whether it held. */
+export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 5000, stepMs = 10): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(stepMs);
+  }
+}
+
+/** Resolves with what happened first to a peer socket: 'end' (FIN), 'close', or 'timeout'. */
+export function peerFinished(socket: net.Socket, timeoutMs = 5000): Promise<'end' | 'close' | 'timeout'> {
+  return new Promise((resolve) => {
+    if (socket.readableEnded) return resolve('end');
+    if (socket.destroyed) return resolve('close');
+    const timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    socket.once('end', () => {
+      clearTimeout(timer);
+      resolve('end');
+    });
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve('close');
+    });
+  });
+}
+
+/** A plain node:net client connected to host:port on loopback; destroyed in teardown. */
+export async function tcpClient(t: Test, f: Family, port: number): Promise<PeerConnection> {
+  const socket = net.connect({ host: loopback(f), port, allowHalfOpen: true });
+  t.teardown(() => {
+    socket.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => resolve());
+    socket.once('error', reject);
+  });
+  return wrapConnection(socket);
+}

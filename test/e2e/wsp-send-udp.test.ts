@@ -1,0 +1,261 @@
+/**
+ * WSPSend / WSPSendTo on UDP, IPv4 and IPv6, against plain node:dgram peers and between two
+ * emulated sockets. What the peer received is checked datagram by datagram.
+ */
+import t from 'tap';
+import * as S from '@spiwire/client';
+import {
+  FAMILIES,
+  addr,
+  bindLoopback,
+  call,
+  closedPort,
+  daemon,
+  emptyAddr,
+  getOpt,
+  loopback,
+  namelen,
+  newSocket,
+  pattern,
+  recvInto,
+  send,
+  sendTo,
+  session,
+  setNonBlocking,
+  sleep,
+  sockName,
+  udpPeer,
+  type Family,
+} from '../helpers/harness.js';
+
+/** Connects a UDP socket of the session to loopback:port (sets its default peer). */
+async function udpConnect(spi: S.SpiSession, s: number, f: Family, port: number): Promise<void> {
+  const [r, e] = await call((x) => spi.WSPConnect(s, addr(f, port), namelen(f), null, null, null, null, x));
+  if (r !== 0) throw new Error(`UDP WSPConnect failed: ${e}`);
+}
+
+for (const f of FAMILIES) {
+  const max = f === 'ipv4' ? 65507 : 65527;
+
+  t.test(`${f}: WSPSend after WSPConnect: one datagram per call, the gathered bytes, from WSPGetSockName's port`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await udpPeer(t, f);
+    const s = await newSocket(spi, f, 'udp');
+    await udpConnect(spi, s, f, peer.port);
+    const name = await sockName(spi, s);
+    t.equal(name.family, f === 'ipv4' ? S.AF_INET : S.AF_INET6);
+    t.ok(name.port > 0, 'WSPConnect bound the socket');
+    const e = S.out(0);
+    const sent = S.out(-1);
+    t.equal(await spi.WSPSend(s, [S.wsabuf('alpha-'), S.wsabuf('beta-XXXX', 5), S.wsabuf('gamma'), S.wsabuf('unused')], 3, sent, 0, null, null, null, e), 0);
+    t.equal(sent.value, 16);
+    t.same(await send(spi, s, [Buffer.from('second')]), [0, 0, 6]);
+    const third = pattern(40000, 21);
+    t.same(await send(spi, s, [third.subarray(0, 1), third.subarray(1, 20000), third.subarray(20000)]), [0, 0, third.length]);
+    await peer.waitFor(3);
+    await sleep(50);
+    t.equal(peer.datagrams.length, 3, 'exactly one datagram per WSPSend');
+    t.equal(peer.datagrams[0]!.data.toString(), 'alpha-beta-gamma', 'the first dwBufferCount buffers, gathered');
+    t.equal(peer.datagrams[1]!.data.toString(), 'second');
+    t.ok(peer.datagrams[2]!.data.equals(third), 'a 40000-byte datagram gathered from three buffers');
+    for (const dg of peer.datagrams) {
+      t.equal(dg.from.port, name.port, 'source port is the one WSPGetSockName reports');
+      t.equal(dg.from.address, loopback(f));
+    }
+  });
+
+  t.test(`${f}: WSPSendTo auto-binds but does not connect`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await udpPeer(t, f);
+    const s = await newSocket(spi, f, 'udp');
+    t.same(await call((e) => spi.WSPGetSockName(s, emptyAddr(), S.out(28), e)), [S.SOCKET_ERROR, S.WSAEINVAL], 'unbound before the first send');
+    t.same(await sendTo(spi, s, [Buffer.from('one')], addr(f, peer.port), namelen(f)), [0, 0, 3]);
+    const name = await sockName(spi, s);
+    t.ok(name.port > 0, `WSPGetSockName works after WSPSendTo (port ${name.port})`);
+    t.equal(name.family, f === 'ipv4' ? S.AF_INET : S.AF_INET6);
+    const pn = emptyAddr();
+    t.same(await call((e) => spi.WSPGetPeerName(s, pn, S.out(28), e)), [S.SOCKET_ERROR, S.WSAENOTCONN], 'WSPGetPeerName: no default peer');
+    t.same(await send(spi, s, [Buffer.from('nope')]), [S.SOCKET_ERROR, S.WSAENOTCONN, -1], 'WSPSend still needs a default peer');
+    t.same(await sendTo(spi, s, [Buffer.from('two')], addr(f, peer.port), namelen(f)), [0, 0, 3]);
+    await peer.waitFor(2);
+    await sleep(30);
+    t.same(
+      peer.datagrams.map((x) => x.data.toString()),
+      ['one', 'two'],
+      'the peer got the two WSPSendTo datagrams and nothing else',
+    );
+    t.same(
+      peer.datagrams.map((x) => x.from.port),
+      [name.port, name.port],
+      'both from the auto-bound port',
+    );
+  });
+
+  t.test(`${f}: WSPSendTo on a connected socket ignores lpTo`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const a = await udpPeer(t, f);
+    const b = await udpPeer(t, f);
+    const s = await newSocket(spi, f, 'udp');
+    await udpConnect(spi, s, f, a.port);
+    t.same(await sendTo(spi, s, [Buffer.from('meant-for-b')], addr(f, b.port), namelen(f)), [0, 0, 11]);
+    t.same(await sendTo(spi, s, [Buffer.from('null-to')], null, 0), [0, 0, 7]);
+    await a.waitFor(2);
+    await sleep(50);
+    t.same(
+      a.datagrams.map((x) => x.data.toString()),
+      ['meant-for-b', 'null-to'],
+      'both went to the default peer',
+    );
+    t.equal(b.datagrams.length, 0, 'the address in lpTo got nothing');
+  });
+
+  t.test(`${f}: WSPConnect again changes the default peer; the any address with port 0 dissolves it`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const a = await udpPeer(t, f);
+    const b = await udpPeer(t, f);
+    const s = await newSocket(spi, f, 'udp');
+    await udpConnect(spi, s, f, a.port);
+    t.same(await send(spi, s, [Buffer.from('to-a')]), [0, 0, 4]);
+    await udpConnect(spi, s, f, b.port);
+    t.same(await send(spi, s, [Buffer.from('to-b')]), [0, 0, 4]);
+    const pn = emptyAddr();
+    t.same(await call((e) => spi.WSPGetPeerName(s, pn, S.out(28), e)), [0, 0]);
+    t.equal(pn.port, b.port, 'WSPGetPeerName: the new default peer');
+    const any = { family: f === 'ipv4' ? S.AF_INET : S.AF_INET6, address: f === 'ipv4' ? '0.0.0.0' : '::', port: 0 };
+    t.same(await call((e) => spi.WSPConnect(s, any, namelen(f), null, null, null, null, e)), [0, 0], 'connect to the any address, port 0');
+    t.same(await send(spi, s, [Buffer.from('to-nobody')]), [S.SOCKET_ERROR, S.WSAENOTCONN, -1], 'WSPSend: no default peer any more');
+    t.same(await call((e) => spi.WSPGetPeerName(s, emptyAddr(), S.out(28), e)), [S.SOCKET_ERROR, S.WSAENOTCONN]);
+    t.same(await sendTo(spi, s, [Buffer.from('to-a-again')], addr(f, a.port), namelen(f)), [0, 0, 10], 'WSPSendTo works unconnected');
+    await a.waitFor(2);
+    await b.waitFor(1);
+    await sleep(30);
+    t.same(a.datagrams.map((x) => x.data.toString()), ['to-a', 'to-a-again']);
+    t.same(b.datagrams.map((x) => x.data.toString()), ['to-b']);
+  });
+
+  t.test(`${f}: an ICMP port unreachable does not fail later sends`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const port = await closedPort(f, 'udp');
+    const s = await newSocket(spi, f, 'udp');
+    await udpConnect(spi, s, f, port);
+    const results: Array<[number, number, number]> = [];
+    for (let i = 0; i < 6; i++) {
+      results.push(await send(spi, s, [Buffer.from(`ping-${i}`)]));
+      // Leave time for the port unreachable to come back before the next send.
+      await sleep(30);
+    }
+    t.same(
+      results,
+      results.map(() => [0, 0, 6]),
+      'every WSPSend to the closed port returned 0 with the full count',
+    );
+    const u = await newSocket(spi, f, 'udp');
+    const viaTo: Array<[number, number, number]> = [];
+    for (let i = 0; i < 3; i++) {
+      viaTo.push(await sendTo(spi, u, [Buffer.from('x')], addr(f, port), namelen(f)));
+      await sleep(30);
+    }
+    t.same(
+      viaTo,
+      viaTo.map(() => [0, 0, 1]),
+      'WSPSendTo to the closed port keeps returning 0 too',
+    );
+  });
+
+  t.test(`${f}: after an ICMP port unreachable the next receive reports WSAECONNRESET (the send does not)`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const port = await closedPort(f, 'udp');
+    const s = await newSocket(spi, f, 'udp');
+    await udpConnect(spi, s, f, port);
+    t.same(await send(spi, s, [Buffer.from('probe')]), [0, 0, 5], 'the send itself succeeds');
+    await sleep(100);
+    await setNonBlocking(spi, s, true);
+    const r = await recvInto(spi, s, [64]);
+    // WSARecv / recv on Windows: "On a UDP-datagram socket this error indicates a previous send
+    // operation resulted in an ICMP Port Unreachable message." The daemon means to do this too.
+    t.same([r.ret, r.errno], [S.SOCKET_ERROR, S.WSAECONNRESET], 'WSPRecv: WSAECONNRESET');
+    t.same(await send(spi, s, [Buffer.from('again')]), [0, 0, 5], 'and sends still succeed');
+  });
+
+  t.test(`${f}: zero-length datagrams`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await udpPeer(t, f);
+    const s = await newSocket(spi, f, 'udp');
+    await udpConnect(spi, s, f, peer.port);
+    const e = S.out(0);
+    const sent = S.out(-1);
+    t.equal(await spi.WSPSend(s, [], 0, sent, 0, null, null, null, e), 0, 'WSPSend with dwBufferCount 0');
+    t.equal(sent.value, 0);
+    t.same(await send(spi, s, [new Uint8Array(0)]), [0, 0, 0], 'WSPSend with one empty buffer');
+    t.same(await send(spi, s, [new Uint8Array(0), new Uint8Array(0)]), [0, 0, 0], 'WSPSend with two empty buffers');
+    const u = await newSocket(spi, f, 'udp');
+    t.same(await sendTo(spi, u, [new Uint8Array(0)], addr(f, peer.port), namelen(f)), [0, 0, 0], 'WSPSendTo of an empty datagram');
+    await peer.waitFor(4);
+    await sleep(50);
+    t.equal(peer.datagrams.length, 4, 'one datagram per call');
+    t.same(
+      peer.datagrams.map((x) => x.data.length),
+      [0, 0, 0, 0],
+      'each one empty',
+    );
+  });
+
+  t.test(`${f}: two emulated UDP sockets exchange datagrams with WSPSendTo / WSPRecvFrom`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const a = await newSocket(spi, f, 'udp');
+    const b = await newSocket(spi, f, 'udp');
+    const an = await bindLoopback(spi, a, f);
+    const bn = await bindLoopback(spi, b, f);
+    t.same(await sendTo(spi, a, [Buffer.from('pi'), Buffer.from('ng')], bn, namelen(f)), [0, 0, 4]);
+    const r1 = await recvInto(spi, b, [3, 10], { withFrom: true });
+    t.same([r1.ret, r1.errno, r1.bytes], [0, 0, 4]);
+    t.equal(r1.data.toString(), 'ping', 'scattered over the two buffers');
+    t.equal(r1.fromlen, namelen(f), `lpFromlen is ${namelen(f)}`);
+    t.equal(r1.from.family, f === 'ipv4' ? S.AF_INET : S.AF_INET6);
+    t.equal(r1.from.address, loopback(f));
+    t.equal(r1.from.port, an.port, 'lpFrom is the sender');
+    t.same(await sendTo(spi, b, [Buffer.from('pong')], r1.from, r1.fromlen), [0, 0, 4], 'reply to lpFrom');
+    const r2 = await recvInto(spi, a, [64], { withFrom: true });
+    t.same([r2.ret, r2.bytes, r2.data.toString()], [0, 4, 'pong']);
+    t.equal(r2.from.port, bn.port);
+    t.equal(r2.fromlen, namelen(f));
+    // Datagram boundaries are kept: three sends, three receives.
+    for (const m of ['x', 'yy', 'zzz']) t.same(await sendTo(spi, a, [Buffer.from(m)], bn, namelen(f)), [0, 0, m.length]);
+    const got: string[] = [];
+    for (let i = 0; i < 3; i++) got.push((await recvInto(spi, b, [64])).data.toString());
+    t.same(got, ['x', 'yy', 'zzz']);
+  });
+
+  t.test(`${f}: a datagram larger than the receive buffers: WSAEMSGSIZE with the first part delivered`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await udpPeer(t, f);
+    const s = await newSocket(spi, f, 'udp');
+    const name = await bindLoopback(spi, s, f);
+    const big = pattern(100, 31);
+    await new Promise<void>((resolve, reject) => peer.socket.send(big, name.port, loopback(f), (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) => peer.socket.send(Buffer.from('next'), name.port, loopback(f), (err) => (err ? reject(err) : resolve())));
+    const r = await recvInto(spi, s, [20, 30]);
+    t.same([r.ret, r.errno], [S.SOCKET_ERROR, S.WSAEMSGSIZE], 'WSAEMSGSIZE');
+    t.ok(r.raw.equals(big.subarray(0, 50)), 'the buffers hold the first 50 bytes of the datagram');
+    const n = await recvInto(spi, s, [64]);
+    t.same([n.ret, n.bytes, n.data.toString()], [0, 4, 'next'], 'the rest was discarded: the next receive gets the next datagram');
+  });
+
+  t.test(`${f}: SO_MAX_MSG_SIZE`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const u = await newSocket(spi, f, 'udp');
+    t.same((await getOpt(spi, u, S.SO_MAX_MSG_SIZE)).slice(0, 3), [0, 0, max], `UDP reads ${max}`);
+    const tcp = await newSocket(spi, f, 'tcp');
+    t.same((await getOpt(spi, tcp, S.SO_MAX_MSG_SIZE)).slice(0, 2), [S.SOCKET_ERROR, S.WSAENOPROTOOPT], 'TCP: WSAENOPROTOOPT');
+  });
+}
