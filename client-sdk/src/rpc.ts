@@ -44,7 +44,7 @@ type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Erro
 export class RpcConnection {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly out = new P.FrameBuilder();
+  private readonly out = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 64 * 1024);
   private flushScheduled = false;
   private closedReason: string | null = null;
   onNotification: (method: string, params: Record<string, unknown>) => void = () => undefined;

@@ -231,16 +231,26 @@ function isIndex(v: unknown): v is number {
 
 /**
  * Builds binary frames: add() one message at a time (byte strings as Uint8Array anywhere in
- * it), then finish() returns the frame. The bytes are copied when the message is added, so a
- * caller may reuse its buffers as soon as add() returns.
+ * it), then finish() returns the frame. The bytes are copied into the frame when the message is
+ * added, so a caller may reuse its buffers as soon as add() returns. Records are written straight
+ * into one growing buffer; alloc lets a Node caller pass Buffer.allocUnsafe to skip zero-filling.
  */
 export class FrameBuilder {
-  private chunks: Uint8Array[] = [];
-  private size = 0;
+  private buf: Uint8Array;
+  /** Where the frame being built starts: finished frames before it stay untouched views. */
+  private start = 0;
+  private used = 0;
   private count = 0;
 
+  constructor(
+    private readonly alloc: (n: number) => Uint8Array = (n) => new Uint8Array(n),
+    private readonly initialSize = 16 * 1024,
+  ) {
+    this.buf = alloc(initialSize);
+  }
+
   get byteLength(): number {
-    return this.size;
+    return this.used - this.start;
   }
 
   get recordCount(): number {
@@ -250,38 +260,57 @@ export class FrameBuilder {
   add(message: object): void {
     const blobs: Uint8Array[] = [];
     let dataLen = 0;
-    const json = JSON.stringify(message, function (this: Record<string, unknown>, key, v: unknown) {
-      // Look at the holder's own value: Buffer.prototype.toJSON has already run on v.
-      const original = this[key];
-      if (original instanceof Uint8Array) {
-        const b = original;
-        const ref = { $b: [dataLen, b.length] };
-        blobs.push(b);
-        dataLen += b.length;
+    // Byte strings are swapped for references before JSON.stringify sees them: stringify would
+    // otherwise run Buffer.prototype.toJSON, turning every payload into an array of numbers.
+    const withRefs = (v: unknown): unknown => {
+      if (v === null || typeof v !== 'object') return v;
+      if (v instanceof Uint8Array) {
+        const ref = { $b: [dataLen, v.length] };
+        blobs.push(v);
+        dataLen += v.length;
         return ref;
       }
-      return v;
-    });
-    const header = utf8Encoder.encode(json);
-    const record = new Uint8Array(8 + header.length + dataLen);
-    writeU32(record, 0, header.length);
-    record.set(header, 4);
-    writeU32(record, 4 + header.length, dataLen);
-    let at = 8 + header.length;
+      if (Array.isArray(v)) return v.map(withRefs);
+      const o: Record<string, unknown> = {};
+      for (const k in v as Record<string, unknown>) o[k] = withRefs((v as Record<string, unknown>)[k]);
+      return o;
+    };
+    const json = JSON.stringify(withRefs(message));
+    // UTF-8 takes at most 3 bytes per UTF-16 unit; encodeInto writes the header in place.
+    const maxHeader = json.length * 3;
+    this.reserve(8 + maxHeader + dataLen);
+    const at = this.used;
+    const { written } = utf8Encoder.encodeInto(json, this.buf.subarray(at + 4, at + 4 + maxHeader));
+    writeU32(this.buf, at, written);
+    let p = at + 4 + written;
+    writeU32(this.buf, p, dataLen);
+    p += 4;
     for (const b of blobs) {
-      record.set(b, at);
-      at += b.length;
+      this.buf.set(b, p);
+      p += b.length;
     }
-    this.chunks.push(record);
-    this.size += record.length;
+    this.used = p;
     this.count++;
   }
 
-  /** The frame holding every record added so far; the builder is empty afterwards. */
+  private reserve(n: number): void {
+    if (this.used + n <= this.buf.length) return;
+    // Move the frame under construction to a new buffer; finished frames keep the old one.
+    const pending = this.used - this.start;
+    const bigger = this.alloc(Math.max(this.initialSize, 2 * (pending + n)));
+    bigger.set(this.buf.subarray(this.start, this.used));
+    this.buf = bigger;
+    this.start = 0;
+    this.used = pending;
+  }
+
+  /**
+   * The frame holding every record added since the last finish(). Later frames are written after
+   * it in the same buffer (never over it), so the frame stays valid while the transport holds it.
+   */
   finish(): Uint8Array {
-    const out = this.chunks.length === 1 ? this.chunks[0]! : concat(this.chunks, this.size);
-    this.chunks = [];
-    this.size = 0;
+    const out = this.buf.subarray(this.start, this.used);
+    this.start = this.used;
     this.count = 0;
     return out;
   }

@@ -282,7 +282,7 @@ export function checkRequestEnvelope(msg: unknown): Request | Notification {
     throw new ProtocolError(INVALID_REQUEST, 'id must be an integer or a string');
   }
   const params = m['params'];
-  if (params !== undefined && (params === null || typeof params !== 'object' || Array.isArray(params))) {
+  if (params !== undefined && (params === null || typeof params !== 'object' || Array.isArray(params) || params instanceof Uint8Array)) {
     throw new ProtocolError(INVALID_REQUEST, 'params must be an object (by-name parameters)');
   }
   if (params === undefined) m['params'] = {};
@@ -299,7 +299,7 @@ export function requestIdOf(msg: unknown): RequestId | null {
 /** Validates params against the method's spec. Throws ProtocolError(INVALID_PARAMS) naming the field. */
 export function validateParams(method: string, spec: MethodSpec, params: Record<string, unknown>): void {
   for (const key of Object.keys(params)) {
-    if (!(key in spec.params)) invalid(method, key, 'is not a parameter of this method');
+    if (!Object.hasOwn(spec.params, key)) invalid(method, key, 'is not a parameter of this method');
   }
   for (const [key, field] of Object.entries(spec.params)) {
     const v = params[key];

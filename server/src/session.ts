@@ -35,7 +35,7 @@ export class Session implements SpiSession {
   /** Overlapped operations started and not yet completed, by op id. */
   private readonly ops = new Map<number, PendingOp>();
   private readonly opsPerSocket = new Map<number, number>();
-  private readonly out = new P.FrameBuilder();
+  private readonly out = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 64 * 1024);
   private flushScheduled = false;
   private ended = false;
   private readonly decodeLimits: P.DecodeLimits;
@@ -103,10 +103,15 @@ export class Session implements SpiSession {
       return;
     }
     const id = 'id' in msg ? msg.id : null;
+    // JSON-RPC: a notification is never answered, not even with an error.
+    const answer = (err: P.ProtocolError): void => {
+      if (id !== null) this.sendError(id, err, text);
+      else this.log.debug({ method: msg.method, err: err.message }, 'notification refused');
+    };
     const spec = P.METHODS[msg.method];
-    const handler = SPI_HANDLERS[msg.method];
-    if (!spec || !handler) {
-      this.sendError(id, new P.ProtocolError(P.METHOD_NOT_FOUND, `method ${JSON.stringify(msg.method).slice(0, 80)} is not offered`), text);
+    const handler = Object.hasOwn(SPI_HANDLERS, msg.method) ? SPI_HANDLERS[msg.method] : undefined;
+    if (!spec || !handler || !Object.hasOwn(P.METHODS, msg.method)) {
+      answer(new P.ProtocolError(P.METHOD_NOT_FOUND, `method ${JSON.stringify(msg.method).slice(0, 80)} is not offered`));
       return;
     }
     if (id !== null) {
@@ -122,7 +127,7 @@ export class Session implements SpiSession {
     try {
       P.validateParams(msg.method, spec, msg.params);
     } catch (err) {
-      this.sendError(id, err as P.ProtocolError, text);
+      answer(err as P.ProtocolError);
       return;
     }
     if (this.daemon.shuttingDown) {
@@ -155,12 +160,9 @@ export class Session implements SpiSession {
   }
 
   private fault(id: P.RequestId | null, method: string, err: unknown, text: boolean): void {
-    if (err instanceof P.ProtocolError) {
-      this.sendError(id, err, text);
-      return;
-    }
-    this.log.error({ err, method }, 'method failed');
-    this.sendError(id, new P.ProtocolError(P.INTERNAL_ERROR, `${method} failed inside the daemon: ${(err as Error)?.message ?? String(err)}`), text);
+    const pe = err instanceof P.ProtocolError ? err : new P.ProtocolError(P.INTERNAL_ERROR, `${method} failed inside the daemon: ${(err as Error)?.message ?? String(err)}`);
+    if (!(err instanceof P.ProtocolError)) this.log.error({ err, method }, 'method failed');
+    if (id !== null) this.sendError(id, pe, text);
   }
 
   // ---- outbound ----
@@ -172,6 +174,7 @@ export class Session implements SpiSession {
   }
 
   private sendError(id: P.RequestId | null, err: P.ProtocolError, text: boolean): void {
+    this.log.debug({ id, code: err.code, err: err.message }, 'protocol error');
     const error: P.ErrorObject = { code: err.code, message: err.message };
     if (err.data) error.data = err.data;
     this.send({ jsonrpc: '2.0', id, error }, text);
@@ -237,9 +240,11 @@ export class Session implements SpiSession {
     return { ret: sock.handle, errno: 0 };
   }
 
-  /** A connection accepted on a listening socket becomes a socket of the same session. */
-  private adopt(conn: net.Socket, parent: TcpSocket): TcpSocket {
-    const ctx = this.socketContext(parent.af, parent.type, parent.protocol, parent.overlapped)!;
+  /** A connection accepted on a listening socket becomes a socket of the same session (null: no room). */
+  private adopt(conn: net.Socket, parent: TcpSocket): TcpSocket | null {
+    if (this.sockets.size >= this.daemon.limits.maxSocketsPerSession) return null;
+    const ctx = this.socketContext(parent.af, parent.type, parent.protocol, parent.overlapped);
+    if (!ctx) return null;
     const sock = new TcpSocket({ ...ctx, ports: this.daemon.ports, adopt: (c, p) => this.adopt(c, p) });
     sock.attachAccepted(conn, parent);
     this.register(sock);

@@ -16,7 +16,7 @@ const MAX_BACKLOG = 200;
 export interface TcpContext extends SocketContext {
   readonly ports: PortReservations;
   /** Registers a connection accepted on a listening socket as a new emulated socket; returns it. */
-  readonly adopt: (conn: net.Socket, parent: TcpSocket) => TcpSocket;
+  readonly adopt: (conn: net.Socket, parent: TcpSocket) => TcpSocket | null;
 }
 
 export class TcpSocket extends EmulatedSocket {
@@ -112,6 +112,11 @@ export class TcpSocket extends EmulatedSocket {
       const conn = this.accepted.shift();
       if (!conn) return this.nonBlocking ? fail(W.WSAEWOULDBLOCK) : undefined;
       const child = this.ctx.adopt(conn, this);
+      if (!child) {
+        // No socket can be made: the connection stays queued, as on Windows.
+        this.accepted.unshift(conn);
+        return fail(W.WSAEMFILE);
+      }
       return ok({ addr: child.peerName() ?? undefined }, child.handle);
     });
   }
