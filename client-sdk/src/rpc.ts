@@ -39,6 +39,22 @@ export interface Welcome {
   limits: { maxFrameBytes: number; maxPendingRequests: number; maxSockets: number; defaultSndBuf: number; defaultRcvBuf: number };
 }
 
+/** A frame is sent as soon as it holds this much, without waiting for the microtask. */
+const FLUSH_AT = 256 * 1024;
+/** Room for one call's JSON header beside its bytes. */
+const HEADER_ROOM = 64 * 1024;
+
+/** The bytes a call's params carry (byte strings at the top level or in a top-level array). */
+function payloadSize(params: Record<string, unknown>): number {
+  let n = 0;
+  for (const k in params) {
+    const v = params[k];
+    if (v instanceof Uint8Array) n += v.length;
+    else if (Array.isArray(v)) for (const x of v) if (x instanceof Uint8Array) n += x.length;
+  }
+  return n;
+}
+
 type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void; onReply?: ((r: Record<string, unknown>) => void) | undefined };
 
 export class RpcConnection {
@@ -116,8 +132,10 @@ export class RpcConnection {
     const id = this.nextId++;
     if (this.nextId > 0x7fffffff) this.nextId = 1;
     const p = new Promise<Record<string, unknown>>((resolve, reject) => this.pending.set(id, { resolve, reject, onReply }));
+    // Never let packing push a frame past the daemon's limit: flush first when this call would.
+    if (this.out.recordCount > 0 && this.out.byteLength + payloadSize(params) + HEADER_ROOM > this.welcome.limits.maxFrameBytes) this.flush();
     this.out.add({ jsonrpc: '2.0', id, method, params });
-    if (this.out.byteLength >= 256 * 1024) this.flush();
+    if (this.out.byteLength >= FLUSH_AT) this.flush();
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
       queueMicrotask(() => this.flush());

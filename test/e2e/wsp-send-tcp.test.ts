@@ -108,3 +108,26 @@ for (const f of FAMILIES) {
     t.equal(total, 'pingpong');
   });
 }
+
+for (const f of FAMILIES) {
+  t.test(`${f}: data arriving after WSPShutdown(SD_RECEIVE) resets the connection, as on Windows`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const e = S.out(0);
+    t.equal(await spi.WSPShutdown(s, S.SD_RECEIVE, e), 0);
+    const peerError = new Promise<string>((resolve) => {
+      conn.socket.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+      conn.socket.on('close', () => resolve('closed'));
+    });
+    conn.socket.write('too late');
+    t.match(await peerError, /ECONNRESET|EPIPE|closed/, 'the peer sees its connection reset');
+    let last: [number, number, number] = [0, 0, 0];
+    for (let i = 0; i < 50 && last[0] === 0; i++) {
+      last = await send(spi, s, [Buffer.from('x')]);
+      if (last[0] === 0) await sleep(20);
+    }
+    t.same(last.slice(0, 2), [S.SOCKET_ERROR, S.WSAECONNRESET], 'sends then fail with WSAECONNRESET');
+  });
+}

@@ -186,6 +186,12 @@ export class TcpSocket extends EmulatedSocket {
     };
     this.tx = new TransportBuffer(sink, this.sndBuf, () => this.afterDrainStep());
     conn.on('data', (chunk: Buffer) => {
+      if (this.recvShut) {
+        // Data after shutdown(SD_RECEIVE): Windows resets the connection.
+        this.breakWith(W.WSAECONNRESET);
+        conn.resetAndDestroy();
+        return;
+      }
       this.rx.push(chunk);
       this.rxBytes += chunk.length;
       if (this.rxBytes >= Math.max(this.rcvBuf, 1)) conn.pause();

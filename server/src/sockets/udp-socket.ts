@@ -37,7 +37,16 @@ export class UdpSocket extends EmulatedSocket {
       this.rxBytes += data.length;
       this.wake();
     });
-    sock.on('error', (err) => this.log.debug({ err: err.message }, 'udp socket error'));
+    sock.on('error', (err) => {
+      // libuv's receive side reports an ICMP port unreachable for a connected socket as an error;
+      // Windows reports it on the next receive as WSAECONNRESET.
+      if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED' && this.peer) {
+        this.icmpReset = true;
+        this.wake();
+        return;
+      }
+      this.log.debug({ err: err.message }, 'udp socket error');
+    });
     this.sock = sock;
     return sock;
   }
@@ -244,8 +253,9 @@ export class UdpSocket extends EmulatedSocket {
   }
 
   readable(): number {
-    // FIONREAD on a datagram socket: the size of the first datagram waiting, as on Windows.
-    return this.rxQueue[0]?.data.length ?? 0;
+    // FIONREAD on a message socket is all pending data (ioctlsocket reference), though one
+    // receive returns at most one datagram.
+    return this.rxBytes;
   }
 
   applyBuffers(): void {
