@@ -1,0 +1,955 @@
+/**
+ * The daemon survives bad input and vanishing clients.
+ *
+ * A storm of bounded, seeded garbage goes to one session of a daemon running as its own process
+ * (the CLI), while a second session keeps sending real bytes over a real TCP connection. Every
+ * answer must be a documented JSON-RPC error or a normal result, the process must stay up and
+ * the second session must be unaffected. Then: a client that disappears mid-call, and handles
+ * used across sessions.
+ */
+import t, { type Test } from 'tap';
+import * as net from 'node:net';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import * as P from '@spiwire/proto';
+import { startServer, type Daemon } from '../src/index.js';
+
+// ---- a minimal wire client ----
+
+interface Msg {
+  jsonrpc?: unknown;
+  id?: unknown;
+  method?: unknown;
+  params?: Record<string, unknown>;
+  result?: Record<string, unknown>;
+  error?: Record<string, unknown>;
+}
+
+class RawSession {
+  readonly messages: Msg[] = [];
+  /** Frames or records from the daemon that did not decode: the daemon must never send those. */
+  readonly undecodable: string[] = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+  private readonly waiters = new Set<{ check: () => boolean; fail: (err: Error) => void }>();
+  private nextId = 1;
+
+  constructor(readonly ws: WebSocket) {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      try {
+        const recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
+        for (const r of recs) {
+          if (r.ok) this.messages.push(r.message as Msg);
+          else this.undecodable.push(r.error.message);
+        }
+      } catch (err) {
+        this.undecodable.push((err as Error).message);
+      }
+      for (const w of [...this.waiters]) if (w.check()) this.waiters.delete(w);
+    });
+    this.closed = new Promise((resolve) =>
+      ws.on('close', (code, reason) => {
+        for (const w of this.waiters) w.fail(new Error(`connection closed (${code})`));
+        this.waiters.clear();
+        resolve({ code, reason: reason.toString() });
+      }),
+    );
+    ws.on('error', () => undefined);
+  }
+
+  static open(url: string): Promise<RawSession> {
+    const ws = new WebSocket(url, [P.SUBPROTOCOL], { perMessageDeflate: false });
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        ws.terminate();
+        reject(new Error('no welcome within 5 s'));
+      }, 5000);
+      ws.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      ws.once('unexpected-response', (_req, res) => {
+        clearTimeout(timer);
+        ws.terminate();
+        reject(new Error(`HTTP ${res.statusCode}`));
+      });
+      ws.once('open', () => {
+        const s = new RawSession(ws);
+        s.wait((m) => m.method === 'spiwire.welcome').then(
+          () => {
+            clearTimeout(timer);
+            resolve(s);
+          },
+          (err: Error) => {
+            clearTimeout(timer);
+            reject(err);
+          },
+        );
+      });
+    });
+  }
+
+  get isOpen(): boolean {
+    return this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /** The first message (already received or still to come) that pred accepts; rejects on time-out or when the connection closes. */
+  wait(pred: (m: Msg) => boolean, timeoutMs = 5000): Promise<Msg> {
+    return new Promise((resolve, reject) => {
+      const found = this.messages.find(pred);
+      if (found) return resolve(found);
+      if (this.ws.readyState === WebSocket.CLOSED) return reject(new Error('connection closed'));
+      const w = {
+        check: (): boolean => {
+          const m = this.messages.find(pred);
+          if (!m) return false;
+          clearTimeout(timer);
+          resolve(m);
+          return true;
+        },
+        fail: (err: Error): void => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(w);
+        reject(new Error(`no matching message within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiters.add(w);
+    });
+  }
+
+  /** Sends a request and returns its id and a promise of the response (not awaited by the caller when the call blocks). */
+  request(method: string, params: Record<string, unknown>, timeoutMs = 5000): { id: string; response: Promise<Msg> } {
+    const id = `rb-${this.nextId++}`;
+    this.ws.send(P.encodeFrame({ jsonrpc: '2.0', id, method, params }));
+    return { id, response: this.wait((m) => m.id === id && (m.result !== undefined || m.error !== undefined), timeoutMs) };
+  }
+
+  /** A call that must succeed at the protocol level; returns the SPI result. */
+  async call(method: string, params: Record<string, unknown>, timeoutMs = 5000): Promise<Record<string, unknown>> {
+    const m = await this.request(method, params, timeoutMs).response;
+    if (!m.result) throw new Error(`${method}: protocol error ${JSON.stringify(m.error)}`);
+    return m.result;
+  }
+
+  close(): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+    this.ws.close(1000);
+    const timer = setTimeout(() => this.ws.terminate(), 1000);
+    return this.closed.then(() => clearTimeout(timer));
+  }
+}
+
+async function session(t: Test, url: string): Promise<RawSession> {
+  const s = await RawSession.open(url);
+  t.teardown(() => s.close());
+  return s;
+}
+
+// ---- SPI helpers over the raw client ----
+
+const ipv4 = (port: number): P.SockAddr => ({ family: P.AF_INET, address: '127.0.0.1', port });
+
+async function tcpSocket(s: RawSession, flags = 0): Promise<number> {
+  const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags });
+  if (r['errno'] !== 0) throw new Error(`WSPSocket failed: ${String(r['errno'])}`);
+  return r['ret'] as number;
+}
+
+async function udpSocket(s: RawSession): Promise<number> {
+  const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: 0 });
+  if (r['errno'] !== 0) throw new Error(`WSPSocket failed: ${String(r['errno'])}`);
+  return r['ret'] as number;
+}
+
+async function connectTo(s: RawSession, h: number, port: number): Promise<void> {
+  const r = await s.call('WSPConnect', { s: h, name: ipv4(port), namelen: 16 });
+  if (r['ret'] !== 0) throw new Error(`WSPConnect failed: ${String(r['errno'])}`);
+}
+
+async function sendBytes(s: RawSession, h: number, data: Uint8Array): Promise<Record<string, unknown>> {
+  return s.call('WSPSend', { s: h, buffers: [data], flags: 0 });
+}
+
+// ---- a node:net peer ----
+
+interface PeerConn {
+  socket: net.Socket;
+  received(): Buffer;
+  waitFor(n: number, timeoutMs?: number): Promise<Buffer>;
+  /** Resolves with 'end' or 'close', whichever the peer sees first. */
+  gone: Promise<string>;
+}
+
+interface Peer {
+  port: number;
+  connections: PeerConn[];
+  next(timeoutMs?: number): Promise<PeerConn>;
+}
+
+async function tcpPeer(t: Test): Promise<Peer> {
+  const connections: PeerConn[] = [];
+  let waiting: Array<() => void> = [];
+  const sockets: net.Socket[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.push(socket);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let dataWaiters: Array<() => void> = [];
+    socket.on('error', () => undefined);
+    socket.on('data', (b: Buffer) => {
+      chunks.push(b);
+      size += b.length;
+      const w = dataWaiters;
+      dataWaiters = [];
+      for (const f of w) f();
+    });
+    const gone = new Promise<string>((resolve) => {
+      socket.once('end', () => resolve('end'));
+      socket.once('close', () => resolve('close'));
+    });
+    const received = (): Buffer => Buffer.concat(chunks, size);
+    connections.push({
+      socket,
+      received,
+      gone,
+      waitFor(n, timeoutMs = 10000) {
+        return new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`peer has ${size} bytes, expected ${n}`)), timeoutMs);
+          const check = (): void => {
+            if (size >= n) {
+              clearTimeout(timer);
+              resolve(received());
+            } else dataWaiters.push(check);
+          };
+          check();
+        });
+      },
+    });
+    const w = waiting;
+    waiting = [];
+    for (const f of w) f();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  let taken = 0;
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    connections,
+    next(timeoutMs = 5000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no connection within the time limit')), timeoutMs);
+        const check = (): void => {
+          const c = connections[taken];
+          if (c) {
+            taken++;
+            clearTimeout(timer);
+            resolve(c);
+          } else waiting.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
+
+/** A loopback port with nothing listening (listen on 0, close). */
+async function closedPort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+async function healthz(port: number): Promise<Record<string, unknown>> {
+  const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+  return (await res.json()) as Record<string, unknown>;
+}
+
+/** p's value, or fallback when p takes longer than ms; the timer never outlives p. */
+function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve(fallback), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Deterministic bytes (xorshift32), as the e2e harness does. */
+function pattern(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+// ---- the daemon as its own process ----
+
+const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+
+interface Child {
+  proc: ChildProcess;
+  url: string;
+  port: number;
+  lines: Array<Record<string, unknown>>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SPIWIRE_')) env[k] = v;
+  return env;
+}
+
+async function spawnDaemon(t: Test, args: string[]): Promise<Child> {
+  const proc = spawn(process.execPath, [MAIN, '--port', '0', '--log-level', 'info', ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  t.teardown(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    await exited;
+  });
+  const lines: Array<Record<string, unknown>> = [];
+  let buf = '';
+  let stderr = '';
+  proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "url" log line within 10 s; stderr: ${stderr}`)), 10000);
+    proc.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          const j = JSON.parse(line) as Record<string, unknown>;
+          lines.push(j);
+          if (typeof j['url'] === 'string') {
+            clearTimeout(timer);
+            resolve(j['url']);
+          }
+        } catch {
+          lines.push({ unparsed: line });
+        }
+      }
+    });
+    void exited.then(({ code, signal }) => reject(new Error(`daemon exited (${code ?? signal}) before listening; stderr: ${stderr}`)));
+  });
+  return { proc, url, port: Number(new URL(url).port), lines, exited };
+}
+
+// ---- the storm ----
+
+/** xorshift32: the same seed gives the same storm, so a failure can be replayed. */
+class Rng {
+  private x: number;
+  constructor(seed: number) {
+    this.x = seed >>> 0 || 1;
+  }
+  u32(): number {
+    this.x ^= this.x << 13;
+    this.x >>>= 0;
+    this.x ^= this.x >>> 17;
+    this.x ^= this.x << 5;
+    this.x >>>= 0;
+    return this.x;
+  }
+  int(n: number): number {
+    return this.u32() % n;
+  }
+  chance(p: number): boolean {
+    return this.u32() / 0x100000000 < p;
+  }
+  pick<T>(a: readonly T[]): T {
+    return a[this.int(a.length)]!;
+  }
+  bytes(n: number): Buffer {
+    const b = Buffer.alloc(n);
+    for (let i = 0; i < n; i++) b[i] = this.u32() & 0xff;
+    return b;
+  }
+}
+
+const DOCUMENTED_ERROR_CODES = new Set([P.PARSE_ERROR, P.INVALID_REQUEST, P.METHOD_NOT_FOUND, P.INVALID_PARAMS, P.INTERNAL_ERROR, P.BAD_FRAME, P.DUPLICATE_ID, P.TOO_MANY_REQUESTS]);
+const NOTIFICATION_NAMES = new Set(Object.keys(P.NOTIFICATIONS));
+
+/** Why a message from the daemon is not a documented error, a normal result or a notification; null when it is fine. */
+function badReply(m: Msg): string | null {
+  if (m === null || typeof m !== 'object' || Array.isArray(m)) return 'not an object';
+  if (m.jsonrpc !== '2.0') return 'jsonrpc is not "2.0"';
+  if (typeof m.method === 'string') {
+    if (!NOTIFICATION_NAMES.has(m.method)) return `undocumented notification ${m.method}`;
+    if (m.params === null || typeof m.params !== 'object') return 'notification without params';
+    if (m.method === 'spiwire.completion') {
+      const err = m.params['error'];
+      if (typeof err !== 'number' || (err !== 0 && !P.wsaError(err))) return `completion with undocumented error ${String(err)}`;
+    }
+    return null;
+  }
+  if (!('id' in m)) return 'a response without id';
+  if (!(m.id === null || typeof m.id === 'string' || (typeof m.id === 'number' && Number.isInteger(m.id)))) return `bad id ${JSON.stringify(m.id)}`;
+  const hasResult = m.result !== undefined;
+  const hasError = m.error !== undefined;
+  if (hasResult === hasError) return 'needs exactly one of result and error';
+  if (hasError) {
+    const e = m.error!;
+    if (typeof e !== 'object' || e === null) return 'error is not an object';
+    if (typeof e['code'] !== 'number' || !DOCUMENTED_ERROR_CODES.has(e['code'])) return `undocumented error code ${JSON.stringify(e['code'])}`;
+    if (typeof e['message'] !== 'string') return 'error without message';
+    if (e['data'] !== undefined && (typeof e['data'] !== 'object' || e['data'] === null)) return 'error data is not an object';
+    return null;
+  }
+  const r = m.result!;
+  if (typeof r !== 'object' || r === null) return 'result is not an object';
+  if (typeof r['ret'] !== 'number' || !Number.isInteger(r['ret'])) return 'result.ret is not an integer';
+  if (typeof r['errno'] !== 'number') return 'result.errno is not a number';
+  if (r['errno'] !== 0 && !P.wsaError(r['errno'])) return `result.errno ${r['errno']} is not in the WSA catalogue`;
+  return null;
+}
+
+/** A record written by hand: header text and data, framed as u32le lengths. */
+function record(header: string | Uint8Array, data: Uint8Array = new Uint8Array(0), headerLen?: number, dataLen?: number): Buffer {
+  const h = typeof header === 'string' ? Buffer.from(header, 'utf8') : Buffer.from(header);
+  const b = Buffer.alloc(8 + h.length + data.length);
+  b.writeUInt32LE(headerLen ?? h.length, 0);
+  h.copy(b, 4);
+  b.writeUInt32LE(dataLen ?? data.length, 4 + h.length);
+  Buffer.from(data).copy(b, 8 + h.length);
+  return b;
+}
+
+const OBJECT_PROTOTYPE_NAMES = ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf', 'propertyIsEnumerable', 'toLocaleString', '__defineGetter__'];
+
+interface StormTargets {
+  handles: number[];
+  closedPort: number;
+}
+
+/** One storm frame: [payload, isBinary, a short label for the failure report]. */
+type Frame = [Buffer | string, boolean, string];
+
+class Storm {
+  private n = 0;
+  constructor(
+    private readonly rng: Rng,
+    private readonly tg: StormTargets,
+  ) {}
+
+  private id(): unknown {
+    const r = this.rng;
+    const k = r.int(20);
+    if (k === 0) return undefined; // a notification
+    if (k === 1) return r.pick([1.5, -0.5, {}, [], true, null, 'dup', 7]);
+    if (k === 2) return 'dup'; // reused: duplicate while a call with this id blocks
+    return k % 2 ? `s${this.n++}` : 100000 + this.n++;
+  }
+
+  private wrong(): unknown {
+    const r = this.rng;
+    return r.pick<unknown>([null, true, false, 'str', '', -1, 1.5, 2 ** 32, 2 ** 53, -(2 ** 53), 1e308, [], {}, [1, 2], [null], { $b: 'x' }, 'x'.repeat(r.int(70000)), { a: { b: { c: [] } } }]);
+  }
+
+  private value(type: P.FieldType): unknown {
+    const r = this.rng;
+    switch (type) {
+      case 'handle':
+        return r.chance(0.8) ? r.pick(this.tg.handles) : r.pick([0, 1, 4, 0xffffffff, r.u32()]);
+      case 'int':
+        return r.pick([0, 1, 2, -1, 5, 6, 16, 17, 23, 28, 0x7fffffff, -0x80000000, P.SOL_SOCKET, r.u32() | 0]);
+      case 'u32':
+        return r.pick([0, 1, 2, 4, 8, 0x8000, 0xffffffff, P.FIONBIO, P.FIONREAD, P.SIOCATMARK, P.SIO_FLUSH, P.SO_SNDBUF, P.SO_RCVBUF, P.SO_TYPE, r.u32()]);
+      case 'bool':
+        return r.chance(0.5);
+      case 'string':
+        return r.pick(['', 'x', 'é', 'a'.repeat(300)]);
+      case 'bytes':
+        return r.chance(0.3) ? new Uint8Array([1, 0, 0, 0]) : r.bytes(r.int(64));
+      case 'bytes[]':
+        if (r.chance(0.03)) return Array.from({ length: P.MAX_BUFFER_COUNT + 1 }, () => new Uint8Array(0));
+        return Array.from({ length: r.int(4) }, () => r.bytes(r.int(64)));
+      case 'u32[]':
+        if (r.chance(0.03)) return Array.from({ length: P.MAX_BUFFER_COUNT + 1 }, () => 1);
+        return Array.from({ length: r.int(4) }, () => r.pick([0, 1, 16, 65536, 0xffffffff]));
+      case 'sockaddr':
+        // Loopback or not an address at all: nothing in the storm may reach beyond this machine.
+        return {
+          family: r.pick([P.AF_INET, P.AF_INET6, 0, 999]),
+          address: r.pick(['127.0.0.1', '::1', '', 'not-an-address', '127.0.0.1%x', '::1%1']),
+          port: r.pick([0, this.tg.closedPort]),
+        };
+      case 'overlapped':
+        return r.pick([null, { op: r.int(8), thread: r.int(4) }, { op: r.u32(), thread: 1 }]);
+      case 'object':
+        return {};
+    }
+  }
+
+  /** A request for a real method, its params right, missing, mistyped, extra or huge. */
+  private fuzzedRequest(): Record<string, unknown> {
+    const r = this.rng;
+    const method = r.pick(Object.keys(P.METHODS));
+    const spec = P.METHODS[method]!;
+    const params: Record<string, unknown> = {};
+    for (const [k, f] of Object.entries(spec.params)) {
+      if (r.chance(f.optional ? 0.5 : 0.08)) continue; // missing
+      params[k] = r.chance(0.15) ? this.wrong() : this.value(f.type);
+    }
+    if (r.chance(0.05)) params[r.pick(['extra', 'S', 'buffer', 'namelen2'])] = 1;
+    const msg: Record<string, unknown> = { jsonrpc: '2.0', method, params };
+    const id = this.id();
+    if (id !== undefined) msg['id'] = id;
+    return msg;
+  }
+
+  /** A well-formed request on a method without addresses: the base for byte mutations. */
+  private baseRequest(): Record<string, unknown> {
+    const r = this.rng;
+    const s = r.pick(this.tg.handles);
+    const reqs: Array<[string, Record<string, unknown>]> = [
+      ['WSPSend', { s, buffers: [r.bytes(r.int(32))], flags: 0 }],
+      ['WSPRecv', { s, lengths: [16], flags: 0, overlapped: { op: r.int(8), thread: 1 } }],
+      ['WSPGetSockName', { s, namelen: 16 }],
+      ['WSPGetPeerName', { s, namelen: 28 }],
+      ['WSPIoctl', { s, code: P.FIONREAD, input: new Uint8Array(0), outputLength: 4 }],
+      ['WSPSetSockOpt', { s, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval: new Uint8Array([0, 16, 0, 0]), optlen: 4 }],
+      ['WSPGetSockOpt', { s, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }],
+      ['WSPListen', { s, backlog: 5 }],
+      ['spiwire.threadExit', { thread: 3 }],
+      ['WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: 0 }],
+    ];
+    const [method, params] = r.pick(reqs);
+    return { jsonrpc: '2.0', id: `m${this.n++}`, method, params };
+  }
+
+  private mutate(frame: Uint8Array): Buffer {
+    const r = this.rng;
+    const b = Buffer.from(frame);
+    switch (r.int(6)) {
+      case 0: {
+        for (let i = 0, k = 1 + r.int(4); i < k; i++) b[r.int(b.length)] = r.u32() & 0xff;
+        return b;
+      }
+      case 1:
+        return b.subarray(0, r.int(b.length)); // truncated
+      case 2:
+        return Buffer.concat([b, r.bytes(1 + r.int(16))]); // trailing garbage
+      case 3: {
+        const at = r.chance(0.5) ? 0 : Math.max(0, b.length - 4 - r.int(8));
+        b.writeUInt32LE(r.pick([0, 1, 0xffffffff, 0x7fffffff, r.u32(), b.length]), Math.min(at, b.length - 4));
+        return b;
+      }
+      case 4: {
+        const at = r.int(b.length);
+        return Buffer.concat([b.subarray(0, at), r.bytes(1 + r.int(8)), b.subarray(at)]);
+      }
+      default:
+        return Buffer.concat([b, b]); // the same request twice: a duplicate id in one frame
+    }
+  }
+
+  private hugeLengths(): Buffer {
+    const r = this.rng;
+    const ok = '{"jsonrpc":"2.0","id":"h","method":"WSPGetSockName","params":{"s":1,"namelen":16}}';
+    switch (r.int(9)) {
+      case 0:
+        return record(ok, new Uint8Array(0), 0xffffffff);
+      case 1:
+        return record(ok, new Uint8Array(0), P.MAX_HEADER_BYTES + 1);
+      case 2:
+        return record(ok, new Uint8Array(0), 0);
+      case 3:
+        return record(ok, new Uint8Array(0), undefined, 0xffffffff);
+      case 4:
+        return record(ok, new Uint8Array(4), undefined, 64 * 1024 * 1024 + 1);
+      case 5:
+        return record('{"jsonrpc":"2.0","id":"b","method":"WSPSend","params":{"s":1,"buffers":[{"$b":[0,4294967295]}],"flags":0}}', new Uint8Array(8));
+      case 6:
+        return record(`{"jsonrpc":"2.0","id":"b2","method":"WSPSend","params":{"s":1,"buffers":[{"$b":${r.pick(['[-1,2]', '[1.5,1]', '"x"', '[0]', '[0,1,2]', '[4294967296,0]', 'null'])}}],"flags":0}}`, new Uint8Array(8));
+      case 7: {
+        // One record too many.
+        const one = record('{}');
+        return Buffer.concat(Array.from({ length: P.MAX_RECORDS_PER_FRAME + 1 }, () => one));
+      }
+      default:
+        // JSON numbers that do not fit: Infinity, -0, exponents.
+        return record(`{"jsonrpc":"2.0","id":${r.pick(['1e400', '-0', '1e2', '9007199254740993', '"x"'])},"method":"WSPGetSockName","params":{"s":${r.pick(['1e400', '-1e400', '4294967296', '-0', '1e-7', '4.0'])},"namelen":16}}`);
+    }
+  }
+
+  private textFrame(): string {
+    const r = this.rng;
+    switch (r.int(8)) {
+      case 0:
+        return r.bytes(r.int(200)).toString('latin1'); // garbage characters
+      case 1: {
+        const s = P.encodeText(this.fuzzedRequest());
+        return s.slice(0, r.int(s.length)); // truncated JSON
+      }
+      case 2:
+        return r.pick(['', ' ', 'null', '1', '"str"', '[]', '[{"jsonrpc":"2.0","id":1,"method":"WSPSocket","params":{}}]', '{}', 'true', '{"jsonrpc":"1.0","id":1,"method":"x"}', '{"jsonrpc":"2.0","id":1}', '{"jsonrpc":"2.0","method":7}', '{"jsonrpc":"2.0","id":1,"method":"WSPSocket","params":[]}', '{"jsonrpc":"2.0","id":1,"method":"WSPSocket","params":"x"}']);
+      case 3:
+        return `${'['.repeat(10 + r.int(40))}1${']'.repeat(10 + r.int(40))}`; // deep nesting
+      case 4:
+        return `{"jsonrpc":"2.0","id":"b64","method":"WSPSend","params":{"s":1,"buffers":[{"$base64":${r.pick(['"@@@@"', '"abc"', '5', 'null', '"===="', '"QQ=="'])}}],"flags":0}}`;
+      case 5:
+        return P.encodeText({ jsonrpc: '2.0', id: `t${this.n++}`, method: r.pick(OBJECT_PROTOTYPE_NAMES), params: r.chance(0.5) ? {} : { a: 1 } });
+      default:
+        return P.encodeText(this.fuzzedRequest());
+    }
+  }
+
+  next(): Frame {
+    const r = this.rng;
+    switch (r.int(8)) {
+      case 0:
+        return [r.bytes(r.int(600)), true, 'random bytes'];
+      case 1:
+        return [this.mutate(P.encodeFrame(this.baseRequest())), true, 'mutated frame'];
+      case 2: {
+        const method = r.chance(0.5) ? r.pick([...OBJECT_PROTOTYPE_NAMES, 'spiwire.welcome', 'spiwire.completion', 'wspsend', 'WSPSend ', '', 'WSPEventSelect', 'x'.repeat(5000)]) : r.bytes(1 + r.int(12)).toString('hex');
+        const params = r.chance(0.5) ? {} : { s: 1, anything: [1, 2, 3] };
+        return [Buffer.from(P.encodeFrame({ jsonrpc: '2.0', id: `u${this.n++}`, method, params })), true, `unknown method ${method.slice(0, 30)}`];
+      }
+      case 3:
+      case 4: {
+        const b = new P.FrameBuilder();
+        for (let i = 0, k = 1 + (r.chance(0.2) ? r.int(5) : 0); i < k; i++) b.add(this.fuzzedRequest());
+        return [Buffer.from(b.finish()), true, 'fuzzed params'];
+      }
+      case 5:
+        return [this.hugeLengths(), true, 'huge lengths'];
+      default:
+        return [this.textFrame(), false, 'text frame'];
+    }
+  }
+}
+
+t.test('a storm of bad input: documented errors only, the daemon stays up, another session keeps working', async (t) => {
+  const SEED = 0x5eed1234;
+  const FRAMES = 3000;
+  const BATCH = 100;
+  t.comment(`storm seed 0x${SEED.toString(16)}, ${FRAMES} frames`);
+  // Only loopback destinations: even a fuzzed call cannot reach beyond this machine.
+  const d = await spawnDaemon(t, ['--allow', '127.0.0.0/8,[::1]']);
+
+  // Session B and its peer, set up before the storm.
+  const peer = await tcpPeer(t);
+  const b = await session(t, d.url);
+  const hb = await tcpSocket(b);
+  const connP = peer.next();
+  await connectTo(b, hb, peer.port);
+  const conn = await connP;
+
+  // Session A: a few sockets of its own so that fuzzed calls reach real code paths.
+  const a = await session(t, d.url);
+  const sink = await tcpPeer(t);
+  const aTcp = await tcpSocket(a);
+  await connectTo(a, aTcp, sink.port);
+  const aUdp = await udpSocket(a);
+  t.equal((await a.call('WSPBind', { s: aUdp, name: ipv4(0), namelen: 16 }))['ret'], 0, 'A binds its UDP socket');
+  const aIdle = await tcpSocket(a);
+  const aOv = await tcpSocket(a, P.WSA_FLAG_OVERLAPPED);
+  const storm = new Storm(new Rng(SEED), { handles: [aTcp, aUdp, aIdle, aOv, hb], closedPort: await closedPort() });
+
+  const expected: Buffer[] = [];
+  const labels = new Map<string, number>();
+  const started = Date.now();
+  let sent = 0;
+  let bSends = 0;
+  for (let batch = 0; batch * BATCH < FRAMES && Date.now() - started < 25000; batch++) {
+    for (let i = 0; i < BATCH && sent < FRAMES; i++, sent++) {
+      const [payload, binary, label] = storm.next();
+      labels.set(label.split(' ').slice(0, 2).join(' '), (labels.get(label.split(' ').slice(0, 2).join(' ')) ?? 0) + 1);
+      if (!a.isOpen) break;
+      a.ws.send(payload, { binary });
+    }
+    if (!a.isOpen) break;
+    // Everything before the sentinel has been read once its answer arrives (frames are handled in order).
+    const sentinel = a.request('WSPGetSockName', { s: 1, namelen: 16 }, 10000);
+    const ans = await sentinel.response.catch((err: Error) => ({ error: { message: err.message } }) as Msg);
+    if (!ans.result) {
+      t.fail(`batch ${batch}: the sentinel was not answered: ${JSON.stringify(ans.error)}`);
+      break;
+    }
+    // B works throughout: real bytes over a real TCP connection.
+    const chunk = pattern(1000 + batch * 37, batch + 1);
+    const r = await sendBytes(b, hb, chunk);
+    if (r['ret'] !== 0 || r['bytesSent'] !== chunk.length) {
+      t.fail(`batch ${batch}: session B's WSPSend failed: ${JSON.stringify(r)}`);
+      break;
+    }
+    expected.push(chunk);
+    bSends++;
+  }
+  const elapsed = Date.now() - started;
+  t.comment(`sent ${sent} frames in ${elapsed} ms: ${[...labels].map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  t.equal(sent, FRAMES, 'every storm frame was sent');
+  t.ok(elapsed < 25000, `the storm finished in ${elapsed} ms`);
+  t.ok(a.isOpen, 'session A is still open: bad input is answered, not punished with a disconnect');
+
+  // Every reply is a documented error, a normal result or a documented notification.
+  t.same(a.undecodable, [], 'every frame from the daemon decodes');
+  const problems = new Map<string, { count: number; example: string }>();
+  let errors = 0;
+  let results = 0;
+  for (const m of a.messages) {
+    if (m.error) errors++;
+    else if (m.result) results++;
+    const why = badReply(m);
+    if (!why) continue;
+    const p = problems.get(why) ?? { count: 0, example: JSON.stringify(m).slice(0, 300) };
+    p.count++;
+    problems.set(why, p);
+  }
+  t.comment(`session A received ${a.messages.length} messages: ${errors} errors, ${results} results`);
+  t.ok(errors > FRAMES / 2, 'most of the storm was answered with protocol errors');
+  t.ok(results > 0, 'some fuzzed calls were valid and got SPI results');
+  const codes = new Set(a.messages.filter((m) => m.error).map((m) => m.error!['code']));
+  for (const c of [P.PARSE_ERROR, P.INVALID_REQUEST, P.METHOD_NOT_FOUND, P.INVALID_PARAMS, P.BAD_FRAME, P.DUPLICATE_ID]) t.ok(codes.has(c), `the storm drew error ${c}`);
+  t.same(Object.fromEntries(problems), {}, 'no reply is outside the documented set');
+
+  // The process is up, healthy, and B's bytes arrived exactly.
+  t.equal(d.proc.exitCode, null, 'the daemon process is still running');
+  t.equal(d.proc.signalCode, null, 'and was not killed by a signal');
+  const h = await healthz(d.port);
+  t.equal(h['status'], 'ok', '/healthz is ok');
+  t.equal(h['sessions'], 2, 'both sessions are still there');
+  const want = Buffer.concat(expected);
+  t.ok(bSends > 0, `session B sent ${bSends} chunks during the storm`);
+  const got = await conn.waitFor(want.length);
+  t.equal(got.length, want.length, 'the peer received as many bytes as B sent');
+  t.ok(got.equals(want), 'the peer received exactly B\'s bytes, in order');
+  const fatal = d.lines.filter((l) => typeof l['level'] === 'number' && (l['level'] as number) >= 60);
+  t.same(fatal, [], 'no fatal log line');
+  const failed = d.lines.filter((l) => l['msg'] === 'method failed');
+  if (failed.length) t.comment(`${failed.length} "method failed" log lines (INTERNAL_ERROR), e.g. ${JSON.stringify(failed[0]).slice(0, 300)}`);
+});
+
+t.test('method names that are Object.prototype members are METHOD_NOT_FOUND (-32601)', async (t) => {
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  for (const method of OBJECT_PROTOTYPE_NAMES) {
+    for (const params of [{}, { a: 1 }]) {
+      const binary = s.request(method, params);
+      const m = await binary.response;
+      t.equal(m.error?.['code'], P.METHOD_NOT_FOUND, `binary ${method} ${JSON.stringify(params)}: -32601`, { got: m });
+      const id = `text-${method}-${Object.keys(params).length}`;
+      s.ws.send(P.encodeText({ jsonrpc: '2.0', id, method, params }));
+      const tm = await s.wait((x) => x.id === id);
+      t.equal(tm.error?.['code'], P.METHOD_NOT_FOUND, `text ${method} ${JSON.stringify(params)}: -32601`, { got: tm });
+    }
+  }
+  t.ok(s.isOpen, 'the session stays open');
+});
+
+t.test('params named after Object.prototype members are INVALID_PARAMS like any unknown param', async (t) => {
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const plain = await s.request('WSPGetSockName', { s: 4, namelen: 16, bogus: 1 }).response;
+  t.equal(plain.error?.['code'], P.INVALID_PARAMS, 'an unknown param is -32602');
+  for (const extra of ['toString', 'constructor', 'hasOwnProperty', 'valueOf']) {
+    const m = await s.request('WSPGetSockName', { s: 4, namelen: 16, [extra]: 1 }).response;
+    t.equal(m.error?.['code'], P.INVALID_PARAMS, `params.${extra} is -32602`, { got: m });
+  }
+});
+
+t.test('protocol violations below JSON-RPC close only the offending connection', async (t) => {
+  const d = await daemon(t);
+  const good = await session(t, d.url);
+  const hg = await udpSocket(good);
+
+  // Invalid UTF-8 in a text frame: the WebSocket layer closes with 1007.
+  const bad = await session(t, d.url);
+  bad.ws.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false });
+  const closed = await within(bad.closed, 5000, null);
+  t.equal(closed?.code, 1007, 'invalid UTF-8 text closes that session with 1007');
+
+  // Not HTTP at all on the daemon's port.
+  const raw = net.connect({ host: '127.0.0.1', port: d.port });
+  raw.on('error', () => undefined);
+  const rawAnswer = await new Promise<string>((resolve) => {
+    let got = '';
+    const timer = setTimeout(() => {
+      raw.destroy();
+      resolve(got);
+    }, 3000);
+    raw.on('data', (c: Buffer) => (got += c.toString('latin1')));
+    raw.on('close', () => {
+      clearTimeout(timer);
+      resolve(got);
+    });
+    raw.on('connect', () => raw.write(Buffer.concat([pattern(512, 9), Buffer.from('\r\n\r\n')])));
+  });
+  t.ok(rawAnswer === '' || /^HTTP\/1\.1 4\d\d /.test(rawAnswer), `garbage instead of HTTP is refused or dropped (${JSON.stringify(rawAnswer.split('\r\n')[0])})`);
+
+  const r = await good.call('WSPGetSockOpt', { s: hg, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+  t.equal(r['ret'], 0, 'the other session is untouched');
+  const h = await healthz(d.port);
+  t.equal(h['sessions'], 1, 'only the good session remains');
+});
+
+// ---- vanishing clients ----
+
+async function daemon(t: Test): Promise<Daemon> {
+  const d = await startServer({ port: 0 });
+  t.teardown(() => d.close());
+  return d;
+}
+
+async function waitUntil(cond: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await cond()) return true;
+    await sleep(25);
+  }
+  return cond();
+}
+
+function connectOutcome(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve('timeout');
+    }, 2000);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve('connected');
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      resolve(e.code ?? e.message);
+    });
+  });
+}
+
+t.test('a client that vanishes mid-call: its sockets close, other sessions keep working, /healthz forgets it', async (t) => {
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const w = await session(t, d.url);
+  const hw = await udpSocket(w);
+
+  const v = await session(t, d.url);
+  const hv = await tcpSocket(v);
+  const connP = peer.next();
+  await connectTo(v, hv, peer.port);
+  const conn = await connP;
+  const listener = await tcpSocket(v);
+  t.equal((await v.call('WSPBind', { s: listener, name: ipv4(0), namelen: 16 }))['ret'], 0, 'V binds its listener');
+  t.equal((await v.call('WSPListen', { s: listener, backlog: 4 }))['ret'], 0, 'V listens');
+  const name = (await v.call('WSPGetSockName', { s: listener, namelen: 16 }))['name'] as P.SockAddr;
+  t.ok(name.port > 0, `the listener is on port ${name.port}`);
+  t.equal(await connectOutcome(name.port), 'connected', 'the listener accepts before the client vanishes');
+  const ovSock = await tcpSocket(v, P.WSA_FLAG_OVERLAPPED);
+  const conn2P = peer.next();
+  await connectTo(v, ovSock, peer.port);
+  const conn2 = await conn2P;
+
+  // Calls in flight: a blocking WSPRecv (the peer sends nothing), a blocking WSPAccept (after the
+  // one queued connection is taken) and a pending overlapped WSPRecv.
+  const first = await v.call('WSPAccept', { s: listener });
+  t.not(first['ret'], P.INVALID_SOCKET, 'the queued connection was accepted');
+  const recv = v.request('WSPRecv', { s: hv, lengths: [100], flags: 0 });
+  const accept = v.request('WSPAccept', { s: listener });
+  const ov = await v.call('WSPRecv', { s: ovSock, lengths: [100], flags: 0, overlapped: { op: 1, thread: 1 } });
+  t.equal(ov['errno'], P.WSA_IO_PENDING, 'the overlapped receive is pending');
+  await sleep(100);
+  t.notOk(v.messages.some((m) => m.id === recv.id || m.id === accept.id), 'WSPRecv and WSPAccept are blocked');
+  const before = await healthz(d.port);
+  t.same(before, { status: 'ok', sessions: 2, sockets: 5 }, 'two sessions; V holds four sockets (one of them accepted), W one');
+
+  v.ws.terminate();
+  recv.response.catch(() => undefined);
+  accept.response.catch(() => undefined);
+
+  const how = await within(conn.gone, 5000, 'still open');
+  t.not(how, 'still open', `the peer of the blocked WSPRecv sees its connection end (${how})`);
+  const how2 = await within(conn2.gone, 5000, 'still open');
+  t.not(how2, 'still open', `the peer of the overlapped WSPRecv sees its connection end (${how2})`);
+  t.ok(await waitUntil(async () => (await connectOutcome(name.port)) === 'ECONNREFUSED'), 'the listening socket is closed: connects are refused');
+  t.ok(await waitUntil(async () => (await healthz(d.port))['sessions'] === 1), '/healthz shows the session gone');
+  t.same(await healthz(d.port), { status: 'ok', sessions: 1, sockets: 1 }, 'only W and its socket remain');
+
+  // W keeps working, including over a new TCP connection.
+  t.equal((await w.call('WSPGetSockOpt', { s: hw, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }))['ret'], 0, 'W\'s socket still answers');
+  const hw2 = await tcpSocket(w);
+  const conn3P = peer.next();
+  await connectTo(w, hw2, peer.port);
+  const conn3 = await conn3P;
+  const data = pattern(50000, 77);
+  const r = await sendBytes(w, hw2, data);
+  t.same([r['ret'], r['bytesSent']], [0, data.length], 'W sends over a new connection');
+  t.ok((await conn3.waitFor(data.length)).equals(data), 'the peer receives exactly W\'s bytes');
+});
+
+t.test('a socket handle of another session is WSAENOTSOCK (10038) and stays untouched', async (t) => {
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const a = await session(t, d.url);
+  const b = await session(t, d.url);
+  const ha = await tcpSocket(a);
+  const connP = peer.next();
+  await connectTo(a, ha, peer.port);
+  const conn = await connP;
+  const hb = await udpSocket(b);
+  t.not(ha, hb, 'handles are unique across sessions');
+
+  const foreign: Array<[string, Record<string, unknown>]> = [
+    ['WSPSend', { s: ha, buffers: [Buffer.from('not yours')], flags: 0 }],
+    ['WSPSendTo', { s: ha, buffers: [Buffer.from('not yours')], flags: 0, to: null, tolen: 0 }],
+    ['WSPRecv', { s: ha, lengths: [10], flags: 0 }],
+    ['WSPGetSockName', { s: ha, namelen: 16 }],
+    ['WSPGetPeerName', { s: ha, namelen: 16 }],
+    ['WSPGetSockOpt', { s: ha, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }],
+    ['WSPSetSockOpt', { s: ha, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval: new Uint8Array([0, 0, 0, 0]), optlen: 4 }],
+    ['WSPIoctl', { s: ha, code: P.FIONBIO, input: new Uint8Array([1, 0, 0, 0]), outputLength: 0 }],
+    ['WSPShutdown', { s: ha, how: P.SD_BOTH }],
+    ['WSPListen', { s: ha, backlog: 1 }],
+    ['WSPAccept', { s: ha }],
+    ['WSPConnect', { s: ha, name: ipv4(peer.port), namelen: 16 }],
+    ['WSPBind', { s: ha, name: ipv4(0), namelen: 16 }],
+    ['WSPCloseSocket', { s: ha }],
+  ];
+  for (const [method, params] of foreign) {
+    const r = await b.call(method, params);
+    t.same([r['ret'], r['errno']], [method === 'WSPAccept' ? P.INVALID_SOCKET : P.SOCKET_ERROR, P.WSAENOTSOCK], `${method} on A's handle from B: WSAENOTSOCK`);
+  }
+  // A's socket is untouched: still connected, still blocking, its buffers as they were.
+  const sent = await sendBytes(a, ha, Buffer.from('mine'));
+  t.same([sent['ret'], sent['bytesSent']], [0, 4], 'A can still send on it');
+  t.equal((await conn.waitFor(4)).toString(), 'mine', 'the peer received only A\'s bytes');
+  await sleep(50);
+  t.equal(conn.received().toString(), 'mine', 'nothing from B arrived');
+  const peerName = await a.call('WSPGetPeerName', { s: ha, namelen: 16 });
+  t.equal(peerName['ret'], 0, 'A\'s socket is still connected');
+
+  // And the other way round, and after close.
+  const r = await a.call('WSPGetSockOpt', { s: hb, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+  t.equal(r['errno'], P.WSAENOTSOCK, 'B\'s handle from A: WSAENOTSOCK');
+  t.equal((await a.call('WSPCloseSocket', { s: ha }))['ret'], 0, 'A closes its socket');
+  t.equal((await a.call('WSPGetSockName', { s: ha, namelen: 16 }))['errno'], P.WSAENOTSOCK, 'a closed handle is WSAENOTSOCK for its own session');
+  t.equal((await b.call('WSPGetSockName', { s: ha, namelen: 16 }))['errno'], P.WSAENOTSOCK, 'and for the other');
+});

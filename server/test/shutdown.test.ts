@@ -1,0 +1,533 @@
+/**
+ * Graceful stop: daemon.close() when embedded, SIGTERM / SIGINT for the CLI, and the CLI's exits
+ * for --help, bad flags and a refused start.
+ */
+import t, { type Test } from 'tap';
+import * as net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import * as P from '@spiwire/proto';
+import { startServer, type Daemon } from '../src/index.js';
+import { SETTINGS } from '../src/internals.js';
+
+// ---- a minimal wire client ----
+
+interface Msg {
+  jsonrpc?: unknown;
+  id?: unknown;
+  method?: unknown;
+  params?: Record<string, unknown>;
+  result?: Record<string, unknown>;
+  error?: Record<string, unknown>;
+}
+
+class RawSession {
+  readonly messages: Msg[] = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+  private readonly waiters = new Set<{ check: () => boolean; fail: (err: Error) => void }>();
+  private nextId = 1;
+
+  constructor(readonly ws: WebSocket) {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      const recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
+      for (const r of recs) if (r.ok) this.messages.push(r.message as Msg);
+      for (const w of [...this.waiters]) if (w.check()) this.waiters.delete(w);
+    });
+    this.closed = new Promise((resolve) =>
+      ws.on('close', (code, reason) => {
+        for (const w of this.waiters) w.fail(new Error(`connection closed (${code})`));
+        this.waiters.clear();
+        resolve({ code, reason: reason.toString() });
+      }),
+    );
+    ws.on('error', () => undefined);
+  }
+
+  /** Resolves once spiwire.welcome arrived; rejects with the HTTP status or the socket error. */
+  static open(url: string): Promise<RawSession> {
+    const ws = new WebSocket(url, [P.SUBPROTOCOL], { perMessageDeflate: false });
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        ws.terminate();
+        reject(new Error('no welcome within 5 s'));
+      }, 5000);
+      ws.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      ws.once('unexpected-response', (_req, res) => {
+        clearTimeout(timer);
+        ws.terminate();
+        reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode }));
+      });
+      ws.once('open', () => {
+        const s = new RawSession(ws);
+        s.wait((m) => m.method === 'spiwire.welcome').then(
+          () => {
+            clearTimeout(timer);
+            resolve(s);
+          },
+          (err: Error) => {
+            clearTimeout(timer);
+            reject(err);
+          },
+        );
+      });
+    });
+  }
+
+  wait(pred: (m: Msg) => boolean, timeoutMs = 5000): Promise<Msg> {
+    return new Promise((resolve, reject) => {
+      const found = this.messages.find(pred);
+      if (found) return resolve(found);
+      if (this.ws.readyState === WebSocket.CLOSED) return reject(new Error('connection closed'));
+      const w = {
+        check: (): boolean => {
+          const m = this.messages.find(pred);
+          if (!m) return false;
+          clearTimeout(timer);
+          resolve(m);
+          return true;
+        },
+        fail: (err: Error): void => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(w);
+        reject(new Error(`no matching message within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiters.add(w);
+    });
+  }
+
+  request(method: string, params: Record<string, unknown>, timeoutMs = 5000): { id: string; response: Promise<Msg> } {
+    const id = `sd-${this.nextId++}`;
+    this.ws.send(P.encodeFrame({ jsonrpc: '2.0', id, method, params }));
+    const response = this.wait((m) => m.id === id && (m.result !== undefined || m.error !== undefined), timeoutMs);
+    response.catch(() => undefined);
+    return { id, response };
+  }
+
+  async call(method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const m = await this.request(method, params).response;
+    if (!m.result) throw new Error(`${method}: protocol error ${JSON.stringify(m.error)}`);
+    return m.result;
+  }
+
+  close(): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+    this.ws.close(1000);
+    const timer = setTimeout(() => this.ws.terminate(), 1000);
+    return this.closed.then(() => clearTimeout(timer));
+  }
+}
+
+async function session(t: Test, url: string): Promise<RawSession> {
+  const s = await RawSession.open(url);
+  t.teardown(() => s.close());
+  return s;
+}
+
+const ipv4 = (port: number): P.SockAddr => ({ family: P.AF_INET, address: '127.0.0.1', port });
+
+async function tcpSocket(s: RawSession, flags = 0): Promise<number> {
+  const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags });
+  if (r['errno'] !== 0) throw new Error(`WSPSocket failed: ${String(r['errno'])}`);
+  return r['ret'] as number;
+}
+
+async function connectTo(s: RawSession, h: number, port: number): Promise<void> {
+  const r = await s.call('WSPConnect', { s: h, name: ipv4(port), namelen: 16 });
+  if (r['ret'] !== 0) throw new Error(`WSPConnect failed: ${String(r['errno'])}`);
+}
+
+/** A node:net peer that sends nothing; each connection reports when it ends or closes. */
+async function silentPeer(t: Test): Promise<{ port: number; next(): Promise<{ socket: net.Socket; gone: Promise<string> }> }> {
+  const queue: Array<{ socket: net.Socket; gone: Promise<string> }> = [];
+  let waiting: Array<() => void> = [];
+  const sockets: net.Socket[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.push(socket);
+    socket.on('error', () => undefined);
+    socket.resume();
+    const gone = new Promise<string>((resolve) => {
+      socket.once('end', () => resolve('end'));
+      socket.once('close', () => resolve('close'));
+    });
+    queue.push({ socket, gone });
+    const w = waiting;
+    waiting = [];
+    for (const f of w) f();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    next() {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no connection within 5 s')), 5000);
+        const check = (): void => {
+          const c = queue.shift();
+          if (c) {
+            clearTimeout(timer);
+            resolve(c);
+          } else waiting.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
+
+/**
+ * A WebSocket client written by hand on a raw TCP socket: it completes the upgrade, then never
+ * answers anything, the close handshake included. Resolves once the 101 response has arrived.
+ */
+async function unresponsiveClient(t: Test, port: number): Promise<{ socket: net.Socket; gone: Promise<void> }> {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  socket.on('error', () => undefined);
+  t.teardown(() => {
+    socket.destroy();
+  });
+  const gone = new Promise<void>((r) => socket.once('close', () => r()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no 101 within 5 s')), 5000);
+    let head = '';
+    const onData = (c: Buffer): void => {
+      head += c.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      socket.off('data', onData);
+      clearTimeout(timer);
+      if (head.startsWith('HTTP/1.1 101')) resolve();
+      else reject(new Error(`upgrade refused: ${head.split('\r\n')[0]}`));
+    };
+    socket.on('data', onData);
+    socket.once('connect', () => {
+      socket.write(
+        [
+          'GET /ws HTTP/1.1',
+          `Host: 127.0.0.1:${port}`,
+          'Upgrade: websocket',
+          'Connection: Upgrade',
+          `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`,
+          'Sec-WebSocket-Version: 13',
+          `Sec-WebSocket-Protocol: ${P.SUBPROTOCOL}`,
+          '',
+          '',
+        ].join('\r\n'),
+      );
+    });
+  });
+  // Read (and ignore) whatever comes next, so TCP flow control does not get in the way.
+  socket.resume();
+  return { socket, gone };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** p's value, or fallback when p takes longer than ms; the timer never outlives p. */
+function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve(fallback), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** The error a connect to 127.0.0.1:port ends with, or 'connected'. */
+function connectOutcome(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve('timeout');
+    }, 2000);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve('connected');
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      resolve(e.code ?? e.message);
+    });
+  });
+}
+
+// ---- (a) embedded ----
+
+t.test('daemon.close(): blocked calls answer WSAENETDOWN, peers see their connections closed, new sessions are refused', async (t) => {
+  const d: Daemon = await startServer({ port: 0 });
+  let closed = false;
+  t.teardown(() => (closed ? undefined : d.close()));
+  const peer = await silentPeer(t);
+  const s = await session(t, d.url);
+
+  // A blocking WSPRecv on an emulated TCP socket whose peer sends nothing.
+  const h = await tcpSocket(s);
+  const connP = peer.next();
+  await connectTo(s, h, peer.port);
+  const conn = await connP;
+  const recv = s.request('WSPRecv', { s: h, lengths: [100], flags: 0 }, 10000);
+  // A blocking WSPAccept on a listening socket.
+  const l = await tcpSocket(s);
+  t.equal((await s.call('WSPBind', { s: l, name: ipv4(0), namelen: 16 }))['ret'], 0, 'bind the listener');
+  t.equal((await s.call('WSPListen', { s: l, backlog: 1 }))['ret'], 0, 'listen');
+  const lport = ((await s.call('WSPGetSockName', { s: l, namelen: 16 }))['name'] as P.SockAddr).port;
+  const accept = s.request('WSPAccept', { s: l }, 10000);
+  // A pending overlapped WSPRecv.
+  const ovs = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+  const ovConnP = peer.next();
+  await connectTo(s, ovs, peer.port);
+  const ovConn = await ovConnP;
+  const ov = await s.call('WSPRecv', { s: ovs, lengths: [100], flags: 0, overlapped: { op: 42, thread: 1 } });
+  t.same([ov['ret'], ov['errno']], [P.SOCKET_ERROR, P.WSA_IO_PENDING], 'the overlapped receive is pending');
+  await sleep(100);
+  t.notOk(s.messages.some((m) => m.id === recv.id || m.id === accept.id), 'WSPRecv and WSPAccept are blocked before close()');
+
+  const closing = d.close();
+  closed = true;
+
+  const r = await recv.response;
+  t.same(r.result, { ret: P.SOCKET_ERROR, errno: P.WSAENETDOWN }, 'the blocked WSPRecv answers SOCKET_ERROR with lpErrno WSAENETDOWN (10050)');
+  t.equal(r.result?.['errno'], 10050, 'lpErrno is 10050');
+  const a = await accept.response;
+  t.same(a.result, { ret: P.INVALID_SOCKET, errno: P.WSAENETDOWN }, 'the blocked WSPAccept answers INVALID_SOCKET with WSAENETDOWN');
+  const completion = await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 42);
+  t.equal(completion.params?.['error'], P.WSAENETDOWN, 'the pending overlapped WSPRecv completes with WSAENETDOWN');
+  t.equal(completion.params?.['s'], ovs, 'the completion names the socket');
+
+  const wsClosed = await within(s.closed, 5000, null);
+  t.equal(wsClosed?.code, 1001, 'the session ends with 1001 (going away)');
+  t.ok(s.messages.indexOf(r) >= 0 && s.messages.indexOf(completion) >= 0, 'the answers arrived before the close');
+  t.not(await within(conn.gone, 5000, 'still open'), 'still open', 'the peer of the blocked WSPRecv sees its connection closed');
+  t.not(await within(ovConn.gone, 5000, 'still open'), 'still open', 'the peer of the overlapped WSPRecv sees its connection closed');
+
+  t.equal(await within(closing.then(() => 'closed'), 5000, 'timeout'), 'closed', 'close() resolves');
+  t.equal(await within(d.close().then(() => 'closed'), 1000, 'timeout'), 'closed', 'a second close() resolves too');
+
+  const again = await RawSession.open(d.url).then(
+    (x) => {
+      void x.close();
+      return 'opened';
+    },
+    (err: NodeJS.ErrnoException) => err.code ?? err.message,
+  );
+  t.equal(again, 'ECONNREFUSED', 'a new session afterwards is refused: nothing listens any more');
+  t.equal(await connectOutcome(d.port), 'ECONNREFUSED', 'the daemon port is closed');
+  t.equal(await connectOutcome(lport), 'ECONNREFUSED', 'the emulated listening socket is closed');
+});
+
+t.test('while close() waits for a slow client: new sessions get 503 and /healthz says stopping', async (t) => {
+  const d: Daemon = await startServer({ port: 0 });
+  let closed = false;
+  t.teardown(() => (closed ? undefined : d.close()));
+  const slow = await unresponsiveClient(t, d.port);
+  const health0 = (await (await fetch(`http://127.0.0.1:${d.port}/healthz`)).json()) as Record<string, unknown>;
+  t.same(health0, { status: 'ok', sessions: 1, sockets: 0 }, 'the hand-made client holds a session');
+
+  const started = Date.now();
+  const closing = d.close();
+  closed = true;
+  await sleep(100);
+  const res = await fetch(`http://127.0.0.1:${d.port}/healthz`);
+  const health = (await res.json()) as Record<string, unknown>;
+  t.equal(health['status'], 'stopping', '/healthz reports stopping during shutdown');
+  const refused = await RawSession.open(d.url).then(
+    (x) => {
+      void x.close();
+      return 'opened';
+    },
+    (err: Error & { status?: number; code?: string }) => err.status ?? err.code ?? err.message,
+  );
+  t.equal(refused, 503, 'an upgrade during shutdown is refused with 503');
+
+  t.equal(await within(closing.then(() => 'closed'), 6000, 'timeout'), 'closed', 'close() finishes although the client never answers the close handshake');
+  const took = Date.now() - started;
+  t.ok(took < 5000, `close() took ${took} ms`);
+  t.not(await within(slow.gone.then(() => 'gone'), 3000, 'still open'), 'still open', 'the unresponsive client was disconnected');
+});
+
+t.test('daemon.close() with no sessions resolves promptly and is idempotent', async (t) => {
+  const d = await startServer({ port: 0 });
+  const started = Date.now();
+  await Promise.all([d.close(), d.close()]);
+  t.ok(Date.now() - started < 2000, 'prompt');
+  t.equal(await connectOutcome(d.port), 'ECONNREFUSED', 'the port is closed');
+});
+
+// ---- (b) the CLI ----
+
+const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+
+interface Run {
+  proc: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SPIWIRE_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+function run(t: Test, args: string[], env: Record<string, string> = {}): Run {
+  const proc = spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('close', (code, signal) => resolve({ code, signal })));
+  t.teardown(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    await exited;
+  });
+  return { proc, stdout: () => out, stderr: () => err, exited };
+}
+
+function jsonLines(text: string): Array<Record<string, unknown>> {
+  const out: Array<Record<string, unknown>> = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      out.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      out.push({ unparsed: line });
+    }
+  }
+  return out;
+}
+
+/** Starts the CLI on a free port and waits for the log line carrying "url". */
+async function startCli(t: Test, args: string[] = []): Promise<Run & { url: string; port: number }> {
+  const r = run(t, ['--port', '0', '--log-level', 'info', ...args]);
+  const end = Date.now() + 10000;
+  let url: string | undefined;
+  while (!url && Date.now() < end && r.proc.exitCode === null) {
+    url = jsonLines(r.stdout())
+      .map((l) => l['url'])
+      .find((u): u is string => typeof u === 'string');
+    if (!url) await sleep(20);
+  }
+  if (!url) throw new Error(`the daemon logged no url; stdout: ${r.stdout()} stderr: ${r.stderr()}`);
+  return { ...r, url, port: Number(new URL(url).port) };
+}
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  t.test(`CLI: ${signal} stops the daemon gracefully and exits 0`, async (t) => {
+    const d = await startCli(t);
+    t.match(d.url, /^ws:\/\/127\.0\.0\.1:\d+\/ws$/, 'listens on loopback');
+    const startLine = jsonLines(d.stdout()).find((l) => typeof l['url'] === 'string')!;
+    t.equal(startLine['tokenRequired'], false, 'the start line says no token is required');
+    const peer = await silentPeer(t);
+    const s = await session(t, d.url);
+    const h = await tcpSocket(s);
+    const connP = peer.next();
+    await connectTo(s, h, peer.port);
+    const conn = await connP;
+    const recv = s.request('WSPRecv', { s: h, lengths: [10], flags: 0 }, 10000);
+    await sleep(50);
+
+    const started = Date.now();
+    t.ok(d.proc.kill(signal), `${signal} sent`);
+    const exit = await within(d.exited, 5000, null);
+    t.ok(exit, `the process exited within 5 s (${Date.now() - started} ms)`);
+    t.same(exit, { code: 0, signal: null }, 'exit code 0');
+    const r = await recv.response.catch((e: Error) => ({ error: { message: e.message } }) as Msg);
+    t.same(r.result, { ret: P.SOCKET_ERROR, errno: P.WSAENETDOWN }, 'the blocked WSPRecv was answered with WSAENETDOWN before the exit');
+    const wsClosed = await within(s.closed, 2000, null);
+    t.equal(wsClosed?.code, 1001, 'the session was closed with 1001');
+    t.not(await within(conn.gone, 2000, 'still open'), 'still open', 'the peer sees its connection closed');
+    const lines = jsonLines(d.stdout());
+    t.ok(lines.some((l) => l['msg'] === 'shutting down' && l['signal'] === signal), `a "shutting down" line names ${signal}`);
+    t.ok(lines.some((l) => l['msg'] === 'stopped'), 'a "stopped" line');
+    t.same(lines.filter((l) => 'unparsed' in l), [], 'stdout holds only JSON log lines');
+    t.equal(await connectOutcome(d.port), 'ECONNREFUSED', 'nothing listens any more');
+  });
+}
+
+t.test('CLI: SIGTERM with a client that never answers the close handshake still exits 0 promptly', async (t) => {
+  const d = await startCli(t);
+  await unresponsiveClient(t, d.port);
+  const started = Date.now();
+  d.proc.kill('SIGTERM');
+  const exit = await within(d.exited, 8000, null);
+  t.same(exit, { code: 0, signal: null }, `exit code 0 after ${Date.now() - started} ms`);
+  t.ok(Date.now() - started < 5000, 'within 5 s');
+});
+
+t.test('CLI: --help prints the usage and exits 0', async (t) => {
+  const r = run(t, ['--help']);
+  const exit = await within(r.exited, 10000, null);
+  const text = r.stdout() + r.stderr();
+  t.match(text, /usage: spiwire/, 'prints the usage');
+  for (const s of SETTINGS) {
+    t.ok(text.includes(s.flag), `mentions ${s.flag}`);
+    t.ok(text.includes(s.env), `mentions ${s.env}`);
+  }
+  t.equal(exit?.code, 0, 'asking for help is not an error: exit code 0', { exit, stderr: r.stderr().slice(0, 80) });
+});
+
+t.test('CLI: a bad flag or a bad value exits 2 with the reason on stderr', async (t) => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--bogus'], /unknown flag --bogus/],
+    [['--port', 'abc'], /--port must be a non-negative integer/],
+    [['--port'], /--port needs a value/],
+    [['stray'], /unknown flag stray/],
+  ];
+  for (const [args, why] of cases) {
+    const r = run(t, args);
+    const exit = await within(r.exited, 10000, null);
+    t.equal(exit?.code, 2, `${args.join(' ')}: exit code 2`);
+    t.match(r.stderr(), why, `${args.join(' ')}: stderr says why`);
+  }
+  const envRun = run(t, [], { SPIWIRE_PORT: 'nope' });
+  const envExit = await within(envRun.exited, 10000, null);
+  t.equal(envExit?.code, 2, 'a bad environment value: exit code 2');
+  t.match(envRun.stderr(), /SPIWIRE_PORT/, 'stderr names the variable');
+});
+
+t.test('CLI: --host 0.0.0.0 without a token exits non-zero with a clear message, without listening', async (t) => {
+  const probe = net.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  for (const host of ['0.0.0.0', '::']) {
+    const r = run(t, ['--host', host, '--port', String(port), '--log-level', 'info']);
+    const exit = await within(r.exited, 10000, null);
+    t.ok(exit && exit.code !== 0 && exit.code !== null, `${host}: exit code ${exit?.code} is non-zero`);
+    const text = r.stdout() + r.stderr();
+    t.match(text, new RegExp(`refusing to listen on ${host.replace(/\./g, '\\.')} without a token`), `${host}: the output says why`);
+    t.notOk(jsonLines(r.stdout()).some((l) => typeof l['url'] === 'string'), `${host}: it never logged a url`);
+  }
+});
+
+t.test('CLI: a port already in use exits non-zero with the reason', async (t) => {
+  const busy = net.createServer();
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => busy.close(() => r())));
+  const port = (busy.address() as net.AddressInfo).port;
+  const r = run(t, ['--port', String(port)]);
+  const exit = await within(r.exited, 10000, null);
+  t.ok(exit && exit.code !== 0 && exit.code !== null, `exit code ${exit?.code} is non-zero`);
+  t.match(r.stdout() + r.stderr(), /EADDRINUSE/, 'the output names EADDRINUSE');
+});
