@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { DEFAULT_LIMITS } from './daemon-context.js';
+import { AllowList } from './allow-list.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 7787;
@@ -59,7 +60,18 @@ export function defaultConfig(): DaemonConfig {
   };
 }
 
-export class ConfigError extends Error {}
+export class ConfigError extends Error {
+  /** True when the "error" is a request for --help: print the message to stdout and exit 0. */
+  constructor(
+    message: string,
+    readonly helpRequested = false,
+  ) {
+    super(message);
+  }
+}
+
+/** Upper bounds of integer settings; anything else may go up to 2^53 - 1. */
+const INT_MAX: Partial<Record<keyof DaemonConfig, number>> = { port: 65535 };
 
 function apply(cfg: DaemonConfig, s: Setting, raw: string, source: string): void {
   const c = cfg as unknown as Record<string, unknown>;
@@ -68,8 +80,11 @@ function apply(cfg: DaemonConfig, s: Setting, raw: string, source: string): void
       c[s.key] = raw;
       return;
     case 'int': {
-      const n = Number(raw);
-      if (!Number.isInteger(n) || n < 0) throw new ConfigError(`${source} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+      // Number('') is 0: only digits count as an integer here.
+      const n = /^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN;
+      if (!Number.isSafeInteger(n)) throw new ConfigError(`${source} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+      const max = INT_MAX[s.key];
+      if (max !== undefined && n > max) throw new ConfigError(`${source} must be at most ${max}, got ${n}`);
       c[s.key] = n;
       return;
     }
@@ -77,11 +92,15 @@ function apply(cfg: DaemonConfig, s: Setting, raw: string, source: string): void
       c[s.key] = raw.split(',').map((x) => x.trim()).filter(Boolean);
       return;
     case 'file':
+      let text: string;
       try {
-        c[s.key] = readFileSync(raw, 'utf8').trim();
+        text = readFileSync(raw, 'utf8').trim();
       } catch (err) {
         throw new ConfigError(`${source}: cannot read ${raw}: ${(err as Error).message}`);
       }
+      // An empty secret must not quietly mean "no token".
+      if (text === '') throw new ConfigError(`${source}: ${raw} is empty`);
+      c[s.key] = text;
       return;
   }
 }
@@ -94,7 +113,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    if (arg === '--help' || arg === '-h') throw new ConfigError(usage());
+    if (arg === '--help' || arg === '-h') throw new ConfigError(usage(), true);
     const eq = arg.indexOf('=');
     const name = eq < 0 ? arg : arg.slice(0, eq);
     const s = SETTINGS.find((x) => x.flag === name);
@@ -104,6 +123,11 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
     apply(cfg, s, value, name);
   }
   if (cfg.token === '') cfg.token = undefined;
+  try {
+    AllowList.parse(cfg.allow);
+  } catch (err) {
+    throw new ConfigError(`--allow / SPIWIRE_ALLOW: ${(err as Error).message}`);
+  }
   return cfg;
 }
 

@@ -11,6 +11,10 @@ async function main(): Promise<void> {
     cfg = parseConfig(process.argv.slice(2), process.env);
   } catch (err) {
     if (err instanceof ConfigError) {
+      if (err.helpRequested) {
+        process.stdout.write(`${err.message}\n`);
+        process.exit(0);
+      }
       process.stderr.write(`${err.message}\n`);
       process.exit(2);
     }

@@ -28,6 +28,8 @@ function sample(t: Test, s: Setting, variant: number): { raw: string; want: unkn
       return { raw: String(n), want: n };
     }
     case 'string':
+      // The allow-list is checked when parsed, so it needs a real rule.
+      if (s.key === 'allow') return { raw: `10.${variant}.0.0/16`, want: `10.${variant}.0.0/16` };
       // host, token and log level take any string; the value is passed through untouched.
       return { raw: `v${variant}-${s.key}`, want: `v${variant}-${s.key}` };
     case 'list':
@@ -151,7 +153,7 @@ t.test('--token-file reads and trims the file; a flag beats an environment token
   t.equal(parseConfig(['--token', 'flag-token'], { SPIWIRE_TOKEN_FILE: file }).token, 'flag-token', 'flag over environment');
   const blank = join(dir, 'blank');
   writeFileSync(blank, ' \n\t\n');
-  t.equal(parseConfig(['--token-file', blank], {}).token, undefined, 'a file of white space gives no token');
+  configError(t, () => parseConfig(['--token-file', blank], {}), 'a file of white space is an error, not "no token"');
 });
 
 t.test('--token-file on a missing file or a directory is a ConfigError naming the file', async (t) => {
@@ -184,6 +186,12 @@ t.test('an empty or blank integer is not 0', async (t) => {
     configError(t, () => parseConfig([s.flag, ' '], {}), `${s.flag} " " (blank)`);
     configError(t, () => parseConfig([], { [s.env]: ' ' }), `${s.env}=" " (blank)`);
   }
+});
+
+t.test('a bad allow-list is a ConfigError at parse time', async (t) => {
+  configError(t, () => parseConfig(['--allow', 'garbage'], {}), '--allow garbage');
+  configError(t, () => parseConfig([], { SPIWIRE_ALLOW: '10.0.0.0/40' }), 'SPIWIRE_ALLOW with a bad prefix');
+  t.equal(parseConfig(['--allow', '127.0.0.0/8,[::1]'], {}).allow, '127.0.0.0/8,[::1]');
 });
 
 t.test('integers beyond what the setting can hold are ConfigErrors', async (t) => {

@@ -198,7 +198,12 @@ async function main(): Promise<void> {
     process.stderr.write(`${(err as Error).message}\n`);
     process.exit(2);
   }
-  const log = pino({ level: process.env['SPIWIRE_LOG_LEVEL'] || 'info', name: 'spiwire-peers' });
+  const level = process.env['SPIWIRE_LOG_LEVEL'] || 'info';
+  if (level !== 'silent' && !(level in pino.levels.values)) {
+    process.stderr.write(`SPIWIRE_LOG_LEVEL must be one of ${Object.keys(pino.levels.values).join(', ')}, silent; got ${JSON.stringify(level)}\n`);
+    process.exit(2);
+  }
+  const log = pino({ level, name: 'spiwire-peers' });
   let peers: Peers;
   try {
     peers = await startPeers({ host: args.host, ports: args.ports, logger: log });
