@@ -372,3 +372,80 @@ export async function tcpClient(t: Test, f: Family, port: number): Promise<PeerC
   });
   return wrapConnection(socket);
 }
+
+// ---------------------------------------------------------------- overlapped I/O helpers
+
+/**
+ * Size of a "filler" send: larger than what the loopback kernel buffers absorb while the peer
+ * does not read (a few MiB), so an overlapped send of this size stays pending, and every send
+ * issued after it queues behind it, until the peer resumes reading.
+ */
+export const FILLER_BYTES = 14 * 1024 * 1024;
+
+/** Something that can issue WSPSend: the session (main thread) or a thread of it. */
+export type SendIssuer = Pick<S.SpiSession, 'WSPSend'>;
+
+export interface OvSendOptions {
+  ov?: S.WSAOVERLAPPED;
+  routine?: S.LPWSAOVERLAPPED_COMPLETION_ROUTINE | null;
+  threadId?: S.WSATHREADID | null;
+  flags?: number;
+  /** Initial value of lpNumberOfBytesSent; null passes no out parameter at all. */
+  sentinel?: number | null;
+}
+
+export interface OvSendResult {
+  ret: number;
+  err: number;
+  /** lpNumberOfBytesSent after the call (null when none was passed). */
+  sent: S.Out | null;
+  ov: S.WSAOVERLAPPED;
+}
+
+/** Issues an overlapped WSPSend of the given buffers (one WSABUF each). */
+export async function ovSend(issuer: SendIssuer, s: number, bufs: Uint8Array[], opts: OvSendOptions = {}): Promise<OvSendResult> {
+  const e = S.out(0);
+  const ov = opts.ov ?? new S.WSAOVERLAPPED();
+  const sent = opts.sentinel === null ? null : S.out(opts.sentinel ?? -7);
+  const ret = await issuer.WSPSend(s, bufs.map((b) => S.wsabuf(b)), bufs.length, sent, opts.flags ?? 0, ov, opts.routine ?? null, opts.threadId ?? null, e);
+  return { ret, err: e.value, sent, ov };
+}
+
+/** Something that can wait alertably: the session (main thread) or a thread. */
+export interface AlertableWaiter {
+  SleepEx(ms: number, alertable: boolean | number): Promise<number>;
+}
+
+/**
+ * Alertable SleepEx loop on one thread until done() holds; bounded by rounds (each at most
+ * sliceMs). Returns whether done() held in the end.
+ */
+export async function drainUntil(thread: AlertableWaiter, done: () => boolean, rounds = 200, sliceMs = 50): Promise<boolean> {
+  for (let i = 0; i < rounds && !done(); i++) await thread.SleepEx(sliceMs, true);
+  return done();
+}
+
+/** Polls cond every few ms until it holds or timeoutMs passes; returns its final value. */
+export async function pollUntil(cond: () => boolean, timeoutMs = 10000, stepMs = 10): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (!cond() && Date.now() < end) await sleep(stepMs);
+  return cond();
+}
+
+/** A TCP socket created with WSA_FLAG_OVERLAPPED, connected to the peer. */
+export function overlappedTcp(spi: S.SpiSession, f: Family, peer: TcpPeer): Promise<{ s: number; conn: PeerConnection }> {
+  return connectedTcp(spi, f, peer, S.WSA_FLAG_OVERLAPPED);
+}
+
+/** Pseudo-random generator (xorshift32) for reproducible sizes in tests. */
+export function rng(seed: number): (n: number) => number {
+  let x = seed >>> 0 || 1;
+  return (n: number) => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x % n;
+  };
+}

@@ -1,0 +1,374 @@
+/**
+ * Property: random mixes of overlapped sends (sizes 0..40000 in 1..4 buffers, issued by several
+ * threads, completing by routine, event or plain polling), against a node:net peer that reads
+ * slowly and in bursts, with WSPCloseSocket, SIO_FLUSH and thread exits interleaved.
+ *
+ * For every run:
+ * - an operation that returned 0 or WSA_IO_PENDING completes exactly once (routine run once, on
+ *   its target thread; event signalled once); one that failed at once never completes;
+ * - a call that returned 0 completed with every byte;
+ * - the peer receives exactly, in submission order, the bytes of each operation that completed
+ *   successfully and, of each cancelled one, the prefix it reported (cbTransferred), which is
+ *   empty except for at most one operation per cancellation (the one cut mid-way).
+ */
+import t from 'tap';
+import fc from 'fast-check';
+import * as S from '@spiwire/client';
+import { daemon, overlappedTcp, pattern, rng, session, sleep, tcpPeer } from '../helpers/harness.js';
+
+const MiB = 1024 * 1024;
+const BIG = pattern(8 * MiB, 0x5eed);
+const RUN_TIMEOUT_MS = 15000;
+
+type Method = 'routine-main' | 'routine-t1' | 'event' | 'poll';
+
+type Action =
+  | { kind: 'send'; issuer: number; total: number; cuts: number[]; method: Method; concurrent: boolean; badFlag: boolean }
+  | { kind: 'flush' }
+  | { kind: 'exit'; thread: number }
+  | { kind: 'close' }
+  | { kind: 'alert'; thread: number; ms: number }
+  | { kind: 'sleep'; ms: number };
+
+interface Scenario {
+  prefill: number;
+  sndBuf: number;
+  readerSeed: number;
+  actions: Action[];
+}
+
+const sendArb: fc.Arbitrary<Action> = fc.record({
+  kind: fc.constant('send' as const),
+  issuer: fc.integer({ min: 0, max: 3 }),
+  total: fc.oneof(fc.integer({ min: 0, max: 40000 }), fc.constantFrom(0, 1, 40000)),
+  cuts: fc.array(fc.integer({ min: 0, max: 40000 }), { maxLength: 3 }),
+  method: fc.constantFrom<Method>('routine-main', 'routine-t1', 'event', 'poll'),
+  concurrent: fc.boolean(),
+  badFlag: fc.integer({ min: 0, max: 24 }).map((n) => n === 0),
+});
+
+const actionArb: fc.Arbitrary<Action> = fc.oneof(
+  { arbitrary: sendArb, weight: 30 },
+  { arbitrary: fc.constant({ kind: 'flush' as const }), weight: 2 },
+  { arbitrary: fc.record({ kind: fc.constant('exit' as const), thread: fc.integer({ min: 2, max: 3 }) }), weight: 2 },
+  { arbitrary: fc.constant({ kind: 'close' as const }), weight: 1 },
+  { arbitrary: fc.record({ kind: fc.constant('alert' as const), thread: fc.integer({ min: 0, max: 1 }), ms: fc.integer({ min: 0, max: 5 }) }), weight: 3 },
+  { arbitrary: fc.record({ kind: fc.constant('sleep' as const), ms: fc.integer({ min: 0, max: 15 }) }), weight: 3 },
+);
+
+const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
+  prefill: fc.constantFrom(0, 1 * MiB, 4 * MiB, 6 * MiB),
+  sndBuf: fc.constantFrom(0, 1024, 8192, 65536),
+  readerSeed: fc.integer({ min: 1, max: 0x7fffffff }),
+  actions: fc.array(actionArb, { minLength: 5, maxLength: 30, size: 'max' }),
+});
+
+interface Op {
+  index: number;
+  data: Buffer;
+  method: Method;
+  target: string | null;
+  issuedBy: string;
+  ov: S.WSAOVERLAPPED;
+  ev: number;
+  ret: number | null;
+  err: number;
+  /** Completions seen (routine runs, or event observations). */
+  completions: Array<{ err: number; cb: number; runner: string }>;
+}
+
+interface Stats {
+  runs: number;
+  ops: number;
+  immediate: number;
+  pending: number;
+  failed: number;
+  cancelled: number;
+  partial: number;
+  maxRunMs: number;
+}
+
+class PropertyFailure extends Error {}
+
+function check(cond: boolean, msg: string): void {
+  if (!cond) throw new PropertyFailure(msg);
+}
+
+/** Pauses and resumes the peer on random timers: slow, bursty reading. Returns a stop function. */
+function burstyReader(sock: import('node:net').Socket, seed: number): () => void {
+  const rand = rng(seed);
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const step = (): void => {
+    if (stopped) return;
+    if (sock.isPaused()) {
+      sock.resume();
+      timer = setTimeout(step, 1 + rand(6));
+    } else {
+      sock.pause();
+      timer = setTimeout(step, 3 + rand(30));
+    }
+  };
+  timer = setTimeout(step, rand(10));
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+t.test('property: overlapped sends, cancellations and thread exits keep exactly-once completions and the byte stream', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const peer = await tcpPeer(t, 'ipv4', { paused: true });
+  const stats: Stats = { runs: 0, ops: 0, immediate: 0, pending: 0, failed: 0, cancelled: 0, partial: 0, maxRunMs: 0 };
+
+  const runOnce = async (sc: Scenario): Promise<void> => {
+    const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
+    const e = S.out(0);
+    const sb = new Uint8Array(4);
+    new DataView(sb.buffer).setInt32(0, sc.sndBuf, true);
+    check((await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_SNDBUF, sb, 4, e)) === 0, `SO_SNDBUF: ${e.value}`);
+    const t1 = spi.createThread();
+    const exitable = [spi.createThread(), spi.createThread()];
+    const threadName = (th: unknown): string => (th === spi ? 'main' : th === t1 ? 't1' : th === exitable[0] ? 't2' : 't3');
+    let runner = 'none';
+    const ops: Op[] = [];
+    const inflight: Array<Promise<unknown>> = [];
+    let closed = false;
+    let cancellations = 0;
+    let offset = 0;
+    const stopReader = burstyReader(conn.socket, sc.readerSeed);
+
+    const take = (n: number): Buffer => {
+      if (offset + n > BIG.length) offset = 0;
+      const b = BIG.subarray(offset, offset + n);
+      offset += n;
+      return b;
+    };
+
+    const issue = (a: Extract<Action, { kind: 'send' }>, data: Buffer): Promise<unknown> => {
+      const cuts = [...new Set(a.cuts.map((c) => c % (data.length + 1)))].sort((x, y) => x - y);
+      const bounds = [0, ...cuts, data.length];
+      const bufs: S.WSABUF[] = [];
+      for (let i = 0; i + 1 < bounds.length; i++) bufs.push(S.wsabuf(data.subarray(bounds[i]!, bounds[i + 1]!)));
+      while (bufs.length > 4) bufs.pop();
+      const used = bufs.reduce((n, b) => n + b.len, 0);
+      const opData = data.subarray(0, used);
+      let issuer: S.SpiSession | S.SessionThread = spi;
+      if (a.issuer === 1) issuer = t1;
+      else if (a.issuer >= 2 && exitable[a.issuer - 2]!.isAlive) issuer = exitable[a.issuer - 2]!;
+      const ev = a.method === 'event' ? spi.WSACreateEvent() : 0;
+      const op: Op = {
+        index: ops.length,
+        data: opData,
+        method: a.method,
+        target: a.method === 'routine-main' ? 'main' : a.method === 'routine-t1' ? 't1' : null,
+        issuedBy: threadName(issuer),
+        ov: new S.WSAOVERLAPPED(ev),
+        ev,
+        ret: null,
+        err: 0,
+        completions: [],
+      };
+      ops.push(op);
+      const routine: S.LPWSAOVERLAPPED_COMPLETION_ROUTINE | null = op.target
+        ? (err, cb, lpov, flags) => {
+            check(lpov === op.ov, `op ${op.index}: routine got another WSAOVERLAPPED`);
+            check(flags === 0, `op ${op.index}: dwFlags ${flags}`);
+            op.completions.push({ err, cb, runner });
+          }
+        : null;
+      const threadId = op.target === 'main' ? spi.mainThread.id : op.target === 't1' ? t1.id : null;
+      const sent = S.out(-7);
+      const errno = S.out(0);
+      const p = issuer.WSPSend(s, bufs, bufs.length, sent, a.badFlag ? S.MSG_PARTIAL : 0, op.ov, routine, threadId, errno).then((ret) => {
+        op.ret = ret;
+        op.err = ret === 0 ? 0 : errno.value;
+        if (ret === 0) check(sent.value === used, `op ${op.index}: returned 0 with lpNumberOfBytesSent ${sent.value}, expected ${used}`);
+        else check(sent.value === -7, `op ${op.index}: failed (${errno.value}) but lpNumberOfBytesSent was written (${sent.value})`);
+      });
+      inflight.push(p);
+      return p;
+    };
+
+    /** Records newly signalled events as completions, and resets them to catch a second one. */
+    const pollEvents = async (): Promise<void> => {
+      for (const op of ops) {
+        if (!op.ev) continue;
+        if ((await spi.WSAWaitForMultipleEvents(1, [op.ev], false, 0, false)) !== S.WSA_WAIT_EVENT_0) continue;
+        check(op.ov.Internal !== S.WSS_OPERATION_IN_PROGRESS, `op ${op.index}: event signalled while still pending`);
+        op.completions.push({ err: op.ov.OffsetHigh, cb: op.ov.InternalHigh, runner: 'event' });
+        spi.WSAResetEvent(op.ev);
+      }
+    };
+
+    const alert = async (th: S.SpiSession | S.SessionThread, ms: number): Promise<void> => {
+      runner = threadName(th);
+      await th.SleepEx(ms, true);
+      runner = 'none';
+    };
+
+    try {
+      if (sc.prefill > 0) await issue({ kind: 'send', issuer: 0, total: sc.prefill, cuts: [], method: 'routine-main', concurrent: false, badFlag: false }, take(sc.prefill));
+      for (const a of sc.actions) {
+        switch (a.kind) {
+          case 'send': {
+            const p = issue(a, take(a.total));
+            if (!a.concurrent) await p;
+            break;
+          }
+          case 'flush': {
+            const r = await spi.WSPIoctl(s, S.SIO_FLUSH, null, 0, null, 0, S.out(0), null, null, null, S.out(0));
+            if (r === 0) cancellations++;
+            break;
+          }
+          case 'exit': {
+            const th = exitable[a.thread - 2]!;
+            if (th.isAlive) {
+              await th.exit();
+              cancellations++;
+            }
+            break;
+          }
+          case 'close':
+            if (!closed) {
+              check((await spi.WSPCloseSocket(s, S.out(0))) === 0, 'WSPCloseSocket failed');
+              closed = true;
+              cancellations++;
+            }
+            break;
+          case 'alert':
+            await alert(a.thread === 0 ? spi : t1, a.ms);
+            break;
+          case 'sleep':
+            await sleep(a.ms);
+            break;
+        }
+        await pollEvents();
+      }
+      await Promise.all(inflight);
+      // Let everything drain: the peer reads freely now; run routines and watch events.
+      stopReader();
+      conn.socket.resume();
+      const accounted = (): boolean =>
+        ops.every((op) => {
+          if (op.ret === null) return false;
+          const live = op.ret === 0 || op.err === S.WSA_IO_PENDING;
+          if (!live) return true;
+          if (op.method === 'poll') return op.ov.Internal !== S.WSS_OPERATION_IN_PROGRESS;
+          return op.completions.length > 0;
+        });
+      const deadline = Date.now() + 8000;
+      while (Date.now() < deadline && !(accounted() && spi.pendingOperations === 0)) {
+        await alert(spi, 2);
+        await alert(t1, 2);
+        await pollEvents();
+      }
+      // One more round of everything: nothing may complete a second time.
+      await alert(spi, 5);
+      await alert(t1, 5);
+      await pollEvents();
+      check(spi.pendingOperations === 0, `${spi.pendingOperations} operations still pending after the drain`);
+
+      // Per-operation verdicts.
+      const expected: Buffer[] = [];
+      let partials = 0;
+      for (const op of ops) {
+        stats.ops++;
+        const tag = `op ${op.index} (${op.data.length} bytes, ${op.method}, by ${op.issuedBy}, returned ${op.ret}/${op.err})`;
+        const live = op.ret === 0 || op.err === S.WSA_IO_PENDING;
+        if (!live) {
+          stats.failed++;
+          check(op.completions.length === 0, `${tag}: failed at once but completed ${op.completions.length} time(s)`);
+          continue;
+        }
+        if (op.ret === 0) stats.immediate++;
+        else stats.pending++;
+        let err: number;
+        let cb: number;
+        if (op.method === 'poll') {
+          const cbOut = S.out(-1);
+          const eOut = S.out(0);
+          const r = await spi.WSPGetOverlappedResult(s, op.ov, cbOut, false, S.out(0), eOut);
+          err = r === S.TRUE ? 0 : eOut.value;
+          cb = cbOut.value;
+          check(err !== S.WSA_IO_INCOMPLETE, `${tag}: never completed`);
+        } else {
+          check(op.completions.length === 1, `${tag}: completed ${op.completions.length} times: ${JSON.stringify(op.completions)}`);
+          const c = op.completions[0]!;
+          err = c.err;
+          cb = c.cb;
+          if (op.target) check(c.runner === op.target, `${tag}: routine ran on ${c.runner}, expected ${op.target}`);
+        }
+        if (op.ret === 0) check(err === 0 && cb === op.data.length, `${tag}: returned 0 but completed with ${err}/${cb}`);
+        if (err === 0) {
+          check(cb === op.data.length, `${tag}: success with ${cb} bytes`);
+          expected.push(op.data);
+        } else {
+          stats.cancelled++;
+          check(err === S.WSA_OPERATION_ABORTED, `${tag}: completed with error ${err}, expected WSA_OPERATION_ABORTED`);
+          check(cb >= 0 && (cb < op.data.length || op.data.length === 0), `${tag}: cancelled with ${cb} bytes`);
+          if (cb > 0) partials++;
+          expected.push(op.data.subarray(0, cb));
+        }
+      }
+      stats.partial += partials;
+      check(partials <= cancellations, `${partials} cancelled operations sent part of their bytes, but there were only ${cancellations} cancellations`);
+
+      // The byte stream at the peer.
+      if (!closed) check((await spi.WSPCloseSocket(s, S.out(0))) === 0, 'final WSPCloseSocket failed');
+      closed = true;
+      const want = Buffer.concat(expected);
+      let timer: NodeJS.Timeout | undefined;
+      const ended = await Promise.race([conn.ended.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 8000)))]);
+      clearTimeout(timer);
+      check(ended, `the peer did not see FIN (received ${conn.received().length} of ${want.length} bytes)`);
+      const got = conn.received();
+      if (!got.equals(want)) {
+        let at = 0;
+        while (at < got.length && at < want.length && got[at] === want[at]) at++;
+        throw new PropertyFailure(`the peer received ${got.length} bytes, expected ${want.length}; first difference at byte ${at}`);
+      }
+      for (const op of ops) {
+        if (op.ev) {
+          check((await spi.WSAWaitForMultipleEvents(1, [op.ev], false, 0, false)) === S.WSA_WAIT_TIMEOUT, `op ${op.index}: event signalled a second time`);
+          spi.WSACloseEvent(op.ev);
+        }
+      }
+      stats.runs++;
+    } finally {
+      stopReader();
+      if (!closed) await spi.WSPCloseSocket(s, S.out(0));
+      for (const th of [t1, ...exitable]) await th.exit();
+      conn.socket.destroy();
+    }
+  };
+
+  const prop = fc.asyncProperty(scenarioArb, async (sc) => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new PropertyFailure(`run took longer than ${RUN_TIMEOUT_MS} ms`)), RUN_TIMEOUT_MS);
+    });
+    const began = Date.now();
+    try {
+      await Promise.race([runOnce(sc), timeout]);
+    } finally {
+      clearTimeout(timer);
+      stats.maxRunMs = Math.max(stats.maxRunMs, Date.now() - began);
+    }
+  });
+
+  const started = Date.now();
+  try {
+    await fc.assert(prop, { numRuns: 25, endOnFailure: true, interruptAfterTimeLimit: 80000, markInterruptAsFailure: true });
+    t.pass('25 random runs hold the properties');
+  } catch (err) {
+    t.fail((err as Error).message);
+  }
+  t.comment(`stats: ${JSON.stringify(stats)} in ${Date.now() - started} ms`);
+  // The scenarios must have exercised what they claim to.
+  t.ok(stats.pending > 0, `some operations were pending (${stats.pending})`);
+  t.ok(stats.immediate > 0, `some completed at once (${stats.immediate})`);
+  t.ok(stats.cancelled > 0, `some were cancelled (${stats.cancelled})`);
+  t.ok(stats.failed > 0, `some failed at once (${stats.failed})`);
+});
