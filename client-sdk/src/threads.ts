@@ -143,7 +143,8 @@ export class SpiThread {
       while (this.apcs.length > 0 && this.alive) {
         const apc = this.apcs.shift()!;
         try {
-          await this.host.locks.run(apc.socket, apc.run);
+          // A routine runs on this thread: calls it makes are issued by this thread.
+          await this.host.locks.run(apc.socket, () => issuingThread.run(this, apc.run));
         } catch (err) {
           this.host.routineFailed(err);
         }

@@ -2,6 +2,7 @@
  * The one place where Node / libuv errors become WSA codes. Every socket error the daemon
  * reports passes through wsaFromNodeError; the table is tested row by row.
  */
+import { constants } from 'node:os';
 import * as W from '@spiwire/proto';
 
 /** Node error code -> WSA code. */
@@ -53,4 +54,12 @@ export function wsaFromNodeError(err: unknown): number {
   const code = (err as NodeJS.ErrnoException | null)?.code;
   if (typeof code === 'string' && Object.prototype.hasOwnProperty.call(NODE_ERRNO_TO_WSA, code)) return NODE_ERRNO_TO_WSA[code]!;
   return DEFAULT_WSA_ERROR;
+}
+
+const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+
+/** A raw errno number from a C call (positive), mapped through the same table by its name. */
+export function wsaFromErrno(errno: number): number {
+  const name = ERRNO_NAMES.get(errno);
+  return name ? wsaFromNodeError({ code: name }) : DEFAULT_WSA_ERROR;
 }

@@ -4,3 +4,5 @@ export { parseConfig, defaultConfig, usage, SETTINGS, ConfigError } from './conf
 export { tokenMatches, bearerToken, isLoopbackHost } from './security.js';
 export { TransportBuffer, type SendOp, type StreamSink } from './sockets/transport-buffer.js';
 export { checkSocketTriple } from './spi/methods.js';
+export { libc, fdOf } from './native/libc.js';
+export { wsaFromErrno } from './errno-map.js';

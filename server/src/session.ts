@@ -25,6 +25,8 @@ interface PendingOp {
   sock: EmulatedSocket;
   thread: number;
   cancel?: (errno: number) => void;
+  /** A cancellation that arrived while the operation was still starting; applied once it is pending. */
+  cancelWith?: number;
 }
 
 export class Session implements SpiSession {
@@ -289,7 +291,10 @@ export class Session implements SpiSession {
     };
     let st: OverlappedStart;
     try {
-      st = await start(done);
+      // Synchronous starts stay synchronous, so no other request can slip in before the
+      // operation is registered as cancellable.
+      const started = start(done);
+      st = started instanceof Promise ? await started : started;
     } catch (err) {
       this.forget(ov.op, sock.handle);
       throw err;
@@ -298,6 +303,7 @@ export class Session implements SpiSession {
     const answer: Answer = st.outcome;
     if (st.outcome.errno === P.WSA_IO_PENDING) {
       if (st.cancel) entry.cancel = st.cancel;
+      if (entry.cancelWith !== undefined) entry.cancel?.(entry.cancelWith);
     } else if (early === null) {
       // Failed at once: no completion of any kind.
       this.forget(ov.op, sock.handle);
@@ -321,8 +327,9 @@ export class Session implements SpiSession {
   threadExit(thread: number): Outcome {
     let cancelled = 0;
     for (const entry of [...this.ops.values()]) {
-      if (entry.thread !== thread || !entry.cancel) continue;
-      entry.cancel(P.WSA_OPERATION_ABORTED);
+      if (entry.thread !== thread) continue;
+      if (entry.cancel) entry.cancel(P.WSA_OPERATION_ABORTED);
+      else entry.cancelWith = P.WSA_OPERATION_ABORTED;
       cancelled++;
     }
     return { ret: 0, errno: 0, cancelled };

@@ -67,6 +67,14 @@ export abstract class EmulatedSocket {
   sndBuf: number;
   rcvBuf: number;
   broadcast = false;
+  /** Set explicitly with WSPSetSockOpt: then the kernel buffer is sized too (not for defaults). */
+  sndBufSet = false;
+  rcvBufSet = false;
+  keepAlive = false;
+  oobInline = false;
+  noDelay = false;
+  dontRoute = false;
+  linger = { onoff: 0, seconds: 0 };
   sendShut = false;
   recvShut = false;
   /** The error SO_ERROR returns (and clears). */
@@ -196,7 +204,7 @@ export abstract class EmulatedSocket {
   abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null): Promise<Outcome>;
   abstract recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome>;
   /** An overlapped send: completes at once, fails at once, or is pending (FIFO behind older sends). */
-  abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, thread: number, done: CompleteFn): Promise<OverlappedStart>;
+  abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, thread: number, done: CompleteFn): OverlappedStart | Promise<OverlappedStart>;
   abstract recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): OverlappedStart;
   /** SIO_FLUSH: discards queued sends not yet taken into the transport buffer. Returns how many. */
   abstract flushSends(): number;
@@ -212,6 +220,8 @@ export abstract class EmulatedSocket {
   abstract readable(): number;
   /** Applies SO_SNDBUF / SO_RCVBUF changes to the transport. */
   abstract applyBuffers(): void;
+  /** Applies SO_KEEPALIVE, SO_OOBINLINE, SO_LINGER, SO_DONTROUTE and TCP_NODELAY to the real socket where it can. */
+  abstract applyOptions(): void;
   /** The largest datagram (SO_MAX_MSG_SIZE), or null when the option has no meaning (streams). */
   abstract maxMessageSize(): number | null;
 

@@ -2,7 +2,8 @@
 import * as net from 'node:net';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
-import { wsaFromNodeError } from '../errno-map.js';
+import { wsaFromErrno, wsaFromNodeError } from '../errno-map.js';
+import { fdOf, libc } from '../native/libc.js';
 import { fail, ok, type Outcome } from '../outcome.js';
 import { EmulatedSocket, type CompleteFn, type OverlappedStart, type SocketContext } from './emulated-socket.js';
 import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
@@ -43,6 +44,13 @@ export class TcpSocket extends EmulatedSocket {
     this.nonBlocking = parent.nonBlocking;
     this.sndBuf = parent.sndBuf;
     this.rcvBuf = parent.rcvBuf;
+    this.sndBufSet = parent.sndBufSet;
+    this.rcvBufSet = parent.rcvBufSet;
+    this.keepAlive = parent.keepAlive;
+    this.oobInline = parent.oobInline;
+    this.noDelay = parent.noDelay;
+    this.dontRoute = parent.dontRoute;
+    this.linger = { ...parent.linger };
     this.moveTo('connected');
     this.wire(conn);
   }
@@ -183,6 +191,16 @@ export class TcpSocket extends EmulatedSocket {
       },
       cork: () => conn.cork(),
       uncork: () => conn.uncork(),
+      sendUrgent: (chunk) => {
+        const native = libc();
+        const fd = fdOf(conn as unknown as { _handle?: { fd?: number } });
+        if (!native || fd === null) throw Object.assign(new Error('urgent data unavailable'), { code: 'EOPNOTSUPP' });
+        const n = native.send(fd, chunk, native.c.MSG_OOB);
+        if (n >= 0) return n;
+        if (-n === native.c.EAGAIN || -n === native.c.EWOULDBLOCK) return -1;
+        this.breakWith(wsaFromErrno(-n));
+        return -1;
+      },
     };
     this.tx = new TransportBuffer(sink, this.sndBuf, () => this.afterDrainStep());
     conn.on('data', (chunk: Buffer) => {
@@ -206,6 +224,8 @@ export class TcpSocket extends EmulatedSocket {
       if (!this.closed && !this.failure && !(this.peerFinished && this.sendShut)) this.breakWith(W.WSAECONNRESET);
     });
     conn.resume();
+    this.applyBuffers();
+    this.applyOptions();
   }
 
   /** The connection broke: every waiting send and receive learns why. */
@@ -227,8 +247,9 @@ export class TcpSocket extends EmulatedSocket {
   /** Why a send cannot start at all, or null when it can. */
   private sendPrecheck(flags: number): Outcome | null {
     if ((flags & ~TCP_SEND_FLAGS) !== 0) return fail(W.WSAEOPNOTSUPP);
-    // TCP has no XP1_PARTIAL_MESSAGE; MSG_OOB needs urgent data, which this build cannot send.
-    if (flags & (W.MSG_PARTIAL | W.MSG_OOB)) return fail(W.WSAEOPNOTSUPP);
+    // TCP has no XP1_PARTIAL_MESSAGE; MSG_OOB needs the C library's send(), loaded through koffi.
+    if (flags & W.MSG_PARTIAL) return fail(W.WSAEOPNOTSUPP);
+    if (flags & W.MSG_OOB && !libc()) return fail(W.WSAEOPNOTSUPP);
     if (this.sendShut) return fail(W.WSAESHUTDOWN);
     if (this.failure) return fail(this.failure);
     if (this.state !== 'connected' || !this.tx) return fail(W.WSAENOTCONN);
@@ -240,9 +261,11 @@ export class TcpSocket extends EmulatedSocket {
     if (bad) return Promise.resolve(bad);
     const total = byteLength(buffers);
     const tx = this.tx!;
+    const urgent = (flags & W.MSG_OOB) !== 0;
     if (this.nonBlocking) {
       if (total === 0) return Promise.resolve(ok({ bytesSent: 0 }));
-      const n = tx.acceptNow(buffers, total);
+      const n = tx.acceptNow(buffers, total, urgent);
+      if (this.failure) return Promise.resolve(fail(this.failure));
       return Promise.resolve(n > 0 ? ok({ bytesSent: n }) : fail(W.WSAEWOULDBLOCK));
     }
     return new Promise<Outcome>((resolve) => {
@@ -251,25 +274,27 @@ export class TcpSocket extends EmulatedSocket {
         total,
         thread: 0,
         overlapped: false,
+        urgent,
         complete: (errno) => resolve(errno === 0 ? ok({ bytesSent: total }) : fail(errno)),
       });
     });
   }
 
-  sendOverlapped(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, thread: number, done: CompleteFn): Promise<OverlappedStart> {
+  sendOverlapped(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, thread: number, done: CompleteFn): OverlappedStart {
     const bad = this.sendPrecheck(flags);
-    if (bad) return Promise.resolve({ outcome: bad });
+    if (bad) return { outcome: bad };
     const total = byteLength(buffers);
     const tx = this.tx!;
+    const urgent = (flags & W.MSG_OOB) !== 0;
     // Completes at once only when every byte fits now, behind no older send.
-    if (tx.fitsNow(total)) {
+    if (!urgent && tx.fitsNow(total)) {
       tx.acceptNow(buffers, total);
       done(0, total);
-      return Promise.resolve({ outcome: ok({ bytesSent: total }) });
+      return { outcome: ok({ bytesSent: total }) };
     }
-    const op: SendOp = { chunks: buffers, total, thread, overlapped: true, complete: (errno, bytes) => done(errno, errno === 0 ? total : bytes) };
+    const op: SendOp = { chunks: buffers, total, thread, overlapped: true, urgent, complete: (errno, bytes) => done(errno, errno === 0 ? total : bytes) };
     tx.submit(op);
-    return Promise.resolve({ outcome: fail(W.WSA_IO_PENDING), cancel: (errno) => tx.cancel(errno, (o) => o === op) });
+    return { outcome: fail(W.WSA_IO_PENDING), cancel: (errno) => tx.cancel(errno, (o) => o === op) };
   }
 
   flushSends(): number {
@@ -405,6 +430,26 @@ export class TcpSocket extends EmulatedSocket {
   applyBuffers(): void {
     if (this.tx) this.tx.capacity = this.sndBuf;
     if (this.conn?.isPaused() && this.rxBytes < Math.max(this.rcvBuf, 1)) this.conn.resume();
+    // An explicit SO_SNDBUF / SO_RCVBUF also sizes the kernel's buffers, so backpressure shows
+    // after a few kilobytes rather than after the megabytes loopback autotuning allows.
+    const native = libc();
+    const fd = fdOf(this.conn as unknown as { _handle?: { fd?: number } });
+    if (!native || fd === null) return;
+    if (this.sndBufSet) native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_SNDBUF, this.sndBuf);
+    if (this.rcvBufSet) native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_RCVBUF, this.rcvBuf);
+  }
+
+  applyOptions(): void {
+    const conn = this.conn;
+    if (!conn || conn.destroyed) return;
+    conn.setKeepAlive(this.keepAlive);
+    conn.setNoDelay(this.noDelay);
+    const native = libc();
+    const fd = fdOf(conn as unknown as { _handle?: { fd?: number } });
+    if (!native || fd === null) return;
+    native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_OOBINLINE, this.oobInline ? 1 : 0);
+    native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_DONTROUTE, this.dontRoute ? 1 : 0);
+    native.setLinger(fd, this.linger.onoff ? 1 : 0, this.linger.seconds);
   }
 
   maxMessageSize(): number | null {

@@ -14,6 +14,11 @@ export interface StreamSink {
   write(chunk: Uint8Array, done: (err?: Error | null) => void): void;
   cork(): void;
   uncork(): void;
+  /**
+   * Sends bytes as TCP urgent data straight to the kernel (MSG_OOB): the byte count written,
+   * or -1 when the kernel buffer is full. Throws for a broken connection.
+   */
+  sendUrgent?(chunk: Uint8Array): number;
 }
 
 export interface SendOp {
@@ -23,6 +28,8 @@ export interface SendOp {
   readonly thread: number;
   /** An overlapped operation (completes through the caller's completion method) or a blocking call. */
   readonly overlapped: boolean;
+  /** MSG_OOB: sent as urgent data once every earlier byte has reached the kernel. */
+  readonly urgent?: boolean;
   /** Called exactly once: errno 0 with total bytes, or a WSA code with the bytes accepted so far. */
   complete(errno: number, bytes: number): void;
 }
@@ -86,8 +93,13 @@ export class TransportBuffer {
    * A nonblocking send under the reference policy: takes as many bytes as fit now, across buffer
    * boundaries, and returns that count (0 when none fit or older sends are still queued).
    */
-  acceptNow(chunks: readonly Uint8Array[], total: number): number {
+  acceptNow(chunks: readonly Uint8Array[], total: number, urgent = false): number {
     if (this.queue.length > 0) return 0;
+    if (urgent) {
+      // Urgent data goes to the kernel directly, so nothing may still be on its way there.
+      if (this.inKernelHandoff > 0 || !this.sink.sendUrgent) return 0;
+      return Math.max(0, this.sink.sendUrgent(flatten(chunks, total)));
+    }
     const n = Math.min(this.room(), total);
     if (n === 0) return 0;
     this.sink.cork();
@@ -105,6 +117,17 @@ export class TransportBuffer {
   /** True when a whole send of this size would be accepted at once. */
   fitsNow(total: number): boolean {
     return this.queue.length === 0 && this.room() >= total;
+  }
+
+  private retryTimer: NodeJS.Timeout | null = null;
+
+  /** The kernel had no room for urgent data; try again shortly (nothing else would wake the queue). */
+  private retryLater(): void {
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.pump();
+    }, 1);
   }
 
   /** Queues an operation behind older ones; it may complete before this returns. */
@@ -142,6 +165,24 @@ export class TransportBuffer {
     try {
       while (this.queue.length > 0) {
         const q = this.queue[0]!;
+        if (q.op.urgent) {
+          if (this.inKernelHandoff > 0 || !this.sink.sendUrgent) break;
+          const rest = flatten(q.op.chunks, q.op.total).subarray(q.accepted);
+          const n = rest.length === 0 ? 0 : this.sink.sendUrgent(rest);
+          if (n < 0) {
+            this.retryLater();
+            break;
+          }
+          q.accepted += n;
+          this.queuedBytes -= n;
+          if (q.accepted < q.op.total) {
+            this.retryLater();
+            break;
+          }
+          this.queue.shift();
+          q.op.complete(0, q.op.total);
+          continue;
+        }
         let room = this.room();
         if (room === 0 && q.accepted < q.op.total) break;
         while (q.accepted < q.op.total && room > 0) {
@@ -180,3 +221,13 @@ export class TransportBuffer {
   }
 }
 
+function flatten(chunks: readonly Uint8Array[], total: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}

@@ -268,6 +268,10 @@ export class UdpSocket extends EmulatedSocket {
     }
   }
 
+  applyOptions(): void {
+    // node:dgram exposes no descriptor: SO_DONTROUTE is recorded and reads back, nothing more.
+  }
+
   maxMessageSize(): number {
     return this.af === W.AF_INET6 ? W.UDP_MAX_MSG_SIZE_V6 : W.UDP_MAX_MSG_SIZE_V4;
   }

@@ -15,41 +15,91 @@ export function dwordBytes(n: number): Uint8Array {
   return b;
 }
 
+const SETTABLE = new Set([W.SO_SNDBUF, W.SO_RCVBUF, W.SO_BROADCAST, W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER, W.SO_DONTROUTE]);
+/** Options with a meaning only on stream sockets. */
+const STREAM_ONLY = new Set([W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER]);
+
 export function setSockOpt(sock: EmulatedSocket, level: number, optname: number, optval: Uint8Array | null, optlen: number): Outcome {
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(W.WSAEINVAL);
-  if (level === W.IPPROTO_TCP) return fail(W.WSAENOPROTOOPT);
-  switch (optname) {
-    case W.SO_SNDBUF:
-    case W.SO_RCVBUF:
-    case W.SO_BROADCAST:
-      break;
-    default:
-      // Read-only options (SO_TYPE, SO_ERROR, SO_MAX_MSG_SIZE) and unknown ones.
-      return fail(W.WSAENOPROTOOPT);
+  if (level === W.IPPROTO_TCP) {
+    if (optname !== W.TCP_NODELAY || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
+    if (!optval || optlen < DWORD || optval.length < DWORD) return fail(W.WSAEFAULT);
+    sock.noDelay = readDword(optval) !== 0;
+    sock.applyOptions();
+    return ok();
   }
+  // Read-only options (SO_TYPE, SO_ERROR, SO_MAX_MSG_SIZE, SO_PROTOCOL_INFOW) and unknown ones.
+  if (!SETTABLE.has(optname)) return fail(W.WSAENOPROTOOPT);
+  if (STREAM_ONLY.has(optname) && sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
+  if (optname === W.SO_BROADCAST && sock.type !== W.SOCK_DGRAM) return fail(W.WSAENOPROTOOPT);
   if (!optval || optlen < DWORD || optval.length < DWORD) return fail(W.WSAEFAULT);
   const v = readDword(optval);
   switch (optname) {
     case W.SO_SNDBUF:
     case W.SO_RCVBUF:
       if (v < 0) return fail(W.WSAEINVAL);
-      if (optname === W.SO_SNDBUF) sock.sndBuf = v;
-      else sock.rcvBuf = v;
+      if (optname === W.SO_SNDBUF) {
+        sock.sndBuf = v;
+        sock.sndBufSet = true;
+      } else {
+        sock.rcvBuf = v;
+        sock.rcvBufSet = true;
+      }
       sock.applyBuffers();
       return ok();
     case W.SO_BROADCAST:
-      if (sock.type !== W.SOCK_DGRAM) return fail(W.WSAENOPROTOOPT);
       sock.broadcast = v !== 0;
       return ok();
+    case W.SO_LINGER: {
+      // struct linger { u_short l_onoff; u_short l_linger; }
+      const dv = new DataView(optval.buffer, optval.byteOffset, 4);
+      sock.linger = { onoff: dv.getUint16(0, true), seconds: dv.getUint16(2, true) };
+      break;
+    }
+    case W.SO_KEEPALIVE:
+      sock.keepAlive = v !== 0;
+      break;
+    case W.SO_OOBINLINE:
+      sock.oobInline = v !== 0;
+      break;
+    case W.SO_DONTROUTE:
+      sock.dontRoute = v !== 0;
+      break;
   }
-  return fail(W.WSAENOPROTOOPT);
+  sock.applyOptions();
+  return ok();
+}
+
+function lingerBytes(l: { onoff: number; seconds: number }): Uint8Array {
+  const b = new Uint8Array(4);
+  const dv = new DataView(b.buffer);
+  dv.setUint16(0, l.onoff, true);
+  dv.setUint16(2, l.seconds, true);
+  return b;
 }
 
 export function getSockOpt(sock: EmulatedSocket, level: number, optname: number, optlen: number): Outcome {
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(W.WSAEINVAL);
-  if (level === W.IPPROTO_TCP) return fail(W.WSAENOPROTOOPT);
+  if (level === W.IPPROTO_TCP) {
+    if (optname !== W.TCP_NODELAY || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
+    if (optlen < DWORD) return fail(W.WSAEFAULT);
+    return ok({ optval: dwordBytes(sock.noDelay ? 1 : 0), optlen: DWORD });
+  }
+  if (STREAM_ONLY.has(optname) && sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
   let value: number;
   switch (optname) {
+    case W.SO_LINGER:
+      if (optlen < DWORD) return fail(W.WSAEFAULT);
+      return ok({ optval: lingerBytes(sock.linger), optlen: DWORD });
+    case W.SO_KEEPALIVE:
+      value = sock.keepAlive ? 1 : 0;
+      break;
+    case W.SO_OOBINLINE:
+      value = sock.oobInline ? 1 : 0;
+      break;
+    case W.SO_DONTROUTE:
+      value = sock.dontRoute ? 1 : 0;
+      break;
     case W.SO_SNDBUF:
       value = sock.sndBuf;
       break;

@@ -1,0 +1,125 @@
+/**
+ * The few C library calls Node has no API for: send() with MSG_OOB (TCP urgent data) and
+ * setsockopt()/getsockopt() on a socket's descriptor. Loaded lazily through koffi, a prebuilt FFI
+ * package; where it cannot load (or the platform is not Linux or macOS) libc() returns null and
+ * the features that need it report WSAEOPNOTSUPP or fall back to Node's own APIs.
+ */
+import { createRequire } from 'node:module';
+
+/** Platform values of the socket constants spiwire passes to the C library. */
+export interface NativeConstants {
+  SOL_SOCKET: number;
+  SO_SNDBUF: number;
+  SO_RCVBUF: number;
+  SO_KEEPALIVE: number;
+  SO_OOBINLINE: number;
+  SO_LINGER: number;
+  SO_DONTROUTE: number;
+  IPPROTO_TCP: number;
+  TCP_NODELAY: number;
+  MSG_OOB: number;
+  MSG_DONTROUTE: number;
+  EAGAIN: number;
+  EINVAL: number;
+  EWOULDBLOCK: number;
+}
+
+const LINUX: NativeConstants = {
+  SOL_SOCKET: 1,
+  SO_SNDBUF: 7,
+  SO_RCVBUF: 8,
+  SO_KEEPALIVE: 9,
+  SO_OOBINLINE: 10,
+  SO_LINGER: 13,
+  SO_DONTROUTE: 5,
+  IPPROTO_TCP: 6,
+  TCP_NODELAY: 1,
+  MSG_OOB: 1,
+  MSG_DONTROUTE: 4,
+  EAGAIN: 11,
+  EINVAL: 22,
+  EWOULDBLOCK: 11,
+};
+
+const DARWIN: NativeConstants = {
+  SOL_SOCKET: 0xffff,
+  SO_SNDBUF: 0x1001,
+  SO_RCVBUF: 0x1002,
+  SO_KEEPALIVE: 0x0008,
+  SO_OOBINLINE: 0x0100,
+  SO_LINGER: 0x0080,
+  SO_DONTROUTE: 0x0010,
+  IPPROTO_TCP: 6,
+  TCP_NODELAY: 1,
+  MSG_OOB: 1,
+  MSG_DONTROUTE: 4,
+  EAGAIN: 35,
+  EINVAL: 22,
+  EWOULDBLOCK: 35,
+};
+
+export interface Libc {
+  readonly c: NativeConstants;
+  /** send(2); returns the byte count, or -errno. */
+  send(fd: number, data: Uint8Array, flags: number): number;
+  /** recv(2) into buf; returns the byte count, or -errno. */
+  recv(fd: number, buf: Uint8Array, flags: number): number;
+  /** setsockopt(2) with an int value; returns 0 or -errno. */
+  setInt(fd: number, level: number, name: number, value: number): number;
+  /** getsockopt(2) of an int value; returns the value, or null on failure. */
+  getInt(fd: number, level: number, name: number): number | null;
+  /** setsockopt(SO_LINGER) with struct linger { int l_onoff; int l_linger; }. */
+  setLinger(fd: number, onoff: number, seconds: number): number;
+}
+
+let loaded: Libc | null | undefined;
+
+export function libc(): Libc | null {
+  if (loaded !== undefined) return loaded;
+  loaded = null;
+  const c = process.platform === 'linux' ? LINUX : process.platform === 'darwin' ? DARWIN : null;
+  if (!c || process.env['SPIWIRE_NO_NATIVE']) return null;
+  try {
+    const require = createRequire(import.meta.url);
+    const koffi = require('koffi') as {
+      load(name: string): { func(sig: string): (...args: unknown[]) => unknown };
+      errno(): number;
+    };
+    const lib = koffi.load(process.platform === 'linux' ? 'libc.so.6' : 'libSystem.B.dylib');
+    const send = lib.func('long send(int, const void *, size_t, int)');
+    const recv = lib.func('long recv(int, _Out_ void *, size_t, int)');
+    const setsockopt = lib.func('int setsockopt(int, int, int, const void *, uint32_t)');
+    const getsockopt = lib.func('int getsockopt(int, int, int, _Out_ void *, _Inout_ uint32_t *)');
+    const err = (r: number): number => (r < 0 ? -koffi.errno() : r);
+    loaded = {
+      c,
+      send: (fd, data, flags) => err(Number(send(fd, data, data.length, flags))),
+      recv: (fd, buf, flags) => err(Number(recv(fd, buf, buf.length, flags))),
+      setInt(fd, level, name, value) {
+        const b = Buffer.alloc(4);
+        b.writeInt32LE(value);
+        return err(setsockopt(fd, level, name, b, 4) as number);
+      },
+      getInt(fd, level, name) {
+        const b = Buffer.alloc(4);
+        const len = [4];
+        return (getsockopt(fd, level, name, b, len) as number) === 0 ? b.readInt32LE() : null;
+      },
+      setLinger(fd, onoff, seconds) {
+        const b = Buffer.alloc(8);
+        b.writeInt32LE(onoff, 0);
+        b.writeInt32LE(seconds, 4);
+        return err(setsockopt(fd, c.SOL_SOCKET, c.SO_LINGER, b, 8) as number);
+      },
+    };
+  } catch {
+    loaded = null;
+  }
+  return loaded;
+}
+
+/** The file descriptor under a connected node:net socket, or null (Windows, or not yet open). */
+export function fdOf(sock: { _handle?: { fd?: number } | null } | null | undefined): number | null {
+  const fd = sock?._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : null;
+}

@@ -1,0 +1,121 @@
+/**
+ * What needs the C library: MSG_OOB as real TCP urgent data, and SO_SNDBUF / SO_RCVBUF sizing the
+ * kernel buffers, over real loopback connections to node:net peers.
+ */
+import t from 'tap';
+import * as S from '@spiwire/client';
+import { fdOf, libc } from '@spiwire/server/internals';
+import { FAMILIES, connectedTcp, daemon, dword, readDword, send, session, setNonBlocking, sleep, tcpPeer } from '../helpers/harness.js';
+
+const native = libc();
+
+for (const f of FAMILIES) {
+  t.test(`${f}: MSG_OOB sends urgent data after every earlier byte (peer with SO_OOBINLINE)`, { skip: native ? false : 'the C library cannot be loaded here' }, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    // The peer reads urgent data inline, so it lands in the ordinary stream at its place.
+    const fd = fdOf(conn.socket as unknown as { _handle?: { fd?: number } })!;
+    t.equal(native!.setInt(fd, native!.c.SOL_SOCKET, native!.c.SO_OOBINLINE, 1), 0);
+    t.same((await send(spi, s, [Buffer.from('normal-1 ')])).slice(0, 2), [0, 0]);
+    t.same((await send(spi, s, [Buffer.from('normal-2 ')])).slice(0, 2), [0, 0]);
+    const [r, , n] = await send(spi, s, [Buffer.from('!')], S.MSG_OOB);
+    t.same([r, n], [0, 1], 'WSPSend with MSG_OOB succeeds');
+    t.same((await send(spi, s, [Buffer.from(' after')])).slice(0, 2), [0, 0]);
+    t.equal((await conn.waitFor(25)).toString(), 'normal-1 normal-2 ! after', 'the urgent byte follows every normal byte sent before it');
+  });
+
+  t.test(`${f}: MSG_OOB data is readable out of band by a peer without SO_OOBINLINE`, { skip: native ? false : 'the C library cannot be loaded here' }, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const fd = fdOf(conn.socket as unknown as { _handle?: { fd?: number } })!;
+    t.same((await send(spi, s, [Buffer.from('abc')])).slice(0, 2), [0, 0]);
+    t.same((await send(spi, s, [Buffer.from('Z')], S.MSG_OOB)).slice(0, 2), [0, 0]);
+    await conn.waitFor(3);
+    const oob = Buffer.alloc(1);
+    let got = -1;
+    for (let i = 0; i < 100 && got < 0; i++) {
+      got = native!.recv(fd, oob, native!.c.MSG_OOB);
+      if (got < 0) await sleep(10);
+    }
+    t.equal(got, 1, 'recv(MSG_OOB) at the peer returns the urgent byte');
+    t.equal(oob.toString(), 'Z');
+    await sleep(50);
+    t.equal(conn.received().toString(), 'abc', 'the urgent byte is not in the ordinary stream');
+  });
+
+  t.test(`${f}: MSG_OOB on UDP is WSAEOPNOTSUPP`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const e = S.out(0);
+    const s = await spi.WSPSocket(f === 'ipv4' ? S.AF_INET : S.AF_INET6, S.SOCK_DGRAM, 0, null, 0, 0, e);
+    const to = { family: f === 'ipv4' ? S.AF_INET : S.AF_INET6, address: f === 'ipv4' ? '127.0.0.1' : '::1', port: 9 };
+    t.equal(await spi.WSPSendTo(s, [S.wsabuf('x')], 1, S.out(0), S.MSG_OOB, to, f === 'ipv4' ? 16 : 28, null, null, null, e), S.SOCKET_ERROR);
+    t.equal(e.value, S.WSAEOPNOTSUPP);
+  });
+
+  t.test(`${f}: SO_SNDBUF sizes the kernel buffer too: WSAEWOULDBLOCK after a few kilobytes`, { skip: native ? false : 'the C library cannot be loaded here' }, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f, { paused: true });
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const peerFd = fdOf(conn.socket as unknown as { _handle?: { fd?: number } })!;
+    native!.setInt(peerFd, native!.c.SOL_SOCKET, native!.c.SO_RCVBUF, 4096);
+    const e = S.out(0);
+    t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_SNDBUF, dword(4096), 4, e), 0);
+    const v = new Uint8Array(4);
+    const len = S.out(4);
+    t.equal(await spi.WSPGetSockOpt(s, S.SOL_SOCKET, S.SO_SNDBUF, v, len, e), 0);
+    t.equal(readDword(v), 4096, 'reads back what was set');
+    await setNonBlocking(spi, s, true);
+    let accepted = 0;
+    let blocked = false;
+    for (let i = 0; i < 200 && !blocked; i++) {
+      const [r, err, n] = await send(spi, s, [Buffer.alloc(1024, 1)]);
+      if (r === 0) accepted += n;
+      else {
+        t.equal(err, S.WSAEWOULDBLOCK);
+        blocked = true;
+      }
+      if (i % 20 === 19) await sleep(5);
+    }
+    t.ok(blocked, 'the sender blocked');
+    t.ok(accepted < 200 * 1024, `only ${accepted} bytes were accepted before WSAEWOULDBLOCK`);
+    conn.socket.resume();
+    t.equal((await conn.waitFor(accepted)).length, accepted, 'the peer gets every accepted byte once it reads');
+  });
+}
+
+t.test('TCP options reach the real socket and read back', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s } = await connectedTcp(spi, 'ipv4', peer);
+  const e = S.out(0);
+  for (const [level, name] of [
+    [S.SOL_SOCKET, S.SO_KEEPALIVE],
+    [S.SOL_SOCKET, S.SO_OOBINLINE],
+    [S.SOL_SOCKET, S.SO_DONTROUTE],
+    [S.IPPROTO_TCP, S.TCP_NODELAY],
+  ] as const) {
+    t.equal(await spi.WSPSetSockOpt(s, level, name, dword(1), 4, e), 0, `set ${name}`);
+    const v = new Uint8Array(4);
+    t.equal(await spi.WSPGetSockOpt(s, level, name, v, S.out(4), e), 0);
+    t.equal(readDword(v), 1, `option ${name} reads back TRUE`);
+  }
+  const linger = new Uint8Array([1, 0, 5, 0]);
+  t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_LINGER, linger, 4, e), 0);
+  const lv = new Uint8Array(4);
+  t.equal(await spi.WSPGetSockOpt(s, S.SOL_SOCKET, S.SO_LINGER, lv, S.out(4), e), 0);
+  t.same([...lv], [1, 0, 5, 0], 'SO_LINGER reads back { l_onoff 1, l_linger 5 }');
+  t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_LINGER, linger, 2, e), S.SOCKET_ERROR);
+  t.equal(e.value, S.WSAEFAULT, 'optlen under 4: WSAEFAULT');
+  const u = await spi.WSPSocket(S.AF_INET, S.SOCK_DGRAM, 0, null, 0, 0, e);
+  t.equal(await spi.WSPSetSockOpt(u, S.IPPROTO_TCP, S.TCP_NODELAY, dword(1), 4, e), S.SOCKET_ERROR);
+  t.equal(e.value, S.WSAENOPROTOOPT, 'TCP_NODELAY on UDP: WSAENOPROTOOPT');
+  t.equal(await spi.WSPSetSockOpt(u, S.SOL_SOCKET, S.SO_KEEPALIVE, dword(1), 4, e), S.SOCKET_ERROR);
+  t.equal(e.value, S.WSAENOPROTOOPT, 'SO_KEEPALIVE on UDP: WSAENOPROTOOPT');
+});
