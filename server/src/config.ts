@@ -70,6 +70,8 @@ export class ConfigError extends Error {
   }
 }
 
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
 /** Upper bounds of integer settings; anything else may go up to 2^53 - 1. */
 const INT_MAX: Partial<Record<keyof DaemonConfig, number>> = { port: 65535 };
 
@@ -123,6 +125,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
     apply(cfg, s, value, name);
   }
   if (cfg.token === '') cfg.token = undefined;
+  if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level / SPIWIRE_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(cfg.logLevel)}`);
   try {
     AllowList.parse(cfg.allow);
   } catch (err) {

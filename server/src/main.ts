@@ -43,7 +43,10 @@ async function main(): Promise<void> {
     log.fatal({ err: (err as Error).message }, 'cannot start');
     process.exit(1);
   }
-  log.info({ url: daemon.url, tokenRequired: cfg.token !== undefined }, `spiwire listening; connect clients to ${daemon.url}`);
+  // On the any address, name a URL that works from this machine and say that others can reach it too.
+  const any = cfg.host === '0.0.0.0' || cfg.host === '::';
+  const url = any ? daemon.url.replace(/\/\/(0\.0\.0\.0|\[::\])/, cfg.host === '::' ? '//[::1]' : '//127.0.0.1') : daemon.url;
+  log.info({ url, listen: `${cfg.host}:${daemon.port}`, tokenRequired: cfg.token !== undefined }, `spiwire listening; connect clients to ${url}${any ? ' (or this host\'s address from elsewhere)' : ''}`);
   if (!hasBufferUtil()) log.warn('bufferutil is not available: WebSocket frames are masked in JavaScript, which caps bulk throughput');
   let stopping = false;
   const stop = (signal: string): void => {

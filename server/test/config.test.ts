@@ -30,6 +30,11 @@ function sample(t: Test, s: Setting, variant: number): { raw: string; want: unkn
     case 'string':
       // The allow-list is checked when parsed, so it needs a real rule.
       if (s.key === 'allow') return { raw: `10.${variant}.0.0/16`, want: `10.${variant}.0.0/16` };
+      // So is the log level.
+      if (s.key === 'logLevel') {
+        const level = ['debug', 'warn', 'error', 'trace'][variant % 4]!;
+        return { raw: level, want: level };
+      }
       // host, token and log level take any string; the value is passed through untouched.
       return { raw: `v${variant}-${s.key}`, want: `v${variant}-${s.key}` };
     case 'list':
@@ -186,6 +191,11 @@ t.test('an empty or blank integer is not 0', async (t) => {
     configError(t, () => parseConfig([s.flag, ' '], {}), `${s.flag} " " (blank)`);
     configError(t, () => parseConfig([], { [s.env]: ' ' }), `${s.env}=" " (blank)`);
   }
+});
+
+t.test('an unknown log level is a ConfigError at parse time', async (t) => {
+  configError(t, () => parseConfig(['--log-level', 'bogus'], {}), '--log-level bogus');
+  configError(t, () => parseConfig([], { SPIWIRE_LOG_LEVEL: 'loud' }), 'SPIWIRE_LOG_LEVEL=loud');
 });
 
 t.test('a bad allow-list is a ConfigError at parse time', async (t) => {
