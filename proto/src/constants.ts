@@ -53,6 +53,12 @@ export const SO_MAX_MSG_SIZE = 0x2003;
 export const SO_PROTOCOL_INFOA = 0x2004;
 export const SO_PROTOCOL_INFOW = 0x2005;
 export const TCP_NODELAY = 0x0001;
+/** IPPROTO_TCP options (Windows values): keep-alive idle time (seconds), probe count, probe interval (seconds), and the maximum retransmission time (seconds). */
+export const TCP_KEEPALIVE = 3;
+export const TCP_KEEPIDLE = 3;
+export const TCP_MAXRT = 5;
+export const TCP_KEEPCNT = 16;
+export const TCP_KEEPINTVL = 17;
 
 // WSPShutdown how.
 export const SD_RECEIVE = 0;
@@ -64,6 +70,8 @@ export const FIONBIO = 0x8004667e;
 export const FIONREAD = 0x4004667f;
 export const SIOCATMARK = 0x40047307;
 export const SIO_FLUSH = 0x28000004;
+/** struct tcp_keepalive { ULONG onoff; ULONG keepalivetime; ULONG keepaliveinterval; } (milliseconds). */
+export const SIO_KEEPALIVE_VALS = 0x98000004;
 
 // Network events (WSPEventSelect, issue 4).
 export const FD_READ = 0x01;

@@ -17,6 +17,11 @@ export interface NativeConstants {
   SO_DONTROUTE: number;
   IPPROTO_TCP: number;
   TCP_NODELAY: number;
+  TCP_KEEPIDLE: number;
+  TCP_KEEPINTVL: number;
+  TCP_KEEPCNT: number;
+  /** 0 where the platform has no TCP_USER_TIMEOUT. */
+  TCP_USER_TIMEOUT: number;
   MSG_OOB: number;
   MSG_DONTROUTE: number;
   EAGAIN: number;
@@ -34,6 +39,10 @@ const LINUX: NativeConstants = {
   SO_DONTROUTE: 5,
   IPPROTO_TCP: 6,
   TCP_NODELAY: 1,
+  TCP_KEEPIDLE: 4,
+  TCP_KEEPINTVL: 5,
+  TCP_KEEPCNT: 6,
+  TCP_USER_TIMEOUT: 18,
   MSG_OOB: 1,
   MSG_DONTROUTE: 4,
   EAGAIN: 11,
@@ -51,6 +60,10 @@ const DARWIN: NativeConstants = {
   SO_DONTROUTE: 0x0010,
   IPPROTO_TCP: 6,
   TCP_NODELAY: 1,
+  TCP_KEEPIDLE: 0x10,
+  TCP_KEEPINTVL: 0x101,
+  TCP_KEEPCNT: 0x102,
+  TCP_USER_TIMEOUT: 0,
   MSG_OOB: 1,
   MSG_DONTROUTE: 4,
   EAGAIN: 35,

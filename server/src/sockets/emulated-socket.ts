@@ -75,6 +75,12 @@ export abstract class EmulatedSocket {
   noDelay = false;
   dontRoute = false;
   linger = { onoff: 0, seconds: 0 };
+  /** Keep-alive timing (0: the system's default); seconds, as TCP_KEEPIDLE / TCP_KEEPINTVL take them. */
+  keepIdle = 0;
+  keepInterval = 0;
+  keepCount = 0;
+  /** TCP_MAXRT in seconds (0: the system's default): how long unacknowledged data may be retried. */
+  maxRetransmitSeconds = 0;
   sendShut = false;
   recvShut = false;
   /** The error SO_ERROR returns (and clears). */

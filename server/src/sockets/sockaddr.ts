@@ -72,3 +72,21 @@ function directedBroadcast(address: string, netmask: string): string {
   const m = netmask.split('.').map(Number);
   return a.map((x, i) => (x | (~m[i]! & 0xff)) & 0xff).join('.');
 }
+
+let interfaceCache: { at: number; addresses: Set<string> } | null = null;
+
+/**
+ * True when address is a loopback address or belongs to an interface of this machine now. The
+ * interface list is read at most every 200 ms, so a send path can ask cheaply.
+ */
+export function localAddressExists(address: string): boolean {
+  const plain = address.split('%')[0]!.replace(/^::ffff:/, '');
+  if (plain.startsWith('127.') || plain === '::1') return true;
+  const now = Date.now();
+  if (!interfaceCache || now - interfaceCache.at > 200) {
+    const addresses = new Set<string>();
+    for (const list of Object.values(networkInterfaces())) for (const ni of list ?? []) addresses.add(ni.address);
+    interfaceCache = { at: now, addresses };
+  }
+  return interfaceCache.addresses.has(plain);
+}

@@ -7,7 +7,7 @@ import { fdOf, libc } from '../native/libc.js';
 import { fail, ok, type Outcome } from '../outcome.js';
 import { EmulatedSocket, type CompleteFn, type OverlappedStart, type SocketContext } from './emulated-socket.js';
 import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
-import { anyAddress, fromNodeAddress, hostOf, isAnyAddress } from './sockaddr.js';
+import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, localAddressExists } from './sockaddr.js';
 import type { PortReservations } from './port-reservations.js';
 
 /** Flags WSPSend understands on TCP; other bits give WSAEOPNOTSUPP. */
@@ -51,6 +51,10 @@ export class TcpSocket extends EmulatedSocket {
     this.noDelay = parent.noDelay;
     this.dontRoute = parent.dontRoute;
     this.linger = { ...parent.linger };
+    this.keepIdle = parent.keepIdle;
+    this.keepInterval = parent.keepInterval;
+    this.keepCount = parent.keepCount;
+    this.maxRetransmitSeconds = parent.maxRetransmitSeconds;
     this.moveTo('connected');
     this.wire(conn);
   }
@@ -219,13 +223,35 @@ export class TcpSocket extends EmulatedSocket {
       this.peerFinished = true;
       this.wake();
     });
-    conn.on('error', (err) => this.breakWith(wsaFromNodeError(err), err));
+    conn.on('error', (err) => this.breakWith(this.brokenCode(err), err));
     conn.on('close', () => {
       if (!this.closed && !this.failure && !(this.peerFinished && this.sendShut)) this.breakWith(W.WSAECONNRESET);
     });
     conn.resume();
     this.applyBuffers();
     this.applyOptions();
+  }
+
+  /**
+   * The WSA code for a broken connection. Linux says ETIMEDOUT both when keep-alive probes go
+   * unanswered and when retransmissions give up; Windows tells them apart: WSAENETRESET for
+   * keep-alive, WSAECONNABORTED for data that could not be delivered. An interface that went away
+   * under the socket is WSAENETDOWN.
+   */
+  private brokenCode(err: NodeJS.ErrnoException): number {
+    if (this.interfaceGone()) return W.WSAENETDOWN;
+    if (err.code === 'ETIMEDOUT') {
+      const idle = (this.tx?.drained ?? true) && (this.conn?.writableLength ?? 0) === 0;
+      return this.keepAlive && idle && this.maxRetransmitSeconds === 0 ? W.WSAENETRESET : W.WSAECONNABORTED;
+    }
+    return wsaFromNodeError(err);
+  }
+
+  /** True when the socket's local address no longer belongs to any interface of this machine. */
+  private interfaceGone(): boolean {
+    const local = this.conn?.localAddress;
+    if (!local) return false;
+    return !localAddressExists(local);
   }
 
   /** The connection broke: every waiting send and receive learns why. */
@@ -253,6 +279,10 @@ export class TcpSocket extends EmulatedSocket {
     if (this.sendShut) return fail(W.WSAESHUTDOWN);
     if (this.failure) return fail(this.failure);
     if (this.state !== 'connected' || !this.tx) return fail(W.WSAENOTCONN);
+    if (this.interfaceGone()) {
+      this.breakWith(W.WSAENETDOWN);
+      return fail(W.WSAENETDOWN);
+    }
     return null;
   }
 
@@ -450,6 +480,12 @@ export class TcpSocket extends EmulatedSocket {
     native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_OOBINLINE, this.oobInline ? 1 : 0);
     native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_DONTROUTE, this.dontRoute ? 1 : 0);
     native.setLinger(fd, this.linger.onoff ? 1 : 0, this.linger.seconds);
+    const c = native.c;
+    if (this.keepIdle > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPIDLE, this.keepIdle);
+    if (this.keepInterval > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPINTVL, this.keepInterval);
+    if (this.keepCount > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPCNT, this.keepCount);
+    // Windows' TCP_MAXRT (seconds) is closest to Linux's TCP_USER_TIMEOUT (milliseconds).
+    if (this.maxRetransmitSeconds > 0 && c.TCP_USER_TIMEOUT) native.setInt(fd, c.IPPROTO_TCP, c.TCP_USER_TIMEOUT, this.maxRetransmitSeconds * 1000);
   }
 
   maxMessageSize(): number | null {

@@ -22,6 +22,17 @@ export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, out
       // Queued sends not yet taken into the transport buffer are discarded (WSA_OPERATION_ABORTED).
       sock.flushSends();
       return ok({ output: new Uint8Array(0), bytesReturned: 0 });
+    case W.SIO_KEEPALIVE_VALS: {
+      // struct tcp_keepalive { ULONG onoff; ULONG keepalivetime; ULONG keepaliveinterval; } in ms.
+      if (input.length < 12) return fail(W.WSAEFAULT);
+      if (sock.type !== W.SOCK_STREAM) return fail(W.WSAEOPNOTSUPP);
+      const dv = new DataView(input.buffer, input.byteOffset, 12);
+      sock.keepAlive = dv.getUint32(0, true) !== 0;
+      sock.keepIdle = Math.max(1, Math.ceil(dv.getUint32(4, true) / 1000));
+      sock.keepInterval = Math.max(1, Math.ceil(dv.getUint32(8, true) / 1000));
+      sock.applyOptions();
+      return ok({ output: new Uint8Array(0), bytesReturned: 0 });
+    }
     default:
       return fail(W.WSAEINVAL);
   }

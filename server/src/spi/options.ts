@@ -16,15 +16,23 @@ export function dwordBytes(n: number): Uint8Array {
 }
 
 const SETTABLE = new Set([W.SO_SNDBUF, W.SO_RCVBUF, W.SO_BROADCAST, W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER, W.SO_DONTROUTE]);
+/** IPPROTO_TCP options: TCP_NODELAY, the keep-alive timing and TCP_MAXRT. */
+const TCP_OPTIONS = new Set([W.TCP_NODELAY, W.TCP_KEEPIDLE, W.TCP_KEEPINTVL, W.TCP_KEEPCNT, W.TCP_MAXRT]);
 /** Options with a meaning only on stream sockets. */
 const STREAM_ONLY = new Set([W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER]);
 
 export function setSockOpt(sock: EmulatedSocket, level: number, optname: number, optval: Uint8Array | null, optlen: number): Outcome {
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
-    if (optname !== W.TCP_NODELAY || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
+    if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
     if (!optval || optlen < DWORD || optval.length < DWORD) return fail(W.WSAEFAULT);
-    sock.noDelay = readDword(optval) !== 0;
+    const v = readDword(optval);
+    if (optname !== W.TCP_NODELAY && v < 0) return fail(W.WSAEINVAL);
+    if (optname === W.TCP_NODELAY) sock.noDelay = v !== 0;
+    else if (optname === W.TCP_KEEPIDLE) sock.keepIdle = v;
+    else if (optname === W.TCP_KEEPINTVL) sock.keepInterval = v;
+    else if (optname === W.TCP_KEEPCNT) sock.keepCount = v;
+    else sock.maxRetransmitSeconds = v;
     sock.applyOptions();
     return ok();
   }
@@ -81,9 +89,11 @@ function lingerBytes(l: { onoff: number; seconds: number }): Uint8Array {
 export function getSockOpt(sock: EmulatedSocket, level: number, optname: number, optlen: number): Outcome {
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
-    if (optname !== W.TCP_NODELAY || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
+    if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
     if (optlen < DWORD) return fail(W.WSAEFAULT);
-    return ok({ optval: dwordBytes(sock.noDelay ? 1 : 0), optlen: DWORD });
+    const v =
+      optname === W.TCP_NODELAY ? (sock.noDelay ? 1 : 0) : optname === W.TCP_KEEPIDLE ? sock.keepIdle : optname === W.TCP_KEEPINTVL ? sock.keepInterval : optname === W.TCP_KEEPCNT ? sock.keepCount : sock.maxRetransmitSeconds;
+    return ok({ optval: dwordBytes(v), optlen: DWORD });
   }
   if (STREAM_ONLY.has(optname) && sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
   let value: number;
