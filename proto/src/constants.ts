@@ -70,6 +70,17 @@ export const FIONBIO = 0x8004667e;
 export const FIONREAD = 0x4004667f;
 export const SIOCATMARK = 0x40047307;
 export const SIO_FLUSH = 0x28000004;
+/**
+ * spiwire's provider-specific socket option (SOL_SOCKET level): which send policy a stream socket
+ * follows. SPIWIRE_SEND_POLICY_REFERENCE (0): the WSPSend reference page (partial writes on
+ * nonblocking sockets; WSAEINVAL for an overlapped call on a socket without WSA_FLAG_OVERLAPPED).
+ * SPIWIRE_SEND_POLICY_WINDOWS (1): what Windows does in practice (accept the whole buffer and send
+ * in the background, or WSAEWOULDBLOCK while earlier data is queued; such an overlapped call
+ * completes as a blocking call).
+ */
+export const SO_SPIWIRE_SEND_POLICY = 0x7f01;
+export const SPIWIRE_SEND_POLICY_REFERENCE = 0;
+export const SPIWIRE_SEND_POLICY_WINDOWS = 1;
 /** struct tcp_keepalive { ULONG onoff; ULONG keepalivetime; ULONG keepaliveinterval; } (milliseconds). */
 export const SIO_KEEPALIVE_VALS = 0x98000004;
 

@@ -22,13 +22,14 @@ export interface DaemonConfig {
   defaultRcvBuf: number;
   maxOutstandingOpsPerSocket: number;
   allow: string;
+  sendPolicy: number;
 }
 
 interface Setting {
   flag: string;
   env: string;
   key: keyof DaemonConfig;
-  kind: 'string' | 'int' | 'list' | 'file';
+  kind: 'string' | 'int' | 'list' | 'file' | 'policy';
   doc: string;
 }
 
@@ -40,6 +41,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--log-level', env: 'SPIWIRE_LOG_LEVEL', key: 'logLevel', kind: 'string', doc: 'pino level: trace, debug, info, warn, error, fatal, silent (default info).' },
   { flag: '--allowed-origins', env: 'SPIWIRE_ALLOWED_ORIGINS', key: 'allowedOrigins', kind: 'list', doc: 'Comma-separated browser Origins allowed to connect (default: none).' },
   { flag: '--allow', env: 'SPIWIRE_ALLOW', key: 'allow', kind: 'string', doc: 'Destinations sockets may connect, send or bind to: comma-separated CIDR[:ports] rules, for example 127.0.0.0/8,[::1],172.16.0.0/12:7-9 (default *, anywhere).' },
+  { flag: '--send-policy', env: 'SPIWIRE_SEND_POLICY', key: 'sendPolicy', kind: 'policy', doc: 'Send policy of new sockets: reference (the WSPSend reference page, default) or windows (what Windows does in practice); per socket with SO_SPIWIRE_SEND_POLICY (0x7f01).' },
   { flag: '--max-frame-bytes', env: 'SPIWIRE_MAX_FRAME_BYTES', key: 'maxFrameBytes', kind: 'int', doc: `Largest WebSocket message accepted (default ${DEFAULT_LIMITS.maxFrameBytes}).` },
   { flag: '--max-pending-requests', env: 'SPIWIRE_MAX_PENDING_REQUESTS', key: 'maxPendingRequests', kind: 'int', doc: `Unanswered requests per session (default ${DEFAULT_LIMITS.maxPendingRequests}).` },
   { flag: '--max-sockets', env: 'SPIWIRE_MAX_SOCKETS', key: 'maxSocketsPerSession', kind: 'int', doc: `Open sockets per session (default ${DEFAULT_LIMITS.maxSocketsPerSession}).` },
@@ -90,6 +92,10 @@ function apply(cfg: DaemonConfig, s: Setting, raw: string, source: string): void
       c[s.key] = n;
       return;
     }
+    case 'policy':
+      if (raw !== 'reference' && raw !== 'windows') throw new ConfigError(`${source} must be reference or windows, got ${JSON.stringify(raw)}`);
+      c[s.key] = raw === 'windows' ? 1 : 0;
+      return;
     case 'list':
       c[s.key] = raw.split(',').map((x) => x.trim()).filter(Boolean);
       return;

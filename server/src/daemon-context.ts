@@ -17,6 +17,8 @@ export interface DaemonLimits {
   defaultRcvBuf: number;
   /** Pending overlapped operations one socket may have; more fail with WSAEWOULDBLOCK (as on Windows NT). */
   maxOutstandingOpsPerSocket: number;
+  /** The send policy of new sockets: 0 the reference page's, 1 Windows' observed one (SO_SPIWIRE_SEND_POLICY). */
+  sendPolicy: number;
 }
 
 export const DEFAULT_LIMITS: DaemonLimits = {
@@ -26,6 +28,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   defaultSndBuf: 65536,
   defaultRcvBuf: 65536,
   maxOutstandingOpsPerSocket: 4096,
+  sendPolicy: 0,
 };
 
 export class DaemonContext {

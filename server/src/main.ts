@@ -37,6 +37,7 @@ async function main(): Promise<void> {
         defaultSndBuf: cfg.defaultSndBuf,
         defaultRcvBuf: cfg.defaultRcvBuf,
         maxOutstandingOpsPerSocket: cfg.maxOutstandingOpsPerSocket,
+        sendPolicy: cfg.sendPolicy,
       },
     });
   } catch (err) {

@@ -227,7 +227,7 @@ export class Session implements SpiSession {
       protocol,
       overlapped,
       log: this.log.child({ s: handle }),
-      defaults: { sndBuf: this.daemon.limits.defaultSndBuf, rcvBuf: this.daemon.limits.defaultRcvBuf },
+      defaults: { sndBuf: this.daemon.limits.defaultSndBuf, rcvBuf: this.daemon.limits.defaultRcvBuf, sendPolicy: this.daemon.limits.sendPolicy },
     };
   }
 
@@ -266,9 +266,20 @@ export class Session implements SpiSession {
 
   // ---- overlapped operations ----
 
-  async overlapped(sock: EmulatedSocket, ov: { op: number; thread: number }, start: (done: CompleteFn) => OverlappedStart | Promise<OverlappedStart>): Promise<Outcome> {
-    // Reference policy: overlapped I/O needs a socket created with WSA_FLAG_OVERLAPPED.
-    if (!sock.overlapped) return fail(P.WSAEINVAL);
+  async overlapped(sock: EmulatedSocket, ov: { op: number; thread: number }, start: (done: CompleteFn) => OverlappedStart | Promise<OverlappedStart>, fallback?: () => Outcome | Promise<Outcome>): Promise<Outcome> {
+    if (!sock.overlapped) {
+      // Reference policy: overlapped I/O needs a socket created with WSA_FLAG_OVERLAPPED.
+      if (!sock.windowsPolicy || !fallback) return fail(P.WSAEINVAL);
+      // Windows policy: the call completes as a blocking call, and its completion is still reported.
+      const r: Answer = await fallback();
+      if (r.ret === 0) {
+        const data = r['data'] as Uint8Array | undefined;
+        const bytes = (r['bytesSent'] as number | undefined) ?? data?.length ?? (r['bytesReturned'] as number | undefined) ?? 0;
+        const params = { op: ov.op, s: sock.handle, error: 0, bytes, flags: (r['flags'] as number | undefined) ?? 0 };
+        r[AFTER_REPLY] = () => this.notify('spiwire.completion', params);
+      }
+      return r;
+    }
     if (this.ops.has(ov.op)) {
       throw new P.ProtocolError(P.INVALID_PARAMS, `overlapped.op ${ov.op} is already used by a pending operation of this session`, { field: 'overlapped.op' });
     }

@@ -39,6 +39,10 @@ function sample(t: Test, s: Setting, variant: number): { raw: string; want: unkn
       return { raw: `v${variant}-${s.key}`, want: `v${variant}-${s.key}` };
     case 'list':
       return { raw: ` http://a${variant}.example , ,http://b${variant}.example,`, want: [`http://a${variant}.example`, `http://b${variant}.example`] };
+    case 'policy': {
+      const policy = variant % 2 === 0 ? 'windows' : 'reference';
+      return { raw: policy, want: policy === 'windows' ? 1 : 0 };
+    }
     case 'file': {
       const file = join(tempDir(t), `secret-${variant}`);
       writeFileSync(file, `\n  \tfile-secret-${variant} \r\n\n`);

@@ -28,7 +28,7 @@ export interface SocketContext {
   readonly protocol: number;
   readonly overlapped: boolean;
   readonly log: Logger;
-  readonly defaults: { sndBuf: number; rcvBuf: number };
+  readonly defaults: { sndBuf: number; rcvBuf: number; sendPolicy: number };
 }
 
 /** A wait for something to happen on a socket; settled by the event, by close or by shutdown. */
@@ -83,6 +83,8 @@ export abstract class EmulatedSocket {
   maxRetransmitSeconds = 0;
   sendShut = false;
   recvShut = false;
+  /** SO_SPIWIRE_SEND_POLICY: the reference page's send policy (0) or Windows' observed one (1). */
+  sendPolicy: number;
   /** The error SO_ERROR returns (and clears). */
   pendingError = 0;
 
@@ -98,6 +100,11 @@ export abstract class EmulatedSocket {
     this.log = ctx.log;
     this.sndBuf = ctx.defaults.sndBuf;
     this.rcvBuf = ctx.defaults.rcvBuf;
+    this.sendPolicy = ctx.defaults.sendPolicy;
+  }
+
+  get windowsPolicy(): boolean {
+    return this.sendPolicy === W.SPIWIRE_SEND_POLICY_WINDOWS;
   }
 
   get closed(): boolean {
@@ -207,8 +214,9 @@ export abstract class EmulatedSocket {
   abstract listen(backlog: number): Promise<Outcome>;
   abstract accept(): Promise<Outcome>;
   abstract connect(name: SockAddr): Promise<Outcome>;
-  abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null): Promise<Outcome>;
-  abstract recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome>;
+  /** A send that is not overlapped; forceBlocking ignores FIONBIO (an overlapped call run as a blocking one). */
+  abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking?: boolean): Promise<Outcome>;
+  abstract recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking?: boolean): Promise<Outcome>;
   /** An overlapped send: completes at once, fails at once, or is pending (FIFO behind older sends). */
   abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, thread: number, done: CompleteFn): OverlappedStart | Promise<OverlappedStart>;
   abstract recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): OverlappedStart;

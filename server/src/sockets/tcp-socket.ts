@@ -55,6 +55,7 @@ export class TcpSocket extends EmulatedSocket {
     this.keepInterval = parent.keepInterval;
     this.keepCount = parent.keepCount;
     this.maxRetransmitSeconds = parent.maxRetransmitSeconds;
+    this.sendPolicy = parent.sendPolicy;
     this.moveTo('connected');
     this.wire(conn);
   }
@@ -267,6 +268,7 @@ export class TcpSocket extends EmulatedSocket {
     if (this.finAfterDrain && this.tx?.pendingOps === 0 && this.conn && !this.conn.destroyed) {
       this.finAfterDrain = false;
       this.conn.end();
+      if (this.closed) this.conn.destroySoon();
     }
   }
 
@@ -286,13 +288,21 @@ export class TcpSocket extends EmulatedSocket {
     return null;
   }
 
-  send(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null): Promise<Outcome> {
+  send(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, forceBlocking = false): Promise<Outcome> {
     const bad = this.sendPrecheck(flags);
     if (bad) return Promise.resolve(bad);
     const total = byteLength(buffers);
     const tx = this.tx!;
     const urgent = (flags & W.MSG_OOB) !== 0;
-    if (this.nonBlocking) {
+    if (this.nonBlocking && !forceBlocking && this.windowsPolicy && !urgent) {
+      // Windows in practice: the whole buffer or nothing. While earlier data is still queued,
+      // WSAEWOULDBLOCK; otherwise every byte is taken and sent in the background.
+      if (tx.pendingOps > 0) return Promise.resolve(fail(W.WSAEWOULDBLOCK));
+      if (tx.fitsNow(total)) tx.acceptNow(buffers, total);
+      else tx.submit({ chunks: buffers, total, thread: 0, overlapped: false, background: true, complete: () => undefined });
+      return Promise.resolve(ok({ bytesSent: total }));
+    }
+    if (this.nonBlocking && !forceBlocking) {
       if (total === 0) return Promise.resolve(ok({ bytesSent: 0 }));
       const n = tx.acceptNow(buffers, total, urgent);
       if (this.failure) return Promise.resolve(fail(this.failure));
@@ -365,11 +375,11 @@ export class TcpSocket extends EmulatedSocket {
     };
   }
 
-  recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome> {
+  recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking = false): Promise<Outcome> {
     const bad = this.recvPrecheck(flags);
     if (bad) return Promise.resolve(bad);
     const check = this.recvCheck(lengths, flags, wantFrom);
-    if (this.nonBlocking) return Promise.resolve(check() ?? fail(W.WSAEWOULDBLOCK));
+    if (this.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? fail(W.WSAEWOULDBLOCK));
     return this.waitFor(check);
   }
 
@@ -422,7 +432,8 @@ export class TcpSocket extends EmulatedSocket {
     this.ctx.ports.release(this.handle);
     this.abortWaits(abortCode, overlappedCode);
     this.tx?.cancel(overlappedCode, (o) => o.overlapped);
-    this.tx?.cancel(abortCode);
+    // Background data (Windows policy) keeps flowing after the close; blocked calls do not.
+    this.tx?.cancel(abortCode, (o) => !o.overlapped && !o.background);
     for (const c of this.accepted.splice(0)) c.resetAndDestroy();
     this.server?.close();
     const conn = this.conn;
@@ -430,9 +441,13 @@ export class TcpSocket extends EmulatedSocket {
       // Graceful close: bytes already accepted still reach the peer, then FIN.
       conn.removeAllListeners('data');
       conn.on('error', () => undefined);
-      conn.end();
-      conn.destroySoon();
       conn.resume();
+      if (this.tx && this.tx.pendingOps > 0) {
+        this.finAfterDrain = true;
+      } else {
+        conn.end();
+        conn.destroySoon();
+      }
     }
   }
 

@@ -28,6 +28,8 @@ export interface SendOp {
   readonly thread: number;
   /** An overlapped operation (completes through the caller's completion method) or a blocking call. */
   readonly overlapped: boolean;
+  /** Accepted whole by a nonblocking send under the Windows policy: flows on even after close. */
+  readonly background?: boolean;
   /** MSG_OOB: sent as urgent data once every earlier byte has reached the kernel. */
   readonly urgent?: boolean;
   /** Called exactly once: errno 0 with total bytes, or a WSA code with the bytes accepted so far. */

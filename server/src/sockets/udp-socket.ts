@@ -118,7 +118,7 @@ export class UdpSocket extends EmulatedSocket {
     return ok();
   }
 
-  async send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null): Promise<Outcome> {
+  async send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _forceBlocking = false): Promise<Outcome> {
     if ((flags & ~UDP_SEND_FLAGS) !== 0) return fail(W.WSAEOPNOTSUPP);
     // UDP has neither out-of-band data nor XP1_PARTIAL_MESSAGE.
     if (flags & (W.MSG_OOB | W.MSG_PARTIAL)) return fail(W.WSAEOPNOTSUPP);
@@ -204,11 +204,11 @@ export class UdpSocket extends EmulatedSocket {
     };
   }
 
-  recv(lengths: readonly number[], flags: number, wantFrom: boolean): Promise<Outcome> {
+  recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking = false): Promise<Outcome> {
     const bad = this.recvPrecheck(flags);
     if (bad) return Promise.resolve(bad);
     const check = this.recvCheck(lengths, flags, wantFrom);
-    if (this.nonBlocking) return Promise.resolve(check() ?? fail(W.WSAEWOULDBLOCK));
+    if (this.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? fail(W.WSAEWOULDBLOCK));
     return this.waitFor(check);
   }
 

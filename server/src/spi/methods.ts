@@ -17,7 +17,8 @@ export interface SpiSession {
   createSocket(af: number, type: number, protocol: number, flags: number): Outcome;
   closeSocket(sock: EmulatedSocket): void;
   /** Runs an overlapped call: bookkeeping, the per-socket limit, and the completion notification. */
-  overlapped(sock: EmulatedSocket, ov: OverlappedRef, start: (done: CompleteFn) => OverlappedStart | Promise<OverlappedStart>): Outcome | Promise<Outcome>;
+  /** fallback runs the call as a blocking one: what the Windows policy does on a socket without WSA_FLAG_OVERLAPPED. */
+  overlapped(sock: EmulatedSocket, ov: OverlappedRef, start: (done: CompleteFn) => OverlappedStart | Promise<OverlappedStart>, fallback?: () => Outcome | Promise<Outcome>): Outcome | Promise<Outcome>;
   threadExit(thread: number): Outcome;
   /** The daemon's allow-list verdict for a destination (or, with unspecified, a bind to any address). */
   allows(address: string, port: number, unspecified?: boolean): boolean;
@@ -140,7 +141,12 @@ function sendWith(session: SpiSession, sock: EmulatedSocket, p: Params, to: Sock
   const flags = p['flags'] as number;
   const ov = ovParam(p);
   if (!ov) return sock.send(buffers, flags, to);
-  return session.overlapped(sock, ov, (done) => sock.sendOverlapped(buffers, flags, to, ov.thread, done));
+  return session.overlapped(
+    sock,
+    ov,
+    (done) => sock.sendOverlapped(buffers, flags, to, ov.thread, done),
+    () => sock.send(buffers, flags, to, true),
+  );
 }
 
 function recvWith(session: SpiSession, sock: EmulatedSocket, p: Params, wantFrom: boolean): Outcome | Promise<Outcome> {
@@ -148,7 +154,12 @@ function recvWith(session: SpiSession, sock: EmulatedSocket, p: Params, wantFrom
   const flags = p['flags'] as number;
   const ov = ovParam(p);
   if (!ov) return sock.recv(lengths, flags, wantFrom);
-  return session.overlapped(sock, ov, (done) => sock.recvOverlapped(lengths, flags, wantFrom, done));
+  return session.overlapped(
+    sock,
+    ov,
+    (done) => sock.recvOverlapped(lengths, flags, wantFrom, done),
+    () => sock.recv(lengths, flags, wantFrom, true),
+  );
 }
 
 /** Checks WSPSocket's af / type / protocol triple; 0 when it names TCP or UDP over IPv4 or IPv6. */

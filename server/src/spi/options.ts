@@ -15,7 +15,7 @@ export function dwordBytes(n: number): Uint8Array {
   return b;
 }
 
-const SETTABLE = new Set([W.SO_SNDBUF, W.SO_RCVBUF, W.SO_BROADCAST, W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER, W.SO_DONTROUTE]);
+const SETTABLE = new Set([W.SO_SPIWIRE_SEND_POLICY, W.SO_SNDBUF, W.SO_RCVBUF, W.SO_BROADCAST, W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER, W.SO_DONTROUTE]);
 /** IPPROTO_TCP options: TCP_NODELAY, the keep-alive timing and TCP_MAXRT. */
 const TCP_OPTIONS = new Set([W.TCP_NODELAY, W.TCP_KEEPIDLE, W.TCP_KEEPINTVL, W.TCP_KEEPCNT, W.TCP_MAXRT]);
 /** Options with a meaning only on stream sockets. */
@@ -57,6 +57,10 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
       return ok();
     case W.SO_BROADCAST:
       sock.broadcast = v !== 0;
+      return ok();
+    case W.SO_SPIWIRE_SEND_POLICY:
+      if (v !== W.SPIWIRE_SEND_POLICY_REFERENCE && v !== W.SPIWIRE_SEND_POLICY_WINDOWS) return fail(W.WSAEINVAL);
+      sock.sendPolicy = v;
       return ok();
     case W.SO_LINGER: {
       // struct linger { u_short l_onoff; u_short l_linger; }
@@ -104,6 +108,9 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
     case W.SO_KEEPALIVE:
       value = sock.keepAlive ? 1 : 0;
       break;
+    case W.SO_SPIWIRE_SEND_POLICY:
+      value = sock.sendPolicy;
+      break;
     case W.SO_OOBINLINE:
       value = sock.oobInline ? 1 : 0;
       break;
@@ -134,6 +141,14 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
       value = m;
       break;
     }
+    case W.SO_PROTOCOL_INFOW: {
+      // The socket's catalog entry as the C WSAPROTOCOL_INFOW (proto/src/catalog.ts).
+      const info = W.catalogEntryFor(sock.af, sock.type, sock.protocol);
+      if (!info) return fail(W.WSAENOPROTOOPT);
+      if (optlen < W.WSAPROTOCOL_INFOW_SIZE) return fail(W.WSAEFAULT);
+      return ok({ optval: W.encodeProtocolInfoW(info), optlen: W.WSAPROTOCOL_INFOW_SIZE });
+    }
+    // SO_PROTOCOL_INFOA: a provider answers only the W form (ws2_32 converts); falls to default.
     default:
       return fail(W.WSAENOPROTOOPT);
   }
