@@ -36,7 +36,7 @@ export interface Welcome {
   session: string;
   version: string;
   protocol: number;
-  limits: { maxFrameBytes: number; maxPendingRequests: number; maxSockets: number; defaultSndBuf: number; defaultRcvBuf: number };
+  limits: { maxFrameBytes: number; maxPendingRequests: number; maxSockets: number; defaultSndBuf: number; defaultRcvBuf: number; sessionQuotaBytes?: number };
 }
 
 /** A frame is sent as soon as it holds this much, without waiting for the microtask. */

@@ -245,7 +245,7 @@ export const NOTIFICATIONS: Record<string, { summary: string; params: Record<str
       session: { type: 'string', doc: 'The session id (also in the daemon logs).' },
       version: { type: 'string', doc: 'The daemon version.' },
       protocol: { type: 'u32', doc: 'The protocol version (1).' },
-      limits: { type: 'object', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf.' },
+      limits: { type: 'object', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf, sessionQuotaBytes.' },
     },
   },
   'spiwire.completion': {

@@ -23,6 +23,7 @@ export interface DaemonConfig {
   maxOutstandingOpsPerSocket: number;
   allow: string;
   sendPolicy: number;
+  sessionQuotaBytes: number;
 }
 
 interface Setting {
@@ -45,6 +46,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--max-frame-bytes', env: 'SPIWIRE_MAX_FRAME_BYTES', key: 'maxFrameBytes', kind: 'int', doc: `Largest WebSocket message accepted (default ${DEFAULT_LIMITS.maxFrameBytes}).` },
   { flag: '--max-pending-requests', env: 'SPIWIRE_MAX_PENDING_REQUESTS', key: 'maxPendingRequests', kind: 'int', doc: `Unanswered requests per session (default ${DEFAULT_LIMITS.maxPendingRequests}).` },
   { flag: '--max-sockets', env: 'SPIWIRE_MAX_SOCKETS', key: 'maxSocketsPerSession', kind: 'int', doc: `Open sockets per session (default ${DEFAULT_LIMITS.maxSocketsPerSession}).` },
+  { flag: '--session-quota', env: 'SPIWIRE_SESSION_QUOTA', key: 'sessionQuotaBytes', kind: 'int', doc: `Bytes the daemon may hold for one session's pending sends before WSAENOBUFS (default ${DEFAULT_LIMITS.sessionQuotaBytes}).` },
   { flag: '--sndbuf', env: 'SPIWIRE_SNDBUF', key: 'defaultSndBuf', kind: 'int', doc: `Default SO_SNDBUF, the transport buffer size (default ${DEFAULT_LIMITS.defaultSndBuf}).` },
   { flag: '--max-outstanding-ops', env: 'SPIWIRE_MAX_OUTSTANDING_OPS', key: 'maxOutstandingOpsPerSocket', kind: 'int', doc: `Pending overlapped operations per socket before WSAEWOULDBLOCK (default ${DEFAULT_LIMITS.maxOutstandingOpsPerSocket}).` },
   { flag: '--rcvbuf', env: 'SPIWIRE_RCVBUF', key: 'defaultRcvBuf', kind: 'int', doc: `Default SO_RCVBUF (default ${DEFAULT_LIMITS.defaultRcvBuf}).` },

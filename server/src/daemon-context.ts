@@ -17,6 +17,8 @@ export interface DaemonLimits {
   defaultRcvBuf: number;
   /** Pending overlapped operations one socket may have; more fail with WSAEWOULDBLOCK (as on Windows NT). */
   maxOutstandingOpsPerSocket: number;
+  /** Bytes the daemon may hold for one session's sends (queued or on their way to the kernel); beyond, WSAENOBUFS. */
+  sessionQuotaBytes: number;
   /** The send policy of new sockets: 0 the reference page's, 1 Windows' observed one (SO_SPIWIRE_SEND_POLICY). */
   sendPolicy: number;
 }
@@ -29,6 +31,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   defaultRcvBuf: 65536,
   maxOutstandingOpsPerSocket: 4096,
   sendPolicy: 0,
+  sessionQuotaBytes: 256 * 1024 * 1024,
 };
 
 export class DaemonContext {

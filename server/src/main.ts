@@ -38,6 +38,7 @@ async function main(): Promise<void> {
         defaultRcvBuf: cfg.defaultRcvBuf,
         maxOutstandingOpsPerSocket: cfg.maxOutstandingOpsPerSocket,
         sendPolicy: cfg.sendPolicy,
+        sessionQuotaBytes: cfg.sessionQuotaBytes,
       },
     });
   } catch (err) {

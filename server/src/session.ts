@@ -10,7 +10,7 @@ import type { WebSocket } from 'ws';
 import * as P from '@spiwire/proto';
 import { fail, type Outcome } from './outcome.js';
 import type { DaemonContext } from './daemon-context.js';
-import type { CompleteFn, EmulatedSocket, OverlappedStart, SocketContext } from './sockets/emulated-socket.js';
+import { SessionQuota, type CompleteFn, type EmulatedSocket, type OverlappedStart, type SocketContext } from './sockets/emulated-socket.js';
 import { TcpSocket } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
 import { SPI_HANDLERS, checkSocketTriple, type SpiSession } from './spi/methods.js';
@@ -41,6 +41,8 @@ export class Session implements SpiSession {
   private flushScheduled = false;
   private ended = false;
   private readonly decodeLimits: P.DecodeLimits;
+  /** Bytes held for this session's sends, against limits.sessionQuotaBytes. */
+  readonly quota: SessionQuota;
 
   constructor(
     private readonly ws: WebSocket,
@@ -48,6 +50,7 @@ export class Session implements SpiSession {
     parentLog: Logger,
   ) {
     this.log = parentLog.child({ session: this.id });
+    this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes);
     this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => this.onMessage(toBuffer(data), isBinary));
     ws.on('close', (code, reason) => this.end(`connection closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
@@ -62,6 +65,7 @@ export class Session implements SpiSession {
         maxSockets: daemon.limits.maxSocketsPerSession,
         defaultSndBuf: daemon.limits.defaultSndBuf,
         defaultRcvBuf: daemon.limits.defaultRcvBuf,
+        sessionQuotaBytes: daemon.limits.sessionQuotaBytes,
       },
     });
     this.log.info('session opened');
@@ -228,6 +232,7 @@ export class Session implements SpiSession {
       overlapped,
       log: this.log.child({ s: handle }),
       defaults: { sndBuf: this.daemon.limits.defaultSndBuf, rcvBuf: this.daemon.limits.defaultRcvBuf, sendPolicy: this.daemon.limits.sendPolicy },
+      quota: this.quota,
     };
   }
 

@@ -29,6 +29,8 @@ export interface SocketContext {
   readonly overlapped: boolean;
   readonly log: Logger;
   readonly defaults: { sndBuf: number; rcvBuf: number; sendPolicy: number };
+  /** The session's memory quota for bytes held on behalf of its sends. */
+  readonly quota: SessionQuota;
 }
 
 /** A wait for something to happen on a socket; settled by the event, by close or by shutdown. */
@@ -52,6 +54,21 @@ export interface OverlappedStart {
   cancel?: (errno: number) => void;
 }
 
+/** Bytes the daemon holds for one session's sends (queued, or on their way to the kernel). */
+export class SessionQuota {
+  held = 0;
+  constructor(readonly limit: number) {}
+
+  /** True when taking n more bytes would exceed the quota (WSAENOBUFS). */
+  exceeds(n: number): boolean {
+    return this.held + n > this.limit;
+  }
+
+  readonly add = (delta: number): void => {
+    this.held += delta;
+  };
+}
+
 export abstract class EmulatedSocket {
   readonly handle: number;
   readonly owner: string;
@@ -61,6 +78,7 @@ export abstract class EmulatedSocket {
   /** Created with WSA_FLAG_OVERLAPPED. */
   readonly overlapped: boolean;
   readonly log: Logger;
+  protected readonly quota: SessionQuota;
 
   state: SocketState = 'open';
   nonBlocking = false;
@@ -101,6 +119,7 @@ export abstract class EmulatedSocket {
     this.sndBuf = ctx.defaults.sndBuf;
     this.rcvBuf = ctx.defaults.rcvBuf;
     this.sendPolicy = ctx.defaults.sendPolicy;
+    this.quota = ctx.quota;
   }
 
   get windowsPolicy(): boolean {

@@ -207,7 +207,7 @@ export class TcpSocket extends EmulatedSocket {
         return -1;
       },
     };
-    this.tx = new TransportBuffer(sink, this.sndBuf, () => this.afterDrainStep());
+    this.tx = new TransportBuffer(sink, this.sndBuf, () => this.afterDrainStep(), this.quota.add);
     conn.on('data', (chunk: Buffer) => {
       if (this.recvShut) {
         // Data after shutdown(SD_RECEIVE): Windows resets the connection.
@@ -292,6 +292,8 @@ export class TcpSocket extends EmulatedSocket {
     const bad = this.sendPrecheck(flags);
     if (bad) return Promise.resolve(bad);
     const total = byteLength(buffers);
+    // The session's memory quota: bytes held for its sends may not grow past it.
+    if (this.quota.exceeds(total)) return Promise.resolve(fail(W.WSAENOBUFS));
     const tx = this.tx!;
     const urgent = (flags & W.MSG_OOB) !== 0;
     if (this.nonBlocking && !forceBlocking && this.windowsPolicy && !urgent) {
@@ -324,6 +326,7 @@ export class TcpSocket extends EmulatedSocket {
     const bad = this.sendPrecheck(flags);
     if (bad) return { outcome: bad };
     const total = byteLength(buffers);
+    if (this.quota.exceeds(total)) return { outcome: fail(W.WSAENOBUFS) };
     const tx = this.tx!;
     const urgent = (flags & W.MSG_OOB) !== 0;
     // Completes at once only when every byte fits now, behind no older send.

@@ -54,6 +54,8 @@ export class TransportBuffer {
     private cap: number,
     /** Runs after every pump; the socket uses it to send a deferred FIN once the queue is empty. */
     private readonly onProgress: () => void = () => undefined,
+    /** Told of every change in the bytes this buffer holds (queued and on their way to the kernel). */
+    private readonly meter: (delta: number) => void = () => undefined,
   ) {}
 
   /** Bytes accepted and not yet written to the kernel. */
@@ -102,6 +104,7 @@ export class TransportBuffer {
       if (this.inKernelHandoff > 0 || !this.sink.sendUrgent) return 0;
       return Math.max(0, this.sink.sendUrgent(flatten(chunks, total)));
     }
+    // (hand() meters the accepted bytes.)
     const n = Math.min(this.room(), total);
     if (n === 0) return 0;
     this.sink.cork();
@@ -136,6 +139,7 @@ export class TransportBuffer {
   submit(op: SendOp): void {
     this.queue.push({ op, accepted: 0, chunk: 0, offset: 0 });
     this.queuedBytes += op.total;
+    this.meter(op.total);
     this.pump();
   }
 
@@ -153,6 +157,7 @@ export class TransportBuffer {
       }
       this.queue.splice(i, 1);
       this.queuedBytes -= q.op.total - q.accepted;
+      this.meter(-(q.op.total - q.accepted));
       q.op.complete(errno, q.accepted);
       n++;
     }
@@ -177,6 +182,7 @@ export class TransportBuffer {
           }
           q.accepted += n;
           this.queuedBytes -= n;
+          this.meter(-n);
           if (q.accepted < q.op.total) {
             this.retryLater();
             break;
@@ -191,6 +197,8 @@ export class TransportBuffer {
           const c = q.op.chunks[q.chunk]!;
           const take = Math.min(c.length - q.offset, room);
           if (take > 0) {
+            // The bytes move from the queue to the handoff: hand() meters them again.
+            this.meter(-take);
             this.hand(q.offset === 0 && take === c.length ? c : c.subarray(q.offset, q.offset + take));
             q.accepted += take;
             this.queuedBytes -= take;
@@ -216,8 +224,10 @@ export class TransportBuffer {
   private hand(chunk: Uint8Array): void {
     const n = chunk.length;
     this.inKernelHandoff += n;
+    this.meter(n);
     this.sink.write(chunk, () => {
       this.inKernelHandoff -= n;
+      this.meter(-n);
       this.pump();
     });
   }
