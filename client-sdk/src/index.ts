@@ -2,13 +2,15 @@
 import { SpiSession, type ConnectOptions } from './spi-session.js';
 
 export * from '@spiwire/proto';
-export { SpiSession, FROM_PROTOCOL_INFO, gather, type ConnectOptions } from './spi-session.js';
+export { SpiSession, FROM_PROTOCOL_INFO, gather, type ConnectOptions, type WSANETWORKEVENTS } from './spi-session.js';
 export { SpiwireProtocolError, ConnectionClosedError, type Welcome } from './rpc.js';
 export * from './types.js';
 export { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
 export { SpiThread } from './threads.js';
 export { Socket, WinsockError, type Completion, type SocketOptions } from './socket.js';
 export { THREAD_BOUND_FUNCTIONS, type SessionThread, type ThreadBoundFunctions } from './spi-session.js';
+/** WSCEnumProtocols without a session; decodeProtocolInfoW and the catalog come with @spiwire/proto above. */
+export { enumProtocols } from './catalog.js';
 
 /** Opens one session to the daemon at url (for example ws://127.0.0.1:7787/ws). */
 export function connect(url: string, opts: ConnectOptions = {}): Promise<SpiSession> {

@@ -12,6 +12,22 @@ import { ConnectionClosedError, RpcConnection, type RpcOptions, type Welcome } f
 import type { Out, ProtocolInfoLike, SOCKET, SockAddr, WSABUF, WSATHREADID } from './types.js';
 import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
 import { EventTable, RoutineLocks, SpiThread, issuingThread, type ThreadHost } from './threads.js';
+import { enumProtocols } from './catalog.js';
+
+/** WSANETWORKEVENTS: the events recorded and an error code per event (indexed by FD_*_BIT). */
+export interface WSANETWORKEVENTS {
+  lNetworkEvents: number;
+  iErrorCode: number[];
+}
+
+const FD_BITS: ReadonlyArray<[string, number]> = [
+  ['FD_READ', P.FD_READ_BIT],
+  ['FD_WRITE', P.FD_WRITE_BIT],
+  ['FD_OOB', P.FD_OOB_BIT],
+  ['FD_ACCEPT', P.FD_ACCEPT_BIT],
+  ['FD_CONNECT', P.FD_CONNECT_BIT],
+  ['FD_CLOSE', P.FD_CLOSE_BIT],
+];
 
 /** FROM_PROTOCOL_INFO: take af, type or protocol from lpProtocolInfo. */
 export const FROM_PROTOCOL_INFO = -1;
@@ -65,6 +81,8 @@ export const THREAD_BOUND_FUNCTIONS = [
   'WSPSetSockOpt',
   'WSPGetSockOpt',
   'WSPGetOverlappedResult',
+  'WSPEventSelect',
+  'WSPEnumNetworkEvents',
   'WSAWaitForMultipleEvents',
   'WSAGetLastError',
 ] as const;
@@ -89,6 +107,8 @@ export class SpiSession implements ThreadHost {
   private readonly ops = new Map<number, OpRecord>();
   /** Sockets this session put in nonblocking mode with FIONBIO (they make no blocking calls). */
   private readonly nonBlocking = new Set<number>();
+  /** WSPEventSelect state by socket: the event object and the network events recorded so far. */
+  private readonly selections = new Map<number, { hEvent: number; recorded: number; errors: number[] }>();
   private closing = false;
   private readonly onRoutineError: (err: unknown) => void;
 
@@ -255,6 +275,14 @@ export class SpiSession implements ThreadHost {
   }
 
   /**
+   * WSCEnumProtocols: the provider's catalog entries as C WSAPROTOCOL_INFOW structures back to back;
+   * WSAENOBUFS with the needed length in lpdwBufferLength when the buffer is too small (catalog.ts).
+   */
+  async WSCEnumProtocols(lpiProtocols: readonly number[] | null, lpProtocolBuffer: Uint8Array | null, lpdwBufferLength: Out, lpErrno: Out): Promise<number> {
+    return enumProtocols(lpiProtocols, lpProtocolBuffer, lpdwBufferLength, lpErrno);
+  }
+
+  /**
    * @internal For the promise API: an overlapped call whose completion goes to onComplete rather
    * than to a routine or an event. Resolves with the call's immediate result.
    */
@@ -294,6 +322,65 @@ export class SpiSession implements ThreadHost {
 
   protected onNotification(method: string, params: Record<string, unknown>): void {
     if (method === 'spiwire.completion') this.complete(params['op'] as number, params['error'] as number, params['bytes'] as number, params['flags'] as number, params['data'] as Uint8Array | undefined);
+    else if (method === 'spiwire.networkEvents') this.recordEvents(params['s'] as number, params['events'] as number, (params['errors'] ?? {}) as Record<string, number>);
+  }
+
+  /** Network events recorded by the daemon: kept for WSPEnumNetworkEvents, and the event object is set. */
+  private recordEvents(s: number, events: number, errors: Record<string, number>): void {
+    const sel = this.selections.get(s);
+    if (!sel) return;
+    sel.recorded |= events;
+    for (const [name, bit] of FD_BITS) if (events & (1 << bit)) sel.errors[bit] = errors[name] ?? 0;
+    this.events.get(sel.hEvent)?.set();
+  }
+
+  /**
+   * WSPEventSelect: associates hEventObject with the network events in lNetworkEvents (0 cancels)
+   * and makes the socket nonblocking. The event is set whenever an event is recorded.
+   */
+  async WSPEventSelect(s: SOCKET, hEventObject: number, lNetworkEvents: number, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (!isU32(lNetworkEvents)) return setErr(lpErrno, P.WSAEINVAL);
+    if (lNetworkEvents !== 0 && !this.events.get(hEventObject)) return setErr(lpErrno, P.WSAEINVAL);
+    // Set up before the call: the first events may arrive right behind the reply.
+    const previous = this.selections.get(s);
+    if (lNetworkEvents !== 0) this.selections.set(s, { hEvent: hEventObject, recorded: 0, errors: new Array<number>(P.FD_MAX_EVENTS).fill(0) });
+    const r = await this.call('WSPEventSelect', { s, events: lNetworkEvents });
+    if (r.ret !== 0) {
+      if (previous) this.selections.set(s, previous);
+      else this.selections.delete(s);
+    } else {
+      this.nonBlocking.add(s);
+      if (lNetworkEvents === 0) this.selections.delete(s);
+    }
+    return finish(r, lpErrno);
+  }
+
+  /**
+   * WSPEnumNetworkEvents: reports and clears the network events recorded for the socket, with
+   * their error codes (iErrorCode indexed by FD_READ_BIT ... FD_CLOSE_BIT); resets hEventObject.
+   */
+  async WSPEnumNetworkEvents(s: SOCKET, hEventObject: number, lpNetworkEvents: WSANETWORKEVENTS | null, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (!lpNetworkEvents || typeof lpNetworkEvents !== 'object') return setErr(lpErrno, P.WSAEFAULT);
+    // A round trip first, so events the daemon recorded before now have arrived.
+    const r = await this.call('WSPGetSockOpt', { s, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+    if (r.ret !== 0) return finish(r, lpErrno);
+    const sel = this.selections.get(s);
+    lpNetworkEvents.lNetworkEvents = sel?.recorded ?? 0;
+    lpNetworkEvents.iErrorCode = sel ? [...sel.errors] : new Array<number>(P.FD_MAX_EVENTS).fill(0);
+    if (sel) {
+      sel.recorded = 0;
+      sel.errors.fill(0);
+    }
+    if (hEventObject) {
+      const e = this.events.get(hEventObject);
+      if (!e) return setErr(lpErrno, P.WSAEINVAL);
+      e.signaled = false;
+    }
+    return 0;
   }
 
   /** An operation completed: fill the WSAOVERLAPPED, then queue its routine or signal its event. */
@@ -429,7 +516,10 @@ export class SpiSession implements ThreadHost {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
     const r = await this.call('WSPCloseSocket', { s });
-    if (r.ret === 0) this.nonBlocking.delete(s);
+    if (r.ret === 0) {
+      this.nonBlocking.delete(s);
+      this.selections.delete(s);
+    }
     return finish(r, lpErrno);
   }
 

@@ -91,6 +91,14 @@ export const FD_OOB = 0x04;
 export const FD_ACCEPT = 0x08;
 export const FD_CONNECT = 0x10;
 export const FD_CLOSE = 0x20;
+/** Indexes into WSANETWORKEVENTS.iErrorCode. */
+export const FD_READ_BIT = 0;
+export const FD_WRITE_BIT = 1;
+export const FD_OOB_BIT = 2;
+export const FD_ACCEPT_BIT = 3;
+export const FD_CONNECT_BIT = 4;
+export const FD_CLOSE_BIT = 5;
+export const FD_MAX_EVENTS = 10;
 
 // Overlapped I/O and waits.
 /** OVERLAPPED.Internal while an operation is pending (STATUS_PENDING). */

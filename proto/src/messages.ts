@@ -230,6 +230,11 @@ export const METHODS: Record<string, MethodSpec> = {
     },
     result: { optval: { type: 'bytes', optional: true, doc: 'The value bytes.' }, optlen: { type: 'int', optional: true, doc: 'How many bytes are valid.' } },
   },
+  WSPEventSelect: {
+    summary: 'Select network events for the socket (0 cancels); the socket becomes nonblocking. Recorded events arrive as spiwire.networkEvents.',
+    params: { s, events: { type: 'u32', doc: 'lNetworkEvents: FD_READ 0x01, FD_WRITE 0x02, FD_OOB 0x04, FD_ACCEPT 0x08, FD_CONNECT 0x10, FD_CLOSE 0x20; other bits give WSAEINVAL.' } },
+    result: {},
+  },
   'spiwire.threadExit': {
     summary: 'A thread of the session exited: its pending overlapped operations complete with WSA_OPERATION_ABORTED.',
     params: { thread: { type: 'u32', doc: 'The ThreadHandle given in overlapped.thread by that thread\'s calls.' } },
@@ -261,7 +266,7 @@ export const NOTIFICATIONS: Record<string, { summary: string; params: Record<str
     },
   },
   'spiwire.networkEvents': {
-    summary: 'Network events recorded for a socket selected with WSPEventSelect (issue 4). Shape reserved.',
+    summary: 'Network events recorded for a socket selected with WSPEventSelect; each event is reported once until the call that re-enables it.',
     params: {
       s: { type: 'handle', doc: 'The socket.' },
       events: { type: 'u32', doc: 'lNetworkEvents: FD_* bits that became set.' },

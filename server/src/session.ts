@@ -233,6 +233,7 @@ export class Session implements SpiSession {
       log: this.log.child({ s: handle }),
       defaults: { sndBuf: this.daemon.limits.defaultSndBuf, rcvBuf: this.daemon.limits.defaultRcvBuf, sendPolicy: this.daemon.limits.sendPolicy },
       quota: this.quota,
+      onNetworkEvents: (s, events, errors) => this.notify('spiwire.networkEvents', { s, events, errors }),
     };
   }
 

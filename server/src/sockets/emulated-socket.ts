@@ -8,6 +8,15 @@ import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { fail, ok, type Outcome } from '../outcome.js';
 
+const FD_NAMES: Record<number, string> = {
+  [W.FD_READ]: 'FD_READ',
+  [W.FD_WRITE]: 'FD_WRITE',
+  [W.FD_OOB]: 'FD_OOB',
+  [W.FD_ACCEPT]: 'FD_ACCEPT',
+  [W.FD_CONNECT]: 'FD_CONNECT',
+  [W.FD_CLOSE]: 'FD_CLOSE',
+};
+
 export type SocketState = 'open' | 'bound' | 'listening' | 'connecting' | 'connected' | 'closed';
 
 /** Legal state moves; anything else is a bug, logged and refused. */
@@ -31,6 +40,8 @@ export interface SocketContext {
   readonly defaults: { sndBuf: number; rcvBuf: number; sendPolicy: number };
   /** The session's memory quota for bytes held on behalf of its sends. */
   readonly quota: SessionQuota;
+  /** Reports network events recorded for a socket selected with WSPEventSelect. */
+  readonly onNetworkEvents: (s: number, events: number, errors: Record<string, number>) => void;
 }
 
 /** A wait for something to happen on a socket; settled by the event, by close or by shutdown. */
@@ -107,6 +118,11 @@ export abstract class EmulatedSocket {
   pendingError = 0;
 
   private waiters = new Set<Waiter>();
+  /** WSPEventSelect: the events selected, and those that may be recorded now (re-enabled). */
+  private selectedEvents = 0;
+  private armedEvents = 0;
+  private oobTimer: NodeJS.Timeout | null = null;
+  private readonly reportEvents: SocketContext['onNetworkEvents'];
 
   constructor(ctx: SocketContext) {
     this.handle = ctx.handle;
@@ -120,6 +136,61 @@ export abstract class EmulatedSocket {
     this.rcvBuf = ctx.defaults.rcvBuf;
     this.sendPolicy = ctx.defaults.sendPolicy;
     this.quota = ctx.quota;
+    this.reportEvents = ctx.onNetworkEvents;
+  }
+
+  /**
+   * WSPEventSelect: selects network events (0 cancels) and, as on Windows, makes the socket
+   * nonblocking. Each event is recorded once, then again only after its re-enabling call:
+   * FD_READ / FD_OOB after a receive, FD_WRITE after a send failed with WSAEWOULDBLOCK,
+   * FD_ACCEPT after an accept; FD_CONNECT and FD_CLOSE are recorded once.
+   */
+  eventSelect(events: number): void {
+    this.selectedEvents = events;
+    this.armedEvents = events;
+    this.nonBlocking = true;
+    if (this.oobTimer) clearInterval(this.oobTimer);
+    this.oobTimer = null;
+    // Urgent data gives node no event: look for it while FD_OOB is selected.
+    if (events & W.FD_OOB && this.type === W.SOCK_STREAM) {
+      this.oobTimer = setInterval(() => this.checkEvents(), 50);
+      this.oobTimer.unref();
+    }
+    this.checkEvents();
+  }
+
+  /** Re-enables events after the call that re-enables them, and records them at once if due. */
+  protected rearm(events: number): void {
+    this.armedEvents |= events & this.selectedEvents;
+    this.checkEvents();
+  }
+
+  /** Records and reports the selected, armed events whose condition holds now. */
+  protected checkEvents(): void {
+    if (this.selectedEvents === 0 || this.state === 'closed') return;
+    let events = 0;
+    const errors: Record<string, number> = {};
+    for (const [bit, error] of this.readyEvents()) {
+      if (!(this.armedEvents & bit)) continue;
+      this.armedEvents &= ~bit;
+      events |= bit;
+      if (error) errors[FD_NAMES[bit] ?? String(bit)] = error;
+    }
+    if (events) this.reportEvents(this.handle, events, errors);
+  }
+
+  /** The network events whose condition holds now, each with its error code (0 for none). */
+  protected abstract readyEvents(): Array<[number, number]>;
+
+  /** SIOCATMARK: true unless urgent data waits to be read with MSG_OOB. */
+  atMark(): boolean {
+    return !this.readyEvents().some(([bit]) => bit === W.FD_OOB);
+  }
+
+  protected stopEvents(): void {
+    this.selectedEvents = 0;
+    if (this.oobTimer) clearInterval(this.oobTimer);
+    this.oobTimer = null;
   }
 
   get windowsPolicy(): boolean {
@@ -211,6 +282,7 @@ export abstract class EmulatedSocket {
   /** Re-checks every blocked call; called whenever the socket's state changes. */
   protected wake(): void {
     for (const w of [...this.waiters]) w.poll();
+    this.checkEvents();
   }
 
   /**

@@ -32,6 +32,8 @@ export class TcpSocket extends EmulatedSocket {
   private failure = 0;
   private connectError = 0;
   private finAfterDrain = false;
+  /** Set once a connect attempt finished: FD_CONNECT is recorded with this code. */
+  private connectOutcome: number | null = null;
   private readonly accepted: net.Socket[] = [];
   private backlog = 1;
 
@@ -130,6 +132,7 @@ export class TcpSocket extends EmulatedSocket {
         this.accepted.unshift(conn);
         return fail(W.WSAEMFILE);
       }
+      queueMicrotask(() => this.rearm(W.FD_ACCEPT));
       return ok({ addr: child.peerName() ?? undefined }, child.handle);
     });
   }
@@ -161,6 +164,7 @@ export class TcpSocket extends EmulatedSocket {
       if (this.state !== 'connecting') return;
       this.connectError = wsaFromNodeError(err);
       this.pendingError = this.connectError;
+      this.connectOutcome = this.connectError;
       conn.destroy();
       this.moveTo(before);
       this.wake();
@@ -174,6 +178,7 @@ export class TcpSocket extends EmulatedSocket {
       }
       this.ctx.ports.release(this.handle);
       this.moveTo('connected');
+      this.connectOutcome = 0;
       this.wire(conn);
       this.wake();
     });
@@ -265,6 +270,7 @@ export class TcpSocket extends EmulatedSocket {
   }
 
   private afterDrainStep(): void {
+    this.checkEvents();
     if (this.finAfterDrain && this.tx?.pendingOps === 0 && this.conn && !this.conn.destroyed) {
       this.finAfterDrain = false;
       this.conn.end();
@@ -299,7 +305,7 @@ export class TcpSocket extends EmulatedSocket {
     if (this.nonBlocking && !forceBlocking && this.windowsPolicy && !urgent) {
       // Windows in practice: the whole buffer or nothing. While earlier data is still queued,
       // WSAEWOULDBLOCK; otherwise every byte is taken and sent in the background.
-      if (tx.pendingOps > 0) return Promise.resolve(fail(W.WSAEWOULDBLOCK));
+      if (tx.pendingOps > 0) return Promise.resolve(this.wouldBlock());
       if (tx.fitsNow(total)) tx.acceptNow(buffers, total);
       else tx.submit({ chunks: buffers, total, thread: 0, overlapped: false, background: true, complete: () => undefined });
       return Promise.resolve(ok({ bytesSent: total }));
@@ -308,7 +314,7 @@ export class TcpSocket extends EmulatedSocket {
       if (total === 0) return Promise.resolve(ok({ bytesSent: 0 }));
       const n = tx.acceptNow(buffers, total, urgent);
       if (this.failure) return Promise.resolve(fail(this.failure));
-      return Promise.resolve(n > 0 ? ok({ bytesSent: n }) : fail(W.WSAEWOULDBLOCK));
+      return Promise.resolve(n > 0 ? ok({ bytesSent: n }) : this.wouldBlock());
     }
     return new Promise<Outcome>((resolve) => {
       tx.submit({
@@ -340,6 +346,32 @@ export class TcpSocket extends EmulatedSocket {
     return { outcome: fail(W.WSA_IO_PENDING), cancel: (errno) => tx.cancel(errno, (o) => o === op) };
   }
 
+  /** A send that would block re-enables FD_WRITE, which is recorded when room appears. */
+  private wouldBlock(): Outcome {
+    queueMicrotask(() => this.rearm(W.FD_WRITE));
+    return fail(W.WSAEWOULDBLOCK);
+  }
+
+  protected readyEvents(): Array<[number, number]> {
+    const ready: Array<[number, number]> = [];
+    if (this.rxBytes > 0) ready.push([W.FD_READ, 0]);
+    if (this.state === 'connected' && !this.failure && !this.sendShut && this.tx && this.tx.fitsNow(1)) ready.push([W.FD_WRITE, 0]);
+    if (this.state === 'listening' && this.accepted.length > 0) ready.push([W.FD_ACCEPT, 0]);
+    if (this.connectOutcome !== null) ready.push([W.FD_CONNECT, this.connectOutcome]);
+    if (this.failure) ready.push([W.FD_CLOSE, this.failure]);
+    else if (this.peerFinished && this.rxBytes === 0) ready.push([W.FD_CLOSE, 0]);
+    if (this.urgentPending()) ready.push([W.FD_OOB, 0]);
+    return ready;
+  }
+
+  /** True when urgent data waits in the kernel (peeked with recv(MSG_OOB | MSG_PEEK)). */
+  private urgentPending(): boolean {
+    const native = libc();
+    const fd = fdOf(this.conn as unknown as { _handle?: { fd?: number } });
+    if (!native || fd === null || this.oobInline) return false;
+    return native.recv(fd, new Uint8Array(1), native.c.MSG_OOB | 2 /* MSG_PEEK */) > 0;
+  }
+
   flushSends(): number {
     if (!this.tx) return 0;
     return this.tx.cancel(W.WSA_OPERATION_ABORTED, (o) => o.overlapped) + this.tx.cancel(W.WSAEINTR, (o) => !o.overlapped);
@@ -348,7 +380,8 @@ export class TcpSocket extends EmulatedSocket {
   /** Why a receive cannot start at all, or null when it can. */
   private recvPrecheck(flags: number): Outcome | null {
     if (flags & ~(W.MSG_PEEK | W.MSG_OOB | W.MSG_WAITALL)) return fail(W.WSAEOPNOTSUPP);
-    if (flags & W.MSG_OOB) return fail(W.WSAEINVAL);
+    // Urgent data needs the C library; with SO_OOBINLINE it arrives in the ordinary stream instead.
+    if (flags & W.MSG_OOB && (!libc() || this.oobInline)) return fail(W.WSAEINVAL);
     if (this.state === 'listening') return fail(W.WSAENOTCONN);
     if (this.recvShut) return fail(W.WSAESHUTDOWN);
     if (this.state !== 'connected') return fail(W.WSAENOTCONN);
@@ -362,7 +395,9 @@ export class TcpSocket extends EmulatedSocket {
     return () => {
       if (this.closed) return fail(W.WSAEINTR);
       if (this.recvShut) return fail(W.WSAESHUTDOWN);
+      if (flags & W.MSG_OOB) return this.takeUrgent(want, flags);
       if (this.rxBytes > 0 || want === 0) {
+        queueMicrotask(() => this.rearm(W.FD_READ));
         const data = this.take(want, (flags & W.MSG_PEEK) !== 0);
         const out: Record<string, unknown> = { data, bytesRecvd: data.length, flags: 0 };
         if (wantFrom) out['from'] = this.peerName() ?? undefined;
@@ -378,11 +413,31 @@ export class TcpSocket extends EmulatedSocket {
     };
   }
 
+  /** Reads urgent data with recv(MSG_OOB); undefined while none is waiting. */
+  private takeUrgent(want: number, flags: number): Outcome | undefined {
+    const native = libc()!;
+    const fd = fdOf(this.conn as unknown as { _handle?: { fd?: number } });
+    if (fd === null) return fail(this.failure || W.WSAENOTCONN);
+    const buf = new Uint8Array(Math.max(1, want));
+    const n = native.recv(fd, buf, native.c.MSG_OOB | (flags & W.MSG_PEEK ? 2 : 0));
+    if (n >= 0) {
+      queueMicrotask(() => this.rearm(W.FD_OOB));
+      return ok({ data: buf.subarray(0, n), bytesRecvd: n, flags: W.MSG_OOB });
+    }
+    if (-n === native.c.EINVAL || -n === native.c.EAGAIN) return undefined;
+    return fail(wsaFromErrno(-n));
+  }
+
   recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking = false): Promise<Outcome> {
     const bad = this.recvPrecheck(flags);
     if (bad) return Promise.resolve(bad);
     const check = this.recvCheck(lengths, flags, wantFrom);
     if (this.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? fail(W.WSAEWOULDBLOCK));
+    if (flags & W.MSG_OOB) {
+      // Nothing tells node when urgent data arrives: look again every few milliseconds.
+      const timer = setInterval(() => this.wake(), 10);
+      return this.waitFor(check).finally(() => clearInterval(timer));
+    }
     return this.waitFor(check);
   }
 
@@ -431,6 +486,7 @@ export class TcpSocket extends EmulatedSocket {
 
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
     if (this.closed) return;
+    this.stopEvents();
     this.moveTo('closed');
     this.ctx.ports.release(this.handle);
     this.abortWaits(abortCode, overlappedCode);

@@ -71,6 +71,7 @@ export class UdpSocket extends EmulatedSocket {
     this.isBoundFlag = true;
     this.applyBuffers();
     this.moveTo('bound');
+    this.checkEvents();
     return ok();
   }
 
@@ -191,6 +192,7 @@ export class UdpSocket extends EmulatedSocket {
       }
       const d = this.rxQueue[0];
       if (!d) return undefined;
+      queueMicrotask(() => this.rearm(W.FD_READ));
       if (!(flags & W.MSG_PEEK)) {
         this.rxQueue.shift();
         this.rxBytes -= d.data.length;
@@ -224,8 +226,17 @@ export class UdpSocket extends EmulatedSocket {
     return ok();
   }
 
+  protected readyEvents(): Array<[number, number]> {
+    const ready: Array<[number, number]> = [];
+    if (this.rxQueue.length > 0) ready.push([W.FD_READ, 0]);
+    // A datagram socket can always send once it has an address.
+    if (this.isBoundFlag && !this.sendShut) ready.push([W.FD_WRITE, 0]);
+    return ready;
+  }
+
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
     if (this.closed) return;
+    this.stopEvents();
     this.moveTo('closed');
     this.abortWaits(abortCode, overlappedCode);
     const sock = this.sock;

@@ -16,8 +16,8 @@ export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, out
     case W.SIOCATMARK:
       if (outputLength < 4) return fail(W.WSAEFAULT);
       if (sock.type !== W.SOCK_STREAM) return fail(W.WSAEINVAL);
-      // No urgent data is ever pending in this build: the read position is "at the mark" (TRUE).
-      return ok({ output: dwordBytes(W.TRUE), bytesReturned: 4 });
+      // TRUE while no urgent data waits to be read out of band.
+      return ok({ output: dwordBytes(sock.atMark() ? W.TRUE : W.FALSE), bytesReturned: 4 });
     case W.SIO_FLUSH:
       // Queued sends not yet taken into the transport buffer are discarded (WSA_OPERATION_ABORTED).
       sock.flushSends();

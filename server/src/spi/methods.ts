@@ -131,6 +131,14 @@ export const SPI_HANDLERS: Record<string, SpiHandler> = {
 
   'spiwire.threadExit': (session, p) => session.threadExit(p['thread'] as number),
 
+  WSPEventSelect: withSocket((sock, p) => {
+    const events = p['events'] as number;
+    const known = W.FD_READ | W.FD_WRITE | W.FD_OOB | W.FD_ACCEPT | W.FD_CONNECT | W.FD_CLOSE;
+    if (events & ~known) return fail(W.WSAEINVAL);
+    sock.eventSelect(events);
+    return ok();
+  }),
+
   WSPSetSockOpt: withSocket((sock, p) => setSockOpt(sock, p['level'] as number, p['optname'] as number, p['optval'] as Uint8Array | null, p['optlen'] as number)),
 
   WSPGetSockOpt: withSocket((sock, p) => getSockOpt(sock, p['level'] as number, p['optname'] as number, p['optlen'] as number)),

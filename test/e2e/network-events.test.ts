@@ -1,0 +1,194 @@
+/** WSPEventSelect and WSPEnumNetworkEvents over real sockets: which events are recorded, when, and with which codes. */
+import t from 'tap';
+import * as net from 'node:net';
+import * as S from '@spiwire/client';
+import { fdOf, libc } from '@spiwire/server/internals';
+import { FAMILIES, addr, af, connectedTcp, daemon, loopback, namelen, send, session, sleep, tcpPeer, type Family } from '../helpers/harness.js';
+
+async function waitEvents(spi: S.SpiSession, s: number, ev: number, want: number, timeoutMs = 5000): Promise<S.WSANETWORKEVENTS> {
+  const seen: S.WSANETWORKEVENTS = { lNetworkEvents: 0, iErrorCode: new Array(10).fill(0) };
+  const e = S.out(0);
+  const deadline = Date.now() + timeoutMs;
+  while ((seen.lNetworkEvents & want) !== want && Date.now() < deadline) {
+    await spi.WSAWaitForMultipleEvents(1, [ev], false, 200, false);
+    const ne: S.WSANETWORKEVENTS = { lNetworkEvents: 0, iErrorCode: [] };
+    if ((await spi.WSPEnumNetworkEvents(s, ev, ne, e)) !== 0) throw new Error(`WSPEnumNetworkEvents: ${e.value}`);
+    seen.lNetworkEvents |= ne.lNetworkEvents;
+    ne.iErrorCode.forEach((c, i) => {
+      if (ne.lNetworkEvents & (1 << i)) seen.iErrorCode[i] = c;
+    });
+  }
+  return seen;
+}
+
+async function enumNow(spi: S.SpiSession, s: number, ev: number): Promise<number> {
+  const ne: S.WSANETWORKEVENTS = { lNetworkEvents: 0, iErrorCode: [] };
+  await spi.WSPEnumNetworkEvents(s, ev, ne, S.out(0));
+  return ne.lNetworkEvents;
+}
+
+async function tcpSocket(spi: S.SpiSession, f: Family): Promise<number> {
+  const e = S.out(0);
+  return spi.WSPSocket(af(f), S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, 0, e);
+}
+
+for (const f of FAMILIES) {
+  t.test(`${f}: FD_CONNECT (error 0) and FD_WRITE after a nonblocking connect; the socket became nonblocking`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const s = await tcpSocket(spi, f);
+    const ev = spi.WSACreateEvent();
+    const e = S.out(0);
+    t.equal(await spi.WSPEventSelect(s, ev, S.FD_CONNECT | S.FD_WRITE | S.FD_READ | S.FD_CLOSE, e), 0);
+    t.equal(await spi.WSPConnect(s, addr(f, peer.port), namelen(f), null, null, null, null, e), S.SOCKET_ERROR);
+    t.equal(e.value, S.WSAEWOULDBLOCK, 'WSPEventSelect made the socket nonblocking');
+    const seen = await waitEvents(spi, s, ev, S.FD_CONNECT | S.FD_WRITE);
+    t.ok(seen.lNetworkEvents & S.FD_CONNECT, 'FD_CONNECT recorded');
+    t.equal(seen.iErrorCode[S.FD_CONNECT_BIT], 0, 'with error 0');
+    t.ok(seen.lNetworkEvents & S.FD_WRITE, 'FD_WRITE recorded once connected');
+  });
+
+  t.test(`${f}: FD_CONNECT carries WSAECONNREFUSED when the connect fails`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const closed = net.createServer();
+    await new Promise<void>((r) => closed.listen(0, loopback(f), r));
+    const port = (closed.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const s = await tcpSocket(spi, f);
+    const ev = spi.WSACreateEvent();
+    const e = S.out(0);
+    t.equal(await spi.WSPEventSelect(s, ev, S.FD_CONNECT, e), 0);
+    await spi.WSPConnect(s, addr(f, port), namelen(f), null, null, null, null, e);
+    const seen = await waitEvents(spi, s, ev, S.FD_CONNECT);
+    t.equal(seen.iErrorCode[S.FD_CONNECT_BIT], S.WSAECONNREFUSED);
+  });
+
+  t.test(`${f}: FD_READ is recorded when data arrives and again only after a receive`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const ev = spi.WSACreateEvent();
+    const e = S.out(0);
+    t.equal(await spi.WSPEventSelect(s, ev, S.FD_READ, e), 0);
+    conn.socket.write('first');
+    t.ok((await waitEvents(spi, s, ev, S.FD_READ)).lNetworkEvents & S.FD_READ, 'FD_READ recorded');
+    conn.socket.write('second');
+    await sleep(100);
+    t.equal(await enumNow(spi, s, ev) & S.FD_READ, 0, 'not recorded again before a receive');
+    const buf = new Uint8Array(4);
+    t.equal(await spi.WSPRecv(s, [S.wsabuf(buf)], 1, S.out(0), S.out(0), null, null, null, e), 0);
+    t.ok((await waitEvents(spi, s, ev, S.FD_READ)).lNetworkEvents & S.FD_READ, 'data left after the receive: FD_READ again');
+  });
+
+  t.test(`${f}: FD_WRITE is re-enabled only by a send that failed with WSAEWOULDBLOCK`, async (t) => {
+    const d = await daemon(t, { limits: { defaultSndBuf: 8192 } });
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f, { paused: true });
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const ev = spi.WSACreateEvent();
+    const e = S.out(0);
+    t.equal(await spi.WSPEventSelect(s, ev, S.FD_WRITE, e), 0);
+    t.ok((await waitEvents(spi, s, ev, S.FD_WRITE)).lNetworkEvents & S.FD_WRITE, 'FD_WRITE at selection: the socket can send');
+    let blocked = false;
+    for (let i = 0; i < 2000 && !blocked; i++) {
+      const [r, err] = await send(spi, s, [Buffer.alloc(65536, 1)]);
+      if (r !== 0) {
+        t.equal(err, S.WSAEWOULDBLOCK);
+        blocked = true;
+      }
+    }
+    t.ok(blocked, 'the sender filled the buffers');
+    t.equal(await enumNow(spi, s, ev) & S.FD_WRITE, 0, 'no FD_WRITE while nothing can be sent');
+    conn.socket.resume();
+    t.ok((await waitEvents(spi, s, ev, S.FD_WRITE, 20000)).lNetworkEvents & S.FD_WRITE, 'FD_WRITE once room appears after WSAEWOULDBLOCK');
+  });
+
+  t.test(`${f}: FD_CLOSE with 0 after a graceful close, with WSAECONNRESET after a reset`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const e = S.out(0);
+    const a = await connectedTcp(spi, f, peer);
+    const b = await connectedTcp(spi, f, peer);
+    const evA = spi.WSACreateEvent();
+    const evB = spi.WSACreateEvent();
+    t.equal(await spi.WSPEventSelect(a.s, evA, S.FD_CLOSE, e), 0);
+    t.equal(await spi.WSPEventSelect(b.s, evB, S.FD_CLOSE, e), 0);
+    a.conn.socket.end();
+    b.conn.socket.resetAndDestroy();
+    const seenA = await waitEvents(spi, a.s, evA, S.FD_CLOSE);
+    const seenB = await waitEvents(spi, b.s, evB, S.FD_CLOSE);
+    t.equal(seenA.iErrorCode[S.FD_CLOSE_BIT], 0, 'graceful: FD_CLOSE with 0');
+    t.equal(seenB.iErrorCode[S.FD_CLOSE_BIT], S.WSAECONNRESET, 'reset: FD_CLOSE with WSAECONNRESET');
+  });
+
+  t.test(`${f}: FD_ACCEPT on a listening socket, re-enabled by WSPAccept`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const e = S.out(0);
+    const l = await tcpSocket(spi, f);
+    t.equal(await spi.WSPBind(l, addr(f, 0), namelen(f), e), 0);
+    t.equal(await spi.WSPListen(l, 5, e), 0);
+    const name = { family: 0, address: '', port: 0 };
+    await spi.WSPGetSockName(l, name, S.out(namelen(f)), e);
+    const ev = spi.WSACreateEvent();
+    t.equal(await spi.WSPEventSelect(l, ev, S.FD_ACCEPT, e), 0);
+    const c1 = net.connect(name.port, loopback(f));
+    t.teardown(() => c1.destroy());
+    t.ok((await waitEvents(spi, l, ev, S.FD_ACCEPT)).lNetworkEvents & S.FD_ACCEPT, 'FD_ACCEPT when a connection waits');
+    const c2 = net.connect(name.port, loopback(f));
+    t.teardown(() => c2.destroy());
+    await sleep(100);
+    const a = await spi.WSPAccept(l, null, null, null, 0, e);
+    t.not(a, S.INVALID_SOCKET);
+    t.ok((await waitEvents(spi, l, ev, S.FD_ACCEPT)).lNetworkEvents & S.FD_ACCEPT, 'another waits: FD_ACCEPT again after the accept');
+  });
+
+  t.test(`${f}: FD_OOB when urgent data arrives; WSPRecv with MSG_OOB reads it`, { skip: libc() ? false : 'the C library cannot be loaded here' }, async (t) => {
+    const native = libc()!;
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const ev = spi.WSACreateEvent();
+    const e = S.out(0);
+    t.equal(await spi.WSPEventSelect(s, ev, S.FD_OOB, e), 0);
+    const fd = fdOf(conn.socket as unknown as { _handle?: { fd?: number } })!;
+    t.equal(native.send(fd, Buffer.from('U'), native.c.MSG_OOB), 1, 'the peer sends one urgent byte');
+    t.ok((await waitEvents(spi, s, ev, S.FD_OOB)).lNetworkEvents & S.FD_OOB, 'FD_OOB recorded');
+    const mark = new Uint8Array(4);
+    t.equal(await spi.WSPIoctl(s, S.SIOCATMARK, null, 0, mark, 4, S.out(0), null, null, null, e), 0);
+    t.equal(mark[0], 0, 'SIOCATMARK is FALSE while urgent data waits');
+    const buf = new Uint8Array(1);
+    const flags = S.out(S.MSG_OOB);
+    const n = S.out(0);
+    t.equal(await spi.WSPRecv(s, [S.wsabuf(buf)], 1, n, flags, null, null, null, e), 0);
+    t.equal(Buffer.from(buf).toString(), 'U', 'MSG_OOB receive returns the urgent byte');
+    t.equal(await spi.WSPIoctl(s, S.SIOCATMARK, null, 0, mark, 4, S.out(0), null, null, null, e), 0);
+    t.equal(mark[0], 1, 'SIOCATMARK is TRUE again');
+  });
+}
+
+t.test('network events reach the originating session only', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const other = await session(t, d);
+  let foreign = 0;
+  const prev = other.connection.onNotification;
+  other.connection.onNotification = (m, p) => {
+    if (m === 'spiwire.networkEvents') foreign++;
+    prev(m, p);
+  };
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  const ev = spi.WSACreateEvent();
+  t.equal(await spi.WSPEventSelect(s, ev, S.FD_READ | S.FD_WRITE | S.FD_CLOSE, S.out(0)), 0);
+  conn.socket.end('bye');
+  const seen = await waitEvents(spi, s, ev, S.FD_READ | S.FD_WRITE);
+  t.ok(seen.lNetworkEvents & S.FD_READ);
+  await sleep(100);
+  t.equal(foreign, 0, 'the other session saw none of them');
+});
