@@ -260,6 +260,7 @@ const REAL_CALLS: Record<string, Record<string, unknown>> = {
   WSPSetSockOpt: { s: 256, level: 0xffff, optname: 0x1001, optval: bytes(0, 16, 0, 0), optlen: 4 },
   WSPGetSockOpt: { s: 256, level: 0xffff, optname: 0x1008, optlen: 4 },
   'spiwire.threadExit': { thread: 4100 },
+  WSPEventSelect: { s: 260, events: 0x23 },
 };
 
 t.test('real calls, written out, pass', async (t) => {
