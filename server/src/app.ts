@@ -33,6 +33,16 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
 
   app.get('/healthz', async () => ({ status: ctx.shuttingDown ? 'stopping' : 'ok', sessions: sessions.size, sockets: ctx.handles.size }));
   app.get('/version', async () => ({ name: 'spiwire', version: ctx.version, protocol: P.PROTOCOL_VERSION, subprotocol: P.SUBPROTOCOL, node: process.version }));
+  // Counters and memory for benchmarks and operators. With the token set, only clients holding it may read them.
+  app.get('/stats', async (req, reply) => {
+    if (opts.token !== undefined && !tokenMatches(opts.token, bearerToken(req.headers.authorization))) return reply.code(401).send({ error: 'token required' });
+    const gc = (globalThis as { gc?: () => void }).gc;
+    // ?gc=1 collects garbage first when the daemon runs with --expose-gc, so memory figures are steady.
+    if (gc && (req.query as Record<string, string>)['gc'] === '1') gc();
+    let pendingOps = 0;
+    for (const s of sessions) pendingOps += s.pendingOperations;
+    return { sessions: sessions.size, sockets: ctx.handles.size, pendingOps, memory: process.memoryUsage(), gcExposed: gc !== undefined };
+  });
 
   app.get(
     WS_PATH,

@@ -75,6 +75,11 @@ export class Session implements SpiSession {
     return this.sockets.size;
   }
 
+  /** Overlapped operations started and not yet completed. */
+  get pendingOperations(): number {
+    return this.ops.size;
+  }
+
   // ---- inbound ----
 
   private onMessage(data: Buffer, isBinary: boolean): void {
