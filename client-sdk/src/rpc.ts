@@ -41,6 +41,11 @@ export interface Welcome {
 
 /** A frame is sent as soon as it holds this much, without waiting for the microtask. */
 const FLUSH_AT = 256 * 1024;
+/**
+ * ... or as soon as it holds this many records: the daemon starts on them while more are packed,
+ * instead of the two ends taking turns on one huge frame each.
+ */
+const FLUSH_RECORDS = 64;
 /** Room for one call's JSON header beside its bytes. */
 const HEADER_ROOM = 64 * 1024;
 
@@ -135,7 +140,7 @@ export class RpcConnection {
     // Never let packing push a frame past the daemon's limit: flush first when this call would.
     if (this.out.recordCount > 0 && this.out.byteLength + payloadSize(params) + HEADER_ROOM > this.welcome.limits.maxFrameBytes) this.flush();
     this.out.add({ jsonrpc: '2.0', id, method, params });
-    if (this.out.byteLength >= FLUSH_AT) this.flush();
+    if (this.out.byteLength >= FLUSH_AT || this.out.recordCount >= FLUSH_RECORDS) this.flush();
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
       queueMicrotask(() => this.flush());

@@ -436,6 +436,9 @@ export class SpiSession implements ThreadHost {
     const onReply = (r: Result): void => {
       const data = r['data'] as Uint8Array | undefined;
       if (r.ret === 0 && data && rec.targets) scatter(data, rec.targets);
+      // Completed at once: the reply stands for the completion.
+      const c = r['completion'] as { error: number; bytes: number; flags: number } | undefined;
+      if (c) this.complete(op, c.error, c.bytes, c.flags);
     };
     const r = await this.call(method, { ...params, overlapped: { op, thread: issuer.id.ThreadHandle } }, onReply);
     if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING && this.ops.get(op)) {

@@ -85,6 +85,11 @@ export interface MethodSpec {
 }
 
 const s: FieldSpec = { type: 'handle', doc: 'The socket handle (SOCKET) returned by WSPSocket or WSPAccept.' };
+const completion: FieldSpec = {
+  type: 'object',
+  optional: true,
+  doc: 'Present when an overlapped call completed at once: {error, bytes, flags}. The reply then stands for the completion; no spiwire.completion follows.',
+};
 const overlapped: FieldSpec = {
   type: 'overlapped',
   optional: true,
@@ -132,7 +137,7 @@ export const METHODS: Record<string, MethodSpec> = {
       flags: { type: 'u32', doc: 'dwFlags: MSG_OOB (0x1), MSG_DONTROUTE (0x4), MSG_PARTIAL (0x8000).' },
       overlapped,
     },
-    result: { bytesSent: { type: 'u32', optional: true, doc: 'lpNumberOfBytesSent; present when ret is 0.' } },
+    result: { bytesSent: { type: 'u32', optional: true, doc: 'lpNumberOfBytesSent; present when ret is 0.' }, completion },
   },
   WSPSendTo: {
     summary: 'Send to an address (datagram sockets); on a connected socket the address is ignored.',
@@ -144,7 +149,7 @@ export const METHODS: Record<string, MethodSpec> = {
       tolen: { type: 'int', doc: 'iTolen; below the family\'s sockaddr size gives WSAEFAULT.' },
       overlapped,
     },
-    result: { bytesSent: { type: 'u32', optional: true, doc: 'lpNumberOfBytesSent; present when ret is 0.' } },
+    result: { bytesSent: { type: 'u32', optional: true, doc: 'lpNumberOfBytesSent; present when ret is 0.' }, completion },
   },
   WSPRecv: {
     summary: 'Receive into buffers of the given sizes.',
@@ -158,6 +163,7 @@ export const METHODS: Record<string, MethodSpec> = {
       data: { type: 'bytes', optional: true, doc: 'The received bytes (the client scatters them over its buffers).' },
       bytesRecvd: { type: 'u32', optional: true, doc: 'lpNumberOfBytesRecvd.' },
       flags: { type: 'u32', optional: true, doc: 'lpFlags on output (MSG_PARTIAL when a datagram was truncated).' },
+      completion,
     },
   },
   WSPRecvFrom: {
@@ -173,6 +179,7 @@ export const METHODS: Record<string, MethodSpec> = {
       bytesRecvd: { type: 'u32', optional: true, doc: 'lpNumberOfBytesRecvd.' },
       flags: { type: 'u32', optional: true, doc: 'lpFlags on output.' },
       from: { type: 'sockaddr', optional: true, doc: 'lpFrom: the source address.' },
+      completion,
     },
   },
   WSPShutdown: {
@@ -207,6 +214,7 @@ export const METHODS: Record<string, MethodSpec> = {
     result: {
       output: { type: 'bytes', optional: true, doc: 'The bytes written to lpvOutBuffer.' },
       bytesReturned: { type: 'u32', optional: true, doc: 'lpcbBytesReturned.' },
+      completion,
     },
   },
   WSPSetSockOpt: {
@@ -254,7 +262,7 @@ export const NOTIFICATIONS: Record<string, { summary: string; params: Record<str
     },
   },
   'spiwire.completion': {
-    summary: 'An overlapped operation completed: sent once for every operation that did not fail at once, after the reply to its call.',
+    summary: 'A pending overlapped operation completed: sent once for every operation whose call answered WSA_IO_PENDING, after that reply.',
     params: {
       op: { type: 'u32', doc: 'The op id the client gave in overlapped.op.' },
       s: { type: 'handle', doc: 'The socket.' },

@@ -16,6 +16,7 @@ import { UdpSocket } from './sockets/udp-socket.js';
 import { SPI_HANDLERS, checkSocketTriple, type SpiSession } from './spi/methods.js';
 
 const WS_OPEN = 1;
+const FLUSH_RECORDS = 256;
 
 /** Work to run right after a reply is queued: an immediate completion must follow its call's reply. */
 const AFTER_REPLY = Symbol('afterReply');
@@ -202,7 +203,9 @@ export class Session implements SpiSession {
       return;
     }
     this.out.add(message);
-    if (this.out.byteLength >= 256 * 1024) {
+    // Send a frame once it is big or holds many records, so the client starts on it while the
+    // daemon is still working through the rest of its input.
+    if (this.out.byteLength >= 256 * 1024 || this.out.recordCount >= FLUSH_RECORDS) {
       this.flush();
       return;
     }
@@ -277,19 +280,19 @@ export class Session implements SpiSession {
 
   // ---- overlapped operations ----
 
-  async overlapped(sock: EmulatedSocket, ov: { op: number; thread: number }, start: (done: CompleteFn) => OverlappedStart | Promise<OverlappedStart>, fallback?: () => Outcome | Promise<Outcome>): Promise<Outcome> {
+  overlapped(sock: EmulatedSocket, ov: { op: number; thread: number }, start: (done: CompleteFn) => OverlappedStart | Promise<OverlappedStart>, fallback?: () => Outcome | Promise<Outcome>): Outcome | Promise<Outcome> {
     if (!sock.overlapped) {
       // Reference policy: overlapped I/O needs a socket created with WSA_FLAG_OVERLAPPED.
       if (!sock.windowsPolicy || !fallback) return fail(P.WSAEINVAL);
       // Windows policy: the call completes as a blocking call, and its completion is still reported.
-      const r: Answer = await fallback();
-      if (r.ret === 0) {
-        const data = r['data'] as Uint8Array | undefined;
-        const bytes = (r['bytesSent'] as number | undefined) ?? data?.length ?? (r['bytesReturned'] as number | undefined) ?? 0;
-        const params = { op: ov.op, s: sock.handle, error: 0, bytes, flags: (r['flags'] as number | undefined) ?? 0 };
-        r[AFTER_REPLY] = () => this.notify('spiwire.completion', params);
-      }
-      return r;
+      return Promise.resolve(fallback()).then((r) => {
+        if (r.ret === 0) {
+          const data = r['data'] as Uint8Array | undefined;
+          const bytes = (r['bytesSent'] as number | undefined) ?? data?.length ?? (r['bytesReturned'] as number | undefined) ?? 0;
+          r['completion'] = { error: 0, bytes, flags: (r['flags'] as number | undefined) ?? 0 };
+        }
+        return r;
+      });
     }
     if (this.ops.has(ov.op)) {
       throw new P.ProtocolError(P.INVALID_PARAMS, `overlapped.op ${ov.op} is already used by a pending operation of this session`, { field: 'overlapped.op' });
@@ -311,28 +314,37 @@ export class Session implements SpiSession {
       if (starting) early = params;
       else this.notify('spiwire.completion', params);
     };
-    let st: OverlappedStart;
-    try {
-      // Synchronous starts stay synchronous, so no other request can slip in before the
-      // operation is registered as cancellable.
-      const started = start(done);
-      st = started instanceof Promise ? await started : started;
-    } catch (err) {
+    const settle = (st: OverlappedStart): Outcome => {
+      starting = false;
+      const answer: Answer = st.outcome;
+      const completion = early as Record<string, unknown> | null;
+      if (st.outcome.errno === P.WSA_IO_PENDING) {
+        if (st.cancel) entry.cancel = st.cancel;
+        if (entry.cancelWith !== undefined) entry.cancel?.(entry.cancelWith);
+        // Completed while it was being started: the completion follows the reply.
+        if (completion) answer[AFTER_REPLY] = () => this.notify('spiwire.completion', completion);
+      } else if (completion) {
+        // Completed at once: the reply carries the completion, no notification follows.
+        answer['completion'] = { error: completion['error'], bytes: completion['bytes'], flags: completion['flags'] };
+      } else {
+        // Failed at once: no completion of any kind.
+        this.forget(ov.op, sock.handle);
+      }
+      return answer;
+    };
+    const fault = (err: unknown): never => {
       this.forget(ov.op, sock.handle);
       throw err;
+    };
+    let started: OverlappedStart | Promise<OverlappedStart>;
+    try {
+      started = start(done);
+    } catch (err) {
+      return fault(err);
     }
-    starting = false;
-    const answer: Answer = st.outcome;
-    if (st.outcome.errno === P.WSA_IO_PENDING) {
-      if (st.cancel) entry.cancel = st.cancel;
-      if (entry.cancelWith !== undefined) entry.cancel?.(entry.cancelWith);
-    } else if (early === null) {
-      // Failed at once: no completion of any kind.
-      this.forget(ov.op, sock.handle);
-    }
-    const completion = early;
-    if (completion) answer[AFTER_REPLY] = () => this.notify('spiwire.completion', completion);
-    return answer;
+    // Synchronous starts stay synchronous, so no other request can slip in before the
+    // operation is registered as cancellable.
+    return started instanceof Promise ? started.then(settle, fault) : settle(started);
   }
 
   private forget(op: number, handle: number): void {

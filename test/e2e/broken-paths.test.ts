@@ -14,8 +14,7 @@
  * ever reaches us, and the host's interface stays up with its address. Everything is removed in
  * teardown, also when the case fails. Without root or network namespaces every case is skipped.
  *
- * The same rigs expose three daemon bugs around "the interface is gone" (end of the file); their
- * failing assertions are marked todo until the daemon is fixed.
+ * The same rigs guard three fixed bugs around "the interface is gone" (end of the file).
  */
 import t, { type Test } from 'tap';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -337,16 +336,8 @@ t.test('WSAENETDOWN: the interface under a connected socket is deleted', opts, a
 });
 
 // ---------------------------------------------------------------------------------------------
-// Daemon bugs these rigs expose. The assertions that fail today carry { todo }, so the suite stays
-// green until they are fixed; they state what the daemon documents (brokenCode and interfaceGone in
-// server/src/sockets/tcp-socket.ts). Drop the todo once a fix lands.
-
-const DEAD_CHECK =
-  'daemon bug: brokenCode() calls interfaceGone() from the error handler, after Node destroyed the handle, so conn.localAddress is undefined and the check is always false';
-const STALE_CACHE =
-  'daemon bug: localAddressExists() answers from a process-wide list of interface addresses up to 200 ms old, so an address added within that window counts as gone and the new connection is broken for good';
-const CARRIER =
-  'daemon bug: localAddressExists() reads os.networkInterfaces(), which leaves out interfaces that are not UP and RUNNING, so losing carrier counts as the interface being gone and breaks the connection for good';
+// Regressions: the interface check once read the local address after node had forgotten it, took a
+// link without carrier for a lost interface, and answered "gone" from a stale list of addresses.
 
 t.test(
   'WSAENETDOWN also for a blocking WSPRecv when the interface is deleted under an idle keep-alive socket',
@@ -365,7 +356,7 @@ t.test(
     const got = await pending;
     t.comment(`blocking WSPRecv returned ${Date.now() - started} ms after the deletion: ${got ? `ret ${got.ret}, errno ${got.errno}` : 'still blocked'}`);
     t.ok(got, `the blocking WSPRecv returns within ${LIMIT_MS} ms`);
-    if (got) t.same([got.ret, got.errno], [S.SOCKET_ERROR, S.WSAENETDOWN], 'WSPRecv fails with WSAENETDOWN (10050), not WSAENETRESET', { todo: DEAD_CHECK });
+    if (got) t.same([got.ret, got.errno], [S.SOCKET_ERROR, S.WSAENETDOWN], 'WSPRecv fails with WSAENETDOWN (10050), not WSAENETRESET');
   },
 );
 
@@ -389,18 +380,18 @@ t.test(
     await sleep(300); // past the daemon's 200 ms interface cache
     const during = await send(spi, s, [Buffer.from('during ')]);
     t.comment(`WSPSend while the carrier is down: ret ${during[0]}, errno ${during[1]}`);
-    t.same(during, [0, 0, 7], 'WSPSend while the carrier is down is accepted (TCP retransmits later)', { todo: CARRIER });
+    t.same(during, [0, 0, 7], 'WSPSend while the carrier is down is accepted (TCP retransmits later)');
     await r.setCarrier(true);
     const after = await send(spi, s, [Buffer.from('after')]);
     t.comment(`WSPSend after the carrier is back: ret ${after[0]}, errno ${after[1]}`);
-    t.same(after, [0, 0, 5], 'WSPSend after the carrier is back', { todo: CARRIER });
+    t.same(after, [0, 0, 5], 'WSPSend after the carrier is back');
     let echoed = '';
     for (let i = 0; i < 10 && echoed.length < 12; i++) {
       const got = await recvWithin(spi, s, 5000);
       if (!got || got.ret !== 0 || got.bytes <= 0) break;
       echoed += got.data.toString();
     }
-    t.equal(echoed, 'during after', 'the peer got both and echoed them', { todo: CARRIER });
+    t.equal(echoed, 'during after', 'the peer got both and echoed them');
   },
 );
 
@@ -421,9 +412,9 @@ t.test('a connection from an address added a moment ago is not on a lost interfa
   t.equal(await spi.WSPConnect(b, { family: S.AF_INET, address: r.peerAddr, port: r.peerPort }, 16, null, null, null, null, e), 0, 'WSPConnect from it');
   const first = await send(spi, b, [Buffer.from('new')]);
   t.comment(`WSPSend ${Date.now() - started} ms after the address was added: ret ${first[0]}, errno ${first[1]}`);
-  t.same(first, [0, 0, 3], 'WSPSend on the new connection succeeds', { todo: STALE_CACHE });
+  t.same(first, [0, 0, 3], 'WSPSend on the new connection succeeds');
   await sleep(250);
   const later = await send(spi, b, [Buffer.from('again')]);
   t.comment(`WSPSend 250 ms later: ret ${later[0]}, errno ${later[1]}`);
-  t.same(later, [0, 0, 5], 'and so does a later one', { todo: STALE_CACHE });
+  t.same(later, [0, 0, 5], 'and so does a later one');
 });

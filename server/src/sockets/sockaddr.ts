@@ -1,5 +1,6 @@
 /** sockaddr checks and conversions between the wire form and what node:net / node:dgram take. */
 import { isIP, isIPv4 } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
@@ -76,17 +77,58 @@ function directedBroadcast(address: string, netmask: string): string {
 let interfaceCache: { at: number; addresses: Set<string> } | null = null;
 
 /**
- * True when address is a loopback address or belongs to an interface of this machine now. The
- * interface list is read at most every 200 ms, so a send path can ask cheaply.
+ * The addresses assigned to this machine's interfaces, whether or not the interface is up: a
+ * link that lost its carrier keeps its addresses (node's networkInterfaces() leaves such
+ * interfaces out). On Linux read from /proc; elsewhere from networkInterfaces().
+ */
+function assignedAddresses(): Set<string> {
+  const addresses = new Set<string>();
+  try {
+    // IPv4: the LOCAL host routes of the FIB; IPv6: /proc/net/if_inet6 (32 hex digits per address).
+    const fib = readFileSync('/proc/net/fib_trie', 'utf8').split('\n');
+    for (let i = 1; i < fib.length; i++) {
+      if (fib[i]!.includes('/32 host LOCAL')) {
+        const m = /(\d+\.\d+\.\d+\.\d+)\s*$/.exec(fib[i - 1]!);
+        if (m) addresses.add(m[1]!);
+      }
+    }
+    for (const line of readFileSync('/proc/net/if_inet6', 'utf8').split('\n')) {
+      const hex = line.split(/\s+/)[0];
+      if (hex && hex.length === 32) addresses.add(canonicalV6(hex));
+    }
+  } catch {
+    for (const list of Object.values(networkInterfaces())) for (const ni of list ?? []) addresses.add(ni.family === 'IPv6' ? canonicalV6FromText(ni.address) : ni.address);
+  }
+  return addresses;
+}
+
+function canonicalV6(hex: string): string {
+  const groups: string[] = [];
+  for (let i = 0; i < 32; i += 4) groups.push(parseInt(hex.slice(i, i + 4), 16).toString(16));
+  return groups.join(':');
+}
+
+/** Expands IPv6 text to eight groups without leading zeros, to compare with canonicalV6. */
+function canonicalV6FromText(text: string): string {
+  const plain = text.split('%')[0]!;
+  const [head, tail] = plain.includes('::') ? plain.split('::') as [string, string] : [plain, ''];
+  const h = head ? head.split(':') : [];
+  const tl = tail ? tail.split(':') : [];
+  const fill = plain.includes('::') ? new Array(8 - h.length - tl.length).fill('0') : [];
+  return [...h, ...fill, ...tl].map((g) => parseInt(g || '0', 16).toString(16)).join(':');
+}
+
+/**
+ * True when address is a loopback address or is assigned to an interface of this machine. A
+ * positive answer may come from a list up to 200 ms old; a negative one is always checked afresh,
+ * so an address added a moment ago is never taken for gone.
  */
 export function localAddressExists(address: string): boolean {
   const plain = address.split('%')[0]!.replace(/^::ffff:/, '');
   if (plain.startsWith('127.') || plain === '::1') return true;
+  const key = isIPv4(plain) ? plain : canonicalV6FromText(plain);
   const now = Date.now();
-  if (!interfaceCache || now - interfaceCache.at > 200) {
-    const addresses = new Set<string>();
-    for (const list of Object.values(networkInterfaces())) for (const ni of list ?? []) addresses.add(ni.address);
-    interfaceCache = { at: now, addresses };
-  }
-  return interfaceCache.addresses.has(plain);
+  if (interfaceCache && now - interfaceCache.at <= 200 && interfaceCache.addresses.has(key)) return true;
+  interfaceCache = { at: now, addresses: assignedAddresses() };
+  return interfaceCache.addresses.has(key);
 }

@@ -32,6 +32,10 @@ export class TcpSocket extends EmulatedSocket {
   private failure = 0;
   private connectError = 0;
   private finAfterDrain = false;
+  /** The connection's local address, and when data last went out and came in (for brokenCode). */
+  private localAddr: string | null = null;
+  private lastSendAt = 0;
+  private lastRecvAt = 0;
   /** Set once a connect attempt finished: FD_CONNECT is recorded with this code. */
   private connectOutcome: number | null = null;
   private readonly accepted: net.Socket[] = [];
@@ -194,13 +198,16 @@ export class TcpSocket extends EmulatedSocket {
   /** Connects the node socket's events to this emulated socket. */
   private wire(conn: net.Socket): void {
     this.conn = conn;
+    this.localAddr = conn.localAddress ?? null;
     const sink: StreamSink = {
       write: (chunk, done) => {
         if (conn.destroyed) return done(new Error('destroyed'));
+        this.lastSendAt = performance.now();
         conn.write(chunk, done);
       },
       cork: () => conn.cork(),
-      uncork: () => conn.uncork(),
+      // Uncork on the next tick: every send of one incoming frame then leaves in one writev.
+      uncork: () => process.nextTick(() => conn.uncork()),
       sendUrgent: (chunk) => {
         const native = libc();
         const fd = fdOf(conn as unknown as { _handle?: { fd?: number } });
@@ -220,6 +227,7 @@ export class TcpSocket extends EmulatedSocket {
         conn.resetAndDestroy();
         return;
       }
+      this.lastRecvAt = performance.now();
       this.rx.push(chunk);
       this.rxBytes += chunk.length;
       if (this.rxBytes >= Math.max(this.rcvBuf, 1)) conn.pause();
@@ -247,17 +255,20 @@ export class TcpSocket extends EmulatedSocket {
   private brokenCode(err: NodeJS.ErrnoException): number {
     if (this.interfaceGone()) return W.WSAENETDOWN;
     if (err.code === 'ETIMEDOUT') {
-      const idle = (this.tx?.drained ?? true) && (this.conn?.writableLength ?? 0) === 0;
-      return this.keepAlive && idle && this.maxRetransmitSeconds === 0 ? W.WSAENETRESET : W.WSAECONNABORTED;
+      // Data sent since the peer was last heard from may be what went unacknowledged: a
+      // retransmission failure. Otherwise only keep-alive probes were going out.
+      const unacked = this.lastSendAt > this.lastRecvAt || !(this.tx?.drained ?? true) || (this.conn?.writableLength ?? 0) > 0;
+      return this.keepAlive && !unacked ? W.WSAENETRESET : W.WSAECONNABORTED;
     }
     return wsaFromNodeError(err);
   }
 
-  /** True when the socket's local address no longer belongs to any interface of this machine. */
+  /**
+   * True when the socket's local address is no longer assigned to this machine. The address is
+   * remembered when the connection is made: node forgets it once the handle is closed.
+   */
   private interfaceGone(): boolean {
-    const local = this.conn?.localAddress;
-    if (!local) return false;
-    return !localAddressExists(local);
+    return this.localAddr !== null && !localAddressExists(this.localAddr);
   }
 
   /** The connection broke: every waiting send and receive learns why. */
