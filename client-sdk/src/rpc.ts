@@ -2,6 +2,7 @@
  * The SDK's connection to the daemon: JSON-RPC requests packed several to a binary frame and
  * flushed on a microtask, replies matched by id, notifications handed to a listener.
  */
+import { randomFillSync } from 'node:crypto';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 
@@ -60,6 +61,24 @@ function payloadSize(params: Record<string, unknown>): number {
   return n;
 }
 
+/**
+ * A random masking key that is never all zeros: with a zero key ws would skip masking and keep a
+ * reference to the caller's frame, which the SDK reuses for the next frame.
+ */
+const maskPool = Buffer.alloc(8192);
+let maskAt = maskPool.length;
+
+function nonZeroMask(mask: Buffer): void {
+  do {
+    if (maskAt + 4 > maskPool.length) {
+      randomFillSync(maskPool);
+      maskAt = 0;
+    }
+    maskPool.copy(mask, 0, maskAt, maskAt + 4);
+    maskAt += 4;
+  } while ((mask[0]! | mask[1]! | mask[2]! | mask[3]!) === 0);
+}
+
 type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void; onReply?: ((r: Record<string, unknown>) => void) | undefined };
 
 export class RpcConnection {
@@ -83,7 +102,7 @@ export class RpcConnection {
   static open(url: string, opts: RpcOptions = {}): Promise<RpcConnection> {
     const headers: Record<string, string> = { ...opts.headers };
     if (opts.token !== undefined) headers['authorization'] = `Bearer ${opts.token}`;
-    const ws = new WebSocket(url, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024 });
+    const ws = new WebSocket(url, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024, generateMask: nonZeroMask });
     ws.binaryType = 'nodebuffer';
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -159,6 +178,9 @@ export class RpcConnection {
     if (this.out.recordCount === 0) return;
     const frame = this.out.finish();
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(frame, { binary: true });
+    // ws masked the frame into a buffer of its own (a nonzero mask always copies), so the
+    // builder may write the next frame over this one.
+    this.out.recycle();
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {

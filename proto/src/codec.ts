@@ -305,6 +305,17 @@ export class FrameBuilder {
   }
 
   /**
+   * Declares every finished frame consumed (copied by the transport): the next record is written
+   * from the start of the buffer again, so a steady stream of calls needs no new memory.
+   */
+  recycle(): void {
+    if (this.used === this.start) {
+      this.start = 0;
+      this.used = 0;
+    }
+  }
+
+  /**
    * The frame holding every record added since the last finish(). Later frames are written after
    * it in the same buffer (never over it), so the frame stays valid while the transport holds it.
    */
