@@ -2,8 +2,17 @@
 // Runs the whole suite with tap (TAP output), then prints one plain closing line
 // "N passed, N failed, N skipped" counting the tests inside every test file.
 // Extra arguments go to tap, for example: npm test -- test/dist/e2e/wsp-send-tcp.test.js
-import { spawn } from 'node:child_process';
+// The TAP stream is also saved to .tap/results.tap; once tap is done, scripts/check-conformance.mjs
+// checks docs/conformance.md against it, and counts as one more passed or failed test.
+import { spawn, spawnSync } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const tapDir = new URL('../.tap/', import.meta.url);
+mkdirSync(tapDir, { recursive: true });
+const tapFile = fileURLToPath(new URL('results.tap', tapDir));
+const saved = createWriteStream(tapFile);
 
 const child = spawn(process.execPath, [new URL('../node_modules/tap/dist/esm/run.mjs', import.meta.url).pathname, '-R', 'tap', ...process.argv.slice(2)], {
   stdio: ['ignore', 'pipe', 'inherit'],
@@ -16,6 +25,7 @@ const line = /^ {4}(not )?ok \d+ - .*?(# (SKIP|TODO)\b.*)?$/;
 const rl = createInterface({ input: child.stdout });
 rl.on('line', (l) => {
   process.stdout.write(`${l}\n`);
+  saved.write(`${l}\n`);
   const m = line.exec(l);
   if (!m) return;
   if (m[3]) skipped++;
@@ -26,6 +36,15 @@ child.on('close', (code) => {
   rl.close();
   // A file that crashed or timed out has a top-level "not ok" and may report no inner line.
   if (code !== 0 && failed === 0) failed = 1;
-  process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped\n`);
-  process.exit(code ?? 1);
+  saved.end(() => {
+    // The conformance matrix: every row names a test that ran and passed. With files given to
+    // tap, rows whose file did not run are not held against it (--partial).
+    const args = [fileURLToPath(new URL('check-conformance.mjs', import.meta.url)), '--tap', tapFile];
+    if (process.argv.length > 2) args.push('--partial');
+    const check = spawnSync(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+    if (check.status === 0) passed++;
+    else failed++;
+    process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped\n`);
+    process.exit(check.status === 0 ? (code ?? 1) : code || 1);
+  });
 });
