@@ -79,7 +79,7 @@ for (const f of FAMILIES) {
     t.notOk(endedEarly, 'FIN came after the last byte');
   });
 
-  t.test(`${f}: reference policy (the default): short counts on a nonblocking send, data of a closed socket is not sent on`, async (t) => {
+  t.test(`${f}: reference policy (the default): short counts on a nonblocking send, and an unknown policy value is WSAEINVAL`, async (t) => {
     const d = await daemon(t, { limits: { defaultSndBuf: 8192 } });
     const spi = await session(t, d);
     const peer = await tcpPeer(t, f, { paused: true });

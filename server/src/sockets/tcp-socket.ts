@@ -276,7 +276,7 @@ export class TcpSocket extends EmulatedSocket {
     if (this.failure) return;
     this.failure = code;
     this.log.debug({ code, err: err?.message }, 'connection broken');
-    this.tx?.cancel(code);
+    this.tx?.cancel(code, () => true, true);
     this.wake();
   }
 

@@ -121,6 +121,8 @@ export class TransportBuffer {
 
   /** True when a whole send of this size would be accepted at once. */
   fitsNow(total: number): boolean {
+    // With SO_SNDBUF 0 nothing is buffered: a send is done only when the kernel took all of it.
+    if (this.cap === 0) return total === 0 && this.queue.length === 0;
     return this.queue.length === 0 && this.room() >= total;
   }
 
@@ -147,11 +149,13 @@ export class TransportBuffer {
    * Completes waiting operations that match with the given code (cancellation); bytes of an
    * operation already accepted stay on their way to the peer. Returns how many were completed.
    */
-  cancel(errno: number, match: (op: SendOp) => boolean = () => true): number {
+  cancel(errno: number, match: (op: SendOp) => boolean = () => true, broken = false): number {
     let n = 0;
     for (let i = 0; i < this.queue.length; ) {
       const q = this.queue[i]!;
-      if (!match(q.op)) {
+      // An operation whose every byte is already with the kernel (SO_SNDBUF 0) is no longer
+      // queued: only a broken connection fails it; otherwise it completes when the kernel is done.
+      if (!match(q.op) || (!broken && q.accepted === q.op.total && q.op.total > 0)) {
         i++;
         continue;
       }
@@ -211,6 +215,8 @@ export class TransportBuffer {
           }
         }
         if (q.accepted < q.op.total) break;
+        // SO_SNDBUF 0: the operation completes when the kernel has taken its last byte.
+        if (this.cap === 0 && this.inKernelHandoff > 0) break;
         this.queue.shift();
         q.op.complete(0, q.op.total);
       }

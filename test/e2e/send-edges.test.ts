@@ -1,0 +1,136 @@
+/**
+ * Rows of the conformance matrix that need a test of their own: MSG_DONTROUTE on its own, MSG_OOB
+ * without the C library, a send from a receive's completion routine, Windows-policy background
+ * data after its thread exits, WSPGetOverlappedResult(fWait TRUE) without an event, and SO_SNDBUF 0.
+ */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as S from '@spiwire/client';
+import { fdOf, libc } from '@spiwire/server/internals';
+import { FAMILIES, addr, af, connectedTcp, daemon, dword, namelen, pattern, send, session, setNonBlocking, sleep, tcpPeer, udpPeer } from '../helpers/harness.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+
+for (const f of FAMILIES) {
+  t.test(`${f}: MSG_DONTROUTE alone is accepted and the bytes arrive (TCP and UDP)`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    t.same(await send(spi, s, [Buffer.from('direct')], S.MSG_DONTROUTE), [0, 0, 6]);
+    t.equal((await conn.waitFor(6)).toString(), 'direct');
+    const up = await udpPeer(t, f);
+    const e = S.out(0);
+    const u = await spi.WSPSocket(af(f), S.SOCK_DGRAM, 0, null, 0, 0, e);
+    const sent = S.out(0);
+    t.equal(await spi.WSPSendTo(u, [S.wsabuf('dgram')], 1, sent, S.MSG_DONTROUTE, addr(f, up.port), namelen(f), null, null, null, e), 0);
+    await up.waitFor(1);
+    t.equal(up.datagrams[0]!.data.toString(), 'dgram');
+  });
+
+  t.test(`${f}: a completion routine of an overlapped WSPRecv posts a WSPSend`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await connectedTcp(spi, f, peer, S.WSA_FLAG_OVERLAPPED);
+    const thread = spi.createThread();
+    const e = S.out(0);
+    const buf = new Uint8Array(16);
+    let sendRet: number | null = null;
+    const routine = async (err: number, n: number): Promise<void> => {
+      t.equal(err, 0);
+      // Answer what was received, from inside the receive's routine.
+      sendRet = await spi.WSPSend(s, [S.wsabuf(Buffer.from(`re:${Buffer.from(buf.subarray(0, n)).toString()}`))], 1, null, 0, new S.WSAOVERLAPPED(), null, null, S.out(0));
+    };
+    const r = await thread.WSPRecv(s, [S.wsabuf(buf)], 1, null, S.out(0), new S.WSAOVERLAPPED(), routine, thread.id, e);
+    t.ok(r === 0 || e.value === S.WSA_IO_PENDING);
+    conn.socket.write('ping');
+    for (let i = 0; i < 50 && sendRet === null; i++) await thread.SleepEx(100, true);
+    t.ok(sendRet === 0 || sendRet === S.SOCKET_ERROR, 'the routine ran and its send returned');
+    t.equal((await conn.waitFor(7)).toString(), 're:ping', 'the peer got the answer sent from the routine');
+  });
+
+  t.test(`${f}: Windows policy: background data keeps flowing after the issuing thread exits`, async (t) => {
+    const d = await daemon(t, { limits: { defaultSndBuf: 8192, sendPolicy: S.SPIWIRE_SEND_POLICY_WINDOWS } });
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f, { paused: true });
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const thread = spi.createThread();
+    await setNonBlocking(spi, s, true);
+    const data = pattern(4 * 1024 * 1024, 13);
+    const sent = S.out(0);
+    t.equal(await thread.WSPSend(s, [S.wsabuf(data)], 1, sent, 0, null, null, thread.id, S.out(0)), 0);
+    t.equal(sent.value, data.length, 'the whole buffer was accepted');
+    await thread.exit();
+    conn.socket.resume();
+    t.ok((await conn.waitFor(data.length, 30000)).equals(data), 'every byte arrives after the thread exited');
+  });
+
+  t.test(`${f}: WSPGetOverlappedResult with fWait TRUE on a pending operation without an event: WSAEINVAL`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s } = await connectedTcp(spi, f, peer, S.WSA_FLAG_OVERLAPPED);
+    const e = S.out(0);
+    const ov = new S.WSAOVERLAPPED();
+    // A receive with no data to come stays pending.
+    t.equal(await spi.WSPRecv(s, [S.wsabuf(new Uint8Array(8))], 1, null, S.out(0), ov, null, null, e), S.SOCKET_ERROR);
+    t.equal(e.value, S.WSA_IO_PENDING);
+    const err = S.out(0);
+    t.equal(await spi.WSPGetOverlappedResult(s, ov, S.out(0), true, S.out(0), err), S.FALSE);
+    t.equal(err.value, S.WSAEINVAL, 'fWait TRUE needs an event');
+    t.equal(await spi.WSPGetOverlappedResult(s, ov, S.out(0), false, S.out(0), err), S.FALSE);
+    t.equal(err.value, S.WSA_IO_INCOMPLETE, 'still pending');
+  });
+
+  t.test(`${f}: with SO_SNDBUF 0 an overlapped send stays pending until the peer reads`, { skip: libc() ? false : 'the C library cannot be loaded here' }, async (t) => {
+    const native = libc()!;
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f, { paused: true });
+    const { s, conn } = await connectedTcp(spi, f, peer, S.WSA_FLAG_OVERLAPPED);
+    // A peer with a small receive window, so the kernel cannot swallow the send either.
+    native.setInt(fdOf(conn.socket as unknown as { _handle?: { fd?: number } })!, native.c.SOL_SOCKET, native.c.SO_RCVBUF, 4096);
+    const e = S.out(0);
+    t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_SNDBUF, dword(0), 4, e), 0);
+    const ev = spi.WSACreateEvent();
+    const ov = new S.WSAOVERLAPPED(ev);
+    const data = pattern(256 * 1024, 17);
+    t.equal(await spi.WSPSend(s, [S.wsabuf(data)], 1, null, 0, ov, null, null, e), S.SOCKET_ERROR);
+    t.equal(e.value, S.WSA_IO_PENDING, 'pending at once');
+    t.equal(await spi.WSAWaitForMultipleEvents(1, [ev], false, 500, false), S.WSA_WAIT_TIMEOUT, 'and still pending while the peer does not read');
+    t.equal(ov.Internal, S.WSS_OPERATION_IN_PROGRESS);
+    conn.socket.resume();
+    t.equal(await spi.WSAWaitForMultipleEvents(1, [ev], false, 10000, false), S.WSA_WAIT_EVENT_0, 'completes once the peer reads');
+    t.ok((await conn.waitFor(data.length)).equals(data));
+  });
+}
+
+t.test('MSG_OOB on TCP fails with WSAEOPNOTSUPP when the C library is not available (SPIWIRE_NO_NATIVE=1)', async (t) => {
+  const child = spawn(process.execPath, ['server/dist/src/main.js', '--port', '0', '--log-level', 'info'], {
+    cwd: root,
+    env: { ...process.env, SPIWIRE_NO_NATIVE: '1' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  t.teardown(() => {
+    child.kill('SIGTERM');
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no url from the daemon')), 10000);
+    child.stdout!.on('data', (b: Buffer) => {
+      const m = /"url":"([^"]+)"/.exec(b.toString());
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+  });
+  const spi = await session(t, url);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  t.same((await send(spi, s, [Buffer.from('!')], S.MSG_OOB)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP]);
+  t.same(await send(spi, s, [Buffer.from('normal')]), [0, 0, 6], 'ordinary sends still work');
+  await sleep(50);
+  t.equal((await conn.waitFor(6)).toString(), 'normal', 'nothing of the refused send reached the peer');
+});
