@@ -7,256 +7,10 @@
  * the second session must be unaffected. Then: a client that disappears mid-call, and handles
  * used across sessions.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import * as net from 'node:net';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { startServer, type Daemon } from '../src/index.js';
-
-// ---- a minimal wire client ----
-
-interface Msg {
-  jsonrpc?: unknown;
-  id?: unknown;
-  method?: unknown;
-  params?: Record<string, unknown>;
-  result?: Record<string, unknown>;
-  error?: Record<string, unknown>;
-}
-
-class RawSession {
-  readonly messages: Msg[] = [];
-  /** Frames or records from the daemon that did not decode: the daemon must never send those. */
-  readonly undecodable: string[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-  private readonly waiters = new Set<{ check: () => boolean; fail: (err: Error) => void }>();
-  private nextId = 1;
-
-  constructor(readonly ws: WebSocket) {
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
-      try {
-        const recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
-        for (const r of recs) {
-          if (r.ok) this.messages.push(r.message as Msg);
-          else this.undecodable.push(r.error.message);
-        }
-      } catch (err) {
-        this.undecodable.push((err as Error).message);
-      }
-      for (const w of [...this.waiters]) if (w.check()) this.waiters.delete(w);
-    });
-    this.closed = new Promise((resolve) =>
-      ws.on('close', (code, reason) => {
-        for (const w of this.waiters) w.fail(new Error(`connection closed (${code})`));
-        this.waiters.clear();
-        resolve({ code, reason: reason.toString() });
-      }),
-    );
-    ws.on('error', () => undefined);
-  }
-
-  static open(url: string): Promise<RawSession> {
-    const ws = new WebSocket(url, [P.SUBPROTOCOL], { perMessageDeflate: false });
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        ws.terminate();
-        reject(new Error('no welcome within 5 s'));
-      }, 5000);
-      ws.once('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-      ws.once('unexpected-response', (_req, res) => {
-        clearTimeout(timer);
-        ws.terminate();
-        reject(new Error(`HTTP ${res.statusCode}`));
-      });
-      ws.once('open', () => {
-        const s = new RawSession(ws);
-        s.wait((m) => m.method === 'spiwire.welcome').then(
-          () => {
-            clearTimeout(timer);
-            resolve(s);
-          },
-          (err: Error) => {
-            clearTimeout(timer);
-            reject(err);
-          },
-        );
-      });
-    });
-  }
-
-  get isOpen(): boolean {
-    return this.ws.readyState === WebSocket.OPEN;
-  }
-
-  /** The first message (already received or still to come) that pred accepts; rejects on time-out or when the connection closes. */
-  wait(pred: (m: Msg) => boolean, timeoutMs = 5000): Promise<Msg> {
-    return new Promise((resolve, reject) => {
-      const found = this.messages.find(pred);
-      if (found) return resolve(found);
-      if (this.ws.readyState === WebSocket.CLOSED) return reject(new Error('connection closed'));
-      const w = {
-        check: (): boolean => {
-          const m = this.messages.find(pred);
-          if (!m) return false;
-          clearTimeout(timer);
-          resolve(m);
-          return true;
-        },
-        fail: (err: Error): void => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(w);
-        reject(new Error(`no matching message within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.waiters.add(w);
-    });
-  }
-
-  /** Sends a request and returns its id and a promise of the response (not awaited by the caller when the call blocks). */
-  request(method: string, params: Record<string, unknown>, timeoutMs = 5000): { id: string; response: Promise<Msg> } {
-    const id = `rb-${this.nextId++}`;
-    this.ws.send(P.encodeFrame({ jsonrpc: '2.0', id, method, params }));
-    return { id, response: this.wait((m) => m.id === id && (m.result !== undefined || m.error !== undefined), timeoutMs) };
-  }
-
-  /** A call that must succeed at the protocol level; returns the SPI result. */
-  async call(method: string, params: Record<string, unknown>, timeoutMs = 5000): Promise<Record<string, unknown>> {
-    const m = await this.request(method, params, timeoutMs).response;
-    if (!m.result) throw new Error(`${method}: protocol error ${JSON.stringify(m.error)}`);
-    return m.result;
-  }
-
-  close(): Promise<void> {
-    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
-    this.ws.close(1000);
-    const timer = setTimeout(() => this.ws.terminate(), 1000);
-    return this.closed.then(() => clearTimeout(timer));
-  }
-}
-
-async function session(t: Test, url: string): Promise<RawSession> {
-  const s = await RawSession.open(url);
-  t.teardown(() => s.close());
-  return s;
-}
-
-// ---- SPI helpers over the raw client ----
-
-const ipv4 = (port: number): P.SockAddr => ({ family: P.AF_INET, address: '127.0.0.1', port });
-
-async function tcpSocket(s: RawSession, flags = 0): Promise<number> {
-  const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags });
-  if (r['errno'] !== 0) throw new Error(`WSPSocket failed: ${String(r['errno'])}`);
-  return r['ret'] as number;
-}
-
-async function udpSocket(s: RawSession): Promise<number> {
-  const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: 0 });
-  if (r['errno'] !== 0) throw new Error(`WSPSocket failed: ${String(r['errno'])}`);
-  return r['ret'] as number;
-}
-
-async function connectTo(s: RawSession, h: number, port: number): Promise<void> {
-  const r = await s.call('WSPConnect', { s: h, name: ipv4(port), namelen: 16 });
-  if (r['ret'] !== 0) throw new Error(`WSPConnect failed: ${String(r['errno'])}`);
-}
-
-async function sendBytes(s: RawSession, h: number, data: Uint8Array): Promise<Record<string, unknown>> {
-  return s.call('WSPSend', { s: h, buffers: [data], flags: 0 });
-}
-
-// ---- a node:net peer ----
-
-interface PeerConn {
-  socket: net.Socket;
-  received(): Buffer;
-  waitFor(n: number, timeoutMs?: number): Promise<Buffer>;
-  /** Resolves with 'end' or 'close', whichever the peer sees first. */
-  gone: Promise<string>;
-}
-
-interface Peer {
-  port: number;
-  connections: PeerConn[];
-  next(timeoutMs?: number): Promise<PeerConn>;
-}
-
-async function tcpPeer(t: Test): Promise<Peer> {
-  const connections: PeerConn[] = [];
-  let waiting: Array<() => void> = [];
-  const sockets: net.Socket[] = [];
-  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    sockets.push(socket);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let dataWaiters: Array<() => void> = [];
-    socket.on('error', () => undefined);
-    socket.on('data', (b: Buffer) => {
-      chunks.push(b);
-      size += b.length;
-      const w = dataWaiters;
-      dataWaiters = [];
-      for (const f of w) f();
-    });
-    const gone = new Promise<string>((resolve) => {
-      socket.once('end', () => resolve('end'));
-      socket.once('close', () => resolve('close'));
-    });
-    const received = (): Buffer => Buffer.concat(chunks, size);
-    connections.push({
-      socket,
-      received,
-      gone,
-      waitFor(n, timeoutMs = 10000) {
-        return new Promise((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`peer has ${size} bytes, expected ${n}`)), timeoutMs);
-          const check = (): void => {
-            if (size >= n) {
-              clearTimeout(timer);
-              resolve(received());
-            } else dataWaiters.push(check);
-          };
-          check();
-        });
-      },
-    });
-    const w = waiting;
-    waiting = [];
-    for (const f of w) f();
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    return new Promise<void>((r) => server.close(() => r()));
-  });
-  let taken = 0;
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    connections,
-    next(timeoutMs = 5000) {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('no connection within the time limit')), timeoutMs);
-        const check = (): void => {
-          const c = connections[taken];
-          if (c) {
-            taken++;
-            clearTimeout(timer);
-            resolve(c);
-          } else waiting.push(check);
-        };
-        check();
-      });
-    },
-  };
-}
+import { connectOutcome, connectTo, daemon, ipv4, pattern, sendBytes, session, sleep, startCli, tcpPeer, tcpSocket, udpSocket, within, type Msg } from './helpers/raw-client.js';
 
 /** A loopback port with nothing listening (listen on 0, close). */
 async function closedPort(): Promise<number> {
@@ -270,94 +24,6 @@ async function closedPort(): Promise<number> {
 async function healthz(port: number): Promise<Record<string, unknown>> {
   const res = await fetch(`http://127.0.0.1:${port}/healthz`);
   return (await res.json()) as Record<string, unknown>;
-}
-
-/** p's value, or fallback when p takes longer than ms; the timer never outlives p. */
-function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => resolve(fallback), ms);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Deterministic bytes (xorshift32), as the e2e harness does. */
-function pattern(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
-
-// ---- the daemon as its own process ----
-
-const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
-
-interface Child {
-  proc: ChildProcess;
-  url: string;
-  port: number;
-  lines: Array<Record<string, unknown>>;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SPIWIRE_')) env[k] = v;
-  return env;
-}
-
-async function spawnDaemon(t: Test, args: string[]): Promise<Child> {
-  const proc = spawn(process.execPath, [MAIN, '--port', '0', '--log-level', 'info', ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
-  t.teardown(async () => {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-    await exited;
-  });
-  const lines: Array<Record<string, unknown>> = [];
-  let buf = '';
-  let stderr = '';
-  proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "url" log line within 10 s; stderr: ${stderr}`)), 10000);
-    proc.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const j = JSON.parse(line) as Record<string, unknown>;
-          lines.push(j);
-          if (typeof j['url'] === 'string') {
-            clearTimeout(timer);
-            resolve(j['url']);
-          }
-        } catch {
-          lines.push({ unparsed: line });
-        }
-      }
-    });
-    void exited.then(({ code, signal }) => reject(new Error(`daemon exited (${code ?? signal}) before listening; stderr: ${stderr}`)));
-  });
-  return { proc, url, port: Number(new URL(url).port), lines, exited };
 }
 
 // ---- the storm ----
@@ -652,7 +318,7 @@ t.test('a storm of bad input: documented errors only, the daemon stays up, anoth
   const BATCH = 100;
   t.comment(`storm seed 0x${SEED.toString(16)}, ${FRAMES} frames`);
   // Only loopback destinations: even a fuzzed call cannot reach beyond this machine.
-  const d = await spawnDaemon(t, ['--allow', '127.0.0.0/8,[::1]']);
+  const d = await startCli(t, ['--allow', '127.0.0.0/8,[::1]']);
 
   // Session B and its peer, set up before the storm.
   const peer = await tcpPeer(t);
@@ -742,9 +408,9 @@ t.test('a storm of bad input: documented errors only, the daemon stays up, anoth
   const got = await conn.waitFor(want.length);
   t.equal(got.length, want.length, 'the peer received as many bytes as B sent');
   t.ok(got.equals(want), 'the peer received exactly B\'s bytes, in order');
-  const fatal = d.lines.filter((l) => typeof l['level'] === 'number' && (l['level'] as number) >= 60);
+  const fatal = d.lines().filter((l) => typeof l['level'] === 'number' && (l['level'] as number) >= 60);
   t.same(fatal, [], 'no fatal log line');
-  const failed = d.lines.filter((l) => l['msg'] === 'method failed');
+  const failed = d.lines().filter((l) => l['msg'] === 'method failed');
   if (failed.length) t.comment(`${failed.length} "method failed" log lines (INTERNAL_ERROR), e.g. ${JSON.stringify(failed[0]).slice(0, 300)}`);
 });
 
@@ -813,12 +479,6 @@ t.test('protocol violations below JSON-RPC close only the offending connection',
 
 // ---- vanishing clients ----
 
-async function daemon(t: Test): Promise<Daemon> {
-  const d = await startServer({ port: 0 });
-  t.teardown(() => d.close());
-  return d;
-}
-
 async function waitUntil(cond: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
@@ -826,25 +486,6 @@ async function waitUntil(cond: () => Promise<boolean> | boolean, timeoutMs = 500
     await sleep(25);
   }
   return cond();
-}
-
-function connectOutcome(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve('timeout');
-    }, 2000);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve('connected');
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      resolve(e.code ?? e.message);
-    });
-  });
 }
 
 t.test('a client that vanishes mid-call: its sockets close, other sessions keep working, /healthz forgets it', async (t) => {

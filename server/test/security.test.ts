@@ -4,176 +4,10 @@
  * size limit. Clients are plain `ws` WebSockets speaking the wire protocol with the proto codec.
  */
 import t, { type Test } from 'tap';
-import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { startServer, VERSION, type Daemon, type StartOptions } from '../src/index.js';
+import { startServer, VERSION, type Daemon } from '../src/index.js';
 import { bearerToken, isLoopbackHost, tokenMatches } from '../src/internals.js';
-
-// ---- a minimal wire client ----
-
-interface Msg {
-  jsonrpc?: string;
-  id?: P.RequestId | null;
-  method?: string;
-  params?: Record<string, unknown>;
-  result?: Record<string, unknown>;
-  error?: P.ErrorObject;
-}
-
-interface ConnectOpts {
-  protocols?: string[];
-  token?: string;
-  headers?: Record<string, string>;
-}
-
-type UpgradeResult = { kind: 'refused'; status: number; body: string } | { kind: 'open'; session: RawSession } | { kind: 'error'; error: Error };
-
-class RawSession {
-  readonly messages: Msg[] = [];
-  readonly undecodable: string[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-  private readonly waiters = new Set<{ check: () => boolean; fail: (err: Error) => void }>();
-  private nextId = 1;
-
-  constructor(readonly ws: WebSocket) {
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
-      try {
-        const recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
-        for (const r of recs) {
-          if (r.ok) this.messages.push(r.message as Msg);
-          else this.undecodable.push(r.error.message);
-        }
-      } catch (err) {
-        this.undecodable.push((err as Error).message);
-      }
-      for (const w of [...this.waiters]) if (w.check()) this.waiters.delete(w);
-    });
-    this.closed = new Promise((resolve) =>
-      ws.on('close', (code, reason) => {
-        for (const w of this.waiters) w.fail(new Error(`connection closed (${code})`));
-        this.waiters.clear();
-        resolve({ code, reason: reason.toString() });
-      }),
-    );
-    ws.on('error', () => undefined);
-  }
-
-  get isOpen(): boolean {
-    return this.ws.readyState === WebSocket.OPEN;
-  }
-
-  /** The first message (already received or still to come) that pred accepts. */
-  /** The first message (already received or still to come) that pred accepts; rejects on time-out or when the connection closes. */
-  wait(pred: (m: Msg) => boolean, timeoutMs = 5000): Promise<Msg> {
-    return new Promise((resolve, reject) => {
-      const found = this.messages.find(pred);
-      if (found) return resolve(found);
-      if (this.ws.readyState === WebSocket.CLOSED) return reject(new Error('connection closed'));
-      const w = {
-        check: (): boolean => {
-          const m = this.messages.find(pred);
-          if (!m) return false;
-          clearTimeout(timer);
-          resolve(m);
-          return true;
-        },
-        fail: (err: Error): void => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(w);
-        reject(new Error(`no matching message within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.waiters.add(w);
-    });
-  }
-
-  /** Sends one request in a binary frame and waits for its response. */
-  call(method: string, params: Record<string, unknown>, timeoutMs = 5000): Promise<Msg> {
-    const id = `sec-${this.nextId++}`;
-    this.ws.send(P.encodeFrame({ jsonrpc: '2.0', id, method, params }));
-    return this.wait((m) => m.id === id && (m.result !== undefined || m.error !== undefined), timeoutMs);
-  }
-
-  close(): Promise<void> {
-    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
-    this.ws.close(1000);
-    const t = setTimeout(() => this.ws.terminate(), 1000);
-    return this.closed.then(() => clearTimeout(t));
-  }
-}
-
-/** Attempts a WebSocket upgrade; resolves with the HTTP refusal, or an open session once spiwire.welcome arrived. */
-function upgrade(url: string, opts: ConnectOpts = {}): Promise<UpgradeResult> {
-  const headers: Record<string, string> = { ...opts.headers };
-  if (opts.token !== undefined) headers['authorization'] = `Bearer ${opts.token}`;
-  const ws = new WebSocket(url, opts.protocols ?? [P.SUBPROTOCOL], { headers, perMessageDeflate: false });
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      ws.terminate();
-      resolve({ kind: 'error', error: new Error('no answer within 5 s') });
-    }, 5000);
-    ws.once('unexpected-response', (_req, res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => {
-        clearTimeout(timer);
-        ws.terminate();
-        resolve({ kind: 'refused', status: res.statusCode ?? 0, body });
-      });
-    });
-    ws.once('error', (error) => {
-      clearTimeout(timer);
-      resolve({ kind: 'error', error });
-    });
-    ws.once('open', () => {
-      const s = new RawSession(ws);
-      s.wait((m) => m.method === 'spiwire.welcome').then(
-        () => {
-          clearTimeout(timer);
-          resolve({ kind: 'open', session: s });
-        },
-        (error: Error) => {
-          clearTimeout(timer);
-          ws.terminate();
-          resolve({ kind: 'error', error });
-        },
-      );
-    });
-  });
-}
-
-async function opened(t: Test, url: string, opts: ConnectOpts = {}): Promise<RawSession> {
-  const r = await upgrade(url, opts);
-  if (r.kind !== 'open') throw new Error(`expected a session, got ${r.kind === 'refused' ? `HTTP ${r.status} ${r.body}` : r.error.message}`);
-  t.teardown(() => r.session.close());
-  return r.session;
-}
-
-async function daemon(t: Test, opts: StartOptions = {}): Promise<Daemon> {
-  const d = await startServer({ port: 0, ...opts });
-  t.teardown(() => d.close());
-  return d;
-}
-
-/** p's value, or fallback when p takes longer than ms; the timer never outlives p. */
-function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => resolve(fallback), ms);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
-}
+import { daemon, session, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
 
 function httpBase(d: Daemon): string {
   return `http://127.0.0.1:${d.port}`;
@@ -205,7 +39,7 @@ t.test('the subprotocol must be offered: without it 400, with it the session ope
   refusedWith(t, await upgrade(d.url, { protocols: [] }), 400, 'no subprotocol');
   refusedWith(t, await upgrade(d.url, { protocols: ['spiwire.v0'] }), 400, 'another version');
   refusedWith(t, await upgrade(d.url, { protocols: ['chat', 'superchat'] }), 400, 'unrelated subprotocols');
-  const s = await opened(t, d.url, { protocols: ['chat', P.SUBPROTOCOL] });
+  const s = await session(t, d.url, { protocols: ['chat', P.SUBPROTOCOL] });
   t.equal(s.ws.protocol, P.SUBPROTOCOL, 'spiwire.v1 is the negotiated subprotocol when offered among others');
   const welcome = await s.wait((m) => m.method === 'spiwire.welcome');
   t.equal(s.messages[0], welcome, 'the welcome is the first message');
@@ -228,11 +62,11 @@ t.test('with a token: missing or wrong token 401, the right one opens a session'
   refusedWith(t, await upgrade(d.url, { headers: { authorization: token } }), 401, 'the token without the Bearer scheme');
   refusedWith(t, await upgrade(d.url, { headers: { authorization: 'Bearer' } }), 401, '"Bearer" alone');
   refusedWith(t, await upgrade(d.url, { protocols: [] }), 401, 'no token and no subprotocol: the token check answers first');
-  const s = await opened(t, d.url, { token });
+  const s = await session(t, d.url, { token });
   t.ok(s.messages.some((m) => m.method === 'spiwire.welcome'), 'spiwire.welcome arrives');
-  const r = await s.call('WSPGetSockName', { s: 4, namelen: 16 });
+  const r = await s.request('WSPGetSockName', { s: 4, namelen: 16 }).response;
   t.same(r.result, { ret: P.SOCKET_ERROR, errno: P.WSAENOTSOCK }, 'the session answers calls');
-  await opened(t, d.url, { headers: { authorization: `bearer   ${token}  ` } });
+  await session(t, d.url, { headers: { authorization: `bearer   ${token}  ` } });
   t.pass('the scheme is case-insensitive and surrounding blanks are ignored');
   refusedWith(t, await upgrade(d.url, { token, protocols: [] }), 400, 'right token without the subprotocol: 400');
   const h = await getJson(`${httpBase(d)}/healthz`);
@@ -246,8 +80,8 @@ t.test('Origin: an unknown browser Origin is 403, an allowed one opens, none ope
   refusedWith(t, await upgrade(d.url, { headers: { origin: 'http://allowed.example' } }), 403, 'the allowed host on another port');
   refusedWith(t, await upgrade(d.url, { headers: { origin: `${allowed}/` } }), 403, 'a different spelling is not the same Origin');
   refusedWith(t, await upgrade(d.url, { headers: { origin: 'null' } }), 403, 'the opaque Origin "null"');
-  await opened(t, d.url, { headers: { origin: allowed } });
-  await opened(t, d.url);
+  await session(t, d.url, { headers: { origin: allowed } });
+  await session(t, d.url);
   t.pass('the allowed Origin and a client without Origin both open sessions');
   const none = await daemon(t);
   refusedWith(t, await upgrade(none.url, { headers: { origin: `http://127.0.0.1:${none.port}` } }), 403, 'by default no Origin is allowed, not even the daemon\'s own');
@@ -259,7 +93,7 @@ t.test('Origin and token together: the Origin is checked as well as the token', 
   const d = await daemon(t, { token, allowedOrigins: [allowed] });
   refusedWith(t, await upgrade(d.url, { token, headers: { origin: 'https://other.example' } }), 403, 'right token, wrong Origin');
   refusedWith(t, await upgrade(d.url, { token: 'nope', headers: { origin: allowed } }), 401, 'allowed Origin, wrong token');
-  await opened(t, d.url, { token, headers: { origin: allowed } });
+  await session(t, d.url, { token, headers: { origin: allowed } });
   t.pass('right token and allowed Origin open');
 });
 
@@ -289,7 +123,7 @@ t.test('a non-loopback host with a token starts; reached via 127.0.0.1, the toke
   t.ok(d.port > 0, 'and a real port');
   const local = `ws://127.0.0.1:${d.port}/ws`;
   refusedWith(t, await upgrade(local), 401, 'no token');
-  const s = await opened(t, local, { token });
+  const s = await session(t, local, { token });
   t.ok(s.isOpen, 'the session opened through 127.0.0.1');
 });
 
@@ -357,8 +191,8 @@ t.test('GET /healthz and GET /version answer JSON with the documented fields', a
   t.match(h0.type, /^application\/json/);
   t.same(h0.body, { status: 'ok', sessions: 0, sockets: 0 });
 
-  const s = await opened(t, d.url);
-  const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: 0 });
+  const s = await session(t, d.url);
+  const r = await s.request('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: 0 }).response;
   t.equal(r.result?.['errno'], 0, 'a socket was created');
   const h1 = await getJson(`${httpBase(d)}/healthz`);
   t.same(h1.body, { status: 'ok', sessions: 1, sockets: 1 }, 'the session and its socket are counted');
@@ -388,13 +222,13 @@ t.test('GET /healthz and GET /version answer JSON with the documented fields', a
 t.test('a frame larger than maxFrameBytes closes that WebSocket with 1009; other sessions are untouched', async (t) => {
   const maxFrameBytes = 4096;
   const d = await daemon(t, { limits: { maxFrameBytes } });
-  const a = await opened(t, d.url);
-  const b = await opened(t, d.url);
-  const c = await opened(t, d.url);
+  const a = await session(t, d.url);
+  const b = await session(t, d.url);
+  const c = await session(t, d.url);
   const welcome = await a.wait((m) => m.method === 'spiwire.welcome');
   t.equal((welcome.params?.['limits'] as Record<string, unknown>)['maxFrameBytes'], maxFrameBytes, 'the welcome announces the limit');
 
-  const sock = await b.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: 0 });
+  const sock = await b.request('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: 0 }).response;
   const handle = sock.result?.['ret'] as number;
   t.equal(sock.result?.['errno'], 0);
 
@@ -415,7 +249,7 @@ t.test('a frame larger than maxFrameBytes closes that WebSocket with 1009; other
   t.equal(closedC?.code, 1009, 'text frame over the limit: close code 1009');
 
   t.ok(b.isOpen, 'session B is still open');
-  const r = await b.call('WSPGetSockOpt', { s: handle, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+  const r = await b.request('WSPGetSockOpt', { s: handle, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }).response;
   t.equal(r.result?.['ret'], 0, 'session B still answers, and its socket is still there');
   let h: Record<string, unknown> = {};
   for (let i = 0; i < 100; i++) {

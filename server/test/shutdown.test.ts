@@ -5,186 +5,10 @@
 import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 import { startServer, type Daemon } from '../src/index.js';
 import { SETTINGS } from '../src/internals.js';
-
-// ---- a minimal wire client ----
-
-interface Msg {
-  jsonrpc?: unknown;
-  id?: unknown;
-  method?: unknown;
-  params?: Record<string, unknown>;
-  result?: Record<string, unknown>;
-  error?: Record<string, unknown>;
-}
-
-class RawSession {
-  readonly messages: Msg[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-  private readonly waiters = new Set<{ check: () => boolean; fail: (err: Error) => void }>();
-  private nextId = 1;
-
-  constructor(readonly ws: WebSocket) {
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
-      const recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
-      for (const r of recs) if (r.ok) this.messages.push(r.message as Msg);
-      for (const w of [...this.waiters]) if (w.check()) this.waiters.delete(w);
-    });
-    this.closed = new Promise((resolve) =>
-      ws.on('close', (code, reason) => {
-        for (const w of this.waiters) w.fail(new Error(`connection closed (${code})`));
-        this.waiters.clear();
-        resolve({ code, reason: reason.toString() });
-      }),
-    );
-    ws.on('error', () => undefined);
-  }
-
-  /** Resolves once spiwire.welcome arrived; rejects with the HTTP status or the socket error. */
-  static open(url: string): Promise<RawSession> {
-    const ws = new WebSocket(url, [P.SUBPROTOCOL], { perMessageDeflate: false });
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        ws.terminate();
-        reject(new Error('no welcome within 5 s'));
-      }, 5000);
-      ws.once('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-      ws.once('unexpected-response', (_req, res) => {
-        clearTimeout(timer);
-        ws.terminate();
-        reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode }));
-      });
-      ws.once('open', () => {
-        const s = new RawSession(ws);
-        s.wait((m) => m.method === 'spiwire.welcome').then(
-          () => {
-            clearTimeout(timer);
-            resolve(s);
-          },
-          (err: Error) => {
-            clearTimeout(timer);
-            reject(err);
-          },
-        );
-      });
-    });
-  }
-
-  wait(pred: (m: Msg) => boolean, timeoutMs = 5000): Promise<Msg> {
-    return new Promise((resolve, reject) => {
-      const found = this.messages.find(pred);
-      if (found) return resolve(found);
-      if (this.ws.readyState === WebSocket.CLOSED) return reject(new Error('connection closed'));
-      const w = {
-        check: (): boolean => {
-          const m = this.messages.find(pred);
-          if (!m) return false;
-          clearTimeout(timer);
-          resolve(m);
-          return true;
-        },
-        fail: (err: Error): void => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(w);
-        reject(new Error(`no matching message within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.waiters.add(w);
-    });
-  }
-
-  request(method: string, params: Record<string, unknown>, timeoutMs = 5000): { id: string; response: Promise<Msg> } {
-    const id = `sd-${this.nextId++}`;
-    this.ws.send(P.encodeFrame({ jsonrpc: '2.0', id, method, params }));
-    const response = this.wait((m) => m.id === id && (m.result !== undefined || m.error !== undefined), timeoutMs);
-    response.catch(() => undefined);
-    return { id, response };
-  }
-
-  async call(method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const m = await this.request(method, params).response;
-    if (!m.result) throw new Error(`${method}: protocol error ${JSON.stringify(m.error)}`);
-    return m.result;
-  }
-
-  close(): Promise<void> {
-    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
-    this.ws.close(1000);
-    const timer = setTimeout(() => this.ws.terminate(), 1000);
-    return this.closed.then(() => clearTimeout(timer));
-  }
-}
-
-async function session(t: Test, url: string): Promise<RawSession> {
-  const s = await RawSession.open(url);
-  t.teardown(() => s.close());
-  return s;
-}
-
-const ipv4 = (port: number): P.SockAddr => ({ family: P.AF_INET, address: '127.0.0.1', port });
-
-async function tcpSocket(s: RawSession, flags = 0): Promise<number> {
-  const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags });
-  if (r['errno'] !== 0) throw new Error(`WSPSocket failed: ${String(r['errno'])}`);
-  return r['ret'] as number;
-}
-
-async function connectTo(s: RawSession, h: number, port: number): Promise<void> {
-  const r = await s.call('WSPConnect', { s: h, name: ipv4(port), namelen: 16 });
-  if (r['ret'] !== 0) throw new Error(`WSPConnect failed: ${String(r['errno'])}`);
-}
-
-/** A node:net peer that sends nothing; each connection reports when it ends or closes. */
-async function silentPeer(t: Test): Promise<{ port: number; next(): Promise<{ socket: net.Socket; gone: Promise<string> }> }> {
-  const queue: Array<{ socket: net.Socket; gone: Promise<string> }> = [];
-  let waiting: Array<() => void> = [];
-  const sockets: net.Socket[] = [];
-  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    sockets.push(socket);
-    socket.on('error', () => undefined);
-    socket.resume();
-    const gone = new Promise<string>((resolve) => {
-      socket.once('end', () => resolve('end'));
-      socket.once('close', () => resolve('close'));
-    });
-    queue.push({ socket, gone });
-    const w = waiting;
-    waiting = [];
-    for (const f of w) f();
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    return new Promise<void>((r) => server.close(() => r()));
-  });
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    next() {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('no connection within 5 s')), 5000);
-        const check = (): void => {
-          const c = queue.shift();
-          if (c) {
-            clearTimeout(timer);
-            resolve(c);
-          } else waiting.push(check);
-        };
-        check();
-      });
-    },
-  };
-}
+import { RawSession, connectOutcome, connectTo, ipv4, jsonLines, run, session, sleep, startCli, tcpPeer, tcpSocket, within, type Msg } from './helpers/raw-client.js';
 
 /**
  * A WebSocket client written by hand on a raw TCP socket: it completes the upgrade, then never
@@ -230,54 +54,13 @@ async function unresponsiveClient(t: Test, port: number): Promise<{ socket: net.
   return { socket, gone };
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** p's value, or fallback when p takes longer than ms; the timer never outlives p. */
-function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => resolve(fallback), ms);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
-}
-
-/** The error a connect to 127.0.0.1:port ends with, or 'connected'. */
-function connectOutcome(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve('timeout');
-    }, 2000);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve('connected');
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      resolve(e.code ?? e.message);
-    });
-  });
-}
-
 // ---- (a) embedded ----
 
 t.test('daemon.close(): blocked calls answer WSAENETDOWN, peers see their connections closed, new sessions are refused', async (t) => {
   const d: Daemon = await startServer({ port: 0 });
   let closed = false;
   t.teardown(() => (closed ? undefined : d.close()));
-  const peer = await silentPeer(t);
+  const peer = await tcpPeer(t);
   const s = await session(t, d.url);
 
   // A blocking WSPRecv on an emulated TCP socket whose peer sends nothing.
@@ -375,70 +158,13 @@ t.test('daemon.close() with no sessions resolves promptly and is idempotent', as
 
 // ---- (b) the CLI ----
 
-const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
-
-interface Run {
-  proc: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SPIWIRE_')) env[k] = v;
-  return { ...env, ...extra };
-}
-
-function run(t: Test, args: string[], env: Record<string, string> = {}): Run {
-  const proc = spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('close', (code, signal) => resolve({ code, signal })));
-  t.teardown(async () => {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-    await exited;
-  });
-  return { proc, stdout: () => out, stderr: () => err, exited };
-}
-
-function jsonLines(text: string): Array<Record<string, unknown>> {
-  const out: Array<Record<string, unknown>> = [];
-  for (const line of text.split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      out.push(JSON.parse(line) as Record<string, unknown>);
-    } catch {
-      out.push({ unparsed: line });
-    }
-  }
-  return out;
-}
-
-/** Starts the CLI on a free port and waits for the log line carrying "url". */
-async function startCli(t: Test, args: string[] = []): Promise<Run & { url: string; port: number }> {
-  const r = run(t, ['--port', '0', '--log-level', 'info', ...args]);
-  const end = Date.now() + 10000;
-  let url: string | undefined;
-  while (!url && Date.now() < end && r.proc.exitCode === null) {
-    url = jsonLines(r.stdout())
-      .map((l) => l['url'])
-      .find((u): u is string => typeof u === 'string');
-    if (!url) await sleep(20);
-  }
-  if (!url) throw new Error(`the daemon logged no url; stdout: ${r.stdout()} stderr: ${r.stderr()}`);
-  return { ...r, url, port: Number(new URL(url).port) };
-}
-
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   t.test(`CLI: ${signal} stops the daemon gracefully and exits 0`, async (t) => {
     const d = await startCli(t);
     t.match(d.url, /^ws:\/\/127\.0\.0\.1:\d+\/ws$/, 'listens on loopback');
     const startLine = jsonLines(d.stdout()).find((l) => typeof l['url'] === 'string')!;
     t.equal(startLine['tokenRequired'], false, 'the start line says no token is required');
-    const peer = await silentPeer(t);
+    const peer = await tcpPeer(t);
     const s = await session(t, d.url);
     const h = await tcpSocket(s);
     const connP = peer.next();

@@ -1,0 +1,435 @@
+/**
+ * What the server tests share: a minimal wire client on a plain `ws` WebSocket speaking the
+ * protocol with the proto codec (no SDK in between), SPI helpers over it, a node:net peer, the
+ * daemon embedded or as its own process (the CLI), and small timing helpers.
+ *
+ * Not a test file itself: tap only runs *.test.js.
+ */
+import type { Test } from 'tap';
+import * as net from 'node:net';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import * as P from '@spiwire/proto';
+import { startServer, type Daemon, type StartOptions } from '../../src/index.js';
+
+// ---- a minimal wire client ----
+
+/** A message from the daemon, typed loosely: tests check its shape themselves. */
+export interface Msg {
+  jsonrpc?: unknown;
+  id?: unknown;
+  method?: unknown;
+  params?: Record<string, unknown>;
+  result?: Record<string, unknown>;
+  error?: Record<string, unknown>;
+}
+
+export interface ConnectOpts {
+  /** The subprotocols offered; spiwire.v1 alone when absent. */
+  protocols?: string[];
+  /** Sent as "Authorization: Bearer <token>". */
+  token?: string;
+  headers?: Record<string, string>;
+}
+
+export type UpgradeResult = { kind: 'refused'; status: number; body: string } | { kind: 'open'; session: RawSession } | { kind: 'error'; error: Error };
+
+export class RawSession {
+  readonly messages: Msg[] = [];
+  /** Frames or records from the daemon that did not decode: the daemon must never send those. */
+  readonly undecodable: string[] = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+  private readonly waiters = new Set<{ check: () => boolean; fail: (err: Error) => void }>();
+  private nextId = 1;
+
+  constructor(readonly ws: WebSocket) {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      try {
+        const recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
+        for (const r of recs) {
+          if (r.ok) this.messages.push(r.message as Msg);
+          else this.undecodable.push(r.error.message);
+        }
+      } catch (err) {
+        this.undecodable.push((err as Error).message);
+      }
+      for (const w of [...this.waiters]) if (w.check()) this.waiters.delete(w);
+    });
+    this.closed = new Promise((resolve) =>
+      ws.on('close', (code, reason) => {
+        for (const w of this.waiters) w.fail(new Error(`connection closed (${code})`));
+        this.waiters.clear();
+        resolve({ code, reason: reason.toString() });
+      }),
+    );
+    ws.on('error', () => undefined);
+  }
+
+  /**
+   * Resolves once spiwire.welcome arrived. Rejects with the socket error (its `code`, such as
+   * ECONNREFUSED, kept), or on an HTTP refusal with an error carrying `status` and `body`.
+   */
+  static async open(url: string, opts: ConnectOpts = {}): Promise<RawSession> {
+    const r = await upgrade(url, opts);
+    if (r.kind === 'open') return r.session;
+    if (r.kind === 'refused') throw Object.assign(new Error(`HTTP ${r.status} ${r.body}`), { status: r.status, body: r.body });
+    throw r.error;
+  }
+
+  get isOpen(): boolean {
+    return this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /** The first message (already received or still to come) that pred accepts; rejects on time-out or when the connection closes. */
+  wait(pred: (m: Msg) => boolean, timeoutMs = 5000): Promise<Msg> {
+    return new Promise((resolve, reject) => {
+      const found = this.messages.find(pred);
+      if (found) return resolve(found);
+      if (this.ws.readyState === WebSocket.CLOSED) return reject(new Error('connection closed'));
+      const w = {
+        check: (): boolean => {
+          const m = this.messages.find(pred);
+          if (!m) return false;
+          clearTimeout(timer);
+          resolve(m);
+          return true;
+        },
+        fail: (err: Error): void => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(w);
+        reject(new Error(`no matching message within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiters.add(w);
+    });
+  }
+
+  /**
+   * Sends a request in a binary frame and returns its id and a promise of the response (not
+   * awaited by the caller when the call blocks; a rejection nobody awaits is not reported).
+   */
+  request(method: string, params: Record<string, unknown>, timeoutMs = 5000): { id: string; response: Promise<Msg> } {
+    const id = `raw-${this.nextId++}`;
+    this.ws.send(P.encodeFrame({ jsonrpc: '2.0', id, method, params }));
+    const response = this.wait((m) => m.id === id && (m.result !== undefined || m.error !== undefined), timeoutMs);
+    response.catch(() => undefined);
+    return { id, response };
+  }
+
+  /** A call that must succeed at the protocol level; returns the SPI result. */
+  async call(method: string, params: Record<string, unknown>, timeoutMs = 5000): Promise<Record<string, unknown>> {
+    const m = await this.request(method, params, timeoutMs).response;
+    if (!m.result) throw new Error(`${method}: protocol error ${JSON.stringify(m.error)}`);
+    return m.result;
+  }
+
+  close(): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+    this.ws.close(1000);
+    const timer = setTimeout(() => this.ws.terminate(), 1000);
+    return this.closed.then(() => clearTimeout(timer));
+  }
+}
+
+/** Attempts a WebSocket upgrade; resolves with the HTTP refusal, or an open session once spiwire.welcome arrived. */
+export function upgrade(url: string, opts: ConnectOpts = {}): Promise<UpgradeResult> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token !== undefined) headers['authorization'] = `Bearer ${opts.token}`;
+  const ws = new WebSocket(url, opts.protocols ?? [P.SUBPROTOCOL], { headers, perMessageDeflate: false });
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      ws.terminate();
+      resolve({ kind: 'error', error: new Error('no answer within 5 s') });
+    }, 5000);
+    ws.once('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => {
+        clearTimeout(timer);
+        ws.terminate();
+        resolve({ kind: 'refused', status: res.statusCode ?? 0, body });
+      });
+    });
+    ws.once('error', (error) => {
+      clearTimeout(timer);
+      resolve({ kind: 'error', error });
+    });
+    ws.once('open', () => {
+      const s = new RawSession(ws);
+      s.wait((m) => m.method === 'spiwire.welcome').then(
+        () => {
+          clearTimeout(timer);
+          resolve({ kind: 'open', session: s });
+        },
+        (error: Error) => {
+          clearTimeout(timer);
+          ws.terminate();
+          resolve({ kind: 'error', error });
+        },
+      );
+    });
+  });
+}
+
+/** An open session, closed in t's teardown. */
+export async function session(t: Test, url: string, opts: ConnectOpts = {}): Promise<RawSession> {
+  const s = await RawSession.open(url, opts);
+  t.teardown(() => s.close());
+  return s;
+}
+
+/** The daemon embedded in this process on a free loopback port, closed in t's teardown. */
+export async function daemon(t: Test, opts: StartOptions = {}): Promise<Daemon> {
+  const d = await startServer({ port: 0, ...opts });
+  t.teardown(() => d.close());
+  return d;
+}
+
+// ---- SPI helpers over the raw client ----
+
+export const ipv4 = (port: number): P.SockAddr => ({ family: P.AF_INET, address: '127.0.0.1', port });
+
+export async function tcpSocket(s: RawSession, flags = 0): Promise<number> {
+  const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags });
+  if (r['errno'] !== 0) throw new Error(`WSPSocket failed: ${String(r['errno'])}`);
+  return r['ret'] as number;
+}
+
+export async function udpSocket(s: RawSession): Promise<number> {
+  const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: 0 });
+  if (r['errno'] !== 0) throw new Error(`WSPSocket failed: ${String(r['errno'])}`);
+  return r['ret'] as number;
+}
+
+export async function connectTo(s: RawSession, h: number, port: number): Promise<void> {
+  const r = await s.call('WSPConnect', { s: h, name: ipv4(port), namelen: 16 });
+  if (r['ret'] !== 0) throw new Error(`WSPConnect failed: ${String(r['errno'])}`);
+}
+
+export async function sendBytes(s: RawSession, h: number, data: Uint8Array): Promise<Record<string, unknown>> {
+  return s.call('WSPSend', { s: h, buffers: [data], flags: 0 });
+}
+
+// ---- a node:net peer ----
+
+export interface PeerConn {
+  socket: net.Socket;
+  received(): Buffer;
+  waitFor(n: number, timeoutMs?: number): Promise<Buffer>;
+  /** Resolves with 'end' or 'close', whichever the peer sees first. */
+  gone: Promise<string>;
+}
+
+export interface Peer {
+  port: number;
+  connections: PeerConn[];
+  next(timeoutMs?: number): Promise<PeerConn>;
+}
+
+/** A loopback TCP server that sends nothing and keeps what it receives; closed in t's teardown. */
+export async function tcpPeer(t: Test): Promise<Peer> {
+  const connections: PeerConn[] = [];
+  let waiting: Array<() => void> = [];
+  const sockets: net.Socket[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.push(socket);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let dataWaiters: Array<() => void> = [];
+    socket.on('error', () => undefined);
+    socket.on('data', (b: Buffer) => {
+      chunks.push(b);
+      size += b.length;
+      const w = dataWaiters;
+      dataWaiters = [];
+      for (const f of w) f();
+    });
+    const gone = new Promise<string>((resolve) => {
+      socket.once('end', () => resolve('end'));
+      socket.once('close', () => resolve('close'));
+    });
+    const received = (): Buffer => Buffer.concat(chunks, size);
+    connections.push({
+      socket,
+      received,
+      gone,
+      waitFor(n, timeoutMs = 10000) {
+        return new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`peer has ${size} bytes, expected ${n}`)), timeoutMs);
+          const check = (): void => {
+            if (size >= n) {
+              clearTimeout(timer);
+              resolve(received());
+            } else dataWaiters.push(check);
+          };
+          check();
+        });
+      },
+    });
+    const w = waiting;
+    waiting = [];
+    for (const f of w) f();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  let taken = 0;
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    connections,
+    next(timeoutMs = 5000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no connection within the time limit')), timeoutMs);
+        const check = (): void => {
+          const c = connections[taken];
+          if (c) {
+            taken++;
+            clearTimeout(timer);
+            resolve(c);
+          } else waiting.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
+
+/** The error a connect to 127.0.0.1:port ends with, or 'connected'. */
+export function connectOutcome(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve('timeout');
+    }, 2000);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve('connected');
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      resolve(e.code ?? e.message);
+    });
+  });
+}
+
+// ---- timing and data ----
+
+/** p's value, or fallback when p takes longer than ms; the timer never outlives p. */
+export function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve(fallback), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Deterministic bytes (xorshift32), as the e2e harness does. */
+export function pattern(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+// ---- the daemon as its own process (the CLI) ----
+
+const MAIN = fileURLToPath(new URL('../../src/main.js', import.meta.url));
+
+export interface Run {
+  proc: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export interface Cli extends Run {
+  url: string;
+  port: number;
+  /** stdout so far as JSON log lines ({ unparsed } for a line that is not JSON). */
+  lines(): Array<Record<string, unknown>>;
+}
+
+/** process.env without any SPIWIRE_ variable, plus extra. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SPIWIRE_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** Runs the CLI with args (and env on top of a clean environment); killed in t's teardown if still running. */
+export function run(t: Test, args: string[], env: Record<string, string> = {}): Run {
+  const proc = spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('close', (code, signal) => resolve({ code, signal })));
+  t.teardown(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    await exited;
+  });
+  return { proc, stdout: () => out, stderr: () => err, exited };
+}
+
+export function jsonLines(text: string): Array<Record<string, unknown>> {
+  const out: Array<Record<string, unknown>> = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      out.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      out.push({ unparsed: line });
+    }
+  }
+  return out;
+}
+
+/** Starts the CLI on a free port with --log-level info and waits (up to 10 s) for the log line carrying "url". */
+export async function startCli(t: Test, args: string[] = []): Promise<Cli> {
+  const r = run(t, ['--port', '0', '--log-level', 'info', ...args]);
+  const url = await new Promise<string>((resolve, reject) => {
+    const fail = (why: string): void => reject(new Error(`${why}; stdout: ${r.stdout()} stderr: ${r.stderr()}`));
+    const timer = setTimeout(() => fail('the daemon logged no url within 10 s'), 10000);
+    const look = (): void => {
+      const u = jsonLines(r.stdout())
+        .map((l) => l['url'])
+        .find((x): x is string => typeof x === 'string');
+      if (u === undefined) return;
+      clearTimeout(timer);
+      r.proc.stdout!.off('data', look);
+      resolve(u);
+    };
+    // Registered after run()'s own listener, so r.stdout() already holds the chunk.
+    r.proc.stdout!.on('data', look);
+    void r.exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      fail(`the daemon exited (${code ?? signal}) before listening`);
+    });
+  });
+  return { ...r, url, port: Number(new URL(url).port), lines: () => jsonLines(r.stdout()) };
+}
