@@ -1,0 +1,204 @@
+/**
+ * A peer of the benchmark, in its own process, driven over IPC by test/bench/run.ts. spiwire's
+ * sockets and the raw baselines meet the same peers. What a peer can be:
+ *   - a TCP discard server counting the bytes of each connection (by the client's port), that
+ *     answers "expect" when a connection has received a given count, with the time it did;
+ *   - a TCP holder that accepts connections and does not read them until "release";
+ *   - a UDP receiver counting datagrams, pushing its count every few datagrams (the senders'
+ *     flow control) and remembering when the first and last arrived;
+ *   - a WebSocket echo server (ws), the raw baseline of the small-call latency.
+ * Times are process.hrtime in nanoseconds: CLOCK_MONOTONIC, which every process here shares.
+ */
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
+import { WebSocketServer } from 'ws';
+
+type Msg = Record<string, unknown> & { id: number; cmd: string };
+
+function now(): number {
+  return Number(process.hrtime.bigint());
+}
+
+interface Conn {
+  bytes: number;
+  /** Closed by the remote end. */
+  ended: boolean;
+  waiters: Array<{ bytes: number; id: number }>;
+  /** With stamps on: [time, cumulative bytes] of every read. */
+  stamps: number[] | null;
+}
+
+interface Listener {
+  server: net.Server;
+  mode: 'discard' | 'hold';
+  held: boolean;
+  sockets: Set<net.Socket>;
+  conns: Map<number, Conn>;
+  accepted: number;
+  bytes: number;
+}
+
+const listeners = new Map<number, Listener>();
+const udps = new Map<number, { sock: dgram.Socket; count: number; bytes: number; first: number; last: number; every: number }>();
+const wss: WebSocketServer[] = [];
+
+function reply(id: number, body: Record<string, unknown> = {}): void {
+  process.send!({ id, ...body });
+}
+
+function connOf(l: Listener, remotePort: number): Conn {
+  let c = l.conns.get(remotePort);
+  if (!c) {
+    c = { bytes: 0, ended: false, waiters: [], stamps: null };
+    l.conns.set(remotePort, c);
+  }
+  return c;
+}
+
+function settle(c: Conn): void {
+  if (c.waiters.length === 0) return;
+  const t = now();
+  c.waiters = c.waiters.filter((w) => {
+    if (c.bytes < w.bytes && !c.ended) return true;
+    reply(w.id, { t, bytes: c.bytes, ended: c.ended });
+    return false;
+  });
+}
+
+function read(l: Listener, sock: net.Socket, c: Conn): void {
+  sock.on('data', (b: Buffer) => {
+    c.bytes += b.length;
+    l.bytes += b.length;
+    if (c.stamps) c.stamps.push(now(), c.bytes);
+    if (c.waiters.length) settle(c);
+  });
+  sock.resume();
+}
+
+function tcpListen(m: Msg): void {
+  const mode = m['mode'] === 'hold' ? 'hold' : 'discard';
+  const server = net.createServer({ pauseOnConnect: true });
+  const l: Listener = { server, mode, held: mode === 'hold', sockets: new Set(), conns: new Map(), accepted: 0, bytes: 0 };
+  server.on('connection', (sock) => {
+    l.accepted++;
+    l.sockets.add(sock);
+    const c = connOf(l, sock.remotePort ?? 0);
+    sock.on('error', () => undefined);
+    sock.on('end', () => {
+      c.ended = true;
+      settle(c);
+    });
+    sock.on('close', () => l.sockets.delete(sock));
+    if (!l.held) read(l, sock, c);
+  });
+  server.on('error', (err) => reply(m.id, { error: err.message }));
+  server.listen({ host: '127.0.0.1', port: 0, backlog: (m['backlog'] as number | undefined) ?? 4096 }, () => {
+    const port = (server.address() as net.AddressInfo).port;
+    listeners.set(port, l);
+    reply(m.id, { port });
+  });
+}
+
+function listener(m: Msg): Listener {
+  const l = listeners.get(m['port'] as number);
+  if (!l) throw new Error(`no listener on port ${String(m['port'])}`);
+  return l;
+}
+
+const handlers: Record<string, (m: Msg) => void> = {
+  ping: (m) => reply(m.id, { pid: process.pid }),
+  hrtime: (m) => reply(m.id, { t: now() }),
+  tcpListen,
+  /** Answers once the connection from remotePort has received at least bytes (or ended). */
+  expect: (m) => {
+    const c = connOf(listener(m), m['remotePort'] as number);
+    c.waiters.push({ bytes: m['bytes'] as number, id: m.id });
+    settle(c);
+  },
+  /** Starts recording [time, cumulative bytes] of every read on one connection. */
+  stamps: (m) => {
+    const c = connOf(listener(m), m['remotePort'] as number);
+    c.stamps = [];
+    reply(m.id);
+  },
+  getStamps: (m) => {
+    const c = connOf(listener(m), m['remotePort'] as number);
+    reply(m.id, { stamps: c.stamps ?? [] });
+  },
+  connStats: (m) => {
+    const c = connOf(listener(m), m['remotePort'] as number);
+    reply(m.id, { bytes: c.bytes, ended: c.ended });
+  },
+  listenerStats: (m) => {
+    const l = listener(m);
+    reply(m.id, { accepted: l.accepted, open: l.sockets.size, bytes: l.bytes });
+  },
+  /** A holder starts reading (and counting) every connection, present and future. */
+  release: (m) => {
+    const l = listener(m);
+    if (l.held) {
+      l.held = false;
+      for (const sock of l.sockets) read(l, sock, connOf(l, sock.remotePort ?? 0));
+    }
+    reply(m.id);
+  },
+  closeListener: (m) => {
+    const l = listener(m);
+    listeners.delete(m['port'] as number);
+    for (const s of l.sockets) s.destroy();
+    l.server.close(() => reply(m.id));
+  },
+  udpBind: (m) => {
+    const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: (m['rcvbuf'] as number | undefined) ?? 4 * 1024 * 1024 });
+    const u = { sock, count: 0, bytes: 0, first: 0, last: 0, every: (m['every'] as number | undefined) ?? 128 };
+    sock.on('message', (msg) => {
+      const t = now();
+      if (u.count === 0) u.first = t;
+      u.last = t;
+      u.count++;
+      u.bytes += msg.length;
+      if (u.count % u.every === 0) process.send!({ event: 'udp', port, count: u.count });
+    });
+    let port = 0;
+    sock.bind(0, '127.0.0.1', () => {
+      port = sock.address().port;
+      udps.set(port, u);
+      reply(m.id, { port, rcvbuf: sock.getRecvBufferSize() });
+    });
+  },
+  udpStats: (m) => {
+    const u = udps.get(m['port'] as number);
+    if (!u) throw new Error('no such UDP receiver');
+    reply(m.id, { count: u.count, bytes: u.bytes, first: u.first, last: u.last });
+  },
+  udpClose: (m) => {
+    const u = udps.get(m['port'] as number);
+    udps.delete(m['port'] as number);
+    if (u) u.sock.close(() => reply(m.id));
+    else reply(m.id);
+  },
+  wsEcho: (m) => {
+    const server = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
+    server.on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data as Buffer, { binary: isBinary })));
+    server.on('listening', () => {
+      wss.push(server);
+      reply(m.id, { port: (server.address() as net.AddressInfo).port });
+    });
+  },
+  exit: () => {
+    for (const l of listeners.values()) for (const s of l.sockets) s.destroy();
+    process.exit(0);
+  },
+};
+
+process.on('message', (m: Msg) => {
+  const h = handlers[m.cmd];
+  try {
+    if (!h) throw new Error(`unknown command ${m.cmd}`);
+    h(m);
+  } catch (err) {
+    reply(m.id, { error: (err as Error).message });
+  }
+});
+// The benchmark went away: so does its peer.
+process.on('disconnect', () => process.exit(0));

@@ -1,0 +1,414 @@
+/**
+ * The benchmark's outputs, all made from one results object: the targets (met or not), the table
+ * printed on stdout, the SVG chart of the ratios and docs/performance.md.
+ */
+import type { Check, Pair } from './lib/context.js';
+import type { Summary } from './lib/stats.js';
+import type { ThroughputResult } from './scenarios/tcp-throughput.js';
+import type { LatencyResult } from './scenarios/latency.js';
+import type { UdpResult } from './scenarios/udp.js';
+import type { CompletionResult, CompletionVariant } from './scenarios/completion.js';
+import type { ScaleResult, StepResult } from './scenarios/scale.js';
+import type { SlowPeerResult } from './scenarios/slow-peer.js';
+
+export interface Results {
+  bulk?: ThroughputResult;
+  latency?: LatencyResult;
+  smallSendRate?: ThroughputResult;
+  smallSendRateHook?: ThroughputResult;
+  udp?: UdpResult;
+  completion?: CompletionResult;
+  scale?: ScaleResult;
+  slowPeer?: SlowPeerResult;
+}
+
+export interface Meta {
+  date: string;
+  mode: 'full' | 'quick';
+  reps: number;
+  scaleReps: number;
+  api: string;
+  seconds: number;
+  node: string;
+  platform: string;
+  cpus: { count: number; model: string; mhz: number };
+  memoryBytes: number;
+  loadavg: { start: number[]; end: number[] };
+  git: { commit: string; dirty: string[] };
+  bufferutil: boolean;
+  daemonFlags: string[];
+  daemonOutput: string;
+  sharedClock: boolean;
+  nofileHard: number;
+}
+
+export interface Target {
+  id: string;
+  /** From the issue's target list, or a requirement stated in a scenario ("must grow linearly"). */
+  kind: 'target' | 'requirement';
+  what: string;
+  /** How the value is judged, in words. */
+  judged: string;
+  value: number;
+  unit: string;
+  comparison: '>=' | '<=';
+  threshold: number;
+  met: boolean;
+}
+
+export interface Report {
+  meta: Meta;
+  targets: Target[];
+  checks: { total: number; passed: number; failed: Check[] };
+  results: Results;
+}
+
+// ---------------------------------------------------------------- numbers
+
+export function fmt(x: number, unit = ''): string {
+  if (!Number.isFinite(x)) return 'n/a';
+  const a = Math.abs(x);
+  const digits = a >= 100 || Number.isInteger(x) ? 0 : a >= 10 ? 1 : a >= 1 ? 2 : 3;
+  const s = x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  return unit ? `${s} ${unit}` : s;
+}
+
+function kib(bytes: number): string {
+  return `${fmt(bytes / 1024)} KiB`;
+}
+
+function mib(bytes: number): string {
+  return `${fmt(bytes / 2 ** 20)} MiB`;
+}
+
+function spread(s: Summary, unit = '', scale = 1): string {
+  return `${fmt(s.median / scale, unit)} [${fmt(s.min / scale)}–${fmt(s.max / scale)}]`;
+}
+
+function ratioSpread(p: Pair): string {
+  const r = p.ratioRuns.filter(Number.isFinite);
+  return `${fmt(p.ratio)} [${fmt(Math.min(...r))}–${fmt(Math.max(...r))}]`;
+}
+
+function metText(t: Target): string {
+  return t.met ? 'met' : 'NOT MET';
+}
+
+// ---------------------------------------------------------------- targets
+
+function stepAt(steps: StepResult[], n: number): StepResult | undefined {
+  return steps.find((s) => s.n === n) ?? steps[steps.length - 1];
+}
+
+export function targets(r: Results): Target[] {
+  const out: Target[] = [];
+  const add = (t: Omit<Target, 'met'>): void => {
+    out.push({ ...t, met: t.comparison === '>=' ? t.value >= t.threshold : t.value <= t.threshold });
+  };
+  if (r.bulk) add({ id: 'bulk', kind: 'target', what: 'Bulk at 0.35 of raw TCP or better', judged: 'median spiwire MB/s / median raw node:net MB/s', value: r.bulk.pair.ratio, unit: 'x raw', comparison: '>=', threshold: 0.35 });
+  if (r.latency) add({ id: 'latency', kind: 'target', what: 'Small-call latency p50 at most 1.25 times the raw WebSocket round trip', judged: 'median of the per-repetition p50s, spiwire / raw ws', value: r.latency.p50.ratio, unit: 'x raw', comparison: '<=', threshold: 1.25 });
+  if (r.smallSendRate) add({ id: 'smallSendRate', kind: 'target', what: 'Small-send rate at least 150,000 sends per second', judged: 'median sends/s through the public SPI path (WSPSend + WSAOVERLAPPED + completion routine)', value: r.smallSendRate.pair.spiwire.median, unit: 'sends/s', comparison: '>=', threshold: 150_000 });
+  if (r.udp) add({ id: 'udp', kind: 'target', what: 'UDP at least 0.5 of raw node:dgram', judged: 'median datagrams/s received, spiwire / raw', value: r.udp.pair.ratio, unit: 'x raw', comparison: '>=', threshold: 0.5 });
+  if (r.scale) {
+    const s = stepAt(r.scale.sockets, 10_000);
+    const o = stepAt(r.scale.ops, 100_000);
+    if (s) {
+      add({ id: 'socketMemoryLive', kind: 'target', what: 'At most 10 KiB of daemon memory per idle connected socket (live heap + external)', judged: `median per-socket growth of heapUsed + external at ${fmt(s.n)} sockets`, value: s.live.median, unit: 'bytes', comparison: '<=', threshold: 10 * 1024 });
+      add({ id: 'socketMemoryRss', kind: 'target', what: 'At most 10 KiB of daemon memory per idle connected socket (rss)', judged: `median per-socket growth of rss at ${fmt(s.n)} sockets`, value: s.rss.median, unit: 'bytes', comparison: '<=', threshold: 10 * 1024 });
+    }
+    if (o) {
+      add({ id: 'opMemoryLive', kind: 'target', what: 'At most 1 KiB of daemon memory per outstanding operation (live heap + external)', judged: `median per-operation growth of heapUsed + external at ${fmt(o.n)} operations, less the 1-byte payload`, value: o.live.median, unit: 'bytes', comparison: '<=', threshold: 1024 });
+      add({ id: 'opMemoryRss', kind: 'target', what: 'At most 1 KiB of daemon memory per outstanding operation (rss)', judged: `median per-operation growth of rss at ${fmt(o.n)} operations, less the 1-byte payload`, value: o.rss.median, unit: 'bytes', comparison: '<=', threshold: 1024 });
+    }
+    const devs = [...r.scale.linearity.sockets, ...r.scale.linearity.ops].map((x) => Math.abs(x - 1));
+    add({ id: 'linear', kind: 'requirement', what: 'Memory grows linearly (per-unit cost at every size within ±30 % of the largest size’s)', judged: 'largest deviation of a per-unit live cost from the largest size’s', value: Math.max(...devs), unit: '', comparison: '<=', threshold: r.scale.linearity.tolerance });
+  }
+  if (r.slowPeer) {
+    const sp = r.slowPeer;
+    out.push({ id: 'slowPeerFlat', kind: 'requirement', what: 'Slow peer: daemon memory stays flat, bounded by the socket buffer and the outstanding-operation limit', judged: `live growth ≤ bound (${mib(sp.bound)}) and growth after the half-way point ≤ 5 % of it`, value: sp.maxGrowth, unit: 'bytes', comparison: '<=', threshold: sp.bound, met: sp.flat });
+  }
+  return out;
+}
+
+function targetValue(t: Target): string {
+  if (t.unit === 'bytes') {
+    if (t.threshold >= 1024 * 1024) return `${mib(t.value)} (≤ ${mib(t.threshold)})`;
+    if (t.threshold >= 10 * 1024) return `${kib(t.value)} (≤ ${kib(t.threshold)})`;
+    return `${fmt(t.value)} B (≤ ${fmt(t.threshold)} B)`;
+  }
+  if (t.unit === 'sends/s') return `${fmt(t.value)} sends/s (≥ ${fmt(t.threshold)})`;
+  if (t.unit === '') return `${fmt(t.value)} (≤ ${fmt(t.threshold)})`;
+  return `${fmt(t.value)} ${t.unit} (${t.comparison === '<=' ? '≤' : '≥'} ${fmt(t.threshold)})`;
+}
+
+// ---------------------------------------------------------------- rows shared by the table and the page
+
+interface Row {
+  n: string;
+  scenario: string;
+  spiwire: string;
+  raw: string;
+  ratio: string;
+}
+
+function rows(r: Results): Row[] {
+  const out: Row[] = [];
+  const pairRow = (n: string, scenario: string, p: Pair, unit: string): void => {
+    out.push({ n, scenario, spiwire: spread(p.spiwire, unit), raw: spread(p.raw, unit), ratio: ratioSpread(p) });
+  };
+  if (r.bulk) pairRow('1', `bulk: 64 KiB overlapped WSPSend, ${r.bulk.params['inFlight']} in flight (MB = 10^6 B)`, r.bulk.pair, 'MB/s');
+  if (r.latency) {
+    pairRow('2', 'small-call latency p50: blocking WSPSend 100 B vs ws round trip', r.latency.p50, 'us');
+    pairRow('2', 'small-call latency p99', r.latency.p99, 'us');
+  }
+  if (r.smallSendRate) pairRow('3', `small-send rate: 100 B overlapped WSPSend, ${r.smallSendRate.params['inFlight']} in flight`, r.smallSendRate.pair, '/s');
+  if (r.smallSendRateHook) pairRow('3b', 'small-send rate via the SDK startOperation hook (no APCs)', r.smallSendRateHook.pair, '/s');
+  if (r.udp) pairRow('4', 'UDP: 1 KiB datagrams received per second', r.udp.pair, '/s');
+  if (r.completion) {
+    const c = r.completion;
+    const v = (name: string, x: CompletionVariant): void => {
+      if (x.consumedToRoutine) out.push({ n: '5', scenario: `completion latency, consumed -> routine (${name})`, spiwire: `p50 ${spread(x.consumedToRoutine.p50, 'us')}`, raw: `p99 ${spread(x.consumedToRoutine.p99, 'us')}`, ratio: '' });
+      out.push({ n: '5', scenario: `  notified -> routine / issued -> routine (${name})`, spiwire: `p50 ${fmt(x.notifiedToRoutine.p50.median)} / ${fmt(x.issuedToRoutine.p50.median)} us`, raw: `p99 ${fmt(x.notifiedToRoutine.p99.median)} / ${fmt(x.issuedToRoutine.p99.median)} us`, ratio: '' });
+    };
+    v('auto APC', c.autoApc);
+    v('SleepEx', c.sleepEx);
+  }
+  if (r.scale) {
+    for (const s of r.scale.sockets) out.push({ n: '6', scenario: `memory per idle connected socket, ${fmt(s.n)} sockets`, spiwire: `live ${spread(s.live, 'KiB', 1024)}`, raw: `rss ${spread(s.rss, 'KiB', 1024)}`, ratio: '' });
+    for (const o of r.scale.ops) out.push({ n: '6', scenario: `memory per outstanding send, ${fmt(o.n)} sends`, spiwire: `live ${spread(o.live, 'B')}`, raw: `rss ${spread(o.rss, 'B')}`, ratio: '' });
+  }
+  if (r.slowPeer) {
+    const sp = r.slowPeer;
+    out.push({ n: '7', scenario: `slow peer, ${fmt(sp.params['posts'] as number)} posts of 1 KiB: live first/last/max`, spiwire: `${mib(sp.live.first)} / ${mib(sp.live.last)} / ${mib(sp.live.max)}`, raw: `rss ${mib(sp.rss.first)} / ${mib(sp.rss.last)} / ${mib(sp.rss.max)}`, ratio: '' });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- stdout
+
+function pad(s: string, n: number): string {
+  return s.length >= n ? s : s + ' '.repeat(n - s.length);
+}
+
+export function table(rep: Report): string {
+  const rs = rows(rep.results);
+  const head: Row = { n: '#', scenario: 'scenario', spiwire: 'spiwire: median [min–max]', raw: 'raw baseline: median [min–max]', ratio: 'ratio [per rep]' };
+  const w = {
+    n: Math.max(...[head, ...rs].map((x) => x.n.length)),
+    scenario: Math.max(...[head, ...rs].map((x) => x.scenario.length)),
+    spiwire: Math.max(...[head, ...rs].map((x) => x.spiwire.length)),
+    raw: Math.max(...[head, ...rs].map((x) => x.raw.length)),
+  };
+  const line = (x: Row): string => `${pad(x.n, w.n)}  ${pad(x.scenario, w.scenario)}  ${pad(x.spiwire, w.spiwire)}  ${pad(x.raw, w.raw)}  ${x.ratio}`.trimEnd();
+  const m = rep.meta;
+  const out = [
+    `spiwire benchmark (${m.mode}, ${m.reps} repetition${m.reps === 1 ? '' : 's'}; ${m.cpus.count} CPUs, Node ${m.node}; ${fmt(m.seconds)} s)`,
+    '',
+    line(head),
+    line({ n: '-'.repeat(w.n), scenario: '-'.repeat(w.scenario), spiwire: '-'.repeat(w.spiwire), raw: '-'.repeat(w.raw), ratio: '-'.repeat(15) }),
+    ...rs.map(line),
+    '',
+  ];
+  if (m.mode === 'quick') out.push('targets: not judged in --quick mode (correctness only)');
+  else {
+    out.push('targets:');
+    const tw = Math.max(...rep.targets.map((t) => t.what.length));
+    for (const t of rep.targets) out.push(`  ${pad(t.what, tw)}  ${pad(targetValue(t), 34)}  ${metText(t)}`);
+  }
+  out.push('', `checks: ${rep.checks.passed} of ${rep.checks.total} passed${rep.checks.failed.length ? `; FAILED: ${rep.checks.failed.map((c) => `${c.what} (expected ${c.expected}, got ${c.actual})`).join('; ')}` : ''}`);
+  return out.join('\n');
+}
+
+// ---------------------------------------------------------------- SVG
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+interface Bar {
+  label: string;
+  sub: string;
+  value: number;
+  lo: number;
+  hi: number;
+  target: number | null;
+  targetLabel: string;
+  met: boolean | null;
+}
+
+export function svg(rep: Report): string {
+  const r = rep.results;
+  const t = new Map(rep.targets.map((x) => [x.id, x]));
+  const bars: Bar[] = [];
+  const runs = (p: Pair): [number, number] => {
+    const xs = p.ratioRuns.filter(Number.isFinite);
+    return [Math.min(...xs), Math.max(...xs)];
+  };
+  if (r.bulk) bars.push({ label: '1 bulk 64 KiB', sub: 'spiwire MB/s ÷ raw node:net', value: r.bulk.pair.ratio, lo: runs(r.bulk.pair)[0], hi: runs(r.bulk.pair)[1], target: 0.35, targetLabel: '≥ 0.35', met: t.get('bulk')?.met ?? null });
+  if (r.latency) bars.push({ label: '2 latency p50', sub: 'spiwire ÷ raw ws (lower is better)', value: r.latency.p50.ratio, lo: runs(r.latency.p50)[0], hi: runs(r.latency.p50)[1], target: 1.25, targetLabel: '≤ 1.25', met: t.get('latency')?.met ?? null });
+  if (r.smallSendRate) {
+    const p = r.smallSendRate.pair;
+    bars.push({ label: '3 small sends', sub: 'spiwire sends/s ÷ raw 100 B writes', value: p.ratio, lo: runs(p)[0], hi: runs(p)[1], target: 150_000 / p.raw.median, targetLabel: '150k/s', met: t.get('smallSendRate')?.met ?? null });
+  }
+  if (r.smallSendRateHook) {
+    const p = r.smallSendRateHook.pair;
+    bars.push({ label: '3b small sends (hook)', sub: 'startOperation, no APCs (diagnostic)', value: p.ratio, lo: runs(p)[0], hi: runs(p)[1], target: 150_000 / p.raw.median, targetLabel: '150k/s', met: p.spiwire.median >= 150_000 });
+  }
+  if (r.udp) bars.push({ label: '4 UDP 1 KiB', sub: 'datagrams received ÷ raw node:dgram', value: r.udp.pair.ratio, lo: runs(r.udp.pair)[0], hi: runs(r.udp.pair)[1], target: 0.5, targetLabel: '≥ 0.5', met: t.get('udp')?.met ?? null });
+  const W = 720;
+  const left = 230;
+  const right = 120;
+  const rowH = 46;
+  const top = 52;
+  const H = top + rowH * bars.length + 44;
+  // A log axis: ratios far below and above 1 both stay readable; bars grow from 1 (parity with raw).
+  const lows = bars.flatMap((b) => [b.lo, b.value, b.target ?? 1]).filter((v) => v > 0);
+  const highs = bars.flatMap((b) => [b.hi, b.value, b.target ?? 1]);
+  const lmin = Math.floor(Math.log10(Math.min(0.5, ...lows)));
+  const lmax = Math.max(1, Math.ceil(Math.log10(Math.max(2, ...highs))));
+  const x = (v: number): number => left + ((W - left - right) * (Math.log10(Math.max(v, 10 ** lmin)) - lmin)) / (lmax - lmin);
+  const o: string[] = [];
+  o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  o.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
+  o.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">spiwire ÷ raw baseline, same run (median; whisker: per-repetition range)</text>`);
+  o.push(`<text x="${W / 2}" y="38" text-anchor="middle" fill="#555">${esc(`${rep.meta.date.slice(0, 10)} · ${rep.meta.cpus.count} CPUs · Node ${rep.meta.node} · ${rep.meta.reps} repetitions · log scale · dashed line: target`)}</text>`);
+  for (let d = lmin; d < lmax || d === lmax; d++) {
+    for (const m of d === lmax ? [1] : [1, 2, 5]) {
+      const v = m * 10 ** d;
+      const label = Number(v.toPrecision(1)).toString();
+      o.push(`<line x1="${x(v).toFixed(1)}" y1="${top - 4}" x2="${x(v).toFixed(1)}" y2="${top + rowH * bars.length}" stroke="${v === 1 ? '#777' : '#e3e3e3'}" stroke-width="${v === 1 ? 1.5 : 1}"/>`);
+      o.push(`<text x="${x(v).toFixed(1)}" y="${top + rowH * bars.length + 16}" text-anchor="middle" fill="#555">${label}</text>`);
+    }
+  }
+  o.push(`<text x="${x(1).toFixed(1)}" y="${top + rowH * bars.length + 32}" text-anchor="middle" fill="#555">1 = raw</text>`);
+  bars.forEach((b, i) => {
+    const y = top + i * rowH;
+    const color = b.met === null ? '#7a8ca3' : b.met ? '#3a9a5b' : '#d9822b';
+    const x0 = Math.min(x(1), x(b.value));
+    o.push(`<text x="${left - 10}" y="${y + 18}" text-anchor="end" font-weight="bold">${esc(b.label)}</text>`);
+    o.push(`<text x="${left - 10}" y="${y + 33}" text-anchor="end" fill="#666" font-size="10.5">${esc(b.sub)}</text>`);
+    o.push(`<rect x="${x0.toFixed(1)}" y="${y + 9}" width="${Math.max(1, Math.abs(x(b.value) - x(1))).toFixed(1)}" height="22" fill="${color}" rx="2"/>`);
+    o.push(`<line x1="${x(b.lo).toFixed(1)}" y1="${y + 20}" x2="${x(b.hi).toFixed(1)}" y2="${y + 20}" stroke="#222" stroke-width="1.5"/>`);
+    o.push(`<line x1="${x(b.lo).toFixed(1)}" y1="${y + 15}" x2="${x(b.lo).toFixed(1)}" y2="${y + 25}" stroke="#222" stroke-width="1.5"/>`);
+    o.push(`<line x1="${x(b.hi).toFixed(1)}" y1="${y + 15}" x2="${x(b.hi).toFixed(1)}" y2="${y + 25}" stroke="#222" stroke-width="1.5"/>`);
+    if (b.target !== null) {
+      o.push(`<line x1="${x(b.target).toFixed(1)}" y1="${y + 3}" x2="${x(b.target).toFixed(1)}" y2="${y + 37}" stroke="#c0392b" stroke-width="2" stroke-dasharray="4 3"/>`);
+      o.push(`<text x="${(x(b.target) + 4).toFixed(1)}" y="${y + 8}" fill="#c0392b" font-size="10.5">${esc(b.targetLabel)}</text>`);
+    }
+    const lx = Math.max(x(b.value), x(b.hi), x(1)) + 8;
+    o.push(`<text x="${lx.toFixed(1)}" y="${y + 25}" font-weight="bold">${fmt(b.value)}${b.met === null ? '' : b.met ? ' ✓ met' : ' ✗ not met'}</text>`);
+  });
+  o.push('</svg>');
+  return o.join('\n') + '\n';
+}
+
+// ---------------------------------------------------------------- docs/performance.md
+
+function pairLine(p: Pair, unit: string): string {
+  return `spiwire ${spread(p.spiwire, unit)}, raw ${spread(p.raw, unit)}; ratio ${ratioSpread(p)} (runs: spiwire ${p.spiwire.runs.map((x) => fmt(x)).join(', ')}; raw ${p.raw.runs.map((x) => fmt(x)).join(', ')})`;
+}
+
+export function markdown(rep: Report, svgFile: string): string {
+  const { meta: m, results: r } = rep;
+  const L: string[] = [];
+  L.push('# Performance');
+  L.push('');
+  L.push('<!-- Generated by `npm run bench` (test/bench/report.ts) from bench-results/results.json. Do not edit by hand. -->');
+  L.push('');
+  L.push(`The benchmark of issue 5, measured on ${m.date.slice(0, 10)}: every spiwire figure beside its raw baseline, measured in the same run, ` +
+    `repeated ${m.reps} times (scale: ${m.scaleReps} times per size); each figure is the median with the range [min–max] over the repetitions, ` +
+    'and ratios are taken between medians (the range shown beside a ratio is that of the per-repetition ratios). ' +
+    'The machine was shared with other work while this ran, so expect noise, in the raw baselines as much as in spiwire.');
+  L.push('');
+  L.push(`![spiwire ÷ raw baseline](${svgFile})`);
+  L.push('');
+  L.push('## Figures');
+  L.push('');
+  L.push('| # | scenario | spiwire | raw baseline | ratio |');
+  L.push('|---|---|---|---|---|');
+  for (const x of rows(r)) L.push(`| ${x.n} | ${x.scenario.trim()} | ${x.spiwire} | ${x.raw} | ${x.ratio} |`);
+  L.push('');
+  L.push('## Targets');
+  L.push('');
+  L.push('| target | judged on | value | |');
+  L.push('|---|---|---|---|');
+  for (const t of rep.targets) L.push(`| ${t.what}${t.kind === 'requirement' ? ' *(scenario requirement)*' : ''} | ${t.judged} | ${targetValue(t)} | **${metText(t)}** |`);
+  L.push('');
+  const met = rep.targets.filter((t) => t.kind === 'target' && t.met).length;
+  const all = rep.targets.filter((t) => t.kind === 'target').length;
+  L.push(`${met} of ${all} targets met. Correctness checks (bytes and datagrams at the peers, completions, counts): ${rep.checks.passed} of ${rep.checks.total} passed${rep.checks.failed.length ? ` — failed: ${rep.checks.failed.map((c) => `${c.what} (expected ${c.expected}, got ${c.actual})`).join('; ')}` : ''}.`);
+  L.push('');
+  L.push('## Machine');
+  L.push('');
+  L.push(`- CPUs: ${m.cpus.count} × ${m.cpus.model}${m.cpus.mhz ? ` (${m.cpus.mhz} MHz)` : ''}; memory ${fmt(m.memoryBytes / 2 ** 30)} GiB`);
+  L.push(`- Node ${m.node}; ${m.platform}`);
+  L.push(`- load average (1, 5, 15 min) at the start ${m.loadavg.start.map((x) => fmt(x)).join(', ')}, at the end ${m.loadavg.end.map((x) => fmt(x)).join(', ')}`);
+  L.push(`- code: commit ${m.git.commit.slice(0, 12)}${m.git.dirty.length ? ` with uncommitted changes in ${m.git.dirty.join(', ')}` : ''}`);
+  L.push(`- bufferutil (native WebSocket masking): ${m.bufferutil ? 'loaded' : 'MISSING'}; open-file hard limit ${fmt(m.nofileHard)}; the peers' clock checked to be this process's CLOCK_MONOTONIC: ${m.sharedClock ? 'yes' : 'no (peer-side times replaced by arrival times here)'}`);
+  L.push(`- the whole run took ${fmt(m.seconds)} s`);
+  L.push('');
+  L.push('## How to reproduce');
+  L.push('');
+  L.push('```sh');
+  L.push('npm ci');
+  L.push('npm run bench                                  # builds, runs everything (under 5 minutes on 2 cores), rewrites this page');
+  L.push('node test/dist/bench/run.js --quick            # a few seconds: tiny sizes, one repetition, correctness only (CI runs this)');
+  L.push('npm run bench -- --only 1,3 --reps 3 --no-docs # some scenarios; --api hook uses the SDK startOperation hook instead of WSPSend');
+  L.push('npm run bench -- --cpu-prof --no-docs          # V8 profiles of every daemon in bench-results/prof/, then:');
+  L.push('node test/dist/bench/profile-summary.js bench-results/prof/*.cpuprofile');
+  L.push('```');
+  L.push('');
+  L.push('The figures go to stdout as a table and to `bench-results/results.json` (git-ignored); a full run also rewrites this page and ' +
+    '`docs/performance.svg`. The benchmark exits non-zero only when a correctness check fails; targets are reported, never asserted.');
+  L.push('');
+  L.push('## Set-up');
+  L.push('');
+  L.push(`- The daemon runs as its own process: \`node --expose-gc server/dist/src/main.js --port P --log-level warn\` (flags: \`${m.daemonFlags.join(' ')}\`), ` +
+    'on a port the benchmark picked (at warn level the daemon does not print its `url` line). Scenarios 6 and 7 start daemons of their own with the flags given below.');
+  L.push('- The client (the SDK, and the raw baselines) runs in the benchmark process; the peers run in child processes of their own: a TCP discard server, ' +
+    'a UDP receiver that counts datagrams, a `ws` echo server and a TCP "holder" that accepts connections and does not read them until told. ' +
+    'spiwire and its raw baseline talk to the same peer process. Everything is on loopback; every child is killed when the benchmark ends.');
+  L.push('- Pipelined scenarios use the public SPI path: `WSPSend` with a `WSAOVERLAPPED` and a completion routine, on a session in automatic APC mode ' +
+    '(`connect(url, { autoApc: true })`); 3b repeats scenario 3 through the SDK’s internal `startOperation` hook, whose completion calls back without the APC machinery, to show what that machinery costs.');
+  L.push('- Times at the peers are `process.hrtime` (CLOCK_MONOTONIC, shared by all processes of the machine), so a run ends when the peer has the last byte, not when a message about it arrives.');
+  L.push('');
+  L.push('## What each scenario measures');
+  L.push('');
+  if (r.bulk) L.push(`1. **Bulk.** A TCP socket made with \`WSA_FLAG_OVERLAPPED\`, connected to the discard peer; 64 KiB overlapped \`WSPSend\`s, ${r.bulk.params['inFlight']} in flight (a completion routine posts the next). Raw: \`node:net\` writing 64 KiB chunks, waiting for \`drain\` whenever \`write()\` asks. A run is timed from the first send to the peer holding the last byte; each side sends about 1.5 s worth (sized by a warm-up of 128 MiB per side). ${pairLine(r.bulk.pair, 'MB/s')}.`);
+  if (r.latency) L.push(`2. **Small-call latency.** A blocking, nonoverlapped \`WSPSend\` of 100 bytes on a blocking TCP socket, one call at a time, timed around the call (one WebSocket request and reply, plus the daemon taking the bytes into the transport buffer and writing them to the kernel). Raw: a \`ws\` client sending 100-byte binary messages to the \`ws\` echo process, one at a time, timed to the echo. ${r.latency.params['samplesPerRep']} samples per repetition on each side (spiwire's in two halves around the raw ones), after ${r.latency.params['warmup']} warm-up calls. p50: ${pairLine(r.latency.p50, 'us')}. p99: ${pairLine(r.latency.p99, 'us')}.`);
+  if (r.smallSendRate) L.push(`3. **Small-send rate.** As 1, with 100-byte sends and ${r.smallSendRate.params['inFlight']} in flight; raw: 100-byte \`node:net\` writes with backpressure. Sends per second, timed to the peer holding the last byte. ${pairLine(r.smallSendRate.pair, 'sends/s')}.${r.smallSendRateHook ? ` Through the \`startOperation\` hook (3b): ${pairLine(r.smallSendRateHook.pair, 'sends/s')}.` : ''}`);
+  if (r.udp) L.push(`4. **UDP.** A UDP socket made with \`WSA_FLAG_OVERLAPPED\` and connected with \`WSPConnect\` (the default peer); overlapped 1 KiB \`WSPSend\`s. Raw: a connected \`node:dgram\` socket. Both obey the same flow control so that loss stays low: at most ${r.udp.params['window']} datagrams sent and not yet counted by the receiver (it reports every 128) and at most ${r.udp.params['inFlight']} sends awaiting completion. Only received datagrams count; the rate is received datagrams over the time from the first send to the last arrival. ${pairLine(r.udp.pair, 'datagrams/s')}. Loss: spiwire ${fmt(r.udp.loss.spiwire.median * 100)} %, raw ${fmt(r.udp.loss.raw.median * 100)} % (medians).`);
+  if (r.completion) {
+    const c = r.completion;
+    const d = (x: CompletionVariant): string =>
+      `${x.consumedToRoutine ? `consumed → routine p50 ${spread(x.consumedToRoutine.p50, 'us')}, p99 ${spread(x.consumedToRoutine.p99, 'us')}; ` : ''}notified → routine p50 ${spread(x.notifiedToRoutine.p50, 'us')}, p99 ${spread(x.notifiedToRoutine.p99, 'us')}; issued → routine p50 ${spread(x.issuedToRoutine.p50, 'us')}, p99 ${spread(x.issuedToRoutine.p99, 'us')}`;
+    L.push(`5. **Completion latency**, from the transport consuming an operation to its completion routine running. One overlapped 100-byte \`WSPSend\` at a time on TCP to the discard peer; each completes at once (the transport buffer has room), so the daemon consumes it while handling the call, hands the bytes to the kernel and sends the completion. Three instants per send, on the shared clock: *consumed*, when the discard peer reads the send's bytes (the earliest outside sign that the transport consumed the operation; the peer's own wake-up makes it slightly late, so this figure errs low); *notified*, when the WebSocket frame carrying the completion reaches the SDK (a listener placed ahead of the SDK's own); *routine*, when the completion routine starts. *issued → routine* is the whole overlapped call, round trip included. ${c.params['samplesPerRep']} samples per repetition. With the automatic APC mode: ${d(c.autoApc)}. With a thread in \`SleepEx(INFINITE, TRUE)\`: ${d(c.sleepEx)}.`);
+  }
+  if (r.scale) {
+    const s = r.scale;
+    L.push(`6. **Scale.** Each size in a fresh daemon (own process; open-file limit raised to the hard limit, ${fmt(s.nofile.hardLimit)} here${s.nofile.hardLimit < 21000 ? ', which is why the third socket size is ' + fmt(s.sockets[2]?.n ?? 0) + ' rather than 20,000' : ''}), memory from \`GET /stats?gc=1\` (two forced collections) before and after; *live* is heapUsed + external (what the daemon's JavaScript holds, buffers included), *rss* the resident set (adds native allocations such as libuv handles, and heap pages V8 has not returned). ` +
+      `Sockets: n TCP sockets from \`WSPSocket\` + \`WSPConnect\` to the holder peer, idle (nothing sent). Operations: ${s.params['socketsForOps']} overlapped sockets with \`SO_SNDBUF\` 4096 (which also sizes the kernel's buffer) to the holder, which does not read; each first gets a 1 MiB send that stays pending, then m 1-byte overlapped sends go round robin behind them, all pending (daemon flags \`--max-outstanding-ops m+1000 --session-quota 64GiB\`); per-operation cost = growth ÷ m less the 1-byte payload. Afterwards the holder reads: every operation must complete and the peer must receive exactly the fillers plus m bytes.`);
+    L.push('');
+    L.push('   | size | per unit, live [min–max] | per unit, rss [min–max] | ÷ largest size (live) | time to connect / post |');
+    L.push('   |---|---|---|---|---|');
+    s.sockets.forEach((x, i) => L.push(`   | ${fmt(x.n)} sockets | ${spread(x.live, 'KiB', 1024)} | ${spread(x.rss, 'KiB', 1024)} | ${fmt(s.linearity.sockets[i]!)} | ${fmt(x.seconds.median)} s |`));
+    s.ops.forEach((x, i) => L.push(`   | ${fmt(x.n)} sends | ${spread(x.live, 'B')} | ${spread(x.rss, 'B')} | ${fmt(s.linearity.ops[i]!)} | ${fmt(x.seconds.median)} s |`));
+    L.push('');
+  }
+  if (r.slowPeer) {
+    const sp = r.slowPeer;
+    const o = sp.outcomes;
+    L.push(`7. **Slow peer.** One overlapped TCP socket to the holder, which never reads; ${fmt(sp.params['posts'] as number)} overlapped 1 KiB \`WSPSend\`s posted ${sp.params['batch']} at a time (daemon: \`--max-outstanding-ops ${sp.params['maxOutstandingOps']} --sndbuf ${sp.params['sndBuf']}\`). Outcomes: ${fmt(o.atOnce)} completed at once (kernel buffers and SO_SNDBUF filling), ${fmt(o.pending)} pending, ${fmt(o.wouldBlock)} refused with WSAEWOULDBLOCK (the outstanding-operation limit), ${fmt(o.noBufs)} WSAENOBUFS, ${fmt(o.other)} other. ` +
+      `Memory sampled every 50 ms without forced GC: rss first ${mib(sp.rss.first)}, last ${mib(sp.rss.last)}, max ${mib(sp.rss.max)}; live first ${mib(sp.live.first)}, last ${mib(sp.live.last)}, max ${mib(sp.live.max)}. ` +
+      `After forced GCs (live): ${sp.checkpoints.map((c) => `${fmt(c.posts)} posts ${mib(c.heapUsed + c.external)}`).join(', ')} (the last one after an idle second). ` +
+      `Bound: SO_SNDBUF + limit × (1 KiB payload + 1 KiB per operation) + 1 MiB of one-time costs = ${mib(sp.bound)}; live grew at most ${mib(sp.maxGrowth)}, and ${mib(sp.growthSecondHalf)} over the second half of the posts. Then the holder reads: every pending send completes and the peer receives exactly the bytes of the accepted sends.`);
+  }
+  L.push('');
+  L.push('## Reading the figures');
+  L.push('');
+  L.push('- Ratios are spiwire ÷ raw: above 1 is better for throughput, below 1 for latency. A spiwire send crosses loopback twice (client → daemon over the WebSocket, daemon → peer over TCP) on the same two cores, so about half of raw TCP is the physical ceiling for bulk (see `../shared/reference/performance.md`).');
+  L.push('- MB is 10^6 bytes; KiB 1,024 bytes; us microseconds.');
+  L.push('- The raw baselines are noisy on a shared machine (they are short and fast); the ranges say how much.');
+  L.push('');
+  return L.join('\n');
+}

@@ -1,0 +1,116 @@
+/**
+ * Scenario 2: small-call latency. A blocking, nonoverlapped WSPSend of 100 bytes on a blocking
+ * TCP socket to the discarding peer, one call at a time (the call returns once the daemon's
+ * transport buffer took the bytes: one request/reply over the WebSocket plus the daemon's work),
+ * against a raw WebSocket request/response of 100 bytes with ws, to a ws echo server in its own
+ * process. Each repetition takes its own samples after a warm-up; p50 and p99 per repetition.
+ */
+import WebSocket from 'ws';
+import * as S from '@spiwire/client';
+import { check, type Check, type Ctx, type Pair } from '../lib/context.js';
+import { closeSocket, tcpSocket } from '../lib/spi.js';
+import { now, percentile, summarize } from '../lib/stats.js';
+
+const SIZE = 100;
+
+async function spiwireSamples(ctx: Ctx, spi: S.SpiSession, s: number, n: number): Promise<number[]> {
+  const bufs = [S.wsabuf(Buffer.alloc(SIZE, 0x61))];
+  const sent = S.out(0);
+  const e = S.out(0);
+  const out: number[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const t0 = now();
+    const ret = await spi.WSPSend(s, bufs, 1, sent, 0, null, null, null, e);
+    out[i] = (now() - t0) / 1e3;
+    if (ret !== 0 || sent.value !== SIZE) throw new Error(`blocking WSPSend: ret ${ret}, ${S.wsaErrorName(e.value)}, sent ${sent.value}`);
+  }
+  return out;
+}
+
+/** Bytes the ws echo sent back, over every sample. */
+let echoedBytes = 0;
+
+function wsSamples(ws: WebSocket, n: number): Promise<number[]> {
+  const buf = Buffer.alloc(SIZE, 0x61);
+  const out: number[] = new Array(n);
+  let i = 0;
+  let t0 = 0;
+  return new Promise((resolve, reject) => {
+    const onMessage = (data: Buffer): void => {
+      echoedBytes += data.length;
+      if (data.length !== SIZE) return reject(new Error(`ws echo returned ${data.length} bytes`));
+      out[i++] = (now() - t0) / 1e3;
+      if (i === n) {
+        ws.off('message', onMessage);
+        resolve(out);
+        return;
+      }
+      t0 = now();
+      ws.send(buf, { binary: true });
+    };
+    ws.on('message', onMessage);
+    t0 = now();
+    ws.send(buf, { binary: true });
+  });
+}
+
+export interface LatencyResult {
+  params: Record<string, number | string>;
+  p50: Pair;
+  p99: Pair;
+  checks: Check[];
+}
+
+export async function latency(ctx: Ctx): Promise<LatencyResult> {
+  const samples = ctx.quick ? 50 : 4000;
+  const warmup = ctx.quick ? 10 : 500;
+  const spi = await S.connect(ctx.daemon.url);
+  const { s, localPort } = await tcpSocket(spi, ctx.discardPort, { overlapped: false });
+  const ws = new WebSocket(`ws://127.0.0.1:${ctx.wsPort}/`, { perMessageDeflate: false });
+  ws.binaryType = 'nodebuffer';
+  await new Promise((r, j) => ws.once('open', r).once('error', j));
+  const sw50: number[] = [];
+  const sw99: number[] = [];
+  const raw50: number[] = [];
+  const raw99: number[] = [];
+  let calls = 0;
+  let echoes = 0;
+  echoedBytes = 0;
+  try {
+    await spiwireSamples(ctx, spi, s, warmup);
+    await wsSamples(ws, warmup);
+    calls += warmup;
+    echoes += warmup;
+    for (let rep = 0; rep < ctx.reps; rep++) {
+      // Alternate which goes first; each side's samples come in two halves around the other's.
+      const half = Math.floor(samples / 2);
+      const a1 = await spiwireSamples(ctx, spi, s, half);
+      const b = await wsSamples(ws, samples);
+      const a2 = await spiwireSamples(ctx, spi, s, samples - half);
+      const a = [...a1, ...a2];
+      calls += samples;
+      echoes += samples;
+      sw50.push(percentile(a, 50));
+      sw99.push(percentile(a, 99));
+      raw50.push(percentile(b, 50));
+      raw99.push(percentile(b, 99));
+      ctx.log(`  latency rep ${rep + 1}: spiwire p50 ${sw50[rep]!.toFixed(0)} us p99 ${sw99[rep]!.toFixed(0)} us; raw ws p50 ${raw50[rep]!.toFixed(0)} us p99 ${raw99[rep]!.toFixed(0)} us`);
+    }
+  } finally {
+    ws.close();
+    await closeSocket(spi, s);
+  }
+  const end = await ctx.discard.request<{ bytes: number }>('expect', { port: ctx.discardPort, remotePort: localPort, bytes: Number.MAX_SAFE_INTEGER });
+  await spi.close();
+  const pair = (a: number[], b: number[]): Pair => {
+    const x = summarize(a);
+    const y = summarize(b);
+    return { unit: 'us', better: 'lower', spiwire: x, raw: y, ratio: x.median / y.median, ratioRuns: a.map((v, i) => v / b[i]!) };
+  };
+  return {
+    params: { bytes: SIZE, samplesPerRep: samples, warmup },
+    p50: pair(sw50, raw50),
+    p99: pair(sw99, raw99),
+    checks: [check('latency: bytes at the peer (every blocking WSPSend)', calls * SIZE, end.bytes), check('latency: bytes echoed by the raw ws peer', echoes * SIZE, echoedBytes)],
+  };
+}
