@@ -20,6 +20,33 @@ interface Apc {
 export class RoutineLocks {
   private readonly tails = new Map<number, Promise<void>>();
 
+  /**
+   * Runs fn at once when no routine of the socket is running, and returns nothing if fn finished
+   * synchronously; otherwise returns a promise that settles when fn has run. Routines that do not
+   * await stay synchronous, so the calls they make are packed into one frame.
+   */
+  runFast(socket: number | null, fn: () => unknown): Promise<void> | undefined {
+    if (socket !== null && this.tails.has(socket)) return this.run(socket, fn);
+    const r = fn();
+    if (!isThenable(r)) return undefined;
+    if (socket === null) return Promise.resolve(r).then(() => undefined);
+    let release!: () => void;
+    const tail = new Promise<void>((res) => (release = res));
+    this.tails.set(socket, tail);
+    return Promise.resolve(r).then(
+      () => this.release(socket, tail, release),
+      (err: unknown) => {
+        this.release(socket, tail, release);
+        throw err;
+      },
+    );
+  }
+
+  private release(socket: number, tail: Promise<void>, release: () => void): void {
+    release();
+    if (this.tails.get(socket) === tail) this.tails.delete(socket);
+  }
+
   async run(socket: number | null, fn: () => unknown): Promise<void> {
     if (socket === null) {
       await fn();
@@ -144,7 +171,8 @@ export class SpiThread {
         const apc = this.apcs.shift()!;
         try {
           // A routine runs on this thread: calls it makes are issued by this thread.
-          await this.host.locks.run(apc.socket, () => issuingThread.run(this, apc.run));
+          const pending = this.host.locks.runFast(apc.socket, () => issuingThread.run(this, apc.run));
+          if (pending) await pending;
         } catch (err) {
           this.host.routineFailed(err);
         }
@@ -227,4 +255,8 @@ function eventsSatisfied(spec: WaitSpec): number {
   if (spec.events.length === 0) return -1;
   if (spec.waitAll) return spec.events.every((e) => e.signaled) ? 0 : -1;
   return spec.events.findIndex((e) => e.signaled);
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function';
 }

@@ -55,17 +55,24 @@ export function fromNodeAddress(info: { address?: string | undefined; port?: num
   return base;
 }
 
-/** True for the IPv4 limited broadcast address or the directed broadcast address of a local interface. */
+let broadcastCache: { at: number; addresses: Set<string> } | null = null;
+
+/**
+ * True for the IPv4 limited broadcast address or the directed broadcast address of a local
+ * interface. The interface list is read at most once a second: this runs for every datagram.
+ */
 export function isBroadcastAddress(address: string): boolean {
   if (address === '255.255.255.255') return true;
-  if (!isIPv4(address)) return false;
-  for (const list of Object.values(networkInterfaces())) {
-    for (const ni of list ?? []) {
-      if (ni.family !== 'IPv4' || ni.internal) continue;
-      if (directedBroadcast(ni.address, ni.netmask) === address) return true;
+  if (!isIPv4(address) || address.startsWith('127.')) return false;
+  const now = Date.now();
+  if (!broadcastCache || now - broadcastCache.at > 1000) {
+    const addresses = new Set<string>();
+    for (const list of Object.values(networkInterfaces())) {
+      for (const ni of list ?? []) if (ni.family === 'IPv4' && !ni.internal) addresses.add(directedBroadcast(ni.address, ni.netmask));
     }
+    broadcastCache = { at: now, addresses };
   }
-  return false;
+  return broadcastCache.addresses.has(address);
 }
 
 function directedBroadcast(address: string, netmask: string): string {

@@ -206,8 +206,9 @@ export class TcpSocket extends EmulatedSocket {
         conn.write(chunk, done);
       },
       cork: () => conn.cork(),
-      // Uncork on the next tick: every send of one incoming frame then leaves in one writev.
-      uncork: () => process.nextTick(() => conn.uncork()),
+      // Small writes wait for the check phase, so the reply to the call leaves first (latency);
+      // large ones leave on the next tick (throughput). Either way one frame's sends share a writev.
+      uncork: () => (conn.writableLength >= 16384 ? process.nextTick(() => conn.uncork()) : setImmediate(() => conn.uncork())),
       sendUrgent: (chunk) => {
         const native = libc();
         const fd = fdOf(conn as unknown as { _handle?: { fd?: number } });
@@ -271,6 +272,17 @@ export class TcpSocket extends EmulatedSocket {
     return this.localAddr !== null && !localAddressExists(this.localAddr);
   }
 
+  private interfaceCheckedAt = 0;
+
+  /** interfaceGone() for the send path: at most every 100 ms per socket, as it runs for every send. */
+  private interfaceGoneThrottled(): boolean {
+    if (this.localAddr === null || this.localAddr.startsWith('127.') || this.localAddr === '::1') return false;
+    const now = performance.now();
+    if (now - this.interfaceCheckedAt < 100) return false;
+    this.interfaceCheckedAt = now;
+    return this.interfaceGone();
+  }
+
   /** The connection broke: every waiting send and receive learns why. */
   private breakWith(code: number, err?: Error): void {
     if (this.failure) return;
@@ -298,7 +310,7 @@ export class TcpSocket extends EmulatedSocket {
     if (this.sendShut) return fail(W.WSAESHUTDOWN);
     if (this.failure) return fail(this.failure);
     if (this.state !== 'connected' || !this.tx) return fail(W.WSAENOTCONN);
-    if (this.interfaceGone()) {
+    if (this.interfaceGoneThrottled()) {
       this.breakWith(W.WSAENETDOWN);
       return fail(W.WSAENETDOWN);
     }
