@@ -208,7 +208,7 @@ export class TcpSocket extends EmulatedSocket {
       cork: () => conn.cork(),
       // Small writes wait for the check phase, so the reply to the call leaves first (latency);
       // large ones leave on the next tick (throughput). Either way one frame's sends share a writev.
-      uncork: () => (conn.writableLength >= 16384 ? process.nextTick(() => conn.uncork()) : setImmediate(() => conn.uncork())),
+      uncork: () => process.nextTick(() => conn.uncork()),
       sendUrgent: (chunk) => {
         const native = libc();
         const fd = fdOf(conn as unknown as { _handle?: { fd?: number } });
