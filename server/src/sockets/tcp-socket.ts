@@ -209,11 +209,12 @@ export class TcpSocket extends EmulatedSocket {
       // Small writes wait for the check phase, so the reply to the call leaves first (latency);
       // large ones leave on the next tick (throughput). Either way one frame's sends share a writev.
       uncork: () => process.nextTick(() => conn.uncork()),
-      sendUrgent: (chunk) => {
+      sendDirect: (chunk, sendFlags) => {
         const native = libc();
         const fd = fdOf(conn as unknown as { _handle?: { fd?: number } });
-        if (!native || fd === null) throw Object.assign(new Error('urgent data unavailable'), { code: 'EOPNOTSUPP' });
-        const n = native.send(fd, chunk, native.c.MSG_OOB);
+        if (!native || fd === null) throw Object.assign(new Error('direct send unavailable'), { code: 'EOPNOTSUPP' });
+        const cflags = (sendFlags & W.MSG_OOB ? native.c.MSG_OOB : 0) | (sendFlags & W.MSG_DONTROUTE ? native.c.MSG_DONTROUTE : 0);
+        const n = native.send(fd, chunk, cflags);
         if (n >= 0) return n;
         if (-n === native.c.EAGAIN || -n === native.c.EWOULDBLOCK) return -1;
         this.breakWith(wsaFromErrno(-n));
@@ -324,8 +325,8 @@ export class TcpSocket extends EmulatedSocket {
     // The session's memory quota: bytes held for its sends may not grow past it.
     if (this.quota.exceeds(total)) return Promise.resolve(fail(W.WSAENOBUFS));
     const tx = this.tx!;
-    const urgent = (flags & W.MSG_OOB) !== 0;
-    if (this.nonBlocking && !forceBlocking && this.windowsPolicy && !urgent) {
+    const direct = this.directFlags(flags);
+    if (this.nonBlocking && !forceBlocking && this.windowsPolicy && !direct) {
       // Windows in practice: the whole buffer or nothing. While earlier data is still queued,
       // WSAEWOULDBLOCK; otherwise every byte is taken and sent in the background.
       if (tx.pendingOps > 0) return Promise.resolve(this.wouldBlock());
@@ -335,7 +336,7 @@ export class TcpSocket extends EmulatedSocket {
     }
     if (this.nonBlocking && !forceBlocking) {
       if (total === 0) return Promise.resolve(ok({ bytesSent: 0 }));
-      const n = tx.acceptNow(buffers, total, urgent);
+      const n = tx.acceptNow(buffers, total, direct);
       if (this.failure) return Promise.resolve(fail(this.failure));
       return Promise.resolve(n > 0 ? ok({ bytesSent: n }) : this.wouldBlock());
     }
@@ -345,7 +346,7 @@ export class TcpSocket extends EmulatedSocket {
         total,
         thread: 0,
         overlapped: false,
-        urgent,
+        direct,
         complete: (errno) => resolve(errno === 0 ? ok({ bytesSent: total }) : fail(errno)),
       });
     });
@@ -357,16 +358,24 @@ export class TcpSocket extends EmulatedSocket {
     const total = byteLength(buffers);
     if (this.quota.exceeds(total)) return { outcome: fail(W.WSAENOBUFS) };
     const tx = this.tx!;
-    const urgent = (flags & W.MSG_OOB) !== 0;
+    const direct = this.directFlags(flags);
     // Completes at once only when every byte fits now, behind no older send.
-    if (!urgent && tx.fitsNow(total)) {
+    if (!direct && tx.fitsNow(total)) {
       tx.acceptNow(buffers, total);
       done(0, total);
       return { outcome: ok({ bytesSent: total }) };
     }
-    const op: SendOp = { chunks: buffers, total, thread, overlapped: true, urgent, complete: (errno, bytes) => done(errno, errno === 0 ? total : bytes) };
+    const op: SendOp = { chunks: buffers, total, thread, overlapped: true, direct, complete: (errno, bytes) => done(errno, errno === 0 ? total : bytes) };
     tx.submit(op);
     return { outcome: fail(W.WSA_IO_PENDING), cancel: (errno) => tx.cancel(errno, (o) => o === op) };
+  }
+
+  /**
+   * The flags that need send() on the descriptor: MSG_OOB always (urgent data), MSG_DONTROUTE when
+   * the C library is there to honour it (otherwise it is accepted and ignored, as the reference allows).
+   */
+  private directFlags(flags: number): number {
+    return flags & (libc() ? W.MSG_OOB | W.MSG_DONTROUTE : W.MSG_OOB);
   }
 
   /** A send that would block re-enables FD_WRITE, which is recorded when room appears. */

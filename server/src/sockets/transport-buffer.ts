@@ -15,10 +15,10 @@ export interface StreamSink {
   cork(): void;
   uncork(): void;
   /**
-   * Sends bytes as TCP urgent data straight to the kernel (MSG_OOB): the byte count written,
-   * or -1 when the kernel buffer is full. Throws for a broken connection.
+   * Sends bytes straight to the kernel with send() flags (MSG_OOB for urgent data, MSG_DONTROUTE):
+   * the byte count written, or -1 when the kernel buffer is full. Throws for a broken connection.
    */
-  sendUrgent?(chunk: Uint8Array): number;
+  sendDirect?(chunk: Uint8Array, sendFlags: number): number;
 }
 
 export interface SendOp {
@@ -30,8 +30,11 @@ export interface SendOp {
   readonly overlapped: boolean;
   /** Accepted whole by a nonblocking send under the Windows policy: flows on even after close. */
   readonly background?: boolean;
-  /** MSG_OOB: sent as urgent data once every earlier byte has reached the kernel. */
-  readonly urgent?: boolean;
+  /**
+   * Wire send() flags (SPI MSG_OOB, MSG_DONTROUTE): the bytes go straight to the kernel with
+   * send(), once every earlier byte has reached it. 0 or absent: the ordinary path.
+   */
+  readonly direct?: number;
   /** Called exactly once: errno 0 with total bytes, or a WSA code with the bytes accepted so far. */
   complete(errno: number, bytes: number): void;
 }
@@ -97,12 +100,12 @@ export class TransportBuffer {
    * A nonblocking send under the reference policy: takes as many bytes as fit now, across buffer
    * boundaries, and returns that count (0 when none fit or older sends are still queued).
    */
-  acceptNow(chunks: readonly Uint8Array[], total: number, urgent = false): number {
+  acceptNow(chunks: readonly Uint8Array[], total: number, direct = 0): number {
     if (this.queue.length > 0) return 0;
-    if (urgent) {
-      // Urgent data goes to the kernel directly, so nothing may still be on its way there.
-      if (this.inKernelHandoff > 0 || !this.sink.sendUrgent) return 0;
-      return Math.max(0, this.sink.sendUrgent(flatten(chunks, total)));
+    if (direct) {
+      // These bytes go to the kernel directly, so nothing may still be on its way there.
+      if (this.inKernelHandoff > 0 || !this.sink.sendDirect) return 0;
+      return Math.max(0, this.sink.sendDirect(flatten(chunks, total), direct));
     }
     // (hand() meters the accepted bytes.)
     const n = Math.min(this.room(), total);
@@ -128,7 +131,7 @@ export class TransportBuffer {
 
   private retryTimer: NodeJS.Timeout | null = null;
 
-  /** The kernel had no room for urgent data; try again shortly (nothing else would wake the queue). */
+  /** The kernel had no room for a direct send; try again shortly (nothing else would wake the queue). */
   private retryLater(): void {
     if (this.retryTimer) return;
     this.retryTimer = setTimeout(() => {
@@ -176,10 +179,10 @@ export class TransportBuffer {
     try {
       while (this.queue.length > 0) {
         const q = this.queue[0]!;
-        if (q.op.urgent) {
-          if (this.inKernelHandoff > 0 || !this.sink.sendUrgent) break;
+        if (q.op.direct) {
+          if (this.inKernelHandoff > 0 || !this.sink.sendDirect) break;
           const rest = flatten(q.op.chunks, q.op.total).subarray(q.accepted);
-          const n = rest.length === 0 ? 0 : this.sink.sendUrgent(rest);
+          const n = rest.length === 0 ? 0 : this.sink.sendDirect(rest, q.op.direct);
           if (n < 0) {
             this.retryLater();
             break;

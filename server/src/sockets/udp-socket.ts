@@ -70,6 +70,7 @@ export class UdpSocket extends EmulatedSocket {
     }
     this.isBoundFlag = true;
     this.applyBuffers();
+    this.applyOptions();
     this.moveTo('bound');
     this.checkEvents();
     return ok();
@@ -280,7 +281,15 @@ export class UdpSocket extends EmulatedSocket {
   }
 
   applyOptions(): void {
-    // node:dgram exposes no descriptor: SO_DONTROUTE is recorded and reads back, nothing more.
+    // SO_BROADCAST reaches the real socket (the daemon also refuses broadcasts itself without it);
+    // node:dgram exposes no descriptor, so SO_DONTROUTE is recorded and reads back, nothing more.
+    if (this.sock && this.isBoundFlag) {
+      try {
+        this.sock.setBroadcast(this.broadcast);
+      } catch (err) {
+        this.log.debug({ err: (err as Error).message }, 'could not set SO_BROADCAST');
+      }
+    }
   }
 
   maxMessageSize(): number {

@@ -57,6 +57,7 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
       return ok();
     case W.SO_BROADCAST:
       sock.broadcast = v !== 0;
+      sock.applyOptions();
       return ok();
     case W.SO_SPIWIRE_SEND_POLICY:
       if (v !== W.SPIWIRE_SEND_POLICY_REFERENCE && v !== W.SPIWIRE_SEND_POLICY_WINDOWS) return fail(W.WSAEINVAL);
