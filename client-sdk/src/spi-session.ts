@@ -9,7 +9,7 @@
  */
 import * as P from '@spiwire/proto';
 import { ConnectionClosedError, RpcConnection, type RpcOptions, type Welcome } from './rpc.js';
-import type { Out, ProtocolInfoLike, SOCKET, SockAddr, WSABUF, WSATHREADID } from './types.js';
+import { out, type Out, type ProtocolInfoLike, type SOCKET, type SockAddr, type WSABUF, type WSATHREADID } from './types.js';
 import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
 import { EventTable, RoutineLocks, SpiThread, issuingThread, type ThreadHost } from './threads.js';
 import { enumProtocols } from './catalog.js';
@@ -108,7 +108,7 @@ export class SpiSession implements ThreadHost {
   /** Sockets this session put in nonblocking mode with FIONBIO (they make no blocking calls). */
   private readonly nonBlocking = new Set<number>();
   /** WSPEventSelect state by socket: the event object and the network events recorded so far. */
-  private readonly selections = new Map<number, { hEvent: number; recorded: number; errors: number[] }>();
+  private readonly selections = new Map<number, { hEvent: number; events: number; recorded: number; errors: number[] }>();
   private closing = false;
   private readonly onRoutineError: (err: unknown) => void;
 
@@ -345,7 +345,7 @@ export class SpiSession implements ThreadHost {
     if (lNetworkEvents !== 0 && !this.events.get(hEventObject)) return setErr(lpErrno, P.WSAEINVAL);
     // Set up before the call: the first events may arrive right behind the reply.
     const previous = this.selections.get(s);
-    if (lNetworkEvents !== 0) this.selections.set(s, { hEvent: hEventObject, recorded: 0, errors: new Array<number>(P.FD_MAX_EVENTS).fill(0) });
+    if (lNetworkEvents !== 0) this.selections.set(s, { hEvent: hEventObject, events: lNetworkEvents, recorded: 0, errors: new Array<number>(P.FD_MAX_EVENTS).fill(0) });
     const r = await this.call('WSPEventSelect', { s, events: lNetworkEvents });
     if (r.ret !== 0) {
       if (previous) this.selections.set(s, previous);
@@ -564,6 +564,9 @@ export class SpiSession implements ThreadHost {
     if (r.ret === P.INVALID_SOCKET) return finish(r, lpErrno);
     // An accepted socket inherits the listener's properties, nonblocking mode included.
     if (this.nonBlocking.has(s)) this.nonBlocking.add(r.ret);
+    // ... and its WSPEventSelect: the same network events, signalled on the same event object.
+    const sel = this.selections.get(s);
+    if (sel) await this.WSPEventSelect(r.ret, sel.hEvent, sel.events, out(0));
     const peer = r['addr'] as SockAddr | undefined;
     if (lpfnCondition && peer) {
       const verdict = await lpfnCondition(peer, dwCallbackData);

@@ -192,3 +192,26 @@ t.test('network events reach the originating session only', async (t) => {
   await sleep(100);
   t.equal(foreign, 0, 'the other session saw none of them');
 });
+
+t.test('an accepted socket inherits the listening socket\'s WSPEventSelect (events and event object)', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const e = S.out(0);
+  const l = await spi.WSPSocket(S.AF_INET, S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, 0, e);
+  t.equal(await spi.WSPBind(l, addr('ipv4', 0), 16, e), 0);
+  t.equal(await spi.WSPListen(l, 5, e), 0);
+  const name = { family: 0, address: '', port: 0 };
+  await spi.WSPGetSockName(l, name, S.out(16), e);
+  const ev = spi.WSACreateEvent();
+  t.equal(await spi.WSPEventSelect(l, ev, S.FD_ACCEPT | S.FD_READ, e), 0);
+  const c = net.connect(name.port, '127.0.0.1');
+  t.teardown(() => c.destroy());
+  await waitEvents(spi, l, ev, S.FD_ACCEPT);
+  const a = await spi.WSPAccept(l, null, null, null, 0, e);
+  t.not(a, S.INVALID_SOCKET);
+  c.write('hello');
+  const seen = await waitEvents(spi, a, ev, S.FD_READ);
+  t.ok(seen.lNetworkEvents & S.FD_READ, 'FD_READ recorded for the accepted socket on the listener\'s event object');
+  const buf = new Uint8Array(8);
+  t.equal(await spi.WSPRecv(a, [S.wsabuf(buf)], 1, S.out(0), S.out(0), null, null, null, e), 0, 'and the accepted socket is nonblocking-ready');
+});
