@@ -74,6 +74,8 @@ export interface ThreadHost {
   threadExited(thread: SpiThread): Promise<void>;
   /** Reports a completion routine that threw; the session keeps running. */
   routineFailed(err: unknown): void;
+  /** The session's main thread: calls made without a thread context already count as its own. */
+  readonly mainThread: SpiThread;
 }
 
 /** A manual-reset WSAEVENT. */
@@ -171,7 +173,10 @@ export class SpiThread {
         const apc = this.apcs.shift()!;
         try {
           // A routine runs on this thread: calls it makes are issued by this thread.
-          const pending = this.host.locks.runFast(apc.socket, () => issuingThread.run(this, apc.run));
+          // The main thread needs no context (calls without one fall back to it), and sparing
+          // AsyncLocalStorage keeps node's promise hooks off for sessions that never make threads.
+          const run = this === this.host.mainThread ? apc.run : () => issuingThread.run(this, apc.run);
+          const pending = this.host.locks.runFast(apc.socket, run);
           if (pending) await pending;
         } catch (err) {
           this.host.routineFailed(err);
