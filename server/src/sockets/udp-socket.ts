@@ -120,22 +120,26 @@ export class UdpSocket extends EmulatedSocket {
     return ok();
   }
 
-  async send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _forceBlocking = false): Promise<Outcome> {
-    if ((flags & ~UDP_SEND_FLAGS) !== 0) return fail(W.WSAEOPNOTSUPP);
+  send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _forceBlocking = false): Promise<Outcome> {
+    if ((flags & ~UDP_SEND_FLAGS) !== 0) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
     // UDP has neither out-of-band data nor XP1_PARTIAL_MESSAGE.
-    if (flags & (W.MSG_OOB | W.MSG_PARTIAL)) return fail(W.WSAEOPNOTSUPP);
-    if (this.sendShut) return fail(W.WSAESHUTDOWN);
+    if (flags & (W.MSG_OOB | W.MSG_PARTIAL)) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+    if (this.sendShut) return Promise.resolve(fail(W.WSAESHUTDOWN));
     let total = 0;
     for (const b of buffers) total += b.length;
-    if (total > this.maxMessageSize()) return fail(W.WSAEMSGSIZE);
+    if (total > this.maxMessageSize()) return Promise.resolve(fail(W.WSAEMSGSIZE));
     // On a connected socket the destination is the default peer; lpTo is ignored.
     const dest = this.peer ?? to;
-    if (!dest) return fail(W.WSAENOTCONN);
-    if (isAnyAddress(dest.address) || dest.port === 0) return fail(W.WSAEADDRNOTAVAIL);
+    if (!dest) return Promise.resolve(fail(W.WSAENOTCONN));
+    if (isAnyAddress(dest.address) || dest.port === 0) return Promise.resolve(fail(W.WSAEADDRNOTAVAIL));
     // Refused here, before the kernel, so that no broadcast datagram ever leaves without SO_BROADCAST.
-    if (!this.broadcast && isBroadcastAddress(dest.address)) return fail(W.WSAEACCES);
-    const e = await this.autoBind();
-    if (e) return fail(e);
+    if (!this.broadcast && isBroadcastAddress(dest.address)) return Promise.resolve(fail(W.WSAEACCES));
+    // Bound already (the usual case): no extra turn of the event loop before the datagram goes.
+    if (this.isBoundFlag) return this.sendBound(buffers, total, dest);
+    return this.autoBind().then((e) => (e ? fail(e) : this.sendBound(buffers, total, dest)));
+  }
+
+  private async sendBound(buffers: readonly Uint8Array[], total: number, dest: SockAddr): Promise<Outcome> {
     if (this.closed) return fail(W.WSAEINTR);
     const sock = this.ensureSocket();
     const payload = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, total);
@@ -163,10 +167,11 @@ export class UdpSocket extends EmulatedSocket {
   }
 
   /** UDP sends never queue: an overlapped send completes at once or fails at once. */
-  async sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _thread: number, done: CompleteFn): Promise<OverlappedStart> {
-    const outcome = await this.send(buffers, flags, to);
-    if (outcome.ret === 0) done(0, outcome['bytesSent'] as number);
-    return { outcome };
+  sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _thread: number, done: CompleteFn): Promise<OverlappedStart> {
+    return this.send(buffers, flags, to).then((outcome) => {
+      if (outcome.ret === 0) done(0, outcome['bytesSent'] as number);
+      return { outcome };
+    });
   }
 
   flushSends(): number {
