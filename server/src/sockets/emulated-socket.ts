@@ -167,11 +167,11 @@ export abstract class EmulatedSocket {
 
   /** Records and reports the selected, armed events whose condition holds now. */
   protected checkEvents(): void {
-    if (this.selectedEvents === 0 || this.state === 'closed') return;
+    // Runs on every state change: only the armed events are evaluated (FD_OOB costs a system call).
+    if (this.armedEvents === 0 || this.state === 'closed') return;
     let events = 0;
     const errors: Record<string, number> = {};
-    for (const [bit, error] of this.readyEvents()) {
-      if (!(this.armedEvents & bit)) continue;
+    for (const [bit, error] of this.readyEvents(this.armedEvents)) {
       this.armedEvents &= ~bit;
       events |= bit;
       if (error) errors[FD_NAMES[bit] ?? String(bit)] = error;
@@ -179,16 +179,17 @@ export abstract class EmulatedSocket {
     if (events) this.reportEvents(this.handle, events, errors);
   }
 
-  /** The network events whose condition holds now, each with its error code (0 for none). */
-  protected abstract readyEvents(): Array<[number, number]>;
+  /** Of the events in wanted, those whose condition holds now, each with its error code (0 for none). */
+  protected abstract readyEvents(wanted: number): Array<[number, number]>;
 
   /** SIOCATMARK: true unless urgent data waits to be read with MSG_OOB. */
   atMark(): boolean {
-    return !this.readyEvents().some(([bit]) => bit === W.FD_OOB);
+    return this.readyEvents(W.FD_OOB).length === 0;
   }
 
   protected stopEvents(): void {
     this.selectedEvents = 0;
+    this.armedEvents = 0;
     if (this.oobTimer) clearInterval(this.oobTimer);
     this.oobTimer = null;
   }

@@ -384,15 +384,15 @@ export class TcpSocket extends EmulatedSocket {
     return fail(W.WSAEWOULDBLOCK);
   }
 
-  protected readyEvents(): Array<[number, number]> {
+  protected readyEvents(wanted: number): Array<[number, number]> {
     const ready: Array<[number, number]> = [];
-    if (this.rxBytes > 0) ready.push([W.FD_READ, 0]);
-    if (this.state === 'connected' && !this.failure && !this.sendShut && this.tx && this.tx.fitsNow(1)) ready.push([W.FD_WRITE, 0]);
-    if (this.state === 'listening' && this.accepted.length > 0) ready.push([W.FD_ACCEPT, 0]);
-    if (this.connectOutcome !== null) ready.push([W.FD_CONNECT, this.connectOutcome]);
-    if (this.failure) ready.push([W.FD_CLOSE, this.failure]);
-    else if (this.peerFinished && this.rxBytes === 0) ready.push([W.FD_CLOSE, 0]);
-    if (this.urgentPending()) ready.push([W.FD_OOB, 0]);
+    if (wanted & W.FD_READ && this.rxBytes > 0) ready.push([W.FD_READ, 0]);
+    if (wanted & W.FD_WRITE && this.state === 'connected' && !this.failure && !this.sendShut && this.tx && this.tx.fitsNow(1)) ready.push([W.FD_WRITE, 0]);
+    if (wanted & W.FD_ACCEPT && this.state === 'listening' && this.accepted.length > 0) ready.push([W.FD_ACCEPT, 0]);
+    if (wanted & W.FD_CONNECT && this.connectOutcome !== null) ready.push([W.FD_CONNECT, this.connectOutcome]);
+    if (wanted & W.FD_CLOSE && this.failure) ready.push([W.FD_CLOSE, this.failure]);
+    else if (wanted & W.FD_CLOSE && this.peerFinished && this.rxBytes === 0) ready.push([W.FD_CLOSE, 0]);
+    if (wanted & W.FD_OOB && this.urgentPending()) ready.push([W.FD_OOB, 0]);
     return ready;
   }
 

@@ -232,11 +232,11 @@ export class UdpSocket extends EmulatedSocket {
     return ok();
   }
 
-  protected readyEvents(): Array<[number, number]> {
+  protected readyEvents(wanted: number): Array<[number, number]> {
     const ready: Array<[number, number]> = [];
-    if (this.rxQueue.length > 0) ready.push([W.FD_READ, 0]);
+    if (wanted & W.FD_READ && this.rxQueue.length > 0) ready.push([W.FD_READ, 0]);
     // A datagram socket can always send once it has an address.
-    if (this.isBoundFlag && !this.sendShut) ready.push([W.FD_WRITE, 0]);
+    if (wanted & W.FD_WRITE && this.isBoundFlag && !this.sendShut) ready.push([W.FD_WRITE, 0]);
     return ready;
   }
 
