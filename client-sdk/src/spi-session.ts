@@ -760,7 +760,8 @@ export class SpiSession implements ThreadHost {
     if (!isOut(lpFlags) || !isU32(lpFlags.value)) return setErr(lpErrno, P.WSAEFAULT);
     if (!overlapped && !isOut(lpNumberOfBytesRecvd)) return setErr(lpErrno, P.WSAEFAULT);
     if ((lpFrom === null) !== (lpFromlen === null) || (lpFromlen !== null && !isOut(lpFromlen))) return setErr(lpErrno, P.WSAEFAULT);
-    const targets = scatterTargets(lpBuffers, dwBufferCount);
+    // The receive buffers are checked as the send buffers are: the caller must own every byte.
+    const targets = gather(lpBuffers, dwBufferCount);
     if (typeof targets === 'number') return setErr(lpErrno, targets);
     const params = { s, lengths: targets.map((t) => t.length), flags: lpFlags.value };
     const r = overlapped
@@ -928,9 +929,6 @@ export function gather(lpBuffers: readonly WSABUF[] | null, dwBufferCount: numbe
   return out;
 }
 
-function scatterTargets(lpBuffers: WSABUF[] | null, dwBufferCount: number): Uint8Array[] | number {
-  return gather(lpBuffers, dwBufferCount);
-}
 
 function scatter(data: Uint8Array, targets: Uint8Array[]): void {
   let at = 0;

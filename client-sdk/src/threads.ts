@@ -61,8 +61,7 @@ export class RoutineLocks {
     try {
       await fn();
     } finally {
-      release();
-      if (this.tails.get(socket) === tail) this.tails.delete(socket);
+      this.release(socket, tail, release);
     }
   }
 }

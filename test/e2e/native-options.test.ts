@@ -16,7 +16,7 @@ for (const f of FAMILIES) {
     const peer = await tcpPeer(t, f);
     const { s, conn } = await connectedTcp(spi, f, peer);
     // The peer reads urgent data inline, so it lands in the ordinary stream at its place.
-    const fd = fdOf(conn.socket as unknown as { _handle?: { fd?: number } })!;
+    const fd = fdOf(conn.socket)!;
     t.equal(native!.setInt(fd, native!.c.SOL_SOCKET, native!.c.SO_OOBINLINE, 1), 0);
     t.same((await send(spi, s, [Buffer.from('normal-1 ')])).slice(0, 2), [0, 0]);
     t.same((await send(spi, s, [Buffer.from('normal-2 ')])).slice(0, 2), [0, 0]);
@@ -31,7 +31,7 @@ for (const f of FAMILIES) {
     const spi = await session(t, d);
     const peer = await tcpPeer(t, f);
     const { s, conn } = await connectedTcp(spi, f, peer);
-    const fd = fdOf(conn.socket as unknown as { _handle?: { fd?: number } })!;
+    const fd = fdOf(conn.socket)!;
     t.same((await send(spi, s, [Buffer.from('abc')])).slice(0, 2), [0, 0]);
     t.same((await send(spi, s, [Buffer.from('Z')], S.MSG_OOB)).slice(0, 2), [0, 0]);
     await conn.waitFor(3);
@@ -62,7 +62,7 @@ for (const f of FAMILIES) {
     const spi = await session(t, d);
     const peer = await tcpPeer(t, f, { paused: true });
     const { s, conn } = await connectedTcp(spi, f, peer);
-    const peerFd = fdOf(conn.socket as unknown as { _handle?: { fd?: number } })!;
+    const peerFd = fdOf(conn.socket)!;
     native!.setInt(peerFd, native!.c.SOL_SOCKET, native!.c.SO_RCVBUF, 4096);
     const e = S.out(0);
     t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_SNDBUF, dword(4096), 4, e), 0);

@@ -156,7 +156,7 @@ for (const f of FAMILIES) {
     const ev = spi.WSACreateEvent();
     const e = S.out(0);
     t.equal(await spi.WSPEventSelect(s, ev, S.FD_OOB, e), 0);
-    const fd = fdOf(conn.socket as unknown as { _handle?: { fd?: number } })!;
+    const fd = fdOf(conn.socket)!;
     t.equal(native.send(fd, Buffer.from('U'), native.c.MSG_OOB), 1, 'the peer sends one urgent byte');
     t.ok((await waitEvents(spi, s, ev, S.FD_OOB)).lNetworkEvents & S.FD_OOB, 'FD_OOB recorded');
     const mark = new Uint8Array(4);

@@ -91,7 +91,7 @@ for (const f of FAMILIES) {
     const peer = await tcpPeer(t, f, { paused: true });
     const { s, conn } = await connectedTcp(spi, f, peer, S.WSA_FLAG_OVERLAPPED);
     // A peer with a small receive window, so the kernel cannot swallow the send either.
-    native.setInt(fdOf(conn.socket as unknown as { _handle?: { fd?: number } })!, native.c.SOL_SOCKET, native.c.SO_RCVBUF, 4096);
+    native.setInt(fdOf(conn.socket)!, native.c.SOL_SOCKET, native.c.SO_RCVBUF, 4096);
     const e = S.out(0);
     t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_SNDBUF, dword(0), 4, e), 0);
     const ev = spi.WSACreateEvent();

@@ -132,7 +132,8 @@ export function libc(): Libc | null {
 }
 
 /** The file descriptor under a connected node:net socket, or null (Windows, or not yet open). */
-export function fdOf(sock: { _handle?: { fd?: number } | null } | null | undefined): number | null {
-  const fd = sock?._handle?.fd;
+export function fdOf(sock: object | null | undefined): number | null {
+  // node keeps the descriptor on the socket's internal libuv handle.
+  const fd = (sock as { _handle?: { fd?: number } | null } | null | undefined)?._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : null;
 }

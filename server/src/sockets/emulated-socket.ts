@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
-import { fail, ok, type Outcome } from '../outcome.js';
+import { fail, type Outcome } from '../outcome.js';
 
 const FD_NAMES: Record<number, string> = {
   [W.FD_READ]: 'FD_READ',
@@ -330,12 +330,4 @@ export abstract class EmulatedSocket {
   abstract applyOptions(): void;
   /** The largest datagram (SO_MAX_MSG_SIZE), or null when the option has no meaning (streams). */
   abstract maxMessageSize(): number | null;
-
-  /** Outcome for an operation that needs a socket that is not closed. */
-  protected static notSock(): Outcome {
-    return fail(W.WSAENOTSOCK);
-  }
-
-  protected static ok = ok;
-  protected static fail = fail;
 }

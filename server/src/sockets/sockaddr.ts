@@ -81,6 +81,12 @@ function directedBroadcast(address: string, netmask: string): string {
   return a.map((x, i) => (x | (~m[i]! & 0xff)) & 0xff).join('.');
 }
 
+/** True for 127.0.0.0/8 (also IPv4-mapped) and ::1: always present, never worth a look-up. */
+export function isLoopbackAddress(address: string): boolean {
+  const plain = address.split('%')[0]!.replace(/^::ffff:/, '');
+  return plain.startsWith('127.') || plain === '::1';
+}
+
 let interfaceCache: { at: number; addresses: Set<string> } | null = null;
 
 /**
@@ -131,8 +137,8 @@ function canonicalV6FromText(text: string): string {
  * so an address added a moment ago is never taken for gone.
  */
 export function localAddressExists(address: string): boolean {
+  if (isLoopbackAddress(address)) return true;
   const plain = address.split('%')[0]!.replace(/^::ffff:/, '');
-  if (plain.startsWith('127.') || plain === '::1') return true;
   const key = isIPv4(plain) ? plain : canonicalV6FromText(plain);
   const now = Date.now();
   if (interfaceCache && now - interfaceCache.at <= 200 && interfaceCache.addresses.has(key)) return true;

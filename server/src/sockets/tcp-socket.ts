@@ -7,7 +7,7 @@ import { fdOf, libc } from '../native/libc.js';
 import { fail, ok, type Outcome } from '../outcome.js';
 import { EmulatedSocket, type CompleteFn, type OverlappedStart, type SocketContext } from './emulated-socket.js';
 import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
-import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, localAddressExists } from './sockaddr.js';
+import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists } from './sockaddr.js';
 import type { PortReservations } from './port-reservations.js';
 
 /** Flags WSPSend understands on TCP; other bits give WSAEOPNOTSUPP. */
@@ -206,12 +206,11 @@ export class TcpSocket extends EmulatedSocket {
         conn.write(chunk, done);
       },
       cork: () => conn.cork(),
-      // Small writes wait for the check phase, so the reply to the call leaves first (latency);
-      // large ones leave on the next tick (throughput). Either way one frame's sends share a writev.
+      // Uncork on the next tick: every send of one incoming frame then leaves in one writev.
       uncork: () => process.nextTick(() => conn.uncork()),
       sendDirect: (chunk, sendFlags) => {
         const native = libc();
-        const fd = fdOf(conn as unknown as { _handle?: { fd?: number } });
+        const fd = fdOf(conn);
         if (!native || fd === null) throw Object.assign(new Error('direct send unavailable'), { code: 'EOPNOTSUPP' });
         const cflags = (sendFlags & W.MSG_OOB ? native.c.MSG_OOB : 0) | (sendFlags & W.MSG_DONTROUTE ? native.c.MSG_DONTROUTE : 0);
         const n = native.send(fd, chunk, cflags);
@@ -277,7 +276,7 @@ export class TcpSocket extends EmulatedSocket {
 
   /** interfaceGone() for the send path: at most every 100 ms per socket, as it runs for every send. */
   private interfaceGoneThrottled(): boolean {
-    if (this.localAddr === null || this.localAddr.startsWith('127.') || this.localAddr === '::1') return false;
+    if (this.localAddr === null || isLoopbackAddress(this.localAddr)) return false;
     const now = performance.now();
     if (now - this.interfaceCheckedAt < 100) return false;
     this.interfaceCheckedAt = now;
@@ -399,7 +398,7 @@ export class TcpSocket extends EmulatedSocket {
   /** True when urgent data waits in the kernel (peeked with recv(MSG_OOB | MSG_PEEK)). */
   private urgentPending(): boolean {
     const native = libc();
-    const fd = fdOf(this.conn as unknown as { _handle?: { fd?: number } });
+    const fd = fdOf(this.conn);
     if (!native || fd === null || this.oobInline) return false;
     return native.recv(fd, new Uint8Array(1), native.c.MSG_OOB | 2 /* MSG_PEEK */) > 0;
   }
@@ -448,7 +447,7 @@ export class TcpSocket extends EmulatedSocket {
   /** Reads urgent data with recv(MSG_OOB); undefined while none is waiting. */
   private takeUrgent(want: number, flags: number): Outcome | undefined {
     const native = libc()!;
-    const fd = fdOf(this.conn as unknown as { _handle?: { fd?: number } });
+    const fd = fdOf(this.conn);
     if (fd === null) return fail(this.failure || W.WSAENOTCONN);
     const buf = new Uint8Array(Math.max(1, want));
     const n = native.recv(fd, buf, native.c.MSG_OOB | (flags & W.MSG_PEEK ? 2 : 0));
@@ -569,7 +568,7 @@ export class TcpSocket extends EmulatedSocket {
     // An explicit SO_SNDBUF / SO_RCVBUF also sizes the kernel's buffers, so backpressure shows
     // after a few kilobytes rather than after the megabytes loopback autotuning allows.
     const native = libc();
-    const fd = fdOf(this.conn as unknown as { _handle?: { fd?: number } });
+    const fd = fdOf(this.conn);
     if (!native || fd === null) return;
     if (this.sndBufSet) native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_SNDBUF, this.sndBuf);
     if (this.rcvBufSet) native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_RCVBUF, this.rcvBuf);
@@ -581,7 +580,7 @@ export class TcpSocket extends EmulatedSocket {
     conn.setKeepAlive(this.keepAlive);
     conn.setNoDelay(this.noDelay);
     const native = libc();
-    const fd = fdOf(conn as unknown as { _handle?: { fd?: number } });
+    const fd = fdOf(conn);
     if (!native || fd === null) return;
     native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_OOBINLINE, this.oobInline ? 1 : 0);
     native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_DONTROUTE, this.dontRoute ? 1 : 0);
@@ -596,15 +595,6 @@ export class TcpSocket extends EmulatedSocket {
 
   maxMessageSize(): number | null {
     return null;
-  }
-
-  /** For getsockname before bind: Windows fails with WSAEINVAL. */
-  get isBound(): boolean {
-    return this.bound !== null || this.conn !== null || this.server !== null;
-  }
-
-  static anyFor(af: number): string {
-    return anyAddress(af);
   }
 }
 

@@ -300,8 +300,4 @@ export class UdpSocket extends EmulatedSocket {
   maxMessageSize(): number {
     return this.af === W.AF_INET6 ? W.UDP_MAX_MSG_SIZE_V6 : W.UDP_MAX_MSG_SIZE_V4;
   }
-
-  get isBound(): boolean {
-    return this.isBoundFlag;
-  }
 }
