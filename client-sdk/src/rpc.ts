@@ -31,6 +31,12 @@ export interface RpcOptions {
   headers?: Record<string, string> | undefined;
   /** How long to wait for the connection and the welcome message, in ms (default 10000). */
   connectTimeoutMs?: number | undefined;
+  /**
+   * Send WSPSend calls with compact record headers (proto/README.md, section 3, "Compact headers"), after which the
+   * daemon answers compactly too. Default true; false keeps every header JSON (easier to read
+   * in a packet capture).
+   */
+  compact?: boolean | undefined;
 }
 
 export interface Welcome {
@@ -131,6 +137,7 @@ export class RpcConnection {
           const msg = first?.ok ? (first.message as { method?: string; params?: Welcome }) : undefined;
           if (msg?.method !== 'spiwire.welcome' || !msg.params) throw new Error('the first message was not spiwire.welcome');
           const conn = new RpcConnection(ws, msg.params);
+          conn.out.compact = opts.compact !== false;
           // Any records packed after the welcome are handled normally.
           for (const r of recs.slice(1)) conn.handle(r);
           resolve(conn);

@@ -11,6 +11,7 @@
  */
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
+import { compactHeaderSize, decodeCompactHeader, isCompactHeader, writeCompactHeader } from './compact.js';
 
 export type JsonValue = null | boolean | number | string | Uint8Array | JsonValue[] | { [key: string]: JsonValue | undefined };
 
@@ -28,7 +29,7 @@ export const DEFAULT_DECODE_LIMITS: DecodeLimits = {
 
 /** One decoded record: either a parsed message, or a record whose header could not be parsed. */
 export type DecodedRecord =
-  | { ok: true; message: unknown }
+  | { ok: true; message: unknown; /** The header was compact (proto/README.md, section 3, "Compact headers"). */ compact?: boolean }
   | { ok: false; error: ProtocolError };
 
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
@@ -129,10 +130,33 @@ export class RecordDecoder {
 /** Decodes one complete binary frame. Throws ProtocolError(BAD_FRAME) for a truncated or oversized frame. */
 export function decodeFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): DecodedRecord[] {
   if (frame.length === 0) throw new ProtocolError(BAD_FRAME, 'empty frame');
-  const decoder = new RecordDecoder(limits);
-  const records = decoder.push(frame);
-  if (!decoder.idle) throw new ProtocolError(BAD_FRAME, 'frame ends inside a record (truncated)');
-  return records;
+  // The whole frame is at hand: read it in place (the same checks, in the same order, as
+  // RecordDecoder, without its bookkeeping).
+  const out: DecodedRecord[] = [];
+  const end = frame.length;
+  const truncated = (): never => {
+    throw new ProtocolError(BAD_FRAME, 'frame ends inside a record (truncated)');
+  };
+  let at = 0;
+  while (at < end) {
+    if (end - at < 4) truncated();
+    const headerLength = readU32At(frame, at);
+    if (headerLength === 0 || headerLength > limits.maxHeaderBytes) {
+      throw new ProtocolError(BAD_FRAME, `record header length ${headerLength} is outside 1..${limits.maxHeaderBytes}`);
+    }
+    if (out.length >= limits.maxRecords) throw new ProtocolError(BAD_FRAME, `more than ${limits.maxRecords} records in one frame`);
+    at += 4;
+    if (end - at < headerLength + 4) truncated();
+    const header = frame.subarray(at, at + headerLength);
+    at += headerLength;
+    const dataLength = readU32At(frame, at);
+    if (dataLength > limits.maxDataBytes) throw new ProtocolError(BAD_FRAME, `record data length ${dataLength} exceeds ${limits.maxDataBytes}`);
+    at += 4;
+    if (end - at < dataLength) truncated();
+    out.push(parseHeader(header, frame.subarray(at, at + dataLength)));
+    at += dataLength;
+  }
+  return out;
 }
 
 /** Decodes one text frame: a single JSON-RPC message, byte strings as {"$base64": "..."}. */
@@ -152,6 +176,13 @@ export function decodeText(text: string): DecodedRecord {
 }
 
 function parseHeader(header: Uint8Array, data: Uint8Array): DecodedRecord {
+  if (isCompactHeader(header)) {
+    try {
+      return { ok: true, message: decodeCompactHeader(header, data), compact: true };
+    } catch (err) {
+      return { ok: false, error: asProtocolError(err) };
+    }
+  }
   let value: unknown;
   try {
     value = JSON.parse(utf8Decoder.decode(header));
@@ -159,8 +190,7 @@ function parseHeader(header: Uint8Array, data: Uint8Array): DecodedRecord {
     return { ok: false, error: new ProtocolError(PARSE_ERROR, `record header is not UTF-8 JSON: ${(err as Error).message}`) };
   }
   try {
-    checkDepth(value, 0);
-    return { ok: true, message: reviveRefs(value, data) };
+    return { ok: true, message: reviveRefs(value, data, 0) };
   } catch (err) {
     return { ok: false, error: asProtocolError(err) };
   }
@@ -185,25 +215,29 @@ function isRef(o: Record<string, unknown>, key: string): boolean {
   return count === 1;
 }
 
-function reviveRefs(value: unknown, data: Uint8Array): unknown {
+/** Swaps byte references for slices of the record data, checking the nesting depth on the way. */
+function reviveRefs(value: unknown, data: Uint8Array, depth: number): unknown {
   if (value === null || typeof value !== 'object') return value;
+  if (depth >= MAX_JSON_DEPTH) throw new ProtocolError(PARSE_ERROR, `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
   if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) value[i] = reviveRefs(value[i], data);
+    for (let i = 0; i < value.length; i++) value[i] = reviveRefs(value[i], data, depth + 1);
     return value;
   }
   const o = value as Record<string, unknown>;
   if (isRef(o, '$b')) {
     const ref = o['$b'];
     if (!Array.isArray(ref) || ref.length !== 2 || !isIndex(ref[0]) || !isIndex(ref[1])) {
+      checkDepth(ref, depth + 1);
       throw new ProtocolError(BAD_FRAME, 'a byte reference must be {"$b":[offset,length]} with non-negative integers');
     }
+    if (depth + 1 >= MAX_JSON_DEPTH) throw new ProtocolError(PARSE_ERROR, `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
     const [start, len] = ref as [number, number];
     if (start + len > data.length) {
       throw new ProtocolError(BAD_FRAME, `byte reference [${start},${len}] lies outside the record data of ${data.length} bytes`);
     }
     return data.subarray(start, start + len);
   }
-  for (const k in o) o[k] = reviveRefs(o[k], data);
+  for (const k in o) o[k] = reviveRefs(o[k], data, depth + 1);
   return o;
 }
 
@@ -241,6 +275,11 @@ export class FrameBuilder {
   private start = 0;
   private used = 0;
   private count = 0;
+  /**
+   * Write the messages that have one in their compact form (proto/README.md, section 3, "Compact headers"). Only
+   * for a peer known to read compact headers.
+   */
+  compact = false;
 
   constructor(
     private readonly alloc: (n: number) => Uint8Array = (n) => new Uint8Array(n),
@@ -258,10 +297,18 @@ export class FrameBuilder {
   }
 
   add(message: object): void {
+    if (this.compact) {
+      const size = compactHeaderSize(message);
+      if (size > 0) {
+        this.addCompact(message, size);
+        return;
+      }
+    }
     const blobs: Uint8Array[] = [];
     let dataLen = 0;
     // Byte strings are swapped for references before JSON.stringify sees them: stringify would
     // otherwise run Buffer.prototype.toJSON, turning every payload into an array of numbers.
+    // Only the objects on the way to a byte string are copied; the rest are used as they are.
     const withRefs = (v: unknown): unknown => {
       if (v === null || typeof v !== 'object') return v;
       if (v instanceof Uint8Array) {
@@ -270,10 +317,29 @@ export class FrameBuilder {
         dataLen += v.length;
         return ref;
       }
-      if (Array.isArray(v)) return v.map(withRefs);
-      const o: Record<string, unknown> = {};
-      for (const k in v as Record<string, unknown>) o[k] = withRefs((v as Record<string, unknown>)[k]);
-      return o;
+      if (Array.isArray(v)) {
+        let copy: unknown[] | null = null;
+        for (let i = 0; i < v.length; i++) {
+          const x = withRefs(v[i]);
+          if (x !== v[i] && copy === null) copy = v.slice(0, i);
+          if (copy !== null) copy.push(x);
+        }
+        return copy ?? v;
+      }
+      const src = v as Record<string, unknown>;
+      let copy: Record<string, unknown> | null = null;
+      for (const k in src) {
+        const x = withRefs(src[k]);
+        if (x !== src[k] && copy === null) {
+          copy = {};
+          for (const j in src) {
+            if (j === k) break;
+            copy[j] = src[j];
+          }
+        }
+        if (copy !== null) copy[k] = x;
+      }
+      return copy ?? v;
     };
     const json = JSON.stringify(withRefs(message));
     // UTF-8 takes at most 3 bytes per UTF-16 unit; encodeInto writes the header in place.
@@ -281,11 +347,26 @@ export class FrameBuilder {
     this.reserve(8 + maxHeader + dataLen);
     const at = this.used;
     const { written } = utf8Encoder.encodeInto(json, this.buf.subarray(at + 4, at + 4 + maxHeader));
-    writeU32(this.buf, at, written);
-    let p = at + 4 + written;
-    writeU32(this.buf, p, dataLen);
+    this.endRecord(at, written, blobs, dataLen);
+  }
+
+  private addCompact(message: object, headerSize: number): void {
+    const buffers = ((message as { params?: { buffers?: Uint8Array[] } }).params?.buffers ?? []) as Uint8Array[];
+    let dataLen = 0;
+    for (const b of buffers) dataLen += b.length;
+    this.reserve(8 + headerSize + dataLen);
+    const at = this.used;
+    writeCompactHeader(message, this.buf, at + 4);
+    this.endRecord(at, headerSize, buffers, dataLen);
+  }
+
+  /** Completes the record at `at` whose header is in place: its lengths, then its data. */
+  private endRecord(at: number, headerLength: number, data: readonly Uint8Array[], dataLength: number): void {
+    writeU32(this.buf, at, headerLength);
+    let p = at + 4 + headerLength;
+    writeU32(this.buf, p, dataLength);
     p += 4;
-    for (const b of blobs) {
+    for (const b of data) {
       this.buf.set(b, p);
       p += b.length;
     }
@@ -343,7 +424,11 @@ export function encodeText(message: object): string {
 }
 
 function readU32(b: Uint8Array): number {
-  return (b[0]! | (b[1]! << 8) | (b[2]! << 16)) + b[3]! * 0x1000000;
+  return readU32At(b, 0);
+}
+
+function readU32At(b: Uint8Array, at: number): number {
+  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16)) + b[at + 3]! * 0x1000000;
 }
 
 function writeU32(b: Uint8Array, at: number, n: number): void {

@@ -6,3 +6,4 @@ export * from './codec.js';
 export * from './messages.js';
 export * from './catalog.js';
 export { buildJsonSchema } from './schema.js';
+export * from './compact.js';

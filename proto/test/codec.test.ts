@@ -23,22 +23,11 @@ import {
   type DecodeLimits,
   type DecodedRecord,
 } from '../src/index.js';
+import { rng } from './helpers/random.js';
 
 // ---------------------------------------------------------------- helpers
 
 const SEED = Number(process.env['SPIWIRE_SEED'] ?? 0x5eed1);
-
-/** mulberry32: small, fast and good enough to pick slicings and garbage. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randInt(r: () => number, lo: number, hi: number): number {
   return lo + Math.floor(r() * (hi - lo + 1));

@@ -99,7 +99,14 @@ export class Session implements SpiSession {
       this.sendError(null, e, false);
       return;
     }
-    for (const rec of records) this.handleRecord(rec, false);
+    for (const rec of records) {
+      // A client that writes compact headers reads them: answer it in kind from now on.
+      if (rec.ok && rec.compact) this.out.compact = true;
+      this.handleRecord(rec, false);
+    }
+    // Replies that are ready leave now, ahead of the peer writes this frame corked (those go
+    // out on the next tick): the caller hears back without waiting behind its own bytes.
+    if (this.flushScheduled) this.flush();
   }
 
   private handleRecord(rec: P.DecodedRecord, text: boolean): void {

@@ -39,6 +39,8 @@ export class RawSession {
   readonly messages: Msg[] = [];
   /** Frames or records from the daemon that did not decode: the daemon must never send those. */
   readonly undecodable: string[] = [];
+  /** Records from the daemon that came with compact headers (proto/README.md section 3). */
+  compactRecords = 0;
   readonly closed: Promise<{ code: number; reason: string }>;
   private readonly waiters = new Set<{ check: () => boolean; fail: (err: Error) => void }>();
   private nextId = 1;
@@ -48,8 +50,12 @@ export class RawSession {
       try {
         const recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
         for (const r of recs) {
-          if (r.ok) this.messages.push(r.message as Msg);
-          else this.undecodable.push(r.error.message);
+          if (!r.ok) {
+            this.undecodable.push(r.error.message);
+            continue;
+          }
+          this.messages.push(r.message as Msg);
+          if (r.compact) this.compactRecords++;
         }
       } catch (err) {
         this.undecodable.push((err as Error).message);

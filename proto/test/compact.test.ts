@@ -1,0 +1,182 @@
+/**
+ * Compact record headers (proto/src/compact.ts, proto/README.md section 3 "Compact headers"):
+ * the worked examples byte for byte, round trips against the JSON form, the messages that must
+ * stay JSON, and every way a compact header can be broken.
+ */
+import { readFileSync } from 'node:fs';
+import t from 'tap';
+import { FrameBuilder, PARSE_ERROR, decodeFrame, type DecodedRecord } from '../src/index.js';
+import { rng } from './helpers/random.js';
+
+const SEED = Number(process.env['SPIWIRE_SEED'] ?? 0xc0de5);
+
+function frameOf(message: object, compact: boolean): Uint8Array {
+  const b = new FrameBuilder();
+  b.compact = compact;
+  b.add(message);
+  return b.finish();
+}
+
+function only(frame: Uint8Array): DecodedRecord {
+  const recs = decodeFrame(frame);
+  if (recs.length !== 1) throw new Error(`${recs.length} records`);
+  return recs[0]!;
+}
+
+/** Byte strings compared as plain arrays, so Buffer and Uint8Array slices compare equal. */
+function plain(v: unknown): unknown {
+  if (v instanceof Uint8Array) return { bytes: [...v] };
+  if (Array.isArray(v)) return v.map(plain);
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
+  return v;
+}
+
+/** The hex dump lines of the README's compact worked example, as bytes. */
+function readmeDump(after: string): number[] {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const start = readme.indexOf(after);
+  if (start < 0) throw new Error(`README has no "${after}"`);
+  const bytes: number[] = [];
+  for (const line of readme.slice(start + after.length).split('\n').slice(1)) {
+    const m = /^ {4}[0-9a-f]{4} {2}((?:[0-9a-f]{2} )*[0-9a-f]{2})/.exec(line);
+    if (!m) {
+      if (bytes.length > 0) break;
+      continue;
+    }
+    for (const h of m[1]!.split(' ')) bytes.push(parseInt(h, 16));
+  }
+  return bytes;
+}
+
+const hi = new TextEncoder().encode('hi');
+const abc = new TextEncoder().encode('abc');
+
+t.test('the worked examples of the README are what the builder writes', async (t) => {
+  const call = { jsonrpc: '2.0', id: 7, method: 'WSPSend', params: { s: 256, buffers: [hi, abc], flags: 0 } };
+  const reply = { jsonrpc: '2.0', id: 7, result: { ret: 0, errno: 0, bytesSent: 5 } };
+  t.same([...frameOf(call, true)], readmeDump('with a compact\nheader'), 'the WSPSend call');
+  t.same([...frameOf(reply, true)], readmeDump('and its reply'), 'its reply');
+  t.equal(frameOf(call, true).length, 37);
+});
+
+t.test('a builder writes JSON unless told to write compact headers', async (t) => {
+  const call = { jsonrpc: '2.0', id: 7, method: 'WSPSend', params: { s: 256, buffers: [hi], flags: 0 } };
+  const f = frameOf(call, false);
+  t.equal(f[4], '{'.charCodeAt(0));
+  t.notOk(only(f).ok && (only(f) as { compact?: boolean }).compact, 'a JSON record is not marked compact');
+  const c = only(frameOf(call, true));
+  t.ok(c.ok && c.compact, 'a compact record is marked compact');
+});
+
+t.test(`random WSPSend calls, replies and completions decode the same from both forms (seed ${SEED})`, async (t) => {
+  const r = rng(SEED);
+  const u32 = (): number => Math.floor(r() * 0x100000000);
+  const pick = (): number => (r() < 0.3 ? [0, 1, 0xffffffff, 0x7fffffff][Math.floor(r() * 4)]! : u32());
+  for (let i = 0; i < 300; i++) {
+    const kind = i % 3;
+    let msg: Record<string, unknown>;
+    if (kind === 0) {
+      const buffers = Array.from({ length: Math.floor(r() * 6) }, () => Uint8Array.from({ length: Math.floor(r() * 40) }, () => Math.floor(r() * 256)));
+      const params: Record<string, unknown> = { s: pick(), buffers, flags: pick() };
+      if (r() < 0.5) params['overlapped'] = { op: pick(), thread: pick() };
+      msg = { jsonrpc: '2.0', id: pick(), method: 'WSPSend', params };
+    } else if (kind === 1) {
+      const result: Record<string, unknown> = { ret: r() < 0.5 ? -1 : Math.floor(r() * 0x80000000), errno: pick() };
+      if (r() < 0.5) result['bytesSent'] = pick();
+      if (r() < 0.5) result['completion'] = { error: pick(), bytes: pick(), flags: pick() };
+      msg = { jsonrpc: '2.0', id: pick(), result };
+    } else {
+      msg = { jsonrpc: '2.0', method: 'spiwire.completion', params: { op: pick(), s: pick(), error: pick(), bytes: pick(), flags: pick() } };
+    }
+    const json = only(frameOf(msg, false));
+    const compactFrame = frameOf(msg, true);
+    const compact = only(compactFrame);
+    if (!json.ok || !compact.ok || !compact.compact) {
+      t.fail(`message ${i} did not decode in compact form: ${JSON.stringify(plain(msg))}`);
+      continue;
+    }
+    if (JSON.stringify(plain(compact.message)) !== JSON.stringify(plain(json.message)) || compactFrame[4]! > 3) {
+      t.same(plain(compact.message), plain(json.message), `message ${i}`);
+    }
+  }
+  t.pass('300 messages compared');
+});
+
+t.test('messages without exactly a compact shape are written as JSON', async (t) => {
+  const b = [hi];
+  const cases: Array<[string, object]> = [
+    ['a string id', { jsonrpc: '2.0', id: 'x', method: 'WSPSend', params: { s: 1, buffers: b, flags: 0 } }],
+    ['a negative id', { jsonrpc: '2.0', id: -1, method: 'WSPSend', params: { s: 1, buffers: b, flags: 0 } }],
+    ['a fractional socket', { jsonrpc: '2.0', id: 1, method: 'WSPSend', params: { s: 1.5, buffers: b, flags: 0 } }],
+    ['flags out of range', { jsonrpc: '2.0', id: 1, method: 'WSPSend', params: { s: 1, buffers: b, flags: 2 ** 32 } }],
+    ['a missing flags', { jsonrpc: '2.0', id: 1, method: 'WSPSend', params: { s: 1, buffers: b } }],
+    ['an extra parameter', { jsonrpc: '2.0', id: 1, method: 'WSPSend', params: { s: 1, buffers: b, flags: 0, to: null } }],
+    ['a buffer that is not bytes', { jsonrpc: '2.0', id: 1, method: 'WSPSend', params: { s: 1, buffers: ['hi'], flags: 0 } }],
+    ['an overlapped with an extra member', { jsonrpc: '2.0', id: 1, method: 'WSPSend', params: { s: 1, buffers: b, flags: 0, overlapped: { op: 1, thread: 4, x: 1 } } }],
+    ['another method', { jsonrpc: '2.0', id: 1, method: 'WSPSendTo', params: { s: 1, buffers: b, flags: 0, to: null, tolen: 0 } }],
+    ['a wrong jsonrpc', { jsonrpc: '1.0', id: 1, method: 'WSPSend', params: { s: 1, buffers: b, flags: 0 } }],
+    ['a result with another member', { jsonrpc: '2.0', id: 1, result: { ret: 0, errno: 0, name: { family: 2 } } }],
+    ['a ret beyond int32', { jsonrpc: '2.0', id: 1, result: { ret: 2 ** 31, errno: 0 } }],
+    ['a completion with an extra member', { jsonrpc: '2.0', id: 1, result: { ret: 0, errno: 0, completion: { error: 0, bytes: 1, flags: 0, x: 1 } } }],
+    ['an error reply', { jsonrpc: '2.0', id: 1, error: { code: -32600, message: 'no' } }],
+    ['a completion carrying data', { jsonrpc: '2.0', method: 'spiwire.completion', params: { op: 1, s: 1, error: 0, bytes: 2, flags: 0, data: hi } }],
+    ['another notification', { jsonrpc: '2.0', method: 'spiwire.networkEvents', params: { s: 1, events: 2, errors: [] } }],
+  ];
+  for (const [what, msg] of cases) {
+    const f = frameOf(msg, true);
+    t.equal(f[4], '{'.charCodeAt(0), `${what}: JSON header`);
+    const rec = only(f);
+    t.ok(rec.ok && !rec.compact, `${what}: decodes as JSON`);
+  }
+});
+
+/** A frame of one record with the given header and data, then a good JSON record after it. */
+function withGoodRecord(header: number[], data: number[] = []): Uint8Array {
+  const good = frameOf({ jsonrpc: '2.0', id: 9, method: 'WSPCloseSocket', params: { s: 1 } }, false);
+  const out = new Uint8Array(8 + header.length + data.length + good.length);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, header.length, true);
+  out.set(header, 4);
+  v.setUint32(4 + header.length, data.length, true);
+  out.set(data, 8 + header.length);
+  out.set(good, 8 + header.length + data.length);
+  return out;
+}
+
+const le = (n: number): number[] => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24];
+
+t.test('a broken compact header spoils only its own record, as PARSE_ERROR', async (t) => {
+  const send = (bits: number, count: number, lengths: number[], extra: number[] = []): number[] => [1, bits, count, 0, ...le(7), ...le(1), ...le(0), ...extra, ...lengths.flatMap(le)];
+  const cases: Array<[string, number[], number[]?]> = [
+    ['a kind of 0', [0, 0, 0, 0, ...le(1), ...le(0), ...le(0)]],
+    ['an unknown kind', [4, 0, 0, 0, ...le(1), ...le(0), ...le(0)]],
+    ['a header shorter than 4 bytes', [1, 0]],
+    ['unknown flag bits in a send', send(2, 0, [])],
+    ['a send one byte short', send(0, 1, [2]).slice(0, -1), [1, 2]],
+    ['a send one byte long', [...send(0, 1, [2]), 0], [1, 2]],
+    ['buffer lengths beyond the data', send(0, 2, [2, 3]), [1, 2, 3]],
+    ['buffer lengths short of the data', send(0, 1, [2]), [1, 2, 3]],
+    ['an overlapped send without room for op and thread', send(1, 0, [])],
+    ['unknown flag bits in a reply', [2, 4, 0, 0, ...le(7), ...le(0), ...le(0)]],
+    ['a reply missing its bytesSent', [2, 1, 0, 0, ...le(7), ...le(0), ...le(0)]],
+    ['a reply with data', [2, 0, 0, 0, ...le(7), ...le(0), ...le(0)], [1]],
+    ['a completion with flag bits', [3, 1, 0, 0, ...le(1), ...le(1), ...le(0), ...le(1), ...le(0)]],
+    ['a completion with data', [3, 0, 0, 0, ...le(1), ...le(1), ...le(0), ...le(1), ...le(0)], [1]],
+    ['a completion one field short', [3, 0, 0, 0, ...le(1), ...le(1), ...le(0), ...le(1)]],
+  ];
+  for (const [what, header, data] of cases) {
+    const recs = decodeFrame(withGoodRecord(header, data));
+    t.equal(recs.length, 2, `${what}: both records come out`);
+    const [bad, good] = recs;
+    t.ok(bad && !bad.ok && bad.error.code === PARSE_ERROR && /^compact header: /.test(bad.error.message), `${what}: PARSE_ERROR (${bad && !bad.ok ? bad.error.message : 'decoded'})`);
+    t.ok(good?.ok, `${what}: the next record is untouched`);
+  }
+});
+
+t.test('a compact header that is well formed decodes even beside JSON records', async (t) => {
+  const f = withGoodRecord([1, 1, 1, 0, ...le(3), ...le(5), ...le(0x8000), ...le(11), ...le(4), ...le(2)], [0x68, 0x69]);
+  const [first, second] = decodeFrame(f);
+  t.ok(first?.ok && first.compact);
+  t.same(plain(first?.ok ? first.message : null), plain({ jsonrpc: '2.0', id: 3, method: 'WSPSend', params: { s: 5, buffers: [hi], flags: 0x8000, overlapped: { op: 11, thread: 4 } } }));
+  t.ok(second?.ok && !second.compact);
+});
