@@ -307,7 +307,7 @@ export abstract class EmulatedSocket {
   abstract accept(): Promise<Outcome>;
   abstract connect(name: SockAddr): Promise<Outcome>;
   /** A send that is not overlapped; forceBlocking ignores FIONBIO (an overlapped call run as a blocking one). */
-  abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking?: boolean): Promise<Outcome>;
+  abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking?: boolean): Outcome | Promise<Outcome>;
   abstract recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking?: boolean): Promise<Outcome>;
   /** An overlapped send: completes at once, fails at once, or is pending (FIFO behind older sends). */
   abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, thread: number, done: CompleteFn): OverlappedStart | Promise<OverlappedStart>;

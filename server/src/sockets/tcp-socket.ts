@@ -317,7 +317,7 @@ export class TcpSocket extends EmulatedSocket {
     return null;
   }
 
-  send(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, forceBlocking = false): Promise<Outcome> {
+  send(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, forceBlocking = false): Outcome | Promise<Outcome> {
     const bad = this.sendPrecheck(flags);
     if (bad) return Promise.resolve(bad);
     const total = byteLength(buffers);
@@ -338,6 +338,12 @@ export class TcpSocket extends EmulatedSocket {
       const n = tx.acceptNow(buffers, total, direct);
       if (this.failure) return Promise.resolve(fail(this.failure));
       return Promise.resolve(n > 0 ? ok({ bytesSent: n }) : this.wouldBlock());
+    }
+    // A blocking send that fits at once is answered in the same turn, so its reply can leave
+    // before the corked bytes are written to the peer.
+    if (!direct && tx.fitsNow(total)) {
+      tx.acceptNow(buffers, total);
+      return ok({ bytesSent: total });
     }
     return new Promise<Outcome>((resolve) => {
       tx.submit({
