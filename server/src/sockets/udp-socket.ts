@@ -120,58 +120,73 @@ export class UdpSocket extends EmulatedSocket {
     return ok();
   }
 
-  send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _forceBlocking = false): Promise<Outcome> {
-    if ((flags & ~UDP_SEND_FLAGS) !== 0) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+  /** Why a send cannot go, or where it goes and how many bytes it holds. */
+  private sendPlan(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null): Outcome | { dest: SockAddr; total: number } {
+    if ((flags & ~UDP_SEND_FLAGS) !== 0) return fail(W.WSAEOPNOTSUPP);
     // UDP has neither out-of-band data nor XP1_PARTIAL_MESSAGE.
-    if (flags & (W.MSG_OOB | W.MSG_PARTIAL)) return Promise.resolve(fail(W.WSAEOPNOTSUPP));
-    if (this.sendShut) return Promise.resolve(fail(W.WSAESHUTDOWN));
+    if (flags & (W.MSG_OOB | W.MSG_PARTIAL)) return fail(W.WSAEOPNOTSUPP);
+    if (this.sendShut) return fail(W.WSAESHUTDOWN);
     let total = 0;
     for (const b of buffers) total += b.length;
-    if (total > this.maxMessageSize()) return Promise.resolve(fail(W.WSAEMSGSIZE));
+    if (total > this.maxMessageSize()) return fail(W.WSAEMSGSIZE);
     // On a connected socket the destination is the default peer; lpTo is ignored.
     const dest = this.peer ?? to;
-    if (!dest) return Promise.resolve(fail(W.WSAENOTCONN));
-    if (isAnyAddress(dest.address) || dest.port === 0) return Promise.resolve(fail(W.WSAEADDRNOTAVAIL));
+    if (!dest) return fail(W.WSAENOTCONN);
+    if (isAnyAddress(dest.address) || dest.port === 0) return fail(W.WSAEADDRNOTAVAIL);
     // Refused here, before the kernel, so that no broadcast datagram ever leaves without SO_BROADCAST.
-    if (!this.broadcast && isBroadcastAddress(dest.address)) return Promise.resolve(fail(W.WSAEACCES));
-    // Bound already (the usual case): no extra turn of the event loop before the datagram goes.
-    if (this.isBoundFlag) return this.sendBound(buffers, total, dest);
-    return this.autoBind().then((e) => (e ? fail(e) : this.sendBound(buffers, total, dest)));
+    if (!this.broadcast && isBroadcastAddress(dest.address)) return fail(W.WSAEACCES);
+    return { dest, total };
   }
 
-  private async sendBound(buffers: readonly Uint8Array[], total: number, dest: SockAddr): Promise<Outcome> {
-    if (this.closed) return fail(W.WSAEINTR);
+  send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _forceBlocking = false): Promise<Outcome> {
+    const plan = this.sendPlan(buffers, flags, to);
+    if ('errno' in plan) return Promise.resolve(plan);
+    const { dest, total } = plan;
+    // Bound already (the usual case): no extra turn of the event loop before the datagram goes.
+    if (this.isBoundFlag) return new Promise((resolve) => this.transmit(buffers, total, dest, resolve));
+    return this.autoBind().then((e) => (e ? fail(e) : new Promise<Outcome>((resolve) => this.transmit(buffers, total, dest, resolve))));
+  }
+
+  /** Hands one datagram to the kernel; done gets the outcome once node reports the send (next tick at the earliest). */
+  private transmit(buffers: readonly Uint8Array[], total: number, dest: SockAddr, done: (o: Outcome) => void): void {
+    if (this.closed) return done(fail(W.WSAEINTR));
     const sock = this.ensureSocket();
     const payload = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, total);
-    let err = await this.sendOnce(sock, payload, this.peer ? null : dest);
-    if (err && (err as NodeJS.ErrnoException).code === 'ECONNREFUSED') {
-      // Linux reports an earlier ICMP port unreachable on this send and drops it; Windows does not
-      // fail sends for it (the next receive reports WSAECONNRESET instead). Send again.
-      this.icmpReset = true;
-      err = await this.sendOnce(sock, payload, this.peer ? null : dest);
-    }
-    if (err) return fail(wsaFromNodeError(err));
-    return ok({ bytesSent: total });
+    const to = this.peer ? null : dest;
+    let retried = false;
+    const cb = (err: Error | null): void => {
+      if (err && !retried && (err as NodeJS.ErrnoException).code === 'ECONNREFUSED') {
+        // Linux reports an earlier ICMP port unreachable on this send and drops it; Windows does
+        // not fail sends for it (the next receive reports WSAECONNRESET instead). Send again.
+        this.icmpReset = true;
+        retried = true;
+        this.sendOnce(sock, payload, to, cb);
+        return;
+      }
+      done(err ? fail(wsaFromNodeError(err)) : ok({ bytesSent: total }));
+    };
+    this.sendOnce(sock, payload, to, cb);
   }
 
-  private sendOnce(sock: dgram.Socket, payload: Uint8Array, dest: SockAddr | null): Promise<Error | null> {
-    return new Promise((resolve) => {
-      try {
-        const cb = (err: Error | null): void => resolve(err);
-        if (dest) sock.send(payload, dest.port, hostOf(dest), cb);
-        else sock.send(payload, cb);
-      } catch (err) {
-        resolve(err as Error);
-      }
-    });
+  private sendOnce(sock: dgram.Socket, payload: Uint8Array, dest: SockAddr | null, cb: (err: Error | null) => void): void {
+    try {
+      if (dest) sock.send(payload, dest.port, hostOf(dest), cb);
+      else sock.send(payload, cb);
+    } catch (err) {
+      cb(err as Error);
+    }
   }
 
   /** UDP sends never queue: an overlapped send completes at once or fails at once. */
   sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _thread: number, done: CompleteFn): Promise<OverlappedStart> {
-    return this.send(buffers, flags, to).then((outcome) => {
+    const started = (outcome: Outcome): OverlappedStart => {
       if (outcome.ret === 0) done(0, outcome['bytesSent'] as number);
       return { outcome };
-    });
+    };
+    const plan = this.sendPlan(buffers, flags, to);
+    if ('errno' in plan || !this.isBoundFlag) return this.send(buffers, flags, to).then(started);
+    // The hot path: one promise per datagram, settled straight from node's send callback.
+    return new Promise((resolve) => this.transmit(buffers, plan.total, plan.dest, (o) => resolve(started(o))));
   }
 
   flushSends(): number {
