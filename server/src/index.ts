@@ -8,6 +8,8 @@ import { VERSION } from './version.js';
 import { AllowList } from './allow-list.js';
 import { DEFAULT_HOST } from './config.js';
 
+export { DAEMON_NODE_FLAGS } from './node-flags.js';
+
 export interface StartOptions {
   /** Default 127.0.0.1. A non-loopback host requires a token. */
   host?: string;

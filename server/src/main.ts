@@ -1,9 +1,10 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --single-threaded-gc --no-incremental-marking
 /** The spiwire daemon command: configuration from flags and environment, graceful stop on signals. */
 import pino from 'pino';
 import { ConfigError, parseConfig } from './config.js';
 import { startServer } from './index.js';
 import { hasBufferUtil } from './native-addons.js';
+import { missingNodeFlags } from './node-flags.js';
 
 async function main(): Promise<void> {
   let cfg;
@@ -50,6 +51,8 @@ async function main(): Promise<void> {
   const url = any ? daemon.url.replace(/\/\/(0\.0\.0\.0|\[::\])/, cfg.host === '::' ? '//[::1]' : '//127.0.0.1') : daemon.url;
   log.info({ url, listen: `${cfg.host}:${daemon.port}`, tokenRequired: cfg.token !== undefined }, `spiwire listening; connect clients to ${url}${any ? ' (or this host\'s address from elsewhere)' : ''}`);
   if (!hasBufferUtil()) log.warn('bufferutil is not available: WebSocket frames are masked in JavaScript, which caps bulk throughput');
+  const missing = missingNodeFlags();
+  if (missing.length > 0) log.info({ missing }, `node was started without ${missing.join(' ')}: expect lower bulk throughput on machines with few cores (docs/performance.md)`);
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;

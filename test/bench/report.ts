@@ -37,6 +37,8 @@ export interface Meta {
   git: { commit: string; dirty: string[] };
   bufferutil: boolean;
   daemonFlags: string[];
+  /** The V8 flags the daemon ran with (besides --expose-gc). */
+  daemonNodeFlags: string[];
   daemonOutput: string;
   sharedClock: boolean;
   nofileHard: number;
@@ -363,7 +365,8 @@ export function markdown(rep: Report, svgFile: string): string {
   L.push('');
   L.push('## Set-up');
   L.push('');
-  L.push(`- The daemon runs as its own process: \`node --expose-gc server/dist/src/main.js --port P --log-level warn\` (flags: \`${m.daemonFlags.join(' ')}\`), ` +
+  L.push(`- The daemon runs as its own process, with the V8 flags \`npm start\` gives it (\`${m.daemonNodeFlags.join(' ')}\`, see \`server/src/node-flags.ts\`) and \`--expose-gc\` for the memory figures: ` +
+    `\`node --expose-gc ${m.daemonNodeFlags.join(' ')} server/dist/src/main.js --port P --log-level warn\` (flags: \`${m.daemonFlags.join(' ')}\`), ` +
     'on a port the benchmark picked (at warn level the daemon does not print its `url` line). Scenarios 6 and 7 start daemons of their own with the flags given below.');
   L.push('- The client (the SDK, and the raw baselines) runs in the benchmark process; the peers run in child processes of their own: a TCP discard server, ' +
     'a UDP receiver that counts datagrams, a `ws` echo server and a TCP "holder" that accepts connections and does not read them until told. ' +

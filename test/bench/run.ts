@@ -26,6 +26,7 @@ import { udp as udpScenario } from './scenarios/udp.js';
 import { completion } from './scenarios/completion.js';
 import { scale } from './scenarios/scale.js';
 import { slowPeer } from './scenarios/slow-peer.js';
+import { DAEMON_NODE_FLAGS } from '@spiwire/server/node-flags';
 
 interface Args {
   quick: boolean;
@@ -200,6 +201,7 @@ async function main(): Promise<void> {
     git: gitInfo(),
     bufferutil: hasBufferUtil(),
     daemonFlags: daemon.flags.filter((f, i, a) => f !== '--port' && a[i - 1] !== '--port'),
+    daemonNodeFlags: [...DAEMON_NODE_FLAGS],
     daemonOutput: daemonOutput.replace(/bench-nofile=\S+\n?/, '').slice(0, 4000),
     sharedClock: ctx.sharedClock,
     nofileHard: ctx.nofileHard,

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { DAEMON_NODE_FLAGS } from '@spiwire/server/node-flags';
 
 const children = new Set<ChildProcess>();
 
@@ -93,7 +94,8 @@ export interface DaemonOptions {
 }
 
 /**
- * The daemon as its own process: node --expose-gc server/dist/src/main.js --port P --log-level warn.
+ * The daemon as its own process, started as `npm start` starts it (DAEMON_NODE_FLAGS) plus
+ * --expose-gc: node --expose-gc <flags> server/dist/src/main.js --port P --log-level warn.
  * At warn level the daemon does not print its "url" line (it is logged at info), so the benchmark
  * picks a free port itself and waits for /healthz.
  */
@@ -137,7 +139,7 @@ export class DaemonProcess {
     for (let attempt = 0; ; attempt++) {
       const port = await freePort();
       const flags = ['--port', String(port), '--log-level', 'warn', ...(opts.flags ?? [])];
-      const nodeArgs = ['--expose-gc'];
+      const nodeArgs = ['--expose-gc', ...DAEMON_NODE_FLAGS];
       if (opts.cpuProfDir) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`);
       const child = spawnNode([...nodeArgs, 'server/dist/src/main.js', ...flags], opts.nofile ?? 65536, ['ignore', 'pipe', 'pipe']);
       const d = new DaemonProcess(child, port, flags);
