@@ -1,15 +1,16 @@
 /**
  * Scenario 5: completion latency, from the transport consuming an operation to its completion
  * routine running in the SDK. One overlapped 100-byte WSPSend at a time on TCP to the discarding
- * peer; each completes at once (the transport buffer has room), so the daemon consumes it while
- * handling the call, hands the bytes to the kernel and sends the completion notification right
- * behind the call's reply. Per send, on one clock (CLOCK_MONOTONIC, shared by the processes):
- *   - consumed:  the discarding peer reads the send's bytes (the transport has handed them to the
- *                kernel: the earliest outside sign of consumption; loopback delivery and the
- *                peer's wake-up make it a little late, so the figure errs low);
+ * peer, on a socket with SO_SNDBUF 0: nothing is buffered, so every send pends (WSA_IO_PENDING)
+ * until the kernel has taken its last byte, and that moment, the transport consuming the
+ * operation, is what sends its spiwire.completion. (With a buffer the send would complete inside
+ * the call, before its bytes even leave the daemon, and there would be no later moment to time.)
+ * Per send, on one clock (CLOCK_MONOTONIC, shared by the processes):
+ *   - consumed:  the discarding peer reads the send's bytes (the kernel has them: the earliest
+ *                outside sign of consumption; loopback delivery and the peer's wake-up make it a
+ *                little late, so the figure errs low);
  *   - notified:  the WebSocket frame carrying the completion reaches the SDK (a listener placed
- *                ahead of the SDK's own on its WebSocket; the completion is a spiwire.completion
- *                notification or, for an operation that completed at once, part of the reply);
+ *                ahead of the SDK's own on its WebSocket);
  *   - routine:   the completion routine starts.
  * Reported: consumed -> routine (the headline), notified -> routine (the SDK's share), and
  * issued -> routine (the whole overlapped call, round trip included). Two ways of running
@@ -50,14 +51,14 @@ export interface CompletionResult {
 async function variant(ctx: Ctx, mode: 'autoApc' | 'sleepEx', samples: number, warmup: number, checks: Check[]): Promise<CompletionVariant> {
   const spi = await S.connect(ctx.daemon.url, { autoApc: mode === 'autoApc' });
   const thread = spi.createThread();
-  // The frame that carries the completion (a notification, or the reply itself when the protocol
-  // folds an immediate completion into it) is the last frame to arrive before the routine runs:
-  // one send at a time, nothing else is in flight. A listener ahead of the SDK's own notes its arrival.
+  // The frame that carries the completion notification is the last frame to arrive before the
+  // routine runs: one send at a time, nothing else is in flight. A listener ahead of the SDK's own
+  // notes its arrival.
   let notified = 0;
   const ws = (spi.connection as unknown as { ws?: { prependListener?: (ev: string, f: () => void) => void } }).ws;
   if (typeof ws?.prependListener !== 'function') throw new Error('cannot observe the SDK WebSocket (RpcConnection.ws)');
   ws.prependListener('message', () => (notified = now()));
-  const { s, localPort } = await tcpSocket(spi, ctx.discardPort);
+  const { s, localPort } = await tcpSocket(spi, ctx.discardPort, { sndBuf: 0 });
   await ctx.discard.request('stamps', { port: ctx.discardPort, remotePort: localPort });
   const bufs = [S.wsabuf(Buffer.alloc(SIZE, 0x63))];
   const e = S.out(0);
@@ -102,7 +103,7 @@ async function variant(ctx: Ctx, mode: 'autoApc' | 'sleepEx', samples: number, w
   await spi.close();
   checks.push(check(`completion ${mode}: bytes at the peer`, sends * SIZE, end.bytes));
   checks.push(check(`completion ${mode}: routines run, each with 100 bytes`, sends * SIZE, routineBytes));
-  checks.push(check(`completion ${mode}: sends that completed at once`, sends, all.filter((x) => x.atOnce).length));
+  checks.push(check(`completion ${mode}: sends that pended until the kernel had their bytes`, sends, all.filter((x) => !x.atOnce).length));
   // When did the peer read each send's last byte? (stamps are [time, cumulative bytes] pairs)
   const consumedAt = new Array<number>(all.length).fill(NaN);
   let j = 0;
