@@ -96,58 +96,72 @@ export function compactHeaderSize(message: object): number {
 /** Writes the compact header of a message that compactHeaderSize accepted, at buf[at]. */
 export function writeCompactHeader(message: object, buf: Uint8Array, at: number): void {
   const m = message as Rec;
-  const v = new DataView(buf.buffer, buf.byteOffset + at);
   if (m['method'] === 'WSPSend') {
     const p = m['params'] as Rec;
     const b = p['buffers'] as Uint8Array[];
     const ov = p['overlapped'] as Rec | null | undefined;
-    v.setUint8(0, CompactKind.SendRequest);
-    v.setUint8(1, ov ? BIT_OVERLAPPED : 0);
-    v.setUint16(2, b.length, true);
-    v.setUint32(4, m['id'] as number, true);
-    v.setUint32(8, p['s'] as number, true);
-    v.setUint32(12, p['flags'] as number, true);
-    let o = 16;
+    buf[at] = CompactKind.SendRequest;
+    buf[at + 1] = ov ? BIT_OVERLAPPED : 0;
+    buf[at + 2] = b.length & 0xff;
+    buf[at + 3] = b.length >>> 8;
+    put32(buf, at + 4, m['id'] as number);
+    put32(buf, at + 8, p['s'] as number);
+    put32(buf, at + 12, p['flags'] as number);
+    let o = at + 16;
     if (ov) {
-      v.setUint32(16, ov['op'] as number, true);
-      v.setUint32(20, ov['thread'] as number, true);
-      o = 24;
+      put32(buf, o, ov['op'] as number);
+      put32(buf, o + 4, ov['thread'] as number);
+      o += 8;
     }
     for (const x of b) {
-      v.setUint32(o, x.length, true);
+      put32(buf, o, x.length);
       o += 4;
     }
     return;
   }
   if (m['method'] === 'spiwire.completion') {
     const p = m['params'] as Rec;
-    v.setUint32(0, CompactKind.Completion, true);
-    v.setUint32(4, p['op'] as number, true);
-    v.setUint32(8, p['s'] as number, true);
-    v.setUint32(12, p['error'] as number, true);
-    v.setUint32(16, p['bytes'] as number, true);
-    v.setUint32(20, p['flags'] as number, true);
+    put32(buf, at, CompactKind.Completion);
+    put32(buf, at + 4, p['op'] as number);
+    put32(buf, at + 8, p['s'] as number);
+    put32(buf, at + 12, p['error'] as number);
+    put32(buf, at + 16, p['bytes'] as number);
+    put32(buf, at + 20, p['flags'] as number);
     return;
   }
   const r = m['result'] as Rec;
   const c = r['completion'] as Rec | undefined;
   const sent = r['bytesSent'] as number | undefined;
-  v.setUint8(0, CompactKind.Reply);
-  v.setUint8(1, (sent !== undefined ? BIT_BYTES_SENT : 0) | (c !== undefined ? BIT_COMPLETION : 0));
-  v.setUint16(2, 0, true);
-  v.setUint32(4, m['id'] as number, true);
-  v.setInt32(8, r['ret'] as number, true);
-  v.setUint32(12, r['errno'] as number, true);
-  let o = 16;
+  put32(buf, at, CompactKind.Reply | ((sent !== undefined ? BIT_BYTES_SENT : 0) | (c !== undefined ? BIT_COMPLETION : 0)) << 8);
+  put32(buf, at + 4, m['id'] as number);
+  put32(buf, at + 8, r['ret'] as number);
+  put32(buf, at + 12, r['errno'] as number);
+  let o = at + 16;
   if (sent !== undefined) {
-    v.setUint32(o, sent, true);
+    put32(buf, o, sent);
     o += 4;
   }
   if (c !== undefined) {
-    v.setUint32(o, c['error'] as number, true);
-    v.setUint32(o + 4, c['bytes'] as number, true);
-    v.setUint32(o + 8, c['flags'] as number, true);
+    put32(buf, o, c['error'] as number);
+    put32(buf, o + 4, c['bytes'] as number);
+    put32(buf, o + 8, c['flags'] as number);
   }
+}
+
+/** Writes a u32 (or the bits of an int32) little-endian. */
+function put32(b: Uint8Array, at: number, n: number): void {
+  b[at] = n & 0xff;
+  b[at + 1] = (n >>> 8) & 0xff;
+  b[at + 2] = (n >>> 16) & 0xff;
+  b[at + 3] = (n >>> 24) & 0xff;
+}
+
+function u32(b: Uint8Array, at: number): number {
+  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16)) + b[at + 3]! * 0x1000000;
+}
+
+function i32(b: Uint8Array, at: number): number {
+  return b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24);
 }
 
 /** True when a record header is compact (its first byte is a kind, not JSON). */
@@ -162,10 +176,10 @@ function bad(message: string): never {
 /** Decodes a compact header (and its record data) into the message its JSON form would give. */
 export function decodeCompactHeader(header: Uint8Array, data: Uint8Array): Rec {
   if (header.length < FIXED) bad(`${header.length} bytes is too short`);
-  const v = new DataView(header.buffer, header.byteOffset, header.length);
-  const kind = v.getUint8(0);
-  const bits = v.getUint8(1);
-  const count = v.getUint16(2, true);
+  const h = header;
+  const kind = h[0]!;
+  const bits = h[1]!;
+  const count = h[2]! | (h[3]! << 8);
   const expect = (n: number, what: string): void => {
     if (header.length !== n) bad(`${what} takes ${n} bytes, not ${header.length}`);
   };
@@ -174,42 +188,42 @@ export function decodeCompactHeader(header: Uint8Array, data: Uint8Array): Rec {
       if (bits & ~BIT_OVERLAPPED) bad(`unknown flag bits 0x${bits.toString(16)} in a WSPSend request`);
       const ovBytes = bits & BIT_OVERLAPPED ? 8 : 0;
       expect(FIXED + 12 + ovBytes + 4 * count, `a WSPSend request with ${count} buffers`);
-      const params: Rec = { s: v.getUint32(8, true), buffers: null, flags: v.getUint32(12, true) };
+      const params: Rec = { s: u32(h, 8), buffers: null, flags: u32(h, 12) };
       let o = 16;
       if (ovBytes) {
-        params['overlapped'] = { op: v.getUint32(16, true), thread: v.getUint32(20, true) };
+        params['overlapped'] = { op: u32(h, 16), thread: u32(h, 20) };
         o = 24;
       }
       const buffers: Uint8Array[] = new Array(count);
       let at = 0;
       for (let i = 0; i < count; i++, o += 4) {
-        const len = v.getUint32(o, true);
+        const len = u32(h, o);
         if (at + len > data.length) bad(`buffer lengths add up to more than the record data of ${data.length} bytes`);
         buffers[i] = data.subarray(at, at + len);
         at += len;
       }
       if (at !== data.length) bad(`buffer lengths add up to ${at}, the record data holds ${data.length} bytes`);
       params['buffers'] = buffers;
-      return { jsonrpc: '2.0', id: v.getUint32(4, true), method: 'WSPSend', params };
+      return { jsonrpc: '2.0', id: u32(h, 4), method: 'WSPSend', params };
     }
     case CompactKind.Reply: {
       if (bits & ~(BIT_BYTES_SENT | BIT_COMPLETION)) bad(`unknown flag bits 0x${bits.toString(16)} in a reply`);
       expect(FIXED + 12 + (bits & BIT_BYTES_SENT ? 4 : 0) + (bits & BIT_COMPLETION ? 12 : 0), 'this reply');
       if (data.length !== 0) bad('a reply carries no record data');
-      const result: Rec = { ret: v.getInt32(8, true), errno: v.getUint32(12, true) };
+      const result: Rec = { ret: i32(h, 8), errno: u32(h, 12) };
       let o = 16;
       if (bits & BIT_BYTES_SENT) {
-        result['bytesSent'] = v.getUint32(o, true);
+        result['bytesSent'] = u32(h, o);
         o += 4;
       }
-      if (bits & BIT_COMPLETION) result['completion'] = { error: v.getUint32(o, true), bytes: v.getUint32(o + 4, true), flags: v.getUint32(o + 8, true) };
-      return { jsonrpc: '2.0', id: v.getUint32(4, true), result };
+      if (bits & BIT_COMPLETION) result['completion'] = { error: u32(h, o), bytes: u32(h, o + 4), flags: u32(h, o + 8) };
+      return { jsonrpc: '2.0', id: u32(h, 4), result };
     }
     case CompactKind.Completion: {
       expect(FIXED + 20, 'a completion');
       if (bits !== 0 || count !== 0) bad('a completion has no flag bits or count');
       if (data.length !== 0) bad('a completion carries no record data');
-      const params = { op: v.getUint32(4, true), s: v.getUint32(8, true), error: v.getUint32(12, true), bytes: v.getUint32(16, true), flags: v.getUint32(20, true) };
+      const params = { op: u32(h, 4), s: u32(h, 8), error: u32(h, 12), bytes: u32(h, 16), flags: u32(h, 20) };
       return { jsonrpc: '2.0', method: 'spiwire.completion', params };
     }
     default:

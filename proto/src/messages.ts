@@ -311,10 +311,10 @@ export function requestIdOf(msg: unknown): RequestId | null {
 
 /** Validates params against the method's spec. Throws ProtocolError(INVALID_PARAMS) naming the field. */
 export function validateParams(method: string, spec: MethodSpec, params: Record<string, unknown>): void {
-  for (const key of Object.keys(params)) {
+  for (const key in params) {
     if (!Object.hasOwn(spec.params, key)) invalid(method, key, 'is not a parameter of this method');
   }
-  for (const [key, field] of Object.entries(spec.params)) {
+  for (const [key, field] of fieldsOf(spec)) {
     const v = params[key];
     if (v === undefined) {
       if (field.optional) continue;
@@ -326,6 +326,18 @@ export function validateParams(method: string, spec: MethodSpec, params: Record<
     }
     checkType(method, key, field.type, v);
   }
+}
+
+/** Each spec's [name, field] pairs, listed once: validation runs for every incoming call. */
+const specFields = new WeakMap<MethodSpec, ReadonlyArray<readonly [string, FieldSpec]>>();
+
+function fieldsOf(spec: MethodSpec): ReadonlyArray<readonly [string, FieldSpec]> {
+  let fields = specFields.get(spec);
+  if (!fields) {
+    fields = Object.entries(spec.params);
+    specFields.set(spec, fields);
+  }
+  return fields;
 }
 
 function checkType(method: string, key: string, type: FieldType, v: unknown): void {

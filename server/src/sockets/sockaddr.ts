@@ -83,8 +83,9 @@ function directedBroadcast(address: string, netmask: string): string {
 
 /** True for 127.0.0.0/8 (also IPv4-mapped) and ::1: always present, never worth a look-up. */
 export function isLoopbackAddress(address: string): boolean {
-  const plain = address.split('%')[0]!.replace(/^::ffff:/, '');
-  return plain.startsWith('127.') || plain === '::1';
+  // Called on every send: no splitting or regular expressions.
+  const plain = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return plain.startsWith('127.') || plain === '::1' || plain.startsWith('::1%');
 }
 
 let interfaceCache: { at: number; addresses: Set<string> } | null = null;
