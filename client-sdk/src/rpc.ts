@@ -32,9 +32,9 @@ export interface RpcOptions {
   /** How long to wait for the connection and the welcome message, in ms (default 10000). */
   connectTimeoutMs?: number | undefined;
   /**
-   * Send WSPSend calls with compact record headers (proto/README.md, section 3, "Compact headers"), after which the
-   * daemon answers compactly too. Default true; false keeps every header JSON (easier to read
-   * in a packet capture).
+   * Send WSPSend calls with compact record headers (proto/README.md, section 3, "Compact
+   * headers") when the daemon's welcome says it reads them; the daemon then answers compactly
+   * too. Default true; false keeps every header JSON (easier to read in a packet capture).
    */
   compact?: boolean | undefined;
 }
@@ -44,6 +44,8 @@ export interface Welcome {
   version: string;
   protocol: number;
   limits: { maxFrameBytes: number; maxPendingRequests: number; maxSockets: number; defaultSndBuf: number; defaultRcvBuf: number; sessionQuotaBytes?: number };
+  /** The daemon reads compact record headers (absent from daemons that do not). */
+  compactHeaders?: boolean;
 }
 
 /** A frame is sent as soon as it holds this much, without waiting for the microtask. */
@@ -137,7 +139,8 @@ export class RpcConnection {
           const msg = first?.ok ? (first.message as { method?: string; params?: Welcome }) : undefined;
           if (msg?.method !== 'spiwire.welcome' || !msg.params) throw new Error('the first message was not spiwire.welcome');
           const conn = new RpcConnection(ws, msg.params);
-          conn.out.compact = opts.compact !== false;
+          // Compact headers only to a daemon that says it reads them (an older one would refuse them).
+          conn.out.compact = opts.compact !== false && msg.params.compactHeaders === true;
           // Any records packed after the welcome are handled normally.
           for (const r of recs.slice(1)) conn.handle(r);
           resolve(conn);

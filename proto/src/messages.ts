@@ -259,6 +259,7 @@ export const NOTIFICATIONS: Record<string, { summary: string; params: Record<str
       version: { type: 'string', doc: 'The daemon version.' },
       protocol: { type: 'u32', doc: 'The protocol version (1).' },
       limits: { type: 'object', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf, sessionQuotaBytes.' },
+      compactHeaders: { type: 'bool', optional: true, doc: 'true: the daemon reads compact record headers (section 3); a client writes them only when this is true.' },
     },
   },
   'spiwire.completion': {

@@ -68,6 +68,7 @@ export class Session implements SpiSession {
         defaultRcvBuf: daemon.limits.defaultRcvBuf,
         sessionQuotaBytes: daemon.limits.sessionQuotaBytes,
       },
+      compactHeaders: true,
     });
     this.log.info('session opened');
   }
