@@ -192,6 +192,15 @@ function parseHeader(header: Uint8Array, data: Uint8Array): DecodedRecord {
   try {
     return { ok: true, message: reviveRefs(value, data, 0) };
   } catch (err) {
+    // A header that is too deep is PARSE_ERROR even when a bad byte reference came first in the
+    // walk: the depth rule is checked on the whole header before references mean anything.
+    if (err instanceof ProtocolError && err.code === BAD_FRAME) {
+      try {
+        checkDepth(value, 0);
+      } catch (deep) {
+        return { ok: false, error: asProtocolError(deep) };
+      }
+    }
     return { ok: false, error: asProtocolError(err) };
   }
 }

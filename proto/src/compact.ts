@@ -49,8 +49,9 @@ const overlappedKey = (k: string): boolean => k === 'op' || k === 'thread';
 
 type Rec = Record<string, unknown>;
 
+/** A plain object (as JSON.parse or an object literal makes): nothing inherited, no class. */
 function isPlain(v: unknown): v is Rec {
-  return v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array);
+  return v !== null && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype;
 }
 
 /**
@@ -62,23 +63,24 @@ export function compactHeaderSize(message: object): number {
   if (m['jsonrpc'] !== '2.0') return 0;
   if (m['method'] === 'WSPSend') {
     const p = m['params'];
-    if (!isU32(m['id']) || !isPlain(p) || !onlyKeys(m, requestKey) || !onlyKeys(p, sendParamKey)) return 0;
+    if (!isPlain(m) || !isU32(m['id']) || !isPlain(p) || !onlyKeys(m, requestKey) || !onlyKeys(p, sendParamKey)) return 0;
     const b = p['buffers'];
     if (!isU32(p['s']) || !isU32(p['flags']) || !Array.isArray(b) || b.length > MAX_BUFFER_COUNT) return 0;
     for (const x of b) if (!(x instanceof Uint8Array)) return 0;
     const ov = p['overlapped'];
-    if (ov === undefined || ov === null) return FIXED + 12 + 4 * b.length;
+    // (overlapped: null means the same as no overlapped, but its JSON form names it: stay JSON.)
+    if (ov === undefined) return FIXED + 12 + 4 * b.length;
     if (!isPlain(ov) || !isU32(ov['op']) || !isU32(ov['thread']) || !onlyKeys(ov, overlappedKey)) return 0;
     return FIXED + 20 + 4 * b.length;
   }
   if (m['method'] === 'spiwire.completion') {
     const p = m['params'];
-    if (!isPlain(p) || !onlyKeys(m, notificationKey) || !onlyKeys(p, completionParamKey)) return 0;
+    if (!isPlain(m) || !isPlain(p) || !onlyKeys(m, notificationKey) || !onlyKeys(p, completionParamKey)) return 0;
     if (!isU32(p['op']) || !isU32(p['s']) || !isU32(p['error']) || !isU32(p['bytes']) || !isU32(p['flags'])) return 0;
     return FIXED + 20;
   }
   const r = m['result'];
-  if (!isU32(m['id']) || !isPlain(r) || !onlyKeys(m, replyKey) || !onlyKeys(r, resultKey)) return 0;
+  if (!isPlain(m) || !isU32(m['id']) || !isPlain(r) || !onlyKeys(m, replyKey) || !onlyKeys(r, resultKey)) return 0;
   if (!isI32(r['ret']) || !isU32(r['errno'])) return 0;
   let size = FIXED + 12;
   if (r['bytesSent'] !== undefined) {
@@ -208,6 +210,7 @@ export function decodeCompactHeader(header: Uint8Array, data: Uint8Array): Rec {
     }
     case CompactKind.Reply: {
       if (bits & ~(BIT_BYTES_SENT | BIT_COMPLETION)) bad(`unknown flag bits 0x${bits.toString(16)} in a reply`);
+      if (count !== 0) bad('a reply has no count');
       expect(FIXED + 12 + (bits & BIT_BYTES_SENT ? 4 : 0) + (bits & BIT_COMPLETION ? 12 : 0), 'this reply');
       if (data.length !== 0) bad('a reply carries no record data');
       const result: Rec = { ret: i32(h, 8), errno: u32(h, 12) };

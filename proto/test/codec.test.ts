@@ -591,6 +591,18 @@ t.test('malformed byte references are BAD_FRAME for that record only', async (t)
   }
 });
 
+t.test('a header both too deep and with a bad byte reference is PARSE_ERROR, whichever comes first', async (t) => {
+  const data = new Uint8Array(4);
+  const deep = nested(MAX_JSON_DEPTH, '1');
+  for (const ref of ['"x"', '[0,5]']) {
+    for (const h of [`{"a":{"$b":${ref}},"b":${deep}}`, `{"b":${deep},"a":{"$b":${ref}}}`]) {
+      t.same(normRecords(decodeFrame(rawRecord(h, data))), [{ ok: false, code: PARSE_ERROR }], h.slice(0, 40));
+    }
+  }
+  // With the depth in bounds, the bad reference is what is wrong.
+  t.same(normRecords(decodeFrame(rawRecord(`{"a":{"$b":[0,5]},"b":${nested(MAX_JSON_DEPTH - 2, '1')}}`, data))), [{ ok: false, code: BAD_FRAME }]);
+});
+
 t.test('bad base64 in a text frame is PARSE_ERROR', async (t) => {
   for (const s of ['"abc"', '"a==="', '"===="', '"ab=c"', '"YQ==YQ=="', '"YQ== "', '"YQ==\\n"', '"Y Q=="', '"YQ-_"', '"é==="', '123', 'null', '["YQ=="]', '{"x":"YQ=="}']) {
     const rec = decodeText(`{"jsonrpc":"2.0","method":"m","params":{"v":{"$base64":${s}}}}`);

@@ -25,6 +25,9 @@ t.test('JSON clients get JSON; a compact WSPSend turns the replies compact; the 
   await connectTo(s, h, peer.port);
   const conn = await peer.next();
 
+  const welcome = await s.wait((m) => m.method === 'spiwire.welcome');
+  t.equal(welcome.params?.['compactHeaders'], true, 'the welcome says the daemon reads compact headers');
+
   const first = await call(s, false, { id: 1, method: 'WSPSend', params: { s: h, buffers: [Buffer.from('json;')], flags: 0 } });
   t.same(first.result, { ret: 0, errno: 0, bytesSent: 5 });
   t.equal(s.compactRecords, 0, 'a JSON client gets JSON replies');
@@ -73,4 +76,24 @@ t.test('a broken compact record is PARSE_ERROR with id null; the rest of its fra
   t.same(ok.result, { ret: 0, errno: 0, bytesSent: 5 });
   t.equal((await conn.waitFor(5)).toString(), 'after', 'only the good record\'s bytes reached the peer');
   t.equal(s.undecodable.length, 0, 'the daemon sent nothing undecodable');
+});
+
+t.test('a pending send completes with a compact spiwire.completion; a failed call gets a compact reply with ret -1', async (t) => {
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+  const notConnected = await call(s, true, { id: 1, method: 'WSPSend', params: { s: h, buffers: [Buffer.from('x')], flags: 0 } });
+  t.same(notConnected.result, { ret: -1, errno: P.WSAENOTCONN }, 'ret -1 survives the signed field');
+  t.equal(s.compactRecords, 1);
+  await connectTo(s, h, peer.port);
+  const conn = await peer.next();
+  // SO_SNDBUF 0: nothing is buffered, so the send pends until the kernel has its bytes.
+  t.same(await s.call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval: new Uint8Array(4), optlen: 4 }), { ret: 0, errno: 0 });
+  const pending = await call(s, true, { id: 2, method: 'WSPSend', params: { s: h, buffers: [Buffer.from('pending')], flags: 0, overlapped: { op: 9, thread: 4 } } });
+  t.same(pending.result, { ret: -1, errno: P.WSA_IO_PENDING });
+  const done = await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 9);
+  t.same(done.params, { op: 9, s: h, error: 0, bytes: 7, flags: 0 });
+  t.equal(s.compactRecords, 3, 'the reply and the completion both came compact');
+  t.equal((await conn.waitFor(7)).toString(), 'pending');
 });
