@@ -340,8 +340,9 @@ export class TcpSocket extends EmulatedSocket {
       return Promise.resolve(n > 0 ? ok({ bytesSent: n }) : this.wouldBlock());
     }
     // A blocking send that fits at once is answered in the same turn, so its reply can leave
-    // before the corked bytes are written to the peer.
-    if (!direct && tx.fitsNow(total)) {
+    // before the corked bytes are written to the peer. (An empty send goes through the queue:
+    // with SO_SNDBUF 0 it waits for earlier bytes to reach the kernel.)
+    if (!direct && total > 0 && tx.fitsNow(total)) {
       tx.acceptNow(buffers, total);
       return ok({ bytesSent: total });
     }

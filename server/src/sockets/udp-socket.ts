@@ -186,7 +186,16 @@ export class UdpSocket extends EmulatedSocket {
     const plan = this.sendPlan(buffers, flags, to);
     if ('errno' in plan || !this.isBoundFlag) return this.send(buffers, flags, to).then(started);
     // The hot path: one promise per datagram, settled straight from node's send callback.
-    return new Promise((resolve) => this.transmit(buffers, plan.total, plan.dest, (o) => resolve(started(o))));
+    return new Promise((resolve, reject) =>
+      this.transmit(buffers, plan.total, plan.dest, (o) => {
+        // This runs inside node's send callback: a fault must reject the call, not escape.
+        try {
+          resolve(started(o));
+        } catch (err) {
+          reject(err);
+        }
+      }),
+    );
   }
 
   flushSends(): number {
