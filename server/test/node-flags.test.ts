@@ -4,7 +4,8 @@
  * them, and the daemon notices when it was started without them.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { DAEMON_NODE_FLAGS, missingNodeFlags } from '../src/node-flags.js';
 
@@ -28,4 +29,14 @@ t.test('this node accepts the flags on its command line', async (t) => {
   t.equal(r.status, 0, r.stderr);
   t.same(missingNodeFlags(JSON.parse(r.stdout) as string[]), [], 'a process started with them misses none');
   t.same(missingNodeFlags([]), [...DAEMON_NODE_FLAGS], 'a process started without them misses all');
+});
+
+t.test('the shebang line starts the daemon command', { skip: existsSync('/usr/bin/env') ? false : 'no /usr/bin/env here' }, async (t) => {
+  const shebang = read('server/src/main.ts').split('\n')[0] ?? '';
+  const [env, ...rest] = shebang.slice(2).split(' ');
+  const main = fileURLToPath(new URL('server/dist/src/main.js', root));
+  // What the kernel does with the line: the interpreter, its arguments as one string, the script.
+  const r = spawnSync(env!, [rest.join(' '), main, '--help'], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^usage: spiwire/);
 });
