@@ -329,6 +329,15 @@ export function validateParams(method: string, spec: MethodSpec, params: Record<
   }
 }
 
+/**
+ * validateParams for a call read from a compact header (codec.ts), whose layout already fixes
+ * every member and type: only the buffer count, a u16 there, can still be beyond the limit.
+ */
+export function validateCompactParams(method: string, params: Record<string, unknown>): void {
+  const buffers = params['buffers'];
+  if (Array.isArray(buffers) && buffers.length > MAX_BUFFER_COUNT) checkType(method, 'buffers', 'bytes[]', buffers);
+}
+
 /** Each spec's [name, field] pairs, listed once: validation runs for every incoming call. */
 const specFields = new WeakMap<MethodSpec, ReadonlyArray<readonly [string, FieldSpec]>>();
 

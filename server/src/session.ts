@@ -145,7 +145,8 @@ export class Session implements SpiSession {
       }
     }
     try {
-      P.validateParams(msg.method, spec, msg.params);
+      if (rec.compact) P.validateCompactParams(msg.method, msg.params);
+      else P.validateParams(msg.method, spec, msg.params);
     } catch (err) {
       answer(err as P.ProtocolError);
       return;

@@ -97,3 +97,23 @@ t.test('a pending send completes with a compact spiwire.completion; a failed cal
   t.equal(s.compactRecords, 3, 'the reply and the completion both came compact');
   t.equal((await conn.waitFor(7)).toString(), 'pending');
 });
+
+t.test('a compact WSPSend with more than 1024 buffers is INVALID_PARAMS, answered by id, as in JSON', async (t) => {
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s);
+  // The builder would write this call as JSON (it is not a valid compact shape): build it by hand.
+  const n = P.MAX_BUFFER_COUNT + 1;
+  const header = Buffer.alloc(16 + 4 * n);
+  header.set([1, 0, n & 0xff, n >> 8], 0);
+  header.writeUInt32LE(41, 4);
+  header.writeUInt32LE(h, 8);
+  header.writeUInt32LE(0, 12);
+  const frame = Buffer.alloc(4 + header.length + 4);
+  frame.writeUInt32LE(header.length, 0);
+  header.copy(frame, 4);
+  s.ws.send(frame);
+  const m = await s.wait((x) => x.id === 41);
+  t.equal(m.error?.['code'], P.INVALID_PARAMS);
+  t.match(String(m.error?.['message']), /params\.buffers must be an array of at most 1024 byte strings/);
+});
