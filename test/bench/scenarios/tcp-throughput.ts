@@ -58,10 +58,28 @@ export interface ThroughputResult {
   checks: Check[];
 }
 
+/** Full runs warm each side up for at least this long before measuring. */
+export const WARM_UP_SECONDS = 3;
+
 /**
- * Repeats spiwire and raw runs, alternating which goes first. Full runs start with one warm-up of
- * each side, which also sizes the runs: each side sends what it can in about targetSeconds
- * (at least the warm-up count), so a slow or a fast path gets runs of a similar length.
+ * Sends warm-up runs of warmCount on one side until WARM_UP_SECONDS have passed, and returns the
+ * run size for about targetSeconds at the rate of the last warm-up run (at least warmCount).
+ * Throughput through the daemon keeps climbing for a few seconds after start (compiled code,
+ * heap and socket buffers settling): one short warm-up left the first repetition about a third
+ * slower than the last.
+ */
+async function warmUp(warmCount: number, targetSeconds: number, run: () => Promise<Run>): Promise<number> {
+  const until = now() + WARM_UP_SECONDS * 1e9;
+  let last: Run;
+  do last = await run();
+  while (now() < until);
+  return Math.max(warmCount, Math.round((warmCount / last.seconds) * targetSeconds));
+}
+
+/**
+ * Repeats spiwire and raw runs, alternating which goes first. Full runs start with a warm-up of
+ * each side (warmUp), which also sizes the runs: each side sends what it can in about
+ * targetSeconds, so a slow or a fast path gets runs of a similar length.
  */
 async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number, warmCount: number, targetSeconds: number, window: number, unit: string, rate: (bytes: number, seconds: number) => number, api = ctx.api): Promise<ThroughputResult> {
   const spi = await S.connect(ctx.daemon.url, { autoApc: true });
@@ -70,10 +88,8 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
     let swCount = quickCount;
     let rawCount = quickCount;
     if (!ctx.quick) {
-      const a = await spiwireRun(c, spi, chunk, warmCount, window);
-      const b = await rawRun(c, chunk, warmCount);
-      swCount = Math.max(warmCount, Math.round((warmCount / a.seconds) * targetSeconds));
-      rawCount = Math.max(warmCount, Math.round((warmCount / b.seconds) * targetSeconds));
+      swCount = await warmUp(warmCount, targetSeconds, () => spiwireRun(c, spi, chunk, warmCount, window));
+      rawCount = await warmUp(warmCount, targetSeconds, () => rawRun(c, chunk, warmCount));
     }
     const sw: number[] = [];
     const raw: number[] = [];
@@ -91,7 +107,7 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
     const a = summarize(sw);
     const b = summarize(raw);
     return {
-      params: { chunkBytes: chunk, spiwireSendsPerRun: swCount, rawWritesPerRun: rawCount, inFlight: window, api },
+      params: { chunkBytes: chunk, spiwireSendsPerRun: swCount, rawWritesPerRun: rawCount, inFlight: window, api, warmUpSeconds: ctx.quick ? 0 : WARM_UP_SECONDS },
       pair: { unit, better: 'higher', spiwire: a, raw: b, ratio: a.median / b.median, ratioRuns: sw.map((x, i) => x / raw[i]!) },
       checks,
     };
@@ -102,7 +118,7 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
 
 /** Scenario 1: 64 KiB overlapped WSPSends, window in flight, against raw 64 KiB writes. MB/s (10^6 bytes). */
 export function bulk(ctx: Ctx, window = 32): Promise<ThroughputResult> {
-  // Quick: 4 MiB. Full: about 1.5 s per run (512 MiB warm-up sizes it).
+  // Quick: 4 MiB. Full: about 1.5 s per run, sized by warm-up runs of 128 MiB.
   return compare(ctx, 'bulk', 64 * 1024, 64, 2048, 1.5, window, 'MB/s', (bytes, seconds) => bytes / seconds / 1e6);
 }
 
