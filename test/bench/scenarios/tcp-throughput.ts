@@ -9,6 +9,7 @@ import { check, type Check, type Ctx, type Pair } from '../lib/context.js';
 import { endSocket, rawConnect, writeAll } from '../lib/raw.js';
 import { SendPipeline, closeSocket, tcpSocket } from '../lib/spi.js';
 import { now, summarize } from '../lib/stats.js';
+import { WARM_UP_SECONDS, warmUp } from '../lib/warm-up.js';
 
 interface Run {
   seconds: number;
@@ -58,24 +59,6 @@ export interface ThroughputResult {
   checks: Check[];
 }
 
-/** Full runs warm each side up for at least this long before measuring. */
-export const WARM_UP_SECONDS = 3;
-
-/**
- * Sends warm-up runs of warmCount on one side until WARM_UP_SECONDS have passed, and returns the
- * run size for about targetSeconds at the rate of the last warm-up run (at least warmCount).
- * Throughput through the daemon keeps climbing for a few seconds after start (compiled code,
- * heap and socket buffers settling): one short warm-up left the first repetition about a third
- * slower than the last.
- */
-async function warmUp(warmCount: number, targetSeconds: number, run: () => Promise<Run>): Promise<number> {
-  const until = now() + WARM_UP_SECONDS * 1e9;
-  let last: Run;
-  do last = await run();
-  while (now() < until);
-  return Math.max(warmCount, Math.round((warmCount / last.seconds) * targetSeconds));
-}
-
 /**
  * Repeats spiwire and raw runs, alternating which goes first. Full runs start with a warm-up of
  * each side (warmUp), which also sizes the runs: each side sends what it can in about
@@ -88,8 +71,8 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
     let swCount = quickCount;
     let rawCount = quickCount;
     if (!ctx.quick) {
-      swCount = await warmUp(warmCount, targetSeconds, () => spiwireRun(c, spi, chunk, warmCount, window));
-      rawCount = await warmUp(warmCount, targetSeconds, () => rawRun(c, chunk, warmCount));
+      swCount = await warmUp(warmCount, targetSeconds, async () => warmCount / (await spiwireRun(c, spi, chunk, warmCount, window)).seconds);
+      rawCount = await warmUp(warmCount, targetSeconds, async () => warmCount / (await rawRun(c, chunk, warmCount)).seconds);
     }
     const sw: number[] = [];
     const raw: number[] = [];

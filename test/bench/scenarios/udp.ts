@@ -11,6 +11,7 @@ import { check, type Check, type Ctx, type Pair } from '../lib/context.js';
 import { DgramPipeline, rawUdp } from '../lib/raw.js';
 import { SendPipeline, closeSocket, udpSocket } from '../lib/spi.js';
 import { now, summarize, type Summary } from '../lib/stats.js';
+import { WARM_UP_SECONDS, warmUp } from '../lib/warm-up.js';
 
 const SIZE = 1024;
 const WINDOW = 1024;
@@ -111,13 +112,13 @@ export interface UdpResult {
 export async function udp(ctx: Ctx): Promise<UdpResult> {
   const spi = await S.connect(ctx.daemon.url, { autoApc: true });
   try {
-    // Quick: 2,000 datagrams. Full: a warm-up of 10,000 per side sizes runs of about 1.5 s.
+    // Quick: 2,000 datagrams. Full: warm-up runs of 10,000 per side (warmUp) size runs of about 1.5 s.
     let swCount = 2000;
     let rawCount = 2000;
     if (!ctx.quick) {
       const warm = 10_000;
-      swCount = Math.max(warm, Math.round((await spiwireRun(ctx, spi, warm)).rate * 1.5));
-      rawCount = Math.max(warm, Math.round((await rawRun(ctx, warm)).rate * 1.5));
+      swCount = await warmUp(warm, 1.5, async () => (await spiwireRun(ctx, spi, warm)).rate);
+      rawCount = await warmUp(warm, 1.5, async () => (await rawRun(ctx, warm)).rate);
     }
     const sw: number[] = [];
     const raw: number[] = [];
@@ -140,7 +141,7 @@ export async function udp(ctx: Ctx): Promise<UdpResult> {
     const a = summarize(sw);
     const b = summarize(raw);
     return {
-      params: { datagramBytes: SIZE, spiwireDatagramsPerRun: swCount, rawDatagramsPerRun: rawCount, window: WINDOW, inFlight: INFLIGHT, api: ctx.api },
+      params: { datagramBytes: SIZE, spiwireDatagramsPerRun: swCount, rawDatagramsPerRun: rawCount, window: WINDOW, inFlight: INFLIGHT, api: ctx.api, warmUpSeconds: ctx.quick ? 0 : WARM_UP_SECONDS },
       pair: { unit: 'datagrams/s', better: 'higher', spiwire: a, raw: b, ratio: a.median / b.median, ratioRuns: sw.map((x, i) => x / raw[i]!) },
       loss: { spiwire: summarize(swLoss), raw: summarize(rawLoss) },
       checks,
