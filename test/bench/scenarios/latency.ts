@@ -10,6 +10,7 @@ import * as S from '@spiwire/client';
 import { check, type Check, type Ctx, type Pair } from '../lib/context.js';
 import { closeSocket, tcpSocket } from '../lib/spi.js';
 import { now, percentile, summarize } from '../lib/stats.js';
+import { WARM_UP_SECONDS } from '../lib/warm-up.js';
 
 const SIZE = 100;
 
@@ -63,7 +64,8 @@ export interface LatencyResult {
 
 export async function latency(ctx: Ctx): Promise<LatencyResult> {
   const samples = ctx.quick ? 50 : 4000;
-  const warmup = ctx.quick ? 10 : 500;
+  const warmBatch = ctx.quick ? 10 : 500;
+  let warmup = 0;
   const spi = await S.connect(ctx.daemon.url);
   const { s, localPort } = await tcpSocket(spi, ctx.discardPort, { overlapped: false });
   const ws = new WebSocket(`ws://127.0.0.1:${ctx.wsPort}/`, { perMessageDeflate: false });
@@ -77,8 +79,13 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
   let echoes = 0;
   echoedBytes = 0;
   try {
-    await spiwireSamples(ctx, spi, s, warmup);
-    await wsSamples(ws, warmup);
+    // Warm both sides up, alternately, for WARM_UP_SECONDS (one batch in quick mode).
+    const until = now() + (ctx.quick ? 0 : WARM_UP_SECONDS * 1e9);
+    do {
+      await spiwireSamples(ctx, spi, s, warmBatch);
+      await wsSamples(ws, warmBatch);
+      warmup += warmBatch;
+    } while (now() < until);
     calls += warmup;
     echoes += warmup;
     for (let rep = 0; rep < ctx.reps; rep++) {
@@ -108,7 +115,7 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
     return { unit: 'us', better: 'lower', spiwire: x, raw: y, ratio: x.median / y.median, ratioRuns: a.map((v, i) => v / b[i]!) };
   };
   return {
-    params: { bytes: SIZE, samplesPerRep: samples, warmup },
+    params: { bytes: SIZE, samplesPerRep: samples, warmup, warmUpSeconds: ctx.quick ? 0 : WARM_UP_SECONDS },
     p50: pair(sw50, raw50),
     p99: pair(sw99, raw99),
     checks: [check('latency: bytes at the peer (every blocking WSPSend)', calls * SIZE, end.bytes), check('latency: bytes echoed by the raw ws peer', echoes * SIZE, echoedBytes)],
