@@ -12,6 +12,7 @@
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
 import { compactHeaderSize, decodeCompactHeader, isCompactHeader, writeCompactHeader } from './compact.js';
+import { isU32, readU32, writeU32 } from './le32.js';
 
 export type JsonValue = null | boolean | number | string | Uint8Array | JsonValue[] | { [key: string]: JsonValue | undefined };
 
@@ -85,7 +86,7 @@ export class RecordDecoder {
   private step(piece: Uint8Array, out: DecodedRecord[]): void {
     switch (this.phase) {
       case Phase.HeaderLength: {
-        const n = readU32(piece);
+        const n = readU32(piece, 0);
         if (n === 0 || n > this.limits.maxHeaderBytes) {
           this.fail(`record header length ${n} is outside 1..${this.limits.maxHeaderBytes}`);
         }
@@ -100,7 +101,7 @@ export class RecordDecoder {
         this.need = 4;
         return;
       case Phase.DataLength: {
-        const n = readU32(piece);
+        const n = readU32(piece, 0);
         if (n > this.limits.maxDataBytes) this.fail(`record data length ${n} exceeds ${this.limits.maxDataBytes}`);
         this.phase = Phase.Data;
         this.need = n;
@@ -140,7 +141,7 @@ export function decodeFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DE
   let at = 0;
   while (at < end) {
     if (end - at < 4) truncated();
-    const headerLength = readU32At(frame, at);
+    const headerLength = readU32(frame, at);
     if (headerLength === 0 || headerLength > limits.maxHeaderBytes) {
       throw new ProtocolError(BAD_FRAME, `record header length ${headerLength} is outside 1..${limits.maxHeaderBytes}`);
     }
@@ -149,7 +150,7 @@ export function decodeFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DE
     if (end - at < headerLength + 4) truncated();
     const header = frame.subarray(at, at + headerLength);
     at += headerLength;
-    const dataLength = readU32At(frame, at);
+    const dataLength = readU32(frame, at);
     if (dataLength > limits.maxDataBytes) throw new ProtocolError(BAD_FRAME, `record data length ${dataLength} exceeds ${limits.maxDataBytes}`);
     at += 4;
     if (end - at < dataLength) truncated();
@@ -235,7 +236,7 @@ function reviveRefs(value: unknown, data: Uint8Array, depth: number): unknown {
   const o = value as Record<string, unknown>;
   if (isRef(o, '$b')) {
     const ref = o['$b'];
-    if (!Array.isArray(ref) || ref.length !== 2 || !isIndex(ref[0]) || !isIndex(ref[1])) {
+    if (!Array.isArray(ref) || ref.length !== 2 || !isU32(ref[0]) || !isU32(ref[1])) {
       checkDepth(ref, depth + 1);
       throw new ProtocolError(BAD_FRAME, 'a byte reference must be {"$b":[offset,length]} with non-negative integers');
     }
@@ -266,10 +267,6 @@ function reviveBase64(value: unknown): unknown {
   }
   for (const k in o) o[k] = reviveBase64(o[k]);
   return o;
-}
-
-function isIndex(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
 }
 
 /**
@@ -430,21 +427,6 @@ export function encodeText(message: object): string {
     const original = this[key];
     return original instanceof Uint8Array ? { $base64: bytesToBase64(original) } : v;
   });
-}
-
-function readU32(b: Uint8Array): number {
-  return readU32At(b, 0);
-}
-
-function readU32At(b: Uint8Array, at: number): number {
-  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16)) + b[at + 3]! * 0x1000000;
-}
-
-function writeU32(b: Uint8Array, at: number, n: number): void {
-  b[at] = n & 0xff;
-  b[at + 1] = (n >>> 8) & 0xff;
-  b[at + 2] = (n >>> 16) & 0xff;
-  b[at + 3] = (n >>> 24) & 0xff;
 }
 
 function concat(parts: Uint8Array[], total: number): Uint8Array {

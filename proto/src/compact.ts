@@ -8,6 +8,7 @@
  */
 import { PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_BUFFER_COUNT } from './limits.js';
+import { isI32, isU32, readI32, readU32, writeU32 } from './le32.js';
 
 export const enum CompactKind {
   /** A WSPSend request: {jsonrpc, id, method: "WSPSend", params: {s, buffers, flags, overlapped?}}. */
@@ -23,14 +24,6 @@ const FIXED = 4;
 const BIT_OVERLAPPED = 1;
 const BIT_BYTES_SENT = 1;
 const BIT_COMPLETION = 2;
-
-function isU32(v: unknown): v is number {
-  return typeof v === 'number' && v >= 0 && v <= 0xffffffff && Number.isInteger(v);
-}
-
-function isI32(v: unknown): v is number {
-  return typeof v === 'number' && v >= -0x80000000 && v <= 0x7fffffff && Number.isInteger(v);
-}
 
 /** True when o has no own enumerable keys besides those listed. */
 function onlyKeys(o: object, allowed: (k: string) => boolean): boolean {
@@ -106,64 +99,48 @@ export function writeCompactHeader(message: object, buf: Uint8Array, at: number)
     buf[at + 1] = ov ? BIT_OVERLAPPED : 0;
     buf[at + 2] = b.length & 0xff;
     buf[at + 3] = b.length >>> 8;
-    put32(buf, at + 4, m['id'] as number);
-    put32(buf, at + 8, p['s'] as number);
-    put32(buf, at + 12, p['flags'] as number);
+    writeU32(buf, at + 4, m['id'] as number);
+    writeU32(buf, at + 8, p['s'] as number);
+    writeU32(buf, at + 12, p['flags'] as number);
     let o = at + 16;
     if (ov) {
-      put32(buf, o, ov['op'] as number);
-      put32(buf, o + 4, ov['thread'] as number);
+      writeU32(buf, o, ov['op'] as number);
+      writeU32(buf, o + 4, ov['thread'] as number);
       o += 8;
     }
     for (const x of b) {
-      put32(buf, o, x.length);
+      writeU32(buf, o, x.length);
       o += 4;
     }
     return;
   }
   if (m['method'] === 'spiwire.completion') {
     const p = m['params'] as Rec;
-    put32(buf, at, CompactKind.Completion);
-    put32(buf, at + 4, p['op'] as number);
-    put32(buf, at + 8, p['s'] as number);
-    put32(buf, at + 12, p['error'] as number);
-    put32(buf, at + 16, p['bytes'] as number);
-    put32(buf, at + 20, p['flags'] as number);
+    writeU32(buf, at, CompactKind.Completion);
+    writeU32(buf, at + 4, p['op'] as number);
+    writeU32(buf, at + 8, p['s'] as number);
+    writeU32(buf, at + 12, p['error'] as number);
+    writeU32(buf, at + 16, p['bytes'] as number);
+    writeU32(buf, at + 20, p['flags'] as number);
     return;
   }
   const r = m['result'] as Rec;
   const c = r['completion'] as Rec | undefined;
   const sent = r['bytesSent'] as number | undefined;
-  put32(buf, at, CompactKind.Reply | ((sent !== undefined ? BIT_BYTES_SENT : 0) | (c !== undefined ? BIT_COMPLETION : 0)) << 8);
-  put32(buf, at + 4, m['id'] as number);
-  put32(buf, at + 8, r['ret'] as number);
-  put32(buf, at + 12, r['errno'] as number);
+  writeU32(buf, at, CompactKind.Reply | ((sent !== undefined ? BIT_BYTES_SENT : 0) | (c !== undefined ? BIT_COMPLETION : 0)) << 8);
+  writeU32(buf, at + 4, m['id'] as number);
+  writeU32(buf, at + 8, r['ret'] as number);
+  writeU32(buf, at + 12, r['errno'] as number);
   let o = at + 16;
   if (sent !== undefined) {
-    put32(buf, o, sent);
+    writeU32(buf, o, sent);
     o += 4;
   }
   if (c !== undefined) {
-    put32(buf, o, c['error'] as number);
-    put32(buf, o + 4, c['bytes'] as number);
-    put32(buf, o + 8, c['flags'] as number);
+    writeU32(buf, o, c['error'] as number);
+    writeU32(buf, o + 4, c['bytes'] as number);
+    writeU32(buf, o + 8, c['flags'] as number);
   }
-}
-
-/** Writes a u32 (or the bits of an int32) little-endian. */
-function put32(b: Uint8Array, at: number, n: number): void {
-  b[at] = n & 0xff;
-  b[at + 1] = (n >>> 8) & 0xff;
-  b[at + 2] = (n >>> 16) & 0xff;
-  b[at + 3] = (n >>> 24) & 0xff;
-}
-
-function u32(b: Uint8Array, at: number): number {
-  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16)) + b[at + 3]! * 0x1000000;
-}
-
-function i32(b: Uint8Array, at: number): number {
-  return b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24);
 }
 
 /** True when a record header is compact (its first byte is a kind, not JSON). */
@@ -190,43 +167,43 @@ export function decodeCompactHeader(header: Uint8Array, data: Uint8Array): Rec {
       if (bits & ~BIT_OVERLAPPED) bad(`unknown flag bits 0x${bits.toString(16)} in a WSPSend request`);
       const ovBytes = bits & BIT_OVERLAPPED ? 8 : 0;
       expect(FIXED + 12 + ovBytes + 4 * count, `a WSPSend request with ${count} buffers`);
-      const params: Rec = { s: u32(h, 8), buffers: null, flags: u32(h, 12) };
+      const params: Rec = { s: readU32(h, 8), buffers: null, flags: readU32(h, 12) };
       let o = 16;
       if (ovBytes) {
-        params['overlapped'] = { op: u32(h, 16), thread: u32(h, 20) };
+        params['overlapped'] = { op: readU32(h, 16), thread: readU32(h, 20) };
         o = 24;
       }
       const buffers: Uint8Array[] = new Array(count);
       let at = 0;
       for (let i = 0; i < count; i++, o += 4) {
-        const len = u32(h, o);
+        const len = readU32(h, o);
         if (at + len > data.length) bad(`buffer lengths add up to more than the record data of ${data.length} bytes`);
         buffers[i] = data.subarray(at, at + len);
         at += len;
       }
       if (at !== data.length) bad(`buffer lengths add up to ${at}, the record data holds ${data.length} bytes`);
       params['buffers'] = buffers;
-      return { jsonrpc: '2.0', id: u32(h, 4), method: 'WSPSend', params };
+      return { jsonrpc: '2.0', id: readU32(h, 4), method: 'WSPSend', params };
     }
     case CompactKind.Reply: {
       if (bits & ~(BIT_BYTES_SENT | BIT_COMPLETION)) bad(`unknown flag bits 0x${bits.toString(16)} in a reply`);
       if (count !== 0) bad('a reply has no count');
       expect(FIXED + 12 + (bits & BIT_BYTES_SENT ? 4 : 0) + (bits & BIT_COMPLETION ? 12 : 0), 'this reply');
       if (data.length !== 0) bad('a reply carries no record data');
-      const result: Rec = { ret: i32(h, 8), errno: u32(h, 12) };
+      const result: Rec = { ret: readI32(h, 8), errno: readU32(h, 12) };
       let o = 16;
       if (bits & BIT_BYTES_SENT) {
-        result['bytesSent'] = u32(h, o);
+        result['bytesSent'] = readU32(h, o);
         o += 4;
       }
-      if (bits & BIT_COMPLETION) result['completion'] = { error: u32(h, o), bytes: u32(h, o + 4), flags: u32(h, o + 8) };
-      return { jsonrpc: '2.0', id: u32(h, 4), result };
+      if (bits & BIT_COMPLETION) result['completion'] = { error: readU32(h, o), bytes: readU32(h, o + 4), flags: readU32(h, o + 8) };
+      return { jsonrpc: '2.0', id: readU32(h, 4), result };
     }
     case CompactKind.Completion: {
       expect(FIXED + 20, 'a completion');
       if (bits !== 0 || count !== 0) bad('a completion has no flag bits or count');
       if (data.length !== 0) bad('a completion carries no record data');
-      const params = { op: u32(h, 4), s: u32(h, 8), error: u32(h, 12), bytes: u32(h, 16), flags: u32(h, 20) };
+      const params = { op: readU32(h, 4), s: readU32(h, 8), error: readU32(h, 12), bytes: readU32(h, 16), flags: readU32(h, 20) };
       return { jsonrpc: '2.0', method: 'spiwire.completion', params };
     }
     default:
