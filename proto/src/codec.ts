@@ -87,10 +87,8 @@ export class RecordDecoder {
     switch (this.phase) {
       case Phase.HeaderLength: {
         const n = readU32(piece, 0);
-        if (n === 0 || n > this.limits.maxHeaderBytes) {
-          this.fail(`record header length ${n} is outside 1..${this.limits.maxHeaderBytes}`);
-        }
-        if (++this.records > this.limits.maxRecords) this.fail(`more than ${this.limits.maxRecords} records in one frame`);
+        const fault = recordStartFault(n, this.records++, this.limits);
+        if (fault) this.fail(fault);
         this.phase = Phase.Header;
         this.need = n;
         return;
@@ -102,7 +100,8 @@ export class RecordDecoder {
         return;
       case Phase.DataLength: {
         const n = readU32(piece, 0);
-        if (n > this.limits.maxDataBytes) this.fail(`record data length ${n} exceeds ${this.limits.maxDataBytes}`);
+        const fault = dataLengthFault(n, this.limits);
+        if (fault) this.fail(fault);
         this.phase = Phase.Data;
         this.need = n;
         if (n === 0) this.finishRecord(new Uint8Array(0), out);
@@ -128,11 +127,23 @@ export class RecordDecoder {
   }
 }
 
+/** Why a record that starts with this header length cannot be read (BAD_FRAME), or null. */
+function recordStartFault(headerLength: number, recordsBefore: number, limits: DecodeLimits): string | null {
+  if (headerLength === 0 || headerLength > limits.maxHeaderBytes) return `record header length ${headerLength} is outside 1..${limits.maxHeaderBytes}`;
+  if (recordsBefore >= limits.maxRecords) return `more than ${limits.maxRecords} records in one frame`;
+  return null;
+}
+
+/** Why a record's data length cannot be read (BAD_FRAME), or null. */
+function dataLengthFault(dataLength: number, limits: DecodeLimits): string | null {
+  return dataLength > limits.maxDataBytes ? `record data length ${dataLength} exceeds ${limits.maxDataBytes}` : null;
+}
+
 /** Decodes one complete binary frame. Throws ProtocolError(BAD_FRAME) for a truncated or oversized frame. */
 export function decodeFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): DecodedRecord[] {
   if (frame.length === 0) throw new ProtocolError(BAD_FRAME, 'empty frame');
-  // The whole frame is at hand: read it in place (the same checks, in the same order, as
-  // RecordDecoder, without its bookkeeping).
+  // The whole frame is at hand: read it in place, with RecordDecoder's checks in its order but
+  // without its bookkeeping.
   const out: DecodedRecord[] = [];
   const end = frame.length;
   const truncated = (): never => {
@@ -142,16 +153,15 @@ export function decodeFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DE
   while (at < end) {
     if (end - at < 4) truncated();
     const headerLength = readU32(frame, at);
-    if (headerLength === 0 || headerLength > limits.maxHeaderBytes) {
-      throw new ProtocolError(BAD_FRAME, `record header length ${headerLength} is outside 1..${limits.maxHeaderBytes}`);
-    }
-    if (out.length >= limits.maxRecords) throw new ProtocolError(BAD_FRAME, `more than ${limits.maxRecords} records in one frame`);
+    const startFault = recordStartFault(headerLength, out.length, limits);
+    if (startFault) throw new ProtocolError(BAD_FRAME, startFault);
     at += 4;
     if (end - at < headerLength + 4) truncated();
     const header = frame.subarray(at, at + headerLength);
     at += headerLength;
     const dataLength = readU32(frame, at);
-    if (dataLength > limits.maxDataBytes) throw new ProtocolError(BAD_FRAME, `record data length ${dataLength} exceeds ${limits.maxDataBytes}`);
+    const dataFault = dataLengthFault(dataLength, limits);
+    if (dataFault) throw new ProtocolError(BAD_FRAME, dataFault);
     at += 4;
     if (end - at < dataLength) truncated();
     out.push(parseHeader(header, frame.subarray(at, at + dataLength)));
@@ -237,7 +247,7 @@ function reviveRefs(value: unknown, data: Uint8Array, depth: number): unknown {
   if (isRef(o, '$b')) {
     const ref = o['$b'];
     if (!Array.isArray(ref) || ref.length !== 2 || !isU32(ref[0]) || !isU32(ref[1])) {
-      checkDepth(ref, depth + 1);
+      // (parseHeader checks the depth of the whole header before it reports this.)
       throw new ProtocolError(BAD_FRAME, 'a byte reference must be {"$b":[offset,length]} with non-negative integers');
     }
     if (depth + 1 >= MAX_JSON_DEPTH) throw new ProtocolError(PARSE_ERROR, `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
