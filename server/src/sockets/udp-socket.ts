@@ -139,12 +139,28 @@ export class UdpSocket extends EmulatedSocket {
   }
 
   send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _forceBlocking = false): Promise<Outcome> {
+    return this.sendAs(buffers, flags, to, (o) => o);
+  }
+
+  /**
+   * Sends one datagram and settles with settle(outcome): one promise, settled straight from node's
+   * send callback when the socket is bound already (the usual case), so no extra turn of the
+   * event loop passes before the datagram goes or after node reports it.
+   */
+  private sendAs<T>(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, settle: (o: Outcome) => T): Promise<T> {
     const plan = this.sendPlan(buffers, flags, to);
-    if ('errno' in plan) return Promise.resolve(plan);
-    const { dest, total } = plan;
-    // Bound already (the usual case): no extra turn of the event loop before the datagram goes.
-    if (this.isBoundFlag) return new Promise((resolve) => this.transmit(buffers, total, dest, resolve));
-    return this.autoBind().then((e) => (e ? fail(e) : new Promise<Outcome>((resolve) => this.transmit(buffers, total, dest, resolve))));
+    // settle runs inside node's callback: a fault in it must reject the call, not escape.
+    const viaSettle = (resolve: (v: T) => void, reject: (err: unknown) => void) => (o: Outcome): void => {
+      try {
+        resolve(settle(o));
+      } catch (err) {
+        reject(err);
+      }
+    };
+    if ('errno' in plan) return new Promise((resolve, reject) => viaSettle(resolve, reject)(plan));
+    const go = (): Promise<T> => new Promise((resolve, reject) => this.transmit(buffers, plan.total, plan.dest, viaSettle(resolve, reject)));
+    if (this.isBoundFlag) return go();
+    return this.autoBind().then((e) => (e ? settle(fail(e)) : go()));
   }
 
   /** Hands one datagram to the kernel; done gets the outcome once node reports the send (next tick at the earliest). */
@@ -179,23 +195,10 @@ export class UdpSocket extends EmulatedSocket {
 
   /** UDP sends never queue: an overlapped send completes at once or fails at once. */
   sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _thread: number, done: CompleteFn): Promise<OverlappedStart> {
-    const started = (outcome: Outcome): OverlappedStart => {
+    return this.sendAs(buffers, flags, to, (outcome) => {
       if (outcome.ret === 0) done(0, outcome['bytesSent'] as number);
       return { outcome };
-    };
-    const plan = this.sendPlan(buffers, flags, to);
-    if ('errno' in plan || !this.isBoundFlag) return this.send(buffers, flags, to).then(started);
-    // The hot path: one promise per datagram, settled straight from node's send callback.
-    return new Promise((resolve, reject) =>
-      this.transmit(buffers, plan.total, plan.dest, (o) => {
-        // This runs inside node's send callback: a fault must reject the call, not escape.
-        try {
-          resolve(started(o));
-        } catch (err) {
-          reject(err);
-        }
-      }),
-    );
+    });
   }
 
   flushSends(): number {
