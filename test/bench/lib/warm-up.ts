@@ -12,9 +12,16 @@ export const WARM_UP_SECONDS = 3;
  * scenario about a third slower than the last.
  */
 export async function warmUp(min: number, targetSeconds: number, run: () => Promise<number>): Promise<number> {
-  const until = now() + WARM_UP_SECONDS * 1e9;
-  let rate: number;
-  do rate = await run();
-  while (now() < until);
+  let rate = 0;
+  await repeatFor(WARM_UP_SECONDS, async () => {
+    rate = await run();
+  });
   return Math.max(min, Math.round(rate * targetSeconds));
+}
+
+/** Runs run() again and again, at least once, until `seconds` have passed. */
+export async function repeatFor(seconds: number, run: () => Promise<void>): Promise<void> {
+  const until = now() + seconds * 1e9;
+  do await run();
+  while (now() < until);
 }

@@ -10,7 +10,7 @@ import * as S from '@spiwire/client';
 import { check, type Check, type Ctx, type Pair } from '../lib/context.js';
 import { closeSocket, tcpSocket } from '../lib/spi.js';
 import { now, percentile, summarize } from '../lib/stats.js';
-import { WARM_UP_SECONDS } from '../lib/warm-up.js';
+import { WARM_UP_SECONDS, repeatFor } from '../lib/warm-up.js';
 
 const SIZE = 100;
 
@@ -80,12 +80,11 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
   echoedBytes = 0;
   try {
     // Warm both sides up, alternately, for WARM_UP_SECONDS (one batch in quick mode).
-    const until = now() + (ctx.quick ? 0 : WARM_UP_SECONDS * 1e9);
-    do {
+    await repeatFor(ctx.quick ? 0 : WARM_UP_SECONDS, async () => {
       await spiwireSamples(ctx, spi, s, warmBatch);
       await wsSamples(ws, warmBatch);
       warmup += warmBatch;
-    } while (now() < until);
+    });
     calls += warmup;
     echoes += warmup;
     for (let rep = 0; rep < ctx.reps; rep++) {
