@@ -24,6 +24,7 @@ import {
   type DecodedRecord,
 } from '../src/index.js';
 import { rng } from './helpers/random.js';
+import { cat, enc, hex, norm, rawRecord, u32le } from './helpers/records.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -37,51 +38,6 @@ function randBytes(r: () => number, n: number): Uint8Array {
   const b = new Uint8Array(n);
   for (let i = 0; i < n; i++) b[i] = Math.floor(r() * 256);
   return b;
-}
-
-const enc = new TextEncoder();
-
-function u32le(n: number): Uint8Array {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, n, true);
-  return b;
-}
-
-function cat(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-/** One record built by hand: the header bytes are used as given, so they can be anything. */
-function rawRecord(header: string | Uint8Array, data: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const h = typeof header === 'string' ? enc.encode(header) : header;
-  return cat(u32le(h.length), h, u32le(data.length), data);
-}
-
-function hex(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
-}
-
-/**
- * A comparable form of a decoded value: byte strings become {bytes: hex}, whatever their class
- * (Uint8Array or Buffer), so t.same compares content and not constructors.
- */
-function norm(v: unknown): unknown {
-  if (v instanceof Uint8Array) return { bytes: hex(v) };
-  if (Array.isArray(v)) return v.map(norm);
-  if (v !== null && typeof v === 'object') {
-    const o: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) if (x !== undefined) o[k] = norm(x);
-    return o;
-  }
-  return v;
 }
 
 function normRecords(recs: DecodedRecord[]): unknown[] {

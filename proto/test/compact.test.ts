@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { FrameBuilder, PARSE_ERROR, decodeFrame, type DecodedRecord } from '../src/index.js';
 import { rng } from './helpers/random.js';
+import { cat, norm, rawRecord, u32le } from './helpers/records.js';
 
 const SEED = Number(process.env['SPIWIRE_SEED'] ?? 0xc0de5);
 
@@ -21,14 +22,6 @@ function only(frame: Uint8Array): DecodedRecord {
   const recs = decodeFrame(frame);
   if (recs.length !== 1) throw new Error(`${recs.length} records`);
   return recs[0]!;
-}
-
-/** Byte strings compared as plain arrays, so Buffer and Uint8Array slices compare equal. */
-function plain(v: unknown): unknown {
-  if (v instanceof Uint8Array) return { bytes: [...v] };
-  if (Array.isArray(v)) return v.map(plain);
-  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
-  return v;
 }
 
 /** The hex dump lines of the README's compact worked example, as bytes. */
@@ -93,11 +86,11 @@ t.test(`random WSPSend calls, replies and completions decode the same from both 
     const compactFrame = frameOf(msg, true);
     const compact = only(compactFrame);
     if (compactFrame[4]! < 1 || compactFrame[4]! > 3 || !json.ok || !compact.ok || !compact.compact) {
-      t.fail(`message ${i} was not written or read in compact form: ${JSON.stringify(plain(msg))}`);
+      t.fail(`message ${i} was not written or read in compact form: ${JSON.stringify(norm(msg))}`);
       continue;
     }
     // One assertion per difference only, so that 300 messages do not flood the output.
-    if (JSON.stringify(plain(compact.message)) !== JSON.stringify(plain(json.message))) t.same(plain(compact.message), plain(json.message), `message ${i}`);
+    if (JSON.stringify(norm(compact.message)) !== JSON.stringify(norm(json.message))) t.same(norm(compact.message), norm(json.message), `message ${i}`);
     else matched++;
   }
   t.equal(matched, 300, 'every message decodes to the same object from both forms');
@@ -137,17 +130,10 @@ t.test('messages without exactly a compact shape are written as JSON', async (t)
 /** A frame of one record with the given header and data, then a good JSON record after it. */
 function withGoodRecord(header: number[], data: number[] = []): Uint8Array {
   const good = frameOf({ jsonrpc: '2.0', id: 9, method: 'WSPCloseSocket', params: { s: 1 } }, false);
-  const out = new Uint8Array(8 + header.length + data.length + good.length);
-  const v = new DataView(out.buffer);
-  v.setUint32(0, header.length, true);
-  out.set(header, 4);
-  v.setUint32(4 + header.length, data.length, true);
-  out.set(data, 8 + header.length);
-  out.set(good, 8 + header.length + data.length);
-  return out;
+  return cat(rawRecord(Uint8Array.from(header), Uint8Array.from(data)), good);
 }
 
-const le = (n: number): number[] => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24];
+const le = (n: number): number[] => [...u32le(n)];
 
 t.test('a broken compact header spoils only its own record, as PARSE_ERROR', async (t) => {
   const send = (bits: number, count: number, lengths: number[], extra: number[] = []): number[] => [1, bits, count, 0, ...le(7), ...le(1), ...le(0), ...extra, ...lengths.flatMap(le)];
@@ -182,6 +168,6 @@ t.test('a compact header that is well formed decodes even beside JSON records', 
   const f = withGoodRecord([1, 1, 1, 0, ...le(3), ...le(5), ...le(0x8000), ...le(11), ...le(4), ...le(2)], [0x68, 0x69]);
   const [first, second] = decodeFrame(f);
   t.ok(first?.ok && first.compact);
-  t.same(plain(first?.ok ? first.message : null), plain({ jsonrpc: '2.0', id: 3, method: 'WSPSend', params: { s: 5, buffers: [hi], flags: 0x8000, overlapped: { op: 11, thread: 4 } } }));
+  t.same(norm(first?.ok ? first.message : null), norm({ jsonrpc: '2.0', id: 3, method: 'WSPSend', params: { s: 5, buffers: [hi], flags: 0x8000, overlapped: { op: 11, thread: 4 } } }));
   t.ok(second?.ok && !second.compact);
 });
