@@ -23,9 +23,12 @@ interface Conn {
   bytes: number;
   /** Closed by the remote end. */
   ended: boolean;
-  waiters: Array<{ bytes: number; id: number }>;
+  /** Each answered once bytes have arrived or the connection ended; `forget` ones only at the end. */
+  waiters: Array<{ bytes: number; id: number; forget?: boolean }>;
   /** With stamps on: [time, cumulative bytes] of every read. */
   stamps: number[] | null;
+  /** Its end was reported to an "ended" request: the entry can go. */
+  reported: boolean;
 }
 
 interface Listener {
@@ -49,7 +52,7 @@ function reply(id: number, body: Record<string, unknown> = {}): void {
 function connOf(l: Listener, remotePort: number): Conn {
   let c = l.conns.get(remotePort);
   if (!c) {
-    c = { bytes: 0, ended: false, waiters: [], stamps: null };
+    c = { bytes: 0, ended: false, waiters: [], stamps: null, reported: false };
     l.conns.set(remotePort, c);
   }
   return c;
@@ -60,9 +63,18 @@ function settle(c: Conn): void {
   const t = now();
   c.waiters = c.waiters.filter((w) => {
     if (c.bytes < w.bytes && !c.ended) return true;
-    reply(w.id, { t, bytes: c.bytes, ended: c.ended });
+    reply(w.id, { t, bytes: c.bytes, ended: c.ended, stamps: w.forget ? (c.stamps ?? []) : undefined });
+    if (w.forget) c.reported = true;
     return false;
   });
+}
+
+/**
+ * The count of a connection that ended is dropped once read, so that a later connection from the
+ * same client port (the kernel reuses ephemeral ports) starts from zero instead of inheriting it.
+ */
+function forgetIfReported(l: Listener, remotePort: number, c: Conn): void {
+  if (c.reported && l.conns.get(remotePort) === c) l.conns.delete(remotePort);
 }
 
 function read(l: Listener, sock: net.Socket, c: Conn): void {
@@ -82,11 +94,15 @@ function tcpListen(m: Msg): void {
   server.on('connection', (sock) => {
     l.accepted++;
     l.sockets.add(sock);
-    const c = connOf(l, sock.remotePort ?? 0);
+    const remotePort = sock.remotePort ?? 0;
+    // A count left from an earlier connection on this port (never read with "ended") is stale.
+    if (l.conns.get(remotePort)?.ended) l.conns.delete(remotePort);
+    const c = connOf(l, remotePort);
     sock.on('error', () => undefined);
     sock.on('end', () => {
       c.ended = true;
       settle(c);
+      forgetIfReported(l, remotePort, c);
     });
     sock.on('close', () => l.sockets.delete(sock));
     if (!l.held) read(l, sock, c);
@@ -115,15 +131,23 @@ const handlers: Record<string, (m: Msg) => void> = {
     c.waiters.push({ bytes: m['bytes'] as number, id: m.id });
     settle(c);
   },
+  /**
+   * Answers once the connection from remotePort has ended, with its byte count (and its stamps),
+   * then forgets it. Each measured connection is read with this once, at its end.
+   */
+  ended: (m) => {
+    const l = listener(m);
+    const remotePort = m['remotePort'] as number;
+    const c = connOf(l, remotePort);
+    c.waiters.push({ bytes: Number.MAX_SAFE_INTEGER, id: m.id, forget: true });
+    settle(c);
+    forgetIfReported(l, remotePort, c);
+  },
   /** Starts recording [time, cumulative bytes] of every read on one connection. */
   stamps: (m) => {
     const c = connOf(listener(m), m['remotePort'] as number);
     c.stamps = [];
     reply(m.id);
-  },
-  getStamps: (m) => {
-    const c = connOf(listener(m), m['remotePort'] as number);
-    reply(m.id, { stamps: c.stamps ?? [] });
   },
   connStats: (m) => {
     const c = connOf(listener(m), m['remotePort'] as number);

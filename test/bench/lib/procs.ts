@@ -252,6 +252,14 @@ export class PeerProcess {
     });
   }
 
+  /**
+   * What a TCP listener of this peer received on the connection from remotePort, once that
+   * connection has ended. The peer then forgets it: ask once per connection, at its end.
+   */
+  connectionEnded(port: number, remotePort: number): Promise<{ bytes: number; stamps: number[] }> {
+    return this.request<{ bytes: number; stamps: number[] }>('ended', { port, remotePort });
+  }
+
   on(event: string, f: (m: Reply) => void): () => void {
     const list = this.listeners.get(event) ?? [];
     list.push(f);

@@ -97,8 +97,8 @@ async function variant(ctx: Ctx, mode: 'autoApc' | 'sleepEx', samples: number, w
   } finally {
     await closeSocket(spi, s);
   }
-  const end = await ctx.discard.request<{ bytes: number }>('expect', { port: ctx.discardPort, remotePort: localPort, bytes: Number.MAX_SAFE_INTEGER });
-  const { stamps } = await ctx.discard.request<{ stamps: number[] }>('getStamps', { port: ctx.discardPort, remotePort: localPort });
+  const end = await ctx.discard.connectionEnded(ctx.discardPort, localPort);
+  const stamps = end.stamps;
   await thread.exit();
   await spi.close();
   checks.push(check(`completion ${mode}: bytes at the peer`, sends * SIZE, end.bytes));

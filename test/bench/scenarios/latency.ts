@@ -106,7 +106,7 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
     ws.close();
     await closeSocket(spi, s);
   }
-  const end = await ctx.discard.request<{ bytes: number }>('expect', { port: ctx.discardPort, remotePort: localPort, bytes: Number.MAX_SAFE_INTEGER });
+  const end = await ctx.discard.connectionEnded(ctx.discardPort, localPort);
   await spi.close();
   const pair = (a: number[], b: number[]): Pair => {
     const x = summarize(a);

@@ -111,7 +111,7 @@ export async function slowPeer(ctx: Ctx): Promise<SlowPeerResult> {
     while (completed < accepted && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const e = S.out(0);
     await spi.WSPCloseSocket(s, e);
-    const end = await ctx.holder.request<{ bytes: number }>('expect', { port, remotePort: localPort, bytes: Number.MAX_SAFE_INTEGER });
+    const end = await ctx.holder.connectionEnded(port, localPort);
     // SO_SNDBUF, the limit's payloads and 1 KiB per operation (the target), and 1 MiB for one-time
     // costs (code compiled on first use, tables that grow once).
     const bound = sndBuf + limit * (SIZE + 1024) + 1024 * 1024;

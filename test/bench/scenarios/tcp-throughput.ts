@@ -16,8 +16,6 @@ interface Run {
   bytes: number;
 }
 
-const EVER = Number.MAX_SAFE_INTEGER;
-
 async function peerReached(ctx: Ctx, remotePort: number, bytes: number, t0: number): Promise<number> {
   const r = await ctx.discard.request<{ t: number; bytes: number }>('expect', { port: ctx.discardPort, remotePort, bytes });
   return ((ctx.sharedClock ? r.t : now()) - t0) / 1e9;
@@ -25,8 +23,7 @@ async function peerReached(ctx: Ctx, remotePort: number, bytes: number, t0: numb
 
 /** The peer's byte count once the connection ended (FIN seen). */
 async function bytesAtEnd(ctx: Ctx, remotePort: number): Promise<number> {
-  const r = await ctx.discard.request<{ bytes: number }>('expect', { port: ctx.discardPort, remotePort, bytes: EVER });
-  return r.bytes;
+  return (await ctx.discard.connectionEnded(ctx.discardPort, remotePort)).bytes;
 }
 
 export async function spiwireRun(ctx: Ctx, spi: S.SpiSession, chunk: number, count: number, window: number): Promise<Run> {
