@@ -1,7 +1,8 @@
 /**
  * One WebSocket connection = one session = one emulated process. The session decodes frames,
  * dispatches each request to its SPI method, and sends replies and notifications back, several
- * records to a frame, flushed on a microtask.
+ * records to a frame: a frame's replies when the frame is done, anything else (completions,
+ * events) once the event loop has finished the I/O callbacks it is running (setImmediate).
  */
 import { randomUUID } from 'node:crypto';
 import type * as net from 'node:net';
@@ -40,6 +41,8 @@ export class Session implements SpiSession {
   private readonly opsPerSocket = new Map<number, number>();
   private readonly out = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 64 * 1024);
   private flushScheduled = false;
+  /** Records of an incoming frame are being handled: its replies are sent when it is done. */
+  private inFrame = false;
   private ended = false;
   private readonly decodeLimits: P.DecodeLimits;
   /** Bytes held for this session's sends, against limits.sessionQuotaBytes. */
@@ -100,14 +103,19 @@ export class Session implements SpiSession {
       this.sendError(null, e, false);
       return;
     }
-    for (const rec of records) {
-      // A client that writes compact headers reads them: answer it in kind from now on.
-      if (rec.ok && rec.compact) this.out.compact = true;
-      this.handleRecord(rec, false);
+    this.inFrame = true;
+    try {
+      for (const rec of records) {
+        // A client that writes compact headers reads them: answer it in kind from now on.
+        if (rec.ok && rec.compact) this.out.compact = true;
+        this.handleRecord(rec, false);
+      }
+    } finally {
+      this.inFrame = false;
     }
     // Replies that are ready leave now, ahead of the peer writes this frame corked (those go
     // out on the next tick): the caller hears back without waiting behind its own bytes.
-    if (this.flushScheduled) this.flush();
+    this.flush();
   }
 
   private handleRecord(rec: P.DecodedRecord, text: boolean): void {
@@ -218,11 +226,18 @@ export class Session implements SpiSession {
       this.flush();
       return;
     }
-    if (!this.flushScheduled) {
+    if (!this.flushScheduled && !this.inFrame) {
       this.flushScheduled = true;
-      queueMicrotask(() => this.flush());
+      // Not a microtask: completions come one per peer write callback, and a microtask would
+      // send each in its own frame (a syscall and a wake-up of the client each). Waiting for the
+      // end of this round of I/O callbacks packs them, and an idle loop gets there at once.
+      setImmediate(this.flushLater);
     }
   }
+
+  private readonly flushLater = (): void => {
+    if (this.flushScheduled) this.flush();
+  };
 
   private flush(): void {
     this.flushScheduled = false;
