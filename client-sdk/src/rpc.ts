@@ -2,9 +2,10 @@
  * The SDK's connection to the daemon: JSON-RPC requests packed several to a binary frame and
  * flushed on a microtask, replies matched by id, notifications handed to a listener.
  */
-import { randomFillSync } from 'node:crypto';
+import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
+import { writeMaskedBinaryFrame } from './masked-frames.js';
 
 /** A JSON-RPC error from the daemon: the request itself was malformed or impossible. */
 export class SpiwireProtocolError extends Error {
@@ -69,24 +70,6 @@ function payloadSize(params: Record<string, unknown>): number {
   return n;
 }
 
-/**
- * A random masking key that is never all zeros: with a zero key ws would skip masking and keep a
- * reference to the caller's frame, which the SDK reuses for the next frame.
- */
-const maskPool = Buffer.alloc(8192);
-let maskAt = maskPool.length;
-
-function nonZeroMask(mask: Buffer): void {
-  do {
-    if (maskAt + 4 > maskPool.length) {
-      randomFillSync(maskPool);
-      maskAt = 0;
-    }
-    maskPool.copy(mask, 0, maskAt, maskAt + 4);
-    maskAt += 4;
-  } while ((mask[0]! | mask[1]! | mask[2]! | mask[3]!) === 0);
-}
-
 type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void; onReply?: ((r: Record<string, unknown>) => void) | undefined };
 
 export class RpcConnection {
@@ -100,6 +83,8 @@ export class RpcConnection {
 
   private constructor(
     private readonly ws: WebSocket,
+    /** The connection under ws: the SDK writes its binary frames to it itself (masked-frames.ts). */
+    private readonly socket: Socket,
     readonly welcome: Welcome,
   ) {
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
@@ -110,8 +95,10 @@ export class RpcConnection {
   static open(url: string, opts: RpcOptions = {}): Promise<RpcConnection> {
     const headers: Record<string, string> = { ...opts.headers };
     if (opts.token !== undefined) headers['authorization'] = `Bearer ${opts.token}`;
-    const ws = new WebSocket(url, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024, generateMask: nonZeroMask });
+    const ws = new WebSocket(url, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024 });
     ws.binaryType = 'nodebuffer';
+    let socket: Socket | null = null;
+    ws.once('upgrade', (res) => (socket = res.socket ?? null));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         ws.terminate();
@@ -138,7 +125,9 @@ export class RpcConnection {
           const first = recs[0];
           const msg = first?.ok ? (first.message as { method?: string; params?: Welcome }) : undefined;
           if (msg?.method !== 'spiwire.welcome' || !msg.params) throw new Error('the first message was not spiwire.welcome');
-          const conn = new RpcConnection(ws, msg.params);
+          // ws reports its socket with the upgrade response, before the connection opens.
+          if (socket === null) throw new Error('ws did not report the connection under the WebSocket');
+          const conn = new RpcConnection(ws, socket, msg.params);
           // Compact headers only to a daemon that says it reads them (an older one would refuse them).
           conn.out.compact = opts.compact !== false && msg.params.compactHeaders === true;
           // Any records packed after the welcome are handled normally.
@@ -187,10 +176,11 @@ export class RpcConnection {
     this.flushScheduled = false;
     if (this.out.recordCount === 0) return;
     const frame = this.out.finish();
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(frame, { binary: true });
-    // ws masked the frame into a buffer of its own (a nonzero mask always copies), so the
-    // builder may write the next frame over this one.
-    this.out.recycle();
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    writeMaskedBinaryFrame(this.socket, frame);
+    // Usually the kernel took the frame at once; then the builder may write the next frame over
+    // it. Otherwise the socket still holds it, and the builder writes after it (or in a new buffer).
+    if (this.socket.writableLength === 0) this.out.recycle();
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
