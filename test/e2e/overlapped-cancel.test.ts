@@ -384,3 +384,44 @@ for (const f of FAMILIES) {
     t.equal(spi.pendingOperations, 0);
   });
 }
+
+for (const f of FAMILIES) {
+  t.test(`${f}: many 64 KiB sends to a peer that stopped reading, then WSPCloseSocket: the counts add up to what the peer gets`, async (t) => {
+    // The daemon hands bytes of waiting sends to the kernel ahead of acceptance (several
+    // SO_SNDBUF at a time). Whatever it cannot take back must be counted as sent: the peer
+    // receives exactly the bytes the completions report, in order, and nothing else.
+    const d = await daemon(t, { limits: { defaultSndBuf: 65536 } });
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f, { paused: true });
+    const { s, conn } = await overlappedTcp(spi, f, peer);
+    const SIZE = 65536;
+    const datas: Uint8Array[] = [];
+    const sends = [];
+    for (let i = 0; i < 96; i++) {
+      const data = pattern(SIZE, 4000 + i);
+      datas.push(data);
+      sends.push(await ovSend(spi, s, [data], {}));
+    }
+    await sleep(200);
+    t.equal(await spi.WSPCloseSocket(s, S.out(0)), 0, 'WSPCloseSocket succeeds');
+    const counts: number[] = [];
+    for (const r of sends) {
+      if (r.ret === 0) {
+        counts.push(r.sent!.value);
+        continue;
+      }
+      t.equal(r.err, S.WSA_IO_PENDING, 'a send that did not complete at once is pending');
+      const [ret, err, cb] = await result(spi, s, r.ov, true);
+      if (ret === S.TRUE) t.equal(cb, SIZE, 'a completed send reports all its bytes');
+      else t.equal(err, S.WSA_OPERATION_ABORTED, 'a send still waiting at the close is aborted');
+      counts.push(cb);
+    }
+    const firstShort = counts.findIndex((c) => c < SIZE);
+    t.ok(firstShort > 0, `some sends completed (${firstShort}) and some were aborted`);
+    t.ok(counts.slice(firstShort + 1).every((c) => c === 0), 'after the first short count, no send reports bytes');
+    const got = await peerFinal(t, conn);
+    const want = Buffer.concat(datas.map((b, i) => b.subarray(0, counts[i])));
+    t.equal(got.length, want.length, `the peer got exactly the ${want.length} bytes reported sent`);
+    t.ok(got.equals(want), 'in order and intact');
+  });
+}

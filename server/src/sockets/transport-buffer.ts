@@ -41,13 +41,39 @@ export interface SendOp {
 
 interface QueuedOp {
   op: SendOp;
+  /** Bytes that entered the transport buffer (or the kernel): what the operation has sent. */
   accepted: number;
+  /** Bytes given to node's socket: accepted ones, then any sent ahead (see TransportBuffer). */
+  handed: number;
   chunk: number;
   offset: number;
 }
 
+/** A piece of an operation handed to node ahead of acceptance; `accepted` of it entered the buffer since. */
+interface AheadPiece {
+  q: QueuedOp;
+  n: number;
+  accepted: number;
+}
+
+/**
+ * How far beyond SO_SNDBUF the buffer may hand bytes of waiting operations to node ("ahead"), as
+ * a multiple of SO_SNDBUF. A byte handed ahead is accepted (counts as sent) only when it would
+ * have been anyway: when room frees up in the buffer, or when the kernel has it. So WSPSend
+ * reports what it would report if bytes went over one buffer at a time, but the kernel gets
+ * several buffers per writev instead of one write (and one wake-up of the peer) per SO_SNDBUF
+ * bytes. The pieces are views of the operations' own buffers: no extra memory.
+ */
+const AHEAD_FACTOR = 3;
+
 export class TransportBuffer {
   private inKernelHandoff = 0;
+  /** Bytes of waiting operations handed to node ahead of acceptance, not yet in the kernel. */
+  private ahead = 0;
+  /** The pieces handed ahead, oldest first (node finishes writes in order). */
+  private readonly aheadPieces: AheadPiece[] = [];
+  /** aheadPieces before this index are accepted whole. */
+  private firstUnaccepted = 0;
   private readonly queue: QueuedOp[] = [];
   private queuedBytes = 0;
   private pumping = false;
@@ -87,7 +113,7 @@ export class TransportBuffer {
 
   /** True when nothing is queued and nothing is on its way to the kernel. */
   get drained(): boolean {
-    return this.queue.length === 0 && this.inKernelHandoff === 0;
+    return this.queue.length === 0 && this.inKernelHandoff === 0 && this.ahead === 0;
   }
 
   private room(): number {
@@ -104,7 +130,7 @@ export class TransportBuffer {
     if (this.queue.length > 0) return 0;
     if (direct) {
       // These bytes go to the kernel directly, so nothing may still be on its way there.
-      if (this.inKernelHandoff > 0 || !this.sink.sendDirect) return 0;
+      if (this.inKernelHandoff > 0 || this.ahead > 0 || !this.sink.sendDirect) return 0;
       return Math.max(0, this.sink.sendDirect(flatten(chunks, total), direct));
     }
     // (hand() meters the accepted bytes.)
@@ -142,7 +168,7 @@ export class TransportBuffer {
 
   /** Queues an operation behind older ones; it may complete before this returns. */
   submit(op: SendOp): void {
-    this.queue.push({ op, accepted: 0, chunk: 0, offset: 0 });
+    this.queue.push({ op, accepted: 0, handed: 0, chunk: 0, offset: 0 });
     this.queuedBytes += op.total;
     this.meter(op.total);
     this.pump();
@@ -163,9 +189,11 @@ export class TransportBuffer {
         continue;
       }
       this.queue.splice(i, 1);
-      this.queuedBytes -= q.op.total - q.accepted;
-      this.meter(-(q.op.total - q.accepted));
-      q.op.complete(errno, q.accepted);
+      // Bytes already handed ahead cannot be taken back from node and will reach the peer, so
+      // they count as sent: the count is what the peer gets.
+      this.queuedBytes -= q.op.total - q.handed;
+      this.meter(-(q.op.total - q.handed));
+      q.op.complete(errno, q.handed);
       n++;
     }
     this.pump();
@@ -180,7 +208,7 @@ export class TransportBuffer {
       while (this.queue.length > 0) {
         const q = this.queue[0]!;
         if (q.op.direct) {
-          if (this.inKernelHandoff > 0 || !this.sink.sendDirect) break;
+          if (this.inKernelHandoff > 0 || this.ahead > 0 || !this.sink.sendDirect) break;
           const rest = flatten(q.op.chunks, q.op.total).subarray(q.accepted);
           const n = rest.length === 0 ? 0 : this.sink.sendDirect(rest, q.op.direct);
           if (n < 0) {
@@ -198,36 +226,89 @@ export class TransportBuffer {
           q.op.complete(0, q.op.total);
           continue;
         }
-        let room = this.room();
-        if (room === 0 && q.accepted < q.op.total) break;
-        while (q.accepted < q.op.total && room > 0) {
-          const c = q.op.chunks[q.chunk]!;
-          const take = Math.min(c.length - q.offset, room);
-          if (take > 0) {
-            // The bytes move from the queue to the handoff: hand() meters them again.
-            this.meter(-take);
-            this.hand(q.offset === 0 && take === c.length ? c : c.subarray(q.offset, q.offset + take));
-            q.accepted += take;
-            this.queuedBytes -= take;
-            room = this.room();
-          }
-          q.offset += take;
-          if (q.offset >= c.length) {
-            q.chunk++;
-            q.offset = 0;
-          }
-        }
+        this.feed(q);
         if (q.accepted < q.op.total) break;
         // SO_SNDBUF 0: the operation completes when the kernel has taken its last byte.
         if (this.cap === 0 && this.inKernelHandoff > 0) break;
         this.queue.shift();
         q.op.complete(0, q.op.total);
       }
+      // Operations behind an unfinished one: their bytes may go ahead, in order.
+      for (let i = 1; i < this.queue.length; i++) {
+        const prev = this.queue[i - 1]!;
+        const q = this.queue[i]!;
+        if (prev.handed < prev.op.total || q.op.direct) break;
+        this.feed(q);
+      }
     } finally {
       this.sink.uncork();
       this.pumping = false;
     }
     this.onProgress();
+  }
+
+  /** Hands over what the buffer has room for of q, then what may go ahead. */
+  private feed(q: QueuedOp): void {
+    this.acceptAhead();
+    while (q.handed < q.op.total) {
+      // Bytes enter the buffer in order: none while earlier ones wait ahead.
+      const room = this.ahead === 0 ? this.room() : 0;
+      const aheadRoom = this.cap * AHEAD_FACTOR - this.ahead;
+      if (room === 0 && aheadRoom <= 0) break;
+      const c = q.op.chunks[q.chunk]!;
+      const take = Math.min(c.length - q.offset, room > 0 ? room : aheadRoom);
+      if (take > 0) {
+        const part = q.offset === 0 && take === c.length ? c : c.subarray(q.offset, q.offset + take);
+        q.handed += take;
+        if (room > 0) {
+          // The bytes move from the queue to the handoff: hand() meters them again.
+          this.meter(-take);
+          this.hand(part);
+          q.accepted += take;
+          this.queuedBytes -= take;
+        } else this.handAhead(q, part);
+      }
+      q.offset += take;
+      if (q.offset >= c.length) {
+        q.chunk++;
+        q.offset = 0;
+      }
+    }
+  }
+
+  /** Room in the buffer goes first to bytes handed ahead: they are the oldest waiting. */
+  private acceptAhead(): void {
+    let room = this.ahead > 0 ? this.room() : 0;
+    while (room > 0 && this.firstUnaccepted < this.aheadPieces.length) {
+      const a = this.aheadPieces[this.firstUnaccepted]!;
+      const x = Math.min(a.n - a.accepted, room);
+      a.accepted += x;
+      a.q.accepted += x;
+      this.ahead -= x;
+      this.queuedBytes -= x;
+      this.inKernelHandoff += x;
+      if (a.accepted === a.n) this.firstUnaccepted++;
+      room = this.room();
+    }
+  }
+
+  /** Hands a piece of a waiting operation to node ahead of acceptance (see AHEAD_FACTOR). */
+  private handAhead(q: QueuedOp, chunk: Uint8Array): void {
+    const piece: AheadPiece = { q, n: chunk.length, accepted: 0 };
+    this.aheadPieces.push(piece);
+    this.ahead += piece.n;
+    this.sink.write(chunk, () => {
+      // The kernel has the piece. (Bytes stay metered from submit() until now.)
+      this.aheadPieces.shift();
+      if (this.firstUnaccepted > 0) this.firstUnaccepted--;
+      this.inKernelHandoff -= piece.accepted;
+      const rest = piece.n - piece.accepted;
+      this.ahead -= rest;
+      piece.q.accepted += rest;
+      this.queuedBytes -= rest;
+      this.meter(-piece.n);
+      this.pump();
+    });
   }
 
   private hand(chunk: Uint8Array): void {
