@@ -122,6 +122,11 @@ export class TransportBuffer {
     return Math.max(0, this.cap - this.inKernelHandoff);
   }
 
+  /** Room for bytes not yet handed over: none while older bytes wait ahead (bytes enter in order). */
+  private roomForNew(): number {
+    return this.ahead === 0 ? this.room() : 0;
+  }
+
   /**
    * A nonblocking send under the reference policy: takes as many bytes as fit now, across buffer
    * boundaries, and returns that count (0 when none fit or older sends are still queued).
@@ -134,7 +139,7 @@ export class TransportBuffer {
       return Math.max(0, this.sink.sendDirect(flatten(chunks, total), direct));
     }
     // (hand() meters the accepted bytes.)
-    const n = Math.min(this.room(), total);
+    const n = Math.min(this.roomForNew(), total);
     if (n === 0) return 0;
     this.sink.cork();
     let left = n;
@@ -152,7 +157,7 @@ export class TransportBuffer {
   fitsNow(total: number): boolean {
     // With SO_SNDBUF 0 nothing is buffered: a send is done only when the kernel took all of it.
     if (this.cap === 0) return total === 0 && this.queue.length === 0;
-    return this.queue.length === 0 && this.room() >= total;
+    return this.queue.length === 0 && this.roomForNew() >= total;
   }
 
   private retryTimer: NodeJS.Timeout | null = null;
@@ -189,11 +194,12 @@ export class TransportBuffer {
         continue;
       }
       this.queue.splice(i, 1);
-      // Bytes already handed ahead cannot be taken back from node and will reach the peer, so
-      // they count as sent: the count is what the peer gets.
       this.queuedBytes -= q.op.total - q.handed;
       this.meter(-(q.op.total - q.handed));
-      q.op.complete(errno, q.handed);
+      // Bytes already handed ahead cannot be taken back from node and will reach the peer, so
+      // they count as sent: the count is what the peer gets. On a broken connection they never
+      // will: only what was accepted counts.
+      q.op.complete(errno, broken ? q.accepted : q.handed);
       n++;
     }
     this.pump();
@@ -216,6 +222,7 @@ export class TransportBuffer {
             break;
           }
           q.accepted += n;
+          q.handed += n;
           this.queuedBytes -= n;
           this.meter(-n);
           if (q.accepted < q.op.total) {
@@ -251,8 +258,7 @@ export class TransportBuffer {
   private feed(q: QueuedOp): void {
     this.acceptAhead();
     while (q.handed < q.op.total) {
-      // Bytes enter the buffer in order: none while earlier ones wait ahead.
-      const room = this.ahead === 0 ? this.room() : 0;
+      const room = this.roomForNew();
       const aheadRoom = this.cap * AHEAD_FACTOR - this.ahead;
       if (room === 0 && aheadRoom <= 0) break;
       const c = q.op.chunks[q.chunk]!;
@@ -297,14 +303,18 @@ export class TransportBuffer {
     const piece: AheadPiece = { q, n: chunk.length, accepted: 0 };
     this.aheadPieces.push(piece);
     this.ahead += piece.n;
-    this.sink.write(chunk, () => {
-      // The kernel has the piece. (Bytes stay metered from submit() until now.)
-      this.aheadPieces.shift();
-      if (this.firstUnaccepted > 0) this.firstUnaccepted--;
+    this.sink.write(chunk, (err) => {
+      // The kernel has the piece, or the connection failed. (Bytes stay metered from submit()
+      // until now.) Node finishes writes in order, so this is the oldest piece, except when a
+      // write to a destroyed socket fails at once: look it up.
+      const at = this.aheadPieces.indexOf(piece);
+      this.aheadPieces.splice(at, 1);
+      if (at < this.firstUnaccepted) this.firstUnaccepted--;
       this.inKernelHandoff -= piece.accepted;
       const rest = piece.n - piece.accepted;
       this.ahead -= rest;
-      piece.q.accepted += rest;
+      // Bytes that never reached the kernel are not sent: the connection's failure ends the op.
+      if (!err) piece.q.accepted += rest;
       this.queuedBytes -= rest;
       this.meter(-piece.n);
       this.pump();

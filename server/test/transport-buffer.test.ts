@@ -1,0 +1,219 @@
+/**
+ * The transport buffer (server/src/sockets/transport-buffer.ts) over a real loopback TCP
+ * connection: bytes handed to the kernel ahead of acceptance, and what operations report when
+ * they are cancelled with bytes on their way. The checks are on what the peer received, on the
+ * counts the operations reported, and on the buffer's own accounting (it feeds the session
+ * quota), which must come back to zero.
+ */
+import t, { type Test } from 'tap';
+import * as net from 'node:net';
+import { TransportBuffer, type SendOp, type StreamSink } from '../src/internals.js';
+
+const ABORTED = 995; // WSA_OPERATION_ABORTED
+const RESET = 10054; // WSAECONNRESET
+
+interface Link {
+  client: net.Socket;
+  /** Bytes the peer has read so far. */
+  received(): Buffer;
+  /** The peer starts (or goes on) reading. */
+  read(): void;
+  /** Resolves once the peer has read n bytes (or the connection ended). */
+  until(n: number): Promise<void>;
+}
+
+async function link(t: Test, paused: boolean): Promise<Link> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  let waiter: { n: number; resolve: () => void } | null = null;
+  let peer: net.Socket | null = null;
+  const server = net.createServer({ pauseOnConnect: true }, (s) => {
+    peer = s;
+    s.on('data', (b: Buffer) => {
+      chunks.push(b);
+      total += b.length;
+      if (waiter && total >= waiter.n) waiter.resolve();
+    });
+    s.on('end', () => waiter?.resolve());
+    s.on('error', () => undefined);
+    if (!paused) s.resume();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  client.on('error', () => undefined);
+  await new Promise<void>((r) => client.once('connect', () => r()));
+  while (peer === null) await new Promise((r) => setImmediate(r));
+  t.teardown(() => {
+    client.destroy();
+    peer?.destroy();
+    server.close();
+  });
+  return {
+    client,
+    received: () => Buffer.concat(chunks),
+    read: () => peer!.resume(),
+    until: (n) => (total >= n ? Promise.resolve() : new Promise<void>((resolve) => (waiter = { n, resolve }))),
+  };
+}
+
+function sinkOf(client: net.Socket, sendDirect?: StreamSink['sendDirect']): StreamSink {
+  return {
+    write: (chunk, done) => void client.write(chunk, done),
+    cork: () => client.cork(),
+    uncork: () => client.uncork(),
+    ...(sendDirect ? { sendDirect } : {}),
+  };
+}
+
+function pattern(n: number, seed: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 13 + seed * 101 + (i >> 9)) & 0xff;
+  return b;
+}
+
+interface Op extends SendOp {
+  data: Uint8Array;
+  result: { errno: number; bytes: number } | null;
+}
+
+function op(data: Uint8Array, direct = 0): Op {
+  const o: Op = {
+    data,
+    chunks: [data],
+    total: data.length,
+    thread: 1,
+    overlapped: true,
+    direct,
+    result: null,
+    complete(errno, bytes) {
+      if (o.result) throw new Error('completed twice');
+      o.result = { errno, bytes };
+    },
+  };
+  return o;
+}
+
+/** The buffer, a running total of its meter (what the session quota is told), and a hook run after every pump. */
+function buffer(sink: StreamSink, cap: number, onProgress: () => void = () => undefined): { tx: TransportBuffer; metered: () => number } {
+  let metered = 0;
+  const tx = new TransportBuffer(sink, cap, () => onProgress(), (d) => (metered += d));
+  return { tx, metered: () => metered };
+}
+
+async function until(cond: () => boolean, ms = 10000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+  return cond();
+}
+
+const sentPart = (ops: Op[]): Buffer => Buffer.concat(ops.map((o) => o.data.subarray(0, o.result!.bytes)));
+
+t.test('a reading peer gets every byte in order; each send completes with its total; the accounting ends at zero', async (t) => {
+  const l = await link(t, false);
+  const { tx, metered } = buffer(sinkOf(l.client), 65536);
+  const ops = Array.from({ length: 40 }, (_, i) => op(pattern(65536 + i * 1000, i)));
+  for (const o of ops) tx.submit(o);
+  t.ok(await until(() => ops.every((o) => o.result !== null)), 'every send completed');
+  t.ok(
+    ops.every((o) => o.result!.errno === 0 && o.result!.bytes === o.total),
+    'each with no error and all its bytes',
+  );
+  const want = sentPart(ops);
+  await l.until(want.length);
+  t.ok(l.received().equals(want), `the peer got the ${want.length} bytes in order`);
+  t.ok(await until(() => tx.drained), 'drained');
+  t.same([tx.used, tx.pendingBytes, metered()], [0, 0, 0], 'nothing held, nothing metered');
+});
+
+t.test('sends cancelled while their bytes wait ahead count those bytes: the peer gets exactly the counts', async (t) => {
+  const l = await link(t, true);
+  const { tx, metered } = buffer(sinkOf(l.client), 65536);
+  const ops = Array.from({ length: 80 }, (_, i) => op(pattern(65536, 100 + i)));
+  for (const o of ops) tx.submit(o);
+  // Let the kernel fill up: the peer is not reading.
+  await new Promise((r) => setTimeout(r, 200));
+  const cancelled = tx.cancel(ABORTED);
+  t.ok(cancelled > 0, `${cancelled} waiting sends were cancelled`);
+  t.ok(
+    ops.every((o) => o.result !== null),
+    'every send has completed',
+  );
+  const short = ops.findIndex((o) => o.result!.bytes < o.total);
+  t.ok(short > 0 && ops.slice(short + 1).every((o) => o.result!.bytes === 0), 'counts: whole sends, then at most one partial one, then none');
+  t.ok(
+    ops.some((o) => o.result!.errno === ABORTED && o.result!.bytes > 0),
+    'a cancelled send reports the bytes it had already handed over',
+  );
+  l.read();
+  const want = sentPart(ops);
+  await l.until(want.length);
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(l.received().length, want.length, `the peer got ${want.length} bytes, the sum of the counts`);
+  t.ok(l.received().equals(want), 'those bytes, in order');
+  t.ok(await until(() => tx.drained), 'drained');
+  t.same([tx.used, tx.pendingBytes, metered()], [0, 0, 0], 'nothing held, nothing metered');
+});
+
+t.test('while bytes of a cancelled send wait ahead, no new send is accepted before them', async (t) => {
+  const l = await link(t, true);
+  let watching = false;
+  let early = 0;
+  let checks = 0;
+  // After every pump (each write callback runs one) while the cancelled sends' bytes drain: with
+  // the queue empty, pendingBytes is what of them is still on its way to the kernel.
+  const { tx, metered } = buffer(sinkOf(l.client), 65536, () => {
+    if (!watching) return;
+    checks++;
+    if (tx.fitsNow(1) && tx.pendingBytes > 0) early++;
+  });
+  const ops = Array.from({ length: 80 }, (_, i) => op(pattern(65536, 300 + i)));
+  for (const o of ops) tx.submit(o);
+  await new Promise((r) => setTimeout(r, 200));
+  tx.cancel(ABORTED);
+  t.ok(tx.pendingBytes > 0, 'bytes of cancelled sends are still on their way');
+  t.notOk(tx.fitsNow(1), 'a one-byte send does not fit');
+  t.equal(tx.acceptNow([pattern(1, 1)], 1), 0, 'a nonblocking send takes nothing');
+  watching = true;
+  l.read();
+  t.ok(await until(() => tx.drained), 'drained');
+  t.ok(checks > 0, `checked after each of ${checks} pumps`);
+  t.equal(early, 0, 'never would a new send fit while older bytes were still on their way');
+  t.ok(tx.fitsNow(1), 'then it fits');
+  t.same([tx.pendingBytes, metered()], [0, 0], 'nothing pending or metered');
+});
+
+t.test('on a broken connection a cancelled send counts only accepted bytes, not bytes handed ahead', async (t) => {
+  const l = await link(t, true);
+  const { tx, metered } = buffer(sinkOf(l.client), 100);
+  const a = op(pattern(100, 1));
+  const b = op(pattern(300, 2));
+  tx.submit(a);
+  tx.submit(b);
+  t.same(a.result, { errno: 0, bytes: 100 }, 'the first send fits the buffer and completes at once');
+  t.equal(b.result, null, 'the second waits, its bytes handed ahead');
+  t.equal(tx.cancel(RESET, () => true, true), 1, 'the connection breaks: the second send is failed');
+  t.same(b.result, { errno: RESET, bytes: 0 }, 'with no bytes: none of them was accepted');
+  l.client.destroy();
+  t.ok(await until(() => metered() === 0), 'the accounting comes back to zero once the writes are done');
+  t.equal(tx.pendingBytes, 0);
+});
+
+t.test('a MSG_OOB send the kernel took in part, then cancelled, reports that part', async (t) => {
+  const l = await link(t, false);
+  let calls = 0;
+  // The kernel takes 30 bytes of the first direct send, then has no room.
+  const sendDirect = (chunk: Uint8Array): number => {
+    if (++calls > 1) return -1;
+    l.client.write(chunk.subarray(0, 30));
+    return 30;
+  };
+  const { tx, metered } = buffer(sinkOf(l.client, sendDirect), 65536);
+  const d = op(pattern(100, 3), 1);
+  tx.submit(d);
+  t.equal(d.result, null, 'the send waits for room for the rest');
+  t.equal(tx.cancel(ABORTED), 1, 'cancelled');
+  t.same(d.result, { errno: ABORTED, bytes: 30 }, 'it reports the 30 bytes the kernel took');
+  await l.until(30);
+  t.ok(l.received().equals(Buffer.from(d.data.subarray(0, 30))), 'the peer got those 30 bytes');
+  t.same([tx.pendingBytes, metered()], [0, 0], 'nothing pending or metered');
+});
