@@ -216,6 +216,8 @@ export class Session implements SpiSession {
   private send(message: object, text: boolean): void {
     if (this.ws.readyState !== WS_OPEN) return;
     if (text) {
+      // Binary records still waiting for their flush were produced first: they go first.
+      this.flush();
       this.ws.send(P.encodeText(message));
       return;
     }
