@@ -1,9 +1,9 @@
 /**
- * Client-to-server WebSocket frames (RFC 6455, section 5.2) written by the SDK itself, masked in
- * place. ws's send() masks a caller's buffer into a new one of the same size, which for bulk
- * sends means a fresh allocation per frame (GC work and page faults) and a second copy of every
- * byte. The SDK's frames live in its own FrameBuilder buffer, which nothing else reads, so they
- * can be masked where they are and handed to the socket as they are.
+ * Client-to-server WebSocket frames (RFC 6455, section 5.2) written by the SDK itself. ws's send()
+ * masks a caller's buffer into a new one of the same size, which for bulk sends means a fresh
+ * allocation per frame (GC work and page faults) and a second copy of every byte. The SDK's
+ * frames live in its own FrameBuilder buffer, which nothing else reads, so frames of 8 KiB and
+ * more are masked where they are and handed to the socket as they are.
  *
  * The frames go to the same net.Socket that ws writes its control frames to. Every frame is
  * written with one cork()/uncork() pair, so frames never interleave on the wire.
@@ -47,23 +47,47 @@ function nextKey(): Buffer {
   return key;
 }
 
-/** Masks payload in place and writes it as one final binary frame. The socket holds payload until written. */
+/**
+ * Below this size a frame is copied, masked on the way, into one buffer with its header and
+ * written with one write(), as ws does: for small frames that is cheaper than a writev of two.
+ */
+const COPY_BELOW = 8 * 1024;
+
+/** Writes a final binary frame's header, masking key included, at the start of target; returns its length. */
+function writeHeader(target: Buffer, n: number, key: Uint8Array): number {
+  const lengthBytes = n < 126 ? 0 : n < 65536 ? 2 : 8;
+  target[0] = 0x82; // FIN, binary
+  if (lengthBytes === 0) target[1] = 0x80 | n;
+  else if (lengthBytes === 2) {
+    target[1] = 0x80 | 126;
+    target.writeUInt16BE(n, 2);
+  } else {
+    target[1] = 0x80 | 127;
+    target.writeUInt32BE(Math.floor(n / 2 ** 32), 2);
+    target.writeUInt32BE(n >>> 0, 6);
+  }
+  target.set(key, 2 + lengthBytes);
+  return 2 + lengthBytes + 4;
+}
+
+const headerSize = (n: number): number => (n < 126 ? 6 : n < 65536 ? 8 : 14);
+
+/**
+ * Writes payload as one final binary frame. Small frames are copied; larger ones are masked in
+ * place, and then the socket holds payload until it is written.
+ */
 export function writeMaskedBinaryFrame(socket: Socket, payload: Uint8Array): void {
   const n = payload.length;
-  const lengthBytes = n < 126 ? 0 : n < 65536 ? 2 : 8;
-  const header = Buffer.allocUnsafe(2 + lengthBytes + 4);
-  header[0] = 0x82; // FIN, binary
-  if (lengthBytes === 0) header[1] = 0x80 | n;
-  else if (lengthBytes === 2) {
-    header[1] = 0x80 | 126;
-    header.writeUInt16BE(n, 2);
-  } else {
-    header[1] = 0x80 | 127;
-    header.writeUInt32BE(Math.floor(n / 2 ** 32), 2);
-    header.writeUInt32BE(n >>> 0, 6);
-  }
   const key = nextKey();
-  key.copy(header, 2 + lengthBytes);
+  if (n < COPY_BELOW) {
+    const frame = Buffer.allocUnsafe(headerSize(n) + n);
+    const at = writeHeader(frame, n, key);
+    mask(payload, key, frame, at, n);
+    socket.write(frame);
+    return;
+  }
+  const header = Buffer.allocUnsafe(headerSize(n));
+  writeHeader(header, n, key);
   mask(payload, key, payload, 0, n);
   socket.cork();
   socket.write(header);

@@ -68,8 +68,9 @@ async function connect(t: Test): Promise<Pair> {
 t.test('every length encoding reaches a ws server intact', async (t) => {
   const p = await connect(t);
   // 7-bit lengths up to 125, 16-bit from 126 to 65535, 64-bit from 65536; 47/48 straddle the
-  // size where the native mask takes over from the JavaScript one.
-  const sizes = [0, 1, 3, 47, 48, 125, 126, 127, 4093, 65535, 65536, 65537, (1 << 20) + 3];
+  // size where the native mask takes over from the JavaScript one, 8191/8192 the size from which
+  // frames are masked in place instead of copied.
+  const sizes = [0, 1, 3, 47, 48, 125, 126, 127, 4093, 8191, 8192, 65535, 65536, 65537, (1 << 20) + 3];
   const sent = sizes.map((n, i) => pattern(n, i));
   for (const b of sent) writeMaskedBinaryFrame(p.socket, Buffer.from(b));
   await p.until(sizes.length);
@@ -80,10 +81,10 @@ t.test('every length encoding reaches a ws server intact', async (t) => {
   }
 });
 
-t.test('the payload is masked in place, with a new key per frame', async (t) => {
+t.test('a large payload is masked in place, with a new key per frame; a small one is left as it is', async (t) => {
   const p = await connect(t);
   const keys = new Set<string>();
-  const original = pattern(4096, 9);
+  const original = pattern(16384, 9);
   for (let i = 0; i < 16; i++) {
     const frame = Buffer.from(original);
     writeMaskedBinaryFrame(p.socket, frame);
@@ -92,8 +93,13 @@ t.test('the payload is masked in place, with a new key per frame', async (t) => 
     for (let j = 0; j < frame.length; j++) if ((frame[j]! ^ key[j & 3]!) !== original[j]) t.fail(`byte ${j} of frame ${i} is not the original XOR the key`);
     keys.add(key.toString('hex'));
   }
-  await p.until(16);
-  t.ok(p.received.every((m) => m.data.equals(original)), 'the server unmasked every frame to the original');
+  const small = pattern(100, 10);
+  const smallCopy = Buffer.from(small);
+  writeMaskedBinaryFrame(p.socket, smallCopy);
+  t.ok(smallCopy.equals(small), 'a small payload is copied into the frame, not masked where it is');
+  await p.until(17);
+  t.ok(p.received.slice(0, 16).every((m) => m.data.equals(original)), 'the server unmasked every large frame to the original');
+  t.ok(p.received[16]!.data.equals(small), 'and the small one');
   t.ok(keys.size >= 15, `a fresh key per frame (${keys.size} distinct of 16)`);
 });
 
