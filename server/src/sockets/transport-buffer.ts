@@ -181,26 +181,36 @@ export class TransportBuffer {
 
   /**
    * Completes waiting operations that match with the given code (cancellation); bytes of an
-   * operation already accepted stay on their way to the peer. Returns how many were completed.
+   * operation already accepted stay on their way to the peer. Returns how many were cancelled.
    */
   cancel(errno: number, match: (op: SendOp) => boolean = () => true, broken = false): number {
     let n = 0;
     for (let i = 0; i < this.queue.length; ) {
       const q = this.queue[i]!;
+      const total = q.op.total;
       // An operation whose every byte is already with the kernel (SO_SNDBUF 0) is no longer
       // queued: only a broken connection fails it; otherwise it completes when the kernel is done.
-      if (!match(q.op) || (!broken && q.accepted === q.op.total && q.op.total > 0)) {
+      if (!match(q.op) || (!broken && q.accepted === total && total > 0)) {
         i++;
         continue;
       }
       this.queue.splice(i, 1);
-      this.queuedBytes -= q.op.total - q.handed;
-      this.meter(-(q.op.total - q.handed));
-      // Bytes already handed ahead cannot be taken back from node and will reach the peer, so
-      // they count as sent: the count is what the peer gets. On a broken connection they never
-      // will: only what was accepted counts.
-      q.op.complete(errno, broken ? q.accepted : q.handed);
-      n++;
+      this.queuedBytes -= total - q.handed;
+      this.meter(-(total - q.handed));
+      if (broken) {
+        // Bytes handed ahead never reach the peer now: only what was accepted counts.
+        q.op.complete(errno, q.accepted);
+        n++;
+      } else if (q.handed === total && total > 0) {
+        // Handed over whole: node cannot take the bytes back and the peer will get them, so the
+        // send is done, as if the buffer had taken it. Only the send being handed over when the
+        // cancellation came is cut, as on Windows.
+        q.op.complete(0, total);
+      } else {
+        // Bytes already handed ahead will reach the peer: the count is what the peer gets.
+        q.op.complete(errno, q.handed);
+        n++;
+      }
     }
     this.pump();
     return n;
