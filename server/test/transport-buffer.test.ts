@@ -65,6 +65,16 @@ function sinkOf(client: net.Socket, sendDirect?: StreamSink['sendDirect']): Stre
   };
 }
 
+/** A MSG_OOB path whose kernel takes 30 bytes of the first send, then has no room. */
+function takesThirtyBytesOnce(client: net.Socket): NonNullable<StreamSink['sendDirect']> {
+  let calls = 0;
+  return (chunk) => {
+    if (++calls > 1) return -1;
+    client.write(chunk.subarray(0, 30));
+    return 30;
+  };
+}
+
 function pattern(n: number, seed: number): Uint8Array {
   const b = new Uint8Array(n);
   for (let i = 0; i < n; i++) b[i] = (i * 13 + seed * 101 + (i >> 9)) & 0xff;
@@ -76,13 +86,13 @@ interface Op extends SendOp {
   result: { errno: number; bytes: number } | null;
 }
 
-function op(data: Uint8Array, direct = 0): Op {
+function op(data: Uint8Array, direct = 0, overlapped = true): Op {
   const o: Op = {
     data,
     chunks: [data],
     total: data.length,
     thread: 1,
-    overlapped: true,
+    overlapped,
     direct,
     result: null,
     complete(errno, bytes) {
@@ -207,14 +217,7 @@ t.test('on a broken connection a cancelled send counts only accepted bytes, not 
 
 t.test('a MSG_OOB send the kernel took in part, then cancelled, reports that part', async (t) => {
   const l = await link(t, false);
-  let calls = 0;
-  // The kernel takes 30 bytes of the first direct send, then has no room.
-  const sendDirect = (chunk: Uint8Array): number => {
-    if (++calls > 1) return -1;
-    l.client.write(chunk.subarray(0, 30));
-    return 30;
-  };
-  const { tx, metered } = buffer(sinkOf(l.client, sendDirect), 65536);
+  const { tx, metered } = buffer(sinkOf(l.client, takesThirtyBytesOnce(l.client)), 65536);
   const d = op(pattern(100, 3), 1);
   tx.submit(d);
   t.equal(d.result, null, 'the send waits for room for the rest');
@@ -222,5 +225,51 @@ t.test('a MSG_OOB send the kernel took in part, then cancelled, reports that par
   t.same(d.result, { errno: ABORTED, bytes: 30 }, 'it reports the 30 bytes the kernel took');
   await l.until(30);
   t.ok(l.received().equals(Buffer.from(d.data.subarray(0, 30))), 'the peer got those 30 bytes');
+  t.same([tx.pendingBytes, metered()], [0, 0], 'nothing pending or metered');
+});
+
+t.test('one cancellation made of two calls (overlapped, then blocking sends) cuts one send, not two', async (t) => {
+  const l = await link(t, true);
+  const { tx, metered } = buffer(sinkOf(l.client, takesThirtyBytesOnce(l.client)), 65536);
+  const oob = op(pattern(100, 4), 1);
+  const blocking = op(pattern(5 * 65536, 5), 0, false);
+  tx.submit(oob);
+  tx.submit(blocking);
+  t.equal(blocking.result, null, 'the blocking send waits behind the MSG_OOB one, nothing of it handed over');
+  // As close() and SIO_FLUSH do: overlapped sends, then blocking ones, in two calls.
+  tx.cancel(ABORTED, (o) => o.overlapped);
+  tx.cancel(10004 /* WSAEINTR */, (o) => !o.overlapped);
+  t.same(oob.result, { errno: ABORTED, bytes: 30 }, 'the MSG_OOB send is cut after the 30 bytes the kernel took');
+  t.same(blocking.result, { errno: 10004, bytes: 0 }, 'the blocking send is cancelled whole: nothing was handed over between the calls');
+  l.read();
+  await l.until(30);
+  await new Promise((r) => setTimeout(r, 50));
+  t.ok(l.received().equals(Buffer.from(oob.data.subarray(0, 30))), 'the peer got those 30 bytes and nothing else');
+  t.same([tx.pendingBytes, metered()], [0, 0], 'nothing pending or metered');
+});
+
+t.test('an empty send behind sends handed over whole completes with them', async (t) => {
+  const l = await link(t, true);
+  // Fill the kernel and node's queue first, so that nothing handed over later moves.
+  const prefill = Buffer.alloc(16 * 1024 * 1024, 7);
+  l.client.write(prefill);
+  t.ok(await until(() => l.client.writableLength > 0), 'the connection is full');
+  const { tx, metered } = buffer(sinkOf(l.client), 65536);
+  const first = op(pattern(65536, 6));
+  const whole1 = op(pattern(65536, 7));
+  const empty = op(new Uint8Array(0));
+  const whole2 = op(pattern(65536, 8));
+  for (const o of [first, whole1, empty, whole2]) tx.submit(o);
+  t.same(first.result, { errno: 0, bytes: 65536 }, 'the first send fits the buffer');
+  t.ok([whole1, empty, whole2].every((o) => o.result === null), 'the others wait, their bytes handed ahead');
+  tx.cancel(ABORTED);
+  t.same(whole1.result, { errno: 0, bytes: 65536 }, 'handed over whole: done');
+  t.same(empty.result, { errno: 0, bytes: 0 }, 'the empty send between them: done too');
+  t.same(whole2.result, { errno: 0, bytes: 65536 }, 'handed over whole: done');
+  l.read();
+  const want = Buffer.concat([prefill, first.data, whole1.data, whole2.data]);
+  await l.until(want.length);
+  t.ok(l.received().equals(want), 'the peer got every byte of them, in order');
+  t.ok(await until(() => tx.drained), 'drained');
   t.same([tx.pendingBytes, metered()], [0, 0], 'nothing pending or metered');
 });

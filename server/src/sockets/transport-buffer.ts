@@ -124,6 +124,7 @@ export class TransportBuffer {
 
   /** Room for bytes not yet handed over: none while older bytes wait ahead (bytes enter in order). */
   private roomForNew(): number {
+    this.acceptAhead();
     return this.ahead === 0 ? this.room() : 0;
   }
 
@@ -185,9 +186,16 @@ export class TransportBuffer {
    */
   cancel(errno: number, match: (op: SendOp) => boolean = () => true, broken = false): number {
     let n = 0;
+    // Whether every operation looked at so far was handed over whole (or had nothing to hand
+    // over), and how many there were: an empty send behind such sends is as good as sent.
+    let wholeSoFar = true;
+    let seen = 0;
     for (let i = 0; i < this.queue.length; ) {
       const q = this.queue[i]!;
       const total = q.op.total;
+      const handedWhole = q.handed === total && (total > 0 || (wholeSoFar && seen > 0));
+      wholeSoFar &&= q.handed === total;
+      seen++;
       // An operation whose every byte is already with the kernel (SO_SNDBUF 0) is no longer
       // queued: only a broken connection fails it; otherwise it completes when the kernel is done.
       if (!match(q.op) || (!broken && q.accepted === total && total > 0)) {
@@ -201,10 +209,10 @@ export class TransportBuffer {
         // Bytes handed ahead never reach the peer now: only what was accepted counts.
         q.op.complete(errno, q.accepted);
         n++;
-      } else if (q.handed === total && total > 0) {
-        // Handed over whole: node cannot take the bytes back and the peer will get them, so the
-        // send is done, as if the buffer had taken it. Only the send being handed over when the
-        // cancellation came is cut, as on Windows.
+      } else if (handedWhole) {
+        // Handed over whole (an empty send behind such sends too): node cannot take the bytes
+        // back and the peer will get them, so the send is done, as if the buffer had taken it.
+        // Only the send being handed over when the cancellation came is cut, as on Windows.
         q.op.complete(0, total);
       } else {
         // Bytes already handed ahead will reach the peer: the count is what the peer gets.
@@ -212,8 +220,22 @@ export class TransportBuffer {
         n++;
       }
     }
-    this.pump();
+    // Not at once: one cancellation can be several calls in a row (close() and SIO_FLUSH cancel
+    // overlapped and blocking sends apart, a thread exit one operation at a time), and a pump
+    // in between would hand over bytes of an operation that the next call cancels.
+    this.pumpSoon();
     return n;
+  }
+
+  private pumpScheduled = false;
+
+  private pumpSoon(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
   }
 
   private pump(): void {
@@ -221,6 +243,8 @@ export class TransportBuffer {
     this.pumping = true;
     this.sink.cork();
     try {
+      // Room that freed up goes to bytes handed ahead, also those of cancelled operations.
+      this.acceptAhead();
       while (this.queue.length > 0) {
         const q = this.queue[0]!;
         if (q.op.direct) {
