@@ -11,6 +11,8 @@ export { Socket, WinsockError, type Completion, type SocketOptions } from './soc
 export { THREAD_BOUND_FUNCTIONS, type SessionThread, type ThreadBoundFunctions } from './spi-session.js';
 /** WSCEnumProtocols without a session; decodeProtocolInfoW and the catalog come with @spiwire/proto above. */
 export { enumProtocols } from './catalog.js';
+/** True when the SDK masks its frames with bufferutil (installed with it, optional); false: in JavaScript, several times slower for bulk sends. */
+export { nativeMasking } from './masked-frames.js';
 
 /** Opens one session to the daemon at url (for example ws://127.0.0.1:7787/ws). */
 export function connect(url: string, opts: ConnectOptions = {}): Promise<SpiSession> {

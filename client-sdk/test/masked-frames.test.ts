@@ -7,7 +7,9 @@
 import t, { type Test } from 'tap';
 import type { AddressInfo, Socket } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
+import { createRequire } from 'node:module';
 import { maskInJs, writeMaskedBinaryFrame } from '../src/masked-frames.js';
+import { nativeMasking } from '../src/index.js';
 
 function pattern(n: number, seed: number): Buffer {
   const b = Buffer.allocUnsafe(n);
@@ -140,4 +142,14 @@ t.test('the JavaScript mask is the XOR of RFC 6455, section 5.3, at any offset',
   t.equal(out[1007], 0xee, 'nothing written after the length');
   maskInJs(out.subarray(7, 1007), key, out, 7, src.length);
   t.ok(out.subarray(7, 1007).equals(src), 'masking twice in place restores the bytes');
+});
+
+t.test('nativeMasking says whether bufferutil could be loaded', async (t) => {
+  let loadable = true;
+  try {
+    createRequire(import.meta.url)('bufferutil');
+  } catch {
+    loadable = false;
+  }
+  t.equal(nativeMasking, loadable, `bufferutil ${loadable ? 'loads' : 'does not load'} here, and the SDK says so`);
 });

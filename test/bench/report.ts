@@ -346,7 +346,7 @@ export function markdown(rep: Report, svgFile: string): string {
   L.push(`- Node ${m.node}; ${m.platform}`);
   L.push(`- load average (1, 5, 15 min) at the start ${m.loadavg.start.map((x) => fmt(x)).join(', ')}, at the end ${m.loadavg.end.map((x) => fmt(x)).join(', ')}`);
   L.push(`- code: commit ${m.git.commit.slice(0, 12)}${m.git.dirty.length ? ` with uncommitted changes in ${m.git.dirty.join(', ')}` : ''}`);
-  L.push(`- bufferutil (native WebSocket masking): ${m.bufferutil ? 'loaded' : 'MISSING'}; open-file hard limit ${fmt(m.nofileHard)}; the peers' clock checked to be this process's CLOCK_MONOTONIC: ${m.sharedClock ? 'yes' : 'no (peer-side times replaced by arrival times here)'}`);
+  L.push(`- bufferutil (native WebSocket masking, as the SDK reports it in \`nativeMasking\`): ${m.bufferutil ? 'loaded' : 'MISSING'}; open-file hard limit ${fmt(m.nofileHard)}; the peers' clock checked to be this process's CLOCK_MONOTONIC: ${m.sharedClock ? 'yes' : 'no (peer-side times replaced by arrival times here)'}`);
   L.push(`- the whole run took ${fmt(m.seconds)} s`);
   L.push('');
   L.push('## How to reproduce');
@@ -423,7 +423,7 @@ export function markdown(rep: Report, svgFile: string): string {
 
 /** How the send path is built for speed, and where the time still goes (measured while tuning it). */
 const FAST_PATH = [
-  '- **Masking in native code, in place.** Frames are masked and unmasked with ws\'s optional `bufferutil` addon, which ships prebuilt; the daemon logs a warning when it cannot be loaded, and the machine section above says whether it was. The SDK writes its own binary frames, masked in place in its frame buffer with a fresh random key, instead of having ws copy each one into a new buffer.',
+  '- **Masking in native code, in place.** Frames are masked and unmasked with ws\'s optional `bufferutil` addon, which ships prebuilt; the daemon logs a warning when it cannot be loaded, and the machine section above says whether it was. The SDK writes its own binary frames with a fresh random key per frame: from 8 KiB up masked in place in its frame buffer, instead of having ws copy each one into a new buffer; smaller ones copied with their header into one write. Its `nativeMasking` export says whether bufferutil was loaded.',
   '- **Binary records, raw payloads.** A frame holds several records, each a header and the bytes it refers to, so payloads are never base64 or JSON arrays (proto/README.md section 3).',
   '- **Compact headers for the hot messages.** The WSPSend request, its reply and `spiwire.completion` are written as fixed binary layouts instead of JSON once the client has used them (proto/README.md, "Compact headers"): encoding and decoding one of them costs about 0.2 us instead of about 1.4 us, which is most of what the small-send rate and UDP gained.',
   '- **Several calls per frame, both ways.** The SDK packs the calls of one synchronous run into one frame (sent at 64 records or 256 KiB, or on a microtask); the daemon does the same with the replies to one incoming frame, and sends completions once the event loop has run the I/O callbacks of its current round, so that a burst of them shares a frame. An overlapped send that completes at once carries its completion in its reply.',

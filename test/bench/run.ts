@@ -13,7 +13,6 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Api, Check, Ctx } from './lib/context.js';
@@ -27,6 +26,7 @@ import { completion } from './scenarios/completion.js';
 import { scale } from './scenarios/scale.js';
 import { slowPeer } from './scenarios/slow-peer.js';
 import { DAEMON_NODE_FLAGS } from '@spiwire/server/node-flags';
+import { nativeMasking } from '@spiwire/client';
 
 interface Args {
   quick: boolean;
@@ -82,14 +82,7 @@ function gitInfo(): { commit: string; dirty: string[] } {
   }
 }
 
-function hasBufferUtil(): boolean {
-  try {
-    createRequire(import.meta.url)('bufferutil');
-    return true;
-  } catch {
-    return false;
-  }
-}
+
 
 /** --from-json PATH: the table, the page and the chart again from saved results, without measuring. */
 function fromJson(args: Args): void {
@@ -199,7 +192,7 @@ async function main(): Promise<void> {
     memoryBytes: os.totalmem(),
     loadavg: { start: loadStart, end: os.loadavg() },
     git: gitInfo(),
-    bufferutil: hasBufferUtil(),
+    bufferutil: nativeMasking,
     daemonFlags: daemon.flags.filter((f, i, a) => f !== '--port' && a[i - 1] !== '--port'),
     daemonNodeFlags: [...DAEMON_NODE_FLAGS],
     daemonOutput: daemonOutput.replace(/bench-nofile=\S+\n?/, '').slice(0, 4000),
