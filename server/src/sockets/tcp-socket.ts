@@ -7,6 +7,7 @@ import { fdOf, libc } from '../native/libc.js';
 import { fail, ok, type Outcome } from '../outcome.js';
 import { EmulatedSocket, type CompleteFn, type OverlappedStart, type SocketContext } from './emulated-socket.js';
 import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
+import { byteLength } from './send-buffers.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists } from './sockaddr.js';
 import type { PortReservations } from './port-reservations.js';
 
@@ -603,12 +604,6 @@ export class TcpSocket extends EmulatedSocket {
   maxMessageSize(): number | null {
     return null;
   }
-}
-
-function byteLength(buffers: readonly Uint8Array[]): number {
-  let total = 0;
-  for (const b of buffers) total += b.length;
-  return total;
 }
 
 function clampBacklog(n: number): number {

@@ -7,7 +7,7 @@
  * Sends that cannot be accepted at once (blocking or overlapped) wait in a first-in first-out
  * queue of operations; an operation completes when its last byte has entered the buffer.
  */
-
+import { contiguous } from './send-buffers.js';
 
 export interface StreamSink {
   /** Hands bytes to the kernel side; done fires when they have been written to the kernel. */
@@ -137,7 +137,7 @@ export class TransportBuffer {
     if (direct) {
       // These bytes go to the kernel directly, so nothing may still be on its way there.
       if (this.inKernelHandoff > 0 || this.ahead > 0 || !this.sink.sendDirect) return 0;
-      return Math.max(0, this.sink.sendDirect(flatten(chunks, total), direct));
+      return Math.max(0, this.sink.sendDirect(contiguous(chunks, total), direct));
     }
     // (hand() meters the accepted bytes.)
     const n = Math.min(this.roomForNew(), total);
@@ -249,7 +249,7 @@ export class TransportBuffer {
         const q = this.queue[0]!;
         if (q.op.direct) {
           if (this.inKernelHandoff > 0 || this.ahead > 0 || !this.sink.sendDirect) break;
-          const rest = flatten(q.op.chunks, q.op.total).subarray(q.accepted);
+          const rest = contiguous(q.op.chunks, q.op.total).subarray(q.accepted);
           const n = rest.length === 0 ? 0 : this.sink.sendDirect(rest, q.op.direct);
           if (n < 0) {
             this.retryLater();
@@ -365,15 +365,4 @@ export class TransportBuffer {
       this.pump();
     });
   }
-}
-
-function flatten(chunks: readonly Uint8Array[], total: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0]!;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }

@@ -6,6 +6,7 @@ import { wsaFromNodeError } from '../errno-map.js';
 import { fail, ok, type Outcome } from '../outcome.js';
 import { EmulatedSocket, type CompleteFn, type OverlappedStart, type SocketContext } from './emulated-socket.js';
 import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress } from './sockaddr.js';
+import { byteLength, contiguous } from './send-buffers.js';
 
 const UDP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 
@@ -126,8 +127,7 @@ export class UdpSocket extends EmulatedSocket {
     // UDP has neither out-of-band data nor XP1_PARTIAL_MESSAGE.
     if (flags & (W.MSG_OOB | W.MSG_PARTIAL)) return fail(W.WSAEOPNOTSUPP);
     if (this.sendShut) return fail(W.WSAESHUTDOWN);
-    let total = 0;
-    for (const b of buffers) total += b.length;
+    const total = byteLength(buffers);
     if (total > this.maxMessageSize()) return fail(W.WSAEMSGSIZE);
     // On a connected socket the destination is the default peer; lpTo is ignored.
     const dest = this.peer ?? to;
@@ -167,7 +167,7 @@ export class UdpSocket extends EmulatedSocket {
   private transmit(buffers: readonly Uint8Array[], total: number, dest: SockAddr, done: (o: Outcome) => void): void {
     if (this.closed) return done(fail(W.WSAEINTR));
     const sock = this.ensureSocket();
-    const payload = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, total);
+    const payload = contiguous(buffers, total);
     const to = this.peer ? null : dest;
     let retried = false;
     const cb = (err: Error | null): void => {
