@@ -64,7 +64,7 @@ let broadcastCache: { at: number; addresses: Set<string> } | null = null;
 export function isBroadcastAddress(address: string): boolean {
   if (address === '255.255.255.255') return true;
   // Loopback first: it is the common case and needs no regular expression.
-  if (address.startsWith('127.') || !isIPv4(address)) return false;
+  if (isLoopbackAddress(address) || !isIPv4(address)) return false;
   const now = Date.now();
   if (!broadcastCache || now - broadcastCache.at > 1000) {
     const addresses = new Set<string>();
