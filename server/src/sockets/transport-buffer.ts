@@ -290,7 +290,6 @@ export class TransportBuffer {
 
   /** Hands over what the buffer has room for of q, then what may go ahead. */
   private feed(q: QueuedOp): void {
-    this.acceptAhead();
     while (q.handed < q.op.total) {
       const room = this.roomForNew();
       const aheadRoom = this.cap * AHEAD_FACTOR - this.ahead;
