@@ -6,7 +6,7 @@
  * more are masked where they are and handed to the socket as they are.
  *
  * The frames go to the same net.Socket that ws writes its control frames to. Every frame is
- * written with one cork()/uncork() pair, so frames never interleave on the wire.
+ * written with one write() or one cork()/uncork() pair, so frames never interleave on the wire.
  */
 import { randomFillSync } from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -53,9 +53,13 @@ function nextKey(): Buffer {
  */
 const COPY_BELOW = 8 * 1024;
 
+/** The header of a masked frame with an n-byte payload: 2 bytes, the extended length, the key. */
+const headerSize = (n: number): number => (n < 126 ? 6 : n < 65536 ? 8 : 14);
+
 /** Writes a final binary frame's header, masking key included, at the start of target; returns its length. */
 function writeHeader(target: Buffer, n: number, key: Uint8Array): number {
-  const lengthBytes = n < 126 ? 0 : n < 65536 ? 2 : 8;
+  const size = headerSize(n);
+  const lengthBytes = size - 6;
   target[0] = 0x82; // FIN, binary
   if (lengthBytes === 0) target[1] = 0x80 | n;
   else if (lengthBytes === 2) {
@@ -66,11 +70,9 @@ function writeHeader(target: Buffer, n: number, key: Uint8Array): number {
     target.writeUInt32BE(Math.floor(n / 2 ** 32), 2);
     target.writeUInt32BE(n >>> 0, 6);
   }
-  target.set(key, 2 + lengthBytes);
-  return 2 + lengthBytes + 4;
+  target.set(key, size - 4);
+  return size;
 }
-
-const headerSize = (n: number): number => (n < 126 ? 6 : n < 65536 ? 8 : 14);
 
 /**
  * Writes payload as one final binary frame. Small frames are copied; larger ones are masked in

@@ -943,7 +943,6 @@ export function gather(lpBuffers: readonly WSABUF[] | null, dwBufferCount: numbe
   return out;
 }
 
-
 function scatter(data: Uint8Array, targets: Uint8Array[]): void {
   let at = 0;
   for (const t of targets) {
