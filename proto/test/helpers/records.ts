@@ -9,15 +9,7 @@ export function u32le(n: number): Uint8Array {
 }
 
 export function cat(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return new Uint8Array(Buffer.concat(parts));
 }
 
 /** One record built by hand: the header bytes are used as given, so they can be anything. */
