@@ -40,8 +40,12 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     // ?gc=1 collects garbage first when the daemon runs with --expose-gc, so memory figures are steady.
     if (gc && (req.query as Record<string, string>)['gc'] === '1') gc();
     let pendingOps = 0;
-    for (const s of sessions) pendingOps += s.pendingOperations;
-    return { sessions: sessions.size, sockets: ctx.handles.size, pendingOps, memory: process.memoryUsage(), gcExposed: gc !== undefined };
+    let pendingRequests = 0;
+    for (const s of sessions) {
+      pendingOps += s.pendingOperations;
+      pendingRequests += s.runningRequests;
+    }
+    return { sessions: sessions.size, sockets: ctx.handles.size, pendingOps, pendingRequests, memory: process.memoryUsage(), gcExposed: gc !== undefined };
   });
 
   app.get(

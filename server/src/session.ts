@@ -35,7 +35,10 @@ export class Session implements SpiSession {
   readonly id = randomUUID();
   readonly log: Logger;
   private readonly sockets = new Map<number, EmulatedSocket>();
+  /** Ids of calls still running (for DUPLICATE_ID). */
   private readonly pending = new Set<P.RequestId>();
+  /** Calls still running, with or without an id (against maxPendingRequests). */
+  private running = 0;
   /** Overlapped operations started and not yet completed, by op id. */
   private readonly ops = new Map<number, PendingOp>();
   private readonly opsPerSocket = new Map<number, number>();
@@ -78,6 +81,11 @@ export class Session implements SpiSession {
 
   get socketCount(): number {
     return this.sockets.size;
+  }
+
+  /** Calls still running (waiting for their result), with or without an id. */
+  get runningRequests(): number {
+    return this.running;
   }
 
   /** Overlapped operations started and not yet completed. */
@@ -142,15 +150,14 @@ export class Session implements SpiSession {
       answer(new P.ProtocolError(P.METHOD_NOT_FOUND, `method ${JSON.stringify(msg.method).slice(0, 80)} is not offered`));
       return;
     }
-    if (id !== null) {
-      if (this.pending.has(id)) {
-        this.sendError(id, new P.ProtocolError(P.DUPLICATE_ID, `request id ${JSON.stringify(id)} is already in use`), text);
-        return;
-      }
-      if (this.pending.size >= this.daemon.limits.maxPendingRequests) {
-        this.sendError(id, new P.ProtocolError(P.TOO_MANY_REQUESTS, `more than ${this.daemon.limits.maxPendingRequests} unanswered requests`), text);
-        return;
-      }
+    if (id !== null && this.pending.has(id)) {
+      this.sendError(id, new P.ProtocolError(P.DUPLICATE_ID, `request id ${JSON.stringify(id)} is already in use`), text);
+      return;
+    }
+    // Every call still running counts, with an id or without: a notification occupies the daemon too.
+    if (this.running >= this.daemon.limits.maxPendingRequests) {
+      answer(new P.ProtocolError(P.TOO_MANY_REQUESTS, `more than ${this.daemon.limits.maxPendingRequests} unanswered requests`));
+      return;
     }
     try {
       if (rec.compact) P.validateCompactParams(msg.method, msg.params);
@@ -176,13 +183,18 @@ export class Session implements SpiSession {
       return;
     }
     if (id !== null) this.pending.add(id);
+    this.running++;
+    const finished = (): void => {
+      this.running--;
+      if (id !== null) this.pending.delete(id);
+    };
     result.then(
       (r) => {
-        if (id !== null) this.pending.delete(id);
+        finished();
         this.reply(id, r, text);
       },
       (err: unknown) => {
-        if (id !== null) this.pending.delete(id);
+        finished();
         this.fault(id, msg.method, err, text);
       },
     );

@@ -24,6 +24,8 @@ export interface NativeConstants {
   TCP_USER_TIMEOUT: number;
   MSG_OOB: number;
   MSG_DONTROUTE: number;
+  /** fcntl() command that names the process the kernel sends SIGURG to. */
+  F_SETOWN: number;
   EAGAIN: number;
   EINVAL: number;
   EWOULDBLOCK: number;
@@ -45,6 +47,7 @@ const LINUX: NativeConstants = {
   TCP_USER_TIMEOUT: 18,
   MSG_OOB: 1,
   MSG_DONTROUTE: 4,
+  F_SETOWN: 8,
   EAGAIN: 11,
   EINVAL: 22,
   EWOULDBLOCK: 11,
@@ -66,6 +69,7 @@ const DARWIN: NativeConstants = {
   TCP_USER_TIMEOUT: 0,
   MSG_OOB: 1,
   MSG_DONTROUTE: 4,
+  F_SETOWN: 6,
   EAGAIN: 35,
   EINVAL: 22,
   EWOULDBLOCK: 35,
@@ -83,6 +87,8 @@ export interface Libc {
   getInt(fd: number, level: number, name: number): number | null;
   /** setsockopt(SO_LINGER) with struct linger { int l_onoff; int l_linger; }. */
   setLinger(fd: number, onoff: number, seconds: number): number;
+  /** fcntl(F_SETOWN, this process): the kernel signals SIGURG here when urgent data arrives. Returns 0 or -errno. */
+  setOwner(fd: number): number;
 }
 
 let loaded: Libc | null | undefined;
@@ -103,6 +109,7 @@ export function libc(): Libc | null {
     const recv = lib.func('long recv(int, _Out_ void *, size_t, int)');
     const setsockopt = lib.func('int setsockopt(int, int, int, const void *, uint32_t)');
     const getsockopt = lib.func('int getsockopt(int, int, int, _Out_ void *, _Inout_ uint32_t *)');
+    const fcntl = lib.func('int fcntl(int, int, ...)');
     const err = (r: number): number => (r < 0 ? -koffi.errno() : r);
     loaded = {
       c,
@@ -110,7 +117,8 @@ export function libc(): Libc | null {
       recv: (fd, buf, flags) => err(Number(recv(fd, buf, buf.length, flags))),
       setInt(fd, level, name, value) {
         const b = Buffer.alloc(4);
-        b.writeInt32LE(value);
+        // An int is what the kernel takes: never let a value out of range throw here.
+        b.writeInt32LE(Math.max(-0x80000000, Math.min(0x7fffffff, Math.trunc(value) || 0)));
         return err(setsockopt(fd, level, name, b, 4) as number);
       },
       getInt(fd, level, name) {
@@ -124,6 +132,7 @@ export function libc(): Libc | null {
         b.writeInt32LE(seconds, 4);
         return err(setsockopt(fd, c.SOL_SOCKET, c.SO_LINGER, b, 8) as number);
       },
+      setOwner: (fd) => err(fcntl(fd, c.F_SETOWN, 'int', process.pid) as number),
     };
   } catch {
     loaded = null;

@@ -121,7 +121,6 @@ export abstract class EmulatedSocket {
   /** WSPEventSelect: the events selected, and those that may be recorded now (re-enabled). */
   private selectedEvents = 0;
   private armedEvents = 0;
-  private oobTimer: NodeJS.Timeout | null = null;
   private readonly reportEvents: SocketContext['onNetworkEvents'];
 
   constructor(ctx: SocketContext) {
@@ -149,15 +148,17 @@ export abstract class EmulatedSocket {
     this.selectedEvents = events;
     this.armedEvents = events;
     this.nonBlocking = true;
-    if (this.oobTimer) clearInterval(this.oobTimer);
-    this.oobTimer = null;
-    // Urgent data gives node no event: look for it while FD_OOB is selected.
-    if (events & W.FD_OOB && this.type === W.SOCK_STREAM) {
-      this.oobTimer = setInterval(() => this.checkEvents(), 50);
-      this.oobTimer.unref();
-    }
+    this.selectionChanged();
     this.checkEvents();
   }
+
+  /** The events selected with WSPEventSelect (0: none). */
+  protected get selection(): number {
+    return this.selectedEvents;
+  }
+
+  /** Runs when the selection changes (TCP watches for urgent data while FD_OOB is selected). */
+  protected selectionChanged(): void {}
 
   /** Re-enables events after the call that re-enables them, and records them at once if due. */
   protected rearm(events: number): void {
@@ -190,8 +191,7 @@ export abstract class EmulatedSocket {
   protected stopEvents(): void {
     this.selectedEvents = 0;
     this.armedEvents = 0;
-    if (this.oobTimer) clearInterval(this.oobTimer);
-    this.oobTimer = null;
+    this.selectionChanged();
   }
 
   get windowsPolicy(): boolean {

@@ -28,14 +28,58 @@ function stripScope(address: string): string {
   return i < 0 ? address : address.slice(0, i);
 }
 
-/** The host string node takes, with an IPv6 scope id appended when one is set. */
+/**
+ * Why an address text from a client cannot be used, or null when it can. Only numeric addresses
+ * pass, so no text ever reaches a name resolver: node resolves anything that is not an IP address
+ * as a host name. A scope suffix ("%3", "%eth0") is accepted only on an IPv6 link-local address,
+ * and only as a numeric scope id or the name of an interface of this machine.
+ */
+export function addressProblem(text: string): string | null {
+  const pct = text.indexOf('%');
+  if (pct < 0) return isIP(text) === 0 ? 'must be a numeric IPv4 or IPv6 address' : null;
+  const plain = text.slice(0, pct);
+  const scope = text.slice(pct + 1);
+  if (isIP(plain) !== 6 || !isLinkLocalV6(plain)) return 'may carry a scope suffix (%...) only when it is an IPv6 link-local address (fe80::/10)';
+  if (/^\d{1,10}$/.test(scope) && Number(scope) <= 0xffffffff) return null;
+  if (/^[A-Za-z0-9_.:-]{1,15}$/.test(scope) && Object.hasOwn(networkInterfaces(), scope)) return null;
+  return `has the scope ${JSON.stringify(scope.slice(0, 20))}, which is neither a numeric scope id nor an interface of this machine`;
+}
+
+/** fe80::/10, the IPv6 link-local range: the only addresses whose scope means something. */
+function isLinkLocalV6(plain: string): boolean {
+  const first = plain.split(':')[0] ?? '';
+  return first.length > 0 && (parseInt(first, 16) & 0xffc0) === 0xfe80;
+}
+
+/** The host string node takes, with an IPv6 scope id appended when one is set (link-local only). */
 export function hostOf(addr: SockAddr): string {
-  if (addr.family === W.AF_INET6 && addr.scopeId && !addr.address.includes('%')) return `${addr.address}%${addr.scopeId}`;
+  if (addr.family === W.AF_INET6 && addr.scopeId && !addr.address.includes('%') && isLinkLocalV6(addr.address)) return `${addr.address}%${addr.scopeId}`;
   return addr.address;
 }
 
+/**
+ * A lookup function for node's sockets that answers numeric addresses with themselves and refuses
+ * every name. Addresses are checked to be numeric before they reach node (node:dgram asks its
+ * lookup even for those); if a name ever got this far, it is not resolved.
+ */
+export function refuseLookup(hostname: string, _options: unknown, callback: (err: Error | null, address: string, family: number) => void): void {
+  const kind = isIP(hostname);
+  if (kind !== 0) {
+    process.nextTick(() => callback(null, hostname, kind));
+    return;
+  }
+  const err = Object.assign(new Error(`refusing to resolve ${JSON.stringify(hostname)}: spiwire takes numeric addresses only`), { code: 'EINVAL' });
+  process.nextTick(() => callback(err, '', 0));
+}
+
+/** The unspecified address, in any of its spellings (also IPv4-mapped: Linux connects it to loopback). */
 export function isAnyAddress(address: string): boolean {
-  return address === '0.0.0.0' || address === '::' || /^0*:0*:0*:0*:0*:0*:0*:0*$/.test(address) || address === '::0';
+  const plain = stripScope(address);
+  const kind = isIP(plain);
+  if (kind === 4) return plain === '0.0.0.0';
+  if (kind !== 6) return false;
+  const canonical = canonicalV6FromText(plain);
+  return canonical === '0:0:0:0:0:0:0:0' || canonical === '0:0:0:0:0:ffff:0:0';
 }
 
 export function anyAddress(family: number): string {
@@ -125,7 +169,13 @@ function canonicalV6(hex: string): string {
 
 /** Expands IPv6 text to eight groups without leading zeros, to compare with canonicalV6. */
 function canonicalV6FromText(text: string): string {
-  const plain = text.split('%')[0]!;
+  let plain = text.split('%')[0]!;
+  // A trailing dotted IPv4 part (::ffff:1.2.3.4) is two groups.
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(plain);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
+    plain = `${plain.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
   const [head, tail] = plain.includes('::') ? plain.split('::') as [string, string] : [plain, ''];
   const h = head ? head.split(':') : [];
   const tl = tail ? tail.split(':') : [];

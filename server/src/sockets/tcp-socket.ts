@@ -4,16 +4,20 @@ import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { wsaFromErrno, wsaFromNodeError } from '../errno-map.js';
 import { fdOf, libc } from '../native/libc.js';
+import { watchUrgent } from '../native/urgent.js';
 import { fail, ok, type Outcome } from '../outcome.js';
 import { EmulatedSocket, type CompleteFn, type OverlappedStart, type SocketContext } from './emulated-socket.js';
 import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
 import { byteLength } from './send-buffers.js';
-import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists } from './sockaddr.js';
+import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
 import type { PortReservations } from './port-reservations.js';
 
 /** Flags WSPSend understands on TCP; other bits give WSAEOPNOTSUPP. */
 const TCP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 const MAX_BACKLOG = 200;
+const INT32_MAX = 0x7fffffff;
+/** The largest keep-alive values Linux takes (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT). */
+const KERNEL_MAX = { keepIdle: 32767, keepInterval: 32767, keepCount: 127 };
 
 export interface TcpContext extends SocketContext {
   readonly ports: PortReservations;
@@ -67,7 +71,24 @@ export class TcpSocket extends EmulatedSocket {
     this.wire(conn);
   }
 
-  async bind(name: SockAddr): Promise<Outcome> {
+  /**
+   * The steps that set a socket up (bind, listen) run one after another, and a connect starts
+   * only after them: on Windows each is synchronous, so a second bind in the same frame finds
+   * the socket bound (WSAEINVAL), not a half-done bind.
+   */
+  private setup: Promise<unknown> = Promise.resolve();
+
+  private afterSetup<T>(step: () => Promise<T>, chain: boolean): Promise<T> {
+    const run = this.setup.then(step);
+    if (chain) this.setup = run.catch(() => undefined);
+    return run;
+  }
+
+  bind(name: SockAddr): Promise<Outcome> {
+    return this.afterSetup(() => this.bindNow(name), true);
+  }
+
+  private async bindNow(name: SockAddr): Promise<Outcome> {
     if (this.state !== 'open') return fail(W.WSAEINVAL);
     // Probe the real stack: the address must be local and the port free.
     const probe = net.createServer();
@@ -87,7 +108,11 @@ export class TcpSocket extends EmulatedSocket {
     return ok();
   }
 
-  async listen(backlog: number): Promise<Outcome> {
+  listen(backlog: number): Promise<Outcome> {
+    return this.afterSetup(() => this.listenNow(backlog), true);
+  }
+
+  private async listenNow(backlog: number): Promise<Outcome> {
     if (this.state === 'listening') {
       this.backlog = clampBacklog(backlog);
       return ok();
@@ -143,6 +168,10 @@ export class TcpSocket extends EmulatedSocket {
   }
 
   connect(name: SockAddr): Promise<Outcome> {
+    return this.afterSetup(() => this.connectNow(name), false);
+  }
+
+  private connectNow(name: SockAddr): Promise<Outcome> {
     switch (this.state) {
       case 'listening':
         return Promise.resolve(fail(W.WSAEINVAL));
@@ -159,6 +188,7 @@ export class TcpSocket extends EmulatedSocket {
       host: hostOf(name),
       port: name.port,
       family: this.af === W.AF_INET6 ? 6 : 4,
+      lookup: refuseLookup,
       allowHalfOpen: true,
       ...(local ? { localAddress: isAnyAddress(local.address) ? undefined : local.address, localPort: local.port } : {}),
     });
@@ -244,8 +274,18 @@ export class TcpSocket extends EmulatedSocket {
       if (!this.closed && !this.failure && !(this.peerFinished && this.sendShut)) this.breakWith(W.WSAECONNRESET);
     });
     conn.resume();
-    this.applyBuffers();
-    this.applyOptions();
+    const native = libc();
+    const fd = fdOf(conn);
+    // SIGURG for this connection comes to this process: urgent data then needs no polling.
+    this.ownerSet = native !== null && fd !== null && native.setOwner(fd) === 0;
+    try {
+      this.applyBuffers();
+      this.applyOptions();
+    } catch (err) {
+      // A daemon fault, not the client's: the connection still works with the system's defaults.
+      this.log.error({ err }, 'could not apply socket options');
+    }
+    this.updateUrgentWatch();
   }
 
   /**
@@ -407,8 +447,67 @@ export class TcpSocket extends EmulatedSocket {
   private urgentPending(): boolean {
     const native = libc();
     const fd = fdOf(this.conn);
-    if (!native || fd === null || this.oobInline) return false;
-    return native.recv(fd, new Uint8Array(1), native.c.MSG_OOB | 2 /* MSG_PEEK */) > 0;
+    if (!native || fd === null || this.oobInline || !this.urgentMayWait()) return false;
+    const found = native.recv(fd, new Uint8Array(1), native.c.MSG_OOB | 2 /* MSG_PEEK */) > 0;
+    if (!found) this.urgentSignalled = false;
+    return found;
+  }
+
+  // ---- waiting for urgent data ----
+
+  /** Pending MSG_OOB receives (blocking or overlapped). */
+  private urgentWaits = 0;
+  /** Set by SIGURG (and when watching starts), cleared when a look finds nothing. */
+  private urgentSignalled = false;
+  private stopUrgentWatch: (() => void) | null = null;
+  /** The kernel signals SIGURG to this process for this connection (F_SETOWN took). */
+  private ownerSet = false;
+
+  /**
+   * Whether a look for urgent data is worth a system call: always, unless this socket is watched,
+   * in which case only after a SIGURG since the last look that found nothing.
+   */
+  private urgentMayWait(): boolean {
+    return this.stopUrgentWatch === null || this.urgentSignalled;
+  }
+
+  /** Watches for urgent data while a MSG_OOB receive waits or FD_OOB is selected; not otherwise. */
+  private updateUrgentWatch(): void {
+    const wanted = !this.closed && this.conn !== null && (this.urgentWaits > 0 || (this.selection & W.FD_OOB) !== 0);
+    if (wanted && !this.stopUrgentWatch) {
+      this.stopUrgentWatch = watchUrgent(() => {
+        this.urgentSignalled = true;
+        this.wake();
+      }, this.ownerSet);
+      // Anything that arrived before the watch started is found by the first look.
+      this.urgentSignalled = true;
+    } else if (!wanted && this.stopUrgentWatch) {
+      this.stopUrgentWatch();
+      this.stopUrgentWatch = null;
+    }
+  }
+
+  protected override selectionChanged(): void {
+    this.updateUrgentWatch();
+  }
+
+  /** Runs start() as a MSG_OOB receive: the socket watches for urgent data until release() is called. */
+  private urgentWait<T>(start: (release: () => void) => T): T {
+    this.urgentWaits++;
+    this.updateUrgentWatch();
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.urgentWaits--;
+      this.updateUrgentWatch();
+    };
+    try {
+      return start(release);
+    } catch (err) {
+      release();
+      throw err;
+    }
   }
 
   flushSends(): number {
@@ -434,7 +533,7 @@ export class TcpSocket extends EmulatedSocket {
     return () => {
       if (this.closed) return fail(W.WSAEINTR);
       if (this.recvShut) return fail(W.WSAESHUTDOWN);
-      if (flags & W.MSG_OOB) return this.takeUrgent(want, flags);
+      if (flags & W.MSG_OOB) return this.takeUrgent(flags);
       if (this.rxBytes > 0 || want === 0) {
         queueMicrotask(() => this.rearm(W.FD_READ));
         const data = this.take(want, (flags & W.MSG_PEEK) !== 0);
@@ -453,17 +552,23 @@ export class TcpSocket extends EmulatedSocket {
   }
 
   /** Reads urgent data with recv(MSG_OOB); undefined while none is waiting. */
-  private takeUrgent(want: number, flags: number): Outcome | undefined {
+  private takeUrgent(flags: number): Outcome | undefined {
     const native = libc()!;
+    if (this.failure) return fail(this.failure);
     const fd = fdOf(this.conn);
-    if (fd === null) return fail(this.failure || W.WSAENOTCONN);
-    const buf = new Uint8Array(Math.max(1, want));
+    if (fd === null) return fail(W.WSAENOTCONN);
+    if (!this.urgentMayWait()) return undefined;
+    // TCP urgent data is one byte, whatever the buffers could hold.
+    const buf = new Uint8Array(1);
     const n = native.recv(fd, buf, native.c.MSG_OOB | (flags & W.MSG_PEEK ? 2 : 0));
     if (n >= 0) {
       queueMicrotask(() => this.rearm(W.FD_OOB));
       return ok({ data: buf.subarray(0, n), bytesRecvd: n, flags: W.MSG_OOB });
     }
-    if (-n === native.c.EINVAL || -n === native.c.EAGAIN) return undefined;
+    if (-n === native.c.EINVAL || -n === native.c.EAGAIN) {
+      this.urgentSignalled = false;
+      return undefined;
+    }
     return fail(wsaFromErrno(-n));
   }
 
@@ -472,16 +577,23 @@ export class TcpSocket extends EmulatedSocket {
     if (bad) return Promise.resolve(bad);
     const check = this.recvCheck(lengths, flags, wantFrom);
     if (this.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? fail(W.WSAEWOULDBLOCK));
-    if (flags & W.MSG_OOB) {
-      // Nothing tells node when urgent data arrives: look again every few milliseconds.
-      const timer = setInterval(() => this.wake(), 10);
-      return this.waitFor(check).finally(() => clearInterval(timer));
-    }
+    // Nothing tells node when urgent data arrives: SIGURG does (updateUrgentWatch).
+    if (flags & W.MSG_OOB) return this.urgentWait((release) => this.waitFor(check).finally(release));
     return this.waitFor(check);
   }
 
   recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): OverlappedStart {
-    return this.overlappedRecv(this.recvPrecheck(flags), this.recvCheck(lengths, flags, wantFrom), done);
+    const precheck = this.recvPrecheck(flags);
+    const check = this.recvCheck(lengths, flags, wantFrom);
+    if (precheck || !(flags & W.MSG_OOB)) return this.overlappedRecv(precheck, check, done);
+    return this.urgentWait((release) => {
+      const started = this.overlappedRecv(null, check, (errno, bytes, out) => {
+        release();
+        done(errno, bytes, out);
+      });
+      if (started.outcome.errno !== W.WSA_IO_PENDING) release();
+      return started;
+    });
   }
 
   private take(want: number, peek: boolean): Uint8Array {
@@ -527,6 +639,7 @@ export class TcpSocket extends EmulatedSocket {
     if (this.closed) return;
     this.stopEvents();
     this.moveTo('closed');
+    this.updateUrgentWatch();
     this.ctx.ports.release(this.handle);
     this.abortWaits(abortCode, overlappedCode);
     this.tx?.cancel(overlappedCode, (o) => o.overlapped);
@@ -594,11 +707,14 @@ export class TcpSocket extends EmulatedSocket {
     native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_DONTROUTE, this.dontRoute ? 1 : 0);
     native.setLinger(fd, this.linger.onoff ? 1 : 0, this.linger.seconds);
     const c = native.c;
-    if (this.keepIdle > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPIDLE, this.keepIdle);
-    if (this.keepInterval > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPINTVL, this.keepInterval);
-    if (this.keepCount > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPCNT, this.keepCount);
-    // Windows' TCP_MAXRT (seconds) is closest to Linux's TCP_USER_TIMEOUT (milliseconds).
-    if (this.maxRetransmitSeconds > 0 && c.TCP_USER_TIMEOUT) native.setInt(fd, c.IPPROTO_TCP, c.TCP_USER_TIMEOUT, this.maxRetransmitSeconds * 1000);
+    // Values read back as they were set; the kernel gets them clamped to what it takes.
+    if (this.keepIdle > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPIDLE, Math.min(this.keepIdle, KERNEL_MAX.keepIdle));
+    if (this.keepInterval > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPINTVL, Math.min(this.keepInterval, KERNEL_MAX.keepInterval));
+    if (this.keepCount > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPCNT, Math.min(this.keepCount, KERNEL_MAX.keepCount));
+    // Windows' TCP_MAXRT (seconds; -1 for no limit) is closest to Linux's TCP_USER_TIMEOUT
+    // (milliseconds, an int): the longest it holds is about 24.8 days.
+    const maxrt = this.maxRetransmitSeconds;
+    if (maxrt !== 0 && c.TCP_USER_TIMEOUT) native.setInt(fd, c.IPPROTO_TCP, c.TCP_USER_TIMEOUT, maxrt < 0 ? INT32_MAX : Math.min(maxrt * 1000, INT32_MAX));
   }
 
   maxMessageSize(): number | null {

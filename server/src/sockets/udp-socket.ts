@@ -5,7 +5,7 @@ import type { SockAddr } from '@spiwire/proto';
 import { wsaFromNodeError } from '../errno-map.js';
 import { fail, ok, type Outcome } from '../outcome.js';
 import { EmulatedSocket, type CompleteFn, type OverlappedStart, type SocketContext } from './emulated-socket.js';
-import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress } from './sockaddr.js';
+import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, refuseLookup } from './sockaddr.js';
 import { byteLength, contiguous } from './send-buffers.js';
 
 const UDP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
@@ -18,6 +18,8 @@ interface Datagram {
 export class UdpSocket extends EmulatedSocket {
   private sock: dgram.Socket | null = null;
   private isBoundFlag = false;
+  /** A bind under way (node binds asynchronously). */
+  private binding: Promise<Outcome> | null = null;
   private peer: SockAddr | null = null;
   private readonly rxQueue: Datagram[] = [];
   private rxBytes = 0;
@@ -30,7 +32,7 @@ export class UdpSocket extends EmulatedSocket {
 
   private ensureSocket(): dgram.Socket {
     if (this.sock) return this.sock;
-    const sock = dgram.createSocket({ type: this.af === W.AF_INET6 ? 'udp6' : 'udp4', ipv6Only: this.af === W.AF_INET6 });
+    const sock = dgram.createSocket({ type: this.af === W.AF_INET6 ? 'udp6' : 'udp4', ipv6Only: this.af === W.AF_INET6, lookup: refuseLookup });
     sock.on('message', (data, rinfo) => {
       // A full receive buffer drops the datagram, as the kernel would.
       if (this.rxBytes + data.length > Math.max(this.rcvBuf, 65536)) return;
@@ -52,17 +54,37 @@ export class UdpSocket extends EmulatedSocket {
     return sock;
   }
 
-  async bind(name: SockAddr): Promise<Outcome> {
-    if (this.isBoundFlag || this.state !== 'open') return fail(W.WSAEINVAL);
+  bind(name: SockAddr): Promise<Outcome> {
+    // A bind still under way counts as bound: Windows binds synchronously, so a second bind
+    // (explicit or automatic) in the same frame finds the socket bound.
+    if (this.isBoundFlag || this.binding || this.state !== 'open') return Promise.resolve(fail(W.WSAEINVAL));
+    const binding = this.bindNow(name);
+    this.binding = binding;
+    void binding.then(() => {
+      if (this.binding === binding) this.binding = null;
+    });
+    return binding;
+  }
+
+  private async bindNow(name: SockAddr): Promise<Outcome> {
     const sock = this.ensureSocket();
     const err = await new Promise<Error | null>((resolve) => {
       const onError = (e: Error): void => resolve(e);
+      // Closed while binding: node may never call back, but the call must still be answered.
+      const onClose = (): void => resolve(Object.assign(new Error('closed while binding'), { code: 'ERR_SOCKET_DGRAM_NOT_RUNNING' }));
       sock.once('error', onError);
-      sock.bind({ address: hostOf(name), port: name.port, exclusive: true }, () => {
-        sock.off('error', onError);
-        resolve(null);
-      });
+      sock.once('close', onClose);
+      try {
+        sock.bind({ address: hostOf(name), port: name.port, exclusive: true }, () => {
+          sock.off('error', onError);
+          sock.off('close', onClose);
+          resolve(null);
+        });
+      } catch (e) {
+        resolve(e as Error);
+      }
     });
+    if (this.closed) return fail(W.WSAENOTSOCK);
     if (err) {
       // A failed bind leaves node's socket unusable: start again with a fresh one.
       this.sock = null;
@@ -78,6 +100,8 @@ export class UdpSocket extends EmulatedSocket {
   }
 
   private async autoBind(): Promise<number> {
+    // Behind a bind under way: its outcome decides (bound, or free to bind again).
+    if (this.binding) await this.binding;
     if (this.isBoundFlag) return 0;
     const r = await this.bind({ family: this.af, address: anyAddress(this.af), port: 0 });
     return r.errno;
@@ -209,7 +233,7 @@ export class UdpSocket extends EmulatedSocket {
     if (flags & W.MSG_OOB) return fail(W.WSAEOPNOTSUPP);
     if (flags & ~(W.MSG_PEEK | W.MSG_OOB)) return fail(W.WSAEOPNOTSUPP);
     if (this.recvShut) return fail(W.WSAESHUTDOWN);
-    if (!this.isBoundFlag) return fail(W.WSAEINVAL);
+    if (!this.isBoundFlag && !this.binding) return fail(W.WSAEINVAL);
     return null;
   }
 

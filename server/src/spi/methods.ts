@@ -2,12 +2,11 @@
  * The SPI methods: each takes validated params and returns the Winsock outcome. Handle lookup,
  * sockaddr checks and the choice of transport happen here; the sockets do the rest.
  */
-import { isIP } from 'node:net';
 import * as W from '@spiwire/proto';
 import { INVALID_PARAMS, ProtocolError, type SockAddr } from '@spiwire/proto';
 import { fail, ok, type Outcome } from '../outcome.js';
 import type { CompleteFn, EmulatedSocket, OverlappedStart } from '../sockets/emulated-socket.js';
-import { checkSockaddr, isAnyAddress, sockaddrSize } from '../sockets/sockaddr.js';
+import { addressProblem, checkSockaddr, isAnyAddress, sockaddrSize } from '../sockets/sockaddr.js';
 import { ioctl } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
 
@@ -36,10 +35,11 @@ function ovParam(p: Params): OverlappedRef | null {
 type Params = Record<string, unknown>;
 export type SpiHandler = (session: SpiSession, p: Params) => Outcome | Promise<Outcome>;
 
+/** A sockaddr parameter whose address is numeric (addressProblem), so that it never reaches a resolver. */
 function addrParam(p: Params, key: string): SockAddr {
   const a = p[key] as SockAddr;
-  const plain = a.address.split('%')[0]!;
-  if (isIP(plain) === 0) throw new ProtocolError(INVALID_PARAMS, `params.${key}.address must be a numeric IPv4 or IPv6 address`, { field: `${key}.address` });
+  const problem = addressProblem(a.address);
+  if (problem) throw new ProtocolError(INVALID_PARAMS, `params.${key}.address ${problem}`, { field: `${key}.address` });
   return a;
 }
 

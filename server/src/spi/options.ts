@@ -27,7 +27,8 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
     if (!optval || optlen < DWORD || optval.length < DWORD) return fail(W.WSAEFAULT);
     const v = readDword(optval);
-    if (optname !== W.TCP_NODELAY && v < 0) return fail(W.WSAEINVAL);
+    // TCP_MAXRT -1 means "retransmit for ever" on Windows; no other option takes a negative value.
+    if (optname !== W.TCP_NODELAY && v < 0 && !(optname === W.TCP_MAXRT && v === -1)) return fail(W.WSAEINVAL);
     if (optname === W.TCP_NODELAY) sock.noDelay = v !== 0;
     else if (optname === W.TCP_KEEPIDLE) sock.keepIdle = v;
     else if (optname === W.TCP_KEEPINTVL) sock.keepInterval = v;

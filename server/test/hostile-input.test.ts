@@ -1,0 +1,264 @@
+/**
+ * Regression tests for input a hostile or careless client can send (issue 11, defects 1, 2, 6, 7
+ * and 8): option values the real socket cannot take, addresses that would reach a name resolver,
+ * binds racing in one frame, requests without an id, receives whose lengths add up to more than
+ * 4 GiB. Each must give a documented answer; the daemon must keep running and leak nothing.
+ */
+import t from 'tap';
+import * as net from 'node:net';
+import * as dgram from 'node:dgram';
+import * as P from '@spiwire/proto';
+import { connectTo, daemon, ipv4, session, startCli, tcpPeer, tcpSocket, udpSocket, within, type RawSession } from './helpers/raw-client.js';
+
+function dword(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n >>> 0, true);
+  return b;
+}
+
+function readDword(b: unknown): number {
+  const u = b as Uint8Array;
+  return new DataView(u.buffer, u.byteOffset, 4).getInt32(0, true);
+}
+
+async function setOpt(s: RawSession, h: number, level: number, optname: number, value: number): Promise<Record<string, unknown>> {
+  return s.call('WSPSetSockOpt', { s: h, level, optname, optval: dword(value), optlen: 4 });
+}
+
+async function getOpt(s: RawSession, h: number, level: number, optname: number): Promise<number> {
+  const r = await s.call('WSPGetSockOpt', { s: h, level, optname, optlen: 4 });
+  return readDword(r['optval']);
+}
+
+// ---- defect 1: option values ----
+
+t.test('TCP_MAXRT beyond what the kernel takes: clamped, never a crash, on connect and on accept', async (t) => {
+  const d = await startCli(t);
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  for (const seconds of [3_000_000, 0x7fffffff]) {
+    const h = await tcpSocket(s);
+    const r = await setOpt(s, h, P.IPPROTO_TCP, P.TCP_MAXRT, seconds);
+    t.same([r['ret'], r['errno']], [0, 0], `TCP_MAXRT ${seconds} s is taken`);
+    t.equal(await getOpt(s, h, P.IPPROTO_TCP, P.TCP_MAXRT), seconds, 'and reads back as set');
+    const conn = peer.next();
+    await connectTo(s, h, peer.port);
+    await conn;
+    t.equal((await s.call('WSPSend', { s: h, buffers: [new Uint8Array([1, 2, 3])], flags: 0 }))['ret'], 0, 'the connected socket sends');
+  }
+  // The same option on a listener, inherited by an accepted connection.
+  const l = await tcpSocket(s);
+  await setOpt(s, l, P.IPPROTO_TCP, P.TCP_MAXRT, 3_000_000);
+  t.equal((await s.call('WSPBind', { s: l, name: ipv4(0), namelen: 16 }))['ret'], 0);
+  t.equal((await s.call('WSPListen', { s: l, backlog: 4 }))['ret'], 0);
+  const port = ((await s.call('WSPGetSockName', { s: l, namelen: 16 }))['name'] as P.SockAddr).port;
+  const client = net.connect({ host: '127.0.0.1', port });
+  client.on('error', () => undefined);
+  t.teardown(() => client.destroy());
+  const a = await s.call('WSPAccept', { s: l });
+  t.not(a['ret'], P.INVALID_SOCKET, 'the connection is accepted');
+  t.equal(await getOpt(s, a['ret'] as number, P.IPPROTO_TCP, P.TCP_MAXRT), 3_000_000, 'the accepted socket inherits TCP_MAXRT');
+  // -1 is "retransmit for ever" on Windows; other negative values are WSAEINVAL.
+  const h = await tcpSocket(s);
+  t.same([(await setOpt(s, h, P.IPPROTO_TCP, P.TCP_MAXRT, -1))['ret']], [0], 'TCP_MAXRT -1 (no limit) is taken');
+  t.equal(await getOpt(s, h, P.IPPROTO_TCP, P.TCP_MAXRT), -1, 'and reads back -1');
+  t.equal((await setOpt(s, h, P.IPPROTO_TCP, P.TCP_MAXRT, -7))['errno'], P.WSAEINVAL, 'TCP_MAXRT -7: WSAEINVAL');
+  t.equal(d.proc.exitCode, null, 'the daemon is still running');
+});
+
+t.test('keep-alive timing beyond the kernel maximum is clamped, as Windows clamps, and the socket works', async (t) => {
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  const h = await tcpSocket(s);
+  t.equal((await setOpt(s, h, P.SOL_SOCKET, P.SO_KEEPALIVE, 1))['ret'], 0);
+  for (const opt of [P.TCP_KEEPIDLE, P.TCP_KEEPINTVL, P.TCP_KEEPCNT]) {
+    t.equal((await setOpt(s, h, P.IPPROTO_TCP, opt, 0x7fffffff))['ret'], 0, `option ${opt}: a huge value is taken`);
+  }
+  const conn = peer.next();
+  await connectTo(s, h, peer.port);
+  const c = await conn;
+  t.equal((await s.call('WSPSend', { s: h, buffers: [new Uint8Array([7])], flags: 0 }))['ret'], 0);
+  t.same([...(await c.waitFor(1))], [7], 'the peer gets the byte');
+});
+
+// ---- defect 2: addresses never reach a resolver ----
+
+t.test('an address with a scope suffix that is not an IPv6 link-local numeric scope never reaches a resolver', async (t) => {
+  const d = await daemon(t, { allow: '127.0.0.1' });
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  const cases: Array<[number, number, string]> = [
+    [P.AF_INET, P.SOCK_STREAM, '127.0.0.1%x'],
+    [P.AF_INET, P.SOCK_STREAM, '127.0.0.1%lo'],
+    [P.AF_INET, P.SOCK_STREAM, '127.0.0.1%'],
+    [P.AF_INET, P.SOCK_DGRAM, '127.0.0.1%evil.example'],
+    [P.AF_INET6, P.SOCK_STREAM, '::1%x'],
+    [P.AF_INET6, P.SOCK_STREAM, '::ffff:127.0.0.1%0'],
+    [P.AF_INET6, P.SOCK_STREAM, 'fe80::1%no-such-interface-here'],
+    [P.AF_INET6, P.SOCK_STREAM, 'fe80::1%1%1'],
+  ];
+  for (const [af, type, address] of cases) {
+    const r = await s.call('WSPSocket', { af, type, protocol: 0, g: 0, flags: 0 });
+    const h = r['ret'] as number;
+    const name = { family: af, address, port: peer.port };
+    const namelen = af === P.AF_INET ? 16 : 28;
+    for (const method of type === P.SOCK_STREAM ? ['WSPConnect', 'WSPBind'] : ['WSPConnect', 'WSPSendTo', 'WSPBind']) {
+      const params = method === 'WSPSendTo' ? { s: h, buffers: [new Uint8Array(1)], flags: 0, to: name, tolen: namelen } : { s: h, name, namelen };
+      const m = await s.request(method, params).response;
+      const verdict = m.error ? `error ${String(m.error['code'])}` : `errno ${String(m.result?.['errno'])}`;
+      t.ok(m.error?.['code'] === P.INVALID_PARAMS || m.result?.['errno'] === P.WSAEACCES || m.result?.['errno'] === P.WSAEINVAL, `${method} ${JSON.stringify(address)}: refused (${verdict})`);
+    }
+  }
+  t.equal(peer.connections.length, 0, 'nothing reached the peer');
+});
+
+t.test('v4-mapped and any-address forms are judged by the address the kernel uses', async (t) => {
+  // Only one port of 127.0.0.1 is allowed; decoys listen elsewhere.
+  const allowed = await tcpPeer(t);
+  const decoy = await tcpPeer(t);
+  const d = await daemon(t, { allow: `127.0.0.1:${allowed.port}` });
+  const s = await session(t, d.url);
+  const tries: Array<[number, string]> = [
+    [P.AF_INET6, '::ffff:127.0.0.1'],
+    [P.AF_INET6, '::ffff:7f00:1'],
+    [P.AF_INET6, '0::'],
+    [P.AF_INET6, '::0:0'],
+    [P.AF_INET6, '0:0::0'],
+    [P.AF_INET, '0.0.0.0'],
+  ];
+  for (const [af, address] of tries) {
+    const h = (await s.call('WSPSocket', { af, type: P.SOCK_STREAM, protocol: 0, g: 0, flags: 0 }))['ret'] as number;
+    const r = await s.request('WSPConnect', { s: h, name: { family: af, address, port: decoy.port }, namelen: af === P.AF_INET ? 16 : 28 }).response;
+    t.not(r.result?.['ret'], 0, `connect to ${address}:${decoy.port} is refused (${JSON.stringify(r.result ?? r.error)})`);
+  }
+  // The allowed destination through the v4-mapped form still works: the kernel goes to 127.0.0.1.
+  const h6 = (await s.call('WSPSocket', { af: P.AF_INET6, type: P.SOCK_STREAM, protocol: 0, g: 0, flags: 0 }))['ret'] as number;
+  const ok = await s.call('WSPConnect', { s: h6, name: { family: P.AF_INET6, address: '::ffff:127.0.0.1', port: allowed.port }, namelen: 28 });
+  t.equal(ok['ret'], 0, 'the allowed port through ::ffff:127.0.0.1 connects');
+  t.equal(decoy.connections.length, 0, 'the decoy never saw a connection');
+});
+
+// ---- defect 6: a receive whose lengths add up past 4 GiB ----
+
+t.test('a blocking MSG_OOB WSPRecv asking for more than 4 GiB: a Winsock answer and no timer left behind', async (t) => {
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  const h = await tcpSocket(s);
+  const connP = peer.next();
+  await connectTo(s, h, peer.port);
+  const conn = await connP;
+  const timersBefore = process.getActiveResourcesInfo().filter((x) => x === 'Timeout').length;
+  const lengths = [0xffffffff, 0xffffffff, 0xffffffff];
+  const recv = s.request('WSPRecv', { s: h, lengths, flags: P.MSG_OOB }, 10000);
+  // Urgent data from the peer completes the receive.
+  await new Promise((r) => setTimeout(r, 50));
+  t.notOk(s.messages.some((m) => m.id === recv.id), 'the receive waits for urgent data');
+  conn.socket.write(Buffer.from('abc'));
+  const { libc, fdOf } = await import('../src/native/libc.js');
+  const native = libc();
+  if (!native) {
+    t.comment('no C library access: MSG_OOB gives WSAEINVAL');
+    const m = await recv.response;
+    t.equal(m.result?.['errno'], P.WSAEINVAL);
+    return;
+  }
+  const fd = fdOf(conn.socket);
+  t.ok(fd !== null, 'the peer socket has a descriptor');
+  native.send(fd!, new Uint8Array([0x21]), native.c.MSG_OOB);
+  const m = await recv.response;
+  t.notOk(m.error, `no protocol error (${JSON.stringify(m.error)})`);
+  t.same([m.result?.['ret'], m.result?.['bytesRecvd']], [0, 1], 'one urgent byte arrives');
+  t.same([...(m.result?.['data'] as Uint8Array)], [0x21], 'the urgent byte');
+  // A pending one that the socket's close ends.
+  const second = s.request('WSPRecv', { s: h, lengths, flags: P.MSG_OOB });
+  await s.call('WSPCloseSocket', { s: h });
+  t.equal((await second.response).result?.['errno'], P.WSAEINTR, 'close answers the blocked urgent receive with WSAEINTR');
+  const timersAfter = process.getActiveResourcesInfo().filter((x) => x === 'Timeout').length;
+  t.ok(timersAfter <= timersBefore, `no timer left behind (${timersBefore} before, ${timersAfter} after)`);
+});
+
+// ---- defect 7: binds racing in one frame ----
+
+/** Several messages in one binary frame: the daemon starts them in one turn. */
+function frame(...msgs: object[]): Uint8Array {
+  const b = new P.FrameBuilder();
+  for (const m of msgs) b.add(m);
+  return b.finish();
+}
+
+t.test('two binds in one frame: the second is WSAEINVAL, never INTERNAL_ERROR (UDP and TCP)', async (t) => {
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  for (const type of [P.SOCK_DGRAM, P.SOCK_STREAM]) {
+    const h = (await s.call('WSPSocket', { af: P.AF_INET, type, protocol: 0, g: 0, flags: 0 }))['ret'] as number;
+    const tag = `b${type}`;
+    s.ws.send(
+      frame(
+        { jsonrpc: '2.0', id: `${tag}-1`, method: 'WSPBind', params: { s: h, name: ipv4(0), namelen: 16 } },
+        { jsonrpc: '2.0', id: `${tag}-2`, method: 'WSPBind', params: { s: h, name: ipv4(0), namelen: 16 } },
+      ),
+    );
+    const first = await s.wait((m) => m.id === `${tag}-1`);
+    const second = await s.wait((m) => m.id === `${tag}-2`);
+    t.equal(first.result?.['ret'], 0, `type ${type}: the first bind succeeds`);
+    t.same([second.error, second.result?.['errno']], [undefined, P.WSAEINVAL], `type ${type}: the second is WSAEINVAL`);
+  }
+  // A bind and an automatic bind by WSPSendTo in one frame.
+  const receiver = dgram.createSocket('udp4');
+  await new Promise<void>((r) => receiver.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => receiver.close());
+  const got = new Promise<Buffer>((r) => receiver.once('message', (m) => r(m)));
+  const u = await udpSocket(s);
+  s.ws.send(
+    frame(
+      { jsonrpc: '2.0', id: 'auto-1', method: 'WSPSendTo', params: { s: u, buffers: [new Uint8Array([9])], flags: 0, to: ipv4(receiver.address().port), tolen: 16 } },
+      { jsonrpc: '2.0', id: 'auto-2', method: 'WSPBind', params: { s: u, name: ipv4(0), namelen: 16 } },
+      { jsonrpc: '2.0', id: 'auto-3', method: 'WSPConnect', params: { s: u, name: ipv4(receiver.address().port), namelen: 16 } },
+    ),
+  );
+  const r1 = await s.wait((m) => m.id === 'auto-1');
+  const r2 = await s.wait((m) => m.id === 'auto-2');
+  const r3 = await s.wait((m) => m.id === 'auto-3');
+  t.same([r1.result?.['ret'], r1.result?.['bytesSent']], [0, 1], 'WSPSendTo binds automatically and sends');
+  t.same([r2.error, r2.result?.['errno']], [undefined, P.WSAEINVAL], 'the explicit bind after it: WSAEINVAL');
+  t.same([r3.error, r3.result?.['ret']], [undefined, 0], 'WSPConnect in the same frame works');
+  t.same([...(await got)], [9], 'the datagram arrived');
+});
+
+// ---- defect 8: requests without an id count ----
+
+t.test('requests without an id count against maxPendingRequests', async (t) => {
+  const d = await daemon(t, { limits: { maxPendingRequests: 10 } });
+  const s = await session(t, d.url);
+  const u = await udpSocket(s);
+  t.equal((await s.call('WSPBind', { s: u, name: ipv4(0), namelen: 16 }))['ret'], 0);
+  const boundPort = ((await s.call('WSPGetSockName', { s: u, namelen: 16 }))['name'] as P.SockAddr).port;
+  // 50 blocking receives without an id: only 10 may occupy the daemon.
+  const notes = [];
+  for (let i = 0; i < 50; i++) notes.push({ jsonrpc: '2.0', method: 'WSPRecv', params: { s: u, lengths: [10], flags: 0 } });
+  s.ws.send(frame(...notes));
+  const m = await s.request('WSPGetSockOpt', { s: u, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }).response;
+  t.equal(m.error?.['code'], P.TOO_MANY_REQUESTS, 'with 10 notifications waiting, a request is TOO_MANY_REQUESTS');
+  const st = (await (await fetch(`http://127.0.0.1:${d.port}/stats`)).json()) as Record<string, unknown>;
+  t.equal(st['pendingRequests'], 10, '/stats counts 10 requests in flight');
+  // Datagrams from outside answer them (no reply: they have no id); then requests run again.
+  const port = boundPort;
+  const sender = dgram.createSocket('udp4');
+  t.teardown(() => sender.close());
+  for (let i = 0; i < 10; i++) await new Promise<void>((r) => sender.send(Buffer.from([i]), port, '127.0.0.1', () => r()));
+  const again = await within(
+    (async () => {
+      for (let i = 0; i < 200; i++) {
+        const r = await s.request('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: 0 }).response;
+        if (r.result) return r.result;
+        await new Promise((res) => setTimeout(res, 10));
+      }
+      return null;
+    })(),
+    5000,
+    null,
+  );
+  t.ok(again && again['errno'] === 0, 'once they are answered, requests run again');
+});
