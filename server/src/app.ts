@@ -29,6 +29,15 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     },
     // Sessions are shut down by the daemon before the server closes.
     preClose: (done) => done(),
+    // Errors on an open WebSocket (invalid UTF-8, a bad frame, a reset) are the client's doing:
+    // ws closes the connection with the right code itself; the plugin's default logs at error.
+    errorHandler: (error, _socket, request) => ctx.clientMistakes.log({ err: error.message, path: request.url }, 'websocket error'),
+  });
+  // Only /ws upgrades. The plugin would complete an upgrade on any route and close it after,
+  // with no token, Origin or subprotocol check: refuse before the handshake instead.
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.ws && req.routeOptions.url !== WS_PATH) return reply.code(404).send({ error: `WebSocket connections are accepted only on ${WS_PATH}` });
+    return undefined;
   });
 
   app.get('/healthz', async () => ({ status: ctx.shuttingDown ? 'stopping' : 'ok', sessions: sessions.size, sockets: ctx.handles.size }));

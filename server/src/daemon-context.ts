@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { HandleTable } from './handles.js';
 import { PortReservations } from './sockets/port-reservations.js';
 import { AllowList } from './allow-list.js';
+import { RateLimitedLog } from './rate-limited-log.js';
 
 export interface DaemonLimits {
   /** Largest WebSocket message accepted, in bytes. */
@@ -38,6 +39,8 @@ export class DaemonContext {
   readonly handles = new HandleTable();
   readonly ports = new PortReservations();
   shuttingDown = false;
+  /** Debug lines about what clients got wrong, rate-limited (a client must not flood the log). */
+  readonly clientMistakes: RateLimitedLog;
 
   constructor(
     readonly log: Logger,
@@ -45,5 +48,7 @@ export class DaemonContext {
     readonly version: string,
     /** Destinations WSPConnect, WSPSendTo and WSPBind may use. */
     readonly allow: AllowList = AllowList.ANY,
-  ) {}
+  ) {
+    this.clientMistakes = new RateLimitedLog(log);
+  }
 }

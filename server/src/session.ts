@@ -61,7 +61,7 @@ export class Session implements SpiSession {
     this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => this.onMessage(toBuffer(data), isBinary));
     ws.on('close', (code, reason) => this.end(`connection closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
-    ws.on('error', (err) => this.log.warn({ err: err.message }, 'websocket error'));
+    ws.on('error', (err) => this.mistake({ err: err.message }, 'websocket error'));
     this.notify('spiwire.welcome', {
       session: this.id,
       version: daemon.version,
@@ -107,7 +107,7 @@ export class Session implements SpiSession {
       records = P.decodeFrame(data, this.decodeLimits);
     } catch (err) {
       const e = err instanceof P.ProtocolError ? err : new P.ProtocolError(P.BAD_FRAME, String(err));
-      this.log.debug({ err: e.message }, 'bad frame');
+      this.mistake({ err: e.message }, 'bad frame');
       this.sendError(null, e, false);
       return;
     }
@@ -142,7 +142,7 @@ export class Session implements SpiSession {
     // JSON-RPC: a notification is never answered, not even with an error.
     const answer = (err: P.ProtocolError): void => {
       if (id !== null) this.sendError(id, err, text);
-      else this.log.debug({ method: msg.method, err: err.message }, 'notification refused');
+      else this.mistake({ method: msg.method.slice(0, 80), err: err.message }, 'notification refused');
     };
     const spec = P.METHODS[msg.method];
     const handler = Object.hasOwn(SPI_HANDLERS, msg.method) ? SPI_HANDLERS[msg.method] : undefined;
@@ -200,6 +200,11 @@ export class Session implements SpiSession {
     );
   }
 
+  /** A debug line about something the client got wrong (rate-limited daemon-wide). */
+  private mistake(fields: Record<string, unknown>, msg: string): void {
+    this.daemon.clientMistakes.log({ session: this.id, ...fields }, msg);
+  }
+
   private fault(id: P.RequestId | null, method: string, err: unknown, text: boolean): void {
     const pe = err instanceof P.ProtocolError ? err : new P.ProtocolError(P.INTERNAL_ERROR, `${method} failed inside the daemon: ${(err as Error)?.message ?? String(err)}`);
     if (!(err instanceof P.ProtocolError)) this.log.error({ err, method }, 'method failed');
@@ -215,7 +220,7 @@ export class Session implements SpiSession {
   }
 
   private sendError(id: P.RequestId | null, err: P.ProtocolError, text: boolean): void {
-    this.log.debug({ id, code: err.code, err: err.message }, 'protocol error');
+    this.mistake({ id: typeof id === 'string' ? id.slice(0, 80) : id, code: err.code, err: err.message }, 'protocol error');
     const error: P.ErrorObject = { code: err.code, message: err.message };
     if (err.data) error.data = err.data;
     this.send({ jsonrpc: '2.0', id, error }, text);

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
 import { startServer, VERSION, type Daemon } from '../src/index.js';
 import { bearerToken, isLoopbackHost, tokenMatches } from '../src/internals.js';
-import { daemon, session, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
+import { RawSession, daemon, session, startCli, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
 
 function httpBase(d: Daemon): string {
   return `http://127.0.0.1:${d.port}`;
@@ -215,6 +215,50 @@ t.test('GET /healthz and GET /version answer JSON with the documented fields', a
   const missing = await fetch(`${httpBase(d)}/nope`);
   t.equal(missing.status, 404, 'other paths are 404');
   await missing.body?.cancel();
+});
+
+// ---- upgrades elsewhere ----
+
+t.test('a WebSocket upgrade on any path but /ws is refused before the handshake (404), token or not', async (t) => {
+  for (const token of [undefined, 'sekrit-token']) {
+    const d = await daemon(t, token ? { token } : {});
+    for (const path of ['/healthz', '/version', '/stats', '/nope', '/ws/']) {
+      const url = `ws://127.0.0.1:${d.port}${path}`;
+      refusedWith(t, await upgrade(url), 404, `${token ? 'with' : 'without'} a token configured, ${path}: 404`);
+      if (token) refusedWith(t, await upgrade(url, { token }), 404, `with the right token, ${path}: still 404`);
+    }
+    // /ws itself is unchanged.
+    const r = await upgrade(d.url, token ? { token } : {});
+    t.equal(r.kind, 'open', '/ws still opens a session');
+    if (r.kind === 'open') await r.session.close();
+  }
+});
+
+// ---- log levels ----
+
+t.test('client mistakes never log above debug, and at debug they are rate-limited', async (t) => {
+  const d = await startCli(t, ['--log-level', 'debug']);
+  const bad = Buffer.from([0x7b, 0xff, 0xfe, 0x7d]); // "{", invalid UTF-8, "}"
+  const garbage = Buffer.from([1, 2, 3]);
+  for (let i = 0; i < 60; i++) {
+    const s = await RawSession.open(d.url);
+    s.ws.send(garbage); // a bad binary frame: BAD_FRAME
+    s.ws.send(bad, { binary: false });
+    const closed = await within(s.closed, 5000, null);
+    if (closed?.code !== 1007) t.fail(`invalid UTF-8 closed the connection with ${String(closed?.code)}, not 1007`);
+  }
+  const s = await session(t, d.url);
+  for (let i = 0; i < 300; i++) s.ws.send(garbage);
+  await s.request('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: 0 }).response;
+  // Upgrades on other paths and bad tokens are client mistakes too.
+  await upgrade(`ws://127.0.0.1:${d.port}/healthz`);
+  const lines = d.lines();
+  const loud = lines.filter((l) => typeof l['level'] === 'number' && (l['level'] as number) >= 40);
+  t.same(loud, [], 'no line at warn level or above');
+  const mistakes = lines.filter((l) => l['msg'] === 'websocket error' || String(l['msg']).startsWith('bad frame') || String(l['msg']).startsWith('websocket error'));
+  t.ok(mistakes.length > 0, `client mistakes are logged at debug (${mistakes.length} lines)`);
+  t.ok(mistakes.length < 200, `and rate-limited: ${mistakes.length} lines for 420 mistakes`);
+  t.equal(d.proc.exitCode, null, 'the daemon keeps running');
 });
 
 // ---- frame size ----

@@ -8,6 +8,7 @@ import t from 'tap';
 import type { Test } from 'tap';
 import * as dgram from 'node:dgram';
 import * as S from '@spiwire/client';
+import { fdOf, libc } from '@spiwire/server/internals';
 import {
   FAMILIES,
   FILLER_BYTES,
@@ -423,5 +424,38 @@ for (const f of FAMILIES) {
     const want = Buffer.concat(datas.map((b, i) => b.subarray(0, counts[i])));
     t.equal(got.length, want.length, `the peer got exactly the ${want.length} bytes reported sent`);
     t.ok(got.equals(want), 'in order and intact');
+  });
+}
+
+for (const f of FAMILIES) {
+  t.test(`${f}: SO_SNDBUF 0, three overlapped sends to a peer that does not read, then WSPCloseSocket: each completes exactly once`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f, { paused: true });
+    // A small receive buffer on the peer (inherited from its listener) so that the kernels on
+    // both sides cannot swallow the first send: loopback autotuning would take 32 MiB.
+    const native = libc();
+    const listenFd = fdOf(peer.server);
+    if (native && listenFd !== null) native.setInt(listenFd, native.c.SOL_SOCKET, native.c.SO_RCVBUF, 65536);
+    const { s, conn } = await overlappedTcp(spi, f, peer);
+    const e = S.out(0);
+    t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_SNDBUF, new Uint8Array(4), 4, e), 0, 'SO_SNDBUF 0');
+    const rec = new Recorder();
+    // The first send alone is more than the kernels hold; the next two wait behind it.
+    const sizes = [4 * 1024 * 1024, 64 * 1024, 1000];
+    const data = sizes.map((n, i) => pattern(n, 40 + i));
+    for (const [i, b] of data.entries()) await pending(t, spi, s, b, { routine: rec.routine(`S${i}`) }, `send ${i}`);
+    await sleep(100);
+    t.equal(spi.pendingOperations, 3, 'all three are pending');
+    t.equal(await spi.WSPCloseSocket(s, e), 0, 'WSPCloseSocket succeeds');
+    t.ok(await drainUntil(spi, () => rec.calls.length >= 3), `every operation completed (${rec.calls.length} of 3)`);
+    await spi.SleepEx(50, true);
+    t.same(sizes.map((_, i) => rec.count(`S${i}`)), [1, 1, 1], 'each exactly once');
+    t.equal(spi.pendingOperations, 0, 'nothing is left pending');
+    // The peer gets exactly what the operations reported, in order.
+    const got = await peerFinal(t, conn);
+    const expected = Buffer.concat(sizes.map((_, i) => data[i]!.subarray(0, rec.get(`S${i}`)!.err === 0 ? sizes[i] : rec.get(`S${i}`)!.cb)));
+    t.equal(got.length, expected.length, `the peer received ${got.length} bytes, the reported ${expected.length}`);
+    t.ok(got.equals(expected), 'exactly the reported bytes, in order');
   });
 }

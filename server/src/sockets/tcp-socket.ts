@@ -133,7 +133,8 @@ export class TcpSocket extends EmulatedSocket {
       server.close();
       return fail(W.WSAENOTSOCK);
     }
-    server.on('error', (err) => this.log.warn({ err }, 'listening socket error'));
+    // Accept failures (out of descriptors, say) come from load the clients make: not a daemon fault.
+    server.on('error', (err) => this.log.debug({ err: err.message }, 'listening socket error'));
     server.on('connection', (conn) => {
       if (this.accepted.length >= this.backlog) {
         // A full backlog refuses the connection, as the Windows stack does.
@@ -329,7 +330,7 @@ export class TcpSocket extends EmulatedSocket {
     if (this.failure) return;
     this.failure = code;
     this.log.debug({ code, err: err?.message }, 'connection broken');
-    this.tx?.cancel(code, () => true, true);
+    this.tx?.cancel(code, () => true, 'broken');
     this.wake();
   }
 
@@ -642,9 +643,9 @@ export class TcpSocket extends EmulatedSocket {
     this.updateUrgentWatch();
     this.ctx.ports.release(this.handle);
     this.abortWaits(abortCode, overlappedCode);
-    this.tx?.cancel(overlappedCode, (o) => o.overlapped);
+    this.tx?.cancel(overlappedCode, (o) => o.overlapped, 'close');
     // Background data (Windows policy) keeps flowing after the close; blocked calls do not.
-    this.tx?.cancel(abortCode, (o) => !o.overlapped && !o.background);
+    this.tx?.cancel(abortCode, (o) => !o.overlapped && !o.background, 'close');
     for (const c of this.accepted.splice(0)) c.resetAndDestroy();
     this.server?.close();
     const conn = this.conn;

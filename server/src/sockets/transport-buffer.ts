@@ -39,6 +39,9 @@ export interface SendOp {
   complete(errno: number, bytes: number): void;
 }
 
+/** Why operations are cancelled: see TransportBuffer.cancel. */
+export type CancelHow = 'cancel' | 'close' | 'broken';
+
 interface QueuedOp {
   op: SendOp;
   /** Bytes that entered the transport buffer (or the kernel): what the operation has sent. */
@@ -183,8 +186,15 @@ export class TransportBuffer {
   /**
    * Completes waiting operations that match with the given code (cancellation); bytes of an
    * operation already accepted stay on their way to the peer. Returns how many were cancelled.
+   *
+   * how: 'cancel' (SIO_FLUSH, a thread's exit) leaves alone an operation whose every byte the
+   * kernel side already has: it is no longer queued, and completes when the kernel is done.
+   * 'close' completes such an operation too (with success: its bytes still go, then FIN), as
+   * nothing else would once the socket is closed. 'broken': the connection failed; only
+   * accepted bytes count.
    */
-  cancel(errno: number, match: (op: SendOp) => boolean = () => true, broken = false): number {
+  cancel(errno: number, match: (op: SendOp) => boolean = () => true, how: CancelHow = 'cancel'): number {
+    const broken = how === 'broken';
     let n = 0;
     // Whether every operation looked at so far was handed over whole (or had nothing to hand
     // over), and how many there were: an empty send behind such sends is as good as sent.
@@ -198,7 +208,7 @@ export class TransportBuffer {
       seen++;
       // An operation whose every byte is already with the kernel (SO_SNDBUF 0) is no longer
       // queued: only a broken connection fails it; otherwise it completes when the kernel is done.
-      if (!match(q.op) || (!broken && q.accepted === total && total > 0)) {
+      if (!match(q.op) || (how === 'cancel' && q.accepted === total && total > 0)) {
         i++;
         continue;
       }
