@@ -5,6 +5,7 @@ import { ConfigError, parseConfig } from './config.js';
 import { startServer } from './index.js';
 import { hasBufferUtil } from './native-addons.js';
 import { missingNodeFlags } from './node-flags.js';
+import { stdoutDestination } from './log-destination.js';
 
 async function main(): Promise<void> {
   let cfg;
@@ -21,7 +22,8 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const log = pino({ level: cfg.logLevel, name: 'spiwire' });
+  const logOut = stdoutDestination();
+  const log = pino({ level: cfg.logLevel, name: 'spiwire' }, logOut.stream);
   let daemon;
   try {
     daemon = await startServer({
@@ -44,6 +46,7 @@ async function main(): Promise<void> {
     });
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'cannot start');
+    await logOut.settle(1000);
     process.exit(1);
   }
   // On the any address, name a URL that works from this machine and say that others can reach it too.
@@ -58,14 +61,17 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
+    // The log is given a moment to reach its reader, never more: a stuck reader must not keep
+    // the daemon from exiting.
+    const exit = (code: number): void => void logOut.settle(1000).then(() => process.exit(code));
     daemon.close().then(
       () => {
         log.info('stopped');
-        process.exit(0);
+        exit(0);
       },
       (err: unknown) => {
         log.error({ err }, 'error while stopping');
-        process.exit(1);
+        exit(1);
       },
     );
   };

@@ -8,7 +8,9 @@ import { randomBytes } from 'node:crypto';
 import * as P from '@spiwire/proto';
 import { startServer, type Daemon } from '../src/index.js';
 import { SETTINGS } from '../src/internals.js';
-import { RawSession, connectOutcome, connectTo, ipv4, jsonLines, run, session, sleep, startCli, tcpPeer, tcpSocket, within, type Msg } from './helpers/raw-client.js';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { RawSession, cleanEnv, connectOutcome, connectTo, ipv4, jsonLines, run, session, sleep, startCli, tcpPeer, tcpSocket, within, type Msg } from './helpers/raw-client.js';
 
 /**
  * A WebSocket client written by hand on a raw TCP socket: it completes the upgrade, then never
@@ -200,6 +202,71 @@ t.test('CLI: SIGTERM with a client that never answers the close handshake still 
   t.same(exit, { code: 0, signal: null }, `exit code 0 after ${Date.now() - started} ms`);
   t.ok(Date.now() - started < 5000, 'within 5 s');
 });
+
+for (const reader of ['stops reading', 'is gone'] as const) {
+  t.test(`CLI: SIGTERM stops the daemon when the reader of its standard output ${reader}`, async (t) => {
+    const d = await startCli(t, ['--log-level', 'debug']);
+    if (reader === 'stops reading') d.proc.stdout!.pause();
+    else d.proc.stdout!.destroy();
+    // Plenty of log lines: each session logs its start and end, at debug more.
+    for (let i = 0; i < 300; i++) {
+      const s = await RawSession.open(d.url);
+      s.ws.send(Buffer.from([1, 2, 3]));
+      await s.close();
+    }
+    const r = await within(fetch(`http://127.0.0.1:${d.port}/healthz`).then((x) => x.status), 5000, 'no answer');
+    t.equal(r, 200, 'the daemon still answers /healthz');
+    d.proc.kill('SIGTERM');
+    const exit = await within(d.exited, 8000, null);
+    t.same(exit, { code: 0, signal: null }, 'it exits 0 within 8 s');
+  });
+}
+
+t.test('npm start: SIGTERM to npm stops the daemon too (no orphan left running)', async (t) => {
+  const root = fileURLToPath(new URL('../../../', import.meta.url));
+  const npm = spawn('npm', ['start', '--', '--port', '0'], { cwd: root, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  npm.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  const npmExited = new Promise<void>((r) => npm.once('close', () => r()));
+  let daemonPid = 0;
+  t.teardown(async () => {
+    if (npm.exitCode === null && npm.signalCode === null) npm.kill('SIGKILL');
+    if (daemonPid && alive(daemonPid)) process.kill(daemonPid, 'SIGKILL');
+    await npmExited;
+  });
+  const started = await within(
+    new Promise<Record<string, unknown>>((resolve) => {
+      const look = (): void => {
+        const line = jsonLines(out).find((l) => typeof l['url'] === 'string');
+        if (line) resolve(line);
+      };
+      npm.stdout!.on('data', look);
+    }),
+    60000,
+    null,
+  );
+  t.ok(started, 'the daemon started under npm start');
+  daemonPid = Number(started?.['pid']);
+  t.ok(daemonPid > 0 && daemonPid !== npm.pid, `the daemon runs as process ${daemonPid}`);
+  npm.kill('SIGTERM');
+  await within(npmExited, 10000, null);
+  let gone = false;
+  for (let i = 0; i < 100 && !gone; i++) {
+    gone = !alive(daemonPid);
+    if (!gone) await sleep(50);
+  }
+  t.ok(gone, 'the daemon process has exited');
+  t.ok(jsonLines(out).some((l) => l['msg'] === 'stopped'), 'after a graceful stop');
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 t.test('CLI: --help prints the usage and exits 0', async (t) => {
   const r = run(t, ['--help']);
