@@ -44,7 +44,7 @@ export interface Welcome {
   session: string;
   version: string;
   protocol: number;
-  limits: { maxFrameBytes: number; maxPendingRequests: number; maxSockets: number; defaultSndBuf: number; defaultRcvBuf: number; sessionQuotaBytes?: number };
+  limits: { maxFrameBytes: number; maxPendingRequests: number; maxSockets: number; defaultSndBuf: number; defaultRcvBuf: number; sessionQuotaBytes?: number; outputHighWaterBytes?: number; outputLimitBytes?: number; outputStallMs?: number };
   /** The daemon reads compact record headers (absent from daemons that do not). */
   compactHeaders?: boolean;
 }

@@ -14,3 +14,8 @@ export const MAX_RECORDS_PER_FRAME = 4096;
 export const MAX_BUFFER_COUNT = 1024;
 /** Largest JSON nesting depth of a header; deeper headers are PARSE_ERROR. */
 export const MAX_JSON_DEPTH = 16;
+/**
+ * WebSocket close code with which the daemon ends a session whose client does not read what it
+ * is sent (its unsent output passed the daemon's limit, or stalled above the high water mark).
+ */
+export const OUTPUT_BACKLOG_CLOSE_CODE = 4008;

@@ -258,7 +258,7 @@ export const NOTIFICATIONS: Record<string, { summary: string; params: Record<str
       session: { type: 'string', doc: 'The session id (also in the daemon logs).' },
       version: { type: 'string', doc: 'The daemon version.' },
       protocol: { type: 'u32', doc: 'The protocol version (1).' },
-      limits: { type: 'object', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf, sessionQuotaBytes.' },
+      limits: { type: 'object', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf, sessionQuotaBytes, outputHighWaterBytes, outputLimitBytes, outputStallMs.' },
       compactHeaders: { type: 'bool', optional: true, doc: 'true: the daemon reads compact record headers (section 3); a client writes them only when this is true.' },
     },
   },

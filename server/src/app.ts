@@ -40,7 +40,10 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     return undefined;
   });
 
-  app.get('/healthz', async () => ({ status: ctx.shuttingDown ? 'stopping' : 'ok', sessions: sessions.size, sockets: ctx.handles.size }));
+  // heldBytes: bytes accepted for sends and not yet in the kernel, of live and ended sessions;
+  // heldBytesOfEndedSessions: the part that ended sessions left behind (released within --linger).
+  const held = (): Record<string, number> => ({ heldBytes: ctx.held.total, heldBytesOfEndedSessions: ctx.held.ofEndedSessions, drainingConnections: ctx.draining.size });
+  app.get('/healthz', async () => ({ status: ctx.shuttingDown ? 'stopping' : 'ok', sessions: sessions.size, sockets: ctx.handles.size, ...held() }));
   app.get('/version', async () => ({ name: 'spiwire', version: ctx.version, protocol: P.PROTOCOL_VERSION, subprotocol: P.SUBPROTOCOL, node: process.version }));
   // Counters and memory for benchmarks and operators. With the token set, only clients holding it may read them.
   app.get('/stats', async (req, reply) => {
@@ -54,7 +57,7 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
       pendingOps += s.pendingOperations;
       pendingRequests += s.runningRequests;
     }
-    return { sessions: sessions.size, sockets: ctx.handles.size, pendingOps, pendingRequests, memory: process.memoryUsage(), gcExposed: gc !== undefined };
+    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), memory: process.memoryUsage(), gcExposed: gc !== undefined };
   });
 
   app.get(
@@ -72,6 +75,7 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
         }
         const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((x) => x.trim());
         if (!offered.includes(P.SUBPROTOCOL)) return refuse(400, `the WebSocket subprotocol ${P.SUBPROTOCOL} must be offered`);
+        if (sessions.size >= ctx.limits.maxSessions) return refuse(503, `the daemon has its maximum of ${ctx.limits.maxSessions} sessions`);
         return undefined;
       },
     },

@@ -3,27 +3,20 @@
  * the environment over the defaults. Every setting is documented in the README.
  */
 import { readFileSync } from 'node:fs';
-import { DEFAULT_LIMITS } from './daemon-context.js';
+import { DEFAULT_LIMITS, type DaemonLimits } from './daemon-context.js';
 import { AllowList } from './allow-list.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 7787;
 
-export interface DaemonConfig {
+/** Every setting: where to listen, who may connect, and the daemon's limits. */
+export interface DaemonConfig extends DaemonLimits {
   host: string;
   port: number;
   token: string | undefined;
   logLevel: string;
   allowedOrigins: string[];
-  maxFrameBytes: number;
-  maxPendingRequests: number;
-  maxSocketsPerSession: number;
-  defaultSndBuf: number;
-  defaultRcvBuf: number;
-  maxOutstandingOpsPerSocket: number;
   allow: string;
-  sendPolicy: number;
-  sessionQuotaBytes: number;
 }
 
 interface Setting {
@@ -45,8 +38,16 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--send-policy', env: 'SPIWIRE_SEND_POLICY', key: 'sendPolicy', kind: 'policy', doc: 'Send policy of new sockets: reference (the WSPSend reference page, default) or windows (what Windows does in practice); per socket with SO_SPIWIRE_SEND_POLICY (0x7f01).' },
   { flag: '--max-frame-bytes', env: 'SPIWIRE_MAX_FRAME_BYTES', key: 'maxFrameBytes', kind: 'int', doc: `Largest WebSocket message accepted (default ${DEFAULT_LIMITS.maxFrameBytes}).` },
   { flag: '--max-pending-requests', env: 'SPIWIRE_MAX_PENDING_REQUESTS', key: 'maxPendingRequests', kind: 'int', doc: `Unanswered requests per session (default ${DEFAULT_LIMITS.maxPendingRequests}).` },
-  { flag: '--max-sockets', env: 'SPIWIRE_MAX_SOCKETS', key: 'maxSocketsPerSession', kind: 'int', doc: `Open sockets per session (default ${DEFAULT_LIMITS.maxSocketsPerSession}).` },
+  { flag: '--max-sockets', env: 'SPIWIRE_MAX_SOCKETS', key: 'maxSocketsPerSession', kind: 'int', doc: `Open sockets per session (default: half of --max-sockets-total, here ${DEFAULT_LIMITS.maxSocketsPerSession}).` },
+  { flag: '--max-sockets-total', env: 'SPIWIRE_MAX_SOCKETS_TOTAL', key: 'maxSocketsTotal', kind: 'int', doc: `Open sockets of all sessions, with connections queued on listeners (default: from the open-file limit, here ${DEFAULT_LIMITS.maxSocketsTotal}).` },
+  { flag: '--max-sessions', env: 'SPIWIRE_MAX_SESSIONS', key: 'maxSessions', kind: 'int', doc: `Sessions at once; more upgrades get HTTP 503 (default: from the open-file limit, here ${DEFAULT_LIMITS.maxSessions}).` },
   { flag: '--session-quota', env: 'SPIWIRE_SESSION_QUOTA', key: 'sessionQuotaBytes', kind: 'int', doc: `Bytes the daemon may hold for one session's pending sends before WSAENOBUFS (default ${DEFAULT_LIMITS.sessionQuotaBytes}).` },
+  { flag: '--held-bytes-budget', env: 'SPIWIRE_HELD_BYTES_BUDGET', key: 'heldBytesBudget', kind: 'int', doc: `Bytes the daemon may hold for the sends of all sessions, ended ones included, before WSAENOBUFS (default ${DEFAULT_LIMITS.heldBytesBudget}).` },
+  { flag: '--linger-timeout', env: 'SPIWIRE_LINGER_TIMEOUT', key: 'lingerMs', kind: 'int', doc: `Milliseconds the connections of an ended session may go on delivering accepted bytes before they are reset (default ${DEFAULT_LIMITS.lingerMs}).` },
+  { flag: '--drain-timeout', env: 'SPIWIRE_DRAIN_TIMEOUT', key: 'drainMs', kind: 'int', doc: `Milliseconds a shutdown waits for accepted bytes to reach the kernel before resetting what is left (default ${DEFAULT_LIMITS.drainMs}).` },
+  { flag: '--output-high-water', env: 'SPIWIRE_OUTPUT_HIGH_WATER', key: 'outputHighWaterBytes', kind: 'int', doc: `Unsent bytes to one client above which the daemon stops reading its requests (default ${DEFAULT_LIMITS.outputHighWaterBytes}).` },
+  { flag: '--output-limit', env: 'SPIWIRE_OUTPUT_LIMIT', key: 'outputLimitBytes', kind: 'int', doc: `Unsent bytes to one client above which its session ends with close code 4008 (default ${DEFAULT_LIMITS.outputLimitBytes}).` },
+  { flag: '--output-stall-timeout', env: 'SPIWIRE_OUTPUT_STALL_TIMEOUT', key: 'outputStallMs', kind: 'int', doc: `Milliseconds a client above the high water mark may read nothing before its session ends with 4008 (default ${DEFAULT_LIMITS.outputStallMs}).` },
   { flag: '--sndbuf', env: 'SPIWIRE_SNDBUF', key: 'defaultSndBuf', kind: 'int', doc: `Default SO_SNDBUF, the transport buffer size (default ${DEFAULT_LIMITS.defaultSndBuf}).` },
   { flag: '--max-outstanding-ops', env: 'SPIWIRE_MAX_OUTSTANDING_OPS', key: 'maxOutstandingOpsPerSocket', kind: 'int', doc: `Pending overlapped operations per socket before WSAEWOULDBLOCK (default ${DEFAULT_LIMITS.maxOutstandingOpsPerSocket}).` },
   { flag: '--rcvbuf', env: 'SPIWIRE_RCVBUF', key: 'defaultRcvBuf', kind: 'int', doc: `Default SO_RCVBUF (default ${DEFAULT_LIMITS.defaultRcvBuf}).` },

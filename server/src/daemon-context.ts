@@ -4,14 +4,21 @@ import { HandleTable } from './handles.js';
 import { PortReservations } from './sockets/port-reservations.js';
 import { AllowList } from './allow-list.js';
 import { RateLimitedLog } from './rate-limited-log.js';
+import { descriptorBudget } from './descriptor-limit.js';
+import { HeldBytes } from './held-bytes.js';
+import { Draining } from './draining.js';
 
 export interface DaemonLimits {
   /** Largest WebSocket message accepted, in bytes. */
   maxFrameBytes: number;
-  /** Unanswered requests one session may have. */
+  /** Unanswered requests one session may have (with or without an id). */
   maxPendingRequests: number;
   /** Open sockets one session may hold (WSAEMFILE beyond). */
   maxSocketsPerSession: number;
+  /** Open sockets, and connections queued on listeners, of every session together (WSAEMFILE beyond). */
+  maxSocketsTotal: number;
+  /** WebSocket sessions at once; more upgrades get HTTP 503. */
+  maxSessions: number;
   /** SO_SNDBUF of a new socket: the transport buffer size. */
   defaultSndBuf: number;
   /** SO_RCVBUF of a new socket. */
@@ -20,19 +27,41 @@ export interface DaemonLimits {
   maxOutstandingOpsPerSocket: number;
   /** Bytes the daemon may hold for one session's sends (queued or on their way to the kernel); beyond, WSAENOBUFS. */
   sessionQuotaBytes: number;
+  /** Bytes the daemon may hold for sends of every session, ended ones included; beyond, WSAENOBUFS. */
+  heldBytesBudget: number;
+  /** How long the connections of an ended session may go on delivering bytes before they are reset (ms). */
+  lingerMs: number;
+  /** At shutdown, how long accepted bytes may take to reach the kernel before their connections are reset (ms). */
+  drainMs: number;
+  /** Unsent output of one session above which the daemon stops reading its requests and its sockets. */
+  outputHighWaterBytes: number;
+  /** Unsent output of one session above which the session is ended (close code 4008). */
+  outputLimitBytes: number;
+  /** How long a session's output may make no progress while above the high water mark before it is ended (ms). */
+  outputStallMs: number;
   /** The send policy of new sockets: 0 the reference page's, 1 Windows' observed one (SO_SPIWIRE_SEND_POLICY). */
   sendPolicy: number;
 }
 
+const descriptors = descriptorBudget();
+
 export const DEFAULT_LIMITS: DaemonLimits = {
   maxFrameBytes: 16 * 1024 * 1024,
   maxPendingRequests: 65536,
-  maxSocketsPerSession: 65536,
+  maxSocketsPerSession: descriptors.maxSocketsPerSession,
+  maxSocketsTotal: descriptors.maxSocketsTotal,
+  maxSessions: descriptors.maxSessions,
   defaultSndBuf: 65536,
   defaultRcvBuf: 65536,
   maxOutstandingOpsPerSocket: 4096,
   sendPolicy: 0,
   sessionQuotaBytes: 256 * 1024 * 1024,
+  heldBytesBudget: 1024 * 1024 * 1024,
+  lingerMs: 30_000,
+  drainMs: 5_000,
+  outputHighWaterBytes: 8 * 1024 * 1024,
+  outputLimitBytes: 64 * 1024 * 1024,
+  outputStallMs: 30_000,
 };
 
 export class DaemonContext {
@@ -41,6 +70,12 @@ export class DaemonContext {
   shuttingDown = false;
   /** Debug lines about what clients got wrong, rate-limited (a client must not flood the log). */
   readonly clientMistakes: RateLimitedLog;
+  /** Bytes held for sends, daemon-wide, against limits.heldBytesBudget. */
+  readonly held: HeldBytes;
+  /** Closed connections still delivering accepted bytes. */
+  readonly draining: Draining;
+  /** Connections waiting on listeners to be accepted: they hold descriptors too. */
+  queuedConnections = 0;
 
   constructor(
     readonly log: Logger,
@@ -50,5 +85,12 @@ export class DaemonContext {
     readonly allow: AllowList = AllowList.ANY,
   ) {
     this.clientMistakes = new RateLimitedLog(log);
+    this.held = new HeldBytes(limits.heldBytesBudget);
+    this.draining = new Draining(log, limits.lingerMs);
+  }
+
+  /** True when one more socket (or queued connection) would pass the daemon-wide cap. */
+  socketsFull(): boolean {
+    return this.handles.size + this.queuedConnections >= this.limits.maxSocketsTotal;
   }
 }

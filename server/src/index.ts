@@ -10,6 +10,9 @@ import { DEFAULT_HOST } from './config.js';
 
 export { DAEMON_NODE_FLAGS } from './node-flags.js';
 
+/** HTTP connections allowed beyond maxSessions: health checks, /version, refused upgrades. */
+const HTTP_HEADROOM = 64;
+
 export interface StartOptions {
   /** Default 127.0.0.1. A non-loopback host requires a token. */
   host?: string;
@@ -32,7 +35,10 @@ export interface Daemon {
   readonly url: string;
   readonly host: string;
   readonly port: number;
-  /** Graceful stop: new sessions refused, blocked calls answered (WSAENETDOWN), sockets closed. */
+  /**
+   * Graceful stop: new sessions refused, blocked calls answered (WSAENETDOWN), sockets closed,
+   * accepted bytes handed to the kernel (up to limits.drainMs).
+   */
   close(): Promise<void>;
 }
 
@@ -48,6 +54,9 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   const sessions = new Set<Session>();
   const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [] }, log);
   await app.listen({ host, port: opts.port ?? 0 });
+  // Sessions, plus room for health checks and refused upgrades: beyond, connections are closed
+  // at once, so that no client can take the descriptors the daemon keeps for itself.
+  app.server.maxConnections = limits.maxSessions + HTTP_HEADROOM;
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : (opts.port ?? 0);
   const urlHost = host.includes(':') ? `[${host}]` : host;
@@ -61,6 +70,9 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
       closing ??= (async () => {
         ctx.shuttingDown = true;
         await Promise.all([...sessions].map((s) => s.shutdown()));
+        // Bytes WSPSend accepted reach the kernel (which delivers them after the exit), up to
+        // the drain deadline; connections that cannot deliver by then are reset and logged.
+        await ctx.draining.drainAll(limits.drainMs);
         await app.close();
       })();
       return closing;

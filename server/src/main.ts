@@ -1,8 +1,8 @@
 #!/usr/bin/env -S node --single-threaded-gc --no-incremental-marking
 /** The spiwire daemon command: configuration from flags and environment, graceful stop on signals. */
 import pino from 'pino';
-import { ConfigError, parseConfig } from './config.js';
-import { startServer } from './index.js';
+import { ConfigError, parseConfig, type DaemonConfig } from './config.js';
+import { DEFAULT_LIMITS, startServer, type DaemonLimits } from './index.js';
 import { hasBufferUtil } from './native-addons.js';
 import { missingNodeFlags } from './node-flags.js';
 import { stdoutDestination } from './log-destination.js';
@@ -33,16 +33,7 @@ async function main(): Promise<void> {
       logger: log,
       allowedOrigins: cfg.allowedOrigins,
       allow: cfg.allow,
-      limits: {
-        maxFrameBytes: cfg.maxFrameBytes,
-        maxPendingRequests: cfg.maxPendingRequests,
-        maxSocketsPerSession: cfg.maxSocketsPerSession,
-        defaultSndBuf: cfg.defaultSndBuf,
-        defaultRcvBuf: cfg.defaultRcvBuf,
-        maxOutstandingOpsPerSocket: cfg.maxOutstandingOpsPerSocket,
-        sendPolicy: cfg.sendPolicy,
-        sessionQuotaBytes: cfg.sessionQuotaBytes,
-      },
+      limits: limitsOf(cfg),
     });
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'cannot start');
@@ -58,9 +49,20 @@ async function main(): Promise<void> {
   if (missing.length > 0) log.info({ missing }, `node was started without ${missing.join(' ')}: expect lower bulk throughput on machines with few cores (docs/performance.md)`);
   let stopping = false;
   const stop = (signal: string): void => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal: the operator does not want to wait for the drain.
+      log.warn({ signal }, 'second signal: exiting now');
+      void logOut.settle(200).then(() => process.exit(1));
+      return;
+    }
     stopping = true;
     log.info({ signal }, 'shutting down');
+    // Whatever happens to the graceful stop, the process ends: the drain deadline, the close
+    // handshakes (2 s) and a margin.
+    setTimeout(() => {
+      log.warn('graceful stop took too long: exiting');
+      void logOut.settle(200).then(() => process.exit(1));
+    }, cfg.drainMs + 5000).unref();
     // The log is given a moment to reach its reader, never more: a stuck reader must not keep
     // the daemon from exiting.
     const exit = (code: number): void => void logOut.settle(1000).then(() => process.exit(code));
@@ -77,6 +79,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+/** The DaemonLimits part of the configuration: every key DEFAULT_LIMITS has. */
+function limitsOf(cfg: DaemonConfig): DaemonLimits {
+  const limits = { ...DEFAULT_LIMITS };
+  for (const key of Object.keys(DEFAULT_LIMITS) as Array<keyof DaemonLimits>) limits[key] = cfg[key];
+  return limits;
 }
 
 void main();

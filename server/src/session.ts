@@ -11,8 +11,10 @@ import type { WebSocket } from 'ws';
 import * as P from '@spiwire/proto';
 import { fail, type Outcome } from './outcome.js';
 import type { DaemonContext } from './daemon-context.js';
-import { SessionQuota, type CompleteFn, type EmulatedSocket, type OverlappedStart, type SocketContext } from './sockets/emulated-socket.js';
-import { TcpSocket } from './sockets/tcp-socket.js';
+import type { CompleteFn, EmulatedSocket, OverlappedStart, SocketContext } from './sockets/emulated-socket.js';
+import { SessionQuota } from './held-bytes.js';
+import { OutputFlow } from './output-flow.js';
+import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
 import { SPI_HANDLERS, checkSocketTriple, type SpiSession } from './spi/methods.js';
 
@@ -48,6 +50,8 @@ export class Session implements SpiSession {
   private inFrame = false;
   private ended = false;
   private readonly decodeLimits: P.DecodeLimits;
+  /** What waits to be written to the client: above a mark the session stops reading (OutputFlow). */
+  private readonly output: OutputFlow;
   /** Bytes held for this session's sends, against limits.sessionQuotaBytes. */
   readonly quota: SessionQuota;
 
@@ -57,8 +61,16 @@ export class Session implements SpiSession {
     parentLog: Logger,
   ) {
     this.log = parentLog.child({ session: this.id });
-    this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes);
+    this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes, daemon.held);
     this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
+    this.output = new OutputFlow(daemon.limits, {
+      pause: () => ws.pause(),
+      resume: () => {
+        ws.resume();
+        for (const sock of this.sockets.values()) sock.inputResumed();
+      },
+      overflow: (reason) => this.endForBacklog(reason),
+    });
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => this.onMessage(toBuffer(data), isBinary));
     ws.on('close', (code, reason) => this.end(`connection closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
     ws.on('error', (err) => this.mistake({ err: err.message }, 'websocket error'));
@@ -73,6 +85,9 @@ export class Session implements SpiSession {
         defaultSndBuf: daemon.limits.defaultSndBuf,
         defaultRcvBuf: daemon.limits.defaultRcvBuf,
         sessionQuotaBytes: daemon.limits.sessionQuotaBytes,
+        outputHighWaterBytes: daemon.limits.outputHighWaterBytes,
+        outputLimitBytes: daemon.limits.outputLimitBytes,
+        outputStallMs: daemon.limits.outputStallMs,
       },
       compactHeaders: true,
     });
@@ -235,7 +250,9 @@ export class Session implements SpiSession {
     if (text) {
       // Binary records still waiting for their flush were produced first: they go first.
       this.flush();
-      this.ws.send(P.encodeText(message));
+      const json = P.encodeText(message);
+      this.output.sent(json.length);
+      this.ws.send(json, this.output.written);
       return;
     }
     this.out.add(message);
@@ -262,7 +279,9 @@ export class Session implements SpiSession {
     this.flushScheduled = false;
     if (this.out.recordCount === 0) return;
     const frame = this.out.finish();
-    if (this.ws.readyState === WS_OPEN) this.ws.send(frame, { binary: true });
+    if (this.ws.readyState !== WS_OPEN) return;
+    this.output.sent(frame.length);
+    this.ws.send(frame, { binary: true }, this.output.written);
   }
 
   // ---- sockets ----
@@ -284,27 +303,50 @@ export class Session implements SpiSession {
       log: this.log.child({ s: handle }),
       defaults: { sndBuf: this.daemon.limits.defaultSndBuf, rcvBuf: this.daemon.limits.defaultRcvBuf, sendPolicy: this.daemon.limits.sendPolicy },
       quota: this.quota,
+      flow: this.output,
       onNetworkEvents: (s, events, errors) => this.notify('spiwire.networkEvents', { s, events, errors }),
     };
+  }
+
+  private tcpContext(ctx: SocketContext): TcpContext {
+    const daemon = this.daemon;
+    return {
+      ...ctx,
+      ports: daemon.ports,
+      draining: daemon.draining,
+      connectionQueue: {
+        full: () => daemon.socketsFull(),
+        change: (delta) => {
+          daemon.queuedConnections += delta;
+        },
+      },
+      adopt: (c, parent) => this.adopt(c, parent),
+    };
+  }
+
+  /** No room for another socket: this session's cap, or the daemon's (WSAEMFILE). */
+  private socketsFull(): boolean {
+    return this.sockets.size >= this.daemon.limits.maxSocketsPerSession || this.daemon.socketsFull();
   }
 
   createSocket(af: number, type: number, protocol: number, flags: number): Outcome {
     const t = checkSocketTriple(af, type, protocol);
     if (t.errno) return fail(t.errno, P.INVALID_SOCKET);
-    if (this.sockets.size >= this.daemon.limits.maxSocketsPerSession) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
+    if (this.socketsFull()) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
     const ctx = this.socketContext(af, type, t.protocol, (flags & P.WSA_FLAG_OVERLAPPED) !== 0);
     if (!ctx) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
-    const sock: EmulatedSocket = type === P.SOCK_STREAM ? new TcpSocket({ ...ctx, ports: this.daemon.ports, adopt: (c, parent) => this.adopt(c, parent) }) : new UdpSocket(ctx);
+    const sock: EmulatedSocket = type === P.SOCK_STREAM ? new TcpSocket(this.tcpContext(ctx)) : new UdpSocket(ctx);
     this.register(sock);
     return { ret: sock.handle, errno: 0 };
   }
 
   /** A connection accepted on a listening socket becomes a socket of the same session (null: no room). */
   private adopt(conn: net.Socket, parent: TcpSocket): TcpSocket | null {
-    if (this.sockets.size >= this.daemon.limits.maxSocketsPerSession) return null;
+    // (The listener stopped counting the connection as queued: it takes a socket's place now.)
+    if (this.socketsFull()) return null;
     const ctx = this.socketContext(parent.af, parent.type, parent.protocol, parent.overlapped);
     if (!ctx) return null;
-    const sock = new TcpSocket({ ...ctx, ports: this.daemon.ports, adopt: (c, p) => this.adopt(c, p) });
+    const sock = new TcpSocket(this.tcpContext(ctx));
     sock.attachAccepted(conn, parent);
     this.register(sock);
     return sock;
@@ -439,11 +481,28 @@ export class Session implements SpiSession {
     });
   }
 
+  /**
+   * The client does not read what it is sent: the session ends with 4008, and the connection is
+   * dropped if the close cannot get through (it waits behind the unsent output) within a second.
+   */
+  private endForBacklog(reason: string): void {
+    if (this.ended) return;
+    this.end(`the client does not read its output: ${reason}`);
+    this.ws.close(P.OUTPUT_BACKLOG_CLOSE_CODE, 'output backlog: the client is not reading');
+    const t = setTimeout(() => this.ws.terminate(), 1000);
+    t.unref();
+    this.ws.once('close', () => clearTimeout(t));
+  }
+
   /** The session is over: its sockets close, and nothing more is sent. */
   end(reason: string): void {
     if (this.ended) return;
     this.ended = true;
+    this.output.stop();
     for (const sock of [...this.sockets.values()]) this.closeSocket(sock);
+    // Connections still delivering get the linger time; their bytes count as held for ended sessions.
+    this.quota.sessionEnded();
+    this.daemon.draining.sessionEnded(this.id);
     this.log.info({ reason }, 'session ended');
   }
 }

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { fail, type Outcome } from '../outcome.js';
+import type { SessionQuota } from '../held-bytes.js';
 
 const FD_NAMES: Record<number, string> = {
   [W.FD_READ]: 'FD_READ',
@@ -40,6 +41,8 @@ export interface SocketContext {
   readonly defaults: { sndBuf: number; rcvBuf: number; sendPolicy: number };
   /** The session's memory quota for bytes held on behalf of its sends. */
   readonly quota: SessionQuota;
+  /** The session's output: while paused, sockets pull no more data from the network. */
+  readonly flow: { readonly paused: boolean };
   /** Reports network events recorded for a socket selected with WSPEventSelect. */
   readonly onNetworkEvents: (s: number, events: number, errors: Record<string, number>) => void;
 }
@@ -63,21 +66,6 @@ export type CompleteFn = (errno: number, bytes: number, out?: { data?: Uint8Arra
 export interface OverlappedStart {
   outcome: Outcome;
   cancel?: (errno: number) => void;
-}
-
-/** Bytes the daemon holds for one session's sends (queued, or on their way to the kernel). */
-export class SessionQuota {
-  held = 0;
-  constructor(readonly limit: number) {}
-
-  /** True when taking n more bytes would exceed the quota (WSAENOBUFS). */
-  exceeds(n: number): boolean {
-    return this.held + n > this.limit;
-  }
-
-  readonly add = (delta: number): void => {
-    this.held += delta;
-  };
 }
 
 export abstract class EmulatedSocket {
@@ -182,6 +170,9 @@ export abstract class EmulatedSocket {
 
   /** Of the events in wanted, those whose condition holds now, each with its error code (0 for none). */
   protected abstract readyEvents(wanted: number): Array<[number, number]>;
+
+  /** The session's output went below its low water mark: pull data from the network again. */
+  inputResumed(): void {}
 
   /** SIOCATMARK: true unless urgent data waits to be read with MSG_OOB. */
   atMark(): boolean {

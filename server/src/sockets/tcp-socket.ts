@@ -11,6 +11,7 @@ import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffe
 import { byteLength } from './send-buffers.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
 import type { PortReservations } from './port-reservations.js';
+import type { Drainable, Draining } from '../draining.js';
 
 /** Flags WSPSend understands on TCP; other bits give WSAEOPNOTSUPP. */
 const TCP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
@@ -21,11 +22,18 @@ const KERNEL_MAX = { keepIdle: 32767, keepInterval: 32767, keepCount: 127 };
 
 export interface TcpContext extends SocketContext {
   readonly ports: PortReservations;
+  /**
+   * Connections waiting on listeners hold descriptors: they count against the daemon-wide socket
+   * cap, and a connection that would pass it is refused (reset) like one beyond the backlog.
+   */
+  readonly connectionQueue: { full(): boolean; change(delta: number): void };
+  /** Where a socket closed with bytes still on their way is tracked until they are delivered. */
+  readonly draining: Draining;
   /** Registers a connection accepted on a listening socket as a new emulated socket; returns it. */
   readonly adopt: (conn: net.Socket, parent: TcpSocket) => TcpSocket | null;
 }
 
-export class TcpSocket extends EmulatedSocket {
+export class TcpSocket extends EmulatedSocket implements Drainable {
   private conn: net.Socket | null = null;
   private server: net.Server | null = null;
   private bound: SockAddr | null = null;
@@ -136,13 +144,14 @@ export class TcpSocket extends EmulatedSocket {
     // Accept failures (out of descriptors, say) come from load the clients make: not a daemon fault.
     server.on('error', (err) => this.log.debug({ err: err.message }, 'listening socket error'));
     server.on('connection', (conn) => {
-      if (this.accepted.length >= this.backlog) {
+      if (this.accepted.length >= this.backlog || this.ctx.connectionQueue.full()) {
         // A full backlog refuses the connection, as the Windows stack does.
         conn.resetAndDestroy();
         return;
       }
       conn.on('error', () => undefined);
       this.accepted.push(conn);
+      this.ctx.connectionQueue.change(1);
       this.wake();
     });
     this.server = server;
@@ -155,17 +164,25 @@ export class TcpSocket extends EmulatedSocket {
     if (this.state !== 'listening') return Promise.resolve(fail(W.WSAEINVAL));
     return this.waitFor(() => {
       if (this.closed) return fail(W.WSAEINTR);
-      const conn = this.accepted.shift();
+      const conn = this.takeQueued();
       if (!conn) return this.nonBlocking ? fail(W.WSAEWOULDBLOCK) : undefined;
       const child = this.ctx.adopt(conn, this);
       if (!child) {
         // No socket can be made: the connection stays queued, as on Windows.
         this.accepted.unshift(conn);
+        this.ctx.connectionQueue.change(1);
         return fail(W.WSAEMFILE);
       }
       queueMicrotask(() => this.rearm(W.FD_ACCEPT));
       return ok({ addr: child.peerName() ?? undefined }, child.handle);
     });
+  }
+
+  /** The oldest connection waiting on this listener, no longer counted as queued. */
+  private takeQueued(): net.Socket | undefined {
+    const conn = this.accepted.shift();
+    if (conn) this.ctx.connectionQueue.change(-1);
+    return conn;
   }
 
   connect(name: SockAddr): Promise<Outcome> {
@@ -263,7 +280,7 @@ export class TcpSocket extends EmulatedSocket {
       this.lastRecvAt = performance.now();
       this.rx.push(chunk);
       this.rxBytes += chunk.length;
-      if (this.rxBytes >= Math.max(this.rcvBuf, 1)) conn.pause();
+      if (this.rxBytes >= Math.max(this.rcvBuf, 1) || this.ctx.flow.paused) conn.pause();
       this.wake();
     });
     conn.on('end', () => {
@@ -615,7 +632,7 @@ export class TcpSocket extends EmulatedSocket {
     }
     if (!peek) {
       this.rxBytes -= n;
-      if (this.conn?.isPaused() && this.rxBytes < Math.max(this.rcvBuf, 1)) this.conn.resume();
+      this.resumeInputIfRoom();
     }
     return data;
   }
@@ -646,7 +663,10 @@ export class TcpSocket extends EmulatedSocket {
     this.tx?.cancel(overlappedCode, (o) => o.overlapped, 'close');
     // Background data (Windows policy) keeps flowing after the close; blocked calls do not.
     this.tx?.cancel(abortCode, (o) => !o.overlapped && !o.background, 'close');
-    for (const c of this.accepted.splice(0)) c.resetAndDestroy();
+    for (const c of this.accepted.splice(0)) {
+      this.ctx.connectionQueue.change(-1);
+      c.resetAndDestroy();
+    }
     this.server?.close();
     const conn = this.conn;
     if (conn && !conn.destroyed) {
@@ -654,13 +674,43 @@ export class TcpSocket extends EmulatedSocket {
       conn.removeAllListeners('data');
       conn.on('error', () => undefined);
       conn.resume();
+      this.delivered = new Promise<void>((resolve) => {
+        conn.once('finish', resolve);
+        conn.once('close', resolve);
+      });
       if (this.tx && this.tx.pendingOps > 0) {
         this.finAfterDrain = true;
       } else {
         conn.end();
         conn.destroySoon();
       }
+      if (this.undelivered() > 0) this.ctx.draining.add(this);
     }
+  }
+
+  // ---- after the close: delivering what was accepted (Drainable) ----
+
+  /** Resolves once the kernel has every accepted byte, or the connection ended. */
+  delivered: Promise<void> = Promise.resolve();
+
+  undelivered(): number {
+    const conn = this.conn;
+    if (!conn || conn.destroyed) return 0;
+    return (this.tx?.notHanded ?? 0) + conn.writableLength;
+  }
+
+  abandon(): number {
+    const n = this.undelivered();
+    this.finAfterDrain = false;
+    // Background sends (Windows policy) still queued end here; nobody waits for them any more.
+    this.tx?.cancel(W.WSAECONNABORTED, () => true, 'broken');
+    if (this.conn) resetConnection(this.conn);
+    return n;
+  }
+
+  peerText(): string {
+    const c = this.conn;
+    return c?.remoteAddress ? `${c.remoteAddress.includes(':') ? `[${c.remoteAddress}]` : c.remoteAddress}:${c.remotePort}` : 'unknown';
   }
 
   localName(): SockAddr | null {
@@ -684,9 +734,18 @@ export class TcpSocket extends EmulatedSocket {
     return this.rxBytes;
   }
 
+  /** Reads from the connection again when the receive buffer has room and the session's output allows. */
+  private resumeInputIfRoom(): void {
+    if (this.conn?.isPaused() && !this.closed && this.rxBytes < Math.max(this.rcvBuf, 1) && !this.ctx.flow.paused) this.conn.resume();
+  }
+
+  override inputResumed(): void {
+    this.resumeInputIfRoom();
+  }
+
   applyBuffers(): void {
     if (this.tx) this.tx.capacity = this.sndBuf;
-    if (this.conn?.isPaused() && this.rxBytes < Math.max(this.rcvBuf, 1)) this.conn.resume();
+    this.resumeInputIfRoom();
     // An explicit SO_SNDBUF / SO_RCVBUF also sizes the kernel's buffers, so backpressure shows
     // after a few kilobytes rather than after the megabytes loopback autotuning allows.
     const native = libc();
@@ -721,6 +780,18 @@ export class TcpSocket extends EmulatedSocket {
   maxMessageSize(): number | null {
     return null;
   }
+}
+
+/**
+ * Ends a connection with RST. node's resetAndDestroy() cannot once a FIN is queued (libuv refuses
+ * a reset after shutdown), and the kernel would then send the rest and FIN: the peer would take a
+ * truncated stream for a whole one. SO_LINGER {1, 0} makes the close itself send RST.
+ */
+function resetConnection(conn: net.Socket): void {
+  const native = libc();
+  const fd = fdOf(conn);
+  if (native && fd !== null && native.setLinger(fd, 1, 0) === 0) conn.destroy();
+  else conn.resetAndDestroy();
 }
 
 function clampBacklog(n: number): number {

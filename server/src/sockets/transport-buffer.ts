@@ -105,6 +105,11 @@ export class TransportBuffer {
     return this.queuedBytes;
   }
 
+  /** Bytes of waiting operations not yet handed to node's socket (neither accepted nor ahead). */
+  get notHanded(): number {
+    return this.queuedBytes - this.ahead;
+  }
+
   get capacity(): number {
     return this.cap;
   }

@@ -1,0 +1,286 @@
+/**
+ * What one client can make the daemon hold is bounded (issue 11, defects 3, 4, 9 and 10):
+ * a client that stops reading its WebSocket, sessions that end while their peers do not read,
+ * sockets up to the open-file limit, and a shutdown while peers read slowly. The daemon runs as
+ * its own process (the CLI), so that its memory and descriptors are its own.
+ */
+import t, { type Test } from 'tap';
+import * as net from 'node:net';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as P from '@spiwire/proto';
+import { RawSession, cleanEnv, connectTo, jsonLines, pattern, session, sleep, startCli, tcpSocket, udpSocket, within, type Cli, type Msg } from './helpers/raw-client.js';
+
+async function stats(d: Cli): Promise<Record<string, unknown>> {
+  const res = await fetch(`http://127.0.0.1:${d.port}/stats`);
+  return (await res.json()) as Record<string, unknown>;
+}
+
+async function healthz(port: number): Promise<Record<string, unknown>> {
+  return (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as Record<string, unknown>;
+}
+
+function rssMiB(st: Record<string, unknown>): number {
+  return (st['memory'] as { rss: number }).rss / (1024 * 1024);
+}
+
+/** Polls cond (up to ms) until it holds; returns its last value. */
+async function eventually(cond: () => Promise<boolean> | boolean, ms = 10000): Promise<boolean> {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() > end) return false;
+    await sleep(25);
+  }
+}
+
+/** A loopback TCP server whose connections read nothing until told; counts what they got. */
+async function stubbornPeer(t: Test): Promise<{ port: number; conns: net.Socket[]; received: () => number; readAll: () => void }> {
+  const conns: net.Socket[] = [];
+  let received = 0;
+  const server = net.createServer({ pauseOnConnect: true }, (c) => {
+    conns.push(c);
+    c.on('error', () => undefined);
+    c.on('data', (b: Buffer) => (received += b.length));
+    c.pause();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => {
+    for (const c of conns) c.destroy();
+    server.close();
+  });
+  return { port: (server.address() as net.AddressInfo).port, conns, received: () => received, readAll: () => conns.forEach((c) => c.resume()) };
+}
+
+// ---- defect 3: a client that stops reading ----
+
+/** Requests that each produce a reply of about 700 bytes (a WSAPROTOCOL_INFOW), in frames of 200. */
+function infoRequests(h: number, count: number, tag: string): Uint8Array[] {
+  const frames: Uint8Array[] = [];
+  for (let i = 0; i < count; i += 200) {
+    const b = new P.FrameBuilder();
+    for (let j = i; j < Math.min(count, i + 200); j++) b.add({ jsonrpc: '2.0', id: `${tag}${j}`, method: 'WSPGetSockOpt', params: { s: h, level: P.SOL_SOCKET, optname: P.SO_PROTOCOL_INFOW, optlen: 1024 } });
+    frames.push(b.finish());
+  }
+  return frames;
+}
+
+t.test('a client that stops reading: the daemon stops reading it, stays bounded, and ends it with 4008', async (t) => {
+  const d = await startCli(t, ['--output-high-water', String(256 * 1024), '--output-limit', String(8 * 1024 * 1024), '--output-stall-timeout', '1500']);
+  const bystander = await session(t, d.url);
+  const bh = await udpSocket(bystander);
+  const hog = await RawSession.open(d.url);
+  t.teardown(() => hog.ws.terminate());
+  const h = await udpSocket(hog);
+  const before = rssMiB(await stats(d));
+  // Stop reading, then send requests whose replies come to about 40 MB.
+  (hog.ws as unknown as { _socket: net.Socket })._socket.pause();
+  for (const f of infoRequests(h, 60_000, 'q')) hog.ws.send(f);
+  let peak = before;
+  let bystanderWorst = 0;
+  const closed = within(hog.closed, 20000, null);
+  let done = false;
+  void closed.then(() => (done = true));
+  while (!done) {
+    peak = Math.max(peak, rssMiB(await stats(d)));
+    const t0 = performance.now();
+    const r = await bystander.call('WSPGetSockOpt', { s: bh, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+    bystanderWorst = Math.max(bystanderWorst, performance.now() - t0);
+    if (r['ret'] !== 0) t.fail('the bystander call failed');
+    await sleep(50);
+  }
+  // Reading again lets the close frame (or the drop) through.
+  (hog.ws as unknown as { _socket: net.Socket })._socket.resume();
+  const how = await closed;
+  t.ok(how && (how.code === P.OUTPUT_BACKLOG_CLOSE_CODE || how.code === 1006), `the session ended (close code ${String(how?.code)})`);
+  t.ok(peak - before < 64, `daemon memory grew by ${(peak - before).toFixed(1)} MiB at most (replies would have been ~40 MB)`);
+  t.ok(bystanderWorst < 500, `the bystander kept being answered (slowest ${bystanderWorst.toFixed(0)} ms)`);
+  const ended = jsonLines(d.stdout()).find((l) => l['msg'] === 'session ended' && String(l['reason']).includes('does not read'));
+  t.ok(ended, 'the daemon logged why the session ended');
+  t.ok(bystander.isOpen, 'the bystander is still connected');
+});
+
+t.test('a client that pauses and then reads again gets every reply once; nothing is lost', async (t) => {
+  const d = await startCli(t, ['--output-high-water', String(128 * 1024), '--output-stall-timeout', '20000']);
+  const s = await RawSession.open(d.url);
+  t.teardown(() => s.close());
+  const h = await udpSocket(s);
+  const sock = (s.ws as unknown as { _socket: net.Socket })._socket;
+  sock.pause();
+  const n = 8000;
+  for (const f of infoRequests(h, n, 'p')) s.ws.send(f);
+  await sleep(500);
+  const st = await stats(d);
+  t.ok((st['pendingRequests'] as number) >= 0, 'the daemon answers /stats while the client is not reading');
+  sock.resume();
+  const all = await eventually(() => s.messages.filter((m: Msg) => typeof m.id === 'string' && m.id.startsWith('p')).length >= n, 20000);
+  t.ok(all, 'every request was answered once the client read again');
+  const ids = new Set(s.messages.filter((m: Msg) => typeof m.id === 'string' && m.id.startsWith('p')).map((m) => m.id));
+  t.equal(ids.size, n, `exactly ${n} distinct replies`);
+  t.ok(s.messages.filter((m: Msg) => typeof m.id === 'string' && m.id.startsWith('p')).every((m) => m.result?.['ret'] === 0), 'all of them results');
+  t.ok(s.isOpen, 'the session is still open');
+});
+
+// ---- defect 4: held bytes of ended sessions ----
+
+t.test('bytes held for ended sessions count against a daemon budget, show in /healthz, and are released after the linger time', async (t) => {
+  const MiB = 1024 * 1024;
+  const d = await startCli(t, ['--session-quota', String(32 * MiB), '--held-bytes-budget', String(40 * MiB), '--linger-timeout', '1500', '--sndbuf', String(4 * MiB)]);
+  const peer = await stubbornPeer(t);
+  const chunk = pattern(4 * MiB, 3);
+  /** Overlapped sends of 4 MiB until one is refused or count are pending; returns the bytes taken and the refusal. */
+  const fill = async (s: RawSession, count: number): Promise<{ taken: number; refused: number }> => {
+    const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+    await connectTo(s, h, peer.port);
+    let taken = 0;
+    for (let k = 0; k < count; k++) {
+      const r = await s.call('WSPSend', { s: h, buffers: [chunk], flags: 0, overlapped: { op: k + 1, thread: 1 } });
+      if (r['ret'] !== 0 && r['errno'] !== P.WSA_IO_PENDING) return { taken, refused: r['errno'] as number };
+      taken += chunk.length;
+    }
+    return { taken, refused: 0 };
+  };
+  // Short sessions, each leaving behind what the kernel did not take, with a peer that does not read.
+  for (let i = 0; i < 3; i++) {
+    const s = await RawSession.open(d.url);
+    await fill(s, 4);
+    await s.close();
+  }
+  t.ok(await eventually(async () => (await healthz(d.port))['sessions'] === 0), 'the sessions are gone');
+  const h1 = await healthz(d.port);
+  const leftBehind = h1['heldBytesOfEndedSessions'] as number;
+  t.ok(leftBehind > 8 * MiB, `/healthz shows bytes held for ended sessions (${leftBehind})`);
+  t.equal(h1['heldBytes'], leftBehind, 'all of what is held is theirs');
+  t.ok((h1['drainingConnections'] as number) > 0, `and the connections still delivering (${String(h1['drainingConnections'])})`);
+  const st = await stats(d);
+  t.equal(st['heldBytesOfEndedSessions'], leftBehind, '/stats shows the same');
+  // A live session may not take more than the budget leaves, though its own quota would allow it.
+  const live = await session(t, d.url);
+  const r = await fill(live, 8);
+  t.equal(r.refused, P.WSAENOBUFS, 'a send beyond the daemon budget is refused with WSAENOBUFS');
+  t.ok(r.taken < 32 * MiB && r.taken + leftBehind <= 40 * MiB + 4 * MiB, `the live session got ${r.taken / MiB} MiB, less than its quota of 32 MiB`);
+  await live.close();
+  // After the linger time the connections are reset and the bytes released.
+  t.ok(await eventually(async () => (await healthz(d.port))['heldBytes'] === 0, 10000), 'released after the linger time');
+  t.equal((await healthz(d.port))['heldBytesOfEndedSessions'], 0);
+  t.ok(jsonLines(d.stdout()).some((l) => String(l['msg']).includes('linger') && (l['undeliveredBytes'] as number) > 0), 'each reset connection is logged with its undelivered bytes');
+  // And a new session can send again.
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s);
+  await connectTo(s, h, peer.port);
+  const sent = await s.call('WSPSend', { s: h, buffers: [pattern(1000, 9)], flags: 0 });
+  t.same([sent['ret'], sent['bytesSent']], [0, 1000], 'a new session sends');
+});
+
+// ---- defect 9: descriptors ----
+
+t.test('sockets are capped below the open-file limit: health checks and other sessions keep working', async (t) => {
+  // The CLI under a low open-file limit, so the test stays quick.
+  const main = fileURLToPath(new URL('../src/main.js', import.meta.url));
+  const proc = spawn('sh', ['-c', `ulimit -n 400 && exec "${process.execPath}" "${main}" --port 0`], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  const exited = new Promise<void>((r) => proc.once('close', () => r()));
+  t.teardown(async () => {
+    proc.kill('SIGKILL');
+    await exited;
+  });
+  t.ok(await eventually(() => jsonLines(out).some((l) => typeof l['url'] === 'string'), 10000), 'the daemon started');
+  const url = jsonLines(out).find((l) => typeof l['url'] === 'string')!['url'] as string;
+  const port = Number(new URL(url).port);
+  const hog = await session(t, url);
+  const welcome = hog.messages.find((m) => m.method === 'spiwire.welcome')!;
+  const maxSockets = (welcome.params?.['limits'] as Record<string, number>)['maxSockets']!;
+  t.ok(maxSockets < 400, `the per-session cap (${maxSockets}) is below the open-file limit`);
+  let made = 0;
+  for (let i = 0; i < 500; i++) {
+    const r = await hog.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: 0 });
+    if (r['ret'] === P.INVALID_SOCKET) {
+      t.equal(r['errno'], P.WSAEMFILE, `socket ${i + 1}: WSAEMFILE`);
+      break;
+    }
+    const b = await hog.call('WSPBind', { s: r['ret'], name: { family: P.AF_INET, address: '127.0.0.1', port: 0 }, namelen: 16 });
+    if (b['ret'] !== 0) t.fail(`bind ${i}: ${String(b['errno'])}`);
+    made++;
+  }
+  t.equal(made, maxSockets, `one session made and bound ${made} sockets, its cap`);
+  t.equal((await healthz(port))['status'], 'ok', '/healthz answers');
+  const other = await session(t, url);
+  const u = await udpSocket(other);
+  const b = await other.call('WSPBind', { s: u, name: { family: P.AF_INET, address: '127.0.0.1', port: 0 }, namelen: 16 });
+  t.equal(b['ret'], 0, 'another session still makes and binds a socket');
+  // Fill the daemon-wide cap from a third session too: still nothing breaks.
+  const third = await session(t, url);
+  let refused = false;
+  for (let i = 0; i < 500 && !refused; i++) {
+    const r = await third.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: 0 });
+    if (r['ret'] === P.INVALID_SOCKET) refused = r['errno'] === P.WSAEMFILE;
+    else await third.call('WSPBind', { s: r['ret'], name: { family: P.AF_INET, address: '127.0.0.1', port: 0 }, namelen: 16 });
+  }
+  t.ok(refused, 'the daemon-wide cap answers WSAEMFILE');
+  t.equal((await healthz(port))['status'], 'ok', '/healthz still answers');
+  const late = await RawSession.open(url);
+  t.ok(late.isOpen, 'a new session still opens');
+  await late.close();
+});
+
+// ---- defect 10: shutdown delivers what was reported sent ----
+
+t.test('SIGTERM with a slow peer: every byte WSPSend reported reaches the peer', async (t) => {
+  const d = await startCli(t);
+  const s = await session(t, d.url);
+  const peer = await stubbornPeer(t);
+  const h = await tcpSocket(s);
+  await connectTo(s, h, peer.port);
+  await s.call('WSPIoctl', { s: h, code: P.FIONBIO, input: new Uint8Array([1, 0, 0, 0]), outputLength: 0 });
+  let reported = 0;
+  const chunk = pattern(256 * 1024, 5);
+  for (let i = 0; i < 400; i++) {
+    const r = await s.call('WSPSend', { s: h, buffers: [chunk], flags: 0 });
+    if (r['ret'] !== 0) break;
+    reported += r['bytesSent'] as number;
+  }
+  t.ok(reported > 0, `WSPSend reported ${reported} bytes sent before the buffers filled`);
+  d.proc.kill('SIGTERM');
+  // The peer starts reading slowly only after the signal.
+  await sleep(200);
+  const conn = peer.conns[0]!;
+  conn.resume();
+  const gone = new Promise<void>((r) => conn.once('end', () => r()));
+  const exit = await within(d.exited, 25000, null);
+  t.same(exit, { code: 0, signal: null }, 'the daemon exits 0');
+  await within(gone, 10000, null);
+  t.equal(peer.received(), reported, `the peer received every reported byte (${peer.received()} of ${reported})`);
+});
+
+t.test('SIGTERM with a peer that never reads: the daemon exits by the drain deadline and logs what it could not deliver', async (t) => {
+  const d = await startCli(t, ['--drain-timeout', '500']);
+  const s = await session(t, d.url);
+  const peer = await stubbornPeer(t);
+  const h = await tcpSocket(s);
+  await connectTo(s, h, peer.port);
+  await s.call('WSPIoctl', { s: h, code: P.FIONBIO, input: new Uint8Array([1, 0, 0, 0]), outputLength: 0 });
+  const chunk = pattern(1024 * 1024, 6);
+  for (let i = 0; i < 100; i++) {
+    const r = await s.call('WSPSend', { s: h, buffers: [chunk], flags: 0 });
+    if (r['ret'] !== 0) break;
+  }
+  const started = Date.now();
+  d.proc.kill('SIGTERM');
+  const exit = await within(d.exited, 8000, null);
+  t.same(exit, { code: 0, signal: null }, `exits 0 after ${Date.now() - started} ms`);
+  const line = jsonLines(d.stdout()).find((l) => String(l['msg']).includes('drain deadline'));
+  t.ok(line && (line['undeliveredBytes'] as number) > 0, `the connection is logged with its undelivered bytes (${String(line?.['undeliveredBytes'])})`);
+  // The connection was reset (SO_LINGER 0), so the kernel sent no FIN after a truncated stream;
+  // a peer that reads only later may still see its buffered bytes end in EOF (Linux).
+  const ended = await within(
+    new Promise<string>((r) => {
+      peer.conns[0]!.once('error', (e: NodeJS.ErrnoException) => r(e.code ?? 'error'));
+      peer.conns[0]!.once('end', () => r('end'));
+      peer.conns[0]!.resume();
+    }),
+    5000,
+    'still open',
+  );
+  t.not(ended, 'still open', `the peer's connection is over (${ended})`);
+});
