@@ -8,12 +8,14 @@ import type { Options, Row } from './lib/arena.js';
 import { killAllDaemons, ROOT } from './lib/daemon.js';
 import { targets, BOUNDS, type Report } from './lib/report.js';
 import { fuzz } from './scenarios/fuzz.js';
+import { exhaustion } from './scenarios/exhaustion.js';
 import { allowList } from './scenarios/allow-list.js';
 
 export const DEFAULT_SEED = 0x5eed2024;
 
 export const SCENARIOS: ReadonlyArray<{ name: string; run: (o: Options) => Promise<Row> }> = [
   { name: 'fuzz', run: fuzz },
+  { name: 'exhaustion', run: exhaustion },
   { name: 'allow-list', run: allowList },
 ];
 
