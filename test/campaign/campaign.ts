@@ -10,6 +10,7 @@ import { targets, BOUNDS, type Report } from './lib/report.js';
 import { fuzz } from './scenarios/fuzz.js';
 import { exhaustion } from './scenarios/exhaustion.js';
 import { allowList } from './scenarios/allow-list.js';
+import { faults } from './scenarios/faults.js';
 
 export const DEFAULT_SEED = 0x5eed2024;
 
@@ -17,6 +18,7 @@ export const SCENARIOS: ReadonlyArray<{ name: string; run: (o: Options) => Promi
   { name: 'fuzz', run: fuzz },
   { name: 'exhaustion', run: exhaustion },
   { name: 'allow-list', run: allowList },
+  { name: 'faults', run: faults },
 ];
 
 export interface CampaignOptions {
