@@ -70,9 +70,11 @@ async function setUp(peer: TcpPeer): Promise<Live | string> {
   report.sessions++;
   const r = await wire.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags: 0 }, { timeoutMs: CALL_TIMEOUT_MS });
   const s = r?.['ret'];
-  const connP = peer.next(CALL_TIMEOUT_MS);
   const c = typeof s === 'number' && s > 0 ? await wire.call('WSPConnect', { s, name: { family: P.AF_INET, address: '127.0.0.1', port: peer.port }, namelen: 16 }, { timeoutMs: CALL_TIMEOUT_MS }) : null;
-  const conn = c?.['ret'] === 0 ? await connP : null;
+  // The peer's end of this very socket, found by port: an earlier attempt may have left a connection behind.
+  const name = c?.['ret'] === 0 ? await wire.call('WSPGetSockName', { s, namelen: 16 }, { timeoutMs: CALL_TIMEOUT_MS }) : null;
+  const port = (name?.['name'] as { port?: number } | undefined)?.port;
+  const conn = port ? await peer.from(port, CALL_TIMEOUT_MS) : null;
   const l: Live = { wire, s: s as number, conn: conn!, sent: 0, disturbed: false };
   if (!conn) {
     wire.terminate();

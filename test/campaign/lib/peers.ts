@@ -37,7 +37,6 @@ export async function closeAllPeers(): Promise<void> {
 
 export class TcpPeer {
   readonly conns: PeerConn[] = [];
-  private taken = 0;
   private waiting: Array<() => void> = [];
   private readonly timers = new Set<NodeJS.Timeout>();
 
@@ -112,20 +111,20 @@ export class TcpPeer {
     for (const f of w) f();
   }
 
-  /** The next connection not yet handed out (null after ms). */
-  next(ms = 5000): Promise<PeerConn | null> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(null), ms);
-      const check = (): void => {
-        const c = this.conns[this.taken];
-        if (c) {
-          this.taken++;
-          clearTimeout(timer);
-          resolve(c);
-        } else this.waiting.push(check);
-      };
-      check();
-    });
+  /** The connection that comes from the given port (the daemon socket's local port), or null after ms. */
+  async from(port: number, ms = 5000): Promise<PeerConn | null> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const c = this.conns.find((x) => x.remotePort === port);
+      if (c || Date.now() >= end) return c ?? null;
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, 20);
+        this.waiting.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
   }
 
   /** Starts reading every connection in full from now on (a slow or stalled peer catches up). */

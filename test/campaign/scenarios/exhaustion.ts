@@ -241,7 +241,8 @@ async function clientStopsReading(a: Arena, b: Budget): Promise<void> {
     // Each peek returns the same chunk bytes again: a 4 MiB reply for a 100-byte request.
     w.sendRaw(P.encodeFrame({ jsonrpc: '2.0', id: `peek${asked}`, method: 'WSPRecv', params: { s, lengths: [chunk], flags: P.MSG_PEEK } }), true);
     if (asked % 10 === 9) {
-      await sleep(30);
+      // Paced, so that the daemon keeps up and its RSS shows what it holds by now.
+      await sleep(100);
       // Enough to show that nothing bounds it: stop before the machine suffers.
       if ((a.sample() ?? 0) > b.stopAtMiB || !a.daemon.alive) {
         asked++;
@@ -249,8 +250,14 @@ async function clientStopsReading(a: Arena, b: Budget): Promise<void> {
       }
     }
   }
-  await sleep(1000);
-  const peak = a.sample() ?? 0;
+  // The peak: until the daemon's RSS stops growing (it may still be working through the requests).
+  let peak = a.sample() ?? 0;
+  for (let still = 0, i = 0; still < 5 && i < 50; i++) {
+    await sleep(100);
+    const now = a.sample() ?? 0;
+    still = now > peak + 1 ? 0 : still + 1;
+    peak = Math.max(peak, now);
+  }
   let answered = 0;
   w.onResponse = () => answered++;
   w.resumeReading();

@@ -37,10 +37,9 @@ const SLOW = { kind: 'slow' as const, bytesPerTick: 64 * 1024, tickMs: 20 };
 /** A session with a socket connected to peer, and the peer's end of it. */
 async function connected(w: Wire, peer: TcpPeer, overlapped = true): Promise<{ s: number; conn: PeerConn } | null> {
   const s = await S.socket(w, P.SOCK_STREAM, { overlapped });
-  if (s === null) return null;
-  const connP = peer.next();
-  if (!(await S.connect(w, s, S.v4(peer.port)))) return null;
-  const conn = await connP;
+  if (s === null || !(await S.connect(w, s, S.v4(peer.port)))) return null;
+  const port = await S.localPort(w, s);
+  const conn = port === null ? null : await peer.from(port);
   return conn ? { s, conn } : null;
 }
 

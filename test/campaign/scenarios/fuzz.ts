@@ -562,8 +562,7 @@ function record(header: string | Uint8Array, data: Uint8Array = Buffer.alloc(0))
 /**
  * Before the random scripts, a sweep: every TCP option and the buffer and linger options, each
  * with the values at the edges of a DWORD, set before a connection comes up (WSPConnect, or on a
- * listener before WSPAccept) and again on the live connection. Returns false when it was cut
- * short because the daemon died too often to go on.
+ * listener before WSPAccept) and again on the live connection. Returns how many scripts ran.
  */
 async function optionSweep(a: Arena, rng: Rng, env: Env): Promise<number> {
   const opts: Array<[number, number]> = [...TCP_OPTS.map((o): [number, number] => [P.IPPROTO_TCP, o]), [P.SOL_SOCKET, P.SO_SNDBUF], [P.SOL_SOCKET, P.SO_RCVBUF], [P.SOL_SOCKET, P.SO_LINGER], [P.SOL_SOCKET, P.SO_KEEPALIVE]];
