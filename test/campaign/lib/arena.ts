@@ -51,7 +51,7 @@ export interface Row {
 }
 
 /** How long, at most, the arena waits for the daemon's memory to come back down after a scenario. */
-const SETTLE_MS = { quick: 4000, full: 15000 };
+const SETTLE_MS = { quick: 8000, full: 20000 };
 /** "after" counts as back when within this many MiB of "before" (the campaign's memory target uses the same margin). */
 export const MEMORY_AFTER_MARGIN_MIB = 64;
 

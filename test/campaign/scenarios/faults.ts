@@ -108,9 +108,10 @@ async function killedClients(a: Arena, b: Budget, baseline: number): Promise<voi
     void w.request('WSPRecv', { s: rx.s, lengths: [100], flags: 0 }, { timeoutMs: 0 });
     void w.request('WSPAccept', { s: lis.s }, { timeoutMs: 0 });
     await w.request('WSPRecv', { s: tx.s, lengths: [100], flags: 0, overlapped: { op: 1000, thread: 1 } });
+    // Enough to be in flight, not so much that what the killed client leaves behind crowds others out.
     const t = new Transfer(w, tx.s, tx.conn, 100 + i);
-    for (let k = 0; k < 8; k++) await t.send(MiB, true);
-    void t.send(MiB, false, 0);
+    for (let k = 0; k < 4; k++) await t.send(256 * 1024, true);
+    void t.send(256 * 1024, false, 0);
     await sleep(50);
     if (i % 2) w.reset();
     else w.terminate();
