@@ -65,6 +65,8 @@ export class Arena {
   readonly notes: string[] = [];
   readonly extra: Record<string, number | string> = {};
   crashes = 0;
+  /** Sessions other than the bystander that the scenario watched and saw disturbed (the faults' neighbour). */
+  disturbed = 0;
   bytesLost = 0;
   bypasses = 0;
   /** Messages sent outside Wire objects (raw TCP writes, extra daemons' sessions). */
@@ -246,7 +248,11 @@ export class Arena {
     for (const l of d.errorLines) {
       const err = l['err'] as Record<string, unknown> | string | undefined;
       const why = typeof err === 'string' ? err : typeof err?.['message'] === 'string' ? err['message'] : '';
-      const text = `${l.msg ?? ''}${typeof l['method'] === 'string' ? ` in ${l['method']}` : ''}${why && why !== l.msg ? `: ${why}` : ''}`;
+      // Small fields of the line say what happened (a state move's from and to, for example).
+      const fields = Object.entries(l)
+        .filter(([k, v]) => !['level', 'time', 'pid', 'hostname', 'name', 'msg', 'session', 's', 'err', 'method'].includes(k) && (typeof v === 'string' || typeof v === 'number') && String(v).length < 40)
+        .map(([k, v]) => `${k} ${String(v)}`);
+      const text = `${l.msg ?? ''}${typeof l['method'] === 'string' ? ` in ${l['method']}` : ''}${fields.length ? ` (${fields.join(', ')})` : ''}${why && why !== l.msg ? `: ${why}` : ''}`;
       // A client breaking the WebSocket protocol (the 1007 and 1009 cases) is logged by the
       // WebSocket plugin at error level: the client's fault, not the daemon's.
       if (/Invalid WebSocket frame|Max payload size exceeded|WS_ERR_/.test(text)) {
@@ -259,8 +265,17 @@ export class Arena {
 
   row(memAfter: number | null): Row {
     const latencies = this.bystanderReports.flatMap((r) => r.latenciesMs);
-    const disturbed = this.bystanderReports.reduce((n, r) => n + r.disturbedSessions, 0);
-    for (const r of this.bystanderReports) for (const e of r.events) this.find('disturbed', `bystander: ${e}`);
+    const disturbed = this.disturbed + this.bystanderReports.reduce((n, r) => n + r.disturbedSessions, 0);
+    // One line per kind of disturbance, with when it happened (events read "12.3 s: what").
+    const byWhat = new Map<string, string[]>();
+    for (const r of this.bystanderReports) {
+      for (const e of r.events) {
+        const i = e.indexOf(': ');
+        const what = e.slice(i + 2);
+        byWhat.set(what, [...(byWhat.get(what) ?? []), e.slice(0, i)]);
+      }
+    }
+    for (const [what, at] of byWhat) this.find('disturbed', `bystander: ${what} (${at.length}x, at ${at.slice(0, 8).join(', ')}${at.length > 8 ? ', ...' : ''})`);
     const byLost = this.bystanderReports.reduce((n, r) => n + r.bytesLost, 0);
     if (byLost > 0) this.find('bytes-lost', `the bystander's peer is missing ${byLost} bytes reported sent`);
     for (const d of this.stats.internal) this.find('internal-error', `INTERNAL_ERROR for ${d.label}: ${d.detail}`, `reply ${d.detail.replace(/\d[\d_]*/g, 'N')}`);

@@ -80,7 +80,10 @@ class Neighbour {
       a.bytesLost += v.lost;
       a.find('bytes-lost', `the neighbour session lost ${v.lost} of ${v.reported} bytes reported sent${v.mismatchAt !== null ? ` (its peer's bytes differ from offset ${v.mismatchAt})` : ''}`);
     }
-    if (this.errors.length) a.find('disturbed', `the neighbour session was disturbed: ${this.errors.slice(0, 3).join('; ')}`);
+    if (this.errors.length) {
+      a.disturbed++;
+      a.find('disturbed', `the neighbour session was disturbed: ${this.errors.slice(0, 3).join('; ')}`);
+    }
     await this.t.w.close();
   }
 }
