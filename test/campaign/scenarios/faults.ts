@@ -141,14 +141,16 @@ async function peerResets(a: Arena, b: Budget): Promise<void> {
     }
     const completions: Msg[] = [];
     w.onNotification = (m) => m.method === 'spiwire.completion' && completions.push(m);
+    // A small send buffer (the kernel's too): sends wait after a few hundred KiB, not megabytes.
+    await S.spi(w, 'WSPSetSockOpt', { s: c.s, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval: S.dword(16 * 1024), optlen: 4 });
     // Waiting calls of every kind on the connection, then the peer resets it.
     const waiting: Array<Promise<Msg | null>> = [
       w.request('WSPRecv', { s: c.s, lengths: [100], flags: 0 }, { timeoutMs: 0, label: 'blocking WSPRecv under a peer reset' }),
-      w.request('WSPSend', { s: c.s, buffers: [Buffer.alloc(8 * MiB)], flags: 0 }, { timeoutMs: 0, label: 'blocking WSPSend under a peer reset' }),
+      w.request('WSPSend', { s: c.s, buffers: [Buffer.alloc(MiB)], flags: 0 }, { timeoutMs: 0, label: 'blocking WSPSend under a peer reset' }),
     ];
     const started = await Promise.all([
       w.request('WSPRecv', { s: c.s, lengths: [100], flags: 0, overlapped: { op: 1, thread: 1 } }),
-      ...Array.from({ length: 4 }, (_, k) => w.request('WSPSend', { s: c.s, buffers: [Buffer.alloc(MiB)], flags: 0, overlapped: { op: 10 + k, thread: 1 } })),
+      ...Array.from({ length: 4 }, (_, k) => w.request('WSPSend', { s: c.s, buffers: [Buffer.alloc(256 * 1024)], flags: 0, overlapped: { op: 10 + k, thread: 1 } })),
     ]);
     const pendingOps = started.filter((m) => m?.result?.['errno'] === P.WSA_IO_PENDING).length;
     await sleep(50);
