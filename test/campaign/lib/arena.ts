@@ -250,7 +250,7 @@ export class Arena {
       const why = typeof err === 'string' ? err : typeof err?.['message'] === 'string' ? err['message'] : '';
       // Small fields of the line say what happened (a state move's from and to, for example).
       const fields = Object.entries(l)
-        .filter(([k, v]) => !['level', 'time', 'pid', 'hostname', 'name', 'msg', 'session', 's', 'err', 'method'].includes(k) && (typeof v === 'string' || typeof v === 'number') && String(v).length < 40)
+        .filter(([k, v]) => !['level', 'time', 'pid', 'hostname', 'name', 'msg', 'session', 's', 'err', 'method', 'reqId'].includes(k) && (typeof v === 'string' || typeof v === 'number') && String(v).length < 40)
         .map(([k, v]) => `${k} ${String(v)}`);
       const text = `${l.msg ?? ''}${typeof l['method'] === 'string' ? ` in ${l['method']}` : ''}${fields.length ? ` (${fields.join(', ')})` : ''}${why && why !== l.msg ? `: ${why}` : ''}`;
       // A client breaking the WebSocket protocol (the 1007 and 1009 cases) is logged by the
