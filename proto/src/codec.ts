@@ -174,6 +174,7 @@ export function decodeFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DE
 export function decodeText(text: string): DecodedRecord {
   let value: unknown;
   try {
+    if (nestedTooDeep(text)) throw tooDeep();
     value = JSON.parse(text);
   } catch (err) {
     return { ok: false, error: new ProtocolError(PARSE_ERROR, `text frame is not JSON: ${(err as Error).message}`) };
@@ -194,6 +195,7 @@ function parseHeader(header: Uint8Array, data: Uint8Array): DecodedRecord {
       return { ok: false, error: asProtocolError(err) };
     }
   }
+  if (nestedTooDeep(header)) return { ok: false, error: tooDeep() };
   let value: unknown;
   try {
     value = JSON.parse(utf8Decoder.decode(header));
@@ -218,6 +220,40 @@ function parseHeader(header: Uint8Array, data: Uint8Array): DecodedRecord {
 
 function asProtocolError(err: unknown): ProtocolError {
   return err instanceof ProtocolError ? err : new ProtocolError(PARSE_ERROR, String(err));
+}
+
+function tooDeep(): ProtocolError {
+  return new ProtocolError(PARSE_ERROR, `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPEN_ARRAY = 0x5b;
+const OPEN_OBJECT = 0x7b;
+const CLOSE_ARRAY = 0x5d;
+const CLOSE_OBJECT = 0x7d;
+
+/**
+ * True when the JSON text nests arrays and objects deeper than MAX_JSON_DEPTH. Checked on the raw
+ * text before JSON.parse: parsing a megabyte of "[[[[..." first builds that whole structure, which
+ * stalled the daemon for every session. (Brackets inside strings do not count; these ASCII bytes
+ * never occur inside a multi-byte UTF-8 character.)
+ */
+function nestedTooDeep(text: Uint8Array | string): boolean {
+  const bytes = typeof text !== 'string';
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = bytes ? (text as Uint8Array)[i]! : (text as string).charCodeAt(i);
+    if (inString) {
+      if (c === BACKSLASH) i++;
+      else if (c === QUOTE) inString = false;
+    } else if (c === QUOTE) inString = true;
+    else if (c === OPEN_ARRAY || c === OPEN_OBJECT) {
+      if (++depth > MAX_JSON_DEPTH) return true;
+    } else if (c === CLOSE_ARRAY || c === CLOSE_OBJECT) depth--;
+  }
+  return false;
 }
 
 function checkDepth(value: unknown, depth: number): void {

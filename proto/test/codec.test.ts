@@ -519,6 +519,19 @@ t.test(`JSON nesting: ${MAX_JSON_DEPTH} levels pass, one more is PARSE_ERROR (bi
   t.same(normRecords(decodeFrame(rawRecord(nested(MAX_JSON_DEPTH - 1, '{"$b":[0,0]}')))), [{ ok: false, code: PARSE_ERROR }]);
 });
 
+t.test('nesting is judged on the text before parsing: brackets in strings do not count, too deep is refused unparsed', async (t) => {
+  // Seventeen levels opened and never closed: not JSON at all, yet refused for its depth, which
+  // shows the depth was checked before JSON.parse built anything.
+  const unclosed = '['.repeat(MAX_JSON_DEPTH + 1);
+  for (const r of [decodeFrame(rawRecord(unclosed))[0]!, decodeText(unclosed)]) {
+    t.same(r.ok ? 'ok' : [r.error.code, /nested deeper/.test(r.error.message)], [PARSE_ERROR, true], 'refused as too deep');
+  }
+  // Brackets inside strings (with escaped quotes) are not nesting.
+  const text = JSON.stringify({ a: '[[[[[[[[[[[[[[[[[[[[\\"{{{{{{{{{{{{{{{{{{' });
+  t.ok(decodeFrame(rawRecord(text))[0]!.ok, 'brackets in a string pass (binary)');
+  t.ok(decodeText(text).ok, 'brackets in a string pass (text)');
+});
+
 t.test('very deep JSON (a whole megabyte of brackets) is PARSE_ERROR, not a crash', async (t) => {
   const n = MAX_HEADER_BYTES / 2;
   const h = '['.repeat(n) + ']'.repeat(n);

@@ -7,6 +7,7 @@
  * learns the stream is incomplete rather than seeing a FIN after a truncated stream.
  */
 import type { Logger } from 'pino';
+import { trimSoon } from './memory-trim.js';
 
 export interface Drainable {
   readonly handle: number;
@@ -65,6 +66,7 @@ export class Draining {
     this.forget(sock);
     const peer = sock.peerText();
     const bytes = sock.abandon();
+    trimSoon();
     if (bytes === 0) return;
     // The peer is not reading (or is gone): a fact about the network, not a daemon fault. At a
     // shutdown the operator should hear of it; after a session ended, the client cannot.

@@ -14,6 +14,7 @@ import type { DaemonContext } from './daemon-context.js';
 import type { CompleteFn, EmulatedSocket, OverlappedStart, SocketContext } from './sockets/emulated-socket.js';
 import { SessionQuota } from './held-bytes.js';
 import { OutputFlow } from './output-flow.js';
+import { trimSoon } from './memory-trim.js';
 import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
 import { SPI_HANDLERS, checkSocketTriple, type SpiSession } from './spi/methods.js';
@@ -503,6 +504,7 @@ export class Session implements SpiSession {
     // Connections still delivering get the linger time; their bytes count as held for ended sessions.
     this.quota.sessionEnded();
     this.daemon.draining.sessionEnded(this.id);
+    trimSoon();
     this.log.info({ reason }, 'session ended');
   }
 }

@@ -262,3 +262,47 @@ t.test('requests without an id count against maxPendingRequests', async (t) => {
   );
   t.ok(again && again['errno'] === 0, 'once they are answered, requests run again');
 });
+
+t.test('connects racing in one frame (UDP), and a connect queued behind a close (TCP): Winsock answers only', async (t) => {
+  const d = await startCli(t, ['--log-level', 'debug']);
+  const s = await session(t, d.url);
+  const receiver = dgram.createSocket('udp4');
+  await new Promise<void>((r) => receiver.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => receiver.close());
+  const port = receiver.address().port;
+  const u = await udpSocket(s);
+  const to = ipv4(port);
+  s.ws.send(
+    frame(
+      { jsonrpc: '2.0', id: 'c1', method: 'WSPConnect', params: { s: u, name: to, namelen: 16 } },
+      { jsonrpc: '2.0', id: 'c2', method: 'WSPConnect', params: { s: u, name: to, namelen: 16 } },
+      { jsonrpc: '2.0', id: 'c3', method: 'WSPConnect', params: { s: u, name: { family: P.AF_INET, address: '0.0.0.0', port: 0 }, namelen: 16 } },
+      { jsonrpc: '2.0', id: 'c4', method: 'WSPConnect', params: { s: u, name: to, namelen: 16 } },
+      { jsonrpc: '2.0', id: 'c5', method: 'WSPSend', params: { s: u, buffers: [new Uint8Array([5])], flags: 0 } },
+    ),
+  );
+  for (const id of ['c1', 'c2', 'c3', 'c4']) {
+    const m = await s.wait((x) => x.id === id);
+    t.same([m.error, m.result?.['ret']], [undefined, 0], `${id}: connect (or dissolve) succeeds`);
+  }
+  const got = new Promise<Buffer>((r) => receiver.once('message', (b) => r(b)));
+  const sent = await s.call('WSPSend', { s: u, buffers: [new Uint8Array([6])], flags: 0 });
+  t.equal(sent['ret'], 0, 'the socket is connected to the last peer and sends');
+  t.ok((await got).length === 1, 'the peer gets a datagram');
+
+  // TCP: bind, connect and close in one frame: the connect runs after the bind, by then closed.
+  const h = await tcpSocket(s);
+  s.ws.send(
+    frame(
+      { jsonrpc: '2.0', id: 't1', method: 'WSPBind', params: { s: h, name: ipv4(0), namelen: 16 } },
+      { jsonrpc: '2.0', id: 't2', method: 'WSPConnect', params: { s: h, name: ipv4(port), namelen: 16 } },
+      { jsonrpc: '2.0', id: 't3', method: 'WSPCloseSocket', params: { s: h } },
+    ),
+  );
+  const t2 = await s.wait((x) => x.id === 't2');
+  t.notOk(t2.error, 'the connect gets a Winsock answer, not a protocol error');
+  await s.wait((x) => x.id === 't3');
+  await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: 0 });
+  const loud = d.lines().filter((l) => (l['level'] as number) >= 40 || String(l['msg']).includes('illegal'));
+  t.same(loud, [], 'nothing logged above debug, no illegal state move');
+});

@@ -89,6 +89,8 @@ export interface Libc {
   setLinger(fd: number, onoff: number, seconds: number): number;
   /** fcntl(F_SETOWN, this process): the kernel signals SIGURG here when urgent data arrives. Returns 0 or -errno. */
   setOwner(fd: number): number;
+  /** glibc's malloc_trim(0): hands freed heap memory back to the system. A no-op elsewhere. */
+  trimHeap(): void;
 }
 
 let loaded: Libc | null | undefined;
@@ -110,6 +112,12 @@ export function libc(): Libc | null {
     const setsockopt = lib.func('int setsockopt(int, int, int, const void *, uint32_t)');
     const getsockopt = lib.func('int getsockopt(int, int, int, _Out_ void *, _Inout_ uint32_t *)');
     const fcntl = lib.func('int fcntl(int, int, ...)');
+    let mallocTrim: ((pad: number) => unknown) | null = null;
+    try {
+      mallocTrim = process.platform === 'linux' ? lib.func('int malloc_trim(size_t)') : null;
+    } catch {
+      // Not glibc (musl has no malloc_trim): freed memory stays with the allocator.
+    }
     const err = (r: number): number => (r < 0 ? -koffi.errno() : r);
     loaded = {
       c,
@@ -133,6 +141,7 @@ export function libc(): Libc | null {
         return err(setsockopt(fd, c.SOL_SOCKET, c.SO_LINGER, b, 8) as number);
       },
       setOwner: (fd) => err(fcntl(fd, c.F_SETOWN, 'int', process.pid) as number),
+      trimHeap: () => void mallocTrim?.(0),
     };
   } catch {
     loaded = null;

@@ -97,6 +97,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   private async bindNow(name: SockAddr): Promise<Outcome> {
+    if (this.closed) return fail(W.WSAENOTSOCK);
     if (this.state !== 'open') return fail(W.WSAEINVAL);
     // Probe the real stack: the address must be local and the port free.
     const probe = net.createServer();
@@ -121,6 +122,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   private async listenNow(backlog: number): Promise<Outcome> {
+    if (this.closed) return fail(W.WSAENOTSOCK);
     if (this.state === 'listening') {
       this.backlog = clampBacklog(backlog);
       return ok();
@@ -190,6 +192,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   private connectNow(name: SockAddr): Promise<Outcome> {
+    // Closed while the call waited for a bind or listen before it.
+    if (this.closed) return Promise.resolve(fail(W.WSAENOTSOCK));
     switch (this.state) {
       case 'listening':
         return Promise.resolve(fail(W.WSAEINVAL));

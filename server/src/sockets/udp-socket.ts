@@ -115,29 +115,52 @@ export class UdpSocket extends EmulatedSocket {
     return Promise.resolve(fail(W.WSAEOPNOTSUPP));
   }
 
-  async connect(name: SockAddr): Promise<Outcome> {
+  /** Connects run one after another: node refuses a connect while another is under way. */
+  private connecting: Promise<unknown> = Promise.resolve();
+
+  connect(name: SockAddr): Promise<Outcome> {
+    const run = this.connecting.then(() => this.connectNow(name));
+    this.connecting = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Drops node's default peer (node throws when it has none, which is no error here). */
+  private disconnectNode(): void {
+    try {
+      this.sock?.disconnect();
+    } catch {
+      // Not connected in node's eyes: nothing to undo.
+    }
+    this.peer = null;
+  }
+
+  private async connectNow(name: SockAddr): Promise<Outcome> {
+    if (this.closed) return fail(W.WSAENOTSOCK);
     // Connecting to the any address with port 0 dissolves the association, as on Windows.
     if (isAnyAddress(name.address) && name.port === 0) {
-      if (this.peer && this.sock) this.sock.disconnect();
-      this.peer = null;
+      if (this.peer) this.disconnectNode();
       return ok();
     }
     if (isAnyAddress(name.address) || name.port === 0) return fail(W.WSAEADDRNOTAVAIL);
     const e = await this.autoBind();
     if (e) return fail(e);
+    if (this.closed) return fail(W.WSAENOTSOCK);
     const sock = this.ensureSocket();
-    if (this.peer) {
-      sock.disconnect();
-      this.peer = null;
-    }
+    if (this.peer) this.disconnectNode();
     const err = await new Promise<Error | null>((resolve) => {
       const onError = (x: Error): void => resolve(x);
       sock.once('error', onError);
-      sock.connect(name.port, hostOf(name), () => {
+      try {
+        sock.connect(name.port, hostOf(name), () => {
+          sock.off('error', onError);
+          resolve(null);
+        });
+      } catch (e) {
         sock.off('error', onError);
-        resolve(null);
-      });
+        resolve(e as Error);
+      }
     });
+    if (this.closed) return fail(W.WSAENOTSOCK);
     if (err) return fail(wsaFromNodeError(err));
     this.peer = { ...name };
     this.icmpReset = false;

@@ -274,6 +274,9 @@ async function clientStopsReading(a: Arena, b: Budget): Promise<void> {
   await a.checkAlive('serving a client that does not read');
 }
 
+/** How long an ended session's connections may deliver (--linger-timeout): short, so the campaign sees the release. */
+const LINGER_MS = 2000;
+
 async function peerStopsReading(a: Arena, b: Budget): Promise<TcpPeer> {
   const peer = await TcpPeer.start({ mode: { kind: 'never' } });
   const t = new Tally();
@@ -317,7 +320,19 @@ async function peerStopsReading(a: Arena, b: Budget): Promise<TcpPeer> {
     }
   }
   if (fine < b.stallSessions) a.find('other', `after sessions to stalled peers closed, only ${fine} of ${b.stallSessions} new sessions could make a socket`);
-  await sleep(1000);
+  // What ended sessions left behind is visible, and released once the linger time has passed.
+  const h0 = await a.daemon.http('/healthz');
+  const leftBehind = typeof h0?.['heldBytesOfEndedSessions'] === 'number' ? h0['heldBytesOfEndedSessions'] : null;
+  a.extra['peerStopsReadingHeld'] = `${leftBehind === null ? 'not shown' : `${round1(leftBehind / MiB)} MiB`} held for ended sessions right after they ended (/healthz)`;
+  if (leftBehind === null) a.find('other', '/healthz does not show the bytes held for ended sessions');
+  const deadline = Date.now() + LINGER_MS + 5000;
+  let released = false;
+  while (!released && Date.now() < deadline) {
+    const h = await a.daemon.http('/healthz');
+    released = h?.['heldBytes'] === 0;
+    if (!released) await sleep(100);
+  }
+  if (!released) a.find('memory', `bytes held for ended sessions were not released within ${LINGER_MS + 5000} ms (--linger-timeout ${LINGER_MS})`);
   const held = (await a.daemon.settledRssMiB()) ?? 0;
   a.extra['peerStopsReadingRss'] = `RSS ${round1(rss0)} MiB before, peak ${round1(peak)} MiB, ${round1(held)} MiB a second after the sessions ended (peers still connected, not reading)`;
   if (held - rss0 > 64) a.find('memory', `after ${b.stallSessions} sessions that sent to peers that never read had ended, the daemon still held ${round1(held - rss0)} MiB more than before them (the peers are still connected and silent)`);
@@ -325,7 +340,7 @@ async function peerStopsReading(a: Arena, b: Budget): Promise<TcpPeer> {
 }
 
 export function exhaustion(opts: Options): Promise<Row> {
-  return Arena.run('exhaustion', 'Resource exhaustion', opts, ['--max-pending-requests', String(MAX_PENDING)], async (a) => {
+  return Arena.run('exhaustion', 'Resource exhaustion', opts, ['--max-pending-requests', String(MAX_PENDING), '--linger-timeout', String(LINGER_MS)], async (a) => {
     const b = opts.quick ? BUDGET.quick : BUDGET.full;
     const quiet = await TcpPeer.start();
     const parts: Array<[string, () => Promise<unknown>]> = [
