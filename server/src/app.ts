@@ -6,6 +6,7 @@ import * as P from '@spiwire/proto';
 import type { DaemonContext } from './daemon-context.js';
 import { Session } from './session.js';
 import { bearerToken, tokenMatches } from './security.js';
+import { trimNow } from './memory-trim.js';
 
 export const WS_PATH = '/ws';
 
@@ -49,8 +50,12 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   app.get('/stats', async (req, reply) => {
     if (opts.token !== undefined && !tokenMatches(opts.token, bearerToken(req.headers.authorization))) return reply.code(401).send({ error: 'token required' });
     const gc = (globalThis as { gc?: () => void }).gc;
-    // ?gc=1 collects garbage first when the daemon runs with --expose-gc, so memory figures are steady.
-    if (gc && (req.query as Record<string, string>)['gc'] === '1') gc();
+    // ?gc=1 collects garbage first when the daemon runs with --expose-gc, so memory figures are
+    // steady, and hands what that freed back to the system (Buffers are freed by the collector).
+    if (gc && (req.query as Record<string, string>)['gc'] === '1') {
+      gc();
+      trimNow();
+    }
     let pendingOps = 0;
     let pendingRequests = 0;
     for (const s of sessions) {

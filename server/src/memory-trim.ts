@@ -14,13 +14,18 @@ const MIN_INTERVAL_MS = 1000;
 let scheduled: NodeJS.Timeout | null = null;
 let lastTrim = -Infinity;
 
+/** Trims at once (after a forced garbage collection, say). */
+export function trimNow(): void {
+  lastTrim = performance.now();
+  libc()?.trimHeap();
+}
+
 export function trimSoon(): void {
   if (scheduled) return;
   const wait = Math.max(DELAY_MS, lastTrim + MIN_INTERVAL_MS - performance.now());
   scheduled = setTimeout(() => {
     scheduled = null;
-    lastTrim = performance.now();
-    libc()?.trimHeap();
+    trimNow();
   }, wait);
   scheduled.unref();
 }
