@@ -85,7 +85,7 @@ export class DaemonContext {
     readonly allow: AllowList = AllowList.ANY,
   ) {
     this.clientMistakes = new RateLimitedLog(log);
-    this.held = new HeldBytes(limits.heldBytesBudget);
+    this.held = new HeldBytes(limits.heldBytesBudget, limits.maxSessions);
     this.draining = new Draining(log, limits.lingerMs);
   }
 

@@ -11,8 +11,19 @@ export class HeldBytes {
   total = 0;
   /** Of which, held for sessions that have ended. */
   ofEndedSessions = 0;
+  /**
+   * What any one session may hold whatever the others hold: the budget shared out among the
+   * sessions there may be (at least 64 KiB). Without it a few sessions that fill the budget
+   * would leave every other session unable to send a byte.
+   */
+  readonly fairShare: number;
 
-  constructor(readonly budget: number) {}
+  constructor(
+    readonly budget: number,
+    maxSessions = 1,
+  ) {
+    this.fairShare = Math.max(64 * 1024, Math.floor(budget / Math.max(1, maxSessions)));
+  }
 }
 
 /** One session's share. */
@@ -25,9 +36,13 @@ export class SessionQuota {
     private readonly daemon: HeldBytes = new HeldBytes(Infinity),
   ) {}
 
-  /** True when taking n more bytes would pass the session's quota or the daemon's budget (WSAENOBUFS). */
+  /**
+   * True when taking n more bytes would pass the session's quota, or the daemon's budget while
+   * the session holds more than its fair share (WSAENOBUFS).
+   */
   exceeds(n: number): boolean {
-    return this.held + n > this.limit || this.daemon.total + n > this.daemon.budget;
+    const after = this.held + n;
+    return after > this.limit || (this.daemon.total + n > this.daemon.budget && after > this.daemon.fairShare);
   }
 
   readonly add = (delta: number): void => {

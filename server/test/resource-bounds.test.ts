@@ -159,6 +159,11 @@ t.test('bytes held for ended sessions count against a daemon budget, show in /he
   const r = await fill(live, 8);
   t.equal(r.refused, P.WSAENOBUFS, 'a send beyond the daemon budget is refused with WSAENOBUFS');
   t.ok(r.taken < 32 * MiB && r.taken + leftBehind <= 40 * MiB + 4 * MiB, `the live session got ${r.taken / MiB} MiB, less than its quota of 32 MiB`);
+  // Its fair share (the budget over --max-sessions, at least 64 KiB) stays available whatever the others hold.
+  const small = await tcpSocket(live);
+  await connectTo(live, small, peer.port);
+  const few = await live.call('WSPSend', { s: small, buffers: [pattern(1000, 4)], flags: 0 });
+  t.same([few['ret'], few['bytesSent']], [0, 1000], 'a small send within the fair share still goes');
   await live.close();
   // After the linger time the connections are reset and the bytes released.
   t.ok(await eventually(async () => (await healthz(d.port))['heldBytes'] === 0, 10000), 'released after the linger time');

@@ -15,8 +15,10 @@
  *    of 4 MiB, again and again): the daemon must bound what it holds for that client (closing it
  *    with 4008 is the expected answer);
  *  - a peer that stops reading, across many sessions: overlapped and blocking sends pile up, then
- *    the sessions close and new ones connect. What the daemon still holds for those peers once
- *    their sessions are gone shows in "after" (the peers stay connected and silent until then).
+ *    the sessions close and new ones connect. The daemon runs with --held-bytes-budget 256 MiB
+ *    (the default is 1 GiB) so that the peak shows the budget holding, and with a short
+ *    --linger-timeout: what ended sessions left behind must show in /healthz and be released
+ *    after it, so "after" comes back down (the peers stay connected and silent until then).
  *
  * Expected refusals (WSAEMFILE, WSAENOBUFS, WSAEWOULDBLOCK, TOO_MANY_REQUESTS, HTTP 503 for
  * sessions, close 4008) are noted, not counted as defects; a limit that does not hold is a defect.
@@ -276,6 +278,8 @@ async function clientStopsReading(a: Arena, b: Budget): Promise<void> {
 
 /** How long an ended session's connections may deliver (--linger-timeout): short, so the campaign sees the release. */
 const LINGER_MS = 2000;
+/** Bytes the daemon may hold for all sessions' sends (--held-bytes-budget): what bounds the peak here. */
+const HELD_BYTES_BUDGET = 256 * MiB;
 
 async function peerStopsReading(a: Arena, b: Budget): Promise<TcpPeer> {
   const peer = await TcpPeer.start({ mode: { kind: 'never' } });
@@ -340,7 +344,7 @@ async function peerStopsReading(a: Arena, b: Budget): Promise<TcpPeer> {
 }
 
 export function exhaustion(opts: Options): Promise<Row> {
-  return Arena.run('exhaustion', 'Resource exhaustion', opts, ['--max-pending-requests', String(MAX_PENDING), '--linger-timeout', String(LINGER_MS)], async (a) => {
+  return Arena.run('exhaustion', 'Resource exhaustion', opts, ['--max-pending-requests', String(MAX_PENDING), '--linger-timeout', String(LINGER_MS), '--held-bytes-budget', String(HELD_BYTES_BUDGET)], async (a) => {
     const b = opts.quick ? BUDGET.quick : BUDGET.full;
     const quiet = await TcpPeer.start();
     const parts: Array<[string, () => Promise<unknown>]> = [
