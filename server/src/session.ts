@@ -21,6 +21,11 @@ import { SPI_HANDLERS, checkSocketTriple, type SpiSession } from './spi/methods.
 
 const WS_OPEN = 1;
 const FLUSH_RECORDS = 256;
+/**
+ * How long one session's frame may hold the event loop before the rest of it waits for the next
+ * turn: a frame of thousands of calls would otherwise delay every other session by tens of ms.
+ */
+const SLICE_MS = 4;
 
 /** Work to run right after a reply is queued: an immediate completion must follow its call's reply. */
 const AFTER_REPLY = Symbol('afterReply');
@@ -65,9 +70,9 @@ export class Session implements SpiSession {
     this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes, daemon.held);
     this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
     this.output = new OutputFlow(daemon.limits, {
-      pause: () => ws.pause(),
+      pause: () => this.updateReading(),
       resume: () => {
-        ws.resume();
+        this.updateReading();
         for (const sock of this.sockets.values()) sock.inputResumed();
       },
       overflow: (reason) => this.endForBacklog(reason),
@@ -111,8 +116,25 @@ export class Session implements SpiSession {
 
   // ---- inbound ----
 
+  /**
+   * Messages that arrived while a frame was still being worked through: they wait their turn, so
+   * that calls run in the order they were sent.
+   */
+  private readonly waiting: Array<{ data: Buffer; isBinary: boolean }> = [];
+  /** Records of a frame not yet handled, when the frame was set aside to let others run. */
+  private rest: { records: P.DecodedRecord[]; next: number } | null = null;
+  private readingPaused = false;
+
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.ended) return;
+    if (this.rest || this.waiting.length > 0) {
+      this.waiting.push({ data, isBinary });
+      return;
+    }
+    this.handleMessage(data, isBinary);
+  }
+
+  private handleMessage(data: Buffer, isBinary: boolean): void {
     if (!isBinary) {
       const rec = P.decodeText(data.toString('utf8'));
       this.handleRecord(rec, true);
@@ -127,12 +149,28 @@ export class Session implements SpiSession {
       this.sendError(null, e, false);
       return;
     }
+    this.handleRecords(records, 0);
+  }
+
+  /**
+   * Handles a frame's records from index next on. A frame may hold thousands of calls: after
+   * SLICE_MS of them the rest waits for the next turn of the event loop (setImmediate), so that
+   * other sessions are served meanwhile; this session reads nothing more until the frame is done.
+   */
+  private handleRecords(records: P.DecodedRecord[], next: number): void {
+    const started = performance.now();
+    let i = next;
     this.inFrame = true;
     try {
-      for (const rec of records) {
+      for (; i < records.length && !this.ended; i++) {
+        const rec = records[i]!;
         // A client that writes compact headers reads them: answer it in kind from now on.
         if (rec.ok && rec.compact) this.out.compact = true;
         this.handleRecord(rec, false);
+        if ((i & 31) === 31 && performance.now() - started > SLICE_MS) {
+          i++;
+          break;
+        }
       }
     } finally {
       this.inFrame = false;
@@ -140,6 +178,40 @@ export class Session implements SpiSession {
     // Replies that are ready leave now, ahead of the peer writes this frame corked (those go
     // out on the next tick): the caller hears back without waiting behind its own bytes.
     this.flush();
+    if (i < records.length && !this.ended) {
+      this.rest = { records, next: i };
+      this.updateReading();
+      setImmediate(this.continueFrame);
+      return;
+    }
+    this.rest = null;
+    this.updateReading();
+  }
+
+  private readonly continueFrame = (): void => {
+    if (this.ended) return;
+    const started = performance.now();
+    if (this.rest) this.handleRecords(this.rest.records, this.rest.next);
+    // Then the messages that arrived meanwhile, in order, as long as none is set aside again
+    // and this turn has time left.
+    while (!this.rest && !this.ended && this.waiting.length > 0) {
+      if (performance.now() - started > SLICE_MS) {
+        setImmediate(this.continueFrame);
+        return;
+      }
+      const m = this.waiting.shift()!;
+      this.handleMessage(m.data, m.isBinary);
+    }
+    this.updateReading();
+  };
+
+  /** Reads from the client unless a frame is set aside or the client is not reading its output. */
+  private updateReading(): void {
+    const pause = this.rest !== null || this.waiting.length > 0 || this.output.paused;
+    if (pause === this.readingPaused || this.ended) return;
+    this.readingPaused = pause;
+    if (pause) this.ws.pause();
+    else this.ws.resume();
   }
 
   private handleRecord(rec: P.DecodedRecord, text: boolean): void {

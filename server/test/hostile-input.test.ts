@@ -306,3 +306,36 @@ t.test('connects racing in one frame (UDP), and a connect queued behind a close 
   const loud = d.lines().filter((l) => (l['level'] as number) >= 40 || String(l['msg']).includes('illegal'));
   t.same(loud, [], 'nothing logged above debug, no illegal state move');
 });
+
+t.test('a frame of thousands of calls lets other sessions in between, and keeps its own order', async (t) => {
+  const d = await daemon(t);
+  const a = await session(t, d.url);
+  const b = await session(t, d.url);
+  const ha = await udpSocket(a);
+  const ta = await tcpSocket(a);
+  const tb = await tcpSocket(b);
+  // A free port both sessions will try to bind: whoever's bind runs first gets it.
+  const probe = net.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const big = new P.FrameBuilder();
+  for (let i = 0; i < 4000; i++) big.add({ jsonrpc: '2.0', id: `a${i}`, method: 'WSPGetSockOpt', params: { s: ha, level: P.SOL_SOCKET, optname: P.SO_PROTOCOL_INFOW, optlen: 1024 } });
+  big.add({ jsonrpc: '2.0', id: 'a-bind', method: 'WSPBind', params: { s: ta, name: ipv4(port), namelen: 16 } });
+  a.ws.send(big.finish());
+  a.ws.send(frame({ jsonrpc: '2.0', id: 'after', method: 'WSPGetSockOpt', params: { s: ha, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 } }));
+  // Once A's frame is being worked through (its first replies are here), B binds the same port.
+  await a.wait((m) => m.id === 'a0');
+  const bBind = await b.call('WSPBind', { s: tb, name: ipv4(port), namelen: 16 });
+  const aBind = await a.wait((m) => m.id === 'a-bind', 20000);
+  t.equal(bBind['ret'], 0, 'B\'s bind, sent while A\'s frame was still running, ran before A\'s last call: it got the port');
+  t.equal(aBind.result?.['errno'], P.WSAEADDRINUSE, 'A\'s bind, the last call of its frame, found the port taken');
+  await a.wait((m) => m.id === 'after');
+  // (WSPBind answers later, as calls that wait do: the last call that answers at once is a3999.)
+  const lastA = a.messages.findIndex((m) => m.id === 'a3999');
+  const after = a.messages.findIndex((m) => m.id === 'after');
+  t.ok(lastA >= 0 && after > lastA, 'the next frame of the same session is answered after every call of the big one');
+  const ids = a.messages.filter((m) => typeof m.id === 'string' && /^a\d+$/.test(m.id)).map((m) => Number(String(m.id).slice(1)));
+  t.same(ids, [...ids].sort((x, y) => x - y), 'the big frame\'s calls are answered in order');
+  t.equal(ids.length, 4000, 'every call answered once');
+});
