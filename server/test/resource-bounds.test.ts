@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as P from '@spiwire/proto';
-import { RawSession, cleanEnv, connectTo, jsonLines, pattern, session, sleep, startCli, tcpSocket, udpSocket, within, type Cli, type Msg } from './helpers/raw-client.js';
+import { RawSession, cleanEnv, reapOnExit, connectTo, jsonLines, pattern, session, sleep, startCli, tcpSocket, udpSocket, within, type Cli, type Msg } from './helpers/raw-client.js';
 
 async function stats(d: Cli): Promise<Record<string, unknown>> {
   const res = await fetch(`http://127.0.0.1:${d.port}/stats`);
@@ -183,6 +183,7 @@ t.test('sockets are capped below the open-file limit: health checks and other se
   // The CLI under a low open-file limit, so the test stays quick.
   const main = fileURLToPath(new URL('../src/main.js', import.meta.url));
   const proc = spawn('sh', ['-c', `ulimit -n 400 && exec "${process.execPath}" "${main}" --port 0`], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  reapOnExit(proc);
   let out = '';
   proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   const exited = new Promise<void>((r) => proc.once('close', () => r()));

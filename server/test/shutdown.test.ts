@@ -10,7 +10,7 @@ import { startServer, type Daemon } from '../src/index.js';
 import { SETTINGS } from '../src/internals.js';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { RawSession, cleanEnv, connectOutcome, connectTo, ipv4, jsonLines, run, session, sleep, startCli, tcpPeer, tcpSocket, within, type Msg } from './helpers/raw-client.js';
+import { RawSession, cleanEnv, reapOnExit, connectOutcome, connectTo, ipv4, jsonLines, run, session, sleep, startCli, tcpPeer, tcpSocket, within, type Msg } from './helpers/raw-client.js';
 
 /**
  * A WebSocket client written by hand on a raw TCP socket: it completes the upgrade, then never
@@ -225,6 +225,7 @@ for (const reader of ['stops reading', 'is gone'] as const) {
 t.test('npm start: SIGTERM to npm stops the daemon too (no orphan left running)', async (t) => {
   const root = fileURLToPath(new URL('../../../', import.meta.url));
   const npm = spawn('npm', ['start', '--', '--port', '0'], { cwd: root, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  reapOnExit(npm);
   let out = '';
   npm.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   const npmExited = new Promise<void>((r) => npm.once('close', () => r()));

@@ -388,8 +388,33 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 }
 
 /** Runs the CLI with args (and env on top of a clean environment); killed in t's teardown if still running. */
+/**
+ * Daemons this test process started: killed by PID if the process is made to stop before its
+ * teardown runs (tap's timeout sends SIGTERM), so that no daemon outlives its test.
+ */
+const children = new Set<ChildProcess>();
+let reaperInstalled = false;
+
+export function reapOnExit(proc: ChildProcess): void {
+  children.add(proc);
+  proc.once('close', () => children.delete(proc));
+  if (reaperInstalled) return;
+  reaperInstalled = true;
+  const reap = (): void => {
+    for (const c of children) c.kill('SIGKILL');
+  };
+  process.once('exit', reap);
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(sig, () => {
+      reap();
+      process.exit(1);
+    });
+  }
+}
+
 export function run(t: Test, args: string[], env: Record<string, string> = {}): Run {
   const proc = spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  reapOnExit(proc);
   let out = '';
   let err = '';
   proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
