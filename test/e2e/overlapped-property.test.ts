@@ -3,13 +3,20 @@
  * threads, completing by routine, event or plain polling), against a node:net peer that reads
  * slowly and in bursts, with WSPCloseSocket, SIO_FLUSH and thread exits interleaved.
  *
- * For every run:
- * - an operation that returned 0 or WSA_IO_PENDING completes exactly once (routine run once, on
- *   its target thread; event signalled once); one that failed at once never completes;
+ * For every run, per operation:
+ * - one that returned 0 or WSA_IO_PENDING completes exactly once (routine run once, on its target
+ *   thread; event signalled once), and the daemon sent exactly one completion for it (counted on
+ *   the wire: in a reply or a notification); one that failed at once never completes;
  * - a call that returned 0 completed with every byte;
  * - the peer receives exactly, in submission order, the bytes of each operation that completed
  *   successfully and, of each cancelled one, the prefix it reported (cbTransferred), which is
  *   empty except for at most one operation per cancellation (the one cut mid-way).
+ * A failure lists every operation that broke these, by index.
+ *
+ * Campaigns: SPIWIRE_PROPERTY_RUNS=n runs n scenarios instead of 25; run the compiled file with
+ * node directly (tap's 120 s file timeout would stop a long one):
+ *   npx tsc -b && SPIWIRE_PROPERTY_RUNS=1000 node test/dist/e2e/overlapped-property.test.js
+ * SPIWIRE_PROPERTY_SEED (and SPIWIRE_PROPERTY_PATH) replay a failure fast-check reported.
  */
 import t from 'tap';
 import fc from 'fast-check';
@@ -19,6 +26,19 @@ import { daemon, overlappedTcp, pattern, rng, session, sleep, tcpPeer } from '..
 const MiB = 1024 * 1024;
 const BIG = pattern(8 * MiB, 0x5eed);
 const RUN_TIMEOUT_MS = 15000;
+const DEFAULT_RUNS = 25;
+
+function envInt(name: string): number | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n)) throw new Error(`${name} must be an integer, not ${v}`);
+  return n;
+}
+
+const RUNS = envInt('SPIWIRE_PROPERTY_RUNS') ?? DEFAULT_RUNS;
+const SEED = envInt('SPIWIRE_PROPERTY_SEED');
+const PATH = process.env['SPIWIRE_PROPERTY_PATH'] || undefined;
 
 type Method = 'routine-main' | 'routine-t1' | 'event' | 'poll';
 
@@ -75,6 +95,12 @@ interface Op {
   err: number;
   /** Completions seen (routine runs, or event observations). */
   completions: Array<{ err: number; cb: number; runner: string }>;
+  /** The SDK put the call on the wire (it did not refuse it itself). */
+  onWire: boolean;
+  /** The daemon answered the call. */
+  replied: boolean;
+  /** Completions the daemon sent for this operation: in the call's reply, or as notifications. */
+  wireCompletions: number;
 }
 
 interface Stats {
@@ -92,6 +118,46 @@ class PropertyFailure extends Error {}
 
 function check(cond: boolean, msg: string): void {
   if (!cond) throw new PropertyFailure(msg);
+}
+
+/**
+ * Watches a session's wire: maps each overlapped call to the test's operation (the SDK sends it
+ * synchronously from WSPSend, while `issuing` is set) and counts the completions the daemon sends
+ * for it. The SDK ignores a second completion of an operation, so only here would one show.
+ */
+interface WireWatch {
+  issuing: Op | null;
+  /** Completions for operation ids the test never issued. */
+  stray: number;
+}
+
+function watchWire(spi: S.SpiSession): WireWatch {
+  const w: WireWatch = { issuing: null, stray: 0 };
+  const byWireOp = new Map<number, Op>();
+  const rpc = spi.connection;
+  const call = rpc.call.bind(rpc);
+  rpc.call = (method, params, onReply) => {
+    const ov = params['overlapped'] as { op: number } | undefined;
+    const op = w.issuing;
+    if (!ov || !op) return call(method, params, onReply);
+    byWireOp.set(ov.op, op);
+    op.onWire = true;
+    return call(method, params, (r) => {
+      op.replied = true;
+      if (r['completion']) op.wireCompletions++;
+      onReply?.(r);
+    });
+  };
+  const notify = rpc.onNotification;
+  rpc.onNotification = (method, params) => {
+    if (method === 'spiwire.completion') {
+      const op = byWireOp.get(params['op'] as number);
+      if (op) op.wireCompletions++;
+      else w.stray++;
+    }
+    notify(method, params);
+  };
+  return w;
 }
 
 /** Pauses and resumes the peer on random timers: slow, bursty reading. Returns a stop function. */
@@ -116,13 +182,22 @@ function burstyReader(sock: import('node:net').Socket, seed: number): () => void
   };
 }
 
-t.test('property: overlapped sends, cancellations and thread exits keep exactly-once completions and the byte stream', async (t) => {
+/** The whole property's time budget (fast-check interrupts it after that); tap's timeout is a little longer. */
+const TIME_LIMIT_MS = 80000 + Math.max(0, RUNS - DEFAULT_RUNS) * 4000;
+// A campaign runs the file with node directly, where tap's default timeout would be 30 s.
+t.setTimeout(TIME_LIMIT_MS + 60000);
+
+t.test('property: overlapped sends, cancellations and thread exits keep exactly-once completions and the byte stream', { timeout: TIME_LIMIT_MS + 30000 }, async (t) => {
   const d = await daemon(t);
   const spi = await session(t, d);
+  const wire = watchWire(spi);
+  /** Every operation of every run: none may get a completion from the daemon after its run, either. */
+  const allOps: Op[] = [];
   const peer = await tcpPeer(t, 'ipv4', { paused: true });
   const stats: Stats = { runs: 0, ops: 0, immediate: 0, pending: 0, failed: 0, cancelled: 0, partial: 0, maxRunMs: 0 };
 
   const runOnce = async (sc: Scenario): Promise<void> => {
+    const strayBefore = wire.stray;
     const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
     const e = S.out(0);
     const sb = new Uint8Array(4);
@@ -169,8 +244,12 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
         ret: null,
         err: 0,
         completions: [],
+        onWire: false,
+        replied: false,
+        wireCompletions: 0,
       };
       ops.push(op);
+      allOps.push(op);
       const routine: S.LPWSAOVERLAPPED_COMPLETION_ROUTINE | null = op.target
         ? (err, cb, lpov, flags) => {
             check(lpov === op.ov, `op ${op.index}: routine got another WSAOVERLAPPED`);
@@ -181,7 +260,15 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
       const threadId = op.target === 'main' ? spi.mainThread.id : op.target === 't1' ? t1.id : null;
       const sent = S.out(-7);
       const errno = S.out(0);
-      const p = issuer.WSPSend(s, bufs, bufs.length, sent, a.badFlag ? S.MSG_PARTIAL : 0, op.ov, routine, threadId, errno).then((ret) => {
+      // The SDK puts the call on the wire synchronously: the watch ties it to this operation.
+      wire.issuing = op;
+      let call: Promise<number>;
+      try {
+        call = issuer.WSPSend(s, bufs, bufs.length, sent, a.badFlag ? S.MSG_PARTIAL : 0, op.ov, routine, threadId, errno);
+      } finally {
+        wire.issuing = null;
+      }
+      const p = call.then((ret) => {
         op.ret = ret;
         op.err = ret === 0 ? 0 : errno.value;
         if (ret === 0) check(sent.value === used, `op ${op.index}: returned 0 with lpNumberOfBytesSent ${sent.value}, expected ${used}`);
@@ -270,7 +357,8 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
       await pollEvents();
       check(spi.pendingOperations === 0, `${spi.pendingOperations} operations still pending after the drain`);
 
-      // Per-operation verdicts.
+      // Per-operation verdicts: every problem of every operation, then the stream.
+      const problems: string[] = [];
       const expected: Buffer[] = [];
       let partials = 0;
       for (const op of ops) {
@@ -279,7 +367,9 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
         const live = op.ret === 0 || op.err === S.WSA_IO_PENDING;
         if (!live) {
           stats.failed++;
-          check(op.completions.length === 0, `${tag}: failed at once but completed ${op.completions.length} time(s)`);
+          if (op.completions.length !== 0) problems.push(`${tag}: failed at once but completed ${op.completions.length} time(s): ${JSON.stringify(op.completions)}`);
+          if (op.wireCompletions !== 0) problems.push(`${tag}: failed at once but the daemon sent ${op.wireCompletions} completion(s)`);
+          if (op.onWire && !op.replied) problems.push(`${tag}: the call got no reply`);
           continue;
         }
         if (op.ret === 0) stats.immediate++;
@@ -292,26 +382,35 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
           const r = await spi.WSPGetOverlappedResult(s, op.ov, cbOut, false, S.out(0), eOut);
           err = r === S.TRUE ? 0 : eOut.value;
           cb = cbOut.value;
-          check(err !== S.WSA_IO_INCOMPLETE, `${tag}: never completed`);
+          if (err === S.WSA_IO_INCOMPLETE) {
+            problems.push(`${tag}: never completed`);
+            continue;
+          }
         } else {
-          check(op.completions.length === 1, `${tag}: completed ${op.completions.length} times: ${JSON.stringify(op.completions)}`);
+          if (op.completions.length !== 1) {
+            problems.push(`${tag}: completed ${op.completions.length} times: ${JSON.stringify(op.completions)}`);
+            continue;
+          }
           const c = op.completions[0]!;
           err = c.err;
           cb = c.cb;
-          if (op.target) check(c.runner === op.target, `${tag}: routine ran on ${c.runner}, expected ${op.target}`);
+          if (op.target && c.runner !== op.target) problems.push(`${tag}: routine ran on ${c.runner}, expected ${op.target}`);
         }
-        if (op.ret === 0) check(err === 0 && cb === op.data.length, `${tag}: returned 0 but completed with ${err}/${cb}`);
+        if (op.wireCompletions !== 1) problems.push(`${tag}: the daemon sent ${op.wireCompletions} completions`);
+        if (op.ret === 0 && (err !== 0 || cb !== op.data.length)) problems.push(`${tag}: returned 0 but completed with ${err}/${cb}`);
         if (err === 0) {
-          check(cb === op.data.length, `${tag}: success with ${cb} bytes`);
+          if (cb !== op.data.length) problems.push(`${tag}: success with ${cb} bytes`);
           expected.push(op.data);
         } else {
           stats.cancelled++;
-          check(err === S.WSA_OPERATION_ABORTED, `${tag}: completed with error ${err}, expected WSA_OPERATION_ABORTED`);
-          check(cb >= 0 && (cb < op.data.length || op.data.length === 0), `${tag}: cancelled with ${cb} bytes`);
+          if (err !== S.WSA_OPERATION_ABORTED) problems.push(`${tag}: completed with error ${err}, expected WSA_OPERATION_ABORTED`);
+          if (!(cb >= 0 && (cb < op.data.length || op.data.length === 0))) problems.push(`${tag}: cancelled with ${cb} bytes`);
           if (cb > 0) partials++;
-          expected.push(op.data.subarray(0, cb));
+          expected.push(op.data.subarray(0, Math.max(0, Math.min(cb, op.data.length))));
         }
       }
+      if (problems.length > 0) throw new PropertyFailure(`${problems.length} problem(s) with completions:\n  ${problems.join('\n  ')}`);
+      check(wire.stray === strayBefore, `the daemon sent ${wire.stray - strayBefore} completion(s) for operations never issued`);
       stats.partial += partials;
       check(partials <= cancellations, `${partials} cancelled operations sent part of their bytes, but there were only ${cancellations} cancellations`);
 
@@ -359,13 +458,17 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
   });
 
   const started = Date.now();
+  const replay = SEED !== undefined ? { seed: SEED, ...(PATH ? { path: PATH } : {}) } : {};
   try {
-    await fc.assert(prop, { numRuns: 25, endOnFailure: true, interruptAfterTimeLimit: 80000, markInterruptAsFailure: true });
-    t.pass('25 random runs hold the properties');
+    await fc.assert(prop, { numRuns: RUNS, endOnFailure: true, interruptAfterTimeLimit: TIME_LIMIT_MS, markInterruptAsFailure: true, ...replay });
+    t.pass(`${RUNS} random runs hold the properties`);
   } catch (err) {
-    t.fail((err as Error).message);
+    // fast-check keeps the property's own error as the cause.
+    const cause = (err as Error).cause;
+    t.fail(`${(err as Error).message}${cause instanceof Error ? `\n${cause.message}` : ''}`);
   }
   t.comment(`stats: ${JSON.stringify(stats)} in ${Date.now() - started} ms`);
+  t.ok(allOps.every((op) => op.wireCompletions <= 1), 'no operation got a second completion from the daemon, even after its run');
   // The scenarios must have exercised what they claim to.
   t.ok(stats.pending > 0, `some operations were pending (${stats.pending})`);
   t.ok(stats.immediate > 0, `some completed at once (${stats.immediate})`);
