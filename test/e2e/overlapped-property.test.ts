@@ -1,7 +1,10 @@
 /**
- * Property: random mixes of overlapped sends (sizes 0..40000 in 1..4 buffers, issued by several
- * threads, completing by routine, event or plain polling), against a node:net peer that reads
- * slowly and in bursts, with WSPCloseSocket, SIO_FLUSH and thread exits interleaved.
+ * Property: random mixes of overlapped sends (sizes 0..40000 in 1..4 buffers, and MSG_OOB sends of
+ * 1..16 bytes, issued by several threads, completing by routine, event or plain polling), with
+ * SO_SNDBUF 0 or small, against a node:net peer that reads slowly and in bursts, or that stops
+ * reading for good behind a small receive buffer, with WSPCloseSocket, SIO_FLUSH and thread exits
+ * interleaved. A run ends with the peer draining everything, or with WSPCloseSocket while the
+ * peer does not read: every operation must then complete without the peer taking another byte.
  *
  * For every run, per operation:
  * - one that returned 0 or WSA_IO_PENDING completes exactly once (routine run once, on its target
@@ -21,8 +24,10 @@
 import t from 'tap';
 import fc from 'fast-check';
 import * as S from '@spiwire/client';
-import { daemon, overlappedTcp, pattern, rng, session, sleep, tcpPeer } from '../helpers/harness.js';
+import { fdOf, libc } from '@spiwire/server/internals';
+import { daemon, overlappedTcp, pattern, rng, session, sleep, tcpPeer, type TcpPeer } from '../helpers/harness.js';
 
+const native = libc();
 const MiB = 1024 * 1024;
 const BIG = pattern(8 * MiB, 0x5eed);
 const RUN_TIMEOUT_MS = 15000;
@@ -42,8 +47,26 @@ const PATH = process.env['SPIWIRE_PROPERTY_PATH'] || undefined;
 
 type Method = 'routine-main' | 'routine-t1' | 'event' | 'poll';
 
+/**
+ * How a run ends: 'drain' lets the peer read everything, then closes; 'close' closes the socket
+ * first, with the peer not reading, and only then may the peer read again.
+ */
+type Ending = 'drain' | 'close';
+
+interface SendAction {
+  kind: 'send';
+  issuer: number;
+  total: number;
+  cuts: number[];
+  method: Method;
+  concurrent: boolean;
+  badFlag: boolean;
+  /** MSG_OOB: TCP urgent data, sent with send() once every earlier byte is with the kernel. */
+  oob: boolean;
+}
+
 type Action =
-  | { kind: 'send'; issuer: number; total: number; cuts: number[]; method: Method; concurrent: boolean; badFlag: boolean }
+  | SendAction
   | { kind: 'flush' }
   | { kind: 'exit'; thread: number }
   | { kind: 'close' }
@@ -53,19 +76,41 @@ type Action =
 interface Scenario {
   prefill: number;
   sndBuf: number;
+  /** SO_RCVBUF of the peer's listening socket, inherited by the connection; 0: loopback autotuning. */
+  peerRcvBuf: number;
   readerSeed: number;
+  /** null: the peer reads in bursts throughout; n: after n bursts it stops reading until the ending. */
+  stallAfter: number | null;
+  ending: Ending;
   actions: Action[];
 }
 
-const sendArb: fc.Arbitrary<Action> = fc.record({
-  kind: fc.constant('send' as const),
-  issuer: fc.integer({ min: 0, max: 3 }),
-  total: fc.oneof(fc.integer({ min: 0, max: 40000 }), fc.constantFrom(0, 1, 40000)),
-  cuts: fc.array(fc.integer({ min: 0, max: 40000 }), { maxLength: 3 }),
-  method: fc.constantFrom<Method>('routine-main', 'routine-t1', 'event', 'poll'),
-  concurrent: fc.boolean(),
-  badFlag: fc.integer({ min: 0, max: 24 }).map((n) => n === 0),
+/** A send action with defaults. */
+const snd = (total: number, method: Method, more: Partial<SendAction> = {}): SendAction => ({
+  kind: 'send',
+  issuer: 0,
+  total,
+  cuts: [],
+  method,
+  concurrent: false,
+  badFlag: false,
+  oob: false,
+  ...more,
 });
+
+const sendArb: fc.Arbitrary<Action> = fc
+  .record({
+    kind: fc.constant('send' as const),
+    issuer: fc.integer({ min: 0, max: 3 }),
+    total: fc.oneof(fc.integer({ min: 0, max: 40000 }), fc.constantFrom(0, 1, 40000)),
+    cuts: fc.array(fc.integer({ min: 0, max: 40000 }), { maxLength: 3 }),
+    method: fc.constantFrom<Method>('routine-main', 'routine-t1', 'event', 'poll'),
+    concurrent: fc.boolean(),
+    badFlag: fc.integer({ min: 0, max: 24 }).map((n) => n === 0),
+    oob: fc.integer({ min: 0, max: 7 }).map((n) => n === 0),
+  })
+  // Urgent data is small: 1..16 bytes.
+  .map((a) => (a.oob ? { ...a, total: 1 + (a.total % 16) } : a));
 
 const actionArb: fc.Arbitrary<Action> = fc.oneof(
   { arbitrary: sendArb, weight: 30 },
@@ -76,17 +121,38 @@ const actionArb: fc.Arbitrary<Action> = fc.oneof(
   { arbitrary: fc.record({ kind: fc.constant('sleep' as const), ms: fc.integer({ min: 0, max: 15 }) }), weight: 3 },
 );
 
-const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
-  prefill: fc.constantFrom(0, 1 * MiB, 4 * MiB, 6 * MiB),
-  sndBuf: fc.constantFrom(0, 1024, 8192, 65536),
-  readerSeed: fc.integer({ min: 1, max: 0x7fffffff }),
-  actions: fc.array(actionArb, { minLength: 5, maxLength: 30, size: 'max' }),
-});
+/** Makes a scenario consistent: a peer that stops reading needs a small receive buffer and an ending that cancels. */
+function settle(sc: Scenario): Scenario {
+  let { peerRcvBuf, stallAfter, ending } = sc;
+  // Without the C library the peer's buffer cannot be made small: it would swallow everything.
+  if (!native) {
+    peerRcvBuf = 0;
+    stallAfter = null;
+  }
+  if (stallAfter !== null) {
+    if (peerRcvBuf === 0) peerRcvBuf = 32768;
+    if (ending === 'drain') ending = 'close';
+  }
+  return { ...sc, peerRcvBuf, stallAfter, ending };
+}
+
+const scenarioArb: fc.Arbitrary<Scenario> = fc
+  .record({
+    prefill: fc.constantFrom(0, 1 * MiB, 4 * MiB, 6 * MiB),
+    sndBuf: fc.oneof({ arbitrary: fc.constant(0), weight: 2 }, { arbitrary: fc.constantFrom(1024, 8192, 65536), weight: 3 }),
+    peerRcvBuf: fc.constantFrom(0, 0, 16384, 32768, 65536),
+    readerSeed: fc.integer({ min: 1, max: 0x7fffffff }),
+    stallAfter: fc.oneof({ arbitrary: fc.constant(null), weight: 7 }, { arbitrary: fc.integer({ min: 0, max: 12 }), weight: 3 }),
+    ending: fc.oneof({ arbitrary: fc.constant<Ending>('drain'), weight: 4 }, { arbitrary: fc.constant<Ending>('close'), weight: 3 }),
+    actions: fc.array(actionArb, { minLength: 5, maxLength: 30, size: 'max' }),
+  })
+  .map(settle);
 
 interface Op {
   index: number;
   data: Buffer;
   method: Method;
+  oob: boolean;
   target: string | null;
   issuedBy: string;
   ov: S.WSAOVERLAPPED;
@@ -111,7 +177,10 @@ interface Stats {
   failed: number;
   cancelled: number;
   partial: number;
+  oobOps: number;
   maxRunMs: number;
+  /** The ending of the slowest run. */
+  slowest: string;
 }
 
 class PropertyFailure extends Error {}
@@ -160,14 +229,23 @@ function watchWire(spi: S.SpiSession): WireWatch {
   return w;
 }
 
-/** Pauses and resumes the peer on random timers: slow, bursty reading. Returns a stop function. */
-function burstyReader(sock: import('node:net').Socket, seed: number): () => void {
+/**
+ * Pauses and resumes the peer on random timers: slow, bursty reading. With stallAfter, the peer
+ * stops reading for good after that many bursts. Returns a stop function.
+ */
+function burstyReader(sock: import('node:net').Socket, seed: number, stallAfter: number | null): () => void {
   const rand = rng(seed);
   let stopped = false;
+  let bursts = 0;
   let timer: NodeJS.Timeout | undefined;
   const step = (): void => {
     if (stopped) return;
     if (sock.isPaused()) {
+      if (stallAfter !== null && bursts >= stallAfter) {
+        stopped = true;
+        return;
+      }
+      bursts++;
       sock.resume();
       timer = setTimeout(step, 1 + rand(6));
     } else {
@@ -193,12 +271,36 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
   const wire = watchWire(spi);
   /** Every operation of every run: none may get a completion from the daemon after its run, either. */
   const allOps: Op[] = [];
-  const peer = await tcpPeer(t, 'ipv4', { paused: true });
-  const stats: Stats = { runs: 0, ops: 0, immediate: 0, pending: 0, failed: 0, cancelled: 0, partial: 0, maxRunMs: 0 };
+  // One peer per receive buffer size: the size is set on the listening socket, before accepting.
+  const peers = new Map<number, TcpPeer>();
+  const peerFor = async (rcvBuf: number): Promise<TcpPeer> => {
+    let p = peers.get(rcvBuf);
+    if (!p) {
+      p = await tcpPeer(t, 'ipv4', { paused: true });
+      if (rcvBuf > 0) {
+        const fd = fdOf(p.server);
+        check(native !== null && fd !== null && native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_RCVBUF, rcvBuf) === 0, `SO_RCVBUF ${rcvBuf} on the peer's listening socket`);
+      }
+      peers.set(rcvBuf, p);
+    }
+    return p;
+  };
+  const stats: Stats = { runs: 0, ops: 0, immediate: 0, pending: 0, failed: 0, cancelled: 0, partial: 0, oobOps: 0, maxRunMs: 0, slowest: '' };
 
   const runOnce = async (sc: Scenario): Promise<void> => {
     const strayBefore = wire.stray;
+    const peer = await peerFor(sc.peerRcvBuf);
     const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
+    if (native) {
+      const fd = fdOf(conn.socket);
+      check(fd !== null, 'the peer connection has no descriptor');
+      // Urgent bytes arrive inline, at their place in the stream (before any data is sent).
+      check(native.setInt(fd!, native.c.SOL_SOCKET, native.c.SO_OOBINLINE, 1) === 0, 'SO_OOBINLINE on the peer');
+      if (sc.peerRcvBuf > 0) {
+        const rcv = native.getInt(fd!, native.c.SOL_SOCKET, native.c.SO_RCVBUF);
+        check(rcv !== null && rcv <= 2 * sc.peerRcvBuf, `the peer connection did not inherit SO_RCVBUF ${sc.peerRcvBuf} (it has ${rcv})`);
+      }
+    }
     const e = S.out(0);
     const sb = new Uint8Array(4);
     new DataView(sb.buffer).setInt32(0, sc.sndBuf, true);
@@ -212,7 +314,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
     let closed = false;
     let cancellations = 0;
     let offset = 0;
-    const stopReader = burstyReader(conn.socket, sc.readerSeed);
+    const stopReader = burstyReader(conn.socket, sc.readerSeed, sc.stallAfter);
 
     const take = (n: number): Buffer => {
       if (offset + n > BIG.length) offset = 0;
@@ -221,7 +323,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
       return b;
     };
 
-    const issue = (a: Extract<Action, { kind: 'send' }>, data: Buffer): Promise<unknown> => {
+    const issue = (a: SendAction, data: Buffer): Promise<unknown> => {
       const cuts = [...new Set(a.cuts.map((c) => c % (data.length + 1)))].sort((x, y) => x - y);
       const bounds = [0, ...cuts, data.length];
       const bufs: S.WSABUF[] = [];
@@ -237,6 +339,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
         index: ops.length,
         data: opData,
         method: a.method,
+        oob: a.oob,
         target: a.method === 'routine-main' ? 'main' : a.method === 'routine-t1' ? 't1' : null,
         issuedBy: threadName(issuer),
         ov: new S.WSAOVERLAPPED(ev),
@@ -260,11 +363,12 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
       const threadId = op.target === 'main' ? spi.mainThread.id : op.target === 't1' ? t1.id : null;
       const sent = S.out(-7);
       const errno = S.out(0);
+      const flags = (a.oob ? S.MSG_OOB : 0) | (a.badFlag ? S.MSG_PARTIAL : 0);
       // The SDK puts the call on the wire synchronously: the watch ties it to this operation.
       wire.issuing = op;
       let call: Promise<number>;
       try {
-        call = issuer.WSPSend(s, bufs, bufs.length, sent, a.badFlag ? S.MSG_PARTIAL : 0, op.ov, routine, threadId, errno);
+        call = issuer.WSPSend(s, bufs, bufs.length, sent, flags, op.ov, routine, threadId, errno);
       } finally {
         wire.issuing = null;
       }
@@ -273,6 +377,8 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
         op.err = ret === 0 ? 0 : errno.value;
         if (ret === 0) check(sent.value === used, `op ${op.index}: returned 0 with lpNumberOfBytesSent ${sent.value}, expected ${used}`);
         else check(sent.value === -7, `op ${op.index}: failed (${errno.value}) but lpNumberOfBytesSent was written (${sent.value})`);
+        // MSG_OOB needs the C library; without it the call fails at once.
+        if (a.oob && !native && !a.badFlag) check(ret !== 0 && op.err !== S.WSA_IO_PENDING, `op ${op.index}: MSG_OOB without the C library did not fail at once`);
       });
       inflight.push(p);
       return p;
@@ -295,8 +401,13 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
       runner = 'none';
     };
 
+    const closeSocket = async (): Promise<void> => {
+      check((await spi.WSPCloseSocket(s, S.out(0))) === 0, 'WSPCloseSocket failed');
+      closed = true;
+    };
+
     try {
-      if (sc.prefill > 0) await issue({ kind: 'send', issuer: 0, total: sc.prefill, cuts: [], method: 'routine-main', concurrent: false, badFlag: false }, take(sc.prefill));
+      if (sc.prefill > 0) await issue(snd(sc.prefill, 'routine-main'), take(sc.prefill));
       for (const a of sc.actions) {
         switch (a.kind) {
           case 'send': {
@@ -319,8 +430,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
           }
           case 'close':
             if (!closed) {
-              check((await spi.WSPCloseSocket(s, S.out(0))) === 0, 'WSPCloseSocket failed');
-              closed = true;
+              await closeSocket();
               cancellations++;
             }
             break;
@@ -334,23 +444,43 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
         await pollEvents();
       }
       await Promise.all(inflight);
+      const accounted = (op: Op): boolean => {
+        if (op.ret === null) return false;
+        const live = op.ret === 0 || op.err === S.WSA_IO_PENDING;
+        if (!live) return true;
+        if (op.method === 'poll') return op.ov.Internal !== S.WSS_OPERATION_IN_PROGRESS;
+        return op.completions.length > 0;
+      };
+      /** Runs routines and watches events until every operation has completed (or ms passed). */
+      const awaitCompletions = async (ms: number): Promise<void> => {
+        const deadline = Date.now() + ms;
+        while (Date.now() < deadline && !(ops.every(accounted) && spi.pendingOperations === 0)) {
+          await alert(spi, 2);
+          await alert(t1, 2);
+          await pollEvents();
+        }
+      };
+      // The ending. 'close' cancels what is pending with the peer no longer reading: every
+      // operation must then complete without the peer taking another byte (issue 11: with
+      // SO_SNDBUF 0, a send whose bytes all went to the kernel side never completed).
+      if (sc.ending === 'close') {
+        stopReader();
+        conn.socket.pause();
+        if (!closed) {
+          await closeSocket();
+          cancellations++;
+        }
+        await awaitCompletions(8000);
+        const left = ops.filter((op) => !accounted(op));
+        check(
+          left.length === 0 && spi.pendingOperations === 0,
+          `after the ${sc.ending}, with the peer not reading, ${spi.pendingOperations} operation(s) still pending: ${left.map((op) => `op ${op.index} (${op.data.length} bytes, ${op.method}, returned ${op.ret}/${op.err})`).join('; ')}`,
+        );
+      }
       // Let everything drain: the peer reads freely now; run routines and watch events.
       stopReader();
       conn.socket.resume();
-      const accounted = (): boolean =>
-        ops.every((op) => {
-          if (op.ret === null) return false;
-          const live = op.ret === 0 || op.err === S.WSA_IO_PENDING;
-          if (!live) return true;
-          if (op.method === 'poll') return op.ov.Internal !== S.WSS_OPERATION_IN_PROGRESS;
-          return op.completions.length > 0;
-        });
-      const deadline = Date.now() + 8000;
-      while (Date.now() < deadline && !(accounted() && spi.pendingOperations === 0)) {
-        await alert(spi, 2);
-        await alert(t1, 2);
-        await pollEvents();
-      }
+      await awaitCompletions(8000);
       // One more round of everything: nothing may complete a second time.
       await alert(spi, 5);
       await alert(t1, 5);
@@ -360,10 +490,12 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
       // Per-operation verdicts: every problem of every operation, then the stream.
       const problems: string[] = [];
       const expected: Buffer[] = [];
+      const expectedOps: Op[] = [];
       let partials = 0;
       for (const op of ops) {
         stats.ops++;
-        const tag = `op ${op.index} (${op.data.length} bytes, ${op.method}, by ${op.issuedBy}, returned ${op.ret}/${op.err})`;
+        if (op.oob) stats.oobOps++;
+        const tag = `op ${op.index} (${op.data.length} bytes${op.oob ? ', MSG_OOB' : ''}, ${op.method}, by ${op.issuedBy}, returned ${op.ret}/${op.err})`;
         const live = op.ret === 0 || op.err === S.WSA_IO_PENDING;
         if (!live) {
           stats.failed++;
@@ -401,12 +533,14 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
         if (err === 0) {
           if (cb !== op.data.length) problems.push(`${tag}: success with ${cb} bytes`);
           expected.push(op.data);
+          expectedOps.push(op);
         } else {
           stats.cancelled++;
           if (err !== S.WSA_OPERATION_ABORTED) problems.push(`${tag}: completed with error ${err}, expected WSA_OPERATION_ABORTED`);
           if (!(cb >= 0 && (cb < op.data.length || op.data.length === 0))) problems.push(`${tag}: cancelled with ${cb} bytes`);
           if (cb > 0) partials++;
           expected.push(op.data.subarray(0, Math.max(0, Math.min(cb, op.data.length))));
+          expectedOps.push(op);
         }
       }
       if (problems.length > 0) throw new PropertyFailure(`${problems.length} problem(s) with completions:\n  ${problems.join('\n  ')}`);
@@ -415,8 +549,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
       check(partials <= cancellations, `${partials} cancelled operations sent part of their bytes, but there were only ${cancellations} cancellations`);
 
       // The byte stream at the peer.
-      if (!closed) check((await spi.WSPCloseSocket(s, S.out(0))) === 0, 'final WSPCloseSocket failed');
-      closed = true;
+      if (!closed) await closeSocket();
       const want = Buffer.concat(expected);
       let timer: NodeJS.Timeout | undefined;
       const ended = await Promise.race([conn.ended.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 8000)))]);
@@ -426,7 +559,18 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
       if (!got.equals(want)) {
         let at = 0;
         while (at < got.length && at < want.length && got[at] === want[at]) at++;
-        throw new PropertyFailure(`the peer received ${got.length} bytes, expected ${want.length}; first difference at byte ${at}`);
+        // Which operation's bytes were expected there.
+        let start = 0;
+        let where = 'after the last operation';
+        for (const [i, b] of expected.entries()) {
+          if (at < start + b.length) {
+            const op = expectedOps[i]!;
+            where = `byte ${at - start} of the ${b.length} of op ${op.index}${op.oob ? ' (MSG_OOB)' : ''}`;
+            break;
+          }
+          start += b.length;
+        }
+        throw new PropertyFailure(`the peer received ${got.length} bytes, expected ${want.length}; first difference at byte ${at}, ${where}`);
       }
       for (const op of ops) {
         if (op.ev) {
@@ -453,7 +597,11 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
       await Promise.race([runOnce(sc), timeout]);
     } finally {
       clearTimeout(timer);
-      stats.maxRunMs = Math.max(stats.maxRunMs, Date.now() - began);
+      const ms = Date.now() - began;
+      if (ms > stats.maxRunMs) {
+        stats.maxRunMs = ms;
+        stats.slowest = `${sc.ending}, SO_SNDBUF ${sc.sndBuf}, prefill ${sc.prefill}`;
+      }
     }
   });
 
