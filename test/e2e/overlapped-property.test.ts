@@ -19,9 +19,10 @@
  * call got no reply), the operation's share of the stream is a prefix of its bytes, found by
  * matching; where the peer reset the connection, what it read is a prefix of that stream.
  *
- * A failure lists every operation that broke these, by index.
+ * A failure lists every operation that broke these, by index. Fixed examples run first, so that
+ * every path is taken in every run of the file; a summary says how many runs took each.
  *
- * Campaigns: SPIWIRE_PROPERTY_RUNS=n runs n scenarios instead of 25; run the compiled file with
+ * Campaigns: SPIWIRE_PROPERTY_RUNS=n runs n scenarios instead of 60; run the compiled file with
  * node directly (tap's 120 s file timeout would stop a long one):
  *   npx tsc -b && SPIWIRE_PROPERTY_RUNS=1000 node test/dist/e2e/overlapped-property.test.js
  * SPIWIRE_PROPERTY_SEED (and SPIWIRE_PROPERTY_PATH) replay a failure fast-check reported.
@@ -37,7 +38,7 @@ const native = libc();
 const MiB = 1024 * 1024;
 const BIG = pattern(8 * MiB, 0x5eed);
 const RUN_TIMEOUT_MS = 15000;
-const DEFAULT_RUNS = 25;
+const DEFAULT_RUNS = 60;
 
 function envInt(name: string): number | undefined {
   const v = process.env[name];
@@ -99,7 +100,7 @@ interface Scenario {
  */
 const INFLIGHT_ENDINGS: ReadonlySet<Ending> = new Set<Ending>(['close', 'session-close', 'peer-reset']);
 
-/** A send action with defaults. */
+/** A send action with defaults, for the fixed examples. */
 const snd = (total: number, method: Method, more: Partial<SendAction> = {}): SendAction => ({
   kind: 'send',
   issuer: 0,
@@ -178,6 +179,134 @@ const scenarioArb: fc.Arbitrary<Scenario> = fc
   })
   .map(settle);
 
+/**
+ * Scenarios run first in every run of the file, so that each path is taken at least once whatever
+ * the random ones draw (the summary at the end asserts it).
+ */
+const EXAMPLES: Scenario[] = (
+  [
+    // Issue 11: SO_SNDBUF 0 and a peer that never reads. The 1 MiB prefill goes to the kernel side
+    // whole, more than the kernels hold: neither SIO_FLUSH nor the thread exit may cut it, and it
+    // must still complete, once, when the socket is closed. Urgent data queued behind it.
+    {
+      prefill: 1 * MiB,
+      sndBuf: 0,
+      peerRcvBuf: 16384,
+      readerSeed: 11,
+      stallAfter: 0,
+      ending: 'close',
+      endInflight: false,
+      actions: [
+        snd(40000, 'routine-main', { cuts: [100, 20000] }),
+        snd(40000, 'event', { issuer: 2 }),
+        snd(9, 'poll', { oob: true }),
+        snd(1000, 'routine-t1', { concurrent: true }),
+        { kind: 'flush' },
+        snd(3000, 'event', { issuer: 3 }),
+        { kind: 'exit', thread: 2 },
+        snd(1, 'event', { oob: true }),
+        snd(0, 'routine-main'),
+        { kind: 'sleep', ms: 5 },
+      ],
+    },
+    // A peer that reads a little and stops: SIO_FLUSH and a thread exit each cut a send mid-way
+    // (it reports the bytes it sent), then the session ends with sends pending.
+    {
+      prefill: 6 * MiB,
+      sndBuf: 1024,
+      peerRcvBuf: 32768,
+      readerSeed: 12,
+      stallAfter: 1,
+      ending: 'session-close',
+      endInflight: false,
+      actions: [
+        snd(30000, 'event', { cuts: [7, 8, 9000] }),
+        snd(16, 'routine-t1', { oob: true, issuer: 1 }),
+        { kind: 'flush' },
+        snd(20000, 'poll', { issuer: 3 }),
+        { kind: 'sleep', ms: 10 },
+        { kind: 'exit', thread: 3 },
+        snd(5000, 'routine-main', { concurrent: true }),
+        snd(12000, 'event'),
+      ],
+    },
+    // The session's connection drops while a bursty peer reads.
+    {
+      prefill: 4 * MiB,
+      sndBuf: 8192,
+      peerRcvBuf: 0,
+      readerSeed: 13,
+      stallAfter: null,
+      ending: 'session-drop',
+      endInflight: false,
+      actions: [
+        snd(40000, 'routine-main'),
+        snd(3, 'event', { oob: true }),
+        snd(25000, 'routine-t1', { issuer: 2, concurrent: true }),
+        { kind: 'alert', thread: 0, ms: 2 },
+        snd(100, 'poll'),
+        { kind: 'exit', thread: 2 },
+        snd(40000, 'event'),
+      ],
+    },
+    // The peer resets the connection under pending sends. (The first send fits the buffer and
+    // completes at once; MSG_PARTIAL fails at once.)
+    {
+      prefill: 0,
+      sndBuf: 65536,
+      peerRcvBuf: 65536,
+      readerSeed: 14,
+      stallAfter: 2,
+      ending: 'peer-reset',
+      endInflight: false,
+      actions: [
+        snd(100, 'event'),
+        snd(10, 'poll', { badFlag: true }),
+        snd(40000, 'event'),
+        { kind: 'flush' },
+        snd(5, 'routine-main', { oob: true }),
+        snd(4000000, 'routine-t1', { concurrent: true }),
+        snd(40000, 'event', { issuer: 2 }),
+        snd(20000, 'poll'),
+      ],
+    },
+    // Urgent data between bulk sends to a bursty peer: each MSG_OOB send must wait until every
+    // earlier byte is with the kernel, or the peer sees it out of place.
+    {
+      prefill: 0,
+      sndBuf: 8192,
+      peerRcvBuf: 16384,
+      readerSeed: 16,
+      stallAfter: null,
+      ending: 'drain',
+      endInflight: false,
+      actions: [
+        snd(40000, 'event', { concurrent: true }),
+        snd(1, 'event', { oob: true, concurrent: true }),
+        snd(40000, 'routine-main', { concurrent: true }),
+        snd(16, 'poll', { oob: true, concurrent: true }),
+        snd(40000, 'routine-t1', { concurrent: true, cuts: [5, 30000] }),
+        snd(7, 'routine-main', { oob: true, concurrent: true }),
+        snd(40000, 'event', { concurrent: true }),
+        snd(3, 'event', { oob: true }),
+        snd(20000, 'poll'),
+        snd(2, 'routine-t1', { oob: true }),
+      ],
+    },
+    // The daemon shuts down under pending sends.
+    {
+      prefill: 6 * MiB,
+      sndBuf: 0,
+      peerRcvBuf: 0,
+      readerSeed: 15,
+      stallAfter: null,
+      ending: 'shutdown',
+      endInflight: false,
+      actions: [snd(40000, 'routine-main'), snd(2, 'event', { oob: true, issuer: 3 }), snd(10000, 'poll'), { kind: 'exit', thread: 3 }, snd(30000, 'event')],
+    },
+  ] satisfies Scenario[]
+).map(settle);
+
 interface Op {
   index: number;
   data: Buffer;
@@ -217,6 +346,24 @@ interface Stats {
   maxRunMs: number;
   /** The ending of the slowest run. */
   slowest: string;
+}
+
+/** How many successful runs took each path. */
+interface Paths {
+  close: number;
+  flush: number;
+  threadExit: number;
+  sessionClose: number;
+  sessionDrop: number;
+  peerReset: number;
+  shutdown: number;
+  neverReading: number;
+  oob: number;
+  sndBuf0: number;
+  smallPeerRcvBuf: number;
+  /** Issue 11's case: SO_SNDBUF 0, a peer that stopped reading, ended by a cancellation. */
+  sndBuf0NeverReading: number;
+  endInflight: number;
 }
 
 class PropertyFailure extends Error {}
@@ -380,7 +527,21 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
     return p;
   };
   const stats: Stats = { runs: 0, ops: 0, immediate: 0, pending: 0, failed: 0, cancelled: 0, partial: 0, oobOps: 0, completedLocally: 0, unanswered: 0, unreportedBytes: 0, maxRunMs: 0, slowest: '' };
-
+  const paths: Paths = {
+    close: 0,
+    flush: 0,
+    threadExit: 0,
+    sessionClose: 0,
+    sessionDrop: 0,
+    peerReset: 0,
+    shutdown: 0,
+    neverReading: 0,
+    oob: 0,
+    sndBuf0: 0,
+    smallPeerRcvBuf: 0,
+    sndBuf0NeverReading: 0,
+    endInflight: 0,
+  };
   /** Operations still pending when each kind of ending came, over all runs. */
   const atEnding: Record<Ending, number> = { drain: 0, close: 0, 'session-close': 0, 'session-drop': 0, 'peer-reset': 0, shutdown: 0 };
   /** Every operation of every run: none may get a completion from the daemon after its run, either. */
@@ -423,6 +584,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
     let shutdownDone: Promise<void> | null = null;
     let cancellations = 0;
     let offset = 0;
+    const hit = { close: false, flush: false, exit: false };
     const stopReader = burstyReader(conn.socket, sc.readerSeed, sc.stallAfter);
 
     const take = (n: number): Buffer => {
@@ -526,7 +688,10 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
           }
           case 'flush': {
             const r = await spi.WSPIoctl(s, S.SIO_FLUSH, null, 0, null, 0, S.out(0), null, null, null, S.out(0));
-            if (r === 0) cancellations++;
+            if (r === 0) {
+              cancellations++;
+              hit.flush = true;
+            }
             break;
           }
           case 'exit': {
@@ -534,6 +699,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
             if (th.isAlive) {
               await th.exit();
               cancellations++;
+              hit.exit = true;
             }
             break;
           }
@@ -541,6 +707,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
             if (!closed) {
               await closeSocket();
               cancellations++;
+              hit.close = true;
             }
             break;
           case 'alert':
@@ -584,6 +751,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
           if (!closed) {
             await closeSocket();
             cancellations++;
+            hit.close = true;
           }
           break;
         case 'session-close':
@@ -761,6 +929,21 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
         }
       }
       stats.runs++;
+      const liveOob = ops.some((op) => op.oob && (op.ret === 0 || op.err === S.WSA_IO_PENDING));
+      const stalled = sc.stallAfter !== null;
+      paths.close += hit.close ? 1 : 0;
+      paths.flush += hit.flush ? 1 : 0;
+      paths.threadExit += hit.exit ? 1 : 0;
+      paths.sessionClose += sc.ending === 'session-close' ? 1 : 0;
+      paths.sessionDrop += sc.ending === 'session-drop' ? 1 : 0;
+      paths.peerReset += sc.ending === 'peer-reset' ? 1 : 0;
+      paths.shutdown += sc.ending === 'shutdown' ? 1 : 0;
+      paths.neverReading += stalled ? 1 : 0;
+      paths.oob += liveOob ? 1 : 0;
+      paths.sndBuf0 += sc.sndBuf === 0 ? 1 : 0;
+      paths.smallPeerRcvBuf += sc.peerRcvBuf > 0 ? 1 : 0;
+      paths.sndBuf0NeverReading += sc.sndBuf === 0 && stalled ? 1 : 0;
+      paths.endInflight += sc.endInflight ? 1 : 0;
     } finally {
       stopReader();
       if (!closed && !gone) await spi.WSPCloseSocket(s, S.out(0));
@@ -794,6 +977,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
   try {
     await fc.assert(prop, {
       numRuns: RUNS,
+      examples: EXAMPLES.map((sc): [Scenario] => [sc]),
       endOnFailure: true,
       interruptAfterTimeLimit: TIME_LIMIT_MS,
       markInterruptAsFailure: true,
@@ -806,6 +990,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
     t.fail(`${(err as Error).message}${cause instanceof Error ? `\n${cause.message}` : ''}`);
   }
   t.comment(`stats: ${JSON.stringify(stats)} in ${Date.now() - started} ms`);
+  t.comment(`runs per path: ${JSON.stringify(paths)}`);
   t.comment(`operations pending when the ending came: ${JSON.stringify(atEnding)}`);
   t.ok(allOps.every((op) => op.wireCompletions <= 1), 'no operation got a second completion from the daemon, even after its run');
   // The scenarios must have exercised what they claim to.
@@ -813,5 +998,10 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
   t.ok(stats.immediate > 0, `some completed at once (${stats.immediate})`);
   t.ok(stats.cancelled > 0, `some were cancelled (${stats.cancelled})`);
   t.ok(stats.failed > 0, `some failed at once (${stats.failed})`);
+  if (SEED === undefined) {
+    // The examples take every path (a replay of one failure need not).
+    for (const k of ['close', 'flush', 'threadExit', 'sessionClose', 'sessionDrop', 'peerReset', 'shutdown', 'sndBuf0'] as const) t.ok(paths[k] > 0, `some runs took the ${k} path (${paths[k]})`);
+    if (native) for (const k of ['neverReading', 'oob', 'smallPeerRcvBuf', 'sndBuf0NeverReading'] as const) t.ok(paths[k] > 0, `some runs took the ${k} path (${paths[k]})`);
+  }
 });
 
