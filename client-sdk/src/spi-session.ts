@@ -60,6 +60,8 @@ interface OpRecord {
   flagsOut?: Out | null;
   /** Called at completion, before any routine or event (used by the promise API). */
   onComplete?: (error: number, bytes: number, flags: number) => void;
+  /** The call's reply has arrived: until then, a lost connection fails the call, not the operation. */
+  answered?: boolean;
 }
 
 /** The SPI functions a thread object offers, bound to that thread. */
@@ -407,7 +409,11 @@ export class SpiSession implements ThreadHost {
   /** The connection ended: every operation still pending here completes now, exactly once. */
   private abandonOps(): void {
     const code = this.closing ? P.WSA_OPERATION_ABORTED : P.WSAENETDOWN;
-    for (const op of [...this.ops.keys()]) this.complete(op, code, 0, 0);
+    for (const [op, rec] of [...this.ops]) {
+      // A call still waiting for its reply fails with WSAENETDOWN itself; failing at once, it
+      // must leave no completion (overlappedCall forgets the operation when that result comes).
+      if (rec.answered) this.complete(op, code, 0, 0);
+    }
   }
 
   /**
@@ -435,6 +441,7 @@ export class SpiSession implements ThreadHost {
     // A receive that completes at once carries its bytes in the reply: put them in the caller's
     // buffers before the completion (which follows the reply) signals anyone.
     const onReply = (r: Result): void => {
+      rec.answered = true;
       const data = r['data'] as Uint8Array | undefined;
       if (r.ret === 0 && data && rec.targets) scatter(data, rec.targets);
       // Completed at once: the reply stands for the completion.

@@ -26,8 +26,7 @@
  * node directly (tap's 120 s file timeout would stop a long one):
  *   npx tsc -b && SPIWIRE_PROPERTY_RUNS=1000 node test/dist/e2e/overlapped-property.test.js
  * SPIWIRE_PROPERTY_SEED (and SPIWIRE_PROPERTY_PATH) replay a failure fast-check reported.
- * SPIWIRE_PROPERTY_INFLIGHT_DROP=1 and SPIWIRE_PROPERTY_STRICT_SESSION_END=1 turn on checks
- * that known defects fail (see below).
+ * SPIWIRE_PROPERTY_STRICT_SESSION_END=1 turns on a check that a known limit fails (see below).
  */
 import t from 'tap';
 import fc from 'fast-check';
@@ -97,12 +96,11 @@ interface Scenario {
 }
 
 /**
- * Endings that may come while calls are in flight. A dropped session or a daemon shutdown under a
- * call in flight hits a known SDK defect (the call fails at once with WSAENETDOWN, and its
- * completion is signalled too): SPIWIRE_PROPERTY_INFLIGHT_DROP=1 generates those scenarios too.
+ * Endings that may come while calls are in flight. (A dropped session or a daemon shutdown under a
+ * call in flight once made the SDK both fail the call and complete its operation; see the test
+ * at the end of the file.)
  */
-const INFLIGHT_DROP = process.env['SPIWIRE_PROPERTY_INFLIGHT_DROP'] === '1';
-const INFLIGHT_ENDINGS: ReadonlySet<Ending> = new Set<Ending>(['close', 'session-close', 'peer-reset', ...(INFLIGHT_DROP ? (['session-drop', 'shutdown'] as const) : [])]);
+const INFLIGHT_ENDINGS: ReadonlySet<Ending> = new Set<Ending>(['close', 'session-close', 'peer-reset', 'session-drop', 'shutdown']);
 
 /**
  * When the session ends (or drops) under pending operations, the SDK completes them itself with a
@@ -1021,11 +1019,11 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
   }
 });
 
-// Found by this property with SPIWIRE_PROPERTY_INFLIGHT_DROP=1: when the session's connection
-// drops (or the daemon shuts down) while an overlapped call awaits its reply, the SDK both fails
-// the call at once (SOCKET_ERROR, WSAENETDOWN) and completes the operation (its event signalled,
-// its routine queued, OffsetHigh WSAENETDOWN), because abandonOps() completes every operation it
-// still tracks, including those whose call was never answered. Exactly one of the two may happen.
+// Found by this property: when the session's connection dropped (or the daemon shut down) while
+// an overlapped call awaited its reply, the SDK both failed the call at once (SOCKET_ERROR,
+// WSAENETDOWN) and completed the operation (its event signalled, its routine queued), because
+// abandonOps() completed every operation it tracked, including those whose call was never
+// answered. Exactly one of the two may happen.
 t.test('a call in flight when the session drops either fails at once or completes, not both', async (t) => {
   const d = await daemon(t);
   const spi = await S.connect(d.url);
@@ -1042,7 +1040,5 @@ t.test('a call in flight when the session drops either fails at once or complete
   const failedAtOnce = ret === S.SOCKET_ERROR && e.value !== S.WSA_IO_PENDING;
   const signalled = (await spi.WSAWaitForMultipleEvents(1, [ev], false, 1000, false)) === S.WSA_WAIT_EVENT_0;
   t.ok(failedAtOnce || signalled, `an outcome: the call returned ${ret}/${e.value}; the event was ${signalled ? '' : 'not '}signalled`);
-  t.ok(!(failedAtOnce && signalled), `not both: the call returned ${ret}/${e.value}; the event was ${signalled ? '' : 'not '}signalled (OffsetHigh ${ov.OffsetHigh})`, {
-    todo: 'known SDK defect (client-sdk abandonOps completes calls never answered); remove the todo once fixed',
-  });
+  t.ok(!(failedAtOnce && signalled), `not both: the call returned ${ret}/${e.value}; the event was ${signalled ? '' : 'not '}signalled (OffsetHigh ${ov.OffsetHigh})`);
 });
