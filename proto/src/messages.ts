@@ -55,6 +55,13 @@ export interface SpiResult {
   [out: string]: unknown;
 }
 
+/** An overlapped call that completed at once, in its reply: what spiwire.completion would carry. */
+export interface Completion {
+  error: number;
+  bytes: number;
+  flags: number;
+}
+
 export type FieldType =
   | 'handle'
   | 'int'
@@ -66,38 +73,44 @@ export type FieldType =
   | 'u32[]'
   | 'sockaddr'
   | 'overlapped'
+  | 'completion'
   | 'object';
 
 export interface FieldSpec {
-  type: FieldType;
+  readonly type: FieldType;
   /** May be absent. */
-  optional?: boolean;
+  readonly optional?: boolean;
   /** May be null. */
-  nullable?: boolean;
-  doc: string;
+  readonly nullable?: boolean;
+  readonly doc: string;
 }
 
 export interface MethodSpec {
-  summary: string;
-  params: Record<string, FieldSpec>;
+  readonly summary: string;
+  readonly params: Readonly<Record<string, FieldSpec>>;
   /** Out values besides ret and errno; present when the call succeeded unless marked optional. */
-  result: Record<string, FieldSpec>;
+  readonly result: Readonly<Record<string, FieldSpec>>;
 }
 
-const s: FieldSpec = { type: 'handle', doc: 'The socket handle (SOCKET) returned by WSPSocket or WSPAccept.' };
-const completion: FieldSpec = {
-  type: 'object',
+const s = { type: 'handle', doc: 'The socket handle (SOCKET) returned by WSPSocket or WSPAccept.' } as const;
+const completion = {
+  type: 'completion',
   optional: true,
   doc: 'Present when an overlapped call completed at once: {error, bytes, flags}. The reply then stands for the completion; no spiwire.completion follows.',
-};
-const overlapped: FieldSpec = {
+} as const;
+const overlapped = {
   type: 'overlapped',
   optional: true,
   nullable: true,
   doc: 'Present for an overlapped call: {op, thread}; op is unique among the session\'s pending operations, thread is the issuing ThreadHandle. Absent or null: the call is not overlapped.',
-};
+} as const;
 
-export const METHODS: Record<string, MethodSpec> = {
+/**
+ * The method table: the single source of the wire's types. Params<M> and Result<M> are derived
+ * from it, the daemon's handler table is a mapped type over its names, the SDK's call<M>() takes
+ * them, and the JSON Schema and the spec test are built from the same entries.
+ */
+export const METHODS = {
   WSPSocket: {
     summary: 'Create a socket. ret is the new SOCKET, or INVALID_SOCKET (-1) with errno.',
     params: {
@@ -248,10 +261,57 @@ export const METHODS: Record<string, MethodSpec> = {
     params: { thread: { type: 'u32', doc: 'The ThreadHandle given in overlapped.thread by that thread\'s calls.' } },
     result: { cancelled: { type: 'u32', doc: 'How many pending operations were cancelled.' } },
   },
-};
+} as const satisfies Readonly<Record<string, MethodSpec>>;
+
+/** The name of a method of the table. */
+export type MethodName = keyof typeof METHODS;
+
+/** The same table seen by name at run time (validation, the schema, tests walking every method). */
+export const METHOD_SPECS: Readonly<Record<string, MethodSpec>> = METHODS;
+
+/** True when name is a method of the table (never a member of Object.prototype). */
+export function isMethodName(name: string): name is MethodName {
+  return Object.hasOwn(METHODS, name);
+}
+
+/** The TypeScript type of a field's value on the wire, after decoding. */
+type TypeOf<T extends FieldType> = T extends 'handle' | 'int' | 'u32'
+  ? number
+  : T extends 'bool'
+    ? boolean
+    : T extends 'string'
+      ? string
+      : T extends 'bytes'
+        ? Uint8Array
+        : T extends 'bytes[]'
+          ? Uint8Array[]
+          : T extends 'u32[]'
+            ? number[]
+            : T extends 'sockaddr'
+              ? SockAddr
+              : T extends 'overlapped'
+                ? OverlappedRef
+                : T extends 'completion'
+                  ? Completion
+                  : Record<string, unknown>;
+
+type ValueOf<F extends FieldSpec> = F extends { readonly nullable: true } ? TypeOf<F['type']> | null : TypeOf<F['type']>;
+type RequiredKeys<S> = { [K in keyof S]: S[K] extends { readonly optional: true } ? never : K }[keyof S];
+type OptionalKeys<S> = Exclude<keyof S, RequiredKeys<S>>;
+/** The object a table of fields describes: required fields required, optional ones optional. */
+export type FieldsOf<S extends Readonly<Record<string, FieldSpec>>> = { -readonly [K in RequiredKeys<S>]: ValueOf<S[K]> } & { -readonly [K in OptionalKeys<S>]?: ValueOf<S[K]> };
+
+/** The params of method M, as the daemon receives them once validated. */
+export type Params<M extends MethodName> = FieldsOf<(typeof METHODS)[M]['params']>;
+
+/**
+ * The result of method M: ret and errno always, the out values when the call produced them
+ * (a failed call carries ret and errno only, so they are all optional here).
+ */
+export type Result<M extends MethodName> = { ret: number; errno: number } & Partial<FieldsOf<(typeof METHODS)[M]['result']>>;
 
 /** Notifications the daemon pushes; each goes to the originating session only. */
-export const NOTIFICATIONS: Record<string, { summary: string; params: Record<string, FieldSpec> }> = {
+export const NOTIFICATIONS = {
   'spiwire.welcome': {
     summary: 'First message of every session: who the daemon is and the limits in force.',
     params: {
@@ -282,7 +342,13 @@ export const NOTIFICATIONS: Record<string, { summary: string; params: Record<str
       errors: { type: 'object', doc: 'iErrorCode by FD bit name, for example {"FD_CLOSE": 10054}.' },
     },
   },
-};
+} as const satisfies Readonly<Record<string, { readonly summary: string; readonly params: Readonly<Record<string, FieldSpec>> }>>;
+
+export type NotificationName = keyof typeof NOTIFICATIONS;
+/** The notification table seen by name at run time. */
+export const NOTIFICATION_SPECS: Readonly<Record<string, { readonly summary: string; readonly params: Readonly<Record<string, FieldSpec>> }>> = NOTIFICATIONS;
+/** The params of notification N. */
+export type NotificationParams<N extends NotificationName> = FieldsOf<(typeof NOTIFICATIONS)[N]['params']>;
 
 /** Checks the JSON-RPC envelope of an incoming message. Throws ProtocolError(INVALID_REQUEST). */
 export function checkRequestEnvelope(msg: unknown): Request | Notification {
@@ -311,7 +377,8 @@ export function requestIdOf(msg: unknown): RequestId | null {
 }
 
 /** Validates params against the method's spec. Throws ProtocolError(INVALID_PARAMS) naming the field. */
-export function validateParams(method: string, spec: MethodSpec, params: Record<string, unknown>): void {
+export function validateParams<M extends MethodName>(method: M, params: Record<string, unknown>): asserts params is Params<M> {
+  const spec: MethodSpec = METHODS[method];
   for (const key in params) {
     if (!Object.hasOwn(spec.params, key)) invalid(method, key, 'is not a parameter of this method');
   }
@@ -333,7 +400,7 @@ export function validateParams(method: string, spec: MethodSpec, params: Record<
  * validateParams for a call read from a compact header (codec.ts), whose layout already fixes
  * every member and type: only the buffer count, a u16 there, can still be beyond the limit.
  */
-export function validateCompactParams(method: string, params: Record<string, unknown>): void {
+export function validateCompactParams<M extends MethodName>(method: M, params: Record<string, unknown>): asserts params is Params<M> {
   const buffers = params['buffers'];
   if (Array.isArray(buffers) && buffers.length > MAX_BUFFER_COUNT) checkType(method, 'buffers', 'bytes[]', buffers);
 }
@@ -397,6 +464,13 @@ function checkType(method: string, key: string, type: FieldType, v: unknown): vo
       for (const k of Object.keys(o)) if (k !== 'op' && k !== 'thread') invalid(method, `${key}.${k}`, 'is not a field of overlapped');
       if (!isInt(o['op'], 0, 0xffffffff)) invalid(method, `${key}.op`, 'must be an integer from 0 to 4294967295');
       if (!isInt(o['thread'], 0, 0xffffffff)) invalid(method, `${key}.thread`, 'must be an integer from 0 to 4294967295');
+      return;
+    }
+    case 'completion': {
+      const c = v as Record<string, unknown>;
+      if (c === null || typeof c !== 'object' || Array.isArray(c)) invalid(method, key, 'must be an object {error, bytes, flags}');
+      for (const k of Object.keys(c)) if (k !== 'error' && k !== 'bytes' && k !== 'flags') invalid(method, `${key}.${k}`, 'is not a field of a completion');
+      for (const k of ['error', 'bytes', 'flags']) if (!isInt(c[k], 0, 0xffffffff)) invalid(method, `${key}.${k}`, 'must be an integer from 0 to 4294967295');
       return;
     }
     case 'object':

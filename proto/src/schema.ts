@@ -33,6 +33,16 @@ const defs: Record<string, Schema> = {
     required: ['op', 'thread'],
     additionalProperties: false,
   },
+  completion: {
+    type: 'object',
+    properties: {
+      error: { type: 'integer', minimum: 0, maximum: 4294967295, description: 'The WSA code (0 on success).' },
+      bytes: { type: 'integer', minimum: 0, maximum: 4294967295, description: 'cbTransferred.' },
+      flags: { type: 'integer', minimum: 0, maximum: 4294967295, description: 'dwFlags of the completion.' },
+    },
+    required: ['error', 'bytes', 'flags'],
+    additionalProperties: false,
+  },
 };
 
 function typeSchema(t: FieldType): Schema {
@@ -56,6 +66,8 @@ function typeSchema(t: FieldType): Schema {
       return { $ref: '#/$defs/sockaddr' };
     case 'overlapped':
       return { $ref: '#/$defs/overlapped' };
+    case 'completion':
+      return { $ref: '#/$defs/completion' };
     case 'object':
       return { type: 'object' };
   }
@@ -67,7 +79,7 @@ function fieldSchema(f: FieldSpec): Schema {
   return f.nullable ? { description: f.doc, oneOf: [base, { type: 'null' }] } : withDoc;
 }
 
-function objectSchema(fields: Record<string, FieldSpec>, extra: Record<string, Schema> = {}, extraRequired: string[] = []): Schema {
+function objectSchema(fields: Readonly<Record<string, FieldSpec>>, extra: Record<string, Schema> = {}, extraRequired: string[] = []): Schema {
   const properties: Record<string, Schema> = { ...extra };
   const required = [...extraRequired];
   for (const [k, f] of Object.entries(fields)) {

@@ -63,3 +63,27 @@ export function wsaFromErrno(errno: number): number {
   const name = ERRNO_NAMES.get(errno);
   return name ? wsaFromNodeError({ code: name }) : DEFAULT_WSA_ERROR;
 }
+
+/** What is known about a TCP connection when node reports that it broke. */
+export interface BrokenConnection {
+  /** node's error code (ECONNRESET, ETIMEDOUT, EPIPE, ...). */
+  code: string | undefined;
+  /** SO_KEEPALIVE was on. */
+  keepAlive: boolean;
+  /** Data sent since the peer was last heard from, or still on its way: what may have gone unacknowledged. */
+  unacknowledged: boolean;
+  /** The socket's local address is no longer assigned to the machine. */
+  interfaceGone: boolean;
+}
+
+/**
+ * The WSA code for a broken connection. Linux says ETIMEDOUT both when keep-alive probes go
+ * unanswered and when retransmissions give up; Windows tells them apart: WSAENETRESET for
+ * keep-alive, WSAECONNABORTED for data that could not be delivered. An interface that went away
+ * under the socket is WSAENETDOWN. Anything else goes through the table.
+ */
+export function classifyBroken(b: BrokenConnection): number {
+  if (b.interfaceGone) return W.WSAENETDOWN;
+  if (b.code === 'ETIMEDOUT') return b.keepAlive && !b.unacknowledged ? W.WSAENETRESET : W.WSAECONNABORTED;
+  return wsaFromNodeError({ code: b.code });
+}

@@ -9,15 +9,18 @@ import type * as net from 'node:net';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import * as P from '@spiwire/proto';
-import { fail, type Outcome } from './outcome.js';
+import { fail } from './outcome.js';
 import type { DaemonContext } from './daemon-context.js';
-import type { CompleteFn, EmulatedSocket, OverlappedStart, SocketContext } from './sockets/emulated-socket.js';
+import type { EmulatedSocket, SocketContext } from './sockets/emulated-socket.js';
+import type { CompleteFn, Started } from './sockets/results.js';
+import { overlappedOnPlainSocket } from './sockets/send-policy.js';
+import { runAfterReply, takeAfterReply } from './spi/after-reply.js';
 import { SessionQuota } from './held-bytes.js';
 import { OutputFlow } from './output-flow.js';
 import { trimSoon } from './memory-trim.js';
 import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
-import { SPI_HANDLERS, checkSocketTriple, type SpiSession } from './spi/methods.js';
+import { checkSocketTriple, runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
 
 const WS_OPEN = 1;
 const FLUSH_RECORDS = 256;
@@ -27,9 +30,6 @@ const FLUSH_RECORDS = 256;
  */
 const SLICE_MS = 4;
 
-/** Work to run right after a reply is queued: an immediate completion must follow its call's reply. */
-const AFTER_REPLY = Symbol('afterReply');
-type Answer = Outcome & { [AFTER_REPLY]?: () => void };
 
 interface PendingOp {
   sock: EmulatedSocket;
@@ -232,10 +232,9 @@ export class Session implements SpiSession {
       if (id !== null) this.sendError(id, err, text);
       else this.mistake({ method: msg.method.slice(0, 80), err: err.message }, 'notification refused');
     };
-    const spec = P.METHODS[msg.method];
-    const handler = Object.hasOwn(SPI_HANDLERS, msg.method) ? SPI_HANDLERS[msg.method] : undefined;
-    if (!spec || !handler || !Object.hasOwn(P.METHODS, msg.method)) {
-      answer(new P.ProtocolError(P.METHOD_NOT_FOUND, `method ${JSON.stringify(msg.method).slice(0, 80)} is not offered`));
+    const method = msg.method;
+    if (!P.isMethodName(method)) {
+      answer(new P.ProtocolError(P.METHOD_NOT_FOUND, `method ${JSON.stringify(method).slice(0, 80)} is not offered`));
       return;
     }
     if (id !== null && this.pending.has(id)) {
@@ -247,23 +246,25 @@ export class Session implements SpiSession {
       answer(new P.ProtocolError(P.TOO_MANY_REQUESTS, `more than ${this.daemon.limits.maxPendingRequests} unanswered requests`));
       return;
     }
-    try {
-      if (rec.compact) P.validateCompactParams(msg.method, msg.params);
-      else P.validateParams(msg.method, spec, msg.params);
-    } catch (err) {
-      answer(err as P.ProtocolError);
-      return;
-    }
     if (this.daemon.shuttingDown) {
-      // The network subsystem is going away under the caller: a Winsock result, not a protocol error.
+      // Checked as usual first; then the network subsystem is going away under the caller: a
+      // Winsock result, not a protocol error.
+      try {
+        if (rec.compact) P.validateCompactParams(method, msg.params);
+        else P.validateParams(method, msg.params);
+      } catch (err) {
+        answer(asProtocolError(err));
+        return;
+      }
       this.reply(id, fail(P.WSAENETDOWN), text);
       return;
     }
-    let result: Outcome | Promise<Outcome>;
+    let result: P.Result<P.MethodName> | Promise<P.Result<P.MethodName>>;
     try {
-      result = handler(this, msg.params);
+      result = runMethod(this, method, msg.params, rec.compact === true);
     } catch (err) {
-      this.fault(id, msg.method, err, text);
+      if (err instanceof P.ProtocolError) answer(err);
+      else this.fault(id, method, err, text);
       return;
     }
     if (!(result instanceof Promise)) {
@@ -301,8 +302,8 @@ export class Session implements SpiSession {
 
   // ---- outbound ----
 
-  private reply(id: P.RequestId | null, result: Answer, text: boolean): void {
-    const after = result[AFTER_REPLY];
+  private reply(id: P.RequestId | null, result: P.Result<P.MethodName>, text: boolean): void {
+    const after = takeAfterReply(result);
     if (id !== null) this.send({ jsonrpc: '2.0', id, result }, text); // A notification gets no answer.
     after?.();
   }
@@ -402,7 +403,7 @@ export class Session implements SpiSession {
     return this.sockets.size >= this.daemon.limits.maxSocketsPerSession || this.daemon.socketsFull();
   }
 
-  createSocket(af: number, type: number, protocol: number, flags: number): Outcome {
+  createSocket(af: number, type: number, protocol: number, flags: number): P.Result<'WSPSocket'> {
     const t = checkSocketTriple(af, type, protocol);
     if (t.errno) return fail(t.errno, P.INVALID_SOCKET);
     if (this.socketsFull()) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
@@ -420,7 +421,12 @@ export class Session implements SpiSession {
     const ctx = this.socketContext(parent.af, parent.type, parent.protocol, parent.overlapped);
     if (!ctx) return null;
     const sock = new TcpSocket(this.tcpContext(ctx));
-    sock.attachAccepted(conn, parent);
+    if (!sock.attachAccepted(conn, parent)) {
+      // Cannot happen for a new socket (created -> connecting -> connected); if it did, the
+      // connection is refused rather than left half-adopted.
+      conn.destroy();
+      return null;
+    }
     this.register(sock);
     return sock;
   }
@@ -438,63 +444,54 @@ export class Session implements SpiSession {
 
   // ---- overlapped operations ----
 
-  overlapped(sock: EmulatedSocket, ov: { op: number; thread: number }, start: (done: CompleteFn) => OverlappedStart | Promise<OverlappedStart>, fallback?: () => Outcome | Promise<Outcome>): Outcome | Promise<Outcome> {
+  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: P.OverlappedRef, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>> {
     if (!sock.overlapped) {
-      // Reference policy: overlapped I/O needs a socket created with WSA_FLAG_OVERLAPPED.
-      if (!sock.windowsPolicy || !fallback) return fail(P.WSAEINVAL);
-      // Windows policy: the call completes as a blocking call, and its completion is still reported.
-      return Promise.resolve(fallback()).then((r) => {
-        if (r.ret === 0) {
-          const data = r['data'] as Uint8Array | undefined;
-          const bytes = (r['bytesSent'] as number | undefined) ?? data?.length ?? (r['bytesReturned'] as number | undefined) ?? 0;
-          r['completion'] = { error: 0, bytes, flags: (r['flags'] as number | undefined) ?? 0 };
-        }
-        return r;
-      });
+      // Overlapped I/O needs a socket created with WSA_FLAG_OVERLAPPED; the Windows policy runs
+      // the call as a blocking one instead, and still reports its completion.
+      if (overlappedOnPlainSocket(sock.opts.windowsPolicy) === 'refuse') return { kind: 'refused', errno: P.WSAEINVAL };
+      return Promise.resolve(asBlocking()).then((r): OverlappedAnswer<R> => (r.errno === 0 ? { kind: 'done', result: r, completion: { error: 0, bytes: r.bytes, flags: r.flags ?? 0 } } : { kind: 'done', result: r }));
     }
     if (this.ops.has(ov.op)) {
       throw new P.ProtocolError(P.INVALID_PARAMS, `overlapped.op ${ov.op} is already used by a pending operation of this session`, { field: 'overlapped.op' });
     }
     const count = this.opsPerSocket.get(sock.handle) ?? 0;
-    if (count >= this.daemon.limits.maxOutstandingOpsPerSocket) return fail(P.WSAEWOULDBLOCK);
+    if (count >= this.daemon.limits.maxOutstandingOpsPerSocket) return { kind: 'refused', errno: P.WSAEWOULDBLOCK };
     const entry: PendingOp = { sock, thread: ov.thread };
     this.ops.set(ov.op, entry);
     this.opsPerSocket.set(sock.handle, count + 1);
     let starting = true;
-    let early: Record<string, unknown> | null = null;
+    let early: P.NotificationParams<'spiwire.completion'> | null = null;
     const done: CompleteFn = (errno, bytes, out) => {
       if (this.ops.get(ov.op) !== entry) return; // Exactly once.
       this.forget(ov.op, sock.handle);
-      const params: Record<string, unknown> = { op: ov.op, s: sock.handle, error: errno, bytes, flags: out?.flags ?? 0 };
+      const params: P.NotificationParams<'spiwire.completion'> = { op: ov.op, s: sock.handle, error: errno, bytes, flags: out?.flags ?? 0 };
       // An immediate receive already carried its bytes in the reply.
-      if (out?.data && !starting) params['data'] = out.data;
-      if (out?.from) params['from'] = out.from;
+      if (out?.data && !starting) params.data = out.data;
+      if (out?.from) params.from = out.from;
       if (starting) early = params;
       else this.notify('spiwire.completion', params);
     };
-    const settle = (st: OverlappedStart): Outcome => {
+    const settle = (st: Started<R>): OverlappedAnswer<R> => {
       starting = false;
-      const answer: Answer = st.outcome;
-      const completion = early as Record<string, unknown> | null;
-      if (st.outcome.errno === P.WSA_IO_PENDING) {
+      const completion: P.NotificationParams<'spiwire.completion'> | null = early;
+      if (st.pending) {
         if (st.cancel) entry.cancel = st.cancel;
         if (entry.cancelWith !== undefined) entry.cancel?.(entry.cancelWith);
         // Completed while it was being started: the completion follows the reply.
-        if (completion) answer[AFTER_REPLY] = () => this.notify('spiwire.completion', completion);
-      } else if (completion) {
-        // Completed at once: the reply carries the completion, no notification follows.
-        answer['completion'] = { error: completion['error'], bytes: completion['bytes'], flags: completion['flags'] };
-      } else {
-        // Failed at once: no completion of any kind.
-        this.forget(ov.op, sock.handle);
+        const pending: OverlappedAnswer<R> = { kind: 'pending' };
+        return completion ? runAfterReply(pending, () => this.notify('spiwire.completion', completion)) : pending;
       }
-      return answer;
+      // Completed at once: the reply carries the completion, no notification follows.
+      if (completion) return { kind: 'done', result: st.result, completion: { error: completion.error, bytes: completion.bytes, flags: completion.flags } };
+      // Failed at once: no completion of any kind.
+      this.forget(ov.op, sock.handle);
+      return { kind: 'done', result: st.result };
     };
     const fault = (err: unknown): never => {
       this.forget(ov.op, sock.handle);
       throw err;
     };
-    let started: OverlappedStart | Promise<OverlappedStart>;
+    let started: Started<R> | Promise<Started<R>>;
     try {
       started = start(done);
     } catch (err) {
@@ -516,7 +513,7 @@ export class Session implements SpiSession {
     return this.daemon.allow.allows(address, port, unspecified);
   }
 
-  threadExit(thread: number): Outcome {
+  threadExit(thread: number): P.Result<'spiwire.threadExit'> {
     let cancelled = 0;
     for (const entry of [...this.ops.values()]) {
       if (entry.thread !== thread) continue;
@@ -579,6 +576,10 @@ export class Session implements SpiSession {
     trimSoon();
     this.log.info({ reason }, 'session ended');
   }
+}
+
+function asProtocolError(err: unknown): P.ProtocolError {
+  return err instanceof P.ProtocolError ? err : new P.ProtocolError(P.INVALID_PARAMS, String(err));
 }
 
 function toBuffer(data: Buffer | ArrayBuffer | Buffer[]): Buffer {

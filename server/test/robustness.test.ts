@@ -176,7 +176,7 @@ class Storm {
   private fuzzedRequest(): Record<string, unknown> {
     const r = this.rng;
     const method = r.pick(Object.keys(P.METHODS));
-    const spec = P.METHODS[method]!;
+    const spec = P.METHOD_SPECS[method]!;
     const params: Record<string, unknown> = {};
     for (const [k, f] of Object.entries(spec.params)) {
       if (r.chance(f.optional ? 0.5 : 0.08)) continue; // missing

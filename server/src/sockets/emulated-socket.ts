@@ -1,13 +1,15 @@
 /**
- * What every emulated socket shares: its identity, its owner session, the socket options both
- * transports understand, blocking waits that close or daemon shutdown can interrupt, and an
- * explicit state machine that refuses illegal moves.
+ * What every emulated socket shares: its identity, its owner session, the socket options, waits
+ * that close or daemon shutdown can interrupt, and the WSPEventSelect bookkeeping. Each transport
+ * (tcp-socket.ts, udp-socket.ts) keeps its own state machine (socket-state.ts) and returns domain
+ * results (results.ts); the SPI layer maps them to the wire.
  */
 import type { Logger } from 'pino';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
-import { fail, type Outcome } from '../outcome.js';
 import type { SessionQuota } from '../held-bytes.js';
+import type { AcceptResult, CompleteFn, RecvResult, SendResult, Started } from './results.js';
+import { recvFailed } from './results.js';
 
 const FD_NAMES: Record<number, string> = {
   [W.FD_READ]: 'FD_READ',
@@ -16,18 +18,6 @@ const FD_NAMES: Record<number, string> = {
   [W.FD_ACCEPT]: 'FD_ACCEPT',
   [W.FD_CONNECT]: 'FD_CONNECT',
   [W.FD_CLOSE]: 'FD_CLOSE',
-};
-
-export type SocketState = 'open' | 'bound' | 'listening' | 'connecting' | 'connected' | 'closed';
-
-/** Legal state moves; anything else is a bug, logged and refused. */
-const MOVES: Record<SocketState, readonly SocketState[]> = {
-  open: ['bound', 'connecting', 'connected', 'closed'],
-  bound: ['listening', 'connecting', 'connected', 'closed'],
-  listening: ['closed'],
-  connecting: ['connected', 'open', 'bound', 'closed'],
-  connected: ['closed'],
-  closed: [],
 };
 
 export interface SocketContext {
@@ -47,25 +37,55 @@ export interface SocketContext {
   readonly onNetworkEvents: (s: number, events: number, errors: Record<string, number>) => void;
 }
 
+/** The options WSPSetSockOpt and WSPIoctl set; each transport applies those it can to the real socket. */
+export class SocketOptions {
+  /** FIONBIO (and WSPEventSelect, which makes the socket nonblocking). */
+  nonBlocking = false;
+  sndBuf: number;
+  rcvBuf: number;
+  /** Set explicitly with WSPSetSockOpt: then the kernel buffer is sized too (not for defaults). */
+  sndBufSet = false;
+  rcvBufSet = false;
+  broadcast = false;
+  keepAlive = false;
+  oobInline = false;
+  noDelay = false;
+  dontRoute = false;
+  linger = { onoff: 0, seconds: 0 };
+  /** Keep-alive timing (0: the system's default); seconds, as TCP_KEEPIDLE / TCP_KEEPINTVL take them. */
+  keepIdle = 0;
+  keepInterval = 0;
+  keepCount = 0;
+  /** TCP_MAXRT in seconds (0: the system's default, -1: no limit). */
+  maxRetransmitSeconds = 0;
+  /** SO_SPIWIRE_SEND_POLICY: the reference page's send policy (0) or Windows' observed one (1). */
+  sendPolicy: number;
+
+  constructor(defaults: SocketContext['defaults']) {
+    this.sndBuf = defaults.sndBuf;
+    this.rcvBuf = defaults.rcvBuf;
+    this.sendPolicy = defaults.sendPolicy;
+  }
+
+  /** A copy, for a connection accepted on a listening socket (which inherits its options). */
+  copy(): SocketOptions {
+    const o = Object.assign(new SocketOptions(this), this);
+    o.linger = { ...this.linger };
+    return o;
+  }
+
+  get windowsPolicy(): boolean {
+    return this.sendPolicy === W.SPIWIRE_SEND_POLICY_WINDOWS;
+  }
+}
+
 /** A wait for something to happen on a socket; settled by the event, by close or by shutdown. */
-export interface Waiter {
+interface Waiter {
   /** Tries to finish the wait; returns true when it did. */
   poll(): boolean;
   abort(errno: number): void;
   /** An overlapped receive waiting for data, rather than a blocked call. */
   readonly overlapped: boolean;
-}
-
-/** Completion of an overlapped operation: called exactly once unless the start failed at once. */
-export type CompleteFn = (errno: number, bytes: number, out?: { data?: Uint8Array; flags?: number; from?: SockAddr }) => void;
-
-/**
- * How an overlapped operation started: outcome is the call's immediate answer (success, failure
- * or WSA_IO_PENDING). When it is pending, cancel completes it early with the given code.
- */
-export interface OverlappedStart {
-  outcome: Outcome;
-  cancel?: (errno: number) => void;
 }
 
 export abstract class EmulatedSocket {
@@ -78,34 +98,13 @@ export abstract class EmulatedSocket {
   readonly overlapped: boolean;
   readonly log: Logger;
   protected readonly quota: SessionQuota;
-
-  state: SocketState = 'open';
-  nonBlocking = false;
-  sndBuf: number;
-  rcvBuf: number;
-  broadcast = false;
-  /** Set explicitly with WSPSetSockOpt: then the kernel buffer is sized too (not for defaults). */
-  sndBufSet = false;
-  rcvBufSet = false;
-  keepAlive = false;
-  oobInline = false;
-  noDelay = false;
-  dontRoute = false;
-  linger = { onoff: 0, seconds: 0 };
-  /** Keep-alive timing (0: the system's default); seconds, as TCP_KEEPIDLE / TCP_KEEPINTVL take them. */
-  keepIdle = 0;
-  keepInterval = 0;
-  keepCount = 0;
-  /** TCP_MAXRT in seconds (0: the system's default): how long unacknowledged data may be retried. */
-  maxRetransmitSeconds = 0;
-  sendShut = false;
+  opts: SocketOptions;
+  /** WSPShutdown(SD_RECEIVE): receives fail with WSAESHUTDOWN (and, on TCP, arriving data resets). */
   recvShut = false;
-  /** SO_SPIWIRE_SEND_POLICY: the reference page's send policy (0) or Windows' observed one (1). */
-  sendPolicy: number;
   /** The error SO_ERROR returns (and clears). */
   pendingError = 0;
 
-  private waiters = new Set<Waiter>();
+  private readonly waiters = new Set<Waiter>();
   /** WSPEventSelect: the events selected, and those that may be recorded now (re-enabled). */
   private selectedEvents = 0;
   private armedEvents = 0;
@@ -119,12 +118,18 @@ export abstract class EmulatedSocket {
     this.protocol = ctx.protocol;
     this.overlapped = ctx.overlapped;
     this.log = ctx.log;
-    this.sndBuf = ctx.defaults.sndBuf;
-    this.rcvBuf = ctx.defaults.rcvBuf;
-    this.sendPolicy = ctx.defaults.sendPolicy;
+    this.opts = new SocketOptions(ctx.defaults);
     this.quota = ctx.quota;
     this.reportEvents = ctx.onNetworkEvents;
   }
+
+  /** Closed with WSPCloseSocket (or by the end of the session): the handle is gone. */
+  abstract get closed(): boolean;
+
+  /** The state's name, for logs and inspection. */
+  abstract get stateName(): string;
+
+  // ---- WSPEventSelect ----
 
   /**
    * WSPEventSelect: selects network events (0 cancels) and, as on Windows, makes the socket
@@ -135,7 +140,7 @@ export abstract class EmulatedSocket {
   eventSelect(events: number): void {
     this.selectedEvents = events;
     this.armedEvents = events;
-    this.nonBlocking = true;
+    this.opts.nonBlocking = true;
     this.selectionChanged();
     this.checkEvents();
   }
@@ -156,8 +161,8 @@ export abstract class EmulatedSocket {
 
   /** Records and reports the selected, armed events whose condition holds now. */
   protected checkEvents(): void {
-    // Runs on every state change: only the armed events are evaluated (FD_OOB costs a system call).
-    if (this.armedEvents === 0 || this.state === 'closed') return;
+    // Runs on every change: only the armed events are evaluated (FD_OOB may cost a system call).
+    if (this.armedEvents === 0 || this.closed) return;
     let events = 0;
     const errors: Record<string, number> = {};
     for (const [bit, error] of this.readyEvents(this.armedEvents)) {
@@ -171,48 +176,32 @@ export abstract class EmulatedSocket {
   /** Of the events in wanted, those whose condition holds now, each with its error code (0 for none). */
   protected abstract readyEvents(wanted: number): Array<[number, number]>;
 
-  /** The session's output went below its low water mark: pull data from the network again. */
-  inputResumed(): void {}
-
-  /** SIOCATMARK: true unless urgent data waits to be read with MSG_OOB. */
-  atMark(): boolean {
-    return this.readyEvents(W.FD_OOB).length === 0;
-  }
-
   protected stopEvents(): void {
     this.selectedEvents = 0;
     this.armedEvents = 0;
     this.selectionChanged();
   }
 
-  get windowsPolicy(): boolean {
-    return this.sendPolicy === W.SPIWIRE_SEND_POLICY_WINDOWS;
+  /** SIOCATMARK: true unless urgent data waits to be read with MSG_OOB. */
+  atMark(): boolean {
+    return this.readyEvents(W.FD_OOB).length === 0;
   }
 
-  get closed(): boolean {
-    return this.state === 'closed';
-  }
+  /** The session's output went below its low water mark: pull data from the network again. */
+  inputResumed(): void {}
 
-  protected moveTo(next: SocketState): boolean {
-    if (this.state === next) return true;
-    if (!MOVES[this.state].includes(next)) {
-      this.log.error({ from: this.state, to: next }, 'illegal socket state move refused');
-      return false;
-    }
-    this.log.trace(`state ${this.state} -> ${next}`);
-    this.state = next;
-    return true;
-  }
+  // ---- waits ----
 
   /**
-   * Waits until check() returns an outcome (or undefined to keep waiting). The check runs now and
-   * whenever wake() is called. Close answers WSAEINTR, daemon shutdown WSAENETDOWN.
+   * Waits until check() returns a result (or undefined to keep waiting). The check runs now and
+   * whenever wake() is called. aborted(errno) is the result when close (WSAEINTR) or daemon
+   * shutdown (WSAENETDOWN) ends the wait.
    */
-  protected waitFor(check: () => Outcome | undefined): Promise<Outcome> {
+  protected waitFor<R>(check: () => R | undefined, aborted: (errno: number) => R): Promise<R> {
     const first = check();
-    if (first) return Promise.resolve(first);
-    return new Promise<Outcome>((resolve) => {
-      this.addWaiter(check, resolve, false);
+    if (first !== undefined) return Promise.resolve(first);
+    return new Promise<R>((resolve) => {
+      this.addWaiter(check, resolve, (errno) => resolve(aborted(errno)), false);
     });
   }
 
@@ -220,14 +209,14 @@ export abstract class EmulatedSocket {
    * Registers a wait that check() settles later; returns a function that aborts it. Waiters are
    * polled in the order they were added, so receives are served first-come first-served.
    */
-  protected addWaiter(check: () => Outcome | undefined, settle: (r: Outcome) => void, overlapped: boolean): (errno: number) => void {
+  private addWaiter<R>(check: () => R | undefined, settle: (r: R) => void, abort: (errno: number) => void, overlapped: boolean): (errno: number) => void {
     let done = false;
     const w: Waiter = {
       overlapped,
       poll: () => {
         if (done) return true;
         const r = check();
-        if (!r) return false;
+        if (r === undefined) return false;
         done = true;
         this.waiters.delete(w);
         settle(r);
@@ -237,7 +226,7 @@ export abstract class EmulatedSocket {
         if (done) return;
         done = true;
         this.waiters.delete(w);
-        settle(fail(errno));
+        abort(errno);
       },
     };
     this.waiters.add(w);
@@ -248,27 +237,22 @@ export abstract class EmulatedSocket {
    * Starts an overlapped receive: data already waiting completes it at once; otherwise it waits
    * (whatever FIONBIO says) and done() reports the completion.
    */
-  protected overlappedRecv(precheck: Outcome | null, check: () => Outcome | undefined, done: CompleteFn): OverlappedStart {
-    if (precheck) return { outcome: precheck };
+  protected overlappedRecv(precheck: RecvResult | null, check: () => RecvResult | undefined, done: CompleteFn): Started<RecvResult> {
+    if (precheck) return { pending: false, result: precheck };
     const now = check();
     if (now) {
       // Data was already waiting: the call succeeds at once and still reports a completion.
-      if (now.ret === 0) done(0, (now['data'] as Uint8Array | undefined)?.length ?? 0, { flags: (now['flags'] as number | undefined) ?? 0 });
-      return { outcome: now };
+      if (now.errno === 0) done(0, now.bytes, { flags: now.flags });
+      return { pending: false, result: now };
     }
-    const cancel = this.addWaiter(
-      check,
-      (r) => {
-        const data = r['data'] as Uint8Array | undefined;
-        const out: { data?: Uint8Array; flags?: number; from?: SockAddr } = {};
-        if (data) out.data = data;
-        if (typeof r['flags'] === 'number') out.flags = r['flags'];
-        if (r['from']) out.from = r['from'] as SockAddr;
-        done(r.errno, data?.length ?? 0, out);
-      },
-      true,
-    );
-    return { outcome: fail(W.WSA_IO_PENDING), cancel };
+    const report = (r: RecvResult): void => {
+      const out: { data?: Uint8Array; flags?: number; from?: SockAddr } = { flags: r.flags };
+      if (r.data) out.data = r.data;
+      if (r.from) out.from = r.from;
+      done(r.errno, r.bytes, out);
+    };
+    const cancel = this.addWaiter(check, report, (errno) => report(recvFailed(errno)), true);
+    return { pending: true, cancel };
   }
 
   /** Re-checks every blocked call; called whenever the socket's state changes. */
@@ -281,7 +265,7 @@ export abstract class EmulatedSocket {
    * Answers every blocked call with errno (WSAEINTR on close, WSAENETDOWN on daemon shutdown);
    * waiting overlapped receives complete with overlappedErrno.
    */
-  abortWaits(errno: number, overlappedErrno: number = W.WSA_OPERATION_ABORTED): void {
+  protected abortWaits(errno: number, overlappedErrno: number): void {
     for (const w of [...this.waiters]) w.abort(w.overlapped ? overlappedErrno : errno);
   }
 
@@ -292,20 +276,21 @@ export abstract class EmulatedSocket {
     return e;
   }
 
-  // The SPI operations; each transport implements those that have a meaning for it.
-  abstract bind(name: SockAddr): Promise<Outcome>;
-  abstract listen(backlog: number): Promise<Outcome>;
-  abstract accept(): Promise<Outcome>;
-  abstract connect(name: SockAddr): Promise<Outcome>;
+  // The SPI operations; each transport implements those that have a meaning for it. Results are
+  // domain results: 0 or a WSA code, or the objects of results.ts.
+  abstract bind(name: SockAddr): Promise<number>;
+  abstract listen(backlog: number): Promise<number>;
+  abstract accept(): Promise<AcceptResult>;
+  abstract connect(name: SockAddr): Promise<number>;
   /** A send that is not overlapped; forceBlocking ignores FIONBIO (an overlapped call run as a blocking one). */
-  abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking?: boolean): Outcome | Promise<Outcome>;
-  abstract recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking?: boolean): Promise<Outcome>;
+  abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking?: boolean): SendResult | Promise<SendResult>;
+  abstract recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking?: boolean): Promise<RecvResult>;
   /** An overlapped send: completes at once, fails at once, or is pending (FIFO behind older sends). */
-  abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, thread: number, done: CompleteFn): OverlappedStart | Promise<OverlappedStart>;
-  abstract recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): OverlappedStart;
+  abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, thread: number, done: CompleteFn): Started<SendResult> | Promise<Started<SendResult>>;
+  abstract recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): Started<RecvResult>;
   /** SIO_FLUSH: discards queued sends not yet taken into the transport buffer. Returns how many. */
   abstract flushSends(): number;
-  abstract shutdown(how: number): Outcome;
+  abstract shutdown(how: number): number;
   /**
    * Closes the socket. Blocked calls get abortCode (WSAEINTR by default); pending overlapped
    * operations complete with overlappedCode (WSA_OPERATION_ABORTED by default). Idempotent.

@@ -1,24 +1,30 @@
-/** A TCP socket: node:net underneath, Winsock semantics on top. */
+/**
+ * A TCP socket: node:net underneath, Winsock semantics on top. Its life is the TCP state machine
+ * of socket-state.ts; the pieces it is made of live beside it: the transport buffer (sends), the
+ * receive buffer, the send policies (send-policy.ts), the C library's options and urgent data
+ * (native-options.ts, urgent-watch.ts), and the broken-connection codes (errno-map.ts).
+ */
 import * as net from 'node:net';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
-import { wsaFromErrno, wsaFromNodeError } from '../errno-map.js';
-import { fdOf, libc } from '../native/libc.js';
-import { watchUrgent } from '../native/urgent.js';
-import { fail, ok, type Outcome } from '../outcome.js';
-import { EmulatedSocket, type CompleteFn, type OverlappedStart, type SocketContext } from './emulated-socket.js';
-import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
+import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
+import { libc } from '../native/libc.js';
+import type { Drainable, Draining } from '../draining.js';
+import { EmulatedSocket, type SocketContext } from './emulated-socket.js';
+import { TransportBuffer, type StreamSink } from './transport-buffer.js';
+import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
+import { streamSend, streamSendOverlapped } from './send-policy.js';
+import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readUrgent, resetConnection, sendDirect } from './native-options.js';
+import { UrgentWatch } from './urgent-watch.js';
+import { SocketStateMachine, TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
+import { recvFailed, sendFailed, startedAt, type AcceptResult, type CompleteFn, type RecvResult, type SendResult, type Started } from './results.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
 import type { PortReservations } from './port-reservations.js';
-import type { Drainable, Draining } from '../draining.js';
 
 /** Flags WSPSend understands on TCP; other bits give WSAEOPNOTSUPP. */
 const TCP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 const MAX_BACKLOG = 200;
-const INT32_MAX = 0x7fffffff;
-/** The largest keep-alive values Linux takes (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT). */
-const KERNEL_MAX = { keepIdle: 32767, keepInterval: 32767, keepCount: 127 };
 
 export interface TcpContext extends SocketContext {
   readonly ports: PortReservations;
@@ -34,49 +40,72 @@ export interface TcpContext extends SocketContext {
 }
 
 export class TcpSocket extends EmulatedSocket implements Drainable {
+  private readonly state: SocketStateMachine<TcpState>;
   private conn: net.Socket | null = null;
   private server: net.Server | null = null;
   private bound: SockAddr | null = null;
   private tx: TransportBuffer | null = null;
-  private rx: Buffer[] = [];
-  private rxBytes = 0;
-  private peerFinished = false;
-  /** WSA code once the connection broke (reset, aborted); sends and receives report it. */
+  private readonly rx = new ReceiveBuffer();
+  /** The WSA code the connection broke with (state 'broken'). */
   private failure = 0;
-  private connectError = 0;
-  private finAfterDrain = false;
-  /** The connection's local address, and when data last went out and came in (for brokenCode). */
+  /** WSPShutdown(SD_SEND) was called: sends fail with WSAESHUTDOWN, also once the connection broke. */
+  private sendsShut = false;
+  /** FIN waits until the queued sends are through (after WSPShutdown or a close with sends queued). */
+  private finPending = false;
+  /** The last connect attempt's result: FD_CONNECT is recorded with it (null before any). */
+  private connectResult: number | null = null;
+  /** The connection's local address, and when data last went out and came in (for the broken code). */
   private localAddr: string | null = null;
   private lastSendAt = 0;
   private lastRecvAt = 0;
-  /** Set once a connect attempt finished: FD_CONNECT is recorded with this code. */
-  private connectOutcome: number | null = null;
   private readonly accepted: net.Socket[] = [];
   private backlog = 1;
+  private readonly urgent = new UrgentWatch(() => this.wake());
+  /** The kernel signals SIGURG to this process for this connection (F_SETOWN took). */
+  private ownerSet = false;
 
   constructor(private readonly ctx: TcpContext) {
     super(ctx);
+    this.state = new SocketStateMachine(TCP_MOVES, 'created', ctx.log, (to) => this.entered(to));
+  }
+
+  get closed(): boolean {
+    return this.state.current === 'closed';
+  }
+
+  get stateName(): string {
+    return this.state.current;
+  }
+
+  /** Entry actions: what happens on arriving in a state, whoever made the move. */
+  private entered(to: TcpState): void {
+    switch (to) {
+      case 'broken':
+        // Every waiting send and receive learns why; sends that never reached the kernel fail.
+        this.tx?.cancel(this.failure, () => true, 'broken');
+        break;
+      case 'closed':
+        this.stopEvents();
+        this.updateUrgentWatch();
+        this.ctx.ports.release(this.handle);
+        return;
+      default:
+        break;
+    }
+    this.wake();
+  }
+
+  private get connected(): boolean {
+    return TCP_CONNECTED_STATES.has(this.state.current);
   }
 
   /** Wraps a connection accepted by a listening socket; it inherits the listener's options. */
-  attachAccepted(conn: net.Socket, parent: TcpSocket): void {
-    this.nonBlocking = parent.nonBlocking;
-    this.sndBuf = parent.sndBuf;
-    this.rcvBuf = parent.rcvBuf;
-    this.sndBufSet = parent.sndBufSet;
-    this.rcvBufSet = parent.rcvBufSet;
-    this.keepAlive = parent.keepAlive;
-    this.oobInline = parent.oobInline;
-    this.noDelay = parent.noDelay;
-    this.dontRoute = parent.dontRoute;
-    this.linger = { ...parent.linger };
-    this.keepIdle = parent.keepIdle;
-    this.keepInterval = parent.keepInterval;
-    this.keepCount = parent.keepCount;
-    this.maxRetransmitSeconds = parent.maxRetransmitSeconds;
-    this.sendPolicy = parent.sendPolicy;
-    this.moveTo('connected');
+  attachAccepted(conn: net.Socket, parent: TcpSocket): boolean {
+    this.opts = parent.opts.copy();
+    // created -> connecting -> connected: the handshake happened on the listener's behalf.
+    if (!this.state.move('connecting') || !this.state.move('connected')) return false;
     this.wire(conn);
+    return true;
   }
 
   /**
@@ -92,56 +121,56 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     return run;
   }
 
-  bind(name: SockAddr): Promise<Outcome> {
+  bind(name: SockAddr): Promise<number> {
     return this.afterSetup(() => this.bindNow(name), true);
   }
 
-  private async bindNow(name: SockAddr): Promise<Outcome> {
-    if (this.closed) return fail(W.WSAENOTSOCK);
-    if (this.state !== 'open') return fail(W.WSAEINVAL);
+  private async bindNow(name: SockAddr): Promise<number> {
+    if (this.closed) return W.WSAENOTSOCK;
+    if (!this.state.is('created')) return W.WSAEINVAL;
     // Probe the real stack: the address must be local and the port free.
     const probe = net.createServer();
     const port = await new Promise<number | Error>((resolve) => {
       probe.once('error', resolve);
       probe.listen({ host: hostOf(name), port: name.port, exclusive: true, ipv6Only: this.af === W.AF_INET6 }, () => {
-        resolve((probe.address() as net.AddressInfo).port);
+        const a = probe.address();
+        resolve(a && typeof a === 'object' ? a.port : name.port);
       });
     });
     probe.close();
-    if (port instanceof Error) return fail(wsaFromNodeError(port));
-    if (this.closed) return fail(W.WSAENOTSOCK);
-    const r = { family: name.family, address: name.address, port };
-    if (!this.ctx.ports.reserve(this.handle, r)) return fail(W.WSAEADDRINUSE);
+    if (port instanceof Error) return wsaFromNodeError(port);
+    if (this.closed) return W.WSAENOTSOCK;
+    if (!this.ctx.ports.reserve(this.handle, { family: name.family, address: name.address, port })) return W.WSAEADDRINUSE;
+    if (!this.state.move('bound')) {
+      this.ctx.ports.release(this.handle);
+      return W.WSAEINVAL;
+    }
     this.bound = { ...name, port };
-    this.moveTo('bound');
-    return ok();
+    return 0;
   }
 
-  listen(backlog: number): Promise<Outcome> {
+  listen(backlog: number): Promise<number> {
     return this.afterSetup(() => this.listenNow(backlog), true);
   }
 
-  private async listenNow(backlog: number): Promise<Outcome> {
-    if (this.closed) return fail(W.WSAENOTSOCK);
-    if (this.state === 'listening') {
+  private async listenNow(backlog: number): Promise<number> {
+    if (this.closed) return W.WSAENOTSOCK;
+    if (this.state.is('listening')) {
       this.backlog = clampBacklog(backlog);
-      return ok();
+      return 0;
     }
-    if (this.state === 'connected' || this.state === 'connecting') return fail(W.WSAEISCONN);
-    if (this.state !== 'bound' || !this.bound) return fail(W.WSAEINVAL);
+    if (this.connected || this.state.is('connecting')) return W.WSAEISCONN;
+    const bound = this.bound;
+    if (!this.state.is('bound') || !bound) return W.WSAEINVAL;
     this.backlog = clampBacklog(backlog);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
     const res = await new Promise<Error | null>((resolve) => {
       server.once('error', resolve);
-      server.listen({ host: hostOf(this.bound!), port: this.bound!.port, backlog: this.backlog, exclusive: true, ipv6Only: this.af === W.AF_INET6 }, () => resolve(null));
+      server.listen({ host: hostOf(bound), port: bound.port, backlog: this.backlog, exclusive: true, ipv6Only: this.af === W.AF_INET6 }, () => resolve(null));
     });
-    if (res) {
+    if (res || this.closed || !this.state.move('listening')) {
       server.close();
-      return fail(wsaFromNodeError(res));
-    }
-    if (this.closed) {
-      server.close();
-      return fail(W.WSAENOTSOCK);
+      return res ? wsaFromNodeError(res) : W.WSAENOTSOCK;
     }
     // Accept failures (out of descriptors, say) come from load the clients make: not a daemon fault.
     server.on('error', (err) => this.log.debug({ err: err.message }, 'listening socket error'));
@@ -158,26 +187,28 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     });
     this.server = server;
     this.ctx.ports.release(this.handle);
-    this.moveTo('listening');
-    return ok();
+    return 0;
   }
 
-  accept(): Promise<Outcome> {
-    if (this.state !== 'listening') return Promise.resolve(fail(W.WSAEINVAL));
-    return this.waitFor(() => {
-      if (this.closed) return fail(W.WSAEINTR);
-      const conn = this.takeQueued();
-      if (!conn) return this.nonBlocking ? fail(W.WSAEWOULDBLOCK) : undefined;
-      const child = this.ctx.adopt(conn, this);
-      if (!child) {
-        // No socket can be made: the connection stays queued, as on Windows.
-        this.accepted.unshift(conn);
-        this.ctx.connectionQueue.change(1);
-        return fail(W.WSAEMFILE);
-      }
-      queueMicrotask(() => this.rearm(W.FD_ACCEPT));
-      return ok({ addr: child.peerName() ?? undefined }, child.handle);
-    });
+  accept(): Promise<AcceptResult> {
+    if (!this.state.is('listening')) return Promise.resolve({ errno: W.WSAEINVAL });
+    return this.waitFor<AcceptResult>(
+      () => {
+        if (this.closed) return { errno: W.WSAEINTR };
+        const conn = this.takeQueued();
+        if (!conn) return this.opts.nonBlocking ? { errno: W.WSAEWOULDBLOCK } : undefined;
+        const child = this.ctx.adopt(conn, this);
+        if (!child) {
+          // No socket can be made: the connection stays queued, as on Windows.
+          this.accepted.unshift(conn);
+          this.ctx.connectionQueue.change(1);
+          return { errno: W.WSAEMFILE };
+        }
+        queueMicrotask(() => this.rearm(W.FD_ACCEPT));
+        return { errno: 0, socket: child, addr: child.peerName() };
+      },
+      (errno) => ({ errno }),
+    );
   }
 
   /** The oldest connection waiting on this listener, no longer counted as queued. */
@@ -187,24 +218,19 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     return conn;
   }
 
-  connect(name: SockAddr): Promise<Outcome> {
+  connect(name: SockAddr): Promise<number> {
     return this.afterSetup(() => this.connectNow(name), false);
   }
 
-  private connectNow(name: SockAddr): Promise<Outcome> {
+  private connectNow(name: SockAddr): Promise<number> {
     // Closed while the call waited for a bind or listen before it.
-    if (this.closed) return Promise.resolve(fail(W.WSAENOTSOCK));
-    switch (this.state) {
-      case 'listening':
-        return Promise.resolve(fail(W.WSAEINVAL));
-      case 'connected':
-        return Promise.resolve(fail(W.WSAEISCONN));
-      case 'connecting':
-        return Promise.resolve(fail(W.WSAEALREADY));
-      default:
-        break;
-    }
-    if (isAnyAddress(name.address) || name.port === 0) return Promise.resolve(fail(W.WSAEADDRNOTAVAIL));
+    if (this.closed) return Promise.resolve(W.WSAENOTSOCK);
+    if (this.state.is('listening')) return Promise.resolve(W.WSAEINVAL);
+    if (this.connected) return Promise.resolve(W.WSAEISCONN);
+    if (this.state.is('connecting')) return Promise.resolve(W.WSAEALREADY);
+    if (isAnyAddress(name.address) || name.port === 0) return Promise.resolve(W.WSAEADDRNOTAVAIL);
+    const before = this.state.current;
+    if (!this.state.move('connecting')) return Promise.resolve(W.WSAEINVAL);
     const local = this.bound;
     const conn = net.connect({
       host: hostOf(name),
@@ -214,38 +240,38 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       allowHalfOpen: true,
       ...(local ? { localAddress: isAnyAddress(local.address) ? undefined : local.address, localPort: local.port } : {}),
     });
-    const before = this.state;
-    this.moveTo('connecting');
-    this.connectError = 0;
+    let failedWith = 0;
     const onError = (err: Error): void => {
-      if (this.state !== 'connecting') return;
-      this.connectError = wsaFromNodeError(err);
-      this.pendingError = this.connectError;
-      this.connectOutcome = this.connectError;
+      if (!this.state.is('connecting')) return;
+      failedWith = wsaFromNodeError(err);
+      this.pendingError = failedWith;
+      this.connectResult = failedWith;
       conn.destroy();
-      this.moveTo(before);
-      this.wake();
+      // Back to where the attempt started (created, or bound); FD_CONNECT carries the error.
+      if (this.state.move(before)) this.wake();
     };
     conn.once('error', onError);
     conn.once('connect', () => {
       conn.off('error', onError);
-      if (this.closed) {
+      if (this.closed || !this.state.move('connected')) {
         conn.destroy();
         return;
       }
+      this.connectResult = 0;
       this.ctx.ports.release(this.handle);
-      this.moveTo('connected');
-      this.connectOutcome = 0;
       this.wire(conn);
       this.wake();
     });
-    if (this.nonBlocking) return Promise.resolve(fail(W.WSAEWOULDBLOCK));
-    return this.waitFor(() => {
-      if (this.state === 'connecting') return undefined;
-      if (this.state === 'connected') return ok();
-      this.pendingError = 0;
-      return fail(this.connectError || W.WSAECONNREFUSED);
-    });
+    if (this.opts.nonBlocking) return Promise.resolve(W.WSAEWOULDBLOCK);
+    return this.waitFor(
+      () => {
+        if (this.state.is('connecting')) return undefined;
+        if (this.connected) return 0;
+        this.pendingError = 0;
+        return failedWith || W.WSAECONNREFUSED;
+      },
+      (errno) => errno,
+    );
   }
 
   /** Connects the node socket's events to this emulated socket. */
@@ -262,18 +288,13 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       // Uncork on the next tick: every send of one incoming frame then leaves in one writev.
       uncork: () => process.nextTick(() => conn.uncork()),
       sendDirect: (chunk, sendFlags) => {
-        const native = libc();
-        const fd = fdOf(conn);
-        if (!native || fd === null) throw Object.assign(new Error('direct send unavailable'), { code: 'EOPNOTSUPP' });
-        const cflags = (sendFlags & W.MSG_OOB ? native.c.MSG_OOB : 0) | (sendFlags & W.MSG_DONTROUTE ? native.c.MSG_DONTROUTE : 0);
-        const n = native.send(fd, chunk, cflags);
-        if (n >= 0) return n;
-        if (-n === native.c.EAGAIN || -n === native.c.EWOULDBLOCK) return -1;
-        this.breakWith(wsaFromErrno(-n));
+        const r = sendDirect(conn, chunk, sendFlags);
+        if (typeof r === 'number') return r;
+        if (r !== 'full') this.breakWith(r.errno);
         return -1;
       },
     };
-    this.tx = new TransportBuffer(sink, this.sndBuf, () => this.afterDrainStep(), this.quota.add);
+    this.tx = new TransportBuffer(sink, this.opts.sndBuf, () => this.afterDrainStep(), this.quota.add);
     conn.on('data', (chunk: Buffer) => {
       if (this.recvShut) {
         // Data after shutdown(SD_RECEIVE): Windows resets the connection.
@@ -283,23 +304,22 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       }
       this.lastRecvAt = performance.now();
       this.rx.push(chunk);
-      this.rxBytes += chunk.length;
-      if (this.rxBytes >= Math.max(this.rcvBuf, 1) || this.ctx.flow.paused) conn.pause();
+      if (this.rx.size >= Math.max(this.opts.rcvBuf, 1) || this.ctx.flow.paused) conn.pause();
       this.wake();
     });
     conn.on('end', () => {
-      this.peerFinished = true;
-      this.wake();
+      // The peer's FIN.
+      if (this.state.is('connected')) this.state.move('peer-finished');
+      else if (this.state.is('send-shut')) this.state.move('finished');
     });
-    conn.on('error', (err) => this.breakWith(this.brokenCode(err), err));
+    conn.on('error', (err: NodeJS.ErrnoException) => this.breakWith(this.brokenCode(err), err));
     conn.on('close', () => {
-      if (!this.closed && !this.failure && !(this.peerFinished && this.sendShut)) this.breakWith(W.WSAECONNRESET);
+      // Closed under us without an error or both FINs: a reset.
+      if (this.state.is('connected', 'send-shut', 'peer-finished')) this.breakWith(W.WSAECONNRESET);
     });
     conn.resume();
-    const native = libc();
-    const fd = fdOf(conn);
     // SIGURG for this connection comes to this process: urgent data then needs no polling.
-    this.ownerSet = native !== null && fd !== null && native.setOwner(fd) === 0;
+    this.ownerSet = ownUrgentSignal(conn);
     try {
       this.applyBuffers();
       this.applyOptions();
@@ -310,21 +330,15 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     this.updateUrgentWatch();
   }
 
-  /**
-   * The WSA code for a broken connection. Linux says ETIMEDOUT both when keep-alive probes go
-   * unanswered and when retransmissions give up; Windows tells them apart: WSAENETRESET for
-   * keep-alive, WSAECONNABORTED for data that could not be delivered. An interface that went away
-   * under the socket is WSAENETDOWN.
-   */
+  /** The WSA code for a broken connection (see classifyBroken). */
   private brokenCode(err: NodeJS.ErrnoException): number {
-    if (this.interfaceGone()) return W.WSAENETDOWN;
-    if (err.code === 'ETIMEDOUT') {
-      // Data sent since the peer was last heard from may be what went unacknowledged: a
-      // retransmission failure. Otherwise only keep-alive probes were going out.
-      const unacked = this.lastSendAt > this.lastRecvAt || !(this.tx?.drained ?? true) || (this.conn?.writableLength ?? 0) > 0;
-      return this.keepAlive && !unacked ? W.WSAENETRESET : W.WSAECONNABORTED;
-    }
-    return wsaFromNodeError(err);
+    return classifyBroken({
+      code: err.code,
+      keepAlive: this.opts.keepAlive,
+      // Data sent since the peer was last heard from, or still on its way, may be what went unacknowledged.
+      unacknowledged: this.lastSendAt > this.lastRecvAt || !(this.tx?.drained ?? true) || (this.conn?.writableLength ?? 0) > 0,
+      interfaceGone: this.interfaceGone(),
+    });
   }
 
   /**
@@ -346,97 +360,66 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     return this.interfaceGone();
   }
 
-  /** The connection broke: every waiting send and receive learns why. */
+  /** The connection broke (a reset, an abort): the socket goes to 'broken' with the code. */
   private breakWith(code: number, err?: Error): void {
-    if (this.failure) return;
+    if (this.closed) {
+      // Still delivering after the close: what could not go is given up, and its bytes released.
+      this.tx?.cancel(code, () => true, 'broken');
+      return;
+    }
+    if (!this.state.allows('broken') || this.state.is('broken')) return;
     this.failure = code;
     this.log.debug({ code, err: err?.message }, 'connection broken');
-    this.tx?.cancel(code, () => true, 'broken');
-    this.wake();
+    this.state.move('broken');
   }
 
   private afterDrainStep(): void {
     this.checkEvents();
-    if (this.finAfterDrain && this.tx?.pendingOps === 0 && this.conn && !this.conn.destroyed) {
-      this.finAfterDrain = false;
+    if (this.finPending && this.tx?.pendingOps === 0 && this.conn && !this.conn.destroyed) {
+      this.finPending = false;
       this.conn.end();
       if (this.closed) this.conn.destroySoon();
     }
   }
 
-  /** Why a send cannot start at all, or null when it can. */
-  private sendPrecheck(flags: number): Outcome | null {
-    if ((flags & ~TCP_SEND_FLAGS) !== 0) return fail(W.WSAEOPNOTSUPP);
+  // ---- sends ----
+
+  /** Why a send cannot start at all (a WSA code), or 0 when it can. */
+  private sendPrecheck(flags: number): number {
+    if ((flags & ~TCP_SEND_FLAGS) !== 0) return W.WSAEOPNOTSUPP;
     // TCP has no XP1_PARTIAL_MESSAGE; MSG_OOB needs the C library's send(), loaded through koffi.
-    if (flags & W.MSG_PARTIAL) return fail(W.WSAEOPNOTSUPP);
-    if (flags & W.MSG_OOB && !libc()) return fail(W.WSAEOPNOTSUPP);
-    if (this.sendShut) return fail(W.WSAESHUTDOWN);
-    if (this.failure) return fail(this.failure);
-    if (this.state !== 'connected' || !this.tx) return fail(W.WSAENOTCONN);
+    if (flags & W.MSG_PARTIAL) return W.WSAEOPNOTSUPP;
+    if (flags & W.MSG_OOB && !libc()) return W.WSAEOPNOTSUPP;
+    if (this.sendsShut) return W.WSAESHUTDOWN;
+    if (this.state.is('broken')) return this.failure;
+    if (!this.state.is('connected', 'peer-finished') || !this.tx) return W.WSAENOTCONN;
     if (this.interfaceGoneThrottled()) {
       this.breakWith(W.WSAENETDOWN);
-      return fail(W.WSAENETDOWN);
+      return W.WSAENETDOWN;
     }
-    return null;
+    return 0;
   }
 
-  send(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, forceBlocking = false): Outcome | Promise<Outcome> {
+  send(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, forceBlocking = false): SendResult | Promise<SendResult> {
     const bad = this.sendPrecheck(flags);
-    if (bad) return Promise.resolve(bad);
+    if (bad) return sendFailed(bad);
     const total = byteLength(buffers);
     // The session's memory quota: bytes held for its sends may not grow past it.
-    if (this.quota.exceeds(total)) return Promise.resolve(fail(W.WSAENOBUFS));
-    const tx = this.tx!;
-    const direct = this.directFlags(flags);
-    if (this.nonBlocking && !forceBlocking && this.windowsPolicy && !direct) {
-      // Windows in practice: the whole buffer or nothing. While earlier data is still queued,
-      // WSAEWOULDBLOCK; otherwise every byte is taken and sent in the background.
-      if (tx.pendingOps > 0) return Promise.resolve(this.wouldBlock());
-      if (tx.fitsNow(total)) tx.acceptNow(buffers, total);
-      else tx.submit({ chunks: buffers, total, thread: 0, overlapped: false, background: true, complete: () => undefined });
-      return Promise.resolve(ok({ bytesSent: total }));
-    }
-    if (this.nonBlocking && !forceBlocking) {
-      if (total === 0) return Promise.resolve(ok({ bytesSent: 0 }));
-      const n = tx.acceptNow(buffers, total, direct);
-      if (this.failure) return Promise.resolve(fail(this.failure));
-      return Promise.resolve(n > 0 ? ok({ bytesSent: n }) : this.wouldBlock());
-    }
-    // A blocking send that fits at once is answered in the same turn, so its reply can leave
-    // before the corked bytes are written to the peer. (An empty send goes through the queue:
-    // with SO_SNDBUF 0 it waits for earlier bytes to reach the kernel.)
-    if (!direct && total > 0 && tx.fitsNow(total)) {
-      tx.acceptNow(buffers, total);
-      return ok({ bytesSent: total });
-    }
-    return new Promise<Outcome>((resolve) => {
-      tx.submit({
-        chunks: buffers,
-        total,
-        thread: 0,
-        overlapped: false,
-        direct,
-        complete: (errno) => resolve(errno === 0 ? ok({ bytesSent: total }) : fail(errno)),
-      });
-    });
+    if (this.quota.exceeds(total)) return sendFailed(W.WSAENOBUFS);
+    const nonBlocking = this.opts.nonBlocking && !forceBlocking;
+    const r = streamSend(this.tx!, { buffers, total, direct: this.directFlags(flags) }, { nonBlocking, windowsPolicy: this.opts.windowsPolicy });
+    if (r === 'would-block') return this.wouldBlock();
+    // A direct send (MSG_OOB) may have found the connection broken.
+    if (nonBlocking && this.state.is('broken')) return sendFailed(this.failure);
+    return r;
   }
 
-  sendOverlapped(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, thread: number, done: CompleteFn): OverlappedStart {
+  sendOverlapped(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, thread: number, done: CompleteFn): Started<SendResult> {
     const bad = this.sendPrecheck(flags);
-    if (bad) return { outcome: bad };
+    if (bad) return startedAt(sendFailed(bad));
     const total = byteLength(buffers);
-    if (this.quota.exceeds(total)) return { outcome: fail(W.WSAENOBUFS) };
-    const tx = this.tx!;
-    const direct = this.directFlags(flags);
-    // Completes at once only when every byte fits now, behind no older send.
-    if (!direct && tx.fitsNow(total)) {
-      tx.acceptNow(buffers, total);
-      done(0, total);
-      return { outcome: ok({ bytesSent: total }) };
-    }
-    const op: SendOp = { chunks: buffers, total, thread, overlapped: true, direct, complete: (errno, bytes) => done(errno, errno === 0 ? total : bytes) };
-    tx.submit(op);
-    return { outcome: fail(W.WSA_IO_PENDING), cancel: (errno) => tx.cancel(errno, (o) => o === op) };
+    if (this.quota.exceeds(total)) return startedAt(sendFailed(W.WSAENOBUFS));
+    return streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, thread, done);
   }
 
   /**
@@ -448,88 +431,9 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   /** A send that would block re-enables FD_WRITE, which is recorded when room appears. */
-  private wouldBlock(): Outcome {
+  private wouldBlock(): SendResult {
     queueMicrotask(() => this.rearm(W.FD_WRITE));
-    return fail(W.WSAEWOULDBLOCK);
-  }
-
-  protected readyEvents(wanted: number): Array<[number, number]> {
-    const ready: Array<[number, number]> = [];
-    if (wanted & W.FD_READ && this.rxBytes > 0) ready.push([W.FD_READ, 0]);
-    if (wanted & W.FD_WRITE && this.state === 'connected' && !this.failure && !this.sendShut && this.tx && this.tx.fitsNow(1)) ready.push([W.FD_WRITE, 0]);
-    if (wanted & W.FD_ACCEPT && this.state === 'listening' && this.accepted.length > 0) ready.push([W.FD_ACCEPT, 0]);
-    if (wanted & W.FD_CONNECT && this.connectOutcome !== null) ready.push([W.FD_CONNECT, this.connectOutcome]);
-    if (wanted & W.FD_CLOSE && this.failure) ready.push([W.FD_CLOSE, this.failure]);
-    else if (wanted & W.FD_CLOSE && this.peerFinished && this.rxBytes === 0) ready.push([W.FD_CLOSE, 0]);
-    if (wanted & W.FD_OOB && this.urgentPending()) ready.push([W.FD_OOB, 0]);
-    return ready;
-  }
-
-  /** True when urgent data waits in the kernel (peeked with recv(MSG_OOB | MSG_PEEK)). */
-  private urgentPending(): boolean {
-    const native = libc();
-    const fd = fdOf(this.conn);
-    if (!native || fd === null || this.oobInline || !this.urgentMayWait()) return false;
-    const found = native.recv(fd, new Uint8Array(1), native.c.MSG_OOB | 2 /* MSG_PEEK */) > 0;
-    if (!found) this.urgentSignalled = false;
-    return found;
-  }
-
-  // ---- waiting for urgent data ----
-
-  /** Pending MSG_OOB receives (blocking or overlapped). */
-  private urgentWaits = 0;
-  /** Set by SIGURG (and when watching starts), cleared when a look finds nothing. */
-  private urgentSignalled = false;
-  private stopUrgentWatch: (() => void) | null = null;
-  /** The kernel signals SIGURG to this process for this connection (F_SETOWN took). */
-  private ownerSet = false;
-
-  /**
-   * Whether a look for urgent data is worth a system call: always, unless this socket is watched,
-   * in which case only after a SIGURG since the last look that found nothing.
-   */
-  private urgentMayWait(): boolean {
-    return this.stopUrgentWatch === null || this.urgentSignalled;
-  }
-
-  /** Watches for urgent data while a MSG_OOB receive waits or FD_OOB is selected; not otherwise. */
-  private updateUrgentWatch(): void {
-    const wanted = !this.closed && this.conn !== null && (this.urgentWaits > 0 || (this.selection & W.FD_OOB) !== 0);
-    if (wanted && !this.stopUrgentWatch) {
-      this.stopUrgentWatch = watchUrgent(() => {
-        this.urgentSignalled = true;
-        this.wake();
-      }, this.ownerSet);
-      // Anything that arrived before the watch started is found by the first look.
-      this.urgentSignalled = true;
-    } else if (!wanted && this.stopUrgentWatch) {
-      this.stopUrgentWatch();
-      this.stopUrgentWatch = null;
-    }
-  }
-
-  protected override selectionChanged(): void {
-    this.updateUrgentWatch();
-  }
-
-  /** Runs start() as a MSG_OOB receive: the socket watches for urgent data until release() is called. */
-  private urgentWait<T>(start: (release: () => void) => T): T {
-    this.urgentWaits++;
-    this.updateUrgentWatch();
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      this.urgentWaits--;
-      this.updateUrgentWatch();
-    };
-    try {
-      return start(release);
-    } catch (err) {
-      release();
-      throw err;
-    }
+    return sendFailed(W.WSAEWOULDBLOCK);
   }
 
   flushSends(): number {
@@ -537,132 +441,142 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     return this.tx.cancel(W.WSA_OPERATION_ABORTED, (o) => o.overlapped) + this.tx.cancel(W.WSAEINTR, (o) => !o.overlapped);
   }
 
+  // ---- events ----
+
+  protected readyEvents(wanted: number): Array<[number, number]> {
+    const ready: Array<[number, number]> = [];
+    const st = this.state.current;
+    if (wanted & W.FD_READ && this.rx.size > 0) ready.push([W.FD_READ, 0]);
+    if (wanted & W.FD_WRITE && (st === 'connected' || st === 'peer-finished') && !this.sendsShut && this.tx && this.tx.fitsNow(1)) ready.push([W.FD_WRITE, 0]);
+    if (wanted & W.FD_ACCEPT && st === 'listening' && this.accepted.length > 0) ready.push([W.FD_ACCEPT, 0]);
+    if (wanted & W.FD_CONNECT && this.connectResult !== null) ready.push([W.FD_CONNECT, this.connectResult]);
+    if (wanted & W.FD_CLOSE && st === 'broken') ready.push([W.FD_CLOSE, this.failure]);
+    else if (wanted & W.FD_CLOSE && (st === 'peer-finished' || st === 'finished') && this.rx.size === 0) ready.push([W.FD_CLOSE, 0]);
+    if (wanted & W.FD_OOB && this.urgentPending()) ready.push([W.FD_OOB, 0]);
+    return ready;
+  }
+
+  /** True when urgent data waits in the kernel (peeked with recv(MSG_OOB | MSG_PEEK)). */
+  private urgentPending(): boolean {
+    if (!this.conn || this.opts.oobInline || !this.urgent.mayHaveData) return false;
+    const r = readUrgent(this.conn, true);
+    const found = r instanceof Uint8Array && r.length > 0;
+    if (!found) this.urgent.foundNothing();
+    return found;
+  }
+
+  /** Watches for urgent data while a MSG_OOB receive waits or FD_OOB is selected; not otherwise. */
+  private updateUrgentWatch(): void {
+    this.urgent.update(!this.closed && this.conn !== null, (this.selection & W.FD_OOB) !== 0, this.ownerSet);
+  }
+
+  protected override selectionChanged(): void {
+    this.updateUrgentWatch();
+  }
+
+  // ---- receives ----
+
   /** Why a receive cannot start at all, or null when it can. */
-  private recvPrecheck(flags: number): Outcome | null {
-    if (flags & ~(W.MSG_PEEK | W.MSG_OOB | W.MSG_WAITALL)) return fail(W.WSAEOPNOTSUPP);
+  private recvPrecheck(flags: number): RecvResult | null {
+    if (flags & ~(W.MSG_PEEK | W.MSG_OOB | W.MSG_WAITALL)) return recvFailed(W.WSAEOPNOTSUPP);
     // Urgent data needs the C library; with SO_OOBINLINE it arrives in the ordinary stream instead.
-    if (flags & W.MSG_OOB && (!libc() || this.oobInline)) return fail(W.WSAEINVAL);
-    if (this.state === 'listening') return fail(W.WSAENOTCONN);
-    if (this.recvShut) return fail(W.WSAESHUTDOWN);
-    if (this.state !== 'connected') return fail(W.WSAENOTCONN);
+    if (flags & W.MSG_OOB && (!libc() || this.opts.oobInline)) return recvFailed(W.WSAEINVAL);
+    if (this.state.is('listening')) return recvFailed(W.WSAENOTCONN);
+    if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
+    if (!this.connected) return recvFailed(W.WSAENOTCONN);
     return null;
   }
 
-  /** A receive's outcome when it can finish now, or undefined while it must wait. */
-  private recvCheck(lengths: readonly number[], flags: number, wantFrom: boolean): () => Outcome | undefined {
+  /** A receive's result when it can finish now, or undefined while it must wait. */
+  private recvCheck(lengths: readonly number[], flags: number, wantFrom: boolean): () => RecvResult | undefined {
     let want = 0;
     for (const n of lengths) want += n;
+    const from = (): SockAddr | null | undefined => (wantFrom ? this.peerName() : undefined);
     return () => {
-      if (this.closed) return fail(W.WSAEINTR);
-      if (this.recvShut) return fail(W.WSAESHUTDOWN);
+      if (this.closed) return recvFailed(W.WSAEINTR);
+      if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
       if (flags & W.MSG_OOB) return this.takeUrgent(flags);
-      if (this.rxBytes > 0 || want === 0) {
+      if (this.rx.size > 0 || want === 0) {
         queueMicrotask(() => this.rearm(W.FD_READ));
-        const data = this.take(want, (flags & W.MSG_PEEK) !== 0);
-        const out: Record<string, unknown> = { data, bytesRecvd: data.length, flags: 0 };
-        if (wantFrom) out['from'] = this.peerName() ?? undefined;
-        return ok(out);
+        const peek = (flags & W.MSG_PEEK) !== 0;
+        const data = this.rx.take(want, peek);
+        if (!peek) this.resumeInputIfRoom();
+        return { errno: 0, bytes: data.length, data, flags: 0, from: from() };
       }
-      if (this.failure) return fail(this.failure);
-      if (this.peerFinished) {
-        const out: Record<string, unknown> = { data: new Uint8Array(0), bytesRecvd: 0, flags: 0 };
-        if (wantFrom) out['from'] = this.peerName() ?? undefined;
-        return ok(out);
-      }
+      if (this.state.is('broken')) return recvFailed(this.failure);
+      if (this.state.is('peer-finished', 'finished')) return { errno: 0, bytes: 0, data: new Uint8Array(0), flags: 0, from: from() };
       return undefined;
     };
   }
 
   /** Reads urgent data with recv(MSG_OOB); undefined while none is waiting. */
-  private takeUrgent(flags: number): Outcome | undefined {
-    const native = libc()!;
-    if (this.failure) return fail(this.failure);
-    const fd = fdOf(this.conn);
-    if (fd === null) return fail(W.WSAENOTCONN);
-    if (!this.urgentMayWait()) return undefined;
+  private takeUrgent(flags: number): RecvResult | undefined {
+    if (this.state.is('broken')) return recvFailed(this.failure);
+    if (!this.conn) return recvFailed(W.WSAENOTCONN);
+    if (!this.urgent.mayHaveData) return undefined;
     // TCP urgent data is one byte, whatever the buffers could hold.
-    const buf = new Uint8Array(1);
-    const n = native.recv(fd, buf, native.c.MSG_OOB | (flags & W.MSG_PEEK ? 2 : 0));
-    if (n >= 0) {
-      queueMicrotask(() => this.rearm(W.FD_OOB));
-      return ok({ data: buf.subarray(0, n), bytesRecvd: n, flags: W.MSG_OOB });
-    }
-    if (-n === native.c.EINVAL || -n === native.c.EAGAIN) {
-      this.urgentSignalled = false;
+    const r = readUrgent(this.conn, (flags & W.MSG_PEEK) !== 0);
+    if (r === null) {
+      this.urgent.foundNothing();
       return undefined;
     }
-    return fail(wsaFromErrno(-n));
+    if (!(r instanceof Uint8Array)) return recvFailed(r.errno);
+    queueMicrotask(() => this.rearm(W.FD_OOB));
+    return { errno: 0, bytes: r.length, data: r, flags: W.MSG_OOB };
   }
 
-  recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking = false): Promise<Outcome> {
+  recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking = false): Promise<RecvResult> {
     const bad = this.recvPrecheck(flags);
     if (bad) return Promise.resolve(bad);
     const check = this.recvCheck(lengths, flags, wantFrom);
-    if (this.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? fail(W.WSAEWOULDBLOCK));
-    // Nothing tells node when urgent data arrives: SIGURG does (updateUrgentWatch).
-    if (flags & W.MSG_OOB) return this.urgentWait((release) => this.waitFor(check).finally(release));
-    return this.waitFor(check);
+    if (this.opts.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
+    // Nothing tells node when urgent data arrives: SIGURG does (UrgentWatch).
+    if (flags & W.MSG_OOB) return this.urgent.hold(() => this.updateUrgentWatch(), (release) => this.waitFor(check, recvFailed).finally(release));
+    return this.waitFor(check, recvFailed);
   }
 
-  recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): OverlappedStart {
+  recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): Started<RecvResult> {
     const precheck = this.recvPrecheck(flags);
     const check = this.recvCheck(lengths, flags, wantFrom);
     if (precheck || !(flags & W.MSG_OOB)) return this.overlappedRecv(precheck, check, done);
-    return this.urgentWait((release) => {
-      const started = this.overlappedRecv(null, check, (errno, bytes, out) => {
-        release();
-        done(errno, bytes, out);
-      });
-      if (started.outcome.errno !== W.WSA_IO_PENDING) release();
-      return started;
-    });
+    return this.urgent.hold(
+      () => this.updateUrgentWatch(),
+      (release) => {
+        const started = this.overlappedRecv(null, check, (errno, bytes, out) => {
+          release();
+          done(errno, bytes, out);
+        });
+        if (!started.pending) release();
+        return started;
+      },
+    );
   }
 
-  private take(want: number, peek: boolean): Uint8Array {
-    const n = Math.min(want, this.rxBytes);
-    const first = this.rx[0];
-    let data: Uint8Array;
-    if (first && first.length >= n) {
-      data = first.subarray(0, n);
-      if (!peek) {
-        if (first.length === n) this.rx.shift();
-        else this.rx[0] = first.subarray(n);
-      }
-    } else {
-      const all = Buffer.concat(this.rx, this.rxBytes);
-      data = all.subarray(0, n);
-      if (!peek) this.rx = n < all.length ? [all.subarray(n)] : [];
-      else this.rx = [all];
-    }
-    if (!peek) {
-      this.rxBytes -= n;
-      this.resumeInputIfRoom();
-    }
-    return data;
-  }
+  // ---- shutdown and close ----
 
-  shutdown(how: number): Outcome {
-    if (how !== W.SD_RECEIVE && how !== W.SD_SEND && how !== W.SD_BOTH) return fail(W.WSAEINVAL);
-    if (this.state !== 'connected' || !this.conn) return fail(W.WSAENOTCONN);
-    if (how === W.SD_RECEIVE || how === W.SD_BOTH) {
-      this.recvShut = true;
-    }
-    if ((how === W.SD_SEND || how === W.SD_BOTH) && !this.sendShut) {
-      this.sendShut = true;
+  shutdown(how: number): number {
+    if (how !== W.SD_RECEIVE && how !== W.SD_SEND && how !== W.SD_BOTH) return W.WSAEINVAL;
+    if (!this.connected || !this.conn) return W.WSAENOTCONN;
+    if (how === W.SD_RECEIVE || how === W.SD_BOTH) this.recvShut = true;
+    if ((how === W.SD_SEND || how === W.SD_BOTH) && !this.sendsShut) {
+      this.sendsShut = true;
+      if (this.state.is('connected')) this.state.move('send-shut');
+      else if (this.state.is('peer-finished')) this.state.move('finished');
       // FIN goes after every byte already accepted and every send still queued.
-      if (this.tx && this.tx.pendingOps > 0) this.finAfterDrain = true;
-      else this.conn.end();
+      if (!this.state.is('broken')) this.finAfterQueued();
     }
     this.wake();
-    return ok();
+    return 0;
+  }
+
+  /** Sends FIN now, or once the sends still queued are through. */
+  private finAfterQueued(): void {
+    if (this.tx && this.tx.pendingOps > 0) this.finPending = true;
+    else this.conn?.end();
   }
 
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
-    if (this.closed) return;
-    this.stopEvents();
-    this.moveTo('closed');
-    this.updateUrgentWatch();
-    this.ctx.ports.release(this.handle);
+    if (this.closed || !this.state.move('closed')) return;
     this.abortWaits(abortCode, overlappedCode);
     this.tx?.cancel(overlappedCode, (o) => o.overlapped, 'close');
     // Background data (Windows policy) keeps flowing after the close; blocked calls do not.
@@ -673,23 +587,21 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     }
     this.server?.close();
     const conn = this.conn;
-    if (conn && !conn.destroyed) {
-      // Graceful close: bytes already accepted still reach the peer, then FIN.
-      conn.removeAllListeners('data');
-      conn.on('error', () => undefined);
-      conn.resume();
-      this.delivered = new Promise<void>((resolve) => {
-        conn.once('finish', resolve);
-        conn.once('close', resolve);
-      });
-      if (this.tx && this.tx.pendingOps > 0) {
-        this.finAfterDrain = true;
-      } else {
-        conn.end();
-        conn.destroySoon();
-      }
-      if (this.undelivered() > 0) this.ctx.draining.add(this);
+    if (!conn || conn.destroyed) return;
+    // Graceful close: bytes already accepted still reach the peer, then FIN.
+    conn.removeAllListeners('data');
+    conn.on('error', () => undefined);
+    conn.resume();
+    this.delivered = new Promise<void>((resolve) => {
+      conn.once('finish', resolve);
+      conn.once('close', resolve);
+    });
+    if (this.tx && this.tx.pendingOps > 0) this.finPending = true;
+    else {
+      conn.end();
+      conn.destroySoon();
     }
+    if (this.undelivered() > 0) this.ctx.draining.add(this);
   }
 
   // ---- after the close: delivering what was accepted (Drainable) ----
@@ -705,7 +617,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
 
   abandon(): number {
     const n = this.undelivered();
-    this.finAfterDrain = false;
+    this.finPending = false;
     // Background sends (Windows policy) still queued end here; nobody waits for them any more.
     this.tx?.cancel(W.WSAECONNABORTED, () => true, 'broken');
     if (this.conn) resetConnection(this.conn);
@@ -716,6 +628,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     const c = this.conn;
     return c?.remoteAddress ? `${c.remoteAddress.includes(':') ? `[${c.remoteAddress}]` : c.remoteAddress}:${c.remotePort}` : 'unknown';
   }
+
+  // ---- names, buffers, options ----
 
   localName(): SockAddr | null {
     if (this.conn && !this.conn.destroyed && this.conn.localAddress) {
@@ -730,17 +644,17 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   peerName(): SockAddr | null {
-    if (this.state !== 'connected' || !this.conn || !this.conn.remoteAddress) return null;
+    if (!this.connected || !this.conn || !this.conn.remoteAddress) return null;
     return fromNodeAddress({ address: this.conn.remoteAddress, port: this.conn.remotePort, family: this.conn.remoteFamily }, this.af);
   }
 
   readable(): number {
-    return this.rxBytes;
+    return this.rx.size;
   }
 
   /** Reads from the connection again when the receive buffer has room and the session's output allows. */
   private resumeInputIfRoom(): void {
-    if (this.conn?.isPaused() && !this.closed && this.rxBytes < Math.max(this.rcvBuf, 1) && !this.ctx.flow.paused) this.conn.resume();
+    if (this.conn?.isPaused() && !this.closed && this.rx.size < Math.max(this.opts.rcvBuf, 1) && !this.ctx.flow.paused) this.conn.resume();
   }
 
   override inputResumed(): void {
@@ -748,54 +662,18 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   applyBuffers(): void {
-    if (this.tx) this.tx.capacity = this.sndBuf;
+    if (this.tx) this.tx.capacity = this.opts.sndBuf;
     this.resumeInputIfRoom();
-    // An explicit SO_SNDBUF / SO_RCVBUF also sizes the kernel's buffers, so backpressure shows
-    // after a few kilobytes rather than after the megabytes loopback autotuning allows.
-    const native = libc();
-    const fd = fdOf(this.conn);
-    if (!native || fd === null) return;
-    if (this.sndBufSet) native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_SNDBUF, this.sndBuf);
-    if (this.rcvBufSet) native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_RCVBUF, this.rcvBuf);
+    if (this.conn) applyTcpBuffers(this.conn, this.opts);
   }
 
   applyOptions(): void {
-    const conn = this.conn;
-    if (!conn || conn.destroyed) return;
-    conn.setKeepAlive(this.keepAlive);
-    conn.setNoDelay(this.noDelay);
-    const native = libc();
-    const fd = fdOf(conn);
-    if (!native || fd === null) return;
-    native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_OOBINLINE, this.oobInline ? 1 : 0);
-    native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_DONTROUTE, this.dontRoute ? 1 : 0);
-    native.setLinger(fd, this.linger.onoff ? 1 : 0, this.linger.seconds);
-    const c = native.c;
-    // Values read back as they were set; the kernel gets them clamped to what it takes.
-    if (this.keepIdle > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPIDLE, Math.min(this.keepIdle, KERNEL_MAX.keepIdle));
-    if (this.keepInterval > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPINTVL, Math.min(this.keepInterval, KERNEL_MAX.keepInterval));
-    if (this.keepCount > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPCNT, Math.min(this.keepCount, KERNEL_MAX.keepCount));
-    // Windows' TCP_MAXRT (seconds; -1 for no limit) is closest to Linux's TCP_USER_TIMEOUT
-    // (milliseconds, an int): the longest it holds is about 24.8 days.
-    const maxrt = this.maxRetransmitSeconds;
-    if (maxrt !== 0 && c.TCP_USER_TIMEOUT) native.setInt(fd, c.IPPROTO_TCP, c.TCP_USER_TIMEOUT, maxrt < 0 ? INT32_MAX : Math.min(maxrt * 1000, INT32_MAX));
+    if (this.conn) applyTcpOptions(this.conn, this.opts);
   }
 
   maxMessageSize(): number | null {
     return null;
   }
-}
-
-/**
- * Ends a connection with RST. node's resetAndDestroy() cannot once a FIN is queued (libuv refuses
- * a reset after shutdown), and the kernel would then send the rest and FIN: the peer would take a
- * truncated stream for a whole one. SO_LINGER {1, 0} makes the close itself send RST.
- */
-function resetConnection(conn: net.Socket): void {
-  const native = libc();
-  const fd = fdOf(conn);
-  if (native && fd !== null && native.setLinger(fd, 1, 0) === 0) conn.destroy();
-  else conn.resetAndDestroy();
 }
 
 function clampBacklog(n: number): number {

@@ -1,10 +1,15 @@
-/** A UDP socket: node:dgram underneath, Winsock semantics on top. */
+/**
+ * A UDP socket: node:dgram underneath, Winsock semantics on top. Its life is the UDP state
+ * machine of socket-state.ts: created, bound (explicitly or by the first send or connect),
+ * connected to a default peer, closed.
+ */
 import * as dgram from 'node:dgram';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { wsaFromNodeError } from '../errno-map.js';
-import { fail, ok, type Outcome } from '../outcome.js';
-import { EmulatedSocket, type CompleteFn, type OverlappedStart, type SocketContext } from './emulated-socket.js';
+import { EmulatedSocket, type SocketContext } from './emulated-socket.js';
+import { SocketStateMachine, UDP_MOVES, type UdpState } from './socket-state.js';
+import { recvFailed, sendFailed, sent, startedAt, type AcceptResult, type CompleteFn, type RecvResult, type SendResult, type Started } from './results.js';
 import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, refuseLookup } from './sockaddr.js';
 import { byteLength, contiguous } from './send-buffers.js';
 
@@ -16,11 +21,13 @@ interface Datagram {
 }
 
 export class UdpSocket extends EmulatedSocket {
+  private readonly state: SocketStateMachine<UdpState>;
   private sock: dgram.Socket | null = null;
-  private isBoundFlag = false;
-  /** A bind under way (node binds asynchronously). */
-  private binding: Promise<Outcome> | null = null;
+  /** A bind under way (node binds asynchronously): it counts as bound for a second bind or a receive. */
+  private binding: Promise<number> | null = null;
   private peer: SockAddr | null = null;
+  /** WSPShutdown(SD_SEND): sends fail with WSAESHUTDOWN. */
+  private sendsShut = false;
   private readonly rxQueue: Datagram[] = [];
   private rxBytes = 0;
   /** An ICMP port unreachable arrived for a connected socket: the next receive reports WSAECONNRESET. */
@@ -28,6 +35,37 @@ export class UdpSocket extends EmulatedSocket {
 
   constructor(ctx: SocketContext) {
     super(ctx);
+    this.state = new SocketStateMachine(UDP_MOVES, 'created', ctx.log, (to) => this.entered(to));
+  }
+
+  get closed(): boolean {
+    return this.state.current === 'closed';
+  }
+
+  get stateName(): string {
+    return this.state.current;
+  }
+
+  /** Entry actions. */
+  private entered(to: UdpState): void {
+    switch (to) {
+      case 'bound':
+        if (this.peer) this.disconnectNode();
+        this.checkEvents();
+        break;
+      case 'connected':
+        this.icmpReset = false;
+        break;
+      case 'closed':
+        this.stopEvents();
+        break;
+      default:
+        break;
+    }
+  }
+
+  private get isBound(): boolean {
+    return this.state.is('bound', 'connected');
   }
 
   private ensureSocket(): dgram.Socket {
@@ -35,15 +73,15 @@ export class UdpSocket extends EmulatedSocket {
     const sock = dgram.createSocket({ type: this.af === W.AF_INET6 ? 'udp6' : 'udp4', ipv6Only: this.af === W.AF_INET6, lookup: refuseLookup });
     sock.on('message', (data, rinfo) => {
       // A full receive buffer drops the datagram, as the kernel would.
-      if (this.rxBytes + data.length > Math.max(this.rcvBuf, 65536)) return;
+      if (this.rxBytes + data.length > Math.max(this.opts.rcvBuf, 65536)) return;
       this.rxQueue.push({ data, from: fromNodeAddress(rinfo, this.af) });
       this.rxBytes += data.length;
       this.wake();
     });
-    sock.on('error', (err) => {
+    sock.on('error', (err: NodeJS.ErrnoException) => {
       // libuv's receive side reports an ICMP port unreachable for a connected socket as an error;
       // Windows reports it on the next receive as WSAECONNRESET.
-      if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED' && this.peer) {
+      if (err.code === 'ECONNREFUSED' && this.peer) {
         this.icmpReset = true;
         this.wake();
         return;
@@ -54,10 +92,10 @@ export class UdpSocket extends EmulatedSocket {
     return sock;
   }
 
-  bind(name: SockAddr): Promise<Outcome> {
+  bind(name: SockAddr): Promise<number> {
     // A bind still under way counts as bound: Windows binds synchronously, so a second bind
     // (explicit or automatic) in the same frame finds the socket bound.
-    if (this.isBoundFlag || this.binding || this.state !== 'open') return Promise.resolve(fail(W.WSAEINVAL));
+    if (!this.state.is('created') || this.binding) return Promise.resolve(W.WSAEINVAL);
     const binding = this.bindNow(name);
     this.binding = binding;
     void binding.then(() => {
@@ -66,7 +104,7 @@ export class UdpSocket extends EmulatedSocket {
     return binding;
   }
 
-  private async bindNow(name: SockAddr): Promise<Outcome> {
+  private async bindNow(name: SockAddr): Promise<number> {
     const sock = this.ensureSocket();
     const err = await new Promise<Error | null>((resolve) => {
       const onError = (e: Error): void => resolve(e);
@@ -81,44 +119,41 @@ export class UdpSocket extends EmulatedSocket {
           resolve(null);
         });
       } catch (e) {
-        resolve(e as Error);
+        resolve(e instanceof Error ? e : new Error(String(e)));
       }
     });
-    if (this.closed) return fail(W.WSAENOTSOCK);
+    if (this.closed) return W.WSAENOTSOCK;
     if (err) {
       // A failed bind leaves node's socket unusable: start again with a fresh one.
       this.sock = null;
       sock.close();
-      return fail(wsaFromNodeError(err));
+      return wsaFromNodeError(err);
     }
-    this.isBoundFlag = true;
+    if (!this.state.move('bound')) return W.WSAEINVAL;
     this.applyBuffers();
     this.applyOptions();
-    this.moveTo('bound');
-    this.checkEvents();
-    return ok();
+    return 0;
   }
 
   private async autoBind(): Promise<number> {
     // Behind a bind under way: its outcome decides (bound, or free to bind again).
     if (this.binding) await this.binding;
-    if (this.isBoundFlag) return 0;
-    const r = await this.bind({ family: this.af, address: anyAddress(this.af), port: 0 });
-    return r.errno;
+    if (this.isBound) return 0;
+    return this.bind({ family: this.af, address: anyAddress(this.af), port: 0 });
   }
 
-  listen(): Promise<Outcome> {
-    return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+  listen(): Promise<number> {
+    return Promise.resolve(W.WSAEOPNOTSUPP);
   }
 
-  accept(): Promise<Outcome> {
-    return Promise.resolve(fail(W.WSAEOPNOTSUPP));
+  accept(): Promise<AcceptResult> {
+    return Promise.resolve({ errno: W.WSAEOPNOTSUPP });
   }
 
   /** Connects run one after another: node refuses a connect while another is under way. */
   private connecting: Promise<unknown> = Promise.resolve();
 
-  connect(name: SockAddr): Promise<Outcome> {
+  connect(name: SockAddr): Promise<number> {
     const run = this.connecting.then(() => this.connectNow(name));
     this.connecting = run.catch(() => undefined);
     return run;
@@ -134,17 +169,17 @@ export class UdpSocket extends EmulatedSocket {
     this.peer = null;
   }
 
-  private async connectNow(name: SockAddr): Promise<Outcome> {
-    if (this.closed) return fail(W.WSAENOTSOCK);
+  private async connectNow(name: SockAddr): Promise<number> {
+    if (this.closed) return W.WSAENOTSOCK;
     // Connecting to the any address with port 0 dissolves the association, as on Windows.
     if (isAnyAddress(name.address) && name.port === 0) {
-      if (this.peer) this.disconnectNode();
-      return ok();
+      if (this.state.is('connected')) this.state.move('bound');
+      return 0;
     }
-    if (isAnyAddress(name.address) || name.port === 0) return fail(W.WSAEADDRNOTAVAIL);
+    if (isAnyAddress(name.address) || name.port === 0) return W.WSAEADDRNOTAVAIL;
     const e = await this.autoBind();
-    if (e) return fail(e);
-    if (this.closed) return fail(W.WSAENOTSOCK);
+    if (e) return e;
+    if (this.closed) return W.WSAENOTSOCK;
     const sock = this.ensureSocket();
     if (this.peer) this.disconnectNode();
     const err = await new Promise<Error | null>((resolve) => {
@@ -155,64 +190,53 @@ export class UdpSocket extends EmulatedSocket {
           sock.off('error', onError);
           resolve(null);
         });
-      } catch (e) {
+      } catch (x) {
         sock.off('error', onError);
-        resolve(e as Error);
+        resolve(x instanceof Error ? x : new Error(String(x)));
       }
     });
-    if (this.closed) return fail(W.WSAENOTSOCK);
-    if (err) return fail(wsaFromNodeError(err));
+    if (this.closed) return W.WSAENOTSOCK;
+    if (err) return wsaFromNodeError(err);
     this.peer = { ...name };
+    // A reconnect stays connected (to the new peer): the entry action runs only on arriving.
     this.icmpReset = false;
-    this.moveTo('connected');
-    return ok();
+    if (!this.state.move('connected')) return W.WSAEINVAL;
+    return 0;
   }
 
-  /** Why a send cannot go, or where it goes and how many bytes it holds. */
-  private sendPlan(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null): Outcome | { dest: SockAddr; total: number } {
-    if ((flags & ~UDP_SEND_FLAGS) !== 0) return fail(W.WSAEOPNOTSUPP);
+  /** Why a send cannot go (a WSA code), or where it goes and how many bytes it holds. */
+  private sendPlan(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null): number | { dest: SockAddr; total: number } {
+    if ((flags & ~UDP_SEND_FLAGS) !== 0) return W.WSAEOPNOTSUPP;
     // UDP has neither out-of-band data nor XP1_PARTIAL_MESSAGE.
-    if (flags & (W.MSG_OOB | W.MSG_PARTIAL)) return fail(W.WSAEOPNOTSUPP);
-    if (this.sendShut) return fail(W.WSAESHUTDOWN);
+    if (flags & (W.MSG_OOB | W.MSG_PARTIAL)) return W.WSAEOPNOTSUPP;
+    if (this.sendsShut) return W.WSAESHUTDOWN;
     const total = byteLength(buffers);
-    if (total > this.maxMessageSize()) return fail(W.WSAEMSGSIZE);
+    if (total > this.maxMessageSize()) return W.WSAEMSGSIZE;
     // On a connected socket the destination is the default peer; lpTo is ignored.
     const dest = this.peer ?? to;
-    if (!dest) return fail(W.WSAENOTCONN);
-    if (isAnyAddress(dest.address) || dest.port === 0) return fail(W.WSAEADDRNOTAVAIL);
+    if (!dest) return W.WSAENOTCONN;
+    if (isAnyAddress(dest.address) || dest.port === 0) return W.WSAEADDRNOTAVAIL;
     // Refused here, before the kernel, so that no broadcast datagram ever leaves without SO_BROADCAST.
-    if (!this.broadcast && isBroadcastAddress(dest.address)) return fail(W.WSAEACCES);
+    if (!this.opts.broadcast && isBroadcastAddress(dest.address)) return W.WSAEACCES;
     return { dest, total };
   }
 
-  send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _forceBlocking = false): Promise<Outcome> {
-    return this.sendAs(buffers, flags, to, (o) => o);
-  }
-
   /**
-   * Sends one datagram and settles with settle(outcome): one promise, settled straight from node's
-   * send callback when the socket is bound already (the usual case), so no extra turn of the
-   * event loop passes before the datagram goes or after node reports it.
+   * Sends one datagram: one promise, settled straight from node's send callback when the socket
+   * is bound already (the usual case), so no extra turn of the event loop passes before the
+   * datagram goes or after node reports it.
    */
-  private sendAs<T>(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, settle: (o: Outcome) => T): Promise<T> {
+  send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _forceBlocking = false): Promise<SendResult> {
     const plan = this.sendPlan(buffers, flags, to);
-    // settle runs inside node's callback: a fault in it must reject the call, not escape.
-    const viaSettle = (resolve: (v: T) => void, reject: (err: unknown) => void) => (o: Outcome): void => {
-      try {
-        resolve(settle(o));
-      } catch (err) {
-        reject(err);
-      }
-    };
-    if ('errno' in plan) return new Promise((resolve, reject) => viaSettle(resolve, reject)(plan));
-    const go = (): Promise<T> => new Promise((resolve, reject) => this.transmit(buffers, plan.total, plan.dest, viaSettle(resolve, reject)));
-    if (this.isBoundFlag) return go();
-    return this.autoBind().then((e) => (e ? settle(fail(e)) : go()));
+    if (typeof plan === 'number') return Promise.resolve(sendFailed(plan));
+    const go = (): Promise<SendResult> => new Promise((resolve) => this.transmit(buffers, plan.total, plan.dest, resolve));
+    if (this.isBound) return go();
+    return this.autoBind().then((e) => (e ? sendFailed(e) : go()));
   }
 
-  /** Hands one datagram to the kernel; done gets the outcome once node reports the send (next tick at the earliest). */
-  private transmit(buffers: readonly Uint8Array[], total: number, dest: SockAddr, done: (o: Outcome) => void): void {
-    if (this.closed) return done(fail(W.WSAEINTR));
+  /** Hands one datagram to the kernel; done gets the result once node reports the send (next tick at the earliest). */
+  private transmit(buffers: readonly Uint8Array[], total: number, dest: SockAddr, done: (r: SendResult) => void): void {
+    if (this.closed) return done(sendFailed(W.WSAEINTR));
     const sock = this.ensureSocket();
     const payload = contiguous(buffers, total);
     const to = this.peer ? null : dest;
@@ -226,7 +250,7 @@ export class UdpSocket extends EmulatedSocket {
         this.sendOnce(sock, payload, to, cb);
         return;
       }
-      done(err ? fail(wsaFromNodeError(err)) : ok({ bytesSent: total }));
+      done(err ? sendFailed(wsaFromNodeError(err)) : sent(total));
     };
     this.sendOnce(sock, payload, to, cb);
   }
@@ -236,15 +260,15 @@ export class UdpSocket extends EmulatedSocket {
       if (dest) sock.send(payload, dest.port, hostOf(dest), cb);
       else sock.send(payload, cb);
     } catch (err) {
-      cb(err as Error);
+      cb(err instanceof Error ? err : new Error(String(err)));
     }
   }
 
   /** UDP sends never queue: an overlapped send completes at once or fails at once. */
-  sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _thread: number, done: CompleteFn): Promise<OverlappedStart> {
-    return this.sendAs(buffers, flags, to, (outcome) => {
-      if (outcome.ret === 0) done(0, outcome['bytesSent'] as number);
-      return { outcome };
+  sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _thread: number, done: CompleteFn): Promise<Started<SendResult>> {
+    return this.send(buffers, flags, to).then((r) => {
+      if (r.errno === 0) done(0, r.bytes);
+      return startedAt(r);
     });
   }
 
@@ -252,23 +276,22 @@ export class UdpSocket extends EmulatedSocket {
     return 0;
   }
 
-  private recvPrecheck(flags: number): Outcome | null {
-    if (flags & W.MSG_OOB) return fail(W.WSAEOPNOTSUPP);
-    if (flags & ~(W.MSG_PEEK | W.MSG_OOB)) return fail(W.WSAEOPNOTSUPP);
-    if (this.recvShut) return fail(W.WSAESHUTDOWN);
-    if (!this.isBoundFlag && !this.binding) return fail(W.WSAEINVAL);
+  private recvPrecheck(flags: number): RecvResult | null {
+    if (flags & ~(W.MSG_PEEK | W.MSG_OOB) || flags & W.MSG_OOB) return recvFailed(W.WSAEOPNOTSUPP);
+    if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
+    if (!this.isBound && !this.binding) return recvFailed(W.WSAEINVAL);
     return null;
   }
 
-  private recvCheck(lengths: readonly number[], flags: number, wantFrom: boolean): () => Outcome | undefined {
+  private recvCheck(lengths: readonly number[], flags: number, wantFrom: boolean): () => RecvResult | undefined {
     let room = 0;
     for (const n of lengths) room += n;
     return () => {
-      if (this.closed) return fail(W.WSAEINTR);
-      if (this.recvShut) return fail(W.WSAESHUTDOWN);
+      if (this.closed) return recvFailed(W.WSAEINTR);
+      if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
       if (this.icmpReset && this.rxQueue.length === 0) {
         this.icmpReset = false;
-        return fail(W.WSAECONNRESET);
+        return recvFailed(W.WSAECONNRESET);
       }
       const d = this.rxQueue[0];
       if (!d) return undefined;
@@ -279,45 +302,41 @@ export class UdpSocket extends EmulatedSocket {
       }
       const truncated = d.data.length > room;
       const data = truncated ? d.data.subarray(0, room) : d.data;
-      const out: Record<string, unknown> = { data, bytesRecvd: data.length, flags: truncated ? W.MSG_PARTIAL : 0 };
-      if (wantFrom) out['from'] = d.from;
       // A truncated datagram is WSAEMSGSIZE, with the part that fitted delivered.
-      return truncated ? { ret: W.SOCKET_ERROR, errno: W.WSAEMSGSIZE, ...out } : ok(out);
+      return { errno: truncated ? W.WSAEMSGSIZE : 0, bytes: data.length, data, flags: truncated ? W.MSG_PARTIAL : 0, from: wantFrom ? d.from : undefined };
     };
   }
 
-  recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking = false): Promise<Outcome> {
+  recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking = false): Promise<RecvResult> {
     const bad = this.recvPrecheck(flags);
     if (bad) return Promise.resolve(bad);
     const check = this.recvCheck(lengths, flags, wantFrom);
-    if (this.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? fail(W.WSAEWOULDBLOCK));
-    return this.waitFor(check);
+    if (this.opts.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
+    return this.waitFor(check, recvFailed);
   }
 
-  recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): OverlappedStart {
+  recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): Started<RecvResult> {
     return this.overlappedRecv(this.recvPrecheck(flags), this.recvCheck(lengths, flags, wantFrom), done);
   }
 
-  shutdown(how: number): Outcome {
-    if (how !== W.SD_RECEIVE && how !== W.SD_SEND && how !== W.SD_BOTH) return fail(W.WSAEINVAL);
+  shutdown(how: number): number {
+    if (how !== W.SD_RECEIVE && how !== W.SD_SEND && how !== W.SD_BOTH) return W.WSAEINVAL;
     if (how !== W.SD_SEND) this.recvShut = true;
-    if (how !== W.SD_RECEIVE) this.sendShut = true;
+    if (how !== W.SD_RECEIVE) this.sendsShut = true;
     this.wake();
-    return ok();
+    return 0;
   }
 
   protected readyEvents(wanted: number): Array<[number, number]> {
     const ready: Array<[number, number]> = [];
     if (wanted & W.FD_READ && this.rxQueue.length > 0) ready.push([W.FD_READ, 0]);
     // A datagram socket can always send once it has an address.
-    if (wanted & W.FD_WRITE && this.isBoundFlag && !this.sendShut) ready.push([W.FD_WRITE, 0]);
+    if (wanted & W.FD_WRITE && this.isBound && !this.sendsShut) ready.push([W.FD_WRITE, 0]);
     return ready;
   }
 
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
-    if (this.closed) return;
-    this.stopEvents();
-    this.moveTo('closed');
+    if (this.closed || !this.state.move('closed')) return;
     this.abortWaits(abortCode, overlappedCode);
     const sock = this.sock;
     this.sock = null;
@@ -331,7 +350,7 @@ export class UdpSocket extends EmulatedSocket {
   }
 
   localName(): SockAddr | null {
-    if (!this.sock || !this.isBoundFlag) return null;
+    if (!this.sock || !this.isBound) return null;
     try {
       return fromNodeAddress(this.sock.address(), this.af);
     } catch {
@@ -350,23 +369,23 @@ export class UdpSocket extends EmulatedSocket {
   }
 
   applyBuffers(): void {
-    if (!this.sock || !this.isBoundFlag) return;
+    if (!this.sock || !this.isBound) return;
     try {
-      if (this.sndBuf > 0) this.sock.setSendBufferSize(this.sndBuf);
-      if (this.rcvBuf > 0) this.sock.setRecvBufferSize(this.rcvBuf);
+      if (this.opts.sndBuf > 0) this.sock.setSendBufferSize(this.opts.sndBuf);
+      if (this.opts.rcvBuf > 0) this.sock.setRecvBufferSize(this.opts.rcvBuf);
     } catch (err) {
-      this.log.debug({ err: (err as Error).message }, 'could not size the kernel buffers');
+      this.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'could not size the kernel buffers');
     }
   }
 
   applyOptions(): void {
     // SO_BROADCAST reaches the real socket (the daemon also refuses broadcasts itself without it);
     // node:dgram exposes no descriptor, so SO_DONTROUTE is recorded and reads back, nothing more.
-    if (this.sock && this.isBoundFlag) {
+    if (this.sock && this.isBound) {
       try {
-        this.sock.setBroadcast(this.broadcast);
+        this.sock.setBroadcast(this.opts.broadcast);
       } catch (err) {
-        this.log.debug({ err: (err as Error).message }, 'could not set SO_BROADCAST');
+        this.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'could not set SO_BROADCAST');
       }
     }
   }

@@ -1,172 +1,242 @@
 /**
- * The SPI methods: each takes validated params and returns the Winsock outcome. Handle lookup,
- * sockaddr checks and the choice of transport happen here; the sockets do the rest.
+ * The SPI methods: one handler per entry of the method table (proto/src/messages.ts), typed by it:
+ * a missing or misspelt handler is a compile error. Each takes validated params and returns the
+ * method's wire result. Handle lookup, sockaddr checks and the choice of transport happen here;
+ * the sockets do the rest and return domain results, which only this file maps to the wire.
  */
 import * as W from '@spiwire/proto';
-import { INVALID_PARAMS, ProtocolError, type SockAddr } from '@spiwire/proto';
-import { fail, ok, type Outcome } from '../outcome.js';
-import type { CompleteFn, EmulatedSocket, OverlappedStart } from '../sockets/emulated-socket.js';
+import { INVALID_PARAMS, ProtocolError, type MethodName, type OverlappedRef, type Params, type Result, type SockAddr } from '@spiwire/proto';
+import { fail, ok } from '../outcome.js';
+import type { EmulatedSocket } from '../sockets/emulated-socket.js';
+import type { CompleteFn, RecvResult, SendResult, Started } from '../sockets/results.js';
 import { addressProblem, checkSockaddr, isAnyAddress, sockaddrSize } from '../sockets/sockaddr.js';
-import { ioctl } from './ioctl.js';
+import { ioctl, type IoctlResult } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
+import { runAfterReply, takeAfterReply } from './after-reply.js';
+
+/** What a socket operation that can be overlapped reports: its count, and its flags for receives. */
+export interface Transfer {
+  errno: number;
+  bytes: number;
+  flags?: number;
+}
 
 /** What a method needs from its session. */
 export interface SpiSession {
   lookup(s: number): EmulatedSocket | null;
-  createSocket(af: number, type: number, protocol: number, flags: number): Outcome;
+  createSocket(af: number, type: number, protocol: number, flags: number): Result<'WSPSocket'>;
   closeSocket(sock: EmulatedSocket): void;
-  /** Runs an overlapped call: bookkeeping, the per-socket limit, and the completion notification. */
-  /** fallback runs the call as a blocking one: what the Windows policy does on a socket without WSA_FLAG_OVERLAPPED. */
-  overlapped(sock: EmulatedSocket, ov: OverlappedRef, start: (done: CompleteFn) => OverlappedStart | Promise<OverlappedStart>, fallback?: () => Outcome | Promise<Outcome>): Outcome | Promise<Outcome>;
-  threadExit(thread: number): Outcome;
+  /**
+   * Runs an overlapped call: bookkeeping, the per-socket limit and the completion notification.
+   * start begins the operation; asBlocking runs it as a blocking call instead, for a socket made
+   * without WSA_FLAG_OVERLAPPED under the Windows send policy (send-policy.ts). The result is R,
+   * or 'pending' (WSA_IO_PENDING), with the completion when it completed at once.
+   */
+  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: OverlappedRef, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>>;
+  threadExit(thread: number): Result<'spiwire.threadExit'>;
   /** The daemon's allow-list verdict for a destination (or, with unspecified, a bind to any address). */
   allows(address: string, port: number, unspecified?: boolean): boolean;
 }
 
-interface OverlappedRef {
-  op: number;
-  thread: number;
-}
+/** An overlapped call's answer: pending, refused before it started, or its result (and completion). */
+export type OverlappedAnswer<R> = { kind: 'pending' } | { kind: 'refused'; errno: number } | { kind: 'done'; result: R; completion?: W.Completion };
 
-function ovParam(p: Params): OverlappedRef | null {
-  return (p['overlapped'] as OverlappedRef | null | undefined) ?? null;
-}
+type Handler<M extends MethodName> = (session: SpiSession, p: Params<M>) => Result<M> | Promise<Result<M>>;
+type Handlers = { readonly [M in MethodName]: Handler<M> };
 
-type Params = Record<string, unknown>;
-export type SpiHandler = (session: SpiSession, p: Params) => Outcome | Promise<Outcome>;
+/**
+ * Validates params for method M (INVALID_PARAMS otherwise) and runs its handler. compact: the
+ * params come from a compact header, whose layout already fixed their types.
+ */
+export function runMethod<M extends MethodName>(session: SpiSession, method: M, params: Record<string, unknown>, compact: boolean): Result<M> | Promise<Result<M>> {
+  if (compact) W.validateCompactParams(method, params);
+  else W.validateParams(method, params);
+  const handler: Handler<M> = SPI_HANDLERS[method];
+  return handler(session, params);
+}
 
 /** A sockaddr parameter whose address is numeric (addressProblem), so that it never reaches a resolver. */
-function addrParam(p: Params, key: string): SockAddr {
-  const a = p[key] as SockAddr;
+function checkedAddress(a: SockAddr, field: string): SockAddr {
   const problem = addressProblem(a.address);
-  if (problem) throw new ProtocolError(INVALID_PARAMS, `params.${key}.address ${problem}`, { field: `${key}.address` });
+  if (problem) throw new ProtocolError(INVALID_PARAMS, `params.${field}.address ${problem}`, { field: `${field}.address` });
   return a;
 }
 
 /** Runs fn with the socket named by params.s, or answers WSAENOTSOCK. */
-function withSocket(fn: (sock: EmulatedSocket, p: Params, session: SpiSession) => Outcome | Promise<Outcome>): SpiHandler {
+function withSocket<P extends { s: number }, R>(fn: (sock: EmulatedSocket, p: P, session: SpiSession) => R): (session: SpiSession, p: P) => R | { ret: number; errno: number } {
   return (session, p) => {
-    const sock = session.lookup(p['s'] as number);
+    const sock = session.lookup(p.s);
     if (!sock) return fail(W.WSAENOTSOCK);
     return fn(sock, p, session);
   };
 }
 
-export const SPI_HANDLERS: Record<string, SpiHandler> = {
-  WSPSocket: (session, p) => session.createSocket(p['af'] as number, p['type'] as number, p['protocol'] as number, p['flags'] as number) ,
+/** 0 or a WSA code, as the wire result of a call with no out values. */
+function status(errno: number): { ret: number; errno: number } {
+  return errno === 0 ? ok() : fail(errno);
+}
 
-  WSPBind: withSocket((sock, p, session) => {
-    const name = addrParam(p, 'name');
-    const bad = checkSockaddr(name, p['namelen'] as number, sock.af);
+function mapPromise<A, B>(v: A | Promise<A>, f: (a: A) => B): B | Promise<B> {
+  return v instanceof Promise ? v.then(f) : f(v);
+}
+
+export const SPI_HANDLERS: Handlers = {
+  WSPSocket: (session, p) => session.createSocket(p.af, p.type, p.protocol, p.flags),
+
+  WSPBind: withSocket((sock, p: Params<'WSPBind'>, session) => {
+    const name = checkedAddress(p.name, 'name');
+    const bad = checkSockaddr(name, p.namelen, sock.af);
     if (bad) return fail(bad);
     if (!session.allows(name.address, name.port, isAnyAddress(name.address))) return fail(W.WSAEACCES);
-    return sock.bind(name);
+    return sock.bind(name).then(status);
   }),
 
-  WSPListen: withSocket((sock, p) => sock.listen(p['backlog'] as number)),
+  WSPListen: withSocket((sock, p: Params<'WSPListen'>) => sock.listen(p.backlog).then(status)),
 
-  WSPAccept: withSocket((sock) => sock.accept()),
+  WSPAccept: withSocket((sock) =>
+    sock.accept().then((r): Result<'WSPAccept'> => (r.errno || !r.socket ? fail(r.errno || W.WSAEINVAL, W.INVALID_SOCKET) : r.addr ? ok({ addr: r.addr }, r.socket.handle) : ok({}, r.socket.handle))),
+  ),
 
-  WSPConnect: withSocket((sock, p, session) => {
-    const name = addrParam(p, 'name');
-    const bad = checkSockaddr(name, p['namelen'] as number, sock.af);
+  WSPConnect: withSocket((sock, p: Params<'WSPConnect'>, session) => {
+    const name = checkedAddress(p.name, 'name');
+    const bad = checkSockaddr(name, p.namelen, sock.af);
     if (bad) return fail(bad);
     // Dissolving a UDP association (any address, port 0) goes nowhere, so it is always allowed.
     const dissolve = sock.type === W.SOCK_DGRAM && isAnyAddress(name.address) && name.port === 0;
     if (!dissolve && !session.allows(name.address, name.port)) return fail(W.WSAEACCES);
-    return sock.connect(name);
+    return sock.connect(name).then(status);
   }),
 
-  WSPSend: withSocket((sock, p, session) => sendWith(session, sock, p, null)),
+  WSPSend: withSocket((sock, p: Params<'WSPSend'>, session) => sendWith(session, sock, p.buffers, p.flags, null, p.overlapped)),
 
-  WSPSendTo: withSocket((sock, p, session) => {
+  WSPSendTo: withSocket((sock, p: Params<'WSPSendTo'>, session) => {
     let to: SockAddr | null = null;
-    if (p['to'] != null && sock.type === W.SOCK_DGRAM) {
-      to = addrParam(p, 'to');
-      const bad = checkSockaddr(to, p['tolen'] as number, sock.af);
+    if (p.to != null && sock.type === W.SOCK_DGRAM) {
+      to = checkedAddress(p.to, 'to');
+      const bad = checkSockaddr(to, p.tolen, sock.af);
       if (bad) return fail(bad);
       if (sock.peerName() === null && !session.allows(to.address, to.port)) return fail(W.WSAEACCES);
     }
-    return sendWith(session, sock, p, to);
+    return sendWith(session, sock, p.buffers, p.flags, to, p.overlapped);
   }),
 
-  WSPRecv: withSocket((sock, p, session) => recvWith(session, sock, p, false)),
+  WSPRecv: withSocket((sock, p: Params<'WSPRecv'>, session) => recvWith(session, sock, p.lengths, p.flags, false, p.overlapped)),
 
-  WSPRecvFrom: withSocket((sock, p, session) => recvWith(session, sock, p, true)),
+  WSPRecvFrom: withSocket((sock, p: Params<'WSPRecvFrom'>, session) => recvWith(session, sock, p.lengths, p.flags, true, p.overlapped)),
 
-  WSPShutdown: withSocket((sock, p) => sock.shutdown(p['how'] as number)),
+  WSPShutdown: withSocket((sock, p: Params<'WSPShutdown'>) => status(sock.shutdown(p.how))),
 
-  WSPCloseSocket: withSocket((sock, _p, session) => {
+  WSPCloseSocket: withSocket((sock, _p: Params<'WSPCloseSocket'>, session) => {
     session.closeSocket(sock);
     return ok();
   }),
 
-  WSPGetSockName: withSocket((sock, p) => {
+  WSPGetSockName: withSocket((sock, p: Params<'WSPGetSockName'>) => {
     const name = sock.localName();
     if (!name) return fail(W.WSAEINVAL);
     const size = sockaddrSize(sock.af);
-    if ((p['namelen'] as number) < size) return fail(W.WSAEFAULT);
+    if (p.namelen < size) return fail(W.WSAEFAULT);
     return ok({ name, namelen: size });
   }),
 
-  WSPGetPeerName: withSocket((sock, p) => {
+  WSPGetPeerName: withSocket((sock, p: Params<'WSPGetPeerName'>) => {
     const name = sock.peerName();
     if (!name) return fail(W.WSAENOTCONN);
     const size = sockaddrSize(sock.af);
-    if ((p['namelen'] as number) < size) return fail(W.WSAEFAULT);
+    if (p.namelen < size) return fail(W.WSAEFAULT);
     return ok({ name, namelen: size });
   }),
 
-  WSPIoctl: withSocket((sock, p, session) => {
-    const run = (): Outcome => ioctl(sock, p['code'] as number, p['input'] as Uint8Array, p['outputLength'] as number);
-    const ov = ovParam(p);
-    if (!ov) return run();
+  WSPIoctl: withSocket((sock, p: Params<'WSPIoctl'>, session) => {
+    const run = (): IoctlResult => ioctl(sock, p.code, p.input, p.outputLength);
+    const toWire = (r: IoctlResult): Result<'WSPIoctl'> => (r.errno ? fail(r.errno) : ok({ output: r.output, bytesReturned: r.bytes }));
+    if (!p.overlapped) return toWire(run());
     // Control codes finish at once; an overlapped WSPIoctl still reports through its completion.
-    return session.overlapped(sock, ov, (done) => {
-      const outcome = run();
-      if (outcome.ret === 0) done(0, (outcome['bytesReturned'] as number | undefined) ?? 0);
-      return { outcome };
-    });
+    return overlappedResult(
+      session.overlapped(
+        sock,
+        p.overlapped,
+        (done) => {
+          const r = run();
+          if (r.errno === 0) done(0, r.bytes);
+          return { pending: false, result: r };
+        },
+        run,
+      ),
+      toWire,
+    );
   }),
 
-  'spiwire.threadExit': (session, p) => session.threadExit(p['thread'] as number),
+  'spiwire.threadExit': (session, p) => session.threadExit(p.thread),
 
-  WSPEventSelect: withSocket((sock, p) => {
-    const events = p['events'] as number;
+  WSPEventSelect: withSocket((sock, p: Params<'WSPEventSelect'>) => {
     const known = W.FD_READ | W.FD_WRITE | W.FD_OOB | W.FD_ACCEPT | W.FD_CONNECT | W.FD_CLOSE;
-    if (events & ~known) return fail(W.WSAEINVAL);
-    sock.eventSelect(events);
+    if (p.events & ~known) return fail(W.WSAEINVAL);
+    sock.eventSelect(p.events);
     return ok();
   }),
 
-  WSPSetSockOpt: withSocket((sock, p) => setSockOpt(sock, p['level'] as number, p['optname'] as number, p['optval'] as Uint8Array | null, p['optlen'] as number)),
+  WSPSetSockOpt: withSocket((sock, p: Params<'WSPSetSockOpt'>) => setSockOpt(sock, p.level, p.optname, p.optval, p.optlen)),
 
-  WSPGetSockOpt: withSocket((sock, p) => getSockOpt(sock, p['level'] as number, p['optname'] as number, p['optlen'] as number)),
+  WSPGetSockOpt: withSocket((sock, p: Params<'WSPGetSockOpt'>) => getSockOpt(sock, p.level, p.optname, p.optlen)),
 };
 
-function sendWith(session: SpiSession, sock: EmulatedSocket, p: Params, to: SockAddr | null): Outcome | Promise<Outcome> {
-  const buffers = p['buffers'] as Uint8Array[];
-  const flags = p['flags'] as number;
-  const ov = ovParam(p);
-  if (!ov) return sock.send(buffers, flags, to);
-  return session.overlapped(
-    sock,
-    ov,
-    (done) => sock.sendOverlapped(buffers, flags, to, ov.thread, done),
-    () => sock.send(buffers, flags, to, true),
+/** The wire result of an overlapped call's answer, given how its result maps. */
+function overlappedResult<R extends Transfer, Wire extends { ret: number; errno: number }>(
+  answer: OverlappedAnswer<R> | Promise<OverlappedAnswer<R>>,
+  toWire: (r: R) => Wire,
+): (Wire & { completion?: W.Completion }) | { ret: number; errno: number } | Promise<(Wire & { completion?: W.Completion }) | { ret: number; errno: number }> {
+  return mapPromise(answer, (a) => {
+    if (a.kind === 'pending') {
+      // A completion that must follow this reply goes with the wire result.
+      const hook = takeAfterReply(a);
+      const wire = fail(W.WSA_IO_PENDING);
+      return hook ? runAfterReply(wire, hook) : wire;
+    }
+    if (a.kind === 'refused') return fail(a.errno);
+    const wire = toWire(a.result);
+    return a.completion ? { ...wire, completion: a.completion } : wire;
+  });
+}
+
+function sendToWire(r: SendResult): Result<'WSPSend'> {
+  return r.errno ? fail(r.errno) : ok({ bytesSent: r.bytes });
+}
+
+function sendWith(session: SpiSession, sock: EmulatedSocket, buffers: Uint8Array[], flags: number, to: SockAddr | null, ov: OverlappedRef | null | undefined): Result<'WSPSend'> | Promise<Result<'WSPSend'>> {
+  if (!ov) return mapPromise(sock.send(buffers, flags, to), sendToWire);
+  return overlappedResult(
+    session.overlapped(
+      sock,
+      ov,
+      (done) => sock.sendOverlapped(buffers, flags, to, ov.thread, done),
+      () => sock.send(buffers, flags, to, true),
+    ),
+    sendToWire,
   );
 }
 
-function recvWith(session: SpiSession, sock: EmulatedSocket, p: Params, wantFrom: boolean): Outcome | Promise<Outcome> {
-  const lengths = p['lengths'] as number[];
-  const flags = p['flags'] as number;
-  const ov = ovParam(p);
-  if (!ov) return sock.recv(lengths, flags, wantFrom);
-  return session.overlapped(
-    sock,
-    ov,
-    (done) => sock.recvOverlapped(lengths, flags, wantFrom, done),
-    () => sock.recv(lengths, flags, wantFrom, true),
+function recvToWire(r: RecvResult): Result<'WSPRecvFrom'> {
+  // A truncated datagram (WSAEMSGSIZE) still delivers the part that fitted.
+  if (r.errno && r.errno !== W.WSAEMSGSIZE) return fail(r.errno);
+  const out: Result<'WSPRecvFrom'> = r.errno ? fail(r.errno) : ok();
+  out.data = r.data ?? new Uint8Array(0);
+  out.bytesRecvd = r.bytes;
+  out.flags = r.flags;
+  if (r.from) out.from = r.from;
+  return out;
+}
+
+function recvWith(session: SpiSession, sock: EmulatedSocket, lengths: number[], flags: number, wantFrom: boolean, ov: OverlappedRef | null | undefined): Result<'WSPRecvFrom'> | Promise<Result<'WSPRecvFrom'>> {
+  if (!ov) return sock.recv(lengths, flags, wantFrom).then(recvToWire);
+  return overlappedResult(
+    session.overlapped(
+      sock,
+      ov,
+      (done) => sock.recvOverlapped(lengths, flags, wantFrom, done),
+      () => sock.recv(lengths, flags, wantFrom, true),
+    ),
+    recvToWire,
   );
 }
 

@@ -1,6 +1,7 @@
 /** WSPSetSockOpt / WSPGetSockOpt: option values are the C bytes (little-endian DWORD or BOOL). */
 import * as W from '@spiwire/proto';
-import { fail, ok, type Outcome } from '../outcome.js';
+import type { Result } from '@spiwire/proto';
+import { fail, ok } from '../outcome.js';
 import type { EmulatedSocket } from '../sockets/emulated-socket.js';
 
 const DWORD = 4;
@@ -21,7 +22,8 @@ const TCP_OPTIONS = new Set([W.TCP_NODELAY, W.TCP_KEEPIDLE, W.TCP_KEEPINTVL, W.T
 /** Options with a meaning only on stream sockets. */
 const STREAM_ONLY = new Set([W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER]);
 
-export function setSockOpt(sock: EmulatedSocket, level: number, optname: number, optval: Uint8Array | null, optlen: number): Outcome {
+export function setSockOpt(sock: EmulatedSocket, level: number, optname: number, optval: Uint8Array | null, optlen: number): Result<'WSPSetSockOpt'> {
+  const o = sock.opts;
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
@@ -29,11 +31,11 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
     const v = readDword(optval);
     // TCP_MAXRT -1 means "retransmit for ever" on Windows; no other option takes a negative value.
     if (optname !== W.TCP_NODELAY && v < 0 && !(optname === W.TCP_MAXRT && v === -1)) return fail(W.WSAEINVAL);
-    if (optname === W.TCP_NODELAY) sock.noDelay = v !== 0;
-    else if (optname === W.TCP_KEEPIDLE) sock.keepIdle = v;
-    else if (optname === W.TCP_KEEPINTVL) sock.keepInterval = v;
-    else if (optname === W.TCP_KEEPCNT) sock.keepCount = v;
-    else sock.maxRetransmitSeconds = v;
+    if (optname === W.TCP_NODELAY) o.noDelay = v !== 0;
+    else if (optname === W.TCP_KEEPIDLE) o.keepIdle = v;
+    else if (optname === W.TCP_KEEPINTVL) o.keepInterval = v;
+    else if (optname === W.TCP_KEEPCNT) o.keepCount = v;
+    else o.maxRetransmitSeconds = v;
     sock.applyOptions();
     return ok();
   }
@@ -48,36 +50,36 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
     case W.SO_RCVBUF:
       if (v < 0) return fail(W.WSAEINVAL);
       if (optname === W.SO_SNDBUF) {
-        sock.sndBuf = v;
-        sock.sndBufSet = true;
+        o.sndBuf = v;
+        o.sndBufSet = true;
       } else {
-        sock.rcvBuf = v;
-        sock.rcvBufSet = true;
+        o.rcvBuf = v;
+        o.rcvBufSet = true;
       }
       sock.applyBuffers();
       return ok();
     case W.SO_BROADCAST:
-      sock.broadcast = v !== 0;
+      o.broadcast = v !== 0;
       sock.applyOptions();
       return ok();
     case W.SO_SPIWIRE_SEND_POLICY:
       if (v !== W.SPIWIRE_SEND_POLICY_REFERENCE && v !== W.SPIWIRE_SEND_POLICY_WINDOWS) return fail(W.WSAEINVAL);
-      sock.sendPolicy = v;
+      o.sendPolicy = v;
       return ok();
     case W.SO_LINGER: {
       // struct linger { u_short l_onoff; u_short l_linger; }
       const dv = new DataView(optval.buffer, optval.byteOffset, 4);
-      sock.linger = { onoff: dv.getUint16(0, true), seconds: dv.getUint16(2, true) };
+      o.linger = { onoff: dv.getUint16(0, true), seconds: dv.getUint16(2, true) };
       break;
     }
     case W.SO_KEEPALIVE:
-      sock.keepAlive = v !== 0;
+      o.keepAlive = v !== 0;
       break;
     case W.SO_OOBINLINE:
-      sock.oobInline = v !== 0;
+      o.oobInline = v !== 0;
       break;
     case W.SO_DONTROUTE:
-      sock.dontRoute = v !== 0;
+      o.dontRoute = v !== 0;
       break;
   }
   sock.applyOptions();
@@ -92,13 +94,14 @@ function lingerBytes(l: { onoff: number; seconds: number }): Uint8Array {
   return b;
 }
 
-export function getSockOpt(sock: EmulatedSocket, level: number, optname: number, optlen: number): Outcome {
+export function getSockOpt(sock: EmulatedSocket, level: number, optname: number, optlen: number): Result<'WSPGetSockOpt'> {
+  const o = sock.opts;
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
     if (optlen < DWORD) return fail(W.WSAEFAULT);
     const v =
-      optname === W.TCP_NODELAY ? (sock.noDelay ? 1 : 0) : optname === W.TCP_KEEPIDLE ? sock.keepIdle : optname === W.TCP_KEEPINTVL ? sock.keepInterval : optname === W.TCP_KEEPCNT ? sock.keepCount : sock.maxRetransmitSeconds;
+      optname === W.TCP_NODELAY ? (o.noDelay ? 1 : 0) : optname === W.TCP_KEEPIDLE ? o.keepIdle : optname === W.TCP_KEEPINTVL ? o.keepInterval : optname === W.TCP_KEEPCNT ? o.keepCount : o.maxRetransmitSeconds;
     return ok({ optval: dwordBytes(v), optlen: DWORD });
   }
   if (STREAM_ONLY.has(optname) && sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
@@ -106,28 +109,28 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
   switch (optname) {
     case W.SO_LINGER:
       if (optlen < DWORD) return fail(W.WSAEFAULT);
-      return ok({ optval: lingerBytes(sock.linger), optlen: DWORD });
+      return ok({ optval: lingerBytes(o.linger), optlen: DWORD });
     case W.SO_KEEPALIVE:
-      value = sock.keepAlive ? 1 : 0;
+      value = o.keepAlive ? 1 : 0;
       break;
     case W.SO_SPIWIRE_SEND_POLICY:
-      value = sock.sendPolicy;
+      value = o.sendPolicy;
       break;
     case W.SO_OOBINLINE:
-      value = sock.oobInline ? 1 : 0;
+      value = o.oobInline ? 1 : 0;
       break;
     case W.SO_DONTROUTE:
-      value = sock.dontRoute ? 1 : 0;
+      value = o.dontRoute ? 1 : 0;
       break;
     case W.SO_SNDBUF:
-      value = sock.sndBuf;
+      value = o.sndBuf;
       break;
     case W.SO_RCVBUF:
-      value = sock.rcvBuf;
+      value = o.rcvBuf;
       break;
     case W.SO_BROADCAST:
       if (sock.type !== W.SOCK_DGRAM) return fail(W.WSAENOPROTOOPT);
-      value = sock.broadcast ? 1 : 0;
+      value = o.broadcast ? 1 : 0;
       break;
     case W.SO_TYPE:
       value = sock.type;

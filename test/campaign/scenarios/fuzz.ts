@@ -360,7 +360,7 @@ class FrameGen {
     const r = this.rng;
     const m = this.method();
     const p = this.validParams(m);
-    const keys = Object.keys(P.METHODS[m]!.params);
+    const keys = Object.keys(P.METHOD_SPECS[m]!.params);
     const k = r.pick(keys.length ? keys : ['s']);
     if (r.chance(0.15)) delete p[k];
     else p[k] = r.pick(WRONG);

@@ -1,0 +1,95 @@
+/**
+ * What a TCP socket needs from the C library (koffi, native/libc.ts) that node has no API for:
+ * options on the descriptor, urgent data, the process as the owner of SIGURG, and a reset that
+ * works after FIN is queued. Every function is a no-op (or reports "unavailable") where the C
+ * library cannot be loaded; values are clamped to what the kernel takes, never thrown on.
+ */
+import type * as net from 'node:net';
+import * as W from '@spiwire/proto';
+import { wsaFromErrno } from '../errno-map.js';
+import { fdOf, libc } from '../native/libc.js';
+import type { SocketOptions } from './emulated-socket.js';
+
+const INT32_MAX = 0x7fffffff;
+/** The largest keep-alive values Linux takes (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT). */
+const KERNEL_MAX = { keepIdle: 32767, keepInterval: 32767, keepCount: 127 };
+
+/** Applies SO_KEEPALIVE, TCP_NODELAY and, through the C library, the options node cannot set. */
+export function applyTcpOptions(conn: net.Socket, o: SocketOptions): void {
+  if (conn.destroyed) return;
+  conn.setKeepAlive(o.keepAlive);
+  conn.setNoDelay(o.noDelay);
+  const native = libc();
+  const fd = fdOf(conn);
+  if (!native || fd === null) return;
+  const c = native.c;
+  native.setInt(fd, c.SOL_SOCKET, c.SO_OOBINLINE, o.oobInline ? 1 : 0);
+  native.setInt(fd, c.SOL_SOCKET, c.SO_DONTROUTE, o.dontRoute ? 1 : 0);
+  native.setLinger(fd, o.linger.onoff ? 1 : 0, o.linger.seconds);
+  // Values read back as they were set; the kernel gets them clamped to what it takes.
+  if (o.keepIdle > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPIDLE, Math.min(o.keepIdle, KERNEL_MAX.keepIdle));
+  if (o.keepInterval > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPINTVL, Math.min(o.keepInterval, KERNEL_MAX.keepInterval));
+  if (o.keepCount > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPCNT, Math.min(o.keepCount, KERNEL_MAX.keepCount));
+  // Windows' TCP_MAXRT (seconds; -1 for no limit) is closest to Linux's TCP_USER_TIMEOUT
+  // (milliseconds, an int): the longest it holds is about 24.8 days.
+  const maxrt = o.maxRetransmitSeconds;
+  if (maxrt !== 0 && c.TCP_USER_TIMEOUT) native.setInt(fd, c.IPPROTO_TCP, c.TCP_USER_TIMEOUT, maxrt < 0 ? INT32_MAX : Math.min(maxrt * 1000, INT32_MAX));
+}
+
+/**
+ * An explicit SO_SNDBUF / SO_RCVBUF also sizes the kernel's buffers, so backpressure shows after a
+ * few kilobytes rather than after the megabytes loopback autotuning allows.
+ */
+export function applyTcpBuffers(conn: net.Socket, o: SocketOptions): void {
+  const native = libc();
+  const fd = fdOf(conn);
+  if (!native || fd === null) return;
+  if (o.sndBufSet) native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_SNDBUF, o.sndBuf);
+  if (o.rcvBufSet) native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_RCVBUF, o.rcvBuf);
+}
+
+/** Makes this process the owner of the connection (F_SETOWN), so that urgent data raises SIGURG here. */
+export function ownUrgentSignal(conn: net.Socket): boolean {
+  const native = libc();
+  const fd = fdOf(conn);
+  return native !== null && fd !== null && native.setOwner(fd) === 0;
+}
+
+/** What send() with flags did: bytes the kernel took, 'full' (no room now), or the WSA code of a failure. */
+export type DirectSend = number | 'full' | { errno: number };
+
+/** send() on the descriptor with the SPI flags MSG_OOB and MSG_DONTROUTE. */
+export function sendDirect(conn: net.Socket, chunk: Uint8Array, spiFlags: number): DirectSend {
+  const native = libc();
+  const fd = fdOf(conn);
+  if (!native || fd === null) return { errno: W.WSAEOPNOTSUPP };
+  const cflags = (spiFlags & W.MSG_OOB ? native.c.MSG_OOB : 0) | (spiFlags & W.MSG_DONTROUTE ? native.c.MSG_DONTROUTE : 0);
+  const n = native.send(fd, chunk, cflags);
+  if (n >= 0) return n;
+  if (-n === native.c.EAGAIN || -n === native.c.EWOULDBLOCK) return 'full';
+  return { errno: wsaFromErrno(-n) };
+}
+
+/** recv(MSG_OOB) of the one byte of TCP urgent data: the byte, null when none waits, or a WSA code. */
+export function readUrgent(conn: net.Socket, peek: boolean): Uint8Array | null | { errno: number } {
+  const native = libc();
+  const fd = fdOf(conn);
+  if (!native || fd === null) return { errno: W.WSAENOTCONN };
+  const buf = new Uint8Array(1);
+  const n = native.recv(fd, buf, native.c.MSG_OOB | (peek ? 2 /* MSG_PEEK */ : 0));
+  if (n >= 0) return buf.subarray(0, n);
+  if (-n === native.c.EINVAL || -n === native.c.EAGAIN) return null;
+  return { errno: wsaFromErrno(-n) };
+}
+
+/**
+ * Ends a connection with RST. node's resetAndDestroy() cannot once a FIN is queued (libuv refuses
+ * a reset after shutdown), and the kernel would then send the rest and FIN: the peer would take a
+ * truncated stream for a whole one. SO_LINGER {1, 0} makes the close itself send RST.
+ */
+export function resetConnection(conn: net.Socket): void {
+  const native = libc();
+  const fd = fdOf(conn);
+  if (native && fd !== null && native.setLinger(fd, 1, 0) === 0) conn.destroy();
+  else conn.resetAndDestroy();
+}
