@@ -11,8 +11,11 @@
  */
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
-import { compactHeaderSize, decodeCompactHeader, isCompactHeader, writeCompactHeader } from './compact.js';
+import { CompactKind, compactPlan, decodeCompactHeader, isCompactHeader, writeCompactHeader, type CompactPlan } from './compact.js';
+
+const NO_BUFFERS: readonly Uint8Array[] = [];
 import { isU32, readU32, writeU32 } from './le32.js';
+import { isRecord } from './guards.js';
 
 export type JsonValue = null | boolean | number | string | Uint8Array | JsonValue[] | { [key: string]: JsonValue | undefined };
 
@@ -36,97 +39,6 @@ export type DecodedRecord =
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
 const utf8Encoder = new TextEncoder();
 
-const enum Phase {
-  HeaderLength,
-  Header,
-  DataLength,
-  Data,
-}
-
-/**
- * Incremental record decoder: push any slicing of the byte stream (one byte at a time works)
- * and collect records as they complete. A structural fault (a length beyond the limits) throws
- * ProtocolError(BAD_FRAME); after that the decoder is unusable, as the stream has lost framing.
- * A header that is not JSON only spoils its own record (ok: false) and decoding continues.
- */
-export class RecordDecoder {
-  private phase = Phase.HeaderLength;
-  private need = 4;
-  private parts: Uint8Array[] = [];
-  private have = 0;
-  private header: Uint8Array | null = null;
-  private failed = false;
-  private records = 0;
-
-  constructor(private readonly limits: DecodeLimits = DEFAULT_DECODE_LIMITS) {}
-
-  /** True when no record is partly received. */
-  get idle(): boolean {
-    return this.phase === Phase.HeaderLength && this.have === 0;
-  }
-
-  push(chunk: Uint8Array): DecodedRecord[] {
-    if (this.failed) throw new ProtocolError(BAD_FRAME, 'decoder already failed');
-    const out: DecodedRecord[] = [];
-    let off = 0;
-    while (off < chunk.length) {
-      const take = Math.min(this.need - this.have, chunk.length - off);
-      this.parts.push(chunk.subarray(off, off + take));
-      this.have += take;
-      off += take;
-      if (this.have < this.need) break;
-      const piece = this.parts.length === 1 ? this.parts[0]! : concat(this.parts, this.have);
-      this.parts = [];
-      this.have = 0;
-      this.step(piece, out);
-    }
-    return out;
-  }
-
-  private step(piece: Uint8Array, out: DecodedRecord[]): void {
-    switch (this.phase) {
-      case Phase.HeaderLength: {
-        const n = readU32(piece, 0);
-        const fault = recordStartFault(n, this.records++, this.limits);
-        if (fault) this.fail(fault);
-        this.phase = Phase.Header;
-        this.need = n;
-        return;
-      }
-      case Phase.Header:
-        this.header = piece;
-        this.phase = Phase.DataLength;
-        this.need = 4;
-        return;
-      case Phase.DataLength: {
-        const n = readU32(piece, 0);
-        const fault = dataLengthFault(n, this.limits);
-        if (fault) this.fail(fault);
-        this.phase = Phase.Data;
-        this.need = n;
-        if (n === 0) this.finishRecord(new Uint8Array(0), out);
-        return;
-      }
-      case Phase.Data:
-        this.finishRecord(piece, out);
-        return;
-    }
-  }
-
-  private finishRecord(data: Uint8Array, out: DecodedRecord[]): void {
-    const header = this.header!;
-    this.header = null;
-    this.phase = Phase.HeaderLength;
-    this.need = 4;
-    out.push(parseHeader(header, data));
-  }
-
-  private fail(message: string): never {
-    this.failed = true;
-    throw new ProtocolError(BAD_FRAME, message);
-  }
-}
-
 /** Why a record that starts with this header length cannot be read (BAD_FRAME), or null. */
 function recordStartFault(headerLength: number, recordsBefore: number, limits: DecodeLimits): string | null {
   if (headerLength === 0 || headerLength > limits.maxHeaderBytes) return `record header length ${headerLength} is outside 1..${limits.maxHeaderBytes}`;
@@ -142,8 +54,7 @@ function dataLengthFault(dataLength: number, limits: DecodeLimits): string | nul
 /** Decodes one complete binary frame. Throws ProtocolError(BAD_FRAME) for a truncated or oversized frame. */
 export function decodeFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): DecodedRecord[] {
   if (frame.length === 0) throw new ProtocolError(BAD_FRAME, 'empty frame');
-  // The whole frame is at hand: read it in place, with RecordDecoder's checks in its order but
-  // without its bookkeeping.
+  // The whole frame is at hand: read it in place, checking each length as soon as it is read.
   const out: DecodedRecord[] = [];
   const end = frame.length;
   const truncated = (): never => {
@@ -240,11 +151,10 @@ const CLOSE_OBJECT = 0x7d;
  * never occur inside a multi-byte UTF-8 character.)
  */
 function nestedTooDeep(text: Uint8Array | string): boolean {
-  const bytes = typeof text !== 'string';
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {
-    const c = bytes ? (text as Uint8Array)[i]! : (text as string).charCodeAt(i);
+    const c = typeof text === 'string' ? text.charCodeAt(i) : text[i]!;
     if (inString) {
       if (c === BACKSLASH) i++;
       else if (c === QUOTE) inString = false;
@@ -279,7 +189,8 @@ function reviveRefs(value: unknown, data: Uint8Array, depth: number): unknown {
     for (let i = 0; i < value.length; i++) value[i] = reviveRefs(value[i], data, depth + 1);
     return value;
   }
-  const o = value as Record<string, unknown>;
+  if (!isRecord(value)) return value;
+  const o = value;
   if (isRef(o, '$b')) {
     const ref = o['$b'];
     if (!Array.isArray(ref) || ref.length !== 2 || !isU32(ref[0]) || !isU32(ref[1])) {
@@ -287,7 +198,8 @@ function reviveRefs(value: unknown, data: Uint8Array, depth: number): unknown {
       throw new ProtocolError(BAD_FRAME, 'a byte reference must be {"$b":[offset,length]} with non-negative integers');
     }
     if (depth + 1 >= MAX_JSON_DEPTH) throw new ProtocolError(PARSE_ERROR, `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
-    const [start, len] = ref as [number, number];
+    const start: number = ref[0];
+    const len: number = ref[1];
     if (start + len > data.length) {
       throw new ProtocolError(BAD_FRAME, `byte reference [${start},${len}] lies outside the record data of ${data.length} bytes`);
     }
@@ -303,7 +215,8 @@ function reviveBase64(value: unknown): unknown {
     for (let i = 0; i < value.length; i++) value[i] = reviveBase64(value[i]);
     return value;
   }
-  const o = value as Record<string, unknown>;
+  if (!isRecord(value)) return value;
+  const o = value;
   if (isRef(o, '$base64')) {
     const s = o['$base64'];
     if (typeof s !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) {
@@ -350,9 +263,9 @@ export class FrameBuilder {
 
   add(message: object): void {
     if (this.compact) {
-      const size = compactHeaderSize(message);
-      if (size > 0) {
-        this.addCompact(message, size);
+      const plan = compactPlan(message);
+      if (plan) {
+        this.addCompact(plan);
         return;
       }
     }
@@ -402,14 +315,14 @@ export class FrameBuilder {
     this.endRecord(at, written, blobs, dataLen);
   }
 
-  private addCompact(message: object, headerSize: number): void {
-    const buffers = ((message as { params?: { buffers?: Uint8Array[] } }).params?.buffers ?? []) as Uint8Array[];
+  private addCompact(plan: CompactPlan): void {
+    const buffers = plan.kind === CompactKind.SendRequest ? plan.buffers : NO_BUFFERS;
     let dataLen = 0;
     for (const b of buffers) dataLen += b.length;
-    this.reserve(8 + headerSize + dataLen);
+    this.reserve(8 + plan.size + dataLen);
     const at = this.used;
-    writeCompactHeader(message, this.buf, at + 4);
-    this.endRecord(at, headerSize, buffers, dataLen);
+    writeCompactHeader(plan, this.buf, at + 4);
+    this.endRecord(at, plan.size, buffers, dataLen);
   }
 
   /** Completes the record at `at` whose header is in place: its lengths, then its data. */
@@ -473,16 +386,6 @@ export function encodeText(message: object): string {
     const original = this[key];
     return original instanceof Uint8Array ? { $base64: bytesToBase64(original) } : v;
   });
-}
-
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';

@@ -47,99 +47,118 @@ function isPlain(v: unknown): v is Rec {
   return v !== null && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype;
 }
 
+/** A message that has a compact form, with its fields read and checked: what the header holds. */
+export type CompactPlan =
+  | { kind: CompactKind.SendRequest; size: number; id: number; s: number; flags: number; buffers: readonly Uint8Array[]; overlapped?: { op: number; thread: number } }
+  | { kind: CompactKind.Completion; size: number; op: number; s: number; error: number; bytes: number; flags: number }
+  | { kind: CompactKind.Reply; size: number; id: number; ret: number; errno: number; bytesSent?: number; completion?: { error: number; bytes: number; flags: number } };
+
 /**
- * The size of message's compact header, or 0 when the message has no compact form (it is then
- * written as JSON). A WSPSend request's record data is its buffers, back to back.
+ * The compact form of message, or null when it has none (it is then written as JSON). A WSPSend
+ * request's record data is its buffers, back to back.
  */
-export function compactHeaderSize(message: object): number {
-  const m = message as Rec;
-  if (m['jsonrpc'] !== '2.0') return 0;
+export function compactPlan(message: object): CompactPlan | null {
+  if (!isPlain(message) || message['jsonrpc'] !== '2.0') return null;
+  const m = message;
   if (m['method'] === 'WSPSend') {
     const p = m['params'];
-    if (!isPlain(m) || !isU32(m['id']) || !isPlain(p) || !onlyKeys(m, requestKey) || !onlyKeys(p, sendParamKey)) return 0;
+    const id = m['id'];
+    if (!isU32(id) || !isPlain(p) || !onlyKeys(m, requestKey) || !onlyKeys(p, sendParamKey)) return null;
     const b = p['buffers'];
-    if (!isU32(p['s']) || !isU32(p['flags']) || !Array.isArray(b) || b.length > MAX_BUFFER_COUNT) return 0;
-    for (const x of b) if (!(x instanceof Uint8Array)) return 0;
+    const s = p['s'];
+    const flags = p['flags'];
+    if (!isU32(s) || !isU32(flags) || !Array.isArray(b) || b.length > MAX_BUFFER_COUNT) return null;
+    const buffers: Uint8Array[] = [];
+    for (const x of b) {
+      if (!(x instanceof Uint8Array)) return null;
+      buffers.push(x);
+    }
     const ov = p['overlapped'];
     // (overlapped: null means the same as no overlapped, but its JSON form names it: stay JSON.)
-    if (ov === undefined) return FIXED + 12 + 4 * b.length;
-    if (!isPlain(ov) || !isU32(ov['op']) || !isU32(ov['thread']) || !onlyKeys(ov, overlappedKey)) return 0;
-    return FIXED + 20 + 4 * b.length;
+    if (ov === undefined) return { kind: CompactKind.SendRequest, size: FIXED + 12 + 4 * buffers.length, id, s, flags, buffers };
+    if (!isPlain(ov) || !onlyKeys(ov, overlappedKey)) return null;
+    const op = ov['op'];
+    const thread = ov['thread'];
+    if (!isU32(op) || !isU32(thread)) return null;
+    return { kind: CompactKind.SendRequest, size: FIXED + 20 + 4 * buffers.length, id, s, flags, buffers, overlapped: { op, thread } };
   }
   if (m['method'] === 'spiwire.completion') {
     const p = m['params'];
-    if (!isPlain(m) || !isPlain(p) || !onlyKeys(m, notificationKey) || !onlyKeys(p, completionParamKey)) return 0;
-    if (!isU32(p['op']) || !isU32(p['s']) || !isU32(p['error']) || !isU32(p['bytes']) || !isU32(p['flags'])) return 0;
-    return FIXED + 20;
+    if (!isPlain(p) || !onlyKeys(m, notificationKey) || !onlyKeys(p, completionParamKey)) return null;
+    const { op, s, error, bytes, flags } = p;
+    if (!isU32(op) || !isU32(s) || !isU32(error) || !isU32(bytes) || !isU32(flags)) return null;
+    return { kind: CompactKind.Completion, size: FIXED + 20, op, s, error, bytes, flags };
   }
   const r = m['result'];
-  if (!isPlain(m) || !isU32(m['id']) || !isPlain(r) || !onlyKeys(m, replyKey) || !onlyKeys(r, resultKey)) return 0;
-  if (!isI32(r['ret']) || !isU32(r['errno'])) return 0;
-  let size = FIXED + 12;
-  if (r['bytesSent'] !== undefined) {
-    if (!isU32(r['bytesSent'])) return 0;
-    size += 4;
+  const id = m['id'];
+  if (!isU32(id) || !isPlain(r) || !onlyKeys(m, replyKey) || !onlyKeys(r, resultKey)) return null;
+  const { ret, errno, bytesSent, completion: c } = r;
+  if (!isI32(ret) || !isU32(errno)) return null;
+  const plan: CompactPlan = { kind: CompactKind.Reply, size: FIXED + 12, id, ret, errno };
+  if (bytesSent !== undefined) {
+    if (!isU32(bytesSent)) return null;
+    plan.bytesSent = bytesSent;
+    plan.size += 4;
   }
-  const c = r['completion'];
   if (c !== undefined) {
-    if (!isPlain(c) || !onlyKeys(c, completionKey) || !isU32(c['error']) || !isU32(c['bytes']) || !isU32(c['flags'])) return 0;
-    size += 12;
+    if (!isPlain(c) || !onlyKeys(c, completionKey)) return null;
+    const { error, bytes, flags } = c;
+    if (!isU32(error) || !isU32(bytes) || !isU32(flags)) return null;
+    plan.completion = { error, bytes, flags };
+    plan.size += 12;
   }
-  return size;
+  return plan;
 }
 
-/** Writes the compact header of a message that compactHeaderSize accepted, at buf[at]. */
-export function writeCompactHeader(message: object, buf: Uint8Array, at: number): void {
-  const m = message as Rec;
-  if (m['method'] === 'WSPSend') {
-    const p = m['params'] as Rec;
-    const b = p['buffers'] as Uint8Array[];
-    const ov = p['overlapped'] as Rec | null | undefined;
-    buf[at] = CompactKind.SendRequest;
-    buf[at + 1] = ov ? BIT_OVERLAPPED : 0;
-    buf[at + 2] = b.length & 0xff;
-    buf[at + 3] = b.length >>> 8;
-    writeU32(buf, at + 4, m['id'] as number);
-    writeU32(buf, at + 8, p['s'] as number);
-    writeU32(buf, at + 12, p['flags'] as number);
-    let o = at + 16;
-    if (ov) {
-      writeU32(buf, o, ov['op'] as number);
-      writeU32(buf, o + 4, ov['thread'] as number);
-      o += 8;
+/** Writes the compact header of a plan at buf[at] (plan.size bytes). */
+export function writeCompactHeader(plan: CompactPlan, buf: Uint8Array, at: number): void {
+  switch (plan.kind) {
+    case CompactKind.SendRequest: {
+      const b = plan.buffers;
+      buf[at] = CompactKind.SendRequest;
+      buf[at + 1] = plan.overlapped ? BIT_OVERLAPPED : 0;
+      buf[at + 2] = b.length & 0xff;
+      buf[at + 3] = b.length >>> 8;
+      writeU32(buf, at + 4, plan.id);
+      writeU32(buf, at + 8, plan.s);
+      writeU32(buf, at + 12, plan.flags);
+      let o = at + 16;
+      if (plan.overlapped) {
+        writeU32(buf, o, plan.overlapped.op);
+        writeU32(buf, o + 4, plan.overlapped.thread);
+        o += 8;
+      }
+      for (const x of b) {
+        writeU32(buf, o, x.length);
+        o += 4;
+      }
+      return;
     }
-    for (const x of b) {
-      writeU32(buf, o, x.length);
-      o += 4;
+    case CompactKind.Completion:
+      writeU32(buf, at, CompactKind.Completion);
+      writeU32(buf, at + 4, plan.op);
+      writeU32(buf, at + 8, plan.s);
+      writeU32(buf, at + 12, plan.error);
+      writeU32(buf, at + 16, plan.bytes);
+      writeU32(buf, at + 20, plan.flags);
+      return;
+    case CompactKind.Reply: {
+      const { bytesSent, completion: c } = plan;
+      writeU32(buf, at, CompactKind.Reply | ((bytesSent !== undefined ? BIT_BYTES_SENT : 0) | (c !== undefined ? BIT_COMPLETION : 0)) << 8);
+      writeU32(buf, at + 4, plan.id);
+      writeU32(buf, at + 8, plan.ret);
+      writeU32(buf, at + 12, plan.errno);
+      let o = at + 16;
+      if (bytesSent !== undefined) {
+        writeU32(buf, o, bytesSent);
+        o += 4;
+      }
+      if (c !== undefined) {
+        writeU32(buf, o, c.error);
+        writeU32(buf, o + 4, c.bytes);
+        writeU32(buf, o + 8, c.flags);
+      }
     }
-    return;
-  }
-  if (m['method'] === 'spiwire.completion') {
-    const p = m['params'] as Rec;
-    writeU32(buf, at, CompactKind.Completion);
-    writeU32(buf, at + 4, p['op'] as number);
-    writeU32(buf, at + 8, p['s'] as number);
-    writeU32(buf, at + 12, p['error'] as number);
-    writeU32(buf, at + 16, p['bytes'] as number);
-    writeU32(buf, at + 20, p['flags'] as number);
-    return;
-  }
-  const r = m['result'] as Rec;
-  const c = r['completion'] as Rec | undefined;
-  const sent = r['bytesSent'] as number | undefined;
-  writeU32(buf, at, CompactKind.Reply | ((sent !== undefined ? BIT_BYTES_SENT : 0) | (c !== undefined ? BIT_COMPLETION : 0)) << 8);
-  writeU32(buf, at + 4, m['id'] as number);
-  writeU32(buf, at + 8, r['ret'] as number);
-  writeU32(buf, at + 12, r['errno'] as number);
-  let o = at + 16;
-  if (sent !== undefined) {
-    writeU32(buf, o, sent);
-    o += 4;
-  }
-  if (c !== undefined) {
-    writeU32(buf, o, c['error'] as number);
-    writeU32(buf, o + 4, c['bytes'] as number);
-    writeU32(buf, o + 8, c['flags'] as number);
   }
 }
 

@@ -1,6 +1,7 @@
 /**
  * Winsock constants with their Windows values (never the Linux ones).
- * Source: ../shared/reference/winsock.md and the Windows SDK headers' documented values.
+ * The values are the ones the Windows SDK headers (winsock2.h, ws2def.h, mswsock.h) document;
+ * proto/README.md lists them, and the WSA codes are in wsa-errors.ts.
  */
 
 export const SOCKET_ERROR = -1;

@@ -7,3 +7,4 @@ export * from './messages.js';
 export * from './catalog.js';
 export { buildJsonSchema } from './schema.js';
 export * from './compact.js';
+export * from './guards.js';

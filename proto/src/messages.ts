@@ -5,6 +5,7 @@
  */
 import { INVALID_PARAMS, INVALID_REQUEST, ProtocolError } from './protocol-errors.js';
 import { MAX_BUFFER_COUNT } from './limits.js';
+import { isRecord } from './guards.js';
 
 export type RequestId = number | string;
 
@@ -62,6 +63,27 @@ export interface Completion {
   flags: number;
 }
 
+/** The limits in force, in spiwire.welcome (proto/README.md section 6). */
+export interface WelcomeLimits {
+  maxFrameBytes: number;
+  maxPendingRequests: number;
+  maxSockets: number;
+  defaultSndBuf: number;
+  defaultRcvBuf: number;
+  sessionQuotaBytes?: number;
+  outputHighWaterBytes?: number;
+  outputLimitBytes?: number;
+  outputStallMs?: number;
+}
+
+/** Members of WelcomeLimits that every daemon sends (the others were added later in version 1). */
+export const WELCOME_LIMITS_REQUIRED = ['maxFrameBytes', 'maxPendingRequests', 'maxSockets', 'defaultSndBuf', 'defaultRcvBuf'] as const;
+export const WELCOME_LIMITS_OPTIONAL = ['sessionQuotaBytes', 'outputHighWaterBytes', 'outputLimitBytes', 'outputStallMs'] as const;
+
+/** The names of the network events, as the keys of spiwire.networkEvents' errors. */
+export type NetworkEventName = 'FD_READ' | 'FD_WRITE' | 'FD_OOB' | 'FD_ACCEPT' | 'FD_CONNECT' | 'FD_CLOSE';
+export const NETWORK_EVENT_NAMES: readonly NetworkEventName[] = ['FD_READ', 'FD_WRITE', 'FD_OOB', 'FD_ACCEPT', 'FD_CONNECT', 'FD_CLOSE'];
+
 export type FieldType =
   | 'handle'
   | 'int'
@@ -74,6 +96,8 @@ export type FieldType =
   | 'sockaddr'
   | 'overlapped'
   | 'completion'
+  | 'limits'
+  | 'eventErrors'
   | 'object';
 
 export interface FieldSpec {
@@ -293,7 +317,11 @@ type TypeOf<T extends FieldType> = T extends 'handle' | 'int' | 'u32'
                 ? OverlappedRef
                 : T extends 'completion'
                   ? Completion
-                  : Record<string, unknown>;
+                  : T extends 'limits'
+                    ? WelcomeLimits
+                    : T extends 'eventErrors'
+                      ? Partial<Record<NetworkEventName, number>>
+                      : Record<string, unknown>;
 
 type ValueOf<F extends FieldSpec> = F extends { readonly nullable: true } ? TypeOf<F['type']> | null : TypeOf<F['type']>;
 type RequiredKeys<S> = { [K in keyof S]: S[K] extends { readonly optional: true } ? never : K }[keyof S];
@@ -318,7 +346,7 @@ export const NOTIFICATIONS = {
       session: { type: 'string', doc: 'The session id (also in the daemon logs).' },
       version: { type: 'string', doc: 'The daemon version.' },
       protocol: { type: 'u32', doc: 'The protocol version (1).' },
-      limits: { type: 'object', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf, sessionQuotaBytes, outputHighWaterBytes, outputLimitBytes, outputStallMs.' },
+      limits: { type: 'limits', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf, sessionQuotaBytes, outputHighWaterBytes, outputLimitBytes, outputStallMs.' },
       compactHeaders: { type: 'bool', optional: true, doc: 'true: the daemon reads compact record headers (section 3); a client writes them only when this is true.' },
     },
   },
@@ -339,7 +367,7 @@ export const NOTIFICATIONS = {
     params: {
       s: { type: 'handle', doc: 'The socket.' },
       events: { type: 'u32', doc: 'lNetworkEvents: FD_* bits that became set.' },
-      errors: { type: 'object', doc: 'iErrorCode by FD bit name, for example {"FD_CLOSE": 10054}.' },
+      errors: { type: 'eventErrors', doc: 'iErrorCode by FD bit name, for example {"FD_CLOSE": 10054}.' },
     },
   },
 } as const satisfies Readonly<Record<string, { readonly summary: string; readonly params: Readonly<Record<string, FieldSpec>> }>>;
@@ -352,27 +380,22 @@ export type NotificationParams<N extends NotificationName> = FieldsOf<(typeof NO
 
 /** Checks the JSON-RPC envelope of an incoming message. Throws ProtocolError(INVALID_REQUEST). */
 export function checkRequestEnvelope(msg: unknown): Request | Notification {
-  if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) {
+  if (!isRecord(msg)) {
     throw new ProtocolError(INVALID_REQUEST, 'a message must be a JSON object (batches are not used; pack several records in one frame instead)');
   }
-  const m = msg as Record<string, unknown>;
-  if (m['jsonrpc'] !== '2.0') throw new ProtocolError(INVALID_REQUEST, 'jsonrpc must be "2.0"');
-  if (typeof m['method'] !== 'string') throw new ProtocolError(INVALID_REQUEST, 'method must be a string');
-  if ('id' in m && !(typeof m['id'] === 'string' || (typeof m['id'] === 'number' && Number.isInteger(m['id'])))) {
-    throw new ProtocolError(INVALID_REQUEST, 'id must be an integer or a string');
-  }
-  const params = m['params'];
-  if (params !== undefined && (params === null || typeof params !== 'object' || Array.isArray(params) || params instanceof Uint8Array)) {
-    throw new ProtocolError(INVALID_REQUEST, 'params must be an object (by-name parameters)');
-  }
-  if (params === undefined) m['params'] = {};
-  return m as unknown as Request | Notification;
+  const { method, params = {} } = msg;
+  if (msg['jsonrpc'] !== '2.0') throw new ProtocolError(INVALID_REQUEST, 'jsonrpc must be "2.0"');
+  if (typeof method !== 'string') throw new ProtocolError(INVALID_REQUEST, 'method must be a string');
+  const id = requestIdOf(msg);
+  if ('id' in msg && id === null) throw new ProtocolError(INVALID_REQUEST, 'id must be an integer or a string');
+  if (!isRecord(params)) throw new ProtocolError(INVALID_REQUEST, 'params must be an object (by-name parameters)');
+  return id === null ? { jsonrpc: '2.0', method, params } : { jsonrpc: '2.0', id, method, params };
 }
 
 /** A request id that the envelope carries, or null when it has none usable. */
 export function requestIdOf(msg: unknown): RequestId | null {
-  if (msg === null || typeof msg !== 'object') return null;
-  const id = (msg as Record<string, unknown>)['id'];
+  if (!isRecord(msg)) return null;
+  const id = msg['id'];
   return typeof id === 'string' || (typeof id === 'number' && Number.isInteger(id)) ? id : null;
 }
 
@@ -446,8 +469,8 @@ function checkType(method: string, key: string, type: FieldType, v: unknown): vo
       }
       return;
     case 'sockaddr': {
-      const a = v as Record<string, unknown>;
-      if (a === null || typeof a !== 'object' || Array.isArray(a)) invalid(method, key, 'must be a sockaddr object {family, address, port}');
+      const a = v;
+      if (!isObject(a)) invalid(method, key, 'must be a sockaddr object {family, address, port}');
       for (const k of Object.keys(a)) {
         if (!['family', 'address', 'port', 'flowinfo', 'scopeId'].includes(k)) invalid(method, `${key}.${k}`, 'is not a sockaddr field');
       }
@@ -459,24 +482,31 @@ function checkType(method: string, key: string, type: FieldType, v: unknown): vo
       return;
     }
     case 'overlapped': {
-      const o = v as Record<string, unknown>;
-      if (o === null || typeof o !== 'object' || Array.isArray(o)) invalid(method, key, 'must be an object {op, thread}');
+      const o = v;
+      if (!isObject(o)) invalid(method, key, 'must be an object {op, thread}');
       for (const k of Object.keys(o)) if (k !== 'op' && k !== 'thread') invalid(method, `${key}.${k}`, 'is not a field of overlapped');
       if (!isInt(o['op'], 0, 0xffffffff)) invalid(method, `${key}.op`, 'must be an integer from 0 to 4294967295');
       if (!isInt(o['thread'], 0, 0xffffffff)) invalid(method, `${key}.thread`, 'must be an integer from 0 to 4294967295');
       return;
     }
     case 'completion': {
-      const c = v as Record<string, unknown>;
-      if (c === null || typeof c !== 'object' || Array.isArray(c)) invalid(method, key, 'must be an object {error, bytes, flags}');
+      const c = v;
+      if (!isObject(c)) invalid(method, key, 'must be an object {error, bytes, flags}');
       for (const k of Object.keys(c)) if (k !== 'error' && k !== 'bytes' && k !== 'flags') invalid(method, `${key}.${k}`, 'is not a field of a completion');
       for (const k of ['error', 'bytes', 'flags']) if (!isInt(c[k], 0, 0xffffffff)) invalid(method, `${key}.${k}`, 'must be an integer from 0 to 4294967295');
       return;
     }
+    case 'limits':
+    case 'eventErrors':
     case 'object':
       if (v === null || typeof v !== 'object' || Array.isArray(v)) invalid(method, key, 'must be an object');
       return;
   }
+}
+
+/** Any object but an array (a byte string passes, and is then refused field by field). */
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
 function isInt(v: unknown, min: number, max: number): v is number {

@@ -2,7 +2,7 @@
  * Builds the machine-readable JSON Schema (draft 2020-12) of the protocol from the method table.
  * proto/schema.json is this function's output; a test keeps the file and the table in step.
  */
-import { METHODS, NOTIFICATIONS, type FieldSpec, type FieldType } from './messages.js';
+import { METHODS, NETWORK_EVENT_NAMES, NOTIFICATIONS, WELCOME_LIMITS_OPTIONAL, WELCOME_LIMITS_REQUIRED, type FieldSpec, type FieldType } from './messages.js';
 import { SUBPROTOCOL, PROTOCOL_VERSION } from './limits.js';
 
 type Schema = Record<string, unknown>;
@@ -31,6 +31,20 @@ const defs: Record<string, Schema> = {
     type: 'object',
     properties: { op: { type: 'integer', minimum: 0, maximum: 4294967295 }, thread: { type: 'integer', minimum: 0, maximum: 4294967295 } },
     required: ['op', 'thread'],
+    additionalProperties: false,
+  },
+  limits: {
+    type: 'object',
+    description: 'The limits in force (proto/README.md section 6). Daemons add members within version 1; a client ignores those it does not know.',
+    properties: Object.fromEntries(
+      [...WELCOME_LIMITS_REQUIRED, ...WELCOME_LIMITS_OPTIONAL].map((k) => [k, { type: 'integer', minimum: 0, maximum: 9007199254740991 }]),
+    ),
+    required: [...WELCOME_LIMITS_REQUIRED],
+  },
+  eventErrors: {
+    type: 'object',
+    description: 'iErrorCode of each recorded event that has one, by FD_* name.',
+    properties: Object.fromEntries(NETWORK_EVENT_NAMES.map((k) => [k, { type: 'integer', minimum: 0, maximum: 4294967295 }])),
     additionalProperties: false,
   },
   completion: {
@@ -68,6 +82,10 @@ function typeSchema(t: FieldType): Schema {
       return { $ref: '#/$defs/overlapped' };
     case 'completion':
       return { $ref: '#/$defs/completion' };
+    case 'limits':
+      return { $ref: '#/$defs/limits' };
+    case 'eventErrors':
+      return { $ref: '#/$defs/eventErrors' };
     case 'object':
       return { type: 'object' };
   }

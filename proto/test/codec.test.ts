@@ -13,7 +13,6 @@ import {
   MAX_RECORDS_PER_FRAME,
   PARSE_ERROR,
   ProtocolError,
-  RecordDecoder,
   base64ToBytes,
   bytesToBase64,
   decodeFrame,
@@ -62,31 +61,6 @@ function expectBadFrame(t: Test, fn: () => unknown, what: string): void {
   if (e) t.equal(e.code, BAD_FRAME, `${what}: BAD_FRAME`);
 }
 
-/** Pushes a frame through a fresh decoder in the given chunk sizes; returns the records. */
-function pushSliced(frame: Uint8Array, sizes: number[], limits?: DecodeLimits): { records: DecodedRecord[]; idle: boolean } {
-  const d = new RecordDecoder(limits);
-  const records: DecodedRecord[] = [];
-  let at = 0;
-  for (const n of sizes) {
-    records.push(...d.push(frame.subarray(at, at + n)));
-    at += n;
-  }
-  if (at < frame.length) records.push(...d.push(frame.subarray(at)));
-  return { records, idle: d.idle };
-}
-
-function randomSlicing(r: () => number, total: number): number[] {
-  const sizes: number[] = [];
-  let left = total;
-  while (left > 0) {
-    // Mostly small pieces, sometimes empty ones, sometimes big ones.
-    const pick = r();
-    const n = pick < 0.1 ? 0 : pick < 0.7 ? randInt(r, 1, 7) : randInt(r, 1, Math.max(1, left));
-    sizes.push(Math.min(n, left));
-    left -= Math.min(n, left);
-  }
-  return sizes;
-}
 
 /** A sample of messages covering the shapes the daemon and the SDK exchange. */
 function sampleMessages(): object[] {
@@ -237,79 +211,9 @@ t.test('zero-length data: records without byte strings and with empty byte strin
   t.same(Array.from(noBytes.subarray(4 + headerLen)), [0, 0, 0, 0], 'data length 0');
   const empties = encodeFrame({ jsonrpc: '2.0', id: 2, method: 'WSPSend', params: { s: 256, buffers: [new Uint8Array(0), Buffer.alloc(0)], flags: 0 } });
   const frame = cat(noBytes, empties, noBytes);
-  for (const sizes of [[frame.length], Array<number>(frame.length).fill(1)]) {
-    const { records, idle } = pushSliced(frame, sizes);
-    t.ok(idle);
-    t.equal(records.length, 3);
-    t.same(norm((records[1] as { message: { params: unknown } }).message.params), { s: 256, buffers: [{ bytes: '' }, { bytes: '' }], flags: 0 });
-  }
-});
-
-// ---------------------------------------------------------------- slicing
-
-t.test('one byte at a time: every record comes out exactly when its last byte arrives', async (t) => {
-  const msgs = sampleMessages();
-  const b = new FrameBuilder();
-  const ends: number[] = [];
-  for (const m of msgs) {
-    b.add(m);
-    ends.push(b.byteLength);
-  }
-  const frame = b.finish();
-  const d = new RecordDecoder();
-  const got: DecodedRecord[] = [];
-  const wrong: number[] = [];
-  for (let i = 0; i < frame.length; i++) {
-    const out = d.push(frame.subarray(i, i + 1));
-    const boundary = ends.includes(i + 1);
-    if (out.length !== (boundary ? 1 : 0) || d.idle !== boundary) wrong.push(i);
-    got.push(...out);
-  }
-  t.same(wrong, [], 'a record completes, and the decoder is idle, exactly at each record boundary');
-  t.same(normRecords(got), msgs.map((m) => ({ ok: true, message: norm(m) })));
-});
-
-t.test('one byte at a time from separate one-byte buffers', async (t) => {
-  const frame = encodeFrame(sampleMessages()[1]!);
-  const d = new RecordDecoder();
-  const got: DecodedRecord[] = [];
-  for (const byte of frame) got.push(...d.push(Uint8Array.of(byte)));
-  t.same(normRecords(got), [{ ok: true, message: norm(sampleMessages()[1]) }]);
-  t.ok(d.idle);
-});
-
-t.test(`random slicings give the same records (seed ${SEED})`, async (t) => {
-  const r = rng(SEED);
-  const b = new FrameBuilder();
-  const msgs = sampleMessages();
-  for (let i = 0; i < 3; i++) for (const m of msgs) b.add(m);
-  const frame = b.finish();
-  const want = normRecords(decodeFrame(frame));
-  t.equal(want.length, msgs.length * 3);
-  let bad = 0;
-  for (let i = 0; i < 300; i++) {
-    const sizes = randomSlicing(r, frame.length);
-    const { records, idle } = pushSliced(frame, sizes);
-    if (!idle || JSON.stringify(normRecords(records)) !== JSON.stringify(want)) {
-      bad++;
-      if (bad <= 3) t.fail(`slicing ${sizes.join(',')} gave different records`);
-    }
-  }
-  t.equal(bad, 0, '300 random slicings agree');
-});
-
-t.test('a decoder keeps going across frames when used as a stream', async (t) => {
-  const d = new RecordDecoder();
-  const a = encodeFrame(sampleMessages()[0]!);
-  const c = encodeFrame(sampleMessages()[2]!);
-  const stream = cat(a, c);
-  const cut = a.length + 3;
-  t.equal(d.push(stream.subarray(0, cut)).length, 1);
-  t.notOk(d.idle);
-  t.equal(d.push(stream.subarray(cut)).length, 1);
-  t.ok(d.idle);
-  t.same(d.push(new Uint8Array(0)), [], 'an empty push yields nothing');
-  t.ok(d.idle);
+  const records = decodeFrame(frame);
+  t.equal(records.length, 3);
+  t.same(norm((records[1] as { message: { params: unknown } }).message.params), { s: 256, buffers: [{ bytes: '' }, { bytes: '' }], flags: 0 });
 });
 
 // ---------------------------------------------------------------- base64
@@ -394,24 +298,16 @@ t.test('trailing bytes after the last record are BAD_FRAME', async (t) => {
   for (let extra = 1; extra <= 7; extra++) expectBadFrame(t, () => decodeFrame(cat(frame, new Uint8Array(extra))), `${extra} trailing zero bytes`);
 });
 
-t.test('header length 0 is BAD_FRAME, and the decoder stays failed', async (t) => {
+t.test('header length 0 is BAD_FRAME', async (t) => {
   expectBadFrame(t, () => decodeFrame(cat(u32le(0), u32le(0))), 'header length 0');
   const good = encodeFrame(sampleMessages()[0]!);
   expectBadFrame(t, () => decodeFrame(cat(good, u32le(0), u32le(0))), 'header length 0 in the second record');
-  const d = new RecordDecoder();
-  d.push(good.subarray(0, good.length));
-  expectBadFrame(t, () => d.push(u32le(0)), 'stream: header length 0');
-  expectBadFrame(t, () => d.push(good), 'a failed decoder refuses more input');
 });
 
 t.test('header length above MAX_HEADER_BYTES is refused as soon as the length is read', async (t) => {
   t.equal(MAX_HEADER_BYTES, 1024 * 1024);
   for (const n of [MAX_HEADER_BYTES + 1, 0x7fffffff, 0xffffffff]) {
     expectBadFrame(t, () => decodeFrame(u32le(n)), `header length ${n}`);
-    const d = new RecordDecoder();
-    const len = u32le(n);
-    t.same(d.push(len.subarray(0, 3)), [], 'three bytes are not a length yet');
-    expectBadFrame(t, () => d.push(len.subarray(3)), `stream: header length ${n}, no header bytes needed`);
   }
 });
 
@@ -477,11 +373,8 @@ t.test('a header that is not UTF-8 spoils only its own record (PARSE_ERROR)', as
 t.test('a header that is not JSON spoils only its own record (PARSE_ERROR)', async (t) => {
   const good = encodeFrame(sampleMessages()[3]!);
   for (const h of ['{', 'nope', "{'a':1}", '{}x', ' ', '{"a":1,}', '[1,]', 'NaN', '{"a":01}', '\u0000']) {
-    const frame = cat(rawRecord(h), good);
-    for (const sizes of [[frame.length], Array<number>(frame.length).fill(1)]) {
-      const { records } = pushSliced(frame, sizes);
-      t.same(normRecords(records), [{ ok: false, code: PARSE_ERROR }, { ok: true, message: norm(sampleMessages()[3]) }], `${JSON.stringify(h)}`);
-    }
+    const records = decodeFrame(cat(rawRecord(h), good));
+    t.same(normRecords(records), [{ ok: false, code: PARSE_ERROR }, { ok: true, message: norm(sampleMessages()[3]) }], `${JSON.stringify(h)}`);
   }
 });
 
@@ -628,17 +521,6 @@ function outcome(t: Test, frame: Uint8Array, what: string, paths: Paths = newPat
   }
 }
 
-/** The same decode through a RecordDecoder fed in random slices. */
-function slicedOutcome(frame: Uint8Array, r: () => number): string {
-  if (frame.length === 0) return 'BAD_FRAME';
-  try {
-    const { records, idle } = pushSliced(frame, randomSlicing(r, frame.length));
-    return idle ? JSON.stringify(normRecords(records)) : 'BAD_FRAME';
-  } catch (err) {
-    return err instanceof ProtocolError ? 'BAD_FRAME' : 'other';
-  }
-}
-
 /** Garbage that often gets past the length checks, so the JSON and reference paths are exercised too. */
 function garbageFrame(r: () => number): Uint8Array {
   const kind = r();
@@ -692,14 +574,11 @@ function mutate(r: () => number, frame: Uint8Array): Uint8Array {
 t.test(`random garbage frames: records or a ProtocolError, never anything else (seed ${SEED})`, async (t) => {
   const r = rng(SEED + 2);
   const started = Date.now();
-  let disagree = 0;
   const paths = newPaths();
   for (let i = 0; i < 4000; i++) {
     const frame = garbageFrame(r);
-    const a = outcome(t, frame, `garbage #${i}`, paths);
-    if (slicedOutcome(frame, r) !== a) disagree++;
+    outcome(t, frame, `garbage #${i}`, paths);
   }
-  t.equal(disagree, 0, 'decoding in random slices gives the same outcome');
   t.ok(paths.frameErrors > 0 && paths.okRecords > 0 && paths.parseErrors > 0 && paths.refErrors > 0, `every path reached: ${JSON.stringify(paths)}`);
   t.ok(Date.now() - started < 30000, 'no input makes the decoder slow');
 });
@@ -710,14 +589,11 @@ t.test(`random mutations of valid frames: records or a ProtocolError, never anyt
   const msgs = sampleMessages();
   const valid = [...msgs.map((m) => encodeFrame(m)), (msgs.forEach((m) => b.add(m)), b.finish())];
   const started = Date.now();
-  let disagree = 0;
   const paths = newPaths();
   for (let i = 0; i < 4000; i++) {
     const frame = mutate(r, valid[i % valid.length]!);
-    const a = outcome(t, frame, `mutation #${i}`, paths);
-    if (slicedOutcome(frame, r) !== a) disagree++;
+    outcome(t, frame, `mutation #${i}`, paths);
   }
-  t.equal(disagree, 0, 'decoding in random slices gives the same outcome');
   t.ok(paths.frameErrors > 0 && paths.okRecords > 0 && paths.parseErrors > 0, `frame errors, good records and parse errors all seen: ${JSON.stringify(paths)}`);
   t.ok(Date.now() - started < 30000, 'no input makes the decoder slow');
 });

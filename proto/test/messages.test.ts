@@ -35,6 +35,8 @@ const GOOD: Record<FieldType, unknown> = {
   sockaddr: { family: 2, address: '127.0.0.1', port: 80 },
   overlapped: { op: 1, thread: 0x1004 },
   completion: { error: 0, bytes: 10, flags: 0 },
+  limits: { maxFrameBytes: 1, maxPendingRequests: 1, maxSockets: 1, defaultSndBuf: 1, defaultRcvBuf: 1 },
+  eventErrors: { FD_CLOSE: 10054 },
   object: { a: 1 },
 };
 
@@ -60,6 +62,8 @@ const ALSO_GOOD: Record<FieldType, unknown[]> = {
     { op: 4294967295, thread: 4294967295 },
   ],
   completion: [{ error: 10054, bytes: 4294967295, flags: 0x8000 }],
+  limits: [{}],
+  eventErrors: [{}],
   object: [{}],
 };
 
@@ -76,6 +80,8 @@ const BAD: Record<FieldType, unknown[]> = {
   sockaddr: [], // shapes are tested separately, with their sub-field names
   overlapped: [],
   completion: [1, [], { error: 0, bytes: 1 }, { error: -1, bytes: 0, flags: 0 }, { error: 0, bytes: 0, flags: 0, x: 1 }],
+  limits: [1, 'x', [], true],
+  eventErrors: [1, 'x', [], true],
   object: [1, 'x', [], true],
 };
 
@@ -322,14 +328,13 @@ function envelopeError(msg: unknown): number | 'passed' | string {
 t.test('checkRequestEnvelope accepts requests and notifications', async (t) => {
   for (const id of [0, 1, -1, 2147483647, 4294967296, 'a', '', 'ü-ñ', '1']) {
     const msg = { jsonrpc: '2.0', id, method: 'WSPAccept', params: { s: 1 } };
-    t.equal(checkRequestEnvelope(msg), msg, `id ${JSON.stringify(id)}: returns the message itself`);
+    t.same(checkRequestEnvelope(msg), msg, `id ${JSON.stringify(id)}: the same message`);
   }
   const note = { jsonrpc: '2.0', method: 'WSPCloseSocket', params: { s: 1 } };
-  t.equal(checkRequestEnvelope(note), note, 'a notification (no id)');
-  t.notOk('id' in note, 'no id is added to a notification');
+  t.same(checkRequestEnvelope(note), note, 'a notification (no id)');
+  t.notOk('id' in checkRequestEnvelope(note), 'no id is added to a notification');
   const noParams: Record<string, unknown> = { jsonrpc: '2.0', id: 3, method: 'm' };
   t.same(checkRequestEnvelope(noParams), { jsonrpc: '2.0', id: 3, method: 'm', params: {} }, 'absent params become {}');
-  t.same(noParams['params'], {});
   t.equal(envelopeError({ jsonrpc: '2.0', id: 1, method: 'NoSuchMethod', params: {} }), 'passed', 'an unknown method is not an envelope error');
   t.equal(envelopeError({ jsonrpc: '2.0', method: '', params: {} }), 'passed', 'an empty method name is a string');
 });

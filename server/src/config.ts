@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { DEFAULT_LIMITS, type DaemonLimits } from './daemon-context.js';
 import { AllowList } from './allow-list.js';
+import { FlagError, readFlags } from './cli-args.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 7787;
@@ -122,16 +123,16 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
     const v = env[s.env];
     if (v !== undefined && v !== '') apply(cfg, s, v, s.env);
   }
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--help' || arg === '-h') throw new ConfigError(usage(), true);
-    const eq = arg.indexOf('=');
-    const name = eq < 0 ? arg : arg.slice(0, eq);
-    const s = SETTINGS.find((x) => x.flag === name);
-    if (!s) throw new ConfigError(`unknown flag ${name}\n\n${usage()}`);
-    const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
-    if (value === undefined) throw new ConfigError(`${name} needs a value`);
-    apply(cfg, s, value, name);
+  let flags: Array<[string, string]>;
+  try {
+    flags = readFlags(argv, SETTINGS.map((x) => x.flag));
+  } catch (err) {
+    if (err instanceof FlagError && err.helpRequested) throw new ConfigError(usage(), true);
+    throw new ConfigError(`${err instanceof Error ? err.message : String(err)}\n\n${usage()}`);
+  }
+  for (const [flag, value] of flags) {
+    const s = SETTINGS.find((x) => x.flag === flag);
+    if (s) apply(cfg, s, value, flag);
   }
   if (cfg.token === '') cfg.token = undefined;
   if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level / SPIWIRE_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(cfg.logLevel)}`);

@@ -1,5 +1,5 @@
 /** Internals that tests need; not part of the public API. */
-export { NODE_ERRNO_TO_WSA, DEFAULT_WSA_ERROR, wsaFromNodeError } from './errno-map.js';
+export { NODE_ERRNO_TO_WSA, DEFAULT_WSA_ERROR, wsaFromNodeError, classifyBroken } from './errno-map.js';
 export { parseConfig, defaultConfig, usage, SETTINGS, ConfigError } from './config.js';
 export { tokenMatches, bearerToken, isLoopbackHost } from './security.js';
 export { TransportBuffer, type SendOp, type StreamSink } from './sockets/transport-buffer.js';

@@ -1,4 +1,8 @@
-/** The upgrade checks: token in constant time, browser Origins, the subprotocol. */
+/**
+ * Helpers for the upgrade checks that app.ts makes (token, Origin, subprotocol): the bearer token
+ * compared in constant time, and whether an address is loopback (a daemon on any other address
+ * must have a token).
+ */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
 

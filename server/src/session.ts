@@ -100,10 +100,6 @@ export class Session implements SpiSession {
     this.log.info('session opened');
   }
 
-  get socketCount(): number {
-    return this.sockets.size;
-  }
-
   /** Calls still running (waiting for their result), with or without an id. */
   get runningRequests(): number {
     return this.running;
@@ -223,7 +219,7 @@ export class Session implements SpiSession {
     try {
       msg = P.checkRequestEnvelope(rec.message);
     } catch (err) {
-      this.sendError(P.requestIdOf(rec.message), err as P.ProtocolError, text);
+      this.sendError(P.requestIdOf(rec.message), asProtocolError(err), text);
       return;
     }
     const id = 'id' in msg ? msg.id : null;
@@ -295,7 +291,7 @@ export class Session implements SpiSession {
   }
 
   private fault(id: P.RequestId | null, method: string, err: unknown, text: boolean): void {
-    const pe = err instanceof P.ProtocolError ? err : new P.ProtocolError(P.INTERNAL_ERROR, `${method} failed inside the daemon: ${(err as Error)?.message ?? String(err)}`);
+    const pe = err instanceof P.ProtocolError ? err : new P.ProtocolError(P.INTERNAL_ERROR, `${method} failed inside the daemon: ${err instanceof Error ? err.message : String(err)}`);
     if (!(err instanceof P.ProtocolError)) this.log.error({ err, method }, 'method failed');
     if (id !== null) this.sendError(id, pe, text);
   }
@@ -315,7 +311,7 @@ export class Session implements SpiSession {
     this.send({ jsonrpc: '2.0', id, error }, text);
   }
 
-  notify(method: string, params: Record<string, unknown>): void {
+  notify<N extends P.NotificationName>(method: N, params: P.NotificationParams<N>): void {
     this.send({ jsonrpc: '2.0', method, params }, false);
   }
 

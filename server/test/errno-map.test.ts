@@ -6,7 +6,7 @@ import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import * as W from '@spiwire/proto';
-import { DEFAULT_WSA_ERROR, NODE_ERRNO_TO_WSA, wsaFromNodeError } from '../src/internals.js';
+import { DEFAULT_WSA_ERROR, NODE_ERRNO_TO_WSA, classifyBroken, wsaFromNodeError } from '../src/internals.js';
 
 /**
  * The expected value of every row, written out as numbers (Windows values, from
@@ -102,6 +102,20 @@ t.test('the important rows, spelled out', async (t) => {
     ['EHOSTUNREACH', 10065, 'WSAEHOSTUNREACH'],
   ];
   for (const [code, want, name] of important) t.equal(wsaFromNodeError(nodeError(code)), want, `${code} -> ${name} ${want}`);
+});
+
+t.test('classifyBroken: how a broken connection is told apart, as Windows does (no root, no network)', async (t) => {
+  const base = { code: 'ETIMEDOUT', keepAlive: false, unacknowledged: false, interfaceGone: false };
+  const rows: Array<[string, Partial<typeof base>, number]> = [
+    ['keep-alive probes unanswered, nothing unacknowledged', { keepAlive: true }, W.WSAENETRESET],
+    ['retransmissions gave up (data unacknowledged)', { keepAlive: true, unacknowledged: true }, W.WSAECONNABORTED],
+    ['a timeout without keep-alive', {}, W.WSAECONNABORTED],
+    ['the interface went away, whatever the code', { interfaceGone: true, code: 'ECONNRESET' }, W.WSAENETDOWN],
+    ['a reset', { code: 'ECONNRESET' }, W.WSAECONNRESET],
+    ['EPIPE (a send after the reset)', { code: 'EPIPE' }, W.WSAECONNRESET],
+    ['an unknown code', { code: 'EWHATEVER' }, DEFAULT_WSA_ERROR],
+  ];
+  for (const [what, over, want] of rows) t.equal(classifyBroken({ ...base, ...over }), want, `${what}: ${want}`);
 });
 
 t.test('unknown codes and non-errors give DEFAULT_WSA_ERROR', async (t) => {

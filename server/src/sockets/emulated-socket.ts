@@ -11,7 +11,7 @@ import type { SessionQuota } from '../held-bytes.js';
 import type { AcceptResult, CompleteFn, RecvResult, SendResult, Started } from './results.js';
 import { recvFailed } from './results.js';
 
-const FD_NAMES: Record<number, string> = {
+const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
   [W.FD_READ]: 'FD_READ',
   [W.FD_WRITE]: 'FD_WRITE',
   [W.FD_OOB]: 'FD_OOB',
@@ -34,7 +34,7 @@ export interface SocketContext {
   /** The session's output: while paused, sockets pull no more data from the network. */
   readonly flow: { readonly paused: boolean };
   /** Reports network events recorded for a socket selected with WSPEventSelect. */
-  readonly onNetworkEvents: (s: number, events: number, errors: Record<string, number>) => void;
+  readonly onNetworkEvents: (s: number, events: number, errors: Partial<Record<W.NetworkEventName, number>>) => void;
 }
 
 /** The options WSPSetSockOpt and WSPIoctl set; each transport applies those it can to the real socket. */
@@ -164,11 +164,12 @@ export abstract class EmulatedSocket {
     // Runs on every change: only the armed events are evaluated (FD_OOB may cost a system call).
     if (this.armedEvents === 0 || this.closed) return;
     let events = 0;
-    const errors: Record<string, number> = {};
+    const errors: Partial<Record<W.NetworkEventName, number>> = {};
     for (const [bit, error] of this.readyEvents(this.armedEvents)) {
       this.armedEvents &= ~bit;
       events |= bit;
-      if (error) errors[FD_NAMES[bit] ?? String(bit)] = error;
+      const name = FD_NAMES[bit];
+      if (error && name) errors[name] = error;
     }
     if (events) this.reportEvents(this.handle, events, errors);
   }

@@ -17,6 +17,7 @@ import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { pathToFileURL } from 'node:url';
 import pino, { type Logger } from 'pino';
+import { FlagError, readFlags } from '../cli-args.js';
 
 export type PeerKind = 'tcp-echo' | 'tcp-discard' | 'udp-echo' | 'udp-discard';
 
@@ -164,16 +165,14 @@ function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): { host: str
     const v = env[f.env];
     if (v !== undefined && v !== '') raw.set(flag, v);
   }
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--help' || arg === '-h') throw new Error(usage());
-    const eq = arg.indexOf('=');
-    const name = eq < 0 ? arg : arg.slice(0, eq);
-    if (!(name in FLAGS)) throw new Error(`unknown flag ${name}\n\n${usage()}`);
-    const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
-    if (value === undefined) throw new Error(`${name} needs a value`);
-    raw.set(name, value);
+  let flags: Array<[string, string]>;
+  try {
+    flags = readFlags(argv, Object.keys(FLAGS));
+  } catch (err) {
+    if (err instanceof FlagError && err.helpRequested) throw new Error(usage());
+    throw new Error(`${err instanceof Error ? err.message : String(err)}\n\n${usage()}`);
   }
+  for (const [flag, value] of flags) raw.set(flag, value);
   const ports = { ...DEFAULT_PEER_PORTS } as Record<PeerKind, number | null>;
   let host = '127.0.0.1';
   for (const [flag, value] of raw) {

@@ -7,7 +7,7 @@
  */
 import t, { type Test } from 'tap';
 import * as net from 'node:net';
-import { TransportBuffer, type SendOp, type StreamSink } from '../src/internals.js';
+import { TransportBuffer, type SendOp, type StreamSink } from '../../src/internals.js';
 
 const ABORTED = 995; // WSA_OPERATION_ABORTED
 const RESET = 10054; // WSAECONNRESET

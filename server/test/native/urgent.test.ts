@@ -6,8 +6,8 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import * as P from '@spiwire/proto';
-import { libc, fdOf } from '../src/native/libc.js';
-import { connectTo, session, startCli, tcpPeer, tcpSocket, type Msg } from './helpers/raw-client.js';
+import { libc, fdOf } from '../../src/native/libc.js';
+import { connectTo, session, startCli, tcpPeer, tcpSocket, type Msg } from '../helpers/raw-client.js';
 
 /** CPU time (user + system, in clock ticks) the process has used so far. */
 function cpuTicks(pid: number): number {
