@@ -234,7 +234,9 @@ export class Session implements SpiSession {
       return;
     }
     if (id !== null && this.pending.has(id)) {
-      this.sendError(id, new P.ProtocolError(P.DUPLICATE_ID, `request id ${JSON.stringify(id)} is already in use`), text);
+      // Answered with id null (the id names the running call, whose reply is still to come) and
+      // the duplicate id in data, so that a client matching replies by id closes nothing.
+      this.sendError(null, new P.ProtocolError(P.DUPLICATE_ID, `request id ${JSON.stringify(id).slice(0, 80)} is already in use`, { id }), text);
       return;
     }
     // Every call still running counts, with an id or without: a notification occupies the daemon too.

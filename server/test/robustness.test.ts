@@ -608,10 +608,12 @@ t.test('a request id still in use by an unanswered call gets DUPLICATE_ID (-3200
   a.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 'dup', method: 'WSPAccept', params: { s: l } }));
   await sleep(50);
   a.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 'dup', method: 'WSPAccept', params: { s: l } }));
-  const err = await a.wait((m) => m.id === 'dup' && m.error !== undefined);
-  t.equal(err.error!['code'], P.DUPLICATE_ID, 'the second use of the id is refused');
+  const err = await a.wait((m) => m.error !== undefined && m.error['code'] === P.DUPLICATE_ID);
+  t.equal(err.id, null, 'the refusal carries id null, so it cannot be taken for the running call\'s reply');
+  t.same(err.error!['data'], { id: 'dup' }, 'and names the duplicate id in data.id');
   const c = net.connect(port, '127.0.0.1');
   t.teardown(() => c.destroy());
   const ok = await a.wait((m) => m.id === 'dup' && m.result !== undefined);
   t.ok((ok.result!['ret'] as number) > 0, 'the first call still completes with a SOCKET');
+  t.equal(a.messages.filter((m) => m.id === 'dup').length, 1, 'the only message with the id is the running call\'s reply');
 });
