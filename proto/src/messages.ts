@@ -74,11 +74,12 @@ export interface WelcomeLimits {
   outputHighWaterBytes?: number;
   outputLimitBytes?: number;
   outputStallMs?: number;
+  streamWindowBytes?: number;
 }
 
 /** Members of WelcomeLimits that every daemon sends (the others were added later in version 1). */
 export const WELCOME_LIMITS_REQUIRED = ['maxFrameBytes', 'maxPendingRequests', 'maxSockets', 'defaultSndBuf', 'defaultRcvBuf'] as const;
-export const WELCOME_LIMITS_OPTIONAL = ['sessionQuotaBytes', 'outputHighWaterBytes', 'outputLimitBytes', 'outputStallMs'] as const;
+export const WELCOME_LIMITS_OPTIONAL = ['sessionQuotaBytes', 'outputHighWaterBytes', 'outputLimitBytes', 'outputStallMs', 'streamWindowBytes'] as const;
 
 /** The names of the network events, as the keys of spiwire.networkEvents' errors. */
 export type NetworkEventName = 'FD_READ' | 'FD_WRITE' | 'FD_OOB' | 'FD_ACCEPT' | 'FD_CONNECT' | 'FD_CLOSE';
@@ -170,9 +171,11 @@ export const METHODS = {
     summary: 'Send on a connected socket. The buffers, in order, form one send.',
     params: {
       s,
-      buffers: { type: 'bytes[]', doc: `The bytes of each WSABUF actually used (at most ${MAX_BUFFER_COUNT}).` },
+      buffers: { type: 'bytes[]', doc: `The bytes of each WSABUF actually used (at most ${MAX_BUFFER_COUNT}); with stream, the first piece of the send.` },
       flags: { type: 'u32', doc: 'dwFlags: MSG_OOB (0x1), MSG_DONTROUTE (0x4), MSG_PARTIAL (0x8000).' },
       overlapped,
+      stream: { type: 'u32', optional: true, doc: 'A send larger than one message (section 9, "Sends larger than a message"): an id the client chose, unique among its open streams; the rest of the bytes follow in spiwire.sendData.' },
+      total: { type: 'u32', optional: true, doc: 'With stream: the size of the whole send, the first piece included.' },
     },
     result: { bytesSent: { type: 'u32', optional: true, doc: 'lpNumberOfBytesSent; present when ret is 0.' }, completion },
   },
@@ -280,6 +283,14 @@ export const METHODS = {
     params: { s, events: { type: 'u32', doc: 'lNetworkEvents: FD_READ 0x01, FD_WRITE 0x02, FD_OOB 0x04, FD_ACCEPT 0x08, FD_CONNECT 0x10, FD_CLOSE 0x20; other bits give WSAEINVAL.' } },
     result: {},
   },
+  'spiwire.sendData': {
+    summary: 'The next piece of a streamed WSPSend, in order. Normally sent as a notification (no id); pieces for a stream the daemon has closed are dropped.',
+    params: {
+      stream: { type: 'u32', doc: 'The stream id of the WSPSend.' },
+      data: { type: 'bytes', doc: 'The next bytes of the send.' },
+    },
+    result: {},
+  },
   'spiwire.threadExit': {
     summary: 'A thread of the session exited: its pending overlapped operations complete with WSA_OPERATION_ABORTED.',
     params: { thread: { type: 'u32', doc: 'The ThreadHandle given in overlapped.thread by that thread\'s calls.' } },
@@ -346,7 +357,7 @@ export const NOTIFICATIONS = {
       session: { type: 'string', doc: 'The session id (also in the daemon logs).' },
       version: { type: 'string', doc: 'The daemon version.' },
       protocol: { type: 'u32', doc: 'The protocol version (1).' },
-      limits: { type: 'limits', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf, sessionQuotaBytes, outputHighWaterBytes, outputLimitBytes, outputStallMs.' },
+      limits: { type: 'limits', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf, sessionQuotaBytes, outputHighWaterBytes, outputLimitBytes, outputStallMs, streamWindowBytes.' },
       compactHeaders: { type: 'bool', optional: true, doc: 'true: the daemon reads compact record headers (section 3); a client writes them only when this is true.' },
     },
   },
@@ -360,6 +371,14 @@ export const NOTIFICATIONS = {
       flags: { type: 'u32', doc: 'dwFlags of the completion (0 for sends).' },
       data: { type: 'bytes', optional: true, doc: 'Received bytes, for receives.' },
       from: { type: 'sockaddr', optional: true, doc: 'Source address, for WSPRecvFrom.' },
+    },
+  },
+  'spiwire.sendProgress': {
+    summary: 'How far a streamed WSPSend has got: the client may have sent up to taken + streamWindowBytes bytes of it; done: send no more pieces.',
+    params: {
+      stream: { type: 'u32', doc: 'The stream id of the WSPSend.' },
+      taken: { type: 'u32', doc: 'Bytes of the send the daemon has taken into the transport (no longer held as pieces).' },
+      done: { type: 'bool', doc: 'The stream is closed (the send completed, failed or was cancelled, or took all it will): no more pieces.' },
     },
   },
   'spiwire.networkEvents': {

@@ -259,6 +259,7 @@ t.test('bad overlapped shapes are refused, naming the sub-field', async (t) => {
 
 /** Calls as the SDK makes them, written out, so a change to the table shows up here too. */
 const REAL_CALLS: Record<string, Record<string, unknown>> = {
+  'spiwire.sendData': { stream: 1, data: Buffer.alloc(100) },
   WSPSocket: { af: 23, type: 2, protocol: 17, g: 0, flags: 1 },
   WSPBind: { s: 256, name: { family: 2, address: '0.0.0.0', port: 0 }, namelen: 16 },
   WSPListen: { s: 256, backlog: 5 },

@@ -39,6 +39,8 @@ export interface DaemonLimits {
   outputLimitBytes: number;
   /** How long a session's output may make no progress while above the high water mark before it is ended (ms). */
   outputStallMs: number;
+  /** How many bytes of a streamed send (one larger than a message) the client may send beyond what the daemon has taken. */
+  streamWindowBytes: number;
   /** The send policy of new sockets: 0 the reference page's, 1 Windows' observed one (SO_SPIWIRE_SEND_POLICY). */
   sendPolicy: number;
 }
@@ -62,6 +64,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   outputHighWaterBytes: 8 * 1024 * 1024,
   outputLimitBytes: 64 * 1024 * 1024,
   outputStallMs: 30_000,
+  streamWindowBytes: 32 * 1024 * 1024,
 };
 
 export class DaemonContext {

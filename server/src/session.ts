@@ -17,6 +17,7 @@ import { overlappedOnPlainSocket } from './sockets/send-policy.js';
 import { runAfterReply, takeAfterReply } from './spi/after-reply.js';
 import { SessionQuota } from './held-bytes.js';
 import { OutputFlow } from './output-flow.js';
+import { SendStreams } from './send-streams.js';
 import { trimSoon } from './memory-trim.js';
 import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
@@ -56,6 +57,8 @@ export class Session implements SpiSession {
   private inFrame = false;
   private ended = false;
   private readonly decodeLimits: P.DecodeLimits;
+  /** Sends larger than one message, taking their pieces from spiwire.sendData. */
+  readonly streams: SendStreams;
   /** What waits to be written to the client: above a mark the session stops reading (OutputFlow). */
   private readonly output: OutputFlow;
   /** Bytes held for this session's sends, against limits.sessionQuotaBytes. */
@@ -69,6 +72,7 @@ export class Session implements SpiSession {
     this.log = parentLog.child({ session: this.id });
     this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes, daemon.held);
     this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
+    this.streams = new SendStreams(daemon.limits.streamWindowBytes, this.quota, (params) => this.notify('spiwire.sendProgress', params));
     this.output = new OutputFlow(daemon.limits, {
       pause: () => this.updateReading(),
       resume: () => {
@@ -94,6 +98,7 @@ export class Session implements SpiSession {
         outputHighWaterBytes: daemon.limits.outputHighWaterBytes,
         outputLimitBytes: daemon.limits.outputLimitBytes,
         outputStallMs: daemon.limits.outputStallMs,
+        streamWindowBytes: daemon.limits.streamWindowBytes,
       },
       compactHeaders: true,
     });
@@ -567,6 +572,7 @@ export class Session implements SpiSession {
     if (this.ended) return;
     this.ended = true;
     this.output.stop();
+    this.streams.closeAll();
     for (const sock of [...this.sockets.values()]) this.closeSocket(sock);
     // Connections still delivering get the linger time; their bytes count as held for ended sessions.
     this.quota.sessionEnded();

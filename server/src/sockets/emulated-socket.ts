@@ -9,7 +9,7 @@ import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import type { SessionQuota } from '../held-bytes.js';
 import type { AcceptResult, CompleteFn, RecvResult, SendResult, Started } from './results.js';
-import { recvFailed } from './results.js';
+import { recvFailed, sendFailed } from './results.js';
 
 const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
   [W.FD_READ]: 'FD_READ',
@@ -77,6 +77,19 @@ export class SocketOptions {
   get windowsPolicy(): boolean {
     return this.sendPolicy === W.SPIWIRE_SEND_POLICY_WINDOWS;
   }
+}
+
+/** Takes the next piece of a streamed send; false when the send no longer takes any. */
+export type PieceSink = (piece: Uint8Array) => boolean;
+
+/** How a streamed send started: its result, where the pieces still to come go, and how to fail it. */
+export interface StreamedStart<R> {
+  result: R;
+  /** null: the send takes no more pieces (done with what it had, or failed). */
+  pieces: PieceSink | null;
+  cancel: ((errno: number) => void) | null;
+  /** The send goes on taking pieces after its result (a Windows-policy background send). */
+  background?: boolean;
 }
 
 /** A wait for something to happen on a socket; settled by the event, by close or by shutdown. */
@@ -289,6 +302,18 @@ export abstract class EmulatedSocket {
   /** An overlapped send: completes at once, fails at once, or is pending (FIFO behind older sends). */
   abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, thread: number, done: CompleteFn): Started<SendResult> | Promise<Started<SendResult>>;
   abstract recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): Started<RecvResult>;
+  /**
+   * A send larger than one message, whose bytes come in pieces (proto/README.md section 9): the
+   * call's result, and the handle that takes the pieces still to come (null: it takes none).
+   * Only streams have sends that large; a datagram cannot be (WSAEMSGSIZE).
+   */
+  sendStreamed(_buffers: readonly Uint8Array[], _total: number, _flags: number, _forceBlocking: boolean, _progress: (taken: number) => void): StreamedStart<SendResult | Promise<SendResult>> {
+    return { result: sendFailed(W.WSAEMSGSIZE), pieces: null, cancel: null };
+  }
+
+  sendStreamedOverlapped(_buffers: readonly Uint8Array[], _total: number, _flags: number, _thread: number, _done: CompleteFn, _progress: (taken: number) => void): StreamedStart<Started<SendResult>> {
+    return { result: { pending: false, result: sendFailed(W.WSAEMSGSIZE) }, pieces: null, cancel: null };
+  }
   /** SIO_FLUSH: discards queued sends not yet taken into the transport buffer. Returns how many. */
   abstract flushSends(): number;
   abstract shutdown(how: number): number;

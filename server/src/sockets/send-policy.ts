@@ -13,7 +13,8 @@
  * transport buffer once the socket's own checks have passed.
  */
 import { TransportBuffer, type SendOp } from './transport-buffer.js';
-import { sendFailed, sent, startedAt, type CompleteFn, type SendResult, type Started } from './results.js';
+import { sent, startedAt, type CompleteFn, type SendResult, type Started } from './results.js';
+import { byteLength } from './send-buffers.js';
 
 export interface StreamSend {
   readonly buffers: readonly Uint8Array[];
@@ -48,7 +49,8 @@ export function streamSend(tx: TransportBuffer, send: StreamSend, mode: { nonBlo
     return sent(total);
   }
   return new Promise<SendResult>((resolve) => {
-    tx.submit({ chunks: buffers, total, thread: 0, overlapped: false, direct, complete: (errno) => resolve(errno === 0 ? sent(total) : sendFailed(errno)) });
+    // A blocking send that fails part way reports the bytes that reached the transport too.
+    tx.submit({ chunks: buffers, total, thread: 0, overlapped: false, direct, complete: (errno, bytes) => resolve(errno === 0 ? sent(total) : { errno, bytes }) });
   });
 }
 
@@ -68,4 +70,45 @@ export function streamSendOverlapped(tx: TransportBuffer, send: StreamSend, thre
 /** What an overlapped call on a socket made without WSA_FLAG_OVERLAPPED does under the policy. */
 export function overlappedOnPlainSocket(windowsPolicy: boolean): 'refuse' | 'run-blocking' {
   return windowsPolicy ? 'run-blocking' : 'refuse';
+}
+
+/** A send whose bytes come in pieces: the first pieces are here, total is the size of it all. */
+export interface StreamedSend {
+  readonly buffers: readonly Uint8Array[];
+  readonly total: number;
+  /** Told the bytes taken so far as they grow. */
+  readonly progress: (accepted: number) => void;
+}
+
+/**
+ * A streamed send that is not overlapped. op is the queued operation that takes the rest of the
+ * pieces, or null when the call is done with what it has: a nonblocking send under the reference
+ * policy takes what fits from the first pieces and no more (a partial count, or WSAEWOULDBLOCK).
+ */
+export function streamSendStreamed(tx: TransportBuffer, send: StreamedSend, mode: { nonBlocking: boolean; windowsPolicy: boolean }): { result: SendResult | 'would-block' | Promise<SendResult>; op: SendOp | null } {
+  const { buffers, total, progress } = send;
+  if (mode.nonBlocking && !mode.windowsPolicy) {
+    const n = tx.acceptNow(buffers, byteLength(buffers));
+    return { result: n > 0 ? sent(n) : 'would-block', op: null };
+  }
+  if (mode.nonBlocking) {
+    // Windows in practice: the whole send or nothing; the pieces still to come go in the background.
+    if (tx.pendingOps > 0) return { result: 'would-block', op: null };
+    const op: SendOp = { chunks: buffers, total, thread: 0, overlapped: false, background: true, streamed: true, progress, complete: () => undefined };
+    tx.submit(op);
+    return { result: sent(total), op };
+  }
+  let op: SendOp | null = null;
+  const result = new Promise<SendResult>((resolve) => {
+    op = { chunks: buffers, total, thread: 0, overlapped: false, streamed: true, progress, complete: (errno, bytes) => resolve(errno === 0 ? sent(total) : { errno, bytes }) };
+    tx.submit(op);
+  });
+  return { result, op };
+}
+
+/** A streamed overlapped send: pending until its last piece is taken. */
+export function streamSendStreamedOverlapped(tx: TransportBuffer, send: StreamedSend, thread: number, done: CompleteFn): { started: Started<SendResult>; op: SendOp } {
+  const op: SendOp = { chunks: send.buffers, total: send.total, thread, overlapped: true, streamed: true, progress: send.progress, complete: (errno, bytes) => done(errno, errno === 0 ? send.total : bytes) };
+  tx.submit(op);
+  return { started: { pending: true, cancel: (errno) => tx.cancel(errno, (o) => o === op) }, op };
 }

@@ -10,11 +10,11 @@ import type { SockAddr } from '@spiwire/proto';
 import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
 import { libc } from '../native/libc.js';
 import type { Drainable, Draining } from '../draining.js';
-import { EmulatedSocket, type SocketContext } from './emulated-socket.js';
+import { EmulatedSocket, type SocketContext, type StreamedStart } from './emulated-socket.js';
 import { TransportBuffer, type StreamSink } from './transport-buffer.js';
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
-import { streamSend, streamSendOverlapped } from './send-policy.js';
+import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
 import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readUrgent, resetConnection, sendDirect } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
 import { SocketStateMachine, TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
@@ -420,6 +420,29 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     const total = byteLength(buffers);
     if (this.quota.exceeds(total)) return startedAt(sendFailed(W.WSAENOBUFS));
     return streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, thread, done);
+  }
+
+  override sendStreamed(buffers: readonly Uint8Array[], total: number, flags: number, forceBlocking: boolean, progress: (taken: number) => void): StreamedStart<SendResult | Promise<SendResult>> {
+    // Urgent data and don't-route sends go to the descriptor whole: they are never that large.
+    const bad = this.sendPrecheck(flags) || (this.directFlags(flags) ? W.WSAEOPNOTSUPP : 0);
+    if (bad) return { result: sendFailed(bad), pieces: null, cancel: null };
+    // The quota counts what the daemon holds: the pieces as they come, not the announced total.
+    if (this.quota.exceeds(byteLength(buffers))) return { result: sendFailed(W.WSAENOBUFS), pieces: null, cancel: null };
+    const tx = this.tx!;
+    const r = streamSendStreamed(tx, { buffers, total, progress }, { nonBlocking: this.opts.nonBlocking && !forceBlocking, windowsPolicy: this.opts.windowsPolicy });
+    const op = r.op;
+    const result = r.result === 'would-block' ? this.wouldBlock() : r.result;
+    if (!op) return { result, pieces: null, cancel: null };
+    return { result, pieces: (piece) => tx.append(op, piece), cancel: (errno) => tx.cancel(errno, (o) => o === op), background: op.background === true };
+  }
+
+  override sendStreamedOverlapped(buffers: readonly Uint8Array[], total: number, flags: number, thread: number, done: CompleteFn, progress: (taken: number) => void): StreamedStart<Started<SendResult>> {
+    const bad = this.sendPrecheck(flags) || (this.directFlags(flags) ? W.WSAEOPNOTSUPP : 0);
+    if (bad) return { result: startedAt(sendFailed(bad)), pieces: null, cancel: null };
+    if (this.quota.exceeds(byteLength(buffers))) return { result: startedAt(sendFailed(W.WSAENOBUFS)), pieces: null, cancel: null };
+    const tx = this.tx!;
+    const { started, op } = streamSendStreamedOverlapped(tx, { buffers, total, progress }, thread, done);
+    return { result: started, pieces: (piece) => tx.append(op, piece), cancel: (errno) => tx.cancel(errno, (o) => o === op) };
   }
 
   /**

@@ -7,7 +7,7 @@
  * Sends that cannot be accepted at once (blocking or overlapped) wait in a first-in first-out
  * queue of operations; an operation completes when its last byte has entered the buffer.
  */
-import { contiguous } from './send-buffers.js';
+import { byteLength, contiguous } from './send-buffers.js';
 
 export interface StreamSink {
   /** Hands bytes to the kernel side; done fires when they have been written to the kernel. */
@@ -22,8 +22,16 @@ export interface StreamSink {
 }
 
 export interface SendOp {
+  /**
+   * The bytes, in order. For a streamed send (streamed: true) they arrive in pieces after the
+   * operation was submitted (append()); the operation waits for them as it would for room.
+   */
   readonly chunks: readonly Uint8Array[];
   readonly total: number;
+  /** The bytes come in pieces (a send larger than one WebSocket message): see append(). */
+  readonly streamed?: boolean;
+  /** Told the bytes accepted so far whenever they grow (streamed sends report progress with it). */
+  readonly progress?: (accepted: number) => void;
   /** Who issued it, for cancellation by thread (issue 3). */
   readonly thread: number;
   /** An overlapped operation (completes through the caller's completion method) or a blocking call. */
@@ -39,11 +47,19 @@ export interface SendOp {
   complete(errno: number, bytes: number): void;
 }
 
+const NO_BYTES = new Uint8Array(0);
+
 /** Why operations are cancelled: see TransportBuffer.cancel. */
 export type CancelHow = 'cancel' | 'close' | 'broken';
 
 interface QueuedOp {
   op: SendOp;
+  /** The chunks it has so far (all of them, unless streamed): what this buffer may hand over. */
+  chunks: readonly Uint8Array[];
+  /** A streamed send's own list of the pieces so far (the same array as chunks), which append() grows. */
+  pieces: Uint8Array[] | null;
+  /** Bytes of those chunks: held here until handed over. */
+  available: number;
   /** Bytes that entered the transport buffer (or the kernel): what the operation has sent. */
   accepted: number;
   /** Bytes given to node's socket: accepted ones, then any sent ahead (see TransportBuffer). */
@@ -182,10 +198,28 @@ export class TransportBuffer {
 
   /** Queues an operation behind older ones; it may complete before this returns. */
   submit(op: SendOp): void {
-    this.queue.push({ op, accepted: 0, handed: 0, chunk: 0, offset: 0 });
-    this.queuedBytes += op.total;
-    this.meter(op.total);
+    const pieces = op.streamed ? [...op.chunks] : null;
+    const available = pieces ? byteLength(pieces) : op.total;
+    this.queue.push({ op, chunks: pieces ?? op.chunks, pieces, available, accepted: 0, handed: 0, chunk: 0, offset: 0 });
+    this.queuedBytes += available;
+    this.meter(available);
     this.pump();
+  }
+
+  /**
+   * The next piece of a streamed operation. Returns false when the operation is no longer queued
+   * (completed or cancelled): the piece is not taken.
+   */
+  append(op: SendOp, piece: Uint8Array): boolean {
+    const q = this.queue.find((x) => x.op === op);
+    if (!q || !q.pieces || q.available + piece.length > op.total) return false;
+    if (piece.length === 0) return true;
+    q.pieces.push(piece);
+    q.available += piece.length;
+    this.queuedBytes += piece.length;
+    this.meter(piece.length);
+    this.pump();
+    return true;
   }
 
   /**
@@ -218,8 +252,9 @@ export class TransportBuffer {
         continue;
       }
       this.queue.splice(i, 1);
-      this.queuedBytes -= total - q.handed;
-      this.meter(-(total - q.handed));
+      // What it held and had not handed over (a streamed send holds only the pieces it got).
+      this.queuedBytes -= q.available - q.handed;
+      this.meter(-(q.available - q.handed));
       if (broken) {
         // Bytes handed ahead never reach the peer now: only what was accepted counts.
         q.op.complete(errno, q.accepted);
@@ -264,13 +299,14 @@ export class TransportBuffer {
         const q = this.queue[0]!;
         if (q.op.direct) {
           if (this.inKernelHandoff > 0 || this.ahead > 0 || !this.sink.sendDirect) break;
-          const rest = contiguous(q.op.chunks, q.op.total).subarray(q.accepted);
+          const rest = contiguous(q.chunks, q.op.total).subarray(q.accepted);
           const n = rest.length === 0 ? 0 : this.sink.sendDirect(rest, q.op.direct);
           if (n < 0) {
             this.retryLater();
             break;
           }
           q.accepted += n;
+          q.op.progress?.(q.accepted);
           q.handed += n;
           this.queuedBytes -= n;
           this.meter(-n);
@@ -309,7 +345,9 @@ export class TransportBuffer {
       const room = this.roomForNew();
       const aheadRoom = this.cap * AHEAD_FACTOR - this.ahead;
       if (room === 0 && aheadRoom <= 0) break;
-      const c = q.op.chunks[q.chunk]!;
+      // A streamed send whose next piece has not arrived waits for it (append() pumps again).
+      const c = q.chunks[q.chunk];
+      if (!c) break;
       const take = Math.min(c.length - q.offset, room > 0 ? room : aheadRoom);
       if (take > 0) {
         const part = q.offset === 0 && take === c.length ? c : c.subarray(q.offset, q.offset + take);
@@ -319,11 +357,14 @@ export class TransportBuffer {
           this.meter(-take);
           this.hand(part);
           q.accepted += take;
+          q.op.progress?.(q.accepted);
           this.queuedBytes -= take;
         } else this.handAhead(q, part);
       }
       q.offset += take;
       if (q.offset >= c.length) {
+        // A streamed send lets go of each piece once handed over: it holds only what is to come.
+        if (q.pieces) q.pieces[q.chunk] = NO_BYTES;
         q.chunk++;
         q.offset = 0;
       }
@@ -338,6 +379,7 @@ export class TransportBuffer {
       const x = Math.min(a.n - a.accepted, room);
       a.accepted += x;
       a.q.accepted += x;
+      a.q.op.progress?.(a.q.accepted);
       this.ahead -= x;
       this.queuedBytes -= x;
       this.inKernelHandoff += x;
@@ -362,7 +404,10 @@ export class TransportBuffer {
       const rest = piece.n - piece.accepted;
       this.ahead -= rest;
       // Bytes that never reached the kernel are not sent: the connection's failure ends the op.
-      if (!err) piece.q.accepted += rest;
+      if (!err) {
+        piece.q.accepted += rest;
+        piece.q.op.progress?.(piece.q.accepted);
+      }
       this.queuedBytes -= rest;
       this.meter(-piece.n);
       this.pump();

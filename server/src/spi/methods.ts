@@ -13,6 +13,8 @@ import { addressProblem, checkSockaddr, isAnyAddress, sockaddrSize } from '../so
 import { ioctl, type IoctlResult } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
 import { runAfterReply, takeAfterReply } from './after-reply.js';
+import type { SendStreams } from '../send-streams.js';
+import { byteLength } from '../sockets/send-buffers.js';
 
 /** What a socket operation that can be overlapped reports: its count, and its flags for receives. */
 export interface Transfer {
@@ -34,6 +36,8 @@ export interface SpiSession {
    */
   overlapped<R extends Transfer>(sock: EmulatedSocket, ov: OverlappedRef, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>>;
   threadExit(thread: number): Result<'spiwire.threadExit'>;
+  /** The session's sends larger than one message. */
+  readonly streams: SendStreams;
   /** The daemon's allow-list verdict for a destination (or, with unspecified, a bind to any address). */
   allows(address: string, port: number, unspecified?: boolean): boolean;
 }
@@ -107,7 +111,12 @@ export const SPI_HANDLERS: Handlers = {
     return sock.connect(name).then(status);
   }),
 
-  WSPSend: withSocket((sock, p: Params<'WSPSend'>, session) => sendWith(session, sock, p.buffers, p.flags, null, p.overlapped)),
+  WSPSend: withSocket((sock, p: Params<'WSPSend'>, session) => (p.stream === undefined ? sendWith(session, sock, p.buffers, p.flags, null, p.overlapped) : sendStreamedWith(session, sock, p, p.stream))),
+
+  'spiwire.sendData': (session, p) => {
+    session.streams.data(p.stream, p.data);
+    return ok();
+  },
 
   WSPSendTo: withSocket((sock, p: Params<'WSPSendTo'>, session) => {
     let to: SockAddr | null = null;
@@ -200,7 +209,10 @@ function overlappedResult<R extends Transfer, Wire extends { ret: number; errno:
 }
 
 function sendToWire(r: SendResult): Result<'WSPSend'> {
-  return r.errno ? fail(r.errno) : ok({ bytesSent: r.bytes });
+  if (r.errno === 0) return ok({ bytesSent: r.bytes });
+  // A blocking send that failed part way says how many bytes reached the transport (they may
+  // reach the peer); Winsock leaves lpNumberOfBytesSent undefined then.
+  return r.bytes > 0 ? { ...fail(r.errno), bytesSent: r.bytes } : fail(r.errno);
 }
 
 function sendWith(session: SpiSession, sock: EmulatedSocket, buffers: Uint8Array[], flags: number, to: SockAddr | null, ov: OverlappedRef | null | undefined): Result<'WSPSend'> | Promise<Result<'WSPSend'>> {
@@ -211,6 +223,49 @@ function sendWith(session: SpiSession, sock: EmulatedSocket, buffers: Uint8Array
       ov,
       (done) => sock.sendOverlapped(buffers, flags, to, ov.thread, done),
       () => sock.send(buffers, flags, to, true),
+    ),
+    sendToWire,
+  );
+}
+
+/**
+ * A send larger than one message (send-streams.ts): the send starts with the first piece and
+ * takes the rest from spiwire.sendData; the stream closes when the send is over.
+ */
+function sendStreamedWith(session: SpiSession, sock: EmulatedSocket, p: Params<'WSPSend'>, id: number): Result<'WSPSend'> | Promise<Result<'WSPSend'>> {
+  const total = p.total;
+  if (total === undefined) throw new ProtocolError(INVALID_PARAMS, 'WSPSend: params.total is missing (it is required with params.stream)', { field: 'total' });
+  const first = byteLength(p.buffers);
+  if (first > total) throw new ProtocolError(INVALID_PARAMS, 'WSPSend: params.total is less than the bytes of params.buffers', { field: 'total' });
+  if (session.streams.has(id)) throw new ProtocolError(INVALID_PARAMS, `WSPSend: params.stream ${id} is already open`, { field: 'stream' });
+  const streams = session.streams;
+  const progress = streams.begin(id, total, first);
+  const blocking = (forceBlocking: boolean): SendResult | Promise<SendResult> => {
+    const started = sock.sendStreamed(p.buffers, total, p.flags, forceBlocking, progress);
+    streams.attach(id, started.pieces, started.cancel);
+    // A blocking send is over when its result comes (a Windows-policy background send stays
+    // open until its last piece is taken).
+    return mapPromise(started.result, (r) => {
+      if (r.errno !== 0 || !started.background) streams.close(id);
+      return r;
+    });
+  };
+  const ov = p.overlapped;
+  if (!ov) return mapPromise(blocking(false), sendToWire);
+  return overlappedResult(
+    session.overlapped(
+      sock,
+      ov,
+      (done) => {
+        const started = sock.sendStreamedOverlapped(p.buffers, total, p.flags, ov.thread, (errno, bytes, out) => {
+          streams.close(id);
+          done(errno, bytes, out);
+        }, progress);
+        streams.attach(id, started.pieces, started.cancel);
+        if (!started.result.pending) streams.close(id);
+        return started.result;
+      },
+      () => blocking(true),
     ),
     sendToWire,
   );
