@@ -20,20 +20,13 @@
  *   lpiProtocols that is not an int gives WSAEINVAL. lpErrno is written only on failure.
  */
 import * as P from '@spiwire/proto';
+import { isI32, isU32 } from '@spiwire/proto';
 import type { Out } from './types.js';
 
 export { decodeProtocolInfoW } from '@spiwire/proto';
 
 function isOut(v: unknown): v is Out {
   return v !== null && typeof v === 'object' && 'value' in v;
-}
-
-function isInt32(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= -0x80000000 && v <= 0x7fffffff;
-}
-
-function isU32(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
 }
 
 /** The WSCEnumProtocols logic; SpiSession.WSCEnumProtocols calls it. */
@@ -52,7 +45,7 @@ export function enumProtocols(lpiProtocols: readonly number[] | null, lpProtocol
     if (!Array.isArray(lpiProtocols)) return fail(P.WSAEFAULT);
     wanted = [];
     for (const p of lpiProtocols) {
-      if (!isInt32(p)) return fail(P.WSAEINVAL);
+      if (!isI32(p)) return fail(P.WSAEINVAL);
       if (p === 0) break;
       wanted.push(p);
     }

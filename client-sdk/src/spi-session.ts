@@ -8,6 +8,7 @@
  * address space; everything else is decided by the daemon on the real socket.
  */
 import * as P from '@spiwire/proto';
+import { isI32, isU32, sockaddrSize } from '@spiwire/proto';
 import { ConnectionClosedError, RpcConnection, type RpcOptions, type Welcome } from './rpc.js';
 import { out, type Out, type ProtocolInfoLike, type SOCKET, type SockAddr, type WSABUF, type WSATHREADID } from './types.js';
 import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
@@ -523,7 +524,7 @@ export class SpiSession implements ThreadHost {
       if (type === FROM_PROTOCOL_INFO) type = lpProtocolInfo.iSocketType;
       if (protocol === FROM_PROTOCOL_INFO) protocol = lpProtocolInfo.iProtocol;
     }
-    if (![af, type, protocol].every(isInt32) || !isU32(g) || !isU32(dwFlags)) return setErr(lpErrno, P.WSAEINVAL, P.INVALID_SOCKET);
+    if (![af, type, protocol].every(isI32) || !isU32(g) || !isU32(dwFlags)) return setErr(lpErrno, P.WSAEINVAL, P.INVALID_SOCKET);
     const r = await this.call('WSPSocket', { af, type, protocol, g, flags: dwFlags });
     return finish(r, lpErrno);
   }
@@ -542,14 +543,14 @@ export class SpiSession implements ThreadHost {
   async WSPBind(s: SOCKET, name: SockAddr | null, namelen: number, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isSockAddr(name) || !isInt32(namelen)) return setErr(lpErrno, P.WSAEFAULT);
+    if (!isSockAddr(name) || !isI32(namelen)) return setErr(lpErrno, P.WSAEFAULT);
     return finish(await this.call('WSPBind', { s, name: wireAddr(name), namelen }), lpErrno);
   }
 
   async WSPListen(s: SOCKET, backlog: number, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isInt32(backlog)) return setErr(lpErrno, P.WSAEINVAL);
+    if (!isI32(backlog)) return setErr(lpErrno, P.WSAEINVAL);
     return finish(await this.call('WSPListen', { s, backlog }), lpErrno);
   }
 
@@ -604,7 +605,7 @@ export class SpiSession implements ThreadHost {
   async WSPConnect(s: SOCKET, name: SockAddr | null, namelen: number, _lpCallerData: unknown, _lpCalleeData: unknown, lpSQOS: unknown, lpGQOS: unknown, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isSockAddr(name) || !isInt32(namelen)) return setErr(lpErrno, P.WSAEFAULT);
+    if (!isSockAddr(name) || !isI32(namelen)) return setErr(lpErrno, P.WSAEFAULT);
     if (lpSQOS != null || lpGQOS != null) return setErr(lpErrno, P.WSAEOPNOTSUPP);
     return this.blocking(s, null, lpErrno, async () => finish(await this.call('WSPConnect', { s, name: wireAddr(name), namelen }), lpErrno));
   }
@@ -612,7 +613,7 @@ export class SpiSession implements ThreadHost {
   async WSPShutdown(s: SOCKET, how: number, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isInt32(how)) return setErr(lpErrno, P.WSAEINVAL);
+    if (!isI32(how)) return setErr(lpErrno, P.WSAEINVAL);
     return finish(await this.call('WSPShutdown', { s, how }), lpErrno);
   }
 
@@ -627,7 +628,7 @@ export class SpiSession implements ThreadHost {
   private async getName(method: string, s: SOCKET, name: SockAddr | null, namelen: Out | null, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!name || typeof name !== 'object' || !isOut(namelen) || !isInt32(namelen.value)) return setErr(lpErrno, P.WSAEFAULT);
+    if (!name || typeof name !== 'object' || !isOut(namelen) || !isI32(namelen.value)) return setErr(lpErrno, P.WSAEFAULT);
     const r = await this.call(method, { s, namelen: namelen.value });
     if (r.ret === 0) {
       fillAddr(name, r['name'] as SockAddr);
@@ -706,7 +707,7 @@ export class SpiSession implements ThreadHost {
     const params: Record<string, unknown> = { s, buffers, flags: dwFlags };
     if (method === 'WSPSendTo') {
       if (lpTo !== null && !isSockAddr(lpTo)) return setErr(lpErrno, P.WSAEFAULT);
-      if (!isInt32(iTolen)) return setErr(lpErrno, P.WSAEFAULT);
+      if (!isI32(iTolen)) return setErr(lpErrno, P.WSAEFAULT);
       params['to'] = lpTo ? wireAddr(lpTo) : null;
       params['tolen'] = iTolen;
     }
@@ -848,7 +849,7 @@ export class SpiSession implements ThreadHost {
   async WSPSetSockOpt(s: SOCKET, level: number, optname: number, optval: Uint8Array | null, optlen: number, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isInt32(level) || !isInt32(optname) || !isInt32(optlen)) return setErr(lpErrno, P.WSAEINVAL);
+    if (!isI32(level) || !isI32(optname) || !isI32(optlen)) return setErr(lpErrno, P.WSAEINVAL);
     if (optval !== null && !(optval instanceof Uint8Array)) return setErr(lpErrno, P.WSAEFAULT);
     // optlen beyond the caller's buffer is memory the caller does not own.
     if (optval && optlen > optval.length) return setErr(lpErrno, P.WSAEFAULT);
@@ -859,8 +860,8 @@ export class SpiSession implements ThreadHost {
   async WSPGetSockOpt(s: SOCKET, level: number, optname: number, optval: Uint8Array | null, optlen: Out | null, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isInt32(level) || !isInt32(optname)) return setErr(lpErrno, P.WSAEINVAL);
-    if (!(optval instanceof Uint8Array) || !isOut(optlen) || !isInt32(optlen.value) || optlen.value > optval.length) return setErr(lpErrno, P.WSAEFAULT);
+    if (!isI32(level) || !isI32(optname)) return setErr(lpErrno, P.WSAEINVAL);
+    if (!(optval instanceof Uint8Array) || !isOut(optlen) || !isI32(optlen.value) || optlen.value > optval.length) return setErr(lpErrno, P.WSAEFAULT);
     const r = await this.call('WSPGetSockOpt', { s, level, optname, optlen: optlen.value });
     if (r.ret === 0) {
       const v = r['optval'] as Uint8Array;
@@ -876,14 +877,6 @@ export class SpiSession implements ThreadHost {
 function netDown(err: unknown): Result {
   if (err instanceof ConnectionClosedError) return { ret: P.SOCKET_ERROR, errno: P.WSAENETDOWN };
   throw err;
-}
-
-function isInt32(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= -0x80000000 && v <= 0x7fffffff;
-}
-
-function isU32(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
 }
 
 function isOut(v: unknown): v is Out {
@@ -909,10 +902,6 @@ function setErr(lpErrno: Out, code: number, ret: number = P.SOCKET_ERROR): numbe
 function finish(r: Result, lpErrno: Out): number {
   if (r.errno !== 0) lpErrno.value = r.errno;
   return r.ret;
-}
-
-function sockaddrSize(family: number): number {
-  return family === P.AF_INET6 ? P.SOCKADDR_IN6_SIZE : P.SOCKADDR_IN_SIZE;
 }
 
 function wireAddr(a: SockAddr): SockAddr {
