@@ -9,6 +9,7 @@
  */
 import * as P from '@spiwire/proto';
 import { isI32, isU32, sockaddrSize } from '@spiwire/proto';
+import { checkErrno, fillAddr, finish, gather, isOut, isSockAddr, promised, scatter, setErr, wireAddr, type Result } from './marshal.js';
 import { ConnectionClosedError, RpcConnection, type RpcOptions, type Welcome } from './rpc.js';
 import { out, type Out, type ProtocolInfoLike, type SOCKET, type SockAddr, type WSABUF, type WSATHREADID } from './types.js';
 import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
@@ -35,8 +36,6 @@ export const FROM_PROTOCOL_INFO = -1;
 
 /** Room kept in a frame for the JSON header of a call. */
 const HEADER_ROOM = 64 * 1024;
-
-type Result = Record<string, unknown> & { ret: number; errno: number };
 
 export interface ConnectOptions extends RpcOptions {
   /**
@@ -877,84 +876,4 @@ export class SpiSession implements ThreadHost {
 function netDown(err: unknown): Result {
   if (err instanceof ConnectionClosedError) return { ret: P.SOCKET_ERROR, errno: P.WSAENETDOWN };
   throw err;
-}
-
-function isOut(v: unknown): v is Out {
-  return v !== null && typeof v === 'object' && 'value' in v;
-}
-
-function isSockAddr(v: unknown): v is SockAddr {
-  if (v === null || typeof v !== 'object') return false;
-  const a = v as Record<string, unknown>;
-  return typeof a['family'] === 'number' && typeof a['address'] === 'string' && typeof a['port'] === 'number';
-}
-
-/** lpErrno is mandatory in the SPI: a missing one is a programming error, not a Winsock result. */
-function checkErrno(lpErrno: Out): void {
-  if (!isOut(lpErrno)) throw new TypeError('lpErrno must be an out parameter object { value }');
-}
-
-function setErr(lpErrno: Out, code: number, ret: number = P.SOCKET_ERROR): number {
-  lpErrno.value = code;
-  return ret;
-}
-
-function finish(r: Result, lpErrno: Out): number {
-  if (r.errno !== 0) lpErrno.value = r.errno;
-  return r.ret;
-}
-
-function wireAddr(a: SockAddr): SockAddr {
-  const w: SockAddr = { family: a.family, address: a.address, port: a.port };
-  if (a.flowinfo !== undefined) w.flowinfo = a.flowinfo;
-  if (a.scopeId !== undefined) w.scopeId = a.scopeId;
-  return w;
-}
-
-function fillAddr(target: SockAddr, from: SockAddr): void {
-  target.family = from.family;
-  target.address = from.address;
-  target.port = from.port;
-  if (from.family === P.AF_INET6) {
-    target.flowinfo = from.flowinfo ?? 0;
-    target.scopeId = from.scopeId ?? 0;
-  } else {
-    delete target.flowinfo;
-    delete target.scopeId;
-  }
-}
-
-/** The bytes of the first dwBufferCount WSABUFs, or the WSA code for buffers the caller does not own. */
-export function gather(lpBuffers: readonly WSABUF[] | null, dwBufferCount: number): Uint8Array[] | number {
-  if (!isU32(dwBufferCount)) return P.WSAEINVAL;
-  if (dwBufferCount > P.MAX_BUFFER_COUNT) return P.WSAENOBUFS;
-  if (dwBufferCount === 0) return [];
-  if (!Array.isArray(lpBuffers) || dwBufferCount > lpBuffers.length) return P.WSAEFAULT;
-  const out: Uint8Array[] = new Array(dwBufferCount);
-  for (let i = 0; i < dwBufferCount; i++) {
-    const b = lpBuffers[i] as WSABUF | undefined;
-    if (!b || typeof b !== 'object' || !(b.buf instanceof Uint8Array) || !isU32(b.len) || b.len > b.buf.byteLength) return P.WSAEFAULT;
-    out[i] = b.buf.subarray(0, b.len);
-  }
-  return out;
-}
-
-function scatter(data: Uint8Array, targets: Uint8Array[]): void {
-  let at = 0;
-  for (const t of targets) {
-    if (at >= data.length) break;
-    const n = Math.min(t.length, data.length - at);
-    t.set(data.subarray(at, at + n));
-    at += n;
-  }
-}
-
-/** What an async function would give for fn: its value as a promise, a throw as a rejection. */
-function promised(fn: () => number | Promise<number>): Promise<number> {
-  try {
-    const r = fn();
-    return typeof r === 'number' ? Promise.resolve(r) : r;
-  } catch (err) {
-    return Promise.reject(err as Error);
-  }
 }
