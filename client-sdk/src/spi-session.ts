@@ -9,8 +9,8 @@
  */
 import * as P from '@spiwire/proto';
 import { isI32, isU32, sockaddrSize } from '@spiwire/proto';
-import { checkErrno, fillAddr, finish, gather, isOut, isSockAddr, promised, scatter, setErr, wireAddr, type Result } from './marshal.js';
-import { ConnectionClosedError, RpcConnection, type RpcOptions, type Welcome } from './rpc.js';
+import { checkErrno, fieldOf, fillAddr, finish, gather, isBytes, isCompletion, isOut, isRecord, isResult, isSockAddr, promised, scatter, setErr, wireAddr, type Result } from './marshal.js';
+import { ConnectionClosedError, RpcConnection, SpiwireProtocolError, type RpcOptions, type Welcome } from './rpc.js';
 import { out, type Out, type ProtocolInfoLike, type SOCKET, type SockAddr, type WSABUF, type WSATHREADID } from './types.js';
 import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
 import { EventTable, RoutineLocks, SpiThread, issuingThread, type ThreadHost } from './threads.js';
@@ -119,7 +119,7 @@ export class SpiSession implements ThreadHost {
     opts: ConnectOptions,
   ) {
     this.autoApc = opts.autoApc ?? false;
-    this.onRoutineError = opts.onRoutineError ?? ((err) => process.stderr.write(`spiwire: a completion routine threw: ${(err as Error)?.stack ?? String(err)}\n`));
+    this.onRoutineError = opts.onRoutineError ?? ((err) => process.stderr.write(`spiwire: a completion routine threw: ${stackOf(err)}\n`));
     rpc.onNotification = (method, params) => this.onNotification(method, params);
     rpc.onClose = () => this.abandonOps();
     this.mainThread = this.createThread();
@@ -291,7 +291,7 @@ export class SpiSession implements ThreadHost {
   async startOperation(method: 'WSPSend' | 'WSPSendTo' | 'WSPRecv' | 'WSPRecvFrom', params: Record<string, unknown>, onComplete: (error: number, bytes: number, flags: number) => void, targets?: Uint8Array[]): Promise<Result> {
     const extra: Partial<OpRecord> = { onComplete };
     if (targets) extra.targets = targets;
-    return this.overlappedCall(method, params, params['s'] as number, new WSAOVERLAPPED(), null, null, extra);
+    return this.overlappedCall(method, params, fieldOf(params, 's', isU32) ?? 0, new WSAOVERLAPPED(), null, null, extra);
   }
 
   /** Pending overlapped operations of this session (started, not yet completed). */
@@ -323,16 +323,22 @@ export class SpiSession implements ThreadHost {
   }
 
   protected onNotification(method: string, params: Record<string, unknown>): void {
-    if (method === 'spiwire.completion') this.complete(params['op'] as number, params['error'] as number, params['bytes'] as number, params['flags'] as number, params['data'] as Uint8Array | undefined);
-    else if (method === 'spiwire.networkEvents') this.recordEvents(params['s'] as number, params['events'] as number, (params['errors'] ?? {}) as Record<string, number>);
+    if (method === 'spiwire.completion') {
+      const op = fieldOf(params, 'op', isU32);
+      if (op !== undefined && isCompletion(params)) this.complete(op, params.error, params.bytes, params.flags, fieldOf(params, 'data', isBytes));
+    } else if (method === 'spiwire.networkEvents') {
+      const s = fieldOf(params, 's', isU32);
+      const events = fieldOf(params, 'events', isU32);
+      if (s !== undefined && events !== undefined) this.recordEvents(s, events, fieldOf(params, 'errors', isRecord) ?? {});
+    }
   }
 
   /** Network events recorded by the daemon: kept for WSPEnumNetworkEvents, and the event object is set. */
-  private recordEvents(s: number, events: number, errors: Record<string, number>): void {
+  private recordEvents(s: number, events: number, errors: Record<string, unknown>): void {
     const sel = this.selections.get(s);
     if (!sel) return;
     sel.recorded |= events;
-    for (const [name, bit] of FD_BITS) if (events & (1 << bit)) sel.errors[bit] = errors[name] ?? 0;
+    for (const [name, bit] of FD_BITS) if (events & (1 << bit)) sel.errors[bit] = fieldOf(errors, name, isU32) ?? 0;
     this.events.get(sel.hEvent)?.set();
   }
 
@@ -442,10 +448,10 @@ export class SpiSession implements ThreadHost {
     // buffers before the completion (which follows the reply) signals anyone.
     const onReply = (r: Result): void => {
       rec.answered = true;
-      const data = r['data'] as Uint8Array | undefined;
+      const data = fieldOf(r, 'data', isBytes);
       if (r.ret === 0 && data && rec.targets) scatter(data, rec.targets);
       // Completed at once: the reply stands for the completion.
-      const c = r['completion'] as { error: number; bytes: number; flags: number } | undefined;
+      const c = fieldOf(r, 'completion', isCompletion);
       if (c) this.complete(op, c.error, c.bytes, c.flags);
     };
     // params is the caller's own fresh object: add to it rather than copy it.
@@ -465,7 +471,7 @@ export class SpiSession implements ThreadHost {
   private checkOverlappedArgs(lpOverlapped: unknown, lpCompletionRoutine: unknown, lpThreadId: unknown): number {
     if (!(lpOverlapped instanceof WSAOVERLAPPED)) return P.WSAEFAULT;
     if (lpCompletionRoutine !== null && lpCompletionRoutine !== undefined && typeof lpCompletionRoutine !== 'function') return P.WSAEFAULT;
-    if (lpThreadId !== null && lpThreadId !== undefined && (typeof lpThreadId !== 'object' || !isU32((lpThreadId as WSATHREADID).ThreadHandle))) return P.WSAEFAULT;
+    if (lpThreadId !== null && lpThreadId !== undefined && !(isRecord(lpThreadId) && isU32(lpThreadId['ThreadHandle']))) return P.WSAEFAULT;
     if (!lpCompletionRoutine && lpOverlapped.hEvent && !this.events.get(lpOverlapped.hEvent)) return P.WSA_INVALID_HANDLE;
     return 0;
   }
@@ -504,10 +510,13 @@ export class SpiSession implements ThreadHost {
     }
   }
 
-  /** Sends a call; a lost connection becomes WSAENETDOWN, as a vanished network subsystem would. */
+  /**
+   * Sends a call; a lost connection becomes WSAENETDOWN, as a vanished network subsystem would,
+   * and a reply without ret and errno fails the call with SpiwireProtocolError.
+   */
   private call(method: string, params: Record<string, unknown>, onReply?: (r: Result) => void): Promise<Result> {
     // Not an async function: one promise fewer on the hot path.
-    return (this.rpc.call(method, params, onReply as ((r: Record<string, unknown>) => void) | undefined) as Promise<Result>).catch(netDown);
+    return this.rpc.call(method, params, onReply && ((r) => isResult(r) && onReply(r))).then(asResult, netDown);
   }
 
   private maxPayload(): number {
@@ -580,7 +589,7 @@ export class SpiSession implements ThreadHost {
     // ... and its WSPEventSelect: the same network events, signalled on the same event object.
     const sel = this.selections.get(s);
     if (sel) await this.WSPEventSelect(r.ret, sel.hEvent, sel.events, out(0));
-    const peer = r['addr'] as SockAddr | undefined;
+    const peer = fieldOf(r, 'addr', isSockAddr);
     if (lpfnCondition && peer) {
       const verdict = await lpfnCondition(peer, dwCallbackData);
       if (verdict !== P.CF_ACCEPT) {
@@ -629,9 +638,10 @@ export class SpiSession implements ThreadHost {
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
     if (!name || typeof name !== 'object' || !isOut(namelen) || !isI32(namelen.value)) return setErr(lpErrno, P.WSAEFAULT);
     const r = await this.call(method, { s, namelen: namelen.value });
-    if (r.ret === 0) {
-      fillAddr(name, r['name'] as SockAddr);
-      namelen.value = r['namelen'] as number;
+    const addr = fieldOf(r, 'name', isSockAddr);
+    if (r.ret === 0 && addr) {
+      fillAddr(name, addr);
+      namelen.value = fieldOf(r, 'namelen', isI32) ?? sockaddrSize(addr.family);
     }
     return finish(r, lpErrno);
   }
@@ -713,13 +723,13 @@ export class SpiSession implements ThreadHost {
     if (overlapped) {
       return this.overlappedCall(method, params, s, lpOverlapped, lpCompletionRoutine ?? null, lpThreadId).then((r) => {
         // Pending: lpNumberOfBytesSent is not written.
-        if (r.ret === 0 && lpNumberOfBytesSent) lpNumberOfBytesSent.value = r['bytesSent'] as number;
+        if (r.ret === 0 && lpNumberOfBytesSent) lpNumberOfBytesSent.value = fieldOf(r, 'bytesSent', isU32) ?? 0;
         return finish(r, lpErrno);
       });
     }
     return this.blocking(s, lpThreadId, lpErrno, () =>
       this.call(method, params).then((r) => {
-        if (r.ret === 0) lpNumberOfBytesSent!.value = r['bytesSent'] as number;
+        if (r.ret === 0) lpNumberOfBytesSent!.value = fieldOf(r, 'bytesSent', isU32) ?? 0;
         return finish(r, lpErrno);
       }),
     );
@@ -788,12 +798,12 @@ export class SpiSession implements ThreadHost {
     const r = overlapped
       ? await this.overlappedCall(method, params, s, lpOverlapped, lpCompletionRoutine ?? null, lpThreadId, { targets, flagsOut: lpFlags })
       : await this.blockingResult(s, lpThreadId, () => this.call(method, params));
-    const data = r['data'] as Uint8Array | undefined;
+    const data = fieldOf(r, 'data', isBytes);
     if (data) {
       if (!overlapped) scatter(data, targets);
-      if (isOut(lpNumberOfBytesRecvd)) lpNumberOfBytesRecvd.value = r['bytesRecvd'] as number;
-      lpFlags.value = (r['flags'] as number | undefined) ?? 0;
-      const from = r['from'] as SockAddr | undefined;
+      if (isOut(lpNumberOfBytesRecvd)) lpNumberOfBytesRecvd.value = fieldOf(r, 'bytesRecvd', isU32) ?? data.length;
+      lpFlags.value = fieldOf(r, 'flags', isU32) ?? 0;
+      const from = fieldOf(r, 'from', isSockAddr);
       if (lpFrom && lpFromlen && from) {
         const size = sockaddrSize(from.family);
         if (lpFromlen.value < size) return setErr(lpErrno, P.WSAEFAULT);
@@ -838,9 +848,9 @@ export class SpiSession implements ThreadHost {
       else this.nonBlocking.delete(s);
     }
     if (r.ret === 0 && isOut(lpcbBytesReturned)) {
-      const output = r['output'] as Uint8Array | undefined;
+      const output = fieldOf(r, 'output', isBytes);
       if (output && output.length > 0 && lpvOutBuffer) lpvOutBuffer.set(output.subarray(0, cbOutBuffer));
-      lpcbBytesReturned.value = (r['bytesReturned'] as number | undefined) ?? 0;
+      lpcbBytesReturned.value = fieldOf(r, 'bytesReturned', isU32) ?? 0;
     }
     return finish(r, lpErrno);
   }
@@ -862,10 +872,10 @@ export class SpiSession implements ThreadHost {
     if (!isI32(level) || !isI32(optname)) return setErr(lpErrno, P.WSAEINVAL);
     if (!(optval instanceof Uint8Array) || !isOut(optlen) || !isI32(optlen.value) || optlen.value > optval.length) return setErr(lpErrno, P.WSAEFAULT);
     const r = await this.call('WSPGetSockOpt', { s, level, optname, optlen: optlen.value });
-    if (r.ret === 0) {
-      const v = r['optval'] as Uint8Array;
+    const v = fieldOf(r, 'optval', isBytes);
+    if (r.ret === 0 && v) {
       optval.set(v.subarray(0, optlen.value));
-      optlen.value = r['optlen'] as number;
+      optlen.value = fieldOf(r, 'optlen', isI32) ?? Math.min(v.length, optlen.value);
     }
     return finish(r, lpErrno);
   }
@@ -876,4 +886,15 @@ export class SpiSession implements ThreadHost {
 function netDown(err: unknown): Result {
   if (err instanceof ConnectionClosedError) return { ret: P.SOCKET_ERROR, errno: P.WSAENETDOWN };
   throw err;
+}
+
+/** What to print for something a routine threw: its stack when it has one. */
+function stackOf(err: unknown): string {
+  return isRecord(err) && typeof err['stack'] === 'string' ? err['stack'] : String(err);
+}
+
+/** The reply of an SPI call, which carries ret and errno whatever else it holds. */
+function asResult(r: Record<string, unknown>): Result {
+  if (isResult(r)) return r;
+  throw new SpiwireProtocolError(P.INVALID_REQUEST, 'the daemon answered an SPI call without ret and errno', { result: r });
 }
