@@ -15,6 +15,7 @@ import { out, type Out, type ProtocolInfoLike, type SOCKET, type SockAddr, type 
 import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
 import { EventTable, RoutineLocks, SpiThread, issuingThread, type ThreadHost } from './threads.js';
 import { enumProtocols } from './catalog.js';
+import { BlockingGuard } from './blocking.js';
 
 /** WSANETWORKEVENTS: the events recorded and an error code per event (indexed by FD_*_BIT). */
 export interface WSANETWORKEVENTS {
@@ -107,8 +108,8 @@ export class SpiSession implements ThreadHost {
   private readonly events = new EventTable();
   private nextOp = 1;
   private readonly ops = new Map<number, OpRecord>();
-  /** Sockets this session put in nonblocking mode with FIONBIO (they make no blocking calls). */
-  private readonly nonBlocking = new Set<number>();
+  /** WSAEINPROGRESS: one blocking call per thread; nonblocking sockets make none. */
+  private readonly guard = new BlockingGuard();
   /** WSPEventSelect state by socket: the event object and the network events recorded so far. */
   private readonly selections = new Map<number, { hEvent: number; events: number; recorded: number; errors: number[] }>();
   private closing = false;
@@ -359,7 +360,7 @@ export class SpiSession implements ThreadHost {
       if (previous) this.selections.set(s, previous);
       else this.selections.delete(s);
     } else {
-      this.nonBlocking.add(s);
+      this.guard.setNonBlocking(s, true);
       if (lNetworkEvents === 0) this.selections.delete(s);
     }
     return finish(r, lpErrno);
@@ -477,40 +478,6 @@ export class SpiSession implements ThreadHost {
   }
 
   /**
-   * Runs a blocking call for WSAEINPROGRESS purposes: a thread whose previous blocking call is
-   * still running may not start another. Calls on a nonblocking socket are not blocking calls.
-   */
-  private async blockingResult(s: number, lpThreadId: WSATHREADID | null, fn: () => Promise<Result>): Promise<Result> {
-    const thread = this.issuer(lpThreadId);
-    if (!thread || this.nonBlocking.has(s)) return fn();
-    if (thread.blockingCalls > 0) return { ret: P.SOCKET_ERROR, errno: P.WSAEINPROGRESS };
-    thread.blockingCalls++;
-    try {
-      return await fn();
-    } finally {
-      thread.blockingCalls--;
-    }
-  }
-
-  // Not async: a call that involves no thread costs no extra promise.
-  private blocking(s: number, lpThreadId: WSATHREADID | null, lpErrno: Out, fn: () => Promise<number>): Promise<number> {
-    const thread = this.issuer(lpThreadId);
-    if (!thread || this.nonBlocking.has(s)) return fn();
-    return this.blockingOn(thread, lpErrno, fn);
-  }
-
-  /** A blocking call on a thread: one at a time (WSAEINPROGRESS while another is under way). */
-  private async blockingOn(thread: SessionThread, lpErrno: Out, fn: () => Promise<number>): Promise<number> {
-    if (thread.blockingCalls > 0) return setErr(lpErrno, P.WSAEINPROGRESS);
-    thread.blockingCalls++;
-    try {
-      return await fn();
-    } finally {
-      thread.blockingCalls--;
-    }
-  }
-
-  /**
    * Sends a call; a lost connection becomes WSAENETDOWN, as a vanished network subsystem would,
    * and a reply without ret and errno fails the call with SpiwireProtocolError.
    */
@@ -542,7 +509,7 @@ export class SpiSession implements ThreadHost {
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
     const r = await this.call('WSPCloseSocket', { s });
     if (r.ret === 0) {
-      this.nonBlocking.delete(s);
+      this.guard.forget(s);
       this.selections.delete(s);
     }
     return finish(r, lpErrno);
@@ -577,15 +544,11 @@ export class SpiSession implements ThreadHost {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK, P.INVALID_SOCKET);
     if ((addr === null) !== (addrlen === null) || (addrlen !== null && !isOut(addrlen))) return setErr(lpErrno, P.WSAEFAULT, P.INVALID_SOCKET);
-    let r: Result = { ret: P.INVALID_SOCKET, errno: 0 };
-    const guarded = await this.blocking(s, null, lpErrno, async () => {
-      r = await this.call('WSPAccept', { s });
-      return r.ret;
-    });
-    if (guarded === P.INVALID_SOCKET && r.errno === 0) return guarded; // WSAEINPROGRESS, already in lpErrno.
+    // WSAEINPROGRESS comes as ret INVALID_SOCKET (SOCKET_ERROR is the same -1).
+    const r = await this.guard.run(this.issuer(null), s, () => this.call('WSPAccept', { s }));
     if (r.ret === P.INVALID_SOCKET) return finish(r, lpErrno);
     // An accepted socket inherits the listener's properties, nonblocking mode included.
-    if (this.nonBlocking.has(s)) this.nonBlocking.add(r.ret);
+    if (this.guard.isNonBlocking(s)) this.guard.setNonBlocking(r.ret, true);
     // ... and its WSPEventSelect: the same network events, signalled on the same event object.
     const sel = this.selections.get(s);
     if (sel) await this.WSPEventSelect(r.ret, sel.hEvent, sel.events, out(0));
@@ -615,7 +578,7 @@ export class SpiSession implements ThreadHost {
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
     if (!isSockAddr(name) || !isI32(namelen)) return setErr(lpErrno, P.WSAEFAULT);
     if (lpSQOS != null || lpGQOS != null) return setErr(lpErrno, P.WSAEOPNOTSUPP);
-    return this.blocking(s, null, lpErrno, async () => finish(await this.call('WSPConnect', { s, name: wireAddr(name), namelen }), lpErrno));
+    return finish(await this.guard.run(this.issuer(null), s, () => this.call('WSPConnect', { s, name: wireAddr(name), namelen })), lpErrno);
   }
 
   async WSPShutdown(s: SOCKET, how: number, lpErrno: Out): Promise<number> {
@@ -727,12 +690,10 @@ export class SpiSession implements ThreadHost {
         return finish(r, lpErrno);
       });
     }
-    return this.blocking(s, lpThreadId, lpErrno, () =>
-      this.call(method, params).then((r) => {
-        if (r.ret === 0) lpNumberOfBytesSent!.value = fieldOf(r, 'bytesSent', isU32) ?? 0;
-        return finish(r, lpErrno);
-      }),
-    );
+    return this.guard.run(this.issuer(lpThreadId), s, () => this.call(method, params)).then((r) => {
+      if (r.ret === 0 && lpNumberOfBytesSent) lpNumberOfBytesSent.value = fieldOf(r, 'bytesSent', isU32) ?? 0;
+      return finish(r, lpErrno);
+    });
   }
 
   // ---------------------------------------------------------------- receiving
@@ -797,7 +758,7 @@ export class SpiSession implements ThreadHost {
     const params = { s, lengths: targets.map((t) => t.length), flags: lpFlags.value };
     const r = overlapped
       ? await this.overlappedCall(method, params, s, lpOverlapped, lpCompletionRoutine ?? null, lpThreadId, { targets, flagsOut: lpFlags })
-      : await this.blockingResult(s, lpThreadId, () => this.call(method, params));
+      : await this.guard.run(this.issuer(lpThreadId), s, () => this.call(method, params));
     const data = fieldOf(r, 'data', isBytes);
     if (data) {
       if (!overlapped) scatter(data, targets);
@@ -843,10 +804,7 @@ export class SpiSession implements ThreadHost {
     const input = cbInBuffer > 0 ? lpvInBuffer!.subarray(0, cbInBuffer) : new Uint8Array(0);
     const params = { s, code: dwIoControlCode, input, outputLength: cbOutBuffer };
     const r = overlapped ? await this.overlappedCall('WSPIoctl', params, s, lpOverlapped, lpCompletionRoutine ?? null, lpThreadId) : await this.call('WSPIoctl', params);
-    if (r.ret === 0 && dwIoControlCode === P.FIONBIO) {
-      if (new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0) this.nonBlocking.add(s);
-      else this.nonBlocking.delete(s);
-    }
+    if (r.ret === 0 && dwIoControlCode === P.FIONBIO) this.guard.setNonBlocking(s, new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0);
     if (r.ret === 0 && isOut(lpcbBytesReturned)) {
       const output = fieldOf(r, 'output', isBytes);
       if (output && output.length > 0 && lpvOutBuffer) lpvOutBuffer.set(output.subarray(0, cbOutBuffer));
