@@ -16,21 +16,7 @@ import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overla
 import { EventTable, RoutineLocks, SpiThread, issuingThread, type ThreadHost } from './threads.js';
 import { enumProtocols } from './catalog.js';
 import { BlockingGuard } from './blocking.js';
-
-/** WSANETWORKEVENTS: the events recorded and an error code per event (indexed by FD_*_BIT). */
-export interface WSANETWORKEVENTS {
-  lNetworkEvents: number;
-  iErrorCode: number[];
-}
-
-const FD_BITS: ReadonlyArray<[string, number]> = [
-  ['FD_READ', P.FD_READ_BIT],
-  ['FD_WRITE', P.FD_WRITE_BIT],
-  ['FD_OOB', P.FD_OOB_BIT],
-  ['FD_ACCEPT', P.FD_ACCEPT_BIT],
-  ['FD_CONNECT', P.FD_CONNECT_BIT],
-  ['FD_CLOSE', P.FD_CLOSE_BIT],
-];
+import { EventSelectMirror, type WSANETWORKEVENTS } from './event-select.js';
 
 /** FROM_PROTOCOL_INFO: take af, type or protocol from lpProtocolInfo. */
 export const FROM_PROTOCOL_INFO = -1;
@@ -111,7 +97,7 @@ export class SpiSession implements ThreadHost {
   /** WSAEINPROGRESS: one blocking call per thread; nonblocking sockets make none. */
   private readonly guard = new BlockingGuard();
   /** WSPEventSelect state by socket: the event object and the network events recorded so far. */
-  private readonly selections = new Map<number, { hEvent: number; events: number; recorded: number; errors: number[] }>();
+  private readonly selections = new EventSelectMirror(this.events);
   private closing = false;
   private readonly onRoutineError: (err: unknown) => void;
 
@@ -327,20 +313,7 @@ export class SpiSession implements ThreadHost {
     if (method === 'spiwire.completion') {
       const op = fieldOf(params, 'op', isU32);
       if (op !== undefined && isCompletion(params)) this.complete(op, params.error, params.bytes, params.flags, fieldOf(params, 'data', isBytes));
-    } else if (method === 'spiwire.networkEvents') {
-      const s = fieldOf(params, 's', isU32);
-      const events = fieldOf(params, 'events', isU32);
-      if (s !== undefined && events !== undefined) this.recordEvents(s, events, fieldOf(params, 'errors', isRecord) ?? {});
-    }
-  }
-
-  /** Network events recorded by the daemon: kept for WSPEnumNetworkEvents, and the event object is set. */
-  private recordEvents(s: number, events: number, errors: Record<string, unknown>): void {
-    const sel = this.selections.get(s);
-    if (!sel) return;
-    sel.recorded |= events;
-    for (const [name, bit] of FD_BITS) if (events & (1 << bit)) sel.errors[bit] = fieldOf(errors, name, isU32) ?? 0;
-    this.events.get(sel.hEvent)?.set();
+    } else if (method === 'spiwire.networkEvents') this.selections.onNetworkEvents(params);
   }
 
   /**
@@ -352,17 +325,10 @@ export class SpiSession implements ThreadHost {
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
     if (!isU32(lNetworkEvents)) return setErr(lpErrno, P.WSAEINVAL);
     if (lNetworkEvents !== 0 && !this.events.get(hEventObject)) return setErr(lpErrno, P.WSAEINVAL);
-    // Set up before the call: the first events may arrive right behind the reply.
-    const previous = this.selections.get(s);
-    if (lNetworkEvents !== 0) this.selections.set(s, { hEvent: hEventObject, events: lNetworkEvents, recorded: 0, errors: new Array<number>(P.FD_MAX_EVENTS).fill(0) });
+    const settle = this.selections.select(s, hEventObject, lNetworkEvents);
     const r = await this.call('WSPEventSelect', { s, events: lNetworkEvents });
-    if (r.ret !== 0) {
-      if (previous) this.selections.set(s, previous);
-      else this.selections.delete(s);
-    } else {
-      this.guard.setNonBlocking(s, true);
-      if (lNetworkEvents === 0) this.selections.delete(s);
-    }
+    settle(r.ret === 0);
+    if (r.ret === 0) this.guard.setNonBlocking(s, true);
     return finish(r, lpErrno);
   }
 
@@ -377,13 +343,9 @@ export class SpiSession implements ThreadHost {
     // A round trip first, so events the daemon recorded before now have arrived.
     const r = await this.call('WSPGetSockOpt', { s, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
     if (r.ret !== 0) return finish(r, lpErrno);
-    const sel = this.selections.get(s);
-    lpNetworkEvents.lNetworkEvents = sel?.recorded ?? 0;
-    lpNetworkEvents.iErrorCode = sel ? [...sel.errors] : new Array<number>(P.FD_MAX_EVENTS).fill(0);
-    if (sel) {
-      sel.recorded = 0;
-      sel.errors.fill(0);
-    }
+    const taken = this.selections.take(s);
+    lpNetworkEvents.lNetworkEvents = taken.lNetworkEvents;
+    lpNetworkEvents.iErrorCode = taken.iErrorCode;
     if (hEventObject) {
       const e = this.events.get(hEventObject);
       if (!e) return setErr(lpErrno, P.WSAEINVAL);
@@ -510,7 +472,7 @@ export class SpiSession implements ThreadHost {
     const r = await this.call('WSPCloseSocket', { s });
     if (r.ret === 0) {
       this.guard.forget(s);
-      this.selections.delete(s);
+      this.selections.forget(s);
     }
     return finish(r, lpErrno);
   }
@@ -550,7 +512,7 @@ export class SpiSession implements ThreadHost {
     // An accepted socket inherits the listener's properties, nonblocking mode included.
     if (this.guard.isNonBlocking(s)) this.guard.setNonBlocking(r.ret, true);
     // ... and its WSPEventSelect: the same network events, signalled on the same event object.
-    const sel = this.selections.get(s);
+    const sel = this.selections.selectionOf(s);
     if (sel) await this.WSPEventSelect(r.ret, sel.hEvent, sel.events, out(0));
     const peer = fieldOf(r, 'addr', isSockAddr);
     if (lpfnCondition && peer) {
