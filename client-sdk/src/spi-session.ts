@@ -9,7 +9,7 @@
  */
 import * as P from '@spiwire/proto';
 import { isI32, isU32, sockaddrSize } from '@spiwire/proto';
-import { checkErrno, fieldOf, fillAddr, finish, gather, isBytes, isCompletion, isOut, isRecord, isResult, isSockAddr, promised, scatter, setErr, wireAddr, type Result } from './marshal.js';
+import { checkErrno, fieldOf, fillAddr, finish, gather, isBytes, isOut, isRecord, isResult, isSockAddr, promised, scatter, setErr, wireAddr, type Result } from './marshal.js';
 import { ConnectionClosedError, RpcConnection, SpiwireProtocolError, type RpcOptions, type Welcome } from './rpc.js';
 import { out, type Out, type ProtocolInfoLike, type SOCKET, type SockAddr, type WSABUF, type WSATHREADID } from './types.js';
 import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
@@ -17,6 +17,7 @@ import { EventTable, RoutineLocks, SpiThread, issuingThread, type ThreadHost } f
 import { enumProtocols } from './catalog.js';
 import { BlockingGuard } from './blocking.js';
 import { EventSelectMirror, type WSANETWORKEVENTS } from './event-select.js';
+import { OperationTable, type OperationSpec } from './operations.js';
 
 /** FROM_PROTOCOL_INFO: take af, type or protocol from lpProtocolInfo. */
 export const FROM_PROTOCOL_INFO = -1;
@@ -32,23 +33,6 @@ export interface ConnectOptions extends RpcOptions {
   autoApc?: boolean;
   /** Called when a completion routine or APC throws; default: printed to stderr. */
   onRoutineError?: (err: unknown) => void;
-}
-
-/** What the SDK remembers of an overlapped operation until its completion arrives. */
-interface OpRecord {
-  s: number;
-  ov: WSAOVERLAPPED;
-  routine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null;
-  /** The thread whose APC queue gets the routine (captured by value when the call was made). */
-  apcThread: SpiThread | null;
-  /** Where a receive's bytes go (the caller's WSABUFs). */
-  targets?: Uint8Array[];
-  /** A receive's lpFlags, updated at completion. */
-  flagsOut?: Out | null;
-  /** Called at completion, before any routine or event (used by the promise API). */
-  onComplete?: (error: number, bytes: number, flags: number) => void;
-  /** The call's reply has arrived: until then, a lost connection fails the call, not the operation. */
-  answered?: boolean;
 }
 
 /** The SPI functions a thread object offers, bound to that thread. */
@@ -92,8 +76,7 @@ export class SpiSession implements ThreadHost {
   private readonly threads = new Map<number, SessionThread>();
   private nextThreadHandle = 0x1004;
   private readonly events = new EventTable();
-  private nextOp = 1;
-  private readonly ops = new Map<number, OpRecord>();
+  private readonly ops = new OperationTable(this.events);
   /** WSAEINPROGRESS: one blocking call per thread; nonblocking sockets make none. */
   private readonly guard = new BlockingGuard();
   /** WSPEventSelect state by socket: the event object and the network events recorded so far. */
@@ -108,7 +91,8 @@ export class SpiSession implements ThreadHost {
     this.autoApc = opts.autoApc ?? false;
     this.onRoutineError = opts.onRoutineError ?? ((err) => process.stderr.write(`spiwire: a completion routine threw: ${stackOf(err)}\n`));
     rpc.onNotification = (method, params) => this.onNotification(method, params);
-    rpc.onClose = () => this.abandonOps();
+    // The connection ended: operations still pending here complete now, exactly once.
+    rpc.onClose = () => this.ops.abandon(this.closing ? P.WSA_OPERATION_ABORTED : P.WSAENETDOWN);
     this.mainThread = this.createThread();
   }
 
@@ -276,9 +260,8 @@ export class SpiSession implements ThreadHost {
    * than to a routine or an event. Resolves with the call's immediate result.
    */
   async startOperation(method: 'WSPSend' | 'WSPSendTo' | 'WSPRecv' | 'WSPRecvFrom', params: Record<string, unknown>, onComplete: (error: number, bytes: number, flags: number) => void, targets?: Uint8Array[]): Promise<Result> {
-    const extra: Partial<OpRecord> = { onComplete };
-    if (targets) extra.targets = targets;
-    return this.overlappedCall(method, params, fieldOf(params, 's', isU32) ?? 0, new WSAOVERLAPPED(), null, null, extra);
+    // Without a routine the socket handle plays no part in the operation table.
+    return this.overlappedCall(method, params, 0, new WSAOVERLAPPED(), null, null, { onComplete, targets });
   }
 
   /** Pending overlapped operations of this session (started, not yet completed). */
@@ -310,10 +293,8 @@ export class SpiSession implements ThreadHost {
   }
 
   protected onNotification(method: string, params: Record<string, unknown>): void {
-    if (method === 'spiwire.completion') {
-      const op = fieldOf(params, 'op', isU32);
-      if (op !== undefined && isCompletion(params)) this.complete(op, params.error, params.bytes, params.flags, fieldOf(params, 'data', isBytes));
-    } else if (method === 'spiwire.networkEvents') this.selections.onNetworkEvents(params);
+    if (method === 'spiwire.completion') this.ops.onCompletion(params);
+    else if (method === 'spiwire.networkEvents') this.selections.onNetworkEvents(params);
   }
 
   /**
@@ -354,79 +335,32 @@ export class SpiSession implements ThreadHost {
     return 0;
   }
 
-  /** An operation completed: fill the WSAOVERLAPPED, then queue its routine or signal its event. */
-  private complete(op: number, error: number, bytes: number, flags: number, data?: Uint8Array): void {
-    const rec = this.ops.get(op);
-    if (!rec) return;
-    this.ops.delete(op);
-    if (data && rec.targets) scatter(data, rec.targets);
-    if (rec.flagsOut) rec.flagsOut.value = flags;
-    const ov = rec.ov;
-    ov.InternalHigh = bytes;
-    ov.Offset = flags;
-    ov.OffsetHigh = error;
-    ov.Internal = 0;
-    rec.onComplete?.(error, bytes, flags);
-    if (rec.routine) {
-      const routine = rec.routine;
-      rec.apcThread?.queueApc(() => routine(error, bytes, ov, flags), rec.s);
-    } else if (ov.hEvent) {
-      this.events.get(ov.hEvent)?.set();
-    }
-  }
-
-  /** The connection ended: every operation still pending here completes now, exactly once. */
-  private abandonOps(): void {
-    const code = this.closing ? P.WSA_OPERATION_ABORTED : P.WSAENETDOWN;
-    for (const [op, rec] of [...this.ops]) {
-      // A call still waiting for its reply fails with WSAENETDOWN itself; failing at once, it
-      // must leave no completion (overlappedCall forgets the operation when that result comes).
-      if (rec.answered) this.complete(op, code, 0, 0);
-    }
-  }
-
   /**
-   * Starts an overlapped call: marks the WSAOVERLAPPED pending, remembers where the completion
-   * goes, and sends the call with {op, thread}. A call that fails at once leaves no completion.
+   * Starts an overlapped call: the routine goes to the thread lpThreadId names (else the issuing
+   * thread), captured now; the operation table marks the WSAOVERLAPPED pending and sends the call
+   * with {op, thread}. A call that fails at once leaves no completion.
    */
   // Not async: one promise hop fewer per overlapped call.
-  private overlappedCall(method: string, params: Record<string, unknown>, s: number, ov: WSAOVERLAPPED, routine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null, lpThreadId: WSATHREADID | null, extra: Partial<OpRecord> = {}): Promise<Result> {
+  private overlappedCall(
+    method: string,
+    params: Record<string, unknown>,
+    s: number,
+    ov: WSAOVERLAPPED,
+    routine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
+    lpThreadId: WSATHREADID | null,
+    delivery: Pick<OperationSpec, 'targets' | 'flagsOut' | 'onComplete'> = {},
+  ): Promise<Result> {
     const issuer = this.issuer(lpThreadId) ?? this.mainThread;
-    let apcThread: SpiThread | null = null;
+    let bound: OperationSpec['routine'] = null;
     if (routine) {
-      // The routine goes to the thread named when the call was made, captured by value now.
-      apcThread = lpThreadId ? (this.threads.get(lpThreadId.ThreadHandle) ?? null) : issuer;
-      if (!apcThread || !apcThread.isAlive) return Promise.resolve({ ret: P.SOCKET_ERROR, errno: P.WSAEINVAL });
+      const thread = lpThreadId ? this.threads.get(lpThreadId.ThreadHandle) : issuer;
+      if (!thread || !thread.isAlive) return Promise.resolve({ ret: P.SOCKET_ERROR, errno: P.WSAEINVAL });
+      bound = { run: routine, thread, s };
     }
-    const op = this.nextOp++;
-    if (this.nextOp > 0xffffffff) this.nextOp = 1;
-    ov.Internal = P.WSS_OPERATION_IN_PROGRESS;
-    ov.InternalHigh = 0;
-    ov.Offset = 0;
-    ov.OffsetHigh = 0;
-    if (!routine && ov.hEvent) this.events.get(ov.hEvent)!.signaled = false;
-    const rec: OpRecord = { s, ov, routine, apcThread, ...extra };
-    this.ops.set(op, rec);
-    // A receive that completes at once carries its bytes in the reply: put them in the caller's
-    // buffers before the completion (which follows the reply) signals anyone.
-    const onReply = (r: Result): void => {
-      rec.answered = true;
-      const data = fieldOf(r, 'data', isBytes);
-      if (r.ret === 0 && data && rec.targets) scatter(data, rec.targets);
-      // Completed at once: the reply stands for the completion.
-      const c = fieldOf(r, 'completion', isCompletion);
-      if (c) this.complete(op, c.error, c.bytes, c.flags);
-    };
-    // params is the caller's own fresh object: add to it rather than copy it.
-    params['overlapped'] = { op, thread: issuer.id.ThreadHandle };
-    return this.call(method, params, onReply).then((r) => {
-      if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING && this.ops.get(op)) {
-        // Failed at once: no completion of any kind, ever.
-        this.ops.delete(op);
-        ov.Internal = 0;
-        ov.OffsetHigh = r.errno;
-      }
-      return r;
+    return this.ops.start({ ov, routine: bound, ...delivery }, (op, onReply) => {
+      // params is the caller's own fresh object: add to it rather than copy it.
+      params['overlapped'] = { op, thread: issuer.id.ThreadHandle };
+      return this.call(method, params, onReply);
     });
   }
 
