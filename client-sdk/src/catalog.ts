@@ -21,21 +21,15 @@
  */
 import * as P from '@spiwire/proto';
 import { isI32, isU32 } from '@spiwire/proto';
+import { checkErrno, isOut, setErr } from './marshal.js';
 import type { Out } from './types.js';
 
 export { decodeProtocolInfoW } from '@spiwire/proto';
 
-function isOut(v: unknown): v is Out {
-  return v !== null && typeof v === 'object' && 'value' in v;
-}
-
 /** The WSCEnumProtocols logic; SpiSession.WSCEnumProtocols calls it. */
 export function enumProtocols(lpiProtocols: readonly number[] | null, lpProtocolBuffer: Uint8Array | null, lpdwBufferLength: Out, lpErrno: Out): number {
-  if (!isOut(lpErrno)) throw new TypeError('lpErrno must be an out parameter object { value }');
-  const fail = (code: number): number => {
-    lpErrno.value = code;
-    return P.SOCKET_ERROR;
-  };
+  checkErrno(lpErrno);
+  const fail = (code: number): number => setErr(lpErrno, code);
   if (!isOut(lpdwBufferLength) || !isU32(lpdwBufferLength.value)) return fail(P.WSAEFAULT);
   if (lpProtocolBuffer !== null && lpProtocolBuffer !== undefined && !(lpProtocolBuffer instanceof Uint8Array)) return fail(P.WSAEFAULT);
   const buffer = lpProtocolBuffer ?? null;
