@@ -20,29 +20,16 @@
  *   lpiProtocols that is not an int gives WSAEINVAL. lpErrno is written only on failure.
  */
 import * as P from '@spiwire/proto';
+import { isI32, isU32 } from '@spiwire/proto';
+import { checkErrno, isOut, setErr } from './marshal.js';
 import type { Out } from './types.js';
 
 export { decodeProtocolInfoW } from '@spiwire/proto';
 
-function isOut(v: unknown): v is Out {
-  return v !== null && typeof v === 'object' && 'value' in v;
-}
-
-function isInt32(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= -0x80000000 && v <= 0x7fffffff;
-}
-
-function isU32(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
-}
-
 /** The WSCEnumProtocols logic; SpiSession.WSCEnumProtocols calls it. */
 export function enumProtocols(lpiProtocols: readonly number[] | null, lpProtocolBuffer: Uint8Array | null, lpdwBufferLength: Out, lpErrno: Out): number {
-  if (!isOut(lpErrno)) throw new TypeError('lpErrno must be an out parameter object { value }');
-  const fail = (code: number): number => {
-    lpErrno.value = code;
-    return P.SOCKET_ERROR;
-  };
+  checkErrno(lpErrno);
+  const fail = (code: number): number => setErr(lpErrno, code);
   if (!isOut(lpdwBufferLength) || !isU32(lpdwBufferLength.value)) return fail(P.WSAEFAULT);
   if (lpProtocolBuffer !== null && lpProtocolBuffer !== undefined && !(lpProtocolBuffer instanceof Uint8Array)) return fail(P.WSAEFAULT);
   const buffer = lpProtocolBuffer ?? null;
@@ -52,7 +39,7 @@ export function enumProtocols(lpiProtocols: readonly number[] | null, lpProtocol
     if (!Array.isArray(lpiProtocols)) return fail(P.WSAEFAULT);
     wanted = [];
     for (const p of lpiProtocols) {
-      if (!isInt32(p)) return fail(P.WSAEINVAL);
+      if (!isI32(p)) return fail(P.WSAEINVAL);
       if (p === 0) break;
       wanted.push(p);
     }

@@ -7,7 +7,10 @@ import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 import { writeMaskedBinaryFrame } from './masked-frames.js';
 
-/** A JSON-RPC error from the daemon: the request itself was malformed or impossible. */
+/**
+ * A JSON-RPC error from the daemon (the request itself was malformed or impossible), or a reply
+ * from the daemon that is not a JSON-RPC response (code INVALID_REQUEST, data {id}).
+ */
 export class SpiwireProtocolError extends Error {
   constructor(
     readonly code: number,
@@ -17,6 +20,11 @@ export class SpiwireProtocolError extends Error {
     super(message);
     this.name = 'SpiwireProtocolError';
   }
+}
+
+/** The reply to call id, which cannot stand for the call's result. */
+function badReply(id: number, why: string): SpiwireProtocolError {
+  return new SpiwireProtocolError(P.INVALID_REQUEST, `the daemon's reply to call ${id} is not a JSON-RPC response: ${why}`, { id });
 }
 
 /** The session's connection is gone; SPI calls turn this into WSAENETDOWN. */
@@ -72,6 +80,27 @@ function payloadSize(params: Record<string, unknown>): number {
 
 type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void; onReply?: ((r: Record<string, unknown>) => void) | undefined };
 
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object';
+}
+
+/** The members of the welcome the SDK relies on: the limits, with the frame size among them. */
+function isWelcome(v: unknown): v is Welcome {
+  return isRecord(v) && isRecord(v['limits']) && typeof v['limits']['maxFrameBytes'] === 'number';
+}
+
+function isErrorObject(v: unknown): v is P.ErrorObject {
+  return isRecord(v) && typeof v['code'] === 'number' && typeof v['message'] === 'string';
+}
+
+function errorName(code: number): string {
+  return P.PROTOCOL_ERRORS.find((e) => e.code === code)?.name ?? String(code);
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 export class RpcConnection {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
@@ -123,19 +152,20 @@ export class RpcConnection {
         try {
           const recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString())];
           const first = recs[0];
-          const msg = first?.ok ? (first.message as { method?: string; params?: Welcome }) : undefined;
-          if (msg?.method !== 'spiwire.welcome' || !msg.params) throw new Error('the first message was not spiwire.welcome');
+          const msg = first?.ok && isRecord(first.message) ? first.message : undefined;
+          const welcome = msg?.['params'];
+          if (msg?.['method'] !== 'spiwire.welcome' || !isWelcome(welcome)) throw new Error('the first message was not spiwire.welcome');
           // ws reports its socket with the upgrade response, before the connection opens.
           if (socket === null) throw new Error('ws did not report the connection under the WebSocket');
-          const conn = new RpcConnection(ws, socket, msg.params);
+          const conn = new RpcConnection(ws, socket, welcome);
           // Compact headers only to a daemon that says it reads them (an older one would refuse them).
-          conn.out.compact = opts.compact !== false && msg.params.compactHeaders === true;
+          conn.out.compact = opts.compact !== false && welcome.compactHeaders === true;
           // Any records packed after the welcome are handled normally.
-          for (const r of recs.slice(1)) conn.handle(r);
+          for (const r of recs.slice(1)) if (conn.isOpen) conn.handle(r);
           resolve(conn);
         } catch (err) {
           ws.terminate();
-          reject(err as Error);
+          reject(err);
         }
       });
     });
@@ -188,37 +218,58 @@ export class RpcConnection {
     try {
       recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString())];
     } catch (err) {
-      this.closed(`the daemon sent a bad frame: ${(err as Error).message}`);
-      this.ws.terminate();
+      this.fail(`the daemon sent a bad frame: ${messageOf(err)}`);
       return;
     }
-    for (const r of recs) this.handle(r);
+    for (const r of recs) {
+      // A record that ended the connection ends the frame too.
+      if (this.closedReason !== null) return;
+      this.handle(r);
+    }
   }
 
   private handle(rec: P.DecodedRecord): void {
-    if (!rec.ok) return;
-    const m = rec.message as Record<string, unknown>;
-    if (typeof m['method'] === 'string') {
-      this.onNotification(m['method'], (m['params'] ?? {}) as Record<string, unknown>);
+    // A record that cannot be read, or read but not understood, may have been the reply to a call
+    // or an operation's completion: that call would wait, and that operation stay pending, until
+    // the connection closed. Nothing after it can be trusted either, so it ends the connection.
+    if (!rec.ok) return this.fail(`the daemon sent a record the SDK cannot decode (${errorName(rec.error.code)}): ${rec.error.message}`);
+    const m = rec.message;
+    if (!isRecord(m)) return this.fail('the daemon sent a record the SDK cannot decode: its header is not a JSON-RPC message');
+    const method = m['method'];
+    if (typeof method === 'string') {
+      const params = m['params'] ?? {};
+      if (!isRecord(params)) return this.fail(`the daemon sent a record the SDK cannot decode: ${method} without params`);
+      this.onNotification(method, params);
       return;
     }
     const id = m['id'];
+    const error = m['error'] ?? undefined;
     if (typeof id !== 'number') {
       // An error about a record the daemon could not attribute (bad frame): surface it to listeners.
-      if (m['error']) this.onNotification('spiwire.unattributedError', m['error'] as Record<string, unknown>);
+      if ((id === null || id === undefined) && isRecord(error)) this.onNotification('spiwire.unattributedError', error);
+      else this.fail('the daemon sent a record the SDK cannot decode: neither a notification nor a reply to a call');
       return;
     }
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
-    if (m['error']) {
-      const e = m['error'] as P.ErrorObject;
-      p.reject(new SpiwireProtocolError(e.code, e.message, e.data));
-    } else {
-      const result = m['result'] as Record<string, unknown>;
+    const result = m['result'];
+    if (error !== undefined) {
+      // A JSON-RPC error: the daemon refused the request.
+      if (isErrorObject(error) && result === undefined) p.reject(new SpiwireProtocolError(error.code, error.message, isRecord(error.data) ? error.data : undefined));
+      else p.reject(badReply(id, 'its error is not an object {code, message}, or comes with a result'));
+    } else if (isRecord(result)) {
       p.onReply?.(result);
       p.resolve(result);
+    } else {
+      p.reject(badReply(id, 'it has no result object and no error'));
     }
+  }
+
+  /** Ends the connection on the daemon's fault: every pending call fails with reason. */
+  private fail(reason: string): void {
+    this.closed(reason);
+    this.ws.terminate();
   }
 
   private closed(reason: string): void {

@@ -59,7 +59,7 @@ export class Socket {
   }
 
   private namelen(): number {
-    return this.af === P.AF_INET6 ? P.SOCKADDR_IN6_SIZE : P.SOCKADDR_IN_SIZE;
+    return P.sockaddrSize(this.af);
   }
 
   async bind(address: string, port = 0): Promise<void> {

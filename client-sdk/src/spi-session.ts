@@ -1,41 +1,21 @@
 /**
- * One session with the daemon, exposing the SPI functions under their SPI names with their SPI
- * parameter order. Each returns a Promise of what the C function returns; out parameters are
- * { value } objects filled before the promise resolves; lpErrno is written only on failure.
- *
- * Checks that concern the caller's own memory (WSAEFAULT for a buffer count beyond the array, a
- * len beyond its buffer, a missing out parameter) happen here, as they would in the caller's
- * address space; everything else is decided by the daemon on the real socket.
+ * One session with the daemon: one WebSocket connection, one emulated process. SpiSession offers
+ * the SPI functions (spi-functions.ts) and what a process has around them: its threads with their
+ * APC queues and alertable waits, its WSAEVENT objects and WSAWaitForMultipleEvents, and the
+ * session's own life. Its state and its traffic with the daemon are the engine's (engine.ts).
  */
 import * as P from '@spiwire/proto';
-import { ConnectionClosedError, RpcConnection, type RpcOptions, type Welcome } from './rpc.js';
-import { out, type Out, type ProtocolInfoLike, type SOCKET, type SockAddr, type WSABUF, type WSATHREADID } from './types.js';
-import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
-import { EventTable, RoutineLocks, SpiThread, issuingThread, type ThreadHost } from './threads.js';
-import { enumProtocols } from './catalog.js';
+import { isU32 } from '@spiwire/proto';
+import { SessionEngine } from './engine.js';
+import { checkErrno, isRecord, setErr, type Result } from './marshal.js';
+import { WSAOVERLAPPED } from './overlapped.js';
+import { RpcConnection, type RpcOptions, type Welcome } from './rpc.js';
+import { SpiFunctions } from './spi-functions.js';
+import { RoutineLocks, SpiThread, issuingThread, type ThreadHost } from './threads.js';
+import type { Out, WSATHREADID } from './types.js';
 
-/** WSANETWORKEVENTS: the events recorded and an error code per event (indexed by FD_*_BIT). */
-export interface WSANETWORKEVENTS {
-  lNetworkEvents: number;
-  iErrorCode: number[];
-}
-
-const FD_BITS: ReadonlyArray<[string, number]> = [
-  ['FD_READ', P.FD_READ_BIT],
-  ['FD_WRITE', P.FD_WRITE_BIT],
-  ['FD_OOB', P.FD_OOB_BIT],
-  ['FD_ACCEPT', P.FD_ACCEPT_BIT],
-  ['FD_CONNECT', P.FD_CONNECT_BIT],
-  ['FD_CLOSE', P.FD_CLOSE_BIT],
-];
-
-/** FROM_PROTOCOL_INFO: take af, type or protocol from lpProtocolInfo. */
-export const FROM_PROTOCOL_INFO = -1;
-
-/** Room kept in a frame for the JSON header of a call. */
-const HEADER_ROOM = 64 * 1024;
-
-type Result = Record<string, unknown> & { ret: number; errno: number };
+export { FROM_PROTOCOL_INFO } from './spi-functions.js';
+export type { WSANETWORKEVENTS } from './event-select.js';
 
 export interface ConnectOptions extends RpcOptions {
   /**
@@ -45,23 +25,6 @@ export interface ConnectOptions extends RpcOptions {
   autoApc?: boolean;
   /** Called when a completion routine or APC throws; default: printed to stderr. */
   onRoutineError?: (err: unknown) => void;
-}
-
-/** What the SDK remembers of an overlapped operation until its completion arrives. */
-interface OpRecord {
-  s: number;
-  ov: WSAOVERLAPPED;
-  routine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null;
-  /** The thread whose APC queue gets the routine (captured by value when the call was made). */
-  apcThread: SpiThread | null;
-  /** Where a receive's bytes go (the caller's WSABUFs). */
-  targets?: Uint8Array[];
-  /** A receive's lpFlags, updated at completion. */
-  flagsOut?: Out | null;
-  /** Called at completion, before any routine or event (used by the promise API). */
-  onComplete?: (error: number, bytes: number, flags: number) => void;
-  /** The call's reply has arrived: until then, a lost connection fails the call, not the operation. */
-  answered?: boolean;
 }
 
 /** The SPI functions a thread object offers, bound to that thread. */
@@ -97,32 +60,21 @@ export type ThreadBoundFunctions = Pick<SpiSession, (typeof THREAD_BOUND_FUNCTIO
  */
 export interface SessionThread extends SpiThread, ThreadBoundFunctions {}
 
-export class SpiSession implements ThreadHost {
+export class SpiSession extends SpiFunctions implements ThreadHost {
   readonly locks = new RoutineLocks();
   readonly autoApc: boolean;
   /** The thread that calls made directly on the session belong to for completion routines. */
   readonly mainThread: SessionThread;
-  private readonly threads = new Map<number, SessionThread>();
-  private nextThreadHandle = 0x1004;
-  private readonly events = new EventTable();
-  private nextOp = 1;
-  private readonly ops = new Map<number, OpRecord>();
-  /** Sockets this session put in nonblocking mode with FIONBIO (they make no blocking calls). */
-  private readonly nonBlocking = new Set<number>();
-  /** WSPEventSelect state by socket: the event object and the network events recorded so far. */
-  private readonly selections = new Map<number, { hEvent: number; events: number; recorded: number; errors: number[] }>();
-  private closing = false;
+  protected readonly engine: SessionEngine<SessionThread>;
   private readonly onRoutineError: (err: unknown) => void;
 
-  private constructor(
-    private readonly rpc: RpcConnection,
-    opts: ConnectOptions,
-  ) {
+  private constructor(rpc: RpcConnection, opts: ConnectOptions) {
+    super();
     this.autoApc = opts.autoApc ?? false;
-    this.onRoutineError = opts.onRoutineError ?? ((err) => process.stderr.write(`spiwire: a completion routine threw: ${(err as Error)?.stack ?? String(err)}\n`));
+    this.onRoutineError = opts.onRoutineError ?? ((err) => process.stderr.write(`spiwire: a completion routine threw: ${stackOf(err)}\n`));
+    this.engine = new SessionEngine(rpc, (handle) => this.newThread(handle));
+    this.mainThread = this.engine.threads.main;
     rpc.onNotification = (method, params) => this.onNotification(method, params);
-    rpc.onClose = () => this.abandonOps();
-    this.mainThread = this.createThread();
   }
 
   /** Opens a session: one WebSocket connection, one emulated process. */
@@ -130,90 +82,79 @@ export class SpiSession implements ThreadHost {
     return new SpiSession(await RpcConnection.open(url, opts), opts);
   }
 
-  // ---------------------------------------------------------------- threads, APCs, events
+  // ---------------------------------------------------------------- threads and APCs
 
   /** Creates a thread; pass thread.id as lpThreadId, or call the SPI functions on the thread. */
   createThread(): SessionThread {
-    const handle = this.nextThreadHandle;
-    this.nextThreadHandle += 4;
-    const thread = new SpiThread(this, handle) as SessionThread;
+    return this.engine.threads.create();
+  }
+
+  /** A thread object: an SpiThread that offers the session's SPI functions as calls it issues. */
+  private newThread(handle: number): SessionThread {
+    const thread = new SpiThread(this, handle);
     for (const name of THREAD_BOUND_FUNCTIONS) {
-      const fn = this[name] as (...args: unknown[]) => unknown;
-      Object.defineProperty(thread, name, { value: (...args: unknown[]) => issuingThread.run(thread, () => fn.apply(this, args)), enumerable: false });
+      const fn = this[name];
+      Object.defineProperty(thread, name, { value: (...args: unknown[]) => issuingThread.run(thread, () => Reflect.apply(fn, this, args)), enumerable: false });
     }
-    this.threads.set(handle, thread);
+    if (!offersBoundFunctions(thread)) throw new Error('a thread object lacks an SPI function');
     return thread;
   }
 
   /** ThreadHost: the daemon cancels what the thread issued. */
-  async threadExited(thread: SpiThread): Promise<void> {
-    try {
-      await this.rpc.call('spiwire.threadExit', { thread: thread.id.ThreadHandle });
-    } catch (err) {
-      if (!(err instanceof ConnectionClosedError)) throw err;
-    }
+  threadExited(thread: SpiThread): Promise<void> {
+    return this.engine.threadExited(thread);
   }
 
   routineFailed(err: unknown): void {
     this.onRoutineError(err);
   }
 
-  /** The thread a call runs on: the thread whose method was called, else the one lpThreadId names. */
-  private issuer(lpThreadId?: WSATHREADID | null): SessionThread | null {
-    const t = issuingThread.getStore();
-    if (t && this.threads.get(t.id.ThreadHandle) === t) return t as SessionThread;
-    if (lpThreadId && typeof lpThreadId === 'object') return this.threads.get(lpThreadId.ThreadHandle) ?? null;
-    return null;
-  }
-
-  private currentThread(): SessionThread {
-    return this.issuer() ?? this.mainThread;
-  }
-
   /** SleepEx on the calling thread (the main thread when called on the session). */
   SleepEx(dwMilliseconds: number, bAlertable: boolean | number): Promise<number> {
-    return this.currentThread().SleepEx(dwMilliseconds, bAlertable);
+    return this.engine.threads.current().SleepEx(dwMilliseconds, bAlertable);
   }
 
   /** WSAGetLastError of the calling thread: the WSA event functions report failures there. */
   WSAGetLastError(): number {
-    return this.currentThread().lastError;
+    return this.engine.threads.current().lastError;
   }
 
   /** WPUQueueApc: queues lpfnUserApc(dwContext) on the thread lpThreadId names. */
   async WPUQueueApc(lpThreadId: WSATHREADID | null, lpfnUserApc: (dwContext: number) => unknown, dwContext: number, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
     if (!lpThreadId || typeof lpThreadId !== 'object' || typeof lpfnUserApc !== 'function') return setErr(lpErrno, P.WSAEFAULT);
-    const thread = this.threads.get(lpThreadId.ThreadHandle);
+    const thread = this.engine.threads.get(lpThreadId.ThreadHandle);
     if (!thread || !thread.queueApc(() => lpfnUserApc(dwContext))) return setErr(lpErrno, P.WSAEINVAL);
     return 0;
   }
 
+  // ---------------------------------------------------------------- event objects and waits
+
   /** WSACreateEvent: a manual-reset event, initially not signalled. */
   WSACreateEvent(): number {
-    return this.events.create();
+    return this.engine.events.create();
   }
 
   WSASetEvent(hEvent: number): number {
-    const e = this.events.get(hEvent);
+    const e = this.engine.events.get(hEvent);
     if (!e) return this.eventFail();
     e.set();
     return P.TRUE;
   }
 
   WSAResetEvent(hEvent: number): number {
-    const e = this.events.get(hEvent);
+    const e = this.engine.events.get(hEvent);
     if (!e) return this.eventFail();
     e.signaled = false;
     return P.TRUE;
   }
 
   WSACloseEvent(hEvent: number): number {
-    return this.events.close(hEvent) ? P.TRUE : this.eventFail();
+    return this.engine.events.close(hEvent) ? P.TRUE : this.eventFail();
   }
 
   private eventFail(code: number = P.WSA_INVALID_HANDLE): number {
-    this.currentThread().lastError = code;
+    this.engine.threads.current().lastError = code;
     return P.FALSE;
   }
 
@@ -222,14 +163,14 @@ export class SpiSession implements ThreadHost {
    * WSA_WAIT_IO_COMPLETION (alertable, APCs ran) or WSA_WAIT_FAILED (see WSAGetLastError).
    */
   async WSAWaitForMultipleEvents(cEvents: number, lphEvents: readonly number[] | null, fWaitAll: boolean | number, dwTimeout: number, fAlertable: boolean | number): Promise<number> {
-    const thread = this.currentThread();
+    const thread = this.engine.threads.current();
     if (!isU32(cEvents) || cEvents === 0 || cEvents > P.WSA_MAXIMUM_WAIT_EVENTS || !Array.isArray(lphEvents) || lphEvents.length < cEvents || !isU32(dwTimeout)) {
       thread.lastError = P.WSA_INVALID_PARAMETER;
       return P.WSA_WAIT_FAILED;
     }
     const objs = [];
     for (let i = 0; i < cEvents; i++) {
-      const e = this.events.get(lphEvents[i]!);
+      const e = this.engine.events.get(lphEvents[i]!);
       if (!e) {
         thread.lastError = P.WSA_INVALID_HANDLE;
         return P.WSA_WAIT_FAILED;
@@ -239,73 +180,29 @@ export class SpiSession implements ThreadHost {
     return thread.wait({ events: objs, waitAll: !!fWaitAll, timeoutMs: dwTimeout, alertable: !!fAlertable });
   }
 
-  /**
-   * WSPGetOverlappedResult: TRUE with the byte count and flags of a completed operation; FALSE
-   * with WSA_IO_INCOMPLETE while it is pending and fWait is FALSE; with fWait TRUE it waits on
-   * the operation's hEvent (WSAEINVAL without one); FALSE with the operation's own error if it failed.
-   */
-  async WSPGetOverlappedResult(_s: SOCKET, lpOverlapped: WSAOVERLAPPED | null, lpcbTransfer: Out | null, fWait: boolean | number, lpdwFlags: Out | null, lpErrno: Out): Promise<number> {
-    checkErrno(lpErrno);
-    if (!(lpOverlapped instanceof WSAOVERLAPPED) || !isOut(lpcbTransfer) || !isOut(lpdwFlags)) {
-      lpErrno.value = P.WSAEFAULT;
-      return P.FALSE;
-    }
-    if (lpOverlapped.pending) {
-      if (!fWait) {
-        lpErrno.value = P.WSA_IO_INCOMPLETE;
-        return P.FALSE;
-      }
-      const ev = lpOverlapped.hEvent ? this.events.get(lpOverlapped.hEvent) : undefined;
-      if (!ev) {
-        lpErrno.value = lpOverlapped.hEvent ? P.WSA_INVALID_HANDLE : P.WSAEINVAL;
-        return P.FALSE;
-      }
-      await this.currentThread().wait({ events: [ev], waitAll: false, timeoutMs: P.INFINITE, alertable: false });
-      if (lpOverlapped.pending) {
-        // Someone signalled the event by hand; the operation itself is still under way.
-        lpErrno.value = P.WSA_IO_INCOMPLETE;
-        return P.FALSE;
-      }
-    }
-    lpcbTransfer.value = lpOverlapped.InternalHigh;
-    lpdwFlags.value = lpOverlapped.Offset;
-    if (lpOverlapped.OffsetHigh !== 0) {
-      lpErrno.value = lpOverlapped.OffsetHigh;
-      return P.FALSE;
-    }
-    return P.TRUE;
-  }
-
-  /**
-   * WSCEnumProtocols: the provider's catalog entries as C WSAPROTOCOL_INFOW structures back to back;
-   * WSAENOBUFS with the needed length in lpdwBufferLength when the buffer is too small (catalog.ts).
-   */
-  async WSCEnumProtocols(lpiProtocols: readonly number[] | null, lpProtocolBuffer: Uint8Array | null, lpdwBufferLength: Out, lpErrno: Out): Promise<number> {
-    return enumProtocols(lpiProtocols, lpProtocolBuffer, lpdwBufferLength, lpErrno);
-  }
+  // ---------------------------------------------------------------- the session
 
   /**
    * @internal For the promise API: an overlapped call whose completion goes to onComplete rather
    * than to a routine or an event. Resolves with the call's immediate result.
    */
   async startOperation(method: 'WSPSend' | 'WSPSendTo' | 'WSPRecv' | 'WSPRecvFrom', params: Record<string, unknown>, onComplete: (error: number, bytes: number, flags: number) => void, targets?: Uint8Array[]): Promise<Result> {
-    const extra: Partial<OpRecord> = { onComplete };
-    if (targets) extra.targets = targets;
-    return this.overlappedCall(method, params, params['s'] as number, new WSAOVERLAPPED(), null, null, extra);
+    // Without a routine the socket handle plays no part in the operation.
+    return this.engine.overlapped(method, params, { s: 0, ov: new WSAOVERLAPPED(), routine: null, lpThreadId: null }, { onComplete, targets });
   }
 
   /** Pending overlapped operations of this session (started, not yet completed). */
   get pendingOperations(): number {
-    return this.ops.size;
+    return this.engine.ops.size;
   }
 
   /** What the daemon said when the session opened: session id, version, limits. */
   get welcome(): Welcome {
-    return this.rpc.welcome;
+    return this.engine.rpc.welcome;
   }
 
   get isOpen(): boolean {
-    return this.rpc.isOpen;
+    return this.engine.rpc.isOpen;
   }
 
   /**
@@ -313,659 +210,24 @@ export class SpiSession implements ThreadHost {
    * pending here complete with WSA_OPERATION_ABORTED (WSAENETDOWN when the connection dropped).
    */
   close(): Promise<void> {
-    this.closing = true;
-    return this.rpc.close();
+    return this.engine.close();
   }
 
   /** The underlying connection, for tests of the wire protocol. */
   get connection(): RpcConnection {
-    return this.rpc;
+    return this.engine.rpc;
   }
 
   protected onNotification(method: string, params: Record<string, unknown>): void {
-    if (method === 'spiwire.completion') this.complete(params['op'] as number, params['error'] as number, params['bytes'] as number, params['flags'] as number, params['data'] as Uint8Array | undefined);
-    else if (method === 'spiwire.networkEvents') this.recordEvents(params['s'] as number, params['events'] as number, (params['errors'] ?? {}) as Record<string, number>);
-  }
-
-  /** Network events recorded by the daemon: kept for WSPEnumNetworkEvents, and the event object is set. */
-  private recordEvents(s: number, events: number, errors: Record<string, number>): void {
-    const sel = this.selections.get(s);
-    if (!sel) return;
-    sel.recorded |= events;
-    for (const [name, bit] of FD_BITS) if (events & (1 << bit)) sel.errors[bit] = errors[name] ?? 0;
-    this.events.get(sel.hEvent)?.set();
-  }
-
-  /**
-   * WSPEventSelect: associates hEventObject with the network events in lNetworkEvents (0 cancels)
-   * and makes the socket nonblocking. The event is set whenever an event is recorded.
-   */
-  async WSPEventSelect(s: SOCKET, hEventObject: number, lNetworkEvents: number, lpErrno: Out): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isU32(lNetworkEvents)) return setErr(lpErrno, P.WSAEINVAL);
-    if (lNetworkEvents !== 0 && !this.events.get(hEventObject)) return setErr(lpErrno, P.WSAEINVAL);
-    // Set up before the call: the first events may arrive right behind the reply.
-    const previous = this.selections.get(s);
-    if (lNetworkEvents !== 0) this.selections.set(s, { hEvent: hEventObject, events: lNetworkEvents, recorded: 0, errors: new Array<number>(P.FD_MAX_EVENTS).fill(0) });
-    const r = await this.call('WSPEventSelect', { s, events: lNetworkEvents });
-    if (r.ret !== 0) {
-      if (previous) this.selections.set(s, previous);
-      else this.selections.delete(s);
-    } else {
-      this.nonBlocking.add(s);
-      if (lNetworkEvents === 0) this.selections.delete(s);
-    }
-    return finish(r, lpErrno);
-  }
-
-  /**
-   * WSPEnumNetworkEvents: reports and clears the network events recorded for the socket, with
-   * their error codes (iErrorCode indexed by FD_READ_BIT ... FD_CLOSE_BIT); resets hEventObject.
-   */
-  async WSPEnumNetworkEvents(s: SOCKET, hEventObject: number, lpNetworkEvents: WSANETWORKEVENTS | null, lpErrno: Out): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!lpNetworkEvents || typeof lpNetworkEvents !== 'object') return setErr(lpErrno, P.WSAEFAULT);
-    // A round trip first, so events the daemon recorded before now have arrived.
-    const r = await this.call('WSPGetSockOpt', { s, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
-    if (r.ret !== 0) return finish(r, lpErrno);
-    const sel = this.selections.get(s);
-    lpNetworkEvents.lNetworkEvents = sel?.recorded ?? 0;
-    lpNetworkEvents.iErrorCode = sel ? [...sel.errors] : new Array<number>(P.FD_MAX_EVENTS).fill(0);
-    if (sel) {
-      sel.recorded = 0;
-      sel.errors.fill(0);
-    }
-    if (hEventObject) {
-      const e = this.events.get(hEventObject);
-      if (!e) return setErr(lpErrno, P.WSAEINVAL);
-      e.signaled = false;
-    }
-    return 0;
-  }
-
-  /** An operation completed: fill the WSAOVERLAPPED, then queue its routine or signal its event. */
-  private complete(op: number, error: number, bytes: number, flags: number, data?: Uint8Array): void {
-    const rec = this.ops.get(op);
-    if (!rec) return;
-    this.ops.delete(op);
-    if (data && rec.targets) scatter(data, rec.targets);
-    if (rec.flagsOut) rec.flagsOut.value = flags;
-    const ov = rec.ov;
-    ov.InternalHigh = bytes;
-    ov.Offset = flags;
-    ov.OffsetHigh = error;
-    ov.Internal = 0;
-    rec.onComplete?.(error, bytes, flags);
-    if (rec.routine) {
-      const routine = rec.routine;
-      rec.apcThread?.queueApc(() => routine(error, bytes, ov, flags), rec.s);
-    } else if (ov.hEvent) {
-      this.events.get(ov.hEvent)?.set();
-    }
-  }
-
-  /** The connection ended: every operation still pending here completes now, exactly once. */
-  private abandonOps(): void {
-    const code = this.closing ? P.WSA_OPERATION_ABORTED : P.WSAENETDOWN;
-    for (const [op, rec] of [...this.ops]) {
-      // A call still waiting for its reply fails with WSAENETDOWN itself; failing at once, it
-      // must leave no completion (overlappedCall forgets the operation when that result comes).
-      if (rec.answered) this.complete(op, code, 0, 0);
-    }
-  }
-
-  /**
-   * Starts an overlapped call: marks the WSAOVERLAPPED pending, remembers where the completion
-   * goes, and sends the call with {op, thread}. A call that fails at once leaves no completion.
-   */
-  // Not async: one promise hop fewer per overlapped call.
-  private overlappedCall(method: string, params: Record<string, unknown>, s: number, ov: WSAOVERLAPPED, routine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null, lpThreadId: WSATHREADID | null, extra: Partial<OpRecord> = {}): Promise<Result> {
-    const issuer = this.issuer(lpThreadId) ?? this.mainThread;
-    let apcThread: SpiThread | null = null;
-    if (routine) {
-      // The routine goes to the thread named when the call was made, captured by value now.
-      apcThread = lpThreadId ? (this.threads.get(lpThreadId.ThreadHandle) ?? null) : issuer;
-      if (!apcThread || !apcThread.isAlive) return Promise.resolve({ ret: P.SOCKET_ERROR, errno: P.WSAEINVAL });
-    }
-    const op = this.nextOp++;
-    if (this.nextOp > 0xffffffff) this.nextOp = 1;
-    ov.Internal = P.WSS_OPERATION_IN_PROGRESS;
-    ov.InternalHigh = 0;
-    ov.Offset = 0;
-    ov.OffsetHigh = 0;
-    if (!routine && ov.hEvent) this.events.get(ov.hEvent)!.signaled = false;
-    const rec: OpRecord = { s, ov, routine, apcThread, ...extra };
-    this.ops.set(op, rec);
-    // A receive that completes at once carries its bytes in the reply: put them in the caller's
-    // buffers before the completion (which follows the reply) signals anyone.
-    const onReply = (r: Result): void => {
-      rec.answered = true;
-      const data = r['data'] as Uint8Array | undefined;
-      if (r.ret === 0 && data && rec.targets) scatter(data, rec.targets);
-      // Completed at once: the reply stands for the completion.
-      const c = r['completion'] as { error: number; bytes: number; flags: number } | undefined;
-      if (c) this.complete(op, c.error, c.bytes, c.flags);
-    };
-    // params is the caller's own fresh object: add to it rather than copy it.
-    params['overlapped'] = { op, thread: issuer.id.ThreadHandle };
-    return this.call(method, params, onReply).then((r) => {
-      if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING && this.ops.get(op)) {
-        // Failed at once: no completion of any kind, ever.
-        this.ops.delete(op);
-        ov.Internal = 0;
-        ov.OffsetHigh = r.errno;
-      }
-      return r;
-    });
-  }
-
-  /** Checks the overlapped arguments; returns a WSA code when they are unusable, else 0. */
-  private checkOverlappedArgs(lpOverlapped: unknown, lpCompletionRoutine: unknown, lpThreadId: unknown): number {
-    if (!(lpOverlapped instanceof WSAOVERLAPPED)) return P.WSAEFAULT;
-    if (lpCompletionRoutine !== null && lpCompletionRoutine !== undefined && typeof lpCompletionRoutine !== 'function') return P.WSAEFAULT;
-    if (lpThreadId !== null && lpThreadId !== undefined && (typeof lpThreadId !== 'object' || !isU32((lpThreadId as WSATHREADID).ThreadHandle))) return P.WSAEFAULT;
-    if (!lpCompletionRoutine && lpOverlapped.hEvent && !this.events.get(lpOverlapped.hEvent)) return P.WSA_INVALID_HANDLE;
-    return 0;
-  }
-
-  /**
-   * Runs a blocking call for WSAEINPROGRESS purposes: a thread whose previous blocking call is
-   * still running may not start another. Calls on a nonblocking socket are not blocking calls.
-   */
-  private async blockingResult(s: number, lpThreadId: WSATHREADID | null, fn: () => Promise<Result>): Promise<Result> {
-    const thread = this.issuer(lpThreadId);
-    if (!thread || this.nonBlocking.has(s)) return fn();
-    if (thread.blockingCalls > 0) return { ret: P.SOCKET_ERROR, errno: P.WSAEINPROGRESS };
-    thread.blockingCalls++;
-    try {
-      return await fn();
-    } finally {
-      thread.blockingCalls--;
-    }
-  }
-
-  // Not async: a call that involves no thread costs no extra promise.
-  private blocking(s: number, lpThreadId: WSATHREADID | null, lpErrno: Out, fn: () => Promise<number>): Promise<number> {
-    const thread = this.issuer(lpThreadId);
-    if (!thread || this.nonBlocking.has(s)) return fn();
-    return this.blockingOn(thread, lpErrno, fn);
-  }
-
-  /** A blocking call on a thread: one at a time (WSAEINPROGRESS while another is under way). */
-  private async blockingOn(thread: SessionThread, lpErrno: Out, fn: () => Promise<number>): Promise<number> {
-    if (thread.blockingCalls > 0) return setErr(lpErrno, P.WSAEINPROGRESS);
-    thread.blockingCalls++;
-    try {
-      return await fn();
-    } finally {
-      thread.blockingCalls--;
-    }
-  }
-
-  /** Sends a call; a lost connection becomes WSAENETDOWN, as a vanished network subsystem would. */
-  private call(method: string, params: Record<string, unknown>, onReply?: (r: Result) => void): Promise<Result> {
-    // Not an async function: one promise fewer on the hot path.
-    return (this.rpc.call(method, params, onReply as ((r: Record<string, unknown>) => void) | undefined) as Promise<Result>).catch(netDown);
-  }
-
-  private maxPayload(): number {
-    return this.rpc.welcome.limits.maxFrameBytes - HEADER_ROOM;
-  }
-
-  // ---------------------------------------------------------------- socket lifecycle
-
-  async WSPSocket(af: number, type: number, protocol: number, lpProtocolInfo: ProtocolInfoLike | null, g: number, dwFlags: number, lpErrno: Out): Promise<SOCKET> {
-    checkErrno(lpErrno);
-    if (lpProtocolInfo) {
-      if (af === FROM_PROTOCOL_INFO) af = lpProtocolInfo.iAddressFamily;
-      if (type === FROM_PROTOCOL_INFO) type = lpProtocolInfo.iSocketType;
-      if (protocol === FROM_PROTOCOL_INFO) protocol = lpProtocolInfo.iProtocol;
-    }
-    if (![af, type, protocol].every(isInt32) || !isU32(g) || !isU32(dwFlags)) return setErr(lpErrno, P.WSAEINVAL, P.INVALID_SOCKET);
-    const r = await this.call('WSPSocket', { af, type, protocol, g, flags: dwFlags });
-    return finish(r, lpErrno);
-  }
-
-  async WSPCloseSocket(s: SOCKET, lpErrno: Out): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    const r = await this.call('WSPCloseSocket', { s });
-    if (r.ret === 0) {
-      this.nonBlocking.delete(s);
-      this.selections.delete(s);
-    }
-    return finish(r, lpErrno);
-  }
-
-  async WSPBind(s: SOCKET, name: SockAddr | null, namelen: number, lpErrno: Out): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isSockAddr(name) || !isInt32(namelen)) return setErr(lpErrno, P.WSAEFAULT);
-    return finish(await this.call('WSPBind', { s, name: wireAddr(name), namelen }), lpErrno);
-  }
-
-  async WSPListen(s: SOCKET, backlog: number, lpErrno: Out): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isInt32(backlog)) return setErr(lpErrno, P.WSAEINVAL);
-    return finish(await this.call('WSPListen', { s, backlog }), lpErrno);
-  }
-
-  /**
-   * lpfnCondition, when given, is called with (callerId, dwCallbackData) after the daemon accepted
-   * the connection: CF_ACCEPT keeps it, CF_REJECT closes it and the call fails with WSAECONNREFUSED.
-   */
-  async WSPAccept(
-    s: SOCKET,
-    addr: SockAddr | null,
-    addrlen: Out | null,
-    lpfnCondition: ((callerId: SockAddr, dwCallbackData: number) => number | Promise<number>) | null,
-    dwCallbackData: number,
-    lpErrno: Out,
-  ): Promise<SOCKET> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK, P.INVALID_SOCKET);
-    if ((addr === null) !== (addrlen === null) || (addrlen !== null && !isOut(addrlen))) return setErr(lpErrno, P.WSAEFAULT, P.INVALID_SOCKET);
-    let r: Result = { ret: P.INVALID_SOCKET, errno: 0 };
-    const guarded = await this.blocking(s, null, lpErrno, async () => {
-      r = await this.call('WSPAccept', { s });
-      return r.ret;
-    });
-    if (guarded === P.INVALID_SOCKET && r.errno === 0) return guarded; // WSAEINPROGRESS, already in lpErrno.
-    if (r.ret === P.INVALID_SOCKET) return finish(r, lpErrno);
-    // An accepted socket inherits the listener's properties, nonblocking mode included.
-    if (this.nonBlocking.has(s)) this.nonBlocking.add(r.ret);
-    // ... and its WSPEventSelect: the same network events, signalled on the same event object.
-    const sel = this.selections.get(s);
-    if (sel) await this.WSPEventSelect(r.ret, sel.hEvent, sel.events, out(0));
-    const peer = r['addr'] as SockAddr | undefined;
-    if (lpfnCondition && peer) {
-      const verdict = await lpfnCondition(peer, dwCallbackData);
-      if (verdict !== P.CF_ACCEPT) {
-        await this.call('WSPCloseSocket', { s: r.ret });
-        return setErr(lpErrno, P.WSAECONNREFUSED, P.INVALID_SOCKET);
-      }
-    }
-    if (addr && addrlen && peer) {
-      const size = sockaddrSize(peer.family);
-      if (addrlen.value < size) {
-        await this.call('WSPCloseSocket', { s: r.ret });
-        return setErr(lpErrno, P.WSAEFAULT, P.INVALID_SOCKET);
-      }
-      fillAddr(addr, peer);
-      addrlen.value = size;
-    }
-    return r.ret;
-  }
-
-  /** lpCallerData and lpCalleeData are ignored (TCP carries no connect data); QOS gives WSAEOPNOTSUPP. */
-  async WSPConnect(s: SOCKET, name: SockAddr | null, namelen: number, _lpCallerData: unknown, _lpCalleeData: unknown, lpSQOS: unknown, lpGQOS: unknown, lpErrno: Out): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isSockAddr(name) || !isInt32(namelen)) return setErr(lpErrno, P.WSAEFAULT);
-    if (lpSQOS != null || lpGQOS != null) return setErr(lpErrno, P.WSAEOPNOTSUPP);
-    return this.blocking(s, null, lpErrno, async () => finish(await this.call('WSPConnect', { s, name: wireAddr(name), namelen }), lpErrno));
-  }
-
-  async WSPShutdown(s: SOCKET, how: number, lpErrno: Out): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isInt32(how)) return setErr(lpErrno, P.WSAEINVAL);
-    return finish(await this.call('WSPShutdown', { s, how }), lpErrno);
-  }
-
-  async WSPGetSockName(s: SOCKET, name: SockAddr | null, namelen: Out | null, lpErrno: Out): Promise<number> {
-    return this.getName('WSPGetSockName', s, name, namelen, lpErrno);
-  }
-
-  async WSPGetPeerName(s: SOCKET, name: SockAddr | null, namelen: Out | null, lpErrno: Out): Promise<number> {
-    return this.getName('WSPGetPeerName', s, name, namelen, lpErrno);
-  }
-
-  private async getName(method: string, s: SOCKET, name: SockAddr | null, namelen: Out | null, lpErrno: Out): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!name || typeof name !== 'object' || !isOut(namelen) || !isInt32(namelen.value)) return setErr(lpErrno, P.WSAEFAULT);
-    const r = await this.call(method, { s, namelen: namelen.value });
-    if (r.ret === 0) {
-      fillAddr(name, r['name'] as SockAddr);
-      namelen.value = r['namelen'] as number;
-    }
-    return finish(r, lpErrno);
-  }
-
-  // ---------------------------------------------------------------- sending
-
-  WSPSend(
-    s: SOCKET,
-    lpBuffers: readonly WSABUF[] | null,
-    dwBufferCount: number,
-    lpNumberOfBytesSent: Out | null,
-    dwFlags: number,
-    lpOverlapped: WSAOVERLAPPED | null,
-    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
-    lpThreadId: WSATHREADID | null,
-    lpErrno: Out,
-  ): Promise<number> {
-    return promised(() => this.send('WSPSend', s, lpBuffers, dwBufferCount, lpNumberOfBytesSent, dwFlags, null, 0, lpOverlapped, lpCompletionRoutine, lpThreadId, lpErrno));
-  }
-
-  WSPSendTo(
-    s: SOCKET,
-    lpBuffers: readonly WSABUF[] | null,
-    dwBufferCount: number,
-    lpNumberOfBytesSent: Out | null,
-    dwFlags: number,
-    lpTo: SockAddr | null,
-    iTolen: number,
-    lpOverlapped: WSAOVERLAPPED | null,
-    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
-    lpThreadId: WSATHREADID | null,
-    lpErrno: Out,
-  ): Promise<number> {
-    return promised(() => this.send('WSPSendTo', s, lpBuffers, dwBufferCount, lpNumberOfBytesSent, dwFlags, lpTo, iTolen, lpOverlapped, lpCompletionRoutine, lpThreadId, lpErrno));
-  }
-
-  /**
-   * WSPSend and WSPSendTo. Not an async function, nor is anything it calls on the way to the
-   * daemon and back: on the hot path every promise hop shows in the small-call latency.
-   */
-  private send(
-    method: 'WSPSend' | 'WSPSendTo',
-    s: SOCKET,
-    lpBuffers: readonly WSABUF[] | null,
-    dwBufferCount: number,
-    lpNumberOfBytesSent: Out | null,
-    dwFlags: number,
-    lpTo: SockAddr | null,
-    iTolen: number,
-    lpOverlapped: WSAOVERLAPPED | null,
-    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
-    lpThreadId: WSATHREADID | null,
-    lpErrno: Out,
-  ): number | Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    // lpCompletionRoutine is ignored without lpOverlapped: the call is then not overlapped.
-    const overlapped = lpOverlapped !== null && lpOverlapped !== undefined;
-    if (overlapped) {
-      const bad = this.checkOverlappedArgs(lpOverlapped, lpCompletionRoutine, lpThreadId);
-      if (bad) return setErr(lpErrno, bad);
-    }
-    if (lpNumberOfBytesSent !== null && lpNumberOfBytesSent !== undefined && !isOut(lpNumberOfBytesSent)) return setErr(lpErrno, P.WSAEFAULT);
-    // Without an OVERLAPPED the byte count has nowhere else to go.
-    if (!overlapped && !lpNumberOfBytesSent) return setErr(lpErrno, P.WSAEFAULT);
-    if (!isU32(dwFlags)) return setErr(lpErrno, P.WSAEINVAL);
-    const buffers = gather(lpBuffers, dwBufferCount);
-    if (typeof buffers === 'number') return setErr(lpErrno, buffers);
-    let total = 0;
-    for (const b of buffers) total += b.length;
-    if (total > this.maxPayload()) return setErr(lpErrno, P.WSAENOBUFS);
-    const params: Record<string, unknown> = { s, buffers, flags: dwFlags };
-    if (method === 'WSPSendTo') {
-      if (lpTo !== null && !isSockAddr(lpTo)) return setErr(lpErrno, P.WSAEFAULT);
-      if (!isInt32(iTolen)) return setErr(lpErrno, P.WSAEFAULT);
-      params['to'] = lpTo ? wireAddr(lpTo) : null;
-      params['tolen'] = iTolen;
-    }
-    if (overlapped) {
-      return this.overlappedCall(method, params, s, lpOverlapped, lpCompletionRoutine ?? null, lpThreadId).then((r) => {
-        // Pending: lpNumberOfBytesSent is not written.
-        if (r.ret === 0 && lpNumberOfBytesSent) lpNumberOfBytesSent.value = r['bytesSent'] as number;
-        return finish(r, lpErrno);
-      });
-    }
-    return this.blocking(s, lpThreadId, lpErrno, () =>
-      this.call(method, params).then((r) => {
-        if (r.ret === 0) lpNumberOfBytesSent!.value = r['bytesSent'] as number;
-        return finish(r, lpErrno);
-      }),
-    );
-  }
-
-  // ---------------------------------------------------------------- receiving
-
-  WSPRecv(
-    s: SOCKET,
-    lpBuffers: WSABUF[] | null,
-    dwBufferCount: number,
-    lpNumberOfBytesRecvd: Out | null,
-    lpFlags: Out | null,
-    lpOverlapped: WSAOVERLAPPED | null,
-    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
-    lpThreadId: WSATHREADID | null,
-    lpErrno: Out,
-  ): Promise<number> {
-    return this.recv('WSPRecv', s, lpBuffers, dwBufferCount, lpNumberOfBytesRecvd, lpFlags, null, null, lpOverlapped, lpCompletionRoutine, lpThreadId, lpErrno);
-  }
-
-  WSPRecvFrom(
-    s: SOCKET,
-    lpBuffers: WSABUF[] | null,
-    dwBufferCount: number,
-    lpNumberOfBytesRecvd: Out | null,
-    lpFlags: Out | null,
-    lpFrom: SockAddr | null,
-    lpFromlen: Out | null,
-    lpOverlapped: WSAOVERLAPPED | null,
-    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
-    lpThreadId: WSATHREADID | null,
-    lpErrno: Out,
-  ): Promise<number> {
-    return this.recv('WSPRecvFrom', s, lpBuffers, dwBufferCount, lpNumberOfBytesRecvd, lpFlags, lpFrom, lpFromlen, lpOverlapped, lpCompletionRoutine, lpThreadId, lpErrno);
-  }
-
-  private async recv(
-    method: 'WSPRecv' | 'WSPRecvFrom',
-    s: SOCKET,
-    lpBuffers: WSABUF[] | null,
-    dwBufferCount: number,
-    lpNumberOfBytesRecvd: Out | null,
-    lpFlags: Out | null,
-    lpFrom: SockAddr | null,
-    lpFromlen: Out | null,
-    lpOverlapped: WSAOVERLAPPED | null,
-    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
-    lpThreadId: WSATHREADID | null,
-    lpErrno: Out,
-  ): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    const overlapped = lpOverlapped !== null && lpOverlapped !== undefined;
-    if (overlapped) {
-      const bad = this.checkOverlappedArgs(lpOverlapped, lpCompletionRoutine, lpThreadId);
-      if (bad) return setErr(lpErrno, bad);
-    }
-    if (!isOut(lpFlags) || !isU32(lpFlags.value)) return setErr(lpErrno, P.WSAEFAULT);
-    if (!overlapped && !isOut(lpNumberOfBytesRecvd)) return setErr(lpErrno, P.WSAEFAULT);
-    if ((lpFrom === null) !== (lpFromlen === null) || (lpFromlen !== null && !isOut(lpFromlen))) return setErr(lpErrno, P.WSAEFAULT);
-    // The receive buffers are checked as the send buffers are: the caller must own every byte.
-    const targets = gather(lpBuffers, dwBufferCount);
-    if (typeof targets === 'number') return setErr(lpErrno, targets);
-    const params = { s, lengths: targets.map((t) => t.length), flags: lpFlags.value };
-    const r = overlapped
-      ? await this.overlappedCall(method, params, s, lpOverlapped, lpCompletionRoutine ?? null, lpThreadId, { targets, flagsOut: lpFlags })
-      : await this.blockingResult(s, lpThreadId, () => this.call(method, params));
-    const data = r['data'] as Uint8Array | undefined;
-    if (data) {
-      if (!overlapped) scatter(data, targets);
-      if (isOut(lpNumberOfBytesRecvd)) lpNumberOfBytesRecvd.value = r['bytesRecvd'] as number;
-      lpFlags.value = (r['flags'] as number | undefined) ?? 0;
-      const from = r['from'] as SockAddr | undefined;
-      if (lpFrom && lpFromlen && from) {
-        const size = sockaddrSize(from.family);
-        if (lpFromlen.value < size) return setErr(lpErrno, P.WSAEFAULT);
-        fillAddr(lpFrom, from);
-        lpFromlen.value = size;
-      }
-    }
-    return finish(r, lpErrno);
-  }
-
-  // ---------------------------------------------------------------- control
-
-  async WSPIoctl(
-    s: SOCKET,
-    dwIoControlCode: number,
-    lpvInBuffer: Uint8Array | null,
-    cbInBuffer: number,
-    lpvOutBuffer: Uint8Array | null,
-    cbOutBuffer: number,
-    lpcbBytesReturned: Out | null,
-    lpOverlapped: WSAOVERLAPPED | null,
-    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
-    lpThreadId: WSATHREADID | null,
-    lpErrno: Out,
-  ): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    const overlapped = lpOverlapped !== null && lpOverlapped !== undefined;
-    if (overlapped) {
-      const bad = this.checkOverlappedArgs(lpOverlapped, lpCompletionRoutine, lpThreadId);
-      if (bad) return setErr(lpErrno, bad);
-    }
-    if (!isU32(dwIoControlCode) || !isU32(cbInBuffer) || !isU32(cbOutBuffer)) return setErr(lpErrno, P.WSAEINVAL);
-    if (cbInBuffer > 0 && (!(lpvInBuffer instanceof Uint8Array) || lpvInBuffer.length < cbInBuffer)) return setErr(lpErrno, P.WSAEFAULT);
-    if (cbOutBuffer > 0 && (!(lpvOutBuffer instanceof Uint8Array) || lpvOutBuffer.length < cbOutBuffer)) return setErr(lpErrno, P.WSAEFAULT);
-    if (!overlapped && !isOut(lpcbBytesReturned)) return setErr(lpErrno, P.WSAEFAULT);
-    const input = cbInBuffer > 0 ? lpvInBuffer!.subarray(0, cbInBuffer) : new Uint8Array(0);
-    const params = { s, code: dwIoControlCode, input, outputLength: cbOutBuffer };
-    const r = overlapped ? await this.overlappedCall('WSPIoctl', params, s, lpOverlapped, lpCompletionRoutine ?? null, lpThreadId) : await this.call('WSPIoctl', params);
-    if (r.ret === 0 && dwIoControlCode === P.FIONBIO) {
-      if (new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0) this.nonBlocking.add(s);
-      else this.nonBlocking.delete(s);
-    }
-    if (r.ret === 0 && isOut(lpcbBytesReturned)) {
-      const output = r['output'] as Uint8Array | undefined;
-      if (output && output.length > 0 && lpvOutBuffer) lpvOutBuffer.set(output.subarray(0, cbOutBuffer));
-      lpcbBytesReturned.value = (r['bytesReturned'] as number | undefined) ?? 0;
-    }
-    return finish(r, lpErrno);
-  }
-
-  async WSPSetSockOpt(s: SOCKET, level: number, optname: number, optval: Uint8Array | null, optlen: number, lpErrno: Out): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isInt32(level) || !isInt32(optname) || !isInt32(optlen)) return setErr(lpErrno, P.WSAEINVAL);
-    if (optval !== null && !(optval instanceof Uint8Array)) return setErr(lpErrno, P.WSAEFAULT);
-    // optlen beyond the caller's buffer is memory the caller does not own.
-    if (optval && optlen > optval.length) return setErr(lpErrno, P.WSAEFAULT);
-    const bytes = optval ? optval.subarray(0, Math.max(0, optlen)) : null;
-    return finish(await this.call('WSPSetSockOpt', { s, level, optname, optval: bytes, optlen }), lpErrno);
-  }
-
-  async WSPGetSockOpt(s: SOCKET, level: number, optname: number, optval: Uint8Array | null, optlen: Out | null, lpErrno: Out): Promise<number> {
-    checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!isInt32(level) || !isInt32(optname)) return setErr(lpErrno, P.WSAEINVAL);
-    if (!(optval instanceof Uint8Array) || !isOut(optlen) || !isInt32(optlen.value) || optlen.value > optval.length) return setErr(lpErrno, P.WSAEFAULT);
-    const r = await this.call('WSPGetSockOpt', { s, level, optname, optlen: optlen.value });
-    if (r.ret === 0) {
-      const v = r['optval'] as Uint8Array;
-      optval.set(v.subarray(0, optlen.value));
-      optlen.value = r['optlen'] as number;
-    }
-    return finish(r, lpErrno);
+    this.engine.onNotification(method, params);
   }
 }
 
-// ---------------------------------------------------------------- helpers
-
-function netDown(err: unknown): Result {
-  if (err instanceof ConnectionClosedError) return { ret: P.SOCKET_ERROR, errno: P.WSAENETDOWN };
-  throw err;
+function offersBoundFunctions(thread: SpiThread): thread is SessionThread {
+  return THREAD_BOUND_FUNCTIONS.every((name) => name in thread);
 }
 
-function isInt32(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= -0x80000000 && v <= 0x7fffffff;
-}
-
-function isU32(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
-}
-
-function isOut(v: unknown): v is Out {
-  return v !== null && typeof v === 'object' && 'value' in v;
-}
-
-function isSockAddr(v: unknown): v is SockAddr {
-  if (v === null || typeof v !== 'object') return false;
-  const a = v as Record<string, unknown>;
-  return typeof a['family'] === 'number' && typeof a['address'] === 'string' && typeof a['port'] === 'number';
-}
-
-/** lpErrno is mandatory in the SPI: a missing one is a programming error, not a Winsock result. */
-function checkErrno(lpErrno: Out): void {
-  if (!isOut(lpErrno)) throw new TypeError('lpErrno must be an out parameter object { value }');
-}
-
-function setErr(lpErrno: Out, code: number, ret: number = P.SOCKET_ERROR): number {
-  lpErrno.value = code;
-  return ret;
-}
-
-function finish(r: Result, lpErrno: Out): number {
-  if (r.errno !== 0) lpErrno.value = r.errno;
-  return r.ret;
-}
-
-function sockaddrSize(family: number): number {
-  return family === P.AF_INET6 ? P.SOCKADDR_IN6_SIZE : P.SOCKADDR_IN_SIZE;
-}
-
-function wireAddr(a: SockAddr): SockAddr {
-  const w: SockAddr = { family: a.family, address: a.address, port: a.port };
-  if (a.flowinfo !== undefined) w.flowinfo = a.flowinfo;
-  if (a.scopeId !== undefined) w.scopeId = a.scopeId;
-  return w;
-}
-
-function fillAddr(target: SockAddr, from: SockAddr): void {
-  target.family = from.family;
-  target.address = from.address;
-  target.port = from.port;
-  if (from.family === P.AF_INET6) {
-    target.flowinfo = from.flowinfo ?? 0;
-    target.scopeId = from.scopeId ?? 0;
-  } else {
-    delete target.flowinfo;
-    delete target.scopeId;
-  }
-}
-
-/** The bytes of the first dwBufferCount WSABUFs, or the WSA code for buffers the caller does not own. */
-export function gather(lpBuffers: readonly WSABUF[] | null, dwBufferCount: number): Uint8Array[] | number {
-  if (!isU32(dwBufferCount)) return P.WSAEINVAL;
-  if (dwBufferCount > P.MAX_BUFFER_COUNT) return P.WSAENOBUFS;
-  if (dwBufferCount === 0) return [];
-  if (!Array.isArray(lpBuffers) || dwBufferCount > lpBuffers.length) return P.WSAEFAULT;
-  const out: Uint8Array[] = new Array(dwBufferCount);
-  for (let i = 0; i < dwBufferCount; i++) {
-    const b = lpBuffers[i] as WSABUF | undefined;
-    if (!b || typeof b !== 'object' || !(b.buf instanceof Uint8Array) || !isU32(b.len) || b.len > b.buf.byteLength) return P.WSAEFAULT;
-    out[i] = b.buf.subarray(0, b.len);
-  }
-  return out;
-}
-
-function scatter(data: Uint8Array, targets: Uint8Array[]): void {
-  let at = 0;
-  for (const t of targets) {
-    if (at >= data.length) break;
-    const n = Math.min(t.length, data.length - at);
-    t.set(data.subarray(at, at + n));
-    at += n;
-  }
-}
-
-/** What an async function would give for fn: its value as a promise, a throw as a rejection. */
-function promised(fn: () => number | Promise<number>): Promise<number> {
-  try {
-    const r = fn();
-    return typeof r === 'number' ? Promise.resolve(r) : r;
-  } catch (err) {
-    return Promise.reject(err as Error);
-  }
+/** What to print for something a routine threw: its stack when it has one. */
+function stackOf(err: unknown): string {
+  return isRecord(err) && typeof err['stack'] === 'string' ? err['stack'] : String(err);
 }

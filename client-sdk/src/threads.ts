@@ -255,6 +255,50 @@ export class SpiThread {
   }
 }
 
+/**
+ * The threads of a session by ThreadHandle: the one whose method made a call, or the one a call
+ * names with lpThreadId. make builds each thread object (the session binds its SPI functions to
+ * it); the first one made is the main thread.
+ */
+export class ThreadRegistry<T extends SpiThread> {
+  private readonly byHandle = new Map<number, T>();
+  private nextHandle = 0x1004;
+  /** The thread that calls made outside any thread belong to. */
+  readonly main: T;
+
+  constructor(private readonly make: (handle: number) => T) {
+    this.main = this.create();
+  }
+
+  create(): T {
+    const handle = this.nextHandle;
+    this.nextHandle += 4;
+    const thread = this.make(handle);
+    this.byHandle.set(handle, thread);
+    return thread;
+  }
+
+  get(handle: number): T | undefined {
+    return this.byHandle.get(handle);
+  }
+
+  /** The thread a call runs on: the thread whose method was called, else the one lpThreadId names. */
+  issuer(lpThreadId?: WSATHREADID | null): T | null {
+    const t = issuingThread.getStore();
+    if (t) {
+      const mine = this.byHandle.get(t.id.ThreadHandle);
+      if (mine === t) return mine;
+    }
+    if (lpThreadId && typeof lpThreadId === 'object') return this.byHandle.get(lpThreadId.ThreadHandle) ?? null;
+    return null;
+  }
+
+  /** The calling thread: the issuing thread, or the main thread for calls made on the session. */
+  current(): T {
+    return this.issuer() ?? this.main;
+  }
+}
+
 function eventsSatisfied(spec: WaitSpec): number {
   if (spec.events.length === 0) return -1;
   if (spec.waitAll) return spec.events.every((e) => e.signaled) ? 0 : -1;
@@ -262,5 +306,5 @@ function eventsSatisfied(spec: WaitSpec): number {
 }
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function';
+  return v !== null && (typeof v === 'object' || typeof v === 'function') && 'then' in v && typeof v.then === 'function';
 }

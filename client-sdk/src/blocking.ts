@@ -1,0 +1,50 @@
+/**
+ * The WSAEINPROGRESS rule: a thread whose blocking call is still under way may not start another
+ * one (the call fails at once with WSAEINPROGRESS). Calls on a nonblocking socket are not blocking
+ * calls, and neither are calls made outside any thread of the session. The guard keeps which
+ * sockets are nonblocking (FIONBIO, WSPEventSelect, inherited by WSPAccept); each thread counts
+ * its own blocking calls (SpiThread.blockingCalls).
+ */
+import * as P from '@spiwire/proto';
+import type { Result } from './marshal.js';
+import type { SpiThread } from './threads.js';
+
+export class BlockingGuard {
+  /** Sockets put in nonblocking mode (they make no blocking calls). */
+  private readonly nonBlocking = new Set<number>();
+
+  isNonBlocking(s: number): boolean {
+    return this.nonBlocking.has(s);
+  }
+
+  /** Records the socket's mode after a FIONBIO or WSPEventSelect that succeeded. */
+  setNonBlocking(s: number, on: boolean): void {
+    if (on) this.nonBlocking.add(s);
+    else this.nonBlocking.delete(s);
+  }
+
+  /** The socket was closed: its handle may come back for another socket, in blocking mode. */
+  forget(s: number): void {
+    this.nonBlocking.delete(s);
+  }
+
+  /**
+   * Runs call as a blocking call of thread on socket s; while the thread's previous blocking call
+   * is under way it answers WSAEINPROGRESS instead, without running call.
+   */
+  // Not async: a call that involves no thread costs no extra promise.
+  run(thread: SpiThread | null, s: number, call: () => Promise<Result>): Promise<Result> {
+    if (!thread || this.nonBlocking.has(s)) return call();
+    return runOn(thread, call);
+  }
+}
+
+async function runOn(thread: SpiThread, call: () => Promise<Result>): Promise<Result> {
+  if (thread.blockingCalls > 0) return { ret: P.SOCKET_ERROR, errno: P.WSAEINPROGRESS };
+  thread.blockingCalls++;
+  try {
+    return await call();
+  } finally {
+    thread.blockingCalls--;
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * The session's engine: everything between the SPI surface (spi-functions.ts) and the connection
+ * (rpc.ts). It sends calls and turns what comes back into SPI results, keeps the session's state
+ * (threads, event objects, overlapped operations, WSPEventSelect, nonblocking sockets) and applies
+ * the notifications the daemon pushes. The surface checks the caller's own memory and makes one
+ * call here; nothing here reads the caller's arguments.
+ */
+import * as P from '@spiwire/proto';
+import { isU32 } from '@spiwire/proto';
+import { BlockingGuard } from './blocking.js';
+import { EventSelectMirror, type WSANETWORKEVENTS } from './event-select.js';
+import { isResult, type Result } from './marshal.js';
+import { OperationTable, type OperationSpec } from './operations.js';
+import type { LPWSAOVERLAPPED_COMPLETION_ROUTINE, WSAOVERLAPPED } from './overlapped.js';
+import { ConnectionClosedError, SpiwireProtocolError, type RpcConnection } from './rpc.js';
+import { EventTable, ThreadRegistry, type SpiThread } from './threads.js';
+import type { WSATHREADID } from './types.js';
+
+/** Room kept in a frame for the JSON header of a call. */
+const HEADER_ROOM = 64 * 1024;
+
+/** The overlapped arguments of a call, checked: where its completion goes. */
+export interface OverlappedArgs {
+  s: number;
+  ov: WSAOVERLAPPED;
+  routine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null;
+  lpThreadId: WSATHREADID | null;
+}
+
+/** Where a receive's completion puts its results, besides the WSAOVERLAPPED. */
+export type Delivery = Pick<OperationSpec, 'targets' | 'flagsOut' | 'onComplete'>;
+
+export class SessionEngine<T extends SpiThread> {
+  /** The session's WSAEVENT handles. */
+  readonly events = new EventTable();
+  readonly threads: ThreadRegistry<T>;
+  /** Overlapped operations, from their call to their completion. */
+  readonly ops = new OperationTable(this.events);
+  /** WSAEINPROGRESS: one blocking call per thread; nonblocking sockets make none. */
+  readonly guard = new BlockingGuard();
+  /** WSPEventSelect state by socket: the event object and the network events recorded so far. */
+  readonly selections = new EventSelectMirror(this.events);
+  private closing = false;
+
+  constructor(
+    readonly rpc: RpcConnection,
+    makeThread: (handle: number) => T,
+  ) {
+    this.threads = new ThreadRegistry(makeThread);
+    // The connection ended: operations still pending here complete now, exactly once.
+    rpc.onClose = () => this.ops.abandon(this.closing ? P.WSA_OPERATION_ABORTED : P.WSAENETDOWN);
+  }
+
+  /** Applies a notification from the daemon. */
+  onNotification(method: string, params: Record<string, unknown>): void {
+    if (method === 'spiwire.completion') this.ops.onCompletion(params);
+    else if (method === 'spiwire.networkEvents') this.selections.onNetworkEvents(params);
+  }
+
+  /** The most bytes one call may carry: the daemon's frame limit less room for the header. */
+  maxPayload(): number {
+    return this.rpc.welcome.limits.maxFrameBytes - HEADER_ROOM;
+  }
+
+  /**
+   * Sends a call; a lost connection becomes WSAENETDOWN, as a vanished network subsystem would,
+   * and a reply without ret and errno fails the call with SpiwireProtocolError.
+   */
+  call(method: string, params: Record<string, unknown>, onReply?: (r: Result) => void): Promise<Result> {
+    // Not an async function: one promise fewer on the hot path.
+    return this.rpc.call(method, params, onReply && ((r) => isResult(r) && onReply(r))).then(asResult, netDown);
+  }
+
+  /** Sends a call that blocks its thread (WSAEINPROGRESS while the thread's previous one runs). */
+  // Not async: a call that involves no thread costs no extra promise.
+  blocking(method: string, params: Record<string, unknown>, s: number, lpThreadId: WSATHREADID | null): Promise<Result> {
+    return this.guard.run(this.threads.issuer(lpThreadId), s, () => this.call(method, params));
+  }
+
+  /**
+   * Starts an overlapped call: the routine goes to the thread lpThreadId names (else the issuing
+   * thread), captured now; the operation table marks the WSAOVERLAPPED pending and sends the call
+   * with {op, thread}. A call that fails at once leaves no completion.
+   */
+  // Not async: one promise hop fewer per overlapped call.
+  overlapped(method: string, params: Record<string, unknown>, how: OverlappedArgs, delivery: Delivery = {}): Promise<Result> {
+    const issuer = this.threads.issuer(how.lpThreadId) ?? this.threads.main;
+    let routine: OperationSpec['routine'] = null;
+    if (how.routine) {
+      const thread = how.lpThreadId ? this.threads.get(how.lpThreadId.ThreadHandle) : issuer;
+      if (!thread || !thread.isAlive) return Promise.resolve({ ret: P.SOCKET_ERROR, errno: P.WSAEINVAL });
+      routine = { run: how.routine, thread, s: how.s };
+    }
+    return this.ops.start({ ov: how.ov, routine, ...delivery }, (op, onReply) => {
+      // params is the caller's own fresh object: add to it rather than copy it.
+      params['overlapped'] = { op, thread: issuer.id.ThreadHandle };
+      return this.call(method, params, onReply);
+    });
+  }
+
+  /** WSPAccept: the accepted socket inherits the listener's nonblocking mode and WSPEventSelect. */
+  async accept(s: number): Promise<Result> {
+    // WSAEINPROGRESS comes as ret INVALID_SOCKET (SOCKET_ERROR is the same -1).
+    const r = await this.blocking('WSPAccept', { s }, s, null);
+    if (r.ret === P.INVALID_SOCKET) return r;
+    if (this.guard.isNonBlocking(s)) this.guard.setNonBlocking(r.ret, true);
+    // The same network events, signalled on the same event object (while that event exists).
+    const sel = this.selections.selectionOf(s);
+    if (sel && isU32(r.ret) && this.events.get(sel.hEvent)) await this.eventSelect(r.ret, sel.hEvent, sel.events);
+    return r;
+  }
+
+  /** WSPCloseSocket: the socket's mode and selection end with it. */
+  async closeSocket(s: number): Promise<Result> {
+    const r = await this.call('WSPCloseSocket', { s });
+    if (r.ret === 0) {
+      this.guard.forget(s);
+      this.selections.forget(s);
+    }
+    return r;
+  }
+
+  /** WSPIoctl: FIONBIO that succeeded changes what counts as a blocking call on the socket. */
+  async ioctl(params: { s: number; code: number; input: Uint8Array; outputLength: number }, how: OverlappedArgs | null): Promise<Result> {
+    const r = how ? await this.overlapped('WSPIoctl', params, how) : await this.call('WSPIoctl', params);
+    if (r.ret === 0 && params.code === P.FIONBIO) {
+      const input = params.input;
+      this.guard.setNonBlocking(params.s, new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0);
+    }
+    return r;
+  }
+
+  /** WSPEventSelect: the selection is in place before the call; the socket becomes nonblocking. */
+  async eventSelect(s: number, hEvent: number, events: number): Promise<Result> {
+    const settle = this.selections.select(s, hEvent, events);
+    let r: Result;
+    try {
+      r = await this.call('WSPEventSelect', { s, events });
+    } catch (err) {
+      settle(false);
+      throw err;
+    }
+    settle(r.ret === 0);
+    if (r.ret === 0) this.guard.setNonBlocking(s, true);
+    return r;
+  }
+
+  /** WSPEnumNetworkEvents: after a round trip, so events the daemon recorded before now have arrived. */
+  async enumNetworkEvents(s: number): Promise<{ r: Result; recorded: WSANETWORKEVENTS }> {
+    const r = await this.call('WSPGetSockOpt', { s, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+    return { r, recorded: r.ret === 0 ? this.selections.take(s) : { lNetworkEvents: 0, iErrorCode: [] } };
+  }
+
+  /** The thread exited: the daemon cancels what it issued. */
+  async threadExited(thread: SpiThread): Promise<void> {
+    try {
+      await this.rpc.call('spiwire.threadExit', { thread: thread.id.ThreadHandle });
+    } catch (err) {
+      if (!(err instanceof ConnectionClosedError)) throw err;
+    }
+  }
+
+  /** Ends the session: operations still pending complete with WSA_OPERATION_ABORTED. */
+  close(): Promise<void> {
+    this.closing = true;
+    return this.rpc.close();
+  }
+}
+
+function netDown(err: unknown): Result {
+  if (err instanceof ConnectionClosedError) return { ret: P.SOCKET_ERROR, errno: P.WSAENETDOWN };
+  throw err;
+}
+
+/** The reply of an SPI call, which carries ret and errno whatever else it holds. */
+function asResult(r: Record<string, unknown>): Result {
+  if (isResult(r)) return r;
+  throw new SpiwireProtocolError(P.INVALID_REQUEST, 'the daemon answered an SPI call without ret and errno', { result: r });
+}

@@ -1,0 +1,148 @@
+/**
+ * The overlapped operations of a session, from the call that starts one to its completion.
+ *
+ * An operation is registered before its call is sent (its op id goes in the call), and from then
+ * on it ends exactly one way:
+ * - the call fails at once (any result but WSA_IO_PENDING): the operation is forgotten, and no
+ *   completion of any kind follows;
+ * - the call's reply carries the completion (it completed at once), or a spiwire.completion
+ *   notification arrives later: the WSAOVERLAPPED is filled in, then the completion routine is
+ *   queued to its thread or the event object is set;
+ * - the connection ends: an operation whose call was answered completes with the code given to
+ *   abandon(); one whose call was never answered completes never, as its call fails.
+ */
+import * as P from '@spiwire/proto';
+import { isU32 } from '@spiwire/proto';
+import { fieldOf, isBytes, isCompletion, scatter, type Result } from './marshal.js';
+import type { LPWSAOVERLAPPED_COMPLETION_ROUTINE, WSAOVERLAPPED } from './overlapped.js';
+import type { Out } from './types.js';
+import type { EventTable, SpiThread } from './threads.js';
+
+/** Where an operation's completion goes, given when it starts. */
+export interface OperationSpec {
+  ov: WSAOVERLAPPED;
+  /** The completion routine, the thread whose APC queue gets it, and its socket (routines of one socket never overlap). */
+  routine: { run: LPWSAOVERLAPPED_COMPLETION_ROUTINE; thread: SpiThread; s: number } | null;
+  /** Where a receive's bytes go (the caller's WSABUFs). */
+  targets?: readonly Uint8Array[] | undefined;
+  /** A receive's lpFlags, updated at completion. */
+  flagsOut?: Out | null | undefined;
+  /** Called at completion, before any routine or event (used by the promise API). */
+  onComplete?: ((error: number, bytes: number, flags: number) => void) | undefined;
+}
+
+/** What the SDK remembers of an overlapped operation until its completion arrives. */
+interface OpRecord extends OperationSpec {
+  /** The call's reply has arrived: until then, a lost connection fails the call, not the operation. */
+  answered: boolean;
+}
+
+/** Sends an operation's call: op goes in the call, onReply must run as its reply is read. */
+export type SendOperation = (op: number, onReply: (r: Result) => void) => Promise<Result>;
+
+export class OperationTable {
+  private nextOp = 1;
+  private readonly ops = new Map<number, OpRecord>();
+
+  constructor(private readonly events: EventTable) {}
+
+  /** Operations started and not yet completed or failed. */
+  get size(): number {
+    return this.ops.size;
+  }
+
+  /**
+   * Starts an operation: marks its WSAOVERLAPPED pending, remembers where its completion goes,
+   * and sends its call; resolves with the call's result. A call that fails at once (or is
+   * rejected) leaves no completion.
+   */
+  // Not async: one promise hop fewer per overlapped call.
+  start(spec: OperationSpec, send: SendOperation): Promise<Result> {
+    const op = this.nextOp++;
+    if (this.nextOp > 0xffffffff) this.nextOp = 1;
+    const ov = spec.ov;
+    ov.Internal = P.WSS_OPERATION_IN_PROGRESS;
+    ov.InternalHigh = 0;
+    ov.Offset = 0;
+    ov.OffsetHigh = 0;
+    if (!spec.routine && ov.hEvent) {
+      const e = this.events.get(ov.hEvent);
+      if (e) e.signaled = false;
+    }
+    const rec: OpRecord = { ...spec, answered: false };
+    this.ops.set(op, rec);
+    let sent: Promise<Result>;
+    try {
+      sent = send(op, (r) => this.answered(op, rec, r));
+    } catch (err) {
+      this.failed(op, rec, P.WSAENETDOWN);
+      throw err;
+    }
+    return sent.then(
+      (r) => {
+        if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING) this.failed(op, rec, r.errno);
+        return r;
+      },
+      (err: unknown) => {
+        // No usable result (a protocol error): the call fails, and no completion will come.
+        // The WSAOVERLAPPED says so as it would after a lost connection: not pending, WSAENETDOWN.
+        this.failed(op, rec, P.WSAENETDOWN);
+        throw err;
+      },
+    );
+  }
+
+  /**
+   * The call's reply, read before any later record of its frame: a receive that completed at
+   * once carries its bytes, which go to the caller's buffers before anyone is signalled, and a
+   * reply with a completion stands for the completion.
+   */
+  private answered(op: number, rec: OpRecord, r: Result): void {
+    rec.answered = true;
+    const data = fieldOf(r, 'data', isBytes);
+    if (r.ret === 0 && data && rec.targets) scatter(data, rec.targets);
+    const c = fieldOf(r, 'completion', isCompletion);
+    if (c) this.complete(op, c.error, c.bytes, c.flags);
+  }
+
+  /** Failed at once: no completion of any kind, ever. */
+  private failed(op: number, rec: OpRecord, errno: number): void {
+    if (this.ops.get(op) !== rec) return;
+    this.ops.delete(op);
+    rec.ov.Internal = 0;
+    rec.ov.OffsetHigh = errno;
+  }
+
+  /** spiwire.completion: the operation it names completes. */
+  onCompletion(params: Record<string, unknown>): void {
+    const op = fieldOf(params, 'op', isU32);
+    if (op !== undefined && isCompletion(params)) this.complete(op, params.error, params.bytes, params.flags, fieldOf(params, 'data', isBytes));
+  }
+
+  /** An operation completed: fill the WSAOVERLAPPED, then queue its routine or signal its event. */
+  complete(op: number, error: number, bytes: number, flags: number, data?: Uint8Array): void {
+    const rec = this.ops.get(op);
+    if (!rec) return;
+    this.ops.delete(op);
+    if (data && rec.targets) scatter(data, rec.targets);
+    if (rec.flagsOut) rec.flagsOut.value = flags;
+    const ov = rec.ov;
+    ov.InternalHigh = bytes;
+    ov.Offset = flags;
+    ov.OffsetHigh = error;
+    ov.Internal = 0;
+    rec.onComplete?.(error, bytes, flags);
+    const routine = rec.routine;
+    if (routine) routine.thread.queueApc(() => routine.run(error, bytes, ov, flags), routine.s);
+    else if (ov.hEvent) this.events.get(ov.hEvent)?.set();
+  }
+
+  /** The connection ended: every operation whose call was answered completes now with code, exactly once. */
+  abandon(code: number): void {
+    for (const [op, rec] of [...this.ops]) {
+      // A call still waiting for its reply fails with WSAENETDOWN itself; failing at once, it
+      // must leave no completion (start() forgets the operation when that result comes).
+      if (rec.answered) this.complete(op, code, 0, 0);
+    }
+  }
+}

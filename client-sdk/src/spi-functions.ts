@@ -1,0 +1,430 @@
+/**
+ * The SPI functions under their SPI names, with their SPI parameter order. Each returns a Promise
+ * of what the C function returns; out parameters are { value } objects filled before the promise
+ * resolves; lpErrno is written only on failure.
+ *
+ * Each function checks what concerns the caller's own memory (WSAEFAULT for a buffer count beyond
+ * the array, a len beyond its buffer, a missing out parameter), as it would be checked in the
+ * caller's address space, then makes one call to the session's engine (engine.ts) and writes its
+ * out parameters from the result. Everything else is decided by the daemon on the real socket.
+ */
+import * as P from '@spiwire/proto';
+import { isI32, isU32, sockaddrSize } from '@spiwire/proto';
+import { enumProtocols } from './catalog.js';
+import type { WSANETWORKEVENTS } from './event-select.js';
+import type { OverlappedArgs, SessionEngine } from './engine.js';
+import { checkErrno, fieldOf, fillAddr, finish, gather, isBytes, isOut, isRecord, isSockAddr, promised, scatter, setErr, wireAddr } from './marshal.js';
+import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
+import type { SpiThread } from './threads.js';
+import type { Out, ProtocolInfoLike, SOCKET, SockAddr, WSABUF, WSATHREADID } from './types.js';
+
+/** FROM_PROTOCOL_INFO: take af, type or protocol from lpProtocolInfo. */
+export const FROM_PROTOCOL_INFO = -1;
+
+/** The SPI functions of a session (SpiSession extends this with threads, events and the session's life). */
+export abstract class SpiFunctions {
+  protected abstract readonly engine: SessionEngine<SpiThread>;
+
+  // ---------------------------------------------------------------- socket lifecycle
+
+  async WSPSocket(af: number, type: number, protocol: number, lpProtocolInfo: ProtocolInfoLike | null, g: number, dwFlags: number, lpErrno: Out): Promise<SOCKET> {
+    checkErrno(lpErrno);
+    if (lpProtocolInfo) {
+      if (af === FROM_PROTOCOL_INFO) af = lpProtocolInfo.iAddressFamily;
+      if (type === FROM_PROTOCOL_INFO) type = lpProtocolInfo.iSocketType;
+      if (protocol === FROM_PROTOCOL_INFO) protocol = lpProtocolInfo.iProtocol;
+    }
+    if (![af, type, protocol].every(isI32) || !isU32(g) || !isU32(dwFlags)) return setErr(lpErrno, P.WSAEINVAL, P.INVALID_SOCKET);
+    return finish(await this.engine.call('WSPSocket', { af, type, protocol, g, flags: dwFlags }), lpErrno);
+  }
+
+  async WSPCloseSocket(s: SOCKET, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    return finish(await this.engine.closeSocket(s), lpErrno);
+  }
+
+  async WSPBind(s: SOCKET, name: SockAddr | null, namelen: number, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (!isSockAddr(name) || !isI32(namelen)) return setErr(lpErrno, P.WSAEFAULT);
+    return finish(await this.engine.call('WSPBind', { s, name: wireAddr(name), namelen }), lpErrno);
+  }
+
+  async WSPListen(s: SOCKET, backlog: number, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (!isI32(backlog)) return setErr(lpErrno, P.WSAEINVAL);
+    return finish(await this.engine.call('WSPListen', { s, backlog }), lpErrno);
+  }
+
+  /**
+   * lpfnCondition, when given, is called with (callerId, dwCallbackData) after the daemon accepted
+   * the connection: CF_ACCEPT keeps it, CF_REJECT closes it and the call fails with WSAECONNREFUSED.
+   */
+  async WSPAccept(
+    s: SOCKET,
+    addr: SockAddr | null,
+    addrlen: Out | null,
+    lpfnCondition: ((callerId: SockAddr, dwCallbackData: number) => number | Promise<number>) | null,
+    dwCallbackData: number,
+    lpErrno: Out,
+  ): Promise<SOCKET> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK, P.INVALID_SOCKET);
+    if ((addr === null) !== (addrlen === null) || (addrlen !== null && !isOut(addrlen))) return setErr(lpErrno, P.WSAEFAULT, P.INVALID_SOCKET);
+    const r = await this.engine.accept(s);
+    if (r.ret === P.INVALID_SOCKET) return finish(r, lpErrno);
+    const peer = fieldOf(r, 'addr', isSockAddr);
+    if (lpfnCondition && peer) {
+      const verdict = await lpfnCondition(peer, dwCallbackData);
+      if (verdict !== P.CF_ACCEPT) {
+        await this.engine.call('WSPCloseSocket', { s: r.ret });
+        return setErr(lpErrno, P.WSAECONNREFUSED, P.INVALID_SOCKET);
+      }
+    }
+    if (addr && addrlen && peer) {
+      const size = sockaddrSize(peer.family);
+      if (addrlen.value < size) {
+        await this.engine.call('WSPCloseSocket', { s: r.ret });
+        return setErr(lpErrno, P.WSAEFAULT, P.INVALID_SOCKET);
+      }
+      fillAddr(addr, peer);
+      addrlen.value = size;
+    }
+    return r.ret;
+  }
+
+  /** lpCallerData and lpCalleeData are ignored (TCP carries no connect data); QOS gives WSAEOPNOTSUPP. */
+  async WSPConnect(s: SOCKET, name: SockAddr | null, namelen: number, _lpCallerData: unknown, _lpCalleeData: unknown, lpSQOS: unknown, lpGQOS: unknown, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (!isSockAddr(name) || !isI32(namelen)) return setErr(lpErrno, P.WSAEFAULT);
+    if (lpSQOS != null || lpGQOS != null) return setErr(lpErrno, P.WSAEOPNOTSUPP);
+    return finish(await this.engine.blocking('WSPConnect', { s, name: wireAddr(name), namelen }, s, null), lpErrno);
+  }
+
+  async WSPShutdown(s: SOCKET, how: number, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (!isI32(how)) return setErr(lpErrno, P.WSAEINVAL);
+    return finish(await this.engine.call('WSPShutdown', { s, how }), lpErrno);
+  }
+
+  async WSPGetSockName(s: SOCKET, name: SockAddr | null, namelen: Out | null, lpErrno: Out): Promise<number> {
+    return this.getName('WSPGetSockName', s, name, namelen, lpErrno);
+  }
+
+  async WSPGetPeerName(s: SOCKET, name: SockAddr | null, namelen: Out | null, lpErrno: Out): Promise<number> {
+    return this.getName('WSPGetPeerName', s, name, namelen, lpErrno);
+  }
+
+  private async getName(method: 'WSPGetSockName' | 'WSPGetPeerName', s: SOCKET, name: SockAddr | null, namelen: Out | null, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (!name || typeof name !== 'object' || !isOut(namelen) || !isI32(namelen.value)) return setErr(lpErrno, P.WSAEFAULT);
+    const r = await this.engine.call(method, { s, namelen: namelen.value });
+    const addr = fieldOf(r, 'name', isSockAddr);
+    if (r.ret === 0 && addr) {
+      fillAddr(name, addr);
+      namelen.value = fieldOf(r, 'namelen', isI32) ?? sockaddrSize(addr.family);
+    }
+    return finish(r, lpErrno);
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  WSPSend(
+    s: SOCKET,
+    lpBuffers: readonly WSABUF[] | null,
+    dwBufferCount: number,
+    lpNumberOfBytesSent: Out | null,
+    dwFlags: number,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
+    lpThreadId: WSATHREADID | null,
+    lpErrno: Out,
+  ): Promise<number> {
+    return promised(() => this.send('WSPSend', s, lpBuffers, dwBufferCount, lpNumberOfBytesSent, dwFlags, null, 0, lpOverlapped, lpCompletionRoutine, lpThreadId, lpErrno));
+  }
+
+  WSPSendTo(
+    s: SOCKET,
+    lpBuffers: readonly WSABUF[] | null,
+    dwBufferCount: number,
+    lpNumberOfBytesSent: Out | null,
+    dwFlags: number,
+    lpTo: SockAddr | null,
+    iTolen: number,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
+    lpThreadId: WSATHREADID | null,
+    lpErrno: Out,
+  ): Promise<number> {
+    return promised(() => this.send('WSPSendTo', s, lpBuffers, dwBufferCount, lpNumberOfBytesSent, dwFlags, lpTo, iTolen, lpOverlapped, lpCompletionRoutine, lpThreadId, lpErrno));
+  }
+
+  /**
+   * WSPSend and WSPSendTo. Not an async function, nor is anything it calls on the way to the
+   * daemon and back: on the hot path every promise hop shows in the small-call latency.
+   */
+  private send(
+    method: 'WSPSend' | 'WSPSendTo',
+    s: SOCKET,
+    lpBuffers: readonly WSABUF[] | null,
+    dwBufferCount: number,
+    lpNumberOfBytesSent: Out | null,
+    dwFlags: number,
+    lpTo: SockAddr | null,
+    iTolen: number,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
+    lpThreadId: WSATHREADID | null,
+    lpErrno: Out,
+  ): number | Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    // lpCompletionRoutine is ignored without lpOverlapped: the call is then not overlapped.
+    const how = this.overlappedArgs(s, lpOverlapped, lpCompletionRoutine, lpThreadId);
+    if (typeof how === 'number') return setErr(lpErrno, how);
+    if (lpNumberOfBytesSent !== null && lpNumberOfBytesSent !== undefined && !isOut(lpNumberOfBytesSent)) return setErr(lpErrno, P.WSAEFAULT);
+    // Without an OVERLAPPED the byte count has nowhere else to go.
+    if (!how && !lpNumberOfBytesSent) return setErr(lpErrno, P.WSAEFAULT);
+    if (!isU32(dwFlags)) return setErr(lpErrno, P.WSAEINVAL);
+    const buffers = gather(lpBuffers, dwBufferCount);
+    if (typeof buffers === 'number') return setErr(lpErrno, buffers);
+    let total = 0;
+    for (const b of buffers) total += b.length;
+    if (total > this.engine.maxPayload()) return setErr(lpErrno, P.WSAENOBUFS);
+    const params: Record<string, unknown> = { s, buffers, flags: dwFlags };
+    if (method === 'WSPSendTo') {
+      if (lpTo !== null && !isSockAddr(lpTo)) return setErr(lpErrno, P.WSAEFAULT);
+      if (!isI32(iTolen)) return setErr(lpErrno, P.WSAEFAULT);
+      params['to'] = lpTo ? wireAddr(lpTo) : null;
+      params['tolen'] = iTolen;
+    }
+    // Overlapped and pending: lpNumberOfBytesSent is not written.
+    return (how ? this.engine.overlapped(method, params, how) : this.engine.blocking(method, params, s, lpThreadId)).then((r) => {
+      if (r.ret === 0 && lpNumberOfBytesSent) lpNumberOfBytesSent.value = fieldOf(r, 'bytesSent', isU32) ?? 0;
+      return finish(r, lpErrno);
+    });
+  }
+
+  // ---------------------------------------------------------------- receiving
+
+  WSPRecv(
+    s: SOCKET,
+    lpBuffers: WSABUF[] | null,
+    dwBufferCount: number,
+    lpNumberOfBytesRecvd: Out | null,
+    lpFlags: Out | null,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
+    lpThreadId: WSATHREADID | null,
+    lpErrno: Out,
+  ): Promise<number> {
+    return this.recv('WSPRecv', s, lpBuffers, dwBufferCount, lpNumberOfBytesRecvd, lpFlags, null, null, lpOverlapped, lpCompletionRoutine, lpThreadId, lpErrno);
+  }
+
+  WSPRecvFrom(
+    s: SOCKET,
+    lpBuffers: WSABUF[] | null,
+    dwBufferCount: number,
+    lpNumberOfBytesRecvd: Out | null,
+    lpFlags: Out | null,
+    lpFrom: SockAddr | null,
+    lpFromlen: Out | null,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
+    lpThreadId: WSATHREADID | null,
+    lpErrno: Out,
+  ): Promise<number> {
+    return this.recv('WSPRecvFrom', s, lpBuffers, dwBufferCount, lpNumberOfBytesRecvd, lpFlags, lpFrom, lpFromlen, lpOverlapped, lpCompletionRoutine, lpThreadId, lpErrno);
+  }
+
+  private async recv(
+    method: 'WSPRecv' | 'WSPRecvFrom',
+    s: SOCKET,
+    lpBuffers: WSABUF[] | null,
+    dwBufferCount: number,
+    lpNumberOfBytesRecvd: Out | null,
+    lpFlags: Out | null,
+    lpFrom: SockAddr | null,
+    lpFromlen: Out | null,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
+    lpThreadId: WSATHREADID | null,
+    lpErrno: Out,
+  ): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    const how = this.overlappedArgs(s, lpOverlapped, lpCompletionRoutine, lpThreadId);
+    if (typeof how === 'number') return setErr(lpErrno, how);
+    if (!isOut(lpFlags) || !isU32(lpFlags.value)) return setErr(lpErrno, P.WSAEFAULT);
+    if (!how && !isOut(lpNumberOfBytesRecvd)) return setErr(lpErrno, P.WSAEFAULT);
+    if ((lpFrom === null) !== (lpFromlen === null) || (lpFromlen !== null && !isOut(lpFromlen))) return setErr(lpErrno, P.WSAEFAULT);
+    // The receive buffers are checked as the send buffers are: the caller must own every byte.
+    const targets = gather(lpBuffers, dwBufferCount);
+    if (typeof targets === 'number') return setErr(lpErrno, targets);
+    const params = { s, lengths: targets.map((t) => t.length), flags: lpFlags.value };
+    const r = how ? await this.engine.overlapped(method, params, how, { targets, flagsOut: lpFlags }) : await this.engine.blocking(method, params, s, lpThreadId);
+    const data = fieldOf(r, 'data', isBytes);
+    if (data) {
+      // (An overlapped receive's bytes are already in place: the operation table put them there.)
+      if (!how) scatter(data, targets);
+      if (isOut(lpNumberOfBytesRecvd)) lpNumberOfBytesRecvd.value = fieldOf(r, 'bytesRecvd', isU32) ?? data.length;
+      lpFlags.value = fieldOf(r, 'flags', isU32) ?? 0;
+      const from = fieldOf(r, 'from', isSockAddr);
+      if (lpFrom && lpFromlen && from) {
+        const size = sockaddrSize(from.family);
+        if (lpFromlen.value < size) return setErr(lpErrno, P.WSAEFAULT);
+        fillAddr(lpFrom, from);
+        lpFromlen.value = size;
+      }
+    }
+    return finish(r, lpErrno);
+  }
+
+  // ---------------------------------------------------------------- control
+
+  async WSPIoctl(
+    s: SOCKET,
+    dwIoControlCode: number,
+    lpvInBuffer: Uint8Array | null,
+    cbInBuffer: number,
+    lpvOutBuffer: Uint8Array | null,
+    cbOutBuffer: number,
+    lpcbBytesReturned: Out | null,
+    lpOverlapped: WSAOVERLAPPED | null,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null,
+    lpThreadId: WSATHREADID | null,
+    lpErrno: Out,
+  ): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    const how = this.overlappedArgs(s, lpOverlapped, lpCompletionRoutine, lpThreadId);
+    if (typeof how === 'number') return setErr(lpErrno, how);
+    if (!isU32(dwIoControlCode) || !isU32(cbInBuffer) || !isU32(cbOutBuffer)) return setErr(lpErrno, P.WSAEINVAL);
+    if (cbInBuffer > 0 && (!(lpvInBuffer instanceof Uint8Array) || lpvInBuffer.length < cbInBuffer)) return setErr(lpErrno, P.WSAEFAULT);
+    if (cbOutBuffer > 0 && (!(lpvOutBuffer instanceof Uint8Array) || lpvOutBuffer.length < cbOutBuffer)) return setErr(lpErrno, P.WSAEFAULT);
+    if (!how && !isOut(lpcbBytesReturned)) return setErr(lpErrno, P.WSAEFAULT);
+    const input = cbInBuffer > 0 && lpvInBuffer instanceof Uint8Array ? lpvInBuffer.subarray(0, cbInBuffer) : new Uint8Array(0);
+    const r = await this.engine.ioctl({ s, code: dwIoControlCode, input, outputLength: cbOutBuffer }, how);
+    if (r.ret === 0 && isOut(lpcbBytesReturned)) {
+      const output = fieldOf(r, 'output', isBytes);
+      if (output && output.length > 0 && lpvOutBuffer) lpvOutBuffer.set(output.subarray(0, cbOutBuffer));
+      lpcbBytesReturned.value = fieldOf(r, 'bytesReturned', isU32) ?? 0;
+    }
+    return finish(r, lpErrno);
+  }
+
+  async WSPSetSockOpt(s: SOCKET, level: number, optname: number, optval: Uint8Array | null, optlen: number, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (!isI32(level) || !isI32(optname) || !isI32(optlen)) return setErr(lpErrno, P.WSAEINVAL);
+    if (optval !== null && !(optval instanceof Uint8Array)) return setErr(lpErrno, P.WSAEFAULT);
+    // optlen beyond the caller's buffer is memory the caller does not own.
+    if (optval && optlen > optval.length) return setErr(lpErrno, P.WSAEFAULT);
+    const bytes = optval ? optval.subarray(0, Math.max(0, optlen)) : null;
+    return finish(await this.engine.call('WSPSetSockOpt', { s, level, optname, optval: bytes, optlen }), lpErrno);
+  }
+
+  async WSPGetSockOpt(s: SOCKET, level: number, optname: number, optval: Uint8Array | null, optlen: Out | null, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (!isI32(level) || !isI32(optname)) return setErr(lpErrno, P.WSAEINVAL);
+    if (!(optval instanceof Uint8Array) || !isOut(optlen) || !isI32(optlen.value) || optlen.value > optval.length) return setErr(lpErrno, P.WSAEFAULT);
+    const r = await this.engine.call('WSPGetSockOpt', { s, level, optname, optlen: optlen.value });
+    const v = fieldOf(r, 'optval', isBytes);
+    if (r.ret === 0 && v) {
+      optval.set(v.subarray(0, optlen.value));
+      optlen.value = fieldOf(r, 'optlen', isI32) ?? Math.min(v.length, optlen.value);
+    }
+    return finish(r, lpErrno);
+  }
+
+  // ---------------------------------------------------------------- overlapped results and network events
+
+  /**
+   * WSPGetOverlappedResult: TRUE with the byte count and flags of a completed operation; FALSE
+   * with WSA_IO_INCOMPLETE while it is pending and fWait is FALSE; with fWait TRUE it waits on
+   * the operation's hEvent (WSAEINVAL without one); FALSE with the operation's own error if it failed.
+   */
+  async WSPGetOverlappedResult(_s: SOCKET, lpOverlapped: WSAOVERLAPPED | null, lpcbTransfer: Out | null, fWait: boolean | number, lpdwFlags: Out | null, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!(lpOverlapped instanceof WSAOVERLAPPED) || !isOut(lpcbTransfer) || !isOut(lpdwFlags)) return setErr(lpErrno, P.WSAEFAULT, P.FALSE);
+    if (lpOverlapped.pending) {
+      if (!fWait) return setErr(lpErrno, P.WSA_IO_INCOMPLETE, P.FALSE);
+      const ev = lpOverlapped.hEvent ? this.engine.events.get(lpOverlapped.hEvent) : undefined;
+      if (!ev) return setErr(lpErrno, lpOverlapped.hEvent ? P.WSA_INVALID_HANDLE : P.WSAEINVAL, P.FALSE);
+      await this.engine.threads.current().wait({ events: [ev], waitAll: false, timeoutMs: P.INFINITE, alertable: false });
+      // Someone signalled the event by hand; the operation itself is still under way.
+      if (lpOverlapped.pending) return setErr(lpErrno, P.WSA_IO_INCOMPLETE, P.FALSE);
+    }
+    lpcbTransfer.value = lpOverlapped.InternalHigh;
+    lpdwFlags.value = lpOverlapped.Offset;
+    if (lpOverlapped.OffsetHigh !== 0) return setErr(lpErrno, lpOverlapped.OffsetHigh, P.FALSE);
+    return P.TRUE;
+  }
+
+  /**
+   * WSPEventSelect: associates hEventObject with the network events in lNetworkEvents (0 cancels)
+   * and makes the socket nonblocking. The event is set whenever an event is recorded.
+   */
+  async WSPEventSelect(s: SOCKET, hEventObject: number, lNetworkEvents: number, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (!isU32(lNetworkEvents)) return setErr(lpErrno, P.WSAEINVAL);
+    if (lNetworkEvents !== 0 && !this.engine.events.get(hEventObject)) return setErr(lpErrno, P.WSAEINVAL);
+    return finish(await this.engine.eventSelect(s, hEventObject, lNetworkEvents), lpErrno);
+  }
+
+  /**
+   * WSPEnumNetworkEvents: reports and clears the network events recorded for the socket, with
+   * their error codes (iErrorCode indexed by FD_READ_BIT ... FD_CLOSE_BIT); resets hEventObject.
+   */
+  async WSPEnumNetworkEvents(s: SOCKET, hEventObject: number, lpNetworkEvents: WSANETWORKEVENTS | null, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (!lpNetworkEvents || typeof lpNetworkEvents !== 'object') return setErr(lpErrno, P.WSAEFAULT);
+    const { r, recorded } = await this.engine.enumNetworkEvents(s);
+    if (r.ret !== 0) return finish(r, lpErrno);
+    lpNetworkEvents.lNetworkEvents = recorded.lNetworkEvents;
+    lpNetworkEvents.iErrorCode = recorded.iErrorCode;
+    if (hEventObject) {
+      const e = this.engine.events.get(hEventObject);
+      if (!e) return setErr(lpErrno, P.WSAEINVAL);
+      e.signaled = false;
+    }
+    return 0;
+  }
+
+  /**
+   * WSCEnumProtocols: the provider's catalog entries as C WSAPROTOCOL_INFOW structures back to back;
+   * WSAENOBUFS with the needed length in lpdwBufferLength when the buffer is too small (catalog.ts).
+   */
+  async WSCEnumProtocols(lpiProtocols: readonly number[] | null, lpProtocolBuffer: Uint8Array | null, lpdwBufferLength: Out, lpErrno: Out): Promise<number> {
+    return enumProtocols(lpiProtocols, lpProtocolBuffer, lpdwBufferLength, lpErrno);
+  }
+
+  /**
+   * The overlapped arguments, checked: null when the call is not overlapped (no lpOverlapped),
+   * a WSA code when they are unusable.
+   */
+  private overlappedArgs(s: number, lpOverlapped: unknown, lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE | null, lpThreadId: unknown): OverlappedArgs | null | number {
+    if (lpOverlapped === null || lpOverlapped === undefined) return null;
+    if (!(lpOverlapped instanceof WSAOVERLAPPED)) return P.WSAEFAULT;
+    if (lpCompletionRoutine !== null && lpCompletionRoutine !== undefined && typeof lpCompletionRoutine !== 'function') return P.WSAEFAULT;
+    let threadId: WSATHREADID | null = null;
+    if (lpThreadId !== null && lpThreadId !== undefined) {
+      if (!isThreadId(lpThreadId)) return P.WSAEFAULT;
+      threadId = lpThreadId;
+    }
+    if (!lpCompletionRoutine && lpOverlapped.hEvent && !this.engine.events.get(lpOverlapped.hEvent)) return P.WSA_INVALID_HANDLE;
+    return { s, ov: lpOverlapped, routine: lpCompletionRoutine ?? null, lpThreadId: threadId };
+  }
+}
+
+function isThreadId(v: unknown): v is WSATHREADID {
+  return isRecord(v) && isU32(v['ThreadHandle']);
+}
