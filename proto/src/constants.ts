@@ -26,10 +26,6 @@ export const IPPROTO_IPV6 = 41;
 export const SOCKADDR_IN_SIZE = 16;
 export const SOCKADDR_IN6_SIZE = 28;
 
-/** The size of a family's sockaddr: SOCKADDR_IN6_SIZE for AF_INET6, SOCKADDR_IN_SIZE otherwise. */
-export function sockaddrSize(family: number): number {
-  return family === AF_INET6 ? SOCKADDR_IN6_SIZE : SOCKADDR_IN_SIZE;
-}
 
 // WSPSocket dwFlags.
 export const WSA_FLAG_OVERLAPPED = 0x01;

@@ -2,7 +2,6 @@ export * from './constants.js';
 export * from './wsa-errors.js';
 export * from './protocol-errors.js';
 export * from './limits.js';
-export { isU32, isI32 } from './le32.js';
 export * from './codec.js';
 export * from './messages.js';
 export * from './catalog.js';

@@ -5,10 +5,6 @@ import { networkInterfaces } from 'node:os';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 
-export function sockaddrSize(family: number): number {
-  return family === W.AF_INET6 ? W.SOCKADDR_IN6_SIZE : W.SOCKADDR_IN_SIZE;
-}
-
 /**
  * Checks an address given by the client against the socket's family. Returns 0 when usable,
  * else the WSA code Windows gives: WSAEFAULT for a namelen too small for the family,
@@ -16,7 +12,7 @@ export function sockaddrSize(family: number): number {
  */
 export function checkSockaddr(addr: SockAddr, namelen: number, socketFamily: number): number {
   if (addr.family !== W.AF_INET && addr.family !== W.AF_INET6) return W.WSAEAFNOSUPPORT;
-  if (namelen < sockaddrSize(addr.family)) return W.WSAEFAULT;
+  if (namelen < W.sockaddrSize(addr.family)) return W.WSAEFAULT;
   if (addr.family !== socketFamily) return W.WSAEAFNOSUPPORT;
   const kind = isIP(stripScope(addr.address));
   if (kind !== (addr.family === W.AF_INET ? 4 : 6)) return W.WSAEINVAL;

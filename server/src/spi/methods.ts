@@ -9,7 +9,7 @@ import { INVALID_PARAMS, ProtocolError, type MethodName, type OverlappedRef, typ
 import { fail, ok } from '../outcome.js';
 import type { EmulatedSocket } from '../sockets/emulated-socket.js';
 import type { CompleteFn, RecvResult, SendResult, Started } from '../sockets/results.js';
-import { addressProblem, checkSockaddr, isAnyAddress, sockaddrSize } from '../sockets/sockaddr.js';
+import { addressProblem, checkSockaddr, isAnyAddress } from '../sockets/sockaddr.js';
 import { ioctl, type IoctlResult } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
 import { runAfterReply, takeAfterReply } from './after-reply.js';
@@ -143,7 +143,7 @@ export const SPI_HANDLERS: Handlers = {
   WSPGetSockName: withSocket((sock, p: Params<'WSPGetSockName'>) => {
     const name = sock.localName();
     if (!name) return fail(W.WSAEINVAL);
-    const size = sockaddrSize(sock.af);
+    const size = W.sockaddrSize(sock.af);
     if (p.namelen < size) return fail(W.WSAEFAULT);
     return ok({ name, namelen: size });
   }),
@@ -151,7 +151,7 @@ export const SPI_HANDLERS: Handlers = {
   WSPGetPeerName: withSocket((sock, p: Params<'WSPGetPeerName'>) => {
     const name = sock.peerName();
     if (!name) return fail(W.WSAENOTCONN);
-    const size = sockaddrSize(sock.af);
+    const size = W.sockaddrSize(sock.af);
     if (p.namelen < size) return fail(W.WSAEFAULT);
     return ok({ name, namelen: size });
   }),
