@@ -11,6 +11,7 @@ import { BlockingGuard } from './blocking.js';
 import { EventSelectMirror, type WSANETWORKEVENTS } from './event-select.js';
 import { isResult, type Result } from './marshal.js';
 import { OperationTable, type OperationSpec } from './operations.js';
+import { SendStreams } from './send-streams.js';
 import type { LPWSAOVERLAPPED_COMPLETION_ROUTINE, WSAOVERLAPPED } from './overlapped.js';
 import { ConnectionClosedError, SpiwireProtocolError, type RpcConnection } from './rpc.js';
 import { EventTable, ThreadRegistry, type SpiThread } from './threads.js';
@@ -41,12 +42,15 @@ export class SessionEngine<T extends SpiThread> {
   /** WSPEventSelect state by socket: the event object and the network events recorded so far. */
   readonly selections = new EventSelectMirror(this.events);
   private closing = false;
+  /** WSPSend calls larger than one message, sent in pieces. */
+  readonly streams: SendStreams;
 
   constructor(
     readonly rpc: RpcConnection,
     makeThread: (handle: number) => T,
   ) {
     this.threads = new ThreadRegistry(makeThread);
+    this.streams = new SendStreams(rpc, () => this.maxPayload());
     // The connection ended: operations still pending here complete now, exactly once.
     rpc.onClose = () => this.ops.abandon(this.closing ? P.WSA_OPERATION_ABORTED : P.WSAENETDOWN);
   }
@@ -55,6 +59,7 @@ export class SessionEngine<T extends SpiThread> {
   onNotification(method: string, params: Record<string, unknown>): void {
     if (method === 'spiwire.completion') this.ops.onCompletion(params);
     else if (method === 'spiwire.networkEvents') this.selections.onNetworkEvents(params);
+    else if (method === 'spiwire.sendProgress') this.streams.onProgress(params);
   }
 
   /** The most bytes one call may carry: the daemon's frame limit less room for the header. */

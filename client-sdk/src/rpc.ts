@@ -52,7 +52,7 @@ export interface Welcome {
   session: string;
   version: string;
   protocol: number;
-  limits: { maxFrameBytes: number; maxPendingRequests: number; maxSockets: number; defaultSndBuf: number; defaultRcvBuf: number; sessionQuotaBytes?: number; outputHighWaterBytes?: number; outputLimitBytes?: number; outputStallMs?: number };
+  limits: P.WelcomeLimits;
   /** The daemon reads compact record headers (absent from daemons that do not). */
   compactHeaders?: boolean;
 }
@@ -185,15 +185,25 @@ export class RpcConnection {
     const id = this.nextId++;
     if (this.nextId > 0x7fffffff) this.nextId = 1;
     const p = new Promise<Record<string, unknown>>((resolve, reject) => this.pending.set(id, { resolve, reject, onReply }));
+    this.enqueue({ jsonrpc: '2.0', id, method, params }, params);
+    return p;
+  }
+
+  /** Sends a notification (a call without id: nothing comes back), packed like calls are. */
+  notify(method: string, params: Record<string, unknown>): void {
+    if (this.closedReason === null) this.enqueue({ jsonrpc: '2.0', method, params }, params);
+  }
+
+  /** Adds a message to the frame being packed, which leaves when full or at the end of the tick. */
+  private enqueue(message: object, params: Record<string, unknown>): void {
     // Never let packing push a frame past the daemon's limit: flush first when this call would.
     if (this.out.recordCount > 0 && this.out.byteLength + payloadSize(params) + HEADER_ROOM > this.welcome.limits.maxFrameBytes) this.flush();
-    this.out.add({ jsonrpc: '2.0', id, method, params });
+    this.out.add(message);
     if (this.out.byteLength >= FLUSH_AT || this.out.recordCount >= FLUSH_RECORDS) this.flush();
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
       queueMicrotask(() => this.flush());
     }
-    return p;
   }
 
   /** Sends raw bytes as one WebSocket message, for tests of the daemon's input handling. */

@@ -13,7 +13,7 @@ import { isI32, isU32, sockaddrSize } from '@spiwire/proto';
 import { enumProtocols } from './catalog.js';
 import type { WSANETWORKEVENTS } from './event-select.js';
 import type { OverlappedArgs, SessionEngine } from './engine.js';
-import { checkErrno, fieldOf, fillAddr, finish, gather, isBytes, isOut, isRecord, isSockAddr, promised, scatter, setErr, wireAddr } from './marshal.js';
+import { checkErrno, fieldOf, fillAddr, finish, gather, isBytes, isOut, isRecord, isSockAddr, promised, scatter, setErr, wireAddr, type Result } from './marshal.js';
 import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
 import type { SpiThread } from './threads.js';
 import type { Out, ProtocolInfoLike, SOCKET, SockAddr, WSABUF, WSATHREADID } from './types.js';
@@ -195,7 +195,8 @@ export abstract class SpiFunctions {
     if (typeof buffers === 'number') return setErr(lpErrno, buffers);
     let total = 0;
     for (const b of buffers) total += b.length;
-    if (total > this.engine.maxPayload()) return setErr(lpErrno, P.WSAENOBUFS);
+    if (total > 0xffffffff) return setErr(lpErrno, P.WSAENOBUFS);
+    if (total > this.engine.maxPayload()) return this.sendStreamed(s, buffers, total, lpNumberOfBytesSent, dwFlags, how, lpThreadId, lpErrno);
     const params: Record<string, unknown> = { s, buffers, flags: dwFlags };
     if (method === 'WSPSendTo') {
       if (lpTo !== null && !isSockAddr(lpTo)) return setErr(lpErrno, P.WSAEFAULT);
@@ -205,7 +206,26 @@ export abstract class SpiFunctions {
     }
     // Overlapped and pending: lpNumberOfBytesSent is not written.
     return (how ? this.engine.overlapped(method, params, how) : this.engine.blocking(method, params, s, lpThreadId)).then((r) => {
-      if (r.ret === 0 && lpNumberOfBytesSent) lpNumberOfBytesSent.value = fieldOf(r, 'bytesSent', isU32) ?? 0;
+      writeBytesSent(r, lpNumberOfBytesSent);
+      return finish(r, lpErrno);
+    });
+  }
+
+  /**
+   * A send larger than one message, as a stream (send-streams.ts): one call for the caller. (A
+   * WSPSendTo that large is a stream send too: only a TCP socket takes one, and it ignores lpTo.)
+   */
+  private sendStreamed(s: SOCKET, buffers: readonly Uint8Array[], total: number, lpNumberOfBytesSent: Out | null, dwFlags: number, how: OverlappedArgs | null, lpThreadId: WSATHREADID | null, lpErrno: Out): Promise<number> {
+    // The pieces go out after the call returns: they are copies, as every send's bytes are.
+    const { stream, first } = this.engine.streams.begin(
+      buffers.map((b) => b.slice()),
+      total,
+    );
+    const params: Record<string, unknown> = { s, buffers: first, flags: dwFlags, stream, total };
+    return (how ? this.engine.overlapped('WSPSend', params, how) : this.engine.blocking('WSPSend', params, s, lpThreadId)).then((r) => {
+      // Failed at once (or done with a part of it): no more pieces.
+      if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING) this.engine.streams.end(stream);
+      writeBytesSent(r, lpNumberOfBytesSent);
       return finish(r, lpErrno);
     });
   }
@@ -427,4 +447,16 @@ export abstract class SpiFunctions {
 
 function isThreadId(v: unknown): v is WSATHREADID {
   return isRecord(v) && isU32(v['ThreadHandle']);
+}
+
+/**
+ * lpNumberOfBytesSent: the count of a send that succeeded, and of a blocking send that failed
+ * part way (the daemon then reports the bytes that reached the transport; Winsock would leave the
+ * value undefined). An overlapped send that is pending writes nothing.
+ */
+function writeBytesSent(r: Result, lpNumberOfBytesSent: Out | null): void {
+  if (!lpNumberOfBytesSent) return;
+  const n = fieldOf(r, 'bytesSent', isU32);
+  if (r.ret === 0) lpNumberOfBytesSent.value = n ?? 0;
+  else if (n !== undefined) lpNumberOfBytesSent.value = n;
 }

@@ -64,7 +64,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   outputHighWaterBytes: 8 * 1024 * 1024,
   outputLimitBytes: 64 * 1024 * 1024,
   outputStallMs: 30_000,
-  streamWindowBytes: 32 * 1024 * 1024,
+  streamWindowBytes: 16 * 1024 * 1024,
 };
 
 export class DaemonContext {

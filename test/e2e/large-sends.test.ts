@@ -1,0 +1,168 @@
+/**
+ * A send of any size is one Winsock call (issue 13, section 2): through the SDK, a blocking
+ * 256 MiB WSPSend returns the full count and an overlapped 1 GiB WSPSend pends and completes once
+ * with the full count, while the daemon (its own process) grows by a bounded amount; the peer
+ * checks every byte by hash. A cancelled large send reports exactly what the peer got.
+ * SPIWIRE_LARGE_SEND_MIB scales the overlapped one (default 1024).
+ */
+import t, { type Test } from 'tap';
+import * as net from 'node:net';
+import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as S from '@spiwire/client';
+import { drainUntil, overlappedTcp, connectedTcp, session, tcpPeer, type PeerConnection } from '../helpers/harness.js';
+
+const MiB = 1024 * 1024;
+const MAIN = fileURLToPath(new URL('../../../server/dist/src/main.js', import.meta.url));
+
+/** The daemon as its own process, so that its memory is its own; stopped in teardown. */
+async function daemonProcess(t: Test): Promise<{ url: string; rss: () => Promise<number> }> {
+  const proc = spawn(process.execPath, [MAIN, '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => {
+    proc.kill('SIGKILL');
+  });
+  let out = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    proc.stdout!.on('data', (c: Buffer) => {
+      out += c.toString();
+      const m = /"url":"([^"]+)"/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    proc.once('exit', (code) => reject(new Error(`the daemon exited (${code})`)));
+  });
+  const port = new URL(url).port;
+  return {
+    url,
+    rss: async () => ((await (await fetch(`http://127.0.0.1:${port}/stats`)).json()) as { memory: { rss: number } }).memory.rss,
+  };
+}
+
+/** n bytes of a repeating 1 MiB random block (fast to make; still catches a lost or moved piece, as the block length is not a piece length). */
+function bigData(n: number, seed: number): Buffer {
+  const block = Buffer.alloc(MiB + 13);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < block.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    block[i] = x & 0xff;
+  }
+  const b = Buffer.allocUnsafe(n);
+  for (let at = 0; at < n; at += block.length) block.copy(b, at, 0, Math.min(block.length, n - at));
+  return b;
+}
+
+/** Hashes what a peer connection receives, without keeping it; resolves at n bytes. */
+function hashReceived(conn: PeerConnection, n: number): { done: Promise<{ bytes: number; sha: string }>; bytes: () => number } {
+  const h = createHash('sha256');
+  let bytes = 0;
+  const sock: net.Socket = conn.socket;
+  sock.removeAllListeners('data');
+  const done = new Promise<{ bytes: number; sha: string }>((resolve) => {
+    const onData = (c: Buffer): void => {
+      h.update(c);
+      bytes += c.length;
+      if (bytes >= n) {
+        sock.off('data', onData);
+        resolve({ bytes, sha: h.digest('hex') });
+      }
+    };
+    sock.on('data', onData);
+  });
+  sock.resume();
+  return { done, bytes: () => bytes };
+}
+
+function sha(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+t.test('a blocking 256 MiB WSPSend: one call, the full count, every byte at the peer, the daemon bounded', async (t) => {
+  const d = await daemonProcess(t);
+  const spi = await session(t, d.url);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  const data = bigData(256 * MiB, 1);
+  const recv = hashReceived(conn, data.length);
+  const before = await d.rss();
+  let peak = before;
+  const sampler = setInterval(() => void d.rss().then((r) => (peak = Math.max(peak, r)), () => undefined), 100);
+  t.teardown(() => clearInterval(sampler));
+  const sent = S.out(-1);
+  const e = S.out(0);
+  const ret = await spi.WSPSend(s, [S.wsabuf(data.subarray(0, 100 * MiB)), S.wsabuf(data.subarray(100 * MiB))], 2, sent, 0, null, null, null, e);
+  t.same([ret, sent.value], [0, data.length], `WSPSend returned 0 with ${sent.value} bytes`);
+  const got = await recv.done;
+  clearInterval(sampler);
+  t.equal(got.bytes, data.length, 'the peer received every byte');
+  t.equal(got.sha, sha(data), 'exactly the bytes sent, in order');
+  t.ok(peak - before < 80 * MiB, `the daemon grew by ${((peak - before) / MiB).toFixed(0)} MiB for a 256 MiB send`);
+});
+
+t.test('an overlapped 1 GiB WSPSend: pending, one completion with the full count, the daemon bounded', async (t) => {
+  const size = Number(process.env['SPIWIRE_LARGE_SEND_MIB'] ?? 1024) * MiB;
+  const d = await daemonProcess(t);
+  const spi = await session(t, d.url);
+  const peer = await tcpPeer(t, 'ipv4', { paused: true });
+  const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
+  const data = bigData(size, 2);
+  const before = await d.rss();
+  let peak = before;
+  const sampler = setInterval(() => void d.rss().then((r) => (peak = Math.max(peak, r)), () => undefined), 100);
+  t.teardown(() => clearInterval(sampler));
+  const calls: Array<[number, number]> = [];
+  const ov = new S.WSAOVERLAPPED();
+  const e = S.out(0);
+  const ret = await spi.WSPSend(s, [S.wsabuf(data)], 1, null, 0, ov, (err, cb) => void calls.push([err, cb]), null, e);
+  t.same([ret, e.value], [S.SOCKET_ERROR, S.WSA_IO_PENDING], 'the call pends');
+  const recv = hashReceived(conn, data.length);
+  t.ok(await drainUntil(spi, () => calls.length > 0, 2000, 50), 'the completion routine ran');
+  const got = await recv.done;
+  clearInterval(sampler);
+  await spi.SleepEx(0, true);
+  t.same(calls, [[0, data.length]], 'exactly one completion, with the full count');
+  t.equal(got.sha, sha(data), `the peer received all ${got.bytes} bytes, in order`);
+  t.ok(peak - before < 80 * MiB, `the daemon grew by ${((peak - before) / MiB).toFixed(0)} MiB for a ${size / MiB} MiB send`);
+});
+
+t.test('a large overlapped send cancelled by WSPCloseSocket: one completion, and the peer got exactly its count', async (t) => {
+  const d = await daemonProcess(t);
+  const spi = await session(t, d.url);
+  const peer = await tcpPeer(t, 'ipv4', { paused: true });
+  const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
+  const data = bigData(96 * MiB, 3);
+  const calls: Array<[number, number]> = [];
+  const ov = new S.WSAOVERLAPPED();
+  const e = S.out(0);
+  t.equal(await spi.WSPSend(s, [S.wsabuf(data)], 1, null, 0, ov, (err, cb) => void calls.push([err, cb]), null, e), S.SOCKET_ERROR);
+  // Let the first pieces go, then close with the rest still to come.
+  conn.socket.resume();
+  const received: Buffer[] = [];
+  let n = 0;
+  await new Promise<void>((r) => {
+    const on = (c: Buffer): void => {
+      received.push(c);
+      n += c.length;
+      if (n > 20 * MiB) {
+        conn.socket.off('data', on);
+        conn.socket.pause();
+        r();
+      }
+    };
+    conn.socket.on('data', on);
+  });
+  t.equal(await spi.WSPCloseSocket(s, e), 0);
+  t.ok(await drainUntil(spi, () => calls.length > 0, 400, 50), 'the routine ran');
+  await spi.SleepEx(0, true);
+  t.equal(calls.length, 1, 'one completion');
+  const [err, count] = calls[0]!;
+  t.equal(err, S.WSA_OPERATION_ABORTED, 'aborted');
+  t.ok(count >= n && count < data.length, `it reports ${count} bytes`);
+  conn.socket.on('data', (c: Buffer) => received.push(c));
+  conn.socket.resume();
+  await new Promise<void>((r) => conn.socket.once('end', () => r()));
+  const all = Buffer.concat(received);
+  t.equal(all.length, count, 'the peer received exactly the reported bytes');
+  t.ok(all.equals(data.subarray(0, count)), 'in order');
+});
