@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as P from '@spiwire/proto';
-import { RawSession, cleanEnv, reapOnExit, connectTo, jsonLines, pattern, session, sleep, startCli, tcpSocket, udpSocket, within, type Cli, type Msg } from './helpers/raw-client.js';
+import { RawSession, cleanEnv, reapOnExit, connectTo, jsonLines, pattern, session, sleep, startCli, tcpSocket, udpSocket, until, within, type Cli, type Msg } from './helpers/raw-client.js';
 
 async function stats(d: Cli): Promise<Record<string, unknown>> {
   const res = await fetch(`http://127.0.0.1:${d.port}/stats`);
@@ -25,13 +25,8 @@ function rssMiB(st: Record<string, unknown>): number {
 }
 
 /** Polls cond (up to ms) until it holds; returns its last value. */
-async function eventually(cond: () => Promise<boolean> | boolean, ms = 10000): Promise<boolean> {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() > end) return false;
-    await sleep(25);
-  }
+function eventually(cond: () => Promise<boolean> | boolean, ms = 10000): Promise<boolean> {
+  return until(cond, ms, 25);
 }
 
 /** A loopback TCP server whose connections read nothing until told; counts what they got. */
@@ -87,6 +82,7 @@ t.test('a client that stops reading: the daemon stops reading it, stays bounded,
     const r = await bystander.call('WSPGetSockOpt', { s: bh, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
     bystanderWorst = Math.max(bystanderWorst, performance.now() - t0);
     if (r['ret'] !== 0) t.fail('the bystander call failed');
+    // Time is the point: the sampling interval of memory and the bystander's latency.
     await sleep(50);
   }
   // Reading again lets the close frame (or the drop) through.
@@ -109,6 +105,8 @@ t.test('a client that pauses and then reads again gets every reply once; nothing
   sock.pause();
   const n = 8000;
   for (const f of infoRequests(h, n, 'p')) s.ws.send(f);
+  // Time is the point: the client stays paused a while (no event tells when the daemon has
+  // stopped reading it; the kernel buffers absorb all the requests).
   await sleep(500);
   const st = await stats(d);
   t.ok((st['pendingRequests'] as number) >= 0, 'the daemon answers /stats while the client is not reading');
@@ -248,8 +246,10 @@ t.test('SIGTERM with a slow peer: every byte WSPSend reported reaches the peer',
   }
   t.ok(reported > 0, `WSPSend reported ${reported} bytes sent before the buffers filled`);
   d.proc.kill('SIGTERM');
-  // The peer starts reading slowly only after the signal.
-  await sleep(200);
+  // The peer starts reading slowly only after the signal has taken effect: the daemon closed the
+  // session (1001), and drains the connections next.
+  const closed = await within(s.closed, 10000, null);
+  t.equal(closed?.code, 1001, 'the session was closed for the shutdown');
   const conn = peer.conns[0]!;
   conn.resume();
   const gone = new Promise<void>((r) => conn.once('end', () => r()));

@@ -10,7 +10,7 @@
 import t from 'tap';
 import * as net from 'node:net';
 import * as P from '@spiwire/proto';
-import { connectOutcome, connectTo, daemon, ipv4, pattern, sendBytes, session, sleep, startCli, tcpPeer, tcpSocket, udpSocket, within, type Msg } from './helpers/raw-client.js';
+import { connectOutcome, connectTo, daemon, ipv4, pattern, roundTrip, sendBytes, session, startCli, tcpPeer, tcpSocket, udpSocket, until, within, type Msg } from './helpers/raw-client.js';
 
 /** A loopback port with nothing listening (listen on 0, close). */
 async function closedPort(): Promise<number> {
@@ -479,13 +479,8 @@ t.test('protocol violations below JSON-RPC close only the offending connection',
 
 // ---- vanishing clients ----
 
-async function waitUntil(cond: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await sleep(25);
-  }
-  return cond();
+function waitUntil(cond: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<boolean> {
+  return until(cond, timeoutMs, 25);
 }
 
 t.test('a client that vanishes mid-call: its sockets close, other sessions keep working, /healthz forgets it', async (t) => {
@@ -518,7 +513,8 @@ t.test('a client that vanishes mid-call: its sockets close, other sessions keep 
   const accept = v.request('WSPAccept', { s: listener });
   const ov = await v.call('WSPRecv', { s: ovSock, lengths: [100], flags: 0, overlapped: { op: 1, thread: 1 } });
   t.equal(ov['errno'], P.WSA_IO_PENDING, 'the overlapped receive is pending');
-  await sleep(100);
+  // An answer sent by now would be ahead of the round trip's.
+  await roundTrip(v);
   t.notOk(v.messages.some((m) => m.id === recv.id || m.id === accept.id), 'WSPRecv and WSPAccept are blocked');
   const before = await healthz(d.port);
   t.same(before, { status: 'ok', sessions: 2, sockets: 5, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0 }, 'two sessions; V holds four sockets (one of them accepted), W one');
@@ -583,8 +579,11 @@ t.test('a socket handle of another session is WSAENOTSOCK (10038) and stays unto
   const sent = await sendBytes(a, ha, Buffer.from('mine'));
   t.same([sent['ret'], sent['bytesSent']], [0, 4], 'A can still send on it');
   t.equal((await conn.waitFor(4)).toString(), 'mine', 'the peer received only A\'s bytes');
-  await sleep(50);
-  t.equal(conn.received().toString(), 'mine', 'nothing from B arrived');
+  // A fence from A after its bytes: anything sent on the connection before would be in front of it.
+  const fence = Buffer.from('|fence|');
+  await sendBytes(a, ha, fence);
+  await conn.waitFor(4 + fence.length).catch(() => undefined);
+  t.equal(conn.received().toString(), `mine${fence.toString()}`, 'nothing from B arrived');
   const peerName = await a.call('WSPGetPeerName', { s: ha, namelen: 16 });
   t.equal(peerName['ret'], 0, 'A\'s socket is still connected');
 
@@ -605,8 +604,9 @@ t.test('a request id still in use by an unanswered call gets DUPLICATE_ID (-3200
   const name = await a.call('WSPGetSockName', { s: l, namelen: 16 });
   const port = (name['name'] as P.SockAddr).port;
   // A blocking WSPAccept stays unanswered until a connection comes.
+  // The daemon handles the two frames in the order they are sent (proto/README.md section 6): the
+  // first is blocked, its id in use, when the second comes.
   a.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 'dup', method: 'WSPAccept', params: { s: l } }));
-  await sleep(50);
   a.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 'dup', method: 'WSPAccept', params: { s: l } }));
   const err = await a.wait((m) => m.error !== undefined && m.error['code'] === P.DUPLICATE_ID);
   t.equal(err.id, null, 'the refusal carries id null, so it cannot be taken for the running call\'s reply');

@@ -10,7 +10,7 @@ import { startServer, type Daemon } from '../src/index.js';
 import { SETTINGS } from '../src/internals.js';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { RawSession, cleanEnv, reapOnExit, connectOutcome, connectTo, ipv4, jsonLines, run, session, sleep, startCli, tcpPeer, tcpSocket, within, type Msg } from './helpers/raw-client.js';
+import { RawSession, cleanEnv, reapOnExit, connectOutcome, connectTo, ipv4, jsonLines, roundTrip, run, session, startCli, tcpPeer, tcpSocket, until, within, type Msg } from './helpers/raw-client.js';
 
 /**
  * A WebSocket client written by hand on a raw TCP socket: it completes the upgrade, then never
@@ -84,7 +84,8 @@ t.test('daemon.close(): blocked calls answer WSAENETDOWN, peers see their connec
   const ovConn = await ovConnP;
   const ov = await s.call('WSPRecv', { s: ovs, lengths: [100], flags: 0, overlapped: { op: 42, thread: 1 } });
   t.same([ov['ret'], ov['errno']], [P.SOCKET_ERROR, P.WSA_IO_PENDING], 'the overlapped receive is pending');
-  await sleep(100);
+  // An answer sent by now would be ahead of the round trip's.
+  await roundTrip(s);
   t.notOk(s.messages.some((m) => m.id === recv.id || m.id === accept.id), 'WSPRecv and WSPAccept are blocked before close()');
 
   const closing = d.close();
@@ -129,9 +130,9 @@ t.test('while close() waits for a slow client: new sessions get 503 and /healthz
   t.same(health0, { status: 'ok', sessions: 1, sockets: 0, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0 }, 'the hand-made client holds a session');
 
   const started = Date.now();
+  // close() marks the daemon as stopping at once, then waits (up to 2 s) for the slow client.
   const closing = d.close();
   closed = true;
-  await sleep(100);
   const res = await fetch(`http://127.0.0.1:${d.port}/healthz`);
   const health = (await res.json()) as Record<string, unknown>;
   t.equal(health['status'], 'stopping', '/healthz reports stopping during shutdown');
@@ -173,7 +174,9 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     await connectTo(s, h, peer.port);
     const conn = await connP;
     const recv = s.request('WSPRecv', { s: h, lengths: [10], flags: 0 }, 10000);
-    await sleep(50);
+    // The receive is blocked at the daemon before the signal: the round trip follows it.
+    await roundTrip(s);
+    t.notOk(s.messages.some((m) => m.id === recv.id), 'the WSPRecv is blocked');
 
     const started = Date.now();
     t.ok(d.proc.kill(signal), `${signal} sent`);
@@ -251,11 +254,8 @@ t.test('npm start: SIGTERM to npm stops the daemon too (no orphan left running)'
   t.ok(daemonPid > 0 && daemonPid !== npm.pid, `the daemon runs as process ${daemonPid}`);
   npm.kill('SIGTERM');
   await within(npmExited, 10000, null);
-  let gone = false;
-  for (let i = 0; i < 100 && !gone; i++) {
-    gone = !alive(daemonPid);
-    if (!gone) await sleep(50);
-  }
+  // Not our child: no exit event, so polled (every 50 ms, bounded).
+  const gone = await until(() => !alive(daemonPid), 10000, 50);
   t.ok(gone, 'the daemon process has exited');
   t.ok(jsonLines(out).some((l) => l['msg'] === 'stopped'), 'after a graceful stop');
 });

@@ -21,7 +21,7 @@ import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_pro
 import { randomBytes, randomInt } from 'node:crypto';
 import * as S from '@spiwire/client';
 import { libc } from '@spiwire/server/internals';
-import { daemon, getOpt, newSocket, recvInto, send, session, setNonBlocking, setOpt, sleep, type RecvResult } from '../helpers/harness.js';
+import { daemon, getOpt, newSocket, recvInto, roundTrip, send, session, setNonBlocking, setOpt, sleep, until, within, type RecvResult } from '../helpers/harness.js';
 
 /** Runs a command; resolves with its exit code and output, never rejects. */
 function run(cmd: string, args: string[], timeoutMs = 10000): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -114,7 +114,7 @@ async function stopPeer(child: ChildProcess): Promise<void> {
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   child.stdin?.end();
   child.kill('SIGKILL');
-  await Promise.race([exited, sleep(3000)]);
+  await within(exited, 3000, undefined);
 }
 
 /**
@@ -294,12 +294,12 @@ t.test('WSAECONNABORTED: data not delivered within TCP_MAXRT', opts, async (t) =
   await setNonBlocking(spi, s, true);
   let last: [number, number, number] = [0, 0, 0];
   let sends = 1;
-  while (Date.now() - started < LIMIT_MS) {
-    await sleep(100);
+  // Polled every 100 ms, bounded by LIMIT_MS, until a send fails other than with WSAEWOULDBLOCK.
+  await until(async () => {
     last = await send(spi, s, [Buffer.from('x')]);
-    if (last[0] !== 0 && last[1] !== S.WSAEWOULDBLOCK) break;
     if (last[0] === 0) sends++;
-  }
+    return last[0] !== 0 && last[1] !== S.WSAEWOULDBLOCK;
+  }, LIMIT_MS, 100);
   const ms = Date.now() - started;
   t.comment(`nonblocking WSPSend failed after ${ms} ms (${sends} sends accepted since the break): ret ${last[0]}, errno ${last[1]}`);
   t.same(last.slice(0, 2), [S.SOCKET_ERROR, S.WSAECONNABORTED], `a later WSPSend fails with WSAECONNABORTED (10053) within ${LIMIT_MS} ms`);
@@ -320,12 +320,13 @@ t.test('WSAENETDOWN: the interface under a connected socket is deleted', opts, a
   const started = Date.now();
   let last: [number, number, number] = [0, 0, 0];
   let accepted = 0;
-  while (Date.now() - started < 3000) {
+  // Polled every 50 ms, bounded by 3 s, until a send fails.
+  await until(async () => {
     last = await send(spi, s, [Buffer.from('y')]);
-    if (last[0] !== 0) break;
+    if (last[0] !== 0) return true;
     accepted++;
-    await sleep(50);
-  }
+    return false;
+  }, 3000, 50);
   const ms = Date.now() - started;
   t.comment(`WSPSend failed ${ms} ms after the interface was deleted (${accepted} sends accepted before): ret ${last[0]}, errno ${last[1]}`);
   t.same(last.slice(0, 2), [S.SOCKET_ERROR, S.WSAENETDOWN], 'WSPSend fails with WSAENETDOWN (10050)');
@@ -350,7 +351,8 @@ t.test(
     await fastKeepAlive(t, spi, s);
     await exchange(t, spi, s, 'idle now');
     const pending = recvWithin(spi, s, LIMIT_MS);
-    await sleep(100);
+    // The receive is blocked at the daemon before the interface goes: the round trip follows it.
+    await roundTrip(spi);
     await r.deleteHostInterface();
     const started = Date.now();
     const got = await pending;
@@ -371,13 +373,11 @@ t.test(
     await exchange(t, spi, s, 'before ');
     await r.setCarrier(false);
     let noCarrier = false;
-    for (let i = 0; i < 40 && !noCarrier; i++) {
-      noCarrier = (await run('ip', ['link', 'show', 'dev', r.hostIf])).stdout.includes('NO-CARRIER');
-      if (!noCarrier) await sleep(50);
-    }
+    await until(async () => (noCarrier = (await run('ip', ['link', 'show', 'dev', r.hostIf])).stdout.includes('NO-CARRIER')), 5000, 50);
     t.ok(noCarrier, `${r.hostIf} lost carrier`);
     t.match((await run('ip', ['-4', 'addr', 'show', 'dev', r.hostIf])).stdout, r.hostAddr, 'and still has its address');
-    await sleep(300); // past the daemon's 200 ms interface cache
+    // Time is the point: past the daemon's 200 ms interface cache, so the send below looks again.
+    await sleep(300);
     const during = await send(spi, s, [Buffer.from('during ')]);
     t.comment(`WSPSend while the carrier is down: ret ${during[0]}, errno ${during[1]}`);
     t.same(during, [0, 0, 7], 'WSPSend while the carrier is down is accepted (TCP retransmits later)');
@@ -401,6 +401,7 @@ t.test('a connection from an address added a moment ago is not on a lost interfa
   const spi = await session(t, d);
   const a = await connectToPeer(spi, r);
   await exchange(t, spi, a, 'first');
+  // Time is the point: past the daemon's 200 ms interface cache and 100 ms per-socket check interval.
   await sleep(250);
   // This send makes the daemon read the interface list now, before the new address exists.
   t.same(await send(spi, a, [Buffer.from('x')]), [0, 0, 1], 'a send on the first connection');
@@ -413,6 +414,7 @@ t.test('a connection from an address added a moment ago is not on a lost interfa
   const first = await send(spi, b, [Buffer.from('new')]);
   t.comment(`WSPSend ${Date.now() - started} ms after the address was added: ret ${first[0]}, errno ${first[1]}`);
   t.same(first, [0, 0, 3], 'WSPSend on the new connection succeeds');
+  // Time is the point: past the cache and the per-socket check interval, so the next send checks again.
   await sleep(250);
   const later = await send(spi, b, [Buffer.from('again')]);
   t.comment(`WSPSend 250 ms later: ret ${later[0]}, errno ${later[1]}`);

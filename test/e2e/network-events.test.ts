@@ -1,9 +1,10 @@
 /** WSPEventSelect and WSPEnumNetworkEvents over real sockets: which events are recorded, when, and with which codes. */
 import t from 'tap';
 import * as net from 'node:net';
+import { once } from 'node:events';
 import * as S from '@spiwire/client';
 import { fdOf, libc } from '@spiwire/server/internals';
-import { FAMILIES, addr, af, connectedTcp, daemon, loopback, namelen, send, session, sleep, tcpPeer, type Family } from '../helpers/harness.js';
+import { FAMILIES, addr, af, connectedTcp, daemon, fionread, loopback, namelen, roundTrip, send, session, tcpPeer, until, type Family } from '../helpers/harness.js';
 
 async function waitEvents(spi: S.SpiSession, s: number, ev: number, want: number, timeoutMs = 5000): Promise<S.WSANETWORKEVENTS> {
   const seen: S.WSANETWORKEVENTS = { lNetworkEvents: 0, iErrorCode: new Array(10).fill(0) };
@@ -76,7 +77,9 @@ for (const f of FAMILIES) {
     conn.socket.write('first');
     t.ok((await waitEvents(spi, s, ev, S.FD_READ)).lNetworkEvents & S.FD_READ, 'FD_READ recorded');
     conn.socket.write('second');
-    await sleep(100);
+    // Once FIONREAD counts 'second' the daemon has handled its arrival, and any FD_READ it recorded
+    // then reached the SDK before the FIONREAD reply. (FIONREAD re-enables nothing.)
+    t.ok(await until(async () => (await fionread(spi, s))[2] >= 11, 5000), 'the second write reached the emulated socket');
     t.equal(await enumNow(spi, s, ev) & S.FD_READ, 0, 'not recorded again before a receive');
     const buf = new Uint8Array(4);
     t.equal(await spi.WSPRecv(s, [S.wsabuf(buf)], 1, S.out(0), S.out(0), null, null, null, e), 0);
@@ -141,7 +144,9 @@ for (const f of FAMILIES) {
     t.ok((await waitEvents(spi, l, ev, S.FD_ACCEPT)).lNetworkEvents & S.FD_ACCEPT, 'FD_ACCEPT when a connection waits');
     const c2 = net.connect(name.port, loopback(f));
     t.teardown(() => c2.destroy());
-    await sleep(100);
+    // c2 is in the kernel's accept queue once it is connected; the round trip lets the daemon take it.
+    await once(c2, 'connect');
+    await roundTrip(spi);
     const a = await spi.WSPAccept(l, null, null, null, 0, e);
     t.not(a, S.INVALID_SOCKET);
     t.ok((await waitEvents(spi, l, ev, S.FD_ACCEPT)).lNetworkEvents & S.FD_ACCEPT, 'another waits: FD_ACCEPT again after the accept');
@@ -189,7 +194,8 @@ t.test('network events reach the originating session only', async (t) => {
   conn.socket.end('bye');
   const seen = await waitEvents(spi, s, ev, S.FD_READ | S.FD_WRITE);
   t.ok(seen.lNetworkEvents & S.FD_READ);
-  await sleep(100);
+  // Had the daemon sent the events to the other session too, they would be ahead of this reply.
+  await roundTrip(other);
   t.equal(foreign, 0, 'the other session saw none of them');
 });
 

@@ -14,6 +14,8 @@ import {
   FILLER_BYTES,
   addr,
   af,
+  allReceived,
+  bytesArriving,
   daemon,
   drainUntil,
   emptyAddr,
@@ -22,6 +24,7 @@ import {
   ovSend,
   overlappedTcp,
   pattern,
+  roundTrip,
   session,
   sleep,
   tcpPeer,
@@ -87,7 +90,7 @@ async function peerFinal(t: Test, conn: PeerConnection): Promise<Buffer> {
   const how = await Promise.race([conn.ended.then(() => 'end'), closed.then(() => 'close'), timeout]);
   clearTimeout(timer);
   t.not(how, 'timeout', `the peer saw the connection end (${how})`);
-  await sleep(20);
+  // Node emits every 'data' before 'end' (and before 'close'): what came is all there is.
   return conn.received();
 }
 
@@ -118,7 +121,8 @@ for (const f of FAMILIES) {
       cSettled = true;
       return r;
     });
-    await sleep(100);
+    // C's completion, had the daemon sent one by now, would be in: the round trip comes after it.
+    await roundTrip(spi);
     t.notOk(cSettled, 'WSPGetOverlappedResult(fWait TRUE) waits');
     t.equal(spi.pendingOperations, 4);
     const e = S.out(0);
@@ -184,8 +188,8 @@ for (const f of FAMILIES) {
     t.equal(await spi.WSPSend(s, [S.wsabuf('tail')], 1, sent, 0, null, null, null, e), 0, 'a blocking send too');
     const want = Buffer.concat([head, FILLER.subarray(0, fillerSent), after, Buffer.from('tail')]);
     const got = await conn.waitFor(want.length, 20000).catch(() => conn.received());
-    await sleep(30);
-    t.equal(conn.received().length, want.length, 'byte count at the peer');
+    // Closed, the socket sends FIN after its last byte: then the peer has all it will get.
+    t.equal((await allReceived(t, spi, s, conn)).length, want.length, 'byte count at the peer');
     t.ok(got.equals(want), 'the peer got the accepted part of the filler, then the new sends; nothing of A or B');
     t.same([rec.count('F'), rec.count('B'), rec.count('imm'), rec.count('after')], [1, 1, 1, 1], 'exactly once each');
   });
@@ -229,8 +233,7 @@ for (const f of FAMILIES) {
     t.same(rec.calls.map((c) => c.tag), ['D'], 'E\'s routine (for the exited thread) never ran; D ran once');
     const want = Buffer.concat([FILLER, bData]);
     await conn.waitFor(want.length, 20000).catch(() => undefined);
-    await sleep(30);
-    t.equal(conn.received().length, want.length);
+    t.equal((await allReceived(t, spi, s, conn)).length, want.length);
     t.ok(conn.received().equals(want), 'the peer got F and B only');
   });
 
@@ -252,7 +255,9 @@ for (const f of FAMILIES) {
     conn.socket.resume();
     t.equal(await spi.WSAWaitForMultipleEvents(1, [evF], false, 20000, false), S.WSA_WAIT_EVENT_0);
     t.same(await result(spi, s, ovF), [S.TRUE, 0, FILLER_BYTES], 'the main thread\'s send completed normally');
-    await sleep(100);
+    // Had the daemon kept the aborted send queued, it would have completed right behind the filler:
+    // that completion would be in by the end of a round trip.
+    await roundTrip(spi);
     t.same(await result(spi, s, r.ov), [S.FALSE, S.WSA_OPERATION_ABORTED, 0], 'the exited thread\'s send stays aborted');
     t.equal(await spi.WSPCloseSocket(s, S.out(0)), 0);
     const got = await peerFinal(t, conn);
@@ -309,7 +314,7 @@ for (const f of FAMILIES) {
     t.equal(e.value, S.WSA_IO_PENDING, 'no data yet: pending');
     t.equal(got.value, -7, 'lpNumberOfBytesRecvd untouched while pending');
     t.equal(ov.Internal, S.WSS_OPERATION_IN_PROGRESS);
-    await sleep(100);
+    await roundTrip(spi);
     t.equal(await spi.SleepEx(50, true), 0, 'still no completion');
     conn.socket.write('0123456789');
     t.ok(await drainUntil(spi, () => rec.calls.length > 0), 'the routine ran once data arrived');
@@ -324,7 +329,8 @@ for (const f of FAMILIES) {
     t.equal(await spi.WSPRecv(s, [S.wsabuf(b3)], 1, S.out(-1), S.out(0), ov2, null, null, e), S.SOCKET_ERROR);
     t.equal(e.value, S.WSA_IO_PENDING);
     const waiting = result(spi, s, ov2, true);
-    await sleep(50);
+    // The receive is pending at the daemon and the waiter blocked before the data comes.
+    await roundTrip(spi);
     conn.socket.write('event-form');
     t.same(await waiting, [S.TRUE, 0, 10]);
     t.equal(Buffer.from(b3.subarray(0, 10)).toString(), 'event-form');
@@ -362,7 +368,7 @@ for (const f of FAMILIES) {
     t.equal(await spi.WSPRecv(s, [S.wsabuf(b1), S.wsabuf(b2)], 2, got, flags, ov, rec.routine('u1'), null, e), S.SOCKET_ERROR);
     t.equal(e.value, S.WSA_IO_PENDING);
     t.equal(got.value, -7);
-    await sleep(50);
+    await roundTrip(spi);
     t.equal(await spi.SleepEx(50, true), 0, 'no completion without a datagram');
     sender.send(Buffer.from('hello-udp!!'), port, loopback(f));
     t.ok(await drainUntil(spi, () => rec.calls.length > 0), 'completed when the datagram arrived');
@@ -403,6 +409,7 @@ for (const f of FAMILIES) {
       datas.push(data);
       sends.push(await ovSend(spi, s, [data], {}));
     }
+    // Time is the point: the peer's kernel buffers fill, so the close meets sends in every state.
     await sleep(200);
     t.equal(await spi.WSPCloseSocket(s, S.out(0)), 0, 'WSPCloseSocket succeeds');
     const counts: number[] = [];
@@ -445,7 +452,9 @@ for (const f of FAMILIES) {
     const sizes = [4 * 1024 * 1024, 64 * 1024, 1000];
     const data = sizes.map((n, i) => pattern(n, 40 + i));
     for (const [i, b] of data.entries()) await pending(t, spi, s, b, { routine: rec.routine(`S${i}`) }, `send ${i}`);
-    await sleep(100);
+    t.ok(await bytesArriving(conn), 'the first send is under way: bytes reach the peer');
+    // A completion sent by now would be in: the round trip comes after it.
+    await roundTrip(spi);
     t.equal(spi.pendingOperations, 3, 'all three are pending');
     t.equal(await spi.WSPCloseSocket(s, e), 0, 'WSPCloseSocket succeeds');
     t.ok(await drainUntil(spi, () => rec.calls.length >= 3), `every operation completed (${rec.calls.length} of 3)`);

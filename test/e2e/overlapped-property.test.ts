@@ -724,6 +724,7 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
             await alert(a.thread === 0 ? spi : t1, a.ms);
             break;
           case 'sleep':
+            // Time is the point: a pause of the generated program, letting the daemon and the peer move.
             await sleep(a.ms);
             break;
         }

@@ -20,9 +20,12 @@ import {
   overlappedTcp,
   pattern,
   rng,
+  allReceived,
+  bytesArriving,
+  nextTurn,
+  roundTrip,
   send,
   session,
-  sleep,
   tcpPeer,
   udpPeer,
   pollUntil,
@@ -82,8 +85,11 @@ async function filler(t: Test, issuer: SendIssuer, s: number, opts: OvSendOption
   return r.ov;
 }
 
-/** Waits until the peer has at least n bytes, then checks it has exactly want. */
-async function peerGets(t: Test, conn: Setup['conn'], want: Buffer, msg: string): Promise<void> {
+/**
+ * Waits until the peer has at least want.length bytes, then checks it has exactly want: with the
+ * socket closed and its FIN seen at the peer, nothing more can come.
+ */
+async function peerGets(t: Test, spi: S.SpiSession, s: number, conn: Setup['conn'], want: Buffer, msg: string): Promise<void> {
   let got: Buffer;
   try {
     got = await conn.waitFor(want.length, 20000);
@@ -91,8 +97,7 @@ async function peerGets(t: Test, conn: Setup['conn'], want: Buffer, msg: string)
     t.fail(`${msg}: ${(err as Error).message}`);
     return;
   }
-  await sleep(30);
-  got = conn.received();
+  got = await allReceived(t, spi, s, conn);
   t.equal(got.length, want.length, `${msg}: byte count`);
   t.ok(got.equals(want), `${msg}: exact bytes, in order`);
 }
@@ -129,7 +134,7 @@ for (const f of FAMILIES) {
     t.equal(await waitEvents(spi, [ev], 50), S.WSA_WAIT_TIMEOUT, 'the event was never signalled');
     const [ret, , n] = await send(spi, s, [Buffer.from('plain')]);
     t.same([ret, n], [0, 5], 'the socket still sends normally');
-    await peerGets(t, conn, Buffer.from('plain'), 'only the non-overlapped bytes arrive');
+    await peerGets(t, spi, s, conn, Buffer.from('plain'), 'only the non-overlapped bytes arrive');
   });
 
   t.test(`${f}: lpOverlapped and lpCompletionRoutine both null on an overlapped socket: a normal send`, async (t) => {
@@ -141,7 +146,7 @@ for (const f of FAMILIES) {
     t.same([ret, sent.value], [0, 3000]);
     t.equal(spi.pendingOperations, 0);
     t.equal(await spi.SleepEx(50, true), 0, 'no completion is queued for a non-overlapped call');
-    await peerGets(t, conn, data, 'peer');
+    await peerGets(t, spi, s, conn, data, 'peer');
   });
 
   t.test(`${f}: immediate completion: 0 and the count, routine queued but never run inside the call`, async (t) => {
@@ -154,8 +159,11 @@ for (const f of FAMILIES) {
     t.equal(r.ov.Internal, 0, 'Internal no longer 0x103');
     t.equal(r.ov.InternalHigh, 1000, 'InternalHigh holds the count');
     t.equal(r.ov.OffsetHigh, 0, 'OffsetHigh holds no error');
-    await sleep(30);
+    // A round trip to the daemon and a turn of the event loop: anything that could run the routine
+    // on its own (a message, a timer of 0, an immediate) has had its chance.
+    await roundTrip(spi);
     t.equal(rec.calls.length, 0, 'nor later, without an alertable wait');
+    t.equal(spi.mainThread.queuedApcs, 1, 'it waits in the main thread\'s APC queue');
     t.equal(await spi.SleepEx(2000, true), WAIT_IO_COMPLETION, 'SleepEx alertable returns WAIT_IO_COMPLETION');
     t.equal(rec.calls.length, 1, 'the routine ran once');
     const c = rec.calls[0]!;
@@ -163,7 +171,7 @@ for (const f of FAMILIES) {
     t.equal(c.ov, r.ov, 'lpOverlapped is the caller\'s WSAOVERLAPPED');
     t.equal(await spi.SleepEx(50, true), 0, 'a second alertable wait finds nothing');
     t.equal(rec.calls.length, 1, 'exactly once');
-    await peerGets(t, conn, data, 'peer');
+    await peerGets(t, spi, s, conn, data, 'peer');
   });
 
   t.test(`${f}: immediate completion with an event: signalled by the time the call returns`, async (t) => {
@@ -175,7 +183,7 @@ for (const f of FAMILIES) {
     t.equal(await waitEvents(spi, [ev], 0), S.WSA_WAIT_EVENT_0, 'the event is signalled');
     const res = await overlappedResult(spi, s, r.ov, false);
     t.same([res.ret, res.cb, res.flags], [S.TRUE, 777, 0], 'WSPGetOverlappedResult: TRUE, 777 bytes, flags 0');
-    await peerGets(t, conn, data, 'peer');
+    await peerGets(t, spi, s, conn, data, 'peer');
   });
 
   t.test(`${f}: UDP: an overlapped send completes at once and still queues its routine`, async (t) => {
@@ -212,7 +220,9 @@ for (const f of FAMILIES) {
     t.equal(r.sent!.value, -9, 'lpNumberOfBytesSent is not written while pending');
     t.equal(r.ov.Internal, S.WSS_OPERATION_IN_PROGRESS, 'Internal is 0x103 while pending');
     t.equal(fillOv.Internal, S.WSS_OPERATION_IN_PROGRESS, 'the filler too');
-    await sleep(200);
+    t.ok(await bytesArriving(conn), 'the filler is under way: bytes reach the peer');
+    // Any completion the daemon had sent by now is in: the round trip comes after it.
+    await roundTrip(spi);
     t.equal(await spi.SleepEx(100, true), 0, 'no completion while the peer does not read');
     t.equal(rec.calls.length, 0);
     t.equal(r.ov.Internal, S.WSS_OPERATION_IN_PROGRESS, 'still pending');
@@ -230,7 +240,7 @@ for (const f of FAMILIES) {
     t.same([fillOv.InternalHigh, fillOv.OffsetHigh], [FILLER_BYTES, 0]);
     t.equal(r.sent!.value, -9, 'lpNumberOfBytesSent is never written for a pending operation');
     t.equal(spi.pendingOperations, 0);
-    await peerGets(t, conn, Buffer.concat([FILLER, tail]), 'peer');
+    await peerGets(t, spi, s, conn, Buffer.concat([FILLER, tail]), 'peer');
   });
 
   t.test(`${f}: pending with events; WSPGetOverlappedResult fWait TRUE waits for the completion`, async (t) => {
@@ -247,7 +257,7 @@ for (const f of FAMILIES) {
       settled = true;
       return x;
     });
-    await sleep(150);
+    await roundTrip(spi);
     t.notOk(settled, 'fWait TRUE keeps waiting while the operation is pending');
     conn.socket.resume();
     const res = await waiting;
@@ -256,7 +266,7 @@ for (const f of FAMILIES) {
     const res2 = await overlappedResult(spi, s, r.ov, false);
     t.same([res2.ret, res2.cb], [S.TRUE, 4096]);
     t.equal(r.sent!.value, -7, 'count never written');
-    await peerGets(t, conn, Buffer.concat([FILLER, tail]), 'peer');
+    await peerGets(t, spi, s, conn, Buffer.concat([FILLER, tail]), 'peer');
   });
 
   t.test(`${f}: a pending operation that fails returns FALSE with its own error from WSPGetOverlappedResult`, async (t) => {
@@ -319,7 +329,7 @@ for (const f of FAMILIES) {
       ['f', 0, FILLER_BYTES],
       ['b', 0, 4],
     ]);
-    await peerGets(t, conn, Buffer.concat([Buffer.from('abc'), FILLER, Buffer.from('defg')]), 'peer');
+    await peerGets(t, spi, s, conn, Buffer.concat([Buffer.from('abc'), FILLER, Buffer.from('defg')]), 'peer');
   });
 
   t.test(`${f}: the buffers are captured at call time: later changes by the caller do not reach the peer`, async (t) => {
@@ -359,7 +369,7 @@ for (const f of FAMILIES) {
       ['a', 0, 5000],
       ['b', 0, 7000],
     ]);
-    await peerGets(t, conn, Buffer.concat([immOrig, FILLER, aOrig, bOrig]), 'the peer got the bytes as they were at call time');
+    await peerGets(t, spi, s, conn, Buffer.concat([immOrig, FILLER, aOrig, bOrig]), 'the peer got the bytes as they were at call time');
   });
 
   t.test(`${f}: FIFO: many pending sends of random sizes reach the peer in call order`, async (t) => {
@@ -390,7 +400,7 @@ for (const f of FAMILIES) {
     t.same(rec.tags(), ['f', ...sizes.map((_, i) => `op${i}`)], 'completions in submission order');
     t.same(rec.calls.slice(1).map((c) => c.cb), sizes, 'each with its full size');
     t.ok(rec.calls.every((c) => c.err === 0));
-    await peerGets(t, conn, Buffer.concat(expected), 'peer');
+    await peerGets(t, spi, s, conn, Buffer.concat(expected), 'peer');
   });
 
   t.test(`${f}: routines never run outside an alertable wait`, async (t) => {
@@ -419,7 +429,8 @@ for (const f of FAMILIES) {
     t.equal((await ovSend(spi, s, [Buffer.from('b')], { routine: rec.routine('for-t2'), threadId: t2.id })).ret, 0);
     t.equal((await ovSend(t1, s, [Buffer.from('c')], { routine: rec.routine('issued-by-t1') })).ret, 0);
     t.equal((await ovSend(spi, s, [Buffer.from('d')], { routine: rec.routine('main') })).ret, 0);
-    await sleep(50);
+    // Completed at once: each routine was queued when its reply arrived, before the call returned.
+    t.same([spi.mainThread.queuedApcs, t1.queuedApcs, t2.queuedApcs], [1, 2, 1], 'every routine is queued on its thread');
     rec.runner = 'main';
     t.equal(await spi.SleepEx(200, true), WAIT_IO_COMPLETION);
     rec.runner = 't2';
@@ -463,7 +474,7 @@ for (const f of FAMILIES) {
     t.ok(await drainUntil(spi, () => seen.length >= 50, 500), `all 50 routines ran (${seen.length})`);
     t.same(seen, chunks.map((_, i) => i), 'in order');
     t.same(errors, [], 'no failures');
-    await peerGets(t, conn, Buffer.concat(chunks), 'peer');
+    await peerGets(t, spi, s, conn, Buffer.concat(chunks), 'peer');
   });
 
   t.test(`${f}: a chain on a created thread, each routine posting the next with thread.WSPSend`, async (t) => {
@@ -485,7 +496,7 @@ for (const f of FAMILIES) {
     }
     t.equal(seen.length, 50);
     t.ok(seen.every(([i, r], k) => i === k && r === 'th'), 'all 50, in order, on the thread');
-    await peerGets(t, conn, Buffer.concat(chunks), 'peer');
+    await peerGets(t, spi, s, conn, Buffer.concat(chunks), 'peer');
   });
 
   t.test(`${f}: routines of one socket never nest or overlap, across threads`, async (t) => {
@@ -495,9 +506,12 @@ for (const f of FAMILIES) {
     const log: string[] = [];
     let end1 = 0;
     let start2 = 0;
+    // The slow routine runs until the test lets it finish, once t2's wait has had its chance.
+    let finishSlow!: () => void;
+    const slowDone = new Promise<void>((r) => (finishSlow = r));
     const slow: S.LPWSAOVERLAPPED_COMPLETION_ROUTINE = async () => {
       log.push('slow:start');
-      await sleep(300);
+      await slowDone;
       log.push('slow:end');
       end1 = Date.now();
     };
@@ -507,10 +521,14 @@ for (const f of FAMILIES) {
     };
     t.equal((await ovSend(spi, s, [Buffer.from('1')], { routine: slow, threadId: t1.id })).ret, 0);
     t.equal((await ovSend(spi, s, [Buffer.from('2')], { routine: fast, threadId: t2.id })).ret, 0);
-    await sleep(30);
+    t.same([t1.queuedApcs, t2.queuedApcs], [1, 1], 'both routines are queued once the calls returned');
     const w1 = t1.SleepEx(5000, true);
     t.ok(await pollUntil(() => log.length > 0, 2000), 'the slow routine started');
     const w2 = t2.SleepEx(5000, true);
+    // t2's alertable wait would run the fast routine now, or on a message, timer or immediate.
+    await roundTrip(spi);
+    t.same(log, ['slow:start'], 'the fast routine waits while the slow one runs');
+    finishSlow();
     t.same(await Promise.all([w1, w2]), [WAIT_IO_COMPLETION, WAIT_IO_COMPLETION]);
     t.same(log, ['slow:start', 'slow:end', 'fast'], 'the second routine started only after the first finished');
     t.ok(start2 >= end1, 'by the clock too');
@@ -529,7 +547,7 @@ for (const f of FAMILIES) {
     };
     t.equal((await ovSend(spi, s, [Buffer.from('1')], { routine: first })).ret, 0);
     t.equal((await ovSend(spi, s, [Buffer.from('2')], { routine: second })).ret, 0);
-    await sleep(30);
+    t.equal(spi.mainThread.queuedApcs, 2, 'both routines are queued once the calls returned');
     t.equal(await spi.SleepEx(5000, true), WAIT_IO_COMPLETION);
     t.same(log, ['first:start', 'inner-wait:0', 'first:end', 'second'], 'no nesting');
   });
@@ -590,7 +608,7 @@ for (const f of FAMILIES) {
     t.equal(spi.pendingOperations, 0);
     const r = await ovSend(spi, s, [Buffer.from('after')], { routine: rec.routine('after') });
     t.equal(r.ret, 0, 'a new operation is accepted once the others completed');
-    await peerGets(t, conn, Buffer.concat([FILLER.subarray(0, fillerSent), c, d, g, Buffer.from('after')]), 'peer: never the refused bytes');
+    await peerGets(t, spi, s, conn, Buffer.concat([FILLER.subarray(0, fillerSent), c, d, g, Buffer.from('after')]), 'peer: never the refused bytes');
   });
 
   t.test(`${f}: WSAEINPROGRESS: a thread may not start a blocking call while its own is running`, async (t) => {
@@ -609,7 +627,7 @@ for (const f of FAMILIES) {
       recvDone = true;
       return r;
     });
-    await sleep(50);
+    await roundTrip(spi);
     t.notOk(recvDone, 'the blocking receive waits for data');
     const e = S.out(0);
     const sent = S.out(-7);
@@ -629,7 +647,7 @@ for (const f of FAMILIES) {
     const e3 = S.out(0);
     const s3 = S.out(0);
     t.equal(await a.WSPSend(y.s, [S.wsabuf('|a-again')], 1, s3, 0, null, null, null, e3), 0, 'once its call returned, the thread may block again');
-    await peerGets(t, y.conn, Buffer.from('from-b|a-again'), 'the refused send sent nothing');
+    await peerGets(t, spi, y.s, y.conn, Buffer.from('from-b|a-again'), 'the refused send sent nothing');
   });
 
   t.test(`${f}: autoApc: routines run without alertable waits, after the call resolved`, async (t) => {
@@ -640,7 +658,9 @@ for (const f of FAMILIES) {
     t.equal(rec.calls.length, 0, 'not run inside the call');
     t.ok(await pollUntil(() => rec.calls.length === 1, 2000), 'ran without any wait');
     await filler(t, spi, s, { routine: rec.routine('f') });
-    await sleep(100);
+    t.ok(await bytesArriving(conn), 'the filler is under way: bytes reach the peer');
+    // A completion sent by now would be in, and its routine (run on an immediate) would have run.
+    await roundTrip(spi);
     t.equal(rec.calls.length, 1, 'a pending one has not run');
     conn.socket.resume();
     t.ok(await pollUntil(() => rec.calls.length === 2, 15000), 'ran at completion without any wait');
@@ -676,7 +696,7 @@ t.test('a routine running on a thread issues its WSPSend calls from that thread'
     const wait = (): Promise<number> => (mode.startsWith('SleepEx') ? th.SleepEx(500, true) : th.WSAWaitForMultipleEvents(1, [ev], false, 500, true));
     if (mode.endsWith('already queued')) {
       t.equal((await ovSend(th, s, [Buffer.from('outer')], { routine: outer })).ret, 0);
-      await sleep(30);
+      t.equal(th.queuedApcs, 1, `${mode}: the outer routine is queued once the call returned`);
       runner = 'thread';
       t.equal(await wait(), WAIT_IO_COMPLETION, `${mode}: the outer routine ran`);
     } else {
@@ -685,7 +705,8 @@ t.test('a routine running on a thread issues its WSPSend calls from that thread'
       t.equal((await ovSend(th, s, [Buffer.from('outer')], { routine: outer })).ret, 0);
       t.equal(await w, WAIT_IO_COMPLETION, `${mode}: the outer routine ran`);
     }
-    await sleep(50);
+    // The inner send completes at once: its routine is queued (or has run) once its reply is in.
+    await pollUntil(() => innerOn !== null || th.queuedApcs + spi.mainThread.queuedApcs > 0, 5000);
     runner = 'main';
     await spi.SleepEx(20, true);
     runner = 'thread';
@@ -708,20 +729,21 @@ t.test('WSAWaitForMultipleEvents: WSA_WAIT_EVENT_0 + i, WSA_WAIT_TIMEOUT, fWaitA
   t.equal(await waitEvents(spi, evs, 0), S.WSA_WAIT_EVENT_0 + 1, 'manual reset: still signalled');
   t.equal(await waitEvents(spi, evs, 30, true), S.WSA_WAIT_TIMEOUT, 'fWaitAll with one unsignalled: timeout');
   const all = waitEvents(spi, evs, 5000, true);
-  await sleep(30);
+  // The wait registers at once; one turn of the event loop and it is blocked when the event comes.
+  await nextTurn();
   spi.WSASetEvent(evs[0]!);
   t.equal(await all, S.WSA_WAIT_EVENT_0, 'fWaitAll: WSA_WAIT_EVENT_0 once all are signalled');
   for (const e of evs) t.equal(spi.WSAResetEvent(e), S.TRUE);
   t.equal(await waitEvents(spi, evs, 20), S.WSA_WAIT_TIMEOUT, 'reset');
   const later = waitEvents(spi, evs, 5000);
-  await sleep(30);
+  await nextTurn();
   spi.WSASetEvent(evs[1]!);
   t.equal(await later, S.WSA_WAIT_EVENT_0 + 1, 'a wait in progress returns when an event is set');
   spi.WSAResetEvent(evs[1]!);
   // Alertable: an APC queued to the waiting thread ends the wait with WSA_WAIT_IO_COMPLETION.
   let ctx = 0;
   const w = waitEvents(spi, evs, 5000, false, true);
-  await sleep(30);
+  await nextTurn();
   t.equal(await spi.WPUQueueApc(spi.mainThread.id, (c) => (ctx = c), 0x1234, S.out(0)), 0);
   t.equal(await w, S.WSA_WAIT_IO_COMPLETION, 'WSA_WAIT_IO_COMPLETION (0xC0)');
   t.equal(ctx, 0x1234);

@@ -7,7 +7,7 @@ import type { Test } from 'tap';
 import * as dgram from 'node:dgram';
 import * as S from '@spiwire/client';
 import { Socket, WinsockError, type Completion } from '@spiwire/client';
-import { FAMILIES, FILLER_BYTES, daemon, loopback, pattern, session, sleep, tcpPeer, udpPeer, type Family } from '../helpers/harness.js';
+import { FAMILIES, FILLER_BYTES, bytesArriving, bytesBeforeFence, daemon, fionread, loopback, pattern, roundTrip, session, tcpPeer, udpPeer, until, type Family } from '../helpers/harness.js';
 
 const FILLER = pattern(FILLER_BYTES, 31337);
 
@@ -69,8 +69,9 @@ for (const f of FAMILIES) {
     t.equal(await sock.send(new Uint8Array(0)), 0, 'an empty send');
     const want = Buffer.concat([a, b]);
     const got = await conn.waitFor(want.length);
-    await sleep(20);
-    t.ok(conn.received().equals(want) && got.length === want.length, 'exact bytes in order');
+    // A fence sent after the empty send: anything more would have come before it.
+    const before = await bytesBeforeFence(conn, want.length, (fence) => sock.send(fence));
+    t.ok(before.equals(want) && got.length === want.length, 'exact bytes in order');
     const local = await sock.localAddress();
     t.equal(local.family, f === 'ipv4' ? S.AF_INET : S.AF_INET6);
     t.equal(local.port, conn.socket.remotePort, 'localAddress is the peer\'s remote port');
@@ -88,7 +89,9 @@ for (const f of FAMILIES) {
     const pF = sock.send(FILLER).then((n) => (order.push('filler'), n));
     const x = pattern(5000, 3);
     const pX = sock.send(x).then((n) => (order.push('x'), n));
-    await sleep(200);
+    t.ok(await bytesArriving(conn), 'the filler is under way: bytes reach the peer');
+    // A completion sent by now would be in, and its send resolved: the round trip comes after it.
+    await roundTrip(spi);
     t.same(order, [], 'nothing resolved while the peer does not read');
     conn.socket.resume();
     t.same(await Promise.all([pF, pX]), [FILLER_BYTES, 5000]);
@@ -114,12 +117,13 @@ for (const f of FAMILIES) {
     const pending = sock.recv(100);
     let settled = false;
     void pending.then(() => (settled = true));
-    await sleep(100);
+    await roundTrip(spi);
     t.notOk(settled, 'recv waits for data');
     conn.socket.write('hello, spiwire');
     t.equal(Buffer.from(await pending).toString(), 'hello, spiwire');
     conn.socket.write('0123456789');
-    await sleep(50);
+    // All ten bytes are at the daemon before the first receive.
+    await until(async () => (await fionread(spi, sock.handle))[2] >= 10, 5000);
     t.equal(Buffer.from(await sock.recv(4)).toString(), '0123', 'at most maxBytes');
     t.equal(Buffer.from(await sock.recv(100)).toString(), '456789', 'the rest');
     conn.socket.end();
@@ -148,8 +152,8 @@ for (const f of FAMILIES) {
       { kind: 'recv', error: 0, bytes: 5 },
       { kind: 'send', error: 0, bytes: 5 },
     ]);
+    // next() registers its reader at once: it is waiting when the socket closes.
     const waiting = nextOf(it, 5000);
-    await sleep(50);
     await sock.close();
     const end = await waiting;
     t.ok(end !== 'timeout' && end.done, 'a waiting next() ends when the socket is closed');
@@ -205,7 +209,9 @@ for (const f of FAMILIES) {
     const it = sock.completions();
     const ps = [sock.send(FILLER), sock.send(pattern(3000, 4)), sock.send(pattern(10, 5))].map(outcome);
     const pr = outcome(sock.recv(10));
-    await sleep(200);
+    // The daemon has answered the four calls (pending) before the close: the round trip follows them.
+    await roundTrip(spi);
+    t.equal(spi.pendingOperations, 4, 'the three sends and the receive are pending');
     await sock.close();
     const results = await Promise.all(ps);
     for (const r of results) t.same(r, { code: S.WSA_OPERATION_ABORTED, name: 'WinsockError', isWinsockError: true }, 'rejected with 995');
@@ -241,7 +247,8 @@ for (const f of FAMILIES) {
     const r = sock.recv(4);
     const sender = dgram.createSocket(f === 'ipv4' ? 'udp4' : 'udp6');
     t.teardown(() => sender.close());
-    await sleep(30);
+    // The receive is pending at the daemon before the datagram comes.
+    await roundTrip(spi);
     sender.send(Buffer.from('ping'), local.port, loopback(f));
     t.equal(Buffer.from(await r).toString(), 'ping');
     t.same(await take(t, it, 3), [

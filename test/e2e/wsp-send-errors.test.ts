@@ -8,10 +8,12 @@ import * as S from '@spiwire/client';
 import {
   FAMILIES,
   addr,
+  allReceived,
   call,
   closedPort,
   connectedTcp,
   daemon,
+  datagramsBeforeFence,
   namelen,
   newSocket,
   pattern,
@@ -23,10 +25,15 @@ import {
   setNonBlocking,
   setOpt,
   getOpt,
-  sleep,
+  bytesArriving,
+  nextTurn,
+  roundTrip,
+  tcpBytesBeforeFence,
   tcpPeer,
+  udpDatagramsBeforeFence,
   udpPeer,
   until,
+  within,
   type Family,
   type PeerConnection,
   type UdpPeer,
@@ -39,8 +46,9 @@ async function onlyMarkerArrives(t: Test, spi: S.SpiSession, s: number, conn: Pe
   const [r, e, n] = await send(spi, s, [MARK]);
   t.same([r, e, n], [0, 0, MARK.length], 'a valid send afterwards still works');
   await conn.waitFor(MARK.length);
-  await sleep(30);
-  t.equal(conn.received().toString('latin1'), MARK.toString('latin1'), `nothing of the failed send reached the peer (${what})`);
+  // A fence after the marker: bytes of the failed sends would have come before it.
+  const got = await tcpBytesBeforeFence(spi, s, conn, MARK.length);
+  t.equal(got.toString('latin1'), MARK.toString('latin1'), `nothing of the failed send reached the peer (${what})`);
 }
 
 /** Sends a marker datagram and checks it is the only datagram the peer got. */
@@ -48,9 +56,10 @@ async function onlyMarkerDatagram(t: Test, spi: S.SpiSession, s: number, peer: U
   const [r, e, n] = await send(spi, s, [MARK]);
   t.same([r, e, n], [0, 0, MARK.length], 'a valid datagram afterwards still goes out');
   await peer.waitFor(1);
-  await sleep(30);
-  t.equal(peer.datagrams.length, 1, `only one datagram arrived (${what})`);
-  t.equal(peer.datagrams[0]?.data.toString('latin1'), MARK.toString('latin1'));
+  // A fence datagram after the marker: any datagram of the failed sends would have come before it.
+  const got = await datagramsBeforeFence(peer, async (fence) => send(spi, s, [fence]));
+  t.equal(got.length, 1, `only one datagram arrived (${what})`);
+  t.equal(got[0], MARK.toString('latin1'));
 }
 
 /** A UDP socket of the session connected (WSPConnect) to the peer. */
@@ -121,8 +130,9 @@ t.test('WSAENOTSOCK', async (t) => {
       t.same(await call((e) => spi.WSPCloseSocket(s, e)), [0, 0]);
       t.same(await send(spi, s, [Buffer.from('after')]), [S.SOCKET_ERROR, S.WSAENOTSOCK, -1]);
       t.same(await sendTo(spi, s, [Buffer.from('after')], addr(f, peer.port), namelen(f)), [S.SOCKET_ERROR, S.WSAENOTSOCK, -1]);
-      await sleep(50);
-      t.equal(peer.datagrams.length, 0, 'no datagram left');
+      // A fence from another socket of the session: a datagram of the refused calls would be ahead of it.
+      const fenceSocket = await newSocket(spi, f, 'udp');
+      t.same(await udpDatagramsBeforeFence(spi, fenceSocket, f, peer), [], 'no datagram left');
     });
 
     t.test(`${f}: another session's handle`, async (t) => {
@@ -193,8 +203,7 @@ t.test('WSAENOTCONN', async (t) => {
       }, 5000);
       t.same(r, [0, 0, MARK.length], 'after the connect completes the send succeeds');
       await conn.waitFor(MARK.length);
-      await sleep(30);
-      t.equal(conn.received().toString(), MARK.toString(), 'the peer got only the later send');
+      t.equal((await tcpBytesBeforeFence(spi, s, conn, MARK.length)).toString(), MARK.toString(), 'the peer got only the later send');
     });
 
     t.test(`${f}: UDP WSPSend without a default peer`, async (t) => {
@@ -205,8 +214,8 @@ t.test('WSAENOTCONN', async (t) => {
       t.same(await send(spi, s, [Buffer.from('x')]), [S.SOCKET_ERROR, S.WSAENOTCONN, -1], 'unbound');
       t.same(await call((e) => spi.WSPBind(s, addr(f, 0), namelen(f), e)), [0, 0]);
       t.same(await send(spi, s, [Buffer.from('x')]), [S.SOCKET_ERROR, S.WSAENOTCONN, -1], 'bound, not connected');
-      await sleep(50);
-      t.equal(peer.datagrams.length, 0);
+      // A fence sent to the peer with WSPSendTo from the same socket: nothing came before it.
+      t.same(await udpDatagramsBeforeFence(spi, s, f, peer), []);
     });
   }
 });
@@ -241,9 +250,11 @@ t.test('WSAESHUTDOWN', async (t) => {
         const data = pattern(8 * 1024 * 1024, 19);
         let settled = false;
         const inFlight = send(spi, s, [data]).finally(() => (settled = true));
-        await sleep(200);
-        t.notOk(settled, 'the 8 MiB send is still in flight');
+        t.ok(await bytesArriving(conn), 'the send is under way: bytes reach the peer');
         t.same(await call((e) => spi.WSPShutdown(s, how, e)), [0, 0]);
+        // The daemon answered the shutdown after anything it had answered before: the send had not.
+        await nextTurn();
+        t.notOk(settled, 'the 8 MiB send is still in flight');
         t.same(await send(spi, s, [Buffer.from('late')]), [S.SOCKET_ERROR, S.WSAESHUTDOWN, -1], 'a new send: WSAESHUTDOWN');
         conn.socket.resume();
         t.same(await inFlight, [0, 0, data.length], 'the send issued before the shutdown completes');
@@ -266,9 +277,10 @@ t.test('WSAESHUTDOWN', async (t) => {
         t.same(await call((e) => spi.WSPShutdown(u, how, e)), [0, 0]);
         t.same(await sendTo(spi, u, [Buffer.from('u2')], addr(f, peer.port), namelen(f)), [S.SOCKET_ERROR, S.WSAESHUTDOWN, -1]);
         await peer.waitFor(2);
-        await sleep(50);
+        // A fence from a third socket: a datagram of the refused calls would be ahead of it.
+        const fenceSocket = await newSocket(spi, f, 'udp');
         t.same(
-          peer.datagrams.map((x) => x.data.toString()).sort(),
+          (await udpDatagramsBeforeFence(spi, fenceSocket, f, peer)).sort(),
           ['first', 'u1'],
           'the peer got only the datagrams sent before the shutdown',
         );
@@ -308,16 +320,17 @@ t.test('WSAECONNRESET', async (t) => {
       const { s, conn } = await connectedTcp(spi, f, peer);
       t.same(await send(spi, s, [Buffer.from('hello')]), [0, 0, 5]);
       await conn.waitFor(5);
+      // A blocking WSPRecv returns once the emulated socket has seen the reset.
+      const seen = recvInto(spi, s, [16]);
       conn.socket.resetAndDestroy();
-      await sleep(100);
+      const rr = await within(seen, 10000, null);
+      t.same(rr && [rr.ret, rr.errno], [S.SOCKET_ERROR, S.WSAECONNRESET], 'the reset reached the emulated socket (a blocking WSPRecv fails with WSAECONNRESET)');
       let successes = 0;
       let failure: [number, number, number] | null = null;
       for (let i = 0; i < 10 && !failure; i++) {
         const r = await send(spi, s, [Buffer.from('after-reset')]);
-        if (r[0] === 0) {
-          successes++;
-          await sleep(50);
-        } else failure = r;
+        if (r[0] === 0) successes++;
+        else failure = r;
       }
       t.ok(successes <= 1, `at most one send succeeded after the reset (saw ${successes})`);
       t.same(failure, [S.SOCKET_ERROR, S.WSAECONNRESET, -1], 'the send fails with WSAECONNRESET');
@@ -332,7 +345,8 @@ t.test('WSAECONNRESET', async (t) => {
       const data = pattern(8 * 1024 * 1024, 41);
       let settled = false;
       const inFlight = send(spi, s, [data]).finally(() => (settled = true));
-      await sleep(200);
+      t.ok(await bytesArriving(conn), 'the send is under way: bytes reach the peer');
+      await roundTrip(spi);
       t.notOk(settled, 'the 8 MiB send is still blocked');
       conn.socket.resetAndDestroy();
       t.same(await inFlight, [S.SOCKET_ERROR, S.WSAECONNRESET, -1], 'the blocked send: WSAECONNRESET');
@@ -353,11 +367,12 @@ t.test('WSAECONNRESET', async (t) => {
       t.equal(await closed, 'close', 'the peer socket is fully closed');
       t.same(await send(spi, s, [Buffer.from('first-after-fin')]), [0, 0, 15], 'the first send after a graceful close succeeds (rule 8)');
       let failure: [number, number, number] | null = null;
-      for (let i = 0; i < 50 && !failure; i++) {
-        await sleep(20);
+      // The peer answers the first send with a reset; polled (bounded) until it has come back.
+      await until(async () => {
         const r = await send(spi, s, [Buffer.from('x')]);
         if (r[0] !== 0) failure = r;
-      }
+        return failure !== null;
+      }, 10000);
       t.same(failure, [S.SOCKET_ERROR, S.WSAECONNRESET, -1], 'a later send fails with WSAECONNRESET (Linux EPIPE maps here)');
     });
   }
@@ -420,8 +435,7 @@ t.test('WSAEADDRNOTAVAIL: WSPSendTo to the any address', async (t) => {
       const u = await newSocket(spi, f, 'udp');
       const any = { family: f === 'ipv4' ? S.AF_INET : S.AF_INET6, address: f === 'ipv4' ? '0.0.0.0' : '::', port: peer.port };
       t.same(await sendTo(spi, u, [Buffer.from('nowhere')], any, namelen(f)), [S.SOCKET_ERROR, S.WSAEADDRNOTAVAIL, -1]);
-      await sleep(50);
-      t.equal(peer.datagrams.length, 0, 'nothing arrived (the any address is not loopback)');
+      t.same(await udpDatagramsBeforeFence(spi, u, f, peer), [], 'nothing arrived (the any address is not loopback)');
     });
   }
 });
@@ -483,8 +497,8 @@ t.test('WSAEMSGSIZE: a datagram over SO_MAX_MSG_SIZE fails and nothing is sent',
       const exact = big.subarray(0, max);
       t.same(await send(spi, s, [exact.subarray(0, 1000), exact.subarray(1000)]), [0, 0, max], `WSPSend of ${max} bytes`);
       await peer.waitFor(1);
-      await sleep(50);
-      t.equal(peer.datagrams.length, 1, 'exactly one datagram arrived');
+      const got = await datagramsBeforeFence(peer, async (fence) => send(spi, s, [fence]));
+      t.equal(got.length, 1, 'exactly one datagram arrived');
       t.ok(peer.datagrams[0]!.data.equals(exact), `the peer got exactly the ${max} bytes`);
     });
   }
@@ -520,8 +534,8 @@ t.test('WSAEWOULDBLOCK: nonblocking send with a full transport buffer', async (t
       conn.socket.resume();
       const want = Buffer.concat(accepted);
       const got = await conn.waitFor(want.length, 20000);
-      await sleep(50);
-      t.equal(conn.received().length, want.length, 'the peer got no byte beyond those reported');
+      // Closed, the socket sends FIN after its last accepted byte: then the peer has everything.
+      t.equal((await allReceived(t, spi, s, conn)).length, want.length, 'the peer got no byte beyond those reported');
       t.ok(got.subarray(0, want.length).equals(want), `the peer got exactly the ${want.length} accepted bytes, in order`);
     });
   }
@@ -543,8 +557,7 @@ t.test('WSAEACCES: WSPSendTo 255.255.255.255 without SO_BROADCAST', async (t) =>
   // The socket is still usable for unicast.
   t.same(await sendTo(spi, b, [MARK], addr('ipv4', peer.port), 16), [0, 0, MARK.length]);
   await peer.waitFor(1);
-  await sleep(30);
-  t.same(peer.datagrams.map((x) => x.data.toString()), [MARK.toString()], 'only the unicast datagram arrived');
+  t.same(await udpDatagramsBeforeFence(spi, b, 'ipv4', peer), [MARK.toString()], 'only the unicast datagram arrived');
 });
 
 // ------------------------------------------------------------------------------ WSAENETDOWN
@@ -560,7 +573,8 @@ t.test('WSAENETDOWN: the daemon shuts down under a blocking send', async (t) => 
       const data = pattern(4 * 1024 * 1024, 13);
       let settled = false;
       const sendP = send(spi, s, [data]).finally(() => (settled = true));
-      await sleep(300);
+      t.ok(await bytesArriving(conn), 'the send is under way: bytes reach the peer');
+      await roundTrip(spi);
       t.notOk(settled, 'the 4 MiB send is still blocked while the peer does not read');
       const closing = d.close();
       const r = await sendP;
@@ -645,8 +659,8 @@ t.test('frame limit: sends each under it, issued in the same tick, all succeed a
       t.same(rb, [0, 0, b.length], 'second send succeeds');
       t.ok(spi.isOpen, 'the session is still open');
       const want = Buffer.concat([a, b]);
+      // (When a send failed the test has failed already; no need to wait for bytes then.)
       if (ra[0] === 0 && rb[0] === 0) await conn.waitFor(want.length, 5000).catch(() => undefined);
-      else await sleep(50);
       const got = conn.received();
       t.ok(got.equals(want), `the peer got both sends in order (${got.length} of ${want.length} bytes)`);
     });

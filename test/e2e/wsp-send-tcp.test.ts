@@ -1,7 +1,7 @@
 /** WSPSend without lpOverlapped on TCP, IPv4 and IPv6, against plain node:net peers. */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { FAMILIES, connectedTcp, daemon, pattern, send, session, setNonBlocking, sleep, tcpPeer } from '../helpers/harness.js';
+import { FAMILIES, connectedTcp, daemon, pattern, send, session, setNonBlocking, tcpBytesBeforeFence, tcpPeer, until } from '../helpers/harness.js';
 
 for (const f of FAMILIES) {
   t.test(`${f}: gather: the first dwBufferCount buffers, in order, form one send`, async (t) => {
@@ -16,8 +16,7 @@ for (const f of FAMILIES) {
     t.equal(r, 0);
     t.equal(sent.value, 16);
     t.equal((await conn.waitFor(16)).toString(), 'alpha-beta-gamma');
-    await sleep(50);
-    t.equal(conn.received().toString(), 'alpha-beta-gamma', 'nothing beyond dwBufferCount arrives');
+    t.equal((await tcpBytesBeforeFence(spi, s, conn, 16)).toString(), 'alpha-beta-gamma', 'nothing beyond dwBufferCount arrives');
   });
 
   t.test(`${f}: blocking send larger than SO_SNDBUF returns once every byte is accepted`, async (t) => {
@@ -61,14 +60,15 @@ for (const f of FAMILIES) {
     t.same([r2, e2], [S.SOCKET_ERROR, S.WSAEWOULDBLOCK], 'still WSAEWOULDBLOCK while the peer does not read');
     conn.socket.resume();
     let accepted = false;
-    for (let i = 0; i < 200 && !accepted; i++) {
-      await sleep(10);
+    // Polled, with a bound: the buffers drain once the peer reads.
+    await until(async () => {
       const [r3, , n3] = await send(spi, s, [Buffer.from('after-drain')]);
       if (r3 === 0) {
         accepted = true;
         expected.push(Buffer.from('after-drain').subarray(0, n3));
       }
-    }
+      return accepted;
+    }, 10000);
     t.ok(accepted, 'sends succeed again once the peer drains');
     const want = Buffer.concat(expected);
     const got = await conn.waitFor(want.length, 20000);
@@ -124,10 +124,8 @@ for (const f of FAMILIES) {
     conn.socket.write('too late');
     t.match(await peerError, /ECONNRESET|EPIPE|closed/, 'the peer sees its connection reset');
     let last: [number, number, number] = [0, 0, 0];
-    for (let i = 0; i < 50 && last[0] === 0; i++) {
-      last = await send(spi, s, [Buffer.from('x')]);
-      if (last[0] === 0) await sleep(20);
-    }
+    // Polled, with a bound, until the daemon has seen its own reset come back.
+    await until(async () => (last = await send(spi, s, [Buffer.from('x')]))[0] !== 0, 10000, 20);
     t.same(last.slice(0, 2), [S.SOCKET_ERROR, S.WSAECONNRESET], 'sends then fail with WSAECONNRESET');
   });
 }

@@ -343,6 +343,122 @@ export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 
   }
 }
 
+// ---------------------------------------------------------------- waiting on events, not on time
+//
+// A test that waits for something waits for that event (or polls for it with a bound that only
+// limits how long a failing test hangs). A test that proves something did NOT happen proves it
+// with a later event that must come after it, using the daemon's ordering (proto/README.md,
+// section 6 "Order" and section 9): it handles a session's calls in the order they arrive, and
+// whatever it produced for the session before it answers a call (replies, completions, network
+// events) goes out ahead of that answer.
+
+/** One turn of the event loop: promise chains already under way (microtasks) have all run. */
+export function nextTurn(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
+}
+
+/**
+ * A round trip to the daemon on spi's connection: a quick call (WSPGetSockOpt on a handle the
+ * daemon never hands out, answered WSAENOTSOCK) and its reply, then one turn of the event loop.
+ * Once it returns, whatever the daemon had produced for this session when it handled the call
+ * (the reply of an earlier call that finished, a completion, network events) has reached the SDK
+ * and the promise chains hanging off it have run. So a call or operation still unanswered now was
+ * still unanswered when the daemon got to this point in the session's order of events.
+ */
+export async function roundTrip(spi: S.SpiSession): Promise<void> {
+  await spi.WSPGetSockOpt(0, S.SOL_SOCKET, S.SO_TYPE, new Uint8Array(4), S.out(4), S.out(0));
+  await nextTurn();
+}
+
+/** p's value, or fallback when p takes longer than ms; the timer never outlives p. */
+export function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve(fallback), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** The bytes of a fence: sent after everything else, unlike any test data. */
+export const FENCE = Buffer.from('|fence|');
+
+/**
+ * What a TCP peer received before a fence, for proving that nothing more arrived: sendFence puts
+ * FENCE on the connection after every other send, and this waits until the peer holds
+ * expectedLength + FENCE.length bytes. The daemon writes a socket's sends in the order of the calls
+ * and TCP keeps that order, so every byte the daemon sent before the fence is in front of it.
+ * Returns the bytes before the fence; when the fence is not at the end of what arrived (more or
+ * fewer bytes came first), returns everything received, fence included, so that the caller's
+ * comparison fails and shows what came.
+ */
+export async function bytesBeforeFence(conn: PeerConnection, expectedLength: number, sendFence: (fence: Buffer) => Promise<unknown>, timeoutMs = 20000): Promise<Buffer> {
+  await sendFence(FENCE);
+  await conn.waitFor(expectedLength + FENCE.length, timeoutMs).catch(() => undefined);
+  const got = conn.received();
+  const at = got.length - FENCE.length;
+  return at >= 0 && got.subarray(at).equals(FENCE) ? got.subarray(0, at) : got;
+}
+
+/** bytesBeforeFence with the fence sent by a blocking WSPSend on the session's socket s. */
+export function tcpBytesBeforeFence(spi: S.SpiSession, s: number, conn: PeerConnection, expectedLength: number): Promise<Buffer> {
+  return bytesBeforeFence(conn, expectedLength, async (fence) => {
+    const [r, e, n] = await send(spi, s, [fence]);
+    if (r !== 0 || n !== fence.length) throw new Error(`the fence WSPSend failed: ret ${r}, errno ${e}`);
+  });
+}
+
+/**
+ * Everything a TCP peer will ever get on a connection: closes the session's socket s (a graceful
+ * close: the bytes it accepted still go, then FIN; a socket already closed or shut down has sent
+ * its FIN) and waits for the FIN. How the connection ended is checked with t. The peer must be
+ * reading.
+ */
+export async function allReceived(t: Test, spi: S.SpiSession, s: number, conn: PeerConnection, timeoutMs = 20000): Promise<Buffer> {
+  await spi.WSPCloseSocket(s, S.out(0));
+  t.equal(await peerFinished(conn.socket, timeoutMs), 'end', 'the peer saw FIN after everything the socket sent');
+  return conn.received();
+}
+
+/**
+ * The datagrams a UDP peer got before a fence, for proving that no other datagram came:
+ * sendFence sends the datagram FENCE to the peer (from any socket of the session), and this waits
+ * for it. The daemon answers a send once node has handed the datagram to the kernel, which on
+ * loopback queues it at its destination during the send, and the peer reads its queue in order: so
+ * every datagram the daemon sent to the peer before the fence has arrived by then. Returns the
+ * data of those datagrams (all of them, and a last 'no fence' entry, when the fence never came).
+ */
+export async function datagramsBeforeFence(peer: UdpPeer, sendFence: (fence: Buffer) => Promise<unknown>, timeoutMs = 5000): Promise<string[]> {
+  await sendFence(FENCE);
+  const at = (): number => peer.datagrams.findIndex((d) => d.data.equals(FENCE));
+  await pollUntil(() => at() >= 0, timeoutMs);
+  const all = peer.datagrams.map((d) => d.data.toString('latin1'));
+  return at() >= 0 ? all.slice(0, at()) : [...all, 'no fence'];
+}
+
+/** datagramsBeforeFence with the fence sent by WSPSendTo from the session's UDP socket u to loopback:port. */
+export function udpDatagramsBeforeFence(spi: S.SpiSession, u: number, f: Family, peer: UdpPeer): Promise<string[]> {
+  return datagramsBeforeFence(peer, async (fence) => {
+    const [r, e] = await sendTo(spi, u, [fence], addr(f, peer.port), namelen(f));
+    if (r !== 0) throw new Error(`the fence WSPSendTo failed: errno ${e}`);
+  });
+}
+
+/**
+ * Resolves once bytes of the connection have reached the peer's socket (read by node or not),
+ * that is once the daemon's writes for it are under way; false after timeoutMs.
+ */
+export function bytesArriving(conn: PeerConnection, timeoutMs = 10000): Promise<boolean> {
+  return pollUntil(() => conn.socket.bytesRead > 0, timeoutMs);
+}
+
 /** Resolves with what happened first to a peer socket: 'end' (FIN), 'close', or 'timeout'. */
 export function peerFinished(socket: net.Socket, timeoutMs = 5000): Promise<'end' | 'close' | 'timeout'> {
   return new Promise((resolve) => {

@@ -345,6 +345,27 @@ export function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T 
   });
 }
 
+/**
+ * A round trip on the session: a quick call (WSPGetSockOpt on a handle the daemon never hands out)
+ * and its reply. The daemon handles a session's calls in the order they arrive and sends what it
+ * produced before an answer ahead of it (proto/README.md, section 6 "Order"): once the reply is
+ * here, every message the daemon had produced for the session by then is in s.messages. Used to
+ * prove that a call is still unanswered without waiting for time to pass.
+ */
+export async function roundTrip(s: RawSession): Promise<void> {
+  await s.call('WSPGetSockOpt', { s: 0, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+}
+
+/** Polls cond every stepMs until it holds or timeoutMs passed; returns whether it held. */
+export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 5000, stepMs = 25): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(stepMs);
+  }
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
