@@ -331,13 +331,13 @@ export type Expected = [event: number, error?: number];
 
 /**
  * Wine's check_events for an event object: when events are expected, the event object must be
- * signalled (waited for, up to a bound only a failure reaches); when none are, it must not be
- * within waitMs (Wine's own 0 or 200 ms). Then WSPEnumNetworkEvents must report exactly the
- * expected events, each with its error code.
+ * signalled (waited for, up to five times Wine's own bound and at least a second: only a failure
+ * takes that long); when none are, it must not be within waitMs (Wine's own 0 or 200 ms). Then
+ * WSPEnumNetworkEvents must report exactly the expected events, each with its error code.
  */
 export async function checkEvents(c: Check, spi: S.SpiSession, s: number, ev: number, expected: Expected[], waitMs: number, label: string): Promise<number> {
   const want = expected.reduce((a, [bit]) => a | bit, 0);
-  const signalled = await waitEvent(spi, ev, want ? EVENT_BOUND_MS : waitMs);
+  const signalled = await waitEvent(spi, ev, want ? Math.max(1000, 5 * waitMs) : waitMs);
   if (want) c.ok(signalled, `${label}: the event object is signalled`);
   else c.ok(!signalled, `${label}: the event object is not signalled`);
   const ne: S.WSANETWORKEVENTS = { lNetworkEvents: 0, iErrorCode: [] };
