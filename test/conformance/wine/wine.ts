@@ -322,6 +322,34 @@ export async function waitEvent(spi: S.SpiSession | S.SessionThread, ev: number,
 export const EVENT_BOUND_MS = 5000;
 
 /**
+ * Waits for a state of a socket that no event reports (Wine uses select() or a sleep there):
+ * asks every 10 ms, up to EVENT_BOUND_MS; returns whether the state was reached.
+ */
+export async function reached(cond: () => Promise<boolean>): Promise<boolean> {
+  const deadline = Date.now() + EVENT_BOUND_MS;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** A nonblocking peek of one byte: [ret, errno, bytes]; shows data, end of stream, or a reset. */
+export async function peek(spi: S.SpiSession, s: number): Promise<[number, number, number]> {
+  const e = S.out(0);
+  const got = S.out(-1);
+  const r = await spi.WSPRecv(s, [S.wsabuf(new Uint8Array(1))], 1, got, S.out(S.MSG_PEEK), null, null, null, e);
+  return [r, e.value, got.value];
+}
+
+/** FIONREAD. */
+export async function fionread(spi: S.SpiSession, s: number): Promise<number> {
+  const v = new Uint8Array(4);
+  await spi.WSPIoctl(s, S.FIONREAD, null, 0, v, 4, S.out(0), null, null, null, S.out(0));
+  return new DataView(v.buffer).getUint32(0, true);
+}
+
+/**
  * Wine's sync_recv: a receive that waits even on a nonblocking socket (an overlapped WSPRecv
  * and its event). Returns the byte count, or -1 with the error.
  */
