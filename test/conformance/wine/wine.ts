@@ -42,7 +42,7 @@ export interface Check {
  */
 export function checker(t: Test, f: Family, todo?: string, failed?: { n: number }): Check {
   const m = (msg: string): string => `${f}: ${msg}`;
-  const extra = todo ? { todo } : {};
+  const extra = todo ? { todo, diagnostic: true } : {};
   const note = (pass: boolean): void => {
     if (!pass && failed) failed.n++;
   };
