@@ -323,10 +323,10 @@ export const EVENT_BOUND_MS = 5000;
 
 /**
  * Waits for a state of a socket that no event reports (Wine uses select() or a sleep there):
- * asks every 10 ms, up to EVENT_BOUND_MS; returns whether the state was reached.
+ * asks every 10 ms, up to boundMs (default EVENT_BOUND_MS); returns whether the state was reached.
  */
-export async function reached(cond: () => Promise<boolean>): Promise<boolean> {
-  const deadline = Date.now() + EVENT_BOUND_MS;
+export async function reached(cond: () => Promise<boolean>, boundMs = EVENT_BOUND_MS): Promise<boolean> {
+  const deadline = Date.now() + boundMs;
   for (;;) {
     if (await cond()) return true;
     if (Date.now() > deadline) return false;
