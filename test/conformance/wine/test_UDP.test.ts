@@ -6,7 +6,7 @@
 import t from 'tap';
 import * as S from '@spiwire/client';
 import { closedPort } from '../../helpers/harness.js';
-import { Scenario, addr, call, emptyAddr, fileDaemon, fionread, getName, must, namelen, openSession, reached, send, setBlocking, socket, type Family } from './wine.js';
+import { Scenario, addr, call, emptyAddr, fileDaemon, fionread, getName, must, namelen, openSession, reached, send, setBlocking, socket, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

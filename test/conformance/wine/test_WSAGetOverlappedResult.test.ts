@@ -10,7 +10,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, fileDaemon, nodePeerPair, openSession, ovRecv, ovResult, ovSend, resetNode, socket, tcpPair, waitEvent, type Family } from './wine.js';
+import { EVENT_BOUND_MS, Scenario, fileDaemon, nodePeerPair, openSession, ovRecv, ovResult, ovSend, resetNode, socket, tcpPair, waitEvent, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { Scenario, dword, fileDaemon, openSession, type Check } from './wine.js';
+import { Scenario, dword, fileDaemon, openSession, type Check } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

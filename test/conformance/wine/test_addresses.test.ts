@@ -9,7 +9,7 @@
 import t from 'tap';
 import * as S from '@spiwire/client';
 import { closedPort } from '../../helpers/harness.js';
-import { Scenario, accept, addr, af, call, emptyAddr, fileDaemon, getName, listener, must, namelen, openSession, setBlocking, socket, tcpPair, type Family } from './wine.js';
+import { Scenario, accept, addr, af, call, emptyAddr, fileDaemon, getName, listener, must, namelen, openSession, setBlocking, socket, tcpPair, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

@@ -7,7 +7,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, dword, fileDaemon, fionread, nodePeerPair, openSession, ovRecv, ovResult, reached, recv, resetNode, send, setBlocking, tcpPair, waitEvent, type Family } from './wine.js';
+import { EVENT_BOUND_MS, Scenario, dword, fileDaemon, fionread, nodePeerPair, openSession, ovRecv, ovResult, reached, recv, resetNode, send, setBlocking, tcpPair, waitEvent, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { Scenario, checkEvents, fileDaemon, nodePeerPair, openSession, recv, resetNode, selectEvents, send, tcpPair, type Family } from './wine.js';
+import { Scenario, checkEvents, fileDaemon, nodePeerPair, openSession, recv, resetNode, selectEvents, send, tcpPair, type Family } from '../../helpers/wine.js';
 
 /** What Wine selects in test_close_events: everything but FD_WRITE. */
 const MASK = S.FD_ACCEPT | S.FD_CLOSE | S.FD_CONNECT | S.FD_OOB | S.FD_READ;

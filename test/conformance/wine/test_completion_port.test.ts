@@ -9,7 +9,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, fileDaemon, fionread, nodePeerPair, openSession, peek, reached, resetNode, setBlocking, socket, tcpPair, type Family } from './wine.js';
+import { EVENT_BOUND_MS, Scenario, fileDaemon, fionread, nodePeerPair, openSession, peek, reached, resetNode, setBlocking, socket, tcpPair, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { Scenario, addr, call, fileDaemon, getName, must, namelen, openSession, reached, fionread, recv, send, setBlocking, socket, type Family } from './wine.js';
+import { Scenario, addr, call, fileDaemon, getName, must, namelen, openSession, reached, fionread, recv, send, setBlocking, socket, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, fileDaemon, fionread, openSession, ovResult, reached, recv, send, tcpPair, waitEvent, type Family } from './wine.js';
+import { EVENT_BOUND_MS, Scenario, fileDaemon, fionread, openSession, ovResult, reached, recv, send, tcpPair, waitEvent, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

@@ -7,7 +7,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { ALL_EVENTS, Scenario, accept, addr, call, checkEvents, fileDaemon, getName, listener, must, namelen, openSession, ovRecv, ovResult, recv, selectEvents, send, setBlocking, socket, syncRecv, tcpPair, waitEvent, EVENT_BOUND_MS, type Family } from './wine.js';
+import { ALL_EVENTS, Scenario, accept, addr, call, checkEvents, fileDaemon, getName, listener, must, namelen, openSession, ovRecv, ovResult, recv, selectEvents, send, setBlocking, socket, syncRecv, tcpPair, waitEvent, EVENT_BOUND_MS, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

@@ -8,7 +8,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, fileDaemon, openSession, ovRecv, recv, send, syncRecv, tcpPair, waitEvent, type Family } from './wine.js';
+import { EVENT_BOUND_MS, Scenario, fileDaemon, openSession, ovRecv, recv, send, syncRecv, tcpPair, waitEvent, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

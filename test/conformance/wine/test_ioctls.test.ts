@@ -9,7 +9,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, dword, fileDaemon, fionread, openSession, reached, readU32, recv, selectEvents, send, setBlocking, socket, tcpPair, waitEvent, type Family } from './wine.js';
+import { EVENT_BOUND_MS, Scenario, dword, fileDaemon, fionread, openSession, reached, readU32, recv, selectEvents, send, setBlocking, socket, tcpPair, waitEvent, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, dword, fileDaemon, openSession, ovResult, ovSend, pattern, send, setBlocking, syncRecv, tcpPair, waitEvent } from './wine.js';
+import { EVENT_BOUND_MS, Scenario, dword, fileDaemon, openSession, ovResult, ovSend, pattern, send, setBlocking, syncRecv, tcpPair, waitEvent } from '../../helpers/wine.js';
 
 const MIB = 1024 * 1024;
 

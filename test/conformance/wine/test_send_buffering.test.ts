@@ -9,7 +9,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { Scenario, dword, fileDaemon, openSession, recv, send, setBlocking, syncRecv, tcpPair, type Family } from './wine.js';
+import { Scenario, dword, fileDaemon, openSession, recv, send, setBlocking, syncRecv, tcpPair, type Family } from '../../helpers/wine.js';
 
 const SIZE = 50 * 1024 * 1024;
 const TEST_DATA = Buffer.from('abcdefg01234567\0', 'latin1');

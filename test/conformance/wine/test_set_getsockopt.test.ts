@@ -9,7 +9,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { Scenario, dword, fileDaemon, openSession, readU32, send, setBlocking, socket, syncRecv, tcpPair, type Check, type Family } from './wine.js';
+import { Scenario, dword, fileDaemon, openSession, readU32, send, setBlocking, socket, syncRecv, tcpPair, type Check, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

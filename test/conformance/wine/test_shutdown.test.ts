@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { Scenario, accept, addr, call, fileDaemon, getName, listener, must, namelen, openSession, ovRecv, recv, send, setBlocking, socket, syncRecv, tcpPair, waitEvent, ovResult, EVENT_BOUND_MS, type Family } from './wine.js';
+import { Scenario, accept, addr, call, fileDaemon, getName, listener, must, namelen, openSession, ovRecv, recv, send, setBlocking, socket, syncRecv, tcpPair, waitEvent, ovResult, EVENT_BOUND_MS, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

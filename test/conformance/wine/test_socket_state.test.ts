@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { Scenario, accept, addr, af, dword, fileDaemon, getName, must, namelen, openSession, readU32, socket, tcpPair, type Family } from './wine.js';
+import { Scenario, accept, addr, af, dword, fileDaemon, getName, must, namelen, openSession, readU32, socket, tcpPair, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

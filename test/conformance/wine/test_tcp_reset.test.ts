@@ -8,7 +8,7 @@
 import t from 'tap';
 import * as net from 'node:net';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, addr, fileDaemon, loopback, must, namelen, nodePeerPair, openSession, ovRecv, ovResult, resetNode, send, socket, waitEvent, type Family } from './wine.js';
+import { EVENT_BOUND_MS, Scenario, addr, fileDaemon, loopback, must, namelen, nodePeerPair, openSession, ovRecv, ovResult, resetNode, send, socket, waitEvent, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

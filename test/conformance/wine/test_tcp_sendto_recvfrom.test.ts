@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { Scenario, fileDaemon, openSession, tcpPair, type Family } from './wine.js';
+import { Scenario, fileDaemon, openSession, tcpPair, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 

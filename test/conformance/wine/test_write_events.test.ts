@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { ALL_EVENTS, Scenario, checkEvents, dword, fileDaemon, openSession, recv, selectEvents, send, setBlocking, syncRecv, tcpPair } from './wine.js';
+import { ALL_EVENTS, Scenario, checkEvents, dword, fileDaemon, openSession, recv, selectEvents, send, setBlocking, syncRecv, tcpPair } from '../../helpers/wine.js';
 
 const MIB = 1024 * 1024;
 const NO_WRITE = S.FD_ACCEPT | S.FD_CONNECT | S.FD_OOB | S.FD_READ;
