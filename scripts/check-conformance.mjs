@@ -9,6 +9,14 @@
 //                    with a message elsewhere). Any "not ok" fails either way.
 // Every "open" row must carry a written reason.
 //
+// The second matrix, "Wine conformance tests" (cases ported from Wine's dlls/ws2_32/tests/sock.c,
+// under test/conformance/wine/), has two more statuses:
+//   - "open (todo)":     the named test ran and is marked "# TODO" (spiwire departs from Windows
+//                        there), and the row gives the reason; a test that ran without the
+//                        directive fails the row: the departure is gone, the row must say pass;
+//   - "not applicable":  a part of a Wine test with no SPI equivalent: a reason, and no test.
+// And every case of those files that ran must have a row.
+//
 // The TAP stream is tap's "-R tap" output: each test file is a top-level subtest
 // "# Subtest: test/dist/e2e/x.test.js"; tests inside are indented four spaces per level, each
 // announced by "# Subtest: NAME" and closed by "ok N - NAME" / "not ok N - NAME" at the same
@@ -29,9 +37,12 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const SEP = ' › ';
 
 /** Where test sources live; a Test cell's FILE must be one of these. */
-export const FILE_PATTERN = /^(?:test\/e2e|server\/test|proto\/test|client-sdk\/test)\/[A-Za-z0-9._-]+\.test\.ts$/;
+export const FILE_PATTERN = /^(?:test\/e2e|test\/conformance\/wine|server\/test|proto\/test|client-sdk\/test)\/[A-Za-z0-9._-]+\.test\.ts$/;
 
-export const STATUSES = ['pass', 'pass (root)', 'open'];
+/** Where the Wine port's cases live: each of their cases needs a row. */
+export const WINE_DIR = 'test/conformance/wine/';
+
+export const STATUSES = ['pass', 'pass (root)', 'open', 'open (todo)', 'not applicable'];
 
 /** Splits a markdown table line into trimmed cells; "\|" is a literal bar inside a cell. */
 function cells(line) {
@@ -71,9 +82,10 @@ export function parseTestCell(cell) {
 }
 
 /**
- * Reads the matrix: every table row under a header that has the columns ID, Statement, Test and
- * Status (and optionally Reason). Returns { rows, problems } where each row is
- * { line, section, id, statement, behaviour, test, status, reason }.
+ * Reads the matrix: every table row under a header that has the columns ID, Statement (or, in the
+ * Wine matrix, Check), Test and Status (and optionally Reason, and Wine function). Returns
+ * { rows, problems } where each row is
+ * { line, section, id, statement, behaviour, wine, test, status, reason }.
  */
 export function parseMatrix(text) {
   const rows = [];
@@ -100,7 +112,8 @@ export function parseMatrix(text) {
       if (lower.includes('id') && lower.includes('test') && lower.includes('status')) {
         header = {
           id: lower.indexOf('id'),
-          statement: lower.indexOf('statement'),
+          statement: lower.includes('statement') ? lower.indexOf('statement') : lower.indexOf('check'),
+          wine: lower.indexOf('wine function'),
           behaviour: lower.findIndex((x) => x.startsWith('spiwire')),
           test: lower.indexOf('test'),
           status: lower.indexOf('status'),
@@ -118,6 +131,7 @@ export function parseMatrix(text) {
       id: at('id').replace(/`/g, ''),
       statement: at('statement'),
       behaviour: at('behaviour'),
+      wine: at('wine'),
       test: at('test'),
       status: at('status').replace(/\*/g, '').trim(),
       reason: at('reason'),
@@ -219,9 +233,11 @@ export function check(matrixText, tapText, options = {}) {
   const { rows, problems } = parseMatrix(matrixText);
   const { results, files } = parseTap(tapText);
   const failures = problems.map((p) => ({ row: null, why: p }));
-  const counts = { pass: 0, 'pass (root)': 0, open: 0 };
+  const counts = Object.fromEntries(STATUSES.map((st) => [st, 0]));
   const notRun = [];
   const seen = new Map();
+  /** The tests the rows name, for the check that every Wine case has a row. */
+  const named = new Set();
   for (const row of rows) {
     const label = `${row.id || '(no id)'} (line ${row.line})`;
     const fail = (why) => failures.push({ row, why: `${label}: ${why}` });
@@ -238,10 +254,18 @@ export function check(matrixText, tapText, options = {}) {
       fail(cell.error);
       continue;
     }
+    if (cell) named.add([cell.file, ...cell.names].join(SEP));
+    const hasReason = row.reason.replace(/[—\-\s]/g, '') !== '';
     if (row.status === 'open') {
-      if (row.reason.replace(/[—\-\s]/g, '') === '') fail('open without a written reason');
+      if (!hasReason) fail('open without a written reason');
       continue;
     }
+    if (row.status === 'not applicable') {
+      if (!hasReason) fail('not applicable without a written reason');
+      if (cell) fail('not applicable, yet it names a test');
+      continue;
+    }
+    if (row.status === 'open (todo)' && !hasReason) fail('open (todo) without a written reason');
     if (!cell) {
       fail(`status "${row.status}" but no test named`);
       continue;
@@ -258,6 +282,12 @@ export function check(matrixText, tapText, options = {}) {
       } else fail(`no such test in the TAP output: ${key}`);
       continue;
     }
+    if (row.status === 'open (todo)') {
+      // "not ok # TODO" counts as a todo too: the failures of a todo case are not the run's.
+      if (!got.some((r) => r.directive === 'TODO')) fail(`not marked TODO in the TAP output (the departure is gone: make the row "pass"): ${key}`);
+      else if (got.some((r) => r.directive !== 'TODO')) fail(`reported both as TODO and not: ${key}`);
+      continue;
+    }
     const bad = got.find((r) => !r.ok);
     const skipped = got.find((r) => r.ok && r.directive === 'SKIP');
     const todo = got.find((r) => r.ok && r.directive === 'TODO');
@@ -267,6 +297,11 @@ export function check(matrixText, tapText, options = {}) {
       if (row.status === 'pass (root)' && !root) continue;
       fail(`skipped (${skipped.reason || 'no reason given'}), not a pass${row.status === 'pass (root)' ? ' (this run is root, so it must run)' : ''}: ${key}`);
     }
+  }
+  // Every case of the Wine port that ran has a row (a new case needs its row in the matrix).
+  for (const key of results.keys()) {
+    const parts = key.split(SEP);
+    if (parts.length === 2 && parts[0].startsWith(WINE_DIR) && !named.has(key)) failures.push({ row: null, why: `a Wine case without a row in the matrix: ${key}` });
   }
   return { rows, failures, counts, notRun };
 }
@@ -303,7 +338,7 @@ function main(argv) {
   }
   const { rows, failures, counts, notRun } = outcome;
   for (const f of failures) process.stdout.write(`conformance: FAIL ${f.why}\n`);
-  const summary = `${rows.length} rows (${counts.pass} pass, ${counts['pass (root)']} pass (root), ${counts.open} open)`;
+  const summary = `${rows.length} rows (${counts.pass} pass, ${counts['pass (root)']} pass (root), ${counts.open} open, ${counts['open (todo)']} open (todo), ${counts['not applicable']} not applicable)`;
   const extra = notRun.length ? `, ${notRun.length} not run in this partial run` : '';
   if (failures.length) {
     process.stdout.write(`conformance: FAILED: ${failures.length} failing row(s) of ${summary}${extra}\n`);
