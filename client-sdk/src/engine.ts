@@ -41,6 +41,8 @@ export class SessionEngine<T extends SpiThread> {
   readonly guard = new BlockingGuard();
   /** WSPEventSelect state by socket: the event object and the network events recorded so far. */
   readonly selections = new EventSelectMirror(this.events);
+  /** The handles of the session's open sockets: a call that never reaches the daemon checks them. */
+  readonly sockets = new Set<number>();
   private closing = false;
   /** WSPSend calls larger than one message, sent in pieces. */
   readonly streams: SendStreams;
@@ -103,11 +105,19 @@ export class SessionEngine<T extends SpiThread> {
     });
   }
 
+  /** WSPSocket: the new handle is remembered until its close. */
+  async socket(params: { af: number; type: number; protocol: number; g: number; flags: number }): Promise<Result> {
+    const r = await this.call('WSPSocket', params);
+    if (r.ret !== P.INVALID_SOCKET) this.sockets.add(r.ret);
+    return r;
+  }
+
   /** WSPAccept: the accepted socket inherits the listener's nonblocking mode and WSPEventSelect. */
   async accept(s: number): Promise<Result> {
     // WSAEINPROGRESS comes as ret INVALID_SOCKET (SOCKET_ERROR is the same -1).
     const r = await this.blocking('WSPAccept', { s }, s, null);
     if (r.ret === P.INVALID_SOCKET) return r;
+    this.sockets.add(r.ret);
     if (this.guard.isNonBlocking(s)) this.guard.setNonBlocking(r.ret, true);
     // The same network events, signalled on the same event object (while that event exists).
     const sel = this.selections.selectionOf(s);
@@ -118,6 +128,7 @@ export class SessionEngine<T extends SpiThread> {
   /** WSPCloseSocket: the socket's mode and selection end with it. */
   async closeSocket(s: number): Promise<Result> {
     const r = await this.call('WSPCloseSocket', { s });
+    if (r.ret === 0 || r.errno === P.WSAENOTSOCK) this.sockets.delete(s);
     if (r.ret === 0) {
       this.guard.forget(s);
       this.selections.forget(s);

@@ -35,7 +35,7 @@ export abstract class SpiFunctions {
       if (protocol === FROM_PROTOCOL_INFO) protocol = lpProtocolInfo.iProtocol;
     }
     if (![af, type, protocol].every(isI32) || !isU32(g) || !isU32(dwFlags)) return setErr(lpErrno, P.WSAEINVAL, P.INVALID_SOCKET);
-    return finish(await this.engine.call('WSPSocket', { af, type, protocol, g, flags: dwFlags }), lpErrno);
+    return finish(await this.engine.socket({ af, type, protocol, g, flags: dwFlags }), lpErrno);
   }
 
   async WSPCloseSocket(s: SOCKET, lpErrno: Out): Promise<number> {
@@ -79,14 +79,14 @@ export abstract class SpiFunctions {
     if (lpfnCondition && peer) {
       const verdict = await lpfnCondition(peer, dwCallbackData);
       if (verdict !== P.CF_ACCEPT) {
-        await this.engine.call('WSPCloseSocket', { s: r.ret });
+        await this.engine.closeSocket(r.ret);
         return setErr(lpErrno, P.WSAECONNREFUSED, P.INVALID_SOCKET);
       }
     }
     if (addr && addrlen && peer) {
       const size = sockaddrSize(peer.family);
       if (addrlen.value < size) {
-        await this.engine.call('WSPCloseSocket', { s: r.ret });
+        await this.engine.closeSocket(r.ret);
         return setErr(lpErrno, P.WSAEFAULT, P.INVALID_SOCKET);
       }
       fillAddr(addr, peer);
@@ -286,6 +286,8 @@ export abstract class SpiFunctions {
     // The receive buffers are checked as the send buffers are: the caller must own every byte.
     const targets = gather(lpBuffers, dwBufferCount);
     if (typeof targets === 'number') return setErr(lpErrno, targets);
+    // A receive needs somewhere to put data: no buffers at all is WSAEINVAL on Windows.
+    if (targets.length === 0) return setErr(lpErrno, P.WSAEINVAL);
     const params = { s, lengths: targets.map((t) => t.length), flags: lpFlags.value };
     const r = how ? await this.engine.overlapped(method, params, how, { targets, flagsOut: lpFlags }) : await this.engine.blocking(method, params, s, lpThreadId);
     const data = fieldOf(r, 'data', isBytes);
@@ -368,18 +370,20 @@ export abstract class SpiFunctions {
   /**
    * WSPGetOverlappedResult: TRUE with the byte count and flags of a completed operation; FALSE
    * with WSA_IO_INCOMPLETE while it is pending and fWait is FALSE; with fWait TRUE it waits on
-   * the operation's hEvent (WSAEINVAL without one); FALSE with the operation's own error if it failed.
+   * the operation's hEvent (WSAEINVAL without one) and, as Windows does, takes the signalled event
+   * as the end of the operation; FALSE with the operation's own error if it failed. A handle that is
+   * not an open socket of the session gives WSAENOTSOCK, as on Windows.
    */
-  async WSPGetOverlappedResult(_s: SOCKET, lpOverlapped: WSAOVERLAPPED | null, lpcbTransfer: Out | null, fWait: boolean | number, lpdwFlags: Out | null, lpErrno: Out): Promise<number> {
+  async WSPGetOverlappedResult(s: SOCKET, lpOverlapped: WSAOVERLAPPED | null, lpcbTransfer: Out | null, fWait: boolean | number, lpdwFlags: Out | null, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
+    if (!this.engine.sockets.has(s)) return setErr(lpErrno, P.WSAENOTSOCK, P.FALSE);
     if (!(lpOverlapped instanceof WSAOVERLAPPED) || !isOut(lpcbTransfer) || !isOut(lpdwFlags)) return setErr(lpErrno, P.WSAEFAULT, P.FALSE);
     if (lpOverlapped.pending) {
       if (!fWait) return setErr(lpErrno, P.WSA_IO_INCOMPLETE, P.FALSE);
       const ev = lpOverlapped.hEvent ? this.engine.events.get(lpOverlapped.hEvent) : undefined;
       if (!ev) return setErr(lpErrno, lpOverlapped.hEvent ? P.WSA_INVALID_HANDLE : P.WSAEINVAL, P.FALSE);
+      // Windows reads the result once the event is signalled, even when something else set it.
       await this.engine.threads.current().wait({ events: [ev], waitAll: false, timeoutMs: P.INFINITE, alertable: false });
-      // Someone signalled the event by hand; the operation itself is still under way.
-      if (lpOverlapped.pending) return setErr(lpErrno, P.WSA_IO_INCOMPLETE, P.FALSE);
     }
     lpcbTransfer.value = lpOverlapped.InternalHigh;
     lpdwFlags.value = lpOverlapped.Offset;
@@ -410,7 +414,10 @@ export abstract class SpiFunctions {
     const { r, recorded } = await this.engine.enumNetworkEvents(s);
     if (r.ret !== 0) return finish(r, lpErrno);
     lpNetworkEvents.lNetworkEvents = recorded.lNetworkEvents;
-    lpNetworkEvents.iErrorCode = recorded.iErrorCode;
+    // As on Windows, only the entries of the events reported are written; the rest keep their values.
+    const codes = lpNetworkEvents.iErrorCode;
+    if (!Array.isArray(codes) || codes.length < recorded.iErrorCode.length) lpNetworkEvents.iErrorCode = recorded.iErrorCode;
+    else for (let bit = 0; bit < recorded.iErrorCode.length; bit++) if (recorded.lNetworkEvents & (1 << bit)) codes[bit] = recorded.iErrorCode[bit] ?? 0;
     if (hEventObject) {
       const e = this.engine.events.get(hEventObject);
       if (!e) return setErr(lpErrno, P.WSAEINVAL);

@@ -15,6 +15,7 @@ export interface NativeConstants {
   SO_OOBINLINE: number;
   SO_LINGER: number;
   SO_DONTROUTE: number;
+  SO_ERROR: number;
   IPPROTO_TCP: number;
   TCP_NODELAY: number;
   TCP_KEEPIDLE: number;
@@ -39,6 +40,7 @@ const LINUX: NativeConstants = {
   SO_OOBINLINE: 10,
   SO_LINGER: 13,
   SO_DONTROUTE: 5,
+  SO_ERROR: 4,
   IPPROTO_TCP: 6,
   TCP_NODELAY: 1,
   TCP_KEEPIDLE: 4,
@@ -61,6 +63,7 @@ const DARWIN: NativeConstants = {
   SO_OOBINLINE: 0x0100,
   SO_LINGER: 0x0080,
   SO_DONTROUTE: 0x0010,
+  SO_ERROR: 0x1007,
   IPPROTO_TCP: 6,
   TCP_NODELAY: 1,
   TCP_KEEPIDLE: 0x10,

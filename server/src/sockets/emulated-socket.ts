@@ -118,9 +118,13 @@ export abstract class EmulatedSocket {
   pendingError = 0;
 
   private readonly waiters = new Set<Waiter>();
-  /** WSPEventSelect: the events selected, and those that may be recorded now (re-enabled). */
+  /**
+   * WSPEventSelect: the events selected, and those recorded and not re-enabled since. The second
+   * outlives reselections: as on Windows, selecting the same events again (or 0, then them again)
+   * records nothing new.
+   */
   private selectedEvents = 0;
-  private armedEvents = 0;
+  private recordedEvents = 0;
   private readonly reportEvents: SocketContext['onNetworkEvents'];
 
   constructor(ctx: SocketContext) {
@@ -146,13 +150,16 @@ export abstract class EmulatedSocket {
 
   /**
    * WSPEventSelect: selects network events (0 cancels) and, as on Windows, makes the socket
-   * nonblocking. Each event is recorded once, then again only after its re-enabling call:
-   * FD_READ / FD_OOB after a receive, FD_WRITE after a send failed with WSAEWOULDBLOCK,
-   * FD_ACCEPT after an accept; FD_CONNECT and FD_CLOSE are recorded once.
+   * nonblocking. Each event is recorded once, then again only after its re-enabling call
+   * (FD_READ / FD_OOB after a receive, FD_WRITE after a send failed with WSAEWOULDBLOCK,
+   * FD_ACCEPT after an accept) or when its condition arises anew (new data, a new urgent byte,
+   * a new connection); FD_CONNECT and FD_CLOSE are recorded once per connection.
    */
   eventSelect(events: number): void {
     this.selectedEvents = events;
-    this.armedEvents = events;
+    // Wine's tests show Windows forgetting an event left out of a new nonzero selection (it is
+    // recorded again when selected later), while a selection of 0 forgets nothing.
+    if (events !== 0) this.recordedEvents &= events;
     this.opts.nonBlocking = true;
     this.selectionChanged();
     this.checkEvents();
@@ -168,18 +175,24 @@ export abstract class EmulatedSocket {
 
   /** Re-enables events after the call that re-enables them, and records them at once if due. */
   protected rearm(events: number): void {
-    this.armedEvents |= events & this.selectedEvents;
+    this.reenable(events);
     this.checkEvents();
   }
 
-  /** Records and reports the selected, armed events whose condition holds now. */
+  /** Lets events be recorded again: their condition arose anew (the caller wakes the socket). */
+  protected reenable(events: number): void {
+    this.recordedEvents &= ~events;
+  }
+
+  /** Records and reports the selected events, not yet recorded, whose condition holds now. */
   protected checkEvents(): void {
     // Runs on every change: only the armed events are evaluated (FD_OOB may cost a system call).
-    if (this.armedEvents === 0 || this.closed) return;
+    const armed = this.selectedEvents & ~this.recordedEvents;
+    if (armed === 0 || this.closed) return;
     let events = 0;
     const errors: Partial<Record<W.NetworkEventName, number>> = {};
-    for (const [bit, error] of this.readyEvents(this.armedEvents)) {
-      this.armedEvents &= ~bit;
+    for (const [bit, error] of this.readyEvents(armed)) {
+      this.recordedEvents |= bit;
       events |= bit;
       const name = FD_NAMES[bit];
       if (error && name) errors[name] = error;
@@ -192,7 +205,6 @@ export abstract class EmulatedSocket {
 
   protected stopEvents(): void {
     this.selectedEvents = 0;
-    this.armedEvents = 0;
     this.selectionChanged();
   }
 

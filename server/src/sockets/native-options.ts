@@ -83,6 +83,19 @@ export function readUrgent(conn: net.Socket, peek: boolean): Uint8Array | null |
 }
 
 /**
+ * Takes the connection's pending socket error (getsockopt SO_ERROR) as a WSA code, 0 for none. A
+ * reset that arrives after the peer's FIN is seen by no read (node stopped reading at the FIN):
+ * this is how a receive finds it.
+ */
+export function takeSocketError(conn: net.Socket): number {
+  const native = libc();
+  const fd = fdOf(conn);
+  if (!native || fd === null) return 0;
+  const e = native.getInt(fd, native.c.SOL_SOCKET, native.c.SO_ERROR);
+  return e ? wsaFromErrno(e) : 0;
+}
+
+/**
  * Ends a connection with RST. node's resetAndDestroy() cannot once a FIN is queued (libuv refuses
  * a reset after shutdown), and the kernel would then send the rest and FIN: the peer would take a
  * truncated stream for a whole one. SO_LINGER {1, 0} makes the close itself send RST.

@@ -15,7 +15,7 @@ import { TransportBuffer, type StreamSink } from './transport-buffer.js';
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
-import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readUrgent, resetConnection, sendDirect } from './native-options.js';
+import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readUrgent, resetConnection, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
 import { SocketStateMachine, TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
 import { recvFailed, sendFailed, startedAt, type AcceptResult, type CompleteFn, type RecvResult, type SendResult, type Started } from './results.js';
@@ -60,7 +60,10 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   private lastRecvAt = 0;
   private readonly accepted: net.Socket[] = [];
   private backlog = 1;
-  private readonly urgent = new UrgentWatch(() => this.wake());
+  private readonly urgent = new UrgentWatch(() => {
+    this.reenable(W.FD_OOB);
+    this.wake();
+  });
   /** The kernel signals SIGURG to this process for this connection (F_SETOWN took). */
   private ownerSet = false;
 
@@ -183,6 +186,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       conn.on('error', () => undefined);
       this.accepted.push(conn);
       this.ctx.connectionQueue.change(1);
+      this.reenable(W.FD_ACCEPT);
       this.wake();
     });
     this.server = server;
@@ -305,6 +309,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       this.lastRecvAt = performance.now();
       this.rx.push(chunk);
       if (this.rx.size >= Math.max(this.opts.rcvBuf, 1) || this.ctx.flow.paused) conn.pause();
+      // New data records FD_READ again on Windows, even before a receive re-enables it.
+      this.reenable(W.FD_READ);
       this.wake();
     });
     conn.on('end', () => {
@@ -368,7 +374,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       return;
     }
     if (!this.state.allows('broken') || this.state.is('broken')) return;
-    this.failure = code;
+    // A reset after the peer's FIN aborts what was left of the connection: Windows says so.
+    this.failure = code === W.WSAECONNRESET && this.state.is('peer-finished', 'finished') ? W.WSAECONNABORTED : code;
     this.log.debug({ code, err: err?.message }, 'connection broken');
     this.state.move('broken');
   }
@@ -473,8 +480,10 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     if (wanted & W.FD_WRITE && (st === 'connected' || st === 'peer-finished') && !this.sendsShut && this.tx && this.tx.fitsNow(1)) ready.push([W.FD_WRITE, 0]);
     if (wanted & W.FD_ACCEPT && st === 'listening' && this.accepted.length > 0) ready.push([W.FD_ACCEPT, 0]);
     if (wanted & W.FD_CONNECT && this.connectResult !== null) ready.push([W.FD_CONNECT, this.connectResult]);
-    if (wanted & W.FD_CLOSE && st === 'broken') ready.push([W.FD_CLOSE, this.failure]);
-    else if (wanted & W.FD_CLOSE && (st === 'peer-finished' || st === 'finished') && this.rx.size === 0) ready.push([W.FD_CLOSE, 0]);
+    // Windows records FD_CLOSE as the FIN or reset arrives, unread data or not; a reset carries
+    // WSAECONNABORTED there (receives still fail with WSAECONNRESET).
+    if (wanted & W.FD_CLOSE && st === 'broken') ready.push([W.FD_CLOSE, this.failure === W.WSAECONNRESET ? W.WSAECONNABORTED : this.failure]);
+    else if (wanted & W.FD_CLOSE && (st === 'peer-finished' || st === 'finished')) ready.push([W.FD_CLOSE, 0]);
     if (wanted & W.FD_OOB && this.urgentPending()) ready.push([W.FD_OOB, 0]);
     return ready;
   }
@@ -519,7 +528,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       if (this.closed) return recvFailed(W.WSAEINTR);
       if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
       if (flags & W.MSG_OOB) return this.takeUrgent(flags);
-      if (this.rx.size > 0 || want === 0) {
+      // A receive of 0 bytes completes, with 0, once data is there, as on Windows.
+      if (this.rx.size > 0) {
         queueMicrotask(() => this.rearm(W.FD_READ));
         const peek = (flags & W.MSG_PEEK) !== 0;
         const data = this.rx.take(want, peek);
@@ -527,7 +537,12 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
         return { errno: 0, bytes: data.length, data, flags: 0, from: from() };
       }
       if (this.state.is('broken')) return recvFailed(this.failure);
-      if (this.state.is('peer-finished', 'finished')) return { errno: 0, bytes: 0, data: new Uint8Array(0), flags: 0, from: from() };
+      if (this.state.is('peer-finished', 'finished')) {
+        // A reset that came after the FIN (the peer closed, then our data reached it).
+        if (this.conn && takeSocketError(this.conn)) this.breakWith(W.WSAECONNRESET);
+        if (this.state.is('broken')) return recvFailed(this.failure);
+        return { errno: 0, bytes: 0, data: new Uint8Array(0), flags: 0, from: from() };
+      }
       return undefined;
     };
   }
@@ -611,6 +626,12 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     this.server?.close();
     const conn = this.conn;
     if (!conn || conn.destroyed) return;
+    if (this.opts.linger.onoff && this.opts.linger.seconds === 0) {
+      // SO_LINGER {1, 0}: an abortive close. What was not sent is dropped and the peer sees RST.
+      this.tx?.cancel(W.WSAECONNABORTED, () => true, 'broken');
+      resetConnection(conn);
+      return;
+    }
     // Graceful close: bytes already accepted still reach the peer, then FIN.
     conn.removeAllListeners('data');
     conn.on('error', () => undefined);

@@ -76,6 +76,7 @@ export class UdpSocket extends EmulatedSocket {
       if (this.rxBytes + data.length > Math.max(this.opts.rcvBuf, 65536)) return;
       this.rxQueue.push({ data, from: fromNodeAddress(rinfo, this.af) });
       this.rxBytes += data.length;
+      this.reenable(W.FD_READ);
       this.wake();
     });
     sock.on('error', (err: NodeJS.ErrnoException) => {
@@ -332,6 +333,8 @@ export class UdpSocket extends EmulatedSocket {
     if (wanted & W.FD_READ && this.rxQueue.length > 0) ready.push([W.FD_READ, 0]);
     // A datagram socket can always send once it has an address.
     if (wanted & W.FD_WRITE && this.isBound && !this.sendsShut) ready.push([W.FD_WRITE, 0]);
+    // Windows records FD_CONNECT (with 0) for a datagram socket given a default peer.
+    if (wanted & W.FD_CONNECT && this.state.is('connected')) ready.push([W.FD_CONNECT, 0]);
     return ready;
   }
 

@@ -9,7 +9,7 @@ import { INVALID_PARAMS, ProtocolError, type MethodName, type OverlappedRef, typ
 import { fail, ok } from '../outcome.js';
 import type { EmulatedSocket } from '../sockets/emulated-socket.js';
 import type { CompleteFn, RecvResult, SendResult, Started } from '../sockets/results.js';
-import { addressProblem, checkSockaddr, isAnyAddress } from '../sockets/sockaddr.js';
+import { addressProblem, anyAddress, checkSockaddr, isAnyAddress } from '../sockets/sockaddr.js';
 import { ioctl, type IoctlResult } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
 import { runAfterReply, takeAfterReply } from './after-reply.js';
@@ -66,6 +66,9 @@ function checkedAddress(a: SockAddr, field: string): SockAddr {
   return a;
 }
 
+/** A sockaddr's family field: all an AF_UNSPEC name needs to hold. */
+const SOCKADDR_FAMILY_BYTES = 2;
+
 /** Runs fn with the socket named by params.s, or answers WSAENOTSOCK. */
 function withSocket<P extends { s: number }, R>(fn: (sock: EmulatedSocket, p: P, session: SpiSession) => R): (session: SpiSession, p: P) => R | { ret: number; errno: number } {
   return (session, p) => {
@@ -102,6 +105,11 @@ export const SPI_HANDLERS: Handlers = {
   ),
 
   WSPConnect: withSocket((sock, p: Params<'WSPConnect'>, session) => {
+    // An AF_UNSPEC name dissolves a UDP association, as on Windows; its address is never looked at.
+    if (sock.type === W.SOCK_DGRAM && p.name.family === W.AF_UNSPEC) {
+      if (p.namelen < SOCKADDR_FAMILY_BYTES) return fail(W.WSAEFAULT);
+      return sock.connect({ family: sock.af, address: anyAddress(sock.af), port: 0 }).then(status);
+    }
     const name = checkedAddress(p.name, 'name');
     const bad = checkSockaddr(name, p.namelen, sock.af);
     if (bad) return fail(bad);
@@ -283,6 +291,8 @@ function recvToWire(r: RecvResult): Result<'WSPRecvFrom'> {
 }
 
 function recvWith(session: SpiSession, sock: EmulatedSocket, lengths: number[], flags: number, wantFrom: boolean, ov: OverlappedRef | null | undefined): Result<'WSPRecvFrom'> | Promise<Result<'WSPRecvFrom'>> {
+  // No buffers at all (dwBufferCount 0) is WSAEINVAL on Windows; one empty buffer waits for data.
+  if (lengths.length === 0) return fail(W.WSAEINVAL);
   if (!ov) return sock.recv(lengths, flags, wantFrom).then(recvToWire);
   return overlappedResult(
     session.overlapped(

@@ -21,17 +21,13 @@ interface Ctx {
 
 const sc = new Scenario<Ctx>(async (f: Family) => ({ spi: await openSession(t, d), f }));
 
-sc.step(t, 'test_WSAGetOverlappedResult: a handle that is no socket (0xdeadbeef) fails with WSAENOTSOCK', {
-  todo: 'Windows: FALSE with WSAENOTSOCK; spiwire: TRUE (the SDK ignores the socket argument and reads the WSAOVERLAPPED, here an unused one)',
-}, async (c, x) => {
+sc.step(t, 'test_WSAGetOverlappedResult: a handle that is no socket (0xdeadbeef) fails with WSAENOTSOCK', {}, async (c, x) => {
   const ov = new S.WSAOVERLAPPED();
   const r = await ovResult(x.spi, 0xdeadbeef, ov, false);
   c.same([r.ret, r.err], [S.FALSE, S.WSAENOTSOCK], 'WSPGetOverlappedResult');
 });
 
-sc.step(t, 'test_WSAGetOverlappedResult: the handle of a closed socket fails with WSAENOTSOCK', {
-  todo: 'Windows: FALSE with WSAENOTSOCK; spiwire: TRUE (the socket argument is not looked at)',
-}, async (c, x) => {
+sc.step(t, 'test_WSAGetOverlappedResult: the handle of a closed socket fails with WSAENOTSOCK', {}, async (c, x) => {
   const s = await socket(x.spi, x.f, 'tcp');
   await x.spi.WSPCloseSocket(s, S.out(0));
   const r = await ovResult(x.spi, s, new S.WSAOVERLAPPED(), false);
@@ -94,9 +90,7 @@ const manual = new Scenario<Manual>(async (f: Family) => {
   return { spi, f, s, ov, apcs: 0, result: null };
 });
 
-manual.step(t, 'test_WSAGetOverlappedResult: Internal still pending, the event signalled, fWait TRUE: TRUE', {
-  todo: 'Windows: TRUE once the event is signalled; spiwire: FALSE with WSA_IO_INCOMPLETE (it waits on the event, then finds Internal still 0x103)',
-}, async (c, x) => {
+manual.step(t, 'test_WSAGetOverlappedResult: Internal still pending, the event signalled, fWait TRUE: TRUE', {}, async (c, x) => {
   const e = S.out(0);
   await x.spi.WPUQueueApc(x.spi.mainThread.id, () => x.apcs++, 0, e);
   const r = await ovResult(x.spi, x.s, x.ov, true);

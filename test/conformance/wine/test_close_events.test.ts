@@ -40,16 +40,12 @@ closed.step(t, 'test_close_events: the peer\'s closesocket records FD_CLOSE with
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'then');
 });
 
-closed.step(t, 'test_close_events: selecting the same events again does not record FD_CLOSE again', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_CLOSE is recorded again (every WSPEventSelect re-arms every selected event)',
-}, async (c, p) => {
+closed.step(t, 'test_close_events: selecting the same events again does not record FD_CLOSE again', {}, async (c, p) => {
   await selectEvents(p.spi, p.server, p.ev, MASK);
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'after selecting again');
 });
 
-closed.step(t, 'test_close_events: selecting 0, then the events again, does not record FD_CLOSE again', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_CLOSE is recorded again',
-}, async (c, p) => {
+closed.step(t, 'test_close_events: selecting 0, then the events again, does not record FD_CLOSE again', {}, async (c, p) => {
   await selectEvents(p.spi, p.server, p.ev, 0);
   await selectEvents(p.spi, p.server, p.ev, MASK);
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'after selecting 0 then the events');
@@ -109,9 +105,7 @@ data.step(t, 'test_close_events: data from the peer records FD_READ', {}, async 
   await checkEvents(c, p.spi, p.server, p.ev, [[S.FD_READ]], 200, 'after the data');
 });
 
-data.step(t, 'test_close_events: the peer\'s closesocket records FD_CLOSE while its data is still unread', {
-  todo: 'Windows: FD_CLOSE at once, with 5 bytes unread; spiwire: nothing until the data has been read (FD_CLOSE waits for an empty receive buffer)',
-}, async (c, p) => {
+data.step(t, 'test_close_events: the peer\'s closesocket records FD_CLOSE while its data is still unread', {}, async (c, p) => {
   await close(p, p.client);
   await checkEvents(c, p.spi, p.server, p.ev, [[S.FD_CLOSE, 0]], 200, 'after the peer\'s close');
 });
@@ -122,9 +116,7 @@ data.step(t, 'test_close_events: a partial receive records FD_READ again', {}, a
   await checkEvents(c, p.spi, p.server, p.ev, [[S.FD_READ]], 200, 'after the partial receive');
 });
 
-data.step(t, 'test_close_events: receiving the rest records nothing', {
-  todo: 'Windows: nothing (FD_CLOSE was recorded at the close); spiwire: FD_CLOSE now, when the last byte has been read',
-}, async (c, p) => {
+data.step(t, 'test_close_events: receiving the rest records nothing', {}, async (c, p) => {
   const r = await recv(p.spi, p.server, 5);
   c.same([r.ret, r.bytes], [0, 2], 'receive of the last 2 bytes');
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'after the last bytes');
@@ -168,25 +160,19 @@ const reset = new Scenario<Reset>(async (f) => {
   return { spi, server, sock, ev: spi.WSACreateEvent() };
 });
 
-reset.step(t, 'test_close_events: a reset by the peer records FD_CLOSE with WSAECONNABORTED', {
-  todo: 'Windows: FD_CLOSE with WSAECONNABORTED (10053); spiwire: FD_CLOSE with WSAECONNRESET (10054)',
-}, async (c, p) => {
+reset.step(t, 'test_close_events: a reset by the peer records FD_CLOSE with WSAECONNABORTED', {}, async (c, p) => {
   await selectEvents(p.spi, p.server, p.ev, MASK);
   await resetNode(p.sock);
   await checkEvents(c, p.spi, p.server, p.ev, [[S.FD_CLOSE, S.WSAECONNABORTED]], 200, 'after the reset');
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'then');
 });
 
-reset.step(t, 'test_close_events: after the reset, selecting the same events again records nothing', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_CLOSE is recorded again',
-}, async (c, p) => {
+reset.step(t, 'test_close_events: after the reset, selecting the same events again records nothing', {}, async (c, p) => {
   await selectEvents(p.spi, p.server, p.ev, MASK);
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'after selecting again');
 });
 
-reset.step(t, 'test_close_events: after the reset, selecting 0, then the events again, records nothing', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_CLOSE is recorded again',
-}, async (c, p) => {
+reset.step(t, 'test_close_events: after the reset, selecting 0, then the events again, records nothing', {}, async (c, p) => {
   await selectEvents(p.spi, p.server, p.ev, 0);
   await selectEvents(p.spi, p.server, p.ev, MASK);
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'after selecting 0 then the events');

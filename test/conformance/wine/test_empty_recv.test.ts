@@ -30,23 +30,17 @@ async function ovRecvBufs(x: Ctx, bufs: S.WSABUF[] | null, count: number, withCo
   return [r, e.value, got.value];
 }
 
-sc.step(t, 'test_empty_recv: an overlapped receive with no buffers (count 0) fails with WSAEINVAL', {
-  todo: 'Windows: SOCKET_ERROR with WSAEINVAL; spiwire: 0, an empty receive that completes at once',
-}, async (c, x) => {
+sc.step(t, 'test_empty_recv: an overlapped receive with no buffers (count 0) fails with WSAEINVAL', {}, async (c, x) => {
   const [r, err] = await ovRecvBufs(x, null, 0);
   c.same([r, err], [S.SOCKET_ERROR, S.WSAEINVAL], 'WSPRecv(NULL, 0)');
 });
 
-sc.step(t, 'test_empty_recv: an overlapped receive with a buffer but a count of 0 fails with WSAEINVAL', {
-  todo: 'Windows: SOCKET_ERROR with WSAEINVAL; spiwire: 0, an empty receive that completes at once',
-}, async (c, x) => {
+sc.step(t, 'test_empty_recv: an overlapped receive with a buffer but a count of 0 fails with WSAEINVAL', {}, async (c, x) => {
   const [r, err] = await ovRecvBufs(x, [S.wsabuf(new Uint8Array(5), 0)], 0);
   c.same([r, err], [S.SOCKET_ERROR, S.WSAEINVAL], 'WSPRecv(buffer, 0)');
 });
 
-sc.step(t, 'test_empty_recv: an overlapped receive into one zero-length buffer pends until data comes', {
-  todo: 'Windows: WSA_IO_PENDING until the peer sends; spiwire: 0, completed at once with 0 bytes',
-}, async (c, x) => {
+sc.step(t, 'test_empty_recv: an overlapped receive into one zero-length buffer pends until data comes', {}, async (c, x) => {
   x.spi.WSAResetEvent(x.ev);
   const [r, err] = await ovRecvBufs(x, [S.wsabuf(new Uint8Array(5), 0)], 1);
   c.same([r, err], [S.SOCKET_ERROR, S.WSA_IO_PENDING], 'WSPRecv(one buffer of 0 bytes)');

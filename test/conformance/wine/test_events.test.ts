@@ -69,24 +69,18 @@ acc.step(t, 'test_accept_events: a connection records FD_ACCEPT once', {}, async
   await checkEvents(c, a.spi, a.l, a.ev, [], 0, 'then');
 });
 
-acc.step(t, 'test_accept_events: selecting the same events again does not record FD_ACCEPT again', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_ACCEPT is recorded again (every WSPEventSelect re-arms every selected event)',
-}, async (c, a) => {
+acc.step(t, 'test_accept_events: selecting the same events again does not record FD_ACCEPT again', {}, async (c, a) => {
   await selectEvents(a.spi, a.l, a.ev, A_MASK);
   await checkEvents(c, a.spi, a.l, a.ev, [], 0, 'after selecting again');
 });
 
-acc.step(t, 'test_accept_events: selecting 0, then the events again, does not record FD_ACCEPT again', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_ACCEPT is recorded again',
-}, async (c, a) => {
+acc.step(t, 'test_accept_events: selecting 0, then the events again, does not record FD_ACCEPT again', {}, async (c, a) => {
   await selectEvents(a.spi, a.l, a.ev, 0);
   await selectEvents(a.spi, a.l, a.ev, A_MASK);
   await checkEvents(c, a.spi, a.l, a.ev, [], 0, 'after selecting 0 then the events');
 });
 
-acc.step(t, 'test_accept_events: a second connection records FD_ACCEPT again', {
-  todo: 'Windows: the second connection records FD_ACCEPT; spiwire: nothing (FD_ACCEPT is re-enabled only by an accept)',
-}, async (c, a) => {
+acc.step(t, 'test_accept_events: a second connection records FD_ACCEPT again', {}, async (c, a) => {
   a.clients.push(await connectTo(a.spi, a.f, a.to));
   await checkEvents(c, a.spi, a.l, a.ev, [[S.FD_ACCEPT]], 200, 'after the second connection');
   await checkEvents(c, a.spi, a.l, a.ev, [], 0, 'then');
@@ -202,9 +196,7 @@ conn.step(t, 'test_connect_events: connecting records FD_CONNECT with 0, and FD_
   await checkEvents(c, x.spi, x.client, x.ev, [], 0, 'then');
 });
 
-conn.step(t, 'test_connect_events: selecting 0, then everything again, records nothing', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_WRITE|FD_CONNECT are recorded again (every WSPEventSelect re-arms every selected event)',
-}, async (c, x) => {
+conn.step(t, 'test_connect_events: selecting 0, then everything again, records nothing', {}, async (c, x) => {
   await selectEvents(x.spi, x.client, x.ev, 0);
   await selectEvents(x.spi, x.client, x.ev, ALL_EVENTS);
   await checkEvents(c, x.spi, x.client, x.ev, [], 0, 'after selecting 0 then everything');
@@ -237,9 +229,7 @@ conn.step(t, 'test_connect_events: connecting while selected without FD_CONNECT 
   await close(x.spi, server);
 });
 
-conn.step(t, 'test_connect_events: adding FD_CONNECT to the selection afterwards records FD_CONNECT alone', {
-  todo: 'Windows: FD_CONNECT alone; spiwire: FD_WRITE|FD_CONNECT (FD_WRITE is recorded again)',
-}, async (c, x) => {
+conn.step(t, 'test_connect_events: adding FD_CONNECT to the selection afterwards records FD_CONNECT alone', {}, async (c, x) => {
   await selectEvents(x.spi, x.client, x.ev, S.FD_ACCEPT | S.FD_CONNECT | S.FD_OOB | S.FD_READ | S.FD_WRITE);
   await checkEvents(c, x.spi, x.client, x.ev, [[S.FD_CONNECT, 0]], 200, 'after adding FD_CONNECT');
   await close(x.spi, x.client, x.l.s);
@@ -305,24 +295,18 @@ rd.step(t, 'test_read_events: data records FD_READ once', {}, async (c, x) => {
   await checkEvents(c, x.spi, x.server, x.ev, [], 0, 'then');
 });
 
-rd.step(t, 'test_read_events: selecting the same events again does not record FD_READ again', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_READ is recorded again (every WSPEventSelect re-arms every selected event)',
-}, async (c, x) => {
+rd.step(t, 'test_read_events: selecting the same events again does not record FD_READ again', {}, async (c, x) => {
   await selectEvents(x.spi, x.server, x.ev, R_MASK);
   await checkEvents(c, x.spi, x.server, x.ev, [], 0, 'after selecting again');
 });
 
-rd.step(t, 'test_read_events: selecting 0, then the events again, does not record FD_READ again', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_READ is recorded again',
-}, async (c, x) => {
+rd.step(t, 'test_read_events: selecting 0, then the events again, does not record FD_READ again', {}, async (c, x) => {
   await selectEvents(x.spi, x.server, x.ev, 0);
   await selectEvents(x.spi, x.server, x.ev, R_MASK);
   await checkEvents(c, x.spi, x.server, x.ev, [], 0, 'after selecting 0 then the events');
 });
 
-rd.step(t, 'test_read_events: more data before any receive records FD_READ again', {
-  todo: 'Windows: the new data records FD_READ; spiwire: nothing (FD_READ is re-enabled only by a receive)',
-}, async (c, x) => {
+rd.step(t, 'test_read_events: more data before any receive records FD_READ again', {}, async (c, x) => {
   await peerSends(c, x, 'data\0');
   await checkEvents(c, x.spi, x.server, x.ev, [[S.FD_READ]], 200, 'after more data');
   await checkEvents(c, x.spi, x.server, x.ev, [], 0, 'then');
@@ -438,17 +422,13 @@ oob.step(t, 'test_oob_events: selecting the same events again does not record FD
   await checkEvents(c, x.spi, x.server, x.ev, [], 0, 'after selecting again');
 });
 
-oob.step(t, 'test_oob_events: selecting 0, then the events again, does not record FD_OOB again', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_OOB is recorded again',
-}, async (c, x) => {
+oob.step(t, 'test_oob_events: selecting 0, then the events again, does not record FD_OOB again', {}, async (c, x) => {
   await selectEvents(x.spi, x.server, x.ev, 0);
   await selectEvents(x.spi, x.server, x.ev, R_MASK);
   await checkEvents(c, x.spi, x.server, x.ev, [], 0, 'after selecting 0 then the events');
 });
 
-oob.step(t, 'test_oob_events: a second urgent byte records FD_OOB again', {
-  todo: 'Windows: the second urgent byte records FD_OOB; spiwire: nothing (FD_OOB is re-enabled only by a MSG_OOB receive)',
-}, async (c, x) => {
+oob.step(t, 'test_oob_events: a second urgent byte records FD_OOB again', {}, async (c, x) => {
   await urgent(c, x, 'b');
   await checkEvents(c, x.spi, x.server, x.ev, [[S.FD_OOB]], 200, 'after the second urgent byte');
   await checkEvents(c, x.spi, x.server, x.ev, [], 0, 'then');

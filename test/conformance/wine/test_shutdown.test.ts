@@ -169,9 +169,7 @@ closedPeer.step(t, 'test_shutdown: a send to a peer that shut down its sending s
   c.same([r.ret, r.sent], [0, 5], 'send');
 });
 
-closedPeer.step(t, 'test_shutdown: the receive after sending to the closed peer fails with WSAECONNABORTED', {
-  todo: 'Windows: SOCKET_ERROR with WSAECONNABORTED; spiwire: 0 bytes (end of stream), the peer\'s reset not yet reported',
-}, async (c, p) => {
+closedPeer.step(t, 'test_shutdown: the receive after sending to the closed peer fails with WSAECONNABORTED', {}, async (c, p) => {
   const r = await recv(p.spi, p.server, 5);
   c.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSAECONNABORTED], 'receive');
   await p.spi.WSPCloseSocket(p.server, S.out(0));

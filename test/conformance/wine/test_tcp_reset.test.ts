@@ -71,9 +71,7 @@ const rst = new Scenario<{ spi: S.SpiSession; s: number; peer: net.Socket }>(asy
   return { spi, s, peer };
 });
 
-rst.step(t, 'test_tcp_reset: SO_LINGER {1, 0} then closesocket makes the peer see a reset, not the end of the stream', {
-  todo: 'Windows: the peer sees a reset (RST); spiwire: the peer sees the end of the stream (FIN), the graceful close',
-}, async (c, x) => {
+rst.step(t, 'test_tcp_reset: SO_LINGER {1, 0} then closesocket makes the peer see a reset, not the end of the stream', {}, async (c, x) => {
   const seen = new Promise<string>((resolve) => {
     x.peer.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
     x.peer.once('end', () => resolve('end (FIN)'));

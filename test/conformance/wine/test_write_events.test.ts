@@ -53,16 +53,12 @@ main.step(t, 'test_write_events: FD_WRITE is recorded once when a connected sock
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'then');
 });
 
-main.step(t, 'test_write_events: selecting the same events again records nothing', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_WRITE is recorded again (every WSPEventSelect re-arms every selected event)',
-}, async (c, p) => {
+main.step(t, 'test_write_events: selecting the same events again records nothing', {}, async (c, p) => {
   await selectEvents(p.spi, p.server, p.ev, ALL_EVENTS);
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'after selecting again');
 });
 
-main.step(t, 'test_write_events: selecting 0, then the events again, records nothing', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_WRITE is recorded again',
-}, async (c, p) => {
+main.step(t, 'test_write_events: selecting 0, then the events again, records nothing', {}, async (c, p) => {
   await selectEvents(p.spi, p.server, p.ev, 0);
   await selectEvents(p.spi, p.server, p.ev, ALL_EVENTS);
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'after selecting 0 then the events');
@@ -94,9 +90,7 @@ main.step(t, 'test_write_events: once the peer has read everything, FD_WRITE is 
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'then');
 });
 
-main.step(t, 'test_write_events: after that, selecting 0 then the events again records nothing', {
-  todo: 'Windows: nothing is recorded; spiwire: FD_WRITE is recorded again',
-}, async (c, p) => {
+main.step(t, 'test_write_events: after that, selecting 0 then the events again records nothing', {}, async (c, p) => {
   await selectEvents(p.spi, p.server, p.ev, 0);
   await selectEvents(p.spi, p.server, p.ev, ALL_EVENTS);
   await checkEvents(c, p.spi, p.server, p.ev, [], 0, 'after selecting 0 then the events');
@@ -116,9 +110,7 @@ subset.step(t, 'test_write_events: a connected socket selected without FD_WRITE 
   await checkEvents(c, p.spi, p.client, p.ev, [], 0, 'then');
 });
 
-subset.step(t, 'test_write_events: adding FD_WRITE to the selection records FD_WRITE alone, not FD_CONNECT again', {
-  todo: 'Windows: FD_WRITE alone; spiwire: FD_WRITE|FD_CONNECT (FD_CONNECT is recorded again)',
-}, async (c, p) => {
+subset.step(t, 'test_write_events: adding FD_WRITE to the selection records FD_WRITE alone, not FD_CONNECT again', {}, async (c, p) => {
   await selectEvents(p.spi, p.client, p.ev, NO_WRITE | S.FD_WRITE);
   await checkEvents(c, p.spi, p.client, p.ev, [[S.FD_WRITE]], 200, 'after adding FD_WRITE');
   await checkEvents(c, p.spi, p.client, p.ev, [], 0, 'then');
