@@ -372,11 +372,14 @@ export abstract class SpiFunctions {
    * with WSA_IO_INCOMPLETE while it is pending and fWait is FALSE; with fWait TRUE it waits on
    * the operation's hEvent (WSAEINVAL without one) and, as Windows does, takes the signalled event
    * as the end of the operation; FALSE with the operation's own error if it failed. A handle that is
-   * not an open socket of the session gives WSAENOTSOCK, as on Windows.
+   * not an open socket of the session gives WSAENOTSOCK, as on Windows, except for the operations
+   * issued on it before its close (so that their WSA_OPERATION_ABORTED can be read).
    */
   async WSPGetOverlappedResult(s: SOCKET, lpOverlapped: WSAOVERLAPPED | null, lpcbTransfer: Out | null, fWait: boolean | number, lpdwFlags: Out | null, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
-    if (!this.engine.sockets.has(s)) return setErr(lpErrno, P.WSAENOTSOCK, P.FALSE);
+    // A closed socket's handle still reads the operations that were issued on it (their abort).
+    const ov = lpOverlapped instanceof WSAOVERLAPPED ? lpOverlapped : null;
+    if (!this.engine.sockets.has(s) && (ov === null || this.engine.issuedOn.get(ov) !== s)) return setErr(lpErrno, P.WSAENOTSOCK, P.FALSE);
     if (!(lpOverlapped instanceof WSAOVERLAPPED) || !isOut(lpcbTransfer) || !isOut(lpdwFlags)) return setErr(lpErrno, P.WSAEFAULT, P.FALSE);
     if (lpOverlapped.pending) {
       if (!fWait) return setErr(lpErrno, P.WSA_IO_INCOMPLETE, P.FALSE);

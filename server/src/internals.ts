@@ -6,3 +6,4 @@ export { TransportBuffer, type SendOp, type StreamSink } from './sockets/transpo
 export { checkSocketTriple } from './spi/methods.js';
 export { libc, fdOf } from './native/libc.js';
 export { wsaFromErrno } from './errno-map.js';
+export { maxRecvBytes } from './session.js';

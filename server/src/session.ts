@@ -379,6 +379,7 @@ export class Session implements SpiSession {
       overlapped,
       log: this.log.child({ s: handle }),
       defaults: { sndBuf: this.daemon.limits.defaultSndBuf, rcvBuf: this.daemon.limits.defaultRcvBuf, sendPolicy: this.daemon.limits.sendPolicy },
+      maxRecvBytes: maxRecvBytes(this.daemon.limits.maxFrameBytes),
       quota: this.quota,
       flow: this.output,
       onNetworkEvents: (s, events, errors) => this.notify('spiwire.networkEvents', { s, events, errors }),
@@ -580,6 +581,14 @@ export class Session implements SpiSession {
     trimSoon();
     this.log.info({ reason }, 'session ended');
   }
+}
+
+/** Room a reply's record needs beside the received bytes it carries. */
+const RECORD_ROOM = 64 * 1024;
+
+/** The most received bytes one reply may carry within a frame of maxFrameBytes. */
+export function maxRecvBytes(maxFrameBytes: number): number {
+  return Math.max(maxFrameBytes - RECORD_ROOM, Math.floor(maxFrameBytes / 2));
 }
 
 function asProtocolError(err: unknown): P.ProtocolError {

@@ -11,7 +11,8 @@ import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as S from '@spiwire/client';
-import { drainUntil, overlappedTcp, connectedTcp, session, tcpPeer, type PeerConnection } from '../helpers/harness.js';
+import { daemon, drainUntil, fionread, overlappedTcp, connectedTcp, session, tcpPeer, type PeerConnection } from '../helpers/harness.js';
+import { maxRecvBytes } from '@spiwire/server/internals';
 
 const MiB = 1024 * 1024;
 const MAIN = fileURLToPath(new URL('../../../server/dist/src/main.js', import.meta.url));
@@ -165,4 +166,41 @@ t.test('a large overlapped send cancelled by WSPCloseSocket: one completion, and
   const all = Buffer.concat(received);
   t.equal(all.length, count, 'the peer received exactly the reported bytes');
   t.ok(all.equals(data.subarray(0, count)), 'in order');
+});
+
+t.test('a large WSPRecv buffer: each receive returns what one reply carries, every byte in order, the socket holds no more', async (t) => {
+  // A small frame limit makes the bound visible with a few MiB.
+  const d = await daemon(t, { limits: { maxFrameBytes: 1 * MiB } });
+  const spi = await session(t, d);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  const e = S.out(0);
+  // SO_RCVBUF far beyond the frame limit: the daemon still holds at most one reply's worth.
+  const big = new Uint8Array(4);
+  new DataView(big.buffer).setUint32(0, 256 * MiB, true);
+  t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_RCVBUF, big, 4, e), 0, 'SO_RCVBUF 256 MiB');
+  const data = bigData(8 * MiB, 4);
+  const written = new Promise<void>((r) => conn.socket.write(data, () => r()));
+  const buf = new Uint8Array(64 * MiB);
+  const parts: Buffer[] = [];
+  let total = 0;
+  let largest = 0;
+  let held = 0;
+  const limit = maxRecvBytes(1 * MiB);
+  for (let i = 0; i < 10_000 && total < data.length; i++) {
+    const n = S.out(0);
+    const fl = S.out(0);
+    const r = await spi.WSPRecv(s, [S.wsabuf(buf)], 1, n, fl, null, null, null, e);
+    if (r !== 0) throw new Error(`WSPRecv failed: ${e.value}`);
+    largest = Math.max(largest, n.value);
+    parts.push(Buffer.from(buf.subarray(0, n.value)));
+    total += n.value;
+    const [io, , unread] = await fionread(spi, s);
+    if (io === 0) held = Math.max(held, unread);
+  }
+  await written;
+  t.equal(total, data.length, 'every byte arrived through 64 MiB receive buffers');
+  t.ok(Buffer.concat(parts).equals(data), 'in order');
+  t.ok(largest <= limit && largest > 0, `no receive returned more than one reply carries (${largest} <= ${limit})`);
+  t.ok(held <= limit + 64 * 1024, `the socket never held much more than that unread (${held})`);
 });

@@ -29,6 +29,12 @@ export interface SocketContext {
   readonly overlapped: boolean;
   readonly log: Logger;
   readonly defaults: { sndBuf: number; rcvBuf: number; sendPolicy: number };
+  /**
+   * The most received bytes one reply may carry (the frame limit less room for the record): a
+   * receive returns at most this many, and a socket holds at most this many unread, whatever
+   * SO_RCVBUF says, so that no client can make the daemon buffer without bound.
+   */
+  readonly maxRecvBytes: number;
   /** The session's memory quota for bytes held on behalf of its sends. */
   readonly quota: SessionQuota;
   /** The session's output: while paused, sockets pull no more data from the network. */
@@ -126,6 +132,8 @@ export abstract class EmulatedSocket {
   private selectedEvents = 0;
   private recordedEvents = 0;
   private readonly reportEvents: SocketContext['onNetworkEvents'];
+  /** See SocketContext.maxRecvBytes. */
+  protected readonly maxRecvBytes: number;
 
   constructor(ctx: SocketContext) {
     this.handle = ctx.handle;
@@ -138,6 +146,7 @@ export abstract class EmulatedSocket {
     this.opts = new SocketOptions(ctx.defaults);
     this.quota = ctx.quota;
     this.reportEvents = ctx.onNetworkEvents;
+    this.maxRecvBytes = ctx.maxRecvBytes;
   }
 
   /** Closed with WSPCloseSocket (or by the end of the session): the handle is gone. */
@@ -166,7 +175,7 @@ export abstract class EmulatedSocket {
   }
 
   /** The events selected with WSPEventSelect (0: none). */
-  protected get selection(): number {
+  get selection(): number {
     return this.selectedEvents;
   }
 

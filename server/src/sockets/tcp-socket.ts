@@ -48,6 +48,11 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   private readonly rx = new ReceiveBuffer();
   /** The WSA code the connection broke with (state 'broken'). */
   private failure = 0;
+  /**
+   * The reset came after the peer's FIN (typically: the peer closed, then our data reached it).
+   * Windows then fails receives with WSAECONNABORTED, while sends still give WSAECONNRESET.
+   */
+  private resetAfterFin = false;
   /** WSPShutdown(SD_SEND) was called: sends fail with WSAESHUTDOWN, also once the connection broke. */
   private sendsShut = false;
   /** FIN waits until the queued sends are through (after WSPShutdown or a close with sends queued). */
@@ -308,7 +313,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       }
       this.lastRecvAt = performance.now();
       this.rx.push(chunk);
-      if (this.rx.size >= Math.max(this.opts.rcvBuf, 1) || this.ctx.flow.paused) conn.pause();
+      if (this.rx.size >= this.receiveHold() || this.ctx.flow.paused) conn.pause();
       // New data records FD_READ again on Windows, even before a receive re-enables it.
       this.reenable(W.FD_READ);
       this.wake();
@@ -374,8 +379,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       return;
     }
     if (!this.state.allows('broken') || this.state.is('broken')) return;
-    // A reset after the peer's FIN aborts what was left of the connection: Windows says so.
-    this.failure = code === W.WSAECONNRESET && this.state.is('peer-finished', 'finished') ? W.WSAECONNABORTED : code;
+    this.failure = code;
+    this.resetAfterFin = code === W.WSAECONNRESET && this.state.is('peer-finished', 'finished');
     this.log.debug({ code, err: err?.message }, 'connection broken');
     this.state.move('broken');
   }
@@ -523,6 +528,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   private recvCheck(lengths: readonly number[], flags: number, wantFrom: boolean): () => RecvResult | undefined {
     let want = 0;
     for (const n of lengths) want += n;
+    // A stream receive may return fewer bytes than its buffers hold: at most one reply's worth.
+    want = Math.min(want, this.maxRecvBytes);
     const from = (): SockAddr | null | undefined => (wantFrom ? this.peerName() : undefined);
     return () => {
       if (this.closed) return recvFailed(W.WSAEINTR);
@@ -536,20 +543,25 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
         if (!peek) this.resumeInputIfRoom();
         return { errno: 0, bytes: data.length, data, flags: 0, from: from() };
       }
-      if (this.state.is('broken')) return recvFailed(this.failure);
+      if (this.state.is('broken')) return recvFailed(this.recvFailure());
       if (this.state.is('peer-finished', 'finished')) {
         // A reset that came after the FIN (the peer closed, then our data reached it).
         if (this.conn && takeSocketError(this.conn)) this.breakWith(W.WSAECONNRESET);
-        if (this.state.is('broken')) return recvFailed(this.failure);
+        if (this.state.is('broken')) return recvFailed(this.recvFailure());
         return { errno: 0, bytes: 0, data: new Uint8Array(0), flags: 0, from: from() };
       }
       return undefined;
     };
   }
 
+  /** What a receive on the broken connection fails with. */
+  private recvFailure(): number {
+    return this.resetAfterFin ? W.WSAECONNABORTED : this.failure;
+  }
+
   /** Reads urgent data with recv(MSG_OOB); undefined while none is waiting. */
   private takeUrgent(flags: number): RecvResult | undefined {
-    if (this.state.is('broken')) return recvFailed(this.failure);
+    if (this.state.is('broken')) return recvFailed(this.recvFailure());
     if (!this.conn) return recvFailed(W.WSAENOTCONN);
     if (!this.urgent.mayHaveData) return undefined;
     // TCP urgent data is one byte, whatever the buffers could hold.
@@ -698,7 +710,12 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
 
   /** Reads from the connection again when the receive buffer has room and the session's output allows. */
   private resumeInputIfRoom(): void {
-    if (this.conn?.isPaused() && !this.closed && this.rx.size < Math.max(this.opts.rcvBuf, 1) && !this.ctx.flow.paused) this.conn.resume();
+    if (this.conn?.isPaused() && !this.closed && this.rx.size < this.receiveHold() && !this.ctx.flow.paused) this.conn.resume();
+  }
+
+  /** Unread bytes past which the socket stops reading: SO_RCVBUF, within what one reply can carry. */
+  private receiveHold(): number {
+    return Math.min(Math.max(this.opts.rcvBuf, 1), this.maxRecvBytes);
   }
 
   override inputResumed(): void {

@@ -73,7 +73,7 @@ export class UdpSocket extends EmulatedSocket {
     const sock = dgram.createSocket({ type: this.af === W.AF_INET6 ? 'udp6' : 'udp4', ipv6Only: this.af === W.AF_INET6, lookup: refuseLookup });
     sock.on('message', (data, rinfo) => {
       // A full receive buffer drops the datagram, as the kernel would.
-      if (this.rxBytes + data.length > Math.max(this.opts.rcvBuf, 65536)) return;
+      if (this.rxBytes + data.length > Math.min(Math.max(this.opts.rcvBuf, 65536), this.maxRecvBytes)) return;
       this.rxQueue.push({ data, from: fromNodeAddress(rinfo, this.af) });
       this.rxBytes += data.length;
       this.reenable(W.FD_READ);

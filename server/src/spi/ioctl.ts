@@ -24,7 +24,11 @@ export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, out
   switch (code) {
     case W.FIONBIO:
       if (input.length < 4) return fail(W.WSAEFAULT);
-      sock.opts.nonBlocking = new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0;
+      // Windows refuses to make a socket blocking while WSPEventSelect has events selected on it.
+      if (new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) === 0) {
+        if (sock.selection !== 0) return fail(W.WSAEINVAL);
+        sock.opts.nonBlocking = false;
+      } else sock.opts.nonBlocking = true;
       return done();
     case W.FIONREAD:
       if (outputLength < 4) return fail(W.WSAEFAULT);
