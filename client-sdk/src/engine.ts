@@ -41,8 +41,8 @@ export class SessionEngine<T extends SpiThread> {
   readonly guard = new BlockingGuard();
   /** WSPEventSelect state by socket: the event object and the network events recorded so far. */
   readonly selections = new EventSelectMirror(this.events);
-  /** The handles of the session's open sockets: a call that never reaches the daemon checks them. */
-  readonly sockets = new Set<number>();
+  /** The session's open sockets, with their family and type: calls that never reach the daemon check them. */
+  readonly sockets = new Map<number, { af: number; type: number }>();
   /** The socket each WSAOVERLAPPED was last used on: its result stays readable after that socket's close. */
   readonly issuedOn = new WeakMap<WSAOVERLAPPED, number>();
   private closing = false;
@@ -111,7 +111,10 @@ export class SessionEngine<T extends SpiThread> {
   /** WSPSocket: the new handle is remembered until its close. */
   async socket(params: { af: number; type: number; protocol: number; g: number; flags: number }): Promise<Result> {
     const r = await this.call('WSPSocket', params);
-    if (r.ret !== P.INVALID_SOCKET) this.sockets.add(r.ret);
+    // The daemon resolves 0s as Windows does: AF_UNSPEC gives AF_INET, a type of 0 the protocol's.
+    const af = params.af === P.AF_UNSPEC ? P.AF_INET : params.af;
+    const type = params.type !== 0 ? params.type : params.protocol === P.IPPROTO_UDP ? P.SOCK_DGRAM : P.SOCK_STREAM;
+    if (r.ret !== P.INVALID_SOCKET) this.sockets.set(r.ret, { af, type });
     return r;
   }
 
@@ -120,7 +123,7 @@ export class SessionEngine<T extends SpiThread> {
     // WSAEINPROGRESS comes as ret INVALID_SOCKET (SOCKET_ERROR is the same -1).
     const r = await this.blocking('WSPAccept', { s }, s, null);
     if (r.ret === P.INVALID_SOCKET) return r;
-    this.sockets.add(r.ret);
+    this.sockets.set(r.ret, this.sockets.get(s) ?? { af: P.AF_INET, type: P.SOCK_STREAM });
     if (this.guard.isNonBlocking(s)) this.guard.setNonBlocking(r.ret, true);
     // The same network events, signalled on the same event object (while that event exists).
     const sel = this.selections.selectionOf(s);

@@ -30,9 +30,12 @@ export abstract class SpiFunctions {
   async WSPSocket(af: number, type: number, protocol: number, lpProtocolInfo: ProtocolInfoLike | null, g: number, dwFlags: number, lpErrno: Out): Promise<SOCKET> {
     checkErrno(lpErrno);
     if (lpProtocolInfo) {
-      if (af === FROM_PROTOCOL_INFO) af = lpProtocolInfo.iAddressFamily;
-      if (type === FROM_PROTOCOL_INFO) type = lpProtocolInfo.iSocketType;
-      if (protocol === FROM_PROTOCOL_INFO) protocol = lpProtocolInfo.iProtocol;
+      // As on Windows, arguments of FROM_PROTOCOL_INFO or 0 come from the entry, whose family
+      // must then be a real one (no AF_UNSPEC lookup in the catalog).
+      if (af === FROM_PROTOCOL_INFO || af === 0) af = lpProtocolInfo.iAddressFamily;
+      if (type === FROM_PROTOCOL_INFO || type === 0) type = lpProtocolInfo.iSocketType;
+      if (protocol === FROM_PROTOCOL_INFO || protocol === 0) protocol = lpProtocolInfo.iProtocol;
+      if (af !== P.AF_INET && af !== P.AF_INET6) return setErr(lpErrno, P.WSAEAFNOSUPPORT, P.INVALID_SOCKET);
     }
     if (![af, type, protocol].every(isI32) || !isU32(g) || !isU32(dwFlags)) return setErr(lpErrno, P.WSAEINVAL, P.INVALID_SOCKET);
     return finish(await this.engine.socket({ af, type, protocol, g, flags: dwFlags }), lpErrno);
@@ -72,7 +75,8 @@ export abstract class SpiFunctions {
   ): Promise<SOCKET> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK, P.INVALID_SOCKET);
-    if ((addr === null) !== (addrlen === null) || (addrlen !== null && !isOut(addrlen))) return setErr(lpErrno, P.WSAEFAULT, P.INVALID_SOCKET);
+    // An address buffer without a length is ignored, as on Windows; a length needs its buffer.
+    if ((addr === null && addrlen !== null) || (addrlen !== null && !isOut(addrlen))) return setErr(lpErrno, P.WSAEFAULT, P.INVALID_SOCKET);
     const r = await this.engine.accept(s);
     if (r.ret === P.INVALID_SOCKET) return finish(r, lpErrno);
     const peer = fieldOf(r, 'addr', isSockAddr);
@@ -288,6 +292,10 @@ export abstract class SpiFunctions {
     if (typeof targets === 'number') return setErr(lpErrno, targets);
     // A receive needs somewhere to put data: no buffers at all is WSAEINVAL on Windows.
     if (targets.length === 0) return setErr(lpErrno, P.WSAEINVAL);
+    // A datagram socket's lpFromlen too small for its family fails before anything is taken, so
+    // the datagram stays queued, as on Windows. (A stream socket leaves lpFrom alone.)
+    const known = this.engine.sockets.get(s);
+    if (lpFromlen && known?.type === P.SOCK_DGRAM && lpFromlen.value < sockaddrSize(known.af)) return setErr(lpErrno, P.WSAEFAULT);
     const params = { s, lengths: targets.map((t) => t.length), flags: lpFlags.value };
     const r = how ? await this.engine.overlapped(method, params, how, { targets, flagsOut: lpFlags }) : await this.engine.blocking(method, params, s, lpThreadId);
     const data = fieldOf(r, 'data', isBytes);
@@ -329,14 +337,15 @@ export abstract class SpiFunctions {
     if (!isU32(dwIoControlCode) || !isU32(cbInBuffer) || !isU32(cbOutBuffer)) return setErr(lpErrno, P.WSAEINVAL);
     if (cbInBuffer > 0 && (!(lpvInBuffer instanceof Uint8Array) || lpvInBuffer.length < cbInBuffer)) return setErr(lpErrno, P.WSAEFAULT);
     if (cbOutBuffer > 0 && (!(lpvOutBuffer instanceof Uint8Array) || lpvOutBuffer.length < cbOutBuffer)) return setErr(lpErrno, P.WSAEFAULT);
-    if (!how && !isOut(lpcbBytesReturned)) return setErr(lpErrno, P.WSAEFAULT);
+    // Windows wants lpcbBytesReturned overlapped or not, and writes it only for a call without one.
+    if (!isOut(lpcbBytesReturned)) return setErr(lpErrno, P.WSAEFAULT);
     const input = cbInBuffer > 0 && lpvInBuffer instanceof Uint8Array ? lpvInBuffer.subarray(0, cbInBuffer) : new Uint8Array(0);
     const r = await this.engine.ioctl({ s, code: dwIoControlCode, input, outputLength: cbOutBuffer }, how);
-    if (r.ret === 0 && isOut(lpcbBytesReturned)) {
+    if (r.ret === 0) {
       const output = fieldOf(r, 'output', isBytes);
       if (output && output.length > 0 && lpvOutBuffer) lpvOutBuffer.set(output.subarray(0, cbOutBuffer));
-      lpcbBytesReturned.value = fieldOf(r, 'bytesReturned', isU32) ?? 0;
-    }
+      if (!how) lpcbBytesReturned.value = fieldOf(r, 'bytesReturned', isU32) ?? 0;
+    } else if (!how && r.errno !== P.WSAENOTSOCK) lpcbBytesReturned.value = 0;
     return finish(r, lpErrno);
   }
 

@@ -21,7 +21,7 @@ import { SendStreams } from './send-streams.js';
 import { trimSoon } from './memory-trim.js';
 import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
-import { checkSocketTriple, runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
+import { resolveSocketTriple, runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
 
 const WS_OPEN = 1;
 const FLUSH_RECORDS = 256;
@@ -408,12 +408,12 @@ export class Session implements SpiSession {
   }
 
   createSocket(af: number, type: number, protocol: number, flags: number): P.Result<'WSPSocket'> {
-    const t = checkSocketTriple(af, type, protocol);
+    const t = resolveSocketTriple(af, type, protocol);
     if (t.errno) return fail(t.errno, P.INVALID_SOCKET);
     if (this.socketsFull()) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
-    const ctx = this.socketContext(af, type, t.protocol, (flags & P.WSA_FLAG_OVERLAPPED) !== 0);
+    const ctx = this.socketContext(t.af, t.type, t.protocol, (flags & P.WSA_FLAG_OVERLAPPED) !== 0);
     if (!ctx) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
-    const sock: EmulatedSocket = type === P.SOCK_STREAM ? new TcpSocket(this.tcpContext(ctx)) : new UdpSocket(ctx);
+    const sock: EmulatedSocket = t.type === P.SOCK_STREAM ? new TcpSocket(this.tcpContext(ctx)) : new UdpSocket(ctx);
     this.register(sock);
     return { ret: sock.handle, errno: 0 };
   }

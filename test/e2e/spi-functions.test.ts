@@ -42,14 +42,15 @@ t.test('WSPSocket', async (t) => {
   const spi = await session(t, d);
   const bad: Array<[number, number, number, number, string]> = [
     [99, S.SOCK_STREAM, S.IPPROTO_TCP, S.WSAEAFNOSUPPORT, 'af 99'],
-    [S.AF_UNSPEC, S.SOCK_STREAM, S.IPPROTO_TCP, S.WSAEAFNOSUPPORT, 'AF_UNSPEC'],
+    [S.AF_UNSPEC, S.SOCK_STREAM, 0, S.WSAEINVAL, 'AF_UNSPEC without a protocol'],
     [1, S.SOCK_DGRAM, 0, S.WSAEAFNOSUPPORT, 'AF_UNIX (1)'],
     [S.AF_INET, 5, 0, S.WSAESOCKTNOSUPPORT, 'SOCK_SEQPACKET (5)'],
     [S.AF_INET6, 99, 0, S.WSAESOCKTNOSUPPORT, 'type 99'],
     [S.AF_INET, S.SOCK_STREAM, 99, S.WSAEPROTONOSUPPORT, 'protocol 99'],
     [S.AF_INET6, S.SOCK_DGRAM, 255, S.WSAEPROTONOSUPPORT, 'protocol 255 (raw)'],
-    [S.AF_INET, S.SOCK_STREAM, S.IPPROTO_UDP, S.WSAEPROTOTYPE, 'SOCK_STREAM with IPPROTO_UDP'],
-    [S.AF_INET6, S.SOCK_DGRAM, S.IPPROTO_TCP, S.WSAEPROTOTYPE, 'SOCK_DGRAM with IPPROTO_TCP'],
+    // Windows gives WSAEPROTONOSUPPORT for a protocol that does not fit the type (Wine's test_WSASocket).
+    [S.AF_INET, S.SOCK_STREAM, S.IPPROTO_UDP, S.WSAEPROTONOSUPPORT, 'SOCK_STREAM with IPPROTO_UDP'],
+    [S.AF_INET6, S.SOCK_DGRAM, S.IPPROTO_TCP, S.WSAEPROTONOSUPPORT, 'SOCK_DGRAM with IPPROTO_TCP'],
   ];
   for (const [a, ty, p, code, what] of bad) {
     const e = S.out(0);

@@ -53,6 +53,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
    * Windows then fails receives with WSAECONNABORTED, while sends still give WSAECONNRESET.
    */
   private resetAfterFin = false;
+  /** The connection's addresses as last seen, for the names after node has closed it. */
+  private readonly names: { local: SockAddr | null; peer: SockAddr | null } = { local: null, peer: null };
   /** WSPShutdown(SD_SEND) was called: sends fail with WSAESHUTDOWN, also once the connection broke. */
   private sendsShut = false;
   /** FIN waits until the queued sends are through (after WSPShutdown or a close with sends queued). */
@@ -339,6 +341,9 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       this.log.error({ err }, 'could not apply socket options');
     }
     this.updateUrgentWatch();
+    // The names, remembered now: node forgets them once the connection has closed.
+    this.localName();
+    this.peerName();
   }
 
   /** The WSA code for a broken connection (see classifyBroken). */
@@ -525,12 +530,13 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   /** A receive's result when it can finish now, or undefined while it must wait. */
-  private recvCheck(lengths: readonly number[], flags: number, wantFrom: boolean): () => RecvResult | undefined {
+  private recvCheck(lengths: readonly number[], flags: number, _wantFrom: boolean): () => RecvResult | undefined {
     let want = 0;
     for (const n of lengths) want += n;
     // A stream receive may return fewer bytes than its buffers hold: at most one reply's worth.
     want = Math.min(want, this.maxRecvBytes);
-    const from = (): SockAddr | null | undefined => (wantFrom ? this.peerName() : undefined);
+    // WSPRecvFrom on a stream socket leaves lpFrom and lpFromlen alone on Windows: no source here.
+    const from = (): undefined => undefined;
     return () => {
       if (this.closed) return recvFailed(W.WSAEINTR);
       if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
@@ -689,8 +695,11 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
 
   localName(): SockAddr | null {
     if (this.conn && !this.conn.destroyed && this.conn.localAddress) {
-      return fromNodeAddress({ address: this.conn.localAddress, port: this.conn.localPort, family: this.conn.localFamily }, this.af);
+      this.names.local = fromNodeAddress({ address: this.conn.localAddress, port: this.conn.localPort, family: this.conn.localFamily }, this.af);
+      return this.names.local;
     }
+    // Node forgets a connection's addresses once it has closed; Windows still answers.
+    if (this.conn && this.names.local) return this.names.local;
     if (this.server) {
       const a = this.server.address();
       if (a && typeof a === 'object') return fromNodeAddress(a, this.af);
@@ -700,8 +709,10 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   peerName(): SockAddr | null {
-    if (!this.connected || !this.conn || !this.conn.remoteAddress) return null;
-    return fromNodeAddress({ address: this.conn.remoteAddress, port: this.conn.remotePort, family: this.conn.remoteFamily }, this.af);
+    if (!this.connected || !this.conn) return null;
+    if (!this.conn.remoteAddress) return this.names.peer;
+    this.names.peer = fromNodeAddress({ address: this.conn.remoteAddress, port: this.conn.remotePort, family: this.conn.remoteFamily }, this.af);
+    return this.names.peer;
   }
 
   readable(): number {

@@ -175,7 +175,9 @@ export const SPI_HANDLERS: Handlers = {
         p.overlapped,
         (done) => {
           const r = run();
-          if (r.errno === 0) done(0, r.bytes);
+          // Windows' completion of an overlapped WSPIoctl carries 0 bytes (Wine's test_fionbio,
+          // test_keepalive_vals); the output and its size come in the reply.
+          if (r.errno === 0) done(0, 0);
           return { pending: false, result: r };
         },
         run,
@@ -305,12 +307,26 @@ function recvWith(session: SpiSession, sock: EmulatedSocket, lengths: number[], 
   );
 }
 
-/** Checks WSPSocket's af / type / protocol triple; 0 when it names TCP or UDP over IPv4 or IPv6. */
-export function checkSocketTriple(af: number, type: number, protocol: number): { errno: number; protocol: number } {
-  if (af !== W.AF_INET && af !== W.AF_INET6) return { errno: W.WSAEAFNOSUPPORT, protocol };
-  if (type !== W.SOCK_STREAM && type !== W.SOCK_DGRAM) return { errno: W.WSAESOCKTNOSUPPORT, protocol };
-  const proto = protocol === 0 ? (type === W.SOCK_STREAM ? W.IPPROTO_TCP : W.IPPROTO_UDP) : protocol;
-  if (proto !== W.IPPROTO_TCP && proto !== W.IPPROTO_UDP) return { errno: W.WSAEPROTONOSUPPORT, protocol: proto };
-  if ((type === W.SOCK_STREAM) !== (proto === W.IPPROTO_TCP)) return { errno: W.WSAEPROTOTYPE, protocol: proto };
-  return { errno: 0, protocol: proto };
+/**
+ * WSPSocket's (af, type, protocol) resolved as Windows does (Wine's test_WSASocket records it): a
+ * type or protocol of 0 is taken from the other (TCP when both are 0), AF_UNSPEC takes the
+ * family from the catalog when a protocol is given (WSAEINVAL without one), and each refusal
+ * carries the code Windows gives for it: an unknown type WSAESOCKTNOSUPPORT even beside an
+ * unknown family, an unknown protocol or one that does not fit the type WSAEPROTONOSUPPORT.
+ */
+export function resolveSocketTriple(af: number, type: number, protocol: number): { errno: number; af: number; type: number; protocol: number } {
+  const refuse = (errno: number): { errno: number; af: number; type: number; protocol: number } => ({ errno, af, type, protocol });
+  const typeKnown = type === 0 || type === W.SOCK_STREAM || type === W.SOCK_DGRAM;
+  const protocolKnown = protocol === 0 || protocol === W.IPPROTO_TCP || protocol === W.IPPROTO_UDP;
+  let family = af;
+  if (af === W.AF_UNSPEC) {
+    if (protocol === 0) return refuse(W.WSAEINVAL);
+    family = W.AF_INET;
+  } else if (af !== W.AF_INET && af !== W.AF_INET6) return refuse(typeKnown ? W.WSAEAFNOSUPPORT : W.WSAESOCKTNOSUPPORT);
+  if (!typeKnown) return refuse(W.WSAESOCKTNOSUPPORT);
+  if (!protocolKnown) return refuse(W.WSAEPROTONOSUPPORT);
+  const t = type !== 0 ? type : protocol === W.IPPROTO_UDP ? W.SOCK_DGRAM : W.SOCK_STREAM;
+  const p = protocol !== 0 ? protocol : t === W.SOCK_DGRAM ? W.IPPROTO_UDP : W.IPPROTO_TCP;
+  if ((t === W.SOCK_STREAM) !== (p === W.IPPROTO_TCP)) return refuse(W.WSAEPROTONOSUPPORT);
+  return { errno: 0, af: family, type: t, protocol: p };
 }

@@ -39,6 +39,8 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
     sock.applyOptions();
     return ok();
   }
+  // Windows refuses SO_TYPE with WSAEINVAL on a datagram socket (Wine's test_WSASocket).
+  if (optname === W.SO_TYPE && sock.type === W.SOCK_DGRAM) return fail(W.WSAEINVAL);
   // Read-only options (SO_TYPE, SO_ERROR, SO_MAX_MSG_SIZE, SO_PROTOCOL_INFOW) and unknown ones.
   if (!SETTABLE.has(optname)) return fail(W.WSAENOPROTOOPT);
   if (STREAM_ONLY.has(optname) && sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
