@@ -2,13 +2,15 @@
  * A peer of the benchmark, in its own process, driven over IPC by test/bench/run.ts. spiwire's
  * sockets and the raw baselines meet the same peers. What a peer can be:
  *   - a TCP discard server counting the bytes of each connection (by the client's port), that
- *     answers "expect" when a connection has received a given count, with the time it did;
+ *     answers "expect" when a connection has received a given count, with the time it did, and
+ *     on request hashes (SHA-256) what a connection receives, without keeping it;
  *   - a TCP holder that accepts connections and does not read them until "release";
  *   - a UDP receiver counting datagrams, pushing its count every few datagrams (the senders'
  *     flow control) and remembering when the first and last arrived;
  *   - a WebSocket echo server (ws), the raw baseline of the small-call latency.
  * Times are process.hrtime in nanoseconds: CLOCK_MONOTONIC, which every process here shares.
  */
+import { createHash, type Hash } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { WebSocketServer } from 'ws';
@@ -27,6 +29,9 @@ interface Conn {
   waiters: Array<{ bytes: number; id: number; forget?: boolean }>;
   /** With stamps on: [time, cumulative bytes] of every read. */
   stamps: number[] | null;
+  /** With hashing on: SHA-256 of every byte received, in order; its hex digest once the end is reported. */
+  hash: Hash | null;
+  sha256: string | undefined;
   /** Its end was reported to an "ended" request: the entry can go. */
   reported: boolean;
 }
@@ -52,7 +57,7 @@ function reply(id: number, body: Record<string, unknown> = {}): void {
 function connOf(l: Listener, remotePort: number): Conn {
   let c = l.conns.get(remotePort);
   if (!c) {
-    c = { bytes: 0, ended: false, waiters: [], stamps: null, reported: false };
+    c = { bytes: 0, ended: false, waiters: [], stamps: null, hash: null, sha256: undefined, reported: false };
     l.conns.set(remotePort, c);
   }
   return c;
@@ -63,7 +68,12 @@ function settle(c: Conn): void {
   const t = now();
   c.waiters = c.waiters.filter((w) => {
     if (c.bytes < w.bytes && !c.ended) return true;
-    reply(w.id, { t, bytes: c.bytes, ended: c.ended, stamps: w.forget ? (c.stamps ?? []) : undefined });
+    // The digest is taken when the end is reported (no byte can follow it), and only once.
+    if (w.forget && c.hash) {
+      c.sha256 = c.hash.digest('hex');
+      c.hash = null;
+    }
+    reply(w.id, { t, bytes: c.bytes, ended: c.ended, stamps: w.forget ? (c.stamps ?? []) : undefined, sha256: w.forget ? c.sha256 : undefined });
     if (w.forget) c.reported = true;
     return false;
   });
@@ -82,6 +92,7 @@ function read(l: Listener, sock: net.Socket, c: Conn): void {
     c.bytes += b.length;
     l.bytes += b.length;
     if (c.stamps) c.stamps.push(now(), c.bytes);
+    if (c.hash) c.hash.update(b);
     if (c.waiters.length) settle(c);
   });
   sock.resume();
@@ -147,6 +158,12 @@ const handlers: Record<string, (m: Msg) => void> = {
   stamps: (m) => {
     const c = connOf(listener(m), m['remotePort'] as number);
     c.stamps = [];
+    reply(m.id);
+  },
+  /** Starts hashing what one connection receives (ask before any byte can arrive); "ended" then reports the SHA-256. */
+  hash: (m) => {
+    const c = connOf(listener(m), m['remotePort'] as number);
+    c.hash = createHash('sha256');
     reply(m.id);
   },
   connStats: (m) => {

@@ -10,6 +10,7 @@ import type { UdpResult } from './scenarios/udp.js';
 import type { CompletionResult, CompletionVariant } from './scenarios/completion.js';
 import type { ScaleResult, StepResult } from './scenarios/scale.js';
 import type { SlowPeerResult } from './scenarios/slow-peer.js';
+import type { LargeSendFigures, LargeSendsResult } from './scenarios/large-sends.js';
 
 export interface Results {
   bulk?: ThroughputResult;
@@ -20,6 +21,7 @@ export interface Results {
   completion?: CompletionResult;
   scale?: ScaleResult;
   slowPeer?: SlowPeerResult;
+  largeSends?: LargeSendsResult;
 }
 
 export interface Meta {
@@ -83,6 +85,11 @@ function mib(bytes: number): string {
   return `${fmt(bytes / 2 ** 20)} MiB`;
 }
 
+/** A send's size: 1 GiB, 256 MiB. */
+function sizeText(bytes: number): string {
+  return bytes >= 2 ** 30 && bytes % 2 ** 30 === 0 ? `${fmt(bytes / 2 ** 30)} GiB` : mib(bytes);
+}
+
 function spread(s: Summary, unit = '', scale = 1): string {
   return `${fmt(s.median / scale, unit)} [${fmt(s.min / scale)}–${fmt(s.max / scale)}]`;
 }
@@ -128,6 +135,12 @@ export function targets(r: Results): Target[] {
   if (r.slowPeer) {
     const sp = r.slowPeer;
     out.push({ id: 'slowPeerFlat', kind: 'requirement', what: 'Slow peer: daemon memory stays flat, bounded by the socket buffer and the outstanding-operation limit', judged: `live growth ≤ bound (${mib(sp.bound)}) and growth after the half-way point ≤ 5 % of it`, value: sp.maxGrowth, unit: 'bytes', comparison: '<=', threshold: sp.bound, met: sp.flat });
+  }
+  if (r.largeSends) {
+    const ls = r.largeSends;
+    const judged = 'largest growth of the daemon’s rss (peak during the send − rss before it) over the first (hashed) run and the measured repetitions';
+    add({ id: 'largeSendBlockingMemory', kind: 'requirement', what: `Large sends: the daemon grows by at most ${mib(ls.bound)} during a blocking ${sizeText(ls.blocking.bytes)} WSPSend`, judged, value: ls.blocking.maxGrowth, unit: 'bytes', comparison: '<=', threshold: ls.bound });
+    add({ id: 'largeSendOverlappedMemory', kind: 'requirement', what: `Large sends: the daemon grows by at most ${mib(ls.bound)} during an overlapped ${sizeText(ls.overlapped.bytes)} WSPSend`, judged, value: ls.overlapped.maxGrowth, unit: 'bytes', comparison: '<=', threshold: ls.bound });
   }
   return out;
 }
@@ -182,6 +195,16 @@ function rows(r: Results): Row[] {
   if (r.slowPeer) {
     const sp = r.slowPeer;
     out.push({ n: '7', scenario: `slow peer, ${fmt(sp.params['posts'] as number)} posts of 1 KiB: live first/last/max`, spiwire: `${mib(sp.live.first)} / ${mib(sp.live.last)} / ${mib(sp.live.max)}`, raw: `rss ${mib(sp.rss.first)} / ${mib(sp.rss.last)} / ${mib(sp.rss.max)}`, ratio: '' });
+  }
+  if (r.largeSends) {
+    const ls = r.largeSends;
+    const sends: Array<[string, LargeSendFigures]> = [
+      [`blocking ${sizeText(ls.blocking.bytes)}`, ls.blocking],
+      [`overlapped ${sizeText(ls.overlapped.bytes)}`, ls.overlapped],
+    ];
+    pairRow('8', `large sends: blocking ${sizeText(ls.blocking.bytes)} WSPSend vs one node:net write`, ls.blocking.pair, 'MB/s');
+    pairRow('8', `large sends: overlapped ${sizeText(ls.overlapped.bytes)} WSPSend + routine vs one write`, ls.overlapped.pair, 'MB/s');
+    for (const [what, f] of sends) out.push({ n: '8', scenario: `  daemon rss growth during the ${what} send (peak − before)`, spiwire: spread(f.growth, 'MiB', 2 ** 20), raw: `rss before ${mib(f.rssBefore.median)}, peak ${mib(f.rssPeak.median)}`, ratio: '' });
   }
   return out;
 }
@@ -257,6 +280,11 @@ export function svg(rep: Report): string {
     bars.push({ label: '3b small sends (hook)', sub: 'startOperation, no APCs (diagnostic)', value: p.ratio, lo: runs(p)[0], hi: runs(p)[1], target: 150_000 / p.raw.median, targetLabel: '150k/s', met: p.spiwire.median >= 150_000 });
   }
   if (r.udp) bars.push({ label: '4 UDP 1 KiB', sub: 'datagrams received ÷ raw node:dgram', value: r.udp.pair.ratio, lo: runs(r.udp.pair)[0], hi: runs(r.udp.pair)[1], target: 0.5, targetLabel: '≥ 0.5', met: t.get('udp')?.met ?? null });
+  if (r.largeSends) {
+    // Throughput of the large sends is information, not a target: grey bars without a target line.
+    const o = r.largeSends.overlapped;
+    bars.push({ label: `8 large send ${sizeText(o.bytes)}`, sub: 'overlapped, MB/s ÷ one raw write', value: o.pair.ratio, lo: runs(o.pair)[0], hi: runs(o.pair)[1], target: null, targetLabel: '', met: null });
+  }
   const W = 720;
   const left = 230;
   const right = 120;
@@ -367,8 +395,8 @@ export function markdown(rep: Report, svgFile: string): string {
   L.push('');
   L.push(`- The daemon runs as its own process, with the V8 flags \`npm start\` gives it (\`${m.daemonNodeFlags.join(' ')}\`, see \`server/src/node-flags.ts\`) and \`--expose-gc\` for the memory figures: ` +
     `\`node --expose-gc ${m.daemonNodeFlags.join(' ')} server/dist/src/main.js --port P --log-level warn\` (flags: \`${m.daemonFlags.join(' ')}\`), ` +
-    'on a port the benchmark picked (at warn level the daemon does not print its `url` line). Scenarios 6 and 7 start daemons of their own with the flags given below.');
-  L.push('- The client (the SDK, and the raw baselines) runs in the benchmark process; the peers run in child processes of their own: a TCP discard server, ' +
+    'on a port the benchmark picked (at warn level the daemon does not print its `url` line). Scenarios 6, 7 and 8 start daemons of their own with the flags given below.');
+  L.push('- The client (the SDK, and the raw baselines) runs in the benchmark process; the peers run in child processes of their own: a TCP discard server (which can also hash what a connection receives), ' +
     'a UDP receiver that counts datagrams, a `ws` echo server and a TCP "holder" that accepts connections and does not read them until told. ' +
     'spiwire and its raw baseline talk to the same peer process. Everything is on loopback; every child is killed when the benchmark ends.');
   L.push('- Pipelined scenarios use the public SPI path: `WSPSend` with a `WSAOVERLAPPED` and a completion routine, on a session in automatic APC mode ' +
@@ -406,6 +434,18 @@ export function markdown(rep: Report, svgFile: string): string {
       `After forced GCs (live): ${sp.checkpoints.map((c) => `${fmt(c.posts)} posts ${mib(c.heapUsed + c.external)}`).join(', ')} (the last one after an idle second). ` +
       `Bound: SO_SNDBUF + limit × (1 KiB payload + 1 KiB per operation) + 1 MiB of one-time costs = ${mib(sp.bound)}; live grew at most ${mib(sp.maxGrowth)}, and ${mib(sp.growthSecondHalf)} over the second half of the posts. Then the holder reads: every pending send completes and the peer receives exactly the bytes of the accepted sends.`);
   }
+  if (r.largeSends) {
+    const ls = r.largeSends;
+    const mem = (f: LargeSendFigures): string =>
+      `daemon rss before ${spread(f.rssBefore, 'MiB', 2 ** 20)}, peak ${spread(f.rssPeak, 'MiB', 2 ** 20)}, growth ${spread(f.growth, 'MiB', 2 ** 20)}${f.verificationGrowth === null ? '' : ` (${mib(f.verificationGrowth)} in the first, hashed run)`}`;
+    const peak = ls.params['peakFrom'] === 'VmHWM' ? 'VmHWM in `/proc/<pid>/status`, reset just before the call' : `the largest VmRSS in \`/proc/<pid>/status\` sampled every ${ls.params['sampleEveryMs']} ms`;
+    L.push(`8. **Large sends** (issue 13). In a daemon of its own (default flags: 64 KiB transport buffer, 16 MiB stream window), each repetition makes one blocking \`WSPSend\` of ${sizeText(ls.blocking.bytes)} on a blocking TCP socket and one overlapped \`WSPSend\` of ${sizeText(ls.overlapped.bytes)} with a completion routine (run in \`SleepEx(50, TRUE)\`) to the discard peer, beside one raw \`node:net\` write of the same bytes, each timed from the call to the peer holding the last byte (after ${ls.params['warmUpSeconds']} s of warm-up with 64 MiB sends on each side). ` +
+      `The daemon's growth is its peak resident set during the send (${peak}) less its rss before the call (taken after two forced collections), and must stay below ${mib(ls.bound)} whatever the size of the send, since the daemon holds only the transport buffer, the window the SDK may send ahead and the pieces in flight. ` +
+      'A first run of each send on the fresh daemon has the peer hash what it receives (SHA-256, checked against the bytes sent; its growth counts toward the requirement), while the measured runs only count bytes, as hashing at these rates takes most of a core. ' +
+      `Blocking ${sizeText(ls.blocking.bytes)}: ${pairLine(ls.blocking.pair, 'MB/s')}; the call returned after ${spread(ls.blocking.callSeconds, 's')}; ${mem(ls.blocking)}. ` +
+      `Overlapped ${sizeText(ls.overlapped.bytes)}: ${pairLine(ls.overlapped.pair, 'MB/s')}; the routine ran after ${spread(ls.overlapped.callSeconds, 's')}; ${mem(ls.overlapped)}. ` +
+      'Checked in every run: the blocking call returns the full count; the overlapped one pends (WSA_IO_PENDING) and its routine runs exactly once, with no error and the full count; the peer receives exactly that many bytes.');
+  }
   L.push('');
   L.push('## Reading the figures');
   L.push('');
@@ -428,7 +468,7 @@ const FAST_PATH = [
   '- **Compact headers for the hot messages.** The WSPSend request, its reply and `spiwire.completion` are written as fixed binary layouts instead of JSON once the client has used them (proto/README.md, "Compact headers"): encoding and decoding one of them costs about 0.2 us instead of about 1.4 us, which is most of what the small-send rate and UDP gained.',
   '- **Several calls per frame, both ways.** The SDK packs the calls of one synchronous run into one frame (sent at 64 records or 256 KiB, or on a microtask); the daemon does the same with the replies to one incoming frame, and sends completions once the event loop has run the I/O callbacks of its current round, so that a burst of them shares a frame. An overlapped send that completes at once carries its completion in its reply.',
   '- **Replies first.** A send that fits in the transport buffer is answered in the same turn; the replies of an incoming frame leave before the bytes it corked are written to the peers (next tick), so a caller never waits behind its own data.',
-  '- **Backpressure end to end.** Bytes count against the socket\'s transport buffer (SO_SNDBUF) until node has handed them to the kernel, whose own buffer is sized to match; beyond that, sends pend, up to the outstanding-operation limit (WSAEWOULDBLOCK) and the session quota (WSAENOBUFS). Scenario 7 shows memory staying flat.',
+  '- **Backpressure end to end.** Bytes count against the socket\'s transport buffer (SO_SNDBUF) until node has handed them to the kernel, whose own buffer is sized to match; beyond that, sends pend, up to the outstanding-operation limit (WSAEWOULDBLOCK) and the session quota (WSAENOBUFS). A send larger than one message goes as a stream, never more than the stream window ahead of what the daemon has taken. Scenario 7 shows memory staying flat, scenario 8 a send of any size costing the daemon a bounded amount.',
   '- **V8 flags for small machines.** `--single-threaded-gc` keeps GC helper threads off cores the client and the peers need; `--no-incremental-marking` stops bulk traffic\'s short-lived buffer memory from starting full marking cycles many times a second. Together they made bulk about 40 % and UDP about 35 % faster on 2 cores.',
   '',
   'Where the time still goes (2 cores, measured with timestamps on the shared clock and with `--cpu-prof`):',

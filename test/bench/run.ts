@@ -25,6 +25,7 @@ import { udp as udpScenario } from './scenarios/udp.js';
 import { completion } from './scenarios/completion.js';
 import { scale } from './scenarios/scale.js';
 import { slowPeer } from './scenarios/slow-peer.js';
+import { largeSends } from './scenarios/large-sends.js';
 import { DAEMON_NODE_FLAGS } from '@spiwire/server/node-flags';
 import { nativeMasking } from '@spiwire/client';
 
@@ -172,6 +173,10 @@ async function main(): Promise<void> {
     if (want(7)) {
       log('7 slow peer');
       results.slowPeer = await slowPeer(ctx);
+    }
+    if (want(8)) {
+      log('8 large sends');
+      results.largeSends = await largeSends(ctx);
     }
   } finally {
     daemonOutput = daemon.output;

@@ -7,15 +7,15 @@ export type Api = 'spi' | 'hook';
 export interface Ctx {
   /** Tiny sizes, one repetition, correctness only. */
   quick: boolean;
-  /** Repetitions of scenarios 1 to 5. */
+  /** Repetitions of scenarios 1 to 5 and 8. */
   reps: number;
   /** Repetitions of each size of scenario 6. */
   scaleReps: number;
   /** How pipelined overlapped sends are made: the public SPI path or the SDK's startOperation hook. */
   api: Api;
-  /** The daemon of scenarios 1 to 5 (defaults; scenarios 6 and 7 start their own). */
+  /** The daemon of scenarios 1 to 5 (defaults; scenarios 6, 7 and 8 start their own). */
   daemon: DaemonProcess;
-  /** TCP discard server (its own process) and the port of its listener. */
+  /** TCP discard server (its own process; counts, and on request hashes) and the port of its listener. */
   discard: PeerProcess;
   discardPort: number;
   /** UDP receiver process. */

@@ -254,10 +254,11 @@ export class PeerProcess {
 
   /**
    * What a TCP listener of this peer received on the connection from remotePort, once that
-   * connection has ended. The peer then forgets it: ask once per connection, at its end.
+   * connection has ended (sha256 only when hashing was asked for). The peer then forgets it: ask
+   * once per connection, at its end.
    */
-  connectionEnded(port: number, remotePort: number): Promise<{ bytes: number; stamps: number[] }> {
-    return this.request<{ bytes: number; stamps: number[] }>('ended', { port, remotePort });
+  connectionEnded(port: number, remotePort: number, timeoutMs?: number): Promise<{ bytes: number; stamps: number[]; sha256?: string }> {
+    return this.request<{ bytes: number; stamps: number[]; sha256?: string }>('ended', { port, remotePort }, timeoutMs);
   }
 
   on(event: string, f: (m: Reply) => void): () => void {
