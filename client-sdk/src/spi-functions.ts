@@ -337,15 +337,20 @@ export abstract class SpiFunctions {
     if (!isU32(dwIoControlCode) || !isU32(cbInBuffer) || !isU32(cbOutBuffer)) return setErr(lpErrno, P.WSAEINVAL);
     if (cbInBuffer > 0 && (!(lpvInBuffer instanceof Uint8Array) || lpvInBuffer.length < cbInBuffer)) return setErr(lpErrno, P.WSAEFAULT);
     if (cbOutBuffer > 0 && (!(lpvOutBuffer instanceof Uint8Array) || lpvOutBuffer.length < cbOutBuffer)) return setErr(lpErrno, P.WSAEFAULT);
-    // Windows wants lpcbBytesReturned overlapped or not, and writes it only for a call without one.
+    // Windows wants lpcbBytesReturned overlapped or not. What it writes there, as Wine's tests
+    // record it: FIONBIO, FIONREAD and SIOCATMARK (answered in ws2_32 itself) write it on success
+    // only; the other codes write it when there is no OVERLAPPED (0 on failure) or a routine, and
+    // leave it alone for an overlapped call with only an event.
     if (!isOut(lpcbBytesReturned)) return setErr(lpErrno, P.WSAEFAULT);
+    const local = dwIoControlCode === P.FIONBIO || dwIoControlCode === P.FIONREAD || dwIoControlCode === P.SIOCATMARK;
+    const writeCount = local || !how || how.routine !== null;
     const input = cbInBuffer > 0 && lpvInBuffer instanceof Uint8Array ? lpvInBuffer.subarray(0, cbInBuffer) : new Uint8Array(0);
     const r = await this.engine.ioctl({ s, code: dwIoControlCode, input, outputLength: cbOutBuffer }, how);
     if (r.ret === 0) {
       const output = fieldOf(r, 'output', isBytes);
       if (output && output.length > 0 && lpvOutBuffer) lpvOutBuffer.set(output.subarray(0, cbOutBuffer));
-      if (!how) lpcbBytesReturned.value = fieldOf(r, 'bytesReturned', isU32) ?? 0;
-    } else if (!how && r.errno !== P.WSAENOTSOCK) lpcbBytesReturned.value = 0;
+      if (writeCount) lpcbBytesReturned.value = fieldOf(r, 'bytesReturned', isU32) ?? 0;
+    } else if (!local && !how && r.errno !== P.WSAENOTSOCK) lpcbBytesReturned.value = 0;
     return finish(r, lpErrno);
   }
 

@@ -50,7 +50,7 @@ t.test("checks of the caller's own memory fail at once, and send nothing", async
     ['WSPGetSockOpt: *optlen beyond optval', () => spi.WSPGetSockOpt(1, P.SOL_SOCKET, P.SO_SNDBUF, buf, out(5), e), P.SOCKET_ERROR, P.WSAEFAULT],
     ['WSPBind: a name that is not a sockaddr', () => untyped(spi.WSPBind, spi, 1, '127.0.0.1', 16, e), P.SOCKET_ERROR, P.WSAEFAULT],
     ['WSPSocket: an af that is not an int', () => spi.WSPSocket(1.5, P.SOCK_STREAM, 0, null, 0, 0, e), P.INVALID_SOCKET, P.WSAEINVAL],
-    ['WSPAccept: addr without addrlen', () => spi.WSPAccept(1, { ...addr }, null, null, 0, e), P.INVALID_SOCKET, P.WSAEFAULT],
+    ['WSPAccept: addrlen without addr', () => spi.WSPAccept(1, null, out(16), null, 0, e), P.INVALID_SOCKET, P.WSAEFAULT],
     ['WSPConnect: QOS', () => spi.WSPConnect(1, addr, 16, null, null, {}, null, e), P.SOCKET_ERROR, P.WSAEOPNOTSUPP],
     ['WSPEventSelect: events without an event object', () => spi.WSPEventSelect(1, 0x7777, P.FD_READ, e), P.SOCKET_ERROR, P.WSAEINVAL],
     ['WSPEnumNetworkEvents: no WSANETWORKEVENTS', () => spi.WSPEnumNetworkEvents(1, ev, null, e), P.SOCKET_ERROR, P.WSAEFAULT],

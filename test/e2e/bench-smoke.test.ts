@@ -35,7 +35,7 @@ t.test('npm run bench -- --quick: every scenario runs and moves the expected byt
     results: Record<string, { checks: Check[] } & Record<string, unknown>>;
   };
   t.equal(report.meta.mode, 'quick');
-  const scenarios = ['bulk', 'latency', 'smallSendRate', 'smallSendRateHook', 'udp', 'completion', 'scale', 'slowPeer'];
+  const scenarios = ['bulk', 'latency', 'smallSendRate', 'smallSendRateHook', 'udp', 'completion', 'scale', 'slowPeer', 'largeSends'];
   t.same(Object.keys(report.results).sort(), [...scenarios].sort(), 'every scenario ran');
   t.same(report.checks.failed, [], 'no check failed');
   t.equal(report.checks.passed, report.checks.total);

@@ -15,6 +15,12 @@ import { daemon, drainUntil, fionread, overlappedTcp, connectedTcp, session, tcp
 import { maxRecvBytes } from '@spiwire/server/internals';
 
 const MiB = 1024 * 1024;
+/**
+ * What a large send may add to the daemon, whatever its size: the 16 MiB stream window, the pieces
+ * in flight and the garbage they leave before a collection. The benchmark's scenario 8 holds the
+ * daemon to the same bound.
+ */
+const GROWTH_BOUND = 96 * MiB;
 const MAIN = fileURLToPath(new URL('../../../server/dist/src/main.js', import.meta.url));
 
 /** The daemon as its own process, so that its memory is its own; stopped in teardown. */
@@ -98,7 +104,7 @@ t.test('a blocking 256 MiB WSPSend: one call, the full count, every byte at the 
   clearInterval(sampler);
   t.equal(got.bytes, data.length, 'the peer received every byte');
   t.equal(got.sha, sha(data), 'exactly the bytes sent, in order');
-  t.ok(peak - before < 80 * MiB, `the daemon grew by ${((peak - before) / MiB).toFixed(0)} MiB for a 256 MiB send`);
+  t.ok(peak - before < GROWTH_BOUND, `the daemon grew by ${((peak - before) / MiB).toFixed(0)} MiB for a 256 MiB send`);
 });
 
 t.test('an overlapped 1 GiB WSPSend: pending, one completion with the full count, the daemon bounded', async (t) => {
@@ -124,7 +130,7 @@ t.test('an overlapped 1 GiB WSPSend: pending, one completion with the full count
   await spi.SleepEx(0, true);
   t.same(calls, [[0, data.length]], 'exactly one completion, with the full count');
   t.equal(got.sha, sha(data), `the peer received all ${got.bytes} bytes, in order`);
-  t.ok(peak - before < 80 * MiB, `the daemon grew by ${((peak - before) / MiB).toFixed(0)} MiB for a ${size / MiB} MiB send`);
+  t.ok(peak - before < GROWTH_BOUND, `the daemon grew by ${((peak - before) / MiB).toFixed(0)} MiB for a ${size / MiB} MiB send`);
 });
 
 t.test('a large overlapped send cancelled by WSPCloseSocket: one completion, and the peer got exactly its count', async (t) => {

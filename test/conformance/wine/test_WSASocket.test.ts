@@ -86,26 +86,11 @@ async function rows(c: Check, spi: S.SpiSession, table: Row[]): Promise<void> {
 const sc = new Scenario<{ spi: S.SpiSession }>(async () => ({ spi: await openSession(t, d) }));
 const V4 = { families: ['ipv4'] as const };
 
-sc.step(t, 'test_WSASocket: an unknown or invalid address family, type or protocol fails with the error Windows gives', {
-  ...V4,
-  todo: 'Windows: (0xdead, 0xdead, TCP) WSAESOCKTNOSUPPORT, (AF_INET, 0, 0xdead) WSAEPROTONOSUPPORT, (AF_INET, SOCK_STREAM, UDP) and (AF_INET, SOCK_DGRAM, TCP) WSAEPROTONOSUPPORT; spiwire: WSAEAFNOSUPPORT, WSAESOCKTNOSUPPORT, and WSAEPROTOTYPE (10041) for the two mismatched pairs (the other ten rows as Windows)',
-}, async (c, x) => rows(c, x.spi, INVALID));
-sc.step(t, 'test_WSASocket: AF_INET with a type or protocol of 0 creates the socket the other argument names (TCP when both are 0)', {
-  ...V4,
-  todo: 'Windows: a type of 0 takes the protocol\'s type (TCP when the protocol is 0 too); spiwire: a type of 0 fails with WSAESOCKTNOSUPPORT (a protocol of 0 works as on Windows)',
-}, async (c, x) => rows(c, x.spi, INET_ZERO));
-sc.step(t, 'test_WSASocket: AF_UNSPEC with a protocol creates a socket of that protocol (IPv4, IPv6 on Windows 11)', {
-  ...V4,
-  todo: 'Windows: an IPv4 (or IPv6) socket of that protocol; spiwire: WSAEAFNOSUPPORT',
-}, async (c, x) => rows(c, x.spi, UNSPEC_OK));
-sc.step(t, 'test_WSASocket: AF_UNSPEC with an unknown type or protocol fails with WSAESOCKTNOSUPPORT or WSAEPROTONOSUPPORT', {
-  ...V4,
-  todo: 'Windows: WSAEPROTONOSUPPORT, WSAESOCKTNOSUPPORT, WSAEPROTONOSUPPORT; spiwire: WSAEAFNOSUPPORT for all three',
-}, async (c, x) => rows(c, x.spi, UNSPEC_BAD));
-sc.step(t, 'test_WSASocket: AF_UNSPEC without a protocol fails with WSAEINVAL', {
-  ...V4,
-  todo: 'Windows: WSAEINVAL; spiwire: WSAEAFNOSUPPORT',
-}, async (c, x) => rows(c, x.spi, UNSPEC_NOPROTO));
+sc.step(t, 'test_WSASocket: an unknown or invalid address family, type or protocol fails with the error Windows gives', V4, async (c, x) => rows(c, x.spi, INVALID));
+sc.step(t, 'test_WSASocket: AF_INET with a type or protocol of 0 creates the socket the other argument names (TCP when both are 0)', V4, async (c, x) => rows(c, x.spi, INET_ZERO));
+sc.step(t, 'test_WSASocket: AF_UNSPEC with a protocol creates a socket of that protocol (IPv4, IPv6 on Windows 11)', V4, async (c, x) => rows(c, x.spi, UNSPEC_OK));
+sc.step(t, 'test_WSASocket: AF_UNSPEC with an unknown type or protocol fails with WSAESOCKTNOSUPPORT or WSAEPROTONOSUPPORT', V4, async (c, x) => rows(c, x.spi, UNSPEC_BAD));
+sc.step(t, 'test_WSASocket: AF_UNSPEC without a protocol fails with WSAEINVAL', V4, async (c, x) => rows(c, x.spi, UNSPEC_NOPROTO));
 
 /** The catalog entries of TCP (Wine asks for {IPPROTO_TCP, IPPROTO_IP}: IPPROTO_IP, 0, ends the list). */
 function tcpEntries(c: Check): S.WSAPROTOCOL_INFOW[] {
@@ -139,10 +124,7 @@ sc.step(t, 'test_WSASocket: the plain arguments come first: (0, 0, UDP) with an 
   }
 });
 
-sc.step(t, 'test_WSASocket: (0, 0, 0) with a UDP entry creates a UDP socket (SO_TYPE SOCK_DGRAM)', {
-  ...V4,
-  todo: 'Windows: the arguments of 0 are taken from lpProtocolInfo, a UDP socket; spiwire: only FROM_PROTOCOL_INFO arguments are, so (0, 0, 0) fails with WSAEAFNOSUPPORT',
-}, async (c, x) => {
+sc.step(t, 'test_WSASocket: (0, 0, 0) with a UDP entry creates a UDP socket (SO_TYPE SOCK_DGRAM)', V4, async (c, x) => {
   const e = S.out(0);
   const s = await x.spi.WSPSocket(0, 0, 0, { iAddressFamily: S.AF_INET, iSocketType: S.SOCK_DGRAM, iProtocol: S.IPPROTO_UDP }, 0, 0, e);
   c.same([s === S.INVALID_SOCKET ? e.value : 0], [0], 'created');
@@ -154,10 +136,7 @@ sc.step(t, 'test_WSASocket: (0, 0, 0) with a UDP entry creates a UDP socket (SO_
   }
 });
 
-sc.step(t, 'test_WSASocket: SO_TYPE cannot be set: WSAENOPROTOOPT on TCP, WSAEINVAL on UDP', {
-  ...V4,
-  todo: 'Windows: WSAEINVAL on UDP; spiwire: WSAENOPROTOOPT on UDP as on TCP',
-}, async (c, x) => {
+sc.step(t, 'test_WSASocket: SO_TYPE cannot be set: WSAENOPROTOOPT on TCP, WSAEINVAL on UDP', V4, async (c, x) => {
   for (const [label, type, proto, err] of [['TCP', S.SOCK_STREAM, S.IPPROTO_TCP, S.WSAENOPROTOOPT], ['UDP', S.SOCK_DGRAM, S.IPPROTO_UDP, S.WSAEINVAL]] as const) {
     const s = await x.spi.WSPSocket(S.AF_INET, type, proto, null, 0, 0, S.out(0));
     for (const v of [S.SOCK_STREAM, S.SOCK_DGRAM]) {
@@ -168,10 +147,7 @@ sc.step(t, 'test_WSASocket: SO_TYPE cannot be set: WSAENOPROTOOPT on TCP, WSAEIN
   }
 });
 
-sc.step(t, 'test_WSASocket: (0, 0, TCP) and (0, 0, UDP) create the type of the catalog\'s first entry of that protocol', {
-  ...V4,
-  todo: 'Windows: a TCP and a UDP socket; spiwire: WSAEAFNOSUPPORT (an address family of 0 is refused)',
-}, async (c, x) => {
+sc.step(t, 'test_WSASocket: (0, 0, TCP) and (0, 0, UDP) create the type of the catalog\'s first entry of that protocol', V4, async (c, x) => {
   for (const [label, proto, type] of [['TCP', S.IPPROTO_TCP, S.SOCK_STREAM], ['UDP', S.IPPROTO_UDP, S.SOCK_DGRAM]] as const) {
     const e = S.out(0);
     const s = await x.spi.WSPSocket(0, 0, proto, null, 0, 0, e);

@@ -86,16 +86,12 @@ fionbio.step(t, 'test_fionbio: an overlapped FIONBIO returns 0 with 0 bytes and 
   c.same([ov.Internal, ov.InternalHigh], [0, 0], 'Internal 0, InternalHigh 0');
 });
 
-fionbio.step(t, 'test_fionbio: an overlapped FIONBIO without lpcbBytesReturned fails with WSAEFAULT', {
-  todo: 'Windows: WSAEFAULT; spiwire: 0, success (the SDK asks for lpcbBytesReturned only when there is no OVERLAPPED)',
-}, async (c, x) => {
+fionbio.step(t, 'test_fionbio: an overlapped FIONBIO without lpcbBytesReturned fails with WSAEFAULT', {}, async (c, x) => {
   const r = await ioctl(x.spi, x.s, S.FIONBIO, dword(1), 4, 0, { size: false, ov: new S.WSAOVERLAPPED() });
   c.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSAEFAULT], 'WSPIoctl');
 });
 
-fionbio.step(t, 'test_fionbio: after WSPEventSelect, FIONBIO 1 succeeds and FIONBIO 0 fails with WSAEINVAL', {
-  todo: 'Windows: FIONBIO 0 fails with WSAEINVAL while events are selected; spiwire: 0, and the socket turns blocking',
-}, async (c, x) => {
+fionbio.step(t, 'test_fionbio: after WSPEventSelect, FIONBIO 1 succeeds and FIONBIO 0 fails with WSAEINVAL', {}, async (c, x) => {
   await selectEvents(x.spi, x.s, x.spi.WSACreateEvent(), S.FD_READ);
   const one = await ioctl(x.spi, x.s, S.FIONBIO, dword(1), 4, 0);
   c.equal(one.ret, 0, 'FIONBIO 1');
@@ -155,18 +151,14 @@ fr.step(t, 'test_fionread_siocatmark: a fresh connection: FIONREAD 0, SIOCATMARK
   c.same(await state(x), [0, 1], 'FIONREAD, SIOCATMARK');
 });
 
-fr.step(t, 'test_fionread_siocatmark: overlapped FIONREAD and SIOCATMARK without lpcbBytesReturned fail with WSAEFAULT', {
-  todo: 'Windows: WSAEFAULT; spiwire: 0, success (the SDK asks for lpcbBytesReturned only when there is no OVERLAPPED)',
-}, async (c, x) => {
+fr.step(t, 'test_fionread_siocatmark: overlapped FIONREAD and SIOCATMARK without lpcbBytesReturned fail with WSAEFAULT', {}, async (c, x) => {
   for (const [name, code] of [['FIONREAD', S.FIONREAD], ['SIOCATMARK', S.SIOCATMARK]] as const) {
     const r = await ioctl(x.spi, x.client, code, null, 0, 4, { size: false, ov: new S.WSAOVERLAPPED() });
     c.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSAEFAULT], name);
   }
 });
 
-fr.step(t, 'test_fionread_siocatmark: overlapped FIONREAD and SIOCATMARK return 0 with 4 bytes at once; the completion carries 0 bytes, Internal 0, InternalHigh 0', {
-  todo: 'Windows: the completion carries 0 bytes (InternalHigh 0); spiwire: 4 bytes (InternalHigh 4, the bytes returned)',
-}, async (c, x) => {
+fr.step(t, 'test_fionread_siocatmark: overlapped FIONREAD and SIOCATMARK return 0 with 4 bytes at once; the completion carries 0 bytes, Internal 0, InternalHigh 0', {}, async (c, x) => {
   for (const [name, code, want] of [['FIONREAD', S.FIONREAD, 0], ['SIOCATMARK', S.SIOCATMARK, 1]] as const) {
     const ev = x.spi.WSACreateEvent();
     const ov = new S.WSAOVERLAPPED(ev);
@@ -260,9 +252,7 @@ fr.step(t, 'test_fionread_siocatmark: an unconnected TCP socket, then bound: FIO
   await x.spi.WSPCloseSocket(s, S.out(0));
 });
 
-fr.step(t, 'test_fionread_siocatmark: FIONREAD and SIOCATMARK with a completion routine return 0 with 4 bytes; the routine runs once, with 0 and 0 bytes', {
-  todo: 'Windows: the routine gets 0 bytes; spiwire: 4 bytes (the bytes returned)',
-}, async (c, x) => {
+fr.step(t, 'test_fionread_siocatmark: FIONREAD and SIOCATMARK with a completion routine return 0 with 4 bytes; the routine runs once, with 0 and 0 bytes', {}, async (c, x) => {
   const s = await socket(x.spi, x.f, 'tcp');
   for (const [name, code] of [['FIONREAD', S.FIONREAD], ['SIOCATMARK', S.SIOCATMARK]] as const) {
     const calls: Array<[number, number]> = [];
@@ -290,9 +280,7 @@ const kalive = (on: number, time: number, interval: number): Uint8Array => {
   return b;
 };
 
-ka.step(t, 'test_keepalive_vals: SIO_KEEPALIVE_VALS with cbInBuffer 0 fails with WSAEFAULT and sets lpcbBytesReturned to 0', {
-  todo: 'Windows: WSAEFAULT, lpcbBytesReturned set to 0; spiwire: WSAEFAULT, lpcbBytesReturned untouched',
-}, async (c, x) => {
+ka.step(t, 'test_keepalive_vals: SIO_KEEPALIVE_VALS with cbInBuffer 0 fails with WSAEFAULT and sets lpcbBytesReturned to 0', {}, async (c, x) => {
   const r = await ioctl(x.spi, x.s, S.SIO_KEEPALIVE_VALS, kalive(0, 0, 0), 0, 0);
   c.same([r.ret, r.err, r.size], [S.SOCKET_ERROR, S.WSAEFAULT, 0], 'WSPIoctl');
 });
@@ -309,9 +297,7 @@ ka.step(t, 'test_keepalive_vals: {0, 0, 0} succeeds with 0 bytes returned', {}, 
   c.same([r.ret, r.size], [0, 0], 'WSPIoctl');
 });
 
-ka.step(t, 'test_keepalive_vals: without lpcbBytesReturned it fails with WSAEFAULT, overlapped or not', {
-  todo: 'Windows: WSAEFAULT both ways; overlapped, spiwire: 0, success (the SDK asks for lpcbBytesReturned only when there is no OVERLAPPED)',
-}, async (c, x) => {
+ka.step(t, 'test_keepalive_vals: without lpcbBytesReturned it fails with WSAEFAULT, overlapped or not', {}, async (c, x) => {
   const plain = await ioctl(x.spi, x.s, S.SIO_KEEPALIVE_VALS, kalive(0, 0, 0), 12, 0, { size: false });
   c.same([plain.ret, plain.err], [S.SOCKET_ERROR, S.WSAEFAULT], 'not overlapped');
   const ov = await ioctl(x.spi, x.s, S.SIO_KEEPALIVE_VALS, kalive(0, 0, 0), 12, 0, { size: false, ov: new S.WSAOVERLAPPED() });
@@ -329,9 +315,7 @@ ka.step(t, 'test_keepalive_vals: an overlapped call with an 11-byte input fails 
   c.same([ov.Internal, ov.InternalHigh], [S.WSS_OPERATION_IN_PROGRESS, 0xdeadbeef], 'Internal, InternalHigh');
 });
 
-ka.step(t, 'test_keepalive_vals: an overlapped call succeeds and leaves lpcbBytesReturned; its completion carries 0 bytes, Internal 0, InternalHigh 0', {
-  todo: 'Windows: lpcbBytesReturned untouched by an overlapped call; spiwire: set to 0',
-}, async (c, x) => {
+ka.step(t, 'test_keepalive_vals: an overlapped call succeeds and leaves lpcbBytesReturned; its completion carries 0 bytes, Internal 0, InternalHigh 0', {}, async (c, x) => {
   const ev = x.spi.WSACreateEvent();
   const ov = new S.WSAOVERLAPPED(ev);
   ov.Internal = 0xdeadbeef;
@@ -366,9 +350,7 @@ const CODES: ReadonlyArray<[string, number]> = [['0xdeadbeef', 0xdeadbeef], ['FI
 
 const un = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
 
-un.step(t, 'test_unsupported_ioctls: an overlapped call of an unsupported code without lpcbBytesReturned fails with WSAEFAULT', {
-  todo: 'Windows: WSAEFAULT; spiwire: WSAEINVAL for the unknown codes, and SIO_FLUSH succeeds',
-}, async (c, x) => {
+un.step(t, 'test_unsupported_ioctls: an overlapped call of an unsupported code without lpcbBytesReturned fails with WSAEFAULT', {}, async (c, x) => {
   for (const [name, code] of CODES) {
     const s = await socket(x.spi, x.f, 'tcp');
     const r = await ioctl(x.spi, s, code, null, 0, 0, { size: false, ov: new S.WSAOVERLAPPED() });

@@ -81,9 +81,7 @@ main.step(t, 'test_shutdown: SD_SEND on the second side: its sends fail with WSA
   c.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSAESHUTDOWN], 'send');
 });
 
-main.step(t, 'test_shutdown: names survive the shutdown: WSPGetPeerName and WSPGetSockName still answer', {
-  todo: 'Windows: both names still answer once both sides have shut down their sending side; spiwire: once FIN went both ways node closes the socket and forgets its addresses: the client\'s WSPGetPeerName fails with WSAENOTCONN and its WSPGetSockName with WSAEINVAL',
-}, async (c, m) => {
+main.step(t, 'test_shutdown: names survive the shutdown: WSPGetPeerName and WSPGetSockName still answer', {}, async (c, m) => {
   const [rp, ep, peer] = await getName(m.spi, m.client, true);
   c.same([rp, ep], [0, 0], 'client WSPGetPeerName');
   c.same([peer.address, peer.port], [m.l.name.address, m.l.name.port], 'the client peer is the server address');
@@ -138,9 +136,7 @@ both.step(t, 'test_shutdown: SD_BOTH on the second side: its receives and sends 
   c.same([s.ret, s.err], [S.SOCKET_ERROR, S.WSAESHUTDOWN], 'send');
 });
 
-both.step(t, 'test_shutdown: names survive SD_BOTH on both sides', {
-  todo: 'Windows: WSPGetPeerName and WSPGetSockName answer on both sockets after SD_BOTH on both; spiwire: WSPGetSockName fails with WSAEINVAL on both sockets and the client\'s WSPGetPeerName with WSAENOTCONN (node forgot the addresses of the closed connection)',
-}, async (c, p) => {
+both.step(t, 'test_shutdown: names survive SD_BOTH on both sides', {}, async (c, p) => {
   const [rp, ep, peer] = await getName(p.spi, p.client, true);
   const [rs, es, sname] = await getName(p.spi, p.server);
   c.same([rp, ep], [0, 0], 'client WSPGetPeerName');
