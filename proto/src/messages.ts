@@ -243,7 +243,7 @@ export const METHODS = {
     result: { name: { type: 'sockaddr', optional: true, doc: 'The address.' }, namelen: { type: 'int', optional: true, doc: 'Its size: 16 or 28.' } },
   },
   WSPIoctl: {
-    summary: 'Control the socket: FIONBIO, FIONREAD, SIOCATMARK, SIO_FLUSH.',
+    summary: 'Control the socket: FIONBIO, FIONREAD, SIOCATMARK, SIO_FLUSH, SIO_KEEPALIVE_VALS.',
     params: {
       s,
       code: { type: 'u32', doc: 'dwIoControlCode.' },
@@ -252,7 +252,7 @@ export const METHODS = {
       overlapped,
     },
     result: {
-      output: { type: 'bytes', optional: true, doc: 'The bytes written to lpvOutBuffer.' },
+      output: { type: 'bytes', optional: true, doc: 'The bytes written to lpvOutBuffer; absent on success for a control code that has no output.' },
       bytesReturned: { type: 'u32', optional: true, doc: 'lpcbBytesReturned.' },
       completion,
     },

@@ -166,7 +166,8 @@ export const SPI_HANDLERS: Handlers = {
 
   WSPIoctl: withSocket((sock, p: Params<'WSPIoctl'>, session) => {
     const run = (): IoctlResult => ioctl(sock, p.code, p.input, p.outputLength);
-    const toWire = (r: IoctlResult): Result<'WSPIoctl'> => (r.errno ? fail(r.errno) : ok({ output: r.output, bytesReturned: r.bytes }));
+    // A control code without output (FIONBIO, SIO_FLUSH, SIO_KEEPALIVE_VALS) has no `output` member.
+    const toWire = (r: IoctlResult): Result<'WSPIoctl'> => (r.errno ? fail(r.errno) : r.output ? ok({ output: r.output, bytesReturned: r.bytes }) : ok({ bytesReturned: 0 }));
     if (!p.overlapped) return toWire(run());
     // Control codes finish at once; an overlapped WSPIoctl still reports through its completion.
     return overlappedResult(

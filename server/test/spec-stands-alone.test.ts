@@ -1,0 +1,64 @@
+/**
+ * Issue 13, section 3, "The spec stands alone": points a client written in another language from
+ * proto/README.md and proto/schema.json alone had to guess or find out by experiment. Each test
+ * first checks that the README says the thing (the sentence a client would rely on), then shows
+ * on the wire, with a plain WebSocket client and real loopback peers, that the daemon does it.
+ */
+import { readFileSync } from 'node:fs';
+import t from 'tap';
+import * as P from '@spiwire/proto';
+import { daemon, session, tcpSocket } from './helpers/raw-client.js';
+
+const README = readFileSync(new URL('../../../proto/README.md', import.meta.url), 'utf8');
+const LINES = README.split('\n');
+
+/** The README text under the heading whose title (backticks removed) is title, up to the next heading of its level or above. */
+function section(title: string): string {
+  const start = LINES.findIndex((l) => /^#{2,6} /.test(l) && l.replace(/^#+ /, '').replace(/`/g, '').trim() === title);
+  if (start < 0) throw new Error(`proto/README.md has no heading "${title}"`);
+  const level = /^#+/.exec(LINES[start]!)![0].length;
+  let end = start + 1;
+  while (end < LINES.length && !(/^#+ /.test(LINES[end]!) && /^#+/.exec(LINES[end]!)![0].length <= level)) end++;
+  // Joined into one line of text: the README wraps its sentences anywhere.
+  return LINES.slice(start + 1, end).join(' ').replace(/\s+/g, ' ');
+}
+
+/** A little-endian DWORD, as the C bytes of an option or ioctl input. */
+function dword(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n >>> 0, true);
+  return b;
+}
+
+// ---------------------------------------------------------------- point 7: WSPIoctl output "none"
+
+t.test('WSPIoctl: a control code whose output is "none" answers without an `output` member', async (t) => {
+  const text = section('WSPIoctl');
+  t.match(text, /"none" in the Output column means exactly this: a successful call's result has no `output` member, and `bytesReturned` is 0/, 'the README says what "none" means');
+  t.match(text, /\| SIO_KEEPALIVE_VALS \| 0x98000004 \(2550136836\) \|/, 'every control code the daemon takes is in the table');
+
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+  const ioctl = (code: number, input: Uint8Array, outputLength: number, overlapped?: P.OverlappedRef): Promise<Record<string, unknown>> =>
+    s.call('WSPIoctl', { s: h, code, input, outputLength, ...(overlapped ? { overlapped } : {}) });
+
+  t.same(await ioctl(P.FIONBIO, dword(1), 0), { ret: 0, errno: 0, bytesReturned: 0 }, 'FIONBIO');
+  t.same(await ioctl(P.FIONBIO, dword(0), 16), { ret: 0, errno: 0, bytesReturned: 0 }, 'FIONBIO with room for output still has none');
+  t.same(await ioctl(P.SIO_FLUSH, new Uint8Array(0), 0), { ret: 0, errno: 0, bytesReturned: 0 }, 'SIO_FLUSH');
+  const keepAlive = new Uint8Array(12);
+  new DataView(keepAlive.buffer).setUint32(0, 1, true);
+  new DataView(keepAlive.buffer).setUint32(4, 30000, true);
+  new DataView(keepAlive.buffer).setUint32(8, 1000, true);
+  t.same(await ioctl(P.SIO_KEEPALIVE_VALS, keepAlive, 0), { ret: 0, errno: 0, bytesReturned: 0 }, 'SIO_KEEPALIVE_VALS');
+  t.same(
+    await ioctl(P.FIONBIO, dword(0), 0, { op: 1, thread: 0 }),
+    { ret: 0, errno: 0, bytesReturned: 0, completion: { error: 0, bytes: 0, flags: 0 } },
+    'an overlapped FIONBIO: no output, and the completion in the reply',
+  );
+
+  const read = await ioctl(P.FIONREAD, new Uint8Array(0), 4);
+  t.same([read['ret'], read['errno'], read['bytesReturned']], [0, 0, 4], 'FIONREAD has output');
+  t.same(Buffer.from(read['output'] as Uint8Array), Buffer.from(dword(0)), 'FIONREAD: 4 bytes, 0 waiting');
+  t.same(await ioctl(P.FIONREAD, new Uint8Array(0), 2), { ret: -1, errno: P.WSAEFAULT }, 'a failed call has neither output nor bytesReturned');
+});
