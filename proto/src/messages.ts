@@ -185,7 +185,7 @@ export const METHODS = {
       s,
       buffers: { type: 'bytes[]', doc: 'As for WSPSend.' },
       flags: { type: 'u32', doc: 'As for WSPSend.' },
-      to: { type: 'sockaddr', nullable: true, doc: 'lpTo; null sends to the default peer.' },
+      to: { type: 'sockaddr', nullable: true, doc: 'lpTo; null sends to the default peer (WSAEDESTADDRREQ on a datagram socket that has none).' },
       tolen: { type: 'int', doc: 'iTolen; below the family\'s sockaddr size gives WSAEFAULT.' },
       overlapped,
     },

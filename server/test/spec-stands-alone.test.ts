@@ -5,9 +5,10 @@
  * on the wire, with a plain WebSocket client and real loopback peers, that the daemon does it.
  */
 import { readFileSync } from 'node:fs';
-import t from 'tap';
+import * as dgram from 'node:dgram';
+import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
-import { daemon, session, tcpSocket } from './helpers/raw-client.js';
+import { daemon, ipv4, session, tcpSocket } from './helpers/raw-client.js';
 
 const README = readFileSync(new URL('../../../proto/README.md', import.meta.url), 'utf8');
 const LINES = README.split('\n');
@@ -61,4 +62,65 @@ t.test('WSPIoctl: a control code whose output is "none" answers without an `outp
   t.same([read['ret'], read['errno'], read['bytesReturned']], [0, 0, 4], 'FIONREAD has output');
   t.same(Buffer.from(read['output'] as Uint8Array), Buffer.from(dword(0)), 'FIONREAD: 4 bytes, 0 waiting');
   t.same(await ioctl(P.FIONREAD, new Uint8Array(0), 2), { ret: -1, errno: P.WSAEFAULT }, 'a failed call has neither output nor bytesReturned');
+});
+
+// ---------------------------------------------------------------- point 5: WSAEDESTADDRREQ
+
+/** A loopback UDP peer that keeps the datagrams it receives; closed in t's teardown. */
+async function udpPeer(t: Test): Promise<{ port: number; got: string[]; next(): Promise<string> }> {
+  const sock = dgram.createSocket('udp4');
+  const got: string[] = [];
+  let waiting: Array<() => void> = [];
+  sock.on('message', (m) => {
+    got.push(m.toString('latin1'));
+    const w = waiting;
+    waiting = [];
+    for (const f of w) f();
+  });
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => sock.close(() => r())));
+  let taken = 0;
+  return {
+    port: sock.address().port,
+    got,
+    next() {
+      return new Promise((resolve) => {
+        const look = (): void => {
+          if (got.length > taken) resolve(got[taken++]!);
+          else waiting.push(look);
+        };
+        look();
+      });
+    },
+  };
+}
+
+t.test('WSAEDESTADDRREQ: WSPSendTo with `to` null on a UDP socket without a default peer', async (t) => {
+  t.match(section('WSPSendTo'), /on a datagram socket without a default peer and with `to` null the result is WSAEDESTADDRREQ, where WSPSend gives WSAENOTCONN/, 'the WSPSendTo section says when');
+  t.match(section('14. WSA error catalogue'), /\| WSAEDESTADDRREQ \| 10039 \| daemon \| A destination address is required and none was given: WSPSendTo with `to` null/, 'the catalogue says what produces it');
+  t.match(P.wsaError(P.WSAEDESTADDRREQ)?.meaning ?? '', /WSPSendTo/, 'and so does WSA_ERRORS');
+
+  const d = await daemon(t);
+  const peer = await udpPeer(t);
+  const s = await session(t, d.url);
+  const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: P.WSA_FLAG_OVERLAPPED });
+  const u = r['ret'] as number;
+  const sendTo = (to: P.SockAddr | null, extra: Record<string, unknown> = {}, data = 'must-not-arrive'): Promise<Record<string, unknown>> =>
+    s.call('WSPSendTo', { s: u, buffers: [Buffer.from(data)], flags: 0, to, tolen: to ? 16 : 0, ...extra });
+
+  t.same(await sendTo(null), { ret: -1, errno: P.WSAEDESTADDRREQ }, 'a new, unbound socket');
+  t.same(await s.call('WSPSend', { s: u, buffers: [Buffer.from('must-not-arrive')], flags: 0 }), { ret: -1, errno: P.WSAENOTCONN }, 'WSPSend on it: WSAENOTCONN');
+  t.same(await sendTo(null, { flags: P.MSG_OOB }), { ret: -1, errno: P.WSAEOPNOTSUPP }, 'the flags are checked first, as for WSPSend');
+  t.same(await s.call('WSPBind', { s: u, name: ipv4(0), namelen: 16 }), { ret: 0, errno: 0 });
+  t.same(await sendTo(null), { ret: -1, errno: P.WSAEDESTADDRREQ }, 'a bound socket');
+  t.same(await sendTo(null, { overlapped: { op: 5, thread: 0 } }), { ret: -1, errno: P.WSAEDESTADDRREQ }, 'an overlapped call fails at once (no completion)');
+  // The first datagram the peer gets is this one: nothing of the failed calls left the socket.
+  t.same(await sendTo(ipv4(peer.port), {}, 'addressed'), { ret: 0, errno: 0, bytesSent: 9 }, 'with an address it goes');
+  t.equal(await peer.next(), 'addressed', 'the first datagram the peer gets is the addressed one');
+  t.notOk(s.messages.some((m) => m.method === 'spiwire.completion'), 'no completion for the failed overlapped call');
+
+  t.same(await s.call('WSPConnect', { s: u, name: ipv4(peer.port), namelen: 16 }), { ret: 0, errno: 0 });
+  t.same(await sendTo(null, {}, 'default'), { ret: 0, errno: 0, bytesSent: 7 }, 'with a default peer, `to` null sends to it');
+  t.equal(await peer.next(), 'default');
+  t.same(peer.got, ['addressed', 'default'], 'the peer got exactly the two datagrams that were sent');
 });

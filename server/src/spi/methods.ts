@@ -134,7 +134,12 @@ export const SPI_HANDLERS: Handlers = {
       if (bad) return fail(bad);
       if (sock.peerName() === null && !session.allows(to.address, to.port)) return fail(W.WSAEACCES);
     }
-    return sendWith(session, sock, p.buffers, p.flags, to, p.overlapped);
+    const r = sendWith(session, sock, p.buffers, p.flags, to, p.overlapped);
+    if (to !== null || sock.type !== W.SOCK_DGRAM) return r;
+    // No lpTo and no default peer: WSPSend's WSAENOTCONN is WSAEDESTADDRREQ for WSPSendTo, as
+    // on Windows (its WSAENOTCONN is for connection-oriented sockets only). That is the only
+    // WSAENOTCONN of a datagram send without a destination, and a datagram send never pends.
+    return mapPromise(r, (x) => (x.errno === W.WSAENOTCONN ? { ...x, errno: W.WSAEDESTADDRREQ } : x));
   }),
 
   WSPRecv: withSocket((sock, p: Params<'WSPRecv'>, session) => recvWith(session, sock, p.lengths, p.flags, false, p.overlapped)),
