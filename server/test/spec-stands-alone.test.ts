@@ -8,7 +8,11 @@ import { readFileSync } from 'node:fs';
 import * as dgram from 'node:dgram';
 import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
-import { daemon, ipv4, session, tcpSocket } from './helpers/raw-client.js';
+import pino from 'pino';
+import { buildApp } from '../src/app.js';
+import { DaemonContext, DEFAULT_LIMITS } from '../src/daemon-context.js';
+import { VERSION } from '../src/version.js';
+import { connectTo, daemon, ipv4, session, startCli, tcpPeer, tcpSocket, upgrade } from './helpers/raw-client.js';
 
 const README = readFileSync(new URL('../../../proto/README.md', import.meta.url), 'utf8');
 const LINES = README.split('\n');
@@ -123,4 +127,98 @@ t.test('WSAEDESTADDRREQ: WSPSendTo with `to` null on a UDP socket without a defa
   t.same(await sendTo(null, {}, 'default'), { ret: 0, errno: 0, bytesSent: 7 }, 'with a default peer, `to` null sends to it');
   t.equal(await peer.next(), 'default');
   t.same(peer.got, ['addressed', 'default'], 'the peer got exactly the two datagrams that were sent');
+});
+
+// ---------------------------------------------------------------- point 9: transport details
+
+t.test('pings: the daemon answers a ping with a pong of the same payload, and sends none of its own', async (t) => {
+  const text = section('Pings and idle sessions');
+  t.match(text, /The daemon sends no WebSocket pings and expects none/);
+  t.match(text, /answers it with a pong carrying the same payload/);
+  t.match(text, /There is no idle timeout/);
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  let pings = 0;
+  s.ws.on('ping', () => pings++);
+  const payload = Buffer.from('are you there?');
+  const pong = new Promise<Buffer>((resolve) => s.ws.once('pong', resolve));
+  s.ws.ping(payload);
+  t.same(await pong, payload, 'the pong echoes the payload');
+  // Some traffic, and a round trip after it: a ping the daemon had sent would be in by now.
+  const h = await tcpSocket(s);
+  t.same(await s.call('WSPCloseSocket', { s: h }), { ret: 0, errno: 0 });
+  t.equal(pings, 0, 'the daemon sent no ping');
+});
+
+t.test('idle sessions: the HTTP server has no timeout that could end an upgraded connection', async (t) => {
+  // Node's HTTP timeouts are what could end a quiet session: the daemon sets them to none.
+  const ctx = new DaemonContext(pino({ level: 'silent' }), DEFAULT_LIMITS, VERSION);
+  const app = await buildApp(ctx, new Set(), { token: undefined, allowedOrigins: [] }, ctx.log);
+  t.teardown(() => app.close());
+  t.equal(app.initialConfig.connectionTimeout, 0, 'no connection timeout');
+  await app.ready();
+  t.equal(app.server.timeout, 0, 'no socket timeout on the server');
+  t.equal(app.server.requestTimeout, 0, 'no request timeout');
+});
+
+t.test('HTTP refusals: 404 and 426 bodies are {"error": string} and nothing else', async (t) => {
+  const text = section('Endpoint');
+  t.match(text, /Every other request is refused with a JSON body of exactly one member, `\{"error":"<reason>"\}`/);
+  t.match(text, /\| A plain HTTP request \(not an upgrade\) to `\/ws` \| 426 Upgrade Required/);
+  const d = await daemon(t);
+  const base = `http://127.0.0.1:${d.port}`;
+  const errorBody = (body: unknown): boolean => typeof body === 'object' && body !== null && Object.keys(body).length === 1 && typeof (body as Record<string, unknown>)['error'] === 'string';
+  for (const [what, url, init, status] of [
+    ['GET of an unknown path', '/nope', {}, 404],
+    ['POST to a GET path', '/healthz', { method: 'POST' }, 404],
+    ['a plain GET of /ws', '/ws', {}, 426],
+  ] as const) {
+    const res = await fetch(base + url, init);
+    t.equal(res.status, status, `${what}: ${status}`);
+    t.match(res.headers.get('content-type') ?? '', /^application\/json/, `${what}: JSON`);
+    t.ok(errorBody(await res.json()), `${what}: the body is {"error": string}`);
+    if (status === 426) t.equal(res.headers.get('upgrade'), 'websocket', 'a 426 names the protocol to upgrade to');
+  }
+  const refused = await upgrade(`ws://127.0.0.1:${d.port}/nope`);
+  t.equal(refused.kind, 'refused');
+  if (refused.kind === 'refused') {
+    t.equal(refused.status, 404, 'an upgrade elsewhere than /ws: 404');
+    t.same(JSON.parse(refused.body), { error: 'WebSocket connections are accepted only on /ws' }, 'with the documented body');
+  }
+});
+
+t.test('the URL log line: exactly one line has a `url` member, and it is where clients connect', async (t) => {
+  t.match(section('Finding the daemon'), /At startup exactly one line has a `url` member: the WebSocket URL clients connect to/);
+  const cli = await startCli(t);
+  const withUrl = cli.lines().filter((l) => 'url' in l);
+  t.equal(withUrl.length, 1, 'one line with a url');
+  t.equal(withUrl[0]!['url'], `ws://127.0.0.1:${cli.port}/ws`, 'a ws:// URL on loopback, the port and /ws');
+  t.ok(
+    cli.lines().some((l) => typeof l['msg'] === 'string' && l['msg'].startsWith('Server listening at http://') && !('url' in l)),
+    'the HTTP server\'s own listening line has no url member',
+  );
+  const s = await session(t, cli.url);
+  t.ok(s.isOpen, 'a session opens at that URL');
+  cli.proc.kill('SIGTERM');
+  t.equal((await cli.exited).code, 0, 'the daemon stops when told');
+});
+
+t.test('overlapped.thread of a client without threads: any fixed value; threadExit cancels only by it', async (t) => {
+  t.match(section('9. Blocking, nonblocking and overlapped calls'), /The welcome carries no thread id: a client without threads of its own passes any fixed value, 0 for example/);
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+  await connectTo(s, h, peer.port);
+  const conn = await peer.next();
+  const recv = await s.call('WSPRecv', { s: h, lengths: [16], flags: 0, overlapped: { op: 1, thread: 0 } });
+  t.same(recv, { ret: -1, errno: P.WSA_IO_PENDING }, 'a receive with thread 0 is pending');
+  t.same(await s.call('spiwire.threadExit', { thread: 4100 }), { ret: 0, errno: 0, cancelled: 0 }, 'another thread id cancels nothing');
+  conn.socket.write('first');
+  const done = await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 1);
+  t.same([done.params?.['error'], done.params?.['bytes'], Buffer.from(done.params?.['data'] as Uint8Array).toString()], [0, 5, 'first'], 'it completes as any other');
+  t.same(await s.call('WSPRecv', { s: h, lengths: [16], flags: 0, overlapped: { op: 2, thread: 0 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+  t.same(await s.call('spiwire.threadExit', { thread: 0 }), { ret: 0, errno: 0, cancelled: 1 }, 'threadExit of 0 cancels what was issued with 0');
+  const aborted = await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 2);
+  t.same([aborted.params?.['error'], aborted.params?.['bytes']], [P.WSA_OPERATION_ABORTED, 0]);
 });
