@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import * as dgram from 'node:dgram';
 import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
+import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import pino from 'pino';
 import { buildApp } from '../src/app.js';
 import { DaemonContext, DEFAULT_LIMITS } from '../src/daemon-context.js';
@@ -71,7 +72,7 @@ t.test('WSPIoctl: a control code whose output is "none" answers without an `outp
 // ---------------------------------------------------------------- point 5: WSAEDESTADDRREQ
 
 /** A loopback UDP peer that keeps the datagrams it receives; closed in t's teardown. */
-async function udpPeer(t: Test): Promise<{ port: number; got: string[]; next(): Promise<string> }> {
+async function udpPeer(t: Test): Promise<{ port: number; got: string[]; next(): Promise<string>; send(data: string, port: number): void }> {
   const sock = dgram.createSocket('udp4');
   const got: string[] = [];
   let waiting: Array<() => void> = [];
@@ -87,6 +88,9 @@ async function udpPeer(t: Test): Promise<{ port: number; got: string[]; next(): 
   return {
     port: sock.address().port,
     got,
+    send(data, port) {
+      sock.send(Buffer.from(data), port, '127.0.0.1');
+    },
     next() {
       return new Promise((resolve) => {
         const look = (): void => {
@@ -221,4 +225,97 @@ t.test('overlapped.thread of a client without threads: any fixed value; threadEx
   t.same(await s.call('spiwire.threadExit', { thread: 0 }), { ret: 0, errno: 0, cancelled: 1 }, 'threadExit of 0 cancels what was issued with 0');
   const aborted = await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 2);
   t.same([aborted.params?.['error'], aborted.params?.['bytes']], [P.WSA_OPERATION_ABORTED, 0]);
+});
+
+// ---------------------------------------------------------------- point 8: the schema validates what the daemon sends
+
+/** A decoded message back in its JSON text form: byte strings as {"$b": [offset, length]}. */
+function asJson(v: unknown): unknown {
+  if (v instanceof Uint8Array) return { $b: [0, v.length] };
+  if (Array.isArray(v)) return v.map(asJson);
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, asJson(x)]));
+  return v;
+}
+
+t.test('schema.json validates every message the daemon sends: replies, errors and each notification', async (t) => {
+  const ajv = new Ajv2020({ strictSchema: false, allErrors: true });
+  ajv.addSchema(JSON.parse(readFileSync(new URL('../../../proto/schema.json', import.meta.url), 'utf8')) as object);
+  const schema = (pointer: string): ValidateFunction => ajv.getSchema(`urn:spiwire:protocol:v1#${pointer}`)!;
+
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const datagrams = await udpPeer(t);
+  const s = await session(t, d.url);
+  const methodOf = new Map<unknown, string>();
+  const call = async (method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> => {
+    const r = s.request(method, params);
+    methodOf.set(r.id, method);
+    const m = await r.response;
+    return m.result ?? {};
+  };
+
+  // A TCP connection: a streamed send (spiwire.sendProgress), a pending overlapped send and receive
+  // (spiwire.completion, with data), a compact call, then a reset seen by WSPEventSelect
+  // (spiwire.networkEvents, with errors).
+  const h = (await call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags: P.WSA_FLAG_OVERLAPPED }))['ret'] as number;
+  await call('WSPConnect', { s: h, name: ipv4(peer.port), namelen: 16 });
+  const conn = await peer.next();
+  const streamed = s.request('WSPSend', { s: h, buffers: [Buffer.from('first;')], flags: 0, stream: 9, total: 11 });
+  methodOf.set(streamed.id, 'WSPSend');
+  s.ws.send(P.encodeFrame({ jsonrpc: '2.0', method: 'spiwire.sendData', params: { stream: 9, data: Buffer.from('rest;') } }));
+  t.same((await streamed.response).result, { ret: 0, errno: 0, bytesSent: 11 }, 'the streamed send');
+  await s.wait((m) => m.method === 'spiwire.sendProgress' && m.params?.['done'] === true);
+  await call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval: dword(0), optlen: 4 });
+  t.same(await call('WSPSend', { s: h, buffers: [Buffer.from('pending;')], flags: 0, overlapped: { op: 1, thread: 0 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+  await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 1);
+  t.same(await call('WSPRecv', { s: h, lengths: [8], flags: 0, overlapped: { op: 2, thread: 0 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+  conn.socket.write('answer');
+  await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 2);
+  const compact = new P.FrameBuilder();
+  compact.compact = true;
+  compact.add({ jsonrpc: '2.0', id: 50, method: 'WSPSend', params: { s: h, buffers: [Buffer.from('compact;')], flags: 0 } });
+  methodOf.set(50, 'WSPSend');
+  s.ws.send(compact.finish());
+  await s.wait((m) => m.id === 50);
+  t.equal((await conn.waitFor(27)).toString(), 'first;rest;pending;compact;', 'the peer got every byte');
+  await call('WSPEventSelect', { s: h, events: P.FD_READ | P.FD_CLOSE });
+  conn.socket.resetAndDestroy();
+  await s.wait((m) => m.method === 'spiwire.networkEvents' && (Number(m.params?.['events']) & P.FD_CLOSE) !== 0);
+
+  // A UDP socket: a pending WSPRecvFrom completes with data and from.
+  const u = (await call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: P.WSA_FLAG_OVERLAPPED }))['ret'] as number;
+  await call('WSPBind', { s: u, name: ipv4(0), namelen: 16 });
+  const port = ((await call('WSPGetSockName', { s: u, namelen: 16 }))['name'] as P.SockAddr).port;
+  t.same(await call('WSPRecvFrom', { s: u, lengths: [64], flags: 0, overlapped: { op: 3, thread: 0 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+  datagrams.send('datagram', port);
+  await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 3);
+
+  // Protocol errors: by id, and with id null.
+  s.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 60, method: 'WSPNoSuchMethod', params: {} }));
+  s.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 61, method: 'WSPSend', params: { s: h, buffers: 'nope', flags: 0 } }));
+  await s.wait((m) => m.id === 61);
+  s.ws.send(Buffer.from([0, 0, 0, 0]));
+  await s.wait((m) => m.id === null && m.error !== undefined);
+
+  const seen = new Set<string>();
+  for (const m of s.messages) {
+    let kind: string;
+    if (typeof m.method === 'string') kind = `notification ${m.method}`;
+    else if (m.error !== undefined) kind = 'error response';
+    else kind = `${methodOf.get(m.id) ?? '?'} reply`;
+    seen.add(kind);
+    const v =
+      typeof m.method === 'string' ? schema(`/notifications/${m.method}/message`) : m.error !== undefined ? schema('/errorResponse') : schema(`/methods/${methodOf.get(m.id) ?? 'unknown'}/response`);
+    if (!v) {
+      t.fail(`no schema for ${kind}`);
+      continue;
+    }
+    const json = asJson(m);
+    if (!v(json)) t.fail(`${kind} does not validate: ${ajv.errorsText(v.errors)}: ${JSON.stringify(json)}`);
+  }
+  for (const kind of ['notification spiwire.welcome', 'notification spiwire.completion', 'notification spiwire.sendProgress', 'notification spiwire.networkEvents', 'error response', 'WSPSend reply', 'WSPRecvFrom reply']) {
+    t.ok(seen.has(kind), `validated: ${kind}`);
+  }
+  t.ok(s.compactRecords > 0, 'compact records among them, checked in the JSON they stand for');
+  t.equal(s.undecodable.length, 0);
 });
