@@ -13,7 +13,8 @@ import pino from 'pino';
 import { buildApp } from '../src/app.js';
 import { DaemonContext, DEFAULT_LIMITS } from '../src/daemon-context.js';
 import { VERSION } from '../src/version.js';
-import { connectTo, daemon, ipv4, session, startCli, tcpPeer, tcpSocket, upgrade } from './helpers/raw-client.js';
+import { parseConfig, SETTINGS } from '../src/internals.js';
+import { connectTo, daemon, ipv4, pattern, session, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, type PeerConn, type RawSession } from './helpers/raw-client.js';
 
 const README = readFileSync(new URL('../../../proto/README.md', import.meta.url), 'utf8');
 const LINES = README.split('\n');
@@ -318,4 +319,144 @@ t.test('schema.json validates every message the daemon sends: replies, errors an
   }
   t.ok(s.compactRecords > 0, 'compact records among them, checked in the JSON they stand for');
   t.equal(s.undecodable.length, 0);
+});
+
+// ---------------------------------------------------------------- points 1 and 4: how much a send takes; the send policy
+
+/** Sends the calls in one frame (so the daemon handles them in one run) and resolves with their results, in order. */
+let frameIds = 1000;
+async function inOneFrame(s: RawSession, calls: Array<[string, Record<string, unknown>]>): Promise<Array<Record<string, unknown>>> {
+  const b = new P.FrameBuilder();
+  const ids = calls.map(([method, params]) => {
+    const id = frameIds++;
+    b.add({ jsonrpc: '2.0', id, method, params });
+    return id;
+  });
+  s.ws.send(b.finish());
+  return Promise.all(ids.map(async (id) => (await s.wait((m) => m.id === id && (m.result !== undefined || m.error !== undefined))).result ?? {}));
+}
+
+/** A connected TCP socket of the session, its peer's end paused (the peer does not read), and FIONBIO set. */
+async function nonBlockingToSilentPeer(t: Test, s: RawSession, options: Array<[number, number]> = []): Promise<{ h: number; conn: PeerConn }> {
+  const peer = await tcpPeer(t);
+  const h = await tcpSocket(s);
+  for (const [optname, value] of options) t.same(await s.call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname, optval: dword(value), optlen: 4 }), { ret: 0, errno: 0 });
+  await connectTo(s, h, peer.port);
+  const conn = await peer.next();
+  conn.socket.pause();
+  t.same(await s.call('WSPIoctl', { s: h, code: P.FIONBIO, input: dword(1), outputLength: 0 }), { ret: 0, errno: 0, bytesReturned: 0 });
+  return { h, conn };
+}
+
+/** Closes the socket (gracefully: what it took still goes, then FIN), lets the peer read, and returns all it got. */
+async function everythingThePeerGets(s: RawSession, h: number, conn: PeerConn): Promise<Buffer> {
+  t.same(await s.call('WSPCloseSocket', { s: h }), { ret: 0, errno: 0 });
+  conn.socket.resume();
+  await conn.gone;
+  return conn.received();
+}
+
+const send = (h: number, data: Uint8Array): [string, Record<string, unknown>] => ['WSPSend', { s: h, buffers: [data], flags: 0 }];
+
+t.test('the transport buffer: what a nonblocking send takes, with SO_SNDBUF 65536, 0 and 4096, and what the kernel adds', async (t) => {
+  const text = section('The transport buffer: how much a send takes');
+  t.match(text, /two nonblocking sends of 50,000 bytes in one frame answer 50,000 and 15,536/);
+  t.match(text, /\*\*SO_SNDBUF 0\*\*: there is no buffering; one send at a time goes to the kernel whole/);
+  t.match(text, /of two nonblocking sends of 50,000 bytes in one frame the first answers 50,000, the second WSAEWOULDBLOCK/);
+  t.match(text, /The kernel's own buffers come first/);
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const data = pattern(50000, 1);
+
+  // The default SO_SNDBUF (65536).
+  {
+    const { h, conn } = await nonBlockingToSilentPeer(t, s);
+    const two = await inOneFrame(s, [send(h, data), send(h, data)]);
+    t.same(two, [{ ret: 0, errno: 0, bytesSent: 50000 }, { ret: 0, errno: 0, bytesSent: 15536 }], 'SO_SNDBUF 65536: 50,000, then the 15,536 left in the buffer');
+    let taken = 65536;
+    const sent: Buffer[] = [data, data.subarray(0, 15536)];
+    for (let i = 0; i < 10000; i++) {
+      const r = await s.call('WSPSend', { s: h, buffers: [data], flags: 0 });
+      if (r['ret'] !== 0) {
+        t.same(r, { ret: -1, errno: P.WSAEWOULDBLOCK }, 'in the end WSAEWOULDBLOCK');
+        break;
+      }
+      taken += r['bytesSent'] as number;
+      sent.push(data.subarray(0, r['bytesSent'] as number));
+    }
+    t.ok(taken > 2 * 65536, `the kernel's buffers took more than the transport buffer holds (${taken} bytes in all)`);
+    t.ok((await everythingThePeerGets(s, h, conn)).equals(Buffer.concat(sent)), 'the peer got exactly the bytes the sends reported');
+  }
+
+  // SO_SNDBUF 0: one send at a time goes to the kernel whole.
+  {
+    const { h, conn } = await nonBlockingToSilentPeer(t, s, [[P.SO_SNDBUF, 0]]);
+    const two = await inOneFrame(s, [send(h, data), send(h, data)]);
+    t.same(two, [{ ret: 0, errno: 0, bytesSent: 50000 }, { ret: -1, errno: P.WSAEWOULDBLOCK }], 'SO_SNDBUF 0: the whole first send, then WSAEWOULDBLOCK while it is on its way to the kernel');
+    t.ok((await everythingThePeerGets(s, h, conn)).equals(data), 'the peer got exactly the first send');
+  }
+
+  // SO_SNDBUF 4096: small buffers in the kernel too.
+  {
+    const { h, conn } = await nonBlockingToSilentPeer(t, s, [[P.SO_SNDBUF, 4096]]);
+    const two = await inOneFrame(s, [send(h, data), send(h, data)]);
+    t.same(two, [{ ret: 0, errno: 0, bytesSent: 4096 }, { ret: -1, errno: P.WSAEWOULDBLOCK }], 'SO_SNDBUF 4096: 4,096 bytes, then nothing fits');
+    t.ok((await everythingThePeerGets(s, h, conn)).equals(data.subarray(0, 4096)), 'the peer got exactly those 4,096 bytes');
+  }
+});
+
+t.test('the send policy: SO_SPIWIRE_SEND_POLICY and --send-policy, as section 9 documents them', async (t) => {
+  const text = section('The send policy');
+  t.match(text, /the option `SO_SPIWIRE_SEND_POLICY`: level SOL_SOCKET \(0xFFFF\), `optname` 0x7F01 \(32513\), a 4-byte little-endian value, SPIWIRE_SEND_POLICY_REFERENCE \(0\) or SPIWIRE_SEND_POLICY_WINDOWS \(1\); any other value is WSAEINVAL/);
+  t.match(text, /the daemon's `--send-policy reference\|windows` flag \(environment `SPIWIRE_SEND_POLICY`\), `reference` unless the operator chose otherwise/);
+  t.match(section('9. Blocking, nonblocking and overlapped calls'), /This section describes both send policies of the daemon/);
+  t.same([P.SO_SPIWIRE_SEND_POLICY, P.SPIWIRE_SEND_POLICY_REFERENCE, P.SPIWIRE_SEND_POLICY_WINDOWS], [0x7f01, 0, 1], 'the constants');
+  const flag = SETTINGS.find((x) => x.flag === '--send-policy');
+  t.same([flag?.env, parseConfig([], {}).sendPolicy, parseConfig(['--send-policy', 'windows'], {}).sendPolicy, parseConfig([], { SPIWIRE_SEND_POLICY: 'windows' }).sendPolicy], ['SPIWIRE_SEND_POLICY', 0, 1, 1], 'the flag and its environment variable');
+
+  const readPolicy = async (s: RawSession, h: number): Promise<number> => {
+    const r = await s.call('WSPGetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SPIWIRE_SEND_POLICY, optlen: 4 });
+    return Buffer.from(r['optval'] as Uint8Array).readUInt32LE(0);
+  };
+  const setPolicy = (s: RawSession, h: number, v: number): Promise<Record<string, unknown>> => s.call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SPIWIRE_SEND_POLICY, optval: dword(v), optlen: 4 });
+
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const plain = await tcpSocket(s);
+  t.equal(await readPolicy(s, plain), 0, 'a new socket: the reference policy, the default');
+  t.same(await setPolicy(s, plain, 2), { ret: -1, errno: P.WSAEINVAL }, 'another value: WSAEINVAL');
+  const u = await udpSocket(s);
+  t.same(await setPolicy(s, u, 1), { ret: 0, errno: 0 }, 'a UDP socket takes the option');
+  t.equal(await readPolicy(s, u), 1);
+
+  // Reference: an overlapped call on a socket made without WSA_FLAG_OVERLAPPED is WSAEINVAL.
+  const peer = await tcpPeer(t);
+  await connectTo(s, plain, peer.port);
+  const plainConn = await peer.next();
+  t.same(await s.call('WSPSend', { s: plain, buffers: [Buffer.from('x')], flags: 0, overlapped: { op: 7, thread: 0 } }), { ret: -1, errno: P.WSAEINVAL }, 'reference: WSAEINVAL');
+  // Windows: the same call runs as a blocking one and its reply carries the completion.
+  t.same(await setPolicy(s, plain, 1), { ret: 0, errno: 0 });
+  t.same(
+    await s.call('WSPSend', { s: plain, buffers: [Buffer.from('ov')], flags: 0, overlapped: { op: 7, thread: 0 } }),
+    { ret: 0, errno: 0, bytesSent: 2, completion: { error: 0, bytes: 2, flags: 0 } },
+    'windows: done as a blocking call, completion in the reply',
+  );
+  t.equal((await plainConn.waitFor(2)).toString(), 'ov', 'only the Windows-policy call sent anything');
+
+  // Windows: a nonblocking send takes the whole buffer, queues what does not fit, and the queue
+  // keeps going after WSPCloseSocket.
+  const { h, conn } = await nonBlockingToSilentPeer(t, s, [[P.SO_SPIWIRE_SEND_POLICY, 1]]);
+  const data = pattern(50000, 2);
+  const three = await inOneFrame(s, [send(h, data), send(h, data), send(h, data)]);
+  t.same(
+    three,
+    [{ ret: 0, errno: 0, bytesSent: 50000 }, { ret: 0, errno: 0, bytesSent: 50000 }, { ret: -1, errno: P.WSAEWOULDBLOCK }],
+    'windows: 50,000 and 50,000 (the rest queued), then WSAEWOULDBLOCK while it is',
+  );
+  t.ok((await everythingThePeerGets(s, h, conn)).equals(Buffer.concat([data, data])), 'after WSPCloseSocket the queued bytes still reach the peer, then FIN');
+
+  // The daemon's default is what --send-policy sets: sockets of a daemon started with windows read 1.
+  const dw = await daemon(t, { limits: { sendPolicy: P.SPIWIRE_SEND_POLICY_WINDOWS } });
+  const sw = await session(t, dw.url);
+  t.equal(await readPolicy(sw, await tcpSocket(sw)), 1, 'a daemon started with windows: new sockets read 1');
 });
