@@ -14,7 +14,7 @@ import { buildApp } from '../src/app.js';
 import { DaemonContext, DEFAULT_LIMITS } from '../src/daemon-context.js';
 import { VERSION } from '../src/version.js';
 import { parseConfig, SETTINGS } from '../src/internals.js';
-import { connectTo, daemon, ipv4, pattern, session, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, type PeerConn, type RawSession } from './helpers/raw-client.js';
+import { connectTo, daemon, ipv4, pattern, roundTrip, session, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, type PeerConn, type RawSession } from './helpers/raw-client.js';
 
 const README = readFileSync(new URL('../../../proto/README.md', import.meta.url), 'utf8');
 const LINES = README.split('\n');
@@ -459,4 +459,45 @@ t.test('the send policy: SO_SPIWIRE_SEND_POLICY and --send-policy, as section 9 
   const dw = await daemon(t, { limits: { sendPolicy: P.SPIWIRE_SEND_POLICY_WINDOWS } });
   const sw = await session(t, dw.url);
   t.equal(await readPolicy(sw, await tcpSocket(sw)), 1, 'a daemon started with windows: new sockets read 1');
+});
+
+// ---------------------------------------------------------------- point 2: the count of a blocking send that failed
+
+t.test('a blocking send interrupted by WSPCloseSocket (WSAEINTR) or by the daemon\'s shutdown (WSAENETDOWN) reports the bytes that reached the transport', async (t) => {
+  const text = section('9. Blocking, nonblocking and overlapped calls');
+  t.match(text, /its failing reply carries `bytesSent` beside `ret` -1 and `errno`/);
+  t.match(text, /After WSAEINTR exactly those bytes reach the peer, then FIN/);
+  t.match(section('WSPSend'), /\| `bytesSent` \| u32 \| when present \| lpNumberOfBytesSent\. On success, the bytes sent\. On the failing reply \(ret -1\) of a send that was not overlapped, present when some of its bytes had reached the transport before it failed/);
+  const data = pattern(8 * 1024 * 1024, 3);
+
+  for (const how of ['WSPCloseSocket', 'shutdown'] as const) {
+    const errno = how === 'WSPCloseSocket' ? P.WSAEINTR : P.WSAENETDOWN;
+    const d = await daemon(t);
+    const s = await session(t, d.url);
+    const peer = await tcpPeer(t);
+    const h = await tcpSocket(s);
+    // An explicit SO_SNDBUF sizes the kernel's buffer too: 8 MiB cannot all be taken while the peer does not read.
+    t.same(await s.call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval: dword(8192), optlen: 4 }), { ret: 0, errno: 0 });
+    await connectTo(s, h, peer.port);
+    const conn = await peer.next();
+    conn.socket.pause();
+    let answered = false;
+    const blocked = s.request('WSPSend', { s: h, buffers: [data], flags: 0 }, 20000);
+    void blocked.response.then(() => (answered = true));
+    // The daemon answers in order: had the send finished, its reply would be in before this one.
+    await roundTrip(s);
+    t.notOk(answered, `${how}: the 8 MiB send waits, the peer not reading`);
+    if (how === 'WSPCloseSocket') t.same(await s.call('WSPCloseSocket', { s: h }), { ret: 0, errno: 0 }, 'another thread closes the socket');
+    const closing = how === 'shutdown' ? d.close() : Promise.resolve();
+    conn.socket.resume();
+    const r = (await blocked.response).result ?? {};
+    const n = r['bytesSent'] as number;
+    t.same([r['ret'], r['errno']], [-1, errno], `${how}: ret -1, ${errno}`);
+    t.ok(Number.isInteger(n) && n > 0 && n < data.length, `${how}: bytesSent counts the ${n} bytes that reached the transport`);
+    await closing;
+    t.equal(await conn.gone, 'end', `${how}: the peer sees FIN after them`);
+    const got = conn.received();
+    t.equal(got.length, n, `${how}: the peer got exactly bytesSent bytes`);
+    t.ok(got.equals(data.subarray(0, n)), `${how}: the first bytesSent bytes of the call, in order`);
+  }
 });
