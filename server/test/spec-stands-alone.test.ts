@@ -501,3 +501,49 @@ t.test('a blocking send interrupted by WSPCloseSocket (WSAEINTR) or by the daemo
     t.ok(got.equals(data.subarray(0, n)), `${how}: the first bytesSent bytes of the call, in order`);
   }
 });
+
+// ---------------------------------------------------------------- point 6: compact replies last for the session
+
+t.test('compact headers: after one compact record, replies and completions of that shape stay compact for the rest of the session', async (t) => {
+  t.match(section('Compact headers'), /From the first compact record a session sends to the end of the session, every message the daemon writes to it in a binary frame that has one of the three shapes is compact/);
+  t.match(section('Compact headers'), /There is no way back to JSON for that session/);
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+  await connectTo(s, h, peer.port);
+  const conn = await peer.next();
+
+  /** How many of the records that a call's reply (and what came with it) brought were compact. */
+  const compactIn = async (run: () => Promise<unknown>): Promise<number> => {
+    const before = s.compactRecords;
+    await run();
+    return s.compactRecords - before;
+  };
+  // Numeric ids: a reply to a string id has no compact form (section 3).
+  const json = async (method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> => (await inOneFrame(s, [[method, params]]))[0]!;
+  t.equal(await compactIn(() => json('WSPSend', { s: h, buffers: [Buffer.from('a;')], flags: 0 })), 0, 'before any compact record: JSON');
+  const b = new P.FrameBuilder();
+  b.compact = true;
+  b.add({ jsonrpc: '2.0', id: 777, method: 'WSPSend', params: { s: h, buffers: [Buffer.from('b;')], flags: 0 } });
+  t.equal(await compactIn(async () => {
+    s.ws.send(b.finish());
+    await s.wait((m) => m.id === 777);
+  }), 1, 'the reply to the compact WSPSend is compact');
+  t.equal(await compactIn(() => json('WSPSend', { s: h, buffers: [Buffer.from('c;')], flags: 0 })), 1, 'a later JSON WSPSend: its reply is compact');
+  t.equal(await compactIn(() => json('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval: dword(0), optlen: 4 })), 1, 'a JSON WSPSetSockOpt: its {ret, errno} reply is compact too');
+  t.equal(
+    await compactIn(async () => {
+      t.same(await json('WSPSend', { s: h, buffers: [Buffer.from('d;')], flags: 0, overlapped: { op: 1, thread: 0 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+      await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 1);
+    }),
+    2,
+    'a pending JSON WSPSend: the reply and the completion are compact',
+  );
+  t.equal(await compactIn(() => json('WSPGetSockName', { s: h, namelen: 16 })), 0, 'a reply of another shape stays JSON');
+  const textReply = new Promise<boolean>((resolve) => s.ws.once('message', (_data, isBinary: boolean) => resolve(!isBinary)));
+  s.ws.send(P.encodeText({ jsonrpc: '2.0', id: 778, method: 'WSPSend', params: { s: h, buffers: [Buffer.from('e;')], flags: 0 } }));
+  t.ok(await textReply, 'a request in a text frame is answered in a text frame');
+  t.same((await s.wait((m) => m.id === 778)).result, { ret: 0, errno: 0, bytesSent: 2 });
+  t.equal((await conn.waitFor(10)).toString(), 'a;b;c;d;e;', 'every byte reached the peer');
+});
