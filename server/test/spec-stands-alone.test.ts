@@ -193,7 +193,7 @@ t.test('HTTP refusals: 404 and 426 bodies are {"error": string} and nothing else
 });
 
 t.test('the URL log line: exactly one line has a `url` member, and it is where clients connect', async (t) => {
-  t.match(section('Finding the daemon'), /At startup exactly one line has a `url` member: the WebSocket URL clients connect to/);
+  t.match(section('Finding the daemon'), /At startup exactly one line has a `url` member \(at the default log level, `info`, and below; `--log-level warn` and above hide it\): the WebSocket URL clients connect to/);
   const cli = await startCli(t);
   const withUrl = cli.lines().filter((l) => 'url' in l);
   t.equal(withUrl.length, 1, 'one line with a url');
