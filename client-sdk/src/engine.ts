@@ -43,6 +43,12 @@ export class SessionEngine<T extends SpiThread> {
   readonly selections = new EventSelectMirror(this.events);
   /** The handles of the session's open sockets: a call that never reaches the daemon checks them. */
   readonly sockets = new Set<number>();
+  /**
+   * The socket each WSAOVERLAPPED was last given to in an overlapped call. WSPGetOverlappedResult
+   * still answers for it after that socket's close, so that an operation the close aborted can be
+   * read (proto/README.md section 9).
+   */
+  readonly lastSocketOf = new WeakMap<WSAOVERLAPPED, number>();
   private closing = false;
   /** WSPSend calls larger than one message, sent in pieces. */
   readonly streams: SendStreams;
@@ -98,6 +104,7 @@ export class SessionEngine<T extends SpiThread> {
       if (!thread || !thread.isAlive) return Promise.resolve({ ret: P.SOCKET_ERROR, errno: P.WSAEINVAL });
       routine = { run: how.routine, thread, s: how.s };
     }
+    this.lastSocketOf.set(how.ov, how.s);
     return this.ops.start({ ov: how.ov, routine, ...delivery }, (op, onReply) => {
       // params is the caller's own fresh object: add to it rather than copy it.
       params['overlapped'] = { op, thread: issuer.id.ThreadHandle };

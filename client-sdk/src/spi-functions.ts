@@ -372,11 +372,13 @@ export abstract class SpiFunctions {
    * with WSA_IO_INCOMPLETE while it is pending and fWait is FALSE; with fWait TRUE it waits on
    * the operation's hEvent (WSAEINVAL without one) and, as Windows does, takes the signalled event
    * as the end of the operation; FALSE with the operation's own error if it failed. A handle that is
-   * not an open socket of the session gives WSAENOTSOCK, as on Windows.
+   * not an open socket of the session gives WSAENOTSOCK, as on Windows, unless it is the socket the
+   * OVERLAPPED was last used on: then the operation its close aborted can still be read.
    */
   async WSPGetOverlappedResult(s: SOCKET, lpOverlapped: WSAOVERLAPPED | null, lpcbTransfer: Out | null, fWait: boolean | number, lpdwFlags: Out | null, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
-    if (!this.engine.sockets.has(s)) return setErr(lpErrno, P.WSAENOTSOCK, P.FALSE);
+    const usedOnIt = lpOverlapped instanceof WSAOVERLAPPED && this.engine.lastSocketOf.get(lpOverlapped) === s;
+    if (!this.engine.sockets.has(s) && !usedOnIt) return setErr(lpErrno, P.WSAENOTSOCK, P.FALSE);
     if (!(lpOverlapped instanceof WSAOVERLAPPED) || !isOut(lpcbTransfer) || !isOut(lpdwFlags)) return setErr(lpErrno, P.WSAEFAULT, P.FALSE);
     if (lpOverlapped.pending) {
       if (!fWait) return setErr(lpErrno, P.WSA_IO_INCOMPLETE, P.FALSE);

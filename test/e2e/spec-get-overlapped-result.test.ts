@@ -57,7 +57,8 @@ t.test('the README specifies WSPGetOverlappedResult for a client', async (t) => 
   t.match(text, /`fWait` TRUE: without an `hEvent`, FALSE with WSAEINVAL/);
   t.match(text, /even when the event was set by some other means while the operation is still pending/);
   t.match(text, /`\*lpdwFlags` = `Offset` \(the completion's `flags`: 0, or MSG_PARTIAL for a truncated datagram\)/);
-  t.match(text, /After WSPCloseSocket it returns WSAENOTSOCK \(rule 1\)/);
+  t.match(text, /or the socket on which `lpOverlapped` was last used in an overlapped call, closed or not/);
+  t.match(text, /returns FALSE with WSA_OPERATION_ABORTED and that count: after SIO_FLUSH or `spiwire.threadExit`, whose socket is still open, and after WSPCloseSocket alike/);
 });
 
 t.test('rule 3: a pending operation with fWait FALSE, with fWait TRUE and no event, with a closed event, with an event set by hand', async (t) => {
@@ -112,7 +113,7 @@ t.test('rule 4: lpdwFlags gets the completion\'s flags; a failed operation retur
   t.equal(Buffer.from(small).toString(), 'trun');
 });
 
-t.test('aborted operations: SIO_FLUSH and a thread\'s exit give FALSE with WSA_OPERATION_ABORTED and the bytes taken; after WSPCloseSocket the handle is WSAENOTSOCK', async (t) => {
+t.test('aborted operations: SIO_FLUSH, a thread\'s exit and WSPCloseSocket give FALSE with WSA_OPERATION_ABORTED and the bytes taken; other uses of a closed handle are WSAENOTSOCK', async (t) => {
   const d = await daemon(t, { limits: { defaultSndBuf: 8192 } });
   const spi = await session(t, d);
   const peer = await tcpPeer(t, f, { paused: true });
@@ -141,7 +142,10 @@ t.test('aborted operations: SIO_FLUSH and a thread\'s exit give FALSE with WSA_O
   await th.exit();
   t.same(await getResult(spi, s, ovT, true), { ret: S.FALSE, err: S.WSA_OPERATION_ABORTED, cb: 0, flags: 0 }, 'thread exit: FALSE, WSA_OPERATION_ABORTED, 0 bytes');
 
-  // WSPCloseSocket: the handle is gone; the outcome is in the OVERLAPPED and the routine's arguments.
+  // WSPCloseSocket: the socket is gone, but the operations issued on it can still be read with its handle.
+  const other = await overlappedTcp(spi, f, peer);
+  const ovOther = new S.WSAOVERLAPPED();
+  t.equal((await ovSend(spi, other.s, [Buffer.from('elsewhere')], { ov: ovOther })).ret, 0, 'an OVERLAPPED used on another socket');
   let routine: [number, number] | null = null;
   const ovC = new S.WSAOVERLAPPED();
   const r = await ovSend(spi, s, [pattern(2000, 13)], { ov: ovC, routine: (err, cb) => void (routine = [err, cb]) });
@@ -150,6 +154,9 @@ t.test('aborted operations: SIO_FLUSH and a thread\'s exit give FALSE with WSA_O
   t.ok(await drainUntil(spi, () => routine !== null), 'its routine runs');
   t.same(routine, [S.WSA_OPERATION_ABORTED, ovC.InternalHigh], 'the routine: WSA_OPERATION_ABORTED and the count');
   t.same([ovC.Internal, ovC.OffsetHigh], [0, S.WSA_OPERATION_ABORTED], 'the OVERLAPPED: no longer pending, OffsetHigh WSA_OPERATION_ABORTED');
-  t.same(await getResult(spi, s, ovC, false), { ret: S.FALSE, err: S.WSAENOTSOCK, cb: UNTOUCHED, flags: UNTOUCHED }, 'WSPGetOverlappedResult on the closed handle: WSAENOTSOCK');
+  t.same(await getResult(spi, s, ovC, false), { ret: S.FALSE, err: S.WSA_OPERATION_ABORTED, cb: ovC.InternalHigh, flags: 0 }, 'WSPGetOverlappedResult on the closed handle, for the operation issued on it: FALSE, WSA_OPERATION_ABORTED');
+  t.same(await getResult(spi, s, new S.WSAOVERLAPPED(), false), { ret: S.FALSE, err: S.WSAENOTSOCK, cb: UNTOUCHED, flags: UNTOUCHED }, 'an OVERLAPPED never used on it: WSAENOTSOCK');
+  t.same(await getResult(spi, s, ovOther, false), { ret: S.FALSE, err: S.WSAENOTSOCK, cb: UNTOUCHED, flags: UNTOUCHED }, 'an OVERLAPPED used on another socket: WSAENOTSOCK');
+  t.same(await getResult(spi, other.s, ovOther, false), { ret: S.TRUE, err: 0, cb: 9, flags: 0 }, 'and on its own socket, its result');
   t.ok(got.equals(Buffer.concat([filler.subarray(0, flushed.cb), pattern(2000, 13).subarray(0, ovC.InternalHigh)])), 'the peer got exactly the bytes the aborted sends reported, and nothing of the thread\'s send');
 });
