@@ -123,6 +123,8 @@ const completion = {
   optional: true,
   doc: 'Present when an overlapped call completed at once: {error, bytes, flags}. The reply then stands for the completion; no spiwire.completion follows.',
 } as const;
+const BYTES_SENT_DOC =
+  'lpNumberOfBytesSent. On success, the bytes sent. On the failing reply (ret -1) of a send that was not overlapped, present when some of its bytes had reached the transport before it failed: how many (section 9, "A blocking send that fails part way"); absent means none had.';
 const overlapped = {
   type: 'overlapped',
   optional: true,
@@ -177,7 +179,7 @@ export const METHODS = {
       stream: { type: 'u32', optional: true, doc: 'A send larger than one message (section 9, "Sends larger than a message"): an id the client chose, unique among its open streams; the rest of the bytes follow in spiwire.sendData.' },
       total: { type: 'u32', optional: true, doc: 'With stream: the size of the whole send, the first piece included.' },
     },
-    result: { bytesSent: { type: 'u32', optional: true, doc: 'lpNumberOfBytesSent; present when ret is 0.' }, completion },
+    result: { bytesSent: { type: 'u32', optional: true, doc: BYTES_SENT_DOC }, completion },
   },
   WSPSendTo: {
     summary: 'Send to an address (datagram sockets); on a connected socket the address is ignored.',
@@ -185,11 +187,11 @@ export const METHODS = {
       s,
       buffers: { type: 'bytes[]', doc: 'As for WSPSend.' },
       flags: { type: 'u32', doc: 'As for WSPSend.' },
-      to: { type: 'sockaddr', nullable: true, doc: 'lpTo; null sends to the default peer.' },
+      to: { type: 'sockaddr', nullable: true, doc: 'lpTo; null sends to the default peer (WSAEDESTADDRREQ on a datagram socket that has none).' },
       tolen: { type: 'int', doc: 'iTolen; below the family\'s sockaddr size gives WSAEFAULT.' },
       overlapped,
     },
-    result: { bytesSent: { type: 'u32', optional: true, doc: 'lpNumberOfBytesSent; present when ret is 0.' }, completion },
+    result: { bytesSent: { type: 'u32', optional: true, doc: BYTES_SENT_DOC }, completion },
   },
   WSPRecv: {
     summary: 'Receive into buffers of the given sizes.',
@@ -243,7 +245,7 @@ export const METHODS = {
     result: { name: { type: 'sockaddr', optional: true, doc: 'The address.' }, namelen: { type: 'int', optional: true, doc: 'Its size: 16 or 28.' } },
   },
   WSPIoctl: {
-    summary: 'Control the socket: FIONBIO, FIONREAD, SIOCATMARK, SIO_FLUSH.',
+    summary: 'Control the socket: FIONBIO, FIONREAD, SIOCATMARK, SIO_FLUSH, SIO_KEEPALIVE_VALS.',
     params: {
       s,
       code: { type: 'u32', doc: 'dwIoControlCode.' },
@@ -252,7 +254,7 @@ export const METHODS = {
       overlapped,
     },
     result: {
-      output: { type: 'bytes', optional: true, doc: 'The bytes written to lpvOutBuffer.' },
+      output: { type: 'bytes', optional: true, doc: 'The bytes written to lpvOutBuffer; absent on success for a control code that has no output.' },
       bytesReturned: { type: 'u32', optional: true, doc: 'lpcbBytesReturned.' },
       completion,
     },

@@ -4,21 +4,38 @@
  */
 import { METHODS, NETWORK_EVENT_NAMES, NOTIFICATIONS, WELCOME_LIMITS_OPTIONAL, WELCOME_LIMITS_REQUIRED, type FieldSpec, type FieldType } from './messages.js';
 import { SUBPROTOCOL, PROTOCOL_VERSION } from './limits.js';
+import { PROTOCOL_ERRORS } from './protocol-errors.js';
 
 type Schema = Record<string, unknown>;
 
+const U32 = { type: 'integer', minimum: 0, maximum: 4294967295 } as const;
+
+/** Standard base64 (RFC 4648 section 4), padded to a multiple of 4 characters, nothing else. */
+export const BASE64_PATTERN = '^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$';
+
 const defs: Record<string, Schema> = {
   bytes: {
-    description: 'A byte string: {"$b":[offset,length]} into the record data (binary frames) or {"$base64":"..."} (text frames).',
+    description:
+      'A byte string: {"$b":[offset,length]} into the record data (binary frames; offset and length are u32, offset + length at most the record\'s dataLength, itself at most maxFrameBytes) or {"$base64":"..."} (text frames).',
     oneOf: [
-      { type: 'object', properties: { $b: { type: 'array', prefixItems: [{ type: 'integer', minimum: 0 }, { type: 'integer', minimum: 0 }], minItems: 2, maxItems: 2 } }, required: ['$b'], additionalProperties: false },
-      { type: 'object', properties: { $base64: { type: 'string' } }, required: ['$base64'], additionalProperties: false },
+      {
+        type: 'object',
+        properties: { $b: { type: 'array', prefixItems: [{ ...U32, description: 'offset' }, { ...U32, description: 'length' }], items: false, minItems: 2, maxItems: 2 } },
+        required: ['$b'],
+        additionalProperties: false,
+      },
+      { type: 'object', properties: { $base64: { type: 'string', pattern: BASE64_PATTERN } }, required: ['$base64'], additionalProperties: false },
     ],
   },
   sockaddr: {
     type: 'object',
     properties: {
-      family: { type: 'integer', description: 'AF_INET 2 or AF_INET6 23' },
+      family: {
+        type: 'integer',
+        minimum: 0,
+        maximum: 65535,
+        description: 'AF_INET 2 or AF_INET6 23; AF_UNSPEC 0 only in WSPConnect on a datagram socket (it dissolves the default peer). Other values pass validation and give WSAEAFNOSUPPORT.',
+      },
       address: { type: 'string', maxLength: 64, description: 'Numeric address: dotted IPv4 or IPv6 text' },
       port: { type: 'integer', minimum: 0, maximum: 65535 },
       flowinfo: { type: 'integer', minimum: 0, maximum: 4294967295 },
@@ -40,6 +57,17 @@ const defs: Record<string, Schema> = {
       [...WELCOME_LIMITS_REQUIRED, ...WELCOME_LIMITS_OPTIONAL].map((k) => [k, { type: 'integer', minimum: 0, maximum: 9007199254740991 }]),
     ),
     required: [...WELCOME_LIMITS_REQUIRED],
+  },
+  errorObject: {
+    type: 'object',
+    description: 'The error of a JSON-RPC error response (proto/README.md section 13). message is for people; data is present for some codes.',
+    properties: {
+      code: { enum: PROTOCOL_ERRORS.map((e) => e.code), description: PROTOCOL_ERRORS.map((e) => `${e.name} ${e.code}`).join(', ') },
+      message: { type: 'string' },
+      data: { type: 'object', description: 'INVALID_PARAMS: {"field": "<path>"}; DUPLICATE_ID: {"id": <the id in use>}.' },
+    },
+    required: ['code', 'message'],
+    additionalProperties: false,
   },
   eventErrors: {
     type: 'object',
@@ -113,20 +141,43 @@ export function buildJsonSchema(): Schema {
     methods[name] = {
       description: m.summary,
       params: objectSchema(m.params),
-      result: objectSchema(m.result, { ret: { type: 'integer', description: 'The C return value: 0, SOCKET_ERROR (-1), a SOCKET, or INVALID_SOCKET (-1).' }, errno: { type: 'integer', description: 'The WSA code written to lpErrno; 0 on success.' } }, ['ret', 'errno']),
+      result: objectSchema(m.result, { ret: { type: 'integer', description: 'The C return value: 0, SOCKET_ERROR (-1), a SOCKET, or INVALID_SOCKET (-1).' }, errno: { ...U32, description: 'The WSA code written to lpErrno; 0 on success.' } }, ['ret', 'errno']),
+      // The whole reply as a client receives it (an error response is #/errorResponse).
+      response: {
+        type: 'object',
+        properties: { jsonrpc: { const: '2.0' }, id: { anyOf: [{ type: 'integer' }, { type: 'string' }] }, result: { $ref: `#/methods/${name}/result` } },
+        required: ['jsonrpc', 'id', 'result'],
+        additionalProperties: false,
+      },
     };
   }
   const notifications: Record<string, Schema> = {};
   for (const [name, n] of Object.entries(NOTIFICATIONS)) {
-    notifications[name] = { description: n.summary, params: objectSchema(n.params) };
+    notifications[name] = {
+      description: n.summary,
+      params: objectSchema(n.params),
+      // The whole message as a client receives it, for validating it in one step.
+      message: {
+        type: 'object',
+        properties: { jsonrpc: { const: '2.0' }, method: { const: name }, params: { $ref: `#/notifications/${name}/params` } },
+        required: ['jsonrpc', 'method', 'params'],
+        additionalProperties: false,
+      },
+    };
   }
   return {
     $schema: 'https://json-schema.org/draft/2020-12/schema',
     $id: 'urn:spiwire:protocol:v1',
     title: 'spiwire wire protocol',
-    description: `JSON-RPC 2.0 over WebSocket subprotocol "${SUBPROTOCOL}" (protocol version ${PROTOCOL_VERSION}). See proto/README.md for framing. "methods" maps each method to its params and result schemas; "notifications" maps each notification to its params.`,
+    description: `JSON-RPC 2.0 over WebSocket subprotocol "${SUBPROTOCOL}" (protocol version ${PROTOCOL_VERSION}). See proto/README.md for framing. "methods" maps each method to its params and result schemas; "notifications" maps each notification to its params and to its whole message; "errorResponse" is a JSON-RPC error response. Refer to a part with a JSON pointer from this document's $id, for example urn:spiwire:protocol:v1#/notifications/spiwire.completion/message.`,
     $defs: defs,
     methods,
     notifications,
+    errorResponse: {
+      type: 'object',
+      properties: { jsonrpc: { const: '2.0' }, id: { anyOf: [{ type: 'integer' }, { type: 'string' }, { type: 'null' }] }, error: { $ref: '#/$defs/errorObject' } },
+      required: ['jsonrpc', 'id', 'error'],
+      additionalProperties: false,
+    },
   };
 }

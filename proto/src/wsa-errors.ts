@@ -63,7 +63,7 @@ const table: ReadonlyArray<readonly [string, number, string]> = [
   ['WSAEINPROGRESS', WSAEINPROGRESS, 'The issuing thread already has a blocking call in progress.'],
   ['WSAEALREADY', WSAEALREADY, 'A nonblocking connect is already in progress on this socket.'],
   ['WSAENOTSOCK', WSAENOTSOCK, 'The handle is not a socket of this session: unknown, already closed, or owned by another session.'],
-  ['WSAEDESTADDRREQ', WSAEDESTADDRREQ, 'A destination address is required and none was given.'],
+  ['WSAEDESTADDRREQ', WSAEDESTADDRREQ, 'A destination address is required and none was given: WSPSendTo with no address on a datagram socket without a default peer.'],
   ['WSAEMSGSIZE', WSAEMSGSIZE, 'A datagram is larger than SO_MAX_MSG_SIZE (nothing is sent), or a received datagram was truncated to the buffers given.'],
   ['WSAEPROTOTYPE', WSAEPROTOTYPE, 'The protocol does not fit the socket type (for example SOCK_STREAM with IPPROTO_UDP).'],
   ['WSAENOPROTOOPT', WSAENOPROTOOPT, 'The option is unknown, or not supported at this level, or not for this socket type.'],

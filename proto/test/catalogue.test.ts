@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import t from 'tap';
+import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import * as P from '../src/index.js';
 import * as WsaModule from '../src/wsa-errors.js';
 import * as ProtocolModule from '../src/protocol-errors.js';
@@ -214,6 +215,48 @@ t.test('proto/schema.json is the output of buildJsonSchema()', async (t) => {
   t.same(Object.keys(schema.methods), Object.keys(P.METHODS), 'one schema entry per method');
   t.same(Object.keys(schema.notifications), Object.keys(P.NOTIFICATIONS), 'one schema entry per notification');
   t.ok(readme.includes('schema.json'), 'the README points to schema.json');
+});
+
+/** The schema loaded into a validator as the README tells a client to: the whole document, parts by pointer. */
+function validatorFor(pointer: string): ValidateFunction {
+  const ajv = new Ajv2020({ strictSchema: false, allErrors: true });
+  ajv.addSchema(JSON.parse(readFileSync(SCHEMA_URL, 'utf8')) as object);
+  const v = ajv.getSchema(`urn:spiwire:protocol:v1#${pointer}`);
+  if (!v) throw new Error(`schema.json has nothing at ${pointer}`);
+  return v;
+}
+
+t.test('schema.json is as strict as the text: byte strings, sockaddr family, whole messages', async (t) => {
+  t.match(readme.replace(/\s+/g, ' '), /refer to a part by a JSON pointer from the document's `\$id`, for example `urn:spiwire:protocol:v1#\/notifications\/spiwire\.completion\/message`/, 'the README says how to use the schema');
+  const completion = validatorFor('/notifications/spiwire.completion/message');
+  const msg = (data: unknown): unknown => ({ jsonrpc: '2.0', method: 'spiwire.completion', params: { op: 1, s: 256, error: 0, bytes: 2, flags: 0, data } });
+  // Section 3: offset and length are integers from 0 to 4294967295.
+  t.ok(completion(msg({ $b: [0, 2] })), '{"$b":[0,2]}');
+  t.ok(completion(msg({ $b: [4294967295, 0] })), 'offset 4294967295');
+  for (const bad of [[0, 4294967296], [-1, 2], [0, 1.5], [0], [0, 2, 3], ['0', 2]]) t.notOk(completion(msg({ $b: bad })), `{"$b":${JSON.stringify(bad)}} is refused`);
+  // Section 4: the schema's base64 is exactly what the codec takes.
+  for (const b64 of ['', 'aGk=', 'YWJj', 'YQ==', '+/+/', 'a', 'aGk', 'aG=k', 'a===', 'aGk= ', 'a-_b', 'YQ=\n']) {
+    const codec = P.decodeText(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'WSPSend', params: { data: { $base64: b64 } } }));
+    t.equal(completion(msg({ $base64: b64 })), codec.ok, `"${JSON.stringify(b64)}": the schema ${codec.ok ? 'accepts' : 'refuses'} it, as the codec does`);
+  }
+  // Section 7: family is an integer 0..65535.
+  const connect = validatorFor('/methods/WSPConnect/params');
+  const name = (family: unknown): unknown => ({ s: 256, name: { family, address: '127.0.0.1', port: 1 }, namelen: 16 });
+  for (const f of [0, 2, 23, 65535]) t.ok(connect(name(f)), `family ${f} passes`);
+  for (const f of [-1, 65536, 2.5, '2']) t.notOk(connect(name(f)), `family ${JSON.stringify(f)} is refused`);
+  // Every notification and every reply has a whole-message schema; so has an error response.
+  for (const n of Object.keys(P.NOTIFICATIONS)) validatorFor(`/notifications/${n}/message`);
+  for (const m of Object.keys(P.METHODS)) validatorFor(`/methods/${m}/response`);
+  const welcome = validatorFor('/notifications/spiwire.welcome/message');
+  const limits = { maxFrameBytes: 1, maxPendingRequests: 1, maxSockets: 1, defaultSndBuf: 0, defaultRcvBuf: 0 };
+  t.ok(welcome({ jsonrpc: '2.0', method: 'spiwire.welcome', params: { session: 'x', version: '0', protocol: 1, limits } }), 'a welcome');
+  t.notOk(welcome({ jsonrpc: '2.0', method: 'spiwire.welcome', params: { session: 'x', version: '0', protocol: 1, limits: { ...limits, maxSockets: -1 } } }), 'limits are typed');
+  const events = validatorFor('/notifications/spiwire.networkEvents/message');
+  t.ok(events({ jsonrpc: '2.0', method: 'spiwire.networkEvents', params: { s: 256, events: 32, errors: { FD_CLOSE: 10054 } } }), 'network events');
+  t.notOk(events({ jsonrpc: '2.0', method: 'spiwire.networkEvents', params: { s: 256, events: 32, errors: { FD_BOGUS: 1 } } }), 'errors names FD_* events only');
+  const error = validatorFor('/errorResponse');
+  t.ok(error({ jsonrpc: '2.0', id: null, error: { code: P.DUPLICATE_ID, message: 'in use', data: { id: 7 } } }), 'an error response');
+  t.notOk(error({ jsonrpc: '2.0', id: 1, error: { code: -1, message: 'x' } }), 'only catalogued codes');
 });
 
 // ---------------------------------------------------------------- constants

@@ -10,6 +10,9 @@ import { trimNow } from './memory-trim.js';
 
 export const WS_PATH = '/ws';
 
+/** The body of every 404: the same {"error": ...} shape as the refusals of an upgrade. */
+export const NOT_FOUND_ERROR = `no such endpoint: the daemon answers GET /healthz, GET /version, GET /stats and WebSocket upgrades on ${WS_PATH}`;
+
 export interface AppOptions {
   token: string | undefined;
   allowedOrigins: readonly string[];
@@ -21,6 +24,11 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     // Sessions log their own lifecycle; per-request lines would only repeat it.
     logController: new LogController({ disableRequestLogging: true }),
     forceCloseConnections: true,
+    // A session has no idle timeout: it lasts as long as its connection, however quiet (the
+    // daemon sends no pings either; proto/README.md section 1). These are fastify's defaults,
+    // spelt out because the protocol depends on them.
+    connectionTimeout: 0,
+    requestTimeout: 0,
   });
   await app.register(websocket, {
     options: {
@@ -40,6 +48,9 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     if (req.ws && req.routeOptions.url !== WS_PATH) return reply.code(404).send({ error: `WebSocket connections are accepted only on ${WS_PATH}` });
     return undefined;
   });
+  // Unknown paths and methods answer in the shape of every other refusal (fastify's own 404
+  // body has three members of its own).
+  app.setNotFoundHandler((_req, reply) => reply.code(404).send({ error: NOT_FOUND_ERROR }));
 
   // heldBytes: bytes accepted for sends and not yet in the kernel, of live and ended sessions;
   // heldBytesOfEndedSessions: the part that ended sessions left behind (released within --linger).
@@ -71,6 +82,11 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
       websocket: true,
       preValidation: async (req, reply) => {
         const refuse = (code: number, error: string): unknown => reply.code(code).send({ error });
+        // A plain HTTP request to /ws: only an upgrade is served here (RFC 9110 426 names the protocol).
+        if (!req.ws) {
+          void reply.header('upgrade', 'websocket');
+          return refuse(426, `${WS_PATH} takes WebSocket upgrades only`);
+        }
         if (ctx.shuttingDown) return refuse(503, 'the daemon is shutting down');
         const origin = req.headers.origin;
         // A browser always sends Origin; refusing unknown ones keeps web pages away from a local daemon.

@@ -3,21 +3,22 @@ import * as W from '@spiwire/proto';
 import type { EmulatedSocket } from '../sockets/emulated-socket.js';
 import { dwordBytes } from './options.js';
 
-/** What a control code did: errno 0 with the output bytes (bytes: lpcbBytesReturned), or a WSA code. */
+/**
+ * What a control code did: errno 0 with its output bytes (bytes: lpcbBytesReturned), or a WSA
+ * code. output is null for a code that has no output (the reply then has no `output` member).
+ */
 export interface IoctlResult {
   errno: number;
   bytes: number;
-  output: Uint8Array;
+  output: Uint8Array | null;
 }
 
-const NO_OUTPUT = new Uint8Array(0);
-
-function done(output: Uint8Array = NO_OUTPUT): IoctlResult {
-  return { errno: 0, bytes: output.length, output };
+function done(output: Uint8Array | null = null): IoctlResult {
+  return { errno: 0, bytes: output?.length ?? 0, output };
 }
 
 function fail(errno: number): IoctlResult {
-  return { errno, bytes: 0, output: NO_OUTPUT };
+  return { errno, bytes: 0, output: null };
 }
 
 export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, outputLength: number): IoctlResult {

@@ -134,7 +134,12 @@ export const SPI_HANDLERS: Handlers = {
       if (bad) return fail(bad);
       if (sock.peerName() === null && !session.allows(to.address, to.port)) return fail(W.WSAEACCES);
     }
-    return sendWith(session, sock, p.buffers, p.flags, to, p.overlapped);
+    const r = sendWith(session, sock, p.buffers, p.flags, to, p.overlapped);
+    if (to !== null || sock.type !== W.SOCK_DGRAM) return r;
+    // No lpTo and no default peer: WSPSend's WSAENOTCONN is WSAEDESTADDRREQ for WSPSendTo, as
+    // on Windows (its WSAENOTCONN is for connection-oriented sockets only). That is the only
+    // WSAENOTCONN of a datagram send without a destination, and a datagram send never pends.
+    return mapPromise(r, (x) => (x.errno === W.WSAENOTCONN ? { ...x, errno: W.WSAEDESTADDRREQ } : x));
   }),
 
   WSPRecv: withSocket((sock, p: Params<'WSPRecv'>, session) => recvWith(session, sock, p.lengths, p.flags, false, p.overlapped)),
@@ -166,7 +171,8 @@ export const SPI_HANDLERS: Handlers = {
 
   WSPIoctl: withSocket((sock, p: Params<'WSPIoctl'>, session) => {
     const run = (): IoctlResult => ioctl(sock, p.code, p.input, p.outputLength);
-    const toWire = (r: IoctlResult): Result<'WSPIoctl'> => (r.errno ? fail(r.errno) : ok({ output: r.output, bytesReturned: r.bytes }));
+    // A control code without output (FIONBIO, SIO_FLUSH, SIO_KEEPALIVE_VALS) has no `output` member.
+    const toWire = (r: IoctlResult): Result<'WSPIoctl'> => (r.errno ? fail(r.errno) : r.output ? ok({ output: r.output, bytesReturned: r.bytes }) : ok({ bytesReturned: 0 }));
     if (!p.overlapped) return toWire(run());
     // Control codes finish at once; an overlapped WSPIoctl still reports through its completion.
     return overlappedResult(

@@ -1,0 +1,549 @@
+/**
+ * Issue 13, section 3, "The spec stands alone": points a client written in another language from
+ * proto/README.md and proto/schema.json alone had to guess or find out by experiment. Each test
+ * first checks that the README says the thing (the sentence a client would rely on), then shows
+ * on the wire, with a plain WebSocket client and real loopback peers, that the daemon does it.
+ */
+import { readFileSync } from 'node:fs';
+import * as dgram from 'node:dgram';
+import t, { type Test } from 'tap';
+import * as P from '@spiwire/proto';
+import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
+import pino from 'pino';
+import { buildApp } from '../src/app.js';
+import { DaemonContext, DEFAULT_LIMITS } from '../src/daemon-context.js';
+import { VERSION } from '../src/version.js';
+import { parseConfig, SETTINGS } from '../src/internals.js';
+import { connectTo, daemon, ipv4, pattern, roundTrip, session, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, type PeerConn, type RawSession } from './helpers/raw-client.js';
+
+const README = readFileSync(new URL('../../../proto/README.md', import.meta.url), 'utf8');
+const LINES = README.split('\n');
+
+/** The README text under the heading whose title (backticks removed) is title, up to the next heading of its level or above. */
+function section(title: string): string {
+  const start = LINES.findIndex((l) => /^#{2,6} /.test(l) && l.replace(/^#+ /, '').replace(/`/g, '').trim() === title);
+  if (start < 0) throw new Error(`proto/README.md has no heading "${title}"`);
+  const level = /^#+/.exec(LINES[start]!)![0].length;
+  let end = start + 1;
+  while (end < LINES.length && !(/^#+ /.test(LINES[end]!) && /^#+/.exec(LINES[end]!)![0].length <= level)) end++;
+  // Joined into one line of text: the README wraps its sentences anywhere.
+  return LINES.slice(start + 1, end).join(' ').replace(/\s+/g, ' ');
+}
+
+/** A little-endian DWORD, as the C bytes of an option or ioctl input. */
+function dword(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n >>> 0, true);
+  return b;
+}
+
+// ---------------------------------------------------------------- point 7: WSPIoctl output "none"
+
+t.test('WSPIoctl: a control code whose output is "none" answers without an `output` member', async (t) => {
+  const text = section('WSPIoctl');
+  t.match(text, /"none" in the Output column means exactly this: a successful call's result has no `output` member, and `bytesReturned` is 0/, 'the README says what "none" means');
+  t.match(text, /\| SIO_KEEPALIVE_VALS \| 0x98000004 \(2550136836\) \|/, 'every control code the daemon takes is in the table');
+
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+  const ioctl = (code: number, input: Uint8Array, outputLength: number, overlapped?: P.OverlappedRef): Promise<Record<string, unknown>> =>
+    s.call('WSPIoctl', { s: h, code, input, outputLength, ...(overlapped ? { overlapped } : {}) });
+
+  t.same(await ioctl(P.FIONBIO, dword(1), 0), { ret: 0, errno: 0, bytesReturned: 0 }, 'FIONBIO');
+  t.same(await ioctl(P.FIONBIO, dword(0), 16), { ret: 0, errno: 0, bytesReturned: 0 }, 'FIONBIO with room for output still has none');
+  t.same(await ioctl(P.SIO_FLUSH, new Uint8Array(0), 0), { ret: 0, errno: 0, bytesReturned: 0 }, 'SIO_FLUSH');
+  const keepAlive = new Uint8Array(12);
+  new DataView(keepAlive.buffer).setUint32(0, 1, true);
+  new DataView(keepAlive.buffer).setUint32(4, 30000, true);
+  new DataView(keepAlive.buffer).setUint32(8, 1000, true);
+  t.same(await ioctl(P.SIO_KEEPALIVE_VALS, keepAlive, 0), { ret: 0, errno: 0, bytesReturned: 0 }, 'SIO_KEEPALIVE_VALS');
+  t.same(
+    await ioctl(P.FIONBIO, dword(0), 0, { op: 1, thread: 0 }),
+    { ret: 0, errno: 0, bytesReturned: 0, completion: { error: 0, bytes: 0, flags: 0 } },
+    'an overlapped FIONBIO: no output, and the completion in the reply',
+  );
+
+  const read = await ioctl(P.FIONREAD, new Uint8Array(0), 4);
+  t.same([read['ret'], read['errno'], read['bytesReturned']], [0, 0, 4], 'FIONREAD has output');
+  t.same(Buffer.from(read['output'] as Uint8Array), Buffer.from(dword(0)), 'FIONREAD: 4 bytes, 0 waiting');
+  t.same(await ioctl(P.FIONREAD, new Uint8Array(0), 2), { ret: -1, errno: P.WSAEFAULT }, 'a failed call has neither output nor bytesReturned');
+});
+
+// ---------------------------------------------------------------- point 5: WSAEDESTADDRREQ
+
+/** A loopback UDP peer that keeps the datagrams it receives; closed in t's teardown. */
+async function udpPeer(t: Test): Promise<{ port: number; got: string[]; next(): Promise<string>; send(data: string, port: number): void }> {
+  const sock = dgram.createSocket('udp4');
+  const got: string[] = [];
+  let waiting: Array<() => void> = [];
+  sock.on('message', (m) => {
+    got.push(m.toString('latin1'));
+    const w = waiting;
+    waiting = [];
+    for (const f of w) f();
+  });
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => sock.close(() => r())));
+  let taken = 0;
+  return {
+    port: sock.address().port,
+    got,
+    send(data, port) {
+      sock.send(Buffer.from(data), port, '127.0.0.1');
+    },
+    next() {
+      return new Promise((resolve) => {
+        const look = (): void => {
+          if (got.length > taken) resolve(got[taken++]!);
+          else waiting.push(look);
+        };
+        look();
+      });
+    },
+  };
+}
+
+t.test('WSAEDESTADDRREQ: WSPSendTo with `to` null on a UDP socket without a default peer', async (t) => {
+  t.match(section('WSPSendTo'), /on a datagram socket without a default peer and with `to` null the result is WSAEDESTADDRREQ, where WSPSend gives WSAENOTCONN/, 'the WSPSendTo section says when');
+  t.match(section('14. WSA error catalogue'), /\| WSAEDESTADDRREQ \| 10039 \| daemon \| A destination address is required and none was given: WSPSendTo with `to` null/, 'the catalogue says what produces it');
+  t.match(P.wsaError(P.WSAEDESTADDRREQ)?.meaning ?? '', /WSPSendTo/, 'and so does WSA_ERRORS');
+
+  const d = await daemon(t);
+  const peer = await udpPeer(t);
+  const s = await session(t, d.url);
+  const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: P.WSA_FLAG_OVERLAPPED });
+  const u = r['ret'] as number;
+  const sendTo = (to: P.SockAddr | null, extra: Record<string, unknown> = {}, data = 'must-not-arrive'): Promise<Record<string, unknown>> =>
+    s.call('WSPSendTo', { s: u, buffers: [Buffer.from(data)], flags: 0, to, tolen: to ? 16 : 0, ...extra });
+
+  t.same(await sendTo(null), { ret: -1, errno: P.WSAEDESTADDRREQ }, 'a new, unbound socket');
+  t.same(await s.call('WSPSend', { s: u, buffers: [Buffer.from('must-not-arrive')], flags: 0 }), { ret: -1, errno: P.WSAENOTCONN }, 'WSPSend on it: WSAENOTCONN');
+  t.same(await sendTo(null, { flags: P.MSG_OOB }), { ret: -1, errno: P.WSAEOPNOTSUPP }, 'the flags are checked first, as for WSPSend');
+  t.same(await s.call('WSPBind', { s: u, name: ipv4(0), namelen: 16 }), { ret: 0, errno: 0 });
+  t.same(await sendTo(null), { ret: -1, errno: P.WSAEDESTADDRREQ }, 'a bound socket');
+  t.same(await sendTo(null, { overlapped: { op: 5, thread: 0 } }), { ret: -1, errno: P.WSAEDESTADDRREQ }, 'an overlapped call fails at once (no completion)');
+  // The first datagram the peer gets is this one: nothing of the failed calls left the socket.
+  t.same(await sendTo(ipv4(peer.port), {}, 'addressed'), { ret: 0, errno: 0, bytesSent: 9 }, 'with an address it goes');
+  t.equal(await peer.next(), 'addressed', 'the first datagram the peer gets is the addressed one');
+  t.notOk(s.messages.some((m) => m.method === 'spiwire.completion'), 'no completion for the failed overlapped call');
+
+  t.same(await s.call('WSPConnect', { s: u, name: ipv4(peer.port), namelen: 16 }), { ret: 0, errno: 0 });
+  t.same(await sendTo(null, {}, 'default'), { ret: 0, errno: 0, bytesSent: 7 }, 'with a default peer, `to` null sends to it');
+  t.equal(await peer.next(), 'default');
+  t.same(peer.got, ['addressed', 'default'], 'the peer got exactly the two datagrams that were sent');
+});
+
+// ---------------------------------------------------------------- point 9: transport details
+
+t.test('pings: the daemon answers a ping with a pong of the same payload, and sends none of its own', async (t) => {
+  const text = section('Pings and idle sessions');
+  t.match(text, /The daemon sends no WebSocket pings and expects none/);
+  t.match(text, /answers it with a pong carrying the same payload/);
+  t.match(text, /There is no idle timeout/);
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  let pings = 0;
+  s.ws.on('ping', () => pings++);
+  const payload = Buffer.from('are you there?');
+  const pong = new Promise<Buffer>((resolve) => s.ws.once('pong', resolve));
+  s.ws.ping(payload);
+  t.same(await pong, payload, 'the pong echoes the payload');
+  // Some traffic, and a round trip after it: a ping the daemon had sent would be in by now.
+  const h = await tcpSocket(s);
+  t.same(await s.call('WSPCloseSocket', { s: h }), { ret: 0, errno: 0 });
+  t.equal(pings, 0, 'the daemon sent no ping');
+});
+
+t.test('idle sessions: the HTTP server has no timeout that could end an upgraded connection', async (t) => {
+  // Node's HTTP timeouts are what could end a quiet session: the daemon sets them to none.
+  const ctx = new DaemonContext(pino({ level: 'silent' }), DEFAULT_LIMITS, VERSION);
+  const app = await buildApp(ctx, new Set(), { token: undefined, allowedOrigins: [] }, ctx.log);
+  t.teardown(() => app.close());
+  t.equal(app.initialConfig.connectionTimeout, 0, 'no connection timeout');
+  await app.ready();
+  t.equal(app.server.timeout, 0, 'no socket timeout on the server');
+  t.equal(app.server.requestTimeout, 0, 'no request timeout');
+});
+
+t.test('HTTP refusals: 404 and 426 bodies are {"error": string} and nothing else', async (t) => {
+  const text = section('Endpoint');
+  t.match(text, /Every other request is refused with a JSON body of exactly one member, `\{"error":"<reason>"\}`/);
+  t.match(text, /\| A plain HTTP request \(not an upgrade\) to `\/ws` \| 426 Upgrade Required/);
+  const d = await daemon(t);
+  const base = `http://127.0.0.1:${d.port}`;
+  const errorBody = (body: unknown): boolean => typeof body === 'object' && body !== null && Object.keys(body).length === 1 && typeof (body as Record<string, unknown>)['error'] === 'string';
+  for (const [what, url, init, status] of [
+    ['GET of an unknown path', '/nope', {}, 404],
+    ['POST to a GET path', '/healthz', { method: 'POST' }, 404],
+    ['a plain GET of /ws', '/ws', {}, 426],
+  ] as const) {
+    const res = await fetch(base + url, init);
+    t.equal(res.status, status, `${what}: ${status}`);
+    t.match(res.headers.get('content-type') ?? '', /^application\/json/, `${what}: JSON`);
+    t.ok(errorBody(await res.json()), `${what}: the body is {"error": string}`);
+    if (status === 426) t.equal(res.headers.get('upgrade'), 'websocket', 'a 426 names the protocol to upgrade to');
+  }
+  const refused = await upgrade(`ws://127.0.0.1:${d.port}/nope`);
+  t.equal(refused.kind, 'refused');
+  if (refused.kind === 'refused') {
+    t.equal(refused.status, 404, 'an upgrade elsewhere than /ws: 404');
+    t.same(JSON.parse(refused.body), { error: 'WebSocket connections are accepted only on /ws' }, 'with the documented body');
+  }
+});
+
+t.test('the URL log line: exactly one line has a `url` member, and it is where clients connect', async (t) => {
+  t.match(section('Finding the daemon'), /At startup exactly one line has a `url` member \(at the default log level, `info`, and below; `--log-level warn` and above hide it\): the WebSocket URL clients connect to/);
+  const cli = await startCli(t);
+  const withUrl = cli.lines().filter((l) => 'url' in l);
+  t.equal(withUrl.length, 1, 'one line with a url');
+  t.equal(withUrl[0]!['url'], `ws://127.0.0.1:${cli.port}/ws`, 'a ws:// URL on loopback, the port and /ws');
+  t.ok(
+    cli.lines().some((l) => typeof l['msg'] === 'string' && l['msg'].startsWith('Server listening at http://') && !('url' in l)),
+    'the HTTP server\'s own listening line has no url member',
+  );
+  const s = await session(t, cli.url);
+  t.ok(s.isOpen, 'a session opens at that URL');
+  cli.proc.kill('SIGTERM');
+  t.equal((await cli.exited).code, 0, 'the daemon stops when told');
+});
+
+t.test('overlapped.thread of a client without threads: any fixed value; threadExit cancels only by it', async (t) => {
+  t.match(section('9. Blocking, nonblocking and overlapped calls'), /The welcome carries no thread id: a client without threads of its own passes any fixed value, 0 for example/);
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+  await connectTo(s, h, peer.port);
+  const conn = await peer.next();
+  const recv = await s.call('WSPRecv', { s: h, lengths: [16], flags: 0, overlapped: { op: 1, thread: 0 } });
+  t.same(recv, { ret: -1, errno: P.WSA_IO_PENDING }, 'a receive with thread 0 is pending');
+  t.same(await s.call('spiwire.threadExit', { thread: 4100 }), { ret: 0, errno: 0, cancelled: 0 }, 'another thread id cancels nothing');
+  conn.socket.write('first');
+  const done = await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 1);
+  t.same([done.params?.['error'], done.params?.['bytes'], Buffer.from(done.params?.['data'] as Uint8Array).toString()], [0, 5, 'first'], 'it completes as any other');
+  t.same(await s.call('WSPRecv', { s: h, lengths: [16], flags: 0, overlapped: { op: 2, thread: 0 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+  t.same(await s.call('spiwire.threadExit', { thread: 0 }), { ret: 0, errno: 0, cancelled: 1 }, 'threadExit of 0 cancels what was issued with 0');
+  const aborted = await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 2);
+  t.same([aborted.params?.['error'], aborted.params?.['bytes']], [P.WSA_OPERATION_ABORTED, 0]);
+});
+
+// ---------------------------------------------------------------- point 8: the schema validates what the daemon sends
+
+/** A decoded message back in its JSON text form: byte strings as {"$b": [offset, length]}. */
+function asJson(v: unknown): unknown {
+  if (v instanceof Uint8Array) return { $b: [0, v.length] };
+  if (Array.isArray(v)) return v.map(asJson);
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, asJson(x)]));
+  return v;
+}
+
+t.test('schema.json validates every message the daemon sends: replies, errors and each notification', async (t) => {
+  const ajv = new Ajv2020({ strictSchema: false, allErrors: true });
+  ajv.addSchema(JSON.parse(readFileSync(new URL('../../../proto/schema.json', import.meta.url), 'utf8')) as object);
+  const schema = (pointer: string): ValidateFunction => ajv.getSchema(`urn:spiwire:protocol:v1#${pointer}`)!;
+
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const datagrams = await udpPeer(t);
+  const s = await session(t, d.url);
+  const methodOf = new Map<unknown, string>();
+  const call = async (method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> => {
+    const r = s.request(method, params);
+    methodOf.set(r.id, method);
+    const m = await r.response;
+    return m.result ?? {};
+  };
+
+  // A TCP connection: a streamed send (spiwire.sendProgress), a pending overlapped send and receive
+  // (spiwire.completion, with data), a compact call, then a reset seen by WSPEventSelect
+  // (spiwire.networkEvents, with errors).
+  const h = (await call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags: P.WSA_FLAG_OVERLAPPED }))['ret'] as number;
+  await call('WSPConnect', { s: h, name: ipv4(peer.port), namelen: 16 });
+  const conn = await peer.next();
+  const streamed = s.request('WSPSend', { s: h, buffers: [Buffer.from('first;')], flags: 0, stream: 9, total: 11 });
+  methodOf.set(streamed.id, 'WSPSend');
+  s.ws.send(P.encodeFrame({ jsonrpc: '2.0', method: 'spiwire.sendData', params: { stream: 9, data: Buffer.from('rest;') } }));
+  t.same((await streamed.response).result, { ret: 0, errno: 0, bytesSent: 11 }, 'the streamed send');
+  await s.wait((m) => m.method === 'spiwire.sendProgress' && m.params?.['done'] === true);
+  await call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval: dword(0), optlen: 4 });
+  t.same(await call('WSPSend', { s: h, buffers: [Buffer.from('pending;')], flags: 0, overlapped: { op: 1, thread: 0 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+  await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 1);
+  t.same(await call('WSPRecv', { s: h, lengths: [8], flags: 0, overlapped: { op: 2, thread: 0 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+  conn.socket.write('answer');
+  await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 2);
+  const compact = new P.FrameBuilder();
+  compact.compact = true;
+  compact.add({ jsonrpc: '2.0', id: 50, method: 'WSPSend', params: { s: h, buffers: [Buffer.from('compact;')], flags: 0 } });
+  methodOf.set(50, 'WSPSend');
+  s.ws.send(compact.finish());
+  await s.wait((m) => m.id === 50);
+  t.equal((await conn.waitFor(27)).toString(), 'first;rest;pending;compact;', 'the peer got every byte');
+  await call('WSPEventSelect', { s: h, events: P.FD_READ | P.FD_CLOSE });
+  conn.socket.resetAndDestroy();
+  await s.wait((m) => m.method === 'spiwire.networkEvents' && (Number(m.params?.['events']) & P.FD_CLOSE) !== 0);
+
+  // A UDP socket: a pending WSPRecvFrom completes with data and from.
+  const u = (await call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: P.WSA_FLAG_OVERLAPPED }))['ret'] as number;
+  await call('WSPBind', { s: u, name: ipv4(0), namelen: 16 });
+  const port = ((await call('WSPGetSockName', { s: u, namelen: 16 }))['name'] as P.SockAddr).port;
+  t.same(await call('WSPRecvFrom', { s: u, lengths: [64], flags: 0, overlapped: { op: 3, thread: 0 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+  datagrams.send('datagram', port);
+  await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 3);
+
+  // Protocol errors: by id, and with id null.
+  s.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 60, method: 'WSPNoSuchMethod', params: {} }));
+  s.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 61, method: 'WSPSend', params: { s: h, buffers: 'nope', flags: 0 } }));
+  await s.wait((m) => m.id === 61);
+  s.ws.send(Buffer.from([0, 0, 0, 0]));
+  await s.wait((m) => m.id === null && m.error !== undefined);
+
+  const seen = new Set<string>();
+  for (const m of s.messages) {
+    let kind: string;
+    if (typeof m.method === 'string') kind = `notification ${m.method}`;
+    else if (m.error !== undefined) kind = 'error response';
+    else kind = `${methodOf.get(m.id) ?? '?'} reply`;
+    seen.add(kind);
+    const v =
+      typeof m.method === 'string' ? schema(`/notifications/${m.method}/message`) : m.error !== undefined ? schema('/errorResponse') : schema(`/methods/${methodOf.get(m.id) ?? 'unknown'}/response`);
+    if (!v) {
+      t.fail(`no schema for ${kind}`);
+      continue;
+    }
+    const json = asJson(m);
+    if (!v(json)) t.fail(`${kind} does not validate: ${ajv.errorsText(v.errors)}: ${JSON.stringify(json)}`);
+  }
+  for (const kind of ['notification spiwire.welcome', 'notification spiwire.completion', 'notification spiwire.sendProgress', 'notification spiwire.networkEvents', 'error response', 'WSPSend reply', 'WSPRecvFrom reply']) {
+    t.ok(seen.has(kind), `validated: ${kind}`);
+  }
+  t.ok(s.compactRecords > 0, 'compact records among them, checked in the JSON they stand for');
+  t.equal(s.undecodable.length, 0);
+});
+
+// ---------------------------------------------------------------- points 1 and 4: how much a send takes; the send policy
+
+/** Sends the calls in one frame (so the daemon handles them in one run) and resolves with their results, in order. */
+let frameIds = 1000;
+async function inOneFrame(s: RawSession, calls: Array<[string, Record<string, unknown>]>): Promise<Array<Record<string, unknown>>> {
+  const b = new P.FrameBuilder();
+  const ids = calls.map(([method, params]) => {
+    const id = frameIds++;
+    b.add({ jsonrpc: '2.0', id, method, params });
+    return id;
+  });
+  s.ws.send(b.finish());
+  return Promise.all(ids.map(async (id) => (await s.wait((m) => m.id === id && (m.result !== undefined || m.error !== undefined))).result ?? {}));
+}
+
+/** A connected TCP socket of the session, its peer's end paused (the peer does not read), and FIONBIO set. */
+async function nonBlockingToSilentPeer(t: Test, s: RawSession, options: Array<[number, number]> = []): Promise<{ h: number; conn: PeerConn }> {
+  const peer = await tcpPeer(t);
+  const h = await tcpSocket(s);
+  for (const [optname, value] of options) t.same(await s.call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname, optval: dword(value), optlen: 4 }), { ret: 0, errno: 0 });
+  await connectTo(s, h, peer.port);
+  const conn = await peer.next();
+  conn.socket.pause();
+  t.same(await s.call('WSPIoctl', { s: h, code: P.FIONBIO, input: dword(1), outputLength: 0 }), { ret: 0, errno: 0, bytesReturned: 0 });
+  return { h, conn };
+}
+
+/** Closes the socket (gracefully: what it took still goes, then FIN), lets the peer read, and returns all it got. */
+async function everythingThePeerGets(s: RawSession, h: number, conn: PeerConn): Promise<Buffer> {
+  t.same(await s.call('WSPCloseSocket', { s: h }), { ret: 0, errno: 0 });
+  conn.socket.resume();
+  await conn.gone;
+  return conn.received();
+}
+
+const send = (h: number, data: Uint8Array): [string, Record<string, unknown>] => ['WSPSend', { s: h, buffers: [data], flags: 0 }];
+
+t.test('the transport buffer: what a nonblocking send takes, with SO_SNDBUF 65536, 0 and 4096, and what the kernel adds', async (t) => {
+  const text = section('The transport buffer: how much a send takes');
+  t.match(text, /two nonblocking sends of 50,000 bytes in one frame answer 50,000 and 15,536/);
+  t.match(text, /\*\*SO_SNDBUF 0\*\*: there is no buffering; one send at a time goes to the kernel whole/);
+  t.match(text, /of two nonblocking sends of 50,000 bytes in one frame the first answers 50,000, the second WSAEWOULDBLOCK/);
+  t.match(text, /The kernel's own buffers come first/);
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const data = pattern(50000, 1);
+
+  // The default SO_SNDBUF (65536).
+  {
+    const { h, conn } = await nonBlockingToSilentPeer(t, s);
+    const two = await inOneFrame(s, [send(h, data), send(h, data)]);
+    t.same(two, [{ ret: 0, errno: 0, bytesSent: 50000 }, { ret: 0, errno: 0, bytesSent: 15536 }], 'SO_SNDBUF 65536: 50,000, then the 15,536 left in the buffer');
+    let taken = 65536;
+    const sent: Buffer[] = [data, data.subarray(0, 15536)];
+    for (let i = 0; i < 10000; i++) {
+      const r = await s.call('WSPSend', { s: h, buffers: [data], flags: 0 });
+      if (r['ret'] !== 0) {
+        t.same(r, { ret: -1, errno: P.WSAEWOULDBLOCK }, 'in the end WSAEWOULDBLOCK');
+        break;
+      }
+      taken += r['bytesSent'] as number;
+      sent.push(data.subarray(0, r['bytesSent'] as number));
+    }
+    t.ok(taken > 2 * 65536, `the kernel's buffers took more than the transport buffer holds (${taken} bytes in all)`);
+    t.ok((await everythingThePeerGets(s, h, conn)).equals(Buffer.concat(sent)), 'the peer got exactly the bytes the sends reported');
+  }
+
+  // SO_SNDBUF 0: one send at a time goes to the kernel whole.
+  {
+    const { h, conn } = await nonBlockingToSilentPeer(t, s, [[P.SO_SNDBUF, 0]]);
+    const two = await inOneFrame(s, [send(h, data), send(h, data)]);
+    t.same(two, [{ ret: 0, errno: 0, bytesSent: 50000 }, { ret: -1, errno: P.WSAEWOULDBLOCK }], 'SO_SNDBUF 0: the whole first send, then WSAEWOULDBLOCK while it is on its way to the kernel');
+    t.ok((await everythingThePeerGets(s, h, conn)).equals(data), 'the peer got exactly the first send');
+  }
+
+  // SO_SNDBUF 4096: small buffers in the kernel too.
+  {
+    const { h, conn } = await nonBlockingToSilentPeer(t, s, [[P.SO_SNDBUF, 4096]]);
+    const two = await inOneFrame(s, [send(h, data), send(h, data)]);
+    t.same(two, [{ ret: 0, errno: 0, bytesSent: 4096 }, { ret: -1, errno: P.WSAEWOULDBLOCK }], 'SO_SNDBUF 4096: 4,096 bytes, then nothing fits');
+    t.ok((await everythingThePeerGets(s, h, conn)).equals(data.subarray(0, 4096)), 'the peer got exactly those 4,096 bytes');
+  }
+});
+
+t.test('the send policy: SO_SPIWIRE_SEND_POLICY and --send-policy, as section 9 documents them', async (t) => {
+  const text = section('The send policy');
+  t.match(text, /the option `SO_SPIWIRE_SEND_POLICY`: level SOL_SOCKET \(0xFFFF\), `optname` 0x7F01 \(32513\), a 4-byte little-endian value, SPIWIRE_SEND_POLICY_REFERENCE \(0\) or SPIWIRE_SEND_POLICY_WINDOWS \(1\); any other value is WSAEINVAL/);
+  t.match(text, /the daemon's `--send-policy reference\|windows` flag \(environment `SPIWIRE_SEND_POLICY`\), `reference` unless the operator chose otherwise/);
+  t.match(section('9. Blocking, nonblocking and overlapped calls'), /This section describes both send policies of the daemon/);
+  t.same([P.SO_SPIWIRE_SEND_POLICY, P.SPIWIRE_SEND_POLICY_REFERENCE, P.SPIWIRE_SEND_POLICY_WINDOWS], [0x7f01, 0, 1], 'the constants');
+  const flag = SETTINGS.find((x) => x.flag === '--send-policy');
+  t.same([flag?.env, parseConfig([], {}).sendPolicy, parseConfig(['--send-policy', 'windows'], {}).sendPolicy, parseConfig([], { SPIWIRE_SEND_POLICY: 'windows' }).sendPolicy], ['SPIWIRE_SEND_POLICY', 0, 1, 1], 'the flag and its environment variable');
+
+  const readPolicy = async (s: RawSession, h: number): Promise<number> => {
+    const r = await s.call('WSPGetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SPIWIRE_SEND_POLICY, optlen: 4 });
+    return Buffer.from(r['optval'] as Uint8Array).readUInt32LE(0);
+  };
+  const setPolicy = (s: RawSession, h: number, v: number): Promise<Record<string, unknown>> => s.call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SPIWIRE_SEND_POLICY, optval: dword(v), optlen: 4 });
+
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const plain = await tcpSocket(s);
+  t.equal(await readPolicy(s, plain), 0, 'a new socket: the reference policy, the default');
+  t.same(await setPolicy(s, plain, 2), { ret: -1, errno: P.WSAEINVAL }, 'another value: WSAEINVAL');
+  const u = await udpSocket(s);
+  t.same(await setPolicy(s, u, 1), { ret: 0, errno: 0 }, 'a UDP socket takes the option');
+  t.equal(await readPolicy(s, u), 1);
+
+  // Reference: an overlapped call on a socket made without WSA_FLAG_OVERLAPPED is WSAEINVAL.
+  const peer = await tcpPeer(t);
+  await connectTo(s, plain, peer.port);
+  const plainConn = await peer.next();
+  t.same(await s.call('WSPSend', { s: plain, buffers: [Buffer.from('x')], flags: 0, overlapped: { op: 7, thread: 0 } }), { ret: -1, errno: P.WSAEINVAL }, 'reference: WSAEINVAL');
+  // Windows: the same call runs as a blocking one and its reply carries the completion.
+  t.same(await setPolicy(s, plain, 1), { ret: 0, errno: 0 });
+  t.same(
+    await s.call('WSPSend', { s: plain, buffers: [Buffer.from('ov')], flags: 0, overlapped: { op: 7, thread: 0 } }),
+    { ret: 0, errno: 0, bytesSent: 2, completion: { error: 0, bytes: 2, flags: 0 } },
+    'windows: done as a blocking call, completion in the reply',
+  );
+  t.equal((await plainConn.waitFor(2)).toString(), 'ov', 'only the Windows-policy call sent anything');
+
+  // Windows: a nonblocking send takes the whole buffer, queues what does not fit, and the queue
+  // keeps going after WSPCloseSocket.
+  const { h, conn } = await nonBlockingToSilentPeer(t, s, [[P.SO_SPIWIRE_SEND_POLICY, 1]]);
+  const data = pattern(50000, 2);
+  const three = await inOneFrame(s, [send(h, data), send(h, data), send(h, data)]);
+  t.same(
+    three,
+    [{ ret: 0, errno: 0, bytesSent: 50000 }, { ret: 0, errno: 0, bytesSent: 50000 }, { ret: -1, errno: P.WSAEWOULDBLOCK }],
+    'windows: 50,000 and 50,000 (the rest queued), then WSAEWOULDBLOCK while it is',
+  );
+  t.ok((await everythingThePeerGets(s, h, conn)).equals(Buffer.concat([data, data])), 'after WSPCloseSocket the queued bytes still reach the peer, then FIN');
+
+  // The daemon's default is what --send-policy sets: sockets of a daemon started with windows read 1.
+  const dw = await daemon(t, { limits: { sendPolicy: P.SPIWIRE_SEND_POLICY_WINDOWS } });
+  const sw = await session(t, dw.url);
+  t.equal(await readPolicy(sw, await tcpSocket(sw)), 1, 'a daemon started with windows: new sockets read 1');
+});
+
+// ---------------------------------------------------------------- point 2: the count of a blocking send that failed
+
+t.test('a blocking send interrupted by WSPCloseSocket (WSAEINTR) or by the daemon\'s shutdown (WSAENETDOWN) reports the bytes that reached the transport', async (t) => {
+  const text = section('9. Blocking, nonblocking and overlapped calls');
+  t.match(text, /its failing reply carries `bytesSent` beside `ret` -1 and `errno`/);
+  t.match(text, /After WSAEINTR exactly those bytes reach the peer, then FIN/);
+  t.match(section('WSPSend'), /\| `bytesSent` \| u32 \| when present \| lpNumberOfBytesSent\. On success, the bytes sent\. On the failing reply \(ret -1\) of a send that was not overlapped, present when some of its bytes had reached the transport before it failed/);
+  const data = pattern(8 * 1024 * 1024, 3);
+
+  for (const how of ['WSPCloseSocket', 'shutdown'] as const) {
+    const errno = how === 'WSPCloseSocket' ? P.WSAEINTR : P.WSAENETDOWN;
+    const d = await daemon(t);
+    const s = await session(t, d.url);
+    const peer = await tcpPeer(t);
+    const h = await tcpSocket(s);
+    // An explicit SO_SNDBUF sizes the kernel's buffer too: 8 MiB cannot all be taken while the peer does not read.
+    t.same(await s.call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval: dword(8192), optlen: 4 }), { ret: 0, errno: 0 });
+    await connectTo(s, h, peer.port);
+    const conn = await peer.next();
+    conn.socket.pause();
+    let answered = false;
+    const blocked = s.request('WSPSend', { s: h, buffers: [data], flags: 0 }, 20000);
+    void blocked.response.then(() => (answered = true));
+    // The daemon answers in order: had the send finished, its reply would be in before this one.
+    await roundTrip(s);
+    t.notOk(answered, `${how}: the 8 MiB send waits, the peer not reading`);
+    if (how === 'WSPCloseSocket') t.same(await s.call('WSPCloseSocket', { s: h }), { ret: 0, errno: 0 }, 'another thread closes the socket');
+    const closing = how === 'shutdown' ? d.close() : Promise.resolve();
+    conn.socket.resume();
+    const r = (await blocked.response).result ?? {};
+    const n = r['bytesSent'] as number;
+    t.same([r['ret'], r['errno']], [-1, errno], `${how}: ret -1, ${errno}`);
+    t.ok(Number.isInteger(n) && n > 0 && n < data.length, `${how}: bytesSent counts the ${n} bytes that reached the transport`);
+    await closing;
+    t.equal(await conn.gone, 'end', `${how}: the peer sees FIN after them`);
+    const got = conn.received();
+    t.equal(got.length, n, `${how}: the peer got exactly bytesSent bytes`);
+    t.ok(got.equals(data.subarray(0, n)), `${how}: the first bytesSent bytes of the call, in order`);
+  }
+});
+
+// ---------------------------------------------------------------- point 6: compact replies last for the session
+
+t.test('compact headers: after one compact record, replies and completions of that shape stay compact for the rest of the session', async (t) => {
+  t.match(section('Compact headers'), /From the first compact record a session sends to the end of the session, every message the daemon writes to it in a binary frame that has one of the three shapes is compact/);
+  t.match(section('Compact headers'), /There is no way back to JSON for that session/);
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+  await connectTo(s, h, peer.port);
+  const conn = await peer.next();
+
+  /** How many of the records that a call's reply (and what came with it) brought were compact. */
+  const compactIn = async (run: () => Promise<unknown>): Promise<number> => {
+    const before = s.compactRecords;
+    await run();
+    return s.compactRecords - before;
+  };
+  // Numeric ids: a reply to a string id has no compact form (section 3).
+  const json = async (method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> => (await inOneFrame(s, [[method, params]]))[0]!;
+  t.equal(await compactIn(() => json('WSPSend', { s: h, buffers: [Buffer.from('a;')], flags: 0 })), 0, 'before any compact record: JSON');
+  const b = new P.FrameBuilder();
+  b.compact = true;
+  b.add({ jsonrpc: '2.0', id: 777, method: 'WSPSend', params: { s: h, buffers: [Buffer.from('b;')], flags: 0 } });
+  t.equal(await compactIn(async () => {
+    s.ws.send(b.finish());
+    await s.wait((m) => m.id === 777);
+  }), 1, 'the reply to the compact WSPSend is compact');
+  t.equal(await compactIn(() => json('WSPSend', { s: h, buffers: [Buffer.from('c;')], flags: 0 })), 1, 'a later JSON WSPSend: its reply is compact');
+  t.equal(await compactIn(() => json('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval: dword(0), optlen: 4 })), 1, 'a JSON WSPSetSockOpt: its {ret, errno} reply is compact too');
+  t.equal(
+    await compactIn(async () => {
+      t.same(await json('WSPSend', { s: h, buffers: [Buffer.from('d;')], flags: 0, overlapped: { op: 1, thread: 0 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+      await s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 1);
+    }),
+    2,
+    'a pending JSON WSPSend: the reply and the completion are compact',
+  );
+  t.equal(await compactIn(() => json('WSPGetSockName', { s: h, namelen: 16 })), 0, 'a reply of another shape stays JSON');
+  const textReply = new Promise<boolean>((resolve) => s.ws.once('message', (_data, isBinary: boolean) => resolve(!isBinary)));
+  s.ws.send(P.encodeText({ jsonrpc: '2.0', id: 778, method: 'WSPSend', params: { s: h, buffers: [Buffer.from('e;')], flags: 0 } }));
+  t.ok(await textReply, 'a request in a text frame is answered in a text frame');
+  t.same((await s.wait((m) => m.id === 778)).result, { ret: 0, errno: 0, bytesSent: 2 });
+  t.equal((await conn.waitFor(10)).toString(), 'a;b;c;d;e;', 'every byte reached the peer');
+});
