@@ -39,6 +39,17 @@ function dword(n: number): Uint8Array {
 
 // ---------------------------------------------------------------- point 7: WSPIoctl output "none"
 
+
+/** A daemon, a session of the raw client and an overlapped TCP socket of it connected to a peer. */
+async function overlappedConnection(t: Test): Promise<{ s: RawSession; h: number; conn: PeerConn }> {
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+  await connectTo(s, h, peer.port);
+  return { s, h, conn: await peer.next() };
+}
+
 t.test('WSPIoctl: a control code whose output is "none" answers without an `output` member', async (t) => {
   const text = section('WSPIoctl');
   t.match(text, /"none" in the Output column means exactly this: a successful call's result has no `output` member, and `bytesReturned` is 0/, 'the README says what "none" means');
@@ -210,12 +221,7 @@ t.test('the URL log line: exactly one line has a `url` member, and it is where c
 
 t.test('overlapped.thread of a client without threads: any fixed value; threadExit cancels only by it', async (t) => {
   t.match(section('9. Blocking, nonblocking and overlapped calls'), /The welcome carries no thread id: a client without threads of its own passes any fixed value, 0 for example/);
-  const d = await daemon(t);
-  const peer = await tcpPeer(t);
-  const s = await session(t, d.url);
-  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
-  await connectTo(s, h, peer.port);
-  const conn = await peer.next();
+  const { s, h, conn } = await overlappedConnection(t);
   const recv = await s.call('WSPRecv', { s: h, lengths: [16], flags: 0, overlapped: { op: 1, thread: 0 } });
   t.same(recv, { ret: -1, errno: P.WSA_IO_PENDING }, 'a receive with thread 0 is pending');
   t.same(await s.call('spiwire.threadExit', { thread: 4100 }), { ret: 0, errno: 0, cancelled: 0 }, 'another thread id cancels nothing');
@@ -507,12 +513,7 @@ t.test('a blocking send interrupted by WSPCloseSocket (WSAEINTR) or by the daemo
 t.test('compact headers: after one compact record, replies and completions of that shape stay compact for the rest of the session', async (t) => {
   t.match(section('Compact headers'), /From the first compact record a session sends to the end of the session, every message the daemon writes to it in a binary frame that has one of the three shapes is compact/);
   t.match(section('Compact headers'), /There is no way back to JSON for that session/);
-  const d = await daemon(t);
-  const peer = await tcpPeer(t);
-  const s = await session(t, d.url);
-  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
-  await connectTo(s, h, peer.port);
-  const conn = await peer.next();
+  const { s, h, conn } = await overlappedConnection(t);
 
   /** How many of the records that a call's reply (and what came with it) brought were compact. */
   const compactIn = async (run: () => Promise<unknown>): Promise<number> => {

@@ -3,8 +3,9 @@
  * so that CI runs it with every `npm test`: every scenario against its own daemon process, with a
  * bystander session beside it, and every target of the campaign must be met: no crash, no
  * disturbed session, no byte lost, no allow-list bypass, no internal error, the daemon's memory
- * bounded, and no other defect. The bystander's p99 is shown, not asserted: a time depends on
- * what else the machine runs (the full `npm run campaign` judges it). The campaign's own report
+ * bounded, and no other defect. The timed targets (the bystander's p99, how long one frame holds
+ * the daemon) are shown, not asserted: a time depends on what else the machine runs (the full
+ * `npm run campaign` judges them). The campaign's own report
  * (the table and each defect found) is printed as comments.
  *
  * The file runs alone (package.json, tap "serial"): the bystander's latency is only meaningful
@@ -27,9 +28,10 @@ t.test('npm run campaign -- --quick: every target met', async (t) => {
   );
   for (const r of report.rows) t.ok(r.messages > 0, `${r.scenario}: sent ${r.messages} messages`);
   for (const target of report.targets) {
-    // The bystander's p99 is a time: judged by `npm run campaign` on a quiet machine, shown here.
-    // (A daemon stalled by one frame is caught as a defect of its own, in the last target.)
-    if (target.name.startsWith('bystander p99')) t.comment(`${target.name}: ${target.ok ? 'met' : 'missed'} (${target.detail})`);
+    // Times (the bystander's p99, how long one frame holds the daemon) are judged by
+    // `npm run campaign` on a quiet machine and shown here; a daemon that stops answering is
+    // still a defect (a stall, in the last target).
+    if (target.timed) t.comment(`${target.name}: ${target.ok ? 'met' : 'missed'} (${target.detail})`);
     else t.ok(target.ok, `${target.name}: ${target.detail}`);
   }
   t.equal(report.ok, report.targets.every((x) => x.ok), 'the verdict follows the targets');

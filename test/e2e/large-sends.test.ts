@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import * as S from '@spiwire/client';
 import { daemon, drainUntil, fionread, overlappedTcp, connectedTcp, session, tcpPeer, type PeerConnection } from '../helpers/harness.js';
 import { maxRecvBytes } from '@spiwire/server/internals';
+import { bigData } from '../helpers/big-data.js';
 
 const MiB = 1024 * 1024;
 /**
@@ -43,21 +44,6 @@ async function daemonProcess(t: Test): Promise<{ url: string; rss: () => Promise
     url,
     rss: async () => ((await (await fetch(`http://127.0.0.1:${port}/stats`)).json()) as { memory: { rss: number } }).memory.rss,
   };
-}
-
-/** n bytes of a repeating 1 MiB random block (fast to make; still catches a lost or moved piece, as the block length is not a piece length). */
-function bigData(n: number, seed: number): Buffer {
-  const block = Buffer.alloc(MiB + 13);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < block.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    block[i] = x & 0xff;
-  }
-  const b = Buffer.allocUnsafe(n);
-  for (let at = 0; at < n; at += block.length) block.copy(b, at, 0, Math.min(block.length, n - at));
-  return b;
 }
 
 /** Hashes what a peer connection receives, without keeping it; resolves at n bytes. */

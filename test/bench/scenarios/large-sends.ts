@@ -27,27 +27,13 @@ import { RssProbe, type RssWindow } from '../lib/rss.js';
 import { closeSocket, tcpSocket } from '../lib/spi.js';
 import { now, summarize, type Summary } from '../lib/stats.js';
 import { WARM_UP_SECONDS, repeatFor } from '../lib/warm-up.js';
+import { bigData } from '../../helpers/big-data.js';
 
 const MiB = 2 ** 20;
 /** The most the daemon's rss may grow during one large send (a requirement in the report). */
 export const LARGE_SEND_BOUND = 96 * MiB;
 /** A 1 GiB send at 20 MB/s would still finish inside this: beyond it something is stuck. */
 const RUN_TIMEOUT_MS = 120_000;
-
-/** n bytes of a repeating block of 1 MiB + 13 pseudo-random bytes (a lost or moved piece changes the hash). */
-function pattern(n: number): Buffer {
-  const block = Buffer.alloc(MiB + 13);
-  let x = 0x2545f491;
-  for (let i = 0; i < block.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    block[i] = x & 0xff;
-  }
-  const out = Buffer.allocUnsafe(n);
-  for (let at = 0; at < n; at += block.length) block.copy(out, at, 0, Math.min(block.length, n - at));
-  return out;
-}
 
 function sha256(b: Uint8Array): string {
   return createHash('sha256').update(b).digest('hex');
@@ -220,7 +206,7 @@ export async function largeSends(ctx: Ctx): Promise<LargeSendsResult> {
   // Quick: 16 MiB blocking, 64 MiB overlapped, correctness only.
   const blockingBytes = ctx.quick ? 16 * MiB : 256 * MiB;
   const overlappedBytes = ctx.quick ? 64 * MiB : 1024 * MiB;
-  const data = pattern(Math.max(blockingBytes, overlappedBytes));
+  const data = bigData(Math.max(blockingBytes, overlappedBytes), 0x2545f491);
   const blockingData = data.subarray(0, blockingBytes);
   const overlappedData = data.subarray(0, overlappedBytes);
   const want = { blocking: sha256(blockingData), overlapped: sha256(overlappedData) };
