@@ -10,7 +10,8 @@ import { isU32 } from '@spiwire/proto';
 import { BlockingGuard } from './blocking.js';
 import { EventSelectMirror, type WSANETWORKEVENTS } from './event-select.js';
 import { isResult, type Result } from './marshal.js';
-import { OperationTable, type OperationSpec } from './operations.js';
+import { OperationTable, type Delivery, type OperationSpec } from './operations.js';
+export type { Delivery } from './operations.js';
 import { SendStreams } from './send-streams.js';
 import type { LPWSAOVERLAPPED_COMPLETION_ROUTINE, WSAOVERLAPPED } from './overlapped.js';
 import { ConnectionClosedError, SpiwireProtocolError, type RpcConnection } from './rpc.js';
@@ -28,8 +29,6 @@ export interface OverlappedArgs {
   lpThreadId: WSATHREADID | null;
 }
 
-/** Where a receive's completion puts its results, besides the WSAOVERLAPPED. */
-export type Delivery = Pick<OperationSpec, 'targets' | 'flagsOut' | 'onComplete'>;
 
 export class SessionEngine<T extends SpiThread> {
   /** The session's WSAEVENT handles. */
@@ -43,8 +42,6 @@ export class SessionEngine<T extends SpiThread> {
   readonly selections = new EventSelectMirror(this.events);
   /** The session's open sockets, with their family and type: calls that never reach the daemon check them. */
   readonly sockets = new Map<number, { af: number; type: number }>();
-  /** The socket each WSAOVERLAPPED was last used on: its result stays readable after that socket's close. */
-  readonly issuedOn = new WeakMap<WSAOVERLAPPED, number>();
   private closing = false;
   /** WSPSend calls larger than one message, sent in pieces. */
   readonly streams: SendStreams;
@@ -92,7 +89,7 @@ export class SessionEngine<T extends SpiThread> {
    * with {op, thread}. A call that fails at once leaves no completion.
    */
   // Not async: one promise hop fewer per overlapped call.
-  overlapped(method: string, params: Record<string, unknown>, how: OverlappedArgs, delivery: Delivery = {}): Promise<Result> {
+  overlapped(method: string, params: Record<string, unknown>, how: OverlappedArgs, delivery?: Delivery): Promise<Result> {
     const issuer = this.threads.issuer(how.lpThreadId) ?? this.threads.main;
     let routine: OperationSpec['routine'] = null;
     if (how.routine) {
@@ -100,8 +97,10 @@ export class SessionEngine<T extends SpiThread> {
       if (!thread || !thread.isAlive) return Promise.resolve({ ret: P.SOCKET_ERROR, errno: P.WSAEINVAL });
       routine = { run: how.routine, thread, s: how.s };
     }
-    this.issuedOn.set(how.ov, how.s);
-    return this.ops.start({ ov: how.ov, routine, ...delivery }, (op, onReply) => {
+    how.ov.lastSocket = how.s;
+    // Built field by field (no spread): one object shape for every operation.
+    const spec: OperationSpec = { ov: how.ov, routine, targets: delivery?.targets, flagsOut: delivery?.flagsOut, onComplete: delivery?.onComplete };
+    return this.ops.start(spec, (op, onReply) => {
       // params is the caller's own fresh object: add to it rather than copy it.
       params['overlapped'] = { op, thread: issuer.id.ThreadHandle };
       return this.call(method, params, onReply);

@@ -31,11 +31,28 @@ export interface OperationSpec {
   onComplete?: ((error: number, bytes: number, flags: number) => void) | undefined;
 }
 
-/** What the SDK remembers of an overlapped operation until its completion arrives. */
-interface OpRecord extends OperationSpec {
+/** What the SDK remembers of an overlapped operation until its completion arrives (one shape for all: a class). */
+class OpRecord {
   /** The call's reply has arrived: until then, a lost connection fails the call, not the operation. */
-  answered: boolean;
+  answered = false;
+  readonly targets: readonly Uint8Array[] | undefined;
+  readonly flagsOut: Out | null | undefined;
+  readonly onComplete: ((error: number, bytes: number, flags: number) => void) | undefined;
+
+  readonly ov: WSAOVERLAPPED;
+  readonly routine: OperationSpec['routine'];
+
+  constructor(spec: OperationSpec) {
+    this.ov = spec.ov;
+    this.routine = spec.routine;
+    this.targets = spec.targets;
+    this.flagsOut = spec.flagsOut;
+    this.onComplete = spec.onComplete;
+  }
 }
+
+/** Where a receive's completion puts its results, besides the WSAOVERLAPPED. */
+export type Delivery = Pick<OperationSpec, 'targets' | 'flagsOut' | 'onComplete'>;
 
 /** Sends an operation's call: op goes in the call, onReply must run as its reply is read. */
 export type SendOperation = (op: number, onReply: (r: Result) => void) => Promise<Result>;
@@ -58,18 +75,18 @@ export class OperationTable {
    */
   // Not async: one promise hop fewer per overlapped call.
   start(spec: OperationSpec, send: SendOperation): Promise<Result> {
+    const { ov, routine } = spec;
     const op = this.nextOp++;
     if (this.nextOp > 0xffffffff) this.nextOp = 1;
-    const ov = spec.ov;
     ov.Internal = P.WSS_OPERATION_IN_PROGRESS;
     ov.InternalHigh = 0;
     ov.Offset = 0;
     ov.OffsetHigh = 0;
-    if (!spec.routine && ov.hEvent) {
+    if (!routine && ov.hEvent) {
       const e = this.events.get(ov.hEvent);
       if (e) e.signaled = false;
     }
-    const rec: OpRecord = { ...spec, answered: false };
+    const rec = new OpRecord(spec);
     this.ops.set(op, rec);
     let sent: Promise<Result>;
     try {

@@ -13,6 +13,12 @@ export class WSAOVERLAPPED {
   OffsetHigh = 0;
   /** A WSAEVENT from WSACreateEvent, or 0 for none. Ignored when a completion routine is given. */
   hEvent = 0;
+  /**
+   * The socket this WSAOVERLAPPED was last given to in an overlapped call (-1: none), kept by the
+   * SDK so that WSPGetOverlappedResult still reads an operation that socket's close aborted.
+   * Not part of the C structure.
+   */
+  lastSocket = -1;
 
   constructor(hEvent = 0) {
     this.hEvent = hEvent;

@@ -393,7 +393,7 @@ export abstract class SpiFunctions {
     checkErrno(lpErrno);
     // A closed socket's handle still reads the operations that were issued on it (their abort).
     const ov = lpOverlapped instanceof WSAOVERLAPPED ? lpOverlapped : null;
-    if (!this.engine.sockets.has(s) && (ov === null || this.engine.issuedOn.get(ov) !== s)) return setErr(lpErrno, P.WSAENOTSOCK, P.FALSE);
+    if (!this.engine.sockets.has(s) && (ov === null || ov.lastSocket !== s)) return setErr(lpErrno, P.WSAENOTSOCK, P.FALSE);
     if (!(lpOverlapped instanceof WSAOVERLAPPED) || !isOut(lpcbTransfer) || !isOut(lpdwFlags)) return setErr(lpErrno, P.WSAEFAULT, P.FALSE);
     if (lpOverlapped.pending) {
       if (!fWait) return setErr(lpErrno, P.WSA_IO_INCOMPLETE, P.FALSE);
