@@ -727,10 +727,11 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
     if (this.closed || !this.state.move('closed')) return;
     this.abortWaits(abortCode, overlappedCode);
-    this.flushLate();
     this.tx?.cancel(overlappedCode, (o) => o.overlapped, 'close');
     // Background data (Windows policy) keeps flowing after the close; blocked calls do not.
     this.tx?.cancel(abortCode, (o) => !o.overlapped && !o.background, 'close');
+    // Completions a delay fault holds (those the cancellations just gave included) go now.
+    this.flushLate();
     for (const c of this.accepted.splice(0)) {
       this.ctx.connectionQueue.change(-1);
       c.resetAndDestroy();
