@@ -10,6 +10,7 @@ export * from './types.js';
 export { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
 export { SpiThread } from './threads.js';
 export { Socket, WinsockError, type Completion, type SocketOptions } from './socket.js';
+export { SessionFaults, type FaultApplied } from './faults.js';
 export { THREAD_BOUND_FUNCTIONS, type SessionThread, type ThreadBoundFunctions } from './spi-session.js';
 /** WSCEnumProtocols without a session; decodeProtocolInfoW and the catalog come with @spiwire/proto above. */
 export { enumProtocols } from './catalog.js';

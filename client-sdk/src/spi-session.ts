@@ -7,6 +7,7 @@
 import * as P from '@spiwire/proto';
 import { isU32 } from '@spiwire/proto';
 import { SessionEngine } from './engine.js';
+import { SessionFaults } from './faults.js';
 import { checkErrno, isRecord, setErr, type Result } from './marshal.js';
 import { WSAOVERLAPPED } from './overlapped.js';
 import { RpcConnection, type RpcOptions, type Welcome } from './rpc.js';
@@ -66,6 +67,8 @@ export class SpiSession extends SpiFunctions implements ThreadHost {
   /** The thread that calls made directly on the session belong to for completion routines. */
   readonly mainThread: SessionThread;
   protected readonly engine: SessionEngine<SessionThread>;
+  /** The session's fault rules (proto/README.md section 19): add, remove, list, tagSocket, onApplied. */
+  readonly faults: SessionFaults;
   private readonly onRoutineError: (err: unknown) => void;
 
   private constructor(rpc: RpcConnection, opts: ConnectOptions) {
@@ -74,6 +77,7 @@ export class SpiSession extends SpiFunctions implements ThreadHost {
     this.onRoutineError = opts.onRoutineError ?? ((err) => process.stderr.write(`spiwire: a completion routine threw: ${stackOf(err)}\n`));
     this.engine = new SessionEngine(rpc, (handle) => this.newThread(handle));
     this.mainThread = this.engine.threads.main;
+    this.faults = new SessionFaults(rpc);
     rpc.onNotification = (method, params) => this.onNotification(method, params);
   }
 
@@ -219,7 +223,8 @@ export class SpiSession extends SpiFunctions implements ThreadHost {
   }
 
   protected onNotification(method: string, params: Record<string, unknown>): void {
-    this.engine.onNotification(method, params);
+    if (method === 'spiwire.faultApplied') this.faults.applied(params);
+    else this.engine.onNotification(method, params);
   }
 }
 

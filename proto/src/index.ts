@@ -8,3 +8,4 @@ export * from './catalog.js';
 export { buildJsonSchema } from './schema.js';
 export * from './compact.js';
 export * from './guards.js';
+export * from './faults.js';

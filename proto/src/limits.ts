@@ -19,3 +19,9 @@ export const MAX_JSON_DEPTH = 16;
  * is sent (its unsent output passed the daemon's limit, or stalled above the high water mark).
  */
 export const OUTPUT_BACKLOG_CLOSE_CODE = 4008;
+/** The most fault rules one session may hold at once (section 19). */
+export const MAX_FAULT_RULES = 64;
+/** The longest block or delay a fault rule may ask for, in milliseconds (10 minutes). */
+export const MAX_FAULT_MS = 600000;
+/** The longest fault rule id and socket tag, in characters. */
+export const MAX_FAULT_NAME = 64;

@@ -6,6 +6,7 @@
 import { INVALID_PARAMS, INVALID_REQUEST, ProtocolError } from './protocol-errors.js';
 import { MAX_BUFFER_COUNT } from './limits.js';
 import { isRecord } from './guards.js';
+import { faultRuleProblem, type FaultRule, type FaultRuleStatus } from './faults.js';
 
 export type RequestId = number | string;
 
@@ -99,6 +100,8 @@ export type FieldType =
   | 'completion'
   | 'limits'
   | 'eventErrors'
+  | 'faultRule'
+  | 'faultRules'
   | 'object';
 
 export interface FieldSpec {
@@ -298,6 +301,29 @@ export const METHODS = {
     params: { thread: { type: 'u32', doc: 'The ThreadHandle given in overlapped.thread by that thread\'s calls.' } },
     result: { cancelled: { type: 'u32', doc: 'How many pending operations were cancelled.' } },
   },
+  'spiwire.setSocketTag': {
+    summary: 'Sets (or clears) the tag of a socket, a name fault rules can match (section 19). ret SOCKET_ERROR with WSAENOTSOCK for a handle that is not a socket of the session.',
+    params: {
+      s,
+      tag: { type: 'string', nullable: true, doc: 'The tag: 1 to 64 letters, digits or . _ : - ; null clears it. A connection accepted on a listening socket starts with the listener\'s tag.' },
+    },
+    result: {},
+  },
+  'spiwire.faults.add': {
+    summary: 'Adds a fault rule for the session\'s sockets (section 19). A rule that is not well formed, or one too many, is INVALID_PARAMS naming the field.',
+    params: { rule: { type: 'faultRule', doc: 'The rule: {id?, match, action, times?, seed?, notify?} (section 19).' } },
+    result: { id: { type: 'string', doc: 'The rule\'s id: the one given, or one the daemon chose.' } },
+  },
+  'spiwire.faults.remove': {
+    summary: 'Removes a fault rule of the session; it fires no more. An id the session has no rule for is INVALID_PARAMS.',
+    params: { id: { type: 'string', doc: 'The rule\'s id.' } },
+    result: {},
+  },
+  'spiwire.faults.list': {
+    summary: 'The session\'s fault rules, in the order they were added, each with how many times it fired.',
+    params: {},
+    result: { rules: { type: 'faultRules', doc: 'The rules as added, with id and seed filled in, and hits: how many times each fired.' } },
+  },
 } as const satisfies Readonly<Record<string, MethodSpec>>;
 
 /** The name of a method of the table. */
@@ -334,7 +360,11 @@ type TypeOf<T extends FieldType> = T extends 'handle' | 'int' | 'u32'
                     ? WelcomeLimits
                     : T extends 'eventErrors'
                       ? Partial<Record<NetworkEventName, number>>
-                      : Record<string, unknown>;
+                      : T extends 'faultRule'
+                        ? FaultRule
+                        : T extends 'faultRules'
+                          ? FaultRuleStatus[]
+                          : Record<string, unknown>;
 
 type ValueOf<F extends FieldSpec> = F extends { readonly nullable: true } ? TypeOf<F['type']> | null : TypeOf<F['type']>;
 type RequiredKeys<S> = { [K in keyof S]: S[K] extends { readonly optional: true } ? never : K }[keyof S];
@@ -389,6 +419,15 @@ export const NOTIFICATIONS = {
       s: { type: 'handle', doc: 'The socket.' },
       events: { type: 'u32', doc: 'lNetworkEvents: FD_* bits that became set.' },
       errors: { type: 'eventErrors', doc: 'iErrorCode by FD bit name, for example {"FD_CLOSE": 10054}.' },
+    },
+  },
+  'spiwire.faultApplied': {
+    summary: 'A fault rule added with notify true fired on a call (section 19); sent before that call\'s reply.',
+    params: {
+      id: { type: 'string', doc: 'The rule\'s id.' },
+      s: { type: 'handle', doc: 'The socket of the call.' },
+      function: { type: 'string', doc: 'The function: WSPSend, WSPSendTo, WSPRecv, WSPRecvFrom, WSPConnect or WSPAccept.' },
+      action: { type: 'string', doc: 'The action carried out: block, short, delay or error.' },
     },
   },
 } as const satisfies Readonly<Record<string, { readonly summary: string; readonly params: Readonly<Record<string, FieldSpec>> }>>;
@@ -517,6 +556,14 @@ function checkType(method: string, key: string, type: FieldType, v: unknown): vo
       for (const k of ['error', 'bytes', 'flags']) if (!isInt(c[k], 0, 0xffffffff)) invalid(method, `${key}.${k}`, 'must be an integer from 0 to 4294967295');
       return;
     }
+    case 'faultRule': {
+      const problem = faultRuleProblem(v);
+      if (problem) invalid(method, problem.field ? `${key}.${problem.field}` : key, problem.what);
+      return;
+    }
+    case 'faultRules':
+      if (!Array.isArray(v)) invalid(method, key, 'must be an array of fault rules');
+      return;
     case 'limits':
     case 'eventErrors':
     case 'object':

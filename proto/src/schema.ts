@@ -3,7 +3,8 @@
  * proto/schema.json is this function's output; a test keeps the file and the table in step.
  */
 import { METHODS, NETWORK_EVENT_NAMES, NOTIFICATIONS, WELCOME_LIMITS_OPTIONAL, WELCOME_LIMITS_REQUIRED, type FieldSpec, type FieldType } from './messages.js';
-import { SUBPROTOCOL, PROTOCOL_VERSION } from './limits.js';
+import { SUBPROTOCOL, PROTOCOL_VERSION, MAX_FAULT_MS, MAX_FAULT_NAME } from './limits.js';
+import { FAULT_ACTION_TYPES, FAULT_FUNCTIONS } from './faults.js';
 import { PROTOCOL_ERRORS } from './protocol-errors.js';
 
 type Schema = Record<string, unknown>;
@@ -12,6 +13,44 @@ const U32 = { type: 'integer', minimum: 0, maximum: 4294967295 } as const;
 
 /** Standard base64 (RFC 4648 section 4), padded to a multiple of 4 characters, nothing else. */
 export const BASE64_PATTERN = '^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$';
+const faultName = { type: 'string', minLength: 1, maxLength: MAX_FAULT_NAME, pattern: '^[A-Za-z0-9._:-]+$' };
+const addressFilter: Schema = {
+  type: 'object',
+  properties: { address: { type: 'string', minLength: 1, maxLength: 64 }, port: { type: 'integer', minimum: 0, maximum: 65535 } },
+  minProperties: 1,
+  additionalProperties: false,
+};
+const faultRuleProperties: Record<string, Schema> = {
+  id: { ...faultName, description: 'The rule id; the daemon chooses one when absent.' },
+  match: {
+    type: 'object',
+    description: 'Which calls the rule applies to; every member given must hold.',
+    properties: {
+      socket: { ...U32, description: 'A socket handle.' },
+      tag: { ...faultName, description: 'A socket tag (spiwire.setSocketTag).' },
+      local: addressFilter,
+      remote: addressFilter,
+      functions: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: [...FAULT_FUNCTIONS] }, description: 'Default: WSPSend and WSPSendTo.' },
+      nth: { type: 'integer', minimum: 1, maximum: 4294967295, description: 'The n-th matching call on the socket (not with every).' },
+      every: { type: 'integer', minimum: 1, maximum: 4294967295, description: 'Every k-th matching call on the socket (not with nth).' },
+      afterBytes: { type: 'integer', minimum: 0, maximum: 9007199254740991, description: 'Once the transport has taken this many bytes of sends on the socket.' },
+      probability: { type: 'number', minimum: 0, maximum: 1, description: 'Chance drawn from the rule\'s seeded generator.' },
+    },
+    additionalProperties: false,
+  },
+  action: {
+    description: `One of ${FAULT_ACTION_TYPES.join(', ')}; error codes are limited per function (proto/README.md section 19).`,
+    oneOf: [
+      { type: 'object', properties: { type: { const: 'block' }, ms: { type: 'integer', minimum: 1, maximum: MAX_FAULT_MS } }, required: ['type', 'ms'], additionalProperties: false },
+      { type: 'object', properties: { type: { const: 'short' }, max: { type: 'integer', minimum: 1, maximum: 4294967295 } }, required: ['type', 'max'], additionalProperties: false },
+      { type: 'object', properties: { type: { const: 'delay' }, ms: { type: 'integer', minimum: 1, maximum: MAX_FAULT_MS } }, required: ['type', 'ms'], additionalProperties: false },
+      { type: 'object', properties: { type: { const: 'error' }, code: U32 }, required: ['type', 'code'], additionalProperties: false },
+    ],
+  },
+  times: { type: 'integer', minimum: 1, maximum: 4294967295, description: 'How many times the rule fires at most; no limit when absent.' },
+  seed: { ...U32, description: 'Seed of the rule\'s generator; 1 when absent.' },
+  notify: { type: 'boolean', description: 'Send spiwire.faultApplied each time the rule fires.' },
+};
 
 const defs: Record<string, Schema> = {
   bytes: {
@@ -75,6 +114,20 @@ const defs: Record<string, Schema> = {
     properties: Object.fromEntries(NETWORK_EVENT_NAMES.map((k) => [k, { type: 'integer', minimum: 0, maximum: 4294967295 }])),
     additionalProperties: false,
   },
+  faultRule: {
+    type: 'object',
+    description: 'A fault rule (proto/README.md section 19).',
+    properties: faultRuleProperties,
+    required: ['match', 'action'],
+    additionalProperties: false,
+  },
+  faultRuleStatus: {
+    type: 'object',
+    description: 'A fault rule as spiwire.faults.list reports it.',
+    properties: { ...faultRuleProperties, hits: { type: 'integer', minimum: 0, description: 'How many times the rule fired.' } },
+    required: ['id', 'match', 'action', 'seed', 'hits'],
+    additionalProperties: false,
+  },
   completion: {
     type: 'object',
     properties: {
@@ -114,6 +167,10 @@ function typeSchema(t: FieldType): Schema {
       return { $ref: '#/$defs/limits' };
     case 'eventErrors':
       return { $ref: '#/$defs/eventErrors' };
+    case 'faultRule':
+      return { $ref: '#/$defs/faultRule' };
+    case 'faultRules':
+      return { type: 'array', maxItems: 64, items: { $ref: '#/$defs/faultRuleStatus' } };
     case 'object':
       return { type: 'object' };
   }

@@ -37,6 +37,8 @@ const GOOD: Record<FieldType, unknown> = {
   completion: { error: 0, bytes: 10, flags: 0 },
   limits: { maxFrameBytes: 1, maxPendingRequests: 1, maxSockets: 1, defaultSndBuf: 1, defaultRcvBuf: 1 },
   eventErrors: { FD_CLOSE: 10054 },
+  faultRule: { match: { socket: 256 }, action: { type: 'short', max: 10 } },
+  faultRules: [],
   object: { a: 1 },
 };
 
@@ -64,6 +66,12 @@ const ALSO_GOOD: Record<FieldType, unknown[]> = {
   completion: [{ error: 10054, bytes: 4294967295, flags: 0x8000 }],
   limits: [{}],
   eventErrors: [{}],
+  faultRule: [
+    { id: 'r-1', match: {}, action: { type: 'error', code: 10054 }, times: 1, seed: 0, notify: true },
+    { match: { tag: 'a.b:c', functions: ['WSPRecv', 'WSPConnect'], every: 3, afterBytes: 0, probability: 1 }, action: { type: 'error', code: 10050 } },
+    { match: { local: { port: 0 }, remote: { address: '::1', port: 65535 }, nth: 4294967295, probability: 0 }, action: { type: 'delay', ms: 600000 } },
+  ],
+  faultRules: [[{ id: 'x', match: {}, action: { type: 'block', ms: 1 }, seed: 1, hits: 0 }]],
   object: [{}],
 };
 
@@ -82,6 +90,8 @@ const BAD: Record<FieldType, unknown[]> = {
   completion: [1, [], { error: 0, bytes: 1 }, { error: -1, bytes: 0, flags: 0 }, { error: 0, bytes: 0, flags: 0, x: 1 }],
   limits: [1, 'x', [], true],
   eventErrors: [1, 'x', [], true],
+  faultRule: [1, 'x', [], true, bytes(1)], // shapes within a rule: proto/test/faults.test.ts
+  faultRules: [1, 'x', {}, true],
   object: [1, 'x', [], true],
 };
 
@@ -277,6 +287,10 @@ const REAL_CALLS: Record<string, Record<string, unknown>> = {
   WSPSetSockOpt: { s: 256, level: 0xffff, optname: 0x1001, optval: bytes(0, 16, 0, 0), optlen: 4 },
   WSPGetSockOpt: { s: 256, level: 0xffff, optname: 0x1008, optlen: 4 },
   'spiwire.threadExit': { thread: 4100 },
+  'spiwire.setSocketTag': { s: 260, tag: 'upstream' },
+  'spiwire.faults.add': { rule: { match: { socket: 260, functions: ['WSPSend'], nth: 2 }, action: { type: 'error', code: 10054 }, notify: true } },
+  'spiwire.faults.remove': { id: 'f1' },
+  'spiwire.faults.list': {},
   WSPEventSelect: { s: 260, events: 0x23 },
 };
 

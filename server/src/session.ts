@@ -18,6 +18,7 @@ import { runAfterReply, takeAfterReply } from './spi/after-reply.js';
 import { SessionQuota } from './held-bytes.js';
 import { OutputFlow } from './output-flow.js';
 import { SendStreams } from './send-streams.js';
+import { SessionFaults } from './faults/rules.js';
 import { trimSoon } from './memory-trim.js';
 import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
@@ -63,6 +64,8 @@ export class Session implements SpiSession {
   private readonly output: OutputFlow;
   /** Bytes held for this session's sends, against limits.sessionQuotaBytes. */
   readonly quota: SessionQuota;
+  /** The session's fault rules: they apply to its own sockets only. */
+  readonly faults: SessionFaults;
 
   constructor(
     private readonly ws: WebSocket,
@@ -72,6 +75,7 @@ export class Session implements SpiSession {
     this.log = parentLog.child({ session: this.id });
     this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes, daemon.held);
     this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
+    this.faults = new SessionFaults(this.log, (params) => this.notify('spiwire.faultApplied', params));
     this.streams = new SendStreams(daemon.limits.streamWindowBytes, this.quota, (params) => this.notify('spiwire.sendProgress', params));
     this.output = new OutputFlow(daemon.limits, {
       pause: () => this.updateReading(),
@@ -383,6 +387,7 @@ export class Session implements SpiSession {
       quota: this.quota,
       flow: this.output,
       onNetworkEvents: (s, events, errors) => this.notify('spiwire.networkEvents', { s, events, errors }),
+      faults: this.faults,
     };
   }
 
@@ -443,6 +448,7 @@ export class Session implements SpiSession {
   closeSocket(sock: EmulatedSocket, abortCode?: number, overlappedCode?: number): void {
     this.sockets.delete(sock.handle);
     this.daemon.handles.remove(sock.handle);
+    this.faults.socketClosed(sock.handle);
     sock.close(abortCode, overlappedCode);
   }
 

@@ -39,3 +39,15 @@ t.test('examples/promise-api.mjs', async (t) => {
   t.match(r.out, /bytes sent: \[ 4, 9 \]/);
   t.match(r.out, /echoed: one two three/);
 });
+
+t.test('examples/fault-wouldblock.mjs', async (t) => {
+  const d = await daemon(t);
+  const r = await run('fault-wouldblock.mjs', d.url);
+  t.equal(r.code, 0, r.out);
+  t.match(r.out, /rule f1 added/);
+  t.match(r.out, /WSPSend returned -1, error WSAEWOULDBLOCK \(10035\)/);
+  t.match(r.out, /FD_WRITE after the hold/);
+  t.match(r.out, /WSPSend returned 0, lpNumberOfBytesSent = 20/);
+  t.match(r.out, /rule f1 fired 1 time\(s\)/);
+  t.match(r.out, /the peer received: "hello after the hold"/);
+});

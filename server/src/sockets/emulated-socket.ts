@@ -8,8 +8,9 @@ import type { Logger } from 'pino';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import type { SessionQuota } from '../held-bytes.js';
-import type { AcceptResult, CompleteFn, RecvResult, SendResult, Started } from './results.js';
+import type { AcceptResult, CompleteFn, CompletionOut, RecvResult, SendResult, Started } from './results.js';
 import { recvFailed, sendFailed } from './results.js';
+import type { FaultHook } from '../faults/rules.js';
 
 const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
   [W.FD_READ]: 'FD_READ',
@@ -41,6 +42,8 @@ export interface SocketContext {
   readonly flow: { readonly paused: boolean };
   /** Reports network events recorded for a socket selected with WSPEventSelect. */
   readonly onNetworkEvents: (s: number, events: number, errors: Partial<Record<W.NetworkEventName, number>>) => void;
+  /** The session's fault rules (server/src/faults/rules.ts). */
+  readonly faults: FaultHook;
 }
 
 /** The options WSPSetSockOpt and WSPIoctl set; each transport applies those it can to the real socket. */
@@ -85,6 +88,9 @@ export class SocketOptions {
   }
 }
 
+/** The SPI function a send was made with (fault rules tell them apart). */
+export type SendFunction = 'WSPSend' | 'WSPSendTo';
+
 /** Takes the next piece of a streamed send; false when the send no longer takes any. */
 export type PieceSink = (piece: Uint8Array) => boolean;
 
@@ -122,6 +128,12 @@ export abstract class EmulatedSocket {
   recvShut = false;
   /** The error SO_ERROR returns (and clears). */
   pendingError = 0;
+  /** The name fault rules match on (spiwire.setSocketTag); null: none. */
+  tag: string | null = null;
+  /** The session's fault rules: a call asks them only while faults.armed. */
+  protected readonly faults: FaultHook;
+  /** Results held back by a delay fault, each delivered at once if the socket closes first. */
+  private late: Set<() => void> | null = null;
 
   private readonly waiters = new Set<Waiter>();
   /**
@@ -147,6 +159,71 @@ export abstract class EmulatedSocket {
     this.quota = ctx.quota;
     this.reportEvents = ctx.onNetworkEvents;
     this.maxRecvBytes = ctx.maxRecvBytes;
+    this.faults = ctx.faults;
+  }
+
+  /** Bytes of sends the transport has taken since the socket was made (match.afterBytes). */
+  abstract get bytesTaken(): number;
+
+  // ---- delay faults ----
+
+  /**
+   * Holds fn back for ms; it runs at once instead when the socket closes first (flushLate). The
+   * timer does not keep the process alive: a daemon that stops has closed the socket already.
+   */
+  private runLate(ms: number, fn: () => void): void {
+    const late = (this.late ??= new Set());
+    const run = (): void => {
+      if (!late.delete(run)) return;
+      clearTimeout(timer);
+      fn();
+    };
+    const timer = setTimeout(run, ms);
+    timer.unref();
+    late.add(run);
+  }
+
+  /** Delivers at once every result a delay fault still holds (the socket is closing). */
+  protected flushLate(): void {
+    if (!this.late) return;
+    for (const run of [...this.late]) run();
+  }
+
+  /** A blocking call's result, returned ms later (a delay fault). */
+  protected delayedResult<R>(result: R | Promise<R>, ms: number): Promise<R> {
+    return Promise.resolve(result).then((r) => new Promise<R>((resolve) => this.runLate(ms, () => resolve(r))));
+  }
+
+  /**
+   * An overlapped call under a delay fault: it starts as usual, and its successful completion is
+   * delivered ms after the transport consumed it; a failure or a cancellation is reported at once.
+   * A call that completed at once therefore answers WSA_IO_PENDING. A cancellation while the
+   * completion is held back (close, SIO_FLUSH, thread exit) delivers it at once: the bytes were
+   * already taken.
+   */
+  protected delayedCompletion<R extends { errno: number }>(ms: number, done: CompleteFn, start: (done: CompleteFn) => Started<R>): Started<R>;
+  protected delayedCompletion<R extends { errno: number }>(ms: number, done: CompleteFn, start: (done: CompleteFn) => Promise<Started<R>>): Promise<Started<R>>;
+  protected delayedCompletion<R extends { errno: number }>(ms: number, done: CompleteFn, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
+    let held: (() => void) | null = null;
+    const late: CompleteFn = (errno: number, bytes: number, out?: CompletionOut) => {
+      if (errno !== 0) return done(errno, bytes, out);
+      let delivered = false;
+      const deliver = (): void => {
+        if (delivered) return;
+        delivered = true;
+        held = null;
+        done(errno, bytes, out);
+      };
+      held = deliver;
+      this.runLate(ms, deliver);
+    };
+    const settle = (st: Started<R>): Started<R> => {
+      if (!st.pending) return st.result.errno === 0 ? { pending: true, cancel: () => held?.() } : st;
+      const cancel = st.cancel;
+      return { pending: true, cancel: (errno) => (held ? held() : cancel?.(errno)) };
+    };
+    const st = start(late);
+    return st instanceof Promise ? st.then(settle) : settle(st);
   }
 
   /** Closed with WSPCloseSocket (or by the end of the session): the handle is gone. */
@@ -318,10 +395,10 @@ export abstract class EmulatedSocket {
   abstract accept(): Promise<AcceptResult>;
   abstract connect(name: SockAddr): Promise<number>;
   /** A send that is not overlapped; forceBlocking ignores FIONBIO (an overlapped call run as a blocking one). */
-  abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking?: boolean): SendResult | Promise<SendResult>;
+  abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking?: boolean, fn?: SendFunction): SendResult | Promise<SendResult>;
   abstract recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking?: boolean): Promise<RecvResult>;
   /** An overlapped send: completes at once, fails at once, or is pending (FIFO behind older sends). */
-  abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, thread: number, done: CompleteFn): Started<SendResult> | Promise<Started<SendResult>>;
+  abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, thread: number, done: CompleteFn, fn?: SendFunction): Started<SendResult> | Promise<Started<SendResult>>;
   abstract recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): Started<RecvResult>;
   /**
    * A send larger than one message, whose bytes come in pieces (proto/README.md section 9): the

@@ -10,7 +10,7 @@ import type { SockAddr } from '@spiwire/proto';
 import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
 import { libc } from '../native/libc.js';
 import type { Drainable, Draining } from '../draining.js';
-import { EmulatedSocket, type SocketContext, type StreamedStart } from './emulated-socket.js';
+import { EmulatedSocket, type SendFunction, type SocketContext, type StreamedStart } from './emulated-socket.js';
 import { TransportBuffer, type StreamSink } from './transport-buffer.js';
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
@@ -21,6 +21,8 @@ import { SocketStateMachine, TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } fr
 import { recvFailed, sendFailed, startedAt, type AcceptResult, type CompleteFn, type RecvResult, type SendResult, type Started } from './results.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
 import type { PortReservations } from './port-reservations.js';
+import type { AppliedFault, CallMode } from '../faults/rules.js';
+import { firstBytes } from './send-buffers.js';
 
 /** Flags WSPSend understands on TCP; other bits give WSAEOPNOTSUPP. */
 const TCP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
@@ -112,6 +114,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   /** Wraps a connection accepted by a listening socket; it inherits the listener's options. */
   attachAccepted(conn: net.Socket, parent: TcpSocket): boolean {
     this.opts = parent.opts.copy();
+    this.tag = parent.tag;
     // created -> connecting -> connected: the handshake happened on the listener's behalf.
     if (!this.state.move('connecting') || !this.state.move('connected')) return false;
     this.wire(conn);
@@ -203,6 +206,14 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
 
   accept(): Promise<AcceptResult> {
     if (!this.state.is('listening')) return Promise.resolve({ errno: W.WSAEINVAL });
+    if (this.faults.armed) {
+      const fault = this.faults.decide(this, { fn: 'WSPAccept', mode: this.opts.nonBlocking ? 'nonblocking' : 'blocking' });
+      // A failed accept takes no connection: whatever waits stays queued.
+      if (fault?.action.type === 'error') {
+        if (fault.action.code === W.WSAEWOULDBLOCK) queueMicrotask(() => this.rearm(W.FD_ACCEPT));
+        return Promise.resolve({ errno: fault.action.code });
+      }
+    }
     return this.waitFor<AcceptResult>(
       () => {
         if (this.closed) return { errno: W.WSAEINTR };
@@ -240,6 +251,11 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     if (this.connected) return Promise.resolve(W.WSAEISCONN);
     if (this.state.is('connecting')) return Promise.resolve(W.WSAEALREADY);
     if (isAnyAddress(name.address) || name.port === 0) return Promise.resolve(W.WSAEADDRNOTAVAIL);
+    if (this.faults.armed) {
+      // The connect fails before any packet leaves: the socket stays as it was.
+      const fault = this.faults.decide(this, { fn: 'WSPConnect', mode: this.opts.nonBlocking ? 'nonblocking' : 'blocking', remote: name });
+      if (fault?.action.type === 'error') return Promise.resolve(fault.action.code);
+    }
     const before = this.state.current;
     if (!this.state.move('connecting')) return Promise.resolve(W.WSAEINVAL);
     const local = this.bound;
@@ -417,13 +433,21 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     return 0;
   }
 
-  send(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, forceBlocking = false): SendResult | Promise<SendResult> {
+  send(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, forceBlocking = false, fn: SendFunction = 'WSPSend'): SendResult | Promise<SendResult> {
     const bad = this.sendPrecheck(flags);
     if (bad) return sendFailed(bad);
     const total = byteLength(buffers);
     // The session's memory quota: bytes held for its sends may not grow past it.
     if (this.quota.exceeds(total)) return sendFailed(W.WSAENOBUFS);
     const nonBlocking = this.opts.nonBlocking && !forceBlocking;
+    if (this.faults.armed) {
+      const fault = this.faults.decide(this, { fn, mode: nonBlocking ? 'nonblocking' : 'blocking' });
+      if (fault) return this.faultedSend(fault, buffers, total, flags, nonBlocking);
+    }
+    return this.sendNow(buffers, total, flags, nonBlocking);
+  }
+
+  private sendNow(buffers: readonly Uint8Array[], total: number, flags: number, nonBlocking: boolean): SendResult | Promise<SendResult> {
     const r = streamSend(this.tx!, { buffers, total, direct: this.directFlags(flags) }, { nonBlocking, windowsPolicy: this.opts.windowsPolicy });
     if (r === 'would-block') return this.wouldBlock();
     // A direct send (MSG_OOB) may have found the connection broken.
@@ -431,12 +455,62 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     return r;
   }
 
-  sendOverlapped(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, thread: number, done: CompleteFn): Started<SendResult> {
+  /** A send that is not overlapped, as a fault rule's action makes it (proto/README.md section 19). */
+  private faultedSend(fault: AppliedFault, buffers: readonly Uint8Array[], total: number, flags: number, nonBlocking: boolean): SendResult | Promise<SendResult> {
+    const action = fault.action;
+    switch (action.type) {
+      case 'error':
+        if (action.code === W.WSAEWOULDBLOCK) return this.wouldBlock();
+        return sendFailed(this.injectError(fault, action.code));
+      case 'block':
+        // The transport takes nothing for a while: WSAEWOULDBLOCK now, or a call that waits.
+        this.tx!.hold(action.ms);
+        if (nonBlocking) return this.wouldBlock();
+        return this.sendNow(buffers, total, flags, false);
+      case 'short': {
+        const n = Math.min(total, action.max);
+        return this.sendNow(firstBytes(buffers, n), n, flags, nonBlocking);
+      }
+      case 'delay':
+        return this.delayedResult(this.sendNow(buffers, total, flags, nonBlocking), action.ms);
+    }
+  }
+
+  sendOverlapped(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, thread: number, done: CompleteFn, fn: SendFunction = 'WSPSend'): Started<SendResult> {
     const bad = this.sendPrecheck(flags);
     if (bad) return startedAt(sendFailed(bad));
     const total = byteLength(buffers);
     if (this.quota.exceeds(total)) return startedAt(sendFailed(W.WSAENOBUFS));
-    return streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, thread, done);
+    const fault = this.faults.armed ? this.faults.decide(this, { fn, mode: 'overlapped' }) : null;
+    if (!fault) return streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, thread, done);
+    const action = fault.action;
+    switch (action.type) {
+      case 'error':
+        // An immediate failure: no completion, ever.
+        return startedAt(sendFailed(action.code === W.WSAEWOULDBLOCK ? action.code : this.injectError(fault, action.code)));
+      case 'block':
+        this.tx!.hold(action.ms);
+        return streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, thread, done);
+      case 'short': {
+        const n = Math.min(total, action.max);
+        return streamSendOverlapped(this.tx!, { buffers: firstBytes(buffers, n), total: n, direct: this.directFlags(flags) }, thread, done);
+      }
+      case 'delay':
+        return this.delayedCompletion(action.ms, done, (late) => streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, thread, late));
+    }
+  }
+
+  /**
+   * An error fault on a call of this socket: a code that means a broken connection resets the
+   * real one (the peer sees RST; what was queued is dropped, as with SO_LINGER {1, 0}) and leaves
+   * the socket broken with that code, so later calls fail with it. Returns the code.
+   */
+  private injectError(fault: AppliedFault, code: number): number {
+    if (fault.effect !== 'reset') return code;
+    const conn = this.conn;
+    this.breakWith(code);
+    if (conn && !conn.destroyed) resetConnection(conn);
+    return code;
   }
 
   override sendStreamed(buffers: readonly Uint8Array[], total: number, flags: number, forceBlocking: boolean, progress: (taken: number) => void): StreamedStart<SendResult | Promise<SendResult>> {
@@ -581,9 +655,24 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     return { errno: 0, bytes: r.length, data: r, flags: W.MSG_OOB };
   }
 
+  /** An error fault on a receive that passed its checks: the code it fails with, or 0 for none. */
+  private recvFault(wantFrom: boolean, mode: CallMode): number {
+    const fault = this.faults.decide(this, { fn: wantFrom ? 'WSPRecvFrom' : 'WSPRecv', mode });
+    if (fault?.action.type !== 'error') return 0;
+    if (fault.action.code === W.WSAEWOULDBLOCK) {
+      queueMicrotask(() => this.rearm(W.FD_READ));
+      return W.WSAEWOULDBLOCK;
+    }
+    return this.injectError(fault, fault.action.code);
+  }
+
   recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking = false): Promise<RecvResult> {
     const bad = this.recvPrecheck(flags);
     if (bad) return Promise.resolve(bad);
+    if (this.faults.armed) {
+      const code = this.recvFault(wantFrom, this.opts.nonBlocking && !forceBlocking ? 'nonblocking' : 'blocking');
+      if (code) return Promise.resolve(recvFailed(code));
+    }
     const check = this.recvCheck(lengths, flags, wantFrom);
     if (this.opts.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
     // Nothing tells node when urgent data arrives: SIGURG does (UrgentWatch).
@@ -592,7 +681,11 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): Started<RecvResult> {
-    const precheck = this.recvPrecheck(flags);
+    let precheck = this.recvPrecheck(flags);
+    if (!precheck && this.faults.armed) {
+      const code = this.recvFault(wantFrom, 'overlapped');
+      if (code) precheck = recvFailed(code);
+    }
     const check = this.recvCheck(lengths, flags, wantFrom);
     if (precheck || !(flags & W.MSG_OOB)) return this.overlappedRecv(precheck, check, done);
     return this.urgent.hold(
@@ -637,6 +730,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     this.tx?.cancel(overlappedCode, (o) => o.overlapped, 'close');
     // Background data (Windows policy) keeps flowing after the close; blocked calls do not.
     this.tx?.cancel(abortCode, (o) => !o.overlapped && !o.background, 'close');
+    // Completions a delay fault holds (those the cancellations just gave included) go now.
+    this.flushLate();
     for (const c of this.accepted.splice(0)) {
       this.ctx.connectionQueue.change(-1);
       c.resetAndDestroy();
@@ -717,6 +812,10 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
 
   readable(): number {
     return this.rx.size;
+  }
+
+  get bytesTaken(): number {
+    return this.tx?.taken ?? 0;
   }
 
   /** Reads from the connection again when the receive buffer has room and the session's output allows. */

@@ -87,6 +87,11 @@ const AHEAD_FACTOR = 3;
 
 export class TransportBuffer {
   private inKernelHandoff = 0;
+  /** Every byte accepted since the buffer was made (what WSPSend counts as sent). */
+  private takenTotal = 0;
+  /** A block fault holds the buffer: it accepts and hands over nothing until the timer ends it. */
+  private holdTimer: NodeJS.Timeout | null = null;
+  private holdEnds = 0;
   /** Bytes of waiting operations handed to node ahead of acceptance, not yet in the kernel. */
   private ahead = 0;
   /** The pieces handed ahead, oldest first (node finishes writes in order). */
@@ -126,6 +131,34 @@ export class TransportBuffer {
     return this.queuedBytes - this.ahead;
   }
 
+  /** Bytes accepted since the buffer was made. */
+  get taken(): number {
+    return this.takenTotal;
+  }
+
+  /**
+   * A block fault: for ms the buffer takes nothing, as if it were full. Sends then wait (or fail
+   * with WSAEWOULDBLOCK) behind the hold, in order; bytes already handed to node go on to the
+   * kernel. A hold during a hold lasts until the later of the two ends.
+   */
+  hold(ms: number): void {
+    const ends = performance.now() + ms;
+    if (this.holdTimer !== null && ends <= this.holdEnds) return;
+    if (this.holdTimer !== null) clearTimeout(this.holdTimer);
+    this.holdEnds = ends;
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = null;
+      this.pump();
+    }, ms);
+    // A socket closed under the hold needs no wake-up once the process is stopping.
+    this.holdTimer.unref();
+  }
+
+  /** True while a block fault holds the buffer. */
+  get held(): boolean {
+    return this.holdTimer !== null;
+  }
+
   get capacity(): number {
     return this.cap;
   }
@@ -141,6 +174,7 @@ export class TransportBuffer {
   }
 
   private room(): number {
+    if (this.holdTimer !== null) return 0;
     // SO_SNDBUF 0: no buffering; one send at a time goes straight to the kernel.
     if (this.cap === 0) return this.inKernelHandoff === 0 ? Infinity : 0;
     return Math.max(0, this.cap - this.inKernelHandoff);
@@ -160,8 +194,10 @@ export class TransportBuffer {
     if (this.queue.length > 0) return 0;
     if (direct) {
       // These bytes go to the kernel directly, so nothing may still be on its way there.
-      if (this.inKernelHandoff > 0 || this.ahead > 0 || !this.sink.sendDirect) return 0;
-      return Math.max(0, this.sink.sendDirect(contiguous(chunks, total), direct));
+      if (this.inKernelHandoff > 0 || this.ahead > 0 || this.holdTimer !== null || !this.sink.sendDirect) return 0;
+      const n = Math.max(0, this.sink.sendDirect(contiguous(chunks, total), direct));
+      this.takenTotal += n;
+      return n;
     }
     // (hand() meters the accepted bytes.)
     const n = Math.min(this.roomForNew(), total);
@@ -181,7 +217,7 @@ export class TransportBuffer {
   /** True when a whole send of this size would be accepted at once. */
   fitsNow(total: number): boolean {
     // With SO_SNDBUF 0 nothing is buffered: a send is done only when the kernel took all of it.
-    if (this.cap === 0) return total === 0 && this.queue.length === 0;
+    if (this.cap === 0) return total === 0 && this.queue.length === 0 && this.holdTimer === null;
     return this.queue.length === 0 && this.roomForNew() >= total;
   }
 
@@ -298,7 +334,7 @@ export class TransportBuffer {
       while (this.queue.length > 0) {
         const q = this.queue[0]!;
         if (q.op.direct) {
-          if (this.inKernelHandoff > 0 || this.ahead > 0 || !this.sink.sendDirect) break;
+          if (this.inKernelHandoff > 0 || this.ahead > 0 || this.holdTimer !== null || !this.sink.sendDirect) break;
           const rest = contiguous(q.chunks, q.op.total).subarray(q.accepted);
           const n = rest.length === 0 ? 0 : this.sink.sendDirect(rest, q.op.direct);
           if (n < 0) {
@@ -306,6 +342,7 @@ export class TransportBuffer {
             break;
           }
           q.accepted += n;
+          this.takenTotal += n;
           q.op.progress?.(q.accepted);
           q.handed += n;
           this.queuedBytes -= n;
@@ -341,6 +378,8 @@ export class TransportBuffer {
 
   /** Hands over what the buffer has room for of q, then what may go ahead. */
   private feed(q: QueuedOp): void {
+    // Held: nothing goes, not even ahead.
+    if (this.holdTimer !== null) return;
     while (q.handed < q.op.total) {
       const room = this.roomForNew();
       const aheadRoom = this.cap * AHEAD_FACTOR - this.ahead;
@@ -379,6 +418,7 @@ export class TransportBuffer {
       const x = Math.min(a.n - a.accepted, room);
       a.accepted += x;
       a.q.accepted += x;
+      this.takenTotal += x;
       a.q.op.progress?.(a.q.accepted);
       this.ahead -= x;
       this.queuedBytes -= x;
@@ -406,6 +446,7 @@ export class TransportBuffer {
       // Bytes that never reached the kernel are not sent: the connection's failure ends the op.
       if (!err) {
         piece.q.accepted += rest;
+        this.takenTotal += rest;
         piece.q.op.progress?.(piece.q.accepted);
       }
       this.queuedBytes -= rest;
@@ -417,6 +458,7 @@ export class TransportBuffer {
   private hand(chunk: Uint8Array): void {
     const n = chunk.length;
     this.inKernelHandoff += n;
+    this.takenTotal += n;
     this.meter(n);
     this.sink.write(chunk, () => {
       this.inKernelHandoff -= n;

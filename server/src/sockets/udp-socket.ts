@@ -7,7 +7,8 @@ import * as dgram from 'node:dgram';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { wsaFromNodeError } from '../errno-map.js';
-import { EmulatedSocket, type SocketContext } from './emulated-socket.js';
+import { EmulatedSocket, type SendFunction, type SocketContext } from './emulated-socket.js';
+import type { AppliedFault, CallMode } from '../faults/rules.js';
 import { SocketStateMachine, UDP_MOVES, type UdpState } from './socket-state.js';
 import { recvFailed, sendFailed, sent, startedAt, type AcceptResult, type CompleteFn, type RecvResult, type SendResult, type Started } from './results.js';
 import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, refuseLookup } from './sockaddr.js';
@@ -32,6 +33,8 @@ export class UdpSocket extends EmulatedSocket {
   private rxBytes = 0;
   /** An ICMP port unreachable arrived for a connected socket: the next receive reports WSAECONNRESET. */
   private icmpReset = false;
+  /** Bytes of the datagrams sent so far (match.afterBytes). */
+  private sentBytes = 0;
 
   constructor(ctx: SocketContext) {
     super(ctx);
@@ -178,6 +181,11 @@ export class UdpSocket extends EmulatedSocket {
       return 0;
     }
     if (isAnyAddress(name.address) || name.port === 0) return W.WSAEADDRNOTAVAIL;
+    if (this.faults.armed) {
+      // The default peer is not set: the socket stays as it was.
+      const fault = this.faults.decide(this, { fn: 'WSPConnect', mode: this.opts.nonBlocking ? 'nonblocking' : 'blocking', remote: name });
+      if (fault?.action.type === 'error') return fault.action.code;
+    }
     const e = await this.autoBind();
     if (e) return e;
     if (this.closed) return W.WSAENOTSOCK;
@@ -227,12 +235,37 @@ export class UdpSocket extends EmulatedSocket {
    * is bound already (the usual case), so no extra turn of the event loop passes before the
    * datagram goes or after node reports it.
    */
-  send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _forceBlocking = false): Promise<SendResult> {
+  send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking = false, fn: SendFunction = 'WSPSend'): Promise<SendResult> {
     const plan = this.sendPlan(buffers, flags, to);
     if (typeof plan === 'number') return Promise.resolve(sendFailed(plan));
+    if (this.faults.armed) {
+      const fault = this.sendFault(fn, this.opts.nonBlocking && !forceBlocking ? 'nonblocking' : 'blocking', plan.dest);
+      if (typeof fault === 'number') return Promise.resolve(sendFailed(fault));
+      if (fault) return this.delayedResult(this.sendPlanned(buffers, plan), fault.ms);
+    }
+    return this.sendPlanned(buffers, plan);
+  }
+
+  private sendPlanned(buffers: readonly Uint8Array[], plan: { dest: SockAddr; total: number }): Promise<SendResult> {
     const go = (): Promise<SendResult> => new Promise((resolve) => this.transmit(buffers, plan.total, plan.dest, resolve));
     if (this.isBound) return go();
     return this.autoBind().then((e) => (e ? sendFailed(e) : go()));
+  }
+
+  /**
+   * Asks the fault rules about a send that passed its checks: the code it fails with, a delay, or
+   * null. (Rules that block or shorten sends never match a datagram socket.)
+   */
+  private sendFault(fn: SendFunction, mode: CallMode, dest: SockAddr): number | { ms: number } | null {
+    const fault: AppliedFault | null = this.faults.decide(this, { fn, mode, remote: this.peer ? null : dest });
+    if (!fault) return null;
+    const action = fault.action;
+    if (action.type === 'delay') return { ms: action.ms };
+    if (action.type !== 'error') return null;
+    // Every code is transient on a datagram socket: nothing to reset. A nonblocking
+    // WSAEWOULDBLOCK re-enables FD_WRITE, which is recorded at once (there is always room).
+    if (action.code === W.WSAEWOULDBLOCK && mode === 'nonblocking') queueMicrotask(() => this.rearm(W.FD_WRITE));
+    return action.code;
   }
 
   /** Hands one datagram to the kernel; done gets the result once node reports the send (next tick at the earliest). */
@@ -251,6 +284,7 @@ export class UdpSocket extends EmulatedSocket {
         this.sendOnce(sock, payload, to, cb);
         return;
       }
+      if (!err) this.sentBytes += total;
       done(err ? sendFailed(wsaFromNodeError(err)) : sent(total));
     };
     this.sendOnce(sock, payload, to, cb);
@@ -265,12 +299,20 @@ export class UdpSocket extends EmulatedSocket {
     }
   }
 
-  /** UDP sends never queue: an overlapped send completes at once or fails at once. */
-  sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _thread: number, done: CompleteFn): Promise<Started<SendResult>> {
-    return this.send(buffers, flags, to).then((r) => {
-      if (r.errno === 0) done(0, r.bytes);
-      return startedAt(r);
-    });
+  /** UDP sends never queue: an overlapped send completes at once or fails at once (unless a delay fault holds its completion). */
+  sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _thread: number, done: CompleteFn, fn: SendFunction = 'WSPSend'): Promise<Started<SendResult>> {
+    const plan = this.sendPlan(buffers, flags, to);
+    if (typeof plan === 'number') return Promise.resolve(startedAt(sendFailed(plan)));
+    const start = (complete: CompleteFn): Promise<Started<SendResult>> =>
+      this.sendPlanned(buffers, plan).then((r) => {
+        if (r.errno === 0) complete(0, r.bytes);
+        return startedAt(r);
+      });
+    const fault = this.faults.armed ? this.sendFault(fn, 'overlapped', plan.dest) : null;
+    // An immediate failure: no completion, ever.
+    if (typeof fault === 'number') return Promise.resolve(startedAt(sendFailed(fault)));
+    if (fault) return this.delayedCompletion(fault.ms, done, start);
+    return start(done);
   }
 
   flushSends(): number {
@@ -308,16 +350,34 @@ export class UdpSocket extends EmulatedSocket {
     };
   }
 
+  /** An error fault on a receive that passed its checks: the code it fails with, or 0 for none. */
+  private recvFault(wantFrom: boolean, mode: CallMode): number {
+    const fault = this.faults.decide(this, { fn: wantFrom ? 'WSPRecvFrom' : 'WSPRecv', mode });
+    if (fault?.action.type !== 'error') return 0;
+    // Transient on a datagram socket; a nonblocking WSAEWOULDBLOCK re-enables FD_READ.
+    if (fault.action.code === W.WSAEWOULDBLOCK) queueMicrotask(() => this.rearm(W.FD_READ));
+    return fault.action.code;
+  }
+
   recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking = false): Promise<RecvResult> {
     const bad = this.recvPrecheck(flags);
     if (bad) return Promise.resolve(bad);
+    if (this.faults.armed) {
+      const code = this.recvFault(wantFrom, this.opts.nonBlocking && !forceBlocking ? 'nonblocking' : 'blocking');
+      if (code) return Promise.resolve(recvFailed(code));
+    }
     const check = this.recvCheck(lengths, flags, wantFrom);
     if (this.opts.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
     return this.waitFor(check, recvFailed);
   }
 
   recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): Started<RecvResult> {
-    return this.overlappedRecv(this.recvPrecheck(flags), this.recvCheck(lengths, flags, wantFrom), done);
+    let precheck = this.recvPrecheck(flags);
+    if (!precheck && this.faults.armed) {
+      const code = this.recvFault(wantFrom, 'overlapped');
+      if (code) precheck = recvFailed(code);
+    }
+    return this.overlappedRecv(precheck, this.recvCheck(lengths, flags, wantFrom), done);
   }
 
   shutdown(how: number): number {
@@ -341,6 +401,7 @@ export class UdpSocket extends EmulatedSocket {
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
     if (this.closed || !this.state.move('closed')) return;
     this.abortWaits(abortCode, overlappedCode);
+    this.flushLate();
     const sock = this.sock;
     this.sock = null;
     if (sock) {
@@ -363,6 +424,10 @@ export class UdpSocket extends EmulatedSocket {
 
   peerName(): SockAddr | null {
     return this.peer ? { ...this.peer } : null;
+  }
+
+  get bytesTaken(): number {
+    return this.sentBytes;
   }
 
   readable(): number {

@@ -7,7 +7,8 @@
 import * as W from '@spiwire/proto';
 import { INVALID_PARAMS, ProtocolError, type MethodName, type OverlappedRef, type Params, type Result, type SockAddr } from '@spiwire/proto';
 import { fail, ok } from '../outcome.js';
-import type { EmulatedSocket } from '../sockets/emulated-socket.js';
+import type { EmulatedSocket, SendFunction } from '../sockets/emulated-socket.js';
+import type { SessionFaults } from '../faults/rules.js';
 import type { CompleteFn, RecvResult, SendResult, Started } from '../sockets/results.js';
 import { addressProblem, anyAddress, checkSockaddr, isAnyAddress } from '../sockets/sockaddr.js';
 import { ioctl, type IoctlResult } from './ioctl.js';
@@ -38,6 +39,8 @@ export interface SpiSession {
   threadExit(thread: number): Result<'spiwire.threadExit'>;
   /** The session's sends larger than one message. */
   readonly streams: SendStreams;
+  /** The session's fault rules (proto/README.md section 19). */
+  readonly faults: SessionFaults;
   /** The daemon's allow-list verdict for a destination (or, with unspecified, a bind to any address). */
   allows(address: string, port: number, unspecified?: boolean): boolean;
 }
@@ -119,7 +122,7 @@ export const SPI_HANDLERS: Handlers = {
     return sock.connect(name).then(status);
   }),
 
-  WSPSend: withSocket((sock, p: Params<'WSPSend'>, session) => (p.stream === undefined ? sendWith(session, sock, p.buffers, p.flags, null, p.overlapped) : sendStreamedWith(session, sock, p, p.stream))),
+  WSPSend: withSocket((sock, p: Params<'WSPSend'>, session) => (p.stream === undefined ? sendWith(session, sock, p.buffers, p.flags, null, p.overlapped, 'WSPSend') : sendStreamedWith(session, sock, p, p.stream))),
 
   'spiwire.sendData': (session, p) => {
     session.streams.data(p.stream, p.data);
@@ -134,7 +137,7 @@ export const SPI_HANDLERS: Handlers = {
       if (bad) return fail(bad);
       if (sock.peerName() === null && !session.allows(to.address, to.port)) return fail(W.WSAEACCES);
     }
-    const r = sendWith(session, sock, p.buffers, p.flags, to, p.overlapped);
+    const r = sendWith(session, sock, p.buffers, p.flags, to, p.overlapped, 'WSPSendTo');
     if (to !== null || sock.type !== W.SOCK_DGRAM) return r;
     // No lpTo and no default peer: WSPSend's WSAENOTCONN is WSAEDESTADDRREQ for WSPSendTo, as
     // on Windows (its WSAENOTCONN is for connection-oriented sockets only). That is the only
@@ -194,6 +197,24 @@ export const SPI_HANDLERS: Handlers = {
 
   'spiwire.threadExit': (session, p) => session.threadExit(p.thread),
 
+  'spiwire.setSocketTag': withSocket((sock, p: Params<'spiwire.setSocketTag'>) => {
+    if (p.tag !== null) {
+      const problem = W.socketTagProblem(p.tag);
+      if (problem) throw new ProtocolError(INVALID_PARAMS, `spiwire.setSocketTag: params.tag ${problem}`, { field: 'tag' });
+    }
+    sock.tag = p.tag;
+    return ok();
+  }),
+
+  'spiwire.faults.add': (session, p) => ok({ id: session.faults.add(p.rule, (h) => session.lookup(h)?.type ?? null) }),
+
+  'spiwire.faults.remove': (session, p) => {
+    session.faults.remove(p.id);
+    return ok();
+  },
+
+  'spiwire.faults.list': (session) => ok({ rules: session.faults.list() }),
+
   WSPEventSelect: withSocket((sock, p: Params<'WSPEventSelect'>) => {
     const known = W.FD_READ | W.FD_WRITE | W.FD_OOB | W.FD_ACCEPT | W.FD_CONNECT | W.FD_CLOSE;
     if (p.events & ~known) return fail(W.WSAEINVAL);
@@ -231,14 +252,14 @@ function sendToWire(r: SendResult): Result<'WSPSend'> {
   return r.bytes > 0 ? { ...fail(r.errno), bytesSent: r.bytes } : fail(r.errno);
 }
 
-function sendWith(session: SpiSession, sock: EmulatedSocket, buffers: Uint8Array[], flags: number, to: SockAddr | null, ov: OverlappedRef | null | undefined): Result<'WSPSend'> | Promise<Result<'WSPSend'>> {
-  if (!ov) return mapPromise(sock.send(buffers, flags, to), sendToWire);
+function sendWith(session: SpiSession, sock: EmulatedSocket, buffers: Uint8Array[], flags: number, to: SockAddr | null, ov: OverlappedRef | null | undefined, fn: SendFunction): Result<'WSPSend'> | Promise<Result<'WSPSend'>> {
+  if (!ov) return mapPromise(sock.send(buffers, flags, to, false, fn), sendToWire);
   return overlappedResult(
     session.overlapped(
       sock,
       ov,
-      (done) => sock.sendOverlapped(buffers, flags, to, ov.thread, done),
-      () => sock.send(buffers, flags, to, true),
+      (done) => sock.sendOverlapped(buffers, flags, to, ov.thread, done, fn),
+      () => sock.send(buffers, flags, to, true, fn),
     ),
     sendToWire,
   );

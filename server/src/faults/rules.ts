@@ -1,0 +1,217 @@
+/**
+ * A session's fault rules (proto/README.md section 19): which calls they match, when they fire,
+ * and what each firing is. The sockets ask decide() at the point of a call where the call has
+ * passed its own checks, and carry out the action themselves on the real socket.
+ *
+ * With no rule, `armed` is false and that one field is all a socket's call looks at.
+ */
+import type { Logger } from 'pino';
+import * as P from '@spiwire/proto';
+import { FAULT_ERROR_CODES, INVALID_PARAMS, ProtocolError, faultFunctionsOf, type FaultAction, type FaultAddressFilter, type FaultEffect, type FaultFunction, type FaultRule, type FaultRuleStatus, type SockAddr } from '@spiwire/proto';
+import { SeededRandom } from './prng.js';
+
+/** How the call was made. */
+export type CallMode = 'nonblocking' | 'blocking' | 'overlapped';
+
+/** One call, as a rule sees it. */
+export interface FaultCall {
+  readonly fn: FaultFunction;
+  readonly mode: CallMode;
+  /** The far end when it is not the socket's peer: WSPSendTo's lpTo, WSPConnect's name. */
+  readonly remote?: SockAddr | null;
+}
+
+/** What a rule needs to know of a socket. */
+export interface FaultTarget {
+  readonly handle: number;
+  readonly type: number;
+  readonly tag: string | null;
+  /** Bytes of sends the transport has taken on the socket since it was made. */
+  readonly bytesTaken: number;
+  readonly log: Logger;
+  localName(): SockAddr | null;
+  peerName(): SockAddr | null;
+}
+
+/** A rule that fired on a call: what the socket is to do. */
+export interface AppliedFault {
+  readonly id: string;
+  readonly action: FaultAction;
+  /** For an error action: what the code does to this kind of socket. */
+  readonly effect: FaultEffect | null;
+}
+
+/** What a socket asks of its session's rules. */
+export interface FaultHook {
+  /** False while the session has no rule: a call then asks nothing more. */
+  readonly armed: boolean;
+  decide(sock: FaultTarget, call: FaultCall): AppliedFault | null;
+}
+
+/** A hook for sockets of no session's rules (tests of the sockets on their own). */
+export const NO_FAULTS: FaultHook = { armed: false, decide: () => null };
+
+/** Without a seed a rule draws from this one, so that it is reproducible all the same. */
+export const DEFAULT_FAULT_SEED = 1;
+
+class ActiveRule {
+  hits = 0;
+  readonly functions: readonly FaultFunction[];
+  private readonly rng: SeededRandom;
+  /** Matching calls so far, by socket. */
+  private readonly calls = new Map<number, number>();
+
+  constructor(
+    readonly spec: FaultRule & { id: string; seed: number },
+  ) {
+    this.functions = faultFunctionsOf(spec.match);
+    this.rng = new SeededRandom(spec.seed);
+  }
+
+  /** Whether the call is one the rule applies to (and counts). */
+  matches(sock: FaultTarget, call: FaultCall): boolean {
+    const m = this.spec.match;
+    if (!this.functions.includes(call.fn)) return false;
+    if (m.socket !== undefined && m.socket !== sock.handle) return false;
+    if (m.tag !== undefined && m.tag !== sock.tag) return false;
+    if (m.local && !addressMatches(m.local, sock.localName())) return false;
+    // WSPAccept has no far end until it has taken a connection.
+    if (m.remote && (call.fn === 'WSPAccept' || !addressMatches(m.remote, call.remote ?? sock.peerName()))) return false;
+    return applies(this.spec.action, sock, call);
+  }
+
+  /** Counts a matching call on the socket; returns its number there (1 for the first). */
+  count(handle: number): number {
+    const n = (this.calls.get(handle) ?? 0) + 1;
+    this.calls.set(handle, n);
+    return n;
+  }
+
+  /** Whether the rule fires on the n-th matching call of the socket (draws from the generator last). */
+  fires(n: number, sock: FaultTarget): boolean {
+    const m = this.spec.match;
+    if (this.spec.times !== undefined && this.hits >= this.spec.times) return false;
+    if (m.nth !== undefined && n !== m.nth) return false;
+    if (m.every !== undefined && n % m.every !== 0) return false;
+    if (m.afterBytes !== undefined && sock.bytesTaken < m.afterBytes) return false;
+    return m.probability === undefined || this.rng.chance(m.probability);
+  }
+
+  forget(handle: number): void {
+    this.calls.delete(handle);
+  }
+}
+
+/** Whether a rule's action has a meaning for this call (a call it has none for is not counted). */
+function applies(action: FaultAction, sock: FaultTarget, call: FaultCall): boolean {
+  switch (action.type) {
+    case 'block':
+    case 'short':
+      // A datagram goes whole or not at all, and no transport buffer holds it.
+      return sock.type === P.SOCK_STREAM;
+    case 'delay':
+      // A nonblocking call returns at once whatever happens.
+      return call.mode !== 'nonblocking';
+    case 'error':
+      // A blocking call never gives WSAEWOULDBLOCK.
+      if (action.code === P.WSAEWOULDBLOCK && call.mode === 'blocking') return false;
+      return effectOf(action.code, call.fn, sock.type) !== null;
+  }
+}
+
+function effectOf(code: number, fn: FaultFunction, type: number): FaultEffect | null {
+  const use = FAULT_ERROR_CODES[fn].get(code);
+  if (!use) return null;
+  return type === P.SOCK_STREAM ? use.stream : use.datagram;
+}
+
+function addressMatches(filter: FaultAddressFilter, name: SockAddr | null): boolean {
+  if (!name) return false;
+  if (filter.port !== undefined && filter.port !== name.port) return false;
+  return filter.address === undefined || filter.address.toLowerCase() === name.address.toLowerCase();
+}
+
+function invalidRule(field: string, what: string): ProtocolError {
+  return new ProtocolError(INVALID_PARAMS, `spiwire.faults.add: params.rule.${field} ${what}`, { field: `rule.${field}` });
+}
+
+export class SessionFaults implements FaultHook {
+  armed = false;
+  private readonly rules: ActiveRule[] = [];
+  private nextId = 1;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly notify: (params: P.NotificationParams<'spiwire.faultApplied'>) => void,
+    private readonly maxRules: number = P.MAX_FAULT_RULES,
+  ) {}
+
+  /**
+   * Adds a rule (already checked by faultRuleProblem) and returns its id. socketType tells the
+   * type of a socket of the session (null: no such socket), for the checks that need one.
+   */
+  add(rule: FaultRule, socketType: (s: number) => number | null): string {
+    if (this.rules.length >= this.maxRules) {
+      throw new ProtocolError(INVALID_PARAMS, `spiwire.faults.add: the session already has ${this.maxRules} fault rules, the most it may hold; remove one first`, { field: 'rule' });
+    }
+    if (rule.id !== undefined && this.find(rule.id)) throw invalidRule('id', `${JSON.stringify(rule.id)} is already the id of a rule of this session`);
+    const s = rule.match.socket;
+    if (s !== undefined) {
+      const type = socketType(s);
+      if (type === null) throw invalidRule('match.socket', `${s} is not a socket of this session`);
+      const kind = rule.action.type;
+      if (type === P.SOCK_DGRAM && (kind === 'block' || kind === 'short')) {
+        throw invalidRule('action.type', `${kind} has no meaning for the datagram socket ${s}: a datagram is sent whole or not at all, and no transport buffer holds it`);
+      }
+    }
+    let id = rule.id;
+    while (id === undefined || this.find(id)) id = `f${this.nextId++}`;
+    this.rules.push(new ActiveRule({ ...rule, id, seed: rule.seed ?? DEFAULT_FAULT_SEED }));
+    this.armed = true;
+    this.log.debug({ rule: id }, 'fault rule added');
+    return id;
+  }
+
+  remove(id: string): void {
+    const at = this.rules.findIndex((r) => r.spec.id === id);
+    if (at < 0) throw new ProtocolError(INVALID_PARAMS, `spiwire.faults.remove: params.id ${JSON.stringify(id)} is not the id of a rule of this session`, { field: 'id' });
+    this.rules.splice(at, 1);
+    this.armed = this.rules.length > 0;
+    this.log.debug({ rule: id }, 'fault rule removed');
+  }
+
+  list(): FaultRuleStatus[] {
+    return this.rules.map((r) => {
+      const { id, match, action, times, seed, notify } = structuredClone(r.spec);
+      return { id, match, action, ...(times === undefined ? {} : { times }), seed, ...(notify === undefined ? {} : { notify }), hits: r.hits };
+    });
+  }
+
+  /** A socket of the session closed: its counts go (handles are never reused). */
+  socketClosed(handle: number): void {
+    for (const r of this.rules) r.forget(handle);
+  }
+
+  /**
+   * A call that passed its own checks: every rule that matches it counts it, and the first of them
+   * (in the order they were added) whose condition holds fires. Returns what it fired, or null.
+   */
+  decide(sock: FaultTarget, call: FaultCall): AppliedFault | null {
+    let fired: ActiveRule | null = null;
+    for (const r of this.rules) {
+      if (!r.matches(sock, call)) continue;
+      const n = r.count(sock.handle);
+      if (fired === null && r.fires(n, sock)) fired = r;
+    }
+    if (!fired) return null;
+    fired.hits++;
+    const { id, action } = fired.spec;
+    sock.log.debug({ rule: id, function: call.fn, action: action.type, hit: fired.hits }, 'fault applied');
+    if (fired.spec.notify) this.notify({ id, s: sock.handle, function: call.fn, action: action.type });
+    return { id, action, effect: action.type === 'error' ? effectOf(action.code, call.fn, sock.type) : null };
+  }
+
+  private find(id: string): ActiveRule | undefined {
+    return this.rules.find((r) => r.spec.id === id);
+  }
+}
