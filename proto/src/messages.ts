@@ -223,7 +223,7 @@ export const METHODS = {
       data: { type: 'bytes', optional: true, doc: 'The received bytes.' },
       bytesRecvd: { type: 'u32', optional: true, doc: 'lpNumberOfBytesRecvd.' },
       flags: { type: 'u32', optional: true, doc: 'lpFlags on output.' },
-      from: { type: 'sockaddr', optional: true, doc: 'lpFrom: the source address.' },
+      from: { type: 'sockaddr', optional: true, doc: 'lpFrom: the source address of the datagram (UDP only).' },
       completion,
     },
   },
