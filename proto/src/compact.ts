@@ -25,20 +25,23 @@ const BIT_OVERLAPPED = 1;
 const BIT_BYTES_SENT = 1;
 const BIT_COMPLETION = 2;
 
-/** True when o has no own enumerable keys besides those listed. */
-function onlyKeys(o: object, allowed: (k: string) => boolean): boolean {
-  for (const k in o) if (!allowed(k)) return false;
+/**
+ * True when o has no own enumerable keys besides those in allowed. (One Set per shape, not a
+ * predicate per shape: the loop's call site stays monomorphic, and this runs for every message.)
+ */
+function onlyKeys(o: object, allowed: ReadonlySet<string>): boolean {
+  for (const k in o) if (!allowed.has(k)) return false;
   return true;
 }
 
-const sendParamKey = (k: string): boolean => k === 's' || k === 'buffers' || k === 'flags' || k === 'overlapped';
-const requestKey = (k: string): boolean => k === 'jsonrpc' || k === 'id' || k === 'method' || k === 'params';
-const replyKey = (k: string): boolean => k === 'jsonrpc' || k === 'id' || k === 'result';
-const resultKey = (k: string): boolean => k === 'ret' || k === 'errno' || k === 'bytesSent' || k === 'completion';
-const completionKey = (k: string): boolean => k === 'error' || k === 'bytes' || k === 'flags';
-const notificationKey = (k: string): boolean => k === 'jsonrpc' || k === 'method' || k === 'params';
-const completionParamKey = (k: string): boolean => k === 'op' || k === 's' || k === 'error' || k === 'bytes' || k === 'flags';
-const overlappedKey = (k: string): boolean => k === 'op' || k === 'thread';
+const sendParamKey: ReadonlySet<string> = new Set(['s', 'buffers', 'flags', 'overlapped']);
+const requestKey: ReadonlySet<string> = new Set(['jsonrpc', 'id', 'method', 'params']);
+const replyKey: ReadonlySet<string> = new Set(['jsonrpc', 'id', 'result']);
+const resultKey: ReadonlySet<string> = new Set(['ret', 'errno', 'bytesSent', 'completion']);
+const completionKey: ReadonlySet<string> = new Set(['error', 'bytes', 'flags']);
+const notificationKey: ReadonlySet<string> = new Set(['jsonrpc', 'method', 'params']);
+const completionParamKey: ReadonlySet<string> = new Set(['op', 's', 'error', 'bytes', 'flags']);
+const overlappedKey: ReadonlySet<string> = new Set(['op', 'thread']);
 
 type Rec = Record<string, unknown>;
 
