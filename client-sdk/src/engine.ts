@@ -110,10 +110,11 @@ export class SessionEngine<T extends SpiThread> {
   /** WSPSocket: the new handle is remembered until its close. */
   async socket(params: { af: number; type: number; protocol: number; g: number; flags: number }): Promise<Result> {
     const r = await this.call('WSPSocket', params);
-    // The daemon resolves 0s as Windows does: AF_UNSPEC gives AF_INET, a type of 0 the protocol's.
-    const af = params.af === P.AF_UNSPEC ? P.AF_INET : params.af;
-    const type = params.type !== 0 ? params.type : params.protocol === P.IPPROTO_UDP ? P.SOCK_DGRAM : P.SOCK_STREAM;
-    if (r.ret !== P.INVALID_SOCKET) this.sockets.set(r.ret, { af, type });
+    // The socket's family and type as the daemon resolved them (0s and AF_UNSPEC, the Windows way).
+    if (r.ret !== P.INVALID_SOCKET) {
+      const t = P.resolveSocketTriple(params.af, params.type, params.protocol);
+      this.sockets.set(r.ret, { af: t.af, type: t.type });
+    }
     return r;
   }
 

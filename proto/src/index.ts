@@ -8,4 +8,5 @@ export * from './catalog.js';
 export { buildJsonSchema } from './schema.js';
 export * from './compact.js';
 export * from './guards.js';
+export * from './socket-triple.js';
 export * from './faults.js';

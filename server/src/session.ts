@@ -22,7 +22,7 @@ import { SessionFaults } from './faults/rules.js';
 import { trimSoon } from './memory-trim.js';
 import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
-import { resolveSocketTriple, runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
+import { runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
 
 const WS_OPEN = 1;
 const FLUSH_RECORDS = 256;
@@ -413,7 +413,7 @@ export class Session implements SpiSession {
   }
 
   createSocket(af: number, type: number, protocol: number, flags: number): P.Result<'WSPSocket'> {
-    const t = resolveSocketTriple(af, type, protocol);
+    const t = P.resolveSocketTriple(af, type, protocol);
     if (t.errno) return fail(t.errno, P.INVALID_SOCKET);
     if (this.socketsFull()) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
     const ctx = this.socketContext(t.af, t.type, t.protocol, (flags & P.WSA_FLAG_OVERLAPPED) !== 0);

@@ -604,13 +604,11 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   /** A receive's result when it can finish now, or undefined while it must wait. */
-  private recvCheck(lengths: readonly number[], flags: number, _wantFrom: boolean): () => RecvResult | undefined {
+  private recvCheck(lengths: readonly number[], flags: number): () => RecvResult | undefined {
     let want = 0;
     for (const n of lengths) want += n;
     // A stream receive may return fewer bytes than its buffers hold: at most one reply's worth.
     want = Math.min(want, this.maxRecvBytes);
-    // WSPRecvFrom on a stream socket leaves lpFrom and lpFromlen alone on Windows: no source here.
-    const from = (): undefined => undefined;
     return () => {
       if (this.closed) return recvFailed(W.WSAEINTR);
       if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
@@ -621,14 +619,15 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
         const peek = (flags & W.MSG_PEEK) !== 0;
         const data = this.rx.take(want, peek);
         if (!peek) this.resumeInputIfRoom();
-        return { errno: 0, bytes: data.length, data, flags: 0, from: from() };
+        // No `from`: WSPRecvFrom on a stream socket leaves lpFrom alone on Windows.
+        return { errno: 0, bytes: data.length, data, flags: 0 };
       }
       if (this.state.is('broken')) return recvFailed(this.recvFailure());
       if (this.state.is('peer-finished', 'finished')) {
         // A reset that came after the FIN (the peer closed, then our data reached it).
         if (this.conn && takeSocketError(this.conn)) this.breakWith(W.WSAECONNRESET);
         if (this.state.is('broken')) return recvFailed(this.recvFailure());
-        return { errno: 0, bytes: 0, data: new Uint8Array(0), flags: 0, from: from() };
+        return { errno: 0, bytes: 0, data: new Uint8Array(0), flags: 0 };
       }
       return undefined;
     };
@@ -673,7 +672,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       const code = this.recvFault(wantFrom, this.opts.nonBlocking && !forceBlocking ? 'nonblocking' : 'blocking');
       if (code) return Promise.resolve(recvFailed(code));
     }
-    const check = this.recvCheck(lengths, flags, wantFrom);
+    const check = this.recvCheck(lengths, flags);
     if (this.opts.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
     // Nothing tells node when urgent data arrives: SIGURG does (UrgentWatch).
     if (flags & W.MSG_OOB) return this.urgent.hold(() => this.updateUrgentWatch(), (release) => this.waitFor(check, recvFailed).finally(release));
@@ -686,7 +685,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       const code = this.recvFault(wantFrom, 'overlapped');
       if (code) precheck = recvFailed(code);
     }
-    const check = this.recvCheck(lengths, flags, wantFrom);
+    const check = this.recvCheck(lengths, flags);
     if (precheck || !(flags & W.MSG_OOB)) return this.overlappedRecv(precheck, check, done);
     return this.urgent.hold(
       () => this.updateUrgentWatch(),

@@ -334,26 +334,3 @@ function recvWith(session: SpiSession, sock: EmulatedSocket, lengths: number[], 
   );
 }
 
-/**
- * WSPSocket's (af, type, protocol) resolved as Windows does (Wine's test_WSASocket records it): a
- * type or protocol of 0 is taken from the other (TCP when both are 0), AF_UNSPEC takes the
- * family from the catalog when a protocol is given (WSAEINVAL without one), and each refusal
- * carries the code Windows gives for it: an unknown type WSAESOCKTNOSUPPORT even beside an
- * unknown family, an unknown protocol or one that does not fit the type WSAEPROTONOSUPPORT.
- */
-export function resolveSocketTriple(af: number, type: number, protocol: number): { errno: number; af: number; type: number; protocol: number } {
-  const refuse = (errno: number): { errno: number; af: number; type: number; protocol: number } => ({ errno, af, type, protocol });
-  const typeKnown = type === 0 || type === W.SOCK_STREAM || type === W.SOCK_DGRAM;
-  const protocolKnown = protocol === 0 || protocol === W.IPPROTO_TCP || protocol === W.IPPROTO_UDP;
-  let family = af;
-  if (af === W.AF_UNSPEC) {
-    if (protocol === 0) return refuse(W.WSAEINVAL);
-    family = W.AF_INET;
-  } else if (af !== W.AF_INET && af !== W.AF_INET6) return refuse(typeKnown ? W.WSAEAFNOSUPPORT : W.WSAESOCKTNOSUPPORT);
-  if (!typeKnown) return refuse(W.WSAESOCKTNOSUPPORT);
-  if (!protocolKnown) return refuse(W.WSAEPROTONOSUPPORT);
-  const t = type !== 0 ? type : protocol === W.IPPROTO_UDP ? W.SOCK_DGRAM : W.SOCK_STREAM;
-  const p = protocol !== 0 ? protocol : t === W.SOCK_DGRAM ? W.IPPROTO_UDP : W.IPPROTO_TCP;
-  if ((t === W.SOCK_STREAM) !== (p === W.IPPROTO_TCP)) return refuse(W.WSAEPROTONOSUPPORT);
-  return { errno: 0, af: family, type: t, protocol: p };
-}
