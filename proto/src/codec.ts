@@ -11,9 +11,8 @@
  */
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
-import { CompactKind, compactPlan, decodeCompactHeader, isCompactHeader, writeCompactHeader, type CompactPlan } from './compact.js';
+import { CompactHeader, decodeCompactHeader, isCompactHeader, readCompactHeader, writeCompactHeader } from './compact.js';
 
-const NO_BUFFERS: readonly Uint8Array[] = [];
 import { isU32, readU32, writeU32 } from './le32.js';
 import { isRecord } from './guards.js';
 
@@ -245,6 +244,8 @@ export class FrameBuilder {
    * for a peer known to read compact headers.
    */
   compact = false;
+  /** Refilled for each message written in compact form. */
+  private readonly header = new CompactHeader();
 
   constructor(
     private readonly alloc: (n: number) => Uint8Array = (n) => new Uint8Array(n),
@@ -263,9 +264,8 @@ export class FrameBuilder {
 
   add(message: object): void {
     if (this.compact) {
-      const plan = compactPlan(message);
-      if (plan) {
-        this.addCompact(plan);
+      if (readCompactHeader(message, this.header)) {
+        this.addCompact(this.header);
         return;
       }
     }
@@ -315,14 +315,15 @@ export class FrameBuilder {
     this.endRecord(at, written, blobs, dataLen);
   }
 
-  private addCompact(plan: CompactPlan): void {
-    const buffers = plan.kind === CompactKind.SendRequest ? plan.buffers : NO_BUFFERS;
+  private addCompact(h: CompactHeader): void {
+    const buffers = h.buffers;
     let dataLen = 0;
     for (const b of buffers) dataLen += b.length;
-    this.reserve(8 + plan.size + dataLen);
+    this.reserve(8 + h.size + dataLen);
     const at = this.used;
-    writeCompactHeader(plan, this.buf, at + 4);
-    this.endRecord(at, plan.size, buffers, dataLen);
+    writeCompactHeader(h, this.buf, at + 4);
+    this.endRecord(at, h.size, buffers, dataLen);
+    h.release();
   }
 
   /** Completes the record at `at` whose header is in place: its lengths, then its data. */

@@ -50,85 +50,147 @@ function isPlain(v: unknown): v is Rec {
   return v !== null && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype;
 }
 
-/** A message that has a compact form, with its fields read and checked: what the header holds. */
-export type CompactPlan =
-  | { kind: CompactKind.SendRequest; size: number; id: number; s: number; flags: number; buffers: readonly Uint8Array[]; overlapped?: { op: number; thread: number } }
-  | { kind: CompactKind.Completion; size: number; op: number; s: number; error: number; bytes: number; flags: number }
-  | { kind: CompactKind.Reply; size: number; id: number; ret: number; errno: number; bytesSent?: number; completion?: { error: number; bytes: number; flags: number } };
+const NO_BUFFERS: readonly Uint8Array[] = [];
 
 /**
- * The compact form of message, or null when it has none (it is then written as JSON). A WSPSend
- * request's record data is its buffers, back to back.
+ * The fields of a message's compact header, read and checked. One object per frame builder,
+ * refilled for every message: the encoder runs for every record, and a fresh plan (with a shape
+ * per kind and per optional field) cost an allocation and a polymorphic read each time.
  */
-export function compactPlan(message: object): CompactPlan | null {
-  if (!isPlain(message) || message['jsonrpc'] !== '2.0') return null;
+export class CompactHeader {
+  kind: CompactKind = CompactKind.Reply;
+  /** Header bytes. */
+  size = 0;
+  id = 0;
+  // SendRequest
+  s = 0;
+  flags = 0;
+  /** The request's own buffer list (not copied): the record's data, back to back. */
+  buffers: readonly Uint8Array[] = NO_BUFFERS;
+  overlapped = false;
+  op = 0;
+  thread = 0;
+  // Reply
+  ret = 0;
+  errno = 0;
+  hasBytesSent = false;
+  bytesSent = 0;
+  hasCompletion = false;
+  // Completion (and a reply's completion)
+  error = 0;
+  bytes = 0;
+
+  /** Lets go of the request's buffers once its record is written: no payload is held past it. */
+  release(): void {
+    this.buffers = NO_BUFFERS;
+  }
+}
+
+
+function isBufferList(v: unknown): v is readonly Uint8Array[] {
+  if (!Array.isArray(v) || v.length > MAX_BUFFER_COUNT) return false;
+  for (const x of v) if (!(x instanceof Uint8Array)) return false;
+  return true;
+}
+
+/**
+ * Fills h with the compact form of message and returns true, or returns false when the message
+ * has none (it is then written as JSON). A WSPSend request's record data is its buffers.
+ */
+export function readCompactHeader(message: object, h: CompactHeader): boolean {
+  if (!isPlain(message) || message['jsonrpc'] !== '2.0') return false;
   const m = message;
   if (m['method'] === 'WSPSend') {
     const p = m['params'];
     const id = m['id'];
-    if (!isU32(id) || !isPlain(p) || !onlyKeys(m, requestKey) || !onlyKeys(p, sendParamKey)) return null;
+    if (!isU32(id) || !isPlain(p) || !onlyKeys(m, requestKey) || !onlyKeys(p, sendParamKey)) return false;
     const b = p['buffers'];
     const s = p['s'];
     const flags = p['flags'];
-    if (!isU32(s) || !isU32(flags) || !Array.isArray(b) || b.length > MAX_BUFFER_COUNT) return null;
-    const buffers: Uint8Array[] = [];
-    for (const x of b) {
-      if (!(x instanceof Uint8Array)) return null;
-      buffers.push(x);
-    }
+    if (!isU32(s) || !isU32(flags) || !isBufferList(b)) return false;
     const ov = p['overlapped'];
     // (overlapped: null means the same as no overlapped, but its JSON form names it: stay JSON.)
-    if (ov === undefined) return { kind: CompactKind.SendRequest, size: FIXED + 12 + 4 * buffers.length, id, s, flags, buffers };
-    if (!isPlain(ov) || !onlyKeys(ov, overlappedKey)) return null;
-    const op = ov['op'];
-    const thread = ov['thread'];
-    if (!isU32(op) || !isU32(thread)) return null;
-    return { kind: CompactKind.SendRequest, size: FIXED + 20 + 4 * buffers.length, id, s, flags, buffers, overlapped: { op, thread } };
+    if (ov === undefined) {
+      h.overlapped = false;
+    } else {
+      if (!isPlain(ov) || !onlyKeys(ov, overlappedKey)) return false;
+      const op = ov['op'];
+      const thread = ov['thread'];
+      if (!isU32(op) || !isU32(thread)) return false;
+      h.overlapped = true;
+      h.op = op;
+      h.thread = thread;
+    }
+    h.kind = CompactKind.SendRequest;
+    h.size = FIXED + (h.overlapped ? 20 : 12) + 4 * b.length;
+    h.id = id;
+    h.s = s;
+    h.flags = flags;
+    h.buffers = b;
+    return true;
   }
   if (m['method'] === 'spiwire.completion') {
     const p = m['params'];
-    if (!isPlain(p) || !onlyKeys(m, notificationKey) || !onlyKeys(p, completionParamKey)) return null;
+    if (!isPlain(p) || !onlyKeys(m, notificationKey) || !onlyKeys(p, completionParamKey)) return false;
     const { op, s, error, bytes, flags } = p;
-    if (!isU32(op) || !isU32(s) || !isU32(error) || !isU32(bytes) || !isU32(flags)) return null;
-    return { kind: CompactKind.Completion, size: FIXED + 20, op, s, error, bytes, flags };
+    if (!isU32(op) || !isU32(s) || !isU32(error) || !isU32(bytes) || !isU32(flags)) return false;
+    h.kind = CompactKind.Completion;
+    h.size = FIXED + 20;
+    h.op = op;
+    h.s = s;
+    h.error = error;
+    h.bytes = bytes;
+    h.flags = flags;
+    h.buffers = NO_BUFFERS;
+    return true;
   }
   const r = m['result'];
   const id = m['id'];
-  if (!isU32(id) || !isPlain(r) || !onlyKeys(m, replyKey) || !onlyKeys(r, resultKey)) return null;
+  if (!isU32(id) || !isPlain(r) || !onlyKeys(m, replyKey) || !onlyKeys(r, resultKey)) return false;
   const { ret, errno, bytesSent, completion: c } = r;
-  if (!isI32(ret) || !isU32(errno)) return null;
-  const plan: CompactPlan = { kind: CompactKind.Reply, size: FIXED + 12, id, ret, errno };
+  if (!isI32(ret) || !isU32(errno)) return false;
+  let size = FIXED + 12;
   if (bytesSent !== undefined) {
-    if (!isU32(bytesSent)) return null;
-    plan.bytesSent = bytesSent;
-    plan.size += 4;
+    if (!isU32(bytesSent)) return false;
+    h.bytesSent = bytesSent;
+    size += 4;
   }
   if (c !== undefined) {
-    if (!isPlain(c) || !onlyKeys(c, completionKey)) return null;
+    if (!isPlain(c) || !onlyKeys(c, completionKey)) return false;
     const { error, bytes, flags } = c;
-    if (!isU32(error) || !isU32(bytes) || !isU32(flags)) return null;
-    plan.completion = { error, bytes, flags };
-    plan.size += 12;
+    if (!isU32(error) || !isU32(bytes) || !isU32(flags)) return false;
+    h.error = error;
+    h.bytes = bytes;
+    h.flags = flags;
+    size += 12;
   }
-  return plan;
+  h.kind = CompactKind.Reply;
+  h.size = size;
+  h.id = id;
+  h.ret = ret;
+  h.errno = errno;
+  h.hasBytesSent = bytesSent !== undefined;
+  h.hasCompletion = c !== undefined;
+  h.buffers = NO_BUFFERS;
+  return true;
 }
 
-/** Writes the compact header of a plan at buf[at] (plan.size bytes). */
-export function writeCompactHeader(plan: CompactPlan, buf: Uint8Array, at: number): void {
-  switch (plan.kind) {
+/** Writes the compact header h at buf[at] (h.size bytes). */
+export function writeCompactHeader(h: CompactHeader, buf: Uint8Array, at: number): void {
+  switch (h.kind) {
     case CompactKind.SendRequest: {
-      const b = plan.buffers;
+      const b = h.buffers;
       buf[at] = CompactKind.SendRequest;
-      buf[at + 1] = plan.overlapped ? BIT_OVERLAPPED : 0;
+      buf[at + 1] = h.overlapped ? BIT_OVERLAPPED : 0;
       buf[at + 2] = b.length & 0xff;
       buf[at + 3] = b.length >>> 8;
-      writeU32(buf, at + 4, plan.id);
-      writeU32(buf, at + 8, plan.s);
-      writeU32(buf, at + 12, plan.flags);
+      writeU32(buf, at + 4, h.id);
+      writeU32(buf, at + 8, h.s);
+      writeU32(buf, at + 12, h.flags);
       let o = at + 16;
-      if (plan.overlapped) {
-        writeU32(buf, o, plan.overlapped.op);
-        writeU32(buf, o + 4, plan.overlapped.thread);
+      if (h.overlapped) {
+        writeU32(buf, o, h.op);
+        writeU32(buf, o + 4, h.thread);
         o += 8;
       }
       for (const x of b) {
@@ -139,27 +201,26 @@ export function writeCompactHeader(plan: CompactPlan, buf: Uint8Array, at: numbe
     }
     case CompactKind.Completion:
       writeU32(buf, at, CompactKind.Completion);
-      writeU32(buf, at + 4, plan.op);
-      writeU32(buf, at + 8, plan.s);
-      writeU32(buf, at + 12, plan.error);
-      writeU32(buf, at + 16, plan.bytes);
-      writeU32(buf, at + 20, plan.flags);
+      writeU32(buf, at + 4, h.op);
+      writeU32(buf, at + 8, h.s);
+      writeU32(buf, at + 12, h.error);
+      writeU32(buf, at + 16, h.bytes);
+      writeU32(buf, at + 20, h.flags);
       return;
     case CompactKind.Reply: {
-      const { bytesSent, completion: c } = plan;
-      writeU32(buf, at, CompactKind.Reply | ((bytesSent !== undefined ? BIT_BYTES_SENT : 0) | (c !== undefined ? BIT_COMPLETION : 0)) << 8);
-      writeU32(buf, at + 4, plan.id);
-      writeU32(buf, at + 8, plan.ret);
-      writeU32(buf, at + 12, plan.errno);
+      writeU32(buf, at, CompactKind.Reply | ((h.hasBytesSent ? BIT_BYTES_SENT : 0) | (h.hasCompletion ? BIT_COMPLETION : 0)) << 8);
+      writeU32(buf, at + 4, h.id);
+      writeU32(buf, at + 8, h.ret);
+      writeU32(buf, at + 12, h.errno);
       let o = at + 16;
-      if (bytesSent !== undefined) {
-        writeU32(buf, o, bytesSent);
+      if (h.hasBytesSent) {
+        writeU32(buf, o, h.bytesSent);
         o += 4;
       }
-      if (c !== undefined) {
-        writeU32(buf, o, c.error);
-        writeU32(buf, o + 4, c.bytes);
-        writeU32(buf, o + 8, c.flags);
+      if (h.hasCompletion) {
+        writeU32(buf, o, h.error);
+        writeU32(buf, o + 4, h.bytes);
+        writeU32(buf, o + 8, h.flags);
       }
     }
   }
