@@ -3,11 +3,11 @@
  * its checks, and the codes each function may be made to fail with. Pure data and checks: the
  * daemon applies the rules (server/src/faults/), the SDK types its calls with them.
  */
-import { MAX_FAULT_MS, MAX_FAULT_NAME } from './limits.js';
+import { MAX_FAULT_MS, MAX_FAULT_NAME, MAX_FAULT_WINDOW_MS } from './limits.js';
 import { WSAECONNABORTED, WSAECONNREFUSED, WSAECONNRESET, WSAEADDRINUSE, WSAEHOSTUNREACH, WSAEMFILE, WSAENETDOWN, WSAENETRESET, WSAENETUNREACH, WSAENOBUFS, WSAETIMEDOUT, WSAEWOULDBLOCK, wsaErrorName } from './wsa-errors.js';
 
 /** The functions a rule can match. The send functions take every action; the others `error` only. */
-export const FAULT_FUNCTIONS = ['WSPSend', 'WSPSendTo', 'WSPRecv', 'WSPRecvFrom', 'WSPConnect', 'WSPAccept'] as const;
+export const FAULT_FUNCTIONS = ['WSPSend', 'WSPSendTo', 'WSPRecv', 'WSPRecvFrom', 'WSPConnect', 'WSPAccept', 'WSPIoctl'] as const;
 export type FaultFunction = (typeof FAULT_FUNCTIONS)[number];
 
 /** The functions a rule matches when match.functions is absent. */
@@ -39,20 +39,56 @@ export interface FaultMatch {
   afterBytes?: number;
   /** The chance that a call the other members select is faulted, drawn from the rule's seeded generator. */
   probability?: number;
+  /** Only from startMs to endMs (either may be absent) after the rule was added. */
+  window?: FaultWindow;
+}
+
+/** A time window, in ms from the moment the rule was added: [startMs, endMs). */
+export interface FaultWindow {
+  startMs?: number;
+  endMs?: number;
 }
 
 export type FaultAction =
-  /** The transport takes nothing for ms milliseconds. */
-  | { type: 'block'; ms: number }
+  /**
+   * The transport takes nothing for ms milliseconds, or until drained bytes of what the socket
+   * had queued have left it (reached the peer's side). Exactly one of the two.
+   */
+  | { type: 'block'; ms: number; drained?: undefined }
+  | { type: 'block'; drained: number; ms?: undefined }
   /** The transport takes at most max bytes of the call. */
   | { type: 'short'; max: number }
   /** The call's completion (or a blocking call's return) comes ms milliseconds late. */
   | { type: 'delay'; ms: number }
   /** The call fails at once with code. */
-  | { type: 'error'; code: number };
+  | { type: 'error'; code: number }
+  /**
+   * Overlapped calls: successful completions are held for windowMs from the first one held, then
+   * delivered together in an order drawn from the rule's generator. Bytes leave in call order.
+   */
+  | { type: 'reorder'; windowMs: number }
+  /**
+   * Stream sockets: the connection breaks once the stream has carried `at` bytes of sends (or
+   * where the call starts, if that is later): the peer receives exactly those bytes, then a reset,
+   * and the socket fails with code.
+   */
+  | { type: 'break'; at: number; code: number }
+  /** Stream sockets: the socket drains to the network at bytesPerSecond, each write latencyMs late. */
+  | { type: 'link'; bytesPerSecond: number; latencyMs?: number }
+  /** Datagram sockets: the datagram is reported sent and never leaves (a lossy network). */
+  | { type: 'drop' }
+  /** Datagram sockets: the datagram leaves twice. */
+  | { type: 'duplicate' };
 
 export type FaultActionType = FaultAction['type'];
-export const FAULT_ACTION_TYPES: readonly FaultActionType[] = ['block', 'short', 'delay', 'error'];
+export const FAULT_ACTION_TYPES: readonly FaultActionType[] = ['block', 'short', 'delay', 'error', 'reorder', 'break', 'link', 'drop', 'duplicate'];
+
+/** The codes a break action may leave the socket with: reset by the peer, aborted, keep-alive failure. */
+export const FAULT_BREAK_CODES: readonly number[] = [WSAECONNRESET, WSAECONNABORTED, WSAENETRESET];
+
+/** Actions that only a stream socket can carry out, and those only a datagram socket can. */
+export const FAULT_STREAM_ACTIONS: readonly FaultActionType[] = ['block', 'short', 'break', 'link'];
+export const FAULT_DATAGRAM_ACTIONS: readonly FaultActionType[] = ['drop', 'duplicate'];
 
 export interface FaultRule {
   /** Chosen by the client (letters, digits, . _ : -), or given by the daemon when absent. */
@@ -141,6 +177,11 @@ export const FAULT_ERROR_CODES: Readonly<Record<FaultFunction, ReadonlyMap<numbe
     [WSAEMFILE, streamOnly('transient')],
     [WSAEWOULDBLOCK, streamOnly('transient')],
   ]),
+  // WSPIoctl's page lists these two of the network's own; the control code is not carried out.
+  WSPIoctl: new Map([
+    [WSAENETDOWN, transient],
+    [WSAEWOULDBLOCK, transient],
+  ]),
 };
 
 /** A problem with a rule: the field at fault (a path under rule) and what is wrong with it. */
@@ -198,7 +239,7 @@ export function faultFunctionsOf(match: FaultMatch): readonly FaultFunction[] {
 
 function matchProblem(v: unknown): FaultRuleProblem | null {
   if (!isObj(v)) return { field: 'match', what: 'must be an object' };
-  const extra = unknownKey(v, ['socket', 'tag', 'local', 'remote', 'functions', 'nth', 'every', 'afterBytes', 'probability']);
+  const extra = unknownKey(v, ['socket', 'tag', 'local', 'remote', 'functions', 'nth', 'every', 'afterBytes', 'probability', 'window']);
   if (extra !== undefined) return { field: `match.${extra}`, what: 'is not a field of match' };
   if (v['socket'] !== undefined && !isInt(v['socket'], 0, 0xffffffff)) return { field: 'match.socket', what: 'must be a socket handle (an integer from 0 to 4294967295)' };
   if (v['tag'] !== undefined) {
@@ -227,6 +268,17 @@ function matchProblem(v: unknown): FaultRuleProblem | null {
   if (v['afterBytes'] !== undefined && !isInt(v['afterBytes'], 0, Number.MAX_SAFE_INTEGER)) return { field: 'match.afterBytes', what: 'must be a non-negative integer' };
   const p = v['probability'];
   if (p !== undefined && (typeof p !== 'number' || !Number.isFinite(p) || p < 0 || p > 1)) return { field: 'match.probability', what: 'must be a number from 0 to 1' };
+  const w = v['window'];
+  if (w !== undefined) {
+    if (!isObj(w)) return { field: 'match.window', what: 'must be an object {startMs?, endMs?}' };
+    const wx = unknownKey(w, ['startMs', 'endMs']);
+    if (wx !== undefined) return { field: `match.window.${wx}`, what: 'is not a field of a window' };
+    if (w['startMs'] === undefined && w['endMs'] === undefined) return { field: 'match.window', what: 'must give startMs, endMs or both' };
+    for (const k of ['startMs', 'endMs'] as const) {
+      if (w[k] !== undefined && !isInt(w[k], 0, MAX_FAULT_WINDOW_MS)) return { field: `match.window.${k}`, what: `must be an integer from 0 to ${MAX_FAULT_WINDOW_MS}` };
+    }
+    if (isInt(w['startMs'], 0, MAX_FAULT_WINDOW_MS) && isInt(w['endMs'], 0, MAX_FAULT_WINDOW_MS) && w['endMs'] <= w['startMs']) return { field: 'match.window.endMs', what: 'must be later than startMs' };
+  }
   return null;
 }
 
@@ -241,14 +293,31 @@ function actionProblem(v: unknown, functions: readonly FaultFunction[]): FaultRu
     const other = functions.find((f) => !FAULT_SEND_FUNCTIONS.includes(f));
     return other ? { field: 'action.type', what: `${String(type)} applies to WSPSend and WSPSendTo only; match.functions names ${other} (only error applies to it)` } : null;
   };
+  const int = (k: string, min: number, max: number): FaultRuleProblem | null => (isInt(v[k], min, max) ? null : { field: `action.${k}`, what: `must be an integer from ${min} to ${max}` });
   switch (type) {
     case 'block':
+      if (v['ms'] === undefined && v['drained'] === undefined) return { field: 'action.ms', what: 'or action.drained must be given: how long the transport takes nothing, or how many queued bytes must leave first' };
+      if (v['ms'] !== undefined && v['drained'] !== undefined) return { field: 'action.drained', what: 'cannot be given with action.ms (a block lasts a time or until bytes drain, not both)' };
+      return (v['ms'] !== undefined ? int('ms', 1, MAX_FAULT_MS) : int('drained', 1, 0xffffffff)) ?? only(['ms', 'drained']) ?? sendOnly();
     case 'delay':
-      if (!isInt(v['ms'], 1, MAX_FAULT_MS)) return { field: 'action.ms', what: `must be an integer from 1 to ${MAX_FAULT_MS}` };
-      return only(['ms']) ?? sendOnly();
+      return int('ms', 1, MAX_FAULT_MS) ?? only(['ms']) ?? sendOnly();
+    case 'reorder':
+      return int('windowMs', 1, MAX_FAULT_MS) ?? only(['windowMs']) ?? sendOnly();
     case 'short':
-      if (!isInt(v['max'], 1, 0xffffffff)) return { field: 'action.max', what: 'must be an integer from 1 to 4294967295' };
-      return only(['max']) ?? sendOnly();
+      return int('max', 1, 0xffffffff) ?? only(['max']) ?? sendOnly();
+    case 'break': {
+      const bad = int('at', 0, Number.MAX_SAFE_INTEGER) ?? only(['at', 'code']) ?? sendOnly();
+      if (bad) return bad;
+      if (!isInt(v['code'], 0, 0xffffffff) || !FAULT_BREAK_CODES.includes(v['code'])) {
+        return { field: 'action.code', what: `must be the code the broken connection fails with: ${FAULT_BREAK_CODES.map(wsaErrorName).join(', ')}` };
+      }
+      return null;
+    }
+    case 'link':
+      return int('bytesPerSecond', 1, 0xffffffff) ?? (v['latencyMs'] === undefined ? null : int('latencyMs', 0, MAX_FAULT_MS)) ?? only(['bytesPerSecond', 'latencyMs']) ?? sendOnly();
+    case 'drop':
+    case 'duplicate':
+      return only([]) ?? sendOnly();
     case 'error': {
       if (!isInt(v['code'], 0, 0xffffffff)) return { field: 'action.code', what: 'must be a WSA error code (an integer)' };
       const code = v['code'];

@@ -25,3 +25,5 @@ export const MAX_FAULT_RULES = 64;
 export const MAX_FAULT_MS = 600000;
 /** The longest fault rule id and socket tag, in characters. */
 export const MAX_FAULT_NAME = 64;
+/** The latest end of a fault rule's time window (match.window), in ms after the rule was added: one day. */
+export const MAX_FAULT_WINDOW_MS = 86_400_000;

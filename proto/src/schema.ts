@@ -3,8 +3,8 @@
  * proto/schema.json is this function's output; a test keeps the file and the table in step.
  */
 import { METHODS, NETWORK_EVENT_NAMES, NOTIFICATIONS, WELCOME_LIMITS_OPTIONAL, WELCOME_LIMITS_REQUIRED, type FieldSpec, type FieldType } from './messages.js';
-import { SUBPROTOCOL, PROTOCOL_VERSION, MAX_FAULT_MS, MAX_FAULT_NAME } from './limits.js';
-import { FAULT_ACTION_TYPES, FAULT_FUNCTIONS } from './faults.js';
+import { SUBPROTOCOL, PROTOCOL_VERSION, MAX_FAULT_MS, MAX_FAULT_NAME, MAX_FAULT_WINDOW_MS } from './limits.js';
+import { FAULT_ACTION_TYPES, FAULT_BREAK_CODES, FAULT_FUNCTIONS } from './faults.js';
 import { PROTOCOL_ERRORS } from './protocol-errors.js';
 
 type Schema = Record<string, unknown>;
@@ -35,6 +35,13 @@ const faultRuleProperties: Record<string, Schema> = {
       every: { type: 'integer', minimum: 1, maximum: 4294967295, description: 'Every k-th matching call on the socket (not with nth).' },
       afterBytes: { type: 'integer', minimum: 0, maximum: 9007199254740991, description: 'Once the transport has taken this many bytes of sends on the socket.' },
       probability: { type: 'number', minimum: 0, maximum: 1, description: 'Chance drawn from the rule\'s seeded generator.' },
+      window: {
+        type: 'object',
+        description: 'Only from startMs to endMs after the rule was added (endMs later than startMs).',
+        properties: { startMs: { type: 'integer', minimum: 0, maximum: MAX_FAULT_WINDOW_MS }, endMs: { type: 'integer', minimum: 0, maximum: MAX_FAULT_WINDOW_MS } },
+        minProperties: 1,
+        additionalProperties: false,
+      },
     },
     additionalProperties: false,
   },
@@ -42,9 +49,15 @@ const faultRuleProperties: Record<string, Schema> = {
     description: `One of ${FAULT_ACTION_TYPES.join(', ')}; error codes are limited per function (proto/README.md section 19).`,
     oneOf: [
       { type: 'object', properties: { type: { const: 'block' }, ms: { type: 'integer', minimum: 1, maximum: MAX_FAULT_MS } }, required: ['type', 'ms'], additionalProperties: false },
+      { type: 'object', properties: { type: { const: 'block' }, drained: { type: 'integer', minimum: 1, maximum: 4294967295 } }, required: ['type', 'drained'], additionalProperties: false },
       { type: 'object', properties: { type: { const: 'short' }, max: { type: 'integer', minimum: 1, maximum: 4294967295 } }, required: ['type', 'max'], additionalProperties: false },
       { type: 'object', properties: { type: { const: 'delay' }, ms: { type: 'integer', minimum: 1, maximum: MAX_FAULT_MS } }, required: ['type', 'ms'], additionalProperties: false },
       { type: 'object', properties: { type: { const: 'error' }, code: U32 }, required: ['type', 'code'], additionalProperties: false },
+      { type: 'object', properties: { type: { const: 'reorder' }, windowMs: { type: 'integer', minimum: 1, maximum: MAX_FAULT_MS } }, required: ['type', 'windowMs'], additionalProperties: false },
+      { type: 'object', properties: { type: { const: 'break' }, at: { type: 'integer', minimum: 0, maximum: 9007199254740991 }, code: { enum: [...FAULT_BREAK_CODES] } }, required: ['type', 'at', 'code'], additionalProperties: false },
+      { type: 'object', properties: { type: { const: 'link' }, bytesPerSecond: { type: 'integer', minimum: 1, maximum: 4294967295 }, latencyMs: { type: 'integer', minimum: 0, maximum: MAX_FAULT_MS } }, required: ['type', 'bytesPerSecond'], additionalProperties: false },
+      { type: 'object', properties: { type: { const: 'drop' } }, required: ['type'], additionalProperties: false },
+      { type: 'object', properties: { type: { const: 'duplicate' } }, required: ['type'], additionalProperties: false },
     ],
   },
   times: { type: 'integer', minimum: 1, maximum: 4294967295, description: 'How many times the rule fires at most; no limit when absent.' },

@@ -51,7 +51,20 @@ t.test('each refusal names the field at fault', async (t) => {
     [{ match: { probability: '0.5' }, action: good.action }, 'match.probability'],
     [{ match: {} }, 'action'],
     [{ match: {}, action: 'block' }, 'action'],
-    [{ match: {}, action: { type: 'drop' } }, 'action.type'],
+    [{ match: {}, action: { type: 'explode' } }, 'action.type'],
+    [{ match: {}, action: { type: 'drop', ms: 1 } }, 'action.ms'],
+    [{ match: {}, action: { type: 'block', ms: 5, drained: 10 } }, 'action.drained'],
+    [{ match: {}, action: { type: 'block', drained: 0 } }, 'action.drained'],
+    [{ match: {}, action: { type: 'reorder' } }, 'action.windowMs'],
+    [{ match: {}, action: { type: 'link', bytesPerSecond: 0 } }, 'action.bytesPerSecond'],
+    [{ match: {}, action: { type: 'link', bytesPerSecond: 10, latencyMs: -1 } }, 'action.latencyMs'],
+    [{ match: {}, action: { type: 'break', at: 10, code: P.WSAENOBUFS } }, 'action.code'],
+    [{ match: {}, action: { type: 'break', code: P.WSAECONNRESET } }, 'action.at'],
+    [{ match: { functions: ['WSPRecv'] }, action: { type: 'drop' } }, 'action.type'],
+    [{ match: { functions: ['WSPIoctl'] }, action: { type: 'error', code: P.WSAECONNRESET } }, 'action.code'],
+    [{ match: { window: {} }, action: good.action }, 'match.window'],
+    [{ match: { window: { startMs: 10, endMs: 10 } }, action: good.action }, 'match.window.endMs'],
+    [{ match: { window: { from: 1 } }, action: good.action }, 'match.window.from'],
     [{ match: {}, action: { type: 'block' } }, 'action.ms'],
     [{ match: {}, action: { type: 'block', ms: 0 } }, 'action.ms'],
     [{ match: {}, action: { type: 'delay', ms: P.MAX_FAULT_MS + 1 } }, 'action.ms'],
@@ -69,6 +82,24 @@ t.test('each refusal names the field at fault', async (t) => {
   for (const [rule, field] of cases) {
     t.equal(faultRuleProblem(rule)?.field, field, `${JSON.stringify(rule)} -> ${field || '(the rule)'}`);
   }
+});
+
+t.test('every action type has a well-formed example', async (t) => {
+  const examples = [
+    { type: 'block', ms: 5 },
+    { type: 'block', drained: 1000 },
+    { type: 'short', max: 3 },
+    { type: 'delay', ms: 5 },
+    { type: 'error', code: P.WSAECONNRESET },
+    { type: 'reorder', windowMs: 20 },
+    { type: 'break', at: 100, code: P.WSAECONNABORTED },
+    { type: 'link', bytesPerSecond: 1000, latencyMs: 5 },
+    { type: 'drop' },
+    { type: 'duplicate' },
+  ];
+  t.same([...new Set(examples.map((a) => a.type))].sort(), [...P.FAULT_ACTION_TYPES].sort());
+  for (const action of examples) t.equal(faultRuleProblem({ match: { window: { startMs: 0, endMs: 100 } }, action }), null, JSON.stringify(action));
+  t.equal(faultRuleProblem({ match: { functions: ['WSPIoctl'] }, action: { type: 'error', code: P.WSAENETDOWN } }), null);
 });
 
 t.test('a code the function cannot produce is refused with both named', async (t) => {

@@ -30,4 +30,15 @@ export class SeededRandom {
   chance(p: number): boolean {
     return this.next() < p;
   }
+
+  /** Shuffles items in place (Fisher-Yates), the same way for the same seed. */
+  shuffle<T>(items: T[]): T[] {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = this.nextU32() % (i + 1);
+      const t = items[i]!;
+      items[i] = items[j]!;
+      items[j] = t;
+    }
+    return items;
+  }
 }

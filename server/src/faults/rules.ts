@@ -19,6 +19,8 @@ export interface FaultCall {
   readonly mode: CallMode;
   /** The far end when it is not the socket's peer: WSPSendTo's lpTo, WSPConnect's name. */
   readonly remote?: SockAddr | null;
+  /** A send larger than one message, whose bytes come in pieces (proto/README.md, streamed sends). */
+  readonly streamed?: boolean;
 }
 
 /** What a rule needs to know of a socket. */
@@ -39,6 +41,8 @@ export interface AppliedFault {
   readonly action: FaultAction;
   /** For an error action: what the code does to this kind of socket. */
   readonly effect: FaultEffect | null;
+  /** The rule's seeded generator (a reorder action's shuffles draw from it). */
+  readonly random: SeededRandom;
 }
 
 /** What a socket asks of its session's rules. */
@@ -57,7 +61,9 @@ export const DEFAULT_FAULT_SEED = 1;
 class ActiveRule {
   hits = 0;
   readonly functions: readonly FaultFunction[];
-  private readonly rng: SeededRandom;
+  readonly rng: SeededRandom;
+  /** When the rule was added (match.window counts from here). */
+  private readonly added = performance.now();
   /** Matching calls so far, by socket. */
   private readonly calls = new Map<number, number>();
 
@@ -94,6 +100,10 @@ class ActiveRule {
     if (m.nth !== undefined && n !== m.nth) return false;
     if (m.every !== undefined && n % m.every !== 0) return false;
     if (m.afterBytes !== undefined && sock.bytesTaken < m.afterBytes) return false;
+    if (m.window) {
+      const t = performance.now() - this.added;
+      if ((m.window.startMs !== undefined && t < m.window.startMs) || (m.window.endMs !== undefined && t >= m.window.endMs)) return false;
+    }
     return m.probability === undefined || this.rng.chance(m.probability);
   }
 
@@ -105,13 +115,24 @@ class ActiveRule {
 /** Whether a rule's action has a meaning for this call (a call it has none for is not counted). */
 function applies(action: FaultAction, sock: FaultTarget, call: FaultCall): boolean {
   switch (action.type) {
-    case 'block':
     case 'short':
+    case 'break':
+      // A streamed send's pieces are on their way already: it is taken whole or fails.
+      if (call.streamed) return false;
+      return sock.type === P.SOCK_STREAM;
+    case 'block':
+    case 'link':
       // A datagram goes whole or not at all, and no transport buffer holds it.
       return sock.type === P.SOCK_STREAM;
+    case 'drop':
+    case 'duplicate':
+      return sock.type === P.SOCK_DGRAM;
     case 'delay':
       // A nonblocking call returns at once whatever happens.
       return call.mode !== 'nonblocking';
+    case 'reorder':
+      // Only completions can come in another order than the calls.
+      return call.mode === 'overlapped';
     case 'error':
       // A blocking call never gives WSAEWOULDBLOCK.
       if (action.code === P.WSAEWOULDBLOCK && call.mode === 'blocking') return false;
@@ -160,8 +181,11 @@ export class SessionFaults implements FaultHook {
       const type = socketType(s);
       if (type === null) throw invalidRule('match.socket', `${s} is not a socket of this session`);
       const kind = rule.action.type;
-      if (type === P.SOCK_DGRAM && (kind === 'block' || kind === 'short')) {
+      if (type === P.SOCK_DGRAM && P.FAULT_STREAM_ACTIONS.includes(kind)) {
         throw invalidRule('action.type', `${kind} has no meaning for the datagram socket ${s}: a datagram is sent whole or not at all, and no transport buffer holds it`);
+      }
+      if (type === P.SOCK_STREAM && P.FAULT_DATAGRAM_ACTIONS.includes(kind)) {
+        throw invalidRule('action.type', `${kind} has no meaning for the stream socket ${s}: TCP neither loses nor repeats bytes it reported sent`);
       }
     }
     let id = rule.id;
@@ -208,7 +232,7 @@ export class SessionFaults implements FaultHook {
     const { id, action } = fired.spec;
     sock.log.debug({ rule: id, function: call.fn, action: action.type, hit: fired.hits }, 'fault applied');
     if (fired.spec.notify) this.notify({ id, s: sock.handle, function: call.fn, action: action.type });
-    return { id, action, effect: action.type === 'error' ? effectOf(action.code, call.fn, sock.type) : null };
+    return { id, action, effect: action.type === 'error' ? effectOf(action.code, call.fn, sock.type) : null, random: fired.rng };
   }
 
   private find(id: string): ActiveRule | undefined {

@@ -27,6 +27,11 @@ export interface NativeConstants {
   MSG_DONTROUTE: number;
   /** fcntl() command that names the process the kernel sends SIGURG to. */
   F_SETOWN: number;
+  /**
+   * How to read the bytes in a TCP socket's kernel send queue (not yet acknowledged by the peer):
+   * ioctl(TIOCOUTQ) on Linux, getsockopt(SOL_SOCKET, SO_NWRITE) on macOS.
+   */
+  OUTQ: { ioctl: number } | { sockopt: number };
   EAGAIN: number;
   EINVAL: number;
   EWOULDBLOCK: number;
@@ -50,6 +55,7 @@ const LINUX: NativeConstants = {
   MSG_OOB: 1,
   MSG_DONTROUTE: 4,
   F_SETOWN: 8,
+  OUTQ: { ioctl: 0x5411 },
   EAGAIN: 11,
   EINVAL: 22,
   EWOULDBLOCK: 11,
@@ -73,6 +79,7 @@ const DARWIN: NativeConstants = {
   MSG_OOB: 1,
   MSG_DONTROUTE: 4,
   F_SETOWN: 6,
+  OUTQ: { sockopt: 0x1024 },
   EAGAIN: 35,
   EINVAL: 22,
   EWOULDBLOCK: 35,
@@ -94,6 +101,8 @@ export interface Libc {
   setOwner(fd: number): number;
   /** glibc's malloc_trim(0): hands freed heap memory back to the system. A no-op elsewhere. */
   trimHeap(): void;
+  /** Bytes in a TCP socket's kernel send queue that the peer has not acknowledged, or null. */
+  unacked(fd: number): number | null;
 }
 
 let loaded: Libc | null | undefined;
@@ -115,6 +124,7 @@ export function libc(): Libc | null {
     const setsockopt = lib.func('int setsockopt(int, int, int, const void *, uint32_t)');
     const getsockopt = lib.func('int getsockopt(int, int, int, _Out_ void *, _Inout_ uint32_t *)');
     const fcntl = lib.func('int fcntl(int, int, ...)');
+    const ioctlInt = lib.func('int ioctl(int, unsigned long, _Out_ int *)');
     let mallocTrim: ((pad: number) => unknown) | null = null;
     try {
       mallocTrim = process.platform === 'linux' ? lib.func('int malloc_trim(size_t)') : null;
@@ -145,6 +155,11 @@ export function libc(): Libc | null {
       },
       setOwner: (fd) => err(fcntl(fd, c.F_SETOWN, 'int', process.pid) as number),
       trimHeap: () => void mallocTrim?.(0),
+      unacked(fd) {
+        if ('sockopt' in c.OUTQ) return this.getInt(fd, c.SOL_SOCKET, c.OUTQ.sockopt);
+        const out = [0];
+        return (ioctlInt(fd, c.OUTQ.ioctl, out) as number) === 0 ? (out[0] ?? null) : null;
+      },
     };
   } catch {
     loaded = null;

@@ -10,7 +10,7 @@ import type { SockAddr } from '@spiwire/proto';
 import type { SessionQuota } from '../held-bytes.js';
 import type { AcceptResult, CompleteFn, CompletionOut, RecvResult, SendResult, Started } from './results.js';
 import { recvFailed, sendFailed } from './results.js';
-import type { FaultHook } from '../faults/rules.js';
+import type { AppliedFault, FaultHook } from '../faults/rules.js';
 
 const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
   [W.FD_READ]: 'FD_READ',
@@ -134,6 +134,8 @@ export abstract class EmulatedSocket {
   protected readonly faults: FaultHook;
   /** Results held back by a delay fault, each delivered at once if the socket closes first. */
   private late: Set<() => void> | null = null;
+  /** Completions a reorder fault holds, by rule: delivered together, shuffled. */
+  private reorderBatches: Map<string, Array<() => void>> | null = null;
 
   private readonly waiters = new Set<Waiter>();
   /**
@@ -204,6 +206,38 @@ export abstract class EmulatedSocket {
   protected delayedCompletion<R extends { errno: number }>(ms: number, done: CompleteFn, start: (done: CompleteFn) => Started<R>): Started<R>;
   protected delayedCompletion<R extends { errno: number }>(ms: number, done: CompleteFn, start: (done: CompleteFn) => Promise<Started<R>>): Promise<Started<R>>;
   protected delayedCompletion<R extends { errno: number }>(ms: number, done: CompleteFn, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
+    return this.heldCompletion((deliver) => this.runLate(ms, deliver), done, start);
+  }
+
+  /**
+   * An overlapped call under a reorder fault: held as a delayed one is, its successful completion
+   * joins the rule's batch on this socket, which is delivered windowMs after its first member, in
+   * an order drawn from the rule's generator.
+   */
+  protected reorderedCompletion<R extends { errno: number }>(fault: AppliedFault, windowMs: number, done: CompleteFn, start: (done: CompleteFn) => Started<R>): Started<R>;
+  protected reorderedCompletion<R extends { errno: number }>(fault: AppliedFault, windowMs: number, done: CompleteFn, start: (done: CompleteFn) => Promise<Started<R>>): Promise<Started<R>>;
+  protected reorderedCompletion<R extends { errno: number }>(fault: AppliedFault, windowMs: number, done: CompleteFn, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
+    return this.heldCompletion((deliver) => this.joinReorderBatch(fault, windowMs, deliver), done, start);
+  }
+
+  private joinReorderBatch(fault: AppliedFault, windowMs: number, deliver: () => void): void {
+    const batches = (this.reorderBatches ??= new Map());
+    let batch = batches.get(fault.id);
+    if (!batch) {
+      const members: Array<() => void> = [];
+      batch = members;
+      batches.set(fault.id, members);
+      this.runLate(windowMs, () => {
+        batches.delete(fault.id);
+        // A member delivered early (cancelled while held) does nothing when its turn comes.
+        for (const d of fault.random.shuffle(members)) d();
+      });
+    }
+    batch.push(deliver);
+  }
+
+  /** Starts an overlapped call whose successful completion hold() keeps back (see delayedCompletion). */
+  private heldCompletion<R extends { errno: number }>(hold: (deliver: () => void) => void, done: CompleteFn, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
     let held: (() => void) | null = null;
     const late: CompleteFn = (errno: number, bytes: number, out?: CompletionOut) => {
       if (errno !== 0) return done(errno, bytes, out);
@@ -215,7 +249,7 @@ export abstract class EmulatedSocket {
         done(errno, bytes, out);
       };
       held = deliver;
-      this.runLate(ms, deliver);
+      hold(deliver);
     };
     const settle = (st: Started<R>): Started<R> => {
       if (!st.pending) return st.result.errno === 0 ? { pending: true, cancel: () => held?.() } : st;
@@ -224,6 +258,13 @@ export abstract class EmulatedSocket {
     };
     const st = start(late);
     return st instanceof Promise ? st.then(settle) : settle(st);
+  }
+
+  /** An error fault on WSPIoctl (the control code is not carried out): its code, or 0 for none. */
+  ioctlFault(overlapped: boolean): number {
+    if (!this.faults.armed) return 0;
+    const fault = this.faults.decide(this, { fn: 'WSPIoctl', mode: overlapped ? 'overlapped' : this.opts.nonBlocking ? 'nonblocking' : 'blocking' });
+    return fault?.action.type === 'error' ? fault.action.code : 0;
   }
 
   /** Closed with WSPCloseSocket (or by the end of the session): the handle is gone. */

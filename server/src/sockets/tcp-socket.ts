@@ -8,10 +8,10 @@ import * as net from 'node:net';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
-import { libc } from '../native/libc.js';
+import { fdOf, libc } from '../native/libc.js';
 import type { Drainable, Draining } from '../draining.js';
 import { EmulatedSocket, type SendFunction, type SocketContext, type StreamedStart } from './emulated-socket.js';
-import { TransportBuffer, type StreamSink } from './transport-buffer.js';
+import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
@@ -23,10 +23,13 @@ import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressE
 import type { PortReservations } from './port-reservations.js';
 import type { AppliedFault, CallMode } from '../faults/rules.js';
 import { firstBytes } from './send-buffers.js';
+import { SlowLink } from '../faults/link.js';
 
 /** Flags WSPSend understands on TCP; other bits give WSAEOPNOTSUPP. */
 const TCP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 const MAX_BACKLOG = 200;
+/** How often a fault that waits for queued bytes to reach the peer looks again. */
+const DRAIN_POLL_MS = 5;
 
 export interface TcpContext extends SocketContext {
   readonly ports: PortReservations;
@@ -75,6 +78,13 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   });
   /** The kernel signals SIGURG to this process for this connection (F_SETOWN took). */
   private ownerSet = false;
+  /** A link fault's slow link, once one fired on this socket: every write goes through it. */
+  private link: SlowLink | null = null;
+  /** A break fault fired: sends fail with this code while the real reset waits for the bytes before it. */
+  private breaking = 0;
+  /** Checks that wait for the socket's queued bytes to leave (block until drained, break). */
+  private drainWatch: NodeJS.Timeout | null = null;
+  private readonly drainWaiters: Array<{ check: () => boolean; then: () => void; deadline: number }> = [];
 
   constructor(private readonly ctx: TcpContext) {
     super(ctx);
@@ -305,11 +315,15 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   private wire(conn: net.Socket): void {
     this.conn = conn;
     this.localAddr = conn.localAddress ?? null;
+    const write = (chunk: Uint8Array, done: (err?: Error | null) => void): void => {
+      if (conn.destroyed) return done(new Error('destroyed'));
+      this.lastSendAt = performance.now();
+      conn.write(chunk, done);
+    };
     const sink: StreamSink = {
       write: (chunk, done) => {
-        if (conn.destroyed) return done(new Error('destroyed'));
-        this.lastSendAt = performance.now();
-        conn.write(chunk, done);
+        if (this.link) this.link.send(chunk, done);
+        else write(chunk, done);
       },
       cork: () => conn.cork(),
       // Uncork on the next tick: every send of one incoming frame then leaves in one writev.
@@ -343,6 +357,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     });
     conn.on('error', (err: NodeJS.ErrnoException) => this.breakWith(this.brokenCode(err), err));
     conn.on('close', () => {
+      this.link?.close();
       // Closed under us without an error or both FINs: a reset.
       if (this.state.is('connected', 'send-shut', 'peer-finished')) this.breakWith(W.WSAECONNRESET);
     });
@@ -425,6 +440,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     if (flags & W.MSG_OOB && !libc()) return W.WSAEOPNOTSUPP;
     if (this.sendsShut) return W.WSAESHUTDOWN;
     if (this.state.is('broken')) return this.failure;
+    if (this.breaking) return this.breaking;
     if (!this.state.is('connected', 'peer-finished') || !this.tx) return W.WSAENOTCONN;
     if (this.interfaceGoneThrottled()) {
       this.breakWith(W.WSAENETDOWN);
@@ -464,7 +480,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
         return sendFailed(this.injectError(fault, action.code));
       case 'block':
         // The transport takes nothing for a while: WSAEWOULDBLOCK now, or a call that waits.
-        this.tx!.hold(action.ms);
+        this.block(action);
         if (nonBlocking) return this.wouldBlock();
         return this.sendNow(buffers, total, flags, false);
       case 'short': {
@@ -473,6 +489,23 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
       }
       case 'delay':
         return this.delayedResult(this.sendNow(buffers, total, flags, nonBlocking), action.ms);
+      case 'link':
+        this.startLink(action.bytesPerSecond, action.latencyMs ?? 0);
+        return this.sendNow(buffers, total, flags, nonBlocking);
+      case 'break': {
+        const n = this.startBreak(action.at, action.code, total);
+        if (n === 0) return sendFailed(action.code);
+        const first = this.sendNow(firstBytes(buffers, n), n, flags, nonBlocking);
+        // A nonblocking call reports what it handed over; the next call meets the break.
+        if (nonBlocking) return first;
+        // A blocking call is still sending when the connection breaks under it.
+        return Promise.resolve(first).then(() => this.broken.then(() => ({ errno: action.code, bytes: n })));
+      }
+      case 'reorder':
+      case 'drop':
+      case 'duplicate':
+        // Never chosen for this call (applies() in faults/rules.ts).
+        return this.sendNow(buffers, total, flags, nonBlocking);
     }
   }
 
@@ -484,21 +517,129 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     const fault = this.faults.armed ? this.faults.decide(this, { fn, mode: 'overlapped' }) : null;
     if (!fault) return streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, thread, done);
     const action = fault.action;
+    const send = (b: readonly Uint8Array[], n: number, complete: CompleteFn): Started<SendResult> => streamSendOverlapped(this.tx!, { buffers: b, total: n, direct: this.directFlags(flags) }, thread, complete);
     switch (action.type) {
       case 'error':
         // An immediate failure: no completion, ever.
         return startedAt(sendFailed(action.code === W.WSAEWOULDBLOCK ? action.code : this.injectError(fault, action.code)));
       case 'block':
-        this.tx!.hold(action.ms);
-        return streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, thread, done);
+        this.block(action);
+        return send(buffers, total, done);
       case 'short': {
         const n = Math.min(total, action.max);
-        return streamSendOverlapped(this.tx!, { buffers: firstBytes(buffers, n), total: n, direct: this.directFlags(flags) }, thread, done);
+        return send(firstBytes(buffers, n), n, done);
       }
       case 'delay':
-        return this.delayedCompletion(action.ms, done, (late) => streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, thread, late));
+        return this.delayedCompletion(action.ms, done, (late) => send(buffers, total, late));
+      case 'reorder':
+        return this.reorderedCompletion(fault, action.windowMs, done, (late) => send(buffers, total, late));
+      case 'link':
+        this.startLink(action.bytesPerSecond, action.latencyMs ?? 0);
+        return send(buffers, total, done);
+      case 'break': {
+        const n = this.startBreak(action.at, action.code, total);
+        if (n === 0) return startedAt(sendFailed(action.code));
+        // The operation's first n bytes go; it completes with the code once the connection broke.
+        const st = send(firstBytes(buffers, n), n, (errno, bytes) => {
+          if (errno !== 0) done(errno, bytes);
+          else void this.broken.then(() => done(action.code, n));
+        });
+        return st.pending ? st : { pending: true };
+      }
+      case 'drop':
+      case 'duplicate':
+        return send(buffers, total, done);
     }
   }
+
+  /** A block fault: for ms, or until drained bytes of what the socket holds have left it. */
+  private block(action: { ms?: number | undefined; drained?: number | undefined }): void {
+    const tx = this.tx!;
+    if (action.ms !== undefined) return tx.hold(action.ms);
+    const target = Math.max(0, this.outstanding() - (action.drained ?? 0));
+    tx.hold(W.MAX_FAULT_MS);
+    this.whenDrained(() => this.outstanding() <= target, () => tx.release());
+  }
+
+  /** A link fault: from now on the socket drains at bytesPerSecond (the first link to fire stays). */
+  private startLink(bytesPerSecond: number, latencyMs: number): void {
+    const conn = this.conn;
+    if (this.link || !conn) return;
+    this.link = new SlowLink(bytesPerSecond, latencyMs, (slice, done) => {
+      if (conn.destroyed) return done(new Error('destroyed'));
+      this.lastSendAt = performance.now();
+      conn.write(slice, done);
+    });
+  }
+
+  /**
+   * A break fault: the stream ends at byte `at` (or where this call starts, if later). Returns how
+   * many bytes of this call of total may still go. From now on sends fail with code; once every
+   * byte before the break has reached the peer, the real connection is reset.
+   */
+  private startBreak(at: number, code: number, total: number): number {
+    const tx = this.tx!;
+    const callStarts = tx.taken + tx.pendingBytes;
+    const n = Math.min(total, Math.max(0, at - callStarts));
+    this.breaking = code;
+    this.log.debug({ at: Math.max(at, callStarts), code }, 'break fault: the connection breaks once the bytes before it are through');
+    this.whenDrained(
+      () => tx.drained && this.outstanding() === 0,
+      () => {
+        const conn = this.conn;
+        this.breakWith(code);
+        if (conn && !conn.destroyed) resetConnection(conn);
+        this.resolveBroken?.();
+      },
+    );
+    return n;
+  }
+
+  private resolveBroken: (() => void) | null = null;
+  /** Settles when a break fault has reset the connection (or the socket closed first). */
+  private readonly broken = new Promise<void>((resolve) => (this.resolveBroken = resolve));
+
+  /**
+   * Bytes the socket has handed on and the peer has not yet acknowledged: in node's write queue,
+   * in the slow link, and (where the C library is reachable) in the kernel's send queue.
+   */
+  private outstanding(): number {
+    const conn = this.conn;
+    if (!conn || conn.destroyed) return 0;
+    const native = libc();
+    const fd = fdOf(conn);
+    const kernel = native && fd !== null ? (native.unacked(fd) ?? 0) : 0;
+    return (this.tx?.used ?? 0) + conn.writableLength + kernel;
+  }
+
+  /**
+   * Runs then once check() holds. The kernel tells no one when the peer acknowledges bytes, so
+   * this looks every DRAIN_POLL_MS; after MAX_FAULT_MS (a peer that never reads) it runs anyway.
+   */
+  private whenDrained(check: () => boolean, then: () => void): void {
+    this.drainWaiters.push({ check, then, deadline: performance.now() + W.MAX_FAULT_MS });
+    // Never at once: the call that asked has yet to queue its own bytes.
+    if (this.drainWatch === null) {
+      this.drainWatch = setTimeout(this.pollDrain, DRAIN_POLL_MS);
+      this.drainWatch.unref();
+    }
+  }
+
+  private readonly pollDrain = (): void => {
+    this.drainWatch = null;
+    const now = performance.now();
+    for (let i = 0; i < this.drainWaiters.length; ) {
+      const w = this.drainWaiters[i]!;
+      if (this.closed || w.check() || now >= w.deadline) {
+        this.drainWaiters.splice(i, 1);
+        w.then();
+      } else i++;
+    }
+    if (this.drainWaiters.length > 0 && !this.closed) {
+      this.drainWatch = setTimeout(this.pollDrain, DRAIN_POLL_MS);
+      this.drainWatch.unref();
+    }
+  };
 
   /**
    * An error fault on a call of this socket: a code that means a broken connection resets the
@@ -519,10 +660,15 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     if (bad) return { result: sendFailed(bad), pieces: null, cancel: null };
     // The quota counts what the daemon holds: the pieces as they come, not the announced total.
     if (this.quota.exceeds(byteLength(buffers))) return { result: sendFailed(W.WSAENOBUFS), pieces: null, cancel: null };
+    const nonBlocking = this.opts.nonBlocking && !forceBlocking;
+    const fault = this.faults.armed ? this.faults.decide(this, { fn: 'WSPSend', mode: nonBlocking ? 'nonblocking' : 'blocking', streamed: true }) : null;
+    const refused = fault ? this.streamedFault(fault, nonBlocking) : null;
+    if (refused) return { result: refused, pieces: null, cancel: null };
     const tx = this.tx!;
-    const r = streamSendStreamed(tx, { buffers, total, progress }, { nonBlocking: this.opts.nonBlocking && !forceBlocking, windowsPolicy: this.opts.windowsPolicy });
+    const r = streamSendStreamed(tx, { buffers, total, progress }, { nonBlocking, windowsPolicy: this.opts.windowsPolicy });
     const op = r.op;
-    const result = r.result === 'would-block' ? this.wouldBlock() : r.result;
+    let result = r.result === 'would-block' ? this.wouldBlock() : r.result;
+    if (fault?.action.type === 'delay') result = this.delayedResult(result, fault.action.ms);
     if (!op) return { result, pieces: null, cancel: null };
     return { result, pieces: (piece) => tx.append(op, piece), cancel: (errno) => tx.cancel(errno, (o) => o === op), background: op.background === true };
   }
@@ -531,9 +677,42 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     const bad = this.sendPrecheck(flags) || (this.directFlags(flags) ? W.WSAEOPNOTSUPP : 0);
     if (bad) return { result: startedAt(sendFailed(bad)), pieces: null, cancel: null };
     if (this.quota.exceeds(byteLength(buffers))) return { result: startedAt(sendFailed(W.WSAENOBUFS)), pieces: null, cancel: null };
+    const fault = this.faults.armed ? this.faults.decide(this, { fn: 'WSPSend', mode: 'overlapped', streamed: true }) : null;
+    const refused = fault ? this.streamedFault(fault, false) : null;
+    if (refused) return { result: startedAt(refused), pieces: null, cancel: null };
     const tx = this.tx!;
-    const { started, op } = streamSendStreamedOverlapped(tx, { buffers, total, progress }, thread, done);
-    return { result: started, pieces: (piece) => tx.append(op, piece), cancel: (errno) => tx.cancel(errno, (o) => o === op) };
+    let op: SendOp | null = null;
+    const start = (complete: CompleteFn): Started<SendResult> => {
+      const r = streamSendStreamedOverlapped(tx, { buffers, total, progress }, thread, complete);
+      op = r.op;
+      return r.started;
+    };
+    const action = fault?.action;
+    const started = action?.type === 'delay' ? this.delayedCompletion(action.ms, done, start) : action?.type === 'reorder' && fault ? this.reorderedCompletion(fault, action.windowMs, done, start) : start(done);
+    const sendOp: SendOp | null = op;
+    if (!sendOp) return { result: started, pieces: null, cancel: null };
+    return { result: started, pieces: (piece) => tx.append(sendOp, piece), cancel: (errno) => tx.cancel(errno, (o) => o === sendOp) };
+  }
+
+  /**
+   * What a fault does to a streamed send before it starts: the failure it ends in at once, or
+   * null when the send goes ahead (under a block or a link; a delay or reorder wraps its result).
+   */
+  private streamedFault(fault: AppliedFault, nonBlocking: boolean): SendResult | null {
+    const action = fault.action;
+    switch (action.type) {
+      case 'error':
+        if (action.code === W.WSAEWOULDBLOCK) return this.wouldBlock();
+        return sendFailed(this.injectError(fault, action.code));
+      case 'block':
+        this.block(action);
+        return nonBlocking ? this.wouldBlock() : null;
+      case 'link':
+        this.startLink(action.bytesPerSecond, action.latencyMs ?? 0);
+        return null;
+      default:
+        return null;
+    }
   }
 
   /**

@@ -154,6 +154,14 @@ export class TransportBuffer {
     this.holdTimer.unref();
   }
 
+  /** Ends a hold now (a block that lasts until bytes have drained). */
+  release(): void {
+    if (this.holdTimer === null) return;
+    clearTimeout(this.holdTimer);
+    this.holdTimer = null;
+    this.pump();
+  }
+
   /** True while a block fault holds the buffer. */
   get held(): boolean {
     return this.holdTimer !== null;

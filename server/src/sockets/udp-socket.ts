@@ -21,6 +21,13 @@ interface Datagram {
   from: SockAddr;
 }
 
+/** What a fault does to one datagram send. */
+interface DatagramFault {
+  copies: 0 | 1 | 2;
+  delayMs: number;
+  reorder: { fault: AppliedFault; windowMs: number } | null;
+}
+
 export class UdpSocket extends EmulatedSocket {
   private readonly state: SocketStateMachine<UdpState>;
   private sock: dgram.Socket | null = null;
@@ -241,35 +248,61 @@ export class UdpSocket extends EmulatedSocket {
     if (this.faults.armed) {
       const fault = this.sendFault(fn, this.opts.nonBlocking && !forceBlocking ? 'nonblocking' : 'blocking', plan.dest);
       if (typeof fault === 'number') return Promise.resolve(sendFailed(fault));
-      if (fault) return this.delayedResult(this.sendPlanned(buffers, plan), fault.ms);
+      if (fault) {
+        const r = this.sendPlanned(buffers, plan, fault.copies);
+        return fault.delayMs ? this.delayedResult(r, fault.delayMs) : r;
+      }
     }
     return this.sendPlanned(buffers, plan);
   }
 
-  private sendPlanned(buffers: readonly Uint8Array[], plan: { dest: SockAddr; total: number }): Promise<SendResult> {
-    const go = (): Promise<SendResult> => new Promise((resolve) => this.transmit(buffers, plan.total, plan.dest, resolve));
+  /** Sends the datagram copies times (a drop fault: 0, reported sent all the same; duplicate: 2). */
+  private sendPlanned(buffers: readonly Uint8Array[], plan: { dest: SockAddr; total: number }, copies = 1): Promise<SendResult> {
+    const go = (): Promise<SendResult> => {
+      if (copies === 0) {
+        if (this.closed) return Promise.resolve(sendFailed(W.WSAEINTR));
+        this.sentBytes += plan.total;
+        return Promise.resolve(sent(plan.total));
+      }
+      const first = new Promise<SendResult>((resolve) => this.transmit(buffers, plan.total, plan.dest, resolve));
+      // The copy follows the datagram; the call reports the datagram's own result.
+      if (copies === 2) void first.then((r) => r.errno === 0 && this.transmit(buffers, plan.total, plan.dest, () => undefined, false));
+      return first;
+    };
     if (this.isBound) return go();
     return this.autoBind().then((e) => (e ? sendFailed(e) : go()));
   }
 
   /**
-   * Asks the fault rules about a send that passed its checks: the code it fails with, a delay, or
-   * null. (Rules that block or shorten sends never match a datagram socket.)
+   * Asks the fault rules about a send that passed its checks: the code it fails with, how the
+   * datagram goes (copies, a delay or reorder of its completion), or null for no fault. (Rules
+   * that block, shorten, break or slow sends never match a datagram socket.)
    */
-  private sendFault(fn: SendFunction, mode: CallMode, dest: SockAddr): number | { ms: number } | null {
+  private sendFault(fn: SendFunction, mode: CallMode, dest: SockAddr): number | DatagramFault | null {
     const fault: AppliedFault | null = this.faults.decide(this, { fn, mode, remote: this.peer ? null : dest });
     if (!fault) return null;
     const action = fault.action;
-    if (action.type === 'delay') return { ms: action.ms };
-    if (action.type !== 'error') return null;
-    // Every code is transient on a datagram socket: nothing to reset. A nonblocking
-    // WSAEWOULDBLOCK re-enables FD_WRITE, which is recorded at once (there is always room).
-    if (action.code === W.WSAEWOULDBLOCK && mode === 'nonblocking') queueMicrotask(() => this.rearm(W.FD_WRITE));
-    return action.code;
+    switch (action.type) {
+      case 'delay':
+        return { copies: 1, delayMs: action.ms, reorder: null };
+      case 'reorder':
+        return { copies: 1, delayMs: 0, reorder: { fault, windowMs: action.windowMs } };
+      case 'drop':
+        return { copies: 0, delayMs: 0, reorder: null };
+      case 'duplicate':
+        return { copies: 2, delayMs: 0, reorder: null };
+      case 'error':
+        // Every code is transient on a datagram socket: nothing to reset. A nonblocking
+        // WSAEWOULDBLOCK re-enables FD_WRITE, which is recorded at once (there is always room).
+        if (action.code === W.WSAEWOULDBLOCK && mode === 'nonblocking') queueMicrotask(() => this.rearm(W.FD_WRITE));
+        return action.code;
+      default:
+        return null;
+    }
   }
 
   /** Hands one datagram to the kernel; done gets the result once node reports the send (next tick at the earliest). */
-  private transmit(buffers: readonly Uint8Array[], total: number, dest: SockAddr, done: (r: SendResult) => void): void {
+  private transmit(buffers: readonly Uint8Array[], total: number, dest: SockAddr, done: (r: SendResult) => void, counted = true): void {
     if (this.closed) return done(sendFailed(W.WSAEINTR));
     const sock = this.ensureSocket();
     const payload = contiguous(buffers, total);
@@ -284,7 +317,7 @@ export class UdpSocket extends EmulatedSocket {
         this.sendOnce(sock, payload, to, cb);
         return;
       }
-      if (!err) this.sentBytes += total;
+      if (!err && counted) this.sentBytes += total;
       done(err ? sendFailed(wsaFromNodeError(err)) : sent(total));
     };
     this.sendOnce(sock, payload, to, cb);
@@ -299,19 +332,20 @@ export class UdpSocket extends EmulatedSocket {
     }
   }
 
-  /** UDP sends never queue: an overlapped send completes at once or fails at once (unless a delay fault holds its completion). */
+  /** UDP sends never queue: an overlapped send completes at once or fails at once (unless a delay or reorder fault holds its completion). */
   sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _thread: number, done: CompleteFn, fn: SendFunction = 'WSPSend'): Promise<Started<SendResult>> {
     const plan = this.sendPlan(buffers, flags, to);
     if (typeof plan === 'number') return Promise.resolve(startedAt(sendFailed(plan)));
-    const start = (complete: CompleteFn): Promise<Started<SendResult>> =>
-      this.sendPlanned(buffers, plan).then((r) => {
-        if (r.errno === 0) complete(0, r.bytes);
-        return startedAt(r);
-      });
     const fault = this.faults.armed ? this.sendFault(fn, 'overlapped', plan.dest) : null;
     // An immediate failure: no completion, ever.
     if (typeof fault === 'number') return Promise.resolve(startedAt(sendFailed(fault)));
-    if (fault) return this.delayedCompletion(fault.ms, done, start);
+    const start = (complete: CompleteFn): Promise<Started<SendResult>> =>
+      this.sendPlanned(buffers, plan, fault?.copies).then((r) => {
+        if (r.errno === 0) complete(0, r.bytes);
+        return startedAt(r);
+      });
+    if (fault?.delayMs) return this.delayedCompletion(fault.delayMs, done, start);
+    if (fault?.reorder) return this.reorderedCompletion(fault.reorder.fault, fault.reorder.windowMs, done, start);
     return start(done);
   }
 

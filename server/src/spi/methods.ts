@@ -173,6 +173,9 @@ export const SPI_HANDLERS: Handlers = {
   }),
 
   WSPIoctl: withSocket((sock, p: Params<'WSPIoctl'>, session) => {
+    // A fault fails the call at once, overlapped or not: no completion follows.
+    const injected = sock.ioctlFault(p.overlapped != null);
+    if (injected) return fail(injected);
     const run = (): IoctlResult => ioctl(sock, p.code, p.input, p.outputLength);
     // A control code without output (FIONBIO, SIO_FLUSH, SIO_KEEPALIVE_VALS) has no `output` member.
     const toWire = (r: IoctlResult): Result<'WSPIoctl'> => (r.errno ? fail(r.errno) : r.output ? ok({ output: r.output, bytesReturned: r.bytes }) : ok({ bytesReturned: 0 }));

@@ -147,11 +147,49 @@ t.test('an action matches only calls it has a meaning for, and those it does not
   const aborted = faults();
   aborted.add({ match: {}, action: { type: 'error', code: P.WSAECONNABORTED } }, noSockets);
   t.equal(aborted.decide(udp, send()), null, 'WSAECONNABORTED: no circuit on a datagram socket');
-  t.same(aborted.decide(target(256), send()), { id: 'f1', action: { type: 'error', code: P.WSAECONNABORTED }, effect: 'reset' }, 'a reset on a stream socket');
+  const fired = aborted.decide(target(256), send());
+  t.same({ id: fired?.id, action: fired?.action, effect: fired?.effect }, { id: 'f1', action: { type: 'error', code: P.WSAECONNABORTED }, effect: 'reset' }, 'a reset on a stream socket');
 
   const reset = faults();
   reset.add({ match: {}, action: { type: 'error', code: P.WSAECONNRESET } }, noSockets);
   t.equal(reset.decide(udp, send())?.effect, 'transient', 'WSAECONNRESET on a datagram socket is transient');
+
+  for (const action of [{ type: 'drop' }, { type: 'duplicate' }] as const) {
+    const f = faults();
+    f.add({ match: {}, action }, noSockets);
+    t.equal(f.decide(target(256), send()), null, `${action.type}: no stream socket`);
+    t.not(f.decide(udp, send()), null, `${action.type}: a datagram socket`);
+  }
+  for (const action of [{ type: 'break', at: 5, code: P.WSAECONNRESET }, { type: 'link', bytesPerSecond: 100 }, { type: 'short', max: 1 }] as const) {
+    const f = faults();
+    f.add({ match: {}, action }, noSockets);
+    t.equal(f.decide(udp, send()), null, `${action.type}: no datagram socket`);
+    t.not(f.decide(target(256), send()), null, `${action.type}: a stream socket`);
+  }
+  const streamed = faults();
+  streamed.add({ match: { nth: 2 }, action: { type: 'short', max: 1 } }, noSockets);
+  t.equal(streamed.decide(target(256), { fn: 'WSPSend', mode: 'blocking', streamed: true }), null, 'short: not a streamed send (and not counted)');
+  t.equal(streamed.decide(target(256), send()), null, 'so the next plain send is the 1st');
+  t.not(streamed.decide(target(256), send()), null, 'and the one after the 2nd');
+  const reorder = faults();
+  reorder.add({ match: {}, action: { type: 'reorder', windowMs: 5 } }, noSockets);
+  t.equal(reorder.decide(target(256), send('blocking')), null, 'reorder: never a blocking call');
+  t.not(reorder.decide(target(256), send('overlapped')), null, 'reorder: an overlapped call');
+});
+
+t.test('match.window: the rule fires only inside its window, counted from when it was added', async (t) => {
+  const f = faults();
+  f.add({ match: { window: { startMs: 60_000 } }, action: { type: 'block', ms: 5 } }, noSockets);
+  t.equal(f.decide(target(256), send()), null, 'before the window opens');
+  const g = faults();
+  g.add({ match: { window: { endMs: 60_000 } }, action: { type: 'block', ms: 5 } }, noSockets);
+  t.not(g.decide(target(256), send()), null, 'inside the window');
+  const h = faults();
+  h.add({ match: { window: { startMs: 0, endMs: 30 } }, action: { type: 'block', ms: 5 } }, noSockets);
+  const until = performance.now() + 40;
+  // Bounded: the window ends 30 ms after the rule was added.
+  while (performance.now() < until) await new Promise((r) => setTimeout(r, 5));
+  t.equal(h.decide(target(256), send()), null, 'after the window closed');
 });
 
 t.test('probability: the same seed and calls give the same faults; the draw comes last', async (t) => {
