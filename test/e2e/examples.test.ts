@@ -51,3 +51,41 @@ t.test('examples/fault-wouldblock.mjs', async (t) => {
   t.match(r.out, /rule f1 fired 1 time\(s\)/);
   t.match(r.out, /the peer received: "hello after the hold"/);
 });
+
+t.test('examples/fault-short.mjs', async (t) => {
+  const d = await daemon(t);
+  const r = await run('fault-short.mjs', d.url);
+  t.equal(r.code, 0, r.out);
+  t.equal((r.out.match(/WSPSend took 4 of/g) ?? []).length, 5, 'five partial counts of 4');
+  t.match(r.out, /WSPSend took 1 of 1 bytes/);
+  t.match(r.out, /the peer received: "hello, partial counts"/);
+});
+
+t.test('examples/fault-pend.mjs', async (t) => {
+  const d = await daemon(t);
+  const r = await run('fault-pend.mjs', d.url);
+  t.equal(r.code, 0, r.out);
+  t.match(r.out, /first WSPSend returned -1, error WSA_IO_PENDING \(997\)/);
+  t.match(r.out, /second WSPSend returned -1, error WSA_IO_PENDING \(997\)/);
+  t.match(r.out, /first: dwError=0 cbTransferred=5\nsecond: dwError=0 cbTransferred=4/);
+  t.match(r.out, /the peer received: "held late"/);
+});
+
+t.test('examples/fault-error.mjs', async (t) => {
+  const d = await daemon(t);
+  const r = await run('fault-error.mjs', d.url);
+  t.equal(r.code, 0, r.out);
+  t.match(r.out, /WSPSend\("one "\) returned 0, 4 bytes/);
+  t.match(r.out, /WSPSend\("two "\) returned -1, error WSAECONNRESET \(10054\)/);
+  t.match(r.out, /WSPSend\("three"\) returned -1, error WSAECONNRESET \(10054\)/);
+  t.match(r.out, /the peer saw ECONNRESET after "one "/);
+});
+
+t.test('examples/fault-reorder.mjs', async (t) => {
+  const d = await daemon(t);
+  const r = await run('fault-reorder.mjs', d.url);
+  t.equal(r.code, 0, r.out);
+  // Seed 7 and five completions in one batch: always this order.
+  t.match(r.out, /completions in the order: e d a c b/);
+  t.match(r.out, /the peer received: "abcde"/);
+});
