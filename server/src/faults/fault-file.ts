@@ -82,7 +82,7 @@ class Scan {
       this.space();
       const c = this.text[this.pos++];
       if (c === '}') return;
-      if (c !== ',') throw new SyntaxProblem(this.pos - 1, 'expected , or } after a member');
+      if (c !== ',') throw new SyntaxProblem(this.pos - 1, c === undefined ? 'the file ends inside an object (a } is missing)' : 'expected , or } after a member');
     }
   }
 
@@ -98,7 +98,7 @@ class Scan {
       this.space();
       const c = this.text[this.pos++];
       if (c === ']') return;
-      if (c !== ',') throw new SyntaxProblem(this.pos - 1, 'expected , or ] after an element');
+      if (c !== ',') throw new SyntaxProblem(this.pos - 1, c === undefined ? 'the file ends inside an array (a ] is missing)' : 'expected , or ] after an element');
     }
   }
 
