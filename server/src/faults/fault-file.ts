@@ -22,6 +22,9 @@ class SyntaxProblem extends Error {
 
 const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
 
+/** A rule nests four deep; far deeper is a mistake, and must not exhaust the stack. */
+const MAX_DEPTH = 32;
+
 /** A JSON scan that checks the syntax and records positions; no values are built. */
 class Scan {
   pos = 0;
@@ -38,12 +41,13 @@ class Scan {
     while (this.pos < this.text.length && ' \t\n\r'.includes(this.text[this.pos]!)) this.pos++;
   }
 
-  private value(path: string): void {
+  private value(path: string, depth = 0): void {
     this.space();
+    if (depth > MAX_DEPTH) throw new SyntaxProblem(this.pos, `values nested more than ${MAX_DEPTH} deep`);
     if (!this.positions.has(path)) this.positions.set(path, this.pos);
     const c = this.text[this.pos];
-    if (c === '{') return this.object(path);
-    if (c === '[') return this.array(path);
+    if (c === '{') return this.object(path, depth);
+    if (c === '[') return this.array(path, depth);
     if (c === '"') return this.string();
     if (c !== undefined && /[-0-9]/.test(c)) {
       NUMBER.lastIndex = this.pos;
@@ -60,7 +64,7 @@ class Scan {
     throw new SyntaxProblem(this.pos, c === undefined ? 'the file ends where a value should be' : `unexpected ${JSON.stringify(c)} where a value should be`);
   }
 
-  private object(path: string): void {
+  private object(path: string, depth: number): void {
     this.pos++;
     this.space();
     if (this.text[this.pos] === '}') {
@@ -78,7 +82,7 @@ class Scan {
       this.space();
       if (this.text[this.pos] !== ':') throw new SyntaxProblem(this.pos, 'expected : after a member name');
       this.pos++;
-      this.value(member);
+      this.value(member, depth + 1);
       this.space();
       const c = this.text[this.pos++];
       if (c === '}') return;
@@ -86,7 +90,7 @@ class Scan {
     }
   }
 
-  private array(path: string): void {
+  private array(path: string, depth: number): void {
     this.pos++;
     this.space();
     if (this.text[this.pos] === ']') {
@@ -94,7 +98,7 @@ class Scan {
       return;
     }
     for (let i = 0; ; i++) {
-      this.value(path === '' ? String(i) : `${path}.${i}`);
+      this.value(path === '' ? String(i) : `${path}.${i}`, depth + 1);
       this.space();
       const c = this.text[this.pos++];
       if (c === ']') return;

@@ -35,6 +35,7 @@ t.test('syntax errors: line and column of the mistake', async (t) => {
   problem(t, '[1] x', 'f.json:1:5: unexpected text after the end of the JSON value', 'text after the array');
   problem(t, '', 'f.json:1:1: the file ends where a value should be', 'an empty file');
   problem(t, '[01]', 'f.json:1:3: expected , or ] after an element', 'a number with a leading zero');
+  problem(t, '['.repeat(100000), 'f.json:1:34: values nested more than 32 deep', 'deep nesting is refused, not a stack overflow');
 });
 
 t.test('rule problems: the field, on its own line', async (t) => {
