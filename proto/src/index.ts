@@ -10,3 +10,4 @@ export * from './compact.js';
 export * from './guards.js';
 export * from './socket-triple.js';
 export * from './faults.js';
+export * from './operator-faults.js';

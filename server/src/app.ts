@@ -1,5 +1,5 @@
-/** The HTTP side of the daemon: health and version endpoints, and the WebSocket upgrade with its checks. */
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+/** The HTTP side of the daemon: health and version endpoints, the operator's fault rules, and the WebSocket upgrade with its checks. */
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { Logger } from 'pino';
 import * as P from '@spiwire/proto';
@@ -7,11 +7,12 @@ import type { DaemonContext } from './daemon-context.js';
 import { Session } from './session.js';
 import { bearerToken, tokenMatches } from './security.js';
 import { trimNow } from './memory-trim.js';
+import { OperatorFaultError, type SessionDirectory } from './faults/operator-rules.js';
 
 export const WS_PATH = '/ws';
 
 /** The body of every 404: the same {"error": ...} shape as the refusals of an upgrade. */
-export const NOT_FOUND_ERROR = `no such endpoint: the daemon answers GET /healthz, GET /version, GET /stats and WebSocket upgrades on ${WS_PATH}`;
+export const NOT_FOUND_ERROR = `no such endpoint: the daemon answers GET /healthz, GET /version, GET /stats, GET|POST /faults, DELETE /faults/:id, POST /faults/reset and WebSocket upgrades on ${WS_PATH}`;
 
 export interface AppOptions {
   token: string | undefined;
@@ -29,6 +30,8 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     // spelt out because the protocol depends on them.
     connectionTimeout: 0,
     requestTimeout: 0,
+    // Only POST /faults takes a body; a rule is small.
+    bodyLimit: P.MAX_OPERATOR_FAULT_BODY,
   });
   await app.register(websocket, {
     options: {
@@ -76,6 +79,8 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), memory: process.memoryUsage(), gcExposed: gc !== undefined };
   });
 
+  registerFaultRoutes(app, ctx, sessions, opts);
+
   app.get(
     WS_PATH,
     {
@@ -107,4 +112,90 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     },
   );
   return app;
+}
+
+/**
+ * The operator's fault rules (docs/faults.md, "For operators"). They can break every session, so
+ * they are served only by a daemon with a token, and only to a client that presents it.
+ */
+function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions: Set<Session>, opts: AppOptions): void {
+  const byId = (id: string): Session | undefined => [...sessions].find((s) => s.id === id);
+  const directory: SessionDirectory = {
+    has: (id) => byId(id) !== undefined,
+    socketType: (id, handle) => byId(id)?.lookup(handle)?.type ?? null,
+  };
+  const refuse = (reply: FastifyReply, status: number, error: string, field?: string): FastifyReply => reply.code(status).send(field === undefined ? { error } : { error, field });
+  // Client mistakes (a bad body, a wrong token) are debug lines at most, rate-limited.
+  const mistake = (req: FastifyRequest, status: number, error: string): void => ctx.clientMistakes.log({ path: req.url, status, err: error }, 'operator faults request refused');
+
+  const guard = async (req: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
+    if (opts.token === undefined) {
+      mistake(req, 403, 'no token');
+      return refuse(reply, 403, 'the operator fault API is off: start the daemon with --token (or SPIWIRE_TOKEN) to use it');
+    }
+    if (!tokenMatches(opts.token, bearerToken(req.headers.authorization))) {
+      mistake(req, 401, 'token');
+      return refuse(reply, 401, 'a valid "Authorization: Bearer <token>" header is required');
+    }
+    return undefined;
+  };
+
+  // Bodies fastify cannot take (bad JSON, too large, another content type) answer in the same shape.
+  const onError = (err: Error & { statusCode?: number }, req: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    if (err.statusCode === undefined || err.statusCode < 400 || err.statusCode >= 500) {
+      // Not the client's doing.
+      req.log.error({ err }, 'operator faults request failed');
+      return refuse(reply, 500, 'internal error');
+    }
+    const status = err.statusCode;
+    const error = status === 413 ? `the body is larger than ${P.MAX_OPERATOR_FAULT_BODY} bytes` : `the body is not a JSON rule: ${err.message}`;
+    mistake(req, status, err.message);
+    return refuse(reply, status, error, '');
+  };
+
+  app.get('/faults', { onRequest: guard, errorHandler: onError }, async (): Promise<P.FaultsListing> => ({
+    rules: ctx.faults.list(),
+    sessions: [...sessions].map((s) => ({ session: s.id, rules: s.faults.list() })),
+  }));
+
+  app.post('/faults', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
+    const body: unknown = req.body;
+    const problem = P.operatorFaultRuleProblem(body);
+    if (problem) {
+      mistake(req, 400, `${problem.field}: ${problem.what}`);
+      return refuse(reply, 400, `${problem.field === '' ? 'the rule' : problem.field} ${problem.what}`, problem.field);
+    }
+    if (!P.isOperatorFaultRule(body)) return refuse(reply, 400, 'the body is not a fault rule', '');
+    try {
+      const id = ctx.faults.add(body, directory);
+      return reply.code(201).send({ id });
+    } catch (err) {
+      if (!(err instanceof OperatorFaultError)) throw err;
+      mistake(req, err.status, err.message);
+      return refuse(reply, err.status, err.message, err.field ?? '');
+    }
+  });
+
+  app.delete<{ Params: { id: string } }>('/faults/:id', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
+    if (!ctx.faults.remove(req.params.id)) {
+      mistake(req, 404, 'no such rule');
+      return refuse(reply, 404, `no operator rule has the id ${JSON.stringify(req.params.id)} (a session's own rules are removed by the session)`, 'id');
+    }
+    return reply.code(204).send();
+  });
+
+  app.post('/faults/reset', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
+    const query: unknown = req.query;
+    const raw = typeof query === 'object' && query !== null && 'session' in query ? query.session : undefined;
+    if (raw !== undefined && typeof raw !== 'string') {
+      mistake(req, 400, 'session');
+      return refuse(reply, 400, 'session must be given once', 'session');
+    }
+    const session = raw;
+    if (session !== undefined && !directory.has(session) && !ctx.faults.hasSession(session)) {
+      mistake(req, 404, 'no such session');
+      return refuse(reply, 404, `no open session and no operator rule has the session id ${JSON.stringify(session)}`, 'session');
+    }
+    return { removed: ctx.faults.reset(session) };
+  });
 }

@@ -18,6 +18,8 @@ export interface DaemonConfig extends DaemonLimits {
   logLevel: string;
   allowedOrigins: string[];
   allow: string;
+  /** A --faults file of operator fault rules (reloaded on SIGHUP). */
+  faults: string | undefined;
 }
 
 interface Setting {
@@ -36,6 +38,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--log-level', env: 'SPIWIRE_LOG_LEVEL', key: 'logLevel', kind: 'string', doc: 'pino level: trace, debug, info, warn, error, fatal, silent (default info).' },
   { flag: '--allowed-origins', env: 'SPIWIRE_ALLOWED_ORIGINS', key: 'allowedOrigins', kind: 'list', doc: 'Comma-separated browser Origins allowed to connect (default: none).' },
   { flag: '--allow', env: 'SPIWIRE_ALLOW', key: 'allow', kind: 'string', doc: 'Destinations sockets may connect, send or bind to: comma-separated CIDR[:ports] rules, for example 127.0.0.0/8,[::1],172.16.0.0/12:7-9 (default *, anywhere).' },
+  { flag: '--faults', env: 'SPIWIRE_FAULTS', key: 'faults', kind: 'string', doc: 'JSON file of operator fault rules for every session (docs/faults.md); checked at startup, reloaded on SIGHUP.' },
   { flag: '--send-policy', env: 'SPIWIRE_SEND_POLICY', key: 'sendPolicy', kind: 'policy', doc: 'Send policy of new sockets: reference (the WSPSend reference page, default) or windows (what Windows does in practice); per socket with SO_SPIWIRE_SEND_POLICY (0x7f01).' },
   { flag: '--max-frame-bytes', env: 'SPIWIRE_MAX_FRAME_BYTES', key: 'maxFrameBytes', kind: 'int', doc: `Largest WebSocket message accepted (default ${DEFAULT_LIMITS.maxFrameBytes}).` },
   { flag: '--max-pending-requests', env: 'SPIWIRE_MAX_PENDING_REQUESTS', key: 'maxPendingRequests', kind: 'int', doc: `Unanswered requests per session (default ${DEFAULT_LIMITS.maxPendingRequests}).` },
@@ -63,6 +66,7 @@ export function defaultConfig(): DaemonConfig {
     logLevel: 'info',
     allowedOrigins: [],
     allow: '*',
+    faults: undefined,
     ...DEFAULT_LIMITS,
   };
 }
@@ -136,6 +140,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
     if (s) apply(cfg, s, value, flag);
   }
   if (cfg.token === '') cfg.token = undefined;
+  if (cfg.faults === '') cfg.faults = undefined;
   if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level / SPIWIRE_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(cfg.logLevel)}`);
   try {
     AllowList.parse(cfg.allow);
@@ -146,7 +151,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
 }
 
 export function usage(): string {
-  const lines = ['usage: spiwire [flags]', '', 'Every flag has an environment variable; flags win.', ''];
+  const lines = ['usage: spiwire [serve] [flags]     the daemon', '       spiwire faults <command>   the operator fault rules of a running daemon (spiwire faults --help)', '', 'Every flag has an environment variable; flags win.', ''];
   for (const s of SETTINGS) lines.push(`  ${(s.flag + ' <value>').padEnd(28)} ${s.env.padEnd(30)} ${s.doc}`);
   return lines.join('\n');
 }

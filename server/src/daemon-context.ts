@@ -7,6 +7,7 @@ import { RateLimitedLog } from './rate-limited-log.js';
 import { descriptorBudget } from './descriptor-limit.js';
 import { HeldBytes } from './held-bytes.js';
 import { Draining } from './draining.js';
+import { DaemonFaults } from './faults/operator-rules.js';
 
 export interface DaemonLimits {
   /** Largest WebSocket message accepted, in bytes. */
@@ -79,6 +80,8 @@ export class DaemonContext {
   readonly draining: Draining;
   /** Connections waiting on listeners to be accepted: they hold descriptors too. */
   queuedConnections = 0;
+  /** The operator's fault rules (HTTP /faults, --faults): every session asks them after its own. */
+  readonly faults: DaemonFaults;
 
   constructor(
     readonly log: Logger,
@@ -90,6 +93,7 @@ export class DaemonContext {
     this.clientMistakes = new RateLimitedLog(log);
     this.held = new HeldBytes(limits.heldBytesBudget, limits.maxSessions);
     this.draining = new Draining(log, limits.lingerMs);
+    this.faults = new DaemonFaults(log);
   }
 
   /** True when one more socket (or queued connection) would pass the daemon-wide cap. */

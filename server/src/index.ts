@@ -7,6 +7,7 @@ import type { Session } from './session.js';
 import { VERSION } from './version.js';
 import { AllowList } from './allow-list.js';
 import { DEFAULT_HOST } from './config.js';
+import type { OperatorFaultRule } from '@spiwire/proto';
 
 export { DAEMON_NODE_FLAGS } from './node-flags.js';
 
@@ -28,6 +29,8 @@ export interface StartOptions {
    * "127.0.0.0/8,[::1],10.0.0.0/8:7-9" (see the README). Default "*": anywhere.
    */
   allow?: string;
+  /** Operator fault rules as from a --faults file (checked with readFaultFile or operatorFaultRuleProblem). */
+  faults?: readonly OperatorFaultRule[];
 }
 
 export interface Daemon {
@@ -40,6 +43,11 @@ export interface Daemon {
    * accepted bytes handed to the kernel (up to limits.drainMs).
    */
   close(): Promise<void>;
+  /**
+   * Puts these rules in place of the file rules (a --faults reload), all at once. Throws
+   * OperatorFaultError, with the old rules still in place, when they cannot all be taken.
+   */
+  replaceFileFaults(rules: readonly OperatorFaultRule[]): void;
 }
 
 export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
@@ -51,6 +59,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   const log = opts.logger ?? pino({ level: 'silent' });
   const limits: DaemonLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   const ctx = new DaemonContext(log, limits, VERSION, AllowList.parse(opts.allow ?? '*'));
+  if (opts.faults) ctx.faults.replaceFileRules(opts.faults);
   const sessions = new Set<Session>();
   const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [] }, log);
   await app.listen({ host, port: opts.port ?? 0 });
@@ -66,6 +75,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
     url,
     host,
     port,
+    replaceFileFaults: (rules) => ctx.faults.replaceFileRules(rules),
     close() {
       closing ??= (async () => {
         ctx.shuttingDown = true;
@@ -84,3 +94,5 @@ export { DEFAULT_LIMITS, type DaemonLimits } from './daemon-context.js';
 export { DEFAULT_HOST, DEFAULT_PORT } from './config.js';
 export { VERSION } from './version.js';
 export { AllowList } from './allow-list.js';
+export { FaultFileError, parseFaultFile, readFaultFile } from './faults/fault-file.js';
+export { OperatorFaultError } from './faults/operator-rules.js';

@@ -1,16 +1,34 @@
 #!/usr/bin/env -S node --single-threaded-gc --no-incremental-marking
-/** The spiwire daemon command: configuration from flags and environment, graceful stop on signals. */
+/**
+ * The spiwire command. `spiwire [serve] [flags]`: the daemon, with its configuration from flags and
+ * environment, graceful stop on SIGINT and SIGTERM, and the --faults file reloaded on SIGHUP.
+ * `spiwire faults ...`: the client of a running daemon's operator fault API (cli/faults.ts).
+ */
 import pino from 'pino';
 import { ConfigError, parseConfig, type DaemonConfig } from './config.js';
 import { DEFAULT_LIMITS, startServer, type DaemonLimits } from './index.js';
 import { hasBufferUtil } from './native-addons.js';
 import { missingNodeFlags } from './node-flags.js';
 import { stdoutDestination } from './log-destination.js';
+import { FaultFileError, readFaultFile } from './faults/fault-file.js';
+import { OperatorFaultError } from './faults/operator-rules.js';
+import type { OperatorFaultRule } from '@spiwire/proto';
 
 async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv[0] === 'faults') {
+    // The client loads nothing of the daemon's.
+    const { runFaultsCommand } = await import('./cli/faults.js');
+    process.exitCode = await runFaultsCommand(argv.slice(1), process.env, { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) });
+    return;
+  }
+  await serve(argv[0] === 'serve' ? argv.slice(1) : argv);
+}
+
+async function serve(argv: readonly string[]): Promise<void> {
   let cfg;
   try {
-    cfg = parseConfig(process.argv.slice(2), process.env);
+    cfg = parseConfig(argv, process.env);
   } catch (err) {
     if (err instanceof ConfigError) {
       if (err.helpRequested) {
@@ -21,6 +39,16 @@ async function main(): Promise<void> {
       process.exit(2);
     }
     throw err;
+  }
+  let faults: OperatorFaultRule[] | undefined;
+  if (cfg.faults !== undefined) {
+    try {
+      faults = readFaultFile(cfg.faults);
+    } catch (err) {
+      if (!(err instanceof FaultFileError)) throw err;
+      process.stderr.write(`--faults: ${err.message}\n`);
+      process.exit(2);
+    }
   }
   const logOut = stdoutDestination();
   const log = pino({ level: cfg.logLevel, name: 'spiwire' }, logOut.stream);
@@ -34,6 +62,7 @@ async function main(): Promise<void> {
       allowedOrigins: cfg.allowedOrigins,
       allow: cfg.allow,
       limits: limitsOf(cfg),
+      ...(faults ? { faults } : {}),
     });
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'cannot start');
@@ -79,6 +108,21 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // Only with a file to reload: otherwise SIGHUP keeps its usual meaning (the daemon ends).
+  const file = cfg.faults;
+  if (file !== undefined) {
+    log.info({ file, rules: faults?.length ?? 0 }, 'fault rules loaded; SIGHUP reloads the file');
+    process.on('SIGHUP', () => {
+      try {
+        const rules = readFaultFile(file);
+        daemon.replaceFileFaults(rules);
+        log.info({ file, rules: rules.length }, 'fault file reloaded');
+      } catch (err) {
+        if (!(err instanceof FaultFileError || err instanceof OperatorFaultError)) throw err;
+        log.warn({ file, problem: err.message }, 'fault file not reloaded; the previous rules stay');
+      }
+    });
+  }
 }
 
 /** The DaemonLimits part of the configuration: every key DEFAULT_LIMITS has. */

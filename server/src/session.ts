@@ -64,7 +64,7 @@ export class Session implements SpiSession {
   private readonly output: OutputFlow;
   /** Bytes held for this session's sends, against limits.sessionQuotaBytes. */
   readonly quota: SessionQuota;
-  /** The session's fault rules: they apply to its own sockets only. */
+  /** The session's fault rules (they apply to its own sockets only), then the operator's. */
   readonly faults: SessionFaults;
 
   constructor(
@@ -75,7 +75,7 @@ export class Session implements SpiSession {
     this.log = parentLog.child({ session: this.id });
     this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes, daemon.held);
     this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
-    this.faults = new SessionFaults(this.log, (params) => this.notify('spiwire.faultApplied', params));
+    this.faults = new SessionFaults(this.log, (params) => this.notify('spiwire.faultApplied', params), P.MAX_FAULT_RULES, daemon.faults, this.id);
     this.streams = new SendStreams(daemon.limits.streamWindowBytes, this.quota, (params) => this.notify('spiwire.sendProgress', params));
     this.output = new OutputFlow(daemon.limits, {
       pause: () => this.updateReading(),
@@ -584,6 +584,7 @@ export class Session implements SpiSession {
     // Connections still delivering get the linger time; their bytes count as held for ended sessions.
     this.quota.sessionEnded();
     this.daemon.draining.sessionEnded(this.id);
+    this.daemon.faults.sessionEnded(this.id);
     trimSoon();
     this.log.info({ reason }, 'session ended');
   }

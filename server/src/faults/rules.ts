@@ -3,7 +3,8 @@
  * and what each firing is. The sockets ask decide() at the point of a call where the call has
  * passed its own checks, and carry out the action themselves on the real socket.
  *
- * With no rule, `armed` is false and that one field is all a socket's call looks at.
+ * A session's calls also answer to the operator's rules (operator-rules.ts), after its own.
+ * With no rule anywhere, `armed` is false and that is all a socket's call looks at.
  */
 import type { Logger } from 'pino';
 import * as P from '@spiwire/proto';
@@ -58,7 +59,7 @@ export const NO_FAULTS: FaultHook = { armed: false, decide: () => null };
 /** Without a seed a rule draws from this one, so that it is reproducible all the same. */
 export const DEFAULT_FAULT_SEED = 1;
 
-class ActiveRule {
+export class ActiveRule {
   hits = 0;
   readonly functions: readonly FaultFunction[];
   readonly rng: SeededRandom;
@@ -69,6 +70,10 @@ class ActiveRule {
 
   constructor(
     readonly spec: FaultRule & { id: string; seed: number },
+    /** An operator rule limited to one session: its id (null: every session, or a session's own rule). */
+    readonly session: string | null = null,
+    /** Who set the rule, for the debug line: the session itself, or the operator ('api', 'file'). */
+    readonly source: string = 'session',
   ) {
     this.functions = faultFunctionsOf(spec.match);
     this.rng = new SeededRandom(spec.seed);
@@ -156,8 +161,19 @@ function invalidRule(field: string, what: string): ProtocolError {
   return new ProtocolError(INVALID_PARAMS, `spiwire.faults.add: params.rule.${field} ${what}`, { field: `rule.${field}` });
 }
 
+/** Rules that apply beyond one session: the operator's (DaemonFaults in operator-rules.ts). */
+export interface SharedFaultRules {
+  /** False while there is no such rule: the hot path reads only this. */
+  readonly armed: boolean;
+  /** In the order they were added; a rule with a session applies to that session's sockets only. */
+  readonly active: readonly ActiveRule[];
+  socketClosed(handle: number): void;
+}
+
+/** No operator rules (a SessionFaults on its own, in tests). */
+export const NO_SHARED_FAULTS: SharedFaultRules = { armed: false, active: [], socketClosed: () => undefined };
+
 export class SessionFaults implements FaultHook {
-  armed = false;
   private readonly rules: ActiveRule[] = [];
   private nextId = 1;
 
@@ -165,7 +181,16 @@ export class SessionFaults implements FaultHook {
     private readonly log: Logger,
     private readonly notify: (params: P.NotificationParams<'spiwire.faultApplied'>) => void,
     private readonly maxRules: number = P.MAX_FAULT_RULES,
+    /** The operator's rules, consulted after the session's own. */
+    private readonly shared: SharedFaultRules = NO_SHARED_FAULTS,
+    /** This session's id, which an operator rule's `session` names. */
+    private readonly sessionId = '',
   ) {}
+
+  /** Two reads: a call on a daemon with no rule anywhere asks nothing more. */
+  get armed(): boolean {
+    return this.rules.length > 0 || this.shared.armed;
+  }
 
   /**
    * Adds a rule (already checked by faultRuleProblem) and returns its id. socketType tells the
@@ -191,7 +216,6 @@ export class SessionFaults implements FaultHook {
     let id = rule.id;
     while (id === undefined || this.find(id)) id = `f${this.nextId++}`;
     this.rules.push(new ActiveRule({ ...rule, id, seed: rule.seed ?? DEFAULT_FAULT_SEED }));
-    this.armed = true;
     this.log.debug({ rule: id }, 'fault rule added');
     return id;
   }
@@ -200,7 +224,6 @@ export class SessionFaults implements FaultHook {
     const at = this.rules.findIndex((r) => r.spec.id === id);
     if (at < 0) throw new ProtocolError(INVALID_PARAMS, `spiwire.faults.remove: params.id ${JSON.stringify(id)} is not the id of a rule of this session`, { field: 'id' });
     this.rules.splice(at, 1);
-    this.armed = this.rules.length > 0;
     this.log.debug({ rule: id }, 'fault rule removed');
   }
 
@@ -214,25 +237,34 @@ export class SessionFaults implements FaultHook {
   /** A socket of the session closed: its counts go (handles are never reused). */
   socketClosed(handle: number): void {
     for (const r of this.rules) r.forget(handle);
+    this.shared.socketClosed(handle);
   }
 
   /**
    * A call that passed its own checks: every rule that matches it counts it, and the first of them
-   * (in the order they were added) whose condition holds fires. Returns what it fired, or null.
+   * (the session's own in the order they were added, then the operator's in theirs) whose
+   * condition holds fires. Returns what it fired, or null.
    */
   decide(sock: FaultTarget, call: FaultCall): AppliedFault | null {
-    let fired: ActiveRule | null = null;
-    for (const r of this.rules) {
+    let fired = this.pick(this.rules, sock, call, null);
+    if (this.shared.armed) fired = this.pick(this.shared.active, sock, call, fired);
+    if (!fired) return null;
+    fired.hits++;
+    const { id, action } = fired.spec;
+    sock.log.debug({ rule: id, source: fired.source, function: call.fn, action: action.type, hit: fired.hits }, 'fault applied');
+    if (fired.spec.notify) this.notify({ id, s: sock.handle, function: call.fn, action: action.type });
+    return { id, action, effect: action.type === 'error' ? effectOf(action.code, call.fn, sock.type) : null, random: fired.rng };
+  }
+
+  /** Counts the call for every rule of `rules` that matches it; the first that fires, unless one already did. */
+  private pick(rules: readonly ActiveRule[], sock: FaultTarget, call: FaultCall, fired: ActiveRule | null): ActiveRule | null {
+    for (const r of rules) {
+      if (r.session !== null && r.session !== this.sessionId) continue;
       if (!r.matches(sock, call)) continue;
       const n = r.count(sock.handle);
       if (fired === null && r.fires(n, sock)) fired = r;
     }
-    if (!fired) return null;
-    fired.hits++;
-    const { id, action } = fired.spec;
-    sock.log.debug({ rule: id, function: call.fn, action: action.type, hit: fired.hits }, 'fault applied');
-    if (fired.spec.notify) this.notify({ id, s: sock.handle, function: call.fn, action: action.type });
-    return { id, action, effect: action.type === 'error' ? effectOf(action.code, call.fn, sock.type) : null, random: fired.rng };
+    return fired;
   }
 
   private find(id: string): ActiveRule | undefined {
