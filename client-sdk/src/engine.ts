@@ -11,6 +11,7 @@ import { BlockingGuard } from './blocking.js';
 import { EventSelectMirror, type WSANETWORKEVENTS } from './event-select.js';
 import { isResult, type Result } from './marshal.js';
 import { OperationTable, type Delivery, type OperationSpec } from './operations.js';
+import type { ReplyListener } from './rpc.js';
 export type { Delivery } from './operations.js';
 import { SendStreams } from './send-streams.js';
 import type { LPWSAOVERLAPPED_COMPLETION_ROUTINE, WSAOVERLAPPED } from './overlapped.js';
@@ -72,9 +73,9 @@ export class SessionEngine<T extends SpiThread> {
    * Sends a call; a lost connection becomes WSAENETDOWN, as a vanished network subsystem would,
    * and a reply without ret and errno fails the call with SpiwireProtocolError.
    */
-  call(method: string, params: Record<string, unknown>, onReply?: (r: Result) => void): Promise<Result> {
+  call(method: string, params: Record<string, unknown>, listener?: ReplyListener): Promise<Result> {
     // Not an async function: one promise fewer on the hot path.
-    return this.rpc.call(method, params, onReply && ((r) => isResult(r) && onReply(r))).then(asResult, netDown);
+    return this.rpc.call(method, params, listener).then(asResult, netDown);
   }
 
   /** Sends a call that blocks its thread (WSAEINPROGRESS while the thread's previous one runs). */
@@ -98,13 +99,11 @@ export class SessionEngine<T extends SpiThread> {
       routine = { run: how.routine, thread, s: how.s };
     }
     how.ov.lastSocket = how.s;
-    // Built field by field (no spread): one object shape for every operation.
-    const spec: OperationSpec = { ov: how.ov, routine, targets: delivery?.targets, flagsOut: delivery?.flagsOut, onComplete: delivery?.onComplete };
-    return this.ops.start(spec, (op, onReply) => {
-      // params is the caller's own fresh object: add to it rather than copy it.
-      params['overlapped'] = { op, thread: issuer.id.ThreadHandle };
-      return this.call(method, params, onReply);
-    });
+    // No closures or spec objects per call: this runs for every overlapped send.
+    const rec = this.ops.begin(how.ov, routine, delivery);
+    // params is the caller's own fresh object: add to it rather than copy it.
+    params['overlapped'] = { op: rec.op, thread: issuer.id.ThreadHandle };
+    return this.ops.settle(rec, () => this.call(method, params, rec));
   }
 
   /** WSPSocket: the new handle is remembered until its close. */

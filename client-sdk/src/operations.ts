@@ -13,7 +13,8 @@
  */
 import * as P from '@spiwire/proto';
 import { isU32 } from '@spiwire/proto';
-import { fieldOf, isBytes, isCompletion, scatter, type Result } from './marshal.js';
+import { fieldOf, isBytes, isCompletion, isResult, scatter, type Result } from './marshal.js';
+import type { ReplyListener } from './rpc.js';
 import type { LPWSAOVERLAPPED_COMPLETION_ROUTINE, WSAOVERLAPPED } from './overlapped.js';
 import type { Out } from './types.js';
 import type { EventTable, SpiThread } from './threads.js';
@@ -31,23 +32,27 @@ export interface OperationSpec {
   onComplete?: ((error: number, bytes: number, flags: number) => void) | undefined;
 }
 
-/** What the SDK remembers of an overlapped operation until its completion arrives (one shape for all: a class). */
-class OpRecord {
+/**
+ * What the SDK remembers of an overlapped operation until its completion arrives (one shape for
+ * all: a class). It listens for its call's reply itself, so starting one allocates no closure.
+ */
+export class OpRecord implements ReplyListener {
   /** The call's reply has arrived: until then, a lost connection fails the call, not the operation. */
   answered = false;
-  readonly targets: readonly Uint8Array[] | undefined;
-  readonly flagsOut: Out | null | undefined;
-  readonly onComplete: ((error: number, bytes: number, flags: number) => void) | undefined;
 
-  readonly ov: WSAOVERLAPPED;
-  readonly routine: OperationSpec['routine'];
+  constructor(
+    private readonly table: OperationTable,
+    readonly op: number,
+    readonly ov: WSAOVERLAPPED,
+    readonly routine: OperationSpec['routine'],
+    /** Where a receive's bytes go, its lpFlags, and a hook run at completion (Delivery). */
+    readonly targets: readonly Uint8Array[] | undefined,
+    readonly flagsOut: Out | null | undefined,
+    readonly onComplete: ((error: number, bytes: number, flags: number) => void) | undefined,
+  ) {}
 
-  constructor(spec: OperationSpec) {
-    this.ov = spec.ov;
-    this.routine = spec.routine;
-    this.targets = spec.targets;
-    this.flagsOut = spec.flagsOut;
-    this.onComplete = spec.onComplete;
+  replied(r: Record<string, unknown>): void {
+    if (isResult(r)) this.table.answered(this, r);
   }
 }
 
@@ -69,13 +74,19 @@ export class OperationTable {
   }
 
   /**
-   * Starts an operation: marks its WSAOVERLAPPED pending, remembers where its completion goes,
-   * and sends its call; resolves with the call's result. A call that fails at once (or is
-   * rejected) leaves no completion.
+   * begin() and settle() in one, for callers that do not mind a closure or two: send gets the op
+   * id to put in the call and must pass the reply to onReply as it is read.
    */
-  // Not async: one promise hop fewer per overlapped call.
   start(spec: OperationSpec, send: SendOperation): Promise<Result> {
-    const { ov, routine } = spec;
+    const rec = this.begin(spec.ov, spec.routine, spec);
+    return this.settle(rec, () => send(rec.op, (r) => rec.replied(r)));
+  }
+
+  /**
+   * Registers an operation: marks its WSAOVERLAPPED pending and remembers where its completion
+   * goes. Its call (with rec.op in it) is then sent through settle().
+   */
+  begin(ov: WSAOVERLAPPED, routine: OperationSpec['routine'], delivery: Delivery | undefined): OpRecord {
     const op = this.nextOp++;
     if (this.nextOp > 0xffffffff) this.nextOp = 1;
     ov.Internal = P.WSS_OPERATION_IN_PROGRESS;
@@ -86,24 +97,33 @@ export class OperationTable {
       const e = this.events.get(ov.hEvent);
       if (e) e.signaled = false;
     }
-    const rec = new OpRecord(spec);
+    const rec = new OpRecord(this, op, ov, routine, delivery?.targets, delivery?.flagsOut, delivery?.onComplete);
     this.ops.set(op, rec);
+    return rec;
+  }
+
+  /**
+   * Sends the call of an operation begun with begin() (send passes rec as the reply listener) and
+   * resolves with its result. A call that fails at once (or is rejected) leaves no completion.
+   */
+  // Not async: one promise hop fewer per overlapped call.
+  settle(rec: OpRecord, send: () => Promise<Result>): Promise<Result> {
     let sent: Promise<Result>;
     try {
-      sent = send(op, (r) => this.answered(op, rec, r));
+      sent = send();
     } catch (err) {
-      this.failed(op, rec, P.WSAENETDOWN);
+      this.failed(rec, P.WSAENETDOWN);
       throw err;
     }
     return sent.then(
       (r) => {
-        if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING) this.failed(op, rec, r.errno);
+        if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING) this.failed(rec, r.errno);
         return r;
       },
       (err: unknown) => {
         // No usable result (a protocol error): the call fails, and no completion will come.
         // The WSAOVERLAPPED says so as it would after a lost connection: not pending, WSAENETDOWN.
-        this.failed(op, rec, P.WSAENETDOWN);
+        this.failed(rec, P.WSAENETDOWN);
         throw err;
       },
     );
@@ -114,18 +134,18 @@ export class OperationTable {
    * once carries its bytes, which go to the caller's buffers before anyone is signalled, and a
    * reply with a completion stands for the completion.
    */
-  private answered(op: number, rec: OpRecord, r: Result): void {
+  answered(rec: OpRecord, r: Result): void {
     rec.answered = true;
     const data = fieldOf(r, 'data', isBytes);
     if (r.ret === 0 && data && rec.targets) scatter(data, rec.targets);
     const c = fieldOf(r, 'completion', isCompletion);
-    if (c) this.complete(op, c.error, c.bytes, c.flags);
+    if (c) this.complete(rec.op, c.error, c.bytes, c.flags);
   }
 
   /** Failed at once: no completion of any kind, ever. */
-  private failed(op: number, rec: OpRecord, errno: number): void {
-    if (this.ops.get(op) !== rec) return;
-    this.ops.delete(op);
+  private failed(rec: OpRecord, errno: number): void {
+    if (this.ops.get(rec.op) !== rec) return;
+    this.ops.delete(rec.op);
     rec.ov.Internal = 0;
     rec.ov.OffsetHigh = errno;
   }

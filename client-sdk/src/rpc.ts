@@ -78,7 +78,12 @@ function payloadSize(params: Record<string, unknown>): number {
   return n;
 }
 
-type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void; onReply?: ((r: Record<string, unknown>) => void) | undefined };
+/** Told of a call's reply as it is read, before any later record of the same frame. */
+export interface ReplyListener {
+  replied(r: Record<string, unknown>): void;
+}
+
+type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void; listener: ReplyListener | undefined };
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object';
@@ -177,14 +182,14 @@ export class RpcConnection {
 
   /**
    * Sends a request; the params are encoded (and their bytes copied) before this returns.
-   * onReply, when given, runs synchronously as the reply is read, before any later record of the
+   * listener, when given, hears the reply synchronously as it is read, before any later record of the
    * same frame (an operation's completion, for instance) is handled.
    */
-  call(method: string, params: Record<string, unknown>, onReply?: (r: Record<string, unknown>) => void): Promise<Record<string, unknown>> {
+  call(method: string, params: Record<string, unknown>, listener?: ReplyListener): Promise<Record<string, unknown>> {
     if (this.closedReason !== null) return Promise.reject(new ConnectionClosedError(this.closedReason));
     const id = this.nextId++;
     if (this.nextId > 0x7fffffff) this.nextId = 1;
-    const p = new Promise<Record<string, unknown>>((resolve, reject) => this.pending.set(id, { resolve, reject, onReply }));
+    const p = new Promise<Record<string, unknown>>((resolve, reject) => this.pending.set(id, { resolve, reject, listener }));
     this.enqueue({ jsonrpc: '2.0', id, method, params }, params);
     return p;
   }
@@ -269,7 +274,7 @@ export class RpcConnection {
       if (isErrorObject(error) && result === undefined) p.reject(new SpiwireProtocolError(error.code, error.message, isRecord(error.data) ? error.data : undefined));
       else p.reject(badReply(id, 'its error is not an object {code, message}, or comes with a result'));
     } else if (isRecord(result)) {
-      p.onReply?.(result);
+      p.listener?.replied(result);
       p.resolve(result);
     } else {
       p.reject(badReply(id, 'it has no result object and no error'));

@@ -102,11 +102,11 @@ t.test('WSPSend goes with a compact header when the welcome offers them, unless 
   }
 });
 
-t.test("onReply runs as the reply is read, before the next record of the frame", async (t) => {
+t.test("the reply listener hears the reply as it is read, before the next record of the frame", async (t) => {
   const { conn, peer } = await pair(t);
   const seen: string[] = [];
   conn.onNotification = (method) => seen.push(method);
-  const call = conn.call('WSPSend', { s: 1, buffers: [], flags: 0 }, () => seen.push('reply'));
+  const call = conn.call('WSPSend', { s: 1, buffers: [], flags: 0 }, { replied: () => void seen.push('reply') });
   const req = await peer.request();
   peer.sendBytes(
     frameOf(

@@ -433,16 +433,18 @@ function watchWire(spi: S.SpiSession): WireWatch {
   const byWireOp = new Map<number, Op>();
   const rpc = spi.connection;
   const call = rpc.call.bind(rpc);
-  rpc.call = (method, params, onReply) => {
+  rpc.call = (method, params, listener) => {
     const ov = params['overlapped'] as { op: number } | undefined;
     const op = w.issuing;
-    if (!ov || !op) return call(method, params, onReply);
+    if (!ov || !op) return call(method, params, listener);
     byWireOp.set(ov.op, op);
     op.onWire = true;
-    return call(method, params, (r) => {
-      op.replied = true;
-      if (r['completion']) op.wireCompletions++;
-      onReply?.(r);
+    return call(method, params, {
+      replied(r) {
+        op.replied = true;
+        if (r['completion']) op.wireCompletions++;
+        listener?.replied(r);
+      },
     });
   };
   const notify = rpc.onNotification;
