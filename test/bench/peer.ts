@@ -7,7 +7,9 @@
  *   - a TCP holder that accepts connections and does not read them until "release";
  *   - a UDP receiver counting datagrams, pushing its count every few datagrams (the senders'
  *     flow control) and remembering when the first and last arrived;
- *   - a WebSocket echo server (ws), the raw baseline of the small-call latency.
+ *   - a WebSocket echo server (ws), the raw baseline of the small-call latency;
+ *   - a naive WebSocket-to-TCP relay (ws with bufferutil to node:net, the obvious thing to write),
+ *     a peer of spiwire's bulk path.
  * Times are process.hrtime in nanoseconds: CLOCK_MONOTONIC, which every process here shares.
  */
 import { createHash, type Hash } from 'node:crypto';
@@ -22,6 +24,7 @@ function now(): number {
 }
 
 interface Conn {
+  remotePort: number;
   bytes: number;
   /** Closed by the remote end. */
   ended: boolean;
@@ -44,6 +47,8 @@ interface Listener {
   conns: Map<number, Conn>;
   accepted: number;
   bytes: number;
+  /** "expectNext" requests: each binds to the next connection accepted. */
+  next: Array<{ bytes: number; id: number }>;
 }
 
 const listeners = new Map<number, Listener>();
@@ -57,7 +62,7 @@ function reply(id: number, body: Record<string, unknown> = {}): void {
 function connOf(l: Listener, remotePort: number): Conn {
   let c = l.conns.get(remotePort);
   if (!c) {
-    c = { bytes: 0, ended: false, waiters: [], stamps: null, hash: null, sha256: undefined, reported: false };
+    c = { remotePort, bytes: 0, ended: false, waiters: [], stamps: null, hash: null, sha256: undefined, reported: false };
     l.conns.set(remotePort, c);
   }
   return c;
@@ -73,7 +78,7 @@ function settle(c: Conn): void {
       c.sha256 = c.hash.digest('hex');
       c.hash = null;
     }
-    reply(w.id, { t, bytes: c.bytes, ended: c.ended, stamps: w.forget ? (c.stamps ?? []) : undefined, sha256: w.forget ? c.sha256 : undefined });
+    reply(w.id, { t, bytes: c.bytes, ended: c.ended, remotePort: c.remotePort, stamps: w.forget ? (c.stamps ?? []) : undefined, sha256: w.forget ? c.sha256 : undefined });
     if (w.forget) c.reported = true;
     return false;
   });
@@ -101,7 +106,7 @@ function read(l: Listener, sock: net.Socket, c: Conn): void {
 function tcpListen(m: Msg): void {
   const mode = m['mode'] === 'hold' ? 'hold' : 'discard';
   const server = net.createServer({ pauseOnConnect: true });
-  const l: Listener = { server, mode, held: mode === 'hold', sockets: new Set(), conns: new Map(), accepted: 0, bytes: 0 };
+  const l: Listener = { server, mode, held: mode === 'hold', sockets: new Set(), conns: new Map(), accepted: 0, bytes: 0, next: [] };
   server.on('connection', (sock) => {
     l.accepted++;
     l.sockets.add(sock);
@@ -109,6 +114,8 @@ function tcpListen(m: Msg): void {
     // A count left from an earlier connection on this port (never read with "ended") is stale.
     if (l.conns.get(remotePort)?.ended) l.conns.delete(remotePort);
     const c = connOf(l, remotePort);
+    // The remote port tells the client which connection it was (for "ended" afterwards).
+    for (const w of l.next.splice(0)) c.waiters.push({ bytes: w.bytes, id: w.id });
     sock.on('error', () => undefined);
     sock.on('end', () => {
       c.ended = true;
@@ -141,6 +148,34 @@ const handlers: Record<string, (m: Msg) => void> = {
     const c = connOf(listener(m), m['remotePort'] as number);
     c.waiters.push({ bytes: m['bytes'] as number, id: m.id });
     settle(c);
+  },
+  /**
+   * As expect, for the next connection the listener accepts (one a relay opens, whose port the
+   * client cannot know); the answer carries its remotePort.
+   */
+  expectNext: (m) => {
+    listener(m).next.push({ bytes: m['bytes'] as number, id: m.id });
+  },
+  /** A naive relay: each WebSocket connection gets a TCP connection to target; binary messages are written to it. */
+  wsRelay: (m) => {
+    const target = m['target'] as number;
+    const server = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+    server.on('connection', (ws) => {
+      const tcp = net.connect(target, '127.0.0.1');
+      tcp.on('error', () => ws.terminate());
+      ws.on('message', (data: Buffer) => {
+        // The one concession to correctness: stop reading the WebSocket while TCP is behind.
+        if (!tcp.write(data)) {
+          ws.pause();
+          tcp.once('drain', () => ws.resume());
+        }
+      });
+      ws.on('close', () => tcp.end());
+    });
+    server.on('listening', () => {
+      wss.push(server);
+      reply(m.id, { port: (server.address() as net.AddressInfo).port });
+    });
   },
   /**
    * Answers once the connection from remotePort has ended, with its byte count (and its stamps),

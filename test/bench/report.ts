@@ -115,6 +115,10 @@ export function targets(r: Results): Target[] {
     out.push({ ...t, met: t.comparison === '>=' ? t.value >= t.threshold : t.value <= t.threshold });
   };
   if (r.bulk) add({ id: 'bulk', kind: 'target', what: 'Bulk at 0.35 of raw TCP or better', judged: 'median spiwire MB/s / median raw node:net MB/s', value: r.bulk.pair.ratio, unit: 'x raw', comparison: '>=', threshold: 0.35 });
+  if (r.bulk?.peers) {
+    add({ id: 'bulkVsNaive', kind: 'target', what: 'Bulk at least 2x the naive relay', judged: 'median spiwire MB/s / median naive relay MB/s', value: r.bulk.pair.spiwire.median / r.bulk.peers.naive.median, unit: 'x', comparison: '>=', threshold: 2 });
+    if (r.bulk.peers.websockify) add({ id: 'bulkVsWebsockify', kind: 'target', what: 'Bulk at least 4x websockify', judged: 'median spiwire MB/s / median websockify MB/s', value: r.bulk.pair.spiwire.median / r.bulk.peers.websockify.median, unit: 'x', comparison: '>=', threshold: 4 });
+  }
   if (r.latency) add({ id: 'latency', kind: 'target', what: 'Small-call latency p50 at most 1.25 times the raw WebSocket round trip', judged: 'median of the per-repetition p50s, spiwire / raw ws', value: r.latency.p50.ratio, unit: 'x raw', comparison: '<=', threshold: 1.25 });
   if (r.smallSendRate) add({ id: 'smallSendRate', kind: 'target', what: 'Small-send rate at least 150,000 sends per second', judged: 'median sends/s through the public SPI path (WSPSend + WSAOVERLAPPED + completion routine)', value: r.smallSendRate.pair.spiwire.median, unit: 'sends/s', comparison: '>=', threshold: 150_000 });
   if (r.udp) add({ id: 'udp', kind: 'target', what: 'UDP at least 0.5 of raw node:dgram', judged: 'median datagrams/s received, spiwire / raw', value: r.udp.pair.ratio, unit: 'x raw', comparison: '>=', threshold: 0.5 });
@@ -172,6 +176,17 @@ function rows(r: Results): Row[] {
     out.push({ n, scenario, spiwire: spread(p.spiwire, unit), raw: spread(p.raw, unit), ratio: ratioSpread(p) });
   };
   if (r.bulk) pairRow('1', `bulk: 64 KiB overlapped WSPSend, ${r.bulk.params['inFlight']} in flight (MB = 10^6 B)`, r.bulk.pair, 'MB/s');
+  if (r.bulk?.peers) {
+    const b = r.bulk;
+    const peers = r.bulk.peers;
+    const peer = (name: string, x: Summary | null): void => {
+      if (!x) return void out.push({ n: '1', scenario: `  ${name}`, spiwire: 'skipped (not installed)', raw: '', ratio: '' });
+      out.push({ n: '1', scenario: `  peer: ${name}, 64 KiB messages`, spiwire: spread(x, 'MB/s'), raw: `${fmt(x.median / b.pair.raw.median)} x raw`, ratio: `spiwire ${fmt(b.pair.spiwire.median / x.median)} x it` });
+    };
+    peer('naive relay (ws + bufferutil -> node:net)', peers.naive);
+    peer('websockify (Debian)', peers.websockify);
+  }
+  if (r.bulk?.syscalls) out.push({ n: '1', scenario: '  read+write system calls per MB: daemon / raw writer', spiwire: fmt(r.bulk.syscalls.daemonPerMB), raw: fmt(r.bulk.syscalls.rawPerMB), ratio: `${fmt(r.bulk.syscalls.daemonPerMB / r.bulk.syscalls.rawPerMB)} x raw` });
   if (r.latency) {
     pairRow('2', 'small-call latency p50: blocking WSPSend 100 B vs ws round trip', r.latency.p50, 'us');
     pairRow('2', 'small-call latency p99', r.latency.p99, 'us');
@@ -228,6 +243,7 @@ export function table(rep: Report): string {
   const m = rep.meta;
   const out = [
     `spiwire benchmark (${m.mode}, ${m.reps} repetition${m.reps === 1 ? '' : 's'}; ${m.cpus.count} CPUs, Node ${m.node}; ${fmt(m.seconds)} s)`,
+    machineLine(rep.results),
     '',
     line(head),
     line({ n: '-'.repeat(w.n), scenario: '-'.repeat(w.scenario), spiwire: '-'.repeat(w.spiwire), raw: '-'.repeat(w.raw), ratio: '-'.repeat(15) }),
@@ -242,6 +258,17 @@ export function table(rep: Report): string {
   }
   out.push('', `checks: ${rep.checks.passed} of ${rep.checks.total} passed${rep.checks.failed.length ? `; FAILED: ${rep.checks.failed.map((c) => `${c.what} (expected ${c.expected}, got ${c.actual})`).join('; ')}` : ''}`);
   return out.join('\n');
+}
+
+/**
+ * What this machine's system calls cost, read off the raw baselines of the same run, so that
+ * figures from machines of different speeds can be compared.
+ */
+export function machineLine(r: Results): string {
+  const parts: string[] = [];
+  if (r.smallSendRate) parts.push(`raw 100-byte node:net writes ${fmt(r.smallSendRate.pair.raw.median)}/s`);
+  if (r.bulk) parts.push(`raw bulk node:net ${fmt(r.bulk.pair.raw.median)} MB/s`);
+  return parts.length ? `machine: ${parts.join(', ')}` : 'machine: (run scenarios 1 and 3 to measure it)';
 }
 
 // ---------------------------------------------------------------- SVG
@@ -371,6 +398,7 @@ export function markdown(rep: Report, svgFile: string): string {
   L.push('## Machine');
   L.push('');
   L.push(`- CPUs: ${m.cpus.count} × ${m.cpus.model}${m.cpus.mhz ? ` (${m.cpus.mhz} MHz)` : ''}; memory ${fmt(m.memoryBytes / 2 ** 30)} GiB`);
+  L.push(`- What its system calls cost: ${machineLine(r).replace(/^machine: /, '')} (the raw baselines of this run; compare figures from machines with these)`);
   L.push(`- Node ${m.node}; ${m.platform}`);
   L.push(`- load average (1, 5, 15 min) at the start ${m.loadavg.start.map((x) => fmt(x)).join(', ')}, at the end ${m.loadavg.end.map((x) => fmt(x)).join(', ')}`);
   L.push(`- code: commit ${m.git.commit.slice(0, 12)}${m.git.dirty.length ? ` with uncommitted changes in ${m.git.dirty.join(', ')}` : ''}`);
@@ -381,15 +409,17 @@ export function markdown(rep: Report, svgFile: string): string {
   L.push('');
   L.push('```sh');
   L.push('npm ci');
-  L.push('npm run bench                                  # builds, runs everything (under 5 minutes on 2 cores), rewrites this page');
+  L.push('npm run bench                                  # builds, runs everything (about 6 minutes on 2 cores)');
+  L.push('npm run bench -- --write-docs                  # the same, and rewrites this page and its chart from the run');
   L.push('node test/dist/bench/run.js --quick            # a few seconds: tiny sizes, one repetition, correctness only (CI runs this)');
-  L.push('npm run bench -- --only 1,3 --reps 3 --no-docs # some scenarios; --api hook uses the SDK startOperation hook instead of WSPSend');
-  L.push('npm run bench -- --cpu-prof --no-docs          # V8 profiles of every daemon in bench-results/prof/, then:');
+  L.push('npm run bench -- --only 1,3 --reps 3           # some scenarios; --api hook uses the SDK startOperation hook instead of WSPSend');
+  L.push('npm run bench -- --cpu-prof                    # V8 profiles of every daemon in bench-results/prof/, then:');
   L.push('node test/dist/bench/profile-summary.js bench-results/prof/*.cpuprofile');
   L.push('```');
   L.push('');
-  L.push('The figures go to stdout as a table and to `bench-results/results.json` (git-ignored); a full run also rewrites this page and ' +
-    '`docs/performance.svg`. The benchmark exits non-zero only when a correctness check fails; targets are reported, never asserted.');
+  L.push('The figures go to stdout as a table and to `bench-results/results.json` (git-ignored); a full run given `--write-docs` also rewrites this page and ' +
+    '`docs/performance.svg`. The benchmark exits non-zero only when a correctness check fails; targets are reported, never asserted. ' +
+    'Scenario 1 also runs the naive relay and, when Debian\'s `websockify` package is installed, websockify (`apt-get install websockify`; the row says skipped otherwise).');
   L.push('');
   L.push('## Set-up');
   L.push('');

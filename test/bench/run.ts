@@ -5,10 +5,11 @@
  *
  * The daemon runs as its own process, the client here, the peers in their own processes; every
  * spiwire figure is measured beside its raw baseline in the same run. Output: a table on stdout,
- * bench-results/results.json, and (full runs only) docs/performance.md and docs/performance.svg.
+ * bench-results/results.json, and, for a full run given --write-docs, docs/performance.md and
+ * docs/performance.svg (running the benchmark never dirties the working tree otherwise).
  *
  * Flags: --quick, --reps N, --scale-reps N, --only 1,3,6 (scenario numbers), --api spi|hook,
- * --json PATH, --no-docs, --cpu-prof (profiles of the daemons in bench-results/prof/),
+ * --json PATH, --write-docs (--no-docs, the default, is accepted), --cpu-prof (profiles of the daemons in bench-results/prof/),
  * --from-json PATH (no measuring: the table, page and chart again from saved results).
  */
 import { execFileSync } from 'node:child_process';
@@ -42,7 +43,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, reps: null, scaleReps: null, only: null, api: 'spi', json: null, docs: true, cpuProf: false, fromJson: null };
+  const a: Args = { quick: false, reps: null, scaleReps: null, only: null, api: 'spi', json: null, docs: false, cpuProf: false, fromJson: null };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i]!;
     const val = (): string => {
@@ -60,6 +61,7 @@ function parseArgs(argv: string[]): Args {
       a.api = v;
     } else if (f === '--json') a.json = val();
     else if (f === '--no-docs') a.docs = false;
+    else if (f === '--write-docs') a.docs = true;
     else if (f === '--cpu-prof') a.cpuProf = true;
     else if (f === '--from-json') a.fromJson = val();
     else throw new Error(`unknown flag ${f}`);
@@ -211,12 +213,12 @@ async function main(): Promise<void> {
   mkdirSync(dirname(json), { recursive: true });
   writeFileSync(json, JSON.stringify(report, null, 2) + '\n');
   process.stdout.write(`${table(report)}\nresults: ${json}\n`);
-  // Only a complete, full run rewrites the committed page and chart.
+  // Only a complete, full run rewrites the committed page and chart, and only when asked.
   if (!args.quick && args.docs && args.only === null) {
     writeFileSync(join(ROOT, 'docs', 'performance.svg'), svg(report));
     writeFileSync(join(ROOT, 'docs', 'performance.md'), markdown(report, 'performance.svg'));
     process.stdout.write('wrote docs/performance.md and docs/performance.svg\n');
-  }
+  } else if (!args.quick && args.only === null) process.stdout.write('docs/performance.md left as it is (--write-docs rewrites it from this run)\n');
   if (failed.length) process.exitCode = 1;
   clearTimeout(watchdog);
 }

@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,7 +50,11 @@ t.test('npm run bench -- --quick: every scenario runs and moves the expected byt
     }
   };
   // One repetition in quick mode: one spiwire run and one raw run per throughput scenario.
-  expectEvery('bulk', /bytes at the peer/, 64 * 64 * 1024, 2);
+  expectEvery('bulk', /^bulk (spiwire|raw) run \d+: bytes at the peer/, 64 * 64 * 1024, 2);
+  // The relays: the naive one always, websockify when Debian's package is installed.
+  expectEvery('bulk', /^bulk naive relay run \d+: bytes at the peer/, 64 * 64 * 1024, 1);
+  expectEvery('bulk', /^bulk websockify run \d+: bytes at the peer/, 64 * 64 * 1024, existsSync('/usr/bin/websockify') ? 1 : 0);
+  t.match(r.out, /machine: raw 100-byte node:net writes [\d,]+\/s, raw bulk node:net [\d.,]+ MB\/s/, 'the machine line');
   expectEvery('smallSendRate', /bytes at the peer/, 2000 * 100, 2);
   expectEvery('smallSendRateHook', /bytes at the peer/, 2000 * 100, 2);
   expectEvery('udp', /run \d+: datagrams received$/, 2000, 2);

@@ -3,6 +3,7 @@
  * (by its own pid) when the benchmark ends, however it ends.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { DAEMON_NODE_FLAGS } from '@spiwire/server/node-flags';
@@ -51,6 +52,35 @@ function nofileOf(stderr: string): number | null {
   const m = /bench-nofile=(\d+|unlimited)/.exec(stderr);
   if (!m) return null;
   return m[1] === 'unlimited' ? Infinity : Number(m[1]);
+}
+
+/**
+ * websockify (Debian's package), relaying WebSocket connections on a free port to target; null
+ * when it is not installed. Resolves once it accepts connections.
+ */
+export async function startWebsockify(target: number): Promise<{ port: number; stop(): void } | null> {
+  const bin = ['/usr/bin/websockify', '/usr/local/bin/websockify'].find((p) => existsSync(p));
+  if (!bin) return null;
+  const port = await freePort();
+  const child = track(spawn(bin, [`127.0.0.1:${port}`, `127.0.0.1:${target}`], { stdio: ['ignore', 'ignore', 'pipe'] }));
+  let stderr = '';
+  child.stderr!.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-2000)));
+  const stop = (): void => void child.kill('SIGKILL');
+  // Bounded: 100 tries, 50 ms apart.
+  for (let i = 0; i < 100; i++) {
+    if (child.exitCode !== null) throw new Error(`websockify exited: ${stderr}`);
+    const up = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (up) return { port, stop };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  stop();
+  throw new Error(`websockify did not listen on ${port}: ${stderr}`);
 }
 
 export function freePort(): Promise<number> {

@@ -8,7 +8,10 @@ import * as S from '@spiwire/client';
 import { check, type Check, type Ctx, type Pair } from '../lib/context.js';
 import { endSocket, rawConnect, writeAll } from '../lib/raw.js';
 import { SendPipeline, closeSocket, tcpSocket } from '../lib/spi.js';
-import { now, summarize } from '../lib/stats.js';
+import { readFileSync } from 'node:fs';
+import { relayRun } from '../lib/relay.js';
+import { startWebsockify } from '../lib/procs.js';
+import { now, summarize, type Summary } from '../lib/stats.js';
 import { WARM_UP_SECONDS, warmUp } from '../lib/warm-up.js';
 
 interface Run {
@@ -54,6 +57,17 @@ export interface ThroughputResult {
   params: Record<string, number | string>;
   pair: Pair;
   checks: Check[];
+  /** Bulk only: the same bytes through WebSocket-to-TCP relays a user might pick instead. */
+  peers?: RelayPeers;
+  /** Bulk only: read and write system calls per MB (10^6 B) sent, from /proc/<pid>/io. */
+  syscalls?: { daemonPerMB: number; rawPerMB: number } | null;
+}
+
+export interface RelayPeers {
+  /** ws (with bufferutil) to node:net: the obvious relay to write. */
+  naive: Summary;
+  /** Debian's websockify; null when it is not installed. */
+  websockify: Summary | null;
 }
 
 /**
@@ -61,7 +75,19 @@ export interface ThroughputResult {
  * each side (warmUp), which also sizes the runs: each side sends what it can in about
  * targetSeconds, so a slow or a fast path gets runs of a similar length.
  */
-async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number, warmCount: number, targetSeconds: number, window: number, unit: string, rate: (bytes: number, seconds: number) => number, api = ctx.api): Promise<ThroughputResult> {
+/** read and write system calls a process has made so far (/proc/<pid>/io), or null where there is no such file. */
+function syscallsOf(pid: number | 'self'): number | null {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const v = (k: string): number => Number(new RegExp(`^${k}: (\\d+)`, 'm').exec(io)?.[1] ?? NaN);
+    const n = v('syscr') + v('syscw');
+    return Number.isFinite(n) ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number, warmCount: number, targetSeconds: number, window: number, unit: string, rate: (bytes: number, seconds: number) => number, api = ctx.api, countSyscalls = false): Promise<ThroughputResult> {
   const spi = await S.connect(ctx.daemon.url, { autoApc: true });
   const c = { ...ctx, api };
   try {
@@ -74,11 +100,24 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
     const sw: number[] = [];
     const raw: number[] = [];
     const checks: Check[] = [];
+    // System calls: the daemon's during spiwire runs, this process's (the raw writer) during raw runs.
+    const calls = { daemon: 0, daemonBytes: 0, raw: 0, rawBytes: 0, ok: countSyscalls };
     for (let rep = 0; rep < ctx.reps; rep++) {
       const order = rep % 2 === 0 ? ['spiwire', 'raw'] : ['raw', 'spiwire'];
       for (const who of order) {
         const count = who === 'spiwire' ? swCount : rawCount;
+        const pid = who === 'spiwire' ? ctx.daemon.pid : 'self';
+        const before = calls.ok ? syscallsOf(pid) : null;
         const r = who === 'spiwire' ? await spiwireRun(c, spi, chunk, count, window) : await rawRun(c, chunk, count);
+        const after = before === null ? null : syscallsOf(pid);
+        if (before === null || after === null) calls.ok = false;
+        else if (who === 'spiwire') {
+          calls.daemon += after - before;
+          calls.daemonBytes += chunk * count;
+        } else {
+          calls.raw += after - before;
+          calls.rawBytes += chunk * count;
+        }
         (who === 'spiwire' ? sw : raw).push(rate(chunk * count, r.seconds));
         checks.push(check(`${name} ${who} run ${rep + 1}: bytes at the peer`, chunk * count, r.bytes));
       }
@@ -86,20 +125,57 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
     }
     const a = summarize(sw);
     const b = summarize(raw);
-    return {
+    const result: ThroughputResult = {
       params: { chunkBytes: chunk, spiwireSendsPerRun: swCount, rawWritesPerRun: rawCount, inFlight: window, api, warmUpSeconds: ctx.quick ? 0 : WARM_UP_SECONDS },
       pair: { unit, better: 'higher', spiwire: a, raw: b, ratio: a.median / b.median, ratioRuns: sw.map((x, i) => x / raw[i]!) },
       checks,
     };
+    if (countSyscalls) result.syscalls = calls.ok && calls.daemonBytes > 0 && calls.rawBytes > 0 ? { daemonPerMB: calls.daemon / (calls.daemonBytes / 1e6), rawPerMB: calls.raw / (calls.rawBytes / 1e6) } : null;
+    return result;
   } finally {
     await spi.close();
   }
 }
 
-/** Scenario 1: 64 KiB overlapped WSPSends, window in flight, against raw 64 KiB writes. MB/s (10^6 bytes). */
-export function bulk(ctx: Ctx, window = 32): Promise<ThroughputResult> {
+/**
+ * Scenario 1: 64 KiB overlapped WSPSends, window in flight, against raw 64 KiB writes; then the
+ * same 64 KiB messages through the naive relay and websockify. MB/s (10^6 bytes).
+ */
+export async function bulk(ctx: Ctx, window = 32): Promise<ThroughputResult> {
   // Quick: 4 MiB. Full: about 1.5 s per run, sized by warm-up runs of 128 MiB.
-  return compare(ctx, 'bulk', 64 * 1024, 64, 2048, 1.5, window, 'MB/s', (bytes, seconds) => bytes / seconds / 1e6);
+  const r = await compare(ctx, 'bulk', 64 * 1024, 64, 2048, 1.5, window, 'MB/s', (bytes, seconds) => bytes / seconds / 1e6, ctx.api, true);
+  r.peers = await relayPeers(ctx, r);
+  return r;
+}
+
+/** The relays, as many runs as spiwire had, each about as long as a spiwire run. */
+async function relayPeers(ctx: Ctx, r: ThroughputResult): Promise<RelayPeers> {
+  const chunk = 64 * 1024;
+  // Each relay gets runs of the bytes spiwire sent per run (its figure is of the same order).
+  const count = Number(r.params['spiwireSendsPerRun']);
+  const measure = async (name: string, port: number, protocols: string[]): Promise<Summary> => {
+    if (!ctx.quick) await relayRun(ctx, port, protocols, chunk, Math.min(count, 2048));
+    const rates: number[] = [];
+    for (let rep = 0; rep < ctx.reps; rep++) {
+      const run = await relayRun(ctx, port, protocols, chunk, count);
+      rates.push((chunk * count) / run.seconds / 1e6);
+      r.checks.push(check(`bulk ${name} run ${rep + 1}: bytes at the peer`, chunk * count, run.bytes));
+    }
+    ctx.log(`  bulk ${name}: ${rates.map((x) => x.toFixed(0)).join(', ')} MB/s`);
+    return summarize(rates);
+  };
+  const naivePort = (await ctx.ws.request<{ port: number }>('wsRelay', { target: ctx.discardPort })).port;
+  const naive = await measure('naive relay', naivePort, []);
+  const ws = await startWebsockify(ctx.discardPort);
+  if (!ws) {
+    ctx.log('  bulk websockify: skipped (not installed; apt-get install websockify)');
+    return { naive, websockify: null };
+  }
+  try {
+    return { naive, websockify: await measure('websockify', ws.port, ['binary']) };
+  } finally {
+    ws.stop();
+  }
 }
 
 /** Scenario 3: 100-byte overlapped WSPSends, window in flight, against raw 100-byte writes. Sends per second. */
