@@ -30,6 +30,7 @@ const TCP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 const MAX_BACKLOG = 200;
 /** How often a fault that waits for queued bytes to reach the peer looks again. */
 const DRAIN_POLL_MS = 5;
+const DRAIN_POLL_MAX_MS = 200;
 
 export interface TcpContext extends SocketContext {
   readonly ports: PortReservations;
@@ -614,31 +615,37 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
 
   /**
    * Runs then once check() holds. The kernel tells no one when the peer acknowledges bytes, so
-   * this looks every DRAIN_POLL_MS; after MAX_FAULT_MS (a peer that never reads) it runs anyway.
+   * this looks again after DRAIN_POLL_MS, then ever less often (up to DRAIN_POLL_MAX_MS: a client
+   * with thousands of such sockets must not keep the daemon busy); after MAX_FAULT_MS (a peer that
+   * never reads) it runs anyway.
    */
   private whenDrained(check: () => boolean, then: () => void): void {
     this.drainWaiters.push({ check, then, deadline: performance.now() + W.MAX_FAULT_MS });
     // Never at once: the call that asked has yet to queue its own bytes.
-    if (this.drainWatch === null) {
-      this.drainWatch = setTimeout(this.pollDrain, DRAIN_POLL_MS);
-      this.drainWatch.unref();
-    }
+    if (this.drainWatch === null) this.scheduleDrainPoll(DRAIN_POLL_MS);
   }
+
+  private scheduleDrainPoll(ms: number): void {
+    this.drainPollMs = ms;
+    this.drainWatch = setTimeout(this.pollDrain, ms);
+    this.drainWatch.unref();
+  }
+
+  private drainPollMs = DRAIN_POLL_MS;
 
   private readonly pollDrain = (): void => {
     this.drainWatch = null;
     const now = performance.now();
+    let ran = false;
     for (let i = 0; i < this.drainWaiters.length; ) {
       const w = this.drainWaiters[i]!;
       if (this.closed || w.check() || now >= w.deadline) {
         this.drainWaiters.splice(i, 1);
         w.then();
+        ran = true;
       } else i++;
     }
-    if (this.drainWaiters.length > 0 && !this.closed) {
-      this.drainWatch = setTimeout(this.pollDrain, DRAIN_POLL_MS);
-      this.drainWatch.unref();
-    }
+    if (this.drainWaiters.length > 0 && !this.closed) this.scheduleDrainPoll(ran ? DRAIN_POLL_MS : Math.min(this.drainPollMs * 2, DRAIN_POLL_MAX_MS));
   };
 
   /**
