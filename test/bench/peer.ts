@@ -9,13 +9,17 @@
  *     flow control) and remembering when the first and last arrived;
  *   - a WebSocket echo server (ws), the raw baseline of the small-call latency;
  *   - a naive WebSocket-to-TCP relay (ws with bufferutil to node:net, the obvious thing to write),
- *     a peer of spiwire's bulk path.
+ *     a peer of spiwire's bulk path;
+ *   - a load generator: SDK sessions with one bulk TCP socket each (scenario 9), in a process of
+ *     its own so that a bystander measured by the benchmark does not wait on this event loop.
  * Times are process.hrtime in nanoseconds: CLOCK_MONOTONIC, which every process here shares.
  */
 import { createHash, type Hash } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { WebSocketServer } from 'ws';
+import * as S from '@spiwire/client';
+import { SendPipeline, closeSocket, tcpSocket } from './lib/spi.js';
 
 type Msg = Record<string, unknown> & { id: number; cmd: string };
 
@@ -139,7 +143,47 @@ function listener(m: Msg): Listener {
   return l;
 }
 
+/** The load generator's sessions and sockets (scenario 9). */
+let load: { spis: S.SpiSession[]; socks: Array<{ s: number; localPort: number }> } | null = null;
+
+function answerAsync(m: Msg, work: () => Promise<Record<string, unknown>>): void {
+  work().then(
+    (body) => reply(m.id, body),
+    (err: unknown) => reply(m.id, { error: err instanceof Error ? err.message : String(err) }),
+  );
+}
+
 const handlers: Record<string, (m: Msg) => void> = {
+  /** Opens `sessions` SDK sessions to url, each with a TCP socket connected to port; answers their local ports. */
+  loadOpen: (m) =>
+    answerAsync(m, async () => {
+      const spis = load?.spis ?? (await Promise.all(Array.from({ length: m['sessions'] as number }, () => S.connect(m['url'] as string, { autoApc: true }))));
+      const socks = await Promise.all(spis.map((spi) => tcpSocket(spi, m['port'] as number)));
+      load = { spis, socks };
+      return { localPorts: socks.map((x) => x.localPort) };
+    }),
+  /** Every session sends count 64 KiB overlapped WSPSends, window in flight; answers when all completed, with the start time. */
+  loadRun: (m) =>
+    answerAsync(m, async () => {
+      if (!load) throw new Error('loadOpen first');
+      const l = load;
+      const buf = Buffer.alloc(64 * 1024, 0x5a);
+      const t0 = now();
+      await Promise.all(l.socks.map((x, i) => new SendPipeline(l.spis[i]!, 'spi', x.s, buf, m['count'] as number, m['window'] as number).run()));
+      return { t0 };
+    }),
+  /** Closes the sockets (sessions stay open for the next loadOpen). */
+  loadCloseSockets: (m) =>
+    answerAsync(m, async () => {
+      if (load) await Promise.all(load.socks.map((x, i) => closeSocket(load!.spis[i]!, x.s)));
+      return {};
+    }),
+  loadEnd: (m) =>
+    answerAsync(m, async () => {
+      if (load) await Promise.all(load.spis.map((spi) => spi.close()));
+      load = null;
+      return {};
+    }),
   ping: (m) => reply(m.id, { pid: process.pid }),
   hrtime: (m) => reply(m.id, { t: now() }),
   tcpListen,

@@ -11,8 +11,10 @@ import type { CompletionResult, CompletionVariant } from './scenarios/completion
 import type { ScaleResult, StepResult } from './scenarios/scale.js';
 import type { SlowPeerResult } from './scenarios/slow-peer.js';
 import type { LargeSendFigures, LargeSendsResult } from './scenarios/large-sends.js';
+import type { ManySessionsResult } from './scenarios/many-sessions.js';
 
 export interface Results {
+  manySessions?: ManySessionsResult;
   bulk?: ThroughputResult;
   latency?: LatencyResult;
   smallSendRate?: ThroughputResult;
@@ -140,6 +142,11 @@ export function targets(r: Results): Target[] {
     const sp = r.slowPeer;
     out.push({ id: 'slowPeerFlat', kind: 'requirement', what: 'Slow peer: daemon memory stays flat, bounded by the socket buffer and the outstanding-operation limit', judged: `live growth ≤ bound (${mib(sp.bound)}) and growth after the half-way point ≤ 5 % of it`, value: sp.maxGrowth, unit: 'bytes', comparison: '<=', threshold: sp.bound, met: sp.flat });
   }
+  if (r.manySessions && r.bulk) {
+    const m = r.manySessions;
+    add({ id: 'manySessionsAggregate', kind: 'target', what: `${m.params['sessions']} sessions: aggregate at least 0.9 of one session's bulk`, judged: 'median aggregate MB/s / median scenario 1 spiwire MB/s', value: m.aggregate.median / r.bulk.pair.spiwire.median, unit: 'x', comparison: '>=', threshold: 0.9 });
+  }
+  if (r.manySessions) add({ id: 'manySessionsBystander', kind: 'target', what: 'Meanwhile a bystander session\'s small-call p99 under 5 ms', judged: 'median of the per-repetition p99 of blocking 100-byte WSPSends in another session', value: r.manySessions.bystanderP99.median / 1000, unit: 'ms', comparison: '<=', threshold: 5 });
   if (r.largeSends) {
     const ls = r.largeSends;
     const judged = 'largest growth of the daemon’s rss (peak during the send − rss before it) over the first (hashed) run and the measured repetitions';
@@ -220,6 +227,11 @@ function rows(r: Results): Row[] {
     pairRow('8', `large sends: blocking ${sizeText(ls.blocking.bytes)} WSPSend vs one node:net write`, ls.blocking.pair, 'MB/s');
     pairRow('8', `large sends: overlapped ${sizeText(ls.overlapped.bytes)} WSPSend + routine vs one write`, ls.overlapped.pair, 'MB/s');
     for (const [what, f] of sends) out.push({ n: '8', scenario: `  daemon rss growth during the ${what} send (peak − before)`, spiwire: spread(f.growth, 'MiB', 2 ** 20), raw: `rss before ${mib(f.rssBefore.median)}, peak ${mib(f.rssPeak.median)}`, ratio: '' });
+  }
+  if (r.manySessions) {
+    const m = r.manySessions;
+    out.push({ n: '9', scenario: `many sessions: ${m.params['sessions']} sessions x one bulk socket, aggregate (MB = 10^6 B)`, spiwire: spread(m.aggregate, 'MB/s'), raw: r.bulk ? `one session ${fmt(r.bulk.pair.spiwire.median)} MB/s` : '', ratio: r.bulk ? `${fmt(m.aggregate.median / r.bulk.pair.spiwire.median)} x one` : '' });
+    out.push({ n: '9', scenario: '  meanwhile, a bystander session\'s blocking 100 B WSPSend', spiwire: `p50 ${spread(m.bystanderP50, 'us')}`, raw: `p99 ${spread(m.bystanderP99, 'us')}`, ratio: '' });
   }
   return out;
 }
@@ -475,6 +487,10 @@ export function markdown(rep: Report, svgFile: string): string {
       `Blocking ${sizeText(ls.blocking.bytes)}: ${pairLine(ls.blocking.pair, 'MB/s')}; the call returned after ${spread(ls.blocking.callSeconds, 's')}; ${mem(ls.blocking)}. ` +
       `Overlapped ${sizeText(ls.overlapped.bytes)}: ${pairLine(ls.overlapped.pair, 'MB/s')}; the routine ran after ${spread(ls.overlapped.callSeconds, 's')}; ${mem(ls.overlapped)}. ` +
       'Checked in every run: the blocking call returns the full count; the overlapped one pends (WSA_IO_PENDING) and its routine runs exactly once, with no error and the full count; the peer receives exactly that many bytes.');
+  }
+  if (r.manySessions) {
+    const m = r.manySessions;
+    L.push(`9. **Many sessions** (issue 17). ${m.params['sessions']} SDK sessions in a load process of their own, each with one TCP socket to the discard peer, send ${m.params['sendsPerSession']} overlapped 64 KiB \`WSPSend\`s each, ${m.params['inFlight']} in flight, all at once, on scenario 1's daemon; meanwhile a bystander session in the benchmark process makes blocking 100-byte \`WSPSend\`s one at a time. Aggregate ${spread(m.aggregate, 'MB/s')} (timed from the load's first send to the peer holding the last session's last byte); the bystander's p50 ${spread(m.bystanderP50, 'us')}, p99 ${spread(m.bystanderP99, 'us')}. The peer's count of every session is checked.`);
   }
   L.push('');
   L.push('## Reading the figures');

@@ -27,6 +27,7 @@ import { completion } from './scenarios/completion.js';
 import { scale } from './scenarios/scale.js';
 import { slowPeer } from './scenarios/slow-peer.js';
 import { largeSends } from './scenarios/large-sends.js';
+import { manySessions } from './scenarios/many-sessions.js';
 import { DAEMON_NODE_FLAGS } from '@spiwire/server/node-flags';
 import { nativeMasking } from '@spiwire/client';
 
@@ -179,6 +180,10 @@ async function main(): Promise<void> {
     if (want(8)) {
       log('8 large sends');
       results.largeSends = await largeSends(ctx);
+    }
+    if (want(9)) {
+      log('9 many sessions');
+      results.manySessions = await manySessions(ctx);
     }
   } finally {
     daemonOutput = daemon.output;

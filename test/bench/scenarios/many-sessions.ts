@@ -1,0 +1,91 @@
+/**
+ * Scenario 9: many sessions. 32 SDK sessions, each with one TCP socket to the discard peer, send
+ * 64 KiB overlapped WSPSends at once (32 in flight each) from a load process, while a bystander
+ * session here makes blocking 100-byte WSPSends one at a time: the aggregate throughput beside one
+ * session's bulk figure, and the bystander's small-call latency meanwhile. The daemon is scenario 1's.
+ */
+import * as S from '@spiwire/client';
+import { check, type Check, type Ctx } from '../lib/context.js';
+import { closeSocket, tcpSocket } from '../lib/spi.js';
+import { PeerProcess } from '../lib/procs.js';
+import { now, percentile, summarize, type Summary } from '../lib/stats.js';
+
+export interface ManySessionsResult {
+  params: Record<string, number | string>;
+  /** Aggregate MB/s (10^6 B) over the sessions, per repetition. */
+  aggregate: Summary;
+  /** The bystander's blocking-call latency during the runs, us. */
+  bystanderP50: Summary;
+  bystanderP99: Summary;
+  checks: Check[];
+}
+
+const CHUNK = 64 * 1024;
+const WINDOW = 32;
+
+/** Blocking 100-byte sends, one at a time, until stop() says so; the latencies in us. */
+async function bystander(spi: S.SpiSession, s: number, stop: () => boolean, max: number): Promise<number[]> {
+  const bufs = [S.wsabuf(Buffer.alloc(100, 0x62))];
+  const sent = S.out(0);
+  const e = S.out(0);
+  const out: number[] = [];
+  // Bounded by max samples as well as by the runs' end.
+  while (!stop() && out.length < max) {
+    const t0 = now();
+    const ret = await spi.WSPSend(s, bufs, 1, sent, 0, null, null, null, e);
+    out.push((now() - t0) / 1e3);
+    if (ret !== 0) throw new Error(`bystander WSPSend failed: ${S.wsaErrorName(e.value)}`);
+  }
+  return out;
+}
+
+export async function manySessions(ctx: Ctx, sessions = ctx.quick ? 4 : 32): Promise<ManySessionsResult> {
+  // Quick: 16 sends per session. Full: 256 per session (16 MiB each, 512 MiB in all per run).
+  const perSession = ctx.quick ? 16 : 256;
+  const checks: Check[] = [];
+  const aggregate: number[] = [];
+  const p50: number[] = [];
+  const p99: number[] = [];
+  // The bulk sessions live in a process of their own; the bystander is this one.
+  const loader = await PeerProcess.start('load');
+  const watcher = await S.connect(ctx.daemon.url, { autoApc: true });
+  try {
+    const { s: ws } = await tcpSocket(watcher, ctx.discardPort, { overlapped: false });
+    for (let rep = 0; rep < ctx.reps; rep++) {
+      const { localPorts } = await loader.request<{ localPorts: number[] }>('loadOpen', { url: ctx.daemon.url, sessions, port: ctx.discardPort });
+      const total = CHUNK * perSession;
+      const reached = localPorts.map((remotePort) => ctx.discard.request<{ t: number; bytes: number }>('expect', { port: ctx.discardPort, remotePort, bytes: total }, 300_000));
+      let running = true;
+      const run = loader.request<{ t0: number }>('loadRun', { count: perSession, window: WINDOW }, 300_000);
+      const watching = bystander(watcher, ws, () => !running, 1_000_000);
+      const { t0 } = await run;
+      const ends = await Promise.all(reached);
+      running = false;
+      const lat = await watching;
+      const last = Math.max(...ends.map((r) => (ctx.sharedClock ? r.t : now())));
+      aggregate.push((total * sessions) / ((last - t0) / 1e9) / 1e6);
+      if (lat.length > 0) {
+        p50.push(percentile(lat, 50));
+        p99.push(percentile(lat, 99));
+      }
+      await loader.request('loadCloseSockets');
+      for (let i = 0; i < localPorts.length; i++) {
+        const end = await ctx.discard.connectionEnded(ctx.discardPort, localPorts[i]!);
+        checks.push(check(`many sessions run ${rep + 1}: bytes at the peer (session ${i + 1})`, total, end.bytes));
+      }
+      ctx.log(`  many sessions rep ${rep + 1}: ${aggregate[rep]!.toFixed(0)} MB/s in all; bystander p50 ${p50[rep]?.toFixed(0)} us, p99 ${p99[rep]?.toFixed(0)} us (${lat.length} calls)`);
+    }
+    await closeSocket(watcher, ws);
+    await loader.request('loadEnd');
+  } finally {
+    await watcher.close();
+    await loader.stop();
+  }
+  return {
+    params: { sessions, sendsPerSession: perSession, chunkBytes: CHUNK, inFlight: WINDOW },
+    aggregate: summarize(aggregate),
+    bystanderP50: summarize(p50.length ? p50 : [NaN]),
+    bystanderP99: summarize(p99.length ? p99 : [NaN]),
+    checks,
+  };
+}
