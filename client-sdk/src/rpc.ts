@@ -35,6 +35,26 @@ export class ConnectionClosedError extends Error {
   }
 }
 
+/** Why connect() could not open a session; the message says it in one line. */
+export type ConnectFailureKind = 'unreachable' | 'token' | 'not-spiwire' | 'refused' | 'timeout' | 'bad-url';
+
+/**
+ * connect() could not open a session: the daemon is not running or not reachable, refused the
+ * token, refused the session for another reason (its message is quoted), is not a spiwire daemon,
+ * or did not answer in time. The message names the URL and what to do.
+ */
+export class SpiwireConnectError extends Error {
+  constructor(
+    readonly kind: ConnectFailureKind,
+    message: string,
+    /** The HTTP status of a refused upgrade. */
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = 'SpiwireConnectError';
+  }
+}
+
 export interface RpcOptions {
   token?: string | undefined;
   headers?: Record<string, string> | undefined;
@@ -129,14 +149,19 @@ export class RpcConnection {
   static open(url: string, opts: RpcOptions = {}): Promise<RpcConnection> {
     const headers: Record<string, string> = { ...opts.headers };
     if (opts.token !== undefined) headers['authorization'] = `Bearer ${opts.token}`;
-    const ws = new WebSocket(url, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024 });
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(url, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024 });
+    } catch (err) {
+      return Promise.reject(new SpiwireConnectError('bad-url', `${JSON.stringify(url)} is not a daemon URL (for example ws://127.0.0.1:7787/ws): ${messageOf(err)}`));
+    }
     ws.binaryType = 'nodebuffer';
     let socket: Socket | null = null;
     ws.once('upgrade', (res) => (socket = res.socket ?? null));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         ws.terminate();
-        reject(new Error(`no welcome from ${url} within ${opts.connectTimeoutMs ?? 10000} ms`));
+        reject(new SpiwireConnectError('timeout', `no welcome from ${url} within ${opts.connectTimeoutMs ?? 10000} ms: is it a spiwire daemon?`));
       }, opts.connectTimeoutMs ?? 10000);
       const fail = (err: Error): void => {
         clearTimeout(timer);
@@ -147,10 +172,10 @@ export class RpcConnection {
         res.on('data', (c: Buffer) => (body += c.toString()));
         res.on('end', () => {
           ws.terminate();
-          fail(new Error(`daemon refused the session: HTTP ${res.statusCode} ${body}`));
+          fail(refusedUpgrade(url, res.statusCode ?? 0, body, opts.token !== undefined));
         });
       });
-      ws.once('error', fail);
+      ws.once('error', (err) => fail(unreachable(url, err)));
       ws.once('message', (data: Buffer, isBinary: boolean) => {
         clearTimeout(timer);
         ws.off('error', fail);
@@ -159,7 +184,7 @@ export class RpcConnection {
           const first = recs[0];
           const msg = first?.ok && isRecord(first.message) ? first.message : undefined;
           const welcome = msg?.['params'];
-          if (msg?.['method'] !== 'spiwire.welcome' || !isWelcome(welcome)) throw new Error('the first message was not spiwire.welcome');
+          if (msg?.['method'] !== 'spiwire.welcome' || !isWelcome(welcome)) throw new SpiwireConnectError('not-spiwire', `${url} is not a spiwire daemon: the first message was not spiwire.welcome`);
           // ws reports its socket with the upgrade response, before the connection opens.
           if (socket === null) throw new Error('ws did not report the connection under the WebSocket');
           const conn = new RpcConnection(ws, socket, welcome);
@@ -170,7 +195,8 @@ export class RpcConnection {
           resolve(conn);
         } catch (err) {
           ws.terminate();
-          reject(err);
+          // A frame that does not decode: whatever answered is not a spiwire daemon.
+          reject(err instanceof SpiwireConnectError || !(err instanceof P.ProtocolError) ? err : new SpiwireConnectError('not-spiwire', `${url} is not a spiwire daemon: its first message does not decode (${err.message})`));
         }
       });
     });
@@ -311,4 +337,49 @@ export class RpcConnection {
   terminate(): void {
     this.ws.terminate();
   }
+}
+
+/** The error codes of a failed connection and its causes. */
+function errorCodes(err: unknown): string[] {
+  const codes: string[] = [];
+  const collect = (e: unknown): void => {
+    if (!isRecord(e)) return;
+    if (typeof e['code'] === 'string') codes.push(e['code']);
+    if (Array.isArray(e['errors'])) for (const x of e['errors']) collect(x);
+    collect(e['cause']);
+  };
+  collect(err);
+  return codes;
+}
+
+/** A connection that failed before the upgrade answered, worded for the caller. */
+function unreachable(url: string, err: Error): SpiwireConnectError {
+  const codes = errorCodes(err);
+  const at = `cannot reach the spiwire daemon at ${url}`;
+  if (codes.includes('ECONNREFUSED')) return new SpiwireConnectError('unreachable', `${at}: connection refused (is it running?)`);
+  if (codes.includes('ENOTFOUND') || codes.includes('EAI_AGAIN')) return new SpiwireConnectError('unreachable', `${at}: the host name does not resolve`);
+  if (codes.includes('EHOSTUNREACH') || codes.includes('ENETUNREACH') || codes.includes('ETIMEDOUT')) return new SpiwireConnectError('unreachable', `${at}: the host is unreachable`);
+  // The server took the connection and then did not complete a WebSocket upgrade of ours: it
+  // closed it, answered something that is not HTTP, or chose no (or another) subprotocol.
+  if (codes.includes('ECONNRESET') || /socket hang up|subprotocol|Invalid|Unexpected|Parse Error/i.test(err.message)) {
+    return new SpiwireConnectError('not-spiwire', `${url} is not a spiwire daemon: the WebSocket handshake failed (${err.message})`);
+  }
+  return new SpiwireConnectError('unreachable', `${at}: ${err.message}`);
+}
+
+/** An upgrade answered with an HTTP status: the daemon's refusal, or a server that is not one. */
+function refusedUpgrade(url: string, status: number, body: string, withToken: boolean): SpiwireConnectError {
+  let said: string | null = null;
+  try {
+    const parsed: unknown = JSON.parse(body);
+    // Every refusal of a spiwire daemon is {"error": "..."}.
+    if (isRecord(parsed) && typeof parsed['error'] === 'string') said = parsed['error'];
+  } catch {
+    // Not JSON: not a spiwire daemon's answer.
+  }
+  if (said === null) return new SpiwireConnectError('not-spiwire', `${url} is not a spiwire daemon: it answered the WebSocket upgrade with HTTP ${status}`, status);
+  if (status === 401) {
+    return new SpiwireConnectError('token', withToken ? `the daemon at ${url} refused the token (HTTP 401): check the token option` : `the daemon at ${url} requires a token (HTTP 401): pass it with the token option`, status);
+  }
+  return new SpiwireConnectError('refused', `the daemon at ${url} refused the session (HTTP ${status}): ${said}`, status);
 }

@@ -1,4 +1,7 @@
-/** The HTTP side of the daemon: health and version endpoints, the operator's fault rules, and the WebSocket upgrade with its checks. */
+/**
+ * The HTTP side of the daemon: health and version endpoints, Prometheus metrics, the inspection
+ * endpoints, the operator's fault rules, and the WebSocket upgrade with its checks.
+ */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { Logger } from 'pino';
@@ -8,11 +11,12 @@ import { Session } from './session.js';
 import { bearerToken, tokenMatches } from './security.js';
 import { trimNow } from './memory-trim.js';
 import { OperatorFaultError, type SessionDirectory } from './faults/operator-rules.js';
+import type { EmulatedSocket } from './sockets/emulated-socket.js';
 
 export const WS_PATH = '/ws';
 
 /** The body of every 404: the same {"error": ...} shape as the refusals of an upgrade. */
-export const NOT_FOUND_ERROR = `no such endpoint: the daemon answers GET /healthz, GET /version, GET /stats, GET|POST /faults, DELETE /faults/:id, POST /faults/reset and WebSocket upgrades on ${WS_PATH}`;
+export const NOT_FOUND_ERROR = `no such endpoint: the daemon answers GET /healthz, GET /version, GET /stats, GET /metrics, GET /sessions, GET /sessions/:id/sockets, GET|POST /faults, DELETE /faults/:id, POST /faults/reset and WebSocket upgrades on ${WS_PATH}`;
 
 export interface AppOptions {
   token: string | undefined;
@@ -79,6 +83,9 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), memory: process.memoryUsage(), gcExposed: gc !== undefined };
   });
 
+  const peers = new WeakMap<Session, PeerInfo>();
+  ctx.metrics.watch({ sessions: () => sessions, handles: ctx.handles, held: ctx.held, drainingConnections: () => ctx.draining.size, queuedConnections: () => ctx.queuedConnections });
+  registerInspectionRoutes(app, ctx, sessions, peers, opts);
   registerFaultRoutes(app, ctx, sessions, opts);
 
   app.get(
@@ -105,13 +112,120 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
         return undefined;
       },
     },
-    (socket) => {
+    (socket, req) => {
       const session = new Session(socket, ctx, log);
       sessions.add(session);
-      socket.on('close', () => sessions.delete(session));
+      ctx.metrics.sessionOpened();
+      peers.set(session, { address: req.socket.remoteAddress ?? '', port: req.socket.remotePort ?? 0, opened: Date.now() });
+      socket.on('close', () => {
+        sessions.delete(session);
+        // (The session closed its sockets on the same event, first: their bytes are in the daemon's totals.)
+        ctx.handles.forgetOwner(session.id);
+      });
     },
   );
   return app;
+}
+
+/** Where a session's connection came from, and when. */
+interface PeerInfo {
+  address: string;
+  port: number;
+  /** Date.now() at the upgrade. */
+  opened: number;
+}
+
+/**
+ * What the daemon is doing, read-only: GET /metrics (Prometheus text format, docs/metrics.md),
+ * GET /sessions and GET /sessions/:id/sockets. They follow /stats' rule: a daemon with a token
+ * serves them only to a client that presents it; one without a token listens on loopback only
+ * (index.ts refuses anything else), so they are open to this machine as /stats is. Unlike the
+ * fault API they change nothing, so they do not need a token to exist.
+ */
+function registerInspectionRoutes(app: FastifyInstance, ctx: DaemonContext, sessions: Set<Session>, peers: WeakMap<Session, PeerInfo>, opts: AppOptions): void {
+  const guard = async (req: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
+    if (opts.token === undefined || tokenMatches(opts.token, bearerToken(req.headers.authorization))) return undefined;
+    ctx.clientMistakes.log({ path: req.url, status: 401, err: 'token' }, 'inspection request refused');
+    return reply.code(401).send({ error: 'a valid "Authorization: Bearer <token>" header is required' });
+  };
+
+  app.get('/metrics', { onRequest: guard }, async (_req, reply) => {
+    const text = await ctx.metrics.text();
+    return reply.header('content-type', ctx.metrics.contentType).send(text);
+  });
+
+  app.get('/sessions', { onRequest: guard }, async (): Promise<P.SessionsListing> => {
+    const now = Date.now();
+    const socketsOf = countSockets(ctx);
+    return {
+      sessions: [...sessions].map((s) => {
+        const peer = peers.get(s);
+        const bytes = ctx.handles.bytesTotals(s.id);
+        return {
+          id: s.id,
+          peer: { address: peer?.address ?? '', port: peer?.port ?? 0 },
+          openedAt: new Date(peer?.opened ?? now).toISOString(),
+          ageSeconds: Math.round((now - (peer?.opened ?? now)) / 100) / 10,
+          sockets: socketsOf.get(s.id) ?? 0,
+          pendingOperations: s.pendingOperations,
+          runningRequests: s.runningRequests,
+          bytesSent: bytes.sent,
+          bytesReceived: bytes.received,
+          heldBytes: s.quota.held,
+          outputUnsent: s.outputUnsent,
+        };
+      }),
+    };
+  });
+
+  app.get<{ Params: { id: string } }>('/sessions/:id/sockets', { onRequest: guard }, async (req, reply) => {
+    const session = [...sessions].find((s) => s.id === req.params.id);
+    if (!session) {
+      ctx.clientMistakes.log({ path: req.url, status: 404, err: 'no such session' }, 'inspection request refused');
+      return reply.code(404).send({ error: `no open session has the id ${JSON.stringify(req.params.id)}`, field: 'id' });
+    }
+    const sockets: P.SocketInfo[] = [];
+    for (const sock of ctx.handles.values()) if (sock.owner === session.id && !sock.closed) sockets.push(socketInfo(sock, session.operationsOn(sock.handle)));
+    const listing: P.SocketsListing = { session: session.id, sockets };
+    return listing;
+  });
+}
+
+function countSockets(ctx: DaemonContext): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const sock of ctx.handles.values()) counts.set(sock.owner, (counts.get(sock.owner) ?? 0) + 1);
+  return counts;
+}
+
+function socketInfo(sock: EmulatedSocket, pendingOperations: number): P.SocketInfo {
+  const o = sock.opts;
+  return {
+    handle: sock.handle,
+    type: sock.type === P.SOCK_STREAM ? 'tcp' : 'udp',
+    family: sock.af === P.AF_INET6 ? 'ipv6' : 'ipv4',
+    state: sock.stateName,
+    local: sock.localName(),
+    remote: sock.peerName(),
+    overlapped: sock.overlapped,
+    tag: sock.tag,
+    events: sock.selection,
+    options: {
+      nonBlocking: o.nonBlocking,
+      sndBuf: o.sndBuf,
+      rcvBuf: o.rcvBuf,
+      noDelay: o.noDelay,
+      keepAlive: o.keepAlive,
+      broadcast: o.broadcast,
+      oobInline: o.oobInline,
+      linger: { onoff: o.linger.onoff, seconds: o.linger.seconds },
+      sendPolicy: o.windowsPolicy ? 'windows' : 'reference',
+    },
+    receiveQueuedBytes: sock.readable(),
+    sendQueuedBytes: sock.queuedSendBytes,
+    pendingOperations,
+    bytesSent: sock.bytesTaken,
+    bytesReceived: sock.bytesReceived,
+  };
 }
 
 /**

@@ -8,6 +8,7 @@ import { descriptorBudget } from './descriptor-limit.js';
 import { HeldBytes } from './held-bytes.js';
 import { Draining } from './draining.js';
 import { DaemonFaults } from './faults/operator-rules.js';
+import { DaemonMetrics } from './metrics.js';
 
 export interface DaemonLimits {
   /** Largest WebSocket message accepted, in bytes. */
@@ -82,6 +83,8 @@ export class DaemonContext {
   queuedConnections = 0;
   /** The operator's fault rules (HTTP /faults, --faults): every session asks them after its own. */
   readonly faults: DaemonFaults;
+  /** Prometheus metrics (GET /metrics): counters the hot path adds to, gauges read at scrape time. */
+  readonly metrics = new DaemonMetrics();
 
   constructor(
     readonly log: Logger,
@@ -93,7 +96,7 @@ export class DaemonContext {
     this.clientMistakes = new RateLimitedLog(log);
     this.held = new HeldBytes(limits.heldBytesBudget, limits.maxSessions);
     this.draining = new Draining(log, limits.lingerMs);
-    this.faults = new DaemonFaults(log);
+    this.faults = new DaemonFaults(log, undefined, (source, rule) => this.metrics.faultApplied(source, rule));
   }
 
   /** True when one more socket (or queued connection) would pass the daemon-wide cap. */

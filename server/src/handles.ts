@@ -9,9 +9,22 @@ const HANDLE_STEP = 4;
 /** Handles stay below 2^32 so they fit a 32-bit SOCKET. */
 const LAST_HANDLE = 0xfffffff0;
 
+/** Bytes a socket moved: sent (taken by the transport) and received (from the network). */
+export interface ByteTotals {
+  sent: number;
+  received: number;
+}
+
 export class HandleTable {
   private next = FIRST_HANDLE;
   private readonly sockets = new Map<number, EmulatedSocket>();
+  /**
+   * The bytes of sockets no longer in the table, daemon-wide and by owner while the owner lives:
+   * metrics and inspection add the open sockets' own counters to them at read time, so that
+   * nothing is counted on the send and receive paths.
+   */
+  private readonly closedBytes: ByteTotals = { sent: 0, received: 0 };
+  private readonly closedBytesByOwner = new Map<string, ByteTotals>();
 
   allocate(): number | null {
     if (this.next > LAST_HANDLE) return null;
@@ -25,7 +38,42 @@ export class HandleTable {
   }
 
   remove(handle: number): void {
+    const s = this.sockets.get(handle);
+    if (!s) return;
     this.sockets.delete(handle);
+    const sent = s.bytesTaken;
+    const received = s.bytesReceived;
+    this.closedBytes.sent += sent;
+    this.closedBytes.received += received;
+    let mine = this.closedBytesByOwner.get(s.owner);
+    if (!mine) {
+      mine = { sent: 0, received: 0 };
+      this.closedBytesByOwner.set(s.owner, mine);
+    }
+    mine.sent += sent;
+    mine.received += received;
+  }
+
+  /** The owner is gone: its closed sockets' bytes stay in the daemon's totals only. */
+  forgetOwner(owner: string): void {
+    this.closedBytesByOwner.delete(owner);
+  }
+
+  /** Open sockets, in the order they were made. */
+  values(): IterableIterator<EmulatedSocket> {
+    return this.sockets.values();
+  }
+
+  /** Bytes of every socket since the daemon started (owner given: of that owner's sockets). */
+  bytesTotals(owner?: string): ByteTotals {
+    const closed = owner === undefined ? this.closedBytes : this.closedBytesByOwner.get(owner);
+    const t: ByteTotals = { sent: closed?.sent ?? 0, received: closed?.received ?? 0 };
+    for (const s of this.sockets.values()) {
+      if (owner !== undefined && s.owner !== owner) continue;
+      t.sent += s.bytesTaken;
+      t.received += s.bytesReceived;
+    }
+    return t;
   }
 
   /** The socket when it exists, is open and belongs to the session; otherwise null. */

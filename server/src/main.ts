@@ -3,6 +3,7 @@
  * The spiwire command. `spiwire [serve] [flags]`: the daemon, with its configuration from flags and
  * environment, graceful stop on SIGINT and SIGTERM, and the --faults file reloaded on SIGHUP.
  * `spiwire faults ...`: the client of a running daemon's operator fault API (cli/faults.ts).
+ * `spiwire status|sessions|sockets ...`: what a running daemon is doing (cli/inspect.ts).
  */
 import pino from 'pino';
 import { ConfigError, parseConfig, type DaemonConfig } from './config.js';
@@ -16,10 +17,17 @@ import type { OperatorFaultRule } from '@spiwire/proto';
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  if (argv[0] === 'faults') {
-    // The client loads nothing of the daemon's.
+  const io = { out: (l: string) => process.stdout.write(`${l}\n`), err: (l: string) => process.stderr.write(`${l}\n`) };
+  const command = argv[0];
+  // The clients load nothing of the daemon's.
+  if (command === 'faults') {
     const { runFaultsCommand } = await import('./cli/faults.js');
-    process.exitCode = await runFaultsCommand(argv.slice(1), process.env, { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) });
+    process.exitCode = await runFaultsCommand(argv.slice(1), process.env, io);
+    return;
+  }
+  if (command === 'status' || command === 'sessions' || command === 'sockets') {
+    const { runInspectCommand } = await import('./cli/inspect.js');
+    process.exitCode = await runInspectCommand(command, argv.slice(1), process.env, io);
     return;
   }
   await serve(argv[0] === 'serve' ? argv.slice(1) : argv);

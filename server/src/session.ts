@@ -23,6 +23,7 @@ import { trimSoon } from './memory-trim.js';
 import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
 import { runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
+import type { CallCounts, SessionEndKind } from './metrics.js';
 
 const WS_OPEN = 1;
 const FLUSH_RECORDS = 256;
@@ -36,6 +37,8 @@ const SLICE_MS = 4;
 interface PendingOp {
   sock: EmulatedSocket;
   thread: number;
+  /** performance.now() when the call reached the daemon (completion latency metric). */
+  started: number;
   cancel?: (errno: number) => void;
   /** A cancellation that arrived while the operation was still starting; applied once it is pending. */
   cancelWith?: number;
@@ -66,6 +69,8 @@ export class Session implements SpiSession {
   readonly quota: SessionQuota;
   /** The session's fault rules (they apply to its own sockets only), then the operator's. */
   readonly faults: SessionFaults;
+  /** The daemon's SPI call counts (runMethod adds to them). */
+  readonly calls: CallCounts;
 
   constructor(
     private readonly ws: WebSocket,
@@ -73,6 +78,7 @@ export class Session implements SpiSession {
     parentLog: Logger,
   ) {
     this.log = parentLog.child({ session: this.id });
+    this.calls = daemon.metrics.calls;
     this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes, daemon.held);
     this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
     this.faults = new SessionFaults(this.log, (params) => this.notify('spiwire.faultApplied', params), P.MAX_FAULT_RULES, daemon.faults, this.id);
@@ -117,6 +123,16 @@ export class Session implements SpiSession {
   /** Overlapped operations started and not yet completed. */
   get pendingOperations(): number {
     return this.ops.size;
+  }
+
+  /** Overlapped operations pending on one of the session's sockets. */
+  operationsOn(handle: number): number {
+    return this.opsPerSocket.get(handle) ?? 0;
+  }
+
+  /** Output written to the WebSocket and not yet taken by the kernel (backpressure). */
+  get outputUnsent(): number {
+    return this.output.unsent;
   }
 
   // ---- inbound ----
@@ -466,7 +482,7 @@ export class Session implements SpiSession {
     }
     const count = this.opsPerSocket.get(sock.handle) ?? 0;
     if (count >= this.daemon.limits.maxOutstandingOpsPerSocket) return { kind: 'refused', errno: P.WSAEWOULDBLOCK };
-    const entry: PendingOp = { sock, thread: ov.thread };
+    const entry: PendingOp = { sock, thread: ov.thread, started: performance.now() };
     this.ops.set(ov.op, entry);
     this.opsPerSocket.set(sock.handle, count + 1);
     let starting = true;
@@ -479,7 +495,10 @@ export class Session implements SpiSession {
       if (out?.data && !starting) params.data = out.data;
       if (out?.from) params.from = out.from;
       if (starting) early = params;
-      else this.notify('spiwire.completion', params);
+      else {
+        this.daemon.metrics.completed(performance.now() - entry.started);
+        this.notify('spiwire.completion', params);
+      }
     };
     const settle = (st: Started<R>): OverlappedAnswer<R> => {
       starting = false;
@@ -546,7 +565,7 @@ export class Session implements SpiSession {
     // Let the WSAENETDOWN answers reach the wire before the close frame.
     await new Promise((r) => setImmediate(r));
     this.flush();
-    this.end('daemon shutting down');
+    this.end('daemon shutting down', 'shutdown');
     await new Promise<void>((resolve) => {
       if (this.ws.readyState === 3) return resolve();
       const t = setTimeout(() => {
@@ -567,7 +586,7 @@ export class Session implements SpiSession {
    */
   private endForBacklog(reason: string): void {
     if (this.ended) return;
-    this.end(`the client does not read its output: ${reason}`);
+    this.end(`the client does not read its output: ${reason}`, 'output_backlog');
     this.ws.close(P.OUTPUT_BACKLOG_CLOSE_CODE, 'output backlog: the client is not reading');
     const t = setTimeout(() => this.ws.terminate(), 1000);
     t.unref();
@@ -575,9 +594,10 @@ export class Session implements SpiSession {
   }
 
   /** The session is over: its sockets close, and nothing more is sent. */
-  end(reason: string): void {
+  end(reason: string, kind: SessionEndKind = 'closed'): void {
     if (this.ended) return;
     this.ended = true;
+    this.daemon.metrics.sessionEnded(kind);
     this.output.stop();
     this.streams.closeAll();
     for (const sock of [...this.sockets.values()]) this.closeSocket(sock);

@@ -36,6 +36,8 @@ export class DaemonFaults implements SharedFaultRules {
   constructor(
     private readonly log: Logger,
     readonly maxRules: number = P.MAX_OPERATOR_FAULT_RULES,
+    /** Told of every firing of any rule, a session's own included (the daemon's metrics count them). */
+    readonly applied: (source: string, rule: string) => void = () => undefined,
   ) {}
 
   get armed(): boolean {

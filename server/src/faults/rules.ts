@@ -168,10 +168,12 @@ export interface SharedFaultRules {
   /** In the order they were added; a rule with a session applies to that session's sockets only. */
   readonly active: readonly ActiveRule[];
   socketClosed(handle: number): void;
+  /** Told of every rule that fires, the session's own included (for the daemon's metrics). */
+  applied(source: string, rule: string): void;
 }
 
 /** No operator rules (a SessionFaults on its own, in tests). */
-export const NO_SHARED_FAULTS: SharedFaultRules = { armed: false, active: [], socketClosed: () => undefined };
+export const NO_SHARED_FAULTS: SharedFaultRules = { armed: false, active: [], socketClosed: () => undefined, applied: () => undefined };
 
 export class SessionFaults implements FaultHook {
   private readonly rules: ActiveRule[] = [];
@@ -251,6 +253,7 @@ export class SessionFaults implements FaultHook {
     if (!fired) return null;
     fired.hits++;
     const { id, action } = fired.spec;
+    this.shared.applied(fired.source, id);
     sock.log.debug({ rule: id, source: fired.source, function: call.fn, action: action.type, hit: fired.hits }, 'fault applied');
     if (fired.spec.notify) this.notify({ id, s: sock.handle, function: call.fn, action: action.type });
     return { id, action, effect: action.type === 'error' ? effectOf(action.code, call.fn, sock.type) : null, random: fired.rng };

@@ -167,6 +167,12 @@ export abstract class EmulatedSocket {
   /** Bytes of sends the transport has taken since the socket was made (match.afterBytes). */
   abstract get bytesTaken(): number;
 
+  /** Bytes that arrived from the network since the socket was made (for metrics and inspection). */
+  abstract get bytesReceived(): number;
+
+  /** Bytes of sends accepted and not yet in the kernel, or still waiting to be accepted (inspection). */
+  abstract get queuedSendBytes(): number;
+
   // ---- delay faults ----
 
   /**

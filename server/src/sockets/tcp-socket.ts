@@ -51,6 +51,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   private server: net.Server | null = null;
   private bound: SockAddr | null = null;
   private tx: TransportBuffer | null = null;
+  /** Bytes read from the connection (a counter, for metrics: no per-chunk work beyond the add). */
+  private receivedTotal = 0;
   private readonly rx = new ReceiveBuffer();
   /** The WSA code the connection broke with (state 'broken'). */
   private failure = 0;
@@ -338,6 +340,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     };
     this.tx = new TransportBuffer(sink, this.opts.sndBuf, () => this.afterDrainStep(), this.quota.add);
     conn.on('data', (chunk: Buffer) => {
+      this.receivedTotal += chunk.length;
       if (this.recvShut) {
         // Data after shutdown(SD_RECEIVE): Windows resets the connection.
         this.breakWith(W.WSAECONNRESET);
@@ -1001,6 +1004,14 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
 
   get bytesTaken(): number {
     return this.tx?.taken ?? 0;
+  }
+
+  get bytesReceived(): number {
+    return this.receivedTotal;
+  }
+
+  get queuedSendBytes(): number {
+    return this.tx ? this.tx.used + this.tx.pendingBytes : 0;
   }
 
   /** Reads from the connection again when the receive buffer has room and the session's output allows. */

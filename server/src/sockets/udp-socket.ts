@@ -42,6 +42,8 @@ export class UdpSocket extends EmulatedSocket {
   private icmpReset = false;
   /** Bytes of the datagrams sent so far (match.afterBytes). */
   private sentBytes = 0;
+  /** Bytes of datagrams that arrived, dropped ones included (for metrics). */
+  private receivedTotal = 0;
 
   constructor(ctx: SocketContext) {
     super(ctx);
@@ -82,6 +84,7 @@ export class UdpSocket extends EmulatedSocket {
     if (this.sock) return this.sock;
     const sock = dgram.createSocket({ type: this.af === W.AF_INET6 ? 'udp6' : 'udp4', ipv6Only: this.af === W.AF_INET6, lookup: refuseLookup });
     sock.on('message', (data, rinfo) => {
+      this.receivedTotal += data.length;
       // A full receive buffer drops the datagram, as the kernel would.
       if (this.rxBytes + data.length > Math.min(Math.max(this.opts.rcvBuf, 65536), this.maxRecvBytes)) return;
       this.rxQueue.push({ data, from: fromNodeAddress(rinfo, this.af) });
@@ -462,6 +465,15 @@ export class UdpSocket extends EmulatedSocket {
 
   get bytesTaken(): number {
     return this.sentBytes;
+  }
+
+  get bytesReceived(): number {
+    return this.receivedTotal;
+  }
+
+  /** A datagram is sent whole at once: nothing waits. */
+  get queuedSendBytes(): number {
+    return 0;
   }
 
   readable(): number {

@@ -16,6 +16,7 @@ import { getSockOpt, setSockOpt } from './options.js';
 import { runAfterReply, takeAfterReply } from './after-reply.js';
 import type { SendStreams } from '../send-streams.js';
 import { byteLength } from '../sockets/send-buffers.js';
+import type { CallCounts } from '../metrics.js';
 
 /** What a socket operation that can be overlapped reports: its count, and its flags for receives. */
 export interface Transfer {
@@ -43,6 +44,8 @@ export interface SpiSession {
   readonly faults: SessionFaults;
   /** The daemon's allow-list verdict for a destination (or, with unspecified, a bind to any address). */
   allows(address: string, port: number, unspecified?: boolean): boolean;
+  /** Where every call's result code is counted (the daemon's metrics). */
+  readonly calls: CallCounts;
 }
 
 /** An overlapped call's answer: pending, refused before it started, or its result (and completion). */
@@ -56,10 +59,27 @@ type Handlers = { readonly [M in MethodName]: Handler<M> };
  * params come from a compact header, whose layout already fixed their types.
  */
 export function runMethod<M extends MethodName>(session: SpiSession, method: M, params: Record<string, unknown>, compact: boolean): Result<M> | Promise<Result<M>> {
-  if (compact) W.validateCompactParams(method, params);
-  else W.validateParams(method, params);
-  const handler: Handler<M> = SPI_HANDLERS[method];
-  return handler(session, params);
+  const calls = session.calls;
+  let result: Result<M> | Promise<Result<M>>;
+  try {
+    if (compact) W.validateCompactParams(method, params);
+    else W.validateParams(method, params);
+    const handler: Handler<M> = SPI_HANDLERS[method];
+    result = handler(session, params);
+  } catch (err) {
+    // A refused call counts under its JSON-RPC error (INVALID_PARAMS and the like).
+    if (err instanceof ProtocolError) calls.count(method, err.code);
+    throw err;
+  }
+  // Counting is an add to a plain number (metrics.ts); a call that waits is counted when it ends.
+  if (!(result instanceof Promise)) {
+    calls.count(method, result.errno);
+    return result;
+  }
+  return result.then((r) => {
+    calls.count(method, r.errno);
+    return r;
+  });
 }
 
 /** A sockaddr parameter whose address is numeric (addressProblem), so that it never reaches a resolver. */
