@@ -303,6 +303,7 @@ export class Session implements SpiSession {
     result.then(
       (r) => {
         finished();
+        this.calls.count(method, r.errno);
         this.reply(id, r, text);
       },
       (err: unknown) => {

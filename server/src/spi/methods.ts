@@ -71,15 +71,10 @@ export function runMethod<M extends MethodName>(session: SpiSession, method: M, 
     if (err instanceof ProtocolError) calls.count(method, err.code);
     throw err;
   }
-  // Counting is an add to a plain number (metrics.ts); a call that waits is counted when it ends.
-  if (!(result instanceof Promise)) {
-    calls.count(method, result.errno);
-    return result;
-  }
-  return result.then((r) => {
-    calls.count(method, r.errno);
-    return r;
-  });
+  // Counting is an add to a plain number (metrics.ts). A call that waits is counted when it ends,
+  // by the session as it replies (no extra promise hop here: UDP sends all wait).
+  if (!(result instanceof Promise)) calls.count(method, result.errno);
+  return result;
 }
 
 /** A sockaddr parameter whose address is numeric (addressProblem), so that it never reaches a resolver. */
