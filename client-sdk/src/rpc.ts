@@ -36,7 +36,7 @@ export class ConnectionClosedError extends Error {
 }
 
 /** Why connect() could not open a session; the message says it in one line. */
-export type ConnectFailureKind = 'unreachable' | 'token' | 'not-spiwire' | 'refused' | 'timeout' | 'bad-url';
+export type ConnectFailureKind = 'unreachable' | 'token' | 'not-spiwire' | 'refused' | 'timeout' | 'bad-url' | 'tls';
 
 /**
  * connect() could not open a session: the daemon is not running or not reachable, refused the
@@ -66,6 +66,12 @@ export interface RpcOptions {
    * too. Default true; false keeps every header JSON (easier to read in a packet capture).
    */
   compact?: boolean | undefined;
+  /**
+   * For a wss:// daemon whose certificate the system does not trust (a self-signed or private
+   * CA): the PEM certificate(s) to trust. The server's certificate is always verified, against
+   * these or the system's CAs; NODE_EXTRA_CA_CERTS works too.
+   */
+  ca?: string | Buffer | Array<string | Buffer> | undefined;
 }
 
 export interface Welcome {
@@ -151,7 +157,7 @@ export class RpcConnection {
     if (opts.token !== undefined) headers['authorization'] = `Bearer ${opts.token}`;
     let ws: WebSocket;
     try {
-      ws = new WebSocket(url, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024 });
+      ws = new WebSocket(url, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024, ...(opts.ca !== undefined ? { ca: opts.ca } : {}) });
     } catch (err) {
       return Promise.reject(new SpiwireConnectError('bad-url', `${JSON.stringify(url)} is not a daemon URL (for example ws://127.0.0.1:7787/ws): ${messageOf(err)}`));
     }
@@ -357,6 +363,10 @@ function unreachable(url: string, err: Error): SpiwireConnectError {
   const codes = errorCodes(err);
   const at = `cannot reach the spiwire daemon at ${url}`;
   if (codes.includes('ECONNREFUSED')) return new SpiwireConnectError('unreachable', `${at}: connection refused (is it running?)`);
+  // The daemon's certificate did not verify: say so plainly, never connect anyway.
+  const tls = codes.find((c) => /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|HOSTNAME/.test(c));
+  if (tls) return new SpiwireConnectError('tls', `${at}: its TLS certificate does not verify (${tls}: ${err.message}); pass the CA that signed it as the ca option (or NODE_EXTRA_CA_CERTS)`);
+  if (/wrong version number|EPROTO/i.test(err.message) || codes.includes('EPROTO')) return new SpiwireConnectError('tls', `${at}: the TLS handshake failed (${err.message}): is the daemon serving plain ws:// rather than wss://?`);
   if (codes.includes('ENOTFOUND') || codes.includes('EAI_AGAIN')) return new SpiwireConnectError('unreachable', `${at}: the host name does not resolve`);
   if (codes.includes('EHOSTUNREACH') || codes.includes('ENETUNREACH') || codes.includes('ETIMEDOUT')) return new SpiwireConnectError('unreachable', `${at}: the host is unreachable`);
   // The server took the connection and then did not complete a WebSocket upgrade of ours: it

@@ -21,10 +21,13 @@ export const NOT_FOUND_ERROR = `no such endpoint: the daemon answers GET /health
 export interface AppOptions {
   token: string | undefined;
   allowedOrigins: readonly string[];
+  /** Serve HTTPS (and so wss://) with this certificate and key. */
+  tls?: { cert: string | Buffer; key: string | Buffer } | undefined;
 }
 
 export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts: AppOptions, log: Logger): Promise<FastifyInstance> {
   const app = Fastify({
+    ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
     loggerInstance: log as FastifyBaseLogger,
     // Sessions log their own lifecycle; per-request lines would only repeat it.
     logController: new LogController({ disableRequestLogging: true }),

@@ -20,6 +20,9 @@ export interface DaemonConfig extends DaemonLimits {
   allow: string;
   /** A --faults file of operator fault rules (reloaded on SIGHUP). */
   faults: string | undefined;
+  /** PEM certificate chain and private key (read from --tls-cert / --tls-key): serve wss:// and https://. */
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
 }
 
 interface Setting {
@@ -38,6 +41,8 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--log-level', env: 'SPIWIRE_LOG_LEVEL', key: 'logLevel', kind: 'string', doc: 'pino level: trace, debug, info, warn, error, fatal, silent (default info).' },
   { flag: '--allowed-origins', env: 'SPIWIRE_ALLOWED_ORIGINS', key: 'allowedOrigins', kind: 'list', doc: 'Comma-separated browser Origins allowed to connect (default: none).' },
   { flag: '--allow', env: 'SPIWIRE_ALLOW', key: 'allow', kind: 'string', doc: 'Destinations sockets may connect, send or bind to: comma-separated CIDR[:ports] rules, for example 127.0.0.0/8,[::1],172.16.0.0/12:7-9 (default *, anywhere).' },
+  { flag: '--tls-cert', env: 'SPIWIRE_TLS_CERT_FILE', key: 'tlsCert', kind: 'file', doc: 'PEM certificate (chain) file: with --tls-key, the daemon serves wss:// and https:// itself (a container secret path works as is).' },
+  { flag: '--tls-key', env: 'SPIWIRE_TLS_KEY_FILE', key: 'tlsKey', kind: 'file', doc: 'PEM private key file of --tls-cert.' },
   { flag: '--faults', env: 'SPIWIRE_FAULTS', key: 'faults', kind: 'string', doc: 'JSON file of operator fault rules for every session (docs/faults.md); checked at startup, reloaded on SIGHUP.' },
   { flag: '--send-policy', env: 'SPIWIRE_SEND_POLICY', key: 'sendPolicy', kind: 'policy', doc: 'Send policy of new sockets: reference (the WSPSend reference page, default) or windows (what Windows does in practice); per socket with SO_SPIWIRE_SEND_POLICY (0x7f01).' },
   { flag: '--max-frame-bytes', env: 'SPIWIRE_MAX_FRAME_BYTES', key: 'maxFrameBytes', kind: 'int', doc: `Largest WebSocket message accepted (default ${DEFAULT_LIMITS.maxFrameBytes}).` },
@@ -67,6 +72,8 @@ export function defaultConfig(): DaemonConfig {
     allowedOrigins: [],
     allow: '*',
     faults: undefined,
+    tlsCert: undefined,
+    tlsKey: undefined,
     ...DEFAULT_LIMITS,
   };
 }
@@ -120,6 +127,18 @@ function apply(cfg: DaemonConfig, s: Setting, raw: string, source: string): void
       c[s.key] = text;
       return;
   }
+}
+
+/**
+ * The certificate and key the daemon serves TLS with, or null for plain ws:// and http://.
+ * Checked apart from parseConfig, which takes each setting on its own.
+ */
+export function tlsOf(cfg: DaemonConfig): { cert: string; key: string } | null {
+  if (cfg.tlsCert === undefined && cfg.tlsKey === undefined) return null;
+  if (cfg.tlsCert === undefined || cfg.tlsKey === undefined) throw new ConfigError('--tls-cert and --tls-key (SPIWIRE_TLS_CERT_FILE, SPIWIRE_TLS_KEY_FILE) go together: give both or neither');
+  if (!cfg.tlsCert.includes('-----BEGIN')) throw new ConfigError('--tls-cert: the file is not PEM (no -----BEGIN line)');
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(cfg.tlsKey)) throw new ConfigError('--tls-key: the file is not a PEM private key');
+  return { cert: cfg.tlsCert, key: cfg.tlsKey };
 }
 
 export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): DaemonConfig {

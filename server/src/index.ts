@@ -31,6 +31,8 @@ export interface StartOptions {
   allow?: string;
   /** Operator fault rules as from a --faults file (checked with readFaultFile or operatorFaultRuleProblem). */
   faults?: readonly OperatorFaultRule[];
+  /** PEM certificate (chain) and private key: the daemon serves wss:// and https:// itself. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
 }
 
 export interface Daemon {
@@ -61,7 +63,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   const ctx = new DaemonContext(log, limits, VERSION, AllowList.parse(opts.allow ?? '*'));
   if (opts.faults) ctx.faults.replaceFileRules(opts.faults);
   const sessions = new Set<Session>();
-  const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [] }, log);
+  const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [], tls: opts.tls }, log);
   await app.listen({ host, port: opts.port ?? 0 });
   // Sessions, plus room for health checks and refused upgrades: beyond, connections are closed
   // at once, so that no client can take the descriptors the daemon keeps for itself.
@@ -69,7 +71,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : (opts.port ?? 0);
   const urlHost = host.includes(':') ? `[${host}]` : host;
-  const url = `ws://${urlHost}:${port}${WS_PATH}`;
+  const url = `${opts.tls ? 'wss' : 'ws'}://${urlHost}:${port}${WS_PATH}`;
   let closing: Promise<void> | null = null;
   return {
     url,

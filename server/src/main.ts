@@ -6,7 +6,7 @@
  * `spiwire status|sessions|sockets ...`: what a running daemon is doing (cli/inspect.ts).
  */
 import pino from 'pino';
-import { ConfigError, parseConfig, type DaemonConfig } from './config.js';
+import { ConfigError, parseConfig, tlsOf, type DaemonConfig } from './config.js';
 import { DEFAULT_LIMITS, startServer, type DaemonLimits } from './index.js';
 import { hasBufferUtil } from './native-addons.js';
 import { missingNodeFlags } from './node-flags.js';
@@ -35,8 +35,10 @@ async function main(): Promise<void> {
 
 async function serve(argv: readonly string[]): Promise<void> {
   let cfg;
+  let tls;
   try {
     cfg = parseConfig(argv, process.env);
+    tls = tlsOf(cfg);
   } catch (err) {
     if (err instanceof ConfigError) {
       if (err.helpRequested) {
@@ -66,6 +68,7 @@ async function serve(argv: readonly string[]): Promise<void> {
       host: cfg.host,
       port: cfg.port,
       ...(cfg.token !== undefined ? { token: cfg.token } : {}),
+      ...(tls ? { tls } : {}),
       logger: log,
       allowedOrigins: cfg.allowedOrigins,
       allow: cfg.allow,

@@ -1,0 +1,111 @@
+/**
+ * The daemon serving wss:// and https:// itself (--tls-cert, --tls-key), with a real TLS
+ * handshake: a CA and a server certificate for 127.0.0.1 made with openssl for this test, the SDK
+ * verifying the daemon against that CA, a send through the session reaching a real peer, and the
+ * refusals: no CA given, a CA that did not sign it, plain ws:// to a TLS port. The command line
+ * takes the files (and refuses one without the other).
+ */
+import t from 'tap';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Agent, fetch } from 'undici';
+import * as S from '@spiwire/client';
+import { daemon, send, tcpPeer } from '../helpers/harness.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const openssl = ['/usr/bin/openssl', '/usr/local/bin/openssl'].find((p) => existsSync(p));
+
+interface Pki {
+  dir: string;
+  ca: string;
+  otherCa: string;
+  cert: string;
+  key: string;
+  certFile: string;
+  keyFile: string;
+}
+
+/** A CA, a second unrelated CA, and a server certificate for 127.0.0.1 signed by the first. */
+function makePki(): Pki {
+  const dir = mkdtempSync(join(tmpdir(), 'spiwire-tls-'));
+  const run = (...args: string[]): void => void execFileSync(openssl!, args, { cwd: dir, stdio: 'ignore' });
+  for (const name of ['ca', 'other']) {
+    run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=spiwire test ${name}`);
+  }
+  run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
+  writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  run('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'san.ext');
+  const read = (f: string): string => readFileSync(join(dir, f), 'utf8');
+  return { dir, ca: read('ca.pem'), otherCa: read('other.pem'), cert: read('server.pem'), key: read('server.key'), certFile: join(dir, 'server.pem'), keyFile: join(dir, 'server.key') };
+}
+
+t.test('TLS', { skip: openssl ? false : 'openssl is not installed' }, async (t) => {
+  const pki = makePki();
+  t.teardown(() => rmSync(pki.dir, { recursive: true, force: true }));
+
+  t.test('the SDK verifies the daemon against the CA given, and the session works', async (t) => {
+    const d = await daemon(t, { tls: { cert: pki.cert, key: pki.key } });
+    t.match(d.url, /^wss:\/\/127\.0\.0\.1:\d+\/ws$/, 'the daemon gives a wss:// URL');
+    const spi = await S.connect(d.url, { ca: pki.ca });
+    t.teardown(() => spi.close());
+    const peer = await tcpPeer(t, 'ipv4');
+    const e = S.out(0);
+    const s = await spi.WSPSocket(S.AF_INET, S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, 0, e);
+    t.equal(await spi.WSPConnect(s, { family: S.AF_INET, address: '127.0.0.1', port: peer.port }, 16, null, null, null, null, e), 0);
+    const conn = await peer.nextConnection();
+    t.same(await send(spi, s, [Buffer.from('over tls')]), [0, 0, 8]);
+    t.equal((await conn.waitFor(8)).toString(), 'over tls', 'the peer got the bytes sent through the wss:// session');
+    const health = await fetch(d.url.replace(/^wss:/, 'https:').replace(/\/ws$/, '/healthz'), { dispatcher: new Agent({ connect: { ca: pki.ca } }) });
+    t.equal(health.status, 200, 'https:// serves the HTTP endpoints');
+  });
+
+  t.test('a certificate that does not verify is refused with one clear error', async (t) => {
+    const d = await daemon(t, { tls: { cert: pki.cert, key: pki.key } });
+    for (const [what, opts] of [['no CA given', {}], ['another CA', { ca: pki.otherCa }]] as const) {
+      const err = await S.connect(d.url, opts).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      t.ok(err instanceof S.SpiwireConnectError, `${what}: a SpiwireConnectError`);
+      if (err instanceof S.SpiwireConnectError) {
+        t.equal(err.kind, 'tls', `${what}: kind tls`);
+        t.match(err.message, /TLS certificate does not verify/, `${what}: ${err.message}`);
+      }
+    }
+    const plain = await S.connect(d.url.replace(/^wss:/, 'ws:')).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    t.ok(plain instanceof S.SpiwireConnectError, 'plain ws:// to the TLS port fails with a SpiwireConnectError');
+  });
+
+  t.test('the command line: --tls-cert and --tls-key serve wss://; one without the other is refused', async (t) => {
+    const main = join(root, 'server/dist/src/main.js');
+    const lone = spawn(process.execPath, [main, '--port', '0', '--tls-cert', pki.certFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let loneErr = '';
+    lone.stderr.on('data', (b: Buffer) => (loneErr += b.toString()));
+    const code = await new Promise<number | null>((resolve) => lone.once('exit', resolve));
+    t.equal(code, 2, 'exit code 2');
+    t.match(loneErr, /--tls-cert and --tls-key .* go together/);
+
+    const child = spawn(process.execPath, [main, '--port', '0', '--tls-cert', pki.certFile, '--tls-key', pki.keyFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    t.teardown(() => void child.kill('SIGKILL'));
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (b: Buffer) => {
+        out += b.toString();
+        const m = /"url":"(wss:\/\/[^"]+)"/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      child.once('exit', (c) => reject(new Error(`the daemon exited (${c}): ${out}`)));
+    });
+    const spi = await S.connect(url, { ca: pki.ca });
+    t.ok(spi.welcome.session, 'a session over the daemon started from the command line');
+    await spi.close();
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  });
+});
