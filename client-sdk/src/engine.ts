@@ -9,9 +9,10 @@ import * as P from '@spiwire/proto';
 import { isU32 } from '@spiwire/proto';
 import { BlockingGuard } from './blocking.js';
 import { EventSelectMirror, type WSANETWORKEVENTS } from './event-select.js';
-import { isResult, type Result } from './marshal.js';
+import { fieldOf, isResult, type Result } from './marshal.js';
 import { OperationTable, type Delivery, type OperationSpec } from './operations.js';
 import type { ReplyListener } from './rpc.js';
+import { tracedBytes, tracedSocket, type Tracer } from './trace.js';
 export type { Delivery } from './operations.js';
 import { SendStreams } from './send-streams.js';
 import type { LPWSAOVERLAPPED_COMPLETION_ROUTINE, WSAOVERLAPPED } from './overlapped.js';
@@ -64,6 +65,21 @@ export class SessionEngine<T extends SpiThread> {
     else if (method === 'spiwire.sendProgress') this.streams.onProgress(params);
   }
 
+  /** Records a notification the trace shows (network events, faults applied); trace on only. */
+  traceNotification(method: string, params: Record<string, unknown>): void {
+    const tracer = this.tracer;
+    if (!tracer) return;
+    const s = fieldOf(params, 's', isU32);
+    if (s === undefined) return;
+    if (method === 'spiwire.networkEvents') {
+      const events = fieldOf(params, 'events', isU32);
+      if (events !== undefined) tracer.record({ t: tracer.now(), kind: 'network', s, events });
+    } else if (method === 'spiwire.faultApplied') {
+      const str = (k: string): string => fieldOf(params, k, (v): v is string => typeof v === 'string') ?? '';
+      tracer.record({ t: tracer.now(), kind: 'fault', s, id: str('id'), fn: str('function'), action: str('action') });
+    }
+  }
+
   /** The most bytes one call may carry: the daemon's frame limit less room for the header. */
   maxPayload(): number {
     return this.rpc.welcome.limits.maxFrameBytes - HEADER_ROOM;
@@ -75,7 +91,22 @@ export class SessionEngine<T extends SpiThread> {
    */
   call(method: string, params: Record<string, unknown>, listener?: ReplyListener): Promise<Result> {
     // Not an async function: one promise fewer on the hot path.
-    return this.rpc.call(method, params, listener).then(asResult, netDown);
+    const sent = this.rpc.call(method, params, listener).then(asResult, netDown);
+    return this.tracer ? this.traced(sent, method, params, this.threads.current().id.ThreadHandle, undefined) : sent;
+  }
+
+  /** The session's call trace, or null (connect's trace option). */
+  tracer: Tracer | null = null;
+
+  /** Records a call once its result is in (trace on). */
+  private traced(sent: Promise<Result>, method: string, params: Record<string, unknown>, thread: number, op: number | undefined): Promise<Result> {
+    const tracer = this.tracer!;
+    const start = tracer.now();
+    return sent.then((r) => {
+      const bytes = tracedBytes(params);
+      tracer.record({ t: tracer.now(), kind: 'call', fn: method, s: tracedSocket(params), thread, start, ...(bytes === undefined ? {} : { bytes }), ret: r.ret, errno: r.errno, ...(op === undefined ? {} : { op }) });
+      return r;
+    });
   }
 
   /** Sends a call that blocks its thread (WSAEINPROGRESS while the thread's previous one runs). */
@@ -103,7 +134,8 @@ export class SessionEngine<T extends SpiThread> {
     const rec = this.ops.begin(how.ov, routine, delivery);
     // params is the caller's own fresh object: add to it rather than copy it.
     params['overlapped'] = { op: rec.op, thread: issuer.id.ThreadHandle };
-    return this.ops.settle(rec, () => this.call(method, params, rec));
+    const settled = this.ops.settle(rec, () => this.rpc.call(method, params, rec).then(asResult, netDown));
+    return this.tracer ? this.traced(settled, method, params, issuer.id.ThreadHandle, rec.op) : settled;
   }
 
   /** WSPSocket: the new handle is remembered until its close. */

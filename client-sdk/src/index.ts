@@ -11,6 +11,7 @@ export { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overla
 export { SpiThread } from './threads.js';
 export { Socket, WinsockError, type Completion, type SocketOptions } from './socket.js';
 export { SessionFaults, type FaultApplied } from './faults.js';
+export { type TraceSink } from './trace.js';
 export { THREAD_BOUND_FUNCTIONS, type SessionThread, type ThreadBoundFunctions } from './spi-session.js';
 /** WSCEnumProtocols without a session; decodeProtocolInfoW and the catalog come with @spiwire/proto above. */
 export { enumProtocols } from './catalog.js';

@@ -15,6 +15,7 @@ import * as P from '@spiwire/proto';
 import { isU32 } from '@spiwire/proto';
 import { fieldOf, isBytes, isCompletion, isResult, scatter, type Result } from './marshal.js';
 import type { ReplyListener } from './rpc.js';
+import type { Tracer } from './trace.js';
 import type { LPWSAOVERLAPPED_COMPLETION_ROUTINE, WSAOVERLAPPED } from './overlapped.js';
 import type { Out } from './types.js';
 import type { EventTable, SpiThread } from './threads.js';
@@ -170,9 +171,27 @@ export class OperationTable {
     ov.Internal = 0;
     rec.onComplete?.(error, bytes, flags);
     const routine = rec.routine;
+    const tracer = this.tracer;
+    if (tracer) {
+      const s = ov.lastSocket;
+      tracer.record({ t: tracer.now(), kind: 'complete', op, s, error, bytes });
+      // The delivery is recorded as it happens: when the routine runs on its thread, or now.
+      const via = routine ? 'routine' : ov.hEvent ? 'event' : 'none';
+      if (routine) {
+        routine.thread.queueApc(() => {
+          tracer.record({ t: tracer.now(), kind: 'deliver', op, s, via, thread: routine.thread.id.ThreadHandle });
+          return routine.run(error, bytes, ov, flags);
+        }, routine.s);
+        return;
+      }
+      tracer.record({ t: tracer.now(), kind: 'deliver', op, s, via, thread: null });
+    }
     if (routine) routine.thread.queueApc(() => routine.run(error, bytes, ov, flags), routine.s);
     else if (ov.hEvent) this.events.get(ov.hEvent)?.set();
   }
+
+  /** The session's call trace, or null. */
+  tracer: Tracer | null = null;
 
   /** The connection ended: every operation whose call was answered completes now with code, exactly once. */
   abandon(code: number): void {

@@ -14,6 +14,7 @@ import { RpcConnection, type RpcOptions, type Welcome } from './rpc.js';
 import { SpiFunctions } from './spi-functions.js';
 import { RoutineLocks, SpiThread, issuingThread, type ThreadHost } from './threads.js';
 import type { Out, WSATHREADID } from './types.js';
+import { Tracer, type TraceSink } from './trace.js';
 
 export { FROM_PROTOCOL_INFO } from './spi-functions.js';
 export type { WSANETWORKEVENTS } from './event-select.js';
@@ -26,6 +27,11 @@ export interface ConnectOptions extends RpcOptions {
   autoApc?: boolean;
   /** Called when a completion routine or APC throws; default: printed to stderr. */
   onRoutineError?: (err: unknown) => void;
+  /**
+   * Record the session's call trace (docs/trace.md): a file path (JSON lines, written as the
+   * session runs, flushed by close()) or a function that gets each record. Off by default.
+   */
+  trace?: string | TraceSink;
 }
 
 /** The SPI functions a thread object offers, bound to that thread. */
@@ -76,6 +82,11 @@ export class SpiSession extends SpiFunctions implements ThreadHost {
     this.autoApc = opts.autoApc ?? false;
     this.onRoutineError = opts.onRoutineError ?? ((err) => process.stderr.write(`spiwire: a completion routine threw: ${stackOf(err)}\n`));
     this.engine = new SessionEngine(rpc, (handle) => this.newThread(handle));
+    if (opts.trace !== undefined) {
+      const tracer = typeof opts.trace === 'string' ? Tracer.toFile(opts.trace) : Tracer.to(opts.trace);
+      this.engine.tracer = tracer;
+      this.engine.ops.tracer = tracer;
+    }
     this.mainThread = this.engine.threads.main;
     this.faults = new SessionFaults(rpc);
     rpc.onNotification = (method, params) => this.onNotification(method, params);
@@ -213,8 +224,12 @@ export class SpiSession extends SpiFunctions implements ThreadHost {
    * Ends the session: the daemon closes its sockets and cancels its operations; operations still
    * pending here complete with WSA_OPERATION_ABORTED (WSAENETDOWN when the connection dropped).
    */
-  close(): Promise<void> {
-    return this.engine.close();
+  async close(): Promise<void> {
+    try {
+      await this.engine.close();
+    } finally {
+      await this.engine.tracer?.close();
+    }
   }
 
   /** The underlying connection, for tests of the wire protocol. */
@@ -223,6 +238,7 @@ export class SpiSession extends SpiFunctions implements ThreadHost {
   }
 
   protected onNotification(method: string, params: Record<string, unknown>): void {
+    if (this.engine.tracer) this.engine.traceNotification(method, params);
     if (method === 'spiwire.faultApplied') this.faults.applied(params);
     else this.engine.onNotification(method, params);
   }

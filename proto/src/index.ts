@@ -12,3 +12,4 @@ export * from './socket-triple.js';
 export * from './faults.js';
 export * from './operator-faults.js';
 export * from './inspection.js';
+export * from './trace.js';

@@ -170,7 +170,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
 }
 
 export function usage(): string {
-  const lines = ['usage: spiwire [serve] [flags]     the daemon', '       spiwire faults <command>   the operator fault rules of a running daemon (spiwire faults --help)', '       spiwire status             a running daemon\'s version, health and totals', '       spiwire sessions           its open sessions', '       spiwire sockets SESSION    a session\'s sockets (spiwire status --help for the options)', '', 'Every flag has an environment variable; flags win.', ''];
+  const lines = ['usage: spiwire [serve] [flags]     the daemon', '       spiwire faults <command>   the operator fault rules of a running daemon (spiwire faults --help)', '       spiwire status             a running daemon\'s version, health and totals', '       spiwire sessions           its open sessions', '       spiwire sockets SESSION    a session\'s sockets (spiwire status --help for the options)', '       spiwire trace export FILE  a session\'s call trace (SDK trace option) for Perfetto / chrome://tracing', '', 'Every flag has an environment variable; flags win.', ''];
   for (const s of SETTINGS) lines.push(`  ${(s.flag + ' <value>').padEnd(28)} ${s.env.padEnd(30)} ${s.doc}`);
   return lines.join('\n');
 }

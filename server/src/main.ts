@@ -25,6 +25,11 @@ async function main(): Promise<void> {
     process.exitCode = await runFaultsCommand(argv.slice(1), process.env, io);
     return;
   }
+  if (command === 'trace') {
+    const { runTraceCommand } = await import('./cli/trace.js');
+    process.exitCode = await runTraceCommand(argv.slice(1), io);
+    return;
+  }
   if (command === 'status' || command === 'sessions' || command === 'sockets') {
     const { runInspectCommand } = await import('./cli/inspect.js');
     process.exitCode = await runInspectCommand(command, argv.slice(1), process.env, io);

@@ -1,0 +1,56 @@
+/**
+ * The session's call trace (docs/trace.md): with connect(url, { trace }), every SPI call, every
+ * overlapped operation's completion and its delivery (the routine and its thread, or the event),
+ * network events and fault notifications become records (proto/src/trace.ts). Off by default;
+ * when off, the SDK's only cost is a null check per call.
+ */
+import { createWriteStream, type WriteStream } from 'node:fs';
+import type { TraceRecord } from '@spiwire/proto';
+
+/** Where records go: a function, or (connect's trace option as a string) a file of JSON lines. */
+export type TraceSink = (record: TraceRecord) => void;
+
+export class Tracer {
+  private constructor(
+    readonly record: TraceSink,
+    private readonly stream: WriteStream | null,
+  ) {}
+
+  static to(sink: TraceSink): Tracer {
+    return new Tracer(sink, null);
+  }
+
+  /** Appends one JSON object per line to path (created or truncated). */
+  static toFile(path: string): Tracer {
+    const stream = createWriteStream(path);
+    // A trace that cannot be written must not take the session down with it.
+    stream.on('error', (err) => process.stderr.write(`spiwire: the trace ${path} cannot be written: ${err.message}\n`));
+    return new Tracer((r) => void stream.write(`${JSON.stringify(r)}\n`), stream);
+  }
+
+  /** Microseconds on the monotonic clock. */
+  now(): number {
+    return Math.round(performance.now() * 1000);
+  }
+
+  /** Flushes a file trace. */
+  close(): Promise<void> {
+    const stream = this.stream;
+    if (!stream) return Promise.resolve();
+    return new Promise((resolve) => stream.end(resolve));
+  }
+}
+
+/** The bytes a call offers (buffers) or asks for (lengths), for the trace. */
+export function tracedBytes(params: Record<string, unknown>): number | undefined {
+  const b = params['buffers'];
+  if (Array.isArray(b)) return b.reduce((n: number, x: unknown) => n + (x instanceof Uint8Array ? x.length : 0), 0);
+  const l = params['lengths'];
+  if (Array.isArray(l)) return l.reduce((n: number, x: unknown) => n + (typeof x === 'number' ? x : 0), 0);
+  return undefined;
+}
+
+export function tracedSocket(params: Record<string, unknown>): number | null {
+  const s = params['s'];
+  return typeof s === 'number' ? s : null;
+}
