@@ -78,9 +78,9 @@ debian_mirror() {
 [ "$(id -u)" -eq 0 ] || fail "run as root"
 
 say "packages"
-if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null || ! command -v debootstrap >/dev/null; then
+if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null || ! command -v debootstrap >/dev/null || ! command -v openssl >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io docker-compose debootstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io docker-compose debootstrap openssl >/dev/null
 fi
 docker-compose version --short
 
@@ -169,3 +169,17 @@ say "compose rig"
 SPIWIRE_HOST_PORT=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
 export SPIWIRE_HOST_PORT
 timeout 180 docker-compose up --no-color --abort-on-container-exit --exit-code-from rig
+
+say "compose rig over TLS"
+# A CA and a certificate for the daemon's names in the rig network, made for this run.
+TLS=$WORK/tls
+mkdir -p "$TLS"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TLS/ca.key" -out "$TLS/ca.pem" -days 2 -subj '/CN=spiwire ci CA' 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$TLS/server.key" -out "$TLS/server.csr" -subj '/CN=spiwire' 2>/dev/null
+printf 'subjectAltName=DNS:spiwire,DNS:localhost,IP:127.0.0.1\n' >"$TLS/san.ext"
+openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial -out "$TLS/server.pem" -days 2 -extfile "$TLS/san.ext" 2>/dev/null
+# The daemon runs as uid 10001: it must read the key (a throwaway one, in a private directory).
+chmod 0755 "$TLS" && chmod 0644 "$TLS"/*
+export SPIWIRE_TLS_DIR=$TLS
+docker-compose down -v --remove-orphans >/dev/null 2>&1
+timeout 180 docker-compose -f docker-compose.yml -f docker/compose.tls.yml up --no-color --abort-on-container-exit --exit-code-from rig
