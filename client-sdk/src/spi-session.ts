@@ -86,6 +86,7 @@ export class SpiSession extends SpiFunctions implements ThreadHost {
       const tracer = typeof opts.trace === 'string' ? Tracer.toFile(opts.trace) : Tracer.to(opts.trace);
       this.engine.tracer = tracer;
       this.engine.ops.tracer = tracer;
+      tracer.record({ t: tracer.now(), kind: 'origin', side: 'sdk', session: rpc.welcome.session, timeOrigin: performance.timeOrigin });
     }
     this.mainThread = this.engine.threads.main;
     this.faults = new SessionFaults(rpc);

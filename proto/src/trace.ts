@@ -5,8 +5,20 @@
  * its completion). Pure data: the SDK writes records, `spiwire trace export` converts them.
  */
 
-/** A record of the trace. t: microseconds on the SDK's monotonic clock (performance.now()). */
+/**
+ * A record of the trace. t: microseconds on the writer's monotonic clock (performance.now()).
+ * The SDK writes the first group, the daemon (--trace-dir) the second; each file starts with an
+ * origin record, which lets an export put both sides on one time line.
+ */
 export type TraceRecord =
+  /** First in each file: whose trace it is, and the wall-clock time (ms since 1970) its clock starts from. */
+  | { t: number; kind: 'origin'; side: 'sdk' | 'daemon'; session: string; timeOrigin: number }
+  /** Daemon: a request was read (its id, null for a notification). */
+  | { t: number; kind: 'request'; id: number | string | null; method: string; s: number | null; op?: number; bytes?: number }
+  /** Daemon: its reply was sent. */
+  | { t: number; kind: 'reply'; id: number | string; ret: number; errno: number }
+  /** Daemon: a notification was sent (completions, network events, ...). */
+  | { t: number; kind: 'notify'; method: string; s: number | null; op?: number }
   /** A call returned to its caller: its function, socket, the thread that made it, bytes offered, the result. */
   | { t: number; kind: 'call'; fn: string; s: number | null; thread: number; start: number; bytes?: number; ret: number; errno: number; op?: number }
   /** An overlapped operation completed (its completion reached the SDK). */
@@ -45,53 +57,86 @@ const SOCKET_TID_BASE = 1_000_000;
  * last record, with args.unfinished true.
  */
 export function toChromeTrace(records: readonly TraceRecord[]): { traceEvents: ChromeTraceEvent[]; displayTimeUnit: 'ms' } {
+  // Records of several files (the SDK's and the daemon's) go on one time line: each file's
+  // origin record gives its clock's start in wall-clock time. Without one, times are taken as they are.
+  const shifted: Array<{ r: TraceRecord; ts: number; pid: number }> = [];
+  let shift = 0;
+  let pid = 1;
+  let base: number | null = null;
+  for (const r of records) {
+    if (r.kind === 'origin') {
+      base ??= r.timeOrigin;
+      shift = Math.round((r.timeOrigin - base) * 1000);
+      pid = r.side === 'daemon' ? 2 : 1;
+      continue;
+    }
+    shifted.push({ r, ts: r.t + shift, pid });
+  }
   const events: ChromeTraceEvent[] = [];
-  const threads = new Set<number>();
-  const sockets = new Set<number>();
-  const sockTid = (s: number): number => SOCKET_TID_BASE + s;
+  const tracks = new Map<string, { pid: number; tid: number; name: string }>();
+  const track = (p: number, tid: number, name: string): number => {
+    tracks.set(`${p}:${tid}`, { pid: p, tid, name });
+    return tid;
+  };
+  const sockTid = (p: number, s: number): number => track(p, SOCKET_TID_BASE + s, `socket ${s}`);
   // A call is recorded when it returns, so its completion (and a delivery by event) may come
   // before it in the file: the spans are opened from every call first, then closed.
   const open = new Map<number, { s: number }>();
   let last = 0;
-  for (const r of records) {
-    last = Math.max(last, r.t);
+  for (const { r, ts } of shifted) {
+    last = Math.max(last, ts);
     if (r.kind !== 'call' || r.op === undefined || r.s === null || open.has(r.op)) continue;
-    sockets.add(r.s);
     open.set(r.op, { s: r.s });
-    events.push({ name: `${r.fn} op ${r.op}`, cat: 'overlapped', ph: 'b', ts: r.start, pid: 1, tid: sockTid(r.s), id: `op${r.op}`, args: { thread: r.thread } });
+    events.push({ name: `${r.fn} op ${r.op}`, cat: 'overlapped', ph: 'b', ts: r.start + (ts - r.t), pid: 1, tid: sockTid(1, r.s), id: `op${r.op}`, args: { thread: r.thread } });
   }
-  for (const r of records) {
+  // The daemon's requests, by id, until their replies.
+  const requests = new Map<string, { ts: number; method: string; s: number | null; op: number | undefined; bytes: number | undefined }>();
+  for (const { r, ts, pid: p } of shifted) {
     switch (r.kind) {
       case 'call':
-        threads.add(r.thread);
-        events.push({ name: r.fn, cat: 'call', ph: 'X', ts: r.start, dur: Math.max(0, r.t - r.start), pid: 1, tid: r.thread, args: { s: r.s, bytes: r.bytes, ret: r.ret, errno: r.errno, op: r.op } });
+        events.push({ name: r.fn, cat: 'call', ph: 'X', ts: r.start + (ts - r.t), dur: Math.max(0, r.t - r.start), pid: p, tid: track(p, r.thread, `thread ${r.thread}`), args: { s: r.s, bytes: r.bytes, ret: r.ret, errno: r.errno, op: r.op } });
         break;
       case 'complete':
-        sockets.add(r.s);
-        events.push({ name: `completion op ${r.op}`, cat: 'completion', ph: 'i', s: 't', ts: r.t, pid: 1, tid: sockTid(r.s), args: { error: r.error, bytes: r.bytes } });
+        events.push({ name: `completion op ${r.op}`, cat: 'completion', ph: 'i', s: 't', ts, pid: p, tid: sockTid(p, r.s), args: { error: r.error, bytes: r.bytes } });
         break;
       case 'deliver': {
         const o = open.get(r.op);
+        if (r.thread !== null) track(p, r.thread, `thread ${r.thread}`);
         if (!o) break;
         open.delete(r.op);
-        events.push({ name: `op ${r.op}`, cat: 'overlapped', ph: 'e', ts: r.t, pid: 1, tid: sockTid(o.s), id: `op${r.op}`, args: { via: r.via, thread: r.thread } });
-        if (r.thread !== null) threads.add(r.thread);
+        events.push({ name: `op ${r.op}`, cat: 'overlapped', ph: 'e', ts, pid: 1, tid: sockTid(1, o.s), id: `op${r.op}`, args: { via: r.via, thread: r.thread } });
         break;
       }
       case 'network':
-        sockets.add(r.s);
-        events.push({ name: 'network events', cat: 'network', ph: 'i', s: 't', ts: r.t, pid: 1, tid: sockTid(r.s), args: { events: r.events } });
+        events.push({ name: 'network events', cat: 'network', ph: 'i', s: 't', ts, pid: p, tid: sockTid(p, r.s), args: { events: r.events } });
         break;
       case 'fault':
-        sockets.add(r.s);
-        events.push({ name: `fault ${r.id}`, cat: 'fault', ph: 'i', s: 't', ts: r.t, pid: 1, tid: sockTid(r.s), args: { fn: r.fn, action: r.action } });
+        events.push({ name: `fault ${r.id}`, cat: 'fault', ph: 'i', s: 't', ts, pid: p, tid: sockTid(p, r.s), args: { fn: r.fn, action: r.action } });
+        break;
+      case 'request':
+        if (r.id === null) events.push({ name: r.method, cat: 'request', ph: 'i', s: 't', ts, pid: p, tid: r.s === null ? track(p, 0, 'session') : sockTid(p, r.s) });
+        else requests.set(String(r.id), { ts, method: r.method, s: r.s, op: r.op, bytes: r.bytes });
+        break;
+      case 'reply': {
+        const q = requests.get(String(r.id));
+        if (!q) break;
+        requests.delete(String(r.id));
+        events.push({ name: q.method, cat: 'request', ph: 'X', ts: q.ts, dur: Math.max(0, ts - q.ts), pid: p, tid: q.s === null ? track(p, 0, 'session') : sockTid(p, q.s), args: { id: r.id, op: q.op, bytes: q.bytes, ret: r.ret, errno: r.errno } });
+        break;
+      }
+      case 'notify':
+        events.push({ name: r.method, cat: 'notification', ph: 'i', s: 't', ts, pid: p, tid: r.s === null ? track(p, 0, 'session') : sockTid(p, r.s), args: { op: r.op } });
+        break;
+      case 'origin':
         break;
     }
   }
-  for (const [op, o] of open) events.push({ name: `op ${op}`, cat: 'overlapped', ph: 'e', ts: last, pid: 1, tid: sockTid(o.s), id: `op${op}`, args: { unfinished: true } });
-  const meta: ChromeTraceEvent[] = [{ name: 'process_name', cat: '__metadata', ph: 'M', ts: 0, pid: 1, tid: 0, args: { name: 'spiwire session' } }];
-  for (const th of threads) meta.push({ name: 'thread_name', cat: '__metadata', ph: 'M', ts: 0, pid: 1, tid: th, args: { name: `thread ${th}` } });
-  for (const s of sockets) meta.push({ name: 'thread_name', cat: '__metadata', ph: 'M', ts: 0, pid: 1, tid: sockTid(s), args: { name: `socket ${s}` } });
+  for (const [op, o] of open) events.push({ name: `op ${op}`, cat: 'overlapped', ph: 'e', ts: last, pid: 1, tid: sockTid(1, o.s), id: `op${op}`, args: { unfinished: true } });
+  const meta: ChromeTraceEvent[] = [
+    { name: 'process_name', cat: '__metadata', ph: 'M', ts: 0, pid: 1, tid: 0, args: { name: 'spiwire session (SDK)' } },
+    { name: 'process_name', cat: '__metadata', ph: 'M', ts: 0, pid: 2, tid: 0, args: { name: 'spiwire daemon' } },
+  ];
+  for (const x of tracks.values()) meta.push({ name: 'thread_name', cat: '__metadata', ph: 'M', ts: 0, pid: x.pid, tid: x.tid, args: { name: x.name } });
   return { traceEvents: [...meta, ...events], displayTimeUnit: 'ms' };
 }
 
@@ -116,6 +161,10 @@ export function parseTraceLines(text: string): TraceRecord[] {
 
 /** The members each kind must have, with their types. */
 const REQUIRED: Readonly<Record<TraceKind, Readonly<Record<string, 'number' | 'string'>>>> = {
+  origin: { side: 'string', session: 'string', timeOrigin: 'number' },
+  request: { method: 'string' },
+  reply: { ret: 'number', errno: 'number' },
+  notify: { method: 'string' },
   call: { fn: 'string', thread: 'number', start: 'number', ret: 'number', errno: 'number' },
   complete: { op: 'number', s: 'number', error: 'number', bytes: 'number' },
   deliver: { op: 'number', s: 'number', via: 'string' },

@@ -23,6 +23,8 @@ export interface DaemonConfig extends DaemonLimits {
   /** PEM certificate chain and private key (read from --tls-cert / --tls-key): serve wss:// and https://. */
   tlsCert: string | undefined;
   tlsKey: string | undefined;
+  /** Where sessions write their side of the call trace (docs/trace.md). */
+  traceDir: string | undefined;
 }
 
 interface Setting {
@@ -43,6 +45,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--allow', env: 'SPIWIRE_ALLOW', key: 'allow', kind: 'string', doc: 'Destinations sockets may connect, send or bind to: comma-separated CIDR[:ports] rules, for example 127.0.0.0/8,[::1],172.16.0.0/12:7-9 (default *, anywhere).' },
   { flag: '--tls-cert', env: 'SPIWIRE_TLS_CERT_FILE', key: 'tlsCert', kind: 'file', doc: 'PEM certificate (chain) file: with --tls-key, the daemon serves wss:// and https:// itself (a container secret path works as is).' },
   { flag: '--tls-key', env: 'SPIWIRE_TLS_KEY_FILE', key: 'tlsKey', kind: 'file', doc: 'PEM private key file of --tls-cert.' },
+  { flag: '--trace-dir', env: 'SPIWIRE_TRACE_DIR', key: 'traceDir', kind: 'string', doc: 'Each session writes its side of the call trace to DIR/<session>.jsonl (docs/trace.md; off by default).' },
   { flag: '--faults', env: 'SPIWIRE_FAULTS', key: 'faults', kind: 'string', doc: 'JSON file of operator fault rules for every session (docs/faults.md); checked at startup, reloaded on SIGHUP.' },
   { flag: '--send-policy', env: 'SPIWIRE_SEND_POLICY', key: 'sendPolicy', kind: 'policy', doc: 'Send policy of new sockets: reference (the WSPSend reference page, default) or windows (what Windows does in practice); per socket with SO_SPIWIRE_SEND_POLICY (0x7f01).' },
   { flag: '--max-frame-bytes', env: 'SPIWIRE_MAX_FRAME_BYTES', key: 'maxFrameBytes', kind: 'int', doc: `Largest WebSocket message accepted (default ${DEFAULT_LIMITS.maxFrameBytes}).` },
@@ -74,6 +77,7 @@ export function defaultConfig(): DaemonConfig {
     faults: undefined,
     tlsCert: undefined,
     tlsKey: undefined,
+    traceDir: undefined,
     ...DEFAULT_LIMITS,
   };
 }
@@ -160,6 +164,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
   }
   if (cfg.token === '') cfg.token = undefined;
   if (cfg.faults === '') cfg.faults = undefined;
+  if (cfg.traceDir === '') cfg.traceDir = undefined;
   if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level / SPIWIRE_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(cfg.logLevel)}`);
   try {
     AllowList.parse(cfg.allow);

@@ -73,6 +73,8 @@ export class DaemonContext {
   readonly handles = new HandleTable();
   readonly ports = new PortReservations();
   shuttingDown = false;
+  /** Where sessions write their side of the call trace (--trace-dir), or null for no trace. */
+  traceDir: string | null = null;
   /** Debug lines about what clients got wrong, rate-limited (a client must not flood the log). */
   readonly clientMistakes: RateLimitedLog;
   /** Bytes held for sends, daemon-wide, against limits.heldBytesBudget. */

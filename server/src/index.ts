@@ -1,4 +1,5 @@
 /** The public entry point: start a daemon in this process. */
+import { accessSync, constants, mkdirSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { buildApp, WS_PATH } from './app.js';
 import { DaemonContext, DEFAULT_LIMITS, type DaemonLimits } from './daemon-context.js';
@@ -31,6 +32,8 @@ export interface StartOptions {
   allow?: string;
   /** Operator fault rules as from a --faults file (checked with readFaultFile or operatorFaultRuleProblem). */
   faults?: readonly OperatorFaultRule[];
+  /** A directory where each session writes its side of the call trace (docs/trace.md). */
+  traceDir?: string;
   /** PEM certificate (chain) and private key: the daemon serves wss:// and https:// itself. */
   tls?: { cert: string | Buffer; key: string | Buffer };
 }
@@ -62,6 +65,12 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   const limits: DaemonLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   const ctx = new DaemonContext(log, limits, VERSION, AllowList.parse(opts.allow ?? '*'));
   if (opts.faults) ctx.faults.replaceFileRules(opts.faults);
+  if (opts.traceDir !== undefined) {
+    // Checked now: a trace that cannot be written should stop the start, not each session.
+    mkdirSync(opts.traceDir, { recursive: true });
+    accessSync(opts.traceDir, constants.W_OK);
+    ctx.traceDir = opts.traceDir;
+  }
   const sessions = new Set<Session>();
   const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [], tls: opts.tls }, log);
   await app.listen({ host, port: opts.port ?? 0 });

@@ -74,6 +74,7 @@ async function serve(argv: readonly string[]): Promise<void> {
       port: cfg.port,
       ...(cfg.token !== undefined ? { token: cfg.token } : {}),
       ...(tls ? { tls } : {}),
+      ...(cfg.traceDir !== undefined ? { traceDir: cfg.traceDir } : {}),
       logger: log,
       allowedOrigins: cfg.allowedOrigins,
       allow: cfg.allow,

@@ -20,6 +20,7 @@ import { OutputFlow } from './output-flow.js';
 import { SendStreams } from './send-streams.js';
 import { SessionFaults } from './faults/rules.js';
 import { trimSoon } from './memory-trim.js';
+import { SessionTrace } from './session-trace.js';
 import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
 import { runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
@@ -60,6 +61,8 @@ export class Session implements SpiSession {
   /** Records of an incoming frame are being handled: its replies are sent when it is done. */
   private inFrame = false;
   private ended = false;
+  /** The daemon's side of the call trace (--trace-dir), or null. */
+  private readonly trace: SessionTrace | null;
   private readonly decodeLimits: P.DecodeLimits;
   /** Sends larger than one message, taking their pieces from spiwire.sendData. */
   readonly streams: SendStreams;
@@ -78,6 +81,7 @@ export class Session implements SpiSession {
     parentLog: Logger,
   ) {
     this.log = parentLog.child({ session: this.id });
+    this.trace = daemon.traceDir === null ? null : new SessionTrace(daemon.traceDir, this.id, this.log);
     this.calls = daemon.metrics.calls;
     this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes, daemon.held);
     this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
@@ -258,6 +262,7 @@ export class Session implements SpiSession {
       answer(new P.ProtocolError(P.METHOD_NOT_FOUND, `method ${JSON.stringify(method).slice(0, 80)} is not offered`));
       return;
     }
+    this.trace?.request(id, method, msg.params);
     if (id !== null && this.pending.has(id)) {
       // Answered with id null (the id names the running call, whose reply is still to come) and
       // the duplicate id in data, so that a client matching replies by id closes nothing.
@@ -327,6 +332,7 @@ export class Session implements SpiSession {
   // ---- outbound ----
 
   private reply(id: P.RequestId | null, result: P.Result<P.MethodName>, text: boolean): void {
+    if (id !== null) this.trace?.reply(id, result);
     const after = takeAfterReply(result);
     if (id !== null) this.send({ jsonrpc: '2.0', id, result }, text); // A notification gets no answer.
     after?.();
@@ -340,6 +346,7 @@ export class Session implements SpiSession {
   }
 
   notify<N extends P.NotificationName>(method: N, params: P.NotificationParams<N>): void {
+    this.trace?.notify(method, params);
     this.send({ jsonrpc: '2.0', method, params }, false);
   }
 
@@ -607,6 +614,7 @@ export class Session implements SpiSession {
     this.daemon.draining.sessionEnded(this.id);
     this.daemon.faults.sessionEnded(this.id);
     trimSoon();
+    this.trace?.close();
     this.log.info({ reason }, 'session ended');
   }
 }

@@ -112,3 +112,42 @@ t.test('the SDK writes a trace file; spiwire trace export converts it', async (t
   t.equal(bad.code, 1, 'a file that is not a trace: exit 1');
   t.match(bad.err, /line 1: not a trace record|line \d+: not JSON/, bad.err);
 });
+
+t.test('the daemon writes its side with --trace-dir; both sides export onto one time line', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'spiwire-trace-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const d = await daemon(t, { traceDir: join(dir, 'daemon') });
+  const sdkFile = join(dir, 'sdk.jsonl');
+  const spi = await S.connect(d.url, { autoApc: true, trace: sdkFile });
+  const peer = await tcpPeer(t, 'ipv4');
+  const e = S.out(0);
+  const s = await spi.WSPSocket(S.AF_INET, S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, S.WSA_FLAG_OVERLAPPED, e);
+  await spi.WSPConnect(s, { family: S.AF_INET, address: '127.0.0.1', port: peer.port }, 16, null, null, null, null, e);
+  let done = 0;
+  for (let i = 0; i < 3; i++) await ovSend(spi, s, [Buffer.from(`both sides ${i}`)], { routine: () => void done++ });
+  t.ok(await pollUntil(() => done === 3));
+  const session = spi.welcome.session;
+  await spi.close();
+  const daemonFile = join(dir, 'daemon', `${session}.jsonl`);
+  // The daemon's side is complete once the session has ended there.
+  t.ok(await pollUntil(() => {
+    try {
+      return readFileSync(daemonFile, 'utf8').includes('"kind":"reply"');
+    } catch {
+      return false;
+    }
+  }), 'the daemon wrote DIR/<session>.jsonl');
+  const daemonRecords = S.parseTraceLines(readFileSync(daemonFile, 'utf8'));
+  t.equal(daemonRecords[0]?.kind, 'origin', 'it starts with its origin');
+  const sends = daemonRecords.filter((r) => r.kind === 'request' && r.method === 'WSPSend');
+  t.equal(sends.length, 3, 'the daemon saw the three WSPSends');
+  t.ok(sends.every((r) => r.kind === 'request' && r.bytes === 12 && typeof r.op === 'number'), 'with their byte counts and op ids, never their bytes');
+  const chrome = S.toChromeTrace([...S.parseTraceLines(readFileSync(sdkFile, 'utf8')), ...daemonRecords]);
+  const pids = new Set(chrome.traceEvents.filter((x) => x.ph !== 'M').map((x) => x.pid));
+  t.same([...pids].sort(), [1, 2], 'the SDK and the daemon on one timeline');
+  const daemonSends = chrome.traceEvents.filter((x) => x.pid === 2 && x.ph === 'X' && x.name === 'WSPSend');
+  t.equal(daemonSends.length, 3, 'each WSPSend a slice in the daemon, from request to reply');
+  const sdkSends = chrome.traceEvents.filter((x) => x.pid === 1 && x.ph === 'X' && x.name === 'WSPSend');
+  // Same machine, one monotonic clock: the daemon's handling sits inside the SDK's call.
+  for (let i = 0; i < 3; i++) t.ok(daemonSends[i]!.ts >= sdkSends[i]!.ts - 1000, `send ${i}: the daemon read it after the SDK made it (within 1 ms of clock rounding)`);
+});

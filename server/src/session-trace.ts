@@ -1,0 +1,81 @@
+/**
+ * The daemon's side of the call trace (docs/trace.md), with --trace-dir: each session writes
+ * DIR/<session>.jsonl, one record per request read, reply and notification sent (proto/src/trace.ts),
+ * with byte counts and never payloads. Written without blocking; a trace that cannot be written is
+ * given up with a warning, and the session goes on.
+ */
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type * as P from '@spiwire/proto';
+
+/** Bytes a trace may have waiting for the disk before records are dropped (and the drop noted). */
+const MAX_BUFFERED = 8 * 1024 * 1024;
+
+function num(v: unknown): number | null {
+  return typeof v === 'number' ? v : null;
+}
+
+function bytesOf(params: Record<string, unknown>): number | undefined {
+  const b = params['buffers'];
+  if (Array.isArray(b)) return b.reduce((n: number, x: unknown) => n + (x instanceof Uint8Array ? x.length : 0), 0);
+  const l = params['lengths'];
+  if (Array.isArray(l)) return l.reduce((n: number, x: unknown) => n + (typeof x === 'number' ? x : 0), 0);
+  return undefined;
+}
+
+function opOf(params: Record<string, unknown>): number | undefined {
+  const ov = params['overlapped'];
+  if (ov === null || typeof ov !== 'object') return undefined;
+  const op: unknown = Reflect.get(ov, 'op');
+  return typeof op === 'number' ? op : undefined;
+}
+
+export class SessionTrace {
+  private readonly stream: WriteStream;
+  private dropped = 0;
+  private failed = false;
+
+  constructor(dir: string, session: string, private readonly log: Logger) {
+    this.stream = createWriteStream(join(dir, `${session}.jsonl`));
+    this.stream.on('error', (err) => {
+      if (!this.failed) log.warn({ err: err.message, session }, 'the session trace cannot be written; tracing stops');
+      this.failed = true;
+    });
+    this.write({ t: now(), kind: 'origin', side: 'daemon', session, timeOrigin: performance.timeOrigin });
+  }
+
+  request(id: P.RequestId | null, method: string, params: Record<string, unknown>): void {
+    const op = opOf(params);
+    const bytes = bytesOf(params);
+    this.write({ t: now(), kind: 'request', id, method, s: num(params['s']), ...(op === undefined ? {} : { op }), ...(bytes === undefined ? {} : { bytes }) });
+  }
+
+  reply(id: P.RequestId, result: { ret: number; errno: number }): void {
+    this.write({ t: now(), kind: 'reply', id, ret: result.ret, errno: result.errno });
+  }
+
+  notify(method: string, params: object): void {
+    const op: unknown = Reflect.get(params, 'op');
+    this.write({ t: now(), kind: 'notify', method, s: num(Reflect.get(params, 's')), ...(typeof op === 'number' ? { op } : {}) });
+  }
+
+  close(): void {
+    if (this.dropped > 0) this.log.info({ dropped: this.dropped }, 'session trace: records dropped while the disk was behind');
+    this.stream.end();
+  }
+
+  private write(r: P.TraceRecord): void {
+    if (this.failed) return;
+    // A disk slower than the session: drop records rather than hold memory without bound.
+    if (this.stream.writableLength > MAX_BUFFERED) {
+      this.dropped++;
+      return;
+    }
+    this.stream.write(`${JSON.stringify(r)}\n`);
+  }
+}
+
+function now(): number {
+  return Math.round(performance.now() * 1000);
+}
