@@ -183,3 +183,35 @@ chmod 0755 "$TLS" && chmod 0644 "$TLS"/*
 export SPIWIRE_TLS_DIR=$TLS
 docker-compose down -v --remove-orphans >/dev/null 2>&1
 timeout 180 docker-compose -f docker-compose.yml -f docker/compose.tls.yml up --no-color --abort-on-container-exit --exit-code-from rig
+
+say "compose rig with Prometheus (profile metrics)"
+docker-compose -f docker-compose.yml -f docker/compose.tls.yml down -v --remove-orphans >/dev/null 2>&1
+SPIWIRE_PROMETHEUS_PORT=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
+export SPIWIRE_PROMETHEUS_PORT
+timeout 300 docker-compose --profile metrics build prometheus >"$WORK/prometheus-build.log" 2>&1 \
+  || { tail -n 30 "$WORK/prometheus-build.log"; fail "the Prometheus image did not build"; }
+timeout 120 docker-compose --profile metrics up -d --no-color spiwire peers prometheus
+timeout 120 docker-compose run --rm rig
+# The scrape succeeds and the counters moved with the rig's traffic.
+timeout 90 node -e '
+  const url = `http://127.0.0.1:${process.env.SPIWIRE_PROMETHEUS_PORT}/api/v1/query?query=`;
+  const value = async (q) => {
+    const r = await (await fetch(url + encodeURIComponent(q))).json();
+    return Number(r.data?.result?.[0]?.value?.[1] ?? NaN);
+  };
+  (async () => {
+    for (let i = 0; i < 80; i++) {
+      const up = await value("up{job=\"spiwire\"}").catch(() => NaN);
+      const opened = await value("spiwire_sessions_opened_total").catch(() => NaN);
+      const sent = await value("sum(spiwire_sent_bytes_total)").catch(() => NaN);
+      if (up === 1 && opened >= 1 && sent > 0) {
+        console.log(`prometheus: target up, ${opened} session(s) opened, ${sent} bytes sent`);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    console.error("prometheus: the scrape never showed the traffic of the rig");
+    process.exit(1);
+  })();
+' || fail "Prometheus did not scrape the daemon's counters"
+docker-compose --profile metrics down -v --remove-orphans >/dev/null 2>&1
