@@ -12,7 +12,7 @@ import { EventSelectMirror, type WSANETWORKEVENTS } from './event-select.js';
 import { fieldOf, isResult, type Result } from './marshal.js';
 import { OperationTable, type Delivery, type OperationSpec } from './operations.js';
 import type { ReplyListener } from './rpc.js';
-import { tracedBytes, tracedSocket, type Tracer } from './trace.js';
+import { tracedBytes, tracedPayload, tracedSocket, type Tracer } from './trace.js';
 export type { Delivery } from './operations.js';
 import { SendStreams } from './send-streams.js';
 import type { LPWSAOVERLAPPED_COMPLETION_ROUTINE, WSAOVERLAPPED } from './overlapped.js';
@@ -104,7 +104,8 @@ export class SessionEngine<T extends SpiThread> {
     const start = tracer.now();
     return sent.then((r) => {
       const bytes = tracedBytes(params);
-      tracer.record({ t: tracer.now(), kind: 'call', fn: method, s: tracedSocket(params), thread, start, ...(bytes === undefined ? {} : { bytes }), ret: r.ret, errno: r.errno, ...(op === undefined ? {} : { op }) });
+      const data = tracer.payloads ? tracedPayload(params) : undefined;
+      tracer.record({ t: tracer.now(), kind: 'call', fn: method, s: tracedSocket(params), thread, start, ...(bytes === undefined ? {} : { bytes }), ret: r.ret, errno: r.errno, ...(op === undefined ? {} : { op }), ...(data === undefined ? {} : { data }) });
       return r;
     });
   }

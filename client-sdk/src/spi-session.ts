@@ -29,9 +29,10 @@ export interface ConnectOptions extends RpcOptions {
   onRoutineError?: (err: unknown) => void;
   /**
    * Record the session's call trace (docs/trace.md): a file path (JSON lines, written as the
-   * session runs, flushed by close()) or a function that gets each record. Off by default.
+   * session runs, flushed by close()), a function that gets each record, or { to, payloads }
+   * with payloads true to record the bytes each send offered as well (base64). Off by default.
    */
-  trace?: string | TraceSink;
+  trace?: string | TraceSink | { to: string | TraceSink; payloads?: boolean };
 }
 
 /** The SPI functions a thread object offers, bound to that thread. */
@@ -83,7 +84,9 @@ export class SpiSession extends SpiFunctions implements ThreadHost {
     this.onRoutineError = opts.onRoutineError ?? ((err) => process.stderr.write(`spiwire: a completion routine threw: ${stackOf(err)}\n`));
     this.engine = new SessionEngine(rpc, (handle) => this.newThread(handle));
     if (opts.trace !== undefined) {
-      const tracer = typeof opts.trace === 'string' ? Tracer.toFile(opts.trace) : Tracer.to(opts.trace);
+      const spec = typeof opts.trace === 'object' ? opts.trace : { to: opts.trace };
+      const tracer = typeof spec.to === 'string' ? Tracer.toFile(spec.to) : Tracer.to(spec.to);
+      tracer.payloads = spec.payloads === true;
       this.engine.tracer = tracer;
       this.engine.ops.tracer = tracer;
       tracer.record({ t: tracer.now(), kind: 'origin', side: 'sdk', session: rpc.welcome.session, timeOrigin: performance.timeOrigin });

@@ -11,6 +11,9 @@ import type { TraceRecord } from '@spiwire/proto';
 export type TraceSink = (record: TraceRecord) => void;
 
 export class Tracer {
+  /** Record the bytes each send offers too (base64), not only their count. */
+  payloads = false;
+
   private constructor(
     readonly record: TraceSink,
     private readonly stream: WriteStream | null,
@@ -48,6 +51,14 @@ export function tracedBytes(params: Record<string, unknown>): number | undefined
   const l = params['lengths'];
   if (Array.isArray(l)) return l.reduce((n: number, x: unknown) => n + (typeof x === 'number' ? x : 0), 0);
   return undefined;
+}
+
+/** The bytes a send offers, base64, for a trace that asked for payloads. */
+export function tracedPayload(params: Record<string, unknown>): string | undefined {
+  const b = params['buffers'];
+  if (!Array.isArray(b)) return undefined;
+  const parts = b.filter((x): x is Uint8Array => x instanceof Uint8Array);
+  return Buffer.concat(parts).toString('base64');
 }
 
 export function tracedSocket(params: Record<string, unknown>): number | null {

@@ -19,8 +19,8 @@ export type TraceRecord =
   | { t: number; kind: 'reply'; id: number | string; ret: number; errno: number }
   /** Daemon: a notification was sent (completions, network events, ...). */
   | { t: number; kind: 'notify'; method: string; s: number | null; op?: number }
-  /** A call returned to its caller: its function, socket, the thread that made it, bytes offered, the result. */
-  | { t: number; kind: 'call'; fn: string; s: number | null; thread: number; start: number; bytes?: number; ret: number; errno: number; op?: number }
+  /** A call returned to its caller: its function, socket, the thread that made it, bytes offered, the result (data: the bytes sent, base64, when payloads were asked for). */
+  | { t: number; kind: 'call'; fn: string; s: number | null; thread: number; start: number; bytes?: number; ret: number; errno: number; op?: number; data?: string }
   /** An overlapped operation completed (its completion reached the SDK). */
   | { t: number; kind: 'complete'; op: number; s: number; error: number; bytes: number }
   /** Its completion was delivered: a routine ran on thread, or the event object was set. */

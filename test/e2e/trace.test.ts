@@ -87,7 +87,7 @@ t.test('the SDK writes a trace file; spiwire trace export converts it', async (t
   const dir = mkdtempSync(join(tmpdir(), 'spiwire-trace-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'session.jsonl');
-  const spi = await S.connect(d.url, { autoApc: true, trace: file });
+  const spi = await S.connect(d.url, { autoApc: true, trace: { to: file, payloads: true } });
   const peer = await tcpPeer(t, 'ipv4');
   const e = S.out(0);
   const s = await spi.WSPSocket(S.AF_INET, S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, S.WSA_FLAG_OVERLAPPED, e);
@@ -98,6 +98,8 @@ t.test('the SDK writes a trace file; spiwire trace export converts it', async (t
   await spi.close();
   const lines = readFileSync(file, 'utf8').trim().split('\n');
   t.ok(lines.length >= 4, `the file holds the records (${lines.length} lines)`);
+  const sendCall = S.parseTraceLines(readFileSync(file, 'utf8')).find((r) => r.kind === 'call' && r.fn === 'WSPSend');
+  t.equal(sendCall?.kind === 'call' ? Buffer.from(sendCall.data ?? '', 'base64').toString() : null, 'traced', 'payloads asked for: the bytes sent, base64');
   const out = join(dir, 'session.json');
   const r = await new Promise<{ code: number; err: string }>((resolve) => {
     execFile(process.execPath, [join(root, 'server/dist/src/main.js'), 'trace', 'export', file, '--out', out], (err, _stdout, stderr) => resolve({ code: err ? 1 : 0, err: stderr }));
