@@ -11,3 +11,4 @@ export * from './guards.js';
 export * from './socket-triple.js';
 export * from './faults.js';
 export * from './operator-faults.js';
+export * from './resume.js';

@@ -31,6 +31,8 @@ export interface StartOptions {
   allow?: string;
   /** Operator fault rules as from a --faults file (checked with readFaultFile or operatorFaultRuleProblem). */
   faults?: readonly OperatorFaultRule[];
+  /** The URL of this daemon that clients reconnect to for a resume, behind a load balancer (--resume-url). */
+  resumeUrl?: string;
 }
 
 export interface Daemon {
@@ -60,6 +62,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   const limits: DaemonLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   const ctx = new DaemonContext(log, limits, VERSION, AllowList.parse(opts.allow ?? '*'));
   if (opts.faults) ctx.faults.replaceFileRules(opts.faults);
+  ctx.resumeUrl = opts.resumeUrl;
   const sessions = new Set<Session>();
   const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [] }, log);
   await app.listen({ host, port: opts.port ?? 0 });
