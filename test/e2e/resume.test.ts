@@ -1,0 +1,266 @@
+/**
+ * Session resume (proto/README.md section 20) against a real daemon, through a proxy that cuts
+ * the connection on command: calls in flight across a cut complete exactly once with their real
+ * results, peers receive exactly the reported bytes, and the hooks say what happened. Also the
+ * refusals: a wrong token, the grace passed, another daemon, and resume turned off.
+ */
+import t from 'tap';
+import type { Test } from 'tap';
+import WebSocket from 'ws';
+import * as S from '@spiwire/client';
+import { FILLER_BYTES, daemon, ovSend, overlappedTcp, connectedTcp, pattern, send, session, tcpPeer, drainUntil, recvInto, type PeerConnection } from '../helpers/harness.js';
+import { cuttingProxy, type CuttingProxy } from '../helpers/cutting-proxy.js';
+
+interface Hooks {
+  disconnected: number;
+  resumed: number;
+  lost: string[];
+  /** Resolves at the next resumed. */
+  nextResume(): Promise<void>;
+  nextLost(): Promise<void>;
+}
+
+function hooks(spi: S.SpiSession): Hooks {
+  let onResume: Array<() => void> = [];
+  let onLost: Array<() => void> = [];
+  const h: Hooks = {
+    disconnected: 0,
+    resumed: 0,
+    lost: [],
+    nextResume: () => new Promise((r) => onResume.push(r)),
+    nextLost: () => new Promise((r) => onLost.push(r)),
+  };
+  spi.on('disconnected', () => h.disconnected++);
+  spi.on('resumed', () => {
+    h.resumed++;
+    const w = onResume;
+    onResume = [];
+    for (const f of w) f();
+  });
+  spi.on('lost', (e) => {
+    h.lost.push(e.reason);
+    const w = onLost;
+    onLost = [];
+    for (const f of w) f();
+  });
+  return h;
+}
+
+async function setup(t: Test, grace = 20000): Promise<{ proxy: CuttingProxy; spi: S.SpiSession; h: Hooks; url: string }> {
+  const d = await daemon(t, { limits: { resumeGraceMs: grace } });
+  const proxy = await cuttingProxy(t, d.url);
+  const spi = await session(t, proxy.url);
+  return { proxy, spi, h: hooks(spi), url: d.url };
+}
+
+async function peerGets(conn: PeerConnection, expected: Buffer): Promise<boolean> {
+  const got = await conn.waitFor(expected.length, 20000);
+  // A little longer: nothing more may come.
+  await new Promise((r) => setTimeout(r, 50));
+  return conn.received().equals(expected);
+}
+
+t.test('the welcome offers resume; resume: false gets no offer', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d.url);
+  const offer = spi.welcome.resume;
+  t.ok(offer, 'an offer');
+  t.equal(offer?.graceMs, 30000, 'the default grace');
+  t.match(offer?.token, /^[A-Za-z0-9_-]{43}$/, 'a random token');
+  t.equal(spi.welcome.limits.replayLimitBytes, 64 * 1024 * 1024);
+  const off = await session(t, d.url, { resume: false });
+  t.equal(off.welcome.resume, undefined, 'no offer when the client does not ask');
+  const d0 = await daemon(t, { limits: { resumeGraceMs: 0 } });
+  const none = await session(t, d0.url);
+  t.equal(none.welcome.resume, undefined, 'no offer from a daemon with --resume-grace 0');
+});
+
+t.test('blocking sends across a cut between frames: the session goes on', async (t) => {
+  const { proxy, spi, h } = await setup(t);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  t.same(await send(spi, s, [Buffer.from('hello ')]), [0, 0, 6]);
+  const resumed = h.nextResume();
+  proxy.cutNow();
+  // Made while the SDK is reconnecting: it waits, then runs once.
+  t.same(await send(spi, s, [Buffer.from('world')]), [0, 0, 5], 'a send made during the cut');
+  await resumed;
+  t.ok(await peerGets(conn, Buffer.from('hello world')), 'the peer got each byte once, in order');
+  t.equal(h.disconnected, 1);
+  t.equal(h.resumed, 1);
+  t.same(h.lost, []);
+  t.ok(spi.isOpen);
+});
+
+for (const dir of ['up', 'down'] as const) {
+  t.test(`overlapped sends pending across a cut in the middle of a frame (${dir})`, async (t) => {
+    const { proxy, spi, h } = await setup(t);
+    const peer = await tcpPeer(t, 'ipv4', { paused: true });
+    const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
+    const calls: Array<{ tag: number; err: number; cb: number }> = [];
+    const routine = (tag: number): S.LPWSAOVERLAPPED_COMPLETION_ROUTINE => (err, cb) => void calls.push({ tag, err, cb });
+    const filler = pattern(FILLER_BYTES, 7);
+    const first = await ovSend(spi, s, [filler], { routine: routine(0) });
+    t.same([first.ret, first.err], [S.SOCKET_ERROR, S.WSA_IO_PENDING], 'the filler pends');
+    const parts = [pattern(3000, 1), pattern(70000, 2), pattern(5, 3)];
+    const cut = proxy.cutAt(dir, { bytes: dir === 'up' ? 1500 : 40 });
+    // The second part's frame is larger than 1500 bytes: the cut falls inside it (up); the
+    // completions' frame is cut after 40 bytes (down).
+    const rs = await Promise.all(parts.map((p, i) => ovSend(spi, s, [p], { routine: routine(i + 1) })));
+    for (const r of rs) t.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSA_IO_PENDING]);
+    conn.socket.resume();
+    await cut;
+    const expected = Buffer.concat([filler, ...parts]);
+    t.ok(await peerGets(conn, expected), 'the peer got exactly the bytes, once, in order');
+    t.ok(await drainUntil(spi, () => calls.length >= 4, 400), 'every routine ran');
+    await new Promise((r) => setTimeout(r, 100));
+    await spi.SleepEx(0, true);
+    t.same(calls.map((c) => c.tag).sort(), [0, 1, 2, 3], 'each routine once');
+    t.same(calls.map((c) => [c.err, c.cb]).sort((a, b) => a[1]! - b[1]!), [[0, 5], [0, 3000], [0, 70000], [0, FILLER_BYTES]], 'with the full counts');
+    t.equal(spi.pendingOperations, 0);
+    t.equal(h.resumed, 1, 'resumed once');
+  });
+}
+
+t.test('a blocking receive and network events across a cut, and cuts while reconnecting', async (t) => {
+  const { proxy, spi, h } = await setup(t);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  const other = await connectedTcp(spi, 'ipv4', peer);
+  const ev = spi.WSACreateEvent();
+  t.equal(await spi.WSPEventSelect(other.s, ev, S.FD_READ, S.out(0)), 0);
+  const recv = recvInto(spi, s, [10]);
+  await new Promise((r) => setTimeout(r, 50));
+  // The network is down for a while: the first reconnections fail, some of them mid-handshake.
+  proxy.setDown(true, 30);
+  proxy.cutNow();
+  await new Promise((r) => setTimeout(r, 300));
+  conn.socket.write('0123456789');
+  other.conn.socket.write('event');
+  proxy.setDown(true);
+  await new Promise((r) => setTimeout(r, 300));
+  const resumed = h.nextResume();
+  proxy.setDown(false);
+  await resumed;
+  const r = await recv;
+  t.equal(r.ret, 0);
+  t.equal(r.data.toString(), '0123456789', 'the blocking receive got its bytes once');
+  t.equal(await spi.WSAWaitForMultipleEvents(1, [ev], false, 5000, false), S.WSA_WAIT_EVENT_0, 'the event is signalled');
+  const ne = { lNetworkEvents: 0, iErrorCode: [] as number[] };
+  t.equal(await spi.WSPEnumNetworkEvents(other.s, ev, ne, S.out(0)), 0);
+  t.equal(ne.lNetworkEvents, S.FD_READ, 'FD_READ recorded once');
+  t.ok(proxy.connections >= 3, 'reconnections were refused before one went through');
+  t.equal(h.resumed, 1);
+  t.equal(h.disconnected, 1);
+});
+
+t.test('a resume with a wrong token is refused; the session is still resumable with the right one', async (t) => {
+  const { proxy, spi, h, url } = await setup(t);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  const offer = spi.welcome.resume!;
+  proxy.setDown(true);
+  proxy.cutNow();
+  const answer = await rawResume(url, { session: spi.welcome.session, token: 'x'.repeat(43), received: 0, daemonId: offer.daemonId });
+  t.equal(answer.error?.code, S.RESUME_REFUSED);
+  t.equal(answer.error?.data?.['reason'], 'bad-token');
+  t.equal(answer.closeCode, S.RESUME_REFUSED_CLOSE_CODE);
+  const other = await rawResume(url, { session: spi.welcome.session, token: offer.token, received: 0, daemonId: 'another-daemon' });
+  t.equal(other.error?.data?.['reason'], 'not-here', 'a resume meant for another daemon is refused');
+  t.equal(other.error?.data?.['daemonId'], offer.daemonId, 'naming this daemon');
+  const unknown = await rawResume(url, { session: 'no-such-session', token: offer.token, received: 0, daemonId: offer.daemonId });
+  t.equal(unknown.error?.data?.['reason'], 'unknown-session');
+  const resumed = h.nextResume();
+  proxy.setDown(false);
+  await resumed;
+  t.same(await send(spi, s, [Buffer.from('after')]), [0, 0, 5]);
+  t.ok(await peerGets(conn, Buffer.from('after')));
+});
+
+t.test('after the grace the session is lost: calls fail with WSAENETDOWN, pending operations complete once', async (t) => {
+  const { proxy, spi, h } = await setup(t, 500);
+  const peer = await tcpPeer(t, 'ipv4', { paused: true });
+  const { s } = await overlappedTcp(spi, 'ipv4', peer);
+  const calls: number[] = [];
+  const first = await ovSend(spi, s, [pattern(FILLER_BYTES, 9)], { routine: (err) => void calls.push(err) });
+  t.equal(first.err, S.WSA_IO_PENDING);
+  const lost = h.nextLost();
+  proxy.setDown(true);
+  proxy.cutNow();
+  const blocked = send(spi, s, [Buffer.from('x')]);
+  await lost;
+  t.same(await blocked, [S.SOCKET_ERROR, S.WSAENETDOWN, -1], 'a call waiting across the cut fails with WSAENETDOWN');
+  t.same(await send(spi, s, [Buffer.from('y')]), [S.SOCKET_ERROR, S.WSAENETDOWN, -1], 'and so do later calls');
+  t.ok(await drainUntil(spi, () => calls.length > 0, 40));
+  t.same(calls, [S.WSAENETDOWN], 'the pending send completes once, with WSAENETDOWN');
+  t.equal(h.lost.length, 1);
+  t.notOk(spi.isOpen);
+});
+
+t.test('resume: false: a cut ends the session as before', async (t) => {
+  const d = await daemon(t);
+  const proxy = await cuttingProxy(t, d.url);
+  const spi = await session(t, proxy.url, { resume: false });
+  const h = hooks(spi);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  proxy.cutNow();
+  await conn.ended;
+  t.same(await send(spi, s, [Buffer.from('x')]), [S.SOCKET_ERROR, S.WSAENETDOWN, -1]);
+  t.equal(h.disconnected + h.resumed + h.lost.length, 0, 'no hooks');
+});
+
+t.test('a 5-second cut in the middle of a workload: the same results as without it', async (t) => {
+  const { proxy, spi, h } = await setup(t);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
+  const chunks = Array.from({ length: 200 }, (_, i) => pattern(1000 + i * 37, i + 100));
+  const done: number[] = [];
+  const issued: Array<Promise<unknown>> = [];
+  let cutDone: Promise<void> | null = null;
+  for (let i = 0; i < chunks.length; i++) {
+    if (i === 100) {
+      proxy.setDown(true);
+      proxy.cutNow();
+      cutDone = new Promise((r) => setTimeout(r, 5000)).then(() => proxy.setDown(false));
+    }
+    issued.push(ovSend(spi, s, [chunks[i]!], { routine: (err, cb) => void done.push(err === 0 ? cb : -err) }));
+    if (i % 10 === 9) await new Promise((r) => setTimeout(r, 5));
+  }
+  await Promise.all(issued);
+  await cutDone;
+  const expected = Buffer.concat(chunks);
+  t.ok(await peerGets(conn, expected), 'the peer got everything once, in order');
+  t.ok(await drainUntil(spi, () => done.length >= chunks.length, 400));
+  t.same(done.sort((a, b) => a - b), chunks.map((c) => c.length).sort((a, b) => a - b), 'every send completed once with its size');
+  t.equal(h.resumed, 1);
+  t.same(h.lost, []);
+});
+
+interface RawAnswer {
+  error?: { code: number; message: string; data?: Record<string, unknown> };
+  method?: string;
+  closeCode: number;
+}
+
+/** A hand-made resume, to look at the daemon's refusals. */
+function rawResume(url: string, params: Record<string, unknown>): Promise<RawAnswer> {
+  const u = new URL(url);
+  u.searchParams.set('resume', String(params['session']));
+  u.searchParams.set('daemon', String(params['daemonId']));
+  const ws = new WebSocket(u, [S.SUBPROTOCOL]);
+  return new Promise((resolve, reject) => {
+    let answer: RawAnswer = { closeCode: 0 };
+    ws.on('open', () => ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params })));
+    ws.on('message', (data: Buffer, binary: boolean) => {
+      const rec = binary ? S.decodeFrame(data)[0] : S.decodeText(data.toString());
+      if (rec?.ok && S.isRecord(rec.message)) {
+        const m = rec.message;
+        const error = m['error'];
+        answer = { ...answer, ...(S.isRecord(error) ? { error: { code: Number(error['code']), message: String(error['message']), data: S.isRecord(error['data']) ? error['data'] : {} } } : {}), ...(typeof m['method'] === 'string' ? { method: m['method'] } : {}) };
+      }
+    });
+    ws.on('close', (code) => resolve({ ...answer, closeCode: code }));
+    ws.on('error', reject);
+  });
+}
