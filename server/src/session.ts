@@ -37,6 +37,8 @@ const ACK_BYTES = 1024 * 1024;
 const ACK_DELAY_MS = 20;
 /** ws' close code when the connection broke without a close frame: the only case a session waits for a resume. */
 const ABNORMAL_CLOSE = 1006;
+/** Resumes in a row, without a message in between, whose replaced tokens still resume the session. */
+const MAX_PREVIOUS_TOKENS = 8;
 
 /** How a session came to be, from the upgrade request (app.ts). */
 export interface SessionOptions {
@@ -70,6 +72,11 @@ function sameSecret(a: Buffer, b: string): boolean {
 interface ResumeState {
   /** sha256 of the current resume token. */
   token: Buffer;
+  /**
+   * sha256 of the tokens replaced by resumes since the last message from the client: it may have
+   * lost the resumed connection before it read spiwire.resumed (at most MAX_PREVIOUS_TOKENS).
+   */
+  previous: Buffer[];
   /** sha256 of the bearer token the session was opened with. */
   authorization: Buffer;
   /** Counted messages produced for the client. */
@@ -164,6 +171,7 @@ export class Session implements SpiSession {
       const token = randomBytes(32).toString('base64url');
       this.resume = {
         token: digest(token),
+        previous: [],
         authorization: digest(opts.authorization),
         sent: 0,
         acked: 0,
@@ -517,7 +525,10 @@ export class Session implements SpiSession {
   /** A counted message from the client arrived: acknowledge every ACK_EVERY, ACK_BYTES or after ACK_DELAY_MS. */
   private countReceived(data: Buffer, isBinary: boolean): void {
     const r = this.resume;
-    if (r === null || P.isAckOnlyMessage(data, isBinary)) return;
+    if (r === null) return;
+    // The client read spiwire.resumed (it sends nothing before): its new token is known to it.
+    if (r.previous.length > 0) r.previous = [];
+    if (P.isAckOnlyMessage(data, isBinary)) return;
     r.received++;
     r.bytesSinceAck += data.length;
     if (r.received - r.ackedToClient >= ACK_EVERY || r.bytesSinceAck >= ACK_BYTES) this.sendAck();
@@ -589,7 +600,8 @@ export class Session implements SpiSession {
     const r = this.resume;
     if (r === null || this.ended) return { reason: 'unknown-session', message: 'the session has ended or cannot be resumed' };
     // Both compared, always, so the time taken does not say which one was wrong.
-    const tokenOk = sameSecret(r.token, token);
+    let tokenOk = sameSecret(r.token, token);
+    for (const p of r.previous) tokenOk = sameSecret(p, token) || tokenOk;
     const authOk = sameSecret(r.authorization, authorization);
     if (!tokenOk || !authOk) return { reason: 'bad-token', message: 'the resume token (or the authorization) does not match the session' };
     if (received < r.acked || received > r.sent) return { reason: 'bad-count', message: `received must be from ${r.acked} (acknowledged) to ${r.sent} (sent), got ${received}` };
@@ -612,6 +624,8 @@ export class Session implements SpiSession {
     r.graceTimer = null;
     this.acknowledged(received);
     const token = randomBytes(32).toString('base64url');
+    r.previous.push(r.token);
+    if (r.previous.length > MAX_PREVIOUS_TOKENS) r.previous.shift();
     r.token = digest(token);
     this.ws = ws;
     this.readingPaused = false;
