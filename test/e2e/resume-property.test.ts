@@ -16,7 +16,7 @@ import * as S from '@spiwire/client';
 import { daemon, ovSend, overlappedTcp, connectedTcp, pattern, pollUntil, recvInto, send, setNonBlocking, tcpPeer, type PeerConnection } from '../helpers/harness.js';
 import { cuttingProxy, type CutPoint, type Direction } from '../helpers/cutting-proxy.js';
 
-const RUNS = Number(process.env['SPIWIRE_RESUME_RUNS'] ?? '') || 10;
+const RUNS = Number(process.env['SPIWIRE_RESUME_RUNS'] ?? '') || 100;
 const SEED = Number(process.env['SPIWIRE_RESUME_SEED'] ?? '') || undefined;
 
 type OpKind = 'ov-routine' | 'ov-event' | 'blocking' | 'nonblocking' | 'recv';

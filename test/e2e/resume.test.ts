@@ -4,8 +4,11 @@
  * results, peers receive exactly the reported bytes, and the hooks say what happened. Also the
  * refusals: a wrong token, the grace passed, another daemon, and resume turned off.
  */
+import * as net from 'node:net';
+import { Writable } from 'node:stream';
 import t from 'tap';
 import type { Test } from 'tap';
+import pino from 'pino';
 import WebSocket from 'ws';
 import * as S from '@spiwire/client';
 import { FILLER_BYTES, daemon, ovSend, overlappedTcp, connectedTcp, pattern, send, session, tcpPeer, drainUntil, recvInto, type PeerConnection } from '../helpers/harness.js';
@@ -236,6 +239,147 @@ t.test('a 5-second cut in the middle of a workload: the same results as without 
   t.equal(h.resumed, 1);
   t.same(h.lost, []);
 });
+
+/** A pino logger that keeps the parsed lines, to check what the daemon logged and at which level. */
+function capturingLogger(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { logger: pino({ level: 'debug' }, stream), lines };
+}
+
+t.test('past the replay bound while waiting for a resume, the session ends; the SDK loses it', async (t) => {
+  const { logger, lines } = capturingLogger();
+  const d = await daemon(t, { logger, limits: { resumeGraceMs: 20000, replayLimitBytes: 10000 } });
+  const proxy = await cuttingProxy(t, d.url);
+  const spi = await session(t, proxy.url);
+  const h = hooks(spi);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  const recv = recvInto(spi, s, [65536]);
+  await new Promise((r) => setTimeout(r, 50));
+  proxy.setDown(true);
+  proxy.cutNow();
+  // The receive's reply, 64 KiB, is more than the session may keep for its client.
+  conn.socket.write(Buffer.alloc(65536, 1));
+  await conn.ended;
+  const lost = h.nextLost();
+  proxy.setDown(false);
+  await lost;
+  t.match(h.lost[0], /unknown-session/, 'the resume finds no session');
+  t.same([(await recv).ret, (await recv).errno], [S.SOCKET_ERROR, S.WSAENETDOWN], 'the call in flight fails with WSAENETDOWN');
+  t.ok(lines.some((l) => l['msg'] === 'session can no longer be resumed' && l['level'] === 30), 'the reason is logged at info');
+  t.ok(lines.some((l) => l['msg'] === 'session ended'), 'the session ended');
+  t.notOk(lines.some((l) => Number(l['level']) >= 50), 'no error lines');
+});
+
+/** A port that is free now, for a daemon that must know its own URL before it starts. */
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const addr = srv.address();
+  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+t.test('behind a load balancer: a resume that reaches another daemon is refused (not-here); --resume-url reaches the right one', async (t) => {
+  const other = await daemon(t, { limits: { resumeGraceMs: 20000 } });
+  // Without a resume URL: the balancer now sends new connections to the other daemon.
+  const a = await daemon(t, { limits: { resumeGraceMs: 20000 } });
+  const lb = await cuttingProxy(t, a.url);
+  const spi = await session(t, lb.url);
+  const h = hooks(spi);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  lb.retarget(other.url);
+  const lost = h.nextLost();
+  lb.cutNow();
+  await lost;
+  t.match(h.lost[0], /not-here/, 'refused: the session is held by another daemon');
+  t.same(await send(spi, s, [Buffer.from('x')]), [S.SOCKET_ERROR, S.WSAENETDOWN, -1]);
+  // The refused resume changed nothing on the daemon that answered, and the session's own daemon ends it after its grace.
+  t.equal(((await (await fetch(other.url.replace('ws:', 'http:').replace('/ws', '/healthz'))).json()) as { sessions: number }).sessions, 0);
+  void conn;
+
+  // With --resume-url, the SDK reconnects to the daemon itself.
+  const port = await freePort();
+  const b = await daemon(t, { port, resumeUrl: `ws://127.0.0.1:${port}/ws`, limits: { resumeGraceMs: 20000 } });
+  const lb2 = await cuttingProxy(t, b.url);
+  const spi2 = await session(t, lb2.url);
+  t.equal(spi2.welcome.resume?.url, `ws://127.0.0.1:${port}/ws`, 'the welcome names the daemon\'s own URL');
+  const h2 = hooks(spi2);
+  const c2 = await connectedTcp(spi2, 'ipv4', peer);
+  lb2.retarget(other.url);
+  const resumed = h2.nextResume();
+  lb2.cutNow();
+  await resumed;
+  t.same(await send(spi2, c2.s, [Buffer.from('direct')]), [0, 0, 6]);
+  t.ok(await peerGets(c2.conn, Buffer.from('direct')));
+  t.same(h2.lost, []);
+});
+
+t.test('a request sent again by id after a resume gets its original reply, and runs once', async (t) => {
+  const d = await daemon(t, { limits: { resumeGraceMs: 20000 } });
+  const stats = async (): Promise<number> => ((await (await fetch(d.url.replace('ws:', 'http:').replace('/ws', '/stats'))).json()) as { sockets: number }).sockets;
+  const first = await rawSession(`${d.url}?resumable=1`);
+  const welcome = first.messages[0]!['params'];
+  if (!S.isRecord(welcome) || !S.isRecord(welcome['resume'])) throw new Error('no resume offer');
+  const offer = welcome['resume'];
+  const create = JSON.stringify({ jsonrpc: '2.0', id: 'sock-1', method: 'WSPSocket', params: { af: S.AF_INET, type: S.SOCK_STREAM, protocol: S.IPPROTO_TCP, g: 0, flags: 0 } });
+  first.ws.send(create);
+  const reply = await first.next();
+  const handle = S.isRecord(reply['result']) ? reply['result']['ret'] : undefined;
+  t.type(handle, 'number');
+  // Gone before acknowledging anything: the reply is kept for a resume.
+  first.ws.terminate();
+  await new Promise((r) => setTimeout(r, 100));
+  const u = new URL(d.url);
+  u.searchParams.set('resume', String(welcome['session']));
+  u.searchParams.set('daemon', String(offer['daemonId']));
+  const second = await rawSession(u.toString(), JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: welcome['session'], token: offer['token'], received: 0, daemonId: offer['daemonId'] } }));
+  const resumed = second.messages[0]!;
+  t.equal(resumed['method'], 'spiwire.resumed');
+  t.same(S.isRecord(resumed['params']) ? resumed['params']['received'] : undefined, 1, 'the daemon had received the request');
+  const replayed = await second.next();
+  t.same(replayed, reply, 'the reply the client had not acknowledged comes again');
+  // A client that does not follow the counts sends the request again, by id.
+  second.ws.send(create);
+  const again = await second.next();
+  t.same(again, reply, 'the original reply, not a second run');
+  t.equal(await stats(), 1, 'one socket only');
+  second.ws.close(1000);
+});
+
+/** A plain WebSocket client that reads messages (binary frames or text) as JSON-RPC objects. */
+async function rawSession(url: string, first?: string): Promise<{ ws: WebSocket; messages: Array<Record<string, unknown>>; next(): Promise<Record<string, unknown>> }> {
+  const ws = new WebSocket(url, [S.SUBPROTOCOL]);
+  const messages: Array<Record<string, unknown>> = [];
+  let read = 0;
+  let waiters: Array<() => void> = [];
+  ws.on('message', (data: Buffer, binary: boolean) => {
+    const recs = binary ? S.decodeFrame(data) : [S.decodeText(data.toString())];
+    for (const r of recs) if (r.ok && S.isRecord(r.message) && r.message['method'] !== 'spiwire.ack') messages.push(r.message);
+    const w = waiters;
+    waiters = [];
+    for (const f of w) f();
+  });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  if (first !== undefined) ws.send(first);
+  const next = async (): Promise<Record<string, unknown>> => {
+    while (messages.length <= read) await new Promise<void>((r) => waiters.push(r));
+    return messages[read++]!;
+  };
+  await next();
+  return { ws, messages, next };
+}
 
 interface RawAnswer {
   error?: { code: number; message: string; data?: Record<string, unknown> };

@@ -162,12 +162,14 @@ export interface CuttingProxy {
   setDown(down: boolean, afterBytes?: number): void;
   /** Resolves when a connection is open (the SDK reconnected). */
   nextConnection(): Promise<void>;
+  /** New connections go to this daemon from now on (a load balancer choosing another one). */
+  retarget(daemonUrl: string): void;
   close(): Promise<void>;
 }
 
 /** Starts a proxy on a free loopback port in front of the daemon at daemonUrl. */
 export async function cuttingProxy(t: Test, daemonUrl: string): Promise<CuttingProxy> {
-  const target = new URL(daemonUrl);
+  let target = new URL(daemonUrl);
   const links = new Set<Link>();
   let down = false;
   let downAfter = 0;
@@ -222,6 +224,9 @@ export async function cuttingProxy(t: Test, daemonUrl: string): Promise<CuttingP
     },
     nextConnection() {
       return new Promise((r) => waiters.push(r));
+    },
+    retarget(daemonUrl) {
+      target = new URL(daemonUrl);
     },
     async close() {
       for (const l of [...links]) l.cut();
