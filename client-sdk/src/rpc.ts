@@ -400,7 +400,13 @@ export class RpcConnection {
       r.inFlight -= k.data.length;
       r.acked++;
     }
-    if (r.head > 1024 && r.head * 2 > r.kept.length) {
+    if (r.head === r.kept.length) {
+      r.kept = [];
+      r.head = 0;
+      // Nothing kept refers to the builder's buffer any more: once the socket has written
+      // everything, frames may be packed over it again, as without resume.
+      if (r.written === r.sent && !this.reconnecting && this.socket.writableLength === 0) this.out.recycle();
+    } else if (r.head > 1024 && r.head * 2 > r.kept.length) {
       r.kept = r.kept.slice(r.head);
       r.head = 0;
     }

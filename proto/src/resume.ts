@@ -10,6 +10,17 @@ import { isRecord } from './guards.js';
 const ACK_ONLY_MAX = 256;
 
 const utf8 = new TextDecoder();
+const ACK_NAME = new TextEncoder().encode('"spiwire.ack"');
+
+function includes(hay: Uint8Array, needle: Uint8Array): boolean {
+  const first = needle[0]!;
+  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
+    if (hay[i] !== first) continue;
+    for (let k = 1; k < needle.length; k++) if (hay[i + k] !== needle[k]) continue outer;
+    return true;
+  }
+  return false;
+}
 
 /** The query parameter that asks for a resumable session (/ws?resumable=1). */
 export const RESUMABLE_QUERY = 'resumable';
@@ -39,6 +50,9 @@ export function isAckOnlyMessage(data: Uint8Array, binary: boolean): boolean {
   } else {
     json = data;
   }
+  // Parsed only when the name is there: most short messages are small calls, often in compact
+  // (binary) headers, which must not cost a JSON.parse each.
+  if (!includes(json, ACK_NAME)) return false;
   let msg: unknown;
   try {
     msg = JSON.parse(utf8.decode(json));
