@@ -13,15 +13,15 @@
 import t from 'tap';
 import fc from 'fast-check';
 import * as S from '@spiwire/client';
-import { daemon, ovSend, overlappedTcp, connectedTcp, pattern, pollUntil, recvInto, send, setNonBlocking, tcpPeer, type PeerConnection } from '../helpers/harness.js';
+import { daemon, ovSend, overlappedTcp, pattern, pollUntil, recvInto, send, setNonBlocking, tcpPeer, type PeerConnection } from '../helpers/harness.js';
 import { cuttingProxy, type CutPoint, type Direction } from '../helpers/cutting-proxy.js';
 
 const RUNS = Number(process.env['SPIWIRE_RESUME_RUNS'] ?? '') || 100;
 const SEED = Number(process.env['SPIWIRE_RESUME_SEED'] ?? '') || undefined;
 
-type OpKind = 'ov-routine' | 'ov-event' | 'blocking' | 'nonblocking' | 'recv';
+type OpKind = 'ov-routine' | 'ov-event' | 'blocking' | 'nonblocking' | 'recv' | 'ov-recv' | 'flush';
 const opArb = fc.record({
-  kind: fc.constantFrom<OpKind>('ov-routine', 'ov-routine', 'ov-event', 'blocking', 'nonblocking', 'recv'),
+  kind: fc.constantFrom<OpKind>('ov-routine', 'ov-routine', 'ov-event', 'blocking', 'nonblocking', 'nonblocking', 'recv', 'ov-recv', 'flush'),
   size: fc.oneof(fc.integer({ min: 1, max: 2000 }), fc.integer({ min: 2000, max: 200_000 })),
   /** Which of the sending sockets. */
   sock: fc.integer({ min: 0, max: 1 }),
@@ -41,19 +41,32 @@ const cutArb = fc.record({
   downAfter: fc.constantFrom(0, 0, 20, 200),
 });
 
+/** One send as the peer must see it: its bytes, and how many of them the send reported (null: its completion will say). */
+interface Sent {
+  data: Buffer;
+  count: number | null;
+  /** The op index, for a pending overlapped send. */
+  i: number;
+}
+
 interface Sock {
   s: number;
   conn: PeerConnection;
-  /** What the peer must receive: the reported bytes of each send, in order. */
-  expected: Buffer[];
+  sends: Sent[];
   nonBlocking: boolean;
+}
+
+/** A completion as a routine or WSPGetOverlappedResult reported it. */
+interface Done {
+  err: number;
+  bytes: number;
 }
 
 t.test('random cuts during random workloads keep every result exactly once', async (t) => {
   const d = await daemon(t, { limits: { resumeGraceMs: 20000, defaultSndBuf: 16384 } });
   let run = 0;
   await fc.assert(
-    fc.asyncProperty(fc.array(opArb, { minLength: 4, maxLength: 24 }), fc.array(cutArb, { minLength: 1, maxLength: 3 }), async (ops, cuts) => {
+    fc.asyncProperty(fc.array(opArb, { minLength: 4, maxLength: 24 }), fc.array(cutArb, { minLength: 1, maxLength: 3 }), fc.integer({ min: 0, max: 300 }), async (ops, cuts, pauseMs) => {
       run++;
       const proxy = await cuttingProxy(t, d.url);
       let lost: string | null = null;
@@ -63,16 +76,19 @@ t.test('random cuts during random workloads keep every result exactly once', asy
         const socks: Sock[] = [];
         for (let i = 0; i < 2; i++) {
           const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
-          socks.push({ s, conn, expected: [], nonBlocking: false });
+          socks.push({ s, conn, sends: [], nonBlocking: false });
         }
-        const rx = await connectedTcp(spi, 'ipv4', peer);
+        // The second peer does not read for a while: sends pend, nonblocking ones come back short.
+        socks[1]!.conn.socket.pause();
+        const reading = new Promise<void>((r) => setTimeout(r, pauseMs)).then(() => void socks[1]!.conn.socket.resume());
+        const rx = await overlappedTcp(spi, 'ipv4', peer);
         let written = 0;
         let read = 0;
         const peerWrote: Buffer[] = [];
         const got: Buffer[] = [];
-        const completions = new Map<number, number[]>();
-        const events: Array<{ i: number; s: number; ov: S.WSAOVERLAPPED; ev: number }> = [];
-        const slots: Array<{ sock: Sock; data: Buffer; pending: boolean }> = [];
+        const completions = new Map<number, Done[]>();
+        const record = (i: number): S.LPWSAOVERLAPPED_COMPLETION_ROUTINE => (err, bytes) => void completions.set(i, [...(completions.get(i) ?? []), { err, bytes }]);
+        const events: Array<{ i: number; s: number; ov: S.WSAOVERLAPPED }> = [];
         const outages: Array<Promise<void>> = [];
         for (let i = 0; i < ops.length; i++) {
           for (const c of cuts) {
@@ -87,15 +103,39 @@ t.test('random cuts during random workloads keep every result exactly once', asy
           const op = ops[i]!;
           const sock = socks[op.sock]!;
           const data = pattern(op.size, run * 100 + i);
-          if (op.kind === 'recv') {
+          if (op.kind === 'recv' || op.kind === 'ov-recv') {
             const piece = data.subarray(0, Math.min(op.size, 5000));
+            const room = Math.min(op.size, 8000);
+            if (op.kind === 'ov-recv') {
+              // Posted before the bytes exist: it pends, then completes once with what it got.
+              const buf = new Uint8Array(room);
+              const e = S.out(0);
+              const ret = await spi.WSPRecv(rx.s, [S.wsabuf(buf)], 1, S.out(0), S.out(0), new S.WSAOVERLAPPED(), record(i), null, e);
+              if (ret !== 0 && e.value !== S.WSA_IO_PENDING) throw new Error(`overlapped recv ${i}: ${S.wsaErrorName(e.value)}`);
+              rx.conn.socket.write(piece);
+              peerWrote.push(piece);
+              written += piece.length;
+              if (!(await pollUntil(() => completions.has(i), 30000))) throw new Error(`overlapped recv ${i} never completed`);
+              const c = completions.get(i)![0]!;
+              if (c.err !== 0 || c.bytes < 1) throw new Error(`overlapped recv ${i}: ${JSON.stringify(c)}`);
+              got.push(Buffer.from(buf.subarray(0, c.bytes)));
+              read += c.bytes;
+              continue;
+            }
             rx.conn.socket.write(piece);
             peerWrote.push(piece);
             written += piece.length;
-            const r = await recvInto(spi, rx.s, [Math.min(op.size, 8000)]);
+            const r = await recvInto(spi, rx.s, [room]);
             if (r.ret !== 0) throw new Error(`recv ${i}: ${S.wsaErrorName(r.errno)}`);
             got.push(Buffer.from(r.data));
             read += r.bytes;
+            continue;
+          }
+          if (op.kind === 'flush') {
+            // SIO_FLUSH: sends not yet taken complete with WSA_OPERATION_ABORTED and the bytes taken.
+            const e = S.out(0);
+            const ret = await spi.WSPIoctl(sock.s, S.SIO_FLUSH, null, 0, null, 0, S.out(0), null, null, null, e);
+            if (ret !== 0) throw new Error(`flush ${i}: ${S.wsaErrorName(e.value)}`);
             continue;
           }
           const wantNb = op.kind === 'nonblocking';
@@ -104,19 +144,11 @@ t.test('random cuts during random workloads keep every result exactly once', asy
             sock.nonBlocking = wantNb;
           }
           if (op.kind === 'ov-routine' || op.kind === 'ov-event') {
-            const ev = op.kind === 'ov-event' ? spi.WSACreateEvent() : 0;
-            const ov = new S.WSAOVERLAPPED(ev || undefined);
-            const r = await ovSend(spi, sock.s, [data], op.kind === 'ov-routine' ? { ov, routine: (e, cb) => void completions.set(i, [...(completions.get(i) ?? []), e === 0 ? cb : -e]) } : { ov });
-            if (r.ret === 0) {
-              slots.push({ sock, data, pending: false });
-              if (op.kind === 'ov-routine') {
-                // Completed at once: the routine still runs, once, with the full count.
-              } else events.push({ i, s: sock.s, ov, ev });
-              sock.expected.push(data);
-            } else if (r.err === S.WSA_IO_PENDING) {
-              if (op.kind === 'ov-event') events.push({ i, s: sock.s, ov, ev });
-              sock.expected.push(data);
-            } else throw new Error(`overlapped send ${i}: ${S.wsaErrorName(r.err)}`);
+            const ov = new S.WSAOVERLAPPED(op.kind === 'ov-event' ? spi.WSACreateEvent() : undefined);
+            const r = await ovSend(spi, sock.s, [data], op.kind === 'ov-routine' ? { ov, routine: record(i) } : { ov });
+            if (r.ret !== 0 && r.err !== S.WSA_IO_PENDING) throw new Error(`overlapped send ${i}: ${S.wsaErrorName(r.err)}`);
+            if (op.kind === 'ov-event') events.push({ i, s: sock.s, ov });
+            sock.sends.push({ data, count: null, i });
             continue;
           }
           const [ret, err, n] = await send(spi, sock.s, [data]);
@@ -125,9 +157,10 @@ t.test('random cuts during random workloads keep every result exactly once', asy
             throw new Error(`${op.kind} send ${i}: ${S.wsaErrorName(err)}`);
           }
           if (n > op.size || (op.kind === 'blocking' && n !== op.size)) throw new Error(`${op.kind} send ${i} reported ${n} of ${op.size}`);
-          sock.expected.push(data.subarray(0, n));
+          sock.sends.push({ data, count: n, i });
         }
         await Promise.all(outages);
+        await reading;
         // Receives until every byte the peer wrote is in.
         while (read < written) {
           const r = await recvInto(spi, rx.s, [written - read]);
@@ -136,22 +169,25 @@ t.test('random cuts during random workloads keep every result exactly once', asy
           read += r.bytes;
         }
         if (!Buffer.concat(got).equals(Buffer.concat(peerWrote))) throw new Error('the receives did not get exactly what the peer wrote, in order');
-        // Every overlapped send completes exactly once with its full count.
+        // Every overlapped send completes exactly once: its full count, or aborted by a flush with the bytes taken.
         for (const e of events) {
           const cb = S.out(0);
-          const fl = S.out(0);
           const er = S.out(0);
-          const ok = await spi.WSPGetOverlappedResult(e.s, e.ov, cb, true, fl, er);
-          if (ok !== S.TRUE) throw new Error(`event send ${e.i}: ${S.wsaErrorName(er.value)}`);
-          const size = ops[e.i]!.size;
-          if (cb.value !== size) throw new Error(`event send ${e.i} completed with ${cb.value} of ${size}`);
+          const ok = await spi.WSPGetOverlappedResult(e.s, e.ov, cb, true, S.out(0), er);
+          completions.set(e.i, [{ err: ok === S.TRUE ? 0 : er.value, bytes: cb.value }]);
         }
-        const routines = ops.flatMap((o, i) => (o.kind === 'ov-routine' ? [i] : []));
-        if (!(await pollUntil(() => routines.every((i) => completions.has(i)), 30000))) throw new Error(`a routine never ran: ${routines.filter((i) => !completions.has(i)).join(', ')}`);
+        const overlapped = ops.flatMap((o, i) => (o.kind === 'ov-routine' ? [i] : []));
+        if (!(await pollUntil(() => overlapped.every((i) => completions.has(i)), 30000))) throw new Error(`a routine never ran: ${overlapped.filter((i) => !completions.has(i)).join(', ')}`);
         await new Promise((r) => setTimeout(r, 30));
-        for (const i of routines) {
-          const c = completions.get(i)!;
-          if (c.length !== 1 || c[0] !== ops[i]!.size) throw new Error(`routine of send ${i}: ${JSON.stringify(c)} for ${ops[i]!.size} bytes`);
+        for (const sock of socks) {
+          for (const sent of sock.sends) {
+            if (sent.count !== null) continue;
+            const c = completions.get(sent.i)!;
+            if (c.length !== 1) throw new Error(`send ${sent.i} completed ${c.length} times: ${JSON.stringify(c)}`);
+            const { err, bytes } = c[0]!;
+            if (err === 0 ? bytes !== sent.data.length : err !== S.WSA_OPERATION_ABORTED || bytes > sent.data.length) throw new Error(`send ${sent.i} of ${sent.data.length} bytes completed with ${JSON.stringify(c[0])}`);
+            sent.count = bytes;
+          }
         }
         if (spi.pendingOperations !== 0) throw new Error(`${spi.pendingOperations} operations still pending`);
         // Closes: each peer gets exactly the reported bytes, then FIN.
@@ -162,7 +198,7 @@ t.test('random cuts during random workloads keep every result exactly once', asy
         }
         for (const sock of socks) {
           await sock.conn.ended;
-          const want = Buffer.concat(sock.expected);
+          const want = Buffer.concat(sock.sends.map((x) => x.data.subarray(0, x.count ?? 0)));
           if (!sock.conn.received().equals(want)) throw new Error(`a peer got ${sock.conn.received().length} bytes where ${want.length} were reported (or not in order)`);
         }
         if (lost !== null) throw new Error(`the session was lost: ${lost}`);
