@@ -90,6 +90,12 @@ const SEND_WINDOW_BYTES = 64 * 1024 * 1024;
 /** Reconnection backoff: the first wait, and the longest (each with jitter). */
 const RECONNECT_FIRST_MS = 50;
 const RECONNECT_MAX_MS = 2000;
+/**
+ * A resumable connection is pinged this often; one that brought nothing (no message, no pong)
+ * for a whole period is taken for broken and dropped, and the session resumed. A cut that sends
+ * no reset would otherwise go unnoticed until the next write failed, maybe after the grace.
+ */
+const HEARTBEAT_MS = 5000;
 /** Close codes after which a session is resumed: the connection broke, or a proxy on the way went away. */
 const RESUMABLE_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
 
@@ -201,6 +207,9 @@ export class RpcConnection {
   private leaving = false;
   /** The WebSocket of a resume attempt under way, ended by close(). */
   private attempt: WebSocket | null = null;
+  /** Something came from the daemon since the last heartbeat. */
+  private heard = true;
+  private heartbeat: NodeJS.Timeout | null = null;
 
   private constructor(
     private ws: WebSocket,
@@ -213,12 +222,30 @@ export class RpcConnection {
     this.listen(ws);
     if (opts.resume !== false && isResumeOffer(welcome.resume)) {
       this.resume = { offer: { ...welcome.resume }, received: 0, ackedToDaemon: 0, bytesSinceAck: 0, ackTimer: null, sent: 0, acked: 0, written: 0, inFlight: 0, kept: [], head: 0 };
+      this.heartbeat = setInterval(this.beat, HEARTBEAT_MS);
+      this.heartbeat.unref();
     }
   }
 
+  /** Pings the daemon; drops a connection that brought nothing for a whole period (then resumes). */
+  private readonly beat = (): void => {
+    if (this.reconnecting || this.closedReason !== null || this.ws.readyState !== WebSocket.OPEN) return;
+    if (!this.heard) {
+      this.ws.terminate();
+      return;
+    }
+    this.heard = false;
+    this.ws.ping();
+  };
+
   private listen(ws: WebSocket): void {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (ws === this.ws) this.onMessage(data, isBinary);
+      if (ws !== this.ws) return;
+      this.heard = true;
+      this.onMessage(data, isBinary);
+    });
+    ws.on('pong', () => {
+      if (ws === this.ws) this.heard = true;
     });
     ws.on('close', (code, reason) => {
       if (ws === this.ws) this.connectionClosed(code, reason.toString());
@@ -482,6 +509,8 @@ export class RpcConnection {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
     this.reconnecting = false;
+    if (this.heartbeat !== null) clearInterval(this.heartbeat);
+    this.heartbeat = null;
     const r = this.resume;
     if (r !== null) {
       if (r.ackTimer !== null) clearTimeout(r.ackTimer);
@@ -633,6 +662,7 @@ export class RpcConnection {
     r.ackedToDaemon = r.received;
     r.bytesSinceAck = 0;
     this.reconnecting = false;
+    this.heard = true;
     this.pump();
     // Anything packed meanwhile and not flushed yet.
     this.flush();

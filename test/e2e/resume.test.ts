@@ -157,6 +157,21 @@ t.test('a blocking receive and network events across a cut, and cuts while recon
   t.equal(h.disconnected, 1);
 });
 
+t.test('a silent partition: the SDK notices by its heartbeat, and its resume takes the session over from the connection the daemon still holds', async (t) => {
+  const { proxy, spi, h } = await setup(t);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  t.same(await send(spi, s, [Buffer.from('before ')]), [0, 0, 7]);
+  const resumed = h.nextResume();
+  proxy.blackhole();
+  // Sent into the void: it is kept, and sent again on the new connection.
+  const during = send(spi, s, [Buffer.from('during')]);
+  await resumed;
+  t.same(await during, [0, 0, 6]);
+  t.ok(await peerGets(conn, Buffer.from('before during')), 'the peer got each byte once');
+  t.equal(h.resumed, 1);
+});
+
 t.test('a resume with a wrong token is refused; the session is still resumable with the right one', async (t) => {
   const { proxy, spi, h, url } = await setup(t);
   const peer = await tcpPeer(t, 'ipv4');

@@ -156,6 +156,8 @@ export interface CuttingProxy {
   readonly connections: number;
   /** Cuts every open connection now. */
   cutNow(): void;
+  /** Silently drops everything on the open connections from now on, closing nothing (a partition). */
+  blackhole(): void;
   /** Arms a cut of the current connection in one direction; resolves when it happened. */
   cutAt(dir: Direction, point: CutPoint): Promise<void>;
   /** While down, new connections are accepted and dropped at once (or after bytes: mid-handshake). */
@@ -211,6 +213,9 @@ export async function cuttingProxy(t: Test, daemonUrl: string): Promise<CuttingP
     },
     cutNow() {
       for (const l of [...links]) l.cut();
+    },
+    blackhole() {
+      for (const l of links) l.closed = true;
     },
     cutAt(dir, point) {
       const open = [...links].filter((l) => !l.closed);
