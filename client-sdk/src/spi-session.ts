@@ -10,7 +10,7 @@ import { SessionEngine } from './engine.js';
 import { SessionFaults } from './faults.js';
 import { checkErrno, isRecord, setErr, type Result } from './marshal.js';
 import { WSAOVERLAPPED } from './overlapped.js';
-import { RpcConnection, type ConnectionEvents, type RpcOptions, type Welcome } from './rpc.js';
+import { RpcConnection, type ConnectionEvent, type ConnectionEvents, type RpcOptions, type Welcome } from './rpc.js';
 import { SpiFunctions } from './spi-functions.js';
 import { RoutineLocks, SpiThread, issuingThread, type ThreadHost } from './threads.js';
 import type { Out, WSATHREADID } from './types.js';
@@ -94,13 +94,13 @@ export class SpiSession extends SpiFunctions implements ThreadHost {
    * Hooks of the session's resume (proto/README.md section 20): 'disconnected' (the SDK is
    * reconnecting; calls wait), 'resumed' (everything goes on), 'lost' (calls fail with WSAENETDOWN).
    */
-  on<E extends keyof ConnectionEvents>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
-    this.engine.rpc.events.on(event, listener as never);
+  on(event: keyof ConnectionEvents, listener: (e: ConnectionEvent) => void): this {
+    this.engine.rpc.events.on(event, listener);
     return this;
   }
 
-  off<E extends keyof ConnectionEvents>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
-    this.engine.rpc.events.off(event, listener as never);
+  off(event: keyof ConnectionEvents, listener: (e: ConnectionEvent) => void): this {
+    this.engine.rpc.events.off(event, listener);
     return this;
   }
 

@@ -644,7 +644,7 @@ export class Session implements SpiSession {
       this.noteAnswers(m);
     }
     r.answeredUntil = r.sent;
-    this.log.info({ replayed: r.sent - r.acked, clientResends: 'after ' + r.received }, 'session resumed');
+    this.log.info({ replayed: r.sent - r.acked, received: r.received }, 'session resumed');
     this.updateReading();
     for (const sock of this.sockets.values()) sock.inputResumed();
   }

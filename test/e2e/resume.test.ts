@@ -125,6 +125,27 @@ for (const dir of ['up', 'down'] as const) {
   });
 }
 
+t.test('a send larger than a message, streamed in pieces, across cuts in both directions', async (t) => {
+  const d = await daemon(t, { limits: { resumeGraceMs: 20000, maxFrameBytes: 1 << 20, streamWindowBytes: 2 << 20 } });
+  const proxy = await cuttingProxy(t, d.url);
+  const spi = await session(t, proxy.url);
+  const h = hooks(spi);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
+  const big = pattern(5 * 1024 * 1024, 77);
+  const calls: Array<[number, number]> = [];
+  // A piece is cut in the middle on its way up; then the daemon's progress reports on their way down.
+  void proxy.cutAt('up', { bytes: 1_500_000 }).then(() => proxy.nextConnection()).then(() => new Promise((r) => setTimeout(r, 20))).then(() => proxy.cutAt('down', { frames: 3 }));
+  const r = await ovSend(spi, s, [big], { routine: (err, cb) => void calls.push([err, cb]) });
+  t.ok(r.ret === 0 || r.err === S.WSA_IO_PENDING, 'the send started');
+  t.ok(await peerGets(conn, big), 'the peer got the 5 MiB once, in order');
+  t.ok(await drainUntil(spi, () => calls.length > 0, 400));
+  await spi.SleepEx(50, true);
+  t.same(calls, [[0, big.length]], 'one completion with the full count');
+  t.ok(h.resumed >= 1, `resumed (${h.resumed} times)`);
+  t.same(h.lost, []);
+});
+
 t.test('a blocking receive and network events across a cut, and cuts while reconnecting', async (t) => {
   const { proxy, spi, h } = await setup(t);
   const peer = await tcpPeer(t, 'ipv4');
