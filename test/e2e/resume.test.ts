@@ -249,31 +249,93 @@ t.test('resume: false: a cut ends the session as before', async (t) => {
   t.equal(h.disconnected + h.resumed + h.lost.length, 0, 'no hooks');
 });
 
-t.test('a 5-second cut in the middle of a workload: the same results as without it', async (t) => {
-  const { proxy, spi, h } = await setup(t);
-  const peer = await tcpPeer(t, 'ipv4');
-  const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
-  const chunks = Array.from({ length: 200 }, (_, i) => pattern(1000 + i * 37, i + 100));
-  const done: number[] = [];
-  const issued: Array<Promise<unknown>> = [];
-  let cutDone: Promise<void> | null = null;
-  for (let i = 0; i < chunks.length; i++) {
-    if (i === 100) {
-      proxy.setDown(true);
-      proxy.cutNow();
-      cutDone = new Promise((r) => setTimeout(r, 5000)).then(() => proxy.setDown(false));
+/** What a rig's run produced: every call's result, every completion, and the echo it read back. */
+interface RigResult {
+  calls: Array<[number, number]>;
+  routines: Array<[number, number, number]>;
+  events: Array<[number, number, number]>;
+  shutdown: number;
+  echoed: string;
+}
+
+/**
+ * A test rig as docker-compose.yml's (test/rig/compose-rig.ts): overlapped sends with routines and
+ * with events to a TCP echo peer, WSPShutdown, then WSPRecv until the echo's FIN. During calls
+ * 10 to 30, while cut is given, the connection to the daemon is down for 5 seconds.
+ */
+async function rigRun(t: Test, url: string, echoPort: number, cut: CuttingProxy | null, onSession: (spi: S.SpiSession) => void = () => undefined): Promise<RigResult> {
+  const spi = await session(t, url);
+  onSession(spi);
+  const sizes = Array.from({ length: 40 }, (_, i) => 500 + ((i * 7919) % 60000));
+  const sent = sizes.map((n, i) => pattern(n, 1000 + i));
+  const e = S.out(0);
+  const s = await spi.WSPSocket(S.AF_INET, S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, S.WSA_FLAG_OVERLAPPED, e);
+  if ((await spi.WSPConnect(s, { family: S.AF_INET, address: '127.0.0.1', port: echoPort }, 16, null, null, null, null, e)) !== 0) throw new Error(`connect: ${e.value}`);
+  const routines: Array<[number, number, number]> = [];
+  const evs: Array<{ i: number; ov: S.WSAOVERLAPPED; ev: number }> = [];
+  const calls: Array<[number, number]> = [];
+  let back: Promise<void> | null = null;
+  for (let i = 0; i < sent.length; i++) {
+    if (cut && i === 10) {
+      cut.setDown(true);
+      cut.cutNow();
+      back = new Promise((r) => setTimeout(r, 5000)).then(() => cut.setDown(false));
     }
-    issued.push(ovSend(spi, s, [chunks[i]!], { routine: (err, cb) => void done.push(err === 0 ? cb : -err) }));
-    if (i % 10 === 9) await new Promise((r) => setTimeout(r, 5));
+    const withRoutine = i % 2 === 0;
+    const ev = withRoutine ? 0 : spi.WSACreateEvent();
+    const ov = new S.WSAOVERLAPPED(ev || undefined);
+    const r = await ovSend(spi, s, [sent[i]!], withRoutine ? { ov, routine: (err, cb) => void routines.push([i, err, cb]) } : { ov });
+    // A send completes at once or pends, depending on timing: either way it succeeded.
+    calls.push([r.ret === 0 || r.err === S.WSA_IO_PENDING ? 0 : r.err, 0]);
+    if (!withRoutine) evs.push({ i, ov, ev });
   }
-  await Promise.all(issued);
-  await cutDone;
-  const expected = Buffer.concat(chunks);
-  t.ok(await peerGets(conn, expected), 'the peer got everything once, in order');
-  t.ok(await drainUntil(spi, () => done.length >= chunks.length, 400));
-  t.same(done.sort((a, b) => a - b), chunks.map((c) => c.length).sort((a, b) => a - b), 'every send completed once with its size');
-  t.equal(h.resumed, 1);
-  t.same(h.lost, []);
+  await back;
+  await drainUntil(spi, () => routines.length >= 20, 400);
+  const events: Array<[number, number, number]> = [];
+  for (const x of evs) {
+    const cb = S.out(0);
+    const er = S.out(0);
+    const ok = await spi.WSPGetOverlappedResult(s, x.ov, cb, true, S.out(0), er);
+    events.push([x.i, ok === S.TRUE ? 0 : er.value, cb.value]);
+  }
+  const shutdown = await spi.WSPShutdown(s, S.SD_SEND, e);
+  const echo: Buffer[] = [];
+  for (;;) {
+    const r = await recvInto(spi, s, [65536]);
+    if (r.ret !== 0) throw new Error(`recv: ${r.errno}`);
+    if (r.bytes === 0) break;
+    echo.push(Buffer.from(r.data));
+  }
+  const all = Buffer.concat(sent);
+  const got = Buffer.concat(echo);
+  return {
+    calls,
+    routines: routines.sort((a, b) => a[0] - b[0]),
+    events,
+    shutdown,
+    echoed: got.equals(all) ? `all ${all.length} bytes, in order` : `${got.length} bytes, not the ${all.length} sent`,
+  };
+}
+
+t.test('a rig that loses its connection for 5 seconds in the middle finishes with the same results as without the cut', async (t) => {
+  const d = await daemon(t, { limits: { resumeGraceMs: 20000 } });
+  const echo = net.createServer({ allowHalfOpen: true }, (c) => c.pipe(c));
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => echo.close(() => r())));
+  const echoAddr = echo.address();
+  const echoPort = typeof echoAddr === 'object' && echoAddr ? echoAddr.port : 0;
+  const plain = await rigRun(t, d.url, echoPort, null);
+  const proxy = await cuttingProxy(t, d.url);
+  const started = performance.now();
+  const seen: { h?: Hooks } = {};
+  const cut = await rigRun(t, proxy.url, echoPort, proxy, (spi) => (seen.h = hooks(spi)));
+  t.ok(performance.now() - started >= 5000, 'the cut lasted 5 seconds');
+  t.same(seen.h && [seen.h.disconnected, seen.h.resumed, seen.h.lost], [1, 1, []], 'one drop, one resume, nothing lost');
+  t.same(cut, plain, 'the same results');
+  t.equal(plain.routines.length, 20);
+  t.equal(plain.events.length, 20);
+  t.ok(plain.routines.every(([, err]) => err === 0) && plain.events.every(([, err]) => err === 0), 'every send succeeded, with its full count');
+  t.match(plain.echoed, /^all \d+ bytes, in order$/);
 });
 
 /** A pino logger that keeps the parsed lines, to check what the daemon logged and at which level. */
