@@ -96,6 +96,8 @@ const RECONNECT_MAX_MS = 2000;
  * no reset would otherwise go unnoticed until the next write failed, maybe after the grace.
  */
 const HEARTBEAT_MS = 5000;
+/** How long close() tries to reach the daemon to end a session that is reconnecting. */
+const FAREWELL_MS = 2000;
 /** Close codes after which a session is resumed: the connection broke, or a proxy on the way went away. */
 const RESUMABLE_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
 
@@ -673,8 +675,9 @@ export class RpcConnection {
     this.leaving = true;
     if (this.reconnecting) {
       this.attempt?.terminate();
+      const farewell = this.farewell();
       this.closed('client closed the session');
-      return Promise.resolve();
+      return farewell;
     }
     this.flush();
     return new Promise((resolve) => {
@@ -684,6 +687,36 @@ export class RpcConnection {
       setTimeout(() => {
         this.ws.terminate();
       }, 2000).unref();
+    });
+  }
+
+  /**
+   * Closed while reconnecting: one quick resume, closed at once with 1000, so that the daemon ends
+   * the session now rather than after its grace (its sockets close, peers see FIN). Best effort:
+   * if the daemon cannot be reached, the session ends when the grace runs out.
+   */
+  private farewell(): Promise<void> {
+    const r = this.resume;
+    if (r === null) return Promise.resolve();
+    const ws = new WebSocket(resumeUrl(r.offer.url ?? this.url, this.welcome.session, r.offer.daemonId), [P.SUBPROTOCOL], { headers: RpcConnection.headers(this.opts), perMessageDeflate: false });
+    const received = r.received;
+    const token = r.offer.token;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => ws.terminate(), FAREWELL_MS);
+      timer.unref();
+      ws.on('error', () => undefined);
+      ws.once('unexpected-response', () => ws.terminate());
+      ws.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      ws.once('open', () => {
+        const hello = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 512);
+        hello.add({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: this.welcome.session, token, received, daemonId: r.offer.daemonId } });
+        ws.send(hello.finish(), { binary: true });
+      });
+      // Whatever the answer, this connection's work is done: a resumed session ends with 1000.
+      ws.once('message', () => ws.close(1000, 'client closed the session'));
     });
   }
 

@@ -236,6 +236,24 @@ t.test('after the grace the session is lost: calls fail with WSAENETDOWN, pendin
   t.notOk(spi.isOpen);
 });
 
+t.test('close() while reconnecting ends the session on the daemon now, not after the grace', async (t) => {
+  const { proxy, spi, h } = await setup(t, 30000);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  t.same(await send(spi, s, [Buffer.from('bye')]), [0, 0, 3]);
+  const disconnected = new Promise<void>((r) => spi.on('disconnected', () => r()));
+  proxy.setDown(true);
+  proxy.cutNow();
+  await disconnected;
+  proxy.setDown(false);
+  const started = performance.now();
+  await spi.close();
+  t.equal(await Promise.race([conn.ended.then(() => 'FIN'), new Promise((r) => setTimeout(() => r('no FIN'), 5000))]), 'FIN', 'the peer sees FIN');
+  t.ok(performance.now() - started < 5000, 'well within the grace');
+  t.equal(conn.received().toString(), 'bye');
+  t.same([h.resumed, h.lost], [0, []], 'neither resumed nor lost: closed');
+});
+
 t.test('resume: false: a cut ends the session as before', async (t) => {
   const d = await daemon(t);
   const proxy = await cuttingProxy(t, d.url);
