@@ -96,6 +96,8 @@ const RECONNECT_MAX_MS = 2000;
  * no reset would otherwise go unnoticed until the next write failed, maybe after the grace.
  */
 const HEARTBEAT_MS = 5000;
+/** Spare frame buffers kept for reuse at most. */
+const MAX_SPARE = 4;
 /** How long close() tries to reach the daemon to end a session that is reconnecting. */
 const FAREWELL_MS = 2000;
 /** Close codes after which a session is resumed: the connection broke, or a proxy on the way went away. */
@@ -194,7 +196,12 @@ function messageOf(err: unknown): string {
 export class RpcConnection {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly out = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 64 * 1024);
+  /**
+   * Buffers of the frame builder whose frames the daemon has all acknowledged, for the builder to
+   * write into again: kept frames stop it from reusing its buffer in place (recycle()).
+   */
+  private readonly spare: Uint8Array[] = [];
+  private readonly out = new P.FrameBuilder((n) => this.frameBuffer(n), 64 * 1024);
   private flushScheduled = false;
   private closedReason: string | null = null;
   onNotification: (method: string, params: Record<string, unknown>) => void = () => undefined;
@@ -393,6 +400,18 @@ export class RpcConnection {
     if (this.socket.writableLength === 0 && (r === null || r.head === r.kept.length)) this.out.recycle();
   }
 
+  /** Memory for the frame builder: a spare buffer large enough, else a new one. */
+  private frameBuffer(n: number): Uint8Array {
+    for (let i = 0; i < this.spare.length; i++) {
+      const b = this.spare[i]!;
+      if (b.byteLength >= n) {
+        this.spare.splice(i, 1);
+        return b;
+      }
+    }
+    return Buffer.allocUnsafe(n);
+  }
+
   /** Writes the kept messages not yet written to this connection, in order, within the send window. */
   private pump(): void {
     const r = this.resume;
@@ -440,6 +459,12 @@ export class RpcConnection {
       r.kept[r.head++] = EMPTY_KEPT;
       r.inFlight -= k.data.length;
       r.acked++;
+      // The last frame of a buffer the builder has left: the whole buffer is free again.
+      const chunk = k.data.buffer;
+      const next = r.kept[r.head];
+      if (k.raw === undefined && chunk !== this.out.current && (next === undefined || next.data.buffer !== chunk) && this.spare.length < MAX_SPARE) {
+        this.spare.push(new Uint8Array(chunk));
+      }
     }
     if (r.head === r.kept.length) {
       r.kept = [];
