@@ -5,7 +5,7 @@ export * from '@spiwire/proto';
 export { SpiSession, FROM_PROTOCOL_INFO, type ConnectOptions } from './spi-session.js';
 export type { WSANETWORKEVENTS } from './event-select.js';
 export { gather } from './marshal.js';
-export { SpiwireProtocolError, ConnectionClosedError, SpiwireConnectError, type ConnectFailureKind, type Welcome } from './rpc.js';
+export { SpiwireProtocolError, ConnectionClosedError, SpiwireConnectError, type ConnectFailureKind, type Welcome, type ConnectionEvent, type ConnectionEvents } from './rpc.js';
 export * from './types.js';
 export { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
 export { SpiThread } from './threads.js';

@@ -76,9 +76,10 @@ function writeHeader(target: Buffer, n: number, key: Uint8Array): number {
 
 /**
  * Writes payload as one final binary frame. Small frames are copied; larger ones are masked in
- * place, and then the socket holds payload until it is written.
+ * place, and then the socket holds payload until it is written. Returns the key a payload was
+ * masked with in place (a copy), null when it was left as it was: unmask() restores it.
  */
-export function writeMaskedBinaryFrame(socket: Socket, payload: Uint8Array): void {
+export function writeMaskedBinaryFrame(socket: Socket, payload: Uint8Array): Uint8Array | null {
   const n = payload.length;
   const key = nextKey();
   if (n < COPY_BELOW) {
@@ -86,7 +87,7 @@ export function writeMaskedBinaryFrame(socket: Socket, payload: Uint8Array): voi
     const at = writeHeader(frame, n, key);
     mask(payload, key, frame, at, n);
     socket.write(frame);
-    return;
+    return null;
   }
   const header = Buffer.allocUnsafe(headerSize(n));
   writeHeader(header, n, key);
@@ -95,4 +96,10 @@ export function writeMaskedBinaryFrame(socket: Socket, payload: Uint8Array): voi
   socket.write(header);
   socket.write(payload);
   socket.uncork();
+  return Uint8Array.from(key);
+}
+
+/** Restores a payload that writeMaskedBinaryFrame masked in place with key (once its socket is gone). */
+export function unmask(payload: Uint8Array, key: Uint8Array): void {
+  mask(payload, key, payload, 0, payload.length);
 }

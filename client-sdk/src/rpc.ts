@@ -2,10 +2,11 @@
  * The SDK's connection to the daemon: JSON-RPC requests packed several to a binary frame and
  * flushed on a microtask, replies matched by id, notifications handed to a listener.
  */
+import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { writeMaskedBinaryFrame } from './masked-frames.js';
+import { unmask, writeMaskedBinaryFrame } from './masked-frames.js';
 
 /**
  * A JSON-RPC error from the daemon (the request itself was malformed or impossible), or a reply
@@ -72,6 +73,27 @@ export interface RpcOptions {
    * these or the system's CAs; NODE_EXTRA_CA_CERTS works too.
    */
   ca?: string | Buffer | Array<string | Buffer> | undefined;
+  /**
+   * Resume the session when its connection drops (proto/README.md section 20): the SDK
+   * reconnects by itself within the daemon's grace period, and calls in flight go on as if
+   * nothing happened. Default true; false: a dropped connection ends the session (WSAENETDOWN).
+   */
+  resume?: boolean | undefined;
+}
+
+/** What the connection's hooks receive: why it dropped, or why it could not be resumed. */
+export interface ConnectionEvent {
+  reason: string;
+}
+
+/** The hooks of a resumable connection (RpcConnection.events, SpiSession.on). */
+export interface ConnectionEvents {
+  /** The connection dropped; the SDK is reconnecting. Calls wait. */
+  disconnected: [ConnectionEvent];
+  /** The session was resumed on a new connection; everything goes on. */
+  resumed: [ConnectionEvent];
+  /** The session could not be resumed (grace passed, daemon restarted, refused): calls fail with WSAENETDOWN. */
+  lost: [ConnectionEvent];
 }
 
 export interface Welcome {
@@ -81,7 +103,77 @@ export interface Welcome {
   limits: P.WelcomeLimits;
   /** The daemon reads compact record headers (absent from daemons that do not). */
   compactHeaders?: boolean;
+  /** Present when the session can be resumed (section 20). */
+  resume?: P.ResumeOffer;
 }
+
+/** The client acknowledges the daemon's messages every this many, or this many bytes, or after this quiet time. */
+const ACK_EVERY = 32;
+const ACK_BYTES = 1024 * 1024;
+const ACK_DELAY_MS = 20;
+/** Bytes of messages the daemon has not acknowledged that may be on the wire; more wait for its acks. */
+const SEND_WINDOW_BYTES = 64 * 1024 * 1024;
+/** Reconnection backoff: the first wait, and the longest (each with jitter). */
+const RECONNECT_FIRST_MS = 50;
+const RECONNECT_MAX_MS = 2000;
+/**
+ * A resumable connection is pinged this often; one that brought nothing (no message, no pong)
+ * for a whole period is taken for broken and dropped, and the session resumed. A cut that sends
+ * no reset would otherwise go unnoticed until the next write failed, maybe after the grace.
+ */
+const HEARTBEAT_MS = 5000;
+/** Spare frame buffers kept for reuse at most. */
+const MAX_SPARE = 4;
+/** How long close() tries to reach the daemon to end a session that is reconnecting. */
+const FAREWELL_MS = 2000;
+/** Close codes after which a session is resumed: the connection broke, or a proxy on the way went away. */
+const RESUMABLE_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
+
+/** A counted message the daemon has not acknowledged; key: it was masked in place with it. */
+interface Kept {
+  data: Uint8Array;
+  key: Uint8Array | null;
+  /** A message of sendRaw, sent as it is through ws (text when a string). */
+  raw?: Uint8Array | string;
+}
+
+/** The client's side of a resumable session (section 20). */
+interface ResumeState {
+  offer: P.ResumeOffer;
+  /** Counted messages received from the daemon, and what the client acknowledged of them. */
+  received: number;
+  ackedToDaemon: number;
+  bytesSinceAck: number;
+  ackTimer: NodeJS.Timeout | null;
+  /** Counted messages produced, acknowledged by the daemon, and written to the current connection. */
+  sent: number;
+  acked: number;
+  written: number;
+  /** Bytes of the messages written and not yet acknowledged. */
+  inFlight: number;
+  /** Messages acked + 1 .. sent, oldest first, from kept[head]. */
+  kept: Kept[];
+  head: number;
+}
+
+function isResumeOffer(v: unknown): v is P.ResumeOffer {
+  return isRecord(v) && typeof v['token'] === 'string' && typeof v['daemonId'] === 'string' && typeof v['graceMs'] === 'number' && v['graceMs'] > 0 && (v['url'] === undefined || typeof v['url'] === 'string');
+}
+
+function resumeUrl(base: string, session: string, daemonId: string): string {
+  const u = new URL(base);
+  u.searchParams.delete(P.RESUMABLE_QUERY);
+  u.searchParams.set(P.RESUME_QUERY, session);
+  u.searchParams.set(P.RESUME_DAEMON_QUERY, daemonId);
+  return u.toString();
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A resume attempt the daemon answered with a refusal: no use trying again. */
+class ResumeRefused extends Error {}
 
 /** A frame is sent as soon as it holds this much, without waiting for the microtask. */
 const FLUSH_AT = 256 * 1024;
@@ -135,29 +227,94 @@ function messageOf(err: unknown): string {
 export class RpcConnection {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly out = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 64 * 1024);
+  /**
+   * Buffers of the frame builder whose frames the daemon has all acknowledged, for the builder to
+   * write into again: kept frames stop it from reusing its buffer in place (recycle()).
+   */
+  private readonly spare: Uint8Array[] = [];
+  private readonly out = new P.FrameBuilder((n) => this.frameBuffer(n), 64 * 1024);
   private flushScheduled = false;
   private closedReason: string | null = null;
   onNotification: (method: string, params: Record<string, unknown>) => void = () => undefined;
   onClose: (reason: string) => void = () => undefined;
+  /** disconnected, resumed, lost (ConnectionEvents): the session's resume, as it happens. */
+  readonly events = new EventEmitter<ConnectionEvents>();
+  /** null: the session cannot be resumed (not offered, or turned off). */
+  private resume: ResumeState | null = null;
+  /** The frame being packed holds nothing but a spiwire.ack: it is not counted. */
+  private ackOnly = false;
+  /** The connection is down and the SDK is reconnecting. */
+  private reconnecting = false;
+  /** The application closed (or dropped) the session: a close is the end. */
+  private leaving = false;
+  /** The WebSocket of a resume attempt under way, ended by close(). */
+  private attempt: WebSocket | null = null;
+  /** Something came from the daemon since the last heartbeat. */
+  private heard = true;
+  private heartbeat: NodeJS.Timeout | null = null;
 
   private constructor(
-    private readonly ws: WebSocket,
+    private ws: WebSocket,
     /** The connection under ws: the SDK writes its binary frames to it itself (masked-frames.ts). */
-    private readonly socket: Socket,
+    private socket: Socket,
     readonly welcome: Welcome,
+    private readonly url: string,
+    private readonly opts: RpcOptions,
   ) {
-    ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
-    ws.on('close', (code, reason) => this.closed(`connection closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
-    ws.on('error', (err) => this.closed(`connection error: ${err.message}`));
+    this.listen(ws);
+    if (opts.resume !== false && isResumeOffer(welcome.resume)) {
+      this.resume = { offer: { ...welcome.resume }, received: 0, ackedToDaemon: 0, bytesSinceAck: 0, ackTimer: null, sent: 0, acked: 0, written: 0, inFlight: 0, kept: [], head: 0 };
+      this.heartbeat = setInterval(this.beat, HEARTBEAT_MS);
+      this.heartbeat.unref();
+    }
+  }
+
+  /** Pings the daemon; drops a connection that brought nothing for a whole period (then resumes). */
+  private readonly beat = (): void => {
+    if (this.reconnecting || this.closedReason !== null || this.ws.readyState !== WebSocket.OPEN) return;
+    if (!this.heard) {
+      this.ws.terminate();
+      return;
+    }
+    this.heard = false;
+    this.ws.ping();
+  };
+
+  private listen(ws: WebSocket): void {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (ws !== this.ws) return;
+      this.heard = true;
+      this.onMessage(data, isBinary);
+    });
+    ws.on('pong', () => {
+      if (ws === this.ws) this.heard = true;
+    });
+    ws.on('close', (code, reason) => {
+      if (ws === this.ws) this.connectionClosed(code, reason.toString());
+    });
+    // 'close' follows; a session that can be resumed waits for it.
+    ws.on('error', (err) => {
+      if (ws === this.ws && this.resume === null) this.closed(`connection error: ${err.message}`);
+    });
+  }
+
+  private static headers(opts: RpcOptions): Record<string, string> {
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.token !== undefined) headers['authorization'] = `Bearer ${opts.token}`;
+    return headers;
   }
 
   static open(url: string, opts: RpcOptions = {}): Promise<RpcConnection> {
-    const headers: Record<string, string> = { ...opts.headers };
-    if (opts.token !== undefined) headers['authorization'] = `Bearer ${opts.token}`;
+    const headers = RpcConnection.headers(opts);
     let ws: WebSocket;
     try {
-      ws = new WebSocket(url, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024, ...(opts.ca !== undefined ? { ca: opts.ca } : {}) });
+      let target = url;
+      if (opts.resume !== false) {
+        const u = new URL(url);
+        u.searchParams.set(P.RESUMABLE_QUERY, '1');
+        target = u.toString();
+      }
+      ws = new WebSocket(target, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024, ...(opts.ca !== undefined ? { ca: opts.ca } : {}) });
     } catch (err) {
       return Promise.reject(new SpiwireConnectError('bad-url', `${JSON.stringify(url)} is not a daemon URL (for example ws://127.0.0.1:7787/ws): ${messageOf(err)}`));
     }
@@ -193,7 +350,7 @@ export class RpcConnection {
           if (msg?.['method'] !== 'spiwire.welcome' || !isWelcome(welcome)) throw new SpiwireConnectError('not-spiwire', `${url} is not a spiwire daemon: the first message was not spiwire.welcome`);
           // ws reports its socket with the upgrade response, before the connection opens.
           if (socket === null) throw new Error('ws did not report the connection under the WebSocket');
-          const conn = new RpcConnection(ws, socket, welcome);
+          const conn = new RpcConnection(ws, socket, welcome, url, opts);
           // Compact headers only to a daemon that says it reads them (an older one would refuse them).
           conn.out.compact = opts.compact !== false && welcome.compactHeaders === true;
           // Any records packed after the welcome are handled normally.
@@ -233,6 +390,7 @@ export class RpcConnection {
 
   /** Adds a message to the frame being packed, which leaves when full or at the end of the tick. */
   private enqueue(message: object, params: Record<string, unknown>): void {
+    this.ackOnly = false;
     // Never let packing push a frame past the daemon's limit: flush first when this call would.
     if (this.out.recordCount > 0 && this.out.byteLength + payloadSize(params) + HEADER_ROOM > this.welcome.limits.maxFrameBytes) this.flush();
     this.out.add(message);
@@ -246,6 +404,15 @@ export class RpcConnection {
   /** Sends raw bytes as one WebSocket message, for tests of the daemon's input handling. */
   sendRaw(data: Uint8Array | string): void {
     this.flush();
+    const r = this.resume;
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    // Counted like any message (the daemon counts it), unless it is an ack alone.
+    if (r !== null && !P.isAckOnlyMessage(bytes, typeof data !== 'string')) {
+      r.sent++;
+      r.kept.push({ data: bytes, key: null, raw: data });
+      this.pump();
+      return;
+    }
     this.ws.send(data);
   }
 
@@ -253,14 +420,104 @@ export class RpcConnection {
     this.flushScheduled = false;
     if (this.out.recordCount === 0) return;
     const frame = this.out.finish();
-    if (this.ws.readyState !== WebSocket.OPEN) return;
+    const r = this.resume;
+    if (r !== null && !this.ackOnly) {
+      // Counted: kept until the daemon acknowledges it, and written in turn (pump).
+      r.sent++;
+      r.kept.push({ data: frame, key: null });
+      this.pump();
+      return;
+    }
+    this.ackOnly = false;
+    if (this.reconnecting || this.ws.readyState !== WebSocket.OPEN) return;
     writeMaskedBinaryFrame(this.socket, frame);
     // Usually the kernel took the frame at once; then the builder may write the next frame over
     // it. Otherwise the socket still holds it, and the builder writes after it (or in a new buffer).
-    if (this.socket.writableLength === 0) this.out.recycle();
+    // Frames kept for a resume live in the builder's buffer: it is reused only when none is left.
+    if (this.socket.writableLength === 0 && (r === null || r.head === r.kept.length)) this.out.recycle();
+  }
+
+  /** Memory for the frame builder: a spare buffer large enough, else a new one. */
+  private frameBuffer(n: number): Uint8Array {
+    for (let i = 0; i < this.spare.length; i++) {
+      const b = this.spare[i]!;
+      if (b.byteLength >= n) {
+        this.spare.splice(i, 1);
+        return b;
+      }
+    }
+    return Buffer.allocUnsafe(n);
+  }
+
+  /** Writes the kept messages not yet written to this connection, in order, within the send window. */
+  private pump(): void {
+    const r = this.resume;
+    if (r === null || this.reconnecting || this.ws.readyState !== WebSocket.OPEN) return;
+    // One message always fits, however large: the window holds back only those after it.
+    while (r.written < r.sent && r.inFlight < SEND_WINDOW_BYTES) {
+      const k = r.kept[r.head + (r.written - r.acked)]!;
+      if (k.raw !== undefined) this.ws.send(k.raw);
+      else k.key = writeMaskedBinaryFrame(this.socket, k.data);
+      r.inFlight += k.data.length;
+      r.written++;
+    }
+  }
+
+  /** A counted message arrived: acknowledge every ACK_EVERY, ACK_BYTES or after ACK_DELAY_MS. */
+  private countReceived(data: Buffer, isBinary: boolean): void {
+    const r = this.resume;
+    if (r === null || P.isAckOnlyMessage(data, isBinary)) return;
+    r.received++;
+    r.bytesSinceAck += data.length;
+    if (r.received - r.ackedToDaemon >= ACK_EVERY || r.bytesSinceAck >= ACK_BYTES) this.sendAck();
+    else r.ackTimer ??= setTimeout(this.sendAck, ACK_DELAY_MS);
+  }
+
+  private readonly sendAck = (): void => {
+    const r = this.resume;
+    if (r === null) return;
+    if (r.ackTimer !== null) clearTimeout(r.ackTimer);
+    r.ackTimer = null;
+    if (this.reconnecting || this.closedReason !== null || r.received === r.ackedToDaemon) return;
+    r.ackedToDaemon = r.received;
+    r.bytesSinceAck = 0;
+    const alone = this.out.recordCount === 0;
+    this.enqueue({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received: r.received } }, {});
+    if (alone) this.ackOnly = true;
+  };
+
+  /** spiwire.ack from the daemon: the messages it has received need not be kept. */
+  private acknowledged(received: number): void {
+    const r = this.resume;
+    if (r === null || received <= r.acked) return;
+    const upTo = Math.min(received, r.written);
+    while (r.acked < upTo) {
+      const k = r.kept[r.head]!;
+      r.kept[r.head++] = EMPTY_KEPT;
+      r.inFlight -= k.data.length;
+      r.acked++;
+      // The last frame of a buffer the builder has left: the whole buffer is free again.
+      const chunk = k.data.buffer;
+      const next = r.kept[r.head];
+      if (k.raw === undefined && chunk !== this.out.current && (next === undefined || next.data.buffer !== chunk) && this.spare.length < MAX_SPARE) {
+        this.spare.push(new Uint8Array(chunk));
+      }
+    }
+    if (r.head === r.kept.length) {
+      r.kept = [];
+      r.head = 0;
+      // Nothing kept refers to the builder's buffer any more: once the socket has written
+      // everything, frames may be packed over it again, as without resume.
+      if (r.written === r.sent && !this.reconnecting && this.socket.writableLength === 0) this.out.recycle();
+    } else if (r.head > 1024 && r.head * 2 > r.kept.length) {
+      r.kept = r.kept.slice(r.head);
+      r.head = 0;
+    }
+    this.pump();
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.resume !== null) this.countReceived(data, isBinary);
     let recs: P.DecodedRecord[];
     try {
       recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString())];
@@ -286,6 +543,11 @@ export class RpcConnection {
     if (typeof method === 'string') {
       const params = m['params'] ?? {};
       if (!isRecord(params)) return this.fail(`the daemon sent a record the SDK cannot decode: ${method} without params`);
+      if (method === 'spiwire.ack') {
+        const n = params['received'];
+        if (typeof n === 'number') this.acknowledged(n);
+        return;
+      }
       this.onNotification(method, params);
       return;
     }
@@ -322,12 +584,177 @@ export class RpcConnection {
   private closed(reason: string): void {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
+    this.reconnecting = false;
+    if (this.heartbeat !== null) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+    const r = this.resume;
+    if (r !== null) {
+      if (r.ackTimer !== null) clearTimeout(r.ackTimer);
+      r.kept = [];
+      r.head = 0;
+    }
     for (const p of this.pending.values()) p.reject(new ConnectionClosedError(reason));
     this.pending.clear();
     this.onClose(reason);
   }
 
+  // ---- resume (proto/README.md section 20) ----
+
+  /** The connection closed: the end, or a reconnection when it broke and the session can be resumed. */
+  private connectionClosed(code: number, reason: string): void {
+    const why = `connection closed (${code}${reason.length ? ` ${reason}` : ''})`;
+    if (this.closedReason !== null || this.reconnecting) return;
+    const r = this.resume;
+    if (r === null || this.leaving || !RESUMABLE_CLOSE_CODES.has(code) || reason === 'daemon shutting down') {
+      this.closed(why);
+      return;
+    }
+    this.reconnecting = true;
+    const deadline = performance.now() + r.offer.graceMs;
+    this.events.emit('disconnected', { reason: why });
+    void this.reconnect(why, deadline);
+  }
+
+  /** Tries to resume until the grace period runs out, with exponential backoff and jitter. */
+  private async reconnect(why: string, deadline: number): Promise<void> {
+    let wait = RECONNECT_FIRST_MS;
+    let last = why;
+    while (this.reconnecting) {
+      const left = deadline - performance.now();
+      if (left <= 0) return this.lose(`${why}; not resumed within the grace period (last attempt: ${last})`);
+      try {
+        await this.tryResume(Math.min(left, this.opts.connectTimeoutMs ?? 10000));
+        return;
+      } catch (err) {
+        if (err instanceof ResumeRefused) return this.lose(`${why}; the daemon refused to resume the session: ${err.message}`);
+        last = messageOf(err);
+      }
+      if (!this.reconnecting) return;
+      // Full jitter on the upper half: clients cut at once do not come back in step.
+      await sleep(Math.min(wait * (0.5 + Math.random() / 2), Math.max(0, deadline - performance.now())));
+      wait = Math.min(wait * 2, RECONNECT_MAX_MS);
+    }
+  }
+
+  private lose(reason: string): void {
+    if (!this.reconnecting) return;
+    this.closed(reason);
+    this.events.emit('lost', { reason });
+  }
+
+  /** One resume attempt: resolves once the session is attached to a new connection. */
+  private tryResume(timeoutMs: number): Promise<void> {
+    const r = this.resume!;
+    const ws = new WebSocket(resumeUrl(r.offer.url ?? this.url, this.welcome.session, r.offer.daemonId), [P.SUBPROTOCOL], {
+      headers: RpcConnection.headers(this.opts),
+      perMessageDeflate: false,
+      maxPayload: 1024 * 1024 * 1024,
+      // A wss:// daemon is verified on every connection, resumes included.
+      ...(this.opts.ca !== undefined ? { ca: this.opts.ca } : {}),
+    });
+    ws.binaryType = 'nodebuffer';
+    this.attempt = ws;
+    let socket: Socket | null = null;
+    ws.once('upgrade', (res) => (socket = res.socket ?? null));
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => fail(new Error(`no answer to spiwire.resume within ${timeoutMs} ms`)), timeoutMs);
+      let settled = false;
+      const fail = (err: Error): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.attempt = null;
+        ws.removeAllListeners('message');
+        ws.on('error', () => undefined);
+        ws.terminate();
+        reject(err);
+      };
+      ws.once('unexpected-response', (_req, res) => {
+        const status = res.statusCode ?? 0;
+        res.resume();
+        // 4xx: this connection will never be let in (token, origin); 5xx: the daemon is busy or stopping.
+        fail(status >= 400 && status < 500 ? new ResumeRefused(`HTTP ${status}`) : new Error(`HTTP ${status}`));
+      });
+      ws.on('error', (err) => fail(err));
+      ws.once('close', (code) => fail(new Error(`the connection closed during the resume (${code})`)));
+      ws.once('open', () => {
+        if (!this.reconnecting) return fail(new Error('the session was closed'));
+        const hello = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 512);
+        hello.add({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: this.welcome.session, token: r.offer.token, received: r.received, daemonId: r.offer.daemonId } });
+        ws.send(hello.finish(), { binary: true });
+      });
+      ws.once('message', (data: Buffer, isBinary: boolean) => {
+        clearTimeout(timer);
+        let answer: unknown;
+        try {
+          const recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString())];
+          answer = recs.length === 1 && recs[0]!.ok ? recs[0]!.message : undefined;
+        } catch {
+          answer = undefined;
+        }
+        if (!isRecord(answer)) return fail(new ResumeRefused('the daemon\'s answer to spiwire.resume cannot be read'));
+        const error = answer['error'];
+        if (isErrorObject(error)) {
+          const reason = isRecord(error.data) && typeof error.data['reason'] === 'string' ? error.data['reason'] : errorName(error.code);
+          return fail(new ResumeRefused(`${reason}: ${error.message}`));
+        }
+        const params = answer['params'];
+        const received = isRecord(params) ? params['received'] : undefined;
+        const token = isRecord(params) ? params['token'] : undefined;
+        if (answer['method'] !== 'spiwire.resumed' || typeof received !== 'number' || typeof token !== 'string' || received < r.acked || received > r.sent) {
+          return fail(new ResumeRefused('the daemon\'s answer to spiwire.resume is not spiwire.resumed with a usable count'));
+        }
+        if (socket === null || !this.reconnecting) return fail(new Error('the session was closed'));
+        settled = true;
+        ws.removeAllListeners('close');
+        ws.removeAllListeners('error');
+        this.attempt = null;
+        this.attach(ws, socket, token, received);
+        resolve();
+      });
+    });
+  }
+
+  /** The session goes on over ws: the daemon replays what it sent after our count, we send again what it lacks. */
+  private attach(ws: WebSocket, socket: Socket, token: string, received: number): void {
+    const r = this.resume!;
+    const old = this.ws;
+    r.offer.token = token;
+    this.ws = ws;
+    this.socket = socket;
+    this.listen(ws);
+    old.removeAllListeners('message');
+    old.terminate();
+    // The daemon has received up to `received` (reconnecting still holds writes back); the messages
+    // after it are written again, restored first where they were masked in place for the old
+    // connection (its socket is gone).
+    this.acknowledged(received);
+    for (let i = r.head; i < r.kept.length; i++) {
+      const k = r.kept[i]!;
+      if (k.key !== null) unmask(k.data, k.key);
+      k.key = null;
+    }
+    r.written = r.acked;
+    r.inFlight = 0;
+    // spiwire.resume told the daemon what we had received.
+    r.ackedToDaemon = r.received;
+    r.bytesSinceAck = 0;
+    this.reconnecting = false;
+    this.heard = true;
+    this.pump();
+    // Anything packed meanwhile and not flushed yet.
+    this.flush();
+    this.events.emit('resumed', { reason: `resumed; the daemon had ${received} of ${r.sent} messages, ${r.sent - received} sent again` });
+  }
+
   close(): Promise<void> {
+    this.leaving = true;
+    if (this.reconnecting) {
+      this.attempt?.terminate();
+      const farewell = this.farewell();
+      this.closed('client closed the session');
+      return farewell;
+    }
     this.flush();
     return new Promise((resolve) => {
       if (this.ws.readyState === WebSocket.CLOSED) return resolve();
@@ -339,9 +766,42 @@ export class RpcConnection {
     });
   }
 
-  /** Drops the connection without a close handshake (tests of a vanished client). */
+  /**
+   * Closed while reconnecting: one quick resume, closed at once with 1000, so that the daemon ends
+   * the session now rather than after its grace (its sockets close, peers see FIN). Best effort:
+   * if the daemon cannot be reached, the session ends when the grace runs out.
+   */
+  private farewell(): Promise<void> {
+    const r = this.resume;
+    if (r === null) return Promise.resolve();
+    const ws = new WebSocket(resumeUrl(r.offer.url ?? this.url, this.welcome.session, r.offer.daemonId), [P.SUBPROTOCOL], { headers: RpcConnection.headers(this.opts), perMessageDeflate: false, ...(this.opts.ca !== undefined ? { ca: this.opts.ca } : {}) });
+    const received = r.received;
+    const token = r.offer.token;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => ws.terminate(), FAREWELL_MS);
+      timer.unref();
+      ws.on('error', () => undefined);
+      ws.once('unexpected-response', () => ws.terminate());
+      ws.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      ws.once('open', () => {
+        const hello = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 512);
+        hello.add({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: this.welcome.session, token, received, daemonId: r.offer.daemonId } });
+        ws.send(hello.finish(), { binary: true });
+      });
+      // Whatever the answer, this connection's work is done: a resumed session ends with 1000.
+      ws.once('message', () => ws.close(1000, 'client closed the session'));
+    });
+  }
+
+  /** Drops the connection without a close handshake (tests of a vanished client): no resume follows. */
   terminate(): void {
+    this.leaving = true;
+    this.attempt?.terminate();
     this.ws.terminate();
+    if (this.reconnecting) this.closed('client dropped the session');
   }
 }
 
@@ -393,3 +853,5 @@ function refusedUpgrade(url: string, status: number, body: string, withToken: bo
   }
   return new SpiwireConnectError('refused', `the daemon at ${url} refused the session (HTTP ${status}): ${said}`, status);
 }
+
+const EMPTY_KEPT: Kept = { data: new Uint8Array(0), key: null };

@@ -10,7 +10,7 @@ import { SessionEngine } from './engine.js';
 import { SessionFaults } from './faults.js';
 import { checkErrno, isRecord, setErr, type Result } from './marshal.js';
 import { WSAOVERLAPPED } from './overlapped.js';
-import { RpcConnection, type RpcOptions, type Welcome } from './rpc.js';
+import { RpcConnection, type ConnectionEvent, type ConnectionEvents, type RpcOptions, type Welcome } from './rpc.js';
 import { SpiFunctions } from './spi-functions.js';
 import { RoutineLocks, SpiThread, issuingThread, type ThreadHost } from './threads.js';
 import type { Out, WSATHREADID } from './types.js';
@@ -33,6 +33,12 @@ export interface ConnectOptions extends RpcOptions {
    * with payloads true to record the bytes each send offered as well (base64). Off by default.
    */
   trace?: string | TraceSink | { to: string | TraceSink; payloads?: boolean };
+  /** The connection dropped and the SDK is reconnecting (same as on('disconnected')). */
+  onDisconnected?: (e: { reason: string }) => void;
+  /** The session was resumed on a new connection (same as on('resumed')). */
+  onResumed?: (e: { reason: string }) => void;
+  /** The session could not be resumed; calls fail with WSAENETDOWN from now on (same as on('lost')). */
+  onLost?: (e: { reason: string }) => void;
 }
 
 /** The SPI functions a thread object offers, bound to that thread. */
@@ -94,6 +100,23 @@ export class SpiSession extends SpiFunctions implements ThreadHost {
     this.mainThread = this.engine.threads.main;
     this.faults = new SessionFaults(rpc);
     rpc.onNotification = (method, params) => this.onNotification(method, params);
+    if (opts.onDisconnected) rpc.events.on('disconnected', opts.onDisconnected);
+    if (opts.onResumed) rpc.events.on('resumed', opts.onResumed);
+    if (opts.onLost) rpc.events.on('lost', opts.onLost);
+  }
+
+  /**
+   * Hooks of the session's resume (proto/README.md section 20): 'disconnected' (the SDK is
+   * reconnecting; calls wait), 'resumed' (everything goes on), 'lost' (calls fail with WSAENETDOWN).
+   */
+  on(event: keyof ConnectionEvents, listener: (e: ConnectionEvent) => void): this {
+    this.engine.rpc.events.on(event, listener);
+    return this;
+  }
+
+  off(event: keyof ConnectionEvents, listener: (e: ConnectionEvent) => void): this {
+    this.engine.rpc.events.off(event, listener);
+    return this;
   }
 
   /** Opens a session: one WebSocket connection, one emulated process. */

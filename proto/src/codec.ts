@@ -258,6 +258,11 @@ export class FrameBuilder {
     return this.used - this.start;
   }
 
+  /** The memory frames are being written into now: finished frames elsewhere are no longer touched. */
+  get current(): ArrayBufferLike {
+    return this.buf.buffer;
+  }
+
   get recordCount(): number {
     return this.count;
   }

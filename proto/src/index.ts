@@ -13,3 +13,4 @@ export * from './faults.js';
 export * from './operator-faults.js';
 export * from './inspection.js';
 export * from './trace.js';
+export * from './resume.js';

@@ -27,3 +27,7 @@ export const MAX_FAULT_MS = 600000;
 export const MAX_FAULT_NAME = 64;
 /** The latest end of a fault rule's time window (match.window), in ms after the rule was added: one day. */
 export const MAX_FAULT_WINDOW_MS = 86_400_000;
+/** WebSocket close code that follows a refused spiwire.resume (section 20). */
+export const RESUME_REFUSED_CLOSE_CODE = 4009;
+/** How long the daemon waits for the spiwire.resume of a connection opened to resume, in ms. */
+export const RESUME_HANDSHAKE_MS = 10000;

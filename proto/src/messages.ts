@@ -76,11 +76,25 @@ export interface WelcomeLimits {
   outputLimitBytes?: number;
   outputStallMs?: number;
   streamWindowBytes?: number;
+  /** Bytes of unacknowledged output a resumable session keeps for a resume (section 20). */
+  replayLimitBytes?: number;
 }
 
 /** Members of WelcomeLimits that every daemon sends (the others were added later in version 1). */
 export const WELCOME_LIMITS_REQUIRED = ['maxFrameBytes', 'maxPendingRequests', 'maxSockets', 'defaultSndBuf', 'defaultRcvBuf'] as const;
-export const WELCOME_LIMITS_OPTIONAL = ['sessionQuotaBytes', 'outputHighWaterBytes', 'outputLimitBytes', 'outputStallMs', 'streamWindowBytes'] as const;
+export const WELCOME_LIMITS_OPTIONAL = ['sessionQuotaBytes', 'outputHighWaterBytes', 'outputLimitBytes', 'outputStallMs', 'streamWindowBytes', 'replayLimitBytes'] as const;
+
+/** How a session whose connection dropped is resumed (spiwire.welcome's resume, section 20). */
+export interface ResumeOffer {
+  /** The secret a resume presents; replaced at each resume (spiwire.resumed). */
+  token: string;
+  /** How long the daemon keeps the session after its connection dropped, in ms. */
+  graceMs: number;
+  /** This daemon's id; a resume names it, and another daemon refuses the resume (not-here). */
+  daemonId: string;
+  /** Where to reconnect for a resume when it is not the URL first used (an operator's --resume-url). */
+  url?: string;
+}
 
 /** The names of the network events, as the keys of spiwire.networkEvents' errors. */
 export type NetworkEventName = 'FD_READ' | 'FD_WRITE' | 'FD_OOB' | 'FD_ACCEPT' | 'FD_CONNECT' | 'FD_CLOSE';
@@ -319,6 +333,21 @@ export const METHODS = {
     params: { id: { type: 'string', doc: 'The rule\'s id.' } },
     result: {},
   },
+  'spiwire.ack': {
+    summary: 'How many counted messages of the daemon the client has received (section 20). Sent as a notification; a message holding only this record is not counted.',
+    params: { received: { type: 'u32', doc: 'Counted messages received from the daemon on this session, all connections together.' } },
+    result: {},
+  },
+  'spiwire.resume': {
+    summary: 'Resumes a session whose connection dropped: the first message of a connection opened on /ws?resume=<session> (section 20); refused with RESUME_REFUSED anywhere else.',
+    params: {
+      session: { type: 'string', doc: 'The session id of the welcome.' },
+      token: { type: 'string', doc: 'The resume token: of the welcome, or of the last spiwire.resumed.' },
+      received: { type: 'u32', doc: 'Counted messages received from the daemon so far.' },
+      daemonId: { type: 'string', doc: 'The daemonId of the welcome: the daemon that holds the session.' },
+    },
+    result: {},
+  },
   'spiwire.faults.list': {
     summary: 'The session\'s fault rules, in the order they were added, each with how many times it fired.',
     params: {},
@@ -389,8 +418,20 @@ export const NOTIFICATIONS = {
       session: { type: 'string', doc: 'The session id (also in the daemon logs).' },
       version: { type: 'string', doc: 'The daemon version.' },
       protocol: { type: 'u32', doc: 'The protocol version (1).' },
-      limits: { type: 'limits', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf, sessionQuotaBytes, outputHighWaterBytes, outputLimitBytes, outputStallMs, streamWindowBytes.' },
+      limits: { type: 'limits', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf, sessionQuotaBytes, outputHighWaterBytes, outputLimitBytes, outputStallMs, streamWindowBytes, replayLimitBytes.' },
       compactHeaders: { type: 'bool', optional: true, doc: 'true: the daemon reads compact record headers (section 3); a client writes them only when this is true.' },
+      resume: { type: 'object', optional: true, doc: 'Present when the session can be resumed after its connection drops (section 20): {token, graceMs, daemonId, url?}.' },
+    },
+  },
+  'spiwire.ack': {
+    summary: 'How many counted messages of the client the daemon has received (section 20). A message holding only this record is not counted.',
+    params: { received: { type: 'u32', doc: 'Counted messages received from the client on this session, all connections together.' } },
+  },
+  'spiwire.resumed': {
+    summary: 'The answer to spiwire.resume, the first message of the resumed connection; the daemon then sends again its counted messages after the client\'s received.',
+    params: {
+      received: { type: 'u32', doc: 'Counted messages of the client the daemon had received: the client sends again those after it, in order.' },
+      token: { type: 'string', doc: 'The new resume token; the old one no longer resumes the session.' },
     },
   },
   'spiwire.completion': {

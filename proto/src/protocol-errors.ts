@@ -14,6 +14,8 @@ export const BAD_FRAME = -32001;
 export const DUPLICATE_ID = -32002;
 /** The session has more unanswered requests than the daemon allows. */
 export const TOO_MANY_REQUESTS = -32003;
+/** A spiwire.resume was refused; data.reason says why (section 20). */
+export const RESUME_REFUSED = -32004;
 
 export interface ProtocolErrorInfo {
   readonly name: string;
@@ -30,6 +32,7 @@ export const PROTOCOL_ERRORS: ReadonlyArray<ProtocolErrorInfo> = [
   { name: 'BAD_FRAME', code: BAD_FRAME, meaning: 'The binary frame is not a valid sequence of records (length prefix beyond the frame, truncated record, byte reference outside the record data).' },
   { name: 'DUPLICATE_ID', code: DUPLICATE_ID, meaning: 'The request id is already used by an unanswered request of this session.' },
   { name: 'TOO_MANY_REQUESTS', code: TOO_MANY_REQUESTS, meaning: 'The session has reached its limit of unanswered requests.' },
+  { name: 'RESUME_REFUSED', code: RESUME_REFUSED, meaning: 'A spiwire.resume was refused; data.reason is not-here, unknown-session, bad-token, bad-count, bad-request or not-first (section 20).' },
 ];
 
 /** A protocol error raised while decoding or validating; carries its JSON-RPC code. */

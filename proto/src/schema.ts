@@ -116,7 +116,7 @@ const defs: Record<string, Schema> = {
     properties: {
       code: { enum: PROTOCOL_ERRORS.map((e) => e.code), description: PROTOCOL_ERRORS.map((e) => `${e.name} ${e.code}`).join(', ') },
       message: { type: 'string' },
-      data: { type: 'object', description: 'INVALID_PARAMS: {"field": "<path>"}; DUPLICATE_ID: {"id": <the id in use>}.' },
+      data: { type: 'object', description: 'INVALID_PARAMS: {"field": "<path>"}; DUPLICATE_ID: {"id": <the id in use>}; RESUME_REFUSED: {"reason": "<reason>", "daemonId": "<this daemon>"}.' },
     },
     required: ['code', 'message'],
     additionalProperties: false,

@@ -291,6 +291,8 @@ const REAL_CALLS: Record<string, Record<string, unknown>> = {
   'spiwire.faults.add': { rule: { match: { socket: 260, functions: ['WSPSend'], nth: 2 }, action: { type: 'error', code: 10054 }, notify: true } },
   'spiwire.faults.remove': { id: 'f1' },
   'spiwire.faults.list': {},
+  'spiwire.ack': { received: 412 },
+  'spiwire.resume': { session: '1725ff90-ece0-48f7-aa30-a7bd56f1b5d8', token: 'kq1Yb0yT4bq7nV3m1Z8o0f3kJ2n4d5s6t7u8v9w0x1y', received: 17, daemonId: '0b6c3e52-7f1a-4d3e-9a57-2a8f5b1c9d40' },
   WSPEventSelect: { s: 260, events: 0x23 },
 };
 

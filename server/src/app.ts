@@ -12,6 +12,7 @@ import { bearerToken, tokenMatches } from './security.js';
 import { trimNow } from './memory-trim.js';
 import { OperatorFaultError, type SessionDirectory } from './faults/operator-rules.js';
 import type { EmulatedSocket } from './sockets/emulated-socket.js';
+import { acceptResume, queryParam } from './resume.js';
 
 export const WS_PATH = '/ws';
 
@@ -111,20 +112,27 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
         }
         const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((x) => x.trim());
         if (!offered.includes(P.SUBPROTOCOL)) return refuse(400, `the WebSocket subprotocol ${P.SUBPROTOCOL} must be offered`);
-        if (sessions.size >= ctx.limits.maxSessions) return refuse(503, `the daemon has its maximum of ${ctx.limits.maxSessions} sessions`);
+        // A resume brings no new session (resume.ts).
+        if (queryParam(req.query, P.RESUME_QUERY) === undefined && sessions.size >= ctx.limits.maxSessions) return refuse(503, `the daemon has its maximum of ${ctx.limits.maxSessions} sessions`);
         return undefined;
       },
     },
     (socket, req) => {
-      const session = new Session(socket, ctx, log);
+      const authorization = bearerToken(req.headers.authorization) ?? '';
+      if (queryParam(req.query, P.RESUME_QUERY) !== undefined) return acceptResume(socket, ctx, sessions, authorization);
+      // A session outlives its connection while it waits for a resume: it leaves the set when it ends.
+      const session: Session = new Session(socket, ctx, log, {
+        resumable: queryParam(req.query, P.RESUMABLE_QUERY) === '1',
+        authorization,
+        onEnd: () => {
+          sessions.delete(session);
+          // (The session closed its sockets as it ended, first: their bytes are in the daemon's totals.)
+          ctx.handles.forgetOwner(session.id);
+        },
+      });
       sessions.add(session);
       ctx.metrics.sessionOpened();
       peers.set(session, { address: req.socket.remoteAddress ?? '', port: req.socket.remotePort ?? 0, opened: Date.now() });
-      socket.on('close', () => {
-        sessions.delete(session);
-        // (The session closed its sockets on the same event, first: their bytes are in the daemon's totals.)
-        ctx.handles.forgetOwner(session.id);
-      });
     },
   );
   return app;

@@ -25,6 +25,8 @@ export interface DaemonConfig extends DaemonLimits {
   tlsKey: string | undefined;
   /** Where sessions write their side of the call trace (docs/trace.md). */
   traceDir: string | undefined;
+  /** The URL clients reconnect to for a resume, behind a load balancer (in the welcome). */
+  resumeUrl: string | undefined;
 }
 
 interface Setting {
@@ -63,6 +65,9 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--output-stall-timeout', env: 'SPIWIRE_OUTPUT_STALL_TIMEOUT', key: 'outputStallMs', kind: 'int', doc: `Milliseconds a client above the high water mark may read nothing before its session ends with 4008 (default ${DEFAULT_LIMITS.outputStallMs}).` },
   { flag: '--sndbuf', env: 'SPIWIRE_SNDBUF', key: 'defaultSndBuf', kind: 'int', doc: `Default SO_SNDBUF, the transport buffer size (default ${DEFAULT_LIMITS.defaultSndBuf}).` },
   { flag: '--max-outstanding-ops', env: 'SPIWIRE_MAX_OUTSTANDING_OPS', key: 'maxOutstandingOpsPerSocket', kind: 'int', doc: `Pending overlapped operations per socket before WSAEWOULDBLOCK (default ${DEFAULT_LIMITS.maxOutstandingOpsPerSocket}).` },
+  { flag: '--resume-grace', env: 'SPIWIRE_RESUME_GRACE', key: 'resumeGraceMs', kind: 'int', doc: `Milliseconds a session whose connection dropped is kept for its client to resume it; 0 turns resume off (default ${DEFAULT_LIMITS.resumeGraceMs}).` },
+  { flag: '--replay-limit', env: 'SPIWIRE_REPLAY_LIMIT', key: 'replayLimitBytes', kind: 'int', doc: `Bytes of output not yet acknowledged by its client that a session keeps for a resume; beyond, it cannot be resumed (default ${DEFAULT_LIMITS.replayLimitBytes}).` },
+  { flag: '--resume-url', env: 'SPIWIRE_RESUME_URL', key: 'resumeUrl', kind: 'string', doc: 'WebSocket URL of this very daemon, given to clients in the welcome for resuming when a load balancer stands in front of several daemons (default: none, clients reconnect to the URL they used).' },
   { flag: '--rcvbuf', env: 'SPIWIRE_RCVBUF', key: 'defaultRcvBuf', kind: 'int', doc: `Default SO_RCVBUF (default ${DEFAULT_LIMITS.defaultRcvBuf}).` },
 ];
 
@@ -78,6 +83,7 @@ export function defaultConfig(): DaemonConfig {
     tlsCert: undefined,
     tlsKey: undefined,
     traceDir: undefined,
+    resumeUrl: undefined,
     ...DEFAULT_LIMITS,
   };
 }
@@ -165,6 +171,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
   if (cfg.token === '') cfg.token = undefined;
   if (cfg.faults === '') cfg.faults = undefined;
   if (cfg.traceDir === '') cfg.traceDir = undefined;
+  if (cfg.resumeUrl === '') cfg.resumeUrl = undefined;
+  if (cfg.resumeUrl !== undefined && !/^wss?:\/\/[^\s]+$/.test(cfg.resumeUrl)) throw new ConfigError(`--resume-url / SPIWIRE_RESUME_URL must be a ws:// or wss:// URL, got ${JSON.stringify(cfg.resumeUrl)}`);
   if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level / SPIWIRE_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(cfg.logLevel)}`);
   try {
     AllowList.parse(cfg.allow);

@@ -1,4 +1,5 @@
 /** What every session of one daemon shares. */
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { HandleTable } from './handles.js';
 import { PortReservations } from './sockets/port-reservations.js';
@@ -43,6 +44,10 @@ export interface DaemonLimits {
   outputStallMs: number;
   /** How many bytes of a streamed send (one larger than a message) the client may send beyond what the daemon has taken. */
   streamWindowBytes: number;
+  /** How long a session whose connection dropped waits for a resume, in ms; 0: it ends at once (no resume). */
+  resumeGraceMs: number;
+  /** Bytes of output not acknowledged by the client that a resumable session keeps; beyond, it cannot be resumed. */
+  replayLimitBytes: number;
   /** The send policy of new sockets: 0 the reference page's, 1 Windows' observed one (SO_SPIWIRE_SEND_POLICY). */
   sendPolicy: number;
 }
@@ -67,6 +72,8 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   outputLimitBytes: 64 * 1024 * 1024,
   outputStallMs: 30_000,
   streamWindowBytes: 16 * 1024 * 1024,
+  resumeGraceMs: 30_000,
+  replayLimitBytes: 64 * 1024 * 1024,
 };
 
 export class DaemonContext {
@@ -87,6 +94,10 @@ export class DaemonContext {
   readonly faults: DaemonFaults;
   /** Prometheus metrics (GET /metrics): counters the hot path adds to, gauges read at scrape time. */
   readonly metrics = new DaemonMetrics();
+  /** Names this daemon process in resume offers: a resume naming another is refused (not-here). */
+  readonly daemonId = randomUUID();
+  /** Where clients reconnect to resume, when not the URL they first used (--resume-url). */
+  resumeUrl: string | undefined = undefined;
 
   constructor(
     readonly log: Logger,

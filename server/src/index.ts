@@ -36,6 +36,8 @@ export interface StartOptions {
   traceDir?: string;
   /** PEM certificate (chain) and private key: the daemon serves wss:// and https:// itself. */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** The URL of this daemon that clients reconnect to for a resume, behind a load balancer (--resume-url). */
+  resumeUrl?: string;
 }
 
 export interface Daemon {
@@ -71,6 +73,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
     accessSync(opts.traceDir, constants.W_OK);
     ctx.traceDir = opts.traceDir;
   }
+  ctx.resumeUrl = opts.resumeUrl;
   const sessions = new Set<Session>();
   const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [], tls: opts.tls }, log);
   await app.listen({ host, port: opts.port ?? 0 });

@@ -80,6 +80,7 @@ async function serve(argv: readonly string[]): Promise<void> {
       allow: cfg.allow,
       limits: limitsOf(cfg),
       ...(faults ? { faults } : {}),
+      ...(cfg.resumeUrl !== undefined ? { resumeUrl: cfg.resumeUrl } : {}),
     });
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'cannot start');

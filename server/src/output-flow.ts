@@ -33,6 +33,12 @@ export class OutputFlow {
   private lastProgress = 0;
   private stallTimer: NodeJS.Timeout | null = null;
   private over = false;
+  /**
+   * Output kept for a client whose connection dropped, waiting for its resume (session.ts): it
+   * counts toward the high water mark like unsent output, but no stall is judged meanwhile.
+   */
+  private held = 0;
+  private detached = false;
 
   constructor(
     private readonly limits: OutputLimits,
@@ -57,8 +63,28 @@ export class OutputFlow {
     }
     this.unsent -= n;
     this.lastProgress = performance.now();
-    if (this.paused && this.unsent <= this.limits.outputHighWaterBytes / 2) this.resume();
+    if (this.paused && this.unsent + this.held <= this.limits.outputHighWaterBytes / 2) this.resume();
   };
+
+  /** The connection dropped: output from now on is held (hold()) until attach(). */
+  detach(): void {
+    this.detached = true;
+  }
+
+  /** A frame of n bytes was kept for a client that has no connection. */
+  hold(n: number): void {
+    if (this.over) return;
+    this.held += n;
+    if (!this.paused && this.unsent + this.held > this.limits.outputHighWaterBytes) this.pause();
+  }
+
+  /** The client is back: what was held is sent again through sent() and counted there. */
+  attach(): void {
+    this.detached = false;
+    this.held = 0;
+    this.lastProgress = performance.now();
+    if (this.paused && this.unsent <= this.limits.outputHighWaterBytes / 2) this.resume();
+  }
 
   /** The session ended: no timer may outlive it. */
   stop(): void {
@@ -72,7 +98,7 @@ export class OutputFlow {
     this.lastProgress = performance.now();
     const every = Math.max(10, Math.min(1000, this.limits.outputStallMs / 4));
     this.stallTimer = setInterval(() => {
-      if (performance.now() - this.lastProgress > this.limits.outputStallMs) this.overflow(`no output written for ${this.limits.outputStallMs} ms while ${this.unsent} bytes wait`);
+      if (!this.detached && performance.now() - this.lastProgress > this.limits.outputStallMs) this.overflow(`no output written for ${this.limits.outputStallMs} ms while ${this.unsent} bytes wait`);
     }, every);
     this.stallTimer.unref();
     this.hooks.pause();

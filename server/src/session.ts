@@ -4,7 +4,7 @@
  * records to a frame: a frame's replies when the frame is done, anything else (completions,
  * events) once the event loop has finished the I/O callbacks it is running (setImmediate).
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type * as net from 'node:net';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
@@ -33,6 +33,75 @@ const FLUSH_RECORDS = 256;
  * turn: a frame of thousands of calls would otherwise delay every other session by tens of ms.
  */
 const SLICE_MS = 4;
+/** The daemon acknowledges the client's messages every this many, or this many bytes, or after this quiet time. */
+const ACK_EVERY = 32;
+const ACK_BYTES = 1024 * 1024;
+const ACK_DELAY_MS = 20;
+/** ws' close code when the connection broke without a close frame: the only case a session waits for a resume. */
+const ABNORMAL_CLOSE = 1006;
+/** Resumes in a row, without a message in between, whose replaced tokens still resume the session. */
+const MAX_PREVIOUS_TOKENS = 8;
+
+/** How a session came to be, from the upgrade request (app.ts). */
+export interface SessionOptions {
+  /** The client asked for a resumable session (/ws?resumable=1) and the daemon offers resume. */
+  resumable: boolean;
+  /** The bearer token presented (or ''): a resume must present the same. */
+  authorization: string;
+  /** Called once when the session has ended. */
+  onEnd?: () => void;
+}
+
+/** What a resume sees of the session's state: resume.ts checks it before anything changes. */
+export interface ResumeCheck {
+  reason: P.ResumeRefusal;
+  message: string;
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+/** Compares two secrets in constant time (over their digests, which have equal lengths). */
+function sameSecret(a: Buffer, b: string): boolean {
+  return timingSafeEqual(a, digest(b));
+}
+
+/**
+ * A resumable session's record of its output (proto/README.md section 20): the counted messages
+ * the client has not acknowledged, oldest first, and the counts on both sides.
+ */
+interface ResumeState {
+  /** sha256 of the current resume token. */
+  token: Buffer;
+  /**
+   * sha256 of the tokens replaced by resumes since the last message from the client: it may have
+   * lost the resumed connection before it read spiwire.resumed (at most MAX_PREVIOUS_TOKENS).
+   */
+  previous: Buffer[];
+  /** sha256 of the bearer token the session was opened with. */
+  authorization: Buffer;
+  /** Counted messages produced for the client. */
+  sent: number;
+  /** Counted messages the client acknowledged; kept[head] is message acked + 1. */
+  acked: number;
+  kept: Array<Uint8Array | string>;
+  head: number;
+  keptBytes: number;
+  /** Counted messages received from the client, and what was acknowledged to it. */
+  received: number;
+  ackedToClient: number;
+  bytesSinceAck: number;
+  ackTimer: NodeJS.Timeout | null;
+  graceTimer: NodeJS.Timeout | null;
+  /**
+   * Replies the client had not received when it last resumed, by request id: a client that sends
+   * such a request again gets this reply instead of a second run. Dropped once it acknowledged
+   * everything sent up to the resume (answeredUntil).
+   */
+  answered: Map<P.RequestId, object> | null;
+  answeredUntil: number;
+}
 
 
 interface PendingOp {
@@ -75,11 +144,22 @@ export class Session implements SpiSession {
   /** The daemon's SPI call counts (runMethod adds to them). */
   readonly calls: CallCounts;
 
+  /** The connection; null while the session waits for a resume. */
+  private ws: WebSocket | null;
+  /** Resume state; null for a session that cannot be resumed (not asked for, off, or past its bound). */
+  private resume: ResumeState | null = null;
+  /** The frame being packed holds nothing but a spiwire.ack: it is not counted. */
+  private ackOnly = false;
+  private readonly onEnd: (() => void) | undefined;
+
   constructor(
-    private readonly ws: WebSocket,
+    ws: WebSocket,
     private readonly daemon: DaemonContext,
     parentLog: Logger,
+    opts: SessionOptions = { resumable: false, authorization: '' },
   ) {
+    this.ws = ws;
+    this.onEnd = opts.onEnd;
     this.log = parentLog.child({ session: this.id });
     this.trace = daemon.traceDir === null ? null : new SessionTrace(daemon.traceDir, this.id, this.log);
     this.calls = daemon.metrics.calls;
@@ -95,10 +175,31 @@ export class Session implements SpiSession {
       },
       overflow: (reason) => this.endForBacklog(reason),
     });
-    ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => this.onMessage(toBuffer(data), isBinary));
-    ws.on('close', (code, reason) => this.end(`connection closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
-    ws.on('error', (err) => this.mistake({ err: err.message }, 'websocket error'));
-    this.notify('spiwire.welcome', {
+    this.listen(ws);
+    let resume: P.ResumeOffer | undefined;
+    if (opts.resumable && daemon.limits.resumeGraceMs > 0) {
+      const token = randomBytes(32).toString('base64url');
+      this.resume = {
+        token: digest(token),
+        previous: [],
+        authorization: digest(opts.authorization),
+        sent: 0,
+        acked: 0,
+        kept: [],
+        head: 0,
+        keptBytes: 0,
+        received: 0,
+        ackedToClient: 0,
+        bytesSinceAck: 0,
+        ackTimer: null,
+        graceTimer: null,
+        answered: null,
+        answeredUntil: 0,
+      };
+      resume = { token, graceMs: daemon.limits.resumeGraceMs, daemonId: daemon.daemonId };
+      if (daemon.resumeUrl !== undefined) resume.url = daemon.resumeUrl;
+    }
+    const welcome: P.NotificationParams<'spiwire.welcome'> = {
       session: this.id,
       version: daemon.version,
       protocol: P.PROTOCOL_VERSION,
@@ -113,10 +214,30 @@ export class Session implements SpiSession {
         outputLimitBytes: daemon.limits.outputLimitBytes,
         outputStallMs: daemon.limits.outputStallMs,
         streamWindowBytes: daemon.limits.streamWindowBytes,
+        replayLimitBytes: daemon.limits.replayLimitBytes,
       },
       compactHeaders: true,
+    };
+    if (resume) welcome.resume = { ...resume };
+    this.notify('spiwire.welcome', welcome);
+    // The welcome is not counted: it leaves alone, before counting starts.
+    this.flush(false);
+    this.log.info({ resumable: this.resume !== null }, 'session opened');
+  }
+
+  private listen(ws: WebSocket): void {
+    ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
+      if (ws === this.ws) this.onMessage(toBuffer(data), isBinary);
     });
-    this.log.info('session opened');
+    let errored = false;
+    ws.on('close', (code, reason) => {
+      if (ws === this.ws) this.connectionClosed(code, reason.toString(), errored);
+    });
+    ws.on('error', (err) => {
+      // A protocol violation (a message too big, bad UTF-8): the session ends rather than waits.
+      errored = true;
+      this.mistake({ err: err.message }, 'websocket error');
+    });
   }
 
   /** Calls still running (waiting for their result), with or without an id. */
@@ -152,6 +273,7 @@ export class Session implements SpiSession {
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.ended) return;
+    if (this.resume !== null) this.countReceived(data, isBinary);
     if (this.rest || this.waiting.length > 0) {
       this.waiting.push({ data, isBinary });
       return;
@@ -233,7 +355,7 @@ export class Session implements SpiSession {
   /** Reads from the client unless a frame is set aside or the client is not reading its output. */
   private updateReading(): void {
     const pause = this.rest !== null || this.waiting.length > 0 || this.output.paused;
-    if (pause === this.readingPaused || this.ended) return;
+    if (pause === this.readingPaused || this.ended || this.ws === null) return;
     this.readingPaused = pause;
     if (pause) this.ws.pause();
     else this.ws.resume();
@@ -260,6 +382,12 @@ export class Session implements SpiSession {
     const method = msg.method;
     if (!P.isMethodName(method)) {
       answer(new P.ProtocolError(P.METHOD_NOT_FOUND, `method ${JSON.stringify(method).slice(0, 80)} is not offered`));
+      return;
+    }
+    const again = id !== null ? this.resume?.answered?.get(id) : undefined;
+    if (again !== undefined) {
+      // Sent again after a resume, already answered: the original reply, and no second run.
+      this.send(again, text);
       return;
     }
     this.trace?.request(id, method, msg.params);
@@ -350,14 +478,18 @@ export class Session implements SpiSession {
     this.send({ jsonrpc: '2.0', method, params }, false);
   }
 
+  /** Output goes somewhere: to an open connection, or kept for a resume. */
+  private get producing(): boolean {
+    return this.resume !== null ? !this.ended : this.ws !== null && this.ws.readyState === WS_OPEN;
+  }
+
   private send(message: object, text: boolean): void {
-    if (this.ws.readyState !== WS_OPEN) return;
+    if (!this.producing) return;
+    this.ackOnly = false;
     if (text) {
       // Binary records still waiting for their flush were produced first: they go first.
       this.flush();
-      const json = P.encodeText(message);
-      this.output.sent(json.length);
-      this.ws.send(json, this.output.written);
+      this.emit(P.encodeText(message), true);
       return;
     }
     this.out.add(message);
@@ -380,13 +512,184 @@ export class Session implements SpiSession {
     if (this.flushScheduled) this.flush();
   };
 
-  private flush(): void {
+  /** Sends the records packed so far as one frame; counted unless it is the welcome or holds only an ack. */
+  private flush(counted = true): void {
     this.flushScheduled = false;
     if (this.out.recordCount === 0) return;
     const frame = this.out.finish();
-    if (this.ws.readyState !== WS_OPEN) return;
-    this.output.sent(frame.length);
-    this.ws.send(frame, { binary: true }, this.output.written);
+    this.emit(frame, counted && !this.ackOnly);
+    this.ackOnly = false;
+  }
+
+  /**
+   * Writes one message to the connection. A counted message of a resumable session is also kept
+   * until the client acknowledges it, and only kept while there is no connection. Per message:
+   * a counter and an array slot, nothing per record.
+   */
+  private emit(data: Uint8Array | string, counted: boolean): void {
+    const r = counted ? this.resume : null;
+    const n = data.length;
+    if (r !== null) {
+      r.sent++;
+      r.kept.push(data);
+      r.keptBytes += n;
+      if (r.keptBytes > this.daemon.limits.replayLimitBytes) this.cannotResume(`more than ${this.daemon.limits.replayLimitBytes} bytes of output not acknowledged by the client`);
+    }
+    const ws = this.ws;
+    if (ws !== null && ws.readyState === WS_OPEN) {
+      this.output.sent(n);
+      ws.send(data, { binary: typeof data !== 'string' }, this.output.written);
+    } else if (r !== null && this.resume !== null) {
+      this.output.hold(n);
+    }
+  }
+
+  // ---- resume (proto/README.md section 20) ----
+
+  /** A counted message from the client arrived: acknowledge every ACK_EVERY, ACK_BYTES or after ACK_DELAY_MS. */
+  private countReceived(data: Buffer, isBinary: boolean): void {
+    const r = this.resume;
+    if (r === null) return;
+    // The client read spiwire.resumed (it sends nothing before): its new token is known to it.
+    if (r.previous.length > 0) r.previous = [];
+    if (P.isAckOnlyMessage(data, isBinary)) return;
+    r.received++;
+    r.bytesSinceAck += data.length;
+    if (r.received - r.ackedToClient >= ACK_EVERY || r.bytesSinceAck >= ACK_BYTES) this.sendAck();
+    else r.ackTimer ??= setTimeout(this.sendAck, ACK_DELAY_MS);
+  }
+
+  private readonly sendAck = (): void => {
+    const r = this.resume;
+    if (r === null) return;
+    if (r.ackTimer !== null) clearTimeout(r.ackTimer);
+    r.ackTimer = null;
+    if (this.ws === null || this.ws.readyState !== WS_OPEN || r.received === r.ackedToClient) return;
+    r.ackedToClient = r.received;
+    r.bytesSinceAck = 0;
+    const alone = this.out.recordCount === 0;
+    this.send({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received: r.received } }, false);
+    if (alone) this.ackOnly = true;
+  };
+
+  /** spiwire.ack from the client: the messages it has received need not be kept any longer. */
+  acknowledged(received: number): void {
+    const r = this.resume;
+    if (r === null || received <= r.acked) return;
+    const upTo = Math.min(received, r.sent);
+    while (r.acked < upTo) {
+      const m = r.kept[r.head];
+      r.kept[r.head++] = '';
+      r.keptBytes -= m?.length ?? 0;
+      r.acked++;
+    }
+    if (r.head > 1024 && r.head * 2 > r.kept.length) {
+      r.kept = r.kept.slice(r.head);
+      r.head = 0;
+    }
+    if (r.answered !== null && r.acked >= r.answeredUntil) r.answered = null;
+  }
+
+  /** Past its replay bound: the session goes on while connected, and ends as before if the connection drops. */
+  private cannotResume(reason: string): void {
+    const r = this.resume;
+    if (r === null) return;
+    this.resume = null;
+    if (r.ackTimer !== null) clearTimeout(r.ackTimer);
+    if (r.graceTimer !== null) clearTimeout(r.graceTimer);
+    this.log.info({ reason }, 'session can no longer be resumed');
+    if (this.ws === null) this.end(`cannot be resumed: ${reason}`);
+  }
+
+  /** The connection closed: the session ends, or waits for a resume when it broke and can be resumed. */
+  private connectionClosed(code: number, reason: string, errored: boolean): void {
+    const why = `connection closed (${code}${reason.length ? ` ${reason}` : ''})`;
+    const r = this.resume;
+    if (this.ended) return;
+    if (r === null || code !== ABNORMAL_CLOSE || errored || this.daemon.shuttingDown) {
+      this.end(why);
+      return;
+    }
+    this.ws = null;
+    this.readingPaused = false;
+    this.output.detach();
+    const grace = this.daemon.limits.resumeGraceMs;
+    r.graceTimer = setTimeout(() => this.end(`${why}, and no resume within ${grace} ms`), grace);
+    r.graceTimer.unref();
+    this.log.info({ code, graceMs: grace, unacknowledged: r.sent - r.acked }, 'connection lost; the session waits for a resume');
+  }
+
+  /** Whether a spiwire.resume with these values may take the session; nothing changes here. */
+  checkResume(token: string, authorization: string, received: number): ResumeCheck | null {
+    const r = this.resume;
+    if (r === null || this.ended) return { reason: 'unknown-session', message: 'the session has ended or cannot be resumed' };
+    // Both compared, always, so the time taken does not say which one was wrong.
+    let tokenOk = sameSecret(r.token, token);
+    for (const p of r.previous) tokenOk = sameSecret(p, token) || tokenOk;
+    const authOk = sameSecret(r.authorization, authorization);
+    if (!tokenOk || !authOk) return { reason: 'bad-token', message: 'the resume token (or the authorization) does not match the session' };
+    if (received < r.acked || received > r.sent) return { reason: 'bad-count', message: `received must be from ${r.acked} (acknowledged) to ${r.sent} (sent), got ${received}` };
+    return null;
+  }
+
+  /**
+   * Takes a new connection for the session (after checkResume passed): a connection still held
+   * is dropped, spiwire.resumed goes first, then every counted message after received, in order.
+   */
+  attach(ws: WebSocket, received: number): void {
+    const r = this.resume;
+    if (r === null) return;
+    const old = this.ws;
+    this.ws = null;
+    // Records packed meanwhile become counted messages before the replay starts.
+    this.flush();
+    old?.terminate();
+    if (r.graceTimer !== null) clearTimeout(r.graceTimer);
+    r.graceTimer = null;
+    this.acknowledged(received);
+    const token = randomBytes(32).toString('base64url');
+    r.previous.push(r.token);
+    if (r.previous.length > MAX_PREVIOUS_TOKENS) r.previous.shift();
+    r.token = digest(token);
+    this.ws = ws;
+    this.readingPaused = false;
+    this.listen(ws);
+    this.output.attach();
+    const hello = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 256);
+    hello.add({ jsonrpc: '2.0', method: 'spiwire.resumed', params: { received: r.received, token } });
+    ws.send(hello.finish(), { binary: true });
+    r.ackedToClient = r.received;
+    r.bytesSinceAck = 0;
+    r.answered = null;
+    for (let i = r.head; i < r.kept.length; i++) {
+      const m = r.kept[i]!;
+      this.output.sent(m.length);
+      ws.send(m, { binary: typeof m !== 'string' }, this.output.written);
+      this.noteAnswers(m);
+    }
+    r.answeredUntil = r.sent;
+    this.log.info({ replayed: r.sent - r.acked, received: r.received }, 'session resumed');
+    this.updateReading();
+    for (const sock of this.sockets.values()) sock.inputResumed();
+  }
+
+  /** Remembers the replies in a message the client had not received, for requests it may send again. */
+  private noteAnswers(m: Uint8Array | string): void {
+    const r = this.resume;
+    if (r === null) return;
+    let records: P.DecodedRecord[];
+    try {
+      records = typeof m === 'string' ? [P.decodeText(m)] : P.decodeFrame(m, this.decodeLimits);
+    } catch {
+      return;
+    }
+    for (const rec of records) {
+      if (!rec.ok || !P.isRecord(rec.message)) continue;
+      const id = P.requestIdOf(rec.message);
+      if (id === null || !('result' in rec.message || 'error' in rec.message)) continue;
+      r.answered ??= new Map();
+      r.answered.set(id, rec.message);
+    }
   }
 
   // ---- sockets ----
@@ -574,17 +877,20 @@ export class Session implements SpiSession {
     await new Promise((r) => setImmediate(r));
     this.flush();
     this.end('daemon shutting down', 'shutdown');
+    const ws = this.ws;
+    // A session waiting for a resume has no connection to close.
+    if (ws === null) return;
     await new Promise<void>((resolve) => {
-      if (this.ws.readyState === 3) return resolve();
+      if (ws.readyState === 3) return resolve();
       const t = setTimeout(() => {
-        this.ws.terminate();
+        ws.terminate();
         resolve();
       }, 2000);
-      this.ws.once('close', () => {
+      ws.once('close', () => {
         clearTimeout(t);
         resolve();
       });
-      this.ws.close(1001, 'daemon shutting down');
+      ws.close(1001, 'daemon shutting down');
     });
   }
 
@@ -595,10 +901,12 @@ export class Session implements SpiSession {
   private endForBacklog(reason: string): void {
     if (this.ended) return;
     this.end(`the client does not read its output: ${reason}`, 'output_backlog');
-    this.ws.close(P.OUTPUT_BACKLOG_CLOSE_CODE, 'output backlog: the client is not reading');
-    const t = setTimeout(() => this.ws.terminate(), 1000);
+    const ws = this.ws;
+    if (ws === null) return;
+    ws.close(P.OUTPUT_BACKLOG_CLOSE_CODE, 'output backlog: the client is not reading');
+    const t = setTimeout(() => ws.terminate(), 1000);
     t.unref();
-    this.ws.once('close', () => clearTimeout(t));
+    ws.once('close', () => clearTimeout(t));
   }
 
   /** The session is over: its sockets close, and nothing more is sent. */
@@ -606,6 +914,13 @@ export class Session implements SpiSession {
     if (this.ended) return;
     this.ended = true;
     this.daemon.metrics.sessionEnded(kind);
+    const r = this.resume;
+    if (r !== null) {
+      if (r.ackTimer !== null) clearTimeout(r.ackTimer);
+      if (r.graceTimer !== null) clearTimeout(r.graceTimer);
+      r.kept = [];
+      r.answered = null;
+    }
     this.output.stop();
     this.streams.closeAll();
     for (const sock of [...this.sockets.values()]) this.closeSocket(sock);
@@ -616,6 +931,7 @@ export class Session implements SpiSession {
     trimSoon();
     this.trace?.close();
     this.log.info({ reason }, 'session ended');
+    this.onEnd?.();
   }
 }
 

@@ -35,6 +35,8 @@ function sample(t: Test, s: Setting, variant: number): { raw: string; want: unkn
         const level = ['debug', 'warn', 'error', 'trace'][variant % 4]!;
         return { raw: level, want: level };
       }
+      // So is the resume URL.
+      if (s.key === 'resumeUrl') return { raw: `ws://d${variant}.example:7787/ws`, want: `ws://d${variant}.example:7787/ws` };
       // host, token and log level take any string; the value is passed through untouched.
       return { raw: `v${variant}-${s.key}`, want: `v${variant}-${s.key}` };
     case 'list':
@@ -134,6 +136,13 @@ t.test('several settings at once, from both sources', async (t) => {
   t.equal(cfg.maxSocketsPerSession, 7, 'flag');
   t.equal(cfg.defaultSndBuf, 4096, 'environment');
   t.equal(cfg.defaultRcvBuf, DEFAULT_LIMITS.defaultRcvBuf, 'default');
+});
+
+t.test('--resume-url must be a WebSocket URL', async (t) => {
+  configError(t, () => parseConfig(['--resume-url', 'http://d.example/ws'], {}));
+  t.equal(parseConfig(['--resume-url', 'wss://d1.example/ws'], {}).resumeUrl, 'wss://d1.example/ws');
+  t.equal(parseConfig([], {}).resumeGraceMs, 30000, 'resume is on by default');
+  t.equal(parseConfig(['--resume-grace', '0'], {}).resumeGraceMs, 0, '0 turns it off');
 });
 
 t.test('--flag=value keeps everything after the first "="', async (t) => {

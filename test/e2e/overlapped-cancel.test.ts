@@ -62,7 +62,8 @@ class Recorder {
 
 async function setup(t: Test, f: Family): Promise<{ spi: S.SpiSession; s: number; conn: PeerConnection }> {
   const d = await daemon(t, { limits: { defaultSndBuf: 8192 } });
-  const spi = await session(t, d);
+  // A dropped connection must end the session here (no resume), as a vanished client's does.
+  const spi = await session(t, d, { resume: false });
   const peer = await tcpPeer(t, f, { paused: true });
   const { s, conn } = await overlappedTcp(spi, f, peer);
   return { spi, s, conn };

@@ -564,7 +564,8 @@ t.test('property: overlapped sends, cancellations and thread exits keep exactly-
     let own: Daemon | null = null;
     let spi = shared;
     if (sc.ending === 'shutdown') own = await startServer({ port: 0 });
-    if (sc.ending === 'session-close' || sc.ending === 'session-drop' || own) spi = await S.connect((own ?? d).url);
+    // A dropped session must end at once (no resume), as a vanished client's does.
+    if (sc.ending === 'session-close' || sc.ending === 'session-drop' || own) spi = await S.connect((own ?? d).url, { resume: false });
     const wire = watchWire(spi);
     const strayBefore = wire.stray;
     const peer = await peerFor(sc.peerRcvBuf);

@@ -38,6 +38,8 @@ export interface SpiSession {
    */
   overlapped<R extends Transfer>(sock: EmulatedSocket, ov: OverlappedRef, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>>;
   threadExit(thread: number): Result<'spiwire.threadExit'>;
+  /** spiwire.ack: the client has received this many counted messages (session resume). */
+  acknowledged(received: number): void;
   /** The session's sends larger than one message. */
   readonly streams: SendStreams;
   /** The session's fault rules (proto/README.md section 19). */
@@ -232,6 +234,17 @@ export const SPI_HANDLERS: Handlers = {
   },
 
   'spiwire.faults.list': (session) => ok({ rules: session.faults.list() }),
+
+  'spiwire.ack': (session, p) => {
+    session.acknowledged(p.received);
+    return ok();
+  },
+
+  // The handshake of a resume connection reads it before any session exists (resume.ts); here,
+  // inside a session, it can only be a mistake.
+  'spiwire.resume': () => {
+    throw new ProtocolError(W.RESUME_REFUSED, 'spiwire.resume is only the first message of a connection opened on /ws?resume=<session>', { reason: 'not-first' });
+  },
 
   WSPEventSelect: withSocket((sock, p: Params<'WSPEventSelect'>) => {
     const known = W.FD_READ | W.FD_WRITE | W.FD_OOB | W.FD_ACCEPT | W.FD_CONNECT | W.FD_CLOSE;

@@ -17,7 +17,7 @@ export interface Msg {
 
 export type Verdict = 'result' | 'error' | 'notification' | 'internal' | 'undocumented';
 
-const ERROR_CODES = new Set([P.PARSE_ERROR, P.INVALID_REQUEST, P.METHOD_NOT_FOUND, P.INVALID_PARAMS, P.BAD_FRAME, P.DUPLICATE_ID, P.TOO_MANY_REQUESTS]);
+const ERROR_CODES = new Set([P.PARSE_ERROR, P.INVALID_REQUEST, P.METHOD_NOT_FOUND, P.INVALID_PARAMS, P.BAD_FRAME, P.DUPLICATE_ID, P.TOO_MANY_REQUESTS, P.RESUME_REFUSED]);
 const NOTIFICATIONS = new Set(Object.keys(P.NOTIFICATIONS));
 
 const isWsa = (n: unknown): boolean => typeof n === 'number' && (n === 0 || P.wsaError(n) !== undefined);

@@ -1,0 +1,63 @@
+/**
+ * Session resume (proto/README.md section 20): both ends count the WebSocket messages they send
+ * and receive, and acknowledge by count. A message whose only record is spiwire.ack is not
+ * counted (else acknowledging would itself need acknowledging), nor are the handshake messages
+ * (spiwire.welcome, spiwire.resume, spiwire.resumed and a refusal).
+ */
+import { isRecord } from './guards.js';
+
+/** The largest message that can hold nothing but a spiwire.ack: anything longer counts. */
+const ACK_ONLY_MAX = 256;
+
+const utf8 = new TextDecoder();
+const ACK_NAME = new TextEncoder().encode('"spiwire.ack"');
+
+function includes(hay: Uint8Array, needle: Uint8Array): boolean {
+  const first = needle[0]!;
+  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
+    if (hay[i] !== first) continue;
+    for (let k = 1; k < needle.length; k++) if (hay[i + k] !== needle[k]) continue outer;
+    return true;
+  }
+  return false;
+}
+
+/** The query parameter that asks for a resumable session (/ws?resumable=1). */
+export const RESUMABLE_QUERY = 'resumable';
+/** The query parameters of a connection opened to resume a session (/ws?resume=<session>&daemon=<daemonId>). */
+export const RESUME_QUERY = 'resume';
+export const RESUME_DAEMON_QUERY = 'daemon';
+
+/** Why a spiwire.resume was refused: data.reason of RESUME_REFUSED. */
+export type ResumeRefusal = 'not-here' | 'unknown-session' | 'bad-token' | 'bad-count' | 'bad-request' | 'not-first';
+
+/**
+ * True when a message holds exactly one record, a spiwire.ack notification: such a message is
+ * not counted. Only short messages are looked into, so the cost stays off the bulk path.
+ */
+export function isAckOnlyMessage(data: Uint8Array, binary: boolean): boolean {
+  if (data.length > ACK_ONLY_MAX) return false;
+  let json: Uint8Array;
+  if (binary) {
+    if (data.length < 8) return false;
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    const headerLength = view.getUint32(0, true);
+    if (8 + headerLength > data.length) return false;
+    const dataLength = view.getUint32(4 + headerLength, true);
+    // One record, and nothing after it.
+    if (8 + headerLength + dataLength !== data.length) return false;
+    json = data.subarray(4, 4 + headerLength);
+  } else {
+    json = data;
+  }
+  // Parsed only when the name is there: most short messages are small calls, often in compact
+  // (binary) headers, which must not cost a JSON.parse each.
+  if (!includes(json, ACK_NAME)) return false;
+  let msg: unknown;
+  try {
+    msg = JSON.parse(utf8.decode(json));
+  } catch {
+    return false;
+  }
+  return isRecord(msg) && msg['method'] === 'spiwire.ack' && !('id' in msg);
+}
