@@ -12,9 +12,11 @@ import type { ScaleResult, StepResult } from './scenarios/scale.js';
 import type { SlowPeerResult } from './scenarios/slow-peer.js';
 import type { LargeSendFigures, LargeSendsResult } from './scenarios/large-sends.js';
 import type { ManySessionsResult } from './scenarios/many-sessions.js';
+import type { BookkeepingResult } from './scenarios/bookkeeping.js';
 
 export interface Results {
   manySessions?: ManySessionsResult;
+  bookkeeping?: BookkeepingResult;
   bulk?: ThroughputResult;
   latency?: LatencyResult;
   smallSendRate?: ThroughputResult;
@@ -146,6 +148,7 @@ export function targets(r: Results): Target[] {
     const m = r.manySessions;
     add({ id: 'manySessionsAggregate', kind: 'target', what: `${m.params['sessions']} sessions: aggregate at least 0.9 of one session's bulk`, judged: 'median aggregate MB/s / median scenario 1 spiwire MB/s', value: m.aggregate.median / r.bulk.pair.spiwire.median, unit: 'x', comparison: '>=', threshold: 0.9 });
   }
+  if (r.bookkeeping) add({ id: 'resumeCost', kind: 'target', what: 'Resumable sessions cost at most 3 % of the small-send rate', judged: 'median sends/s of a resumable session / median of the same session without resume', value: r.bookkeeping.ratios.resume, unit: 'x', comparison: '>=', threshold: 0.97 });
   if (r.manySessions) add({ id: 'manySessionsBystander', kind: 'target', what: 'Meanwhile a bystander session\'s small-call p99 under 5 ms', judged: 'median of the per-repetition p99 of blocking 100-byte WSPSends in another session', value: r.manySessions.bystanderP99.median / 1000, unit: 'ms', comparison: '<=', threshold: 5 });
   if (r.largeSends) {
     const ls = r.largeSends;
@@ -227,6 +230,11 @@ function rows(r: Results): Row[] {
     pairRow('8', `large sends: blocking ${sizeText(ls.blocking.bytes)} WSPSend vs one node:net write`, ls.blocking.pair, 'MB/s');
     pairRow('8', `large sends: overlapped ${sizeText(ls.overlapped.bytes)} WSPSend + routine vs one write`, ls.overlapped.pair, 'MB/s');
     for (const [what, f] of sends) out.push({ n: '8', scenario: `  daemon rss growth during the ${what} send (peak − before)`, spiwire: spread(f.growth, 'MiB', 2 ** 20), raw: `rss before ${mib(f.rssBefore.median)}, peak ${mib(f.rssPeak.median)}`, ratio: '' });
+  }
+  if (r.bookkeeping) {
+    const b = r.bookkeeping;
+    const names: Record<string, string> = { base: 'no resume, no rule, no trace', resume: 'resumable session (the SDK default)', faultsArmed: 'a fault rule armed, never firing', tracing: 'SDK call trace on' };
+    for (const v of ['base', 'resume', 'faultsArmed', 'tracing'] as const) out.push({ n: '10', scenario: `small sends, ${names[v]}`, spiwire: spread(b.rates[v], '/s'), raw: '', ratio: `${fmt(b.ratios[v])} x base` });
   }
   if (r.manySessions) {
     const m = r.manySessions;
@@ -487,6 +495,10 @@ export function markdown(rep: Report, svgFile: string): string {
       `Blocking ${sizeText(ls.blocking.bytes)}: ${pairLine(ls.blocking.pair, 'MB/s')}; the call returned after ${spread(ls.blocking.callSeconds, 's')}; ${mem(ls.blocking)}. ` +
       `Overlapped ${sizeText(ls.overlapped.bytes)}: ${pairLine(ls.overlapped.pair, 'MB/s')}; the routine ran after ${spread(ls.overlapped.callSeconds, 's')}; ${mem(ls.overlapped)}. ` +
       'Checked in every run: the blocking call returns the full count; the overlapped one pends (WSA_IO_PENDING) and its routine runs exactly once, with no error and the full count; the peer receives exactly that many bytes.');
+  }
+  if (r.bookkeeping) {
+    const b = r.bookkeeping;
+    L.push(`10. **What the optional machinery costs** (issue 17). Scenario 3's 100-byte overlapped sends (${fmt(Number(b.params['sendsPerRun']))} per run) in four sessions that differ in one thing each, run in turn within each repetition: no resume, no fault rule and no trace (base: what "off" costs nothing against); a resumable session, the SDK's default (${fmt(b.ratios.resume)} x base); a fault rule armed on another socket, asked on every send and never firing (${fmt(b.ratios.faultsArmed)} x base); the SDK's call trace on, records dropped (${fmt(b.ratios.tracing)} x base).`);
   }
   if (r.manySessions) {
     const m = r.manySessions;

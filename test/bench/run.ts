@@ -28,6 +28,7 @@ import { scale } from './scenarios/scale.js';
 import { slowPeer } from './scenarios/slow-peer.js';
 import { largeSends } from './scenarios/large-sends.js';
 import { manySessions } from './scenarios/many-sessions.js';
+import { bookkeeping } from './scenarios/bookkeeping.js';
 import { DAEMON_NODE_FLAGS } from '@spiwire/server/node-flags';
 import { nativeMasking } from '@spiwire/client';
 
@@ -184,6 +185,10 @@ async function main(): Promise<void> {
     if (want(9)) {
       log('9 many sessions');
       results.manySessions = await manySessions(ctx);
+    }
+    if (want(10)) {
+      log('10 the cost of resume, armed fault rules and tracing');
+      results.bookkeeping = await bookkeeping(ctx);
     }
   } finally {
     daemonOutput = daemon.output;

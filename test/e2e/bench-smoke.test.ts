@@ -35,7 +35,7 @@ t.test('npm run bench -- --quick: every scenario runs and moves the expected byt
     results: Record<string, { checks: Check[] } & Record<string, unknown>>;
   };
   t.equal(report.meta.mode, 'quick');
-  const scenarios = ['bulk', 'latency', 'smallSendRate', 'smallSendRateHook', 'udp', 'completion', 'scale', 'slowPeer', 'largeSends', 'manySessions'];
+  const scenarios = ['bulk', 'latency', 'smallSendRate', 'smallSendRateHook', 'udp', 'completion', 'scale', 'slowPeer', 'largeSends', 'manySessions', 'bookkeeping'];
   t.same(Object.keys(report.results).sort(), [...scenarios].sort(), 'every scenario ran');
   t.same(report.checks.failed, [], 'no check failed');
   t.equal(report.checks.passed, report.checks.total);
@@ -56,6 +56,8 @@ t.test('npm run bench -- --quick: every scenario runs and moves the expected byt
   expectEvery('bulk', /^bulk websockify run \d+: bytes at the peer/, 64 * 64 * 1024, existsSync('/usr/bin/websockify') ? 1 : 0);
   t.match(r.out, /machine: raw 100-byte node:net writes [\d,]+\/s, raw bulk node:net [\d.,]+ MB\/s/, 'the machine line');
   expectEvery('smallSendRate', /bytes at the peer/, 2000 * 100, 2);
+  // Quick: 2000 sends of 100 bytes in each of the four sessions.
+  expectEvery('bookkeeping', /bytes at the peer/, 2000 * 100, 4);
   // Quick: 4 sessions of 16 sends of 64 KiB.
   expectEvery('manySessions', /bytes at the peer/, 16 * 64 * 1024, 4);
   expectEvery('smallSendRateHook', /bytes at the peer/, 2000 * 100, 2);

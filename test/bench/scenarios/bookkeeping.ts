@@ -1,0 +1,69 @@
+/**
+ * Scenario 10: what the optional machinery costs on the small-send path (issue 17). The same
+ * 100-byte overlapped WSPSends as scenario 3, in sessions that differ in one thing each:
+ *   - base: resume off, no fault rule, no trace (the leanest session);
+ *   - resume: a resumable session (the SDK's default): messages counted, kept until acknowledged;
+ *   - faults armed: a fault rule on another socket, so every send asks the rules and none fires;
+ *   - tracing: the SDK's call trace on, records handed to a function that drops them.
+ * The variants run in turn within each repetition (rotating which goes first); each figure is
+ * its median rate divided by base's. "Off" costs are the ratios of base to itself: resume off,
+ * no rules and no trace are base.
+ */
+import * as S from '@spiwire/client';
+import { check, type Check, type Ctx } from '../lib/context.js';
+import { tcpSocket } from '../lib/spi.js';
+import { summarize, type Summary } from '../lib/stats.js';
+import { spiwireRun } from './tcp-throughput.js';
+
+export type Variant = 'base' | 'resume' | 'faultsArmed' | 'tracing';
+const VARIANTS: readonly Variant[] = ['base', 'resume', 'faultsArmed', 'tracing'];
+
+export interface BookkeepingResult {
+  params: Record<string, number | string>;
+  /** sends/s per variant. */
+  rates: Record<Variant, Summary>;
+  /** Median rate of the variant / median rate of base. */
+  ratios: Record<Variant, number>;
+  checks: Check[];
+}
+
+async function sessionFor(ctx: Ctx, v: Variant): Promise<S.SpiSession> {
+  const spi = await S.connect(ctx.daemon.url, { autoApc: true, resume: v === 'resume', ...(v === 'tracing' ? { trace: () => undefined } : {}) });
+  if (v === 'faultsArmed') {
+    // A rule on a socket that sends nothing: the rules are asked on every send, and never fire.
+    const { s } = await tcpSocket(spi, ctx.discardPort);
+    await spi.faults.add({ match: { socket: s, nth: 1 }, action: { type: 'short', max: 1 } });
+  }
+  return spi;
+}
+
+export async function bookkeeping(ctx: Ctx): Promise<BookkeepingResult> {
+  const count = ctx.quick ? 2000 : 100_000;
+  const checks: Check[] = [];
+  const runs: Record<Variant, number[]> = { base: [], resume: [], faultsArmed: [], tracing: [] };
+  const sessions = new Map<Variant, S.SpiSession>();
+  try {
+    for (const v of VARIANTS) sessions.set(v, await sessionFor(ctx, v));
+    // Warm each session's path before measuring (JIT, buffers), unless quick.
+    if (!ctx.quick) for (const v of VARIANTS) await spiwireRun(ctx, sessions.get(v)!, 100, 20_000, 1024);
+    for (let rep = 0; rep < ctx.reps; rep++) {
+      for (let i = 0; i < VARIANTS.length; i++) {
+        const v = VARIANTS[(i + rep) % VARIANTS.length]!;
+        const r = await spiwireRun(ctx, sessions.get(v)!, 100, count, 1024);
+        runs[v].push(count / r.seconds);
+        checks.push(check(`bookkeeping ${v} run ${rep + 1}: bytes at the peer`, 100 * count, r.bytes));
+      }
+      ctx.log(`  bookkeeping rep ${rep + 1}: ${VARIANTS.map((v) => `${v} ${runs[v][rep]!.toFixed(0)}/s`).join(', ')}`);
+    }
+  } finally {
+    for (const spi of sessions.values()) await spi.close();
+  }
+  const rates = { base: summarize(runs.base), resume: summarize(runs.resume), faultsArmed: summarize(runs.faultsArmed), tracing: summarize(runs.tracing) };
+  const ratio = (v: Variant): number => rates[v].median / rates.base.median;
+  return {
+    params: { sendBytes: 100, sendsPerRun: count, inFlight: 1024 },
+    rates,
+    ratios: { base: 1, resume: ratio('resume'), faultsArmed: ratio('faultsArmed'), tracing: ratio('tracing') },
+    checks,
+  };
+}
