@@ -480,22 +480,16 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     const action = fault.action;
     switch (action.type) {
       case 'error':
-        if (action.code === W.WSAEWOULDBLOCK) return this.wouldBlock();
-        return sendFailed(this.injectError(fault, action.code));
       case 'block':
-        // The transport takes nothing for a while: WSAEWOULDBLOCK now, or a call that waits.
-        this.block(action);
-        if (nonBlocking) return this.wouldBlock();
-        return this.sendNow(buffers, total, flags, false);
+      case 'link':
+        // The same as for a streamed send: a failure now, or the send goes on (under a hold or a link).
+        return this.faultBeforeSend(fault, nonBlocking) ?? this.sendNow(buffers, total, flags, nonBlocking);
       case 'short': {
         const n = Math.min(total, action.max);
         return this.sendNow(firstBytes(buffers, n), n, flags, nonBlocking);
       }
       case 'delay':
         return this.delayedResult(this.sendNow(buffers, total, flags, nonBlocking), action.ms);
-      case 'link':
-        this.startLink(action.bytesPerSecond, action.latencyMs ?? 0);
-        return this.sendNow(buffers, total, flags, nonBlocking);
       case 'break': {
         const n = this.startBreak(action.at, action.code, total);
         if (n === 0) return sendFailed(action.code);
@@ -672,7 +666,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     if (this.quota.exceeds(byteLength(buffers))) return { result: sendFailed(W.WSAENOBUFS), pieces: null, cancel: null };
     const nonBlocking = this.opts.nonBlocking && !forceBlocking;
     const fault = this.faults.armed ? this.faults.decide(this, { fn: 'WSPSend', mode: nonBlocking ? 'nonblocking' : 'blocking', streamed: true }) : null;
-    const refused = fault ? this.streamedFault(fault, nonBlocking) : null;
+    const refused = fault ? this.faultBeforeSend(fault, nonBlocking) : null;
     if (refused) return { result: refused, pieces: null, cancel: null };
     const tx = this.tx!;
     const r = streamSendStreamed(tx, { buffers, total, progress }, { nonBlocking, windowsPolicy: this.opts.windowsPolicy });
@@ -688,7 +682,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     if (bad) return { result: startedAt(sendFailed(bad)), pieces: null, cancel: null };
     if (this.quota.exceeds(byteLength(buffers))) return { result: startedAt(sendFailed(W.WSAENOBUFS)), pieces: null, cancel: null };
     const fault = this.faults.armed ? this.faults.decide(this, { fn: 'WSPSend', mode: 'overlapped', streamed: true }) : null;
-    const refused = fault ? this.streamedFault(fault, false) : null;
+    const refused = fault ? this.faultBeforeSend(fault, false) : null;
     if (refused) return { result: startedAt(refused), pieces: null, cancel: null };
     const tx = this.tx!;
     let op: SendOp | null = null;
@@ -705,10 +699,11 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   /**
-   * What a fault does to a streamed send before it starts: the failure it ends in at once, or
-   * null when the send goes ahead (under a block or a link; a delay or reorder wraps its result).
+   * What an error, block or link fault does to a send (plain or streamed) before it starts: the
+   * failure it ends in at once, or null when the send goes ahead (under a hold or a link). Other
+   * actions are null here: the caller carries them out (a delay or reorder wraps its result).
    */
-  private streamedFault(fault: AppliedFault, nonBlocking: boolean): SendResult | null {
+  private faultBeforeSend(fault: AppliedFault, nonBlocking: boolean): SendResult | null {
     const action = fault.action;
     switch (action.type) {
       case 'error':
