@@ -107,10 +107,6 @@ export interface Welcome {
   resume?: P.ResumeOffer;
 }
 
-/** The client acknowledges the daemon's messages every this many, or this many bytes, or after this quiet time. */
-const ACK_EVERY = 32;
-const ACK_BYTES = 1024 * 1024;
-const ACK_DELAY_MS = 20;
 /** Bytes of messages the daemon has not acknowledged that may be on the wire; more wait for its acks. */
 const SEND_WINDOW_BYTES = 64 * 1024 * 1024;
 /** Reconnection backoff: the first wait, and the longest (each with jitter). */
@@ -463,14 +459,14 @@ export class RpcConnection {
     }
   }
 
-  /** A counted message arrived: acknowledge every ACK_EVERY, ACK_BYTES or after ACK_DELAY_MS. */
+  /** A counted message arrived: acknowledge when P.ackDue says so, else after P.ACK_DELAY_MS. */
   private countReceived(data: Buffer, isBinary: boolean): void {
     const r = this.resume;
     if (r === null || P.isAckOnlyMessage(data, isBinary)) return;
     r.received++;
     r.bytesSinceAck += data.length;
-    if (r.received - r.ackedToDaemon >= ACK_EVERY || r.bytesSinceAck >= ACK_BYTES) this.sendAck();
-    else r.ackTimer ??= setTimeout(this.sendAck, ACK_DELAY_MS);
+    if (P.ackDue(r.received - r.ackedToDaemon, r.bytesSinceAck)) this.sendAck();
+    else r.ackTimer ??= setTimeout(this.sendAck, P.ACK_DELAY_MS);
   }
 
   private readonly sendAck = (): void => {

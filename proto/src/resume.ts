@@ -23,6 +23,20 @@ function includes(hay: Uint8Array, needle: Uint8Array): boolean {
 }
 
 /** The query parameter that asks for a resumable session (/ws?resumable=1). */
+/**
+ * When an end acknowledges what it counted (the SDK and the daemon alike; any schedule works for
+ * the protocol, these keep the other side's kept messages few): every ACK_EVERY messages, every
+ * ACK_BYTES bytes, or ACK_DELAY_MS after a message that did not trigger one.
+ */
+export const ACK_EVERY = 32;
+export const ACK_BYTES = 1024 * 1024;
+export const ACK_DELAY_MS = 20;
+
+/** Whether an acknowledgement is due now, given what arrived since the last one. */
+export function ackDue(messagesSinceAck: number, bytesSinceAck: number): boolean {
+  return messagesSinceAck >= ACK_EVERY || bytesSinceAck >= ACK_BYTES;
+}
+
 export const RESUMABLE_QUERY = 'resumable';
 /** The query parameters of a connection opened to resume a session (/ws?resume=<session>&daemon=<daemonId>). */
 export const RESUME_QUERY = 'resume';

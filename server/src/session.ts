@@ -33,10 +33,6 @@ const FLUSH_RECORDS = 256;
  * turn: a frame of thousands of calls would otherwise delay every other session by tens of ms.
  */
 const SLICE_MS = 4;
-/** The daemon acknowledges the client's messages every this many, or this many bytes, or after this quiet time. */
-const ACK_EVERY = 32;
-const ACK_BYTES = 1024 * 1024;
-const ACK_DELAY_MS = 20;
 /** ws' close code when the connection broke without a close frame: the only case a session waits for a resume. */
 const ABNORMAL_CLOSE = 1006;
 /** Resumes in a row, without a message in between, whose replaced tokens still resume the session. */
@@ -546,7 +542,7 @@ export class Session implements SpiSession {
 
   // ---- resume (proto/README.md section 20) ----
 
-  /** A counted message from the client arrived: acknowledge every ACK_EVERY, ACK_BYTES or after ACK_DELAY_MS. */
+  /** A counted message from the client arrived: acknowledge when P.ackDue says so, else after P.ACK_DELAY_MS. */
   private countReceived(data: Buffer, isBinary: boolean): void {
     const r = this.resume;
     if (r === null) return;
@@ -555,8 +551,8 @@ export class Session implements SpiSession {
     if (P.isAckOnlyMessage(data, isBinary)) return;
     r.received++;
     r.bytesSinceAck += data.length;
-    if (r.received - r.ackedToClient >= ACK_EVERY || r.bytesSinceAck >= ACK_BYTES) this.sendAck();
-    else r.ackTimer ??= setTimeout(this.sendAck, ACK_DELAY_MS);
+    if (P.ackDue(r.received - r.ackedToClient, r.bytesSinceAck)) this.sendAck();
+    else r.ackTimer ??= setTimeout(this.sendAck, P.ACK_DELAY_MS);
   }
 
   private readonly sendAck = (): void => {
