@@ -21,6 +21,12 @@ interface Datagram {
   from: SockAddr;
 }
 
+/**
+ * How many times a datagram is sent again after Linux reported an earlier ICMP port unreachable
+ * on it (each report takes one pending error; datagrams in flight may bring more meanwhile).
+ */
+const MAX_ICMP_RETRIES = 16;
+
 /** What a fault does to one datagram send. */
 interface DatagramFault {
   copies: 0 | 1 | 2;
@@ -310,13 +316,14 @@ export class UdpSocket extends EmulatedSocket {
     const sock = this.ensureSocket();
     const payload = contiguous(buffers, total);
     const to = this.peer ? null : dest;
-    let retried = false;
+    let retries = 0;
     const cb = (err: Error | null): void => {
-      if (err && !retried && (err as NodeJS.ErrnoException).code === 'ECONNREFUSED') {
+      if (err && retries < MAX_ICMP_RETRIES && (err as NodeJS.ErrnoException).code === 'ECONNREFUSED') {
         // Linux reports an earlier ICMP port unreachable on this send and drops it; Windows does
-        // not fail sends for it (the next receive reports WSAECONNRESET instead). Send again.
+        // not fail sends for it (the next receive reports WSAECONNRESET instead). Send again: as
+        // often as more unreachables arrive in between (sends from several threads at once).
         this.icmpReset = true;
-        retried = true;
+        retries++;
         this.sendOnce(sock, payload, to, cb);
         return;
       }
