@@ -12,7 +12,7 @@ import { EventSelectMirror, type WSANETWORKEVENTS } from './event-select.js';
 import { fieldOf, isResult, type Result } from './marshal.js';
 import { OperationTable, type Delivery, type OperationSpec } from './operations.js';
 import type { ReplyListener } from './rpc.js';
-import { tracedBytes, tracedPayload, tracedSocket, type Tracer } from './trace.js';
+import { tracedPayload, type Tracer } from './trace.js';
 export type { Delivery } from './operations.js';
 import { SendStreams } from './send-streams.js';
 import type { LPWSAOVERLAPPED_COMPLETION_ROUTINE, WSAOVERLAPPED } from './overlapped.js';
@@ -103,9 +103,9 @@ export class SessionEngine<T extends SpiThread> {
     const tracer = this.tracer!;
     const start = tracer.now();
     return sent.then((r) => {
-      const bytes = tracedBytes(params);
+      const bytes = P.traceBytesOf(params);
       const data = tracer.payloads ? tracedPayload(params) : undefined;
-      tracer.record({ t: tracer.now(), kind: 'call', fn: method, s: tracedSocket(params), thread, start, ...(bytes === undefined ? {} : { bytes }), ret: r.ret, errno: r.errno, ...(op === undefined ? {} : { op }), ...(data === undefined ? {} : { data }) });
+      tracer.record({ t: tracer.now(), kind: 'call', fn: method, s: P.traceSocketOf(params), thread, start, ...(bytes === undefined ? {} : { bytes }), ret: r.ret, errno: r.errno, ...(op === undefined ? {} : { op }), ...(data === undefined ? {} : { data }) });
       return r;
     });
   }

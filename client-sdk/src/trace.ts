@@ -44,24 +44,10 @@ export class Tracer {
   }
 }
 
-/** The bytes a call offers (buffers) or asks for (lengths), for the trace. */
-export function tracedBytes(params: Record<string, unknown>): number | undefined {
-  const b = params['buffers'];
-  if (Array.isArray(b)) return b.reduce((n: number, x: unknown) => n + (x instanceof Uint8Array ? x.length : 0), 0);
-  const l = params['lengths'];
-  if (Array.isArray(l)) return l.reduce((n: number, x: unknown) => n + (typeof x === 'number' ? x : 0), 0);
-  return undefined;
-}
-
 /** The bytes a send offers, base64, for a trace that asked for payloads. */
 export function tracedPayload(params: Record<string, unknown>): string | undefined {
   const b = params['buffers'];
   if (!Array.isArray(b)) return undefined;
   const parts = b.filter((x): x is Uint8Array => x instanceof Uint8Array);
   return Buffer.concat(parts).toString('base64');
-}
-
-export function tracedSocket(params: Record<string, unknown>): number | null {
-  const s = params['s'];
-  return typeof s === 'number' ? s : null;
 }

@@ -32,6 +32,21 @@ export type TraceRecord =
 
 export type TraceKind = TraceRecord['kind'];
 
+/** The bytes a call's params offer (buffers) or ask for (lengths), as a trace records them. */
+export function traceBytesOf(params: Record<string, unknown>): number | undefined {
+  const b = params['buffers'];
+  if (Array.isArray(b)) return b.reduce((n: number, x: unknown) => n + (x instanceof Uint8Array ? x.length : 0), 0);
+  const l = params['lengths'];
+  if (Array.isArray(l)) return l.reduce((n: number, x: unknown) => n + (typeof x === 'number' ? x : 0), 0);
+  return undefined;
+}
+
+/** The socket a call's params or a notification's name (s), as a trace records it. */
+export function traceSocketOf(params: object): number | null {
+  const s: unknown = Reflect.get(params, 's');
+  return typeof s === 'number' ? s : null;
+}
+
 /** A Chrome trace event (the subset used here). */
 export interface ChromeTraceEvent {
   name: string;

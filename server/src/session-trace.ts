@@ -7,22 +7,10 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type * as P from '@spiwire/proto';
+import * as P from '@spiwire/proto';
 
 /** Bytes a trace may have waiting for the disk before records are dropped (and the drop noted). */
 const MAX_BUFFERED = 8 * 1024 * 1024;
-
-function num(v: unknown): number | null {
-  return typeof v === 'number' ? v : null;
-}
-
-function bytesOf(params: Record<string, unknown>): number | undefined {
-  const b = params['buffers'];
-  if (Array.isArray(b)) return b.reduce((n: number, x: unknown) => n + (x instanceof Uint8Array ? x.length : 0), 0);
-  const l = params['lengths'];
-  if (Array.isArray(l)) return l.reduce((n: number, x: unknown) => n + (typeof x === 'number' ? x : 0), 0);
-  return undefined;
-}
 
 function opOf(params: Record<string, unknown>): number | undefined {
   const ov = params['overlapped'];
@@ -47,8 +35,8 @@ export class SessionTrace {
 
   request(id: P.RequestId | null, method: string, params: Record<string, unknown>): void {
     const op = opOf(params);
-    const bytes = bytesOf(params);
-    this.write({ t: now(), kind: 'request', id, method, s: num(params['s']), ...(op === undefined ? {} : { op }), ...(bytes === undefined ? {} : { bytes }) });
+    const bytes = P.traceBytesOf(params);
+    this.write({ t: now(), kind: 'request', id, method, s: P.traceSocketOf(params), ...(op === undefined ? {} : { op }), ...(bytes === undefined ? {} : { bytes }) });
   }
 
   reply(id: P.RequestId, result: { ret: number; errno: number }): void {
@@ -57,7 +45,7 @@ export class SessionTrace {
 
   notify(method: string, params: object): void {
     const op: unknown = Reflect.get(params, 'op');
-    this.write({ t: now(), kind: 'notify', method, s: num(Reflect.get(params, 's')), ...(typeof op === 'number' ? { op } : {}) });
+    this.write({ t: now(), kind: 'notify', method, s: P.traceSocketOf(params), ...(typeof op === 'number' ? { op } : {}) });
   }
 
   close(): void {
