@@ -75,22 +75,42 @@ function writeHeader(target: Buffer, n: number, key: Uint8Array): number {
 }
 
 /**
+ * How the SDK picks masking keys (RpcOptions.maskingKeys). 'random': a fresh key from the CSPRNG
+ * per frame, as RFC 6455 section 5.3 asks of browsers. 'zero': the all-zero key, which makes
+ * masking the identity: neither end touches the payload (ws skips unmasking a zero key too), one
+ * pass over every byte fewer on each side. Masking protects intermediaries from a script that
+ * controls the bytes but may not open sockets; an SDK caller can open any socket it likes.
+ */
+export type MaskingKeys = 'random' | 'zero';
+
+const ZERO_KEY = new Uint8Array(4);
+
+/**
  * Writes payload as one final binary frame. Small frames are copied; larger ones are masked in
  * place, and then the socket holds payload until it is written. Returns the key a payload was
  * masked with in place (a copy), null when it was left as it was: unmask() restores it.
  */
-export function writeMaskedBinaryFrame(socket: Socket, payload: Uint8Array): Uint8Array | null {
+export function writeMaskedBinaryFrame(socket: Socket, payload: Uint8Array, keys: MaskingKeys = 'random'): Uint8Array | null {
   const n = payload.length;
-  const key = nextKey();
+  const zero = keys === 'zero';
+  const key = zero ? ZERO_KEY : nextKey();
   if (n < COPY_BELOW) {
     const frame = Buffer.allocUnsafe(headerSize(n) + n);
     const at = writeHeader(frame, n, key);
-    mask(payload, key, frame, at, n);
+    if (zero) frame.set(payload, at);
+    else mask(payload, key, frame, at, n);
     socket.write(frame);
     return null;
   }
   const header = Buffer.allocUnsafe(headerSize(n));
   writeHeader(header, n, key);
+  if (zero) {
+    socket.cork();
+    socket.write(header);
+    socket.write(payload);
+    socket.uncork();
+    return null;
+  }
   mask(payload, key, payload, 0, n);
   socket.cork();
   socket.write(header);

@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { unmask, writeMaskedBinaryFrame } from './masked-frames.js';
+import { unmask, writeMaskedBinaryFrame, type MaskingKeys } from './masked-frames.js';
 
 /**
  * A JSON-RPC error from the daemon (the request itself was malformed or impossible), or a reply
@@ -79,6 +79,13 @@ export interface RpcOptions {
    * nothing happened. Default true; false: a dropped connection ends the session (WSAENETDOWN).
    */
   resume?: boolean | undefined;
+  /**
+   * The masking keys of the SDK's frames (masked-frames.ts). Default 'zero': the all-zero key,
+   * so that neither end spends a pass over every byte on masking; the daemon accepts any key.
+   * 'random' picks a fresh random key per frame (RFC 6455 section 5.3), for a path through an
+   * HTTP intermediary that must not see unmasked client bytes.
+   */
+  maskingKeys?: MaskingKeys | undefined;
 }
 
 /** What the connection's hooks receive: why it dropped, or why it could not be resumed. */
@@ -248,6 +255,7 @@ export class RpcConnection {
   /** Something came from the daemon since the last heartbeat. */
   private heard = true;
   private heartbeat: NodeJS.Timeout | null = null;
+  private readonly maskingKeys: MaskingKeys;
 
   private constructor(
     private ws: WebSocket,
@@ -257,6 +265,7 @@ export class RpcConnection {
     private readonly url: string,
     private readonly opts: RpcOptions,
   ) {
+    this.maskingKeys = opts.maskingKeys ?? 'zero';
     this.listen(ws);
     if (opts.resume !== false && isResumeOffer(welcome.resume)) {
       this.resume = { offer: { ...welcome.resume }, received: 0, ackedToDaemon: 0, bytesSinceAck: 0, ackTimer: null, sent: 0, acked: 0, written: 0, inFlight: 0, kept: [], head: 0 };
@@ -300,8 +309,23 @@ export class RpcConnection {
     return headers;
   }
 
+  /** ws's options for every connection of a session: the first, resumes, the farewell. */
+  private static wsOptions(opts: RpcOptions): WebSocket.ClientOptions {
+    return {
+      headers: RpcConnection.headers(opts),
+      perMessageDeflate: false,
+      maxPayload: 1024 * 1024 * 1024,
+      // ws writes the control frames (and a few others) itself: the same masking keys for those.
+      ...(opts.maskingKeys === 'random' ? {} : { generateMask: (mask: Buffer): void => void mask.fill(0) }),
+      // A wss:// daemon is verified on every connection, resumes included.
+      ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+    };
+  }
+
   static open(url: string, opts: RpcOptions = {}): Promise<RpcConnection> {
-    const headers = RpcConnection.headers(opts);
+    if (opts.maskingKeys !== undefined && opts.maskingKeys !== 'zero' && opts.maskingKeys !== 'random') {
+      return Promise.reject(new TypeError(`maskingKeys is 'zero' or 'random', not ${JSON.stringify(opts.maskingKeys)}`));
+    }
     let ws: WebSocket;
     try {
       let target = url;
@@ -310,7 +334,7 @@ export class RpcConnection {
         u.searchParams.set(P.RESUMABLE_QUERY, '1');
         target = u.toString();
       }
-      ws = new WebSocket(target, [P.SUBPROTOCOL], { headers, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024, ...(opts.ca !== undefined ? { ca: opts.ca } : {}) });
+      ws = new WebSocket(target, [P.SUBPROTOCOL], RpcConnection.wsOptions(opts));
     } catch (err) {
       return Promise.reject(new SpiwireConnectError('bad-url', `${JSON.stringify(url)} is not a daemon URL (for example ws://127.0.0.1:7787/ws): ${messageOf(err)}`));
     }
@@ -426,7 +450,7 @@ export class RpcConnection {
     }
     this.ackOnly = false;
     if (this.reconnecting || this.ws.readyState !== WebSocket.OPEN) return;
-    writeMaskedBinaryFrame(this.socket, frame);
+    writeMaskedBinaryFrame(this.socket, frame, this.maskingKeys);
     // Usually the kernel took the frame at once; then the builder may write the next frame over
     // it. Otherwise the socket still holds it, and the builder writes after it (or in a new buffer).
     // Frames kept for a resume live in the builder's buffer: it is reused only when none is left.
@@ -453,7 +477,7 @@ export class RpcConnection {
     while (r.written < r.sent && r.inFlight < SEND_WINDOW_BYTES) {
       const k = r.kept[r.head + (r.written - r.acked)]!;
       if (k.raw !== undefined) this.ws.send(k.raw);
-      else k.key = writeMaskedBinaryFrame(this.socket, k.data);
+      else k.key = writeMaskedBinaryFrame(this.socket, k.data, this.maskingKeys);
       r.inFlight += k.data.length;
       r.written++;
     }
@@ -641,13 +665,7 @@ export class RpcConnection {
   /** One resume attempt: resolves once the session is attached to a new connection. */
   private tryResume(timeoutMs: number): Promise<void> {
     const r = this.resume!;
-    const ws = new WebSocket(resumeUrl(r.offer.url ?? this.url, this.welcome.session, r.offer.daemonId), [P.SUBPROTOCOL], {
-      headers: RpcConnection.headers(this.opts),
-      perMessageDeflate: false,
-      maxPayload: 1024 * 1024 * 1024,
-      // A wss:// daemon is verified on every connection, resumes included.
-      ...(this.opts.ca !== undefined ? { ca: this.opts.ca } : {}),
-    });
+    const ws = new WebSocket(resumeUrl(r.offer.url ?? this.url, this.welcome.session, r.offer.daemonId), [P.SUBPROTOCOL], RpcConnection.wsOptions(this.opts));
     ws.binaryType = 'nodebuffer';
     this.attempt = ws;
     let socket: Socket | null = null;
@@ -770,7 +788,7 @@ export class RpcConnection {
   private farewell(): Promise<void> {
     const r = this.resume;
     if (r === null) return Promise.resolve();
-    const ws = new WebSocket(resumeUrl(r.offer.url ?? this.url, this.welcome.session, r.offer.daemonId), [P.SUBPROTOCOL], { headers: RpcConnection.headers(this.opts), perMessageDeflate: false, ...(this.opts.ca !== undefined ? { ca: this.opts.ca } : {}) });
+    const ws = new WebSocket(resumeUrl(r.offer.url ?? this.url, this.welcome.session, r.offer.daemonId), [P.SUBPROTOCOL], RpcConnection.wsOptions(this.opts));
     const received = r.received;
     const token = r.offer.token;
     return new Promise((resolve) => {

@@ -5,7 +5,7 @@
  * that RFC 6455 defines.
  */
 import t, { type Test } from 'tap';
-import type { AddressInfo, Socket } from 'node:net';
+import { createServer, connect as netConnect, type AddressInfo, type Socket } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { createRequire } from 'node:module';
 import { maskInJs, writeMaskedBinaryFrame } from '../src/masked-frames.js';
@@ -128,6 +128,69 @@ t.test("frames and ws's own pongs share the socket without mixing", async (t) =>
     p.received.every((m, i) => m.data.equals(sent[i]!)),
     'in order and intact',
   );
+});
+
+t.test('zero keys: the key on the wire is 0, the payload goes as it is and a ws server reads it back', async (t) => {
+  const p = await connect(t);
+  const sizes = [0, 5, 125, 126, 8191, 8192, 65536, (1 << 20) + 3];
+  const sent = sizes.map((n, i) => pattern(n, 40 + i));
+  for (const b of sent) {
+    const payload = Buffer.from(b);
+    t.equal(writeMaskedBinaryFrame(p.socket, payload, 'zero'), null, `${b.length} bytes: nothing to restore`);
+    t.ok(payload.equals(b), `${b.length} bytes: the caller's bytes are left as they were`);
+  }
+  await p.until(sizes.length);
+  t.ok(p.received.every((m, i) => m.isBinary && m.data.equals(sent[i]!)), 'every frame arrived intact');
+});
+
+t.test('the bytes on the wire: mask bit set, the key zero or random, the payload XOR the key', async (t) => {
+  // A plain TCP server: it sees the frame exactly as the SDK wrote it.
+  const chunks: Buffer[] = [];
+  let total = 0;
+  let want = 0;
+  let arrived: () => void = () => undefined;
+  const server = createServer((c) =>
+    c.on('data', (d: Buffer) => {
+      chunks.push(d);
+      total += d.length;
+      if (total >= want) arrived();
+    }),
+  );
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const sock = netConnect((server.address() as AddressInfo).port, '127.0.0.1');
+  await new Promise<void>((r) => sock.once('connect', () => r()));
+  t.teardown(() => {
+    sock.destroy();
+    server.close();
+  });
+  const frameOf = async (payload: Buffer, keys: 'zero' | 'random'): Promise<Buffer> => {
+    const before = total;
+    want = before + 8 + payload.length;
+    const done = new Promise<void>((r) => (arrived = r));
+    writeMaskedBinaryFrame(sock, Buffer.from(payload), keys);
+    await done;
+    return Buffer.concat(chunks).subarray(before, want);
+  };
+  for (const n of [200, 20000]) {
+    const payload = pattern(n, n);
+    for (const keys of ['zero', 'random'] as const) {
+      const f = await frameOf(payload, keys);
+      t.equal(f[0], 0x82, `${n} bytes, ${keys}: FIN and binary`);
+      t.equal(f[1], 0x80 | 126, `${n} bytes, ${keys}: the mask bit and a 16-bit length`);
+      t.equal(f.readUInt16BE(2), n, `${n} bytes, ${keys}: the length`);
+      const key = f.subarray(4, 8);
+      const body = f.subarray(8);
+      if (keys === 'zero') {
+        t.same([...key], [0, 0, 0, 0], `${n} bytes: the key is zero`);
+        t.ok(body.equals(payload), `${n} bytes: the payload is sent as it is`);
+      } else {
+        t.not(key.readUInt32BE(0), 0, `${n} bytes: a random key (zero once in 2^32)`);
+        let ok = true;
+        for (let i = 0; i < n; i++) if ((body[i]! ^ key[i & 3]!) !== payload[i]) ok = false;
+        t.ok(ok, `${n} bytes: the payload XOR the key`);
+      }
+    }
+  }
 });
 
 t.test('the JavaScript mask is the XOR of RFC 6455, section 5.3, at any offset', async (t) => {

@@ -42,6 +42,11 @@ t.test('a URL that is not one: bad-url', async (t) => {
   t.match(e.message, /is not a daemon URL/);
 });
 
+t.test('maskingKeys other than zero or random: a TypeError naming the option, before any connection', async (t) => {
+  const port = await closedPort('ipv4', 'tcp');
+  await t.rejects(S.connect(`ws://127.0.0.1:${port}/ws`, { maskingKeys: 'none' as 'zero' }), { name: 'TypeError', message: /maskingKeys is 'zero' or 'random'/ });
+});
+
 t.test('a plain HTTP server: "is not a spiwire daemon"', async (t) => {
   const server = http.createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'text/html' });

@@ -49,10 +49,10 @@ function hooks(spi: S.SpiSession): Hooks {
   return h;
 }
 
-async function setup(t: Test, grace = 20000): Promise<{ proxy: CuttingProxy; spi: S.SpiSession; h: Hooks; url: string }> {
+async function setup(t: Test, grace = 20000, opts: S.ConnectOptions = {}): Promise<{ proxy: CuttingProxy; spi: S.SpiSession; h: Hooks; url: string }> {
   const d = await daemon(t, { limits: { resumeGraceMs: grace } });
   const proxy = await cuttingProxy(t, d.url);
-  const spi = await session(t, proxy.url);
+  const spi = await session(t, proxy.url, opts);
   return { proxy, spi, h: hooks(spi), url: d.url };
 }
 
@@ -95,9 +95,10 @@ t.test('blocking sends across a cut between frames: the session goes on', async 
   t.ok(spi.isOpen);
 });
 
-for (const dir of ['up', 'down'] as const) {
-  t.test(`overlapped sends pending across a cut in the middle of a frame (${dir})`, async (t) => {
-    const { proxy, spi, h } = await setup(t);
+// Random masking keys: frames masked in place are kept for the resume and restored before they go again.
+for (const [dir, maskingKeys] of [['up', 'zero'], ['up', 'random'], ['down', 'zero']] as const) {
+  t.test(`overlapped sends pending across a cut in the middle of a frame (${dir}, ${maskingKeys} masking keys)`, async (t) => {
+    const { proxy, spi, h } = await setup(t, 20000, { maskingKeys });
     const peer = await tcpPeer(t, 'ipv4', { paused: true });
     const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
     const calls: Array<{ tag: number; err: number; cb: number }> = [];
