@@ -10,6 +10,14 @@ import { HeldBytes } from './held-bytes.js';
 import { Draining } from './draining.js';
 import { DaemonFaults } from './faults/operator-rules.js';
 import { DaemonMetrics } from './metrics.js';
+import { TurnBudget } from './turn-budget.js';
+
+/**
+ * Milliseconds of calls per frame for a lone session, and per turn of the event loop for all
+ * sessions together once several work in it: a call from a quiet session waits about this long
+ * behind busy ones (plus a few records of each busy session).
+ */
+const TURN_BUDGET_MS = 4;
 
 export interface DaemonLimits {
   /** Largest WebSocket message accepted, in bytes. */
@@ -98,6 +106,8 @@ export class DaemonContext {
   readonly daemonId = randomUUID();
   /** Where clients reconnect to resume, when not the URL they first used (--resume-url). */
   resumeUrl: string | undefined = undefined;
+  /** The time sessions may spend on calls in one turn of the event loop (turn-budget.ts). */
+  readonly turn = new TurnBudget(TURN_BUDGET_MS);
 
   constructor(
     readonly log: Logger,

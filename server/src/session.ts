@@ -29,10 +29,11 @@ import type { CallCounts, SessionEndKind } from './metrics.js';
 const WS_OPEN = 1;
 const FLUSH_RECORDS = 256;
 /**
- * How long one session's frame may hold the event loop before the rest of it waits for the next
- * turn: a frame of thousands of calls would otherwise delay every other session by tens of ms.
+ * How much of a frame is handled between two looks at the clock: 32 records, or fewer when they
+ * are large, so that a frame of 64 KiB sends does not overrun the turn by 2 MiB of writes.
  */
-const SLICE_MS = 4;
+const CLOCK_EVERY_RECORDS = 32;
+const CLOCK_EVERY_BYTES = 128 * 1024;
 /** ws' close code when the connection broke without a close frame: the only case a session waits for a resume. */
 const ABNORMAL_CLOSE = 1006;
 /** Resumes in a row, without a message in between, whose replaced tokens still resume the session. */
@@ -264,7 +265,7 @@ export class Session implements SpiSession {
    */
   private readonly waiting: Array<{ data: Buffer; isBinary: boolean }> = [];
   /** Records of a frame not yet handled, when the frame was set aside to let others run. */
-  private rest: { records: P.DecodedRecord[]; next: number } | null = null;
+  private rest: { records: P.DecodedRecord[]; next: number; clockEvery: number } | null = null;
   private readingPaused = false;
 
   private onMessage(data: Buffer, isBinary: boolean): void {
@@ -292,15 +293,20 @@ export class Session implements SpiSession {
       this.sendError(null, e, false);
       return;
     }
-    this.handleRecords(records, 0);
+    const perRecord = data.length / Math.max(1, records.length);
+    this.handleRecords(records, 0, Math.max(1, Math.min(CLOCK_EVERY_RECORDS, Math.floor(CLOCK_EVERY_BYTES / perRecord))));
   }
 
   /**
-   * Handles a frame's records from index next on. A frame may hold thousands of calls: after
-   * SLICE_MS of them the rest waits for the next turn of the event loop (setImmediate), so that
+   * Handles a frame's records from index next on. A frame may hold thousands of calls: once its
+   * time is spent (the daemon's TurnBudget: a slice per frame, or the turn's time once several
+   * sessions share it) the rest waits for the next turn of the event loop (setImmediate), so that
    * other sessions are served meanwhile; this session reads nothing more until the frame is done.
+   * At least one record goes per turn.
    */
-  private handleRecords(records: P.DecodedRecord[], next: number): void {
+  private handleRecords(records: P.DecodedRecord[], next: number, clockEvery: number): void {
+    const turn = this.daemon.turn;
+    turn.begin(this);
     const started = performance.now();
     let i = next;
     this.inFrame = true;
@@ -310,7 +316,7 @@ export class Session implements SpiSession {
         // A client that writes compact headers reads them: answer it in kind from now on.
         if (rec.ok && rec.compact) this.out.compact = true;
         this.handleRecord(rec, false);
-        if ((i & 31) === 31 && performance.now() - started > SLICE_MS) {
+        if ((i - next) % clockEvery === clockEvery - 1 && turn.spent(started)) {
           i++;
           break;
         }
@@ -322,7 +328,7 @@ export class Session implements SpiSession {
     // out on the next tick): the caller hears back without waiting behind its own bytes.
     this.flush();
     if (i < records.length && !this.ended) {
-      this.rest = { records, next: i };
+      this.rest = { records, next: i, clockEvery };
       this.updateReading();
       setImmediate(this.continueFrame);
       return;
@@ -334,11 +340,11 @@ export class Session implements SpiSession {
   private readonly continueFrame = (): void => {
     if (this.ended) return;
     const started = performance.now();
-    if (this.rest) this.handleRecords(this.rest.records, this.rest.next);
+    if (this.rest) this.handleRecords(this.rest.records, this.rest.next, this.rest.clockEvery);
     // Then the messages that arrived meanwhile, in order, as long as none is set aside again
     // and this turn has time left.
     while (!this.rest && !this.ended && this.waiting.length > 0) {
-      if (performance.now() - started > SLICE_MS) {
+      if (this.daemon.turn.spent(started)) {
         setImmediate(this.continueFrame);
         return;
       }
