@@ -22,6 +22,8 @@ export SPIWIRE_TOKEN
 WORK=$(mktemp -d /var/tmp/spiwire-ci.XXXXXX)
 DOCKERD_PID=""
 CHECK=spiwire-ci-check
+FARM=spiwire-farm
+SWARM_INIT=""
 
 say() { echo "== $*"; }
 fail() { echo "ci.sh: $*" >&2; exit 1; }
@@ -32,6 +34,11 @@ cleanup() {
   local rc=$?
   set +e
   if docker version >/dev/null 2>&1; then
+    if [ -n "$SWARM_INIT" ]; then
+      [ "$rc" -eq 0 ] || for c in $(docker ps -aq --filter "label=com.docker.stack.namespace=$FARM"); do docker logs "$c" 2>&1 | tail -n 5; done
+      docker stack rm "$FARM" >/dev/null 2>&1
+      docker swarm leave --force >/dev/null 2>&1
+    fi
     [ "$rc" -eq 0 ] || docker-compose logs --no-color --tail=40 2>/dev/null
     docker-compose down -v --remove-orphans >/dev/null 2>&1
     docker rm -f "$CHECK" >/dev/null 2>&1
@@ -45,6 +52,9 @@ cleanup() {
   rm -rf "$WORK"
   echo "ci.sh: ${SECONDS}s"
   if [ "$rc" -eq 0 ]; then echo "compose: PASSED"; else echo "compose: FAILED"; fi
+  if [ -n "$SWARM_INIT" ]; then
+    if [ "$rc" -eq 0 ]; then echo "swarm: PASSED"; else echo "swarm: FAILED"; fi
+  fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -215,3 +225,45 @@ timeout 90 node -e '
   })();
 ' || fail "Prometheus did not scrape the daemon's counters"
 docker-compose --profile metrics down -v --remove-orphans >/dev/null 2>&1
+
+say "swarm farm (docker stack deploy)"
+# Several daemon replicas behind one service name and several rigs, on this one node. The rigs
+# must spread over the replicas, and each rig's cut connection must resume on its own replica.
+docker swarm leave --force >/dev/null 2>&1 || true
+docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+SWARM_INIT=1
+RIGS=6
+export SPIWIRE_REPLICAS=3 SPIWIRE_FARM_RIGS=0
+docker stack deploy -c docker/stack.yml "$FARM" >/dev/null
+# The daemons and the peers first: running, and healthy where they have a health check.
+farm_ready() {
+  local want=$((SPIWIRE_REPLICAS + 1)) n=0 c
+  for c in $(docker ps -q --filter "label=com.docker.stack.namespace=$FARM"); do
+    case "$(docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$c")" in
+      healthy) n=$((n + 1)) ;;
+    esac
+  done
+  [ "$n" -ge "$want" ]
+}
+for _ in $(seq 1 120); do farm_ready && break; sleep 0.5; done
+farm_ready || { docker service ls; fail "the farm's daemons and peers did not become healthy"; }
+echo "$SPIWIRE_REPLICAS daemon replicas and the peers are healthy"
+docker service scale --detach "$FARM"_rig="$RIGS" >/dev/null
+# Every rig task runs once: wait until each has ended (Complete, Failed or Rejected).
+rigs_done() {
+  local states
+  states=$(docker service ps "$FARM"_rig --format '{{.CurrentState}}' 2>/dev/null)
+  [ "$(grep -cE '^(Complete|Failed|Rejected|Shutdown)' <<<"$states")" -ge "$RIGS" ]
+}
+for _ in $(seq 1 240); do rigs_done && break; sleep 0.5; done
+docker service ps "$FARM"_rig --format '{{.Name}} {{.CurrentState}} {{.Error}}' | sed 's/^/  /'
+rigs_done || fail "the rigs did not all finish within 120 s"
+# Each finished rig's container stays until the stack is removed: its log is its result.
+logs=$(for c in $(docker ps -aq --filter "label=com.docker.swarm.service.name=${FARM}_rig"); do docker logs "$c" 2>&1; done)
+passed=$(grep -c 'rig: PASSED' <<<"$logs" || true)
+resumed=$(grep -c 'rig: resume: the session was resumed' <<<"$logs" || true)
+daemons=$(grep -oE 'rig: daemon [0-9a-f-]+' <<<"$logs" | sort -u | wc -l)
+echo "rigs passed: $passed of $RIGS; sessions resumed on their replica: $resumed; distinct daemons reached: $daemons"
+[ "$passed" -eq "$RIGS" ] || { grep -A3 'rig: FAILED' <<<"$logs"; fail "not every rig passed"; }
+[ "$resumed" -eq "$RIGS" ] || fail "not every rig's session was resumed"
+[ "$daemons" -ge 2 ] || fail "the rigs all reached one daemon: no spread over the replicas"

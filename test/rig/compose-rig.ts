@@ -10,6 +10,11 @@
  *  2. UDP: one overlapped WSPSendTo to the UDP echo peer, then WSPRecvFrom of the echoed datagram
  *     (same bytes, from the peer's address).
  *  3. Optionally, a destination outside the daemon's SPIWIRE_ALLOW must be refused with WSAEACCES.
+ *  4. Optionally (RIG_RESUME_CHECK=1), session resume behind a balancer: the session goes through
+ *     a TCP proxy inside the rig, which is cut (no close frame) while an overlapped send is in
+ *     flight. The SDK must resume the session at the daemon's resume URL (the replica that holds
+ *     it: another daemon refuses a resume it does not hold) and the send must complete once, with
+ *     the echo equal to what was sent. Prints "rig: daemon <id>" so a farm can see the spread.
  *
  * Settings (environment):
  *   SPIWIRE_URL         daemon URL (default ws://127.0.0.1:7787/ws)
@@ -18,11 +23,13 @@
  *   RIG_UDP_ECHO        host:port of the UDP echo peer (default 127.0.0.1:7007)
  *   RIG_EXPECT_DENIED   host:port the daemon must refuse with WSAEACCES (default: not checked)
  *   RIG_TIMEOUT_MS      the whole run's limit, daemon start-up included (default 60000)
+ *   RIG_RESUME_CHECK    1: step 4
  *
  * Prints one line per check and "rig: PASSED" or "rig: FAILED: <why>"; exits 0 or 1.
  */
 import { readFileSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
+import * as net from 'node:net';
 import * as S from '@spiwire/client';
 
 const started = Date.now();
@@ -119,15 +126,51 @@ function checkStarted(what: string, ret: number, e: S.Out): void {
   fail(`${what} returned ${ret}, error ${errName(e.value)}`);
 }
 
-async function tcpScenario(spi: S.SpiSession, peer: S.SockAddr): Promise<void> {
-  phase = `the TCP scenario against ${peer.address}:${peer.port}`;
+/** An overlapped TCP socket connected to peer. */
+async function connectTcp(spi: S.SpiSession, peer: S.SockAddr, label: string): Promise<number> {
   const e = S.out(0);
   const s = await spi.WSPSocket(peer.family, S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, S.WSA_FLAG_OVERLAPPED, e);
   if (s === S.INVALID_SOCKET) fail(`WSPSocket(TCP) failed: ${errName(e.value)}`);
   if ((await spi.WSPConnect(s, peer, namelen(peer), null, null, null, null, e)) !== 0) {
     fail(`WSPConnect to the TCP echo peer ${peer.address}:${peer.port} failed: ${errName(e.value)}`);
   }
-  say(`tcp: connected to the echo peer ${peer.address}:${peer.port}`);
+  say(`${label}: connected to the echo peer ${peer.address}:${peer.port}`);
+  return s;
+}
+
+/** WSPShutdown(SD_SEND), then WSPRecv until the echo peer's FIN: the echo must equal sent, exactly and in order. */
+async function echoUntilFin(spi: S.SpiSession, s: number, sent: Buffer[], label: string): Promise<void> {
+  const e = S.out(0);
+  // FIN after everything queued; the echo peer answers with its own once it has echoed it all.
+  if ((await spi.WSPShutdown(s, S.SD_SEND, e)) !== 0) fail(`WSPShutdown(SD_SEND) failed: ${errName(e.value)}`);
+  const want = Buffer.concat(sent);
+  const got: Buffer[] = [];
+  let total = 0;
+  const a = new Uint8Array(3001);
+  const b = new Uint8Array(5003);
+  for (;;) {
+    if (remaining() === 0) fail(`timed out reading the echo: ${total} of ${want.length} bytes`);
+    const n = S.out(0);
+    const flags = S.out(0);
+    if ((await spi.WSPRecv(s, [S.wsabuf(a), S.wsabuf(b)], 2, n, flags, null, null, null, e)) !== 0) fail(`WSPRecv failed after ${total} bytes: ${errName(e.value)}`);
+    if (n.value === 0) break; // The peer's FIN: graceful close.
+    got.push(Buffer.concat([a, b]).subarray(0, n.value));
+    total += n.value;
+    if (total > want.length) break;
+  }
+  const echo = Buffer.concat(got);
+  if (!echo.equals(want)) {
+    let at = 0;
+    while (at < echo.length && at < want.length && echo[at] === want[at]) at++;
+    fail(`the echo differs from what was sent: ${echo.length} bytes back for ${want.length} sent, first difference at offset ${at}`);
+  }
+  say(`${label}: WSPRecv read back ${echo.length} bytes, identical to the ${sent.length} buffers sent, then the peer's FIN`);
+}
+
+async function tcpScenario(spi: S.SpiSession, peer: S.SockAddr): Promise<void> {
+  phase = `the TCP scenario against ${peer.address}:${peer.port}`;
+  const e = S.out(0);
+  const s = await connectTcp(spi, peer, 'tcp');
   const sent: Buffer[] = [];
 
   // Overlapped sends with completion routines: each gathers three WSABUFs.
@@ -188,30 +231,7 @@ async function tcpScenario(spi: S.SpiSession, peer: S.SockAddr): Promise<void> {
   }
   say(`tcp: ${EVENT_SENDS} overlapped WSPSend with events: all signalled, WSPGetOverlappedResult counts right`);
 
-  // FIN after everything queued; the echo peer answers with its own once it has echoed it all.
-  if ((await spi.WSPShutdown(s, S.SD_SEND, e)) !== 0) fail(`WSPShutdown(SD_SEND) failed: ${errName(e.value)}`);
-  const want = Buffer.concat(sent);
-  const got: Buffer[] = [];
-  let total = 0;
-  const a = new Uint8Array(3001);
-  const b = new Uint8Array(5003);
-  for (;;) {
-    if (remaining() === 0) fail(`timed out reading the echo: ${total} of ${want.length} bytes`);
-    const n = S.out(0);
-    const flags = S.out(0);
-    if ((await spi.WSPRecv(s, [S.wsabuf(a), S.wsabuf(b)], 2, n, flags, null, null, null, e)) !== 0) fail(`WSPRecv failed after ${total} bytes: ${errName(e.value)}`);
-    if (n.value === 0) break; // The peer's FIN: graceful close.
-    got.push(Buffer.concat([a, b]).subarray(0, n.value));
-    total += n.value;
-    if (total > want.length) break;
-  }
-  const echo = Buffer.concat(got);
-  if (!echo.equals(want)) {
-    let at = 0;
-    while (at < echo.length && at < want.length && echo[at] === want[at]) at++;
-    fail(`the echo differs from what was sent: ${echo.length} bytes back for ${want.length} sent, first difference at offset ${at}`);
-  }
-  say(`tcp: WSPRecv read back ${echo.length} bytes, identical to the ${sent.length} buffers sent, then the peer's FIN`);
+  await echoUntilFin(spi, s, sent, 'tcp');
   if ((await spi.WSPCloseSocket(s, e)) !== 0) fail(`WSPCloseSocket(TCP): ${errName(e.value)}`);
 }
 
@@ -261,17 +281,86 @@ async function deniedScenario(spi: S.SpiSession, target: S.SockAddr): Promise<vo
   say(`allow-list: WSPConnect to ${target.address}:${target.port} refused with WSAEACCES`);
 }
 
+/** A TCP proxy in this process in front of the daemon; cut() breaks its connections as a network would. */
+async function cuttableProxy(daemonUrl: string): Promise<{ url: string; cut(): number }> {
+  const target = new URL(daemonUrl);
+  const live = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const up = net.connect(Number(target.port || 80), target.hostname);
+    const drop = (): void => {
+      client.destroy();
+      up.destroy();
+      live.delete(client);
+      live.delete(up);
+    };
+    for (const sock of [client, up]) {
+      live.add(sock);
+      sock.on('error', drop).on('close', drop);
+    }
+    client.pipe(up);
+    up.pipe(client);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  server.unref();
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    // The same scheme: over wss:// the TLS session passes through the proxy untouched.
+    url: `${target.protocol}//127.0.0.1:${port}${target.pathname}${target.search}`,
+    cut: () => {
+      const n = live.size;
+      for (const sock of live) sock.destroy();
+      return n;
+    },
+  };
+}
+
+async function resumeScenario(spi: S.SpiSession, peer: S.SockAddr, proxy: { cut(): number }): Promise<void> {
+  phase = 'the resume check';
+  const offer = spi.welcome.resume;
+  if (!offer) fail('the daemon offered no resume (is --resume-grace 0?)');
+  say(`daemon ${offer.daemonId}, resume at ${offer.url ?? 'the URL the session used'}`);
+  // null: resumed; a string: why the session was lost.
+  const outcome = new Promise<string | null>((resolve) => {
+    spi.on('resumed', () => resolve(null));
+    spi.on('lost', (ev) => resolve(ev.reason));
+    setTimeout(() => resolve('timed out waiting for the resume'), remaining()).unref();
+  });
+  const e = S.out(0);
+  const s = await connectTcp(spi, peer, 'resume');
+  const data = pattern(300_000, 77);
+  let completions = 0;
+  let result = { error: -1, bytes: -1 };
+  const routine: S.LPWSAOVERLAPPED_COMPLETION_ROUTINE = (dwError, cbTransferred) => {
+    completions++;
+    result = { error: dwError, bytes: cbTransferred };
+  };
+  checkStarted('the overlapped WSPSend before the cut', await spi.WSPSend(s, [S.wsabuf(data)], 1, S.out(0), 0, new S.WSAOVERLAPPED(), routine, null, e), e);
+  say(`resume: cut ${proxy.cut()} proxied connections with the send in flight`);
+  phase = 'waiting for the session to be resumed';
+  const lost = await outcome;
+  if (lost !== null) fail(`the session was not resumed: ${lost}`);
+  say('resume: the session was resumed (a daemon that does not hold it refuses: not-here)');
+  await alertableWaitUntil(spi, () => completions > 0, 'the completion of the send posted before the cut');
+  await spi.SleepEx(0, true);
+  if (completions !== 1) fail(`the send posted before the cut completed ${completions} times`);
+  if (result.error !== 0 || result.bytes !== data.length) fail(`the send posted before the cut completed with ${errName(result.error)}, ${result.bytes} bytes`);
+  await echoUntilFin(spi, s, [data], 'resume');
+  if ((await spi.WSPCloseSocket(s, e)) !== 0) fail(`WSPCloseSocket(TCP): ${errName(e.value)}`);
+}
+
 async function main(): Promise<void> {
   const url = env['SPIWIRE_URL'] || 'ws://127.0.0.1:7787/ws';
   const tcpPeer = await resolve(env['RIG_TCP_ECHO'] || '127.0.0.1:7007', 'RIG_TCP_ECHO');
   const udpPeer = await resolve(env['RIG_UDP_ECHO'] || '127.0.0.1:7007', 'RIG_UDP_ECHO');
-  const spi = await openSession(url);
+  const proxy = env['RIG_RESUME_CHECK'] === '1' ? await cuttableProxy(url) : null;
+  const spi = await openSession(proxy?.url ?? url);
   say(`session ${spi.welcome.session} with spiwire ${spi.welcome.version} at ${url}`);
   try {
     await tcpScenario(spi, tcpPeer);
     await udpScenario(spi, udpPeer);
     const denied = env['RIG_EXPECT_DENIED'];
     if (denied) await deniedScenario(spi, await resolve(denied, 'RIG_EXPECT_DENIED'));
+    if (proxy) await resumeScenario(spi, tcpPeer, proxy);
   } finally {
     await spi.close().catch(() => undefined);
   }
