@@ -12,21 +12,25 @@ export class TurnBudget {
   private owner: object | null = null;
   private shared = false;
 
-  constructor(private readonly ms: number) {}
+  constructor(
+    private readonly ms: number,
+    /** The clock (performance.now; a unit test drives its own, so that no check hangs on the machine's speed). */
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   /** owner starts (or goes on with) its work in this turn; the turn ends at the loop's check phase. */
   begin(owner: object): void {
     if (this.endsAt < 0) {
-      this.endsAt = performance.now() + this.ms;
+      this.endsAt = this.now() + this.ms;
       this.owner = owner;
       this.shared = false;
       setImmediate(this.end);
     } else if (owner !== this.owner) this.shared = true;
   }
 
-  /** The time is up for work that began at since (performance.now()): set the rest aside. */
+  /** The time is up for work that began at since (on the same clock): set the rest aside. */
   spent(since: number): boolean {
-    const now = performance.now();
+    const now = this.now();
     return this.shared ? now > this.endsAt : now - since > this.ms;
   }
 
