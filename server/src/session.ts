@@ -11,8 +11,8 @@ import type { WebSocket } from 'ws';
 import * as P from '@spiwire/proto';
 import { fail } from './outcome.js';
 import type { DaemonContext } from './daemon-context.js';
-import type { EmulatedSocket, SocketContext } from './sockets/emulated-socket.js';
-import type { CompleteFn, Started } from './sockets/results.js';
+import type { EmulatedSocket, SocketIdentity } from './sockets/emulated-socket.js';
+import type { Cancellable, Completion, CompletionOut, Started } from './sockets/results.js';
 import { overlappedOnPlainSocket } from './sockets/send-policy.js';
 import { runAfterReply, takeAfterReply } from './spi/after-reply.js';
 import { SessionQuota } from './held-bytes.js';
@@ -101,14 +101,37 @@ interface ResumeState {
 }
 
 
-interface PendingOp {
-  sock: EmulatedSocket;
-  thread: number;
-  /** performance.now() when the call reached the daemon (completion latency metric). */
-  started: number;
-  cancel?: (errno: number) => void;
-  /** A cancellation that arrived while the operation was still starting; applied once it is pending. */
-  cancelWith?: number;
+/** What happens to an overlapped operation while its start is under way. */
+interface Starting {
+  /** A completion that came while starting. */
+  early: P.NotificationParams<'spiwire.completion'> | null;
+  /** A cancellation that arrived meanwhile (0: none); applied once the operation is pending. */
+  cancelWith: number;
+}
+
+/**
+ * An overlapped operation that has started and not completed. It is the operation's Completion:
+ * the socket calls complete() on it, so a pending operation costs this object and nothing more
+ * in the session (no closure, no context).
+ */
+class PendingOp implements Completion {
+  /** How to end it early, once the socket says it is pending. */
+  cancel: Cancellable | null = null;
+  /** Set while the socket is still inside the call that starts it (a completion now goes into the reply); null after. */
+  starting: Starting | null = { early: null, cancelWith: 0 };
+
+  constructor(
+    private readonly session: Session,
+    readonly op: number,
+    readonly sock: EmulatedSocket,
+    readonly thread: number,
+    /** performance.now() when the call reached the daemon (completion latency metric). */
+    readonly started: number,
+  ) {}
+
+  complete(errno: number, bytes: number, out?: CompletionOut): void {
+    this.session.completed(this, errno, bytes, out);
+  }
 }
 
 export class Session implements SpiSession {
@@ -700,30 +723,21 @@ export class Session implements SpiSession {
     return this.daemon.handles.lookup(s, this.id);
   }
 
-  private socketContext(af: number, type: number, protocol: number, overlapped: boolean): SocketContext | null {
-    const handle = this.daemon.handles.allocate();
-    if (handle === null) return null;
-    return {
-      handle,
+  /** What every socket of this session gets from it: made once, shared (see SocketContext). */
+  private socketContextMade: TcpContext | null = null;
+
+  private get socketContext(): TcpContext {
+    if (this.socketContextMade) return this.socketContextMade;
+    const daemon = this.daemon;
+    const ctx: TcpContext = {
       owner: this.id,
-      af,
-      type,
-      protocol,
-      overlapped,
-      log: this.log.child({ s: handle }),
-      defaults: { sndBuf: this.daemon.limits.defaultSndBuf, rcvBuf: this.daemon.limits.defaultRcvBuf, sendPolicy: this.daemon.limits.sendPolicy },
-      maxRecvBytes: maxRecvBytes(this.daemon.limits.maxFrameBytes),
+      log: this.log,
+      defaults: { sndBuf: daemon.limits.defaultSndBuf, rcvBuf: daemon.limits.defaultRcvBuf, sendPolicy: daemon.limits.sendPolicy },
+      maxRecvBytes: maxRecvBytes(daemon.limits.maxFrameBytes),
       quota: this.quota,
       flow: this.output,
       onNetworkEvents: (s, events, errors) => this.notify('spiwire.networkEvents', { s, events, errors }),
       faults: this.faults,
-    };
-  }
-
-  private tcpContext(ctx: SocketContext): TcpContext {
-    const daemon = this.daemon;
-    return {
-      ...ctx,
       ports: daemon.ports,
       draining: daemon.draining,
       connectionQueue: {
@@ -734,6 +748,13 @@ export class Session implements SpiSession {
       },
       adopt: (c, parent) => this.adopt(c, parent),
     };
+    return (this.socketContextMade = ctx);
+  }
+
+  /** A handle and the kind of socket, or null when the daemon has no handle left. */
+  private socketIdentity(af: number, type: number, protocol: number, overlapped: boolean): SocketIdentity | null {
+    const handle = this.daemon.handles.allocate();
+    return handle === null ? null : { handle, af, type, protocol, overlapped };
   }
 
   /** No room for another socket: this session's cap, or the daemon's (WSAEMFILE). */
@@ -745,9 +766,9 @@ export class Session implements SpiSession {
     const t = P.resolveSocketTriple(af, type, protocol);
     if (t.errno) return fail(t.errno, P.INVALID_SOCKET);
     if (this.socketsFull()) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
-    const ctx = this.socketContext(t.af, t.type, t.protocol, (flags & P.WSA_FLAG_OVERLAPPED) !== 0);
-    if (!ctx) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
-    const sock: EmulatedSocket = t.type === P.SOCK_STREAM ? new TcpSocket(this.tcpContext(ctx)) : new UdpSocket(ctx);
+    const id = this.socketIdentity(t.af, t.type, t.protocol, (flags & P.WSA_FLAG_OVERLAPPED) !== 0);
+    if (!id) return fail(P.WSAEMFILE, P.INVALID_SOCKET);
+    const sock: EmulatedSocket = t.type === P.SOCK_STREAM ? new TcpSocket(id, this.socketContext) : new UdpSocket(id, this.socketContext);
     this.register(sock);
     return { ret: sock.handle, errno: 0 };
   }
@@ -756,9 +777,9 @@ export class Session implements SpiSession {
   private adopt(conn: net.Socket, parent: TcpSocket): TcpSocket | null {
     // (The listener stopped counting the connection as queued: it takes a socket's place now.)
     if (this.socketsFull()) return null;
-    const ctx = this.socketContext(parent.af, parent.type, parent.protocol, parent.overlapped);
-    if (!ctx) return null;
-    const sock = new TcpSocket(this.tcpContext(ctx));
+    const id = this.socketIdentity(parent.af, parent.type, parent.protocol, parent.overlapped);
+    if (!id) return null;
+    const sock = new TcpSocket(id, this.socketContext);
     if (!sock.attachAccepted(conn, parent)) {
       // Cannot happen for a new socket (created -> connecting -> connected); if it did, the
       // connection is refused rather than left half-adopted.
@@ -783,7 +804,7 @@ export class Session implements SpiSession {
 
   // ---- overlapped operations ----
 
-  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: P.OverlappedRef, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>> {
+  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: P.OverlappedRef, start: (done: Completion) => Started<R> | Promise<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>> {
     if (!sock.overlapped) {
       // Overlapped I/O needs a socket created with WSA_FLAG_OVERLAPPED; the Windows policy runs
       // the call as a blocking one instead, and still reports its completion.
@@ -795,30 +816,16 @@ export class Session implements SpiSession {
     }
     const count = this.opsPerSocket.get(sock.handle) ?? 0;
     if (count >= this.daemon.limits.maxOutstandingOpsPerSocket) return { kind: 'refused', errno: P.WSAEWOULDBLOCK };
-    const entry: PendingOp = { sock, thread: ov.thread, started: performance.now() };
+    const entry = new PendingOp(this, ov.op, sock, ov.thread, performance.now());
     this.ops.set(ov.op, entry);
     this.opsPerSocket.set(sock.handle, count + 1);
-    let starting = true;
-    let early: P.NotificationParams<'spiwire.completion'> | null = null;
-    const done: CompleteFn = (errno, bytes, out) => {
-      if (this.ops.get(ov.op) !== entry) return; // Exactly once.
-      this.forget(ov.op, sock.handle);
-      const params: P.NotificationParams<'spiwire.completion'> = { op: ov.op, s: sock.handle, error: errno, bytes, flags: out?.flags ?? 0 };
-      // An immediate receive already carried its bytes in the reply.
-      if (out?.data && !starting) params.data = out.data;
-      if (out?.from) params.from = out.from;
-      if (starting) early = params;
-      else {
-        this.daemon.metrics.completed(performance.now() - entry.started);
-        this.notify('spiwire.completion', params);
-      }
-    };
     const settle = (st: Started<R>): OverlappedAnswer<R> => {
-      starting = false;
-      const completion: P.NotificationParams<'spiwire.completion'> | null = early;
+      const starting = entry.starting;
+      entry.starting = null;
+      const completion = starting?.early ?? null;
       if (st.pending) {
         if (st.cancel) entry.cancel = st.cancel;
-        if (entry.cancelWith !== undefined) entry.cancel?.(entry.cancelWith);
+        if (starting && starting.cancelWith !== 0) entry.cancel?.cancel(starting.cancelWith);
         // Completed while it was being started: the completion follows the reply.
         const pending: OverlappedAnswer<R> = { kind: 'pending' };
         return completion ? runAfterReply(pending, () => this.notify('spiwire.completion', completion)) : pending;
@@ -826,22 +833,37 @@ export class Session implements SpiSession {
       // Completed at once: the reply carries the completion, no notification follows.
       if (completion) return { kind: 'done', result: st.result, completion: { error: completion.error, bytes: completion.bytes, flags: completion.flags } };
       // Failed at once: no completion of any kind.
-      this.forget(ov.op, sock.handle);
+      this.forget(entry.op, sock.handle);
       return { kind: 'done', result: st.result };
     };
     const fault = (err: unknown): never => {
-      this.forget(ov.op, sock.handle);
+      this.forget(entry.op, sock.handle);
       throw err;
     };
     let started: Started<R> | Promise<Started<R>>;
     try {
-      started = start(done);
+      started = start(entry);
     } catch (err) {
       return fault(err);
     }
     // Synchronous starts stay synchronous, so no other request can slip in before the
     // operation is registered as cancellable.
     return started instanceof Promise ? started.then(settle, fault) : settle(started);
+  }
+
+  /** An overlapped operation completed (PendingOp.complete): exactly once, whatever calls it again. */
+  completed(entry: PendingOp, errno: number, bytes: number, out?: CompletionOut): void {
+    if (this.ops.get(entry.op) !== entry) return;
+    this.forget(entry.op, entry.sock.handle);
+    const params: P.NotificationParams<'spiwire.completion'> = { op: entry.op, s: entry.sock.handle, error: errno, bytes, flags: out?.flags ?? 0 };
+    // An immediate receive already carried its bytes in the reply.
+    if (out?.data && !entry.starting) params.data = out.data;
+    if (out?.from) params.from = out.from;
+    if (entry.starting) entry.starting.early = params;
+    else {
+      this.daemon.metrics.completed(performance.now() - entry.started);
+      this.notify('spiwire.completion', params);
+    }
   }
 
   private forget(op: number, handle: number): void {
@@ -859,8 +881,8 @@ export class Session implements SpiSession {
     let cancelled = 0;
     for (const entry of [...this.ops.values()]) {
       if (entry.thread !== thread) continue;
-      if (entry.cancel) entry.cancel(P.WSA_OPERATION_ABORTED);
-      else entry.cancelWith = P.WSA_OPERATION_ABORTED;
+      if (entry.cancel) entry.cancel.cancel(P.WSA_OPERATION_ABORTED);
+      else if (entry.starting) entry.starting.cancelWith = P.WSA_OPERATION_ABORTED;
       cancelled++;
     }
     return { ret: 0, errno: 0, cancelled };

@@ -8,8 +8,8 @@ import type { Logger } from 'pino';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import type { SessionQuota } from '../held-bytes.js';
-import type { AcceptResult, CompleteFn, CompletionOut, RecvResult, SendResult, Started } from './results.js';
-import { recvFailed, sendFailed } from './results.js';
+import type { AcceptResult, Completion, CompletionOut, RecvResult, SendResult, Started } from './results.js';
+import { cancellable, completion, recvFailed, sendFailed } from './results.js';
 import type { AppliedFault, FaultHook } from '../faults/rules.js';
 
 const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
@@ -21,13 +21,24 @@ const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
   [W.FD_CLOSE]: 'FD_CLOSE',
 };
 
-export interface SocketContext {
+/** What one socket is: its handle and kind. */
+export interface SocketIdentity {
   readonly handle: number;
-  readonly owner: string;
   readonly af: number;
   readonly type: number;
   readonly protocol: number;
+  /** Created with WSA_FLAG_OVERLAPPED. */
   readonly overlapped: boolean;
+}
+
+/**
+ * What a socket gets from its session. One object per session, shared by all its sockets: a
+ * session may hold tens of thousands of idle sockets, and each per-socket copy of these fields and
+ * closures would cost every one of them.
+ */
+export interface SocketContext {
+  readonly owner: string;
+  /** The session's logger (a socket makes its own child, with its handle, when it first logs). */
   readonly log: Logger;
   readonly defaults: { sndBuf: number; rcvBuf: number; sendPolicy: number };
   /**
@@ -121,7 +132,6 @@ export abstract class EmulatedSocket {
   readonly protocol: number;
   /** Created with WSA_FLAG_OVERLAPPED. */
   readonly overlapped: boolean;
-  readonly log: Logger;
   protected readonly quota: SessionQuota;
   opts: SocketOptions;
   /** WSPShutdown(SD_RECEIVE): receives fail with WSAESHUTDOWN (and, on TCP, arriving data resets). */
@@ -137,7 +147,9 @@ export abstract class EmulatedSocket {
   /** Completions a reorder fault holds, by rule: delivered together, shuffled. */
   private reorderBatches: Map<string, Array<() => void>> | null = null;
 
-  private readonly waiters = new Set<Waiter>();
+  /** Blocked calls and overlapped receives waiting on this socket (made on the first wait). */
+  private waiters: Set<Waiter> | null = null;
+  private childLog: Logger | null = null;
   /**
    * WSPEventSelect: the events selected, and those recorded and not re-enabled since. The second
    * outlives reselections: as on Windows, selecting the same events again (or 0, then them again)
@@ -149,19 +161,27 @@ export abstract class EmulatedSocket {
   /** See SocketContext.maxRecvBytes. */
   protected readonly maxRecvBytes: number;
 
-  constructor(ctx: SocketContext) {
-    this.handle = ctx.handle;
+  /** The session's logger: state moves are traced there with the handle (no child logger per socket). */
+  protected readonly sessionLog: Logger;
+
+  constructor(id: SocketIdentity, ctx: SocketContext) {
+    this.sessionLog = ctx.log;
+    this.handle = id.handle;
     this.owner = ctx.owner;
-    this.af = ctx.af;
-    this.type = ctx.type;
-    this.protocol = ctx.protocol;
-    this.overlapped = ctx.overlapped;
-    this.log = ctx.log;
+    this.af = id.af;
+    this.type = id.type;
+    this.protocol = id.protocol;
+    this.overlapped = id.overlapped;
     this.opts = new SocketOptions(ctx.defaults);
     this.quota = ctx.quota;
     this.reportEvents = ctx.onNetworkEvents;
     this.maxRecvBytes = ctx.maxRecvBytes;
     this.faults = ctx.faults;
+  }
+
+  /** This socket's logger (the session's, with its handle), made when first used: most sockets never log. */
+  get log(): Logger {
+    return (this.childLog ??= this.sessionLog.child({ s: this.handle }));
   }
 
   /** Bytes of sends the transport has taken since the socket was made (match.afterBytes). */
@@ -209,9 +229,9 @@ export abstract class EmulatedSocket {
    * completion is held back (close, SIO_FLUSH, thread exit) delivers it at once: the bytes were
    * already taken.
    */
-  protected delayedCompletion<R extends { errno: number }>(ms: number, done: CompleteFn, start: (done: CompleteFn) => Started<R>): Started<R>;
-  protected delayedCompletion<R extends { errno: number }>(ms: number, done: CompleteFn, start: (done: CompleteFn) => Promise<Started<R>>): Promise<Started<R>>;
-  protected delayedCompletion<R extends { errno: number }>(ms: number, done: CompleteFn, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
+  protected delayedCompletion<R extends { errno: number }>(ms: number, done: Completion, start: (done: Completion) => Started<R>): Started<R>;
+  protected delayedCompletion<R extends { errno: number }>(ms: number, done: Completion, start: (done: Completion) => Promise<Started<R>>): Promise<Started<R>>;
+  protected delayedCompletion<R extends { errno: number }>(ms: number, done: Completion, start: (done: Completion) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
     return this.heldCompletion((deliver) => this.runLate(ms, deliver), done, start);
   }
 
@@ -220,9 +240,9 @@ export abstract class EmulatedSocket {
    * joins the rule's batch on this socket, which is delivered windowMs after its first member, in
    * an order drawn from the rule's generator.
    */
-  protected reorderedCompletion<R extends { errno: number }>(fault: AppliedFault, windowMs: number, done: CompleteFn, start: (done: CompleteFn) => Started<R>): Started<R>;
-  protected reorderedCompletion<R extends { errno: number }>(fault: AppliedFault, windowMs: number, done: CompleteFn, start: (done: CompleteFn) => Promise<Started<R>>): Promise<Started<R>>;
-  protected reorderedCompletion<R extends { errno: number }>(fault: AppliedFault, windowMs: number, done: CompleteFn, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
+  protected reorderedCompletion<R extends { errno: number }>(fault: AppliedFault, windowMs: number, done: Completion, start: (done: Completion) => Started<R>): Started<R>;
+  protected reorderedCompletion<R extends { errno: number }>(fault: AppliedFault, windowMs: number, done: Completion, start: (done: Completion) => Promise<Started<R>>): Promise<Started<R>>;
+  protected reorderedCompletion<R extends { errno: number }>(fault: AppliedFault, windowMs: number, done: Completion, start: (done: Completion) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
     return this.heldCompletion((deliver) => this.joinReorderBatch(fault, windowMs, deliver), done, start);
   }
 
@@ -243,24 +263,24 @@ export abstract class EmulatedSocket {
   }
 
   /** Starts an overlapped call whose successful completion hold() keeps back (see delayedCompletion). */
-  private heldCompletion<R extends { errno: number }>(hold: (deliver: () => void) => void, done: CompleteFn, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
+  private heldCompletion<R extends { errno: number }>(hold: (deliver: () => void) => void, done: Completion, start: (done: Completion) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
     let held: (() => void) | null = null;
-    const late: CompleteFn = (errno: number, bytes: number, out?: CompletionOut) => {
-      if (errno !== 0) return done(errno, bytes, out);
+    const late = completion((errno: number, bytes: number, out?: CompletionOut) => {
+      if (errno !== 0) return done.complete(errno, bytes, out);
       let delivered = false;
       const deliver = (): void => {
         if (delivered) return;
         delivered = true;
         held = null;
-        done(errno, bytes, out);
+        done.complete(errno, bytes, out);
       };
       held = deliver;
       hold(deliver);
-    };
+    });
     const settle = (st: Started<R>): Started<R> => {
-      if (!st.pending) return st.result.errno === 0 ? { pending: true, cancel: () => held?.() } : st;
+      if (!st.pending) return st.result.errno === 0 ? { pending: true, cancel: cancellable(() => held?.()) } : st;
       const cancel = st.cancel;
-      return { pending: true, cancel: (errno) => (held ? held() : cancel?.(errno)) };
+      return { pending: true, cancel: cancellable((errno) => (held ? held() : cancel?.cancel(errno))) };
     };
     const st = start(late);
     return st instanceof Promise ? st.then(settle) : settle(st);
@@ -377,18 +397,18 @@ export abstract class EmulatedSocket {
         const r = check();
         if (r === undefined) return false;
         done = true;
-        this.waiters.delete(w);
+        this.waiters?.delete(w);
         settle(r);
         return true;
       },
       abort: (errno) => {
         if (done) return;
         done = true;
-        this.waiters.delete(w);
+        this.waiters?.delete(w);
         abort(errno);
       },
     };
-    this.waiters.add(w);
+    (this.waiters ??= new Set()).add(w);
     return w.abort;
   }
 
@@ -396,27 +416,27 @@ export abstract class EmulatedSocket {
    * Starts an overlapped receive: data already waiting completes it at once; otherwise it waits
    * (whatever FIONBIO says) and done() reports the completion.
    */
-  protected overlappedRecv(precheck: RecvResult | null, check: () => RecvResult | undefined, done: CompleteFn): Started<RecvResult> {
+  protected overlappedRecv(precheck: RecvResult | null, check: () => RecvResult | undefined, done: Completion): Started<RecvResult> {
     if (precheck) return { pending: false, result: precheck };
     const now = check();
     if (now) {
       // Data was already waiting: the call succeeds at once and still reports a completion.
-      if (now.errno === 0) done(0, now.bytes, { flags: now.flags });
+      if (now.errno === 0) done.complete(0, now.bytes, { flags: now.flags });
       return { pending: false, result: now };
     }
     const report = (r: RecvResult): void => {
       const out: { data?: Uint8Array; flags?: number; from?: SockAddr } = { flags: r.flags };
       if (r.data) out.data = r.data;
       if (r.from) out.from = r.from;
-      done(r.errno, r.bytes, out);
+      done.complete(r.errno, r.bytes, out);
     };
     const cancel = this.addWaiter(check, report, (errno) => report(recvFailed(errno)), true);
-    return { pending: true, cancel };
+    return { pending: true, cancel: cancellable(cancel) };
   }
 
   /** Re-checks every blocked call; called whenever the socket's state changes. */
   protected wake(): void {
-    for (const w of [...this.waiters]) w.poll();
+    if (this.waiters !== null && this.waiters.size > 0) for (const w of [...this.waiters]) w.poll();
     this.checkEvents();
   }
 
@@ -425,7 +445,7 @@ export abstract class EmulatedSocket {
    * waiting overlapped receives complete with overlappedErrno.
    */
   protected abortWaits(errno: number, overlappedErrno: number): void {
-    for (const w of [...this.waiters]) w.abort(w.overlapped ? overlappedErrno : errno);
+    if (this.waiters !== null) for (const w of [...this.waiters]) w.abort(w.overlapped ? overlappedErrno : errno);
   }
 
   /** Takes and clears SO_ERROR. */
@@ -445,8 +465,8 @@ export abstract class EmulatedSocket {
   abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking?: boolean, fn?: SendFunction): SendResult | Promise<SendResult>;
   abstract recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking?: boolean): Promise<RecvResult>;
   /** An overlapped send: completes at once, fails at once, or is pending (FIFO behind older sends). */
-  abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, thread: number, done: CompleteFn, fn?: SendFunction): Started<SendResult> | Promise<Started<SendResult>>;
-  abstract recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): Started<RecvResult>;
+  abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn?: SendFunction): Started<SendResult> | Promise<Started<SendResult>>;
+  abstract recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: Completion): Started<RecvResult>;
   /**
    * A send larger than one message, whose bytes come in pieces (proto/README.md section 9): the
    * call's result, and the handle that takes the pieces still to come (null: it takes none).
@@ -456,7 +476,7 @@ export abstract class EmulatedSocket {
     return { result: sendFailed(W.WSAEMSGSIZE), pieces: null, cancel: null };
   }
 
-  sendStreamedOverlapped(_buffers: readonly Uint8Array[], _total: number, _flags: number, _thread: number, _done: CompleteFn, _progress: (taken: number) => void): StreamedStart<Started<SendResult>> {
+  sendStreamedOverlapped(_buffers: readonly Uint8Array[], _total: number, _flags: number, _done: Completion, _progress: (taken: number) => void): StreamedStart<Started<SendResult>> {
     return { result: { pending: false, result: sendFailed(W.WSAEMSGSIZE) }, pieces: null, cancel: null };
   }
   /** SIO_FLUSH: discards queued sends not yet taken into the transport buffer. Returns how many. */

@@ -51,8 +51,29 @@ export interface CompletionOut {
   from?: SockAddr;
 }
 
-/** Completion of an overlapped operation: called exactly once unless the start failed at once. */
-export type CompleteFn = (errno: number, bytes: number, out?: CompletionOut) => void;
+/**
+ * Where an overlapped operation's completion goes: complete() is called exactly once unless the
+ * start failed at once. An interface rather than a callback, so that the session's record of a
+ * pending operation can take it itself: no closure and no context per operation (a client may
+ * keep hundreds of thousands pending).
+ */
+export interface Completion {
+  complete(errno: number, bytes: number, out?: CompletionOut): void;
+}
+
+/** A Completion made from a function, for the rarer paths that wrap one (faults, streamed sends). */
+export function completion(complete: (errno: number, bytes: number, out?: CompletionOut) => void): Completion {
+  return { complete };
+}
+
+/** Ends a pending operation early with a code (a cancellation). */
+export interface Cancellable {
+  cancel(errno: number): void;
+}
+
+export function cancellable(cancel: (errno: number) => void): Cancellable {
+  return { cancel };
+}
 
 /**
  * How an overlapped operation started. pending: it did not finish at once (the call answers
@@ -60,7 +81,7 @@ export type CompleteFn = (errno: number, bytes: number, out?: CompletionOut) => 
  * call's immediate outcome: success (the completion is still reported) or a failure (no
  * completion, ever).
  */
-export type Started<R> = { pending: false; result: R } | { pending: true; cancel?: (errno: number) => void };
+export type Started<R> = { pending: false; result: R } | { pending: true; cancel?: Cancellable };
 
 export function startedAt<R>(result: R): Started<R> {
   return { pending: false, result };

@@ -13,7 +13,7 @@
  * transport buffer once the socket's own checks have passed.
  */
 import { TransportBuffer, type SendOp } from './transport-buffer.js';
-import { sent, startedAt, type CompleteFn, type SendResult, type Started } from './results.js';
+import { cancellable, sent, startedAt, type Cancellable, type Completion, type SendResult, type Started } from './results.js';
 import { byteLength } from './send-buffers.js';
 
 export interface StreamSend {
@@ -33,7 +33,7 @@ export function streamSend(tx: TransportBuffer, send: StreamSend, mode: { nonBlo
     // The whole buffer or nothing; the rest goes in the background, even after a close.
     if (tx.pendingOps > 0) return 'would-block';
     if (tx.fitsNow(total)) tx.acceptNow(buffers, total);
-    else tx.submit({ chunks: buffers, total, thread: 0, overlapped: false, background: true, complete: () => undefined });
+    else tx.submit({ chunks: buffers, total, overlapped: false, background: true, complete: () => undefined });
     return sent(total);
   }
   if (mode.nonBlocking) {
@@ -50,21 +50,49 @@ export function streamSend(tx: TransportBuffer, send: StreamSend, mode: { nonBlo
   }
   return new Promise<SendResult>((resolve) => {
     // A blocking send that fails part way reports the bytes that reached the transport too.
-    tx.submit({ chunks: buffers, total, thread: 0, overlapped: false, direct, complete: (errno, bytes) => resolve(errno === 0 ? sent(total) : { errno, bytes }) });
+    tx.submit({ chunks: buffers, total, overlapped: false, direct, complete: (errno, bytes) => resolve(errno === 0 ? sent(total) : { errno, bytes }) });
   });
 }
 
+/**
+ * An overlapped send waiting in the transport buffer. It is its own cancellation handle and hands
+ * its completion straight on: one object per pending send, no closures (a client may keep
+ * hundreds of thousands pending; issue 17's budget is 512 bytes each).
+ */
+class OverlappedSend implements SendOp, Cancellable {
+  constructor(
+    private readonly tx: TransportBuffer,
+    readonly chunks: readonly Uint8Array[],
+    readonly total: number,
+    readonly direct: number,
+    private readonly done: Completion,
+  ) {}
+
+  get overlapped(): boolean {
+    return true;
+  }
+
+  complete(errno: number, bytes: number): void {
+    // The buffer reports a success with every byte (op.total).
+    this.done.complete(errno, bytes);
+  }
+
+  cancel(errno: number): void {
+    this.tx.cancel(errno, (o) => o === this);
+  }
+}
+
 /** An overlapped send: completes at once only when every byte fits now, behind no older send. */
-export function streamSendOverlapped(tx: TransportBuffer, send: StreamSend, thread: number, done: CompleteFn): Started<SendResult> {
+export function streamSendOverlapped(tx: TransportBuffer, send: StreamSend, done: Completion): Started<SendResult> {
   const { buffers, total, direct } = send;
   if (!direct && tx.fitsNow(total)) {
     tx.acceptNow(buffers, total);
-    done(0, total);
+    done.complete(0, total);
     return startedAt(sent(total));
   }
-  const op: SendOp = { chunks: buffers, total, thread, overlapped: true, direct, complete: (errno, bytes) => done(errno, errno === 0 ? total : bytes) };
+  const op = new OverlappedSend(tx, buffers, total, direct, done);
   tx.submit(op);
-  return { pending: true, cancel: (errno) => tx.cancel(errno, (o) => o === op) };
+  return { pending: true, cancel: op };
 }
 
 /** What an overlapped call on a socket made without WSA_FLAG_OVERLAPPED does under the policy. */
@@ -94,21 +122,21 @@ export function streamSendStreamed(tx: TransportBuffer, send: StreamedSend, mode
   if (mode.nonBlocking) {
     // Windows in practice: the whole send or nothing; the pieces still to come go in the background.
     if (tx.pendingOps > 0) return { result: 'would-block', op: null };
-    const op: SendOp = { chunks: buffers, total, thread: 0, overlapped: false, background: true, streamed: true, progress, complete: () => undefined };
+    const op: SendOp = { chunks: buffers, total, overlapped: false, background: true, streamed: true, progress, complete: () => undefined };
     tx.submit(op);
     return { result: sent(total), op };
   }
   let op: SendOp | null = null;
   const result = new Promise<SendResult>((resolve) => {
-    op = { chunks: buffers, total, thread: 0, overlapped: false, streamed: true, progress, complete: (errno, bytes) => resolve(errno === 0 ? sent(total) : { errno, bytes }) };
+    op = { chunks: buffers, total, overlapped: false, streamed: true, progress, complete: (errno, bytes) => resolve(errno === 0 ? sent(total) : { errno, bytes }) };
     tx.submit(op);
   });
   return { result, op };
 }
 
 /** A streamed overlapped send: pending until its last piece is taken. */
-export function streamSendStreamedOverlapped(tx: TransportBuffer, send: StreamedSend, thread: number, done: CompleteFn): { started: Started<SendResult>; op: SendOp } {
-  const op: SendOp = { chunks: send.buffers, total: send.total, thread, overlapped: true, streamed: true, progress: send.progress, complete: (errno, bytes) => done(errno, errno === 0 ? send.total : bytes) };
+export function streamSendStreamedOverlapped(tx: TransportBuffer, send: StreamedSend, done: Completion): { started: Started<SendResult>; op: SendOp } {
+  const op: SendOp = { chunks: send.buffers, total: send.total, overlapped: true, streamed: true, progress: send.progress, complete: (errno, bytes) => done.complete(errno, bytes) };
   tx.submit(op);
-  return { started: { pending: true, cancel: (errno) => tx.cancel(errno, (o) => o === op) }, op };
+  return { started: { pending: true, cancel: cancellable((errno) => tx.cancel(errno, (o) => o === op)) }, op };
 }

@@ -49,15 +49,23 @@ export interface StateTrace {
   debug(obj: object, msg: string): void;
 }
 
+/** The socket a state machine belongs to. */
+export interface StateOwner<S extends string> {
+  /** Named in the trace of each move. */
+  readonly handle: number;
+  /** Entry actions, run after each move into a new state. */
+  entered(state: S, from: S): void;
+}
+
 export class SocketStateMachine<S extends string> {
   private state: S;
 
   constructor(
     private readonly moves: MoveTable<S>,
     initial: S,
+    /** The session's logger: one for all its sockets, each move traced with the socket's handle. */
     private readonly trace: StateTrace,
-    /** Entry actions, run after each move into a new state. */
-    private readonly onEnter: (state: S, from: S) => void = () => undefined,
+    private readonly owner: StateOwner<S>,
   ) {
     this.state = initial;
   }
@@ -80,12 +88,12 @@ export class SocketStateMachine<S extends string> {
     const from = this.state;
     if (next === from) return true;
     if (!this.moves[from].includes(next)) {
-      this.trace.debug({ from, to: next }, 'socket state move refused');
+      this.trace.debug({ s: this.owner.handle, from, to: next }, 'socket state move refused');
       return false;
     }
     this.state = next;
-    this.trace.debug({ from, to: next }, 'socket state');
-    this.onEnter(next, from);
+    this.trace.debug({ s: this.owner.handle, from, to: next }, 'socket state');
+    this.owner.entered(next, from);
     return true;
   }
 }

@@ -10,7 +10,7 @@ import type { SockAddr } from '@spiwire/proto';
 import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
 import { fdOf, libc } from '../native/libc.js';
 import type { Drainable, Draining } from '../draining.js';
-import { EmulatedSocket, type SendFunction, type SocketContext, type StreamedStart } from './emulated-socket.js';
+import { EmulatedSocket, type SendFunction, type SocketContext, type SocketIdentity, type StreamedStart } from './emulated-socket.js';
 import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
@@ -18,7 +18,7 @@ import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreame
 import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readUrgent, resetConnection, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
 import { SocketStateMachine, TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
-import { recvFailed, sendFailed, startedAt, type AcceptResult, type CompleteFn, type RecvResult, type SendResult, type Started } from './results.js';
+import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
 import type { PortReservations } from './port-reservations.js';
 import type { AppliedFault, CallMode } from '../faults/rules.js';
@@ -62,7 +62,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
    */
   private resetAfterFin = false;
   /** The connection's addresses as last seen, for the names after node has closed it. */
-  private readonly names: { local: SockAddr | null; peer: SockAddr | null } = { local: null, peer: null };
+  private localSeen: SockAddr | null = null;
+  private peerSeen: SockAddr | null = null;
   /** WSPShutdown(SD_SEND) was called: sends fail with WSAESHUTDOWN, also once the connection broke. */
   private sendsShut = false;
   /** FIN waits until the queued sends are through (after WSPShutdown or a close with sends queued). */
@@ -87,11 +88,15 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   private breaking = 0;
   /** Checks that wait for the socket's queued bytes to leave (block until drained, break). */
   private drainWatch: NodeJS.Timeout | null = null;
-  private readonly drainWaiters: Array<{ check: () => boolean; then: () => void; deadline: number }> = [];
+  private drainWaiters: Array<{ check: () => boolean; then: () => void; deadline: number }> | null = null;
 
-  constructor(private readonly ctx: TcpContext) {
-    super(ctx);
-    this.state = new SocketStateMachine(TCP_MOVES, 'created', ctx.log, (to) => this.entered(to));
+  constructor(
+    id: SocketIdentity,
+    /** The session's, shared by its sockets. */
+    private readonly ctx: TcpContext,
+  ) {
+    super(id, ctx);
+    this.state = new SocketStateMachine(TCP_MOVES, 'created', this.sessionLog, this);
   }
 
   get closed(): boolean {
@@ -102,8 +107,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     return this.state.current;
   }
 
-  /** Entry actions: what happens on arriving in a state, whoever made the move. */
-  private entered(to: TcpState): void {
+  /** Entry actions: what happens on arriving in a state, whoever made the move (the state machine runs them). */
+  entered(to: TcpState): void {
     switch (to) {
       case 'broken':
         // Every waiting send and receive learns why; sends that never reached the kernel fail.
@@ -139,10 +144,10 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
    * only after them: on Windows each is synchronous, so a second bind in the same frame finds
    * the socket bound (WSAEINVAL), not a half-done bind.
    */
-  private setup: Promise<unknown> = Promise.resolve();
+  private setup: Promise<unknown> | null = null;
 
   private afterSetup<T>(step: () => Promise<T>, chain: boolean): Promise<T> {
-    const run = this.setup.then(step);
+    const run = (this.setup ?? Promise.resolve()).then(step);
     if (chain) this.setup = run.catch(() => undefined);
     return run;
   }
@@ -507,15 +512,15 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     }
   }
 
-  sendOverlapped(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, thread: number, done: CompleteFn, fn: SendFunction = 'WSPSend'): Started<SendResult> {
+  sendOverlapped(buffers: readonly Uint8Array[], flags: number, _to: SockAddr | null, done: Completion, fn: SendFunction = 'WSPSend'): Started<SendResult> {
     const bad = this.sendPrecheck(flags);
     if (bad) return startedAt(sendFailed(bad));
     const total = byteLength(buffers);
     if (this.quota.exceeds(total)) return startedAt(sendFailed(W.WSAENOBUFS));
     const fault = this.faults.armed ? this.faults.decide(this, { fn, mode: 'overlapped' }) : null;
-    if (!fault) return streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, thread, done);
+    if (!fault) return streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, done);
     const action = fault.action;
-    const send = (b: readonly Uint8Array[], n: number, complete: CompleteFn): Started<SendResult> => streamSendOverlapped(this.tx!, { buffers: b, total: n, direct: this.directFlags(flags) }, thread, complete);
+    const send = (b: readonly Uint8Array[], n: number, complete: Completion): Started<SendResult> => streamSendOverlapped(this.tx!, { buffers: b, total: n, direct: this.directFlags(flags) }, complete);
     switch (action.type) {
       case 'error':
         // An immediate failure: no completion, ever.
@@ -538,10 +543,14 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
         const n = this.startBreak(action.at, action.code, total);
         if (n === 0) return startedAt(sendFailed(action.code));
         // The operation's first n bytes go; it completes with the code once the connection broke.
-        const st = send(firstBytes(buffers, n), n, (errno, bytes) => {
-          if (errno !== 0) done(errno, bytes);
-          else void this.broken.then(() => done(action.code, n));
-        });
+        const st = send(
+          firstBytes(buffers, n),
+          n,
+          completion((errno, bytes) => {
+            if (errno !== 0) done.complete(errno, bytes);
+            else void this.broken.then(() => done.complete(action.code, n));
+          }),
+        );
         return st.pending ? st : { pending: true };
       }
       case 'drop':
@@ -587,15 +596,27 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
         const conn = this.conn;
         this.breakWith(code);
         if (conn && !conn.destroyed) resetConnection(conn);
-        this.resolveBroken?.();
+        this.brokenSignal().resolve();
       },
     );
     return n;
   }
 
-  private resolveBroken: (() => void) | null = null;
-  /** Settles when a break fault has reset the connection (or the socket closed first). */
-  private readonly broken = new Promise<void>((resolve) => (this.resolveBroken = resolve));
+  /** Settles when a break fault has reset the connection (or the socket closed first); made when first asked for. */
+  private brokenByFault: { promise: Promise<void>; resolve: () => void } | null = null;
+
+  private brokenSignal(): { promise: Promise<void>; resolve: () => void } {
+    if (this.brokenByFault === null) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.brokenByFault = { promise, resolve };
+    }
+    return this.brokenByFault;
+  }
+
+  private get broken(): Promise<void> {
+    return this.brokenSignal().promise;
+  }
 
   /**
    * Bytes the socket has handed on and the peer has not yet acknowledged: in node's write queue,
@@ -617,33 +638,34 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
    * never reads) it runs anyway.
    */
   private whenDrained(check: () => boolean, then: () => void): void {
-    this.drainWaiters.push({ check, then, deadline: performance.now() + W.MAX_FAULT_MS });
+    (this.drainWaiters ??= []).push({ check, then, deadline: performance.now() + W.MAX_FAULT_MS });
     // Never at once: the call that asked has yet to queue its own bytes.
     if (this.drainWatch === null) this.scheduleDrainPoll(DRAIN_POLL_MS);
   }
 
   private scheduleDrainPoll(ms: number): void {
     this.drainPollMs = ms;
-    this.drainWatch = setTimeout(this.pollDrain, ms);
+    this.drainWatch = setTimeout(() => this.pollDrain(), ms);
     this.drainWatch.unref();
   }
 
   private drainPollMs = DRAIN_POLL_MS;
 
-  private readonly pollDrain = (): void => {
+  private pollDrain(): void {
     this.drainWatch = null;
+    const waiters = this.drainWaiters ?? [];
     const now = performance.now();
     let ran = false;
-    for (let i = 0; i < this.drainWaiters.length; ) {
-      const w = this.drainWaiters[i]!;
+    for (let i = 0; i < waiters.length; ) {
+      const w = waiters[i]!;
       if (this.closed || w.check() || now >= w.deadline) {
-        this.drainWaiters.splice(i, 1);
+        waiters.splice(i, 1);
         w.then();
         ran = true;
       } else i++;
     }
-    if (this.drainWaiters.length > 0 && !this.closed) this.scheduleDrainPoll(ran ? DRAIN_POLL_MS : Math.min(this.drainPollMs * 2, DRAIN_POLL_MAX_MS));
-  };
+    if (waiters.length > 0 && !this.closed) this.scheduleDrainPoll(ran ? DRAIN_POLL_MS : Math.min(this.drainPollMs * 2, DRAIN_POLL_MAX_MS));
+  }
 
   /**
    * An error fault on a call of this socket: a code that means a broken connection resets the
@@ -677,7 +699,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     return { result, pieces: (piece) => tx.append(op, piece), cancel: (errno) => tx.cancel(errno, (o) => o === op), background: op.background === true };
   }
 
-  override sendStreamedOverlapped(buffers: readonly Uint8Array[], total: number, flags: number, thread: number, done: CompleteFn, progress: (taken: number) => void): StreamedStart<Started<SendResult>> {
+  override sendStreamedOverlapped(buffers: readonly Uint8Array[], total: number, flags: number, done: Completion, progress: (taken: number) => void): StreamedStart<Started<SendResult>> {
     const bad = this.sendPrecheck(flags) || (this.directFlags(flags) ? W.WSAEOPNOTSUPP : 0);
     if (bad) return { result: startedAt(sendFailed(bad)), pieces: null, cancel: null };
     if (this.quota.exceeds(byteLength(buffers))) return { result: startedAt(sendFailed(W.WSAENOBUFS)), pieces: null, cancel: null };
@@ -686,8 +708,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     if (refused) return { result: startedAt(refused), pieces: null, cancel: null };
     const tx = this.tx!;
     let op: SendOp | null = null;
-    const start = (complete: CompleteFn): Started<SendResult> => {
-      const r = streamSendStreamedOverlapped(tx, { buffers, total, progress }, thread, complete);
+    const start = (complete: Completion): Started<SendResult> => {
+      const r = streamSendStreamedOverlapped(tx, { buffers, total, progress }, complete);
       op = r.op;
       return r.started;
     };
@@ -863,7 +885,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     return this.waitFor(check, recvFailed);
   }
 
-  recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): Started<RecvResult> {
+  recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: Completion): Started<RecvResult> {
     let precheck = this.recvPrecheck(flags);
     if (!precheck && this.faults.armed) {
       const code = this.recvFault(wantFrom, 'overlapped');
@@ -874,10 +896,14 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     return this.urgent.hold(
       () => this.updateUrgentWatch(),
       (release) => {
-        const started = this.overlappedRecv(null, check, (errno, bytes, out) => {
-          release();
-          done(errno, bytes, out);
-        });
+        const started = this.overlappedRecv(
+          null,
+          check,
+          completion((errno, bytes, out) => {
+            release();
+            done.complete(errno, bytes, out);
+          }),
+        );
         if (!started.pending) release();
         return started;
       },
@@ -973,11 +999,11 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
 
   localName(): SockAddr | null {
     if (this.conn && !this.conn.destroyed && this.conn.localAddress) {
-      this.names.local = fromNodeAddress({ address: this.conn.localAddress, port: this.conn.localPort, family: this.conn.localFamily }, this.af);
-      return this.names.local;
+      this.localSeen = fromNodeAddress({ address: this.conn.localAddress, port: this.conn.localPort, family: this.conn.localFamily }, this.af);
+      return this.localSeen;
     }
     // Node forgets a connection's addresses once it has closed; Windows still answers.
-    if (this.conn && this.names.local) return this.names.local;
+    if (this.conn && this.localSeen) return this.localSeen;
     if (this.server) {
       const a = this.server.address();
       if (a && typeof a === 'object') return fromNodeAddress(a, this.af);
@@ -988,9 +1014,9 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
 
   peerName(): SockAddr | null {
     if (!this.connected || !this.conn) return null;
-    if (!this.conn.remoteAddress) return this.names.peer;
-    this.names.peer = fromNodeAddress({ address: this.conn.remoteAddress, port: this.conn.remotePort, family: this.conn.remoteFamily }, this.af);
-    return this.names.peer;
+    if (!this.conn.remoteAddress) return this.peerSeen;
+    this.peerSeen = fromNodeAddress({ address: this.conn.remoteAddress, port: this.conn.remotePort, family: this.conn.remoteFamily }, this.af);
+    return this.peerSeen;
   }
 
   readable(): number {

@@ -32,8 +32,6 @@ export interface SendOp {
   readonly streamed?: boolean;
   /** Told the bytes accepted so far whenever they grow (streamed sends report progress with it). */
   readonly progress?: (accepted: number) => void;
-  /** Who issued it, for cancellation by thread (issue 3). */
-  readonly thread: number;
   /** An overlapped operation (completes through the caller's completion method) or a blocking call. */
   readonly overlapped: boolean;
   /** Accepted whole by a nonblocking send under the Windows policy: flows on even after close. */

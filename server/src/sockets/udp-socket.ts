@@ -7,10 +7,10 @@ import * as dgram from 'node:dgram';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { wsaFromNodeError } from '../errno-map.js';
-import { EmulatedSocket, type SendFunction, type SocketContext } from './emulated-socket.js';
+import { EmulatedSocket, type SendFunction, type SocketContext, type SocketIdentity } from './emulated-socket.js';
 import type { AppliedFault, CallMode } from '../faults/rules.js';
 import { SocketStateMachine, UDP_MOVES, type UdpState } from './socket-state.js';
-import { recvFailed, sendFailed, sent, startedAt, type AcceptResult, type CompleteFn, type RecvResult, type SendResult, type Started } from './results.js';
+import { recvFailed, sendFailed, sent, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, refuseLookup } from './sockaddr.js';
 import { byteLength, contiguous } from './send-buffers.js';
 
@@ -51,9 +51,9 @@ export class UdpSocket extends EmulatedSocket {
   /** Bytes of datagrams that arrived, dropped ones included (for metrics). */
   private receivedTotal = 0;
 
-  constructor(ctx: SocketContext) {
-    super(ctx);
-    this.state = new SocketStateMachine(UDP_MOVES, 'created', ctx.log, (to) => this.entered(to));
+  constructor(id: SocketIdentity, ctx: SocketContext) {
+    super(id, ctx);
+    this.state = new SocketStateMachine(UDP_MOVES, 'created', this.sessionLog, this);
   }
 
   get closed(): boolean {
@@ -64,8 +64,8 @@ export class UdpSocket extends EmulatedSocket {
     return this.state.current;
   }
 
-  /** Entry actions. */
-  private entered(to: UdpState): void {
+  /** Entry actions (the state machine runs them after each move). */
+  entered(to: UdpState): void {
     switch (to) {
       case 'bound':
         if (this.peer) this.disconnectNode();
@@ -343,15 +343,15 @@ export class UdpSocket extends EmulatedSocket {
   }
 
   /** UDP sends never queue: an overlapped send completes at once or fails at once (unless a delay or reorder fault holds its completion). */
-  sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, _thread: number, done: CompleteFn, fn: SendFunction = 'WSPSend'): Promise<Started<SendResult>> {
+  sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn: SendFunction = 'WSPSend'): Promise<Started<SendResult>> {
     const plan = this.sendPlan(buffers, flags, to);
     if (typeof plan === 'number') return Promise.resolve(startedAt(sendFailed(plan)));
     const fault = this.faults.armed ? this.sendFault(fn, 'overlapped', plan.dest) : null;
     // An immediate failure: no completion, ever.
     if (typeof fault === 'number') return Promise.resolve(startedAt(sendFailed(fault)));
-    const start = (complete: CompleteFn): Promise<Started<SendResult>> =>
+    const start = (complete: Completion): Promise<Started<SendResult>> =>
       this.sendPlanned(buffers, plan, fault?.copies).then((r) => {
-        if (r.errno === 0) complete(0, r.bytes);
+        if (r.errno === 0) complete.complete(0, r.bytes);
         return startedAt(r);
       });
     if (fault?.delayMs) return this.delayedCompletion(fault.delayMs, done, start);
@@ -415,7 +415,7 @@ export class UdpSocket extends EmulatedSocket {
     return this.waitFor(check, recvFailed);
   }
 
-  recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: CompleteFn): Started<RecvResult> {
+  recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: Completion): Started<RecvResult> {
     let precheck = this.recvPrecheck(flags);
     if (!precheck && this.faults.armed) {
       const code = this.recvFault(wantFrom, 'overlapped');

@@ -9,7 +9,7 @@ import { INVALID_PARAMS, ProtocolError, type MethodName, type OverlappedRef, typ
 import { fail, ok } from '../outcome.js';
 import type { EmulatedSocket, SendFunction } from '../sockets/emulated-socket.js';
 import type { SessionFaults } from '../faults/rules.js';
-import type { CompleteFn, RecvResult, SendResult, Started } from '../sockets/results.js';
+import { completion, type Completion, type RecvResult, type SendResult, type Started } from '../sockets/results.js';
 import { addressProblem, anyAddress, checkSockaddr, isAnyAddress } from '../sockets/sockaddr.js';
 import { ioctl, type IoctlResult } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
@@ -36,7 +36,7 @@ export interface SpiSession {
    * without WSA_FLAG_OVERLAPPED under the Windows send policy (send-policy.ts). The result is R,
    * or 'pending' (WSA_IO_PENDING), with the completion when it completed at once.
    */
-  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: OverlappedRef, start: (done: CompleteFn) => Started<R> | Promise<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>>;
+  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: OverlappedRef, start: (done: Completion) => Started<R> | Promise<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>>;
   threadExit(thread: number): Result<'spiwire.threadExit'>;
   /** spiwire.ack: the client has received this many counted messages (session resume). */
   acknowledged(received: number): void;
@@ -206,7 +206,7 @@ export const SPI_HANDLERS: Handlers = {
           const r = run();
           // Windows' completion of an overlapped WSPIoctl carries 0 bytes (Wine's test_fionbio,
           // test_keepalive_vals); the output and its size come in the reply.
-          if (r.errno === 0) done(0, 0);
+          if (r.errno === 0) done.complete(0, 0);
           return { pending: false, result: r };
         },
         run,
@@ -291,7 +291,7 @@ function sendWith(session: SpiSession, sock: EmulatedSocket, buffers: Uint8Array
     session.overlapped(
       sock,
       ov,
-      (done) => sock.sendOverlapped(buffers, flags, to, ov.thread, done, fn),
+      (done) => sock.sendOverlapped(buffers, flags, to, done, fn),
       () => sock.send(buffers, flags, to, true, fn),
     ),
     sendToWire,
@@ -327,10 +327,11 @@ function sendStreamedWith(session: SpiSession, sock: EmulatedSocket, p: Params<'
       sock,
       ov,
       (done) => {
-        const started = sock.sendStreamedOverlapped(p.buffers, total, p.flags, ov.thread, (errno, bytes, out) => {
+        const finished = completion((errno, bytes, out) => {
           streams.close(id);
-          done(errno, bytes, out);
-        }, progress);
+          done.complete(errno, bytes, out);
+        });
+        const started = sock.sendStreamedOverlapped(p.buffers, total, p.flags, finished, progress);
         streams.attach(id, started.pieces, started.cancel);
         if (!started.result.pending) streams.close(id);
         return started.result;

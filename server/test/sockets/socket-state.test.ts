@@ -7,6 +7,8 @@ import t, { type Test } from 'tap';
 import { SocketStateMachine, TCP_MOVES, UDP_MOVES, type MoveTable } from '../../src/sockets/socket-state.js';
 
 const quiet = { debug: (): void => undefined };
+/** A socket that does nothing on entering a state. */
+const idle = { handle: 7, entered: (): void => undefined };
 
 function checkTable<S extends string>(t: Test, name: string, table: MoveTable<S>): void {
   const states = Object.keys(table) as S[];
@@ -19,7 +21,7 @@ function checkTable<S extends string>(t: Test, name: string, table: MoveTable<S>
         continue;
       }
       const entered: Array<[S, S]> = [];
-      const m = new SocketStateMachine(table, states[0]!, quiet, (s, f) => entered.push([s, f]));
+      const m = new SocketStateMachine(table, states[0]!, quiet, { handle: 1, entered: (s: S, f: S) => entered.push([s, f]) });
       for (const step of path) if (!m.move(step)) t.fail(`${name}: the path to ${from} was refused at ${step}`);
       entered.length = 0;
       const legal = from === to || table[from].includes(to);
@@ -69,10 +71,10 @@ t.test('the lives a socket can have, step by step', async (t) => {
     ['udp, association made, dissolved, made again', UDP_MOVES, ['bound', 'connected', 'bound', 'connected', 'closed']],
   ];
   for (const [name, table, steps] of lives) {
-    const m = new SocketStateMachine(table, 'created', quiet);
+    const m = new SocketStateMachine(table, 'created', quiet, idle);
     t.ok(steps.every((s) => m.move(s)), `${name}: every step taken`);
   }
-  const m = new SocketStateMachine(TCP_MOVES, 'created', quiet);
+  const m = new SocketStateMachine(TCP_MOVES, 'created', quiet, idle);
   t.ok(m.move('closed'));
   t.notOk(m.move('connecting'), 'closed is for good');
   t.notOk(m.allows('bound'), 'allows() agrees');
@@ -81,9 +83,9 @@ t.test('the lives a socket can have, step by step', async (t) => {
 
 t.test('a refused move is traced at debug level, never louder', async (t) => {
   const lines: Array<[object, string]> = [];
-  const m = new SocketStateMachine(TCP_MOVES, 'created', { debug: (o, msg) => lines.push([o, msg]) });
+  const m = new SocketStateMachine(TCP_MOVES, 'created', { debug: (o, msg) => lines.push([o, msg]) }, idle);
   m.move('listening');
-  t.same(lines, [[{ from: 'created', to: 'listening' }, 'socket state move refused']]);
+  t.same(lines, [[{ s: 7, from: 'created', to: 'listening' }, 'socket state move refused']], 'with the socket handle, on the session logger');
   m.move('bound');
-  t.same(lines[1], [{ from: 'created', to: 'bound' }, 'socket state'], 'and a move is traced too');
+  t.same(lines[1], [{ s: 7, from: 'created', to: 'bound' }, 'socket state'], 'and a move is traced too');
 });

@@ -91,7 +91,6 @@ function op(data: Uint8Array, direct = 0, overlapped = true): Op {
     data,
     chunks: [data],
     total: data.length,
-    thread: 1,
     overlapped,
     direct,
     result: null,
