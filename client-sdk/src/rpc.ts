@@ -143,11 +143,8 @@ interface Kept {
 /** The client's side of a resumable session (section 20). */
 interface ResumeState {
   offer: P.ResumeOffer;
-  /** Counted messages received from the daemon, and what the client acknowledged of them. */
-  received: number;
-  ackedToDaemon: number;
-  bytesSinceAck: number;
-  ackTimer: NodeJS.Timeout | null;
+  /** Counted messages received from the daemon, and when to acknowledge them. */
+  incoming: P.ReceiveCounter;
   /** Counted messages produced, acknowledged by the daemon, and written to the current connection. */
   sent: number;
   acked: number;
@@ -268,7 +265,7 @@ export class RpcConnection {
     this.maskingKeys = opts.maskingKeys ?? 'zero';
     this.listen(ws);
     if (opts.resume !== false && isResumeOffer(welcome.resume)) {
-      this.resume = { offer: { ...welcome.resume }, received: 0, ackedToDaemon: 0, bytesSinceAck: 0, ackTimer: null, sent: 0, acked: 0, written: 0, inFlight: 0, kept: [], head: 0 };
+      this.resume = { offer: { ...welcome.resume }, incoming: new P.ReceiveCounter(this.sendAck), sent: 0, acked: 0, written: 0, inFlight: 0, kept: [], head: 0 };
       this.heartbeat = setInterval(this.beat, HEARTBEAT_MS);
       this.heartbeat.unref();
     }
@@ -486,23 +483,17 @@ export class RpcConnection {
   /** A counted message arrived: acknowledge when P.ackDue says so, else after P.ACK_DELAY_MS. */
   private countReceived(data: Buffer, isBinary: boolean): void {
     const r = this.resume;
-    if (r === null || P.isAckOnlyMessage(data, isBinary)) return;
-    r.received++;
-    r.bytesSinceAck += data.length;
-    if (P.ackDue(r.received - r.ackedToDaemon, r.bytesSinceAck)) this.sendAck();
-    else r.ackTimer ??= setTimeout(this.sendAck, P.ACK_DELAY_MS);
+    r?.incoming.count(data, isBinary);
   }
 
   private readonly sendAck = (): void => {
     const r = this.resume;
     if (r === null) return;
-    if (r.ackTimer !== null) clearTimeout(r.ackTimer);
-    r.ackTimer = null;
-    if (this.reconnecting || this.closedReason !== null || r.received === r.ackedToDaemon) return;
-    r.ackedToDaemon = r.received;
-    r.bytesSinceAck = 0;
+    if (this.reconnecting || this.closedReason !== null) return r.incoming.stop();
+    const received = r.incoming.take();
+    if (received === null) return;
     const alone = this.out.recordCount === 0;
-    this.enqueue({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received: r.received } }, {});
+    this.enqueue({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received } }, {});
     if (alone) this.ackOnly = true;
   };
 
@@ -609,7 +600,7 @@ export class RpcConnection {
     this.heartbeat = null;
     const r = this.resume;
     if (r !== null) {
-      if (r.ackTimer !== null) clearTimeout(r.ackTimer);
+      r.incoming.stop();
       r.kept = [];
       r.head = 0;
     }
@@ -694,7 +685,7 @@ export class RpcConnection {
       ws.once('open', () => {
         if (!this.reconnecting) return fail(new Error('the session was closed'));
         const hello = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 512);
-        hello.add({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: this.welcome.session, token: r.offer.token, received: r.received, daemonId: r.offer.daemonId } });
+        hello.add({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: this.welcome.session, token: r.offer.token, received: r.incoming.received, daemonId: r.offer.daemonId } });
         ws.send(hello.finish(), { binary: true });
       });
       ws.once('message', (data: Buffer, isBinary: boolean) => {
@@ -751,8 +742,7 @@ export class RpcConnection {
     r.written = r.acked;
     r.inFlight = 0;
     // spiwire.resume told the daemon what we had received.
-    r.ackedToDaemon = r.received;
-    r.bytesSinceAck = 0;
+    r.incoming.told();
     this.reconnecting = false;
     this.heard = true;
     this.pump();
@@ -789,7 +779,7 @@ export class RpcConnection {
     const r = this.resume;
     if (r === null) return Promise.resolve();
     const ws = new WebSocket(resumeUrl(r.offer.url ?? this.url, this.welcome.session, r.offer.daemonId), [P.SUBPROTOCOL], RpcConnection.wsOptions(this.opts));
-    const received = r.received;
+    const received = r.incoming.received;
     const token = r.offer.token;
     return new Promise((resolve) => {
       const timer = setTimeout(() => ws.terminate(), FAREWELL_MS);

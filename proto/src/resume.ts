@@ -75,3 +75,49 @@ export function isAckOnlyMessage(data: Uint8Array, binary: boolean): boolean {
   }
   return isRecord(msg) && msg['method'] === 'spiwire.ack' && !('id' in msg);
 }
+
+/**
+ * One end's count of the counted messages the other end sent, and its schedule for
+ * acknowledging them (P.ackDue, or ACK_DELAY_MS after the first unacknowledged one). The daemon
+ * and the SDK each keep one per resumable session.
+ */
+export class ReceiveCounter {
+  /** Counted messages received so far (what a resume handshake tells the other end). */
+  received = 0;
+  /** The count last acknowledged, by spiwire.ack or in a handshake. */
+  private acked = 0;
+  private bytesSinceAck = 0;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  /** ackNow is asked to acknowledge (at once or on the timer); it calls take() once it can send. */
+  constructor(private readonly ackNow: () => void) {}
+
+  /** A message arrived: counted unless it holds nothing but a spiwire.ack. */
+  count(data: Uint8Array, binary: boolean): void {
+    if (isAckOnlyMessage(data, binary)) return;
+    this.received++;
+    this.bytesSinceAck += data.length;
+    if (ackDue(this.received - this.acked, this.bytesSinceAck)) this.ackNow();
+    else this.timer ??= setTimeout(this.ackNow, ACK_DELAY_MS);
+  }
+
+  /** The count to acknowledge now, or null when the other end has it already. */
+  take(): number | null {
+    this.stop();
+    if (this.received === this.acked) return null;
+    this.told();
+    return this.received;
+  }
+
+  /** The other end learnt the count another way (a resume handshake carries it). */
+  told(): void {
+    this.acked = this.received;
+    this.bytesSinceAck = 0;
+  }
+
+  /** No acknowledgement is pending on the timer any more (until the next message). */
+  stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}

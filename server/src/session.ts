@@ -85,11 +85,8 @@ interface ResumeState {
   kept: Array<Uint8Array | string>;
   head: number;
   keptBytes: number;
-  /** Counted messages received from the client, and what was acknowledged to it. */
-  received: number;
-  ackedToClient: number;
-  bytesSinceAck: number;
-  ackTimer: NodeJS.Timeout | null;
+  /** Counted messages received from the client, and when to acknowledge them. */
+  incoming: P.ReceiveCounter;
   graceTimer: NodeJS.Timeout | null;
   /**
    * Replies the client had not received when it last resumed, by request id: a client that sends
@@ -109,6 +106,15 @@ interface Starting {
   cancelWith: number;
 }
 
+const enum OpPhase {
+  /** Not in the session's table: a synchronous start that has not come back yet. */
+  Unlisted,
+  /** In the table (pending, or an asynchronous start): its op id is taken, it counts against the limit. */
+  Listed,
+  /** Completed (or failed at once): nothing more happens to it. */
+  Done,
+}
+
 /**
  * An overlapped operation that has started and not completed. It is the operation's Completion:
  * the socket calls complete() on it, so a pending operation costs this object and nothing more
@@ -119,6 +125,8 @@ class PendingOp implements Completion {
   cancel: Cancellable | null = null;
   /** Set while the socket is still inside the call that starts it (a completion now goes into the reply); null after. */
   starting: Starting | null = { early: null, cancelWith: 0 };
+  /** Where it is in the session's books (see Session.overlapped). */
+  phase: OpPhase = OpPhase.Unlisted;
 
   constructor(
     private readonly session: Session,
@@ -208,10 +216,7 @@ export class Session implements SpiSession {
         kept: [],
         head: 0,
         keptBytes: 0,
-        received: 0,
-        ackedToClient: 0,
-        bytesSinceAck: 0,
-        ackTimer: null,
+        incoming: new P.ReceiveCounter(this.sendAck),
         graceTimer: null,
         answered: null,
         answeredUntil: 0,
@@ -386,6 +391,12 @@ export class Session implements SpiSession {
     else this.ws.resume();
   }
 
+  /** A call refused with a protocol error: answered, unless it is a notification (JSON-RPC never answers those). */
+  private refuse(id: P.RequestId | null, method: string, err: P.ProtocolError, text: boolean): void {
+    if (id !== null) this.sendError(id, err, text);
+    else this.mistake({ method: method.slice(0, 80), err: err.message }, 'notification refused');
+  }
+
   private handleRecord(rec: P.DecodedRecord, text: boolean): void {
     if (!rec.ok) {
       this.sendError(null, rec.error, text);
@@ -399,14 +410,9 @@ export class Session implements SpiSession {
       return;
     }
     const id = 'id' in msg ? msg.id : null;
-    // JSON-RPC: a notification is never answered, not even with an error.
-    const answer = (err: P.ProtocolError): void => {
-      if (id !== null) this.sendError(id, err, text);
-      else this.mistake({ method: msg.method.slice(0, 80), err: err.message }, 'notification refused');
-    };
     const method = msg.method;
     if (!P.isMethodName(method)) {
-      answer(new P.ProtocolError(P.METHOD_NOT_FOUND, `method ${JSON.stringify(method).slice(0, 80)} is not offered`));
+      this.refuse(id, method, new P.ProtocolError(P.METHOD_NOT_FOUND, `method ${JSON.stringify(method).slice(0, 80)} is not offered`), text);
       return;
     }
     const again = id !== null ? this.resume?.answered?.get(id) : undefined;
@@ -424,7 +430,7 @@ export class Session implements SpiSession {
     }
     // Every call still running counts, with an id or without: a notification occupies the daemon too.
     if (this.running >= this.daemon.limits.maxPendingRequests) {
-      answer(new P.ProtocolError(P.TOO_MANY_REQUESTS, `more than ${this.daemon.limits.maxPendingRequests} unanswered requests`));
+      this.refuse(id, method, new P.ProtocolError(P.TOO_MANY_REQUESTS, `more than ${this.daemon.limits.maxPendingRequests} unanswered requests`), text);
       return;
     }
     if (this.daemon.shuttingDown) {
@@ -434,7 +440,7 @@ export class Session implements SpiSession {
         if (rec.compact) P.validateCompactParams(method, msg.params);
         else P.validateParams(method, msg.params);
       } catch (err) {
-        answer(asProtocolError(err));
+        this.refuse(id, method, asProtocolError(err), text);
         return;
       }
       this.reply(id, fail(P.WSAENETDOWN), text);
@@ -444,7 +450,7 @@ export class Session implements SpiSession {
     try {
       result = runMethod(this, method, msg.params, rec.compact === true);
     } catch (err) {
-      if (err instanceof P.ProtocolError) answer(err);
+      if (err instanceof P.ProtocolError) this.refuse(id, method, err, text);
       else this.fault(id, method, err, text);
       return;
     }
@@ -577,23 +583,17 @@ export class Session implements SpiSession {
     if (r === null) return;
     // The client read spiwire.resumed (it sends nothing before): its new token is known to it.
     if (r.previous.length > 0) r.previous = [];
-    if (P.isAckOnlyMessage(data, isBinary)) return;
-    r.received++;
-    r.bytesSinceAck += data.length;
-    if (P.ackDue(r.received - r.ackedToClient, r.bytesSinceAck)) this.sendAck();
-    else r.ackTimer ??= setTimeout(this.sendAck, P.ACK_DELAY_MS);
+    r.incoming.count(data, isBinary);
   }
 
   private readonly sendAck = (): void => {
     const r = this.resume;
     if (r === null) return;
-    if (r.ackTimer !== null) clearTimeout(r.ackTimer);
-    r.ackTimer = null;
-    if (this.ws === null || this.ws.readyState !== WS_OPEN || r.received === r.ackedToClient) return;
-    r.ackedToClient = r.received;
-    r.bytesSinceAck = 0;
+    if (this.ws === null || this.ws.readyState !== WS_OPEN) return r.incoming.stop();
+    const received = r.incoming.take();
+    if (received === null) return;
     const alone = this.out.recordCount === 0;
-    this.send({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received: r.received } }, false);
+    this.send({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received } }, false);
     if (alone) this.ackOnly = true;
   };
 
@@ -620,7 +620,7 @@ export class Session implements SpiSession {
     const r = this.resume;
     if (r === null) return;
     this.resume = null;
-    if (r.ackTimer !== null) clearTimeout(r.ackTimer);
+    r.incoming.stop();
     if (r.graceTimer !== null) clearTimeout(r.graceTimer);
     this.log.info({ reason }, 'session can no longer be resumed');
     if (this.ws === null) this.end(`cannot be resumed: ${reason}`);
@@ -681,10 +681,9 @@ export class Session implements SpiSession {
     this.listen(ws);
     this.output.attach();
     const hello = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 256);
-    hello.add({ jsonrpc: '2.0', method: 'spiwire.resumed', params: { received: r.received, token } });
+    hello.add({ jsonrpc: '2.0', method: 'spiwire.resumed', params: { received: r.incoming.received, token } });
     ws.send(hello.finish(), { binary: true });
-    r.ackedToClient = r.received;
-    r.bytesSinceAck = 0;
+    r.incoming.told();
     r.answered = null;
     for (let i = r.head; i < r.kept.length; i++) {
       const m = r.kept[i]!;
@@ -693,7 +692,7 @@ export class Session implements SpiSession {
       this.noteAnswers(m);
     }
     r.answeredUntil = r.sent;
-    this.log.info({ replayed: r.sent - r.acked, received: r.received }, 'session resumed');
+    this.log.info({ replayed: r.sent - r.acked, received: r.incoming.received }, 'session resumed');
     this.updateReading();
     for (const sock of this.sockets.values()) sock.inputResumed();
   }
@@ -817,44 +816,59 @@ export class Session implements SpiSession {
     const count = this.opsPerSocket.get(sock.handle) ?? 0;
     if (count >= this.daemon.limits.maxOutstandingOpsPerSocket) return { kind: 'refused', errno: P.WSAEWOULDBLOCK };
     const entry = new PendingOp(this, ov.op, sock, ov.thread, performance.now());
-    this.ops.set(ov.op, entry);
-    this.opsPerSocket.set(sock.handle, count + 1);
-    const settle = (st: Started<R>): OverlappedAnswer<R> => {
-      const starting = entry.starting;
-      entry.starting = null;
-      const completion = starting?.early ?? null;
-      if (st.pending) {
-        if (st.cancel) entry.cancel = st.cancel;
-        if (starting && starting.cancelWith !== 0) entry.cancel?.cancel(starting.cancelWith);
-        // Completed while it was being started: the completion follows the reply.
-        const pending: OverlappedAnswer<R> = { kind: 'pending' };
-        return completion ? runAfterReply(pending, () => this.notify('spiwire.completion', completion)) : pending;
-      }
-      // Completed at once: the reply carries the completion, no notification follows.
-      if (completion) return { kind: 'done', result: st.result, completion: { error: completion.error, bytes: completion.bytes, flags: completion.flags } };
-      // Failed at once: no completion of any kind.
-      this.forget(entry.op, sock.handle);
-      return { kind: 'done', result: st.result };
-    };
-    const fault = (err: unknown): never => {
-      this.forget(entry.op, sock.handle);
-      throw err;
-    };
     let started: Started<R> | Promise<Started<R>>;
     try {
       started = start(entry);
     } catch (err) {
-      return fault(err);
+      entry.phase = OpPhase.Done;
+      throw err;
     }
-    // Synchronous starts stay synchronous, so no other request can slip in before the
-    // operation is registered as cancellable.
-    return started instanceof Promise ? started.then(settle, fault) : settle(started);
+    if (!(started instanceof Promise)) return this.settleStart(entry, started);
+    // The start goes on after this call, and other requests are handled meanwhile: the operation
+    // goes into the table now (its op id taken, cancellable by thread, counted against the limit).
+    this.list(entry);
+    return started.then(
+      (st) => this.settleStart(entry, st),
+      (err: unknown) => {
+        this.unlist(entry);
+        entry.phase = OpPhase.Done;
+        throw err;
+      },
+    );
+  }
+
+  /**
+   * The socket has come back from starting the operation. A synchronous start is not put into the
+   * table before it comes back (nothing else runs meanwhile), and one that completed at once,
+   * the common case for small sends, never is: no table work for it at all.
+   */
+  private settleStart<R extends Transfer>(entry: PendingOp, st: Started<R>): OverlappedAnswer<R> {
+    const starting = entry.starting;
+    entry.starting = null;
+    const completion = starting?.early ?? null;
+    if (st.pending) {
+      if (entry.phase !== OpPhase.Done) {
+        this.list(entry);
+        if (st.cancel) entry.cancel = st.cancel;
+        if (starting && starting.cancelWith !== 0) entry.cancel?.cancel(starting.cancelWith);
+      }
+      // Completed while it was being started: the completion follows the reply.
+      const pending: OverlappedAnswer<R> = { kind: 'pending' };
+      return completion ? runAfterReply(pending, () => this.notify('spiwire.completion', completion)) : pending;
+    }
+    // Completed at once: the reply carries the completion, no notification follows.
+    if (completion) return { kind: 'done', result: st.result, completion: { error: completion.error, bytes: completion.bytes, flags: completion.flags } };
+    // Failed at once: no completion of any kind.
+    this.unlist(entry);
+    entry.phase = OpPhase.Done;
+    return { kind: 'done', result: st.result };
   }
 
   /** An overlapped operation completed (PendingOp.complete): exactly once, whatever calls it again. */
   completed(entry: PendingOp, errno: number, bytes: number, out?: CompletionOut): void {
-    if (this.ops.get(entry.op) !== entry) return;
-    this.forget(entry.op, entry.sock.handle);
+    if (entry.phase === OpPhase.Done) return;
+    this.unlist(entry);
+    entry.phase = OpPhase.Done;
     const params: P.NotificationParams<'spiwire.completion'> = { op: entry.op, s: entry.sock.handle, error: errno, bytes, flags: out?.flags ?? 0 };
     // An immediate receive already carried its bytes in the reply.
     if (out?.data && !entry.starting) params.data = out.data;
@@ -866,8 +880,19 @@ export class Session implements SpiSession {
     }
   }
 
-  private forget(op: number, handle: number): void {
-    if (!this.ops.delete(op)) return;
+  private list(entry: PendingOp): void {
+    if (entry.phase !== OpPhase.Unlisted) return;
+    entry.phase = OpPhase.Listed;
+    this.ops.set(entry.op, entry);
+    const handle = entry.sock.handle;
+    this.opsPerSocket.set(handle, (this.opsPerSocket.get(handle) ?? 0) + 1);
+  }
+
+  private unlist(entry: PendingOp): void {
+    if (entry.phase !== OpPhase.Listed) return;
+    entry.phase = OpPhase.Unlisted;
+    this.ops.delete(entry.op);
+    const handle = entry.sock.handle;
     const n = (this.opsPerSocket.get(handle) ?? 1) - 1;
     if (n > 0) this.opsPerSocket.set(handle, n);
     else this.opsPerSocket.delete(handle);
@@ -940,7 +965,7 @@ export class Session implements SpiSession {
     this.daemon.metrics.sessionEnded(kind);
     const r = this.resume;
     if (r !== null) {
-      if (r.ackTimer !== null) clearTimeout(r.ackTimer);
+      r.incoming.stop();
       if (r.graceTimer !== null) clearTimeout(r.graceTimer);
       r.kept = [];
       r.answered = null;

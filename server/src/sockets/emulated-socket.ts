@@ -10,7 +10,8 @@ import type { SockAddr } from '@spiwire/proto';
 import type { SessionQuota } from '../held-bytes.js';
 import type { AcceptResult, Completion, CompletionOut, RecvResult, SendResult, Started } from './results.js';
 import { cancellable, completion, recvFailed, sendFailed } from './results.js';
-import type { AppliedFault, FaultHook } from '../faults/rules.js';
+import type { AppliedFault, CallMode, FaultHook } from '../faults/rules.js';
+import { SocketStateMachine, type MoveTable } from './socket-state.js';
 
 const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
   [W.FD_READ]: 'FD_READ',
@@ -124,7 +125,7 @@ interface Waiter {
   readonly overlapped: boolean;
 }
 
-export abstract class EmulatedSocket {
+export abstract class EmulatedSocket<S extends string = string> {
   readonly handle: number;
   readonly owner: string;
   readonly af: number;
@@ -164,7 +165,13 @@ export abstract class EmulatedSocket {
   /** The session's logger: state moves are traced there with the handle (no child logger per socket). */
   protected readonly sessionLog: Logger;
 
-  constructor(id: SocketIdentity, ctx: SocketContext) {
+  /**
+   * The socket's life (socket-state.ts): each transport's own table of states; every move goes
+   * through state.move(), which refuses what the table does not allow, and runs entered().
+   */
+  protected readonly state: SocketStateMachine<S>;
+
+  constructor(id: SocketIdentity, ctx: SocketContext, moves: MoveTable<S>, initial: S) {
     this.sessionLog = ctx.log;
     this.handle = id.handle;
     this.owner = ctx.owner;
@@ -177,7 +184,11 @@ export abstract class EmulatedSocket {
     this.reportEvents = ctx.onNetworkEvents;
     this.maxRecvBytes = ctx.maxRecvBytes;
     this.faults = ctx.faults;
+    this.state = new SocketStateMachine(moves, initial, this.sessionLog, this);
   }
+
+  /** Entry actions: what happens on arriving in a state, whoever made the move (the state machine runs them). */
+  abstract entered(to: S, from: S): void;
 
   /** This socket's logger (the session's, with its handle), made when first used: most sockets never log. */
   get log(): Logger {
@@ -294,10 +305,14 @@ export abstract class EmulatedSocket {
   }
 
   /** Closed with WSPCloseSocket (or by the end of the session): the handle is gone. */
-  abstract get closed(): boolean;
+  get closed(): boolean {
+    return this.state.current === 'closed';
+  }
 
   /** The state's name, for logs and inspection. */
-  abstract get stateName(): string;
+  get stateName(): string {
+    return this.state.current;
+  }
 
   // ---- WSPEventSelect ----
 
@@ -432,6 +447,20 @@ export abstract class EmulatedSocket {
     };
     const cancel = this.addWaiter(check, report, (errno) => report(recvFailed(errno)), true);
     return { pending: true, cancel: cancellable(cancel) };
+  }
+
+  /** A transport's own reasons to fail a receive at once (flags, state), or null. */
+  protected abstract recvPrecheck(flags: number): RecvResult | null;
+
+  /** An error fault on a receive: its code, or 0 (the transport carries out what it means). */
+  protected abstract recvFault(wantFrom: boolean, mode: CallMode): number;
+
+  /** Why a receive fails before it starts: the transport's checks, then an error fault; null: it goes ahead. */
+  protected recvRefusal(flags: number, wantFrom: boolean, mode: CallMode): RecvResult | null {
+    const bad = this.recvPrecheck(flags);
+    if (bad || !this.faults.armed) return bad;
+    const code = this.recvFault(wantFrom, mode);
+    return code ? recvFailed(code) : null;
   }
 
   /** Re-checks every blocked call; called whenever the socket's state changes. */

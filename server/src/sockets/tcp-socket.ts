@@ -17,7 +17,7 @@ import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
 import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readUrgent, resetConnection, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
-import { SocketStateMachine, TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
+import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
 import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
 import type { PortReservations } from './port-reservations.js';
@@ -45,8 +45,7 @@ export interface TcpContext extends SocketContext {
   readonly adopt: (conn: net.Socket, parent: TcpSocket) => TcpSocket | null;
 }
 
-export class TcpSocket extends EmulatedSocket implements Drainable {
-  private readonly state: SocketStateMachine<TcpState>;
+export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private conn: net.Socket | null = null;
   private server: net.Server | null = null;
   private bound: SockAddr | null = null;
@@ -72,6 +71,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   private connectResult: number | null = null;
   /** The connection's local address, and when data last went out and came in (for the broken code). */
   private localAddr: string | null = null;
+  /** The connection's local address is a loopback one: no interface can go away under it. */
+  private onLoopback = false;
   private lastSendAt = 0;
   private lastRecvAt = 0;
   private readonly accepted: net.Socket[] = [];
@@ -95,19 +96,9 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
     /** The session's, shared by its sockets. */
     private readonly ctx: TcpContext,
   ) {
-    super(id, ctx);
-    this.state = new SocketStateMachine(TCP_MOVES, 'created', this.sessionLog, this);
+    super(id, ctx, TCP_MOVES, 'created');
   }
 
-  get closed(): boolean {
-    return this.state.current === 'closed';
-  }
-
-  get stateName(): string {
-    return this.state.current;
-  }
-
-  /** Entry actions: what happens on arriving in a state, whoever made the move (the state machine runs them). */
   entered(to: TcpState): void {
     switch (to) {
       case 'broken':
@@ -323,6 +314,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   private wire(conn: net.Socket): void {
     this.conn = conn;
     this.localAddr = conn.localAddress ?? null;
+    this.onLoopback = this.localAddr !== null && isLoopbackAddress(this.localAddr);
     const write = (chunk: Uint8Array, done: (err?: Error | null) => void): void => {
       if (conn.destroyed) return done(new Error('destroyed'));
       this.lastSendAt = performance.now();
@@ -409,7 +401,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
 
   /** interfaceGone() for the send path: at most every 100 ms per socket, as it runs for every send. */
   private interfaceGoneThrottled(): boolean {
-    if (this.localAddr === null || isLoopbackAddress(this.localAddr)) return false;
+    if (this.localAddr === null || this.onLoopback) return false;
     const now = performance.now();
     if (now - this.interfaceCheckedAt < 100) return false;
     this.interfaceCheckedAt = now;
@@ -799,7 +791,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   // ---- receives ----
 
   /** Why a receive cannot start at all, or null when it can. */
-  private recvPrecheck(flags: number): RecvResult | null {
+  protected recvPrecheck(flags: number): RecvResult | null {
     if (flags & ~(W.MSG_PEEK | W.MSG_OOB | W.MSG_WAITALL)) return recvFailed(W.WSAEOPNOTSUPP);
     // Urgent data needs the C library; with SO_OOBINLINE it arrives in the ordinary stream instead.
     if (flags & W.MSG_OOB && (!libc() || this.opts.oobInline)) return recvFailed(W.WSAEINVAL);
@@ -861,7 +853,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   /** An error fault on a receive that passed its checks: the code it fails with, or 0 for none. */
-  private recvFault(wantFrom: boolean, mode: CallMode): number {
+  protected recvFault(wantFrom: boolean, mode: CallMode): number {
     const fault = this.faults.decide(this, { fn: wantFrom ? 'WSPRecvFrom' : 'WSPRecv', mode });
     if (fault?.action.type !== 'error') return 0;
     if (fault.action.code === W.WSAEWOULDBLOCK) {
@@ -872,12 +864,8 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking = false): Promise<RecvResult> {
-    const bad = this.recvPrecheck(flags);
-    if (bad) return Promise.resolve(bad);
-    if (this.faults.armed) {
-      const code = this.recvFault(wantFrom, this.opts.nonBlocking && !forceBlocking ? 'nonblocking' : 'blocking');
-      if (code) return Promise.resolve(recvFailed(code));
-    }
+    const refused = this.recvRefusal(flags, wantFrom, this.opts.nonBlocking && !forceBlocking ? 'nonblocking' : 'blocking');
+    if (refused) return Promise.resolve(refused);
     const check = this.recvCheck(lengths, flags);
     if (this.opts.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
     // Nothing tells node when urgent data arrives: SIGURG does (UrgentWatch).
@@ -886,11 +874,7 @@ export class TcpSocket extends EmulatedSocket implements Drainable {
   }
 
   recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: Completion): Started<RecvResult> {
-    let precheck = this.recvPrecheck(flags);
-    if (!precheck && this.faults.armed) {
-      const code = this.recvFault(wantFrom, 'overlapped');
-      if (code) precheck = recvFailed(code);
-    }
+    const precheck = this.recvRefusal(flags, wantFrom, 'overlapped');
     const check = this.recvCheck(lengths, flags);
     if (precheck || !(flags & W.MSG_OOB)) return this.overlappedRecv(precheck, check, done);
     return this.urgent.hold(

@@ -9,7 +9,7 @@ import type { SockAddr } from '@spiwire/proto';
 import { wsaFromNodeError } from '../errno-map.js';
 import { EmulatedSocket, type SendFunction, type SocketContext, type SocketIdentity } from './emulated-socket.js';
 import type { AppliedFault, CallMode } from '../faults/rules.js';
-import { SocketStateMachine, UDP_MOVES, type UdpState } from './socket-state.js';
+import { UDP_MOVES, type UdpState } from './socket-state.js';
 import { recvFailed, sendFailed, sent, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, refuseLookup } from './sockaddr.js';
 import { byteLength, contiguous } from './send-buffers.js';
@@ -34,8 +34,7 @@ interface DatagramFault {
   reorder: { fault: AppliedFault; windowMs: number } | null;
 }
 
-export class UdpSocket extends EmulatedSocket {
-  private readonly state: SocketStateMachine<UdpState>;
+export class UdpSocket extends EmulatedSocket<UdpState> {
   private sock: dgram.Socket | null = null;
   /** A bind under way (node binds asynchronously): it counts as bound for a second bind or a receive. */
   private binding: Promise<number> | null = null;
@@ -52,19 +51,9 @@ export class UdpSocket extends EmulatedSocket {
   private receivedTotal = 0;
 
   constructor(id: SocketIdentity, ctx: SocketContext) {
-    super(id, ctx);
-    this.state = new SocketStateMachine(UDP_MOVES, 'created', this.sessionLog, this);
+    super(id, ctx, UDP_MOVES, 'created');
   }
 
-  get closed(): boolean {
-    return this.state.current === 'closed';
-  }
-
-  get stateName(): string {
-    return this.state.current;
-  }
-
-  /** Entry actions (the state machine runs them after each move). */
   entered(to: UdpState): void {
     switch (to) {
       case 'bound':
@@ -363,7 +352,7 @@ export class UdpSocket extends EmulatedSocket {
     return 0;
   }
 
-  private recvPrecheck(flags: number): RecvResult | null {
+  protected recvPrecheck(flags: number): RecvResult | null {
     if (flags & ~(W.MSG_PEEK | W.MSG_OOB) || flags & W.MSG_OOB) return recvFailed(W.WSAEOPNOTSUPP);
     if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
     if (!this.isBound && !this.binding) return recvFailed(W.WSAEINVAL);
@@ -395,7 +384,7 @@ export class UdpSocket extends EmulatedSocket {
   }
 
   /** An error fault on a receive that passed its checks: the code it fails with, or 0 for none. */
-  private recvFault(wantFrom: boolean, mode: CallMode): number {
+  protected recvFault(wantFrom: boolean, mode: CallMode): number {
     const fault = this.faults.decide(this, { fn: wantFrom ? 'WSPRecvFrom' : 'WSPRecv', mode });
     if (fault?.action.type !== 'error') return 0;
     // Transient on a datagram socket; a nonblocking WSAEWOULDBLOCK re-enables FD_READ.
@@ -404,23 +393,15 @@ export class UdpSocket extends EmulatedSocket {
   }
 
   recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking = false): Promise<RecvResult> {
-    const bad = this.recvPrecheck(flags);
-    if (bad) return Promise.resolve(bad);
-    if (this.faults.armed) {
-      const code = this.recvFault(wantFrom, this.opts.nonBlocking && !forceBlocking ? 'nonblocking' : 'blocking');
-      if (code) return Promise.resolve(recvFailed(code));
-    }
+    const refused = this.recvRefusal(flags, wantFrom, this.opts.nonBlocking && !forceBlocking ? 'nonblocking' : 'blocking');
+    if (refused) return Promise.resolve(refused);
     const check = this.recvCheck(lengths, flags, wantFrom);
     if (this.opts.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
     return this.waitFor(check, recvFailed);
   }
 
   recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: Completion): Started<RecvResult> {
-    let precheck = this.recvPrecheck(flags);
-    if (!precheck && this.faults.armed) {
-      const code = this.recvFault(wantFrom, 'overlapped');
-      if (code) precheck = recvFailed(code);
-    }
+    const precheck = this.recvRefusal(flags, wantFrom, 'overlapped');
     return this.overlappedRecv(precheck, this.recvCheck(lengths, flags, wantFrom), done);
   }
 
