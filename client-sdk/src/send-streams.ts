@@ -75,6 +75,27 @@ export class SendStreams {
     }
   }
 
+  /**
+   * The call returned to its caller while pieces are still to go (a nonblocking send that the
+   * Windows policy took whole, to finish in the background): the caller may reuse its buffers now,
+   * so what has not been sent is copied. Nothing happens to a stream that is over.
+   */
+  detach(stream: number): void {
+    const out = this.open.get(stream);
+    if (!out || out.sent >= out.total) return;
+    const rest = new Uint8Array(out.total - out.sent);
+    let at = 0;
+    for (let i = out.buffer; i < out.buffers.length; i++) {
+      const b = out.buffers[i]!;
+      const from = i === out.buffer ? out.offset : 0;
+      rest.set(b.subarray(from), at);
+      at += b.length - from;
+    }
+    out.buffers = [rest.subarray(0, at)];
+    out.buffer = 0;
+    out.offset = 0;
+  }
+
   /** The call failed at once, or the connection is gone: the stream ends without more pieces. */
   end(stream: number): void {
     this.open.delete(stream);

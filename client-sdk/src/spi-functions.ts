@@ -220,15 +220,15 @@ export abstract class SpiFunctions {
    * WSPSendTo that large is a stream send too: only a TCP socket takes one, and it ignores lpTo.)
    */
   private sendStreamed(s: SOCKET, buffers: readonly Uint8Array[], total: number, lpNumberOfBytesSent: Out | null, dwFlags: number, how: OverlappedArgs | null, lpThreadId: WSATHREADID | null, lpErrno: Out): Promise<number> {
-    // The pieces go out after the call returns: they are copies, as every send's bytes are.
-    const { stream, first } = this.engine.streams.begin(
-      buffers.map((b) => b.slice()),
-      total,
-    );
+    // The pieces are views of the caller's buffers: an overlapped send has them until its
+    // completion (as on Windows, where they must stay untouched until then), a blocking one until
+    // it returns; a send that returns with pieces still to go copies them then (detach).
+    const { stream, first } = this.engine.streams.begin(buffers, total);
     const params: Record<string, unknown> = { s, buffers: first, flags: dwFlags, stream, total };
     return (how ? this.engine.overlapped('WSPSend', params, how) : this.engine.blocking('WSPSend', params, s, lpThreadId)).then((r) => {
       // Failed at once (or done with a part of it): no more pieces.
       if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING) this.engine.streams.end(stream);
+      else if (!how) this.engine.streams.detach(stream);
       writeBytesSent(r, lpNumberOfBytesSent);
       return finish(r, lpErrno);
     });

@@ -60,6 +60,24 @@ for (const f of FAMILIES) {
     t.pass('then FIN');
   });
 
+  t.test(`${f}: Windows policy: a nonblocking send larger than a message returns at once, and the caller may reuse its buffer`, async (t) => {
+    // A 256 KiB frame limit makes a 4 MiB send a stream, and a 512 KiB stream window keeps most of
+    // it on the caller's side until the daemon has taken what went before: after the call returned.
+    const d = await daemon(t, { limits: { defaultSndBuf: 8192, maxFrameBytes: 256 * 1024, streamWindowBytes: 512 * 1024, sendPolicy: S.SPIWIRE_SEND_POLICY_WINDOWS } });
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f, { paused: true });
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    await setNonBlocking(spi, s, true);
+    const data = pattern(4 * 1024 * 1024, 13);
+    const want = Buffer.from(data);
+    const [r, , n] = await send(spi, s, [data]);
+    t.same([r, n], [0, data.length], 'the whole 4 MiB is accepted at once');
+    // The call has returned: the buffer is the caller's again (Winsock copied it, as send() does).
+    data.fill(0x21);
+    conn.socket.resume();
+    t.ok((await conn.waitFor(want.length, 30000)).equals(want), 'the peer gets the bytes as they were at the call, not the ones written after it');
+  });
+
   t.test(`${f}: Windows policy: shutdown(SD_SEND) sends FIN only after the queue drains`, async (t) => {
     const d = await daemon(t, { limits: { defaultSndBuf: 8192 } });
     const spi = await session(t, d);
