@@ -193,6 +193,9 @@ function rows(r: Results): Row[] {
   const pairRow = (n: string, scenario: string, p: Pair, unit: string): void => {
     out.push({ n, scenario, spiwire: spread(p.spiwire, unit), raw: spread(p.raw, unit), ratio: ratioSpread(p) });
   };
+  const cpuRow = (n: string, c: ThroughputResult['cpu']): void => {
+    if (c) out.push({ n, scenario: `  CPU per ${c.unit}: SDK client + daemon / raw writer`, spiwire: `${fmt(c.clientUs)} + ${fmt(c.daemonUs)} us`, raw: `${fmt(c.rawUs)} us`, ratio: `${fmt((c.clientUs + c.daemonUs) / c.rawUs)} x raw` });
+  };
   if (r.bulk) pairRow('1', `bulk: 64 KiB overlapped WSPSend, ${r.bulk.params['inFlight']} in flight (MB = 10^6 B)`, r.bulk.pair, 'MB/s');
   if (r.bulk?.peers) {
     const b = r.bulk;
@@ -204,12 +207,14 @@ function rows(r: Results): Row[] {
     peer('naive relay (ws + bufferutil -> node:net)', peers.naive);
     peer('websockify (Debian)', peers.websockify);
   }
+  cpuRow('1', r.bulk?.cpu);
   if (r.bulk?.syscalls) out.push({ n: '1', scenario: '  read+write system calls per MB: daemon / raw writer', spiwire: fmt(r.bulk.syscalls.daemonPerMB), raw: fmt(r.bulk.syscalls.rawPerMB), ratio: `${fmt(r.bulk.syscalls.daemonPerMB / r.bulk.syscalls.rawPerMB)} x raw` });
   if (r.latency) {
     pairRow('2', 'small-call latency p50: blocking WSPSend 100 B vs ws round trip', r.latency.p50, 'us');
     pairRow('2', 'small-call latency p99', r.latency.p99, 'us');
   }
   if (r.smallSendRate) pairRow('3', `small-send rate: 100 B overlapped WSPSend, ${r.smallSendRate.params['inFlight']} in flight`, r.smallSendRate.pair, '/s');
+  cpuRow('3', r.smallSendRate?.cpu);
   if (r.smallSendRateHook) pairRow('3b', 'small-send rate via the SDK startOperation hook (no APCs)', r.smallSendRateHook.pair, '/s');
   if (r.udp) pairRow('4', 'UDP: 1 KiB datagrams received per second', r.udp.pair, '/s');
   if (r.completion) {
@@ -465,7 +470,9 @@ export function markdown(rep: Report, svgFile: string): string {
   L.push('');
   if (r.bulk) L.push(`1. **Bulk.** A TCP socket made with \`WSA_FLAG_OVERLAPPED\`, connected to the discard peer; 64 KiB overlapped \`WSPSend\`s, ${r.bulk.params['inFlight']} in flight (a completion routine posts the next). Raw: \`node:net\` writing 64 KiB chunks, waiting for \`drain\` whenever \`write()\` asks. A run is timed from the first send to the peer holding the last byte; each side first warms up for ${r.bulk.params['warmUpSeconds']} s (runs of 128 MiB; throughput through the daemon climbs for a few seconds after start), then sends about 1.5 s worth per run, sized by the last warm-up run. ${pairLine(r.bulk.pair, 'MB/s')}.`);
   if (r.latency) L.push(`2. **Small-call latency.** A blocking, nonoverlapped \`WSPSend\` of 100 bytes on a blocking TCP socket, one call at a time, timed around the call (one WebSocket request and reply, plus the daemon taking the bytes into the transport buffer and writing them to the kernel). Raw: a \`ws\` client sending 100-byte binary messages to the \`ws\` echo process, one at a time, timed to the echo. ${r.latency.params['samplesPerRep']} samples per repetition on each side (spiwire's in two halves around the raw ones), after ${r.latency.params['warmup']} warm-up calls on each side (at least ${r.latency.params['warmUpSeconds']} s). p50: ${pairLine(r.latency.p50, 'us')}. p99: ${pairLine(r.latency.p99, 'us')}.`);
-  if (r.smallSendRate) L.push(`3. **Small-send rate.** As 1, with 100-byte sends and ${r.smallSendRate.params['inFlight']} in flight; raw: 100-byte \`node:net\` writes with backpressure. Sends per second, timed to the peer holding the last byte. ${pairLine(r.smallSendRate.pair, 'sends/s')}.${r.smallSendRateHook ? ` Through the \`startOperation\` hook (3b): ${pairLine(r.smallSendRateHook.pair, 'sends/s')}.` : ''}`);
+  const sc = r.smallSendRate?.cpu;
+  const smallCpu = sc ? ` CPU per send, from \`process.cpuUsage()\` and the daemon's /proc/<pid>/stat over the same runs: SDK client ${fmt(sc.clientUs)} us, daemon ${fmt(sc.daemonUs)} us, the raw writer ${fmt(sc.rawUs)} us. Unlike a rate it leaves out time spent waiting for a core: the steadier figure for comparing builds on a busy machine.` : '';
+  if (r.smallSendRate) L.push(`3. **Small-send rate.** As 1, with 100-byte sends and ${r.smallSendRate.params['inFlight']} in flight; raw: 100-byte \`node:net\` writes with backpressure. Sends per second, timed to the peer holding the last byte. ${pairLine(r.smallSendRate.pair, 'sends/s')}.${r.smallSendRateHook ? ` Through the \`startOperation\` hook (3b): ${pairLine(r.smallSendRateHook.pair, 'sends/s')}.` : ''}${smallCpu}`);
   if (r.udp) L.push(`4. **UDP.** A UDP socket made with \`WSA_FLAG_OVERLAPPED\` and connected with \`WSPConnect\` (the default peer); overlapped 1 KiB \`WSPSend\`s. Raw: a connected \`node:dgram\` socket. Both obey the same flow control so that loss stays low: at most ${r.udp.params['window']} datagrams sent and not yet counted by the receiver (it reports every 128) and at most ${r.udp.params['inFlight']} sends awaiting completion. Only received datagrams count; the rate is received datagrams over the time from the first send to the last arrival. Each side first warms up for ${r.udp.params['warmUpSeconds']} s (runs of 10,000 datagrams), the last of which sizes the measured runs. ${pairLine(r.udp.pair, 'datagrams/s')}. Loss: spiwire ${fmt(r.udp.loss.spiwire.median * 100)} %, raw ${fmt(r.udp.loss.raw.median * 100)} % (medians).`);
   if (r.completion) {
     const c = r.completion;

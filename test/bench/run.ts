@@ -89,11 +89,21 @@ function gitInfo(): { commit: string; dirty: string[] } {
 
 
 
+/** What a full run measures: the page is written only from results that hold all of it. */
+const ALL_SCENARIOS: ReadonlyArray<keyof Results> = ['bulk', 'latency', 'smallSendRate', 'smallSendRateHook', 'udp', 'completion', 'scale', 'slowPeer', 'largeSends', 'manySessions', 'bookkeeping'];
+
 /** --from-json PATH: the table, the page and the chart again from saved results, without measuring. */
 function fromJson(args: Args): void {
   const report = JSON.parse(readFileSync(args.fromJson!, 'utf8')) as Report;
   if (report.meta.mode === 'full') report.targets = targets(report.results);
   process.stdout.write(`${table(report)}\n`);
+  // The page describes every scenario: a saved run of some of them (--only) cannot rewrite it.
+  const missing = ALL_SCENARIOS.filter((k) => report.results[k] === undefined);
+  if (args.docs && missing.length > 0) {
+    process.stderr.write(`bench: ${args.fromJson} lacks ${missing.join(', ')} (a run with --only?): docs/performance.md left as it is\n`);
+    process.exitCode = 1;
+    return;
+  }
   if (report.meta.mode === 'full' && args.docs) {
     writeFileSync(join(ROOT, 'docs', 'performance.svg'), svg(report));
     writeFileSync(join(ROOT, 'docs', 'performance.md'), markdown(report, 'performance.svg'));

@@ -61,6 +61,12 @@ export interface ThroughputResult {
   peers?: RelayPeers;
   /** Bulk only: read and write system calls per MB (10^6 B) sent, from /proc/<pid>/io. */
   syscalls?: { daemonPerMB: number; rawPerMB: number } | null;
+  /**
+   * CPU time (user + system) per unit sent (a send, or an MB for bulk): this process as the SDK
+   * client and the daemon during spiwire runs, this process as the raw writer during raw runs.
+   * Steadier than a rate on a shared machine: it does not count time spent waiting for a core.
+   */
+  cpu?: { unit: string; clientUs: number; daemonUs: number; rawUs: number } | null;
 }
 
 export interface RelayPeers {
@@ -75,6 +81,26 @@ export interface RelayPeers {
  * each side (warmUp), which also sizes the runs: each side sends what it can in about
  * targetSeconds, so a slow or a fast path gets runs of a similar length.
  */
+/** CPU time a process has used so far in microseconds (/proc/<pid>/stat: utime + stime), or null where there is no such file. */
+function cpuOf(pid: number): number | null {
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const ticks = Number(f[11]) + Number(f[12]);
+    return Number.isFinite(ticks) ? (ticks * 1e6) / CLOCK_TICKS : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The kernel's clock ticks per second for /proc/<pid>/stat (USER_HZ, 100 on Linux). */
+const CLOCK_TICKS = 100;
+
+function selfCpu(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
 /** read and write system calls a process has made so far (/proc/<pid>/io), or null where there is no such file. */
 function syscallsOf(pid: number | 'self'): number | null {
   try {
@@ -87,7 +113,7 @@ function syscallsOf(pid: number | 'self'): number | null {
   }
 }
 
-async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number, warmCount: number, targetSeconds: number, window: number, unit: string, rate: (bytes: number, seconds: number) => number, api = ctx.api, countSyscalls = false): Promise<ThroughputResult> {
+async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number, warmCount: number, targetSeconds: number, window: number, unit: string, rate: (bytes: number, seconds: number) => number, api = ctx.api, countSyscalls = false, cpuUnit: { name: string; per: (bytes: number) => number } | null = null): Promise<ThroughputResult> {
   const spi = await S.connect(ctx.daemon.url, { autoApc: true });
   const c = { ...ctx, api };
   try {
@@ -102,14 +128,28 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
     const checks: Check[] = [];
     // System calls: the daemon's during spiwire runs, this process's (the raw writer) during raw runs.
     const calls = { daemon: 0, daemonBytes: 0, raw: 0, rawBytes: 0, ok: countSyscalls };
+    const cpu = { client: 0, daemon: 0, spiwireBytes: 0, raw: 0, rawBytes: 0, ok: cpuUnit !== null };
     for (let rep = 0; rep < ctx.reps; rep++) {
       const order = rep % 2 === 0 ? ['spiwire', 'raw'] : ['raw', 'spiwire'];
       for (const who of order) {
         const count = who === 'spiwire' ? swCount : rawCount;
         const pid = who === 'spiwire' ? ctx.daemon.pid : 'self';
         const before = calls.ok ? syscallsOf(pid) : null;
+        const cpuBefore = cpu.ok ? { self: selfCpu(), daemon: cpuOf(ctx.daemon.pid) } : null;
         const r = who === 'spiwire' ? await spiwireRun(c, spi, chunk, count, window) : await rawRun(c, chunk, count);
         const after = before === null ? null : syscallsOf(pid);
+        if (cpuBefore) {
+          const daemonAfter = cpuOf(ctx.daemon.pid);
+          if (cpuBefore.daemon === null || daemonAfter === null) cpu.ok = false;
+          else if (who === 'spiwire') {
+            cpu.client += selfCpu() - cpuBefore.self;
+            cpu.daemon += daemonAfter - cpuBefore.daemon;
+            cpu.spiwireBytes += chunk * count;
+          } else {
+            cpu.raw += selfCpu() - cpuBefore.self;
+            cpu.rawBytes += chunk * count;
+          }
+        }
         if (before === null || after === null) calls.ok = false;
         else if (who === 'spiwire') {
           calls.daemon += after - before;
@@ -130,6 +170,10 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
       pair: { unit, better: 'higher', spiwire: a, raw: b, ratio: a.median / b.median, ratioRuns: sw.map((x, i) => x / raw[i]!) },
       checks,
     };
+    if (cpuUnit) {
+      const per = (us: number, bytes: number): number => us / cpuUnit.per(bytes);
+      result.cpu = cpu.ok && cpu.spiwireBytes > 0 && cpu.rawBytes > 0 ? { unit: cpuUnit.name, clientUs: per(cpu.client, cpu.spiwireBytes), daemonUs: per(cpu.daemon, cpu.spiwireBytes), rawUs: per(cpu.raw, cpu.rawBytes) } : null;
+    }
     if (countSyscalls) result.syscalls = calls.ok && calls.daemonBytes > 0 && calls.rawBytes > 0 ? { daemonPerMB: calls.daemon / (calls.daemonBytes / 1e6), rawPerMB: calls.raw / (calls.rawBytes / 1e6) } : null;
     return result;
   } finally {
@@ -143,7 +187,7 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
  */
 export async function bulk(ctx: Ctx, window = 32): Promise<ThroughputResult> {
   // Quick: 4 MiB. Full: about 1.5 s per run, sized by warm-up runs of 128 MiB.
-  const r = await compare(ctx, 'bulk', 64 * 1024, 64, 2048, 1.5, window, 'MB/s', (bytes, seconds) => bytes / seconds / 1e6, ctx.api, true);
+  const r = await compare(ctx, 'bulk', 64 * 1024, 64, 2048, 1.5, window, 'MB/s', (bytes, seconds) => bytes / seconds / 1e6, ctx.api, true, { name: 'MB', per: (bytes) => bytes / 1e6 });
   r.peers = await relayPeers(ctx, r);
   return r;
 }
@@ -180,5 +224,5 @@ async function relayPeers(ctx: Ctx, r: ThroughputResult): Promise<RelayPeers> {
 
 /** Scenario 3: 100-byte overlapped WSPSends, window in flight, against raw 100-byte writes. Sends per second. */
 export function smallRate(ctx: Ctx, window = 1024, api = ctx.api): Promise<ThroughputResult> {
-  return compare(ctx, 'small-send' + (api === ctx.api ? '' : ` (${api})`), 100, 2000, 20_000, 1.5, window, 'sends/s', (bytes, seconds) => bytes / 100 / seconds, api);
+  return compare(ctx, 'small-send' + (api === ctx.api ? '' : ` (${api})`), 100, 2000, 20_000, 1.5, window, 'sends/s', (bytes, seconds) => bytes / 100 / seconds, api, false, { name: 'send', per: (bytes) => bytes / 100 });
 }
