@@ -171,6 +171,8 @@ export class Session implements SpiSession {
   readonly faults: SessionFaults;
   /** The daemon's SPI call counts (runMethod adds to them). */
   readonly calls: CallCounts;
+  /** What every socket of this session gets from it: one object, shared (see SocketContext). */
+  private readonly socketContext: TcpContext;
 
   /** The connection; null while the session waits for a resume. */
   private ws: WebSocket | null;
@@ -203,6 +205,7 @@ export class Session implements SpiSession {
       },
       overflow: (reason) => this.endForBacklog(reason),
     });
+    this.socketContext = this.makeSocketContext();
     this.listen(ws);
     let resume: P.ResumeOffer | undefined;
     if (opts.resumable && daemon.limits.resumeGraceMs > 0) {
@@ -722,13 +725,9 @@ export class Session implements SpiSession {
     return this.daemon.handles.lookup(s, this.id);
   }
 
-  /** What every socket of this session gets from it: made once, shared (see SocketContext). */
-  private socketContextMade: TcpContext | null = null;
-
-  private get socketContext(): TcpContext {
-    if (this.socketContextMade) return this.socketContextMade;
+  private makeSocketContext(): TcpContext {
     const daemon = this.daemon;
-    const ctx: TcpContext = {
+    return {
       owner: this.id,
       log: this.log,
       defaults: { sndBuf: daemon.limits.defaultSndBuf, rcvBuf: daemon.limits.defaultRcvBuf, sendPolicy: daemon.limits.sendPolicy },
@@ -747,7 +746,6 @@ export class Session implements SpiSession {
       },
       adopt: (c, parent) => this.adopt(c, parent),
     };
-    return (this.socketContextMade = ctx);
   }
 
   /** A handle and the kind of socket, or null when the daemon has no handle left. */
@@ -820,7 +818,7 @@ export class Session implements SpiSession {
     try {
       started = start(entry);
     } catch (err) {
-      entry.phase = OpPhase.Done;
+      this.retire(entry);
       throw err;
     }
     if (!(started instanceof Promise)) return this.settleStart(entry, started);
@@ -830,8 +828,7 @@ export class Session implements SpiSession {
     return started.then(
       (st) => this.settleStart(entry, st),
       (err: unknown) => {
-        this.unlist(entry);
-        entry.phase = OpPhase.Done;
+        this.retire(entry);
         throw err;
       },
     );
@@ -859,16 +856,14 @@ export class Session implements SpiSession {
     // Completed at once: the reply carries the completion, no notification follows.
     if (completion) return { kind: 'done', result: st.result, completion: { error: completion.error, bytes: completion.bytes, flags: completion.flags } };
     // Failed at once: no completion of any kind.
-    this.unlist(entry);
-    entry.phase = OpPhase.Done;
+    this.retire(entry);
     return { kind: 'done', result: st.result };
   }
 
   /** An overlapped operation completed (PendingOp.complete): exactly once, whatever calls it again. */
   completed(entry: PendingOp, errno: number, bytes: number, out?: CompletionOut): void {
     if (entry.phase === OpPhase.Done) return;
-    this.unlist(entry);
-    entry.phase = OpPhase.Done;
+    this.retire(entry);
     const params: P.NotificationParams<'spiwire.completion'> = { op: entry.op, s: entry.sock.handle, error: errno, bytes, flags: out?.flags ?? 0 };
     // An immediate receive already carried its bytes in the reply.
     if (out?.data && !entry.starting) params.data = out.data;
@@ -888,9 +883,11 @@ export class Session implements SpiSession {
     this.opsPerSocket.set(handle, (this.opsPerSocket.get(handle) ?? 0) + 1);
   }
 
-  private unlist(entry: PendingOp): void {
-    if (entry.phase !== OpPhase.Listed) return;
-    entry.phase = OpPhase.Unlisted;
+  /** The operation is over (completed, or failed at once): out of the table if it was in it, for good. */
+  private retire(entry: PendingOp): void {
+    const listed = entry.phase === OpPhase.Listed;
+    entry.phase = OpPhase.Done;
+    if (!listed) return;
     this.ops.delete(entry.op);
     const handle = entry.sock.handle;
     const n = (this.opsPerSocket.get(handle) ?? 1) - 1;
