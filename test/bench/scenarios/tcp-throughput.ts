@@ -76,11 +76,9 @@ export interface RelayPeers {
   websockify: Summary | null;
 }
 
-/**
- * Repeats spiwire and raw runs, alternating which goes first. Full runs start with a warm-up of
- * each side (warmUp), which also sizes the runs: each side sends what it can in about
- * targetSeconds, so a slow or a fast path gets runs of a similar length.
- */
+/** The kernel's clock ticks per second for /proc/<pid>/stat (USER_HZ, 100 on Linux). */
+const CLOCK_TICKS = 100;
+
 /** CPU time a process has used so far in microseconds (/proc/<pid>/stat: utime + stime), or null where there is no such file. */
 function cpuOf(pid: number): number | null {
   try {
@@ -92,9 +90,6 @@ function cpuOf(pid: number): number | null {
     return null;
   }
 }
-
-/** The kernel's clock ticks per second for /proc/<pid>/stat (USER_HZ, 100 on Linux). */
-const CLOCK_TICKS = 100;
 
 function selfCpu(): number {
   const u = process.cpuUsage();
@@ -113,6 +108,11 @@ function syscallsOf(pid: number | 'self'): number | null {
   }
 }
 
+/**
+ * Repeats spiwire and raw runs, alternating which goes first. Full runs start with a warm-up of
+ * each side (warmUp), which also sizes the runs: each side sends what it can in about
+ * targetSeconds, so a slow or a fast path gets runs of a similar length.
+ */
 async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number, warmCount: number, targetSeconds: number, window: number, unit: string, rate: (bytes: number, seconds: number) => number, api = ctx.api, countSyscalls = false, cpuUnit: { name: string; per: (bytes: number) => number } | null = null): Promise<ThroughputResult> {
   const spi = await S.connect(ctx.daemon.url, { autoApc: true });
   const c = { ...ctx, api };
@@ -126,38 +126,33 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
     const sw: number[] = [];
     const raw: number[] = [];
     const checks: Check[] = [];
+    // Bytes each side sent, over the runs the counts below cover.
+    const sent = { spiwire: 0, raw: 0 };
     // System calls: the daemon's during spiwire runs, this process's (the raw writer) during raw runs.
-    const calls = { daemon: 0, daemonBytes: 0, raw: 0, rawBytes: 0, ok: countSyscalls };
-    const cpu = { client: 0, daemon: 0, spiwireBytes: 0, raw: 0, rawBytes: 0, ok: cpuUnit !== null };
+    const calls = { daemon: 0, raw: 0, ok: countSyscalls };
+    // CPU time: this process's and the daemon's during spiwire runs, this process's during raw runs.
+    const cpu = { client: 0, daemon: 0, raw: 0, ok: cpuUnit !== null };
     for (let rep = 0; rep < ctx.reps; rep++) {
       const order = rep % 2 === 0 ? ['spiwire', 'raw'] : ['raw', 'spiwire'];
       for (const who of order) {
         const count = who === 'spiwire' ? swCount : rawCount;
         const pid = who === 'spiwire' ? ctx.daemon.pid : 'self';
         const before = calls.ok ? syscallsOf(pid) : null;
-        const cpuBefore = cpu.ok ? { self: selfCpu(), daemon: cpuOf(ctx.daemon.pid) } : null;
+        const selfBefore = selfCpu();
+        const daemonBefore = cpu.ok && who === 'spiwire' ? cpuOf(ctx.daemon.pid) : null;
         const r = who === 'spiwire' ? await spiwireRun(c, spi, chunk, count, window) : await rawRun(c, chunk, count);
         const after = before === null ? null : syscallsOf(pid);
-        if (cpuBefore) {
-          const daemonAfter = cpuOf(ctx.daemon.pid);
-          if (cpuBefore.daemon === null || daemonAfter === null) cpu.ok = false;
-          else if (who === 'spiwire') {
-            cpu.client += selfCpu() - cpuBefore.self;
-            cpu.daemon += daemonAfter - cpuBefore.daemon;
-            cpu.spiwireBytes += chunk * count;
-          } else {
-            cpu.raw += selfCpu() - cpuBefore.self;
-            cpu.rawBytes += chunk * count;
-          }
-        }
+        const selfUsed = selfCpu() - selfBefore;
+        sent[who === 'spiwire' ? 'spiwire' : 'raw'] += chunk * count;
+        if (who === 'spiwire') {
+          const daemonAfter = daemonBefore === null ? null : cpuOf(ctx.daemon.pid);
+          if (daemonBefore === null || daemonAfter === null) cpu.ok = false;
+          else cpu.daemon += daemonAfter - daemonBefore;
+          cpu.client += selfUsed;
+        } else cpu.raw += selfUsed;
         if (before === null || after === null) calls.ok = false;
-        else if (who === 'spiwire') {
-          calls.daemon += after - before;
-          calls.daemonBytes += chunk * count;
-        } else {
-          calls.raw += after - before;
-          calls.rawBytes += chunk * count;
-        }
+        else if (who === 'spiwire') calls.daemon += after - before;
+        else calls.raw += after - before;
         (who === 'spiwire' ? sw : raw).push(rate(chunk * count, r.seconds));
         checks.push(check(`${name} ${who} run ${rep + 1}: bytes at the peer`, chunk * count, r.bytes));
       }
@@ -170,11 +165,12 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
       pair: { unit, better: 'higher', spiwire: a, raw: b, ratio: a.median / b.median, ratioRuns: sw.map((x, i) => x / raw[i]!) },
       checks,
     };
+    const measured = sent.spiwire > 0 && sent.raw > 0;
     if (cpuUnit) {
       const per = (us: number, bytes: number): number => us / cpuUnit.per(bytes);
-      result.cpu = cpu.ok && cpu.spiwireBytes > 0 && cpu.rawBytes > 0 ? { unit: cpuUnit.name, clientUs: per(cpu.client, cpu.spiwireBytes), daemonUs: per(cpu.daemon, cpu.spiwireBytes), rawUs: per(cpu.raw, cpu.rawBytes) } : null;
+      result.cpu = cpu.ok && measured ? { unit: cpuUnit.name, clientUs: per(cpu.client, sent.spiwire), daemonUs: per(cpu.daemon, sent.spiwire), rawUs: per(cpu.raw, sent.raw) } : null;
     }
-    if (countSyscalls) result.syscalls = calls.ok && calls.daemonBytes > 0 && calls.rawBytes > 0 ? { daemonPerMB: calls.daemon / (calls.daemonBytes / 1e6), rawPerMB: calls.raw / (calls.rawBytes / 1e6) } : null;
+    if (countSyscalls) result.syscalls = calls.ok && measured ? { daemonPerMB: calls.daemon / (sent.spiwire / 1e6), rawPerMB: calls.raw / (sent.raw / 1e6) } : null;
     return result;
   } finally {
     await spi.close();
