@@ -19,6 +19,7 @@ import type { Tracer } from './trace.js';
 import type { LPWSAOVERLAPPED_COMPLETION_ROUTINE, WSAOVERLAPPED } from './overlapped.js';
 import type { Out } from './types.js';
 import type { EventTable, SpiThread } from './threads.js';
+import { IdTable } from './id-table.js';
 
 /** Where an operation's completion goes, given when it starts. */
 export interface OperationSpec {
@@ -65,7 +66,7 @@ export type SendOperation = (op: number, onReply: (r: Result) => void) => Promis
 
 export class OperationTable {
   private nextOp = 1;
-  private readonly ops = new Map<number, OpRecord>();
+  private readonly ops = new IdTable<OpRecord>();
 
   constructor(private readonly events: EventTable) {}
 
@@ -195,7 +196,7 @@ export class OperationTable {
 
   /** The connection ended: every operation whose call was answered completes now with code, exactly once. */
   abandon(code: number): void {
-    for (const [op, rec] of [...this.ops]) {
+    for (const [op, rec] of this.ops.entries()) {
       // A call still waiting for its reply fails with WSAENETDOWN itself; failing at once, it
       // must leave no completion (start() forgets the operation when that result comes).
       if (rec.answered) this.complete(op, code, 0, 0);

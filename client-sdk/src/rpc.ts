@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 import { unmask, writeMaskedBinaryFrame, type MaskingKeys } from './masked-frames.js';
+import { IdTable } from './id-table.js';
 
 /**
  * A JSON-RPC error from the daemon (the request itself was malformed or impossible), or a reply
@@ -226,7 +227,7 @@ function messageOf(err: unknown): string {
 
 export class RpcConnection {
   private nextId = 1;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new IdTable<Pending>();
   /**
    * Buffers of the frame builder whose frames the daemon has all acknowledged, for the builder to
    * write into again: kept frames stop it from reusing its buffer in place (recycle()).
