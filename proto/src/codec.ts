@@ -258,6 +258,11 @@ export class FrameBuilder {
     return this.used - this.start;
   }
 
+  /** Bytes left in the buffer before the next record moves the frame under construction. */
+  get room(): number {
+    return this.buf.length - this.used;
+  }
+
   /** The memory frames are being written into now: finished frames elsewhere are no longer touched. */
   get current(): ArrayBufferLike {
     return this.buf.buffer;

@@ -123,6 +123,28 @@ t.test('FrameBuilder packs several records into one frame, counts them, and star
   t.equal(hex(b.finish()), hex(encodeFrame(msgs[0]!)), 'a builder is reusable');
 });
 
+t.test('FrameBuilder.room says when a record would move the frame under construction to new memory', async (t) => {
+  const made: number[] = [];
+  const b = new FrameBuilder((n) => {
+    made.push(n);
+    return new Uint8Array(n);
+  }, 1024);
+  t.equal(b.room, 1024, 'a new builder has its whole buffer');
+  b.add({ jsonrpc: '2.0', method: 'm', params: { data: new Uint8Array(100) } });
+  const first = b.byteLength;
+  t.equal(b.room, 1024 - first, 'room goes down by what a record took');
+  const kept = b.finish();
+  const keptCopy = Uint8Array.from(kept);
+  // A record larger than the room, with no frame under construction: new memory, nothing copied
+  // over, and the finished frame where it was.
+  b.add({ jsonrpc: '2.0', method: 'm', params: { data: new Uint8Array(2000) } });
+  t.equal(made.length, 2, 'a second buffer was made');
+  t.ok(made[1]! >= 2000, 'large enough for the record');
+  t.equal(b.current !== kept.buffer, true, 'the builder writes elsewhere now');
+  t.same(kept, keptCopy, 'the finished frame is untouched');
+  t.equal(b.room, made[1]! - b.byteLength);
+});
+
 t.test('FrameBuilder copies byte strings when a message is added', async (t) => {
   const src = new Uint8Array([1, 2, 3, 4]);
   const b = new FrameBuilder();
