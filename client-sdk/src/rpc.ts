@@ -237,7 +237,7 @@ export class RpcConnection {
    * write into again: kept frames stop it from reusing its buffer in place (recycle()).
    */
   private readonly spare: Uint8Array[] = [];
-  private readonly out = new P.FrameBuilder((n) => this.frameBuffer(n), 64 * 1024);
+  private readonly out = new P.FrameBuilder((n, min) => this.frameBuffer(n, min), 64 * 1024);
   private flushScheduled = false;
   private closedReason: string | null = null;
   onNotification: (method: string, params: Record<string, unknown>) => void = () => undefined;
@@ -465,20 +465,26 @@ export class RpcConnection {
     if (this.socket.writableLength === 0 && (r === null || r.head === r.kept.length)) this.out.recycle();
   }
 
-  /** Memory for the frame builder: a spare buffer large enough, else a new one. */
-  private frameBuffer(n: number): Uint8Array {
+  /**
+   * Memory for the frame builder (n wanted, min needed). Without resume the builder writes over
+   * its buffer again once the socket has taken every frame, so it gets the room it asks for. With
+   * resume, kept frames pin its buffers until acknowledged: buffers of one generous size (or of one
+   * record's, for a 1 MiB piece of a large send) go back to spare as the daemon acknowledges them
+   * and are taken again by the next record that fits, instead of fresh memory, which costs a page
+   * fault per 4 KiB on the bulk path.
+   */
+  private frameBuffer(n: number, min: number): Uint8Array {
+    if (this.resume === null) return Buffer.allocUnsafe(n);
     for (let i = 0; i < this.spare.length; i++) {
       const b = this.spare[i]!;
-      if (b.byteLength >= n) {
+      if (b.byteLength >= min) {
         this.spare.splice(i, 1);
         return b;
       }
     }
-    // Kept frames pin a resumable session's buffers until acknowledged: buffers of one generous
-    // size, handed back to spare as the daemon acknowledges them, are reused instead of made anew
-    // (fresh memory costs a page fault per 4 KiB on the bulk path).
-    return Buffer.allocUnsafe(this.resume !== null ? Math.max(n, RESUME_BUFFER) : n);
+    return Buffer.allocUnsafe(Math.max(min, RESUME_BUFFER));
   }
+
 
   /** Writes the kept messages not yet written to this connection, in order, within the send window. */
   private pump(): void {

@@ -248,10 +248,11 @@ export class FrameBuilder {
   private readonly header = new CompactHeader();
 
   constructor(
-    private readonly alloc: (n: number) => Uint8Array = (n) => new Uint8Array(n),
+    /** Memory for frames: at least min bytes; n is what the builder would like (room to grow). */
+    private readonly alloc: (n: number, min: number) => Uint8Array = (n) => new Uint8Array(n),
     private readonly initialSize = 16 * 1024,
   ) {
-    this.buf = alloc(initialSize);
+    this.buf = alloc(initialSize, initialSize);
   }
 
   get byteLength(): number {
@@ -354,7 +355,7 @@ export class FrameBuilder {
     if (this.used + n <= this.buf.length) return;
     // Move the frame under construction to a new buffer; finished frames keep the old one.
     const pending = this.used - this.start;
-    const bigger = this.alloc(Math.max(this.initialSize, 2 * (pending + n)));
+    const bigger = this.alloc(Math.max(this.initialSize, 2 * (pending + n)), pending + n);
     bigger.set(this.buf.subarray(this.start, this.used));
     this.buf = bigger;
     this.start = 0;

@@ -125,8 +125,10 @@ t.test('FrameBuilder packs several records into one frame, counts them, and star
 
 t.test('FrameBuilder.room says when a record would move the frame under construction to new memory', async (t) => {
   const made: number[] = [];
-  const b = new FrameBuilder((n) => {
+  const needed: number[] = [];
+  const b = new FrameBuilder((n, min) => {
     made.push(n);
+    needed.push(min);
     return new Uint8Array(n);
   }, 1024);
   t.equal(b.room, 1024, 'a new builder has its whole buffer');
@@ -140,6 +142,8 @@ t.test('FrameBuilder.room says when a record would move the frame under construc
   b.add({ jsonrpc: '2.0', method: 'm', params: { data: new Uint8Array(2000) } });
   t.equal(made.length, 2, 'a second buffer was made');
   t.ok(made[1]! >= 2000, 'large enough for the record');
+  t.ok(needed[1]! >= 2000 && needed[1]! < made[1]!, 'the least it needs is the record, told apart from the room it would like');
+  t.ok(made[1]! >= needed[1]!);
   t.equal(b.current !== kept.buffer, true, 'the builder writes elsewhere now');
   t.same(kept, keptCopy, 'the finished frame is untouched');
   t.equal(b.room, made[1]! - b.byteLength);
