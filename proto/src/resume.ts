@@ -22,7 +22,6 @@ function includes(hay: Uint8Array, needle: Uint8Array): boolean {
   return false;
 }
 
-/** The query parameter that asks for a resumable session (/ws?resumable=1). */
 /**
  * When an end acknowledges what it counted (the SDK and the daemon alike; any schedule works for
  * the protocol, these keep the other side's kept messages few): every ACK_EVERY messages, every
@@ -37,6 +36,7 @@ export function ackDue(messagesSinceAck: number, bytesSinceAck: number): boolean
   return messagesSinceAck >= ACK_EVERY || bytesSinceAck >= ACK_BYTES;
 }
 
+/** The query parameter that asks for a resumable session (/ws?resumable=1). */
 export const RESUMABLE_QUERY = 'resumable';
 /** The query parameters of a connection opened to resume a session (/ws?resume=<session>&daemon=<daemonId>). */
 export const RESUME_QUERY = 'resume';
