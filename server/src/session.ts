@@ -519,13 +519,14 @@ export class Session implements SpiSession {
 
   private send(message: object, text: boolean): void {
     if (!this.producing) return;
-    this.ackOnly = false;
     if (text) {
-      // Binary records still waiting for their flush were produced first: they go first.
+      // Binary records still waiting for their flush were produced first: they go first (a frame
+      // holding only an ack as one that is not counted).
       this.flush();
       this.emit(P.encodeText(message), true);
       return;
     }
+    this.ackOnly = false;
     this.out.add(message);
     // Send a frame once it is big or holds many records, so the client starts on it while the
     // daemon is still working through the rest of its input.

@@ -472,6 +472,58 @@ t.test('a request sent again by id after a resume gets its original reply, and r
   second.ws.close(1000);
 });
 
+t.test("a text client's count agrees with the daemon's: an ack alone is not counted, even when a text reply follows it", async (t) => {
+  const d = await daemon(t, { limits: { resumeGraceMs: 20000 } });
+  // Counts what it receives as section 20 says: everything but the first message (the welcome or
+  // spiwire.resumed) and a message whose only record is a spiwire.ack.
+  const client = (url: string) => {
+    const ws = new WebSocket(url, [S.SUBPROTOCOL]);
+    const state = { counted: 0, messages: [] as Array<Record<string, unknown>>, waiters: [] as Array<() => void> };
+    let seen = 0;
+    ws.on('message', (data: Buffer, binary: boolean) => {
+      const recs = binary ? S.decodeFrame(data) : [S.decodeText(data.toString())];
+      if (seen++ > 0 && !S.isAckOnlyMessage(data, binary)) state.counted++;
+      for (const r of recs) if (r.ok && S.isRecord(r.message) && r.message['method'] !== 'spiwire.ack') state.messages.push(r.message);
+      const w = state.waiters;
+      state.waiters = [];
+      for (const f of w) f();
+    });
+    const opened = new Promise<void>((resolve, reject) => ws.once('open', () => resolve()).once('error', reject));
+    const next = async (): Promise<Record<string, unknown>> => {
+      while (state.messages.length === 0) await new Promise<void>((r) => state.waiters.push(r));
+      return state.messages.shift()!;
+    };
+    return { ws, state, opened, next };
+  };
+  const first = client(`${d.url}?resumable=1`);
+  await first.opened;
+  const welcome = (await first.next())['params'];
+  if (!S.isRecord(welcome) || !S.isRecord(welcome['resume'])) throw new Error('no resume offer');
+  const offer = welcome['resume'];
+  // One text request at a time, past the daemon's ack schedule: its ack of the 32nd is packed
+  // ahead of that request's text reply.
+  const call = (id: number) => JSON.stringify({ jsonrpc: '2.0', id, method: 'WSPCloseSocket', params: { s: 999999 } });
+  const n = S.ACK_EVERY + 8;
+  for (let id = 1; id <= n; id++) {
+    first.ws.send(call(id));
+    t.equal((await first.next())['id'], id, `reply ${id}`);
+  }
+  t.equal(first.state.counted, n, 'one counted message per reply');
+  first.ws.terminate();
+  const u = new URL(d.url);
+  u.searchParams.set('resume', String(welcome['session']));
+  u.searchParams.set('daemon', String(offer['daemonId']));
+  const resume = JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: welcome['session'], token: offer['token'], received: first.state.counted, daemonId: offer['daemonId'] } });
+  const second = client(u.toString());
+  await second.opened;
+  second.ws.send(resume);
+  const resumed = await second.next();
+  t.equal(resumed['method'], 'spiwire.resumed', 'resumed with the count section 20 gives');
+  second.ws.send(call(n + 1));
+  t.equal((await second.next())['id'], n + 1, 'nothing sent again: the daemon counted what the client counted');
+  second.ws.close(1000);
+});
+
 /** A plain WebSocket client that reads messages (binary frames or text) as JSON-RPC objects. */
 async function rawSession(url: string, first?: string): Promise<{ ws: WebSocket; messages: Array<Record<string, unknown>>; next(): Promise<Record<string, unknown>> }> {
   const ws = new WebSocket(url, [S.SUBPROTOCOL]);
