@@ -248,6 +248,8 @@ export class RpcConnection {
   private resume: ResumeState | null = null;
   /** The frame being packed holds nothing but a spiwire.ack: it is not counted. */
   private ackOnly = false;
+  /** An acknowledgement is due and rides on the next call packed before the loop's next turn (ack()). */
+  private ackWaiting = false;
   /** The connection is down and the SDK is reconnecting. */
   private reconnecting = false;
   /** The application closed (or dropped) the session: a close is the end. */
@@ -412,7 +414,6 @@ export class RpcConnection {
 
   /** Adds a message to the frame being packed, which leaves when full or at the end of the tick. */
   private enqueue(message: object, params: Record<string, unknown>): void {
-    this.ackOnly = false;
     if (this.out.recordCount > 0) {
       const bytes = payloadSize(params);
       // Never let packing push a frame past the daemon's limit: flush first when this call would.
@@ -421,6 +422,9 @@ export class RpcConnection {
       // starts a new frame, in a new buffer, instead of the frame so far being copied over there.
       else if (this.resume !== null && bytes + RECORD_SLACK > this.out.room) this.flush();
     }
+    // (After the flushes above: a frame holding only an ack is flushed as one, not counted.)
+    if (this.ackWaiting) this.packAck();
+    this.ackOnly = false;
     this.out.add(message);
     if (this.out.byteLength >= FLUSH_AT || this.out.recordCount >= FLUSH_RECORDS) this.flush();
     else if (!this.flushScheduled) {
@@ -506,7 +510,26 @@ export class RpcConnection {
     r?.incoming.count(data, isBinary);
   }
 
+  /**
+   * An acknowledgement is due. Into a frame already being packed it goes at once. Alone it would
+   * be a frame of its own, a write here and a wake-up of the daemon, usually just before the call
+   * that the continuation of the reply makes: so it waits for that call (enqueue packs it first)
+   * or, when none comes, for the end of this round of I/O (ackAlone).
+   */
   private readonly sendAck = (): void => {
+    if (this.out.recordCount > 0) return this.packAck();
+    if (this.ackWaiting) return;
+    this.ackWaiting = true;
+    setImmediate(this.ackAlone);
+  };
+
+  private readonly ackAlone = (): void => {
+    if (this.ackWaiting) this.packAck();
+  };
+
+  /** Packs a spiwire.ack of what has been counted; a frame that holds nothing else is not counted. */
+  private packAck(): void {
+    this.ackWaiting = false;
     const r = this.resume;
     if (r === null) return;
     if (this.reconnecting || this.closedReason !== null) return r.incoming.stop();
@@ -515,7 +538,7 @@ export class RpcConnection {
     const alone = this.out.recordCount === 0;
     this.enqueue({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received } }, {});
     if (alone) this.ackOnly = true;
-  };
+  }
 
   /** spiwire.ack from the daemon: the messages it has received need not be kept. */
   private acknowledged(received: number): void {

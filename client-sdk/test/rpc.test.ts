@@ -252,3 +252,30 @@ t.test('the daemon closing the connection fails the pending calls', async (t) =>
   peer.ws.close(1001, 'going away');
   await t.rejects(call, { name: 'ConnectionClosedError', message: /connection closed \(1001 going away\)/ });
 });
+
+t.test('resumable: an acknowledgement due on a reply rides on the next call, or goes alone once the loop turns', async (t) => {
+  const offer = { token: 't'.repeat(43), graceMs: 20000, daemonId: 'unit-daemon' };
+  const { conn, peer } = await pair(t, welcome({ resume: offer }));
+  // One call at a time: each reply is a counted message; the 32nd makes an ack due (P.ACK_EVERY).
+  for (let i = 0; i < P.ACK_EVERY; i++) {
+    const call = conn.call('WSPListen', { s: i, backlog: 1 });
+    peer.reply(await peer.request());
+    await call;
+  }
+  const next = conn.call('WSPListen', { s: 99, backlog: 1 });
+  await peer.untilFrames(P.ACK_EVERY + 1);
+  t.equal(peer.frames.length, P.ACK_EVERY + 1, 'no frame of its own for the ack');
+  t.same(peer.acks, [{ frame: P.ACK_EVERY, received: P.ACK_EVERY }], 'the ack came with the next call');
+  t.same(peer.frames[P.ACK_EVERY]!.map((r) => r.params['s']), [99]);
+  peer.reply(await peer.request());
+  await next;
+  // Nothing follows this time: the ack goes alone, after the I/O round that brought the replies.
+  const many = [];
+  for (let i = 0; i < P.ACK_EVERY - 1; i++) many.push(conn.call('WSPListen', { s: i, backlog: 1 }));
+  await peer.untilFrames(P.ACK_EVERY + 2);
+  for (let i = 0; i < P.ACK_EVERY - 1; i++) peer.reply(await peer.request());
+  await Promise.all(many);
+  await peer.untilFrames(P.ACK_EVERY + 3);
+  t.same(peer.acks[1], { frame: P.ACK_EVERY + 2, received: 2 * P.ACK_EVERY }, 'alone, with the count of every reply');
+  t.same(peer.frames[P.ACK_EVERY + 2], [], 'a frame holding only the ack');
+});

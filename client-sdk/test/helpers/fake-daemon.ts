@@ -48,6 +48,8 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 export class Peer {
   /** The requests of each frame received, frame by frame. */
   readonly frames: Request[][] = [];
+  /** Each spiwire.ack received: its count, and the index in frames of the frame that held it. */
+  readonly acks: Array<{ frame: number; received: number }> = [];
   private readonly queue: Request[] = [];
   private waiters: Array<() => void> = [];
   readonly closed: Promise<{ code: number; reason: string }>;
@@ -59,6 +61,7 @@ export class Peer {
       for (const r of recs) {
         if (!r.ok || !isRecord(r.message)) continue;
         const { id, method, params } = r.message;
+        if (method === 'spiwire.ack' && id === undefined && isRecord(params)) this.acks.push({ frame: this.frames.length, received: Number(params['received']) });
         if (typeof id !== 'number' || typeof method !== 'string' || !isRecord(params)) continue;
         frame.push({ id, method, params, compact: r.compact === true });
       }
