@@ -21,3 +21,29 @@ t.test('a frame holding only spiwire.ack is not counted; anything else is', asyn
   t.notOk(P.isAckOnlyMessage(new Uint8Array([255, 255, 255, 255, 0, 0, 0, 0]), true), 'a length beyond the message');
   t.notOk(P.isAckOnlyMessage(new TextEncoder().encode('{"method":"spiwire.ack"'), false), 'bad JSON');
 });
+
+t.test('ReceiveCounter: an ack every ACK_EVERY messages at once, else one ACK_DELAY_MS after the first not acknowledged', async (t) => {
+  const call = P.encodeFrame({ jsonrpc: '2.0', id: 1, method: 'WSPListen', params: { s: 1, backlog: 1 } });
+  let asked = 0;
+  let wake: () => void = () => undefined;
+  const counter = new P.ReceiveCounter(() => {
+    asked++;
+    wake();
+  });
+  t.teardown(() => counter.stop());
+  const nextAsk = (): Promise<void> => new Promise((resolve) => (wake = resolve));
+  for (let i = 0; i < P.ACK_EVERY - 1; i++) counter.count(call, true);
+  t.equal(asked, 0, 'not yet due');
+  counter.count(call, true);
+  t.equal(asked, 1, 'due at the ACK_EVERY-th message, at once');
+  t.equal(counter.take(), P.ACK_EVERY);
+  t.equal(counter.take(), null, 'nothing new to acknowledge');
+  // The timer armed by the first message is still running; one more message is acknowledged by a timer.
+  const later = nextAsk();
+  counter.count(call, true);
+  await later;
+  t.equal(asked, 2, 'asked once more, for the one message');
+  t.equal(counter.take(), P.ACK_EVERY + 1);
+  counter.count(P.encodeFrame({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received: 3 } }), true);
+  t.equal(counter.received, P.ACK_EVERY + 1, 'an ack alone is not counted');
+});
