@@ -5,9 +5,11 @@
  *   - resume: a resumable session (the SDK's default): messages counted, kept until acknowledged;
  *   - faults armed: a fault rule on another socket, so every send asks the rules and none fires;
  *   - tracing: the SDK's call trace on, records handed to a function that drops them.
- * The variants run in turn within each repetition (rotating which goes first); each figure is
- * its median rate divided by base's. "Off" costs are the ratios of base to itself: resume off,
- * no rules and no trace are base.
+ * The variants run in turn within each repetition (rotating which goes first), and each figure is
+ * the median over the repetitions of its rate divided by base's in the same repetition: runs a
+ * second apart share the machine's phase, which on a shared 2-core machine moves every rate by
+ * more than the few per cent measured here. "Off" costs are the ratios of base to itself: resume
+ * off, no rules and no trace are base.
  */
 import * as S from '@spiwire/client';
 import { check, type Check, type Ctx } from '../lib/context.js';
@@ -22,8 +24,10 @@ export interface BookkeepingResult {
   params: Record<string, number | string>;
   /** sends/s per variant. */
   rates: Record<Variant, Summary>;
-  /** Median rate of the variant / median rate of base. */
+  /** Median over the repetitions of the variant's rate / base's rate in the same repetition. */
   ratios: Record<Variant, number>;
+  /** Those per-repetition ratios (absent from results saved before they were kept). */
+  ratioRuns?: Record<Variant, number[]>;
   checks: Check[];
 }
 
@@ -38,7 +42,9 @@ async function sessionFor(ctx: Ctx, v: Variant): Promise<S.SpiSession> {
 }
 
 export async function bookkeeping(ctx: Ctx): Promise<BookkeepingResult> {
-  const count = ctx.quick ? 2000 : 100_000;
+  // Many short repetitions rather than a few long ones: the pairing is what steadies the ratio.
+  const count = ctx.quick ? 2000 : 50_000;
+  const reps = ctx.quick ? ctx.reps : Math.max(9, 2 * ctx.reps);
   const checks: Check[] = [];
   const runs: Record<Variant, number[]> = { base: [], resume: [], faultsArmed: [], tracing: [] };
   const sessions = new Map<Variant, S.SpiSession>();
@@ -46,7 +52,7 @@ export async function bookkeeping(ctx: Ctx): Promise<BookkeepingResult> {
     for (const v of VARIANTS) sessions.set(v, await sessionFor(ctx, v));
     // Warm each session's path before measuring (JIT, buffers), unless quick.
     if (!ctx.quick) for (const v of VARIANTS) await spiwireRun(ctx, sessions.get(v)!, 100, 20_000, 1024);
-    for (let rep = 0; rep < ctx.reps; rep++) {
+    for (let rep = 0; rep < reps; rep++) {
       for (let i = 0; i < VARIANTS.length; i++) {
         const v = VARIANTS[(i + rep) % VARIANTS.length]!;
         const r = await spiwireRun(ctx, sessions.get(v)!, 100, count, 1024);
@@ -59,11 +65,14 @@ export async function bookkeeping(ctx: Ctx): Promise<BookkeepingResult> {
     for (const spi of sessions.values()) await spi.close();
   }
   const rates = { base: summarize(runs.base), resume: summarize(runs.resume), faultsArmed: summarize(runs.faultsArmed), tracing: summarize(runs.tracing) };
-  const ratio = (v: Variant): number => rates[v].median / rates.base.median;
+  const paired = (v: Variant): number[] => runs[v].map((x, i) => x / runs.base[i]!);
+  const ratioRuns = { base: paired('base'), resume: paired('resume'), faultsArmed: paired('faultsArmed'), tracing: paired('tracing') };
+  const ratio = (v: Variant): number => summarize(ratioRuns[v]).median;
   return {
-    params: { sendBytes: 100, sendsPerRun: count, inFlight: 1024 },
+    params: { sendBytes: 100, sendsPerRun: count, inFlight: 1024, repetitions: reps },
     rates,
     ratios: { base: 1, resume: ratio('resume'), faultsArmed: ratio('faultsArmed'), tracing: ratio('tracing') },
+    ratioRuns,
     checks,
   };
 }
