@@ -40,23 +40,36 @@ export class EventSelectMirror {
   /**
    * A WSPEventSelect is about to be sent: the new selection is in place before the call, as the
    * first events may arrive right behind its reply. The function returned settles it once the
-   * call is answered: a failed call puts back what was there before, a cancel (0) removes it.
+   * call is answered: a failed call puts back what was there before.
+   *
+   * As on Windows, events recorded and not yet enumerated survive a new selection, 0 included
+   * (the daemon does not record them a second time): those still selected are reported by the
+   * next WSPEnumNetworkEvents, and a selection that keeps any of them sets its event object.
    */
   select(s: number, hEvent: number, lNetworkEvents: number): (succeeded: boolean) => void {
     const previous = this.selections.get(s);
-    if (lNetworkEvents !== 0) this.selections.set(s, { hEvent, events: lNetworkEvents, recorded: 0, errors: noErrors() });
+    const next: Selection = {
+      hEvent: lNetworkEvents !== 0 ? hEvent : 0,
+      events: lNetworkEvents,
+      recorded: previous?.recorded ?? 0,
+      errors: previous ? [...previous.errors] : noErrors(),
+    };
+    this.selections.set(s, next);
     return (succeeded) => {
       if (!succeeded) {
-        if (previous) this.selections.set(s, previous);
-        else this.selections.delete(s);
-      } else if (lNetworkEvents === 0) this.selections.delete(s);
+        // Events that arrived during the call belong to the selection still in force.
+        if (previous) {
+          previous.recorded |= next.recorded;
+          this.selections.set(s, previous);
+        } else this.selections.delete(s);
+      } else if (next.recorded & next.events) this.events.get(next.hEvent)?.set();
     };
   }
 
   /** The event object and events of the socket's selection (an accepted socket inherits them). */
   selectionOf(s: number): { hEvent: number; events: number } | undefined {
     const sel = this.selections.get(s);
-    return sel && { hEvent: sel.hEvent, events: sel.events };
+    return sel && sel.events !== 0 ? { hEvent: sel.hEvent, events: sel.events } : undefined;
   }
 
   /** spiwire.networkEvents: the events are kept for WSPEnumNetworkEvents and the event object is set. */
@@ -69,14 +82,17 @@ export class EventSelectMirror {
     const errors = fieldOf(params, 'errors', isRecord) ?? {};
     sel.recorded |= events;
     for (const [name, bit] of FD_BITS) if (events & (1 << bit)) sel.errors[bit] = fieldOf(errors, name, isU32) ?? 0;
-    this.events.get(sel.hEvent)?.set();
+    if (sel.hEvent) this.events.get(sel.hEvent)?.set();
   }
 
-  /** WSPEnumNetworkEvents: the events recorded since the last call, with their error codes, cleared. */
+  /**
+   * WSPEnumNetworkEvents: the selected events recorded since the last call, with their error
+   * codes; the record is cleared (as on Windows, events no longer selected go with it).
+   */
   take(s: number): WSANETWORKEVENTS {
     const sel = this.selections.get(s);
     if (!sel) return { lNetworkEvents: 0, iErrorCode: noErrors() };
-    const taken = { lNetworkEvents: sel.recorded, iErrorCode: [...sel.errors] };
+    const taken = { lNetworkEvents: sel.recorded & sel.events, iErrorCode: [...sel.errors] };
     sel.recorded = 0;
     sel.errors.fill(0);
     return taken;

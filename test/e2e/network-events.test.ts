@@ -131,6 +131,46 @@ for (const f of FAMILIES) {
     t.equal(seenB.iErrorCode[S.FD_CLOSE_BIT], S.WSAECONNABORTED, 'reset: FD_CLOSE with WSAECONNABORTED');
   });
 
+  t.test(`${f}: an FD_CLOSE recorded and not yet enumerated survives a new WSPEventSelect that keeps it`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const e = S.out(0);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const ev = spi.WSACreateEvent();
+    t.equal(await spi.WSPEventSelect(s, ev, S.FD_READ | S.FD_CLOSE, e), 0);
+    conn.socket.end();
+    t.equal(await spi.WSAWaitForMultipleEvents(1, [ev], false, 5000, false), S.WSA_WAIT_EVENT_0, 'FD_CLOSE recorded; not enumerated');
+    t.equal(spi.WSAResetEvent(ev), S.TRUE);
+    // do_test's event_client drops FD_READ once it has read everything; the FD_CLOSE recorded in
+    // the meantime is still reported (Wine: pending events survive WSAEventSelect and set the event).
+    t.equal(await spi.WSPEventSelect(s, ev, S.FD_CLOSE, e), 0);
+    t.equal(await spi.WSAWaitForMultipleEvents(1, [ev], false, 0, false), S.WSA_WAIT_EVENT_0, 'the reselection set the event object again');
+    const ne: S.WSANETWORKEVENTS = { lNetworkEvents: 0, iErrorCode: [] };
+    t.equal(await spi.WSPEnumNetworkEvents(s, ev, ne, e), 0);
+    t.equal(ne.lNetworkEvents, S.FD_CLOSE, 'FD_CLOSE reported; FD_READ, no longer selected, is not');
+    t.equal(ne.iErrorCode[S.FD_CLOSE_BIT], 0, 'with 0');
+    t.equal(await enumNow(spi, s, ev), 0, 'and only once');
+  });
+
+  t.test(`${f}: an event recorded before a selection of 0 is reported once selected again`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const e = S.out(0);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const ev = spi.WSACreateEvent();
+    t.equal(await spi.WSPEventSelect(s, ev, S.FD_READ, e), 0);
+    conn.socket.write('data');
+    t.equal(await spi.WSAWaitForMultipleEvents(1, [ev], false, 5000, false), S.WSA_WAIT_EVENT_0, 'FD_READ recorded');
+    t.equal(await spi.WSPEventSelect(s, 0, 0, e), 0);
+    t.equal(spi.WSAResetEvent(ev), S.TRUE);
+    t.equal(await spi.WSPEventSelect(s, ev, S.FD_READ, e), 0);
+    t.equal(await spi.WSAWaitForMultipleEvents(1, [ev], false, 0, false), S.WSA_WAIT_EVENT_0, 'selecting it again set the event object');
+    t.equal(await enumNow(spi, s, ev), S.FD_READ, 'FD_READ reported');
+    t.equal(await enumNow(spi, s, ev), 0, 'once');
+  });
+
   t.test(`${f}: FD_ACCEPT on a listening socket, re-enabled by WSPAccept`, async (t) => {
     const d = await daemon(t);
     const spi = await session(t, d);
