@@ -7,3 +7,4 @@ export { resolveSocketTriple } from '@spiwire/proto';
 export { libc, fdOf } from './native/libc.js';
 export { wsaFromErrno } from './errno-map.js';
 export { maxRecvBytes } from './session.js';
+export { TurnBudget } from './turn-budget.js';

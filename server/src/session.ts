@@ -11,6 +11,7 @@ import type { WebSocket } from 'ws';
 import * as P from '@spiwire/proto';
 import { fail } from './outcome.js';
 import type { DaemonContext } from './daemon-context.js';
+import type { SetAside } from './turn-budget.js';
 import type { EmulatedSocket, SocketIdentity } from './sockets/emulated-socket.js';
 import type { Cancellable, Completion, CompletionOut, Started } from './sockets/results.js';
 import { overlappedOnPlainSocket } from './sockets/send-policy.js';
@@ -142,7 +143,7 @@ class PendingOp implements Completion {
   }
 }
 
-export class Session implements SpiSession {
+export class Session implements SpiSession, SetAside {
   readonly id = randomUUID();
   readonly log: Logger;
   private readonly sockets = new Map<number, EmulatedSocket>();
@@ -298,12 +299,21 @@ export class Session implements SpiSession {
   /** Records of a frame not yet handled, when the frame was set aside to let others run. */
   private rest: { records: P.DecodedRecord[]; next: number; clockEvery: number } | null = null;
   private readingPaused = false;
+  /** The turn in which this session last had a small message go at once (TurnBudget.holdsBack). */
+  quickTurn = -1;
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.ended) return;
     if (this.resume !== null) this.countReceived(data, isBinary);
     if (this.rest || this.waiting.length > 0) {
       this.waiting.push({ data, isBinary });
+      return;
+    }
+    if (this.daemon.turn.holdsBack(this, data.length)) {
+      // Other sessions used this turn's time: this message waits for the check phase.
+      this.waiting.push({ data, isBinary });
+      this.updateReading();
+      this.daemon.turn.defer(this);
       return;
     }
     this.handleMessage(data, isBinary);
@@ -361,29 +371,35 @@ export class Session implements SpiSession {
     if (i < records.length && !this.ended) {
       this.rest = { records, next: i, clockEvery };
       this.updateReading();
-      setImmediate(this.continueFrame);
+      this.daemon.turn.defer(this);
       return;
     }
     this.rest = null;
     this.updateReading();
   }
 
-  private readonly continueFrame = (): void => {
+  /** The daemon's TurnBudget gives this session a go at the work it set aside (the frame's rest, then what arrived). */
+  takeTurn(): void {
     if (this.ended) return;
     const started = performance.now();
-    if (this.rest) this.handleRecords(this.rest.records, this.rest.next, this.rest.clockEvery);
+    let progressed = false;
+    if (this.rest) {
+      this.handleRecords(this.rest.records, this.rest.next, this.rest.clockEvery);
+      progressed = true;
+    }
     // Then the messages that arrived meanwhile, in order, as long as none is set aside again
-    // and this turn has time left.
+    // and the slice has time left; one goes in any case, so that every go moves the session on.
     while (!this.rest && !this.ended && this.waiting.length > 0) {
-      if (this.daemon.turn.spent(started)) {
-        setImmediate(this.continueFrame);
+      if (progressed && this.daemon.turn.spent(started)) {
+        this.daemon.turn.defer(this);
         return;
       }
       const m = this.waiting.shift()!;
       this.handleMessage(m.data, m.isBinary);
+      progressed = true;
     }
     this.updateReading();
-  };
+  }
 
   /** Reads from the client unless a frame is set aside or the client is not reading its output. */
   private updateReading(): void {

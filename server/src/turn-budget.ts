@@ -1,16 +1,35 @@
 /**
- * The time the daemon spends on client calls in one turn of the event loop. A session works
- * through a frame only while it has time left, then sets the rest aside for the next turn (and
+ * The time the daemon spends on client calls in one turn of the event loop, and the queue of
+ * sessions whose work was set aside for later.
+ *
+ * A session works through a frame only while it has time left, then sets the rest aside (and
  * reads nothing more meanwhile). A lone session gets a slice per frame, as many frames as arrive;
- * once a second session works in the same turn, the turn's time is shared: 32 busy sessions
- * would otherwise hold the loop for 32 slices, and a call from a quiet session would wait behind
- * all of them.
+ * once a second session works in the same turn, the turn's time is shared, and once it is used
+ * up, a message that has not started waits too. Set-aside work is resumed in the check phase,
+ * in the order it was set aside, for one more slice of time: whoever does not get a go then keeps
+ * its place for the next turn. Without the queue, every session set aside resumed in the same
+ * check phase, and 32 bulk senders held each turn for all their frames (10 ms and more) while a
+ * bystander's one small call waited behind them.
  */
+
+/** Work set aside by a session: takeTurn() does at least one piece of it (or defers again). */
+export interface SetAside {
+  takeTurn(): void;
+}
+
+/** A message this small (a call without a large payload) may go at once even when the turn's time is up. */
+export const QUICK_MESSAGE_BYTES = 4096;
+
 export class TurnBudget {
   /** performance.now() at which the current turn's shared time is up; -1 between turns. */
   private endsAt = -1;
   private owner: object | null = null;
   private shared = false;
+  /** Sessions with work set aside, oldest first; each is in it at most once (it defers once per go). */
+  private queue: SetAside[] = [];
+  private drainScheduled = false;
+  /** Counts turns: a session's quickTurn says in which it had its quick go. */
+  private turn = 0;
 
   constructor(
     private readonly ms: number,
@@ -21,6 +40,7 @@ export class TurnBudget {
   /** owner starts (or goes on with) its work in this turn; the turn ends at the loop's check phase. */
   begin(owner: object): void {
     if (this.endsAt < 0) {
+      this.turn++;
       this.endsAt = this.now() + this.ms;
       this.owner = owner;
       this.shared = false;
@@ -34,8 +54,65 @@ export class TurnBudget {
     return this.shared ? now > this.endsAt : now - since > this.ms;
   }
 
+  /**
+   * Whether a message of size bytes from owner, which has not started yet, waits for the check
+   * phase: the turn is shared (or would be, with owner in it) and its time is up. A lone
+   * session's frames are never held back by this, and a small message goes at once if it is its
+   * session's first in this turn: a quiet session's one call is not queued behind the bulk
+   * senders' frames, and each session gets at most one such go per turn.
+   */
+  holdsBack(owner: { quickTurn: number }, bytes: number): boolean {
+    if (this.endsAt < 0 || (!this.shared && owner === this.owner) || this.now() <= this.endsAt) return false;
+    if (bytes <= QUICK_MESSAGE_BYTES && owner.quickTurn !== this.turn) {
+      owner.quickTurn = this.turn;
+      return false;
+    }
+    return true;
+  }
+
+  /** w has work set aside: it resumes in a check phase, after those set aside before it. */
+  defer(w: SetAside): void {
+    this.queue.push(w);
+    if (!this.drainScheduled) {
+      this.drainScheduled = true;
+      setImmediate(this.drain);
+    }
+  }
+
+  /** How many sessions wait for a go (for tests). */
+  get waiting(): number {
+    return this.queue.length;
+  }
+
+  /**
+   * The check phase: the sessions set aside resume in turn, within one shared slice (at least one
+   * of them goes). Those that defer again, or get no go, wait for the next turn, in order.
+   */
+  private readonly drain = (): void => {
+    this.drainScheduled = false;
+    const queue = this.queue;
+    this.queue = [];
+    this.endsAt = this.now() + this.ms;
+    this.owner = null;
+    this.shared = true;
+    let i = 0;
+    try {
+      while (i < queue.length && (i === 0 || this.now() <= this.endsAt)) queue[i++]!.takeTurn();
+    } finally {
+      // Those without a go keep their place ahead of those that deferred again during this drain.
+      if (i < queue.length) this.queue = queue.slice(i).concat(this.queue);
+      if (this.queue.length > 0 && !this.drainScheduled) {
+        this.drainScheduled = true;
+        setImmediate(this.drain);
+      }
+      this.end();
+    }
+  };
+
   private readonly end = (): void => {
     this.endsAt = -1;
     this.owner = null;
+    // Left set, spent() would find every check before the next begin() out of time.
+    this.shared = false;
   };
 }

@@ -45,3 +45,86 @@ t.test('two sessions in one turn share its time; the next turn starts afresh', a
   busy(4);
   t.ok(budget.spent(now()), 'until it is used up');
 });
+
+t.test('holdsBack: a message that has not started waits once others used up the turn; a small one goes once per turn', async (t) => {
+  const budget = new TurnBudget(3, now);
+  const a = { quickTurn: -1 };
+  const b = { quickTurn: -1 };
+  const big = 65536;
+  t.notOk(budget.holdsBack(b, big), 'between turns nothing is held back');
+  budget.begin(a);
+  t.notOk(budget.holdsBack(b, big), 'while the turn has time left, nothing is held back');
+  busy(4);
+  t.notOk(budget.holdsBack(a, big), 'a lone session goes on: its frames get a slice each');
+  t.ok(budget.holdsBack(b, big), "another session's large message waits for the check phase");
+  t.notOk(budget.holdsBack(b, 200), 'its first small message of the turn goes at once');
+  t.ok(budget.holdsBack(b, 200), 'its second waits');
+  await nextTurn();
+  t.notOk(budget.holdsBack(b, big), 'the next turn has room for it');
+  budget.begin(b);
+  busy(4);
+  t.notOk(budget.holdsBack(b, big), 'and its owner, alone, goes on');
+  t.notOk(budget.holdsBack(a, 200), 'a small message of another session: one go in this turn too');
+});
+
+t.test('a turn that was shared leaves nothing behind: the next one starts unshared', async (t) => {
+  const budget = new TurnBudget(3, now);
+  const a = {};
+  const b = {};
+  budget.begin(a);
+  budget.begin(b);
+  busy(4);
+  t.ok(budget.spent(now()), 'shared and spent');
+  await nextTurn();
+  // Checked before any begin() of the new turn (a set-aside message resumed first thing).
+  const since = now();
+  t.notOk(budget.spent(since), 'no time used yet in the new turn: not spent');
+});
+
+t.test('set-aside work resumes in order, one slice per check phase; whoever gets no go keeps its place', async (t) => {
+  const budget = new TurnBudget(3, now);
+  const log: string[] = [];
+  const work = (name: string, cost: number, again: number): { takeTurn(): void } => {
+    const w = {
+      takeTurn: (): void => {
+        log.push(name);
+        busy(cost);
+        if (again-- > 0) budget.defer(w);
+      },
+    };
+    return w;
+  };
+  const a = work('a', 4, 1);
+  const b = work('b', 1, 0);
+  const c = work('c', 1, 0);
+  budget.defer(a);
+  budget.defer(b);
+  budget.defer(c);
+  t.equal(budget.waiting, 3, 'three set aside');
+  await nextTurn();
+  t.same(log, ['a'], 'the first goes whatever it costs; it used up the slice');
+  t.equal(budget.waiting, 3, 'b and c wait, and a, deferred again, behind them');
+  await nextTurn();
+  t.same(log, ['a', 'b', 'c', 'a'], 'next turn: b and c first, in order, then a');
+  t.equal(budget.waiting, 0, 'nothing left');
+  await nextTurn();
+  t.same(log, ['a', 'b', 'c', 'a'], 'and no further go');
+});
+
+t.test('inside a go the slice is shared: spent() counts from the start of the check phase', async (t) => {
+  const budget = new TurnBudget(3, now);
+  const seen: boolean[] = [];
+  const owner = { quickTurn: -1 };
+  budget.defer({
+    takeTurn: (): void => {
+      budget.begin(owner);
+      const since = now();
+      seen.push(budget.spent(since));
+      busy(4);
+      seen.push(budget.spent(since));
+    },
+  });
+  await nextTurn();
+  t.same(seen, [false, true], 'time left at first, then spent');
+  t.notOk(budget.holdsBack(owner, 65536), 'after the check phase the turn is over');
+});

@@ -1,0 +1,74 @@
+/**
+ * Many sessions at once (server/src/turn-budget.ts): once the sessions working in one turn of the
+ * daemon's event loop have used its time, new messages wait for the check phase and set-aside
+ * work resumes there in order. Whatever is held back and resumed, each session's sends reach its
+ * peer whole and in order, every call is answered once, and a quiet session beside bulk senders
+ * keeps being answered.
+ */
+import t from 'tap';
+import * as S from '@spiwire/client';
+import { Socket } from '@spiwire/client';
+import { TurnBudget } from '@spiwire/server/internals';
+import { daemon, loopback, send, session, tcpPeer, connectedTcp, type PeerConnection } from '../helpers/harness.js';
+
+const SESSIONS = 8;
+const SENDS = 32;
+const SIZE = 64 * 1024;
+
+/** Send i of session k: every byte says which session and which send it belongs to. */
+function chunk(k: number, i: number): Buffer {
+  const b = Buffer.alloc(SIZE, (k * 37 + i) & 0xff);
+  b.writeUInt32BE(k, 0);
+  b.writeUInt32BE(i, 4);
+  return b;
+}
+
+t.test('bulk senders in many sessions and a quiet session beside them: every byte in order, every call answered', async (t) => {
+  // Count what the budget does, on the real object (a wrapper that calls through).
+  let deferred = 0;
+  const defer = TurnBudget.prototype.defer;
+  TurnBudget.prototype.defer = function (this: TurnBudget, w) {
+    deferred++;
+    defer.call(this, w);
+  };
+  t.teardown(() => {
+    TurnBudget.prototype.defer = defer;
+  });
+  const d = await daemon(t);
+  const peer = await tcpPeer(t, 'ipv4');
+  const loads: Array<{ sock: Socket; conn: PeerConnection }> = [];
+  for (let k = 0; k < SESSIONS; k++) {
+    const spi = await session(t, d);
+    const sock = await Socket.open(spi, { family: 'ipv4', type: 'tcp' });
+    const connP = peer.nextConnection();
+    await sock.connect(loopback('ipv4'), peer.port);
+    loads.push({ sock, conn: await connP });
+  }
+  const quiet = await session(t, d);
+  const q = await connectedTcp(quiet, 'ipv4', peer);
+  let loadDone = false;
+  const load = Promise.all(loads.map(({ sock }, k) => Promise.all(Array.from({ length: SENDS }, (_, i) => sock.send(chunk(k, i)))))).finally(() => (loadDone = true));
+  // The quiet session's blocking 100-byte sends, one at a time, until the load is done.
+  let calls = 0;
+  const failures: number[] = [];
+  const small = Buffer.alloc(100, 0x51);
+  while (!loadDone) {
+    const [r, err, n] = await send(quiet, q.s, [small]);
+    if (r !== 0 || n !== 100) failures.push(err);
+    calls++;
+  }
+  t.same(failures, [], 'every quiet send succeeded with its 100 bytes');
+  const sent = await load;
+  t.ok(sent.every((ns) => ns.length === SENDS && ns.every((n) => n === SIZE)), `each of ${SESSIONS} x ${SENDS} sends completed with ${SIZE} bytes`);
+  for (let k = 0; k < SESSIONS; k++) {
+    const got = await loads[k]!.conn.waitFor(SENDS * SIZE, 20000);
+    const want = Buffer.concat(Array.from({ length: SENDS }, (_, i) => chunk(k, i)));
+    t.ok(got.equals(want), `session ${k}: its peer got its ${SENDS} sends whole and in order`);
+  }
+  t.ok(calls > 0, `the quiet session was answered ${calls} times while the load ran`);
+  const quietBytes = await q.conn.waitFor(calls * 100, 10000);
+  t.equal(quietBytes.length, calls * 100, "the quiet session's bytes all arrived");
+  t.ok(deferred > 0, `work was set aside and resumed ${deferred} times`);
+  for (const { sock } of loads) await sock.close();
+  await quiet.WSPCloseSocket(q.s, S.out(0));
+});
