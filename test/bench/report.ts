@@ -152,8 +152,16 @@ export function targets(r: Results): Target[] {
     add({ id: 'manySessionsAggregate', kind: 'target', what: `${m.params['sessions']} sessions: aggregate at least 0.9 of one session's bulk`, judged: 'median aggregate MB/s / median scenario 1 spiwire MB/s', value: m.aggregate.median / r.bulk.pair.spiwire.median, unit: 'x', comparison: '>=', threshold: 0.9 });
   }
   if (r.bookkeeping) {
-    add({ id: 'resumeCost', kind: 'target', what: 'Resumable sessions cost at most 3 % of the small-send rate', judged: 'median over the repetitions of the sends/s of a resumable session / those of the same session without resume in the same repetition', value: r.bookkeeping.ratios.resume, unit: 'x', comparison: '>=', threshold: 0.97 });
-    add({ id: 'faultsArmedCost', kind: 'target', what: 'A fault rule armed and never firing costs at most 3 % of the small-send rate', judged: 'median over the repetitions of the sends/s of a session with a rule armed on another socket / those without in the same repetition', value: r.bookkeeping.ratios.faultsArmed, unit: 'x', comparison: '>=', threshold: 0.97 });
+    // Judged on CPU per send where it was measured: on a shared 2-core machine the rates of runs
+    // a second apart differ by more than the 3 % to be judged; the CPU the sends cost does not.
+    const cpu = r.bookkeeping.cpu;
+    if (cpu) {
+      add({ id: 'resumeCost', kind: 'target', what: 'Resumable sessions cost at most 3 % more per small send', judged: 'CPU per send (SDK client + daemon, summed over the repetitions) of a resumable session / that of the same session without resume', value: cpu.ratios.resume, unit: 'x', comparison: '<=', threshold: 1.03 });
+      add({ id: 'faultsArmedCost', kind: 'target', what: 'A fault rule armed and never firing costs at most 3 % more per small send', judged: 'CPU per send (SDK client + daemon, summed over the repetitions) of a session with a rule armed on another socket / that of the same session without', value: cpu.ratios.faultsArmed, unit: 'x', comparison: '<=', threshold: 1.03 });
+    } else {
+      add({ id: 'resumeCost', kind: 'target', what: 'Resumable sessions cost at most 3 % of the small-send rate', judged: 'median over the repetitions of the sends/s of a resumable session / those of the same session without resume in the same repetition', value: r.bookkeeping.ratios.resume, unit: 'x', comparison: '>=', threshold: 0.97 });
+      add({ id: 'faultsArmedCost', kind: 'target', what: 'A fault rule armed and never firing costs at most 3 % of the small-send rate', judged: 'median over the repetitions of the sends/s of a session with a rule armed on another socket / those without in the same repetition', value: r.bookkeeping.ratios.faultsArmed, unit: 'x', comparison: '>=', threshold: 0.97 });
+    }
   }
   if (r.manySessions) add({ id: 'manySessionsBystander', kind: 'target', what: 'Meanwhile a bystander session\'s small-call p99 under 5 ms', judged: 'median of the per-repetition p99 of blocking 100-byte WSPSends in another session', value: r.manySessions.bystanderP99.median / 1000, unit: 'ms', comparison: '<=', threshold: 5 });
   if (r.largeSends) {
@@ -248,6 +256,8 @@ function rows(r: Results): Row[] {
     const b = r.bookkeeping;
     const names: Record<string, string> = { base: 'no resume, no rule, no trace', resume: 'resumable session (the SDK default)', faultsArmed: 'a fault rule armed, never firing', tracing: 'SDK call trace on' };
     for (const v of ['base', 'resume', 'faultsArmed', 'tracing'] as const) out.push({ n: '10', scenario: `small sends, ${names[v]}`, spiwire: spread(b.rates[v], '/s'), raw: '', ratio: `${fmt(b.ratios[v])} x base${v === 'base' || !b.ratioRuns ? '' : ` [${fmt(Math.min(...b.ratioRuns[v]))}–${fmt(Math.max(...b.ratioRuns[v]))}]`}` });
+    const cpu = b.cpu;
+    if (cpu) for (const v of ['base', 'resume', 'faultsArmed', 'tracing'] as const) out.push({ n: '10', scenario: `  CPU per send, ${names[v]}: SDK client + daemon`, spiwire: `${fmt(cpu.clientUs[v])} + ${fmt(cpu.daemonUs[v])} us`, raw: '', ratio: `${fmt(cpu.ratios[v])} x base` });
   }
   if (r.manySessions) {
     const m = r.manySessions;
@@ -513,7 +523,7 @@ export function markdown(rep: Report, svgFile: string): string {
   }
   if (r.bookkeeping) {
     const b = r.bookkeeping;
-    L.push(`10. **What the optional machinery costs** (issue 17). Scenario 3's 100-byte overlapped sends (${fmt(Number(b.params['sendsPerRun']))} per run) in four sessions that differ in one thing each, run in turn within each of ${fmt(Number(b.params['repetitions'] ?? 0))} repetitions, each figure the median of its per-repetition ratio to base (runs a second apart share the machine's slow and fast phases, which move every rate by more than the few per cent measured here): no resume, no fault rule and no trace (base: what "off" costs nothing against); a resumable session, the SDK's default (${fmt(b.ratios.resume)} x base); a fault rule armed on another socket, asked on every send and never firing (${fmt(b.ratios.faultsArmed)} x base); the SDK's call trace on, records dropped (${fmt(b.ratios.tracing)} x base).`);
+    L.push(`10. **What the optional machinery costs** (issue 17). Scenario 3's 100-byte overlapped sends (${fmt(Number(b.params['sendsPerRun']))} per run) in four sessions that differ in one thing each, run in turn within each of ${fmt(Number(b.params['repetitions'] ?? 0))} repetitions, each figure the median of its per-repetition ratio to base (runs a second apart share the machine's slow and fast phases, which move every rate by more than the few per cent measured here): no resume, no fault rule and no trace (base: what "off" costs nothing against); a resumable session, the SDK's default (${fmt(b.ratios.resume)} x base); a fault rule armed on another socket, asked on every send and never firing (${fmt(b.ratios.faultsArmed)} x base); the SDK's call trace on, records dropped (${fmt(b.ratios.tracing)} x base).${b.cpu ? ` CPU per send, the SDK client's and the daemon's summed over the repetitions (the targets are judged on it: a rate counts the time a process waits for a core, and moves between runs by more than the 3 % judged): resume ${fmt(b.cpu.ratios.resume)} x base, a rule armed ${fmt(b.cpu.ratios.faultsArmed)} x, tracing ${fmt(b.cpu.ratios.tracing)} x.` : ''}`);
   }
   if (r.manySessions) {
     const m = r.manySessions;

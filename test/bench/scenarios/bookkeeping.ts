@@ -15,7 +15,7 @@ import * as S from '@spiwire/client';
 import { check, type Check, type Ctx } from '../lib/context.js';
 import { tcpSocket } from '../lib/spi.js';
 import { summarize, type Summary } from '../lib/stats.js';
-import { spiwireRun } from './tcp-throughput.js';
+import { cpuOf, selfCpu, spiwireRun } from './tcp-throughput.js';
 
 export type Variant = 'base' | 'resume' | 'faultsArmed' | 'tracing';
 const VARIANTS: readonly Variant[] = ['base', 'resume', 'faultsArmed', 'tracing'];
@@ -28,6 +28,12 @@ export interface BookkeepingResult {
   ratios: Record<Variant, number>;
   /** Those per-repetition ratios (absent from results saved before they were kept). */
   ratioRuns?: Record<Variant, number[]>;
+  /**
+   * CPU time per send, summed over the repetitions (this process as the SDK client, the daemon
+   * from /proc ticks), and each variant's total over base's: steadier than the rates, which count
+   * the time a process waits for a core. Null where /proc is missing; absent from older results.
+   */
+  cpu?: { clientUs: Record<Variant, number>; daemonUs: Record<Variant, number>; ratios: Record<Variant, number> } | null;
   checks: Check[];
 }
 
@@ -47,6 +53,10 @@ export async function bookkeeping(ctx: Ctx): Promise<BookkeepingResult> {
   const reps = ctx.quick ? ctx.reps : Math.max(9, 2 * ctx.reps);
   const checks: Check[] = [];
   const runs: Record<Variant, number[]> = { base: [], resume: [], faultsArmed: [], tracing: [] };
+  const zero = (): Record<Variant, number> => ({ base: 0, resume: 0, faultsArmed: 0, tracing: 0 });
+  const clientCpu = zero();
+  const daemonCpu = zero();
+  let cpuOk = cpuOf(ctx.daemon.pid) !== null;
   const sessions = new Map<Variant, S.SpiSession>();
   try {
     for (const v of VARIANTS) sessions.set(v, await sessionFor(ctx, v));
@@ -55,7 +65,13 @@ export async function bookkeeping(ctx: Ctx): Promise<BookkeepingResult> {
     for (let rep = 0; rep < reps; rep++) {
       for (let i = 0; i < VARIANTS.length; i++) {
         const v = VARIANTS[(i + rep) % VARIANTS.length]!;
+        const c0 = selfCpu();
+        const d0 = cpuOk ? cpuOf(ctx.daemon.pid) : null;
         const r = await spiwireRun(ctx, sessions.get(v)!, 100, count, 1024);
+        const d1 = d0 === null ? null : cpuOf(ctx.daemon.pid);
+        clientCpu[v] += selfCpu() - c0;
+        if (d0 === null || d1 === null) cpuOk = false;
+        else daemonCpu[v] += d1 - d0;
         runs[v].push(count / r.seconds);
         checks.push(check(`bookkeeping ${v} run ${rep + 1}: bytes at the peer`, 100 * count, r.bytes));
       }
@@ -68,11 +84,18 @@ export async function bookkeeping(ctx: Ctx): Promise<BookkeepingResult> {
   const paired = (v: Variant): number[] => runs[v].map((x, i) => x / runs.base[i]!);
   const ratioRuns = { base: paired('base'), resume: paired('resume'), faultsArmed: paired('faultsArmed'), tracing: paired('tracing') };
   const ratio = (v: Variant): number => summarize(ratioRuns[v]).median;
+  const sends = count * reps;
+  const perSend = (x: Record<Variant, number>): Record<Variant, number> => ({ base: x.base / sends, resume: x.resume / sends, faultsArmed: x.faultsArmed / sends, tracing: x.tracing / sends });
+  const both = (v: Variant): number => clientCpu[v] + daemonCpu[v];
+  const cpu = cpuOk
+    ? { clientUs: perSend(clientCpu), daemonUs: perSend(daemonCpu), ratios: { base: 1, resume: both('resume') / both('base'), faultsArmed: both('faultsArmed') / both('base'), tracing: both('tracing') / both('base') } }
+    : null;
   return {
     params: { sendBytes: 100, sendsPerRun: count, inFlight: 1024, repetitions: reps },
     rates,
     ratios: { base: 1, resume: ratio('resume'), faultsArmed: ratio('faultsArmed'), tracing: ratio('tracing') },
     ratioRuns,
+    cpu,
     checks,
   };
 }

@@ -80,7 +80,7 @@ export interface RelayPeers {
 const CLOCK_TICKS = 100;
 
 /** CPU time a process has used so far in microseconds (/proc/<pid>/stat: utime + stime), or null where there is no such file. */
-function cpuOf(pid: number): number | null {
+export function cpuOf(pid: number): number | null {
   try {
     // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
     const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
@@ -91,7 +91,7 @@ function cpuOf(pid: number): number | null {
   }
 }
 
-function selfCpu(): number {
+export function selfCpu(): number {
   const u = process.cpuUsage();
   return u.user + u.system;
 }
