@@ -11,10 +11,11 @@
  */
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
-import { CompactHeader, decodeCompactHeader, isCompactHeader, readCompactHeader, writeCompactHeader } from './compact.js';
+import { CompactHeader, decodeCompactHeader, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, writeCompactHeader } from './compact.js';
 
 import { isU32, readU32, writeU32 } from './le32.js';
 import { isRecord } from './guards.js';
+import type { RequestId } from './messages.js';
 
 export type JsonValue = null | boolean | number | string | Uint8Array | JsonValue[] | { [key: string]: JsonValue | undefined };
 
@@ -271,6 +272,18 @@ export class FrameBuilder {
 
   get recordCount(): number {
     return this.count;
+  }
+
+  /** add({jsonrpc: "2.0", id, result}), without making the envelope when the reply goes compact. */
+  addReply(id: RequestId | null, result: object): void {
+    if (this.compact && readCompactReply(id, result, this.header)) this.addCompact(this.header);
+    else this.add({ jsonrpc: '2.0', id, result });
+  }
+
+  /** add({jsonrpc: "2.0", method, params}), without making the envelope when it goes compact. */
+  addNotification(method: string, params: object): void {
+    if (this.compact && method === 'spiwire.completion' && readCompactCompletion(params, this.header)) this.addCompact(this.header);
+    else this.add({ jsonrpc: '2.0', method, params });
   }
 
   add(message: object): void {

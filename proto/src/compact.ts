@@ -131,22 +131,37 @@ export function readCompactHeader(message: object, h: CompactHeader): boolean {
   }
   if (m['method'] === 'spiwire.completion') {
     const p = m['params'];
-    if (!isPlain(p) || !onlyKeys(m, notificationKey) || !onlyKeys(p, completionParamKey)) return false;
-    const { op, s, error, bytes, flags } = p;
-    if (!isU32(op) || !isU32(s) || !isU32(error) || !isU32(bytes) || !isU32(flags)) return false;
-    h.kind = CompactKind.Completion;
-    h.size = FIXED + 20;
-    h.op = op;
-    h.s = s;
-    h.error = error;
-    h.bytes = bytes;
-    h.flags = flags;
-    h.buffers = NO_BUFFERS;
-    return true;
+    return onlyKeys(m, notificationKey) && readCompactCompletion(p, h);
   }
   const r = m['result'];
-  const id = m['id'];
-  if (!isU32(id) || !isPlain(r) || !onlyKeys(m, replyKey) || !onlyKeys(r, resultKey)) return false;
+  return onlyKeys(m, replyKey) && readCompactReply(m['id'], r, h);
+}
+
+/**
+ * readCompactHeader for the params of a spiwire.completion whose envelope the caller made itself
+ * ({jsonrpc: "2.0", method: "spiwire.completion", params}): the daemon's path, no envelope to check.
+ */
+export function readCompactCompletion(p: unknown, h: CompactHeader): boolean {
+  if (!isPlain(p) || !onlyKeys(p, completionParamKey)) return false;
+  const { op, s, error, bytes, flags } = p;
+  if (!isU32(op) || !isU32(s) || !isU32(error) || !isU32(bytes) || !isU32(flags)) return false;
+  h.kind = CompactKind.Completion;
+  h.size = FIXED + 20;
+  h.op = op;
+  h.s = s;
+  h.error = error;
+  h.bytes = bytes;
+  h.flags = flags;
+  h.buffers = NO_BUFFERS;
+  return true;
+}
+
+/**
+ * readCompactHeader for a reply whose envelope the caller made itself ({jsonrpc: "2.0", id,
+ * result}): the daemon's path, no envelope to check.
+ */
+export function readCompactReply(id: unknown, r: unknown, h: CompactHeader): boolean {
+  if (!isU32(id) || !isPlain(r) || !onlyKeys(r, resultKey)) return false;
   const { ret, errno, bytesSent, completion: c } = r;
   if (!isI32(ret) || !isU32(errno)) return false;
   let size = FIXED + 12;

@@ -171,3 +171,38 @@ t.test('a compact header that is well formed decodes even beside JSON records', 
   t.same(norm(first?.ok ? first.message : null), norm({ jsonrpc: '2.0', id: 3, method: 'WSPSend', params: { s: 5, buffers: [hi], flags: 0x8000, overlapped: { op: 11, thread: 4 } } }));
   t.ok(second?.ok && !second.compact);
 });
+
+t.test('addReply and addNotification write what add() writes for the same envelope, compact or not', async (t) => {
+  const r = rng(SEED ^ 0x5eed);
+  const u32 = (): number => Math.floor(r() * 0x100000000);
+  const messages: Array<Record<string, unknown>> = [];
+  for (let i = 0; i < 100; i++) {
+    const result: Record<string, unknown> = { ret: Math.floor(r() * 0x100000000) - 0x80000000, errno: u32() };
+    if (r() < 0.5) result['bytesSent'] = u32();
+    if (r() < 0.5) result['completion'] = { error: u32(), bytes: u32(), flags: u32() };
+    messages.push({ jsonrpc: '2.0', id: u32(), result });
+    messages.push({ jsonrpc: '2.0', method: 'spiwire.completion', params: { op: u32(), s: u32(), error: u32(), bytes: u32(), flags: u32() } });
+  }
+  // Shapes that stay JSON either way.
+  messages.push({ jsonrpc: '2.0', id: 'x', result: { ret: 0, errno: 0 } });
+  messages.push({ jsonrpc: '2.0', id: null, result: { ret: 0, errno: 0 } });
+  messages.push({ jsonrpc: '2.0', id: 1, result: { ret: 0, errno: 0, name: { family: 2 } } });
+  messages.push({ jsonrpc: '2.0', id: 1, result: { ret: 0, errno: 0, completion: { error: 0, bytes: 1, flags: 0, x: 1 } } });
+  messages.push({ jsonrpc: '2.0', id: 1, result: new (class R { ret = 0; errno = 0; })() });
+  messages.push({ jsonrpc: '2.0', method: 'spiwire.completion', params: { op: 1, s: 1, error: 0, bytes: 2, flags: 0, data: hi } });
+  messages.push({ jsonrpc: '2.0', method: 'spiwire.networkEvents', params: { s: 1, events: 2, errors: {} } });
+  let same = 0;
+  for (const compact of [true, false]) {
+    for (const m of messages) {
+      const direct = new FrameBuilder();
+      direct.compact = compact;
+      if ('result' in m) direct.addReply(m['id'] as number | string | null, m['result'] as object);
+      else direct.addNotification(m['method'] as string, m['params'] as object);
+      const a = Buffer.from(direct.finish());
+      const b = Buffer.from(frameOf(m, compact));
+      if (a.equals(b)) same++;
+      else t.same([...a], [...b], `${compact ? 'compact' : 'JSON'}: ${JSON.stringify(norm(m))}`);
+    }
+  }
+  t.equal(same, 2 * messages.length, 'byte for byte the same in every case');
+});

@@ -134,7 +134,7 @@ class PendingOp implements Completion {
     readonly op: number,
     readonly sock: EmulatedSocket,
     readonly thread: number,
-    /** performance.now() when the call reached the daemon (completion latency metric). */
+    /** performance.now() when the daemon began the frame holding the call (completion latency metric). */
     readonly started: number,
   ) {}
 
@@ -299,6 +299,8 @@ export class Session implements SpiSession, SetAside {
   /** Records of a frame not yet handled, when the frame was set aside to let others run. */
   private rest: { records: P.DecodedRecord[]; next: number; clockEvery: number } | null = null;
   private readingPaused = false;
+  /** performance.now() when the frame (or text message) being handled began: one clock read per frame, not per call. */
+  private frameStartedAt = 0;
   /** The turn in which this session last had a small message go at once (TurnBudget.holdsBack). */
   quickTurn = -1;
 
@@ -322,6 +324,7 @@ export class Session implements SpiSession, SetAside {
   private handleMessage(data: Buffer, isBinary: boolean): void {
     if (!isBinary) {
       const rec = P.decodeText(data.toString('utf8'));
+      this.frameStartedAt = performance.now();
       this.handleRecord(rec, true);
       return;
     }
@@ -349,6 +352,7 @@ export class Session implements SpiSession, SetAside {
     const turn = this.daemon.turn;
     turn.begin(this);
     const started = performance.now();
+    this.frameStartedAt = started;
     let i = next;
     this.inFrame = true;
     try {
@@ -512,7 +516,15 @@ export class Session implements SpiSession, SetAside {
   private reply(id: P.RequestId | null, result: P.Result<P.MethodName>, text: boolean): void {
     if (id !== null) this.trace?.reply(id, result);
     const after = takeAfterReply(result);
-    if (id !== null) this.send({ jsonrpc: '2.0', id, result }, text); // A notification gets no answer.
+    // A notification gets no answer.
+    if (id !== null) {
+      if (text) this.send({ jsonrpc: '2.0', id, result }, true);
+      else if (this.producing) {
+        this.ackOnly = false;
+        this.out.addReply(id, result);
+        this.packed();
+      }
+    }
     after?.();
   }
 
@@ -525,7 +537,10 @@ export class Session implements SpiSession, SetAside {
 
   notify<N extends P.NotificationName>(method: N, params: P.NotificationParams<N>): void {
     this.trace?.notify(method, params);
-    this.send({ jsonrpc: '2.0', method, params }, false);
+    if (!this.producing) return;
+    this.ackOnly = false;
+    this.out.addNotification(method, params);
+    this.packed();
   }
 
   /** Output goes somewhere: to an open connection, or kept for a resume. */
@@ -544,6 +559,11 @@ export class Session implements SpiSession, SetAside {
     }
     this.ackOnly = false;
     this.out.add(message);
+    this.packed();
+  }
+
+  /** A binary record was packed: send the frame now, or schedule its flush. */
+  private packed(): void {
     // Send a frame once it is big or holds many records, so the client starts on it while the
     // daemon is still working through the rest of its input.
     if (this.out.byteLength >= 256 * 1024 || this.out.recordCount >= FLUSH_RECORDS) {
@@ -830,7 +850,7 @@ export class Session implements SpiSession, SetAside {
     }
     const count = this.opsPerSocket.get(sock.handle) ?? 0;
     if (count >= this.daemon.limits.maxOutstandingOpsPerSocket) return { kind: 'refused', errno: P.WSAEWOULDBLOCK };
-    const entry = new PendingOp(this, ov.op, sock, ov.thread, performance.now());
+    const entry = new PendingOp(this, ov.op, sock, ov.thread, this.frameStartedAt);
     let started: Started<R> | Promise<Started<R>>;
     try {
       started = start(entry);

@@ -45,6 +45,9 @@ export interface TcpContext extends SocketContext {
   readonly adopt: (conn: net.Socket, parent: TcpSocket) => TcpSocket | null;
 }
 
+/** Orders sends and receives for the broken-connection code without reading a clock per write. */
+let ioOrder = 0;
+
 export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private conn: net.Socket | null = null;
   private server: net.Server | null = null;
@@ -73,6 +76,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private localAddr: string | null = null;
   /** The connection's local address is a loopback one: no interface can go away under it. */
   private onLoopback = false;
+  /** Which came last, data out or data in: ticks of ioOrder, compared only with each other. */
   private lastSendAt = 0;
   private lastRecvAt = 0;
   private readonly accepted: net.Socket[] = [];
@@ -317,7 +321,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     this.onLoopback = this.localAddr !== null && isLoopbackAddress(this.localAddr);
     const write = (chunk: Uint8Array, done: (err?: Error | null) => void): void => {
       if (conn.destroyed) return done(new Error('destroyed'));
-      this.lastSendAt = performance.now();
+      this.lastSendAt = ++ioOrder;
       conn.write(chunk, done);
     };
     let corkedThisTick = false;
@@ -356,7 +360,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
         conn.resetAndDestroy();
         return;
       }
-      this.lastRecvAt = performance.now();
+      this.lastRecvAt = ++ioOrder;
       this.rx.push(chunk);
       if (this.rx.size >= this.receiveHold() || this.ctx.flow.paused) conn.pause();
       // New data records FD_READ again on Windows, even before a receive re-enables it.
@@ -578,7 +582,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     if (this.link || !conn) return;
     this.link = new SlowLink(bytesPerSecond, latencyMs, (slice, done) => {
       if (conn.destroyed) return done(new Error('destroyed'));
-      this.lastSendAt = performance.now();
+      this.lastSendAt = ++ioOrder;
       conn.write(slice, done);
     });
   }
