@@ -403,17 +403,17 @@ export class RpcConnection {
     const id = this.nextId++;
     if (this.nextId > 0x7fffffff) this.nextId = 1;
     const p = new Promise<Record<string, unknown>>((resolve, reject) => this.pending.set(id, { resolve, reject, listener }));
-    this.enqueue({ jsonrpc: '2.0', id, method, params }, params);
+    this.enqueue(id, method, params);
     return p;
   }
 
   /** Sends a notification (a call without id: nothing comes back), packed like calls are. */
   notify(method: string, params: Record<string, unknown>): void {
-    if (this.closedReason === null) this.enqueue({ jsonrpc: '2.0', method, params }, params);
+    if (this.closedReason === null) this.enqueue(null, method, params);
   }
 
   /** Adds a message to the frame being packed, which leaves when full or at the end of the tick. */
-  private enqueue(message: object, params: Record<string, unknown>): void {
+  private enqueue(id: number | null, method: string, params: Record<string, unknown>): void {
     if (this.out.recordCount > 0) {
       const bytes = payloadSize(params);
       // Never let packing push a frame past the daemon's limit: flush first when this call would.
@@ -425,7 +425,7 @@ export class RpcConnection {
     // (After the flushes above: a frame holding only an ack is flushed as one, not counted.)
     if (this.ackWaiting) this.packAck();
     this.ackOnly = false;
-    this.out.add(message);
+    this.out.addCall(id, method, params);
     if (this.out.byteLength >= FLUSH_AT || this.out.recordCount >= FLUSH_RECORDS) this.flush();
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -536,7 +536,7 @@ export class RpcConnection {
     const received = r.incoming.take();
     if (received === null) return;
     const alone = this.out.recordCount === 0;
-    this.enqueue({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received } }, {});
+    this.enqueue(null, 'spiwire.ack', { received });
     if (alone) this.ackOnly = true;
   }
 

@@ -11,7 +11,7 @@
  */
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
-import { CompactHeader, decodeCompactHeader, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, writeCompactHeader } from './compact.js';
+import { CompactHeader, decodeCompactHeader, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, writeCompactHeader } from './compact.js';
 
 import { isU32, readU32, writeU32 } from './le32.js';
 import { isRecord } from './guards.js';
@@ -272,6 +272,15 @@ export class FrameBuilder {
 
   get recordCount(): number {
     return this.count;
+  }
+
+  /**
+   * add({jsonrpc: "2.0", id, method, params}), or without id a notification, without making the
+   * envelope when the call goes compact.
+   */
+  addCall(id: RequestId | null, method: string, params: object): void {
+    if (this.compact && method === 'WSPSend' && readCompactSend(id, params, this.header)) this.addCompact(this.header);
+    else this.add(id === null ? { jsonrpc: '2.0', method, params } : { jsonrpc: '2.0', id, method, params });
   }
 
   /** add({jsonrpc: "2.0", id, result}), without making the envelope when the reply goes compact. */

@@ -100,41 +100,41 @@ function isBufferList(v: unknown): v is readonly Uint8Array[] {
 export function readCompactHeader(message: object, h: CompactHeader): boolean {
   if (!isPlain(message) || message['jsonrpc'] !== '2.0') return false;
   const m = message;
-  if (m['method'] === 'WSPSend') {
-    const p = m['params'];
-    const id = m['id'];
-    if (!isU32(id) || !isPlain(p) || !onlyKeys(m, requestKey) || !onlyKeys(p, sendParamKey)) return false;
-    const b = p['buffers'];
-    const s = p['s'];
-    const flags = p['flags'];
-    if (!isU32(s) || !isU32(flags) || !isBufferList(b)) return false;
-    const ov = p['overlapped'];
-    // (overlapped: null means the same as no overlapped, but its JSON form names it: stay JSON.)
-    if (ov === undefined) {
-      h.overlapped = false;
-    } else {
-      if (!isPlain(ov) || !onlyKeys(ov, overlappedKey)) return false;
-      const op = ov['op'];
-      const thread = ov['thread'];
-      if (!isU32(op) || !isU32(thread)) return false;
-      h.overlapped = true;
-      h.op = op;
-      h.thread = thread;
-    }
-    h.kind = CompactKind.SendRequest;
-    h.size = FIXED + (h.overlapped ? 20 : 12) + 4 * b.length;
-    h.id = id;
-    h.s = s;
-    h.flags = flags;
-    h.buffers = b;
-    return true;
+  if (m['method'] === 'WSPSend') return onlyKeys(m, requestKey) && readCompactSend(m['id'], m['params'], h);
+  if (m['method'] === 'spiwire.completion') return onlyKeys(m, notificationKey) && readCompactCompletion(m['params'], h);
+  return onlyKeys(m, replyKey) && readCompactReply(m['id'], m['result'], h);
+}
+
+/**
+ * readCompactHeader for the params of a WSPSend call whose envelope the caller made itself
+ * ({jsonrpc: "2.0", id, method: "WSPSend", params}): the SDK's path, no envelope to check.
+ */
+export function readCompactSend(id: unknown, p: unknown, h: CompactHeader): boolean {
+  if (!isU32(id) || !isPlain(p) || !onlyKeys(p, sendParamKey)) return false;
+  const b = p['buffers'];
+  const s = p['s'];
+  const flags = p['flags'];
+  if (!isU32(s) || !isU32(flags) || !isBufferList(b)) return false;
+  const ov = p['overlapped'];
+  // (overlapped: null means the same as no overlapped, but its JSON form names it: stay JSON.)
+  if (ov === undefined) {
+    h.overlapped = false;
+  } else {
+    if (!isPlain(ov) || !onlyKeys(ov, overlappedKey)) return false;
+    const op = ov['op'];
+    const thread = ov['thread'];
+    if (!isU32(op) || !isU32(thread)) return false;
+    h.overlapped = true;
+    h.op = op;
+    h.thread = thread;
   }
-  if (m['method'] === 'spiwire.completion') {
-    const p = m['params'];
-    return onlyKeys(m, notificationKey) && readCompactCompletion(p, h);
-  }
-  const r = m['result'];
-  return onlyKeys(m, replyKey) && readCompactReply(m['id'], r, h);
+  h.kind = CompactKind.SendRequest;
+  h.size = FIXED + (h.overlapped ? 20 : 12) + 4 * b.length;
+  h.id = id;
+  h.s = s;
+  h.flags = flags;
+  h.buffers = b;
+  return true;
 }
 
 /**

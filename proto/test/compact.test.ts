@@ -172,7 +172,7 @@ t.test('a compact header that is well formed decodes even beside JSON records', 
   t.ok(second?.ok && !second.compact);
 });
 
-t.test('addReply and addNotification write what add() writes for the same envelope, compact or not', async (t) => {
+t.test('addCall, addReply and addNotification write what add() writes for the same envelope, compact or not', async (t) => {
   const r = rng(SEED ^ 0x5eed);
   const u32 = (): number => Math.floor(r() * 0x100000000);
   const messages: Array<Record<string, unknown>> = [];
@@ -182,6 +182,9 @@ t.test('addReply and addNotification write what add() writes for the same envelo
     if (r() < 0.5) result['completion'] = { error: u32(), bytes: u32(), flags: u32() };
     messages.push({ jsonrpc: '2.0', id: u32(), result });
     messages.push({ jsonrpc: '2.0', method: 'spiwire.completion', params: { op: u32(), s: u32(), error: u32(), bytes: u32(), flags: u32() } });
+    const params: Record<string, unknown> = { s: u32(), buffers: Array.from({ length: Math.floor(r() * 4) }, () => Uint8Array.from({ length: Math.floor(r() * 20) }, () => Math.floor(r() * 256))), flags: u32() };
+    if (r() < 0.5) params['overlapped'] = { op: u32(), thread: u32() };
+    messages.push({ jsonrpc: '2.0', id: u32(), method: 'WSPSend', params });
   }
   // Shapes that stay JSON either way.
   messages.push({ jsonrpc: '2.0', id: 'x', result: { ret: 0, errno: 0 } });
@@ -191,13 +194,20 @@ t.test('addReply and addNotification write what add() writes for the same envelo
   messages.push({ jsonrpc: '2.0', id: 1, result: new (class R { ret = 0; errno = 0; })() });
   messages.push({ jsonrpc: '2.0', method: 'spiwire.completion', params: { op: 1, s: 1, error: 0, bytes: 2, flags: 0, data: hi } });
   messages.push({ jsonrpc: '2.0', method: 'spiwire.networkEvents', params: { s: 1, events: 2, errors: {} } });
+  messages.push({ jsonrpc: '2.0', id: 'x', method: 'WSPSend', params: { s: 1, buffers: [hi], flags: 0 } });
+  messages.push({ jsonrpc: '2.0', id: 1, method: 'WSPSend', params: { s: 1, buffers: [hi], flags: 0, overlapped: null } });
+  messages.push({ jsonrpc: '2.0', id: 1, method: 'WSPSendTo', params: { s: 1, buffers: [hi], flags: 0, to: null, tolen: 0 } });
+  messages.push({ jsonrpc: '2.0', id: 1, method: 'WSPCloseSocket', params: { s: 1 } });
+  messages.push({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received: 3 } });
   let same = 0;
   for (const compact of [true, false]) {
     for (const m of messages) {
       const direct = new FrameBuilder();
       direct.compact = compact;
       if ('result' in m) direct.addReply(m['id'] as number | string | null, m['result'] as object);
-      else direct.addNotification(m['method'] as string, m['params'] as object);
+      else if ('id' in m) direct.addCall(m['id'] as number | string, m['method'] as string, m['params'] as object);
+      else if (m['method'] === 'spiwire.completion' || m['method'] === 'spiwire.networkEvents') direct.addNotification(m['method'], m['params'] as object);
+      else direct.addCall(null, m['method'] as string, m['params'] as object);
       const a = Buffer.from(direct.finish());
       const b = Buffer.from(frameOf(m, compact));
       if (a.equals(b)) same++;
