@@ -135,7 +135,14 @@ export class SessionEngine<T extends SpiThread> {
     const rec = this.ops.begin(how.ov, routine, delivery);
     // params is the caller's own fresh object: add to it rather than copy it.
     params['overlapped'] = { op: rec.op, thread: issuer.id.ThreadHandle };
-    const settled = this.ops.settle(rec, () => this.rpc.call(method, params, rec).then(asResult, netDown));
+    let sent: Promise<Record<string, unknown>>;
+    try {
+      sent = this.rpc.call(method, params, rec);
+    } catch (err) {
+      this.ops.notSent(rec);
+      throw err;
+    }
+    const settled = this.ops.settleCall(rec, sent, asResult, netDown);
     return this.tracer ? this.traced(settled, method, params, issuer.id.ThreadHandle, rec.op) : settled;
   }
 

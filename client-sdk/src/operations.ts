@@ -132,6 +132,37 @@ export class OperationTable {
   }
 
   /**
+   * settle() for a call already sent, whose reply is still a raw record: toResult reads it (or
+   * onError turns a rejection into a result), in the same step that settles the operation, so
+   * that an overlapped call costs one promise hop here, not two, and no closure.
+   */
+  settleCall(rec: OpRecord, sent: Promise<Record<string, unknown>>, toResult: (r: Record<string, unknown>) => Result, onError: (err: unknown) => Result): Promise<Result> {
+    return sent.then(
+      (raw) => this.outcome(rec, toResult, raw),
+      (err: unknown) => this.outcome(rec, onError, err),
+    );
+  }
+
+  /** The call could not be sent (it threw): the operation fails, with no completion. */
+  notSent(rec: OpRecord): void {
+    this.failed(rec, P.WSAENETDOWN);
+  }
+
+  /** The result f makes of x; a call that failed at once, or has no usable result, leaves no completion. */
+  private outcome<X>(rec: OpRecord, f: (x: X) => Result, x: X): Result {
+    let r: Result;
+    try {
+      r = f(x);
+    } catch (err) {
+      // No usable result (a protocol error): as after a lost connection, not pending, WSAENETDOWN.
+      this.failed(rec, P.WSAENETDOWN);
+      throw err;
+    }
+    if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING) this.failed(rec, r.errno);
+    return r;
+  }
+
+  /**
    * The call's reply, read before any later record of its frame: a receive that completed at
    * once carries its bytes, which go to the caller's buffers before anyone is signalled, and a
    * reply with a completion stands for the completion.
