@@ -1,10 +1,11 @@
 /** WSPEventSelect and WSPEnumNetworkEvents over real sockets: which events are recorded, when, and with which codes. */
 import t from 'tap';
+import type { Test } from 'tap';
 import * as net from 'node:net';
 import { once } from 'node:events';
 import * as S from '@spiwire/client';
 import { fdOf, libc } from '@spiwire/server/internals';
-import { FAMILIES, addr, af, connectedTcp, daemon, fionread, loopback, namelen, roundTrip, send, session, tcpPeer, until, type Family } from '../helpers/harness.js';
+import { FAMILIES, addr, af, connectedTcp, daemon, fionread, loopback, namelen, roundTrip, send, session, tcpPeer, until, type Family, type PeerConnection } from '../helpers/harness.js';
 
 async function waitEvents(spi: S.SpiSession, s: number, ev: number, want: number, timeoutMs = 5000): Promise<S.WSANETWORKEVENTS> {
   const seen: S.WSANETWORKEVENTS = { lNetworkEvents: 0, iErrorCode: new Array(10).fill(0) };
@@ -26,6 +27,15 @@ async function enumNow(spi: S.SpiSession, s: number, ev: number): Promise<number
   const ne: S.WSANETWORKEVENTS = { lNetworkEvents: 0, iErrorCode: [] };
   await spi.WSPEnumNetworkEvents(s, ev, ne, S.out(0));
   return ne.lNetworkEvents;
+}
+
+/** A daemon, a session, a TCP connection to a recording peer, and an event object for it. */
+async function connectedWithEvent(t: Test, f: Family): Promise<{ spi: S.SpiSession; s: number; conn: PeerConnection; ev: number; e: S.Out }> {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const peer = await tcpPeer(t, f);
+  const { s, conn } = await connectedTcp(spi, f, peer);
+  return { spi, s, conn, ev: spi.WSACreateEvent(), e: S.out(0) };
 }
 
 async function tcpSocket(spi: S.SpiSession, f: Family): Promise<number> {
@@ -67,12 +77,7 @@ for (const f of FAMILIES) {
   });
 
   t.test(`${f}: FD_READ is recorded when data arrives, again when more arrives, and again after a receive that leaves data`, async (t) => {
-    const d = await daemon(t);
-    const spi = await session(t, d);
-    const peer = await tcpPeer(t, f);
-    const { s, conn } = await connectedTcp(spi, f, peer);
-    const ev = spi.WSACreateEvent();
-    const e = S.out(0);
+    const { spi, s, conn, ev, e } = await connectedWithEvent(t, f);
     t.equal(await spi.WSPEventSelect(s, ev, S.FD_READ, e), 0);
     conn.socket.write('first');
     t.ok((await waitEvents(spi, s, ev, S.FD_READ)).lNetworkEvents & S.FD_READ, 'FD_READ recorded');
@@ -132,12 +137,7 @@ for (const f of FAMILIES) {
   });
 
   t.test(`${f}: an FD_CLOSE recorded and not yet enumerated survives a new WSPEventSelect that keeps it`, async (t) => {
-    const d = await daemon(t);
-    const spi = await session(t, d);
-    const peer = await tcpPeer(t, f);
-    const e = S.out(0);
-    const { s, conn } = await connectedTcp(spi, f, peer);
-    const ev = spi.WSACreateEvent();
+    const { spi, s, conn, ev, e } = await connectedWithEvent(t, f);
     t.equal(await spi.WSPEventSelect(s, ev, S.FD_READ | S.FD_CLOSE, e), 0);
     conn.socket.end();
     t.equal(await spi.WSAWaitForMultipleEvents(1, [ev], false, 5000, false), S.WSA_WAIT_EVENT_0, 'FD_CLOSE recorded; not enumerated');
@@ -154,12 +154,7 @@ for (const f of FAMILIES) {
   });
 
   t.test(`${f}: an event recorded before a selection of 0 is reported once selected again`, async (t) => {
-    const d = await daemon(t);
-    const spi = await session(t, d);
-    const peer = await tcpPeer(t, f);
-    const e = S.out(0);
-    const { s, conn } = await connectedTcp(spi, f, peer);
-    const ev = spi.WSACreateEvent();
+    const { spi, s, conn, ev, e } = await connectedWithEvent(t, f);
     t.equal(await spi.WSPEventSelect(s, ev, S.FD_READ, e), 0);
     conn.socket.write('data');
     t.equal(await spi.WSAWaitForMultipleEvents(1, [ev], false, 5000, false), S.WSA_WAIT_EVENT_0, 'FD_READ recorded');
