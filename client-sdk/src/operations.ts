@@ -114,29 +114,18 @@ export class OperationTable {
     try {
       sent = send();
     } catch (err) {
-      this.failed(rec, P.WSAENETDOWN);
+      this.notSent(rec);
       throw err;
     }
-    return sent.then(
-      (r) => {
-        if (r.ret !== 0 && r.errno !== P.WSA_IO_PENDING) this.failed(rec, r.errno);
-        return r;
-      },
-      (err: unknown) => {
-        // No usable result (a protocol error): the call fails, and no completion will come.
-        // The WSAOVERLAPPED says so as it would after a lost connection: not pending, WSAENETDOWN.
-        this.failed(rec, P.WSAENETDOWN);
-        throw err;
-      },
-    );
+    return this.settleCall(rec, sent, asIs, rethrow);
   }
 
   /**
-   * settle() for a call already sent, whose reply is still a raw record: toResult reads it (or
-   * onError turns a rejection into a result), in the same step that settles the operation, so
-   * that an overlapped call costs one promise hop here, not two, and no closure.
+   * settle() for a call already sent: toResult reads its reply (or onError turns a rejection into
+   * a result) in the same step that settles the operation, so that an overlapped call whose
+   * reply is still a raw record costs one promise hop here, not two, and no closure.
    */
-  settleCall(rec: OpRecord, sent: Promise<Record<string, unknown>>, toResult: (r: Record<string, unknown>) => Result, onError: (err: unknown) => Result): Promise<Result> {
+  settleCall<R>(rec: OpRecord, sent: Promise<R>, toResult: (r: R) => Result, onError: (err: unknown) => Result): Promise<Result> {
     return sent.then(
       (raw) => this.outcome(rec, toResult, raw),
       (err: unknown) => this.outcome(rec, onError, err),
@@ -233,4 +222,14 @@ export class OperationTable {
       if (rec.answered) this.complete(op, code, 0, 0);
     }
   }
+}
+
+/** settle()'s reply is a Result already. */
+function asIs(r: Result): Result {
+  return r;
+}
+
+/** settle() has no result for a rejection: the operation fails (outcome) and the error goes on. */
+function rethrow(err: unknown): never {
+  throw err;
 }
