@@ -127,6 +127,11 @@ export function targets(r: Results): Target[] {
     add({ id: 'latency', kind: 'target', what: 'Small-call latency p50 at most 1.1 times the raw WebSocket round trip', judged: 'median of the per-repetition p50s, spiwire / raw ws', value: r.latency.p50.ratio, unit: 'x raw', comparison: '<=', threshold: 1.1 });
     add({ id: 'latencyP99', kind: 'target', what: 'Small-call latency p99 at most 1.25 times the raw WebSocket round trip', judged: 'median of the per-repetition p99s, spiwire / raw ws', value: r.latency.p99.ratio, unit: 'x raw', comparison: '<=', threshold: 1.25 });
   }
+  if (r.latency?.resume) {
+    const rs = r.latency.resume;
+    add({ id: 'resumeLatency', kind: 'target', what: 'Resumable sessions add at most 3 % to the small-call latency p50', judged: 'median of the per-repetition p50s of a resumable session / that of a session without resume, interleaved in the same repetitions', value: rs.p50.ratio, unit: 'x', comparison: '<=', threshold: 1.03 });
+    add({ id: 'resumeLatencyP99', kind: 'target', what: 'Resumable sessions add at most 3 % to the small-call latency p99', judged: 'median of the per-repetition p99s of a resumable session / that of a session without resume, interleaved in the same repetitions', value: rs.p99.ratio, unit: 'x', comparison: '<=', threshold: 1.03 });
+  }
   if (r.smallSendRate) add({ id: 'smallSendRate', kind: 'target', what: 'Small sends at least 0.8 of raw node:net 100-byte writes', judged: 'median sends/s through the public SPI path (WSPSend + WSAOVERLAPPED + completion routine) / median raw writes/s', value: r.smallSendRate.pair.ratio, unit: 'x raw', comparison: '>=', threshold: 0.8 });
   if (r.udp) add({ id: 'udp', kind: 'target', what: 'UDP at least 0.7 of raw node:dgram', judged: 'median datagrams/s received, spiwire / raw', value: r.udp.pair.ratio, unit: 'x raw', comparison: '>=', threshold: 0.7 });
   if (r.scale) {
@@ -220,6 +225,12 @@ function rows(r: Results): Row[] {
   if (r.latency) {
     pairRow('2', 'small-call latency p50: blocking WSPSend 100 B vs ws round trip', r.latency.p50, 'us');
     pairRow('2', 'small-call latency p99', r.latency.p99, 'us');
+    const rs = r.latency.resume;
+    if (rs) {
+      // The Pair's "raw" side is the session without resume here, not a raw baseline.
+      pairRow('2', '  p50: resumable session (as above) vs one without resume', rs.p50, 'us');
+      pairRow('2', '  p99: resumable session (as above) vs one without resume', rs.p99, 'us');
+    }
   }
   if (r.smallSendRate) pairRow('3', `small-send rate: 100 B overlapped WSPSend, ${r.smallSendRate.params['inFlight']} in flight`, r.smallSendRate.pair, '/s');
   cpuRow('3', r.smallSendRate?.cpu);
@@ -479,7 +490,7 @@ export function markdown(rep: Report, svgFile: string): string {
   L.push('## What each scenario measures');
   L.push('');
   if (r.bulk) L.push(`1. **Bulk.** A TCP socket made with \`WSA_FLAG_OVERLAPPED\`, connected to the discard peer; 64 KiB overlapped \`WSPSend\`s, ${r.bulk.params['inFlight']} in flight (a completion routine posts the next). Raw: \`node:net\` writing 64 KiB chunks, waiting for \`drain\` whenever \`write()\` asks. A run is timed from the first send to the peer holding the last byte; each side first warms up for ${r.bulk.params['warmUpSeconds']} s (runs of 128 MiB; throughput through the daemon climbs for a few seconds after start), then sends about 1.5 s worth per run, sized by the last warm-up run. ${pairLine(r.bulk.pair, 'MB/s')}.`);
-  if (r.latency) L.push(`2. **Small-call latency.** A blocking, nonoverlapped \`WSPSend\` of 100 bytes on a blocking TCP socket, one call at a time, timed around the call (one WebSocket request and reply, plus the daemon taking the bytes into the transport buffer and writing them to the kernel). Raw: a \`ws\` client sending 100-byte binary messages to the \`ws\` echo process, one at a time, timed to the echo. ${r.latency.params['samplesPerRep']} samples per repetition on each side (spiwire's in two halves around the raw ones), after ${r.latency.params['warmup']} warm-up calls on each side (at least ${r.latency.params['warmUpSeconds']} s). p50: ${pairLine(r.latency.p50, 'us')}. p99: ${pairLine(r.latency.p99, 'us')}.`);
+  if (r.latency) L.push(`2. **Small-call latency.** A blocking, nonoverlapped \`WSPSend\` of 100 bytes on a blocking TCP socket, one call at a time, timed around the call (one WebSocket request and reply, plus the daemon taking the bytes into the transport buffer and writing them to the kernel). Raw: a \`ws\` client sending 100-byte binary messages to the \`ws\` echo process, one at a time, timed to the echo. ${r.latency.params['samplesPerRep']} samples per repetition on each side (spiwire's in two halves around the raw ones), after ${r.latency.params['warmup']} warm-up calls on each side (at least ${r.latency.params['warmUpSeconds']} s). p50: ${pairLine(r.latency.p50, 'us')}. p99: ${pairLine(r.latency.p99, 'us')}.${r.latency.resume ? ` That session is resumable, the SDK's default; a second session without resume makes as many calls in the same repetitions (the order: resumable, without, raw, without, resumable, each in halves), which gives what resume adds to a round trip: p50 ${fmt(r.latency.resume.p50.ratio)} x, p99 ${fmt(r.latency.resume.p99.ratio)} x (without resume: p50 ${spread(r.latency.resume.p50.raw, 'us')}, p99 ${spread(r.latency.resume.p99.raw, 'us')}).` : ''}`);
   const sc = r.smallSendRate?.cpu;
   const smallCpu = sc ? ` CPU per send, from \`process.cpuUsage()\` and the daemon's /proc/<pid>/stat over the same runs: SDK client ${fmt(sc.clientUs)} us, daemon ${fmt(sc.daemonUs)} us, the raw writer ${fmt(sc.rawUs)} us. Unlike a rate it leaves out time spent waiting for a core: the steadier figure for comparing builds on a busy machine.` : '';
   if (r.smallSendRate) L.push(`3. **Small-send rate.** As 1, with 100-byte sends and ${r.smallSendRate.params['inFlight']} in flight; raw: 100-byte \`node:net\` writes with backpressure. Sends per second, timed to the peer holding the last byte. ${pairLine(r.smallSendRate.pair, 'sends/s')}.${r.smallSendRateHook ? ` Through the \`startOperation\` hook (3b): ${pairLine(r.smallSendRateHook.pair, 'sends/s')}.` : ''}${smallCpu}`);

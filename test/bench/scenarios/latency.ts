@@ -4,6 +4,11 @@
  * transport buffer took the bytes: one request/reply over the WebSocket plus the daemon's work),
  * against a raw WebSocket request/response of 100 bytes with ws, to a ws echo server in its own
  * process. Each repetition takes its own samples after a warm-up; p50 and p99 per repetition.
+ *
+ * The headline session is the SDK's default, resumable. A second session without resume makes the
+ * same calls in the same repetitions (interleaved with the first), so that what resume costs a
+ * round trip is measured beside the rate and CPU figures of scenario 10 (issue 17: no figure more
+ * than 3 % worse with resume), and so that the figure can be compared with builds older than resume.
  */
 import WebSocket from 'ws';
 import * as S from '@spiwire/client';
@@ -57,8 +62,11 @@ function wsSamples(ws: WebSocket, n: number): Promise<number[]> {
 
 export interface LatencyResult {
   params: Record<string, number | string>;
+  /** The resumable session (the SDK's default) against the raw ws round trip. */
   p50: Pair;
   p99: Pair;
+  /** The resumable session against the same calls in a session without resume (absent in results of older runs). */
+  resume?: { p50: Pair; p99: Pair };
   checks: Check[];
 }
 
@@ -68,6 +76,8 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
   let warmup = 0;
   const spi = await S.connect(ctx.daemon.url);
   const { s, localPort } = await tcpSocket(spi, ctx.discardPort, { overlapped: false });
+  const plain = await S.connect(ctx.daemon.url, { resume: false });
+  const plainSocket = await tcpSocket(plain, ctx.discardPort, { overlapped: false });
   const ws = new WebSocket(`ws://127.0.0.1:${ctx.wsPort}/`, { perMessageDeflate: false });
   ws.binaryType = 'nodebuffer';
   await new Promise((r, j) => ws.once('open', r).once('error', j));
@@ -75,39 +85,54 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
   const sw99: number[] = [];
   const raw50: number[] = [];
   const raw99: number[] = [];
+  const plain50: number[] = [];
+  const plain99: number[] = [];
   let calls = 0;
+  let plainCalls = 0;
   let echoes = 0;
   echoedBytes = 0;
   try {
     // Warm both sides up, alternately, for WARM_UP_SECONDS (one batch in quick mode).
     await repeatFor(ctx.quick ? 0 : WARM_UP_SECONDS, async () => {
       await spiwireSamples(ctx, spi, s, warmBatch);
+      await spiwireSamples(ctx, plain, plainSocket.s, warmBatch);
       await wsSamples(ws, warmBatch);
       warmup += warmBatch;
     });
     calls += warmup;
+    plainCalls += warmup;
     echoes += warmup;
     for (let rep = 0; rep < ctx.reps; rep++) {
-      // Alternate which goes first; each side's samples come in two halves around the other's.
+      // Each side's samples come in two halves around the others', nested, so that no side is
+      // always first or last: resumable, without resume, raw ws, without resume, resumable.
       const half = Math.floor(samples / 2);
       const a1 = await spiwireSamples(ctx, spi, s, half);
+      const c1 = await spiwireSamples(ctx, plain, plainSocket.s, half);
       const b = await wsSamples(ws, samples);
+      const c2 = await spiwireSamples(ctx, plain, plainSocket.s, samples - half);
       const a2 = await spiwireSamples(ctx, spi, s, samples - half);
       const a = [...a1, ...a2];
+      const c = [...c1, ...c2];
       calls += samples;
+      plainCalls += samples;
       echoes += samples;
       sw50.push(percentile(a, 50));
       sw99.push(percentile(a, 99));
       raw50.push(percentile(b, 50));
       raw99.push(percentile(b, 99));
-      ctx.log(`  latency rep ${rep + 1}: spiwire p50 ${sw50[rep]!.toFixed(0)} us p99 ${sw99[rep]!.toFixed(0)} us; raw ws p50 ${raw50[rep]!.toFixed(0)} us p99 ${raw99[rep]!.toFixed(0)} us`);
+      plain50.push(percentile(c, 50));
+      plain99.push(percentile(c, 99));
+      ctx.log(`  latency rep ${rep + 1}: spiwire p50 ${sw50[rep]!.toFixed(0)} us p99 ${sw99[rep]!.toFixed(0)} us (without resume ${plain50[rep]!.toFixed(0)} / ${plain99[rep]!.toFixed(0)} us); raw ws p50 ${raw50[rep]!.toFixed(0)} us p99 ${raw99[rep]!.toFixed(0)} us`);
     }
   } finally {
     ws.close();
     await closeSocket(spi, s);
+    await closeSocket(plain, plainSocket.s);
   }
   const end = await ctx.discard.connectionEnded(ctx.discardPort, localPort);
+  const plainEnd = await ctx.discard.connectionEnded(ctx.discardPort, plainSocket.localPort);
   await spi.close();
+  await plain.close();
   const pair = (a: number[], b: number[]): Pair => {
     const x = summarize(a);
     const y = summarize(b);
@@ -117,6 +142,11 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
     params: { bytes: SIZE, samplesPerRep: samples, warmup, warmUpSeconds: ctx.quick ? 0 : WARM_UP_SECONDS },
     p50: pair(sw50, raw50),
     p99: pair(sw99, raw99),
-    checks: [check('latency: bytes at the peer (every blocking WSPSend)', calls * SIZE, end.bytes), check('latency: bytes echoed by the raw ws peer', echoes * SIZE, echoedBytes)],
+    resume: { p50: pair(sw50, plain50), p99: pair(sw99, plain99) },
+    checks: [
+      check('latency: bytes at the peer (every blocking WSPSend)', calls * SIZE, end.bytes),
+      check('latency: bytes at the peer (every blocking WSPSend of the session without resume)', plainCalls * SIZE, plainEnd.bytes),
+      check('latency: bytes echoed by the raw ws peer', echoes * SIZE, echoedBytes),
+    ],
   };
 }
