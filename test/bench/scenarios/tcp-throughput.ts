@@ -8,7 +8,7 @@ import * as S from '@spiwire/client';
 import { check, type Check, type Ctx, type Pair } from '../lib/context.js';
 import { endSocket, rawConnect, writeAll } from '../lib/raw.js';
 import { SendPipeline, closeSocket, tcpSocket } from '../lib/spi.js';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { relayRun } from '../lib/relay.js';
 import { startWebsockify } from '../lib/procs.js';
 import { now, summarize, type Summary } from '../lib/stats.js';
@@ -79,8 +79,15 @@ export interface RelayPeers {
 /** The kernel's clock ticks per second for /proc/<pid>/stat (USER_HZ, 100 on Linux). */
 const CLOCK_TICKS = 100;
 
-/** CPU time a process has used so far in microseconds (/proc/<pid>/stat: utime + stime), or null where there is no such file. */
+/**
+ * CPU time a process has used so far in microseconds, or null where there is no /proc: the sum
+ * of its threads' time on a CPU from /proc/<pid>/task/<tid>/schedstat (nanoseconds), else utime
+ * + stime from /proc/<pid>/stat, which counts 10 ms ticks, coarse beside a run that costs the
+ * daemon some 100 ms and a figure judged to 3 %.
+ */
 export function cpuOf(pid: number): number | null {
+  const ns = onCpuNs(pid);
+  if (ns !== null) return ns / 1000;
   try {
     // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
     const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
@@ -89,6 +96,25 @@ export function cpuOf(pid: number): number | null {
   } catch {
     return null;
   }
+}
+
+/** Nanoseconds on a CPU, summed over the process's threads (schedstat's first field), or null. */
+function onCpuNs(pid: number): number | null {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return null;
+  }
+  let sum = 0;
+  for (const tid of tids) {
+    try {
+      sum += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // The thread ended between the listing and the read: its time is no longer counted.
+    }
+  }
+  return Number.isFinite(sum) && sum > 0 ? sum : null;
 }
 
 export function selfCpu(): number {
