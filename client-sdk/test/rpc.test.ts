@@ -253,15 +253,24 @@ t.test('the daemon closing the connection fails the pending calls', async (t) =>
   await t.rejects(call, { name: 'ConnectionClosedError', message: /connection closed \(1001 going away\)/ });
 });
 
-t.test('resumable: an acknowledgement due on a reply rides on the next call, or goes alone once the loop turns', async (t) => {
-  const offer = { token: 't'.repeat(43), graceMs: 20000, daemonId: 'unit-daemon' };
-  const { conn, peer } = await pair(t, welcome({ resume: offer }));
-  // One call at a time: each reply is a counted message; the 32nd makes an ack due (P.ACK_EVERY).
-  for (let i = 0; i < P.ACK_EVERY; i++) {
-    const call = conn.call('WSPListen', { s: i, backlog: 1 });
+/** A resumable session with the stand-in daemon. */
+function resumable(t: Test): Promise<{ conn: RpcConnection; peer: Peer }> {
+  return pair(t, welcome({ resume: { token: 't'.repeat(43), graceMs: 20000, daemonId: 'unit-daemon' } }));
+}
+
+/** count calls one at a time, each answered: with P.ACK_EVERY, the last reply makes an ack due. */
+async function callsOneByOne(conn: RpcConnection, peer: Peer, count: number, call: () => Promise<unknown>): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    const c = call();
     peer.reply(await peer.request());
-    await call;
+    await c;
   }
+}
+
+t.test('resumable: an acknowledgement due on a reply rides on the next call, or goes alone once the loop turns', async (t) => {
+  const { conn, peer } = await resumable(t);
+  // One call at a time: each reply is a counted message; the 32nd makes an ack due (P.ACK_EVERY).
+  await callsOneByOne(conn, peer, P.ACK_EVERY, () => conn.call('WSPListen', { s: 1, backlog: 1 }));
   const next = conn.call('WSPListen', { s: 99, backlog: 1 });
   await peer.untilFrames(P.ACK_EVERY + 1);
   t.equal(peer.frames.length, P.ACK_EVERY + 1, 'no frame of its own for the ack');
@@ -278,4 +287,52 @@ t.test('resumable: an acknowledgement due on a reply rides on the next call, or 
   await peer.untilFrames(P.ACK_EVERY + 3);
   t.same(peer.acks[1], { frame: P.ACK_EVERY + 2, received: 2 * P.ACK_EVERY }, 'alone, with the count of every reply');
   t.same(peer.frames[P.ACK_EVERY + 2], [], 'a frame holding only the ack');
+});
+
+t.test('resumable: an acknowledgement packed with a run of calls does not split the run', async (t) => {
+  const { conn, peer } = await resumable(t);
+  await callsOneByOne(conn, peer, P.ACK_EVERY, () => conn.call('WSPListen', { s: 1, backlog: 1 }));
+  // An ack is due: it rides with the next run of 64 calls (a pipeline's completions bring such
+  // runs), and the 64 still leave as one frame. Had the ack counted, the 64th call would have
+  // gone in a frame of its own, which a pipeline then keeps sending round.
+  const run = [];
+  for (let i = 0; i < 64; i++) run.push(conn.call('WSPListen', { s: 100 + i, backlog: 1 }));
+  await peer.untilFrames(P.ACK_EVERY + 1);
+  // A later call, in a run of its own: any frame the run left behind would arrive before it.
+  const after = conn.call('WSPListen', { s: 999, backlog: 1 });
+  await peer.untilFrames(P.ACK_EVERY + 2);
+  t.same(peer.acks, [{ frame: P.ACK_EVERY, received: P.ACK_EVERY }], 'the ack came with the run');
+  t.equal(peer.frames[P.ACK_EVERY]!.length, 64, 'the whole run in that frame');
+  t.same(peer.frames[P.ACK_EVERY + 1]!.map((r) => r.params['s']), [999], 'the next frame holds the later call');
+  for (let i = 0; i < 65; i++) peer.reply(await peer.request());
+  await Promise.all([...run, after]);
+});
+
+t.test('resumable: a small frame under construction moves to the next buffer instead of being cut where one fills', async (t) => {
+  const { conn, peer } = await resumable(t);
+  // Unacknowledged frames stay in the SDK's 1 MiB frame buffer: ten of about 100 KB fill most of it.
+  const big = new Uint8Array(100_000).fill(0x61);
+  await callsOneByOne(conn, peer, 10, () => conn.call('WSPSend', { s: 1, buffers: [big], flags: 0 }));
+  // Two calls of 30 KB in one run: the second does not fit the room left.
+  const a = new Uint8Array(30_000).fill(0x62);
+  const b = new Uint8Array(30_000).fill(0x63);
+  const run = [conn.call('WSPSend', { s: 2, buffers: [a], flags: 0 }), conn.call('WSPSend', { s: 3, buffers: [b], flags: 0 })];
+  await peer.untilFrames(11);
+  // A later call, in a run of its own: any frame the run left behind would arrive before it.
+  const after = conn.call('WSPListen', { s: 999, backlog: 1 });
+  await peer.untilFrames(12);
+  const frame = peer.frames[10]!;
+  t.same(
+    frame.map((r) => r.params['s']),
+    [2, 3],
+    'both calls of the run in one frame',
+  );
+  t.same(
+    frame.map((r) => Buffer.from((r.params['buffers'] as Uint8Array[])[0]!)),
+    [Buffer.from(a), Buffer.from(b)],
+    'with their bytes intact after the move',
+  );
+  t.same(peer.frames[11]!.map((r) => r.params['s']), [999], 'the next frame holds the later call');
+  for (let i = 0; i < 3; i++) peer.reply(await peer.request());
+  await Promise.all([...run, after]);
 });
