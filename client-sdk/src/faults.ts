@@ -6,6 +6,7 @@
  */
 import * as P from '@spiwire/proto';
 import type { RpcConnection } from './rpc.js';
+import { isResult } from './marshal.js';
 import { WinsockError } from './socket.js';
 
 /** A rule fired on a call (spiwire.faultApplied, for rules added with notify: true). */
@@ -32,9 +33,9 @@ export class SessionFaults {
 
   constructor(private readonly rpc: RpcConnection) {}
 
-  /** A method of the table, typed by it. */
-  private async call<M extends P.MethodName>(method: M, params: P.Params<M>): Promise<P.Result<M>> {
-    return (await this.rpc.call(method, params)) as P.Result<M>;
+  /** A method of the table, its params typed by it; each caller checks the fields of the reply it uses. */
+  private call<M extends P.MethodName>(method: M, params: P.Params<M>): Promise<Record<string, unknown>> {
+    return this.rpc.call(method, params);
   }
 
   /**
@@ -43,9 +44,9 @@ export class SessionFaults {
    * SpiwireProtocolError, code INVALID_PARAMS, data.field naming the field.
    */
   async add(rule: P.FaultRule): Promise<string> {
-    const r = await this.call('spiwire.faults.add', { rule });
-    if (typeof r.id !== 'string') throw new TypeError('spiwire.faults.add: the daemon answered without an id');
-    return r.id;
+    const { id } = await this.call('spiwire.faults.add', { rule });
+    if (typeof id !== 'string') throw new TypeError('spiwire.faults.add: the daemon answered without an id');
+    return id;
   }
 
   /** Removes a rule; an unknown id rejects with SpiwireProtocolError (INVALID_PARAMS). */
@@ -55,8 +56,9 @@ export class SessionFaults {
 
   /** The session's rules in the order they were added, each with hits: how many times it fired. */
   async list(): Promise<P.FaultRuleStatus[]> {
-    const r = await this.call('spiwire.faults.list', {});
-    return r.rules ?? [];
+    const { rules = [] } = await this.call('spiwire.faults.list', {});
+    if (!Array.isArray(rules) || !rules.every(P.isFaultRuleStatus)) throw new TypeError('spiwire.faults.list: the daemon answered with something other than a list of rules');
+    return rules;
   }
 
   /**
@@ -65,6 +67,7 @@ export class SessionFaults {
    */
   async tagSocket(s: number, tag: string | null): Promise<void> {
     const r = await this.call('spiwire.setSocketTag', { s, tag });
+    if (!isResult(r)) throw new TypeError('spiwire.setSocketTag: the daemon answered without ret and errno');
     if (r.ret !== 0) throw new WinsockError(r.errno, 'spiwire.setSocketTag');
   }
 

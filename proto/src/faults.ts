@@ -334,6 +334,13 @@ function actionProblem(v: unknown, functions: readonly FaultFunction[]): FaultRu
   }
 }
 
+/** A rule as spiwire.faults.list reports it: a well-formed rule with its id and seed, and its hit count. */
+export function isFaultRuleStatus(v: unknown): v is FaultRuleStatus {
+  if (!isObj(v)) return false;
+  const { hits, ...rule } = v;
+  return typeof hits === 'number' && Number.isInteger(hits) && hits >= 0 && typeof rule['id'] === 'string' && typeof rule['seed'] === 'number' && faultRuleProblem(rule) === null;
+}
+
 /**
  * Checks a rule as it comes from a client: the first problem found, or null when the rule is
  * well formed. What depends on the session (a socket handle that must exist, the rule cap, a

@@ -145,3 +145,16 @@ t.test('spiwire.faults.add validates its rule through the method table, naming p
     }
   }
 });
+
+t.test('isFaultRuleStatus: a listed rule is a well-formed rule with its id, seed and hits', async (t) => {
+  const listed = { id: 'r1', match: { functions: ['WSPSend'] }, action: { type: 'error', code: P.WSAECONNRESET }, seed: 1, hits: 2 };
+  t.ok(P.isFaultRuleStatus(listed), 'as the daemon lists it');
+  const without = (k: string): Record<string, unknown> => Object.fromEntries(Object.entries(listed).filter(([key]) => key !== k));
+  t.notOk(P.isFaultRuleStatus(without('hits')), 'without hits');
+  t.notOk(P.isFaultRuleStatus(without('id')), 'without an id');
+  t.notOk(P.isFaultRuleStatus(without('seed')), 'without a seed');
+  t.notOk(P.isFaultRuleStatus({ ...listed, hits: -1 }), 'a negative hit count');
+  t.notOk(P.isFaultRuleStatus({ ...listed, action: { type: 'nonsense' } }), 'a rule that is not well formed');
+  t.notOk(P.isFaultRuleStatus({ ...listed, extra: true }), 'a field rules do not have');
+  t.notOk(P.isFaultRuleStatus([listed]), 'not an object');
+});
