@@ -520,7 +520,6 @@ export class Session implements SpiSession, SetAside {
     if (id !== null) {
       if (text) this.send({ jsonrpc: '2.0', id, result }, true);
       else if (this.producing) {
-        this.ackOnly = false;
         this.out.addReply(id, result);
         this.packed();
       }
@@ -538,7 +537,6 @@ export class Session implements SpiSession, SetAside {
   notify<N extends P.NotificationName>(method: N, params: P.NotificationParams<N>): void {
     this.trace?.notify(method, params);
     if (!this.producing) return;
-    this.ackOnly = false;
     this.out.addNotification(method, params);
     this.packed();
   }
@@ -557,13 +555,13 @@ export class Session implements SpiSession, SetAside {
       this.emit(P.encodeText(message), true);
       return;
     }
-    this.ackOnly = false;
     this.out.add(message);
     this.packed();
   }
 
-  /** A binary record was packed: send the frame now, or schedule its flush. */
+  /** A binary record was packed (so the frame holds more than an ack): send the frame now, or schedule its flush. */
   private packed(): void {
+    this.ackOnly = false;
     // Send a frame once it is big or holds many records, so the client starts on it while the
     // daemon is still working through the rest of its input.
     if (this.out.byteLength >= 256 * 1024 || this.out.recordCount >= FLUSH_RECORDS) {
