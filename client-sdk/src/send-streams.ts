@@ -8,7 +8,7 @@ import * as P from '@spiwire/proto';
 import type { RpcConnection } from './rpc.js';
 
 /** The default window, for a daemon whose welcome does not say (all daemons that stream do). */
-const DEFAULT_WINDOW = 16 * 1024 * 1024;
+const DEFAULT_WINDOW = 8 * 1024 * 1024;
 /**
  * The largest piece: small enough that the daemon's WebSocket never assembles a huge message for
  * it (which would cost that much again in memory), large enough to cost few records.

@@ -79,7 +79,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   outputHighWaterBytes: 8 * 1024 * 1024,
   outputLimitBytes: 64 * 1024 * 1024,
   outputStallMs: 30_000,
-  streamWindowBytes: 16 * 1024 * 1024,
+  streamWindowBytes: 8 * 1024 * 1024,
   resumeGraceMs: 30_000,
   replayLimitBytes: 64 * 1024 * 1024,
 };

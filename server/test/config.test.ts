@@ -3,7 +3,8 @@
  * precedence; both flag forms; --token-file; the errors; and usage() covering every setting.
  */
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, SETTINGS, defaultConfig, parseConfig, usage } from '../src/internals.js';
@@ -260,4 +261,18 @@ t.test('usage() lists every flag, every environment variable and every doc line'
     t.ok(line?.includes(s.doc), `${s.flag}'s line carries its doc`);
   }
   t.match(u, /flags win/i, 'says which source wins');
+});
+
+t.test("the README's table of settings has a row for every setting, with its environment variable and numeric default", async (t) => {
+  const readme = readFileSync(fileURLToPath(new URL('../../../README.md', import.meta.url)), 'utf8');
+  const defaults = defaultConfig();
+  for (const s of SETTINGS) {
+    const row = readme.split('\n').find((l) => l.startsWith(`| \`${s.flag}\` |`));
+    t.ok(row, `${s.flag} has a row`);
+    t.ok(row?.includes(`\`${s.env}\``), `${s.flag}'s row names ${s.env}`);
+    // A fixed numeric default must read as the daemon has it (defaults computed from the machine are words).
+    const d = defaults[s.key];
+    const cell = row?.split('|')[3]?.trim();
+    if (s.kind === 'int' && typeof d === 'number' && cell !== undefined && /^`?\d+`?$/.test(cell)) t.equal(Number(cell.replace(/`/g, '')), d, `${s.flag}'s default in the README`);
+  }
 });

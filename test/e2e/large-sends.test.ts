@@ -17,7 +17,7 @@ import { bigData } from '../helpers/big-data.js';
 
 const MiB = 1024 * 1024;
 /**
- * What a large send may add to the daemon, whatever its size: the 16 MiB stream window, the pieces
+ * What a large send may add to the daemon, whatever its size: the 8 MiB stream window, the pieces
  * in flight and the garbage they leave before a collection. The benchmark's scenario 8 holds the
  * daemon to the same bound.
  */
