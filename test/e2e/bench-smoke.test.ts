@@ -72,6 +72,8 @@ t.test('npm run bench -- --quick: every scenario runs and moves the expected byt
   expectEvery('scale', /200 sockets run 1/, 200, 2);
   expectEvery('scale', /100 ops run 1: operations pending/, 100, 1);
   expectEvery('scale', /1000 ops run 1: operations pending/, 1000, 1);
+  // Quick: the 64 MiB overlapped send's bytes again as 64 KiB bulk sends beside it.
+  expectEvery('largeSends', /bulk beside run \d+: bytes at the peer/, 64 * 1024 * 1024, 1);
   expectEvery('slowPeer', /slow peer: posts$/, 2000, 1);
   const sp = checks('slowPeer').find((c) => /bytes at the peer/.test(c.what));
   t.ok(sp && sp.ok && sp.actual > 0, 'slow peer: the peer got exactly the accepted bytes');

@@ -15,7 +15,7 @@
  * The daemon's resident set is read from /proc/<pid>/status (lib/rss.ts), after two forced GCs
  * before each call; its peak is the kernel's high-water mark, reset just before the call. Growth
  * (peak - rss before the call) must stay below LARGE_SEND_BOUND: what the daemon holds is the
- * transport buffer, the stream window the SDK may send ahead (16 MiB by default) and the pieces in
+ * transport buffer, the stream window the SDK may send ahead (8 MiB by default) and the pieces in
  * flight, however large the send.
  */
 import { createHash } from 'node:crypto';
@@ -25,6 +25,7 @@ import { DaemonProcess } from '../lib/procs.js';
 import { endSocket, rawConnect } from '../lib/raw.js';
 import { RssProbe, type RssWindow } from '../lib/rss.js';
 import { closeSocket, tcpSocket } from '../lib/spi.js';
+import { BULK_CHUNK, BULK_IN_FLIGHT, spiwireRun } from './tcp-throughput.js';
 import { now, summarize, type Summary } from '../lib/stats.js';
 import { WARM_UP_SECONDS, repeatFor } from '../lib/warm-up.js';
 import { bigData } from '../../helpers/big-data.js';
@@ -166,6 +167,12 @@ export interface LargeSendsResult {
   params: Record<string, number | string>;
   blocking: LargeSendFigures;
   overlapped: LargeSendFigures;
+  /**
+   * The same bytes as the overlapped send in scenario 1's bulk sends (64 KiB overlapped WSPSends,
+   * 32 in flight), on the same daemon, run next to each overlapped send: MB/s, and the overlapped
+   * send's rate over it in each repetition (absent from runs saved before it was measured).
+   */
+  bulkBeside?: { mbps: Summary; ratio: Summary };
   /** The most the daemon's rss may grow during one send (a requirement; not judged in --quick mode). */
   bound: number;
   checks: Check[];
@@ -213,6 +220,8 @@ export async function largeSends(ctx: Ctx): Promise<LargeSendsResult> {
   const d = await DaemonProcess.start({ cpuProfDir: ctx.cpuProfDir });
   // No automatic APC mode: the completion routine runs in SleepEx, as a Winsock client's would.
   const spi = await S.connect(d.url);
+  // Scenario 1's kind of session, for the bulk runs beside the overlapped sends.
+  const bulkSpi = await S.connect(d.url, { autoApc: true });
   try {
     const checks: Check[] = [];
     const shaCheck = (label: string, r: Run, sha: string): Check => check(`${label}: SHA-256 at the peer is that of the bytes sent`, 1, r.sha256 === sha ? 1 : 0);
@@ -236,6 +245,7 @@ export async function largeSends(ctx: Ctx): Promise<LargeSendsResult> {
     const blocking = new Collect(blockingBytes, verification.blocking);
     const overlapped = new Collect(overlappedBytes, verification.overlapped);
     const mbps = (bytes: number, seconds: number): number => bytes / seconds / 1e6;
+    const bulkRates: number[] = [];
     for (let rep = 0; rep < ctx.reps; rep++) {
       const order = rep % 2 === 0 ? ['spiwire', 'raw'] : ['raw', 'spiwire'];
       for (const [kind, c, bytes, sha] of [
@@ -263,23 +273,34 @@ export async function largeSends(ctx: Ctx): Promise<LargeSendsResult> {
         }
         ctx.log(`  ${name} rep ${rep + 1}: spiwire ${c.sw[rep]!.toFixed(0)} MB/s, raw ${c.raw[rep]!.toFixed(0)} MB/s; daemon rss ${fmtMiB(c.before[rep]!)} -> peak ${fmtMiB(c.peak[rep]!)} (+${fmtMiB(c.growth[rep]!)})`);
       }
+      // Right after the overlapped send, in the same phase of the machine: its bytes as bulk sends.
+      const r = await spiwireRun(ctx, bulkSpi, BULK_CHUNK, overlappedBytes / BULK_CHUNK, BULK_IN_FLIGHT);
+      checks.push(check(`large sends bulk beside run ${rep + 1}: bytes at the peer`, overlappedBytes, r.bytes));
+      bulkRates.push(mbps(overlappedBytes, r.seconds));
+      ctx.log(`  the same bytes as bulk sends, rep ${rep + 1}: ${bulkRates[rep]!.toFixed(0)} MB/s`);
     }
+    const overlappedFigures = overlapped.figures();
+    const bulkBeside = { mbps: summarize(bulkRates), ratio: summarize(overlappedFigures.pair.spiwire.runs.map((x, i) => x / bulkRates[i]!)) };
     return {
       params: {
         blockingBytes,
         overlappedBytes,
         daemonFlags: d.flags.filter((f, i, a) => f !== '--port' && a[i - 1] !== '--port').join(' '),
         sampleEveryMs: 50,
+        // As the daemon's welcome gives it: how far the SDK may send ahead of what it has taken.
+        streamWindowBytes: spi.welcome.limits.streamWindowBytes ?? 0,
         peakFrom: overlapped.peakFrom,
         warmUpSeconds: ctx.quick ? 0 : WARM_UP_SECONDS,
         peerHashes: ctx.quick ? 'every run' : 'one verification run of each send, before the measured ones',
       },
       blocking: blocking.figures(),
-      overlapped: overlapped.figures(),
+      overlapped: overlappedFigures,
+      bulkBeside,
       bound: LARGE_SEND_BOUND,
       checks,
     };
   } finally {
+    await bulkSpi.close();
     await spi.close();
     await d.stop();
   }

@@ -203,13 +203,17 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
   }
 }
 
+/** Scenario 1's sends: their size, and how many are in flight. */
+export const BULK_CHUNK = 64 * 1024;
+export const BULK_IN_FLIGHT = 32;
+
 /**
  * Scenario 1: 64 KiB overlapped WSPSends, window in flight, against raw 64 KiB writes; then the
  * same 64 KiB messages through the naive relay and websockify. MB/s (10^6 bytes).
  */
-export async function bulk(ctx: Ctx, window = 32): Promise<ThroughputResult> {
+export async function bulk(ctx: Ctx, window = BULK_IN_FLIGHT): Promise<ThroughputResult> {
   // Quick: 4 MiB. Full: about 1.5 s per run, sized by warm-up runs of 128 MiB.
-  const r = await compare(ctx, 'bulk', 64 * 1024, 64, 2048, 1.5, window, 'MB/s', (bytes, seconds) => bytes / seconds / 1e6, ctx.api, true, { name: 'MB', per: (bytes) => bytes / 1e6 });
+  const r = await compare(ctx, 'bulk', BULK_CHUNK, 64, 2048, 1.5, window, 'MB/s', (bytes, seconds) => bytes / seconds / 1e6, ctx.api, true, { name: 'MB', per: (bytes) => bytes / 1e6 });
   r.peers = await relayPeers(ctx, r);
   return r;
 }
