@@ -162,14 +162,18 @@ const handlers: Record<string, (m: Msg) => void> = {
       load = { spis, socks };
       return { localPorts: socks.map((x) => x.localPort) };
     }),
-  /** Every session sends count 64 KiB overlapped WSPSends, window in flight; answers when all completed, with the start time. */
+  /**
+   * Every session (or the first `sessions` of them) sends count 64 KiB overlapped WSPSends, window
+   * in flight; answers when all completed, with the start time.
+   */
   loadRun: (m) =>
     answerAsync(m, async () => {
       if (!load) throw new Error('loadOpen first');
       const l = load;
       const buf = Buffer.alloc(64 * 1024, 0x5a);
+      const sending = l.socks.slice(0, (m['sessions'] as number | undefined) ?? l.socks.length);
       const t0 = now();
-      await Promise.all(l.socks.map((x, i) => new SendPipeline(l.spis[i]!, 'spi', x.s, buf, m['count'] as number, m['window'] as number).run()));
+      await Promise.all(sending.map((x, i) => new SendPipeline(l.spis[i]!, 'spi', x.s, buf, m['count'] as number, m['window'] as number).run()));
       return { t0 };
     }),
   /** Closes the sockets (sessions stay open for the next loadOpen). */

@@ -157,9 +157,12 @@ export function targets(r: Results): Target[] {
     const sp = r.slowPeer;
     out.push({ id: 'slowPeerFlat', kind: 'requirement', what: 'Slow peer: daemon memory stays flat, bounded by the socket buffer and the outstanding-operation limit', judged: `live growth ≤ bound (${mib(sp.bound)}) and growth after the half-way point ≤ 5 % of it`, value: sp.maxGrowth, unit: 'bytes', comparison: '<=', threshold: sp.bound, met: sp.flat });
   }
-  if (r.manySessions && r.bulk) {
+  if (r.manySessions) {
     const m = r.manySessions;
-    add({ id: 'manySessionsAggregate', kind: 'target', what: `${m.params['sessions']} sessions: aggregate at least 0.9 of one session's bulk`, judged: 'median aggregate MB/s / median scenario 1 spiwire MB/s', value: m.aggregate.median / r.bulk.pair.spiwire.median, unit: 'x', comparison: '>=', threshold: 0.9 });
+    const what = `${m.params['sessions']} sessions: aggregate at least 0.9 of one session's bulk`;
+    // As for large sends: judged on the one-session run beside each aggregate, not on scenario 1's.
+    if (m.ratio) add({ id: 'manySessionsAggregate', kind: 'target', what, judged: 'median over the repetitions of (aggregate MB/s / MB/s of one of the sessions sending the same bytes alone, next to it)', value: m.ratio.median, unit: 'x', comparison: '>=', threshold: 0.9 });
+    else if (r.bulk) add({ id: 'manySessionsAggregate', kind: 'target', what, judged: 'median aggregate MB/s / median scenario 1 spiwire MB/s', value: m.aggregate.median / r.bulk.pair.spiwire.median, unit: 'x', comparison: '>=', threshold: 0.9 });
   }
   if (r.bookkeeping) {
     // Judged on CPU per send where it was measured: on a shared 2-core machine the rates of runs
@@ -282,7 +285,8 @@ function rows(r: Results): Row[] {
   }
   if (r.manySessions) {
     const m = r.manySessions;
-    out.push({ n: '9', scenario: `many sessions: ${m.params['sessions']} sessions x one bulk socket, aggregate (MB = 10^6 B)`, spiwire: spread(m.aggregate, 'MB/s'), raw: r.bulk ? `one session ${fmt(r.bulk.pair.spiwire.median)} MB/s` : '', ratio: r.bulk ? `${fmt(m.aggregate.median / r.bulk.pair.spiwire.median)} x one` : '' });
+    if (m.oneSession && m.ratio) out.push({ n: '9', scenario: `many sessions: ${m.params['sessions']} sessions x one bulk socket, aggregate (MB = 10^6 B), vs one of them alone with the same bytes`, spiwire: spread(m.aggregate, 'MB/s'), raw: `one alone ${spread(m.oneSession, 'MB/s')}`, ratio: `${spread(m.ratio)} x one` });
+    else out.push({ n: '9', scenario: `many sessions: ${m.params['sessions']} sessions x one bulk socket, aggregate (MB = 10^6 B)`, spiwire: spread(m.aggregate, 'MB/s'), raw: r.bulk ? `one session ${fmt(r.bulk.pair.spiwire.median)} MB/s` : '', ratio: r.bulk ? `${fmt(m.aggregate.median / r.bulk.pair.spiwire.median)} x one` : '' });
     out.push({ n: '9', scenario: '  meanwhile, a bystander session\'s blocking 100 B WSPSend', spiwire: `p50 ${spread(m.bystanderP50, 'us')}`, raw: `p99 ${spread(m.bystanderP99, 'us')}`, ratio: '' });
   }
   return out;
@@ -549,7 +553,7 @@ export function markdown(rep: Report, svgFile: string): string {
   }
   if (r.manySessions) {
     const m = r.manySessions;
-    L.push(`9. **Many sessions** (issue 17). ${m.params['sessions']} SDK sessions in a load process of their own, each with one TCP socket to the discard peer, send ${m.params['sendsPerSession']} overlapped 64 KiB \`WSPSend\`s each, ${m.params['inFlight']} in flight, all at once, on scenario 1's daemon; meanwhile a bystander session in the benchmark process makes blocking 100-byte \`WSPSend\`s one at a time. Aggregate ${spread(m.aggregate, 'MB/s')} (timed from the load's first send to the peer holding the last session's last byte); the bystander's p50 ${spread(m.bystanderP50, 'us')}, p99 ${spread(m.bystanderP99, 'us')}. The peer's count of every session is checked.`);
+    L.push(`9. **Many sessions** (issue 17). ${m.params['sessions']} SDK sessions in a load process of their own, each with one TCP socket to the discard peer, send ${m.params['sendsPerSession']} overlapped 64 KiB \`WSPSend\`s each, ${m.params['inFlight']} in flight, all at once, on scenario 1's daemon; meanwhile a bystander session in the benchmark process makes blocking 100-byte \`WSPSend\`s one at a time. Aggregate ${spread(m.aggregate, 'MB/s')} (timed from the load's first send to the peer holding the last session's last byte)${m.oneSession && m.ratio ? `; right before or after each aggregate run (alternating), one of the load's sessions sends the same bytes alone, on fresh sockets: ${spread(m.oneSession, 'MB/s')}, and the aggregate is ${spread(m.ratio)} x that (the target is judged on this, measured in the same phase of the machine, not on scenario 1's figure)` : ''}; the bystander's p50 ${spread(m.bystanderP50, 'us')}, p99 ${spread(m.bystanderP99, 'us')}. The peer's count of every session is checked.`);
   }
   L.push('');
   L.push('## Reading the figures');

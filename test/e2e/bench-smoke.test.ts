@@ -58,8 +58,10 @@ t.test('npm run bench -- --quick: every scenario runs and moves the expected byt
   expectEvery('smallSendRate', /bytes at the peer/, 2000 * 100, 2);
   // Quick: 2000 sends of 100 bytes in each of the four sessions.
   expectEvery('bookkeeping', /bytes at the peer/, 2000 * 100, 4);
-  // Quick: 4 sessions of 16 sends of 64 KiB.
-  expectEvery('manySessions', /bytes at the peer/, 16 * 64 * 1024, 4);
+  // Quick: 4 sessions of 16 sends of 64 KiB; then one of them alone sends the same 64 sends, the others none.
+  expectEvery('manySessions', /^many sessions run \d+: bytes at the peer/, 16 * 64 * 1024, 4);
+  expectEvery('manySessions', /one session alone: bytes at the peer \(session 1\)/, 4 * 16 * 64 * 1024, 1);
+  expectEvery('manySessions', /one session alone: bytes at the peer \(session [234]\)/, 0, 3);
   expectEvery('smallSendRateHook', /bytes at the peer/, 2000 * 100, 2);
   expectEvery('udp', /run \d+: datagrams received$/, 2000, 2);
   expectEvery('udp', /bytes at the receiver/, 2000 * 1024, 2);

@@ -3,17 +3,26 @@
  * 64 KiB overlapped WSPSends at once (32 in flight each) from a load process, while a bystander
  * session here makes blocking 100-byte WSPSends one at a time: the aggregate throughput beside one
  * session's bulk figure, and the bystander's small-call latency meanwhile. The daemon is scenario 1's.
+ * Next to each aggregate run, one of the load's sessions sends the same bytes alone: the aggregate
+ * is judged against that, measured in the same phase of the machine.
  */
 import * as S from '@spiwire/client';
 import { check, type Check, type Ctx } from '../lib/context.js';
 import { closeSocket, tcpSocket } from '../lib/spi.js';
 import { PeerProcess } from '../lib/procs.js';
 import { now, percentile, summarize, type Summary } from '../lib/stats.js';
+import { WARM_UP_SECONDS, repeatFor } from '../lib/warm-up.js';
 
 export interface ManySessionsResult {
   params: Record<string, number | string>;
   /** Aggregate MB/s (10^6 B) over the sessions, per repetition. */
   aggregate: Summary;
+  /**
+   * One of the load's sessions sending the same bytes alone, next to each aggregate run, and the
+   * aggregate over it per repetition (absent from runs saved before it was measured).
+   */
+  oneSession?: Summary;
+  ratio?: Summary;
   /** The bystander's blocking-call latency during the runs, us. */
   bystanderP50: Summary;
   bystanderP99: Summary;
@@ -44,6 +53,7 @@ export async function manySessions(ctx: Ctx, sessions = ctx.quick ? 4 : 32): Pro
   const perSession = ctx.quick ? 16 : 256;
   const checks: Check[] = [];
   const aggregate: number[] = [];
+  const one: number[] = [];
   const p50: number[] = [];
   const p99: number[] = [];
   // The bulk sessions live in a process of their own; the bystander is this one.
@@ -51,29 +61,45 @@ export async function manySessions(ctx: Ctx, sessions = ctx.quick ? 4 : 32): Pro
   const watcher = await S.connect(ctx.daemon.url, { autoApc: true });
   try {
     const { s: ws } = await tcpSocket(watcher, ctx.discardPort, { overlapped: false });
-    for (let rep = 0; rep < ctx.reps; rep++) {
+    /**
+     * One round on fresh sockets: the first `sending` sessions send count sends each (the others'
+     * sockets stay idle); answers MB/s, timed from the first send to the peer holding the last byte.
+     */
+    const round = async (label: string, sending: number, count: number, watch: boolean): Promise<{ mbps: number; lat: number[] }> => {
       const { localPorts } = await loader.request<{ localPorts: number[] }>('loadOpen', { url: ctx.daemon.url, sessions, port: ctx.discardPort });
-      const total = CHUNK * perSession;
-      const reached = localPorts.map((remotePort) => ctx.discard.request<{ t: number; bytes: number }>('expect', { port: ctx.discardPort, remotePort, bytes: total }, 300_000));
+      const bytes = CHUNK * count;
+      const senders = localPorts.slice(0, sending);
+      const reached = senders.map((remotePort) => ctx.discard.request<{ t: number; bytes: number }>('expect', { port: ctx.discardPort, remotePort, bytes }, 300_000));
       let running = true;
-      const run = loader.request<{ t0: number }>('loadRun', { count: perSession, window: WINDOW }, 300_000);
-      const watching = bystander(watcher, ws, () => !running, 1_000_000);
+      const run = loader.request<{ t0: number }>('loadRun', { count, window: WINDOW, sessions: sending }, 300_000);
+      const watching = watch ? bystander(watcher, ws, () => !running, 1_000_000) : Promise.resolve([]);
       const { t0 } = await run;
       const ends = await Promise.all(reached);
       running = false;
       const lat = await watching;
       const last = Math.max(...ends.map((r) => (ctx.sharedClock ? r.t : now())));
-      aggregate.push((total * sessions) / ((last - t0) / 1e9) / 1e6);
-      if (lat.length > 0) {
-        p50.push(percentile(lat, 50));
-        p99.push(percentile(lat, 99));
-      }
       await loader.request('loadCloseSockets');
       for (let i = 0; i < localPorts.length; i++) {
         const end = await ctx.discard.connectionEnded(ctx.discardPort, localPorts[i]!);
-        checks.push(check(`many sessions run ${rep + 1}: bytes at the peer (session ${i + 1})`, total, end.bytes));
+        checks.push(check(`${label}: bytes at the peer (session ${i + 1})`, i < sending ? bytes : 0, end.bytes));
       }
-      ctx.log(`  many sessions rep ${rep + 1}: ${aggregate[rep]!.toFixed(0)} MB/s in all; bystander p50 ${p50[rep]?.toFixed(0)} us, p99 ${p99[rep]?.toFixed(0)} us (${lat.length} calls)`);
+      return { mbps: (bytes * sending) / ((last - t0) / 1e9) / 1e6, lat };
+    };
+    // Full runs: rounds first, not measured (the first rounds on new sessions ran at half the rate).
+    if (!ctx.quick) await repeatFor(WARM_UP_SECONDS, async () => void (await round('many sessions warm-up', sessions, perSession, false)));
+    for (let rep = 0; rep < ctx.reps; rep++) {
+      // One session sends the same bytes as all of them, right before or after (alternating), in
+      // the same phase of the machine: the aggregate's yardstick.
+      const alone = async (): Promise<void> => void one.push((await round(`many sessions run ${rep + 1}, one session alone`, 1, perSession * sessions, false)).mbps);
+      if (rep % 2 === 1) await alone();
+      const all = await round(`many sessions run ${rep + 1}`, sessions, perSession, true);
+      if (rep % 2 === 0) await alone();
+      aggregate.push(all.mbps);
+      if (all.lat.length > 0) {
+        p50.push(percentile(all.lat, 50));
+        p99.push(percentile(all.lat, 99));
+      }
+      ctx.log(`  many sessions rep ${rep + 1}: ${aggregate[rep]!.toFixed(0)} MB/s in all, one session alone ${one[rep]!.toFixed(0)} MB/s; bystander p50 ${p50[rep]?.toFixed(0)} us, p99 ${p99[rep]?.toFixed(0)} us (${all.lat.length} calls)`);
     }
     await closeSocket(watcher, ws);
     await loader.request('loadEnd');
@@ -84,6 +110,8 @@ export async function manySessions(ctx: Ctx, sessions = ctx.quick ? 4 : 32): Pro
   return {
     params: { sessions, sendsPerSession: perSession, chunkBytes: CHUNK, inFlight: WINDOW },
     aggregate: summarize(aggregate),
+    oneSession: summarize(one),
+    ratio: summarize(aggregate.map((a, i) => a / one[i]!)),
     bystanderP50: summarize(p50.length ? p50 : [NaN]),
     bystanderP99: summarize(p99.length ? p99 : [NaN]),
     checks,
