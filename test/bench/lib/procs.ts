@@ -198,6 +198,30 @@ export class DaemonProcess {
     return (await r.json()) as DaemonStats;
   }
 
+  /**
+   * Memory to compare with another reading: of three readings after forced collections, the one
+   * whose live heap (heapUsed + external) is the median. Readings a moment apart on an idle
+   * daemon differ by up to about 300 KB (the heap drifts up with each /stats and drops now and
+   * then), which is half of what 1,000 pending sends hold.
+   */
+  async steadyStats(): Promise<DaemonStats> {
+    const rs: DaemonStats[] = [];
+    for (let i = 0; i < 3; i++) rs.push(await this.stats(true));
+    const live = (st: DaemonStats): number => st.memory.heapUsed + st.memory.external;
+    return rs.sort((a, b) => live(a) - live(b))[1]!;
+  }
+
+  /**
+   * A fresh daemon's baseline: steadyStats() after its first collections. In its first half-dozen
+   * /stats?gc=1 a new daemon's collected heap still drops by 100-300 KB at a time (what its start
+   * left behind; none later in sequences of 60), enough to make 1,000 pending sends look like
+   * 285 B each instead of 500.
+   */
+  async settledStats(): Promise<DaemonStats> {
+    for (let i = 0; i < 8; i++) await this.stats(true);
+    return this.steadyStats();
+  }
+
   /** SIGTERM (graceful stop, which also writes a --cpu-prof profile), SIGKILL after 10 s. */
   async stop(): Promise<void> {
     if (this.exited) return;

@@ -27,16 +27,6 @@ function live(st: DaemonStats): number {
   return st.memory.heapUsed + st.memory.external;
 }
 
-/**
- * The baseline of a fresh daemon, after its first collections: in its first ten or so /stats?gc=1
- * its heap, collected each time, still drops by about 250 KB once or twice (what its start left
- * behind), enough to make 1,000 pending sends look like 285 B each instead of 500.
- */
-async function baseline(d: DaemonProcess): Promise<DaemonStats> {
-  for (let i = 0; i < 8; i++) await d.stats(true);
-  return d.stats(true);
-}
-
 async function waitUntil(what: string, ms: number, f: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await f())) {
@@ -75,7 +65,7 @@ async function socketsStep(ctx: Ctx, n: number, checks: Check[], rep: number): P
       await spi.WSPCloseSocket(s, e);
     }
     await waitUntil('the warm-up sockets to close', 10000, async () => (await d.stats()).sockets === 0);
-    const before = await baseline(d);
+    const before = await d.settledStats();
     const acceptedBefore = (await ctx.holder.request<{ accepted: number }>('listenerStats', { port })).accepted;
     const t0 = now();
     const BATCH = 500;
@@ -97,7 +87,7 @@ async function socketsStep(ctx: Ctx, n: number, checks: Check[], rep: number): P
       open = (await ctx.holder.request<{ open: number }>('listenerStats', { port })).open;
       return open >= n;
     });
-    const after = await d.stats(true);
+    const after = await d.steadyStats();
     checks.push(check(`scale ${n} sockets run ${rep + 1}: sockets in the daemon`, n, after.sockets - before.sockets));
     checks.push(check(`scale ${n} sockets run ${rep + 1}: connections held by the peer`, n, (await ctx.holder.request<{ accepted: number }>('listenerStats', { port })).accepted - acceptedBefore));
     return { live: (live(after) - live(before)) / n, rss: (after.memory.rss - before.memory.rss) / n, seconds, nofile: d.nofile };
@@ -145,7 +135,7 @@ async function opsStep(ctx: Ctx, m: number, k: number, checks: Check[], rep: num
       }
       await new Promise((r) => setTimeout(r, 300));
     }
-    const before = await baseline(d);
+    const before = await d.settledStats();
     const one = [S.wsabuf(Buffer.from([0x31]))];
     const t0 = now();
     const BATCH = 4096;
@@ -155,7 +145,7 @@ async function opsStep(ctx: Ctx, m: number, k: number, checks: Check[], rep: num
       notPending += rs.filter((r) => r !== 'pending').length;
     }
     const seconds = (now() - t0) / 1e9;
-    const after = await d.stats(true);
+    const after = await d.steadyStats();
     checks.push(check(`scale ${m} ops run ${rep + 1}: operations pending in the daemon`, m, after.pendingOps - before.pendingOps));
     checks.push(check(`scale ${m} ops run ${rep + 1}: sends that did not pend`, 0, notPending));
     // Let the peer read: every operation completes, and the peer gets every byte.

@@ -3,7 +3,8 @@
  * reads; the client keeps posting 1 KiB overlapped WSPSends, a fixed number of posts, 256 calls
  * at a time. The kernel's buffers fill, then the transport buffer (SO_SNDBUF), then up to
  * --max-outstanding-ops sends pend; every later post fails at once with WSAEWOULDBLOCK. The
- * daemon's memory is sampled throughout (GET /stats, no forced GC) and read after forced GCs at
+ * daemon's memory is sampled throughout (GET /stats, no forced GC) and read after forced GCs (the
+ * median of three readings, the first after the fresh daemon has settled) at
  * 0, 25, 50, 75 and 100 % of the posts and after one more idle second. It must stay flat: what
  * the daemon holds is bounded by SO_SNDBUF and the outstanding-operation limit times the payload
  * (plus, at most, the 1 KiB per-operation target, and 1 MiB of one-time costs); from the half-way
@@ -71,7 +72,7 @@ export async function slowPeer(ctx: Ctx): Promise<SlowPeerResult> {
     // Quick runs make the kernel's buffers small (SO_SNDBUF set explicitly sizes them) so the limit is reached in a few posts.
     const { s, localPort } = await tcpSocket(spi, port, ctx.quick ? { sndBuf: 4096 } : {});
     const t0 = now();
-    checkpoints.push(point(await d.stats(true), t0, 0));
+    checkpoints.push(point(await d.settledStats(), t0, 0));
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
@@ -97,11 +98,11 @@ export async function slowPeer(ctx: Ctx): Promise<SlowPeerResult> {
         else if (r === S.WSAENOBUFS) outcomes.noBufs++;
         else outcomes.other++;
       }
-      if (marks.has(posted)) checkpoints.push(point(await d.stats(true), t0, posted));
+      if (marks.has(posted)) checkpoints.push(point(await d.steadyStats(), t0, posted));
     }
-    checkpoints.push(point(await d.stats(true), t0, posted));
+    checkpoints.push(point(await d.steadyStats(), t0, posted));
     await new Promise((r) => setTimeout(r, ctx.quick ? 100 : 1000));
-    checkpoints.push(point(await d.stats(true), t0, posted));
+    checkpoints.push(point(await d.steadyStats(), t0, posted));
     sampling = false;
     await sampler;
     // The peer reads: every pending send completes and the peer gets exactly the accepted bytes.
