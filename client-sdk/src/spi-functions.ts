@@ -372,9 +372,13 @@ export abstract class SpiFunctions {
     if (!(optval instanceof Uint8Array) || !isOut(optlen) || !isI32(optlen.value) || optlen.value > optval.length) return setErr(lpErrno, P.WSAEFAULT);
     const r = await this.engine.call('WSPGetSockOpt', { s, level, optname, optlen: optlen.value });
     const v = fieldOf(r, 'optval', isBytes);
+    const n = fieldOf(r, 'optlen', isI32);
     if (r.ret === 0 && v) {
       optval.set(v.subarray(0, optlen.value));
-      optlen.value = fieldOf(r, 'optlen', isI32) ?? Math.min(v.length, optlen.value);
+      optlen.value = n ?? Math.min(v.length, optlen.value);
+    } else if (r.ret !== 0 && n !== undefined) {
+      // A buffer too short for SO_PROTOCOL_INFOW: the size it needs, as Windows tells it.
+      optlen.value = n;
     }
     return finish(r, lpErrno);
   }

@@ -295,7 +295,7 @@ export const METHODS = {
       optname: { type: 'int', doc: 'The option.' },
       optlen: { type: 'int', doc: 'The size of the caller\'s optval; under 4 gives WSAEFAULT.' },
     },
-    result: { optval: { type: 'bytes', optional: true, doc: 'The value bytes.' }, optlen: { type: 'int', optional: true, doc: 'How many bytes are valid.' } },
+    result: { optval: { type: 'bytes', optional: true, doc: 'The value bytes.' }, optlen: { type: 'int', optional: true, doc: 'How many bytes are valid. Also on a WSAEFAULT for SO_PROTOCOL_INFOW with optlen below 628: 628, the size needed.' } },
   },
   WSPEventSelect: {
     summary: 'Select network events for the socket (0 cancels); the socket becomes nonblocking. Recorded events arrive as spiwire.networkEvents.',

@@ -152,8 +152,9 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
       // The socket's catalog entry as the C WSAPROTOCOL_INFOW (proto/src/catalog.ts).
       const info = W.catalogEntryFor(sock.af, sock.type, sock.protocol);
       if (!info) return fail(W.WSAENOPROTOOPT);
-      if (optlen < W.WSAPROTOCOL_INFOW_SIZE) return fail(W.WSAEFAULT);
-      return ok({ optval: W.encodeProtocolInfoW(info), optlen: W.WSAPROTOCOL_INFOW_SIZE });
+      // As Windows: a short buffer fails and is told the size it needs; a larger one keeps its optlen.
+      if (optlen < W.WSAPROTOCOL_INFOW_SIZE) return { ...fail(W.WSAEFAULT), optlen: W.WSAPROTOCOL_INFOW_SIZE };
+      return ok({ optval: W.encodeProtocolInfoW(info), optlen });
     }
     // SO_PROTOCOL_INFOA: a provider answers only the W form (ws2_32 converts); falls to default.
     default:

@@ -351,9 +351,7 @@ info.step(t, 'test_set_getsockopt: SO_PROTOCOL_INFOW without optval or without o
   }
 });
 
-info.step(t, 'test_set_getsockopt: SO_PROTOCOL_INFOW with half the size fails with WSAEFAULT and sets optlen to the full size', {
-  todo: 'Windows: WSAEFAULT with optlen set to the size needed (628); spiwire: WSAEFAULT with optlen left at 314',
-}, async (c, x) => {
+info.step(t, 'test_set_getsockopt: SO_PROTOCOL_INFOW with half the size fails with WSAEFAULT and sets optlen to the full size', {}, async (c, x) => {
   const half = S.WSAPROTOCOL_INFOW_SIZE / 2;
   const len = S.out(half);
   const e = S.out(0);
@@ -361,9 +359,7 @@ info.step(t, 'test_set_getsockopt: SO_PROTOCOL_INFOW with half the size fails wi
   c.same([r, e.value, len.value], [S.SOCKET_ERROR, S.WSAEFAULT, S.WSAPROTOCOL_INFOW_SIZE], 'getsockopt');
 });
 
-info.step(t, 'test_set_getsockopt: SO_PROTOCOL_INFOW with twice the size succeeds and leaves optlen', {
-  todo: 'Windows: success with optlen left at 1256; spiwire: success with optlen set to 628',
-}, async (c, x) => {
+info.step(t, 'test_set_getsockopt: SO_PROTOCOL_INFOW with twice the size succeeds and leaves optlen', {}, async (c, x) => {
   const twice = S.WSAPROTOCOL_INFOW_SIZE * 2;
   const len = S.out(twice);
   const e = S.out(0);
