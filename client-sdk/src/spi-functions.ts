@@ -126,7 +126,15 @@ export abstract class SpiFunctions {
   private async getName(method: 'WSPGetSockName' | 'WSPGetPeerName', s: SOCKET, name: SockAddr | null, namelen: Out | null, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
     if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (!name || typeof name !== 'object' || !isOut(namelen) || !isI32(namelen.value)) return setErr(lpErrno, P.WSAEFAULT);
+    if (!name || typeof name !== 'object' || !isOut(namelen) || !isI32(namelen.value)) {
+      // Windows checks the connection before the buffers (Wine's test_getpeername): an
+      // unconnected socket fails with WSAENOTCONN even without them. The daemon says which.
+      if (method === 'WSPGetPeerName') {
+        const r = await this.engine.call(method, { s, namelen: P.SOCKADDR_IN6_SIZE });
+        if (r.ret !== 0) return finish(r, lpErrno);
+      }
+      return setErr(lpErrno, P.WSAEFAULT);
+    }
     const r = await this.engine.call(method, { s, namelen: namelen.value });
     const addr = fieldOf(r, 'name', isSockAddr);
     if (r.ret === 0 && addr) {

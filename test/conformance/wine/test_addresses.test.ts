@@ -163,15 +163,11 @@ peerSc.step(t, 'test_getpeername: a handle that is no socket fails with WSAENOTS
   c.same(await call((e) => x.spi.WSPGetPeerName(S.INVALID_SOCKET, null, null, e)), [S.SOCKET_ERROR, S.WSAENOTSOCK], 'WSPGetPeerName');
 });
 
-peerSc.step(t, 'test_getpeername: an unconnected UDP socket fails with WSAENOTCONN, even with no buffers', {
-  todo: 'Windows: WSAENOTCONN (the connection is checked before the buffers); spiwire: WSAEFAULT (the SDK checks the buffers first)',
-}, async (c, x) => {
+peerSc.step(t, 'test_getpeername: an unconnected UDP socket fails with WSAENOTCONN, even with no buffers', {}, async (c, x) => {
   c.same(await peerName(x, null, null), [S.SOCKET_ERROR, S.WSAENOTCONN], 'WSPGetPeerName');
 });
 
-peerSc.step(t, 'test_getpeername: a WSPSendTo does not connect: still WSAENOTCONN', {
-  todo: 'Windows: WSAENOTCONN; spiwire: WSAEFAULT (the buffers, NULL here, are checked first)',
-}, async (c, x) => {
+peerSc.step(t, 'test_getpeername: a WSPSendTo does not connect: still WSAENOTCONN', {}, async (c, x) => {
   c.same(await call((e) => x.spi.WSPSendTo(x.s, [S.wsabuf('hello world\0')], 1, S.out(0), 0, x.to, namelen(x.f), null, null, null, e)), [0, 0], 'WSPSendTo');
   c.same(await peerName(x, null, null), [S.SOCKET_ERROR, S.WSAENOTCONN], 'WSPGetPeerName');
 });
