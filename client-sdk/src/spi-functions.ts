@@ -343,14 +343,18 @@ export abstract class SpiFunctions {
     const how = this.overlappedArgs(s, lpOverlapped, lpCompletionRoutine, lpThreadId);
     if (typeof how === 'number') return setErr(lpErrno, how);
     if (!isU32(dwIoControlCode) || !isU32(cbInBuffer) || !isU32(cbOutBuffer)) return setErr(lpErrno, P.WSAEINVAL);
-    if (cbInBuffer > 0 && (!(lpvInBuffer instanceof Uint8Array) || lpvInBuffer.length < cbInBuffer)) return setErr(lpErrno, P.WSAEFAULT);
-    if (cbOutBuffer > 0 && (!(lpvOutBuffer instanceof Uint8Array) || lpvOutBuffer.length < cbOutBuffer)) return setErr(lpErrno, P.WSAEFAULT);
     // Windows wants lpcbBytesReturned overlapped or not. What it writes there, as Wine's tests
     // record it: FIONBIO, FIONREAD and SIOCATMARK (answered in ws2_32 itself) write it on success
-    // only; the other codes write it when there is no OVERLAPPED (0 on failure) or a routine, and
-    // leave it alone for an overlapped call with only an event.
+    // only; the other codes write it when there is no OVERLAPPED (0 on failure, a buffer it cannot
+    // read included) or a routine, and leave it alone for an overlapped call with only an event.
     if (!isOut(lpcbBytesReturned)) return setErr(lpErrno, P.WSAEFAULT);
     const local = dwIoControlCode === P.FIONBIO || dwIoControlCode === P.FIONREAD || dwIoControlCode === P.SIOCATMARK;
+    const badIn = cbInBuffer > 0 && (!(lpvInBuffer instanceof Uint8Array) || lpvInBuffer.length < cbInBuffer);
+    const badOut = cbOutBuffer > 0 && (!(lpvOutBuffer instanceof Uint8Array) || lpvOutBuffer.length < cbOutBuffer);
+    if (badIn || badOut) {
+      if (!local && !how) lpcbBytesReturned.value = 0;
+      return setErr(lpErrno, P.WSAEFAULT);
+    }
     const writeCount = local || !how || how.routine !== null;
     const input = cbInBuffer > 0 && lpvInBuffer instanceof Uint8Array ? lpvInBuffer.subarray(0, cbInBuffer) : new Uint8Array(0);
     const r = await this.engine.ioctl({ s, code: dwIoControlCode, input, outputLength: cbOutBuffer }, how);
