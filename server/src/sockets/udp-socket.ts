@@ -62,6 +62,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         break;
       case 'connected':
         this.icmpReset = false;
+        // A default peer records FD_CONNECT on a selected socket, as a TCP connect does.
+        this.checkEvents();
         break;
       case 'closed':
         this.stopEvents();

@@ -252,9 +252,7 @@ udp.step(t, 'test_connect_events: an unbound UDP socket selected records nothing
   await checkEvents(c, u.spi, u.client, u.ev, [], 0, 'after the selection');
 });
 
-udp.step(t, 'test_connect_events: connecting a selected UDP socket records FD_CONNECT and FD_WRITE, once', {
-  todo: 'Windows: FD_CONNECT (0) and FD_WRITE; spiwire: FD_WRITE alone (no FD_CONNECT on UDP sockets)',
-}, async (c, u) => {
+udp.step(t, 'test_connect_events: connecting a selected UDP socket records FD_CONNECT and FD_WRITE, once', {}, async (c, u) => {
   await must('WSPBind', (e) => u.spi.WSPBind(u.server, addr(c.f, 0), namelen(c.f), e));
   const to = (await getName(u.spi, u.server))[2];
   c.same(await call((e) => u.spi.WSPConnect(u.client, to, namelen(c.f), null, null, null, null, e)), [0, 0], 'connect');
