@@ -66,6 +66,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   /** The connection's addresses as last seen, for the names after node has closed it. */
   private localSeen: SockAddr | null = null;
   private peerSeen: SockAddr | null = null;
+  /** Where a connect under way goes: WSPGetPeerName gives it while connecting, as Windows does. */
+  private connectingTo: SockAddr | null = null;
   /** WSPShutdown(SD_SEND) was called: sends fail with WSAESHUTDOWN, also once the connection broke. */
   private sendsShut = false;
   /** FIN waits until the queued sends are through (after WSPShutdown or a close with sends queued). */
@@ -271,6 +273,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     }
     const before = this.state.current;
     if (!this.state.move('connecting')) return Promise.resolve(W.WSAEINVAL);
+    this.connectingTo = { ...name };
     const local = this.bound;
     const conn = net.connect({
       host: hostOf(name),
@@ -1013,6 +1016,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   }
 
   peerName(): SockAddr | null {
+    if (this.state.is('connecting')) return this.connectingTo;
     if (!this.connected || !this.conn) return null;
     if (!this.conn.remoteAddress) return this.peerSeen;
     this.peerSeen = fromNodeAddress({ address: this.conn.remoteAddress, port: this.conn.remotePort, family: this.conn.remoteFamily }, this.af);
