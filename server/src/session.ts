@@ -531,6 +531,13 @@ export class Session implements SpiSession, SetAside {
     this.mistake({ id: typeof id === 'string' ? id.slice(0, 80) : id, code: err.code, err: err.message }, 'protocol error');
     const error: P.ErrorObject = { code: err.code, message: err.message };
     if (err.data) error.data = err.data;
+    // Never the id of a running call (an invalid envelope or unknown method reusing it): a client
+    // matching replies by id would take the error for that call's reply. As for DUPLICATE_ID, the
+    // id goes in data instead.
+    if (id !== null && this.pending.has(id)) {
+      error.data = { ...error.data, id };
+      id = null;
+    }
     this.send({ jsonrpc: '2.0', id, error }, text);
   }
 

@@ -617,3 +617,32 @@ t.test('a request id still in use by an unanswered call gets DUPLICATE_ID (-3200
   t.ok((ok.result!['ret'] as number) > 0, 'the first call still completes with a SOCKET');
   t.equal(a.messages.filter((m) => m.id === 'dup').length, 1, 'the only message with the id is the running call\'s reply');
 });
+
+t.test('any other refusal of a request reusing a running call\'s id carries id null too, with the id in data.id', async (t) => {
+  const d = await daemon(t);
+  const a = await session(t, d.url);
+  const l = await tcpSocket(a);
+  t.equal((await a.call('WSPBind', { s: l, name: ipv4(0), namelen: 16 }))['ret'], 0);
+  t.equal((await a.call('WSPListen', { s: l, backlog: 1 }))['ret'], 0);
+  const port = ((await a.call('WSPGetSockName', { s: l, namelen: 16 }))['name'] as P.SockAddr).port;
+  // The blocking accept keeps id 3 in use; the checks of the envelope and of the method come
+  // before the id's (section 6), so these two are refused for what they are, not as duplicates.
+  a.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 3, method: 'WSPAccept', params: { s: l } }));
+  a.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 3, method: 'noSuchMethod', params: {} }));
+  a.ws.send(P.encodeFrame({ jsonrpc: '1.0', id: 3, method: 'WSPAccept', params: { s: l } }));
+  const unknown = await a.wait((m) => m.error !== undefined && m.error['code'] === P.METHOD_NOT_FOUND);
+  const envelope = await a.wait((m) => m.error !== undefined && m.error['code'] === P.INVALID_REQUEST);
+  for (const [what, m] of [['METHOD_NOT_FOUND', unknown], ['INVALID_REQUEST', envelope]] as const) {
+    t.equal(m.id, null, `${what}: id null, not the running call's id`);
+    t.equal((m.error!['data'] as Record<string, unknown>)['id'], 3, `${what}: the id in data.id`);
+  }
+  const c = net.connect(port, '127.0.0.1');
+  t.teardown(() => c.destroy());
+  const ok = await a.wait((m) => m.id === 3 && m.result !== undefined);
+  t.ok((ok.result!['ret'] as number) > 0, 'the running call completes with a SOCKET');
+  t.equal(a.messages.filter((m) => m.id === 3).length, 1, 'the only message with id 3 is its reply');
+  // With the id free again, the same mistakes are answered with their id, as JSON-RPC has it.
+  a.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 3, method: 'noSuchMethod', params: {} }));
+  const later = await a.wait((m) => m.id === 3 && m.error !== undefined);
+  t.equal(later.error!['code'], P.METHOD_NOT_FOUND, 'an unknown method with a free id: answered with the id');
+});
