@@ -7,10 +7,10 @@
  * the second session must be unaffected. Then: a client that disappears mid-call, and handles
  * used across sessions.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import * as P from '@spiwire/proto';
-import { connectOutcome, connectTo, daemon, ipv4, pattern, roundTrip, sendBytes, session, startCli, tcpPeer, tcpSocket, udpSocket, until, within, type Msg } from './helpers/raw-client.js';
+import { connectOutcome, connectTo, daemon, ipv4, pattern, roundTrip, sendBytes, session, startCli, tcpPeer, tcpSocket, udpSocket, until, within, type Msg, type RawSession } from './helpers/raw-client.js';
 
 /** A loopback port with nothing listening (listen on 0, close). */
 async function closedPort(): Promise<number> {
@@ -595,14 +595,19 @@ t.test('a socket handle of another session is WSAENOTSOCK (10038) and stays unto
   t.equal((await b.call('WSPGetSockName', { s: ha, namelen: 16 }))['errno'], P.WSAENOTSOCK, 'and for the other');
 });
 
-t.test('a request id still in use by an unanswered call gets DUPLICATE_ID (-32002); the first call is unaffected', async (t) => {
-  const d = await daemon(t);
-  const a = await session(t, d.url);
+/** A listening TCP socket on 127.0.0.1 (a blocking WSPAccept on it keeps its id in use) and its port. */
+async function listener(t: Test, a: RawSession): Promise<{ l: number; port: number }> {
   const l = await tcpSocket(a);
   t.equal((await a.call('WSPBind', { s: l, name: ipv4(0), namelen: 16 }))['ret'], 0);
   t.equal((await a.call('WSPListen', { s: l, backlog: 1 }))['ret'], 0);
   const name = await a.call('WSPGetSockName', { s: l, namelen: 16 });
-  const port = (name['name'] as P.SockAddr).port;
+  return { l, port: (name['name'] as P.SockAddr).port };
+}
+
+t.test('a request id still in use by an unanswered call gets DUPLICATE_ID (-32002); the first call is unaffected', async (t) => {
+  const d = await daemon(t);
+  const a = await session(t, d.url);
+  const { l, port } = await listener(t, a);
   // A blocking WSPAccept stays unanswered until a connection comes.
   // The daemon handles the two frames in the order they are sent (proto/README.md section 6): the
   // first is blocked, its id in use, when the second comes.
@@ -621,10 +626,7 @@ t.test('a request id still in use by an unanswered call gets DUPLICATE_ID (-3200
 t.test('any other refusal of a request reusing a running call\'s id carries id null too, with the id in data.id', async (t) => {
   const d = await daemon(t);
   const a = await session(t, d.url);
-  const l = await tcpSocket(a);
-  t.equal((await a.call('WSPBind', { s: l, name: ipv4(0), namelen: 16 }))['ret'], 0);
-  t.equal((await a.call('WSPListen', { s: l, backlog: 1 }))['ret'], 0);
-  const port = ((await a.call('WSPGetSockName', { s: l, namelen: 16 }))['name'] as P.SockAddr).port;
+  const { l, port } = await listener(t, a);
   // The blocking accept keeps id 3 in use; the checks of the envelope and of the method come
   // before the id's (section 6), so these two are refused for what they are, not as duplicates.
   a.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 3, method: 'WSPAccept', params: { s: l } }));
