@@ -116,7 +116,7 @@ export type FieldType =
   | 'eventErrors'
   | 'faultRule'
   | 'faultRules'
-  | 'object';
+  | 'resumeOffer';
 
 export interface FieldSpec {
   readonly type: FieldType;
@@ -132,6 +132,8 @@ export interface MethodSpec {
   readonly params: Readonly<Record<string, FieldSpec>>;
   /** Out values besides ret and errno; present when the call succeeded unless marked optional. */
   readonly result: Readonly<Record<string, FieldSpec>>;
+  /** Never answered with a result (spiwire.resume: a notification or an error answers it). */
+  readonly noResult?: true;
 }
 
 const s = { type: 'handle', doc: 'The socket handle (SOCKET) returned by WSPSocket or WSPAccept.' } as const;
@@ -221,7 +223,7 @@ export const METHODS = {
     result: {
       data: { type: 'bytes', optional: true, doc: 'The received bytes (the client scatters them over its buffers).' },
       bytesRecvd: { type: 'u32', optional: true, doc: 'lpNumberOfBytesRecvd.' },
-      flags: { type: 'u32', optional: true, doc: 'lpFlags on output (MSG_PARTIAL when a datagram was truncated).' },
+      flags: { type: 'u32', optional: true, doc: 'lpFlags on output: MSG_PARTIAL (0x8000) when a datagram was truncated, MSG_OOB (0x1) when the bytes are urgent data (a MSG_OOB receive), else 0.' },
       completion,
     },
   },
@@ -347,6 +349,7 @@ export const METHODS = {
       daemonId: { type: 'string', doc: 'The daemonId of the welcome: the daemon that holds the session.' },
     },
     result: {},
+    noResult: true,
   },
   'spiwire.faults.list': {
     summary: 'The session\'s fault rules, in the order they were added, each with how many times it fired.',
@@ -393,7 +396,7 @@ type TypeOf<T extends FieldType> = T extends 'handle' | 'int' | 'u32'
                         ? FaultRule
                         : T extends 'faultRules'
                           ? FaultRuleStatus[]
-                          : Record<string, unknown>;
+                          : ResumeOffer;
 
 type ValueOf<F extends FieldSpec> = F extends { readonly nullable: true } ? TypeOf<F['type']> | null : TypeOf<F['type']>;
 type RequiredKeys<S> = { [K in keyof S]: S[K] extends { readonly optional: true } ? never : K }[keyof S];
@@ -420,7 +423,7 @@ export const NOTIFICATIONS = {
       protocol: { type: 'u32', doc: 'The protocol version (1).' },
       limits: { type: 'limits', doc: 'maxFrameBytes, maxPendingRequests, maxSockets, defaultSndBuf, defaultRcvBuf, sessionQuotaBytes, outputHighWaterBytes, outputLimitBytes, outputStallMs, streamWindowBytes, replayLimitBytes.' },
       compactHeaders: { type: 'bool', optional: true, doc: 'true: the daemon reads compact record headers (section 3); a client writes them only when this is true.' },
-      resume: { type: 'object', optional: true, doc: 'Present when the session can be resumed after its connection drops (section 20): {token, graceMs, daemonId, url?}.' },
+      resume: { type: 'resumeOffer', optional: true, doc: 'Present when the session can be resumed after its connection drops (section 20): {token, graceMs, daemonId, url?}.' },
     },
   },
   'spiwire.ack': {
@@ -607,7 +610,7 @@ function checkType(method: string, key: string, type: FieldType, v: unknown): vo
       return;
     case 'limits':
     case 'eventErrors':
-    case 'object':
+    case 'resumeOffer':
       if (v === null || typeof v !== 'object' || Array.isArray(v)) invalid(method, key, 'must be an object');
       return;
   }

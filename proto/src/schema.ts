@@ -2,7 +2,7 @@
  * Builds the machine-readable JSON Schema (draft 2020-12) of the protocol from the method table.
  * proto/schema.json is this function's output; a test keeps the file and the table in step.
  */
-import { METHODS, NETWORK_EVENT_NAMES, NOTIFICATIONS, WELCOME_LIMITS_OPTIONAL, WELCOME_LIMITS_REQUIRED, type FieldSpec, type FieldType } from './messages.js';
+import { METHODS, NETWORK_EVENT_NAMES, NOTIFICATIONS, WELCOME_LIMITS_OPTIONAL, WELCOME_LIMITS_REQUIRED, type FieldSpec, type FieldType, type MethodSpec } from './messages.js';
 import { SUBPROTOCOL, PROTOCOL_VERSION, MAX_FAULT_MS, MAX_FAULT_NAME, MAX_FAULT_WINDOW_MS } from './limits.js';
 import { FAULT_ACTION_TYPES, FAULT_BREAK_CODES, FAULT_FUNCTIONS } from './faults.js';
 import { PROTOCOL_ERRORS } from './protocol-errors.js';
@@ -102,6 +102,17 @@ const defs: Record<string, Schema> = {
     required: ['op', 'thread'],
     additionalProperties: false,
   },
+  resumeOffer: {
+    type: 'object',
+    description: 'spiwire.welcome\'s resume: how to resume the session after its connection drops (proto/README.md section 20).',
+    properties: {
+      token: { type: 'string', description: 'The secret a resume presents; replaced at each resume (spiwire.resumed).' },
+      graceMs: { type: 'integer', minimum: 1, maximum: 9007199254740991, description: 'How long the daemon keeps the session after its connection dropped, in ms.' },
+      daemonId: { type: 'string', description: 'This daemon\'s id, named in the resume URL and in spiwire.resume.' },
+      url: { type: 'string', description: 'Where to reconnect for a resume when it is not the URL first used (the operator\'s --resume-url).' },
+    },
+    required: ['token', 'graceMs', 'daemonId'],
+  },
   limits: {
     type: 'object',
     description: 'The limits in force (proto/README.md section 6). Daemons add members within version 1; a client ignores those it does not know.',
@@ -184,8 +195,8 @@ function typeSchema(t: FieldType): Schema {
       return { $ref: '#/$defs/faultRule' };
     case 'faultRules':
       return { type: 'array', maxItems: 64, items: { $ref: '#/$defs/faultRuleStatus' } };
-    case 'object':
-      return { type: 'object' };
+    case 'resumeOffer':
+      return { $ref: '#/$defs/resumeOffer' };
   }
 }
 
@@ -207,7 +218,13 @@ function objectSchema(fields: Readonly<Record<string, FieldSpec>>, extra: Record
 
 export function buildJsonSchema(): Schema {
   const methods: Record<string, Schema> = {};
-  for (const [name, m] of Object.entries(METHODS)) {
+  for (const [name, m] of Object.entries(METHODS) as Array<[string, MethodSpec]>) {
+    if (m.noResult) {
+      // Nothing validates: no result is ever sent for it (a notification or an error answers it).
+      const never = { not: {}, description: 'Never sent: the daemon answers this call with a notification or an error response, never a result.' };
+      methods[name] = { description: m.summary, params: objectSchema(m.params), result: never, response: never };
+      continue;
+    }
     methods[name] = {
       description: m.summary,
       params: objectSchema(m.params),

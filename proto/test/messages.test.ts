@@ -39,7 +39,7 @@ const GOOD: Record<FieldType, unknown> = {
   eventErrors: { FD_CLOSE: 10054 },
   faultRule: { match: { socket: 256 }, action: { type: 'short', max: 10 } },
   faultRules: [],
-  object: { a: 1 },
+  resumeOffer: { token: 't', graceMs: 1000, daemonId: 'd' },
 };
 
 /** More valid values of each type, the edges included. */
@@ -72,7 +72,7 @@ const ALSO_GOOD: Record<FieldType, unknown[]> = {
     { match: { local: { port: 0 }, remote: { address: '::1', port: 65535 }, nth: 4294967295, probability: 0 }, action: { type: 'delay', ms: 600000 } },
   ],
   faultRules: [[{ id: 'x', match: {}, action: { type: 'block', ms: 1 }, seed: 1, hits: 0 }]],
-  object: [{}],
+  resumeOffer: [{ token: 't', graceMs: 1, daemonId: 'd', url: 'ws://127.0.0.1:1/ws' }],
 };
 
 /** Wrong values of each type: each must be refused with the field named. */
@@ -92,7 +92,7 @@ const BAD: Record<FieldType, unknown[]> = {
   eventErrors: [1, 'x', [], true],
   faultRule: [1, 'x', [], true, bytes(1)], // shapes within a rule: proto/test/faults.test.ts
   faultRules: [1, 'x', {}, true],
-  object: [1, 'x', [], true],
+  resumeOffer: [1, 'x', [], true],
 };
 
 /** validateParams for a method named at run time (every name here is a method of the table). */

@@ -167,7 +167,7 @@ class Storm {
         };
       case 'overlapped':
         return r.pick([null, { op: r.int(8), thread: r.int(4) }, { op: r.u32(), thread: 1 }]);
-      case 'object':
+      case 'resumeOffer':
         return {};
     }
   }

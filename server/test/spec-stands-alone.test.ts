@@ -325,6 +325,16 @@ t.test('schema.json validates every message the daemon sends: replies, errors an
   }
   t.ok(s.compactRecords > 0, 'compact records among them, checked in the JSON they stand for');
   t.equal(s.undecodable.length, 0);
+
+  // A resumable session's welcome carries resume {token, graceMs, daemonId}: typed in the schema.
+  const r = await session(t, `${d.url}?${P.RESUMABLE_QUERY}=1`);
+  const welcome = await r.wait((m) => m.method === 'spiwire.welcome');
+  t.ok(welcome.params?.['resume'] !== undefined, 'a resumable session\'s welcome offers resume');
+  const v = schema('/notifications/spiwire.welcome/message');
+  t.ok(v(asJson(welcome)), `its welcome validates: ${ajv.errorsText(v.errors)}`);
+  const forged = { ...(asJson(welcome) as Record<string, unknown>), params: { ...welcome.params, resume: { token: 't' } } };
+  t.notOk(v(forged), 'and a resume offer without graceMs and daemonId does not');
+  t.notOk(schema('/methods/spiwire.resume/response')({ jsonrpc: '2.0', id: 1, result: { ret: 0, errno: 0 } }), 'spiwire.resume: no result validates (none is ever sent)');
 });
 
 // ---------------------------------------------------------------- points 1 and 4: how much a send takes; the send policy
