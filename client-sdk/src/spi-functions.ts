@@ -373,7 +373,8 @@ export abstract class SpiFunctions {
     if (optval !== null && !(optval instanceof Uint8Array)) return setErr(lpErrno, P.WSAEFAULT);
     // optlen beyond the caller's buffer is memory the caller does not own.
     if (optval && optlen > optval.length) return setErr(lpErrno, P.WSAEFAULT);
-    const bytes = optval ? optval.subarray(0, Math.max(0, optlen)) : null;
+    // A negative optlen is a huge one to the C function: the daemon reads at most 4 bytes of any option.
+    const bytes = optval ? optval.subarray(0, optlen < 0 ? Math.min(optval.length, 4) : optlen) : null;
     return finish(await this.engine.call('WSPSetSockOpt', { s, level, optname, optval: bytes, optlen }), lpErrno);
   }
 
@@ -388,9 +389,11 @@ export abstract class SpiFunctions {
     if (r.ret === 0 && v) {
       optval.set(v.subarray(0, optlen.value));
       optlen.value = n ?? Math.min(v.length, optlen.value);
-    } else if (r.ret !== 0 && n !== undefined) {
-      // A buffer too short for SO_PROTOCOL_INFOW: the size it needs, as Windows tells it.
-      optlen.value = n;
+    } else if (r.ret !== 0) {
+      // A refused read still writes, as Windows does: zeroed bytes (SO_LINGER, SO_RCVBUF and
+      // SO_SNDBUF read short), or optlen (the size SO_PROTOCOL_INFOW needs; 0 for a short TCP option).
+      if (v) optval.set(v.subarray(0, Math.max(0, optlen.value)));
+      if (n !== undefined) optlen.value = n;
     }
     return finish(r, lpErrno);
   }

@@ -468,7 +468,9 @@ t.test('WSPSetSockOpt / WSPGetSockOpt', async (t) => {
       t.same((await getOpt(spi, s, S.SO_BROADCAST)).slice(0, 3), [0, 0, 1], 'on');
       t.same(await setOpt(spi, s, S.SO_BROADCAST, 0), [0, 0]);
       t.same((await getOpt(spi, s, S.SO_BROADCAST)).slice(0, 3), [0, 0, 0], 'off again');
-      t.same(await setOpt(spi, s, S.SO_BROADCAST, 1, 2), [S.SOCKET_ERROR, S.WSAEFAULT], 'optlen 2: WSAEFAULT');
+      // A BOOL of any length, as Windows takes it (Wine's test_optsize): 2 bytes set it too.
+      t.same(await setOpt(spi, s, S.SO_BROADCAST, 1, 2), [0, 0], 'optlen 2: taken');
+      t.same((await getOpt(spi, s, S.SO_BROADCAST)).slice(0, 3), [0, 0, 1], 'on again');
     });
 
     t.test(`${f}: SO_TYPE`, async (t) => {

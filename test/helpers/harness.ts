@@ -306,7 +306,10 @@ export async function getOpt(spi: S.SpiSession, s: number, optname: number, optl
   const v = new Uint8Array(4).fill(0xee);
   const len = S.out(optlen);
   const ret = await spi.WSPGetSockOpt(s, level, optname, v, len, e);
-  return [ret, e.value, readDword(v), len.value];
+  // The value as a C caller reads it: the optlen bytes written (one for a BOOLEAN option), else the DWORD.
+  const n = ret === 0 && len.value > 0 && len.value < 4 ? len.value : 4;
+  const value = n === 4 ? readDword(v) : v.subarray(0, n).reduceRight((acc, b) => acc * 256 + b, 0);
+  return [ret, e.value, value, len.value];
 }
 
 /** WSPIoctl FIONREAD; returns [ret, errno, value]. */

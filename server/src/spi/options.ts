@@ -16,23 +16,55 @@ export function dwordBytes(n: number): Uint8Array {
   return b;
 }
 
-const SETTABLE = new Set([W.SO_SPIWIRE_SEND_POLICY, W.SO_SNDBUF, W.SO_RCVBUF, W.SO_BROADCAST, W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER, W.SO_DONTROUTE]);
+const SETTABLE = new Set([W.SO_SPIWIRE_SEND_POLICY, W.SO_SNDBUF, W.SO_RCVBUF, W.SO_BROADCAST, W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER, W.SO_DONTROUTE, W.SO_ERROR]);
 /** IPPROTO_TCP options: TCP_NODELAY, the keep-alive timing and TCP_MAXRT. */
 const TCP_OPTIONS = new Set([W.TCP_NODELAY, W.TCP_KEEPIDLE, W.TCP_KEEPINTVL, W.TCP_KEEPCNT, W.TCP_MAXRT]);
 /** Options with a meaning only on stream sockets. */
 const STREAM_ONLY = new Set([W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER]);
+
+/*
+ * How Windows sizes option values, as Wine's test_optsize records it:
+ * - one byte (ONE_BYTE): setting reads the first byte, with any optlen from 1 up; reading writes
+ *   one byte and reports 1, whatever optlen;
+ * - a BOOL that takes any length (ANY_LENGTH_BOOL): setting reads up to 4 bytes (none for optlen
+ *   0, which sets FALSE; 4 for a negative optlen, as an unsigned length would) and is TRUE when
+ *   any is nonzero; reading writes 1, 2 or 4 bytes and reports 1 for fewer than 4;
+ * - the other SOL_SOCKET options take 4 bytes, a negative optlen included; reading fewer fails with
+ *   WSAEFAULT, and for ZEROED_WHEN_SHORT zeroes the bytes it was given first;
+ * - the other IPPROTO_TCP options take 4 bytes or more; reading fewer fails with WSAEFAULT and
+ *   optlen 0.
+ */
+const ONE_BYTE = new Set([W.SO_KEEPALIVE, W.SO_DONTROUTE]);
+const ANY_LENGTH_BOOL = new Set([W.SO_BROADCAST, W.SO_OOBINLINE]);
+const ZEROED_WHEN_SHORT = new Set([W.SO_LINGER, W.SO_RCVBUF, W.SO_SNDBUF]);
+/** TCP_KEEPCNT is a count of probes, 0 to 255. */
+const MAX_KEEPCNT = 255;
+
+/** A BOOL's bytes: up to 4 of optval (4 for a negative optlen); null when optval holds fewer. */
+function anyLengthBool(optval: Uint8Array, optlen: number): number | null {
+  const n = optlen < 0 ? DWORD : Math.min(optlen, DWORD);
+  if (optval.length < n) return null;
+  return optval.subarray(0, n).some((b) => b !== 0) ? 1 : 0;
+}
 
 export function setSockOpt(sock: EmulatedSocket, level: number, optname: number, optval: Uint8Array | null, optlen: number): Result<'WSPSetSockOpt'> {
   const o = sock.opts;
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
-    if (!optval || optlen < DWORD || optval.length < DWORD) return fail(W.WSAEFAULT);
+    if (!optval) return fail(W.WSAEFAULT);
+    if (optname === W.TCP_NODELAY) {
+      if (optlen < 1 || optval.length < 1) return fail(W.WSAEFAULT);
+      o.noDelay = optval[0] !== 0;
+      sock.applyOptions();
+      return ok();
+    }
+    if (optlen < DWORD || optval.length < DWORD) return fail(W.WSAEFAULT);
     const v = readDword(optval);
     // TCP_MAXRT -1 means "retransmit for ever" on Windows; no other option takes a negative value.
-    if (optname !== W.TCP_NODELAY && v < 0 && !(optname === W.TCP_MAXRT && v === -1)) return fail(W.WSAEINVAL);
-    if (optname === W.TCP_NODELAY) o.noDelay = v !== 0;
-    else if (optname === W.TCP_KEEPIDLE) o.keepIdle = v;
+    if (v < 0 && !(optname === W.TCP_MAXRT && v === -1)) return fail(W.WSAEINVAL);
+    if (optname === W.TCP_KEEPCNT && v > MAX_KEEPCNT) return fail(W.WSAEINVAL);
+    if (optname === W.TCP_KEEPIDLE) o.keepIdle = v;
     else if (optname === W.TCP_KEEPINTVL) o.keepInterval = v;
     else if (optname === W.TCP_KEEPCNT) o.keepCount = v;
     else o.maxRetransmitSeconds = v;
@@ -41,12 +73,23 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
   }
   // Windows refuses SO_TYPE with WSAEINVAL on a datagram socket (Wine's test_WSASocket).
   if (optname === W.SO_TYPE && sock.type === W.SOCK_DGRAM) return fail(W.WSAEINVAL);
-  // Read-only options (SO_TYPE, SO_ERROR, SO_MAX_MSG_SIZE, SO_PROTOCOL_INFOW) and unknown ones.
+  // Read-only options (SO_TYPE, SO_MAX_MSG_SIZE, SO_PROTOCOL_INFOW) and unknown ones.
   if (!SETTABLE.has(optname)) return fail(W.WSAENOPROTOOPT);
   if (STREAM_ONLY.has(optname) && sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
   if (optname === W.SO_BROADCAST && sock.type !== W.SOCK_DGRAM) return fail(W.WSAENOPROTOOPT);
-  if (!optval || optlen < DWORD || optval.length < DWORD) return fail(W.WSAEFAULT);
-  const v = readDword(optval);
+  if (!optval) return fail(W.WSAEFAULT);
+  let v: number;
+  if (ONE_BYTE.has(optname)) {
+    if (optlen < 1 || optval.length < 1) return fail(W.WSAEFAULT);
+    v = optval[0]!;
+  } else if (ANY_LENGTH_BOOL.has(optname)) {
+    const b = anyLengthBool(optval, optlen);
+    if (b === null) return fail(W.WSAEFAULT);
+    v = b;
+  } else {
+    if ((optlen >= 0 && optlen < DWORD) || optval.length < DWORD) return fail(W.WSAEFAULT);
+    v = readDword(optval);
+  }
   switch (optname) {
     case W.SO_SNDBUF:
     case W.SO_RCVBUF:
@@ -63,6 +106,10 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
     case W.SO_BROADCAST:
       o.broadcast = v !== 0;
       sock.applyOptions();
+      return ok();
+    case W.SO_ERROR:
+      // Windows lets SO_ERROR be set; the next read gives the value (Wine's test_set_getsockopt).
+      sock.pendingError = v;
       return ok();
     case W.SO_SPIWIRE_SEND_POLICY:
       if (v !== W.SPIWIRE_SEND_POLICY_REFERENCE && v !== W.SPIWIRE_SEND_POLICY_WINDOWS) return fail(W.WSAEINVAL);
@@ -101,16 +148,17 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
-    if (optlen < DWORD) return fail(W.WSAEFAULT);
-    const v =
-      optname === W.TCP_NODELAY ? (o.noDelay ? 1 : 0) : optname === W.TCP_KEEPIDLE ? o.keepIdle : optname === W.TCP_KEEPINTVL ? o.keepInterval : optname === W.TCP_KEEPCNT ? o.keepCount : o.maxRetransmitSeconds;
+    if (optlen <= 0) return fail(W.WSAEFAULT);
+    if (optname === W.TCP_NODELAY) return ok({ optval: Uint8Array.of(o.noDelay ? 1 : 0), optlen: 1 });
+    if (optlen < DWORD) return { ...fail(W.WSAEFAULT), optlen: 0 };
+    const v = optname === W.TCP_KEEPIDLE ? o.keepIdle : optname === W.TCP_KEEPINTVL ? o.keepInterval : optname === W.TCP_KEEPCNT ? o.keepCount : o.maxRetransmitSeconds;
     return ok({ optval: dwordBytes(v), optlen: DWORD });
   }
   if (STREAM_ONLY.has(optname) && sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
   let value: number;
   switch (optname) {
     case W.SO_LINGER:
-      if (optlen < DWORD) return fail(W.WSAEFAULT);
+      if (optlen < DWORD) return shortRead(optname, optlen);
       return ok({ optval: lingerBytes(o.linger), optlen: DWORD });
     case W.SO_KEEPALIVE:
       value = o.keepAlive ? 1 : 0;
@@ -160,6 +208,18 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
     default:
       return fail(W.WSAENOPROTOOPT);
   }
-  if (optlen < DWORD) return fail(W.WSAEFAULT);
+  if (optlen <= 0) return fail(W.WSAEFAULT);
+  if (ONE_BYTE.has(optname)) return ok({ optval: Uint8Array.of(value), optlen: 1 });
+  if (ANY_LENGTH_BOOL.has(optname)) {
+    const n = optlen >= DWORD ? DWORD : optlen >= 2 ? 2 : 1;
+    return ok({ optval: dwordBytes(value).subarray(0, n), optlen: n === DWORD ? DWORD : 1 });
+  }
+  if (optlen < DWORD) return shortRead(optname, optlen);
   return ok({ optval: dwordBytes(value), optlen: DWORD });
+}
+
+/** A read of a 4-byte SOL_SOCKET option into fewer bytes (1 to 3): WSAEFAULT, the bytes zeroed for some. */
+function shortRead(optname: number, optlen: number): Result<'WSPGetSockOpt'> {
+  if (optlen > 0 && ZEROED_WHEN_SHORT.has(optname)) return { ...fail(W.WSAEFAULT), optval: new Uint8Array(optlen) };
+  return fail(W.WSAEFAULT);
 }

@@ -80,9 +80,7 @@ main.step(t, 'test_set_getsockopt: SO_LINGER with a null optval fails with WSAEF
 
 const nodelay = async (x: One): Promise<number> => (await getOpt(x.spi, x.s, S.IPPROTO_TCP, S.TCP_NODELAY, 4))[2] & 0xff;
 
-main.step(t, 'test_set_getsockopt: TCP_NODELAY takes an optlen of 1 and reads back 1', {
-  todo: 'Windows: accepted, reads back 1; spiwire: WSAEFAULT (an optlen under 4 is refused for every option)',
-}, async (c, x) => {
+main.step(t, 'test_set_getsockopt: TCP_NODELAY takes an optlen of 1 and reads back 1', {}, async (c, x) => {
   c.same(await setOpt(x.spi, x.s, S.IPPROTO_TCP, S.TCP_NODELAY, dword(1), 1), [0, 0], 'set with optlen 1');
   c.equal(await nodelay(x), 1, 'reads back 1');
   await setOpt(x.spi, x.s, S.IPPROTO_TCP, S.TCP_NODELAY, dword(0), 4);
@@ -110,9 +108,7 @@ main.step(t, 'test_set_getsockopt: TCP_NODELAY with an optlen of -1 fails with W
   c.equal(await nodelay(x), 0, 'still 0');
 });
 
-main.step(t, 'test_set_getsockopt: TCP_NODELAY set to 0x100 in 4 bytes reads back 0 (the option is one byte)', {
-  todo: 'Windows: reads back 0 (only the first byte counts); spiwire: reads back 1 (any nonzero DWORD is TRUE)',
-}, async (c, x) => {
+main.step(t, 'test_set_getsockopt: TCP_NODELAY set to 0x100 in 4 bytes reads back 0 (the option is one byte)', {}, async (c, x) => {
   c.same(await setOpt(x.spi, x.s, S.IPPROTO_TCP, S.TCP_NODELAY, dword(0x100), 4), [0, 0], 'set 0x100');
   c.equal(await nodelay(x), 0, 'reads back 0');
   await setOpt(x.spi, x.s, S.IPPROTO_TCP, S.TCP_NODELAY, dword(0), 4);
@@ -140,9 +136,7 @@ main.step(t, 'test_set_getsockopt: an invalid level (0xffffffff, 0x8000) fails w
   for (const level of [-1, 0x8000]) c.same(await setOpt(x.spi, x.s, level, SO_RCVTIMEO, dword(63000), 4), [S.SOCKET_ERROR, S.WSAEINVAL], `level ${hex(level)}`);
 });
 
-main.step(t, 'test_set_getsockopt: SO_ERROR can be set, and getsockopt then reads the value set (1234)', {
-  todo: 'Windows: setsockopt succeeds and SO_ERROR then reads 1234; spiwire: setsockopt fails with WSAENOPROTOOPT and SO_ERROR reads 0',
-}, async (c, x) => {
+main.step(t, 'test_set_getsockopt: SO_ERROR can be set, and getsockopt then reads the value set (1234)', {}, async (c, x) => {
   c.same(await setOpt(x.spi, x.s, S.SOL_SOCKET, S.SO_ERROR, dword(1234), 4), [0, 0], 'set 1234');
   const [r, err, v] = await getOpt(x.spi, x.s, S.SOL_SOCKET, S.SO_ERROR, 4);
   c.same([r, err, v], [0, 0, 1234], 'get');
@@ -250,9 +244,7 @@ async function eachRow(c: Check, ctx: { spi: S.SpiSession; f: Family }, fn: (row
 /** 0xdeadbeef with its low n bytes replaced by those of the DWORD 1. */
 const withLowBytesOfOne = (n: number): number => (n >= 4 ? 1 : ((0xdeadbeef & ~((1 << (8 * n)) - 1)) | 1) >>> 0);
 
-sizes.step(t, 'test_set_getsockopt: option lengths: an 8-byte optval is accepted, and getsockopt of 8 bytes reports the option\'s own size', {
-  todo: 'Windows: SO_KEEPALIVE, SO_DONTROUTE and TCP_NODELAY report 1 byte; spiwire: 4 (every option is a DWORD)',
-}, async (c, x) => {
+sizes.step(t, 'test_set_getsockopt: option lengths: an 8-byte optval is accepted, and getsockopt of 8 bytes reports the option\'s own size', {}, async (c, x) => {
   await eachRow(c, x, async (row, s) => {
     const [r0] = await getOpt(x.spi, s, row.level, row.opt, 4);
     c.equal(r0, 0, `${row.name}: getsockopt of 4 bytes`);
@@ -263,9 +255,7 @@ sizes.step(t, 'test_set_getsockopt: option lengths: an 8-byte optval is accepted
   });
 });
 
-sizes.step(t, 'test_set_getsockopt: option lengths: setsockopt with an optlen of -1 succeeds for 4-byte SOL_SOCKET options, fails with WSAENOBUFS (or WSAEFAULT) for the others', {
-  todo: 'Windows: SO_BROADCAST, SO_LINGER, SO_OOBINLINE, SO_RCVBUF and SO_SNDBUF accept it; spiwire: WSAEFAULT for them (the other options fail as on Windows)',
-}, async (c, x) => {
+sizes.step(t, 'test_set_getsockopt: option lengths: setsockopt with an optlen of -1 succeeds for 4-byte SOL_SOCKET options, fails with WSAENOBUFS (or WSAEFAULT) for the others', {}, async (c, x) => {
   await eachRow(c, x, async (row, s) => {
     const succeeds = row.sizes[2] !== 1 && row.level === S.SOL_SOCKET;
     const [r, err] = await setOpt(x.spi, s, row.level, row.opt, dword(1), -1);
@@ -281,9 +271,7 @@ sizes.step(t, 'test_set_getsockopt: option lengths: getsockopt with an optlen of
   });
 });
 
-sizes.step(t, 'test_set_getsockopt: option lengths: setsockopt with an optlen of 0 succeeds for SOL_SOCKET BOOL options, fails with WSAEFAULT for the others', {
-  todo: 'Windows: SO_BROADCAST and SO_OOBINLINE accept it; spiwire: WSAEFAULT',
-}, async (c, x) => {
+sizes.step(t, 'test_set_getsockopt: option lengths: setsockopt with an optlen of 0 succeeds for SOL_SOCKET BOOL options, fails with WSAEFAULT for the others', {}, async (c, x) => {
   await eachRow(c, x, async (row, s) => {
     const want = row.level === S.SOL_SOCKET && row.bool ? [0, 0] : [S.SOCKET_ERROR, S.WSAEFAULT];
     c.same(await setOpt(x.spi, s, row.level, row.opt, dword(1), 0), want, row.name);
@@ -297,9 +285,7 @@ sizes.step(t, 'test_set_getsockopt: option lengths: getsockopt with an optlen of
   });
 });
 
-sizes.step(t, 'test_set_getsockopt: option lengths: 0x100 in 4 bytes is accepted and read back as the option\'s size gives it (TCP_KEEPCNT: WSAEINVAL)', {
-  todo: 'Windows: SO_KEEPALIVE, SO_DONTROUTE and TCP_NODELAY are one byte: getsockopt writes 0 into the first byte (0xdeadbe00) and reports 1 byte, and TCP_KEEPCNT refuses 0x100 with WSAEINVAL; spiwire: those three read back 1 in 4 bytes, and TCP_KEEPCNT takes 0x100',
-}, async (c, x) => {
+sizes.step(t, 'test_set_getsockopt: option lengths: 0x100 in 4 bytes is accepted and read back as the option\'s size gives it (TCP_KEEPCNT: WSAEINVAL)', {}, async (c, x) => {
   await eachRow(c, x, async (row, s) => {
     const [r, err] = await setOpt(x.spi, s, row.level, row.opt, dword(0x100), 4);
     if (!row.large) {
@@ -313,9 +299,7 @@ sizes.step(t, 'test_set_getsockopt: option lengths: 0x100 in 4 bytes is accepted
   });
 });
 
-sizes.step(t, 'test_set_getsockopt: option lengths: setsockopt and getsockopt with an optlen of 1, 2 and 4', {
-  todo: 'Windows: SO_BROADCAST, SO_OOBINLINE, SO_KEEPALIVE, SO_DONTROUTE and TCP_NODELAY take 1 and 2 bytes, and the one-byte ones report 1 byte even when given 4; a refused short getsockopt of SO_LINGER, SO_RCVBUF or SO_SNDBUF still zeroes the bytes asked for, and one of TCP_KEEPALIVE, TCP_KEEPCNT or TCP_KEEPINTVL sets optlen to 0; spiwire: every optlen under 4 fails with WSAEFAULT and changes nothing, and every option reports 4 bytes',
-}, async (c, x) => {
+sizes.step(t, 'test_set_getsockopt: option lengths: setsockopt and getsockopt with an optlen of 1, 2 and 4', {}, async (c, x) => {
   await eachRow(c, x, async (row, s) => {
     for (let j = 0; j < 3; j++) {
       const size = 1 << j;
