@@ -198,13 +198,23 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (this.closed) return W.WSAENOTSOCK;
     const sock = this.ensureSocket();
     if (this.peer) this.disconnectNode();
+    // Windows connects to a broadcast address without SO_BROADCAST (Wine's test_broadcast); the
+    // kernel refuses that connect (EACCES) unless the socket may broadcast.
+    if (isBroadcastAddress(name.address)) {
+      try {
+        sock.setBroadcast(true);
+      } catch {
+        // Not bound yet in node's eyes: the connect below reports what the kernel says.
+      }
+    }
     const err = await new Promise<Error | null>((resolve) => {
       const onError = (x: Error): void => resolve(x);
       sock.once('error', onError);
       try {
-        sock.connect(name.port, hostOf(name), () => {
+        // node passes a failed connect's error to the callback (EACCES, ENETUNREACH, ...).
+        sock.connect(name.port, hostOf(name), (x?: Error | null) => {
           sock.off('error', onError);
-          resolve(null);
+          resolve(x ?? null);
         });
       } catch (x) {
         sock.off('error', onError);
@@ -214,6 +224,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (this.closed) return W.WSAENOTSOCK;
     if (err) return wsaFromNodeError(err);
     this.peer = { ...name };
+    this.applyOptions();
     // A reconnect stays connected (to the new peer): the entry action runs only on arriving.
     this.icmpReset = false;
     if (!this.state.move('connected')) return W.WSAEINVAL;
@@ -233,7 +244,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (!dest) return W.WSAENOTCONN;
     if (isAnyAddress(dest.address) || dest.port === 0) return W.WSAEADDRNOTAVAIL;
     // Refused here, before the kernel, so that no broadcast datagram ever leaves without SO_BROADCAST.
-    if (!this.opts.broadcast && isBroadcastAddress(dest.address)) return W.WSAEACCES;
+    // Windows gates lpTo only: a socket connected to a broadcast address sends to it with WSPSend
+    // (Wine's test_broadcast), while a WSPSendTo naming it still needs SO_BROADCAST.
+    const named = to ?? (this.peer ? null : dest);
+    if (!this.opts.broadcast && named !== null && isBroadcastAddress(named.address)) return W.WSAEACCES;
     return { dest, total };
   }
 
@@ -487,7 +501,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     // node:dgram exposes no descriptor, so SO_DONTROUTE is recorded and reads back, nothing more.
     if (this.sock && this.isBound) {
       try {
-        this.sock.setBroadcast(this.opts.broadcast);
+        // The kernel needs it for a default peer that is a broadcast address too (see sendPlan).
+        this.sock.setBroadcast(this.opts.broadcast || (this.peer !== null && isBroadcastAddress(this.peer.address)));
       } catch (err) {
         this.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'could not set SO_BROADCAST');
       }
