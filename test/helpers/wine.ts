@@ -15,6 +15,7 @@
  * - Events are waited for, not slept on. Only the absence of an event needs a bounded wait, and
  *   then the bound is the one Wine itself uses (0 or 200 ms).
  */
+import { spawn } from 'node:child_process';
 import * as net from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import type { Test } from 'tap';
@@ -216,6 +217,38 @@ export async function nodePeerPair(t: Test, spi: S.SpiSession, f: Family): Promi
 }
 
 /** Resets a node:net connection (RST) and resolves once it is closed. */
+/**
+ * A loopback address that never answers a connect, for Wine's tests that connect to "an address
+ * nobody answers" (Wine uses a remote one; traffic here stays on lo). A listener with a backlog
+ * of 1 in a child process stopped with SIGSTOP never accepts: two connections fill its accept
+ * queue, and Linux then drops every further SYN, so a connect to it stays in SYN_SENT, retrying.
+ * The child is killed by its PID in teardown.
+ */
+export async function silentListener(t: Test): Promise<S.SockAddr> {
+  const child = spawn(process.execPath, ['-e', "const s=require('net').createServer();s.listen({port:0,host:'127.0.0.1',backlog:1},()=>process.stdout.write(s.address().port+'\\n'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const fillers: net.Socket[] = [];
+  t.teardown(() => {
+    for (const c of fillers) c.destroy();
+    child.kill('SIGKILL');
+  });
+  const port = Number(await new Promise<string>((resolve, reject) => {
+    child.once('error', reject);
+    child.stdout!.once('data', (d: Buffer) => resolve(String(d).trim()));
+  }));
+  child.kill('SIGSTOP');
+  // The accept queue holds backlog + 1 connections; these two complete in the kernel and fill it.
+  for (let i = 0; i < 2; i++) {
+    const c = net.connect(port, '127.0.0.1');
+    c.on('error', () => undefined);
+    fillers.push(c);
+    await new Promise<void>((resolve, reject) => {
+      c.once('connect', () => resolve());
+      c.once('error', reject);
+    });
+  }
+  return { family: S.AF_INET, address: '127.0.0.1', port };
+}
+
 export function resetNode(sock: net.Socket): Promise<void> {
   return new Promise((resolve) => {
     sock.once('close', () => resolve());

@@ -1,12 +1,13 @@
 /**
  * Wine's test_accept and test_connecting_socket (dlls/ws2_32/tests/sock.c): WSPAccept's alertable
  * wait, condition function, cancellation by closesocket and address arguments; and what a socket
- * still connecting answers. test_connecting_socket connects to 192.0.2.0 (a documentation address
- * nobody answers), IPv4 only as in Wine; its ConnectEx half is not an SPI function.
+ * still connecting answers. test_connecting_socket connects to an address nobody answers (Wine: a
+ * remote one; here a loopback listener that never answers, silentListener()), IPv4 only as in Wine;
+ * its ConnectEx half is not an SPI function.
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, call, emptyAddr, fileDaemon, getName, listener, must, namelen, openSession, reached, recv, send, setBlocking, socket, type Family } from '../../helpers/wine.js';
+import { EVENT_BOUND_MS, Scenario, call, emptyAddr, fileDaemon, getName, listener, must, namelen, openSession, reached, recv, send, setBlocking, silentListener, socket, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 
@@ -117,7 +118,8 @@ sc.step(t, 'test_accept: an address buffer without a length: the accept succeeds
 
 // ================================================================ test_connecting_socket
 
-const UNREACHABLE: S.SockAddr = { family: S.AF_INET, address: '192.0.2.0', port: 255 };
+// Wine connects to a remote address nobody answers; here a loopback listener that never answers.
+const UNREACHABLE: S.SockAddr = await silentListener(t);
 
 const conn = new Scenario<{ spi: S.SpiSession; s: number }>(async (f) => {
   const spi = await openSession(t, d);
