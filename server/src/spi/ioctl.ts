@@ -21,6 +21,13 @@ function fail(errno: number): IoctlResult {
   return { errno, bytes: 0, output: null };
 }
 
+/** The control codes spiwire carries out; any other fails with WSAEOPNOTSUPP, as on Windows. */
+const KNOWN_CODES: ReadonlySet<number> = new Set([W.FIONBIO, W.FIONREAD, W.SIOCATMARK, W.SIO_FLUSH, W.SIO_KEEPALIVE_VALS]);
+
+export function isKnownIoctl(code: number): boolean {
+  return KNOWN_CODES.has(code);
+}
+
 export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, outputLength: number): IoctlResult {
   switch (code) {
     case W.FIONBIO:
@@ -55,6 +62,8 @@ export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, out
       return done();
     }
     default:
-      return fail(W.WSAEINVAL);
+      // Windows answers a code it does not know with WSAEOPNOTSUPP (Wine's test_unsupported_ioctls),
+      // not the reference page's WSAEINVAL.
+      return fail(W.WSAEOPNOTSUPP);
   }
 }

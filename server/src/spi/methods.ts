@@ -11,7 +11,7 @@ import type { EmulatedSocket, SendFunction } from '../sockets/emulated-socket.js
 import type { SessionFaults } from '../faults/rules.js';
 import { completion, type Completion, type RecvResult, type SendResult, type Started } from '../sockets/results.js';
 import { addressProblem, anyAddress, checkSockaddr, isAnyAddress } from '../sockets/sockaddr.js';
-import { ioctl, type IoctlResult } from './ioctl.js';
+import { ioctl, isKnownIoctl, type IoctlResult } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
 import { runAfterReply, takeAfterReply } from './after-reply.js';
 import type { SendStreams } from '../send-streams.js';
@@ -202,11 +202,17 @@ export const SPI_HANDLERS: Handlers = {
       session.overlapped(
         sock,
         p.overlapped,
-        (done) => {
+        (done): Started<IoctlResult> => {
           const r = run();
           // Windows' completion of an overlapped WSPIoctl carries 0 bytes (Wine's test_fionbio,
           // test_keepalive_vals); the output and its size come in the reply.
           if (r.errno === 0) done.complete(0, 0);
+          else if (!isKnownIoctl(p.code)) {
+            // A code Windows does not know pends, then completes with WSAEOPNOTSUPP (Wine's
+            // test_unsupported_ioctls): the completion follows the WSA_IO_PENDING reply.
+            done.complete(r.errno, 0);
+            return { pending: true };
+          }
           return { pending: false, result: r };
         },
         run,

@@ -345,6 +345,8 @@ ka.step(t, 'test_keepalive_vals: with a completion routine it returns 0 with 0 b
 // ================================================================ test_unsupported_ioctls
 
 const CODES: ReadonlyArray<[string, number]> = [['0xdeadbeef', 0xdeadbeef], ['FIOASYNC', FIOASYNC], ['0x667e', 0x667e], ['SIO_FLUSH', S.SIO_FLUSH]];
+/** Wine's codes without SIO_FLUSH, which spiwire carries out (the cases for it are below). */
+const UNKNOWN = CODES.filter(([name]) => name !== 'SIO_FLUSH');
 
 const un = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
 
@@ -357,10 +359,8 @@ un.step(t, 'test_unsupported_ioctls: an overlapped call of an unsupported code w
   }
 });
 
-un.step(t, 'test_unsupported_ioctls: an unsupported code fails with WSAEOPNOTSUPP and sets lpcbBytesReturned to 0 (SIO_FLUSH included, on a TCP socket)', {
-  todo: 'Windows: WSAEOPNOTSUPP, lpcbBytesReturned 0, for all four, SIO_FLUSH included; spiwire: WSAEINVAL with lpcbBytesReturned untouched for the unknown codes, and SIO_FLUSH succeeds (spiwire implements it, as the WSPIoctl reference describes)',
-}, async (c, x) => {
-  for (const [name, code] of CODES) {
+un.step(t, 'test_unsupported_ioctls: an unknown code fails with WSAEOPNOTSUPP and sets lpcbBytesReturned to 0', {}, async (c, x) => {
+  for (const [name, code] of UNKNOWN) {
     const s = await socket(x.spi, x.f, 'tcp');
     const r = await ioctl(x.spi, s, code, null, 0, 0);
     c.same([r.ret, r.err, r.size], [S.SOCKET_ERROR, S.WSAEOPNOTSUPP, 0], name);
@@ -368,10 +368,8 @@ un.step(t, 'test_unsupported_ioctls: an unsupported code fails with WSAEOPNOTSUP
   }
 });
 
-un.step(t, 'test_unsupported_ioctls: overlapped, an unsupported code is pending (WSA_IO_PENDING), then completes with WSAEOPNOTSUPP and 0 bytes', {
-  todo: 'Windows: WSA_IO_PENDING, then a completion with WSAEOPNOTSUPP; spiwire: WSAEINVAL at once, no completion (SIO_FLUSH: 0 and a successful completion)',
-}, async (c, x) => {
-  for (const [name, code] of CODES) {
+un.step(t, 'test_unsupported_ioctls: overlapped, an unknown code is pending (WSA_IO_PENDING), then completes with WSAEOPNOTSUPP and 0 bytes', {}, async (c, x) => {
+  for (const [name, code] of UNKNOWN) {
     const s = await socket(x.spi, x.f, 'tcp');
     const ev = x.spi.WSACreateEvent();
     const ov = new S.WSAOVERLAPPED(ev);
@@ -386,10 +384,8 @@ un.step(t, 'test_unsupported_ioctls: overlapped, an unsupported code is pending 
   }
 });
 
-un.step(t, 'test_unsupported_ioctls: with a completion routine, an unsupported code is pending; the routine runs once, with WSAEOPNOTSUPP and 0 bytes', {
-  todo: 'Windows: WSA_IO_PENDING, then the routine with WSAEOPNOTSUPP; spiwire: WSAEINVAL at once and no routine (SIO_FLUSH: 0 and the routine with 0)',
-}, async (c, x) => {
-  for (const [name, code] of CODES) {
+un.step(t, 'test_unsupported_ioctls: with a completion routine, an unknown code is pending; the routine runs once, with WSAEOPNOTSUPP and 0 bytes', {}, async (c, x) => {
+  for (const [name, code] of UNKNOWN) {
     const s = await socket(x.spi, x.f, 'tcp');
     const calls: Array<[number, number]> = [];
     const r = await ioctl(x.spi, s, code, null, 0, 0, { ov: new S.WSAOVERLAPPED(), routine: (err, n) => void calls.push([err, n]) });
@@ -398,4 +394,13 @@ un.step(t, 'test_unsupported_ioctls: with a completion routine, an unsupported c
     c.same(calls, [[S.WSAEOPNOTSUPP, 0]], `${name}: one routine call: WSAEOPNOTSUPP, 0 bytes`);
     await x.spi.WSPCloseSocket(s, S.out(0));
   }
+});
+
+un.step(t, 'test_unsupported_ioctls: SIO_FLUSH on a TCP socket fails with WSAEOPNOTSUPP and sets lpcbBytesReturned to 0', {
+  todo: 'Windows: WSAEOPNOTSUPP (its TCP provider does not carry SIO_FLUSH out); spiwire: 0. Deliberate: spiwire implements SIO_FLUSH as the WSPIoctl reference describes (queued sends are discarded with WSA_OPERATION_ABORTED), a way to cancel sends a Winsock test may want',
+}, async (c, x) => {
+  const s = await socket(x.spi, x.f, 'tcp');
+  const r = await ioctl(x.spi, s, S.SIO_FLUSH, null, 0, 0);
+  c.same([r.ret, r.err, r.size], [S.SOCKET_ERROR, S.WSAEOPNOTSUPP, 0], 'SIO_FLUSH');
+  await x.spi.WSPCloseSocket(s, S.out(0));
 });
