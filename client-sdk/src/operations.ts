@@ -92,7 +92,8 @@ export class OperationTable {
     const op = this.nextOp++;
     if (this.nextOp > 0xffffffff) this.nextOp = 1;
     ov.Internal = P.WSS_OPERATION_IN_PROGRESS;
-    ov.InternalHigh = 0;
+    // InternalHigh keeps what the caller put there while pending, as on Windows (Wine's
+    // test_nonblocking_async_recv); the completion, or a failure at once, writes it.
     ov.Offset = 0;
     ov.OffsetHigh = 0;
     if (!routine && ov.hEvent) {
@@ -169,6 +170,7 @@ export class OperationTable {
     if (this.ops.get(rec.op) !== rec) return;
     this.ops.delete(rec.op);
     rec.ov.Internal = 0;
+    rec.ov.InternalHigh = 0;
     rec.ov.OffsetHigh = errno;
   }
 
