@@ -345,9 +345,10 @@ for (const f of FAMILIES) {
     t.equal(e.value, S.WSA_IO_PENDING);
     t.equal(await spi.WSPCloseSocket(s, e), 0);
     t.equal(await spi.WSAWaitForMultipleEvents(1, [ev3], false, 5000, false), S.WSA_WAIT_EVENT_0);
-    t.same(await result(spi, s, ov3), [S.FALSE, S.WSA_OPERATION_ABORTED, 0], 'event form: WSA_OPERATION_ABORTED');
+    // A receive that the close ends completes with WSAECONNABORTED on Windows (Wine's test_iocp).
+    t.same(await result(spi, s, ov3), [S.FALSE, S.WSAECONNABORTED, 0], 'event form: WSAECONNABORTED');
     t.ok(await drainUntil(spi, () => rec.count('r4') > 0));
-    t.same([rec.get('r4')!.err, rec.get('r4')!.cb], [S.WSA_OPERATION_ABORTED, 0], 'routine form: WSA_OPERATION_ABORTED');
+    t.same([rec.get('r4')!.err, rec.get('r4')!.cb], [S.WSAECONNABORTED, 0], 'routine form: WSAECONNABORTED');
     t.equal(await spi.SleepEx(50, true), 0);
     t.equal(rec.calls.length, 2, 'exactly once each');
     t.equal(spi.pendingOperations, 0);

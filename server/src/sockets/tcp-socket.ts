@@ -938,7 +938,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
     if (this.closed || !this.state.move('closed')) return;
-    this.abortWaits(abortCode, overlappedCode);
+    // WSPCloseSocket completes a pending receive with WSAECONNABORTED on Windows (Wine's
+    // test_iocp), not the WSA_OPERATION_ABORTED of the WSPRecv page; sends keep the latter.
+    this.abortWaits(abortCode, overlappedCode === W.WSA_OPERATION_ABORTED ? W.WSAECONNABORTED : overlappedCode);
     this.tx?.cancel(overlappedCode, (o) => o.overlapped, 'close');
     // Background data (Windows policy) keeps flowing after the close; blocked calls do not.
     this.tx?.cancel(abortCode, (o) => !o.overlapped && !o.background, 'close');
