@@ -158,7 +158,27 @@ export class SessionEngine<T extends SpiThread> {
   }
 
   /** WSPAccept: the accepted socket inherits the listener's nonblocking mode and WSPEventSelect. */
+  /**
+   * Connections a condition function deferred (CF_DEFER), per listening socket, oldest first: the
+   * daemon has accepted them, and the next WSPAccept on the listener takes them before any other,
+   * as Windows keeps a deferred connection queued.
+   */
+  private readonly deferred = new Map<number, Result[]>();
+
+  /** A condition function deferred the connection r accepted on s: the next accept takes it. */
+  deferAccept(s: number, r: Result): void {
+    const q = this.deferred.get(s);
+    if (q) q.unshift(r);
+    else this.deferred.set(s, [r]);
+  }
+
   async accept(s: number): Promise<Result> {
+    const held = this.deferred.get(s);
+    if (held && held.length > 0) {
+      const r = held.shift()!;
+      if (held.length === 0) this.deferred.delete(s);
+      return r;
+    }
     // WSAEINPROGRESS comes as ret INVALID_SOCKET (SOCKET_ERROR is the same -1).
     const r = await this.blocking('WSPAccept', { s }, s, null);
     if (r.ret === P.INVALID_SOCKET) return r;
@@ -177,6 +197,10 @@ export class SessionEngine<T extends SpiThread> {
     if (r.ret === 0) {
       this.guard.forget(s);
       this.selections.forget(s);
+      // Deferred connections go with their listener: closed, as Windows resets what it queued.
+      const held = this.deferred.get(s);
+      this.deferred.delete(s);
+      for (const c of held ?? []) await this.closeSocket(c.ret);
     }
     return r;
   }

@@ -63,7 +63,9 @@ export abstract class SpiFunctions {
 
   /**
    * lpfnCondition, when given, is called with (callerId, dwCallbackData) after the daemon accepted
-   * the connection: CF_ACCEPT keeps it, CF_REJECT closes it and the call fails with WSAECONNREFUSED.
+   * the connection: CF_ACCEPT keeps it; CF_DEFER keeps it queued for the next WSPAccept on the
+   * socket and the call fails with WSATRY_AGAIN, as on Windows (Wine's test_accept); anything else
+   * (CF_REJECT) closes it and the call fails with WSAECONNREFUSED.
    */
   async WSPAccept(
     s: SOCKET,
@@ -82,6 +84,10 @@ export abstract class SpiFunctions {
     const peer = fieldOf(r, 'addr', isSockAddr);
     if (lpfnCondition && peer) {
       const verdict = await lpfnCondition(peer, dwCallbackData);
+      if (verdict === P.CF_DEFER) {
+        this.engine.deferAccept(s, r);
+        return setErr(lpErrno, P.WSATRY_AGAIN, P.INVALID_SOCKET);
+      }
       if (verdict !== P.CF_ACCEPT) {
         await this.engine.closeSocket(r.ret);
         return setErr(lpErrno, P.WSAECONNREFUSED, P.INVALID_SOCKET);

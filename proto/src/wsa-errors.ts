@@ -40,6 +40,8 @@ export const WSAESHUTDOWN = 10058;
 export const WSAETIMEDOUT = 10060;
 export const WSAECONNREFUSED = 10061;
 export const WSAEHOSTUNREACH = 10065;
+/** WSPAccept: a condition function answered CF_DEFER (the connection stays queued). */
+export const WSATRY_AGAIN = 11002;
 
 export interface WsaErrorInfo {
   readonly name: string;
@@ -57,7 +59,7 @@ const table: ReadonlyArray<readonly [string, number, string]> = [
   ['WSAEINTR', WSAEINTR, 'A blocking call was interrupted because its socket was closed by another call.'],
   ['WSAEACCES', WSAEACCES, 'A datagram to a broadcast address without SO_BROADCAST, or a destination the daemon may not reach.'],
   ['WSAEFAULT', WSAEFAULT, 'A buffer, length or out parameter is missing or does not fit: dwBufferCount beyond the array, len beyond its buffer, a namelen or optlen too small, or no lpNumberOfBytesSent without an OVERLAPPED.'],
-  ['WSAEINVAL', WSAEINVAL, 'An argument is invalid for the socket state: unknown ioctl, listen before bind, overlapped call on a socket without WSA_FLAG_OVERLAPPED, bad option value.'],
+  ['WSAEINVAL', WSAEINVAL, 'An argument is invalid for the socket state: listen before bind, overlapped call on a socket without WSA_FLAG_OVERLAPPED, bad option value.'],
   ['WSAEMFILE', WSAEMFILE, 'The session already holds the maximum number of sockets.'],
   ['WSAEWOULDBLOCK', WSAEWOULDBLOCK, 'A nonblocking call cannot complete now: the transport buffer is full, no connection is waiting, or a connect is under way.'],
   ['WSAEINPROGRESS', WSAEINPROGRESS, 'The issuing thread already has a blocking call in progress.'],
@@ -69,7 +71,7 @@ const table: ReadonlyArray<readonly [string, number, string]> = [
   ['WSAENOPROTOOPT', WSAENOPROTOOPT, 'The option is unknown, or not supported at this level, or not for this socket type.'],
   ['WSAEPROTONOSUPPORT', WSAEPROTONOSUPPORT, 'The protocol is not TCP or UDP, or does not fit the socket type.'],
   ['WSAESOCKTNOSUPPORT', WSAESOCKTNOSUPPORT, 'The socket type is not SOCK_STREAM or SOCK_DGRAM.'],
-  ['WSAEOPNOTSUPP', WSAEOPNOTSUPP, 'The operation or flag is not supported by this socket: MSG_OOB on UDP, MSG_PARTIAL on TCP or UDP, listen on UDP, QOS.'],
+  ['WSAEOPNOTSUPP', WSAEOPNOTSUPP, 'The operation or flag is not supported by this socket: MSG_OOB on UDP, MSG_PARTIAL on TCP or UDP, listen on UDP, QOS, a WSPIoctl code it does not know.'],
   ['WSAEAFNOSUPPORT', WSAEAFNOSUPPORT, 'The address family is not AF_INET or AF_INET6, or does not match the socket.'],
   ['WSAEADDRINUSE', WSAEADDRINUSE, 'The local address and port are already in use.'],
   ['WSAEADDRNOTAVAIL', WSAEADDRNOTAVAIL, 'The address is not valid here (not a local address for bind, or port 0 / any address for connect and send).'],
@@ -85,6 +87,7 @@ const table: ReadonlyArray<readonly [string, number, string]> = [
   ['WSAETIMEDOUT', WSAETIMEDOUT, 'A connect attempt timed out.'],
   ['WSAECONNREFUSED', WSAECONNREFUSED, 'The peer actively refused the connection, or a condition function rejected it.'],
   ['WSAEHOSTUNREACH', WSAEHOSTUNREACH, 'No route to the destination host.'],
+  ['WSATRY_AGAIN', WSATRY_AGAIN, 'A condition function deferred the connection (CF_DEFER): it stays queued, and the next WSPAccept on the socket takes it (client side).'],
 ];
 
 export const WSA_ERRORS: ReadonlyArray<WsaErrorInfo> = table.map(([name, code, meaning]) => ({ name, code, meaning }));

@@ -2,7 +2,7 @@
  * The SPI functions around WSPSend: socket creation, bind, listen / accept, connect, names,
  * ioctls, options, close and shutdown, each with its Windows error codes. Real loopback sockets.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import { once } from 'node:events';
 import * as S from '@spiwire/client';
@@ -33,9 +33,35 @@ import {
   tcpPeer,
   udpPeer,
   until,
+  type Family,
 } from '../helpers/harness.js';
 
 // ------------------------------------------------------------------------------ WSPSocket
+
+
+/** A session of a fresh daemon with a TCP socket listening on loopback (backlog 5), and its name. */
+async function listening(t: Test, f: Family): Promise<{ spi: S.SpiSession; l: number; ln: S.SockAddr }> {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const l = await newSocket(spi, f, 'tcp');
+  const ln = await bindLoopback(spi, l, f);
+  t.same(await call((e) => spi.WSPListen(l, 5, e)), [0, 0]);
+  return { spi, l, ln };
+}
+
+/** How a client's connection ended ('end', 'close' or 'error'), or 'still open' after 5 s. */
+function endOf(socket: net.Socket): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const timer = setTimeout(() => resolve('still open'), 5000);
+    const done = (how: string) => (): void => {
+      clearTimeout(timer);
+      resolve(how);
+    };
+    socket.once('end', done('end'));
+    socket.once('close', done('close'));
+    socket.once('error', done('error'));
+  });
+}
 
 t.test('WSPSocket', async (t) => {
   const d = await daemon(t);
@@ -143,11 +169,7 @@ t.test('WSPBind', async (t) => {
 t.test('WSPListen / WSPAccept', async (t) => {
   for (const f of FAMILIES) {
     t.test(`${f}: nonblocking accept with none waiting -> WSAEWOULDBLOCK; then one arrives`, async (t) => {
-      const d = await daemon(t);
-      const spi = await session(t, d);
-      const l = await newSocket(spi, f, 'tcp');
-      const ln = await bindLoopback(spi, l, f);
-      t.same(await call((e) => spi.WSPListen(l, 5, e)), [0, 0]);
+      const { spi, l, ln } = await listening(t, f);
       await setNonBlocking(spi, l, true);
       const e = S.out(0);
       t.equal(await spi.WSPAccept(l, null, null, null, 0, e), S.INVALID_SOCKET);
@@ -164,11 +186,7 @@ t.test('WSPListen / WSPAccept', async (t) => {
     });
 
     t.test(`${f}: lpfnCondition returning CF_REJECT -> WSAECONNREFUSED; CF_ACCEPT fills addr and addrlen`, async (t) => {
-      const d = await daemon(t);
-      const spi = await session(t, d);
-      const l = await newSocket(spi, f, 'tcp');
-      const ln = await bindLoopback(spi, l, f);
-      t.same(await call((e) => spi.WSPListen(l, 5, e)), [0, 0]);
+      const { spi, l, ln } = await listening(t, f);
 
       const rejected = await tcpClient(t, f, ln.port);
       const seen: Array<{ who: S.SockAddr; data: number }> = [];
@@ -191,16 +209,7 @@ t.test('WSPListen / WSPAccept', async (t) => {
       t.equal(seen[0]?.data, 0x1234, 'with dwCallbackData');
       t.equal(seen[0]?.who.address, loopback(f), 'callerId is the connecting address');
       t.equal(seen[0]?.who.port, rejected.socket.localPort, 'callerId is the connecting port');
-      const ended = await new Promise<string>((resolve) => {
-        const timer = setTimeout(() => resolve('still open'), 5000);
-        const done = (how: string) => () => {
-          clearTimeout(timer);
-          resolve(how);
-        };
-        rejected.socket.once('end', done('end'));
-        rejected.socket.once('close', done('close'));
-        rejected.socket.once('error', done('error'));
-      });
+      const ended = await endOf(rejected.socket);
       t.not(ended, 'still open', `the rejected client's connection was closed (${ended})`);
 
       const accepted = await tcpClient(t, f, ln.port);
@@ -219,12 +228,29 @@ t.test('WSPListen / WSPAccept', async (t) => {
       t.equal(pn.port, accepted.socket.localPort, 'WSPGetPeerName of the accepted socket agrees');
     });
 
+    t.test(`${f}: lpfnCondition returning CF_DEFER -> WSATRY_AGAIN; the next accept takes that connection; closing the listener closes a deferred one`, async (t) => {
+      const { spi, l, ln } = await listening(t, f);
+      const first = await tcpClient(t, f, ln.port);
+      const e = S.out(0);
+      t.same([await spi.WSPAccept(l, null, null, () => S.CF_DEFER, 0, e), e.value], [S.INVALID_SOCKET, S.WSATRY_AGAIN], 'CF_DEFER: INVALID_SOCKET, WSATRY_AGAIN');
+      const second = await tcpClient(t, f, ln.port);
+      // The deferred connection comes first, to a condition function that sees it again.
+      const seen: number[] = [];
+      const addr = emptyAddr();
+      const a = await spi.WSPAccept(l, addr, S.out(28), (who) => (seen.push(who.port), S.CF_ACCEPT), 0, e);
+      t.same(seen, [first.socket.localPort], 'the condition function sees the deferred connection');
+      t.equal(addr.port, first.socket.localPort, 'the accept takes it');
+      t.same(await send(spi, a, [Buffer.from('first')]), [0, 0, 5]);
+      t.equal((await first.waitFor(5)).toString(), 'first', 'its client gets the bytes');
+      // The second one deferred, then the listener closed: its connection is closed too.
+      t.same([await spi.WSPAccept(l, null, null, () => S.CF_DEFER, 0, e), e.value], [S.INVALID_SOCKET, S.WSATRY_AGAIN], 'the second one deferred');
+      t.same(await call((x) => spi.WSPCloseSocket(l, x)), [0, 0]);
+      const ended = await endOf(second.socket);
+      t.not(ended, 'still open', `the deferred client's connection was closed with the listener (${ended})`);
+    });
+
     t.test(`${f}: WSPAccept without a condition function fills addr; addrlen too small -> WSAEFAULT`, async (t) => {
-      const d = await daemon(t);
-      const spi = await session(t, d);
-      const l = await newSocket(spi, f, 'tcp');
-      const ln = await bindLoopback(spi, l, f);
-      t.same(await call((e) => spi.WSPListen(l, 5, e)), [0, 0]);
+      const { spi, l, ln } = await listening(t, f);
       const c1 = await tcpClient(t, f, ln.port);
       const e = S.out(0);
       const a1 = emptyAddr();
