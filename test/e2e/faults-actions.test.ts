@@ -9,6 +9,7 @@ import * as S from '@spiwire/client';
 import {
   FAMILIES,
   addr,
+  call,
   daemon,
   namelen,
   newSocket,
@@ -123,6 +124,23 @@ for (const f of FAMILIES) {
     const got = await tcpBytesBeforeFence(spi, s, conn, taken);
     t.ok(got.equals(data.subarray(0, taken)), 'the peer got exactly the reported bytes, in order');
   });
+
+  for (const end of ['WSPCloseSocket', 'WSPShutdown(SD_SEND)'] as const) {
+    t.test(`${f}: link: bytes the link still holds reach the peer before the FIN of a ${end} right after the send`, async (t) => {
+      const d = await daemon(t);
+      const spi = await session(t, d, { autoApc: true });
+      const peer = await tcpPeer(t, f);
+      const { s, conn } = await overlappedTcp(spi, f, peer);
+      await spi.faults.add({ match: { socket: s }, action: { type: 'link', bytesPerSecond: 100_000, latencyMs: 200 } });
+      const data = pattern(3000, 7);
+      // Counted as sent at once (it fits the transport buffer), still in the link for 200 ms.
+      t.same(await send(spi, s, [data]), [0, 0, data.length], 'the send reports every byte');
+      if (end === 'WSPCloseSocket') t.same(await call((e) => spi.WSPCloseSocket(s, e)), [0, 0], 'closed at once');
+      else t.same(await call((e) => spi.WSPShutdown(s, S.SD_SEND, e)), [0, 0], 'shut down at once');
+      await conn.ended;
+      t.ok(conn.received().equals(data), `the peer got the ${data.length} bytes, then FIN (got ${conn.received().length})`);
+    });
+  }
 
   t.test(`${f}: reorder: completions held for the window come in a seeded order; bytes stay in order; the same seed gives the same order`, async (t) => {
     const d = await daemon(t);

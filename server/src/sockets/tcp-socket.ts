@@ -445,9 +445,24 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     this.checkEvents();
     if (this.finPending && this.tx?.pendingOps === 0 && this.conn && !this.conn.destroyed) {
       this.finPending = false;
-      this.conn.end();
-      if (this.closed) this.conn.destroySoon();
+      this.endConn(this.closed);
     }
+  }
+
+  /**
+   * FIN (then, for a closed socket, the end of the connection once node has written everything).
+   * Bytes a link fault still holds were counted as sent: the FIN waits until they are written.
+   */
+  private endConn(destroySoon: boolean): void {
+    const conn = this.conn;
+    if (!conn || conn.destroyed) return;
+    const end = (): void => {
+      if (conn.destroyed) return;
+      conn.end();
+      if (destroySoon) conn.destroySoon();
+    };
+    if (this.link) this.link.whenEmpty(end);
+    else end();
   }
 
   // ---- sends ----
@@ -933,7 +948,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   /** Sends FIN now, or once the sends still queued are through. */
   private finAfterQueued(): void {
     if (this.tx && this.tx.pendingOps > 0) this.finPending = true;
-    else this.conn?.end();
+    else this.endConn(false);
   }
 
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
@@ -968,10 +983,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       conn.once('close', resolve);
     });
     if (this.tx && this.tx.pendingOps > 0) this.finPending = true;
-    else {
-      conn.end();
-      conn.destroySoon();
-    }
+    else this.endConn(true);
     if (this.undelivered() > 0) this.ctx.draining.add(this);
   }
 
@@ -983,7 +995,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   undelivered(): number {
     const conn = this.conn;
     if (!conn || conn.destroyed) return 0;
-    return (this.tx?.notHanded ?? 0) + conn.writableLength;
+    return (this.tx?.notHanded ?? 0) + (this.link?.queuedBytes ?? 0) + conn.writableLength;
   }
 
   abandon(): number {
