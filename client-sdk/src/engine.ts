@@ -157,7 +157,6 @@ export class SessionEngine<T extends SpiThread> {
     return r;
   }
 
-  /** WSPAccept: the accepted socket inherits the listener's nonblocking mode and WSPEventSelect. */
   /**
    * Connections a condition function deferred (CF_DEFER), per listening socket, oldest first: the
    * daemon has accepted them, and the next WSPAccept on the listener takes them before any other,
@@ -172,6 +171,10 @@ export class SessionEngine<T extends SpiThread> {
     else this.deferred.set(s, [r]);
   }
 
+  /**
+   * WSPAccept: a deferred connection first; the accepted socket inherits the listener's
+   * nonblocking mode and WSPEventSelect.
+   */
   async accept(s: number): Promise<Result> {
     const held = this.deferred.get(s);
     if (held && held.length > 0) {

@@ -57,7 +57,7 @@ const table: ReadonlyArray<readonly [string, number, string]> = [
   ['WSA_IO_INCOMPLETE', WSA_IO_INCOMPLETE, 'WSPGetOverlappedResult polled (fWait FALSE) an operation that is still pending.'],
   ['WSA_IO_PENDING', WSA_IO_PENDING, 'An overlapped operation was started and will complete later.'],
   ['WSAEINTR', WSAEINTR, 'A blocking call was interrupted because its socket was closed by another call.'],
-  ['WSAEACCES', WSAEACCES, 'A datagram to a broadcast address without SO_BROADCAST, or a destination the daemon may not reach.'],
+  ['WSAEACCES', WSAEACCES, 'A WSPSendTo naming a broadcast address without SO_BROADCAST, or a destination the daemon may not reach.'],
   ['WSAEFAULT', WSAEFAULT, 'A buffer, length or out parameter is missing or does not fit: dwBufferCount beyond the array, len beyond its buffer, a namelen or optlen too small, or no lpNumberOfBytesSent without an OVERLAPPED.'],
   ['WSAEINVAL', WSAEINVAL, 'An argument is invalid for the socket state: listen before bind, overlapped call on a socket without WSA_FLAG_OVERLAPPED, bad option value.'],
   ['WSAEMFILE', WSAEMFILE, 'The session already holds the maximum number of sockets.'],

@@ -23,8 +23,6 @@ export class SlowLink {
   /** When the link is free to carry the next slice. */
   private freeAt = 0;
   private closed = false;
-  /** Bytes queued and not yet written to the connection. */
-  private held = 0;
   /** Run once the queue is empty (a FIN waiting behind the bytes already counted as sent). */
   private emptied: Array<() => void> = [];
 
@@ -39,13 +37,14 @@ export class SlowLink {
   send(chunk: Uint8Array, done: (err?: Error | null) => void): void {
     if (this.closed) return done(new Error('closed'));
     this.queue.push({ chunk, offset: 0, at: performance.now(), done });
-    this.held += chunk.length;
     this.schedule();
   }
 
   /** Bytes handed to the link and not yet written to the connection. */
   get queuedBytes(): number {
-    return this.held;
+    let n = 0;
+    for (const q of this.queue) n += q.chunk.length - q.offset;
+    return n;
   }
 
   /** Runs f once every byte handed to the link has been written to the connection (now if none is left). */
@@ -59,7 +58,6 @@ export class SlowLink {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    this.held = 0;
     this.emptied = [];
     for (const q of this.queue.splice(0)) q.done(new Error('closed'));
   }
@@ -81,7 +79,6 @@ export class SlowLink {
     const n = Math.min(sliceMax, q.chunk.length - q.offset);
     const slice = q.chunk.subarray(q.offset, q.offset + n);
     q.offset += n;
-    this.held -= n;
     this.freeAt = Math.max(this.freeAt, performance.now()) + (n * 1000) / this.bytesPerSecond;
     const last = q.offset >= q.chunk.length;
     if (last) this.queue.shift();

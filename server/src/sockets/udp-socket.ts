@@ -246,8 +246,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     // Refused here, before the kernel, so that no broadcast datagram ever leaves without SO_BROADCAST.
     // Windows gates lpTo only: a socket connected to a broadcast address sends to it with WSPSend
     // (Wine's test_broadcast), while a WSPSendTo naming it still needs SO_BROADCAST.
-    const named = to ?? (this.peer ? null : dest);
-    if (!this.opts.broadcast && named !== null && isBroadcastAddress(named.address)) return W.WSAEACCES;
+    if (!this.opts.broadcast && to !== null && isBroadcastAddress(to.address)) return W.WSAEACCES;
     return { dest, total };
   }
 

@@ -114,6 +114,11 @@ export interface DaemonStats {
   gcExposed: boolean;
 }
 
+/** What the daemon's JavaScript holds, buffers included: heapUsed + external. */
+export function liveBytes(st: DaemonStats): number {
+  return st.memory.heapUsed + st.memory.external;
+}
+
 export interface DaemonOptions {
   /** Extra daemon flags, for example ['--max-outstanding-ops', '200000']. */
   flags?: string[];
@@ -207,8 +212,7 @@ export class DaemonProcess {
   async steadyStats(): Promise<DaemonStats> {
     const rs: DaemonStats[] = [];
     for (let i = 0; i < 3; i++) rs.push(await this.stats(true));
-    const live = (st: DaemonStats): number => st.memory.heapUsed + st.memory.external;
-    return rs.sort((a, b) => live(a) - live(b))[1]!;
+    return rs.sort((a, b) => liveBytes(a) - liveBytes(b))[1]!;
   }
 
   /**

@@ -17,15 +17,12 @@
  */
 import * as S from '@spiwire/client';
 import { check, type Check, type Ctx } from '../lib/context.js';
-import { DaemonProcess, type DaemonStats } from '../lib/procs.js';
+import { DaemonProcess, liveBytes } from '../lib/procs.js';
 import { postSend, tcpSocket } from '../lib/spi.js';
 import { now, summarize, type Summary } from '../lib/stats.js';
 
 const FILLER = 1024 * 1024;
 
-function live(st: DaemonStats): number {
-  return st.memory.heapUsed + st.memory.external;
-}
 
 async function waitUntil(what: string, ms: number, f: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + ms;
@@ -90,7 +87,7 @@ async function socketsStep(ctx: Ctx, n: number, checks: Check[], rep: number): P
     const after = await d.steadyStats();
     checks.push(check(`scale ${n} sockets run ${rep + 1}: sockets in the daemon`, n, after.sockets - before.sockets));
     checks.push(check(`scale ${n} sockets run ${rep + 1}: connections held by the peer`, n, (await ctx.holder.request<{ accepted: number }>('listenerStats', { port })).accepted - acceptedBefore));
-    return { live: (live(after) - live(before)) / n, rss: (after.memory.rss - before.memory.rss) / n, seconds, nofile: d.nofile };
+    return { live: (liveBytes(after) - liveBytes(before)) / n, rss: (after.memory.rss - before.memory.rss) / n, seconds, nofile: d.nofile };
   } finally {
     await spi.close();
     await d.stop();
@@ -154,7 +151,7 @@ async function opsStep(ctx: Ctx, m: number, k: number, checks: Check[], rep: num
     await waitUntil('the peer to read every byte', 60000, async () => (await ctx.holder.request<{ bytes: number }>('listenerStats', { port })).bytes >= fillers * FILLER + m);
     checks.push(check(`scale ${m} ops run ${rep + 1}: bytes at the peer`, fillers * FILLER + m, (await ctx.holder.request<{ bytes: number }>('listenerStats', { port })).bytes));
     checks.push(check(`scale ${m} ops run ${rep + 1}: completions with an error`, 0, failures));
-    return { live: (live(after) - live(before)) / m - 1, rss: (after.memory.rss - before.memory.rss) / m - 1, seconds };
+    return { live: (liveBytes(after) - liveBytes(before)) / m - 1, rss: (after.memory.rss - before.memory.rss) / m - 1, seconds };
   } finally {
     await spi.close();
     await d.stop();
