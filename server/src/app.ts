@@ -4,6 +4,8 @@
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
+import type { IncomingMessage } from 'node:http';
+import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import * as P from '@spiwire/proto';
 import type { DaemonContext } from './daemon-context.js';
@@ -53,6 +55,9 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     // ws closes the connection with the right code itself; the plugin's default logs at error.
     errorHandler: (error, _socket, request) => ctx.clientMistakes.log({ err: error.message, path: request.url }, 'websocket error'),
   });
+  // Every upgraded connection, sessions and resume handshakes alike, counts toward the budget of
+  // messages still arriving.
+  app.websocketServer.on('connection', (ws: WebSocket, req: IncomingMessage) => ctx.partialFrames.watch(ws, req.socket));
   // Only /ws upgrades. The plugin would complete an upgrade on any route and close it after,
   // with no token, Origin or subprotocol check: refuse before the handshake instead.
   app.addHook('onRequest', async (req, reply) => {
@@ -65,7 +70,8 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
 
   // heldBytes: bytes accepted for sends and not yet in the kernel, of live and ended sessions;
   // heldBytesOfEndedSessions: the part that ended sessions left behind (released within --linger).
-  const held = (): Record<string, number> => ({ heldBytes: ctx.held.total, heldBytesOfEndedSessions: ctx.held.ofEndedSessions, drainingConnections: ctx.draining.size });
+  // partialFrameBytes: bytes of WebSocket messages still arriving, all connections (--partial-frames-budget).
+  const held = (): Record<string, number> => ({ heldBytes: ctx.held.total, heldBytesOfEndedSessions: ctx.held.ofEndedSessions, drainingConnections: ctx.draining.size, partialFrameBytes: ctx.partialFrames.total });
   app.get('/healthz', async () => ({ status: ctx.shuttingDown ? 'stopping' : 'ok', sessions: sessions.size, sockets: ctx.handles.size, ...held() }));
   app.get('/version', async () => ({ name: 'spiwire', version: ctx.version, protocol: P.PROTOCOL_VERSION, subprotocol: P.SUBPROTOCOL, node: process.version }));
   // Counters and memory for benchmarks and operators. With the token set, only clients holding it may read them.
@@ -84,11 +90,11 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
       pendingOps += s.pendingOperations;
       pendingRequests += s.runningRequests;
     }
-    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), memory: process.memoryUsage(), gcExposed: gc !== undefined };
+    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, memory: process.memoryUsage(), gcExposed: gc !== undefined };
   });
 
   const peers = new WeakMap<Session, PeerInfo>();
-  ctx.metrics.watch({ sessions: () => sessions, handles: ctx.handles, held: ctx.held, drainingConnections: () => ctx.draining.size, queuedConnections: () => ctx.queuedConnections });
+  ctx.metrics.watch({ sessions: () => sessions, handles: ctx.handles, held: ctx.held, drainingConnections: () => ctx.draining.size, queuedConnections: () => ctx.queuedConnections, partialFrames: ctx.partialFrames });
   registerInspectionRoutes(app, ctx, sessions, peers, opts);
   registerFaultRoutes(app, ctx, sessions, opts);
 

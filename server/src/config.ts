@@ -51,6 +51,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--faults', env: 'SPIWIRE_FAULTS', key: 'faults', kind: 'string', doc: 'JSON file of operator fault rules for every session (docs/faults.md); checked at startup, reloaded on SIGHUP.' },
   { flag: '--send-policy', env: 'SPIWIRE_SEND_POLICY', key: 'sendPolicy', kind: 'policy', doc: 'Send policy of new sockets: reference (the WSPSend reference page, default) or windows (what Windows does in practice); per socket with SO_SPIWIRE_SEND_POLICY (0x7f01).' },
   { flag: '--max-frame-bytes', env: 'SPIWIRE_MAX_FRAME_BYTES', key: 'maxFrameBytes', kind: 'int', doc: `Largest WebSocket message accepted (default ${DEFAULT_LIMITS.maxFrameBytes}).` },
+  { flag: '--partial-frames-budget', env: 'SPIWIRE_PARTIAL_FRAMES_BUDGET', key: 'partialFramesBudget', kind: 'int', doc: `Bytes of WebSocket messages still arriving that all connections together may hold; beyond, the connection whose unfinished message began first is closed with 1013 (default ${DEFAULT_LIMITS.partialFramesBudget}, or twice --max-frame-bytes when that is more; at least twice --max-frame-bytes).` },
   { flag: '--max-pending-requests', env: 'SPIWIRE_MAX_PENDING_REQUESTS', key: 'maxPendingRequests', kind: 'int', doc: `Unanswered requests per session (default ${DEFAULT_LIMITS.maxPendingRequests}).` },
   { flag: '--max-sockets', env: 'SPIWIRE_MAX_SOCKETS', key: 'maxSocketsPerSession', kind: 'int', doc: `Open sockets per session (default: half of --max-sockets-total, here ${DEFAULT_LIMITS.maxSocketsPerSession}).` },
   { flag: '--max-sockets-total', env: 'SPIWIRE_MAX_SOCKETS_TOTAL', key: 'maxSocketsTotal', kind: 'int', doc: `Open sockets of all sessions, with connections queued on listeners (default: from the open-file limit, here ${DEFAULT_LIMITS.maxSocketsTotal}).` },
@@ -153,9 +154,13 @@ export function tlsOf(cfg: DaemonConfig): { cert: string; key: string } | null {
 
 export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): DaemonConfig {
   const cfg = defaultConfig();
+  const given = new Set<keyof DaemonConfig>();
   for (const s of SETTINGS) {
     const v = env[s.env];
-    if (v !== undefined && v !== '') apply(cfg, s, v, s.env);
+    if (v !== undefined && v !== '') {
+      apply(cfg, s, v, s.env);
+      given.add(s.key);
+    }
   }
   let flags: Array<[string, string]>;
   try {
@@ -166,13 +171,19 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
   }
   for (const [flag, value] of flags) {
     const s = SETTINGS.find((x) => x.flag === flag);
-    if (s) apply(cfg, s, value, flag);
+    if (s) {
+      apply(cfg, s, value, flag);
+      given.add(s.key);
+    }
   }
   if (cfg.token === '') cfg.token = undefined;
   if (cfg.faults === '') cfg.faults = undefined;
   if (cfg.traceDir === '') cfg.traceDir = undefined;
   if (cfg.resumeUrl === '') cfg.resumeUrl = undefined;
   if (cfg.resumeUrl !== undefined && !/^wss?:\/\/[^\s]+$/.test(cfg.resumeUrl)) throw new ConfigError(`--resume-url / SPIWIRE_RESUME_URL must be a ws:// or wss:// URL, got ${JSON.stringify(cfg.resumeUrl)}`);
+  // Unless given, the budget grows with the largest message: twice it at least.
+  if (!given.has('partialFramesBudget')) cfg.partialFramesBudget = Math.max(cfg.partialFramesBudget, 2 * cfg.maxFrameBytes);
+  if (cfg.partialFramesBudget < 2 * cfg.maxFrameBytes) throw new ConfigError(`--partial-frames-budget / SPIWIRE_PARTIAL_FRAMES_BUDGET must be at least twice --max-frame-bytes (${2 * cfg.maxFrameBytes}), got ${cfg.partialFramesBudget}`);
   if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level / SPIWIRE_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(cfg.logLevel)}`);
   try {
     AllowList.parse(cfg.allow);

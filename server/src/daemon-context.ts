@@ -11,6 +11,7 @@ import { Draining } from './draining.js';
 import { DaemonFaults } from './faults/operator-rules.js';
 import { DaemonMetrics } from './metrics.js';
 import { TurnBudget } from './turn-budget.js';
+import { PartialFrames } from './partial-frames.js';
 
 /**
  * Milliseconds of calls per frame for a lone session, and per turn of the event loop for all
@@ -22,6 +23,8 @@ const TURN_BUDGET_MS = 4;
 export interface DaemonLimits {
   /** Largest WebSocket message accepted, in bytes. */
   maxFrameBytes: number;
+  /** Bytes of messages still arriving that all connections together may hold (partial-frames.ts). */
+  partialFramesBudget: number;
   /** Unanswered requests one session may have (with or without an id). */
   maxPendingRequests: number;
   /** Open sockets one session may hold (WSAEMFILE beyond). */
@@ -64,6 +67,7 @@ const descriptors = descriptorBudget();
 
 export const DEFAULT_LIMITS: DaemonLimits = {
   maxFrameBytes: 16 * 1024 * 1024,
+  partialFramesBudget: 256 * 1024 * 1024,
   maxPendingRequests: 65536,
   maxSocketsPerSession: descriptors.maxSocketsPerSession,
   maxSocketsTotal: descriptors.maxSocketsTotal,
@@ -108,6 +112,8 @@ export class DaemonContext {
   resumeUrl: string | undefined = undefined;
   /** The time sessions may spend on calls in one turn of the event loop (turn-budget.ts). */
   readonly turn = new TurnBudget(TURN_BUDGET_MS);
+  /** Bytes of WebSocket messages still arriving, against limits.partialFramesBudget. */
+  readonly partialFrames: PartialFrames;
 
   constructor(
     readonly log: Logger,
@@ -120,6 +126,8 @@ export class DaemonContext {
     this.held = new HeldBytes(limits.heldBytesBudget, limits.maxSessions);
     this.draining = new Draining(log, limits.lingerMs);
     this.faults = new DaemonFaults(log, undefined, (source, rule) => this.metrics.faultApplied(source, rule));
+    // A client's doing (it sent the bytes): a debug line at most, like every client mistake.
+    this.partialFrames = new PartialFrames(limits.partialFramesBudget, (info) => this.clientMistakes.log(info, 'connection closed: unfinished messages over the partial-frame budget'));
   }
 
   /** True when one more socket (or queued connection) would pass the daemon-wide cap. */

@@ -65,6 +65,8 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   }
   const log = opts.logger ?? pino({ level: 'silent' });
   const limits: DaemonLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  // As on the command line: unless given, the partial-frame budget holds two of the largest messages.
+  if (opts.limits?.partialFramesBudget === undefined) limits.partialFramesBudget = Math.max(limits.partialFramesBudget, 2 * limits.maxFrameBytes);
   const ctx = new DaemonContext(log, limits, VERSION, AllowList.parse(opts.allow ?? '*'));
   if (opts.faults) ctx.faults.replaceFileRules(opts.faults);
   if (opts.traceDir !== undefined) {

@@ -11,6 +11,7 @@ import { Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type 
 import * as P from '@spiwire/proto';
 import type { HandleTable } from './handles.js';
 import type { HeldBytes } from './held-bytes.js';
+import type { PartialFrames } from './partial-frames.js';
 
 /** Why a session ended: the label values of spiwire_sessions_ended_total. */
 export type SessionEndKind = 'closed' | 'output_backlog' | 'shutdown';
@@ -123,6 +124,7 @@ export interface MetricSources {
   readonly held: HeldBytes;
   drainingConnections(): number;
   queuedConnections(): number;
+  readonly partialFrames: PartialFrames;
 }
 
 export class DaemonMetrics {
@@ -288,6 +290,23 @@ export class DaemonMetrics {
       registers,
       collect() {
         this.set(src()?.queuedConnections() ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'spiwire_partial_frame_bytes',
+      help: 'Bytes of WebSocket messages still arriving, all connections (against --partial-frames-budget).',
+      registers,
+      collect() {
+        this.set(src()?.partialFrames.total ?? 0);
+      },
+    });
+    new Counter({
+      name: 'spiwire_partial_frame_closes_total',
+      help: 'Connections closed with 1013 because the messages still arriving passed --partial-frames-budget.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(src()?.partialFrames.closedForBudget ?? 0);
       },
     });
     new Counter({

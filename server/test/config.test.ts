@@ -25,7 +25,9 @@ function sample(t: Test, s: Setting, variant: number): { raw: string; want: unkn
   const i = SETTINGS.indexOf(s);
   switch (s.kind) {
     case 'int': {
-      const n = 1000 + i * 10 + variant;
+      // The partial-frame budget must hold two messages of the largest size.
+      const base = s.key === 'partialFramesBudget' ? 2 * DEFAULT_LIMITS.maxFrameBytes : 1000;
+      const n = base + i * 10 + variant;
       return { raw: String(n), want: n };
     }
     case 'string':
@@ -123,6 +125,14 @@ for (const s of SETTINGS) {
     configError(t, () => parseConfig([s.flag], {}), `${s.flag} without a value is a ConfigError`);
   });
 }
+
+t.test('the partial-frame budget holds at least two messages of the largest size', async (t) => {
+  configError(t, () => parseConfig(['--partial-frames-budget', String(2 * DEFAULT_LIMITS.maxFrameBytes - 1)], {}), 'below twice the default --max-frame-bytes');
+  configError(t, () => parseConfig(['--max-frame-bytes', '1048576', '--partial-frames-budget', '2097151'], {}), 'below twice a given --max-frame-bytes');
+  t.equal(parseConfig(['--max-frame-bytes', '1048576', '--partial-frames-budget', '2097152'], {}).partialFramesBudget, 2097152, 'twice --max-frame-bytes is enough');
+  t.equal(parseConfig(['--max-frame-bytes', String(DEFAULT_LIMITS.partialFramesBudget)], {}).partialFramesBudget, 2 * DEFAULT_LIMITS.partialFramesBudget, 'unless given, the budget grows to twice a large --max-frame-bytes');
+  t.equal(parseConfig([], { SPIWIRE_MAX_FRAME_BYTES: '1048576' }).partialFramesBudget, DEFAULT_LIMITS.partialFramesBudget, 'and keeps its default above that');
+});
 
 t.test('several settings at once, from both sources', async (t) => {
   const cfg = parseConfig(['--port', '9001', '--log-level=debug', '--max-sockets', '7'], {

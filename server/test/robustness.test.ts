@@ -517,7 +517,7 @@ t.test('a client that vanishes mid-call: its sockets close, other sessions keep 
   await roundTrip(v);
   t.notOk(v.messages.some((m) => m.id === recv.id || m.id === accept.id), 'WSPRecv and WSPAccept are blocked');
   const before = await healthz(d.port);
-  t.same(before, { status: 'ok', sessions: 2, sockets: 5, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0 }, 'two sessions; V holds four sockets (one of them accepted), W one');
+  t.same(before, { status: 'ok', sessions: 2, sockets: 5, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0, partialFrameBytes: 0 }, 'two sessions; V holds four sockets (one of them accepted), W one');
 
   v.ws.terminate();
   recv.response.catch(() => undefined);
@@ -529,7 +529,7 @@ t.test('a client that vanishes mid-call: its sockets close, other sessions keep 
   t.not(how2, 'still open', `the peer of the overlapped WSPRecv sees its connection end (${how2})`);
   t.ok(await waitUntil(async () => (await connectOutcome(name.port)) === 'ECONNREFUSED'), 'the listening socket is closed: connects are refused');
   t.ok(await waitUntil(async () => (await healthz(d.port))['sessions'] === 1), '/healthz shows the session gone');
-  t.same(await healthz(d.port), { status: 'ok', sessions: 1, sockets: 1, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0 }, 'only W and its socket remain');
+  t.same(await healthz(d.port), { status: 'ok', sessions: 1, sockets: 1, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0, partialFrameBytes: 0 }, 'only W and its socket remain');
 
   // W keeps working, including over a new TCP connection.
   t.equal((await w.call('WSPGetSockOpt', { s: hw, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }))['ret'], 0, 'W\'s socket still answers');

@@ -189,13 +189,13 @@ t.test('GET /healthz and GET /version answer JSON with the documented fields', a
   const h0 = await getJson(`${httpBase(d)}/healthz`);
   t.equal(h0.status, 200);
   t.match(h0.type, /^application\/json/);
-  t.same(h0.body, { status: 'ok', sessions: 0, sockets: 0, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0 });
+  t.same(h0.body, { status: 'ok', sessions: 0, sockets: 0, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0, partialFrameBytes: 0 });
 
   const s = await session(t, d.url);
   const r = await s.request('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: 0 }).response;
   t.equal(r.result?.['errno'], 0, 'a socket was created');
   const h1 = await getJson(`${httpBase(d)}/healthz`);
-  t.same(h1.body, { status: 'ok', sessions: 1, sockets: 1, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0 }, 'the session and its socket are counted');
+  t.same(h1.body, { status: 'ok', sessions: 1, sockets: 1, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0, partialFrameBytes: 0 }, 'the session and its socket are counted');
 
   const v = await getJson(`${httpBase(d)}/version`);
   t.equal(v.status, 200);
@@ -301,5 +301,5 @@ t.test('a frame larger than maxFrameBytes closes that WebSocket with 1009; other
     if (h['sessions'] === 1) break;
     await new Promise((res) => setTimeout(res, 20));
   }
-  t.same(h, { status: 'ok', sessions: 1, sockets: 1, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0 }, 'only session B and its socket remain');
+  t.same(h, { status: 'ok', sessions: 1, sockets: 1, heldBytes: 0, heldBytesOfEndedSessions: 0, drainingConnections: 0, partialFrameBytes: 0 }, 'only session B and its socket remain');
 });

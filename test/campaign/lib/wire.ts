@@ -269,6 +269,11 @@ export class Wire {
   }
 
   /** Drops the connection without a close handshake (FIN). */
+  /** The TCP connection under the WebSocket, for bytes that are not whole frames. */
+  get rawSocket(): Socket {
+    return (this.ws as unknown as { _socket: Socket })._socket;
+  }
+
   terminate(): void {
     this.ws.terminate();
   }

@@ -14,6 +14,9 @@
  *  - a client that stops reading its WebSocket while it asks for big replies (WSPRecv MSG_PEEK
  *    of 4 MiB, again and again): the daemon must bound what it holds for that client (closing it
  *    with 4008 is the expected answer);
+ *  - messages begun and never finished (a slowloris on the WebSocket): many sessions each start a
+ *    16 MiB message and trickle it in. The daemon runs with --partial-frames-budget 64 MiB;
+ *    closing the oldest with 1013 is the expected answer, and its RSS must not follow the bytes;
  *  - a peer that stops reading, across many sessions: overlapped and blocking sends pile up, then
  *    the sessions close and new ones connect. The daemon runs with --held-bytes-budget 256 MiB
  *    (the default is 1 GiB) so that the peak shows the budget holding, and with a short
@@ -34,8 +37,8 @@ import { MiB, round1, sleep, waitUntil, within } from '../lib/util.js';
 const MAX_PENDING = 2048;
 
 const BUDGET = {
-  quick: { idleSessions: 300, udpSockets: 600, beyondPending: 600, extraNotifications: 4000, urgent: 200, urgentMs: 3000, bigReplyMiB: 4, bigReplies: 150, stopAtMiB: 600, stallSessions: 6, stallMiBPerSession: 48 },
-  full: { idleSessions: 2000, udpSockets: 5000, beyondPending: 4000, extraNotifications: 60000, urgent: 1000, urgentMs: 8000, bigReplyMiB: 4, bigReplies: 400, stopAtMiB: 1200, stallSessions: 16, stallMiBPerSession: 64 },
+  quick: { trickleSessions: 24, trickleMiB: 8, idleSessions: 300, udpSockets: 600, beyondPending: 600, extraNotifications: 4000, urgent: 200, urgentMs: 3000, bigReplyMiB: 4, bigReplies: 150, stopAtMiB: 600, stallSessions: 6, stallMiBPerSession: 48 },
+  full: { trickleSessions: 80, trickleMiB: 15, idleSessions: 2000, udpSockets: 5000, beyondPending: 4000, extraNotifications: 60000, urgent: 1000, urgentMs: 8000, bigReplyMiB: 4, bigReplies: 400, stopAtMiB: 1200, stallSessions: 16, stallMiBPerSession: 64 },
 };
 type Budget = typeof BUDGET.quick;
 
@@ -276,6 +279,51 @@ async function clientStopsReading(a: Arena, b: Budget): Promise<void> {
   await a.checkAlive('serving a client that does not read');
 }
 
+/** Bytes of unfinished messages the daemon may hold (--partial-frames-budget): what bounds the trickle. */
+const PARTIAL_FRAMES_BUDGET = 64 * MiB;
+
+async function unfinishedMessages(a: Arena, b: Budget): Promise<void> {
+  const wires: Wire[] = [];
+  for (let i = 0; i < b.trickleSessions; i++) {
+    const w = await a.wire();
+    wires.push(w);
+    // A binary message of 16 MiB less a header's room, masked with the zero key: the header only.
+    const header = Buffer.alloc(14);
+    header[0] = 0x82;
+    header[1] = 0x80 | 127;
+    header.writeBigUInt64BE(BigInt(16 * MiB - 16), 2);
+    w.rawSocket.write(header);
+  }
+  const rss0 = a.sample() ?? 0;
+  const chunk = Buffer.alloc(MiB, 0x5a);
+  let offered = 0;
+  for (let round = 0; round < b.trickleMiB; round++) {
+    for (const w of wires) {
+      if (!w.isOpen) continue;
+      w.rawSocket.write(chunk);
+      offered += 1;
+    }
+    // Paced, so that the daemon has read each round and its RSS shows what it holds.
+    await sleep(200);
+    a.sample();
+    if (!(await a.checkAlive('taking unfinished messages'))) return;
+  }
+  let peak = a.sample() ?? 0;
+  for (let i = 0; i < 5; i++) {
+    await sleep(100);
+    peak = Math.max(peak, a.sample() ?? 0);
+  }
+  const codes = new Map<number, number>();
+  for (const w of wires) if (w.closeInfo) codes.set(w.closeInfo.code, (codes.get(w.closeInfo.code) ?? 0) + 1);
+  const closed = [...codes].map(([c, n]) => `${n} closed with ${c}`).join(', ') || 'none closed';
+  a.extra['unfinishedMessages'] = `${b.trickleSessions} sessions trickled ${offered} MiB of unfinished 16 MiB messages: RSS ${round1(rss0)} -> ${round1(peak)} MiB; ${closed}`;
+  if (codes.get(1013)) a.note(`unfinished messages: the daemon closed ${codes.get(1013)} trickling connections with 1013 (the partial-frame budget)`);
+  const other = [...codes].filter(([c]) => c !== 1013);
+  if (other.length) a.find('other', `unfinished messages: connections closed with ${other.map(([c, n]) => `${c} (${n}x)`).join(', ')}, not 1013`);
+  if (peak - rss0 > PARTIAL_FRAMES_BUDGET / MiB + 96) a.find('memory', `unfinished messages: RSS grew by ${round1(peak - rss0)} MiB for ${offered} MiB trickled, past the partial-frame budget of ${PARTIAL_FRAMES_BUDGET / MiB} MiB`);
+  for (const w of wires) w.terminate();
+}
+
 /** How long an ended session's connections may deliver (--linger-timeout): short, so the campaign sees the release. */
 const LINGER_MS = 2000;
 /** Bytes the daemon may hold for all sessions' sends (--held-bytes-budget): what bounds the peak here. */
@@ -344,7 +392,7 @@ async function peerStopsReading(a: Arena, b: Budget): Promise<TcpPeer> {
 }
 
 export function exhaustion(opts: Options): Promise<Row> {
-  return Arena.run('exhaustion', 'Resource exhaustion', opts, ['--max-pending-requests', String(MAX_PENDING), '--linger-timeout', String(LINGER_MS), '--held-bytes-budget', String(HELD_BYTES_BUDGET)], async (a) => {
+  return Arena.run('exhaustion', 'Resource exhaustion', opts, ['--max-pending-requests', String(MAX_PENDING), '--linger-timeout', String(LINGER_MS), '--held-bytes-budget', String(HELD_BYTES_BUDGET), '--partial-frames-budget', String(PARTIAL_FRAMES_BUDGET)], async (a) => {
     const b = opts.quick ? BUDGET.quick : BUDGET.full;
     const quiet = await TcpPeer.start();
     const parts: Array<[string, () => Promise<unknown>]> = [
@@ -353,6 +401,7 @@ export function exhaustion(opts: Options): Promise<Row> {
       ['pending requests', () => pendingRequests(a, b, quiet)],
       ['urgent receives', () => urgentReceives(a, b, quiet)],
       ['client stops reading', () => clientStopsReading(a, b)],
+      ['unfinished messages', () => unfinishedMessages(a, b)],
       // Last: what it leaves behind is what "after" measures.
       ['peer stops reading', () => peerStopsReading(a, b)],
     ];

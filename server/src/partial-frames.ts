@@ -1,0 +1,126 @@
+/**
+ * Bytes of WebSocket messages that have begun to arrive and not ended, counted over the whole
+ * daemon. ws keeps every byte of a message until its last one comes, up to maxFrameBytes per
+ * connection, and no other limit counts those bytes: a client that starts a large message on each
+ * of many connections and trickles the rest in would hold maxFrameBytes times maxSessions (tens of
+ * GiB by default). Past the budget, the connection whose unfinished message began longest ago is
+ * closed: a slow trickle is the oldest, while a client sending at any real speed finishes its
+ * messages and starts new ones all the time.
+ *
+ * The close sends close code 1013 (try again later) with a reason, then ends the TCP connection
+ * without waiting for the client's answer, so the daemon reads no more of it. The daemon counts
+ * that as a broken connection: a resumable session waits for its client to resume (the SDK
+ * resumes after 1013), any other ends.
+ */
+import type { Socket } from 'node:net';
+import type { WebSocket } from 'ws';
+
+/** The close code of a connection closed for the budget: RFC 6455's "try again later". */
+export const PARTIAL_FRAMES_CLOSE_CODE = 1013;
+
+/** What ws's receiver holds of a message still arriving (fields of ws 8's Receiver class). */
+interface ReceiverState {
+  /** Bytes read from the connection and not yet taken into a message. */
+  _bufferedBytes: number;
+  /** Payload of the earlier fragments of a fragmented message. */
+  _messageLength: number;
+  /** The reads not yet taken, one Buffer each. */
+  _buffers: unknown[];
+}
+
+/**
+ * What one buffered read costs beyond its bytes: the Buffer object, its ArrayBuffer and the
+ * backing store's record. A client that sends a message one byte per TCP segment holds far more
+ * than its bytes, and that must count too.
+ */
+const PER_READ_BYTES = 256;
+
+/** One WebSocket connection as the budget sees it. */
+class Arrival {
+  /** Bytes (and per-read costs) ws holds for the connection's unfinished message; 0 when none. */
+  held = 0;
+  /** performance.now() when the unfinished message began to arrive. */
+  since = 0;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly receiver: ReceiverState,
+    readonly socket: Socket,
+  ) {}
+}
+
+export class PartialFrames {
+  private heldTotal = 0;
+  /** Connections holding part of a message. */
+  private readonly arriving = new Set<Arrival>();
+  /** Connections closed for the budget since the daemon started. */
+  closedForBudget = 0;
+
+  /**
+   * budget: the most bytes all connections together may hold of messages still arriving; at
+   * least twice maxFrameBytes (config.ts checks), so that one message of the largest size alone
+   * never passes it. closed: told of each connection closed for the budget, for the log.
+   */
+  constructor(
+    readonly budget: number,
+    private readonly closed: (info: { held: number; ageMs: number; total: number }) => void,
+  ) {}
+
+  /** Bytes held now for messages still arriving, all connections. */
+  get total(): number {
+    return this.heldTotal;
+  }
+
+  /** Counts what ws holds of socket's messages, from the moment it upgraded to the close. */
+  watch(ws: WebSocket, socket: Socket): void {
+    const receiver = (ws as unknown as { _receiver?: ReceiverState })._receiver;
+    // A ws without these fields (a major version later) would count nothing: fail loudly instead,
+    // at the first connection, rather than leave the daemon without the bound.
+    if (receiver === undefined || typeof receiver._bufferedBytes !== 'number' || typeof receiver._messageLength !== 'number' || !Array.isArray(receiver._buffers)) {
+      throw new Error('ws receiver fields missing: the partial-frame budget cannot count this ws version');
+    }
+    const a = new Arrival(ws, receiver, socket);
+    // ws's own 'data' listener was added when the connection upgraded: this one runs after the
+    // receiver has taken the chunk and emitted every message it completed.
+    socket.on('data', () => this.update(a));
+    socket.once('close', () => this.forget(a));
+  }
+
+  private update(a: Arrival): void {
+    const r = a.receiver;
+    const held = r._bufferedBytes + r._messageLength + r._buffers.length * PER_READ_BYTES;
+    if (held === a.held) return;
+    this.heldTotal += held - a.held;
+    if (a.held === 0) {
+      a.since = performance.now();
+      this.arriving.add(a);
+    } else if (held === 0) this.arriving.delete(a);
+    a.held = held;
+    while (this.heldTotal > this.budget && this.arriving.size > 0) this.closeOldest();
+  }
+
+  private forget(a: Arrival): void {
+    this.heldTotal -= a.held;
+    a.held = 0;
+    this.arriving.delete(a);
+  }
+
+  private closeOldest(): void {
+    let oldest: Arrival | null = null;
+    for (const a of this.arriving) if (oldest === null || a.since < oldest.since) oldest = a;
+    if (oldest === null) return;
+    const { held, since } = oldest;
+    this.forget(oldest);
+    this.closedForBudget++;
+    this.closed({ held, ageMs: Math.round(performance.now() - since), total: this.heldTotal });
+    // The close frame goes out first; then FIN, and the socket is destroyed once that is written,
+    // without waiting for the client's close frame. Nothing more is read meanwhile.
+    oldest.socket.pause();
+    try {
+      oldest.ws.close(PARTIAL_FRAMES_CLOSE_CODE, 'partial-frame budget: the daemon holds too many unfinished messages');
+    } catch {
+      // The connection was closing already: ending the socket below is all that is left.
+    }
+    oldest.socket.destroySoon();
+  }
+}

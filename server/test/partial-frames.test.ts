@@ -1,0 +1,123 @@
+/**
+ * Messages that begin and never end (a slowloris on the WebSocket): the daemon counts what ws holds
+ * of unfinished messages over every connection and, past --partial-frames-budget, closes the
+ * connection whose message began first with 1013. The daemon runs as its own process, so its
+ * memory is its own.
+ */
+import t, { type Test } from 'tap';
+import type * as net from 'node:net';
+import WebSocket from 'ws';
+import * as P from '@spiwire/proto';
+import { RawSession, session, startCli, udpSocket, until, type Cli } from './helpers/raw-client.js';
+
+const MAX_FRAME = 1024 * 1024;
+const BUDGET = 4 * 1024 * 1024;
+/** Bytes of its message each hog sends: six of them pass the budget. */
+const PART = 700_000;
+
+async function stats(d: Cli): Promise<Record<string, unknown>> {
+  return (await (await fetch(`http://127.0.0.1:${d.port}/stats`)).json()) as Record<string, unknown>;
+}
+
+const partialBytes = async (d: Cli): Promise<number> => Number((await stats(d))['partialFrameBytes']);
+
+/**
+ * Writes, on ws's TCP connection, the start of a binary message of MAX_FRAME - 16 bytes (masked
+ * with the zero key) and `part` bytes of its payload, and nothing more.
+ */
+function beginMessage(ws: WebSocket, part: number): void {
+  const header = Buffer.alloc(14);
+  header[0] = 0x82; // FIN, binary
+  header[1] = 0x80 | 127; // masked, 64-bit length
+  header.writeBigUInt64BE(BigInt(MAX_FRAME - 16), 2);
+  // bytes 10..13: the masking key, all zero
+  (ws as unknown as { _socket: net.Socket })._socket.write(Buffer.concat([header, Buffer.alloc(part, 0x5a)]));
+}
+
+async function startDaemon(t: Test): Promise<Cli> {
+  return startCli(t, ['--max-frame-bytes', String(MAX_FRAME), '--partial-frames-budget', String(BUDGET), '--resume-grace', '20000']);
+}
+
+t.test('unfinished messages on many connections: the oldest are closed with 1013, the daemon holds no more than the budget', async (t) => {
+  const d = await startDaemon(t);
+  const bystander = await session(t, d.url);
+  const bh = await udpSocket(bystander);
+  const hogs: RawSession[] = [];
+  t.teardown(() => hogs.forEach((h) => h.ws.terminate()));
+  const closes: Array<{ index: number; code: number; reason: string }> = [];
+  for (let i = 0; i < 10; i++) {
+    const h = await RawSession.open(d.url);
+    hogs.push(h);
+    void h.closed.then((c) => closes.push({ index: i, ...c }));
+    beginMessage(h.ws, PART);
+    // Each hog's bytes are in before the next begins, so that the order of arrival is known.
+    const arrived = async (): Promise<boolean> => {
+      const st = await stats(d);
+      return Number(st['partialFrameBytes']) >= (i + 1 - Number(st['partialFrameCloses'])) * PART;
+    };
+    t.ok(await until(arrived, 5000), `hog ${i}'s bytes are counted`);
+    t.ok((await partialBytes(d)) <= BUDGET, `after hog ${i}, the daemon holds no more than the budget`);
+  }
+  t.ok(await until(() => closes.length >= 5, 5000), 'at least five hogs were closed');
+  closes.sort((a, b) => a.index - b.index);
+  t.same(
+    closes.map((c) => c.index),
+    closes.map((_, i) => i),
+    'the hogs closed are the first ones, whose messages began first',
+  );
+  for (const c of closes) {
+    t.equal(c.code, 1013, `hog ${c.index}: close code 1013`);
+    t.match(c.reason, /partial-frame budget/, `hog ${c.index}: the reason names the budget`);
+  }
+  t.ok(closes.length <= 6, `no more were closed than needed (${closes.length})`);
+  t.ok(hogs.slice(closes.length).every((h) => h.isOpen), 'the later hogs are still connected');
+  const st = await stats(d);
+  t.ok(Number(st['partialFrameBytes']) >= (10 - closes.length) * PART, 'the open hogs are still counted');
+  // The bystander never noticed.
+  const r = await bystander.call('WSPGetSockOpt', { s: bh, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+  t.equal(r['ret'], 0, 'a bystander session still gets answers');
+  const metrics = await (await fetch(`http://127.0.0.1:${d.port}/metrics`)).text();
+  t.match(metrics, new RegExp(`spiwire_partial_frame_closes_total ${closes.length}\\b`), 'the metric counts the closes');
+  // A hog that finishes its message no longer counts (the daemon takes the message and answers
+  // that its bytes are not a frame; the session goes on).
+  const last = hogs[9]!;
+  (last.ws as unknown as { _socket: net.Socket })._socket.write(Buffer.alloc(MAX_FRAME - 16 - PART, 0));
+  t.ok(await until(async () => (await partialBytes(d)) <= (10 - closes.length - 1) * (PART + 4096), 5000), 'a finished message no longer counts');
+  t.ok(d.lines().every((l) => Number(l['level']) < 50), 'nothing was logged at error level');
+});
+
+t.test('a resumable session closed for the budget waits for its client, which resumes it', async (t) => {
+  const d = await startDaemon(t);
+  const first = await RawSession.open(`${d.url}?resumable=1`);
+  t.teardown(() => first.ws.terminate());
+  const welcome = await first.wait((m) => m.method === 'spiwire.welcome');
+  const params = welcome.params as Record<string, unknown>;
+  const offer = params['resume'] as Record<string, unknown>;
+  const sid = String(params['session']);
+  beginMessage(first.ws, PART);
+  t.ok(await until(async () => (await partialBytes(d)) >= PART, 5000), 'its unfinished message is counted');
+  const hogs: RawSession[] = [];
+  t.teardown(() => hogs.forEach((h) => h.ws.terminate()));
+  const closed = first.closed;
+  for (let i = 0; i < 6; i++) {
+    const h = await RawSession.open(d.url);
+    hogs.push(h);
+    beginMessage(h.ws, PART);
+  }
+  const c = await closed;
+  t.equal(c.code, 1013, 'the oldest, the resumable session, got 1013');
+  const health = (await (await fetch(`http://127.0.0.1:${d.port}/healthz`)).json()) as Record<string, unknown>;
+  t.ok(Number(health['sessions']) >= 1, 'its session still counts while it waits');
+  // Resume as the spec says (section 20): a new connection naming the session, then spiwire.resume.
+  const again = new WebSocket(`${d.url}?resume=${sid}&daemon=${String(offer['daemonId'])}`, [P.SUBPROTOCOL]);
+  t.teardown(() => again.terminate());
+  const answer = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    again.on('open', () => again.send(JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: sid, token: offer['token'], received: 0, daemonId: offer['daemonId'] } })));
+    again.on('message', (data: Buffer, binary: boolean) => {
+      const recs = binary ? P.decodeFrame(data) : [P.decodeText(data.toString())];
+      for (const r of recs) if (r.ok && P.isRecord(r.message)) resolve(r.message);
+    });
+    again.on('close', (code) => reject(new Error(`closed with ${code} before an answer`)));
+  });
+  t.equal(answer['method'], 'spiwire.resumed', 'the session was resumed');
+});
