@@ -357,14 +357,19 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     this.tx = new TransportBuffer(sink, this.opts.sndBuf, () => this.afterDrainStep(), this.quota.add);
     conn.on('data', (chunk: Buffer) => {
       this.receivedTotal += chunk.length;
-      if (this.recvShut) {
-        // Data after shutdown(SD_RECEIVE): Windows resets the connection.
-        this.breakWith(W.WSAECONNRESET);
-        conn.resetAndDestroy();
-        return;
-      }
       this.lastRecvAt = ++ioOrder;
       this.rx.push(chunk);
+      if (this.recvShut) {
+        // Data after shutdown(SD_RECEIVE) goes to the receives that were already waiting when it
+        // was called (Wine's test_shutdown); data that none of them takes resets the connection,
+        // as on Windows.
+        this.wake();
+        if (this.rx.size > 0 && !this.state.is('broken')) {
+          this.breakWith(W.WSAECONNRESET);
+          conn.resetAndDestroy();
+        }
+        return;
+      }
       if (this.rx.size >= this.receiveHold() || this.ctx.flow.paused) conn.pause();
       // New data records FD_READ again on Windows, even before a receive re-enables it.
       this.reenable(W.FD_READ);
@@ -843,7 +848,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     want = Math.min(want, this.maxRecvBytes);
     return () => {
       if (this.closed) return recvFailed(W.WSAEINTR);
-      if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
+      // No recvShut test here: a receive started after SD_RECEIVE failed in its precheck, and
+      // one already waiting when it came goes on waiting for data, as on Windows.
       if (flags & W.MSG_OOB) return this.takeUrgent(flags);
       // A receive of 0 bytes completes, with 0, once data is there, as on Windows.
       if (this.rx.size > 0) {
