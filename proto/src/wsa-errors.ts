@@ -74,7 +74,7 @@ const table: ReadonlyArray<readonly [string, number, string]> = [
   ['WSAEOPNOTSUPP', WSAEOPNOTSUPP, 'The operation or flag is not supported by this socket: MSG_OOB on UDP, MSG_PARTIAL on TCP or UDP, listen on UDP, QOS, a WSPIoctl code it does not know.'],
   ['WSAEAFNOSUPPORT', WSAEAFNOSUPPORT, 'The address family is not AF_INET or AF_INET6, or does not match the socket.'],
   ['WSAEADDRINUSE', WSAEADDRINUSE, 'The local address and port are already in use.'],
-  ['WSAEADDRNOTAVAIL', WSAEADDRNOTAVAIL, 'The address is not valid here (not a local address for bind, or port 0 / any address for connect and send).'],
+  ['WSAEADDRNOTAVAIL', WSAEADDRNOTAVAIL, 'The address is not valid here (not a local address for bind, port 0 or the any address for connect, the any address for a send).'],
   ['WSAENETDOWN', WSAENETDOWN, 'The network subsystem failed: the daemon is shutting down under the call, or the interface went away.'],
   ['WSAENETUNREACH', WSAENETUNREACH, 'No route to the destination network.'],
   ['WSAENETRESET', WSAENETRESET, 'The connection was broken by keep-alive detecting a failure.'],

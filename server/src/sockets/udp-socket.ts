@@ -242,7 +242,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     // On a connected socket the destination is the default peer; lpTo is ignored.
     const dest = this.peer ?? to;
     if (!dest) return W.WSAENOTCONN;
-    if (isAnyAddress(dest.address) || dest.port === 0) return W.WSAEADDRNOTAVAIL;
+    if (isAnyAddress(dest.address)) return W.WSAEADDRNOTAVAIL;
     // Refused here, before the kernel, so that no broadcast datagram ever leaves without SO_BROADCAST.
     // Windows gates lpTo only: a socket connected to a broadcast address sends to it with WSPSend
     // (Wine's test_broadcast), while a WSPSendTo naming it still needs SO_BROADCAST.
@@ -271,6 +271,9 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
 
   /** Sends the datagram copies times (a drop fault: 0, reported sent all the same; duplicate: 2). */
   private sendPlanned(buffers: readonly Uint8Array[], plan: { dest: SockAddr; total: number }, copies = 1): Promise<SendResult> {
+    // Windows sends a datagram to port 0 (Wine's test_UDP); Linux refuses it (EINVAL), and no
+    // socket can be bound to port 0 to receive it: it is reported sent and goes nowhere.
+    if (plan.dest.port === 0) copies = 0;
     const go = (): Promise<SendResult> => {
       if (copies === 0) {
         if (this.closed) return Promise.resolve(sendFailed(W.WSAEINTR));
