@@ -3,10 +3,12 @@
  * one (the call fails at once with WSAEINPROGRESS). Calls on a nonblocking socket are not blocking
  * calls, and neither are calls made outside any thread of the session. The guard keeps which
  * sockets are nonblocking (FIONBIO, WSPEventSelect, inherited by WSPAccept); each thread counts
- * its own blocking calls (SpiThread.blockingCalls).
+ * its own blocking calls (SpiThread.blockingCalls). A blocking call that waits is also an
+ * alertable wait of its thread, as on Windows (runOn).
  */
 import * as P from '@spiwire/proto';
 import type { Result } from './marshal.js';
+import type { ReplyListener } from './rpc.js';
 import type { SpiThread } from './threads.js';
 
 export class BlockingGuard {
@@ -33,18 +35,34 @@ export class BlockingGuard {
    * is under way it answers WSAEINPROGRESS instead, without running call.
    */
   // Not async: a call that involves no thread costs no extra promise.
-  run(thread: SpiThread | null, s: number, call: () => Promise<Result>): Promise<Result> {
+  run(thread: SpiThread | null, s: number, call: (listener?: ReplyListener) => Promise<Result>): Promise<Result> {
     if (!thread || this.nonBlocking.has(s)) return call();
     return runOn(thread, call);
   }
 }
 
-async function runOn(thread: SpiThread, call: () => Promise<Result>): Promise<Result> {
-  if (thread.blockingCalls > 0) return { ret: P.SOCKET_ERROR, errno: P.WSAEINPROGRESS };
+/**
+ * A blocking call of thread. Once the daemon says it waits (spiwire.waiting), the thread is in an
+ * alertable wait until the reply, as in Windows' Winsock: its APCs run meanwhile, and calls they
+ * make are not refused with WSAEINPROGRESS (on Windows the APC runs on the blocked thread itself).
+ * A call that completes without waiting runs no APC.
+ */
+async function runOn(thread: SpiThread, call: (listener?: ReplyListener) => Promise<Result>): Promise<Result> {
+  if (thread.blockingCalls > 0 && !thread.inAlertableApc) return { ret: P.SOCKET_ERROR, errno: P.WSAEINPROGRESS };
   thread.blockingCalls++;
+  let waited = false;
+  const listener: ReplyListener = {
+    replied: () => undefined,
+    waiting: () => {
+      if (waited) return;
+      waited = true;
+      thread.enterBlockingWait();
+    },
+  };
   try {
-    return await call();
+    return await call(listener);
   } finally {
     thread.blockingCalls--;
+    if (waited) thread.leaveBlockingWait();
   }
 }

@@ -113,7 +113,7 @@ export class SessionEngine<T extends SpiThread> {
   /** Sends a call that blocks its thread (WSAEINPROGRESS while the thread's previous one runs). */
   // Not async: a call that involves no thread costs no extra promise.
   blocking(method: string, params: Record<string, unknown>, s: number, lpThreadId: WSATHREADID | null): Promise<Result> {
-    return this.guard.run(this.threads.issuer(lpThreadId), s, () => this.call(method, params));
+    return this.guard.run(this.threads.issuer(lpThreadId), s, (listener) => this.call(method, params, listener));
   }
 
   /**

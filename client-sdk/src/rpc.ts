@@ -206,6 +206,8 @@ function payloadSize(params: Record<string, unknown>): number {
 /** Told of a call's reply as it is read, before any later record of the same frame. */
 export interface ReplyListener {
   replied(r: Record<string, unknown>): void;
+  /** The call has begun to wait in the daemon (spiwire.waiting), before its reply. */
+  waiting?(): void;
 }
 
 type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void; listener: ReplyListener | undefined };
@@ -614,6 +616,11 @@ export class RpcConnection {
       if (method === 'spiwire.ack') {
         const n = params['received'];
         if (typeof n === 'number') this.acknowledged(n);
+        return;
+      }
+      if (method === 'spiwire.waiting') {
+        const id = params['id'];
+        if (typeof id === 'number') this.pending.get(id)?.listener?.waiting?.();
         return;
       }
       this.onNotification(method, params);

@@ -9,6 +9,11 @@ import type { WSATHREADID } from './types.js';
 
 /** The thread on whose behalf an SDK call runs (set by the thread's own methods). */
 export const issuingThread = new AsyncLocalStorage<SpiThread>();
+/**
+ * The thread whose APCs run in a blocking call's wait: what they do, and what they start, runs
+ * inside that blocking call on Windows, so a blocking call they make is not WSAEINPROGRESS.
+ */
+const blockingWaitApcs = new AsyncLocalStorage<SpiThread>();
 
 interface Apc {
   run: () => unknown;
@@ -125,8 +130,15 @@ export class SpiThread {
   private runningApcs = false;
   private wake: (() => void) | null = null;
   private autoScheduled = false;
-  /** Blocking SPI calls of this thread still running (WSAEINPROGRESS guard). */
+  /** Blocking SPI calls of this thread still running (WSAEINPROGRESS guard, blocking.ts). */
   blockingCalls = 0;
+  /**
+   * Blocking calls of this thread that the daemon said wait (spiwire.waiting). Windows' Winsock
+   * waits alertably in a blocking call (Wine's test_accept and test_WSARecv): meanwhile the
+   * thread's APCs run, as in SleepEx(..., TRUE).
+   */
+  private blockingWaits = 0;
+
 
   constructor(
     private readonly host: ThreadHost,
@@ -149,7 +161,8 @@ export class SpiThread {
     if (!this.alive) return false;
     this.apcs.push({ run, socket });
     if (this.host.autoApc) this.scheduleAuto();
-    else this.wake?.();
+    else if (this.wake) this.wake();
+    else if (this.blockingWaits > 0) this.runDuringBlockingWait();
     return true;
   }
 
@@ -161,6 +174,26 @@ export class SpiThread {
       this.autoScheduled = false;
       void this.runApcs();
     });
+  }
+
+  /** A blocking call of this thread waits: APCs queued before or during the wait run now. */
+  enterBlockingWait(): void {
+    this.blockingWaits++;
+    this.runDuringBlockingWait();
+  }
+
+  private runDuringBlockingWait(): void {
+    if (this.apcs.length === 0 || this.runningApcs || !this.alive) return;
+    void blockingWaitApcs.run(this, () => this.runApcs());
+  }
+
+  leaveBlockingWait(): void {
+    this.blockingWaits--;
+  }
+
+  /** Whether the caller is an APC of this thread run in a blocking call's wait, or work it started. */
+  get inAlertableApc(): boolean {
+    return blockingWaitApcs.getStore() === this;
   }
 
   /** Runs every queued APC, in order, one at a time; false when none ran (or a run is under way). */

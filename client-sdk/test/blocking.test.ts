@@ -7,6 +7,7 @@ import t from 'tap';
 import * as P from '@spiwire/proto';
 import { BlockingGuard } from '../src/blocking.js';
 import type { Result } from '../src/marshal.js';
+import type { ReplyListener } from '../src/rpc.js';
 import { RoutineLocks, SpiThread, type ThreadHost } from '../src/threads.js';
 
 class Host implements ThreadHost {
@@ -91,4 +92,43 @@ t.test('calls outside a thread, and calls on a nonblocking socket, are not block
   guard.setNonBlocking(6, true);
   guard.forget(6);
   t.notOk(guard.isNonBlocking(6), 'a closed socket is forgotten');
+});
+
+t.test('a blocking call that waits is an alertable wait: its thread\'s APCs run, and may block in turn', async (t) => {
+  const guard = new BlockingGuard();
+  const thread = new SpiThread(new Host(), 0x1008);
+  let listener: ReplyListener | undefined;
+  const first = heldCall();
+  const pending = guard.run(thread, 1, (l) => {
+    listener = l;
+    return first.call();
+  });
+  const ran: string[] = [];
+  let nested: Promise<Result> | null = null;
+  const inner = heldCall();
+  inner.answer(OK);
+  thread.queueApc(() => {
+    ran.push('apc');
+    // On Windows the APC runs on the blocked thread itself: its own blocking call goes ahead.
+    nested = guard.run(thread, 2, inner.call);
+  });
+  await new Promise((r) => setImmediate(r));
+  t.same(ran, [], 'no APC runs before the daemon says the call waits');
+  t.ok(listener?.waiting, 'the call was given a listener for spiwire.waiting');
+  listener!.waiting!();
+  await new Promise((r) => setImmediate(r));
+  t.same(ran, ['apc'], 'the queued APC ran in the wait');
+  t.same(await nested, OK, 'its blocking call was not refused with WSAEINPROGRESS');
+  t.equal(inner.started(), 1);
+  thread.queueApc(() => ran.push('later'));
+  await new Promise((r) => setImmediate(r));
+  t.same(ran, ['apc', 'later'], 'an APC queued during the wait runs too');
+  const outside = heldCall();
+  t.same(await guard.run(thread, 3, outside.call), IN_PROGRESS, 'a call of the thread outside its APCs is still WSAEINPROGRESS');
+  first.answer(OK);
+  t.same(await pending, OK);
+  thread.queueApc(() => ran.push('after'));
+  await new Promise((r) => setImmediate(r));
+  t.same(ran, ['apc', 'later'], 'after the reply, APCs wait for an alertable wait again');
+  t.equal(thread.queuedApcs, 1);
 });

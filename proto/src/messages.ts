@@ -116,7 +116,8 @@ export type FieldType =
   | 'eventErrors'
   | 'faultRule'
   | 'faultRules'
-  | 'resumeOffer';
+  | 'resumeOffer'
+  | 'requestId';
 
 export interface FieldSpec {
   readonly type: FieldType;
@@ -396,7 +397,9 @@ type TypeOf<T extends FieldType> = T extends 'handle' | 'int' | 'u32'
                         ? FaultRule
                         : T extends 'faultRules'
                           ? FaultRuleStatus[]
-                          : ResumeOffer;
+                          : T extends 'requestId'
+                            ? RequestId
+                            : ResumeOffer;
 
 type ValueOf<F extends FieldSpec> = F extends { readonly nullable: true } ? TypeOf<F['type']> | null : TypeOf<F['type']>;
 type RequiredKeys<S> = { [K in keyof S]: S[K] extends { readonly optional: true } ? never : K }[keyof S];
@@ -455,6 +458,12 @@ export const NOTIFICATIONS = {
       stream: { type: 'u32', doc: 'The stream id of the WSPSend.' },
       taken: { type: 'u32', doc: 'Bytes of the send the daemon has taken into the transport (no longer held as pieces).' },
       done: { type: 'bool', doc: 'The stream is closed (the send completed, failed or was cancelled, or took all it will): no more pieces.' },
+    },
+  },
+  'spiwire.waiting': {
+    summary: 'A blocking call (not overlapped) has begun to wait: for a connection, data, buffer room or the end of a connect. Sent before its reply, at most once per call.',
+    params: {
+      id: { type: 'requestId', doc: 'The id of the waiting call.' },
     },
   },
   'spiwire.networkEvents': {
@@ -607,6 +616,9 @@ function checkType(method: string, key: string, type: FieldType, v: unknown): vo
     }
     case 'faultRules':
       if (!Array.isArray(v)) invalid(method, key, 'must be an array of fault rules');
+      return;
+    case 'requestId':
+      if (!(typeof v === 'string' || (typeof v === 'number' && Number.isInteger(v)))) invalid(method, key, 'must be an integer or a string');
       return;
     case 'limits':
     case 'eventErrors':

@@ -197,6 +197,8 @@ function typeSchema(t: FieldType): Schema {
       return { type: 'array', maxItems: 64, items: { $ref: '#/$defs/faultRuleStatus' } };
     case 'resumeOffer':
       return { $ref: '#/$defs/resumeOffer' };
+    case 'requestId':
+      return { type: ['integer', 'string'] };
   }
 }
 

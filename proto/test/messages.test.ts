@@ -40,6 +40,7 @@ const GOOD: Record<FieldType, unknown> = {
   faultRule: { match: { socket: 256 }, action: { type: 'short', max: 10 } },
   faultRules: [],
   resumeOffer: { token: 't', graceMs: 1000, daemonId: 'd' },
+  requestId: 12,
 };
 
 /** More valid values of each type, the edges included. */
@@ -73,6 +74,7 @@ const ALSO_GOOD: Record<FieldType, unknown[]> = {
   ],
   faultRules: [[{ id: 'x', match: {}, action: { type: 'block', ms: 1 }, seed: 1, hits: 0 }]],
   resumeOffer: [{ token: 't', graceMs: 1, daemonId: 'd', url: 'ws://127.0.0.1:1/ws' }],
+  requestId: [0, -3, 'call-1', ''],
 };
 
 /** Wrong values of each type: each must be refused with the field named. */
@@ -93,6 +95,7 @@ const BAD: Record<FieldType, unknown[]> = {
   faultRule: [1, 'x', [], true, bytes(1)], // shapes within a rule: proto/test/faults.test.ts
   faultRules: [1, 'x', {}, true],
   resumeOffer: [1, 'x', [], true],
+  requestId: [1.5, true, null, [], {}, NaN],
 };
 
 /** validateParams for a method named at run time (every name here is a method of the table). */

@@ -179,6 +179,8 @@ export class Session implements SpiSession, SetAside {
   private ws: WebSocket | null;
   /** Resume state; null for a session that cannot be resumed (not asked for, off, or past its bound). */
   private resume: ResumeState | null = null;
+  /** The id of the call whose method is running now (synchronously), for spiwire.waiting. */
+  private callRunning: P.RequestId | null = null;
   /** The frame being packed holds nothing but a spiwire.ack: it is not counted. */
   private ackOnly = false;
   private readonly onEnd: (() => void) | undefined;
@@ -470,13 +472,18 @@ export class Session implements SpiSession, SetAside {
       return;
     }
     let result: P.Result<P.MethodName> | Promise<P.Result<P.MethodName>>;
+    // Named while the method runs: a wait it begins is reported for it (callWaits). Not for a call
+    // typed by hand in a text frame: its answer comes alone, as text.
+    this.callRunning = text ? null : id;
     try {
       result = runMethod(this, method, msg.params, rec.compact === true);
     } catch (err) {
+      this.callRunning = null;
       if (err instanceof P.ProtocolError) this.refuse(id, method, err, text);
       else this.fault(id, method, err, text);
       return;
     }
+    this.callRunning = null;
     if (!(result instanceof Promise)) {
       this.reply(id, result, text);
       return;
@@ -778,6 +785,12 @@ export class Session implements SpiSession, SetAside {
       flow: this.output,
       onNetworkEvents: (s, events, errors) => this.notify('spiwire.networkEvents', { s, events, errors }),
       faults: this.faults,
+      callWaits: () => {
+        const id = this.callRunning;
+        if (id === null) return;
+        this.callRunning = null;
+        this.notify('spiwire.waiting', { id });
+      },
       ports: daemon.ports,
       draining: daemon.draining,
       connectionQueue: {

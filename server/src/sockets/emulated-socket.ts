@@ -56,6 +56,12 @@ export interface SocketContext {
   readonly onNetworkEvents: (s: number, events: number, errors: Partial<Record<W.NetworkEventName, number>>) => void;
   /** The session's fault rules (server/src/faults/rules.ts). */
   readonly faults: FaultHook;
+  /**
+   * A call that is not overlapped begins to wait (for a connection, data, buffer room or the end
+   * of a connect): the session tells the client (spiwire.waiting), whose thread then waits
+   * alertably, as in Windows' Winsock. Called while the call runs, or it means nothing.
+   */
+  readonly callWaits: () => void;
 }
 
 /** The options WSPSetSockOpt and WSPIoctl set; each transport applies those it can to the real socket. */
@@ -159,6 +165,8 @@ export abstract class EmulatedSocket<S extends string = string> {
   private selectedEvents = 0;
   private recordedEvents = 0;
   private readonly reportEvents: SocketContext['onNetworkEvents'];
+  /** See SocketContext.callWaits. */
+  protected readonly callWaits: SocketContext['callWaits'];
   /** See SocketContext.maxRecvBytes. */
   protected readonly maxRecvBytes: number;
 
@@ -182,6 +190,7 @@ export abstract class EmulatedSocket<S extends string = string> {
     this.opts = new SocketOptions(ctx.defaults);
     this.quota = ctx.quota;
     this.reportEvents = ctx.onNetworkEvents;
+    this.callWaits = ctx.callWaits;
     this.maxRecvBytes = ctx.maxRecvBytes;
     this.faults = ctx.faults;
     this.state = new SocketStateMachine(moves, initial, this.sessionLog, this);
@@ -394,6 +403,7 @@ export abstract class EmulatedSocket<S extends string = string> {
   protected waitFor<R>(check: () => R | undefined, aborted: (errno: number) => R): Promise<R> {
     const first = check();
     if (first !== undefined) return Promise.resolve(first);
+    this.callWaits();
     return new Promise<R>((resolve) => {
       this.addWaiter(check, resolve, (errno) => resolve(aborted(errno)), false);
     });

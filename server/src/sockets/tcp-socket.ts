@@ -506,6 +506,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private sendNow(buffers: readonly Uint8Array[], total: number, flags: number, nonBlocking: boolean): SendResult | Promise<SendResult> {
     const r = streamSend(this.tx!, { buffers, total, direct: this.directFlags(flags) }, { nonBlocking, windowsPolicy: this.opts.windowsPolicy });
     if (r === 'would-block') return this.wouldBlock();
+    // A blocking send that did not fit waits for room.
+    if (r instanceof Promise) this.callWaits();
     // A direct send (MSG_OOB) may have found the connection broken.
     if (nonBlocking && this.state.is('broken')) return sendFailed(this.failure);
     return r;

@@ -107,9 +107,7 @@ wrRoutine.step(t, 'test_WSARecv: an overlapped receive with a completion routine
 
 const wrAlert = new Scenario<Pair>((f) => pair(f, 0));
 
-wrAlert.step(t, 'test_WSARecv: a blocking receive waits alertably: an APC queued to its thread runs during the wait', {
-  todo: 'Windows: the APC runs during the blocking receive (and its send completes the receive); spiwire: APCs run only in the SDK\'s alertable waits (SleepEx, WSAWaitForMultipleEvents), not during a blocking call',
-}, async (c, x) => {
+wrAlert.step(t, 'test_WSARecv: a blocking receive waits alertably: an APC queued to its thread runs during the wait', {}, async (c, x) => {
   const th = x.spi.createThread();
   let apcs = 0;
   const recvDone = recv(th, x.dest, 32);
