@@ -165,10 +165,15 @@ export class OperationTable {
     if (c) this.complete(rec.op, c.error, c.bytes, c.flags);
   }
 
-  /** Failed at once: no completion of any kind, ever. */
+  /**
+   * Failed at once: no completion of any kind, ever. A parameter the provider refuses
+   * (WSAEFAULT) leaves the WSAOVERLAPPED as the call set it, Internal 0x103 and InternalHigh the
+   * caller's, as on Windows (Wine's test_keepalive_vals); other failures write the error.
+   */
   private failed(rec: OpRecord, errno: number): void {
     if (this.ops.get(rec.op) !== rec) return;
     this.ops.delete(rec.op);
+    if (errno === P.WSAEFAULT) return;
     rec.ov.Internal = 0;
     rec.ov.InternalHigh = 0;
     rec.ov.OffsetHigh = errno;

@@ -302,9 +302,7 @@ ka.step(t, 'test_keepalive_vals: without lpcbBytesReturned it fails with WSAEFAU
   c.same([ov.ret, ov.err], [S.SOCKET_ERROR, S.WSAEFAULT], 'overlapped');
 });
 
-ka.step(t, 'test_keepalive_vals: an overlapped call with an 11-byte input fails with WSAEFAULT; lpcbBytesReturned and InternalHigh untouched, Internal 0x103', {
-  todo: 'Windows: Internal left 0x103 (STATUS_PENDING), InternalHigh untouched; spiwire: Internal 0, InternalHigh 0',
-}, async (c, x) => {
+ka.step(t, 'test_keepalive_vals: an overlapped call with an 11-byte input fails with WSAEFAULT; lpcbBytesReturned and InternalHigh untouched, Internal 0x103', {}, async (c, x) => {
   const ov = new S.WSAOVERLAPPED();
   ov.Internal = 0xdeadbeef;
   ov.InternalHigh = 0xdeadbeef;
