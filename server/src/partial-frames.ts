@@ -13,6 +13,7 @@
  * resumes after 1013), any other ends.
  */
 import type { Socket } from 'node:net';
+import * as ws from 'ws';
 import type { WebSocket } from 'ws';
 
 /** The close code of a connection closed for the budget: RFC 6455's "try again later". */
@@ -26,6 +27,11 @@ interface ReceiverState {
   _messageLength: number;
   /** The reads not yet taken, one Buffer each. */
   _buffers: unknown[];
+}
+
+function isReceiverState(r: unknown): r is ReceiverState {
+  const x = r as Partial<ReceiverState> | undefined;
+  return x !== undefined && typeof x._bufferedBytes === 'number' && typeof x._messageLength === 'number' && Array.isArray(x._buffers);
 }
 
 /**
@@ -64,7 +70,12 @@ export class PartialFrames {
   constructor(
     readonly budget: number,
     private readonly closed: (info: { held: number; ageMs: number; total: number }) => void,
-  ) {}
+  ) {
+    // Checked once, at startup: a ws whose receiver lacks these fields (a major version later)
+    // would count nothing and leave the daemon without the bound.
+    const Receiver = (ws as unknown as { Receiver?: new () => unknown }).Receiver;
+    if (Receiver === undefined || !isReceiverState(new Receiver())) throw new Error('the ws receiver has no _bufferedBytes, _messageLength or _buffers: the partial-frame budget cannot count this ws version');
+  }
 
   /** Bytes held now for messages still arriving, all connections. */
   get total(): number {
@@ -72,14 +83,10 @@ export class PartialFrames {
   }
 
   /** Counts what ws holds of socket's messages, from the moment it upgraded to the close. */
-  watch(ws: WebSocket, socket: Socket): void {
-    const receiver = (ws as unknown as { _receiver?: ReceiverState })._receiver;
-    // A ws without these fields (a major version later) would count nothing: fail loudly instead,
-    // at the first connection, rather than leave the daemon without the bound.
-    if (receiver === undefined || typeof receiver._bufferedBytes !== 'number' || typeof receiver._messageLength !== 'number' || !Array.isArray(receiver._buffers)) {
-      throw new Error('ws receiver fields missing: the partial-frame budget cannot count this ws version');
-    }
-    const a = new Arrival(ws, receiver, socket);
+  watch(socketWs: WebSocket, socket: Socket): void {
+    const receiver = (socketWs as unknown as { _receiver?: unknown })._receiver;
+    if (!isReceiverState(receiver)) return;
+    const a = new Arrival(socketWs, receiver, socket);
     // ws's own 'data' listener was added when the connection upgraded: this one runs after the
     // receiver has taken the chunk and emitted every message it completed.
     socket.on('data', () => this.update(a));
