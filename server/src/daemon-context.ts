@@ -12,6 +12,7 @@ import { DaemonFaults } from './faults/operator-rules.js';
 import { DaemonMetrics } from './metrics.js';
 import { TurnBudget } from './turn-budget.js';
 import { PartialFrames } from './partial-frames.js';
+import { OutputBudget } from './output-flow.js';
 
 /**
  * Milliseconds of calls per frame for a lone session, and per turn of the event loop for all
@@ -51,6 +52,8 @@ export interface DaemonLimits {
   outputHighWaterBytes: number;
   /** Unsent output of one session above which the session is ended (close code 4008). */
   outputLimitBytes: number;
+  /** Output waiting for clients (unsent or kept for a resume), all sessions; beyond, the session with the most is ended (4008). */
+  outputBudgetBytes: number;
   /** How long a session's output may make no progress while above the high water mark before it is ended (ms). */
   outputStallMs: number;
   /** How many bytes of a streamed send (one larger than a message) the client may send beyond what the daemon has taken. */
@@ -82,6 +85,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   drainMs: 5_000,
   outputHighWaterBytes: 8 * 1024 * 1024,
   outputLimitBytes: 64 * 1024 * 1024,
+  outputBudgetBytes: 1024 * 1024 * 1024,
   outputStallMs: 30_000,
   streamWindowBytes: 8 * 1024 * 1024,
   resumeGraceMs: 30_000,
@@ -114,6 +118,8 @@ export class DaemonContext {
   readonly turn = new TurnBudget(TURN_BUDGET_MS);
   /** Bytes of WebSocket messages still arriving, against limits.partialFramesBudget. */
   readonly partialFrames: PartialFrames;
+  /** Output waiting for clients, all sessions, against limits.outputBudgetBytes. */
+  readonly output: OutputBudget;
 
   constructor(
     readonly log: Logger,
@@ -127,6 +133,7 @@ export class DaemonContext {
     this.draining = new Draining(log, limits.lingerMs);
     this.faults = new DaemonFaults(log, undefined, (source, rule) => this.metrics.faultApplied(source, rule));
     // A client's doing (it sent the bytes): a debug line at most, like every client mistake.
+    this.output = new OutputBudget(limits.outputBudgetBytes);
     this.partialFrames = new PartialFrames(limits.partialFramesBudget, (info) => this.clientMistakes.log(info, 'connection closed: unfinished messages over the partial-frame budget'));
   }
 

@@ -14,6 +14,40 @@ export interface OutputLimits {
   outputStallMs: number;
 }
 
+/**
+ * Output waiting for clients, over every session: each session's unsent output (and output kept
+ * for a resume) is bounded by its own limits, but maxSessions sessions at their limit would be
+ * maxSessions times outputLimitBytes. Past the budget, the session holding the most is ended as
+ * one whose client does not read (4008): it is the one furthest behind.
+ */
+export class OutputBudget {
+  private totalBytes = 0;
+  private readonly flows = new Set<OutputFlow>();
+
+  constructor(readonly budget: number) {}
+
+  /** Output waiting now, all sessions. */
+  get total(): number {
+    return this.totalBytes;
+  }
+
+  /** flow's waiting output grew (or shrank, n < 0) by n bytes. */
+  change(flow: OutputFlow, n: number): void {
+    this.totalBytes += n;
+    if (n > 0) this.flows.add(flow);
+    if (this.totalBytes <= this.budget) return;
+    let largest: OutputFlow | null = null;
+    for (const f of this.flows) if (largest === null || f.waiting > largest.waiting) largest = f;
+    largest?.overBudget(this.budget);
+  }
+
+  /** flow's session ended: what it held no longer counts. */
+  forget(flow: OutputFlow, n: number): void {
+    if (!this.flows.delete(flow)) return;
+    this.totalBytes -= n;
+  }
+}
+
 export interface OutputHooks {
   /** Stop reading requests and socket data. */
   pause(): void;
@@ -43,15 +77,30 @@ export class OutputFlow {
   constructor(
     private readonly limits: OutputLimits,
     private readonly hooks: OutputHooks,
+    /** The daemon-wide budget this session's output counts toward, if any. */
+    private readonly daemonBudget: OutputBudget | null = null,
   ) {}
+
+  /** Output waiting for the client: unsent, and kept for a resume. */
+  get waiting(): number {
+    return this.unsent + this.held;
+  }
 
   /** Call before handing a frame of n bytes to the WebSocket, with written as its send callback. */
   sent(n: number): void {
     if (this.over) return;
     this.sizes.push(n);
     this.unsent += n;
+    // Counted first: the budget may end this very session (stop() then takes back what it counted).
+    this.daemonBudget?.change(this, n);
+    if (this.over) return;
     if (this.unsent > this.limits.outputLimitBytes) this.overflow(`more than ${this.limits.outputLimitBytes} bytes of output unsent`);
     else if (!this.paused && this.unsent > this.limits.outputHighWaterBytes) this.pause();
+  }
+
+  /** The daemon-wide output budget is exceeded and this session holds the most. */
+  overBudget(budget: number): void {
+    this.overflow(`the sessions' output passed the daemon's budget of ${budget} bytes, and this session held the most (${this.waiting} bytes)`);
   }
 
   /** The WebSocket wrote the oldest frame (or gave up on it: the connection is going away). */
@@ -62,6 +111,7 @@ export class OutputFlow {
       this.head = 0;
     }
     this.unsent -= n;
+    if (!this.over) this.daemonBudget?.change(this, -n);
     this.lastProgress = performance.now();
     if (this.paused && this.unsent + this.held <= this.limits.outputHighWaterBytes / 2) this.resume();
   };
@@ -75,12 +125,14 @@ export class OutputFlow {
   hold(n: number): void {
     if (this.over) return;
     this.held += n;
-    if (!this.paused && this.unsent + this.held > this.limits.outputHighWaterBytes) this.pause();
+    this.daemonBudget?.change(this, n);
+    if (!this.over && !this.paused && this.unsent + this.held > this.limits.outputHighWaterBytes) this.pause();
   }
 
   /** The client is back: what was held is sent again through sent() and counted there. */
   attach(): void {
     this.detached = false;
+    if (!this.over) this.daemonBudget?.change(this, -this.held);
     this.held = 0;
     this.lastProgress = performance.now();
     if (this.paused && this.unsent <= this.limits.outputHighWaterBytes / 2) this.resume();
@@ -88,6 +140,7 @@ export class OutputFlow {
 
   /** The session ended: no timer may outlive it. */
   stop(): void {
+    if (!this.over) this.daemonBudget?.forget(this, this.waiting);
     this.over = true;
     if (this.stallTimer) clearInterval(this.stallTimer);
     this.stallTimer = null;

@@ -207,7 +207,7 @@ export class Session implements SpiSession, SetAside {
         for (const sock of this.sockets.values()) sock.inputResumed();
       },
       overflow: (reason) => this.endForBacklog(reason),
-    });
+    }, daemon.output);
     this.socketContext = this.makeSocketContext();
     this.listen(ws);
     let resume: P.ResumeOffer | undefined;

@@ -96,6 +96,38 @@ t.test('a client that stops reading: the daemon stops reading it, stays bounded,
   t.ok(bystander.isOpen, 'the bystander is still connected');
 });
 
+t.test('output waiting for clients is bounded daemon-wide: past --output-budget the session holding the most ends with 4008', async (t) => {
+  // Each session alone may keep 64 MiB unsent here; the daemon as a whole only 12 MiB.
+  const budget = 12 * 1024 * 1024;
+  const d = await startCli(t, ['--output-high-water', String(64 * 1024 * 1024), '--output-limit', String(64 * 1024 * 1024), '--output-budget', String(budget), '--output-stall-timeout', '60000']);
+  const bystander = await session(t, d.url);
+  const bh = await udpSocket(bystander);
+  const hog = await RawSession.open(d.url);
+  t.teardown(() => hog.ws.terminate());
+  const h = await udpSocket(hog);
+  (hog.ws as unknown as { _socket: net.Socket })._socket.pause();
+  // Replies of about 40 MB, which the hog does not read.
+  for (const f of infoRequests(h, 60_000, 'b')) hog.ws.send(f);
+  const how = await within(
+    (async () => {
+      const c = hog.closed;
+      // Reading again once the daemon gave up lets the close frame through.
+      await until(() => jsonLines(d.stdout()).some((l) => l['msg'] === 'session ended' && String(l['reason']).includes('budget')), 20000);
+      (hog.ws as unknown as { _socket: net.Socket })._socket.resume();
+      return c;
+    })(),
+    25000,
+    null,
+  );
+  t.ok(how && (how.code === P.OUTPUT_BACKLOG_CLOSE_CODE || how.code === 1006), `the hog's session ended (close code ${String(how?.code)})`);
+  const ended = jsonLines(d.stdout()).find((l) => l['msg'] === 'session ended' && String(l['reason']).includes('budget'));
+  t.match(String(ended?.['reason']), /daemon's budget of 12582912 bytes/, 'the daemon logged that the daemon-wide budget ended it');
+  const st = await stats(d);
+  t.ok(Number(st['outputWaitingBytes']) <= budget, `output waiting is within the budget afterwards (${String(st['outputWaitingBytes'])})`);
+  const r = await bystander.call('WSPGetSockOpt', { s: bh, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+  t.equal(r['ret'], 0, 'the bystander, which reads, is untouched');
+});
+
 t.test('a client that pauses and then reads again gets every reply once; nothing is lost', async (t) => {
   const d = await startCli(t, ['--output-high-water', String(128 * 1024), '--output-stall-timeout', '20000']);
   const s = await RawSession.open(d.url);
