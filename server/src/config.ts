@@ -69,6 +69,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--max-outstanding-ops', env: 'SPIWIRE_MAX_OUTSTANDING_OPS', key: 'maxOutstandingOpsPerSocket', kind: 'int', doc: `Pending overlapped operations per socket before WSAEWOULDBLOCK (default ${DEFAULT_LIMITS.maxOutstandingOpsPerSocket}).` },
   { flag: '--resume-grace', env: 'SPIWIRE_RESUME_GRACE', key: 'resumeGraceMs', kind: 'int', doc: `Milliseconds a session whose connection dropped is kept for its client to resume it; 0 turns resume off (default ${DEFAULT_LIMITS.resumeGraceMs}).` },
   { flag: '--replay-limit', env: 'SPIWIRE_REPLAY_LIMIT', key: 'replayLimitBytes', kind: 'int', doc: `Bytes of output not yet acknowledged by its client that a session keeps for a resume; beyond, it cannot be resumed (default ${DEFAULT_LIMITS.replayLimitBytes}).` },
+  { flag: '--replay-budget', env: 'SPIWIRE_REPLAY_BUDGET', key: 'replayBudgetBytes', kind: 'int', doc: `Bytes of output not yet acknowledged that all resumable sessions together keep; beyond, the session keeping the most can no longer be resumed (default ${DEFAULT_LIMITS.replayBudgetBytes}).` },
   { flag: '--resume-url', env: 'SPIWIRE_RESUME_URL', key: 'resumeUrl', kind: 'string', doc: 'WebSocket URL of this very daemon, given to clients in the welcome for resuming when a load balancer stands in front of several daemons (default: none, clients reconnect to the URL they used).' },
   { flag: '--rcvbuf', env: 'SPIWIRE_RCVBUF', key: 'defaultRcvBuf', kind: 'int', doc: `Default SO_RCVBUF (default ${DEFAULT_LIMITS.defaultRcvBuf}).` },
 ];

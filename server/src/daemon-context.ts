@@ -12,7 +12,8 @@ import { DaemonFaults } from './faults/operator-rules.js';
 import { DaemonMetrics } from './metrics.js';
 import { TurnBudget } from './turn-budget.js';
 import { PartialFrames } from './partial-frames.js';
-import { OutputBudget } from './output-flow.js';
+import { SharedBudget } from './shared-budget.js';
+import type { OutputFlow } from './output-flow.js';
 
 /**
  * Milliseconds of calls per frame for a lone session, and per turn of the event loop for all
@@ -62,6 +63,8 @@ export interface DaemonLimits {
   resumeGraceMs: number;
   /** Bytes of output not acknowledged by the client that a resumable session keeps; beyond, it cannot be resumed. */
   replayLimitBytes: number;
+  /** The same bytes, all sessions together; beyond, the session keeping the most can no longer be resumed. */
+  replayBudgetBytes: number;
   /** The send policy of new sockets: 0 the reference page's, 1 Windows' observed one (SO_SPIWIRE_SEND_POLICY). */
   sendPolicy: number;
 }
@@ -90,6 +93,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   streamWindowBytes: 8 * 1024 * 1024,
   resumeGraceMs: 30_000,
   replayLimitBytes: 64 * 1024 * 1024,
+  replayBudgetBytes: 1024 * 1024 * 1024,
 };
 
 export class DaemonContext {
@@ -119,7 +123,9 @@ export class DaemonContext {
   /** Bytes of WebSocket messages still arriving, against limits.partialFramesBudget. */
   readonly partialFrames: PartialFrames;
   /** Output waiting for clients, all sessions, against limits.outputBudgetBytes. */
-  readonly output: OutputBudget;
+  readonly output: SharedBudget<OutputFlow>;
+  /** Output kept for resumes and not yet acknowledged, all sessions, against limits.replayBudgetBytes. */
+  readonly replay: SharedBudget<{ replayOverBudget(budget: number): void }>;
 
   constructor(
     readonly log: Logger,
@@ -133,7 +139,8 @@ export class DaemonContext {
     this.draining = new Draining(log, limits.lingerMs);
     this.faults = new DaemonFaults(log, undefined, (source, rule) => this.metrics.faultApplied(source, rule));
     // A client's doing (it sent the bytes): a debug line at most, like every client mistake.
-    this.output = new OutputBudget(limits.outputBudgetBytes);
+    this.output = new SharedBudget<OutputFlow>(limits.outputBudgetBytes, (flow) => flow.overBudget(limits.outputBudgetBytes));
+    this.replay = new SharedBudget<{ replayOverBudget(budget: number): void }>(limits.replayBudgetBytes, (session) => session.replayOverBudget(limits.replayBudgetBytes));
     this.partialFrames = new PartialFrames(limits.partialFramesBudget, (info) => this.clientMistakes.log(info, 'connection closed: unfinished messages over the partial-frame budget'));
   }
 

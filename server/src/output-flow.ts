@@ -8,44 +8,12 @@
  * stall time, is ended with close code 4008 (OUTPUT_BACKLOG_CLOSE_CODE).
  */
 
+import type { SharedBudget } from './shared-budget.js';
+
 export interface OutputLimits {
   outputHighWaterBytes: number;
   outputLimitBytes: number;
   outputStallMs: number;
-}
-
-/**
- * Output waiting for clients, over every session: each session's unsent output (and output kept
- * for a resume) is bounded by its own limits, but maxSessions sessions at their limit would be
- * maxSessions times outputLimitBytes. Past the budget, the session holding the most is ended as
- * one whose client does not read (4008): it is the one furthest behind.
- */
-export class OutputBudget {
-  private totalBytes = 0;
-  private readonly flows = new Set<OutputFlow>();
-
-  constructor(readonly budget: number) {}
-
-  /** Output waiting now, all sessions. */
-  get total(): number {
-    return this.totalBytes;
-  }
-
-  /** flow's waiting output grew (or shrank, n < 0) by n bytes. */
-  change(flow: OutputFlow, n: number): void {
-    this.totalBytes += n;
-    if (n > 0) this.flows.add(flow);
-    if (this.totalBytes <= this.budget) return;
-    let largest: OutputFlow | null = null;
-    for (const f of this.flows) if (largest === null || f.waiting > largest.waiting) largest = f;
-    largest?.overBudget(this.budget);
-  }
-
-  /** flow's session ended: what it held no longer counts. */
-  forget(flow: OutputFlow, n: number): void {
-    if (!this.flows.delete(flow)) return;
-    this.totalBytes -= n;
-  }
 }
 
 export interface OutputHooks {
@@ -77,8 +45,8 @@ export class OutputFlow {
   constructor(
     private readonly limits: OutputLimits,
     private readonly hooks: OutputHooks,
-    /** The daemon-wide budget this session's output counts toward, if any. */
-    private readonly daemonBudget: OutputBudget | null = null,
+    /** The daemon-wide budget of output waiting for clients, if any (its over() calls overBudget). */
+    private readonly daemonBudget: SharedBudget<OutputFlow> | null = null,
   ) {}
 
   /** Output waiting for the client: unsent, and kept for a resume. */
@@ -98,7 +66,7 @@ export class OutputFlow {
     else if (!this.paused && this.unsent > this.limits.outputHighWaterBytes) this.pause();
   }
 
-  /** The daemon-wide output budget is exceeded and this session holds the most. */
+  /** The daemon-wide output budget is passed and this session holds the most. */
   overBudget(budget: number): void {
     this.overflow(`the sessions' output passed the daemon's budget of ${budget} bytes, and this session held the most (${this.waiting} bytes)`);
   }
@@ -140,7 +108,7 @@ export class OutputFlow {
 
   /** The session ended: no timer may outlive it. */
   stop(): void {
-    if (!this.over) this.daemonBudget?.forget(this, this.waiting);
+    if (!this.over) this.daemonBudget?.forget(this);
     this.over = true;
     if (this.stallTimer) clearInterval(this.stallTimer);
     this.stallTimer = null;

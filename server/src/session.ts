@@ -616,7 +616,8 @@ export class Session implements SpiSession, SetAside {
       r.sent++;
       r.kept.push(data);
       r.keptBytes += n;
-      if (r.keptBytes > this.daemon.limits.replayLimitBytes) this.cannotResume(`more than ${this.daemon.limits.replayLimitBytes} bytes of output not acknowledged by the client`);
+      this.daemon.replay.change(this, n);
+      if (this.resume !== null && r.keptBytes > this.daemon.limits.replayLimitBytes) this.cannotResume(`more than ${this.daemon.limits.replayLimitBytes} bytes of output not acknowledged by the client`);
     }
     const ws = this.ws;
     if (ws !== null && ws.readyState === WS_OPEN) {
@@ -658,6 +659,7 @@ export class Session implements SpiSession, SetAside {
       const m = r.kept[r.head];
       r.kept[r.head++] = '';
       r.keptBytes -= m?.length ?? 0;
+      this.daemon.replay.change(this, -(m?.length ?? 0));
       r.acked++;
     }
     if (r.head > 1024 && r.head * 2 > r.kept.length) {
@@ -667,11 +669,17 @@ export class Session implements SpiSession, SetAside {
     if (r.answered !== null && r.acked >= r.answeredUntil) r.answered = null;
   }
 
+  /** The output kept for resumes by every session passed the daemon's budget, and this one keeps the most. */
+  replayOverBudget(budget: number): void {
+    this.cannotResume(`the sessions' output kept for resumes passed the daemon's budget of ${budget} bytes, and this session kept the most`);
+  }
+
   /** Past its replay bound: the session goes on while connected, and ends as before if the connection drops. */
   private cannotResume(reason: string): void {
     const r = this.resume;
     if (r === null) return;
     this.resume = null;
+    this.daemon.replay.forget(this);
     r.incoming.stop();
     if (r.graceTimer !== null) clearTimeout(r.graceTimer);
     this.log.info({ reason }, 'session can no longer be resumed');
@@ -1023,6 +1031,7 @@ export class Session implements SpiSession, SetAside {
       r.answered = null;
     }
     this.output.stop();
+    this.daemon.replay.forget(this);
     this.streams.closeAll();
     for (const sock of [...this.sockets.values()]) this.closeSocket(sock);
     // Connections still delivering get the linger time; their bytes count as held for ended sessions.

@@ -128,6 +128,25 @@ t.test('output waiting for clients is bounded daemon-wide: past --output-budget 
   t.equal(r['ret'], 0, 'the bystander, which reads, is untouched');
 });
 
+t.test('output kept for resumes is bounded daemon-wide: past --replay-budget the session keeping the most is no longer resumable, and goes on', async (t) => {
+  const d = await startCli(t, ['--replay-budget', String(4 * 1024 * 1024)]);
+  // A resumable session whose client reads everything and never acknowledges it.
+  const hog = await RawSession.open(`${d.url}?resumable=1`);
+  t.teardown(() => hog.ws.terminate());
+  const h = await udpSocket(hog);
+  let answered = 0;
+  for (const f of infoRequests(h, 8_000, 'k')) {
+    hog.ws.send(f);
+    answered += 200;
+    await hog.wait((m) => m.id === `k${answered - 1}`, 10000);
+  }
+  const line = jsonLines(d.stdout()).find((l) => l['msg'] === 'session can no longer be resumed');
+  t.match(String(line?.['reason']), /daemon's budget of 4194304 bytes/, 'the daemon logged that the replay budget took its resumability');
+  t.ok(hog.isOpen, 'the session goes on while connected');
+  const r = await hog.call('WSPGetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+  t.equal(r['ret'], 0, 'and answers calls');
+});
+
 t.test('a client that pauses and then reads again gets every reply once; nothing is lost', async (t) => {
   const d = await startCli(t, ['--output-high-water', String(128 * 1024), '--output-stall-timeout', '20000']);
   const s = await RawSession.open(d.url);
