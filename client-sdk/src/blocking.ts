@@ -62,7 +62,7 @@ async function runOn(thread: SpiThread, call: (listener?: ReplyListener) => Prom
   try {
     return await call(listener);
   } finally {
+    if (waited) await thread.leaveBlockingWait();
     thread.blockingCalls--;
-    if (waited) thread.leaveBlockingWait();
   }
 }

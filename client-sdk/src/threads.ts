@@ -138,6 +138,8 @@ export class SpiThread {
    * thread's APCs run, as in SleepEx(..., TRUE).
    */
   private blockingWaits = 0;
+  /** The run of APCs a blocking call's wait started, until it is over. */
+  private apcsInWait: Promise<boolean> | null = null;
 
 
   constructor(
@@ -184,11 +186,22 @@ export class SpiThread {
 
   private runDuringBlockingWait(): void {
     if (this.apcs.length === 0 || this.runningApcs || !this.alive) return;
-    void blockingWaitApcs.run(this, () => this.runApcs());
+    const run = blockingWaitApcs.run(this, () => this.runApcs());
+    this.apcsInWait = run;
+    void run.finally(() => {
+      if (this.apcsInWait === run) this.apcsInWait = null;
+    });
   }
 
-  leaveBlockingWait(): void {
+  /**
+   * The blocking call's reply came. On Windows its APCs run on the blocked thread's own stack, so
+   * the call cannot return before they do: this resolves once the APCs its wait started are done.
+   */
+  async leaveBlockingWait(): Promise<void> {
     this.blockingWaits--;
+    // A blocking call made by one of those APCs returns to its APC, which is still running.
+    if (this.inAlertableApc) return;
+    while (this.apcsInWait) await this.apcsInWait;
   }
 
   /** Whether the caller is an APC of this thread run in a blocking call's wait, or work it started. */

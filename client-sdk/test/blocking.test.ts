@@ -132,3 +132,40 @@ t.test('a blocking call that waits is an alertable wait: its thread\'s APCs run,
   t.same(ran, ['apc', 'later'], 'after the reply, APCs wait for an alertable wait again');
   t.equal(thread.queuedApcs, 1);
 });
+
+t.test('a blocking call returns only after the APCs its wait ran: on Windows they run on its stack', async (t) => {
+  const guard = new BlockingGuard();
+  const thread = new SpiThread(new Host(), 0x1008);
+  let listener: ReplyListener | undefined;
+  const outer = heldCall();
+  let returned = false;
+  const pending = guard
+    .run(thread, 1, (l) => {
+      listener = l;
+      return outer.call();
+    })
+    .then((r) => {
+      returned = true;
+      return r;
+    });
+  let releaseApc!: () => void;
+  const apcDone = new Promise<void>((r) => (releaseApc = r));
+  // An APC whose own blocking call waits (its listener says so) until the test releases it.
+  thread.queueApc(async () => {
+    let innerListener: ReplyListener | undefined;
+    const inner = guard.run(thread, 2, (l) => {
+      innerListener = l;
+      return apcDone.then(() => OK);
+    });
+    innerListener?.waiting?.();
+    await inner;
+  });
+  listener!.waiting!();
+  outer.answer(OK);
+  await new Promise((r) => setImmediate(r));
+  t.notOk(returned, 'the reply came, but the APC still runs: the call has not returned');
+  t.equal(thread.blockingCalls, 2, 'the call and the APC\'s own call are both under way');
+  releaseApc();
+  t.same(await pending, OK, 'once the APC is done, the call returns its result');
+  t.equal(thread.blockingCalls, 0);
+});

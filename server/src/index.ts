@@ -67,6 +67,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   const limits: DaemonLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   // As on the command line: unless given, the partial-frame budget holds two of the largest messages.
   if (opts.limits?.partialFramesBudget === undefined) limits.partialFramesBudget = Math.max(limits.partialFramesBudget, 2 * limits.maxFrameBytes);
+  else if (limits.partialFramesBudget < 2 * limits.maxFrameBytes) throw new RangeError(`limits.partialFramesBudget must be at least twice limits.maxFrameBytes (${2 * limits.maxFrameBytes}), got ${limits.partialFramesBudget}`);
   const ctx = new DaemonContext(log, limits, VERSION, AllowList.parse(opts.allow ?? '*'));
   if (opts.faults) ctx.faults.replaceFileRules(opts.faults);
   if (opts.traceDir !== undefined) {

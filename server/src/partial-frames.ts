@@ -3,14 +3,14 @@
  * daemon. ws keeps every byte of a message until its last one comes, up to maxFrameBytes per
  * connection, and no other limit counts those bytes: a client that starts a large message on each
  * of many connections and trickles the rest in would hold maxFrameBytes times maxSessions (tens of
- * GiB by default). Past the budget, the connection whose unfinished message began longest ago is
- * closed: a slow trickle is the oldest, while a client sending at any real speed finishes its
- * messages and starts new ones all the time.
+ * GiB by default). Past the budget, the connection whose current message began to arrive longest
+ * ago is closed: a slow trickle is the oldest, while a client sending at any real speed finishes
+ * messages all the time, and each finished message starts its clock again.
  *
- * The close sends close code 1013 (try again later) with a reason, then ends the TCP connection
- * without waiting for the client's answer, so the daemon reads no more of it. The daemon counts
- * that as a broken connection: a resumable session waits for its client to resume (the SDK
- * resumes after 1013), any other ends.
+ * The close sends close code 1013 (try again later) with a reason and FIN, then reads and drops
+ * what the client still sends until it closes (or CLOSE_DRAIN_MS), so that ws holds and runs
+ * nothing more of it. The daemon counts that as a broken connection: a resumable session waits
+ * for its client to resume (the SDK resumes after 1013), any other ends.
  */
 import type { Socket } from 'node:net';
 import * as ws from 'ws';
@@ -27,19 +27,24 @@ interface ReceiverState {
   _messageLength: number;
   /** The reads not yet taken, one Buffer each. */
   _buffers: unknown[];
+  /** The earlier fragments of a fragmented message, one Buffer each. */
+  _fragments: unknown[];
 }
 
 function isReceiverState(r: unknown): r is ReceiverState {
   const x = r as Partial<ReceiverState> | undefined;
-  return x !== undefined && typeof x._bufferedBytes === 'number' && typeof x._messageLength === 'number' && Array.isArray(x._buffers);
+  return x !== undefined && typeof x._bufferedBytes === 'number' && typeof x._messageLength === 'number' && Array.isArray(x._buffers) && Array.isArray(x._fragments);
 }
 
 /**
- * What one buffered read costs beyond its bytes: the Buffer object, its ArrayBuffer and the
- * backing store's record. A client that sends a message one byte per TCP segment holds far more
- * than its bytes, and that must count too.
+ * What one buffered read or fragment costs beyond its bytes: the Buffer object, its ArrayBuffer
+ * and the backing store's record. A client that sends a message one byte per TCP segment, or in
+ * one-byte fragments, holds far more than its bytes, and that must count too.
  */
-const PER_READ_BYTES = 256;
+const PER_BUFFER_BYTES = 256;
+
+/** How long a connection closed for the budget may take to answer the close frame and end. */
+const CLOSE_DRAIN_MS = 2000;
 
 /** One WebSocket connection as the budget sees it. */
 class Arrival {
@@ -95,13 +100,14 @@ export class PartialFrames {
 
   private update(a: Arrival): void {
     const r = a.receiver;
-    const held = r._bufferedBytes + r._messageLength + r._buffers.length * PER_READ_BYTES;
+    const held = r._bufferedBytes + r._messageLength + (r._buffers.length + r._fragments.length) * PER_BUFFER_BYTES;
     if (held === a.held) return;
     this.heldTotal += held - a.held;
-    if (a.held === 0) {
-      a.since = performance.now();
-      this.arriving.add(a);
-    } else if (held === 0) this.arriving.delete(a);
+    // Held bytes fall when a message was taken: what is left began with this read at the
+    // earliest. A connection that keeps finishing messages is never the oldest, whatever its pace.
+    if (held < a.held || a.held === 0) a.since = performance.now();
+    if (a.held === 0) this.arriving.add(a);
+    else if (held === 0) this.arriving.delete(a);
     a.held = held;
     while (this.heldTotal > this.budget && this.arriving.size > 0) this.closeOldest();
   }
@@ -120,14 +126,23 @@ export class PartialFrames {
     this.forget(oldest);
     this.closedForBudget++;
     this.closed({ held, ageMs: Math.round(performance.now() - since), total: this.heldTotal });
-    // The close frame goes out first; then FIN, and the socket is destroyed once that is written,
-    // without waiting for the client's close frame. Nothing more is read meanwhile.
-    oldest.socket.pause();
+    const socket = oldest.socket;
     try {
       oldest.ws.close(PARTIAL_FRAMES_CLOSE_CODE, 'partial-frame budget: the daemon holds too many unfinished messages');
     } catch {
       // The connection was closing already: ending the socket below is all that is left.
     }
-    oldest.socket.destroySoon();
+    // From here what the client sends is read and dropped: ws gets none of it (no request runs,
+    // nothing more is held), and the kernel is not left with unread bytes, which would turn the
+    // close into a reset that can destroy the close frame on its way. FIN follows the close
+    // frame; the socket goes when the client ends its side, or after CLOSE_DRAIN_MS.
+    socket.removeAllListeners('data');
+    socket.on('data', () => undefined);
+    socket.resume();
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), CLOSE_DRAIN_MS);
+    timer.unref();
+    socket.once('end', () => socket.destroy());
+    socket.once('close', () => clearTimeout(timer));
   }
 }

@@ -35,6 +35,9 @@ const FLUSH_RECORDS = 256;
  */
 const CLOCK_EVERY_RECORDS = 32;
 const CLOCK_EVERY_BYTES = 128 * 1024;
+/** captureCall() outside a call: a wait that begins later is announced for no call. */
+const NO_ANNOUNCEMENT = (): void => undefined;
+
 /** ws' close code when the connection broke without a close frame: the only case a session waits for a resume. */
 const ABNORMAL_CLOSE = 1006;
 /** Resumes in a row, without a message in between, whose replaced tokens still resume the session. */
@@ -610,6 +613,8 @@ export class Session implements SpiSession, SetAside {
    * a counter and an array slot, nothing per record.
    */
   private emit(data: Uint8Array | string, counted: boolean): void {
+    // An ended session sends nothing more (a frame packed before the end may still be flushed).
+    if (this.ended) return;
     const r = counted ? this.resume : null;
     const n = data.length;
     if (r !== null) {
@@ -799,6 +804,16 @@ export class Session implements SpiSession, SetAside {
         this.callRunning = null;
         this.notify('spiwire.waiting', { id });
       },
+      captureCall: () => {
+        const id = this.callRunning;
+        if (id === null) return NO_ANNOUNCEMENT;
+        let done = false;
+        return () => {
+          if (done || this.ended) return;
+          done = true;
+          this.notify('spiwire.waiting', { id });
+        };
+      },
       ports: daemon.ports,
       draining: daemon.draining,
       connectionQueue: {
@@ -869,6 +884,8 @@ export class Session implements SpiSession, SetAside {
       // Overlapped I/O needs a socket created with WSA_FLAG_OVERLAPPED; the Windows policy runs
       // the call as a blocking one instead, and still reports its completion.
       if (overlappedOnPlainSocket(sock.opts.windowsPolicy) === 'refuse') return { kind: 'refused', errno: P.WSAEINVAL };
+      // An overlapped call, although it runs as a blocking one: spiwire.waiting is not for it.
+      this.callRunning = null;
       return Promise.resolve(asBlocking()).then((r): OverlappedAnswer<R> => (r.errno === 0 ? { kind: 'done', result: r, completion: { error: 0, bytes: r.bytes, flags: r.flags ?? 0 } } : { kind: 'done', result: r }));
     }
     if (this.ops.has(ov.op)) {
@@ -1029,6 +1046,7 @@ export class Session implements SpiSession, SetAside {
       if (r.graceTimer !== null) clearTimeout(r.graceTimer);
       r.kept = [];
       r.answered = null;
+      this.resume = null;
     }
     this.output.stop();
     this.daemon.replay.forget(this);

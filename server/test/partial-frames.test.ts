@@ -121,3 +121,59 @@ t.test('a resumable session closed for the budget waits for its client, which re
   });
   t.equal(answer['method'], 'spiwire.resumed', 'the session was resumed');
 });
+
+/** A whole binary message of n bytes as a client writes it: header, zero masking key, payload. */
+function wholeMessage(n: number): Buffer {
+  const header = Buffer.alloc(14);
+  header[0] = 0x82;
+  header[1] = 0x80 | 127;
+  header.writeBigUInt64BE(BigInt(n), 2);
+  return Buffer.concat([header, Buffer.alloc(n, 0x5a)]);
+}
+
+t.test('a client that keeps finishing messages is not closed for tricklers: each finished message starts its clock again', async (t) => {
+  const d = await startDaemon(t);
+  const busy = await RawSession.open(d.url);
+  t.teardown(() => busy.ws.terminate());
+  const raw = (busy.ws as unknown as { _socket: net.Socket })._socket;
+  // 600 KB messages written back to back in 100,000-byte pieces: reads rarely end between two
+  // messages, so the busy connection nearly always holds part of one.
+  const stream = Buffer.concat(Array.from({ length: 40 }, () => wholeMessage(600_000)));
+  let offset = 0;
+  const pump = async (): Promise<void> => {
+    while (offset < stream.length && busy.isOpen) {
+      raw.write(stream.subarray(offset, offset + 100_000));
+      offset += 100_000;
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  const pumping = pump();
+  const hogs: RawSession[] = [];
+  t.teardown(() => hogs.forEach((h) => h.ws.terminate()));
+  const closes: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    const h = await RawSession.open(d.url);
+    hogs.push(h);
+    void h.closed.then(() => closes.push(i));
+    beginMessage(h.ws, PART);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await pumping;
+  t.ok(await until(() => closes.length > 0, 5000), `tricklers were closed (${closes.length})`);
+  t.ok(busy.isOpen, 'the busy client, which finishes its messages, is still connected');
+  const st = await stats(d);
+  t.ok(Number(st['partialFrameBytes']) <= BUDGET, 'the daemon holds no more than the budget');
+});
+
+t.test('a message in one-byte fragments counts a cost per fragment, not one byte each', async (t) => {
+  const d = await startDaemon(t);
+  const h = await RawSession.open(d.url);
+  t.teardown(() => h.ws.terminate());
+  const frames: Buffer[] = [];
+  for (let i = 0; i < 2000; i++) {
+    // Not FIN; binary first, continuation after; masked with the zero key; one payload byte.
+    frames.push(Buffer.from([i === 0 ? 0x02 : 0x00, 0x80 | 1, 0, 0, 0, 0, 0x5a]));
+  }
+  (h.ws as unknown as { _socket: net.Socket })._socket.write(Buffer.concat(frames));
+  t.ok(await until(async () => (await partialBytes(d)) >= 2000 * 256, 5000), 'the 2,000 fragments count at least 256 bytes each');
+});

@@ -18,12 +18,12 @@ t.test('a blocking receive with no data is announced as waiting, before its repl
   const conn = await peer.next();
 
   const waits = s.request('WSPRecv', { s: h, lengths: [16], flags: 0 });
-  await s.wait((m) => m.method === 'spiwire.waiting');
+  await s.wait((m) => m.method === 'spiwire.waiting' && (m.params as { id: unknown }).id === waits.id);
   t.same(waitingFor(s, waits.id).length, 1, 'spiwire.waiting names the receive');
   conn.socket.write('hello');
   const reply = await waits.response;
   t.equal(reply.result?.['ret'], 0, 'the receive completes with the peer\'s bytes');
-  const order = s.messages.findIndex((m) => m.method === 'spiwire.waiting') < s.messages.findIndex((m) => m.id === waits.id);
+  const order = s.messages.indexOf(waitingFor(s, waits.id)[0]!) < s.messages.findIndex((m) => m.id === waits.id);
   t.ok(order, 'the notification came before the reply');
   t.same(waitingFor(s, waits.id).length, 1, 'once');
 
@@ -42,6 +42,44 @@ t.test('a blocking receive with no data is announced as waiting, before its repl
   const r = await quick.response;
   t.equal(r.result?.['ret'], 0, 'the second receive completes');
   t.same(waitingFor(s, quick.id), [], 'with no spiwire.waiting');
+});
+
+t.test('a blocking connect waits, after the socket\'s setup; an overlapped call run as a blocking one is not announced', async (t) => {
+  const d = await daemon(t, { limits: { sendPolicy: 1 } });
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  const h = await tcpSocket(s);
+  const c = s.request('WSPConnect', { s: h, name: { family: P.AF_INET, address: '127.0.0.1', port: peer.port }, namelen: 16 });
+  t.equal((await c.response).result?.['ret'], 0, 'the connect succeeds');
+  t.same(waitingFor(s, c.id).length, 1, 'and was announced as waiting, before its reply');
+  t.ok(s.messages.indexOf(waitingFor(s, c.id)[0]!) < s.messages.findIndex((m) => m.id === c.id), 'in that order');
+  const conn = await peer.next();
+  // Windows policy: an OVERLAPPED on a socket made without WSA_FLAG_OVERLAPPED runs as a blocking call.
+  const ov = s.request('WSPRecv', { s: h, lengths: [8], flags: 0, overlapped: { op: 1, thread: 0 } });
+  conn.socket.write('x');
+  const r = await ov.response;
+  t.equal(r.result?.['ret'], 0, 'the overlapped receive, run as a blocking one, completes');
+  t.same(waitingFor(s, ov.id), [], 'without spiwire.waiting: it is an overlapped call');
+});
+
+t.test('a blocking send that waits for room is announced', async (t) => {
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  const h = await tcpSocket(s);
+  await connectTo(s, h, peer.port);
+  const conn = await peer.next();
+  // The peer does not read: a send larger than SO_SNDBUF and the kernel's buffers waits for room.
+  conn.socket.pause();
+  const big = Buffer.alloc(8 * 1024 * 1024, 0x41);
+  const send = s.request('WSPSend', { s: h, buffers: [big], flags: 0 }, 30000);
+  await s.wait((m) => m.method === 'spiwire.waiting' && (m.params as { id: unknown }).id === send.id, 10000);
+  t.pass('the send that waits for room was announced');
+  conn.socket.resume();
+  const r = await send.response;
+  t.same([r.result?.['ret'], r.result?.['bytesSent']], [0, big.length], 'then it completes, every byte sent');
+  await conn.waitFor(big.length, 20000);
+  t.equal(conn.received().length, big.length, 'the peer got every byte');
 });
 
 t.test('a blocking accept with nothing queued waits; a nonblocking one does not announce anything', async (t) => {

@@ -128,4 +128,29 @@ for (const f of FAMILIES) {
     await until(async () => (last = await send(spi, s, [Buffer.from('x')]))[0] !== 0, 10000, 20);
     t.same(last.slice(0, 2), [S.SOCKET_ERROR, S.WSAECONNRESET], 'sends then fail with WSAECONNRESET');
   });
+
+  t.test(`${f}: a receive already waiting at SD_RECEIVE takes the next bytes; what it leaves resets the connection and is dropped`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const e = S.out(0);
+    // A blocking receive of 4 bytes, already waiting when SD_RECEIVE comes.
+    const buf = new Uint8Array(4);
+    const got = S.out(0);
+    const receiving = spi.WSPRecv(s, [S.wsabuf(buf)], 1, got, S.out(0), null, null, null, S.out(0));
+    // Calls of one session run in order: the receive waits in the daemon before SD_RECEIVE runs.
+    t.equal(await spi.WSPShutdown(s, S.SD_RECEIVE, e), 0, 'SD_RECEIVE succeeds while the receive waits');
+    const peerError = new Promise<string>((resolve) => {
+      conn.socket.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+      conn.socket.on('close', () => resolve('closed'));
+    });
+    conn.socket.write('abcdefgh');
+    t.equal(await receiving, 0, 'the waiting receive completes');
+    t.same([got.value, Buffer.from(buf).toString()], [4, 'abcd'], 'with the first 4 of the peer\'s bytes');
+    t.match(await peerError, /ECONNRESET|EPIPE|closed/, 'the 4 bytes it left reset the connection');
+    const n = new Uint8Array(4);
+    t.equal(await spi.WSPIoctl(s, S.FIONREAD, null, 0, n, 4, S.out(0), null, null, null, e), 0);
+    t.equal(Buffer.from(n).readUInt32LE(0), 0, 'FIONREAD: the bytes no receive may take are gone');
+  });
 }

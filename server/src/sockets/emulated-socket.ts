@@ -62,6 +62,11 @@ export interface SocketContext {
    * alertably, as in Windows' Winsock. Called while the call runs, or it means nothing.
    */
   readonly callWaits: () => void;
+  /**
+   * The same for a wait that begins after the call has returned its promise (a connect that
+   * first waits for the socket's setup): taken while the call runs, called when the wait begins.
+   */
+  readonly captureCall: () => () => void;
 }
 
 /** The options WSPSetSockOpt and WSPIoctl set; each transport applies those it can to the real socket. */
@@ -165,8 +170,9 @@ export abstract class EmulatedSocket<S extends string = string> {
   private selectedEvents = 0;
   private recordedEvents = 0;
   private readonly reportEvents: SocketContext['onNetworkEvents'];
-  /** See SocketContext.callWaits. */
+  /** See SocketContext.callWaits and captureCall. */
   protected readonly callWaits: SocketContext['callWaits'];
+  protected readonly captureCall: SocketContext['captureCall'];
   /** See SocketContext.maxRecvBytes. */
   protected readonly maxRecvBytes: number;
 
@@ -191,6 +197,7 @@ export abstract class EmulatedSocket<S extends string = string> {
     this.quota = ctx.quota;
     this.reportEvents = ctx.onNetworkEvents;
     this.callWaits = ctx.callWaits;
+    this.captureCall = ctx.captureCall;
     this.maxRecvBytes = ctx.maxRecvBytes;
     this.faults = ctx.faults;
     this.state = new SocketStateMachine(moves, initial, this.sessionLog, this);
@@ -400,10 +407,10 @@ export abstract class EmulatedSocket<S extends string = string> {
    * whenever wake() is called. aborted(errno) is the result when close (WSAEINTR) or daemon
    * shutdown (WSAENETDOWN) ends the wait.
    */
-  protected waitFor<R>(check: () => R | undefined, aborted: (errno: number) => R): Promise<R> {
+  protected waitFor<R>(check: () => R | undefined, aborted: (errno: number) => R, announce: () => void = this.callWaits): Promise<R> {
     const first = check();
     if (first !== undefined) return Promise.resolve(first);
-    this.callWaits();
+    announce();
     return new Promise<R>((resolve) => {
       this.addWaiter(check, resolve, (errno) => resolve(aborted(errno)), false);
     });
@@ -475,8 +482,13 @@ export abstract class EmulatedSocket<S extends string = string> {
 
   /** Re-checks every blocked call; called whenever the socket's state changes. */
   protected wake(): void {
-    if (this.waiters !== null && this.waiters.size > 0) for (const w of [...this.waiters]) w.poll();
+    this.pollWaiters();
     this.checkEvents();
+  }
+
+  /** Re-checks every blocked call, and records no event. */
+  protected pollWaiters(): void {
+    if (this.waiters !== null && this.waiters.size > 0) for (const w of [...this.waiters]) w.poll();
   }
 
   /**

@@ -11,6 +11,12 @@ export class ReceiveBuffer {
     return this.bytes;
   }
 
+  /** Drops every byte waiting (a reset made them undeliverable). */
+  clear(): void {
+    this.chunks = [];
+    this.bytes = 0;
+  }
+
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.bytes += chunk.length;

@@ -256,10 +256,11 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   }
 
   connect(name: SockAddr): Promise<number> {
-    return this.afterSetup(() => this.connectNow(name), false);
+    const announce = this.captureCall();
+    return this.afterSetup(() => this.connectNow(name, announce), false);
   }
 
-  private connectNow(name: SockAddr): Promise<number> {
+  private connectNow(name: SockAddr, announce: () => void): Promise<number> {
     // Closed while the call waited for a bind or listen before it.
     if (this.closed) return Promise.resolve(W.WSAENOTSOCK);
     if (this.state.is('listening')) return Promise.resolve(W.WSAEINVAL);
@@ -314,6 +315,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
         return failedWith || W.WSAECONNREFUSED;
       },
       (errno) => errno,
+      announce,
     );
   }
 
@@ -362,12 +364,15 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       if (this.recvShut) {
         // Data after shutdown(SD_RECEIVE) goes to the receives that were already waiting when it
         // was called (Wine's test_shutdown); data that none of them takes resets the connection,
-        // as on Windows.
-        this.wake();
-        if (this.rx.size > 0 && !this.state.is('broken')) {
-          this.breakWith(W.WSAECONNRESET);
-          conn.resetAndDestroy();
-        }
+        // as on Windows, and is dropped: no receive may take it, and it records no FD_READ.
+        this.pollWaiters();
+        if (this.rx.size > 0) {
+          this.rx.clear();
+          if (!this.state.is('broken')) {
+            this.breakWith(W.WSAECONNRESET);
+            conn.resetAndDestroy();
+          }
+        } else this.checkEvents();
         return;
       }
       if (this.rx.size >= this.receiveHold() || this.ctx.flow.paused) conn.pause();
@@ -496,18 +501,18 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     // The session's memory quota: bytes held for its sends may not grow past it.
     if (this.quota.exceeds(total)) return sendFailed(W.WSAENOBUFS);
     const nonBlocking = this.opts.nonBlocking && !forceBlocking;
-    if (this.faults.armed) {
-      const fault = this.faults.decide(this, { fn, mode: nonBlocking ? 'nonblocking' : 'blocking' });
-      if (fault) return this.faultedSend(fault, buffers, total, flags, nonBlocking);
-    }
-    return this.sendNow(buffers, total, flags, nonBlocking);
+    let r: SendResult | Promise<SendResult>;
+    const fault = this.faults.armed ? this.faults.decide(this, { fn, mode: nonBlocking ? 'nonblocking' : 'blocking' }) : null;
+    if (fault) r = this.faultedSend(fault, buffers, total, flags, nonBlocking);
+    else r = this.sendNow(buffers, total, flags, nonBlocking);
+    // A blocking send that did not complete now waits (for room, or a fault's hold or delay).
+    if (!nonBlocking && r instanceof Promise) this.callWaits();
+    return r;
   }
 
   private sendNow(buffers: readonly Uint8Array[], total: number, flags: number, nonBlocking: boolean): SendResult | Promise<SendResult> {
     const r = streamSend(this.tx!, { buffers, total, direct: this.directFlags(flags) }, { nonBlocking, windowsPolicy: this.opts.windowsPolicy });
     if (r === 'would-block') return this.wouldBlock();
-    // A blocking send that did not fit waits for room.
-    if (r instanceof Promise) this.callWaits();
     // A direct send (MSG_OOB) may have found the connection broken.
     if (nonBlocking && this.state.is('broken')) return sendFailed(this.failure);
     return r;
@@ -728,6 +733,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     const op = r.op;
     let result = r.result === 'would-block' ? this.wouldBlock() : r.result;
     if (fault?.action.type === 'delay') result = this.delayedResult(result, fault.action.ms);
+    // A blocking send larger than a message waits for its pieces to be taken.
+    if (!nonBlocking && result instanceof Promise) this.callWaits();
     if (!op) return { result, pieces: null, cancel: null };
     return { result, pieces: (piece) => tx.append(op, piece), cancel: (errno) => tx.cancel(errno, (o) => o === op), background: op.background === true };
   }
