@@ -3,19 +3,24 @@
  * before its reply, once; a call that completes at once is not. The SDK runs a thread's APCs only
  * in such a wait, as Windows' Winsock waits alertably in a blocking call.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
-import { connectTo, daemon, session, tcpPeer, tcpSocket, type Msg, type RawSession } from './helpers/raw-client.js';
+import { connectTo, daemon, session, tcpPeer, tcpSocket, type Msg, type PeerConn, type RawSession } from './helpers/raw-client.js';
 
-const waitingFor = (s: RawSession, id: number | string): Msg[] => s.messages.filter((m) => m.method === 'spiwire.waiting' && (m.params as { id: unknown }).id === id);
-
-t.test('a blocking receive with no data is announced as waiting, before its reply; one with data is not', async (t) => {
+/** A session with a TCP socket connected to a loopback peer, and the peer's side. */
+async function connected(t: Test): Promise<{ s: RawSession; h: number; conn: PeerConn }> {
   const d = await daemon(t);
   const s = await session(t, d.url);
   const peer = await tcpPeer(t);
   const h = await tcpSocket(s);
   await connectTo(s, h, peer.port);
-  const conn = await peer.next();
+  return { s, h, conn: await peer.next() };
+}
+
+const waitingFor = (s: RawSession, id: number | string): Msg[] => s.messages.filter((m) => m.method === 'spiwire.waiting' && (m.params as { id: unknown }).id === id);
+
+t.test('a blocking receive with no data is announced as waiting, before its reply; one with data is not', async (t) => {
+  const { s, h, conn } = await connected(t);
 
   const waits = s.request('WSPRecv', { s: h, lengths: [16], flags: 0 });
   await s.wait((m) => m.method === 'spiwire.waiting' && (m.params as { id: unknown }).id === waits.id);
@@ -63,12 +68,7 @@ t.test('a blocking connect waits, after the socket\'s setup; an overlapped call 
 });
 
 t.test('a blocking send that waits for room is announced', async (t) => {
-  const d = await daemon(t);
-  const s = await session(t, d.url);
-  const peer = await tcpPeer(t);
-  const h = await tcpSocket(s);
-  await connectTo(s, h, peer.port);
-  const conn = await peer.next();
+  const { s, h, conn } = await connected(t);
   // The peer does not read: a send larger than SO_SNDBUF and the kernel's buffers waits for room.
   conn.socket.pause();
   const big = Buffer.alloc(8 * 1024 * 1024, 0x41);
