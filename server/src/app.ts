@@ -90,7 +90,7 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
       pendingOps += s.pendingOperations;
       pendingRequests += s.runningRequests;
     }
-    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, outputWaitingBytes: ctx.output.total, memory: process.memoryUsage(), gcExposed: gc !== undefined };
+    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, outputWaitingBytes: ctx.output.total, receivedBytes: ctx.received.total, memory: process.memoryUsage(), gcExposed: gc !== undefined };
   });
 
   const peers = new WeakMap<Session, PeerInfo>();

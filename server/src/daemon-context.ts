@@ -6,7 +6,7 @@ import { PortReservations } from './sockets/port-reservations.js';
 import { AllowList } from './allow-list.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import { descriptorBudget } from './descriptor-limit.js';
-import { HeldBytes } from './held-bytes.js';
+import { HeldBytes, ReceivedBytes } from './held-bytes.js';
 import { Draining } from './draining.js';
 import { DaemonFaults } from './faults/operator-rules.js';
 import { DaemonMetrics } from './metrics.js';
@@ -45,6 +45,8 @@ export interface DaemonLimits {
   sessionQuotaBytes: number;
   /** Bytes the daemon may hold for sends of every session, ended ones included; beyond, WSAENOBUFS. */
   heldBytesBudget: number;
+  /** Bytes sockets of every session received and no receive took; beyond, sockets of sessions above their share stop reading. */
+  receivedBudgetBytes: number;
   /** How long the connections of an ended session may go on delivering bytes before they are reset (ms). */
   lingerMs: number;
   /** At shutdown, how long accepted bytes may take to reach the kernel before their connections are reset (ms). */
@@ -84,6 +86,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   sendPolicy: 0,
   sessionQuotaBytes: 256 * 1024 * 1024,
   heldBytesBudget: 1024 * 1024 * 1024,
+  receivedBudgetBytes: 1024 * 1024 * 1024,
   lingerMs: 30_000,
   drainMs: 5_000,
   outputHighWaterBytes: 8 * 1024 * 1024,
@@ -106,6 +109,8 @@ export class DaemonContext {
   readonly clientMistakes: RateLimitedLog;
   /** Bytes held for sends, daemon-wide, against limits.heldBytesBudget. */
   readonly held: HeldBytes;
+  /** Bytes received and not yet taken, daemon-wide, against limits.receivedBudgetBytes. */
+  readonly received: ReceivedBytes;
   /** Closed connections still delivering accepted bytes. */
   readonly draining: Draining;
   /** Connections waiting on listeners to be accepted: they hold descriptors too. */
@@ -136,6 +141,7 @@ export class DaemonContext {
   ) {
     this.clientMistakes = new RateLimitedLog(log);
     this.held = new HeldBytes(limits.heldBytesBudget, limits.maxSessions);
+    this.received = new ReceivedBytes(limits.receivedBudgetBytes, limits.maxSessions);
     this.draining = new Draining(log, limits.lingerMs);
     this.faults = new DaemonFaults(log, undefined, (source, rule) => this.metrics.faultApplied(source, rule));
     // A client's doing (it sent the bytes): a debug line at most, like every client mistake.

@@ -58,3 +58,58 @@ export class SessionQuota {
     this.daemon.ofEndedSessions += this.held;
   }
 }
+
+/**
+ * Bytes sockets have received from the network and no receive has taken yet, all sessions. Each
+ * socket holds at most SO_RCVBUF of them, but a session may have thousands of sockets. Past the
+ * budget, a socket of a session holding more than its fair share stops reading from the kernel
+ * (TCP flow control then holds its peer back, and a datagram that does not fit is dropped, as
+ * the kernel would) until the daemon is within its budget again. Nothing is lost.
+ */
+export class ReceivedBytes {
+  total = 0;
+  readonly fairShare: number;
+  /** Sockets that stopped reading for the budget: each resumes once there is room. */
+  private readonly waiting = new Set<() => void>();
+
+  constructor(
+    readonly budget: number,
+    maxSessions = 1,
+  ) {
+    this.fairShare = Math.max(64 * 1024, Math.floor(budget / Math.max(1, maxSessions)));
+  }
+
+  change(delta: number): void {
+    this.total += delta;
+    if (delta < 0 && this.waiting.size > 0 && this.total <= this.budget) {
+      const resume = [...this.waiting];
+      this.waiting.clear();
+      for (const f of resume) f();
+    }
+  }
+
+  whenRoom(resume: () => void): void {
+    this.waiting.add(resume);
+  }
+}
+
+/** One session's received bytes, against the daemon's budget. */
+export class SessionReceived {
+  held = 0;
+
+  constructor(private readonly daemon: ReceivedBytes = new ReceivedBytes(Infinity)) {}
+
+  readonly add = (delta: number): void => {
+    this.held += delta;
+    this.daemon.change(delta);
+  };
+
+  /** The daemon is past its budget and this session holds more than its fair share: stop reading. */
+  get full(): boolean {
+    return this.daemon.total > this.daemon.budget && this.held > this.daemon.fairShare;
+  }
+
+  whenRoom(resume: () => void): void {
+    this.daemon.whenRoom(resume);
+  }
+}

@@ -96,6 +96,12 @@ export class PartialFrames {
     // receiver has taken the chunk and emitted every message it completed.
     socket.on('data', () => this.update(a));
     socket.once('close', () => this.forget(a));
+    // A finished message starts the connection's clock again: what follows began at most now.
+    // (Not a fall in the bytes held: a zero-length fragment frees a read's cost without
+    // finishing anything, and a trickler sending those would keep its clock young.)
+    socketWs.on('message', () => {
+      a.since = performance.now();
+    });
   }
 
   private update(a: Arrival): void {
@@ -103,10 +109,10 @@ export class PartialFrames {
     const held = r._bufferedBytes + r._messageLength + (r._buffers.length + r._fragments.length) * PER_BUFFER_BYTES;
     if (held === a.held) return;
     this.heldTotal += held - a.held;
-    // Held bytes fall when a message was taken: what is left began with this read at the
-    // earliest. A connection that keeps finishing messages is never the oldest, whatever its pace.
-    if (held < a.held || a.held === 0) a.since = performance.now();
-    if (a.held === 0) this.arriving.add(a);
+    if (a.held === 0) {
+      a.since = performance.now();
+      this.arriving.add(a);
+    }
     else if (held === 0) this.arriving.delete(a);
     a.held = held;
     while (this.heldTotal > this.budget && this.arriving.size > 0) this.closeOldest();

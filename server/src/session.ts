@@ -16,7 +16,7 @@ import type { EmulatedSocket, SocketIdentity } from './sockets/emulated-socket.j
 import type { Cancellable, Completion, CompletionOut, Started } from './sockets/results.js';
 import { overlappedOnPlainSocket } from './sockets/send-policy.js';
 import { runAfterReply, takeAfterReply } from './spi/after-reply.js';
-import { SessionQuota } from './held-bytes.js';
+import { SessionQuota, SessionReceived } from './held-bytes.js';
 import { OutputFlow } from './output-flow.js';
 import { SendStreams } from './send-streams.js';
 import { SessionFaults } from './faults/rules.js';
@@ -181,6 +181,8 @@ export class Session implements SpiSession, SetAside {
   /** The connection; null while the session waits for a resume. */
   private ws: WebSocket | null;
   /** Resume state; null for a session that cannot be resumed (not asked for, off, or past its bound). */
+  /** Bytes this session's sockets received and no receive took yet, against the daemon's budget. */
+  private readonly received: SessionReceived;
   private resume: ResumeState | null = null;
   /** The id of the call whose method is running now (synchronously), for spiwire.waiting. */
   private callRunning: P.RequestId | null = null;
@@ -200,6 +202,7 @@ export class Session implements SpiSession, SetAside {
     this.trace = daemon.traceDir === null ? null : new SessionTrace(daemon.traceDir, this.id, this.log);
     this.calls = daemon.metrics.calls;
     this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes, daemon.held);
+    this.received = new SessionReceived(daemon.received);
     this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
     this.faults = new SessionFaults(this.log, (params) => this.notify('spiwire.faultApplied', params), P.MAX_FAULT_RULES, daemon.faults, this.id);
     this.streams = new SendStreams(daemon.limits.streamWindowBytes, this.quota, (params) => this.notify('spiwire.sendProgress', params));
@@ -795,6 +798,7 @@ export class Session implements SpiSession, SetAside {
       defaults: { sndBuf: daemon.limits.defaultSndBuf, rcvBuf: daemon.limits.defaultRcvBuf, sendPolicy: daemon.limits.sendPolicy },
       maxRecvBytes: maxRecvBytes(daemon.limits.maxFrameBytes),
       quota: this.quota,
+      received: this.received,
       flow: this.output,
       onNetworkEvents: (s, events, errors) => this.notify('spiwire.networkEvents', { s, events, errors }),
       faults: this.faults,

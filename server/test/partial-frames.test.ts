@@ -165,6 +165,50 @@ t.test('a client that keeps finishing messages is not closed for tricklers: each
   t.ok(Number(st['partialFrameBytes']) <= BUDGET, 'the daemon holds no more than the budget');
 });
 
+t.test('tricklers that send empty fragments do not keep their clocks young: a steady client is not the one closed', async (t) => {
+  const d = await startDaemon(t);
+  const tricklers: RawSession[] = [];
+  t.teardown(() => tricklers.forEach((h) => h.ws.terminate()));
+  const closes: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const h = await RawSession.open(d.url);
+    tricklers.push(h);
+    void h.closed.then(() => closes.push(i));
+    // A first fragment of 750 KB (binary, not FIN), masked with the zero key: five hold 3.75 MB,
+    // under the 4 MiB budget until the steady client's messages arrive.
+    const header = Buffer.alloc(14);
+    header[0] = 0x02;
+    header[1] = 0x80 | 127;
+    header.writeBigUInt64BE(BigInt(750_000), 2);
+    (h.ws as unknown as { _socket: net.Socket })._socket.write(Buffer.concat([header, Buffer.alloc(750_000, 0x5a)]));
+  }
+  // Then, every few ms, each sends an empty continuation frame (not FIN), in two writes.
+  const emptyFragment = Buffer.from([0x00, 0x80, 0, 0, 0, 0]);
+  let rounds = 0;
+  const timer = setInterval(() => {
+    if (++rounds > 200) return clearInterval(timer);
+    for (const h of tricklers) {
+      if (!h.isOpen) continue;
+      const raw = (h.ws as unknown as { _socket: net.Socket })._socket;
+      raw.write(emptyFragment.subarray(0, 3));
+      setTimeout(() => raw.write(emptyFragment.subarray(3)), 2);
+    }
+  }, 5);
+  t.teardown(() => clearInterval(timer));
+  await new Promise((r) => setTimeout(r, 100));
+  // The steady client: whole messages of 600 KB, in 100,000-byte pieces.
+  const steady = await RawSession.open(d.url);
+  t.teardown(() => steady.ws.terminate());
+  const raw = (steady.ws as unknown as { _socket: net.Socket })._socket;
+  const stream = Buffer.concat(Array.from({ length: 10 }, () => wholeMessage(600_000)));
+  for (let off = 0; off < stream.length && steady.isOpen; off += 100_000) {
+    raw.write(stream.subarray(off, off + 100_000));
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  t.ok(await until(() => closes.length > 0, 5000), `tricklers were closed (${closes.length})`);
+  t.ok(steady.isOpen, 'the steady client is still connected');
+});
+
 t.test('a message in one-byte fragments counts a cost per fragment, not one byte each', async (t) => {
   const d = await startDaemon(t);
   const h = await RawSession.open(d.url);

@@ -147,6 +147,57 @@ t.test('output kept for resumes is bounded daemon-wide: past --replay-budget the
   t.equal(r['ret'], 0, 'and answers calls');
 });
 
+t.test('received bytes no receive took are bounded daemon-wide: sockets stop reading, and nothing is lost', async (t) => {
+  const budget = 8 * 1024 * 1024;
+  // Fair share: the budget over 4 sessions, 2 MiB.
+  const d = await startCli(t, ['--received-budget', String(budget), '--max-sessions', '4']);
+  const perSocket = 1024 * 1024;
+  const sockets = 20;
+  // A peer that writes 1 MiB of a known pattern to each connection, then waits.
+  const written: number[] = [];
+  const server = net.createServer((c) => {
+    c.on('error', () => undefined);
+    const i = written.length;
+    written.push(0);
+    c.write(pattern(perSocket, i), () => (written[i] = perSocket));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  const s = await session(t, d.url);
+  const hs: number[] = [];
+  for (let i = 0; i < sockets; i++) {
+    const h = await tcpSocket(s);
+    await s.call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_RCVBUF, optval: Buffer.from([0, 0, 16, 0]), optlen: 4 });
+    await connectTo(s, h, port);
+    hs.push(h);
+  }
+  // Nobody reads: the daemon takes what the budget allows, then stops reading those sockets.
+  let held = 0;
+  await until(async () => {
+    const now = Number((await stats(d))['receivedBytes']);
+    const steady = now === held;
+    held = now;
+    return steady && now > 0;
+  }, 10000, 200);
+  t.ok(held <= budget + sockets * 64 * 1024, `the daemon holds ${held} received bytes, within the budget (${budget}) and a read per socket`);
+  t.ok(held >= budget, 'and takes up to the budget');
+  // Now read every socket to its end: every byte the peer wrote arrives, in order.
+  for (let i = 0; i < sockets; i++) {
+    const chunks: Buffer[] = [];
+    let got = 0;
+    while (got < perSocket) {
+      const r = await s.call('WSPRecv', { s: hs[i]!, lengths: [perSocket - got], flags: 0 }, 10000);
+      if (r['ret'] !== 0) throw new Error(`WSPRecv failed: ${String(r['errno'])}`);
+      const data = Buffer.from(r['data'] as Uint8Array);
+      chunks.push(data);
+      got += data.length;
+    }
+    t.ok(Buffer.concat(chunks).equals(pattern(perSocket, i)), `socket ${i}: all ${perSocket} bytes, intact`);
+  }
+  t.equal(Number((await stats(d))['receivedBytes']), 0, 'nothing is held once everything was read');
+});
+
 t.test('a client that pauses and then reads again gets every reply once; nothing is lost', async (t) => {
   const d = await startCli(t, ['--output-high-water', String(128 * 1024), '--output-stall-timeout', '20000']);
   const s = await RawSession.open(d.url);

@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
-import type { SessionQuota } from '../held-bytes.js';
+import type { SessionQuota, SessionReceived } from '../held-bytes.js';
 import type { AcceptResult, Completion, CompletionOut, RecvResult, SendResult, Started } from './results.js';
 import { cancellable, completion, recvFailed, sendFailed } from './results.js';
 import type { AppliedFault, CallMode, FaultHook } from '../faults/rules.js';
@@ -50,6 +50,8 @@ export interface SocketContext {
   readonly maxRecvBytes: number;
   /** The session's memory quota for bytes held on behalf of its sends. */
   readonly quota: SessionQuota;
+  /** The session's bytes received and not yet taken, against the daemon's budget. */
+  readonly received: SessionReceived;
   /** The session's output: while paused, sockets pull no more data from the network. */
   readonly flow: { readonly paused: boolean };
   /** Reports network events recorded for a socket selected with WSPEventSelect. */
@@ -145,6 +147,8 @@ export abstract class EmulatedSocket<S extends string = string> {
   /** Created with WSA_FLAG_OVERLAPPED. */
   readonly overlapped: boolean;
   protected readonly quota: SessionQuota;
+  /** See SocketContext.received. */
+  protected readonly received: SessionReceived;
   opts: SocketOptions;
   /** WSPShutdown(SD_RECEIVE): receives fail with WSAESHUTDOWN (and, on TCP, arriving data resets). */
   recvShut = false;
@@ -195,6 +199,7 @@ export abstract class EmulatedSocket<S extends string = string> {
     this.overlapped = id.overlapped;
     this.opts = new SocketOptions(ctx.defaults);
     this.quota = ctx.quota;
+    this.received = ctx.received;
     this.reportEvents = ctx.onNetworkEvents;
     this.callWaits = ctx.callWaits;
     this.captureCall = ctx.captureCall;
@@ -484,6 +489,11 @@ export abstract class EmulatedSocket<S extends string = string> {
   protected wake(): void {
     this.pollWaiters();
     this.checkEvents();
+  }
+
+  /** Whether a call waits on this socket (a receive, on a connected TCP socket). */
+  protected get hasWaiters(): boolean {
+    return this.waiters !== null && this.waiters.size > 0;
   }
 
   /** Re-checks every blocked call, and records no event. */

@@ -6,6 +6,9 @@ export class ReceiveBuffer {
   private chunks: Buffer[] = [];
   private bytes = 0;
 
+  /** count: told of every change in the bytes held (the session's and the daemon's totals). */
+  constructor(private readonly count: (delta: number) => void = () => undefined) {}
+
   /** Bytes waiting (FIONREAD). */
   get size(): number {
     return this.bytes;
@@ -13,6 +16,7 @@ export class ReceiveBuffer {
 
   /** Drops every byte waiting (a reset made them undeliverable). */
   clear(): void {
+    this.count(-this.bytes);
     this.chunks = [];
     this.bytes = 0;
   }
@@ -20,6 +24,7 @@ export class ReceiveBuffer {
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.bytes += chunk.length;
+    this.count(chunk.length);
   }
 
   /** Takes up to want bytes (leaves them with peek); a view of the first chunk when it holds them all. */
@@ -32,6 +37,7 @@ export class ReceiveBuffer {
         if (first.length === n) this.chunks.shift();
         else this.chunks[0] = first.subarray(n);
         this.bytes -= n;
+        this.count(-n);
       }
       return data;
     }
@@ -41,6 +47,7 @@ export class ReceiveBuffer {
     else {
       this.chunks = n < all.length ? [all.subarray(n)] : [];
       this.bytes -= n;
+      this.count(-n);
     }
     return data;
   }

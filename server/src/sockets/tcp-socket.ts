@@ -55,7 +55,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private tx: TransportBuffer | null = null;
   /** Bytes read from the connection (a counter, for metrics: no per-chunk work beyond the add). */
   private receivedTotal = 0;
-  private readonly rx = new ReceiveBuffer();
+  private readonly rx: ReceiveBuffer;
   /** The WSA code the connection broke with (state 'broken'). */
   private failure = 0;
   /**
@@ -103,6 +103,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     private readonly ctx: TcpContext,
   ) {
     super(id, ctx, TCP_MOVES, 'created');
+    this.rx = new ReceiveBuffer(this.received.add);
   }
 
   entered(to: TcpState): void {
@@ -376,6 +377,10 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
         return;
       }
       if (this.rx.size >= this.receiveHold() || this.ctx.flow.paused) conn.pause();
+      else if (this.overReceivedBudget()) {
+        conn.pause();
+        this.received.whenRoom(() => this.resumeInputIfRoom());
+      }
       // New data records FD_READ again on Windows, even before a receive re-enables it.
       this.reenable(W.FD_READ);
       this.wake();
@@ -505,8 +510,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     const fault = this.faults.armed ? this.faults.decide(this, { fn, mode: nonBlocking ? 'nonblocking' : 'blocking' }) : null;
     if (fault) r = this.faultedSend(fault, buffers, total, flags, nonBlocking);
     else r = this.sendNow(buffers, total, flags, nonBlocking);
-    // A blocking send that did not complete now waits (for room, or a fault's hold or delay).
-    if (!nonBlocking && r instanceof Promise) this.callWaits();
+    // A blocking send that did not complete now waits for room (or a fault's hold or delay). An
+    // empty send, or an urgent byte, goes through the queue only to keep its place: no wait.
+    if (!nonBlocking && r instanceof Promise && (fault !== null || (total > 0 && !this.directFlags(flags)))) this.callWaits();
     return r;
   }
 
@@ -919,13 +925,20 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     if (this.opts.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
     // Nothing tells node when urgent data arrives: SIGURG does (UrgentWatch).
     if (flags & W.MSG_OOB) return this.urgent.hold(() => this.updateUrgentWatch(), (release) => this.waitFor(check, recvFailed).finally(release));
-    return this.waitFor(check, recvFailed);
+    const r = this.waitFor(check, recvFailed);
+    // A receive now waits: a socket stopped for the received-bytes budget reads for it.
+    this.resumeInputIfRoom();
+    return r;
   }
 
   recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: Completion): Started<RecvResult> {
     const precheck = this.recvRefusal(flags, wantFrom, 'overlapped');
     const check = this.recvCheck(lengths, flags);
-    if (precheck || !(flags & W.MSG_OOB)) return this.overlappedRecv(precheck, check, done);
+    if (precheck || !(flags & W.MSG_OOB)) {
+      const started = this.overlappedRecv(precheck, check, done);
+      if (started.pending) this.resumeInputIfRoom();
+      return started;
+    }
     return this.urgent.hold(
       () => this.updateUrgentWatch(),
       (release) => {
@@ -968,6 +981,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
     if (this.closed || !this.state.move('closed')) return;
+    // What no receive took is gone with the socket.
+    this.rx.clear();
     // WSPCloseSocket completes a pending receive with WSAECONNABORTED on Windows (Wine's
     // test_iocp), not the WSA_OPERATION_ABORTED of the WSPRecv page; sends keep the latter.
     this.abortWaits(abortCode, overlappedCode === W.WSA_OPERATION_ABORTED ? W.WSAECONNABORTED : overlappedCode);
@@ -1070,7 +1085,16 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   /** Reads from the connection again when the receive buffer has room and the session's output allows. */
   private resumeInputIfRoom(): void {
-    if (this.conn?.isPaused() && !this.closed && this.rx.size < this.receiveHold() && !this.ctx.flow.paused) this.conn.resume();
+    if (this.conn?.isPaused() && !this.closed && this.rx.size < this.receiveHold() && !this.ctx.flow.paused && !this.overReceivedBudget()) this.conn.resume();
+  }
+
+  /**
+   * The daemon holds too much received data and this session more than its share: stop reading,
+   * unless a receive waits here with nothing to take. That one always gets data (a read's worth
+   * at most), or a client waiting on one socket while others hold the budget would wait forever.
+   */
+  private overReceivedBudget(): boolean {
+    return this.received.full && !(this.hasWaiters && this.rx.size === 0);
   }
 
   /** Unread bytes past which the socket stops reading: SO_RCVBUF, within what one reply can carry. */

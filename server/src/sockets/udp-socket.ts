@@ -82,10 +82,12 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     const sock = dgram.createSocket({ type: this.af === W.AF_INET6 ? 'udp6' : 'udp4', ipv6Only: this.af === W.AF_INET6, lookup: refuseLookup });
     sock.on('message', (data, rinfo) => {
       this.receivedTotal += data.length;
-      // A full receive buffer drops the datagram, as the kernel would.
-      if (this.rxBytes + data.length > Math.min(Math.max(this.opts.rcvBuf, 65536), this.maxRecvBytes)) return;
+      // A full receive buffer drops the datagram, as the kernel would; so does the daemon's
+      // budget of received bytes, while this session holds more than its share.
+      if (this.rxBytes + data.length > Math.min(Math.max(this.opts.rcvBuf, 65536), this.maxRecvBytes) || this.received.full) return;
       this.rxQueue.push({ data, from: fromNodeAddress(rinfo, this.af) });
       this.rxBytes += data.length;
+      this.received.add(data.length);
       this.reenable(W.FD_READ);
       this.wake();
     });
@@ -393,6 +395,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       if (!(flags & W.MSG_PEEK)) {
         this.rxQueue.shift();
         this.rxBytes -= d.data.length;
+        this.received.add(-d.data.length);
       }
       const truncated = d.data.length > room;
       const data = truncated ? d.data.subarray(0, room) : d.data;
@@ -445,6 +448,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (this.closed || !this.state.move('closed')) return;
     this.abortWaits(abortCode, overlappedCode);
     this.flushLate();
+    // What no receive took is gone with the socket.
+    this.received.add(-this.rxBytes);
+    this.rxQueue.length = 0;
+    this.rxBytes = 0;
     const sock = this.sock;
     this.sock = null;
     if (sock) {
