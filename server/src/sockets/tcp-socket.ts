@@ -56,6 +56,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   /** Bytes read from the connection (a counter, for metrics: no per-chunk work beyond the add). */
   private receivedTotal = 0;
   private readonly rx: ReceiveBuffer;
+  /** Registered with the received-bytes budget to read again once there is room. */
+  private waitingForRoom = false;
   /** The WSA code the connection broke with (state 'broken'). */
   private failure = 0;
   /**
@@ -379,7 +381,14 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       if (this.rx.size >= this.receiveHold() || this.ctx.flow.paused) conn.pause();
       else if (this.overReceivedBudget()) {
         conn.pause();
-        this.received.whenRoom(() => this.resumeInputIfRoom());
+        // Once per wait for room, however often the socket pauses meanwhile.
+        if (!this.waitingForRoom) {
+          this.waitingForRoom = true;
+          this.received.whenRoom(() => {
+            this.waitingForRoom = false;
+            this.resumeInputIfRoom();
+          });
+        }
       }
       // New data records FD_READ again on Windows, even before a receive re-enables it.
       this.reenable(W.FD_READ);
