@@ -141,7 +141,6 @@ export class SpiThread {
   /** The run of APCs a blocking call's wait started, until it is over. */
   private apcsInWait: Promise<boolean> | null = null;
 
-
   constructor(
     private readonly host: ThreadHost,
     handle: number,

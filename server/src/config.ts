@@ -3,7 +3,7 @@
  * the environment over the defaults. Every setting is documented in the README.
  */
 import { readFileSync } from 'node:fs';
-import { DEFAULT_LIMITS, type DaemonLimits } from './daemon-context.js';
+import { DEFAULT_LIMITS, partialFramesBudgetOf, type DaemonLimits } from './daemon-context.js';
 import { AllowList } from './allow-list.js';
 import { FlagError, readFlags } from './cli-args.js';
 
@@ -184,9 +184,9 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
   if (cfg.traceDir === '') cfg.traceDir = undefined;
   if (cfg.resumeUrl === '') cfg.resumeUrl = undefined;
   if (cfg.resumeUrl !== undefined && !/^wss?:\/\/[^\s]+$/.test(cfg.resumeUrl)) throw new ConfigError(`--resume-url / SPIWIRE_RESUME_URL must be a ws:// or wss:// URL, got ${JSON.stringify(cfg.resumeUrl)}`);
-  // Unless given, the budget grows with the largest message: twice it at least.
-  if (!given.has('partialFramesBudget')) cfg.partialFramesBudget = Math.max(cfg.partialFramesBudget, 2 * cfg.maxFrameBytes);
-  if (cfg.partialFramesBudget < 2 * cfg.maxFrameBytes) throw new ConfigError(`--partial-frames-budget / SPIWIRE_PARTIAL_FRAMES_BUDGET must be at least twice --max-frame-bytes (${2 * cfg.maxFrameBytes}), got ${cfg.partialFramesBudget}`);
+  const partialFramesBudget = partialFramesBudgetOf(given.has('partialFramesBudget') ? cfg.partialFramesBudget : undefined, cfg.maxFrameBytes);
+  if (partialFramesBudget === null) throw new ConfigError(`--partial-frames-budget / SPIWIRE_PARTIAL_FRAMES_BUDGET must be at least twice --max-frame-bytes (${2 * cfg.maxFrameBytes}), got ${cfg.partialFramesBudget}`);
+  cfg.partialFramesBudget = partialFramesBudget;
   if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level / SPIWIRE_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(cfg.logLevel)}`);
   try {
     AllowList.parse(cfg.allow);

@@ -71,6 +71,16 @@ export interface DaemonLimits {
   sendPolicy: number;
 }
 
+/**
+ * The partial-frame budget in force: a given one as it is, else the default or twice
+ * maxFrameBytes, whichever is more; null when a given one holds less than two messages of the
+ * largest size (the command line and startServer each refuse that in their own way).
+ */
+export function partialFramesBudgetOf(given: number | undefined, maxFrameBytes: number): number | null {
+  const budget = given ?? Math.max(DEFAULT_LIMITS.partialFramesBudget, 2 * maxFrameBytes);
+  return budget < 2 * maxFrameBytes ? null : budget;
+}
+
 const descriptors = descriptorBudget();
 
 export const DEFAULT_LIMITS: DaemonLimits = {
@@ -144,9 +154,9 @@ export class DaemonContext {
     this.received = new ReceivedBytes(limits.receivedBudgetBytes, limits.maxSessions);
     this.draining = new Draining(log, limits.lingerMs);
     this.faults = new DaemonFaults(log, undefined, (source, rule) => this.metrics.faultApplied(source, rule));
-    // A client's doing (it sent the bytes): a debug line at most, like every client mistake.
     this.output = new SharedBudget<OutputFlow>(limits.outputBudgetBytes, (flow) => flow.overBudget(limits.outputBudgetBytes));
     this.replay = new SharedBudget<{ replayOverBudget(budget: number): void }>(limits.replayBudgetBytes, (session) => session.replayOverBudget(limits.replayBudgetBytes));
+    // A client's doing (it sent the bytes): a debug line at most, like every client mistake.
     this.partialFrames = new PartialFrames(limits.partialFramesBudget, (info) => this.clientMistakes.log(info, 'connection closed: unfinished messages over the partial-frame budget'));
   }
 

@@ -5,24 +5,29 @@
  * Without it a client could reconnect again and again, each time leaving a quota's worth behind.
  */
 
+/**
+ * What any one session may hold of a daemon-wide budget whatever the others hold: the budget
+ * shared out among the sessions there may be (at least 64 KiB). Without it a few sessions that
+ * fill the budget would leave every other session without a byte.
+ */
+function fairShareOf(budget: number, maxSessions: number): number {
+  return Math.max(64 * 1024, Math.floor(budget / Math.max(1, maxSessions)));
+}
+
 /** Daemon-wide. */
 export class HeldBytes {
   /** Held for every session, live or ended. */
   total = 0;
   /** Of which, held for sessions that have ended. */
   ofEndedSessions = 0;
-  /**
-   * What any one session may hold whatever the others hold: the budget shared out among the
-   * sessions there may be (at least 64 KiB). Without it a few sessions that fill the budget
-   * would leave every other session unable to send a byte.
-   */
+  /** See fairShareOf: what any one session may hold whatever the others hold. */
   readonly fairShare: number;
 
   constructor(
     readonly budget: number,
     maxSessions = 1,
   ) {
-    this.fairShare = Math.max(64 * 1024, Math.floor(budget / Math.max(1, maxSessions)));
+    this.fairShare = fairShareOf(budget, maxSessions);
   }
 }
 
@@ -76,7 +81,7 @@ export class ReceivedBytes {
     readonly budget: number,
     maxSessions = 1,
   ) {
-    this.fairShare = Math.max(64 * 1024, Math.floor(budget / Math.max(1, maxSessions)));
+    this.fairShare = fairShareOf(budget, maxSessions);
   }
 
   change(delta: number): void {

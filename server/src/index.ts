@@ -2,7 +2,7 @@
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { buildApp, WS_PATH } from './app.js';
-import { DaemonContext, DEFAULT_LIMITS, type DaemonLimits } from './daemon-context.js';
+import { DaemonContext, DEFAULT_LIMITS, partialFramesBudgetOf, type DaemonLimits } from './daemon-context.js';
 import { isLoopbackHost } from './security.js';
 import type { Session } from './session.js';
 import { VERSION } from './version.js';
@@ -66,8 +66,9 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   const log = opts.logger ?? pino({ level: 'silent' });
   const limits: DaemonLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   // As on the command line: unless given, the partial-frame budget holds two of the largest messages.
-  if (opts.limits?.partialFramesBudget === undefined) limits.partialFramesBudget = Math.max(limits.partialFramesBudget, 2 * limits.maxFrameBytes);
-  else if (limits.partialFramesBudget < 2 * limits.maxFrameBytes) throw new RangeError(`limits.partialFramesBudget must be at least twice limits.maxFrameBytes (${2 * limits.maxFrameBytes}), got ${limits.partialFramesBudget}`);
+  const partialFramesBudget = partialFramesBudgetOf(opts.limits?.partialFramesBudget, limits.maxFrameBytes);
+  if (partialFramesBudget === null) throw new RangeError(`limits.partialFramesBudget must be at least twice limits.maxFrameBytes (${2 * limits.maxFrameBytes}), got ${limits.partialFramesBudget}`);
+  limits.partialFramesBudget = partialFramesBudget;
   const ctx = new DaemonContext(log, limits, VERSION, AllowList.parse(opts.allow ?? '*'));
   if (opts.faults) ctx.faults.replaceFileRules(opts.faults);
   if (opts.traceDir !== undefined) {

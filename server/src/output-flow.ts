@@ -49,7 +49,7 @@ export class OutputFlow {
     private readonly daemonBudget: SharedBudget<OutputFlow> | null = null,
   ) {}
 
-  /** Output waiting for the client: unsent, and kept for a resume. */
+  /** Output waiting for the client: unsent, and produced while it is away (hold()). */
   get waiting(): number {
     return this.unsent + this.held;
   }
@@ -81,7 +81,7 @@ export class OutputFlow {
     this.unsent -= n;
     if (!this.over) this.daemonBudget?.change(this, -n);
     this.lastProgress = performance.now();
-    if (this.paused && this.unsent + this.held <= this.limits.outputHighWaterBytes / 2) this.resume();
+    if (this.paused && this.waiting <= this.limits.outputHighWaterBytes / 2) this.resume();
   };
 
   /** The connection dropped: output from now on is held (hold()) until attach(). */
@@ -94,7 +94,7 @@ export class OutputFlow {
     if (this.over) return;
     this.held += n;
     this.daemonBudget?.change(this, n);
-    if (!this.over && !this.paused && this.unsent + this.held > this.limits.outputHighWaterBytes) this.pause();
+    if (!this.over && !this.paused && this.waiting > this.limits.outputHighWaterBytes) this.pause();
   }
 
   /** The client is back: what was held is sent again through sent() and counted there. */

@@ -180,9 +180,9 @@ export class Session implements SpiSession, SetAside {
 
   /** The connection; null while the session waits for a resume. */
   private ws: WebSocket | null;
-  /** Resume state; null for a session that cannot be resumed (not asked for, off, or past its bound). */
   /** Bytes this session's sockets received and no receive took yet, against the daemon's budget. */
   private readonly received: SessionReceived;
+  /** Resume state; null for a session that cannot be resumed (not asked for, off, or past its bound). */
   private resume: ResumeState | null = null;
   /** The id of the call whose method is running now (synchronously), for spiwire.waiting. */
   private callRunning: P.RequestId | null = null;
@@ -802,22 +802,13 @@ export class Session implements SpiSession, SetAside {
       flow: this.output,
       onNetworkEvents: (s, events, errors) => this.notify('spiwire.networkEvents', { s, events, errors }),
       faults: this.faults,
+      // Now: the call is done with, so a second wait of it is not announced again.
       callWaits: () => {
-        const id = this.callRunning;
-        if (id === null) return;
+        const announce = this.announcer();
         this.callRunning = null;
-        this.notify('spiwire.waiting', { id });
+        announce();
       },
-      captureCall: () => {
-        const id = this.callRunning;
-        if (id === null) return NO_ANNOUNCEMENT;
-        let done = false;
-        return () => {
-          if (done || this.ended) return;
-          done = true;
-          this.notify('spiwire.waiting', { id });
-        };
-      },
+      captureCall: () => this.announcer(),
       ports: daemon.ports,
       draining: daemon.draining,
       connectionQueue: {
@@ -827,6 +818,18 @@ export class Session implements SpiSession, SetAside {
         },
       },
       adopt: (c, parent) => this.adopt(c, parent),
+    };
+  }
+
+  /** Announces, once, that the call running now waits (spiwire.waiting); a no-op outside a call. */
+  private announcer(): () => void {
+    const id = this.callRunning;
+    if (id === null) return NO_ANNOUNCEMENT;
+    let done = false;
+    return () => {
+      if (done || this.ended) return;
+      done = true;
+      this.notify('spiwire.waiting', { id });
     };
   }
 

@@ -11,7 +11,7 @@ export class SharedBudget<T> {
   constructor(
     readonly budget: number,
     /** The budget is passed and member holds the most: it must release what it holds (forget()). */
-    private readonly over: (member: T, holds: number) => void,
+    private readonly over: (member: T) => void,
   ) {}
 
   /** Bytes held now, all members. */
@@ -32,7 +32,7 @@ export class SharedBudget<T> {
         most = held;
       }
     }
-    if (largest !== null) this.over(largest, most);
+    if (largest !== null) this.over(largest);
   }
 
   /** member holds nothing any more (it ended, or dropped what it kept). */

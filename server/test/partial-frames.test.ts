@@ -21,17 +21,37 @@ async function stats(d: Cli): Promise<Record<string, unknown>> {
 
 const partialBytes = async (d: Cli): Promise<number> => Number((await stats(d))['partialFrameBytes']);
 
+/** The TCP connection under a client's WebSocket, for bytes that are not whole frames. */
+const rawOf = (ws: WebSocket): net.Socket => (ws as unknown as { _socket: net.Socket })._socket;
+
 /**
- * Writes, on ws's TCP connection, the start of a binary message of MAX_FRAME - 16 bytes (masked
- * with the zero key) and `part` bytes of its payload, and nothing more.
+ * A frame as a client writes it: its first byte (FIN and opcode), a 64-bit length, the masking key
+ * (all zero), then `part` bytes of its payload (all of it when not given).
  */
-function beginMessage(ws: WebSocket, part: number): void {
+function frame(first: number, length: number, part = length): Buffer {
   const header = Buffer.alloc(14);
-  header[0] = 0x82; // FIN, binary
+  header[0] = first;
   header[1] = 0x80 | 127; // masked, 64-bit length
-  header.writeBigUInt64BE(BigInt(MAX_FRAME - 16), 2);
+  header.writeBigUInt64BE(BigInt(length), 2);
   // bytes 10..13: the masking key, all zero
-  (ws as unknown as { _socket: net.Socket })._socket.write(Buffer.concat([header, Buffer.alloc(part, 0x5a)]));
+  return Buffer.concat([header, Buffer.alloc(part, 0x5a)]);
+}
+
+/** The start of a binary message of MAX_FRAME - 16 bytes and `part` bytes of it, and nothing more. */
+function beginMessage(ws: WebSocket, part: number): void {
+  rawOf(ws).write(frame(0x82, MAX_FRAME - 16, part));
+}
+
+/** Opens n sessions, which the test's teardown ends; each index goes to closes when its connection closes. */
+async function openSessions(t: Test, d: Cli, n: number, closes: number[]): Promise<RawSession[]> {
+  const all: RawSession[] = [];
+  t.teardown(() => all.forEach((h) => h.ws.terminate()));
+  for (let i = 0; i < n; i++) {
+    const h = await RawSession.open(d.url);
+    all.push(h);
+    void h.closed.then(() => closes.push(i));
+  }
+  return all;
 }
 
 async function startDaemon(t: Test): Promise<Cli> {
@@ -81,7 +101,7 @@ t.test('unfinished messages on many connections: the oldest are closed with 1013
   // A hog that finishes its message no longer counts (the daemon takes the message and answers
   // that its bytes are not a frame; the session goes on).
   const last = hogs[9]!;
-  (last.ws as unknown as { _socket: net.Socket })._socket.write(Buffer.alloc(MAX_FRAME - 16 - PART, 0));
+  rawOf(last.ws).write(Buffer.alloc(MAX_FRAME - 16 - PART, 0));
   t.ok(await until(async () => (await partialBytes(d)) <= (10 - closes.length - 1) * (PART + 4096), 5000), 'a finished message no longer counts');
   t.ok(d.lines().every((l) => Number(l['level']) < 50), 'nothing was logged at error level');
 });
@@ -122,20 +142,14 @@ t.test('a resumable session closed for the budget waits for its client, which re
   t.equal(answer['method'], 'spiwire.resumed', 'the session was resumed');
 });
 
-/** A whole binary message of n bytes as a client writes it: header, zero masking key, payload. */
-function wholeMessage(n: number): Buffer {
-  const header = Buffer.alloc(14);
-  header[0] = 0x82;
-  header[1] = 0x80 | 127;
-  header.writeBigUInt64BE(BigInt(n), 2);
-  return Buffer.concat([header, Buffer.alloc(n, 0x5a)]);
-}
+/** A whole binary message of n bytes as a client writes it. */
+const wholeMessage = (n: number): Buffer => frame(0x82, n);
 
 t.test('a client that keeps finishing messages is not closed for tricklers: each finished message starts its clock again', async (t) => {
   const d = await startDaemon(t);
   const busy = await RawSession.open(d.url);
   t.teardown(() => busy.ws.terminate());
-  const raw = (busy.ws as unknown as { _socket: net.Socket })._socket;
+  const raw = rawOf(busy.ws);
   // 600 KB messages written back to back in 100,000-byte pieces: reads rarely end between two
   // messages, so the busy connection nearly always holds part of one.
   const stream = Buffer.concat(Array.from({ length: 40 }, () => wholeMessage(600_000)));
@@ -148,13 +162,8 @@ t.test('a client that keeps finishing messages is not closed for tricklers: each
     }
   };
   const pumping = pump();
-  const hogs: RawSession[] = [];
-  t.teardown(() => hogs.forEach((h) => h.ws.terminate()));
   const closes: number[] = [];
-  for (let i = 0; i < 8; i++) {
-    const h = await RawSession.open(d.url);
-    hogs.push(h);
-    void h.closed.then(() => closes.push(i));
+  for (const h of await openSessions(t, d, 8, closes)) {
     beginMessage(h.ws, PART);
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -167,21 +176,11 @@ t.test('a client that keeps finishing messages is not closed for tricklers: each
 
 t.test('tricklers that send empty fragments do not keep their clocks young: a steady client is not the one closed', async (t) => {
   const d = await startDaemon(t);
-  const tricklers: RawSession[] = [];
-  t.teardown(() => tricklers.forEach((h) => h.ws.terminate()));
   const closes: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const h = await RawSession.open(d.url);
-    tricklers.push(h);
-    void h.closed.then(() => closes.push(i));
-    // A first fragment of 750 KB (binary, not FIN), masked with the zero key: five hold 3.75 MB,
-    // under the 4 MiB budget until the steady client's messages arrive.
-    const header = Buffer.alloc(14);
-    header[0] = 0x02;
-    header[1] = 0x80 | 127;
-    header.writeBigUInt64BE(BigInt(750_000), 2);
-    (h.ws as unknown as { _socket: net.Socket })._socket.write(Buffer.concat([header, Buffer.alloc(750_000, 0x5a)]));
-  }
+  const tricklers = await openSessions(t, d, 5, closes);
+  // A first fragment of 750 KB each (binary, not FIN): five hold 3.75 MB, under the 4 MiB budget
+  // until the steady client's messages arrive.
+  for (const h of tricklers) rawOf(h.ws).write(frame(0x02, 750_000));
   // Then, every few ms, each sends an empty continuation frame (not FIN), in two writes.
   const emptyFragment = Buffer.from([0x00, 0x80, 0, 0, 0, 0]);
   let rounds = 0;
@@ -189,7 +188,7 @@ t.test('tricklers that send empty fragments do not keep their clocks young: a st
     if (++rounds > 200) return clearInterval(timer);
     for (const h of tricklers) {
       if (!h.isOpen) continue;
-      const raw = (h.ws as unknown as { _socket: net.Socket })._socket;
+      const raw = rawOf(h.ws);
       raw.write(emptyFragment.subarray(0, 3));
       setTimeout(() => raw.write(emptyFragment.subarray(3)), 2);
     }
@@ -199,7 +198,7 @@ t.test('tricklers that send empty fragments do not keep their clocks young: a st
   // The steady client: whole messages of 600 KB, in 100,000-byte pieces.
   const steady = await RawSession.open(d.url);
   t.teardown(() => steady.ws.terminate());
-  const raw = (steady.ws as unknown as { _socket: net.Socket })._socket;
+  const raw = rawOf(steady.ws);
   const stream = Buffer.concat(Array.from({ length: 10 }, () => wholeMessage(600_000)));
   for (let off = 0; off < stream.length && steady.isOpen; off += 100_000) {
     raw.write(stream.subarray(off, off + 100_000));
@@ -218,6 +217,6 @@ t.test('a message in one-byte fragments counts a cost per fragment, not one byte
     // Not FIN; binary first, continuation after; masked with the zero key; one payload byte.
     frames.push(Buffer.from([i === 0 ? 0x02 : 0x00, 0x80 | 1, 0, 0, 0, 0, 0x5a]));
   }
-  (h.ws as unknown as { _socket: net.Socket })._socket.write(Buffer.concat(frames));
+  rawOf(h.ws).write(Buffer.concat(frames));
   t.ok(await until(async () => (await partialBytes(d)) >= 2000 * 256, 5000), 'the 2,000 fragments count at least 256 bytes each');
 });

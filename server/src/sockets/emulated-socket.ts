@@ -498,7 +498,7 @@ export abstract class EmulatedSocket<S extends string = string> {
 
   /** Re-checks every blocked call, and records no event. */
   protected pollWaiters(): void {
-    if (this.waiters !== null && this.waiters.size > 0) for (const w of [...this.waiters]) w.poll();
+    if (this.hasWaiters) for (const w of [...this.waiters!]) w.poll();
   }
 
   /**
