@@ -81,6 +81,12 @@ export interface RpcOptions {
    */
   resume?: boolean | undefined;
   /**
+   * How long after a counted message from the daemon an acknowledgement goes when no count has
+   * made one due (default P.ACK_DELAY_MS, 20 ms). For tests that count frames and must not see
+   * the timer's acknowledgement on a slow machine.
+   */
+  ackDelayMs?: number | undefined;
+  /**
    * The masking keys of the SDK's frames (masked-frames.ts). Default 'zero': the all-zero key,
    * so that neither end spends a pass over every byte on masking; the daemon accepts any key.
    * 'random' picks a fresh random key per frame (RFC 6455 section 5.3), for a path through an
@@ -284,7 +290,7 @@ export class RpcConnection {
     this.maskingKeys = opts.maskingKeys ?? 'zero';
     this.listen(ws);
     if (opts.resume !== false && isResumeOffer(welcome.resume)) {
-      this.resume = { offer: { ...welcome.resume }, incoming: new P.ReceiveCounter(this.sendAck), sent: 0, acked: 0, written: 0, inFlight: 0, kept: [], head: 0 };
+      this.resume = { offer: { ...welcome.resume }, incoming: new P.ReceiveCounter(this.sendAck, opts.ackDelayMs), sent: 0, acked: 0, written: 0, inFlight: 0, kept: [], head: 0 };
       this.heartbeat = setInterval(this.beat, HEARTBEAT_MS);
       this.heartbeat.unref();
     }

@@ -90,8 +90,14 @@ export class ReceiveCounter {
   private bytesSinceAck = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
 
-  /** ackNow is asked to acknowledge (at once or on the timer); it calls take() once it can send. */
-  constructor(private readonly ackNow: () => void) {}
+  /**
+   * ackNow is asked to acknowledge (at once or on the timer); it calls take() once it can send.
+   * delayMs: how long after a message that made no acknowledgement due one goes anyway.
+   */
+  constructor(
+    private readonly ackNow: () => void,
+    private readonly delayMs = ACK_DELAY_MS,
+  ) {}
 
   /** A message arrived: counted unless it holds nothing but a spiwire.ack. */
   count(data: Uint8Array, binary: boolean): void {
@@ -99,7 +105,7 @@ export class ReceiveCounter {
     this.received++;
     this.bytesSinceAck += data.length;
     if (ackDue(this.received - this.acked, this.bytesSinceAck)) this.ackNow();
-    else this.timer ??= setTimeout(this.onTimer, ACK_DELAY_MS);
+    else this.timer ??= setTimeout(this.onTimer, this.delayMs);
   }
 
   /**
