@@ -20,18 +20,40 @@ const child = spawn(process.execPath, [new URL('../node_modules/tap/dist/esm/run
 let passed = 0;
 let failed = 0;
 let skipped = 0;
+// Every failing test, with the diagnostics tap prints under it, repeated after the closing counts:
+// CI keeps only the tail of a long log, and the tail must name what failed.
+const failures = [];
+let capturing = null;
 // A test inside a file is a TAP line at exactly one level of indentation (4 spaces).
 const line = /^ {4}(not )?ok \d+ - .*?(# (SKIP|TODO)\b.*)?$/;
 const rl = createInterface({ input: child.stdout });
 rl.on('line', (l) => {
   process.stdout.write(`${l}\n`);
   saved.write(`${l}\n`);
+  // A failing line's YAML diagnostics follow it, from "---" to "...".
+  if (capturing) {
+    const yaml = l.trim();
+    if ((capturing.inYaml || yaml === '---') && capturing.lines.length < 25) {
+      capturing.inYaml = yaml !== '...';
+      capturing.lines.push(l);
+      if (capturing.inYaml) return void countLine(l);
+    }
+    capturing = null;
+  }
+  const failing = /^\s*not ok \d+ - (.*)$/.exec(l);
+  if (failing && !/# (SKIP|TODO)\b/.test(failing[1])) {
+    capturing = { lines: [l], inYaml: false };
+    failures.push(capturing);
+  }
+  countLine(l);
+});
+function countLine(l) {
   const m = line.exec(l);
   if (!m) return;
   if (m[3]) skipped++;
   else if (m[1]) failed++;
   else passed++;
-});
+}
 child.on('close', (code) => {
   rl.close();
   // A file that crashed or timed out has a top-level "not ok" and may report no inner line.
@@ -44,6 +66,10 @@ child.on('close', (code) => {
     const check = spawnSync(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     if (check.status === 0) passed++;
     else failed++;
+    if (failures.length > 0) {
+      process.stdout.write(`\n== failures (${failures.length} TAP lines; full stream in .tap/results.tap)\n`);
+      for (const f of failures) process.stdout.write(`${f.lines.join('\n')}\n`);
+    }
     process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped\n`);
     process.exit(check.status === 0 ? (code ?? 1) : code || 1);
   });
