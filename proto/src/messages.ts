@@ -316,7 +316,7 @@ export const METHODS = {
   'spiwire.threadExit': {
     summary: 'A thread of the session exited: its pending overlapped operations complete with WSA_OPERATION_ABORTED.',
     params: { thread: { type: 'u32', doc: 'The ThreadHandle given in overlapped.thread by that thread\'s calls.' } },
-    result: { cancelled: { type: 'u32', doc: 'How many pending operations were cancelled.' } },
+    result: { cancelled: { type: 'u32', doc: 'How many pending operations this call completed with WSA_OPERATION_ABORTED (a send past cancelling completes with success and is not counted).' } },
   },
   'spiwire.setSocketTag': {
     summary: 'Sets (or clears) the tag of a socket, a name fault rules can match (section 19). ret SOCKET_ERROR with WSAENOTSOCK for a handle that is not a socket of the session.',

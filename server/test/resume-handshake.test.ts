@@ -92,6 +92,8 @@ t.test('bad resumes are refused with a documented reason; the session stays resu
   const inside = await exchange(`${d.url}`, [JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'spiwire.resume', params: good })], 300);
   const refusal = inside.messages.find((m) => m['id'] === 9);
   t.equal(P.isRecord(refusal?.['error']) ? refusal['error']['code'] : undefined, P.RESUME_REFUSED, 'inside a session: RESUME_REFUSED');
+  const refusalData = P.isRecord(refusal?.['error']) ? refusal['error']['data'] : undefined;
+  t.same(refusalData, { reason: 'not-first', daemonId }, 'with the reason and this daemon\'s id, as every refusal');
   t.equal(inside.closeCode, 1000, 'and the session goes on');
 
   // After all that, the right resume still works.

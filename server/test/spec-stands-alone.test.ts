@@ -234,6 +234,75 @@ t.test('overlapped.thread of a client without threads: any fixed value; threadEx
   t.same([aborted.params?.['error'], aborted.params?.['bytes']], [P.WSA_OPERATION_ABORTED, 0]);
 });
 
+t.test('a pending send whose bytes all went to the kernel ahead is past cancelling: threadExit completes it with success and does not count it', async (t) => {
+  t.match(section('9. Blocking, nonblocking and overlapped calls'), /A pending send is past cancelling once the daemon has handed all its bytes/);
+  t.match(section('spiwire.threadExit'), /`cancelled` counts only the operations that complete with WSA_OPERATION_ABORTED/);
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+  t.same(await s.call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval: dword(4096), optlen: 4 }), { ret: 0, errno: 0 });
+  await connectTo(s, h, peer.port);
+  const conn = await peer.next();
+  conn.socket.pause();
+  // Nonblocking sends fill the kernel's buffers and the transport buffer.
+  t.same(await s.call('WSPIoctl', { s: h, code: P.FIONBIO, input: dword(1), outputLength: 0 }), { ret: 0, errno: 0, bytesReturned: 0 });
+  const sent: Buffer[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const chunk = pattern(4096, 10 + i);
+    const r = await s.call('WSPSend', { s: h, buffers: [chunk], flags: 0 });
+    if (r['ret'] !== 0) {
+      t.same(r, { ret: -1, errno: P.WSAEWOULDBLOCK }, 'filled: WSAEWOULDBLOCK');
+      break;
+    }
+    sent.push(chunk.subarray(0, r['bytesSent'] as number));
+  }
+  // Two overlapped sends of thread 8 wait: the daemon hands the first 3 x SO_SNDBUF of waiting
+  // bytes to the kernel ahead, which is all of the small one and part of the large one.
+  const small = pattern(100, 2);
+  const large = pattern(30000, 3);
+  t.same(await s.call('WSPSend', { s: h, buffers: [small], flags: 0, overlapped: { op: 1, thread: 8 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+  t.same(await s.call('WSPSend', { s: h, buffers: [large], flags: 0, overlapped: { op: 2, thread: 8 } }), { ret: -1, errno: P.WSA_IO_PENDING });
+  const completions = [1, 2].map((op) => s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === op));
+  t.same(await s.call('spiwire.threadExit', { thread: 8 }), { ret: 0, errno: 0, cancelled: 1 }, 'one operation was cancelled');
+  const [first, second] = await Promise.all(completions);
+  t.same([first!.params?.['error'], first!.params?.['bytes']], [0, 100], 'the small send, all of it with the kernel, completes with success');
+  const part = Number(second!.params?.['bytes']);
+  t.equal(second!.params?.['error'], P.WSA_OPERATION_ABORTED, 'the large one is aborted');
+  t.ok(part > 0 && part < large.length, `with the count of its bytes the kernel has (${part})`);
+  // The peer gets exactly what the completions say: the small send, and that part of the large one.
+  t.same(await s.call('WSPCloseSocket', { s: h }), { ret: 0, errno: 0 });
+  conn.socket.resume();
+  await conn.gone;
+  t.ok(conn.received().equals(Buffer.concat([...sent, small, large.subarray(0, part)])), 'the peer got the filler, the small send and that part of the large one, nothing more');
+});
+
+t.test('the address text is checked when the method reads the address: after the socket, before its family and length', async (t) => {
+  const text = section('6. JSON-RPC 2.0 usage');
+  t.match(text, /the text of a sockaddr's `address` \(section 7\) is checked when the method reads the address, after it has found the socket \(WSAENOTSOCK comes first\)/);
+  t.match(section('WSPBind'), /Checks in this order: the socket \(WSAENOTSOCK\), the address text \(INVALID_PARAMS, section 6\), family, length/);
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  const h = await tcpSocket(s);
+  const invalid = async (method: string, params: Record<string, unknown>, field: string): Promise<void> => {
+    const m = await s.request(method, params).response;
+    t.equal(m.error?.code, P.INVALID_PARAMS, `${method}: INVALID_PARAMS`);
+    t.same(m.error?.data, { field }, `data.field ${field}`);
+  };
+  const name = (family: number, address: string, port = 1) => ({ family, address, port });
+  t.same(await s.call('WSPConnect', { s: 99999, name: name(P.AF_INET, 'localhost'), namelen: 16 }), { ret: -1, errno: P.WSAENOTSOCK }, 'an unknown socket first');
+  await invalid('WSPBind', { s: h, name: name(5, 'localhost'), namelen: 16 }, 'name.address');
+  t.same(await s.call('WSPBind', { s: h, name: name(5, '127.0.0.1'), namelen: 16 }), { ret: -1, errno: P.WSAEAFNOSUPPORT }, 'then the family');
+  await invalid('WSPBind', { s: h, name: name(P.AF_INET, 'localhost'), namelen: 4 }, 'name.address');
+  t.same(await s.call('WSPBind', { s: h, name: name(P.AF_INET, '127.0.0.1'), namelen: 4 }), { ret: -1, errno: P.WSAEFAULT }, 'then the length');
+  // WSPSendTo on a connected TCP socket does not read `to`: its text is not checked either.
+  await connectTo(s, h, peer.port);
+  const conn = await peer.next();
+  t.same(await s.call('WSPSendTo', { s: h, buffers: [Buffer.from('abc')], flags: 0, to: name(P.AF_INET, 'localhost'), tolen: 16 }), { ret: 0, errno: 0, bytesSent: 3 });
+  t.same((await conn.waitFor(3)).toString(), 'abc', 'the peer got the bytes');
+});
+
 // ---------------------------------------------------------------- point 8: the schema validates what the daemon sends
 
 /** A decoded message back in its JSON text form: byte strings as {"$b": [offset, length]}. */

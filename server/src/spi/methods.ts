@@ -48,6 +48,8 @@ export interface SpiSession {
   allows(address: string, port: number, unspecified?: boolean): boolean;
   /** Where every call's result code is counted (the daemon's metrics). */
   readonly calls: CallCounts;
+  /** The daemon's id, which every RESUME_REFUSED names. */
+  readonly daemonId: string;
 }
 
 /** An overlapped call's answer: pending, refused before it started, or its result (and completion). */
@@ -248,8 +250,8 @@ export const SPI_HANDLERS: Handlers = {
 
   // The handshake of a resume connection reads it before any session exists (resume.ts); here,
   // inside a session, it can only be a mistake.
-  'spiwire.resume': () => {
-    throw new ProtocolError(W.RESUME_REFUSED, 'spiwire.resume is only the first message of a connection opened on /ws?resume=<session>', { reason: 'not-first' });
+  'spiwire.resume': (session) => {
+    throw new ProtocolError(W.RESUME_REFUSED, 'spiwire.resume is only the first message of a connection opened on /ws?resume=<session>', { reason: 'not-first', daemonId: session.daemonId });
   },
 
   WSPEventSelect: withSocket((sock, p: Params<'WSPEventSelect'>) => {
