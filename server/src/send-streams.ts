@@ -19,6 +19,8 @@ interface OpenStream {
   taken: number;
   /** taken when the client was last told. */
   reported: number;
+  /** The client has been told something (the first report says the send has started). */
+  announced: boolean;
   pieces: PieceSink | null;
   /** Fails the send (a window or quota breach): completes the operation with the code. */
   fail: ((errno: number) => void) | null;
@@ -43,7 +45,7 @@ export class SendStreams {
    * attach() then gives it the handle for the pieces still to come.
    */
   begin(id: number, total: number, firstBytes: number): (taken: number) => void {
-    const st: OpenStream = { total, received: firstBytes, taken: 0, reported: 0, pieces: null, fail: null };
+    const st: OpenStream = { total, received: firstBytes, taken: 0, reported: 0, announced: false, pieces: null, fail: null };
     this.open.set(id, st);
     return (taken) => {
       st.taken = taken;
@@ -64,7 +66,9 @@ export class SendStreams {
     }
     st.pieces = sink;
     st.fail = fail;
-    this.report(id, st, false);
+    // The first report says the send has started, unless the send's own start already reported
+    // this very count (it took a quarter of the window at once): no report repeats the last.
+    if (!st.announced || st.taken !== st.reported) this.report(id, st, false);
   }
 
   /** The send is over (completed, failed or cancelled): no more pieces. */
@@ -97,6 +101,7 @@ export class SendStreams {
 
   private report(id: number, st: OpenStream, done: boolean): void {
     st.reported = st.taken;
+    st.announced = true;
     this.notify({ stream: id, taken: st.taken, done });
   }
 }

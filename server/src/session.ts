@@ -27,6 +27,14 @@ import { UdpSocket } from './sockets/udp-socket.js';
 import { runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
 import type { CallCounts, SessionEndKind } from './metrics.js';
 
+/**
+ * Methods that maxPendingRequests never refuses (proto/README.md section 6): they never wait, and
+ * a session whose blocking calls fill the limit still needs them, to acknowledge what it received
+ * (spiwire.ack), to feed a streamed send it started (spiwire.sendData: a piece dropped would leave
+ * a hole in the bytes), and to end what waits (WSPCloseSocket, spiwire.threadExit).
+ */
+const UNLIMITED_METHODS: ReadonlySet<string> = new Set<P.MethodName>(['spiwire.ack', 'spiwire.sendData', 'WSPCloseSocket', 'spiwire.threadExit']);
+
 const WS_OPEN = 1;
 const FLUSH_RECORDS = 256;
 /**
@@ -466,8 +474,9 @@ export class Session implements SpiSession, SetAside {
       this.sendError(null, new P.ProtocolError(P.DUPLICATE_ID, `request id ${JSON.stringify(id).slice(0, 80)} is already in use`, { id }), text);
       return;
     }
-    // Every call still running counts, with an id or without: a notification occupies the daemon too.
-    if (this.running >= this.daemon.limits.maxPendingRequests) {
+    // Every call still running counts, with an id or without: a notification occupies the daemon
+    // too. Calls that never wait and only feed or free what the session has go ahead regardless.
+    if (this.running >= this.daemon.limits.maxPendingRequests && !UNLIMITED_METHODS.has(method)) {
       this.refuse(id, method, new P.ProtocolError(P.TOO_MANY_REQUESTS, `more than ${this.daemon.limits.maxPendingRequests} unanswered requests`), text);
       return;
     }

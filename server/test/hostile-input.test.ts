@@ -8,7 +8,7 @@ import t from 'tap';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import * as P from '@spiwire/proto';
-import { connectTo, daemon, ipv4, session, startCli, tcpPeer, tcpSocket, udpSocket, within, type RawSession } from './helpers/raw-client.js';
+import { connectTo, daemon, ipv4, session, startCli, tcpPeer, tcpSocket, udpSocket, within, type Msg, type RawSession } from './helpers/raw-client.js';
 
 function dword(n: number): Uint8Array {
   const b = new Uint8Array(4);
@@ -264,6 +264,48 @@ t.test('requests without an id count against maxPendingRequests', async (t) => {
     null,
   );
   t.ok(again && again['errno'] === 0, 'once they are answered, requests run again');
+});
+
+t.test('a session whose blocking calls fill maxPendingRequests can still feed its streams, acknowledge and close', async (t) => {
+  const d = await daemon(t, { limits: { maxPendingRequests: 3 } });
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  // A blocking streamed send takes one of the three places while it runs; its pieces must still
+  // be taken, or it would never end (and a dropped piece would leave a hole in the bytes).
+  const out = await tcpSocket(s);
+  await connectTo(s, out, peer.port);
+  const conn = await peer.next();
+  const data = Buffer.alloc(3000);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 0xff;
+  // Two blocking receives on another connection take the other two places.
+  const idle = await tcpSocket(s);
+  await connectTo(s, idle, peer.port);
+  await peer.next();
+  // (The reply is returned inside an object: an async function would wait for a promise it returns.)
+  const waitingRecv = async (): Promise<{ reply: Promise<Msg> }> => {
+    const r = s.request('WSPRecv', { s: idle, lengths: [10], flags: 0 }, 10000);
+    await s.wait((m) => m.method === 'spiwire.waiting' && m.params?.['id'] === r.id);
+    return { reply: r.response };
+  };
+  const recvs = [await waitingRecv(), await waitingRecv()];
+  s.ws.send(
+    frame(
+      { jsonrpc: '2.0', id: 'streamed', method: 'WSPSend', params: { s: out, buffers: [data.subarray(0, 1000)], flags: 0, stream: 1, total: data.length } },
+      { jsonrpc: '2.0', id: 'over', method: 'WSPGetSockOpt', params: { s: out, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 } },
+      { jsonrpc: '2.0', method: 'spiwire.sendData', params: { stream: 1, data: data.subarray(1000, 2000) } },
+      { jsonrpc: '2.0', method: 'spiwire.sendData', params: { stream: 1, data: data.subarray(2000) } },
+    ),
+  );
+  const over = await s.wait((m) => m.id === 'over');
+  t.equal(over.error?.code, P.TOO_MANY_REQUESTS, 'at the limit, an ordinary call is TOO_MANY_REQUESTS');
+  const streamed = await s.wait((m) => m.id === 'streamed', 10000);
+  t.same([streamed.result?.['ret'], streamed.result?.['bytesSent']], [0, data.length], 'the streamed send got its pieces and ended');
+  t.ok((await conn.waitFor(data.length)).equals(data), 'the peer got every byte, in order');
+  // Back at the limit with a third receive: WSPCloseSocket still runs, and ends the receives.
+  const third = await waitingRecv();
+  t.equal((await s.request('WSPGetSockOpt', { s: idle, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }).response).error?.code, P.TOO_MANY_REQUESTS, 'at the limit again');
+  t.same(await s.call('WSPCloseSocket', { s: idle }), { ret: 0, errno: 0 }, 'WSPCloseSocket is not refused');
+  for (const m of await Promise.all([...recvs, third].map((r) => r.reply))) t.same([m.result?.['ret'], m.result?.['errno']], [-1, P.WSAEINTR], 'a waiting receive ends with WSAEINTR');
 });
 
 t.test('connects racing in one frame (UDP), and a connect queued behind a close (TCP): Winsock answers only', async (t) => {

@@ -4,9 +4,9 @@
  * with the first piece, and the daemon holds at most a window of pieces. Driven here with the raw
  * wire client, as a client in another language would do it.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
-import { connectTo, pattern, session, startCli, tcpPeer, tcpSocket, type RawSession } from './helpers/raw-client.js';
+import { connectTo, pattern, session, startCli, tcpPeer, tcpSocket, type Cli, type PeerConn, type RawSession } from './helpers/raw-client.js';
 
 const MiB = 1024 * 1024;
 
@@ -51,14 +51,19 @@ async function streamSend(s: RawSession, id: number, data: Uint8Array, piece: nu
   return { reply, sentBytes: () => sent, done };
 }
 
-t.test('a blocking 64 MiB WSPSend in pieces: the full count, every byte at the peer, memory bounded by the window', async (t) => {
-  const d = await startCli(t, ['--max-frame-bytes', String(MiB), '--stream-window', String(4 * MiB)]);
+/** A daemon with these frame and window limits, a session, and a TCP socket of it connected to a peer. */
+async function streamRig(t: Test, maxFrame: number, window: number, flags = 0): Promise<{ d: Cli; s: RawSession; h: number; conn: PeerConn }> {
+  const d = await startCli(t, ['--max-frame-bytes', String(maxFrame), '--stream-window', String(window)]);
   const s = await session(t, d.url);
   const peer = await tcpPeer(t);
-  const h = await tcpSocket(s);
+  const h = await tcpSocket(s, flags);
   const connP = peer.next();
   await connectTo(s, h, peer.port);
-  const conn = await connP;
+  return { d, s, h, conn: await connP };
+}
+
+t.test('a blocking 64 MiB WSPSend in pieces: the full count, every byte at the peer, memory bounded by the window', async (t) => {
+  const { d, s, h, conn } = await streamRig(t, MiB, 4 * MiB);
   const welcome = s.messages.find((m) => m.method === 'spiwire.welcome')!;
   t.equal((welcome.params!['limits'] as Record<string, number>)['streamWindowBytes'], 4 * MiB, 'the welcome gives the window');
   const data = pattern(Number(process.env["SPIWIRE_STREAM_TEST_MIB"] ?? 64) * MiB, 11);
@@ -82,14 +87,24 @@ t.test('a blocking 64 MiB WSPSend in pieces: the full count, every byte at the p
   t.ok(peak - rssBefore < 56 * MiB, `the daemon grew by ${((peak - rssBefore) / MiB).toFixed(1)} MiB for a ${data.length / MiB} MiB send (SPIWIRE_STREAM_TEST_MIB sets the size)`);
 });
 
+t.test('progress reports never repeat a count: a first piece taken at once is reported once', async (t) => {
+  const window = 64 * 1024;
+  const { s, h, conn } = await streamRig(t, window, window);
+  // The first piece, 40,000 bytes, is more than a quarter of the window and fits at once.
+  const data = pattern(150_000, 14);
+  const run = await streamSend(s, 5, data, 40_000, window, { s: h, flags: 0 }, 'rep');
+  const reply = (await run.reply) as { result: Record<string, unknown> };
+  await run.done;
+  t.same([reply.result['ret'], reply.result['bytesSent']], [0, data.length], 'the full count');
+  t.ok((await conn.waitFor(data.length)).equals(data), 'every byte at the peer, in order');
+  const reports = s.messages.filter((m) => m.method === 'spiwire.sendProgress' && m.params?.['stream'] === 5).map((m) => [m.params!['taken'] as number, m.params!['done'] as boolean] as const);
+  t.same(reports[0], [40_000, false], 'the first report: the first piece, taken');
+  t.same(reports[reports.length - 1], [data.length, true], 'the last: all of it, done');
+  t.ok(reports.slice(1).every(([taken], i) => taken > reports[i]![0]), `each report a larger count than the one before (${reports.map(([n]) => n).join(', ')})`);
+});
+
 t.test('an overlapped streamed send cancelled by WSPCloseSocket completes once with what reached the transport', async (t) => {
-  const d = await startCli(t, ['--max-frame-bytes', String(MiB), '--stream-window', String(2 * MiB)]);
-  const s = await session(t, d.url);
-  const peer = await tcpPeer(t);
-  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
-  const connP = peer.next();
-  await connectTo(s, h, peer.port);
-  const conn = await connP;
+  const { s, h, conn } = await streamRig(t, MiB, 2 * MiB, P.WSA_FLAG_OVERLAPPED);
   conn.socket.pause();
   const data = pattern(32 * MiB, 12);
   const run = await streamSend(s, 7, data, MiB - 4096, 2 * MiB, { s: h, flags: 0, overlapped: { op: 1, thread: 1 } }, 'ov');
@@ -114,13 +129,7 @@ t.test('an overlapped streamed send cancelled by WSPCloseSocket completes once w
 });
 
 t.test('a client that sends past its window loses that send (WSAENOBUFS), nothing else', async (t) => {
-  const d = await startCli(t, ['--max-frame-bytes', String(MiB), '--stream-window', String(MiB)]);
-  const s = await session(t, d.url);
-  const peer = await tcpPeer(t);
-  const h = await tcpSocket(s);
-  const connP = peer.next();
-  await connectTo(s, h, peer.port);
-  const conn = await connP;
+  const { d, s, h, conn } = await streamRig(t, MiB, MiB);
   conn.socket.pause();
   const data = pattern(16 * MiB, 13);
   const piece = MiB / 2;

@@ -303,6 +303,27 @@ t.test('the address text is checked when the method reads the address: after the
   t.same((await conn.waitFor(3)).toString(), 'abc', 'the peer got the bytes');
 });
 
+t.test('compact records of kinds 2 and 3 from a client are read as the JSON they stand for', async (t) => {
+  t.match(section('Compact headers'), /A client writes only kind 1\. The daemon reads a kind 2 or kind 3 record from a client as the JSON message it stands for/);
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const h = await udpSocket(s);
+  const b = new P.FrameBuilder();
+  b.compact = true;
+  b.add({ jsonrpc: '2.0', id: 43, result: { ret: 0, errno: 0 } });
+  b.add({ jsonrpc: '2.0', method: 'spiwire.completion', params: { op: 1, s: h, error: 0, bytes: 5, flags: 0 } });
+  b.add({ jsonrpc: '2.0', id: 44, method: 'WSPGetSockOpt', params: { s: h, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 } });
+  const frame = b.finish();
+  t.same([...frame.subarray(4, 5)], [2], 'the first record has a compact header of kind 2');
+  const from = s.messages.length;
+  s.ws.send(frame);
+  const refused = await s.wait((m) => m.id === 43);
+  t.equal(refused.error?.code, P.INVALID_REQUEST, 'a reply from a client: INVALID_REQUEST, with its id');
+  const answered = await s.wait((m) => m.id === 44);
+  t.equal(answered.result?.['ret'], 0, 'the call after them runs');
+  t.same(s.messages.slice(from).map((m) => m.id), [43, 44], 'the kind-3 record got no answer');
+});
+
 // ---------------------------------------------------------------- point 8: the schema validates what the daemon sends
 
 /** A decoded message back in its JSON text form: byte strings as {"$b": [offset, length]}. */
