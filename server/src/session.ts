@@ -287,12 +287,12 @@ export class Session implements SpiSession, SetAside {
     });
   }
 
-  /** Calls still running (waiting for their result), with or without an id. */
   /** The daemon's id, as the welcome's resume offer and every RESUME_REFUSED name it. */
   get daemonId(): string {
     return this.daemon.daemonId;
   }
 
+  /** Calls still running (waiting for their result), with or without an id. */
   get runningRequests(): number {
     return this.running;
   }
