@@ -160,8 +160,9 @@ export class OperationTable {
   answered(rec: OpRecord, r: Result): void {
     rec.answered = true;
     const data = fieldOf(r, 'data', isBytes);
-    if (r.ret === 0 && data && rec.targets) scatter(data, rec.targets);
     const c = fieldOf(r, 'completion', isCompletion);
+    // A truncated datagram fails the call (WSAEMSGSIZE) and still delivers what fitted, with its completion.
+    if (data && rec.targets && (r.ret === 0 || c)) scatter(data, rec.targets);
     if (c) this.complete(rec.op, c.error, c.bytes, c.flags);
   }
 

@@ -746,9 +746,18 @@ export class RpcConnection {
       };
       ws.once('unexpected-response', (_req, res) => {
         const status = res.statusCode ?? 0;
-        res.resume();
-        // 4xx: this connection will never be let in (token, origin); 5xx: the daemon is busy or stopping.
-        fail(status >= 400 && status < 500 ? new ResumeRefused(`HTTP ${status}`) : new Error(`HTTP ${status}`));
+        // 4xx: this connection will never be let in (token, origin). 5xx: the daemon is busy (try
+        // again), unless it says it is stopping: then the session is gone with it (section 16).
+        if (status !== 503) {
+          res.resume();
+          fail(status >= 400 && status < 500 ? new ResumeRefused(`HTTP ${status}`) : new Error(`HTTP ${status}`));
+          return;
+        }
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk.slice(0, 256)));
+        res.on('end', () => fail(body.includes(P.SHUTTING_DOWN_REFUSAL) ? new ResumeRefused(`HTTP 503: ${P.SHUTTING_DOWN_REFUSAL}`) : new Error(`HTTP ${status}`)));
+        res.on('error', () => fail(new Error(`HTTP ${status}`)));
       });
       ws.on('error', (err) => fail(err));
       ws.once('close', (code) => fail(new Error(`the connection closed during the resume (${code})`)));

@@ -447,9 +447,9 @@ export const NOTIFICATIONS = {
       s: { type: 'handle', doc: 'The socket.' },
       error: { type: 'u32', doc: 'The WSA code (0 on success, WSA_OPERATION_ABORTED when cancelled).' },
       bytes: { type: 'u32', doc: 'cbTransferred.' },
-      flags: { type: 'u32', doc: 'dwFlags of the completion (0 for sends).' },
-      data: { type: 'bytes', optional: true, doc: 'Received bytes, for receives.' },
-      from: { type: 'sockaddr', optional: true, doc: 'Source address, for WSPRecvFrom.' },
+      flags: { type: 'u32', doc: 'dwFlags of the completion: MSG_PARTIAL for a truncated datagram, MSG_OOB for urgent data, else 0 (0 for sends).' },
+      data: { type: 'bytes', optional: true, doc: 'Received bytes, for a receive that delivered some (error 0 or WSAEMSGSIZE); empty after the peer\'s FIN.' },
+      from: { type: 'sockaddr', optional: true, doc: 'Source address, for a WSPRecvFrom that received a datagram.' },
     },
   },
   'spiwire.sendProgress': {
@@ -471,7 +471,7 @@ export const NOTIFICATIONS = {
     params: {
       s: { type: 'handle', doc: 'The socket.' },
       events: { type: 'u32', doc: 'lNetworkEvents: FD_* bits that became set.' },
-      errors: { type: 'eventErrors', doc: 'iErrorCode by FD bit name, for example {"FD_CLOSE": 10054}.' },
+      errors: { type: 'eventErrors', doc: 'iErrorCode by FD bit name, for example {"FD_CLOSE": 10053}.' },
     },
   },
   'spiwire.faultApplied': {

@@ -42,6 +42,11 @@ export const RESUMABLE_QUERY = 'resumable';
 /** The query parameters of a connection opened to resume a session (/ws?resume=<session>&daemon=<daemonId>). */
 export const RESUME_QUERY = 'resume';
 export const RESUME_DAEMON_QUERY = 'daemon';
+/**
+ * The reason in the HTTP 503 body of an upgrade refused while the daemon stops (section 16): a
+ * resume that meets it is final, the session ended with the daemon.
+ */
+export const SHUTTING_DOWN_REFUSAL = 'the daemon is shutting down';
 
 /** Why a spiwire.resume was refused: data.reason of RESUME_REFUSED. */
 export type ResumeRefusal = 'not-here' | 'unknown-session' | 'bad-token' | 'bad-count' | 'bad-request' | 'not-first';

@@ -109,7 +109,7 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
           void reply.header('upgrade', 'websocket');
           return refuse(426, `${WS_PATH} takes WebSocket upgrades only`);
         }
-        if (ctx.shuttingDown) return refuse(503, 'the daemon is shutting down');
+        if (ctx.shuttingDown) return refuse(503, P.SHUTTING_DOWN_REFUSAL);
         const origin = req.headers.origin;
         // A browser always sends Origin; refusing unknown ones keeps web pages away from a local daemon.
         if (origin !== undefined && !opts.allowedOrigins.includes(origin)) return refuse(403, `origin ${origin} is not allowed`);

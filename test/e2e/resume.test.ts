@@ -237,6 +237,30 @@ t.test('after the grace the session is lost: calls fail with WSAENETDOWN, pendin
   t.notOk(spi.isOpen);
 });
 
+t.test('a daemon that stops while a session waits for its resume: the resume meets 503 and the SDK loses the session at once, not after the grace', async (t) => {
+  const d = await daemon(t, { limits: { resumeGraceMs: 60000, drainMs: 20000 } });
+  const proxy = await cuttingProxy(t, d.url);
+  const spi = await session(t, proxy.url);
+  const h = hooks(spi);
+  // Bytes the daemon holds for a peer that does not read keep it stopping (draining) for a while,
+  // answering upgrades with 503 meanwhile.
+  const peer = await tcpPeer(t, 'ipv4', { paused: true });
+  const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
+  t.equal((await ovSend(spi, s, [pattern(FILLER_BYTES, 21)])).err, S.WSA_IO_PENDING, 'a send waits for the peer');
+  const disconnected = new Promise<void>((r) => spi.on('disconnected', () => r()));
+  proxy.setDown(true);
+  proxy.cutNow();
+  await disconnected;
+  const lost = h.nextLost();
+  const stopping = d.close();
+  proxy.setDown(false);
+  t.equal(await Promise.race([lost.then(() => 'lost'), stopping.then(() => 'stopped')]), 'lost', 'the session is lost while the daemon is still stopping');
+  t.equal(h.resumed, 0, 'never resumed');
+  t.match(h.lost[0], /the daemon is shutting down/, 'the reason says why');
+  conn.socket.resume();
+  await stopping;
+});
+
 t.test('close() while reconnecting ends the session on the daemon now, not after the grace', async (t) => {
   const { proxy, spi, h } = await setup(t, 30000);
   const peer = await tcpPeer(t, 'ipv4');

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import * as dgram from 'node:dgram';
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { FILLER_BYTES, addr, af, daemon, drainUntil, emptyAddr, namelen, ovSend, overlappedTcp, pattern, session, tcpPeer, type PeerConnection } from '../helpers/harness.js';
+import { FILLER_BYTES, addr, af, daemon, drainUntil, emptyAddr, fionread, namelen, ovSend, overlappedTcp, pattern, session, tcpPeer, until, type PeerConnection } from '../helpers/harness.js';
 
 const README = readFileSync(new URL('../../../proto/README.md', import.meta.url), 'utf8');
 
@@ -56,7 +56,7 @@ t.test('the README specifies WSPGetOverlappedResult for a client', async (t) => 
   t.match(text, /`fWait` FALSE: FALSE with WSA_IO_INCOMPLETE/);
   t.match(text, /`fWait` TRUE: without an `hEvent`, FALSE with WSAEINVAL/);
   t.match(text, /even when the event was set by some other means while the operation is still pending/);
-  t.match(text, /`\*lpdwFlags` = `Offset` \(the completion's `flags`: 0, or MSG_PARTIAL for a truncated datagram\)/);
+  t.match(text, /`\*lpdwFlags` = `Offset` \(the completion's `flags`: 0, MSG_PARTIAL for a truncated datagram, or MSG_OOB for urgent data\)/);
   t.match(text, /or the socket on which `lpOverlapped` was last used in an overlapped call, closed or not/);
   t.match(text, /returns FALSE with WSA_OPERATION_ABORTED and that count: after SIO_FLUSH or `spiwire.threadExit`, whose socket is still open, and after WSPCloseSocket alike/);
 });
@@ -111,6 +111,18 @@ t.test('rule 4: lpdwFlags gets the completion\'s flags; a failed operation retur
   sender.send(Buffer.from('truncated!'), name.port, '127.0.0.1');
   t.same(await getResult(spi, u, ov, true), { ret: S.FALSE, err: S.WSAEMSGSIZE, cb: 4, flags: S.MSG_PARTIAL }, 'a truncated datagram: FALSE, WSAEMSGSIZE, the 4 bytes that fitted, MSG_PARTIAL');
   t.equal(Buffer.from(small).toString(), 'trun');
+  // The same datagram already waiting: the call fails at once with WSAEMSGSIZE, and the
+  // operation still completes (on Windows the status is a warning, which completes an OVERLAPPED:
+  // the event is set, InternalHigh and Offset hold the count and MSG_PARTIAL).
+  sender.send(Buffer.from('TRUNCATED!'), name.port, '127.0.0.1');
+  t.ok(await until(async () => (await fionread(spi, u))[2] > 0, 5000), 'the datagram is waiting');
+  const again = new S.WSAOVERLAPPED(ev);
+  const flags = S.out(0);
+  small.fill(0);
+  t.same([await spi.WSPRecv(u, [S.wsabuf(small)], 1, S.out(0), flags, again, null, null, e), e.value], [S.SOCKET_ERROR, S.WSAEMSGSIZE], 'a receive of 4 bytes fails at once with WSAEMSGSIZE');
+  t.equal(Buffer.from(small).toString(), 'TRUN', 'with the bytes that fitted in its buffer');
+  t.same(await getResult(spi, u, again, false), { ret: S.FALSE, err: S.WSAEMSGSIZE, cb: 4, flags: S.MSG_PARTIAL }, 'its OVERLAPPED is complete: FALSE, WSAEMSGSIZE, 4 bytes, MSG_PARTIAL');
+  t.equal(await spi.WSAWaitForMultipleEvents(1, [ev], false, 0, false), S.WSA_WAIT_EVENT_0, 'and its event is set');
 });
 
 t.test('aborted operations: SIO_FLUSH, a thread\'s exit and WSPCloseSocket give FALSE with WSA_OPERATION_ABORTED and the bytes taken; other uses of a closed handle are WSAENOTSOCK', async (t) => {

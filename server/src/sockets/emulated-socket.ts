@@ -457,8 +457,11 @@ export abstract class EmulatedSocket<S extends string = string> {
     if (precheck) return { pending: false, result: precheck };
     const now = check();
     if (now) {
-      // Data was already waiting: the call succeeds at once and still reports a completion.
-      if (now.errno === 0) done.complete(0, now.bytes, { flags: now.flags });
+      // Data was already waiting: the call succeeds at once and still reports a completion. So
+      // does a datagram truncated to the buffers (WSAEMSGSIZE): on Windows its status is a
+      // warning (STATUS_BUFFER_OVERFLOW), which still completes the OVERLAPPED, sets the event
+      // and queues the routine, as it does when the receive was pending.
+      if (now.errno === 0 || now.errno === W.WSAEMSGSIZE) done.complete(now.errno, now.bytes, { flags: now.flags });
       return { pending: false, result: now };
     }
     const report = (r: RecvResult): void => {
