@@ -221,11 +221,19 @@ function addressFilterProblem(v: unknown, field: string): FaultRuleProblem | nul
   const extra = unknownKey(v, ['address', 'port']);
   if (extra !== undefined) return { field: `${field}.${extra}`, what: 'is not a field of an address filter' };
   if (v['address'] === undefined && v['port'] === undefined) return { field, what: 'must give address, port or both' };
-  if (v['address'] !== undefined && (typeof v['address'] !== 'string' || v['address'].length === 0 || v['address'].length > 64)) {
-    return { field: `${field}.address`, what: 'must be a numeric address string' };
+  if (v['address'] !== undefined && (typeof v['address'] !== 'string' || v['address'].length === 0 || v['address'].length > 64 || !looksNumeric(v['address']))) {
+    return { field: `${field}.address`, what: 'must be a numeric address string (dotted IPv4 or IPv6 text, no host names)' };
   }
   if (v['port'] !== undefined && !isInt(v['port'], 0, 65535)) return { field: `${field}.port`, what: 'must be an integer from 0 to 65535' };
   return null;
+}
+
+/**
+ * A numeric address as a filter may name one: dotted IPv4, or IPv6 text (hex digits and colons,
+ * a dotted IPv4 tail and a scope suffix allowed). A host name could never equal a socket's address.
+ */
+function looksNumeric(a: string): boolean {
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(a) || /^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[0-9A-Za-z_.-]+)?$/.test(a);
 }
 
 function isFaultFunction(v: unknown): v is FaultFunction {

@@ -38,6 +38,8 @@ t.test('each refusal names the field at fault', async (t) => {
     [{ match: { local: {} }, action: good.action }, 'match.local'],
     [{ match: { remote: { port: 70000 } }, action: good.action }, 'match.remote.port'],
     [{ match: { remote: { address: 1 } }, action: good.action }, 'match.remote.address'],
+    [{ match: { remote: { address: 'localhost' } }, action: good.action }, 'match.remote.address'],
+    [{ match: { local: { address: '127.1' } }, action: good.action }, 'match.local.address'],
     [{ match: { local: { host: 'x' } }, action: good.action }, 'match.local.host'],
     [{ match: { functions: [] }, action: good.action }, 'match.functions'],
     [{ match: { functions: 'WSPSend' }, action: good.action }, 'match.functions'],

@@ -74,6 +74,23 @@ for (const f of FAMILIES) {
     t.same((await send(spi, s, [Buffer.from('x')])).slice(0, 2), [S.SOCKET_ERROR, S.WSAECONNABORTED], 'later sends fail with it');
   });
 
+  t.test(`${f}: break with small sends: the sends before byte N go whole, the one that crosses N is cut there`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d, { autoApc: true });
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await overlappedTcp(spi, f, peer);
+    await setNonBlocking(spi, s, true);
+    const data = Buffer.from('0123456789AB');
+    const reset = new Promise<string>((resolve) => conn.socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? '')));
+    await spi.faults.add({ match: { socket: s }, action: { type: 'break', at: 10, code: S.WSAECONNABORTED } });
+    t.same(await send(spi, s, [data.subarray(0, 6)]), [0, 0, 6], 'a send that ends before byte 10 goes whole, and does not break');
+    t.same(await send(spi, s, [data.subarray(6)]), [0, 0, 4], 'the send that crosses byte 10 hands over its bytes up to it');
+    t.equal(await reset, 'ECONNRESET', 'then the peer sees a reset');
+    t.equal(conn.received().toString(), '0123456789', 'after exactly the first 10 bytes');
+    t.same((await send(spi, s, [Buffer.from('x')])).slice(0, 2), [S.SOCKET_ERROR, S.WSAECONNABORTED], 'later sends fail with the code');
+    t.same((await spi.faults.list()).map((x) => x.hits), [1], 'the rule fired once, on the send that crossed byte 10');
+  });
+
   t.test(`${f}: break on an overlapped send: it completes once with the code; a nonblocking send past the break fails at once`, async (t) => {
     const d = await daemon(t);
     const spi = await session(t, d, { autoApc: true });

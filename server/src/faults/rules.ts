@@ -22,6 +22,8 @@ export interface FaultCall {
   readonly remote?: SockAddr | null;
   /** A send larger than one message, whose bytes come in pieces (proto/README.md, streamed sends). */
   readonly streamed?: boolean;
+  /** A stream send's place in the socket's stream of sends: the byte after its last (for break). */
+  readonly endsAt?: number;
 }
 
 /** What a rule needs to know of a socket. */
@@ -124,6 +126,8 @@ function applies(action: FaultAction, sock: FaultTarget, call: FaultCall): boole
     case 'break':
       // A streamed send's pieces are on their way already: it is taken whole or fails.
       if (call.streamed) return false;
+      // A break comes at byte `at`: a send that ends before it is not the one that breaks.
+      if (action.type === 'break' && call.endsAt !== undefined && call.endsAt < action.at) return false;
       return sock.type === P.SOCK_STREAM;
     case 'block':
     case 'link':
@@ -154,7 +158,19 @@ function effectOf(code: number, fn: FaultFunction, type: number): FaultEffect | 
 function addressMatches(filter: FaultAddressFilter, name: SockAddr | null): boolean {
   if (!name) return false;
   if (filter.port !== undefined && filter.port !== name.port) return false;
-  return filter.address === undefined || filter.address.toLowerCase() === name.address.toLowerCase();
+  return filter.address === undefined || canonicalAddress(filter.address) === canonicalAddress(name.address);
+}
+
+/** One spelling per address, so that 0:0:0:0:0:0:0:1 and ::1 compare equal (IPv4 text is already one). */
+function canonicalAddress(a: string): string {
+  if (!a.includes(':')) return a;
+  const [plain, scope] = a.split('%') as [string, string | undefined];
+  try {
+    const host = new URL(`http://[${plain}]/`).hostname;
+    return `${host.slice(1, -1)}${scope === undefined ? '' : `%${scope}`}`;
+  } catch {
+    return a.toLowerCase();
+  }
 }
 
 function invalidRule(field: string, what: string): ProtocolError {

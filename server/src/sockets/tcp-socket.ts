@@ -516,7 +516,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     if (this.quota.exceeds(total)) return sendFailed(W.WSAENOBUFS);
     const nonBlocking = this.opts.nonBlocking && !forceBlocking;
     let r: SendResult | Promise<SendResult>;
-    const fault = this.faults.armed ? this.faults.decide(this, { fn, mode: nonBlocking ? 'nonblocking' : 'blocking' }) : null;
+    const fault = this.faults.armed ? this.faults.decide(this, { fn, mode: nonBlocking ? 'nonblocking' : 'blocking', endsAt: this.streamEnd(total) }) : null;
     if (fault) r = this.faultedSend(fault, buffers, total, flags, nonBlocking);
     else r = this.sendNow(buffers, total, flags, nonBlocking);
     // A blocking send that did not complete now waits for room (or a fault's hold or delay). An
@@ -570,7 +570,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     if (bad) return startedAt(sendFailed(bad));
     const total = byteLength(buffers);
     if (this.quota.exceeds(total)) return startedAt(sendFailed(W.WSAENOBUFS));
-    const fault = this.faults.armed ? this.faults.decide(this, { fn, mode: 'overlapped' }) : null;
+    const fault = this.faults.armed ? this.faults.decide(this, { fn, mode: 'overlapped', endsAt: this.streamEnd(total) }) : null;
     if (!fault) return streamSendOverlapped(this.tx!, { buffers, total, direct: this.directFlags(flags) }, done);
     const action = fault.action;
     const send = (b: readonly Uint8Array[], n: number, complete: Completion): Started<SendResult> => streamSendOverlapped(this.tx!, { buffers: b, total: n, direct: this.directFlags(flags) }, complete);
@@ -637,6 +637,12 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
    * many bytes of this call of total may still go. From now on sends fail with code; once every
    * byte before the break has reached the peer, the real connection is reset.
    */
+  /** Where a send of total bytes made now ends in the socket's stream of sends (taken and queued bytes before it). */
+  private streamEnd(total: number): number {
+    const tx = this.tx!;
+    return tx.taken + tx.pendingBytes + total;
+  }
+
   private startBreak(at: number, code: number, total: number): number {
     const tx = this.tx!;
     const callStarts = tx.taken + tx.pendingBytes;

@@ -113,6 +113,10 @@ t.test('the filters: socket, tag, local, remote, functions', async (t) => {
   t.equal(h.decide(target(256, { peer: { ...v6, port: 444 } }), send()), null, 'another remote port');
   t.equal(h.decide(target(256, { peer: v6, local: { family: P.AF_INET6, address: '::1', port: 5001 } }), send()), null, 'another local port');
   t.not(h.decide(target(256), { fn: 'WSPSendTo', mode: 'blocking', remote: v6 }), null, "WSPSendTo's lpTo is the remote end");
+  const spelled = faults();
+  spelled.add({ match: { remote: { address: '0:0:0:0:0:0:0:1' } }, action: { type: 'error', code: P.WSAENOBUFS } }, noSockets);
+  t.not(spelled.decide(target(256, { peer: v6 }), send()), null, '0:0:0:0:0:0:0:1 matches ::1: one address, two spellings');
+  t.equal(spelled.decide(target(256, { peer: { ...v6, address: '::2' } }), send()), null, 'and not ::2');
 
   const k = faults();
   k.add({ match: { functions: ['WSPRecv', 'WSPAccept'], remote: { port: 80 } }, action: { type: 'error', code: P.WSAENETDOWN } }, noSockets);
