@@ -479,8 +479,8 @@ export const NOTIFICATIONS = {
     params: {
       id: { type: 'string', doc: 'The rule\'s id.' },
       s: { type: 'handle', doc: 'The socket of the call.' },
-      function: { type: 'string', doc: 'The function: WSPSend, WSPSendTo, WSPRecv, WSPRecvFrom, WSPConnect or WSPAccept.' },
-      action: { type: 'string', doc: 'The action carried out: block, short, delay or error.' },
+      function: { type: 'string', doc: 'The function: WSPSend, WSPSendTo, WSPRecv, WSPRecvFrom, WSPConnect, WSPAccept or WSPIoctl.' },
+      action: { type: 'string', doc: 'The action carried out: block, short, delay, error, reorder, break, link, drop or duplicate.' },
     },
   },
 } as const satisfies Readonly<Record<string, { readonly summary: string; readonly params: Readonly<Record<string, FieldSpec>> }>>;
