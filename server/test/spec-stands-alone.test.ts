@@ -5,6 +5,7 @@
  * on the wire, with a plain WebSocket client and real loopback peers, that the daemon does it.
  */
 import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import * as dgram from 'node:dgram';
 import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
@@ -322,6 +323,28 @@ t.test('compact records of kinds 2 and 3 from a client are read as the JSON they
   const answered = await s.wait((m) => m.id === 44);
   t.equal(answered.result?.['ret'], 0, 'the call after them runs');
   t.same(s.messages.slice(from).map((m) => m.id), [43, 44], 'the kind-3 record got no answer');
+});
+
+/** A link-local address of this machine's, with its interface: only bound to, never sent to. */
+const LINK_LOCAL = Object.entries(networkInterfaces()).flatMap(([name, list]) => (list ?? []).filter((a) => a.family === 'IPv6' && a.scopeid && a.address.toLowerCase().startsWith('fe80:')).map((a) => ({ name, address: a.address, index: a.scopeid! })))[0];
+
+t.test('an IPv6 link-local scope given as a number (%4 or scopeId) names the interface with that index', { skip: LINK_LOCAL ? false : 'this machine has no IPv6 link-local address to bind to' }, async (t) => {
+  t.match(section('7. Value types'), /only as a numeric scope id or the name of an interface of the daemon's machine/);
+  const local = LINK_LOCAL!;
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const forms: Array<[string, Record<string, unknown>]> = [
+    [`%${local.index}`, { address: `${local.address}%${local.index}` }],
+    ['scopeId', { address: local.address, scopeId: local.index }],
+    [`%${local.name}`, { address: `${local.address}%${local.name}` }],
+  ];
+  for (const [how, name] of forms) {
+    const h = await udpSocket(s, P.AF_INET6);
+    t.same(await s.call('WSPBind', { s: h, name: { family: P.AF_INET6, port: 0, ...name }, namelen: 28 }), { ret: 0, errno: 0 }, `bound with the scope as ${how}`);
+    const got = (await s.call('WSPGetSockName', { s: h, namelen: 28 }))['name'] as P.SockAddr;
+    t.same([got.address, got.scopeId], [local.address, local.index], `${how}: WSPGetSockName gives the address and its scope id`);
+    await s.call('WSPCloseSocket', { s: h });
+  }
 });
 
 // ---------------------------------------------------------------- point 8: the schema validates what the daemon sends

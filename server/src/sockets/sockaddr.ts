@@ -47,10 +47,49 @@ function isLinkLocalV6(plain: string): boolean {
   return first.length > 0 && (parseInt(first, 16) & 0xffc0) === 0xfe80;
 }
 
-/** The host string node takes, with an IPv6 scope id appended when one is set (link-local only). */
+/**
+ * The host string node takes, with an IPv6 scope appended when one is set (link-local only). On
+ * Linux and macOS libuv reads a scope by interface name (if_nametoindex), so a numeric scope id,
+ * from a "%4" suffix or from scopeId, is given as the name of the interface with that index.
+ */
 export function hostOf(addr: SockAddr): string {
-  if (addr.family === W.AF_INET6 && addr.scopeId && !addr.address.includes('%') && isLinkLocalV6(addr.address)) return `${addr.address}%${addr.scopeId}`;
+  if (addr.family !== W.AF_INET6) return addr.address;
+  const pct = addr.address.indexOf('%');
+  if (pct >= 0) {
+    const scope = addr.address.slice(pct + 1);
+    return /^\d+$/.test(scope) ? `${addr.address.slice(0, pct)}%${interfaceName(Number(scope)) ?? scope}` : addr.address;
+  }
+  if (addr.scopeId && isLinkLocalV6(addr.address)) return `${addr.address}%${interfaceName(addr.scopeId) ?? addr.scopeId}`;
   return addr.address;
+}
+
+/** Interface names by index and indexes by name, from the link-local addresses node lists (read at most once a second). */
+let scopeCache: { at: number; names: Map<number, string>; indexes: Map<string, number> } | null = null;
+
+function scopes(): { names: Map<number, string>; indexes: Map<string, number> } {
+  const now = Date.now();
+  if (!scopeCache || now - scopeCache.at > 1000) {
+    const names = new Map<number, string>();
+    const indexes = new Map<string, number>();
+    for (const [name, list] of Object.entries(networkInterfaces())) {
+      for (const ni of list ?? []) {
+        if (ni.family !== 'IPv6' || !ni.scopeid) continue;
+        names.set(ni.scopeid, name);
+        indexes.set(name, ni.scopeid);
+      }
+    }
+    scopeCache = { at: now, names, indexes };
+  }
+  return scopeCache;
+}
+
+function interfaceName(index: number): string | undefined {
+  return scopes().names.get(index);
+}
+
+/** The scope id of a "%..." suffix as node writes it: a number, or an interface name. */
+function scopeIdOf(scope: string): number {
+  return /^\d+$/.test(scope) ? Number(scope) : (scopes().indexes.get(scope) ?? 0);
 }
 
 /**
@@ -90,7 +129,7 @@ export function fromNodeAddress(info: { address?: string | undefined; port?: num
   const base: SockAddr = { family: v6 ? W.AF_INET6 : W.AF_INET, address: pct < 0 ? address : address.slice(0, pct), port: info.port ?? 0 };
   if (v6) {
     base.flowinfo = 0;
-    base.scopeId = pct < 0 ? 0 : Number(address.slice(pct + 1)) || 0;
+    base.scopeId = pct < 0 ? 0 : scopeIdOf(address.slice(pct + 1));
   }
   return base;
 }
