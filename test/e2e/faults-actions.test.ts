@@ -209,6 +209,18 @@ t.test('block until drained: the transport takes nothing until the bytes queued 
   t.ok(got.equals(Buffer.concat([filler, Buffer.from('AB')])), 'the peer got every byte in order');
 });
 
+t.test('block until drained on a socket that holds nothing: no hold, the send goes at once', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d, { autoApc: true });
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await overlappedTcp(spi, 'ipv4', peer);
+  await setNonBlocking(spi, s, true);
+  await spi.faults.add({ match: { socket: s }, action: { type: 'block', drained: 1000 } });
+  t.same(await send(spi, s, [Buffer.from('now')]), [0, 0, 3], 'a nonblocking send is taken, not WSAEWOULDBLOCK');
+  t.equal((await conn.waitFor(3)).toString(), 'now', 'and the peer gets it');
+  t.same((await spi.faults.list()).map((x) => x.hits), [1], 'the rule fired');
+});
+
 t.test('match.window: a rule that opens later leaves the first calls alone', async (t) => {
   const d = await daemon(t);
   const spi = await session(t, d, { autoApc: true });

@@ -612,13 +612,19 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     }
   }
 
-  /** A block fault: for ms, or until drained bytes of what the socket holds have left it. */
-  private block(action: { ms?: number | undefined; drained?: number | undefined }): void {
+  /** A block fault: for ms, or until drained bytes of what the socket holds have left it. False: nothing to hold. */
+  private block(action: { ms?: number | undefined; drained?: number | undefined }): boolean {
     const tx = this.tx!;
-    if (action.ms !== undefined) return tx.hold(action.ms);
+    if (action.ms !== undefined) {
+      tx.hold(action.ms);
+      return true;
+    }
     const target = Math.max(0, this.outstanding() - (action.drained ?? 0));
+    // A socket that holds nothing has nothing to drain: no hold at all.
+    if (this.outstanding() <= target) return false;
     tx.hold(W.MAX_FAULT_MS);
     this.whenDrained(() => this.outstanding() <= target, () => tx.release());
+    return true;
   }
 
   /** A link fault: from now on the socket drains at bytesPerSecond (the first link to fire stays). */
@@ -793,8 +799,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
         if (action.code === W.WSAEWOULDBLOCK) return this.wouldBlock();
         return sendFailed(this.injectError(fault, action.code));
       case 'block':
-        this.block(action);
-        return nonBlocking ? this.wouldBlock() : null;
+        return this.block(action) && nonBlocking ? this.wouldBlock() : null;
       case 'link':
         this.startLink(action.bytesPerSecond, action.latencyMs ?? 0);
         return null;
