@@ -22,7 +22,7 @@ export interface FaultCall {
   readonly remote?: SockAddr | null;
   /** A send larger than one message, whose bytes come in pieces (proto/README.md, streamed sends). */
   readonly streamed?: boolean;
-  /** A stream send's place in the socket's stream of sends: the byte after its last (for break). */
+  /** Where a TCP send ends in the socket's stream of sends (taken and queued bytes before it, then its own): for break. */
   readonly endsAt?: number;
 }
 
