@@ -229,11 +229,22 @@ function addressFilterProblem(v: unknown, field: string): FaultRuleProblem | nul
 }
 
 /**
- * A numeric address as a filter may name one: dotted IPv4, or IPv6 text (hex digits and colons,
- * a dotted IPv4 tail and a scope suffix allowed). A host name could never equal a socket's address.
+ * A numeric address as a filter may name one, by the rules of a sockaddr's (proto/README.md
+ * section 7): dotted IPv4, or IPv6 text, with a scope suffix only on a link-local address. A host
+ * name, or text no socket's address could equal, is refused rather than never matching.
  */
 function looksNumeric(a: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(a) || /^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[0-9A-Za-z_.-]+)?$/.test(a);
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(a);
+  if (v4) return v4.slice(1).every((octet) => Number(octet) <= 255);
+  const [plain = '', scope, extra] = a.split('%');
+  if (extra !== undefined || !/^[0-9A-Fa-f:.]+$/.test(plain) || !plain.includes(':')) return false;
+  try {
+    // The WHATWG URL parser checks IPv6 text strictly (groups, '::', a dotted IPv4 tail).
+    new URL(`http://[${plain}]/`);
+  } catch {
+    return false;
+  }
+  return scope === undefined || (/^[0-9A-Za-z_.-]{1,15}$/.test(scope) && /^fe[89ab][0-9a-f]?:/i.test(plain));
 }
 
 function isFaultFunction(v: unknown): v is FaultFunction {

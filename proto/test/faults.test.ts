@@ -16,6 +16,9 @@ t.test('well-formed rules pass', async (t) => {
     { match: { functions: ['WSPSend'], every: 2, afterBytes: 1000, probability: 0.5 }, action: { type: 'error', code: P.WSAENOBUFS } },
     { match: { functions: ['WSPRecv', 'WSPRecvFrom'] }, action: { type: 'error', code: P.WSAETIMEDOUT } },
     { match: { functions: ['WSPConnect'], remote: { address: '127.0.0.1', port: 80 } }, action: { type: 'error', code: P.WSAECONNREFUSED } },
+    { match: { local: { address: '::' }, remote: { address: '0:0:0:0:0:0:0:1' } }, action: { type: 'error', code: P.WSAECONNRESET } },
+    { match: { remote: { address: 'fe80::1%4' } }, action: { type: 'error', code: P.WSAECONNRESET } },
+    { match: { remote: { address: '::ffff:127.0.0.1' } }, action: { type: 'error', code: P.WSAECONNRESET } },
     { match: { functions: ['WSPAccept'], local: { port: 9000 } }, action: { type: 'error', code: P.WSAEMFILE } },
     { match: { functions: ['WSPSendTo'] }, action: { type: 'error', code: P.WSAEHOSTUNREACH } },
   ];
@@ -40,6 +43,9 @@ t.test('each refusal names the field at fault', async (t) => {
     [{ match: { remote: { address: 1 } }, action: good.action }, 'match.remote.address'],
     [{ match: { remote: { address: 'localhost' } }, action: good.action }, 'match.remote.address'],
     [{ match: { local: { address: '127.1' } }, action: good.action }, 'match.local.address'],
+    ...[':', ':::::::::', '1:2:3:4:5:6:7:8:9', '1.2.3.4:80', '999.999.999.999', '::256.1.1.1', '::1.2.3.4.5', '..:', '::1%1', '::1%lo', 'fe80::1%-/', 'fe80::1%4%4'].map(
+      (address): [unknown, string] => [{ match: { remote: { address } }, action: good.action }, 'match.remote.address'],
+    ),
     [{ match: { local: { host: 'x' } }, action: good.action }, 'match.local.host'],
     [{ match: { functions: [] }, action: good.action }, 'match.functions'],
     [{ match: { functions: 'WSPSend' }, action: good.action }, 'match.functions'],
