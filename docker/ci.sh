@@ -230,6 +230,10 @@ say "swarm farm (docker stack deploy)"
 # Several daemon replicas behind one service name and several rigs, on this one node. The rigs
 # must spread over the replicas, and each rig's cut connection must resume on its own replica.
 docker swarm leave --force >/dev/null 2>&1 || true
+# On a machine that ran this before, `docker stack rm` may have returned before the last farm's
+# containers were gone; their logs would count as this run's rigs. Remove them first.
+old_farm=$(docker ps -aq --filter "label=com.docker.stack.namespace=$FARM")
+[ -z "$old_farm" ] || docker rm -f $old_farm >/dev/null 2>&1 || true
 docker swarm init --advertise-addr 127.0.0.1 >/dev/null
 SWARM_INIT=1
 RIGS=6
