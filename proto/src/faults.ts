@@ -3,6 +3,7 @@
  * its checks, and the codes each function may be made to fail with. Pure data and checks: the
  * daemon applies the rules (server/src/faults/), the SDK types its calls with them.
  */
+import { parseAddressText } from './address-text.js';
 import { MAX_FAULT_MS, MAX_FAULT_NAME, MAX_FAULT_WINDOW_MS } from './limits.js';
 import { WSAECONNABORTED, WSAECONNREFUSED, WSAECONNRESET, WSAEADDRINUSE, WSAEHOSTUNREACH, WSAEMFILE, WSAENETDOWN, WSAENETRESET, WSAENETUNREACH, WSAENOBUFS, WSAETIMEDOUT, WSAEWOULDBLOCK, wsaErrorName } from './wsa-errors.js';
 
@@ -221,30 +222,11 @@ function addressFilterProblem(v: unknown, field: string): FaultRuleProblem | nul
   const extra = unknownKey(v, ['address', 'port']);
   if (extra !== undefined) return { field: `${field}.${extra}`, what: 'is not a field of an address filter' };
   if (v['address'] === undefined && v['port'] === undefined) return { field, what: 'must give address, port or both' };
-  if (v['address'] !== undefined && (typeof v['address'] !== 'string' || v['address'].length === 0 || v['address'].length > 64 || !looksNumeric(v['address']))) {
+  if (v['address'] !== undefined && (typeof v['address'] !== 'string' || v['address'].length === 0 || v['address'].length > 64 || parseAddressText(v['address']) === null)) {
     return { field: `${field}.address`, what: 'must be a numeric address string (dotted IPv4 or IPv6 text, no host names)' };
   }
   if (v['port'] !== undefined && !isInt(v['port'], 0, 65535)) return { field: `${field}.port`, what: 'must be an integer from 0 to 65535' };
   return null;
-}
-
-/**
- * A numeric address as a filter may name one, by the rules of a sockaddr's (proto/README.md
- * section 7): dotted IPv4, or IPv6 text, with a scope suffix only on a link-local address. A host
- * name, or text no socket's address could equal, is refused rather than never matching.
- */
-function looksNumeric(a: string): boolean {
-  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(a);
-  if (v4) return v4.slice(1).every((octet) => Number(octet) <= 255);
-  const [plain = '', scope, extra] = a.split('%');
-  if (extra !== undefined || !/^[0-9A-Fa-f:.]+$/.test(plain) || !plain.includes(':')) return false;
-  try {
-    // The WHATWG URL parser checks IPv6 text strictly (groups, '::', a dotted IPv4 tail).
-    new URL(`http://[${plain}]/`);
-  } catch {
-    return false;
-  }
-  return scope === undefined || (/^[0-9A-Za-z_.-]{1,15}$/.test(scope) && /^fe[89ab][0-9a-f]?:/i.test(plain));
 }
 
 function isFaultFunction(v: unknown): v is FaultFunction {

@@ -9,6 +9,7 @@ export { buildJsonSchema } from './schema.js';
 export * from './compact.js';
 export * from './guards.js';
 export * from './socket-triple.js';
+export * from './address-text.js';
 export * from './faults.js';
 export * from './operator-faults.js';
 export * from './inspection.js';

@@ -43,7 +43,7 @@ t.test('each refusal names the field at fault', async (t) => {
     [{ match: { remote: { address: 1 } }, action: good.action }, 'match.remote.address'],
     [{ match: { remote: { address: 'localhost' } }, action: good.action }, 'match.remote.address'],
     [{ match: { local: { address: '127.1' } }, action: good.action }, 'match.local.address'],
-    ...[':', ':::::::::', '1:2:3:4:5:6:7:8:9', '1.2.3.4:80', '999.999.999.999', '::256.1.1.1', '::1.2.3.4.5', '..:', '::1%1', '::1%lo', 'fe80::1%-/', 'fe80::1%4%4'].map(
+    ...[':', ':::::::::', '1:2:3:4:5:6:7:8:9', '1.2.3.4:80', '999.999.999.999', '::256.1.1.1', '::1.2.3.4.5', '..:', '::1%1', '::1%lo', 'fe80::1%-/', 'fe80::1%4%4', '010.0.0.1', '1.2.3.04'].map(
       (address): [unknown, string] => [{ match: { remote: { address } }, action: good.action }, 'match.remote.address'],
     ),
     [{ match: { local: { host: 'x' } }, action: good.action }, 'match.local.host'],

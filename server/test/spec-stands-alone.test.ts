@@ -347,6 +347,41 @@ t.test('an IPv6 link-local scope given as a number (%4 or scopeId) names the int
   }
 });
 
+/**
+ * A link-local address on an interface node does not list (one that is down or has no carrier, as
+ * docker0 without containers): from /proc/net/if_inet6, Linux only. Only bound to, never sent to.
+ */
+function unlistedLinkLocal(): { address: string; index: number } | undefined {
+  if (process.platform !== 'linux') return undefined;
+  let lines: string[];
+  try {
+    lines = readFileSync('/proc/net/if_inet6', 'latin1').split('\n');
+  } catch {
+    return undefined;
+  }
+  const listed = new Set(Object.keys(networkInterfaces()));
+  for (const line of lines) {
+    const [hex, index, , , , name] = line.trim().split(/\s+/);
+    if (!hex || !name || listed.has(name) || !hex.startsWith('fe80')) continue;
+    return { address: hex.replace(/(.{4})(?!$)/g, '$1:'), index: parseInt(index!, 16) };
+  }
+  return undefined;
+}
+const UNLISTED = unlistedLinkLocal();
+
+t.test('a numeric scope id names an interface node does not list (down, no carrier)', { skip: UNLISTED ? false : 'every interface with a link-local address is listed by node here' }, async (t) => {
+  const local = UNLISTED!;
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  for (const name of [{ address: `${local.address}%${local.index}` }, { address: local.address, scopeId: local.index }]) {
+    const h = await udpSocket(s, P.AF_INET6);
+    t.same(await s.call('WSPBind', { s: h, name: { family: P.AF_INET6, port: 0, ...name }, namelen: 28 }), { ret: 0, errno: 0 }, `bound ${JSON.stringify(name)}`);
+    const got = (await s.call('WSPGetSockName', { s: h, namelen: 28 }))['name'] as P.SockAddr;
+    t.same([P.parseAddressText(got.address)?.canonical, got.scopeId], [P.parseAddressText(local.address)?.canonical, local.index], 'WSPGetSockName gives the address and its scope id');
+    await s.call('WSPCloseSocket', { s: h });
+  }
+});
+
 // ---------------------------------------------------------------- point 8: the schema validates what the daemon sends
 
 /** A decoded message back in its JSON text form: byte strings as {"$b": [offset, length]}. */

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import * as P from '@spiwire/proto';
 import { FAULT_ERROR_CODES, INVALID_PARAMS, ProtocolError, faultFunctionsOf, type FaultAction, type FaultAddressFilter, type FaultEffect, type FaultFunction, type FaultRule, type FaultRuleStatus, type SockAddr } from '@spiwire/proto';
 import { SeededRandom } from './prng.js';
+import { scopeIdOf } from '../sockets/sockaddr.js';
 
 /** How the call was made. */
 export type CallMode = 'nonblocking' | 'blocking' | 'overlapped';
@@ -69,6 +70,8 @@ export class ActiveRule {
   private readonly added = performance.now();
   /** Matching calls so far, by socket. */
   private readonly calls = new Map<number, number>();
+  private readonly local: AddressFilter | null;
+  private readonly remote: AddressFilter | null;
 
   constructor(
     readonly spec: FaultRule & { id: string; seed: number },
@@ -79,6 +82,8 @@ export class ActiveRule {
   ) {
     this.functions = faultFunctionsOf(spec.match);
     this.rng = new SeededRandom(spec.seed);
+    this.local = spec.match.local ? new AddressFilter(spec.match.local) : null;
+    this.remote = spec.match.remote ? new AddressFilter(spec.match.remote) : null;
   }
 
   /** Whether the call is one the rule applies to (and counts). */
@@ -87,9 +92,9 @@ export class ActiveRule {
     if (!this.functions.includes(call.fn)) return false;
     if (m.socket !== undefined && m.socket !== sock.handle) return false;
     if (m.tag !== undefined && m.tag !== sock.tag) return false;
-    if (m.local && !addressMatches(m.local, sock.localName())) return false;
+    if (this.local && !this.local.matches(sock.localName())) return false;
     // WSPAccept has no far end until it has taken a connection.
-    if (m.remote && (call.fn === 'WSPAccept' || !addressMatches(m.remote, call.remote ?? sock.peerName()))) return false;
+    if (this.remote && (call.fn === 'WSPAccept' || !this.remote.matches(call.remote ?? sock.peerName()))) return false;
     return applies(this.spec.action, sock, call);
   }
 
@@ -155,21 +160,34 @@ function effectOf(code: number, fn: FaultFunction, type: number): FaultEffect | 
   return type === P.SOCK_STREAM ? use.stream : use.datagram;
 }
 
-function addressMatches(filter: FaultAddressFilter, name: SockAddr | null): boolean {
-  if (!name) return false;
-  if (filter.port !== undefined && filter.port !== name.port) return false;
-  return filter.address === undefined || canonicalAddress(filter.address) === canonicalAddress(name.address);
-}
+/**
+ * A rule's address filter, read once when the rule is added. Addresses compare in one spelling
+ * (::1 is 0:0:0:0:0:0:0:1). A filter without a scope matches the address on any interface; one
+ * with a scope ("%eth0" or "%4") only where the call's address has that interface, whether its
+ * sockaddr wrote it as a suffix or as scopeId.
+ */
+class AddressFilter {
+  private readonly port: number | undefined;
+  private readonly address: string | undefined;
+  private readonly scope: string | undefined;
 
-/** One spelling per address, so that 0:0:0:0:0:0:0:1 and ::1 compare equal (IPv4 text is already one). */
-function canonicalAddress(a: string): string {
-  if (!a.includes(':')) return a;
-  const [plain, scope] = a.split('%') as [string, string | undefined];
-  try {
-    const host = new URL(`http://[${plain}]/`).hostname;
-    return `${host.slice(1, -1)}${scope === undefined ? '' : `%${scope}`}`;
-  } catch {
-    return a.toLowerCase();
+  constructor(filter: FaultAddressFilter) {
+    this.port = filter.port;
+    // Validation (proto faultRuleProblem) let only numeric text through.
+    const text = filter.address === undefined ? undefined : P.parseAddressText(filter.address);
+    this.address = text?.canonical;
+    this.scope = text?.scope;
+  }
+
+  matches(name: SockAddr | null): boolean {
+    if (!name) return false;
+    if (this.port !== undefined && this.port !== name.port) return false;
+    if (this.address === undefined) return true;
+    const text = P.parseAddressText(name.address);
+    if (!text || text.canonical !== this.address) return false;
+    if (this.scope === undefined) return true;
+    const wanted = scopeIdOf(this.scope);
+    return wanted !== 0 && wanted === (text.scope !== undefined ? scopeIdOf(text.scope) : (name.scopeId ?? 0));
   }
 }
 

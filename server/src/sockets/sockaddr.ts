@@ -1,9 +1,9 @@
 /** sockaddr checks and conversions between the wire form and what node:net / node:dgram take. */
 import { isIP, isIPv4 } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import * as W from '@spiwire/proto';
-import type { SockAddr } from '@spiwire/proto';
+import { isLinkLocalV6, parseAddressText, type SockAddr } from '@spiwire/proto';
 
 /**
  * Checks an address given by the client against the socket's family. Returns 0 when usable,
@@ -37,14 +37,8 @@ export function addressProblem(text: string): string | null {
   const scope = text.slice(pct + 1);
   if (isIP(plain) !== 6 || !isLinkLocalV6(plain)) return 'may carry a scope suffix (%...) only when it is an IPv6 link-local address (fe80::/10)';
   if (/^\d{1,10}$/.test(scope) && Number(scope) <= 0xffffffff) return null;
-  if (/^[A-Za-z0-9_.:-]{1,15}$/.test(scope) && Object.hasOwn(networkInterfaces(), scope)) return null;
+  if (/^[A-Za-z0-9_.:-]{1,15}$/.test(scope) && isInterfaceName(scope)) return null;
   return `has the scope ${JSON.stringify(scope.slice(0, 20))}, which is neither a numeric scope id nor an interface of this machine`;
-}
-
-/** fe80::/10, the IPv6 link-local range: the only addresses whose scope means something. */
-function isLinkLocalV6(plain: string): boolean {
-  const first = plain.split(':')[0] ?? '';
-  return first.length > 0 && (parseInt(first, 16) & 0xffc0) === 0xfe80;
 }
 
 /**
@@ -63,33 +57,58 @@ export function hostOf(addr: SockAddr): string {
   return addr.address;
 }
 
-/** Interface names by index and indexes by name, from the link-local addresses node lists (read at most once a second). */
+/**
+ * Interface names by index and indexes by name (read at most once a second). On Linux from
+ * /sys/class/net, which lists every interface, down ones included; elsewhere from the link-local
+ * addresses node lists, which is what the platform offers without a system call of our own.
+ */
 let scopeCache: { at: number; names: Map<number, string>; indexes: Map<string, number> } | null = null;
 
 function scopes(): { names: Map<number, string>; indexes: Map<string, number> } {
   const now = Date.now();
   if (!scopeCache || now - scopeCache.at > 1000) {
+    const indexes = interfacesFromSys() ?? interfacesFromNode();
     const names = new Map<number, string>();
-    const indexes = new Map<string, number>();
-    for (const [name, list] of Object.entries(networkInterfaces())) {
-      for (const ni of list ?? []) {
-        if (ni.family !== 'IPv6' || !ni.scopeid) continue;
-        names.set(ni.scopeid, name);
-        indexes.set(name, ni.scopeid);
-      }
-    }
+    for (const [name, index] of indexes) names.set(index, name);
     scopeCache = { at: now, names, indexes };
   }
   return scopeCache;
+}
+
+function interfacesFromSys(): Map<string, number> | null {
+  if (process.platform !== 'linux') return null;
+  try {
+    const indexes = new Map<string, number>();
+    for (const name of readdirSync('/sys/class/net')) {
+      const index = Number(readFileSync(`/sys/class/net/${name}/ifindex`, 'latin1').trim());
+      if (Number.isInteger(index) && index > 0) indexes.set(name, index);
+    }
+    return indexes;
+  } catch {
+    return null;
+  }
+}
+
+function interfacesFromNode(): Map<string, number> {
+  const indexes = new Map<string, number>();
+  for (const [name, list] of Object.entries(networkInterfaces())) {
+    for (const ni of list ?? []) if (ni.family === 'IPv6' && ni.scopeid) indexes.set(name, ni.scopeid);
+  }
+  return indexes;
 }
 
 function interfaceName(index: number): string | undefined {
   return scopes().names.get(index);
 }
 
-/** The scope id of a "%..." suffix as node writes it: a number, or an interface name. */
-function scopeIdOf(scope: string): number {
+/** The scope id of a "%..." suffix: a number, or an interface name (0 for a name no interface has). */
+export function scopeIdOf(scope: string): number {
   return /^\d+$/.test(scope) ? Number(scope) : (scopes().indexes.get(scope) ?? 0);
+}
+
+/** Whether name is an interface of this machine. */
+function isInterfaceName(name: string): boolean {
+  return scopes().indexes.has(name);
 }
 
 /**
@@ -113,8 +132,10 @@ export function isAnyAddress(address: string): boolean {
   const kind = isIP(plain);
   if (kind === 4) return plain === '0.0.0.0';
   if (kind !== 6) return false;
-  const canonical = canonicalV6FromText(plain);
-  return canonical === '0:0:0:0:0:0:0:0' || canonical === '0:0:0:0:0:ffff:0:0';
+  // Most addresses have a digit the unspecified ones lack: they skip the parse.
+  if (!/^[0:.fF]+$/.test(plain)) return false;
+  const canonical = canonicalV6(plain);
+  return canonical === '::' || canonical === '::ffff:0:0';
 }
 
 export function anyAddress(family: number): string {
@@ -188,34 +209,17 @@ function assignedAddresses(): Set<string> {
     }
     for (const line of readFileSync('/proc/net/if_inet6', 'utf8').split('\n')) {
       const hex = line.split(/\s+/)[0];
-      if (hex && hex.length === 32) addresses.add(canonicalV6(hex));
+      if (hex && hex.length === 32) addresses.add(canonicalV6(hex.replace(/(.{4})(?!$)/g, '$1:')));
     }
   } catch {
-    for (const list of Object.values(networkInterfaces())) for (const ni of list ?? []) addresses.add(ni.family === 'IPv6' ? canonicalV6FromText(ni.address) : ni.address);
+    for (const list of Object.values(networkInterfaces())) for (const ni of list ?? []) addresses.add(ni.family === 'IPv6' ? canonicalV6(ni.address) : ni.address);
   }
   return addresses;
 }
 
-function canonicalV6(hex: string): string {
-  const groups: string[] = [];
-  for (let i = 0; i < 32; i += 4) groups.push(parseInt(hex.slice(i, i + 4), 16).toString(16));
-  return groups.join(':');
-}
-
-/** Expands IPv6 text to eight groups without leading zeros, to compare with canonicalV6. */
-function canonicalV6FromText(text: string): string {
-  let plain = text.split('%')[0]!;
-  // A trailing dotted IPv4 part (::ffff:1.2.3.4) is two groups.
-  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(plain);
-  if (v4) {
-    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
-    plain = `${plain.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [head, tail] = plain.includes('::') ? plain.split('::') as [string, string] : [plain, ''];
-  const h = head ? head.split(':') : [];
-  const tl = tail ? tail.split(':') : [];
-  const fill = plain.includes('::') ? new Array(8 - h.length - tl.length).fill('0') : [];
-  return [...h, ...fill, ...tl].map((g) => parseInt(g || '0', 16).toString(16)).join(':');
+/** IPv6 text in the one spelling parseAddressText gives (the text itself if it is not IPv6). */
+function canonicalV6(text: string): string {
+  return parseAddressText(text)?.canonical ?? text;
 }
 
 /**
@@ -226,7 +230,7 @@ function canonicalV6FromText(text: string): string {
 export function localAddressExists(address: string): boolean {
   if (isLoopbackAddress(address)) return true;
   const plain = address.split('%')[0]!.replace(/^::ffff:/, '');
-  const key = isIPv4(plain) ? plain : canonicalV6FromText(plain);
+  const key = isIPv4(plain) ? plain : canonicalV6(plain);
   const now = Date.now();
   if (interfaceCache && now - interfaceCache.at <= 200 && interfaceCache.addresses.has(key)) return true;
   interfaceCache = { at: now, addresses: assignedAddresses() };

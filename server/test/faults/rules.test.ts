@@ -118,6 +118,28 @@ t.test('the filters: socket, tag, local, remote, functions', async (t) => {
   t.not(spelled.decide(target(256, { peer: v6 }), send()), null, '0:0:0:0:0:0:0:1 matches ::1: one address, two spellings');
   t.equal(spelled.decide(target(256, { peer: { ...v6, address: '::2' } }), send()), null, 'and not ::2');
 
+  // Scopes: lo is an interface on every Linux machine (index 1); elsewhere the names differ.
+  if (process.platform === 'linux') {
+    const ll = { family: P.AF_INET6, address: 'fe80::1', port: 80 };
+    const byName = faults();
+    byName.add({ match: { remote: { address: 'fe80::1%lo' } }, action: { type: 'error', code: P.WSAENOBUFS } }, noSockets);
+    t.not(byName.decide(target(256, { peer: { ...ll, scopeId: 1 } }), send()), null, 'a %lo filter matches a peer name whose scopeId is lo\'s index');
+    t.not(byName.decide(target(256), { fn: 'WSPSendTo', mode: 'blocking', remote: { ...ll, address: 'fe80::1%1' } }), null, 'and a WSPSendTo written with %1');
+    t.not(byName.decide(target(256), { fn: 'WSPSendTo', mode: 'blocking', remote: { ...ll, address: 'FE80:0::1%lo' } }), null, 'and one written with %lo, in another spelling');
+    t.equal(byName.decide(target(256, { peer: { ...ll, scopeId: 0 } }), send()), null, 'not a name without a scope');
+    t.equal(byName.decide(target(256), { fn: 'WSPSendTo', mode: 'blocking', remote: { ...ll, address: 'fe80::1%999999' } }), null, 'nor one on another interface');
+    const byIndex = faults();
+    byIndex.add({ match: { remote: { address: 'fe80::1%1' } }, action: { type: 'error', code: P.WSAENOBUFS } }, noSockets);
+    t.not(byIndex.decide(target(256), { fn: 'WSPSendTo', mode: 'blocking', remote: { ...ll, address: 'fe80::1%lo' } }), null, 'a %1 filter matches a WSPSendTo written with %lo');
+    const anyScope = faults();
+    anyScope.add({ match: { remote: { address: 'fe80::1' } }, action: { type: 'error', code: P.WSAENOBUFS } }, noSockets);
+    t.not(anyScope.decide(target(256), { fn: 'WSPSendTo', mode: 'blocking', remote: { ...ll, address: 'fe80::1%1' } }), null, 'a filter without a scope matches a %-suffixed WSPSendTo');
+    t.not(anyScope.decide(target(256, { peer: { ...ll, scopeId: 1 } }), send()), null, 'and a peer name with a scopeId');
+    const unknown = faults();
+    unknown.add({ match: { remote: { address: 'fe80::1%nosuchif0' } }, action: { type: 'error', code: P.WSAENOBUFS } }, noSockets);
+    t.equal(unknown.decide(target(256, { peer: { ...ll, scopeId: 0 } }), send()), null, 'a filter naming no interface matches nothing, not scope 0');
+  }
+
   const k = faults();
   k.add({ match: { functions: ['WSPRecv', 'WSPAccept'], remote: { port: 80 } }, action: { type: 'error', code: P.WSAENETDOWN } }, noSockets);
   t.equal(k.decide(target(256), send()), null, 'WSPSend is not among the functions');
