@@ -194,8 +194,6 @@ export class Session implements SpiSession, SetAside {
   private resume: ResumeState | null = null;
   /** The id of the call whose method is running now (synchronously), for spiwire.waiting. */
   private callRunning: P.RequestId | null = null;
-  /** The error of the last overlapped completion, for threadExit to count what it aborted. */
-  private lastCompletionErrno = -1;
   /** The frame being packed holds nothing but a spiwire.ack: it is not counted. */
   private ackOnly = false;
   private readonly onEnd: (() => void) | undefined;
@@ -966,7 +964,6 @@ export class Session implements SpiSession, SetAside {
   /** An overlapped operation completed (PendingOp.complete): exactly once, whatever calls it again. */
   completed(entry: PendingOp, errno: number, bytes: number, out?: CompletionOut): void {
     if (entry.phase === OpPhase.Done) return;
-    this.lastCompletionErrno = errno;
     this.retire(entry);
     const params: P.NotificationParams<'spiwire.completion'> = { op: entry.op, s: entry.sock.handle, error: errno, bytes, flags: out?.flags ?? 0 };
     // An immediate receive already carried its bytes in the reply.
@@ -1010,9 +1007,7 @@ export class Session implements SpiSession, SetAside {
       if (entry.cancel) {
         // Only what the cancellation aborts counts: a send whose bytes are all with the kernel
         // already is past cancelling, and completes with success (now, or when the kernel has it).
-        this.lastCompletionErrno = -1;
-        entry.cancel.cancel(P.WSA_OPERATION_ABORTED);
-        if (this.lastCompletionErrno === P.WSA_OPERATION_ABORTED) cancelled++;
+        if (entry.cancel.cancel(P.WSA_OPERATION_ABORTED)) cancelled++;
       } else if (entry.starting) {
         entry.starting.cancelWith = P.WSA_OPERATION_ABORTED;
         cancelled++;

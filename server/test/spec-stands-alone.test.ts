@@ -235,6 +235,24 @@ t.test('overlapped.thread of a client without threads: any fixed value; threadEx
   t.same([aborted.params?.['error'], aborted.params?.['bytes']], [P.WSA_OPERATION_ABORTED, 0]);
 });
 
+t.test('a completion a delay fault holds back is past cancelling: threadExit delivers it with success and does not count it', async (t) => {
+  const { s, h, conn } = await overlappedConnection(t);
+  const added = await s.call('spiwire.faults.add', { rule: { match: { socket: h }, action: { type: 'delay', ms: 60000 } } });
+  t.type(added['id'], 'string', 'a delay rule of a minute');
+  const got: Buffer[] = [];
+  conn.socket.on('data', (b: Buffer) => got.push(b));
+  t.same(await s.call('WSPSend', { s: h, buffers: [Buffer.from('held')], flags: 0, overlapped: { op: 7, thread: 9 } }), { ret: -1, errno: P.WSA_IO_PENDING }, 'the send is taken, its completion held');
+  const done = s.wait((m) => m.method === 'spiwire.completion' && m.params?.['op'] === 7);
+  t.same(await s.call('spiwire.threadExit', { thread: 9 }), { ret: 0, errno: 0, cancelled: 0 }, 'nothing was aborted');
+  const c = await done;
+  t.same([c.params?.['error'], c.params?.['bytes']], [0, 4], 'the held completion comes now, with success');
+  await new Promise<void>((res) => {
+    const look = (): void => (Buffer.concat(got).length >= 4 ? res() : void conn.socket.once('data', look));
+    look();
+  });
+  t.equal(Buffer.concat(got).toString(), 'held', 'and the peer has the bytes');
+});
+
 t.test('a pending send whose bytes all went to the kernel ahead is past cancelling: threadExit completes it with success and does not count it', async (t) => {
   t.match(section('9. Blocking, nonblocking and overlapped calls'), /A pending send is past cancelling once the daemon has handed all its bytes/);
   t.match(section('spiwire.threadExit'), /`cancelled` counts only the operations that complete with WSA_OPERATION_ABORTED/);

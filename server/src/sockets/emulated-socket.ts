@@ -133,7 +133,8 @@ export interface StreamedStart<R> {
 interface Waiter {
   /** Tries to finish the wait; returns true when it did. */
   poll(): boolean;
-  abort(errno: number): void;
+  /** Ends the wait with errno; false when it had already ended. */
+  abort(errno: number): boolean;
   /** An overlapped receive waiting for data, rather than a blocked call. */
   readonly overlapped: boolean;
 }
@@ -310,9 +311,14 @@ export abstract class EmulatedSocket<S extends string = string> {
       hold(deliver);
     });
     const settle = (st: Started<R>): Started<R> => {
-      if (!st.pending) return st.result.errno === 0 ? { pending: true, cancel: cancellable(() => held?.()) } : st;
+      // A held completion is a success already: cancelling delivers it, and aborts nothing.
+      const deliverHeld = (): false => {
+        held?.();
+        return false;
+      };
+      if (!st.pending) return st.result.errno === 0 ? { pending: true, cancel: cancellable(deliverHeld) } : st;
       const cancel = st.cancel;
-      return { pending: true, cancel: cancellable((errno) => (held ? held() : cancel?.cancel(errno))) };
+      return { pending: true, cancel: cancellable((errno) => (held ? deliverHeld() : (cancel?.cancel(errno) ?? false))) };
     };
     const st = start(late);
     return st instanceof Promise ? st.then(settle) : settle(st);
@@ -425,7 +431,7 @@ export abstract class EmulatedSocket<S extends string = string> {
    * Registers a wait that check() settles later; returns a function that aborts it. Waiters are
    * polled in the order they were added, so receives are served first-come first-served.
    */
-  private addWaiter<R>(check: () => R | undefined, settle: (r: R) => void, abort: (errno: number) => void, overlapped: boolean): (errno: number) => void {
+  private addWaiter<R>(check: () => R | undefined, settle: (r: R) => void, abort: (errno: number) => void, overlapped: boolean): (errno: number) => boolean {
     let done = false;
     const w: Waiter = {
       overlapped,
@@ -439,10 +445,11 @@ export abstract class EmulatedSocket<S extends string = string> {
         return true;
       },
       abort: (errno) => {
-        if (done) return;
+        if (done) return false;
         done = true;
         this.waiters?.delete(w);
         abort(errno);
+        return true;
       },
     };
     (this.waiters ??= new Set()).add(w);

@@ -66,12 +66,16 @@ export function completion(complete: (errno: number, bytes: number, out?: Comple
   return { complete };
 }
 
-/** Ends a pending operation early with a code (a cancellation). */
+/**
+ * Ends a pending operation early with a code (a cancellation). Returns true when the operation
+ * completed with that code; false when it was past cancelling (a send whose bytes are all with the
+ * kernel, a completion already held back) or had already completed.
+ */
 export interface Cancellable {
-  cancel(errno: number): void;
+  cancel(errno: number): boolean;
 }
 
-export function cancellable(cancel: (errno: number) => void): Cancellable {
+export function cancellable(cancel: (errno: number) => boolean): Cancellable {
   return { cancel };
 }
 

@@ -77,8 +77,8 @@ class OverlappedSend implements SendOp, Cancellable {
     this.done.complete(errno, bytes);
   }
 
-  cancel(errno: number): void {
-    this.tx.cancel(errno, (o) => o === this);
+  cancel(errno: number): boolean {
+    return this.tx.cancel(errno, (o) => o === this) > 0;
   }
 }
 
@@ -138,5 +138,5 @@ export function streamSendStreamed(tx: TransportBuffer, send: StreamedSend, mode
 export function streamSendStreamedOverlapped(tx: TransportBuffer, send: StreamedSend, done: Completion): { started: Started<SendResult>; op: SendOp } {
   const op: SendOp = { chunks: send.buffers, total: send.total, overlapped: true, streamed: true, progress: send.progress, complete: (errno, bytes) => done.complete(errno, bytes) };
   tx.submit(op);
-  return { started: { pending: true, cancel: cancellable((errno) => tx.cancel(errno, (o) => o === op)) }, op };
+  return { started: { pending: true, cancel: cancellable((errno) => tx.cancel(errno, (o) => o === op) > 0) }, op };
 }
