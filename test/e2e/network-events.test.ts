@@ -215,6 +215,30 @@ for (const f of FAMILIES) {
   });
 }
 
+t.test("another connection's urgent byte does not record FD_OOB again for one already reported; a new one on the same connection does", { skip: libc() ? false : 'the C library cannot be loaded here' }, async (t) => {
+  // SIGURG names no connection: every socket watching for urgent data hears every signal.
+  const native = libc()!;
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const peer = await tcpPeer(t, 'ipv4');
+  const a = await connectedTcp(spi, 'ipv4', peer);
+  const b = await connectedTcp(spi, 'ipv4', peer);
+  const evA = spi.WSACreateEvent();
+  const evB = spi.WSACreateEvent();
+  const e = S.out(0);
+  t.equal(await spi.WSPEventSelect(a.s, evA, S.FD_OOB, e), 0);
+  t.equal(await spi.WSPEventSelect(b.s, evB, S.FD_OOB, e), 0);
+  t.equal(native.send(fdOf(a.conn.socket)!, Buffer.from('A'), native.c.MSG_OOB), 1, "A's peer sends an urgent byte");
+  t.ok((await waitEvents(spi, a.s, evA, S.FD_OOB)).lNetworkEvents & S.FD_OOB, 'FD_OOB recorded on A (its byte stays unread)');
+  t.equal(native.send(fdOf(b.conn.socket)!, Buffer.from('B'), native.c.MSG_OOB), 1, "B's peer sends an urgent byte");
+  t.ok((await waitEvents(spi, b.s, evB, S.FD_OOB)).lNetworkEvents & S.FD_OOB, 'FD_OOB recorded on B');
+  // The daemon looks at each signal twice, the second time 5 ms later: ten times that is ample.
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(await enumNow(spi, a.s, evA), 0, "B's byte recorded nothing on A");
+  t.equal(native.send(fdOf(a.conn.socket)!, Buffer.from('C'), native.c.MSG_OOB), 1, "A's peer sends another urgent byte");
+  t.ok((await waitEvents(spi, a.s, evA, S.FD_OOB)).lNetworkEvents & S.FD_OOB, 'FD_OOB recorded on A again');
+});
+
 t.test('network events reach the originating session only', async (t) => {
   const d = await daemon(t);
   const spi = await session(t, d);

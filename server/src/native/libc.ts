@@ -32,6 +32,11 @@ export interface NativeConstants {
    * ioctl(TIOCOUTQ) on Linux, getsockopt(SOL_SOCKET, SO_NWRITE) on macOS.
    */
   OUTQ: { ioctl: number } | { sockopt: number };
+  /**
+   * Where a TCP connection's count of bytes received since it was made is read: getsockopt(IPPROTO_TCP,
+   * option) fills struct tcp_info, whose u64 at offset holds it. null where the platform has none.
+   */
+  RECEIVED_COUNT: { option: number; offset: number } | null;
   EAGAIN: number;
   EINVAL: number;
   EWOULDBLOCK: number;
@@ -56,6 +61,8 @@ const LINUX: NativeConstants = {
   MSG_DONTROUTE: 4,
   F_SETOWN: 8,
   OUTQ: { ioctl: 0x5411 },
+  // TCP_INFO, tcpi_bytes_received (Linux 4.1 and later).
+  RECEIVED_COUNT: { option: 11, offset: 128 },
   EAGAIN: 11,
   EINVAL: 22,
   EWOULDBLOCK: 11,
@@ -80,6 +87,7 @@ const DARWIN: NativeConstants = {
   MSG_DONTROUTE: 4,
   F_SETOWN: 6,
   OUTQ: { sockopt: 0x1024 },
+  RECEIVED_COUNT: null,
   EAGAIN: 35,
   EINVAL: 22,
   EWOULDBLOCK: 35,
@@ -103,6 +111,8 @@ export interface Libc {
   trimHeap(): void;
   /** Bytes in a TCP socket's kernel send queue that the peer has not acknowledged, or null. */
   unacked(fd: number): number | null;
+  /** Bytes a TCP connection has received since it was made (RECEIVED_COUNT), or null. */
+  received(fd: number): number | null;
 }
 
 let loaded: Libc | null | undefined;
@@ -159,6 +169,15 @@ export function libc(): Libc | null {
         if ('sockopt' in c.OUTQ) return this.getInt(fd, c.SOL_SOCKET, c.OUTQ.sockopt);
         const out = [0];
         return (ioctlInt(fd, c.OUTQ.ioctl, out) as number) === 0 ? (out[0] ?? null) : null;
+      },
+      received(fd) {
+        const at = c.RECEIVED_COUNT;
+        if (!at) return null;
+        const b = Buffer.alloc(at.offset + 8);
+        const len = [b.length];
+        // An older kernel fills less of the structure: then the count is not there.
+        if ((getsockopt(fd, c.IPPROTO_TCP, at.option, b, len) as number) !== 0 || (len[0] ?? 0) < b.length) return null;
+        return Number(b.readBigUInt64LE(at.offset));
       },
     };
   } catch {

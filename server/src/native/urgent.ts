@@ -8,10 +8,27 @@
  */
 
 const FALLBACK_POLL_MS = 50;
+/**
+ * The kernel signals as it reads the urgent pointer, a moment before it counts the segment's
+ * bytes as received; on another core the handler may run in that moment. The watchers look again
+ * this much later, so that a watcher that saw no new byte the first time sees it then.
+ */
+const SECOND_LOOK_MS = 5;
 
 const onSignal = new Set<() => void>();
+let secondLook: NodeJS.Timeout | null = null;
 
 function signalled(): void {
+  runWatchers();
+  if (secondLook) return;
+  secondLook = setTimeout(() => {
+    secondLook = null;
+    runWatchers();
+  }, SECOND_LOOK_MS);
+  secondLook.unref();
+}
+
+function runWatchers(): void {
   for (const f of [...onSignal]) f();
 }
 

@@ -55,6 +55,13 @@ export function ownUrgentSignal(conn: net.Socket): boolean {
   return native !== null && fd !== null && native.setOwner(fd) === 0;
 }
 
+/** Bytes the connection has received since it was made, or null where the platform does not say. */
+export function receivedCount(conn: net.Socket): number | null {
+  const native = libc();
+  const fd = fdOf(conn);
+  return native && fd !== null ? native.received(fd) : null;
+}
+
 /** What send() with flags did: bytes the kernel took, 'full' (no room now), or the WSA code of a failure. */
 export type DirectSend = number | 'full' | { errno: number };
 

@@ -15,7 +15,7 @@ import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffe
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
-import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readUrgent, resetConnection, sendDirect, takeSocketError } from './native-options.js';
+import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readUrgent, receivedCount, resetConnection, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
 import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
@@ -85,10 +85,15 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private lastRecvAt = 0;
   private readonly accepted: net.Socket[] = [];
   private backlog = 1;
-  private readonly urgent = new UrgentWatch(() => {
-    this.reenable(W.FD_OOB);
-    this.wake();
-  });
+  private readonly urgent = new UrgentWatch(
+    () => {
+      this.reenable(W.FD_OOB);
+      this.wake();
+    },
+    () => this.receivedSinceAsked(),
+  );
+  /** The connection's received-byte count when UrgentWatch last asked (null: not known). */
+  private receivedAtAsk: number | null = null;
   /** The kernel signals SIGURG to this process for this connection (F_SETOWN took). */
   private ownerSet = false;
   /** A link fault's slow link, once one fired on this socket: every write goes through it. */
@@ -842,6 +847,15 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     else if (wanted & W.FD_CLOSE && (st === 'peer-finished' || st === 'finished')) ready.push([W.FD_CLOSE, 0]);
     if (wanted & W.FD_OOB && this.urgentPending()) ready.push([W.FD_OOB, 0]);
     return ready;
+  }
+
+  /** For UrgentWatch: whether the kernel counted received bytes since the last time it asked. */
+  private receivedSinceAsked(): boolean {
+    const n = this.conn ? receivedCount(this.conn) : null;
+    if (n === null) return true;
+    const changed = n !== this.receivedAtAsk;
+    this.receivedAtAsk = n;
+    return changed;
   }
 
   /** True when urgent data waits in the kernel (peeked with recv(MSG_OOB | MSG_PEEK)). */

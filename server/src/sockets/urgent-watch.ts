@@ -3,6 +3,10 @@
  * has no event for urgent data, so the socket watches for SIGURG (native/urgent.ts) while it has
  * something to wait for (a pending MSG_OOB receive, FD_OOB selected) and looks only after a signal.
  * While it does not watch, every look is made: nothing would tell it otherwise.
+ *
+ * SIGURG names no connection: urgent data on one wakes every watcher. A watcher whose connection
+ * received nothing since its last look ignores the signal, so that another connection's urgent
+ * byte does not record FD_OOB again for an urgent byte already reported (Wine's test_oob_events).
  */
 import { watchUrgent } from '../native/urgent.js';
 
@@ -16,6 +20,11 @@ export class UrgentWatch {
   constructor(
     /** Runs on each SIGURG while watching: the socket looks again (its waiters, FD_OOB). */
     private readonly onSignal: () => void,
+    /**
+     * Whether the connection received anything since this was last asked (true when it cannot
+     * tell): urgent data always comes with a received byte.
+     */
+    private readonly receivedSince: () => boolean = () => true,
   ) {}
 
   /** Whether a look is worth a system call now. */
@@ -40,10 +49,13 @@ export class UrgentWatch {
     const wanted = live && (this.waits > 0 || selected);
     if (wanted && !this.stop) {
       this.stop = watchUrgent(() => {
+        if (!this.receivedSince()) return;
         this.signalled = true;
         this.onSignal();
       }, ownerSet);
-      // Anything that arrived before the watch started is found by the first look.
+      // Anything that arrived before the watch started is found by the first look; later
+      // signals count from here.
+      this.receivedSince();
       this.signalled = true;
     } else if (!wanted && this.stop) {
       this.stop();
