@@ -343,6 +343,13 @@ t.test('compact records of kinds 2 and 3 from a client are read as the JSON they
   t.same(s.messages.slice(from).map((m) => m.id), [43, 44], 'the kind-3 record got no answer');
 });
 
+/** An IPv6 socket of the type (UDP or TCP) for the scope tests. */
+async function socketOf(s: RawSession, type: number): Promise<number> {
+  if (type === P.SOCK_DGRAM) return udpSocket(s, P.AF_INET6);
+  const r = await s.call('WSPSocket', { af: P.AF_INET6, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags: 0 });
+  return r['ret'] as number;
+}
+
 /** A link-local address of this machine's, with its interface: only bound to, never sent to. */
 const LINK_LOCAL = Object.entries(networkInterfaces()).flatMap(([name, list]) => (list ?? []).filter((a) => a.family === 'IPv6' && a.scopeid && a.address.toLowerCase().startsWith('fe80:')).map((a) => ({ name, address: a.address, index: a.scopeid! })))[0];
 
@@ -356,12 +363,20 @@ t.test('an IPv6 link-local scope given as a number (%4 or scopeId) names the int
     ['scopeId', { address: local.address, scopeId: local.index }],
     [`%${local.name}`, { address: `${local.address}%${local.name}` }],
   ];
-  for (const [how, name] of forms) {
-    const h = await udpSocket(s, P.AF_INET6);
-    t.same(await s.call('WSPBind', { s: h, name: { family: P.AF_INET6, port: 0, ...name }, namelen: 28 }), { ret: 0, errno: 0 }, `bound with the scope as ${how}`);
-    const got = (await s.call('WSPGetSockName', { s: h, namelen: 28 }))['name'] as P.SockAddr;
-    t.same([got.address, got.scopeId], [local.address, local.index], `${how}: WSPGetSockName gives the address and its scope id`);
-    await s.call('WSPCloseSocket', { s: h });
+  for (const type of [P.SOCK_DGRAM, P.SOCK_STREAM]) {
+    for (const [how, name] of forms) {
+      const h = await socketOf(s, type);
+      const what = `${type === P.SOCK_STREAM ? 'TCP' : 'UDP'}, the scope as ${how}`;
+      t.same(await s.call('WSPBind', { s: h, name: { family: P.AF_INET6, port: 0, ...name }, namelen: 28 }), { ret: 0, errno: 0 }, `bound: ${what}`);
+      const got = (await s.call('WSPGetSockName', { s: h, namelen: 28 }))['name'] as P.SockAddr;
+      t.same([got.address, got.scopeId], [local.address, local.index], `${what}: WSPGetSockName gives the address and its scope id`);
+      if (type === P.SOCK_STREAM) {
+        t.same(await s.call('WSPListen', { s: h, backlog: 1 }), { ret: 0, errno: 0 }, `${what}: it listens there`);
+        const listening = (await s.call('WSPGetSockName', { s: h, namelen: 28 }))['name'] as P.SockAddr;
+        t.same([listening.address, listening.scopeId, listening.port], [local.address, local.index, got.port], `${what}: the same name once listening`);
+      }
+      await s.call('WSPCloseSocket', { s: h });
+    }
   }
 });
 
@@ -391,8 +406,8 @@ t.test('a numeric scope id names an interface node does not list (down, no carri
   const local = UNLISTED!;
   const d = await daemon(t);
   const s = await session(t, d.url);
-  for (const name of [{ address: `${local.address}%${local.index}` }, { address: local.address, scopeId: local.index }]) {
-    const h = await udpSocket(s, P.AF_INET6);
+  for (const [type, name] of [P.SOCK_DGRAM, P.SOCK_STREAM].flatMap((ty) => [{ address: `${local.address}%${local.index}` }, { address: local.address, scopeId: local.index }].map((n) => [ty, n] as const))) {
+    const h = await socketOf(s, type);
     t.same(await s.call('WSPBind', { s: h, name: { family: P.AF_INET6, port: 0, ...name }, namelen: 28 }), { ret: 0, errno: 0 }, `bound ${JSON.stringify(name)}`);
     const got = (await s.call('WSPGetSockName', { s: h, namelen: 28 }))['name'] as P.SockAddr;
     t.same([P.parseAddressText(got.address)?.canonical, got.scopeId], [P.parseAddressText(local.address)?.canonical, local.index], 'WSPGetSockName gives the address and its scope id');

@@ -290,7 +290,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       family: this.af === W.AF_INET6 ? 6 : 4,
       lookup: refuseLookup,
       allowHalfOpen: true,
-      ...(local ? { localAddress: isAnyAddress(local.address) ? undefined : local.address, localPort: local.port } : {}),
+      ...(local ? { localAddress: isAnyAddress(local.address) ? undefined : hostOf(local), localPort: local.port } : {}),
     });
     let failedWith = 0;
     const onError = (err: Error): void => {
@@ -1089,7 +1089,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       const a = this.server.address();
       if (a && typeof a === 'object') return fromNodeAddress(a, this.af);
     }
-    if (this.bound) return fromNodeAddress({ address: this.bound.address, port: this.bound.port }, this.af);
+    // hostOf carries a scopeId over as the interface's name, which fromNodeAddress reads back.
+    if (this.bound) return fromNodeAddress({ address: hostOf(this.bound), port: this.bound.port }, this.af);
     return null;
   }
 
