@@ -20,7 +20,7 @@ import type { OutputFlow } from './output-flow.js';
  * sessions together once several work in it: a call from a quiet session waits about this long
  * behind busy ones (plus a few records of each busy session).
  */
-const TURN_BUDGET_MS = 4;
+const TURN_BUDGET_MS = Number(process.env['SPIWIRE_TURN_MS'] ?? 4);
 
 export interface DaemonLimits {
   /** Largest WebSocket message accepted, in bytes. */

@@ -41,7 +41,7 @@ export class TurnBudget {
   begin(owner: object): void {
     if (this.endsAt < 0) {
       this.turn++;
-      this.endsAt = this.now() + this.ms;
+      this.endsAt = this.now() + sharedMsEnv();
       this.owner = owner;
       this.shared = false;
       setImmediate(this.end);
@@ -92,7 +92,7 @@ export class TurnBudget {
     this.drainScheduled = false;
     const queue = this.queue;
     this.queue = [];
-    this.endsAt = this.now() + this.ms;
+    this.endsAt = this.now() + sharedMsEnv();
     this.owner = null;
     this.shared = true;
     let i = 0;
@@ -115,4 +115,7 @@ export class TurnBudget {
     // Left set, spent() would find every check before the next begin() out of time.
     this.shared = false;
   };
+}
+function sharedMsEnv(): number {
+  return Number(process.env['SPIWIRE_SHARED_MS'] ?? 4);
 }

@@ -153,7 +153,7 @@ export abstract class EmulatedSocket<S extends string = string> {
   opts: SocketOptions;
   /** WSPShutdown(SD_RECEIVE): receives fail with WSAESHUTDOWN (and, on TCP, arriving data resets). */
   recvShut = false;
-  /** The error SO_ERROR returns (and clears). */
+  /** The error SO_ERROR returns (see socketError). */
   pendingError = 0;
   /** The name fault rules match on (spiwire.setSocketTag); null: none. */
   tag: string | null = null;
@@ -519,11 +519,12 @@ export abstract class EmulatedSocket<S extends string = string> {
     if (this.waiters !== null) for (const w of [...this.waiters]) w.abort(w.overlapped ? overlappedErrno : errno);
   }
 
-  /** Takes and clears SO_ERROR. */
-  takePendingError(): number {
-    const e = this.pendingError;
-    this.pendingError = 0;
-    return e;
+  /**
+   * SO_ERROR. Reading it does not clear it, as on Windows (Wine's test_select reads a refused
+   * connect's WSAECONNREFUSED twice); a connection that succeeds does.
+   */
+  get socketError(): number {
+    return this.pendingError;
   }
 
   // The SPI operations; each transport implements those that have a meaning for it. Results are

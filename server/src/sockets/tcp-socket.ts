@@ -310,6 +310,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
         return;
       }
       this.connectResult = 0;
+      // A connection that succeeds clears what an earlier attempt left in SO_ERROR; a new
+      // attempt alone does not (Windows, in Wine's test_select).
+      this.pendingError = 0;
       this.ctx.ports.release(this.handle);
       this.wire(conn);
       this.wake();

@@ -187,7 +187,7 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
       break;
     case W.SO_ERROR:
       if (optlen < DWORD) return fail(W.WSAEFAULT);
-      value = sock.takePendingError();
+      value = sock.socketError;
       break;
     case W.SO_MAX_MSG_SIZE: {
       const m = sock.maxMessageSize();
