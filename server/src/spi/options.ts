@@ -47,9 +47,18 @@ function anyLengthBool(optval: Uint8Array, optlen: number): number | null {
   return optval.subarray(0, n).some((b) => b !== 0) ? 1 : 0;
 }
 
+/**
+ * IPPROTO_IP and IPPROTO_IPV6 are levels Windows has, whose options spiwire does not carry: an
+ * option there is unknown (WSAENOPROTOOPT, which Wine's test_sockopt_validity gives for an unknown
+ * option and accepts from Windows versions without the others), not the level (WSAEINVAL).
+ */
+function ipLevel(level: number): boolean {
+  return level === W.IPPROTO_IP || level === W.IPPROTO_IPV6;
+}
+
 export function setSockOpt(sock: EmulatedSocket, level: number, optname: number, optval: Uint8Array | null, optlen: number): Result<'WSPSetSockOpt'> {
   const o = sock.opts;
-  if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(W.WSAEINVAL);
+  if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(ipLevel(level) ? W.WSAENOPROTOOPT : W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
     if (!optval) return fail(W.WSAEFAULT);
@@ -145,7 +154,7 @@ function lingerBytes(l: { onoff: number; seconds: number }): Uint8Array {
 
 export function getSockOpt(sock: EmulatedSocket, level: number, optname: number, optlen: number): Result<'WSPGetSockOpt'> {
   const o = sock.opts;
-  if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(W.WSAEINVAL);
+  if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(ipLevel(level) ? W.WSAENOPROTOOPT : W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
     if (optlen <= 0) return fail(W.WSAEFAULT);

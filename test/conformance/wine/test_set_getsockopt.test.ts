@@ -367,3 +367,17 @@ info.step(t, 'test_set_getsockopt: SO_PROTOCOL_INFOW of TCP and UDP sockets: the
     await x.spi.WSPCloseSocket(s, S.out(0));
   }
 });
+
+// ================================================================ test_sockopt_validity
+
+const validity = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
+
+validity.step(t, 'test_sockopt_validity: an unknown option (-1) at IPPROTO_IP (IPv4) or IPPROTO_IPV6 (IPv6), on TCP and UDP, fails with WSAENOPROTOOPT', {}, async (c, x) => {
+  const level = x.f === 'ipv4' ? S.IPPROTO_IP : S.IPPROTO_IPV6;
+  for (const kind of ['tcp', 'udp'] as const) {
+    const s = await socket(x.spi, x.f, kind);
+    const [r, err] = await getOpt(x.spi, s, level, -1, 256);
+    c.same([r, err], [S.SOCKET_ERROR, S.WSAENOPROTOOPT], `${kind}: getsockopt`);
+    await x.spi.WSPCloseSocket(s, S.out(0));
+  }
+});
