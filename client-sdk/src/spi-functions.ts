@@ -353,6 +353,7 @@ export abstract class SpiFunctions {
     // record it: FIONBIO, FIONREAD and SIOCATMARK (answered in ws2_32 itself) write it on success
     // only; the other codes write it when there is no OVERLAPPED (0 on failure, a buffer it cannot
     // read included) or a routine, and leave it alone for an overlapped call with only an event.
+    // One refusal of theirs writes 0 too: FIONBIO 0 on a socket with events selected (WSAEINVAL).
     if (!isOut(lpcbBytesReturned)) return setErr(lpErrno, P.WSAEFAULT);
     const local = dwIoControlCode === P.FIONBIO || dwIoControlCode === P.FIONREAD || dwIoControlCode === P.SIOCATMARK;
     const badIn = cbInBuffer > 0 && (!(lpvInBuffer instanceof Uint8Array) || lpvInBuffer.length < cbInBuffer);
@@ -368,7 +369,7 @@ export abstract class SpiFunctions {
       const output = fieldOf(r, 'output', isBytes);
       if (output && output.length > 0 && lpvOutBuffer) lpvOutBuffer.set(output.subarray(0, cbOutBuffer));
       if (writeCount) lpcbBytesReturned.value = fieldOf(r, 'bytesReturned', isU32) ?? 0;
-    } else if (!local && !how && r.errno !== P.WSAENOTSOCK) lpcbBytesReturned.value = 0;
+    } else if ((!local && !how && r.errno !== P.WSAENOTSOCK) || (dwIoControlCode === P.FIONBIO && r.errno === P.WSAEINVAL)) lpcbBytesReturned.value = 0;
     return finish(r, lpErrno);
   }
 
