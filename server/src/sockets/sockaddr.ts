@@ -106,6 +106,18 @@ export function scopeIdOf(scope: string): number {
   return /^\d+$/.test(scope) ? Number(scope) : (scopes().indexes.get(scope) ?? 0);
 }
 
+/**
+ * An IPv6 sockaddr whose scope (scopeId, or a numeric "%" suffix) names no interface of this
+ * machine. Windows refuses to bind one (WSAEADDRNOTAVAIL, Wine's test_bind), even on an address
+ * that is not link-local; node would bind it with scope 0.
+ */
+export function hasUnknownScope(addr: SockAddr): boolean {
+  if (addr.family !== W.AF_INET6) return false;
+  const pct = addr.address.indexOf('%');
+  const scope = pct >= 0 ? scopeIdOf(addr.address.slice(pct + 1)) : (addr.scopeId ?? 0);
+  return scope !== 0 && interfaceName(scope) === undefined;
+}
+
 /** Whether name is an interface of this machine. */
 function isInterfaceName(name: string): boolean {
   return scopes().indexes.has(name);

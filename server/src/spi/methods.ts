@@ -10,7 +10,7 @@ import { fail, ok } from '../outcome.js';
 import type { EmulatedSocket, SendFunction } from '../sockets/emulated-socket.js';
 import type { SessionFaults } from '../faults/rules.js';
 import { completion, type Completion, type RecvResult, type SendResult, type Started } from '../sockets/results.js';
-import { addressProblem, anyAddress, checkSockaddr, isAnyAddress } from '../sockets/sockaddr.js';
+import { addressProblem, anyAddress, checkSockaddr, hasUnknownScope, isAnyAddress } from '../sockets/sockaddr.js';
 import { ioctl, isKnownIoctl, type IoctlResult } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
 import { runAfterReply, takeAfterReply } from './after-reply.js';
@@ -117,6 +117,7 @@ export const SPI_HANDLERS: Handlers = {
     const bad = checkSockaddr(name, p.namelen, sock.af);
     if (bad) return fail(bad);
     if (!session.allows(name.address, name.port, isAnyAddress(name.address))) return fail(W.WSAEACCES);
+    if (hasUnknownScope(name)) return fail(W.WSAEADDRNOTAVAIL);
     return sock.bind(name).then(status);
   }),
 

@@ -80,6 +80,19 @@ bindSc.step(t, 'test_bind: a second socket bound to the first one\'s address fai
   await x.spi.WSPCloseSocket(s2, S.out(0));
 });
 
+bindSc.step(t, 'test_bind: IPv6 loopback: a scope id naming no interface fails with WSAEADDRNOTAVAIL; scope 0 binds and getsockname gives it; the old 24-byte sockaddr_in6 is WSAEFAULT', { families: ['ipv6'] }, async (c, x) => {
+  const s = await socket(x.spi, x.f, 'tcp');
+  const loop = addr(x.f, 0);
+  c.same(await bind(x, s, loop, 24), [S.SOCKET_ERROR, S.WSAEFAULT], 'bind with namelen 24');
+  c.same(await bind(x, s, { ...loop, scopeId: 0xabacab }, namelen(x.f)), [S.SOCKET_ERROR, S.WSAEADDRNOTAVAIL], 'bind with scope id 0xabacab');
+  c.same(await bind(x, s, { ...loop, scopeId: 0 }, namelen(x.f)), [0, 0], 'bind with scope id 0');
+  const e = S.out(0);
+  c.same([await x.spi.WSPGetSockName(s, emptyAddr(), S.out(24), e), e.value], [S.SOCKET_ERROR, S.WSAEFAULT], 'getsockname with namelen 24');
+  const [r, , name] = await getName(x.spi, s);
+  c.same([r, name.family, name.address, name.port !== 0, name.scopeId ?? 0], [0, S.AF_INET6, '::1', true, 0], 'getsockname: ::1, a port, scope 0');
+  await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
 // ================================================================ test_listen
 
 const listenSc = new Scenario<Ctx & { a: number; b: number; name: S.SockAddr }>(async (f) => ({ ...(await ctx(f)), a: -1, b: -1, name: emptyAddr() }));
