@@ -5,20 +5,14 @@
  * FD_CONNECT, then drop the selection again.
  */
 import t from 'tap';
-import * as net from 'node:net';
 import * as S from '@spiwire/client';
+import { closedPort as freePort } from '../../helpers/harness.js';
 import { Scenario, accept, addr, call, dword, fileDaemon, getName, loopback, must, namelen, openSession, reached, readU32, selectEvents, setBlocking, socket, waitEvent, EVENT_BOUND_MS, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 
 /** A loopback port nothing listens on (Wine uses port 255): a connect to it is refused. */
-async function closedPort(f: Family): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((res) => srv.listen(0, loopback(f), res));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((res) => srv.close(() => res()));
-  return port;
-}
+const closedPort = (f: Family): Promise<number> => freePort(f, 'tcp');
 
 async function soError(spi: S.SpiSession, s: number): Promise<[number, number]> {
   const v = dword(0xdeadbeef);
