@@ -37,6 +37,8 @@ export interface NativeConstants {
    * option) fills struct tcp_info, whose u64 at offset holds it. null where the platform has none.
    */
   RECEIVED_COUNT: { option: number; offset: number } | null;
+  /** ioctl() request: whether the read position is at the urgent mark. */
+  SIOCATMARK: number;
   EAGAIN: number;
   EINVAL: number;
   EWOULDBLOCK: number;
@@ -63,6 +65,7 @@ const LINUX: NativeConstants = {
   OUTQ: { ioctl: 0x5411 },
   // TCP_INFO, tcpi_bytes_received (Linux 4.1 and later).
   RECEIVED_COUNT: { option: 11, offset: 128 },
+  SIOCATMARK: 0x8905,
   EAGAIN: 11,
   EINVAL: 22,
   EWOULDBLOCK: 11,
@@ -88,6 +91,7 @@ const DARWIN: NativeConstants = {
   F_SETOWN: 6,
   OUTQ: { sockopt: 0x1024 },
   RECEIVED_COUNT: null,
+  SIOCATMARK: 0x40047307,
   EAGAIN: 35,
   EINVAL: 22,
   EWOULDBLOCK: 35,
@@ -113,6 +117,8 @@ export interface Libc {
   unacked(fd: number): number | null;
   /** Bytes a TCP connection has received since it was made (RECEIVED_COUNT), or null. */
   received(fd: number): number | null;
+  /** ioctl(SIOCATMARK): the next byte to read is at the urgent mark (false when it cannot tell). */
+  atMark(fd: number): boolean;
 }
 
 let loaded: Libc | null | undefined;
@@ -169,6 +175,10 @@ export function libc(): Libc | null {
         if ('sockopt' in c.OUTQ) return this.getInt(fd, c.SOL_SOCKET, c.OUTQ.sockopt);
         const out = [0];
         return (ioctlInt(fd, c.OUTQ.ioctl, out) as number) === 0 ? (out[0] ?? null) : null;
+      },
+      atMark(fd) {
+        const out = [0];
+        return (ioctlInt(fd, c.SIOCATMARK, out) as number) === 0 && (out[0] ?? 0) !== 0;
       },
       received(fd) {
         const at = c.RECEIVED_COUNT;

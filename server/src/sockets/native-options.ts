@@ -7,7 +7,7 @@
 import type * as net from 'node:net';
 import * as W from '@spiwire/proto';
 import { wsaFromErrno } from '../errno-map.js';
-import { fdOf, libc } from '../native/libc.js';
+import { fdOf, libc, type Libc } from '../native/libc.js';
 import type { SocketOptions } from './emulated-socket.js';
 
 const INT32_MAX = 0x7fffffff;
@@ -62,6 +62,40 @@ export function receivedCount(conn: net.Socket): number | null {
   return native && fd !== null ? native.received(fd) : null;
 }
 
+/**
+ * Before SO_OOBINLINE goes on: when the next byte in the kernel is an urgent byte already taken
+ * out of band, a read makes the kernel step over it. Linux would otherwise hand that byte over
+ * again inline once SO_OOBINLINE is on (Wine's test_select notes it; Windows does not). Returns
+ * the ordinary byte that read took after the urgent one, or null.
+ */
+export function skipTakenUrgentByte(conn: net.Socket): Buffer | null {
+  const native = libc();
+  const fd = fdOf(conn);
+  if (!native || fd === null || !native.atMark(fd)) return null;
+  // At the mark, a peek gives the urgent byte while it is unread, and EINVAL once it was read.
+  if (native.recv(fd, new Uint8Array(1), native.c.MSG_OOB | MSG_PEEK) !== -native.c.EINVAL) return null;
+  return readOneByte(native, fd);
+}
+
+/**
+ * Once SO_OOBINLINE is on: an unread urgent byte alone in the kernel never made the connection
+ * readable (Linux does not count it), so node will not read it until more data comes. Read inline
+ * now, it is ordinary data; returns it, or null when nothing waits.
+ */
+export function readStrandedByte(conn: net.Socket): Buffer | null {
+  const native = libc();
+  const fd = fdOf(conn);
+  return native && fd !== null ? readOneByte(native, fd) : null;
+}
+
+/** One byte from node's descriptor, which is nonblocking: null at once when none waits. */
+function readOneByte(native: Libc, fd: number): Buffer | null {
+  const buf = Buffer.alloc(1);
+  return native.recv(fd, buf, 0) === 1 ? buf : null;
+}
+
+const MSG_PEEK = 2;
+
 /** What send() with flags did: bytes the kernel took, 'full' (no room now), or the WSA code of a failure. */
 export type DirectSend = number | 'full' | { errno: number };
 
@@ -83,7 +117,7 @@ export function readUrgent(conn: net.Socket, peek: boolean): Uint8Array | null |
   const fd = fdOf(conn);
   if (!native || fd === null) return { errno: W.WSAENOTCONN };
   const buf = new Uint8Array(1);
-  const n = native.recv(fd, buf, native.c.MSG_OOB | (peek ? 2 /* MSG_PEEK */ : 0));
+  const n = native.recv(fd, buf, native.c.MSG_OOB | (peek ? MSG_PEEK : 0));
   if (n >= 0) return buf.subarray(0, n);
   if (-n === native.c.EINVAL || -n === native.c.EAGAIN) return null;
   return { errno: wsaFromErrno(-n) };

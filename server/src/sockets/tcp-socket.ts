@@ -15,7 +15,7 @@ import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffe
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
-import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readUrgent, receivedCount, resetConnection, sendDirect, takeSocketError } from './native-options.js';
+import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readStrandedByte, readUrgent, receivedCount, resetConnection, skipTakenUrgentByte, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
 import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
@@ -92,6 +92,13 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     },
     () => this.receivedSinceAsked(),
   );
+  /** SO_OOBINLINE as the kernel socket has it (applyOptions). */
+  private kernelOobInline = false;
+  /**
+   * An urgent byte that arrived out of band and came inline when SO_OOBINLINE went on: the
+   * stream offset just past it, while it is unread (SIOCATMARK is FALSE until then).
+   */
+  private inlineMarkAt: number | null = null;
   /** The connection's received-byte count when UrgentWatch last asked (null: not known). */
   private receivedAtAsk: number | null = null;
   /** The kernel signals SIGURG to this process for this connection (F_SETOWN took). */
@@ -330,6 +337,42 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     );
   }
 
+  /** Bytes from the connection: node's reads, and the one the daemon makes itself (skipTakenUrgentByte). */
+  private takeData(conn: net.Socket, chunk: Buffer): void {
+    this.receivedTotal += chunk.length;
+    this.lastRecvAt = ++ioOrder;
+    this.rx.push(chunk);
+    if (this.recvShut) {
+      // Data after shutdown(SD_RECEIVE) goes to the receives that were already waiting when it
+      // was called (Wine's test_shutdown); data that none of them takes resets the connection,
+      // as on Windows, and is dropped: no receive may take it, and it records no FD_READ.
+      this.pollWaiters();
+      if (this.rx.size > 0) {
+        this.rx.clear();
+        if (!this.state.is('broken')) {
+          this.breakWith(W.WSAECONNRESET);
+          conn.resetAndDestroy();
+        }
+      } else this.checkEvents();
+      return;
+    }
+    if (this.rx.size >= this.receiveHold() || this.ctx.flow.paused) conn.pause();
+    else if (this.overReceivedBudget()) {
+      conn.pause();
+      // Once per wait for room, however often the socket pauses meanwhile.
+      if (!this.waitingForRoom) {
+        this.waitingForRoom = true;
+        this.received.whenRoom(() => {
+          this.waitingForRoom = false;
+          this.resumeInputIfRoom();
+        });
+      }
+    }
+    // New data records FD_READ again on Windows, even before a receive re-enables it.
+    this.reenable(W.FD_READ);
+    this.wake();
+  }
+
   /** Connects the node socket's events to this emulated socket. */
   private wire(conn: net.Socket): void {
     this.conn = conn;
@@ -368,40 +411,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       },
     };
     this.tx = new TransportBuffer(sink, this.opts.sndBuf, () => this.afterDrainStep(), this.quota.add);
-    conn.on('data', (chunk: Buffer) => {
-      this.receivedTotal += chunk.length;
-      this.lastRecvAt = ++ioOrder;
-      this.rx.push(chunk);
-      if (this.recvShut) {
-        // Data after shutdown(SD_RECEIVE) goes to the receives that were already waiting when it
-        // was called (Wine's test_shutdown); data that none of them takes resets the connection,
-        // as on Windows, and is dropped: no receive may take it, and it records no FD_READ.
-        this.pollWaiters();
-        if (this.rx.size > 0) {
-          this.rx.clear();
-          if (!this.state.is('broken')) {
-            this.breakWith(W.WSAECONNRESET);
-            conn.resetAndDestroy();
-          }
-        } else this.checkEvents();
-        return;
-      }
-      if (this.rx.size >= this.receiveHold() || this.ctx.flow.paused) conn.pause();
-      else if (this.overReceivedBudget()) {
-        conn.pause();
-        // Once per wait for room, however often the socket pauses meanwhile.
-        if (!this.waitingForRoom) {
-          this.waitingForRoom = true;
-          this.received.whenRoom(() => {
-            this.waitingForRoom = false;
-            this.resumeInputIfRoom();
-          });
-        }
-      }
-      // New data records FD_READ again on Windows, even before a receive re-enables it.
-      this.reenable(W.FD_READ);
-      this.wake();
-    });
+    conn.on('data', (chunk: Buffer) => this.takeData(conn, chunk));
     conn.on('end', () => {
       // The peer's FIN.
       if (this.state.is('connected')) this.state.move('peer-finished');
@@ -852,6 +862,14 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     return ready;
   }
 
+  override atMark(): boolean {
+    if (this.inlineMarkAt !== null) {
+      if (this.opts.oobInline && this.receivedTotal - this.rx.size < this.inlineMarkAt) return false;
+      this.inlineMarkAt = null;
+    }
+    return super.atMark();
+  }
+
   /** For UrgentWatch: whether the kernel counted received bytes since the last time it asked. */
   private receivedSinceAsked(): boolean {
     const n = this.conn ? receivedCount(this.conn) : null;
@@ -1151,7 +1169,26 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   }
 
   applyOptions(): void {
-    if (this.conn) applyTcpOptions(this.conn, this.opts);
+    const conn = this.conn;
+    if (!conn) return;
+    const inlineFromNow = this.opts.oobInline && !this.kernelOobInline && !conn.destroyed;
+    // Turning SO_OOBINLINE on: an urgent byte already taken out of band must not come inline now,
+    // and one not taken yet comes inline at once (one byte each: no receive bound is passed).
+    let urgentUnread = false;
+    if (inlineFromNow) {
+      const next = skipTakenUrgentByte(conn);
+      if (next) this.takeData(conn, next);
+      const peeked = readUrgent(conn, true);
+      urgentUnread = peeked instanceof Uint8Array && peeked.length > 0;
+    }
+    this.kernelOobInline = this.opts.oobInline;
+    applyTcpOptions(conn, this.opts);
+    if (inlineFromNow) {
+      const stranded = readStrandedByte(conn);
+      if (stranded) this.takeData(conn, stranded);
+      // Windows still reports that byte at SIOCATMARK (FALSE) until it is read inline.
+      if (urgentUnread && stranded) this.inlineMarkAt = this.receivedTotal;
+    }
   }
 
   maxMessageSize(): number | null {

@@ -7,7 +7,7 @@
 import t from 'tap';
 import * as S from '@spiwire/client';
 import { closedPort as freePort } from '../../helpers/harness.js';
-import { Scenario, accept, addr, call, dword, fileDaemon, getName, loopback, must, namelen, openSession, reached, readU32, selectEvents, setBlocking, socket, waitEvent, EVENT_BOUND_MS, type Family } from '../../helpers/wine.js';
+import { Scenario, accept, addr, call, dword, fileDaemon, getName, must, namelen, openSession, reached, readU32, recv, selectEvents, send, setBlocking, socket, tcpPair, waitEvent, EVENT_BOUND_MS, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 
@@ -132,4 +132,46 @@ blocking.step(t, 'test_select: after a blocking connect is refused, SO_ERROR rea
   c.same(await soError(x.spi, s), [0, 0], 'SO_ERROR');
   c.same(await soError(x.spi, s), [0, 0], 'SO_ERROR read again');
   await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
+// ---------------------------------------------------------------- urgent data, out of band and inline
+
+interface Pair {
+  spi: S.SpiSession;
+  f: Family;
+  client: number;
+  server: number;
+}
+
+const urgent = new Scenario<Pair>(async (f) => {
+  const spi = await openSession(t, d);
+  const p = await tcpPair(spi, f);
+  await setBlocking(spi, p.server, false);
+  return { spi, f, ...p };
+});
+
+/** A receive of up to 16 bytes: [ret, error, the bytes as text]. */
+async function recvText(x: Pair, flags: number, boundMs = 0): Promise<[number, number, string]> {
+  let r: Awaited<ReturnType<typeof recv>> = await recv(x.spi, x.server, 16, flags);
+  // Wine waits in select() for the bytes to arrive; here a receive that would block is retried.
+  if (boundMs > 0 && r.err === S.WSAEWOULDBLOCK) await reached(async () => (r = await recv(x.spi, x.server, 16, flags)).err !== S.WSAEWOULDBLOCK, boundMs);
+  return [r.ret, r.err, Buffer.from(r.data).toString('latin1')];
+}
+
+urgent.step(t, 'test_select: an urgent byte is read with a MSG_OOB receive', {}, async (c, x) => {
+  c.same((await send(x.spi, x.client, '1234')).ret, 0, 'the peer sends 1234');
+  c.same(await recvText(x, 0, EVENT_BOUND_MS), [0, 0, '1234'], 'a receive returns it');
+  c.same((await send(x.spi, x.client, 'A', S.MSG_OOB)).ret, 0, 'the peer sends "A" with MSG_OOB');
+  c.same(await recvText(x, S.MSG_OOB, EVENT_BOUND_MS), [0, 0, 'A'], 'a MSG_OOB receive returns it');
+});
+
+urgent.step(t, 'test_select: with SO_OOBINLINE, a MSG_OOB receive fails with WSAEINVAL and the urgent byte is read inline', {}, async (c, x) => {
+  await must('SO_OOBINLINE', (e) => x.spi.WSPSetSockOpt(x.server, S.SOL_SOCKET, S.SO_OOBINLINE, dword(1), 4, e));
+  c.same((await send(x.spi, x.client, 'A', S.MSG_OOB)).ret, 0, 'the peer sends "A" with MSG_OOB');
+  c.same(await recvText(x, S.MSG_OOB), [S.SOCKET_ERROR, S.WSAEINVAL, ''], 'a MSG_OOB receive');
+  c.same(await recvText(x, 0, EVENT_BOUND_MS), [0, 0, 'A'], 'a plain receive returns it');
+});
+
+urgent.step(t, 'test_select: after that inline read, a receive finds nothing (WSAEWOULDBLOCK)', {}, async (c, x) => {
+  c.same(await recvText(x, 0), [S.SOCKET_ERROR, S.WSAEWOULDBLOCK, ''], 'the receive');
 });
