@@ -31,21 +31,34 @@ export class TurnBudget {
   /** Counts turns: a session's quickTurn says in which it had its quick go. */
   private turn = 0;
 
+  /** performance.now() when the current turn began. */
+  private startedAt = 0;
+
   constructor(
+    /** A lone session's slice: per frame, and per check phase when it alone has work set aside. */
     private readonly ms: number,
     /** The clock (performance.now; a unit test drives its own, so that no check hangs on the machine's speed). */
     private readonly now: () => number = () => performance.now(),
+    /**
+     * The time of a turn several sessions share. Shorter than a lone session's slice: every turn
+     * also reads each busy session's next frame, and a quiet session's call waits for the turn.
+     */
+    private readonly sharedMs: number = ms,
   ) {}
 
   /** owner starts (or goes on with) its work in this turn; the turn ends at the loop's check phase. */
   begin(owner: object): void {
     if (this.endsAt < 0) {
       this.turn++;
-      this.endsAt = this.now() + sharedMsEnv();
+      this.startedAt = this.now();
+      this.endsAt = this.startedAt + this.ms;
       this.owner = owner;
       this.shared = false;
       setImmediate(this.end);
-    } else if (owner !== this.owner) this.shared = true;
+    } else if (owner !== this.owner && !this.shared) {
+      this.shared = true;
+      this.endsAt = Math.min(this.endsAt, this.startedAt + this.sharedMs);
+    }
   }
 
   /** The time is up for work that began at since (on the same clock): set the rest aside. */
@@ -92,7 +105,7 @@ export class TurnBudget {
     this.drainScheduled = false;
     const queue = this.queue;
     this.queue = [];
-    this.endsAt = this.now() + sharedMsEnv();
+    this.endsAt = this.now() + (queue.length > 1 ? this.sharedMs : this.ms);
     this.owner = null;
     this.shared = true;
     let i = 0;
@@ -115,7 +128,4 @@ export class TurnBudget {
     // Left set, spent() would find every check before the next begin() out of time.
     this.shared = false;
   };
-}
-function sharedMsEnv(): number {
-  return Number(process.env['SPIWIRE_SHARED_MS'] ?? 4);
 }

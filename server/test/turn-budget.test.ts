@@ -128,3 +128,36 @@ t.test('inside a go the slice is shared: spent() counts from the start of the ch
   t.same(seen, [false, true], 'time left at first, then spent');
   t.notOk(budget.holdsBack(owner, 65536), 'after the check phase the turn is over');
 });
+
+t.test('a shared turn is shorter than a lone slice: a second session shrinks the turn, a lone set-aside one keeps its slice', async (t) => {
+  const budget = new TurnBudget(4, now, 1);
+  const a = {};
+  const b = {};
+  budget.begin(a);
+  const first = now();
+  busy(2);
+  t.notOk(budget.spent(first), 'alone, the session has 4 ms per frame');
+  budget.begin(b);
+  t.ok(budget.spent(now()), 'once a second session works in the turn, the turn ends 1 ms after it began');
+  await nextTurn();
+
+  const gone: string[] = [];
+  const work = (name: string): { takeTurn(): void } => ({
+    takeTurn: (): void => {
+      budget.begin(work);
+      const since = now();
+      busy(2);
+      gone.push(`${name}:${budget.spent(since) ? 'spent' : 'time left'}`);
+    },
+  });
+  budget.defer(work('lone'));
+  await nextTurn();
+  t.same(gone, ['lone:time left'], 'alone in the check phase, set-aside work gets the 4 ms slice');
+  gone.length = 0;
+  budget.defer(work('x'));
+  budget.defer(work('y'));
+  await nextTurn();
+  t.same(gone, ['x:spent'], 'two of them share 1 ms: the first goes, uses it up, and the second waits');
+  await nextTurn();
+  t.same(gone, ['x:spent', 'y:time left'], 'the second goes in the next check phase, alone, with the lone slice');
+});

@@ -174,7 +174,7 @@ export class DaemonProcess {
     for (let attempt = 0; ; attempt++) {
       const port = await freePort();
       const flags = ['--port', String(port), '--log-level', 'warn', ...(opts.flags ?? [])];
-      const nodeArgs = ['--expose-gc', ...(process.env['BENCH_DAEMON_FLAGS'] !== undefined ? process.env['BENCH_DAEMON_FLAGS'].split(' ').filter(Boolean) : DAEMON_NODE_FLAGS)];
+      const nodeArgs = ['--expose-gc', ...DAEMON_NODE_FLAGS];
       if (opts.cpuProfDir) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`);
       const child = spawnNode([...nodeArgs, 'server/dist/src/main.js', ...flags], opts.nofile ?? 65536, ['ignore', 'pipe', 'pipe']);
       const d = new DaemonProcess(child, port, flags);
