@@ -1183,7 +1183,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     }
     this.kernelOobInline = this.opts.oobInline;
     applyTcpOptions(conn, this.opts);
-    if (inlineFromNow) {
+    // Only while node would read too: a paused connection is looked at again when it resumes,
+    // and toggling the option must not read past the receive bounds a byte at a time.
+    if (inlineFromNow && this.rx.size < this.receiveHold() && !this.overReceivedBudget()) {
       const stranded = readStrandedByte(conn);
       if (stranded) this.takeData(conn, stranded);
       // Windows still reports that byte at SIOCATMARK (FALSE) until it is read inline.
