@@ -4,6 +4,7 @@
  * environment, graceful stop on SIGINT and SIGTERM, and the --faults file reloaded on SIGHUP.
  * `spiwire faults ...`: the client of a running daemon's operator fault API (cli/faults.ts).
  * `spiwire status|sessions|sockets ...`: what a running daemon is doing (cli/inspect.ts).
+ * `spiwire trace export ...`: a session trace as a timeline (cli/trace.ts).
  */
 import pino from 'pino';
 import { ConfigError, parseConfig, tlsOf, type DaemonConfig } from './config.js';

@@ -16,7 +16,9 @@ t.test('every launcher passes every flag', async (t) => {
   const start = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts['start'] ?? '';
   const cmd = /^CMD \[(.*)\]$/m.exec(read('docker/Dockerfile').split('ENTRYPOINT')[1] ?? '')?.[1] ?? '';
   const shebang = read('server/src/main.ts').split('\n')[0] ?? '';
+  const command = read('server/bin/spiwire.js').split('\n')[0] ?? '';
   t.match(shebang, /^#!\/usr\/bin\/env -S node /, 'the shebang passes flags through env -S');
+  t.equal(command, shebang, 'the spiwire command (server/bin) starts node as main.ts does');
   for (const flag of DAEMON_NODE_FLAGS) {
     t.ok(start.includes(` ${flag} `), `npm start passes ${flag}`);
     t.ok(cmd.includes(`"${flag}"`), `the image's CMD passes ${flag}`);
@@ -34,9 +36,10 @@ t.test('this node accepts the flags on its command line', async (t) => {
 t.test('the shebang line starts the daemon command', { skip: existsSync('/usr/bin/env') ? false : 'no /usr/bin/env here' }, async (t) => {
   const shebang = read('server/src/main.ts').split('\n')[0] ?? '';
   const [env, ...rest] = shebang.slice(2).split(' ');
-  const main = fileURLToPath(new URL('server/dist/src/main.js', root));
   // What the kernel does with the line: the interpreter, its arguments as one string, the script.
-  const r = spawnSync(env!, [rest.join(' '), main, '--help'], { encoding: 'utf8' });
-  t.equal(r.status, 0, r.stderr);
-  t.match(r.stdout, /^usage: spiwire/);
+  for (const script of ['server/dist/src/main.js', 'server/bin/spiwire.js']) {
+    const r = spawnSync(env!, [rest.join(' '), fileURLToPath(new URL(script, root)), '--help'], { encoding: 'utf8' });
+    t.equal(r.status, 0, r.stderr);
+    t.match(r.stdout, /^usage: spiwire/, script);
+  }
 });
