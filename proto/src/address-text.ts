@@ -37,6 +37,8 @@ export function parseAddressText(text: string): AddressText | null {
     return null;
   }
   if (scope !== undefined && (!SCOPE.test(scope) || !isLinkLocalV6(canonical))) return null;
+  // A numeric scope is a scope id, a u32.
+  if (scope !== undefined && /^\d+$/.test(scope) && Number(scope) > 0xffffffff) return null;
   return { version: 6, canonical, scope };
 }
 

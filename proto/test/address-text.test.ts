@@ -25,7 +25,7 @@ t.test('text no sockaddr could hold is not an address', async (t) => {
   const refused = [
     '', 'localhost', '127.1', '010.0.0.1', '1.2.3.04', '256.0.0.1', '1.2.3.4.5', '1.2.3.4:80', '1.2.3.4%1',
     ':', ':::', '1:2:3:4:5:6:7:8:9', '1::2::3', '::256.1.1.1', '::1.2.3.4.5', 'g::1', '[::1]',
-    '::1%1', '::1%lo', 'fec0::1%1', 'fe80::1%', 'fe80::1%-/', 'fe80::1%4%4', 'fe80::1%abcdefghijklmnop',
+    '::1%1', '::1%lo', 'fec0::1%1', 'fe80::1%', 'fe80::1%-/', 'fe80::1%4%4', 'fe80::1%abcdefghijklmnop', 'fe80::1%4294967296',
   ];
   for (const text of refused) t.equal(parseAddressText(text), null, JSON.stringify(text));
 });

@@ -239,6 +239,68 @@ t.test("another connection's urgent byte does not record FD_OOB again for one al
   t.ok((await waitEvents(spi, a.s, evA, S.FD_OOB)).lNetworkEvents & S.FD_OOB, 'FD_OOB recorded on A again');
 });
 
+/** Nonblocking receives of up to 1 MiB each until total bytes came (bounded): the bytes in order. */
+async function readAll(spi: S.SpiSession, s: number, total: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let got = 0;
+  const buf = new Uint8Array(1 << 20);
+  await until(async () => {
+    const n = S.out(0);
+    if ((await spi.WSPRecv(s, [S.wsabuf(buf)], 1, n, S.out(0), null, null, null, S.out(0))) === 0) {
+      parts.push(Buffer.from(buf.subarray(0, n.value)));
+      got += n.value;
+    }
+    return got >= total;
+  }, 10000, 5);
+  return Buffer.concat(parts);
+}
+
+t.test('SO_OOBINLINE turned on while the daemon holds received bytes keeps the stream in order', { skip: libc() ? false : 'the C library cannot be loaded here' }, async (t) => {
+  // The daemon stops reading once it holds a receive buffer's worth; bytes node already read
+  // then wait ahead of the kernel's read position, and no byte read from the kernel may pass them.
+  const native = libc()!;
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  const e = S.out(0);
+  t.equal(await spi.WSPIoctl(s, S.FIONBIO, Uint8Array.of(1, 0, 0, 0), 4, null, 0, S.out(0), null, null, null, e), 0);
+  const fd = fdOf(conn.socket)!;
+
+  await t.test('after an urgent byte was read out of band', async (t) => {
+    const head = Buffer.alloc(150000, 0x41);
+    conn.socket.write(head);
+    await until(async () => (await fionread(spi, s))[2] >= 65536);
+    t.equal(native.send(fd, Buffer.from('U'), native.c.MSG_OOB), 1, 'the peer sends an urgent byte');
+    conn.socket.write('BBBB');
+    const oob = new Uint8Array(1);
+    t.ok(await until(async () => (await spi.WSPRecv(s, [S.wsabuf(oob)], 1, S.out(0), S.out(S.MSG_OOB), null, null, null, S.out(0))) === 0), 'a MSG_OOB receive takes it');
+    t.equal(String.fromCharCode(oob[0]!), 'U');
+    t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_OOBINLINE, Uint8Array.of(1, 0, 0, 0), 4, e), 0, 'SO_OOBINLINE on');
+    const got = await readAll(spi, s, head.length + 4);
+    t.equal(got.length, head.length + 4, 'every ordinary byte, and not the urgent one again');
+    t.ok(got.equals(Buffer.concat([head, Buffer.from('BBBB')])), 'in order');
+    t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_OOBINLINE, Uint8Array.of(0, 0, 0, 0), 4, e), 0, 'SO_OOBINLINE off again');
+  });
+
+  await t.test('turned on in the same frame as the receive that makes room', async (t) => {
+    const data = Buffer.alloc(300000);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 8)) & 0xff;
+    conn.socket.write(data);
+    await until(async () => (await fionread(spi, s))[2] >= 65536);
+    const first = new Uint8Array(1 << 20);
+    const n = S.out(0);
+    // Not awaited in between: the SDK packs both calls into one frame.
+    const [r1, r2] = await Promise.all([
+      spi.WSPRecv(s, [S.wsabuf(first)], 1, n, S.out(0), null, null, null, S.out(0)),
+      spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_OOBINLINE, Uint8Array.of(1, 0, 0, 0), 4, S.out(0)),
+    ]);
+    t.same([r1, r2], [0, 0], 'both calls succeed');
+    const rest = await readAll(spi, s, data.length - n.value);
+    t.ok(Buffer.concat([Buffer.from(first.subarray(0, n.value)), rest]).equals(data), 'every byte, in order');
+  });
+});
+
 t.test('network events reach the originating session only', async (t) => {
   const d = await daemon(t);
   const spi = await session(t, d);

@@ -39,6 +39,8 @@ export interface NativeConstants {
   RECEIVED_COUNT: { option: number; offset: number } | null;
   /** ioctl() request: whether the read position is at the urgent mark. */
   SIOCATMARK: number;
+  /** ioctl() request: bytes waiting in the kernel's receive queue. */
+  FIONREAD: number;
   EAGAIN: number;
   EINVAL: number;
   EWOULDBLOCK: number;
@@ -66,6 +68,7 @@ const LINUX: NativeConstants = {
   // TCP_INFO, tcpi_bytes_received (Linux 4.1 and later).
   RECEIVED_COUNT: { option: 11, offset: 128 },
   SIOCATMARK: 0x8905,
+  FIONREAD: 0x541b,
   EAGAIN: 11,
   EINVAL: 22,
   EWOULDBLOCK: 11,
@@ -92,6 +95,7 @@ const DARWIN: NativeConstants = {
   OUTQ: { sockopt: 0x1024 },
   RECEIVED_COUNT: null,
   SIOCATMARK: 0x40047307,
+  FIONREAD: 0x4004667f,
   EAGAIN: 35,
   EINVAL: 22,
   EWOULDBLOCK: 35,
@@ -119,6 +123,8 @@ export interface Libc {
   received(fd: number): number | null;
   /** ioctl(SIOCATMARK): the next byte to read is at the urgent mark (false when it cannot tell). */
   atMark(fd: number): boolean;
+  /** ioctl(FIONREAD): bytes in the kernel's receive queue, or null. */
+  queued(fd: number): number | null;
 }
 
 let loaded: Libc | null | undefined;
@@ -175,6 +181,10 @@ export function libc(): Libc | null {
         if ('sockopt' in c.OUTQ) return this.getInt(fd, c.SOL_SOCKET, c.OUTQ.sockopt);
         const out = [0];
         return (ioctlInt(fd, c.OUTQ.ioctl, out) as number) === 0 ? (out[0] ?? null) : null;
+      },
+      queued(fd) {
+        const out = [0];
+        return (ioctlInt(fd, c.FIONREAD, out) as number) === 0 ? (out[0] ?? null) : null;
       },
       atMark(fd) {
         const out = [0];

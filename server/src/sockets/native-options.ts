@@ -15,7 +15,8 @@ const INT32_MAX = 0x7fffffff;
 const KERNEL_MAX = { keepIdle: 32767, keepInterval: 32767, keepCount: 127 };
 
 /** Applies SO_KEEPALIVE, TCP_NODELAY and, through the C library, the options node cannot set. */
-export function applyTcpOptions(conn: net.Socket, o: SocketOptions): void {
+/** oobInline: what the kernel socket gets for SO_OOBINLINE (TcpSocket turns it on only when that is safe). */
+export function applyTcpOptions(conn: net.Socket, o: SocketOptions, oobInline: boolean): void {
   if (conn.destroyed) return;
   conn.setKeepAlive(o.keepAlive);
   conn.setNoDelay(o.noDelay);
@@ -23,7 +24,7 @@ export function applyTcpOptions(conn: net.Socket, o: SocketOptions): void {
   const fd = fdOf(conn);
   if (!native || fd === null) return;
   const c = native.c;
-  native.setInt(fd, c.SOL_SOCKET, c.SO_OOBINLINE, o.oobInline ? 1 : 0);
+  native.setInt(fd, c.SOL_SOCKET, c.SO_OOBINLINE, oobInline ? 1 : 0);
   native.setInt(fd, c.SOL_SOCKET, c.SO_DONTROUTE, o.dontRoute ? 1 : 0);
   native.setLinger(fd, o.linger.onoff ? 1 : 0, o.linger.seconds);
   // Values read back as they were set; the kernel gets them clamped to what it takes.
@@ -95,6 +96,25 @@ function readOneByte(native: Libc, fd: number): Buffer | null {
 }
 
 const MSG_PEEK = 2;
+
+/**
+ * Whether SO_OOBINLINE may go on now after an urgent byte was taken out of band: the byte is at
+ * the read position (skipTakenUrgentByte steps over it), or nothing waits in the kernel, so it is
+ * behind. Otherwise it may still be ahead, and would come inline again.
+ */
+export function takenUrgentByteSettled(conn: net.Socket): boolean {
+  const native = libc();
+  const fd = fdOf(conn);
+  if (!native || fd === null) return true;
+  return native.atMark(fd) || native.queued(fd) === 0;
+}
+
+/** SO_OOBINLINE on the kernel socket alone. */
+export function setKernelOobInline(conn: net.Socket, on: boolean): void {
+  const native = libc();
+  const fd = fdOf(conn);
+  if (native && fd !== null) native.setInt(fd, native.c.SOL_SOCKET, native.c.SO_OOBINLINE, on ? 1 : 0);
+}
 
 /** What send() with flags did: bytes the kernel took, 'full' (no room now), or the WSA code of a failure. */
 export type DirectSend = number | 'full' | { errno: number };

@@ -15,7 +15,7 @@ import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffe
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
-import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readStrandedByte, readUrgent, receivedCount, resetConnection, skipTakenUrgentByte, sendDirect, takeSocketError } from './native-options.js';
+import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readStrandedByte, readUrgent, receivedCount, resetConnection, setKernelOobInline, skipTakenUrgentByte, takenUrgentByteSettled, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
 import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
@@ -92,6 +92,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     },
     () => this.receivedSinceAsked(),
   );
+  /** An urgent byte was taken out of band since SO_OOBINLINE last went on in the kernel. */
+  private urgentTaken = false;
   /** SO_OOBINLINE as the kernel socket has it (applyOptions). */
   private kernelOobInline = false;
   /**
@@ -411,7 +413,10 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       },
     };
     this.tx = new TransportBuffer(sink, this.opts.sndBuf, () => this.afterDrainStep(), this.quota.add);
-    conn.on('data', (chunk: Buffer) => this.takeData(conn, chunk));
+    conn.on('data', (chunk: Buffer) => {
+      this.takeData(conn, chunk);
+      if (this.opts.oobInline && !this.kernelOobInline) this.syncOobInline();
+    });
     conn.on('end', () => {
       // The peer's FIN.
       if (this.state.is('connected')) this.state.move('peer-finished');
@@ -958,6 +963,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       return undefined;
     }
     if (!(r instanceof Uint8Array)) return recvFailed(r.errno);
+    if ((flags & W.MSG_PEEK) === 0 && r.length > 0) this.urgentTaken = true;
     queueMicrotask(() => this.rearm(W.FD_OOB));
     return { errno: 0, bytes: r.length, data: r, flags: W.MSG_OOB };
   }
@@ -1141,7 +1147,10 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   /** Reads from the connection again when the receive buffer has room and the session's output allows. */
   private resumeInputIfRoom(): void {
-    if (this.conn?.isPaused() && !this.closed && this.rx.size < this.receiveHold() && !this.ctx.flow.paused && !this.overReceivedBudget()) this.conn.resume();
+    if (this.conn?.isPaused() && !this.closed && this.rx.size < this.receiveHold() && !this.ctx.flow.paused && !this.overReceivedBudget()) {
+      this.conn.resume();
+      if (this.opts.oobInline && !this.kernelOobInline) this.syncOobInline();
+    }
   }
 
   /**
@@ -1171,27 +1180,44 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   applyOptions(): void {
     const conn = this.conn;
     if (!conn) return;
-    const inlineFromNow = this.opts.oobInline && !this.kernelOobInline && !conn.destroyed;
-    // Turning SO_OOBINLINE on: an urgent byte already taken out of band must not come inline now,
-    // and one not taken yet comes inline at once (one byte each: no receive bound is passed).
-    let urgentUnread = false;
-    if (inlineFromNow) {
+    if (!this.opts.oobInline) this.kernelOobInline = false;
+    applyTcpOptions(conn, this.opts, this.kernelOobInline);
+    this.syncOobInline();
+  }
+
+  /**
+   * Turns SO_OOBINLINE on in the kernel once that is safe, after the client turned it on. Before
+   * it: an urgent byte already taken out of band and still at the kernel's read position must be
+   * stepped over (Linux would hand it over again inline), which takes a read of the kernel socket.
+   * After it: an unread urgent byte waiting alone is read (Linux never reported it readable). Both
+   * reads take bytes that come after whatever node holds, so they wait until node holds nothing;
+   * until then the kernel keeps the option off, and node's own reads step over a taken byte.
+   */
+  private syncOobInline(): void {
+    const conn = this.conn;
+    if (!conn || this.kernelOobInline || !this.opts.oobInline || conn.destroyed) return;
+    if (this.urgentTaken) {
+      // The read that steps over it takes a byte after whatever node holds; and while the byte
+      // may be ahead in the kernel, the option stays off, so that node's reads step over it.
+      if (conn.readableLength > 0 || !takenUrgentByteSettled(conn)) return;
       const next = skipTakenUrgentByte(conn);
       if (next) this.takeData(conn, next);
-      const peeked = readUrgent(conn, true);
-      urgentUnread = peeked instanceof Uint8Array && peeked.length > 0;
+      this.urgentTaken = false;
     }
-    this.kernelOobInline = this.opts.oobInline;
-    applyTcpOptions(conn, this.opts);
-    // Only while node would read too: a paused connection is looked at again when it resumes,
-    // and toggling the option must not read past the receive bounds a byte at a time.
-    if (inlineFromNow && this.rx.size < this.receiveHold() && !this.overReceivedBudget()) {
+    const peeked = readUrgent(conn, true);
+    const urgentUnread = peeked instanceof Uint8Array && peeked.length > 0;
+    this.kernelOobInline = true;
+    setKernelOobInline(conn, true);
+    // Only while node holds nothing (the byte would pass what it holds) and would read too:
+    // toggling the option must not read past the receive bounds.
+    if (conn.readableLength === 0 && this.rx.size < this.receiveHold() && !this.overReceivedBudget()) {
       const stranded = readStrandedByte(conn);
       if (stranded) this.takeData(conn, stranded);
       // Windows still reports that byte at SIOCATMARK (FALSE) until it is read inline.
       if (urgentUnread && stranded) this.inlineMarkAt = this.receivedTotal;
     }
   }
+
 
   maxMessageSize(): number | null {
     return null;
