@@ -64,15 +64,17 @@ export function receivedCount(conn: net.Socket): number | null {
 }
 
 /**
- * Before SO_OOBINLINE goes on: when the next byte in the kernel is an urgent byte already taken
- * out of band, a read makes the kernel step over it. Linux would otherwise hand that byte over
- * again inline once SO_OOBINLINE is on (Wine's test_select notes it; Windows does not). Returns
- * the ordinary byte that read took after the urgent one, or null.
+ * Before SO_OOBINLINE goes on, after an urgent byte was taken out of band: Linux would hand that
+ * byte over again inline once the option is on (Wine's test_select notes it; Windows does not).
+ * At the read position, a read makes the kernel step over it. With nothing waiting in the kernel
+ * it is behind. Otherwise it may still be ahead: 'ahead', and the option must wait. Returns the
+ * ordinary byte the step took after it, or null when the byte is settled and nothing was taken.
  */
-export function skipTakenUrgentByte(conn: net.Socket): Buffer | null {
+export function settleTakenUrgentByte(conn: net.Socket): Buffer | 'ahead' | null {
   const native = libc();
   const fd = fdOf(conn);
-  if (!native || fd === null || !native.atMark(fd)) return null;
+  if (!native || fd === null) return null;
+  if (!native.atMark(fd)) return native.queued(fd) === 0 ? null : 'ahead';
   // At the mark, a peek gives the urgent byte while it is unread, and EINVAL once it was read.
   if (native.recv(fd, new Uint8Array(1), native.c.MSG_OOB | MSG_PEEK) !== -native.c.EINVAL) return null;
   return readOneByte(native, fd);
@@ -96,18 +98,6 @@ function readOneByte(native: Libc, fd: number): Buffer | null {
 }
 
 const MSG_PEEK = 2;
-
-/**
- * Whether SO_OOBINLINE may go on now after an urgent byte was taken out of band: the byte is at
- * the read position (skipTakenUrgentByte steps over it), or nothing waits in the kernel, so it is
- * behind. Otherwise it may still be ahead, and would come inline again.
- */
-export function takenUrgentByteSettled(conn: net.Socket): boolean {
-  const native = libc();
-  const fd = fdOf(conn);
-  if (!native || fd === null) return true;
-  return native.atMark(fd) || native.queued(fd) === 0;
-}
 
 /** SO_OOBINLINE on the kernel socket alone. */
 export function setKernelOobInline(conn: net.Socket, on: boolean): void {

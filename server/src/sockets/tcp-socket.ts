@@ -15,7 +15,7 @@ import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffe
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
-import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readStrandedByte, readUrgent, receivedCount, resetConnection, setKernelOobInline, skipTakenUrgentByte, takenUrgentByteSettled, sendDirect, takeSocketError } from './native-options.js';
+import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readStrandedByte, readUrgent, receivedCount, resetConnection, setKernelOobInline, settleTakenUrgentByte, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
 import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
@@ -339,7 +339,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     );
   }
 
-  /** Bytes from the connection: node's reads, and the one the daemon makes itself (skipTakenUrgentByte). */
+  /** Bytes from the connection: node's reads, and the ones the daemon reads itself (syncOobInline). */
   private takeData(conn: net.Socket, chunk: Buffer): void {
     this.receivedTotal += chunk.length;
     this.lastRecvAt = ++ioOrder;
@@ -415,6 +415,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     this.tx = new TransportBuffer(sink, this.opts.sndBuf, () => this.afterDrainStep(), this.quota.add);
     conn.on('data', (chunk: Buffer) => {
       this.takeData(conn, chunk);
+      // Every read passes here: the call only when the kernel's SO_OOBINLINE is still to follow.
       if (this.opts.oobInline && !this.kernelOobInline) this.syncOobInline();
     });
     conn.on('end', () => {
@@ -1149,7 +1150,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private resumeInputIfRoom(): void {
     if (this.conn?.isPaused() && !this.closed && this.rx.size < this.receiveHold() && !this.ctx.flow.paused && !this.overReceivedBudget()) {
       this.conn.resume();
-      if (this.opts.oobInline && !this.kernelOobInline) this.syncOobInline();
+      this.syncOobInline();
     }
   }
 
@@ -1199,8 +1200,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     if (this.urgentTaken) {
       // The read that steps over it takes a byte after whatever node holds; and while the byte
       // may be ahead in the kernel, the option stays off, so that node's reads step over it.
-      if (conn.readableLength > 0 || !takenUrgentByteSettled(conn)) return;
-      const next = skipTakenUrgentByte(conn);
+      if (conn.readableLength > 0) return;
+      const next = settleTakenUrgentByte(conn);
+      if (next === 'ahead') return;
       if (next) this.takeData(conn, next);
       this.urgentTaken = false;
     }
