@@ -90,11 +90,11 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
       pendingOps += s.pendingOperations;
       pendingRequests += s.runningRequests;
     }
-    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, outputWaitingBytes: ctx.output.total, receivedBytes: ctx.received.total, memory: process.memoryUsage(), gcExposed: gc !== undefined };
+    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, readSlotWaits: ctx.readSlots.waits, outputWaitingBytes: ctx.output.total, receivedBytes: ctx.received.total, memory: process.memoryUsage(), gcExposed: gc !== undefined };
   });
 
   const peers = new WeakMap<Session, PeerInfo>();
-  ctx.metrics.watch({ sessions: () => sessions, handles: ctx.handles, held: ctx.held, drainingConnections: () => ctx.draining.size, queuedConnections: () => ctx.queuedConnections, partialFrames: ctx.partialFrames });
+  ctx.metrics.watch({ sessions: () => sessions, handles: ctx.handles, held: ctx.held, drainingConnections: () => ctx.draining.size, queuedConnections: () => ctx.queuedConnections, partialFrames: ctx.partialFrames, readSlots: ctx.readSlots });
   registerInspectionRoutes(app, ctx, sessions, peers, opts);
   registerFaultRoutes(app, ctx, sessions, opts);
 

@@ -10,7 +10,8 @@ import { HeldBytes, ReceivedBytes } from './held-bytes.js';
 import { Draining } from './draining.js';
 import { DaemonFaults } from './faults/operator-rules.js';
 import { DaemonMetrics } from './metrics.js';
-import { TurnBudget } from './turn-budget.js';
+import { READER_SLOTS, ReadSlots, TURN_BYTES } from './read-slots.js';
+import { QUICK_MESSAGE_BYTES, TurnBudget } from './turn-budget.js';
 import { PartialFrames } from './partial-frames.js';
 import { SharedBudget } from './shared-budget.js';
 import type { OutputFlow } from './output-flow.js';
@@ -137,6 +138,8 @@ export class DaemonContext {
   resumeUrl: string | undefined = undefined;
   /** The time sessions may spend on calls in one turn of the event loop (turn-budget.ts). */
   readonly turn = new TurnBudget(TURN_BUDGET_MS, undefined, SHARED_TURN_MS);
+  /** Which sessions may read large messages in a turn (read-slots.ts). */
+  readonly readSlots = new ReadSlots(READER_SLOTS, TURN_BYTES, QUICK_MESSAGE_BYTES);
   /** Bytes of WebSocket messages still arriving, against limits.partialFramesBudget. */
   readonly partialFrames: PartialFrames;
   /** Output waiting for clients, all sessions, against limits.outputBudgetBytes. */

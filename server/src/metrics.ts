@@ -12,6 +12,7 @@ import * as P from '@spiwire/proto';
 import type { HandleTable } from './handles.js';
 import type { HeldBytes } from './held-bytes.js';
 import type { PartialFrames } from './partial-frames.js';
+import type { ReadSlots } from './read-slots.js';
 
 /** Why a session ended: the label values of spiwire_sessions_ended_total. */
 export type SessionEndKind = 'closed' | 'output_backlog' | 'shutdown';
@@ -125,6 +126,7 @@ export interface MetricSources {
   drainingConnections(): number;
   queuedConnections(): number;
   readonly partialFrames: PartialFrames;
+  readonly readSlots: ReadSlots;
 }
 
 export class DaemonMetrics {
@@ -307,6 +309,23 @@ export class DaemonMetrics {
       collect() {
         this.reset();
         this.inc(src()?.partialFrames.closedForBudget ?? 0);
+      },
+    });
+    new Counter({
+      name: 'spiwire_read_slot_waits_total',
+      help: 'Times a session stopped reading its connection to let others be read: it waited for a reader slot, or had read its share of a turn of the event loop.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(src()?.readSlots.waits ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'spiwire_read_slot_waiting_sessions',
+      help: 'Sessions waiting for a reader slot now.',
+      registers,
+      collect() {
+        this.set(src()?.readSlots.waiting ?? 0);
       },
     });
     new Counter({

@@ -11,6 +11,7 @@ import type { WebSocket } from 'ws';
 import * as P from '@spiwire/proto';
 import { fail } from './outcome.js';
 import type { DaemonContext } from './daemon-context.js';
+import type { SlotReader } from './read-slots.js';
 import type { SetAside } from './turn-budget.js';
 import type { EmulatedSocket, SocketIdentity } from './sockets/emulated-socket.js';
 import type { Cancellable, Completion, CompletionOut, Started } from './sockets/results.js';
@@ -154,7 +155,7 @@ class PendingOp implements Completion {
   }
 }
 
-export class Session implements SpiSession, SetAside {
+export class Session implements SpiSession, SetAside, SlotReader {
   readonly id = randomUUID();
   readonly log: Logger;
   private readonly sockets = new Map<number, EmulatedSocket>();
@@ -223,6 +224,7 @@ export class Session implements SpiSession, SetAside {
       overflow: (reason) => this.endForBacklog(reason),
     }, daemon.output);
     this.socketContext = this.makeSocketContext();
+    daemon.readSlots.join(this);
     this.listen(ws);
     let resume: P.ResumeOffer | undefined;
     if (opts.resumable && daemon.limits.resumeGraceMs > 0) {
@@ -320,6 +322,8 @@ export class Session implements SpiSession, SetAside {
   /** Records of a frame not yet handled, when the frame was set aside to let others run. */
   private rest: { records: P.DecodedRecord[]; next: number; clockEvery: number } | null = null;
   private readingPaused = false;
+  /** The reader slots (read-slots.ts) hold this session's reading back for now. */
+  private slotHeld = false;
   /** performance.now() when the frame (or text message) being handled began: one clock read per frame, not per call. */
   private frameStartedAt = 0;
   /** The turn in which this session last had a small message go at once (TurnBudget.holdsBack). */
@@ -328,6 +332,7 @@ export class Session implements SpiSession, SetAside {
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.ended) return;
     if (this.resume !== null) this.countReceived(data, isBinary);
+    this.daemon.readSlots.noteMessage(this, data.length);
     if (this.rest || this.waiting.length > 0) {
       this.waiting.push({ data, isBinary });
       return;
@@ -426,13 +431,25 @@ export class Session implements SpiSession, SetAside {
     this.updateReading();
   }
 
-  /** Reads from the client unless a frame is set aside or the client is not reading its output. */
+  /** Reads from the client unless a frame is set aside, the client is not reading its output, or the reader slots say wait. */
   private updateReading(): void {
-    const pause = this.rest !== null || this.waiting.length > 0 || this.output.paused;
+    const pause = this.rest !== null || this.waiting.length > 0 || this.output.paused || this.slotHeld;
     if (pause === this.readingPaused || this.ended || this.ws === null) return;
     this.readingPaused = pause;
     if (pause) this.ws.pause();
     else this.ws.resume();
+  }
+
+  /** The connection is gone: the reader slots hold nothing for this session. */
+  private leaveReadSlots(): void {
+    this.daemon.readSlots.forget(this);
+    this.slotHeld = false;
+  }
+
+  /** ReadSlots: stop reading (hold), or go on. */
+  holdReading(hold: boolean): void {
+    this.slotHeld = hold;
+    this.updateReading();
   }
 
   /** A call refused with a protocol error: answered, unless it is a notification (JSON-RPC never answers those). */
@@ -719,6 +736,7 @@ export class Session implements SpiSession, SetAside {
     }
     this.ws = null;
     this.readingPaused = false;
+    this.leaveReadSlots();
     this.output.detach();
     const grace = this.daemon.limits.resumeGraceMs;
     r.graceTimer = setTimeout(() => this.end(`${why}, and no resume within ${grace} ms`), grace);
@@ -760,6 +778,8 @@ export class Session implements SpiSession, SetAside {
     r.token = digest(token);
     this.ws = ws;
     this.readingPaused = false;
+    this.leaveReadSlots();
+    this.daemon.readSlots.join(this);
     this.listen(ws);
     this.output.attach();
     const hello = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 256);
@@ -1075,6 +1095,7 @@ export class Session implements SpiSession, SetAside {
       this.resume = null;
     }
     this.output.stop();
+    this.leaveReadSlots();
     this.daemon.replay.forget(this);
     this.streams.closeAll();
     for (const sock of [...this.sockets.values()]) this.closeSocket(sock);

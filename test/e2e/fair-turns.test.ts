@@ -1,15 +1,25 @@
 /**
- * Many sessions at once (server/src/turn-budget.ts): once the sessions working in one turn of the
- * daemon's event loop have used its time, new messages wait for the check phase and set-aside
- * work resumes there in order. Whatever is held back and resumed, each session's sends reach its
- * peer whole and in order, every call is answered once, and a quiet session beside bulk senders
- * keeps being answered.
+ * Many sessions at once (server/src/turn-budget.ts, server/src/read-slots.ts): once the sessions
+ * working in one turn of the daemon's event loop have used its time, new messages wait for the
+ * check phase and set-aside work resumes there in order; and only a few sessions at a time read
+ * large messages, the others stopping until their turn. Whatever is held back and resumed, each
+ * session's sends reach its peer whole and in order, every call is answered once, a quiet session
+ * beside bulk senders keeps being answered, and a session cut off while it waits to be read
+ * resumes and goes on.
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
 import { Socket } from '@spiwire/client';
 import { TurnBudget } from '@spiwire/server/internals';
-import { daemon, loopback, send, session, tcpPeer, connectedTcp, type PeerConnection } from '../helpers/harness.js';
+import { daemon, loopback, send, session, tcpPeer, connectedTcp, until, type PeerConnection } from '../helpers/harness.js';
+import { cuttingProxy } from '../helpers/cutting-proxy.js';
+import { parseExposition, sample } from '../helpers/prometheus-text.js';
+
+async function readSlotMetrics(port: number): Promise<{ waits: number; waiting: number }> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const e = parseExposition(text);
+  return { waits: sample(e, 'spiwire_read_slot_waits_total') ?? 0, waiting: sample(e, 'spiwire_read_slot_waiting_sessions') ?? 0 };
+}
 
 const SESSIONS = 8;
 const SENDS = 32;
@@ -69,6 +79,45 @@ t.test('bulk senders in many sessions and a quiet session beside them: every byt
   const quietBytes = await q.conn.waitFor(calls * 100, 10000);
   t.equal(quietBytes.length, calls * 100, "the quiet session's bytes all arrived");
   t.ok(deferred > 0, `work was set aside and resumed ${deferred} times`);
+  const slots = await readSlotMetrics(d.port);
+  t.ok(slots.waits > 0, `sessions stopped reading for others ${slots.waits} times (spiwire_read_slot_waits_total)`);
+  t.equal(slots.waiting, 0, 'with the load done, no session waits for a reader slot');
   for (const { sock } of loads) await sock.close();
   await quiet.WSPCloseSocket(q.s, S.out(0));
+});
+
+t.test('a bulk sender cut off while sessions wait for reader slots resumes, and every byte of every session arrives once', async (t) => {
+  const d = await daemon(t, { limits: { resumeGraceMs: 20000 } });
+  const peer = await tcpPeer(t, 'ipv4');
+  const proxy = await cuttingProxy(t, d.url);
+  const loads: Array<{ spi: S.SpiSession; sock: Socket; conn: PeerConnection }> = [];
+  for (let k = 0; k < 5; k++) {
+    // Session 0 goes through the proxy that cuts; the others straight to the daemon.
+    const spi = await session(t, k === 0 ? proxy.url : d.url);
+    const sock = await Socket.open(spi, { family: 'ipv4', type: 'tcp' });
+    const connP = peer.nextConnection();
+    await sock.connect(loopback('ipv4'), peer.port);
+    loads.push({ spi, sock, conn: await connP });
+  }
+  const resumed = new Promise<void>((r) => loads[0]!.spi.on('resumed', () => r()));
+  const lost: string[] = [];
+  loads[0]!.spi.on('lost', (e) => lost.push(e.reason));
+  const sends = 48;
+  const load = Promise.all(loads.map(({ sock }, k) => Promise.all(Array.from({ length: sends }, (_, i) => sock.send(chunk(k, i))))));
+  // Cut once most of the senders wait for a slot: session 0 is then likely one of them.
+  t.ok(await until(async () => (await readSlotMetrics(d.port)).waiting >= 2, 20000, 2), 'sessions queue for reader slots under the load');
+  proxy.cutNow();
+  await resumed;
+  const sent = await load;
+  t.same(lost, [], 'session 0 was not lost');
+  t.ok(sent.every((ns) => ns.length === sends && ns.every((n) => n === SIZE)), 'every send of every session completed once with all its bytes');
+  for (let k = 0; k < loads.length; k++) {
+    const want = Buffer.concat(Array.from({ length: sends }, (_, i) => chunk(k, i)));
+    const got = await loads[k]!.conn.waitFor(want.length, 20000);
+    t.ok(got.equals(want), `session ${k}: its peer got every byte once, in order`);
+  }
+  // After the cut, session 0 reads again: a small call of its own is answered.
+  const [r, , n] = await send(loads[0]!.spi, loads[0]!.sock.handle, [Buffer.from('after')]);
+  t.same([r, n], [0, 5], 'session 0 answers a call after its resume');
+  t.equal((await readSlotMetrics(d.port)).waiting, 0, 'nobody is left waiting for a slot');
 });
