@@ -5,7 +5,7 @@
  * events) once the event loop has finished the I/O callbacks it is running (setImmediate).
  */
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import * as P from '@spiwire/proto';
@@ -276,6 +276,11 @@ export class Session implements SpiSession, SetAside, SlotReader {
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
       if (ws === this.ws) this.onMessage(toBuffer(data), isBinary);
     });
+    // Every read counts for the reader slots, messages still arriving included. This listener
+    // runs after ws's own, which has handled the chunk and emitted the messages it completed.
+    wsSocket(ws)?.on('data', (chunk: Buffer) => {
+      if (ws === this.ws && !this.ended) this.daemon.readSlots.noteRead(this, chunk.length);
+    });
     let errored = false;
     ws.on('close', (code, reason) => {
       if (ws === this.ws) this.connectionClosed(code, reason.toString(), errored);
@@ -332,7 +337,6 @@ export class Session implements SpiSession, SetAside, SlotReader {
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.ended) return;
     if (this.resume !== null) this.countReceived(data, isBinary);
-    this.daemon.readSlots.noteMessage(this, data.length);
     if (this.rest || this.waiting.length > 0) {
       this.waiting.push({ data, isBinary });
       return;
@@ -1120,6 +1124,12 @@ export function maxRecvBytes(maxFrameBytes: number): number {
 
 function asProtocolError(err: unknown): P.ProtocolError {
   return err instanceof P.ProtocolError ? err : new P.ProtocolError(P.INVALID_PARAMS, String(err));
+}
+
+/** The connection under a WebSocket (ws 8 keeps it in _socket once the upgrade is done). */
+function wsSocket(ws: WebSocket): net.Socket | undefined {
+  const socket = (ws as unknown as { _socket?: unknown })._socket;
+  return socket instanceof net.Socket ? socket : undefined;
 }
 
 function toBuffer(data: Buffer | ArrayBuffer | Buffer[]): Buffer {
