@@ -49,11 +49,14 @@ t.test('/metrics: Prometheus text whose counters move with real traffic', async 
     ['spiwire_output_unsent_bytes_max', 'gauge'],
     ['spiwire_held_bytes', 'gauge'],
     ['spiwire_held_bytes_ended_sessions', 'gauge'],
+    ['spiwire_read_slot_waits_total', 'counter'],
+    ['spiwire_read_slot_waiting_sessions', 'gauge'],
     ['spiwire_faults_applied_total', 'counter'],
   ]) {
     t.equal(empty.types.get(name!), type, `${name} is a ${type}`);
   }
   t.equal(sample(empty, 'spiwire_sessions_opened_total'), 0);
+  t.same([sample(empty, 'spiwire_read_slot_waits_total'), sample(empty, 'spiwire_read_slot_waiting_sessions')], [0, 0], 'no session has waited for a reader slot yet');
   t.equal(sample(empty, 'spiwire_completion_latency_seconds_bucket', { le: '+Inf' }), 0, 'the histogram has its +Inf bucket');
 
   const spi = await session(t, d);
