@@ -72,6 +72,8 @@ export interface DaemonLimits {
   replayBudgetBytes: number;
   /** The send policy of new sockets: 0 the reference page's, 1 Windows' observed one (SO_SPIWIRE_SEND_POLICY). */
   sendPolicy: number;
+  /** Sessions that may read more than a few KiB in one turn of the event loop (read-slots.ts); 0: no limit. */
+  readerSlots: number;
 }
 
 /**
@@ -97,6 +99,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   defaultRcvBuf: 65536,
   maxOutstandingOpsPerSocket: 4096,
   sendPolicy: 0,
+  readerSlots: READER_SLOTS,
   sessionQuotaBytes: 256 * 1024 * 1024,
   heldBytesBudget: 1024 * 1024 * 1024,
   receivedBudgetBytes: 1024 * 1024 * 1024,
@@ -139,7 +142,7 @@ export class DaemonContext {
   /** The time sessions may spend on calls in one turn of the event loop (turn-budget.ts). */
   readonly turn = new TurnBudget(TURN_BUDGET_MS, undefined, SHARED_TURN_MS);
   /** Which sessions may read large messages in a turn (read-slots.ts). */
-  readonly readSlots = new ReadSlots(READER_SLOTS, TURN_BYTES, QUICK_MESSAGE_BYTES);
+  readonly readSlots: ReadSlots;
   /** Bytes of WebSocket messages still arriving, against limits.partialFramesBudget. */
   readonly partialFrames: PartialFrames;
   /** Output waiting for clients, all sessions, against limits.outputBudgetBytes. */
@@ -162,6 +165,7 @@ export class DaemonContext {
     this.output = new SharedBudget<OutputFlow>(limits.outputBudgetBytes, (flow) => flow.overBudget(limits.outputBudgetBytes));
     this.replay = new SharedBudget<{ replayOverBudget(budget: number): void }>(limits.replayBudgetBytes, (session) => session.replayOverBudget(limits.replayBudgetBytes));
     // A client's doing (it sent the bytes): a debug line at most, like every client mistake.
+    this.readSlots = new ReadSlots(limits.readerSlots, TURN_BYTES, QUICK_MESSAGE_BYTES);
     this.partialFrames = new PartialFrames(limits.partialFramesBudget, (info) => this.clientMistakes.log(info, 'connection closed: unfinished messages over the partial-frame budget'));
   }
 

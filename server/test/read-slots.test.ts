@@ -153,3 +153,14 @@ t.test('a holder in the middle of a long message keeps its slot while its bytes 
   t.equal(slots.holding, 1, 'a still holds the slot');
   t.notOk(slots.noteRead(b!, LARGE), 'so b waits');
 });
+
+t.test('0 slots: no limit, nobody is ever stopped (--reader-slots 0)', async (t) => {
+  const slots = new ReadSlots(0, LARGE, 4096);
+  const rs = readers(slots, 3);
+  for (let turn = 0; turn < 3; turn++) {
+    for (const r of rs) for (let i = 0; i < 4; i++) t.ok(slots.noteRead(r, LARGE), `turn ${turn}: ${r.name} reads`);
+    await nextTurn();
+  }
+  t.same(rs.map((r) => r.told), [[], [], []], 'no session was told to stop');
+  t.same([slots.holding, slots.waiting, slots.waits], [0, 0, 0]);
+});

@@ -121,3 +121,22 @@ t.test('a bulk sender cut off while sessions wait for reader slots resumes, and 
   t.same([r, n], [0, 5], 'session 0 answers a call after its resume');
   t.equal((await readSlotMetrics(d.port)).waiting, 0, 'nobody is left waiting for a slot');
 });
+
+t.test('--reader-slots 0: bulk senders are read as they come, and nobody waits for a slot', async (t) => {
+  const d = await daemon(t, { limits: { readerSlots: 0 } });
+  const peer = await tcpPeer(t, 'ipv4');
+  const loads: Array<{ sock: Socket; conn: PeerConnection }> = [];
+  for (let k = 0; k < 4; k++) {
+    const spi = await session(t, d);
+    const sock = await Socket.open(spi, { family: 'ipv4', type: 'tcp' });
+    const connP = peer.nextConnection();
+    await sock.connect(loopback('ipv4'), peer.port);
+    loads.push({ sock, conn: await connP });
+  }
+  await Promise.all(loads.map(({ sock }, k) => Promise.all(Array.from({ length: SENDS }, (_, i) => sock.send(chunk(k, i))))));
+  for (let k = 0; k < loads.length; k++) {
+    const want = Buffer.concat(Array.from({ length: SENDS }, (_, i) => chunk(k, i)));
+    t.ok((await loads[k]!.conn.waitFor(want.length, 20000)).equals(want), `session ${k}: every byte once, in order`);
+  }
+  t.same(await readSlotMetrics(d.port), { waits: 0, waiting: 0 }, 'no session stopped for the slots');
+});
