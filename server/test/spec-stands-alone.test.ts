@@ -380,6 +380,20 @@ t.test('an IPv6 link-local scope given as a number (%4 or scopeId) names the int
   }
 });
 
+t.test('a link-local bind with scope 0 and no suffix is WSAEINVAL, as the WSPBind section says', { skip: process.platform === 'linux' ? false : 'the host stack decides, and this is what Linux does' }, async (t) => {
+  t.match(section('WSPBind'), /an IPv6 link-local address, fe80::\/10, with scope 0 and no `%` suffix/);
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const addresses = ['fe80::1', ...(LINK_LOCAL ? [LINK_LOCAL.address] : [])];
+  for (const type of [P.SOCK_DGRAM, P.SOCK_STREAM]) {
+    for (const address of addresses) {
+      const h = await socketOf(s, type);
+      t.same(await s.call('WSPBind', { s: h, name: { family: P.AF_INET6, address, port: 0, scopeId: 0 }, namelen: 28 }), { ret: -1, errno: P.WSAEINVAL }, `${type === P.SOCK_STREAM ? 'TCP' : 'UDP'} ${address}`);
+      await s.call('WSPCloseSocket', { s: h });
+    }
+  }
+});
+
 /**
  * A link-local address on an interface node does not list (one that is down or has no carrier, as
  * docker0 without containers): from /proc/net/if_inet6, Linux only. Only bound to, never sent to.
