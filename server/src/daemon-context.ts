@@ -164,8 +164,8 @@ export class DaemonContext {
     this.faults = new DaemonFaults(log, undefined, (source, rule) => this.metrics.faultApplied(source, rule));
     this.output = new SharedBudget<OutputFlow>(limits.outputBudgetBytes, (flow) => flow.overBudget(limits.outputBudgetBytes));
     this.replay = new SharedBudget<{ replayOverBudget(budget: number): void }>(limits.replayBudgetBytes, (session) => session.replayOverBudget(limits.replayBudgetBytes));
-    // A client's doing (it sent the bytes): a debug line at most, like every client mistake.
     this.readSlots = new ReadSlots(limits.readerSlots, TURN_BYTES, QUICK_MESSAGE_BYTES);
+    // A client's doing (it sent the bytes): a debug line at most, like every client mistake.
     this.partialFrames = new PartialFrames(limits.partialFramesBudget, (info) => this.clientMistakes.log(info, 'connection closed: unfinished messages over the partial-frame budget'));
   }
 

@@ -313,7 +313,7 @@ export class DaemonMetrics {
     });
     new Counter({
       name: 'spiwire_read_slot_waits_total',
-      help: 'Times a session stopped reading its connection to let others be read: it waited for a reader slot, or had read its share of a turn of the event loop.',
+      help: 'Times a session stopped reading its connection to let others be read: it read more than 4 KiB in a turn while the reader slots were taken, it made room for a session waiting for one, or it read its share of a turn (--reader-slots).',
       registers,
       collect() {
         this.reset();

@@ -20,6 +20,8 @@
  * loses and reorders nothing: it only delays the reads.
  */
 
+import { QUICK_MESSAGE_BYTES } from './turn-budget.js';
+
 /** A session as the slots see it. */
 export interface SlotReader {
   /** Stops (true) or restarts (false) reading the connection, as far as the slots are concerned. */
@@ -59,8 +61,8 @@ export class ReadSlots {
     /** 0: no limit, every session reads as much as node gives it. */
     private readonly slots: number = READER_SLOTS,
     private readonly turnBytes: number = TURN_BYTES,
-    /** Up to this many bytes a turn, a session reads without a slot (turn-budget.ts's QUICK_MESSAGE_BYTES in the daemon). */
-    private readonly freeBytes: number = 4096,
+    /** Up to this many bytes a turn, a session reads without a slot. */
+    private readonly freeBytes: number = QUICK_MESSAGE_BYTES,
   ) {}
 
   /** who has a connection now (opened, or resumed). */

@@ -1220,7 +1220,6 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     }
   }
 
-
   maxMessageSize(): number | null {
     return null;
   }
