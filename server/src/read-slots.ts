@@ -88,6 +88,9 @@ export class ReadSlots {
     if (this.slots === 0) return true;
     const r = this.readers.get(who);
     if (r === undefined) return true;
+    // The check phase ends the turn (rotate advances the count): without it, reads of later turns
+    // would add up with this one's whenever nobody held or waited for a slot.
+    this.schedule();
     if (r.turn !== this.turn) {
       r.turn = this.turn;
       r.bytes = 0;
@@ -96,7 +99,6 @@ export class ReadSlots {
     if (r.state === 'resting' || r.state === 'queued') return false;
     if (r.state === 'idle') {
       if (r.bytes <= this.freeBytes) return true;
-      this.schedule();
       if (this.holders.size >= this.slots) {
         this.enqueue(who, r);
         return false;
@@ -168,6 +170,7 @@ export class ReadSlots {
       who.holdReading(false);
     }
     this.queue = i === 0 ? this.queue : this.queue.slice(i);
+    // Holders must be looked at again next turn (whether they read); reads schedule the rest.
     if (this.holders.size > 0 || this.queued > 0) this.schedule();
     // Places left by sessions that went away: dropped once they outnumber the live ones.
     if (this.queue.length > 2 * this.queued + 64) this.queue = this.queue.filter(({ who, entry }) => this.readers.get(who) === entry && entry.state === 'queued');

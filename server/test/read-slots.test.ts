@@ -164,3 +164,14 @@ t.test('0 slots: no limit, nobody is ever stopped (--reader-slots 0)', async (t)
   t.same(rs.map((r) => r.told), [[], [], []], 'no session was told to stop');
   t.same([slots.holding, slots.waiting, slots.waits], [0, 0, 0]);
 });
+
+t.test("a quiet session's small reads in different turns never add up to a slot, even when nobody holds one", async (t) => {
+  const slots = new ReadSlots(1, 1 << 30, 4096);
+  const [q] = readers(slots, 2);
+  for (let turn = 0; turn < 5; turn++) {
+    t.ok(slots.noteRead(q!, 3000), `turn ${turn}: 3000 bytes`);
+    await nextTurn();
+  }
+  t.equal(slots.holding, 0, 'q never took a slot: 3000 bytes a turn is below 4096');
+  t.same(q!.told, []);
+});
