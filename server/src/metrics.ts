@@ -13,6 +13,7 @@ import type { HandleTable } from './handles.js';
 import type { HeldBytes } from './held-bytes.js';
 import type { PartialFrames } from './partial-frames.js';
 import type { ReadSlots } from './read-slots.js';
+import { batchCounts } from './sockets/datagram-batch.js';
 
 /** Why a session ended: the label values of spiwire_sessions_ended_total. */
 export type SessionEndKind = 'closed' | 'output_backlog' | 'shutdown';
@@ -326,6 +327,24 @@ export class DaemonMetrics {
       registers,
       collect() {
         this.set(src()?.readSlots.waiting ?? 0);
+      },
+    });
+    new Counter({
+      name: 'spiwire_udp_batch_calls_total',
+      help: 'sendmmsg system calls that sent datagrams of connected UDP sockets in batches (Linux).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(batchCounts().calls);
+      },
+    });
+    new Counter({
+      name: 'spiwire_udp_batched_datagrams_total',
+      help: 'Datagrams those sendmmsg calls sent; the others went one at a time through node:dgram.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(batchCounts().datagrams);
       },
     });
     new Counter({

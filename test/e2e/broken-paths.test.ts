@@ -14,7 +14,8 @@
  * ever reaches us, and the host's interface stays up with its address. Everything is removed in
  * teardown, also when the case fails. Without root or network namespaces every case is skipped.
  *
- * The same rigs guard three fixed bugs around "the interface is gone" (end of the file).
+ * The same rigs guard three fixed bugs around "the interface is gone", and a full UDP send buffer
+ * behind a slow link (end of the file).
  */
 import t, { type Test } from 'tap';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -73,14 +74,20 @@ async function ip(...args: string[]): Promise<void> {
   if (r.code !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr.trim() || `exit ${r.code}`}`);
 }
 
-/** The echo peer, run with `ip netns exec NS node -e PEER ADDR`; exits when its stdin closes. */
+/**
+ * The echo peer, run with `ip netns exec NS node -e PEER ADDR`: TCP, and UDP on the same port
+ * number (each datagram sent back to where it came from). Exits when its stdin closes.
+ */
 const PEER = `
 const net = require('node:net');
+const dgram = require('node:dgram');
 const server = net.createServer((sock) => {
   sock.on('error', () => undefined);
   sock.on('data', (b) => sock.write(b));
 });
-server.listen(0, process.argv[1], () => console.log('listening ' + server.address().port));
+const udp = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
+udp.on('message', (m, from) => udp.send(m, from.port, from.address));
+server.listen(0, process.argv[1], () => udp.bind(server.address().port, process.argv[1], () => console.log('listening ' + server.address().port)));
 process.stdin.on('end', () => process.exit(0));
 process.stdin.resume();
 `;
@@ -420,3 +427,55 @@ t.test('a connection from an address added a moment ago is not on a lost interfa
   t.comment(`WSPSend 250 ms later: ret ${later[0]}, errno ${later[1]}`);
   t.same(later, [0, 0, 5], 'and so does a later one');
 });
+
+t.test('UDP: a send buffer kept full by a slow link: every datagram goes, once, in order', opts, async (t) => {
+  const r = await rig(t);
+  // 8 Mbit/s out of the host, with a queue that holds the whole burst: datagrams wait in the
+  // queue, still charged to the sending socket, so its small send buffer fills (EAGAIN) and the
+  // daemon's batches (sendmmsg) hand the rest to node:dgram, which waits for room.
+  const tc = await run('tc', ['qdisc', 'add', 'dev', r.hostIf, 'root', 'tbf', 'rate', '8mbit', 'burst', '16kb', 'limit', '4mb']);
+  if (tc.code !== 0) {
+    t.comment(`skipped: tc cannot shape the link: ${tc.stderr.trim()}`);
+    return;
+  }
+  const d = await daemon(t, { allow: r.allow });
+  const spi = await session(t, d);
+  const s = await newSocket(spi, 'ipv4', 'udp', S.WSA_FLAG_OVERLAPPED);
+  t.same(await setOpt(spi, s, S.SO_SNDBUF, 16384), [0, 0], 'SO_SNDBUF 16 KiB');
+  // The echoes arrive while the burst is still going out: room for all of them.
+  t.same(await setOpt(spi, s, S.SO_RCVBUF, 1024 * 1024), [0, 0], 'SO_RCVBUF 1 MiB');
+  const e = S.out(0);
+  t.equal(await spi.WSPConnect(s, { family: S.AF_INET, address: r.peerAddr, port: r.peerPort }, 16, null, null, null, null, e), 0, 'WSPConnect to the UDP echo');
+  const batched = async (): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${d.port}/metrics`)).text();
+    return Number(/^spiwire_udp_batched_datagrams_total (\d+)/m.exec(text)?.[1] ?? NaN);
+  };
+  const before = await batched();
+  const COUNT = 100;
+  const payloads = Array.from({ length: COUNT }, (_, i) => Buffer.alloc(4000, i % 251).fill(`#${i}#`, 0, 8));
+  const results = await Promise.all(
+    payloads.map(async (p) => {
+      const ov = new S.WSAOVERLAPPED();
+      const sent = S.out(0);
+      const x = S.out(0);
+      const ret = await spi.WSPSend(s, [S.wsabuf(p)], 1, sent, 0, ov, null, null, x);
+      if (ret === 0) return sent.value;
+      if (x.value !== S.WSA_IO_PENDING) return -x.value;
+      return (await spi.WSPGetOverlappedResult(s, ov, sent, true, S.out(0), x)) ? sent.value : -x.value;
+    }),
+  );
+  t.same(results, payloads.map(() => 4000), 'every WSPSend completed with its full count');
+  const echoed: Buffer[] = [];
+  for (let i = 0; i < COUNT; i++) {
+    const got = await within(recvInto(spi, s, [8192]), 10000, null);
+    if (!got || got.ret !== 0) break;
+    echoed.push(got.data);
+  }
+  t.equal(echoed.length, COUNT, 'the echo peer sent every datagram back');
+  const wrong = echoed.findIndex((b, i) => !b.equals(payloads[i]!));
+  t.equal(wrong, -1, 'each came back whole, in the order sent');
+  const viaBatches = (await batched()) - before;
+  t.comment(`${viaBatches} of ${COUNT} went through sendmmsg, the rest through node:dgram`);
+  if (libc()) t.ok(viaBatches > 0 && viaBatches < COUNT, 'the send buffer filled: some went in batches, the rest through node:dgram');
+});
+

@@ -51,6 +51,8 @@ t.test('/metrics: Prometheus text whose counters move with real traffic', async 
     ['spiwire_held_bytes_ended_sessions', 'gauge'],
     ['spiwire_read_slot_waits_total', 'counter'],
     ['spiwire_read_slot_waiting_sessions', 'gauge'],
+    ['spiwire_udp_batch_calls_total', 'counter'],
+    ['spiwire_udp_batched_datagrams_total', 'counter'],
     ['spiwire_faults_applied_total', 'counter'],
   ]) {
     t.equal(empty.types.get(name!), type, `${name} is a ${type}`);

@@ -4,6 +4,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
+import { parseExposition, sample } from '../helpers/prometheus-text.js';
 import {
   FAMILIES,
   addr,
@@ -21,16 +22,38 @@ import {
   send,
   sendTo,
   session,
+  setOpt,
   datagramsBeforeFence,
   setNonBlocking,
   sleep,
   sockName,
   udpDatagramsBeforeFence,
   udpPeer,
+  ovSend,
   until,
   within,
   type Family,
 } from '../helpers/harness.js';
+
+/** The daemon's counts of sendmmsg calls and the datagrams they sent (datagram-batch.ts). */
+async function batchCounts(port: number): Promise<{ calls: number; datagrams: number }> {
+  const e = parseExposition(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+  return { calls: sample(e, 'spiwire_udp_batch_calls_total') ?? -1, datagrams: sample(e, 'spiwire_udp_batched_datagrams_total') ?? -1 };
+}
+
+/** Overlapped WSPSends of each payload, all issued at once (one frame); resolves with each one's bytes sent, or its error. */
+async function sendBurst(spi: S.SpiSession, s: number, payloads: Buffer[]): Promise<number[]> {
+  const results = await Promise.all(payloads.map((p) => ovSend(spi, s, [p])));
+  return Promise.all(
+    results.map(async (r) => {
+      if (r.ret === 0) return r.sent!.value;
+      if (r.err !== S.WSA_IO_PENDING) return -r.err;
+      const bytes = S.out(0);
+      const e = S.out(0);
+      return (await spi.WSPGetOverlappedResult(s, r.ov, bytes, true, S.out(0), e)) ? bytes.value : -e.value;
+    }),
+  );
+}
 
 /** Connects a UDP socket of the session to loopback:port (sets its default peer). */
 async function udpConnect(spi: S.SpiSession, s: number, f: Family, port: number): Promise<void> {
@@ -272,4 +295,54 @@ for (const f of FAMILIES) {
     const tcp = await newSocket(spi, f, 'tcp');
     t.same((await getOpt(spi, tcp, S.SO_MAX_MSG_SIZE)).slice(0, 2), [S.SOCKET_ERROR, S.WSAENOPROTOOPT], 'TCP: WSAENOPROTOOPT');
   });
+
+  t.test(`${f}: a burst of overlapped WSPSends in one frame leaves in order, batched into few system calls`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await udpPeer(t, f);
+    // Room for the whole burst at the peer, so that the kernel drops none of it.
+    peer.socket.setRecvBufferSize(4 * 1024 * 1024);
+    const s = await newSocket(spi, f, 'udp', S.WSA_FLAG_OVERLAPPED);
+    await udpConnect(spi, s, f, peer.port);
+    const before = await batchCounts(d.port);
+    // Sizes from 0 to 3000 bytes, each datagram's content its own.
+    const payloads = Array.from({ length: 150 }, (_, i) => pattern((i * 97) % 3001, i + 1));
+    const sent = await sendBurst(spi, s, payloads);
+    t.same(sent, payloads.map((p) => p.length), 'every send completed with its full count');
+    await peer.waitFor(payloads.length);
+    t.equal(peer.datagrams.length, payloads.length, 'one datagram per WSPSend');
+    const wrong = peer.datagrams.findIndex((dg, i) => !dg.data.equals(payloads[i]!));
+    t.equal(wrong, -1, 'the peer received each datagram whole, in the order sent');
+    const after = await batchCounts(d.port);
+    if (process.platform === 'linux') {
+      t.equal(after.datagrams - before.datagrams, payloads.length, 'all of them went through sendmmsg');
+      t.ok(after.calls - before.calls <= payloads.length / 8, `in ${after.calls - before.calls} system calls`);
+    }
+  });
+
+  t.test(`${f}: a burst to a closed port: every send succeeds, the next receive reports WSAECONNRESET`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const port = await closedPort(f, 'udp');
+    const s = await newSocket(spi, f, 'udp', S.WSA_FLAG_OVERLAPPED);
+    await udpConnect(spi, s, f, port);
+    // Each datagram's port unreachable comes back at once on loopback and fails the next one's
+    // send in the kernel: the daemon sends that one again, as Windows never fails the send.
+    const payloads = Array.from({ length: 40 }, (_, i) => Buffer.from(`burst-${i}`));
+    const sent = await sendBurst(spi, s, payloads);
+    t.same(sent, payloads.map((p) => p.length), 'every WSPSend completed with its full count');
+    const r = await within(recvInto(spi, s, [64]), 5000, null);
+    t.same(r && [r.ret, r.errno], [S.SOCKET_ERROR, S.WSAECONNRESET], 'the next receive: WSAECONNRESET');
+    // In one frame: a send, an option (which sends the batch so far), more sends. The first
+    // datagram's port unreachable is still pending when the next batch starts, and fails its
+    // first send in the kernel: that datagram is sent again, not reported failed.
+    const [a, opt, b, c] = await Promise.all([
+      sendBurst(spi, s, [Buffer.from('before')]),
+      setOpt(spi, s, S.SO_SNDBUF, 65536),
+      sendBurst(spi, s, [Buffer.from('after-1')]),
+      sendBurst(spi, s, [Buffer.from('after-2')]),
+    ]);
+    t.same([a, opt, b, c], [[6], [0, 0], [7], [7]], 'the sends around the option all succeed');
+  });
 }
+

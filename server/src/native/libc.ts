@@ -125,6 +125,13 @@ export interface Libc {
   atMark(fd: number): boolean;
   /** ioctl(FIONREAD): bytes in the kernel's receive queue, or null. */
   queued(fd: number): number | null;
+  /**
+   * sendmmsg(2) of count messages from vec, an array of struct mmsghdr; returns how many went, or
+   * -errno. null where the platform has none (it is Linux's) or its struct layout is not LP64.
+   */
+  readonly sendmmsg: ((fd: number, vec: Uint8Array, count: number) => number) | null;
+  /** The address of a buffer's first byte (for pointers inside structures built in JS). */
+  address(buf: Uint8Array): number;
 }
 
 let loaded: Libc | null | undefined;
@@ -139,6 +146,7 @@ export function libc(): Libc | null {
     const koffi = require('koffi') as {
       load(name: string): { func(sig: string): (...args: unknown[]) => unknown };
       errno(): number;
+      address(value: unknown): bigint;
     };
     const lib = koffi.load(process.platform === 'linux' ? 'libc.so.6' : 'libSystem.B.dylib');
     const send = lib.func('long send(int, const void *, size_t, int)');
@@ -153,6 +161,9 @@ export function libc(): Libc | null {
     } catch {
       // Not glibc (musl has no malloc_trim): freed memory stays with the allocator.
     }
+    // struct mmsghdr is laid out for 64-bit Linux in datagram-batch.ts.
+    const lp64 = process.platform === 'linux' && (process.arch === 'x64' || process.arch === 'arm64');
+    const sendmmsg = lp64 ? lib.func('int sendmmsg(int, const void *, unsigned int, int)') : null;
     const err = (r: number): number => (r < 0 ? -koffi.errno() : r);
     loaded = {
       c,
@@ -190,6 +201,9 @@ export function libc(): Libc | null {
         const out = [0];
         return (ioctlInt(fd, c.SIOCATMARK, out) as number) === 0 && (out[0] ?? 0) !== 0;
       },
+      // MSG_DONTWAIT: the descriptor is nonblocking already (libuv's); this only makes sure.
+      sendmmsg: sendmmsg ? (fd, vec, count) => err(sendmmsg(fd, vec, count, 0x40) as number) : null,
+      address: (buf) => Number(koffi.address(buf)),
       received(fd) {
         const at = c.RECEIVED_COUNT;
         if (!at) return null;
@@ -210,5 +224,16 @@ export function libc(): Libc | null {
 export function fdOf(sock: object | null | undefined): number | null {
   // node keeps the descriptor on the socket's internal libuv handle.
   const fd = (sock as { _handle?: { fd?: number } | null } | null | undefined)?._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : null;
+}
+
+/**
+ * The file descriptor under a bound node:dgram socket, or null. node keeps it on the libuv handle
+ * in the socket's internal state (its `_handle` getter is deprecated and warns).
+ */
+export function dgramFdOf(sock: object | null | undefined): number | null {
+  if (!sock) return null;
+  const state = Object.getOwnPropertySymbols(sock).find((k) => k.description === 'state symbol');
+  const fd = state ? (sock as Record<symbol, { handle?: { fd?: number } | null } | undefined>)[state]?.handle?.fd : undefined;
   return typeof fd === 'number' && fd >= 0 ? fd : null;
 }

@@ -6,13 +6,16 @@
 import * as dgram from 'node:dgram';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
-import { wsaFromNodeError } from '../errno-map.js';
+import { wsaFromErrno, wsaFromNodeError } from '../errno-map.js';
 import { EmulatedSocket, type SendFunction, type SocketContext, type SocketIdentity } from './emulated-socket.js';
 import type { AppliedFault, CallMode } from '../faults/rules.js';
 import { UDP_MOVES, type UdpState } from './socket-state.js';
 import { recvFailed, sendFailed, sent, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, refuseLookup } from './sockaddr.js';
 import { byteLength, contiguous } from './send-buffers.js';
+import { sendmmsgBatcher, type Batched } from './datagram-batch.js';
+import { dgramFdOf } from '../native/libc.js';
+import { constants } from 'node:os';
 
 const UDP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 
@@ -26,6 +29,17 @@ interface Datagram {
  * on it (each report takes one pending error; datagrams in flight may bring more meanwhile).
  */
 const MAX_ICMP_RETRIES = 16;
+
+const { EAGAIN, ECONNREFUSED } = constants.errno;
+
+/** A datagram waiting for the socket's next batch (datagram-batch.ts). */
+interface QueuedDatagram extends Batched {
+  readonly total: number;
+  readonly counted: boolean;
+  readonly done: (r: SendResult) => void;
+  /** Times it was sent again after an ICMP port unreachable took its send (MAX_ICMP_RETRIES). */
+  retries: number;
+}
 
 /** What a fault does to one datagram send. */
 interface DatagramFault {
@@ -49,6 +63,15 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private sentBytes = 0;
   /** Bytes of datagrams that arrived, dropped ones included (for metrics). */
   private receivedTotal = 0;
+  /**
+   * Datagrams for the default peer sent in this go of the event loop: they go together, in
+   * order, on the next tick (flushBatch), and before anything that could change where or how a
+   * datagram goes (a connect, an option, the close).
+   */
+  private batch: QueuedDatagram[] = [];
+  private batchScheduled = false;
+  /** The descriptor the batches go to: set while connected, when sendmmsg is available. */
+  private batchFd: number | null = null;
 
   constructor(id: SocketIdentity, ctx: SocketContext) {
     super(id, ctx, UDP_MOVES, 'created');
@@ -174,6 +197,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
 
   /** Drops node's default peer (node throws when it has none, which is no error here). */
   private disconnectNode(): void {
+    this.flushBatch();
+    this.batchFd = null;
     try {
       this.sock?.disconnect();
     } catch {
@@ -226,6 +251,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (this.closed) return W.WSAENOTSOCK;
     if (err) return wsaFromNodeError(err);
     this.peer = { ...name };
+    this.batchFd = sendmmsgBatcher() ? dgramFdOf(sock) : null;
     this.applyOptions();
     // A reconnect stays connected (to the new peer): the entry action runs only on arriving.
     this.icmpReset = false;
@@ -319,13 +345,28 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     }
   }
 
-  /** Hands one datagram to the kernel; done gets the result once node reports the send (next tick at the earliest). */
+  /** Hands one datagram to the kernel; done gets the result once it went (next tick at the earliest). */
   private transmit(buffers: readonly Uint8Array[], total: number, dest: SockAddr, done: (r: SendResult) => void, counted = true): void {
     if (this.closed) return done(sendFailed(W.WSAEINTR));
     const sock = this.ensureSocket();
     const payload = contiguous(buffers, total);
-    const to = this.peer ? null : dest;
-    let retries = 0;
+    // To the default peer, with nothing of node's still queued ahead: into this go's batch.
+    if (this.peer !== null && this.batchFd !== null && sock.getSendQueueCount() === 0) {
+      this.batch.push({ payload, total, counted, done, retries: 0 });
+      if (!this.batchScheduled) {
+        this.batchScheduled = true;
+        process.nextTick(this.flushBatchTick);
+      }
+      return;
+    }
+    // Datagrams batched earlier go first.
+    this.flushBatch();
+    this.sendThroughNode(sock, payload, this.peer ? null : dest, total, counted, done, 0);
+  }
+
+  /** One datagram through node:dgram, which queues it when the kernel has no room. */
+  private sendThroughNode(sock: dgram.Socket, payload: Uint8Array, to: SockAddr | null, total: number, counted: boolean, done: (r: SendResult) => void, retried: number): void {
+    let retries = retried;
     const cb = (err: Error | null): void => {
       if (err && retries < MAX_ICMP_RETRIES && (err as NodeJS.ErrnoException).code === 'ECONNREFUSED') {
         // Linux reports an earlier ICMP port unreachable on this send and drops it; Windows does
@@ -336,10 +377,63 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         this.sendOnce(sock, payload, to, cb);
         return;
       }
-      if (!err && counted) this.sentBytes += total;
-      done(err ? sendFailed(wsaFromNodeError(err)) : sent(total));
+      this.datagramDone(total, counted, done, err ? wsaFromNodeError(err) : 0);
     };
     this.sendOnce(sock, payload, to, cb);
+  }
+
+  private datagramDone(total: number, counted: boolean, done: (r: SendResult) => void, wsa: number): void {
+    if (wsa === 0 && counted) this.sentBytes += total;
+    done(wsa ? sendFailed(wsa) : sent(total));
+  }
+
+  private readonly flushBatchTick = (): void => {
+    this.batchScheduled = false;
+    this.flushBatch();
+  };
+
+  /**
+   * Sends the batch: sendmmsg for as many as the kernel takes. A datagram refused for an ICMP
+   * port unreachable is sent again, as through node; when the kernel has no room (EAGAIN) the
+   * rest go to node:dgram, which queues them in order and waits for room.
+   */
+  private flushBatch(): void {
+    const items = this.batch;
+    if (items.length === 0) return;
+    this.batch = [];
+    const batcher = sendmmsgBatcher()!;
+    const fd = this.batchFd;
+    let i = 0;
+    while (i < items.length) {
+      const item = items[i]!;
+      // The socket closed or lost its peer with datagrams not yet sent (flushed first, so never in practice).
+      if (fd === null || this.sock === null || this.closed) {
+        item.done(sendFailed(W.WSAEINTR));
+        i++;
+        continue;
+      }
+      const r = batcher.send(fd, items, i);
+      if (r > 0) {
+        for (const end = i + r; i < end; i++) this.datagramDone(items[i]!.total, items[i]!.counted, items[i]!.done, 0);
+        continue;
+      }
+      const errno = -r;
+      if (errno === EAGAIN || r === 0) {
+        for (; i < items.length; i++) {
+          const rest = items[i]!;
+          this.sendThroughNode(this.sock, rest.payload, null, rest.total, rest.counted, rest.done, rest.retries);
+        }
+        return;
+      }
+      if (errno === ECONNREFUSED && item.retries < MAX_ICMP_RETRIES) {
+        // As in sendThroughNode: the refusal was an earlier datagram's ICMP report.
+        this.icmpReset = true;
+        item.retries++;
+        continue;
+      }
+      this.datagramDone(item.total, item.counted, item.done, wsaFromErrno(errno));
+      i++;
+    }
   }
 
   private sendOnce(sock: dgram.Socket, payload: Uint8Array, dest: SockAddr | null, cb: (err: Error | null) => void): void {
@@ -445,6 +539,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   }
 
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
+    // Datagrams sent before the close go before the descriptor does.
+    this.flushBatch();
     if (this.closed || !this.state.move('closed')) return;
     this.abortWaits(abortCode, overlappedCode);
     this.flushLate();
@@ -496,6 +592,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   }
 
   applyBuffers(): void {
+    // Datagrams sent before an option changed go as they would have.
+    this.flushBatch();
     if (!this.sock || !this.isBound) return;
     try {
       if (this.opts.sndBuf > 0) this.sock.setSendBufferSize(this.opts.sndBuf);
@@ -506,6 +604,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   }
 
   applyOptions(): void {
+    this.flushBatch();
     // SO_BROADCAST reaches the real socket (the daemon also refuses broadcasts itself without it);
     // node:dgram exposes no descriptor, so SO_DONTROUTE is recorded and reads back, nothing more.
     if (this.sock && this.isBound) {
