@@ -320,6 +320,25 @@ for (const f of FAMILIES) {
     }
   });
 
+  t.test(`${f}: sends and the close in one frame: the datagrams go before the socket does, each send completes once`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await udpPeer(t, f);
+    const s = await newSocket(spi, f, 'udp', S.WSA_FLAG_OVERLAPPED);
+    await udpConnect(spi, s, f, peer.port);
+    const payloads = Array.from({ length: 20 }, (_, i) => Buffer.from(`last-words-${i}`));
+    const e = S.out(0);
+    const [sent, closed] = await Promise.all([sendBurst(spi, s, payloads), spi.WSPCloseSocket(s, e)]);
+    t.equal(closed, 0, 'WSPCloseSocket in the same frame succeeds');
+    t.same(sent, payloads.map((p) => p.length), 'every send issued before the close completed with its full count');
+    await peer.waitFor(payloads.length);
+    t.same(
+      peer.datagrams.map((dg) => dg.data.toString()),
+      payloads.map((p) => p.toString()),
+      'the peer received them all, in order',
+    );
+  });
+
   t.test(`${f}: a burst to a closed port: every send succeeds, the next receive reports WSAECONNRESET`, async (t) => {
     const d = await daemon(t);
     const spi = await session(t, d);
