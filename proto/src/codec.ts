@@ -11,7 +11,7 @@
  */
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
-import { CompactHeader, decodeCompactHeader, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, writeCompactHeader } from './compact.js';
+import { CompactHeader, decodeCompactHeader, decodeCompactHeaderPieces, isCompactHeader, joinPieces, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, writeCompactHeader } from './compact.js';
 
 import { isU32, readU32, writeU32 } from './le32.js';
 import { isRecord } from './guards.js';
@@ -80,6 +80,82 @@ export function decodeFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DE
   }
   return out;
 }
+
+/**
+ * decodeFrame for a frame that arrived in parts (views of the reads that held it, in order): the
+ * same records, the same errors. Record headers and lengths that span parts are joined (they are
+ * small); a compact WSPSend's buffers stay views of the parts (decodeCompactHeaderPieces); any
+ * other record data that spans parts is joined.
+ */
+export function decodeFrameParts(parts: readonly Uint8Array[], limits: DecodeLimits = DEFAULT_DECODE_LIMITS): DecodedRecord[] {
+  if (parts.length === 1) return decodeFrame(parts[0]!, limits);
+  const r = new PartsReader(parts);
+  if (r.left === 0) throw new ProtocolError(BAD_FRAME, 'empty frame');
+  const out: DecodedRecord[] = [];
+  const truncated = (): never => {
+    throw new ProtocolError(BAD_FRAME, 'frame ends inside a record (truncated)');
+  };
+  while (r.left > 0) {
+    if (r.left < 4) truncated();
+    const headerLength = readU32(r.contiguous(4), 0);
+    const startFault = recordStartFault(headerLength, out.length, limits);
+    if (startFault) throw new ProtocolError(BAD_FRAME, startFault);
+    if (r.left < headerLength + 4) truncated();
+    const header = r.contiguous(headerLength);
+    const dataLength = readU32(r.contiguous(4), 0);
+    const dataFault = dataLengthFault(dataLength, limits);
+    if (dataFault) throw new ProtocolError(BAD_FRAME, dataFault);
+    if (r.left < dataLength) truncated();
+    const pieces = r.pieces(dataLength);
+    if (pieces.length === 1) out.push(parseHeader(header, pieces[0]!));
+    else if (isCompactHeader(header)) {
+      try {
+        out.push({ ok: true, message: decodeCompactHeaderPieces(header, pieces), compact: true });
+      } catch (err) {
+        out.push({ ok: false, error: asProtocolError(err) });
+      }
+    } else out.push(parseHeader(header, joinPieces(pieces, dataLength)));
+  }
+  return out;
+}
+
+/** Reads a sequence of parts front to back. */
+class PartsReader {
+  left = 0;
+  private i = 0;
+  private at = 0;
+
+  constructor(private readonly parts: readonly Uint8Array[]) {
+    for (const p of parts) this.left += p.length;
+  }
+
+  /** The next n bytes as views of the parts (one per part they touch; one empty view for n = 0). */
+  pieces(n: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    this.left -= n;
+    if (n === 0) return [EMPTY_BYTES];
+    while (n > 0) {
+      const p = this.parts[this.i]!;
+      const take = Math.min(n, p.length - this.at);
+      if (take > 0) out.push(p.subarray(this.at, this.at + take));
+      this.at += take;
+      n -= take;
+      if (this.at === p.length) {
+        this.i++;
+        this.at = 0;
+      }
+    }
+    return out;
+  }
+
+  /** The next n bytes in one buffer: a view when they lie in one part, else a copy. */
+  contiguous(n: number): Uint8Array {
+    const pieces = this.pieces(n);
+    return pieces.length === 1 ? pieces[0]! : joinPieces(pieces, n);
+  }
+}
+
+const EMPTY_BYTES = new Uint8Array(0);
 
 /** Decodes one text frame: a single JSON-RPC message, byte strings as {"$base64": "..."}. */
 export function decodeText(text: string): DecodedRecord {

@@ -252,6 +252,70 @@ function bad(message: string): never {
 
 /** Decodes a compact header (and its record data) into the message its JSON form would give. */
 export function decodeCompactHeader(header: Uint8Array, data: Uint8Array): Rec {
+  return decodeCompact(header, data.length, (lengths) => sliceBuffers(lengths, data));
+}
+
+/**
+ * decodeCompactHeader for record data that arrived in pieces (decodeFrameParts): a WSPSend's
+ * buffers are cut from the pieces as views, one buffer becoming several where it spans pieces
+ * (the bytes, in order, are the same send). Where that would pass MAX_BUFFER_COUNT the pieces
+ * are joined first.
+ */
+export function decodeCompactHeaderPieces(header: Uint8Array, pieces: readonly Uint8Array[]): Rec {
+  let total = 0;
+  for (const p of pieces) total += p.length;
+  return decodeCompact(header, total, (lengths) => {
+    if (lengths.length + pieces.length - 1 > MAX_BUFFER_COUNT) return sliceBuffers(lengths, joinPieces(pieces, total));
+    const buffers: Uint8Array[] = [];
+    let pi = 0;
+    let po = 0;
+    for (let len of lengths) {
+      if (len === 0) buffers.push(EMPTY);
+      while (len > 0) {
+        const piece = pieces[pi]!;
+        const n = Math.min(len, piece.length - po);
+        buffers.push(piece.subarray(po, po + n));
+        po += n;
+        len -= n;
+        if (po === piece.length) {
+          pi++;
+          po = 0;
+        }
+      }
+    }
+    return buffers;
+  });
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** The pieces, total bytes in all, copied into one buffer. */
+export function joinPieces(pieces: readonly Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of pieces) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** Consecutive views of data, of the given lengths (which add up to at most its length). */
+function sliceBuffers(lengths: readonly number[], data: Uint8Array): Uint8Array[] {
+  const buffers: Uint8Array[] = new Array(lengths.length);
+  let at = 0;
+  for (let i = 0; i < lengths.length; i++) {
+    buffers[i] = data.subarray(at, at + lengths[i]!);
+    at += lengths[i]!;
+  }
+  return buffers;
+}
+
+/**
+ * Decodes a compact header whose record data holds dataLength bytes; a WSPSend's buffers are
+ * made by cut from their lengths, once the lengths are known to add up to the data.
+ */
+function decodeCompact(header: Uint8Array, dataLength: number, cut: (lengths: number[]) => Uint8Array[]): Rec {
   if (header.length < FIXED) bad(`${header.length} bytes is too short`);
   const h = header;
   const kind = h[0]!;
@@ -271,23 +335,23 @@ export function decodeCompactHeader(header: Uint8Array, data: Uint8Array): Rec {
         params['overlapped'] = { op: readU32(h, 16), thread: readU32(h, 20) };
         o = 24;
       }
-      const buffers: Uint8Array[] = new Array(count);
+      const lengths: number[] = new Array(count);
       let at = 0;
       for (let i = 0; i < count; i++, o += 4) {
         const len = readU32(h, o);
-        if (at + len > data.length) bad(`buffer lengths add up to more than the record data of ${data.length} bytes`);
-        buffers[i] = data.subarray(at, at + len);
+        if (at + len > dataLength) bad(`buffer lengths add up to more than the record data of ${dataLength} bytes`);
+        lengths[i] = len;
         at += len;
       }
-      if (at !== data.length) bad(`buffer lengths add up to ${at}, the record data holds ${data.length} bytes`);
-      params['buffers'] = buffers;
+      if (at !== dataLength) bad(`buffer lengths add up to ${at}, the record data holds ${dataLength} bytes`);
+      params['buffers'] = cut(lengths);
       return { jsonrpc: '2.0', id: readU32(h, 4), method: 'WSPSend', params };
     }
     case CompactKind.Reply: {
       if (bits & ~(BIT_BYTES_SENT | BIT_COMPLETION)) bad(`unknown flag bits 0x${bits.toString(16)} in a reply`);
       if (count !== 0) bad('a reply has no count');
       expect(FIXED + 12 + (bits & BIT_BYTES_SENT ? 4 : 0) + (bits & BIT_COMPLETION ? 12 : 0), 'this reply');
-      if (data.length !== 0) bad('a reply carries no record data');
+      if (dataLength !== 0) bad('a reply carries no record data');
       const result: Rec = { ret: readI32(h, 8), errno: readU32(h, 12) };
       let o = 16;
       if (bits & BIT_BYTES_SENT) {
@@ -300,7 +364,7 @@ export function decodeCompactHeader(header: Uint8Array, data: Uint8Array): Rec {
     case CompactKind.Completion: {
       expect(FIXED + 20, 'a completion');
       if (bits !== 0 || count !== 0) bad('a completion has no flag bits or count');
-      if (data.length !== 0) bad('a completion carries no record data');
+      if (dataLength !== 0) bad('a completion carries no record data');
       const params = { op: readU32(h, 4), s: readU32(h, 8), error: readU32(h, 12), bytes: readU32(h, 16), flags: readU32(h, 20) };
       return { jsonrpc: '2.0', method: 'spiwire.completion', params };
     }

@@ -104,9 +104,12 @@ export class ReceiveCounter {
     private readonly delayMs = ACK_DELAY_MS,
   ) {}
 
-  /** A message arrived: counted unless it holds nothing but a spiwire.ack. */
-  count(data: Uint8Array, binary: boolean): void {
-    if (isAckOnlyMessage(data, binary)) return;
+  /**
+   * A message arrived: counted unless it holds nothing but a spiwire.ack. A message that arrived
+   * in parts is long (no acknowledgement alone): data may then be just its length.
+   */
+  count(data: Uint8Array | { readonly length: number }, binary: boolean): void {
+    if (data instanceof Uint8Array && isAckOnlyMessage(data, binary)) return;
     this.received++;
     this.bytesSinceAck += data.length;
     if (ackDue(this.received - this.acked, this.bytesSinceAck)) this.ackNow();

@@ -25,6 +25,7 @@ import { trimSoon } from './memory-trim.js';
 import { SessionTrace } from './session-trace.js';
 import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
 import { UdpSocket } from './sockets/udp-socket.js';
+import { binaryMessage, MessageParts, sliceBinaryMessages, type BinaryMessage } from './sliced-messages.js';
 import { runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
 import type { CallCounts, SessionEndKind } from './metrics.js';
 
@@ -273,8 +274,10 @@ export class Session implements SpiSession, SetAside, SlotReader {
   }
 
   private listen(ws: WebSocket): void {
+    // Large binary messages come as the reads they arrived in, not joined into a copy.
+    sliceBinaryMessages(ws);
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
-      if (ws === this.ws) this.onMessage(toBuffer(data), isBinary);
+      if (ws === this.ws) this.onMessage(isBinary ? binaryMessage(data) : toBuffer(data), isBinary);
     });
     // Every read counts for the reader slots, messages still arriving included. This listener
     // runs after ws's own, which has handled the chunk and emitted the messages it completed.
@@ -323,7 +326,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
    * Messages that arrived while a frame was still being worked through: they wait their turn, so
    * that calls run in the order they were sent.
    */
-  private readonly waiting: Array<{ data: Buffer; isBinary: boolean }> = [];
+  private readonly waiting: Array<{ data: BinaryMessage; isBinary: boolean }> = [];
   /** Records of a frame not yet handled, when the frame was set aside to let others run. */
   private rest: { records: P.DecodedRecord[]; next: number; clockEvery: number } | null = null;
   private readingPaused = false;
@@ -334,7 +337,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
   /** The turn in which this session last had a small message go at once (TurnBudget.holdsBack). */
   quickTurn = -1;
 
-  private onMessage(data: Buffer, isBinary: boolean): void {
+  /** data: a text message's bytes, or a binary message, whole or in the parts it arrived in (sliced-messages.ts). */
+  private onMessage(data: BinaryMessage, isBinary: boolean): void {
     if (this.ended) return;
     if (this.resume !== null) this.countReceived(data, isBinary);
     if (this.rest || this.waiting.length > 0) {
@@ -351,8 +355,9 @@ export class Session implements SpiSession, SetAside, SlotReader {
     this.handleMessage(data, isBinary);
   }
 
-  private handleMessage(data: Buffer, isBinary: boolean): void {
-    if (!isBinary) {
+  private handleMessage(data: BinaryMessage, isBinary: boolean): void {
+    // (A text message is always one buffer: ws joins it to check its UTF-8.)
+    if (!isBinary && Buffer.isBuffer(data)) {
       const rec = P.decodeText(data.toString('utf8'));
       this.frameStartedAt = performance.now();
       this.handleRecord(rec, true);
@@ -360,7 +365,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     }
     let records: P.DecodedRecord[];
     try {
-      records = P.decodeFrame(data, this.decodeLimits);
+      records = data instanceof MessageParts ? P.decodeFrameParts(data.parts, this.decodeLimits) : P.decodeFrame(data, this.decodeLimits);
     } catch (err) {
       const e = err instanceof P.ProtocolError ? err : new P.ProtocolError(P.BAD_FRAME, String(err));
       this.mistake({ err: e.message }, 'bad frame');
@@ -674,7 +679,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
   // ---- resume (proto/README.md section 20) ----
 
   /** A counted message from the client arrived: acknowledge when P.ackDue says so, else after P.ACK_DELAY_MS. */
-  private countReceived(data: Buffer, isBinary: boolean): void {
+  private countReceived(data: BinaryMessage, isBinary: boolean): void {
     const r = this.resume;
     if (r === null) return;
     // The client read spiwire.resumed (it sends nothing before): its new token is known to it.
