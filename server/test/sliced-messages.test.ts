@@ -81,4 +81,13 @@ t.test('small binary, text and fragmented messages arrive whole, as before', asy
   const kept = binaryMessage(d.data);
   t.ok(kept instanceof MessageParts, 'a message of two large fragments: parts');
   t.ok(Buffer.concat((kept as MessageParts).parts).equals(Buffer.concat(big)), 'with the bytes of both fragments, in order');
+  // A ping between the fragments is ws's to answer; the message around it is unchanged.
+  const around = [randomBytes(90_000), randomBytes(70_000)];
+  const pong = new Promise<void>((r) => client.once('pong', () => r()));
+  client.send(around[0], { binary: true, fin: false });
+  client.ping();
+  client.send(around[1], { binary: true, fin: true });
+  await pong;
+  const e = binaryMessage((await next()).data);
+  t.ok(e instanceof MessageParts && Buffer.concat(e.parts).equals(Buffer.concat(around)), 'a large fragmented message with a ping between its fragments: whole, in order');
 });
