@@ -331,7 +331,7 @@ export class DaemonMetrics {
     });
     new Counter({
       name: 'spiwire_udp_batch_calls_total',
-      help: 'sendmmsg system calls that sent datagrams of connected UDP sockets in batches (Linux).',
+      help: 'sendmmsg system calls that sent UDP datagrams in batches (Linux).',
       registers,
       collect() {
         this.reset();

@@ -320,6 +320,42 @@ for (const f of FAMILIES) {
     }
   });
 
+  t.test(`${f}: WSPSendTo bursts to two peers in one frame: each peer gets its own, in order, in few system calls`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peers = [await udpPeer(t, f), await udpPeer(t, f)];
+    for (const p of peers) p.socket.setRecvBufferSize(4 * 1024 * 1024);
+    const s = await newSocket(spi, f, 'udp', S.WSA_FLAG_OVERLAPPED);
+    await bindLoopback(spi, s, f);
+    const before = await batchCounts(d.port);
+    const N = 120;
+    const payloads = Array.from({ length: N }, (_, i) => pattern(1 + ((i * 53) % 1400), i + 7));
+    // Alternating destinations, all issued at once: one frame.
+    const sent = await Promise.all(
+      payloads.map(async (p, i) => {
+        const ov = new S.WSAOVERLAPPED();
+        const n = S.out(0);
+        const e = S.out(0);
+        const ret = await spi.WSPSendTo(s, [S.wsabuf(p)], 1, n, 0, addr(f, peers[i % 2]!.port), namelen(f), ov, null, null, e);
+        if (ret === 0) return n.value;
+        if (e.value !== S.WSA_IO_PENDING) return -e.value;
+        return (await spi.WSPGetOverlappedResult(s, ov, n, true, S.out(0), e)) ? n.value : -e.value;
+      }),
+    );
+    t.same(sent, payloads.map((p) => p.length), 'every WSPSendTo completed with its full count');
+    for (const [k, peer] of peers.entries()) {
+      await peer.waitFor(N / 2);
+      const mine = payloads.filter((_, i) => i % 2 === k);
+      t.equal(peer.datagrams.length, mine.length, `peer ${k + 1} got ${mine.length} datagrams`);
+      t.equal(peer.datagrams.findIndex((dg, i) => !dg.data.equals(mine[i]!)), -1, `peer ${k + 1}: each of its own, whole, in the order sent`);
+    }
+    const after = await batchCounts(d.port);
+    if (process.platform === 'linux') {
+      t.equal(after.datagrams - before.datagrams, N, 'all of them went through sendmmsg, each with its destination');
+      t.ok(after.calls - before.calls <= N / 8, `in ${after.calls - before.calls} system calls`);
+    }
+  });
+
   t.test(`${f}: sends and the close in one frame: the datagrams go before the socket does, each send completes once`, async (t) => {
     const d = await daemon(t);
     const spi = await session(t, d);

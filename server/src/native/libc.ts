@@ -132,6 +132,8 @@ export interface Libc {
   readonly sendmmsg: ((fd: number, vec: Uint8Array, count: number) => number) | null;
   /** The address of a buffer's first byte (for pointers inside structures built in JS). */
   address(buf: Uint8Array): number;
+  /** inet_pton(3): writes a numeric address's bytes (4 or 16) into out; false when it is not one of af. */
+  addressBytes(af: 'ipv4' | 'ipv6', text: string, out: Uint8Array): boolean;
 }
 
 let loaded: Libc | null | undefined;
@@ -164,6 +166,8 @@ export function libc(): Libc | null {
     // struct mmsghdr is laid out for 64-bit Linux in datagram-batch.ts.
     const lp64 = process.platform === 'linux' && (process.arch === 'x64' || process.arch === 'arm64');
     const sendmmsg = lp64 ? lib.func('int sendmmsg(int, const void *, unsigned int, int)') : null;
+    const inetPton = lib.func('int inet_pton(int, const char *, _Out_ void *)');
+    const AF = { ipv4: 2, ipv6: process.platform === 'linux' ? 10 : 30 };
     const err = (r: number): number => (r < 0 ? -koffi.errno() : r);
     loaded = {
       c,
@@ -204,6 +208,7 @@ export function libc(): Libc | null {
       // MSG_DONTWAIT: the descriptor is nonblocking already (libuv's); this only makes sure.
       sendmmsg: sendmmsg ? (fd, vec, count) => err(sendmmsg(fd, vec, count, 0x40) as number) : null,
       address: (buf) => Number(koffi.address(buf)),
+      addressBytes: (af, text, out) => out.length >= (af === 'ipv4' ? 4 : 16) && (inetPton(AF[af], text, out) as number) === 1,
       received(fd) {
         const at = c.RECEIVED_COUNT;
         if (!at) return null;

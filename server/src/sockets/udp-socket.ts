@@ -14,8 +14,8 @@ import { recvFailed, sendFailed, sent, startedAt, type AcceptResult, type Comple
 import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, refuseLookup } from './sockaddr.js';
 import { byteLength, contiguous } from './send-buffers.js';
 import { sendmmsgBatcher, type Batched } from './datagram-batch.js';
-import { dgramFdOf } from '../native/libc.js';
-import { constants } from 'node:os';
+import { dgramFdOf, libc } from '../native/libc.js';
+import { constants, endianness } from 'node:os';
 
 const UDP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 
@@ -31,9 +31,14 @@ interface Datagram {
 const MAX_ICMP_RETRIES = 16;
 
 const { EAGAIN, ECONNREFUSED } = constants.errno;
+/** Address families as Linux's struct sockaddr holds them (the batches are Linux only). */
+const LINUX_AF_INET = 2;
+const LINUX_AF_INET6 = 10;
 
 /** A datagram waiting for the socket's next batch (datagram-batch.ts). */
 interface QueuedDatagram extends Batched {
+  /** Where node:dgram sends it, should the batch hand it over (null: the default peer). */
+  readonly to: SockAddr | null;
   readonly total: number;
   readonly counted: boolean;
   readonly done: (r: SendResult) => void;
@@ -70,8 +75,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
    */
   private batch: QueuedDatagram[] = [];
   private batchScheduled = false;
-  /** The descriptor the batches go to: set while connected, when sendmmsg is available. */
+  /** The descriptor the batches go to: set once bound, when sendmmsg is available. */
   private batchFd: number | null = null;
+  /** The last destination of an unconnected send, as a struct sockaddr (most sends repeat it). */
+  private lastName: { address: string; port: number; bytes: Uint8Array } | null = null;
 
   constructor(id: SocketIdentity, ctx: SocketContext) {
     super(id, ctx, UDP_MOVES, 'created');
@@ -166,6 +173,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       return wsaFromNodeError(err);
     }
     if (!this.state.move('bound')) return W.WSAEINVAL;
+    this.batchFd = sendmmsgBatcher() ? dgramFdOf(sock) : null;
     this.applyBuffers();
     this.applyOptions();
     return 0;
@@ -198,7 +206,6 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   /** Drops node's default peer (node throws when it has none, which is no error here). */
   private disconnectNode(): void {
     this.flushBatch();
-    this.batchFd = null;
     try {
       this.sock?.disconnect();
     } catch {
@@ -251,7 +258,6 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (this.closed) return W.WSAENOTSOCK;
     if (err) return wsaFromNodeError(err);
     this.peer = { ...name };
-    this.batchFd = sendmmsgBatcher() ? dgramFdOf(sock) : null;
     this.applyOptions();
     // A reconnect stays connected (to the new peer): the entry action runs only on arriving.
     this.icmpReset = false;
@@ -350,9 +356,11 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (this.closed) return done(sendFailed(W.WSAEINTR));
     const sock = this.ensureSocket();
     const payload = contiguous(buffers, total);
-    // To the default peer, with nothing of node's still queued ahead: into this go's batch.
-    if (this.peer !== null && this.batchFd !== null && sock.getSendQueueCount() === 0) {
-      this.batch.push({ payload, total, counted, done, retries: 0 });
+    // With nothing of node's still queued ahead: into this go's batch, to the default peer or
+    // with its destination.
+    const name = this.batchFd === null || this.peer !== null ? null : this.sockaddrOf(dest);
+    if (this.batchFd !== null && (this.peer !== null || name !== null) && sock.getSendQueueCount() === 0) {
+      this.batch.push({ payload, name, to: this.peer ? null : dest, total, counted, done, retries: 0 });
       if (!this.batchScheduled) {
         this.batchScheduled = true;
         process.nextTick(this.flushBatchTick);
@@ -362,6 +370,28 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     // Datagrams batched earlier go first.
     this.flushBatch();
     this.sendThroughNode(sock, payload, this.peer ? null : dest, total, counted, done, 0);
+  }
+
+  /**
+   * dest as the struct sockaddr the kernel takes (sockaddr_in, or sockaddr_in6 with no flow
+   * label), or null for node:dgram to send it: an address with a scope (its interface is looked
+   * up by name there), or one of another family than the socket's.
+   */
+  private sockaddrOf(dest: SockAddr): Uint8Array | null {
+    const v6 = dest.family === W.AF_INET6;
+    if (dest.family !== this.af || (v6 && ((dest.scopeId ?? 0) !== 0 || dest.address.includes('%')))) return null;
+    const last = this.lastName;
+    if (last !== null && last.address === dest.address && last.port === dest.port) return last.bytes;
+    const native = libc();
+    if (!native) return null;
+    const bytes = new Uint8Array(v6 ? 28 : 16);
+    if (!native.addressBytes(v6 ? 'ipv6' : 'ipv4', dest.address, bytes.subarray(v6 ? 8 : 4))) return null;
+    const view = new DataView(bytes.buffer);
+    // sa_family in the host's order (Linux: a u16 first), the port in network order.
+    view.setUint16(0, v6 ? LINUX_AF_INET6 : LINUX_AF_INET, endianness() === 'LE');
+    view.setUint16(2, dest.port, false);
+    this.lastName = { address: dest.address, port: dest.port, bytes };
+    return bytes;
   }
 
   /** One datagram through node:dgram, which queues it when the kernel has no room. */
@@ -421,7 +451,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       if (errno === EAGAIN || r === 0) {
         for (; i < items.length; i++) {
           const rest = items[i]!;
-          this.sendThroughNode(this.sock, rest.payload, null, rest.total, rest.counted, rest.done, rest.retries);
+          this.sendThroughNode(this.sock, rest.payload, rest.to, rest.total, rest.counted, rest.done, rest.retries);
         }
         return;
       }
