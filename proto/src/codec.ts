@@ -11,9 +11,10 @@
  */
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
-import { CompactHeader, decodeCompactHeader, decodeCompactHeaderPieces, isCompactHeader, joinPieces, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, writeCompactHeader } from './compact.js';
+import { CompactHeader, decodeCompactHeader, decodeCompactHeaderPieces, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, writeCompactHeader } from './compact.js';
 
 import { isU32, readU32, writeU32 } from './le32.js';
+import { joinPieces, PartsReader } from './parts.js';
 import { isRecord } from './guards.js';
 import type { RequestId } from './messages.js';
 
@@ -118,44 +119,6 @@ export function decodeFrameParts(parts: readonly Uint8Array[], limits: DecodeLim
   }
   return out;
 }
-
-/** Reads a sequence of parts front to back. */
-class PartsReader {
-  left = 0;
-  private i = 0;
-  private at = 0;
-
-  constructor(private readonly parts: readonly Uint8Array[]) {
-    for (const p of parts) this.left += p.length;
-  }
-
-  /** The next n bytes as views of the parts (one per part they touch; one empty view for n = 0). */
-  pieces(n: number): Uint8Array[] {
-    const out: Uint8Array[] = [];
-    this.left -= n;
-    if (n === 0) return [EMPTY_BYTES];
-    while (n > 0) {
-      const p = this.parts[this.i]!;
-      const take = Math.min(n, p.length - this.at);
-      if (take > 0) out.push(p.subarray(this.at, this.at + take));
-      this.at += take;
-      n -= take;
-      if (this.at === p.length) {
-        this.i++;
-        this.at = 0;
-      }
-    }
-    return out;
-  }
-
-  /** The next n bytes in one buffer: a view when they lie in one part, else a copy. */
-  contiguous(n: number): Uint8Array {
-    const pieces = this.pieces(n);
-    return pieces.length === 1 ? pieces[0]! : joinPieces(pieces, n);
-  }
-}
-
-const EMPTY_BYTES = new Uint8Array(0);
 
 /** Decodes one text frame: a single JSON-RPC message, byte strings as {"$base64": "..."}. */
 export function decodeText(text: string): DecodedRecord {

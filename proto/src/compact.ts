@@ -9,6 +9,7 @@
 import { PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_BUFFER_COUNT } from './limits.js';
 import { isI32, isU32, readI32, readU32, writeU32 } from './le32.js';
+import { joinPieces, PartsReader } from './parts.js';
 
 export const enum CompactKind {
   /** A WSPSend request: {jsonrpc, id, method: "WSPSend", params: {s, buffers, flags, overlapped?}}. */
@@ -262,42 +263,14 @@ export function decodeCompactHeader(header: Uint8Array, data: Uint8Array): Rec {
  * are joined first.
  */
 export function decodeCompactHeaderPieces(header: Uint8Array, pieces: readonly Uint8Array[]): Rec {
-  let total = 0;
-  for (const p of pieces) total += p.length;
+  const reader = new PartsReader(pieces);
+  const total = reader.left;
   return decodeCompact(header, total, (lengths) => {
     if (lengths.length + pieces.length - 1 > MAX_BUFFER_COUNT) return sliceBuffers(lengths, joinPieces(pieces, total));
     const buffers: Uint8Array[] = [];
-    let pi = 0;
-    let po = 0;
-    for (let len of lengths) {
-      if (len === 0) buffers.push(EMPTY);
-      while (len > 0) {
-        const piece = pieces[pi]!;
-        const n = Math.min(len, piece.length - po);
-        buffers.push(piece.subarray(po, po + n));
-        po += n;
-        len -= n;
-        if (po === piece.length) {
-          pi++;
-          po = 0;
-        }
-      }
-    }
+    for (const len of lengths) buffers.push(...reader.pieces(len));
     return buffers;
   });
-}
-
-const EMPTY = new Uint8Array(0);
-
-/** The pieces, total bytes in all, copied into one buffer. */
-export function joinPieces(pieces: readonly Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of pieces) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** Consecutive views of data, of the given lengths (which add up to at most its length). */
