@@ -120,7 +120,7 @@ export function sendmmsgBatcher(): DatagramBatcher | null {
   return batcher;
 }
 
-/** The batches' counts so far (zero before any connected UDP socket sent), without making the batcher. */
+/** The batches' counts so far (zero before any UDP socket sent), without making the batcher. */
 export function batchCounts(): { calls: number; datagrams: number } {
   return batcher ? { calls: batcher.calls, datagrams: batcher.datagrams } : { calls: 0, datagrams: 0 };
 }

@@ -34,6 +34,7 @@ const { EAGAIN, ECONNREFUSED } = constants.errno;
 /** Address families as Linux's struct sockaddr holds them (the batches are Linux only). */
 const LINUX_AF_INET = 2;
 const LINUX_AF_INET6 = 10;
+const LITTLE_ENDIAN = endianness() === 'LE';
 
 /** A datagram waiting for the socket's next batch (datagram-batch.ts). */
 interface QueuedDatagram extends Batched {
@@ -69,9 +70,9 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   /** Bytes of datagrams that arrived, dropped ones included (for metrics). */
   private receivedTotal = 0;
   /**
-   * Datagrams for the default peer sent in this go of the event loop: they go together, in
-   * order, on the next tick (flushBatch), and before anything that could change where or how a
-   * datagram goes (a connect, an option, the close).
+   * Datagrams sent in this go of the event loop: they go together, in order, on the next tick
+   * (flushBatch), and before anything that could change where or how a datagram goes (a
+   * connect, an option, the close).
    */
   private batch: QueuedDatagram[] = [];
   private batchScheduled = false;
@@ -356,11 +357,13 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (this.closed) return done(sendFailed(W.WSAEINTR));
     const sock = this.ensureSocket();
     const payload = contiguous(buffers, total);
-    // With nothing of node's still queued ahead: into this go's batch, to the default peer or
-    // with its destination.
-    const name = this.batchFd === null || this.peer !== null ? null : this.sockaddrOf(dest);
-    if (this.batchFd !== null && (this.peer !== null || name !== null) && sock.getSendQueueCount() === 0) {
-      this.batch.push({ payload, name, to: this.peer ? null : dest, total, counted, done, retries: 0 });
+    // On a connected socket the destination is the default peer (to null).
+    const to = this.peer ? null : dest;
+    // With nothing of node's still queued ahead: into this go's batch, with its destination
+    // unless the socket is connected.
+    const name = this.batchFd === null || to === null ? null : this.sockaddrOf(to);
+    if (this.batchFd !== null && (to === null || name !== null) && sock.getSendQueueCount() === 0) {
+      this.batch.push({ payload, name, to, total, counted, done, retries: 0 });
       if (!this.batchScheduled) {
         this.batchScheduled = true;
         process.nextTick(this.flushBatchTick);
@@ -369,7 +372,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     }
     // Datagrams batched earlier go first.
     this.flushBatch();
-    this.sendThroughNode(sock, payload, this.peer ? null : dest, total, counted, done, 0);
+    this.sendThroughNode(sock, payload, to, total, counted, done, 0);
   }
 
   /**
@@ -388,7 +391,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (!native.addressBytes(v6 ? 'ipv6' : 'ipv4', dest.address, bytes.subarray(v6 ? 8 : 4))) return null;
     const view = new DataView(bytes.buffer);
     // sa_family in the host's order (Linux: a u16 first), the port in network order.
-    view.setUint16(0, v6 ? LINUX_AF_INET6 : LINUX_AF_INET, endianness() === 'LE');
+    view.setUint16(0, v6 ? LINUX_AF_INET6 : LINUX_AF_INET, LITTLE_ENDIAN);
     view.setUint16(2, dest.port, false);
     this.lastName = { address: dest.address, port: dest.port, bytes };
     return bytes;
@@ -436,7 +439,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     let i = 0;
     while (i < items.length) {
       const item = items[i]!;
-      // The socket closed or lost its peer with datagrams not yet sent (flushed first, so never in practice).
+      // The socket closed with datagrams not yet sent (close flushes first, so never in practice).
       if (fd === null || this.sock === null || this.closed) {
         item.done(sendFailed(W.WSAEINTR));
         i++;
@@ -636,7 +639,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   applyOptions(): void {
     this.flushBatch();
     // SO_BROADCAST reaches the real socket (the daemon also refuses broadcasts itself without it);
-    // node:dgram exposes no descriptor, so SO_DONTROUTE is recorded and reads back, nothing more.
+    // SO_DONTROUTE is recorded and reads back, nothing more: datagrams go through node:dgram or,
+    // batched, sendmmsg, without it.
     if (this.sock && this.isBound) {
       try {
         // The kernel needs it for a default peer that is a broadcast address too (see sendPlan).
