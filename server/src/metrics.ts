@@ -348,6 +348,15 @@ export class DaemonMetrics {
       },
     });
     new Counter({
+      name: 'spiwire_udp_segmented_datagrams_total',
+      help: 'Datagrams of those that went in runs of one size to one destination, one segmented message per run (UDP_SEGMENT).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(batchCounts().segmented);
+      },
+    });
+    new Counter({
       name: 'spiwire_faults_applied_total',
       help: 'Fault rule firings, by source (session, api, file) and rule (an operator rule\'s id; "session" for a session\'s own rules).',
       labelNames: ['source', 'rule'],

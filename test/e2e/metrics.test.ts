@@ -53,6 +53,7 @@ t.test('/metrics: Prometheus text whose counters move with real traffic', async 
     ['spiwire_read_slot_waiting_sessions', 'gauge'],
     ['spiwire_udp_batch_calls_total', 'counter'],
     ['spiwire_udp_batched_datagrams_total', 'counter'],
+    ['spiwire_udp_segmented_datagrams_total', 'counter'],
     ['spiwire_faults_applied_total', 'counter'],
   ]) {
     t.equal(empty.types.get(name!), type, `${name} is a ${type}`);

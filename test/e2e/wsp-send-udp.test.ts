@@ -2,7 +2,7 @@
  * WSPSend / WSPSendTo on UDP, IPv4 and IPv6, against plain node:dgram peers and between two
  * emulated sockets. What the peer received is checked datagram by datagram.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as S from '@spiwire/client';
 import { parseExposition, sample } from '../helpers/prometheus-text.js';
 import {
@@ -35,10 +35,77 @@ import {
   type Family,
 } from '../helpers/harness.js';
 
-/** The daemon's counts of sendmmsg calls and the datagrams they sent (datagram-batch.ts). */
-async function batchCounts(port: number): Promise<{ calls: number; datagrams: number }> {
+/** The daemon's counts of sendmmsg calls, the datagrams they sent, and those sent in segmented runs (datagram-batch.ts). */
+async function batchCounts(port: number): Promise<{ calls: number; datagrams: number; segmented: number }> {
   const e = parseExposition(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
-  return { calls: sample(e, 'spiwire_udp_batch_calls_total') ?? -1, datagrams: sample(e, 'spiwire_udp_batched_datagrams_total') ?? -1 };
+  return {
+    calls: sample(e, 'spiwire_udp_batch_calls_total') ?? -1,
+    datagrams: sample(e, 'spiwire_udp_batched_datagrams_total') ?? -1,
+    segmented: sample(e, 'spiwire_udp_segmented_datagrams_total') ?? -1,
+  };
+}
+
+/**
+ * A connected overlapped UDP socket sends payloads in one burst to a fresh peer: checks that every
+ * send completed with its full count and that the peer got each whole, alone and in order; returns
+ * what the daemon's batch counters moved by.
+ */
+async function burstToPeer(t: Test, f: Family, payloads: Buffer[]): Promise<{ calls: number; datagrams: number; segmented: number }> {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const peer = await udpPeer(t, f);
+  // Room for the whole burst at the peer, so that the kernel drops none of it.
+  peer.socket.setRecvBufferSize(4 * 1024 * 1024);
+  const s = await newSocket(spi, f, 'udp', S.WSA_FLAG_OVERLAPPED);
+  await udpConnect(spi, s, f, peer.port);
+  const before = await batchCounts(d.port);
+  const sent = await sendBurst(spi, s, payloads);
+  t.same(sent, payloads.map((p) => p.length), 'every send completed with its full count');
+  await peer.waitFor(payloads.length);
+  t.same(peer.datagrams.map((dg) => dg.data.length), payloads.map((p) => p.length), 'one datagram per WSPSend, each its own size');
+  t.equal(peer.datagrams.findIndex((dg, i) => !dg.data.equals(payloads[i]!)), -1, 'the peer received each datagram whole, in the order sent');
+  const after = await batchCounts(d.port);
+  return { calls: after.calls - before.calls, datagrams: after.datagrams - before.datagrams, segmented: after.segmented - before.segmented };
+}
+
+/** Overlapped WSPSendTo of each payload to the peer on ports[i], all issued at once; resolves with each one's bytes sent, or its error. */
+async function sendToBurst(spi: S.SpiSession, s: number, f: Family, payloads: Buffer[], ports: number[]): Promise<number[]> {
+  return Promise.all(
+    payloads.map(async (p, i) => {
+      const ov = new S.WSAOVERLAPPED();
+      const n = S.out(0);
+      const e = S.out(0);
+      const ret = await spi.WSPSendTo(s, [S.wsabuf(p)], 1, n, 0, addr(f, ports[i]!), namelen(f), ov, null, null, e);
+      if (ret === 0) return n.value;
+      if (e.value !== S.WSA_IO_PENDING) return -e.value;
+      return (await spi.WSPGetOverlappedResult(s, ov, n, true, S.out(0), e)) ? n.value : -e.value;
+    }),
+  );
+}
+
+/**
+ * An unconnected overlapped UDP socket sends payloads[i] to peer to[i] (0 or 1, two fresh peers)
+ * in one burst of WSPSendTo: checks every full count and that each peer got its own datagrams
+ * whole and in order; returns what the daemon's batch counters moved by.
+ */
+async function burstToTwoPeers(t: Test, f: Family, payloads: Buffer[], to: number[]): Promise<{ calls: number; datagrams: number; segmented: number }> {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const peers = [await udpPeer(t, f), await udpPeer(t, f)];
+  for (const p of peers) p.socket.setRecvBufferSize(4 * 1024 * 1024);
+  const s = await newSocket(spi, f, 'udp', S.WSA_FLAG_OVERLAPPED);
+  await bindLoopback(spi, s, f);
+  const before = await batchCounts(d.port);
+  const sent = await sendToBurst(spi, s, f, payloads, to.map((k) => peers[k]!.port));
+  t.same(sent, payloads.map((p) => p.length), 'every WSPSendTo completed with its full count');
+  for (const [k, peer] of peers.entries()) {
+    const mine = payloads.filter((_, i) => to[i] === k);
+    await peer.waitFor(mine.length);
+    t.equal(peer.datagrams.length, mine.length, `peer ${k + 1} got ${mine.length} datagrams`);
+    t.equal(peer.datagrams.findIndex((dg, i) => !dg.data.equals(mine[i]!)), -1, `peer ${k + 1}: each of its own, whole, in the order sent`);
+  }
+  const after = await batchCounts(d.port);
+  return { calls: after.calls - before.calls, datagrams: after.datagrams - before.datagrams, segmented: after.segmented - before.segmented };
 }
 
 /** Overlapped WSPSends of each payload, all issued at once (one frame); resolves with each one's bytes sent, or its error. */
@@ -297,63 +364,45 @@ for (const f of FAMILIES) {
   });
 
   t.test(`${f}: a burst of overlapped WSPSends in one frame leaves in order, batched into few system calls`, async (t) => {
-    const d = await daemon(t);
-    const spi = await session(t, d);
-    const peer = await udpPeer(t, f);
-    // Room for the whole burst at the peer, so that the kernel drops none of it.
-    peer.socket.setRecvBufferSize(4 * 1024 * 1024);
-    const s = await newSocket(spi, f, 'udp', S.WSA_FLAG_OVERLAPPED);
-    await udpConnect(spi, s, f, peer.port);
-    const before = await batchCounts(d.port);
     // Sizes from 0 to 3000 bytes, each datagram's content its own.
     const payloads = Array.from({ length: 150 }, (_, i) => pattern((i * 97) % 3001, i + 1));
-    const sent = await sendBurst(spi, s, payloads);
-    t.same(sent, payloads.map((p) => p.length), 'every send completed with its full count');
-    await peer.waitFor(payloads.length);
-    t.equal(peer.datagrams.length, payloads.length, 'one datagram per WSPSend');
-    const wrong = peer.datagrams.findIndex((dg, i) => !dg.data.equals(payloads[i]!));
-    t.equal(wrong, -1, 'the peer received each datagram whole, in the order sent');
-    const after = await batchCounts(d.port);
+    const moved = await burstToPeer(t, f, payloads);
     if (process.platform === 'linux') {
-      t.equal(after.datagrams - before.datagrams, payloads.length, 'all of them went through sendmmsg');
-      t.ok(after.calls - before.calls <= payloads.length / 8, `in ${after.calls - before.calls} system calls`);
+      t.equal(moved.datagrams, payloads.length, 'all of them went through sendmmsg');
+      t.ok(moved.calls <= payloads.length / 8, `in ${moved.calls} system calls`);
+    }
+  });
+
+  t.test(`${f}: runs of one size leave as segmented messages, and still arrive one datagram per WSPSend`, async (t) => {
+    // Runs, each datagram's content its own: a shorter one ends a run, an empty one never joins
+    // one, 9000-byte datagrams make runs of 7 (65,507 bytes at most), 100-byte ones of 64 at most.
+    const sizes = [
+      ...Array<number>(40).fill(1000), 600, 0, ...Array<number>(30).fill(700),
+      ...Array<number>(10).fill(9000), 2, 2, 2, ...Array<number>(70).fill(100), 1,
+    ];
+    const moved = await burstToPeer(t, f, sizes.map((n, i) => pattern(n, i + 3)));
+    t.comment(`${moved.segmented} of ${sizes.length} went in segmented runs, in ${moved.calls} system calls`);
+    if (process.platform === 'linux') {
+      t.equal(moved.datagrams, sizes.length, 'all of them went through sendmmsg');
+      t.ok(moved.segmented >= sizes.length / 2, 'most of them in segmented runs (UDP_SEGMENT)');
     }
   });
 
   t.test(`${f}: WSPSendTo bursts to two peers in one frame: each peer gets its own, in order, in few system calls`, async (t) => {
-    const d = await daemon(t);
-    const spi = await session(t, d);
-    const peers = [await udpPeer(t, f), await udpPeer(t, f)];
-    for (const p of peers) p.socket.setRecvBufferSize(4 * 1024 * 1024);
-    const s = await newSocket(spi, f, 'udp', S.WSA_FLAG_OVERLAPPED);
-    await bindLoopback(spi, s, f);
-    const before = await batchCounts(d.port);
     const N = 120;
     const payloads = Array.from({ length: N }, (_, i) => pattern(1 + ((i * 53) % 1400), i + 7));
     // Alternating destinations, all issued at once: one frame.
-    const sent = await Promise.all(
-      payloads.map(async (p, i) => {
-        const ov = new S.WSAOVERLAPPED();
-        const n = S.out(0);
-        const e = S.out(0);
-        const ret = await spi.WSPSendTo(s, [S.wsabuf(p)], 1, n, 0, addr(f, peers[i % 2]!.port), namelen(f), ov, null, null, e);
-        if (ret === 0) return n.value;
-        if (e.value !== S.WSA_IO_PENDING) return -e.value;
-        return (await spi.WSPGetOverlappedResult(s, ov, n, true, S.out(0), e)) ? n.value : -e.value;
-      }),
-    );
-    t.same(sent, payloads.map((p) => p.length), 'every WSPSendTo completed with its full count');
-    for (const [k, peer] of peers.entries()) {
-      await peer.waitFor(N / 2);
-      const mine = payloads.filter((_, i) => i % 2 === k);
-      t.equal(peer.datagrams.length, mine.length, `peer ${k + 1} got ${mine.length} datagrams`);
-      t.equal(peer.datagrams.findIndex((dg, i) => !dg.data.equals(mine[i]!)), -1, `peer ${k + 1}: each of its own, whole, in the order sent`);
-    }
-    const after = await batchCounts(d.port);
+    const moved = await burstToTwoPeers(t, f, payloads, payloads.map((_, i) => i % 2));
     if (process.platform === 'linux') {
-      t.equal(after.datagrams - before.datagrams, N, 'all of them went through sendmmsg, each with its destination');
-      t.ok(after.calls - before.calls <= N / 8, `in ${after.calls - before.calls} system calls`);
+      t.equal(moved.datagrams, N, 'all of them went through sendmmsg, each with its destination');
+      t.ok(moved.calls <= N / 8, `in ${moved.calls} system calls`);
     }
+  });
+
+  t.test(`${f}: WSPSendTo runs to one peer, then another, then the first: segmented, each peer gets its own in order`, async (t) => {
+    const to = [0, 1, 0].flatMap((k) => Array<number>(25).fill(k));
+    const moved = await burstToTwoPeers(t, f, to.map((_, i) => pattern(800, i + 11)), to);
+    if (process.platform === 'linux') t.ok(moved.segmented >= 60, `${moved.segmented} of 75 went in segmented runs`);
   });
 
   t.test(`${f}: sends and the close in one frame: the datagrams go before the socket does, each send completes once`, async (t) => {

@@ -78,6 +78,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private batchScheduled = false;
   /** The descriptor the batches go to: set once bound, when sendmmsg is available. */
   private batchFd: number | null = null;
+  /** Whether runs of equal datagrams may go as one segmented message (until the kernel refuses one). */
+  private segmentRuns = true;
   /** The last destination of an unconnected send, as a struct sockaddr (most sends repeat it). */
   private lastName: { address: string; port: number; bytes: Uint8Array } | null = null;
 
@@ -445,7 +447,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         i++;
         continue;
       }
-      const r = batcher.send(fd, items, i);
+      const r = batcher.send(fd, items, i, this.segmentRuns);
       if (r > 0) {
         for (const end = i + r; i < end; i++) this.datagramDone(items[i]!.total, items[i]!.counted, items[i]!.done, 0);
         continue;
@@ -462,6 +464,13 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         // As in sendThroughNode: the refusal was an earlier datagram's ICMP report.
         this.icmpReset = true;
         item.retries++;
+        continue;
+      }
+      if (batcher.failedRun) {
+        // The kernel would not segment this run (EINVAL for a datagram over the route's MTU, EIO
+        // under IPsec, or no UDP_SEGMENT at all): send it again a datagram per message, and this
+        // socket's later ones too, so each gets the error or the fragmentation it would alone.
+        this.segmentRuns = false;
         continue;
       }
       this.datagramDone(item.total, item.counted, item.done, wsaFromErrno(errno));
