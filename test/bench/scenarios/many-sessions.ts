@@ -12,6 +12,7 @@ import { closeSocket, tcpSocket } from '../lib/spi.js';
 import { PeerProcess } from '../lib/procs.js';
 import { now, percentile, summarize, type Summary } from '../lib/stats.js';
 import { WARM_UP_SECONDS, repeatFor } from '../lib/warm-up.js';
+import { cpuOf } from './tcp-throughput.js';
 
 export interface ManySessionsResult {
   params: Record<string, number | string>;
@@ -26,11 +27,21 @@ export interface ManySessionsResult {
   /** The bystander's blocking-call latency during the runs, us. */
   bystanderP50: Summary;
   bystanderP99: Summary;
+  /**
+   * CPU per MB (us) of the daemon and of the load process, summed over the repetitions: all the
+   * sessions at once, and one alone (absent from runs saved before it was measured).
+   */
+  cpuPerMb?: { aggregate: { daemon: number; load: number }; alone: { daemon: number; load: number } };
   checks: Check[];
 }
 
 const CHUNK = 64 * 1024;
 const WINDOW = 32;
+
+/** A tally's CPU per MB as text: daemon + load, us. */
+function perMb(t: { daemon: number; load: number; mb: number }): string {
+  return t.mb > 0 ? `${(t.daemon / t.mb).toFixed(0)} + ${(t.load / t.mb).toFixed(0)} us` : '-';
+}
 
 /** Blocking 100-byte sends, one at a time, until stop() says so; the latencies in us. */
 async function bystander(spi: S.SpiSession, s: number, stop: () => boolean, max: number): Promise<number[]> {
@@ -56,6 +67,7 @@ export async function manySessions(ctx: Ctx, sessions = ctx.quick ? 4 : 32): Pro
   const one: number[] = [];
   const p50: number[] = [];
   const p99: number[] = [];
+  const cpu = { aggregate: { daemon: 0, load: 0, mb: 0 }, alone: { daemon: 0, load: 0, mb: 0 } };
   // The bulk sessions live in a process of their own; the bystander is this one.
   const loader = await PeerProcess.start('load');
   const watcher = await S.connect(ctx.daemon.url, { autoApc: true });
@@ -65,8 +77,10 @@ export async function manySessions(ctx: Ctx, sessions = ctx.quick ? 4 : 32): Pro
      * One round on fresh sockets: the first `sending` sessions send count sends each (the others'
      * sockets stay idle); answers MB/s, timed from the first send to the peer holding the last byte.
      */
-    const round = async (label: string, sending: number, count: number, watch: boolean): Promise<{ mbps: number; lat: number[] }> => {
+    const round = async (label: string, sending: number, count: number, watch: boolean, tally: { daemon: number; load: number; mb: number } | null): Promise<{ mbps: number; lat: number[] }> => {
       const { localPorts } = await loader.request<{ localPorts: number[] }>('loadOpen', { url: ctx.daemon.url, sessions, port: ctx.discardPort });
+      const daemonCpu0 = cpuOf(ctx.daemon.pid);
+      const loadCpu0 = cpuOf(loader.child.pid!);
       const bytes = CHUNK * count;
       const senders = localPorts.slice(0, sending);
       const reached = senders.map((remotePort) => ctx.discard.request<{ t: number; bytes: number }>('expect', { port: ctx.discardPort, remotePort, bytes }, 300_000));
@@ -78,6 +92,13 @@ export async function manySessions(ctx: Ctx, sessions = ctx.quick ? 4 : 32): Pro
       running = false;
       const lat = await watching;
       const last = Math.max(...ends.map((r) => (ctx.sharedClock ? r.t : now())));
+      const daemonCpu1 = cpuOf(ctx.daemon.pid);
+      const loadCpu1 = cpuOf(loader.child.pid!);
+      if (tally && daemonCpu0 !== null && daemonCpu1 !== null && loadCpu0 !== null && loadCpu1 !== null) {
+        tally.daemon += daemonCpu1 - daemonCpu0;
+        tally.load += loadCpu1 - loadCpu0;
+        tally.mb += (bytes * sending) / 1e6;
+      }
       await loader.request('loadCloseSockets');
       for (let i = 0; i < localPorts.length; i++) {
         const end = await ctx.discard.connectionEnded(ctx.discardPort, localPorts[i]!);
@@ -86,20 +107,20 @@ export async function manySessions(ctx: Ctx, sessions = ctx.quick ? 4 : 32): Pro
       return { mbps: (bytes * sending) / ((last - t0) / 1e9) / 1e6, lat };
     };
     // Full runs: rounds first, not measured (the first rounds on new sessions ran at half the rate).
-    if (!ctx.quick) await repeatFor(WARM_UP_SECONDS, async () => void (await round('many sessions warm-up', sessions, perSession, false)));
+    if (!ctx.quick) await repeatFor(WARM_UP_SECONDS, async () => void (await round('many sessions warm-up', sessions, perSession, false, null)));
     for (let rep = 0; rep < ctx.reps; rep++) {
       // One session sends the same bytes as all of them, right before or after (alternating), in
       // the same phase of the machine: the aggregate's yardstick.
-      const alone = async (): Promise<void> => void one.push((await round(`many sessions run ${rep + 1}, one session alone`, 1, perSession * sessions, false)).mbps);
+      const alone = async (): Promise<void> => void one.push((await round(`many sessions run ${rep + 1}, one session alone`, 1, perSession * sessions, false, cpu.alone)).mbps);
       if (rep % 2 === 1) await alone();
-      const all = await round(`many sessions run ${rep + 1}`, sessions, perSession, true);
+      const all = await round(`many sessions run ${rep + 1}`, sessions, perSession, true, cpu.aggregate);
       if (rep % 2 === 0) await alone();
       aggregate.push(all.mbps);
       if (all.lat.length > 0) {
         p50.push(percentile(all.lat, 50));
         p99.push(percentile(all.lat, 99));
       }
-      ctx.log(`  many sessions rep ${rep + 1}: ${aggregate[rep]!.toFixed(0)} MB/s in all, one session alone ${one[rep]!.toFixed(0)} MB/s; bystander p50 ${p50[rep]?.toFixed(0)} us, p99 ${p99[rep]?.toFixed(0)} us (${all.lat.length} calls)`);
+      ctx.log(`  many sessions rep ${rep + 1}: ${aggregate[rep]!.toFixed(0)} MB/s in all, one session alone ${one[rep]!.toFixed(0)} MB/s; bystander p50 ${p50[rep]?.toFixed(0)} us, p99 ${p99[rep]?.toFixed(0)} us (${all.lat.length} calls); CPU per MB so far, daemon + load: all ${perMb(cpu.aggregate)}, alone ${perMb(cpu.alone)}`);
     }
     await closeSocket(watcher, ws);
     await loader.request('loadEnd');
@@ -114,6 +135,9 @@ export async function manySessions(ctx: Ctx, sessions = ctx.quick ? 4 : 32): Pro
     ratio: summarize(aggregate.map((a, i) => a / one[i]!)),
     bystanderP50: summarize(p50.length ? p50 : [NaN]),
     bystanderP99: summarize(p99.length ? p99 : [NaN]),
+    ...(cpu.aggregate.mb > 0 && cpu.alone.mb > 0
+      ? { cpuPerMb: { aggregate: { daemon: cpu.aggregate.daemon / cpu.aggregate.mb, load: cpu.aggregate.load / cpu.aggregate.mb }, alone: { daemon: cpu.alone.daemon / cpu.alone.mb, load: cpu.alone.load / cpu.alone.mb } } }
+      : {}),
     checks,
   };
 }
