@@ -45,6 +45,12 @@ const FLUSH_RECORDS = 256;
  */
 const CLOCK_EVERY_RECORDS = 32;
 const CLOCK_EVERY_BYTES = 128 * 1024;
+/**
+ * The replies to a frame this large wait for the end of the event loop's round of I/O, where they
+ * leave with those of the other frames read in the same round: one write (and one wake-up of the
+ * client) for a burst of bulk sends instead of one per frame. A small frame is answered at once.
+ */
+const BATCHED_REPLY_BYTES = 32 * 1024;
 /** captureCall() outside a call: a wait that begins later is announced for no call. */
 const NO_ANNOUNCEMENT = (): void => undefined;
 
@@ -332,6 +338,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
   private readingPaused = false;
   /** The reader slots (read-slots.ts) hold this session's reading back for now. */
   private slotHeld = false;
+  /** Whether the frame being handled is large enough for its replies to wait for the round's end (BATCHED_REPLY_BYTES). */
+  private largeFrame = false;
   /** performance.now() when the frame (or text message) being handled began: one clock read per frame, not per call. */
   private frameStartedAt = 0;
   /** The turn in which this session last had a small message go at once (TurnBudget.holdsBack). */
@@ -373,6 +381,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       return;
     }
     const perRecord = data.length / Math.max(1, records.length);
+    this.largeFrame = data.length >= BATCHED_REPLY_BYTES;
     this.handleRecords(records, 0, Math.max(1, Math.min(CLOCK_EVERY_RECORDS, Math.floor(CLOCK_EVERY_BYTES / perRecord))));
   }
 
@@ -405,8 +414,10 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.inFrame = false;
     }
     // Replies that are ready leave now, ahead of the peer writes this frame corked (those go
-    // out on the next tick): the caller hears back without waiting behind its own bytes.
-    this.flush();
+    // out on the next tick): the caller hears back without waiting behind its own bytes. Those
+    // to a large frame wait for the round's end, to leave with the rest of the burst's.
+    if (this.largeFrame) this.flushSoon();
+    else this.flush();
     if (i < records.length && !this.ended) {
       this.rest = { records, next: i, clockEvery };
       this.updateReading();
@@ -628,13 +639,18 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.flush();
       return;
     }
-    if (!this.flushScheduled && !this.inFrame) {
-      this.flushScheduled = true;
-      // Not a microtask: completions come one per peer write callback, and a microtask would
-      // send each in its own frame (a syscall and a wake-up of the client each). Waiting for the
-      // end of this round of I/O callbacks packs them, and an idle loop gets there at once.
-      setImmediate(this.flushLater);
-    }
+    if (!this.inFrame) this.flushSoon();
+  }
+
+  /**
+   * Sends the records packed so far at the end of this round of I/O callbacks. Not a microtask:
+   * completions come one per peer write callback, and a microtask would send each in its own
+   * frame (a syscall and a wake-up of the client each); an idle loop gets there at once.
+   */
+  private flushSoon(): void {
+    if (this.flushScheduled || this.out.recordCount === 0) return;
+    this.flushScheduled = true;
+    setImmediate(this.flushLater);
   }
 
   private readonly flushLater = (): void => {
