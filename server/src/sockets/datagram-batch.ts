@@ -183,6 +183,26 @@ export class DatagramBatcher {
   }
 }
 
+/** Address families as Linux's struct sockaddr holds them. */
+const LINUX_AF_INET = 2;
+const LINUX_AF_INET6 = 10;
+
+/**
+ * A numeric address and port as the struct sockaddr a batched datagram carries (sockaddr_in, or
+ * sockaddr_in6 with no flow label and no scope), or null where it cannot be made here.
+ */
+export function sockaddrBytes(v6: boolean, address: string, port: number): Uint8Array | null {
+  const native = libc();
+  if (!native) return null;
+  const bytes = new Uint8Array(v6 ? 28 : 16);
+  if (!native.addressBytes(v6 ? 'ipv6' : 'ipv4', address, bytes.subarray(v6 ? 8 : 4))) return null;
+  const view = new DataView(bytes.buffer);
+  // sa_family in the host's order (a u16 first), the port in network order.
+  view.setUint16(0, v6 ? LINUX_AF_INET6 : LINUX_AF_INET, LOW === 0);
+  view.setUint16(2, port, false);
+  return bytes;
+}
+
 /** Writes a 64-bit address as two 32-bit words from words[at]. */
 function split(address: number, words: Uint32Array, at: number): void {
   words[at + LOW] = address % 0x1_0000_0000;

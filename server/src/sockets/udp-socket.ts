@@ -13,9 +13,9 @@ import { UDP_MOVES, type UdpState } from './socket-state.js';
 import { recvFailed, sendFailed, sent, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, refuseLookup } from './sockaddr.js';
 import { byteLength, contiguous } from './send-buffers.js';
-import { sendmmsgBatcher, type Batched } from './datagram-batch.js';
-import { dgramFdOf, libc } from '../native/libc.js';
-import { constants, endianness } from 'node:os';
+import { sendmmsgBatcher, sockaddrBytes, type Batched } from './datagram-batch.js';
+import { dgramFdOf } from '../native/libc.js';
+import { constants } from 'node:os';
 
 const UDP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 
@@ -31,10 +31,6 @@ interface Datagram {
 const MAX_ICMP_RETRIES = 16;
 
 const { EAGAIN, ECONNREFUSED } = constants.errno;
-/** Address families as Linux's struct sockaddr holds them (the batches are Linux only). */
-const LINUX_AF_INET = 2;
-const LINUX_AF_INET6 = 10;
-const LITTLE_ENDIAN = endianness() === 'LE';
 
 /** A datagram waiting for the socket's next batch (datagram-batch.ts). */
 interface QueuedDatagram extends Batched {
@@ -387,14 +383,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (dest.family !== this.af || (v6 && ((dest.scopeId ?? 0) !== 0 || dest.address.includes('%')))) return null;
     const last = this.lastName;
     if (last !== null && last.address === dest.address && last.port === dest.port) return last.bytes;
-    const native = libc();
-    if (!native) return null;
-    const bytes = new Uint8Array(v6 ? 28 : 16);
-    if (!native.addressBytes(v6 ? 'ipv6' : 'ipv4', dest.address, bytes.subarray(v6 ? 8 : 4))) return null;
-    const view = new DataView(bytes.buffer);
-    // sa_family in the host's order (Linux: a u16 first), the port in network order.
-    view.setUint16(0, v6 ? LINUX_AF_INET6 : LINUX_AF_INET, LITTLE_ENDIAN);
-    view.setUint16(2, dest.port, false);
+    const bytes = sockaddrBytes(v6, dest.address, dest.port);
+    if (bytes === null) return null;
     this.lastName = { address: dest.address, port: dest.port, bytes };
     return bytes;
   }
