@@ -334,12 +334,10 @@ export class Session implements SpiSession, SetAside, SlotReader {
    */
   private readonly waiting: Array<{ data: BinaryMessage; isBinary: boolean }> = [];
   /** Records of a frame not yet handled, when the frame was set aside to let others run. */
-  private rest: { records: P.DecodedRecord[]; next: number; clockEvery: number } | null = null;
+  private rest: { records: P.DecodedRecord[]; next: number; clockEvery: number; large: boolean } | null = null;
   private readingPaused = false;
   /** The reader slots (read-slots.ts) hold this session's reading back for now. */
   private slotHeld = false;
-  /** Whether the frame being handled is large enough for its replies to wait for the round's end (BATCHED_REPLY_BYTES). */
-  private largeFrame = false;
   /** performance.now() when the frame (or text message) being handled began: one clock read per frame, not per call. */
   private frameStartedAt = 0;
   /** The turn in which this session last had a small message go at once (TurnBudget.holdsBack). */
@@ -381,8 +379,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       return;
     }
     const perRecord = data.length / Math.max(1, records.length);
-    this.largeFrame = data.length >= BATCHED_REPLY_BYTES;
-    this.handleRecords(records, 0, Math.max(1, Math.min(CLOCK_EVERY_RECORDS, Math.floor(CLOCK_EVERY_BYTES / perRecord))));
+    this.handleRecords(records, 0, Math.max(1, Math.min(CLOCK_EVERY_RECORDS, Math.floor(CLOCK_EVERY_BYTES / perRecord))), data.length >= BATCHED_REPLY_BYTES);
   }
 
   /**
@@ -390,9 +387,10 @@ export class Session implements SpiSession, SetAside, SlotReader {
    * time is spent (the daemon's TurnBudget: a slice per frame, or the turn's time once several
    * sessions share it) the rest waits for the next turn of the event loop (setImmediate), so that
    * other sessions are served meanwhile; this session reads nothing more until the frame is done.
-   * At least one record goes per turn.
+   * At least one record goes per turn. large: the frame is BATCHED_REPLY_BYTES or more, so its
+   * replies wait for the end of the round.
    */
-  private handleRecords(records: P.DecodedRecord[], next: number, clockEvery: number): void {
+  private handleRecords(records: P.DecodedRecord[], next: number, clockEvery: number, large: boolean): void {
     const turn = this.daemon.turn;
     turn.begin(this);
     const started = performance.now();
@@ -416,10 +414,10 @@ export class Session implements SpiSession, SetAside, SlotReader {
     // Replies that are ready leave now, ahead of the peer writes this frame corked (those go
     // out on the next tick): the caller hears back without waiting behind its own bytes. Those
     // to a large frame wait for the round's end, to leave with the rest of the burst's.
-    if (this.largeFrame) this.flushSoon();
+    if (large) this.flushSoon();
     else this.flush();
     if (i < records.length && !this.ended) {
-      this.rest = { records, next: i, clockEvery };
+      this.rest = { records, next: i, clockEvery, large };
       this.updateReading();
       this.daemon.turn.defer(this);
       return;
@@ -434,7 +432,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     const started = performance.now();
     let progressed = false;
     if (this.rest) {
-      this.handleRecords(this.rest.records, this.rest.next, this.rest.clockEvery);
+      this.handleRecords(this.rest.records, this.rest.next, this.rest.clockEvery, this.rest.large);
       progressed = true;
     }
     // Then the messages that arrived meanwhile, in order, as long as none is set aside again
