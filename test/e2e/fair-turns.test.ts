@@ -81,7 +81,9 @@ t.test('bulk senders in many sessions and a quiet session beside them: every byt
   t.ok(deferred > 0, `work was set aside and resumed ${deferred} times`);
   const slots = await readSlotMetrics(d.port);
   t.ok(slots.waits > 0, `sessions stopped reading for others ${slots.waits} times (spiwire_read_slot_waits_total)`);
-  t.equal(slots.waiting, 0, 'with the load done, no session waits for a reader slot');
+  // The slots change hands in the daemon's check phase: a session queued during the load's last
+  // reads gets its slot, or gives it up, a turn or two after the last reply has gone out.
+  t.ok(await until(async () => (await readSlotMetrics(d.port)).waiting === 0, 5000, 1), 'with the load done, no session is left waiting for a reader slot');
   for (const { sock } of loads) await sock.close();
   await quiet.WSPCloseSocket(q.s, S.out(0));
 });
