@@ -3,7 +3,8 @@
  * sockets and the raw baselines meet the same peers. What a peer can be:
  *   - a TCP discard server counting the bytes of each connection (by the client's port), that
  *     answers "expect" when a connection has received a given count, with the time it did, and
- *     on request hashes (SHA-256) what a connection receives, without keeping it;
+ *     on request hashes (SHA-256) what a connection receives, without keeping it; optionally a
+ *     sink that the kernel wakes only once rcvLowat bytes are waiting (SO_RCVLOWAT), or at the end;
  *   - a TCP holder that accepts connections and does not read them until "release";
  *   - a UDP receiver counting datagrams, pushing its count every few datagrams (the senders'
  *     flow control) and remembering when the first and last arrived;
@@ -19,6 +20,7 @@ import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { WebSocketServer } from 'ws';
 import * as S from '@spiwire/client';
+import { fdOf, libc } from '@spiwire/server/internals';
 import { SendPipeline, closeSocket, tcpSocket } from './lib/spi.js';
 
 type Msg = Record<string, unknown> & { id: number; cmd: string };
@@ -53,6 +55,10 @@ interface Listener {
   bytes: number;
   /** "expectNext" requests: each binds to the next connection accepted. */
   next: Array<{ bytes: number; id: number }>;
+  /** SO_RCVLOWAT of every accepted connection, or null (the kernel's default: woken by every byte). */
+  rcvLowat: number | null;
+  /** Connections on which setting it failed (then woken by every byte). */
+  lowatFailed: number;
 }
 
 const listeners = new Map<number, Listener>();
@@ -107,13 +113,29 @@ function read(l: Listener, sock: net.Socket, c: Conn): void {
   sock.resume();
 }
 
+/**
+ * A sink with rcvLowat is woken once that many bytes wait, or at the end, instead of by every
+ * segment: on two shared cores a third process woken by each 100-byte call would compete with the
+ * client and the daemon for them, which the raw baselines' peers do not. Null where the C library
+ * cannot be reached.
+ */
+function lowatOf(m: Msg): number | null {
+  const v = m['rcvLowat'];
+  return typeof v === 'number' && v > 1 && libc() !== null ? v : null;
+}
+
 function tcpListen(m: Msg): void {
   const mode = m['mode'] === 'hold' ? 'hold' : 'discard';
   const server = net.createServer({ pauseOnConnect: true });
-  const l: Listener = { server, mode, held: mode === 'hold', sockets: new Set(), conns: new Map(), accepted: 0, bytes: 0, next: [] };
+  const l: Listener = { server, mode, held: mode === 'hold', sockets: new Set(), conns: new Map(), accepted: 0, bytes: 0, next: [], rcvLowat: lowatOf(m), lowatFailed: 0 };
   server.on('connection', (sock) => {
     l.accepted++;
     l.sockets.add(sock);
+    if (l.rcvLowat !== null) {
+      const c = libc()!;
+      const fd = fdOf(sock);
+      if (fd === null || c.setInt(fd, c.c.SOL_SOCKET, c.c.SO_RCVLOWAT, l.rcvLowat) !== 0) l.lowatFailed++;
+    }
     const remotePort = sock.remotePort ?? 0;
     // A count left from an earlier connection on this port (never read with "ended") is stale.
     if (l.conns.get(remotePort)?.ended) l.conns.delete(remotePort);
@@ -133,7 +155,7 @@ function tcpListen(m: Msg): void {
   server.listen({ host: '127.0.0.1', port: 0, backlog: (m['backlog'] as number | undefined) ?? 4096 }, () => {
     const port = (server.address() as net.AddressInfo).port;
     listeners.set(port, l);
-    reply(m.id, { port });
+    reply(m.id, { port, rcvLowat: l.rcvLowat });
   });
 }
 
@@ -255,7 +277,7 @@ const handlers: Record<string, (m: Msg) => void> = {
   },
   listenerStats: (m) => {
     const l = listener(m);
-    reply(m.id, { accepted: l.accepted, open: l.sockets.size, bytes: l.bytes });
+    reply(m.id, { accepted: l.accepted, open: l.sockets.size, bytes: l.bytes, lowatFailed: l.lowatFailed });
   },
   /** A holder starts reading (and counting) every connection, present and future. */
   release: (m) => {

@@ -16,6 +16,8 @@ export interface NativeConstants {
   SO_LINGER: number;
   SO_DONTROUTE: number;
   SO_ERROR: number;
+  /** Bytes a TCP socket's receive queue must hold before a read wakes its reader (the benchmark's sinks). */
+  SO_RCVLOWAT: number;
   IPPROTO_TCP: number;
   TCP_NODELAY: number;
   TCP_KEEPIDLE: number;
@@ -55,6 +57,7 @@ const LINUX: NativeConstants = {
   SO_LINGER: 13,
   SO_DONTROUTE: 5,
   SO_ERROR: 4,
+  SO_RCVLOWAT: 18,
   IPPROTO_TCP: 6,
   TCP_NODELAY: 1,
   TCP_KEEPIDLE: 4,
@@ -83,6 +86,7 @@ const DARWIN: NativeConstants = {
   SO_LINGER: 0x0080,
   SO_DONTROUTE: 0x0010,
   SO_ERROR: 0x1007,
+  SO_RCVLOWAT: 0x1004,
   IPPROTO_TCP: 6,
   TCP_NODELAY: 1,
   TCP_KEEPIDLE: 0x10,

@@ -1,9 +1,14 @@
 /**
  * Scenario 2: small-call latency. A blocking, nonoverlapped WSPSend of 100 bytes on a blocking
- * TCP socket to the discarding peer, one call at a time (the call returns once the daemon's
+ * TCP socket to a discarding peer, one call at a time (the call returns once the daemon's
  * transport buffer took the bytes: one request/reply over the WebSocket plus the daemon's work),
  * against a raw WebSocket request/response of 100 bytes with ws, to a ws echo server in its own
  * process. Each repetition takes its own samples after a warm-up; p50 and p99 per repetition.
+ *
+ * The peer is a sink the kernel wakes once 64 KiB wait (SO_RCVLOWAT), or at the end: a discard
+ * process woken by every call's 100 bytes spends about 22 us of CPU on each, a third busy process
+ * on the two cores the client and the daemon share, which the raw ws round trip does not have.
+ * The same session's calls to a sink woken by every segment are measured beside them and reported.
  *
  * The headline session is the SDK's default, resumable. A second session without resume makes the
  * same calls in the same repetitions (interleaved with the first), so that what resume costs a
@@ -18,6 +23,8 @@ import { now, percentile, summarize } from '../lib/stats.js';
 import { WARM_UP_SECONDS, repeatFor } from '../lib/warm-up.js';
 
 const SIZE = 100;
+/** The sink's SO_RCVLOWAT: the peer wakes once per 655 calls instead of once per call. */
+const SINK_LOWAT = 64 * 1024;
 
 async function spiwireSamples(ctx: Ctx, spi: S.SpiSession, s: number, n: number): Promise<number[]> {
   const bufs = [S.wsabuf(Buffer.alloc(SIZE, 0x61))];
@@ -67,6 +74,11 @@ export interface LatencyResult {
   p99: Pair;
   /** The resumable session against the same calls in a session without resume (absent in results of older runs). */
   resume?: { p50: Pair; p99: Pair };
+  /**
+   * The resumable session's calls to a discard peer woken by every segment, against the raw ws
+   * round trip (absent in results of runs whose peer was that one).
+   */
+  wokenPeer?: { p50: Pair; p99: Pair };
   checks: Check[];
 }
 
@@ -74,10 +86,12 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
   const samples = ctx.quick ? 50 : 4000;
   const warmBatch = ctx.quick ? 10 : 500;
   let warmup = 0;
+  const sink = await ctx.discard.request<{ port: number; rcvLowat: number | null }>('tcpListen', { mode: 'discard', rcvLowat: SINK_LOWAT });
   const spi = await S.connect(ctx.daemon.url);
-  const { s, localPort } = await tcpSocket(spi, ctx.discardPort, { overlapped: false });
+  const { s, localPort } = await tcpSocket(spi, sink.port, { overlapped: false });
+  const woken = await tcpSocket(spi, ctx.discardPort, { overlapped: false });
   const plain = await S.connect(ctx.daemon.url, { resume: false });
-  const plainSocket = await tcpSocket(plain, ctx.discardPort, { overlapped: false });
+  const plainSocket = await tcpSocket(plain, sink.port, { overlapped: false });
   const ws = new WebSocket(`ws://127.0.0.1:${ctx.wsPort}/`, { perMessageDeflate: false });
   ws.binaryType = 'nodebuffer';
   await new Promise((r, j) => ws.once('open', r).once('error', j));
@@ -87,8 +101,11 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
   const raw99: number[] = [];
   const plain50: number[] = [];
   const plain99: number[] = [];
+  const woken50: number[] = [];
+  const woken99: number[] = [];
   let calls = 0;
   let plainCalls = 0;
+  let wokenCalls = 0;
   let echoes = 0;
   echoedBytes = 0;
   try {
@@ -96,25 +113,32 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
     await repeatFor(ctx.quick ? 0 : WARM_UP_SECONDS, async () => {
       await spiwireSamples(ctx, spi, s, warmBatch);
       await spiwireSamples(ctx, plain, plainSocket.s, warmBatch);
+      await spiwireSamples(ctx, spi, woken.s, warmBatch);
       await wsSamples(ws, warmBatch);
       warmup += warmBatch;
     });
     calls += warmup;
     plainCalls += warmup;
+    wokenCalls += warmup;
     echoes += warmup;
     for (let rep = 0; rep < ctx.reps; rep++) {
       // Each side's samples come in two halves around the others', nested, so that no side is
-      // always first or last: resumable, without resume, raw ws, without resume, resumable.
+      // always first or last: resumable, without resume, woken peer, raw ws, woken peer, without
+      // resume, resumable.
       const half = Math.floor(samples / 2);
       const a1 = await spiwireSamples(ctx, spi, s, half);
       const c1 = await spiwireSamples(ctx, plain, plainSocket.s, half);
+      const w1 = await spiwireSamples(ctx, spi, woken.s, half);
       const b = await wsSamples(ws, samples);
+      const w2 = await spiwireSamples(ctx, spi, woken.s, samples - half);
       const c2 = await spiwireSamples(ctx, plain, plainSocket.s, samples - half);
       const a2 = await spiwireSamples(ctx, spi, s, samples - half);
       const a = [...a1, ...a2];
       const c = [...c1, ...c2];
+      const w = [...w1, ...w2];
       calls += samples;
       plainCalls += samples;
+      wokenCalls += samples;
       echoes += samples;
       sw50.push(percentile(a, 50));
       sw99.push(percentile(a, 99));
@@ -122,15 +146,20 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
       raw99.push(percentile(b, 99));
       plain50.push(percentile(c, 50));
       plain99.push(percentile(c, 99));
-      ctx.log(`  latency rep ${rep + 1}: spiwire p50 ${sw50[rep]!.toFixed(0)} us p99 ${sw99[rep]!.toFixed(0)} us (without resume ${plain50[rep]!.toFixed(0)} / ${plain99[rep]!.toFixed(0)} us); raw ws p50 ${raw50[rep]!.toFixed(0)} us p99 ${raw99[rep]!.toFixed(0)} us`);
+      woken50.push(percentile(w, 50));
+      woken99.push(percentile(w, 99));
+      ctx.log(`  latency rep ${rep + 1}: spiwire p50 ${sw50[rep]!.toFixed(0)} us p99 ${sw99[rep]!.toFixed(0)} us (without resume ${plain50[rep]!.toFixed(0)} / ${plain99[rep]!.toFixed(0)} us; woken peer ${woken50[rep]!.toFixed(0)} / ${woken99[rep]!.toFixed(0)} us); raw ws p50 ${raw50[rep]!.toFixed(0)} us p99 ${raw99[rep]!.toFixed(0)} us`);
     }
   } finally {
     ws.close();
     await closeSocket(spi, s);
+    await closeSocket(spi, woken.s);
     await closeSocket(plain, plainSocket.s);
   }
-  const end = await ctx.discard.connectionEnded(ctx.discardPort, localPort);
-  const plainEnd = await ctx.discard.connectionEnded(ctx.discardPort, plainSocket.localPort);
+  const end = await ctx.discard.connectionEnded(sink.port, localPort);
+  const plainEnd = await ctx.discard.connectionEnded(sink.port, plainSocket.localPort);
+  const wokenEnd = await ctx.discard.connectionEnded(ctx.discardPort, woken.localPort);
+  const lowatFailed = (await ctx.discard.request<{ lowatFailed: number }>('listenerStats', { port: sink.port })).lowatFailed;
   await spi.close();
   await plain.close();
   const pair = (a: number[], b: number[]): Pair => {
@@ -139,13 +168,16 @@ export async function latency(ctx: Ctx): Promise<LatencyResult> {
     return { unit: 'us', better: 'lower', spiwire: x, raw: y, ratio: x.median / y.median, ratioRuns: a.map((v, i) => v / b[i]!) };
   };
   return {
-    params: { bytes: SIZE, samplesPerRep: samples, warmup, warmUpSeconds: ctx.quick ? 0 : WARM_UP_SECONDS },
+    params: { bytes: SIZE, samplesPerRep: samples, warmup, warmUpSeconds: ctx.quick ? 0 : WARM_UP_SECONDS, sinkRcvLowat: sink.rcvLowat ?? 'not set' },
     p50: pair(sw50, raw50),
     p99: pair(sw99, raw99),
     resume: { p50: pair(sw50, plain50), p99: pair(sw99, plain99) },
+    wokenPeer: { p50: pair(woken50, raw50), p99: pair(woken99, raw99) },
     checks: [
       check('latency: bytes at the peer (every blocking WSPSend)', calls * SIZE, end.bytes),
       check('latency: bytes at the peer (every blocking WSPSend of the session without resume)', plainCalls * SIZE, plainEnd.bytes),
+      check('latency: bytes at the peer woken by every segment (every blocking WSPSend to it)', wokenCalls * SIZE, wokenEnd.bytes),
+      check('latency: sink connections whose SO_RCVLOWAT could not be set', 0, lowatFailed),
       check('latency: bytes echoed by the raw ws peer', echoes * SIZE, echoedBytes),
     ],
   };
