@@ -14,6 +14,7 @@ import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limit
 import { CompactHeader, decodeCompactHeader, decodeCompactHeaderPieces, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, writeCompactHeader } from './compact.js';
 
 import { isU32, readU32, writeU32 } from './le32.js';
+import { ackHeader, ackHeaderCount, ackHeaderSize, isAckCount, isAckParams } from './ack-header.js';
 import { joinPieces, PartsReader } from './parts.js';
 import { isRecord } from './guards.js';
 import type { RequestId } from './messages.js';
@@ -34,7 +35,14 @@ export const DEFAULT_DECODE_LIMITS: DecodeLimits = {
 
 /** One decoded record: either a parsed message, or a record whose header could not be parsed. */
 export type DecodedRecord =
-  | { ok: true; message: unknown; /** The header was compact (proto/README.md, section 3, "Compact headers"). */ compact?: boolean }
+  | {
+      ok: true;
+      message: unknown;
+      /** The header was compact (proto/README.md, section 3, "Compact headers"). */
+      compact?: boolean;
+      /** The decoder built the message from a fixed layout (a compact header, or an ack's exact spelling): its params have their method's shape. */
+      shaped?: boolean;
+    }
   | { ok: false; error: ProtocolError };
 
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
@@ -111,7 +119,7 @@ export function decodeFrameParts(parts: readonly Uint8Array[], limits: DecodeLim
     if (pieces.length === 1) out.push(parseHeader(header, pieces[0]!));
     else if (isCompactHeader(header)) {
       try {
-        out.push({ ok: true, message: decodeCompactHeaderPieces(header, pieces), compact: true });
+        out.push({ ok: true, message: decodeCompactHeaderPieces(header, pieces), compact: true, shaped: true });
       } catch (err) {
         out.push({ ok: false, error: asProtocolError(err) });
       }
@@ -140,10 +148,15 @@ export function decodeText(text: string): DecodedRecord {
 function parseHeader(header: Uint8Array, data: Uint8Array): DecodedRecord {
   if (isCompactHeader(header)) {
     try {
-      return { ok: true, message: decodeCompactHeader(header, data), compact: true };
+      return { ok: true, message: decodeCompactHeader(header, data), compact: true, shaped: true };
     } catch (err) {
       return { ok: false, error: asProtocolError(err) };
     }
+  }
+  // An acknowledgement as ackHeader spells it: the message JSON.parse would give, without it.
+  if (data.length === 0) {
+    const received = ackHeaderCount(header);
+    if (received >= 0) return { ok: true, message: { jsonrpc: '2.0', method: 'spiwire.ack', params: { received } }, shaped: true };
   }
   if (nestedTooDeep(header)) return { ok: false, error: tooDeep() };
   let value: unknown;
@@ -319,6 +332,7 @@ export class FrameBuilder {
    */
   addCall(id: RequestId | null, method: string, params: object): void {
     if (this.compact && method === 'WSPSend' && readCompactSend(id, params, this.header)) this.addCompact(this.header);
+    else if (id === null && method === 'spiwire.ack' && isAckParams(params)) this.addAck(params.received);
     else this.add(id === null ? { jsonrpc: '2.0', method, params } : { jsonrpc: '2.0', id, method, params });
   }
 
@@ -332,6 +346,20 @@ export class FrameBuilder {
   addNotification(method: string, params: object): void {
     if (this.compact && method === 'spiwire.completion' && readCompactCompletion(params, this.header)) this.addCompact(this.header);
     else this.add({ jsonrpc: '2.0', method, params });
+  }
+
+  /**
+   * add({jsonrpc: "2.0", method: "spiwire.ack", params: {received}}): the bytes JSON.stringify
+   * would write, written directly (ack-header.ts says why).
+   */
+  addAck(received: number): void {
+    if (!isAckCount(received)) {
+      this.add({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received } });
+      return;
+    }
+    this.reserve(8 + ackHeaderSize(received));
+    const at = this.used;
+    this.endRecord(at, ackHeader(this.buf, at + 4, received), [], 0);
   }
 
   add(message: object): void {

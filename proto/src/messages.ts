@@ -533,8 +533,9 @@ export function validateParams<M extends MethodName>(method: M, params: Record<s
 }
 
 /**
- * validateParams for a call read from a compact header (codec.ts), whose layout already fixes
- * every member and type: only the buffer count, a u16 there, can still be beyond the limit.
+ * validateParams for a call the decoder built from a fixed layout (codec.ts: a compact header, or
+ * an acknowledgement in its exact spelling), which already fixes every member and type: only the
+ * buffer count, a u16 there, can still be beyond the limit.
  */
 export function validateCompactParams<M extends MethodName>(method: M, params: Record<string, unknown>): asserts params is Params<M> {
   const buffers = params['buffers'];

@@ -6,6 +6,7 @@
  */
 import { isRecord } from './guards.js';
 import { readU32 } from './le32.js';
+import { ackHeaderCount } from './ack-header.js';
 
 /** The largest message that can hold nothing but a spiwire.ack: anything longer counts. */
 const ACK_ONLY_MAX = 256;
@@ -67,6 +68,7 @@ export function isAckOnlyMessage(data: Uint8Array, binary: boolean): boolean {
     // One record, and nothing after it.
     if (8 + headerLength + dataLength !== data.length) return false;
     json = data.subarray(4, 4 + headerLength);
+    if (dataLength === 0 && ackHeaderCount(json) >= 0) return true;
   } else {
     json = data;
   }

@@ -517,7 +517,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       // Checked as usual first; then the network subsystem is going away under the caller: a
       // Winsock result, not a protocol error.
       try {
-        if (rec.compact) P.validateCompactParams(method, msg.params);
+        if (rec.shaped === true) P.validateCompactParams(method, msg.params);
         else P.validateParams(method, msg.params);
       } catch (err) {
         this.refuse(id, method, asProtocolError(err), text);
@@ -531,7 +531,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     // typed by hand in a text frame: its answer comes alone, as text.
     this.callRunning = text ? null : id;
     try {
-      result = runMethod(this, method, msg.params, rec.compact === true);
+      result = runMethod(this, method, msg.params, rec.shaped === true);
     } catch (err) {
       this.callRunning = null;
       if (err instanceof P.ProtocolError) this.refuse(id, method, err, text);
@@ -708,7 +708,9 @@ export class Session implements SpiSession, SetAside, SlotReader {
     const received = r.incoming.take();
     if (received === null) return;
     const alone = this.out.recordCount === 0;
-    this.send({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received } }, false);
+    if (!this.producing) return;
+    this.out.addAck(received);
+    this.packed();
     if (alone) this.ackOnly = true;
   };
 

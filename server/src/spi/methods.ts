@@ -59,14 +59,15 @@ type Handler<M extends MethodName> = (session: SpiSession, p: Params<M>) => Resu
 type Handlers = { readonly [M in MethodName]: Handler<M> };
 
 /**
- * Validates params for method M (INVALID_PARAMS otherwise) and runs its handler. compact: the
- * params come from a compact header, whose layout already fixed their types.
+ * Validates params for method M (INVALID_PARAMS otherwise) and runs its handler. shaped: the
+ * decoder built the params from a fixed layout (a compact header, an ack's exact spelling),
+ * which already fixed their types.
  */
-export function runMethod<M extends MethodName>(session: SpiSession, method: M, params: Record<string, unknown>, compact: boolean): Result<M> | Promise<Result<M>> {
+export function runMethod<M extends MethodName>(session: SpiSession, method: M, params: Record<string, unknown>, shaped: boolean): Result<M> | Promise<Result<M>> {
   const calls = session.calls;
   let result: Result<M> | Promise<Result<M>>;
   try {
-    if (compact) W.validateCompactParams(method, params);
+    if (shaped) W.validateCompactParams(method, params);
     else W.validateParams(method, params);
     const handler: Handler<M> = SPI_HANDLERS[method];
     result = handler(session, params);
