@@ -49,12 +49,10 @@ export function isAckParams(params: object): params is { received: number } {
   return keys === 1 && isAckCount((params as { received?: unknown }).received);
 }
 
-/** Bytes ackHeader writes for received (isAckCount(received) must hold). */
-export function ackHeaderSize(received: number): number {
-  return ACK_START.length + String(received).length + 2;
-}
+/** The most bytes ackHeader writes (a count of MAX_DIGITS digits). */
+export const ACK_HEADER_MAX_BYTES = ACK_START.length + MAX_DIGITS + 2;
 
-/** Writes the ack header for received at buf[at..]; returns its length. */
+/** Writes the ack header for received (isAckCount(received) must hold) at buf[at..]; returns its length. */
 export function ackHeader(buf: Uint8Array, at: number, received: number): number {
   buf.set(ACK_START, at);
   let p = at + ACK_START.length;

@@ -14,7 +14,7 @@ import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limit
 import { CompactHeader, decodeCompactHeader, decodeCompactHeaderPieces, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, writeCompactHeader } from './compact.js';
 
 import { isU32, readU32, writeU32 } from './le32.js';
-import { ackHeader, ackHeaderCount, ackHeaderSize, isAckCount, isAckParams } from './ack-header.js';
+import { ACK_HEADER_MAX_BYTES, ackHeader, ackHeaderCount, isAckCount, isAckParams } from './ack-header.js';
 import { joinPieces, PartsReader } from './parts.js';
 import { isRecord } from './guards.js';
 import type { RequestId } from './messages.js';
@@ -357,7 +357,7 @@ export class FrameBuilder {
       this.add({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received } });
       return;
     }
-    this.reserve(8 + ackHeaderSize(received));
+    this.reserve(8 + ACK_HEADER_MAX_BYTES);
     const at = this.used;
     this.endRecord(at, ackHeader(this.buf, at + 4, received), [], 0);
   }
