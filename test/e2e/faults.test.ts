@@ -17,6 +17,7 @@ import {
   overlappedTcp,
   ovSend,
   pattern,
+  peerEnding,
   pollUntil,
   recvInto,
   roundTrip,
@@ -31,7 +32,6 @@ import {
   namelen,
   loopback,
   type Family,
-  type PeerConnection,
 } from '../helpers/harness.js';
 
 /** Routines that record (error, cbTransferred) per tag; with autoApc they run as completions arrive. */
@@ -45,21 +45,6 @@ class Routines {
   of(tag: string): Array<{ err: number; cb: number }> {
     return this.calls.filter((c) => c.tag === tag).map(({ err, cb }) => ({ err, cb }));
   }
-}
-
-/** Waits for the peer side of a connection to be reset (ECONNRESET); false when it ended otherwise. */
-function peerReset(conn: PeerConnection, timeoutMs = 5000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), timeoutMs);
-    conn.socket.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      resolve(err.code === 'ECONNRESET');
-    });
-    conn.socket.once('end', () => {
-      clearTimeout(timer);
-      resolve(false);
-    });
-  });
 }
 
 async function enumEvents(spi: S.SpiSession, s: number, ev: number): Promise<number> {
@@ -248,9 +233,9 @@ for (const f of FAMILIES) {
     await spi.faults.add({ match: { socket: s, nth: 2 }, action: { type: 'error', code: S.WSAECONNRESET } });
     t.same(await send(spi, s, [Buffer.from('before')]), [0, 0, 6]);
     await conn.waitFor(6);
-    const reset = peerReset(conn);
+    const ending = peerEnding(conn);
     t.same(await send(spi, s, [Buffer.from('never')]), [S.SOCKET_ERROR, S.WSAECONNRESET, -1], 'the call fails at once, count untouched');
-    t.ok(await reset, 'the peer saw the connection reset');
+    t.equal(await ending, 'reset', 'the peer saw the connection reset');
     t.equal(conn.received().toString(), 'before', 'the peer got only what was reported sent');
     t.same((await send(spi, s, [Buffer.from('x')])).slice(0, 2), [S.SOCKET_ERROR, S.WSAECONNRESET], 'a later send fails with WSAECONNRESET');
     const rr = await recvInto(spi, s, [16]);
@@ -275,10 +260,10 @@ for (const f of FAMILIES) {
     const b = await ovSend(spi, s, [Buffer.from('yes')], { routine: rec.routine('b') });
     t.equal(b.ret === 0 || b.err === S.WSA_IO_PENDING, true, 'the next send goes (WSAENOBUFS is transient)');
     await conn.waitFor(3);
-    const reset = peerReset(conn);
+    const ending = peerEnding(conn);
     const c = await ovSend(spi, s, [Buffer.from('gone')], { routine: rec.routine('c') });
     t.same([c.ret, c.err], [S.SOCKET_ERROR, S.WSAECONNABORTED], 'WSAECONNABORTED at once');
-    t.ok(await reset, 'the peer saw RST');
+    t.equal(await ending, 'reset', 'the peer saw RST');
     await roundTrip(spi);
     t.same(
       rec.calls.map((x) => x.tag),
@@ -319,10 +304,10 @@ for (const f of FAMILIES) {
     const conn = await next;
     // WSPRecv: WSAECONNRESET resets the real connection.
     await spi.faults.add({ match: { socket: c, functions: ['WSPRecv'] }, action: { type: 'error', code: S.WSAECONNRESET } });
-    const reset = peerReset(conn);
+    const ending = peerEnding(conn);
     const rr = await recvInto(spi, c, [8]);
     t.same([rr.ret, rr.errno], [S.SOCKET_ERROR, S.WSAECONNRESET], 'WSPRecv fails with WSAECONNRESET');
-    t.ok(await reset, 'the peer saw RST');
+    t.equal(await ending, 'reset', 'the peer saw RST');
 
     // WSPAccept: WSAEMFILE takes no connection; the next accept gets it.
     const l = await newSocket(spi, f, 'tcp');

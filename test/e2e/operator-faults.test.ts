@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as S from '@spiwire/client';
-import { closedPort, connectedTcp, daemon, send, session, tcpPeer, type PeerConnection } from '../helpers/harness.js';
+import { closedPort, connectedTcp, daemon, peerEnding, send, session, tcpPeer } from '../helpers/harness.js';
 
 const MAIN = fileURLToPath(new URL('../../../server/dist/src/main.js', import.meta.url));
 const TOKEN = 'operator-secret';
@@ -54,14 +54,6 @@ async function listing(port: number): Promise<S.FaultsListing> {
   return a.body as unknown as S.FaultsListing;
 }
 
-/** Waits for the peer side of a connection to be reset; false when it ended otherwise. */
-function peerReset(conn: PeerConnection): Promise<boolean> {
-  return new Promise((resolve) => {
-    conn.socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNRESET'));
-    conn.socket.once('end', () => resolve(false));
-  });
-}
-
 t.test('a rule added over HTTP reaches a session already connected: WSAECONNRESET, and the peer sees the reset', async (t) => {
   const d = await daemon(t, { token: TOKEN });
   const spi = await session(t, d, { token: TOKEN });
@@ -71,10 +63,10 @@ t.test('a rule added over HTTP reaches a session already connected: WSAECONNRESE
   await conn.waitFor(6);
   const added = await addRule(d.port, { match: { functions: ['WSPSend'] }, action: { type: 'error', code: S.WSAECONNRESET }, times: 1 });
   t.same(added, { status: 201, body: { id: 'op-1' } }, '201 with the id');
-  const reset = peerReset(conn);
+  const ending = peerEnding(conn);
   const [ret, errno] = await send(spi, s, [Buffer.from('after')]);
   t.same([ret, errno], [S.SOCKET_ERROR, S.WSAECONNRESET], 'the next send fails with WSAECONNRESET');
-  t.equal(await reset, true, 'the peer sees RST');
+  t.equal(await ending, 'reset', 'the peer sees RST');
   t.equal(conn.received().toString(), 'before', 'and nothing after the fault');
   const l = await listing(d.port);
   t.same(l.rules.map((r) => [r.id, r.session, r.source, r.hits]), [['op-1', null, 'api', 1]], 'GET /faults counts the hit');

@@ -100,6 +100,43 @@ export function wrapConnection(socket: net.Socket, paused = false): PeerConnecti
   };
 }
 
+/** How a connection ended, as its peer side saw it (peerEnding). */
+export type PeerEnding = 'reset' | 'fin' | 'open' | `error ${string}`;
+
+/**
+ * How the peer's side of a connection ends: 'reset' (RST), 'fin' (a graceful close), 'open' when
+ * neither came within timeoutMs, or the socket's other error. A reset that arrives while bytes are
+ * still unread is reported by libuv as the end of the stream: it reads the bytes, sees the hang-up
+ * and stops without reading the error. So on an end the peer writes one byte: the kernel refuses
+ * it on a reset connection (ECONNRESET, or EPIPE once the error was taken) and accepts it on a
+ * half-closed one (the peer server allows half-open connections).
+ */
+export function peerEnding(conn: PeerConnection, timeoutMs = 10000): Promise<PeerEnding> {
+  const socket = conn.socket;
+  const fromError = (err: NodeJS.ErrnoException): PeerEnding => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'reset' : `error ${err.code ?? err.message}`);
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (how: PeerEnding): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.off('error', onError);
+      socket.off('end', onEnd);
+      resolve(how);
+    };
+    const onError = (err: NodeJS.ErrnoException): void => finish(fromError(err));
+    const onEnd = (): void => {
+      if (socket.destroyed) return finish(socket.errored ? fromError(socket.errored as NodeJS.ErrnoException) : 'fin');
+      socket.write(Buffer.of(0), (err) => finish(err ? fromError(err) : 'fin'));
+    };
+    const timer = setTimeout(() => finish('open'), timeoutMs);
+    if (socket.errored) return finish(fromError(socket.errored as NodeJS.ErrnoException));
+    socket.once('error', onError);
+    if (socket.readableEnded) onEnd();
+    else socket.once('end', onEnd);
+  });
+}
+
 export async function tcpPeer(t: Test, f: Family, opts: { paused?: boolean } = {}): Promise<TcpPeer> {
   const queue: PeerConnection[] = [];
   let waiting: Array<(c: PeerConnection) => void> = [];
