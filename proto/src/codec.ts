@@ -332,7 +332,7 @@ export class FrameBuilder {
    */
   addCall(id: RequestId | null, method: string, params: object): void {
     if (this.compact && method === 'WSPSend' && readCompactSend(id, params, this.header)) this.addCompact(this.header);
-    else if (id === null && method === 'spiwire.ack' && isAckParams(params)) this.addAck(params.received);
+    else if (id === null && method === 'spiwire.ack' && isAckParams(params)) this.addAckHeader(params.received);
     else this.add(id === null ? { jsonrpc: '2.0', method, params } : { jsonrpc: '2.0', id, method, params });
   }
 
@@ -353,10 +353,12 @@ export class FrameBuilder {
    * would write, written directly (ack-header.ts says why).
    */
   addAck(received: number): void {
-    if (!isAckCount(received)) {
-      this.add({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received } });
-      return;
-    }
+    if (isAckCount(received)) this.addAckHeader(received);
+    else this.add({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received } });
+  }
+
+  /** addAck for a count isAckCount has taken. */
+  private addAckHeader(received: number): void {
     this.reserve(8 + ACK_HEADER_MAX_BYTES);
     const at = this.used;
     this.endRecord(at, ackHeader(this.buf, at + 4, received), [], 0);

@@ -136,11 +136,6 @@ const enum OpPhase {
 }
 
 /**
- * An overlapped operation that has started and not completed. It is the operation's Completion:
- * the socket calls complete() on it, so a pending operation costs this object and nothing more
- * in the session (no closure, no context).
- */
-/**
  * performance.now() when the daemon began a frame, shared by the operations the frame started: a
  * time held in each would be a boxed number of its own, 16 bytes more per pending operation.
  */
@@ -148,6 +143,11 @@ interface FrameStart {
   readonly at: number;
 }
 
+/**
+ * An overlapped operation that has started and not completed. It is the operation's Completion:
+ * the socket calls complete() on it, so a pending operation costs this object and nothing more
+ * in the session (no closure, no context).
+ */
 class PendingOp implements Completion {
   /** How to end it early, once the socket says it is pending. */
   cancel: Cancellable | null = null;
