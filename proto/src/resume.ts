@@ -27,7 +27,7 @@ function includes(hay: Uint8Array, needle: Uint8Array): boolean {
 /**
  * When an end acknowledges what it counted (the SDK and the daemon alike; any schedule works for
  * the protocol, these keep the other side's kept messages few): every ACK_EVERY messages, every
- * ACK_BYTES bytes, or ACK_DELAY_MS after a message that did not trigger one.
+ * ACK_BYTES bytes, or once the oldest message not yet acknowledged is ACK_DELAY_MS old.
  */
 export const ACK_EVERY = 32;
 export const ACK_BYTES = 1024 * 1024;
@@ -86,7 +86,7 @@ export function isAckOnlyMessage(data: Uint8Array, binary: boolean): boolean {
 
 /**
  * One end's count of the counted messages the other end sent, and its schedule for
- * acknowledging them (P.ackDue, or ACK_DELAY_MS after the first unacknowledged one). The daemon
+ * acknowledging them (P.ackDue, or once the oldest unacknowledged one is ACK_DELAY_MS old). The daemon
  * and the SDK each keep one per resumable session.
  */
 export class ReceiveCounter {
@@ -95,11 +95,13 @@ export class ReceiveCounter {
   /** The count last acknowledged, by spiwire.ack or in a handshake. */
   private acked = 0;
   private bytesSinceAck = 0;
+  /** performance.now() when the first message not yet acknowledged was counted; -1: none. */
+  private firstUnackedAt = -1;
   private timer: ReturnType<typeof setTimeout> | null = null;
 
   /**
    * ackNow is asked to acknowledge (at once or on the timer); it calls take() once it can send.
-   * delayMs: how long after a message that made no acknowledgement due one goes anyway.
+   * delayMs: how long a message not acknowledged by count waits at most for an acknowledgement.
    */
   constructor(
     private readonly ackNow: () => void,
@@ -114,18 +116,28 @@ export class ReceiveCounter {
     if (data instanceof Uint8Array && isAckOnlyMessage(data, binary)) return;
     this.received++;
     this.bytesSinceAck += data.length;
+    // Once per acknowledgement, not per message.
+    if (this.firstUnackedAt < 0) this.firstUnackedAt = performance.now();
     if (ackDue(this.received - this.acked, this.bytesSinceAck)) this.ackNow();
     else this.timer ??= setTimeout(this.onTimer, this.delayMs);
   }
 
   /**
-   * The timer is left running when an acknowledgement goes out for another reason, and does
-   * nothing when it fires with nothing new: arming and clearing one per acknowledgement made and
-   * dropped a timer list in node every 32 messages, on the path of every small call.
+   * The timer is left running when an acknowledgement goes out for another reason (arming and
+   * clearing one per acknowledgement made and dropped a timer list in node every 32 messages, on
+   * the path of every small call). When it fires it acknowledges only what has waited delayMs;
+   * messages counted since the last acknowledgement that are younger wait for it to fire again.
+   * Under steady traffic the counts acknowledge everything, and a timer that acknowledged what
+   * was a few messages old sent an extra message every delayMs, waking the other end in the
+   * middle of a call (scenario 2's p99 ratio of a resumable session to one without resume went
+   * from 1.165 to 1.124 on average over twelve alternating runs each).
    */
   private readonly onTimer = (): void => {
     this.timer = null;
-    if (this.received !== this.acked) this.ackNow();
+    if (this.received === this.acked) return;
+    const wait = this.firstUnackedAt + this.delayMs - performance.now();
+    if (wait >= 1) this.timer = setTimeout(this.onTimer, Math.ceil(wait));
+    else this.ackNow();
   };
 
   /** The count to acknowledge now, or null when the other end has it already. */
@@ -139,6 +151,7 @@ export class ReceiveCounter {
   told(): void {
     this.acked = this.received;
     this.bytesSinceAck = 0;
+    this.firstUnackedAt = -1;
   }
 
   /** No acknowledgement is pending on the timer any more (until the next message). */

@@ -22,6 +22,34 @@ t.test('a frame holding only spiwire.ack is not counted; anything else is', asyn
   t.notOk(P.isAckOnlyMessage(new TextEncoder().encode('{"method":"spiwire.ack"'), false), 'bad JSON');
 });
 
+t.test('ReceiveCounter: the timer acknowledges only a message that has waited the delay, not one younger', async (t) => {
+  const call = P.encodeFrame({ jsonrpc: '2.0', id: 1, method: 'WSPListen', params: { s: 1, backlog: 1 } });
+  const delayMs = 200;
+  let asked = 0;
+  let wake: () => void = () => undefined;
+  const counter = new P.ReceiveCounter(() => {
+    asked++;
+    wake();
+  }, delayMs);
+  t.teardown(() => counter.stop());
+  const nextAsk = (): Promise<void> => new Promise((resolve) => (wake = resolve));
+  // The first message arms the timer; the ACK_EVERY-th, half a delay later, is acknowledged by count.
+  counter.count(call, true);
+  await new Promise((resolve) => setTimeout(resolve, delayMs / 2));
+  for (let i = 1; i < P.ACK_EVERY; i++) counter.count(call, true);
+  t.equal(asked, 1, 'due by count');
+  t.equal(counter.take(), P.ACK_EVERY);
+  // One more message: the timer, armed by the first, fires about half a delay after it.
+  const later = nextAsk();
+  const countedAt = performance.now();
+  counter.count(call, true);
+  await later;
+  // Timers fire late, never early (libuv's clock is in whole milliseconds: 1 ms of slack).
+  t.ok(performance.now() - countedAt >= delayMs - 1, `acknowledged ${(performance.now() - countedAt).toFixed(1)} ms after it was counted, not before the delay`);
+  t.equal(asked, 2, 'asked once, when the message had waited the delay');
+  t.equal(counter.take(), P.ACK_EVERY + 1);
+});
+
 t.test('ReceiveCounter: an ack every ACK_EVERY messages at once, else one ACK_DELAY_MS after the first not acknowledged', async (t) => {
   const call = P.encodeFrame({ jsonrpc: '2.0', id: 1, method: 'WSPListen', params: { s: 1, backlog: 1 } });
   let asked = 0;
