@@ -265,7 +265,7 @@ t.test('bytes held for ended sessions count against a daemon budget, show in /he
   const small = await tcpSocket(live);
   await connectTo(live, small, peer.port);
   const few = await live.call('WSPSend', { s: small, buffers: [pattern(1000, 4)], flags: 0 });
-  t.same([few['ret'], few['bytesSent']], [0, 1000], 'a small send within the fair share still goes');
+  t.same([few['ret'], few['bytesSent']], [0, 1000], `a small send within the fair share still goes (errno ${String(few['errno'])})`);
   await live.close();
   // After the linger time the connections are reset and the bytes released.
   t.ok(await eventually(async () => (await healthz(d.port))['heldBytes'] === 0, 10000), 'released after the linger time');
