@@ -535,18 +535,12 @@ export class RpcConnection {
   /**
    * An acknowledgement is due. Into a frame already being packed it goes at once. Alone it would
    * be a frame of its own, a write here and a wake-up of the daemon, usually just before the call
-   * that the continuation of the reply makes: so it waits for that call (enqueue packs it first)
-   * or, when none comes, for the end of this round of I/O (ackAlone).
+   * that the continuation of the reply makes: so it waits for the next call (enqueue packs it
+   * first), or, when none comes, for the counter's timer (late), which sends it alone.
    */
-  private readonly sendAck = (): void => {
-    if (this.out.recordCount > 0) return this.packAck();
-    if (this.ackWaiting) return;
-    this.ackWaiting = true;
-    setImmediate(this.ackAlone);
-  };
-
-  private readonly ackAlone = (): void => {
-    if (this.ackWaiting) this.packAck();
+  private readonly sendAck = (late: boolean): void => {
+    if (late || this.out.recordCount > 0) this.packAck();
+    else this.ackWaiting = true;
   };
 
   /** Packs a spiwire.ack of what has been counted; a frame that holds nothing else is not counted. */

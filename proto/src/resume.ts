@@ -100,11 +100,14 @@ export class ReceiveCounter {
   private timer: ReturnType<typeof setTimeout> | null = null;
 
   /**
-   * ackNow is asked to acknowledge (at once or on the timer); it calls take() once it can send.
+   * ackNow is asked to acknowledge; it calls take() once it can send. late is false when the
+   * count made one due, as a message arrived: it may ride on what the end sends next, since the
+   * timer, armed meanwhile, asks again (late true) once the oldest message counted has waited
+   * delayMs, and that one must go at once.
    * delayMs: how long a message not acknowledged by count waits at most for an acknowledgement.
    */
   constructor(
-    private readonly ackNow: () => void,
+    private readonly ackNow: (late: boolean) => void,
     private readonly delayMs = ACK_DELAY_MS,
   ) {}
 
@@ -118,8 +121,8 @@ export class ReceiveCounter {
     this.bytesSinceAck += data.length;
     // Once per acknowledgement, not per message.
     if (this.firstUnackedAt < 0) this.firstUnackedAt = performance.now();
-    if (ackDue(this.received - this.acked, this.bytesSinceAck)) this.ackNow();
-    else this.timer ??= setTimeout(this.onTimer, this.delayMs);
+    this.timer ??= setTimeout(this.onTimer, this.delayMs);
+    if (ackDue(this.received - this.acked, this.bytesSinceAck)) this.ackNow(false);
   }
 
   /**
@@ -137,7 +140,7 @@ export class ReceiveCounter {
     if (this.received === this.acked) return;
     const wait = this.firstUnackedAt + this.delayMs - performance.now();
     if (wait >= 1) this.timer = setTimeout(this.onTimer, Math.ceil(wait));
-    else this.ackNow();
+    else this.ackNow(true);
   };
 
   /** The count to acknowledge now, or null when the other end has it already. */

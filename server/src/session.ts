@@ -357,6 +357,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
     if (this.resume !== null) this.countReceived(data, isBinary);
     if (this.rest || this.waiting.length > 0) {
       this.waiting.push({ data, isBinary });
+      // An acknowledgement this message made due goes without waiting for it to be handled.
+      this.flushSoon();
       return;
     }
     if (this.daemon.turn.holdsBack(this, data.length)) {
@@ -364,6 +366,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.waiting.push({ data, isBinary });
       this.updateReading();
       this.daemon.turn.defer(this);
+      this.flushSoon();
       return;
     }
     this.handleMessage(data, isBinary);
@@ -375,6 +378,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
       const rec = P.decodeText(data.toString('utf8'));
       this.frameStarted = { at: performance.now() };
       this.handleRecord(rec, true);
+      // A notification has no reply to carry an acknowledgement this message made due.
+      this.flushSoon();
       return;
     }
     let records: P.DecodedRecord[];
@@ -709,17 +714,23 @@ export class Session implements SpiSession, SetAside, SlotReader {
     r.incoming.count(data, isBinary);
   }
 
-  private readonly sendAck = (): void => {
+  /**
+   * An acknowledgement is due. One the count made due as a message arrived (late false) goes with
+   * the replies to that message, in the frame flushed once it is handled (onMessage schedules a
+   * flush when the message has to wait), without a flush of its own scheduled on every ack; the
+   * timer's (late) goes at the end of the round.
+   */
+  private readonly sendAck = (late: boolean): void => {
     const r = this.resume;
     if (r === null) return;
     if (this.ws === null || this.ws.readyState !== WS_OPEN) return r.incoming.stop();
+    if (!this.producing) return;
     const received = r.incoming.take();
     if (received === null) return;
     const alone = this.out.recordCount === 0;
-    if (!this.producing) return;
     this.out.addAck(received);
-    this.packed();
-    if (alone) this.ackOnly = true;
+    if (late) this.packed();
+    this.ackOnly = alone;
   };
 
   /** spiwire.ack from the client: the messages it has received need not be kept any longer. */
