@@ -13,10 +13,13 @@ const ACK_ONLY_MAX = 256;
 
 const utf8 = new TextDecoder();
 const ACK_NAME = new TextEncoder().encode('"spiwire.ack"');
+/** Below this, the first byte of a record header is a compact header's kind, never JSON (section 3). */
+const FIRST_JSON_BYTE = 0x09;
 
-function includes(hay: Uint8Array, needle: Uint8Array): boolean {
+/** Whether hay[from..to) holds needle. */
+function includes(hay: Uint8Array, from: number, to: number, needle: Uint8Array): boolean {
   const first = needle[0]!;
-  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
+  outer: for (let i = from; i + needle.length <= to; i++) {
     if (hay[i] !== first) continue;
     for (let k = 1; k < needle.length; k++) if (hay[i + k] !== needle[k]) continue outer;
     return true;
@@ -58,26 +61,28 @@ export type ResumeRefusal = 'not-here' | 'unknown-session' | 'bad-token' | 'bad-
  */
 export function isAckOnlyMessage(data: Uint8Array, binary: boolean): boolean {
   if (data.length > ACK_ONLY_MAX) return false;
-  let json: Uint8Array;
+  let from = 0;
+  let to = data.length;
   if (binary) {
     if (data.length < 8) return false;
     // (No DataView: constructing one per message is a call into C++.)
     const headerLength = readU32(data, 0);
     if (8 + headerLength > data.length) return false;
+    // A compact header (a WSPSend, its reply, a completion: most short messages) is not JSON,
+    // so not an ack: no view and no scan for those.
+    if (headerLength > 0 && data[4]! < FIRST_JSON_BYTE) return false;
     const dataLength = readU32(data, 4 + headerLength);
     // One record, and nothing after it.
     if (8 + headerLength + dataLength !== data.length) return false;
-    json = data.subarray(4, 4 + headerLength);
-    if (dataLength === 0 && ackHeaderCount(json) >= 0) return true;
-  } else {
-    json = data;
+    from = 4;
+    to = 4 + headerLength;
+    if (dataLength === 0 && ackHeaderCount(data.subarray(from, to)) >= 0) return true;
   }
-  // Parsed only when the name is there: most short messages are small calls, often in compact
-  // (binary) headers, which must not cost a JSON.parse each.
-  if (!includes(json, ACK_NAME)) return false;
+  // Parsed only when the name is there: small calls with JSON headers must not cost a JSON.parse each.
+  if (!includes(data, from, to, ACK_NAME)) return false;
   let msg: unknown;
   try {
-    msg = JSON.parse(utf8.decode(json));
+    msg = JSON.parse(utf8.decode(data.subarray(from, to)));
   } catch {
     return false;
   }

@@ -17,6 +17,12 @@ t.test('a frame holding only spiwire.ack is not counted; anything else is', asyn
   t.notOk(P.isAckOnlyMessage(frame({ ...ack, id: 1 }), true), 'an ack with an id (a request, answered)');
   t.notOk(P.isAckOnlyMessage(frame({ jsonrpc: '2.0', method: 'spiwire.completion', params: { op: 1, s: 1, error: 0, bytes: 1, flags: 0 } }), true), 'another notification');
   t.notOk(P.isAckOnlyMessage(frame({ jsonrpc: '2.0', method: 'WSPSend', params: { s: 1, buffers: [new Uint8Array(1000)], flags: 0 } }), true), 'a large frame is never looked into');
+  const compact = new P.FrameBuilder((n) => new Uint8Array(n), 256);
+  compact.compact = true;
+  compact.add({ jsonrpc: '2.0', method: 'spiwire.completion', params: { op: 1, s: 1, error: 0, bytes: 1, flags: 0 } });
+  const completion = compact.finish();
+  t.ok(completion[4]! < 0x09, 'a compact completion (its header starts with its kind)');
+  t.notOk(P.isAckOnlyMessage(completion, true), 'is counted');
   t.notOk(P.isAckOnlyMessage(new Uint8Array([1, 2, 3]), true), 'garbage');
   t.notOk(P.isAckOnlyMessage(new Uint8Array([255, 255, 255, 255, 0, 0, 0, 0]), true), 'a length beyond the message');
   t.notOk(P.isAckOnlyMessage(new TextEncoder().encode('{"method":"spiwire.ack"'), false), 'bad JSON');

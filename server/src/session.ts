@@ -354,22 +354,20 @@ export class Session implements SpiSession, SetAside, SlotReader {
   /** data: a text message's bytes, or a binary message, whole or in the parts it arrived in (sliced-messages.ts). */
   private onMessage(data: BinaryMessage, isBinary: boolean): void {
     if (this.ended) return;
-    if (this.resume !== null) this.countReceived(data, isBinary);
     if (this.rest || this.waiting.length > 0) {
       this.waiting.push({ data, isBinary });
-      // An acknowledgement this message made due goes without waiting for it to be handled.
-      this.flushSoon();
-      return;
-    }
-    if (this.daemon.turn.holdsBack(this, data.length)) {
+    } else if (this.daemon.turn.holdsBack(this, data.length)) {
       // Other sessions used this turn's time: this message waits for the check phase.
       this.waiting.push({ data, isBinary });
       this.updateReading();
       this.daemon.turn.defer(this);
-      this.flushSoon();
-      return;
+    } else {
+      this.handleMessage(data, isBinary);
+      if (this.ended) return;
     }
-    this.handleMessage(data, isBinary);
+    // Counted once handled, when its replies are already written: counting, and an
+    // acknowledgement it makes due, stay off the round trip of a small call.
+    if (this.resume !== null) this.countReceived(data, isBinary);
   }
 
   private handleMessage(data: BinaryMessage, isBinary: boolean): void {
@@ -378,8 +376,6 @@ export class Session implements SpiSession, SetAside, SlotReader {
       const rec = P.decodeText(data.toString('utf8'));
       this.frameStarted = { at: performance.now() };
       this.handleRecord(rec, true);
-      // A notification has no reply to carry an acknowledgement this message made due.
-      this.flushSoon();
       return;
     }
     let records: P.DecodedRecord[];
@@ -715,10 +711,10 @@ export class Session implements SpiSession, SetAside, SlotReader {
   }
 
   /**
-   * An acknowledgement is due. One the count made due as a message arrived (late false) goes with
-   * the replies to that message, in the frame flushed once it is handled (onMessage schedules a
-   * flush when the message has to wait), without a flush of its own scheduled on every ack; the
-   * timer's (late) goes at the end of the round.
+   * An acknowledgement is due. One the count made due (late false) is packed and goes with
+   * whatever the session sends next, replies or notifications, without a flush scheduled for it
+   * alone; if nothing goes, the counter's timer asks again (late) once the oldest message it
+   * covers is P.ACK_DELAY_MS old, and that one is flushed at the end of the round.
    */
   private readonly sendAck = (late: boolean): void => {
     const r = this.resume;
