@@ -30,7 +30,8 @@ t.test('a frame holding only spiwire.ack is not counted; anything else is', asyn
 
 t.test('ReceiveCounter: the timer acknowledges only a message that has waited the delay, not one younger', async (t) => {
   const call = P.encodeFrame({ jsonrpc: '2.0', id: 1, method: 'WSPListen', params: { s: 1, backlog: 1 } });
-  const delayMs = 200;
+  // Long beside the 100 ms pause below, so that a slow machine cannot make the timer fire first.
+  const delayMs = 1000;
   let asked = 0;
   let wake: () => void = () => undefined;
   const counter = new P.ReceiveCounter(() => {
@@ -39,13 +40,13 @@ t.test('ReceiveCounter: the timer acknowledges only a message that has waited th
   }, delayMs);
   t.teardown(() => counter.stop());
   const nextAsk = (): Promise<void> => new Promise((resolve) => (wake = resolve));
-  // The first message arms the timer; the ACK_EVERY-th, half a delay later, is acknowledged by count.
+  // The first message arms the timer; the ACK_EVERY-th, 100 ms later, is acknowledged by count.
   counter.count(call, true);
-  await new Promise((resolve) => setTimeout(resolve, delayMs / 2));
+  await new Promise((resolve) => setTimeout(resolve, 100));
   for (let i = 1; i < P.ACK_EVERY; i++) counter.count(call, true);
   t.equal(asked, 1, 'due by count');
   t.equal(counter.take(), P.ACK_EVERY);
-  // One more message: the timer, armed by the first, fires about half a delay after it.
+  // One more message: the timer, armed by the first, fires about 900 ms after it.
   const later = nextAsk();
   const countedAt = performance.now();
   counter.count(call, true);
