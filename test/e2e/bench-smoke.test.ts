@@ -62,6 +62,9 @@ t.test('npm run bench -- --quick: every scenario runs and moves the expected byt
   expectEvery('manySessions', /^many sessions run \d+: bytes at the peer/, 16 * 64 * 1024, 4);
   expectEvery('manySessions', /one session alone: bytes at the peer \(session 1\)/, 4 * 16 * 64 * 1024, 1);
   expectEvery('manySessions', /one session alone: bytes at the peer \(session [234]\)/, 0, 3);
+  // Raw node:net beside them: the same bytes on 4 connections, then on one.
+  expectEvery('manySessions', /^many sessions run \d+, raw, 4 connections: bytes at the peer/, 16 * 64 * 1024, 4);
+  expectEvery('manySessions', /^many sessions run \d+, raw, one connection: bytes at the peer/, 4 * 16 * 64 * 1024, 1);
   expectEvery('smallSendRateHook', /bytes at the peer/, 2000 * 100, 2);
   expectEvery('udp', /run \d+: datagrams received$/, 2000, 2);
   expectEvery('udp', /bytes at the receiver/, 2000 * 1024, 2);
