@@ -96,8 +96,10 @@ t.test('bad resumes are refused with a documented reason; the session stays resu
   t.same(refusalData, { reason: 'not-first', daemonId }, 'with the reason and this daemon\'s id, as every refusal');
   t.equal(inside.closeCode, 1000, 'and the session goes on');
 
-  // After all that, the right resume still works.
-  const ok = await exchange(url, [resume(good)], 300);
+  // After all that, the right resume still works. It carries an id here: accepted, and ignored
+  // (section 20: the answer is spiwire.resumed, never a response to the resume).
+  const ok = await exchange(url, [JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'spiwire.resume', params: good })], 300);
   t.equal(ok.messages[0]?.['method'], 'spiwire.resumed', 'the session was untouched by the refusals');
+  t.notOk(ok.messages.some((m) => m['id'] === 7), 'no response to the id the resume carried');
   t.notOk(lines.some((l) => Number(l['level']) >= 50), 'nothing at error level');
 });

@@ -498,7 +498,9 @@ t.test('schema.json validates every message the daemon sends: replies, errors an
   t.equal((await conn.waitFor(27)).toString(), 'first;rest;pending;compact;', 'the peer got every byte');
   await call('WSPEventSelect', { s: h, events: P.FD_READ | P.FD_CLOSE });
   conn.socket.resetAndDestroy();
-  await s.wait((m) => m.method === 'spiwire.networkEvents' && (Number(m.params?.['events']) & P.FD_CLOSE) !== 0);
+  const closed = await s.wait((m) => m.method === 'spiwire.networkEvents' && (Number(m.params?.['events']) & P.FD_CLOSE) !== 0);
+  // Section 12: errors names only the events with a nonzero code, by their FD_* names.
+  t.same(closed.params?.['errors'], { FD_CLOSE: P.WSAECONNABORTED }, 'FD_CLOSE after a reset: WSAECONNABORTED, keyed FD_CLOSE');
 
   // A UDP socket: a pending WSPRecvFrom completes with data and from.
   const u = (await call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: P.WSA_FLAG_OVERLAPPED }))['ret'] as number;
