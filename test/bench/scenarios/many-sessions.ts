@@ -67,6 +67,11 @@ function perMb(t: Tally): string {
   return t.mb > 0 ? `${(t.daemon / t.mb).toFixed(0)} + ${(t.load / t.mb).toFixed(0)} + ${(t.peer / t.mb).toFixed(0)} us` : '-';
 }
 
+/** A raw tally's CPU per MB as text: writer + discard peer, us. */
+function rawPerMb(t: Tally): string {
+  return t.mb > 0 ? `${(t.load / t.mb).toFixed(0)} + ${(t.peer / t.mb).toFixed(0)} us` : '-';
+}
+
 function perMbOf(t: Tally): CpuPerMb {
   return { daemon: t.daemon / t.mb, load: t.load / t.mb, peer: t.peer / t.mb };
 }
@@ -201,7 +206,7 @@ export async function manySessions(ctx: Ctx, sessions = ctx.quick ? 4 : 32): Pro
         p50.push(percentile(all.lat, 50));
         p99.push(percentile(all.lat, 99));
       }
-      ctx.log(`  many sessions rep ${rep + 1}: ${aggregate[rep]!.toFixed(0)} MB/s in all, one session alone ${one[rep]!.toFixed(0)} MB/s; bystander p50 ${p50[rep]?.toFixed(0)} us, p99 ${p99[rep]?.toFixed(0)} us (${all.lat.length} calls); CPU per MB so far, daemon + load + peer: all ${perMb(cpu.aggregate)}, alone ${perMb(cpu.alone)}; raw ${rawAggregate[rep]!.toFixed(0)} MB/s in all, one connection ${rawOne[rep]!.toFixed(0)} MB/s, CPU per MB, writer + peer: all ${perMb({ ...cpu.rawAggregate, daemon: 0 })}, one ${perMb({ ...cpu.rawAlone, daemon: 0 })}`);
+      ctx.log(`  many sessions rep ${rep + 1}: ${aggregate[rep]!.toFixed(0)} MB/s in all, one session alone ${one[rep]!.toFixed(0)} MB/s; bystander p50 ${p50[rep]?.toFixed(0)} us, p99 ${p99[rep]?.toFixed(0)} us (${all.lat.length} calls); CPU per MB so far, daemon + load + peer: all ${perMb(cpu.aggregate)}, alone ${perMb(cpu.alone)}; raw ${rawAggregate[rep]!.toFixed(0)} MB/s in all, one connection ${rawOne[rep]!.toFixed(0)} MB/s, CPU per MB, writer + peer: all ${rawPerMb(cpu.rawAggregate)}, one ${rawPerMb(cpu.rawAlone)}`);
     }
     await closeSocket(watcher, ws);
     await loader.request('loadEnd');
