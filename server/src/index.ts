@@ -7,6 +7,7 @@ import { isLoopbackHost } from './security.js';
 import type { Session } from './session.js';
 import { VERSION } from './version.js';
 import { AllowList } from './allow-list.js';
+import { closeWithin, SHUTDOWN_CLOSE_MS, SHUTDOWN_CLOSE_REASON } from './close-within.js';
 import { DEFAULT_HOST } from './config.js';
 import type { OperatorFaultRule } from '@spiwire/proto';
 
@@ -98,6 +99,10 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
       closing ??= (async () => {
         ctx.shuttingDown = true;
         await Promise.all([...sessions].map((s) => s.shutdown()));
+        // Connections without a session end under the same rule: a resume handshake still
+        // waiting for its message, a refused resume whose client keeps its side open. The server
+        // would otherwise wait for them past the shutdown deadline.
+        await Promise.all([...app.websocketServer.clients].map((ws) => closeWithin(ws, 1001, SHUTDOWN_CLOSE_REASON, SHUTDOWN_CLOSE_MS)));
         // Bytes WSPSend accepted reach the kernel (which delivers them after the exit), up to
         // the drain deadline; connections that cannot deliver by then are reset and logged.
         await ctx.draining.drainAll(limits.drainMs);

@@ -28,6 +28,7 @@ import { UdpSocket } from './sockets/udp-socket.js';
 import { binaryMessage, MessageParts, sliceBinaryMessages, type BinaryMessage } from './sliced-messages.js';
 import { runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
 import type { CallCounts, SessionEndKind } from './metrics.js';
+import { closeWithin, SHUTDOWN_CLOSE_MS, SHUTDOWN_CLOSE_REASON } from './close-within.js';
 
 /**
  * Methods that maxPendingRequests never refuses (proto/README.md section 6): they never wait, and
@@ -1096,18 +1097,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     const ws = this.ws;
     // A session waiting for a resume has no connection to close.
     if (ws === null) return;
-    await new Promise<void>((resolve) => {
-      if (ws.readyState === 3) return resolve();
-      const t = setTimeout(() => {
-        ws.terminate();
-        resolve();
-      }, 2000);
-      ws.once('close', () => {
-        clearTimeout(t);
-        resolve();
-      });
-      ws.close(1001, 'daemon shutting down');
-    });
+    await closeWithin(ws, 1001, SHUTDOWN_CLOSE_REASON, SHUTDOWN_CLOSE_MS);
   }
 
   /**

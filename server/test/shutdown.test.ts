@@ -16,7 +16,7 @@ import { RawSession, cleanEnv, reapOnExit, connectOutcome, connectTo, ipv4, json
  * A WebSocket client written by hand on a raw TCP socket: it completes the upgrade, then never
  * answers anything, the close handshake included. Resolves once the 101 response has arrived.
  */
-async function unresponsiveClient(t: Test, port: number): Promise<{ socket: net.Socket; gone: Promise<void> }> {
+async function unresponsiveClient(t: Test, port: number, path = '/ws'): Promise<{ socket: net.Socket; gone: Promise<void> }> {
   const socket = net.connect({ host: '127.0.0.1', port });
   socket.on('error', () => undefined);
   t.teardown(() => {
@@ -38,7 +38,7 @@ async function unresponsiveClient(t: Test, port: number): Promise<{ socket: net.
     socket.once('connect', () => {
       socket.write(
         [
-          'GET /ws HTTP/1.1',
+          `GET ${path} HTTP/1.1`,
           `Host: 127.0.0.1:${port}`,
           'Upgrade: websocket',
           'Connection: Upgrade',
@@ -195,6 +195,31 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     t.equal(await connectOutcome(d.port), 'ECONNREFUSED', 'nothing listens any more');
   });
 }
+
+t.test('close() also ends connections without a session: a resume handshake never sent, a refused resume never answered', async (t) => {
+  const d: Daemon = await startServer({ port: 0 });
+  let closed = false;
+  t.teardown(() => (closed ? undefined : d.close()));
+  // A resume connection whose spiwire.resume never comes (the daemon would wait 10 s for it).
+  const silent = await unresponsiveClient(t, d.port, '/ws?resume=nobody&daemon=nowhere');
+  // A resume connection refused at once (its first message is not a frame), whose client never
+  // answers the 4009 close and keeps its side open.
+  const refused = await unresponsiveClient(t, d.port, '/ws?resume=nobody&daemon=nowhere');
+  const frames: Buffer[] = [];
+  refused.socket.on('data', (c: Buffer) => frames.push(c));
+  // A masked binary frame by hand (mask key 0): the 5 bytes 09 00 00 00 01, no frame of the spec.
+  refused.socket.write(Buffer.from([0x82, 0x85, 0, 0, 0, 0, 9, 0, 0, 0, 1]));
+  t.ok(await until(() => Buffer.concat(frames).includes(Buffer.from([0x0f, 0xa9])), 5000), 'the daemon sent its close frame, code 4009');
+
+  const started = Date.now();
+  const closing = d.close();
+  closed = true;
+  t.equal(await within(closing.then(() => 'closed'), 6000, 'timeout'), 'closed', 'close() finishes although neither client answers');
+  const took = Date.now() - started;
+  t.ok(took < 5000, `close() took ${took} ms`);
+  t.not(await within(silent.gone, 1000, 'still open'), 'still open', 'the silent resume connection was dropped');
+  t.not(await within(refused.gone, 1000, 'still open'), 'still open', 'the refused one too');
+});
 
 t.test('CLI: SIGTERM with a client that never answers the close handshake still exits 0 promptly', async (t) => {
   const d = await startCli(t);

@@ -1,0 +1,27 @@
+/** Ending a WebSocket connection at daemon shutdown without waiting on its client for ever. */
+import type { WebSocket } from 'ws';
+
+/** How long a client has to answer the close handshake at shutdown (spec section 16). */
+export const SHUTDOWN_CLOSE_MS = 2000;
+/** The close reason at shutdown (close code 1001, going away). */
+export const SHUTDOWN_CLOSE_REASON = 'daemon shutting down';
+
+/**
+ * Closes ws with code and reason (unless it is closed already) and resolves once it is closed; a
+ * client that has not finished the closing handshake within ms is dropped (section 16 of the spec).
+ */
+export function closeWithin(ws: WebSocket, code: number, reason: string, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (ws.readyState === ws.CLOSED) return resolve();
+    const t = setTimeout(() => {
+      ws.terminate();
+      resolve();
+    }, ms);
+    ws.once('close', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    // A connection already closing (a refused resume, say) only waits for its client.
+    if (ws.readyState === ws.OPEN) ws.close(code, reason);
+  });
+}
