@@ -130,6 +130,8 @@ export function decodeFrameParts(parts: readonly Uint8Array[], limits: DecodeLim
 
 /** Decodes one text frame: a single JSON-RPC message, byte strings as {"$base64": "..."}. */
 export function decodeText(text: string): DecodedRecord {
+  // A byte order mark at the start is skipped, as in a binary frame's header (TextDecoder).
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let value: unknown;
   try {
     if (nestedTooDeep(text)) throw tooDeep();

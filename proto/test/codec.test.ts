@@ -191,6 +191,21 @@ t.test('encodeText writes Buffer and Uint8Array payloads as {"$base64": ...}', a
   t.ok(bytes instanceof Uint8Array);
 });
 
+t.test('a UTF-8 byte order mark before the JSON is skipped, in a text frame as in a binary header', async (t) => {
+  const msg = { jsonrpc: '2.0', id: 3, method: 'WSPCloseSocket', params: { s: 256 } };
+  const text = decodeText('\ufeff' + JSON.stringify(msg));
+  t.same(text.ok && text.message, msg, 'text frame');
+  const json = Buffer.from(JSON.stringify(msg));
+  const header = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), json]);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(header.length);
+  // headerLength, header, dataLength 0.
+  const frame = Buffer.concat([len, header, Buffer.alloc(4)]);
+  const [rec] = decodeFrame(frame);
+  t.same(rec?.ok && rec.message, msg, 'binary header');
+  t.notOk(decodeText('\ufeff\ufeff' + JSON.stringify(msg)).ok, 'only one mark is skipped');
+});
+
 t.test('byte references anywhere in nested params decode to the right slices', async (t) => {
   const data = enc.encode('0123456789abcdef');
   const header = JSON.stringify({
