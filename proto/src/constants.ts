@@ -85,6 +85,8 @@ export const SPIWIRE_SEND_POLICY_REFERENCE = 0;
 export const SPIWIRE_SEND_POLICY_WINDOWS = 1;
 /** struct tcp_keepalive { ULONG onoff; ULONG keepalivetime; ULONG keepaliveinterval; } (milliseconds). */
 export const SIO_KEEPALIVE_VALS = 0x98000004;
+/** A BOOL: whether a UDP socket reports an ICMP port unreachable on its next receive (WSAECONNRESET); TRUE by default. */
+export const SIO_UDP_CONNRESET = 0x9800000c;
 
 // Network events (WSPEventSelect, issue 4).
 export const FD_READ = 0x01;

@@ -46,6 +46,15 @@ export interface NativeConstants {
   EAGAIN: number;
   EINVAL: number;
   EWOULDBLOCK: number;
+  /**
+   * setsockopt() level and name that make a UDP socket queue every ICMP error for its datagrams on
+   * its error queue (IP_RECVERR, IPV6_RECVERR), unconnected or not; null where the platform has none.
+   */
+  RECVERR: { v4: { level: number; name: number }; v6: { level: number; name: number } } | null;
+  /** recv() flag: read the socket's error queue. */
+  MSG_ERRQUEUE: number;
+  /** recv() flag: never block. */
+  MSG_DONTWAIT: number;
 }
 
 const LINUX: NativeConstants = {
@@ -75,6 +84,9 @@ const LINUX: NativeConstants = {
   EAGAIN: 11,
   EINVAL: 22,
   EWOULDBLOCK: 11,
+  RECVERR: { v4: { level: 0, name: 11 }, v6: { level: 41, name: 25 } },
+  MSG_ERRQUEUE: 0x2000,
+  MSG_DONTWAIT: 0x40,
 };
 
 const DARWIN: NativeConstants = {
@@ -103,6 +115,9 @@ const DARWIN: NativeConstants = {
   EAGAIN: 35,
   EINVAL: 22,
   EWOULDBLOCK: 35,
+  RECVERR: null,
+  MSG_ERRQUEUE: 0,
+  MSG_DONTWAIT: 0x80,
 };
 
 export interface Libc {

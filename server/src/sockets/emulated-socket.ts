@@ -94,6 +94,8 @@ export class SocketOptions {
   maxRetransmitSeconds = 0;
   /** SO_SPIWIRE_SEND_POLICY: the reference page's send policy (0) or Windows' observed one (1). */
   sendPolicy: number;
+  /** SIO_UDP_CONNRESET: a UDP socket reports an ICMP port unreachable on its next receive (Windows' default). */
+  udpConnReset = true;
 
   constructor(defaults: SocketContext['defaults']) {
     this.sndBuf = defaults.sndBuf;

@@ -15,6 +15,7 @@ import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, 
 import { byteLength, contiguous } from './send-buffers.js';
 import { sendmmsgBatcher, sockaddrBytes, type Batched } from './datagram-batch.js';
 import { dgramFdOf } from '../native/libc.js';
+import { drainIcmpErrors, reportIcmpErrors } from './icmp-errors.js';
 import { constants } from 'node:os';
 
 const UDP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
@@ -25,7 +26,7 @@ interface Datagram {
 }
 
 /**
- * How many times a datagram is sent again after Linux reported an earlier ICMP port unreachable
+ * How many times a datagram is sent again after Linux reported an earlier datagram's ICMP error
  * on it (each report takes one pending error; datagrams in flight may bring more meanwhile).
  */
 const MAX_ICMP_RETRIES = 16;
@@ -59,8 +60,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private sendsShut = false;
   private readonly rxQueue: Datagram[] = [];
   private rxBytes = 0;
-  /** An ICMP port unreachable arrived for a connected socket: the next receive reports WSAECONNRESET. */
+  /** An ICMP port unreachable arrived for an earlier datagram: the next receive reports WSAECONNRESET. */
   private icmpReset = false;
+  /** The descriptor whose ICMP errors the kernel queues (icmp-errors.ts), once bound; null: none are. */
+  private errorQueueFd: number | null = null;
   /** Bytes of the datagrams sent so far (match.afterBytes). */
   private sentBytes = 0;
   /** Bytes of datagrams that arrived, dropped ones included (for metrics). */
@@ -121,11 +124,12 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       this.wake();
     });
     sock.on('error', (err: NodeJS.ErrnoException) => {
-      // libuv's receive side reports an ICMP port unreachable for a connected socket as an error;
-      // Windows reports it on the next receive as WSAECONNRESET.
-      if (err.code === 'ECONNREFUSED' && this.peer) {
-        this.icmpReset = true;
-        this.wake();
+      // libuv's receive side reports an earlier datagram's ICMP error: a connected socket's always,
+      // any socket's once the kernel queues them. Windows reports a port unreachable on the next
+      // receive as WSAECONNRESET.
+      this.drainErrorQueue();
+      if (err.code === 'ECONNREFUSED') {
+        this.portUnreachable();
         return;
       }
       this.log.debug({ err: err.message }, 'udp socket error');
@@ -172,7 +176,9 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       return wsaFromNodeError(err);
     }
     if (!this.state.move('bound')) return W.WSAEINVAL;
-    this.batchFd = sendmmsgBatcher() ? dgramFdOf(sock) : null;
+    const fd = dgramFdOf(sock);
+    this.batchFd = sendmmsgBatcher() ? fd : null;
+    this.errorQueueFd = fd !== null && reportIcmpErrors(fd, this.af === W.AF_INET6) ? fd : null;
     this.applyBuffers();
     this.applyOptions();
     return 0;
@@ -393,11 +399,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private sendThroughNode(sock: dgram.Socket, payload: Uint8Array, to: SockAddr | null, total: number, counted: boolean, done: (r: SendResult) => void, retried: number): void {
     let retries = retried;
     const cb = (err: Error | null): void => {
-      if (err && retries < MAX_ICMP_RETRIES && (err as NodeJS.ErrnoException).code === 'ECONNREFUSED') {
-        // Linux reports an earlier ICMP port unreachable on this send and drops it; Windows does
-        // not fail sends for it (the next receive reports WSAECONNRESET instead). Send again: as
-        // often as more unreachables arrive in between (sends from several threads at once).
-        this.icmpReset = true;
+      if (err && retries < MAX_ICMP_RETRIES && this.earlierDatagramsError((err as NodeJS.ErrnoException).code === 'ECONNREFUSED')) {
+        // Linux reports an earlier datagram's ICMP error on this send and drops it; Windows does
+        // not fail sends for it (the next receive reports a port unreachable as WSAECONNRESET).
+        // Send again: as often as more errors arrive in between (sends from several threads at once).
         retries++;
         this.sendOnce(sock, payload, to, cb);
         return;
@@ -405,6 +410,31 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       this.datagramDone(total, counted, done, err ? wsaFromNodeError(err) : 0);
     };
     this.sendOnce(sock, payload, to, cb);
+  }
+
+  /**
+   * A send failed: whether for an earlier datagram's ICMP error (the socket's pending error, which
+   * a send takes), rather than for its own. refused: the send failed with ECONNREFUSED, which only
+   * a port unreachable gives. Where the kernel queues ICMP errors, any failure that found entries
+   * in the queue is taken as theirs too (a host or network unreachable, a fragmentation needed).
+   */
+  private earlierDatagramsError(refused: boolean): boolean {
+    const queued = this.drainErrorQueue();
+    if (refused) this.portUnreachable();
+    return refused || queued > 0;
+  }
+
+  /** An earlier datagram drew an ICMP port unreachable: the next receive reports it, as on Windows. */
+  private portUnreachable(): void {
+    if (!this.opts.udpConnReset) return;
+    this.icmpReset = true;
+    this.reenable(W.FD_READ);
+    this.wake();
+  }
+
+  /** Empties the kernel's queue of ICMP errors (icmp-errors.ts); returns how many entries it held. */
+  private drainErrorQueue(): number {
+    return this.errorQueueFd === null || this.sock === null ? 0 : drainIcmpErrors(this.errorQueueFd);
   }
 
   private datagramDone(total: number, counted: boolean, done: (r: SendResult) => void, wsa: number): void {
@@ -450,9 +480,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         }
         return;
       }
-      if (errno === ECONNREFUSED && item.retries < MAX_ICMP_RETRIES) {
-        // As in sendThroughNode: the refusal was an earlier datagram's ICMP report.
-        this.icmpReset = true;
+      if (item.retries < MAX_ICMP_RETRIES && this.earlierDatagramsError(errno === ECONNREFUSED)) {
+        // As in sendThroughNode: the failure was an earlier datagram's ICMP report.
         item.retries++;
         continue;
       }
@@ -562,7 +591,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
 
   protected readyEvents(wanted: number): Array<[number, number]> {
     const ready: Array<[number, number]> = [];
-    if (wanted & W.FD_READ && this.rxQueue.length > 0) ready.push([W.FD_READ, 0]);
+    // A port unreachable waits to be reported by a receive: Windows signals FD_READ for it.
+    if (wanted & W.FD_READ && (this.rxQueue.length > 0 || this.icmpReset)) ready.push([W.FD_READ, 0]);
     // A datagram socket can always send once it has an address.
     if (wanted & W.FD_WRITE && this.isBound && !this.sendsShut) ready.push([W.FD_WRITE, 0]);
     // Windows records FD_CONNECT (with 0) for a datagram socket given a default peer.
@@ -582,6 +612,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     this.rxBytes = 0;
     const sock = this.sock;
     this.sock = null;
+    // The number may name another descriptor soon.
+    this.errorQueueFd = null;
     if (sock) {
       try {
         sock.close();

@@ -22,7 +22,7 @@ function fail(errno: number): IoctlResult {
 }
 
 /** The control codes spiwire carries out; any other fails with WSAEOPNOTSUPP, as on Windows. */
-const KNOWN_CODES: ReadonlySet<number> = new Set([W.FIONBIO, W.FIONREAD, W.SIOCATMARK, W.SIO_FLUSH, W.SIO_KEEPALIVE_VALS]);
+const KNOWN_CODES: ReadonlySet<number> = new Set([W.FIONBIO, W.FIONREAD, W.SIOCATMARK, W.SIO_FLUSH, W.SIO_KEEPALIVE_VALS, W.SIO_UDP_CONNRESET]);
 
 export function isKnownIoctl(code: number): boolean {
   return KNOWN_CODES.has(code);
@@ -61,6 +61,13 @@ export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, out
       sock.applyOptions();
       return done();
     }
+    case W.SIO_UDP_CONNRESET:
+      // A BOOL, as Windows takes it: FALSE stops reporting ICMP port unreachables; one already
+      // waiting for a receive is still reported.
+      if (input.length < 4) return fail(W.WSAEFAULT);
+      if (sock.type !== W.SOCK_DGRAM) return fail(W.WSAEOPNOTSUPP);
+      sock.opts.udpConnReset = new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0;
+      return done();
     default:
       // Windows answers a code it does not know with WSAEOPNOTSUPP (Wine's test_unsupported_ioctls),
       // not the reference page's WSAEINVAL.
