@@ -445,7 +445,7 @@ export const NOTIFICATIONS = {
     params: {
       op: { type: 'u32', doc: 'The op id the client gave in overlapped.op.' },
       s: { type: 'handle', doc: 'The socket.' },
-      error: { type: 'u32', doc: 'The WSA code (0 on success, WSA_OPERATION_ABORTED when cancelled).' },
+      error: { type: 'u32', doc: 'The WSA code: 0 on success; WSA_OPERATION_ABORTED when cancelled (WSAECONNABORTED for a TCP receive that WSPCloseSocket ended); WSAENETDOWN at daemon shutdown; otherwise what the same call fails with at once (for example WSAECONNRESET, WSAECONNABORTED, WSAEMSGSIZE, WSAESHUTDOWN).' },
       bytes: { type: 'u32', doc: 'cbTransferred.' },
       flags: { type: 'u32', doc: 'dwFlags of the completion: MSG_PARTIAL for a truncated datagram, MSG_OOB for urgent data, else 0 (0 for sends).' },
       data: { type: 'bytes', optional: true, doc: 'Received bytes, for a receive that delivered some (error 0 or WSAEMSGSIZE); empty after the peer\'s FIN.' },
