@@ -149,6 +149,11 @@ export interface Libc {
    * -errno. null where the platform has none (it is Linux's) or its struct layout is not LP64.
    */
   readonly sendmmsg: ((fd: number, vec: Uint8Array, count: number) => number) | null;
+  /**
+   * recvmsg(2) with a struct msghdr laid out in msghdr (its pointers made with address()); returns
+   * the byte count, or -errno. null where the platform has none or its layout is not LP64.
+   */
+  readonly recvmsg: ((fd: number, msghdr: Uint8Array, flags: number) => number) | null;
   /** The address of a buffer's first byte (for pointers inside structures built in JS). */
   address(buf: Uint8Array): number;
   /** inet_pton(3): writes a numeric address's bytes (4 or 16) into out; false when it is not one of af. */
@@ -185,6 +190,7 @@ export function libc(): Libc | null {
     // struct mmsghdr is laid out for 64-bit Linux in datagram-batch.ts.
     const lp64 = process.platform === 'linux' && (process.arch === 'x64' || process.arch === 'arm64');
     const sendmmsg = lp64 ? lib.func('int sendmmsg(int, const void *, unsigned int, int)') : null;
+    const recvmsg = lp64 ? lib.func('long recvmsg(int, void *, int)') : null;
     const inetPton = lib.func('int inet_pton(int, const char *, _Out_ void *)');
     const AF = { ipv4: 2, ipv6: process.platform === 'linux' ? 10 : 30 };
     const err = (r: number): number => (r < 0 ? -koffi.errno() : r);
@@ -226,6 +232,7 @@ export function libc(): Libc | null {
       },
       // MSG_DONTWAIT: the descriptor is nonblocking already (libuv's); this only makes sure.
       sendmmsg: sendmmsg ? (fd, vec, count) => err(sendmmsg(fd, vec, count, 0x40) as number) : null,
+      recvmsg: recvmsg ? (fd, msghdr, flags) => err(Number(recvmsg(fd, msghdr, flags))) : null,
       address: (buf) => Number(koffi.address(buf)),
       addressBytes: (af, text, out) => out.length >= (af === 'ipv4' ? 4 : 16) && (inetPton(AF[af], text, out) as number) === 1,
       received(fd) {

@@ -4,40 +4,101 @@
  * Windows reports an ICMP port unreachable for an earlier datagram on the socket's next receive
  * (WSAECONNRESET), whether the socket was connected or sent with WSPSendTo, until
  * SIO_UDP_CONNRESET turns that off. Linux tells an unconnected socket nothing, unless IP_RECVERR
- * (IPV6_RECVERR) is on: then every ICMP error sets the socket's pending error, which node reports
- * once (a receive error, or a failed send), and also queues an entry on the socket's error queue.
- * That queue must be read: while it holds anything, epoll reports the descriptor in error, and
- * libuv, which never reads it, would wake for it in a busy loop. So the option goes on only where
- * the queue can be read (the C library through koffi), and every error node reports for such a
- * socket drains it.
+ * (IPV6_RECVERR) is on: then every ICMP error queues an entry on the socket's error queue and sets
+ * its pending error, which the next receive or send takes.
+ *
+ * The queue must be read. While it holds anything, epoll reports the descriptor in error and
+ * libuv, which never reads it, wakes for it in a busy loop. Node hears of an entry only through
+ * the pending error, and not always: when the second or a later message of one sendmmsg takes it
+ * (the daemon's batches, and libuv's own for node's send queue), the call returns the messages
+ * before it and the error is dropped. So the socket reads the queue after every batch it sends,
+ * after node's sends, and whenever node reports an error; and it reads each entry's error, since
+ * the pending error names only the last one.
  */
+import { constants } from 'node:os';
 import { libc } from '../native/libc.js';
 
+const { ECONNREFUSED } = constants.errno;
 /** Entries read from one queue at most per drain: the kernel bounds the queue by the receive buffer anyway. */
 const MAX_DRAINED = 4096;
 
-/** Turns ICMP error reporting on for a bound UDP descriptor; false where it could not be. */
+/** struct msghdr (LP64): name, namelen, iov, iovlen, control, controllen, flags. */
+const MSGHDR_BYTES = 56;
+/** struct cmsghdr (LP64): len (8), level (4), type (4), then struct sock_extended_err, whose ee_errno comes first. */
+const CMSG_DATA_AT = 16;
+
+/** What one drain found. */
+export interface DrainedErrors {
+  /** Entries read. */
+  entries: number;
+  /** Of them, port unreachables (ECONNREFUSED). */
+  refused: number;
+  /** Of them, entries with the errno the caller asked about (0: not asked). */
+  matched: number;
+}
+
+/**
+ * The buffers of one recvmsg, made once (reads are synchronous, one entry at a time). The header
+ * points at the others by address, so all of them are kept here, out of the collector's reach.
+ */
+interface ErrorReader {
+  msghdr: Buffer;
+  control: Buffer;
+  iov: Buffer;
+  payload: Buffer;
+}
+let reader: ErrorReader | null = null;
+
+function errorReader(): ErrorReader | null {
+  if (reader) return reader;
+  const native = libc();
+  if (!native?.recvmsg) return null;
+  // Each entry comes with the start of the datagram it was about; those bytes are not needed.
+  const payload = Buffer.alloc(64);
+  const iov = Buffer.alloc(16);
+  iov.writeBigUInt64LE(BigInt(native.address(payload)), 0);
+  iov.writeBigUInt64LE(BigInt(payload.length), 8);
+  const control = Buffer.alloc(128);
+  const msghdr = Buffer.alloc(MSGHDR_BYTES);
+  msghdr.writeBigUInt64LE(BigInt(native.address(iov)), 16);
+  msghdr.writeBigUInt64LE(1n, 24);
+  msghdr.writeBigUInt64LE(BigInt(native.address(control)), 32);
+  reader = { msghdr, control, iov, payload };
+  return reader;
+}
+
+/** Turns ICMP error reporting on for a bound UDP descriptor; false where it could not be (then nothing is queued). */
 export function reportIcmpErrors(fd: number, v6: boolean): boolean {
   const native = libc();
   const at = native?.c.RECVERR;
-  if (!native || !at) return false;
+  if (!native || !at || !errorReader()) return false;
   const { level, name } = v6 ? at.v6 : at.v4;
   return native.setInt(fd, level, name, 1) === 0;
 }
 
-const scratch = new Uint8Array(64);
+const found: DrainedErrors = { entries: 0, refused: 0, matched: 0 };
 
 /**
- * Reads (and drops) every entry of the descriptor's error queue; returns how many there were. The
- * last read also clears the pending error those entries set, so that a later send does not fail
- * for them.
+ * Reads every entry of the descriptor's error queue and says what they were (the result is
+ * reused by the next call). Reading the last entry also clears the pending error they set.
  */
-export function drainIcmpErrors(fd: number): number {
+export function drainIcmpErrors(fd: number, match = 0): DrainedErrors {
+  found.entries = found.refused = found.matched = 0;
   const native = libc();
-  if (!native) return 0;
+  const r = errorReader();
+  if (!native?.recvmsg || !r) return found;
   const flags = native.c.MSG_ERRQUEUE | native.c.MSG_DONTWAIT;
-  let n = 0;
-  // Each entry comes back as the start of the datagram it was about; the bytes are not needed.
-  while (n < MAX_DRAINED && native.recv(fd, scratch, flags) >= 0) n++;
-  return n;
+  while (found.entries < MAX_DRAINED) {
+    r.msghdr.writeBigUInt64LE(BigInt(r.control.length), 40);
+    r.msghdr.writeInt32LE(0, 48);
+    if (native.recvmsg(fd, r.msghdr, flags) < 0) break;
+    found.entries++;
+    // One control message, IP_RECVERR or IPV6_RECVERR, whose data starts with ee_errno.
+    const controlLength = Number(r.msghdr.readBigUInt64LE(40));
+    if (controlLength < CMSG_DATA_AT + 4) continue;
+    const errno = r.control.readUInt32LE(CMSG_DATA_AT);
+    if (errno === ECONNREFUSED) found.refused++;
+    if (match !== 0 && errno === match) found.matched++;
+  }
+  return found;
 }

@@ -64,6 +64,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private icmpReset = false;
   /** The descriptor whose ICMP errors the kernel queues (icmp-errors.ts), once bound; null: none are. */
   private errorQueueFd: number | null = null;
+  /** A read of that queue scheduled after node's send callbacks (readErrorQueueSoon). */
+  private errorQueueRead: NodeJS.Immediate | null = null;
   /** Bytes of the datagrams sent so far (match.afterBytes). */
   private sentBytes = 0;
   /** Bytes of datagrams that arrived, dropped ones included (for metrics). */
@@ -127,7 +129,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       // libuv's receive side reports an earlier datagram's ICMP error: a connected socket's always,
       // any socket's once the kernel queues them. Windows reports a port unreachable on the next
       // receive as WSAECONNRESET.
-      this.drainErrorQueue();
+      // The queue says which errors came (the pending error node reports is only the last one).
+      this.readErrorQueue();
       if (err.code === 'ECONNREFUSED') {
         this.portUnreachable();
         return;
@@ -399,7 +402,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private sendThroughNode(sock: dgram.Socket, payload: Uint8Array, to: SockAddr | null, total: number, counted: boolean, done: (r: SendResult) => void, retried: number): void {
     let retries = retried;
     const cb = (err: Error | null): void => {
-      if (err && retries < MAX_ICMP_RETRIES && this.earlierDatagramsError((err as NodeJS.ErrnoException).code === 'ECONNREFUSED')) {
+      // libuv sends node's queue with sendmmsg too, which drops an error a later message took.
+      if (!err) this.readErrorQueueSoon();
+      // Asked even when no retry is left: asking reads the queue, which must not stay full.
+      if (err && this.earlierDatagramsError(-((err as NodeJS.ErrnoException).errno ?? 0)) && retries < MAX_ICMP_RETRIES) {
         // Linux reports an earlier datagram's ICMP error on this send and drops it; Windows does
         // not fail sends for it (the next receive reports a port unreachable as WSAECONNRESET).
         // Send again: as often as more errors arrive in between (sends from several threads at once).
@@ -413,15 +419,18 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   }
 
   /**
-   * A send failed: whether for an earlier datagram's ICMP error (the socket's pending error, which
-   * a send takes), rather than for its own. refused: the send failed with ECONNREFUSED, which only
-   * a port unreachable gives. Where the kernel queues ICMP errors, any failure that found entries
-   * in the queue is taken as theirs too (a host or network unreachable, a fragmentation needed).
+   * A send failed with errno: whether for an earlier datagram's ICMP error (the socket's pending
+   * error, which a send takes), rather than for its own. ECONNREFUSED only a port unreachable
+   * gives; any other error is an earlier datagram's when the kernel's queue holds an entry with it
+   * (a host or network unreachable, a fragmentation needed).
    */
-  private earlierDatagramsError(refused: boolean): boolean {
-    const queued = this.drainErrorQueue();
-    if (refused) this.portUnreachable();
-    return refused || queued > 0;
+  private earlierDatagramsError(errno: number): boolean {
+    const matched = this.readErrorQueue(errno);
+    if (errno === ECONNREFUSED) {
+      this.portUnreachable();
+      return true;
+    }
+    return matched > 0;
   }
 
   /** An earlier datagram drew an ICMP port unreachable: the next receive reports it, as on Windows. */
@@ -432,9 +441,24 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     this.wake();
   }
 
-  /** Empties the kernel's queue of ICMP errors (icmp-errors.ts); returns how many entries it held. */
-  private drainErrorQueue(): number {
-    return this.errorQueueFd === null || this.sock === null ? 0 : drainIcmpErrors(this.errorQueueFd);
+  /**
+   * Empties the kernel's queue of ICMP errors (icmp-errors.ts), reports the port unreachables among
+   * them, and returns how many entries had errno match (0: none asked).
+   */
+  private readErrorQueue(match = 0): number {
+    if (this.errorQueueFd === null || this.sock === null) return 0;
+    const found = drainIcmpErrors(this.errorQueueFd, match);
+    if (found.refused > 0) this.portUnreachable();
+    return found.matched;
+  }
+
+  /** readErrorQueue() once the current callbacks have run: node's sends complete several at a time. */
+  private readErrorQueueSoon(): void {
+    if (this.errorQueueRead !== null || this.errorQueueFd === null) return;
+    this.errorQueueRead = setImmediate(() => {
+      this.errorQueueRead = null;
+      this.readErrorQueue();
+    });
   }
 
   private datagramDone(total: number, counted: boolean, done: (r: SendResult) => void, wsa: number): void {
@@ -468,6 +492,9 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         continue;
       }
       const r = batcher.send(fd, items, i, this.segmentRuns);
+      // A message after the first may have taken an earlier datagram's error, which sendmmsg
+      // then drops: only the queue still tells of it.
+      if (r >= 0) this.readErrorQueue();
       if (r > 0) {
         for (const end = i + r; i < end; i++) this.datagramDone(items[i]!.total, items[i]!.counted, items[i]!.done, 0);
         continue;
@@ -480,7 +507,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         }
         return;
       }
-      if (item.retries < MAX_ICMP_RETRIES && this.earlierDatagramsError(errno === ECONNREFUSED)) {
+      if (this.earlierDatagramsError(errno) && item.retries < MAX_ICMP_RETRIES) {
         // As in sendThroughNode: the failure was an earlier datagram's ICMP report.
         item.retries++;
         continue;
@@ -614,6 +641,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     this.sock = null;
     // The number may name another descriptor soon.
     this.errorQueueFd = null;
+    if (this.errorQueueRead) clearImmediate(this.errorQueueRead);
+    this.errorQueueRead = null;
     if (sock) {
       try {
         sock.close();

@@ -62,11 +62,12 @@ export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, out
       return done();
     }
     case W.SIO_UDP_CONNRESET:
-      // A BOOL, as Windows takes it: FALSE stops reporting ICMP port unreachables; one already
-      // waiting for a receive is still reported.
-      if (input.length < 4) return fail(W.WSAEFAULT);
+      // FALSE stops reporting ICMP port unreachables; one already waiting for a receive is still
+      // reported. The C examples pass a BOOL (4 bytes); .NET callers pass one byte, and Windows
+      // takes it: a shorter input is read as a BOOLEAN.
+      if (input.length < 1) return fail(W.WSAEFAULT);
       if (sock.type !== W.SOCK_DGRAM) return fail(W.WSAEOPNOTSUPP);
-      sock.opts.udpConnReset = new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0;
+      sock.opts.udpConnReset = input.length >= 4 ? new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0 : input[0] !== 0;
       return done();
     default:
       // Windows answers a code it does not know with WSAEOPNOTSUPP (Wine's test_unsupported_ioctls),
