@@ -65,6 +65,12 @@ export class DatagramBatcher {
   segmented = 0;
   /** Whether the first message of the last call that sent nothing was a segmented run. */
   failedRun = false;
+  /**
+   * The last call sent fewer messages than it was given and more than none: a message after the
+   * first failed, and sendmmsg dropped its error (which may have been an earlier datagram's ICMP
+   * error, the socket's pending error).
+   */
+  cutShort = false;
   private readonly stage = Buffer.allocUnsafeSlow(STAGE_BYTES);
   private readonly stageAt: number;
   private readonly vec = Buffer.alloc(MAX_BATCH_DATAGRAMS * MMSGHDR_BYTES);
@@ -168,6 +174,7 @@ export class DatagramBatcher {
     }
     const r = this.sendmmsg(fd, this.vec, n);
     this.calls++;
+    this.cutShort = r > 0 && r < n;
     if (r <= 0) {
       this.failedRun = this.carried[0]! > 1;
       return r;

@@ -11,12 +11,14 @@
  * libuv, which never reads it, wakes for it in a busy loop. Node hears of an entry only through
  * the pending error, and not always: when the second or a later message of one sendmmsg takes it
  * (the daemon's batches, and libuv's own for node's send queue), the call returns the messages
- * before it and the error is dropped. So the socket reads the queue after every batch it sends,
- * after node's sends, and whenever node reports an error; and it reads each entry's error, since
- * the pending error names only the last one.
+ * before it and the error is dropped. So the socket reads the queue after a batch that sendmmsg
+ * cut short, after node's sends, and whenever node reports an error; and it reads each entry's
+ * error, since the pending error names only the last one.
  */
 import { constants } from 'node:os';
-import { libc } from '../native/libc.js';
+import { libc, type NativeConstants } from '../native/libc.js';
+
+type RecvErr = NonNullable<NativeConstants['RECVERR']>;
 
 const { ECONNREFUSED } = constants.errno;
 /** Entries read from one queue at most per drain: the kernel bounds the queue by the receive buffer anyway. */
@@ -67,6 +69,26 @@ function errorReader(): ErrorReader | null {
   return reader;
 }
 
+/**
+ * The ee_errno of the IP_RECVERR or IPV6_RECVERR control message among the first length bytes of
+ * control, or 0. Other control messages (timestamps, packet info) would come before it, should
+ * the socket ever ask for them.
+ */
+function extendedErrno(control: Buffer, length: number, recverr: RecvErr): number {
+  const { v4, v6 } = recverr;
+  let at = 0;
+  while (at + CMSG_DATA_AT + 4 <= length) {
+    const cmsgLength = control.readUInt32LE(at);
+    const level = control.readInt32LE(at + 8);
+    const type = control.readInt32LE(at + 12);
+    if ((level === v4.level && type === v4.name) || (level === v6.level && type === v6.name)) return control.readUInt32LE(at + CMSG_DATA_AT);
+    if (cmsgLength < CMSG_DATA_AT) break;
+    // CMSG_NXTHDR: each message is padded to 8 bytes.
+    at += (cmsgLength + 7) & ~7;
+  }
+  return 0;
+}
+
 /** Turns ICMP error reporting on for a bound UDP descriptor; false where it could not be (then nothing is queued). */
 export function reportIcmpErrors(fd: number, v6: boolean): boolean {
   const native = libc();
@@ -86,17 +108,17 @@ export function drainIcmpErrors(fd: number, match = 0): DrainedErrors {
   found.entries = found.refused = found.matched = 0;
   const native = libc();
   const r = errorReader();
-  if (!native?.recvmsg || !r) return found;
+  const recverr = native?.c.RECVERR;
+  if (!native?.recvmsg || !r || !recverr) return found;
   const flags = native.c.MSG_ERRQUEUE | native.c.MSG_DONTWAIT;
   while (found.entries < MAX_DRAINED) {
-    r.msghdr.writeBigUInt64LE(BigInt(r.control.length), 40);
+    // msg_controllen, a size_t, in two halves: no BigInt per call on this path.
+    r.msghdr.writeUInt32LE(r.control.length, 40);
+    r.msghdr.writeUInt32LE(0, 44);
     r.msghdr.writeInt32LE(0, 48);
     if (native.recvmsg(fd, r.msghdr, flags) < 0) break;
     found.entries++;
-    // One control message, IP_RECVERR or IPV6_RECVERR, whose data starts with ee_errno.
-    const controlLength = Number(r.msghdr.readBigUInt64LE(40));
-    if (controlLength < CMSG_DATA_AT + 4) continue;
-    const errno = r.control.readUInt32LE(CMSG_DATA_AT);
+    const errno = extendedErrno(r.control, r.msghdr.readUInt32LE(40), recverr);
     if (errno === ECONNREFUSED) found.refused++;
     if (match !== 0 && errno === match) found.matched++;
   }

@@ -494,7 +494,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       const r = batcher.send(fd, items, i, this.segmentRuns);
       // A message after the first may have taken an earlier datagram's error, which sendmmsg
       // then drops: only the queue still tells of it.
-      if (r >= 0) this.readErrorQueue();
+      if (batcher.cutShort) this.readErrorQueue();
       if (r > 0) {
         for (const end = i + r; i < end; i++) this.datagramDone(items[i]!.total, items[i]!.counted, items[i]!.done, 0);
         continue;
