@@ -128,8 +128,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     sock.on('error', (err: NodeJS.ErrnoException) => {
       // libuv's receive side reports an earlier datagram's ICMP error: a connected socket's always,
       // any socket's once the kernel queues them. Windows reports a port unreachable on the next
-      // receive as WSAECONNRESET.
-      // The queue says which errors came (the pending error node reports is only the last one).
+      // receive as WSAECONNRESET. The queue says which errors came: the one node reports is only
+      // the last.
       this.readErrorQueue();
       if (err.code === 'ECONNREFUSED') {
         this.portUnreachable();
