@@ -466,6 +466,47 @@ t.test('nesting is judged on the text before parsing: brackets in strings do not
   t.ok(decodeText(text).ok, 'brackets in a string pass (text)');
 });
 
+t.test('the depth check steps over strings whole: escaped quotes and backslashes before a quote, in long strings too', async (t) => {
+  const pad = 'x'.repeat(100_000);
+  const deep = (inner: string): string => `{"a":${JSON.stringify(inner)},"b":${nested(MAX_JSON_DEPTH)}}`;
+  const cases: Array<[string, string]> = [
+    ['brackets and escaped quotes inside a long string', `${pad}[[[[[[[[[[[[[[[[[[[\"{{{{{{{{{{{{{{{{{{{{${pad}`],
+    ['a string ending in an escaped backslash', `${pad}\\`],
+    ['a string ending in a backslash and an escaped quote', `${pad}\\\"`],
+  ];
+  for (const [what, inner] of cases) {
+    // The outer object is one level, so the nesting beside the string reaches one level too many.
+    const text = deep(inner);
+    const r = decodeFrame(rawRecord(text))[0]!;
+    t.same(r.ok ? 'ok' : r.error.code, PARSE_ERROR, `${what}: the nesting after it is still counted (binary)`);
+    const tr = decodeText(text);
+    t.same(tr.ok ? 'ok' : tr.error.code, PARSE_ERROR, `${what}: the same in a text frame`);
+    const shallow = `{"a":${JSON.stringify(inner)},"b":${nested(MAX_JSON_DEPTH - 1)}}`;
+    t.ok(decodeFrame(rawRecord(shallow))[0]!.ok, `${what}: within the limit it parses (binary)`);
+    t.ok(decodeText(shallow).ok, `${what}: within the limit it parses (text)`);
+  }
+  // An unterminated string: not JSON, and not mistaken for nesting either.
+  const open = `{"a":"${pad}[[[[[[[[[[[[[[[[[[[[`;
+  const u = decodeText(open);
+  t.same(u.ok ? 'ok' : [u.error.code, /nested deeper/.test(u.error.message)], [PARSE_ERROR, false], 'an unterminated string is a JSON error, not a depth error');
+});
+
+t.test('large base64 strings decode as the small ones do (node\'s decoder past 16384 characters)', async (t) => {
+  for (const n of [12_287, 12_288, 12_289, 100_000]) {
+    const bytes = new Uint8Array(n);
+    for (let i = 0; i < n; i++) bytes[i] = (i * 131 + 7) & 0xff;
+    const s = bytesToBase64(bytes);
+    const back = base64ToBytes(s);
+    t.equal(hex(back.subarray(0, 64)) + hex(back.subarray(back.length - 64)), hex(bytes.subarray(0, 64)) + hex(bytes.subarray(bytes.length - 64)), `${n} bytes: both ends`);
+    t.ok(Buffer.from(back).equals(Buffer.from(bytes)), `${n} bytes: every byte`);
+    t.equal(back.byteLength, back.buffer.byteLength, `${n} bytes: the result owns its memory`);
+  }
+  // The unused bits of the last character are ignored, as the small decoder does.
+  const long = 'A'.repeat(20_000);
+  t.same(hex(base64ToBytes(`${long}QR==`).subarray(-1)), hex(base64ToBytes(`${long}QQ==`).subarray(-1)), 'QR== reads as QQ==');
+  t.same(hex(base64ToBytes('QR==')), hex(base64ToBytes('QQ==')), 'and so does the small decoder');
+});
+
 t.test('very deep JSON (a whole megabyte of brackets) is PARSE_ERROR, not a crash', async (t) => {
   const n = MAX_HEADER_BYTES / 2;
   const h = '['.repeat(n) + ']'.repeat(n);
