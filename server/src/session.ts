@@ -28,7 +28,7 @@ import { UdpSocket } from './sockets/udp-socket.js';
 import { binaryMessage, MessageParts, sliceBinaryMessages, type BinaryMessage } from './sliced-messages.js';
 import { runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
 import type { CallCounts, SessionEndKind } from './metrics.js';
-import { closeWithin, SHUTDOWN_CLOSE_MS, SHUTDOWN_CLOSE_REASON } from './close-within.js';
+import { BACKLOG_CLOSE_MS, closeWithin, SHUTDOWN_CLOSE_MS, SHUTDOWN_CLOSE_REASON } from './close-within.js';
 
 /**
  * Methods that maxPendingRequests never refuses (proto/README.md section 6): they never wait, and
@@ -1109,10 +1109,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
     this.end(`the client does not read its output: ${reason}`, 'output_backlog');
     const ws = this.ws;
     if (ws === null) return;
-    ws.close(P.OUTPUT_BACKLOG_CLOSE_CODE, 'output backlog: the client is not reading');
-    const t = setTimeout(() => ws.terminate(), 1000);
-    t.unref();
-    ws.once('close', () => clearTimeout(t));
+    // A client that reads nothing will not answer the close either: dropped after a second.
+    void closeWithin(ws, P.OUTPUT_BACKLOG_CLOSE_CODE, 'output backlog: the client is not reading', BACKLOG_CLOSE_MS);
   }
 
   /** The session is over: its sockets close, and nothing more is sent. */
