@@ -60,72 +60,142 @@ function dataLengthFault(dataLength: number, limits: DecodeLimits): string | nul
   return dataLength > limits.maxDataBytes ? `record data length ${dataLength} exceeds ${limits.maxDataBytes}` : null;
 }
 
-/** Decodes one complete binary frame. Throws ProtocolError(BAD_FRAME) for a truncated or oversized frame. */
-export function decodeFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): DecodedRecord[] {
+/**
+ * A binary frame whose structure has been checked (every length, the record count) and whose
+ * headers are not parsed yet. A frame may hold 16 MiB of JSON in its headers; parsing them one at
+ * a time, as each record's turn comes, lets the daemon share its time with other sessions between
+ * records instead of parsing the whole frame at once.
+ */
+export interface SplitFrame {
+  /** How many records the frame holds. */
+  readonly length: number;
+  /** Record i, its header parsed (once per call: call it once per record). */
+  record(i: number): DecodedRecord;
+  /** The bytes record i takes in the frame: its header and its data. */
+  size(i: number): number;
+}
+
+/** Checks one complete binary frame and finds its records. Throws ProtocolError(BAD_FRAME) for a truncated or oversized frame. */
+export function splitFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): SplitFrame {
   if (frame.length === 0) throw new ProtocolError(BAD_FRAME, 'empty frame');
-  // The whole frame is at hand: read it in place, checking each length as soon as it is read.
-  const out: DecodedRecord[] = [];
+  // The whole frame is at hand: four numbers per record (where its header and its data lie),
+  // each length checked as soon as it is read.
+  const spans: number[] = [];
   const end = frame.length;
-  const truncated = (): never => {
-    throw new ProtocolError(BAD_FRAME, 'frame ends inside a record (truncated)');
-  };
   let at = 0;
   while (at < end) {
     if (end - at < 4) truncated();
     const headerLength = readU32(frame, at);
-    const startFault = recordStartFault(headerLength, out.length, limits);
+    const startFault = recordStartFault(headerLength, spans.length >> 2, limits);
     if (startFault) throw new ProtocolError(BAD_FRAME, startFault);
     at += 4;
     if (end - at < headerLength + 4) truncated();
-    const header = frame.subarray(at, at + headerLength);
+    const headerAt = at;
     at += headerLength;
     const dataLength = readU32(frame, at);
     const dataFault = dataLengthFault(dataLength, limits);
     if (dataFault) throw new ProtocolError(BAD_FRAME, dataFault);
     at += 4;
     if (end - at < dataLength) truncated();
-    out.push(parseHeader(header, frame.subarray(at, at + dataLength)));
+    spans.push(headerAt, headerLength, at, dataLength);
     at += dataLength;
   }
-  return out;
+  return new WholeFrame(frame, spans);
+}
+
+/** A frame in one buffer: where each record's header and data lie, four numbers per record. */
+class WholeFrame implements SplitFrame {
+  readonly length: number;
+
+  constructor(
+    private readonly frame: Uint8Array,
+    private readonly spans: readonly number[],
+  ) {
+    this.length = spans.length >> 2;
+  }
+
+  record(i: number): DecodedRecord {
+    const k = i << 2;
+    const spans = this.spans;
+    return parseHeader(this.frame.subarray(spans[k]!, spans[k]! + spans[k + 1]!), this.frame.subarray(spans[k + 2]!, spans[k + 2]! + spans[k + 3]!));
+  }
+
+  size(i: number): number {
+    return this.spans[(i << 2) + 1]! + this.spans[(i << 2) + 3]!;
+  }
+}
+
+function truncated(): never {
+  throw new ProtocolError(BAD_FRAME, 'frame ends inside a record (truncated)');
 }
 
 /**
- * decodeFrame for a frame that arrived in parts (views of the reads that held it, in order): the
+ * splitFrame for a frame that arrived in parts (views of the reads that held it, in order): the
  * same records, the same errors. Record headers and lengths that span parts are joined (they are
  * small); a compact WSPSend's buffers stay views of the parts (decodeCompactHeaderPieces); any
- * other record data that spans parts is joined.
+ * other record data that spans parts is joined when its record is parsed.
  */
-export function decodeFrameParts(parts: readonly Uint8Array[], limits: DecodeLimits = DEFAULT_DECODE_LIMITS): DecodedRecord[] {
-  if (parts.length === 1) return decodeFrame(parts[0]!, limits);
+export function splitFrameParts(parts: readonly Uint8Array[], limits: DecodeLimits = DEFAULT_DECODE_LIMITS): SplitFrame {
+  if (parts.length === 1) return splitFrame(parts[0]!, limits);
   const r = new PartsReader(parts);
   if (r.left === 0) throw new ProtocolError(BAD_FRAME, 'empty frame');
-  const out: DecodedRecord[] = [];
-  const truncated = (): never => {
-    throw new ProtocolError(BAD_FRAME, 'frame ends inside a record (truncated)');
-  };
+  // A header that spans parts is joined when its record is parsed, not here: up to 16 MiB of them.
+  const headers: Uint8Array[][] = [];
+  const headerLengths: number[] = [];
+  const data: Uint8Array[][] = [];
+  const dataLengths: number[] = [];
   while (r.left > 0) {
     if (r.left < 4) truncated();
     const headerLength = readU32(r.contiguous(4), 0);
-    const startFault = recordStartFault(headerLength, out.length, limits);
+    const startFault = recordStartFault(headerLength, headers.length, limits);
     if (startFault) throw new ProtocolError(BAD_FRAME, startFault);
     if (r.left < headerLength + 4) truncated();
-    const header = r.contiguous(headerLength);
+    headers.push(r.pieces(headerLength));
+    headerLengths.push(headerLength);
     const dataLength = readU32(r.contiguous(4), 0);
     const dataFault = dataLengthFault(dataLength, limits);
     if (dataFault) throw new ProtocolError(BAD_FRAME, dataFault);
     if (r.left < dataLength) truncated();
-    const pieces = r.pieces(dataLength);
-    if (pieces.length === 1) out.push(parseHeader(header, pieces[0]!));
-    else if (isCompactHeader(header)) {
-      try {
-        out.push({ ok: true, message: decodeCompactHeaderPieces(header, pieces), compact: true, shaped: true });
-      } catch (err) {
-        out.push({ ok: false, error: asProtocolError(err) });
-      }
-    } else out.push(parseHeader(header, joinPieces(pieces, dataLength)));
+    data.push(r.pieces(dataLength));
+    dataLengths.push(dataLength);
   }
+  return {
+    length: headers.length,
+    record: (i) => {
+      const header = headers[i]!;
+      return parsePiecesRecord(header.length === 1 ? header[0]! : joinPieces(header, headerLengths[i]!), data[i]!, dataLengths[i]!);
+    },
+    size: (i) => headerLengths[i]! + dataLengths[i]!,
+  };
+}
+
+function parsePiecesRecord(header: Uint8Array, pieces: Uint8Array[], dataLength: number): DecodedRecord {
+  if (pieces.length === 1) return parseHeader(header, pieces[0]!);
+  if (isCompactHeader(header)) {
+    try {
+      return { ok: true, message: decodeCompactHeaderPieces(header, pieces), compact: true, shaped: true };
+    } catch (err) {
+      return { ok: false, error: asProtocolError(err) };
+    }
+  }
+  return parseHeader(header, joinPieces(pieces, dataLength));
+}
+
+/** Every record of a split frame, parsed. */
+function allRecords(frame: SplitFrame): DecodedRecord[] {
+  const out: DecodedRecord[] = [];
+  for (let i = 0; i < frame.length; i++) out.push(frame.record(i));
   return out;
+}
+
+/** Decodes one complete binary frame. Throws ProtocolError(BAD_FRAME) for a truncated or oversized frame. */
+export function decodeFrame(frame: Uint8Array, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): DecodedRecord[] {
+  return allRecords(splitFrame(frame, limits));
+}
+
+/** decodeFrame for a frame that arrived in parts (see splitFrameParts). */
+export function decodeFrameParts(parts: readonly Uint8Array[], limits: DecodeLimits = DEFAULT_DECODE_LIMITS): DecodedRecord[] {
+  return allRecords(splitFrameParts(parts, limits));
 }
 
 /** Decodes one text frame: a single JSON-RPC message, byte strings as {"$base64": "..."}. */

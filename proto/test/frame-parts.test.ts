@@ -1,13 +1,14 @@
 /**
  * decodeFrameParts (proto/src/codec.ts): a frame that arrived in parts decodes to the records
  * decodeFrame finds in the joined frame, with the same errors, whatever the cuts; a compact
- * WSPSend's buffers stay views of the parts. Random inputs come from a seeded generator; set
+ * WSPSend's buffers stay views of the parts. splitFrame and splitFrameParts check a frame's
+ * structure at once and parse each header only when its record is asked for. Random inputs come from a seeded generator; set
  * SPIWIRE_SEED to replay a run.
  */
 import t from 'tap';
-import { FrameBuilder, MAX_BUFFER_COUNT, ProtocolError, decodeFrame, decodeFrameParts, type DecodedRecord } from '../src/index.js';
+import { BAD_FRAME, FrameBuilder, MAX_BUFFER_COUNT, PARSE_ERROR, ProtocolError, decodeFrame, decodeFrameParts, splitFrame, splitFrameParts, type DecodedRecord } from '../src/index.js';
 import { rng } from './helpers/random.js';
-import { cat, hex, norm } from './helpers/records.js';
+import { cat, hex, norm, rawRecord } from './helpers/records.js';
 
 const SEED = Number(process.env['SPIWIRE_SEED'] ?? 0xf4a9);
 
@@ -98,6 +99,30 @@ t.test(`the same records and errors as decodeFrame, cut anywhere (seed ${SEED})`
   }
   t.equal(compared, 400, `400 frames decoded alike, ${broken} of them refused whole`);
   t.ok(broken > 0 && broken < 400, 'both good and refused frames were among them');
+});
+
+t.test('splitFrame checks the whole structure at once and parses each header when asked, whole or in parts', async (t) => {
+  const headers = ['{"jsonrpc":"2.0","id":1,"method":"m"}', 'not json', '{"jsonrpc":"2.0","id":3,"method":"m","params":{"b":{"$b":[1,2]}}}'];
+  const data = [new Uint8Array(0), new Uint8Array([1, 2, 3]), new Uint8Array([7, 8, 9])];
+  const frame = cat(...headers.map((h, i) => rawRecord(h, data[i])));
+  for (const [what, split] of [
+    ['whole', () => splitFrame(frame)],
+    ['in parts cut inside headers and lengths', () => splitFrameParts(cut(frame, [3, 20, 45, 60]))],
+  ] as const) {
+    const f = split();
+    t.equal(f.length, 3, `${what}: three records`);
+    t.same([f.size(0), f.size(1), f.size(2)], headers.map((h, i) => h.length + data[i]!.length), `${what}: each record's header and data bytes`);
+    // Asked out of order: a record's parse does not depend on the others.
+    const third = f.record(2);
+    t.same(third.ok ? norm(third.message) : null, { jsonrpc: '2.0', id: 3, method: 'm', params: { b: { bytes: '0809' } } }, `${what}: the third record, asked first`);
+    const second = f.record(1);
+    t.equal(second.ok ? null : second.error.code, PARSE_ERROR, `${what}: a header that is not JSON spoils its record only, when it is parsed`);
+    t.ok(f.record(0).ok, `${what}: the first record`);
+  }
+  // A truncated last record spoils the frame before any header is parsed, whatever the headers hold.
+  const truncated = cat(rawRecord('not json'), rawRecord('{}', new Uint8Array(4)).subarray(0, 12));
+  t.throws(() => splitFrame(truncated), new ProtocolError(BAD_FRAME, 'frame ends inside a record (truncated)'), 'truncated: BAD_FRAME from the split');
+  t.throws(() => splitFrameParts(cut(truncated, [5, 13])), new ProtocolError(BAD_FRAME, 'frame ends inside a record (truncated)'), 'truncated, in parts: the same');
 });
 
 t.test('an empty frame in parts is BAD_FRAME, as whole', async (t) => {

@@ -47,14 +47,16 @@ export function acceptResume(ws: WebSocket, ctx: DaemonContext, sessions: Readon
 
 /** The params of a spiwire.resume message, or what is wrong with it. */
 function resumeParams(data: Buffer, isBinary: boolean): P.Params<'spiwire.resume'> | string {
-  let records: P.DecodedRecord[];
+  let rec: P.DecodedRecord;
   try {
-    records = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
+    // Counted before any header is parsed: a frame of thousands of headers is refused unread.
+    const frame = isBinary ? P.splitFrame(data) : null;
+    if (frame !== null && frame.length !== 1) return 'the first message must be one record, spiwire.resume';
+    rec = frame !== null ? frame.record(0) : P.decodeText(data.toString('utf8'));
   } catch (err) {
     return `the first message is not a frame: ${err instanceof Error ? err.message : String(err)}`;
   }
-  const rec = records[0];
-  if (records.length !== 1 || !rec?.ok) return 'the first message must be one record, spiwire.resume';
+  if (!rec.ok) return 'the first message must be one record, spiwire.resume';
   try {
     const msg = P.checkRequestEnvelope(rec.message);
     if (msg.method !== 'spiwire.resume') return `the first message must be spiwire.resume, not ${JSON.stringify(msg.method).slice(0, 80)}`;

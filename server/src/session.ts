@@ -42,7 +42,8 @@ const WS_OPEN = 1;
 const FLUSH_RECORDS = 256;
 /**
  * How much of a frame is handled between two looks at the clock: 32 records, or fewer when they
- * are large, so that a frame of 64 KiB sends does not overrun the turn by 2 MiB of writes.
+ * are large (128 KiB of headers and data), so that a frame of 64 KiB sends does not overrun the
+ * turn by 2 MiB of writes, nor one of 1 MiB headers by seconds of parsing.
  */
 const CLOCK_EVERY_RECORDS = 32;
 const CLOCK_EVERY_BYTES = 128 * 1024;
@@ -343,7 +344,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
    */
   private readonly waiting: Array<{ data: BinaryMessage; isBinary: boolean }> = [];
   /** Records of a frame not yet handled, when the frame was set aside to let others run. */
-  private rest: { records: P.DecodedRecord[]; next: number; clockEvery: number; large: boolean } | null = null;
+  private rest: { records: P.SplitFrame; next: number; large: boolean } | null = null;
   private readingPaused = false;
   /** The reader slots (read-slots.ts) hold this session's reading back for now. */
   private slotHeld = false;
@@ -379,17 +380,16 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.handleRecord(rec, true);
       return;
     }
-    let records: P.DecodedRecord[];
+    let records: P.SplitFrame;
     try {
-      records = data instanceof MessageParts ? P.decodeFrameParts(data.parts, this.decodeLimits) : P.decodeFrame(data, this.decodeLimits);
+      records = data instanceof MessageParts ? P.splitFrameParts(data.parts, this.decodeLimits) : P.splitFrame(data, this.decodeLimits);
     } catch (err) {
       const e = err instanceof P.ProtocolError ? err : new P.ProtocolError(P.BAD_FRAME, String(err));
       this.mistake({ err: e.message }, 'bad frame');
       this.sendError(null, e, false);
       return;
     }
-    const perRecord = data.length / Math.max(1, records.length);
-    this.handleRecords(records, 0, Math.max(1, Math.min(CLOCK_EVERY_RECORDS, Math.floor(CLOCK_EVERY_BYTES / perRecord))), data.length >= BATCHED_REPLY_BYTES);
+    this.handleRecords(records, 0, data.length >= BATCHED_REPLY_BYTES);
   }
 
   /**
@@ -397,23 +397,29 @@ export class Session implements SpiSession, SetAside, SlotReader {
    * time is spent (the daemon's TurnBudget: a slice per frame, or the turn's time once several
    * sessions share it) the rest waits for the next turn of the event loop (setImmediate), so that
    * other sessions are served meanwhile; this session reads nothing more until the frame is done.
-   * At least one record goes per turn. large: the frame is BATCHED_REPLY_BYTES or more, so its
-   * replies wait for the end of the round.
+   * At least one record goes per turn, and each record's header is parsed when its turn comes.
+   * large: the frame is BATCHED_REPLY_BYTES or more, so its replies wait for the end of the round.
    */
-  private handleRecords(records: P.DecodedRecord[], next: number, clockEvery: number, large: boolean): void {
+  private handleRecords(records: P.SplitFrame, next: number, large: boolean): void {
     const turn = this.daemon.turn;
     turn.begin(this);
     const started = performance.now();
     this.frameStarted = { at: started };
     let i = next;
+    let sinceClock = 0;
+    let bytesSinceClock = 0;
     this.inFrame = true;
     try {
       for (; i < records.length && !this.ended; i++) {
-        const rec = records[i]!;
+        const rec = records.record(i);
         // A client that writes compact headers reads them: answer it in kind from now on.
         if (rec.ok && rec.compact) this.out.compact = true;
         this.handleRecord(rec, false);
-        if ((i - next) % clockEvery === clockEvery - 1 && turn.spent(started)) {
+        bytesSinceClock += records.size(i);
+        if (++sinceClock < CLOCK_EVERY_RECORDS && bytesSinceClock < CLOCK_EVERY_BYTES) continue;
+        sinceClock = 0;
+        bytesSinceClock = 0;
+        if (turn.spent(started)) {
           i++;
           break;
         }
@@ -427,7 +433,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     if (large) this.flushSoon();
     else this.flush();
     if (i < records.length && !this.ended) {
-      this.rest = { records, next: i, clockEvery, large };
+      this.rest = { records, next: i, large };
       this.updateReading();
       this.daemon.turn.defer(this);
       return;
@@ -442,7 +448,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     const started = performance.now();
     let progressed = false;
     if (this.rest) {
-      this.handleRecords(this.rest.records, this.rest.next, this.rest.clockEvery, this.rest.large);
+      this.handleRecords(this.rest.records, this.rest.next, this.rest.large);
       progressed = true;
     }
     // Then the messages that arrived meanwhile, in order, as long as none is set aside again

@@ -4,7 +4,7 @@
  * binds racing in one frame, requests without an id, receives whose lengths add up to more than
  * 4 GiB. Each must give a documented answer; the daemon must keep running and leak nothing.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import * as P from '@spiwire/proto';
@@ -352,18 +352,24 @@ t.test('connects racing in one frame (UDP), and a connect queued behind a close 
   t.same(loud, [], 'nothing logged above debug, no illegal state move');
 });
 
-t.test('a frame of thousands of calls lets other sessions in between, and keeps its own order', async (t) => {
+/**
+ * Two sessions for a race to bind one port: A with a UDP socket (for calls that answer at once)
+ * and a TCP socket, B with a TCP socket, and a port that was free a moment ago. Whoever's bind
+ * runs first gets it.
+ */
+async function bindRace(t: Test): Promise<{ a: RawSession; b: RawSession; ha: number; ta: number; tb: number; port: number }> {
   const d = await daemon(t);
   const a = await session(t, d.url);
   const b = await session(t, d.url);
-  const ha = await udpSocket(a);
-  const ta = await tcpSocket(a);
-  const tb = await tcpSocket(b);
-  // A free port both sessions will try to bind: whoever's bind runs first gets it.
   const probe = net.createServer();
   await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
   const port = (probe.address() as net.AddressInfo).port;
   await new Promise<void>((r) => probe.close(() => r()));
+  return { a, b, ha: await udpSocket(a), ta: await tcpSocket(a), tb: await tcpSocket(b), port };
+}
+
+t.test('a frame of thousands of calls lets other sessions in between, and keeps its own order', async (t) => {
+  const { a, b, ha, ta, tb, port } = await bindRace(t);
   const big = new P.FrameBuilder();
   for (let i = 0; i < 4000; i++) big.add({ jsonrpc: '2.0', id: `a${i}`, method: 'WSPGetSockOpt', params: { s: ha, level: P.SOL_SOCKET, optname: P.SO_PROTOCOL_INFOW, optlen: 1024 } });
   big.add({ jsonrpc: '2.0', id: 'a-bind', method: 'WSPBind', params: { s: ta, name: ipv4(port), namelen: 16 } });
@@ -383,4 +389,25 @@ t.test('a frame of thousands of calls lets other sessions in between, and keeps 
   const ids = a.messages.filter((m) => typeof m.id === 'string' && /^a\d+$/.test(m.id)).map((m) => Number(String(m.id).slice(1)));
   t.same(ids, [...ids].sort((x, y) => x - y), 'the big frame\'s calls are answered in order');
   t.equal(ids.length, 4000, 'every call answered once');
+});
+
+t.test('a frame of 1 MiB headers is parsed one record at a time: other sessions get in between', async (t) => {
+  const { a, b, ha, ta, tb, port } = await bindRace(t);
+  // Fourteen headers of nearly MAX_HEADER_BYTES each (a parameter no method has), between a
+  // first call and a bind: parsing them all takes far longer than one turn of the daemon.
+  const big = new P.FrameBuilder();
+  big.add({ jsonrpc: '2.0', id: 'first', method: 'WSPGetSockOpt', params: { s: ha, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 } });
+  const pad = 'p'.repeat(P.MAX_HEADER_BYTES - 200);
+  for (let i = 0; i < 14; i++) big.add({ jsonrpc: '2.0', id: `pad${i}`, method: 'WSPGetSockOpt', params: { s: ha, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4, pad } });
+  big.add({ jsonrpc: '2.0', id: 'a-bind', method: 'WSPBind', params: { s: ta, name: ipv4(port), namelen: 16 } });
+  a.ws.send(big.finish());
+  // The first call's answer leaves at the end of the frame's first turn; B binds the same port then.
+  await a.wait((m) => m.id === 'first', 20000);
+  const bBind = await b.call('WSPBind', { s: tb, name: ipv4(port), namelen: 16 });
+  const aBind = await a.wait((m) => m.id === 'a-bind', 20000);
+  t.equal(bBind['ret'], 0, 'B\'s bind, sent once A\'s frame had begun, ran before A\'s last call: it got the port');
+  t.equal(aBind.result?.['errno'], P.WSAEADDRINUSE, 'A\'s bind, the last call of its frame, found the port taken');
+  const padded = a.messages.filter((m) => typeof m.id === 'string' && m.id.startsWith('pad'));
+  t.same(padded.map((m) => m.id), Array.from({ length: 14 }, (_, i) => `pad${i}`), 'each padded call answered once, in order');
+  t.ok(padded.every((m) => m.error?.code === P.INVALID_PARAMS), 'as INVALID_PARAMS (an unknown parameter)');
 });
