@@ -8,6 +8,12 @@ export const PROTOCOL_VERSION = 1;
 export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
 /** Largest JSON header of one record. */
 export const MAX_HEADER_BYTES = 1024 * 1024;
+/**
+ * Largest text message, in bytes: the JSON of one message is at most 1 MiB, in a text message as
+ * in a record's header. Parsing JSON is work the daemon cannot share out, and a text message is
+ * one piece of it; bytes in bulk go in binary frames.
+ */
+export const MAX_TEXT_BYTES = 1024 * 1024;
 /** Largest number of records in one frame. */
 export const MAX_RECORDS_PER_FRAME = 4096;
 /** Largest number of WSABUF entries in one call. */

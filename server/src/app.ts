@@ -15,6 +15,7 @@ import { trimNow } from './memory-trim.js';
 import { OperatorFaultError, type SessionDirectory } from './faults/operator-rules.js';
 import type { EmulatedSocket } from './sockets/emulated-socket.js';
 import { acceptResume, queryParam } from './resume.js';
+import { boundTextMessages } from './text-messages.js';
 
 export const WS_PATH = '/ws';
 
@@ -56,8 +57,11 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     errorHandler: (error, _socket, request) => ctx.clientMistakes.log({ err: error.message, path: request.url }, 'websocket error'),
   });
   // Every upgraded connection, sessions and resume handshakes alike, counts toward the budget of
-  // messages still arriving.
-  app.websocketServer.on('connection', (ws: WebSocket, req: IncomingMessage) => ctx.partialFrames.watch(ws, req.socket));
+  // messages still arriving, and its text messages are bounded (MAX_TEXT_BYTES).
+  app.websocketServer.on('connection', (ws: WebSocket, req: IncomingMessage) => {
+    ctx.partialFrames.watch(ws, req.socket);
+    boundTextMessages(ws, P.MAX_TEXT_BYTES);
+  });
   // Only /ws upgrades. The plugin would complete an upgrade on any route and close it after,
   // with no token, Origin or subprotocol check: refuse before the handshake instead.
   app.addHook('onRequest', async (req, reply) => {

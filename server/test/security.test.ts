@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
 import { startServer, VERSION, type Daemon } from '../src/index.js';
 import { bearerToken, isLoopbackHost, tokenMatches } from '../src/internals.js';
-import { RawSession, daemon, session, startCli, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
+import { RawSession, connectTo, daemon, pattern, sendBytes, session, startCli, tcpPeer, tcpSocket, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
 
 function httpBase(d: Daemon): string {
   return `http://127.0.0.1:${d.port}`;
@@ -262,6 +262,54 @@ t.test('client mistakes never log above debug, and at debug they are rate-limite
 });
 
 // ---- frame size ----
+
+/** A text message of exactly n bytes: a WSPSend of bytes in base64, padded with spaces (JSON white space). */
+function textSendOf(id: string, s: number, data: Buffer, n: number): string {
+  const json = JSON.stringify({ jsonrpc: '2.0', id, method: 'WSPSend', params: { s, buffers: [{ $base64: data.toString('base64') }], flags: 0 } });
+  if (json.length > n) throw new Error(`${json.length} bytes of JSON do not fit in ${n}`);
+  return json + ' '.repeat(n - json.length);
+}
+
+t.test('a text message over MAX_TEXT_BYTES closes with 1009 at its frame header; one of exactly that size is a call like any other', async (t) => {
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const a = await session(t, d.url);
+  const h = await tcpSocket(a);
+  await connectTo(a, h, peer.port);
+  const conn = await peer.next();
+
+  // The largest text message: its bytes reach the peer, the reply comes in a text frame.
+  const data = pattern(Math.floor((P.MAX_TEXT_BYTES - 200) / 4) * 3, 7);
+  a.ws.send(textSendOf('big-text', h, data, P.MAX_TEXT_BYTES));
+  const reply = await a.wait((m) => m.id === 'big-text', 10000);
+  t.same(reply.result, { ret: 0, errno: 0, bytesSent: data.length }, `a WSPSend in a text message of exactly ${P.MAX_TEXT_BYTES} bytes sends all ${data.length} bytes`);
+  t.ok((await conn.waitFor(data.length)).equals(data), 'and the peer receives them in order');
+
+  // One byte more, announced by a frame header alone: refused before any payload is sent.
+  const b = await session(t, d.url);
+  const header = Buffer.alloc(14);
+  header[0] = 0x81; // FIN, text
+  header[1] = 0x80 | 127; // masked, 64-bit length
+  header.writeBigUInt64BE(BigInt(P.MAX_TEXT_BYTES + 1), 2);
+  (b.ws as unknown as { _socket: import('node:net').Socket })._socket.write(header);
+  const closedB = await within(b.closed, 5000, null);
+  t.equal(closedB?.code, 1009, 'a text frame header announcing MAX_TEXT_BYTES + 1: close code 1009, with no payload sent');
+
+  // A text message in fragments is counted whole.
+  const c = await session(t, d.url);
+  const half = 'x'.repeat(P.MAX_TEXT_BYTES / 2 + 1);
+  c.ws.send(half, { fin: false });
+  c.ws.send(half, { fin: true });
+  const closedC = await within(c.closed, 5000, null);
+  t.equal(closedC?.code, 1009, 'two text fragments of half the limit plus one byte each: close code 1009');
+
+  // Binary messages are bounded by maxFrameBytes alone, and the first session went on.
+  const big = pattern(4 * P.MAX_TEXT_BYTES, 9);
+  const sent = await sendBytes(a, h, big);
+  t.same(sent, { ret: 0, errno: 0, bytesSent: big.length }, 'a binary WSPSend of four times MAX_TEXT_BYTES is taken whole');
+  t.ok((await conn.waitFor(data.length + big.length)).subarray(data.length).equals(big), 'and the peer receives it after the text message\'s bytes');
+  t.same((await getJson(`${httpBase(d)}/healthz`)).body['partialFrameBytes'], 0, 'no part of a refused message is held');
+});
 
 t.test('a frame larger than maxFrameBytes closes that WebSocket with 1009; other sessions are untouched', async (t) => {
   const maxFrameBytes = 4096;
