@@ -3,8 +3,8 @@
  * so that CI runs it with every `npm test`: every scenario against its own daemon process, with a
  * bystander session beside it, and every target of the campaign must be met: no crash, no
  * disturbed session, no byte lost, no allow-list bypass, no internal error, the daemon's memory
- * bounded, and no other defect. The timed targets (the bystander's p99, how long one frame holds
- * the daemon) are shown, not asserted: a time depends on what else the machine runs (the full
+ * bounded, and no other defect. The timed targets (the bystander's p99, how long one large frame
+ * holds the bystander's calls up) are shown, not asserted: a time depends on what else the machine runs (the full
  * `npm run campaign` judges them). The campaign's own report
  * (the table and each defect found) is printed as comments.
  *
@@ -28,7 +28,7 @@ t.test('npm run campaign -- --quick: every target met', async (t) => {
   );
   for (const r of report.rows) t.ok(r.messages > 0, `${r.scenario}: sent ${r.messages} messages`);
   for (const target of report.targets) {
-    // Times (the bystander's p99, how long one frame holds the daemon) are judged by
+    // Times (the bystander's p99, how long one large frame holds its calls up) are judged by
     // `npm run campaign` on a quiet machine and shown here; a daemon that stops answering is
     // still a defect (a stall, in the last target).
     if (target.timed) t.comment(`${target.name}: ${target.ok ? 'met' : 'missed'} (${target.detail})`);

@@ -195,6 +195,11 @@ export class Arena {
     return this.checkAlive(doing);
   }
 
+  /** Times the bystander's calls from now on; the function returned gives the longest (see Bystander.window). */
+  bystanderWindow(): () => Promise<number | null> {
+    return this.bystander.window();
+  }
+
   /** An attacker session on the current daemon; its counts join the row when it closes or the arena ends. */
   async wire(url = this.daemon.url): Promise<Wire> {
     const w = await Wire.open(url);

@@ -87,10 +87,22 @@ async function setUp(peer: TcpPeer): Promise<Live | string> {
   return l;
 }
 
+/** The longest call since the main thread opened a window (window-open), or null when none is open. */
+let windowMaxMs: number | null = null;
+/** performance.now() when the call in flight began, or null between calls. */
+let callStartedAt: number | null = null;
+
 async function run(): Promise<void> {
   const peer = await TcpPeer.start({ port: (workerData as { peerPort?: number }).peerPort ?? 0 });
   parentPort!.on('message', (m: { cmd: string; url?: string }) => {
     if (m.cmd === 'stop') stopping = true;
+    if (m.cmd === 'window-open') windowMaxMs = 0;
+    if (m.cmd === 'window-close') {
+      // A call still waiting counts with its wait so far.
+      const waiting = callStartedAt === null ? 0 : performance.now() - callStartedAt;
+      parentPort!.postMessage({ type: 'window', maxMs: Math.max(windowMaxMs ?? 0, waiting) });
+      windowMaxMs = null;
+    }
     if (m.cmd === 'switch' && m.url) {
       url = m.url;
       if (live) {
@@ -123,10 +135,13 @@ async function run(): Promise<void> {
     const l = live;
     const send = n++ % 2 === 1;
     const t = performance.now();
+    callStartedAt = t;
     const r = send
       ? await l.wire.call('WSPSend', { s: l.s, buffers: [payload], flags: 0 }, { timeoutMs: CALL_TIMEOUT_MS })
       : await l.wire.call('WSPGetSockOpt', { s: l.s, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optlen: 4 }, { timeoutMs: CALL_TIMEOUT_MS });
     const ms = performance.now() - t;
+    callStartedAt = null;
+    if (windowMaxMs !== null) windowMaxMs = Math.max(windowMaxMs, ms);
     if (live !== l) continue; // switched or already counted as disturbed meanwhile
     report.calls++;
     if (!r) {

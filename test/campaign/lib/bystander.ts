@@ -35,6 +35,27 @@ export class Bystander {
     this.worker.postMessage({ cmd: 'switch', url });
   }
 
+  /**
+   * Starts timing the bystander's calls from now; the function returned ends the window and
+   * gives its longest call (one still waiting counts with its wait so far), or null when the
+   * worker does not answer.
+   */
+  window(): () => Promise<number | null> {
+    this.worker.postMessage({ cmd: 'window-open' });
+    return () => {
+      const answer = new Promise<number>((resolve) => {
+        const on = (m: { type: string; maxMs?: number }): void => {
+          if (m.type !== 'window') return;
+          this.worker.off('message', on);
+          resolve(m.maxMs ?? 0);
+        };
+        this.worker.on('message', on);
+      });
+      this.worker.postMessage({ cmd: 'window-close' });
+      return within(answer, 5000, null);
+    };
+  }
+
   async stop(): Promise<BystanderReport> {
     this.worker.postMessage({ cmd: 'stop' });
     const r = await within(this.done, 15000, null);

@@ -12,7 +12,7 @@ export const BOUNDS = {
   memoryAfterMarginMiB: MEMORY_AFTER_MARGIN_MIB,
   /** The bystander's 99th percentile call latency. */
   bystanderP99Ms: 50,
-  /** One frame may keep the daemon from answering the same session's next call this long. */
+  /** One frame may keep another session's calls waiting this long (the daemon shares its time between a frame's records). */
   frameBusyMs: 200,
 };
 
@@ -61,7 +61,7 @@ export function targets(rows: readonly Row[]): Target[] {
     count('0 internal errors', (r) => r.internalErrors),
     { name: `daemon memory bounded (peak < ${BOUNDS.memoryPeakMiB} MiB, after <= before + ${BOUNDS.memoryAfterMarginMiB} MiB)`, ok: memBad === '', detail: memBad || 'ok' },
     { name: `bystander p99 < ${BOUNDS.bystanderP99Ms} ms`, ok: p99Bad === '', detail: p99Bad || 'ok', timed: true },
-    { ...count(`no frame keeps the daemon busy over ${BOUNDS.frameBusyMs} ms`, (r) => r.findings.filter((f) => f.kind === 'slow-frame').length), timed: true },
+    { ...count(`no frame keeps another session waiting over ${BOUNDS.frameBusyMs} ms`, (r) => r.findings.filter((f) => f.kind === 'slow-frame').length), timed: true },
     { name: '0 other defects (undocumented replies, limits not enforced, allow-list gaps, memory held, CPU burnt while idle, one frame stalling the daemon)', ok: other.length === 0, detail: other.length ? other.join(', ') : '0' },
   ];
 }

@@ -28,7 +28,7 @@ import * as S from '../lib/spi.js';
 import type { Msg } from '../lib/replies.js';
 import { EXPECTED_ATTACKER_CLOSES } from '../lib/replies.js';
 import { Wire } from '../lib/wire.js';
-import { sleep } from '../lib/util.js';
+import { sleep, within } from '../lib/util.js';
 
 const BUDGET = {
   quick: { frames: 10_000, ms: 30_000, perRound: 2000, batch: 100, scriptsPerRound: 4 },
@@ -582,9 +582,12 @@ async function optionSweep(a: Arena, rng: Rng, env: Env): Promise<number> {
 }
 
 /**
- * Frames that are legal in size but expensive to reject, each sent alone and timed: the daemon
- * handles one frame at a time, so while it works on one every other session waits. JSON nested
- * deeper than MAX_JSON_DEPTH is only refused after JSON.parse has built the whole structure.
+ * Frames that are legal in size but expensive to take apart, each sent alone, and what they cost
+ * another session: the bystander's longest call while the attacker's frame is worked through is
+ * judged (BOUNDS.frameBusyMs). The daemon parses a binary frame's headers one record at a time
+ * and shares its time between records; a text message is one JSON text, which is why it is
+ * bounded (MAX_TEXT_BYTES). How long the attacker's own next call waits behind its frame is
+ * recorded too: that is the frame's whole cost.
  */
 async function stallProbe(a: Arena, w: Wire, quick: boolean): Promise<void> {
   const nested = (bytes: number): string => {
@@ -604,31 +607,61 @@ async function stallProbe(a: Arena, w: Wire, quick: boolean): Promise<void> {
   const probes: Array<[string, () => { payload: Uint8Array | string; binary: boolean }]> = [
     ['a 1 MiB header of one long string (for comparison)', () => ({ payload: record(flat(P.MAX_HEADER_BYTES)), binary: true })],
     ['a 1 MiB header of nested arrays', () => ({ payload: record(nested(P.MAX_HEADER_BYTES)), binary: true })],
-    ['a 1 MiB text frame of nested arrays', () => ({ payload: nested(P.MAX_HEADER_BYTES), binary: false })],
+    ['a 1 MiB text frame of nested arrays', () => ({ payload: nested(P.MAX_TEXT_BYTES), binary: false })],
+    ['a 1 MiB text frame of one long string', () => ({ payload: flat(P.MAX_TEXT_BYTES), binary: false })],
     ['4096 records of {}', () => ({ payload: many(P.MAX_RECORDS_PER_FRAME, {}), binary: true })],
     ['4096 WSPGetSockOpt notifications', () => ({ payload: many(P.MAX_RECORDS_PER_FRAME, { jsonrpc: '2.0', method: 'WSPGetSockOpt', params: { s: 1, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 } }), binary: true })],
   ];
+  const maxFrameBytes = w.limit('maxFrameBytes') ?? P.DEFAULT_MAX_FRAME_BYTES;
   if (!quick) {
     const one = record(nested(P.MAX_HEADER_BYTES));
-    const count = Math.floor((w.limit('maxFrameBytes') ?? P.DEFAULT_MAX_FRAME_BYTES) / one.length);
+    const count = Math.floor(maxFrameBytes / one.length);
     probes.push([`a ${count} MiB frame of ${count} headers of nested arrays`, () => ({ payload: Buffer.concat(Array.from({ length: count }, () => one)), binary: true })]);
+    const long = record(flat(P.MAX_HEADER_BYTES));
+    probes.push([`a ${count} MiB frame of ${count} headers of one long string`, () => ({ payload: Buffer.concat(Array.from({ length: count }, () => long)), binary: true })]);
   }
+  const sentinel = (on: Wire): Promise<Msg | null> => on.request('WSPGetSockName', { s: 1, namelen: 16 }, { timeoutMs: 30000, label: 'sentinel' });
+  /**
+   * Sends the payload on `on`: how long `on`'s own next call waited, and the longest call of the
+   * bystander meanwhile (a session in a thread of its own, so that the time this process spends
+   * masking megabytes does not count).
+   */
+  const timed = async (on: Wire, payload: Uint8Array | string, binary: boolean): Promise<{ ownMs: number; otherMs: number; answered: boolean }> => {
+    const closeWindow = a.bystanderWindow();
+    const t = performance.now();
+    on.sendRaw(payload, binary);
+    // The attacker's own next call waits behind its frame; a closed connection answers nothing.
+    const answered = (await Promise.race([sentinel(on), on.closed.then(() => null)])) !== null;
+    const ownMs = Math.round(performance.now() - t);
+    // The bystander calls every few tens of milliseconds: give it time for one more.
+    await sleep(50);
+    return { ownMs, otherMs: Math.round((await closeWindow()) ?? Infinity), answered };
+  };
+  const judge = (what: string, r: { ownMs: number; otherMs: number }): void => {
+    a.extra[`frame cost: ${what} (ms, its own session / the bystander's longest call)`] = `${r.ownMs} / ${r.otherMs}`;
+    if (r.otherMs > BOUNDS.frameBusyMs) a.find('slow-frame', `${what} kept the bystander's call waiting ${r.otherMs} ms`);
+  };
   for (const [what, make] of probes) {
     const f = make();
-    await w.request('WSPGetSockName', { s: 1, namelen: 16 }, { label: 'sentinel' });
-    const t = performance.now();
-    w.sendRaw(f.payload, f.binary);
-    const answer = await w.request('WSPGetSockName', { s: 1, namelen: 16 }, { timeoutMs: 30000, label: 'sentinel' });
-    const ms = Math.round(performance.now() - t);
-    if (!answer) {
+    await sentinel(w);
+    const r = await timed(w, f.payload, f.binary);
+    if (!r.answered) {
       if (!(await a.confirmAlive(`sending ${what}`))) return;
       a.find('stall', `${what}: no answer within 30 s`);
       return;
     }
-    a.extra[`frame cost: ${what} (ms)`] = ms;
-    // A time, judged as its own target (report.ts); no answer at all (above) is a stall.
-    if (ms > BOUNDS.frameBusyMs) a.find('slow-frame', `${what} kept the daemon from answering for ${ms} ms`);
+    judge(what, r);
   }
+  // A text message past MAX_TEXT_BYTES, from a session of its own: closed with 1009 before its
+  // payload is read.
+  const big = await a.wire();
+  const mib = quick ? 2 : Math.floor(maxFrameBytes / (1024 * 1024)) - 1;
+  const what = `a ${mib} MiB text message (over MAX_TEXT_BYTES)`;
+  const r = await timed(big, `"${'a'.repeat(mib * 1024 * 1024)}"`, false);
+  const closed = await within(big.closed, 10000, null);
+  if (!(await a.confirmAlive(`sending ${what}`))) return;
+  if (closed?.code !== 1009) a.find('limit', `${what}: the connection ${closed ? `closed with ${closed.code}` : 'stayed open'}, not 1009`);
+  judge(what, r);
 }
 
 /** The attacker's sockets for one round. */
