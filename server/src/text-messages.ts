@@ -2,7 +2,7 @@
  * Text messages are refused past MAX_TEXT_BYTES as soon as a frame header says so (proto/README.md,
  * section 4). A text message is one JSON text, and turning megabytes of it into a message
  * (joining, UTF-8, JSON.parse, base64) is one piece of work of about 20 ms per MiB that the daemon
- * cannot share out: a 16 MiB one held every other session for a third of a second. ws has one
+ * cannot share out: a 15 MiB one held every other session up for 200-280 ms. ws has one
  * size limit for both kinds of message (maxPayload), so the text limit is checked here, where ws
  * has read a frame's length and before it reads the payload: the connection is closed with 1009
  * (message too big), as ws does past maxPayload, and the payload is never held.
