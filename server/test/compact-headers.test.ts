@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import * as P from '@spiwire/proto';
-import { connectTo, daemon, session, tcpPeer, tcpSocket, type Msg, type RawSession } from './helpers/raw-client.js';
+import { connectedSocket, connectTo, daemon, session, tcpPeer, tcpSocket, type Msg, type RawSession } from './helpers/raw-client.js';
 
 /** Sends one request in a frame of its own, compact when it has a compact form; resolves with the reply. */
 function call(s: RawSession, compact: boolean, msg: { id: number; method: string; params: Record<string, unknown> }): Promise<Msg> {
@@ -21,9 +21,7 @@ t.test('JSON clients get JSON; a compact WSPSend turns the replies compact; the 
   const d = await daemon(t);
   const peer = await tcpPeer(t);
   const s = await session(t, d.url);
-  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
-  await connectTo(s, h, peer.port);
-  const conn = await peer.next();
+  const { h, conn } = await connectedSocket(s, peer, P.WSA_FLAG_OVERLAPPED);
 
   const welcome = await s.wait((m) => m.method === 'spiwire.welcome');
   t.equal(welcome.params?.['compactHeaders'], true, 'the welcome says the daemon reads compact headers');
@@ -52,9 +50,7 @@ t.test('a broken compact record is PARSE_ERROR with id null; the rest of its fra
   const d = await daemon(t);
   const peer = await tcpPeer(t);
   const s = await session(t, d.url);
-  const h = await tcpSocket(s);
-  await connectTo(s, h, peer.port);
-  const conn = await peer.next();
+  const { h, conn } = await connectedSocket(s, peer);
   const good = new P.FrameBuilder();
   good.compact = true;
   good.add({ jsonrpc: '2.0', id: 5, method: 'WSPSend', params: { s: h, buffers: [Buffer.from('after')], flags: 0 } });

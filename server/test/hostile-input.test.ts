@@ -8,7 +8,7 @@ import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import * as P from '@spiwire/proto';
-import { connectTo, daemon, ipv4, session, startCli, tcpPeer, tcpSocket, udpSocket, within, type Msg, type RawSession } from './helpers/raw-client.js';
+import { connectedSocket, connectTo, daemon, ipv4, session, startCli, tcpPeer, tcpSocket, udpSocket, within, type Msg, type RawSession } from './helpers/raw-client.js';
 
 function dword(n: number): Uint8Array {
   const b = new Uint8Array(4);
@@ -148,10 +148,7 @@ t.test('a blocking MSG_OOB WSPRecv asking for more than 4 GiB: a Winsock answer 
   const d = await daemon(t);
   const s = await session(t, d.url);
   const peer = await tcpPeer(t);
-  const h = await tcpSocket(s);
-  const connP = peer.next();
-  await connectTo(s, h, peer.port);
-  const conn = await connP;
+  const { h, conn } = await connectedSocket(s, peer);
   const timersBefore = process.getActiveResourcesInfo().filter((x) => x === 'Timeout').length;
   const lengths = [0xffffffff, 0xffffffff, 0xffffffff];
   const recv = s.request('WSPRecv', { s: h, lengths, flags: P.MSG_OOB }, 10000);
@@ -272,9 +269,7 @@ t.test('a session whose blocking calls fill maxPendingRequests can still feed it
   const peer = await tcpPeer(t);
   // A blocking streamed send takes one of the three places while it runs; its pieces must still
   // be taken, or it would never end (and a dropped piece would leave a hole in the bytes).
-  const out = await tcpSocket(s);
-  await connectTo(s, out, peer.port);
-  const conn = await peer.next();
+  const { h: out, conn } = await connectedSocket(s, peer);
   const data = Buffer.alloc(3000);
   for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 0xff;
   // Two blocking receives on another connection take the other two places.

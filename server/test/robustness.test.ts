@@ -10,7 +10,7 @@
 import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import * as P from '@spiwire/proto';
-import { connectOutcome, connectTo, daemon, ipv4, pattern, roundTrip, sendBytes, session, startCli, tcpPeer, tcpSocket, udpSocket, until, within, type Msg, type RawSession } from './helpers/raw-client.js';
+import { connectedSocket, connectOutcome, connectTo, daemon, ipv4, pattern, roundTrip, sendBytes, session, startCli, tcpPeer, tcpSocket, udpSocket, until, within, type Msg, type RawSession } from './helpers/raw-client.js';
 
 /** A loopback port with nothing listening (listen on 0, close). */
 async function closedPort(): Promise<number> {
@@ -323,10 +323,7 @@ t.test('a storm of bad input: documented errors only, the daemon stays up, anoth
   // Session B and its peer, set up before the storm.
   const peer = await tcpPeer(t);
   const b = await session(t, d.url);
-  const hb = await tcpSocket(b);
-  const connP = peer.next();
-  await connectTo(b, hb, peer.port);
-  const conn = await connP;
+  const { h: hb, conn } = await connectedSocket(b, peer);
 
   // Session A: a few sockets of its own so that fuzzed calls reach real code paths.
   const a = await session(t, d.url);
@@ -490,20 +487,14 @@ t.test('a client that vanishes mid-call: its sockets close, other sessions keep 
   const hw = await udpSocket(w);
 
   const v = await session(t, d.url);
-  const hv = await tcpSocket(v);
-  const connP = peer.next();
-  await connectTo(v, hv, peer.port);
-  const conn = await connP;
+  const { h: hv, conn } = await connectedSocket(v, peer);
   const listener = await tcpSocket(v);
   t.equal((await v.call('WSPBind', { s: listener, name: ipv4(0), namelen: 16 }))['ret'], 0, 'V binds its listener');
   t.equal((await v.call('WSPListen', { s: listener, backlog: 4 }))['ret'], 0, 'V listens');
   const name = (await v.call('WSPGetSockName', { s: listener, namelen: 16 }))['name'] as P.SockAddr;
   t.ok(name.port > 0, `the listener is on port ${name.port}`);
   t.equal(await connectOutcome(name.port), 'connected', 'the listener accepts before the client vanishes');
-  const ovSock = await tcpSocket(v, P.WSA_FLAG_OVERLAPPED);
-  const conn2P = peer.next();
-  await connectTo(v, ovSock, peer.port);
-  const conn2 = await conn2P;
+  const { h: ovSock, conn: conn2 } = await connectedSocket(v, peer, P.WSA_FLAG_OVERLAPPED);
 
   // Calls in flight: a blocking WSPRecv (the peer sends nothing), a blocking WSPAccept (after the
   // one queued connection is taken) and a pending overlapped WSPRecv.
@@ -533,10 +524,7 @@ t.test('a client that vanishes mid-call: its sockets close, other sessions keep 
 
   // W keeps working, including over a new TCP connection.
   t.equal((await w.call('WSPGetSockOpt', { s: hw, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }))['ret'], 0, 'W\'s socket still answers');
-  const hw2 = await tcpSocket(w);
-  const conn3P = peer.next();
-  await connectTo(w, hw2, peer.port);
-  const conn3 = await conn3P;
+  const { h: hw2, conn: conn3 } = await connectedSocket(w, peer);
   const data = pattern(50000, 77);
   const r = await sendBytes(w, hw2, data);
   t.same([r['ret'], r['bytesSent']], [0, data.length], 'W sends over a new connection');
@@ -548,10 +536,7 @@ t.test('a socket handle of another session is WSAENOTSOCK (10038) and stays unto
   const peer = await tcpPeer(t);
   const a = await session(t, d.url);
   const b = await session(t, d.url);
-  const ha = await tcpSocket(a);
-  const connP = peer.next();
-  await connectTo(a, ha, peer.port);
-  const conn = await connP;
+  const { h: ha, conn } = await connectedSocket(a, peer);
   const hb = await udpSocket(b);
   t.not(ha, hb, 'handles are unique across sessions');
 

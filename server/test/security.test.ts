@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
 import { startServer, VERSION, type Daemon } from '../src/index.js';
 import { bearerToken, isLoopbackHost, tokenMatches } from '../src/internals.js';
-import { RawSession, connectTo, daemon, pattern, sendBytes, session, startCli, tcpPeer, tcpSocket, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
+import { RawSession, connectedSocket, daemon, pattern, sendBytes, session, startCli, tcpPeer, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
 
 function httpBase(d: Daemon): string {
   return `http://127.0.0.1:${d.port}`;
@@ -274,9 +274,7 @@ t.test('a text message over MAX_TEXT_BYTES closes with 1009 at its frame header;
   const d = await daemon(t);
   const peer = await tcpPeer(t);
   const a = await session(t, d.url);
-  const h = await tcpSocket(a);
-  await connectTo(a, h, peer.port);
-  const conn = await peer.next();
+  const { h, conn } = await connectedSocket(a, peer);
 
   // The largest text message: its bytes reach the peer, the reply comes in a text frame.
   const data = pattern(Math.floor((P.MAX_TEXT_BYTES - 200) / 4) * 3, 7);

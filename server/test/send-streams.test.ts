@@ -6,7 +6,7 @@
  */
 import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
-import { connectTo, pattern, session, startCli, tcpPeer, tcpSocket, type Cli, type PeerConn, type RawSession } from './helpers/raw-client.js';
+import { connectTo, connectedSocket, pattern, session, startCli, tcpPeer, tcpSocket, type Cli, type PeerConn, type RawSession } from './helpers/raw-client.js';
 
 const MiB = 1024 * 1024;
 
@@ -55,11 +55,7 @@ async function streamSend(s: RawSession, id: number, data: Uint8Array, piece: nu
 async function streamRig(t: Test, maxFrame: number, window: number, flags = 0): Promise<{ d: Cli; s: RawSession; h: number; conn: PeerConn }> {
   const d = await startCli(t, ['--max-frame-bytes', String(maxFrame), '--stream-window', String(window)]);
   const s = await session(t, d.url);
-  const peer = await tcpPeer(t);
-  const h = await tcpSocket(s, flags);
-  const connP = peer.next();
-  await connectTo(s, h, peer.port);
-  return { d, s, h, conn: await connP };
+  return { d, s, ...(await connectedSocket(s, await tcpPeer(t), flags)) };
 }
 
 t.test('a blocking 64 MiB WSPSend in pieces: the full count, every byte at the peer, memory bounded by the window', async (t) => {

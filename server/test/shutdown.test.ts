@@ -10,7 +10,7 @@ import { startServer, type Daemon } from '../src/index.js';
 import { SETTINGS } from '../src/internals.js';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { RawSession, cleanEnv, reapOnExit, connectOutcome, connectTo, ipv4, jsonLines, roundTrip, run, session, startCli, tcpPeer, tcpSocket, until, within, type Msg } from './helpers/raw-client.js';
+import { RawSession, connectedSocket, cleanEnv, reapOnExit, connectOutcome, ipv4, jsonLines, roundTrip, run, session, startCli, tcpPeer, tcpSocket, until, within, type Msg } from './helpers/raw-client.js';
 
 /**
  * A WebSocket client written by hand on a raw TCP socket: it completes the upgrade, then never
@@ -66,10 +66,7 @@ t.test('daemon.close(): blocked calls answer WSAENETDOWN, peers see their connec
   const s = await session(t, d.url);
 
   // A blocking WSPRecv on an emulated TCP socket whose peer sends nothing.
-  const h = await tcpSocket(s);
-  const connP = peer.next();
-  await connectTo(s, h, peer.port);
-  const conn = await connP;
+  const { h, conn } = await connectedSocket(s, peer);
   const recv = s.request('WSPRecv', { s: h, lengths: [100], flags: 0 }, 10000);
   // A blocking WSPAccept on a listening socket.
   const l = await tcpSocket(s);
@@ -78,10 +75,7 @@ t.test('daemon.close(): blocked calls answer WSAENETDOWN, peers see their connec
   const lport = ((await s.call('WSPGetSockName', { s: l, namelen: 16 }))['name'] as P.SockAddr).port;
   const accept = s.request('WSPAccept', { s: l }, 10000);
   // A pending overlapped WSPRecv.
-  const ovs = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
-  const ovConnP = peer.next();
-  await connectTo(s, ovs, peer.port);
-  const ovConn = await ovConnP;
+  const { h: ovs, conn: ovConn } = await connectedSocket(s, peer, P.WSA_FLAG_OVERLAPPED);
   const ov = await s.call('WSPRecv', { s: ovs, lengths: [100], flags: 0, overlapped: { op: 42, thread: 1 } });
   t.same([ov['ret'], ov['errno']], [P.SOCKET_ERROR, P.WSA_IO_PENDING], 'the overlapped receive is pending');
   // An answer sent by now would be ahead of the round trip's.
@@ -169,10 +163,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     t.equal(startLine['tokenRequired'], false, 'the start line says no token is required');
     const peer = await tcpPeer(t);
     const s = await session(t, d.url);
-    const h = await tcpSocket(s);
-    const connP = peer.next();
-    await connectTo(s, h, peer.port);
-    const conn = await connP;
+    const { h, conn } = await connectedSocket(s, peer);
     const recv = s.request('WSPRecv', { s: h, lengths: [10], flags: 0 }, 10000);
     // The receive is blocked at the daemon before the signal: the round trip follows it.
     await roundTrip(s);

@@ -15,7 +15,7 @@ import { buildApp } from '../src/app.js';
 import { DaemonContext, DEFAULT_LIMITS } from '../src/daemon-context.js';
 import { VERSION } from '../src/version.js';
 import { parseConfig, SETTINGS } from '../src/internals.js';
-import { connectTo, daemon, ipv4, pattern, roundTrip, session, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, type PeerConn, type RawSession } from './helpers/raw-client.js';
+import { connectTo, connectedSocket, daemon, ipv4, pattern, roundTrip, session, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, type PeerConn, type RawSession } from './helpers/raw-client.js';
 
 const README = readFileSync(new URL('../../../proto/README.md', import.meta.url), 'utf8');
 const LINES = README.split('\n');
@@ -46,9 +46,7 @@ async function overlappedConnection(t: Test): Promise<{ s: RawSession; h: number
   const d = await daemon(t);
   const peer = await tcpPeer(t);
   const s = await session(t, d.url);
-  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
-  await connectTo(s, h, peer.port);
-  return { s, h, conn: await peer.next() };
+  return { s, ...(await connectedSocket(s, peer, P.WSA_FLAG_OVERLAPPED)) };
 }
 
 t.test('WSPIoctl: a control code whose output is "none" answers without an `output` member', async (t) => {

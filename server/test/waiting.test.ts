@@ -5,16 +5,13 @@
  */
 import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
-import { connectTo, daemon, session, tcpPeer, tcpSocket, type Msg, type PeerConn, type RawSession } from './helpers/raw-client.js';
+import { connectTo, connectedSocket, daemon, session, tcpPeer, tcpSocket, type Msg, type PeerConn, type RawSession } from './helpers/raw-client.js';
 
 /** A session with a TCP socket connected to a loopback peer, and the peer's side. */
 async function connected(t: Test): Promise<{ s: RawSession; h: number; conn: PeerConn }> {
   const d = await daemon(t);
   const s = await session(t, d.url);
-  const peer = await tcpPeer(t);
-  const h = await tcpSocket(s);
-  await connectTo(s, h, peer.port);
-  return { s, h, conn: await peer.next() };
+  return { s, ...(await connectedSocket(s, await tcpPeer(t))) };
 }
 
 const waitingFor = (s: RawSession, id: number | string): Msg[] => s.messages.filter((m) => m.method === 'spiwire.waiting' && (m.params as { id: unknown }).id === id);

@@ -216,6 +216,13 @@ export async function connectTo(s: RawSession, h: number, port: number): Promise
   if (r['ret'] !== 0) throw new Error(`WSPConnect failed: ${String(r['errno'])}`);
 }
 
+/** A TCP socket of s (made with flags) connected to peer, and the peer's next connection: its side of it. */
+export async function connectedSocket(s: RawSession, peer: Peer, flags = 0): Promise<{ h: number; conn: PeerConn }> {
+  const h = await tcpSocket(s, flags);
+  await connectTo(s, h, peer.port);
+  return { h, conn: await peer.next() };
+}
+
 export async function sendBytes(s: RawSession, h: number, data: Uint8Array): Promise<Record<string, unknown>> {
   return s.call('WSPSend', { s: h, buffers: [data], flags: 0 });
 }

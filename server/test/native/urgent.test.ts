@@ -7,7 +7,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import * as P from '@spiwire/proto';
 import { libc, fdOf } from '../../src/native/libc.js';
-import { connectTo, session, startCli, tcpPeer, tcpSocket, type Msg } from '../helpers/raw-client.js';
+import { connectedSocket, session, startCli, tcpPeer, tcpSocket, type Msg } from '../helpers/raw-client.js';
 
 /** CPU time (user + system, in clock ticks) the process has used so far. */
 function cpuTicks(pid: number): number {
@@ -22,14 +22,8 @@ t.test('1,000 pending MSG_OOB receives leave the daemon idle; one urgent byte co
   const s = await session(t, d.url);
   const bystander = await session(t, d.url);
   const peer = await tcpPeer(t);
-  const blockingSock = await tcpSocket(s);
-  let conn = peer.next();
-  await connectTo(s, blockingSock, peer.port);
-  const blockingPeer = await conn;
-  const ovSock = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
-  conn = peer.next();
-  await connectTo(s, ovSock, peer.port);
-  const ovPeer = await conn;
+  const { h: blockingSock, conn: blockingPeer } = await connectedSocket(s, peer);
+  const { h: ovSock, conn: ovPeer } = await connectedSocket(s, peer, P.WSA_FLAG_OVERLAPPED);
 
   const blocking: Array<{ id: string; response: Promise<Msg> }> = [];
   for (let i = 0; i < 500; i++) blocking.push(s.request('WSPRecv', { s: blockingSock, lengths: [16], flags: P.MSG_OOB }, 30000));
@@ -85,10 +79,7 @@ t.test('FD_OOB is recorded when urgent data arrives, with nothing polling meanwh
   const d = await startCli(t);
   const s = await session(t, d.url);
   const peer = await tcpPeer(t);
-  const h = await tcpSocket(s);
-  const conn = peer.next();
-  await connectTo(s, h, peer.port);
-  const c = await conn;
+  const { h, conn: c } = await connectedSocket(s, peer);
   t.equal((await s.call('WSPEventSelect', { s: h, events: P.FD_OOB }))['ret'], 0);
   await new Promise((r) => setTimeout(r, 200));
   t.notOk(s.messages.some((m) => m.method === 'spiwire.networkEvents'), 'no event before urgent data');
