@@ -87,6 +87,12 @@ export const SPIWIRE_SEND_POLICY_WINDOWS = 1;
 export const SIO_KEEPALIVE_VALS = 0x98000004;
 /** A BOOL: whether a UDP socket reports an ICMP port unreachable on its next receive (WSAECONNRESET); TRUE by default. */
 export const SIO_UDP_CONNRESET = 0x9800000c;
+/** No input or output: a datagram arriving at a full receive buffer pushes out the oldest instead of being dropped. */
+export const SIO_ENABLE_CIRCULAR_QUEUEING = 0x28000002;
+/** Output: the base provider's SOCKET (8 bytes, as on x64), here the socket itself; not overlapped. */
+export const SIO_BASE_HANDLE = 0x48000022;
+/** Output: a ULONG, the ideal send backlog of a connected TCP socket (how much to keep queued). */
+export const SIO_IDEAL_SEND_BACKLOG_QUERY = 0x4004747b;
 
 // Network events (WSPEventSelect, issue 4).
 export const FD_READ = 0x01;

@@ -22,6 +22,7 @@ import {
   namelen,
   newSocket,
   pollUntil,
+  readDword,
   recvInto,
   roundTrip,
   send,
@@ -448,6 +449,89 @@ t.test('WSPIoctl FIONBIO and FIONREAD', async (t) => {
       const r = await recvInto(spi, s, [64]);
       t.same([r.ret, r.bytes], [0, 7]);
       t.same(await fionread(spi, s), [0, 0, 30], 'then the second: 30');
+    });
+  }
+});
+
+/** WSPIoctl with no input; returns [ret, errno, bytesReturned, output]. */
+async function ioctlOut(spi: S.SpiSession, s: number, code: number, cbOut: number): Promise<[number, number, number, Uint8Array]> {
+  const e = S.out(0);
+  const size = S.out(0xdeadbeef);
+  const out = new Uint8Array(Math.max(cbOut, 8)).fill(0xee);
+  const ret = await spi.WSPIoctl(s, code, null, 0, cbOut ? out : null, cbOut, size, null, null, null, e);
+  return [ret, e.value, size.value, out];
+}
+
+/** The bytes that arrived at a socket, dropped ones included, from GET /sessions/:id/sockets (the daemon's one session). */
+async function arrivedAt(d: { port: number }, handle: number): Promise<number> {
+  const get = async (path: string): Promise<unknown> => (await fetch(`http://127.0.0.1:${d.port}${path}`)).json();
+  const listing = await get('/sessions');
+  if (!S.isSessionsListing(listing) || listing.sessions.length !== 1) throw new Error('expected one session');
+  const sockets = await get(`/sessions/${listing.sessions[0]!.id}/sockets`);
+  if (!S.isSocketsListing(sockets)) throw new Error('not a socket listing');
+  return sockets.sockets.find((x) => x.handle === handle)?.bytesReceived ?? -1;
+}
+
+t.test('WSPIoctl SIO_ENABLE_CIRCULAR_QUEUEING, SIO_IDEAL_SEND_BACKLOG_QUERY and SIO_BASE_HANDLE', async (t) => {
+  for (const f of FAMILIES) {
+    t.test(`${f}: with circular queueing a full UDP receive buffer keeps the newest datagrams, without it the oldest`, async (t) => {
+      const d = await daemon(t);
+      const spi = await session(t, d);
+      const peer = await udpPeer(t, f);
+      const plain = await newSocket(spi, f, 'udp');
+      const circular = await newSocket(spi, f, 'udp');
+      t.same((await ioctlOut(spi, circular, S.SIO_ENABLE_CIRCULAR_QUEUEING, 0)).slice(0, 3), [0, 0, 0], 'SIO_ENABLE_CIRCULAR_QUEUEING: 0, no output');
+      const ports: number[] = [];
+      for (const s of [plain, circular]) {
+        // A receive buffer of 64 KiB holds 64 of the 1 KiB datagrams.
+        t.same(await setOpt(spi, s, S.SO_RCVBUF, 65536), [0, 0]);
+        ports.push((await bindLoopback(spi, s, f)).port);
+      }
+      const SIZE = 1024;
+      const COUNT = 80;
+      const BATCH = 16;
+      const datagram = (seq: number): Buffer => {
+        const b = Buffer.alloc(SIZE, seq & 0xff);
+        b.writeUInt32LE(seq, 0);
+        return b;
+      };
+      // In batches the kernel's own buffer takes whole, each waited for at the daemon.
+      for (let first = 0; first < COUNT; first += BATCH) {
+        for (let seq = first; seq < first + BATCH; seq++) {
+          for (const port of ports) await new Promise<void>((resolve, reject) => peer.socket.send(datagram(seq), port, loopback(f), (err) => (err ? reject(err) : resolve())));
+        }
+        const want = (first + BATCH) * SIZE;
+        t.ok(await until(async () => (await arrivedAt(d, plain)) === want && (await arrivedAt(d, circular)) === want, 5000), `datagrams ${first} to ${first + BATCH - 1} reached both sockets`);
+      }
+      await setNonBlocking(spi, plain, true);
+      await setNonBlocking(spi, circular, true);
+      for (const [s, name, firstKept] of [[plain, 'without', 0], [circular, 'with', COUNT - 64]] as const) {
+        t.same(await fionread(spi, s), [0, 0, 64 * SIZE], `${name} circular queueing: 64 KiB wait`);
+        const seqs: number[] = [];
+        for (let i = 0; i < 64; i++) {
+          const r = await recvInto(spi, s, [SIZE]);
+          if (r.ret !== 0 || r.bytes !== SIZE) break;
+          seqs.push(r.data.readUInt32LE(0));
+        }
+        t.same(seqs, Array.from({ length: 64 }, (_, i) => firstKept + i), `${name} circular queueing: datagrams ${firstKept} to ${firstKept + 63}, in order`);
+        t.same((await recvInto(spi, s, [SIZE])).errno, S.WSAEWOULDBLOCK, `${name} circular queueing: and no more`);
+      }
+    });
+
+    t.test(`${f}: a TCP socket refuses SIO_ENABLE_CIRCULAR_QUEUEING; SIO_IDEAL_SEND_BACKLOG_QUERY and SIO_BASE_HANDLE check their output size first`, async (t) => {
+      const d = await daemon(t);
+      const spi = await session(t, d);
+      const peer = await tcpPeer(t, f);
+      const { s } = await connectedTcp(spi, f, peer);
+      t.same((await ioctlOut(spi, s, S.SIO_ENABLE_CIRCULAR_QUEUEING, 0)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], 'circular queueing: a stream has no messages to push out');
+      const isb = await ioctlOut(spi, s, S.SIO_IDEAL_SEND_BACKLOG_QUERY, 4);
+      t.same([...isb.slice(0, 3), readDword(isb[3])], [0, 0, 4, 0x10000], 'the ideal send backlog of a connected socket: 0x10000, 4 bytes');
+      t.same((await ioctlOut(spi, s, S.SIO_IDEAL_SEND_BACKLOG_QUERY, 3)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEFAULT], 'a 3-byte output: WSAEFAULT');
+      const u = await newSocket(spi, f, 'udp');
+      t.same((await ioctlOut(spi, u, S.SIO_IDEAL_SEND_BACKLOG_QUERY, 3)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEFAULT], 'on UDP too, the size comes first');
+      const base = await ioctlOut(spi, s, S.SIO_BASE_HANDLE, 8);
+      t.same([...base.slice(0, 3), new DataView(base[3].buffer).getBigUint64(0, true)], [0, 0, 8, BigInt(s)], 'the base handle: the socket, 8 bytes');
+      t.same((await ioctlOut(spi, s, S.SIO_BASE_HANDLE, 4)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEFAULT], 'a 4-byte output (a SOCKET of x86): WSAEFAULT');
     });
   }
 });

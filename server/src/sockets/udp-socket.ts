@@ -107,6 +107,20 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     }
   }
 
+  /**
+   * Circular queueing: drops the oldest datagrams waiting until at most limit bytes wait; false,
+   * dropping none, when limit is negative (the new datagram alone is larger than the buffer).
+   */
+  private dropOldest(limit: number): boolean {
+    if (limit < 0) return false;
+    while (this.rxBytes > limit) {
+      const d = this.rxQueue.shift()!;
+      this.rxBytes -= d.data.length;
+      this.received.add(-d.data.length);
+    }
+    return true;
+  }
+
   private get isBound(): boolean {
     return this.state.is('bound', 'connected');
   }
@@ -116,9 +130,12 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     const sock = dgram.createSocket({ type: this.af === W.AF_INET6 ? 'udp6' : 'udp4', ipv6Only: this.af === W.AF_INET6, lookup: refuseLookup });
     sock.on('message', (data, rinfo) => {
       this.receivedTotal += data.length;
-      // A full receive buffer drops the datagram, as the kernel would; so does the daemon's
-      // budget of received bytes, while this session holds more than its share.
-      if (this.rxBytes + data.length > Math.min(Math.max(this.opts.rcvBuf, 65536), this.maxRecvBytes) || this.received.full) return;
+      // A full receive buffer drops the datagram, as the kernel would, or with circular queueing
+      // the oldest ones it holds; the daemon's budget of received bytes drops it too, while this
+      // session holds more than its share.
+      if (this.received.full) return;
+      const room = Math.min(Math.max(this.opts.rcvBuf, 65536), this.maxRecvBytes);
+      if (this.rxBytes + data.length > room && !(this.opts.circularQueueing && this.dropOldest(room - data.length))) return;
       this.rxQueue.push({ data, from: fromNodeAddress(rinfo, this.af) });
       this.rxBytes += data.length;
       this.received.add(data.length);

@@ -22,13 +22,36 @@ function fail(errno: number): IoctlResult {
 }
 
 /** The control codes spiwire carries out; any other fails with WSAEOPNOTSUPP, as on Windows. */
-const KNOWN_CODES: ReadonlySet<number> = new Set([W.FIONBIO, W.FIONREAD, W.SIOCATMARK, W.SIO_FLUSH, W.SIO_KEEPALIVE_VALS, W.SIO_UDP_CONNRESET]);
+const KNOWN_CODES: ReadonlySet<number> = new Set([
+  W.FIONBIO,
+  W.FIONREAD,
+  W.SIOCATMARK,
+  W.SIO_FLUSH,
+  W.SIO_KEEPALIVE_VALS,
+  W.SIO_UDP_CONNRESET,
+  W.SIO_ENABLE_CIRCULAR_QUEUEING,
+  W.SIO_BASE_HANDLE,
+  W.SIO_IDEAL_SEND_BACKLOG_QUERY,
+]);
 
-export function isKnownIoctl(code: number): boolean {
-  return KNOWN_CODES.has(code);
+/**
+ * Whether the code is carried out. Windows answers SIO_BASE_HANDLE only when it is not
+ * overlapped (in ws2_32); overlapped, it goes to the provider and fares as an unknown code
+ * (Wine's test_base_handle).
+ */
+export function isKnownIoctl(code: number, overlapped: boolean): boolean {
+  return KNOWN_CODES.has(code) && !(overlapped && code === W.SIO_BASE_HANDLE);
 }
 
-export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, outputLength: number): IoctlResult {
+/** What Windows answers SIO_IDEAL_SEND_BACKLOG_QUERY with on loopback (Wine's test_backlog_query). */
+export const IDEAL_SEND_BACKLOG = 0x10000;
+
+export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, outputLength: number, overlapped: boolean): IoctlResult {
+  if (!isKnownIoctl(code, overlapped)) {
+    // Windows answers a code it does not know with WSAEOPNOTSUPP (Wine's test_unsupported_ioctls),
+    // not the reference page's WSAEINVAL.
+    return fail(W.WSAEOPNOTSUPP);
+  }
   switch (code) {
     case W.FIONBIO:
       if (input.length < 4) return fail(W.WSAEFAULT);
@@ -69,9 +92,26 @@ export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, out
       if (sock.type !== W.SOCK_DGRAM) return fail(W.WSAEOPNOTSUPP);
       sock.opts.udpConnReset = input.length >= 4 ? new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0 : input[0] !== 0;
       return done();
+    case W.SIO_ENABLE_CIRCULAR_QUEUEING:
+      // For unreliable message sockets; a stream has no messages to push out.
+      if (sock.type !== W.SOCK_DGRAM) return fail(W.WSAEOPNOTSUPP);
+      sock.opts.circularQueueing = true;
+      return done();
+    case W.SIO_BASE_HANDLE: {
+      // spiwire is the base provider: the base handle is the socket itself, a SOCKET of x64.
+      if (outputLength < 8) return fail(W.WSAEFAULT);
+      const out = new Uint8Array(8);
+      new DataView(out.buffer).setBigUint64(0, BigInt(sock.handle), true);
+      return done(out);
+    }
+    case W.SIO_IDEAL_SEND_BACKLOG_QUERY:
+      if (outputLength < 4) return fail(W.WSAEFAULT);
+      if (sock.type !== W.SOCK_STREAM) return fail(W.WSAEOPNOTSUPP);
+      if (sock.peerName() === null) return fail(W.WSAENOTCONN);
+      // Windows estimates it from the path's bandwidth-delay product, and gives 64 KiB on
+      // loopback; spiwire does not estimate the path and always gives that.
+      return done(dwordBytes(IDEAL_SEND_BACKLOG));
     default:
-      // Windows answers a code it does not know with WSAEOPNOTSUPP (Wine's test_unsupported_ioctls),
-      // not the reference page's WSAEINVAL.
       return fail(W.WSAEOPNOTSUPP);
   }
 }

@@ -195,9 +195,10 @@ export const SPI_HANDLERS: Handlers = {
 
   WSPIoctl: withSocket((sock, p: Params<'WSPIoctl'>, session) => {
     // A fault fails the call at once, overlapped or not: no completion follows.
-    const injected = sock.ioctlFault(p.overlapped != null);
+    const overlapped = p.overlapped != null;
+    const injected = sock.ioctlFault(overlapped);
     if (injected) return fail(injected);
-    const run = (): IoctlResult => ioctl(sock, p.code, p.input, p.outputLength);
+    const run = (): IoctlResult => ioctl(sock, p.code, p.input, p.outputLength, overlapped);
     // A control code without output (FIONBIO, SIO_FLUSH, SIO_KEEPALIVE_VALS) has no `output` member.
     const toWire = (r: IoctlResult): Result<'WSPIoctl'> => (r.errno ? fail(r.errno) : r.output ? ok({ output: r.output, bytesReturned: r.bytes }) : ok({ bytesReturned: 0 }));
     if (!p.overlapped) return toWire(run());
@@ -211,7 +212,7 @@ export const SPI_HANDLERS: Handlers = {
           // Windows' completion of an overlapped WSPIoctl carries 0 bytes (Wine's test_fionbio,
           // test_keepalive_vals); the output and its size come in the reply.
           if (r.errno === 0) done.complete(0, 0);
-          else if (!isKnownIoctl(p.code)) {
+          else if (!isKnownIoctl(p.code, true)) {
             // A code Windows does not know pends, then completes with WSAEOPNOTSUPP (Wine's
             // test_unsupported_ioctls): the completion follows the WSA_IO_PENDING reply.
             done.complete(r.errno, 0);

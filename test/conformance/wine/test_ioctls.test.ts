@@ -1,15 +1,14 @@
 /**
  * Wine's WSAIoctl tests (dlls/ws2_32/tests/sock.c) for the control codes spiwire has, grouped:
- * test_fionbio, test_fionread_siocatmark, test_keepalive_vals and test_unsupported_ioctls.
- * Completion-port checks are made through an event and the WSAOVERLAPPED, or a completion
- * routine. The other codes Wine tests (SIO_GET_EXTENSION_FUNCTION_POINTER, SIO_BASE_HANDLE,
- * SIO_ADDRESS_LIST_QUERY, SIO_GET_INTERFACE_LIST, SIO_ROUTING_INTERFACE_QUERY,
- * SIO_ADDRESS_LIST_CHANGE, SIO_IDEAL_SEND_BACKLOG_QUERY, SIO_ENABLE_CIRCULAR_QUEUEING) are not
- * spiwire's: not applicable.
+ * test_fionbio, test_fionread_siocatmark, test_keepalive_vals, test_unsupported_ioctls,
+ * test_backlog_query, test_base_handle and test_circular_queueing. Completion-port checks are
+ * made through an event and the WSAOVERLAPPED, or a completion routine. The other codes Wine
+ * tests (SIO_GET_EXTENSION_FUNCTION_POINTER, SIO_ADDRESS_LIST_QUERY, SIO_GET_INTERFACE_LIST,
+ * SIO_ROUTING_INTERFACE_QUERY, SIO_ADDRESS_LIST_CHANGE) are not spiwire's: not applicable.
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, dword, fileDaemon, fionread, openSession, reached, readU32, recv, selectEvents, send, setBlocking, socket, tcpPair, waitEvent, type Family } from '../../helpers/wine.js';
+import { EVENT_BOUND_MS, Scenario, dword, fileDaemon, fionread, listener, must, namelen, openSession, reached, readU32, recv, selectEvents, send, setBlocking, socket, tcpPair, waitEvent, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 
@@ -24,10 +23,12 @@ interface Io {
 }
 
 /** WSPIoctl; size null passes no lpcbBytesReturned. */
-async function ioctl(spi: S.SpiSession, s: number, code: number, input: Uint8Array | null, cbIn: number, cbOut: number, opts: { size?: boolean; ov?: S.WSAOVERLAPPED; routine?: S.LPWSAOVERLAPPED_COMPLETION_ROUTINE } = {}): Promise<Io> {
+async function ioctl(spi: S.SpiSession, s: number, code: number, input: Uint8Array | null, cbIn: number, cbOut: number, opts: { size?: boolean; ov?: S.WSAOVERLAPPED; routine?: S.LPWSAOVERLAPPED_COMPLETION_ROUTINE; preset?: number } = {}): Promise<Io> {
   const e = S.out(0);
   const size = S.out(0xdeadbeef);
   const out = new Uint8Array(Math.max(cbOut, 4)).fill(0xef);
+  // Wine presets some outputs to a value (base = 0xdeadbeef), a little-endian u64 here.
+  if (opts.preset !== undefined) new DataView(out.buffer).setBigUint64(0, BigInt(opts.preset), true);
   const ret = await spi.WSPIoctl(s, code, input, cbIn, cbOut ? out : null, cbOut, opts.size === false ? null : size, opts.ov ?? null, opts.routine ?? null, null, e);
   return { ret, err: e.value, size: size.value, out };
 }
@@ -396,5 +397,109 @@ un.step(t, 'test_unsupported_ioctls: SIO_FLUSH on a TCP socket fails with WSAEOP
   const s = await socket(x.spi, x.f, 'tcp');
   const r = await ioctl(x.spi, s, S.SIO_FLUSH, null, 0, 0);
   c.same([r.ret, r.err, r.size], [S.SOCKET_ERROR, S.WSAEOPNOTSUPP, 0], 'SIO_FLUSH');
+  await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
+// ================================================================ test_backlog_query
+
+const bq = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
+
+bq.step(t, 'test_backlog_query: SIO_IDEAL_SEND_BACKLOG_QUERY on an unconnected TCP socket fails with WSAENOTCONN', { families: ['ipv4'] }, async (c, x) => {
+  const s = await socket(x.spi, x.f, 'tcp');
+  const r = await ioctl(x.spi, s, S.SIO_IDEAL_SEND_BACKLOG_QUERY, null, 0, 4);
+  c.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSAENOTCONN], 'WSPIoctl');
+  await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
+bq.step(t, 'test_backlog_query: connected to a listener that has not accepted it yet, SIO_IDEAL_SEND_BACKLOG_QUERY gives 0x10000', { families: ['ipv4'] }, async (c, x) => {
+  const l = await listener(x.spi, x.f);
+  const s = await socket(x.spi, x.f, 'tcp');
+  await must('WSPConnect', (e) => x.spi.WSPConnect(s, l.name, namelen(x.f), null, null, null, null, e));
+  const r = await ioctl(x.spi, s, S.SIO_IDEAL_SEND_BACKLOG_QUERY, null, 0, 4);
+  c.same([r.ret, r.err, readU32(r.out)], [0, 0, 0x10000], 'WSPIoctl: 0, backlog 0x10000');
+  await x.spi.WSPCloseSocket(l.s, S.out(0));
+  await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
+bq.step(t, 'test_backlog_query: SIO_IDEAL_SEND_BACKLOG_QUERY on a UDP socket fails with WSAEOPNOTSUPP', { families: ['ipv4'] }, async (c, x) => {
+  const s = await socket(x.spi, x.f, 'udp');
+  const r = await ioctl(x.spi, s, S.SIO_IDEAL_SEND_BACKLOG_QUERY, null, 0, 4);
+  c.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], 'WSPIoctl');
+  await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
+// ================================================================ test_base_handle
+
+const KINDS = ['tcp', 'udp'] as const;
+const bh = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
+/** The 8-byte SOCKET the output holds (0xdeadbeef when not written: the buffer is preset to it). */
+const baseOf = (r: Io): bigint => new DataView(r.out.buffer, r.out.byteOffset, 8).getBigUint64(0, true);
+/** WSPIoctl SIO_BASE_HANDLE with Wine's 8-byte output buffer, preset to 0xdeadbeef. */
+function baseHandle(spi: S.SpiSession, s: number, opts: Parameters<typeof ioctl>[6] = {}): Promise<Io> {
+  return ioctl(spi, s, S.SIO_BASE_HANDLE, null, 0, 8, { ...opts, preset: 0xdeadbeef });
+}
+
+bh.step(t, 'test_base_handle: overlapped, without lpcbBytesReturned, SIO_BASE_HANDLE fails with WSAEFAULT, with an event or a routine (TCP and UDP)', {}, async (c, x) => {
+  for (const kind of KINDS) {
+    const s = await socket(x.spi, x.f, kind);
+    const r = await baseHandle(x.spi, s, { size: false, ov: new S.WSAOVERLAPPED() });
+    c.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSAEFAULT], `${kind}: no routine`);
+    const calls: unknown[] = [];
+    const rr = await baseHandle(x.spi, s, { size: false, ov: new S.WSAOVERLAPPED(), routine: () => void calls.push(1) });
+    c.same([rr.ret, rr.err], [S.SOCKET_ERROR, S.WSAEFAULT], `${kind}: a routine`);
+    await x.spi.SleepEx(0, true);
+    c.same(calls.length, 0, `${kind}: no routine runs`);
+    await x.spi.WSPCloseSocket(s, S.out(0));
+  }
+});
+
+bh.step(t, 'test_base_handle: SIO_BASE_HANDLE returns 0 and the socket itself, 8 bytes (TCP and UDP)', {}, async (c, x) => {
+  for (const kind of KINDS) {
+    const s = await socket(x.spi, x.f, kind);
+    const r = await baseHandle(x.spi, s);
+    c.same([r.ret, r.err, r.size, baseOf(r)], [0, 0, 8, BigInt(s)], `${kind}: 0, no error, size 8, the socket`);
+    await x.spi.WSPCloseSocket(s, S.out(0));
+  }
+});
+
+bh.step(t, 'test_base_handle: overlapped with an event, SIO_BASE_HANDLE is pending, then completes with WSAEOPNOTSUPP and 0 bytes; lpcbBytesReturned and the output untouched (TCP and UDP)', {}, async (c, x) => {
+  for (const kind of KINDS) {
+    const s = await socket(x.spi, x.f, kind);
+    const ev = x.spi.WSACreateEvent();
+    const ov = new S.WSAOVERLAPPED(ev);
+    ov.InternalHigh = 0xdeadbeef;
+    const r = await baseHandle(x.spi, s, { ov });
+    c.same([r.ret, r.err, r.size], [S.SOCKET_ERROR, S.WSA_IO_PENDING, 0xdeadbeef], `${kind}: WSPIoctl`);
+    c.ok(r.err === S.WSA_IO_PENDING && (await waitEvent(x.spi, ev, EVENT_BOUND_MS)), `${kind}: it completes`);
+    const e = S.out(0);
+    const n = S.out(0xdeadbeef);
+    const ok = await x.spi.WSPGetOverlappedResult(s, ov, n, false, S.out(0), e);
+    c.same([ok, e.value, n.value, ov.InternalHigh], [S.FALSE, S.WSAEOPNOTSUPP, 0, 0], `${kind}: WSPGetOverlappedResult: WSAEOPNOTSUPP, 0 bytes; InternalHigh 0`);
+    c.same(baseOf(r), 0xdeadbeefn, `${kind}: the output is untouched`);
+    await x.spi.WSPCloseSocket(s, S.out(0));
+  }
+});
+
+bh.step(t, 'test_base_handle: with a completion routine, SIO_BASE_HANDLE is pending; the routine runs once, with WSAEOPNOTSUPP and 0 bytes; the output untouched (TCP and UDP)', {}, async (c, x) => {
+  for (const kind of KINDS) {
+    const s = await socket(x.spi, x.f, kind);
+    const calls: Array<[number, number]> = [];
+    const r = await baseHandle(x.spi, s, { ov: new S.WSAOVERLAPPED(), routine: (err, n) => void calls.push([err, n]) });
+    c.same([r.ret, r.err, r.size], [S.SOCKET_ERROR, S.WSA_IO_PENDING, 0xdeadbeef], `${kind}: WSPIoctl`);
+    await routines(x.spi, calls, r);
+    c.same(calls, [[S.WSAEOPNOTSUPP, 0]], `${kind}: one routine call: WSAEOPNOTSUPP, 0 bytes`);
+    c.same(baseOf(r), 0xdeadbeefn, `${kind}: the output is untouched`);
+    await x.spi.WSPCloseSocket(s, S.out(0));
+  }
+});
+
+// ================================================================ test_circular_queueing
+
+const cq = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
+
+cq.step(t, 'test_circular_queueing: SIO_ENABLE_CIRCULAR_QUEUEING on a UDP socket succeeds', { families: ['ipv4'] }, async (c, x) => {
+  const s = await socket(x.spi, x.f, 'udp');
+  const r = await ioctl(x.spi, s, S.SIO_ENABLE_CIRCULAR_QUEUEING, null, 0, 0);
+  c.same([r.ret, r.err], [0, 0], 'WSPIoctl');
   await x.spi.WSPCloseSocket(s, S.out(0));
 });
