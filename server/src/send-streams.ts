@@ -71,6 +71,11 @@ export class SendStreams {
     if (!st.announced || st.taken !== st.reported) this.report(id, st, false);
   }
 
+  /** The call was refused before its send started: the stream goes without a report. */
+  forget(id: number): void {
+    this.open.delete(id);
+  }
+
   /** The send is over (completed, failed or cancelled): no more pieces. */
   close(id: number): void {
     const st = this.open.get(id);

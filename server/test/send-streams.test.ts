@@ -164,3 +164,28 @@ t.test('stream rules are checked: total required, not below the first piece, ids
   const after = await s.call('WSPGetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
   t.equal(after['ret'], 0, 'a stray piece changes nothing');
 });
+
+t.test('a streamed call refused before its send starts leaves no stream open: no progress, and its id may be used again', async (t) => {
+  const d = await startCli(t, ['--max-frame-bytes', String(MiB)]);
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  const streamed = (h: number, stream: number, op: number): Promise<Record<string, unknown>> =>
+    s.call('WSPSend', { s: h, flags: 0, buffers: [new Uint8Array(10)], stream, total: 2 * MiB, overlapped: { op, thread: 1 } });
+  // An OVERLAPPED on a socket made without WSA_FLAG_OVERLAPPED: WSAEINVAL (the reference policy).
+  const { h: plain } = await connectedSocket(s, peer);
+  const refused = await streamed(plain, 7, 1);
+  t.same([refused['ret'], refused['errno']], [-1, P.WSAEINVAL], 'refused with WSAEINVAL');
+  // An op id that a pending receive holds: INVALID_PARAMS.
+  const { h: ov } = await connectedSocket(s, peer, P.WSA_FLAG_OVERLAPPED);
+  const recv = await s.call('WSPRecv', { s: ov, lengths: [16], flags: 0, overlapped: { op: 2, thread: 1 } });
+  t.equal(recv['errno'], P.WSA_IO_PENDING, 'a receive holds op 2');
+  const dup = await s.request('WSPSend', { s: ov, flags: 0, buffers: [new Uint8Array(10)], stream: 8, total: 2 * MiB, overlapped: { op: 2, thread: 1 } }).response;
+  t.same([dup.error?.['code'], (dup.error?.['data'] as Record<string, unknown> | undefined)?.['field']], [P.INVALID_PARAMS, 'overlapped.op'], 'refused with INVALID_PARAMS');
+  // Both ids are free again: a blocking streamed send under each is taken, not refused as open.
+  for (const id of [7, 8]) {
+    const r = await s.call('WSPSend', { s: plain, flags: 0, buffers: [new Uint8Array(10)], stream: id, total: 10 });
+    t.same([r['ret'], r['bytesSent']], [0, 10], `stream ${id}: a new send under the same id`);
+  }
+  const progress = s.messages.filter((m) => m.method === 'spiwire.sendProgress').map((m) => m.params);
+  t.same(progress, [{ stream: 7, taken: 10, done: true }, { stream: 8, taken: 10, done: true }], 'the refused calls got no progress; each new send one, done');
+});

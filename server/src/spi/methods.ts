@@ -333,24 +333,35 @@ function sendStreamedWith(session: SpiSession, sock: EmulatedSocket, p: Params<'
   };
   const ov = p.overlapped;
   if (!ov) return mapPromise(blocking(false), sendToWire);
-  return overlappedResult(
-    session.overlapped(
-      sock,
-      ov,
-      (done) => {
-        const finished = completion((errno, bytes, out) => {
-          streams.close(id);
-          done.complete(errno, bytes, out);
-        });
-        const started = sock.sendStreamedOverlapped(p.buffers, total, p.flags, finished, progress);
-        streams.attach(id, started.pieces, started.cancel);
-        if (!started.result.pending) streams.close(id);
-        return started.result;
-      },
-      () => blocking(true),
-    ),
-    sendToWire,
-  );
+  // A call refused before its send starts (WSAEINVAL on a socket without WSA_FLAG_OVERLAPPED,
+  // the overlapped limit, an op id in use) leaves no stream open: its id may be used again.
+  let begun = false;
+  try {
+    return overlappedResult(
+      session.overlapped(
+        sock,
+        ov,
+        (done) => {
+          begun = true;
+          const finished = completion((errno, bytes, out) => {
+            streams.close(id);
+            done.complete(errno, bytes, out);
+          });
+          const started = sock.sendStreamedOverlapped(p.buffers, total, p.flags, finished, progress);
+          streams.attach(id, started.pieces, started.cancel);
+          if (!started.result.pending) streams.close(id);
+          return started.result;
+        },
+        () => {
+          begun = true;
+          return blocking(true);
+        },
+      ),
+      sendToWire,
+    );
+  } finally {
+    if (!begun) streams.forget(id);
+  }
 }
 
 function recvToWire(r: RecvResult): Result<'WSPRecvFrom'> {
