@@ -27,12 +27,11 @@ export function acceptResume(ws: WebSocket, ctx: DaemonContext, sessions: Readon
     ws.send(frame.finish(), { binary: true });
     ws.close(P.RESUME_REFUSED_CLOSE_CODE, `resume refused: ${reason}`);
   };
-  const timer = setTimeout(() => refuse('bad-request', `no spiwire.resume within ${P.RESUME_HANDSHAKE_MS} ms`), P.RESUME_HANDSHAKE_MS);
-  timer.unref();
-  ws.once('close', () => clearTimeout(timer));
-  ws.on('error', (err) => ctx.clientMistakes.log({ err: err.message }, 'websocket error'));
-  ws.once('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
+  const onMessage = (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void => {
     clearTimeout(timer);
+    // A resume that comes after its refusal (the close handshake still under way) is not read:
+    // a refusal is never half applied.
+    if (ws.readyState !== ws.OPEN) return;
     const params = resumeParams(toBuffer(data), isBinary);
     if (typeof params === 'string') return refuse('bad-request', params);
     if (params.daemonId !== ctx.daemonId) return refuse('not-here', `the session is held by daemon ${params.daemonId.slice(0, 80)}, this is daemon ${ctx.daemonId}`);
@@ -42,7 +41,15 @@ export function acceptResume(ws: WebSocket, ctx: DaemonContext, sessions: Readon
     const problem = session.checkResume(params.token, authorization, params.received);
     if (problem) return refuse(problem.reason, problem.message);
     session.attach(ws, params.received);
-  });
+  };
+  const timer = setTimeout(() => {
+    ws.off('message', onMessage);
+    refuse('bad-request', `no spiwire.resume within ${P.RESUME_HANDSHAKE_MS} ms`);
+  }, P.RESUME_HANDSHAKE_MS);
+  timer.unref();
+  ws.once('close', () => clearTimeout(timer));
+  ws.on('error', (err) => ctx.clientMistakes.log({ err: err.message }, 'websocket error'));
+  ws.once('message', onMessage);
 }
 
 /** The params of a spiwire.resume message, or what is wrong with it. */

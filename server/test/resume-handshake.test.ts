@@ -49,7 +49,7 @@ t.test('bad resumes are refused with a documented reason; the session stays resu
       },
     }),
   );
-  const d = await startServer({ port: 0, logger, limits: { resumeGraceMs: 20000 } });
+  const d = await startServer({ port: 0, logger, limits: { resumeGraceMs: 60000 } });
   t.teardown(() => d.close());
   // A resumable session, then its connection breaks.
   const first = new WebSocket(`${d.url}?resumable=1`, [P.SUBPROTOCOL]);
@@ -95,6 +95,23 @@ t.test('bad resumes are refused with a documented reason; the session stays resu
   const refusalData = P.isRecord(refusal?.['error']) ? refusal['error']['data'] : undefined;
   t.same(refusalData, { reason: 'not-first', daemonId }, 'with the reason and this daemon\'s id, as every refusal');
   t.equal(inside.closeCode, 1000, 'and the session goes on');
+
+  // A resume that arrives after the refusal for saying nothing in time (the close handshake
+  // still under way) is not applied: the session stays untouched and resumable.
+  const late = await new Promise<Answer>((resolve, reject) => {
+    const ws = new WebSocket(url, [P.SUBPROTOCOL]);
+    const messages: Array<Record<string, unknown>> = [];
+    ws.on('message', (data: Buffer) => {
+      const r = P.decodeFrame(data)[0];
+      if (!r?.ok || !P.isRecord(r.message)) return;
+      messages.push(r.message);
+      if (messages.length === 1) ws.send(resume(good));
+    });
+    ws.on('close', (code) => resolve({ messages, closeCode: code }));
+    ws.on('error', reject);
+  });
+  t.same([reasonOf(late), late.closeCode], ['bad-request', P.RESUME_REFUSED_CLOSE_CODE], `nothing within ${P.RESUME_HANDSHAKE_MS} ms: bad-request, 4009`);
+  t.notOk(late.messages.some((m) => m['method'] === 'spiwire.resumed'), 'the resume sent after the refusal is not applied');
 
   // After all that, the right resume still works. It carries an id here: accepted, and ignored
   // (section 20: the answer is spiwire.resumed, never a response to the resume).
