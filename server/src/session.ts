@@ -126,6 +126,13 @@ interface Starting {
   early: P.NotificationParams<'spiwire.completion'> | null;
   /** A cancellation that arrived meanwhile (0: none); applied once the operation is pending. */
   cancelWith: number;
+  /** Told, once the start is over, whether that cancellation aborted the operation (spiwire.threadExit counts it). */
+  told: Array<(aborted: boolean) => void> | null;
+}
+
+/** Tells the spiwire.threadExit calls waiting on a start whether their cancellation aborted it. */
+function tellStarted(starting: Starting | null, aborted: boolean): void {
+  if (starting?.told) for (const tell of starting.told) tell(aborted);
 }
 
 const enum OpPhase {
@@ -154,7 +161,7 @@ class PendingOp implements Completion {
   /** How to end it early, once the socket says it is pending. */
   cancel: Cancellable | null = null;
   /** Set while the socket is still inside the call that starts it (a completion now goes into the reply); null after. */
-  starting: Starting | null = { early: null, cancelWith: 0 };
+  starting: Starting | null = { early: null, cancelWith: 0, told: null };
   /** Where it is in the session's books (see Session.overlapped). */
   phase: OpPhase = OpPhase.Unlisted;
 
@@ -1000,6 +1007,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     return started.then(
       (st) => this.settleStart(entry, st),
       (err: unknown) => {
+        tellStarted(entry.starting, false);
         this.retire(entry);
         throw err;
       },
@@ -1016,15 +1024,18 @@ export class Session implements SpiSession, SetAside, SlotReader {
     entry.starting = null;
     const completion = starting?.early ?? null;
     if (st.pending) {
+      let aborted = completion?.error === P.WSA_OPERATION_ABORTED;
       if (entry.phase !== OpPhase.Done) {
         this.list(entry);
         if (st.cancel) entry.cancel = st.cancel;
-        if (starting && starting.cancelWith !== 0) entry.cancel?.cancel(starting.cancelWith);
+        if (starting && starting.cancelWith !== 0) aborted = entry.cancel?.cancel(starting.cancelWith) === true;
       }
+      tellStarted(starting, aborted);
       // Completed while it was being started: the completion follows the reply.
       const pending: OverlappedAnswer<R> = { kind: 'pending' };
       return completion ? runAfterReply(pending, () => this.notify('spiwire.completion', completion)) : pending;
     }
+    tellStarted(starting, completion?.error === P.WSA_OPERATION_ABORTED);
     // Completed at once: the reply carries the completion, no notification follows.
     if (completion) return { kind: 'done', result: st.result, completion: { error: completion.error, bytes: completion.bytes, flags: completion.flags } };
     // Failed at once: no completion of any kind.
@@ -1071,8 +1082,9 @@ export class Session implements SpiSession, SetAside, SlotReader {
     return this.daemon.allow.allows(address, port, unspecified);
   }
 
-  threadExit(thread: number): P.Result<'spiwire.threadExit'> {
+  threadExit(thread: number): P.Result<'spiwire.threadExit'> | Promise<P.Result<'spiwire.threadExit'>> {
     let cancelled = 0;
+    const starts: Array<Promise<boolean>> = [];
     for (const entry of [...this.ops.values()]) {
       if (entry.thread !== thread) continue;
       if (entry.cancel) {
@@ -1080,11 +1092,14 @@ export class Session implements SpiSession, SetAside, SlotReader {
         // already is past cancelling, and completes with success (now, or when the kernel has it).
         if (entry.cancel.cancel(P.WSA_OPERATION_ABORTED)) cancelled++;
       } else if (entry.starting) {
-        entry.starting.cancelWith = P.WSA_OPERATION_ABORTED;
-        cancelled++;
+        // Still starting: cancelled once pending, if it gets there; the answer waits to know.
+        const starting = entry.starting;
+        starting.cancelWith = P.WSA_OPERATION_ABORTED;
+        starts.push(new Promise((resolve) => (starting.told ??= []).push(resolve)));
       }
     }
-    return { ret: 0, errno: 0, cancelled };
+    if (starts.length === 0) return { ret: 0, errno: 0, cancelled };
+    return Promise.all(starts).then((aborted) => ({ ret: 0, errno: 0, cancelled: cancelled + aborted.filter(Boolean).length }));
   }
 
   // ---- lifecycle ----

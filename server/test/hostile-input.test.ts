@@ -227,6 +227,59 @@ t.test('two binds in one frame: the second is WSAEINVAL, never INTERNAL_ERROR (U
   t.same([...(await got)], [9], 'the datagram arrived');
 });
 
+t.test('calls in one frame before a WSPCloseSocket or a spiwire.threadExit are done first, as Windows does them (UDP)', async (t) => {
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const receiver = dgram.createSocket('udp4');
+  await new Promise<void>((r) => receiver.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => receiver.close());
+  const arrived: number[] = [];
+  const both = new Promise<void>((resolve) =>
+    receiver.on('message', (m) => {
+      arrived.push(m[0]!);
+      if (arrived.length === 2) resolve();
+    }),
+  );
+  const to = ipv4(receiver.address().port);
+  const call = (id: string, method: string, params: Record<string, unknown>): object => ({ jsonrpc: '2.0', id, method, params });
+  // Each socket unbound: the send, bind or connect binds first, which takes the daemon a moment.
+  const [u1, u2, u3] = [await udpSocket(s), await udpSocket(s), await udpSocket(s)];
+  const u4 = (await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: P.WSA_FLAG_OVERLAPPED }))['ret'] as number;
+  s.ws.send(
+    frame(
+      call('send', 'WSPSendTo', { s: u1, buffers: [new Uint8Array([1])], flags: 0, to, tolen: 16 }),
+      call('close1', 'WSPCloseSocket', { s: u1 }),
+      call('bind', 'WSPBind', { s: u2, name: ipv4(0), namelen: 16 }),
+      call('close2', 'WSPCloseSocket', { s: u2 }),
+      call('connect', 'WSPConnect', { s: u3, name: to, namelen: 16 }),
+      call('close3', 'WSPCloseSocket', { s: u3 }),
+    ),
+  );
+  const answer = async (id: string): Promise<unknown> => {
+    const m = await s.wait((x) => x.id === id);
+    return m.error ?? [m.result?.['ret'], m.result?.['errno']];
+  };
+  t.same(await answer('send'), [0, 0], 'the send before the close: sent');
+  t.same(await answer('bind'), [0, 0], 'the bind before the close: bound');
+  t.same(await answer('connect'), [0, 0], 'the connect before the close: connected');
+  for (const id of ['close1', 'close2', 'close3']) t.same(await answer(id), [0, 0], `${id}: closed`);
+  // An overlapped send and spiwire.threadExit for its thread: the send completes at once, so
+  // the thread's exit cancels nothing, and says so.
+  s.ws.send(
+    frame(
+      call('ov', 'WSPSendTo', { s: u4, buffers: [new Uint8Array([2])], flags: 0, to, tolen: 16, overlapped: { op: 1, thread: 7 } }),
+      call('exit', 'spiwire.threadExit', { thread: 7 }),
+    ),
+  );
+  const ov = await s.wait((x) => x.id === 'ov');
+  t.same([ov.result?.['ret'], ov.result?.['completion']], [0, { error: 0, bytes: 1, flags: 0 }], 'the overlapped send completed at once, with success');
+  const exit = await s.wait((x) => x.id === 'exit');
+  t.same(exit.result, { ret: 0, errno: 0, cancelled: 0 }, 'threadExit cancelled nothing');
+  await s.call('WSPCloseSocket', { s: u4 });
+  t.not(await within(both, 5000, 'timed out'), 'timed out', 'both datagrams reached the peer');
+  t.same(arrived.sort(), [1, 2], 'one of each send');
+});
+
 // ---- defect 8: requests without an id count ----
 
 t.test('requests without an id count against maxPendingRequests', async (t) => {

@@ -158,11 +158,33 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     return sock;
   }
 
+  /** Calls issued before a close and still waiting for a bind (the socket's own, or automatic). */
+  private beforeClose = 0;
+  /** A close that waits for them. */
+  private closeLater: (() => void) | null = null;
+
+  /**
+   * Windows binds synchronously: a bind, or a send or connect that binds automatically, is done
+   * before a WSPCloseSocket issued after it runs. Here the bind takes a moment, so a close that
+   * comes meanwhile waits for the calls it follows (a moment) instead of failing them.
+   */
+  private ahead<T>(call: Promise<T>): Promise<T> {
+    this.beforeClose++;
+    const settled = (): void => {
+      if (--this.beforeClose > 0 || !this.closeLater) return;
+      const close = this.closeLater;
+      this.closeLater = null;
+      close();
+    };
+    call.then(settled, settled);
+    return call;
+  }
+
   bind(name: SockAddr): Promise<number> {
     // A bind still under way counts as bound: Windows binds synchronously, so a second bind
     // (explicit or automatic) in the same frame finds the socket bound.
     if (!this.state.is('created') || this.binding) return Promise.resolve(W.WSAEINVAL);
-    const binding = this.bindNow(name);
+    const binding = this.ahead(this.bindNow(name));
     this.binding = binding;
     void binding.then(() => {
       if (this.binding === binding) this.binding = null;
@@ -223,7 +245,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private connecting: Promise<unknown> = Promise.resolve();
 
   connect(name: SockAddr): Promise<number> {
-    const run = this.connecting.then(() => this.connectNow(name));
+    const run = this.ahead(this.connecting.then(() => this.connectNow(name)));
     this.connecting = run.catch(() => undefined);
     return run;
   }
@@ -345,7 +367,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       return first;
     };
     if (this.isBound) return go();
-    return this.autoBind().then((e) => (e ? sendFailed(e) : go()));
+    return this.ahead(this.autoBind().then((e) => (e ? sendFailed(e) : go())));
   }
 
   /**
@@ -645,6 +667,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   }
 
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
+    if (this.beforeClose > 0) {
+      this.closeLater ??= () => this.close(abortCode, overlappedCode);
+      return;
+    }
     // Datagrams sent before the close go before the descriptor does.
     this.flushBatch();
     if (this.closed || !this.state.move('closed')) return;

@@ -37,7 +37,7 @@ export interface SpiSession {
    * or 'pending' (WSA_IO_PENDING), with the completion when it completed at once.
    */
   overlapped<R extends Transfer>(sock: EmulatedSocket, ov: OverlappedRef, start: (done: Completion) => Started<R> | Promise<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>>;
-  threadExit(thread: number): Result<'spiwire.threadExit'>;
+  threadExit(thread: number): Result<'spiwire.threadExit'> | Promise<Result<'spiwire.threadExit'>>;
   /** spiwire.ack: the client has received this many counted messages (session resume). */
   acknowledged(received: number): void;
   /** The session's sends larger than one message. */
