@@ -353,6 +353,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
   /** Records of a frame not yet handled, when the frame was set aside to let others run. */
   private rest: { records: P.SplitFrame; next: number; large: boolean } | null = null;
   private readingPaused = false;
+  /** The connection a resume is replaying kept output to (Session.replay), or null. */
+  private replaying: WebSocket | null = null;
   /** The reader slots (read-slots.ts) hold this session's reading back for now. */
   private slotHeld = false;
   /** performance.now() when the frame (or text message) being handled began: one clock read per frame, not per call. */
@@ -363,7 +365,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
   /** data: a text message's bytes, or a binary message, whole or in the parts it arrived in (sliced-messages.ts). */
   private onMessage(data: BinaryMessage, isBinary: boolean): void {
     if (this.ended) return;
-    if (this.rest || this.waiting.length > 0) {
+    if (this.rest || this.waiting.length > 0 || this.replaying !== null) {
       this.waiting.push({ data, isBinary });
     } else if (this.daemon.turn.holdsBack(this, data.length)) {
       // Other sessions used this turn's time: this message waits for the check phase.
@@ -460,7 +462,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     }
     // Then the messages that arrived meanwhile, in order, as long as none is set aside again
     // and the slice has time left; one goes in any case, so that every go moves the session on.
-    while (!this.rest && !this.ended && this.waiting.length > 0) {
+    while (!this.rest && !this.ended && this.replaying === null && this.waiting.length > 0) {
       if (progressed && this.daemon.turn.spent(started)) {
         this.daemon.turn.defer(this);
         return;
@@ -474,7 +476,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
 
   /** Reads from the client unless a frame is set aside, the client is not reading its output, or the reader slots say wait. */
   private updateReading(): void {
-    const pause = this.rest !== null || this.waiting.length > 0 || this.output.paused || this.slotHeld;
+    const pause = this.rest !== null || this.waiting.length > 0 || this.replaying !== null || this.output.paused || this.slotHeld;
     if (pause === this.readingPaused || this.ended || this.ws === null) return;
     this.readingPaused = pause;
     if (pause) this.ws.pause();
@@ -704,6 +706,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.daemon.replay.change(this, n);
       if (this.resume !== null && r.keptBytes > this.daemon.limits.replayLimitBytes) this.cannotResume(`more than ${this.daemon.limits.replayLimitBytes} bytes of output not acknowledged by the client`);
     }
+    // During a replay it waits its turn in kept, and the replay sends it.
+    if (this.replaying !== null && r !== null) return;
     const ws = this.ws;
     if (ws !== null && ws.readyState === WS_OPEN) {
       this.output.sent(n);
@@ -734,7 +738,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     const r = this.resume;
     if (r === null) return;
     if (this.ws === null || this.ws.readyState !== WS_OPEN) return r.incoming.stop();
-    if (!this.producing) return;
+    if (!this.producing || this.replaying !== null) return;
     const received = r.incoming.take();
     if (received === null) return;
     const alone = this.out.recordCount === 0;
@@ -780,7 +784,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
     r.incoming.stop();
     if (r.graceTimer !== null) clearTimeout(r.graceTimer);
     this.log.info({ reason }, 'session can no longer be resumed');
-    if (this.ws === null) this.end(`cannot be resumed: ${reason}`);
+    // Without a connection, or in the middle of a replay (whose rest would be lost), it ends.
+    if (this.ws === null || this.replaying !== null) this.end(`cannot be resumed: ${reason}`);
   }
 
   /** The connection closed: the session ends, or waits for a resume when it broke and can be resumed. */
@@ -845,15 +850,38 @@ export class Session implements SpiSession, SetAside, SlotReader {
     ws.send(hello.finish(), { binary: true });
     r.incoming.told();
     r.answered = null;
-    for (let i = r.head; i < r.kept.length; i++) {
-      const m = r.kept[i]!;
+    this.replaying = ws;
+    this.updateReading();
+    this.replay(ws, r, r.head);
+  }
+
+  /**
+   * Sends the kept messages again from kept[i] on, and notes the replies in them, for a slice of
+   * the turn's time at a time (up to 64 MiB of them would hold every other session up for most of
+   * a second). Meanwhile the session reads nothing (the requests a resumed client sends again
+   * must find every reply noted) and its new output is kept behind them, so that all goes in
+   * order.
+   */
+  private replay(ws: WebSocket, r: ResumeState, i: number): void {
+    if (this.ended || this.ws !== ws || this.replaying !== ws) return;
+    const turn = this.daemon.turn;
+    turn.begin(this);
+    const started = performance.now();
+    while (i < r.kept.length) {
+      const m = r.kept[i++]!;
       this.output.sent(m.length);
       ws.send(m, { binary: typeof m !== 'string' }, this.output.written);
       this.noteAnswers(m);
+      if (i < r.kept.length && turn.spent(started)) {
+        setImmediate(() => this.replay(ws, r, i));
+        return;
+      }
     }
+    this.replaying = null;
     r.answeredUntil = r.sent;
     this.log.info({ replayed: r.sent - r.acked, received: r.incoming.received }, 'session resumed');
     this.updateReading();
+    if (this.waiting.length > 0) turn.defer(this);
     for (const sock of this.sockets.values()) sock.inputResumed();
   }
 

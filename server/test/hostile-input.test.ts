@@ -7,8 +7,9 @@
 import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
+import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { connectedSocket, connectTo, daemon, ipv4, session, startCli, tcpPeer, tcpSocket, udpSocket, within, type Msg, type RawSession } from './helpers/raw-client.js';
+import { RawSession, connectedSocket, connectTo, daemon, ipv4, session, startCli, tcpPeer, tcpSocket, udpSocket, within, type Msg } from './helpers/raw-client.js';
 
 function dword(n: number): Uint8Array {
   const b = new Uint8Array(4);
@@ -405,15 +406,15 @@ t.test('connects racing in one frame (UDP), and a connect queued behind a close 
  * and a TCP socket, B with a TCP socket, and a port that was free a moment ago. Whoever's bind
  * runs first gets it.
  */
-async function bindRace(t: Test): Promise<{ a: RawSession; b: RawSession; ha: number; ta: number; tb: number; port: number }> {
+async function bindRace(t: Test, resumable = false): Promise<{ a: RawSession; b: RawSession; ha: number; ta: number; tb: number; port: number; url: string }> {
   const d = await daemon(t);
-  const a = await session(t, d.url);
+  const a = await session(t, resumable ? `${d.url}?resumable=1` : d.url);
   const b = await session(t, d.url);
   const probe = net.createServer();
   await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
   const port = (probe.address() as net.AddressInfo).port;
   await new Promise<void>((r) => probe.close(() => r()));
-  return { a, b, ha: await udpSocket(a), ta: await tcpSocket(a), tb: await tcpSocket(b), port };
+  return { a, b, ha: await udpSocket(a), ta: await tcpSocket(a), tb: await tcpSocket(b), port, url: d.url };
 }
 
 t.test('a frame of thousands of calls lets other sessions in between, and keeps its own order', async (t) => {
@@ -458,4 +459,43 @@ t.test('a frame of 1 MiB headers is parsed one record at a time: other sessions 
   const padded = a.messages.filter((m) => typeof m.id === 'string' && m.id.startsWith('pad'));
   t.same(padded.map((m) => m.id), Array.from({ length: 14 }, (_, i) => `pad${i}`), 'each padded call answered once, in order');
   t.ok(padded.every((m) => m.error?.code === P.INVALID_PARAMS), 'as INVALID_PARAMS (an unknown parameter)');
+});
+
+t.test('a resume replays megabytes of kept replies a slice at a time: other sessions get in between', async (t) => {
+  const { a, b, ha, ta, tb, port, url } = await bindRace(t, true);
+  const welcome = await a.wait((m) => m.method === 'spiwire.welcome');
+  const session = String(welcome.params?.['session']);
+  const offer = welcome.params?.['resume'] as { daemonId: string; token: string };
+  // About 12 MB of small replies the client never acknowledges: all kept for a resume.
+  const FRAMES = 30;
+  const CALLS = 4000;
+  for (let f = 0; f < FRAMES; f++) {
+    const big = new P.FrameBuilder();
+    for (let i = 0; i < CALLS; i++) big.add({ jsonrpc: '2.0', id: `g${f * CALLS + i}`, method: 'WSPGetSockOpt', params: { s: ha, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 } });
+    a.ws.send(big.finish());
+  }
+  const last = `g${FRAMES * CALLS - 1}`;
+  await a.wait((m) => m.id === last, 60000);
+  a.ws.terminate();
+  await a.closed;
+  // The resume, with nothing received: everything is replayed.
+  const ws = new WebSocket(`${url}?resume=${session}&daemon=${offer.daemonId}`, [P.SUBPROTOCOL], { perMessageDeflate: false });
+  const a2 = new RawSession(ws);
+  t.teardown(() => a2.close());
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  // A bind right behind the resume (a client that does not wait for spiwire.resumed): the
+  // daemon reads it once the replay is done, never in the middle of it.
+  ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session, token: offer.token, received: 0, daemonId: offer.daemonId } }));
+  ws.send(frame({ jsonrpc: '2.0', id: 'a-bind', method: 'WSPBind', params: { s: ta, name: ipv4(port), namelen: 16 } }));
+  await a2.wait((m) => m.method === 'spiwire.resumed', 20000);
+  // Once the replay is under way (its first reply is here), B binds the same port.
+  await a2.wait((m) => m.id === 'g0', 20000);
+  const bBind = await b.call('WSPBind', { s: tb, name: ipv4(port), namelen: 16 });
+  const aBind = await a2.wait((m) => m.id === 'a-bind', 60000);
+  t.equal(bBind['ret'], 0, "B's bind, sent while A's replay was under way, ran first: it got the port");
+  t.equal(aBind.result?.['errno'], P.WSAEADDRINUSE, "A's bind, sent with the resume, waited for the replay: the port was taken");
+  const ids = a2.messages.filter((m) => typeof m.id === 'string' && m.id.startsWith('g')).map((m) => Number(String(m.id).slice(1)));
+  t.equal(ids.length, FRAMES * CALLS, 'every kept reply replayed once');
+  t.ok(ids.every((id, i) => id === i), 'in order');
+  t.ok(a2.messages.findIndex((m) => m.id === 'a-bind') > a2.messages.findIndex((m) => m.id === last), "A's bind answered after the whole replay");
 });
