@@ -2,9 +2,10 @@
  * The HTTP side of the daemon: health and version endpoints, Prometheus metrics, the inspection
  * endpoints, the operator's fault rules, and the WebSocket upgrade with its checks.
  */
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
-import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import * as P from '@spiwire/proto';
@@ -21,6 +22,30 @@ export const WS_PATH = '/ws';
 
 /** The body of every 404: the same {"error": ...} shape as the refusals of an upgrade. */
 export const NOT_FOUND_ERROR = `no such endpoint: the daemon answers GET /healthz, GET /version, GET /stats, GET /metrics, GET /sessions, GET /sessions/:id/sockets, GET|POST /faults, DELETE /faults/:id, POST /faults/reset and WebSocket upgrades on ${WS_PATH}`;
+
+/** What the HTTP parser refused, answered as {"error": ...} (fastify's default adds members of its own). */
+function refuseMalformedRequest(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, error] = err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'the request headers are too large'] : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'the request took too long'] : [400, 'a malformed HTTP request'];
+  const body = JSON.stringify({ error });
+  if (socket.writable) socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
+  socket.destroy();
+}
+
+const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** What is wrong with an upgrade's WebSocket headers (RFC 6455 section 4.2.1), or null. */
+function handshakeProblem(headers: IncomingMessage['headers'], offered: string[]): string | null {
+  const version = headers['sec-websocket-version'];
+  if (version !== '13' && version !== '8') return 'the Sec-WebSocket-Version header must be 13';
+  const key = headers['sec-websocket-key'];
+  if (typeof key !== 'string' || !WS_KEY.test(key.trim())) return 'the Sec-WebSocket-Key header must be 16 bytes in base64';
+  if (headers['sec-websocket-protocol'] !== undefined && (offered.some((p) => !TOKEN.test(p)) || new Set(offered).size !== offered.length)) {
+    return 'the Sec-WebSocket-Protocol header must be a list of distinct tokens';
+  }
+  return null;
+}
 
 export interface AppOptions {
   token: string | undefined;
@@ -43,6 +68,29 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     requestTimeout: 0,
     // Only POST /faults takes a body; a rule is small.
     bodyLimit: P.MAX_OPERATOR_FAULT_BODY,
+    // HEAD is a method other than GET: refused like the others (proto/README.md section 1).
+    exposeHeadRoutes: false,
+    // A session id of any length is looked up, and an unknown one refused as such (404 naming
+    // it), not cut off by the router at 100 characters (a 414 of fastify's own shape).
+    routerOptions: { maxParamLength: 65536 },
+    // A path that is no URL (bad percent-encoding) never reaches a route: 400, in the shape of
+    // every refusal.
+    frameworkErrors: (err: FastifyError, _req: FastifyRequest, reply: FastifyReply) => void reply.code(400).send({ error: `bad request: ${err.message}` }),
+    // Requests the HTTP parser rejects (headers too large, malformed): fastify's default
+    // answers in a shape of its own.
+    clientErrorHandler: refuseMalformedRequest,
+  });
+  // Errors of a request that reached fastify (a body that is not the JSON it claims, a body too
+  // large): refused in the one-member shape; on an unknown path, as unknown.
+  app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
+    const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) {
+      log.error({ err, path: req.url }, 'request failed');
+      return reply.code(500).send({ error: 'internal error' });
+    }
+    if (req.is404) return reply.code(404).send({ error: NOT_FOUND_ERROR });
+    ctx.clientMistakes.log({ err: err.message, path: req.url.slice(0, 200), status }, 'request refused');
+    return reply.code(status).send({ error: err.message });
   });
   await app.register(websocket, {
     options: {
@@ -121,6 +169,9 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
           return refuse(401, 'a valid "Authorization: Bearer <token>" header is required');
         }
         const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((x) => x.trim());
+        // What ws itself would refuse in plain text: refused here in the JSON of every refusal.
+        const malformed = handshakeProblem(req.headers, offered);
+        if (malformed !== null) return refuse(400, malformed);
         if (!offered.includes(P.SUBPROTOCOL)) return refuse(400, `the WebSocket subprotocol ${P.SUBPROTOCOL} must be offered`);
         // A resume brings no new session (resume.ts).
         if (queryParam(req.query, P.RESUME_QUERY) === undefined && sessions.size >= ctx.limits.maxSessions) return refuse(503, `the daemon has its maximum of ${ctx.limits.maxSessions} sessions`);

@@ -4,12 +4,13 @@
  * size limit. Clients are plain `ws` WebSockets speaking the wire protocol with the proto codec.
  */
 import t, { type Test } from 'tap';
+import * as net from 'node:net';
 import * as P from '@spiwire/proto';
 import { startServer, VERSION, type Daemon } from '../src/index.js';
 import { bearerToken, isLoopbackHost, tokenMatches } from '../src/internals.js';
 import { RawSession, connectedSocket, daemon, pattern, sendBytes, session, startCli, tcpPeer, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
 
-function httpBase(d: Daemon): string {
+function httpBase(d: { port: number }): string {
   return `http://127.0.0.1:${d.port}`;
 }
 
@@ -232,6 +233,61 @@ t.test('a WebSocket upgrade on any path but /ws is refused before the handshake 
     t.equal(r.kind, 'open', '/ws still opens a session');
     if (r.kind === 'open') await r.session.close();
   }
+});
+
+// ---- malformed requests ----
+
+/** One raw HTTP/1.1 request on its own connection: the status and the body, as bytes on the wire. */
+function rawHttp(port: number, head: string, body = ''): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1', () => sock.end(`${head}\r\n${body ? `content-length: ${Buffer.byteLength(body)}\r\n` : ''}connection: close\r\n\r\n${body}`));
+    const chunks: Buffer[] = [];
+    sock.on('data', (c: Buffer) => chunks.push(c));
+    sock.on('error', reject);
+    sock.on('close', () => {
+      const text = Buffer.concat(chunks).toString();
+      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), body: text.slice(text.indexOf('\r\n\r\n') + 4) });
+    });
+  });
+}
+
+t.test('malformed and unknown requests are refused with {"error": ...} alone, never at error level', async (t) => {
+  const d = await startCli(t, ['--log-level', 'debug', '--token', 'sekrit-token']);
+  const host = 'host: 127.0.0.1';
+  const upgradeHead = (headers: string): string => `GET /ws HTTP/1.1\r\n${host}\r\nconnection: Upgrade\r\nupgrade: websocket\r\nauthorization: Bearer sekrit-token\r\n${headers}`;
+  const key = 'sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==';
+  const cases: Array<[string, string, string, number]> = [
+    ['HEAD of a GET endpoint', `HEAD /healthz HTTP/1.1\r\n${host}`, '', 404],
+    ['a body that is not the JSON it claims, to a path that takes none', `POST /healthz HTTP/1.1\r\n${host}\r\ncontent-type: application/json`, '{bad', 404],
+    ['the same to an unknown path', `POST /nope HTTP/1.1\r\n${host}\r\ncontent-type: application/json`, '{bad', 404],
+    ['a body that is not JSON, to POST /faults', `POST /faults HTTP/1.1\r\n${host}\r\nauthorization: Bearer sekrit-token\r\ncontent-type: application/json`, '{bad', 400],
+    ['a body over the limit, to POST /faults', `POST /faults HTTP/1.1\r\n${host}\r\nauthorization: Bearer sekrit-token\r\ncontent-type: application/json`, `"${'a'.repeat(P.MAX_OPERATOR_FAULT_BODY)}"`, 413],
+    ['a path that is not a URL', `GET /%E0%A4%A HTTP/1.1\r\n${host}`, '', 400],
+    ['headers too large', `GET /healthz HTTP/1.1\r\n${host}\r\nx-big: ${'a'.repeat(20000)}`, '', 431],
+    ['a line that is not HTTP', 'NOT HTTP AT ALL', '', 400],
+    ['an upgrade with Sec-WebSocket-Version 12', upgradeHead(`sec-websocket-version: 12\r\n${key}\r\nsec-websocket-protocol: spiwire.v1`), '', 400],
+    ['an upgrade with a short Sec-WebSocket-Key', upgradeHead('sec-websocket-version: 13\r\nsec-websocket-key: c2hvcnQ=\r\nsec-websocket-protocol: spiwire.v1'), '', 400],
+    ['an upgrade offering a subprotocol twice', upgradeHead(`sec-websocket-version: 13\r\n${key}\r\nsec-websocket-protocol: spiwire.v1, spiwire.v1`), '', 400],
+  ];
+  for (const [what, head, body, status] of cases) {
+    const r = await rawHttp(d.port, head, body);
+    t.equal(r.status, status, `${what}: ${status}`);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(r.body);
+    } catch {
+      parsed = r.body;
+    }
+    // (HEAD has no body; the fault endpoints' own refusals may name a field, section 19.)
+    if (head.startsWith('HEAD')) continue;
+    const allowed = head.startsWith('POST /faults') ? ['error', 'field'] : ['error'];
+    t.ok(P.isRecord(parsed) && typeof parsed['error'] === 'string' && Object.keys(parsed).every((k) => allowed.includes(k)), `${what}: the body is {"error": ...} (${r.body.slice(0, 80)})`);
+  }
+  // A session id longer than the router's default limit is still looked up: unknown, 404 naming it.
+  const long = await rawHttp(d.port, `GET /sessions/${'x'.repeat(200)}/sockets HTTP/1.1\r\n${host}\r\nauthorization: Bearer sekrit-token`);
+  t.same([long.status, (JSON.parse(long.body) as Record<string, unknown>)['field']], [404, 'id'], 'a 200-character session id: 404, field id');
+  t.same(d.lines().filter((l) => (l['level'] as number) >= 40), [], 'nothing logged above debug');
+  t.ok((await getJson(`${httpBase(d)}/healthz`)).status === 200, 'and the daemon answers as before');
 });
 
 // ---- log levels ----
