@@ -799,6 +799,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
     }
     this.ws = null;
     this.readingPaused = false;
+    // A replay cut short starts again from the first unacknowledged message on the next resume.
+    this.replaying = null;
     this.leaveReadSlots();
     this.output.detach();
     const grace = this.daemon.limits.resumeGraceMs;
