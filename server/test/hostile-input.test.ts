@@ -245,7 +245,7 @@ t.test('calls in one frame before a WSPCloseSocket or a spiwire.threadExit are d
   const call = (id: string, method: string, params: Record<string, unknown>): object => ({ jsonrpc: '2.0', id, method, params });
   // Each socket unbound: the send, bind or connect binds first, which takes the daemon a moment.
   const [u1, u2, u3] = [await udpSocket(s), await udpSocket(s), await udpSocket(s)];
-  const u4 = (await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: P.WSA_FLAG_OVERLAPPED }))['ret'] as number;
+  const u4 = await udpSocket(s, P.AF_INET, P.WSA_FLAG_OVERLAPPED);
   s.ws.send(
     frame(
       call('send', 'WSPSendTo', { s: u1, buffers: [new Uint8Array([1])], flags: 0, to, tolen: 16 }),

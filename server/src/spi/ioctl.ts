@@ -47,11 +47,6 @@ export function isKnownIoctl(code: number, overlapped: boolean): boolean {
 export const IDEAL_SEND_BACKLOG = 0x10000;
 
 export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, outputLength: number, overlapped: boolean): IoctlResult {
-  if (!isKnownIoctl(code, overlapped)) {
-    // Windows answers a code it does not know with WSAEOPNOTSUPP (Wine's test_unsupported_ioctls),
-    // not the reference page's WSAEINVAL.
-    return fail(W.WSAEOPNOTSUPP);
-  }
   switch (code) {
     case W.FIONBIO:
       if (input.length < 4) return fail(W.WSAEFAULT);
@@ -98,7 +93,9 @@ export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, out
       sock.opts.circularQueueing = true;
       return done();
     case W.SIO_BASE_HANDLE: {
-      // spiwire is the base provider: the base handle is the socket itself, a SOCKET of x64.
+      // Overlapped, an unknown code (isKnownIoctl). spiwire is the base provider: the base handle
+      // is the socket itself, a SOCKET of x64.
+      if (overlapped) return fail(W.WSAEOPNOTSUPP);
       if (outputLength < 8) return fail(W.WSAEFAULT);
       const out = new Uint8Array(8);
       new DataView(out.buffer).setBigUint64(0, BigInt(sock.handle), true);
@@ -112,6 +109,8 @@ export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, out
       // loopback; spiwire does not estimate the path and always gives that.
       return done(dwordBytes(IDEAL_SEND_BACKLOG));
     default:
+      // Windows answers a code it does not know with WSAEOPNOTSUPP (Wine's test_unsupported_ioctls),
+      // not the reference page's WSAEINVAL.
       return fail(W.WSAEOPNOTSUPP);
   }
 }

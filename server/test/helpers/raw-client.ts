@@ -205,8 +205,8 @@ export async function tcpSocket(s: RawSession, flags = 0): Promise<number> {
   return r['ret'] as number;
 }
 
-export async function udpSocket(s: RawSession, af: number = P.AF_INET): Promise<number> {
-  const r = await s.call('WSPSocket', { af, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags: 0 });
+export async function udpSocket(s: RawSession, af: number = P.AF_INET, flags = 0): Promise<number> {
+  const r = await s.call('WSPSocket', { af, type: P.SOCK_DGRAM, protocol: P.IPPROTO_UDP, g: 0, flags });
   if (r['errno'] !== 0) throw new Error(`WSPSocket failed: ${String(r['errno'])}`);
   return r['ret'] as number;
 }
