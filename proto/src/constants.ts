@@ -87,6 +87,8 @@ export const SPIWIRE_SEND_POLICY_WINDOWS = 1;
 export const SIO_KEEPALIVE_VALS = 0x98000004;
 /** A BOOL: whether a UDP socket reports an ICMP port unreachable on its next receive (WSAECONNRESET); TRUE by default. */
 export const SIO_UDP_CONNRESET = 0x9800000c;
+/** A BOOL: whether a UDP socket reports an ICMP time exceeded on its next receive (WSAENETRESET); TRUE by default. */
+export const SIO_UDP_NETRESET = 0x9800000f;
 /** No input or output: a datagram arriving at a full receive buffer pushes out the oldest instead of being dropped. */
 export const SIO_ENABLE_CIRCULAR_QUEUEING = 0x28000002;
 /** Output: the base provider's SOCKET (8 bytes, as on x64), here the socket itself; not overlapped. */

@@ -265,7 +265,7 @@ export const METHODS = {
     result: { name: { type: 'sockaddr', optional: true, doc: 'The address.' }, namelen: { type: 'int', optional: true, doc: 'Its size: 16 or 28.' } },
   },
   WSPIoctl: {
-    summary: 'Control the socket: FIONBIO, FIONREAD, SIOCATMARK, SIO_FLUSH, SIO_KEEPALIVE_VALS, SIO_UDP_CONNRESET, SIO_ENABLE_CIRCULAR_QUEUEING, SIO_BASE_HANDLE, SIO_IDEAL_SEND_BACKLOG_QUERY.',
+    summary: 'Control the socket: FIONBIO, FIONREAD, SIOCATMARK, SIO_FLUSH, SIO_KEEPALIVE_VALS, SIO_UDP_CONNRESET, SIO_UDP_NETRESET, SIO_ENABLE_CIRCULAR_QUEUEING, SIO_BASE_HANDLE, SIO_IDEAL_SEND_BACKLOG_QUERY.',
     params: {
       s,
       code: { type: 'u32', doc: 'dwIoControlCode.' },

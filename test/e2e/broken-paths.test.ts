@@ -20,9 +20,10 @@
 import t, { type Test } from 'tap';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import * as S from '@spiwire/client';
 import { libc } from '@spiwire/server/internals';
-import { daemon, getOpt, newSocket, recvInto, roundTrip, send, session, setNonBlocking, setOpt, sleep, until, within, type RecvResult } from '../helpers/harness.js';
+import { daemon, dword, getOpt, newSocket, recvInto, roundTrip, send, sendTo, session, setNonBlocking, setOpt, sleep, sockName, until, within, type RecvResult } from '../helpers/harness.js';
 
 /** Runs a command; resolves with its exit code and output, never rejects. */
 function run(cmd: string, args: string[], timeoutMs = 10000): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -517,4 +518,146 @@ t.test('UDP: runs over a link with a 1500-byte MTU: the kernel segments those th
   t.comment(`${runs} of ${payloads.length} went in segmented runs`);
   // Of the first 20 (all of them unless the daemon's turn budget cut the frame); none after the refusal.
   if (libc()) t.ok(runs > 0 && runs <= 20, 'the first 1000-byte datagrams went segmented, none after the refused run');
+});
+
+/** A counter of the root namespace's /proc/net/snmp (ICMP) or /proc/net/snmp6 (ICMPv6), e.g. Icmp InTimeExcds. */
+function snmpCounter(v6: boolean, name: string): number {
+  if (v6) {
+    const m = new RegExp(`^Icmp6${name}\\s+(\\d+)`, 'm').exec(readFileSync('/proc/net/snmp6', 'utf8'));
+    return Number(m?.[1] ?? NaN);
+  }
+  const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Icmp: '));
+  const names = lines[0]!.split(/\s+/);
+  return Number(lines[1]!.split(/\s+/)[names.indexOf(name)]);
+}
+
+/**
+ * Addresses whose datagrams go round a routing loop until their TTL (hop limit) runs out: the
+ * rig's namespace forwards them to a second namespace, which sends them back, and so on; the
+ * router that takes the TTL to nothing answers the host with an ICMP time exceeded. The second
+ * namespace's link addresses are in the rig's /24 (and its /64), so that the ICMP comes from an
+ * address the host reaches through the rig's interface. v6 is null where IPv6 cannot be set up.
+ */
+async function routingLoop(t: Test, r: Rig): Promise<{ v4: string; v6: string | null; allow: string }> {
+  const ns2 = `${r.ns}l`;
+  const a = `${r.ns}a`; // the rig's namespace's end of the link
+  const b = `${r.ns}b`;
+  const net = r.hostAddr.slice(0, r.hostAddr.lastIndexOf('.'));
+  const v6net = `fd5e:${net.split('.')[2]}::`;
+  const entry = { hostIf: '', peer: null };
+  live.set(ns2, entry);
+  t.teardown(async () => {
+    await run('ip', ['netns', 'del', ns2]);
+    live.delete(ns2);
+  });
+  const sysctl = (ns: string, ...settings: string[]): Promise<void> => ip('netns', 'exec', ns, 'sysctl', '-qw', ...settings);
+  await ip('netns', 'add', ns2);
+  await ip('-n', r.ns, 'link', 'add', a, 'type', 'veth', 'peer', 'name', b, 'netns', ns2);
+  // Forwarding on in both; no reverse-path filter (the looping datagrams come back from the
+  // second namespace with the host's source address) and no redirects.
+  for (const ns of [r.ns, ns2]) await sysctl(ns, 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', 'net.ipv4.conf.all.send_redirects=0');
+  await sysctl(r.ns, `net.ipv4.conf.${a}.rp_filter=0`, `net.ipv4.conf.${r.nsIf}.rp_filter=0`);
+  await sysctl(ns2, `net.ipv4.conf.${b}.rp_filter=0`);
+  await ip('-n', r.ns, 'link', 'set', a, 'up');
+  await ip('-n', ns2, 'link', 'set', b, 'up');
+  await ip('-n', ns2, 'link', 'set', 'lo', 'up');
+  await ip('-n', r.ns, 'addr', 'add', `${net}.253/32`, 'dev', a);
+  await ip('-n', ns2, 'addr', 'add', `${net}.254/32`, 'dev', b);
+  await ip('-n', r.ns, 'route', 'add', `${net}.254/32`, 'dev', a);
+  await ip('-n', ns2, 'route', 'add', `${net}.253/32`, 'dev', b);
+  await ip('-n', ns2, 'route', 'add', 'default', 'via', `${net}.253`, 'dev', b);
+  const target = `${net}.200`;
+  await ip('-n', r.ns, 'route', 'add', `${target}/32`, 'via', `${net}.254`, 'dev', a);
+  await ip('route', 'add', `${target}/32`, 'via', r.peerAddr, 'dev', r.hostIf);
+  let v6: string | null = null;
+  try {
+    for (const ns of [r.ns, ns2]) await sysctl(ns, 'net.ipv6.conf.all.forwarding=1');
+    await ip('addr', 'add', `${v6net}1/64`, 'dev', r.hostIf, 'nodad');
+    await ip('-n', r.ns, 'addr', 'add', `${v6net}2/64`, 'dev', r.nsIf, 'nodad');
+    await ip('-n', r.ns, 'addr', 'add', `${v6net}fd/128`, 'dev', a, 'nodad');
+    await ip('-n', ns2, 'addr', 'add', `${v6net}fe/128`, 'dev', b, 'nodad');
+    await ip('-n', r.ns, '-6', 'route', 'add', `${v6net}fe/128`, 'dev', a);
+    await ip('-n', ns2, '-6', 'route', 'add', `${v6net}fd/128`, 'dev', b);
+    await ip('-n', ns2, '-6', 'route', 'add', 'default', 'via', `${v6net}fd`, 'dev', b);
+    await ip('-n', r.ns, '-6', 'route', 'add', `${v6net}c8/128`, 'via', `${v6net}fe`, 'dev', a);
+    await ip('-6', 'route', 'add', `${v6net}c8/128`, 'via', `${v6net}2`, 'dev', r.hostIf);
+    v6 = `${v6net}c8`;
+  } catch (err) {
+    t.comment(`IPv6 left out: ${(err as Error).message}`);
+  }
+  return { v4: target, v6, allow: `${r.allow},${v6net}/64,127.0.0.1,::1` };
+}
+
+/** WSPIoctl SIO_UDP_NETRESET or SIO_UDP_CONNRESET with a BOOL; returns [ret, errno]. */
+async function icmpReports(spi: S.SpiSession, s: number, code: number, on: number): Promise<[number, number]> {
+  const e = S.out(0);
+  const ret = await spi.WSPIoctl(s, code, dword(on), 4, null, 0, S.out(0), null, null, null, e);
+  return [ret, e.value];
+}
+
+t.test('UDP: a datagram whose TTL runs out in a routing loop: the next receive reports WSAENETRESET until SIO_UDP_NETRESET FALSE', opts, async (t) => {
+  const r = await rig(t);
+  const loop = await routingLoop(t, r);
+  const d = await daemon(t, { allow: loop.allow });
+  const spi = await session(t, d);
+  const families: Array<['ipv4' | 'ipv6', string]> = [['ipv4', loop.v4]];
+  if (loop.v6) families.push(['ipv6', loop.v6]);
+  for (const [f, target] of families) {
+    const v6 = f === 'ipv6';
+    const family = v6 ? S.AF_INET6 : S.AF_INET;
+    const len = v6 ? 28 : 16;
+    const into = { family, address: target, port: 9 };
+    const u = await newSocket(spi, f, 'udp');
+    const e = S.out(0);
+    t.equal(await spi.WSPBind(u, { family, address: v6 ? '::' : '0.0.0.0', port: 0 }, len, e), 0, `${f}: WSPBind to the unspecified address`);
+    const self = { family, address: v6 ? '::1' : '127.0.0.1', port: (await sockName(spi, u)).port };
+    await setNonBlocking(spi, u, true);
+    const ev = await spi.WSACreateEvent();
+    t.equal(await spi.WSPEventSelect(u, ev, S.FD_READ, e), 0, `${f}: WSPEventSelect(FD_READ)`);
+    /** Sends a datagram into the loop and waits until the host has its ICMP time exceeded (the kernel has then queued the error on the socket). */
+    const intoTheLoop = async (name: string): Promise<void> => {
+      const before = snmpCounter(v6, 'InTimeExcds');
+      t.same(await sendTo(spi, u, [Buffer.from(name)], into, len), [0, 0, name.length], `${f} ${name}: WSPSendTo into the loop succeeds`);
+      t.ok(await until(() => snmpCounter(v6, 'InTimeExcds') > before, 5000), `${f} ${name}: the host got the ICMP time exceeded`);
+    };
+    /** The next receive that finds something (polled: the socket is nonblocking), or null. */
+    const nextReceive = async (): Promise<RecvResult | null> => {
+      let got: RecvResult | null = null;
+      await until(async () => (got = await recvInto(spi, u, [64])).errno !== S.WSAEWOULDBLOCK, 5000);
+      return got;
+    };
+    /**
+     * A datagram into the loop, then one to the socket itself, which arrives after the ICMP error;
+     * returns what the receive after that datagram reports.
+     */
+    const probe = async (name: string): Promise<number> => {
+      await intoTheLoop(name);
+      t.same(await sendTo(spi, u, [Buffer.from(`${name}-self`)], self, len), [0, 0, name.length + 5]);
+      const got = await nextReceive();
+      // The error waits for a receive that finds no datagram waiting: the datagram comes first.
+      t.same(got && [got.ret, got.data.toString()], [0, `${name}-self`], `${f} ${name}: the datagram waiting comes first`);
+      return (await recvInto(spi, u, [64])).errno;
+    };
+    t.equal(await probe('default'), S.WSAENETRESET, `${f}: by default the receive after it reports WSAENETRESET, as on Windows`);
+    t.equal((await recvInto(spi, u, [64])).errno, S.WSAEWOULDBLOCK, `${f}: reported once`);
+    const ne: S.WSANETWORKEVENTS = { lNetworkEvents: 0, iErrorCode: [] };
+    t.equal(await spi.WSPEnumNetworkEvents(u, ev, ne, e), 0);
+    t.equal(ne.lNetworkEvents & S.FD_READ, S.FD_READ, `${f}: FD_READ was recorded`);
+    t.same(await icmpReports(spi, u, S.SIO_UDP_CONNRESET, 0), [0, 0], `${f}: SIO_UDP_CONNRESET FALSE`);
+    t.equal(await probe('connreset-off'), S.WSAENETRESET, `${f}: port unreachables off leaves times exceeded reported`);
+    t.same(await icmpReports(spi, u, S.SIO_UDP_NETRESET, 0), [0, 0], `${f}: SIO_UDP_NETRESET FALSE`);
+    t.equal(await probe('off'), S.WSAEWOULDBLOCK, `${f}: with FALSE nothing is reported`);
+    t.same(await icmpReports(spi, u, S.SIO_UDP_NETRESET, 1), [0, 0], `${f}: SIO_UDP_NETRESET TRUE`);
+    t.equal(await probe('on'), S.WSAENETRESET, `${f}: with TRUE, WSAENETRESET again`);
+    if (!v6) {
+      // Linux hands an earlier datagram's ICMP error to the next send; Windows fails no send for it.
+      await intoTheLoop('before the echo');
+      t.same(await sendTo(spi, u, [Buffer.from('echo me')], { family, address: r.peerAddr, port: r.peerPort }, len), [0, 0, 7], `${f}: the next send, to the echo peer, succeeds`);
+      const first = await nextReceive();
+      const echo = first?.errno === S.WSAENETRESET ? await nextReceive() : first;
+      t.same(echo && [echo.ret, echo.data.toString()], [0, 'echo me'], `${f}: and the peer echoed it`);
+    }
+    const tcp = await newSocket(spi, f, 'tcp');
+    t.same(await icmpReports(spi, tcp, S.SIO_UDP_NETRESET, 0), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], `${f}: a TCP socket refuses SIO_UDP_NETRESET`);
+  }
 });

@@ -78,12 +78,12 @@ async function nextNonblockingRecv(spi: S.SpiSession, s: number): ReturnType<typ
   return r;
 }
 
-/** WSPIoctl SIO_UDP_CONNRESET with a BOOL (inputLength bytes of it); returns [ret, errno]. */
-async function udpConnReset(spi: S.SpiSession, s: number, on: number, inputLength = 4): Promise<[number, number]> {
+/** WSPIoctl SIO_UDP_CONNRESET (or code, SIO_UDP_NETRESET) with a BOOL (inputLength bytes of it); returns [ret, errno]. */
+async function udpConnReset(spi: S.SpiSession, s: number, on: number, inputLength = 4, code = S.SIO_UDP_CONNRESET): Promise<[number, number]> {
   const v = new Uint8Array(4);
   new DataView(v.buffer).setUint32(0, on, true);
   const e = S.out(0);
-  const ret = await spi.WSPIoctl(s, S.SIO_UDP_CONNRESET, v, inputLength, null, 0, S.out(0), null, null, null, e);
+  const ret = await spi.WSPIoctl(s, code, v, inputLength, null, 0, S.out(0), null, null, null, e);
   return [ret, e.value];
 }
 
@@ -405,7 +405,7 @@ for (const f of FAMILIES) {
     await staysIdle(t);
   });
 
-  t.test(`${f}: SIO_UDP_CONNRESET FALSE stops the reports, TRUE brings them back; TCP sockets refuse it`, async (t) => {
+  t.test(`${f}: SIO_UDP_CONNRESET FALSE stops the reports, TRUE brings them back, SIO_UDP_NETRESET leaves them; TCP sockets refuse both`, async (t) => {
     const d = await daemon(t);
     const spi = await session(t, d);
     const port = await closedPort(f, 'udp');
@@ -426,9 +426,14 @@ for (const f of FAMILIES) {
     t.equal(await probe('off'), S.WSAEWOULDBLOCK, 'with FALSE: nothing is reported');
     t.same(await udpConnReset(spi, u, 1), [0, 0], 'SIO_UDP_CONNRESET TRUE, a four-byte BOOL');
     t.equal(await probe('on'), S.WSAECONNRESET, 'with TRUE: WSAECONNRESET again');
+    // SIO_UDP_NETRESET is for times exceeded (broken-paths.test.ts): it leaves port unreachables reported.
+    t.same(await udpConnReset(spi, u, 0, 1, S.SIO_UDP_NETRESET), [0, 0], 'SIO_UDP_NETRESET FALSE, a one-byte BOOLEAN');
+    t.equal(await probe('netreset-off'), S.WSAECONNRESET, 'with SIO_UDP_NETRESET FALSE: still WSAECONNRESET');
     t.same(await udpConnReset(spi, u, 1, 0), [S.SOCKET_ERROR, S.WSAEFAULT], 'no input: WSAEFAULT');
+    t.same(await udpConnReset(spi, u, 1, 0, S.SIO_UDP_NETRESET), [S.SOCKET_ERROR, S.WSAEFAULT], 'SIO_UDP_NETRESET, no input: WSAEFAULT');
     const tcp = await newSocket(spi, f, 'tcp');
     t.same(await udpConnReset(spi, tcp, 0), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], 'a TCP socket: WSAEOPNOTSUPP');
+    t.same(await udpConnReset(spi, tcp, 0, 4, S.SIO_UDP_NETRESET), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], 'SIO_UDP_NETRESET on a TCP socket: WSAEOPNOTSUPP');
   });
 
   t.test(`${f}: after an ICMP port unreachable the next receive reports WSAECONNRESET (the send does not)`, async (t) => {

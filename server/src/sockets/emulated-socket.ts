@@ -96,6 +96,8 @@ export class SocketOptions {
   sendPolicy: number;
   /** SIO_UDP_CONNRESET: a UDP socket reports an ICMP port unreachable on its next receive (Windows' default). */
   udpConnReset = true;
+  /** SIO_UDP_NETRESET: a UDP socket reports an ICMP time exceeded on its next receive (Windows' default). */
+  udpNetReset = true;
   /** SIO_ENABLE_CIRCULAR_QUEUEING: a full UDP receive buffer drops its oldest datagrams for a new one. */
   circularQueueing = false;
 

@@ -3,7 +3,8 @@
  *
  * Windows reports an ICMP port unreachable for an earlier datagram on the socket's next receive
  * (WSAECONNRESET), whether the socket was connected or sent with WSPSendTo, until
- * SIO_UDP_CONNRESET turns that off. Linux tells an unconnected socket nothing, unless IP_RECVERR
+ * SIO_UDP_CONNRESET turns that off; likewise an ICMP time exceeded (the datagram's TTL ran out on
+ * the way) as WSAENETRESET, until SIO_UDP_NETRESET turns that off. Linux tells an unconnected socket nothing, unless IP_RECVERR
  * (IPV6_RECVERR) is on: then every ICMP error queues an entry on the socket's error queue and sets
  * its pending error, which the next receive or send takes.
  *
@@ -28,6 +29,15 @@ const MAX_DRAINED = 4096;
 const MSGHDR_BYTES = 56;
 /** struct cmsghdr (LP64): len (8), level (4), type (4), then struct sock_extended_err, whose ee_errno comes first. */
 const CMSG_DATA_AT = 16;
+/** struct sock_extended_err: ee_errno (u32), ee_origin (u8), ee_type (u8), ee_code (u8), ... */
+const EE_ORIGIN_AT = 4;
+const EE_TYPE_AT = 5;
+/** ee_origin of an entry an ICMP (SO_EE_ORIGIN_ICMP) or ICMPv6 (SO_EE_ORIGIN_ICMP6) message made. */
+const SO_EE_ORIGIN_ICMP = 2;
+const SO_EE_ORIGIN_ICMP6 = 3;
+/** ICMP Time Exceeded, and ICMPv6's. */
+const ICMP_TIME_EXCEEDED = 11;
+const ICMPV6_TIME_EXCEEDED = 3;
 
 /** What one drain found. */
 export interface DrainedErrors {
@@ -35,8 +45,12 @@ export interface DrainedErrors {
   entries: number;
   /** Of them, port unreachables (ECONNREFUSED). */
   refused: number;
+  /** Of them, time exceeded: ICMP type 11, ICMPv6 type 3 (Linux gives them EHOSTUNREACH, as a host unreachable). */
+  timeExceeded: number;
   /** Of them, entries with the errno the caller asked about (0: not asked). */
   matched: number;
+  /** What the last port unreachable or time exceeded among them was (null: neither came). */
+  latest: 'refused' | 'timeExceeded' | null;
 }
 
 /**
@@ -70,23 +84,30 @@ function errorReader(): ErrorReader | null {
 }
 
 /**
- * The ee_errno of the IP_RECVERR or IPV6_RECVERR control message among the first length bytes of
- * control, or 0. Other control messages (timestamps, packet info) would come before it, should
- * the socket ever ask for them.
+ * Where the struct sock_extended_err of the IP_RECVERR or IPV6_RECVERR control message among the
+ * first length bytes of control starts, or -1. Other control messages (timestamps, packet info)
+ * would come before it, should the socket ever ask for them.
  */
-function extendedErrno(control: Buffer, length: number, recverr: RecvErr): number {
+function extendedErrorAt(control: Buffer, length: number, recverr: RecvErr): number {
   const { v4, v6 } = recverr;
   let at = 0;
-  while (at + CMSG_DATA_AT + 4 <= length) {
+  while (at + CMSG_DATA_AT + EE_TYPE_AT + 1 <= length) {
     const cmsgLength = control.readUInt32LE(at);
     const level = control.readInt32LE(at + 8);
     const type = control.readInt32LE(at + 12);
-    if ((level === v4.level && type === v4.name) || (level === v6.level && type === v6.name)) return control.readUInt32LE(at + CMSG_DATA_AT);
+    if ((level === v4.level && type === v4.name) || (level === v6.level && type === v6.name)) return at + CMSG_DATA_AT;
     if (cmsgLength < CMSG_DATA_AT) break;
     // CMSG_NXTHDR: each message is padded to 8 bytes.
     at += (cmsgLength + 7) & ~7;
   }
-  return 0;
+  return -1;
+}
+
+/** Whether the sock_extended_err at ee tells of an ICMP or ICMPv6 time exceeded. */
+function isTimeExceeded(control: Buffer, ee: number): boolean {
+  const origin = control[ee + EE_ORIGIN_AT];
+  const type = control[ee + EE_TYPE_AT];
+  return (origin === SO_EE_ORIGIN_ICMP && type === ICMP_TIME_EXCEEDED) || (origin === SO_EE_ORIGIN_ICMP6 && type === ICMPV6_TIME_EXCEEDED);
 }
 
 /** Turns ICMP error reporting on for a bound UDP descriptor; false where it could not be (then nothing is queued). */
@@ -98,14 +119,15 @@ export function reportIcmpErrors(fd: number, v6: boolean): boolean {
   return native.setInt(fd, level, name, 1) === 0;
 }
 
-const found: DrainedErrors = { entries: 0, refused: 0, matched: 0 };
+const found: DrainedErrors = { entries: 0, refused: 0, timeExceeded: 0, matched: 0, latest: null };
 
 /**
  * Reads every entry of the descriptor's error queue and says what they were (the result is
  * reused by the next call). Reading the last entry also clears the pending error they set.
  */
 export function drainIcmpErrors(fd: number, match = 0): DrainedErrors {
-  found.entries = found.refused = found.matched = 0;
+  found.entries = found.refused = found.timeExceeded = found.matched = 0;
+  found.latest = null;
   const native = libc();
   const r = errorReader();
   const recverr = native?.c.RECVERR;
@@ -118,8 +140,16 @@ export function drainIcmpErrors(fd: number, match = 0): DrainedErrors {
     r.msghdr.writeInt32LE(0, 48);
     if (native.recvmsg(fd, r.msghdr, flags) < 0) break;
     found.entries++;
-    const errno = extendedErrno(r.control, r.msghdr.readUInt32LE(40), recverr);
-    if (errno === ECONNREFUSED) found.refused++;
+    const ee = extendedErrorAt(r.control, r.msghdr.readUInt32LE(40), recverr);
+    if (ee < 0) continue;
+    const errno = r.control.readUInt32LE(ee);
+    if (errno === ECONNREFUSED) {
+      found.refused++;
+      found.latest = 'refused';
+    } else if (isTimeExceeded(r.control, ee)) {
+      found.timeExceeded++;
+      found.latest = 'timeExceeded';
+    }
     if (match !== 0 && errno === match) found.matched++;
   }
   return found;

@@ -60,8 +60,11 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private sendsShut = false;
   private readonly rxQueue: Datagram[] = [];
   private rxBytes = 0;
-  /** An ICMP port unreachable arrived for an earlier datagram: the next receive reports WSAECONNRESET. */
-  private icmpReset = false;
+  /**
+   * An ICMP error arrived for an earlier datagram, which the next receive reports: WSAECONNRESET
+   * for a port unreachable, WSAENETRESET for a time exceeded (the last one that came); 0: none.
+   */
+  private icmpError = 0;
   /** The descriptor whose ICMP errors the kernel queues (icmp-errors.ts), once bound; null: none are. */
   private errorQueueFd: number | null = null;
   /** A read of that queue scheduled after node's send callbacks (readErrorQueueSoon). */
@@ -95,7 +98,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         this.checkEvents();
         break;
       case 'connected':
-        this.icmpReset = false;
+        this.icmpError = 0;
         // A default peer records FD_CONNECT on a selected socket, as a TCP connect does.
         this.checkEvents();
         break;
@@ -307,7 +310,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     this.peer = { ...name };
     this.applyOptions();
     // A reconnect stays connected (to the new peer): the entry action runs only on arriving.
-    this.icmpReset = false;
+    this.icmpError = 0;
     if (!this.state.move('connected')) return W.WSAEINVAL;
     return 0;
   }
@@ -474,22 +477,39 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
 
   /** An earlier datagram drew an ICMP port unreachable: the next receive reports it, as on Windows. */
   private portUnreachable(): void {
-    if (!this.opts.udpConnReset) return;
-    this.icmpReset = true;
+    if (this.opts.udpConnReset) this.icmpErrorCame(W.WSAECONNRESET);
+  }
+
+  /** An earlier datagram's TTL ran out on the way (ICMP time exceeded): the next receive reports it, as on Windows. */
+  private timeExceeded(): void {
+    if (this.opts.udpNetReset) this.icmpErrorCame(W.WSAENETRESET);
+  }
+
+  private icmpErrorCame(code: number): void {
+    this.icmpError = code;
     this.reenable(W.FD_READ);
     this.wake();
   }
 
   /**
-   * Empties the kernel's queue of ICMP errors (icmp-errors.ts), reports the port unreachables among
-   * them, and returns how many entries had errno match (0: none asked).
+   * Empties the kernel's queue of ICMP errors (icmp-errors.ts), reports the port unreachables and
+   * times exceeded among them (the last of them: a receive reports one), and returns how many
+   * entries had errno match (0: none asked).
    */
   private readErrorQueue(match = 0): number {
     if (this.errorQueueFd === null || this.sock === null) return 0;
     const found = drainIcmpErrors(this.errorQueueFd, match);
-    if (found.refused > 0) this.portUnreachable();
+    // Each is reported only while its ioctl leaves it on: with one off, the other may still be.
+    if (found.latest === 'refused') {
+      if (found.timeExceeded > 0) this.timeExceeded();
+      this.portUnreachable();
+    } else if (found.latest === 'timeExceeded') {
+      if (found.refused > 0) this.portUnreachable();
+      this.timeExceeded();
+    }
     return found.matched;
   }
+
 
   /** readErrorQueue() once the current callbacks have run: node's sends complete several at a time. */
   private readErrorQueueSoon(): void {
@@ -606,9 +626,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     return () => {
       if (this.closed) return recvFailed(W.WSAEINTR);
       if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
-      if (this.icmpReset && this.rxQueue.length === 0) {
-        this.icmpReset = false;
-        return recvFailed(W.WSAECONNRESET);
+      if (this.icmpError !== 0 && this.rxQueue.length === 0) {
+        const code = this.icmpError;
+        this.icmpError = 0;
+        return recvFailed(code);
       }
       const d = this.rxQueue[0];
       if (!d) return undefined;
@@ -657,8 +678,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
 
   protected readyEvents(wanted: number): Array<[number, number]> {
     const ready: Array<[number, number]> = [];
-    // A port unreachable waits to be reported by a receive: Windows signals FD_READ for it.
-    if (wanted & W.FD_READ && (this.rxQueue.length > 0 || this.icmpReset)) ready.push([W.FD_READ, 0]);
+    // An ICMP error waits to be reported by a receive: Windows signals FD_READ for it.
+    if (wanted & W.FD_READ && (this.rxQueue.length > 0 || this.icmpError !== 0)) ready.push([W.FD_READ, 0]);
     // A datagram socket can always send once it has an address.
     if (wanted & W.FD_WRITE && this.isBound && !this.sendsShut) ready.push([W.FD_WRITE, 0]);
     // Windows records FD_CONNECT (with 0) for a datagram socket given a default peer.

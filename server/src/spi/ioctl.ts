@@ -29,6 +29,7 @@ const KNOWN_CODES: ReadonlySet<number> = new Set([
   W.SIO_FLUSH,
   W.SIO_KEEPALIVE_VALS,
   W.SIO_UDP_CONNRESET,
+  W.SIO_UDP_NETRESET,
   W.SIO_ENABLE_CIRCULAR_QUEUEING,
   W.SIO_BASE_HANDLE,
   W.SIO_IDEAL_SEND_BACKLOG_QUERY,
@@ -41,6 +42,15 @@ const KNOWN_CODES: ReadonlySet<number> = new Set([
  */
 export function isKnownIoctl(code: number, overlapped: boolean): boolean {
   return KNOWN_CODES.has(code) && !(overlapped && code === W.SIO_BASE_HANDLE);
+}
+
+/**
+ * A BOOL input: the C examples pass 4 bytes; .NET callers pass one byte, and Windows takes it: a
+ * shorter input is read as a BOOLEAN. null: no input at all.
+ */
+function boolInput(input: Uint8Array): boolean | null {
+  if (input.length < 1) return null;
+  return input.length >= 4 ? new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0 : input[0] !== 0;
 }
 
 /** What Windows answers SIO_IDEAL_SEND_BACKLOG_QUERY with on loopback (Wine's test_backlog_query). */
@@ -80,13 +90,16 @@ export function ioctl(sock: EmulatedSocket, code: number, input: Uint8Array, out
       return done();
     }
     case W.SIO_UDP_CONNRESET:
-      // FALSE stops reporting ICMP port unreachables; one already waiting for a receive is still
-      // reported. The C examples pass a BOOL (4 bytes); .NET callers pass one byte, and Windows
-      // takes it: a shorter input is read as a BOOLEAN.
-      if (input.length < 1) return fail(W.WSAEFAULT);
+    case W.SIO_UDP_NETRESET: {
+      // FALSE stops reporting ICMP port unreachables (CONNRESET) or times exceeded (NETRESET); one
+      // already waiting for a receive is still reported.
+      const on = boolInput(input);
+      if (on === null) return fail(W.WSAEFAULT);
       if (sock.type !== W.SOCK_DGRAM) return fail(W.WSAEOPNOTSUPP);
-      sock.opts.udpConnReset = input.length >= 4 ? new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true) !== 0 : input[0] !== 0;
+      if (code === W.SIO_UDP_CONNRESET) sock.opts.udpConnReset = on;
+      else sock.opts.udpNetReset = on;
       return done();
+    }
     case W.SIO_ENABLE_CIRCULAR_QUEUEING:
       // For unreliable message sockets; a stream has no messages to push out.
       if (sock.type !== W.SOCK_DGRAM) return fail(W.WSAEOPNOTSUPP);
