@@ -23,7 +23,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as S from '@spiwire/client';
 import { libc } from '@spiwire/server/internals';
-import { daemon, dword, getOpt, newSocket, recvInto, roundTrip, send, sendTo, session, setNonBlocking, setOpt, sleep, sockName, until, within, type RecvResult } from '../helpers/harness.js';
+import { daemon, dword, getOpt, ioctl, newSocket, recvInto, roundTrip, send, sendTo, session, setNonBlocking, setOpt, sleep, sockName, until, within, type RecvResult } from '../helpers/harness.js';
 
 /** Runs a command; resolves with its exit code and output, never rejects. */
 function run(cmd: string, args: string[], timeoutMs = 10000): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -590,9 +590,8 @@ async function routingLoop(t: Test, r: Rig): Promise<{ v4: string; v6: string | 
 
 /** WSPIoctl SIO_UDP_NETRESET or SIO_UDP_CONNRESET with a BOOL; returns [ret, errno]. */
 async function icmpReports(spi: S.SpiSession, s: number, code: number, on: number): Promise<[number, number]> {
-  const e = S.out(0);
-  const ret = await spi.WSPIoctl(s, code, dword(on), 4, null, 0, S.out(0), null, null, null, e);
-  return [ret, e.value];
+  const [ret, errno] = await ioctl(spi, s, code, dword(on));
+  return [ret, errno];
 }
 
 t.test('UDP: a datagram whose TTL runs out in a routing loop: the next receive reports WSAENETRESET until SIO_UDP_NETRESET FALSE', opts, async (t) => {

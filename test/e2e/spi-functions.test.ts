@@ -18,6 +18,7 @@ import {
   emptyAddr,
   fionread,
   getOpt,
+  ioctl,
   loopback,
   namelen,
   newSocket,
@@ -453,15 +454,6 @@ t.test('WSPIoctl FIONBIO and FIONREAD', async (t) => {
   }
 });
 
-/** WSPIoctl with no input; returns [ret, errno, bytesReturned, output]. */
-async function ioctlOut(spi: S.SpiSession, s: number, code: number, cbOut: number): Promise<[number, number, number, Uint8Array]> {
-  const e = S.out(0);
-  const size = S.out(0xdeadbeef);
-  const out = new Uint8Array(Math.max(cbOut, 8)).fill(0xee);
-  const ret = await spi.WSPIoctl(s, code, null, 0, cbOut ? out : null, cbOut, size, null, null, null, e);
-  return [ret, e.value, size.value, out];
-}
-
 /** The bytes that arrived at a socket, dropped ones included, from GET /sessions/:id/sockets (the daemon's one session). */
 async function arrivedAt(d: { port: number }, handle: number): Promise<number> {
   const get = async (path: string): Promise<unknown> => (await fetch(`http://127.0.0.1:${d.port}${path}`)).json();
@@ -480,7 +472,7 @@ t.test('WSPIoctl SIO_ENABLE_CIRCULAR_QUEUEING, SIO_IDEAL_SEND_BACKLOG_QUERY and 
       const peer = await udpPeer(t, f);
       const plain = await newSocket(spi, f, 'udp');
       const circular = await newSocket(spi, f, 'udp');
-      t.same((await ioctlOut(spi, circular, S.SIO_ENABLE_CIRCULAR_QUEUEING, 0)).slice(0, 3), [0, 0, 0], 'SIO_ENABLE_CIRCULAR_QUEUEING: 0, no output');
+      t.same((await ioctl(spi, circular, S.SIO_ENABLE_CIRCULAR_QUEUEING, null)).slice(0, 3), [0, 0, 0], 'SIO_ENABLE_CIRCULAR_QUEUEING: 0, no output');
       const ports: number[] = [];
       for (const s of [plain, circular]) {
         // A receive buffer of 64 KiB holds 64 of the 1 KiB datagrams.
@@ -523,15 +515,15 @@ t.test('WSPIoctl SIO_ENABLE_CIRCULAR_QUEUEING, SIO_IDEAL_SEND_BACKLOG_QUERY and 
       const spi = await session(t, d);
       const peer = await tcpPeer(t, f);
       const { s } = await connectedTcp(spi, f, peer);
-      t.same((await ioctlOut(spi, s, S.SIO_ENABLE_CIRCULAR_QUEUEING, 0)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], 'circular queueing: a stream has no messages to push out');
-      const isb = await ioctlOut(spi, s, S.SIO_IDEAL_SEND_BACKLOG_QUERY, 4);
+      t.same((await ioctl(spi, s, S.SIO_ENABLE_CIRCULAR_QUEUEING, null)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], 'circular queueing: a stream has no messages to push out');
+      const isb = await ioctl(spi, s, S.SIO_IDEAL_SEND_BACKLOG_QUERY, null, 4);
       t.same([...isb.slice(0, 3), readDword(isb[3])], [0, 0, 4, 0x10000], 'the ideal send backlog of a connected socket: 0x10000, 4 bytes');
-      t.same((await ioctlOut(spi, s, S.SIO_IDEAL_SEND_BACKLOG_QUERY, 3)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEFAULT], 'a 3-byte output: WSAEFAULT');
+      t.same((await ioctl(spi, s, S.SIO_IDEAL_SEND_BACKLOG_QUERY, null, 3)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEFAULT], 'a 3-byte output: WSAEFAULT');
       const u = await newSocket(spi, f, 'udp');
-      t.same((await ioctlOut(spi, u, S.SIO_IDEAL_SEND_BACKLOG_QUERY, 3)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEFAULT], 'on UDP too, the size comes first');
-      const base = await ioctlOut(spi, s, S.SIO_BASE_HANDLE, 8);
+      t.same((await ioctl(spi, u, S.SIO_IDEAL_SEND_BACKLOG_QUERY, null, 3)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEFAULT], 'on UDP too, the size comes first');
+      const base = await ioctl(spi, s, S.SIO_BASE_HANDLE, null, 8);
       t.same([...base.slice(0, 3), new DataView(base[3].buffer).getBigUint64(0, true)], [0, 0, 8, BigInt(s)], 'the base handle: the socket, 8 bytes');
-      t.same((await ioctlOut(spi, s, S.SIO_BASE_HANDLE, 4)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEFAULT], 'a 4-byte output (a SOCKET of x86): WSAEFAULT');
+      t.same((await ioctl(spi, s, S.SIO_BASE_HANDLE, null, 4)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEFAULT], 'a 4-byte output (a SOCKET of x86): WSAEFAULT');
     });
   }
 });

@@ -13,8 +13,10 @@ import {
   call,
   closedPort,
   daemon,
+  dword,
   emptyAddr,
   getOpt,
+  ioctl,
   loopback,
   namelen,
   newSocket,
@@ -80,11 +82,8 @@ async function nextNonblockingRecv(spi: S.SpiSession, s: number): ReturnType<typ
 
 /** WSPIoctl SIO_UDP_CONNRESET (or code, SIO_UDP_NETRESET) with a BOOL (inputLength bytes of it); returns [ret, errno]. */
 async function udpConnReset(spi: S.SpiSession, s: number, on: number, inputLength = 4, code = S.SIO_UDP_CONNRESET): Promise<[number, number]> {
-  const v = new Uint8Array(4);
-  new DataView(v.buffer).setUint32(0, on, true);
-  const e = S.out(0);
-  const ret = await spi.WSPIoctl(s, code, v, inputLength, null, 0, S.out(0), null, null, null, e);
-  return [ret, e.value];
+  const [ret, errno] = await ioctl(spi, s, code, dword(on).subarray(0, inputLength));
+  return [ret, errno];
 }
 
 /** The daemon's counts of sendmmsg calls, the datagrams they sent, and those sent in segmented runs (datagram-batch.ts). */

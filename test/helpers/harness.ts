@@ -349,12 +349,23 @@ export async function getOpt(spi: S.SpiSession, s: number, optname: number, optl
   return [ret, e.value, value, len.value];
 }
 
+/**
+ * WSPIoctl, not overlapped, with input (its length is cbInBuffer; null: none) and an output buffer
+ * of cbOut bytes (lpvOutBuffer null when 0; the buffer given is at least 8 bytes of 0xee, so that
+ * what a call leaves alone shows). Returns [ret, errno, bytesReturned, output buffer].
+ */
+export async function ioctl(spi: S.SpiSession, s: number, code: number, input: Uint8Array | null, cbOut = 0): Promise<[number, number, number, Uint8Array]> {
+  const e = S.out(0);
+  const size = S.out(0xdeadbeef);
+  const out = new Uint8Array(Math.max(cbOut, 8)).fill(0xee);
+  const ret = await spi.WSPIoctl(s, code, input, input?.length ?? 0, cbOut ? out : null, cbOut, size, null, null, null, e);
+  return [ret, e.value, size.value, out];
+}
+
 /** WSPIoctl FIONREAD; returns [ret, errno, value]. */
 export async function fionread(spi: S.SpiSession, s: number): Promise<[number, number, number]> {
-  const e = S.out(0);
-  const v = new Uint8Array(4);
-  const ret = await spi.WSPIoctl(s, S.FIONREAD, null, 0, v, 4, S.out(0), null, null, null, e);
-  return [ret, e.value, readDword(v)];
+  const [ret, errno, , out] = await ioctl(spi, s, S.FIONREAD, null, 4);
+  return [ret, errno, readDword(out)];
 }
 
 /** A loopback port that was just in use and is now closed (TCP or UDP). */
