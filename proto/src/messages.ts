@@ -537,7 +537,7 @@ export function validateParams<M extends MethodName>(method: M, params: Record<s
  * an acknowledgement in its exact spelling), which already fixes every member and type: only the
  * buffer count, a u16 there, can still be beyond the limit.
  */
-export function validateCompactParams<M extends MethodName>(method: M, params: Record<string, unknown>): asserts params is Params<M> {
+export function validateShapedParams<M extends MethodName>(method: M, params: Record<string, unknown>): asserts params is Params<M> {
   const buffers = params['buffers'];
   if (Array.isArray(buffers) && buffers.length > MAX_BUFFER_COUNT) checkType(method, 'buffers', 'bytes[]', buffers);
 }

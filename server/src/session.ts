@@ -542,7 +542,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       // Checked as usual first; then the network subsystem is going away under the caller: a
       // Winsock result, not a protocol error.
       try {
-        if (rec.shaped === true) P.validateCompactParams(method, msg.params);
+        if (rec.shaped === true) P.validateShapedParams(method, msg.params);
         else P.validateParams(method, msg.params);
       } catch (err) {
         this.refuse(id, method, asProtocolError(err), text);

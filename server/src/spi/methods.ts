@@ -67,7 +67,7 @@ export function runMethod<M extends MethodName>(session: SpiSession, method: M, 
   const calls = session.calls;
   let result: Result<M> | Promise<Result<M>>;
   try {
-    if (shaped) W.validateCompactParams(method, params);
+    if (shaped) W.validateShapedParams(method, params);
     else W.validateParams(method, params);
     const handler: Handler<M> = SPI_HANDLERS[method];
     result = handler(session, params);
