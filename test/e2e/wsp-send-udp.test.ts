@@ -22,6 +22,7 @@ import {
   newSocket,
   pattern,
   recvInto,
+  roundTrip,
   send,
   sendTo,
   session,
@@ -84,6 +85,17 @@ async function nextNonblockingRecv(spi: S.SpiSession, s: number): ReturnType<typ
 async function udpConnReset(spi: S.SpiSession, s: number, on: number, inputLength = 4, code = S.SIO_UDP_CONNRESET): Promise<[number, number]> {
   const [ret, errno] = await ioctl(spi, s, code, dword(on).subarray(0, inputLength));
   return [ret, errno];
+}
+
+/** A session with a nonblocking UDP socket bound to loopback (own), and a closed UDP port to draw ICMP port unreachables. */
+async function nonblockingBesideClosedPort(t: Test, f: Family): Promise<{ spi: S.SpiSession; port: number; u: number; own: S.SockAddr }> {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const port = await closedPort(f, 'udp');
+  const u = await newSocket(spi, f, 'udp');
+  const own = await bindLoopback(spi, u, f);
+  await setNonBlocking(spi, u, true);
+  return { spi, port, u, own };
 }
 
 /** The daemon's counts of sendmmsg calls, the datagrams they sent, and those sent in segmented runs (datagram-batch.ts). */
@@ -349,6 +361,32 @@ for (const f of FAMILIES) {
     t.equal(peer.datagrams[0]?.data.toString(), 'alive', 'and the peer receives it');
   });
 
+  t.test(`${f}: each ICMP port unreachable is reported by a receive of its own, as on Windows`, async (t) => {
+    const { spi, port, u, own } = await nonblockingBesideClosedPort(t, f);
+    const ev = await spi.WSACreateEvent();
+    const e = S.out(0);
+    t.equal(await spi.WSPEventSelect(u, ev, S.FD_READ, e), 0, 'WSPEventSelect(FD_READ)');
+    const fdRead = async (): Promise<boolean> => {
+      const ne: S.WSANETWORKEVENTS = { lNetworkEvents: 0, iErrorCode: [] };
+      t.equal(await spi.WSPEnumNetworkEvents(u, ev, ne, e), 0);
+      return (ne.lNetworkEvents & S.FD_READ) !== 0;
+    };
+    for (const text of ['one', 'two', 'three']) t.same(await sendTo(spi, u, [Buffer.from(text)], addr(f, port), namelen(f)), [0, 0, text.length], `WSPSendTo '${text}' to a closed port succeeds`);
+    // The unreachables come back before the datagram sent to itself after them.
+    t.same(await sendTo(spi, u, [Buffer.from('fence')], own, namelen(f)), [0, 0, 5]);
+    const first = await nextNonblockingRecv(spi, u);
+    t.same([first.ret, first.data.toString()], [0, 'fence'], 'the datagram waiting comes first');
+    t.ok(await fdRead(), 'FD_READ recorded');
+    const codes: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      codes.push((await recvInto(spi, u, [64])).errno);
+      await roundTrip(spi);
+      if (i < 2) t.ok(await fdRead(), `FD_READ recorded again after report ${i + 1}: another waits`);
+    }
+    t.same(codes, [S.WSAECONNRESET, S.WSAECONNRESET, S.WSAECONNRESET], 'then three receives report WSAECONNRESET, one per unreachable');
+    t.equal((await recvInto(spi, u, [64])).errno, S.WSAEWOULDBLOCK, 'and the next finds nothing');
+  });
+
   t.test(`${f}: ICMP errors nobody receives leave the daemon idle (the kernel's error queue is read)`, async (t) => {
     const d = await daemon(t);
     const spi = await session(t, d);
@@ -405,12 +443,7 @@ for (const f of FAMILIES) {
   });
 
   t.test(`${f}: SIO_UDP_CONNRESET FALSE stops the reports, TRUE brings them back, SIO_UDP_NETRESET leaves them; TCP sockets refuse both`, async (t) => {
-    const d = await daemon(t);
-    const spi = await session(t, d);
-    const port = await closedPort(f, 'udp');
-    const u = await newSocket(spi, f, 'udp');
-    const own = await bindLoopback(spi, u, f);
-    await setNonBlocking(spi, u, true);
+    const { spi, port, u, own } = await nonblockingBesideClosedPort(t, f);
     // One byte, as .NET callers pass it.
     t.same(await udpConnReset(spi, u, 0, 1), [0, 0], 'SIO_UDP_CONNRESET FALSE, a one-byte BOOLEAN');
     // The unreachable comes back before the datagram sent to itself after it; once that datagram

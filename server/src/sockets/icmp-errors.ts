@@ -154,3 +154,46 @@ export function drainIcmpErrors(fd: number, match = 0): DrainedErrors {
   }
   return found;
 }
+
+/** At most this many reports wait on one socket; later ones are dropped (a receive buffer's worth of ICMP errors is far fewer). */
+export const MAX_PENDING_REPORTS = 4096;
+/** At most this many runs of one code (a code that differs from the last starts a run). */
+const MAX_RUNS = 32;
+
+/**
+ * The ICMP errors a UDP socket's receives have yet to report, in the order they came. Windows
+ * reports each one (a WSAECONNRESET per port unreachable, a WSAENETRESET per time exceeded) by a
+ * receive of its own; they are kept as runs of one code, so that a flood of them costs a count.
+ */
+export class PendingIcmpReports {
+  private readonly runs: Array<{ code: number; count: number }> = [];
+  private total = 0;
+
+  get pending(): boolean {
+    return this.total > 0;
+  }
+
+  add(code: number, count = 1): void {
+    const n = Math.min(count, MAX_PENDING_REPORTS - this.total);
+    if (n <= 0) return;
+    const last = this.runs[this.runs.length - 1];
+    if (last?.code === code) last.count += n;
+    else if (this.runs.length < MAX_RUNS) this.runs.push({ code, count: n });
+    else return;
+    this.total += n;
+  }
+
+  /** The oldest report's code, taken; 0 when none waits. */
+  take(): number {
+    const first = this.runs[0];
+    if (!first) return 0;
+    this.total--;
+    if (--first.count === 0) this.runs.shift();
+    return first.code;
+  }
+
+  clear(): void {
+    this.runs.length = 0;
+    this.total = 0;
+  }
+}

@@ -15,7 +15,7 @@ import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, 
 import { byteLength, contiguous } from './send-buffers.js';
 import { sendmmsgBatcher, sockaddrBytes, type Batched } from './datagram-batch.js';
 import { dgramFdOf } from '../native/libc.js';
-import { drainIcmpErrors, reportIcmpErrors } from './icmp-errors.js';
+import { drainIcmpErrors, PendingIcmpReports, reportIcmpErrors } from './icmp-errors.js';
 import { constants } from 'node:os';
 
 const UDP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
@@ -61,10 +61,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private readonly rxQueue: Datagram[] = [];
   private rxBytes = 0;
   /**
-   * An ICMP error arrived for an earlier datagram, which the next receive reports: WSAECONNRESET
-   * for a port unreachable, WSAENETRESET for a time exceeded (the last one that came); 0: none.
+   * ICMP errors that arrived for earlier datagrams, each reported by a receive that finds no
+   * datagram waiting: WSAECONNRESET for a port unreachable, WSAENETRESET for a time exceeded.
    */
-  private icmpError = 0;
+  private readonly icmpReports = new PendingIcmpReports();
   /** The descriptor whose ICMP errors the kernel queues (icmp-errors.ts), once bound; null: none are. */
   private errorQueueFd: number | null = null;
   /** A read of that queue scheduled after node's send callbacks (readErrorQueueSoon). */
@@ -98,7 +98,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         this.checkEvents();
         break;
       case 'connected':
-        this.icmpError = 0;
+        this.icmpReports.clear();
         // A default peer records FD_CONNECT on a selected socket, as a TCP connect does.
         this.checkEvents();
         break;
@@ -149,10 +149,11 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       // libuv's receive side reports an earlier datagram's ICMP error: a connected socket's always,
       // any socket's once the kernel queues them. Windows reports a port unreachable on the next
       // receive as WSAECONNRESET. The queue says which errors came: the one node reports is only
-      // the last.
+      // the last. Where the queue is read, the error node reports is one of its entries,
+      // counted there; elsewhere it is all there is to count.
       this.readErrorQueue();
       if (err.code === 'ECONNREFUSED') {
-        this.portUnreachable();
+        if (this.errorQueueFd === null) this.portUnreachable();
         return;
       }
       this.log.debug({ err: err.message }, 'udp socket error');
@@ -310,7 +311,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     this.peer = { ...name };
     this.applyOptions();
     // A reconnect stays connected (to the new peer): the entry action runs only on arriving.
-    this.icmpError = 0;
+    this.icmpReports.clear();
     if (!this.state.move('connected')) return W.WSAEINVAL;
     return 0;
   }
@@ -469,24 +470,25 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private earlierDatagramsError(errno: number): boolean {
     const matched = this.readErrorQueue(errno);
     if (errno === ECONNREFUSED) {
-      this.portUnreachable();
+      // (An entry of the queue, where it is read: counted there.)
+      if (this.errorQueueFd === null) this.portUnreachable();
       return true;
     }
     return matched > 0;
   }
 
-  /** An earlier datagram drew an ICMP port unreachable: the next receive reports it, as on Windows. */
-  private portUnreachable(): void {
-    if (this.opts.udpConnReset) this.icmpErrorCame(W.WSAECONNRESET);
+  /** Earlier datagrams drew ICMP port unreachables: receives report them, as on Windows. */
+  private portUnreachable(count = 1): void {
+    if (this.opts.udpConnReset) this.icmpErrorsCame(W.WSAECONNRESET, count);
   }
 
-  /** An earlier datagram's TTL ran out on the way (ICMP time exceeded): the next receive reports it, as on Windows. */
-  private timeExceeded(): void {
-    if (this.opts.udpNetReset) this.icmpErrorCame(W.WSAENETRESET);
+  /** Earlier datagrams' TTL ran out on the way (ICMP time exceeded): receives report them, as on Windows. */
+  private timeExceeded(count: number): void {
+    if (this.opts.udpNetReset) this.icmpErrorsCame(W.WSAENETRESET, count);
   }
 
-  private icmpErrorCame(code: number): void {
-    this.icmpError = code;
+  private icmpErrorsCame(code: number, count: number): void {
+    this.icmpReports.add(code, count);
     this.reenable(W.FD_READ);
     this.wake();
   }
@@ -499,13 +501,14 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private readErrorQueue(match = 0): number {
     if (this.errorQueueFd === null || this.sock === null) return 0;
     const found = drainIcmpErrors(this.errorQueueFd, match);
-    // Each is reported only while its ioctl leaves it on: with one off, the other may still be.
+    // Each kind is reported only while its ioctl leaves it on. (Within one drain the kind that
+    // came last is reported last; the entries' exact interleaving is not kept.)
     if (found.latest === 'refused') {
-      if (found.timeExceeded > 0) this.timeExceeded();
-      this.portUnreachable();
+      if (found.timeExceeded > 0) this.timeExceeded(found.timeExceeded);
+      this.portUnreachable(found.refused);
     } else if (found.latest === 'timeExceeded') {
-      if (found.refused > 0) this.portUnreachable();
-      this.timeExceeded();
+      if (found.refused > 0) this.portUnreachable(found.refused);
+      this.timeExceeded(found.timeExceeded);
     }
     return found.matched;
   }
@@ -626,9 +629,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     return () => {
       if (this.closed) return recvFailed(W.WSAEINTR);
       if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
-      if (this.icmpError !== 0 && this.rxQueue.length === 0) {
-        const code = this.icmpError;
-        this.icmpError = 0;
+      if (this.icmpReports.pending && this.rxQueue.length === 0) {
+        const code = this.icmpReports.take();
+        // Another report may wait: FD_READ is recorded again for it.
+        queueMicrotask(() => this.rearm(W.FD_READ));
         return recvFailed(code);
       }
       const d = this.rxQueue[0];
@@ -679,7 +683,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   protected readyEvents(wanted: number): Array<[number, number]> {
     const ready: Array<[number, number]> = [];
     // An ICMP error waits to be reported by a receive: Windows signals FD_READ for it.
-    if (wanted & W.FD_READ && (this.rxQueue.length > 0 || this.icmpError !== 0)) ready.push([W.FD_READ, 0]);
+    if (wanted & W.FD_READ && (this.rxQueue.length > 0 || this.icmpReports.pending)) ready.push([W.FD_READ, 0]);
     // A datagram socket can always send once it has an address.
     if (wanted & W.FD_WRITE && this.isBound && !this.sendsShut) ready.push([W.FD_WRITE, 0]);
     // Windows records FD_CONNECT (with 0) for a datagram socket given a default peer.
