@@ -99,6 +99,22 @@ t.test('progress reports never repeat a count: a first piece taken at once is re
   t.ok(reports.slice(1).every(([taken], i) => taken > reports[i]![0]), `each report a larger count than the one before (${reports.map(([n]) => n).join(', ')})`);
 });
 
+t.test('a nonblocking streamed send under the reference policy: the last report counts what the first piece gave', async (t) => {
+  const window = 64 * 1024;
+  const { s, h, conn } = await streamRig(t, window, window);
+  const fionbio = await s.call('WSPIoctl', { s: h, code: P.FIONBIO, input: new Uint8Array([1, 0, 0, 0]), outputLength: 0 });
+  t.equal(fionbio['ret'], 0, 'FIONBIO 1');
+  // The first piece fits the transport buffer whole; the send takes it and no more.
+  const data = pattern(150_000, 15);
+  const run = await streamSend(s, 6, data, 40_000, window, { s: h, flags: 0 }, 'nb');
+  const reply = (await run.reply) as { result: Record<string, unknown> };
+  await run.done;
+  t.same([reply.result['ret'], reply.result['bytesSent']], [0, 40_000], 'the count of the first piece');
+  const reports = s.messages.filter((m) => m.method === 'spiwire.sendProgress' && m.params?.['stream'] === 6).map((m) => [m.params!['taken'], m.params!['done']]);
+  t.same(reports[reports.length - 1], [40_000, true], 'the last report: those 40,000 bytes taken, done');
+  t.ok((await conn.waitFor(40_000)).equals(data.subarray(0, 40_000)), 'the peer got exactly them');
+});
+
 t.test('an overlapped streamed send cancelled by WSPCloseSocket completes once with what reached the transport', async (t) => {
   const { s, h, conn } = await streamRig(t, MiB, 2 * MiB, P.WSA_FLAG_OVERLAPPED);
   conn.socket.pause();

@@ -117,6 +117,8 @@ export function streamSendStreamed(tx: TransportBuffer, send: StreamedSend, mode
   const { buffers, total, progress } = send;
   if (mode.nonBlocking && !mode.windowsPolicy) {
     const n = tx.acceptNow(buffers, byteLength(buffers));
+    // What fits of the first piece, and no more: the stream's last report counts it.
+    if (n > 0) progress(n);
     return { result: n > 0 ? sent(n) : 'would-block', op: null };
   }
   if (mode.nonBlocking) {
