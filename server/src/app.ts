@@ -6,6 +6,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type
 import websocket from '@fastify/websocket';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { constants } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import * as P from '@spiwire/proto';
@@ -55,8 +56,15 @@ export interface AppOptions {
 }
 
 export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts: AppOptions, log: Logger): Promise<FastifyInstance> {
+  // A connection that never finishes its TLS handshake or its request's headers is closed after
+  // handshakeTimeoutMs (node's defaults are 120 s and 60 s, checked every 30 s): until then it
+  // holds one of the daemon's connection slots. Renegotiation is refused: nothing here needs it.
+  const handshakeMs = ctx.limits.handshakeTimeoutMs;
+  const httpOptions = { headersTimeout: handshakeMs, connectionsCheckingInterval: Math.max(100, Math.min(1000, handshakeMs)) };
   const app = Fastify({
-    ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
+    ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: handshakeMs, secureOptions: constants.SSL_OP_NO_RENEGOTIATION, ...httpOptions } } : { http: httpOptions }),
+    // Between requests on a kept-alive connection (fastify's default is 72 s).
+    keepAliveTimeout: 5000,
     loggerInstance: log as FastifyBaseLogger,
     // Sessions log their own lifecycle; per-request lines would only repeat it.
     logController: new LogController({ disableRequestLogging: true }),

@@ -52,6 +52,12 @@ export interface DaemonLimits {
   receivedBudgetBytes: number;
   /** How long the connections of an ended session may go on delivering bytes before they are reset (ms). */
   lingerMs: number;
+  /**
+   * How long a new connection has to finish its TLS handshake, and each request on it to send its
+   * headers, before the connection is closed (ms; 0: no limit). Connections that never get that
+   * far would otherwise hold the daemon's connection slots (maxSessions + 64) for minutes.
+   */
+  handshakeTimeoutMs: number;
   /** At shutdown, how long accepted bytes may take to reach the kernel before their connections are reset (ms). */
   drainMs: number;
   /** Unsent output of one session above which the daemon stops reading its requests and its sockets. */
@@ -104,6 +110,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   heldBytesBudget: 1024 * 1024 * 1024,
   receivedBudgetBytes: 1024 * 1024 * 1024,
   lingerMs: 30_000,
+  handshakeTimeoutMs: 10_000,
   drainMs: 5_000,
   outputHighWaterBytes: 8 * 1024 * 1024,
   outputLimitBytes: 64 * 1024 * 1024,

@@ -218,6 +218,28 @@ t.test('GET /healthz and GET /version answer JSON with the documented fields', a
   await missing.body?.cancel();
 });
 
+t.test('connections that never send a whole request are closed after --handshake-timeout; then others get in', async (t) => {
+  // Two sessions allowed: 66 connections in all (maxSessions + 64) are enough to shut others out.
+  const d = await daemon(t, { limits: { maxSessions: 2, handshakeTimeoutMs: 500 } });
+  const stalled: Array<{ sock: net.Socket; answer: Promise<string> }> = [];
+  for (let i = 0; i < 66; i++) {
+    const sock = net.connect(d.port, '127.0.0.1');
+    // Half of them send nothing, half stop in the middle of their headers.
+    if (i % 2 === 1) sock.on('connect', () => sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n'));
+    let got = '';
+    sock.on('data', (b: Buffer) => (got += b.toString()));
+    sock.on('error', () => undefined);
+    stalled.push({ sock, answer: new Promise((r) => sock.once('close', () => r(got))) });
+  }
+  t.teardown(() => stalled.forEach(({ sock }) => sock.destroy()));
+  await Promise.all(stalled.map(({ sock }) => new Promise((r) => (sock.readyState === 'open' ? r(null) : sock.once('connect', r)))));
+  const answers = await within(Promise.all(stalled.map((x) => x.answer)), 10000, null);
+  t.ok(answers, 'the daemon closed every one of them');
+  t.ok(answers?.every((a) => a.startsWith('HTTP/1.1 408 ') && a.endsWith('{"error":"the request took too long"}')), 'each with 408 and the one-member error');
+  const h = await getJson(`${httpBase(d)}/healthz`);
+  t.equal(h.status, 200, 'a health check gets in afterwards');
+});
+
 // ---- upgrades elsewhere ----
 
 t.test('a WebSocket upgrade on any path but /ws is refused before the handshake (404), token or not', async (t) => {

@@ -6,8 +6,8 @@
  */
 import t, { type Test } from 'tap';
 import * as http from 'node:http';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -242,6 +242,46 @@ t.test('--faults with a bad file: exit 2 naming the file, line, column and field
   const syntax = await run(['--port', '0', '--faults', file]);
   t.equal(syntax.code, 2);
   t.equal(syntax.err, `--faults: ${file}:3:1: the file ends inside an object (a } is missing)\n`, 'a JSON syntax error has its line and column too');
+});
+
+t.test('--faults, --token-file, --tls-cert naming a FIFO, a device or a huge file: refused at start, and on SIGHUP the old rules stay', async (t) => {
+  const dir = tempDir(t);
+  const fifo = join(dir, 'faults.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const huge = join(dir, 'huge.json');
+  // Valid JSON past the 1 MiB a configuration file may have.
+  writeFileSync(huge, `[${' '.repeat(1024 * 1024)}]`);
+  for (const [flag, path, why] of [
+    ['--faults', fifo, 'not a regular file (a FIFO)'],
+    ['--token-file', fifo, 'not a regular file (a FIFO)'],
+    ['--faults', '/dev/zero', 'not a regular file (a device)'],
+    ['--tls-cert', '/dev/zero', 'not a regular file (a device)'],
+    ['--faults', huge, `${1024 * 1024 + 2} bytes, more than the 1048576 such a file may have`],
+  ] as const) {
+    const extra = flag === '--tls-cert' ? ['--tls-key', huge] : [];
+    // Each would block the start (a FIFO without a writer) or fill memory (/dev/zero) if read.
+    const r = await run(['--port', '0', flag, path, ...extra]);
+    t.equal(r.code, 2, `${flag} ${path}: exit code 2`);
+    t.match(r.err, why, `${flag} ${path}: says why (${r.err.trim()})`);
+  }
+  const file = join(dir, 'faults.json');
+  writeFileSync(file, JSON.stringify([{ id: 'kept', match: { functions: ['WSPSend'] }, action: { type: 'short', max: 2 } }]));
+  const d = await daemonProcess(t, ['--faults', file]);
+  for (const [target, why] of [
+    [fifo, 'not a regular file (a FIFO)'],
+    ['/dev/zero', 'not a regular file (a device)'],
+    [huge, 'more than the 1048576'],
+  ] as const) {
+    rmSync(file);
+    symlinkSync(target, file);
+    const logged = d.nextLog('fault file not reloaded; the previous rules stay');
+    d.proc.kill('SIGHUP');
+    const warn = await logged;
+    t.equal(warn['level'], 40, `the file a symlink to ${target}: a warning`);
+    t.match(String(warn['problem']), why, 'saying why');
+    // The daemon still answers: the reload did not block it.
+    t.same((await listing(d.port)).rules.map((r) => r.id), ['kept'], 'and the previous rules stay');
+  }
 });
 
 t.test('spiwire faults add, list, rm, reset against a daemon process; the clear failures', async (t) => {

@@ -3,8 +3,8 @@
  * is reported as FILE:LINE:COLUMN: FIELD: WHAT, so the line comes from a small scan of the text that
  * notes where each value (or member name) starts; JSON.parse only builds the value afterwards.
  */
-import { readFileSync } from 'node:fs';
 import * as P from '@spiwire/proto';
+import { readSmallFile } from '../small-file.js';
 
 export class FaultFileError extends Error {}
 
@@ -191,7 +191,7 @@ export function parseFaultFile(name: string, raw: string): P.OperatorFaultRule[]
 export function readFaultFile(path: string): P.OperatorFaultRule[] {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readSmallFile(path);
   } catch (err) {
     throw new FaultFileError(`${path}: cannot read: ${err instanceof Error ? err.message : String(err)}`);
   }
