@@ -6,6 +6,7 @@ import { DEFAULT_LIMITS, partialFramesBudgetOf, type DaemonLimits } from './daem
 import { AllowList } from './allow-list.js';
 import { FlagError, readFlags } from './cli-args.js';
 import { readSmallFile } from './small-file.js';
+import { createSecureContext } from 'node:tls';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 7787;
@@ -154,7 +155,31 @@ export function tlsOf(cfg: DaemonConfig): { cert: string; key: string } | null {
   if (cfg.tlsCert === undefined || cfg.tlsKey === undefined) throw new ConfigError('--tls-cert and --tls-key (SPIWIRE_TLS_CERT_FILE, SPIWIRE_TLS_KEY_FILE) go together: give both or neither');
   if (!cfg.tlsCert.includes('-----BEGIN')) throw new ConfigError('--tls-cert: the file is not PEM (no -----BEGIN line)');
   if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(cfg.tlsKey)) throw new ConfigError('--tls-key: the file is not a PEM private key');
+  if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(cfg.tlsKey)) throw new ConfigError('--tls-key: the private key is protected by a passphrase, which the daemon cannot be given: decrypt it (openssl pkey -in KEY -out PLAIN)');
+  // Built once here, so that a certificate or key OpenSSL refuses is a configuration error that
+  // names the file, not a failure of the start.
+  try {
+    createSecureContext({ cert: cfg.tlsCert });
+  } catch (err) {
+    throw new ConfigError(`--tls-cert: the certificate cannot be read: ${openSslReason(err)}`);
+  }
+  try {
+    createSecureContext({ key: cfg.tlsKey });
+  } catch (err) {
+    throw new ConfigError(`--tls-key: the private key cannot be read: ${openSslReason(err)}`);
+  }
+  try {
+    createSecureContext({ cert: cfg.tlsCert, key: cfg.tlsKey });
+  } catch (err) {
+    throw new ConfigError(`--tls-cert and --tls-key do not go together (the key is not the certificate's): ${openSslReason(err)}`);
+  }
   return { cert: cfg.tlsCert, key: cfg.tlsKey };
+}
+
+/** OpenSSL's reason, without its error number and library ("error:0480006C:PEM routines::no start line": "no start line"). */
+function openSslReason(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return /::(.+)$/.exec(message)?.[1] ?? message;
 }
 
 export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): DaemonConfig {

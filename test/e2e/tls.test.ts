@@ -6,6 +6,8 @@
  * takes the files (and refuses one without the other).
  */
 import t from 'tap';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -80,6 +82,62 @@ t.test('TLS', { skip: openssl ? false : 'openssl is not installed' }, async (t) 
       (e: unknown) => e,
     );
     t.ok(plain instanceof S.SpiwireConnectError, 'plain ws:// to the TLS port fails with a SpiwireConnectError');
+  });
+
+  t.test('a TLS handshake that stalls is closed after --handshake-timeout; renegotiation is refused', async (t) => {
+    const d = await daemon(t, { tls: { cert: pki.cert, key: pki.key }, limits: { handshakeTimeoutMs: 500 } });
+    const url = new URL(d.url);
+    // The first 9 bytes of a ClientHello record, and no more.
+    const sock = net.connect(Number(url.port), '127.0.0.1', () => sock.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])));
+    sock.on('error', () => undefined);
+    sock.resume();
+    t.teardown(() => sock.destroy());
+    const closed = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 10000);
+      sock.once('close', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    t.ok(closed, 'the daemon closed the stalled handshake');
+    // TLS 1.2, where a client may ask to renegotiate: the daemon refuses.
+    const c = tls.connect({ host: '127.0.0.1', port: Number(url.port), ca: pki.ca, maxVersion: 'TLSv1.2' });
+    t.teardown(() => c.destroy());
+    await new Promise((r) => c.once('secureConnect', r));
+    const refused = await new Promise<Error | null>((resolve) => {
+      c.once('error', resolve);
+      c.once('close', () => resolve(null));
+      if (!c.renegotiate({ rejectUnauthorized: true }, (err) => resolve(err ?? null))) resolve(new Error('renegotiate() refused locally'));
+    });
+    t.ok(refused, `a renegotiation fails (${refused?.message ?? 'closed'})`);
+    t.equal((await fetch(`https://127.0.0.1:${url.port}/healthz`, { dispatcher: new Agent({ connect: { ca: pki.ca } }) })).status, 200, 'and the daemon still serves new clients');
+  });
+
+  t.test('a certificate or key that OpenSSL refuses: exit 2 with a message naming the flag', async (t) => {
+    const main = join(root, 'server/dist/src/main.js');
+    const file = (name: string, text: string): string => {
+      writeFileSync(join(pki.dir, name), text);
+      return join(pki.dir, name);
+    };
+    const otherKey = file('other.key.copy', readFileSync(join(pki.dir, 'other.key'), 'utf8'));
+    execFileSync(openssl!, ['pkey', '-in', 'server.key', '-aes256', '-passout', 'pass:secret', '-out', 'server.enc.key'], { cwd: pki.dir, stdio: 'ignore' });
+    const cases: Array<[string, string, string, RegExp]> = [
+      ['the key given as the certificate', pki.keyFile, pki.keyFile, /^--tls-cert: the certificate cannot be read: no start line/],
+      ['a certificate of bad base64', file('bad.pem', '-----BEGIN CERTIFICATE-----\nzzzz\n-----END CERTIFICATE-----\n'), pki.keyFile, /^--tls-cert: the certificate cannot be read/],
+      ['a key of another certificate', pki.certFile, otherKey, /^--tls-cert and --tls-key do not go together/],
+      ['a key protected by a passphrase', pki.certFile, join(pki.dir, 'server.enc.key'), /^--tls-key: the private key is protected by a passphrase/],
+    ];
+    for (const [what, cert, key, message] of cases) {
+      const child = spawn(process.execPath, [main, '--port', '0', '--tls-cert', cert, '--tls-key', key], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let err = '';
+      let out = '';
+      child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+      child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+      t.equal(code, 2, `${what}: exit code 2`);
+      t.match(err, message, `${what}: ${err.trim()}`);
+      t.equal(out, '', `${what}: nothing on stdout`);
+    }
   });
 
   t.test('the command line: --tls-cert and --tls-key serve wss://; one without the other is refused', async (t) => {
