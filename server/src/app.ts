@@ -342,54 +342,78 @@ function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions:
       return refuse(reply, 500, 'internal error');
     }
     const status = err.statusCode;
-    const error = status === 413 ? `the body is larger than ${P.MAX_OPERATOR_FAULT_BODY} bytes` : `the body is not a JSON rule: ${err.message}`;
+    const error = status === 413 ? `the body is larger than ${P.MAX_OPERATOR_FAULT_BODY} bytes` : status === 415 ? 'a rule is sent as application/json' : `the body is not a JSON rule: ${err.message}`;
     mistake(req, status, err.message);
     return refuse(reply, status, error, '');
   };
 
-  app.get('/faults', { onRequest: guard, errorHandler: onError }, async (): Promise<P.FaultsListing> => ({
-    rules: ctx.faults.list(),
-    sessions: [...sessions].map((s) => ({ session: s.id, rules: s.faults.list() })),
-  }));
-
-  app.post('/faults', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
-    const body: unknown = req.body;
-    const problem = P.operatorFaultRuleProblem(body);
-    if (problem) {
-      mistake(req, 400, `${problem.field}: ${problem.what}`);
-      return refuse(reply, 400, `${problem.field === '' ? 'the rule' : problem.field} ${problem.what}`, problem.field);
-    }
-    if (!P.isOperatorFaultRule(body)) return refuse(reply, 400, 'the body is not a fault rule', '');
-    try {
-      const id = ctx.faults.add(body, directory);
-      return reply.code(201).send({ id });
-    } catch (err) {
-      if (!(err instanceof OperatorFaultError)) throw err;
-      mistake(req, err.status, err.message);
-      return refuse(reply, err.status, err.message, err.field ?? '');
-    }
+  // POST /faults takes a JSON body and nothing else (another content type is 415); the routes
+  // without a body ignore whatever comes (some HTTP clients label an empty DELETE
+  // application/json), up to the same body limit.
+  void app.register(async (scope) => {
+    scope.removeContentTypeParser('text/plain');
+    registerRuleRoutes(scope);
+  });
+  void app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, _body, done) => done(null, undefined));
+    registerRemovalRoutes(scope);
   });
 
-  app.delete<{ Params: { id: string } }>('/faults/:id', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
-    if (!ctx.faults.remove(req.params.id)) {
-      mistake(req, 404, 'no such rule');
-      return refuse(reply, 404, `no operator rule has the id ${JSON.stringify(req.params.id)} (a session's own rules are removed by the session)`, 'id');
-    }
-    return reply.code(204).send();
-  });
+  function registerRuleRoutes(app: FastifyInstance): void {
+    app.get('/faults', { onRequest: guard, errorHandler: onError }, async (): Promise<P.FaultsListing> => ({
+      rules: ctx.faults.list(),
+      sessions: [...sessions].map((s) => ({ session: s.id, rules: s.faults.list() })),
+    }));
 
-  app.post('/faults/reset', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
-    const query: unknown = req.query;
-    const raw = typeof query === 'object' && query !== null && 'session' in query ? query.session : undefined;
-    if (raw !== undefined && typeof raw !== 'string') {
-      mistake(req, 400, 'session');
-      return refuse(reply, 400, 'session must be given once', 'session');
-    }
-    const session = raw;
-    if (session !== undefined && !directory.has(session) && !ctx.faults.hasSession(session)) {
-      mistake(req, 404, 'no such session');
-      return refuse(reply, 404, `no open session and no operator rule has the session id ${JSON.stringify(session)}`, 'session');
-    }
-    return { removed: ctx.faults.reset(session) };
-  });
+    app.post('/faults', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
+      const body: unknown = req.body;
+      const problem = P.operatorFaultRuleProblem(body);
+      if (problem) {
+        mistake(req, 400, `${problem.field}: ${problem.what}`);
+        return refuse(reply, 400, `${problem.field === '' ? 'the rule' : problem.field} ${problem.what}`, problem.field);
+      }
+      if (!P.isOperatorFaultRule(body)) return refuse(reply, 400, 'the body is not a fault rule', '');
+      try {
+        const id = ctx.faults.add(body, directory);
+        return reply.code(201).send({ id });
+      } catch (err) {
+        if (!(err instanceof OperatorFaultError)) throw err;
+        mistake(req, err.status, err.message);
+        return refuse(reply, err.status, err.message, err.field ?? '');
+      }
+    });
+
+  }
+
+  function registerRemovalRoutes(app: FastifyInstance): void {
+    app.delete<{ Params: { id: string } }>('/faults/:id', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
+      if (!ctx.faults.remove(req.params.id)) {
+        mistake(req, 404, 'no such rule');
+        return refuse(reply, 404, `no operator rule has the id ${JSON.stringify(req.params.id)} (a session's own rules are removed by the session)`, 'id');
+      }
+      return reply.code(204).send();
+    });
+
+    app.post('/faults/reset', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
+      const query = (typeof req.query === 'object' && req.query !== null ? req.query : {}) as Record<string, unknown>;
+      // A misspelt parameter must not widen the reset to every rule.
+      const unknown = Object.keys(query).find((k) => k !== 'session');
+      if (unknown !== undefined) {
+        mistake(req, 400, `query ${unknown}`);
+        return refuse(reply, 400, `${JSON.stringify(unknown)} is not a parameter of /faults/reset: the only one is session`, unknown);
+      }
+      const raw = query['session'];
+      if (raw !== undefined && typeof raw !== 'string') {
+        mistake(req, 400, 'session');
+        return refuse(reply, 400, 'session must be given once', 'session');
+      }
+      const session = raw;
+      if (session !== undefined && !directory.has(session) && !ctx.faults.hasSession(session)) {
+        mistake(req, 404, 'no such session');
+        return refuse(reply, 404, `no open session and no operator rule has the session id ${JSON.stringify(session)}`, 'session');
+      }
+      return { removed: ctx.faults.reset(session) };
+    });
+  }
 }

@@ -112,7 +112,7 @@ t.test('list, delete and reset: operator rules go, sessions keep their own', asy
   t.same(await spi.faults.list().then((r) => r.map((x) => x.id)), ['own'], "the session's own rule stays");
 });
 
-t.test('the refusals: 401, 403, 400 with the field, 404, 409, 413', async (t) => {
+t.test('the refusals: 401, 403, 400 with the field, 404, 409, 413, 415', async (t) => {
   const d = await daemon(t, { token: TOKEN });
   const rule = JSON.stringify({ match: {}, action: { type: 'short', max: 1 } });
   t.equal((await api(d.port, 'GET', '/faults', { token: null })).status, 401, 'no token');
@@ -130,6 +130,36 @@ t.test('the refusals: 401, 403, 400 with the field, 404, 409, 413', async (t) =>
   t.same(await addRule(d.port, { id: 'x', match: {}, action: { type: 'short', max: 1 } }).then((a) => [a.status, a.body['field']]), [409, 'id'], 'a repeated id');
   const big = await api(d.port, 'POST', '/faults', { body: JSON.stringify({ id: 'y', match: {}, action: { type: 'short', max: 1 }, pad: 'x'.repeat(S.MAX_OPERATOR_FAULT_BODY) }) });
   t.equal(big.status, 413, 'a body over the limit');
+  const typed = async (contentType: string, body: string, method = 'POST', path = '/faults'): Promise<HttpAnswer> => {
+    const res = await fetch(`http://127.0.0.1:${d.port}${path}`, { method, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': contentType }, body });
+    const text = await res.text();
+    return { status: res.status, body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) };
+  };
+  for (const type of ['text/plain', 'application/vnd.api+json']) {
+    const a = await typed(type, rule);
+    t.same([a.status, a.body['error']], [415, 'a rule is sent as application/json'], `a rule sent as ${type}: 415`);
+  }
+  t.equal((await typed('application/json', '', 'DELETE', '/faults/x')).status, 204, 'DELETE labelled application/json with an empty body removes the rule');
+  t.equal((await addRule(d.port, { id: 'x', match: {}, action: { type: 'short', max: 1 } })).status, 201);
+  const typo = await api(d.port, 'POST', '/faults/reset?sesion=abc');
+  t.same([typo.status, typo.body['field']], [400, 'sesion'], 'reset with a misspelt parameter: 400 naming it');
+  t.same((await listing(d.port)).rules.map((r) => r.id), ['x'], 'and nothing was removed');
+  // An action with no meaning for the socket named: as a session's own rules are checked.
+  const spi = await session(t, d.url, { token: TOKEN });
+  const e = S.out(0);
+  const udp = await spi.WSPSocket(S.AF_INET, S.SOCK_DGRAM, S.IPPROTO_UDP, null, 0, 0, e);
+  const tcp = await spi.WSPSocket(S.AF_INET, S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, 0, e);
+  const sessionId = spi.welcome.session;
+  for (const [s, action] of [
+    [udp, { type: 'break', at: 10, code: S.WSAECONNRESET }],
+    [udp, { type: 'link', bytesPerSecond: 1000 }],
+    [udp, { type: 'block', ms: 100 }],
+    [tcp, { type: 'drop' }],
+    [tcp, { type: 'duplicate' }],
+  ] as const) {
+    const a = await addRule(d.port, { session: sessionId, match: { socket: s }, action });
+    t.same([a.status, a.body['field']], [400, 'action.type'], `${action.type} on the ${s === udp ? 'UDP' : 'TCP'} socket named: 400`);
+  }
 
   const open = await daemon(t);
   const off = await api(open.port, 'GET', '/faults', { token: null });

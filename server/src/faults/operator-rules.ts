@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import * as P from '@spiwire/proto';
-import { ActiveRule, DEFAULT_FAULT_SEED, type SharedFaultRules } from './rules.js';
+import { ActiveRule, actionMismatch, DEFAULT_FAULT_SEED, type SharedFaultRules } from './rules.js';
 
 /** A refusal of an operator request, with the HTTP status it answers and the field at fault. */
 export class OperatorFaultError extends Error {
@@ -58,10 +58,8 @@ export class DaemonFaults implements SharedFaultRules {
       if (s !== undefined) {
         const type = sessions.socketType(session, s);
         if (type === null) throw new OperatorFaultError(400, `match.socket: ${s} is not a socket of session ${session}`, 'match.socket');
-        const kind = rule.action.type;
-        if (type === P.SOCK_DGRAM && (kind === 'block' || kind === 'short')) {
-          throw new OperatorFaultError(400, `action.type: ${kind} has no meaning for the datagram socket ${s}: a datagram is sent whole or not at all`, 'action.type');
-        }
+        const mismatch = actionMismatch(rule.action.type, type, s);
+        if (mismatch) throw new OperatorFaultError(400, `action.type: ${mismatch}`, 'action.type');
       }
     }
     let id = rule.id;

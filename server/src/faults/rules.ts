@@ -191,6 +191,17 @@ class AddressFilter {
   }
 }
 
+/**
+ * Why an action cannot apply to socket s of the given type (SOCK_STREAM, SOCK_DGRAM), or null: the
+ * stream-only actions (block, short, break, link) on a datagram socket, the datagram-only ones
+ * (drop, duplicate) on a stream socket. A session's rules and the operator's are checked alike.
+ */
+export function actionMismatch(kind: P.FaultActionType, type: number, s: number): string | null {
+  if (type === P.SOCK_DGRAM && P.FAULT_STREAM_ACTIONS.includes(kind)) return `${kind} has no meaning for the datagram socket ${s}: a datagram is sent whole or not at all, and no transport buffer holds it`;
+  if (type === P.SOCK_STREAM && P.FAULT_DATAGRAM_ACTIONS.includes(kind)) return `${kind} has no meaning for the stream socket ${s}: TCP neither loses nor repeats bytes it reported sent`;
+  return null;
+}
+
 function invalidRule(field: string, what: string): ProtocolError {
   return new ProtocolError(INVALID_PARAMS, `spiwire.faults.add: params.rule.${field} ${what}`, { field: `rule.${field}` });
 }
@@ -241,13 +252,8 @@ export class SessionFaults implements FaultHook {
     if (s !== undefined) {
       const type = socketType(s);
       if (type === null) throw invalidRule('match.socket', `${s} is not a socket of this session`);
-      const kind = rule.action.type;
-      if (type === P.SOCK_DGRAM && P.FAULT_STREAM_ACTIONS.includes(kind)) {
-        throw invalidRule('action.type', `${kind} has no meaning for the datagram socket ${s}: a datagram is sent whole or not at all, and no transport buffer holds it`);
-      }
-      if (type === P.SOCK_STREAM && P.FAULT_DATAGRAM_ACTIONS.includes(kind)) {
-        throw invalidRule('action.type', `${kind} has no meaning for the stream socket ${s}: TCP neither loses nor repeats bytes it reported sent`);
-      }
+      const mismatch = actionMismatch(rule.action.type, type, s);
+      if (mismatch) throw invalidRule('action.type', mismatch);
     }
     let id = rule.id;
     while (id === undefined || this.find(id)) id = `f${this.nextId++}`;
