@@ -14,6 +14,16 @@ export const MAX_HEADER_BYTES = 1024 * 1024;
  * one piece of it; bytes in bulk go in binary frames.
  */
 export const MAX_TEXT_BYTES = 1024 * 1024;
+/**
+ * The most WebSocket frames one message may come in; a message in more is closed with 1008 (a
+ * fragment costs the daemon a buffer of its own, whatever its size).
+ */
+export const MAX_MESSAGE_FRAGMENTS = 16 * 1024;
+/**
+ * The most pongs the daemon holds unwritten for one connection (pings arriving in a burst, or a
+ * client that does not read its pongs); at the next ping the connection is dropped.
+ */
+export const MAX_PENDING_PONGS = 1024;
 /** Largest number of records in one frame. */
 export const MAX_RECORDS_PER_FRAME = 4096;
 /** Largest number of WSABUF entries in one call. */

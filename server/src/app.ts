@@ -103,6 +103,11 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   await app.register(websocket, {
     options: {
       maxPayload: ctx.limits.maxFrameBytes,
+      // Spelt out because the spec promises them (section 1). ws's own allowance of 60 pongs
+      // dropped a client that sent 61 pings in one write.
+      maxFragments: P.MAX_MESSAGE_FRAGMENTS,
+      // (ws 8.23 has the option; its type definitions do not yet.)
+      ...({ maxPendingAutoPongs: P.MAX_PENDING_PONGS } as object),
       // The client must offer the versioned subprotocol; the upgrade check below refuses others.
       handleProtocols: (protocols: Set<string>) => (protocols.has(P.SUBPROTOCOL) ? P.SUBPROTOCOL : false),
     },

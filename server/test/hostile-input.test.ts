@@ -499,3 +499,55 @@ t.test('a resume replays megabytes of kept replies a slice at a time: other sess
   t.ok(ids.every((id, i) => id === i), 'in order');
   t.ok(a2.messages.findIndex((m) => m.id === 'a-bind') > a2.messages.findIndex((m) => m.id === last), "A's bind answered after the whole replay");
 });
+
+/** The TCP connection under a client's WebSocket, for frames written by hand. */
+const rawSocketOf = (ws: WebSocket): net.Socket => (ws as unknown as { _socket: net.Socket })._socket;
+
+/** A client frame with a zero masking key: first byte (FIN and opcode), then the payload (under 64 KiB). */
+function clientFrame(first: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  if (payload.length < 126) return Buffer.concat([Buffer.from([first, 0x80 | payload.length, 0, 0, 0, 0]), payload]);
+  return Buffer.concat([Buffer.from([first, 0x80 | 126, payload.length >> 8, payload.length & 0xff, 0, 0, 0, 0]), payload]);
+}
+
+t.test(`pings in a burst: up to ${P.MAX_PENDING_PONGS} in one write each get their pong; past that the connection is dropped`, async (t) => {
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  let pongs = 0;
+  s.ws.on('pong', () => pongs++);
+  const burst = (n: number): Buffer => Buffer.concat(Array.from({ length: n }, (_, i) => clientFrame(0x89, Buffer.from(`p${i}`))));
+  rawSocketOf(s.ws).write(burst(P.MAX_PENDING_PONGS));
+  const h = await udpSocket(s);
+  t.ok(h > 0, 'the session answers a call after the burst');
+  t.ok(await within(new Promise<void>((r) => { const check = (): void => void (pongs >= P.MAX_PENDING_PONGS ? r() : setImmediate(check)); check(); }), 5000, false) !== false, `${P.MAX_PENDING_PONGS} pings, ${P.MAX_PENDING_PONGS} pongs`);
+  t.ok(s.isOpen, 'and the connection stays open');
+  // One more than that in one write: the pongs cannot all be written at once.
+  const other = await session(t, d.url);
+  rawSocketOf(other.ws).write(burst(P.MAX_PENDING_PONGS + 1));
+  const closed = await within(other.closed, 5000, null);
+  t.equal(closed?.code, 1006, `${P.MAX_PENDING_PONGS + 1} pings in one write: the connection is dropped (1006)`);
+  t.ok((await udpSocket(s)) > 0, 'the first session is untouched');
+});
+
+t.test(`a message in more than ${P.MAX_MESSAGE_FRAGMENTS} fragments is closed with 1008; one in exactly that many is a call like any other`, async (t) => {
+  const d = await daemon(t);
+  const frames = (count: number, message: Buffer): Buffer => {
+    // The message's bytes spread over count frames: the first binary, the rest continuations, the last with FIN.
+    const out: Buffer[] = [];
+    for (let i = 0; i < count; i++) {
+      const part = i === count - 1 ? message.subarray(i) : message.subarray(i, i + 1);
+      out.push(clientFrame((i === 0 ? 0x02 : 0x00) | (i === count - 1 ? 0x80 : 0), part));
+    }
+    return Buffer.concat(out);
+  };
+  // A WSPSend on a socket that does not exist, with bytes enough for a byte or more per fragment.
+  const call = P.encodeFrame({ jsonrpc: '2.0', id: 'frag', method: 'WSPSend', params: { s: 999, buffers: [new Uint8Array(20_000)], flags: 0 } });
+  const message = Buffer.from(call.buffer, call.byteOffset, call.byteLength);
+  const ok = await session(t, d.url);
+  rawSocketOf(ok.ws).write(frames(P.MAX_MESSAGE_FRAGMENTS, message));
+  const reply = await ok.wait((m) => m.id === 'frag', 10000);
+  t.equal(reply.result?.['errno'], P.WSAENOTSOCK, `a message in ${P.MAX_MESSAGE_FRAGMENTS} fragments is answered (WSAENOTSOCK)`);
+  const tooMany = await session(t, d.url);
+  rawSocketOf(tooMany.ws).write(frames(P.MAX_MESSAGE_FRAGMENTS + 1, message));
+  const closed = await within(tooMany.closed, 5000, null);
+  t.equal(closed?.code, 1008, 'one fragment more: closed with 1008');
+});
