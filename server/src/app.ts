@@ -388,7 +388,6 @@ function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions:
         return refuse(reply, err.status, err.message, err.field ?? '');
       }
     });
-
   }
 
   function registerRemovalRoutes(app: FastifyInstance): void {

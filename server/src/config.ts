@@ -2,11 +2,11 @@
  * Daemon configuration from flags and environment variables. Flags win over the environment,
  * the environment over the defaults. Every setting is documented in the README.
  */
+import { createSecureContext } from 'node:tls';
 import { DEFAULT_LIMITS, partialFramesBudgetOf, type DaemonLimits } from './daemon-context.js';
 import { AllowList } from './allow-list.js';
 import { FlagError, readFlags } from './cli-args.js';
 import { readSmallFile } from './small-file.js';
-import { createSecureContext } from 'node:tls';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 7787;

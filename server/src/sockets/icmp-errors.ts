@@ -1,12 +1,12 @@
 /**
  * ICMP errors for the datagrams of any UDP socket, connected or not.
  *
- * Windows reports an ICMP port unreachable for an earlier datagram on the socket's next receive
+ * Windows reports each ICMP port unreachable for an earlier datagram by a receive of the socket
  * (WSAECONNRESET), whether the socket was connected or sent with WSPSendTo, until
- * SIO_UDP_CONNRESET turns that off; likewise an ICMP time exceeded (the datagram's TTL ran out on
- * the way) as WSAENETRESET, until SIO_UDP_NETRESET turns that off. Linux tells an unconnected socket nothing, unless IP_RECVERR
- * (IPV6_RECVERR) is on: then every ICMP error queues an entry on the socket's error queue and sets
- * its pending error, which the next receive or send takes.
+ * SIO_UDP_CONNRESET turns that off; likewise each ICMP time exceeded (the datagram's TTL ran out
+ * on the way) as WSAENETRESET, until SIO_UDP_NETRESET turns that off. Linux tells an unconnected
+ * socket nothing, unless IP_RECVERR (IPV6_RECVERR) is on: then every ICMP error queues an entry on
+ * the socket's error queue and sets its pending error, which the next receive or send takes.
  *
  * The queue must be read. While it holds anything, epoll reports the descriptor in error and
  * libuv, which never reads it, wakes for it in a busy loop. Node hears of an entry only through
@@ -155,7 +155,7 @@ export function drainIcmpErrors(fd: number, match = 0): DrainedErrors {
   return found;
 }
 
-/** At most this many reports wait on one socket; later ones are dropped (a receive buffer's worth of ICMP errors is far fewer). */
+/** At most this many reports wait on one socket; later ones are dropped (a socket whose owner never receives must not grow). */
 export const MAX_PENDING_REPORTS = 4096;
 /** At most this many runs of one code (a code that differs from the last starts a run). */
 const MAX_RUNS = 32;

@@ -494,9 +494,9 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   }
 
   /**
-   * Empties the kernel's queue of ICMP errors (icmp-errors.ts), reports the port unreachables and
-   * times exceeded among them (the last of them: a receive reports one), and returns how many
-   * entries had errno match (0: none asked).
+   * Empties the kernel's queue of ICMP errors (icmp-errors.ts), queues a report for each port
+   * unreachable and time exceeded among them, and returns how many entries had errno match (0:
+   * none asked).
    */
   private readErrorQueue(match = 0): number {
     if (this.errorQueueFd === null || this.sock === null) return 0;
@@ -512,7 +512,6 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     }
     return found.matched;
   }
-
 
   /** readErrorQueue() once the current callbacks have run: node's sends complete several at a time. */
   private readErrorQueueSoon(): void {
