@@ -11,6 +11,11 @@ import * as P from '@spiwire/proto';
 
 /** Bytes a trace may have waiting for the disk before records are dropped (and the drop noted). */
 const MAX_BUFFERED = 8 * 1024 * 1024;
+/**
+ * The largest a session's trace file grows: past it, records are dropped (and the drop noted), so
+ * that no session, however many calls it makes, fills the disk.
+ */
+export const MAX_TRACE_FILE_BYTES = 256 * 1024 * 1024;
 
 function opOf(params: Record<string, unknown>): number | undefined {
   const ov = params['overlapped'];
@@ -23,8 +28,14 @@ export class SessionTrace {
   private readonly stream: WriteStream;
   private dropped = 0;
   private failed = false;
+  private written = 0;
 
-  constructor(dir: string, session: string, private readonly log: Logger) {
+  constructor(
+    dir: string,
+    session: string,
+    private readonly log: Logger,
+    private readonly maxBytes = MAX_TRACE_FILE_BYTES,
+  ) {
     this.stream = createWriteStream(join(dir, `${session}.jsonl`));
     this.stream.on('error', (err) => {
       if (!this.failed) log.warn({ err: err.message, session }, 'the session trace cannot be written; tracing stops');
@@ -48,19 +59,27 @@ export class SessionTrace {
     this.write({ t: now(), kind: 'notify', method, s: P.traceSocketOf(params), ...(typeof op === 'number' ? { op } : {}) });
   }
 
-  close(): void {
-    if (this.dropped > 0) this.log.info({ dropped: this.dropped }, 'session trace: records dropped while the disk was behind');
-    this.stream.end();
+  /** Ends the file; resolves once it is written and closed. */
+  close(): Promise<void> {
+    if (this.dropped > 0) this.log.info({ dropped: this.dropped, written: this.written }, 'session trace: records dropped (the disk was behind, or the file reached its size limit)');
+    return new Promise((resolve) => {
+      this.stream.once('close', resolve);
+      this.stream.end();
+    });
   }
 
   private write(r: P.TraceRecord): void {
     if (this.failed) return;
-    // A disk slower than the session: drop records rather than hold memory without bound.
-    if (this.stream.writableLength > MAX_BUFFERED) {
+    const line = `${JSON.stringify(r)}\n`;
+    // A disk slower than the session: drop records rather than hold memory without bound; and
+    // past the size limit, rather than fill the disk. (The origin record always goes: without it
+    // the file cannot be exported. Lengths count characters, about the bytes of these records.)
+    if (this.stream.writableLength > MAX_BUFFERED || (this.written > 0 && this.written + line.length > this.maxBytes)) {
       this.dropped++;
       return;
     }
-    this.stream.write(`${JSON.stringify(r)}\n`);
+    this.written += line.length;
+    this.stream.write(line);
   }
 }
 

@@ -1187,7 +1187,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     this.daemon.draining.sessionEnded(this.id);
     this.daemon.faults.sessionEnded(this.id);
     trimSoon();
-    this.trace?.close();
+    void this.trace?.close();
     this.log.info({ reason }, 'session ended');
     this.onEnd?.();
   }
