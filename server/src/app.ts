@@ -55,14 +55,29 @@ export interface AppOptions {
   tls?: { cert: string | Buffer; key: string | Buffer } | undefined;
 }
 
+/** The longest delay a node timer takes (2^31 - 1 ms, about 24.8 days). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * How long a whole HTTP request may take to arrive (headers and body): three times the handshake
+ * timeout (30 s by default; node requires the headers' limit to be within it), none without one.
+ */
+export function requestTimeoutOf(handshakeMs: number): number {
+  return Math.min(3 * handshakeMs, MAX_TIMER_MS);
+}
+
 export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts: AppOptions, log: Logger): Promise<FastifyInstance> {
   // A connection that never finishes its TLS handshake or its request's headers is closed after
-  // handshakeTimeoutMs (node's defaults are 120 s and 60 s, checked every 30 s): until then it
-  // holds one of the daemon's connection slots. Renegotiation is refused: nothing here needs it.
+  // handshakeTimeoutMs (node's defaults are 120 s and 60 s, checked every 30 s), and one whose
+  // request (a body trickled in) is not whole by requestTimeoutOf(): until then each holds one of
+  // the daemon's connection slots. Renegotiation is refused: nothing here needs it.
   const handshakeMs = ctx.limits.handshakeTimeoutMs;
-  const httpOptions = { headersTimeout: handshakeMs, connectionsCheckingInterval: Math.max(100, Math.min(1000, handshakeMs)) };
+  const requestMs = requestTimeoutOf(handshakeMs);
+  const httpOptions = { headersTimeout: handshakeMs, requestTimeout: requestMs, connectionsCheckingInterval: Math.max(100, Math.min(1000, handshakeMs)) };
+  // (node's TLS server takes 0 as its default of 120 s: "no limit" is the longest timer there is.)
+  const tlsHandshakeMs = handshakeMs === 0 ? MAX_TIMER_MS : handshakeMs;
   const app = Fastify({
-    ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: handshakeMs, secureOptions: constants.SSL_OP_NO_RENEGOTIATION, ...httpOptions } } : { http: httpOptions }),
+    ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: tlsHandshakeMs, secureOptions: constants.SSL_OP_NO_RENEGOTIATION, ...httpOptions } } : { http: httpOptions }),
     // Between requests on a kept-alive connection (fastify's default is 72 s).
     keepAliveTimeout: 5000,
     loggerInstance: log as FastifyBaseLogger,
@@ -70,10 +85,11 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     logController: new LogController({ disableRequestLogging: true }),
     forceCloseConnections: true,
     // A session has no idle timeout: it lasts as long as its connection, however quiet (the
-    // daemon sends no pings either; proto/README.md section 1). These are fastify's defaults,
-    // spelt out because the protocol depends on them.
+    // daemon sends no pings either; proto/README.md section 1). Fastify's default, spelt out
+    // because the protocol depends on it. (The request timeout ends at the upgrade: node frees
+    // the connection's HTTP parser, and with it the connection's place in the timeout checks.)
     connectionTimeout: 0,
-    requestTimeout: 0,
+    requestTimeout: requestMs,
     // Only POST /faults takes a body; a rule is small.
     bodyLimit: P.MAX_OPERATOR_FAULT_BODY,
     // HEAD is a method other than GET: refused like the others (proto/README.md section 1).
@@ -352,6 +368,14 @@ function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions:
     return refuse(reply, status, error, '');
   };
 
+  // The routes without a body take every well-formed content type: a 415 there means a
+  // Content-Type header that does not parse.
+  const onRemovalError = (err: Error & { statusCode?: number }, req: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    if (err.statusCode !== 415) return onError(err, req, reply);
+    mistake(req, 400, err.message);
+    return refuse(reply, 400, 'the Content-Type header is malformed (a body here is ignored, but its header must parse)', '');
+  };
+
   // POST /faults takes a JSON body and nothing else (another content type is 415); the routes
   // without a body ignore whatever comes (some HTTP clients label an empty DELETE
   // application/json), up to the same body limit.
@@ -391,7 +415,7 @@ function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions:
   }
 
   function registerRemovalRoutes(app: FastifyInstance): void {
-    app.delete<{ Params: { id: string } }>('/faults/:id', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
+    app.delete<{ Params: { id: string } }>('/faults/:id', { onRequest: guard, errorHandler: onRemovalError }, async (req, reply) => {
       if (!ctx.faults.remove(req.params.id)) {
         mistake(req, 404, 'no such rule');
         return refuse(reply, 404, `no operator rule has the id ${JSON.stringify(req.params.id)} (a session's own rules are removed by the session)`, 'id');
@@ -399,7 +423,7 @@ function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions:
       return reply.code(204).send();
     });
 
-    app.post('/faults/reset', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
+    app.post('/faults/reset', { onRequest: guard, errorHandler: onRemovalError }, async (req, reply) => {
       const query = (typeof req.query === 'object' && req.query !== null ? req.query : {}) as Record<string, unknown>;
       // A misspelt parameter must not widen the reset to every rule.
       const unknown = Object.keys(query).find((k) => k !== 'session');

@@ -62,7 +62,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--held-bytes-budget', env: 'SPIWIRE_HELD_BYTES_BUDGET', key: 'heldBytesBudget', kind: 'int', doc: `Bytes the daemon may hold for the sends of all sessions, ended ones included, before WSAENOBUFS (default ${DEFAULT_LIMITS.heldBytesBudget}).` },
   { flag: '--received-budget', env: 'SPIWIRE_RECEIVED_BUDGET', key: 'receivedBudgetBytes', kind: 'int', doc: `Bytes that sockets of all sessions received and no receive took yet; beyond, the sockets of a session holding more than its share (the budget over --max-sessions) stop reading, and TCP flow control holds their peers back (default ${DEFAULT_LIMITS.receivedBudgetBytes}).` },
   { flag: '--linger-timeout', env: 'SPIWIRE_LINGER_TIMEOUT', key: 'lingerMs', kind: 'int', doc: `Milliseconds the connections of an ended session may go on delivering accepted bytes before they are reset (default ${DEFAULT_LIMITS.lingerMs}).` },
-  { flag: '--handshake-timeout', env: 'SPIWIRE_HANDSHAKE_TIMEOUT', key: 'handshakeTimeoutMs', kind: 'int', doc: `Milliseconds a new connection has to finish its TLS handshake, and a request its headers, before the connection is closed; 0: no limit (default ${DEFAULT_LIMITS.handshakeTimeoutMs}).` },
+  { flag: '--handshake-timeout', env: 'SPIWIRE_HANDSHAKE_TIMEOUT', key: 'handshakeTimeoutMs', kind: 'int', doc: `Milliseconds a new connection has to finish its TLS handshake, and a request its headers (a whole request, body included, three times that), before the connection is closed; 0: no limit (default ${DEFAULT_LIMITS.handshakeTimeoutMs}).` },
   { flag: '--drain-timeout', env: 'SPIWIRE_DRAIN_TIMEOUT', key: 'drainMs', kind: 'int', doc: `Milliseconds a shutdown waits for accepted bytes to reach the kernel before resetting what is left (default ${DEFAULT_LIMITS.drainMs}).` },
   { flag: '--output-high-water', env: 'SPIWIRE_OUTPUT_HIGH_WATER', key: 'outputHighWaterBytes', kind: 'int', doc: `Unsent bytes to one client above which the daemon stops reading its requests (default ${DEFAULT_LIMITS.outputHighWaterBytes}).` },
   { flag: '--output-limit', env: 'SPIWIRE_OUTPUT_LIMIT', key: 'outputLimitBytes', kind: 'int', doc: `Unsent bytes to one client above which its session ends with close code 4008 (default ${DEFAULT_LIMITS.outputLimitBytes}).` },
@@ -108,7 +108,7 @@ export class ConfigError extends Error {
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 /** Upper bounds of integer settings; anything else may go up to 2^53 - 1. */
-const INT_MAX: Partial<Record<keyof DaemonConfig, number>> = { port: 65535 };
+const INT_MAX: Partial<Record<keyof DaemonConfig, number>> = { port: 65535, handshakeTimeoutMs: 2 ** 31 - 1 };
 
 function apply(cfg: DaemonConfig, s: Setting, raw: string, source: string): void {
   const c = cfg as unknown as Record<string, unknown>;

@@ -13,7 +13,7 @@ import * as P from '@spiwire/proto';
 const MAX_BUFFERED = 8 * 1024 * 1024;
 /**
  * The largest a session's trace file grows: past it, records are dropped (and the drop noted), so
- * that no session, however many calls it makes, fills the disk.
+ * that no one session, however many calls it makes, fills the disk.
  */
 export const MAX_TRACE_FILE_BYTES = 256 * 1024 * 1024;
 
@@ -73,12 +73,13 @@ export class SessionTrace {
     const line = `${JSON.stringify(r)}\n`;
     // A disk slower than the session: drop records rather than hold memory without bound; and
     // past the size limit, rather than fill the disk. (The origin record always goes: without it
-    // the file cannot be exported. Lengths count characters, about the bytes of these records.)
-    if (this.stream.writableLength > MAX_BUFFERED || (this.written > 0 && this.written + line.length > this.maxBytes)) {
+    // the file cannot be exported.)
+    const bytes = Buffer.byteLength(line);
+    if (this.stream.writableLength > MAX_BUFFERED || (this.written > 0 && this.written + bytes > this.maxBytes)) {
       this.dropped++;
       return;
     }
-    this.written += line.length;
+    this.written += bytes;
     this.stream.write(line);
   }
 }

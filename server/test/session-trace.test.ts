@@ -4,7 +4,7 @@
  * written is whole JSON lines.
  */
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -24,12 +24,15 @@ t.test('a trace stops growing at its size limit; the drop is logged at info', as
   const limit = 4096;
   const trace = new SessionTrace(dir, 'capped', pino({ level: 'info' }, sink), limit);
   for (let i = 0; i < 1000; i++) {
-    trace.request(i, 'WSPSend', { s: 7, buffers: [new Uint8Array(100)], flags: 0 });
-    trace.reply(i, { ret: 0, errno: 0 });
+    // Ids the client chose, in characters of three UTF-8 bytes each: the limit counts bytes.
+    const id = i % 2 ? i : `€${i}`;
+    trace.request(id, 'WSPSend', { s: 7, buffers: [new Uint8Array(100)], flags: 0 });
+    trace.reply(id, { ret: 0, errno: 0 });
   }
   await trace.close();
+  const size = statSync(join(dir, 'capped.jsonl')).size;
   const text = readFileSync(join(dir, 'capped.jsonl'), 'utf8');
-  t.ok(text.length <= limit, `the file is ${text.length} bytes, within the ${limit} limit`);
+  t.ok(size <= limit, `the file is ${size} bytes, within the ${limit} limit`);
   const lines = text.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
   t.equal(lines[0]?.['kind'], 'origin', 'the origin record comes first');
   t.ok(lines.length > 10, `records were written until the limit (${lines.length})`);

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import * as dgram from 'node:dgram';
+import * as net from 'node:net';
 import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
@@ -15,7 +16,7 @@ import { buildApp } from '../src/app.js';
 import { DaemonContext, DEFAULT_LIMITS } from '../src/daemon-context.js';
 import { VERSION } from '../src/version.js';
 import { parseConfig, SETTINGS } from '../src/internals.js';
-import { connectTo, connectedSocket, daemon, ipv4, pattern, roundTrip, session, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, type PeerConn, type RawSession } from './helpers/raw-client.js';
+import { connectTo, connectedSocket, daemon, ipv4, pattern, roundTrip, session, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, within, type PeerConn, type RawSession } from './helpers/raw-client.js';
 
 const README = readFileSync(new URL('../../../proto/README.md', import.meta.url), 'utf8');
 const LINES = README.split('\n');
@@ -166,14 +167,31 @@ t.test('pings: the daemon answers a ping with a pong of the same payload, and se
 });
 
 t.test('idle sessions: the HTTP server has no timeout that could end an upgraded connection', async (t) => {
-  // Node's HTTP timeouts are what could end a quiet session: the daemon sets them to none.
+  // Node's HTTP timeouts are what could end a quiet session: no socket timeout at all, and the
+  // request timeout, which ends requests that trickle in, ends with the upgrade.
   const ctx = new DaemonContext(pino({ level: 'silent' }), DEFAULT_LIMITS, VERSION);
   const app = await buildApp(ctx, new Set(), { token: undefined, allowedOrigins: [] }, ctx.log);
   t.teardown(() => app.close());
   t.equal(app.initialConfig.connectionTimeout, 0, 'no connection timeout');
   await app.ready();
   t.equal(app.server.timeout, 0, 'no socket timeout on the server');
-  t.equal(app.server.requestTimeout, 0, 'no request timeout');
+  // With a short handshake timeout, the request timeout is three times it.
+  const d = await daemon(t, { limits: { handshakeTimeoutMs: 200 } });
+  const s = await session(t, d.url);
+  const u = await udpSocket(s);
+  // A request whose body trickles in, a byte at a time, is closed after the request timeout...
+  const trickle = net.connect(d.port, '127.0.0.1', () => trickle.write('POST /nope HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n'));
+  const drip = setInterval(() => trickle.writable && trickle.write('1\r\nx\r\n'), 100);
+  t.teardown(() => {
+    clearInterval(drip);
+    trickle.destroy();
+  });
+  trickle.on('error', () => undefined);
+  trickle.resume();
+  t.ok(await within(new Promise<boolean>((r) => trickle.once('close', () => r(true))), 5000, false), 'a request whose body trickles in is closed');
+  // ...while the session, quiet all that time, is still there.
+  t.ok(s.isOpen, 'the quiet session is still connected');
+  t.equal((await s.call('WSPGetSockOpt', { s: u, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }))['ret'], 0, 'and answers');
 });
 
 t.test('HTTP refusals: 404 and 426 bodies are {"error": string} and nothing else', async (t) => {

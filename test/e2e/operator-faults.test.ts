@@ -139,6 +139,8 @@ t.test('the refusals: 401, 403, 400 with the field, 404, 409, 413, 415', async (
     const a = await typed(type, rule);
     t.same([a.status, a.body['error']], [415, 'a rule is sent as application/json'], `a rule sent as ${type}: 415`);
   }
+  const malformed = await typed('foo', 'x', 'DELETE', '/faults/x');
+  t.same([malformed.status, malformed.body['field']], [400, ''], 'DELETE with a Content-Type that does not parse: 400');
   t.equal((await typed('application/json', '', 'DELETE', '/faults/x')).status, 204, 'DELETE labelled application/json with an empty body removes the rule');
   t.equal((await addRule(d.port, { id: 'x', match: {}, action: { type: 'short', max: 1 } })).status, 201);
   const typo = await api(d.port, 'POST', '/faults/reset?sesion=abc');

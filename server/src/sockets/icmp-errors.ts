@@ -17,6 +17,7 @@
  * error, since the pending error names only the last one.
  */
 import { constants } from 'node:os';
+import * as W from '@spiwire/proto';
 import { libc, type NativeConstants } from '../native/libc.js';
 
 type RecvErr = NonNullable<NativeConstants['RECVERR']>;
@@ -157,43 +158,46 @@ export function drainIcmpErrors(fd: number, match = 0): DrainedErrors {
 
 /** At most this many reports wait on one socket; later ones are dropped (a socket whose owner never receives must not grow). */
 export const MAX_PENDING_REPORTS = 4096;
-/** At most this many runs of one code (a code that differs from the last starts a run). */
-const MAX_RUNS = 32;
 
 /**
  * The ICMP errors a UDP socket's receives have yet to report, in the order they came. Windows
  * reports each one (a WSAECONNRESET per port unreachable, a WSAENETRESET per time exceeded) by a
- * receive of its own; they are kept as runs of one code, so that a flood of them costs a count.
+ * receive of its own. The codes wait in a ring of bytes, made on the first report: at most 4 KiB
+ * for a socket that gets them, nothing for one that does not.
  */
 export class PendingIcmpReports {
-  private readonly runs: Array<{ code: number; count: number }> = [];
-  private total = 0;
+  /** Index 1 and 2 of the codes below, oldest at head. */
+  private ring: Uint8Array | null = null;
+  private head = 0;
+  private count = 0;
+  private static readonly CODES = [0, W.WSAECONNRESET, W.WSAENETRESET];
 
   get pending(): boolean {
-    return this.total > 0;
+    return this.count > 0;
   }
 
+  /** Queues count reports of code (WSAECONNRESET or WSAENETRESET); those past the limit are dropped. */
   add(code: number, count = 1): void {
-    const n = Math.min(count, MAX_PENDING_REPORTS - this.total);
-    if (n <= 0) return;
-    const last = this.runs[this.runs.length - 1];
-    if (last?.code === code) last.count += n;
-    else if (this.runs.length < MAX_RUNS) this.runs.push({ code, count: n });
-    else return;
-    this.total += n;
+    const kind = PendingIcmpReports.CODES.indexOf(code);
+    if (kind <= 0) return;
+    const ring = (this.ring ??= new Uint8Array(MAX_PENDING_REPORTS));
+    for (let i = 0; i < count && this.count < MAX_PENDING_REPORTS; i++) {
+      ring[(this.head + this.count) % MAX_PENDING_REPORTS] = kind;
+      this.count++;
+    }
   }
 
   /** The oldest report's code, taken; 0 when none waits. */
   take(): number {
-    const first = this.runs[0];
-    if (!first) return 0;
-    this.total--;
-    if (--first.count === 0) this.runs.shift();
-    return first.code;
+    if (this.count === 0 || !this.ring) return 0;
+    const code = PendingIcmpReports.CODES[this.ring[this.head]!]!;
+    this.head = (this.head + 1) % MAX_PENDING_REPORTS;
+    this.count--;
+    return code;
   }
 
   clear(): void {
-    this.runs.length = 0;
-    this.total = 0;
+    this.head = 0;
+    this.count = 0;
   }
 }

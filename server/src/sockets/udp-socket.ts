@@ -149,11 +149,12 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       // libuv's receive side reports an earlier datagram's ICMP error: a connected socket's always,
       // any socket's once the kernel queues them. Windows reports a port unreachable on the next
       // receive as WSAECONNRESET. The queue says which errors came: the one node reports is only
-      // the last. Where the queue is read, the error node reports is one of its entries,
-      // counted there; elsewhere it is all there is to count.
-      this.readErrorQueue();
+      // the last. Where the queue is read, the error node reports is one of its entries, counted
+      // there, unless the kernel could not queue it (a full receive buffer): then, and where the
+      // queue is not read, it is all there is to count.
+      const queued = this.readErrorQueue(ECONNREFUSED);
       if (err.code === 'ECONNREFUSED') {
-        if (this.errorQueueFd === null) this.portUnreachable();
+        if (queued === 0) this.portUnreachable();
         return;
       }
       this.log.debug({ err: err.message }, 'udp socket error');
@@ -470,8 +471,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private earlierDatagramsError(errno: number): boolean {
     const matched = this.readErrorQueue(errno);
     if (errno === ECONNREFUSED) {
-      // (An entry of the queue, where it is read: counted there.)
-      if (this.errorQueueFd === null) this.portUnreachable();
+      // (An entry of the queue, where it is read and the kernel could queue it: counted there.)
+      if (matched === 0) this.portUnreachable();
       return true;
     }
     return matched > 0;
