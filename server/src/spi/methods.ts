@@ -83,9 +83,9 @@ export function runMethod<M extends MethodName>(session: SpiSession, method: M, 
 }
 
 /** A sockaddr parameter whose address is numeric (addressProblem), so that it never reaches a resolver. */
-function checkedAddress(a: SockAddr, field: string): SockAddr {
+function checkedAddress(method: string, a: SockAddr, field: string): SockAddr {
   const problem = addressProblem(a.address);
-  if (problem) throw new ProtocolError(INVALID_PARAMS, `params.${field}.address ${problem}`, { field: `${field}.address` });
+  if (problem) throw new ProtocolError(INVALID_PARAMS, `${method}: params.${field}.address ${problem}`, { field: `${field}.address` });
   return a;
 }
 
@@ -114,7 +114,7 @@ export const SPI_HANDLERS: Handlers = {
   WSPSocket: (session, p) => session.createSocket(p.af, p.type, p.protocol, p.flags),
 
   WSPBind: withSocket((sock, p: Params<'WSPBind'>, session) => {
-    const name = checkedAddress(p.name, 'name');
+    const name = checkedAddress('WSPBind', p.name, 'name');
     const bad = checkSockaddr(name, p.namelen, sock.af);
     if (bad) return fail(bad);
     if (!session.allows(name.address, name.port, isAnyAddress(name.address))) return fail(W.WSAEACCES);
@@ -134,7 +134,7 @@ export const SPI_HANDLERS: Handlers = {
       if (p.namelen < SOCKADDR_FAMILY_BYTES) return fail(W.WSAEFAULT);
       return sock.connect({ family: sock.af, address: anyAddress(sock.af), port: 0 }).then(status);
     }
-    const name = checkedAddress(p.name, 'name');
+    const name = checkedAddress('WSPConnect', p.name, 'name');
     const bad = checkSockaddr(name, p.namelen, sock.af);
     if (bad) return fail(bad);
     // Dissolving a UDP association (any address, port 0) goes nowhere, so it is always allowed.
@@ -153,7 +153,7 @@ export const SPI_HANDLERS: Handlers = {
   WSPSendTo: withSocket((sock, p: Params<'WSPSendTo'>, session) => {
     let to: SockAddr | null = null;
     if (p.to != null && sock.type === W.SOCK_DGRAM) {
-      to = checkedAddress(p.to, 'to');
+      to = checkedAddress('WSPSendTo', p.to, 'to');
       const bad = checkSockaddr(to, p.tolen, sock.af);
       if (bad) return fail(bad);
       if (sock.peerName() === null && !session.allows(to.address, to.port)) return fail(W.WSAEACCES);
