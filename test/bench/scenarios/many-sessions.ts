@@ -80,11 +80,11 @@ function writerPerMb(t: Tally): { writer: number; peer: number } {
   return { writer: t.load / t.mb, peer: t.peer / t.mb };
 }
 
-/** CPU (us) of the pids, in order, or null when one cannot be read. */
-function cpuOfAll(pids: number[]): number[] | null {
+/** CPU (us) of the pids, in order (0 for a null pid: a process not measured), or null when one cannot be read. */
+function cpuOfAll(pids: Array<number | null>): number[] | null {
   const out: number[] = [];
   for (const pid of pids) {
-    const c = cpuOf(pid);
+    const c = pid === null ? 0 : cpuOf(pid);
     if (c === null) return null;
     out.push(c);
   }
@@ -92,7 +92,7 @@ function cpuOfAll(pids: number[]): number[] | null {
 }
 
 /** Adds what the processes used since before (daemon, load or writer, peer) and mb to tally. */
-function addTo(tally: Tally | null, pids: number[], before: number[] | null, mb: number): void {
+function addTo(tally: Tally | null, pids: Array<number | null>, before: number[] | null, mb: number): void {
   const after = cpuOfAll(pids);
   if (!tally || !before || !after) return;
   tally.daemon += after[0]! - before[0]!;
@@ -163,7 +163,8 @@ export async function manySessions(ctx: Ctx, sessions = ctx.quick ? 4 : 32): Pro
       return { mbps: (bytes * sending) / ((last - t0) / 1e9) / 1e6, lat };
     };
     /** The same from this process with raw node:net: n connections at once, count 64 KiB writes each; MB/s. */
-    const rawPids = [ctx.daemon.pid, process.pid, ctx.discard.child.pid!];
+    // (The daemon is idle then: its CPU is not read.)
+    const rawPids = [null, process.pid, ctx.discard.child.pid!];
     const buf = Buffer.alloc(CHUNK, 0x5a);
     const rawRound = async (label: string, n: number, count: number, tally: Tally | null): Promise<number> => {
       const socks = await Promise.all(Array.from({ length: n }, () => rawConnect(ctx.discardPort)));
