@@ -10,7 +10,7 @@ import { constants } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import * as P from '@spiwire/proto';
-import type { DaemonContext } from './daemon-context.js';
+import { MAX_TIMER_MS, type DaemonContext } from './daemon-context.js';
 import { Session } from './session.js';
 import { bearerToken, tokenMatches } from './security.js';
 import { trimNow } from './memory-trim.js';
@@ -54,9 +54,6 @@ export interface AppOptions {
   /** Serve HTTPS (and so wss://) with this certificate and key. */
   tls?: { cert: string | Buffer; key: string | Buffer } | undefined;
 }
-
-/** The longest delay a node timer takes (2^31 - 1 ms, about 24.8 days). */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * How long a whole HTTP request may take to arrive (headers and body): three times the handshake
@@ -381,21 +378,12 @@ function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions:
   // application/json), up to the same body limit.
   void app.register(async (scope) => {
     scope.removeContentTypeParser('text/plain');
-    registerRuleRoutes(scope);
-  });
-  void app.register(async (scope) => {
-    scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, _body, done) => done(null, undefined));
-    registerRemovalRoutes(scope);
-  });
-
-  function registerRuleRoutes(app: FastifyInstance): void {
-    app.get('/faults', { onRequest: guard, errorHandler: onError }, async (): Promise<P.FaultsListing> => ({
+    scope.get('/faults', { onRequest: guard, errorHandler: onError }, async (): Promise<P.FaultsListing> => ({
       rules: ctx.faults.list(),
       sessions: [...sessions].map((s) => ({ session: s.id, rules: s.faults.list() })),
     }));
 
-    app.post('/faults', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
+    scope.post('/faults', { onRequest: guard, errorHandler: onError }, async (req, reply) => {
       const body: unknown = req.body;
       const problem = P.operatorFaultRuleProblem(body);
       if (problem) {
@@ -412,10 +400,11 @@ function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions:
         return refuse(reply, err.status, err.message, err.field ?? '');
       }
     });
-  }
-
-  function registerRemovalRoutes(app: FastifyInstance): void {
-    app.delete<{ Params: { id: string } }>('/faults/:id', { onRequest: guard, errorHandler: onRemovalError }, async (req, reply) => {
+  });
+  void app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, _body, done) => done(null, undefined));
+    scope.delete<{ Params: { id: string } }>('/faults/:id', { onRequest: guard, errorHandler: onRemovalError }, async (req, reply) => {
       if (!ctx.faults.remove(req.params.id)) {
         mistake(req, 404, 'no such rule');
         return refuse(reply, 404, `no operator rule has the id ${JSON.stringify(req.params.id)} (a session's own rules are removed by the session)`, 'id');
@@ -423,7 +412,7 @@ function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions:
       return reply.code(204).send();
     });
 
-    app.post('/faults/reset', { onRequest: guard, errorHandler: onRemovalError }, async (req, reply) => {
+    scope.post('/faults/reset', { onRequest: guard, errorHandler: onRemovalError }, async (req, reply) => {
       const query = (typeof req.query === 'object' && req.query !== null ? req.query : {}) as Record<string, unknown>;
       // A misspelt parameter must not widen the reset to every rule.
       const unknown = Object.keys(query).find((k) => k !== 'session');
@@ -443,5 +432,5 @@ function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions:
       }
       return { removed: ctx.faults.reset(session) };
     });
-  }
+  });
 }

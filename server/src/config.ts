@@ -3,7 +3,7 @@
  * the environment over the defaults. Every setting is documented in the README.
  */
 import { createSecureContext } from 'node:tls';
-import { DEFAULT_LIMITS, partialFramesBudgetOf, type DaemonLimits } from './daemon-context.js';
+import { DEFAULT_LIMITS, MAX_TIMER_MS, partialFramesBudgetOf, type DaemonLimits } from './daemon-context.js';
 import { AllowList } from './allow-list.js';
 import { FlagError, readFlags } from './cli-args.js';
 import { readSmallFile } from './small-file.js';
@@ -108,7 +108,7 @@ export class ConfigError extends Error {
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 /** Upper bounds of integer settings; anything else may go up to 2^53 - 1. */
-const INT_MAX: Partial<Record<keyof DaemonConfig, number>> = { port: 65535, handshakeTimeoutMs: 2 ** 31 - 1 };
+const INT_MAX: Partial<Record<keyof DaemonConfig, number>> = { port: 65535, handshakeTimeoutMs: MAX_TIMER_MS };
 
 function apply(cfg: DaemonConfig, s: Setting, raw: string, source: string): void {
   const c = cfg as unknown as Record<string, unknown>;
@@ -157,23 +157,22 @@ export function tlsOf(cfg: DaemonConfig): { cert: string; key: string } | null {
   if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(cfg.tlsKey)) throw new ConfigError('--tls-key: the file is not a PEM private key');
   if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(cfg.tlsKey)) throw new ConfigError('--tls-key: the private key is protected by a passphrase, which the daemon cannot be given: decrypt it (openssl pkey -in KEY -out PLAIN)');
   // Built once here, so that a certificate or key OpenSSL refuses is a configuration error that
-  // names the file, not a failure of the start.
-  try {
-    createSecureContext({ cert: cfg.tlsCert });
-  } catch (err) {
-    throw new ConfigError(`--tls-cert: the certificate cannot be read: ${openSslReason(err)}`);
-  }
-  try {
-    createSecureContext({ key: cfg.tlsKey });
-  } catch (err) {
-    throw new ConfigError(`--tls-key: the private key cannot be read: ${openSslReason(err)}`);
-  }
-  try {
-    createSecureContext({ cert: cfg.tlsCert, key: cfg.tlsKey });
-  } catch (err) {
-    throw new ConfigError(`--tls-cert and --tls-key do not go together (the key is not the certificate's): ${openSslReason(err)}`);
-  }
-  return { cert: cfg.tlsCert, key: cfg.tlsKey };
+  // names the file, not a failure of the start; each file alone is tried only to say which.
+  const refusal = (options: { cert?: string; key?: string }): string | null => {
+    try {
+      createSecureContext(options);
+      return null;
+    } catch (err) {
+      return openSslReason(err);
+    }
+  };
+  const together = refusal({ cert: cfg.tlsCert, key: cfg.tlsKey });
+  if (together === null) return { cert: cfg.tlsCert, key: cfg.tlsKey };
+  const cert = refusal({ cert: cfg.tlsCert });
+  if (cert !== null) throw new ConfigError(`--tls-cert: the certificate cannot be read: ${cert}`);
+  const key = refusal({ key: cfg.tlsKey });
+  if (key !== null) throw new ConfigError(`--tls-key: the private key cannot be read: ${key}`);
+  throw new ConfigError(`--tls-cert and --tls-key do not go together (the key is not the certificate's): ${together}`);
 }
 
 /** OpenSSL's reason, without its error number and library ("error:0480006C:PEM routines::no start line": "no start line"). */

@@ -94,6 +94,9 @@ export function partialFramesBudgetOf(given: number | undefined, maxFrameBytes: 
 
 const descriptors = descriptorBudget();
 
+/** The longest delay a node timer takes (2^31 - 1 ms, about 24.8 days): the most a limit in ms may be. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export const DEFAULT_LIMITS: DaemonLimits = {
   maxFrameBytes: 16 * 1024 * 1024,
   partialFramesBudget: 256 * 1024 * 1024,
