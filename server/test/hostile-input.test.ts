@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { RawSession, connectedSocket, connectTo, daemon, ipv4, session, startCli, tcpPeer, tcpSocket, udpSocket, within, type Msg } from './helpers/raw-client.js';
+import { RawSession, connectedSocket, connectTo, daemon, ipv4, rawSocketOf, session, startCli, tcpPeer, tcpSocket, udpSocket, within, type Msg } from './helpers/raw-client.js';
 
 function dword(n: number): Uint8Array {
   const b = new Uint8Array(4);
@@ -499,9 +499,6 @@ t.test('a resume replays megabytes of kept replies a slice at a time: other sess
   t.ok(ids.every((id, i) => id === i), 'in order');
   t.ok(a2.messages.findIndex((m) => m.id === 'a-bind') > a2.messages.findIndex((m) => m.id === last), "A's bind answered after the whole replay");
 });
-
-/** The TCP connection under a client's WebSocket, for frames written by hand. */
-const rawSocketOf = (ws: WebSocket): net.Socket => (ws as unknown as { _socket: net.Socket })._socket;
 
 /** A client frame with a zero masking key: first byte (FIN and opcode), then the payload (under 64 KiB). */
 function clientFrame(first: number, payload: Buffer = Buffer.alloc(0)): Buffer {

@@ -5,10 +5,9 @@
  * memory is its own.
  */
 import t, { type Test } from 'tap';
-import type * as net from 'node:net';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { RawSession, session, startCli, udpSocket, until, type Cli } from './helpers/raw-client.js';
+import { RawSession, rawSocketOf, session, startCli, udpSocket, until, type Cli } from './helpers/raw-client.js';
 
 const MAX_FRAME = 1024 * 1024;
 const BUDGET = 4 * 1024 * 1024;
@@ -21,8 +20,6 @@ async function stats(d: Cli): Promise<Record<string, unknown>> {
 
 const partialBytes = async (d: Cli): Promise<number> => Number((await stats(d))['partialFrameBytes']);
 
-/** The TCP connection under a client's WebSocket, for bytes that are not whole frames. */
-const rawOf = (ws: WebSocket): net.Socket => (ws as unknown as { _socket: net.Socket })._socket;
 
 /**
  * A frame as a client writes it: its first byte (FIN and opcode), a 64-bit length, the masking key
@@ -39,7 +36,7 @@ function frame(first: number, length: number, part = length): Buffer {
 
 /** The start of a binary message of MAX_FRAME - 16 bytes and `part` bytes of it, and nothing more. */
 function beginMessage(ws: WebSocket, part: number): void {
-  rawOf(ws).write(frame(0x82, MAX_FRAME - 16, part));
+  rawSocketOf(ws).write(frame(0x82, MAX_FRAME - 16, part));
 }
 
 /** Opens n sessions, which the test's teardown ends; each index goes to closes when its connection closes. */
@@ -101,7 +98,7 @@ t.test('unfinished messages on many connections: the oldest are closed with 1013
   // A hog that finishes its message no longer counts (the daemon takes the message and answers
   // that its bytes are not a frame; the session goes on).
   const last = hogs[9]!;
-  rawOf(last.ws).write(Buffer.alloc(MAX_FRAME - 16 - PART, 0));
+  rawSocketOf(last.ws).write(Buffer.alloc(MAX_FRAME - 16 - PART, 0));
   t.ok(await until(async () => (await partialBytes(d)) <= (10 - closes.length - 1) * (PART + 4096), 5000), 'a finished message no longer counts');
   t.ok(d.lines().every((l) => Number(l['level']) < 50), 'nothing was logged at error level');
 });
@@ -149,7 +146,7 @@ t.test('a client that keeps finishing messages is not closed for tricklers: each
   const d = await startDaemon(t);
   const busy = await RawSession.open(d.url);
   t.teardown(() => busy.ws.terminate());
-  const raw = rawOf(busy.ws);
+  const raw = rawSocketOf(busy.ws);
   // 600 KB messages written back to back in 100,000-byte pieces: reads rarely end between two
   // messages, so the busy connection nearly always holds part of one.
   const stream = Buffer.concat(Array.from({ length: 40 }, () => wholeMessage(600_000)));
@@ -180,7 +177,7 @@ t.test('tricklers that send empty fragments do not keep their clocks young: a st
   const tricklers = await openSessions(t, d, 5, closes);
   // A first fragment of 750 KB each (binary, not FIN): five hold 3.75 MB, under the 4 MiB budget
   // until the steady client's messages arrive.
-  for (const h of tricklers) rawOf(h.ws).write(frame(0x02, 750_000));
+  for (const h of tricklers) rawSocketOf(h.ws).write(frame(0x02, 750_000));
   // Then, every few ms, each sends an empty continuation frame (not FIN), in two writes.
   const emptyFragment = Buffer.from([0x00, 0x80, 0, 0, 0, 0]);
   let rounds = 0;
@@ -188,7 +185,7 @@ t.test('tricklers that send empty fragments do not keep their clocks young: a st
     if (++rounds > 200) return clearInterval(timer);
     for (const h of tricklers) {
       if (!h.isOpen) continue;
-      const raw = rawOf(h.ws);
+      const raw = rawSocketOf(h.ws);
       raw.write(emptyFragment.subarray(0, 3));
       setTimeout(() => raw.write(emptyFragment.subarray(3)), 2);
     }
@@ -198,7 +195,7 @@ t.test('tricklers that send empty fragments do not keep their clocks young: a st
   // The steady client: whole messages of 600 KB, in 100,000-byte pieces.
   const steady = await RawSession.open(d.url);
   t.teardown(() => steady.ws.terminate());
-  const raw = rawOf(steady.ws);
+  const raw = rawSocketOf(steady.ws);
   const stream = Buffer.concat(Array.from({ length: 10 }, () => wholeMessage(600_000)));
   for (let off = 0; off < stream.length && steady.isOpen; off += 100_000) {
     raw.write(stream.subarray(off, off + 100_000));
@@ -217,6 +214,6 @@ t.test('a message in one-byte fragments counts a cost per fragment, not one byte
     // Not FIN; binary first, continuation after; masked with the zero key; one payload byte.
     frames.push(Buffer.from([i === 0 ? 0x02 : 0x00, 0x80 | 1, 0, 0, 0, 0, 0x5a]));
   }
-  rawOf(h.ws).write(Buffer.concat(frames));
+  rawSocketOf(h.ws).write(Buffer.concat(frames));
   t.ok(await until(async () => (await partialBytes(d)) >= 2000 * 256, 5000), 'the 2,000 fragments count at least 256 bytes each');
 });

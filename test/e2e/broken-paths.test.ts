@@ -23,7 +23,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as S from '@spiwire/client';
 import { libc } from '@spiwire/server/internals';
-import { daemon, dword, getOpt, ioctl, newSocket, recvInto, roundTrip, send, sendTo, session, setNonBlocking, setOpt, sleep, sockName, until, within, type RecvResult } from '../helpers/harness.js';
+import { daemon, getOpt, ioctlBool, newSocket, recvInto, roundTrip, send, sendTo, session, setNonBlocking, setOpt, sleep, sockName, until, within, type RecvResult } from '../helpers/harness.js';
 
 /** Runs a command; resolves with its exit code and output, never rejects. */
 function run(cmd: string, args: string[], timeoutMs = 10000): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -588,12 +588,6 @@ async function routingLoop(t: Test, r: Rig): Promise<{ v4: string; v6: string | 
   return { v4: target, v6, allow: `${r.allow},${v6net}/64,127.0.0.1,::1` };
 }
 
-/** WSPIoctl SIO_UDP_NETRESET or SIO_UDP_CONNRESET with a BOOL; returns [ret, errno]. */
-async function icmpReports(spi: S.SpiSession, s: number, code: number, on: number): Promise<[number, number]> {
-  const [ret, errno] = await ioctl(spi, s, code, dword(on));
-  return [ret, errno];
-}
-
 t.test('UDP: a datagram whose TTL runs out in a routing loop: the next receive reports WSAENETRESET until SIO_UDP_NETRESET FALSE', opts, async (t) => {
   const r = await rig(t);
   const loop = await routingLoop(t, r);
@@ -642,11 +636,11 @@ t.test('UDP: a datagram whose TTL runs out in a routing loop: the next receive r
     const ne: S.WSANETWORKEVENTS = { lNetworkEvents: 0, iErrorCode: [] };
     t.equal(await spi.WSPEnumNetworkEvents(u, ev, ne, e), 0);
     t.equal(ne.lNetworkEvents & S.FD_READ, S.FD_READ, `${f}: FD_READ was recorded`);
-    t.same(await icmpReports(spi, u, S.SIO_UDP_CONNRESET, 0), [0, 0], `${f}: SIO_UDP_CONNRESET FALSE`);
+    t.same(await ioctlBool(spi, u, S.SIO_UDP_CONNRESET, 0), [0, 0], `${f}: SIO_UDP_CONNRESET FALSE`);
     t.equal(await probe('connreset-off'), S.WSAENETRESET, `${f}: port unreachables off leaves times exceeded reported`);
-    t.same(await icmpReports(spi, u, S.SIO_UDP_NETRESET, 0), [0, 0], `${f}: SIO_UDP_NETRESET FALSE`);
+    t.same(await ioctlBool(spi, u, S.SIO_UDP_NETRESET, 0), [0, 0], `${f}: SIO_UDP_NETRESET FALSE`);
     t.equal(await probe('off'), S.WSAEWOULDBLOCK, `${f}: with FALSE nothing is reported`);
-    t.same(await icmpReports(spi, u, S.SIO_UDP_NETRESET, 1), [0, 0], `${f}: SIO_UDP_NETRESET TRUE`);
+    t.same(await ioctlBool(spi, u, S.SIO_UDP_NETRESET, 1), [0, 0], `${f}: SIO_UDP_NETRESET TRUE`);
     t.equal(await probe('on'), S.WSAENETRESET, `${f}: with TRUE, WSAENETRESET again`);
     if (!v6) {
       // Linux hands an earlier datagram's ICMP error to the next send; Windows fails no send for it.
@@ -657,6 +651,6 @@ t.test('UDP: a datagram whose TTL runs out in a routing loop: the next receive r
       t.same(echo && [echo.ret, echo.data.toString()], [0, 'echo me'], `${f}: and the peer echoed it`);
     }
     const tcp = await newSocket(spi, f, 'tcp');
-    t.same(await icmpReports(spi, tcp, S.SIO_UDP_NETRESET, 0), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], `${f}: a TCP socket refuses SIO_UDP_NETRESET`);
+    t.same(await ioctlBool(spi, tcp, S.SIO_UDP_NETRESET, 0), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], `${f}: a TCP socket refuses SIO_UDP_NETRESET`);
   }
 });

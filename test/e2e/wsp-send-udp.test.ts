@@ -13,10 +13,9 @@ import {
   call,
   closedPort,
   daemon,
-  dword,
   emptyAddr,
   getOpt,
-  ioctl,
+  ioctlBool,
   loopback,
   namelen,
   newSocket,
@@ -79,12 +78,6 @@ async function nextNonblockingRecv(spi: S.SpiSession, s: number): ReturnType<typ
     return false;
   }, 5000);
   return r;
-}
-
-/** WSPIoctl SIO_UDP_CONNRESET (or code, SIO_UDP_NETRESET) with a BOOL (inputLength bytes of it); returns [ret, errno]. */
-async function udpConnReset(spi: S.SpiSession, s: number, on: number, inputLength = 4, code = S.SIO_UDP_CONNRESET): Promise<[number, number]> {
-  const [ret, errno] = await ioctl(spi, s, code, dword(on).subarray(0, inputLength));
-  return [ret, errno];
 }
 
 /** A session with a nonblocking UDP socket bound to loopback (own), and a closed UDP port to draw ICMP port unreachables. */
@@ -445,7 +438,7 @@ for (const f of FAMILIES) {
   t.test(`${f}: SIO_UDP_CONNRESET FALSE stops the reports, TRUE brings them back, SIO_UDP_NETRESET leaves them; TCP sockets refuse both`, async (t) => {
     const { spi, port, u, own } = await nonblockingBesideClosedPort(t, f);
     // One byte, as .NET callers pass it.
-    t.same(await udpConnReset(spi, u, 0, 1), [0, 0], 'SIO_UDP_CONNRESET FALSE, a one-byte BOOLEAN');
+    t.same(await ioctlBool(spi, u, S.SIO_UDP_CONNRESET, 0, 1), [0, 0], 'SIO_UDP_CONNRESET FALSE, a one-byte BOOLEAN');
     // The unreachable comes back before the datagram sent to itself after it; once that datagram
     // is read, a report would be next.
     const probe = async (label: string): Promise<number> => {
@@ -456,16 +449,16 @@ for (const f of FAMILIES) {
       return (await recvInto(spi, u, [64])).errno;
     };
     t.equal(await probe('off'), S.WSAEWOULDBLOCK, 'with FALSE: nothing is reported');
-    t.same(await udpConnReset(spi, u, 1), [0, 0], 'SIO_UDP_CONNRESET TRUE, a four-byte BOOL');
+    t.same(await ioctlBool(spi, u, S.SIO_UDP_CONNRESET, 1), [0, 0], 'SIO_UDP_CONNRESET TRUE, a four-byte BOOL');
     t.equal(await probe('on'), S.WSAECONNRESET, 'with TRUE: WSAECONNRESET again');
     // SIO_UDP_NETRESET is for times exceeded (broken-paths.test.ts): it leaves port unreachables reported.
-    t.same(await udpConnReset(spi, u, 0, 1, S.SIO_UDP_NETRESET), [0, 0], 'SIO_UDP_NETRESET FALSE, a one-byte BOOLEAN');
+    t.same(await ioctlBool(spi, u, S.SIO_UDP_NETRESET, 0, 1), [0, 0], 'SIO_UDP_NETRESET FALSE, a one-byte BOOLEAN');
     t.equal(await probe('netreset-off'), S.WSAECONNRESET, 'with SIO_UDP_NETRESET FALSE: still WSAECONNRESET');
-    t.same(await udpConnReset(spi, u, 1, 0), [S.SOCKET_ERROR, S.WSAEFAULT], 'no input: WSAEFAULT');
-    t.same(await udpConnReset(spi, u, 1, 0, S.SIO_UDP_NETRESET), [S.SOCKET_ERROR, S.WSAEFAULT], 'SIO_UDP_NETRESET, no input: WSAEFAULT');
+    t.same(await ioctlBool(spi, u, S.SIO_UDP_CONNRESET, 1, 0), [S.SOCKET_ERROR, S.WSAEFAULT], 'no input: WSAEFAULT');
+    t.same(await ioctlBool(spi, u, S.SIO_UDP_NETRESET, 1, 0), [S.SOCKET_ERROR, S.WSAEFAULT], 'SIO_UDP_NETRESET, no input: WSAEFAULT');
     const tcp = await newSocket(spi, f, 'tcp');
-    t.same(await udpConnReset(spi, tcp, 0), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], 'a TCP socket: WSAEOPNOTSUPP');
-    t.same(await udpConnReset(spi, tcp, 0, 4, S.SIO_UDP_NETRESET), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], 'SIO_UDP_NETRESET on a TCP socket: WSAEOPNOTSUPP');
+    t.same(await ioctlBool(spi, tcp, S.SIO_UDP_CONNRESET, 0), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], 'a TCP socket: WSAEOPNOTSUPP');
+    t.same(await ioctlBool(spi, tcp, S.SIO_UDP_NETRESET, 0), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], 'SIO_UDP_NETRESET on a TCP socket: WSAEOPNOTSUPP');
   });
 
   t.test(`${f}: after an ICMP port unreachable the next receive reports WSAECONNRESET (the send does not)`, async (t) => {

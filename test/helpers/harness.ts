@@ -362,6 +362,12 @@ export async function ioctl(spi: S.SpiSession, s: number, code: number, input: U
   return [ret, e.value, size.value, out];
 }
 
+/** WSPIoctl with a BOOL as input (inputLength bytes of it: 1 to 3 make a BOOLEAN, 0 none); returns [ret, errno]. */
+export async function ioctlBool(spi: S.SpiSession, s: number, code: number, on: number, inputLength = 4): Promise<[number, number]> {
+  const [ret, errno] = await ioctl(spi, s, code, dword(on).subarray(0, inputLength));
+  return [ret, errno];
+}
+
 /** WSPIoctl FIONREAD; returns [ret, errno, value]. */
 export async function fionread(spi: S.SpiSession, s: number): Promise<[number, number, number]> {
   const [ret, errno, , out] = await ioctl(spi, s, S.FIONREAD, null, 4);

@@ -182,6 +182,11 @@ export function upgrade(url: string, opts: ConnectOpts = {}): Promise<UpgradeRes
 }
 
 /** An open session, closed in t's teardown. */
+/** The TCP connection under a client's WebSocket, for bytes that are not whole frames (frames written by hand). */
+export function rawSocketOf(ws: WebSocket): net.Socket {
+  return (ws as unknown as { _socket: net.Socket })._socket;
+}
+
 export async function session(t: Test, url: string, opts: ConnectOpts = {}): Promise<RawSession> {
   const s = await RawSession.open(url, opts);
   t.teardown(() => s.close());
