@@ -32,6 +32,9 @@ export interface OverlappedArgs {
 }
 
 
+/** A handle no socket has (handles are u32): for a blocking call on no one socket (WSPSelect). */
+const NO_SOCKET = -1;
+
 export class SessionEngine<T extends SpiThread> {
   /** The session's WSAEVENT handles. */
   readonly events = new EventTable();
@@ -114,6 +117,14 @@ export class SessionEngine<T extends SpiThread> {
   // Not async: a call that involves no thread costs no extra promise.
   blocking(method: string, params: Record<string, unknown>, s: number, lpThreadId: WSATHREADID | null): Promise<Result> {
     return this.guard.run(this.threads.issuer(lpThreadId), s, (listener) => this.call(method, params, listener));
+  }
+
+  /**
+   * WSPSelect: a blocking call of the calling thread whatever its sockets' modes (it waits up to
+   * its timeout), so its APCs run while the daemon says it waits, as in Windows' select().
+   */
+  select(params: Record<string, unknown>): Promise<Result> {
+    return this.guard.run(this.threads.issuer(null), NO_SOCKET, (listener) => this.call('WSPSelect', params, listener));
   }
 
   /**

@@ -16,7 +16,7 @@ import type { OverlappedArgs, SessionEngine } from './engine.js';
 import { checkErrno, fieldOf, fillAddr, finish, gather, isBytes, isOut, isRecord, isSockAddr, promised, scatter, setErr, wireAddr, type Result } from './marshal.js';
 import { WSAOVERLAPPED, type LPWSAOVERLAPPED_COMPLETION_ROUTINE } from './overlapped.js';
 import type { SpiThread } from './threads.js';
-import type { Out, ProtocolInfoLike, SOCKET, SockAddr, WSABUF, WSATHREADID } from './types.js';
+import { FD_ISSET, FD_SETSIZE, type fd_set, type Out, type ProtocolInfoLike, type SOCKET, type SockAddr, type timeval, type WSABUF, type WSATHREADID } from './types.js';
 
 /** FROM_PROTOCOL_INFO: take af, type or protocol from lpProtocolInfo. */
 export const FROM_PROTOCOL_INFO = -1;
@@ -470,6 +470,48 @@ export abstract class SpiFunctions {
   }
 
   /**
+   * WSPSelect: which sockets of readfds can be read (or accept, or see the end of the
+   * connection), of writefds written (or finished connecting), of exceptfds have a failed connect
+   * or urgent data, waiting up to timeout (null: until one is ready) for at least one. Rewrites
+   * each set given to hold its ready sockets and returns how many entries it wrote; nfds is
+   * ignored, as on Windows. Waiting, the calling thread runs its APCs, and the call goes on.
+   */
+  async WSPSelect(nfds: number, readfds: fd_set | null, writefds: fd_set | null, exceptfds: fd_set | null, timeout: timeval | null, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    void nfds;
+    const sets = [readfds ?? null, writefds ?? null, exceptfds ?? null];
+    const lists: Array<number[] | null> = [];
+    for (const set of sets) {
+      if (set === null) lists.push(null);
+      else if (!isFdSet(set)) return setErr(lpErrno, P.WSAEFAULT);
+      else if (set.fd_count > FD_SETSIZE) return setErr(lpErrno, P.WSAENOBUFS);
+      else lists.push(set.fd_array.slice(0, set.fd_count));
+    }
+    if (lists.every((l) => l === null || l.length === 0)) return setErr(lpErrno, P.WSAEINVAL);
+    if (lists.some((l) => l !== null && !l.every(isU32))) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (timeout != null && !(isRecord(timeout) && isI32(timeout.tv_sec) && isI32(timeout.tv_usec))) return setErr(lpErrno, P.WSAEFAULT);
+    const params: Record<string, unknown> = { readfds: lists[0], writefds: lists[1], exceptfds: lists[2] };
+    if (timeout != null) params['timeout'] = { sec: timeout.tv_sec, usec: timeout.tv_usec };
+    const r = await this.engine.select(params);
+    if (r.ret === P.SOCKET_ERROR) return finish(r, lpErrno);
+    const ready = [fieldOf(r, 'readfds', isHandleList), fieldOf(r, 'writefds', isHandleList), fieldOf(r, 'exceptfds', isHandleList)];
+    // As Windows does: each set given is emptied, then each ready socket added to its set once.
+    // A set passed for two parameters thus holds each of its ready sockets once, and the count is
+    // that of the entries written.
+    for (const set of sets) if (set) set.fd_count = 0;
+    let count = 0;
+    sets.forEach((set, i) => {
+      if (!set) return;
+      for (const s of ready[i] ?? []) {
+        if (FD_ISSET(s, set)) continue;
+        set.fd_array[set.fd_count++] = s;
+        count++;
+      }
+    });
+    return count;
+  }
+
+  /**
    * WSCEnumProtocols: the provider's catalog entries as C WSAPROTOCOL_INFOW structures back to back;
    * WSAENOBUFS with the needed length in lpdwBufferLength when the buffer is too small (catalog.ts).
    */
@@ -509,4 +551,13 @@ function writeBytesSent(r: Result, lpNumberOfBytesSent: Out | null): void {
   const n = fieldOf(r, 'bytesSent', isU32);
   if (r.ret === 0) lpNumberOfBytesSent.value = n ?? 0;
   else if (n !== undefined) lpNumberOfBytesSent.value = n;
+}
+
+/** An fd_set the caller may pass: fd_count within its fd_array (else WSAEFAULT, as a bad pointer). */
+function isFdSet(v: unknown): v is fd_set {
+  return isRecord(v) && Array.isArray(v['fd_array']) && Number.isInteger(v['fd_count']) && (v['fd_count'] as number) >= 0 && (v['fd_count'] as number) <= v['fd_array'].length;
+}
+
+function isHandleList(v: unknown): v is number[] {
+  return Array.isArray(v) && v.every(isU32);
 }

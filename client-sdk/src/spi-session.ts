@@ -62,6 +62,7 @@ export const THREAD_BOUND_FUNCTIONS = [
   'WSPGetOverlappedResult',
   'WSPEventSelect',
   'WSPEnumNetworkEvents',
+  'WSPSelect',
   'WSAWaitForMultipleEvents',
   'WSAGetLastError',
 ] as const;

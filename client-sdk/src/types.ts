@@ -1,5 +1,5 @@
 /** The C shapes of the SPI, as JavaScript values. */
-import type { SockAddr } from '@spiwire/proto';
+import { MAX_SELECT_SET, type SockAddr } from '@spiwire/proto';
 
 export type { SockAddr };
 
@@ -39,4 +39,57 @@ export function out<T = number>(value: T): Out<T> {
 export function wsabuf(buf: Uint8Array | string, len?: number): WSABUF {
   const bytes = typeof buf === 'string' ? new TextEncoder().encode(buf) : buf;
   return { len: len ?? bytes.length, buf: bytes };
+}
+
+/**
+ * fd_set, for WSPSelect: the first fd_count entries of fd_array are the set. WSPSelect rewrites
+ * fd_count and the first entries, and leaves the rest of fd_array as it was, as in C.
+ */
+export interface fd_set {
+  fd_count: number;
+  fd_array: SOCKET[];
+}
+
+/** struct timeval, for WSPSelect's timeout: seconds and microseconds. */
+export interface timeval {
+  tv_sec: number;
+  tv_usec: number;
+}
+
+/**
+ * How many sockets FD_SET puts in a set, and the most WSPSelect takes in one. Windows' default
+ * FD_SETSIZE is 64; programs that select more sockets define it larger, as this one is.
+ */
+export const FD_SETSIZE = MAX_SELECT_SET;
+
+/** An fd_set holding the given sockets (FD_ZERO, then FD_SET of each). */
+export function fdSet(...sockets: SOCKET[]): fd_set {
+  const set: fd_set = { fd_count: 0, fd_array: [] };
+  for (const s of sockets) FD_SET(s, set);
+  return set;
+}
+
+/** FD_ZERO: empties the set. */
+export function FD_ZERO(set: fd_set): void {
+  set.fd_count = 0;
+}
+
+/** FD_SET: adds s unless the set holds it already or is full (FD_SETSIZE), as the C macro does. */
+export function FD_SET(s: SOCKET, set: fd_set): void {
+  for (let i = 0; i < set.fd_count; i++) if (set.fd_array[i] === s) return;
+  if (set.fd_count < FD_SETSIZE) set.fd_array[set.fd_count++] = s;
+}
+
+/** FD_CLR: removes s, moving the later entries down, as the C macro does. */
+export function FD_CLR(s: SOCKET, set: fd_set): void {
+  const i = set.fd_array.slice(0, set.fd_count).indexOf(s);
+  if (i < 0) return;
+  set.fd_array.splice(i, 1);
+  set.fd_count--;
+}
+
+/** FD_ISSET: whether s is among the set's first fd_count entries. */
+export function FD_ISSET(s: SOCKET, set: fd_set): boolean {
+  for (let i = 0; i < set.fd_count; i++) if (set.fd_array[i] === s) return true;
+  return false;
 }

@@ -28,6 +28,13 @@ export const MAX_PENDING_PONGS = 1024;
 export const MAX_RECORDS_PER_FRAME = 4096;
 /** Largest number of WSABUF entries in one call. */
 export const MAX_BUFFER_COUNT = 1024;
+/** Largest number of sockets in one of WSPSelect's sets (readfds, writefds or exceptfds): the wire's u32[] limit. */
+export const MAX_SELECT_SET = MAX_BUFFER_COUNT;
+/**
+ * The most sockets a session's waiting WSPSelect calls watch at once, counting each socket once
+ * per call; a WSPSelect that would pass it fails with WSAENOBUFS instead of waiting.
+ */
+export const MAX_SELECT_WATCHES = 16 * 1024;
 /** Largest JSON nesting depth of a header; deeper headers are PARSE_ERROR. */
 export const MAX_JSON_DEPTH = 16;
 /**

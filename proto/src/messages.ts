@@ -4,7 +4,7 @@
  * so the specification, the schema and the code cannot drift apart.
  */
 import { INVALID_PARAMS, INVALID_REQUEST, ProtocolError } from './protocol-errors.js';
-import { MAX_BUFFER_COUNT } from './limits.js';
+import { MAX_BUFFER_COUNT, MAX_SELECT_SET } from './limits.js';
 import { isRecord } from './guards.js';
 import { faultRuleProblem, type FaultRule, type FaultRuleStatus } from './faults.js';
 
@@ -42,6 +42,12 @@ export interface SockAddr {
   flowinfo?: number;
   /** IPv6 only; 0 when absent. */
   scopeId?: number;
+}
+
+/** A struct timeval (WSPSelect's timeout): seconds and microseconds, each a C long (32 bits). */
+export interface TimeVal {
+  sec: number;
+  usec: number;
 }
 
 /** The overlapped part of a call: op is chosen by the client, unique among its pending operations. */
@@ -109,6 +115,7 @@ export type FieldType =
   | 'bytes'
   | 'bytes[]'
   | 'u32[]'
+  | 'timeval'
   | 'sockaddr'
   | 'overlapped'
   | 'completion'
@@ -305,6 +312,20 @@ export const METHODS = {
     params: { s, events: { type: 'u32', doc: 'lNetworkEvents: FD_READ 0x01, FD_WRITE 0x02, FD_OOB 0x04, FD_ACCEPT 0x08, FD_CONNECT 0x10, FD_CLOSE 0x20; other bits give WSAEINVAL.' } },
     result: {},
   },
+  WSPSelect: {
+    summary: 'select(): which of the given sockets can be read, written or have an exceptional condition, waiting up to timeout for at least one.',
+    params: {
+      readfds: { type: 'u32[]', optional: true, nullable: true, doc: `The sockets of readfds (the first fd_count entries of fd_array), at most ${MAX_SELECT_SET}; absent or null: the C NULL pointer.` },
+      writefds: { type: 'u32[]', optional: true, nullable: true, doc: 'As readfds, for writefds.' },
+      exceptfds: { type: 'u32[]', optional: true, nullable: true, doc: 'As readfds, for exceptfds.' },
+      timeout: { type: 'timeval', optional: true, nullable: true, doc: 'The longest wait, {sec, usec}; {0, 0} polls; absent or null: wait until a socket is ready.' },
+    },
+    result: {
+      readfds: { type: 'u32[]', optional: true, doc: 'On success, for a readfds given: its ready sockets, in the order given, each once.' },
+      writefds: { type: 'u32[]', optional: true, doc: 'As readfds, for writefds.' },
+      exceptfds: { type: 'u32[]', optional: true, doc: 'As readfds, for exceptfds.' },
+    },
+  },
   'spiwire.sendData': {
     summary: 'The next piece of a streamed WSPSend, in order. Normally sent as a notification (no id); pieces for a stream the daemon has closed are dropped.',
     params: {
@@ -383,7 +404,9 @@ type TypeOf<T extends FieldType> = T extends 'handle' | 'int' | 'u32'
           ? Uint8Array[]
           : T extends 'u32[]'
             ? number[]
-            : T extends 'sockaddr'
+            : T extends 'timeval'
+              ? TimeVal
+              : T extends 'sockaddr'
               ? SockAddr
               : T extends 'overlapped'
                 ? OverlappedRef
@@ -582,6 +605,13 @@ function checkType(method: string, key: string, type: FieldType, v: unknown): vo
         invalid(method, key, `must be an array of at most ${MAX_BUFFER_COUNT} integers from 0 to 4294967295`);
       }
       return;
+    case 'timeval': {
+      const tv = v;
+      if (!isObject(tv)) invalid(method, key, 'must be an object {sec, usec}');
+      for (const k of Object.keys(tv)) if (k !== 'sec' && k !== 'usec') invalid(method, `${key}.${k}`, 'is not a field of a timeval');
+      for (const k of ['sec', 'usec']) if (!isInt(tv[k], -0x80000000, 0x7fffffff)) invalid(method, `${key}.${k}`, 'must be a 32-bit signed integer');
+      return;
+    }
     case 'sockaddr': {
       const a = v;
       if (!isObject(a)) invalid(method, key, 'must be a sockaddr object {family, address, port}');

@@ -132,6 +132,16 @@ const defs: Record<string, Schema> = {
     required: ['code', 'message'],
     additionalProperties: false,
   },
+  timeval: {
+    type: 'object',
+    description: 'A struct timeval: seconds and microseconds, each a C long.',
+    properties: {
+      sec: { type: 'integer', minimum: -2147483648, maximum: 2147483647 },
+      usec: { type: 'integer', minimum: -2147483648, maximum: 2147483647 },
+    },
+    required: ['sec', 'usec'],
+    additionalProperties: false,
+  },
   eventErrors: {
     type: 'object',
     description: 'iErrorCode of each recorded event that has one, by FD_* name.',
@@ -181,6 +191,8 @@ function typeSchema(t: FieldType): Schema {
       return { type: 'array', maxItems: 1024, items: { $ref: '#/$defs/bytes' } };
     case 'u32[]':
       return { type: 'array', maxItems: 1024, items: { type: 'integer', minimum: 0, maximum: 4294967295 } };
+    case 'timeval':
+      return { $ref: '#/$defs/timeval' };
     case 'sockaddr':
       return { $ref: '#/$defs/sockaddr' };
     case 'overlapped':

@@ -32,6 +32,7 @@ const GOOD: Record<FieldType, unknown> = {
   bytes: bytes(1, 2, 3),
   'bytes[]': [bytes(1), Buffer.from('two'), new Uint8Array(0)],
   'u32[]': [0, 10, 4294967295],
+  timeval: { sec: 1, usec: 250000 },
   sockaddr: { family: 2, address: '127.0.0.1', port: 80 },
   overlapped: { op: 1, thread: 0x1004 },
   completion: { error: 0, bytes: 10, flags: 0 },
@@ -53,6 +54,10 @@ const ALSO_GOOD: Record<FieldType, unknown[]> = {
   bytes: [new Uint8Array(0), Buffer.from('buffer'), new Uint8Array(new ArrayBuffer(8), 2, 3)],
   'bytes[]': [[], many(MAX_BUFFER_COUNT, () => new Uint8Array(0))],
   'u32[]': [[], many(MAX_BUFFER_COUNT, (i) => i)],
+  timeval: [
+    { sec: 0, usec: 0 },
+    { sec: -2147483648, usec: 2147483647 }, // negative fields are WSAEINVAL, the daemon's business
+  ],
   sockaddr: [
     { family: 23, address: '::1', port: 0, flowinfo: 0, scopeId: 0 },
     { family: 23, address: 'fe80::1', port: 65535, flowinfo: 4294967295, scopeId: 4294967295 },
@@ -87,6 +92,7 @@ const BAD: Record<FieldType, unknown[]> = {
   bytes: ['aGk=', [1, 2], { $b: [0, 1] }, { $base64: 'aGk=' }, 0, true, {}, [bytes(1)]],
   'bytes[]': [bytes(1), 'x', {}, [bytes(1), 'x'], [[1, 2]], [{ $b: [0, 1] }], [null], many(MAX_BUFFER_COUNT + 1, () => new Uint8Array(0)), 5],
   'u32[]': [[-1], [1.5], ['1'], [4294967296], [null], [[1]], 7, '1,2', {}, many(MAX_BUFFER_COUNT + 1, () => 1)],
+  timeval: [0, 'x', [], true], // shapes within: below, with their sub-field names
   sockaddr: [], // shapes are tested separately, with their sub-field names
   overlapped: [],
   completion: [1, [], { error: 0, bytes: 1 }, { error: -1, bytes: 0, flags: 0 }, { error: 0, bytes: 0, flags: 0, x: 1 }],
@@ -241,6 +247,21 @@ const BAD_OVERLAPPEDS: Array<[unknown, string]> = [
   [{ op: 1, thread: 1, Internal: 0 }, '.Internal'],
 ];
 
+/** Bad timeval values and the field each one must name, relative to the parameter. */
+const BAD_TIMEVALS: Array<[unknown, string]> = [
+  [{}, '.sec'],
+  [{ usec: 0 }, '.sec'],
+  [{ sec: 1 }, '.usec'],
+  [{ sec: 1, usec: 0.5 }, '.usec'],
+  [{ sec: 2147483648, usec: 0 }, '.sec'],
+  [{ sec: 0, usec: -2147483649 }, '.usec'],
+  [{ sec: '1', usec: 0 }, '.sec'],
+  [{ sec: 0, usec: null }, '.usec'],
+  [{ sec: 0, usec: 0, nsec: 0 }, '.nsec'],
+  [{ tv_sec: 0, tv_usec: 0 }, '.tv_sec'],
+  [bytes(1), '.0'],
+];
+
 const methodsWith = (type: FieldType): Array<[string, string]> =>
   Object.entries(METHODS).flatMap(([m, s]) => Object.entries(s.params).filter(([, f]) => f.type === type).map(([k]) => [m, k] as [string, string]));
 
@@ -265,6 +286,18 @@ t.test('bad overlapped shapes are refused, naming the sub-field', async (t) => {
   );
   for (const [method, key] of where) {
     for (const [v, sub] of BAD_OVERLAPPEDS) expectInvalid(t, method, { ...validParams(method), [key]: v }, `${key}${sub}`, `${key} = ${show(v)}`);
+  }
+});
+
+t.test('bad timeval shapes are refused, naming the sub-field', async (t) => {
+  const where = methodsWith('timeval');
+  t.same(
+    where.map(([m, k]) => `${m}.${k}`),
+    ['WSPSelect.timeout'],
+    'the methods that take a timeval',
+  );
+  for (const [method, key] of where) {
+    for (const [v, sub] of BAD_TIMEVALS) expectInvalid(t, method, { ...validParams(method), [key]: v }, `${key}${sub}`, `${key} = ${show(v)}`);
   }
 });
 
@@ -297,6 +330,7 @@ const REAL_CALLS: Record<string, Record<string, unknown>> = {
   'spiwire.ack': { received: 412 },
   'spiwire.resume': { session: '1725ff90-ece0-48f7-aa30-a7bd56f1b5d8', token: 'kq1Yb0yT4bq7nV3m1Z8o0f3kJ2n4d5s6t7u8v9w0x1y', received: 17, daemonId: '0b6c3e52-7f1a-4d3e-9a57-2a8f5b1c9d40' },
   WSPEventSelect: { s: 260, events: 0x23 },
+  WSPSelect: { readfds: [260, 264], writefds: null, exceptfds: [260], timeout: { sec: 1, usec: 250000 } },
 };
 
 t.test('real calls, written out, pass', async (t) => {

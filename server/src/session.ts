@@ -200,6 +200,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
   private readonly decodeLimits: P.DecodeLimits;
   /** Sends larger than one message, taking their pieces from spiwire.sendData. */
   readonly streams: SendStreams;
+  /** Sockets the session's waiting WSPSelect calls watch (spi/select.ts), against MAX_SELECT_WATCHES. */
+  selectWatches = 0;
   /** What waits to be written to the client: above a mark the session stops reading (OutputFlow). */
   private readonly output: OutputFlow;
   /** Bytes held for this session's sends, against limits.sessionQuotaBytes. */
@@ -924,12 +926,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       flow: this.output,
       onNetworkEvents: (s, events, errors) => this.notify('spiwire.networkEvents', { s, events, errors }),
       faults: this.faults,
-      // Now: the call is done with, so a second wait of it is not announced again.
-      callWaits: () => {
-        const announce = this.announcer();
-        this.callRunning = null;
-        announce();
-      },
+      callWaits: () => this.callWaits(),
       captureCall: () => this.announcer(),
       ports: daemon.ports,
       draining: daemon.draining,
@@ -941,6 +938,14 @@ export class Session implements SpiSession, SetAside, SlotReader {
       },
       adopt: (c, parent) => this.adopt(c, parent),
     };
+  }
+
+  /** The call running now begins to wait: spiwire.waiting for it (SocketContext.callWaits). */
+  callWaits(): void {
+    const announce = this.announcer();
+    // Now: the call is done with, so a second wait of it is not announced again.
+    this.callRunning = null;
+    announce();
   }
 
   /** Announces, once, that the call running now waits (spiwire.waiting); a no-op outside a call. */

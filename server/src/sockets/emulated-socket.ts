@@ -22,6 +22,11 @@ const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
   [W.FD_CLOSE]: 'FD_CLOSE',
 };
 
+/** WSPSelect's conditions (EmulatedSocket.selectReady): readfds, writefds and exceptfds. */
+export const SELECT_READ = 1;
+export const SELECT_WRITE = 2;
+export const SELECT_EXCEPT = 4;
+
 /** What one socket is: its handle and kind. */
 export interface SocketIdentity {
   readonly handle: number;
@@ -499,6 +504,39 @@ export abstract class EmulatedSocket<S extends string = string> {
     if (bad || !this.faults.armed) return bad;
     const code = this.recvFault(wantFrom, mode);
     return code ? recvFailed(code) : null;
+  }
+
+  // ---- WSPSelect ----
+
+  /**
+   * Of the conditions in wanted (SELECT_READ, SELECT_WRITE, SELECT_EXCEPT), those that hold now,
+   * as Windows' select() reports them (spi/select.ts).
+   */
+  abstract selectReady(wanted: number): number;
+
+  /**
+   * A WSPSelect waits on this socket: changed() runs on every change of the socket's state,
+   * aborted(errno) once if it closes (WSAEINTR) or the daemon stops (WSAENETDOWN) first. except:
+   * the call looks for exceptional conditions. Returns the function that ends the watch.
+   */
+  watchSelect(changed: () => void, aborted: (errno: number) => void, _except: boolean): () => void {
+    let stopped = false;
+    // A wait that never settles by itself: its check only tells the select of the change.
+    const end = this.addWaiter<never>(
+      () => {
+        if (!stopped) changed();
+        return undefined;
+      },
+      () => undefined,
+      (errno) => {
+        if (!stopped) aborted(errno);
+      },
+      false,
+    );
+    return () => {
+      stopped = true;
+      end(0);
+    };
   }
 
   /** Re-checks every blocked call; called whenever the socket's state changes. */

@@ -10,7 +10,7 @@ import type { SockAddr } from '@spiwire/proto';
 import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
 import { fdOf, libc } from '../native/libc.js';
 import type { Drainable, Draining } from '../draining.js';
-import { EmulatedSocket, type SendFunction, type SocketContext, type SocketIdentity, type StreamedStart } from './emulated-socket.js';
+import { EmulatedSocket, SELECT_EXCEPT, SELECT_READ, SELECT_WRITE, type SendFunction, type SocketContext, type SocketIdentity, type StreamedStart } from './emulated-socket.js';
 import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
@@ -490,7 +490,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   }
 
   private afterDrainStep(): void {
-    this.checkEvents();
+    // Room may have appeared: FD_WRITE, and a WSPSelect waiting for a socket it can write.
+    this.wake();
     if (this.finPending && this.tx?.pendingOps === 0 && this.conn && !this.conn.destroyed) {
       this.finPending = false;
       this.endConn(this.closed);
@@ -866,6 +867,35 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     else if (wanted & W.FD_CLOSE && (st === 'peer-finished' || st === 'finished')) ready.push([W.FD_CLOSE, 0]);
     if (wanted & W.FD_OOB && this.urgentPending()) ready.push([W.FD_OOB, 0]);
     return ready;
+  }
+
+  selectReady(wanted: number): number {
+    const st = this.state.current;
+    let ready = 0;
+    // Readable: data, a connection to accept, the peer's FIN or a broken connection (a receive
+    // returns at once).
+    if (wanted & SELECT_READ && (this.rx.size > 0 || st === 'peer-finished' || st === 'finished' || st === 'broken' || (st === 'listening' && this.accepted.length > 0))) ready |= SELECT_READ;
+    // Writable: a connection with room for a send. Wine's tests record Windows reporting it
+    // writable too once its sends are shut down, the peer's FIN arrived or it was reset (a send
+    // then fails at once rather than blocking).
+    if (wanted & SELECT_WRITE && TCP_CONNECTED_STATES.has(st) && (this.sendsShut || st === 'broken' || this.tx?.fitsNow(1))) ready |= SELECT_WRITE;
+    // Exceptional: a connect that failed (Windows keeps reporting it, as SO_ERROR keeps its code,
+    // until a connection succeeds), or urgent data not read inline.
+    if (wanted & SELECT_EXCEPT && ((this.connectResult !== null && this.connectResult !== 0 && st !== 'connecting') || this.urgentPending())) ready |= SELECT_EXCEPT;
+    return ready;
+  }
+
+  /** A WSPSelect that looks for urgent data watches for it while it waits, as a MSG_OOB receive does. */
+  override watchSelect(changed: () => void, aborted: (errno: number) => void, except: boolean): () => void {
+    const stop = super.watchSelect(changed, aborted, except);
+    if (!except) return stop;
+    return this.urgent.hold(
+      () => this.updateUrgentWatch(),
+      (release) => () => {
+        stop();
+        release();
+      },
+    );
   }
 
   override atMark(): boolean {

@@ -7,7 +7,7 @@ import * as dgram from 'node:dgram';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { wsaFromErrno, wsaFromNodeError } from '../errno-map.js';
-import { EmulatedSocket, type SendFunction, type SocketContext, type SocketIdentity } from './emulated-socket.js';
+import { EmulatedSocket, SELECT_READ, SELECT_WRITE, type SendFunction, type SocketContext, type SocketIdentity } from './emulated-socket.js';
 import type { AppliedFault, CallMode } from '../faults/rules.js';
 import { UDP_MOVES, type UdpState } from './socket-state.js';
 import { recvFailed, sendFailed, sent, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
@@ -688,6 +688,15 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (wanted & W.FD_WRITE && this.isBound && !this.sendsShut) ready.push([W.FD_WRITE, 0]);
     // Windows records FD_CONNECT (with 0) for a datagram socket given a default peer.
     if (wanted & W.FD_CONNECT && this.state.is('connected')) ready.push([W.FD_CONNECT, 0]);
+    return ready;
+  }
+
+  selectReady(wanted: number): number {
+    let ready = 0;
+    // A datagram, or an ICMP error a receive would report.
+    if (wanted & SELECT_READ && (this.rxQueue.length > 0 || this.icmpReports.pending)) ready |= SELECT_READ;
+    // Unlike FD_WRITE, select() finds even an unbound datagram socket writable (Wine's test_select).
+    if (wanted & SELECT_WRITE && !this.sendsShut) ready |= SELECT_WRITE;
     return ready;
   }
 

@@ -13,6 +13,7 @@ import { completion, type Completion, type RecvResult, type SendResult, type Sta
 import { addressProblem, anyAddress, checkSockaddr, hasUnknownScope, isAnyAddress } from '../sockets/sockaddr.js';
 import { ioctl, isKnownIoctl, type IoctlResult } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
+import { select } from './select.js';
 import { runAfterReply, takeAfterReply } from './after-reply.js';
 import type { SendStreams } from '../send-streams.js';
 import { byteLength } from '../sockets/send-buffers.js';
@@ -50,6 +51,10 @@ export interface SpiSession {
   readonly calls: CallCounts;
   /** The daemon's id, which every RESUME_REFUSED names. */
   readonly daemonId: string;
+  /** The call being handled begins to wait (spiwire.waiting); see SocketContext.callWaits. */
+  callWaits(): void;
+  /** Sockets watched by the session's waiting WSPSelect calls (select.ts). */
+  selectWatches: number;
 }
 
 /** An overlapped call's answer: pending, refused before it started, or its result (and completion). */
@@ -263,6 +268,8 @@ export const SPI_HANDLERS: Handlers = {
     sock.eventSelect(p.events);
     return ok();
   }),
+
+  WSPSelect: (session, p) => select(session, p),
 
   WSPSetSockOpt: withSocket((sock, p: Params<'WSPSetSockOpt'>) => setSockOpt(sock, p.level, p.optname, p.optval, p.optlen)),
 

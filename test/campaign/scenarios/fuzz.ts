@@ -210,6 +210,18 @@ class FrameGen {
       }
       case 'WSPEventSelect':
         return { s, events: r.pick([0, P.FD_READ, P.FD_WRITE | P.FD_CLOSE, 0x3f, 0x40, r.u32()]) };
+      case 'WSPSelect': {
+        // Sets of this session's handles (now and then another number), and timeouts from none
+        // (a wait for good, bounded by the round, which ends the session) to negative ones.
+        const set = (): number[] | null => (r.chance(0.25) ? null : Array.from({ length: r.int(6) }, () => (r.chance(0.9) ? this.handle() : r.u32())));
+        const timeout = r.weighted<unknown>([
+          [3, { sec: 0, usec: 0 }],
+          [3, { sec: 0, usec: r.int(20_000) }],
+          [1, null],
+          [1, { sec: r.pick([-1, 0x7fffffff]), usec: r.pick([0, -1, 0x7fffffff]) }],
+        ]);
+        return { readfds: set(), writefds: set(), exceptfds: set(), timeout };
+      }
       case 'spiwire.threadExit':
         return { thread: r.pick([0, 1, 2, 3, r.u32()]) };
       default:

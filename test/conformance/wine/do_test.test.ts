@@ -3,13 +3,13 @@
  * simple_server with simple_client (test 0), with event_client (test 1), and oob_server with
  * oob_client (test 3). Each client sends 16 chunks of 2048 bytes, chunk i filled with 'A' + i, in
  * pieces of 128 bytes; the server receives and echoes in pieces of 64 (128 for the OOB pair).
+ * select_server with two simple_clients (test 2) is a nonblocking server driven by WSPSelect.
  * Server and client run at once, each on a thread of the session, as Wine's do on threads.
- * select_server (test 2) uses select(), and simple_mixed_client (test 4) is ported with
- * test_tcp_sendto_recvfrom: not applicable here.
+ * simple_mixed_client (test 4) is ported with test_tcp_sendto_recvfrom: not applicable here.
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, fileDaemon, listener, namelen, openSession, readU32, socket, type Family } from '../../helpers/wine.js';
+import { EVENT_BOUND_MS, Scenario, fileDaemon, listener, namelen, openSession, readU32, setBlocking, socket, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 
@@ -217,6 +217,110 @@ events.step(t, 'do_test (simple_server, event_client): sending on FD_WRITE and r
 
 events.step(t, 'do_test (simple_server, event_client): the server\'s close records FD_CLOSE with 0', {}, async (c, x) => {
   c.same(x.o.closeCode, [0, 0], 'FD_CLOSE error code of each client');
+});
+
+// ---- test 2: select_server and two simple_clients.
+
+interface Selected {
+  o: Outcome;
+  /** Selects whose count differed from the sockets the server found in its sets: [ret, found]. */
+  miscounts: Array<[number, number]>;
+  /** Calls that failed in the server loop: [what, WSA code]. */
+  failures: Array<[string, number]>;
+  selects: number;
+}
+
+/** A copy of an fd_set (Wine assigns the structure). */
+const copySet = (s: S.fd_set): S.fd_set => ({ fd_count: s.fd_count, fd_array: s.fd_array.slice(0, s.fd_count) });
+
+/**
+ * select_server: a nonblocking listening socket and its connections, served as select finds
+ * them ready (timeout 10 us): accept, receive what is still expected, echo what was received.
+ */
+async function selectServer(spi: S.SpiSession, l: number, clients: number, piece: number, r: Selected): Promise<void> {
+  const th = spi.createThread();
+  await setBlocking(spi, l, false);
+  const openRecv = S.fdSet(l);
+  const openSend = S.fdSet();
+  const conns: Array<{ s: number; buf: Buffer; recvd: number; sent: number }> = [];
+  for (let turn = 0; turn < 200_000; turn++) {
+    const recvSet = copySet(openRecv);
+    const sendSet = copySet(openSend);
+    const e = S.out(0);
+    const ready = await th.WSPSelect(0, recvSet, sendSet, null, { tv_sec: 0, tv_usec: 10 }, e);
+    r.selects++;
+    if (ready === S.SOCKET_ERROR) {
+      r.failures.push(['WSPSelect', e.value]);
+      break;
+    }
+    let found = 0;
+    if (S.FD_ISSET(l, recvSet)) {
+      found++;
+      const s = await th.WSPAccept(l, null, null, null, 0, e);
+      if (s === S.INVALID_SOCKET) r.failures.push(['WSPAccept', e.value]);
+      else {
+        S.FD_SET(s, openRecv);
+        S.FD_SET(s, openSend);
+        conns.push({ s, buf: Buffer.alloc(TOTAL), recvd: 0, sent: 0 });
+      }
+    }
+    for (const c of conns) {
+      if (S.FD_ISSET(c.s, recvSet)) {
+        found++;
+        if (c.recvd < TOTAL) {
+          const n = S.out(0);
+          if ((await th.WSPRecv(c.s, [S.wsabuf(c.buf.subarray(c.recvd, c.recvd + Math.min(TOTAL - c.recvd, piece)))], 1, n, S.out(0), null, null, null, e)) !== 0) r.failures.push(['WSPRecv', e.value]);
+          else c.recvd += n.value;
+          if (c.recvd === TOTAL) S.FD_CLR(c.s, openRecv);
+        }
+      }
+      const delta = c.recvd - c.sent;
+      if (S.FD_ISSET(c.s, sendSet)) {
+        found++;
+        if (delta > 0 && c.sent < TOTAL) {
+          const n = S.out(0);
+          if ((await th.WSPSend(c.s, [S.wsabuf(c.buf.subarray(c.sent, c.sent + Math.min(delta, piece)))], 1, n, 0, null, null, null, e)) !== 0) r.failures.push(['WSPSend', e.value]);
+          else c.sent += n.value;
+          if (c.sent === TOTAL) S.FD_CLR(c.s, openSend);
+        }
+      }
+    }
+    if (found !== ready) r.miscounts.push([ready, found]);
+    if (openSend.fd_count === 0 && openRecv.fd_count === 1 && conns.length === clients) break;
+  }
+  for (const c of conns) {
+    r.o.serverGot.push(c.buf.subarray(0, c.recvd));
+    r.o.serverSent.push(c.sent);
+    await setBlocking(spi, c.s, true);
+    r.o.leftovers.push(await readZeroBytes(th, c.s));
+    await th.WSPCloseSocket(c.s, S.out(0));
+  }
+  await th.exit();
+}
+
+const selected = new Scenario<Selected>(async (f) => {
+  const spi = await openSession(t, d);
+  const l = await listener(spi, f, 0);
+  const r: Selected = { o: empty(), miscounts: [], failures: [], selects: 0 };
+  const server = selectServer(spi, l.s, 2, 64, r);
+  await Promise.all([simpleClient(spi, f, l.name, r.o), simpleClient(spi, f, l.name, r.o)]);
+  await server;
+  await spi.WSPCloseSocket(l.s, S.out(0));
+  return r;
+});
+
+selected.step(t, 'do_test (select_server, simple_client): a nonblocking server driven by select receives each client\'s chunks intact and echoes them, and each client receives the echo intact', {}, async (c, x) => {
+  c.same(x.failures, [], 'no select, accept, receive or send of the server failed');
+  c.same(x.o.clientSent, [TOTAL, TOTAL], 'bytes sent by each client');
+  c.same(x.o.serverGot.map((b) => b.equals(pattern())), [true, true], 'the server receives each client\'s chunks intact');
+  c.same(x.o.serverSent, [TOTAL, TOTAL], 'bytes echoed to each client');
+  c.same(x.o.clientGot.map((b) => b.equals(pattern())), [true, true], 'each client receives the echo intact');
+  c.same(x.o.leftovers, [0, 0, 0, 0], 'then both sides read the end of the stream and nothing more');
+});
+
+selected.step(t, 'do_test (select_server, simple_client): each select returns as many entries as the server finds in its sets', {}, async (c, x) => {
+  c.ok(x.selects > 2, `the server made ${x.selects} selects`);
+  c.same(x.miscounts, [], 'selects whose count differed from what the sets held: [ret, found]');
 });
 
 // ---- test 3: oob_server and oob_client (16 chunks of 128 bytes, one client).

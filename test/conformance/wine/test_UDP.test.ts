@@ -108,17 +108,22 @@ unreach.step(t, 'test_UDP: sends to a connected port with nobody behind it keep 
 
 unreach.step(t, 'test_UDP: nonblocking sends from two threads at once all succeed, 256 each', {}, async (c, u) => {
   await setBlocking(u.spi, u.s, false);
-  const run = async (th: S.SessionThread): Promise<number[]> => {
-    const bad: number[] = [];
+  // Each thread also selects the socket for writing, with a zero timeout, after each send.
+  const run = async (th: S.SessionThread): Promise<{ sends: number[]; selects: number[] }> => {
+    const sends: number[] = [];
+    const selects: number[] = [];
     for (let i = 0; i < 256; i++) {
       const r = await send(th, u.s, new Uint8Array(256));
-      if (r.ret !== 0 || r.sent !== 256) bad.push(r.err || r.sent);
+      if (r.ret !== 0 || r.sent !== 256) sends.push(r.err || r.sent);
+      const [ret, err] = await call((e) => th.WSPSelect(0, null, S.fdSet(u.s), null, { tv_sec: 0, tv_usec: 0 }, e));
+      if (ret !== 1) selects.push(ret === S.SOCKET_ERROR ? err : ret);
     }
-    return bad;
+    return { sends, selects };
   };
   const [a, b] = await Promise.all([run(u.spi.createThread()), run(u.spi.createThread())]);
-  c.same(a, [], 'every send of the first thread took 256 bytes');
-  c.same(b, [], 'every send of the second thread took 256 bytes');
+  c.same(a.sends, [], 'every send of the first thread took 256 bytes');
+  c.same(b.sends, [], 'every send of the second thread took 256 bytes');
+  c.same([a.selects, b.selects], [[], []], 'every select of either thread found the socket writable (1)');
   await u.spi.WSPCloseSocket(u.s, S.out(0));
 });
 

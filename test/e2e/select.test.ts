@@ -1,0 +1,149 @@
+/**
+ * WSPSelect beyond Wine's cases (test/conformance/wine/test_select_calls.test.ts): a wait that
+ * ends when real peers act (a reader making room, a datagram, an ICMP port unreachable), the
+ * checks the SDK makes on the caller's fd_set and timeval, other sessions' handles, the limit on
+ * sockets watched, and the daemon stopping under a waiting call.
+ */
+import t from 'tap';
+import * as dgram from 'node:dgram';
+import * as S from '@spiwire/client';
+import { FAMILIES, addr, bindLoopback, call, closedPort, connectedTcp, daemon, loopback, namelen, newSocket, recvInto, send, sendTo, session, setNonBlocking, setOpt, tcpPeer, udpPeer } from '../helpers/harness.js';
+
+const BOUND: S.timeval = { tv_sec: 5, tv_usec: 0 };
+
+function select(spi: S.SpiSession, r: S.fd_set | null, w: S.fd_set | null, x: S.fd_set | null, timeout: S.timeval | null): Promise<[number, number]> {
+  return call((e) => spi.WSPSelect(0, r, w, x, timeout, e));
+}
+
+/** What p resolves to, or 'still waiting' once ms have passed (the timer is cleared either way). */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | 'still waiting'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'still waiting'>((resolve) => (timer = setTimeout(() => resolve('still waiting'), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+for (const f of FAMILIES) {
+  t.test(`${f}: a select waiting for a full socket to be writable returns once the peer reads`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f, { paused: true });
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    t.same(await setOpt(spi, s, S.SO_SNDBUF, 4096), [0, 0], 'SO_SNDBUF 4096');
+    await setNonBlocking(spi, s, true);
+    const chunk = new Uint8Array(4096).fill(7);
+    let sent = 0;
+    // Send until the sends stop and a short select no longer finds room: the kernel's buffers
+    // take bytes from the transport buffer for a while after the first WSAEWOULDBLOCK.
+    let full = false;
+    for (let i = 0; i < 100_000 && !full; i++) {
+      const [ret, err, n] = await send(spi, s, [chunk]);
+      if (ret === 0) sent += n;
+      else if (err !== S.WSAEWOULDBLOCK) throw new Error(`WSPSend: ${err}`);
+      else full = (await select(spi, null, S.fdSet(s), null, { tv_sec: 0, tv_usec: 50_000 }))[0] === 0;
+    }
+    t.ok(full, `full after ${sent} bytes: a 50 ms select finds it not writable`);
+    const w = S.fdSet(s);
+    // No timeout: only the room the reader makes can end this select (bounded here by a timer).
+    const waiting = select(spi, null, w, null, null);
+    conn.socket.resume();
+    t.same(await within(waiting, 10_000), [1, 0], 'the select returns 1 once the peer reads');
+    t.ok(S.FD_ISSET(s, w), 'with the socket in writefds');
+    await conn.waitFor(sent);
+    t.equal(conn.received().length, sent, 'the peer got every byte the sends reported');
+  });
+
+  t.test(`${f}: UDP: a select on readfds returns when a datagram arrives, and when an ICMP port unreachable waits to be reported`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const u = await newSocket(spi, f, 'udp');
+    const name = await bindLoopback(spi, u, f);
+    const r = S.fdSet(u);
+    t.same(await select(spi, r, null, null, { tv_sec: 0, tv_usec: 1000 }), [0, 0], 'nothing yet: 0');
+    const waiting = select(spi, S.fdSet(u), null, null, BOUND);
+    const peer = dgram.createSocket(f === 'ipv4' ? 'udp4' : 'udp6');
+    t.teardown(() => peer.close());
+    peer.send(Buffer.from('datagram'), name.port, loopback(f));
+    t.same(await waiting, [1, 0], 'a datagram: 1');
+    const got = await recvInto(spi, u, [64]);
+    t.equal(Buffer.from(got.data).toString(), 'datagram', 'the receive takes it');
+
+    const closed = addr(f, await closedPort(f, 'udp'));
+    t.same((await sendTo(spi, u, [Buffer.from('x')], closed, namelen(f))).slice(0, 2), [0, 0], 'a datagram to a closed port');
+    const unreachable = S.fdSet(u);
+    t.same(await select(spi, unreachable, null, null, BOUND), [1, 0], 'the port unreachable makes it readable');
+    const failed = await recvInto(spi, u, [64]);
+    t.same([failed.ret, failed.errno], [S.SOCKET_ERROR, S.WSAECONNRESET], 'the receive reports it');
+    t.same(await select(spi, S.fdSet(u), null, null, { tv_sec: 0, tv_usec: 0 }), [0, 0], 'and it is not readable after that');
+  });
+
+  t.test(`${f}: another session's socket is not a socket of this one: WSAENOTSOCK`, async (t) => {
+    const d = await daemon(t);
+    const a = await session(t, d);
+    const b = await session(t, d);
+    const peer = await udpPeer(t, f);
+    const theirs = await newSocket(b, f, 'udp');
+    t.same(await select(a, null, S.fdSet(theirs), null, BOUND), [S.SOCKET_ERROR, S.WSAENOTSOCK], 'select in the other session fails');
+    t.same(await select(b, null, S.fdSet(theirs), null, BOUND), [1, 0], 'the owner sees it writable');
+    t.same((await sendTo(b, theirs, [Buffer.from('still mine')], addr(f, peer.port), namelen(f))).slice(0, 2), [0, 0], 'and sends on it');
+    await peer.waitFor(1);
+  });
+}
+
+t.test('the SDK checks the caller\'s fd_set and timeval as the caller\'s memory', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const u = await newSocket(spi, 'ipv4', 'udp');
+  const bad = (r: unknown, timeout: unknown): Promise<[number, number]> => call((e) => spi.WSPSelect(0, r as S.fd_set, null, null, timeout as S.timeval, e));
+  t.same(await bad({ fd_count: 2, fd_array: [u] }, null), [S.SOCKET_ERROR, S.WSAEFAULT], 'fd_count beyond fd_array: WSAEFAULT');
+  t.same(await bad({ fd_count: -1, fd_array: [u] }, null), [S.SOCKET_ERROR, S.WSAEFAULT], 'a negative fd_count: WSAEFAULT');
+  t.same(await bad([u], null), [S.SOCKET_ERROR, S.WSAEFAULT], 'an array for an fd_set: WSAEFAULT');
+  t.same(await bad(S.fdSet(u), { tv_sec: 1 }), [S.SOCKET_ERROR, S.WSAEFAULT], 'a timeval without tv_usec: WSAEFAULT');
+  t.same(await bad(S.fdSet(u), { tv_sec: 2 ** 31, tv_usec: 0 }), [S.SOCKET_ERROR, S.WSAEFAULT], 'tv_sec beyond a C long: WSAEFAULT');
+  t.same(await bad(S.fdSet(u), { tv_sec: -1, tv_usec: 0 }), [S.SOCKET_ERROR, S.WSAEINVAL], 'a negative tv_sec: WSAEINVAL (the daemon)');
+  t.same(await bad(S.fdSet(u), { tv_sec: 0, tv_usec: -1 }), [S.SOCKET_ERROR, S.WSAEINVAL], 'a negative tv_usec: WSAEINVAL');
+  const big: S.fd_set = { fd_count: S.FD_SETSIZE + 1, fd_array: new Array<number>(S.FD_SETSIZE + 1).fill(u) };
+  t.same(await bad(big, null), [S.SOCKET_ERROR, S.WSAENOBUFS], `more than FD_SETSIZE (${S.FD_SETSIZE}) sockets: WSAENOBUFS`);
+  const full = S.fdSet();
+  for (let i = 0; i < S.FD_SETSIZE + 5; i++) S.FD_SET(i, full);
+  t.equal(full.fd_count, S.FD_SETSIZE, 'FD_SET stops at FD_SETSIZE, as the C macro does');
+  const set = S.fdSet(1, 2, 3);
+  S.FD_CLR(2, set);
+  t.same(set.fd_array.slice(0, set.fd_count), [1, 3], 'FD_CLR moves the later entries down');
+  t.same(await select(spi, null, S.fdSet(u), null, { tv_sec: 0, tv_usec: 0 }), [1, 0], 'the session still answers: the UDP socket is writable');
+});
+
+t.test(`a session's waiting selects watch at most ${S.MAX_SELECT_WATCHES} sockets; one more fails with WSAENOBUFS, and a close releases them`, async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const socks: number[] = [];
+  for (let i = 0; i < 16; i++) socks.push(await newSocket(spi, 'ipv4', 'udp'));
+  const calls = S.MAX_SELECT_WATCHES / socks.length;
+  // Unbound UDP sockets have nothing to read: each select waits, watching 16 sockets.
+  const waiting = Array.from({ length: calls }, () => select(spi, S.fdSet(...socks), null, null, null));
+  t.same(await select(spi, S.fdSet(...socks), null, null, null), [S.SOCKET_ERROR, S.WSAENOBUFS], 'the next one fails at once');
+  t.same(await select(spi, S.fdSet(...socks), null, null, { tv_sec: 0, tv_usec: 0 }), [0, 0], 'a select that does not wait still runs');
+  t.same(await call((e) => spi.WSPCloseSocket(socks[0]!, e)), [0, 0], 'closing a socket they name');
+  const results = await Promise.all(waiting);
+  t.ok(results.every((r) => r[0] === 1 && r[1] === 0), `each of the ${calls} waiting selects returns 1: the closed socket, readable`);
+  const peer = dgram.createSocket('udp4');
+  t.teardown(() => peer.close());
+  const name = await bindLoopback(spi, socks[1]!, 'ipv4');
+  const again = select(spi, S.fdSet(socks[1]!), null, null, BOUND);
+  peer.send(Buffer.from('x'), name.port, '127.0.0.1');
+  t.same(await again, [1, 0], 'afterwards a select waits again, and a datagram ends it');
+});
+
+t.test('the daemon stopping ends a waiting select with WSAENETDOWN', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const u = await newSocket(spi, 'ipv4', 'udp');
+  const waiting = select(spi, S.fdSet(u), null, null, null);
+  // Handled in order: the select waits before the daemon begins to stop.
+  t.same(await select(spi, null, S.fdSet(u), null, null), [1, 0], 'the session answers while one select waits');
+  await d.close();
+  t.same(await waiting, [S.SOCKET_ERROR, S.WSAENETDOWN], 'the waiting select fails with WSAENETDOWN');
+});
