@@ -121,6 +121,28 @@ export abstract class SpiFunctions {
     return finish(await this.engine.call('WSPShutdown', { s, how }), lpErrno);
   }
 
+  /**
+   * WSPSendDisconnect: ends the socket's sending side, as WSPShutdown(SD_SEND) does (the peer
+   * reads the end of the stream once the bytes before it). TCP carries no disconnect data: a
+   * non-NULL lpOutboundDisconnectData fails with WSAENOPROTOOPT, as the reference page says of a
+   * provider without it, and nothing is shut down.
+   */
+  async WSPSendDisconnect(s: SOCKET, lpOutboundDisconnectData: WSABUF | null, lpErrno: Out): Promise<number> {
+    return this.disconnect(s, lpOutboundDisconnectData, P.SD_SEND, lpErrno);
+  }
+
+  /** WSPRecvDisconnect: ends the receiving side, as WSPShutdown(SD_RECEIVE); disconnect data as for WSPSendDisconnect. */
+  async WSPRecvDisconnect(s: SOCKET, lpInboundDisconnectData: WSABUF | null, lpErrno: Out): Promise<number> {
+    return this.disconnect(s, lpInboundDisconnectData, P.SD_RECEIVE, lpErrno);
+  }
+
+  private async disconnect(s: SOCKET, data: WSABUF | null, how: number, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
+    if (data != null) return setErr(lpErrno, isRecord(data) ? P.WSAENOPROTOOPT : P.WSAEFAULT);
+    return this.WSPShutdown(s, how, lpErrno);
+  }
+
   async WSPGetSockName(s: SOCKET, name: SockAddr | null, namelen: Out | null, lpErrno: Out): Promise<number> {
     return this.getName('WSPGetSockName', s, name, namelen, lpErrno);
   }

@@ -53,6 +53,8 @@ export const THREAD_BOUND_FUNCTIONS = [
   'WSPRecv',
   'WSPRecvFrom',
   'WSPShutdown',
+  'WSPSendDisconnect',
+  'WSPRecvDisconnect',
   'WSPCloseSocket',
   'WSPGetSockName',
   'WSPGetPeerName',

@@ -663,6 +663,40 @@ t.test('WSPShutdown with a bad how -> WSAEINVAL', async (t) => {
   }
 });
 
+t.test('WSPSendDisconnect and WSPRecvDisconnect: shutdown of one side, and no disconnect data on TCP', async (t) => {
+  for (const f of FAMILIES) {
+    t.test(f, async (t) => {
+      const d = await daemon(t);
+      const spi = await session(t, d);
+      const peer = await tcpPeer(t, f);
+      const { s, conn } = await connectedTcp(spi, f, peer);
+      const data = S.wsabuf('bye');
+      t.same(await call((e) => spi.WSPSendDisconnect(s, data, e)), [S.SOCKET_ERROR, S.WSAENOPROTOOPT], 'disconnect data: WSAENOPROTOOPT');
+      t.same(await call((e) => spi.WSPRecvDisconnect(s, data, e)), [S.SOCKET_ERROR, S.WSAENOPROTOOPT], 'on the receiving side too');
+      t.same(await call((e) => spi.WSPSendDisconnect(s, 'x' as unknown as S.WSABUF, e)), [S.SOCKET_ERROR, S.WSAEFAULT], 'a WSABUF that is not one: WSAEFAULT');
+      t.same(await send(spi, s, [Buffer.from('last ')]), [0, 0, 5], 'nothing was shut down: a send still goes');
+      t.same(await call((e) => spi.WSPSendDisconnect(s, null, e)), [0, 0], 'WSPSendDisconnect(NULL)');
+      await conn.ended;
+      t.equal(conn.received().toString(), 'last ', 'the peer read the bytes before it, then the end of the stream');
+      t.same(await send(spi, s, [Buffer.from('late')]), [S.SOCKET_ERROR, S.WSAESHUTDOWN, -1], 'a send afterwards: WSAESHUTDOWN');
+      conn.socket.write('still open');
+      let text = '';
+      for (let i = 0; i < 50 && text.length < 10; i++) {
+        const r = await recvInto(spi, s, [16]);
+        if (r.ret !== 0 || r.bytes === 0) break;
+        text += r.data.toString();
+      }
+      t.equal(text, 'still open', 'the receiving side still reads');
+      t.same(await call((e) => spi.WSPRecvDisconnect(s, null, e)), [0, 0], 'WSPRecvDisconnect(NULL)');
+      const after = await recvInto(spi, s, [16]);
+      t.same([after.ret, after.errno], [S.SOCKET_ERROR, S.WSAESHUTDOWN], 'a receive afterwards: WSAESHUTDOWN');
+      const nc = await newSocket(spi, f, 'tcp');
+      t.same(await call((e) => spi.WSPSendDisconnect(nc, null, e)), [S.SOCKET_ERROR, S.WSAENOTCONN], 'a socket never connected: WSAENOTCONN');
+      t.same(await call((e) => spi.WSPRecvDisconnect(0x7ffffffc, null, e)), [S.SOCKET_ERROR, S.WSAENOTSOCK], 'not a socket: WSAENOTSOCK');
+    });
+  }
+});
+
 t.test('WSPRecv returns 0 after the peer FIN', async (t) => {
   for (const f of FAMILIES) {
     t.test(f, async (t) => {

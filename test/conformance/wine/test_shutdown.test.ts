@@ -1,8 +1,9 @@
 /**
  * Wine's test_shutdown (dlls/ws2_32/tests/sock.c): WSPShutdown on TCP and UDP sockets, what each
  * direction refuses afterwards, what the peer sees, and overlapped receives across a shutdown.
- * (test_shutdown_completion_port checks that shutdown queues no completion-port packet; spiwire
- * has no completion ports: not applicable.)
+ * test_shutdown_completion_port checks that shutdown, WSASendDisconnect and WSARecvDisconnect
+ * queue no completion-port packet (spiwire has no completion ports: not applicable); its calls of
+ * the Disconnect functions on a connected socket are ported (they succeed).
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
@@ -267,4 +268,19 @@ udp.step(t, 'test_shutdown: UDP: SD_SEND succeeds twice, then a send fails with 
   c.same(await shut(u.spi, u.client, S.SD_SEND), [0, 0], 'first SD_SEND');
   c.same(await shut(u.spi, u.client, S.SD_SEND), [0, 0], 'second SD_SEND');
   c.same(await sendTo(), [S.SOCKET_ERROR, S.WSAESHUTDOWN], 'WSPSendTo after SD_SEND');
+});
+
+// ---- test_shutdown_completion_port: the Disconnect functions on a connected socket.
+
+const disconnect = new Scenario<{ spi: S.SpiSession; client: number; server: number }>(async (f) => {
+  const spi = await openSession(t, d);
+  return { spi, ...(await tcpPair(spi, f)) };
+});
+
+disconnect.step(t, 'test_shutdown: (test_shutdown_completion_port) WSASendDisconnect then WSARecvDisconnect with no disconnect data, on a connected TCP socket, each return 0', {}, async (c, p) => {
+  c.same(await call((e) => p.spi.WSPSendDisconnect(p.client, null, e)), [0, 0], 'WSPSendDisconnect(NULL)');
+  c.same(await call((e) => p.spi.WSPRecvDisconnect(p.client, null, e)), [0, 0], 'WSPRecvDisconnect(NULL)');
+  const r = await recv(p.spi, p.server, 16);
+  c.same([r.ret, r.bytes], [0, 0], 'the peer reads the end of the stream');
+  for (const s of [p.client, p.server]) await p.spi.WSPCloseSocket(s, S.out(0));
 });
