@@ -123,24 +123,27 @@ export abstract class SpiFunctions {
 
   /**
    * WSPSendDisconnect: ends the socket's sending side, as WSPShutdown(SD_SEND) does (the peer
-   * reads the end of the stream once the bytes before it). TCP carries no disconnect data: a
-   * non-NULL lpOutboundDisconnectData fails with WSAENOPROTOOPT, as the reference page says of a
-   * provider without it, and nothing is shut down.
+   * reads the end of the stream once the bytes before it). TCP carries no disconnect data: bytes
+   * in lpOutboundDisconnectData fail the call with WSAENOPROTOOPT, as the reference page says of
+   * a provider without it, and nothing is shut down; an empty WSABUF is no data.
    */
   async WSPSendDisconnect(s: SOCKET, lpOutboundDisconnectData: WSABUF | null, lpErrno: Out): Promise<number> {
-    return this.disconnect(s, lpOutboundDisconnectData, P.SD_SEND, lpErrno);
-  }
-
-  /** WSPRecvDisconnect: ends the receiving side, as WSPShutdown(SD_RECEIVE); disconnect data as for WSPSendDisconnect. */
-  async WSPRecvDisconnect(s: SOCKET, lpInboundDisconnectData: WSABUF | null, lpErrno: Out): Promise<number> {
-    return this.disconnect(s, lpInboundDisconnectData, P.SD_RECEIVE, lpErrno);
-  }
-
-  private async disconnect(s: SOCKET, data: WSABUF | null, how: number, lpErrno: Out): Promise<number> {
     checkErrno(lpErrno);
-    if (!isU32(s)) return setErr(lpErrno, P.WSAENOTSOCK);
-    if (data != null) return setErr(lpErrno, isRecord(data) ? P.WSAENOPROTOOPT : P.WSAEFAULT);
-    return this.WSPShutdown(s, how, lpErrno);
+    const data = lpOutboundDisconnectData;
+    if (data != null && !(isRecord(data) && isU32(data.len))) return setErr(lpErrno, P.WSAEFAULT);
+    if (data != null && data.len > 0) return setErr(lpErrno, isU32(s) && this.engine.sockets.has(s) ? P.WSAENOPROTOOPT : P.WSAENOTSOCK);
+    return this.WSPShutdown(s, P.SD_SEND, lpErrno);
+  }
+
+  /**
+   * WSPRecvDisconnect: ends the receiving side, as WSPShutdown(SD_RECEIVE). No disconnect data
+   * ever arrives on TCP: lpInboundDisconnectData is left as it is (the reference page lets a
+   * provider without disconnect data not fail, and Windows' ws2_32 as Wine has it ignores it).
+   */
+  async WSPRecvDisconnect(s: SOCKET, lpInboundDisconnectData: WSABUF | null, lpErrno: Out): Promise<number> {
+    checkErrno(lpErrno);
+    if (lpInboundDisconnectData != null && !isRecord(lpInboundDisconnectData)) return setErr(lpErrno, P.WSAEFAULT);
+    return this.WSPShutdown(s, P.SD_RECEIVE, lpErrno);
   }
 
   async WSPGetSockName(s: SOCKET, name: SockAddr | null, namelen: Out | null, lpErrno: Out): Promise<number> {

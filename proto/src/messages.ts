@@ -484,7 +484,7 @@ export const NOTIFICATIONS = {
     },
   },
   'spiwire.waiting': {
-    summary: 'A blocking call (not overlapped) has begun to wait: for a connection, data, buffer room or the end of a connect. Sent before its reply, at most once per call.',
+    summary: 'A blocking call (not overlapped) has begun to wait: for a connection, data, buffer room, the end of a connect or, for WSPSelect, a socket to become ready. Sent before its reply, at most once per call.',
     params: {
       id: { type: 'requestId', doc: 'The id of the waiting call.' },
     },

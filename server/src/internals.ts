@@ -8,3 +8,4 @@ export { libc, fdOf } from './native/libc.js';
 export { wsaFromErrno } from './errno-map.js';
 export { maxRecvBytes } from './session.js';
 export { TurnBudget } from './turn-budget.js';
+export { UdpSocket } from './sockets/udp-socket.js';

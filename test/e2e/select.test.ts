@@ -7,7 +7,8 @@
 import t from 'tap';
 import * as dgram from 'node:dgram';
 import * as S from '@spiwire/client';
-import { FAMILIES, addr, bindLoopback, call, closedPort, connectedTcp, daemon, loopback, namelen, newSocket, recvInto, send, sendTo, session, setNonBlocking, setOpt, tcpPeer, udpPeer } from '../helpers/harness.js';
+import { UdpSocket } from '@spiwire/server/internals';
+import { FAMILIES, addr, bindLoopback, call, closedPort, connectedTcp, daemon, fionread, loopback, namelen, newSocket, recvInto, roundTrip, send, sendTo, session, setNonBlocking, setOpt, tcpPeer, udpPeer, until } from '../helpers/harness.js';
 
 const BOUND: S.timeval = { tv_sec: 5, tv_usec: 0 };
 
@@ -80,6 +81,22 @@ for (const f of FAMILIES) {
     t.same(await select(spi, S.fdSet(u), null, null, { tv_sec: 0, tv_usec: 0 }), [0, 0], 'and it is not readable after that');
   });
 
+  t.test(`${f}: after its own SD_RECEIVE a TCP socket is writable only, and after SD_SEND still writable`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s } = await connectedTcp(spi, f, peer);
+    const all = (): [S.fd_set, S.fd_set, S.fd_set] => [S.fdSet(s), S.fdSet(s), S.fdSet(s)];
+    t.same(await call((e) => spi.WSPShutdown(s, S.SD_RECEIVE, e)), [0, 0], 'SD_RECEIVE');
+    const a = all();
+    t.same(await select(spi, ...a, { tv_sec: 0, tv_usec: 0 }), [1, 0], 'select returns 1');
+    t.same(a.map((x) => x.fd_count), [0, 1, 0], 'in writefds only');
+    t.same(await call((e) => spi.WSPShutdown(s, S.SD_SEND, e)), [0, 0], 'SD_SEND too');
+    const b = all();
+    t.same(await select(spi, ...b, { tv_sec: 0, tv_usec: 0 }), [1, 0], 'select returns 1');
+    t.same(b.map((x) => x.fd_count), [0, 1, 0], 'still in writefds only (Wine\'s test_WSAPoll: POLLWRNORM)');
+  });
+
   t.test(`${f}: another session's socket is not a socket of this one: WSAENOTSOCK`, async (t) => {
     const d = await daemon(t);
     const a = await session(t, d);
@@ -92,6 +109,31 @@ for (const f of FAMILIES) {
     await peer.waitFor(1);
   });
 }
+
+t.test('a select waiting for data reads past the received-bytes budget, as a waiting receive does', async (t) => {
+  // A budget of 256 KiB for two sessions: 128 KiB each. Six sockets holding 64 KiB unread put the
+  // session over its share, and its sockets stop reading, except one a receive (or select) waits on.
+  const d = await daemon(t, { limits: { receivedBudgetBytes: 256 * 1024, maxSessions: 2 } });
+  const spi = await session(t, d);
+  const peer = await tcpPeer(t, 'ipv4');
+  const full: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+    conn.socket.write(Buffer.alloc(64 * 1024, i));
+    full.push(s);
+  }
+  t.ok(await until(async () => (await Promise.all(full.map((s) => fionread(spi, s)))).every(([, , n]) => n === 64 * 1024)), 'six sockets each hold 64 KiB unread');
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  await setNonBlocking(spi, s, true);
+  conn.socket.write('first');
+  t.ok(await until(async () => (await fionread(spi, s))[2] === 5), 'the socket read 5 bytes, then stopped');
+  t.equal((await recvInto(spi, s, [16])).data.toString(), 'first', 'a receive takes them');
+  conn.socket.write('second');
+  const r = S.fdSet(s);
+  t.same(await select(spi, r, null, null, BOUND), [1, 0], 'a select on readfds returns 1: the socket reads for it');
+  t.ok(S.FD_ISSET(s, r), 'the socket is readable');
+  t.equal((await recvInto(spi, s, [16])).data.toString(), 'second', 'and the receive gets the new bytes');
+});
 
 t.test('the SDK checks the caller\'s fd_set and timeval as the caller\'s memory', async (t) => {
   const d = await daemon(t);
@@ -135,6 +177,45 @@ t.test(`a session's waiting selects watch at most ${S.MAX_SELECT_WATCHES} socket
   const again = select(spi, S.fdSet(socks[1]!), null, null, BOUND);
   peer.send(Buffer.from('x'), name.port, '127.0.0.1');
   t.same(await again, [1, 0], 'afterwards a select waits again, and a datagram ends it');
+});
+
+t.test('a busy socket that many selects watch for something else asks itself once per change, not once per select', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const u = await newSocket(spi, 'ipv4', 'udp');
+  const name = await bindLoopback(spi, u, 'ipv4');
+  t.same(await call((e) => spi.WSPShutdown(u, S.SD_SEND, e)), [0, 0], 'SD_SEND: the socket is never writable again');
+  await setNonBlocking(spi, u, true);
+  const SELECTS = 2000;
+  const waiting = Array.from({ length: SELECTS }, () => select(spi, null, S.fdSet(u), null, null));
+  // The daemon takes calls in order: once this one is answered, every select waits.
+  await roundTrip(spi);
+  // Counts the daemon's questions to UDP sockets (the daemon runs in this process).
+  const original = UdpSocket.prototype.selectReady;
+  let asked = 0;
+  UdpSocket.prototype.selectReady = function (this: UdpSocket, wanted: number): number {
+    asked++;
+    return original.call(this, wanted);
+  };
+  t.teardown(() => {
+    UdpSocket.prototype.selectReady = original;
+  });
+  const DATAGRAMS = 100;
+  const peer = dgram.createSocket('udp4');
+  t.teardown(() => peer.close());
+  for (let i = 0; i < DATAGRAMS; i++) peer.send(Buffer.from(`d${i}`), name.port, '127.0.0.1');
+  let got = 0;
+  t.ok(await until(async () => {
+    for (;;) {
+      const r = await recvInto(spi, u, [16]);
+      if (r.ret !== 0) return got === DATAGRAMS;
+      got++;
+    }
+  }), `the socket received the ${DATAGRAMS} datagrams`);
+  t.ok(asked > 0 && asked <= 3 * DATAGRAMS, `the socket was asked ${asked} times for ${DATAGRAMS} datagrams and ${SELECTS} waiting selects`);
+  t.same(await call((e) => spi.WSPCloseSocket(u, e)), [0, 0], 'closing it');
+  const results = await Promise.all(waiting);
+  t.ok(results.every((r) => r[0] === S.SOCKET_ERROR && r[1] === S.WSAENOTSOCK), 'ends every select: WSAENOTSOCK (writefds only)');
 });
 
 t.test('the daemon stopping ends a waiting select with WSAENETDOWN', async (t) => {

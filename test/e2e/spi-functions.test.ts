@@ -672,10 +672,10 @@ t.test('WSPSendDisconnect and WSPRecvDisconnect: shutdown of one side, and no di
       const { s, conn } = await connectedTcp(spi, f, peer);
       const data = S.wsabuf('bye');
       t.same(await call((e) => spi.WSPSendDisconnect(s, data, e)), [S.SOCKET_ERROR, S.WSAENOPROTOOPT], 'disconnect data: WSAENOPROTOOPT');
-      t.same(await call((e) => spi.WSPRecvDisconnect(s, data, e)), [S.SOCKET_ERROR, S.WSAENOPROTOOPT], 'on the receiving side too');
+      t.same(await call((e) => spi.WSPSendDisconnect(0x7ffffffc, data, e)), [S.SOCKET_ERROR, S.WSAENOTSOCK], 'not a socket comes first: WSAENOTSOCK');
       t.same(await call((e) => spi.WSPSendDisconnect(s, 'x' as unknown as S.WSABUF, e)), [S.SOCKET_ERROR, S.WSAEFAULT], 'a WSABUF that is not one: WSAEFAULT');
       t.same(await send(spi, s, [Buffer.from('last ')]), [0, 0, 5], 'nothing was shut down: a send still goes');
-      t.same(await call((e) => spi.WSPSendDisconnect(s, null, e)), [0, 0], 'WSPSendDisconnect(NULL)');
+      t.same(await call((e) => spi.WSPSendDisconnect(s, S.wsabuf(new Uint8Array(0)), e)), [0, 0], 'WSPSendDisconnect with an empty WSABUF: no data');
       await conn.ended;
       t.equal(conn.received().toString(), 'last ', 'the peer read the bytes before it, then the end of the stream');
       t.same(await send(spi, s, [Buffer.from('late')]), [S.SOCKET_ERROR, S.WSAESHUTDOWN, -1], 'a send afterwards: WSAESHUTDOWN');
@@ -687,7 +687,9 @@ t.test('WSPSendDisconnect and WSPRecvDisconnect: shutdown of one side, and no di
         text += r.data.toString();
       }
       t.equal(text, 'still open', 'the receiving side still reads');
-      t.same(await call((e) => spi.WSPRecvDisconnect(s, null, e)), [0, 0], 'WSPRecvDisconnect(NULL)');
+      const inbound = S.wsabuf(new Uint8Array(8));
+      t.same(await call((e) => spi.WSPRecvDisconnect(s, inbound, e)), [0, 0], 'WSPRecvDisconnect with a buffer for disconnect data');
+      t.equal(inbound.len, 8, 'which it leaves alone: no disconnect data on TCP');
       const after = await recvInto(spi, s, [16]);
       t.same([after.ret, after.errno], [S.SOCKET_ERROR, S.WSAESHUTDOWN], 'a receive afterwards: WSAESHUTDOWN');
       const nc = await newSocket(spi, f, 'tcp');

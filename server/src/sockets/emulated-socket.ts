@@ -27,6 +27,22 @@ export const SELECT_READ = 1;
 export const SELECT_WRITE = 2;
 export const SELECT_EXCEPT = 4;
 
+const SELECT_BITS = [SELECT_READ, SELECT_WRITE, SELECT_EXCEPT] as const;
+
+/** A WSPSelect waiting on a socket: the conditions it wants, and how it is told. */
+interface SelectWatcher {
+  readonly wanted: number;
+  readonly changed: () => void;
+  readonly aborted: (errno: number) => void;
+}
+
+/** A socket's waiting selects; counts: how many want each condition. */
+interface SelectWatch {
+  readonly watchers: Set<SelectWatcher>;
+  readonly counts: Record<number, number>;
+  readonly stop: () => void;
+}
+
 /** What one socket is: its handle and kind. */
 export interface SocketIdentity {
   readonly handle: number;
@@ -177,6 +193,8 @@ export abstract class EmulatedSocket<S extends string = string> {
 
   /** Blocked calls and overlapped receives waiting on this socket (made on the first wait). */
   private waiters: Set<Waiter> | null = null;
+  /** The WSPSelect calls waiting on this socket (made on the first). */
+  private selectWatch: SelectWatch | null = null;
   private childLog: Logger | null = null;
   /**
    * WSPEventSelect: the events selected, and those recorded and not re-enabled since. The second
@@ -515,27 +533,58 @@ export abstract class EmulatedSocket<S extends string = string> {
   abstract selectReady(wanted: number): number;
 
   /**
-   * A WSPSelect waits on this socket: changed() runs on every change of the socket's state,
-   * aborted(errno) once if it closes (WSAEINTR) or the daemon stops (WSAENETDOWN) first. except:
-   * the call looks for exceptional conditions. Returns the function that ends the watch.
+   * A WSPSelect waits on this socket for the conditions in wanted: changed() runs when one of them
+   * holds after a change of the socket, aborted(errno) once if the socket closes (WSAEINTR) or the
+   * daemon stops (WSAENETDOWN) first. Returns the function that ends the watch.
    */
-  watchSelect(changed: () => void, aborted: (errno: number) => void, _except: boolean): () => void {
+  watchSelect(wanted: number, changed: () => void, aborted: (errno: number) => void): () => void {
+    const watch = (this.selectWatch ??= this.startSelectWatch());
+    const w: SelectWatcher = { wanted, changed, aborted };
+    watch.watchers.add(w);
+    for (const bit of SELECT_BITS) if (wanted & bit) watch.counts[bit] = (watch.counts[bit] ?? 0) + 1;
+    return () => {
+      if (!watch.watchers.delete(w)) return;
+      for (const bit of SELECT_BITS) if (wanted & bit) watch.counts[bit]!--;
+      if (watch.watchers.size === 0) watch.stop();
+    };
+  }
+
+  /**
+   * The socket's select watch: one waiter, however many selects wait here. A change of the socket
+   * asks it once about the conditions some select wants, and wakes only the selects it can end:
+   * a busy socket that thousands of selects watch for something else costs one question per
+   * change, not one per select.
+   */
+  private startSelectWatch(): SelectWatch {
+    const watchers = new Set<SelectWatcher>();
+    const counts: Record<number, number> = {};
     let stopped = false;
-    // A wait that never settles by itself: its check only tells the select of the change.
     const end = this.addWaiter<never>(
       () => {
-        if (!stopped) changed();
+        if (stopped) return undefined;
+        let wanted = 0;
+        for (const bit of SELECT_BITS) if (counts[bit]) wanted |= bit;
+        const ready = wanted === 0 ? 0 : this.selectReady(wanted);
+        if (ready !== 0) for (const w of [...watchers]) if (w.wanted & ready) w.changed();
         return undefined;
       },
       () => undefined,
       (errno) => {
-        if (!stopped) aborted(errno);
+        if (stopped) return;
+        stopped = true;
+        this.selectWatch = null;
+        for (const w of [...watchers]) w.aborted(errno);
       },
       false,
     );
-    return () => {
-      stopped = true;
-      end(0);
+    return {
+      watchers,
+      counts,
+      stop: () => {
+        stopped = true;
+        this.selectWatch = null;
+        end(0);
+      },
     };
   }
 

@@ -885,10 +885,14 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     return ready;
   }
 
-  /** A WSPSelect that looks for urgent data watches for it while it waits, as a MSG_OOB receive does. */
-  override watchSelect(changed: () => void, aborted: (errno: number) => void, except: boolean): () => void {
-    const stop = super.watchSelect(changed, aborted, except);
-    if (!except) return stop;
+  /**
+   * A WSPSelect that waits for data reads past the received-bytes budget, as a waiting receive
+   * does; one that looks for urgent data watches for it, as a MSG_OOB receive does.
+   */
+  override watchSelect(wanted: number, changed: () => void, aborted: (errno: number) => void): () => void {
+    const stop = super.watchSelect(wanted, changed, aborted);
+    if (wanted & SELECT_READ) this.resumeInputIfRoom();
+    if (!(wanted & SELECT_EXCEPT)) return stop;
     return this.urgent.hold(
       () => this.updateUrgentWatch(),
       (release) => () => {

@@ -87,11 +87,12 @@ export function select(session: SpiSession, p: Params<'WSPSelect'>): SelectResul
     for (const [h, sock] of sockets) {
       unwatch.push(
         sock.watchSelect(
-          // Only this socket changed: only it is asked again (a busy socket wakes its watchers on
-          // every read, and a select may name a thousand others); the answer, once one is
-          // ready, looks at them all.
+          wanted.get(h)!,
+          // One of the conditions asked of this socket holds (the socket asks only itself on a
+          // change): the answer looks at every socket of the call.
           () => {
-            if (!sock.closed && sock.selectReady(wanted.get(h)!) !== 0) settle(look(null));
+            const r = look(null);
+            if (r.ret > 0) settle(r);
           },
           (errno) => {
             // Closed under the call: readable if readfds names it, else the handle is no longer
@@ -99,7 +100,6 @@ export function select(session: SpiSession, p: Params<'WSPSelect'>): SelectResul
             if (errno !== W.WSAEINTR) settle(fail(errno));
             else settle(wanted.get(h)! & SELECT_READ ? look(h) : fail(W.WSAENOTSOCK));
           },
-          (wanted.get(h)! & SELECT_EXCEPT) !== 0,
         ),
       );
     }
