@@ -17,9 +17,19 @@ const SECOND_LOOK_MS = 5;
 
 const onSignal = new Set<() => void>();
 let secondLook: NodeJS.Timeout | null = null;
+/** A run of the watchers is due later in this turn of the event loop. */
+let runDue = false;
 
 function signalled(): void {
-  runWatchers();
+  // Signals that arrive together (a peer sending urgent bytes in a burst, on any connection) make
+  // one run in this turn, not one each: a run asks every watching socket, a system call apiece.
+  if (!runDue) {
+    runDue = true;
+    setImmediate(() => {
+      runDue = false;
+      runWatchers();
+    });
+  }
   if (secondLook) return;
   secondLook = setTimeout(() => {
     secondLook = null;

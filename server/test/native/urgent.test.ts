@@ -89,3 +89,16 @@ t.test('FD_OOB is recorded when urgent data arrives, with nothing polling meanwh
   const r = await s.call('WSPRecv', { s: h, lengths: [4], flags: P.MSG_OOB });
   t.same([r['ret'], [...(r['data'] as Uint8Array)]], [0, [0x7e]], 'the urgent byte is read');
 });
+
+t.test('SIGURGs that arrive together make one run of the watchers, not one each', async (t) => {
+  const { watchUrgent } = await import('../../src/native/urgent.js');
+  let looks = 0;
+  const stop = watchUrgent(() => looks++, true);
+  t.teardown(stop);
+  // The handler is installed: the signals below reach it (SIGURG is otherwise ignored).
+  for (let i = 0; i < 50; i++) process.kill(process.pid, 'SIGURG');
+  // Node takes the signals together on a later turn of its loop; the watchers run after them.
+  for (let turn = 0; turn < 10_000 && looks === 0; turn++) await new Promise((resolve) => setImmediate(resolve));
+  t.ok(looks >= 1, `the watcher looked (${looks} times)`);
+  t.equal(looks, 1, '50 signals in one burst: one run (the second look comes 5 ms later)');
+});
