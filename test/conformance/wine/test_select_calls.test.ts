@@ -3,13 +3,14 @@
  * sockets each set reports in each state of a connection, the argument errors, the fd_set rules
  * (a socket named twice, one fd_set passed for two sets), APCs during the wait, and a socket
  * closed while the call waits. Also test_errors' select() after a refused blocking connect, and
- * test_tcp_reset's after a reset. Where Wine's timeout expects a socket to become ready, the
+ * test_tcp_reset's after a reset, and test_select_after_WSAEventSelect with WSPSelect in place of
+ * its WSAPoll (which has no SPI equivalent). Where Wine's timeout expects a socket to become ready, the
  * port gives a longer one: WSPSelect returns as soon as it is, so the wait is on the event.
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
 import { closedPort as freePort } from '../../helpers/harness.js';
-import { Scenario, accept, addr, call, dword, fileDaemon, getName, listener, must, namelen, nodePeerPair, openSession, readU32, recv, resetNode, send, setBlocking, socket, tcpPair, type Family } from '../../helpers/wine.js';
+import { EVENT_BOUND_MS, Scenario, accept, addr, call, dword, fileDaemon, getName, listener, must, namelen, nodePeerPair, openSession, readU32, recv, resetNode, selectEvents, send, setBlocking, socket, tcpPair, waitEvent, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 
@@ -460,4 +461,25 @@ reset.step(t, 'test_tcp_reset: after the peer resets the connection, select repo
 reset.step(t, 'test_tcp_reset: exceptfds alone: 0', {}, async (c, x) => {
   c.same(await select(x.spi, null, null, S.fdSet(x.server), POLL), [0, 0], 'select returns 0');
   await close(x.spi, x.server);
+});
+
+// ---------------------------------------------------------------- after WSPEventSelect
+
+const afterEvents = new Scenario<{ spi: S.SpiSession; client: number; server: number }>(async (f) => {
+  const spi = await openSession(t, d);
+  return { spi, ...(await tcpPair(spi, f)) };
+});
+
+afterEvents.step(t, 'test_select_after_WSAEventSelect: a socket selected for FD_READ with data waiting is readable and writable, and the select does not signal its event again', {}, async (c, x) => {
+  const ev = x.spi.WSACreateEvent();
+  await selectEvents(x.spi, x.client, ev, S.FD_READ);
+  c.same((await send(x.spi, x.server, 'test')).ret, 0, 'the peer sends "test"');
+  c.ok(await waitEvent(x.spi, ev, EVENT_BOUND_MS), 'FD_READ signals the event');
+  // Wine's event is auto-reset: its wait took the signal. This one is manual-reset.
+  x.spi.WSAResetEvent(ev);
+  const fds = sets([x.client], [x.client], []);
+  c.same(await select(x.spi, ...fds, POLL), [2, 0], 'select returns 2');
+  c.same(contents(...fds), [[x.client], [x.client], []], 'readable and writable');
+  c.equal(await waitEvent(x.spi, ev, 100), false, 'the event is not signalled again (waited 100 ms)');
+  await close(x.spi, x.client, x.server);
 });
