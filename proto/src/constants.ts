@@ -49,6 +49,10 @@ export const SO_LINGER = 0x0080;
 export const SO_OOBINLINE = 0x0100;
 export const SO_SNDBUF = 0x1001;
 export const SO_RCVBUF = 0x1002;
+/** Milliseconds a blocking send may wait before it fails with WSAETIMEDOUT (0: for ever). */
+export const SO_SNDTIMEO = 0x1005;
+/** Milliseconds a blocking receive may wait before it fails with WSAETIMEDOUT (0: for ever). */
+export const SO_RCVTIMEO = 0x1006;
 export const SO_ERROR = 0x1007;
 export const SO_TYPE = 0x1008;
 export const SO_MAX_MSG_SIZE = 0x2003;

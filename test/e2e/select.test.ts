@@ -8,23 +8,12 @@ import t from 'tap';
 import * as dgram from 'node:dgram';
 import * as S from '@spiwire/client';
 import { UdpSocket } from '@spiwire/server/internals';
-import { FAMILIES, addr, bindLoopback, call, closedPort, connectedTcp, daemon, fionread, loopback, namelen, newSocket, recvInto, roundTrip, send, sendTo, session, setNonBlocking, setOpt, tcpPeer, udpPeer, until } from '../helpers/harness.js';
+import { FAMILIES, addr, bindLoopback, call, closedPort, connectedTcp, daemon, fionread, loopback, namelen, newSocket, recvInto, roundTrip, send, sendTo, session, setNonBlocking, setOpt, tcpPeer, udpPeer, until, within } from '../helpers/harness.js';
 
 const BOUND: S.timeval = { tv_sec: 5, tv_usec: 0 };
 
 function select(spi: S.SpiSession, r: S.fd_set | null, w: S.fd_set | null, x: S.fd_set | null, timeout: S.timeval | null): Promise<[number, number]> {
   return call((e) => spi.WSPSelect(0, r, w, x, timeout, e));
-}
-
-/** What p resolves to, or 'still waiting' once ms have passed (the timer is cleared either way). */
-async function within<T>(p: Promise<T>, ms: number): Promise<T | 'still waiting'> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<'still waiting'>((resolve) => (timer = setTimeout(() => resolve('still waiting'), ms)));
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 for (const f of FAMILIES) {
@@ -51,7 +40,7 @@ for (const f of FAMILIES) {
     // No timeout: only the room the reader makes can end this select (bounded here by a timer).
     const waiting = select(spi, null, w, null, null);
     conn.socket.resume();
-    t.same(await within(waiting, 10_000), [1, 0], 'the select returns 1 once the peer reads');
+    t.same(await within(waiting, 10_000, 'still waiting'), [1, 0], 'the select returns 1 once the peer reads');
     t.ok(S.FD_ISSET(s, w), 'with the socket in writefds');
     await conn.waitFor(sent);
     t.equal(conn.received().length, sent, 'the peer got every byte the sends reported');

@@ -12,6 +12,7 @@ import type { AcceptResult, Completion, CompletionOut, RecvResult, SendResult, S
 import { cancellable, completion, recvFailed, sendFailed } from './results.js';
 import type { AppliedFault, CallMode, FaultHook } from '../faults/rules.js';
 import { SocketStateMachine, type MoveTable } from './socket-state.js';
+import { MAX_TIMER_MS } from '../daemon-context.js';
 
 const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
   [W.FD_READ]: 'FD_READ',
@@ -121,6 +122,9 @@ export class SocketOptions {
   udpNetReset = true;
   /** SIO_ENABLE_CIRCULAR_QUEUEING: a full UDP receive buffer drops its oldest datagrams for a new one. */
   circularQueueing = false;
+  /** SO_SNDTIMEO and SO_RCVTIMEO, in milliseconds (0: no timeout); see EmulatedSocket.blockingTimeout. */
+  sndTimeo = 0;
+  rcvTimeo = 0;
 
   constructor(defaults: SocketContext['defaults']) {
     this.sndBuf = defaults.sndBuf;
@@ -443,16 +447,32 @@ export abstract class EmulatedSocket<S extends string = string> {
   // ---- waits ----
 
   /**
+   * How long a blocking send or receive may wait (SO_SNDTIMEO, SO_RCVTIMEO), in ms; 0: for ever.
+   * As on Windows, the options take effect only on a socket made with WSA_FLAG_OVERLAPPED (the
+   * SOL_SOCKET options page; Wine applies them so too), and never on overlapped calls.
+   */
+  blockingTimeout(kind: 'send' | 'recv'): number {
+    if (!this.overlapped) return 0;
+    return Math.min(MAX_TIMER_MS, kind === 'send' ? this.opts.sndTimeo : this.opts.rcvTimeo);
+  }
+
+  /**
    * Waits until check() returns a result (or undefined to keep waiting). The check runs now and
    * whenever wake() is called. aborted(errno) is the result when close (WSAEINTR) or daemon
-   * shutdown (WSAENETDOWN) ends the wait.
+   * shutdown (WSAENETDOWN) ends the wait, or when timeoutMs (if not 0) passes first (WSAETIMEDOUT).
    */
-  protected waitFor<R>(check: () => R | undefined, aborted: (errno: number) => R, announce: () => void = this.callWaits): Promise<R> {
+  protected waitFor<R>(check: () => R | undefined, aborted: (errno: number) => R, announce: () => void = this.callWaits, timeoutMs = 0): Promise<R> {
     const first = check();
     if (first !== undefined) return Promise.resolve(first);
     announce();
     return new Promise<R>((resolve) => {
-      this.addWaiter(check, resolve, (errno) => resolve(aborted(errno)), false);
+      let timer: NodeJS.Timeout | null = null;
+      const settle = (r: R): void => {
+        if (timer) clearTimeout(timer);
+        resolve(r);
+      };
+      const abort = this.addWaiter(check, settle, (errno) => settle(aborted(errno)), false);
+      if (timeoutMs > 0) timer = setTimeout(() => abort(W.WSAETIMEDOUT), timeoutMs);
     });
   }
 

@@ -15,6 +15,7 @@
 import { TransportBuffer, type SendOp } from './transport-buffer.js';
 import { cancellable, sent, startedAt, type Cancellable, type Completion, type SendResult, type Started } from './results.js';
 import { byteLength } from './send-buffers.js';
+import { WSAETIMEDOUT } from '@spiwire/proto';
 
 export interface StreamSend {
   readonly buffers: readonly Uint8Array[];
@@ -27,7 +28,7 @@ export interface StreamSend {
  * A send that is not overlapped. 'would-block' is WSAEWOULDBLOCK, which also re-enables FD_WRITE:
  * the socket decides what follows.
  */
-export function streamSend(tx: TransportBuffer, send: StreamSend, mode: { nonBlocking: boolean; windowsPolicy: boolean }): SendResult | 'would-block' | Promise<SendResult> {
+export function streamSend(tx: TransportBuffer, send: StreamSend, mode: SendMode): SendResult | 'would-block' | Promise<SendResult> {
   const { buffers, total, direct } = send;
   if (mode.nonBlocking && mode.windowsPolicy && !direct) {
     // The whole buffer or nothing; the rest goes in the background, even after a close.
@@ -50,8 +51,35 @@ export function streamSend(tx: TransportBuffer, send: StreamSend, mode: { nonBlo
   }
   return new Promise<SendResult>((resolve) => {
     // A blocking send that fails part way reports the bytes that reached the transport too.
-    tx.submit({ chunks: buffers, total, overlapped: false, direct, complete: (errno, bytes) => resolve(errno === 0 ? sent(total) : { errno, bytes }) });
+    const op: SendOp = { chunks: buffers, total, overlapped: false, direct, complete: (errno, bytes) => resolve(errno === 0 ? sent(total) : { errno, bytes }) };
+    submitBlocking(tx, op, mode.timeoutMs);
   });
+}
+
+export interface SendMode {
+  nonBlocking: boolean;
+  windowsPolicy: boolean;
+  /** SO_SNDTIMEO for a blocking send (0: none): past it the send fails with WSAETIMEDOUT. */
+  timeoutMs: number;
+}
+
+/**
+ * Queues a blocking send; with a timeout, what it has not handed to the transport by then is
+ * dropped and it fails with WSAETIMEDOUT, reporting the bytes that did go (Windows leaves the
+ * connection as it is, "in an indeterminate state").
+ */
+function submitBlocking(tx: TransportBuffer, op: SendOp, timeoutMs: number): void {
+  if (timeoutMs <= 0) {
+    tx.submit(op);
+    return;
+  }
+  const complete = op.complete;
+  const timer = setTimeout(() => tx.cancel(WSAETIMEDOUT, (o) => o === op), timeoutMs);
+  op.complete = (errno, bytes) => {
+    clearTimeout(timer);
+    complete(errno, bytes);
+  };
+  tx.submit(op);
 }
 
 /**
@@ -113,7 +141,7 @@ export interface StreamedSend {
  * pieces, or null when the call is done with what it has: a nonblocking send under the reference
  * policy takes what fits from the first pieces and no more (a partial count, or WSAEWOULDBLOCK).
  */
-export function streamSendStreamed(tx: TransportBuffer, send: StreamedSend, mode: { nonBlocking: boolean; windowsPolicy: boolean }): { result: SendResult | 'would-block' | Promise<SendResult>; op: SendOp | null } {
+export function streamSendStreamed(tx: TransportBuffer, send: StreamedSend, mode: SendMode): { result: SendResult | 'would-block' | Promise<SendResult>; op: SendOp | null } {
   const { buffers, total, progress } = send;
   if (mode.nonBlocking && !mode.windowsPolicy) {
     const n = tx.acceptNow(buffers, byteLength(buffers));
@@ -131,7 +159,7 @@ export function streamSendStreamed(tx: TransportBuffer, send: StreamedSend, mode
   let op: SendOp | null = null;
   const result = new Promise<SendResult>((resolve) => {
     op = { chunks: buffers, total, overlapped: false, streamed: true, progress, complete: (errno, bytes) => resolve(errno === 0 ? sent(total) : { errno, bytes }) };
-    tx.submit(op);
+    submitBlocking(tx, op, mode.timeoutMs);
   });
   return { result, op };
 }

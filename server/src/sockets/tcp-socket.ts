@@ -551,7 +551,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   }
 
   private sendNow(buffers: readonly Uint8Array[], total: number, flags: number, nonBlocking: boolean): SendResult | Promise<SendResult> {
-    const r = streamSend(this.tx!, { buffers, total, direct: this.directFlags(flags) }, { nonBlocking, windowsPolicy: this.opts.windowsPolicy });
+    const r = streamSend(this.tx!, { buffers, total, direct: this.directFlags(flags) }, { nonBlocking, windowsPolicy: this.opts.windowsPolicy, timeoutMs: this.blockingTimeout('send') });
     if (r === 'would-block') return this.wouldBlock();
     // A direct send (MSG_OOB) may have found the connection broken.
     if (nonBlocking && this.state.is('broken')) return sendFailed(this.failure);
@@ -781,7 +781,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     const refused = fault ? this.faultBeforeSend(fault, nonBlocking) : null;
     if (refused) return { result: refused, pieces: null, cancel: null };
     const tx = this.tx!;
-    const r = streamSendStreamed(tx, { buffers, total, progress }, { nonBlocking, windowsPolicy: this.opts.windowsPolicy });
+    const r = streamSendStreamed(tx, { buffers, total, progress }, { nonBlocking, windowsPolicy: this.opts.windowsPolicy, timeoutMs: this.blockingTimeout('send') });
     const op = r.op;
     let result = r.result === 'would-block' ? this.wouldBlock() : r.result;
     if (fault?.action.type === 'delay') result = this.delayedResult(result, fault.action.ms);
@@ -1020,8 +1020,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     const check = this.recvCheck(lengths, flags);
     if (this.opts.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
     // Nothing tells node when urgent data arrives: SIGURG does (UrgentWatch).
-    if (flags & W.MSG_OOB) return this.urgent.hold(() => this.updateUrgentWatch(), (release) => this.waitFor(check, recvFailed).finally(release));
-    const r = this.waitFor(check, recvFailed);
+    const timeout = this.blockingTimeout('recv');
+    if (flags & W.MSG_OOB) return this.urgent.hold(() => this.updateUrgentWatch(), (release) => this.waitFor(check, recvFailed, undefined, timeout).finally(release));
+    const r = this.waitFor(check, recvFailed, undefined, timeout);
     // A receive now waits: a socket stopped for the received-bytes budget reads for it.
     this.resumeInputIfRoom();
     return r;

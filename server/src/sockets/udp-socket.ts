@@ -664,7 +664,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (refused) return Promise.resolve(refused);
     const check = this.recvCheck(lengths, flags, wantFrom);
     if (this.opts.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
-    return this.waitFor(check, recvFailed);
+    return this.waitFor(check, recvFailed, undefined, this.blockingTimeout('recv'));
   }
 
   recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: Completion): Started<RecvResult> {

@@ -16,7 +16,7 @@ export function dwordBytes(n: number): Uint8Array {
   return b;
 }
 
-const SETTABLE = new Set([W.SO_SPIWIRE_SEND_POLICY, W.SO_SNDBUF, W.SO_RCVBUF, W.SO_BROADCAST, W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER, W.SO_DONTROUTE, W.SO_ERROR]);
+const SETTABLE = new Set([W.SO_SPIWIRE_SEND_POLICY, W.SO_SNDBUF, W.SO_RCVBUF, W.SO_SNDTIMEO, W.SO_RCVTIMEO, W.SO_BROADCAST, W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER, W.SO_DONTROUTE, W.SO_ERROR]);
 /** IPPROTO_TCP options: TCP_NODELAY, the keep-alive timing and TCP_MAXRT. */
 const TCP_OPTIONS = new Set([W.TCP_NODELAY, W.TCP_KEEPIDLE, W.TCP_KEEPINTVL, W.TCP_KEEPCNT, W.TCP_MAXRT]);
 /** Options with a meaning only on stream sockets. */
@@ -116,6 +116,12 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
       o.broadcast = v !== 0;
       sock.applyOptions();
       return ok();
+    case W.SO_SNDTIMEO:
+    case W.SO_RCVTIMEO:
+      // A DWORD of milliseconds, read back as set (Wine's test_set_getsockopt and test_timeout).
+      if (optname === W.SO_SNDTIMEO) o.sndTimeo = v >>> 0;
+      else o.rcvTimeo = v >>> 0;
+      return ok();
     case W.SO_ERROR:
       // Windows lets SO_ERROR be set; the next read gives the value (Wine's test_set_getsockopt).
       sock.pendingError = v;
@@ -186,6 +192,12 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
       break;
     case W.SO_RCVBUF:
       value = o.rcvBuf;
+      break;
+    case W.SO_SNDTIMEO:
+      value = o.sndTimeo;
+      break;
+    case W.SO_RCVTIMEO:
+      value = o.rcvTimeo;
       break;
     case W.SO_BROADCAST:
       if (sock.type !== W.SOCK_DGRAM) return fail(W.WSAENOPROTOOPT);

@@ -52,6 +52,16 @@ main.step(t, 'test_set_getsockopt: SO_SNDBUF set to 4096 reads back 4096', {}, a
   c.same([r, v], [0, 4096], 'get');
 });
 
+main.step(t, 'test_set_getsockopt: SO_RCVTIMEO and SO_SNDTIMEO read back what was set: 63000, 0 and 997000', {}, async (c, x) => {
+  for (const [name, opt] of [['SO_RCVTIMEO', S.SO_RCVTIMEO], ['SO_SNDTIMEO', S.SO_SNDTIMEO]] as const) {
+    for (const v of [63000, 0, 997000]) {
+      c.same(await setOpt(x.spi, x.s, S.SOL_SOCKET, opt, dword(v), 4), [0, 0], `${name} set to ${v}`);
+      const [r, , got, len] = await getOpt(x.spi, x.s, S.SOL_SOCKET, opt, 4);
+      c.same([r, got, len], [0, v, 4], `${name} reads back ${v}`);
+    }
+  }
+});
+
 main.step(t, 'test_set_getsockopt: SO_RCVBUF set to 4096 reads back 4096, and 0 reads back 0', {}, async (c, x) => {
   for (const n of [4096, 0]) {
     c.same(await setOpt(x.spi, x.s, S.SOL_SOCKET, S.SO_RCVBUF, dword(n), 4), [0, 0], `set ${n}`);
@@ -220,6 +230,8 @@ const ROWS: OptRow[] = [
   { name: 'SO_KEEPALIVE', type: 'tcp', level: S.SOL_SOCKET, opt: S.SO_KEEPALIVE, shortLen: true, sizes: [1, 1, 1], values: [0, 0, 0], large: true, bool: false },
   { name: 'SO_DONTROUTE', type: 'tcp', level: S.SOL_SOCKET, opt: S.SO_DONTROUTE, shortLen: true, sizes: [1, 1, 1], values: [0, 0, 0], large: true, bool: false },
   { name: 'SO_SNDBUF', type: 'tcp', level: S.SOL_SOCKET, opt: S.SO_SNDBUF, shortLen: false, sizes: [1, 2, 4], values: [0xdeadbe00, 0xdead0000, 0], large: true, bool: false },
+  { name: 'SO_RCVTIMEO', type: 'tcp', level: S.SOL_SOCKET, opt: S.SO_RCVTIMEO, shortLen: false, sizes: [1, 2, 4], values: [0, 0, 0], large: true, bool: false },
+  { name: 'SO_SNDTIMEO', type: 'tcp', level: S.SOL_SOCKET, opt: S.SO_SNDTIMEO, shortLen: false, sizes: [1, 2, 4], values: [0, 0, 0], large: true, bool: false },
   { name: 'TCP_NODELAY', type: 'tcp', level: S.IPPROTO_TCP, opt: S.TCP_NODELAY, shortLen: true, sizes: [1, 1, 1], values: [0, 0, 0], large: true, bool: false },
   { name: 'TCP_KEEPALIVE', type: 'tcp', level: S.IPPROTO_TCP, opt: S.TCP_KEEPALIVE, shortLen: false, sizes: [0, 0, 4], values: [0, 0, 0], large: true, bool: false },
   { name: 'TCP_KEEPCNT', type: 'tcp', level: S.IPPROTO_TCP, opt: S.TCP_KEEPCNT, shortLen: false, sizes: [0, 0, 4], values: [0, 0, 0], large: false, bool: false },

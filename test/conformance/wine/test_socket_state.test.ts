@@ -27,12 +27,14 @@ async function getDword(spi: S.SpiSession, s: number, level: number, opt: number
 
 const inherit = new Scenario<Ctx>(ctx);
 
-inherit.step(t, 'test_accept_inheritance: an accepted socket inherits SO_KEEPALIVE, SO_OOBINLINE, SO_SNDBUF, SO_RCVBUF, TCP_NODELAY and SO_LINGER {1, 555}', {}, async (c, x) => {
+inherit.step(t, 'test_accept_inheritance: an accepted socket inherits SO_KEEPALIVE, SO_OOBINLINE, SO_SNDBUF, SO_RCVBUF, SO_SNDTIMEO, SO_RCVTIMEO, TCP_NODELAY and SO_LINGER {1, 555}', {}, async (c, x) => {
   const opts: Array<[string, number, number, number]> = [
     ['SO_KEEPALIVE', S.SOL_SOCKET, S.SO_KEEPALIVE, 1],
     ['SO_OOBINLINE', S.SOL_SOCKET, S.SO_OOBINLINE, 1],
     ['SO_SNDBUF', S.SOL_SOCKET, S.SO_SNDBUF, 0x123],
     ['SO_RCVBUF', S.SOL_SOCKET, S.SO_RCVBUF, 0x123],
+    ['SO_SNDTIMEO', S.SOL_SOCKET, S.SO_SNDTIMEO, 0x123],
+    ['SO_RCVTIMEO', S.SOL_SOCKET, S.SO_RCVTIMEO, 0x123],
     ['TCP_NODELAY', S.IPPROTO_TCP, S.TCP_NODELAY, 1],
   ];
   const l = await socket(x.spi, x.f, 'tcp');
