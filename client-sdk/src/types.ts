@@ -80,12 +80,14 @@ export function FD_SET(s: SOCKET, set: fd_set): void {
   if (set.fd_count < FD_SETSIZE) set.fd_array[set.fd_count++] = s;
 }
 
-/** FD_CLR: removes s, moving the later entries down, as the C macro does. */
+/** FD_CLR: removes s, moving the later entries of the set down, as the C macro does (fd_array past them is left alone). */
 export function FD_CLR(s: SOCKET, set: fd_set): void {
-  const i = set.fd_array.slice(0, set.fd_count).indexOf(s);
-  if (i < 0) return;
-  set.fd_array.splice(i, 1);
-  set.fd_count--;
+  for (let i = 0; i < set.fd_count; i++) {
+    if (set.fd_array[i] !== s) continue;
+    for (let j = i; j < set.fd_count - 1; j++) set.fd_array[j] = set.fd_array[j + 1]!;
+    set.fd_count--;
+    return;
+  }
 }
 
 /** FD_ISSET: whether s is among the set's first fd_count entries. */

@@ -86,6 +86,21 @@ for (const f of FAMILIES) {
     t.same(b.map((x) => x.fd_count), [0, 1, 0], 'still in writefds only (Wine\'s test_WSAPoll: POLLWRNORM)');
   });
 
+  t.test(`${f}: with SO_SNDBUF 0 a connected TCP socket is writable while nothing is on its way to the kernel`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f);
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    t.same(await setOpt(spi, s, S.SO_SNDBUF, 0), [0, 0], 'SO_SNDBUF 0');
+    const w = S.fdSet(s);
+    t.same(await select(spi, null, w, null, BOUND), [1, 0], 'writable: a send would go straight to the kernel');
+    const ev = spi.WSACreateEvent();
+    t.same(await call((e) => spi.WSPEventSelect(s, ev, S.FD_WRITE, e)), [0, 0], 'WSPEventSelect(FD_WRITE)');
+    t.equal(await spi.WSAWaitForMultipleEvents(1, [ev], false, 5000, false), S.WSA_WAIT_EVENT_0, 'FD_WRITE is recorded too');
+    t.same(await send(spi, s, [Buffer.from('zero')]), [0, 0, 4], 'and a send takes the bytes');
+    t.equal((await conn.waitFor(4)).toString(), 'zero', 'the peer gets it');
+  });
+
   t.test(`${f}: another session's socket is not a socket of this one: WSAENOTSOCK`, async (t) => {
     const d = await daemon(t);
     const a = await session(t, d);
@@ -160,12 +175,16 @@ t.test(`a session's waiting selects watch at most ${S.MAX_SELECT_WATCHES} socket
   t.same(await call((e) => spi.WSPCloseSocket(socks[0]!, e)), [0, 0], 'closing a socket they name');
   const results = await Promise.all(waiting);
   t.ok(results.every((r) => r[0] === 1 && r[1] === 0), `each of the ${calls} waiting selects returns 1: the closed socket, readable`);
+  // Every watch was given back: the same number of selects wait again, and one more is refused.
+  socks[0] = await newSocket(spi, 'ipv4', 'udp');
+  const refill = Array.from({ length: calls }, () => select(spi, S.fdSet(...socks), null, null, null));
+  t.same(await select(spi, S.fdSet(...socks), null, null, null), [S.SOCKET_ERROR, S.WSAENOBUFS], `${calls} selects wait again; the next one is refused`);
   const peer = dgram.createSocket('udp4');
   t.teardown(() => peer.close());
   const name = await bindLoopback(spi, socks[1]!, 'ipv4');
-  const again = select(spi, S.fdSet(socks[1]!), null, null, BOUND);
   peer.send(Buffer.from('x'), name.port, '127.0.0.1');
-  t.same(await again, [1, 0], 'afterwards a select waits again, and a datagram ends it');
+  const ended = await Promise.all(refill);
+  t.ok(ended.every((r) => r[0] === 1 && r[1] === 0), 'a datagram to a socket they all name ends them all');
 });
 
 t.test('a busy socket that many selects watch for something else asks itself once per change, not once per select', async (t) => {

@@ -29,8 +29,10 @@ for (const f of FAMILIES) {
     }
     await setNonBlocking(spi, s, false);
     t.same(await setOpt(spi, s, S.SO_SNDTIMEO, 200), [0, 0], 'SO_SNDTIMEO 200');
+    const started = performance.now();
     const [ret, err, n] = await send(spi, s, [new Uint8Array(65536).fill(4)]);
     t.same([ret, err], [S.SOCKET_ERROR, S.WSAETIMEDOUT], 'the blocking send fails with WSAETIMEDOUT');
+    t.ok(performance.now() - started >= 195, 'not before the timeout');
     const reported = n > 0 ? n : 0;
     conn.socket.resume();
     const [ret2, , n2] = await send(spi, s, [Buffer.from('after')]);
@@ -48,8 +50,10 @@ for (const f of FAMILIES) {
     const { s, conn } = await connectedTcp(spi, f, peer, S.WSA_FLAG_OVERLAPPED);
     t.same(await setOpt(spi, s, S.SO_RCVTIMEO, 50), [0, 0], 'SO_RCVTIMEO 50');
     for (let i = 0; i < 2; i++) {
+      const started = performance.now();
       const r = await recvInto(spi, s, [16]);
       t.same([r.ret, r.errno], [S.SOCKET_ERROR, S.WSAETIMEDOUT], `receive ${i + 1}: WSAETIMEDOUT`);
+      t.ok(performance.now() - started >= 45, `receive ${i + 1} waited its own 50 ms`);
     }
     conn.socket.write('late');
     const r = await recvInto(spi, s, [16]);
@@ -74,13 +78,42 @@ for (const f of FAMILIES) {
   t.test(`${f}: without WSA_FLAG_OVERLAPPED the timeouts never take effect, as on Windows`, async (t) => {
     const d = await daemon(t);
     const spi = await session(t, d);
-    const peer = await tcpPeer(t, f);
+    const peer = await tcpPeer(t, f, { paused: true });
     const { s, conn } = await connectedTcp(spi, f, peer, 0);
     t.same(await setOpt(spi, s, S.SO_RCVTIMEO, 50), [0, 0], 'SO_RCVTIMEO 50 is taken and reads back');
+    t.same(await setOpt(spi, s, S.SO_SNDTIMEO, 50), [0, 0], 'SO_SNDTIMEO 50 too');
     const pending = recvInto(spi, s, [16]);
-    t.equal(await within(pending, 300, 'still waiting'), 'still waiting', 'the receive still waits after 300 ms, six times the timeout');
+    t.equal(await within(pending, 300, 'still waiting'), 'still waiting', 'a receive still waits after 300 ms, six times the timeout');
     conn.socket.write('data');
     const r = await pending;
     t.same([r.ret, r.data.toString()], [0, 'data'], 'and returns the data when it comes');
+    // A blocking send of more than the connection holds while the peer does not read.
+    const big = new Uint8Array(8 << 20).fill(9);
+    const sending = send(spi, s, [big]);
+    t.equal(await within(sending, 300, 'still waiting'), 'still waiting', 'a blocking send into the full connection still waits after 300 ms');
+    conn.socket.resume();
+    t.same(await sending, [0, 0, big.length], 'and completes once the peer reads');
+    await conn.waitFor(big.length);
+  });
+
+  t.test(`${f}: with SO_SNDBUF 0, SO_SNDTIMEO ends a blocking send the kernel has not taken whole; the peer gets exactly the bytes reported`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f, { paused: true });
+    const { s, conn } = await connectedTcp(spi, f, peer, S.WSA_FLAG_OVERLAPPED);
+    t.same(await setOpt(spi, s, S.SO_SNDBUF, 0), [0, 0], 'SO_SNDBUF 0: bytes go to the kernel as it takes them');
+    t.same(await setOpt(spi, s, S.SO_SNDTIMEO, 100), [0, 0], 'SO_SNDTIMEO 100');
+    const big = new Uint8Array(4 << 20).fill(7);
+    const started = performance.now();
+    const [ret, err, n] = await send(spi, s, [big]);
+    t.same([ret, err], [S.SOCKET_ERROR, S.WSAETIMEDOUT], 'the send fails with WSAETIMEDOUT');
+    t.ok(performance.now() - started >= 95, 'at the timeout');
+    t.ok(n > 0 && n < big.length, `reporting the ${n} bytes the kernel took`);
+    conn.socket.resume();
+    const [ret2] = await send(spi, s, [Buffer.from('!')]);
+    t.equal(ret2, 0, 'a later send goes');
+    const all = await conn.waitFor(n + 1);
+    t.equal(all.length, n + 1, 'the peer gets those bytes and the later one, no more');
+    t.equal(all[n], 0x21, 'in order');
   });
 }

@@ -592,20 +592,21 @@ export abstract class EmulatedSocket<S extends string = string> {
       (errno) => {
         if (stopped) return;
         stopped = true;
-        this.selectWatch = null;
+        if (this.selectWatch === watch) this.selectWatch = null;
         for (const w of [...watchers]) w.aborted(errno);
       },
       false,
     );
-    return {
+    const watch: SelectWatch = {
       watchers,
       counts,
       stop: () => {
         stopped = true;
-        this.selectWatch = null;
+        if (this.selectWatch === watch) this.selectWatch = null;
         end(0);
       },
     };
+    return watch;
   }
 
   /** Re-checks every blocked call; called whenever the socket's state changes. */

@@ -66,7 +66,8 @@ export interface SendMode {
 /**
  * Queues a blocking send; with a timeout, what it has not handed to the transport by then is
  * dropped and it fails with WSAETIMEDOUT, reporting the bytes that did go (Windows leaves the
- * connection as it is, "in an indeterminate state").
+ * connection as it is, "in an indeterminate state"). A send whose every byte has gone by then
+ * is done, and completes as sent at once, even one still waiting for the kernel to finish.
  */
 function submitBlocking(tx: TransportBuffer, op: SendOp, timeoutMs: number): void {
   if (timeoutMs <= 0) {
@@ -74,8 +75,15 @@ function submitBlocking(tx: TransportBuffer, op: SendOp, timeoutMs: number): voi
     return;
   }
   const complete = op.complete;
-  const timer = setTimeout(() => tx.cancel(WSAETIMEDOUT, (o) => o === op), timeoutMs);
+  let done = false;
+  const timer = setTimeout(() => {
+    tx.cancel(WSAETIMEDOUT, (o) => o === op);
+    // Not completed by the cancellation: its bytes are all with the kernel already.
+    if (!done) op.complete(0, op.total);
+  }, timeoutMs);
   op.complete = (errno, bytes) => {
+    if (done) return;
+    done = true;
     clearTimeout(timer);
     complete(errno, bytes);
   };

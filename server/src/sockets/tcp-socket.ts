@@ -858,7 +858,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     const ready: Array<[number, number]> = [];
     const st = this.state.current;
     if (wanted & W.FD_READ && this.rx.size > 0) ready.push([W.FD_READ, 0]);
-    if (wanted & W.FD_WRITE && (st === 'connected' || st === 'peer-finished') && !this.sendsShut && this.tx && this.tx.fitsNow(1)) ready.push([W.FD_WRITE, 0]);
+    if (wanted & W.FD_WRITE && (st === 'connected' || st === 'peer-finished') && !this.sendsShut && this.tx?.writable) ready.push([W.FD_WRITE, 0]);
     if (wanted & W.FD_ACCEPT && st === 'listening' && this.accepted.length > 0) ready.push([W.FD_ACCEPT, 0]);
     if (wanted & W.FD_CONNECT && this.connectResult !== null) ready.push([W.FD_CONNECT, this.connectResult]);
     // Windows records FD_CLOSE as the FIN or reset arrives, unread data or not; a reset carries
@@ -878,7 +878,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     // Writable: a connection with room for a send. Wine's tests record Windows reporting it
     // writable too once its sends are shut down, the peer's FIN arrived or it was reset (a send
     // then fails at once rather than blocking).
-    if (wanted & SELECT_WRITE && TCP_CONNECTED_STATES.has(st) && (this.sendsShut || st === 'broken' || this.tx?.fitsNow(1))) ready |= SELECT_WRITE;
+    if (wanted & SELECT_WRITE && TCP_CONNECTED_STATES.has(st) && (this.sendsShut || st === 'broken' || this.tx?.writable)) ready |= SELECT_WRITE;
     // Exceptional: a connect that failed (Windows keeps reporting it, as SO_ERROR keeps its code,
     // until a connection succeeds), or urgent data not read inline.
     if (wanted & SELECT_EXCEPT && ((this.connectResult !== null && this.connectResult !== 0 && st !== 'connecting') || this.urgentPending())) ready |= SELECT_EXCEPT;
@@ -1191,8 +1191,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   /**
    * The daemon holds too much received data and this session more than its share: stop reading,
-   * unless a receive waits here with nothing to take. That one always gets data (a read's worth
-   * at most), or a client waiting on one socket while others hold the budget would wait forever.
+   * unless a receive (or a select) waits here with nothing to take. That one always gets data (a
+   * read's worth at most), or a client waiting on one socket while others hold the budget would
+   * wait forever.
    */
   private overReceivedBudget(): boolean {
     return this.received.full && !(this.hasWaiters && this.rx.size === 0);

@@ -220,6 +220,14 @@ export class TransportBuffer {
     return n;
   }
 
+  /**
+   * True when a send would take bytes at once (FD_WRITE, select()'s writefds): room in the
+   * buffer, or with SO_SNDBUF 0, nothing still on its way to the kernel.
+   */
+  get writable(): boolean {
+    return this.queue.length === 0 && this.roomForNew() > 0;
+  }
+
   /** True when a whole send of this size would be accepted at once. */
   fitsNow(total: number): boolean {
     // With SO_SNDBUF 0 nothing is buffered: a send is done only when the kernel took all of it.

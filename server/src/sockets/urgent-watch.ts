@@ -11,7 +11,7 @@
 import { watchUrgent } from '../native/urgent.js';
 
 export class UrgentWatch {
-  /** Pending MSG_OOB receives (blocking or overlapped). */
+  /** Pending MSG_OOB receives (blocking or overlapped) and WSPSelect calls watching exceptfds. */
   private waits = 0;
   /** Set by SIGURG (and when watching starts), cleared when a look finds nothing. */
   private signalled = false;
@@ -37,10 +37,6 @@ export class UrgentWatch {
     this.signalled = false;
   }
 
-  get pendingReceives(): number {
-    return this.waits;
-  }
-
   /**
    * Watches while there is something to wait for on a live connection, and not otherwise.
    * ownerSet: SIGURG for the connection comes to this process (else a timer stands in).
@@ -63,7 +59,7 @@ export class UrgentWatch {
     }
   }
 
-  /** Counts a MSG_OOB receive from start() until it calls release (once; a throw releases too). */
+  /** Counts a wait (a MSG_OOB receive, a select on exceptfds) from start() until it calls release (once; a throw releases too). */
   hold<T>(refresh: () => void, start: (release: () => void) => T): T {
     this.waits++;
     refresh();

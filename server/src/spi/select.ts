@@ -85,12 +85,12 @@ export function select(session: SpiSession, p: Params<'WSPSelect'>): SelectResul
     };
     session.selectWatches += sockets.size;
     for (const [h, sock] of sockets) {
-      unwatch.push(
-        sock.watchSelect(
+      const stop = sock.watchSelect(
           wanted.get(h)!,
           // One of the conditions asked of this socket holds (the socket asks only itself on a
           // change): the answer looks at every socket of the call.
           () => {
+            if (settled) return;
             const r = look(null);
             if (r.ret > 0) settle(r);
           },
@@ -100,10 +100,20 @@ export function select(session: SpiSession, p: Params<'WSPSelect'>): SelectResul
             if (errno !== W.WSAEINTR) settle(fail(errno));
             else settle(wanted.get(h)! & SELECT_READ ? look(h) : fail(W.WSAENOTSOCK));
           },
-        ),
-      );
+        );
+      // Starting a watch can itself change the socket (a socket paused for the received-bytes
+      // budget reads again) and so end the call: then this watch ends at once, and no other starts.
+      if (settled) {
+        stop();
+        return;
+      }
+      unwatch.push(stop);
     }
-    if (waitMs !== Infinity) timer = setTimeout(() => settle(look(null)), waitMs);
+    // What changed between the first look and the watches (an urgent byte before SIGURG was
+    // watched, for one) is seen now.
+    const again = look(null);
+    if (again.ret > 0) settle(again);
+    else if (waitMs !== Infinity) timer = setTimeout(() => settle(look(null)), waitMs);
   });
 }
 

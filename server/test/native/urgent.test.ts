@@ -100,5 +100,6 @@ t.test('SIGURGs that arrive together make one run of the watchers, not one each'
   // Node takes the signals together on a later turn of its loop; the watchers run after them.
   for (let turn = 0; turn < 10_000 && looks === 0; turn++) await new Promise((resolve) => setImmediate(resolve));
   t.ok(looks >= 1, `the watcher looked (${looks} times)`);
-  t.equal(looks, 1, '50 signals in one burst: one run (the second look comes 5 ms later)');
+  // One run; the second look, 5 ms later, may have come too if this process was slow to get here.
+  t.ok(looks <= 2, `50 signals in one burst: ${looks} looks, not one per signal`);
 });
