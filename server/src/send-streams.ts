@@ -48,6 +48,9 @@ export class SendStreams {
     const st: OpenStream = { total, received: firstBytes, taken: 0, reported: 0, announced: false, pieces: null, fail: null };
     this.open.set(id, st);
     return (taken) => {
+      // Bytes handed ahead may be counted after the send ended (it failed, timed out, was
+      // cancelled): the stream's last report, done, stays its last.
+      if (this.open.get(id) !== st) return;
       st.taken = taken;
       // Every byte taken: the stream is done. Otherwise report often enough that the client
       // keeps a window's worth in flight, not once per write.

@@ -6,6 +6,7 @@
  */
 import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
+import { SendStreams } from '../src/send-streams.js';
 import { connectTo, connectedSocket, pattern, session, startCli, tcpPeer, tcpSocket, type Cli, type PeerConn, type RawSession } from './helpers/raw-client.js';
 
 const MiB = 1024 * 1024;
@@ -204,4 +205,19 @@ t.test('a streamed call refused before its send starts leaves no stream open: no
   }
   const progress = s.messages.filter((m) => m.method === 'spiwire.sendProgress').map((m) => m.params);
   t.same(progress, [{ stream: 7, taken: 10, done: true }, { stream: 8, taken: 10, done: true }], 'the refused calls got no progress; each new send one, done');
+});
+
+t.test('a stream that ended reports nothing more: done stays its last report', async (t) => {
+  const reports: Array<{ stream: number; taken: number; done: boolean }> = [];
+  const quota = { exceeds: () => false } as unknown as ConstructorParameters<typeof SendStreams>[1];
+  const streams = new SendStreams(1024, quota, (p) => reports.push(p));
+  const progress = streams.begin(7, 4096, 512);
+  streams.attach(7, () => true, () => undefined);
+  progress(512);
+  streams.close(7);
+  t.same(reports.at(-1), { stream: 7, taken: 512, done: true }, 'the send ended: done');
+  const before = reports.length;
+  progress(1024);
+  progress(4096);
+  t.equal(reports.length, before, 'bytes counted afterwards report nothing');
 });
