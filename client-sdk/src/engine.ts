@@ -175,6 +175,11 @@ export class SessionEngine<T extends SpiThread> {
    */
   private readonly deferred = new Map<number, Result[]>();
 
+  /** Whether a connection deferred on listening socket s waits for the next WSPAccept (WSPSelect: s is readable). */
+  hasDeferredAccept(s: number): boolean {
+    return (this.deferred.get(s)?.length ?? 0) > 0;
+  }
+
   /** A condition function deferred the connection r accepted on s: the next accept takes it. */
   deferAccept(s: number, r: Result): void {
     const q = this.deferred.get(s);

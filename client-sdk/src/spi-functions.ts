@@ -516,10 +516,19 @@ export abstract class SpiFunctions {
     if (lists.some((l) => l !== null && !l.every(isU32))) return setErr(lpErrno, P.WSAENOTSOCK);
     if (timeout != null && !(isRecord(timeout) && isI32(timeout.tv_sec) && isI32(timeout.tv_usec))) return setErr(lpErrno, P.WSAEFAULT);
     const params: Record<string, unknown> = { readfds: lists[0], writefds: lists[1], exceptfds: lists[2] };
-    if (timeout != null) params['timeout'] = { sec: timeout.tv_sec, usec: timeout.tv_usec };
+    // A connection deferred with CF_DEFER waits here, in the SDK, for the next WSPAccept: on
+    // Windows it is still queued on the listening socket, which is readable. The daemon is then
+    // only asked what else is ready now.
+    const deferred = new Set((lists[0] ?? []).filter((s) => this.engine.hasDeferredAccept(s)));
+    if (deferred.size > 0) params['timeout'] = { sec: 0, usec: 0 };
+    else if (timeout != null) params['timeout'] = { sec: timeout.tv_sec, usec: timeout.tv_usec };
     const r = await this.engine.select(params);
     if (r.ret === P.SOCKET_ERROR) return finish(r, lpErrno);
     const ready = [fieldOf(r, 'readfds', isHandleList), fieldOf(r, 'writefds', isHandleList), fieldOf(r, 'exceptfds', isHandleList)];
+    if (deferred.size > 0) {
+      const readable = new Set([...(ready[0] ?? []), ...deferred]);
+      ready[0] = (lists[0] ?? []).filter((s) => readable.has(s));
+    }
     // As Windows does: each set given is emptied, then each ready socket added to its set once.
     // A set passed for two parameters thus holds each of its ready sockets once, and the count is
     // that of the entries written.

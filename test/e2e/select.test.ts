@@ -101,6 +101,23 @@ for (const f of FAMILIES) {
     t.equal((await conn.waitFor(4)).toString(), 'zero', 'the peer gets it');
   });
 
+  t.test(`${f}: a connection deferred with CF_DEFER keeps its listening socket readable until WSPAccept takes it`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const l = await newSocket(spi, f, 'tcp');
+    const name = await bindLoopback(spi, l, f);
+    t.same(await call((e) => spi.WSPListen(l, 5, e)), [0, 0], 'listening');
+    const c = await newSocket(spi, f, 'tcp');
+    t.same(await call((e) => spi.WSPConnect(c, name, namelen(f), null, null, null, null, e)), [0, 0], 'a client connects');
+    t.same(await call(async (e) => spi.WSPAccept(l, null, null, () => S.CF_DEFER, 0, e)), [S.INVALID_SOCKET, S.WSATRY_AGAIN], 'the condition function defers it: WSATRY_AGAIN');
+    const r = S.fdSet(l);
+    t.same(await select(spi, r, null, null, BOUND), [1, 0], 'select: 1 at once');
+    t.ok(S.FD_ISSET(l, r), 'the listening socket is readable: the connection still waits');
+    const accepted = await call((e) => spi.WSPAccept(l, null, null, null, 0, e));
+    t.ok(accepted[0] !== S.INVALID_SOCKET, 'WSPAccept takes it');
+    t.same(await select(spi, S.fdSet(l), null, null, { tv_sec: 0, tv_usec: 0 }), [0, 0], 'then the listening socket is not readable');
+  });
+
   t.test(`${f}: another session's socket is not a socket of this one: WSAENOTSOCK`, async (t) => {
     const d = await daemon(t);
     const a = await session(t, d);
