@@ -8,13 +8,9 @@ import t from 'tap';
 import * as dgram from 'node:dgram';
 import * as S from '@spiwire/client';
 import { UdpSocket } from '@spiwire/server/internals';
-import { FAMILIES, addr, bindLoopback, call, closedPort, connectedTcp, daemon, fionread, loopback, namelen, newSocket, recvInto, roundTrip, send, sendTo, session, setNonBlocking, setOpt, tcpPeer, udpPeer, until, within } from '../helpers/harness.js';
+import { FAMILIES, addr, bindLoopback, call, closedPort, connectedTcp, daemon, fillConnection, fionread, loopback, namelen, newSocket, recvInto, roundTrip, select, send, sendTo, session, setNonBlocking, setOpt, tcpPeer, udpPeer, until, within } from '../helpers/harness.js';
 
 const BOUND: S.timeval = { tv_sec: 5, tv_usec: 0 };
-
-function select(spi: S.SpiSession, r: S.fd_set | null, w: S.fd_set | null, x: S.fd_set | null, timeout: S.timeval | null): Promise<[number, number]> {
-  return call((e) => spi.WSPSelect(0, r, w, x, timeout, e));
-}
 
 for (const f of FAMILIES) {
   t.test(`${f}: a select waiting for a full socket to be writable returns once the peer reads`, async (t) => {
@@ -24,17 +20,7 @@ for (const f of FAMILIES) {
     const { s, conn } = await connectedTcp(spi, f, peer);
     t.same(await setOpt(spi, s, S.SO_SNDBUF, 4096), [0, 0], 'SO_SNDBUF 4096');
     await setNonBlocking(spi, s, true);
-    const chunk = new Uint8Array(4096).fill(7);
-    let sent = 0;
-    // Send until the sends stop and a short select no longer finds room: the kernel's buffers
-    // take bytes from the transport buffer for a while after the first WSAEWOULDBLOCK.
-    let full = false;
-    for (let i = 0; i < 100_000 && !full; i++) {
-      const [ret, err, n] = await send(spi, s, [chunk]);
-      if (ret === 0) sent += n;
-      else if (err !== S.WSAEWOULDBLOCK) throw new Error(`WSPSend: ${err}`);
-      else full = (await select(spi, null, S.fdSet(s), null, { tv_sec: 0, tv_usec: 50_000 }))[0] === 0;
-    }
+    const { sent, full } = await fillConnection(spi, s, new Uint8Array(4096).fill(7));
     t.ok(full, `full after ${sent} bytes: a 50 ms select finds it not writable`);
     const w = S.fdSet(s);
     // No timeout: only the room the reader makes can end this select (bounded here by a timer).

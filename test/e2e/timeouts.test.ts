@@ -8,7 +8,7 @@
 import t from 'tap';
 import * as dgram from 'node:dgram';
 import * as S from '@spiwire/client';
-import { FAMILIES, bindLoopback, call, connectedTcp, daemon, loopback, newSocket, recvInto, send, session, setNonBlocking, setOpt, tcpPeer, within } from '../helpers/harness.js';
+import { FAMILIES, bindLoopback, connectedTcp, daemon, fillConnection, loopback, newSocket, recvInto, send, session, setNonBlocking, setOpt, tcpPeer, within } from '../helpers/harness.js';
 
 for (const f of FAMILIES) {
   t.test(`${f}: a blocking send into a full connection fails with WSAETIMEDOUT after SO_SNDTIMEO; the peer gets every byte reported sent, and the connection goes on`, async (t) => {
@@ -18,15 +18,7 @@ for (const f of FAMILIES) {
     const { s, conn } = await connectedTcp(spi, f, peer, S.WSA_FLAG_OVERLAPPED);
     t.same(await setOpt(spi, s, S.SO_SNDBUF, 4096), [0, 0], 'SO_SNDBUF 4096');
     await setNonBlocking(spi, s, true);
-    const chunk = new Uint8Array(4096).fill(3);
-    let sent = 0;
-    // Fill the connection: the sends stop, and a short select no longer finds room.
-    for (let i = 0, full = false; i < 100_000 && !full; i++) {
-      const [ret, err, n] = await send(spi, s, [chunk]);
-      if (ret === 0) sent += n;
-      else if (err !== S.WSAEWOULDBLOCK) throw new Error(`WSPSend: ${err}`);
-      else full = (await call((e) => spi.WSPSelect(0, null, S.fdSet(s), null, { tv_sec: 0, tv_usec: 50_000 }, e)))[0] === 0;
-    }
+    const { sent } = await fillConnection(spi, s, new Uint8Array(4096).fill(3));
     await setNonBlocking(spi, s, false);
     t.same(await setOpt(spi, s, S.SO_SNDTIMEO, 200), [0, 0], 'SO_SNDTIMEO 200');
     const started = performance.now();

@@ -229,6 +229,28 @@ export async function send(spi: S.SpiSession, s: number, bufs: Uint8Array[], fla
   return [ret, e.value, sent.value];
 }
 
+/** WSPSelect(0, r, w, x, timeout) from a session or one of its threads: [ret, lpErrno]. */
+export function select(spi: S.SpiSession | S.SessionThread, r: S.fd_set | null, w: S.fd_set | null, x: S.fd_set | null, timeout: S.timeval | null): Promise<[number, number]> {
+  return call((e) => spi.WSPSelect(0, r, w, x, timeout, e));
+}
+
+/**
+ * Fills a nonblocking TCP socket whose peer does not read: sends chunk until the sends stop and a
+ * 50 ms select no longer finds room (the kernel's buffers go on taking bytes from the transport
+ * buffer for a while after the first WSAEWOULDBLOCK). Returns the bytes the sends took, and
+ * whether the socket ended full within the bound on sends.
+ */
+export async function fillConnection(spi: S.SpiSession, s: number, chunk: Uint8Array): Promise<{ sent: number; full: boolean }> {
+  let sent = 0;
+  for (let i = 0; i < 100_000; i++) {
+    const [ret, err, n] = await send(spi, s, [chunk]);
+    if (ret === 0) sent += n;
+    else if (err !== S.WSAEWOULDBLOCK) throw new Error(`WSPSend: ${err}`);
+    else if ((await select(spi, null, S.fdSet(s), null, { tv_sec: 0, tv_usec: 50_000 }))[0] === 0) return { sent, full: true };
+  }
+  return { sent, full: false };
+}
+
 /** Sets FIONBIO. */
 export async function setNonBlocking(spi: S.SpiSession, s: number, on: boolean): Promise<void> {
   const e = S.out(0);

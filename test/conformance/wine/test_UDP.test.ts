@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { closedPort } from '../../helpers/harness.js';
+import { closedPort, select } from '../../helpers/harness.js';
 import { Scenario, addr, call, emptyAddr, fileDaemon, fionread, getName, must, namelen, openSession, reached, send, setBlocking, socket, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
@@ -115,7 +115,7 @@ unreach.step(t, 'test_UDP: nonblocking sends from two threads at once all succee
     for (let i = 0; i < 256; i++) {
       const r = await send(th, u.s, new Uint8Array(256));
       if (r.ret !== 0 || r.sent !== 256) sends.push(r.err || r.sent);
-      const [ret, err] = await call((e) => th.WSPSelect(0, null, S.fdSet(u.s), null, { tv_sec: 0, tv_usec: 0 }, e));
+      const [ret, err] = await select(th, null, S.fdSet(u.s), null, { tv_sec: 0, tv_usec: 0 });
       if (ret !== 1) selects.push(ret === S.SOCKET_ERROR ? err : ret);
     }
     return { sends, selects };
