@@ -58,6 +58,14 @@ export const SO_TYPE = 0x1008;
 export const SO_MAX_MSG_SIZE = 0x2003;
 export const SO_PROTOCOL_INFOA = 0x2004;
 export const SO_PROTOCOL_INFOW = 0x2005;
+/** ~SO_REUSEADDR: no other socket may bind an address this one's covers (never with SO_REUSEADDR). */
+export const SO_EXCLUSIVEADDRUSE = ~SO_REUSEADDR;
+/** ~SO_LINGER: a BOOL, the inverse of SO_LINGER's l_onoff. */
+export const SO_DONTLINGER = ~SO_LINGER;
+/** Read-only DWORD: seconds the TCP connection has existed, 0xFFFFFFFF when there is none. */
+export const SO_CONNECT_TIME = 0x700c;
+/** IPPROTO_IPV6: a one-byte BOOL, on by default; off, an AF_INET6 socket also serves IPv4 (mapped addresses). */
+export const IPV6_V6ONLY = 27;
 export const TCP_NODELAY = 0x0001;
 /** IPPROTO_TCP options (Windows values): keep-alive idle time (seconds), probe count, probe interval (seconds), and the maximum retransmission time (seconds). */
 export const TCP_KEEPALIVE = 3;

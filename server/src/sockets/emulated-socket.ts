@@ -125,6 +125,13 @@ export class SocketOptions {
   /** SO_SNDTIMEO and SO_RCVTIMEO, in milliseconds (0: no timeout); see EmulatedSocket.blockingTimeout. */
   sndTimeo = 0;
   rcvTimeo = 0;
+  /** SO_DEBUG: kept and read back; it changes nothing (Windows' providers ignore it too). */
+  debug = false;
+  /** SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (never both): how a bind shares its port (PortReservations). */
+  reuseAddr = false;
+  exclusiveAddr = false;
+  /** IPV6_V6ONLY, on by default as on Windows; off, an AF_INET6 socket also takes IPv4 (mapped). */
+  v6Only = true;
 
   constructor(defaults: SocketContext['defaults']) {
     this.sndBuf = defaults.sndBuf;
@@ -683,4 +690,27 @@ export abstract class EmulatedSocket<S extends string = string> {
   abstract applyOptions(): void;
   /** The largest datagram (SO_MAX_MSG_SIZE), or null when the option has no meaning (streams). */
   abstract maxMessageSize(): number | null;
+
+  /** SO_ACCEPTCONN: the socket listens. */
+  acceptsConnections(): boolean {
+    return false;
+  }
+
+  /** SO_CONNECT_TIME: whole seconds since the connection was made, or null when there is none. */
+  connectedSeconds(): number | null {
+    return null;
+  }
+
+  /** The socket has (or is taking) a local address: IPV6_V6ONLY can no longer change. */
+  abstract addressFixed(): boolean;
+
+  /** An AF_INET6 socket with IPV6_V6ONLY off: it also binds, listens and connects for IPv4. */
+  get dualStack(): boolean {
+    return this.af === W.AF_INET6 && !this.opts.v6Only;
+  }
+
+  /** node's ipv6Only for the real socket. */
+  protected get ipv6Only(): boolean {
+    return this.af === W.AF_INET6 && this.opts.v6Only;
+  }
 }

@@ -1,27 +1,102 @@
 /**
- * TCP addresses bound by emulated sockets that are not yet listening or connected. node:net
- * cannot hold a bound, idle TCP socket, so a bind is probed on the real stack and then recorded
- * here, so two emulated sockets cannot bind the same address (WSAEADDRINUSE, as on Windows).
+ * TCP addresses bound by emulated sockets, from WSPBind to their close. node:net cannot hold a
+ * bound, idle TCP socket, so a bind is probed on the real stack and recorded here; the record also
+ * decides, before the probe, what Windows decides between two sockets of the same port: sharing
+ * with SO_REUSEADDR, SO_EXCLUSIVEADDRUSE, and a dual-stack IPv6 socket (IPV6_V6ONLY off) that also
+ * takes IPv4 addresses. The rules follow Wine's test_reuseaddr, which records Windows' answers.
  */
-import { isAnyAddress } from './sockaddr.js';
+import * as W from '@spiwire/proto';
+import { parseAddressText } from '@spiwire/proto';
 
-interface Reservation {
+export interface Reservation {
   family: number;
   address: string;
   port: number;
+  /** SO_REUSEADDR when the socket bound. */
+  reuse: boolean;
+  /** SO_EXCLUSIVEADDRUSE when the socket bound. */
+  exclusive: boolean;
+  /** An AF_INET6 socket with IPV6_V6ONLY off. */
+  dualStack: boolean;
+}
+
+/** One address family's view of a binding. */
+interface View {
+  v4: boolean;
+  address: string;
+  wildcard: boolean;
+  /** A dual-stack [::] seen from IPv4: it covers IPv4 addresses but is not 0.0.0.0 itself. */
+  weak: boolean;
+}
+
+const MAPPED = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/;
+
+/** The IPv4 address an IPv4-mapped IPv6 address (canonical text) stands for, else null. */
+function mappedV4(canonical: string): string | null {
+  const m = MAPPED.exec(canonical);
+  if (!m) return null;
+  const hi = parseInt(m[1]!, 16);
+  const lo = parseInt(m[2]!, 16);
+  return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
+}
+
+function viewsOf(r: Reservation): View[] {
+  if (r.family === W.AF_INET) return [{ v4: true, address: r.address, wildcard: r.address === '0.0.0.0', weak: false }];
+  const text = parseAddressText(r.address);
+  const canonical = text?.canonical ?? r.address;
+  const v4 = r.dualStack ? mappedV4(canonical) : null;
+  // A dual-stack socket bound to a mapped address holds that IPv4 address (Wine's rows 15-17).
+  if (v4 !== null) return [{ v4: true, address: v4, wildcard: v4 === '0.0.0.0', weak: false }];
+  const wildcard = canonical === '::';
+  const views: View[] = [{ v4: false, address: text?.scope ? `${canonical}%${text.scope}` : canonical, wildcard, weak: false }];
+  if (wildcard && r.dualStack) views.push({ v4: true, address: '0.0.0.0', wildcard: true, weak: true });
+  return views;
+}
+
+/**
+ * Windows' answer when `next` binds beside `held` on the same port: 0, or the WSA code.
+ * - The same address: shared only when both set SO_REUSEADDR; WSAEACCES when only the newcomer
+ *   did (it may not take over an address whose holder did not agree), else WSAEADDRINUSE.
+ * - One covers the other (a wildcard and a specific address): allowed, unless the wildcard is
+ *   exclusive: WSAEACCES when it was there first, WSAEADDRINUSE when it comes second.
+ */
+function conflict(held: Reservation, a: View, next: Reservation, b: View): number {
+  if (a.v4 !== b.v4) return 0;
+  if (a.address === b.address && a.weak === b.weak) {
+    if (held.reuse && next.reuse) return 0;
+    return next.reuse ? W.WSAEACCES : W.WSAEADDRINUSE;
+  }
+  // The weak [::] covers 0.0.0.0; otherwise only a wildcard covers, a specific address.
+  const heldCovers = a.wildcard && (!b.wildcard || (a.weak && !b.weak));
+  const nextCovers = b.wildcard && (!a.wildcard || (b.weak && !a.weak));
+  if (heldCovers && held.exclusive) return W.WSAEACCES;
+  if (nextCovers && next.exclusive) return W.WSAEADDRINUSE;
+  return 0;
 }
 
 export class PortReservations {
   private readonly held = new Map<number, Reservation>();
 
-  /** False when the address conflicts with one already held. */
-  reserve(owner: number, r: Reservation): boolean {
+  /** 0 when `r` may be bound beside every address held, else the WSA code Windows gives. */
+  check(owner: number, r: Reservation): number {
+    const mine = viewsOf(r);
     for (const [h, other] of this.held) {
-      if (h === owner || other.port !== r.port || other.family !== r.family) continue;
-      if (other.address === r.address || isAnyAddress(other.address) || isAnyAddress(r.address)) return false;
+      if (h === owner || other.port !== r.port) continue;
+      for (const a of viewsOf(other)) {
+        for (const b of mine) {
+          const code = conflict(other, a, r, b);
+          if (code !== 0) return code;
+        }
+      }
     }
-    this.held.set(owner, r);
-    return true;
+    return 0;
+  }
+
+  /** Records the address (after check and the real stack's probe both passed); returns check's answer. */
+  reserve(owner: number, r: Reservation): number {
+    const code = this.check(owner, r);
+    if (code === 0) this.held.set(owner, r);
+    return code;
   }
 
   release(owner: number): void {

@@ -20,7 +20,7 @@ import { UrgentWatch } from './urgent-watch.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
 import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
-import type { PortReservations } from './port-reservations.js';
+import type { PortReservations, Reservation } from './port-reservations.js';
 import type { AppliedFault, CallMode } from '../faults/rules.js';
 import { firstBytes } from './send-buffers.js';
 import { SlowLink } from '../faults/link.js';
@@ -112,6 +112,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   /** Checks that wait for the socket's queued bytes to leave (block until drained, break). */
   private drainWatch: NodeJS.Timeout | null = null;
   private drainWaiters: Array<{ check: () => boolean; then: () => void; deadline: number }> | null = null;
+  /** When the connection was made (Date.now()), for SO_CONNECT_TIME; -1 before. */
+  private connectedAt = -1;
 
   constructor(
     id: SocketIdentity,
@@ -128,6 +130,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
         // Every waiting send and receive learns why; sends that never reached the kernel fail.
         this.tx?.cancel(this.failure, () => true, 'broken');
         break;
+      case 'connected':
+        this.connectedAt = Date.now();
+        break;
       case 'closed':
         this.stopEvents();
         this.updateUrgentWatch();
@@ -141,6 +146,18 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   private get connected(): boolean {
     return TCP_CONNECTED_STATES.has(this.state.current);
+  }
+
+  override acceptsConnections(): boolean {
+    return this.state.is('listening');
+  }
+
+  override connectedSeconds(): number | null {
+    return this.connectedAt < 0 ? null : Math.floor((Date.now() - this.connectedAt) / 1000);
+  }
+
+  addressFixed(): boolean {
+    return !this.state.is('created');
   }
 
   /** Wraps a connection accepted by a listening socket; it inherits the listener's options. */
@@ -173,11 +190,16 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private async bindNow(name: SockAddr): Promise<number> {
     if (this.closed) return W.WSAENOTSOCK;
     if (!this.state.is('created')) return W.WSAEINVAL;
-    // Probe the real stack: the address must be local and the port free.
+    const o = this.opts;
+    const reservation = (port: number): Reservation => ({ family: name.family, address: name.address, port, reuse: o.reuseAddr, exclusive: o.exclusiveAddr, dualStack: this.dualStack });
+    // Windows' own rules between emulated sockets first (SO_REUSEADDR, SO_EXCLUSIVEADDRUSE), then
+    // the real stack: the address must be local and the port free.
+    const first = name.port === 0 ? 0 : this.ctx.ports.check(this.handle, reservation(name.port));
+    if (first !== 0) return first;
     const probe = net.createServer();
     const port = await new Promise<number | Error>((resolve) => {
       probe.once('error', resolve);
-      probe.listen({ host: hostOf(name), port: name.port, exclusive: true, ipv6Only: this.af === W.AF_INET6 }, () => {
+      probe.listen({ host: hostOf(name), port: name.port, exclusive: true, ipv6Only: this.ipv6Only }, () => {
         const a = probe.address();
         resolve(a && typeof a === 'object' ? a.port : name.port);
       });
@@ -185,7 +207,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     probe.close();
     if (port instanceof Error) return wsaFromNodeError(port);
     if (this.closed) return W.WSAENOTSOCK;
-    if (!this.ctx.ports.reserve(this.handle, { family: name.family, address: name.address, port })) return W.WSAEADDRINUSE;
+    // Checked again: another socket may have bound meanwhile.
+    const code = this.ctx.ports.reserve(this.handle, reservation(port));
+    if (code !== 0) return code;
     if (!this.state.move('bound')) {
       this.ctx.ports.release(this.handle);
       return W.WSAEINVAL;
@@ -211,7 +235,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
     const res = await new Promise<Error | null>((resolve) => {
       server.once('error', resolve);
-      server.listen({ host: hostOf(bound), port: bound.port, backlog: this.backlog, exclusive: true, ipv6Only: this.af === W.AF_INET6 }, () => resolve(null));
+      server.listen({ host: hostOf(bound), port: bound.port, backlog: this.backlog, exclusive: true, ipv6Only: this.ipv6Only }, () => resolve(null));
     });
     if (res || this.closed || !this.state.move('listening')) {
       server.close();
@@ -232,7 +256,6 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       this.wake();
     });
     this.server = server;
-    this.ctx.ports.release(this.handle);
     return 0;
   }
 
@@ -322,7 +345,6 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       // A connection that succeeds clears what an earlier attempt left in SO_ERROR; a new
       // attempt alone does not (Windows, in Wine's test_select).
       this.pendingError = 0;
-      this.ctx.ports.release(this.handle);
       this.wire(conn);
       this.wake();
     });

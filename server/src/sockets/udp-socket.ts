@@ -128,9 +128,14 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     return this.state.is('bound', 'connected');
   }
 
+  addressFixed(): boolean {
+    return this.isBound || this.binding !== null || this.sock !== null;
+  }
+
   private ensureSocket(): dgram.Socket {
     if (this.sock) return this.sock;
-    const sock = dgram.createSocket({ type: this.af === W.AF_INET6 ? 'udp6' : 'udp4', ipv6Only: this.af === W.AF_INET6, lookup: refuseLookup });
+    // SO_REUSEADDR lets UDP sockets share a port on Windows; the host's SO_REUSEADDR does the same.
+    const sock = dgram.createSocket({ type: this.af === W.AF_INET6 ? 'udp6' : 'udp4', ipv6Only: this.ipv6Only, reuseAddr: this.opts.reuseAddr, lookup: refuseLookup });
     sock.on('message', (data, rinfo) => {
       this.receivedTotal += data.length;
       // A full receive buffer drops the datagram, as the kernel would, or with circular queueing
@@ -220,7 +225,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       // A failed bind leaves node's socket unusable: start again with a fresh one.
       this.sock = null;
       sock.close();
-      return wsaFromNodeError(err);
+      const code = wsaFromNodeError(err);
+      // The port is held by a socket that did not agree to share it: a socket asking to share
+      // gets WSAEACCES on Windows (Wine's test_reuseaddr), not WSAEADDRINUSE.
+      return code === W.WSAEADDRINUSE && this.opts.reuseAddr ? W.WSAEACCES : code;
     }
     if (!this.state.move('bound')) return W.WSAEINVAL;
     const fd = dgramFdOf(sock);

@@ -16,11 +16,14 @@ export function dwordBytes(n: number): Uint8Array {
   return b;
 }
 
-const SETTABLE = new Set([W.SO_SPIWIRE_SEND_POLICY, W.SO_SNDBUF, W.SO_RCVBUF, W.SO_SNDTIMEO, W.SO_RCVTIMEO, W.SO_BROADCAST, W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER, W.SO_DONTROUTE, W.SO_ERROR]);
+const SETTABLE = new Set([
+  W.SO_SPIWIRE_SEND_POLICY, W.SO_SNDBUF, W.SO_RCVBUF, W.SO_SNDTIMEO, W.SO_RCVTIMEO, W.SO_BROADCAST, W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER,
+  W.SO_DONTLINGER, W.SO_DONTROUTE, W.SO_ERROR, W.SO_DEBUG, W.SO_REUSEADDR, W.SO_EXCLUSIVEADDRUSE,
+]);
 /** IPPROTO_TCP options: TCP_NODELAY, the keep-alive timing and TCP_MAXRT. */
 const TCP_OPTIONS = new Set([W.TCP_NODELAY, W.TCP_KEEPIDLE, W.TCP_KEEPINTVL, W.TCP_KEEPCNT, W.TCP_MAXRT]);
 /** Options with a meaning only on stream sockets. */
-const STREAM_ONLY = new Set([W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER]);
+const STREAM_ONLY = new Set([W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER, W.SO_DONTLINGER]);
 
 /*
  * How Windows sizes option values, as Wine's test_optsize records it:
@@ -35,7 +38,7 @@ const STREAM_ONLY = new Set([W.SO_KEEPALIVE, W.SO_OOBINLINE, W.SO_LINGER]);
  *   optlen 0.
  */
 const ONE_BYTE = new Set([W.SO_KEEPALIVE, W.SO_DONTROUTE]);
-const ANY_LENGTH_BOOL = new Set([W.SO_BROADCAST, W.SO_OOBINLINE]);
+const ANY_LENGTH_BOOL = new Set([W.SO_BROADCAST, W.SO_OOBINLINE, W.SO_DEBUG, W.SO_REUSEADDR, W.SO_EXCLUSIVEADDRUSE, W.SO_DONTLINGER]);
 const ZEROED_WHEN_SHORT = new Set([W.SO_LINGER, W.SO_RCVBUF, W.SO_SNDBUF]);
 /** TCP_KEEPCNT is a count of probes, 0 to 255. */
 const MAX_KEEPCNT = 255;
@@ -56,8 +59,24 @@ function ipLevel(level: number): boolean {
   return level === W.IPPROTO_IP || level === W.IPPROTO_IPV6;
 }
 
+/**
+ * IPV6_V6ONLY, the one IPPROTO_IPV6 option spiwire carries: a one-byte BOOL (Wine's test_optsize:
+ * the first byte decides, a read writes one byte and reports 1; a negative optlen is WSAENOBUFS),
+ * fixed once the socket has an address (test_ipv6only). Windows takes it on AF_INET sockets too,
+ * where it changes nothing.
+ */
+function setV6Only(sock: EmulatedSocket, optval: Uint8Array | null, optlen: number): Result<'WSPSetSockOpt'> {
+  if (!optval) return fail(W.WSAEFAULT);
+  if (optlen < 0) return fail(W.WSAENOBUFS);
+  if (optlen === 0 || optval.length < 1) return fail(W.WSAEFAULT);
+  if (sock.addressFixed()) return fail(W.WSAEINVAL);
+  sock.opts.v6Only = optval[0] !== 0;
+  return ok();
+}
+
 export function setSockOpt(sock: EmulatedSocket, level: number, optname: number, optval: Uint8Array | null, optlen: number): Result<'WSPSetSockOpt'> {
   const o = sock.opts;
+  if (level === W.IPPROTO_IPV6 && optname === W.IPV6_V6ONLY) return setV6Only(sock, optval, optlen);
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(ipLevel(level) ? W.WSAENOPROTOOPT : W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
@@ -145,6 +164,22 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
     case W.SO_DONTROUTE:
       o.dontRoute = v !== 0;
       break;
+    case W.SO_DONTLINGER:
+      // Turning it off turns lingering on with the l_linger last set (the pair Windows keeps).
+      o.linger = { onoff: v !== 0 ? 0 : 1, seconds: o.linger.seconds };
+      break;
+    case W.SO_DEBUG:
+      o.debug = v !== 0;
+      return ok();
+    case W.SO_REUSEADDR:
+    case W.SO_EXCLUSIVEADDRUSE: {
+      // Never both on one socket: the later one fails, in either order (Wine's test_reuseaddr).
+      const other = optname === W.SO_REUSEADDR ? o.exclusiveAddr : o.reuseAddr;
+      if (v !== 0 && other) return fail(W.WSAEINVAL);
+      if (optname === W.SO_REUSEADDR) o.reuseAddr = v !== 0;
+      else o.exclusiveAddr = v !== 0;
+      return ok();
+    }
   }
   sock.applyOptions();
   return ok();
@@ -160,6 +195,10 @@ function lingerBytes(l: { onoff: number; seconds: number }): Uint8Array {
 
 export function getSockOpt(sock: EmulatedSocket, level: number, optname: number, optlen: number): Result<'WSPGetSockOpt'> {
   const o = sock.opts;
+  if (level === W.IPPROTO_IPV6 && optname === W.IPV6_V6ONLY) {
+    if (optlen <= 0) return fail(W.WSAEFAULT);
+    return ok({ optval: Uint8Array.of(o.v6Only ? 1 : 0), optlen: 1 });
+  }
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(ipLevel(level) ? W.WSAENOPROTOOPT : W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
@@ -186,6 +225,25 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
       break;
     case W.SO_DONTROUTE:
       value = o.dontRoute ? 1 : 0;
+      break;
+    case W.SO_DONTLINGER:
+      value = o.linger.onoff === 0 ? 1 : 0;
+      break;
+    case W.SO_DEBUG:
+      value = o.debug ? 1 : 0;
+      break;
+    case W.SO_REUSEADDR:
+      value = o.reuseAddr ? 1 : 0;
+      break;
+    case W.SO_EXCLUSIVEADDRUSE:
+      value = o.exclusiveAddr ? 1 : 0;
+      break;
+    case W.SO_ACCEPTCONN:
+      value = sock.acceptsConnections() ? 1 : 0;
+      break;
+    case W.SO_CONNECT_TIME:
+      // 0xFFFFFFFF without a connection, a UDP socket's default peer included (Wine's test_connect_time).
+      value = sock.connectedSeconds() ?? -1;
       break;
     case W.SO_SNDBUF:
       value = o.sndBuf;

@@ -55,8 +55,15 @@ interface Fixture {
 
 type Frame = { payload: Uint8Array | string; binary: boolean; label: string };
 
-const SOL_OPTS = [P.SO_SNDTIMEO, P.SO_RCVTIMEO, P.SO_DEBUG, P.SO_ACCEPTCONN, P.SO_REUSEADDR, P.SO_KEEPALIVE, P.SO_DONTROUTE, P.SO_BROADCAST, P.SO_LINGER, P.SO_OOBINLINE, P.SO_SNDBUF, P.SO_RCVBUF, P.SO_ERROR, P.SO_TYPE, P.SO_MAX_MSG_SIZE, P.SO_PROTOCOL_INFOA, P.SO_PROTOCOL_INFOW, P.SO_SPIWIRE_SEND_POLICY];
+const SOL_OPTS = [P.SO_SNDTIMEO, P.SO_RCVTIMEO, P.SO_DEBUG, P.SO_ACCEPTCONN, P.SO_REUSEADDR, P.SO_KEEPALIVE, P.SO_DONTROUTE, P.SO_BROADCAST, P.SO_LINGER, P.SO_OOBINLINE, P.SO_SNDBUF, P.SO_RCVBUF, P.SO_ERROR, P.SO_TYPE, P.SO_MAX_MSG_SIZE, P.SO_PROTOCOL_INFOA, P.SO_PROTOCOL_INFOW, P.SO_SPIWIRE_SEND_POLICY, P.SO_EXCLUSIVEADDRUSE, P.SO_DONTLINGER, P.SO_CONNECT_TIME];
 const TCP_OPTS = [P.TCP_NODELAY, P.TCP_KEEPIDLE, P.TCP_MAXRT, P.TCP_KEEPCNT, P.TCP_KEEPINTVL];
+
+/** An option name of the level: the options spiwire knows there (IPV6_V6ONLY at IPPROTO_IPV6). */
+function optionFor(level: number, r: Rng): number {
+  if (level === P.IPPROTO_TCP) return r.pick(TCP_OPTS);
+  if (level === P.IPPROTO_IPV6) return P.IPV6_V6ONLY;
+  return r.pick(SOL_OPTS);
+}
 const DWORDS = [0, 1, 2, 5, 60, 3000, 65536, 3_000_000, 0x7fffffff, 0x80000000, 0xffffffff];
 const IOCTLS = [P.FIONBIO, P.FIONREAD, P.SIOCATMARK, P.SIO_FLUSH, P.SIO_KEEPALIVE_VALS];
 const WRONG: unknown[] = [null, true, false, 'str', '', -1, 1.5, 2 ** 32, 2 ** 53, -(2 ** 53), 1e308, [], {}, [1, 2], [null], { $b: 'x' }, { $b: [0, 1] }, { $base64: 'AAAA' }, 'x'.repeat(70000), { a: { b: { c: [] } } }];
@@ -199,13 +206,13 @@ class FrameGen {
         return withOv({ s, code: r.chance(0.85) ? r.pick(IOCTLS) : r.u32(), input: r.chance(0.5) ? Buffer.from([r.int(2), 0, 0, 0]) : r.bytes(r.int(16)), outputLength: r.pick([0, 4, 8, 1 << 20, 0xffffffff]) });
       case 'WSPSetSockOpt': {
         const level = r.pick([P.SOL_SOCKET, P.SOL_SOCKET, P.IPPROTO_TCP, 0, 41, r.u32() | 0]);
-        const optname = r.chance(0.9) ? (level === P.IPPROTO_TCP ? r.pick(TCP_OPTS) : r.pick(SOL_OPTS)) : r.u32() | 0;
+        const optname = r.chance(0.9) ? optionFor(level, r) : r.u32() | 0;
         const optval = r.chance(0.1) ? null : r.chance(0.8) ? S.dword(r.chance(0.8) ? r.pick(DWORDS) : r.u32()) : r.bytes(r.int(9));
         return { s, level, optname, optval, optlen: r.chance(0.8) ? (optval?.length ?? 0) : r.pick([0, 2, 4, 8, -1, 1 << 20]) };
       }
       case 'WSPGetSockOpt': {
-        const level = r.pick([P.SOL_SOCKET, P.SOL_SOCKET, P.IPPROTO_TCP, 0, r.u32() | 0]);
-        const optname = r.chance(0.9) ? (level === P.IPPROTO_TCP ? r.pick(TCP_OPTS) : r.pick(SOL_OPTS)) : r.u32() | 0;
+        const level = r.pick([P.SOL_SOCKET, P.SOL_SOCKET, P.IPPROTO_TCP, 0, 41, r.u32() | 0]);
+        const optname = r.chance(0.9) ? optionFor(level, r) : r.u32() | 0;
         return { s, level, optname, optlen: r.pick([0, 1, 4, 4, 628, 1 << 20, -1]) };
       }
       case 'WSPEventSelect':
@@ -701,7 +708,7 @@ async function fixture(w: Wire, env: Env): Promise<Fixture> {
   return fx;
 }
 
-const LEVEL_NAMES: Record<number, string> = { [P.SOL_SOCKET]: 'SOL_SOCKET', [P.IPPROTO_TCP]: 'IPPROTO_TCP' };
+const LEVEL_NAMES: Record<number, string> = { [P.SOL_SOCKET]: 'SOL_SOCKET', [P.IPPROTO_TCP]: 'IPPROTO_TCP', [P.IPPROTO_IPV6]: 'IPPROTO_IPV6' };
 
 /**
  * One option script: a TCP socket, random WSPSetSockOpt calls, then a real connection (WSPConnect
@@ -726,10 +733,11 @@ async function optionScript(a: Arena, w: Wire, rng: Rng, env: Env, forced?: { le
     const level = use?.level ?? rng.weighted<number>([
       [4, P.SOL_SOCKET],
       [4, P.IPPROTO_TCP],
+      [1, P.IPPROTO_IPV6],
       [1, 0],
       [1, rng.u32() | 0],
     ]);
-    const optname = use?.optname ?? (rng.chance(0.9) ? (level === P.IPPROTO_TCP ? rng.pick(TCP_OPTS) : rng.pick(SOL_OPTS)) : rng.int(0x10000));
+    const optname = use?.optname ?? (rng.chance(0.9) ? optionFor(level, rng) : rng.int(0x10000));
     const value = use?.value ?? (rng.chance(0.85) ? rng.pick(DWORDS) : rng.u32());
     const optval = use || rng.chance(0.9) ? S.dword(value) : rng.bytes(rng.int(9));
     const optlen = use || rng.chance(0.9) ? optval.length : rng.pick([0, 2, 8, -1]);

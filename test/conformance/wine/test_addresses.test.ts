@@ -3,8 +3,7 @@
  * test_listen, test_getsockname, test_getpeername, test_errors, test_connect (its connect() checks;
  * ConnectEx is not an SPI function), test_WSASendTo and test_broadcast. Wine runs most of them
  * on IPv4 only; here each runs on 127.0.0.1 and ::1, with 192.0.2.0 and 2001:db8::1 (documentation
- * addresses, not of this machine) where Wine uses an address that is not local. SO_ACCEPTCONN,
- * which test_listen reads, is not one of spiwire's options: not applicable.
+ * addresses, not of this machine) where Wine uses an address that is not local.
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
@@ -130,6 +129,26 @@ listenSc.step(t, 'test_listen: binding another socket to a listening socket\'s a
   c.same(await bind(x, s, x.name, namelen(x.f)), [S.SOCKET_ERROR, S.WSAEADDRINUSE], 'bind');
   await x.spi.WSPCloseSocket(s, S.out(0));
   await x.spi.WSPCloseSocket(x.a, S.out(0));
+});
+
+listenSc.step(t, 'test_listen: SO_ACCEPTCONN reads 0 on a bound socket and 1 once it listens, and cannot be set (WSAENOPROTOOPT)', {}, async (c, x) => {
+  const s = await socket(x.spi, x.f, 'tcp');
+  await must('WSPBind', (e) => x.spi.WSPBind(s, addr(x.f, 0), namelen(x.f), e));
+  const read = async (): Promise<[number, number, number]> => {
+    const v = new Uint8Array([0xad, 0xde, 0, 0]);
+    const [r, err] = await call((e) => x.spi.WSPGetSockOpt(s, S.SOL_SOCKET, S.SO_ACCEPTCONN, v, S.out(4), e));
+    return [r, err, new DataView(v.buffer).getUint32(0, true)];
+  };
+  const trySet = async (when: string): Promise<void> => {
+    for (const v of [1, 0]) c.same(await call((e) => x.spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_ACCEPTCONN, Uint8Array.of(v, 0, 0, 0), 4, e)), [S.SOCKET_ERROR, S.WSAENOPROTOOPT], `${when}: setting ${v}`);
+  };
+  c.same(await read(), [0, 0, 0], 'bound: 0');
+  await trySet('bound');
+  await must('WSPListen', (e) => x.spi.WSPListen(s, 0, e));
+  await must('WSPListen', (e) => x.spi.WSPListen(s, 0x7fffffff, e));
+  c.same(await read(), [0, 0, 1], 'listening: 1');
+  await trySet('listening');
+  await x.spi.WSPCloseSocket(s, S.out(0));
 });
 
 // ================================================================ test_getsockname

@@ -2,10 +2,8 @@
  * Wine's test_set_getsockopt (dlls/ws2_32/tests/sock.c), for the options spiwire has (README
  * "Socket options"): values read back, option lengths (Wine's test_optsize table, restricted to
  * those options), invalid levels and pointers, SO_ERROR, and SO_PROTOCOL_INFOW. The options
- * spiwire does not have (SO_RCVTIMEO, SO_SNDTIMEO, SO_REUSEADDR, SO_EXCLUSIVEADDRUSE, SO_DONTLINGER,
- * SO_OPENTYPE, SO_BSP_STATE, the IPPROTO_IP and IPPROTO_IPV6 options, SO_PROTOCOL_INFOA) are not
- * applicable, apart from SO_RCVTIMEO as the option named with an invalid level (the level is what
- * is refused).
+ * spiwire does not have (SO_OPENTYPE, SO_BSP_STATE, the IPPROTO_IP options and the IPPROTO_IPV6
+ * ones but IPV6_V6ONLY, SO_PROTOCOL_INFOA) are not applicable.
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
@@ -236,6 +234,11 @@ const ROWS: OptRow[] = [
   { name: 'TCP_KEEPALIVE', type: 'tcp', level: S.IPPROTO_TCP, opt: S.TCP_KEEPALIVE, shortLen: false, sizes: [0, 0, 4], values: [0, 0, 0], large: true, bool: false },
   { name: 'TCP_KEEPCNT', type: 'tcp', level: S.IPPROTO_TCP, opt: S.TCP_KEEPCNT, shortLen: false, sizes: [0, 0, 4], values: [0, 0, 0], large: false, bool: false },
   { name: 'TCP_KEEPINTVL', type: 'tcp', level: S.IPPROTO_TCP, opt: S.TCP_KEEPINTVL, shortLen: false, sizes: [0, 0, 4], values: [0, 0, 0], large: true, bool: false },
+  { name: 'SO_DONTLINGER', type: 'tcp', level: S.SOL_SOCKET, opt: S.SO_DONTLINGER, shortLen: true, sizes: [1, 1, 4], values: [0, 0xdead0001, 0], large: true, bool: true },
+  { name: 'SO_REUSEADDR', type: 'tcp', level: S.SOL_SOCKET, opt: S.SO_REUSEADDR, shortLen: true, sizes: [1, 1, 4], values: [0, 0xdead0001, 0], large: true, bool: true },
+  { name: 'SO_EXCLUSIVEADDRUSE', type: 'tcp', level: S.SOL_SOCKET, opt: S.SO_EXCLUSIVEADDRUSE, shortLen: true, sizes: [1, 1, 4], values: [0, 0xdead0001, 0], large: true, bool: true },
+  // Wine's row is an AF_INET6 UDP socket; Windows takes the option on AF_INET sockets too (test_ipv6only).
+  { name: 'IPV6_V6ONLY', type: 'udp', level: S.IPPROTO_IPV6, opt: S.IPV6_V6ONLY, shortLen: true, sizes: [1, 1, 1], values: [0, 0, 0], large: true, bool: false },
 ];
 
 const sizes = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
@@ -390,6 +393,19 @@ validity.step(t, 'test_sockopt_validity: an unknown option (-1) at IPPROTO_IP (I
     const s = await socket(x.spi, x.f, kind);
     const [r, err] = await getOpt(x.spi, s, level, -1, 256);
     c.same([r, err], [S.SOCKET_ERROR, S.WSAENOPROTOOPT], `${kind}: getsockopt`);
+    await x.spi.WSPCloseSocket(s, S.out(0));
+  }
+});
+
+validity.step(t, 'test_sockopt_validity: IPV6_V6ONLY on IPv6 TCP and UDP sockets: getsockopt into 256 bytes succeeds, and setting back what it read succeeds', { families: ['ipv6'] }, async (c, x) => {
+  for (const kind of ['tcp', 'udp'] as const) {
+    const s = await socket(x.spi, x.f, kind);
+    const buf = new Uint8Array(256);
+    const len = S.out(256);
+    const e = S.out(0);
+    const r = await x.spi.WSPGetSockOpt(s, S.IPPROTO_IPV6, S.IPV6_V6ONLY, buf, len, e);
+    c.same([r, e.value], [0, 0], `${kind}: getsockopt`);
+    c.same(await setOpt(x.spi, s, S.IPPROTO_IPV6, S.IPV6_V6ONLY, buf.subarray(0, len.value), len.value), [0, 0], `${kind}: setsockopt of the ${len.value} byte(s) read`);
     await x.spi.WSPCloseSocket(s, S.out(0));
   }
 });

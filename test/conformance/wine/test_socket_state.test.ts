@@ -1,7 +1,6 @@
 /**
  * Wine's small tests of socket state (dlls/ws2_32/tests/sock.c), grouped: test_accept_inheritance,
- * test_extendedSocketOptions and test_WSAEnumNetworkEvents. The options spiwire does not have
- * (SO_REUSEADDR, SO_SNDTIMEO, SO_RCVTIMEO, SO_DONTLINGER) are left out: not applicable.
+ * test_extendedSocketOptions, test_so_debug, test_connect_time and test_WSAEnumNetworkEvents.
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
@@ -25,6 +24,16 @@ async function getDword(spi: S.SpiSession, s: number, level: number, opt: number
 
 // ================================================================ test_accept_inheritance
 
+/** Binds l to loopback, listens, and connects a new socket to it: both ends of the connection. */
+async function connectionAccepted(x: Ctx, l: number): Promise<{ client: number; server: number }> {
+  await must('WSPBind', (e) => x.spi.WSPBind(l, addr(x.f, 0), namelen(x.f), e));
+  const [, , to] = await getName(x.spi, l);
+  await must('WSPListen', (e) => x.spi.WSPListen(l, 1, e));
+  const client = await socket(x.spi, x.f, 'tcp');
+  await must('WSPConnect', (e) => x.spi.WSPConnect(client, to, namelen(x.f), null, null, null, null, e));
+  return { client, server: await accept(x.spi, l) };
+}
+
 const inherit = new Scenario<Ctx>(ctx);
 
 inherit.step(t, 'test_accept_inheritance: an accepted socket inherits SO_KEEPALIVE, SO_OOBINLINE, SO_SNDBUF, SO_RCVBUF, SO_SNDTIMEO, SO_RCVTIMEO, TCP_NODELAY and SO_LINGER {1, 555}', {}, async (c, x) => {
@@ -43,15 +52,19 @@ inherit.step(t, 'test_accept_inheritance: an accepted socket inherits SO_KEEPALI
   new DataView(linger.buffer).setUint16(0, 1, true);
   new DataView(linger.buffer).setUint16(2, 555, true);
   await must('SO_LINGER', (e) => x.spi.WSPSetSockOpt(l, S.SOL_SOCKET, S.SO_LINGER, linger, 4, e));
-  await must('WSPBind', (e) => x.spi.WSPBind(l, addr(x.f, 0), namelen(x.f), e));
-  const [, , to] = await getName(x.spi, l);
-  await must('WSPListen', (e) => x.spi.WSPListen(l, 1, e));
-  const client = await socket(x.spi, x.f, 'tcp');
-  await must('WSPConnect', (e) => x.spi.WSPConnect(client, to, namelen(x.f), null, null, null, null, e));
-  const server = await accept(x.spi, l);
+  const { client, server } = await connectionAccepted(x, l);
   for (const [name, level, opt, v] of opts) c.same(await getDword(x.spi, server, level, opt), [0, v], name);
   const [r, lv] = await getDword(x.spi, server, S.SOL_SOCKET, S.SO_LINGER);
   c.same([r, lv & 0xffff, lv >>> 16], [0, 1, 555], 'SO_LINGER');
+  for (const s of [server, client, l]) await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
+inherit.step(t, 'test_accept_inheritance: an accepted socket inherits SO_REUSEADDR', {}, async (c, x) => {
+  const l = await socket(x.spi, x.f, 'tcp');
+  await must('SO_REUSEADDR', (e) => x.spi.WSPSetSockOpt(l, S.SOL_SOCKET, S.SO_REUSEADDR, dword(1), 4, e));
+  const { client, server } = await connectionAccepted(x, l);
+  c.same(await getDword(x.spi, server, S.SOL_SOCKET, S.SO_REUSEADDR), [0, 1], 'the accepted socket reads 1');
+  c.same(await getDword(x.spi, client, S.SOL_SOCKET, S.SO_REUSEADDR), [0, 0], 'the connecting socket, which did not set it, reads 0');
   for (const s of [server, client, l]) await x.spi.WSPCloseSocket(s, S.out(0));
 });
 
@@ -86,6 +99,80 @@ ext.step(t, 'test_extendedSocketOptions: SO_LINGER on a UDP socket fails with WS
   c.equal((await getDword(x.spi, tcp, S.SOL_SOCKET, S.SO_LINGER))[0], 0, 'TCP');
   await x.spi.WSPCloseSocket(u, S.out(0));
   await x.spi.WSPCloseSocket(tcp, S.out(0));
+});
+
+ext.step(t, 'test_extendedSocketOptions: SO_DONTLINGER reads the opposite of SO_LINGER\'s l_onoff on a bound TCP socket', {}, async (c, x) => {
+  const s = await socket(x.spi, x.f, 'tcp');
+  await must('WSPBind', (e) => x.spi.WSPBind(s, { family: af(x.f), address: x.f === 'ipv4' ? '0.0.0.0' : '::', port: 0 }, namelen(x.f), e));
+  const [r1, linger] = await getDword(x.spi, s, S.SOL_SOCKET, S.SO_LINGER);
+  const [r2, dont] = await getDword(x.spi, s, S.SOL_SOCKET, S.SO_DONTLINGER);
+  c.same([r1, r2], [0, 0], 'both read');
+  c.ok((linger & 0xffff) !== 0 ? dont === 0 : dont === 1, `l_onoff ${linger & 0xffff}, SO_DONTLINGER ${dont}`);
+  // Beyond Wine's check: each of the pair set, the other read.
+  const on = new Uint8Array([1, 0, 7, 0]);
+  await must('SO_LINGER', (e) => x.spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_LINGER, on, 4, e));
+  c.same(await getDword(x.spi, s, S.SOL_SOCKET, S.SO_DONTLINGER), [0, 0], 'SO_LINGER {1, 7}: SO_DONTLINGER reads 0');
+  await must('SO_DONTLINGER', (e) => x.spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_DONTLINGER, dword(1), 4, e));
+  c.same(await getDword(x.spi, s, S.SOL_SOCKET, S.SO_LINGER), [0, 7 << 16], 'SO_DONTLINGER TRUE: SO_LINGER reads {0, 7}');
+  await must('SO_DONTLINGER', (e) => x.spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_DONTLINGER, dword(0), 4, e));
+  c.same(await getDword(x.spi, s, S.SOL_SOCKET, S.SO_LINGER), [0, 1 | (7 << 16)], 'SO_DONTLINGER FALSE: SO_LINGER reads {1, 7}');
+  await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
+ext.step(t, 'test_set_getsockopt: SO_DONTLINGER with a null optval fails with WSAEFAULT, with optlen 4 and with 0', {}, async (c, x) => {
+  const s = await socket(x.spi, x.f, 'tcp');
+  for (const len of [4, 0]) {
+    const e = S.out(0);
+    c.same([await x.spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_DONTLINGER, null, len, e), e.value], [S.SOCKET_ERROR, S.WSAEFAULT], `optlen ${len}`);
+  }
+  await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
+// ================================================================ test_so_debug
+
+const debug = new Scenario<Ctx>(ctx);
+
+debug.step(t, 'test_so_debug: SO_DEBUG reads 0 with optlen 4; set to 2 it succeeds and reads 1', {}, async (c, x) => {
+  const s = await socket(x.spi, x.f, 'tcp');
+  const read = async (): Promise<[number, number, number, number]> => {
+    const v = dword(0xdeadbeef);
+    const len = S.out(4);
+    const e = S.out(0);
+    const r = await x.spi.WSPGetSockOpt(s, S.SOL_SOCKET, S.SO_DEBUG, v, len, e);
+    return [r, e.value, len.value, readU32(v)];
+  };
+  c.same(await read(), [0, 0, 4, 0], 'default');
+  const e = S.out(0);
+  c.same([await x.spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_DEBUG, dword(2), 4, e), e.value], [0, 0], 'set 2');
+  c.same(await read(), [0, 0, 4, 1], 'reads 1');
+  await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
+// ================================================================ test_connect_time
+
+const connectTime = new Scenario<Ctx>(ctx);
+
+connectTime.step(t, 'test_connect_time: SO_CONNECT_TIME is 0xffffffff without a TCP connection (UDP sockets, connected or not, included) and 0 on both ends of a new connection', {}, async (c, x) => {
+  const read = async (s: number): Promise<[number, number, number, number]> => {
+    const v = dword(0x12345678);
+    const len = S.out(4);
+    const e = S.out(0);
+    const r = await x.spi.WSPGetSockOpt(s, S.SOL_SOCKET, S.SO_CONNECT_TIME, v, len, e);
+    return [r, e.value, len.value, readU32(v)];
+  };
+  const lone = await socket(x.spi, x.f, 'tcp');
+  c.same(await read(lone), [0, 0, 4, 0xffffffff], 'a TCP socket never connected');
+  const pair = await tcpPair(x.spi, x.f);
+  c.same(await read(pair.client), [0, 0, 4, 0], 'the connecting end');
+  c.same(await read(pair.server), [0, 0, 4, 0], 'the accepted end');
+  const udpServer = await socket(x.spi, x.f, 'udp');
+  await must('WSPBind', (e) => x.spi.WSPBind(udpServer, addr(x.f, 0), namelen(x.f), e));
+  const [, , to] = await getName(x.spi, udpServer);
+  const udpClient = await socket(x.spi, x.f, 'udp');
+  await must('WSPConnect', (e) => x.spi.WSPConnect(udpClient, to, namelen(x.f), null, null, null, null, e));
+  c.same(await read(udpClient), [0, 0, 4, 0xffffffff], 'a connected UDP socket');
+  c.same(await read(udpServer), [0, 0, 4, 0xffffffff], 'a bound UDP socket');
+  for (const s of [lone, pair.client, pair.server, udpServer, udpClient]) await x.spi.WSPCloseSocket(s, S.out(0));
 });
 
 // ================================================================ test_WSAEnumNetworkEvents

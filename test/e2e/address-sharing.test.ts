@@ -1,0 +1,131 @@
+/**
+ * What IPV6_V6ONLY and SO_REUSEADDR do to real traffic (the option values themselves are checked
+ * in the Wine ports, test/conformance/wine/test_reuseaddr.test.ts): a dual-stack IPv6 socket
+ * serving real IPv4 peers over TCP and UDP, the default IPv6-only socket refusing them, and UDP
+ * sockets sharing a port.
+ */
+import t from 'tap';
+import * as net from 'node:net';
+import * as dgram from 'node:dgram';
+import * as S from '@spiwire/client';
+import { call, getOpt, newSocket, pattern, recvInto, select, send, sendTo, session, daemon, setOpt, sockName } from '../helpers/harness.js';
+
+const ANY6: S.SockAddr = { family: S.AF_INET6, address: '::', port: 0, flowinfo: 0, scopeId: 0 };
+const NAMELEN6 = 28;
+const BOUND: S.timeval = { tv_sec: 5, tv_usec: 0 };
+
+async function accept(spi: S.SpiSession, l: number): Promise<{ s: number; from: S.SockAddr }> {
+  const from: S.SockAddr = { family: 0, address: '', port: 0 };
+  const e = S.out(0);
+  const s = await spi.WSPAccept(l, from, S.out(28), null, 0, e);
+  if (s === S.INVALID_SOCKET) throw new Error(`WSPAccept failed: ${e.value}`);
+  return { s, from };
+}
+
+/** Connects a node:net IPv4 client to 127.0.0.1:port: its socket, or the error code it met. */
+function connect4(port: number): Promise<net.Socket | string> {
+  return new Promise((resolve) => {
+    const c = net.connect({ host: '127.0.0.1', port, family: 4 });
+    c.once('connect', () => resolve(c));
+    c.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+t.test('TCP: with IPV6_V6ONLY off, a listener on [::] takes a real IPv4 client, sees it as ::ffff:127.0.0.1, and its sends reach it', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const l = await newSocket(spi, 'ipv6', 'tcp');
+  t.same(await setOpt(spi, l, S.IPV6_V6ONLY, 0, 4, S.IPPROTO_IPV6), [0, 0], 'IPV6_V6ONLY off');
+  t.same(await call((e) => spi.WSPBind(l, ANY6, NAMELEN6, e)), [0, 0], 'binds [::]');
+  t.same(await call((e) => spi.WSPListen(l, 4, e)), [0, 0], 'listens');
+  const port = (await sockName(spi, l)).port;
+  const client = await connect4(port);
+  if (typeof client === 'string') throw new Error(`the IPv4 client could not connect: ${client}`);
+  t.teardown(() => client.destroy());
+  const received: Buffer[] = [];
+  client.on('data', (b: Buffer) => received.push(b));
+  const { s, from } = await accept(spi, l);
+  t.same([from.family, from.address, from.port], [S.AF_INET6, '::ffff:127.0.0.1', client.localPort], 'the peer as Windows gives it: a mapped IPv6 address');
+  const data = pattern(100_000, 3);
+  t.same(await send(spi, s, [data]), [0, 0, data.length], 'a send of 100,000 bytes');
+  const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+  t.same(await call((e) => spi.WSPShutdown(s, S.SD_SEND, e)), [0, 0], 'then FIN');
+  await ended;
+  t.ok(Buffer.concat(received).equals(data), 'the IPv4 client received exactly those bytes');
+  for (const x of [s, l]) await spi.WSPCloseSocket(x, S.out(0));
+});
+
+t.test('TCP: with IPV6_V6ONLY on (the default), an IPv4 client is refused by a listener on [::], and one on 0.0.0.0 shares the port', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const l6 = await newSocket(spi, 'ipv6', 'tcp');
+  t.same(await getOpt(spi, l6, S.IPV6_V6ONLY, 4, S.IPPROTO_IPV6), [0, 0, 1, 1], 'IPV6_V6ONLY reads 1');
+  t.same(await call((e) => spi.WSPBind(l6, ANY6, NAMELEN6, e)), [0, 0], 'binds [::]');
+  t.same(await call((e) => spi.WSPListen(l6, 4, e)), [0, 0], 'listens');
+  const port = (await sockName(spi, l6)).port;
+  t.equal(await connect4(port), 'ECONNREFUSED', 'an IPv4 client is refused: nothing listens for IPv4');
+  const l4 = await newSocket(spi, 'ipv4', 'tcp');
+  t.same(await call((e) => spi.WSPBind(l4, { family: S.AF_INET, address: '0.0.0.0', port }, 16, e)), [0, 0], 'an IPv4 socket binds 0.0.0.0 on the same port');
+  t.same(await call((e) => spi.WSPListen(l4, 4, e)), [0, 0], 'and listens');
+  const client = await connect4(port);
+  t.type(client, net.Socket, 'now the IPv4 client connects');
+  if (typeof client !== 'string') {
+    t.teardown(() => client.destroy());
+    const { from } = await accept(spi, l4);
+    t.same([from.family, from.address], [S.AF_INET, '127.0.0.1'], 'to the IPv4 listener');
+  }
+  for (const x of [l4, l6]) await spi.WSPCloseSocket(x, S.out(0));
+});
+
+t.test('UDP: with IPV6_V6ONLY off, a socket on [::] receives a real IPv4 datagram and answers it at its mapped address', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const u = await newSocket(spi, 'ipv6', 'udp');
+  t.same(await setOpt(spi, u, S.IPV6_V6ONLY, 0, 4, S.IPPROTO_IPV6), [0, 0], 'IPV6_V6ONLY off');
+  t.same(await call((e) => spi.WSPBind(u, ANY6, NAMELEN6, e)), [0, 0], 'binds [::]');
+  t.same(await setOpt(spi, u, S.IPV6_V6ONLY, 1, 4, S.IPPROTO_IPV6), [S.SOCKET_ERROR, S.WSAEINVAL], 'IPV6_V6ONLY can no longer change');
+  const port = (await sockName(spi, u)).port;
+  const peer = dgram.createSocket('udp4');
+  t.teardown(() => peer.close());
+  await new Promise<void>((resolve) => peer.bind(0, '127.0.0.1', resolve));
+  const answer = new Promise<Buffer>((resolve) => peer.once('message', (m) => resolve(m)));
+  peer.send(Buffer.from('ping over IPv4'), port, '127.0.0.1');
+  const got = await recvInto(spi, u, [64], { withFrom: true });
+  t.same([got.ret, Buffer.from(got.data).toString(), got.from.family, got.from.address, got.from.port], [0, 'ping over IPv4', S.AF_INET6, '::ffff:127.0.0.1', peer.address().port], 'the datagram, from a mapped address');
+  t.same(await sendTo(spi, u, [Buffer.from('pong')], got.from, NAMELEN6), [0, 0, 4], 'a datagram back to that address');
+  t.equal((await answer).toString(), 'pong', 'the IPv4 peer received it');
+  await spi.WSPCloseSocket(u, S.out(0));
+});
+
+t.test('UDP: SO_REUSEADDR lets two sockets bind one port, a socket asking to share a port held without it gets WSAEACCES, and a datagram to the port arrives', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const bindTo = async (port: number, reuse: boolean): Promise<[number, number, number]> => {
+    const u = await newSocket(spi, 'ipv4', 'udp');
+    if (reuse) t.same(await setOpt(spi, u, S.SO_REUSEADDR, 1), [0, 0], 'SO_REUSEADDR');
+    const [r, err] = await call((e) => spi.WSPBind(u, { family: S.AF_INET, address: '127.0.0.1', port }, 16, e));
+    return [u, r, err];
+  };
+  const [plain, r0] = await bindTo(0, false);
+  t.equal(r0, 0, 'a socket without the option binds');
+  const held = (await sockName(spi, plain)).port;
+  const [, r1, e1] = await bindTo(held, false);
+  t.same([r1, e1], [S.SOCKET_ERROR, S.WSAEADDRINUSE], 'another without it: WSAEADDRINUSE');
+  const [, r2, e2] = await bindTo(held, true);
+  t.same([r2, e2], [S.SOCKET_ERROR, S.WSAEACCES], 'another with it: WSAEACCES');
+
+  const [a, ra] = await bindTo(0, true);
+  t.equal(ra, 0, 'a socket with SO_REUSEADDR binds');
+  const port = (await sockName(spi, a)).port;
+  const [b, rb, eb] = await bindTo(port, true);
+  t.same([rb, eb], [0, 0], 'a second with SO_REUSEADDR binds the same address and port');
+  const peer = dgram.createSocket('udp4');
+  t.teardown(() => peer.close());
+  peer.send(Buffer.from('shared'), port, '127.0.0.1');
+  const readable = S.fdSet(a, b);
+  const [n] = await select(spi, readable, null, null, BOUND);
+  t.ok(n >= 1, 'one of them has the datagram');
+  const which = S.FD_ISSET(a, readable) ? a : b;
+  const got = await recvInto(spi, which, [64]);
+  t.equal(Buffer.from(got.data).toString(), 'shared', 'and receives it');
+});
