@@ -66,6 +66,14 @@ export const SO_DONTLINGER = ~SO_LINGER;
 export const SO_CONNECT_TIME = 0x700c;
 /** IPPROTO_IPV6: a one-byte BOOL, on by default; off, an AF_INET6 socket also serves IPv4 (mapped addresses). */
 export const IPV6_V6ONLY = 27;
+/** IPPROTO_IP (AF_INET sockets): the type-of-service byte of the packets the socket sends, 0 by default. */
+export const IP_TOS = 3;
+/** IPPROTO_IP (AF_INET sockets): the time to live of the packets the socket sends, 128 by default as on Windows. */
+export const IP_TTL = 4;
+/** IPPROTO_IPV6 (AF_INET6 sockets): the hop limit of the unicast packets the socket sends, 128 by default. */
+export const IPV6_UNICAST_HOPS = 4;
+/** Windows' default time to live and hop limit (its DefaultTTL). */
+export const DEFAULT_TTL = 128;
 export const TCP_NODELAY = 0x0001;
 /** IPPROTO_TCP options (Windows values): keep-alive idle time (seconds), probe count, probe interval (seconds), and the maximum retransmission time (seconds). */
 export const TCP_KEEPALIVE = 3;

@@ -19,6 +19,11 @@ export interface NativeConstants {
   /** Bytes a TCP socket's receive queue must hold before a read wakes its reader (the benchmark's sinks). */
   SO_RCVLOWAT: number;
   IPPROTO_TCP: number;
+  IPPROTO_IP: number;
+  IP_TOS: number;
+  IP_TTL: number;
+  IPPROTO_IPV6: number;
+  IPV6_UNICAST_HOPS: number;
   TCP_NODELAY: number;
   TCP_KEEPIDLE: number;
   TCP_KEEPINTVL: number;
@@ -68,6 +73,11 @@ const LINUX: NativeConstants = {
   SO_ERROR: 4,
   SO_RCVLOWAT: 18,
   IPPROTO_TCP: 6,
+  IPPROTO_IP: 0,
+  IP_TOS: 1,
+  IP_TTL: 2,
+  IPPROTO_IPV6: 41,
+  IPV6_UNICAST_HOPS: 16,
   TCP_NODELAY: 1,
   TCP_KEEPIDLE: 4,
   TCP_KEEPINTVL: 5,
@@ -100,6 +110,11 @@ const DARWIN: NativeConstants = {
   SO_ERROR: 0x1007,
   SO_RCVLOWAT: 0x1004,
   IPPROTO_TCP: 6,
+  IPPROTO_IP: 0,
+  IP_TOS: 3,
+  IP_TTL: 4,
+  IPPROTO_IPV6: 41,
+  IPV6_UNICAST_HOPS: 4,
   TCP_NODELAY: 1,
   TCP_KEEPIDLE: 0x10,
   TCP_KEEPINTVL: 0x101,

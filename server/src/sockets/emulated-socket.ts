@@ -132,6 +132,10 @@ export class SocketOptions {
   exclusiveAddr = false;
   /** IPV6_V6ONLY, on by default as on Windows; off, an AF_INET6 socket also takes IPv4 (mapped). */
   v6Only = true;
+  /** IP_TTL (AF_INET) or IPV6_UNICAST_HOPS (AF_INET6): Windows' 128 unless set; the real socket gets it. */
+  ttl = W.DEFAULT_TTL;
+  /** IP_TOS (AF_INET): the type-of-service byte. */
+  tos = 0;
 
   constructor(defaults: SocketContext['defaults']) {
     this.sndBuf = defaults.sndBuf;

@@ -14,9 +14,25 @@ const INT32_MAX = 0x7fffffff;
 /** The largest keep-alive values Linux takes (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT). */
 const KERNEL_MAX = { keepIdle: 32767, keepInterval: 32767, keepCount: 127 };
 
+/**
+ * IP_TTL / IPV6_UNICAST_HOPS and IP_TOS on a real socket of either transport: what the packets it
+ * sends carry. A dual-stack IPv6 socket's IPv4 packets take the same time to live. The kernel
+ * takes 1 to 255; a TTL of 0, which the option keeps, goes as 1. False where the C library is missing.
+ */
+export function applyIpOptions(fd: number | null, v6: boolean, dualStack: boolean, o: SocketOptions): boolean {
+  const native = libc();
+  if (!native || fd === null) return false;
+  const c = native.c;
+  const ttl = Math.max(1, o.ttl);
+  if (v6) native.setInt(fd, c.IPPROTO_IPV6, c.IPV6_UNICAST_HOPS, ttl);
+  if (!v6 || dualStack) native.setInt(fd, c.IPPROTO_IP, c.IP_TTL, ttl);
+  if (!v6) native.setInt(fd, c.IPPROTO_IP, c.IP_TOS, o.tos);
+  return true;
+}
+
 /** Applies SO_KEEPALIVE, TCP_NODELAY and, through the C library, the options node cannot set. */
 /** oobInline: what the kernel socket gets for SO_OOBINLINE (TcpSocket turns it on only when that is safe). */
-export function applyTcpOptions(conn: net.Socket, o: SocketOptions, oobInline: boolean): void {
+export function applyTcpOptions(conn: net.Socket, o: SocketOptions, oobInline: boolean, v6: boolean, dualStack: boolean): void {
   if (conn.destroyed) return;
   conn.setKeepAlive(o.keepAlive);
   conn.setNoDelay(o.noDelay);
@@ -24,6 +40,7 @@ export function applyTcpOptions(conn: net.Socket, o: SocketOptions, oobInline: b
   const fd = fdOf(conn);
   if (!native || fd === null) return;
   const c = native.c;
+  applyIpOptions(fd, v6, dualStack, o);
   native.setInt(fd, c.SOL_SOCKET, c.SO_OOBINLINE, oobInline ? 1 : 0);
   native.setInt(fd, c.SOL_SOCKET, c.SO_DONTROUTE, o.dontRoute ? 1 : 0);
   native.setLinger(fd, o.linger.onoff ? 1 : 0, o.linger.seconds);

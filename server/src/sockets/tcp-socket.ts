@@ -1240,7 +1240,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     const conn = this.conn;
     if (!conn) return;
     if (!this.opts.oobInline) this.kernelOobInline = false;
-    applyTcpOptions(conn, this.opts, this.kernelOobInline);
+    applyTcpOptions(conn, this.opts, this.kernelOobInline, this.af === W.AF_INET6, this.dualStack);
     this.syncOobInline();
   }
 

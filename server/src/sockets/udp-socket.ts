@@ -15,6 +15,7 @@ import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, 
 import { byteLength, contiguous } from './send-buffers.js';
 import { sendmmsgBatcher, sockaddrBytes, type Batched } from './datagram-batch.js';
 import { dgramFdOf } from '../native/libc.js';
+import { applyIpOptions } from './native-options.js';
 import { drainIcmpErrors, PendingIcmpReports, reportIcmpErrors } from './icmp-errors.js';
 import { constants } from 'node:os';
 
@@ -790,8 +791,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       try {
         // The kernel needs it for a default peer that is a broadcast address too (see sendPlan).
         this.sock.setBroadcast(this.opts.broadcast || (this.peer !== null && isBroadcastAddress(this.peer.address)));
+        // IP_TTL / IPV6_UNICAST_HOPS and IP_TOS, for every datagram (node:dgram's and the batches').
+        if (!applyIpOptions(dgramFdOf(this.sock), this.af === W.AF_INET6, this.dualStack, this.opts)) this.sock.setTTL(Math.max(1, this.opts.ttl));
       } catch (err) {
-        this.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'could not set SO_BROADCAST');
+        this.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'could not set SO_BROADCAST or the TTL');
       }
     }
   }

@@ -74,9 +74,45 @@ function setV6Only(sock: EmulatedSocket, optval: Uint8Array | null, optlen: numb
   return ok();
 }
 
+/**
+ * The IP-level byte options spiwire carries, on sockets of their family: IP_TTL and IP_TOS
+ * (IPPROTO_IP, AF_INET) and IPV6_UNICAST_HOPS (IPPROTO_IPV6, AF_INET6). Null for anything else.
+ */
+function ipByteOption(sock: EmulatedSocket, level: number, optname: number): 'ttl' | 'tos' | null {
+  if (level === W.IPPROTO_IP && sock.af === W.AF_INET) return optname === W.IP_TTL ? 'ttl' : optname === W.IP_TOS ? 'tos' : null;
+  if (level === W.IPPROTO_IPV6 && sock.af === W.AF_INET6 && optname === W.IPV6_UNICAST_HOPS) return 'ttl';
+  return null;
+}
+
+/**
+ * Sizes as Wine's test_optsize records them: setting reads the optlen bytes given (up to 4), a
+ * value above 255 is WSAEINVAL, a negative optlen WSAENOBUFS, 0 WSAEFAULT; reading writes one byte
+ * (optlen 1) into fewer than 4, else 4.
+ */
+function setIpByte(sock: EmulatedSocket, which: 'ttl' | 'tos', optval: Uint8Array | null, optlen: number): Result<'WSPSetSockOpt'> {
+  if (!optval) return fail(W.WSAEFAULT);
+  if (optlen < 0) return fail(W.WSAENOBUFS);
+  const n = Math.min(optlen, DWORD);
+  if (n === 0 || optval.length < n) return fail(W.WSAEFAULT);
+  let v = 0;
+  for (let i = n - 1; i >= 0; i--) v = v * 256 + optval[i]!;
+  if (v > 255) return fail(W.WSAEINVAL);
+  sock.opts[which] = v;
+  sock.applyOptions();
+  return ok();
+}
+
+function getIpByte(sock: EmulatedSocket, which: 'ttl' | 'tos', optlen: number): Result<'WSPGetSockOpt'> {
+  if (optlen <= 0) return fail(W.WSAEFAULT);
+  const v = sock.opts[which];
+  return optlen < DWORD ? ok({ optval: Uint8Array.of(v), optlen: 1 }) : ok({ optval: dwordBytes(v), optlen: DWORD });
+}
+
 export function setSockOpt(sock: EmulatedSocket, level: number, optname: number, optval: Uint8Array | null, optlen: number): Result<'WSPSetSockOpt'> {
   const o = sock.opts;
   if (level === W.IPPROTO_IPV6 && optname === W.IPV6_V6ONLY) return setV6Only(sock, optval, optlen);
+  const ipByte = ipByteOption(sock, level, optname);
+  if (ipByte) return setIpByte(sock, ipByte, optval, optlen);
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(ipLevel(level) ? W.WSAENOPROTOOPT : W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
@@ -199,6 +235,8 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
     if (optlen <= 0) return fail(W.WSAEFAULT);
     return ok({ optval: Uint8Array.of(o.v6Only ? 1 : 0), optlen: 1 });
   }
+  const ipByte = ipByteOption(sock, level, optname);
+  if (ipByte) return getIpByte(sock, ipByte, optlen);
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(ipLevel(level) ? W.WSAENOPROTOOPT : W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);

@@ -58,10 +58,11 @@ type Frame = { payload: Uint8Array | string; binary: boolean; label: string };
 const SOL_OPTS = [P.SO_SNDTIMEO, P.SO_RCVTIMEO, P.SO_DEBUG, P.SO_ACCEPTCONN, P.SO_REUSEADDR, P.SO_KEEPALIVE, P.SO_DONTROUTE, P.SO_BROADCAST, P.SO_LINGER, P.SO_OOBINLINE, P.SO_SNDBUF, P.SO_RCVBUF, P.SO_ERROR, P.SO_TYPE, P.SO_MAX_MSG_SIZE, P.SO_PROTOCOL_INFOA, P.SO_PROTOCOL_INFOW, P.SO_SPIWIRE_SEND_POLICY, P.SO_EXCLUSIVEADDRUSE, P.SO_DONTLINGER, P.SO_CONNECT_TIME];
 const TCP_OPTS = [P.TCP_NODELAY, P.TCP_KEEPIDLE, P.TCP_MAXRT, P.TCP_KEEPCNT, P.TCP_KEEPINTVL];
 
-/** An option name of the level: the options spiwire knows there (IPV6_V6ONLY at IPPROTO_IPV6). */
+/** An option name of the level: the options spiwire knows there. */
 function optionFor(level: number, r: Rng): number {
   if (level === P.IPPROTO_TCP) return r.pick(TCP_OPTS);
-  if (level === P.IPPROTO_IPV6) return P.IPV6_V6ONLY;
+  if (level === P.IPPROTO_IPV6) return r.pick([P.IPV6_V6ONLY, P.IPV6_UNICAST_HOPS]);
+  if (level === P.IPPROTO_IP) return r.pick([P.IP_TTL, P.IP_TOS]);
   return r.pick(SOL_OPTS);
 }
 const DWORDS = [0, 1, 2, 5, 60, 3000, 65536, 3_000_000, 0x7fffffff, 0x80000000, 0xffffffff];

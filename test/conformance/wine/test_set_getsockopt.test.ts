@@ -218,6 +218,8 @@ interface OptRow {
   large: boolean;
   /** A BOOL (SOL_SOCKET options that take an optlen of 0). */
   bool: boolean;
+  /** An option of one address family's sockets only. */
+  family?: Family;
 }
 
 const ROWS: OptRow[] = [
@@ -239,6 +241,9 @@ const ROWS: OptRow[] = [
   { name: 'SO_EXCLUSIVEADDRUSE', type: 'tcp', level: S.SOL_SOCKET, opt: S.SO_EXCLUSIVEADDRUSE, shortLen: true, sizes: [1, 1, 4], values: [0, 0xdead0001, 0], large: true, bool: true },
   // Wine's row is an AF_INET6 UDP socket; Windows takes the option on AF_INET sockets too (test_ipv6only).
   { name: 'IPV6_V6ONLY', type: 'udp', level: S.IPPROTO_IPV6, opt: S.IPV6_V6ONLY, shortLen: true, sizes: [1, 1, 1], values: [0, 0, 0], large: true, bool: false },
+  { name: 'IP_TOS', type: 'udp', level: S.IPPROTO_IP, opt: S.IP_TOS, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: false, bool: false, family: 'ipv4' },
+  { name: 'IP_TTL', type: 'udp', level: S.IPPROTO_IP, opt: S.IP_TTL, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: false, bool: false, family: 'ipv4' },
+  { name: 'IPV6_UNICAST_HOPS', type: 'udp', level: S.IPPROTO_IPV6, opt: S.IPV6_UNICAST_HOPS, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: false, bool: false, family: 'ipv6' },
 ];
 
 const sizes = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
@@ -246,6 +251,7 @@ const sizes = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi
 /** Runs fn for every option of the table, each on a fresh socket of its kind. */
 async function eachRow(c: Check, ctx: { spi: S.SpiSession; f: Family }, fn: (row: OptRow, s: number) => Promise<void>): Promise<void> {
   for (const row of ROWS) {
+    if (row.family && row.family !== ctx.f) continue;
     const s = await socket(ctx.spi, ctx.f, row.type);
     try {
       await fn(row, s);
@@ -300,7 +306,7 @@ sizes.step(t, 'test_set_getsockopt: option lengths: getsockopt with an optlen of
   });
 });
 
-sizes.step(t, 'test_set_getsockopt: option lengths: 0x100 in 4 bytes is accepted and read back as the option\'s size gives it (TCP_KEEPCNT: WSAEINVAL)', {}, async (c, x) => {
+sizes.step(t, 'test_set_getsockopt: option lengths: 0x100 in 4 bytes is accepted and read back as the option\'s size gives it (TCP_KEEPCNT, IP_TOS, IP_TTL, IPV6_UNICAST_HOPS: WSAEINVAL)', {}, async (c, x) => {
   await eachRow(c, x, async (row, s) => {
     const [r, err] = await setOpt(x.spi, s, row.level, row.opt, dword(0x100), 4);
     if (!row.large) {
@@ -406,6 +412,22 @@ validity.step(t, 'test_sockopt_validity: IPV6_V6ONLY on IPv6 TCP and UDP sockets
     const r = await x.spi.WSPGetSockOpt(s, S.IPPROTO_IPV6, S.IPV6_V6ONLY, buf, len, e);
     c.same([r, e.value], [0, 0], `${kind}: getsockopt`);
     c.same(await setOpt(x.spi, s, S.IPPROTO_IPV6, S.IPV6_V6ONLY, buf.subarray(0, len.value), len.value), [0, 0], `${kind}: setsockopt of the ${len.value} byte(s) read`);
+    await x.spi.WSPCloseSocket(s, S.out(0));
+  }
+});
+
+validity.step(t, 'test_sockopt_validity: IP_TOS and IP_TTL (IPv4) and IPV6_UNICAST_HOPS (IPv6) on TCP and UDP sockets: getsockopt into 256 bytes succeeds, and setting back what it read succeeds', {}, async (c, x) => {
+  const opts: Array<[string, number, number]> = x.f === 'ipv4' ? [['IP_TOS', S.IPPROTO_IP, S.IP_TOS], ['IP_TTL', S.IPPROTO_IP, S.IP_TTL]] : [['IPV6_UNICAST_HOPS', S.IPPROTO_IPV6, S.IPV6_UNICAST_HOPS]];
+  for (const kind of ['tcp', 'udp'] as const) {
+    const s = await socket(x.spi, x.f, kind);
+    for (const [name, level, opt] of opts) {
+      const buf = new Uint8Array(256);
+      const len = S.out(256);
+      const e = S.out(0);
+      const r = await x.spi.WSPGetSockOpt(s, level, opt, buf, len, e);
+      c.same([r, e.value], [0, 0], `${kind} ${name}: getsockopt`);
+      c.same(await setOpt(x.spi, s, level, opt, buf.subarray(0, len.value), len.value), [0, 0], `${kind} ${name}: setsockopt of the ${len.value} byte(s) read`);
+    }
     await x.spi.WSPCloseSocket(s, S.out(0));
   }
 });
