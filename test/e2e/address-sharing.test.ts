@@ -129,3 +129,93 @@ t.test('UDP: SO_REUSEADDR lets two sockets bind one port, a socket asking to sha
   const got = await recvInto(spi, which, [64]);
   t.equal(Buffer.from(got.data).toString(), 'shared', 'and receives it');
 });
+
+t.test('sharing stays within a session: another session cannot bind under a listener\'s wildcard, nor join its SO_REUSEADDR address, on TCP or UDP', async (t) => {
+  const d = await daemon(t);
+  const a = await session(t, d);
+  const b = await session(t, d);
+  const bindIn = async (spi: S.SpiSession, kind: 'tcp' | 'udp', address: string, port: number, reuse: boolean): Promise<[number, number, number]> => {
+    const s = await newSocket(spi, 'ipv4', kind);
+    if (reuse) t.same(await setOpt(spi, s, S.SO_REUSEADDR, 1), [0, 0], 'SO_REUSEADDR');
+    const [r, err] = await call((e) => spi.WSPBind(s, { family: S.AF_INET, address, port }, 16, e));
+    return [s, r, err];
+  };
+  // A listens on the wildcard; within A a loopback socket could share the port (Wine's test_reuseaddr), B may not.
+  const [wild, rw] = await bindIn(a, 'tcp', '0.0.0.0', 0, false);
+  t.equal(rw, 0, 'session A binds 0.0.0.0');
+  t.same(await call((e) => a.WSPListen(wild, 4, e)), [0, 0], 'and listens');
+  const port = (await sockName(a, wild)).port;
+  const [, rb, eb] = await bindIn(b, 'tcp', '127.0.0.1', port, false);
+  t.same([rb, eb], [S.SOCKET_ERROR, S.WSAEADDRINUSE], 'session B cannot bind 127.0.0.1 on that port');
+  const client = await connect4(port);
+  t.type(client, net.Socket, 'a loopback client connects');
+  if (typeof client !== 'string') {
+    t.teardown(() => client.destroy());
+    const { s } = await accept(a, wild);
+    t.ok(s > 0, 'and reaches session A\'s listener');
+  }
+
+  for (const kind of ['tcp', 'udp'] as const) {
+    const [first, r1] = await bindIn(a, kind, '127.0.0.1', 0, true);
+    t.equal(r1, 0, `${kind}: session A binds loopback with SO_REUSEADDR`);
+    const shared = (await sockName(a, first)).port;
+    const [, r2, e2] = await bindIn(b, kind, '127.0.0.1', shared, true);
+    t.same([r2, e2], [S.SOCKET_ERROR, S.WSAEADDRINUSE], `${kind}: session B, with SO_REUSEADDR too, cannot join it`);
+    const [, r3, e3] = await bindIn(a, kind, '127.0.0.1', shared, true);
+    t.same([r3, e3], [0, 0], `${kind}: another socket of session A can`);
+  }
+});
+
+t.test('TCP: two listeners with SO_REUSEADDR on one address: real clients reach the first, then the second once the first closes', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const listen = async (port: number): Promise<number> => {
+    const l = await newSocket(spi, 'ipv4', 'tcp');
+    t.same(await setOpt(spi, l, S.SO_REUSEADDR, 1), [0, 0], 'SO_REUSEADDR');
+    t.same(await call((e) => spi.WSPBind(l, { family: S.AF_INET, address: '127.0.0.1', port }, 16, e)), [0, 0], 'binds');
+    t.same(await call((e) => spi.WSPListen(l, 4, e)), [0, 0], 'listens');
+    return l;
+  };
+  const l1 = await listen(0);
+  const port = (await sockName(spi, l1)).port;
+  const l2 = await listen(port);
+  const c1 = await connect4(port);
+  if (typeof c1 === 'string') throw new Error(`first client: ${c1}`);
+  t.teardown(() => c1.destroy());
+  const first = await accept(spi, l1);
+  t.same(await select(spi, S.fdSet(l2), null, null, { tv_sec: 0, tv_usec: 0 }), [0, 0], 'the second listener has nothing to accept');
+  t.same(await call((e) => spi.WSPCloseSocket(l1, e)), [0, 0], 'the first listener closes');
+  // The second opens its real socket as the first closes: a client may meet the gap between.
+  let c2: net.Socket | string = 'ECONNREFUSED';
+  for (let i = 0; i < 50 && typeof c2 === 'string'; i++) c2 = await connect4(port);
+  if (typeof c2 === 'string') throw new Error(`second client: ${c2}`);
+  t.teardown(() => (c2 as net.Socket).destroy());
+  const received: Buffer[] = [];
+  c2.on('data', (b: Buffer) => received.push(b));
+  const second = await accept(spi, l2);
+  t.same(await send(spi, second.s, [Buffer.from('from the second listener')]), [0, 0, 24], 'the accepted socket sends');
+  await new Promise<void>((resolve) => (c2 as net.Socket).once('data', () => resolve()));
+  t.equal(Buffer.concat(received).toString(), 'from the second listener', 'the second client received it');
+  for (const x of [first.s, second.s, l2]) await spi.WSPCloseSocket(x, S.out(0));
+});
+
+t.test('another program\'s port stays its own: a second daemon cannot bind or listen on an address a first daemon\'s listener holds, or under it', async (t) => {
+  const d1 = await daemon(t);
+  const d2 = await daemon(t);
+  const a = await session(t, d1);
+  const b = await session(t, d2);
+  const l = await newSocket(a, 'ipv4', 'tcp');
+  t.same(await setOpt(a, l, S.SO_REUSEADDR, 1), [0, 0], 'the first daemon\'s socket sets SO_REUSEADDR');
+  t.same(await call((e) => a.WSPBind(l, { family: S.AF_INET, address: '127.0.0.1', port: 0 }, 16, e)), [0, 0], 'binds loopback');
+  t.same(await call((e) => a.WSPListen(l, 4, e)), [0, 0], 'and listens');
+  const port = (await sockName(a, l)).port;
+  for (const address of ['127.0.0.1', '0.0.0.0']) {
+    const s = await newSocket(b, 'ipv4', 'tcp');
+    t.same(await setOpt(b, s, S.SO_REUSEADDR, 1), [0, 0], `the second daemon's socket sets SO_REUSEADDR too (${address})`);
+    t.same(await call((e) => b.WSPBind(s, { family: S.AF_INET, address, port }, 16, e)), [S.SOCKET_ERROR, S.WSAEADDRINUSE], `and cannot bind ${address} on the port`);
+  }
+  const client = await connect4(port);
+  if (typeof client === 'string') throw new Error(`client: ${client}`);
+  t.teardown(() => client.destroy());
+  t.ok((await accept(a, l)).s > 0, 'a client still reaches the first daemon\'s listener');
+});

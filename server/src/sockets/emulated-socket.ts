@@ -13,6 +13,7 @@ import { cancellable, completion, recvFailed, sendFailed } from './results.js';
 import type { AppliedFault, CallMode, FaultHook } from '../faults/rules.js';
 import { SocketStateMachine, type MoveTable } from './socket-state.js';
 import { MAX_TIMER_MS } from '../daemon-context.js';
+import type { PortReservations, Reservation } from './port-reservations.js';
 
 const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
   [W.FD_READ]: 'FD_READ',
@@ -91,6 +92,8 @@ export interface SocketContext {
    * first waits for the socket's setup): taken while the call runs, called when the wait begins.
    */
   readonly captureCall: () => () => void;
+  /** The addresses the daemon's sockets hold, daemon-wide: who may share a port (PortReservations). */
+  readonly ports: PortReservations;
 }
 
 /** The options WSPSetSockOpt and WSPIoctl set; each transport applies those it can to the real socket. */
@@ -707,6 +710,12 @@ export abstract class EmulatedSocket<S extends string = string> {
 
   /** The socket has (or is taking) a local address: IPV6_V6ONLY can no longer change. */
   abstract addressFixed(): boolean;
+
+  /** What this socket holds once bound to name on port, with its options as they are now. */
+  protected reservationFor(name: SockAddr, port: number): Reservation {
+    const o = this.opts;
+    return { proto: this.type === W.SOCK_STREAM ? 'tcp' : 'udp', session: this.owner, family: name.family, address: name.address, port, reuse: o.reuseAddr, exclusive: o.exclusiveAddr, dualStack: this.dualStack };
+  }
 
   /** An AF_INET6 socket with IPV6_V6ONLY off: it also binds, listens and connects for IPv4. */
   get dualStack(): boolean {

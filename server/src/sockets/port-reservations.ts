@@ -1,14 +1,25 @@
 /**
- * TCP addresses bound by emulated sockets, from WSPBind to their close. node:net cannot hold a
- * bound, idle TCP socket, so a bind is probed on the real stack and recorded here; the record also
- * decides, before the probe, what Windows decides between two sockets of the same port: sharing
+ * Addresses bound by emulated sockets, from the bind to their close. node:net cannot hold a bound,
+ * idle TCP socket, so a TCP bind is probed on the real stack and recorded here; the record also
+ * decides, before the host is asked, what Windows decides between two sockets of one port: sharing
  * with SO_REUSEADDR, SO_EXCLUSIVEADDRUSE, and a dual-stack IPv6 socket (IPV6_V6ONLY off) that also
  * takes IPv4 addresses. The rules follow Wine's test_reuseaddr, which records Windows' answers.
+ *
+ * Sharing stays within a session: Windows lets one user's sockets share a port, not another
+ * user's take it over, and sessions here are separate clients. A socket of another session whose
+ * address overlaps gets WSAEADDRINUSE, as the host would give.
+ *
+ * TCP listeners on one identical address (possible with SO_REUSEADDR on both) form a group: the
+ * oldest holds the real listening socket, the others wait and the next takes over when it closes,
+ * which is how Windows hands connections out among them.
  */
 import * as W from '@spiwire/proto';
 import { parseAddressText } from '@spiwire/proto';
 
 export interface Reservation {
+  proto: 'tcp' | 'udp';
+  /** The session of the socket: sharing stays within one. */
+  session: string;
   family: number;
   address: string;
   port: number;
@@ -54,14 +65,15 @@ function viewsOf(r: Reservation): View[] {
 }
 
 /**
- * Windows' answer when `next` binds beside `held` on the same port: 0, or the WSA code.
+ * Windows' answer when `next` binds beside `held` on the same port: 0, or the WSA code; null when
+ * the two addresses do not meet.
  * - The same address: shared only when both set SO_REUSEADDR; WSAEACCES when only the newcomer
  *   did (it may not take over an address whose holder did not agree), else WSAEADDRINUSE.
  * - One covers the other (a wildcard and a specific address): allowed, unless the wildcard is
  *   exclusive: WSAEACCES when it was there first, WSAEADDRINUSE when it comes second.
  */
-function conflict(held: Reservation, a: View, next: Reservation, b: View): number {
-  if (a.v4 !== b.v4) return 0;
+function conflict(held: Reservation, a: View, next: Reservation, b: View): number | null {
+  if (a.v4 !== b.v4) return null;
   if (a.address === b.address && a.weak === b.weak) {
     if (held.reuse && next.reuse) return 0;
     return next.reuse ? W.WSAEACCES : W.WSAEADDRINUSE;
@@ -69,27 +81,85 @@ function conflict(held: Reservation, a: View, next: Reservation, b: View): numbe
   // The weak [::] covers 0.0.0.0; otherwise only a wildcard covers, a specific address.
   const heldCovers = a.wildcard && (!b.wildcard || (a.weak && !b.weak));
   const nextCovers = b.wildcard && (!a.wildcard || (b.weak && !a.weak));
+  if (!heldCovers && !nextCovers) return null;
   if (heldCovers && held.exclusive) return W.WSAEACCES;
   if (nextCovers && next.exclusive) return W.WSAEADDRINUSE;
   return 0;
 }
 
+/** The identity of an address for the listener groups: protocol, family view, address, port. */
+function addressKey(r: Reservation): string {
+  const v = viewsOf(r)[0]!;
+  return `${r.proto} ${v.v4 ? 4 : 6} ${v.address} ${r.port}`;
+}
+
+interface Listener {
+  owner: number;
+  /** Opens the real listening socket, for a waiting listener whose turn came. */
+  takeOver: () => void;
+}
+
 export class PortReservations {
   private readonly held = new Map<number, Reservation>();
+  /** TCP listeners by address, oldest first: the first holds the real socket. */
+  private readonly listeners = new Map<string, Listener[]>();
+  private readonly listenerKeys = new Map<number, string>();
 
   /** 0 when `r` may be bound beside every address held, else the WSA code Windows gives. */
   check(owner: number, r: Reservation): number {
     const mine = viewsOf(r);
     for (const [h, other] of this.held) {
-      if (h === owner || other.port !== r.port) continue;
+      if (h === owner || other.port !== r.port || other.proto !== r.proto) continue;
       for (const a of viewsOf(other)) {
         for (const b of mine) {
           const code = conflict(other, a, r, b);
-          if (code !== 0) return code;
+          if (code === null || (code === 0 && other.session === r.session)) continue;
+          return code === 0 ? W.WSAEADDRINUSE : code;
         }
       }
     }
     return 0;
+  }
+
+  /** Another socket's address meets r's (the same, or one covers the other): the port is shared. */
+  meets(owner: number, r: Reservation): boolean {
+    const mine = viewsOf(r);
+    for (const [h, other] of this.held) {
+      if (h === owner || other.port !== r.port || other.proto !== r.proto) continue;
+      for (const a of viewsOf(other)) for (const b of mine) if (conflict(other, a, r, b) !== null) return true;
+    }
+    return false;
+  }
+
+  /**
+   * A TCP socket starts listening on the address it holds: 'first' when it is to open the real
+   * listening socket, 'waiting' when an older listener on the same address has it (takeOver runs
+   * when that one stops and this one is next).
+   */
+  listen(owner: number, takeOver: () => void): 'first' | 'waiting' {
+    const r = this.held.get(owner);
+    if (!r) return 'first';
+    const key = addressKey(r);
+    const group = this.listeners.get(key);
+    this.listenerKeys.set(owner, key);
+    if (!group) {
+      this.listeners.set(key, [{ owner, takeOver }]);
+      return 'first';
+    }
+    group.push({ owner, takeOver });
+    return 'waiting';
+  }
+
+  /** The socket stops listening (closed, or its listen failed); the next one waiting takes over. */
+  stopListening(owner: number): void {
+    const key = this.listenerKeys.get(owner);
+    if (key === undefined) return;
+    this.listenerKeys.delete(owner);
+    const group = this.listeners.get(key)!;
+    const at = group.findIndex((l) => l.owner === owner);
+    if (at >= 0) group.splice(at, 1);
+    if (group.length === 0) this.listeners.delete(key);
+    else if (at === 0) group[0]!.takeOver();
   }
 
   /** Records the address (after check and the real stack's probe both passed); returns check's answer. */
@@ -100,6 +170,7 @@ export class PortReservations {
   }
 
   release(owner: number): void {
+    this.stopListening(owner);
     this.held.delete(owner);
   }
 }

@@ -7,7 +7,7 @@
 import * as net from 'node:net';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
-import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
+import { classifyBroken, wsaFromErrno, wsaFromNodeError } from '../errno-map.js';
 import { fdOf, libc } from '../native/libc.js';
 import type { Drainable, Draining } from '../draining.js';
 import { EmulatedSocket, SELECT_EXCEPT, SELECT_READ, SELECT_WRITE, type SendFunction, type SocketContext, type SocketIdentity, type StreamedStart } from './emulated-socket.js';
@@ -15,12 +15,11 @@ import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffe
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
-import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readStrandedByte, readUrgent, receivedCount, resetConnection, setKernelOobInline, settleTakenUrgentByte, sendDirect, takeSocketError } from './native-options.js';
+import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, tcpSocket, readStrandedByte, readUrgent, receivedCount, resetConnection, setKernelOobInline, settleTakenUrgentByte, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
 import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
-import type { PortReservations, Reservation } from './port-reservations.js';
 import type { AppliedFault, CallMode } from '../faults/rules.js';
 import { firstBytes } from './send-buffers.js';
 import { SlowLink } from '../faults/link.js';
@@ -33,7 +32,6 @@ const DRAIN_POLL_MS = 5;
 const DRAIN_POLL_MAX_MS = 200;
 
 export interface TcpContext extends SocketContext {
-  readonly ports: PortReservations;
   /**
    * Connections waiting on listeners hold descriptors: they count against the daemon-wide socket
    * cap, and a connection that would pass it is refused (reset) like one beyond the backlog.
@@ -190,12 +188,34 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private async bindNow(name: SockAddr): Promise<number> {
     if (this.closed) return W.WSAENOTSOCK;
     if (!this.state.is('created')) return W.WSAEINVAL;
-    const o = this.opts;
-    const reservation = (port: number): Reservation => ({ family: name.family, address: name.address, port, reuse: o.reuseAddr, exclusive: o.exclusiveAddr, dualStack: this.dualStack });
     // Windows' own rules between emulated sockets first (SO_REUSEADDR, SO_EXCLUSIVEADDRUSE), then
     // the real stack: the address must be local and the port free.
-    const first = name.port === 0 ? 0 : this.ctx.ports.check(this.handle, reservation(name.port));
+    const first = name.port === 0 ? 0 : this.ctx.ports.check(this.handle, this.reservationFor(name, name.port));
     if (first !== 0) return first;
+    const port = await this.probe(name);
+    if (port instanceof Error) return wsaFromNodeError(port);
+    if (port < 0) return wsaFromErrno(-port);
+    if (this.closed) return W.WSAENOTSOCK;
+    // Checked again: another socket may have bound meanwhile.
+    const code = this.ctx.ports.reserve(this.handle, this.reservationFor(name, port));
+    if (code !== 0) return code;
+    if (!this.state.move('bound')) {
+      this.ctx.ports.release(this.handle);
+      return W.WSAEINVAL;
+    }
+    this.bound = { ...name, port };
+    return 0;
+  }
+
+  /**
+   * Asks the host whether name can be bound: the port it would get, or why not (an Error from
+   * node, or -errno). With the C library the probe is a bind, with SO_REUSEPORT where a socket of
+   * the daemon's that this one may share the port with (by the rules above) holds it
+   * (native-options.ts, tcpSocket); elsewhere a listen of node's.
+   */
+  private async probe(name: SockAddr): Promise<number | Error> {
+    const native = tcpSocket(name, this.af === W.AF_INET6, this.opts.v6Only, null, () => name.port !== 0 && this.ctx.ports.meets(this.handle, this.reservationFor(name, name.port)));
+    if (native !== null) return native;
     const probe = net.createServer();
     const port = await new Promise<number | Error>((resolve) => {
       probe.once('error', resolve);
@@ -205,17 +225,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       });
     });
     probe.close();
-    if (port instanceof Error) return wsaFromNodeError(port);
-    if (this.closed) return W.WSAENOTSOCK;
-    // Checked again: another socket may have bound meanwhile.
-    const code = this.ctx.ports.reserve(this.handle, reservation(port));
-    if (code !== 0) return code;
-    if (!this.state.move('bound')) {
-      this.ctx.ports.release(this.handle);
-      return W.WSAEINVAL;
-    }
-    this.bound = { ...name, port };
-    return 0;
+    return port;
   }
 
   listen(backlog: number): Promise<number> {
@@ -232,12 +242,48 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     const bound = this.bound;
     if (!this.state.is('bound') || !bound) return W.WSAEINVAL;
     this.backlog = clampBacklog(backlog);
+    if (this.ctx.ports.listen(this.handle, () => this.takeOver()) === 'waiting') {
+      // An older listener with SO_REUSEADDR on this very address holds the real socket and gets
+      // the connections, as on Windows; this one takes over when that one closes.
+      if (this.state.move('listening')) return 0;
+      this.ctx.ports.stopListening(this.handle);
+      return W.WSAEINVAL;
+    }
+    const code = await this.openServer(bound);
+    if (code !== 0 || !this.state.move('listening')) {
+      this.ctx.ports.stopListening(this.handle);
+      this.server?.close();
+      this.server = null;
+      return code || W.WSAENOTSOCK;
+    }
+    return 0;
+  }
+
+  /** A waiting listener's turn came: it opens the real listening socket. */
+  private takeOver(): void {
+    const bound = this.bound;
+    if (this.closed || this.server || !bound || !this.state.is('listening')) return;
+    void this.openServer(bound).then((code) => {
+      if (code !== 0) this.log.debug({ code }, 'a waiting listener could not take its address over');
+    });
+  }
+
+  /**
+   * Opens the real listening socket on bound: 0, or the WSA code. With the C library the socket has
+   * SO_REUSEPORT, so that listeners of the daemon's on a wildcard and on a specific address of one
+   * port can both listen, as Windows lets them, and the host gives each connection to the most
+   * specific, as Windows does; no two of them ever listen on one identical address (see listen).
+   */
+  private async openServer(bound: SockAddr): Promise<number> {
+    const fd = tcpSocket(bound, this.af === W.AF_INET6, this.opts.v6Only, this.backlog, () => this.ctx.ports.meets(this.handle, this.reservationFor(bound, bound.port)));
+    if (fd !== null && fd < 0) return wsaFromErrno(-fd);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
     const res = await new Promise<Error | null>((resolve) => {
       server.once('error', resolve);
-      server.listen({ host: hostOf(bound), port: bound.port, backlog: this.backlog, exclusive: true, ipv6Only: this.ipv6Only }, () => resolve(null));
+      if (fd !== null) server.listen({ fd, backlog: this.backlog }, () => resolve(null));
+      else server.listen({ host: hostOf(bound), port: bound.port, backlog: this.backlog, exclusive: true, ipv6Only: this.ipv6Only }, () => resolve(null));
     });
-    if (res || this.closed || !this.state.move('listening')) {
+    if (res || this.closed) {
       server.close();
       return res ? wsaFromNodeError(res) : W.WSAENOTSOCK;
     }

@@ -15,6 +15,7 @@ import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, 
 import { byteLength, contiguous } from './send-buffers.js';
 import { sendmmsgBatcher, sockaddrBytes, type Batched } from './datagram-batch.js';
 import { dgramFdOf } from '../native/libc.js';
+import type { PortReservations } from './port-reservations.js';
 import { applyIpOptions } from './native-options.js';
 import { drainIcmpErrors, PendingIcmpReports, reportIcmpErrors } from './icmp-errors.js';
 import { constants } from 'node:os';
@@ -88,8 +89,12 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   /** The last destination of an unconnected send, as a struct sockaddr (most sends repeat it). */
   private lastName: { address: string; port: number; bytes: Uint8Array } | null = null;
 
+  /** The daemon's record of bound addresses: who may share a port. */
+  private readonly ports: PortReservations;
+
   constructor(id: SocketIdentity, ctx: SocketContext) {
     super(id, ctx, UDP_MOVES, 'created');
+    this.ports = ctx.ports;
   }
 
   entered(to: UdpState): void {
@@ -105,6 +110,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         break;
       case 'closed':
         this.stopEvents();
+        this.ports.release(this.handle);
         break;
       default:
         break;
@@ -204,6 +210,9 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   }
 
   private async bindNow(name: SockAddr): Promise<number> {
+    // Windows' rules between the daemon's sockets first (PortReservations), then the host's bind.
+    const first = name.port === 0 ? 0 : this.ports.check(this.handle, this.reservationFor(name, name.port));
+    if (first !== 0) return first;
     const sock = this.ensureSocket();
     const err = await new Promise<Error | null>((resolve) => {
       const onError = (e: Error): void => resolve(e);
@@ -230,6 +239,13 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       // The port is held by a socket that did not agree to share it: a socket asking to share
       // gets WSAEACCES on Windows (Wine's test_reuseaddr), not WSAEADDRINUSE.
       return code === W.WSAEADDRINUSE && this.opts.reuseAddr ? W.WSAEACCES : code;
+    }
+    // Checked again with the port the host gave: another socket may have bound meanwhile.
+    const code = this.ports.reserve(this.handle, this.reservationFor(name, sock.address().port));
+    if (code !== 0) {
+      this.sock = null;
+      sock.close();
+      return code;
     }
     if (!this.state.move('bound')) return W.WSAEINVAL;
     const fd = dgramFdOf(sock);
