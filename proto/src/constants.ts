@@ -72,6 +72,12 @@ export const IP_TOS = 3;
 export const IP_TTL = 4;
 /** IPPROTO_IPV6 (AF_INET6 sockets): the hop limit of the unicast packets the socket sends, 128 by default. */
 export const IPV6_UNICAST_HOPS = 4;
+/**
+ * IPPROTO_IP (AF_INET) and, as IPV6_DONTFRAG, IPPROTO_IPV6 (AF_INET6): a BOOL, the packets the
+ * socket sends may not be fragmented. Windows' defaults: on for TCP, off for UDP.
+ */
+export const IP_DONTFRAGMENT = 14;
+export const IPV6_DONTFRAG = 14;
 /** Windows' default time to live and hop limit (its DefaultTTL). */
 export const DEFAULT_TTL = 128;
 export const TCP_NODELAY = 0x0001;

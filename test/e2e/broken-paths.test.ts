@@ -654,3 +654,25 @@ t.test('UDP: a datagram whose TTL runs out in a routing loop: the next receive r
     t.same(await ioctlBool(spi, tcp, S.SIO_UDP_NETRESET, 0), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP], `${f}: a TCP socket refuses SIO_UDP_NETRESET`);
   }
 });
+
+t.test('UDP: over a link with an MTU of 1280, a 3000-byte datagram goes in fragments by default (Windows\' UDP default) and fails with WSAEMSGSIZE once IP_DONTFRAGMENT is set', opts, async (t) => {
+  const r = await rig(t);
+  await ip('link', 'set', r.hostIf, 'mtu', '1280');
+  await ip('-n', r.ns, 'link', 'set', r.nsIf, 'mtu', '1280');
+  const d = await daemon(t, { allow: r.allow });
+  const spi = await session(t, d);
+  const u = await newSocket(spi, 'ipv4', 'udp');
+  const peer = { family: S.AF_INET, address: r.peerAddr, port: r.peerPort };
+  const big = Buffer.alloc(3000, 0x5a);
+  t.same(await sendTo(spi, u, [big], peer, 16), [0, 0, 3000], 'the 3000-byte datagram is sent');
+  const echo = await recvInto(spi, u, [4096]);
+  t.same([echo.ret, echo.bytes], [0, 3000], 'and the peer, which echoes it, received it whole');
+  t.ok(echo.data.equals(big), 'byte for byte');
+  t.same(await setOpt(spi, u, S.IP_DONTFRAGMENT, 1, 4, S.IPPROTO_IP), [0, 0], 'IP_DONTFRAGMENT on');
+  t.same((await sendTo(spi, u, [big], peer, 16)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEMSGSIZE], 'the same datagram fails with WSAEMSGSIZE');
+  const small = Buffer.alloc(1000, 0x33);
+  t.same(await sendTo(spi, u, [small], peer, 16), [0, 0, 1000], 'one that fits the link still goes');
+  const smallEcho = await recvInto(spi, u, [4096]);
+  t.same([smallEcho.ret, smallEcho.bytes], [0, 1000], 'and comes back');
+  await spi.WSPCloseSocket(u, S.out(0));
+});

@@ -7,7 +7,7 @@
 import t from 'tap';
 import * as S from '@spiwire/client';
 import { FAMILIES, addr, call, connectedTcp, daemon, getOpt, namelen, newSocket, send, sendTo, session, setOpt, sockName, tcpPeer } from '../helpers/harness.js';
-import { tcpHeaderWatch, udpHeaderPeer } from '../helpers/packet-fields.js';
+import { ipv4HeaderWatch, udpHeaderPeer } from '../helpers/packet-fields.js';
 
 const level = (v6: boolean): number => (v6 ? S.IPPROTO_IPV6 : S.IPPROTO_IP);
 const ttlOption = (v6: boolean): number => (v6 ? S.IPV6_UNICAST_HOPS : S.IP_TTL);
@@ -60,22 +60,24 @@ for (const f of FAMILIES) {
   });
 }
 
-const watchCheck = tcpHeaderWatch();
+const watchCheck = ipv4HeaderWatch('tcp');
 watchCheck?.close();
-t.test('ipv4: TCP: segments leave with TTL 128, then with the IP_TTL and IP_TOS set on the connected socket, and an accepted socket inherits a listener\'s', { skip: watchCheck ? false : 'needs root (a raw socket reads the TCP segments\' IP headers)' }, async (t) => {
+t.test('ipv4: TCP: segments leave with TTL 128 and the don\'t-fragment bit, then with the IP_TTL, IP_TOS and IP_DONTFRAGMENT set on the connected socket, and an accepted socket inherits a listener\'s TTL', { skip: watchCheck ? false : 'needs root (a raw socket reads the TCP segments\' IP headers)' }, async (t) => {
   const d = await daemon(t);
   const spi = await session(t, d);
-  const watch = tcpHeaderWatch()!;
+  const watch = ipv4HeaderWatch('tcp')!;
   t.teardown(() => watch.close());
   const peer = await tcpPeer(t, 'ipv4');
   const { s } = await connectedTcp(spi, 'ipv4', peer);
   const local = (await sockName(spi, s)).port;
   t.same((await send(spi, s, [Buffer.from('default')])).slice(0, 2), [0, 0], 'a send');
-  t.same(await watch.next(local, peer.port), { ttl: 128, tos: 0 }, 'its segment: TTL 128, TOS 0');
+  t.same(await watch.next(local, peer.port), { ttl: 128, tos: 0, df: true }, 'its segment: TTL 128, TOS 0, don\'t fragment (Windows\' TCP default)');
   t.same(await setOpt(spi, s, S.IP_TTL, 33, 4, S.IPPROTO_IP), [0, 0], 'IP_TTL 33');
   t.same(await setOpt(spi, s, S.IP_TOS, 0x20, 4, S.IPPROTO_IP), [0, 0], 'IP_TOS 0x20');
+  t.same(await getOpt(spi, s, S.IP_DONTFRAGMENT, 4, S.IPPROTO_IP), [0, 0, 1, 4], 'IP_DONTFRAGMENT reads 1');
+  t.same(await setOpt(spi, s, S.IP_DONTFRAGMENT, 0, 4, S.IPPROTO_IP), [0, 0], 'IP_DONTFRAGMENT 0');
   t.same((await send(spi, s, [Buffer.from('set')])).slice(0, 2), [0, 0], 'another send');
-  t.same(await watch.next(local, peer.port), { ttl: 33, tos: 0x20 }, 'its segment carries them');
+  t.same(await watch.next(local, peer.port), { ttl: 33, tos: 0x20, df: false }, 'its segment carries them');
 
   const l = await newSocket(spi, 'ipv4', 'tcp');
   t.same(await setOpt(spi, l, S.IP_TTL, 44, 4, S.IPPROTO_IP), [0, 0], 'a listener with IP_TTL 44');
@@ -90,6 +92,28 @@ t.test('ipv4: TCP: segments leave with TTL 128, then with the IP_TTL and IP_TOS 
   t.same(await getOpt(spi, a, S.IP_TTL, 4, S.IPPROTO_IP), [0, 0, 44, 4], 'the accepted socket reads 44');
   const cp = (await sockName(spi, c)).port;
   t.same((await send(spi, a, [Buffer.from('inherited')])).slice(0, 2), [0, 0], 'it sends');
-  t.same(await watch.next(lp, cp), { ttl: 44, tos: 0 }, 'with TTL 44');
+  t.same(await watch.next(lp, cp), { ttl: 44, tos: 0, df: true }, 'with TTL 44');
   for (const x of [a, c, l, s]) await spi.WSPCloseSocket(x, S.out(0));
+});
+
+const udpWatchCheck = ipv4HeaderWatch('udp');
+udpWatchCheck?.close();
+t.test('ipv4: UDP: datagrams leave without the don\'t-fragment bit (Windows\' UDP default), and with it once IP_DONTFRAGMENT is set', { skip: udpWatchCheck ? false : 'needs root (a raw socket reads the datagrams\' IP headers)' }, async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const watch = ipv4HeaderWatch('udp')!;
+  t.teardown(() => watch.close());
+  const peer = udpHeaderPeer(false)!;
+  t.teardown(() => peer.close());
+  const u = await newSocket(spi, 'ipv4', 'udp');
+  t.same(await getOpt(spi, u, S.IP_DONTFRAGMENT, 4, S.IPPROTO_IP), [0, 0, 0, 4], 'IP_DONTFRAGMENT reads 0');
+  const to = addr('ipv4', peer.port);
+  t.same(await sendTo(spi, u, [Buffer.from('fragmentable')], to, 16), [0, 0, 12], 'a datagram');
+  const local = (await sockName(spi, u)).port;
+  t.same(await watch.next(local, peer.port), { ttl: 128, tos: 0, df: false }, 'without the bit');
+  t.same(await setOpt(spi, u, S.IP_DONTFRAGMENT, 0xdead, 4, S.IPPROTO_IP), [0, 0], 'IP_DONTFRAGMENT 0xdead');
+  t.same(await getOpt(spi, u, S.IP_DONTFRAGMENT, 4, S.IPPROTO_IP), [0, 0, 1, 4], 'reads 1');
+  t.same(await sendTo(spi, u, [Buffer.from('whole')], to, 16), [0, 0, 5], 'another datagram');
+  t.same(await watch.next(local, peer.port), { ttl: 128, tos: 0, df: true }, 'with the bit');
+  await spi.WSPCloseSocket(u, S.out(0));
 });

@@ -5,8 +5,9 @@
  * - `udpHeaderPeer`: a UDP socket bound on loopback that asks the kernel for each datagram's TTL
  *   and TOS (IP_RECVTTL, IP_RECVTOS) or hop limit (IPV6_RECVHOPLIMIT), read from recvmsg's control
  *   messages. No privileges needed.
- * - `tcpHeaderWatch`: a raw IPv4 socket that sees every TCP segment arriving on loopback, IP header
- *   included. Needs root (CAP_NET_RAW); null without it.
+ * - `ipv4HeaderWatch`: a raw IPv4 socket that sees every TCP segment or UDP datagram arriving on
+ *   loopback, IP header included (the don't-fragment bit too). Needs root (CAP_NET_RAW); null
+ *   without it.
  * Linux and 64-bit only (struct layouts); the constructors return null elsewhere.
  */
 import { createRequire } from 'node:module';
@@ -64,6 +65,7 @@ const SOCK_DGRAM = 2;
 const SOCK_RAW = 3;
 const SOCK_NONBLOCK = 0x800;
 const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
 const SOL_IP = 0;
 const SOL_IPV6 = 41;
 const IP_TOS = 1;
@@ -179,17 +181,22 @@ export function udpHeaderPeer(v6: boolean): UdpHeaderPeer | null {
   };
 }
 
-export interface TcpHeaderWatch {
-  /** The header fields of the next segment from srcPort to dstPort on 127.0.0.1 carrying data, waiting up to timeoutMs. */
-  next(srcPort: number, dstPort: number, timeoutMs?: number): Promise<HeaderFields | null>;
+export interface Ipv4HeaderFields extends HeaderFields {
+  /** The don't-fragment bit. */
+  df: boolean;
+}
+
+export interface Ipv4HeaderWatch {
+  /** The header fields of the next packet from srcPort to dstPort carrying data, waiting up to timeoutMs. */
+  next(srcPort: number, dstPort: number, timeoutMs?: number): Promise<Ipv4HeaderFields | null>;
   close(): void;
 }
 
-/** A raw IPv4 socket seeing TCP segments; null without CAP_NET_RAW. */
-export function tcpHeaderWatch(): TcpHeaderWatch | null {
+/** A raw IPv4 socket seeing TCP segments or UDP datagrams; null without CAP_NET_RAW. */
+export function ipv4HeaderWatch(proto: 'tcp' | 'udp'): Ipv4HeaderWatch | null {
   const k = lib();
   if (!k) return null;
-  const fd = k.socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK, IPPROTO_TCP);
+  const fd = k.socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK, proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP);
   if (fd < 0) return null;
   let closed = false;
   return {
@@ -202,10 +209,10 @@ export function tcpHeaderWatch(): TcpHeaderWatch | null {
           if (!r) return null;
           const ihl = (pkt[0]! & 0x0f) * 4;
           const total = (pkt[2]! << 8) | pkt[3]!;
-          const tcp = new DataView(pkt.buffer, ihl);
-          const dataOffset = (pkt[ihl + 12]! >> 4) * 4;
-          const carriesData = total - ihl - dataOffset > 0;
-          if (tcp.getUint16(0) === srcPort && tcp.getUint16(2) === dstPort && carriesData) return { ttl: pkt[8]!, tos: pkt[1]! };
+          const ports = new DataView(pkt.buffer, ihl);
+          const headerLength = proto === 'tcp' ? (pkt[ihl + 12]! >> 4) * 4 : 8;
+          const carriesData = total - ihl - headerLength > 0;
+          if (ports.getUint16(0) === srcPort && ports.getUint16(2) === dstPort && carriesData) return { ttl: pkt[8]!, tos: pkt[1]!, df: (pkt[6]! & 0x40) !== 0 };
         }
       }, timeoutMs);
     },

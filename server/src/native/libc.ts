@@ -24,6 +24,12 @@ export interface NativeConstants {
   IP_TTL: number;
   IPPROTO_IPV6: number;
   IPV6_UNICAST_HOPS: number;
+  /**
+   * How the don't-fragment bit is set: IPv4 through IP_MTU_DISCOVER (`v4`: the option, and its
+   * values that always and never set the bit), IPv6 through IPV6_DONTFRAG. null where the platform
+   * has other ways (macOS).
+   */
+  DONT_FRAGMENT: { v4: { name: number; always: number; never: number }; v6: number } | null;
   TCP_NODELAY: number;
   TCP_KEEPIDLE: number;
   TCP_KEEPINTVL: number;
@@ -79,6 +85,8 @@ const LINUX: NativeConstants = {
   IP_TTL: 2,
   IPPROTO_IPV6: 41,
   IPV6_UNICAST_HOPS: 16,
+  // IP_MTU_DISCOVER with IP_PMTUDISC_DO / IP_PMTUDISC_DONT; IPV6_DONTFRAG.
+  DONT_FRAGMENT: { v4: { name: 10, always: 2, never: 0 }, v6: 62 },
   TCP_NODELAY: 1,
   TCP_KEEPIDLE: 4,
   TCP_KEEPINTVL: 5,
@@ -117,6 +125,7 @@ const DARWIN: NativeConstants = {
   IP_TTL: 4,
   IPPROTO_IPV6: 41,
   IPV6_UNICAST_HOPS: 4,
+  DONT_FRAGMENT: null,
   TCP_NODELAY: 1,
   TCP_KEEPIDLE: 0x10,
   TCP_KEEPINTVL: 0x101,

@@ -139,6 +139,8 @@ export class SocketOptions {
   ttl = W.DEFAULT_TTL;
   /** IP_TOS (AF_INET): the type-of-service byte. */
   tos = 0;
+  /** IP_DONTFRAGMENT / IPV6_DONTFRAG: Windows sets it on TCP sockets (the constructor), not on UDP ones. */
+  dontFragment = false;
 
   constructor(defaults: SocketContext['defaults']) {
     this.sndBuf = defaults.sndBuf;
@@ -246,6 +248,7 @@ export abstract class EmulatedSocket<S extends string = string> {
     this.protocol = id.protocol;
     this.overlapped = id.overlapped;
     this.opts = new SocketOptions(ctx.defaults);
+    if (id.type === W.SOCK_STREAM) this.opts.dontFragment = true;
     this.quota = ctx.quota;
     this.received = ctx.received;
     this.reportEvents = ctx.onNetworkEvents;

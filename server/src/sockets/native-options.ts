@@ -17,9 +17,10 @@ const INT32_MAX = 0x7fffffff;
 const KERNEL_MAX = { keepIdle: 32767, keepInterval: 32767, keepCount: 127 };
 
 /**
- * IP_TTL / IPV6_UNICAST_HOPS and IP_TOS on a real socket of either transport: what the packets it
- * sends carry. A dual-stack IPv6 socket's IPv4 packets take the same time to live. The kernel
- * takes 1 to 255; a TTL of 0, which the option keeps, goes as 1. False where the C library is missing.
+ * IP_TTL / IPV6_UNICAST_HOPS, IP_TOS and IP_DONTFRAGMENT / IPV6_DONTFRAG on a real socket of either
+ * transport: what the packets it sends carry. A dual-stack IPv6 socket's IPv4 packets take the same
+ * time to live and don't-fragment bit. The kernel takes a TTL of 1 to 255; 0, which the option
+ * keeps, goes as 1. False where the C library is missing.
  */
 export function applyIpOptions(fd: number | null, v6: boolean, dualStack: boolean, o: SocketOptions): boolean {
   const native = libc();
@@ -29,6 +30,11 @@ export function applyIpOptions(fd: number | null, v6: boolean, dualStack: boolea
   if (v6) native.setInt(fd, c.IPPROTO_IPV6, c.IPV6_UNICAST_HOPS, ttl);
   if (!v6 || dualStack) native.setInt(fd, c.IPPROTO_IP, c.IP_TTL, ttl);
   if (!v6) native.setInt(fd, c.IPPROTO_IP, c.IP_TOS, o.tos);
+  const df = c.DONT_FRAGMENT;
+  if (df) {
+    if (v6) native.setInt(fd, c.IPPROTO_IPV6, df.v6, o.dontFragment ? 1 : 0);
+    if (!v6 || dualStack) native.setInt(fd, c.IPPROTO_IP, df.v4.name, o.dontFragment ? df.v4.always : df.v4.never);
+  }
   return true;
 }
 

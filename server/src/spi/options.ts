@@ -78,33 +78,37 @@ function setV6Only(sock: EmulatedSocket, optval: Uint8Array | null, optlen: numb
  * The IP-level byte options spiwire carries, on sockets of their family: IP_TTL and IP_TOS
  * (IPPROTO_IP, AF_INET) and IPV6_UNICAST_HOPS (IPPROTO_IPV6, AF_INET6). Null for anything else.
  */
-function ipByteOption(sock: EmulatedSocket, level: number, optname: number): 'ttl' | 'tos' | null {
-  if (level === W.IPPROTO_IP && sock.af === W.AF_INET) return optname === W.IP_TTL ? 'ttl' : optname === W.IP_TOS ? 'tos' : null;
-  if (level === W.IPPROTO_IPV6 && sock.af === W.AF_INET6 && optname === W.IPV6_UNICAST_HOPS) return 'ttl';
+function ipByteOption(sock: EmulatedSocket, level: number, optname: number): IpByteOption | null {
+  if (level === W.IPPROTO_IP && sock.af === W.AF_INET) return optname === W.IP_TTL ? 'ttl' : optname === W.IP_TOS ? 'tos' : optname === W.IP_DONTFRAGMENT ? 'dontFragment' : null;
+  if (level === W.IPPROTO_IPV6 && sock.af === W.AF_INET6) return optname === W.IPV6_UNICAST_HOPS ? 'ttl' : optname === W.IPV6_DONTFRAG ? 'dontFragment' : null;
   return null;
 }
 
+type IpByteOption = 'ttl' | 'tos' | 'dontFragment';
+
 /**
  * Sizes as Wine's test_optsize records them: setting reads the optlen bytes given (up to 4), a
- * value above 255 is WSAEINVAL, a negative optlen WSAENOBUFS, 0 WSAEFAULT; reading writes one byte
- * (optlen 1) into fewer than 4, else 4.
+ * value above 255 is WSAEINVAL (the don't-fragment BOOL takes any value, nonzero for TRUE), a
+ * negative optlen WSAENOBUFS, 0 WSAEFAULT; reading writes one byte (optlen 1) into fewer than 4,
+ * else 4.
  */
-function setIpByte(sock: EmulatedSocket, which: 'ttl' | 'tos', optval: Uint8Array | null, optlen: number): Result<'WSPSetSockOpt'> {
+function setIpByte(sock: EmulatedSocket, which: IpByteOption, optval: Uint8Array | null, optlen: number): Result<'WSPSetSockOpt'> {
   if (!optval) return fail(W.WSAEFAULT);
   if (optlen < 0) return fail(W.WSAENOBUFS);
   const n = Math.min(optlen, DWORD);
   if (n === 0 || optval.length < n) return fail(W.WSAEFAULT);
   let v = 0;
   for (let i = n - 1; i >= 0; i--) v = v * 256 + optval[i]!;
-  if (v > 255) return fail(W.WSAEINVAL);
-  sock.opts[which] = v;
+  if (which === 'dontFragment') sock.opts.dontFragment = v !== 0;
+  else if (v > 255) return fail(W.WSAEINVAL);
+  else sock.opts[which] = v;
   sock.applyOptions();
   return ok();
 }
 
-function getIpByte(sock: EmulatedSocket, which: 'ttl' | 'tos', optlen: number): Result<'WSPGetSockOpt'> {
+function getIpByte(sock: EmulatedSocket, which: IpByteOption, optlen: number): Result<'WSPGetSockOpt'> {
   if (optlen <= 0) return fail(W.WSAEFAULT);
-  const v = sock.opts[which];
+  const v = which === 'dontFragment' ? (sock.opts.dontFragment ? 1 : 0) : sock.opts[which];
   return optlen < DWORD ? ok({ optval: Uint8Array.of(v), optlen: 1 }) : ok({ optval: dwordBytes(v), optlen: DWORD });
 }
 

@@ -244,6 +244,7 @@ const ROWS: OptRow[] = [
   { name: 'IP_TOS', type: 'udp', level: S.IPPROTO_IP, opt: S.IP_TOS, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: false, bool: false, family: 'ipv4' },
   { name: 'IP_TTL', type: 'udp', level: S.IPPROTO_IP, opt: S.IP_TTL, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: false, bool: false, family: 'ipv4' },
   { name: 'IPV6_UNICAST_HOPS', type: 'udp', level: S.IPPROTO_IPV6, opt: S.IPV6_UNICAST_HOPS, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: false, bool: false, family: 'ipv6' },
+  { name: 'IPV6_DONTFRAG', type: 'tcp', level: S.IPPROTO_IPV6, opt: S.IPV6_DONTFRAG, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: true, bool: true, family: 'ipv6' },
 ];
 
 const sizes = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
@@ -416,8 +417,11 @@ validity.step(t, 'test_sockopt_validity: IPV6_V6ONLY on IPv6 TCP and UDP sockets
   }
 });
 
-validity.step(t, 'test_sockopt_validity: IP_TOS and IP_TTL (IPv4) and IPV6_UNICAST_HOPS (IPv6) on TCP and UDP sockets: getsockopt into 256 bytes succeeds, and setting back what it read succeeds', {}, async (c, x) => {
-  const opts: Array<[string, number, number]> = x.f === 'ipv4' ? [['IP_TOS', S.IPPROTO_IP, S.IP_TOS], ['IP_TTL', S.IPPROTO_IP, S.IP_TTL]] : [['IPV6_UNICAST_HOPS', S.IPPROTO_IPV6, S.IPV6_UNICAST_HOPS]];
+validity.step(t, 'test_sockopt_validity: IP_TOS, IP_TTL and IP_DONTFRAGMENT (IPv4), IPV6_UNICAST_HOPS and IPV6_DONTFRAG (IPv6) on TCP and UDP sockets: getsockopt into 256 bytes succeeds, and setting back what it read succeeds', {}, async (c, x) => {
+  const opts: Array<[string, number, number]> =
+    x.f === 'ipv4'
+      ? [['IP_TOS', S.IPPROTO_IP, S.IP_TOS], ['IP_TTL', S.IPPROTO_IP, S.IP_TTL], ['IP_DONTFRAGMENT', S.IPPROTO_IP, S.IP_DONTFRAGMENT]]
+      : [['IPV6_UNICAST_HOPS', S.IPPROTO_IPV6, S.IPV6_UNICAST_HOPS], ['IPV6_DONTFRAG', S.IPPROTO_IPV6, S.IPV6_DONTFRAG]];
   for (const kind of ['tcp', 'udp'] as const) {
     const s = await socket(x.spi, x.f, kind);
     for (const [name, level, opt] of opts) {
@@ -430,4 +434,27 @@ validity.step(t, 'test_sockopt_validity: IP_TOS and IP_TTL (IPv4) and IPV6_UNICA
     }
     await x.spi.WSPCloseSocket(s, S.out(0));
   }
+});
+
+// ================================================================ IP_DONTFRAGMENT
+
+const dontFrag = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
+
+dontFrag.step(t, 'test_set_getsockopt: IP_DONTFRAGMENT (IPV6_DONTFRAG on IPv6) is 0 on a UDP socket and 1 on a TCP socket; 1 and 0xdead read back 1, 0 reads back 0', {}, async (c, x) => {
+  const [level, opt] = x.f === 'ipv4' ? [S.IPPROTO_IP, S.IP_DONTFRAGMENT] : [S.IPPROTO_IPV6, S.IPV6_DONTFRAG];
+  const read = async (s: number): Promise<[number, number, number]> => {
+    const [r, err, v] = await getOpt(x.spi, s, level, opt, 4);
+    return [r, err, v];
+  };
+  const udp = await socket(x.spi, x.f, 'udp');
+  c.same(await read(udp), [0, 0, 0], 'UDP: 0');
+  c.same(await setOpt(x.spi, udp, level, opt, dword(1), 4), [0, 0], 'UDP: set 1');
+  c.same(await read(udp), [0, 0, 1], 'UDP: reads 1');
+  c.same(await setOpt(x.spi, udp, level, opt, dword(0xdead), 4), [0, 0], 'UDP: set 0xdead');
+  c.same(await read(udp), [0, 0, 1], 'UDP: reads 1');
+  const tcp = await socket(x.spi, x.f, 'tcp');
+  c.same(await read(tcp), [0, 0, 1], 'TCP: 1');
+  c.same(await setOpt(x.spi, tcp, level, opt, dword(0), 4), [0, 0], 'TCP: set 0');
+  c.same(await read(tcp), [0, 0, 0], 'TCP: reads 0');
+  for (const s of [udp, tcp]) await x.spi.WSPCloseSocket(s, S.out(0));
 });
