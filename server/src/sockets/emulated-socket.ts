@@ -96,6 +96,13 @@ export interface SocketContext {
   readonly ports: PortReservations;
 }
 
+/** SocketOptions.flags bits. */
+const DEBUG = 1;
+const REUSE_ADDR = 2;
+const EXCLUSIVE_ADDR = 4;
+const V6_ONLY = 8;
+const DONT_FRAGMENT = 16;
+
 /** The options WSPSetSockOpt and WSPIoctl set; each transport applies those it can to the real socket. */
 export class SocketOptions {
   /** FIONBIO (and WSPEventSelect, which makes the socket nonblocking). */
@@ -128,19 +135,57 @@ export class SocketOptions {
   /** SO_SNDTIMEO and SO_RCVTIMEO, in milliseconds (0: no timeout); see EmulatedSocket.blockingTimeout. */
   sndTimeo = 0;
   rcvTimeo = 0;
-  /** SO_DEBUG: kept and read back; it changes nothing (Windows' providers ignore it too). */
-  debug = false;
-  /** SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (never both): how a bind shares its port (PortReservations). */
-  reuseAddr = false;
-  exclusiveAddr = false;
-  /** IPV6_V6ONLY, on by default as on Windows; off, an AF_INET6 socket also takes IPv4 (mapped). */
-  v6Only = true;
   /** IP_TTL (AF_INET) or IPV6_UNICAST_HOPS (AF_INET6): Windows' 128 unless set; the real socket gets it. */
   ttl = W.DEFAULT_TTL;
   /** IP_TOS (AF_INET): the type-of-service byte. */
   tos = 0;
-  /** IP_DONTFRAGMENT / IPV6_DONTFRAG: Windows sets it on TCP sockets (the constructor), not on UDP ones. */
-  dontFragment = false;
+  /**
+   * The rarely set BOOL options, one bit each in a small integer (every field costs each of
+   * thousands of idle sockets 8 bytes): see the accessors below.
+   */
+  private flags = V6_ONLY;
+
+  /** SO_DEBUG: kept and read back; it changes nothing (Windows' providers ignore it too). */
+  get debug(): boolean {
+    return (this.flags & DEBUG) !== 0;
+  }
+  set debug(on: boolean) {
+    this.setFlag(DEBUG, on);
+  }
+
+  /** SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (never both): how a bind shares its port (PortReservations). */
+  get reuseAddr(): boolean {
+    return (this.flags & REUSE_ADDR) !== 0;
+  }
+  set reuseAddr(on: boolean) {
+    this.setFlag(REUSE_ADDR, on);
+  }
+  get exclusiveAddr(): boolean {
+    return (this.flags & EXCLUSIVE_ADDR) !== 0;
+  }
+  set exclusiveAddr(on: boolean) {
+    this.setFlag(EXCLUSIVE_ADDR, on);
+  }
+
+  /** IPV6_V6ONLY, on by default as on Windows; off, an AF_INET6 socket also takes IPv4 (mapped). */
+  get v6Only(): boolean {
+    return (this.flags & V6_ONLY) !== 0;
+  }
+  set v6Only(on: boolean) {
+    this.setFlag(V6_ONLY, on);
+  }
+
+  /** IP_DONTFRAGMENT / IPV6_DONTFRAG: Windows sets it on TCP sockets (EmulatedSocket's constructor), not on UDP ones. */
+  get dontFragment(): boolean {
+    return (this.flags & DONT_FRAGMENT) !== 0;
+  }
+  set dontFragment(on: boolean) {
+    this.setFlag(DONT_FRAGMENT, on);
+  }
+
+  private setFlag(bit: number, on: boolean): void {
+    this.flags = on ? this.flags | bit : this.flags & ~bit;
+  }
 
   constructor(defaults: SocketContext['defaults']) {
     this.sndBuf = defaults.sndBuf;

@@ -110,7 +110,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   /** Checks that wait for the socket's queued bytes to leave (block until drained, break). */
   private drainWatch: NodeJS.Timeout | null = null;
   private drainWaiters: Array<{ check: () => boolean; then: () => void; deadline: number }> | null = null;
-  /** When the connection was made (Date.now()), for SO_CONNECT_TIME; -1 before. */
+  /** When the connection was made (whole milliseconds of performance.now(), a small integer), for SO_CONNECT_TIME; -1 before. */
   private connectedAt = -1;
 
   constructor(
@@ -129,7 +129,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
         this.tx?.cancel(this.failure, () => true, 'broken');
         break;
       case 'connected':
-        this.connectedAt = Date.now();
+        this.connectedAt = Math.floor(performance.now());
         break;
       case 'closed':
         this.stopEvents();
@@ -151,7 +151,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   }
 
   override connectedSeconds(): number | null {
-    return this.connectedAt < 0 ? null : Math.floor((Date.now() - this.connectedAt) / 1000);
+    return this.connectedAt < 0 ? null : Math.floor((performance.now() - this.connectedAt) / 1000);
   }
 
   addressFixed(): boolean {
