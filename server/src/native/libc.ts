@@ -56,7 +56,6 @@ export interface NativeConstants {
   FIONREAD: number;
   EAGAIN: number;
   EINVAL: number;
-  EADDRINUSE: number;
   EWOULDBLOCK: number;
   /**
    * setsockopt() level and name that make a UDP socket queue every ICMP error for its datagrams on
@@ -102,7 +101,6 @@ const LINUX: NativeConstants = {
   FIONREAD: 0x541b,
   EAGAIN: 11,
   EINVAL: 22,
-  EADDRINUSE: 98,
   EWOULDBLOCK: 11,
   RECVERR: { v4: { level: 0, name: 11 }, v6: { level: 41, name: 25 } },
   MSG_ERRQUEUE: 0x2000,
@@ -140,7 +138,6 @@ const DARWIN: NativeConstants = {
   FIONREAD: 0x4004667f,
   EAGAIN: 35,
   EINVAL: 22,
-  EADDRINUSE: 48,
   EWOULDBLOCK: 35,
   RECVERR: null,
   MSG_ERRQUEUE: 0,
@@ -185,13 +182,6 @@ export interface Libc {
   address(buf: Uint8Array): number;
   /** inet_pton(3): writes a numeric address's bytes (4 or 16) into out; false when it is not one of af. */
   addressBytes(af: 'ipv4' | 'ipv6', text: string, out: Uint8Array): boolean;
-  /**
-   * A TCP socket with SO_REUSEADDR (and SO_REUSEPORT when reusePort, IPV6_V6ONLY as given) bound
-   * to sockaddr: listening with backlog (returns the descriptor, nonblocking, for node to adopt),
-   * or, with backlog null, a probe: the port it got, the descriptor closed. -errno on failure.
-   * null where the platform lacks it (Linux only).
-   */
-  readonly tcpSocket: ((v6: boolean, sockaddr: Uint8Array, v6Only: boolean, backlog: number | null, reusePort: boolean) => number) | null;
 }
 
 let loaded: Libc | null | undefined;
@@ -226,12 +216,6 @@ export function libc(): Libc | null {
     const sendmmsg = lp64 ? lib.func('int sendmmsg(int, const void *, unsigned int, int)') : null;
     const recvmsg = lp64 ? lib.func('long recvmsg(int, void *, int)') : null;
     const inetPton = lib.func('int inet_pton(int, const char *, _Out_ void *)');
-    const linux = process.platform === 'linux';
-    const socketFn = linux ? lib.func('int socket(int, int, int)') : null;
-    const bindFn = linux ? lib.func('int bind(int, const void *, uint32_t)') : null;
-    const listenFn = linux ? lib.func('int listen(int, int)') : null;
-    const getsockname = linux ? lib.func('int getsockname(int, _Out_ void *, _Inout_ uint32_t *)') : null;
-    const closeFn = linux ? lib.func('int close(int)') : null;
     const AF = { ipv4: 2, ipv6: process.platform === 'linux' ? 10 : 30 };
     const err = (r: number): number => (r < 0 ? -koffi.errno() : r);
     loaded = {
@@ -275,27 +259,6 @@ export function libc(): Libc | null {
       recvmsg: recvmsg ? (fd, msghdr, flags) => err(Number(recvmsg(fd, msghdr, flags))) : null,
       address: (buf) => Number(koffi.address(buf)),
       addressBytes: (af, text, out) => out.length >= (af === 'ipv4' ? 4 : 16) && (inetPton(AF[af], text, out) as number) === 1,
-      tcpSocket:
-        socketFn && bindFn && listenFn && getsockname && closeFn
-          ? (v6, sockaddr, v6Only, backlog, reusePort) => {
-              // SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC
-              const fd = err(socketFn(v6 ? AF.ipv6 : AF.ipv4, 1 | 0x800 | 0x80000, 0) as number);
-              if (fd < 0) return fd;
-              const fail = (r: number): number => {
-                closeFn(fd);
-                return r;
-              };
-              const one = Buffer.from([1, 0, 0, 0]);
-              // SO_REUSEADDR (2) and SO_REUSEPORT (15) at SOL_SOCKET (1); IPV6_V6ONLY (26) at IPPROTO_IPV6.
-              for (const name of reusePort ? [2, 15] : [2]) if ((setsockopt(fd, 1, name, one, 4) as number) !== 0) return fail(-koffi.errno());
-              if (v6 && (setsockopt(fd, 41, 26, Buffer.from([v6Only ? 1 : 0, 0, 0, 0]), 4) as number) !== 0) return fail(-koffi.errno());
-              if ((bindFn(fd, sockaddr, sockaddr.length) as number) !== 0) return fail(-koffi.errno());
-              if (backlog !== null) return (listenFn(fd, backlog) as number) === 0 ? fd : fail(-koffi.errno());
-              const name = new Uint8Array(28);
-              if ((getsockname(fd, name, [28]) as number) !== 0) return fail(-koffi.errno());
-              return fail(new DataView(name.buffer).getUint16(2, false));
-            }
-          : null,
       received(fd) {
         const at = c.RECEIVED_COUNT;
         if (!at) return null;

@@ -14,6 +14,7 @@ import type { AppliedFault, CallMode, FaultHook } from '../faults/rules.js';
 import { SocketStateMachine, type MoveTable } from './socket-state.js';
 import { MAX_TIMER_MS } from '../daemon-context.js';
 import type { PortReservations, Reservation } from './port-reservations.js';
+import { scopeIdOf } from './sockaddr.js';
 
 const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
   [W.FD_READ]: 'FD_READ',
@@ -762,7 +763,11 @@ export abstract class EmulatedSocket<S extends string = string> {
   /** What this socket holds once bound to name on port, with its options as they are now. */
   protected reservationFor(name: SockAddr, port: number): Reservation {
     const o = this.opts;
-    return { proto: this.type === W.SOCK_STREAM ? 'tcp' : 'udp', session: this.owner, family: name.family, address: name.address, port, reuse: o.reuseAddr, exclusive: o.exclusiveAddr, dualStack: this.dualStack };
+    // The scope as an interface index, whether given as scopeId, "%4" or "%eth0".
+    const pct = name.address.indexOf('%');
+    const address = pct < 0 ? name.address : name.address.slice(0, pct);
+    const scope = name.scopeId || (pct < 0 ? 0 : scopeIdOf(name.address.slice(pct + 1)));
+    return { proto: this.type === W.SOCK_STREAM ? 'tcp' : 'udp', session: this.owner, family: name.family, address, scope, port, reuse: o.reuseAddr, exclusive: o.exclusiveAddr, dualStack: this.dualStack };
   }
 
   /** An AF_INET6 socket with IPV6_V6ONLY off: it also binds, listens and connects for IPv4. */

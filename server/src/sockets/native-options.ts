@@ -9,8 +9,6 @@ import * as W from '@spiwire/proto';
 import { wsaFromErrno } from '../errno-map.js';
 import { fdOf, libc, type Libc } from '../native/libc.js';
 import type { SocketOptions } from './emulated-socket.js';
-import type { SockAddr } from '@spiwire/proto';
-import { sockaddrBytes } from './datagram-batch.js';
 
 const INT32_MAX = 0x7fffffff;
 /** The largest keep-alive values Linux takes (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT). */
@@ -36,29 +34,6 @@ export function applyIpOptions(fd: number | null, v6: boolean, dualStack: boolea
     if (!v6 || dualStack) native.setInt(fd, c.IPPROTO_IP, df.v4.name, o.dontFragment ? df.v4.always : df.v4.never);
   }
   return true;
-}
-
-/**
- * A TCP socket bound to name (see libc's tcpSocket): listening with backlog (the descriptor), or
- * with backlog null a probe (the port). -errno on failure; null where the C library cannot do it,
- * or for an address with an IPv6 scope (left to node, which looks the interface up by name).
- *
- * The daemon lets sockets of a session share a port as Windows does (PortReservations), and the
- * host then needs SO_REUSEPORT on each of them. But SO_REUSEPORT would also let a socket join a
- * port another program (another daemon, say) holds. So the socket is first tried without it:
- * only when that finds the port taken and `sharing` says a socket of the daemon's own explains it
- * is it made with SO_REUSEPORT; listening sockets always get it, for those that may join them.
- */
-export function tcpSocket(name: SockAddr, v6: boolean, v6Only: boolean, backlog: number | null, sharing: () => boolean): number | null {
-  const native = libc();
-  const make = native?.tcpSocket;
-  if (!native || !make || name.address.includes('%') || (v6 && name.scopeId)) return null;
-  const sockaddr = sockaddrBytes(v6, name.address, name.port);
-  if (!sockaddr) return null;
-  const alone = make(v6, sockaddr, v6Only, null, false);
-  if (alone === -native.c.EADDRINUSE && !sharing()) return alone;
-  if (backlog === null && alone !== -native.c.EADDRINUSE) return alone;
-  return make(v6, sockaddr, v6Only, backlog, true);
 }
 
 /** Applies SO_KEEPALIVE, TCP_NODELAY and, through the C library, the options node cannot set. */

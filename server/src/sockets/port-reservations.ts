@@ -7,11 +7,12 @@
  *
  * Sharing stays within a session: Windows lets one user's sockets share a port, not another
  * user's take it over, and sessions here are separate clients. A socket of another session whose
- * address overlaps gets WSAEADDRINUSE, as the host would give.
+ * address meets this one's gets WSAEADDRINUSE, as the host would give.
  *
  * TCP listeners on one identical address (possible with SO_REUSEADDR on both) form a group: the
  * oldest holds the real listening socket, the others wait and the next takes over when it closes,
- * which is how Windows hands connections out among them.
+ * which is how Windows hands connections out among them. The host never sees two listening
+ * sockets on one port: a real socket is always exclusive, so no other program can join it.
  */
 import * as W from '@spiwire/proto';
 import { parseAddressText } from '@spiwire/proto';
@@ -21,7 +22,10 @@ export interface Reservation {
   /** The session of the socket: sharing stays within one. */
   session: string;
   family: number;
+  /** The address text, without a scope suffix. */
   address: string;
+  /** An IPv6 scope as an interface index (0: none), however the client spelled it. */
+  scope: number;
   port: number;
   /** SO_REUSEADDR when the socket bound. */
   reuse: boolean;
@@ -53,13 +57,12 @@ function mappedV4(canonical: string): string | null {
 
 function viewsOf(r: Reservation): View[] {
   if (r.family === W.AF_INET) return [{ v4: true, address: r.address, wildcard: r.address === '0.0.0.0', weak: false }];
-  const text = parseAddressText(r.address);
-  const canonical = text?.canonical ?? r.address;
+  const canonical = parseAddressText(r.address)?.canonical ?? r.address;
   const v4 = r.dualStack ? mappedV4(canonical) : null;
   // A dual-stack socket bound to a mapped address holds that IPv4 address (Wine's rows 15-17).
   if (v4 !== null) return [{ v4: true, address: v4, wildcard: v4 === '0.0.0.0', weak: false }];
   const wildcard = canonical === '::';
-  const views: View[] = [{ v4: false, address: text?.scope ? `${canonical}%${text.scope}` : canonical, wildcard, weak: false }];
+  const views: View[] = [{ v4: false, address: r.scope ? `${canonical}%${r.scope}` : canonical, wildcard, weak: false }];
   if (wildcard && r.dualStack) views.push({ v4: true, address: '0.0.0.0', wildcard: true, weak: true });
   return views;
 }
@@ -87,16 +90,16 @@ function conflict(held: Reservation, a: View, next: Reservation, b: View): numbe
   return 0;
 }
 
-/** The identity of an address for the listener groups: protocol, family view, address, port. */
+/** The identity of a listening address: protocol, family view, address, port, and whether it also serves IPv4. */
 function addressKey(r: Reservation): string {
   const v = viewsOf(r)[0]!;
-  return `${r.proto} ${v.v4 ? 4 : 6} ${v.address} ${r.port}`;
+  return `${r.proto} ${v.v4 ? 4 : 6} ${v.address} ${r.port}${r.dualStack ? ' dual' : ''}`;
 }
 
 interface Listener {
   owner: number;
-  /** Opens the real listening socket, for a waiting listener whose turn came. */
-  takeOver: () => void;
+  /** Opens the real listening socket, for a waiting listener whose turn came: 0 or the WSA code. */
+  takeOver: () => Promise<number>;
 }
 
 export class PortReservations {
@@ -104,6 +107,8 @@ export class PortReservations {
   /** TCP listeners by address, oldest first: the first holds the real socket. */
   private readonly listeners = new Map<string, Listener[]>();
   private readonly listenerKeys = new Map<number, string>();
+  /** Per address, the listen or takeover under way: they run one after another. */
+  private readonly turns = new Map<string, Promise<unknown>>();
 
   /** 0 when `r` may be bound beside every address held, else the WSA code Windows gives. */
   check(owner: number, r: Reservation): number {
@@ -113,53 +118,14 @@ export class PortReservations {
       for (const a of viewsOf(other)) {
         for (const b of mine) {
           const code = conflict(other, a, r, b);
-          if (code === null || (code === 0 && other.session === r.session)) continue;
-          return code === 0 ? W.WSAEADDRINUSE : code;
+          if (code === null) continue;
+          // Another session's port is not this one's to share, whatever the options say.
+          if (other.session !== r.session) return W.WSAEADDRINUSE;
+          if (code !== 0) return code;
         }
       }
     }
     return 0;
-  }
-
-  /** Another socket's address meets r's (the same, or one covers the other): the port is shared. */
-  meets(owner: number, r: Reservation): boolean {
-    const mine = viewsOf(r);
-    for (const [h, other] of this.held) {
-      if (h === owner || other.port !== r.port || other.proto !== r.proto) continue;
-      for (const a of viewsOf(other)) for (const b of mine) if (conflict(other, a, r, b) !== null) return true;
-    }
-    return false;
-  }
-
-  /**
-   * A TCP socket starts listening on the address it holds: 'first' when it is to open the real
-   * listening socket, 'waiting' when an older listener on the same address has it (takeOver runs
-   * when that one stops and this one is next).
-   */
-  listen(owner: number, takeOver: () => void): 'first' | 'waiting' {
-    const r = this.held.get(owner);
-    if (!r) return 'first';
-    const key = addressKey(r);
-    const group = this.listeners.get(key);
-    this.listenerKeys.set(owner, key);
-    if (!group) {
-      this.listeners.set(key, [{ owner, takeOver }]);
-      return 'first';
-    }
-    group.push({ owner, takeOver });
-    return 'waiting';
-  }
-
-  /** The socket stops listening (closed, or its listen failed); the next one waiting takes over. */
-  stopListening(owner: number): void {
-    const key = this.listenerKeys.get(owner);
-    if (key === undefined) return;
-    this.listenerKeys.delete(owner);
-    const group = this.listeners.get(key)!;
-    const at = group.findIndex((l) => l.owner === owner);
-    if (at >= 0) group.splice(at, 1);
-    if (group.length === 0) this.listeners.delete(key);
-    else if (at === 0) group[0]!.takeOver();
   }
 
   /** Records the address (after check and the real stack's probe both passed); returns check's answer. */
@@ -167,6 +133,91 @@ export class PortReservations {
     const code = this.check(owner, r);
     if (code === 0) this.held.set(owner, r);
     return code;
+  }
+
+  /** The address `owner` holds, if any. */
+  reservationOf(owner: number): Reservation | undefined {
+    return this.held.get(owner);
+  }
+
+  /**
+   * A listener of the daemon's already holds this identical address (with SO_REUSEADDR, as `r`
+   * has, or check would have refused): the host would refuse a probe of the port, which is the
+   * daemon's own.
+   */
+  listenedOn(r: Reservation): boolean {
+    return r.proto === 'tcp' && this.listeners.has(addressKey(r));
+  }
+
+  /**
+   * The socket starts listening on the address it holds. With no listener there yet, `open`
+   * opens the real listening socket and its answer is returned; behind an older one the socket
+   * waits its turn (0). Listens and takeovers of one address run one after another.
+   */
+  listen(owner: number, open: () => Promise<number>, takeOver: () => Promise<number>): Promise<number> {
+    const r = this.held.get(owner);
+    if (!r) return open();
+    const key = addressKey(r);
+    return this.inTurn(key, async () => {
+      const group = this.listeners.get(key);
+      if (group) {
+        group.push({ owner, takeOver });
+        this.listenerKeys.set(owner, key);
+        return 0;
+      }
+      const code = await open();
+      if (code === 0 && this.held.get(owner) === r) {
+        this.listeners.set(key, [{ owner, takeOver }]);
+        this.listenerKeys.set(owner, key);
+      }
+      return code;
+    });
+  }
+
+  /** The socket is one of an address's listeners (holding the real socket, or waiting). */
+  isListener(owner: number): boolean {
+    return this.listenerKeys.has(owner);
+  }
+
+  /**
+   * The socket stops listening (it closed); when it held the real socket the next one waiting
+   * takes over, and one that cannot (another program took the port meanwhile) leaves the group.
+   */
+  stopListening(owner: number): void {
+    const { key, wasFirst } = this.dropListener(owner);
+    if (key !== undefined && wasFirst && this.listeners.has(key)) void this.inTurn(key, () => this.handOver(key));
+  }
+
+  private dropListener(owner: number): { key: string | undefined; wasFirst: boolean } {
+    const key = this.listenerKeys.get(owner);
+    if (key === undefined) return { key, wasFirst: false };
+    this.listenerKeys.delete(owner);
+    const group = this.listeners.get(key)!;
+    const at = group.findIndex((l) => l.owner === owner);
+    if (at >= 0) group.splice(at, 1);
+    if (group.length === 0) this.listeners.delete(key);
+    return { key, wasFirst: at === 0 };
+  }
+
+  private async handOver(key: string): Promise<void> {
+    for (let group = this.listeners.get(key); group && group.length > 0; group = this.listeners.get(key)) {
+      const next = group[0]!;
+      if ((await next.takeOver()) === 0) return;
+      this.dropListener(next.owner);
+    }
+  }
+
+  private inTurn<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.turns.get(key) ?? Promise.resolve()).then(fn);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.turns.set(key, settled);
+    void settled.then(() => {
+      if (this.turns.get(key) === settled) this.turns.delete(key);
+    });
+    return run;
   }
 
   release(owner: number): void {

@@ -7,7 +7,7 @@
 import * as net from 'node:net';
 import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
-import { classifyBroken, wsaFromErrno, wsaFromNodeError } from '../errno-map.js';
+import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
 import { fdOf, libc } from '../native/libc.js';
 import type { Drainable, Draining } from '../draining.js';
 import { EmulatedSocket, SELECT_EXCEPT, SELECT_READ, SELECT_WRITE, type SendFunction, type SocketContext, type SocketIdentity, type StreamedStart } from './emulated-socket.js';
@@ -15,7 +15,7 @@ import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffe
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
-import { applyTcpBuffers, applyTcpOptions, ownUrgentSignal, tcpSocket, readStrandedByte, readUrgent, receivedCount, resetConnection, setKernelOobInline, settleTakenUrgentByte, sendDirect, takeSocketError } from './native-options.js';
+import { applyIpOptions, applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readStrandedByte, readUrgent, receivedCount, resetConnection, setKernelOobInline, settleTakenUrgentByte, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
 import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
@@ -27,6 +27,8 @@ import { SlowLink } from '../faults/link.js';
 /** Flags WSPSend understands on TCP; other bits give WSAEOPNOTSUPP. */
 const TCP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 const MAX_BACKLOG = 200;
+/** Binds to port 0 that the host answers with a port only reserved by another socket: tries before giving up. */
+const MAX_PORT_TRIES = 8;
 /** How often a fault that waits for queued bytes to reach the peer looks again. */
 const DRAIN_POLL_MS = 5;
 const DRAIN_POLL_MAX_MS = 200;
@@ -110,6 +112,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   /** Checks that wait for the socket's queued bytes to leave (block until drained, break). */
   private drainWatch: NodeJS.Timeout | null = null;
   private drainWaiters: Array<{ check: () => boolean; then: () => void; deadline: number }> | null = null;
+  /** A waiting listener whose turn came could not open its address (the WSA code): accepts fail with it until a WSPListen succeeds. */
+  private listenLost = 0;
   /** When the connection was made (whole milliseconds of performance.now(), a small integer), for SO_CONNECT_TIME; -1 before. */
   private connectedAt = -1;
 
@@ -188,34 +192,34 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private async bindNow(name: SockAddr): Promise<number> {
     if (this.closed) return W.WSAENOTSOCK;
     if (!this.state.is('created')) return W.WSAEINVAL;
-    // Windows' own rules between emulated sockets first (SO_REUSEADDR, SO_EXCLUSIVEADDRUSE), then
-    // the real stack: the address must be local and the port free.
-    const first = name.port === 0 ? 0 : this.ctx.ports.check(this.handle, this.reservationFor(name, name.port));
-    if (first !== 0) return first;
-    const port = await this.probe(name);
-    if (port instanceof Error) return wsaFromNodeError(port);
-    if (port < 0) return wsaFromErrno(-port);
-    if (this.closed) return W.WSAENOTSOCK;
-    // Checked again: another socket may have bound meanwhile.
-    const code = this.ctx.ports.reserve(this.handle, this.reservationFor(name, port));
-    if (code !== 0) return code;
+    for (let attempt = 1; ; attempt++) {
+      // Windows' own rules between emulated sockets first (SO_REUSEADDR, SO_EXCLUSIVEADDRUSE), then
+      // the real stack: the address must be local and the port free. A port that a listener of
+      // this session holds for this very address (both with SO_REUSEADDR) is the daemon's own:
+      // the socket will wait behind that listener, and the host, which would refuse, is not asked.
+      const wanted = this.reservationFor(name, name.port);
+      const first = name.port === 0 ? 0 : this.ctx.ports.check(this.handle, wanted);
+      if (first !== 0) return first;
+      const port = name.port !== 0 && this.ctx.ports.listenedOn(wanted) ? name.port : await this.probe(name);
+      if (port instanceof Error) return wsaFromNodeError(port);
+      if (this.closed) return W.WSAENOTSOCK;
+      // Checked again with the port: another socket may have bound meanwhile, and the host, which
+      // knows nothing of sockets bound but not yet listening, may have given port 0 one of theirs.
+      const code = this.ctx.ports.reserve(this.handle, this.reservationFor(name, port));
+      if (code === 0) break;
+      if (name.port !== 0 || attempt >= MAX_PORT_TRIES) return code;
+    }
     if (!this.state.move('bound')) {
       this.ctx.ports.release(this.handle);
       return W.WSAEINVAL;
     }
-    this.bound = { ...name, port };
+    const held = this.ctx.ports.reservationOf(this.handle);
+    this.bound = { ...name, port: held ? held.port : name.port };
     return 0;
   }
 
-  /**
-   * Asks the host whether name can be bound: the port it would get, or why not (an Error from
-   * node, or -errno). With the C library the probe is a bind, with SO_REUSEPORT where a socket of
-   * the daemon's that this one may share the port with (by the rules above) holds it
-   * (native-options.ts, tcpSocket); elsewhere a listen of node's.
-   */
+  /** Asks the host whether name can be bound: the port it would get, or why not. */
   private async probe(name: SockAddr): Promise<number | Error> {
-    const native = tcpSocket(name, this.af === W.AF_INET6, this.opts.v6Only, null, () => name.port !== 0 && this.ctx.ports.meets(this.handle, this.reservationFor(name, name.port)));
-    if (native !== null) return native;
     const probe = net.createServer();
     const port = await new Promise<number | Error>((resolve) => {
       probe.once('error', resolve);
@@ -234,59 +238,63 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   private async listenNow(backlog: number): Promise<number> {
     if (this.closed) return W.WSAENOTSOCK;
+    const bound = this.bound;
     if (this.state.is('listening')) {
       this.backlog = clampBacklog(backlog);
-      return 0;
+      // A listener whose turn came when another program had taken the port tries again.
+      if (this.server || this.ctx.ports.isListener(this.handle) || !bound) return 0;
+      const again = await this.ctx.ports.listen(this.handle, () => this.openServer(bound), () => this.takeOver());
+      if (again === 0) this.listenLost = 0;
+      return again;
     }
     if (this.connected || this.state.is('connecting')) return W.WSAEISCONN;
-    const bound = this.bound;
     if (!this.state.is('bound') || !bound) return W.WSAEINVAL;
     this.backlog = clampBacklog(backlog);
-    if (this.ctx.ports.listen(this.handle, () => this.takeOver()) === 'waiting') {
-      // An older listener with SO_REUSEADDR on this very address holds the real socket and gets
-      // the connections, as on Windows; this one takes over when that one closes.
-      if (this.state.move('listening')) return 0;
-      this.ctx.ports.stopListening(this.handle);
-      return W.WSAEINVAL;
-    }
-    const code = await this.openServer(bound);
-    if (code !== 0 || !this.state.move('listening')) {
+    // With an older listener of this session on this very address (both with SO_REUSEADDR), this
+    // one waits: that one holds the real socket and gets the connections, as on Windows, and this
+    // one takes over when it closes.
+    const code = await this.ctx.ports.listen(this.handle, () => this.openServer(bound), () => this.takeOver());
+    if (code !== 0) return code;
+    if (this.closed || !this.state.move('listening')) {
       this.ctx.ports.stopListening(this.handle);
       this.server?.close();
       this.server = null;
-      return code || W.WSAENOTSOCK;
+      return W.WSAENOTSOCK;
     }
     return 0;
   }
 
-  /** A waiting listener's turn came: it opens the real listening socket. */
-  private takeOver(): void {
+  /**
+   * A waiting listener's turn came: it opens the real listening socket. Should the host refuse
+   * (another program took the port in the moment between), its blocked accepts fail with that
+   * code, and a WSPListen tries again.
+   */
+  private async takeOver(): Promise<number> {
     const bound = this.bound;
-    if (this.closed || this.server || !bound || !this.state.is('listening')) return;
-    void this.openServer(bound).then((code) => {
-      if (code !== 0) this.log.debug({ code }, 'a waiting listener could not take its address over');
-    });
+    if (this.server) return 0;
+    if (this.closed || !bound || !this.state.is('listening')) return W.WSAENOTSOCK;
+    const code = await this.openServer(bound);
+    if (code !== 0) {
+      this.log.debug({ code }, 'a waiting listener could not take its address over');
+      this.listenLost = code;
+      this.abortWaits(code, code);
+    }
+    return code;
   }
 
-  /**
-   * Opens the real listening socket on bound: 0, or the WSA code. With the C library the socket has
-   * SO_REUSEPORT, so that listeners of the daemon's on a wildcard and on a specific address of one
-   * port can both listen, as Windows lets them, and the host gives each connection to the most
-   * specific, as Windows does; no two of them ever listen on one identical address (see listen).
-   */
+  /** Opens the real listening socket on bound, exclusive: 0, or the WSA code. */
   private async openServer(bound: SockAddr): Promise<number> {
-    const fd = tcpSocket(bound, this.af === W.AF_INET6, this.opts.v6Only, this.backlog, () => this.ctx.ports.meets(this.handle, this.reservationFor(bound, bound.port)));
-    if (fd !== null && fd < 0) return wsaFromErrno(-fd);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
     const res = await new Promise<Error | null>((resolve) => {
       server.once('error', resolve);
-      if (fd !== null) server.listen({ fd, backlog: this.backlog }, () => resolve(null));
-      else server.listen({ host: hostOf(bound), port: bound.port, backlog: this.backlog, exclusive: true, ipv6Only: this.ipv6Only }, () => resolve(null));
+      server.listen({ host: hostOf(bound), port: bound.port, backlog: this.backlog, exclusive: true, ipv6Only: this.ipv6Only }, () => resolve(null));
     });
     if (res || this.closed) {
       server.close();
       return res ? wsaFromNodeError(res) : W.WSAENOTSOCK;
     }
+    // The handshake's SYN-ACK, and the connections accepted, carry the listener's IP options.
+    applyIpOptions(fdOf(server), this.af === W.AF_INET6, this.dualStack, this.opts);
     // Accept failures (out of descriptors, say) come from load the clients make: not a daemon fault.
     server.on('error', (err) => this.log.debug({ err: err.message }, 'listening socket error'));
     server.on('connection', (conn) => {
@@ -307,6 +315,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   accept(): Promise<AcceptResult> {
     if (!this.state.is('listening')) return Promise.resolve({ errno: W.WSAEINVAL });
+    if (this.listenLost !== 0 && this.accepted.length === 0) return Promise.resolve({ errno: this.listenLost });
     if (this.faults.armed) {
       const fault = this.faults.decide(this, { fn: 'WSPAccept', mode: this.opts.nonBlocking ? 'nonblocking' : 'blocking' });
       // A failed accept takes no connection: whatever waits stays queued.

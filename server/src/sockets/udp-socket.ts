@@ -53,6 +53,29 @@ interface DatagramFault {
   reorder: { fault: AppliedFault; windowMs: number } | null;
 }
 
+/** Binds node's socket to name: null, or the error (also when it closed while binding). */
+function bindDgram(sock: dgram.Socket, name: SockAddr): Promise<Error | null> {
+  return new Promise<Error | null>((resolve) => {
+    const onError = (e: Error): void => resolve(e);
+    // Closed while binding: node may never call back, but the call must still be answered.
+    const onClose = (): void => resolve(Object.assign(new Error('closed while binding'), { code: 'ERR_SOCKET_DGRAM_NOT_RUNNING' }));
+    sock.once('error', onError);
+    sock.once('close', onClose);
+    try {
+      sock.bind({ address: hostOf(name), port: name.port, exclusive: true }, () => {
+        sock.off('error', onError);
+        sock.off('close', onClose);
+        resolve(null);
+      });
+    } catch (e) {
+      resolve(e instanceof Error ? e : new Error(String(e)));
+    }
+  });
+}
+
+/** Binds to port 0 that meet a port another session shares: tries before giving up. */
+const MAX_PORT_TRIES = 8;
+
 export class UdpSocket extends EmulatedSocket<UdpState> {
   private sock: dgram.Socket | null = null;
   /** A bind under way (node binds asynchronously): it counts as bound for a second bind or a receive. */
@@ -213,39 +236,27 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     // Windows' rules between the daemon's sockets first (PortReservations), then the host's bind.
     const first = name.port === 0 ? 0 : this.ports.check(this.handle, this.reservationFor(name, name.port));
     if (first !== 0) return first;
-    const sock = this.ensureSocket();
-    const err = await new Promise<Error | null>((resolve) => {
-      const onError = (e: Error): void => resolve(e);
-      // Closed while binding: node may never call back, but the call must still be answered.
-      const onClose = (): void => resolve(Object.assign(new Error('closed while binding'), { code: 'ERR_SOCKET_DGRAM_NOT_RUNNING' }));
-      sock.once('error', onError);
-      sock.once('close', onClose);
-      try {
-        sock.bind({ address: hostOf(name), port: name.port, exclusive: true }, () => {
-          sock.off('error', onError);
-          sock.off('close', onClose);
-          resolve(null);
-        });
-      } catch (e) {
-        resolve(e instanceof Error ? e : new Error(String(e)));
+    let sock: dgram.Socket;
+    for (let attempt = 1; ; attempt++) {
+      sock = this.ensureSocket();
+      const err = await bindDgram(sock, name);
+      if (this.closed) return W.WSAENOTSOCK;
+      if (err) {
+        // A failed bind leaves node's socket unusable: start again with a fresh one.
+        this.sock = null;
+        sock.close();
+        const code = wsaFromNodeError(err);
+        // The port is held by a socket that did not agree to share it: a socket asking to share
+        // gets WSAEACCES on Windows (Wine's test_reuseaddr), not WSAEADDRINUSE.
+        return code === W.WSAEADDRINUSE && this.opts.reuseAddr ? W.WSAEACCES : code;
       }
-    });
-    if (this.closed) return W.WSAENOTSOCK;
-    if (err) {
-      // A failed bind leaves node's socket unusable: start again with a fresh one.
+      // Checked again with the port the host gave: another socket may have bound meanwhile, or,
+      // for port 0, the host may have given a port that another session shares by SO_REUSEADDR.
+      const code = this.ports.reserve(this.handle, this.reservationFor(name, sock.address().port));
+      if (code === 0) break;
       this.sock = null;
       sock.close();
-      const code = wsaFromNodeError(err);
-      // The port is held by a socket that did not agree to share it: a socket asking to share
-      // gets WSAEACCES on Windows (Wine's test_reuseaddr), not WSAEADDRINUSE.
-      return code === W.WSAEADDRINUSE && this.opts.reuseAddr ? W.WSAEACCES : code;
-    }
-    // Checked again with the port the host gave: another socket may have bound meanwhile.
-    const code = this.ports.reserve(this.handle, this.reservationFor(name, sock.address().port));
-    if (code !== 0) {
-      this.sock = null;
-      sock.close();
-      return code;
+      if (name.port !== 0 || attempt >= MAX_PORT_TRIES) return code;
     }
     if (!this.state.move('bound')) return W.WSAEINVAL;
     const fd = dgramFdOf(sock);

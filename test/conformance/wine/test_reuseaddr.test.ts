@@ -50,9 +50,11 @@ wineCase(t, 'test_reuseaddr: two sockets cannot bind the any address on one port
   for (const s of [s1, s2]) await spi.WSPCloseSocket(s, S.out(0));
 });
 
+const SHARED_PORT = "Windows lets an any-address and a loopback listener share a port without options; spiwire: WSAEADDRINUSE. Deliberate: the daemon's listening sockets are exclusive on the host (Linux would need SO_REUSEPORT, which would let any other program of the same user join the port), so the host refuses the second socket";
+
 /** Wine's two sequences: a listener on one of the any and loopback addresses, then a socket on the other binds its port and listens; a loopback connection goes to the loopback socket. */
 function sharedPort(name: string, loopbackFirst: boolean): void {
-  wineCase(t, name, {}, async (c) => {
+  wineCase(t, name, { todo: SHARED_PORT }, async (c) => {
     const spi = await openSession(t, d);
     const first = loopbackFirst ? 'loopback' : 'the any address';
     const second = loopbackFirst ? 'the any address' : 'loopback';
@@ -65,7 +67,8 @@ function sharedPort(name: string, loopbackFirst: boolean): void {
     c.same(await call((e) => spi.WSPListen(s2, 1, e)), [0, 0], 'and listens');
     const s3 = await socket(spi, c.f, 'tcp');
     c.same(await call((e) => spi.WSPConnect(s3, addr(c.f, port), namelen(c.f), null, null, null, null, e)), [0, 0], 'a loopback connection');
-    c.not(await accept(spi, loopbackFirst ? s1 : s2), S.INVALID_SOCKET, 'is accepted by the loopback socket');
+    const loopbackSocket = loopbackFirst ? s1 : e2 === 0 ? s2 : null;
+    if (loopbackSocket !== null) c.not(await accept(spi, loopbackSocket), S.INVALID_SOCKET, 'is accepted by the loopback socket');
     for (const s of [s1, s2, s3]) await spi.WSPCloseSocket(s, S.out(0));
   });
 }
@@ -212,7 +215,7 @@ wineCase(t, 'test_ipv6only: an exclusive dual-stack [::] keeps an IPv4 socket wi
   for (const s of [s4, s6]) await spi.WSPCloseSocket(s, S.out(0));
 });
 
-wineCase(t, 'test_reuseaddr: sockets with SO_REUSEADDR on one address all bind and listen; each connection goes to the oldest listener left', {}, async (c) => {
+wineCase(t, 'test_reuseaddr: sockets with SO_REUSEADDR on one address all bind and listen, one even while another listens; each connection goes to the oldest listener left', {}, async (c) => {
   const spi = await openSession(t, d);
   const [s1, e1] = await boundTo(spi, c.f, addr(c.f, 0), { reuse: true });
   c.equal(e1, 0, 'the first binds');
@@ -232,5 +235,11 @@ wineCase(t, 'test_reuseaddr: sockets with SO_REUSEADDR on one address all bind a
   await spi.WSPCloseSocket(s1, S.out(0));
   const b = await connectOnce();
   c.not(await accept(spi, s2), S.INVALID_SOCKET, 'with it closed, the second takes the next');
-  for (const s of [s2, a, b]) await spi.WSPCloseSocket(s, S.out(0));
+  const [s3, e3] = await boundTo(spi, c.f, addr(c.f, port), { reuse: true });
+  c.equal(e3, 0, 'a third binds the address while the second listens on it');
+  c.same(await call((e) => spi.WSPListen(s3, 1, e)), [0, 0], 'and listens');
+  await spi.WSPCloseSocket(s2, S.out(0));
+  const x = await connectOnce();
+  c.not(await accept(spi, s3), S.INVALID_SOCKET, 'with the second closed, the third takes the next');
+  for (const s of [s3, a, b, x]) await spi.WSPCloseSocket(s, S.out(0));
 });
