@@ -51,7 +51,7 @@ function anyLengthBool(optval: Uint8Array, optlen: number): number | null {
 }
 
 /**
- * IPPROTO_IP and IPPROTO_IPV6 are levels Windows has, whose options spiwire does not carry: an
+ * IPPROTO_IP and IPPROTO_IPV6 are levels Windows has, whose other options spiwire does not carry: an
  * option there is unknown (WSAENOPROTOOPT, which Wine's test_sockopt_validity gives for an unknown
  * option and accepts from Windows versions without the others), not the level (WSAEINVAL).
  */
@@ -60,7 +60,7 @@ function ipLevel(level: number): boolean {
 }
 
 /**
- * IPV6_V6ONLY, the one IPPROTO_IPV6 option spiwire carries: a one-byte BOOL (Wine's test_optsize:
+ * IPV6_V6ONLY: a one-byte BOOL (Wine's test_optsize:
  * the first byte decides, a read writes one byte and reports 1; a negative optlen is WSAENOBUFS),
  * fixed once the socket has an address (test_ipv6only). Windows takes it on AF_INET sockets too,
  * where it changes nothing.
@@ -75,8 +75,9 @@ function setV6Only(sock: EmulatedSocket, optval: Uint8Array | null, optlen: numb
 }
 
 /**
- * The IP-level byte options spiwire carries, on sockets of their family: IP_TTL and IP_TOS
- * (IPPROTO_IP, AF_INET) and IPV6_UNICAST_HOPS (IPPROTO_IPV6, AF_INET6). Null for anything else.
+ * The IP-level options of what packets carry, on sockets of their family: IP_TTL, IP_TOS and
+ * IP_DONTFRAGMENT (IPPROTO_IP, AF_INET), IPV6_UNICAST_HOPS and IPV6_DONTFRAG (IPPROTO_IPV6,
+ * AF_INET6). Null for anything else.
  */
 function ipByteOption(sock: EmulatedSocket, level: number, optname: number): IpByteOption | null {
   if (level === W.IPPROTO_IP && sock.af === W.AF_INET) return optname === W.IP_TTL ? 'ttl' : optname === W.IP_TOS ? 'tos' : optname === W.IP_DONTFRAGMENT ? 'dontFragment' : null;
