@@ -78,6 +78,14 @@ export const IPV6_UNICAST_HOPS = 4;
  */
 export const IP_DONTFRAGMENT = 14;
 export const IPV6_DONTFRAG = 14;
+/** IPPROTO_IP, UDP: the time to live of multicast datagrams (1 by default); IPPROTO_IPV6: IPV6_MULTICAST_HOPS. */
+export const IP_MULTICAST_TTL = 10;
+export const IPV6_MULTICAST_HOPS = 10;
+/** IPPROTO_IP, UDP: a BOOL, multicast datagrams are looped back to members on this host (TRUE by default); IPPROTO_IPV6: IPV6_MULTICAST_LOOP. */
+export const IP_MULTICAST_LOOP = 11;
+export const IPV6_MULTICAST_LOOP = 11;
+/** IPPROTO_IP: raw sockets' own IP header; WSAEINVAL on TCP and UDP sockets. */
+export const IP_HDRINCL = 2;
 /** Windows' default time to live and hop limit (its DefaultTTL). */
 export const DEFAULT_TTL = 128;
 export const TCP_NODELAY = 0x0001;

@@ -676,3 +676,79 @@ t.test('UDP: over a link with an MTU of 1280, a 3000-byte datagram goes in fragm
   t.same([smallEcho.ret, smallEcho.bytes], [0, 1000], 'and comes back');
   await spi.WSPCloseSocket(u, S.out(0));
 });
+
+/** A member of a multicast group in the rig's namespace that echoes each datagram to its sender. */
+const MULTICAST_PEER = `
+const dgram = require('node:dgram');
+const [group, address] = process.argv.slice(1);
+const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+s.on('message', (m, from) => s.send(m, from.port, from.address));
+s.bind(0, () => { s.addMembership(group, address); console.log('listening ' + s.address().port); });
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+`;
+
+t.test('UDP: multicast over the rig\'s link: IP_MULTICAST_TTL 1 (the default) reaches a member, 0 keeps a datagram on the host; IP_MULTICAST_LOOP off keeps it from a member on the host', opts, async (t) => {
+  const r = await rig(t);
+  const group = `239.255.${randomInt(1, 255)}.${randomInt(1, 255)}`;
+  // The group's datagrams leave through the rig's link only (the route goes with the link).
+  await ip('route', 'add', `${group}/32`, 'dev', r.hostIf);
+  const member = spawn('ip', ['netns', 'exec', r.ns, process.execPath, '-e', MULTICAST_PEER, group, r.peerAddr], { stdio: ['pipe', 'pipe', 'pipe'] });
+  t.teardown(() => stopPeer(member));
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error('the multicast member did not start within 10 s')), 10000);
+    member.stdout!.on('data', (b: Buffer) => {
+      const m = /listening (\d+)/.exec((out += b.toString()));
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+  });
+  // A member on this host, on the rig's link: it sees the daemon's datagrams only looped back.
+  const { createSocket } = await import('node:dgram');
+  const local = createSocket({ type: 'udp4', reuseAddr: true });
+  t.teardown(() => local.close());
+  await new Promise<void>((resolve) => local.bind(port, () => resolve()));
+  local.addMembership(group, r.hostAddr);
+  const looped: string[] = [];
+  let onLooped: (() => void) | null = null;
+  local.on('message', (m) => {
+    looped.push(m.toString());
+    onLooped?.();
+  });
+  const nextLooped = (): Promise<string> => (looped.length > 0 ? Promise.resolve(looped.shift()!) : new Promise((resolve) => (onLooped = () => ((onLooped = null), resolve(looped.shift()!)))));
+
+  const d = await daemon(t, { allow: `${r.allow},${group}/32` });
+  const spi = await session(t, d);
+  const u = await newSocket(spi, 'ipv4', 'udp');
+  t.same(await getOpt(spi, u, S.IP_MULTICAST_TTL, 4, S.IPPROTO_IP), [0, 0, 1, 4], 'IP_MULTICAST_TTL reads 1');
+  t.same(await getOpt(spi, u, S.IP_MULTICAST_LOOP, 4, S.IPPROTO_IP), [0, 0, 1, 4], 'IP_MULTICAST_LOOP reads 1');
+  const to = { family: S.AF_INET, address: group, port };
+  const send = async (text: string): Promise<void> => void t.same(await sendTo(spi, u, [Buffer.from(text)], to, 16), [0, 0, text.length], `"${text}" sent to the group`);
+  await send('first');
+  const echo1 = await recvWithin(spi, u, 5000);
+  t.same(echo1 && [echo1.ret, echo1.data.toString()], [0, 'first'], 'the member in the namespace echoed it: it left the host');
+  t.equal(await within(nextLooped(), 5000, 'nothing'), 'first', 'and the member on this host got it looped back');
+
+  t.same(await setOpt(spi, u, S.IP_MULTICAST_TTL, 0, 4, S.IPPROTO_IP), [0, 0], 'IP_MULTICAST_TTL 0');
+  await send('ttl0');
+  t.same(await setOpt(spi, u, S.IP_MULTICAST_TTL, 1, 4, S.IPPROTO_IP), [0, 0], 'IP_MULTICAST_TTL 1 again');
+  await send('ttl1');
+  const echo2 = await recvWithin(spi, u, 5000);
+  t.same(echo2 && [echo2.ret, echo2.data.toString()], [0, 'ttl1'], 'the next echo is of "ttl1": "ttl0" never left the host');
+  t.equal(await within(nextLooped(), 5000, 'nothing'), 'ttl0', 'though the member on this host got it');
+  t.equal(await within(nextLooped(), 5000, 'nothing'), 'ttl1', 'and then "ttl1"');
+
+  t.same(await setOpt(spi, u, S.IP_MULTICAST_LOOP, 0, 4, S.IPPROTO_IP), [0, 0], 'IP_MULTICAST_LOOP 0');
+  await send('unlooped');
+  t.same(await setOpt(spi, u, S.IP_MULTICAST_LOOP, 1, 4, S.IPPROTO_IP), [0, 0], 'IP_MULTICAST_LOOP 1 again');
+  await send('looped');
+  t.equal(await within(nextLooped(), 5000, 'nothing'), 'looped', 'the member on this host gets "looped" next: "unlooped" was not looped back');
+  for (const text of ['unlooped', 'looped']) {
+    const echo = await recvWithin(spi, u, 5000);
+    t.same(echo && echo.data.toString(), text, `"${text}" still left the host`);
+  }
+  await spi.WSPCloseSocket(u, S.out(0));
+});

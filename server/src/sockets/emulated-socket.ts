@@ -103,6 +103,9 @@ const REUSE_ADDR = 2;
 const EXCLUSIVE_ADDR = 4;
 const V6_ONLY = 8;
 const DONT_FRAGMENT = 16;
+const MULTICAST_LOOP = 32;
+/** Windows' default IP_MULTICAST_TTL: multicast stays on the local link. */
+const DEFAULT_MULTICAST_TTL = 1;
 
 /** The options WSPSetSockOpt and WSPIoctl set; each transport applies those it can to the real socket. */
 export class SocketOptions {
@@ -136,15 +139,35 @@ export class SocketOptions {
   /** SO_SNDTIMEO and SO_RCVTIMEO, in milliseconds (0: no timeout); see EmulatedSocket.blockingTimeout. */
   sndTimeo = 0;
   rcvTimeo = 0;
+  /** IP_TTL, IP_TOS and IP_MULTICAST_TTL, a byte each in one small integer (see ttl, tos, multicastTtl). */
+  private ipBytes = W.DEFAULT_TTL | (DEFAULT_MULTICAST_TTL << 16);
+
   /** IP_TTL (AF_INET) or IPV6_UNICAST_HOPS (AF_INET6): Windows' 128 unless set; the real socket gets it. */
-  ttl = W.DEFAULT_TTL;
+  get ttl(): number {
+    return this.ipBytes & 0xff;
+  }
+  set ttl(v: number) {
+    this.ipBytes = (this.ipBytes & ~0xff) | (v & 0xff);
+  }
   /** IP_TOS (AF_INET): the type-of-service byte. */
-  tos = 0;
+  get tos(): number {
+    return (this.ipBytes >> 8) & 0xff;
+  }
+  set tos(v: number) {
+    this.ipBytes = (this.ipBytes & ~0xff00) | ((v & 0xff) << 8);
+  }
+  /** IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS (UDP): 1 unless set, as on Windows. */
+  get multicastTtl(): number {
+    return (this.ipBytes >> 16) & 0xff;
+  }
+  set multicastTtl(v: number) {
+    this.ipBytes = (this.ipBytes & ~0xff0000) | ((v & 0xff) << 16);
+  }
   /**
    * The rarely set BOOL options, one bit each in a small integer (every field costs each of
    * thousands of idle sockets 8 bytes): see the accessors below.
    */
-  private flags = V6_ONLY;
+  private flags = V6_ONLY | MULTICAST_LOOP;
 
   /** SO_DEBUG: kept and read back; it changes nothing (Windows' providers ignore it too). */
   get debug(): boolean {
@@ -182,6 +205,14 @@ export class SocketOptions {
   }
   set dontFragment(on: boolean) {
     this.setFlag(DONT_FRAGMENT, on);
+  }
+
+  /** IP_MULTICAST_LOOP / IPV6_MULTICAST_LOOP (UDP): multicast datagrams also reach members on this host; on by default. */
+  get multicastLoop(): boolean {
+    return (this.flags & MULTICAST_LOOP) !== 0;
+  }
+  set multicastLoop(on: boolean) {
+    this.setFlag(MULTICAST_LOOP, on);
   }
 
   private setFlag(bit: number, on: boolean): void {

@@ -820,8 +820,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         this.sock.setBroadcast(this.opts.broadcast || (this.peer !== null && isBroadcastAddress(this.peer.address)));
         // IP_TTL / IPV6_UNICAST_HOPS and IP_TOS, for every datagram (node:dgram's and the batches').
         if (!applyIpOptions(dgramFdOf(this.sock), this.af === W.AF_INET6, this.dualStack, this.opts)) this.sock.setTTL(Math.max(1, this.opts.ttl));
+        this.sock.setMulticastTTL(this.opts.multicastTtl);
+        this.sock.setMulticastLoopback(this.opts.multicastLoop);
       } catch (err) {
-        this.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'could not set SO_BROADCAST or the TTL');
+        this.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'could not set SO_BROADCAST, the TTL or the multicast options');
       }
     }
   }

@@ -77,15 +77,44 @@ function setV6Only(sock: EmulatedSocket, optval: Uint8Array | null, optlen: numb
 /**
  * The IP-level options of what packets carry, on sockets of their family: IP_TTL, IP_TOS and
  * IP_DONTFRAGMENT (IPPROTO_IP, AF_INET), IPV6_UNICAST_HOPS and IPV6_DONTFRAG (IPPROTO_IPV6,
- * AF_INET6). Null for anything else.
+ * AF_INET6), and on UDP sockets the multicast TTL (hops) and loopback. Null for anything else.
  */
 function ipByteOption(sock: EmulatedSocket, level: number, optname: number): IpByteOption | null {
-  if (level === W.IPPROTO_IP && sock.af === W.AF_INET) return optname === W.IP_TTL ? 'ttl' : optname === W.IP_TOS ? 'tos' : optname === W.IP_DONTFRAGMENT ? 'dontFragment' : null;
-  if (level === W.IPPROTO_IPV6 && sock.af === W.AF_INET6) return optname === W.IPV6_UNICAST_HOPS ? 'ttl' : optname === W.IPV6_DONTFRAG ? 'dontFragment' : null;
+  const udp = sock.type === W.SOCK_DGRAM;
+  if (level === W.IPPROTO_IP && sock.af === W.AF_INET) {
+    if (optname === W.IP_TTL) return 'ttl';
+    if (optname === W.IP_TOS) return 'tos';
+    if (optname === W.IP_DONTFRAGMENT) return 'dontFragment';
+    if (udp && optname === W.IP_MULTICAST_TTL) return 'multicastTtl';
+    if (udp && optname === W.IP_MULTICAST_LOOP) return 'multicastLoop';
+  }
+  if (level === W.IPPROTO_IPV6 && sock.af === W.AF_INET6) {
+    if (optname === W.IPV6_UNICAST_HOPS) return 'ttl';
+    if (optname === W.IPV6_DONTFRAG) return 'dontFragment';
+    if (udp && optname === W.IPV6_MULTICAST_HOPS) return 'multicastTtl';
+    if (udp && optname === W.IPV6_MULTICAST_LOOP) return 'multicastLoop';
+  }
   return null;
 }
 
-type IpByteOption = 'ttl' | 'tos' | 'dontFragment';
+type IpByteOption = 'ttl' | 'tos' | 'dontFragment' | 'multicastTtl' | 'multicastLoop';
+/** The BOOLs among them: any nonzero value is TRUE, read back as 1. */
+type IpBoolOption = 'dontFragment' | 'multicastLoop';
+
+const isIpBool = (which: IpByteOption): which is IpBoolOption => which === 'dontFragment' || which === 'multicastLoop';
+
+/**
+ * IP-level options of datagrams (multicast, packet information) that a TCP socket refuses with
+ * WSAEINVAL, as Wine's test_sockopt_validity records: IP_MULTICAST_IF, _TTL and _LOOP, IP_PKTINFO,
+ * IP_RECVTTL and IP_RECVTOS (the IPv6 ones have the same numbers), and IP_HDRINCL, a raw socket's,
+ * which TCP and UDP sockets refuse alike (test_set_getsockopt).
+ */
+const DATAGRAM_ONLY = new Set([9, 10, 11, 19, 21, 40]);
+
+function refusedIpOption(sock: EmulatedSocket, level: number, optname: number): boolean {
+  if (level === W.IPPROTO_IP && optname === W.IP_HDRINCL) return true;
+  return (level === W.IPPROTO_IP || level === W.IPPROTO_IPV6) && sock.type === W.SOCK_STREAM && DATAGRAM_ONLY.has(optname);
+}
 
 /**
  * Sizes as Wine's test_optsize records them: setting reads the optlen bytes given (up to 4), a
@@ -100,7 +129,7 @@ function setIpByte(sock: EmulatedSocket, which: IpByteOption, optval: Uint8Array
   if (n === 0 || optval.length < n) return fail(W.WSAEFAULT);
   let v = 0;
   for (let i = n - 1; i >= 0; i--) v = v * 256 + optval[i]!;
-  if (which === 'dontFragment') sock.opts.dontFragment = v !== 0;
+  if (isIpBool(which)) sock.opts[which] = v !== 0;
   else if (v > 255) return fail(W.WSAEINVAL);
   else sock.opts[which] = v;
   sock.applyOptions();
@@ -109,7 +138,7 @@ function setIpByte(sock: EmulatedSocket, which: IpByteOption, optval: Uint8Array
 
 function getIpByte(sock: EmulatedSocket, which: IpByteOption, optlen: number): Result<'WSPGetSockOpt'> {
   if (optlen <= 0) return fail(W.WSAEFAULT);
-  const v = which === 'dontFragment' ? (sock.opts.dontFragment ? 1 : 0) : sock.opts[which];
+  const v = isIpBool(which) ? (sock.opts[which] ? 1 : 0) : sock.opts[which];
   return optlen < DWORD ? ok({ optval: Uint8Array.of(v), optlen: 1 }) : ok({ optval: dwordBytes(v), optlen: DWORD });
 }
 
@@ -118,6 +147,7 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
   if (level === W.IPPROTO_IPV6 && optname === W.IPV6_V6ONLY) return setV6Only(sock, optval, optlen);
   const ipByte = ipByteOption(sock, level, optname);
   if (ipByte) return setIpByte(sock, ipByte, optval, optlen);
+  if (refusedIpOption(sock, level, optname)) return fail(W.WSAEINVAL);
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(ipLevel(level) ? W.WSAENOPROTOOPT : W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
@@ -242,6 +272,7 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
   }
   const ipByte = ipByteOption(sock, level, optname);
   if (ipByte) return getIpByte(sock, ipByte, optlen);
+  if (refusedIpOption(sock, level, optname)) return fail(W.WSAEINVAL);
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(ipLevel(level) ? W.WSAENOPROTOOPT : W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);

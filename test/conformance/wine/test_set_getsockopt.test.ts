@@ -245,6 +245,10 @@ const ROWS: OptRow[] = [
   { name: 'IP_TTL', type: 'udp', level: S.IPPROTO_IP, opt: S.IP_TTL, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: false, bool: false, family: 'ipv4' },
   { name: 'IPV6_UNICAST_HOPS', type: 'udp', level: S.IPPROTO_IPV6, opt: S.IPV6_UNICAST_HOPS, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: false, bool: false, family: 'ipv6' },
   { name: 'IPV6_DONTFRAG', type: 'tcp', level: S.IPPROTO_IPV6, opt: S.IPV6_DONTFRAG, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: true, bool: true, family: 'ipv6' },
+  { name: 'IP_MULTICAST_LOOP', type: 'udp', level: S.IPPROTO_IP, opt: S.IP_MULTICAST_LOOP, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: true, bool: true, family: 'ipv4' },
+  { name: 'IP_MULTICAST_TTL', type: 'udp', level: S.IPPROTO_IP, opt: S.IP_MULTICAST_TTL, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: false, bool: false, family: 'ipv4' },
+  { name: 'IPV6_MULTICAST_HOPS', type: 'udp', level: S.IPPROTO_IPV6, opt: S.IPV6_MULTICAST_HOPS, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: false, bool: false, family: 'ipv6' },
+  { name: 'IPV6_MULTICAST_LOOP', type: 'udp', level: S.IPPROTO_IPV6, opt: S.IPV6_MULTICAST_LOOP, shortLen: true, sizes: [1, 1, 4], values: [0, 0, 0], large: true, bool: true, family: 'ipv6' },
 ];
 
 const sizes = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
@@ -307,7 +311,7 @@ sizes.step(t, 'test_set_getsockopt: option lengths: getsockopt with an optlen of
   });
 });
 
-sizes.step(t, 'test_set_getsockopt: option lengths: 0x100 in 4 bytes is accepted and read back as the option\'s size gives it (TCP_KEEPCNT, IP_TOS, IP_TTL, IPV6_UNICAST_HOPS: WSAEINVAL)', {}, async (c, x) => {
+sizes.step(t, 'test_set_getsockopt: option lengths: 0x100 in 4 bytes is accepted and read back as the option\'s size gives it (TCP_KEEPCNT and the TTL, TOS and hop options: WSAEINVAL)', {}, async (c, x) => {
   await eachRow(c, x, async (row, s) => {
     const [r, err] = await setOpt(x.spi, s, row.level, row.opt, dword(0x100), 4);
     if (!row.large) {
@@ -457,4 +461,55 @@ dontFrag.step(t, 'test_set_getsockopt: IP_DONTFRAGMENT (IPV6_DONTFRAG on IPv6) i
   c.same(await setOpt(x.spi, tcp, level, opt, dword(0), 4), [0, 0], 'TCP: set 0');
   c.same(await read(tcp), [0, 0, 0], 'TCP: reads 0');
   for (const s of [udp, tcp]) await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
+// ================================================================ IP_MULTICAST_TTL and IP_HDRINCL
+
+const ipOpts = new Scenario<{ spi: S.SpiSession; f: Family }>(async (f) => ({ spi: await openSession(t, d), f }));
+
+ipOpts.step(t, 'test_set_getsockopt: IP_MULTICAST_TTL set with 1, 2, 3 and 4 bytes takes those bytes (0xffffff0a, 0xffff000b, 0xff00000c, 0x0000000d read back 0x0a to 0x0d)', { families: ['ipv4'] }, async (c, x) => {
+  const s = await socket(x.spi, x.f, 'udp');
+  const cases: Array<[number, number, number]> = [
+    [0xffffff0a, 1, 0x0a],
+    [0xffff000b, 2, 0x0b],
+    [0xff00000c, 3, 0x0c],
+    [0x0000000d, 4, 0x0d],
+  ];
+  for (const [value, optlen, want] of cases) {
+    c.same(await setOpt(x.spi, s, S.IPPROTO_IP, S.IP_MULTICAST_TTL, dword(value), optlen), [0, 0], `set ${hex(value)} with optlen ${optlen}`);
+    const [r, err, v] = await getOpt(x.spi, s, S.IPPROTO_IP, S.IP_MULTICAST_TTL, 4);
+    c.same([r, err, hex(v)], [0, 0, hex(want)], `reads ${hex(want)}`);
+  }
+  await x.spi.WSPCloseSocket(s, S.out(0));
+});
+
+ipOpts.step(t, 'test_set_getsockopt: IP_HDRINCL on TCP and UDP sockets fails with WSAEINVAL, set or got, and leaves the output', { families: ['ipv4'] }, async (c, x) => {
+  for (const kind of ['tcp', 'udp'] as const) {
+    const s = await socket(x.spi, x.f, kind);
+    c.same(await setOpt(x.spi, s, S.IPPROTO_IP, S.IP_HDRINCL, dword(1), 4), [S.SOCKET_ERROR, S.WSAEINVAL], `${kind}: setsockopt`);
+    const [r, err, v] = await getOpt(x.spi, s, S.IPPROTO_IP, S.IP_HDRINCL, 4);
+    c.same([r, err, hex(v)], [S.SOCKET_ERROR, S.WSAEINVAL, hex(0xdeadbeef)], `${kind}: getsockopt`);
+    await x.spi.WSPCloseSocket(s, S.out(0));
+  }
+});
+
+validity.step(t, 'test_sockopt_validity: on TCP sockets the datagram options (multicast IF, TTL and loop, packet information, received TTL and TOS) fail with WSAEINVAL; on UDP the multicast TTL and loop read and set back', {}, async (c, x) => {
+  const level = x.f === 'ipv4' ? S.IPPROTO_IP : S.IPPROTO_IPV6;
+  const tcp = await socket(x.spi, x.f, 'tcp');
+  // IP_MULTICAST_IF 9, _TTL 10, _LOOP 11, IP_PKTINFO 19, IP_RECVTTL 21, IP_RECVTOS 40; the IPv6 ones share the numbers.
+  for (const opt of [9, 10, 11, 19, 21, 40]) {
+    const [r, err] = await getOpt(x.spi, tcp, level, opt, 256);
+    c.same([r, err], [S.SOCKET_ERROR, S.WSAEINVAL], `TCP: getsockopt of ${opt}`);
+  }
+  await x.spi.WSPCloseSocket(tcp, S.out(0));
+  const udp = await socket(x.spi, x.f, 'udp');
+  for (const opt of [S.IP_MULTICAST_TTL, S.IP_MULTICAST_LOOP]) {
+    const buf = new Uint8Array(256);
+    const len = S.out(256);
+    const e = S.out(0);
+    const r = await x.spi.WSPGetSockOpt(udp, level, opt, buf, len, e);
+    c.same([r, e.value], [0, 0], `UDP: getsockopt of ${opt}`);
+    c.same(await setOpt(x.spi, udp, level, opt, buf.subarray(0, len.value), len.value), [0, 0], `UDP: setsockopt of ${opt} with what it read`);
+  }
+  await x.spi.WSPCloseSocket(udp, S.out(0));
 });
