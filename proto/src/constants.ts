@@ -78,6 +78,13 @@ export const IPV6_UNICAST_HOPS = 4;
  */
 export const IP_DONTFRAGMENT = 14;
 export const IPV6_DONTFRAG = 14;
+/**
+ * IPPROTO_IP, UDP: the interface multicast datagrams leave by, a DWORD: an IPv4 address of the
+ * host in network order (its bytes as in a sockaddr), or 0.x.y.z for the interface with index x.y.z,
+ * or 0 for the host's choice. IPPROTO_IPV6 (IPV6_MULTICAST_IF): an interface index.
+ */
+export const IP_MULTICAST_IF = 9;
+export const IPV6_MULTICAST_IF = 9;
 /** IPPROTO_IP, UDP: the time to live of multicast datagrams (1 by default); IPPROTO_IPV6: IPV6_MULTICAST_HOPS. */
 export const IP_MULTICAST_TTL = 10;
 export const IPV6_MULTICAST_HOPS = 10;

@@ -688,14 +688,11 @@ process.stdin.on('end', () => process.exit(0));
 process.stdin.resume();
 `;
 
-t.test('UDP: multicast over the rig\'s link: IP_MULTICAST_TTL 1 (the default) reaches a member, 0 keeps a datagram on the host; IP_MULTICAST_LOOP off keeps it from a member on the host', opts, async (t) => {
-  const r = await rig(t);
-  const group = `239.255.${randomInt(1, 255)}.${randomInt(1, 255)}`;
-  // The group's datagrams leave through the rig's link only (the route goes with the link).
-  await ip('route', 'add', `${group}/32`, 'dev', r.hostIf);
+/** Starts MULTICAST_PEER in the rig's namespace, a member of group on the rig's link; returns its port. */
+async function multicastMember(t: Test, r: Rig, group: string): Promise<number> {
   const member = spawn('ip', ['netns', 'exec', r.ns, process.execPath, '-e', MULTICAST_PEER, group, r.peerAddr], { stdio: ['pipe', 'pipe', 'pipe'] });
   t.teardown(() => stopPeer(member));
-  const port = await new Promise<number>((resolve, reject) => {
+  return new Promise<number>((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error('the multicast member did not start within 10 s')), 10000);
     member.stdout!.on('data', (b: Buffer) => {
@@ -706,6 +703,14 @@ t.test('UDP: multicast over the rig\'s link: IP_MULTICAST_TTL 1 (the default) re
       }
     });
   });
+}
+
+t.test('UDP: multicast over the rig\'s link: IP_MULTICAST_TTL 1 (the default) reaches a member, 0 keeps a datagram on the host; IP_MULTICAST_LOOP off keeps it from a member on the host', opts, async (t) => {
+  const r = await rig(t);
+  const group = `239.255.${randomInt(1, 255)}.${randomInt(1, 255)}`;
+  // The group's datagrams leave through the rig's link only (the route goes with the link).
+  await ip('route', 'add', `${group}/32`, 'dev', r.hostIf);
+  const port = await multicastMember(t, r, group);
   // A member on this host, on the rig's link: it sees the daemon's datagrams only looped back.
   const { createSocket } = await import('node:dgram');
   const local = createSocket({ type: 'udp4', reuseAddr: true });
@@ -750,5 +755,37 @@ t.test('UDP: multicast over the rig\'s link: IP_MULTICAST_TTL 1 (the default) re
     const echo = await recvWithin(spi, u, 5000);
     t.same(echo && echo.data.toString(), text, `"${text}" still left the host`);
   }
+  await spi.WSPCloseSocket(u, S.out(0));
+});
+
+t.test('UDP: IP_MULTICAST_IF sends a group\'s datagrams out of the rig\'s link, named by its address or by its interface index, where the host\'s routes lead nowhere', opts, async (t) => {
+  const r = await rig(t);
+  const group = `239.254.${randomInt(1, 255)}.${randomInt(1, 255)}`;
+  // Without IP_MULTICAST_IF the group is unreachable: nothing can leave the host by mistake.
+  await ip('route', 'add', 'unreachable', `${group}/32`);
+  t.teardown(() => run('ip', ['route', 'del', 'unreachable', `${group}/32`]));
+  const port = await multicastMember(t, r, group);
+  const d = await daemon(t, { allow: `${r.allow},${group}/32` });
+  const spi = await session(t, d);
+  const u = await newSocket(spi, 'ipv4', 'udp');
+  const to = { family: S.AF_INET, address: group, port };
+  t.same(await getOpt(spi, u, S.IP_MULTICAST_IF, 4, S.IPPROTO_IP), [0, 0, 0, 4], 'IP_MULTICAST_IF reads 0');
+  const [r0, e0] = await sendTo(spi, u, [Buffer.from('routed')], to, 16);
+  t.ok(r0 === S.SOCKET_ERROR && (e0 === S.WSAEHOSTUNREACH || e0 === S.WSAENETUNREACH), `without it the host's route (unreachable) decides: the send fails (${r0}, ${e0})`);
+  /** The DWORD of an IPv4 address as Windows takes it: its octets in order, read little-endian. */
+  const dwordOf = (octets: number[]): number => (octets[0]! | (octets[1]! << 8) | (octets[2]! << 16) | (octets[3]! << 24)) >>> 0;
+  const byAddress = dwordOf(r.hostAddr.split('.').map(Number));
+  t.same(await setOpt(spi, u, S.IP_MULTICAST_IF, byAddress, 4, S.IPPROTO_IP), [0, 0], `IP_MULTICAST_IF ${r.hostAddr}`);
+  t.same((await getOpt(spi, u, S.IP_MULTICAST_IF, 4, S.IPPROTO_IP)).slice(0, 3), [0, 0, byAddress], 'reads back as set');
+  t.same(await sendTo(spi, u, [Buffer.from('by address')], to, 16), [0, 0, 10], 'a datagram to the group');
+  const echo1 = await recvWithin(spi, u, 5000);
+  t.same(echo1 && [echo1.ret, echo1.data.toString()], [0, 'by address'], 'the member behind the rig\'s link echoed it');
+  const index = Number(readFileSync(`/sys/class/net/${r.hostIf}/ifindex`, 'latin1').trim());
+  const byIndex = dwordOf([0, (index >> 16) & 0xff, (index >> 8) & 0xff, index & 0xff]);
+  t.same(await setOpt(spi, u, S.IP_MULTICAST_IF, byIndex, 4, S.IPPROTO_IP), [0, 0], `IP_MULTICAST_IF 0.x.y.z: interface index ${index}`);
+  t.same(await sendTo(spi, u, [Buffer.from('by index')], to, 16), [0, 0, 8], 'another datagram');
+  const echo2 = await recvWithin(spi, u, 5000);
+  t.same(echo2 && [echo2.ret, echo2.data.toString()], [0, 'by index'], 'echoed too');
+  t.same(await setOpt(spi, u, S.IP_MULTICAST_IF, dwordOf([192, 0, 2, 1]), 4, S.IPPROTO_IP), [S.SOCKET_ERROR, S.WSAEADDRNOTAVAIL], 'an address not of this host: WSAEADDRNOTAVAIL');
   await spi.WSPCloseSocket(u, S.out(0));
 });

@@ -783,6 +783,16 @@ export abstract class EmulatedSocket<S extends string = string> {
     return false;
   }
 
+  /** IP_MULTICAST_IF / IPV6_MULTICAST_IF as set (a DWORD), or null where the option has no meaning (TCP). */
+  multicastInterface(): number | null {
+    return null;
+  }
+
+  /** Sets IP_MULTICAST_IF / IPV6_MULTICAST_IF: 0, or the WSA code. */
+  setMulticastInterface(_value: number): number {
+    return W.WSAEINVAL;
+  }
+
   /** SO_CONNECT_TIME: whole seconds since the connection was made, or null when there is none. */
   connectedSeconds(): number | null {
     return null;

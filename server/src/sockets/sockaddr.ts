@@ -97,8 +97,15 @@ function interfacesFromNode(): Map<string, number> {
   return indexes;
 }
 
-function interfaceName(index: number): string | undefined {
+export function interfaceName(index: number): string | undefined {
   return scopes().names.get(index);
+}
+
+/** The first IPv4 address of the interface with this index, or null. */
+export function interfaceIpv4(index: number): string | null {
+  const name = interfaceName(index);
+  const v4 = name ? networkInterfaces()[name]?.find((ni) => ni.family === 'IPv4') : undefined;
+  return v4 ? v4.address : null;
 }
 
 /** The scope id of a "%..." suffix: a number, or an interface name (0 for a name no interface has). */

@@ -11,7 +11,7 @@ import { EmulatedSocket, SELECT_READ, SELECT_WRITE, type SendFunction, type Sock
 import type { AppliedFault, CallMode } from '../faults/rules.js';
 import { UDP_MOVES, type UdpState } from './socket-state.js';
 import { recvFailed, sendFailed, sent, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
-import { anyAddress, fromNodeAddress, hostOf, isAnyAddress, isBroadcastAddress, refuseLookup } from './sockaddr.js';
+import { anyAddress, fromNodeAddress, hostOf, interfaceIpv4, interfaceName, isAnyAddress, isBroadcastAddress, localAddressExists, refuseLookup } from './sockaddr.js';
 import { byteLength, contiguous } from './send-buffers.js';
 import { sendmmsgBatcher, sockaddrBytes, type Batched } from './datagram-batch.js';
 import { dgramFdOf } from '../native/libc.js';
@@ -114,6 +114,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
 
   /** The daemon's record of bound addresses: who may share a port. */
   private readonly ports: PortReservations;
+  /** IP_MULTICAST_IF / IPV6_MULTICAST_IF as the client set it (0: the host's choice). */
+  private multicastIf = 0;
 
   constructor(id: SocketIdentity, ctx: SocketContext) {
     super(id, ctx, UDP_MOVES, 'created');
@@ -822,10 +824,47 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         if (!applyIpOptions(dgramFdOf(this.sock), this.af === W.AF_INET6, this.dualStack, this.opts)) this.sock.setTTL(Math.max(1, this.opts.ttl));
         this.sock.setMulticastTTL(this.opts.multicastTtl);
         this.sock.setMulticastLoopback(this.opts.multicastLoop);
+        const via = this.multicastIf === 0 ? null : this.multicastVia(this.multicastIf);
+        if (via) this.sock.setMulticastInterface(via);
       } catch (err) {
         this.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'could not set SO_BROADCAST, the TTL or the multicast options');
       }
     }
+  }
+
+  override multicastInterface(): number {
+    return this.multicastIf;
+  }
+
+  /**
+   * The interface as node takes it: an IPv4 address of the host (from the DWORD's bytes, or the
+   * first address of the interface 0.x.y.z names), or "::%name" for an IPv6 interface index;
+   * null when it names nothing of this host.
+   */
+  private multicastVia(value: number): string | null {
+    if (this.af === W.AF_INET6) {
+      const name = interfaceName(value);
+      return name ? `::%${name}` : null;
+    }
+    // The DWORD's bytes, first to last, are the address's octets (network order).
+    const octets = [value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, value >>> 24];
+    if (octets[0] === 0) return interfaceIpv4((octets[1]! << 16) | (octets[2]! << 8) | octets[3]!);
+    const address = octets.join('.');
+    return localAddressExists(address) ? address : null;
+  }
+
+  override setMulticastInterface(value: number): number {
+    const via = value === 0 ? (this.af === W.AF_INET6 ? null : '0.0.0.0') : this.multicastVia(value);
+    if (value !== 0 && via === null) return W.WSAEADDRNOTAVAIL;
+    this.multicastIf = value;
+    if (this.sock && this.isBound && via) {
+      try {
+        this.sock.setMulticastInterface(via);
+      } catch (err) {
+        return wsaFromNodeError(err);
+      }
+    }
+    return 0;
   }
 
   maxMessageSize(): number {

@@ -111,6 +111,12 @@ const isIpBool = (which: IpByteOption): which is IpBoolOption => which === 'dont
  */
 const DATAGRAM_ONLY = new Set([9, 10, 11, 19, 21, 40]);
 
+/** IP_MULTICAST_IF (AF_INET) or IPV6_MULTICAST_IF (AF_INET6) on a UDP socket: a DWORD, 4 bytes. */
+function isMulticastIf(sock: EmulatedSocket, level: number, optname: number): boolean {
+  if (sock.type !== W.SOCK_DGRAM) return false;
+  return (level === W.IPPROTO_IP && sock.af === W.AF_INET && optname === W.IP_MULTICAST_IF) || (level === W.IPPROTO_IPV6 && sock.af === W.AF_INET6 && optname === W.IPV6_MULTICAST_IF);
+}
+
 function refusedIpOption(sock: EmulatedSocket, level: number, optname: number): boolean {
   if (level === W.IPPROTO_IP && optname === W.IP_HDRINCL) return true;
   return (level === W.IPPROTO_IP || level === W.IPPROTO_IPV6) && sock.type === W.SOCK_STREAM && DATAGRAM_ONLY.has(optname);
@@ -148,6 +154,13 @@ export function setSockOpt(sock: EmulatedSocket, level: number, optname: number,
   const ipByte = ipByteOption(sock, level, optname);
   if (ipByte) return setIpByte(sock, ipByte, optval, optlen);
   if (refusedIpOption(sock, level, optname)) return fail(W.WSAEINVAL);
+  if (isMulticastIf(sock, level, optname)) {
+    if (!optval) return fail(W.WSAEFAULT);
+    if (optlen < 0) return fail(W.WSAENOBUFS);
+    if (optlen < DWORD || optval.length < DWORD) return fail(W.WSAEFAULT);
+    const code = sock.setMulticastInterface(readDword(optval) >>> 0);
+    return code === 0 ? ok() : fail(code);
+  }
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(ipLevel(level) ? W.WSAENOPROTOOPT : W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);
@@ -273,6 +286,10 @@ export function getSockOpt(sock: EmulatedSocket, level: number, optname: number,
   const ipByte = ipByteOption(sock, level, optname);
   if (ipByte) return getIpByte(sock, ipByte, optlen);
   if (refusedIpOption(sock, level, optname)) return fail(W.WSAEINVAL);
+  if (isMulticastIf(sock, level, optname)) {
+    if (optlen < DWORD) return fail(W.WSAEFAULT);
+    return ok({ optval: dwordBytes(sock.multicastInterface() ?? 0), optlen: DWORD });
+  }
   if (level !== W.SOL_SOCKET && level !== W.IPPROTO_TCP) return fail(ipLevel(level) ? W.WSAENOPROTOOPT : W.WSAEINVAL);
   if (level === W.IPPROTO_TCP) {
     if (!TCP_OPTIONS.has(optname) || sock.type !== W.SOCK_STREAM) return fail(W.WSAENOPROTOOPT);

@@ -493,7 +493,7 @@ ipOpts.step(t, 'test_set_getsockopt: IP_HDRINCL on TCP and UDP sockets fails wit
   }
 });
 
-validity.step(t, 'test_sockopt_validity: on TCP sockets the datagram options (multicast IF, TTL and loop, packet information, received TTL and TOS) fail with WSAEINVAL; on UDP the multicast TTL and loop read and set back', {}, async (c, x) => {
+validity.step(t, 'test_sockopt_validity: on TCP sockets the datagram options (multicast IF, TTL and loop, packet information, received TTL and TOS) fail with WSAEINVAL; on UDP the multicast IF, TTL and loop read and set back', {}, async (c, x) => {
   const level = x.f === 'ipv4' ? S.IPPROTO_IP : S.IPPROTO_IPV6;
   const tcp = await socket(x.spi, x.f, 'tcp');
   // IP_MULTICAST_IF 9, _TTL 10, _LOOP 11, IP_PKTINFO 19, IP_RECVTTL 21, IP_RECVTOS 40; the IPv6 ones share the numbers.
@@ -503,7 +503,7 @@ validity.step(t, 'test_sockopt_validity: on TCP sockets the datagram options (mu
   }
   await x.spi.WSPCloseSocket(tcp, S.out(0));
   const udp = await socket(x.spi, x.f, 'udp');
-  for (const opt of [S.IP_MULTICAST_TTL, S.IP_MULTICAST_LOOP]) {
+  for (const opt of [S.IP_MULTICAST_IF, S.IP_MULTICAST_TTL, S.IP_MULTICAST_LOOP]) {
     const buf = new Uint8Array(256);
     const len = S.out(256);
     const e = S.out(0);
