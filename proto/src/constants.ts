@@ -93,6 +93,13 @@ export const IP_MULTICAST_LOOP = 11;
 export const IPV6_MULTICAST_LOOP = 11;
 /** IPPROTO_IP: raw sockets' own IP header; WSAEINVAL on TCP and UDP sockets. */
 export const IP_HDRINCL = 2;
+/**
+ * IPPROTO_IP options of received datagrams, which spiwire does not carry (WSAENOPROTOOPT on UDP,
+ * WSAEINVAL on TCP); IPV6_PKTINFO, IPV6_HOPLIMIT and IPV6_RECVTCLASS have the same numbers.
+ */
+export const IP_PKTINFO = 19;
+export const IP_RECVTTL = 21;
+export const IP_RECVTOS = 40;
 /** Windows' default time to live and hop limit (its DefaultTTL). */
 export const DEFAULT_TTL = 128;
 export const TCP_NODELAY = 0x0001;

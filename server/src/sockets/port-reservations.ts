@@ -135,11 +135,6 @@ export class PortReservations {
     return code;
   }
 
-  /** The address `owner` holds, if any. */
-  reservationOf(owner: number): Reservation | undefined {
-    return this.held.get(owner);
-  }
-
   /**
    * A listener of the daemon's already holds this identical address (with SO_REUSEADDR, as `r`
    * has, or check would have refused): the host would refuse a probe of the port, which is the

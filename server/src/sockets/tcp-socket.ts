@@ -192,6 +192,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private async bindNow(name: SockAddr): Promise<number> {
     if (this.closed) return W.WSAENOTSOCK;
     if (!this.state.is('created')) return W.WSAEINVAL;
+    let bound = name.port;
     for (let attempt = 1; ; attempt++) {
       // Windows' own rules between emulated sockets first (SO_REUSEADDR, SO_EXCLUSIVEADDRUSE), then
       // the real stack: the address must be local and the port free. A port that a listener of
@@ -206,15 +207,17 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       // Checked again with the port: another socket may have bound meanwhile, and the host, which
       // knows nothing of sockets bound but not yet listening, may have given port 0 one of theirs.
       const code = this.ctx.ports.reserve(this.handle, this.reservationFor(name, port));
-      if (code === 0) break;
+      if (code === 0) {
+        bound = port;
+        break;
+      }
       if (name.port !== 0 || attempt >= MAX_PORT_TRIES) return code;
     }
     if (!this.state.move('bound')) {
       this.ctx.ports.release(this.handle);
       return W.WSAEINVAL;
     }
-    const held = this.ctx.ports.reservationOf(this.handle);
-    this.bound = { ...name, port: held ? held.port : name.port };
+    this.bound = { ...name, port: bound };
     return 0;
   }
 

@@ -109,7 +109,7 @@ const isIpBool = (which: IpByteOption): which is IpBoolOption => which === 'dont
  * IP_RECVTTL and IP_RECVTOS (the IPv6 ones have the same numbers), and IP_HDRINCL, a raw socket's,
  * which TCP and UDP sockets refuse alike (test_set_getsockopt).
  */
-const DATAGRAM_ONLY = new Set([9, 10, 11, 19, 21, 40]);
+const DATAGRAM_ONLY = new Set([W.IP_MULTICAST_IF, W.IP_MULTICAST_TTL, W.IP_MULTICAST_LOOP, W.IP_PKTINFO, W.IP_RECVTTL, W.IP_RECVTOS]);
 
 /** IP_MULTICAST_IF (AF_INET) or IPV6_MULTICAST_IF (AF_INET6) on a UDP socket: a DWORD, 4 bytes. */
 function isMulticastIf(sock: EmulatedSocket, level: number, optname: number): boolean {

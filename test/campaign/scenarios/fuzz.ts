@@ -61,8 +61,8 @@ const TCP_OPTS = [P.TCP_NODELAY, P.TCP_KEEPIDLE, P.TCP_MAXRT, P.TCP_KEEPCNT, P.T
 /** An option name of the level: the options spiwire knows there. */
 function optionFor(level: number, r: Rng): number {
   if (level === P.IPPROTO_TCP) return r.pick(TCP_OPTS);
-  if (level === P.IPPROTO_IPV6) return r.pick([P.IPV6_V6ONLY, P.IPV6_UNICAST_HOPS, P.IPV6_DONTFRAG, P.IPV6_MULTICAST_HOPS, P.IPV6_MULTICAST_LOOP, P.IPV6_MULTICAST_IF, 19]);
-  if (level === P.IPPROTO_IP) return r.pick([P.IP_TTL, P.IP_TOS, P.IP_DONTFRAGMENT, P.IP_MULTICAST_TTL, P.IP_MULTICAST_LOOP, P.IP_HDRINCL, P.IP_MULTICAST_IF, 19]);
+  if (level === P.IPPROTO_IPV6) return r.pick([P.IPV6_V6ONLY, P.IPV6_UNICAST_HOPS, P.IPV6_DONTFRAG, P.IPV6_MULTICAST_HOPS, P.IPV6_MULTICAST_LOOP, P.IPV6_MULTICAST_IF, P.IP_PKTINFO]);
+  if (level === P.IPPROTO_IP) return r.pick([P.IP_TTL, P.IP_TOS, P.IP_DONTFRAGMENT, P.IP_MULTICAST_TTL, P.IP_MULTICAST_LOOP, P.IP_HDRINCL, P.IP_MULTICAST_IF, P.IP_PKTINFO]);
   return r.pick(SOL_OPTS);
 }
 const DWORDS = [0, 1, 2, 5, 60, 3000, 65536, 3_000_000, 0x7fffffff, 0x80000000, 0xffffffff];

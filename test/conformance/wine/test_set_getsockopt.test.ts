@@ -496,8 +496,8 @@ ipOpts.step(t, 'test_set_getsockopt: IP_HDRINCL on TCP and UDP sockets fails wit
 validity.step(t, 'test_sockopt_validity: on TCP sockets the datagram options (multicast IF, TTL and loop, packet information, received TTL and TOS) fail with WSAEINVAL; on UDP the multicast IF, TTL and loop read and set back', {}, async (c, x) => {
   const level = x.f === 'ipv4' ? S.IPPROTO_IP : S.IPPROTO_IPV6;
   const tcp = await socket(x.spi, x.f, 'tcp');
-  // IP_MULTICAST_IF 9, _TTL 10, _LOOP 11, IP_PKTINFO 19, IP_RECVTTL 21, IP_RECVTOS 40; the IPv6 ones share the numbers.
-  for (const opt of [9, 10, 11, 19, 21, 40]) {
+  // The IPv6 twins share the numbers.
+  for (const opt of [S.IP_MULTICAST_IF, S.IP_MULTICAST_TTL, S.IP_MULTICAST_LOOP, S.IP_PKTINFO, S.IP_RECVTTL, S.IP_RECVTOS]) {
     const [r, err] = await getOpt(x.spi, tcp, level, opt, 256);
     c.same([r, err], [S.SOCKET_ERROR, S.WSAEINVAL], `TCP: getsockopt of ${opt}`);
   }
