@@ -29,8 +29,18 @@ export interface SessionInfo {
   outputUnsent: number;
 }
 
+/**
+ * The most entries one page of GET /sessions or GET /sessions/:id/sockets holds, and the default
+ * of their `limit` query parameter. A longer listing comes in pages: `next` is present when more
+ * follow, and given back as `?after=` it asks for the next page.
+ */
+export const INSPECTION_PAGE_MAX = 1000;
+
 export interface SessionsListing {
+  /** In the order the sessions opened. */
   sessions: SessionInfo[];
+  /** Present when more sessions follow: pass it as `?after=` for the next page. */
+  next?: string;
 }
 
 /** One open socket of a session, as GET /sessions/:id/sockets lists it. */
@@ -70,7 +80,10 @@ export interface SocketInfo {
 
 export interface SocketsListing {
   session: string;
+  /** In handle order. */
   sockets: SocketInfo[];
+  /** Present when more sockets follow: pass it as `?after=` for the next page. */
+  next?: string;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -79,9 +92,13 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 /** The members a reader relies on, checked (the rest is taken as the daemon wrote it). */
 export function isSessionsListing(v: unknown): v is SessionsListing {
-  return isRecord(v) && Array.isArray(v['sessions']) && v['sessions'].every((s) => isRecord(s) && typeof s['id'] === 'string' && isRecord(s['peer']) && typeof s['sockets'] === 'number');
+  return isRecord(v) && nextOk(v) && Array.isArray(v['sessions']) && v['sessions'].every((s) => isRecord(s) && typeof s['id'] === 'string' && isRecord(s['peer']) && typeof s['sockets'] === 'number');
 }
 
 export function isSocketsListing(v: unknown): v is SocketsListing {
-  return isRecord(v) && typeof v['session'] === 'string' && Array.isArray(v['sockets']) && v['sockets'].every((s) => isRecord(s) && typeof s['handle'] === 'number' && typeof s['state'] === 'string' && isRecord(s['options']));
+  return isRecord(v) && nextOk(v) && typeof v['session'] === 'string' && Array.isArray(v['sockets']) && v['sockets'].every((s) => isRecord(s) && typeof s['handle'] === 'number' && typeof s['state'] === 'string' && isRecord(s['options']));
+}
+
+function nextOk(v: Record<string, unknown>): boolean {
+  return v['next'] === undefined || typeof v['next'] === 'string';
 }

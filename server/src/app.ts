@@ -172,6 +172,7 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   });
 
   const peers = new WeakMap<Session, PeerInfo>();
+  let sessionsOpened = 0;
   ctx.metrics.watch({ sessions: () => sessions, handles: ctx.handles, held: ctx.held, drainingConnections: () => ctx.draining.size, queuedConnections: () => ctx.queuedConnections, partialFrames: ctx.partialFrames, readSlots: ctx.readSlots });
   registerInspectionRoutes(app, ctx, sessions, peers, opts);
   registerFaultRoutes(app, ctx, sessions, opts);
@@ -219,7 +220,7 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
       });
       sessions.add(session);
       ctx.metrics.sessionOpened();
-      peers.set(session, { address: req.socket.remoteAddress ?? '', port: req.socket.remotePort ?? 0, opened: Date.now() });
+      peers.set(session, { address: req.socket.remoteAddress ?? '', port: req.socket.remotePort ?? 0, opened: Date.now(), serial: ++sessionsOpened });
     },
   );
   return app;
@@ -231,6 +232,37 @@ interface PeerInfo {
   port: number;
   /** Date.now() at the upgrade. */
   opened: number;
+  /** 1 for the daemon's first session, and so on: GET /sessions pages by it. */
+  serial: number;
+}
+
+/** A page of an inspection listing: at most limit entries, those after the cursor after. */
+interface Page {
+  limit: number;
+  after: number;
+}
+
+/**
+ * ?limit= and ?after= of GET /sessions and GET /sessions/:id/sockets, or what is wrong with them.
+ * The cursor is a decimal number the previous page gave as `next` (a session's serial, a socket's
+ * handle): both only grow, so a page never repeats an entry or skips one still open.
+ */
+function pageOf(query: unknown): Page | { error: string; field: string } {
+  const q = (typeof query === 'object' && query !== null ? query : {}) as Record<string, unknown>;
+  const unknown = Object.keys(q).find((k) => k !== 'limit' && k !== 'after');
+  if (unknown !== undefined) return { error: `${JSON.stringify(unknown.slice(0, 64))} is not a parameter here: they are limit and after`, field: unknown.slice(0, 64) };
+  const number = (name: string, min: number, max: number, fallback: number): number | { error: string; field: string } => {
+    const raw = q[name];
+    if (raw === undefined) return fallback;
+    const n = typeof raw === 'string' && /^\d{1,16}$/.test(raw) ? Number(raw) : NaN;
+    if (!(n >= min && n <= max)) return { error: `${name} must be given once, as a whole number from ${min} to ${max}`, field: name };
+    return n;
+  };
+  const limit = number('limit', 1, P.INSPECTION_PAGE_MAX, P.INSPECTION_PAGE_MAX);
+  if (typeof limit !== 'number') return limit;
+  const after = number('after', 0, Number.MAX_SAFE_INTEGER, 0);
+  if (typeof after !== 'number') return after;
+  return { limit, after };
 }
 
 /**
@@ -252,47 +284,66 @@ function registerInspectionRoutes(app: FastifyInstance, ctx: DaemonContext, sess
     return reply.header('content-type', ctx.metrics.contentType).send(text);
   });
 
-  app.get('/sessions', { onRequest: guard }, async (): Promise<P.SessionsListing> => {
+  const badPage = (req: FastifyRequest, reply: FastifyReply, bad: { error: string; field: string }): FastifyReply => {
+    ctx.clientMistakes.log({ path: req.url.slice(0, 200), status: 400, err: bad.field }, 'inspection request refused');
+    return reply.code(400).send(bad);
+  };
+
+  // One pass over the sessions and each one's own sockets: every page costs the daemon what the
+  // listing is worth, never sessions x sockets.
+  app.get('/sessions', { onRequest: guard }, async (req, reply) => {
+    const page = pageOf(req.query);
+    if (!('limit' in page)) return badPage(req, reply, page);
     const now = Date.now();
-    const socketsOf = countSockets(ctx);
-    return {
-      sessions: [...sessions].map((s) => {
-        const peer = peers.get(s);
-        const bytes = ctx.handles.bytesTotals(s.id);
-        return {
-          id: s.id,
-          peer: { address: peer?.address ?? '', port: peer?.port ?? 0 },
-          openedAt: new Date(peer?.opened ?? now).toISOString(),
-          ageSeconds: Math.round((now - (peer?.opened ?? now)) / 100) / 10,
-          sockets: socketsOf.get(s.id) ?? 0,
-          pendingOperations: s.pendingOperations,
-          runningRequests: s.runningRequests,
-          bytesSent: bytes.sent,
-          bytesReceived: bytes.received,
-          heldBytes: s.quota.held,
-          outputUnsent: s.outputUnsent,
-        };
-      }),
-    };
+    const listing: P.SessionsListing = { sessions: [] };
+    let lastSerial = 0;
+    for (const s of sessions) {
+      const peer = peers.get(s);
+      const serial = peer?.serial ?? 0;
+      if (serial <= page.after) continue;
+      if (listing.sessions.length === page.limit) {
+        listing.next = String(lastSerial);
+        break;
+      }
+      lastSerial = serial;
+      const bytes = ctx.handles.ownerBytes(s.id, s.openSockets());
+      listing.sessions.push({
+        id: s.id,
+        peer: { address: peer?.address ?? '', port: peer?.port ?? 0 },
+        openedAt: new Date(peer?.opened ?? now).toISOString(),
+        ageSeconds: Math.round((now - (peer?.opened ?? now)) / 100) / 10,
+        sockets: s.socketCount,
+        pendingOperations: s.pendingOperations,
+        runningRequests: s.runningRequests,
+        bytesSent: bytes.sent,
+        bytesReceived: bytes.received,
+        heldBytes: s.quota.held,
+        outputUnsent: s.outputUnsent,
+      });
+    }
+    return listing;
   });
 
   app.get<{ Params: { id: string } }>('/sessions/:id/sockets', { onRequest: guard }, async (req, reply) => {
-    const session = [...sessions].find((s) => s.id === req.params.id);
+    let session: Session | undefined;
+    for (const s of sessions) if (s.id === req.params.id) session = s;
     if (!session) {
-      ctx.clientMistakes.log({ path: req.url, status: 404, err: 'no such session' }, 'inspection request refused');
-      return reply.code(404).send({ error: `no open session has the id ${JSON.stringify(req.params.id)}`, field: 'id' });
+      ctx.clientMistakes.log({ path: req.url.slice(0, 200), status: 404, err: 'no such session' }, 'inspection request refused');
+      return reply.code(404).send({ error: `no open session has the id ${JSON.stringify(req.params.id.slice(0, 200))}`, field: 'id' });
     }
-    const sockets: P.SocketInfo[] = [];
-    for (const sock of ctx.handles.values()) if (sock.owner === session.id && !sock.closed) sockets.push(socketInfo(sock, session.operationsOn(sock.handle)));
-    const listing: P.SocketsListing = { session: session.id, sockets };
+    const page = pageOf(req.query);
+    if (!('limit' in page)) return badPage(req, reply, page);
+    const listing: P.SocketsListing = { session: session.id, sockets: [] };
+    for (const sock of session.openSockets()) {
+      if (sock.closed || sock.handle <= page.after) continue;
+      if (listing.sockets.length === page.limit) {
+        listing.next = String(listing.sockets[listing.sockets.length - 1]!.handle);
+        break;
+      }
+      listing.sockets.push(socketInfo(sock, session.operationsOn(sock.handle)));
+    }
     return listing;
   });
-}
-
-function countSockets(ctx: DaemonContext): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const sock of ctx.handles.values()) counts.set(sock.owner, (counts.get(sock.owner) ?? 0) + 1);
-  return counts;
 }
 
 function socketInfo(sock: EmulatedSocket, pendingOperations: number): P.SocketInfo {

@@ -335,6 +335,15 @@ export class Session implements SpiSession, SetAside, SlotReader {
     return this.ops.size;
   }
 
+  /** The session's sockets, in handle order (the inspection endpoints). */
+  openSockets(): IterableIterator<EmulatedSocket> {
+    return this.sockets.values();
+  }
+
+  get socketCount(): number {
+    return this.sockets.size;
+  }
+
   /** Overlapped operations pending on one of the session's sockets. */
   operationsOn(handle: number): number {
     return this.opsPerSocket.get(handle) ?? 0;

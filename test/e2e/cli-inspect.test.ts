@@ -90,6 +90,25 @@ t.test('a daemon without a token answers without one; an empty daemon says so', 
   t.equal(r.out, 'no sessions\n', 'the ws:// URL the daemon prints is taken too');
 });
 
+t.test('a listing longer than a page: the command reads every page', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const e = S.out(0);
+  const handles: number[] = [];
+  for (let i = 0; i < S.INSPECTION_PAGE_MAX + 5; i++) handles.push(await spi.WSPSocket(S.AF_INET, S.SOCK_DGRAM, S.IPPROTO_UDP, null, 0, 0, e));
+  const sessions = await cli(['sessions', '--url', d.url, '--json']);
+  const listing: unknown = JSON.parse(sessions.out);
+  if (!S.isSessionsListing(listing)) return t.fail('a session list');
+  const id = listing.sessions[0]!.id;
+  t.equal(listing.sessions[0]!.sockets, handles.length, 'the session counts every socket');
+  const json = await cli(['sockets', id, '--url', d.url, '--json']);
+  t.equal(json.code, 0, json.err);
+  const all: unknown = JSON.parse(json.out);
+  t.same(S.isSocketsListing(all) && { handles: all.sockets.map((s) => s.handle), next: all.next }, { handles, next: undefined }, 'every socket once, in handle order, from two pages');
+  const text = await cli(['sockets', id, '--url', d.url]);
+  t.equal(text.out.trim().split('\n').length, handles.length + 1, 'a table row for each, under one header');
+});
+
 t.test('one-line errors: nothing listening, not a spiwire daemon, usage mistakes', async (t) => {
   const port = await closedPort('ipv4', 'tcp');
   const down = await cli(['status', '--url', `http://127.0.0.1:${port}`]);

@@ -7,7 +7,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { FILLER_BYTES, connectedTcp, daemon, drainUntil, ovSend, overlappedTcp, pattern, recvInto, send, session, tcpPeer, until } from '../helpers/harness.js';
+import { FILLER_BYTES, connectedTcp, daemon, drainUntil, newSocket, ovSend, overlappedTcp, pattern, recvInto, send, session, tcpPeer, until } from '../helpers/harness.js';
 import { parseExposition, sample, type Exposition } from '../helpers/prometheus-text.js';
 
 const TOKEN = 'metrics-secret';
@@ -166,4 +166,63 @@ t.test('with a token: pending operations, latency, faults applied and the inspec
   const faults = await scrape(d.port, TOKEN);
   t.equal(sample(faults, 'spiwire_faults_applied_total', { source: 'session', rule: 'session' }), 1, 'the session rule counts as source session');
   t.equal(sample(faults, 'spiwire_faults_applied_total', { source: 'api', rule: 'op-short' }), 1, 'the operator rule counts under its id');
+});
+
+t.test('listings come in pages: limit, after and next; sessions and sockets that close between pages', async (t) => {
+  const d = await daemon(t);
+  const spis = [await session(t, d), await session(t, d), await session(t, d)];
+  const ids: string[] = [];
+  const page = async (path: string): Promise<unknown> => json(d.port, path);
+
+  const first = await page('/sessions?limit=2');
+  if (!S.isSessionsListing(first)) return t.fail('a session list');
+  t.equal(first.sessions.length, 2, 'two sessions on the first page');
+  t.type(first.next, 'string', 'and a cursor: more follow');
+  ids.push(...first.sessions.map((s) => s.id));
+  // The second session ends between the pages: the next page neither repeats nor skips.
+  await spis[1]!.close();
+  t.ok(await until(async () => {
+    const all = await page('/sessions');
+    return S.isSessionsListing(all) && all.sessions.length === 2;
+  }), 'the closed session leaves the listing');
+  const second = await page(`/sessions?limit=2&after=${first.next ?? ''}`);
+  if (!S.isSessionsListing(second)) return t.fail('a session list');
+  t.equal(second.sessions.length, 1, 'the third session alone on the second page');
+  t.equal(second.next, undefined, 'no cursor on the last page');
+  ids.push(second.sessions[0]!.id);
+  t.equal(new Set(ids).size, 3, 'three different sessions, in the order they opened');
+  const whole = await page('/sessions');
+  t.same(S.isSessionsListing(whole) && whole.sessions.map((s) => s.id), [ids[0], ids[2]], 'the default page holds them all, oldest first');
+
+  // Sockets: five of them, three closed between pages.
+  const spi = spis[0]!;
+  const handles: number[] = [];
+  for (let i = 0; i < 5; i++) handles.push(await newSocket(spi, 'ipv4', i % 2 === 0 ? 'udp' : 'tcp'));
+  const sock1 = await page(`/sessions/${ids[0]!}/sockets?limit=2`);
+  if (!S.isSocketsListing(sock1)) return t.fail('a socket list');
+  t.same(sock1.sockets.map((s) => s.handle), handles.slice(0, 2), 'the first two handles');
+  t.equal(sock1.next, String(handles[1]), 'the cursor is the last handle listed');
+  const e = S.out(0);
+  for (const h of [handles[0]!, handles[2]!, handles[3]!]) t.equal(await spi.WSPCloseSocket(h, e), 0);
+  const sock2 = await page(`/sessions/${ids[0]!}/sockets?limit=2&after=${sock1.next ?? ''}`);
+  t.same(S.isSocketsListing(sock2) && { handles: sock2.sockets.map((s) => s.handle), next: sock2.next }, { handles: [handles[4]], next: undefined }, 'the rest: the closed ones are gone, none repeated');
+
+  // Mistakes: a clear 400 naming the parameter, and the daemon goes on.
+  for (const [query, field] of [
+    ['limit=0', 'limit'],
+    ['limit=1001', 'limit'],
+    ['limit=-1', 'limit'],
+    ['limit=1.5', 'limit'],
+    ['limit=2&limit=3', 'limit'],
+    ['after=x', 'after'],
+    ['after=99999999999999999', 'after'],
+    ['page=2', 'page'],
+  ]) {
+    for (const path of ['/sessions', `/sessions/${ids[0]!}/sockets`]) {
+      const r = await get(d.port, `${path}?${query}`);
+      t.equal(r.status, 400, `${path}?${query}: 400`);
+      t.match(JSON.parse(r.text), { error: new RegExp(field === 'page' ? 'not a parameter' : `^${field} must be`), field }, `${path}?${query} names ${field}`);
+    }
+  }
+  t.equal((await get(d.port, '/sessions?limit=1000')).status, 200, 'the largest page');
 });

@@ -70,15 +70,35 @@ async function status(target: Target, json: boolean): Promise<string> {
   ].join('\n');
 }
 
+/** The most pages one command reads: a daemon's listing ends long before (P.INSPECTION_PAGE_MAX entries a page). */
+const MAX_PAGES = 1000;
+
+/** Every page of a listing, joined: the daemon answers a page at a time (docs/metrics.md). */
+async function allPages<T extends { next?: string }>(target: Target, path: string, isListing: (v: unknown) => v is T, what: string, join: (a: T, b: T) => void, notFound?: CliFailure): Promise<T> {
+  let all: T | undefined;
+  let after: string | undefined;
+  for (let page = 0; page < MAX_PAGES; page++) {
+    const a = await call(target, 'GET', after === undefined ? path : `${path}?after=${encodeURIComponent(after)}`);
+    if (notFound && a.status === 404 && isRecord(a.body) && a.body['field'] === 'id') throw notFound;
+    if (a.status !== 200) throw refusal(a);
+    if (!isListing(a.body)) throw new CliFailure(`${target.base.origin} answered GET ${path} with something that is not ${what}`, 1);
+    if (all === undefined) all = a.body;
+    else join(all, a.body);
+    after = a.body.next;
+    if (after === undefined) break;
+  }
+  if (all === undefined) throw new CliFailure(`${target.base.origin} answered GET ${path} with nothing`, 1);
+  delete all.next;
+  return all;
+}
+
 async function sessions(target: Target, json: boolean): Promise<string> {
   await checkDaemon(target);
-  const a = await call(target, 'GET', '/sessions');
-  if (a.status !== 200) throw refusal(a);
-  if (!P.isSessionsListing(a.body)) throw new CliFailure(`${target.base.origin} answered GET /sessions with something that is not a session list`, 1);
-  if (json) return JSON.stringify(a.body);
-  if (a.body.sessions.length === 0) return 'no sessions';
+  const listing = await allPages(target, '/sessions', P.isSessionsListing, 'a session list', (a, b) => a.sessions.push(...b.sessions));
+  if (json) return JSON.stringify(listing);
+  if (listing.sessions.length === 0) return 'no sessions';
   const rows = [['SESSION', 'PEER', 'AGE', 'SOCKETS', 'PENDING', 'SENT', 'RECEIVED', 'HELD', 'UNSENT']];
-  for (const s of a.body.sessions) {
+  for (const s of listing.sessions) {
     rows.push([s.id, hostPort(s.peer.address, s.peer.port), age(s.ageSeconds), String(s.sockets), String(s.pendingOperations), bytes(s.bytesSent), bytes(s.bytesReceived), bytes(s.heldBytes), bytes(s.outputUnsent)]);
   }
   return table(rows);
@@ -86,14 +106,13 @@ async function sessions(target: Target, json: boolean): Promise<string> {
 
 async function sockets(target: Target, session: string, json: boolean): Promise<string> {
   await checkDaemon(target);
-  const a = await call(target, 'GET', `/sessions/${encodeURIComponent(session)}/sockets`);
-  if (a.status === 404 && isRecord(a.body) && a.body['field'] === 'id') throw new CliFailure(`no open session has the id ${JSON.stringify(session)} (spiwire sessions lists them)`, 1);
-  if (a.status !== 200) throw refusal(a);
-  if (!P.isSocketsListing(a.body)) throw new CliFailure(`${target.base.origin} answered GET /sessions/:id/sockets with something that is not a socket list`, 1);
-  if (json) return JSON.stringify(a.body);
-  if (a.body.sockets.length === 0) return `session ${session} has no open sockets`;
+  const path = `/sessions/${encodeURIComponent(session)}/sockets`;
+  const notFound = new CliFailure(`no open session has the id ${JSON.stringify(session)} (spiwire sessions lists them)`, 1);
+  const listing = await allPages(target, path, P.isSocketsListing, 'a socket list', (a, b) => a.sockets.push(...b.sockets), notFound);
+  if (json) return JSON.stringify(listing);
+  if (listing.sockets.length === 0) return `session ${session} has no open sockets`;
   const rows = [['HANDLE', 'TYPE', 'STATE', 'LOCAL', 'REMOTE', 'SEND Q', 'RECV Q', 'PENDING', 'SENT', 'RECEIVED', 'OPTIONS']];
-  for (const s of a.body.sockets) {
+  for (const s of listing.sockets) {
     rows.push([
       `0x${s.handle.toString(16)}`,
       `${s.type}/${s.family}`,
