@@ -7,6 +7,7 @@ import { DEFAULT_LIMITS, MAX_TIMER_MS, partialFramesBudgetOf, type DaemonLimits 
 import { AllowList } from './allow-list.js';
 import { FlagError, readFlags } from './cli-args.js';
 import { readSmallFile } from './small-file.js';
+import { DEFAULT_TRACE_DIR_BUDGET, MAX_TRACE_FILES } from './trace-directory.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 7787;
@@ -26,6 +27,8 @@ export interface DaemonConfig extends DaemonLimits {
   tlsKey: string | undefined;
   /** Where sessions write their side of the call trace (docs/trace.md). */
   traceDir: string | undefined;
+  /** Bytes of trace files the trace directory may hold, all sessions together (docs/trace.md). */
+  traceDirBudget: number;
   /** The URL clients reconnect to for a resume, behind a load balancer (in the welcome). */
   resumeUrl: string | undefined;
 }
@@ -49,6 +52,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--tls-cert', env: 'SPIWIRE_TLS_CERT_FILE', key: 'tlsCert', kind: 'file', doc: 'PEM certificate (chain) file: with --tls-key, the daemon serves wss:// and https:// itself (a container secret path works as is).' },
   { flag: '--tls-key', env: 'SPIWIRE_TLS_KEY_FILE', key: 'tlsKey', kind: 'file', doc: 'PEM private key file of --tls-cert.' },
   { flag: '--trace-dir', env: 'SPIWIRE_TRACE_DIR', key: 'traceDir', kind: 'string', doc: 'Each session writes its side of the call trace to DIR/<session>.jsonl (docs/trace.md; off by default).' },
+  { flag: '--trace-dir-budget', env: 'SPIWIRE_TRACE_DIR_BUDGET', key: 'traceDirBudget', kind: 'int', doc: `Bytes of session traces the --trace-dir may hold (and at most ${MAX_TRACE_FILES} files); beyond, the oldest traces of ended sessions are deleted, and when live sessions alone fill it their records are dropped (default ${DEFAULT_TRACE_DIR_BUDGET}).` },
   { flag: '--faults', env: 'SPIWIRE_FAULTS', key: 'faults', kind: 'string', doc: 'JSON file of operator fault rules for every session (docs/faults.md); checked at startup, reloaded on SIGHUP.' },
   { flag: '--send-policy', env: 'SPIWIRE_SEND_POLICY', key: 'sendPolicy', kind: 'policy', doc: 'Send policy of new sockets: reference (the WSPSend reference page, default) or windows (what Windows does in practice); per socket with SO_SPIWIRE_SEND_POLICY (0x7f01).' },
   { flag: '--max-frame-bytes', env: 'SPIWIRE_MAX_FRAME_BYTES', key: 'maxFrameBytes', kind: 'int', doc: `Largest WebSocket message accepted (default ${DEFAULT_LIMITS.maxFrameBytes}).` },
@@ -90,6 +94,7 @@ export function defaultConfig(): DaemonConfig {
     tlsCert: undefined,
     tlsKey: undefined,
     traceDir: undefined,
+    traceDirBudget: DEFAULT_TRACE_DIR_BUDGET,
     resumeUrl: undefined,
     ...DEFAULT_LIMITS,
   };

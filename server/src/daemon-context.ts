@@ -15,6 +15,7 @@ import { QUICK_MESSAGE_BYTES, TurnBudget } from './turn-budget.js';
 import { PartialFrames } from './partial-frames.js';
 import { SharedBudget } from './shared-budget.js';
 import type { OutputFlow } from './output-flow.js';
+import type { TraceDirectory } from './trace-directory.js';
 
 /** Milliseconds of calls per frame for a lone session (turn-budget.ts). */
 const TURN_BUDGET_MS = 4;
@@ -130,7 +131,7 @@ export class DaemonContext {
   readonly ports = new PortReservations();
   shuttingDown = false;
   /** Where sessions write their side of the call trace (--trace-dir), or null for no trace. */
-  traceDir: string | null = null;
+  traces: TraceDirectory | null = null;
   /** Debug lines about what clients got wrong, rate-limited (a client must not flood the log). */
   readonly clientMistakes: RateLimitedLog;
   /** Bytes held for sends, daemon-wide, against limits.heldBytesBudget. */

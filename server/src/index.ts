@@ -10,6 +10,7 @@ import { AllowList } from './allow-list.js';
 import { closeWithin, SHUTDOWN_CLOSE_MS, SHUTDOWN_CLOSE_REASON } from './close-within.js';
 import { DEFAULT_HOST } from './config.js';
 import type { OperatorFaultRule } from '@spiwire/proto';
+import { DEFAULT_TRACE_DIR_BUDGET, TraceDirectory } from './trace-directory.js';
 
 export { DAEMON_NODE_FLAGS } from './node-flags.js';
 
@@ -35,6 +36,8 @@ export interface StartOptions {
   faults?: readonly OperatorFaultRule[];
   /** A directory where each session writes its side of the call trace (docs/trace.md). */
   traceDir?: string;
+  /** Bytes of trace files traceDir may hold (default DEFAULT_TRACE_DIR_BUDGET, 1 GiB). */
+  traceDirBudget?: number;
   /** PEM certificate (chain) and private key: the daemon serves wss:// and https:// itself. */
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** The URL of this daemon that clients reconnect to for a resume, behind a load balancer (--resume-url). */
@@ -76,7 +79,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
     // Checked now: a trace that cannot be written should stop the start, not each session.
     mkdirSync(opts.traceDir, { recursive: true });
     accessSync(opts.traceDir, constants.W_OK);
-    ctx.traceDir = opts.traceDir;
+    ctx.traces = new TraceDirectory(opts.traceDir, opts.traceDirBudget ?? DEFAULT_TRACE_DIR_BUDGET, log);
   }
   ctx.resumeUrl = opts.resumeUrl;
   const sessions = new Set<Session>();

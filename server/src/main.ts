@@ -75,7 +75,7 @@ async function serve(argv: readonly string[]): Promise<void> {
       port: cfg.port,
       ...(cfg.token !== undefined ? { token: cfg.token } : {}),
       ...(tls ? { tls } : {}),
-      ...(cfg.traceDir !== undefined ? { traceDir: cfg.traceDir } : {}),
+      ...(cfg.traceDir !== undefined ? { traceDir: cfg.traceDir, traceDirBudget: cfg.traceDirBudget } : {}),
       logger: log,
       allowedOrigins: cfg.allowedOrigins,
       allow: cfg.allow,

@@ -8,6 +8,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import * as P from '@spiwire/proto';
+import type { TraceDirectory } from './trace-directory.js';
 
 /** Bytes a trace may have waiting for the disk before records are dropped (and the drop noted). */
 const MAX_BUFFERED = 8 * 1024 * 1024;
@@ -25,18 +26,27 @@ function opOf(params: Record<string, unknown>): number | undefined {
 }
 
 export class SessionTrace {
-  private readonly stream: WriteStream;
+  /** Null when the directory had no room for another file (every file in it a live session's). */
+  private readonly stream: WriteStream | null;
+  private readonly name: string;
   private dropped = 0;
   private failed = false;
   private written = 0;
 
   constructor(
-    dir: string,
+    private readonly dir: TraceDirectory,
     session: string,
     private readonly log: Logger,
     private readonly maxBytes = MAX_TRACE_FILE_BYTES,
   ) {
-    this.stream = createWriteStream(join(dir, `${session}.jsonl`));
+    this.name = `${session}.jsonl`;
+    if (!dir.openFile()) {
+      this.stream = null;
+      this.failed = true;
+      log.info({ files: dir.maxFiles }, 'no session trace: the trace directory holds its most files, all of live sessions');
+      return;
+    }
+    this.stream = createWriteStream(join(dir.path, this.name));
     this.stream.on('error', (err) => {
       if (!this.failed) log.warn({ err: err.message, session }, 'the session trace cannot be written; tracing stops');
       this.failed = true;
@@ -61,21 +71,28 @@ export class SessionTrace {
 
   /** Ends the file; resolves once it is written and closed. */
   close(): Promise<void> {
-    if (this.dropped > 0) this.log.info({ dropped: this.dropped, written: this.written }, 'session trace: records dropped (the disk was behind, or the file reached its size limit)');
+    if (this.dropped > 0) this.log.info({ dropped: this.dropped, written: this.written }, 'session trace: records dropped (the disk was behind, or the file or the directory reached its size limit)');
+    const stream = this.stream;
+    if (stream === null) return Promise.resolve();
     return new Promise((resolve) => {
-      this.stream.once('close', resolve);
-      this.stream.end();
+      stream.once('close', () => {
+        // Written whole: from now on it may be deleted to make room for newer traces.
+        this.dir.closed(this.name, this.written);
+        resolve();
+      });
+      stream.end();
     });
   }
 
   private write(r: P.TraceRecord): void {
-    if (this.failed) return;
+    if (this.failed || this.stream === null) return;
     const line = `${JSON.stringify(r)}\n`;
     // A disk slower than the session: drop records rather than hold memory without bound; and
-    // past the size limit, rather than fill the disk. (The origin record always goes: without it
-    // the file cannot be exported.)
+    // past the file's or the directory's size limit, rather than fill the disk. (The origin
+    // record always goes: without it the file cannot be exported.)
     const bytes = Buffer.byteLength(line);
-    if (this.stream.writableLength > MAX_BUFFERED || (this.written > 0 && this.written + bytes > this.maxBytes)) {
+    const first = this.written === 0;
+    if (this.stream.writableLength > MAX_BUFFERED || (!first && this.written + bytes > this.maxBytes) || !this.dir.reserve(bytes, first)) {
       this.dropped++;
       return;
     }

@@ -234,7 +234,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     this.ws = ws;
     this.onEnd = opts.onEnd;
     this.log = parentLog.child({ session: this.id });
-    this.trace = daemon.traceDir === null ? null : new SessionTrace(daemon.traceDir, this.id, this.log);
+    this.trace = daemon.traces === null ? null : new SessionTrace(daemon.traces, this.id, this.log);
     this.calls = daemon.metrics.calls;
     this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes, daemon.held);
     this.received = new SessionReceived(daemon.received);

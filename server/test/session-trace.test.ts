@@ -1,15 +1,19 @@
 /**
  * The daemon's side of the call trace (--trace-dir, docs/trace.md) keeps each session's file under
  * its size limit: past it, records are dropped and counted, the origin record stays, and what was
- * written is whole JSON lines.
+ * written is whole JSON lines. The directory as a whole keeps under its budget and its most files:
+ * the oldest traces of ended sessions go first, earlier runs' before this run's, never a live
+ * session's, and nothing in the directory that is not a session trace.
  */
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { SessionTrace } from '../src/session-trace.js';
+import { TraceDirectory } from '../src/trace-directory.js';
 
 t.test('a trace stops growing at its size limit; the drop is logged at info', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'spiwire-trace-'));
@@ -22,7 +26,8 @@ t.test('a trace stops growing at its size limit; the drop is logged at info', as
     },
   });
   const limit = 4096;
-  const trace = new SessionTrace(dir, 'capped', pino({ level: 'info' }, sink), limit);
+  const log = pino({ level: 'info' }, sink);
+  const trace = new SessionTrace(new TraceDirectory(dir, 1 << 30, log), 'capped', log, limit);
   for (let i = 0; i < 1000; i++) {
     // Ids the client chose, in characters of three UTF-8 bytes each: the limit counts bytes.
     const id = i % 2 ? i : `€${i}`;
@@ -39,4 +44,84 @@ t.test('a trace stops growing at its size limit; the drop is logged at info', as
   const note = logged.find((l) => typeof l['dropped'] === 'number');
   t.equal(note?.['level'], 30, 'the drop is logged at info');
   t.equal(Number(note?.['dropped']) + lines.length - 1, 2000, 'every record was either written or counted as dropped');
+});
+
+/** Whole JSON lines, the first an origin record. */
+function readTrace(path: string): Array<Record<string, unknown>> {
+  return readFileSync(path, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** A session that makes n calls, each a request and a reply record (about 100 bytes each). */
+function calls(trace: SessionTrace, n: number): void {
+  for (let i = 0; i < n; i++) {
+    trace.request(i, 'WSPSend', { s: 7, buffers: [new Uint8Array(10)], flags: 0 });
+    trace.reply(i, { ret: 0, errno: 0 });
+  }
+}
+
+/** Every deletion the directory started has happened (they are asynchronous). */
+async function settled(dir: string, expected: string[]): Promise<string[]> {
+  for (let i = 0; i < 200; i++) {
+    const names = readdirSync(dir).sort();
+    if (JSON.stringify(names) === JSON.stringify([...expected].sort())) return names;
+    await new Promise((r) => setImmediate(r));
+  }
+  return readdirSync(dir).sort();
+}
+
+t.test('the directory keeps under its budget: the oldest ended traces go, live ones and other files stay', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'spiwire-trace-dir-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const log = pino({ level: 'silent' });
+  // An earlier run's trace (the oldest), and a file that is not a trace at all.
+  const earlier = `${randomUUID()}.jsonl`;
+  writeFileSync(join(dir, earlier), `${'x'.repeat(3000)}\n`);
+  utimesSync(join(dir, earlier), new Date(1000), new Date(1000));
+  writeFileSync(join(dir, 'notes.jsonl'), 'the operator\'s own file\n');
+
+  const budget = 12_000;
+  const traces = new TraceDirectory(dir, budget, log);
+  t.same(traces.usage, { files: 1, bytes: 3001, deleted: 0 }, "the earlier run's trace counts; the other file does not");
+
+  const ids = [randomUUID(), randomUUID(), randomUUID()];
+  const a = new SessionTrace(traces, ids[0]!, log);
+  calls(a, 20);
+  await a.close();
+  const b = new SessionTrace(traces, ids[1]!, log);
+  calls(b, 20);
+  // A third session writes until the budget is reached: the earlier run's file goes first, then
+  // the ended session's; the live one stays whatever it costs.
+  const c = new SessionTrace(traces, ids[2]!, log);
+  calls(c, 200);
+  t.ok(traces.usage.bytes <= budget, `the directory counts ${traces.usage.bytes} bytes, within ${budget}`);
+  t.equal(traces.usage.deleted, 2, 'two ended traces deleted to make room');
+  await b.close();
+  await c.close();
+  const names = await settled(dir, ['notes.jsonl', `${ids[1]!}.jsonl`, `${ids[2]!}.jsonl`]);
+  t.same(names, ['notes.jsonl', `${ids[1]!}.jsonl`, `${ids[2]!}.jsonl`].sort(), "the earlier run's and the first ended trace are gone; the others stay");
+  let onDisk = 0;
+  for (const n of names) if (n !== 'notes.jsonl') onDisk += statSync(join(dir, n)).size;
+  t.ok(onDisk <= budget, `${onDisk} bytes of traces on disk, within the budget`);
+  const last = readTrace(join(dir, `${ids[2]!}.jsonl`));
+  t.equal(last[0]?.['kind'], 'origin', 'the trace that hit the budget starts with its origin record');
+  t.ok(last.length > 2 && last.length < 401, `and has some of its records (${last.length}), the rest dropped`);
+});
+
+t.test('the directory holds at most its number of files; a session without room writes none', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'spiwire-trace-files-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const log = pino({ level: 'silent' });
+  const traces = new TraceDirectory(dir, 1 << 30, log, 2);
+  const ids = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+  const first = new SessionTrace(traces, ids[0]!, log);
+  await first.close();
+  const second = new SessionTrace(traces, ids[1]!, log);
+  const third = new SessionTrace(traces, ids[2]!, log);
+  t.same(await settled(dir, [`${ids[1]!}.jsonl`, `${ids[2]!}.jsonl`]), [`${ids[1]!}.jsonl`, `${ids[2]!}.jsonl`].sort(), 'the ended trace made room for the third');
+  const fourth = new SessionTrace(traces, ids[3]!, log);
+  calls(fourth, 5);
+  await fourth.close();
+  t.same(readdirSync(dir).sort(), [`${ids[1]!}.jsonl`, `${ids[2]!}.jsonl`].sort(), 'two live traces fill it: the fourth session writes none');
+  await second.close();
+  await third.close();
 });

@@ -7,7 +7,7 @@
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -152,4 +152,37 @@ t.test('the daemon writes its side with --trace-dir; both sides export onto one 
   const sdkSends = chrome.traceEvents.filter((x) => x.pid === 1 && x.ph === 'X' && x.name === 'WSPSend');
   // Same machine, one monotonic clock: the daemon's handling sits inside the SDK's call.
   for (let i = 0; i < 3; i++) t.ok(daemonSends[i]!.ts >= sdkSends[i]!.ts - 1000, `send ${i}: the daemon read it after the SDK made it (within 1 ms of clock rounding)`);
+});
+
+t.test('--trace-dir-budget: sessions that come and go in a loop leave the directory within its budget', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'spiwire-trace-budget-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const budget = 64 * 1024;
+  const d = await daemon(t, { traceDir: dir, traceDirBudget: budget });
+  const peer = await tcpPeer(t, 'ipv4');
+  const e = S.out(0);
+  let last = '';
+  // A client that opens a session, makes calls and leaves, 40 times: about 4 KiB of trace each.
+  for (let round = 0; round < 40; round++) {
+    const spi = await S.connect(d.url, { resume: false });
+    const s = await spi.WSPSocket(S.AF_INET, S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, 0, e);
+    await spi.WSPConnect(s, { family: S.AF_INET, address: '127.0.0.1', port: peer.port }, 16, null, null, null, null, e);
+    for (let i = 0; i < 20; i++) await send(spi, s, [Buffer.from('x')]);
+    last = spi.welcome.session;
+    await spi.close();
+  }
+  const lastFile = join(dir, `${last}.jsonl`);
+  t.ok(await pollUntil(() => {
+    try {
+      return readFileSync(lastFile, 'utf8').split('\n').length > 40;
+    } catch {
+      return false;
+    }
+  }), "the last session's trace is written whole");
+  let total = 0;
+  const names = readdirSync(dir);
+  for (const n of names) total += statSync(join(dir, n)).size;
+  t.ok(total <= budget, `${names.length} traces, ${total} bytes on disk, within the ${budget}-byte budget`);
+  t.ok(names.length < 40, 'the oldest traces were deleted to make room');
+  t.ok(names.includes(`${last}.jsonl`), 'the newest trace stays');
 });
