@@ -59,11 +59,11 @@ async function streamRig(t: Test, maxFrame: number, window: number, flags = 0): 
   return { d, s, ...(await connectedSocket(s, await tcpPeer(t), flags)) };
 }
 
-t.test('a blocking 64 MiB WSPSend in pieces: the full count, every byte at the peer, memory bounded by the window', async (t) => {
+t.test('a blocking 128 MiB WSPSend in pieces: the full count, every byte at the peer, memory bounded by the window', async (t) => {
   const { d, s, h, conn } = await streamRig(t, MiB, 4 * MiB);
   const welcome = s.messages.find((m) => m.method === 'spiwire.welcome')!;
   t.equal((welcome.params!['limits'] as Record<string, number>)['streamWindowBytes'], 4 * MiB, 'the welcome gives the window');
-  const data = pattern(Number(process.env["SPIWIRE_STREAM_TEST_MIB"] ?? 64) * MiB, 11);
+  const data = pattern(Number(process.env["SPIWIRE_STREAM_TEST_MIB"] ?? 128) * MiB, 11);
   const rssBefore = ((await (await fetch(`http://127.0.0.1:${d.port}/stats`)).json()) as { memory: { rss: number } }).memory.rss;
   let peak = rssBefore;
   const sampler = setInterval(() => {
@@ -81,7 +81,10 @@ t.test('a blocking 64 MiB WSPSend in pieces: the full count, every byte at the p
   t.same([reply.result['ret'], reply.result['bytesSent']], [0, data.length], 'WSPSend returns the full count');
   t.ok(got.equals(data), 'the peer received every byte, in order');
   t.equal(run.sentBytes(), data.length, 'every piece was sent');
-  t.ok(peak - rssBefore < 56 * MiB, `the daemon grew by ${((peak - rssBefore) / MiB).toFixed(1)} MiB for a ${data.length / MiB} MiB send (SPIWIRE_STREAM_TEST_MIB sets the size)`);
+  // Holding the whole send would take at least its size; what the daemon holds is the window and
+  // the pieces in flight, plus garbage (socket reads, assembled messages) that V8 collects late
+  // when the machine is busy: 34-38 MiB alone, 56 once under heavy parallel load.
+  t.ok(peak - rssBefore < (data.length * 5) / 8, `the daemon grew by ${((peak - rssBefore) / MiB).toFixed(1)} MiB for a ${data.length / MiB} MiB send (SPIWIRE_STREAM_TEST_MIB sets the size)`);
 });
 
 t.test('progress reports never repeat a count: a first piece taken at once is reported once', async (t) => {
