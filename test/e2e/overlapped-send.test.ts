@@ -566,6 +566,45 @@ for (const f of FAMILIES) {
     t.equal(await waitEvents(spi, [ev1, ev2], 100), S.WSA_WAIT_TIMEOUT, 'neither event was signalled');
   });
 
+  t.test(`${f}: with a routine, WSPGetOverlappedResult(fWait TRUE) fails with WSAEINVAL without an event, else waits on the event`, async (t) => {
+    const { spi, s, conn } = await setup(t, f, { sndBuf: 8192, paused: true });
+    const rec = new Recorder();
+    const first = await filler(t, spi, s, { routine: rec.routine('f') });
+    const cb = S.out(-1);
+    const flags = S.out(-1);
+    const e = S.out(0);
+    t.same([await spi.WSPGetOverlappedResult(s, first, cb, true, flags, e), e.value], [S.FALSE, S.WSAEINVAL], 'no event to wait on: WSAEINVAL, at once');
+    t.ok(first.pending, 'the operation is still pending');
+    const ev = spi.WSACreateEvent();
+    const tail = pattern(5000, 41);
+    const second = await ovSend(spi, s, [tail], { ov: new S.WSAOVERLAPPED(ev), routine: rec.routine('t') });
+    t.equal(second.err, S.WSA_IO_PENDING, 'a second send with a routine and an event pends behind it');
+    // The wait is on the client's event, which the operation never signals: it ends when the
+    // client sets the event itself, and reads what the OVERLAPPED holds then.
+    const worker = spi.createThread();
+    let returned = false;
+    const waited = worker.WSPGetOverlappedResult(s, second.ov, cb, true, flags, e).then((r) => {
+      returned = true;
+      return r;
+    });
+    await roundTrip(spi);
+    t.notOk(returned, 'the wait goes on while the event is unset');
+    t.equal(spi.WSASetEvent(ev), S.TRUE);
+    t.equal(await waited, S.TRUE, 'the event set: the call returns TRUE');
+    t.equal(cb.value, 0, 'with the count the OVERLAPPED holds: none yet');
+    t.ok(second.ov.pending, 'the operation itself is still pending');
+    t.equal(spi.WSAResetEvent(ev), S.TRUE);
+    conn.socket.resume();
+    t.ok(await drainUntil(spi, () => rec.calls.length >= 2), 'both routines ran');
+    t.same(rec.calls.map((c) => [c.tag, c.err, c.cb]), [
+      ['f', 0, FILLER.length],
+      ['t', 0, tail.length],
+    ], 'each once, with its full count');
+    t.equal(await waitEvents(spi, [ev], 100), S.WSA_WAIT_TIMEOUT, 'the completion did not signal the event');
+    await conn.waitFor(FILLER.length + tail.length);
+    t.ok(conn.received().subarray(FILLER.length).equals(tail), 'the peer received the filler, then the second send');
+  });
+
   t.test(`${f}: too many outstanding operations on a socket: WSAEWOULDBLOCK, and no completion for it`, async (t) => {
     const { spi, s, conn } = await setup(t, f, { sndBuf: 8192, paused: true, maxOps: 3 });
     const rec = new Recorder();
