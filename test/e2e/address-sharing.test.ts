@@ -199,6 +199,70 @@ t.test('TCP: two listeners with SO_REUSEADDR on one address: real clients reach 
   for (const x of [first.s, second.s, l2]) await spi.WSPCloseSocket(x, S.out(0));
 });
 
+t.test('binds and a listen of one port issued at once, from several threads, all succeed as they would one at a time; a real client reaches the listener', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const sharing = async (): Promise<number> => {
+    const s = await newSocket(spi, 'ipv4', 'tcp');
+    t.same(await setOpt(spi, s, S.SO_REUSEADDR, 1), [0, 0]);
+    return s;
+  };
+  const x = await sharing();
+  t.same(await call((e) => spi.WSPBind(x, { family: S.AF_INET, address: '127.0.0.1', port: 0 }, 16, e)), [0, 0], 'the first binds');
+  const port = (await sockName(spi, x)).port;
+  const at = { family: S.AF_INET, address: '127.0.0.1', port };
+  // The daemon asks the host about the port for each bind: those questions, and the listen's
+  // real socket, must not refuse one another.
+  const others = [await sharing(), await sharing(), await sharing(), await sharing()];
+  const threads = others.map(() => spi.createThread());
+  const listener = spi.createThread();
+  const results = await Promise.all([
+    ...others.map(async (s, i) => {
+      const e = S.out(0);
+      return [await threads[i]!.WSPBind(s, at, 16, e), e.value];
+    }),
+    (async () => {
+      const e = S.out(0);
+      return [await listener.WSPListen(x, 4, e), e.value];
+    })(),
+  ]);
+  t.same(results, [[0, 0], [0, 0], [0, 0], [0, 0], [0, 0]], 'four binds and the listen: all 0');
+  const c = await connect4(port);
+  if (typeof c === 'string') throw new Error(`client: ${c}`);
+  t.teardown(() => c.destroy());
+  const received: Buffer[] = [];
+  c.on('data', (b: Buffer) => received.push(b));
+  const a = await accept(spi, x);
+  t.same(await send(spi, a.s, [Buffer.from('bound together')]), [0, 0, 14]);
+  await new Promise<void>((resolve) => c.once('data', () => resolve()));
+  t.equal(Buffer.concat(received).toString(), 'bound together', 'the client reached the listener');
+  for (const s of [a.s, x, ...others]) await spi.WSPCloseSocket(s, S.out(0));
+});
+
+t.test('UDP: two binds of one port with SO_REUSEADDR from two sessions at once: exactly one holds the port, and a datagram to it reaches that one', async (t) => {
+  const d = await daemon(t);
+  const [spiA, spiB] = [await session(t, d), await session(t, d)];
+  const probe = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => probe.bind(0, '127.0.0.1', () => resolve()));
+  const port = probe.address().port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  const bindOne = async (spi: S.SpiSession): Promise<[number, number, number]> => {
+    const s = await newSocket(spi, 'ipv4', 'udp');
+    await setOpt(spi, s, S.SO_REUSEADDR, 1);
+    const [ret, err] = await call((e) => spi.WSPBind(s, { family: S.AF_INET, address: '127.0.0.1', port }, 16, e));
+    return [s, ret, err];
+  };
+  const [a, b] = await Promise.all([bindOne(spiA), bindOne(spiB)]);
+  const codes = [a[2], b[2]].sort((x, y) => x - y);
+  t.same(codes, [0, S.WSAEADDRINUSE], 'one binds, the other session is refused');
+  const [holder, s] = a[2] === 0 ? [spiA, a[0]] : [spiB, b[0]];
+  const sender = dgram.createSocket('udp4');
+  t.teardown(() => sender.close());
+  sender.send(Buffer.from('to the holder'), port, '127.0.0.1');
+  const got = await recvInto(holder, s, [100]);
+  t.equal(got.data.toString(), 'to the holder', 'the holder received the datagram');
+});
+
 t.test('another program\'s port stays its own: a second daemon cannot bind or listen on an address a first daemon\'s listener holds, or under it', async (t) => {
   const d1 = await daemon(t);
   const d2 = await daemon(t);

@@ -93,7 +93,17 @@ function conflict(held: Reservation, a: View, next: Reservation, b: View): numbe
 /** The identity of a listening address: protocol, family view, address, port, and whether it also serves IPv4. */
 function addressKey(r: Reservation): string {
   const v = viewsOf(r)[0]!;
-  return `${r.proto} ${v.v4 ? 4 : 6} ${v.address} ${r.port}${r.dualStack ? ' dual' : ''}`;
+  return `${portKey(r.proto, r.port)} ${v.v4 ? 4 : 6} ${v.address}${r.dualStack ? ' dual' : ''}`;
+}
+
+/** What the daemon asks the host about one port (probes, listens, takeovers) waits its turn under this key. */
+function portKey(proto: Reservation['proto'], port: number): string {
+  return `${proto} ${port}`;
+}
+
+/** The port's turn key of an address key. */
+function portKeyOf(addressKey: string): string {
+  return addressKey.split(' ', 2).join(' ');
 }
 
 interface Listener {
@@ -147,13 +157,13 @@ export class PortReservations {
   /**
    * The socket starts listening on the address it holds. With no listener there yet, `open`
    * opens the real listening socket and its answer is returned; behind an older one the socket
-   * waits its turn (0). Listens and takeovers of one address run one after another.
+   * waits its turn (0). Listens, takeovers and binds of one port run one after another.
    */
   listen(owner: number, open: () => Promise<number>, takeOver: () => Promise<number>): Promise<number> {
     const r = this.held.get(owner);
     if (!r) return open();
     const key = addressKey(r);
-    return this.inTurn(key, async () => {
+    return this.inTurn(portKeyOf(key), async () => {
       const group = this.listeners.get(key);
       if (group) {
         group.push({ owner, takeOver });
@@ -180,7 +190,17 @@ export class PortReservations {
    */
   stopListening(owner: number): void {
     const { key, wasFirst } = this.dropListener(owner);
-    if (key !== undefined && wasFirst && this.listeners.has(key)) void this.inTurn(key, () => this.handOver(key));
+    if (key !== undefined && wasFirst && this.listeners.has(key)) void this.inTurn(portKeyOf(key), () => this.handOver(key));
+  }
+
+  /**
+   * Runs fn when the port's turn comes. A bind's check, the host's answer and the reservation
+   * happen in one turn, as do listens and takeovers: the probe a bind makes holds the real port
+   * for a moment, and must not make the host refuse another bind's probe or a listen of the
+   * daemon's own on that port.
+   */
+  onPort<T>(proto: Reservation['proto'], port: number, fn: () => Promise<T>): Promise<T> {
+    return this.inTurn(portKey(proto, port), fn);
   }
 
   private dropListener(owner: number): { key: string | undefined; wasFirst: boolean } {

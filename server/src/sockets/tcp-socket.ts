@@ -48,6 +48,9 @@ export interface TcpContext extends SocketContext {
 /** Orders sends and receives for the broken-connection code without reading a clock per write. */
 let ioOrder = 0;
 
+/** A bind's outcome: the port reserved, or why not (heldOnPaper: the host agreed, the daemon's own reservations did not). */
+type Settled = { port: number } | { code: number; heldOnPaper: boolean };
+
 export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private conn: net.Socket | null = null;
   private server: net.Server | null = null;
@@ -192,33 +195,43 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private async bindNow(name: SockAddr): Promise<number> {
     if (this.closed) return W.WSAENOTSOCK;
     if (!this.state.is('created')) return W.WSAEINVAL;
-    let bound = name.port;
-    for (let attempt = 1; ; attempt++) {
-      // Windows' own rules between emulated sockets first (SO_REUSEADDR, SO_EXCLUSIVEADDRUSE), then
-      // the real stack: the address must be local and the port free. A port that a listener of
-      // this session holds for this very address (both with SO_REUSEADDR) is the daemon's own:
-      // the socket will wait behind that listener, and the host, which would refuse, is not asked.
-      const wanted = this.reservationFor(name, name.port);
-      const first = name.port === 0 ? 0 : this.ctx.ports.check(this.handle, wanted);
-      if (first !== 0) return first;
-      const port = name.port !== 0 && this.ctx.ports.listenedOn(wanted) ? name.port : await this.probe(name);
-      if (port instanceof Error) return wsaFromNodeError(port);
-      if (this.closed) return W.WSAENOTSOCK;
-      // Checked again with the port: another socket may have bound meanwhile, and the host, which
-      // knows nothing of sockets bound but not yet listening, may have given port 0 one of theirs.
-      const code = this.ctx.ports.reserve(this.handle, this.reservationFor(name, port));
-      if (code === 0) {
-        bound = port;
-        break;
+    let settled: Settled;
+    if (name.port !== 0) {
+      settled = await this.ctx.ports.onPort('tcp', name.port, () => this.settlePort(name));
+    } else {
+      // The host picks the port; it may pick one that another socket holds only on paper (bound,
+      // not listening), and then asking again is the answer.
+      for (let attempt = 1; ; attempt++) {
+        settled = await this.settlePort(name);
+        if (!('code' in settled) || !settled.heldOnPaper || attempt >= MAX_PORT_TRIES) break;
       }
-      if (name.port !== 0 || attempt >= MAX_PORT_TRIES) return code;
     }
+    if ('code' in settled) return settled.code;
     if (!this.state.move('bound')) {
       this.ctx.ports.release(this.handle);
       return W.WSAEINVAL;
     }
-    this.bound = { ...name, port: bound };
+    this.bound = { ...name, port: settled.port };
     return 0;
+  }
+
+  /**
+   * Windows' rules between emulated sockets first (SO_REUSEADDR, SO_EXCLUSIVEADDRUSE), then the
+   * real stack: the address must be local and the port free. A port that a listener of this
+   * session holds for this very address (both with SO_REUSEADDR) is the daemon's own: the socket
+   * will wait behind that listener, and the host, which would refuse, is not asked.
+   */
+  private async settlePort(name: SockAddr): Promise<Settled> {
+    const wanted = this.reservationFor(name, name.port);
+    const first = name.port === 0 ? 0 : this.ctx.ports.check(this.handle, wanted);
+    if (first !== 0) return { code: first, heldOnPaper: false };
+    const port = name.port !== 0 && this.ctx.ports.listenedOn(wanted) ? name.port : await this.probe(name);
+    if (port instanceof Error) return { code: wsaFromNodeError(port), heldOnPaper: false };
+    if (this.closed) return { code: W.WSAENOTSOCK, heldOnPaper: false };
+    // Checked again with the port: the host, which knows nothing of sockets bound but not yet
+    // listening, may have given port 0 one of theirs.
+    const code = this.ctx.ports.reserve(this.handle, this.reservationFor(name, port));
+    return code === 0 ? { port } : { code, heldOnPaper: true };
   }
 
   /** Asks the host whether name can be bound: the port it would get, or why not. */

@@ -234,7 +234,16 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     return binding;
   }
 
-  private async bindNow(name: SockAddr): Promise<number> {
+  /**
+   * A port named by the bind is settled in its turn (PortReservations.onPort): two binds racing
+   * for one port, both with SO_REUSEADDR, would otherwise both pass the check, and the host would
+   * let both bind before the reservation refused one, which could take datagrams meanwhile.
+   */
+  private bindNow(name: SockAddr): Promise<number> {
+    return name.port === 0 ? this.bindHost(name) : this.ports.onPort('udp', name.port, () => this.bindHost(name));
+  }
+
+  private async bindHost(name: SockAddr): Promise<number> {
     // Windows' rules between the daemon's sockets first (PortReservations), then the host's bind.
     const first = name.port === 0 ? 0 : this.ports.check(this.handle, this.reservationFor(name, name.port));
     if (first !== 0) return first;
