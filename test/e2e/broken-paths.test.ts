@@ -688,9 +688,24 @@ process.stdin.on('end', () => process.exit(0));
 process.stdin.resume();
 `;
 
-/** Starts MULTICAST_PEER in the rig's namespace, a member of group on the rig's link; returns its port. */
-async function multicastMember(t: Test, r: Rig, group: string): Promise<number> {
-  const member = spawn('ip', ['netns', 'exec', r.ns, process.execPath, '-e', MULTICAST_PEER, group, r.peerAddr], { stdio: ['pipe', 'pipe', 'pipe'] });
+/** A member of an IPv6 group on the namespace's side of the rig's link, echoing what it receives. */
+const MULTICAST6_PEER = `
+const dgram = require('node:dgram');
+const [group, ifname] = process.argv.slice(1);
+const s = dgram.createSocket({ type: 'udp6', reuseAddr: true });
+s.on('message', (m, from) => s.send(m, from.port, from.address));
+s.bind(0, () => { s.addMembership(group, '::%' + ifname); console.log('listening ' + s.address().port); });
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+`;
+
+/**
+ * Starts a member in the rig's namespace, a member of group on the rig's link; returns its port.
+ * The IPv4 member (MULTICAST_PEER) is given the namespace's address, the IPv6 one its interface.
+ */
+async function multicastMember(t: Test, r: Rig, group: string, v6 = false): Promise<number> {
+  const args = v6 ? [MULTICAST6_PEER, group, r.nsIf] : [MULTICAST_PEER, group, r.peerAddr];
+  const member = spawn('ip', ['netns', 'exec', r.ns, process.execPath, '-e', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   t.teardown(() => stopPeer(member));
   return new Promise<number>((resolve, reject) => {
     let out = '';
@@ -787,5 +802,40 @@ t.test('UDP: IP_MULTICAST_IF sends a group\'s datagrams out of the rig\'s link, 
   const echo2 = await recvWithin(spi, u, 5000);
   t.same(echo2 && [echo2.ret, echo2.data.toString()], [0, 'by index'], 'echoed too');
   t.same(await setOpt(spi, u, S.IP_MULTICAST_IF, dwordOf([192, 0, 2, 1]), 4, S.IPPROTO_IP), [S.SOCKET_ERROR, S.WSAEADDRNOTAVAIL], 'an address not of this host: WSAEADDRNOTAVAIL');
+  await spi.WSPCloseSocket(u, S.out(0));
+});
+
+t.test('UDP: IPV6_MULTICAST_IF names the interface by index, and set back to 0 gives the choice back to the host\'s routes', opts, async (t) => {
+  const r = await rig(t);
+  const net6 = `fd${randomBytes(1).toString('hex')}:${randomBytes(2).toString('hex')}::`;
+  await ip('-6', 'addr', 'add', `${net6}1/64`, 'dev', r.hostIf, 'nodad');
+  await ip('-6', '-n', r.ns, 'addr', 'add', `${net6}2/64`, 'dev', r.nsIf, 'nodad');
+  const group = `ff0e::5:${randomBytes(2).toString('hex')}`;
+  // The host's own choice for the group: the rig's link (a route of the local table, which the
+  // kernel asks first for multicast); the loopback interface takes no multicast at all.
+  await ip('-6', 'route', 'add', 'multicast', `${group}/128`, 'dev', r.hostIf, 'table', 'local');
+  t.teardown(() => run('ip', ['-6', 'route', 'del', 'multicast', `${group}/128`, 'dev', r.hostIf, 'table', 'local']));
+  const port = await multicastMember(t, r, group, true);
+  const d = await daemon(t, { allow: `${net6}/64,${group}/128` });
+  const spi = await session(t, d);
+  const u = await newSocket(spi, 'ipv6', 'udp');
+  const to = { family: S.AF_INET6, address: group, port, flowinfo: 0, scopeId: 0 };
+  const echoed = async (text: string): Promise<void> => {
+    t.same(await sendTo(spi, u, [Buffer.from(text)], to, 28), [0, 0, text.length], `"${text}" sent to the group`);
+    const echo = await recvWithin(spi, u, 5000);
+    t.same(echo && [echo.ret, echo.data.toString()], [0, text], `the member behind the rig's link echoed "${text}"`);
+  };
+  await echoed('by the host\'s route');
+  const index = Number(readFileSync(`/sys/class/net/${r.hostIf}/ifindex`, 'latin1').trim());
+  t.same(await setOpt(spi, u, S.IPV6_MULTICAST_IF, index, 4, S.IPPROTO_IPV6), [0, 0], `IPV6_MULTICAST_IF ${index}, the rig's link`);
+  await echoed('by index');
+  t.same(await setOpt(spi, u, S.IPV6_MULTICAST_IF, 1, 4, S.IPPROTO_IPV6), [0, 0], 'IPV6_MULTICAST_IF 1, the loopback interface');
+  const [r1, e1] = await sendTo(spi, u, [Buffer.from('nowhere')], to, 28);
+  t.same([r1, e1], [S.SOCKET_ERROR, S.WSAENETUNREACH], 'the loopback interface takes no multicast: WSAENETUNREACH');
+  t.same(await setOpt(spi, u, S.IPV6_MULTICAST_IF, 0, 4, S.IPPROTO_IPV6), [0, 0], 'IPV6_MULTICAST_IF 0');
+  t.same((await getOpt(spi, u, S.IPV6_MULTICAST_IF, 4, S.IPPROTO_IPV6)).slice(0, 3), [0, 0, 0], 'reads back 0');
+  await echoed('the host\'s route again');
+  t.same(await setOpt(spi, u, S.IPV6_MULTICAST_IF, 0x7fff_fff0, 4, S.IPPROTO_IPV6), [S.SOCKET_ERROR, S.WSAEADDRNOTAVAIL], 'an index that names no interface: WSAEADDRNOTAVAIL');
+  t.same((await getOpt(spi, u, S.IPV6_MULTICAST_IF, 4, S.IPPROTO_IPV6)).slice(0, 3), [0, 0, 0], 'and the value stays');
   await spi.WSPCloseSocket(u, S.out(0));
 });

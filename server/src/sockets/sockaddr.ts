@@ -58,15 +58,20 @@ export function hostOf(addr: SockAddr): string {
 }
 
 /**
- * Interface names by index and indexes by name (read at most once a second). On Linux from
+ * Interface names by index and indexes by name (read at most once a second, or once every
+ * 100 ms when asked for one they lack: an interface made a moment ago is found). On Linux from
  * /sys/class/net, which lists every interface, down ones included; elsewhere from the link-local
  * addresses node lists, which is what the platform offers without a system call of our own.
  */
 let scopeCache: { at: number; names: Map<number, string>; indexes: Map<string, number> } | null = null;
+const SCOPES_MAX_AGE_MS = 1000;
+const SCOPES_MISS_AGE_MS = 100;
 
-function scopes(): { names: Map<number, string>; indexes: Map<string, number> } {
+function scopes(missing?: { index: number } | { name: string }): { names: Map<number, string>; indexes: Map<string, number> } {
   const now = Date.now();
-  if (!scopeCache || now - scopeCache.at > 1000) {
+  const age = scopeCache ? now - scopeCache.at : Infinity;
+  const lacks = missing !== undefined && scopeCache !== null && ('index' in missing ? !scopeCache.names.has(missing.index) : !scopeCache.indexes.has(missing.name));
+  if (!scopeCache || age > SCOPES_MAX_AGE_MS || (lacks && age > SCOPES_MISS_AGE_MS)) {
     const indexes = interfacesFromSys() ?? interfacesFromNode();
     const names = new Map<number, string>();
     for (const [name, index] of indexes) names.set(index, name);
@@ -98,7 +103,7 @@ function interfacesFromNode(): Map<string, number> {
 }
 
 export function interfaceName(index: number): string | undefined {
-  return scopes().names.get(index);
+  return scopes({ index }).names.get(index);
 }
 
 /** The first IPv4 address of the interface with this index, or null. */
@@ -110,7 +115,7 @@ export function interfaceIpv4(index: number): string | null {
 
 /** The scope id of a "%..." suffix: a number, or an interface name (0 for a name no interface has). */
 export function scopeIdOf(scope: string): number {
-  return /^\d+$/.test(scope) ? Number(scope) : (scopes().indexes.get(scope) ?? 0);
+  return /^\d+$/.test(scope) ? Number(scope) : (scopes({ name: scope }).indexes.get(scope) ?? 0);
 }
 
 /**
@@ -127,7 +132,7 @@ export function hasUnknownScope(addr: SockAddr): boolean {
 
 /** Whether name is an interface of this machine. */
 function isInterfaceName(name: string): boolean {
-  return scopes().indexes.has(name);
+  return scopes({ name }).indexes.has(name);
 }
 
 /**

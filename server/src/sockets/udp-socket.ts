@@ -863,16 +863,19 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   }
 
   override setMulticastInterface(value: number): number {
-    const via = value === 0 ? (this.af === W.AF_INET6 ? null : '0.0.0.0') : this.multicastVia(value);
-    if (value !== 0 && via === null) return W.WSAEADDRNOTAVAIL;
-    this.multicastIf = value;
-    if (this.sock && this.isBound && via) {
+    // 0 gives the choice back to the host's routes: the unspecified address of the family (for
+    // IPv6, interface index 0), which the real socket must be told too, not only this value.
+    const via = value === 0 ? (this.af === W.AF_INET6 ? '::' : '0.0.0.0') : this.multicastVia(value);
+    if (via === null) return W.WSAEADDRNOTAVAIL;
+    if (this.sock && this.isBound) {
       try {
         this.sock.setMulticastInterface(via);
       } catch (err) {
+        // A failure changes nothing, the value read back included.
         return wsaFromNodeError(err);
       }
     }
+    this.multicastIf = value;
     return 0;
   }
 
