@@ -23,7 +23,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as S from '@spiwire/client';
 import { libc } from '@spiwire/server/internals';
-import { daemon, getOpt, ioctlBool, newSocket, recvInto, roundTrip, send, sendTo, session, setNonBlocking, setOpt, sleep, sockName, until, within, type RecvResult } from '../helpers/harness.js';
+import { daemon, fionread, getOpt, ioctlBool, newSocket, recvInto, roundTrip, send, sendTo, session, setNonBlocking, setOpt, sleep, sockName, until, within, type RecvResult } from '../helpers/harness.js';
 
 /** Runs a command; resolves with its exit code and output, never rejects. */
 function run(cmd: string, args: string[], timeoutMs = 10000): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -626,6 +626,9 @@ t.test('UDP: a datagram whose TTL runs out in a routing loop: the next receive r
     const probe = async (name: string): Promise<number> => {
       await intoTheLoop(name);
       t.same(await sendTo(spi, u, [Buffer.from(`${name}-self`)], self, len), [0, 0, name.length + 5]);
+      // Sent is not yet received: a receive before the daemon has read the datagram would find
+      // nothing waiting, and rightly take the error.
+      t.ok(await until(async () => (await fionread(spi, u))[2] > 0, 5000), `${f} ${name}: the datagram to itself is waiting`);
       const got = await nextReceive();
       // The error waits for a receive that finds no datagram waiting: the datagram comes first.
       t.same(got && [got.ret, got.data.toString()], [0, `${name}-self`], `${f} ${name}: the datagram waiting comes first`);
