@@ -329,12 +329,16 @@ interface Oob {
   atmark: number[];
   serverGot: number;
   echoGot: number;
+  /** What each of the client's sends with MSG_OOB took. */
+  urgentSent: number[];
+  /** The server's first receive after them, of 8 bytes. */
+  firstUrgentRecv: number;
 }
 
 const oob = new Scenario<Oob>(async (f) => {
   const spi = await openSession(t, d);
   const l = await listener(spi, f, 0);
-  const res: Oob = { atmark: [], serverGot: 0, echoGot: 0 };
+  const res: Oob = { atmark: [], serverGot: 0, echoGot: 0, urgentSent: [], firstUrgentRecv: 0 };
   const data = pattern(128, 16);
   const atmark = async (th: Issuer, s: number): Promise<number> => {
     const v = new Uint8Array(4);
@@ -350,7 +354,7 @@ const oob = new Scenario<Oob>(async (f) => {
     res.atmark.push(await atmark(th, s));
     await sendAll(th, s, got, 128);
     // The urgent sends: the first 8 bytes, then the rest, then the mark.
-    await recvAll(th, s, 8, 128);
+    res.firstUrgentRecv = (await recvAll(th, s, 8, 128)).length;
     await recvAll(th, s, data.length - 8, 128);
     res.atmark.push(await atmark(th, s));
     await th.WSPCloseSocket(s, S.out(0));
@@ -361,7 +365,14 @@ const oob = new Scenario<Oob>(async (f) => {
   await th.WSPConnect(s, l.name, namelen(f), null, null, null, null, S.out(0));
   await sendAll(th, s, data, 128);
   res.echoGot = (await recvAll(th, s, data.length, 128)).length;
-  await sendAll(th, s, data, 128, S.MSG_OOB);
+  // Wine's do_synchronous_send: blocking sends of 128 bytes with MSG_OOB, one after another; each
+  // call's own count is kept (a short one would show).
+  for (let at = 0; at < data.length; at += 128) {
+    const n = S.out(-1);
+    const r = await th.WSPSend(s, [S.wsabuf(data.subarray(at, at + 128))], 1, n, S.MSG_OOB, null, null, null, S.out(0));
+    res.urgentSent.push(r === 0 ? n.value : -1);
+    if (r !== 0) break;
+  }
   await th.WSPShutdown(s, S.SD_SEND, S.out(0));
   await server;
   await readZeroBytes(th, s);
@@ -375,6 +386,11 @@ oob.step(t, 'do_test (oob_server, oob_client): SIOCATMARK is TRUE on a new conne
   c.same(x.atmark.slice(0, 2), [1, 1], 'SIOCATMARK before and after the normal data');
   c.equal(x.serverGot, 128 * 16, 'the normal data arrives intact');
   c.equal(x.echoGot, 128 * 16, 'the echo arrives');
+});
+
+oob.step(t, 'do_test (oob_server, oob_client): each blocking send of 128 bytes with MSG_OOB takes all 128, and the server\'s next receive of 8 gets 8', {}, async (c, x) => {
+  c.same(x.urgentSent, new Array<number>(16).fill(128), 'sixteen sends with MSG_OOB, 128 bytes each');
+  c.equal(x.firstUrgentRecv, 8, 'a receive of 8 bytes gets 8');
 });
 
 oob.step(t, 'do_test (oob_server, oob_client): after the data sent with MSG_OOB has been read, SIOCATMARK is FALSE', {
