@@ -164,6 +164,9 @@ class PendingOp implements Completion {
   starting: Starting | null = { early: null, cancelWith: 0, told: null };
   /** Where it is in the session's books (see Session.overlapped). */
   phase: OpPhase = OpPhase.Unlisted;
+  /** The other listed operations of its thread (Session.opsOfThread): two fields, not a set entry per operation. */
+  threadPrev: PendingOp | null = null;
+  threadNext: PendingOp | null = null;
 
   constructor(
     private readonly session: Session,
@@ -190,6 +193,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
   /** Overlapped operations started and not yet completed, by op id. */
   private readonly ops = new Map<number, PendingOp>();
   private readonly opsPerSocket = new Map<number, number>();
+  /** The listed operations of each thread that has any, the newest first (threadExit walks them, not every operation). */
+  private readonly opsOfThread = new Map<number, PendingOp>();
   private readonly out = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 64 * 1024);
   private flushScheduled = false;
   /** Records of an incoming frame are being handled: its replies are sent when it is done. */
@@ -372,6 +377,10 @@ export class Session implements SpiSession, SetAside, SlotReader {
   private frameStarted: FrameStart = { at: 0 };
   /** The turn in which this session last had a small message go at once (TurnBudget.holdsBack). */
   quickTurn = -1;
+  /** The turn in which this session last flushed a frame's replies at once (handleRecords). */
+  private flushedInTurn = -1;
+  /** The connection is corked until the end of this tick for text replies (corkTextReplies). */
+  private textCorked = false;
 
   /** data: a text message's bytes, or a binary message, whole or in the parts it arrived in (sliced-messages.ts). */
   private onMessage(data: BinaryMessage, isBinary: boolean): void {
@@ -396,6 +405,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
     // (A text message is always one buffer: ws joins it to check its UTF-8.)
     if (!isBinary && Buffer.isBuffer(data)) {
       const rec = P.decodeText(data.toString('utf8'));
+      // A text message takes its part of the turn as a frame does (TurnBudget.holdsBack).
+      this.daemon.turn.begin(this);
       this.frameStarted = { at: performance.now() };
       this.handleRecord(rec, true);
       return;
@@ -449,9 +460,14 @@ export class Session implements SpiSession, SetAside, SlotReader {
     }
     // Replies that are ready leave now, ahead of the peer writes this frame corked (those go
     // out on the next tick): the caller hears back without waiting behind its own bytes. Those
-    // to a large frame wait for the round's end, to leave with the rest of the burst's.
-    if (large) this.flushSoon();
-    else this.flush();
+    // to a large frame wait for the round's end, to leave with the rest of the burst's, and so do
+    // those to the second and later frames of one turn: a burst of small frames read at once gets
+    // its replies in a few writes, not a system call each.
+    if (large || this.flushedInTurn === turn.current) this.flushSoon();
+    else {
+      this.flushedInTurn = turn.current;
+      this.flush();
+    }
     if (i < records.length && !this.ended) {
       this.rest = { records, next: i, large };
       this.updateReading();
@@ -657,11 +673,29 @@ export class Session implements SpiSession, SetAside, SlotReader {
       // Binary records still waiting for their flush were produced first: they go first (a frame
       // holding only an ack as one that is not counted).
       this.flush();
+      this.corkTextReplies();
       this.emit(P.encodeText(message), true);
       return;
     }
     this.out.add(message);
     this.packed();
+  }
+
+  /**
+   * Text replies go out each in a message of its own: the connection is corked for the rest of
+   * the tick, so that the replies to a burst of text requests read at once leave in one write, not
+   * a system call each (a lone call's reply leaves at the end of its tick, as before).
+   */
+  private corkTextReplies(): void {
+    if (this.textCorked) return;
+    const socket = this.ws === null ? undefined : wsSocket(this.ws);
+    if (socket === undefined) return;
+    this.textCorked = true;
+    socket.cork();
+    process.nextTick(() => {
+      this.textCorked = false;
+      socket.uncork();
+    });
   }
 
   /** A binary record was packed (so the frame holds more than an ack): send the frame now, or schedule its flush. */
@@ -1108,6 +1142,12 @@ export class Session implements SpiSession, SetAside, SlotReader {
     this.ops.set(entry.op, entry);
     const handle = entry.sock.handle;
     this.opsPerSocket.set(handle, (this.opsPerSocket.get(handle) ?? 0) + 1);
+    const head = this.opsOfThread.get(entry.thread);
+    if (head) {
+      head.threadPrev = entry;
+      entry.threadNext = head;
+    }
+    this.opsOfThread.set(entry.thread, entry);
   }
 
   /** The operation is over (completed, or failed at once): out of the table if it was in it, for good. */
@@ -1120,6 +1160,12 @@ export class Session implements SpiSession, SetAside, SlotReader {
     const n = (this.opsPerSocket.get(handle) ?? 1) - 1;
     if (n > 0) this.opsPerSocket.set(handle, n);
     else this.opsPerSocket.delete(handle);
+    const { threadPrev: prev, threadNext: next } = entry;
+    if (prev) prev.threadNext = next;
+    else if (next) this.opsOfThread.set(entry.thread, next);
+    else this.opsOfThread.delete(entry.thread);
+    if (next) next.threadPrev = prev;
+    entry.threadPrev = entry.threadNext = null;
   }
 
   allows(address: string, port: number, unspecified = false): boolean {
@@ -1129,8 +1175,11 @@ export class Session implements SpiSession, SetAside, SlotReader {
   threadExit(thread: number): P.Result<'spiwire.threadExit'> | Promise<P.Result<'spiwire.threadExit'>> {
     let cancelled = 0;
     const starts: Array<Promise<boolean>> = [];
-    for (const entry of [...this.ops.values()]) {
-      if (entry.thread !== thread) continue;
+    // Taken first (a cancellation may complete, and unlist, an operation at once), then
+    // cancelled oldest first, the order they were started in.
+    const mine: PendingOp[] = [];
+    for (let e: PendingOp | null | undefined = this.opsOfThread.get(thread); e; e = e.threadNext) mine.push(e);
+    for (const entry of mine.reverse()) {
       if (entry.cancel) {
         // Only what the cancellation aborts counts: a send whose bytes are all with the kernel
         // already is past cancelling, and completes with success (now, or when the kernel has it).

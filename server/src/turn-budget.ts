@@ -3,9 +3,11 @@
  * sessions whose work was set aside for later.
  *
  * A session works through a frame only while it has time left, then sets the rest aside (and
- * reads nothing more meanwhile). A lone session gets a slice per frame, as many frames as arrive;
- * once a second session works in the same turn, the turn's time is shared, and once it is used
- * up, a message that has not started waits too. Set-aside work is resumed in the check phase,
+ * reads nothing more meanwhile). A lone session gets a slice per frame, as many frames as arrive
+ * until the turn has run LONE_TURN_SLICES slices: other sessions' calls may be waiting unread in
+ * the kernel, and a burst of thousands of small frames from one read must not hold them back
+ * for long. Once a second session works in the same turn, the turn's time is shared, and once it
+ * is used up, a message that has not started waits too. Set-aside work is resumed in the check phase,
  * in the order it was set aside, for one more slice of time: whoever does not get a go then keeps
  * its place for the next turn. Without the queue, every session set aside resumed in the same
  * check phase, and 32 bulk senders held each turn for all their frames (10 ms and more) while a
@@ -19,6 +21,9 @@ export interface SetAside {
 
 /** A message this small (a call without a large payload) may go at once even when the turn's time is up. */
 export const QUICK_MESSAGE_BYTES = 4096;
+
+/** How many of its slices a lone session's frames may take in one turn before the next waits for the check phase. */
+export const LONE_TURN_SLICES = 2;
 
 export class TurnBudget {
   /** performance.now() at which the current turn's shared time is up; -1 between turns. */
@@ -70,12 +75,15 @@ export class TurnBudget {
   /**
    * Whether a message of size bytes from owner, which has not started yet, waits for the check
    * phase: the turn is shared (or would be, with owner in it) and its time is up. A lone
-   * session's frames are never held back by this, and a small message goes at once if it is its
-   * session's first in this turn: a quiet session's one call is not queued behind the bulk
-   * senders' frames, and each session gets at most one such go per turn.
+   * session's frames are held back only once the turn has run LONE_TURN_SLICES of its slices,
+   * and a small message goes at once if it is its session's first in this turn: a quiet
+   * session's one call is not queued behind the bulk senders' frames, and each session gets at
+   * most one such go per turn.
    */
   holdsBack(owner: { quickTurn: number }, bytes: number): boolean {
-    if (this.endsAt < 0 || (!this.shared && owner === this.owner) || this.now() <= this.endsAt) return false;
+    if (this.endsAt < 0) return false;
+    if (!this.shared && owner === this.owner) return this.now() - this.startedAt > LONE_TURN_SLICES * this.ms;
+    if (this.now() <= this.endsAt) return false;
     if (bytes <= QUICK_MESSAGE_BYTES && owner.quickTurn !== this.turn) {
       owner.quickTurn = this.turn;
       return false;
@@ -90,6 +98,11 @@ export class TurnBudget {
       this.drainScheduled = true;
       setImmediate(this.drain);
     }
+  }
+
+  /** Counts the turns of the event loop in which sessions worked (a session flushes its first frame's replies at once in each). */
+  get current(): number {
+    return this.turn;
   }
 
   /** How many sessions wait for a go (for tests). */

@@ -1,6 +1,7 @@
 /**
- * TurnBudget (src/turn-budget.ts): a lone session gets a slice per frame however long the turn;
- * once a second one works in the same turn, the turn's time is shared; the next turn starts afresh.
+ * TurnBudget (src/turn-budget.ts): a lone session gets a slice per frame, until the turn has run
+ * two slices' worth; once a second one works in the same turn, the turn's time is shared; the next
+ * turn starts afresh.
  */
 import t from 'tap';
 import { TurnBudget } from '../src/turn-budget.js';
@@ -55,7 +56,7 @@ t.test('holdsBack: a message that has not started waits once others used up the 
   budget.begin(a);
   t.notOk(budget.holdsBack(b, big), 'while the turn has time left, nothing is held back');
   busy(4);
-  t.notOk(budget.holdsBack(a, big), 'a lone session goes on: its frames get a slice each');
+  t.notOk(budget.holdsBack(a, big), 'a lone session goes on: its frames get a slice each (up to two slices a turn)');
   t.ok(budget.holdsBack(b, big), "another session's large message waits for the check phase");
   t.notOk(budget.holdsBack(b, 200), 'its first small message of the turn goes at once');
   t.ok(budget.holdsBack(b, 200), 'its second waits');
@@ -65,6 +66,23 @@ t.test('holdsBack: a message that has not started waits once others used up the 
   busy(4);
   t.notOk(budget.holdsBack(b, big), 'and its owner, alone, goes on');
   t.notOk(budget.holdsBack(a, 200), 'a small message of another session: one go in this turn too');
+});
+
+t.test('a lone session goes on frame after frame only until the turn has run its slices twice over; the next turn starts afresh', async (t) => {
+  const budget = new TurnBudget(3, now);
+  const a = { quickTurn: -1 };
+  budget.begin(a);
+  busy(3);
+  t.notOk(budget.holdsBack(a, 200), 'one slice used: the next frame goes');
+  budget.begin(a);
+  busy(3);
+  t.notOk(budget.holdsBack(a, 200), 'two slices used, exactly: it still goes');
+  busy(1);
+  t.ok(budget.holdsBack(a, 200), 'past two slices: even a small frame waits for the check phase, where other sessions\' calls have been read');
+  t.ok(budget.holdsBack(a, 200), 'and so does the next');
+  await nextTurn();
+  budget.begin(a);
+  t.notOk(budget.holdsBack(a, 65536), 'a new turn: it goes again');
 });
 
 t.test('a turn that was shared leaves nothing behind: the next one starts unshared', async (t) => {

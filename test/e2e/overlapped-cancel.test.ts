@@ -238,6 +238,43 @@ for (const f of FAMILIES) {
     t.ok(conn.received().equals(want), 'the peer got F and B only');
   });
 
+  t.test(`${f}: many threads with pending receives interleaved; every other one exits: exactly its receives are cancelled, and the rest get the peer's bytes`, async (t) => {
+    const { spi, s, conn } = await setup(t, f);
+    const THREADS = 60;
+    const PER_THREAD = 3;
+    const threads = Array.from({ length: THREADS }, () => spi.createThread());
+    const order: string[] = [];
+    const ovs = new Map<string, S.WSAOVERLAPPED>();
+    // Issued round robin: thread 0's first, thread 1's first, ..., then each one's second.
+    for (let k = 0; k < PER_THREAD; k++) {
+      for (let i = 0; i < THREADS; i++) {
+        const ov = new S.WSAOVERLAPPED();
+        const e = S.out(0);
+        const tag = `${i}.${k}`;
+        const ret = await threads[i]!.WSPRecv(s, [S.wsabuf(new Uint8Array(1))], 1, S.out(0), S.out(0), ov, (err) => void order.push(`${tag}:${err}`), null, e);
+        if (ret !== S.SOCKET_ERROR || e.value !== S.WSA_IO_PENDING) throw new Error(`receive ${tag}: ${ret} ${e.value}`);
+        ovs.set(tag, ov);
+      }
+    }
+    t.equal(spi.pendingOperations, THREADS * PER_THREAD);
+    // The exiting threads' routines are never run (they are gone); their OVERLAPPEDs say what happened.
+    for (let i = 0; i < THREADS; i += 2) await threads[i]!.exit();
+    t.equal(spi.pendingOperations, (THREADS / 2) * PER_THREAD, 'the other threads\' receives still pend');
+    for (const [tag, ov] of ovs) {
+      const exited = Number(tag.split('.')[0]) % 2 === 0;
+      if (exited) t.equal(ov.OffsetHigh, S.WSA_OPERATION_ABORTED, `${tag}: aborted`);
+      else if (ov.Internal !== S.WSS_OPERATION_IN_PROGRESS) t.fail(`${tag} is no longer pending`);
+    }
+    // The peer writes one byte per remaining receive: they complete in the order they were issued.
+    const remaining = (THREADS / 2) * PER_THREAD;
+    conn.socket.write(Buffer.alloc(remaining, 0x61));
+    for (let i = 1; i < THREADS; i += 2) await drainUntil(threads[i]!, () => order.filter((o) => o.startsWith(`${i}.`)).length === PER_THREAD);
+    t.equal(order.length, remaining, 'one routine per remaining receive, each on its thread');
+    t.ok(order.every((o) => o.endsWith(':0')), 'each with success');
+    const issued = [...ovs.keys()].filter((tag) => Number(tag.split('.')[0]) % 2 === 1);
+    t.same([...ovs.entries()].filter(([tag]) => issued.includes(tag)).map(([, ov]) => ov.InternalHigh), new Array<number>(remaining).fill(1), 'one byte each');
+  });
+
   t.test(`${f}: a send whose call is still in flight when its thread exits is cancelled too`, async (t) => {
     // The daemon receives the WSPSend before the exit, answers it WSA_IO_PENDING, then handles the
     // exit: the operation was pending on behalf of that thread when it exited.
