@@ -66,12 +66,7 @@ export class HandleTable {
 
   /** Bytes of every socket since the daemon started. */
   bytesTotals(): ByteTotals {
-    const t: ByteTotals = { sent: this.closedBytes.sent, received: this.closedBytes.received };
-    for (const s of this.sockets.values()) {
-      t.sent += s.bytesTaken;
-      t.received += s.bytesReceived;
-    }
-    return t;
+    return addUp(this.closedBytes, this.sockets.values());
   }
 
   /**
@@ -79,13 +74,7 @@ export class HandleTable {
    * that listing every session costs one pass over the sockets, not one per session).
    */
   ownerBytes(owner: string, open: Iterable<EmulatedSocket>): ByteTotals {
-    const closed = this.closedBytesByOwner.get(owner);
-    const t: ByteTotals = { sent: closed?.sent ?? 0, received: closed?.received ?? 0 };
-    for (const s of open) {
-      t.sent += s.bytesTaken;
-      t.received += s.bytesReceived;
-    }
-    return t;
+    return addUp(this.closedBytesByOwner.get(owner), open);
   }
 
   /** The socket when it exists, is open and belongs to the session; otherwise null. */
@@ -97,4 +86,14 @@ export class HandleTable {
   get size(): number {
     return this.sockets.size;
   }
+}
+
+/** closed (what closed sockets moved) plus the open sockets' own counters. */
+function addUp(closed: ByteTotals | undefined, open: Iterable<EmulatedSocket>): ByteTotals {
+  const t: ByteTotals = { sent: closed?.sent ?? 0, received: closed?.received ?? 0 };
+  for (const s of open) {
+    t.sent += s.bytesTaken;
+    t.received += s.bytesReceived;
+  }
+  return t;
 }

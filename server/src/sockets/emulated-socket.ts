@@ -144,24 +144,31 @@ export class SocketOptions {
 
   /** IP_TTL (AF_INET) or IPV6_UNICAST_HOPS (AF_INET6): Windows' 128 unless set; the real socket gets it. */
   get ttl(): number {
-    return this.ipBytes & 0xff;
+    return this.ipByte(0);
   }
   set ttl(v: number) {
-    this.ipBytes = (this.ipBytes & ~0xff) | (v & 0xff);
+    this.setIpByte(0, v);
   }
   /** IP_TOS (AF_INET): the type-of-service byte. */
   get tos(): number {
-    return (this.ipBytes >> 8) & 0xff;
+    return this.ipByte(8);
   }
   set tos(v: number) {
-    this.ipBytes = (this.ipBytes & ~0xff00) | ((v & 0xff) << 8);
+    this.setIpByte(8, v);
   }
   /** IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS (UDP): 1 unless set, as on Windows. */
   get multicastTtl(): number {
-    return (this.ipBytes >> 16) & 0xff;
+    return this.ipByte(16);
   }
   set multicastTtl(v: number) {
-    this.ipBytes = (this.ipBytes & ~0xff0000) | ((v & 0xff) << 16);
+    this.setIpByte(16, v);
+  }
+
+  private ipByte(shift: number): number {
+    return (this.ipBytes >> shift) & 0xff;
+  }
+  private setIpByte(shift: number, v: number): void {
+    this.ipBytes = (this.ipBytes & ~(0xff << shift)) | ((v & 0xff) << shift);
   }
   /**
    * The rarely set BOOL options, one bit each in a small integer (every field costs each of
@@ -171,7 +178,7 @@ export class SocketOptions {
 
   /** SO_DEBUG: kept and read back; it changes nothing (Windows' providers ignore it too). */
   get debug(): boolean {
-    return (this.flags & DEBUG) !== 0;
+    return this.flag(DEBUG);
   }
   set debug(on: boolean) {
     this.setFlag(DEBUG, on);
@@ -179,13 +186,13 @@ export class SocketOptions {
 
   /** SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (never both): how a bind shares its port (PortReservations). */
   get reuseAddr(): boolean {
-    return (this.flags & REUSE_ADDR) !== 0;
+    return this.flag(REUSE_ADDR);
   }
   set reuseAddr(on: boolean) {
     this.setFlag(REUSE_ADDR, on);
   }
   get exclusiveAddr(): boolean {
-    return (this.flags & EXCLUSIVE_ADDR) !== 0;
+    return this.flag(EXCLUSIVE_ADDR);
   }
   set exclusiveAddr(on: boolean) {
     this.setFlag(EXCLUSIVE_ADDR, on);
@@ -193,7 +200,7 @@ export class SocketOptions {
 
   /** IPV6_V6ONLY, on by default as on Windows; off, an AF_INET6 socket also takes IPv4 (mapped). */
   get v6Only(): boolean {
-    return (this.flags & V6_ONLY) !== 0;
+    return this.flag(V6_ONLY);
   }
   set v6Only(on: boolean) {
     this.setFlag(V6_ONLY, on);
@@ -201,7 +208,7 @@ export class SocketOptions {
 
   /** IP_DONTFRAGMENT / IPV6_DONTFRAG: Windows sets it on TCP sockets (EmulatedSocket's constructor), not on UDP ones. */
   get dontFragment(): boolean {
-    return (this.flags & DONT_FRAGMENT) !== 0;
+    return this.flag(DONT_FRAGMENT);
   }
   set dontFragment(on: boolean) {
     this.setFlag(DONT_FRAGMENT, on);
@@ -209,12 +216,15 @@ export class SocketOptions {
 
   /** IP_MULTICAST_LOOP / IPV6_MULTICAST_LOOP (UDP): multicast datagrams also reach members on this host; on by default. */
   get multicastLoop(): boolean {
-    return (this.flags & MULTICAST_LOOP) !== 0;
+    return this.flag(MULTICAST_LOOP);
   }
   set multicastLoop(on: boolean) {
     this.setFlag(MULTICAST_LOOP, on);
   }
 
+  private flag(bit: number): boolean {
+    return (this.flags & bit) !== 0;
+  }
   private setFlag(bit: number, on: boolean): void {
     this.flags = on ? this.flags | bit : this.flags & ~bit;
   }

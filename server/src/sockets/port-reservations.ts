@@ -101,10 +101,8 @@ function portKey(proto: Reservation['proto'], port: number): string {
   return `${proto} ${port}`;
 }
 
-/** The port's turn key of an address key. */
-function portKeyOf(addressKey: string): string {
-  return addressKey.split(' ', 2).join(' ');
-}
+/** Binds to port 0 whose port the host gave turned out held by another socket: tries before giving up. */
+export const MAX_PORT_TRIES = 8;
 
 interface Listener {
   owner: number;
@@ -117,7 +115,7 @@ export class PortReservations {
   /** TCP listeners by address, oldest first: the first holds the real socket. */
   private readonly listeners = new Map<string, Listener[]>();
   private readonly listenerKeys = new Map<number, string>();
-  /** Per address, the listen or takeover under way: they run one after another. */
+  /** Per port, the bind, listen or takeover under way: they run one after another (onPort). */
   private readonly turns = new Map<string, Promise<unknown>>();
 
   /** 0 when `r` may be bound beside every address held, else the WSA code Windows gives. */
@@ -163,7 +161,7 @@ export class PortReservations {
     const r = this.held.get(owner);
     if (!r) return open();
     const key = addressKey(r);
-    return this.inTurn(portKeyOf(key), async () => {
+    return this.inTurn(portKey(r.proto, r.port), async () => {
       const group = this.listeners.get(key);
       if (group) {
         group.push({ owner, takeOver });
@@ -189,8 +187,10 @@ export class PortReservations {
    * takes over, and one that cannot (another program took the port meanwhile) leaves the group.
    */
   stopListening(owner: number): void {
+    // A listener holds its reservation until release(), which stops it listening first.
+    const r = this.held.get(owner);
     const { key, wasFirst } = this.dropListener(owner);
-    if (key !== undefined && wasFirst && this.listeners.has(key)) void this.inTurn(portKeyOf(key), () => this.handOver(key));
+    if (r && key !== undefined && wasFirst && this.listeners.has(key)) void this.inTurn(portKey(r.proto, r.port), () => this.handOver(key));
   }
 
   /**

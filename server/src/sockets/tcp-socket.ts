@@ -17,6 +17,7 @@ import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
 import { applyIpOptions, applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readStrandedByte, readUrgent, receivedCount, resetConnection, setKernelOobInline, settleTakenUrgentByte, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
+import { MAX_PORT_TRIES } from './port-reservations.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
 import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
@@ -27,8 +28,6 @@ import { SlowLink } from '../faults/link.js';
 /** Flags WSPSend understands on TCP; other bits give WSAEOPNOTSUPP. */
 const TCP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 const MAX_BACKLOG = 200;
-/** Binds to port 0 that the host answers with a port only reserved by another socket: tries before giving up. */
-const MAX_PORT_TRIES = 8;
 /** How often a fault that waits for queued bytes to reach the peer looks again. */
 const DRAIN_POLL_MS = 5;
 const DRAIN_POLL_MAX_MS = 200;

@@ -15,7 +15,7 @@ import { anyAddress, fromNodeAddress, hostOf, interfaceIpv4, interfaceName, isAn
 import { byteLength, contiguous } from './send-buffers.js';
 import { sendmmsgBatcher, sockaddrBytes, type Batched } from './datagram-batch.js';
 import { dgramFdOf } from '../native/libc.js';
-import type { PortReservations } from './port-reservations.js';
+import { MAX_PORT_TRIES, type PortReservations } from './port-reservations.js';
 import { applyIpOptions } from './native-options.js';
 import { drainIcmpErrors, PendingIcmpReports, reportIcmpErrors } from './icmp-errors.js';
 import { constants } from 'node:os';
@@ -73,8 +73,6 @@ function bindDgram(sock: dgram.Socket, name: SockAddr): Promise<Error | null> {
   });
 }
 
-/** Binds to port 0 that meet a port another session shares: tries before giving up. */
-const MAX_PORT_TRIES = 8;
 
 export class UdpSocket extends EmulatedSocket<UdpState> {
   private sock: dgram.Socket | null = null;
