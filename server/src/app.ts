@@ -236,6 +236,12 @@ interface PeerInfo {
   serial: number;
 }
 
+/** The open session with this id, if any. */
+function sessionById(sessions: Set<Session>, id: string): Session | undefined {
+  for (const s of sessions) if (s.id === id) return s;
+  return undefined;
+}
+
 /** A page of an inspection listing: at most limit entries, those after the cursor after. */
 interface Page {
   limit: number;
@@ -325,8 +331,7 @@ function registerInspectionRoutes(app: FastifyInstance, ctx: DaemonContext, sess
   });
 
   app.get<{ Params: { id: string } }>('/sessions/:id/sockets', { onRequest: guard }, async (req, reply) => {
-    let session: Session | undefined;
-    for (const s of sessions) if (s.id === req.params.id) session = s;
+    const session = sessionById(sessions, req.params.id);
     if (!session) {
       ctx.clientMistakes.log({ path: req.url.slice(0, 200), status: 404, err: 'no such session' }, 'inspection request refused');
       return reply.code(404).send({ error: `no open session has the id ${JSON.stringify(req.params.id.slice(0, 200))}`, field: 'id' });
@@ -382,7 +387,7 @@ function socketInfo(sock: EmulatedSocket, pendingOperations: number): P.SocketIn
  * they are served only by a daemon with a token, and only to a client that presents it.
  */
 function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions: Set<Session>, opts: AppOptions): void {
-  const byId = (id: string): Session | undefined => [...sessions].find((s) => s.id === id);
+  const byId = (id: string): Session | undefined => sessionById(sessions, id);
   const directory: SessionDirectory = {
     has: (id) => byId(id) !== undefined,
     socketType: (id, handle) => byId(id)?.lookup(handle)?.type ?? null,
