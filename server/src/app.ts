@@ -4,7 +4,8 @@
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { constants } from 'node:crypto';
 import type { WebSocket } from 'ws';
@@ -101,6 +102,15 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     // answers in a shape of its own.
     clientErrorHandler: refuseMalformedRequest,
   });
+  // Every connection takes one of the daemon's connection slots; when they are all taken, a new
+  // one takes the place of the one idle longest (connection-slots.ts). Upgrades go to 'upgrade'
+  // and other requests to 'request'; a refused upgrade's connection is closed after its answer.
+  app.server.on('connection', (socket: Socket) => ctx.connections.admit(socket));
+  app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    ctx.connections.requestBegan(req.socket);
+    res.once('close', () => ctx.connections.waiting(req.socket));
+  });
+  app.server.on('upgrade', (req: IncomingMessage) => ctx.connections.requestBegan(req.socket));
   // Errors of a request that reached fastify (a body that is not the JSON it claims, a body too
   // large): refused in the one-member shape; on an unknown path, as unknown.
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
@@ -168,12 +178,12 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
       pendingOps += s.pendingOperations;
       pendingRequests += s.runningRequests;
     }
-    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, readSlotWaits: ctx.readSlots.waits, outputWaitingBytes: ctx.output.total, receivedBytes: ctx.received.total, memory: process.memoryUsage(), gcExposed: gc !== undefined };
+    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, httpConnections: ctx.connections.size, evictedConnections: ctx.connections.evicted, readSlotWaits: ctx.readSlots.waits, outputWaitingBytes: ctx.output.total, receivedBytes: ctx.received.total, memory: process.memoryUsage(), gcExposed: gc !== undefined };
   });
 
   const peers = new WeakMap<Session, PeerInfo>();
   let sessionsOpened = 0;
-  ctx.metrics.watch({ sessions: () => sessions, handles: ctx.handles, held: ctx.held, drainingConnections: () => ctx.draining.size, queuedConnections: () => ctx.queuedConnections, partialFrames: ctx.partialFrames, readSlots: ctx.readSlots });
+  ctx.metrics.watch({ sessions: () => sessions, handles: ctx.handles, held: ctx.held, drainingConnections: () => ctx.draining.size, queuedConnections: () => ctx.queuedConnections, partialFrames: ctx.partialFrames, readSlots: ctx.readSlots, connections: ctx.connections });
   registerInspectionRoutes(app, ctx, sessions, peers, opts);
   registerFaultRoutes(app, ctx, sessions, opts);
 
@@ -207,7 +217,12 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     },
     (socket, req) => {
       const authorization = bearerToken(req.headers.authorization) ?? '';
-      if (queryParam(req.query, P.RESUME_QUERY) !== undefined) return acceptResume(socket, ctx, sessions, authorization);
+      if (queryParam(req.query, P.RESUME_QUERY) !== undefined) {
+        // Until its spiwire.resume comes, a resume handshake is as idle as any connection.
+        ctx.connections.waiting(req.socket);
+        return acceptResume(socket, ctx, sessions, authorization, () => ctx.connections.hold(req.socket));
+      }
+      ctx.connections.hold(req.socket);
       // A session outlives its connection while it waits for a resume: it leaves the set when it ends.
       const session: Session = new Session(socket, ctx, log, {
         resumable: queryParam(req.query, P.RESUMABLE_QUERY) === '1',

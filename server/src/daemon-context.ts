@@ -10,6 +10,7 @@ import { HeldBytes, ReceivedBytes } from './held-bytes.js';
 import { Draining } from './draining.js';
 import { DaemonFaults } from './faults/operator-rules.js';
 import { DaemonMetrics } from './metrics.js';
+import { ConnectionSlots, HTTP_HEADROOM } from './connection-slots.js';
 import { READER_SLOTS, ReadSlots, TURN_BYTES } from './read-slots.js';
 import { QUICK_MESSAGE_BYTES, TurnBudget } from './turn-budget.js';
 import { PartialFrames } from './partial-frames.js';
@@ -160,6 +161,8 @@ export class DaemonContext {
   readonly output: SharedBudget<OutputFlow>;
   /** Output kept for resumes and not yet acknowledged, all sessions, against limits.replayBudgetBytes. */
   readonly replay: SharedBudget<{ replayOverBudget(budget: number): void }>;
+  /** The HTTP connections the daemon serves at once: maxSessions + HTTP_HEADROOM (connection-slots.ts). */
+  readonly connections: ConnectionSlots;
 
   constructor(
     readonly log: Logger,
@@ -176,6 +179,7 @@ export class DaemonContext {
     this.output = new SharedBudget<OutputFlow>(limits.outputBudgetBytes, (flow) => flow.overBudget(limits.outputBudgetBytes));
     this.replay = new SharedBudget<{ replayOverBudget(budget: number): void }>(limits.replayBudgetBytes, (session) => session.replayOverBudget(limits.replayBudgetBytes));
     this.readSlots = new ReadSlots(limits.readerSlots, TURN_BYTES, QUICK_MESSAGE_BYTES);
+    this.connections = new ConnectionSlots(limits.maxSessions + HTTP_HEADROOM);
     // A client's doing (it sent the bytes): a debug line at most, like every client mistake.
     this.partialFrames = new PartialFrames(limits.partialFramesBudget, (info) => this.clientMistakes.log(info, 'connection closed: unfinished messages over the partial-frame budget'));
   }

@@ -14,9 +14,6 @@ import { DEFAULT_TRACE_DIR_BUDGET, TraceDirectory } from './trace-directory.js';
 
 export { DAEMON_NODE_FLAGS } from './node-flags.js';
 
-/** HTTP connections allowed beyond maxSessions: health checks, /version, refused upgrades. */
-const HTTP_HEADROOM = 64;
-
 export interface StartOptions {
   /** Default 127.0.0.1. A non-loopback host requires a token. */
   host?: string;
@@ -85,9 +82,6 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   const sessions = new Set<Session>();
   const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [], tls: opts.tls }, log);
   await app.listen({ host, port: opts.port ?? 0 });
-  // Sessions, plus room for health checks and refused upgrades: beyond, connections are closed
-  // at once, so that no client can take the descriptors the daemon keeps for itself.
-  app.server.maxConnections = limits.maxSessions + HTTP_HEADROOM;
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : (opts.port ?? 0);
   const urlHost = host.includes(':') ? `[${host}]` : host;

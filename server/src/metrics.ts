@@ -12,6 +12,7 @@ import * as P from '@spiwire/proto';
 import type { HandleTable } from './handles.js';
 import type { HeldBytes } from './held-bytes.js';
 import type { PartialFrames } from './partial-frames.js';
+import type { ConnectionSlots } from './connection-slots.js';
 import type { ReadSlots } from './read-slots.js';
 import { batchCounts } from './sockets/datagram-batch.js';
 
@@ -128,6 +129,7 @@ export interface MetricSources {
   queuedConnections(): number;
   readonly partialFrames: PartialFrames;
   readonly readSlots: ReadSlots;
+  readonly connections: ConnectionSlots;
 }
 
 export class DaemonMetrics {
@@ -310,6 +312,23 @@ export class DaemonMetrics {
       collect() {
         this.reset();
         this.inc(src()?.partialFrames.closedForBudget ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'spiwire_http_connections',
+      help: 'HTTP connections open, sessions included (at most --max-sessions + 64).',
+      registers,
+      collect() {
+        this.set(src()?.connections.size ?? 0);
+      },
+    });
+    new Counter({
+      name: 'spiwire_http_connections_evicted_total',
+      help: 'Idle HTTP connections closed to make room for a new one: every connection slot was taken.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(src()?.connections.evicted ?? 0);
       },
     });
     new Counter({

@@ -17,8 +17,8 @@ export function queryParam(query: unknown, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-/** Serves a connection opened to resume a session. */
-export function acceptResume(ws: WebSocket, ctx: DaemonContext, sessions: ReadonlySet<Session>, authorization: string): void {
+/** Serves a connection opened to resume a session; onAttach runs when a session takes it. */
+export function acceptResume(ws: WebSocket, ctx: DaemonContext, sessions: ReadonlySet<Session>, authorization: string, onAttach: () => void): void {
   const refuse = (reason: P.ResumeRefusal, message: string): void => {
     // A client's mistake or a lost race with the grace period: a debug line at most.
     ctx.clientMistakes.log({ reason, err: message }, 'resume refused');
@@ -41,6 +41,7 @@ export function acceptResume(ws: WebSocket, ctx: DaemonContext, sessions: Readon
     const problem = session.checkResume(params.token, authorization, params.received);
     if (problem) return refuse(problem.reason, problem.message);
     session.attach(ws, params.received);
+    onAttach();
   };
   const timer = setTimeout(() => {
     ws.off('message', onMessage);

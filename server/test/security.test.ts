@@ -6,9 +6,10 @@
 import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import * as P from '@spiwire/proto';
+import { WebSocket } from 'ws';
 import { startServer, VERSION, type Daemon } from '../src/index.js';
 import { bearerToken, isLoopbackHost, tokenMatches } from '../src/internals.js';
-import { RawSession, connectedSocket, daemon, pattern, sendBytes, session, startCli, tcpPeer, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
+import { RawSession, connectedSocket, daemon, pattern, roundTrip, sendBytes, session, startCli, tcpPeer, until, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
 
 function httpBase(d: { port: number }): string {
   return `http://127.0.0.1:${d.port}`;
@@ -238,6 +239,112 @@ t.test('connections that never send a whole request are closed after --handshake
   t.ok(answers?.every((a) => a.startsWith('HTTP/1.1 408 ') && a.endsWith('{"error":"the request took too long"}')), 'each with 408 and the one-member error');
   const h = await getJson(`${httpBase(d)}/healthz`);
   t.equal(h.status, 200, 'a health check gets in afterwards');
+});
+
+t.test('with every connection slot taken, a newcomer takes the place of the connection idle longest; sessions keep theirs', async (t) => {
+  // Two sessions allowed: 66 connection slots. The handshake timeout is far off: nothing here
+  // waits for it.
+  const d = await daemon(t, { limits: { maxSessions: 2, handshakeTimeoutMs: 120_000 } });
+  const peer = await tcpPeer(t);
+  const a = await session(t, d.url);
+  const { h: ha, conn: ca } = await connectedSocket(a, peer);
+  const idle: Array<{ sock: net.Socket; closed: boolean }> = [];
+  t.teardown(() => idle.forEach(({ sock }) => sock.destroy()));
+  // One at a time, so that the daemon takes them in this order: 65 connections fill the slots
+  // the session left. Every other one stops in the middle of its headers.
+  for (let i = 0; i < 65; i++) {
+    const sock = net.connect(d.port, '127.0.0.1');
+    sock.on('error', () => undefined);
+    const entry = { sock, closed: false };
+    sock.once('close', () => (entry.closed = true));
+    await new Promise((r) => sock.once('connect', r));
+    if (i % 2 === 1) sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
+    idle.push(entry);
+  }
+  const closedOnes = (): number[] => idle.flatMap((e, i) => (e.closed ? [i] : []));
+  // A health check gets in at once, in the place of the oldest.
+  const h = await within(getJson(`${httpBase(d)}/healthz`), 5000, null);
+  t.equal(h?.status, 200, 'a health check gets in with every slot taken');
+  t.ok(await until(() => idle[0]!.closed), 'the oldest idle connection was closed to make room');
+  t.same(closedOnes(), [0], 'and only it');
+  // A second session gets in too, in the place of the next oldest.
+  const b = await session(t, d.url);
+  const { h: hb, conn: cb } = await connectedSocket(b, peer);
+  t.ok(await until(() => idle[1]!.closed), 'the next oldest made room for the session');
+  t.same(closedOnes(), [0, 1], 'and only it');
+  // A flood of newcomers that send nothing takes the idle slots, never the sessions'.
+  const flood: net.Socket[] = [];
+  t.teardown(() => flood.forEach((sock) => sock.destroy()));
+  for (let i = 0; i < 100; i++) {
+    const sock = net.connect(d.port, '127.0.0.1');
+    sock.on('error', () => undefined);
+    await new Promise((r) => sock.once('connect', r));
+    flood.push(sock);
+  }
+  t.ok(await until(() => closedOnes().length === 65), 'every one of the first idle connections made room in the end');
+  const bytes = pattern(3000, 7);
+  await sendBytes(a, ha, bytes.subarray(0, 1000));
+  await sendBytes(b, hb, bytes.subarray(1000));
+  t.same(Buffer.concat([await ca.waitFor(1000), await cb.waitFor(2000)]), bytes, 'both sessions still send: the peer got every byte, unchanged');
+  const st = await getJson(`${httpBase(d)}/stats`);
+  t.ok(Number(st.body['httpConnections']) <= 66, `never more than 66 connections (${String(st.body['httpConnections'])})`);
+  t.ok(Number(st.body['evictedConnections']) >= 65 + 2, `evictions counted (${String(st.body['evictedConnections'])})`);
+});
+
+/** A connection to the daemon that has sent these bytes (none: an idle one); closed in t's teardown. */
+async function openConnection(t: Test, port: number, bytes = ''): Promise<{ sock: net.Socket; closed: () => boolean; answer: Promise<string> }> {
+  const sock = net.connect(port, '127.0.0.1');
+  t.teardown(() => sock.destroy());
+  sock.on('error', () => undefined);
+  let closed = false;
+  let got = '';
+  sock.on('data', (b: Buffer) => (got += b.toString()));
+  const answer = new Promise<string>((r) => sock.once('close', () => r(got)));
+  void answer.then(() => (closed = true));
+  await new Promise((r) => sock.once('connect', r));
+  if (bytes !== '') sock.write(bytes);
+  return { sock, closed: () => closed, answer };
+}
+
+t.test('connection slots: idle connections and resume handshakes make room first, then the oldest request under way', async (t) => {
+  // One session allowed: 65 slots. (With a token, the fault API reads a request's body.)
+  const d = await daemon(t, { token: 'tok', limits: { maxSessions: 1, handshakeTimeoutMs: 120_000 } });
+  const a = await session(t, d.url, { token: 'tok' });
+  // 63 requests under way: POST /faults whose bodies never come whole. Each asks for a
+  // 100 Continue, which node sends as it takes the request: the daemon has read its headers.
+  const trickle = 'POST /faults HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n';
+  const busy: Array<Awaited<ReturnType<typeof openConnection>>> = [];
+  const requestUnderWay = async (): Promise<void> => {
+    const c = await openConnection(t, d.port, trickle);
+    await new Promise<void>((r) => c.sock.once('data', () => r()));
+    c.sock.write('{');
+    busy.push(c);
+  };
+  for (let i = 0; i < 63; i++) await requestUnderWay();
+  // A resume handshake that never sends its spiwire.resume: newer than the requests, and idle.
+  const resume = new WebSocket(`${d.url}?${P.RESUME_QUERY}=nobody`, [P.SUBPROTOCOL], { headers: { authorization: 'Bearer tok' } });
+  t.teardown(() => resume.terminate());
+  await new Promise((r, j) => resume.once('open', r).once('error', j));
+  const resumeClosed = new Promise<number>((r) => resume.once('close', r));
+  const health = 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
+  const first = await openConnection(t, d.port, health);
+  t.match(await first.answer, /^HTTP\/1\.1 200 /, 'a health check gets in with every slot taken');
+  t.equal(await within(resumeClosed, 5000, null), 1006, 'in the place of the resume handshake, though the requests are older: closed without an answer');
+  t.notOk(busy.some((c) => c.closed()), 'no request under way was closed');
+  // 64 taken again, the 65th by an idle connection: the next newcomer takes that one's place.
+  const idle = await openConnection(t, d.port);
+  const second = await openConnection(t, d.port, health);
+  t.match(await second.answer, /^HTTP\/1\.1 200 /, 'the next health check gets in');
+  t.ok(await until(() => idle.closed()), 'in the place of the idle connection');
+  t.notOk(busy.some((c) => c.closed()), 'still no request under way was closed');
+  // Every slot but the session's taken by requests under way: the oldest makes room.
+  await requestUnderWay();
+  const third = await openConnection(t, d.port, health);
+  t.match(await third.answer, /^HTTP\/1\.1 200 /, 'a health check gets in when every other slot holds a request under way');
+  t.ok(await until(() => busy[0]!.closed()), 'in the place of the oldest request');
+  t.same(busy.flatMap((c, i) => (c.closed() ? [i] : [])), [0], 'and only it');
+  await roundTrip(a);
+  t.pass('the session was never closed');
 });
 
 // ---- upgrades elsewhere ----

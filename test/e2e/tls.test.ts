@@ -5,7 +5,7 @@
  * refusals: no CA given, a CA that did not sign it, plain ws:// to a TLS port. The command line
  * takes the files (and refuses one without the other).
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { execFileSync, spawn } from 'node:child_process';
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, fetch } from 'undici';
 import * as S from '@spiwire/client';
-import { daemon, send, tcpPeer } from '../helpers/harness.js';
+import { daemon, send, tcpPeer, until, type PeerConnection } from '../helpers/harness.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const openssl = ['/usr/bin/openssl', '/usr/local/bin/openssl'].find((p) => existsSync(p));
@@ -48,16 +48,21 @@ t.test('TLS', { skip: openssl ? false : 'openssl is not installed' }, async (t) 
   const pki = makePki();
   t.teardown(() => rmSync(pki.dir, { recursive: true, force: true }));
 
-  t.test('the SDK verifies the daemon against the CA given, and the session works', async (t) => {
-    const d = await daemon(t, { tls: { cert: pki.cert, key: pki.key } });
-    t.match(d.url, /^wss:\/\/127\.0\.0\.1:\d+\/ws$/, 'the daemon gives a wss:// URL');
-    const spi = await S.connect(d.url, { ca: pki.ca });
+  /** An SDK session over wss:// (verified against the CA) with a TCP socket connected to a real peer. */
+  const wssSessionToPeer = async (t: Test, url: string): Promise<{ spi: S.SpiSession; s: number; conn: PeerConnection }> => {
+    const spi = await S.connect(url, { ca: pki.ca });
     t.teardown(() => spi.close());
     const peer = await tcpPeer(t, 'ipv4');
     const e = S.out(0);
     const s = await spi.WSPSocket(S.AF_INET, S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, 0, e);
-    t.equal(await spi.WSPConnect(s, { family: S.AF_INET, address: '127.0.0.1', port: peer.port }, 16, null, null, null, null, e), 0);
-    const conn = await peer.nextConnection();
+    t.equal(await spi.WSPConnect(s, { family: S.AF_INET, address: '127.0.0.1', port: peer.port }, 16, null, null, null, null, e), 0, 'the socket connects to the peer');
+    return { spi, s, conn: await peer.nextConnection() };
+  };
+
+  t.test('the SDK verifies the daemon against the CA given, and the session works', async (t) => {
+    const d = await daemon(t, { tls: { cert: pki.cert, key: pki.key } });
+    t.match(d.url, /^wss:\/\/127\.0\.0\.1:\d+\/ws$/, 'the daemon gives a wss:// URL');
+    const { spi, s, conn } = await wssSessionToPeer(t, d.url);
     t.same(await send(spi, s, [Buffer.from('over tls')]), [0, 0, 8]);
     t.equal((await conn.waitFor(8)).toString(), 'over tls', 'the peer got the bytes sent through the wss:// session');
     const health = await fetch(d.url.replace(/^wss:/, 'https:').replace(/\/ws$/, '/healthz'), { dispatcher: new Agent({ connect: { ca: pki.ca } }) });
@@ -111,6 +116,32 @@ t.test('TLS', { skip: openssl ? false : 'openssl is not installed' }, async (t) 
     });
     t.ok(refused, `a renegotiation fails (${refused?.message ?? 'closed'})`);
     t.equal((await fetch(`https://127.0.0.1:${url.port}/healthz`, { dispatcher: new Agent({ connect: { ca: pki.ca } }) })).status, 200, 'and the daemon still serves new clients');
+  });
+
+  t.test('connections stalled before or in their TLS handshake make room for newcomers; the wss:// session keeps its slot', async (t) => {
+    // One session allowed: 65 connection slots; the handshake timeout is far off.
+    const d = await daemon(t, { tls: { cert: pki.cert, key: pki.key }, limits: { maxSessions: 1, handshakeTimeoutMs: 120_000 } });
+    const port = Number(new URL(d.url).port);
+    const { spi, s, conn } = await wssSessionToPeer(t, d.url);
+    // 200 connections, one at a time: every other one stops after part of a ClientHello.
+    const stalled: Array<{ closed: boolean }> = [];
+    for (let i = 0; i < 200; i++) {
+      const sock = net.connect(port, '127.0.0.1');
+      t.teardown(() => sock.destroy());
+      sock.on('error', () => undefined);
+      const entry = { closed: false };
+      sock.once('close', () => (entry.closed = true));
+      await new Promise((r) => sock.once('connect', r));
+      if (i % 2 === 1) sock.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc]));
+      stalled.push(entry);
+    }
+    const health = await fetch(`https://127.0.0.1:${port}/healthz`, { dispatcher: new Agent({ connect: { ca: pki.ca } }) });
+    t.equal(health.status, 200, 'an https:// health check gets in');
+    // 64 slots besides the session's, the health check's among them: the oldest 137 made room.
+    t.ok(await until(() => stalled.slice(0, 137).every((c) => c.closed)), 'the oldest stalled connections were closed to make room');
+    t.notOk(stalled.slice(137).some((c) => c.closed), 'and only those');
+    t.same(await send(spi, s, [Buffer.from('still here')]), [0, 0, 10]);
+    t.equal((await conn.waitFor(10)).toString(), 'still here', 'the wss:// session kept its slot: the peer got its bytes');
   });
 
   t.test('a certificate or key that OpenSSL refuses: exit 2 with a message naming the flag', async (t) => {

@@ -5,6 +5,8 @@
  *
  *  - many idle sessions;
  *  - many sockets in one session (UDP sockets, each bound: a real descriptor each);
+ *  - more idle HTTP connections than the daemon has slots for: a health check and a new session
+ *    must still get in at once;
  *  - many pending requests, with ids (blocking WSPRecv on a connection that never gets data) and
  *    without (the same calls as notifications), past --max-pending-requests, which the daemon
  *    runs with at 2048 so that the limit is reached in seconds: TOO_MANY_REQUESTS is the expected
@@ -26,6 +28,7 @@
  * Expected refusals (WSAEMFILE, WSAENOBUFS, WSAEWOULDBLOCK, TOO_MANY_REQUESTS, HTTP 503 for
  * sessions, close 4008) are noted, not counted as defects; a limit that does not hold is a defect.
  */
+import * as net from 'node:net';
 import * as P from '@spiwire/proto';
 import { Arena, type Options, type Row } from '../lib/arena.js';
 import { TcpPeer } from '../lib/peers.js';
@@ -37,8 +40,8 @@ import { MiB, round1, sleep, waitUntil, within } from '../lib/util.js';
 const MAX_PENDING = 2048;
 
 const BUDGET = {
-  quick: { trickleSessions: 24, trickleMiB: 8, idleSessions: 300, udpSockets: 600, beyondPending: 600, extraNotifications: 4000, urgent: 200, urgentMs: 3000, bigReplyMiB: 4, bigReplies: 150, stopAtMiB: 600, stallSessions: 6, stallMiBPerSession: 48 },
-  full: { trickleSessions: 80, trickleMiB: 15, idleSessions: 2000, udpSockets: 5000, beyondPending: 4000, extraNotifications: 60000, urgent: 1000, urgentMs: 8000, bigReplyMiB: 4, bigReplies: 400, stopAtMiB: 1200, stallSessions: 16, stallMiBPerSession: 64 },
+  quick: { idleConnections: 1300, trickleSessions: 24, trickleMiB: 8, idleSessions: 300, udpSockets: 600, beyondPending: 600, extraNotifications: 4000, urgent: 200, urgentMs: 3000, bigReplyMiB: 4, bigReplies: 150, stopAtMiB: 600, stallSessions: 6, stallMiBPerSession: 48 },
+  full: { idleConnections: 4000, trickleSessions: 80, trickleMiB: 15, idleSessions: 2000, udpSockets: 5000, beyondPending: 4000, extraNotifications: 60000, urgent: 1000, urgentMs: 8000, bigReplyMiB: 4, bigReplies: 400, stopAtMiB: 1200, stallSessions: 16, stallMiBPerSession: 64 },
 };
 type Budget = typeof BUDGET.quick;
 
@@ -112,6 +115,52 @@ async function manySockets(a: Arena, b: Budget): Promise<void> {
   const odd = [...t.counts].filter(([k]) => !/ (ok|WSAEMFILE|WSAENOBUFS)$/.test(k));
   if (odd.length) a.find('other', `many sockets in one session: ${odd.map(([k, v]) => `${v} ${k}`).join(', ')}`);
   await w.close();
+}
+
+/**
+ * HTTP connections that never finish a request, more than the daemon has slots for (at most 1,088
+ * by default): a health check and a new session must still get in at once, in the place of the
+ * connections idle longest, and the sessions open keep theirs.
+ */
+async function idleConnections(a: Arena, b: Budget): Promise<void> {
+  const { hostname, port } = new URL(a.daemon.url);
+  const host = hostname.replace(/^\[|\]$/g, '');
+  const before = await a.wire();
+  const socks: net.Socket[] = [];
+  let closedByDaemon = 0;
+  for (let i = 0; i < b.idleConnections; i += 100) {
+    await Promise.all(
+      Array.from({ length: Math.min(100, b.idleConnections - i) }, (_, j) => {
+        const sock = net.connect(Number(port), host);
+        socks.push(sock);
+        sock.on('error', () => undefined);
+        sock.once('close', () => closedByDaemon++);
+        return new Promise<void>((r) => {
+          sock.once('connect', () => {
+            // Half send part of a request's headers, half nothing.
+            if ((i + j) % 2 === 1) sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
+            r();
+          });
+          sock.once('close', () => r());
+        });
+      }),
+    );
+    if (!(await a.checkAlive('opening idle HTTP connections'))) break;
+  }
+  const timed = async <T>(p: Promise<T>): Promise<{ value: T | null; ms: number }> => {
+    const t0 = Date.now();
+    const value = await within(p, 3000, null);
+    return { value, ms: Date.now() - t0 };
+  };
+  const health = await timed(fetch(`http://${hostname}:${port}/healthz`).then((r) => r.status, () => 0));
+  const fresh = await timed(a.wire().catch(() => null));
+  if (health.value !== 200) a.find('limit', `with ${b.idleConnections} idle HTTP connections open, a health check ${health.value === null ? 'got no answer within 3 s' : `got ${health.value}`}`);
+  if (fresh.value === null) a.find('limit', `with ${b.idleConnections} idle HTTP connections open, a new session did not open within 3 s`);
+  const probe = await within(before.request('WSPGetSockOpt', { s: 0, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }), 3000, null);
+  if (probe === null) a.find('other', `with ${b.idleConnections} idle HTTP connections open, a session opened before them got no answer`);
+  a.extra['idleConnections'] = `${b.idleConnections} opened, ${closedByDaemon} closed by the daemon to make room; then a health check in ${health.ms} ms, a new session in ${fresh.ms} ms`;
+  for (const sock of socks) sock.destroy();
+  await Promise.all([before.close(), fresh.value?.close()]);
 }
 
 /** A session with a TCP socket connected to a peer that never sends: receives on it wait for good. */
@@ -398,6 +447,7 @@ export function exhaustion(opts: Options): Promise<Row> {
     const parts: Array<[string, () => Promise<unknown>]> = [
       ['idle sessions', () => idleSessions(a, b)],
       ['many sockets', () => manySockets(a, b)],
+      ['idle HTTP connections', () => idleConnections(a, b)],
       ['pending requests', () => pendingRequests(a, b, quiet)],
       ['urgent receives', () => urgentReceives(a, b, quiet)],
       ['client stops reading', () => clientStopsReading(a, b)],
