@@ -108,7 +108,7 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   app.server.on('connection', (socket: Socket) => ctx.connections.admit(socket));
   app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     ctx.connections.requestBegan(req.socket);
-    res.once('close', () => ctx.connections.waiting(req.socket));
+    res.once('close', () => ctx.connections.requestEnded(req.socket));
   });
   app.server.on('upgrade', (req: IncomingMessage) => ctx.connections.requestBegan(req.socket));
   // Errors of a request that reached fastify (a body that is not the JSON it claims, a body too

@@ -23,6 +23,8 @@ type SlotState = 'idle' | 'busy' | 'held';
 interface Slot {
   socket: Socket;
   state: SlotState;
+  /** Requests begun and not yet answered: more than one when a client pipelines them. */
+  requests: number;
 }
 
 /** The key a connection is known by: the peer's address and port. */
@@ -56,7 +58,7 @@ export class ConnectionSlots {
       this.refused++;
       return void socket.destroy();
     }
-    const slot: Slot = { socket, state: 'idle' };
+    const slot: Slot = { socket, state: 'idle', requests: 0 };
     this.slots.set(key, slot);
     this.idle.set(key, slot);
     socket.once('close', () => {
@@ -69,10 +71,21 @@ export class ConnectionSlots {
 
   /** A request (or upgrade) began on this connection. */
   requestBegan(socket: Socket): void {
+    const slot = this.slotOf(socket);
+    if (slot === undefined) return;
+    slot.requests++;
     this.move(socket, 'busy');
   }
 
-  /** This connection is waiting for its client again: a response went out, or a resume handshake waits for its message. */
+  /** A request's response went out (or the request was dropped): idle again once none is under way. */
+  requestEnded(socket: Socket): void {
+    const slot = this.slotOf(socket);
+    if (slot === undefined) return;
+    slot.requests = Math.max(0, slot.requests - 1);
+    if (slot.requests === 0) this.move(socket, 'idle');
+  }
+
+  /** An upgraded connection waits for its client: a resume handshake until its message comes. */
   waiting(socket: Socket): void {
     this.move(socket, 'idle');
   }
@@ -80,16 +93,21 @@ export class ConnectionSlots {
   /** This connection carries a session now: its slot is never taken. */
   hold(socket: Socket): void {
     const key = keyOf(socket);
-    const slot = key === undefined ? undefined : this.slots.get(key);
+    const slot = this.slotOf(socket);
     if (slot === undefined || key === undefined) return;
     slot.state = 'held';
     this.idle.delete(key);
     this.busy.delete(key);
   }
 
+  private slotOf(socket: Socket): Slot | undefined {
+    const key = keyOf(socket);
+    return key === undefined ? undefined : this.slots.get(key);
+  }
+
   private move(socket: Socket, state: 'idle' | 'busy'): void {
     const key = keyOf(socket);
-    const slot = key === undefined ? undefined : this.slots.get(key);
+    const slot = this.slotOf(socket);
     // A session's connection stays held, whatever order the server's listeners run in.
     if (slot === undefined || key === undefined || slot.state === 'held') return;
     this.idle.delete(key);
