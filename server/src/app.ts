@@ -4,7 +4,8 @@
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import { EventEmitter } from 'node:events';
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { constants } from 'node:crypto';
@@ -103,14 +104,22 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     clientErrorHandler: refuseMalformedRequest,
   });
   // Every connection takes one of the daemon's connection slots; when they are all taken, a new
-  // one takes the place of the one idle longest (connection-slots.ts). Upgrades go to 'upgrade'
-  // and other requests to 'request'; a refused upgrade's connection is closed after its answer.
+  // one takes the place of the one whose last sign of life is oldest (connection-slots.ts).
+  // Upgrades go to 'upgrade' and other requests to 'request'.
   app.server.on('connection', (socket: Socket) => ctx.connections.admit(socket));
   app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     ctx.connections.requestBegan(req.socket);
     res.once('close', () => ctx.connections.requestEnded(req.socket));
   });
-  app.server.on('upgrade', (req: IncomingMessage) => ctx.connections.requestBegan(req.socket));
+  // The WebSocket plugin hears upgrades through this gate. An upgrade pipelined behind a request
+  // still unanswered goes no further, and its connection is closed once that request is answered
+  // (the plugin cannot answer an upgrade on a connection already answering: it logged a warning
+  // and left the connection open, which node no longer times out).
+  const upgrades = new EventEmitter();
+  app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (ctx.connections.upgradeBegan(req.socket)) return void upgrades.emit('upgrade', req, socket, head);
+    ctx.clientMistakes.log({ path: req.url?.slice(0, 200) }, 'upgrade refused: pipelined behind a request still unanswered');
+  });
   // Errors of a request that reached fastify (a body that is not the JSON it claims, a body too
   // large): refused in the one-member shape; on an unknown path, as unknown.
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
@@ -125,6 +134,8 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   });
   await app.register(websocket, {
     options: {
+      // Where the plugin listens for upgrades: the gate above, not the HTTP server itself.
+      server: upgrades as unknown as Server,
       maxPayload: ctx.limits.maxFrameBytes,
       // Spelt out because the spec promises them (section 1). ws's own allowance of 60 pongs
       // dropped a client that sent 61 pings in one write.
@@ -178,7 +189,7 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
       pendingOps += s.pendingOperations;
       pendingRequests += s.runningRequests;
     }
-    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, httpConnections: ctx.connections.size, evictedConnections: ctx.connections.evicted, readSlotWaits: ctx.readSlots.waits, outputWaitingBytes: ctx.output.total, receivedBytes: ctx.received.total, memory: process.memoryUsage(), gcExposed: gc !== undefined };
+    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, httpConnections: ctx.connections.size, evictedConnections: ctx.connections.evicted, refusedConnections: ctx.connections.refused, readSlotWaits: ctx.readSlots.waits, outputWaitingBytes: ctx.output.total, receivedBytes: ctx.received.total, memory: process.memoryUsage(), gcExposed: gc !== undefined };
   });
 
   const peers = new WeakMap<Session, PeerInfo>();

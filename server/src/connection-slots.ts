@@ -3,14 +3,17 @@
  * /version, inspection and upgrades under way. Beyond them a client could take descriptors the
  * daemon keeps for its sockets and logs.
  *
- * A full table does not shut new clients out. A new connection takes the slot of the one idle
- * longest: a connection that has not finished its TLS handshake or a request's headers, a kept-
- * alive connection between requests, or a resume handshake whose message has not come. Failing
- * those, the oldest request still under way (a body trickled in). A session's connection is never
- * taken. Without this, one local client holding every slot with connections that send nothing
- * would refuse every newcomer until the handshake timeout closed them, and again after it.
+ * A full table does not shut new clients out. A new connection takes the slot of the connection
+ * whose last sign of life is oldest: when it opened, or when its last request began or was
+ * answered. That is a connection that never finished its TLS handshake or a request's headers, a
+ * kept-alive connection long idle, a resume handshake whose message never came, or a request
+ * whose body has been trickling in. A session's connection is never taken. A newcomer that sends
+ * its request at once is the newest of all: to push it out before the daemon reads its request,
+ * a client would have to open more connections than the headroom in that moment. (Taking idle
+ * connections before requests under way instead let a client that holds the slots with trickled
+ * requests push each newcomer out with a single connection of its own.)
  *
- * Connections are known by their peer's address and port, which the raw TCP socket and a TLS
+ * Connections are known by both ends' addresses and ports, which the raw TCP socket and a TLS
  * socket over it share (the request of a TLS connection carries the TLS socket).
  */
 import type { Socket } from 'node:net';
@@ -18,26 +21,30 @@ import type { Socket } from 'node:net';
 /** HTTP connections allowed beyond maxSessions: health checks, /version, upgrades under way. */
 export const HTTP_HEADROOM = 64;
 
-type SlotState = 'idle' | 'busy' | 'held';
-
 interface Slot {
   socket: Socket;
-  state: SlotState;
+  /** A session's connection: never taken. */
+  held: boolean;
   /** Requests begun and not yet answered: more than one when a client pipelines them. */
   requests: number;
+  /** Runs once requests comes to 0 (a refused upgrade's close). */
+  whenAnswered: (() => void) | null;
 }
 
-/** The key a connection is known by: the peer's address and port. */
+/**
+ * The key a connection is known by: both ends' addresses and ports. (The peer's alone is not
+ * unique: a daemon listening on several addresses can have two connections from one client port.)
+ */
 function keyOf(socket: Socket): string | undefined {
-  const address = socket.remoteAddress;
-  return address === undefined ? undefined : `${address} ${socket.remotePort ?? 0}`;
+  const remote = socket.remoteAddress;
+  const local = socket.localAddress;
+  return remote === undefined || local === undefined ? undefined : `${remote} ${socket.remotePort ?? 0} ${local} ${socket.localPort ?? 0}`;
 }
 
 export class ConnectionSlots {
   private readonly slots = new Map<string, Slot>();
-  /** Connections a newcomer may take the place of, oldest first (Maps keep insertion order). */
-  private readonly idle = new Map<string, Slot>();
-  private readonly busy = new Map<string, Slot>();
+  /** Connections a newcomer may take the place of, by last sign of life, oldest first (a Map keeps insertion order). */
+  private readonly takeable = new Map<string, Slot>();
   /** Connections closed to make room for a newer one. */
   evicted = 0;
   /** New connections closed at once: every slot held by a session. */
@@ -58,77 +65,79 @@ export class ConnectionSlots {
       this.refused++;
       return void socket.destroy();
     }
-    const slot: Slot = { socket, state: 'idle', requests: 0 };
+    const slot: Slot = { socket, held: false, requests: 0, whenAnswered: null };
     this.slots.set(key, slot);
-    this.idle.set(key, slot);
+    this.takeable.set(key, slot);
     socket.once('close', () => {
       if (this.slots.get(key) !== slot) return;
       this.slots.delete(key);
-      this.idle.delete(key);
-      this.busy.delete(key);
+      this.takeable.delete(key);
     });
   }
 
-  /** A request (or upgrade) began on this connection. */
+  /** A request began on this connection. */
   requestBegan(socket: Socket): void {
-    const slot = this.slotOf(socket);
-    if (slot === undefined) return;
-    slot.requests++;
-    this.move(socket, 'busy');
+    const slot = this.touch(socket);
+    if (slot !== undefined) slot.requests++;
   }
 
-  /** A request's response went out (or the request was dropped): idle again once none is under way. */
+  /** A request's response went out, or the request was dropped. */
   requestEnded(socket: Socket): void {
-    const slot = this.slotOf(socket);
+    const slot = this.touch(socket);
     if (slot === undefined) return;
     slot.requests = Math.max(0, slot.requests - 1);
-    if (slot.requests === 0) this.move(socket, 'idle');
+    if (slot.requests > 0 || slot.whenAnswered === null) return;
+    const then = slot.whenAnswered;
+    slot.whenAnswered = null;
+    then();
+  }
+
+  /**
+   * An upgrade request: true to go on with it. When another request on the connection is still
+   * unanswered (the client pipelined the upgrade behind it), the connection is closed once that is
+   * answered: node has handed the connection over, so nothing else would ever close it, and the
+   * upgrade cannot be answered on a connection still answering.
+   */
+  upgradeBegan(socket: Socket): boolean {
+    const slot = this.touch(socket);
+    if (slot === undefined || slot.requests === 0) return true;
+    slot.whenAnswered = () => socket.destroy();
+    return false;
   }
 
   /** An upgraded connection waits for its client: a resume handshake until its message comes. */
   waiting(socket: Socket): void {
-    this.move(socket, 'idle');
+    this.touch(socket);
   }
 
   /** This connection carries a session now: its slot is never taken. */
   hold(socket: Socket): void {
     const key = keyOf(socket);
-    const slot = this.slotOf(socket);
+    const slot = key === undefined ? undefined : this.slots.get(key);
     if (slot === undefined || key === undefined) return;
-    slot.state = 'held';
-    this.idle.delete(key);
-    this.busy.delete(key);
+    slot.held = true;
+    this.takeable.delete(key);
   }
 
-  private slotOf(socket: Socket): Slot | undefined {
+  /** Moves the connection to the newest end of the queue (a sign of life); its slot, if it has one. */
+  private touch(socket: Socket): Slot | undefined {
     const key = keyOf(socket);
-    return key === undefined ? undefined : this.slots.get(key);
+    const slot = key === undefined ? undefined : this.slots.get(key);
+    if (slot === undefined || key === undefined || slot.held) return slot;
+    this.takeable.delete(key);
+    this.takeable.set(key, slot);
+    return slot;
   }
 
-  private move(socket: Socket, state: 'idle' | 'busy'): void {
-    const key = keyOf(socket);
-    const slot = this.slotOf(socket);
-    // A session's connection stays held, whatever order the server's listeners run in.
-    if (slot === undefined || key === undefined || slot.state === 'held') return;
-    this.idle.delete(key);
-    this.busy.delete(key);
-    slot.state = state;
-    // Set again at the end: the order is of when each last became idle or busy.
-    (state === 'idle' ? this.idle : this.busy).set(key, slot);
-  }
-
-  /** Closes the connection idle longest, else the oldest request under way; false if every slot is a session's. */
+  /** Closes the connection whose last sign of life is oldest; false if every slot is a session's. */
   private evictOne(): boolean {
-    for (const queue of [this.idle, this.busy]) {
-      const first = queue.entries().next();
-      if (first.done === true) continue;
-      const [key, slot] = first.value;
-      this.slots.delete(key);
-      queue.delete(key);
-      this.evicted++;
-      slot.socket.destroy();
-      return true;
-    }
-    return false;
+    const first = this.takeable.entries().next();
+    if (first.done === true) return false;
+    const [key, slot] = first.value;
+    this.slots.delete(key);
+    this.takeable.delete(key);
+    this.evicted++;
+    slot.socket.destroy();
+    return true;
   }
 }

@@ -324,11 +324,20 @@ export class DaemonMetrics {
     });
     new Counter({
       name: 'spiwire_http_connections_evicted_total',
-      help: 'Idle HTTP connections closed to make room for a new one: every connection slot was taken.',
+      help: 'HTTP connections closed to make room for a new one when every connection slot was taken: the one whose last sign of life was oldest.',
       registers,
       collect() {
         this.reset();
         this.inc(src()?.connections.evicted ?? 0);
+      },
+    });
+    new Counter({
+      name: 'spiwire_http_connections_refused_total',
+      help: 'New HTTP connections closed at once: every connection slot was held by a session.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(src()?.connections.refused ?? 0);
       },
     });
     new Counter({

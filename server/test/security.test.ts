@@ -241,7 +241,7 @@ t.test('connections that never send a whole request are closed after --handshake
   t.equal(h.status, 200, 'a health check gets in afterwards');
 });
 
-t.test('with every connection slot taken, a newcomer takes the place of the connection idle longest; sessions keep theirs', async (t) => {
+t.test('with every connection slot taken, a newcomer takes the place of the connection silent longest; sessions keep theirs', async (t) => {
   // Two sessions allowed: 66 connection slots. The handshake timeout is far off: nothing here
   // waits for it.
   const d = await daemon(t, { limits: { maxSessions: 2, handshakeTimeoutMs: 120_000 } });
@@ -306,12 +306,16 @@ async function openConnection(t: Test, port: number, bytes = ''): Promise<{ sock
   return { sock, closed: () => closed, answer };
 }
 
-t.test('connection slots: idle connections and resume handshakes make room first, then the oldest request under way', async (t) => {
+t.test('connection slots: the connection whose last sign of life is oldest makes room, whatever it is doing; a pipelined upgrade is closed', async (t) => {
   // One session allowed: 65 slots. (With a token, the fault API reads a request's body.)
   const d = await daemon(t, { token: 'tok', limits: { maxSessions: 1, handshakeTimeoutMs: 120_000 } });
   const a = await session(t, d.url, { token: 'tok' });
-  // 63 requests under way: POST /faults whose bodies never come whole. Each asks for a
-  // 100 Continue, which node sends as it takes the request: the daemon has read its headers.
+  const health = 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n';
+  // A kept-alive connection, answered once: for now the oldest sign of life.
+  const keptAlive = await openConnection(t, d.port, health);
+  await new Promise((r) => keptAlive.sock.once('data', r));
+  // 62 requests under way: POST /faults whose bodies never come whole. Each asks for a 100
+  // Continue, which node sends as it takes the request: the daemon has read its headers.
   const trickle = 'POST /faults HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n';
   const busy: Array<Awaited<ReturnType<typeof openConnection>>> = [];
   const requestUnderWay = async (): Promise<void> => {
@@ -320,29 +324,35 @@ t.test('connection slots: idle connections and resume handshakes make room first
     c.sock.write('{');
     busy.push(c);
   };
-  for (let i = 0; i < 63; i++) await requestUnderWay();
-  // A resume handshake that never sends its spiwire.resume: newer than the requests, and idle.
+  for (let i = 0; i < 62; i++) await requestUnderWay();
+  // The kept-alive connection asks again: its sign of life is now newer than every request's.
+  keptAlive.sock.write(health);
+  await new Promise((r) => keptAlive.sock.once('data', r));
+  // A resume handshake that never sends its spiwire.resume: the 65th slot.
   const resume = new WebSocket(`${d.url}?${P.RESUME_QUERY}=nobody`, [P.SUBPROTOCOL], { headers: { authorization: 'Bearer tok' } });
   t.teardown(() => resume.terminate());
   await new Promise((r, j) => resume.once('open', r).once('error', j));
-  const resumeClosed = new Promise<number>((r) => resume.once('close', r));
-  const health = 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
-  const first = await openConnection(t, d.port, health);
+  let resumeClosed = false;
+  resume.once('close', () => (resumeClosed = true));
+  const closedOnes = (): number[] => busy.flatMap((c, i) => (c.closed() ? [i] : []));
+  const once = `GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+  const first = await openConnection(t, d.port, once);
   t.match(await first.answer, /^HTTP\/1\.1 200 /, 'a health check gets in with every slot taken');
-  t.equal(await within(resumeClosed, 5000, null), 1006, 'in the place of the resume handshake, though the requests are older: closed without an answer');
-  t.notOk(busy.some((c) => c.closed()), 'no request under way was closed');
-  // 64 taken again, the 65th by an idle connection: the next newcomer takes that one's place.
+  t.ok(await until(() => busy[0]!.closed()), 'in the place of the oldest request under way: a trickle is no sign of life');
+  t.same(closedOnes(), [0], 'and only it');
+  t.notOk(keptAlive.closed() || resumeClosed, 'the kept-alive connection (asked since) and the resume handshake (newer) stay');
+  // An idle newcomer, then a health check: the next oldest request makes room, not the newcomer.
   const idle = await openConnection(t, d.port);
-  const second = await openConnection(t, d.port, health);
+  const second = await openConnection(t, d.port, once);
   t.match(await second.answer, /^HTTP\/1\.1 200 /, 'the next health check gets in');
-  t.ok(await until(() => idle.closed()), 'in the place of the idle connection');
-  t.notOk(busy.some((c) => c.closed()), 'still no request under way was closed');
-  // Every slot but the session's taken by requests under way: the oldest makes room.
-  await requestUnderWay();
-  const third = await openConnection(t, d.port, health);
-  t.match(await third.answer, /^HTTP\/1\.1 200 /, 'a health check gets in when every other slot holds a request under way');
-  t.ok(await until(() => busy[0]!.closed()), 'in the place of the oldest request');
-  t.same(busy.flatMap((c, i) => (c.closed() ? [i] : [])), [0], 'and only it');
+  t.ok(await until(() => closedOnes().length === 2), 'the next oldest request under way made room');
+  t.same(closedOnes(), [0, 1], 'it and no other');
+  t.notOk(idle.closed(), 'the idle newcomer stays');
+  // A request and an upgrade pipelined in one write: the request is answered, and the connection
+  // closed (nothing could ever answer the upgrade on it).
+  const key = Buffer.alloc(16, 7).toString('base64');
+  const pipelined = await openConnection(t, d.port, `${health}GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Protocol: ${P.SUBPROTOCOL}\r\nAuthorization: Bearer tok\r\n\r\n`);
+  t.match(await within(pipelined.answer, 5000, 'still open'), /^HTTP\/1\.1 200 /, 'the daemon answered the request and closed the connection with the pipelined upgrade');
   await roundTrip(a);
   t.pass('the session was never closed');
 });

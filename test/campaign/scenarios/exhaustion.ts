@@ -120,7 +120,7 @@ async function manySockets(a: Arena, b: Budget): Promise<void> {
 /**
  * HTTP connections that never finish a request, more than the daemon has slots for (at most 1,088
  * by default): a health check and a new session must still get in at once, in the place of the
- * connections idle longest, and the sessions open keep theirs.
+ * connections whose last sign of life is oldest, and the sessions open keep theirs.
  */
 async function idleConnections(a: Arena, b: Budget): Promise<void> {
   const { hostname, port } = new URL(a.daemon.url);
