@@ -829,8 +829,10 @@ export class Session implements SpiSession, SetAside, SlotReader {
     r.incoming.stop();
     if (r.graceTimer !== null) clearTimeout(r.graceTimer);
     this.log.info({ reason }, 'session can no longer be resumed');
-    // Without a connection, or in the middle of a replay (whose rest would be lost), it ends.
-    if (this.ws === null || this.replaying !== null) this.end(`cannot be resumed: ${reason}`);
+    // Without a connection it ends. In the middle of a replay (whose rest would be lost) it ends
+    // too, and its connection is closed as for a client that does not read: 4008.
+    if (this.ws === null) this.end(`cannot be resumed: ${reason}`);
+    else if (this.replaying !== null) this.endForBacklog(`cannot be resumed in the middle of a replay: ${reason}`, 'output backlog: output kept for the resume passed its limit');
   }
 
   /** The connection closed: the session ends, or waits for a resume when it broke and can be resumed. */
@@ -1218,13 +1220,13 @@ export class Session implements SpiSession, SetAside, SlotReader {
    * The client does not read what it is sent: the session ends with 4008, and the connection is
    * dropped if the close cannot get through (it waits behind the unsent output) within a second.
    */
-  private endForBacklog(reason: string): void {
+  private endForBacklog(reason: string, closeReason = 'output backlog: the client is not reading'): void {
     if (this.ended) return;
     this.end(`the client does not read its output: ${reason}`, 'output_backlog');
     const ws = this.ws;
     if (ws === null) return;
     // A client that reads nothing will not answer the close either: dropped after a second.
-    void closeWithin(ws, P.OUTPUT_BACKLOG_CLOSE_CODE, 'output backlog: the client is not reading', BACKLOG_CLOSE_MS);
+    void closeWithin(ws, P.OUTPUT_BACKLOG_CLOSE_CODE, closeReason, BACKLOG_CLOSE_MS);
   }
 
   /** The session is over: its sockets close, and nothing more is sent. */

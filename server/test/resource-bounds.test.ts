@@ -8,8 +8,9 @@ import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { RawSession, cleanEnv, reapOnExit, connectTo, jsonLines, pattern, session, sleep, startCli, tcpSocket, udpSocket, until, within, type Cli, type Msg } from './helpers/raw-client.js';
+import { RawSession, rawSocketOf, cleanEnv, reapOnExit, connectTo, jsonLines, pattern, session, sleep, startCli, tcpSocket, udpSocket, until, within, type Cli, type Msg } from './helpers/raw-client.js';
 
 async function stats(d: Cli): Promise<Record<string, unknown>> {
   const res = await fetch(`http://127.0.0.1:${d.port}/stats`);
@@ -144,6 +145,42 @@ t.test('output kept for resumes is bounded daemon-wide: past --replay-budget the
   t.match(String(line?.['reason']), /daemon's budget of 4194304 bytes/, 'the daemon logged that the replay budget took its resumability');
   t.ok(hog.isOpen, 'the session goes on while connected');
   const r = await hog.call('WSPGetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+  t.equal(r['ret'], 0, 'and answers calls');
+});
+
+t.test('a session that loses its resumability while a resume replays its output ends, and its connection is closed with 4008', async (t) => {
+  const d = await startCli(t, ['--replay-budget', String(4 * 1024 * 1024)]);
+  // A resumable session keeps about 3 MiB of replies its client never acknowledged, in 50,000
+  // messages of their own (one text call each), so that replaying them takes many turns.
+  const a = await RawSession.open(`${d.url}?resumable=1`);
+  const welcome = a.messages.find((m) => m.method === 'spiwire.welcome')!.params as { session: string; resume: { token: string; daemonId: string } };
+  const N = 50_000;
+  let replies = 0;
+  const allAnswered = new Promise<void>((r) => a.ws.on('message', () => ++replies === N && r()));
+  for (let i = 0; i < N; i++) a.ws.send(JSON.stringify({ jsonrpc: '2.0', id: `a${i}`, method: 'WSPGetSockOpt', params: { s: 0, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 } }));
+  t.ok(await within(allAnswered.then(() => true), 30000, false), 'every call answered');
+  t.notOk(jsonLines(d.stdout()).some((l) => l['msg'] === 'session can no longer be resumed'), 'still resumable: within the budget');
+  rawSocketOf(a.ws).destroy();
+  // Another resumable session, whose replies are kept too.
+  const b = await RawSession.open(`${d.url}?resumable=1`);
+  t.teardown(() => b.ws.terminate());
+  const h = await udpSocket(b);
+  // The resume asks for everything again; as soon as the replay begins, the other session's
+  // replies take the daemon past its budget, and the first session keeps the most.
+  const resumed = new WebSocket(`${d.url}?${P.RESUME_QUERY}=${welcome.session}&${P.RESUME_DAEMON_QUERY}=${welcome.resume.daemonId}`, [P.SUBPROTOCOL]);
+  t.teardown(() => resumed.terminate());
+  await new Promise((r, j) => resumed.once('open', r).once('error', j));
+  resumed.once('message', () => infoRequests(h, 3_000, 'b').forEach((f) => b.ws.send(f)));
+  let replayed = 0;
+  resumed.on('message', () => replayed++);
+  const closed = new Promise<{ code: number; reason: string }>((r) => resumed.once('close', (code, reason) => r({ code, reason: reason.toString() })));
+  resumed.send(JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: welcome.session, token: welcome.resume.token, received: 0, daemonId: welcome.resume.daemonId } }));
+  const end = await within(closed, 20000, null);
+  t.equal(end?.code, P.OUTPUT_BACKLOG_CLOSE_CODE, `the daemon closed the resumed connection with 4008 (${end?.reason ?? 'still open'})`);
+  t.ok(replayed > 1 && replayed < N, `in the middle of the replay (${replayed} of ${N + 1} messages)`);
+  t.match(String(jsonLines(d.stdout()).find((l) => l['msg'] === 'session ended')?.['reason']), /in the middle of a replay/, 'the daemon logged why the session ended');
+  t.equal((await healthz(d.port))['sessions'], 1, 'the session is gone; the other goes on');
+  const r = await b.call('WSPGetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
   t.equal(r['ret'], 0, 'and answers calls');
 });
 
