@@ -9,7 +9,7 @@ import * as P from '@spiwire/proto';
 import { WebSocket } from 'ws';
 import { startServer, VERSION, type Daemon } from '../src/index.js';
 import { bearerToken, isLoopbackHost, tokenMatches } from '../src/internals.js';
-import { RawSession, connectedSocket, daemon, pattern, roundTrip, sendBytes, session, startCli, tcpPeer, until, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
+import { RawSession, rawSocketOf, connectedSocket, daemon, pattern, roundTrip, sendBytes, session, startCli, tcpPeer, until, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
 
 function httpBase(d: { port: number }): string {
   return `http://127.0.0.1:${d.port}`;
@@ -355,6 +355,39 @@ t.test('connection slots: the connection whose last sign of life is oldest makes
   t.match(await within(pipelined.answer, 5000, 'still open'), /^HTTP\/1\.1 200 /, 'the daemon answered the request and closed the connection with the pipelined upgrade');
   await roundTrip(a);
   t.pass('the session was never closed');
+});
+
+t.test('connection slots know a connection by both ends: one client port to two of the daemon\'s addresses', async (t) => {
+  // The daemon listens on every address; the client uses one port of its own for a connection
+  // to 127.0.0.2 and for a session through 127.0.0.1. One session allowed: 65 slots.
+  const d = await daemon(t, { host: '0.0.0.0', token: 'tok', limits: { maxSessions: 1, handshakeTimeoutMs: 120_000 } });
+  const probe = net.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const clientPort = (probe.address() as net.AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const other = net.connect({ port: d.port, host: '127.0.0.2', localAddress: '127.0.0.1', localPort: clientPort });
+  t.teardown(() => other.destroy());
+  other.on('error', () => undefined);
+  let otherClosed = false;
+  other.once('close', () => (otherClosed = true));
+  await new Promise((r) => other.once('connect', r));
+  const ws = new WebSocket(`ws://127.0.0.1:${d.port}/ws`, [P.SUBPROTOCOL], { headers: { authorization: 'Bearer tok' }, localAddress: '127.0.0.1', localPort: clientPort } as WebSocket.ClientOptions);
+  t.teardown(() => ws.terminate());
+  const a = new RawSession(ws);
+  await a.wait((m) => m.method === 'spiwire.welcome');
+  t.equal(rawSocketOf(ws).localPort, clientPort, 'the session came from the same client port');
+  // A flood of idle connections: the other connection is counted and makes room like any other.
+  const flood: net.Socket[] = [];
+  t.teardown(() => flood.forEach((sock) => sock.destroy()));
+  for (let i = 0; i < 70; i++) {
+    const sock = net.connect(d.port, '127.0.0.1');
+    sock.on('error', () => undefined);
+    await new Promise((r) => sock.once('connect', r));
+    flood.push(sock);
+  }
+  t.ok(await until(() => otherClosed), 'the other connection, the oldest, made room');
+  await roundTrip(a);
+  t.pass('the session kept its slot');
 });
 
 // ---- upgrades elsewhere ----
