@@ -241,6 +241,21 @@ t.test('connections that never send a whole request are closed after --handshake
   t.equal(h.status, 200, 'a health check gets in afterwards');
 });
 
+/** A connection to the daemon that has sent these bytes (none: an idle one); closed in t's teardown. */
+async function openConnection(t: Test, port: number, bytes = ''): Promise<{ sock: net.Socket; closed: () => boolean; answer: Promise<string> }> {
+  const sock = net.connect(port, '127.0.0.1');
+  t.teardown(() => sock.destroy());
+  sock.on('error', () => undefined);
+  let closed = false;
+  let got = '';
+  sock.on('data', (b: Buffer) => (got += b.toString()));
+  const answer = new Promise<string>((r) => sock.once('close', () => r(got)));
+  void answer.then(() => (closed = true));
+  await new Promise((r) => sock.once('connect', r));
+  if (bytes !== '') sock.write(bytes);
+  return { sock, closed: () => closed, answer };
+}
+
 t.test('with every connection slot taken, a newcomer takes the place of the connection silent longest; sessions keep theirs', async (t) => {
   // Two sessions allowed: 66 connection slots. The handshake timeout is far off: nothing here
   // waits for it.
@@ -273,14 +288,7 @@ t.test('with every connection slot taken, a newcomer takes the place of the conn
   t.ok(await until(() => idle[1]!.closed), 'the next oldest made room for the session');
   t.same(closedOnes(), [0, 1], 'and only it');
   // A flood of newcomers that send nothing takes the idle slots, never the sessions'.
-  const flood: net.Socket[] = [];
-  t.teardown(() => flood.forEach((sock) => sock.destroy()));
-  for (let i = 0; i < 100; i++) {
-    const sock = net.connect(d.port, '127.0.0.1');
-    sock.on('error', () => undefined);
-    await new Promise((r) => sock.once('connect', r));
-    flood.push(sock);
-  }
+  for (let i = 0; i < 100; i++) await openConnection(t, d.port);
   t.ok(await until(() => closedOnes().length === 65), 'every one of the first idle connections made room in the end');
   const bytes = pattern(3000, 7);
   await sendBytes(a, ha, bytes.subarray(0, 1000));
@@ -290,21 +298,6 @@ t.test('with every connection slot taken, a newcomer takes the place of the conn
   t.ok(Number(st.body['httpConnections']) <= 66, `never more than 66 connections (${String(st.body['httpConnections'])})`);
   t.ok(Number(st.body['evictedConnections']) >= 65 + 2, `evictions counted (${String(st.body['evictedConnections'])})`);
 });
-
-/** A connection to the daemon that has sent these bytes (none: an idle one); closed in t's teardown. */
-async function openConnection(t: Test, port: number, bytes = ''): Promise<{ sock: net.Socket; closed: () => boolean; answer: Promise<string> }> {
-  const sock = net.connect(port, '127.0.0.1');
-  t.teardown(() => sock.destroy());
-  sock.on('error', () => undefined);
-  let closed = false;
-  let got = '';
-  sock.on('data', (b: Buffer) => (got += b.toString()));
-  const answer = new Promise<string>((r) => sock.once('close', () => r(got)));
-  void answer.then(() => (closed = true));
-  await new Promise((r) => sock.once('connect', r));
-  if (bytes !== '') sock.write(bytes);
-  return { sock, closed: () => closed, answer };
-}
 
 t.test('connection slots: the connection whose last sign of life is oldest makes room, whatever it is doing; a pipelined upgrade is closed', async (t) => {
   // One session allowed: 65 slots. (With a token, the fault API reads a request's body.)
@@ -377,14 +370,7 @@ t.test('connection slots know a connection by both ends: one client port to two 
   await a.wait((m) => m.method === 'spiwire.welcome');
   t.equal(rawSocketOf(ws).localPort, clientPort, 'the session came from the same client port');
   // A flood of idle connections: the other connection is counted and makes room like any other.
-  const flood: net.Socket[] = [];
-  t.teardown(() => flood.forEach((sock) => sock.destroy()));
-  for (let i = 0; i < 70; i++) {
-    const sock = net.connect(d.port, '127.0.0.1');
-    sock.on('error', () => undefined);
-    await new Promise((r) => sock.once('connect', r));
-    flood.push(sock);
-  }
+  for (let i = 0; i < 70; i++) await openConnection(t, d.port);
   t.ok(await until(() => otherClosed), 'the other connection, the oldest, made room');
   await roundTrip(a);
   t.pass('the session kept its slot');
