@@ -5,8 +5,9 @@
  *
  *  - many idle sessions;
  *  - many sockets in one session (UDP sockets, each bound: a real descriptor each);
- *  - more idle HTTP connections than the daemon has slots for: a health check and a new session
- *    must still get in at once;
+ *  - more HTTP connections than the daemon has slots for, that never finish a request, then every
+ *    slot a request under way while silent newcomers keep coming: a health check and a new
+ *    session must still get in at once;
  *  - many pending requests, with ids (blocking WSPRecv on a connection that never gets data) and
  *    without (the same calls as notifications), past --max-pending-requests, which the daemon
  *    runs with at 2048 so that the limit is reached in seconds: TOO_MANY_REQUESTS is the expected
@@ -28,6 +29,7 @@
  * Expected refusals (WSAEMFILE, WSAENOBUFS, WSAEWOULDBLOCK, TOO_MANY_REQUESTS, HTTP 503 for
  * sessions, close 4008) are noted, not counted as defects; a limit that does not hold is a defect.
  */
+import * as http from 'node:http';
 import * as net from 'node:net';
 import * as P from '@spiwire/proto';
 import { Arena, type Options, type Row } from '../lib/arena.js';
@@ -40,8 +42,8 @@ import { MiB, round1, sleep, waitUntil, within } from '../lib/util.js';
 const MAX_PENDING = 2048;
 
 const BUDGET = {
-  quick: { idleConnections: 1300, trickleSessions: 24, trickleMiB: 8, idleSessions: 300, udpSockets: 600, beyondPending: 600, extraNotifications: 4000, urgent: 200, urgentMs: 3000, bigReplyMiB: 4, bigReplies: 150, stopAtMiB: 600, stallSessions: 6, stallMiBPerSession: 48 },
-  full: { idleConnections: 4000, trickleSessions: 80, trickleMiB: 15, idleSessions: 2000, udpSockets: 5000, beyondPending: 4000, extraNotifications: 60000, urgent: 1000, urgentMs: 8000, bigReplyMiB: 4, bigReplies: 400, stopAtMiB: 1200, stallSessions: 16, stallMiBPerSession: 64 },
+  quick: { idleConnections: 1300, churnConnections: 20000, trickleSessions: 24, trickleMiB: 8, idleSessions: 300, udpSockets: 600, beyondPending: 600, extraNotifications: 4000, urgent: 200, urgentMs: 3000, bigReplyMiB: 4, bigReplies: 150, stopAtMiB: 600, stallSessions: 6, stallMiBPerSession: 48 },
+  full: { idleConnections: 4000, churnConnections: 100000, trickleSessions: 80, trickleMiB: 15, idleSessions: 2000, udpSockets: 5000, beyondPending: 4000, extraNotifications: 60000, urgent: 1000, urgentMs: 8000, bigReplyMiB: 4, bigReplies: 400, stopAtMiB: 1200, stallSessions: 16, stallMiBPerSession: 64 },
 };
 type Budget = typeof BUDGET.quick;
 
@@ -117,50 +119,123 @@ async function manySockets(a: Arena, b: Budget): Promise<void> {
   await w.close();
 }
 
+/** A request's headers, cut short. */
+const PARTIAL_HEADERS = 'GET /healthz HTTP/1.1\r\nHost: x\r\n';
+/** A request whose body never comes whole: a request under way until the daemon's request timeout. */
+const TRICKLED_REQUEST = 'POST /nope HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{';
+
+/** The daemon's HTTP port, and the connections opened to it (each destroyed by closeAll). */
+class Connections {
+  readonly open = new Set<net.Socket>();
+  closedByDaemon = 0;
+  constructor(
+    readonly host: string,
+    readonly port: number,
+  ) {}
+
+  /** One connection, once connected (or closed), having sent bytes. */
+  one(bytes: string): Promise<void> {
+    const sock = net.connect(this.port, this.host);
+    this.open.add(sock);
+    sock.on('error', () => undefined);
+    return new Promise<void>((r) => {
+      sock.once('connect', () => {
+        if (bytes !== '') sock.write(bytes);
+        r();
+      });
+      sock.once('close', () => {
+        if (this.open.delete(sock)) this.closedByDaemon++;
+        r();
+      });
+    });
+  }
+
+  /** n connections, 100 at a time; the i-th sends bytesOf(i). False if the daemon died meanwhile. */
+  async many(a: Arena, n: number, bytesOf: (i: number) => string): Promise<boolean> {
+    for (let i = 0; i < n; i += 100) {
+      await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, j) => this.one(bytesOf(i + j))));
+      if (!(await a.checkAlive('opening HTTP connections'))) return false;
+    }
+    return true;
+  }
+
+  closeAll(): void {
+    const all = [...this.open];
+    this.open.clear();
+    for (const sock of all) sock.destroy();
+  }
+}
+
+/** How long p took, or null past 3 s. */
+async function timed<T>(p: Promise<T>): Promise<{ value: T | null; ms: number }> {
+  const t0 = Date.now();
+  const value = await within(p, 3000, null);
+  return { value, ms: Date.now() - t0 };
+}
+
 /**
  * HTTP connections that never finish a request, more than the daemon has slots for (at most 1,088
- * by default): a health check and a new session must still get in at once, in the place of the
- * connections whose last sign of life is oldest, and the sessions open keep theirs.
+ * by default). First a mix (headers cut short, bodies that never come whole, nothing at all); then
+ * every slot a request under way while new silent connections keep coming as fast as four loops
+ * of this process open them. Each time a health check and a new session must still get in at
+ * once, in the place of the connections whose last sign of life is oldest, and the sessions open
+ * keep theirs.
  */
 async function idleConnections(a: Arena, b: Budget): Promise<void> {
   const { hostname, port } = new URL(a.daemon.url);
-  const host = hostname.replace(/^\[|\]$/g, '');
+  const c = new Connections(hostname.replace(/^\[|\]$/g, ''), Number(port));
   const before = await a.wire();
-  const socks: net.Socket[] = [];
-  let closedByDaemon = 0;
-  for (let i = 0; i < b.idleConnections; i += 100) {
-    await Promise.all(
-      Array.from({ length: Math.min(100, b.idleConnections - i) }, (_, j) => {
-        const sock = net.connect(Number(port), host);
-        socks.push(sock);
-        sock.on('error', () => undefined);
-        sock.once('close', () => closedByDaemon++);
-        return new Promise<void>((r) => {
-          sock.once('connect', () => {
-            // Half send part of a request's headers, half nothing.
-            if ((i + j) % 2 === 1) sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
-            r();
-          });
-          sock.once('close', () => r());
-        });
-      }),
-    );
-    if (!(await a.checkAlive('opening idle HTTP connections'))) break;
-  }
-  const timed = async <T>(p: Promise<T>): Promise<{ value: T | null; ms: number }> => {
-    const t0 = Date.now();
-    const value = await within(p, 3000, null);
-    return { value, ms: Date.now() - t0 };
+  // On a connection of its own each time: a kept-alive one, silent since, may be the one taken.
+  const healthz = (): Promise<number> =>
+    new Promise((resolve) => {
+      const req = http.get({ host: c.host, port: c.port, path: '/healthz', agent: false }, (res) => {
+        res.resume();
+        res.once('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.once('error', () => resolve(0));
+    });
+  const tryToGetIn = async (what: string): Promise<string> => {
+    const health = await timed(healthz());
+    const fresh = await timed(a.wire().catch(() => null));
+    if (health.value !== 200) a.find('limit', `${what}: a health check ${health.value === null ? 'got no answer within 3 s' : `got ${health.value}`}`);
+    if (fresh.value === null) a.find('limit', `${what}: a new session did not open within 3 s`);
+    await fresh.value?.close();
+    return `a health check in ${health.ms} ms, a new session in ${fresh.ms} ms`;
   };
-  const health = await timed(fetch(`http://${hostname}:${port}/healthz`).then((r) => r.status, () => 0));
-  const fresh = await timed(a.wire().catch(() => null));
-  if (health.value !== 200) a.find('limit', `with ${b.idleConnections} idle HTTP connections open, a health check ${health.value === null ? 'got no answer within 3 s' : `got ${health.value}`}`);
-  if (fresh.value === null) a.find('limit', `with ${b.idleConnections} idle HTTP connections open, a new session did not open within 3 s`);
-  const probe = await within(before.request('WSPGetSockOpt', { s: 0, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }), 3000, null);
-  if (probe === null) a.find('other', `with ${b.idleConnections} idle HTTP connections open, a session opened before them got no answer`);
-  a.extra['idleConnections'] = `${b.idleConnections} opened, ${closedByDaemon} closed by the daemon to make room; then a health check in ${health.ms} ms, a new session in ${fresh.ms} ms`;
-  for (const sock of socks) sock.destroy();
-  await Promise.all([before.close(), fresh.value?.close()]);
+  try {
+    const mixed = `with ${b.idleConnections} HTTP connections open that never finish a request`;
+    if (!(await c.many(a, b.idleConnections, (i) => ['', PARTIAL_HEADERS, TRICKLED_REQUEST][i % 3]!))) return;
+    const first = await tryToGetIn(mixed);
+    const firstClosed = c.closedByDaemon;
+    c.closeAll();
+    // Every slot a request under way, and a stream of newcomers that send nothing.
+    const churned = `with every slot a request under way and new silent connections coming all the time`;
+    if (!(await c.many(a, b.idleConnections, () => TRICKLED_REQUEST))) return;
+    // About 2,000 new connections a second, none awaited: a newcomer whose SYN meets one of the
+    // daemon's TIME-WAIT sockets on loopback can wait a second for its retry, and must not hold
+    // the stream up.
+    let opened = 0;
+    const tries: string[] = [];
+    const churn = setInterval(() => {
+      for (let i = 0; i < 10 && opened < b.churnConnections; i++, opened++) void c.one('');
+    }, 5);
+    try {
+      // The newcomers first push out requests under way; the tries begin once they come steadily.
+      await waitUntil(() => opened >= 1000, 10000);
+      for (let i = 0; i < 5; i++) {
+        tries.push(await tryToGetIn(churned));
+        await sleep(100);
+      }
+    } finally {
+      clearInterval(churn);
+    }
+    const probe = await within(before.request('WSPGetSockOpt', { s: 0, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }), 3000, null);
+    if (probe === null) a.find('other', `after HTTP connection floods, a session opened before them got no answer`);
+    a.extra['idleConnections'] = `${b.idleConnections} mixed, ${firstClosed} closed by the daemon to make room, then ${first}; ${b.idleConnections} requests under way and ${opened} silent newcomers: ${tries.join('; ')}`;
+  } finally {
+    c.closeAll();
+    await before.close();
+  }
 }
 
 /** A session with a TCP socket connected to a peer that never sends: receives on it wait for good. */
