@@ -13,6 +13,10 @@
  * connections before requests under way instead let a client that holds the slots with trickled
  * requests push each newcomer out with a single connection of its own.)
  *
+ * The connection taken is the oldest of the peer address that holds the most takeable ones, so
+ * that a client flooding from one address pushes out its own connections before anyone else's
+ * (on loopback every client has the same address, and this is simply the oldest).
+ *
  * Connections are known by both ends' addresses and ports, which the raw TCP socket and a TLS
  * socket over it share (the request of a TLS connection carries the TLS socket).
  */
@@ -23,6 +27,10 @@ export const HTTP_HEADROOM = 64;
 
 interface Slot {
   socket: Socket;
+  /** The peer's address: connections are taken from the address holding the most first. */
+  address: string;
+  /** When it last showed a sign of life, as a count of such signs: orders connections of different addresses. */
+  lastSign: number;
   /** A session's connection: never taken. */
   held: boolean;
   /** Requests begun and not yet answered: more than one when a client pipelines them. */
@@ -43,12 +51,16 @@ function keyOf(socket: Socket): string | undefined {
 
 export class ConnectionSlots {
   private readonly slots = new Map<string, Slot>();
-  /** Connections a newcomer may take the place of, by last sign of life, oldest first (a Map keeps insertion order). */
-  private readonly takeable = new Map<string, Slot>();
+  /**
+   * Connections a newcomer may take the place of, by the peer's address, each address's by last
+   * sign of life, oldest first (a Map keeps insertion order).
+   */
+  private readonly takeable = new Map<string, Map<string, Slot>>();
   /** Connections closed to make room for a newer one. */
   evicted = 0;
   /** New connections closed at once: every slot held by a session. */
   refused = 0;
+  private signs = 0;
 
   constructor(readonly capacity: number) {}
 
@@ -65,13 +77,13 @@ export class ConnectionSlots {
       this.refused++;
       return void socket.destroy();
     }
-    const slot: Slot = { socket, held: false, requests: 0, whenAnswered: null };
+    const slot: Slot = { socket, address: socket.remoteAddress ?? '', lastSign: 0, held: false, requests: 0, whenAnswered: null };
     this.slots.set(key, slot);
-    this.takeable.set(key, slot);
+    this.markTakeable(key, slot);
     socket.once('close', () => {
       if (this.slots.get(key) !== slot) return;
       this.slots.delete(key);
-      this.takeable.delete(key);
+      this.unmarkTakeable(key, slot);
     });
   }
 
@@ -116,26 +128,50 @@ export class ConnectionSlots {
     const slot = key === undefined ? undefined : this.slots.get(key);
     if (slot === undefined || key === undefined) return;
     slot.held = true;
-    this.takeable.delete(key);
+    this.unmarkTakeable(key, slot);
   }
 
-  /** Moves the connection to the newest end of the queue (a sign of life); its slot, if it has one. */
+  /** Moves the connection to the newest end of its address's queue (a sign of life); its slot, if it has one. */
   private touch(socket: Socket): Slot | undefined {
     const key = keyOf(socket);
     const slot = key === undefined ? undefined : this.slots.get(key);
     if (slot === undefined || key === undefined || slot.held) return slot;
-    this.takeable.delete(key);
-    this.takeable.set(key, slot);
+    this.unmarkTakeable(key, slot);
+    this.markTakeable(key, slot);
     return slot;
   }
 
-  /** Closes the connection whose last sign of life is oldest; false if every slot is a session's. */
+  private markTakeable(key: string, slot: Slot): void {
+    let queue = this.takeable.get(slot.address);
+    if (queue === undefined) this.takeable.set(slot.address, (queue = new Map()));
+    slot.lastSign = ++this.signs;
+    queue.set(key, slot);
+  }
+
+  private unmarkTakeable(key: string, slot: Slot): void {
+    const queue = this.takeable.get(slot.address);
+    if (queue === undefined || !queue.delete(key)) return;
+    if (queue.size === 0) this.takeable.delete(slot.address);
+  }
+
+  /**
+   * Closes the connection whose last sign of life is oldest among those of the peer address that
+   * holds the most (so a client flooding from one address pushes out its own connections before
+   * anyone else's); false if every slot is a session's.
+   */
   private evictOne(): boolean {
-    const first = this.takeable.entries().next();
-    if (first.done === true) return false;
-    const [key, slot] = first.value;
+    let victim: [string, Slot] | undefined;
+    let most = 0;
+    for (const queue of this.takeable.values()) {
+      if (queue.size < most) continue;
+      const oldest = queue.entries().next().value!;
+      // Between addresses holding as many, the older connection goes.
+      if (queue.size > most || oldest[1].lastSign < victim![1].lastSign) [victim, most] = [oldest, queue.size];
+    }
+    if (victim === undefined) return false;
+    const [key, slot] = victim;
     this.slots.delete(key);
-    this.takeable.delete(key);
+    this.unmarkTakeable(key, slot);
     this.evicted++;
     slot.socket.destroy();
     return true;

@@ -241,9 +241,9 @@ t.test('connections that never send a whole request are closed after --handshake
   t.equal(h.status, 200, 'a health check gets in afterwards');
 });
 
-/** A connection to the daemon that has sent these bytes (none: an idle one); closed in t's teardown. */
-async function openConnection(t: Test, port: number, bytes = ''): Promise<{ sock: net.Socket; closed: () => boolean; answer: Promise<string> }> {
-  const sock = net.connect(port, '127.0.0.1');
+/** A connection to the daemon from localAddress that has sent these bytes (none: an idle one); closed in t's teardown. */
+async function openConnection(t: Test, port: number, bytes = '', localAddress = '127.0.0.1'): Promise<{ sock: net.Socket; closed: () => boolean; answer: Promise<string> }> {
+  const sock = net.connect({ port, host: '127.0.0.1', localAddress });
   t.teardown(() => sock.destroy());
   sock.on('error', () => undefined);
   let closed = false;
@@ -372,6 +372,22 @@ t.test('connection slots know a connection by both ends: one client port to two 
   // A flood of idle connections: the other connection is counted and makes room like any other.
   for (let i = 0; i < 70; i++) await openConnection(t, d.port);
   t.ok(await until(() => otherClosed), 'the other connection, the oldest, made room');
+  await roundTrip(a);
+  t.pass('the session kept its slot');
+});
+
+t.test('connection slots: a client flooding from one address pushes out its own connections, not another address\'s', async (t) => {
+  // One session allowed: 65 slots. A client on 127.0.0.1 opens a connection first (the oldest
+  // of all) and says nothing yet; another, on 127.0.0.2, then opens 200.
+  const d = await daemon(t, { limits: { maxSessions: 1, handshakeTimeoutMs: 120_000 } });
+  const a = await session(t, d.url);
+  const early = await openConnection(t, d.port);
+  const flood: Array<Awaited<ReturnType<typeof openConnection>>> = [];
+  for (let i = 0; i < 200; i++) flood.push(await openConnection(t, d.port, '', '127.0.0.2'));
+  t.ok(await until(() => flood.filter((c) => c.closed()).length === 200 - 63), 'the flood\'s oldest connections made room for its newest');
+  t.notOk(early.closed(), 'the connection from the other address stays, though it is the oldest');
+  early.sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  t.match(await early.answer, /^HTTP\/1\.1 200 /, 'and its request is answered');
   await roundTrip(a);
   t.pass('the session kept its slot');
 });
