@@ -13,9 +13,10 @@
  * connections before requests under way instead let a client that holds the slots with trickled
  * requests push each newcomer out with a single connection of its own.)
  *
- * The connection taken is the oldest of the peer address that holds the most takeable ones, so
- * that a client flooding from one address pushes out its own connections before anyone else's
- * (on loopback every client has the same address, and this is simply the oldest).
+ * The connection taken is the oldest of the peer address that holds the most takeable ones (once
+ * one holds HEAVY or more), so that a client flooding from one address pushes out its own
+ * connections before anyone else's (on loopback every client usually has the same address, and
+ * this is simply the oldest).
  *
  * Connections are known by both ends' addresses and ports, which the raw TCP socket and a TLS
  * socket over it share (the request of a TLS connection carries the TLS socket).
@@ -24,6 +25,13 @@ import type { Socket } from 'node:net';
 
 /** HTTP connections allowed beyond maxSessions: health checks, /version, upgrades under way. */
 export const HTTP_HEADROOM = 64;
+
+/**
+ * Takeable connections from one address from which that address is taken from first. Below it
+ * for every address, the oldest of all goes: a flood spread over many addresses (127.0.0.0/8 is
+ * all loopback) then costs one step per connection taken, not one per address.
+ */
+const HEAVY = 8;
 
 interface Slot {
   socket: Socket;
@@ -56,6 +64,10 @@ export class ConnectionSlots {
    * sign of life, oldest first (a Map keeps insertion order).
    */
   private readonly takeable = new Map<string, Map<string, Slot>>();
+  /** Every takeable connection, by last sign of life, oldest first. */
+  private readonly oldestFirst = new Map<string, Slot>();
+  /** Addresses holding HEAVY takeable connections or more. */
+  private readonly heavy = new Set<string>();
   /** Connections closed to make room for a newer one. */
   evicted = 0;
   /** New connections closed at once: every slot held by a session. */
@@ -146,11 +158,15 @@ export class ConnectionSlots {
     if (queue === undefined) this.takeable.set(slot.address, (queue = new Map()));
     slot.lastSign = ++this.signs;
     queue.set(key, slot);
+    this.oldestFirst.set(key, slot);
+    if (queue.size === HEAVY) this.heavy.add(slot.address);
   }
 
   private unmarkTakeable(key: string, slot: Slot): void {
     const queue = this.takeable.get(slot.address);
     if (queue === undefined || !queue.delete(key)) return;
+    this.oldestFirst.delete(key);
+    if (queue.size === HEAVY - 1) this.heavy.delete(slot.address);
     if (queue.size === 0) this.takeable.delete(slot.address);
   }
 
@@ -162,12 +178,14 @@ export class ConnectionSlots {
   private evictOne(): boolean {
     let victim: [string, Slot] | undefined;
     let most = 0;
-    for (const queue of this.takeable.values()) {
+    for (const address of this.heavy) {
+      const queue = this.takeable.get(address)!;
       if (queue.size < most) continue;
       const oldest = queue.entries().next().value!;
       // Between addresses holding as many, the older connection goes.
       if (queue.size > most || oldest[1].lastSign < victim![1].lastSign) [victim, most] = [oldest, queue.size];
     }
+    victim ??= this.oldestFirst.entries().next().value;
     if (victim === undefined) return false;
     const [key, slot] = victim;
     this.slots.delete(key);

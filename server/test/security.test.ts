@@ -392,6 +392,21 @@ t.test('connection slots: a client flooding from one address pushes out its own 
   t.pass('the session kept its slot');
 });
 
+t.test('connection slots: a flood spread over many addresses, each holding few, makes room oldest first', async (t) => {
+  // One session allowed: 65 slots; 100 connections, each from an address of its own (127.0.1.x).
+  const d = await daemon(t, { limits: { maxSessions: 1, handshakeTimeoutMs: 120_000 } });
+  const a = await session(t, d.url);
+  const spread: Array<Awaited<ReturnType<typeof openConnection>>> = [];
+  for (let i = 1; i <= 100; i++) spread.push(await openConnection(t, d.port, '', `127.0.1.${i}`));
+  t.ok(await until(() => spread.filter((c) => c.closed()).length === 100 - 64), 'as many closed as went past the slots');
+  t.ok(spread.slice(0, 36).every((c) => c.closed()), 'the oldest ones');
+  const newest = spread[99]!;
+  newest.sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  t.match(await newest.answer, /^HTTP\/1\.1 200 /, 'the newest is answered');
+  await roundTrip(a);
+  t.pass('the session kept its slot');
+});
+
 // ---- upgrades elsewhere ----
 
 t.test('a WebSocket upgrade on any path but /ws is refused before the handshake (404), token or not', async (t) => {
