@@ -90,6 +90,10 @@ export class ConnectionSlots {
       return void socket.destroy();
     }
     const slot: Slot = { socket, address: socket.remoteAddress ?? '', lastSign: 0, held: false, requests: 0, whenAnswered: null };
+    // The same two ends again before the earlier connection's close was seen (a client port
+    // reused at once after a reset): the earlier one is forgotten, its close changes nothing.
+    const earlier = this.slots.get(key);
+    if (earlier !== undefined) this.unmarkTakeable(key, earlier);
     this.slots.set(key, slot);
     this.markTakeable(key, slot);
     socket.once('close', () => {
