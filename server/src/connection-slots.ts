@@ -13,10 +13,9 @@
  * connections before requests under way instead let a client that holds the slots with trickled
  * requests push each newcomer out with a single connection of its own.)
  *
- * The connection taken is the oldest of the peer address that holds the most takeable ones (once
- * one holds HEAVY or more), so that a client flooding from one address pushes out its own
- * connections before anyone else's (on loopback every client usually has the same address, and
- * this is simply the oldest).
+ * Every client counts alike, whatever its address: a rule that took first from the address
+ * holding the most let a client aim at another's connection by opening a few from that address
+ * (any local process can use any 127.x.y.z) and spreading the rest thinly over others.
  *
  * Connections are known by both ends' addresses and ports, which the raw TCP socket and a TLS
  * socket over it share (the request of a TLS connection carries the TLS socket).
@@ -26,19 +25,8 @@ import type { Socket } from 'node:net';
 /** HTTP connections allowed beyond maxSessions: health checks, /version, upgrades under way. */
 export const HTTP_HEADROOM = 64;
 
-/**
- * Takeable connections from one address from which that address is taken from first. Below it
- * for every address, the oldest of all goes: a flood spread over many addresses (127.0.0.0/8 is
- * all loopback) then costs one step per connection taken, not one per address.
- */
-const HEAVY = 8;
-
 interface Slot {
   socket: Socket;
-  /** The peer's address: connections are taken from the address holding the most first. */
-  address: string;
-  /** When it last showed a sign of life, as a count of such signs: orders connections of different addresses. */
-  lastSign: number;
   /** A session's connection: never taken. */
   held: boolean;
   /** Requests begun and not yet answered: more than one when a client pipelines them. */
@@ -59,20 +47,12 @@ function keyOf(socket: Socket): string | undefined {
 
 export class ConnectionSlots {
   private readonly slots = new Map<string, Slot>();
-  /**
-   * Connections a newcomer may take the place of, by the peer's address, each address's by last
-   * sign of life, oldest first (a Map keeps insertion order).
-   */
-  private readonly takeable = new Map<string, Map<string, Slot>>();
-  /** Every takeable connection, by last sign of life, oldest first. */
-  private readonly oldestFirst = new Map<string, Slot>();
-  /** Addresses holding HEAVY takeable connections or more. */
-  private readonly heavy = new Set<string>();
+  /** Connections a newcomer may take the place of, by last sign of life, oldest first (a Map keeps insertion order). */
+  private readonly takeable = new Map<string, Slot>();
   /** Connections closed to make room for a newer one. */
   evicted = 0;
   /** New connections closed at once: every slot held by a session. */
   refused = 0;
-  private signs = 0;
 
   constructor(readonly capacity: number) {}
 
@@ -89,17 +69,17 @@ export class ConnectionSlots {
       this.refused++;
       return void socket.destroy();
     }
-    const slot: Slot = { socket, address: socket.remoteAddress ?? '', lastSign: 0, held: false, requests: 0, whenAnswered: null };
+    const slot: Slot = { socket, held: false, requests: 0, whenAnswered: null };
     // The same two ends again before the earlier connection's close was seen (a client port
-    // reused at once after a reset): the earlier one is forgotten, its close changes nothing.
-    const earlier = this.slots.get(key);
-    if (earlier !== undefined) this.unmarkTakeable(key, earlier);
+    // reused at once after a reset): the earlier one is forgotten, its close changes nothing, and
+    // the new one goes to the newest end of the queue.
+    this.takeable.delete(key);
     this.slots.set(key, slot);
-    this.markTakeable(key, slot);
+    this.takeable.set(key, slot);
     socket.once('close', () => {
       if (this.slots.get(key) !== slot) return;
       this.slots.delete(key);
-      this.unmarkTakeable(key, slot);
+      this.takeable.delete(key);
     });
   }
 
@@ -144,56 +124,26 @@ export class ConnectionSlots {
     const slot = key === undefined ? undefined : this.slots.get(key);
     if (slot === undefined || key === undefined) return;
     slot.held = true;
-    this.unmarkTakeable(key, slot);
+    this.takeable.delete(key);
   }
 
-  /** Moves the connection to the newest end of its address's queue (a sign of life); its slot, if it has one. */
+  /** Moves the connection to the newest end of the queue (a sign of life); its slot, if it has one. */
   private touch(socket: Socket): Slot | undefined {
     const key = keyOf(socket);
     const slot = key === undefined ? undefined : this.slots.get(key);
     if (slot === undefined || key === undefined || slot.held) return slot;
-    this.unmarkTakeable(key, slot);
-    this.markTakeable(key, slot);
+    this.takeable.delete(key);
+    this.takeable.set(key, slot);
     return slot;
   }
 
-  private markTakeable(key: string, slot: Slot): void {
-    let queue = this.takeable.get(slot.address);
-    if (queue === undefined) this.takeable.set(slot.address, (queue = new Map()));
-    slot.lastSign = ++this.signs;
-    queue.set(key, slot);
-    this.oldestFirst.set(key, slot);
-    if (queue.size === HEAVY) this.heavy.add(slot.address);
-  }
-
-  private unmarkTakeable(key: string, slot: Slot): void {
-    const queue = this.takeable.get(slot.address);
-    if (queue === undefined || !queue.delete(key)) return;
-    this.oldestFirst.delete(key);
-    if (queue.size === HEAVY - 1) this.heavy.delete(slot.address);
-    if (queue.size === 0) this.takeable.delete(slot.address);
-  }
-
-  /**
-   * Closes the connection whose last sign of life is oldest among those of the peer address that
-   * holds the most (so a client flooding from one address pushes out its own connections before
-   * anyone else's); false if every slot is a session's.
-   */
+  /** Closes the connection whose last sign of life is oldest; false if every slot is a session's. */
   private evictOne(): boolean {
-    let victim: [string, Slot] | undefined;
-    let most = 0;
-    for (const address of this.heavy) {
-      const queue = this.takeable.get(address)!;
-      if (queue.size < most) continue;
-      const oldest = queue.entries().next().value!;
-      // Between addresses holding as many, the older connection goes.
-      if (queue.size > most || oldest[1].lastSign < victim![1].lastSign) [victim, most] = [oldest, queue.size];
-    }
-    victim ??= this.oldestFirst.entries().next().value;
-    if (victim === undefined) return false;
-    const [key, slot] = victim;
+    const first = this.takeable.entries().next();
+    if (first.done === true) return false;
+    const [key, slot] = first.value;
     this.slots.delete(key);
-    this.unmarkTakeable(key, slot);
+    this.takeable.delete(key);
     this.evicted++;
     slot.socket.destroy();
     return true;

@@ -324,7 +324,7 @@ export class DaemonMetrics {
     });
     new Counter({
       name: 'spiwire_http_connections_evicted_total',
-      help: 'HTTP connections closed to make room for a new one when every connection slot was taken: the one whose last sign of life was oldest, of the client address holding the most.',
+      help: 'HTTP connections closed to make room for a new one when every connection slot was taken: the one whose last sign of life was oldest.',
       registers,
       collect() {
         this.reset();
