@@ -7,11 +7,11 @@
  * until the turn has run LONE_TURN_SLICES slices: other sessions' calls may be waiting unread in
  * the kernel, and a burst of thousands of small frames from one read must not hold them back
  * for long. Once a second session works in the same turn, the turn's time is shared, and once it
- * is used up, a message that has not started waits too. Set-aside work is resumed in the check phase,
- * in the order it was set aside, for one more slice of time: whoever does not get a go then keeps
- * its place for the next turn. Without the queue, every session set aside resumed in the same
- * check phase, and 32 bulk senders held each turn for all their frames (10 ms and more) while a
- * bystander's one small call waited behind them.
+ * is used up, a message that has not started waits too. Set-aside work is resumed in the check
+ * phase, in the order it was set aside, for one more slice of time: whoever does not get a go
+ * then keeps its place for the next turn. Without the queue, every session set aside resumed in
+ * the same check phase, and 32 bulk senders held each turn for all their frames (10 ms and more)
+ * while a bystander's one small call waited behind them.
  */
 
 /** Work set aside by a session: takeTurn() does at least one piece of it (or defers again). */

@@ -73,7 +73,6 @@ function bindDgram(sock: dgram.Socket, name: SockAddr): Promise<Error | null> {
   });
 }
 
-
 export class UdpSocket extends EmulatedSocket<UdpState> {
   private sock: dgram.Socket | null = null;
   /** A bind under way (node binds asynchronously): it counts as bound for a second bind or a receive. */

@@ -176,8 +176,8 @@ async function timed<T>(p: Promise<T>): Promise<{ value: T | null; ms: number }>
 /**
  * HTTP connections that never finish a request, more than the daemon has slots for (at most 1,088
  * by default). First a mix (headers cut short, bodies that never come whole, nothing at all); then
- * every slot a request under way while new silent connections keep coming as fast as four loops
- * of this process open them. Each time a health check and a new session must still get in at
+ * every slot a request under way while new silent connections keep coming, about 2,000 a
+ * second. Each time a health check and a new session must still get in at
  * once, in the place of the connections whose last sign of life is oldest, and the sessions open
  * keep theirs.
  */
@@ -229,7 +229,7 @@ async function idleConnections(a: Arena, b: Budget): Promise<void> {
     } finally {
       clearInterval(churn);
     }
-    const probe = await within(before.request('WSPGetSockOpt', { s: 0, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }), 3000, null);
+    const probe = await before.request('WSPGetSockOpt', { s: 0, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 }, { timeoutMs: 3000 });
     if (probe === null) a.find('other', `after HTTP connection floods, a session opened before them got no answer`);
     a.extra['idleConnections'] = `${b.idleConnections} mixed, ${firstClosed} closed by the daemon to make room, then ${first}; ${b.idleConnections} requests under way and ${opened} silent newcomers: ${tries.join('; ')}`;
   } finally {
