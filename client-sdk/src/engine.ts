@@ -93,8 +93,8 @@ export class SessionEngine<T extends SpiThread> {
    * and a reply without ret and errno fails the call with SpiwireProtocolError.
    */
   call(method: string, params: Record<string, unknown>, listener?: ReplyListener): Promise<Result> {
-    // Not an async function: one promise fewer on the hot path.
-    const sent = this.rpc.call(method, params, listener).then(asResult, netDown);
+    // Not an async function, and the reply becomes a Result as it is read: one promise per call.
+    const sent = this.rpc.callThen(method, params, listener, resultOf);
     return this.tracer ? this.traced(sent, method, params, this.threads.current().id.ThreadHandle, undefined) : sent;
   }
 
@@ -132,29 +132,44 @@ export class SessionEngine<T extends SpiThread> {
    * thread), captured now; the operation table marks the WSAOVERLAPPED pending and sends the call
    * with {op, thread}. A call that fails at once leaves no completion.
    */
-  // Not async: one promise hop fewer per overlapped call.
-  overlapped(method: string, params: Record<string, unknown>, how: OverlappedArgs, delivery?: Delivery): Promise<Result> {
+  overlapped(method: string, params: Record<string, unknown>, how: OverlappedArgs, delivery?: Delivery): Promise<Result>;
+  overlapped<T>(method: string, params: Record<string, unknown>, how: OverlappedArgs, delivery: Delivery | undefined, then: (r: Result) => T): Promise<T>;
+  /**
+   * then, when given, makes the caller's value of the result in the same step: this runs for
+   * every overlapped send, and each step of its own would be a promise and a microtask more.
+   */
+  overlapped<T>(method: string, params: Record<string, unknown>, how: OverlappedArgs, delivery?: Delivery, then?: (r: Result) => T): Promise<T | Result> {
     const issuer = this.threads.issuer(how.lpThreadId) ?? this.threads.main;
     let routine: OperationSpec['routine'] = null;
     if (how.routine) {
       const thread = how.lpThreadId ? this.threads.get(how.lpThreadId.ThreadHandle) : issuer;
-      if (!thread || !thread.isAlive) return Promise.resolve({ ret: P.SOCKET_ERROR, errno: P.WSAEINVAL });
+      if (!thread || !thread.isAlive) {
+        const refused: Result = { ret: P.SOCKET_ERROR, errno: P.WSAEINVAL };
+        return Promise.resolve(then === undefined ? refused : then(refused));
+      }
       routine = { run: how.routine, thread, s: how.s };
     }
     how.ov.lastSocket = how.s;
-    // No closures or spec objects per call: this runs for every overlapped send.
     const rec = this.ops.begin(how.ov, routine, delivery);
     // params is the caller's own fresh object: add to it rather than copy it.
     params['overlapped'] = { op: rec.op, thread: issuer.id.ThreadHandle };
-    let sent: Promise<Record<string, unknown>>;
+    const ops = this.ops;
+    // The operation is settled (failed at once, or pending) as its reply is read.
+    const tracing = this.tracer !== null;
+    const step = (raw: Record<string, unknown> | undefined, err: Error | undefined): T | Result => {
+      const r = err === undefined ? ops.outcome(rec, asResult, raw!) : ops.outcome(rec, netDown, err);
+      return then === undefined || tracing ? r : then(r);
+    };
+    let sent: Promise<T | Result>;
     try {
-      sent = this.rpc.call(method, params, rec);
+      sent = this.rpc.callThen(method, params, rec, step);
     } catch (err) {
       this.ops.notSent(rec);
       throw err;
     }
-    const settled = this.ops.settleCall(rec, sent, asResult, netDown);
-    return this.tracer ? this.traced(settled, method, params, issuer.id.ThreadHandle, rec.op) : settled;
+    if (!tracing) return sent;
+    const traced = this.traced(sent as Promise<Result>, method, params, issuer.id.ThreadHandle, rec.op);
+    return then === undefined ? traced : traced.then(then);
   }
 
   /** WSPSocket: the new handle is remembered until its close. */
@@ -269,6 +284,11 @@ export class SessionEngine<T extends SpiThread> {
     this.closing = true;
     return this.rpc.close();
   }
+}
+
+/** A call's reply as a Result, or its failure as one (WSAENETDOWN) or as the error it is. */
+function resultOf(raw: Record<string, unknown> | undefined, err: Error | undefined): Result {
+  return err === undefined ? asResult(raw!) : netDown(err);
 }
 
 function netDown(err: unknown): Result {

@@ -112,7 +112,8 @@ export function gather(lpBuffers: readonly WSABUF[] | null, dwBufferCount: numbe
   for (let i = 0; i < dwBufferCount; i++) {
     const b: unknown = lpBuffers[i];
     if (!isWsabuf(b) || b.len > b.buf.byteLength) return P.WSAEFAULT;
-    out[i] = b.buf.subarray(0, b.len);
+    // A whole buffer goes as it is: a view of it would be one more object per send.
+    out[i] = b.len === b.buf.length ? b.buf : b.buf.subarray(0, b.len);
   }
   return out;
 }

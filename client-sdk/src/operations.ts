@@ -56,6 +56,10 @@ export class OpRecord implements ReplyListener {
   replied(r: Record<string, unknown>): void {
     if (isResult(r)) this.table.answered(this, r);
   }
+
+  completed(error: number, bytes: number, flags: number): void {
+    this.table.complete(this.op, error, bytes, flags);
+  }
 }
 
 /** Where a receive's completion puts its results, besides the WSAOVERLAPPED. */
@@ -139,7 +143,7 @@ export class OperationTable {
   }
 
   /** The result f makes of x; a call that failed at once, or has no usable result, leaves no completion. */
-  private outcome<X>(rec: OpRecord, f: (x: X) => Result, x: X): Result {
+  outcome<X>(rec: OpRecord, f: (x: X) => Result, x: X): Result {
     let r: Result;
     try {
       r = f(x);
@@ -215,7 +219,7 @@ export class OperationTable {
       }
       tracer.record({ t: tracer.now(), kind: 'deliver', op, s, via, thread: null });
     }
-    if (routine) routine.thread.queueApc(() => routine.run(error, bytes, ov, flags), routine.s);
+    if (routine) routine.thread.queueRoutine(routine, error, bytes, ov, flags, routine.s);
     else if (ov.hEvent) this.events.get(ov.hEvent)?.set();
   }
 

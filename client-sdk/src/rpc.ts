@@ -212,11 +212,42 @@ function payloadSize(params: Record<string, unknown>): number {
 /** Told of a call's reply as it is read, before any later record of the same frame. */
 export interface ReplyListener {
   replied(r: Record<string, unknown>): void;
+  /**
+   * The reply carried the call's completion, read in place from a compact reply: told right
+   * after replied(), whose r then has no completion member. A listener without it gets the
+   * completion in r, as from any other reply.
+   */
+  completed?(error: number, bytes: number, flags: number): void;
   /** The call has begun to wait in the daemon (spiwire.waiting), before its reply. */
   waiting?(): void;
 }
 
-type Pending = { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void; listener: ReplyListener | undefined };
+/**
+ * What a call's caller makes of its reply, run as the reply is read: raw is the reply's result, or
+ * undefined with err when the call failed (a JSON-RPC error, or the connection closing). What it
+ * returns, or throws, settles the call's promise: a caller that only maps the reply costs one
+ * promise and one microtask per call, not one per step.
+ */
+export type ReplyStep<T> = (raw: Record<string, unknown> | undefined, err: Error | undefined) => T;
+
+type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; listener: ReplyListener | undefined; step: ReplyStep<unknown> | undefined };
+
+/** Settles a pending call with its reply (raw) or its failure (err), through its step when it has one. */
+function settle(p: Pending, raw: Record<string, unknown> | undefined, err: Error | undefined): void {
+  if (p.step === undefined) {
+    if (err !== undefined) p.reject(err);
+    else p.resolve(raw);
+    return;
+  }
+  let v: unknown;
+  try {
+    v = p.step(raw, err);
+  } catch (e) {
+    p.reject(e instanceof Error ? e : new Error(String(e)));
+    return;
+  }
+  p.resolve(v);
+}
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object';
@@ -417,10 +448,25 @@ export class RpcConnection {
    * same frame (an operation's completion, for instance) is handled.
    */
   call(method: string, params: Record<string, unknown>, listener?: ReplyListener): Promise<Record<string, unknown>> {
-    if (this.closedReason !== null) return Promise.reject(new ConnectionClosedError(this.closedReason));
+    return this.callThen(method, params, listener, undefined) as Promise<Record<string, unknown>>;
+  }
+
+  /**
+   * call(), with step making the caller's value of the reply (or of the failure) as it is read.
+   * A call made on a closed connection fails the same way, through step, before this returns.
+   */
+  callThen<T>(method: string, params: Record<string, unknown>, listener: ReplyListener | undefined, step: ReplyStep<T> | undefined): Promise<T> {
+    let entry!: Pending;
+    const p = new Promise<T>((resolve, reject) => {
+      entry = { resolve: resolve as (v: unknown) => void, reject, listener, step };
+    });
+    if (this.closedReason !== null) {
+      settle(entry, undefined, new ConnectionClosedError(this.closedReason));
+      return p;
+    }
     const id = this.nextId++;
     if (this.nextId > 0x7fffffff) this.nextId = 1;
-    const p = new Promise<Record<string, unknown>>((resolve, reject) => this.pending.set(id, { resolve, reject, listener }));
+    this.pending.set(id, entry);
     this.enqueue(id, method, params);
     return p;
   }
@@ -588,18 +634,50 @@ export class RpcConnection {
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.resume !== null) this.countReceived(data, isBinary);
-    let recs: P.DecodedRecord[];
+    if (!isBinary) {
+      let rec: P.DecodedRecord;
+      try {
+        rec = P.decodeText(data.toString());
+      } catch (err) {
+        this.fail(`the daemon sent a bad frame: ${messageOf(err)}`);
+        return;
+      }
+      this.handle(rec);
+      return;
+    }
+    let frame: P.SplitFrame;
     try {
-      recs = isBinary ? P.decodeFrame(data) : [P.decodeText(data.toString())];
+      frame = P.splitFrame(data);
     } catch (err) {
       this.fail(`the daemon sent a bad frame: ${messageOf(err)}`);
       return;
     }
-    for (const r of recs) {
+    const reply = this.replyFields;
+    for (let i = 0; i < frame.length; i++) {
       // A record that ended the connection ends the frame too.
       if (this.closedReason !== null) return;
-      this.handle(r);
+      // Most records of a sending program are compact replies: those are read in place.
+      if (frame.compactReply(i, reply)) this.handleCompactReply(reply);
+      else this.handle(frame.record(i));
     }
+  }
+
+  /** Where compact replies are read in place, one after another. */
+  private readonly replyFields = P.compactReplyFields();
+
+  /** handle() for a compact reply read in place: the same result, without the message around it. */
+  private handleCompactReply(f: P.CompactReply): void {
+    const p = this.pending.get(f.id);
+    if (!p) return;
+    this.pending.delete(f.id);
+    const result: Record<string, unknown> = f.bytesSent < 0 ? { ret: f.ret, errno: f.errno } : { ret: f.ret, errno: f.errno, bytesSent: f.bytesSent };
+    const listener = p.listener;
+    if (f.hasCompletion && listener?.completed === undefined) result['completion'] = { error: f.error, bytes: f.bytes, flags: f.flags };
+    if (listener !== undefined) {
+      listener.replied(result);
+      if (f.hasCompletion) listener.completed?.(f.error, f.bytes, f.flags);
+    }
+    settle(p, result, undefined);
   }
 
   private handle(rec: P.DecodedRecord): void {
@@ -640,13 +718,13 @@ export class RpcConnection {
     const result = m['result'];
     if (error !== undefined) {
       // A JSON-RPC error: the daemon refused the request.
-      if (isErrorObject(error) && result === undefined) p.reject(new SpiwireProtocolError(error.code, error.message, isRecord(error.data) ? error.data : undefined));
-      else p.reject(badReply(id, 'its error is not an object {code, message}, or comes with a result'));
+      if (isErrorObject(error) && result === undefined) settle(p, undefined, new SpiwireProtocolError(error.code, error.message, isRecord(error.data) ? error.data : undefined));
+      else settle(p, undefined, badReply(id, 'its error is not an object {code, message}, or comes with a result'));
     } else if (isRecord(result)) {
       p.listener?.replied(result);
-      p.resolve(result);
+      settle(p, result, undefined);
     } else {
-      p.reject(badReply(id, 'it has no result object and no error'));
+      settle(p, undefined, badReply(id, 'it has no result object and no error'));
     }
   }
 
@@ -668,8 +746,9 @@ export class RpcConnection {
       r.kept = [];
       r.head = 0;
     }
-    for (const p of this.pending.values()) p.reject(new ConnectionClosedError(reason));
+    const pending = this.pending.values();
     this.pending.clear();
+    for (const p of pending) settle(p, undefined, new ConnectionClosedError(reason));
     this.onClose(reason);
   }
 

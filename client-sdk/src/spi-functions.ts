@@ -248,10 +248,11 @@ export abstract class SpiFunctions {
       params['tolen'] = iTolen;
     }
     // Overlapped and pending: lpNumberOfBytesSent is not written.
-    return (how ? this.engine.overlapped(method, params, how) : this.engine.blocking(method, params, s, lpThreadId)).then((r) => {
+    const then = (r: Result): number => {
       writeBytesSent(r, lpNumberOfBytesSent);
       return finish(r, lpErrno);
-    });
+    };
+    return how ? this.engine.overlapped(method, params, how, undefined, then) : this.engine.blocking(method, params, s, lpThreadId).then(then);
   }
 
   /**

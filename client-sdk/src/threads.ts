@@ -16,9 +16,30 @@ export const issuingThread = new AsyncLocalStorage<SpiThread>();
 const blockingWaitApcs = new AsyncLocalStorage<SpiThread>();
 
 interface Apc {
-  run: () => unknown;
+  run(): unknown;
   /** Completion routines of one socket never nest or overlap. */
-  socket: number | null;
+  readonly socket: number | null;
+}
+
+/** What a completion routine is called with: one object per completion, not a closure and a record. */
+export interface RoutineCall<O> {
+  run: (dwError: number, cbTransferred: number, lpOverlapped: O, dwFlags: number) => unknown;
+}
+
+/** An operation's completion routine queued as an APC, with its arguments. */
+class RoutineApc<O> implements Apc {
+  constructor(
+    private readonly routine: RoutineCall<O>,
+    private readonly error: number,
+    private readonly bytes: number,
+    private readonly ov: O,
+    private readonly flags: number,
+    readonly socket: number | null,
+  ) {}
+
+  run(): unknown {
+    return this.routine.run(this.error, this.bytes, this.ov, this.flags);
+  }
 }
 
 /** Per-socket serialisation of completion routines, shared by the threads of a session. */
@@ -30,9 +51,9 @@ export class RoutineLocks {
    * synchronously; otherwise returns a promise that settles when fn has run. Routines that do not
    * await stay synchronous, so the calls they make are packed into one frame.
    */
-  runFast(socket: number | null, fn: () => unknown): Promise<void> | undefined {
-    if (socket !== null && this.tails.has(socket)) return this.run(socket, fn);
-    const r = fn();
+  runFast(socket: number | null, task: { run(): unknown }): Promise<void> | undefined {
+    if (socket !== null && this.tails.has(socket)) return this.run(socket, () => task.run());
+    const r = task.run();
     if (!isThenable(r)) return undefined;
     if (socket === null) return Promise.resolve(r).then(() => undefined);
     let release!: () => void;
@@ -159,8 +180,17 @@ export class SpiThread {
 
   /** Queues an APC; it runs at the thread's next alertable wait (or soon, in automatic mode). */
   queueApc(run: () => unknown, socket: number | null = null): boolean {
+    return this.queue({ run, socket });
+  }
+
+  /** Queues an operation's completion routine (to run as queueApc's would), called with these arguments. */
+  queueRoutine<O>(routine: RoutineCall<O>, error: number, bytes: number, ov: O, flags: number, socket: number | null): boolean {
+    return this.queue(new RoutineApc(routine, error, bytes, ov, flags, socket));
+  }
+
+  private queue(apc: Apc): boolean {
     if (!this.alive) return false;
-    this.apcs.push({ run, socket });
+    this.apcs.push(apc);
     if (this.host.autoApc) this.scheduleAuto();
     else if (this.wake) this.wake();
     else if (this.blockingWaits > 0) this.runDuringBlockingWait();
@@ -219,8 +249,8 @@ export class SpiThread {
           // A routine runs on this thread: calls it makes are issued by this thread.
           // The main thread needs no context (calls without one fall back to it), and sparing
           // AsyncLocalStorage keeps node's promise hooks off for sessions that never make threads.
-          const run = this === this.host.mainThread ? apc.run : () => issuingThread.run(this, apc.run);
-          const pending = this.host.locks.runFast(apc.socket, run);
+          const task = this === this.host.mainThread ? apc : { run: () => issuingThread.run(this, () => apc.run()) };
+          const pending = this.host.locks.runFast(apc.socket, task);
           if (pending) await pending;
         } catch (err) {
           this.host.routineFailed(err);

@@ -212,14 +212,16 @@ t.test('RoutineLocks: routines of one socket never overlap; other sockets do not
   const locks = new RoutineLocks();
   const order: string[] = [];
   const release = signal();
-  const first = locks.runFast(1, async () => {
-    order.push('1a start');
-    await release.promise;
-    order.push('1a end');
+  const first = locks.runFast(1, {
+    run: async () => {
+      order.push('1a start');
+      await release.promise;
+      order.push('1a end');
+    },
   });
   t.ok(first, 'an asynchronous routine gives a promise');
-  const second = locks.runFast(1, () => order.push('1b'));
-  const other = locks.runFast(2, () => order.push('2'));
+  const second = locks.runFast(1, { run: () => order.push('1b') });
+  const other = locks.runFast(2, { run: () => order.push('2') });
   t.equal(other, undefined, 'a synchronous routine of a free socket runs at once, with no promise');
   t.same(order, ['1a start', '2'], 'the second routine of socket 1 waits');
   release.fire();

@@ -11,7 +11,7 @@
  */
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
-import { CompactHeader, decodeCompactHeader, decodeCompactHeaderPieces, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, writeCompactHeader } from './compact.js';
+import { CompactHeader, decodeCompactHeader, decodeCompactHeaderPieces, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, readReplyInPlace, writeCompactHeader, type CompactReply } from './compact.js';
 
 import { isU32, readU32, writeU32 } from './le32.js';
 import { ACK_HEADER_MAX_BYTES, ackHeader, ackHeaderCount, isAckCount, isAckParams } from './ack-header.js';
@@ -73,6 +73,11 @@ export interface SplitFrame {
   record(i: number): DecodedRecord;
   /** The bytes record i takes in the frame: its header and its data. */
   size(i: number): number;
+  /**
+   * Reads record i into into, without parsing it into a message, when it is a well-formed
+   * compact reply (readReplyInPlace); false otherwise, and then record(i) parses it.
+   */
+  compactReply(i: number, into: CompactReply): boolean;
 }
 
 /** Checks one complete binary frame and finds its records. Throws ProtocolError(BAD_FRAME) for a truncated or oversized frame. */
@@ -123,6 +128,11 @@ class WholeFrame implements SplitFrame {
   size(i: number): number {
     return this.spans[(i << 2) + 1]! + this.spans[(i << 2) + 3]!;
   }
+
+  compactReply(i: number, into: CompactReply): boolean {
+    const k = i << 2;
+    return readReplyInPlace(this.frame, this.spans[k]!, this.spans[k + 1]!, this.spans[k + 3]!, into);
+  }
 }
 
 function truncated(): never {
@@ -166,6 +176,7 @@ export function splitFrameParts(parts: readonly Uint8Array[], limits: DecodeLimi
       return parsePiecesRecord(header.length === 1 ? header[0]! : joinPieces(header, headerLengths[i]!), data[i]!, dataLengths[i]!);
     },
     size: (i) => headerLengths[i]! + dataLengths[i]!,
+    compactReply: () => false,
   };
 }
 

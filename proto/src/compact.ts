@@ -242,6 +242,57 @@ export function writeCompactHeader(h: CompactHeader, buf: Uint8Array, at: number
   }
 }
 
+/**
+ * A compact reply (kind 2) read in place by readReplyInPlace: its fields as numbers, with no
+ * message object. The SDK reads one per send on its hot path, into one object it keeps.
+ */
+export interface CompactReply {
+  id: number;
+  ret: number;
+  errno: number;
+  /** bytesSent, or -1 when the reply has none. */
+  bytesSent: number;
+  /** completion: error, bytes and flags, when hasCompletion. */
+  hasCompletion: boolean;
+  error: number;
+  bytes: number;
+  flags: number;
+}
+
+/** A CompactReply to fill (one per reader). */
+export function compactReplyFields(): CompactReply {
+  return { id: 0, ret: 0, errno: 0, bytesSent: -1, hasCompletion: false, error: 0, bytes: 0, flags: 0 };
+}
+
+/**
+ * Reads the header at buf[at, at + length) into into when it is a well-formed compact reply with
+ * no record data (dataLength 0), and says whether it was. Anything else, a malformed reply
+ * included, is left to decodeCompactHeader, which gives the same fields or the error.
+ */
+export function readReplyInPlace(buf: Uint8Array, at: number, length: number, dataLength: number, into: CompactReply): boolean {
+  if (length < FIXED + 12 || buf[at] !== CompactKind.Reply || dataLength !== 0) return false;
+  const bits = buf[at + 1]!;
+  if (bits & ~(BIT_BYTES_SENT | BIT_COMPLETION) || buf[at + 2] !== 0 || buf[at + 3] !== 0) return false;
+  if (length !== FIXED + 12 + (bits & BIT_BYTES_SENT ? 4 : 0) + (bits & BIT_COMPLETION ? 12 : 0)) return false;
+  into.id = readU32(buf, at + 4);
+  into.ret = readI32(buf, at + 8);
+  into.errno = readU32(buf, at + 12);
+  let o = at + 16;
+  if (bits & BIT_BYTES_SENT) {
+    into.bytesSent = readU32(buf, o);
+    o += 4;
+  } else {
+    into.bytesSent = -1;
+  }
+  into.hasCompletion = (bits & BIT_COMPLETION) !== 0;
+  if (into.hasCompletion) {
+    into.error = readU32(buf, o);
+    into.bytes = readU32(buf, o + 4);
+    into.flags = readU32(buf, o + 8);
+  }
+  return true;
+}
+
 /** True when a record header is compact (its first byte is a kind, not JSON). */
 export function isCompactHeader(header: Uint8Array): boolean {
   return header.length > 0 && header[0]! < 0x09;

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { FrameBuilder, PARSE_ERROR, decodeFrame, type DecodedRecord } from '../src/index.js';
+import { FrameBuilder, PARSE_ERROR, compactReplyFields, decodeFrame, splitFrame, type CompactReply, type DecodedRecord } from '../src/index.js';
 import { rng } from './helpers/random.js';
 import { cat, norm, rawRecord, u32le } from './helpers/records.js';
 
@@ -66,6 +66,7 @@ t.test(`random WSPSend calls, replies and completions decode the same from both 
   const u32 = (): number => Math.floor(r() * 0x100000000);
   const pick = (): number => (r() < 0.3 ? [0, 1, 0xffffffff, 0x7fffffff][Math.floor(r() * 4)]! : u32());
   let matched = 0;
+  let inPlaceMatched = 0;
   for (let i = 0; i < 300; i++) {
     const kind = i % 3;
     let msg: Record<string, unknown>;
@@ -92,9 +93,26 @@ t.test(`random WSPSend calls, replies and completions decode the same from both 
     // One assertion per difference only, so that 300 messages do not flood the output.
     if (JSON.stringify(norm(compact.message)) !== JSON.stringify(norm(json.message))) t.same(norm(compact.message), norm(json.message), `message ${i}`);
     else matched++;
+    // A reply read in place (the SDK's path) gives the fields the message has; nothing else is
+    // read in place, and neither is the JSON form of a reply.
+    const f = compactReplyFields();
+    const inPlace = splitFrame(compactFrame).compactReply(0, f);
+    if (inPlace !== (kind === 1)) t.fail(`message ${i}: read in place ${inPlace}, kind ${kind}`);
+    else if (inPlace && JSON.stringify(norm(replyMessage(f))) !== JSON.stringify(norm(json.message))) t.same(norm(replyMessage(f)), norm(json.message), `message ${i} read in place`);
+    else inPlaceMatched++;
+    if (splitFrame(frameOf(msg, false)).compactReply(0, f)) t.fail(`message ${i}: its JSON form was read in place`);
   }
   t.equal(matched, 300, 'every message decodes to the same object from both forms');
+  t.equal(inPlaceMatched, 300, 'every compact reply, and nothing else, reads in place to the same fields');
 });
+
+/** The message a reply read in place stands for. */
+function replyMessage(f: CompactReply): object {
+  const result: Record<string, unknown> = { ret: f.ret, errno: f.errno };
+  if (f.bytesSent >= 0) result['bytesSent'] = f.bytesSent;
+  if (f.hasCompletion) result['completion'] = { error: f.error, bytes: f.bytes, flags: f.flags };
+  return { jsonrpc: '2.0', id: f.id, result };
+}
 
 t.test('messages without exactly a compact shape are written as JSON', async (t) => {
   const b = [hi];
@@ -161,6 +179,7 @@ t.test('a broken compact header spoils only its own record, as PARSE_ERROR', asy
     const [bad, good] = recs;
     t.ok(bad && !bad.ok && bad.error.code === PARSE_ERROR && /^compact header: /.test(bad.error.message), `${what}: PARSE_ERROR (${bad && !bad.ok ? bad.error.message : 'decoded'})`);
     t.ok(good?.ok, `${what}: the next record is untouched`);
+    t.notOk(splitFrame(withGoodRecord(header, data)).compactReply(0, compactReplyFields()), `${what}: not read in place, so that its error comes out`);
   }
 });
 

@@ -432,20 +432,27 @@ function watchWire(spi: S.SpiSession): WireWatch {
   const w: WireWatch = { issuing: null, stray: 0 };
   const byWireOp = new Map<number, Op>();
   const rpc = spi.connection;
-  const call = rpc.call.bind(rpc);
-  rpc.call = (method, params, listener) => {
+  const call = rpc.callThen.bind(rpc);
+  // Every call goes through callThen. This listener has no completed(): a completion that comes
+  // with a reply is then a member of the reply, whatever form the daemon wrote it in.
+  rpc.callThen = (method, params, listener, step) => {
     const ov = params['overlapped'] as { op: number } | undefined;
     const op = w.issuing;
-    if (!ov || !op) return call(method, params, listener);
+    if (!ov || !op) return call(method, params, listener, step);
     byWireOp.set(ov.op, op);
     op.onWire = true;
-    return call(method, params, {
-      replied(r) {
-        op.replied = true;
-        if (r['completion']) op.wireCompletions++;
-        listener?.replied(r);
+    return call(
+      method,
+      params,
+      {
+        replied(r) {
+          op.replied = true;
+          if (r['completion']) op.wireCompletions++;
+          listener?.replied(r);
+        },
       },
-    });
+      step,
+    );
   };
   const notify = rpc.onNotification;
   rpc.onNotification = (method, params) => {
