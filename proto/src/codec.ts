@@ -11,7 +11,7 @@
  */
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
-import { CompactHeader, decodeCompactHeader, decodeCompactHeaderPieces, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, readReplyInPlace, writeCompactHeader, type CompactReply } from './compact.js';
+import { CompactHeader, decodeCompactHeaderAt, decodeCompactHeaderPieces, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, readReplyInPlace, writeCompactHeader, type CompactReply } from './compact.js';
 
 import { isU32, readU32, writeU32 } from './le32.js';
 import { ACK_HEADER_MAX_BYTES, ackHeader, ackHeaderCount, isAckCount, isAckParams } from './ack-header.js';
@@ -122,7 +122,13 @@ class WholeFrame implements SplitFrame {
   record(i: number): DecodedRecord {
     const k = i << 2;
     const spans = this.spans;
-    return parseHeader(this.frame.subarray(spans[k]!, spans[k]! + spans[k + 1]!), this.frame.subarray(spans[k + 2]!, spans[k + 2]! + spans[k + 3]!));
+    const frame = this.frame;
+    const headerAt = spans[k]!;
+    const headerLength = spans[k + 1]!;
+    const data = frame.subarray(spans[k + 2]!, spans[k + 2]! + spans[k + 3]!);
+    // A compact header is read where it lies: no view of it (two objects per small send).
+    if (headerLength > 0 && frame[headerAt]! < 0x09) return compactRecord(frame, headerAt, headerLength, data);
+    return parseHeader(frame.subarray(headerAt, headerAt + headerLength), data);
   }
 
   size(i: number): number {
@@ -228,14 +234,17 @@ export function decodeText(text: string): DecodedRecord {
   }
 }
 
-function parseHeader(header: Uint8Array, data: Uint8Array): DecodedRecord {
-  if (isCompactHeader(header)) {
-    try {
-      return { ok: true, message: decodeCompactHeader(header, data), compact: true, shaped: true };
-    } catch (err) {
-      return { ok: false, error: asProtocolError(err) };
-    }
+/** The record whose compact header lies at buf[at, at + length). */
+function compactRecord(buf: Uint8Array, at: number, length: number, data: Uint8Array): DecodedRecord {
+  try {
+    return { ok: true, message: decodeCompactHeaderAt(buf, at, length, data), compact: true, shaped: true };
+  } catch (err) {
+    return { ok: false, error: asProtocolError(err) };
   }
+}
+
+function parseHeader(header: Uint8Array, data: Uint8Array): DecodedRecord {
+  if (isCompactHeader(header)) return compactRecord(header, 0, header.length, data);
   // An acknowledgement as ackHeader spells it: the message JSON.parse would give, without it.
   if (data.length === 0) {
     const received = ackHeaderCount(header);

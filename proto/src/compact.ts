@@ -267,7 +267,7 @@ export function compactReplyFields(): CompactReply {
 /**
  * Reads the header at buf[at, at + length) into into when it is a well-formed compact reply with
  * no record data (dataLength 0), and says whether it was. Anything else, a malformed reply
- * included, is left to decodeCompactHeader, which gives the same fields or the error.
+ * included, is left to decodeCompactHeaderAt, which gives the same fields or the error.
  */
 export function readReplyInPlace(buf: Uint8Array, at: number, length: number, dataLength: number, into: CompactReply): boolean {
   if (length < FIXED + 12 || buf[at] !== CompactKind.Reply || dataLength !== 0) return false;
@@ -302,13 +302,17 @@ function bad(message: string): never {
   throw new ProtocolError(PARSE_ERROR, `compact header: ${message}`);
 }
 
-/** Decodes a compact header (and its record data) into the message its JSON form would give. */
-export function decodeCompactHeader(header: Uint8Array, data: Uint8Array): Rec {
-  return decodeCompact(header, data.length, (lengths) => sliceBuffers(lengths, data));
+/**
+ * Decodes the compact header at buf[at, at + length) (and its record data) into the message its
+ * JSON form would give. It is read where it lies: a frame in one buffer needs no view of each
+ * header.
+ */
+export function decodeCompactHeaderAt(buf: Uint8Array, at: number, length: number, data: Uint8Array): Rec {
+  return decodeCompact(buf, at, length, data.length, data, null);
 }
 
 /**
- * decodeCompactHeader for record data that arrived in pieces (decodeFrameParts): a WSPSend's
+ * decodeCompactHeaderAt for record data that arrived in pieces (decodeFrameParts): a WSPSend's
  * buffers are cut from the pieces as views, one buffer becoming several where it spans pieces
  * (the bytes, in order, are the same send). Where that would pass MAX_BUFFER_COUNT the pieces
  * are joined first.
@@ -316,7 +320,7 @@ export function decodeCompactHeader(header: Uint8Array, data: Uint8Array): Rec {
 export function decodeCompactHeaderPieces(header: Uint8Array, pieces: readonly Uint8Array[]): Rec {
   const reader = new PartsReader(pieces);
   const total = reader.left;
-  return decodeCompact(header, total, (lengths) => {
+  return decodeCompact(header, 0, header.length, total, null, (lengths) => {
     if (lengths.length + pieces.length - 1 > MAX_BUFFER_COUNT) return sliceBuffers(lengths, joinPieces(pieces, total));
     const buffers: Uint8Array[] = [];
     for (const len of lengths) buffers.push(...reader.pieces(len));
@@ -324,8 +328,10 @@ export function decodeCompactHeaderPieces(header: Uint8Array, pieces: readonly U
   });
 }
 
-/** Consecutive views of data, of the given lengths (which add up to at most its length). */
+/** Consecutive views of data, of the given lengths (which add up to its length). */
 function sliceBuffers(lengths: readonly number[], data: Uint8Array): Uint8Array[] {
+  // One buffer is the whole data: no view of a view (one object fewer per small send).
+  if (lengths.length === 1) return [data];
   const buffers: Uint8Array[] = new Array(lengths.length);
   let at = 0;
   for (let i = 0; i < lengths.length; i++) {
@@ -335,61 +341,62 @@ function sliceBuffers(lengths: readonly number[], data: Uint8Array): Uint8Array[
   return buffers;
 }
 
+function expectSize(length: number, n: number, what: string): void {
+  if (length !== n) bad(`${what} takes ${n} bytes, not ${length}`);
+}
+
 /**
- * Decodes a compact header whose record data holds dataLength bytes; a WSPSend's buffers are
- * made by cut from their lengths, once the lengths are known to add up to the data.
+ * Decodes the compact header at h[at, at + length) whose record data holds dataLength bytes: a
+ * WSPSend's buffers are views of data when given, else made by cut from their lengths, once the
+ * lengths are known to add up to the data.
  */
-function decodeCompact(header: Uint8Array, dataLength: number, cut: (lengths: number[]) => Uint8Array[]): Rec {
-  if (header.length < FIXED) bad(`${header.length} bytes is too short`);
-  const h = header;
-  const kind = h[0]!;
-  const bits = h[1]!;
-  const count = h[2]! | (h[3]! << 8);
-  const expect = (n: number, what: string): void => {
-    if (header.length !== n) bad(`${what} takes ${n} bytes, not ${header.length}`);
-  };
+function decodeCompact(h: Uint8Array, at: number, length: number, dataLength: number, data: Uint8Array | null, cut: ((lengths: number[]) => Uint8Array[]) | null): Rec {
+  if (length < FIXED) bad(`${length} bytes is too short`);
+  const kind = h[at]!;
+  const bits = h[at + 1]!;
+  const count = h[at + 2]! | (h[at + 3]! << 8);
   switch (kind) {
     case CompactKind.SendRequest: {
       if (bits & ~BIT_OVERLAPPED) bad(`unknown flag bits 0x${bits.toString(16)} in a WSPSend request`);
       const ovBytes = bits & BIT_OVERLAPPED ? 8 : 0;
-      expect(FIXED + 12 + ovBytes + 4 * count, `a WSPSend request with ${count} buffers`);
-      const params: Rec = { s: readU32(h, 8), buffers: null, flags: readU32(h, 12) };
-      let o = 16;
+      expectSize(length, FIXED + 12 + ovBytes + 4 * count, `a WSPSend request with ${count} buffers`);
+      const params: Rec = { s: readU32(h, at + 8), buffers: null, flags: readU32(h, at + 12) };
+      let o = at + 16;
       if (ovBytes) {
-        params['overlapped'] = { op: readU32(h, 16), thread: readU32(h, 20) };
-        o = 24;
+        params['overlapped'] = { op: readU32(h, at + 16), thread: readU32(h, at + 20) };
+        o = at + 24;
       }
       const lengths: number[] = new Array(count);
-      let at = 0;
+      let sum = 0;
       for (let i = 0; i < count; i++, o += 4) {
         const len = readU32(h, o);
-        if (at + len > dataLength) bad(`buffer lengths add up to more than the record data of ${dataLength} bytes`);
+        if (sum + len > dataLength) bad(`buffer lengths add up to more than the record data of ${dataLength} bytes`);
         lengths[i] = len;
-        at += len;
+        sum += len;
       }
-      if (at !== dataLength) bad(`buffer lengths add up to ${at}, the record data holds ${dataLength} bytes`);
-      params['buffers'] = cut(lengths);
-      return { jsonrpc: '2.0', id: readU32(h, 4), method: 'WSPSend', params };
+      if (sum !== dataLength) bad(`buffer lengths add up to ${sum}, the record data holds ${dataLength} bytes`);
+      params['buffers'] = data !== null ? sliceBuffers(lengths, data) : cut!(lengths);
+      return { jsonrpc: '2.0', id: readU32(h, at + 4), method: 'WSPSend', params };
     }
     case CompactKind.Reply: {
       if (bits & ~(BIT_BYTES_SENT | BIT_COMPLETION)) bad(`unknown flag bits 0x${bits.toString(16)} in a reply`);
       if (count !== 0) bad('a reply has no count');
-      expect(FIXED + 12 + (bits & BIT_BYTES_SENT ? 4 : 0) + (bits & BIT_COMPLETION ? 12 : 0), 'this reply');
+      expectSize(length, FIXED + 12 + (bits & BIT_BYTES_SENT ? 4 : 0) + (bits & BIT_COMPLETION ? 12 : 0), 'this reply');
       if (dataLength !== 0) bad('a reply carries no record data');
-      const result: Rec = { ret: readI32(h, 8), errno: readU32(h, 12) };
-      let o = 16;
+      const result: Rec = { ret: readI32(h, at + 8), errno: readU32(h, at + 12) };
+      let o = at + 16;
       if (bits & BIT_BYTES_SENT) {
         result['bytesSent'] = readU32(h, o);
         o += 4;
       }
       if (bits & BIT_COMPLETION) result['completion'] = { error: readU32(h, o), bytes: readU32(h, o + 4), flags: readU32(h, o + 8) };
-      return { jsonrpc: '2.0', id: readU32(h, 4), result };
+      return { jsonrpc: '2.0', id: readU32(h, at + 4), result };
     }
     case CompactKind.Completion: {
-      expect(FIXED + 20, 'a completion');
+      expectSize(length, FIXED + 20, 'a completion');
       if (bits !== 0 || count !== 0) bad('a completion has no flag bits or count');
       if (dataLength !== 0) bad('a completion carries no record data');
-      const params = { op: readU32(h, 4), s: readU32(h, 8), error: readU32(h, 12), bytes: readU32(h, 16), flags: readU32(h, 20) };
+      const params = { op: readU32(h, at + 4), s: readU32(h, at + 8), error: readU32(h, at + 12), bytes: readU32(h, at + 16), flags: readU32(h, at + 20) };
       return { jsonrpc: '2.0', method: 'spiwire.completion', params };
     }
     default:
