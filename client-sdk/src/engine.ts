@@ -10,8 +10,8 @@ import { isU32 } from '@spiwire/proto';
 import { BlockingGuard } from './blocking.js';
 import { EventSelectMirror, type WSANETWORKEVENTS } from './event-select.js';
 import { fieldOf, isResult, type Result } from './marshal.js';
-import { OperationTable, type Delivery, type OperationSpec } from './operations.js';
-import type { ReplyListener } from './rpc.js';
+import { OperationTable, type Delivery, type OperationSpec, type OpRecord } from './operations.js';
+import type { ReplyListener, ReplyStep } from './rpc.js';
 import { tracedPayload, type Tracer } from './trace.js';
 export type { Delivery } from './operations.js';
 import { SendStreams } from './send-streams.js';
@@ -94,7 +94,7 @@ export class SessionEngine<T extends SpiThread> {
    */
   call(method: string, params: Record<string, unknown>, listener?: ReplyListener): Promise<Result> {
     // Not an async function, and the reply becomes a Result as it is read: one promise per call.
-    const sent = this.rpc.callThen(method, params, listener, resultOf);
+    const sent = this.rpc.callThen(method, params, listener, resultOf, undefined);
     return this.tracer ? this.traced(sent, method, params, this.threads.current().id.ThreadHandle, undefined) : sent;
   }
 
@@ -153,16 +153,12 @@ export class SessionEngine<T extends SpiThread> {
     const rec = this.ops.begin(how.ov, routine, delivery);
     // params is the caller's own fresh object: add to it rather than copy it.
     params['overlapped'] = { op: rec.op, thread: issuer.id.ThreadHandle };
-    const ops = this.ops;
-    // The operation is settled (failed at once, or pending) as its reply is read.
     const tracing = this.tracer !== null;
-    const step = (raw: Record<string, unknown> | undefined, err: Error | undefined): T | Result => {
-      const r = err === undefined ? ops.outcome(rec, asResult, raw!) : ops.outcome(rec, netDown, err);
-      return then === undefined || tracing ? r : then(r);
-    };
+    // (Traced, the caller's mapping runs after the trace has the result.)
+    if (!tracing) rec.mapResult = then;
     let sent: Promise<T | Result>;
     try {
-      sent = this.rpc.callThen(method, params, rec, step);
+      sent = this.rpc.callThen(method, params, rec, operationStep as ReplyStep<T | Result, OpRecord>, rec);
     } catch (err) {
       this.ops.notSent(rec);
       throw err;
@@ -284,6 +280,15 @@ export class SessionEngine<T extends SpiThread> {
     this.closing = true;
     return this.rpc.close();
   }
+}
+
+/**
+ * An overlapped call's reply, or its failure, as it is read: the operation is settled (failed at
+ * once, or pending) and the caller's mapping made, in one step with no closure.
+ */
+function operationStep(raw: Record<string, unknown> | undefined, err: Error | undefined, rec: OpRecord): unknown {
+  const r = err === undefined ? rec.table.outcome(rec, asResult, raw!) : rec.table.outcome(rec, netDown, err);
+  return rec.mapResult === undefined ? r : rec.mapResult(r);
 }
 
 /** A call's reply as a Result, or its failure as one (WSAENETDOWN) or as the error it is. */

@@ -41,9 +41,11 @@ export interface OperationSpec {
 export class OpRecord implements ReplyListener {
   /** The call's reply has arrived: until then, a lost connection fails the call, not the operation. */
   answered = false;
+  /** What the caller makes of the call's result, in the step that reads it (engine.overlapped). */
+  mapResult: ((r: Result) => unknown) | undefined = undefined;
 
   constructor(
-    private readonly table: OperationTable,
+    readonly table: OperationTable,
     readonly op: number,
     readonly ov: WSAOVERLAPPED,
     readonly routine: OperationSpec['routine'],

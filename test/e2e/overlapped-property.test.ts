@@ -435,10 +435,10 @@ function watchWire(spi: S.SpiSession): WireWatch {
   const call = rpc.callThen.bind(rpc);
   // Every call goes through callThen. This listener has no completed(): a completion that comes
   // with a reply is then a member of the reply, whatever form the daemon wrote it in.
-  rpc.callThen = (method, params, listener, step) => {
+  rpc.callThen = (method, params, listener, step, ctx) => {
     const ov = params['overlapped'] as { op: number } | undefined;
     const op = w.issuing;
-    if (!ov || !op) return call(method, params, listener, step);
+    if (!ov || !op) return call(method, params, listener, step, ctx);
     byWireOp.set(ov.op, op);
     op.onWire = true;
     return call(
@@ -452,6 +452,7 @@ function watchWire(spi: S.SpiSession): WireWatch {
         },
       },
       step,
+      ctx,
     );
   };
   const notify = rpc.onNotification;
