@@ -124,18 +124,9 @@ export class OperationTable {
       this.notSent(rec);
       throw err;
     }
-    return this.settleCall(rec, sent, asIs, rethrow);
-  }
-
-  /**
-   * settle() for a call already sent: toResult reads its reply (or onError turns a rejection into
-   * a result) in the same step that settles the operation, so that an overlapped call whose
-   * reply is still a raw record costs one promise hop here, not two, and no closure.
-   */
-  settleCall<R>(rec: OpRecord, sent: Promise<R>, toResult: (r: R) => Result, onError: (err: unknown) => Result): Promise<Result> {
     return sent.then(
-      (raw) => this.outcome(rec, toResult, raw),
-      (err: unknown) => this.outcome(rec, onError, err),
+      (r) => this.outcome(rec, asIs, r),
+      (err: unknown) => this.outcome(rec, rethrow, err),
     );
   }
 
@@ -144,7 +135,10 @@ export class OperationTable {
     this.failed(rec, P.WSAENETDOWN);
   }
 
-  /** The result f makes of x; a call that failed at once, or has no usable result, leaves no completion. */
+  /**
+   * The result f makes of x, the call's reply or why it failed (engine.overlapped's step, and
+   * settle()); a call that failed at once, or has no usable result, leaves no completion.
+   */
   outcome<X>(rec: OpRecord, f: (x: X) => Result, x: X): Result {
     let r: Result;
     try {

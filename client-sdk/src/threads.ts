@@ -47,9 +47,9 @@ export class RoutineLocks {
   private readonly tails = new Map<number, Promise<void>>();
 
   /**
-   * Runs fn at once when no routine of the socket is running, and returns nothing if fn finished
-   * synchronously; otherwise returns a promise that settles when fn has run. Routines that do not
-   * await stay synchronous, so the calls they make are packed into one frame.
+   * Runs the task at once when no routine of the socket is running, and returns nothing if it
+   * finished synchronously; otherwise returns a promise that settles when it has run. Routines
+   * that do not await stay synchronous, so the calls they make are packed into one frame.
    */
   runFast(socket: number | null, task: { run(): unknown }): Promise<void> | undefined {
     if (socket !== null && this.tails.has(socket)) return this.run(socket, () => task.run());
