@@ -27,22 +27,47 @@ const BIT_BYTES_SENT = 1;
 const BIT_COMPLETION = 2;
 
 /**
- * True when o has no own enumerable keys besides those in allowed. (One Set per shape, not a
- * predicate per shape: the loop's call site stays monomorphic, and this runs for every message.)
+ * True when o has no own enumerable keys besides those in allowed: for the envelopes that add()
+ * checks (one Set per shape, not a predicate per shape, so that the loop's site stays monomorphic).
  */
 function onlyKeys(o: object, allowed: ReadonlySet<string>): boolean {
   for (const k in o) if (!allowed.has(k)) return false;
   return true;
 }
 
-const sendParamKey: ReadonlySet<string> = new Set(['s', 'buffers', 'flags', 'overlapped']);
 const requestKey: ReadonlySet<string> = new Set(['jsonrpc', 'id', 'method', 'params']);
 const replyKey: ReadonlySet<string> = new Set(['jsonrpc', 'id', 'result']);
-const resultKey: ReadonlySet<string> = new Set(['ret', 'errno', 'bytesSent', 'completion']);
-const completionKey: ReadonlySet<string> = new Set(['error', 'bytes', 'flags']);
 const notificationKey: ReadonlySet<string> = new Set(['jsonrpc', 'method', 'params']);
-const completionParamKey: ReadonlySet<string> = new Set(['op', 's', 'error', 'bytes', 'flags']);
-const overlappedKey: ReadonlySet<string> = new Set(['op', 'thread']);
+
+// The shapes checked for every send, reply and completion have key checks of their own: a key
+// from for-in is an internalized string, and comparing it with a literal is a pointer compare
+// where a Set lookup hashes it (about 12 against 28 ns per object, measured alone). Each shape
+// has its own loop, so each loop's site stays monomorphic.
+
+function onlySendParamKeys(o: object): boolean {
+  for (const k in o) if (k !== 's' && k !== 'buffers' && k !== 'flags' && k !== 'overlapped') return false;
+  return true;
+}
+
+function onlyOverlappedKeys(o: object): boolean {
+  for (const k in o) if (k !== 'op' && k !== 'thread') return false;
+  return true;
+}
+
+function onlyResultKeys(o: object): boolean {
+  for (const k in o) if (k !== 'ret' && k !== 'errno' && k !== 'bytesSent' && k !== 'completion') return false;
+  return true;
+}
+
+function onlyCompletionKeys(o: object): boolean {
+  for (const k in o) if (k !== 'error' && k !== 'bytes' && k !== 'flags') return false;
+  return true;
+}
+
+function onlyCompletionParamKeys(o: object): boolean {
+  for (const k in o) if (k !== 'op' && k !== 's' && k !== 'error' && k !== 'bytes' && k !== 'flags') return false;
+  return true;
+}
 
 type Rec = Record<string, unknown>;
 
@@ -111,7 +136,7 @@ export function readCompactHeader(message: object, h: CompactHeader): boolean {
  * ({jsonrpc: "2.0", id, method: "WSPSend", params}): the SDK's path, no envelope to check.
  */
 export function readCompactSend(id: unknown, p: unknown, h: CompactHeader): boolean {
-  if (!isU32(id) || !isPlain(p) || !onlyKeys(p, sendParamKey)) return false;
+  if (!isU32(id) || !isPlain(p) || !onlySendParamKeys(p)) return false;
   const b = p['buffers'];
   const s = p['s'];
   const flags = p['flags'];
@@ -121,7 +146,7 @@ export function readCompactSend(id: unknown, p: unknown, h: CompactHeader): bool
   if (ov === undefined) {
     h.overlapped = false;
   } else {
-    if (!isPlain(ov) || !onlyKeys(ov, overlappedKey)) return false;
+    if (!isPlain(ov) || !onlyOverlappedKeys(ov)) return false;
     const op = ov['op'];
     const thread = ov['thread'];
     if (!isU32(op) || !isU32(thread)) return false;
@@ -143,7 +168,7 @@ export function readCompactSend(id: unknown, p: unknown, h: CompactHeader): bool
  * ({jsonrpc: "2.0", method: "spiwire.completion", params}): the daemon's path, no envelope to check.
  */
 export function readCompactCompletion(p: unknown, h: CompactHeader): boolean {
-  if (!isPlain(p) || !onlyKeys(p, completionParamKey)) return false;
+  if (!isPlain(p) || !onlyCompletionParamKeys(p)) return false;
   const { op, s, error, bytes, flags } = p;
   if (!isU32(op) || !isU32(s) || !isU32(error) || !isU32(bytes) || !isU32(flags)) return false;
   h.kind = CompactKind.Completion;
@@ -162,7 +187,7 @@ export function readCompactCompletion(p: unknown, h: CompactHeader): boolean {
  * result}): the daemon's path, no envelope to check.
  */
 export function readCompactReply(id: unknown, r: unknown, h: CompactHeader): boolean {
-  if (!isU32(id) || !isPlain(r) || !onlyKeys(r, resultKey)) return false;
+  if (!isU32(id) || !isPlain(r) || !onlyResultKeys(r)) return false;
   const { ret, errno, bytesSent, completion: c } = r;
   if (!isI32(ret) || !isU32(errno)) return false;
   let size = FIXED + 12;
@@ -172,7 +197,7 @@ export function readCompactReply(id: unknown, r: unknown, h: CompactHeader): boo
     size += 4;
   }
   if (c !== undefined) {
-    if (!isPlain(c) || !onlyKeys(c, completionKey)) return false;
+    if (!isPlain(c) || !onlyCompletionKeys(c)) return false;
     const { error, bytes, flags } = c;
     if (!isU32(error) || !isU32(bytes) || !isU32(flags)) return false;
     h.error = error;
