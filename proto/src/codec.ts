@@ -11,7 +11,7 @@
  */
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
 import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
-import { CompactHeader, decodeCompactHeaderAt, decodeCompactHeaderPieces, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, readReplyInPlace, writeCompactHeader, type CompactReply } from './compact.js';
+import { CompactHeader, decodeCompactHeaderAt, decodeCompactHeaderPieces, isCompactAt, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, readReplyInPlace, writeCompactHeader, type CompactReply } from './compact.js';
 
 import { isU32, readU32, writeU32 } from './le32.js';
 import { ACK_HEADER_MAX_BYTES, ackHeader, ackHeaderCount, isAckCount, isAckParams } from './ack-header.js';
@@ -127,7 +127,7 @@ class WholeFrame implements SplitFrame {
     const headerLength = spans[k + 1]!;
     const data = frame.subarray(spans[k + 2]!, spans[k + 2]! + spans[k + 3]!);
     // A compact header is read where it lies: no view of it (two objects per small send).
-    if (headerLength > 0 && frame[headerAt]! < 0x09) return compactRecord(frame, headerAt, headerLength, data);
+    if (isCompactAt(frame, headerAt, headerLength)) return compactRecord(frame, headerAt, headerLength, data);
     return parseHeader(frame.subarray(headerAt, headerAt + headerLength), data);
   }
 

@@ -320,7 +320,23 @@ export function readReplyInPlace(buf: Uint8Array, at: number, length: number, da
 
 /** True when a record header is compact (its first byte is a kind, not JSON). */
 export function isCompactHeader(header: Uint8Array): boolean {
-  return header.length > 0 && header[0]! < 0x09;
+  return isCompactAt(header, 0, header.length);
+}
+
+/** isCompactHeader for the header at buf[at, at + length). */
+export function isCompactAt(buf: Uint8Array, at: number, length: number): boolean {
+  return length > 0 && buf[at]! < 0x09;
+}
+
+/** Where decodeCompact reads a reply before making its message. */
+const decodedReply = compactReplyFields();
+
+/** The message a reply read in place stands for. */
+function replyMessage(f: CompactReply): Rec {
+  const result: Rec = { ret: f.ret, errno: f.errno };
+  if (f.bytesSent >= 0) result['bytesSent'] = f.bytesSent;
+  if (f.hasCompletion) result['completion'] = { error: f.error, bytes: f.bytes, flags: f.flags };
+  return { jsonrpc: '2.0', id: f.id, result };
 }
 
 function bad(message: string): never {
@@ -404,18 +420,12 @@ function decodeCompact(h: Uint8Array, at: number, length: number, dataLength: nu
       return { jsonrpc: '2.0', id: readU32(h, at + 4), method: 'WSPSend', params };
     }
     case CompactKind.Reply: {
+      // The layout is read in one place, readReplyInPlace; the checks below only say what is wrong.
+      if (readReplyInPlace(h, at, length, dataLength, decodedReply)) return replyMessage(decodedReply);
       if (bits & ~(BIT_BYTES_SENT | BIT_COMPLETION)) bad(`unknown flag bits 0x${bits.toString(16)} in a reply`);
       if (count !== 0) bad('a reply has no count');
       expectSize(length, FIXED + 12 + (bits & BIT_BYTES_SENT ? 4 : 0) + (bits & BIT_COMPLETION ? 12 : 0), 'this reply');
-      if (dataLength !== 0) bad('a reply carries no record data');
-      const result: Rec = { ret: readI32(h, at + 8), errno: readU32(h, at + 12) };
-      let o = at + 16;
-      if (bits & BIT_BYTES_SENT) {
-        result['bytesSent'] = readU32(h, o);
-        o += 4;
-      }
-      if (bits & BIT_COMPLETION) result['completion'] = { error: readU32(h, o), bytes: readU32(h, o + 4), flags: readU32(h, o + 8) };
-      return { jsonrpc: '2.0', id: readU32(h, at + 4), result };
+      return bad('a reply carries no record data');
     }
     case CompactKind.Completion: {
       expectSize(length, FIXED + 20, 'a completion');
