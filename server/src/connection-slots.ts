@@ -27,6 +27,8 @@ export const HTTP_HEADROOM = 64;
 
 interface Slot {
   socket: Socket;
+  /** keyOf(socket), taken when the connection opened. */
+  key: string;
   /** A session's connection: never taken. */
   held: boolean;
   /** Requests begun and not yet answered: more than one when a client pipelines them. */
@@ -69,7 +71,7 @@ export class ConnectionSlots {
       this.refused++;
       return void socket.destroy();
     }
-    const slot: Slot = { socket, held: false, requests: 0, whenAnswered: null };
+    const slot: Slot = { socket, key, held: false, requests: 0, whenAnswered: null };
     // The same two ends again before the earlier connection's close was seen (a client port
     // reused at once after a reset): the earlier one is forgotten, its close changes nothing, and
     // the new one goes to the newest end of the queue.
@@ -120,30 +122,33 @@ export class ConnectionSlots {
 
   /** This connection carries a session now: its slot is never taken. */
   hold(socket: Socket): void {
-    const key = keyOf(socket);
-    const slot = key === undefined ? undefined : this.slots.get(key);
-    if (slot === undefined || key === undefined) return;
+    const slot = this.slotOf(socket);
+    if (slot === undefined) return;
     slot.held = true;
-    this.takeable.delete(key);
+    this.takeable.delete(slot.key);
+  }
+
+  private slotOf(socket: Socket): Slot | undefined {
+    const key = keyOf(socket);
+    return key === undefined ? undefined : this.slots.get(key);
   }
 
   /** Moves the connection to the newest end of the queue (a sign of life); its slot, if it has one. */
   private touch(socket: Socket): Slot | undefined {
-    const key = keyOf(socket);
-    const slot = key === undefined ? undefined : this.slots.get(key);
-    if (slot === undefined || key === undefined || slot.held) return slot;
-    this.takeable.delete(key);
-    this.takeable.set(key, slot);
+    const slot = this.slotOf(socket);
+    if (slot === undefined || slot.held) return slot;
+    this.takeable.delete(slot.key);
+    this.takeable.set(slot.key, slot);
     return slot;
   }
 
   /** Closes the connection whose last sign of life is oldest; false if every slot is a session's. */
   private evictOne(): boolean {
-    const first = this.takeable.entries().next();
+    const first = this.takeable.values().next();
     if (first.done === true) return false;
-    const [key, slot] = first.value;
-    this.slots.delete(key);
-    this.takeable.delete(key);
+    const slot = first.value;
+    this.slots.delete(slot.key);
+    this.takeable.delete(slot.key);
     this.evicted++;
     slot.socket.destroy();
     return true;
