@@ -3,9 +3,15 @@
  * daemon. ws keeps every byte of a message until its last one comes, up to maxFrameBytes per
  * connection, and no other limit counts those bytes: a client that starts a large message on each
  * of many connections and trickles the rest in would hold maxFrameBytes times maxSessions (tens of
- * GiB by default). Past the budget, the connection whose current message began to arrive longest
- * ago is closed: a slow trickle is the oldest, while a client sending at any real speed finishes
- * messages all the time, and each finished message starts its clock again.
+ * GiB by default). Past the budget, one connection is closed: the one whose current message began
+ * to arrive longest ago, since a slow trickle is the oldest, while a client sending at any real
+ * speed finishes messages all the time, and each finished message starts its clock again. Not a
+ * connection whose client is ahead of the daemon, though: one in the middle of a message's last
+ * frame (FIN) with the rest of it, or at least AHEAD_BYTES of it, waiting unread in the kernel,
+ * because the daemon is behind (its reader slots and turns hold sessions back). Else a client that
+ * sends a large message just before others start theirs would be the one closed while the daemon
+ * reads its message in turns. When every unfinished message is such a one, the one that began
+ * last goes: it took the total past the budget.
  *
  * The close sends close code 1013 (try again later) with a reason and FIN, then reads and drops
  * what the client still sends until it closes (or CLOSE_DRAIN_MS), so that ws holds and runs
@@ -15,6 +21,7 @@
 import type { Socket } from 'node:net';
 import * as ws from 'ws';
 import type { WebSocket } from 'ws';
+import { fdOf, libc } from './native/libc.js';
 
 /** The close code of a connection closed for the budget: RFC 6455's "try again later". */
 export const PARTIAL_FRAMES_CLOSE_CODE = 1013;
@@ -29,7 +36,15 @@ interface ReceiverState {
   _buffers: unknown[];
   /** The earlier fragments of a fragmented message, one Buffer each. */
   _fragments: unknown[];
+  /** Where the receiver is in the frame: GET_DATA once the header is read and the payload comes. */
+  _state?: unknown;
+  /** The current frame's FIN bit and payload length, once its header is read. */
+  _fin?: unknown;
+  _payloadLength?: unknown;
 }
+
+/** ws 8's receiver state while a frame's payload arrives. */
+const GET_DATA = 4;
 
 function isReceiverState(r: unknown): r is ReceiverState {
   const x = r as Partial<ReceiverState> | undefined;
@@ -115,7 +130,19 @@ export class PartialFrames {
     }
     else if (held === 0) this.arriving.delete(a);
     a.held = held;
-    while (this.heldTotal > this.budget && this.arriving.size > 0) this.closeOldest();
+    while (this.heldTotal > this.budget && this.arriving.size > 0) this.close(this.chooseOne());
+  }
+
+  /** The connection to close for the budget (the header comment says how it is chosen). */
+  private chooseOne(): Arrival {
+    let oldest: Arrival | null = null;
+    let newest: Arrival | null = null;
+    for (const a of this.arriving) {
+      if (newest === null || a.since > newest.since) newest = a;
+      if ((oldest === null || a.since < oldest.since) && !clientIsAhead(a)) oldest = a;
+    }
+    // (arriving is not empty: newest is set.)
+    return oldest ?? newest!;
   }
 
   private forget(a: Arrival): void {
@@ -124,17 +151,14 @@ export class PartialFrames {
     this.arriving.delete(a);
   }
 
-  private closeOldest(): void {
-    let oldest: Arrival | null = null;
-    for (const a of this.arriving) if (oldest === null || a.since < oldest.since) oldest = a;
-    if (oldest === null) return;
-    const { held, since } = oldest;
-    this.forget(oldest);
+  private close(chosen: Arrival): void {
+    const { held, since } = chosen;
+    this.forget(chosen);
     this.closedForBudget++;
     this.closed({ held, ageMs: Math.round(performance.now() - since), total: this.heldTotal });
-    const socket = oldest.socket;
+    const socket = chosen.socket;
     try {
-      oldest.ws.close(PARTIAL_FRAMES_CLOSE_CODE, 'partial-frame budget: the daemon holds too many unfinished messages');
+      chosen.ws.close(PARTIAL_FRAMES_CLOSE_CODE, 'partial-frame budget: the daemon holds too many unfinished messages');
     } catch {
       // The connection was closing already: ending the socket below is all that is left.
     }
@@ -151,4 +175,28 @@ export class PartialFrames {
     socket.once('end', () => socket.destroy());
     socket.once('close', () => clearTimeout(timer));
   }
+}
+
+/**
+ * Bytes of a message's frame waiting unread in the kernel that show its client is ahead of the
+ * daemon: a read's worth (node reads 64 KiB at a time). A trickle never has that much waiting,
+ * except while the daemon holds its connection back: until its next turn to read, or, when its
+ * client does not read what the daemon sends, until the output stall limit closes it.
+ */
+const AHEAD_BYTES = 64 * 1024;
+
+/**
+ * Whether the client is ahead of the daemon in its unfinished message: the current frame is the
+ * message's last (FIN), its header has been read, and the rest of its payload, or AHEAD_BYTES of
+ * it, waits in the kernel (for TLS, as ciphertext). False where the native calls are missing:
+ * then the oldest message goes, whoever holds it back.
+ */
+function clientIsAhead(a: Arrival): boolean {
+  const r = a.receiver;
+  if (r._state !== GET_DATA || r._fin !== true || typeof r._payloadLength !== 'number') return false;
+  const missing = r._payloadLength - r._bufferedBytes;
+  const lib = libc();
+  const fd = fdOf(a.socket);
+  if (missing <= 0 || lib === null || fd === null) return false;
+  return (lib.queued(fd) ?? 0) >= Math.min(missing, AHEAD_BYTES);
 }
