@@ -37,7 +37,7 @@ export function acceptResume(ws: WebSocket, ctx: DaemonContext, sessions: Readon
     if (params.daemonId !== ctx.daemonId) return refuse('not-here', `the session is held by daemon ${params.daemonId.slice(0, 80)}, this is daemon ${ctx.daemonId}`);
     let session: Session | undefined;
     for (const s of sessions) if (s.id === params.session) session = s;
-    if (!session) return refuse('unknown-session', 'no session of this daemon has that id: it ended (its grace period passed) or never was');
+    if (!session) return refuse('unknown-session', 'no session of this daemon has that id: it ended (its client closed it, its grace period passed, or its unacknowledged output went past the replay limit) or never was');
     const problem = session.checkResume(params.token, authorization, params.received);
     if (problem) return refuse(problem.reason, problem.message);
     session.attach(ws, params.received);
