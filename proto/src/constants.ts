@@ -91,8 +91,9 @@ export const IPV6_MULTICAST_HOPS = 10;
 /** IPPROTO_IP, UDP: a BOOL, multicast datagrams are looped back to members on this host (TRUE by default); IPPROTO_IPV6: IPV6_MULTICAST_LOOP. */
 export const IP_MULTICAST_LOOP = 11;
 export const IPV6_MULTICAST_LOOP = 11;
-/** IPPROTO_IP: raw sockets' own IP header; WSAEINVAL on TCP and UDP sockets. */
+/** IPPROTO_IP: raw sockets' own IP header; WSAEINVAL on TCP and UDP sockets. IPPROTO_IPV6: IPV6_HDRINCL, the same. */
 export const IP_HDRINCL = 2;
+export const IPV6_HDRINCL = 2;
 /**
  * IPPROTO_IP options of received datagrams, which spiwire does not carry (WSAENOPROTOOPT on UDP,
  * WSAEINVAL on TCP); IPV6_PKTINFO, IPV6_HOPLIMIT and IPV6_RECVTCLASS have the same numbers.

@@ -107,7 +107,8 @@ const isIpBool = (which: IpByteOption): which is IpBoolOption => which === 'dont
  * IP-level options of datagrams (multicast, packet information) that a TCP socket refuses with
  * WSAEINVAL, as Wine's test_sockopt_validity records: IP_MULTICAST_IF, _TTL and _LOOP, IP_PKTINFO,
  * IP_RECVTTL and IP_RECVTOS (the IPv6 ones have the same numbers), and IP_HDRINCL, a raw socket's,
- * which TCP and UDP sockets refuse alike (test_set_getsockopt).
+ * which TCP and UDP sockets refuse alike (test_set_getsockopt), as they do IPV6_HDRINCL
+ * (test_sockopt_validity).
  */
 const DATAGRAM_ONLY = new Set([W.IP_MULTICAST_IF, W.IP_MULTICAST_TTL, W.IP_MULTICAST_LOOP, W.IP_PKTINFO, W.IP_RECVTTL, W.IP_RECVTOS]);
 
@@ -118,7 +119,7 @@ function isMulticastIf(sock: EmulatedSocket, level: number, optname: number): bo
 }
 
 function refusedIpOption(sock: EmulatedSocket, level: number, optname: number): boolean {
-  if (level === W.IPPROTO_IP && optname === W.IP_HDRINCL) return true;
+  if ((level === W.IPPROTO_IP && optname === W.IP_HDRINCL) || (level === W.IPPROTO_IPV6 && optname === W.IPV6_HDRINCL)) return true;
   return (level === W.IPPROTO_IP || level === W.IPPROTO_IPV6) && sock.type === W.SOCK_STREAM && DATAGRAM_ONLY.has(optname);
 }
 

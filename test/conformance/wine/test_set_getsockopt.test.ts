@@ -493,6 +493,16 @@ ipOpts.step(t, 'test_set_getsockopt: IP_HDRINCL on TCP and UDP sockets fails wit
   }
 });
 
+validity.step(t, 'test_sockopt_validity: IPV6_HDRINCL on IPv6 TCP and UDP sockets: getsockopt fails with WSAEINVAL (todo_wine: Windows\' value), and setsockopt as for IP_HDRINCL', { families: ['ipv6'] }, async (c, x) => {
+  for (const kind of ['tcp', 'udp'] as const) {
+    const s = await socket(x.spi, x.f, kind);
+    const [r, err, v] = await getOpt(x.spi, s, S.IPPROTO_IPV6, S.IPV6_HDRINCL, 4);
+    c.same([r, err, hex(v)], [S.SOCKET_ERROR, S.WSAEINVAL, hex(0xdeadbeef)], `${kind}: getsockopt fails and leaves the output`);
+    c.same(await setOpt(x.spi, s, S.IPPROTO_IPV6, S.IPV6_HDRINCL, dword(1), 4), [S.SOCKET_ERROR, S.WSAEINVAL], `${kind}: setsockopt`);
+    await x.spi.WSPCloseSocket(s, S.out(0));
+  }
+});
+
 validity.step(t, 'test_sockopt_validity: on TCP sockets the datagram options (multicast IF, TTL and loop, packet information, received TTL and TOS) fail with WSAEINVAL; on UDP the multicast IF, TTL and loop read and set back', {}, async (c, x) => {
   const level = x.f === 'ipv4' ? S.IPPROTO_IP : S.IPPROTO_IPV6;
   const tcp = await socket(x.spi, x.f, 'tcp');
