@@ -228,6 +228,32 @@ t.test('two binds in one frame: the second is WSAEINVAL, never INTERNAL_ERROR (U
   t.same([...(await got)], [9], 'the datagram arrived');
 });
 
+t.test('a bind, listen or connect still waiting for its turn when WSPCloseSocket comes in the same frame: WSAEINTR, as any interrupted call', async (t) => {
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  const call = (id: string, method: string, params: object): object => ({ jsonrpc: '2.0', id, method, params });
+  const cases: Array<{ type: number; calls: Array<[string, object]>; interrupted: string[] }> = [
+    // A connect runs after the frame's turn; the close in the frame comes first.
+    { type: P.SOCK_STREAM, calls: [['WSPConnect', { name: ipv4(peer.port), namelen: 16 }]], interrupted: ['WSPConnect'] },
+    // A bind asks the host first; the connect and the listen wait behind it.
+    { type: P.SOCK_STREAM, calls: [['WSPBind', { name: ipv4(0), namelen: 16 }], ['WSPConnect', { name: ipv4(peer.port), namelen: 16 }]], interrupted: ['WSPBind', 'WSPConnect'] },
+    { type: P.SOCK_STREAM, calls: [['WSPBind', { name: ipv4(0), namelen: 16 }], ['WSPListen', { backlog: 5 }]], interrupted: ['WSPBind', 'WSPListen'] },
+  ];
+  for (const [n, c] of cases.entries()) {
+    const h = (await s.call('WSPSocket', { af: P.AF_INET, type: c.type, protocol: 0, g: 0, flags: 0 }))['ret'] as number;
+    const ids = c.calls.map((_, i) => `c${n}-${i}`);
+    s.ws.send(frame(...c.calls.map(([method, params], i) => call(ids[i]!, method, { s: h, ...params })), call(`c${n}-close`, 'WSPCloseSocket', { s: h })));
+    const closed = await s.wait((m) => m.id === `c${n}-close`);
+    t.same(closed.result, { ret: 0, errno: 0 }, `${c.calls.map(([m]) => m).join(' + ')}: the close succeeds`);
+    for (const [i, id] of ids.entries()) {
+      const m = await s.wait((x) => x.id === id);
+      t.same([m.error, m.result?.['ret'], m.result?.['errno']], [undefined, P.SOCKET_ERROR, P.WSAEINTR], `${c.calls.map(([x]) => x).join(' + ')}: ${c.interrupted[i]} is interrupted (WSAEINTR), not told the socket never was (WSAENOTSOCK)`);
+    }
+  }
+});
+
+
 t.test('calls in one frame before a WSPCloseSocket or a spiwire.threadExit are done first, as Windows does them (UDP)', async (t) => {
   const d = await daemon(t);
   const s = await session(t, d.url);

@@ -468,6 +468,13 @@ export abstract class EmulatedSocket<S extends string = string> {
     return fault?.action.type === 'error' ? fault.action.code : 0;
   }
 
+  /**
+   * What a call still waiting for its turn when the socket closed answers once its turn comes (a
+   * connect behind a bind, a bind behind the host's answer): the close's code for blocked calls,
+   * WSAEINTR after WSPCloseSocket, WSAENETDOWN when the daemon shuts down.
+   */
+  protected interruptedWith: number = W.WSAEINTR;
+
   /** Closed with WSPCloseSocket (or by the end of the session): the handle is gone. */
   get closed(): boolean {
     return this.state.current === 'closed';

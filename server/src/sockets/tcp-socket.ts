@@ -192,7 +192,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   }
 
   private async bindNow(name: SockAddr): Promise<number> {
-    if (this.closed) return W.WSAENOTSOCK;
+    // Closed (WSPCloseSocket) while the call waited for a bind or listen before it.
+    if (this.closed) return this.interruptedWith;
     if (!this.state.is('created')) return W.WSAEINVAL;
     let settled: Settled;
     if (name.port !== 0) {
@@ -226,7 +227,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     if (first !== 0) return { code: first, heldOnPaper: false };
     const port = name.port !== 0 && this.ctx.ports.listenedOn(wanted) ? name.port : await this.probe(name);
     if (port instanceof Error) return { code: wsaFromNodeError(port), heldOnPaper: false };
-    if (this.closed) return { code: W.WSAENOTSOCK, heldOnPaper: false };
+    if (this.closed) return { code: this.interruptedWith, heldOnPaper: false };
     // Checked again with the port: the host, which knows nothing of sockets bound but not yet
     // listening, may have given port 0 one of theirs.
     const code = this.ctx.ports.reserve(this.handle, this.reservationFor(name, port));
@@ -252,7 +253,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   }
 
   private async listenNow(backlog: number): Promise<number> {
-    if (this.closed) return W.WSAENOTSOCK;
+    if (this.closed) return this.interruptedWith;
     const bound = this.bound;
     if (this.state.is('listening')) {
       this.backlog = clampBacklog(backlog);
@@ -274,7 +275,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       this.ctx.ports.stopListening(this.handle);
       this.server?.close();
       this.server = null;
-      return W.WSAENOTSOCK;
+      return this.interruptedWith;
     }
     return 0;
   }
@@ -306,7 +307,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     });
     if (res || this.closed) {
       server.close();
-      return res ? wsaFromNodeError(res) : W.WSAENOTSOCK;
+      return res ? wsaFromNodeError(res) : this.interruptedWith;
     }
     // The handshake's SYN-ACK, and the connections accepted, carry the listener's IP options.
     applyIpOptions(fdOf(server), this.af === W.AF_INET6, this.dualStack, this.opts);
@@ -371,8 +372,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   }
 
   private connectNow(name: SockAddr, announce: () => void): Promise<number> {
-    // Closed while the call waited for a bind or listen before it.
-    if (this.closed) return Promise.resolve(W.WSAENOTSOCK);
+    // Closed while the call waited for a bind or listen before it: interrupted, as any call
+    // still waiting when WSPCloseSocket comes.
+    if (this.closed) return Promise.resolve(this.interruptedWith);
     if (this.state.is('listening')) return Promise.resolve(W.WSAEINVAL);
     if (this.connected) return Promise.resolve(W.WSAEISCONN);
     if (this.state.is('connecting')) return Promise.resolve(W.WSAEALREADY);
@@ -1170,6 +1172,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   close(abortCode: number = W.WSAEINTR, overlappedCode: number = W.WSA_OPERATION_ABORTED): void {
     if (this.closed || !this.state.move('closed')) return;
+    this.interruptedWith = abortCode;
     // What no receive took is gone with the socket.
     this.rx.clear();
     // WSPCloseSocket completes a pending receive with WSAECONNABORTED on Windows (Wine's

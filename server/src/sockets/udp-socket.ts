@@ -248,7 +248,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     for (let attempt = 1; ; attempt++) {
       sock = this.ensureSocket();
       const err = await bindDgram(sock, name);
-      if (this.closed) return W.WSAENOTSOCK;
+      if (this.closed) return this.interruptedWith;
       if (err) {
         // A failed bind leaves node's socket unusable: start again with a fresh one.
         this.sock = null;
@@ -311,7 +311,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   }
 
   private async connectNow(name: SockAddr): Promise<number> {
-    if (this.closed) return W.WSAENOTSOCK;
+    if (this.closed) return this.interruptedWith;
     // Connecting to the any address with port 0 dissolves the association, as on Windows.
     if (isAnyAddress(name.address) && name.port === 0) {
       if (this.state.is('connected')) this.state.move('bound');
@@ -325,7 +325,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     }
     const e = await this.autoBind();
     if (e) return e;
-    if (this.closed) return W.WSAENOTSOCK;
+    if (this.closed) return this.interruptedWith;
     const sock = this.ensureSocket();
     if (this.peer) this.disconnectNode();
     // Windows connects to a broadcast address without SO_BROADCAST (Wine's test_broadcast); the
@@ -351,7 +351,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         resolve(x instanceof Error ? x : new Error(String(x)));
       }
     });
-    if (this.closed) return W.WSAENOTSOCK;
+    if (this.closed) return this.interruptedWith;
     if (err) return wsaFromNodeError(err);
     this.peer = { ...name };
     this.applyOptions();
@@ -752,6 +752,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     // Datagrams sent before the close go before the descriptor does.
     this.flushBatch();
     if (this.closed || !this.state.move('closed')) return;
+    this.interruptedWith = abortCode;
     this.abortWaits(abortCode, overlappedCode);
     this.flushLate();
     // What no receive took is gone with the socket.
