@@ -72,7 +72,9 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   // the daemon's connection slots. Renegotiation is refused: nothing here needs it.
   const handshakeMs = ctx.limits.handshakeTimeoutMs;
   const requestMs = requestTimeoutOf(handshakeMs);
-  const httpOptions = { headersTimeout: handshakeMs, requestTimeout: requestMs, connectionsCheckingInterval: Math.max(100, Math.min(1000, handshakeMs)) };
+  // An HTTP/1.1 request without Host is served like any other, as an upgrade without one is:
+  // node's own refusal (400, no body) would be the one answer not in the {"error": ...} shape.
+  const httpOptions = { headersTimeout: handshakeMs, requestTimeout: requestMs, connectionsCheckingInterval: Math.max(100, Math.min(1000, handshakeMs)), requireHostHeader: false };
   // (node's TLS server takes 0 as its default of 120 s: "no limit" is the longest timer there is.)
   const tlsHandshakeMs = handshakeMs === 0 ? MAX_TIMER_MS : handshakeMs;
   const app = Fastify({
@@ -110,6 +112,14 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     ctx.connections.requestBegan(req.socket);
     res.once('close', () => ctx.connections.requestEnded(req.socket));
+  });
+  // CONNECT goes to its own event, and node drops the connection when nothing listens: answered
+  // as every other method but GET, with 404 in the one-member shape.
+  app.server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    if (!socket.writable) return void socket.destroy();
+    const body = JSON.stringify({ error: NOT_FOUND_ERROR });
+    socket.end(`HTTP/1.1 404 Not Found\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
+    socket.once('finish', () => socket.destroy());
   });
   // The WebSocket plugin hears upgrades through this gate. An upgrade pipelined behind a request
   // still unanswered goes no further, and its connection is closed once that request is answered

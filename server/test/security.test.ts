@@ -438,6 +438,9 @@ t.test('malformed and unknown requests are refused with {"error": ...} alone, ne
     ['a path that is not a URL', `GET /%E0%A4%A HTTP/1.1\r\n${host}`, '', 400],
     ['headers too large', `GET /healthz HTTP/1.1\r\n${host}\r\nx-big: ${'a'.repeat(20000)}`, '', 431],
     ['a line that is not HTTP', 'NOT HTTP AT ALL', '', 400],
+    // node hands CONNECT to an event of its own, and dropped the connection unanswered.
+    ['CONNECT to a host and port', `CONNECT 127.0.0.1:80 HTTP/1.1\r\nhost: 127.0.0.1:80`, '', 404],
+    ['CONNECT to a path', `CONNECT /healthz HTTP/1.1\r\n${host}`, '', 404],
     ['an upgrade with Sec-WebSocket-Version 12', upgradeHead(`sec-websocket-version: 12\r\n${key}\r\nsec-websocket-protocol: spiwire.v1`), '', 400],
     ['an upgrade with a short Sec-WebSocket-Key', upgradeHead('sec-websocket-version: 13\r\nsec-websocket-key: c2hvcnQ=\r\nsec-websocket-protocol: spiwire.v1'), '', 400],
     ['an upgrade offering a subprotocol twice', upgradeHead(`sec-websocket-version: 13\r\n${key}\r\nsec-websocket-protocol: spiwire.v1, spiwire.v1`), '', 400],
@@ -456,6 +459,10 @@ t.test('malformed and unknown requests are refused with {"error": ...} alone, ne
     const allowed = head.startsWith('POST /faults') ? ['error', 'field'] : ['error'];
     t.ok(P.isRecord(parsed) && typeof parsed['error'] === 'string' && Object.keys(parsed).every((k) => allowed.includes(k)), `${what}: the body is {"error": ...} (${r.body.slice(0, 80)})`);
   }
+  // An HTTP/1.1 request without Host is served, as an upgrade without one is (node's own refusal
+  // was a 400 with no body).
+  const hostless = await rawHttp(d.port, 'GET /healthz HTTP/1.1');
+  t.same([hostless.status, (JSON.parse(hostless.body) as Record<string, unknown>)['status']], [200, 'ok'], 'GET /healthz without Host: 200 and the health');
   // A session id longer than the router's default limit is still looked up: unknown, 404 naming it.
   const long = await rawHttp(d.port, `GET /sessions/${'x'.repeat(200)}/sockets HTTP/1.1\r\n${host}\r\nauthorization: Bearer sekrit-token`);
   t.same([long.status, (JSON.parse(long.body) as Record<string, unknown>)['field']], [404, 'id'], 'a 200-character session id: 404, field id');
