@@ -130,6 +130,27 @@ export function hasUnknownScope(addr: SockAddr): boolean {
   return scope !== 0 && interfaceName(scope) === undefined;
 }
 
+/**
+ * An IPv6 link-local address given without a scope (scopeId 0, no "%" suffix), which the host
+ * stack cannot bind without being told the interface.
+ */
+export function lacksScope(addr: SockAddr): boolean {
+  return addr.family === W.AF_INET6 && !addr.scopeId && !addr.address.includes('%') && isLinkLocalV6(addr.address);
+}
+
+/**
+ * The index of the interface (up) that holds address, an IPv6 link-local address, or 0 when none
+ * does. Windows binds such an address given with scope 0 on the adapter that has it (Wine's
+ * test_bind); the host stack needs the scope said.
+ */
+export function ownScopeOf(address: string): number {
+  const want = canonicalV6(address);
+  for (const list of Object.values(networkInterfaces())) {
+    for (const ni of list ?? []) if (ni.family === 'IPv6' && ni.scopeid && canonicalV6(ni.address) === want) return ni.scopeid;
+  }
+  return 0;
+}
+
 /** Whether name is an interface of this machine. */
 function isInterfaceName(name: string): boolean {
   return scopes({ name }).indexes.has(name);

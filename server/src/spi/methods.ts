@@ -10,7 +10,7 @@ import { fail, ok } from '../outcome.js';
 import type { EmulatedSocket, SendFunction } from '../sockets/emulated-socket.js';
 import type { SessionFaults } from '../faults/rules.js';
 import { completion, type Completion, type RecvResult, type SendResult, type Started } from '../sockets/results.js';
-import { addressProblem, anyAddress, checkSockaddr, hasUnknownScope, isAnyAddress } from '../sockets/sockaddr.js';
+import { addressProblem, anyAddress, checkSockaddr, hasUnknownScope, isAnyAddress, lacksScope, ownScopeOf } from '../sockets/sockaddr.js';
 import { ioctl, isKnownIoctl, type IoctlResult } from './ioctl.js';
 import { getSockOpt, setSockOpt } from './options.js';
 import { select } from './select.js';
@@ -119,11 +119,18 @@ export const SPI_HANDLERS: Handlers = {
   WSPSocket: (session, p) => session.createSocket(p.af, p.type, p.protocol, p.flags),
 
   WSPBind: withSocket((sock, p: Params<'WSPBind'>, session) => {
-    const name = checkedAddress('WSPBind', p.name, 'name');
+    let name = checkedAddress('WSPBind', p.name, 'name');
     const bad = checkSockaddr(name, p.namelen, sock.af);
     if (bad) return fail(bad);
     if (!session.allows(name.address, name.port, isAnyAddress(name.address))) return fail(W.WSAEACCES);
     if (hasUnknownScope(name)) return fail(W.WSAEADDRNOTAVAIL);
+    if (lacksScope(name)) {
+      // A link-local address without its scope: bound on the interface that holds it, whose
+      // scope WSPGetSockName then gives, as on Windows; on none, not an address of the machine.
+      const scopeId = ownScopeOf(name.address);
+      if (scopeId === 0) return fail(W.WSAEADDRNOTAVAIL);
+      name = { ...name, scopeId };
+    }
     return sock.bind(name).then(status);
   }),
 
