@@ -2,7 +2,8 @@
 # Builds the spiwire image and runs the compose rig for real, on a machine that has no Docker
 # engine and cannot pull images: Debian's docker.io and docker-compose, a dockerd started here,
 # and a node:20-bookworm-slim base image made offline with debootstrap plus this machine's node.
-# Needs root. Prints "compose: PASSED" or "compose: FAILED" last; exits non-zero on any failure.
+# Then the swarm farm of docs/deployment.md. Needs root. Prints "compose: PASSED" (or FAILED), then
+# "swarm: PASSED" (or FAILED), last; exits non-zero on any failure.
 #
 #   bash docker/ci.sh
 #

@@ -593,7 +593,7 @@ export function markdown(rep: Report, svgFile: string): string {
   L.push('');
   L.push('## Reading the figures');
   L.push('');
-  L.push('- Ratios are spiwire ÷ raw: above 1 is better for throughput, below 1 for latency. A spiwire send crosses loopback twice (client → daemon over the WebSocket, daemon → peer over TCP) on the same two cores, so about half of raw TCP is the physical ceiling for bulk (see `../shared/reference/performance.md`).');
+  L.push('- Ratios are spiwire ÷ raw: above 1 is better for throughput, below 1 for latency. A spiwire send crosses loopback twice (client → daemon over the WebSocket, daemon → peer over TCP) on the same two cores, so about half of raw TCP is the physical ceiling for bulk (see "Bulk, the ceiling" below).');
   L.push('- MB is 10^6 bytes; KiB 1,024 bytes; us microseconds.');
   L.push('- The raw baselines are noisy on a shared machine (they are short and fast); the ranges say how much.');
   L.push('- Whole runs differ too. The 2-core test machines go through slower phases in which every spiwire figure drops more than its raw baseline (a spiwire call keeps three processes busy where the baseline keeps two); bulk and small-call latency have been seen a few hundredths either side of their targets from one full run to the next. Judge a target near its limit by more than one run.');

@@ -113,7 +113,7 @@ t.test('one-line errors: nothing listening, not a spiwire daemon, usage mistakes
   const port = await closedPort('ipv4', 'tcp');
   const down = await cli(['status', '--url', `http://127.0.0.1:${port}`]);
   t.equal(down.code, 1);
-  t.equal(down.err, `spiwire status: cannot reach http://127.0.0.1:${port}: connection refused: is the daemon running? (start it with \`spiwire --token ...\`)\n`);
+  t.equal(down.err, `spiwire status: cannot reach http://127.0.0.1:${port}: connection refused: is the daemon running? (start it with \`npm start\` or \`spiwire\`)\n`);
 
   const server = http.createServer((_req, res) => res.end('{"name":"something else"}'));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

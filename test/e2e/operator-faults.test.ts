@@ -351,7 +351,7 @@ t.test('spiwire faults add, list, rm, reset against a daemon process; the clear 
 
   const port = await closedPort('ipv4', 'tcp');
   const none = await run(['faults', 'list', '--url', `http://127.0.0.1:${port}`]);
-  t.same([none.code, none.err], [1, `spiwire faults: cannot reach http://127.0.0.1:${port}: connection refused: is the daemon running? (start it with \`spiwire --token ...\`)\n`], 'nothing listening');
+  t.same([none.code, none.err], [1, `spiwire faults: cannot reach http://127.0.0.1:${port}: connection refused: is the daemon running? (start it with \`npm start\` or \`spiwire\`)\n`], 'nothing listening');
 
   const open = await daemon(t);
   const off = await run(['faults', 'list', '--url', `http://127.0.0.1:${open.port}`]);

@@ -82,7 +82,7 @@ function whyUnreachable(err: unknown): string {
     if ('cause' in e) collect(e.cause);
   };
   collect(err);
-  if (codes.includes('ECONNREFUSED')) return 'connection refused: is the daemon running? (start it with `spiwire --token ...`)';
+  if (codes.includes('ECONNREFUSED')) return 'connection refused: is the daemon running? (start it with `npm start` or `spiwire`)';
   if (codes.includes('UND_ERR_HEADERS_TIMEOUT') || codes.includes('UND_ERR_BODY_TIMEOUT')) return `no answer within ${TIMEOUT_MS / 1000} s`;
   if (codes.includes('ENOTFOUND') || codes.includes('EAI_AGAIN')) return 'the host name does not resolve';
   if (codes.includes('EHOSTUNREACH') || codes.includes('ENETUNREACH')) return 'the host is unreachable';
