@@ -12,7 +12,7 @@
  * Blocking and overlapped sends behave alike under both. The functions work on a stream socket's
  * transport buffer once the socket's own checks have passed.
  */
-import { TransportBuffer, type SendOp } from './transport-buffer.js';
+import { TransportBuffer, type QueuedSend, type SendOp } from './transport-buffer.js';
 import { cancellable, sent, startedAt, type Cancellable, type Completion, type SendResult, type Started } from './results.js';
 import { byteLength } from './send-buffers.js';
 import { WSAETIMEDOUT } from '@spiwire/proto';
@@ -69,15 +69,13 @@ export interface SendMode {
  * connection as it is, "in an indeterminate state"). A send whose every byte has gone by then
  * is done, and completes as sent at once, even one still waiting for the kernel to finish.
  */
-function submitBlocking(tx: TransportBuffer, op: SendOp, timeoutMs: number): void {
-  if (timeoutMs <= 0) {
-    tx.submit(op);
-    return;
-  }
+function submitBlocking(tx: TransportBuffer, op: SendOp, timeoutMs: number): QueuedSend {
+  if (timeoutMs <= 0) return tx.submit(op);
   const complete = op.complete;
   let done = false;
+  let queued: QueuedSend | null = null;
   const timer = setTimeout(() => {
-    tx.cancel(WSAETIMEDOUT, (o) => o === op);
+    if (queued !== null) tx.cancelQueued(WSAETIMEDOUT, queued);
     // Not completed by the cancellation: its bytes are all with the kernel already.
     if (!done) op.complete(0, op.total);
   }, timeoutMs);
@@ -87,7 +85,8 @@ function submitBlocking(tx: TransportBuffer, op: SendOp, timeoutMs: number): voi
     clearTimeout(timer);
     complete(errno, bytes);
   };
-  tx.submit(op);
+  queued = tx.submit(op);
+  return queued;
 }
 
 /**
@@ -108,13 +107,16 @@ class OverlappedSend implements SendOp, Cancellable {
     return true;
   }
 
+  /** Its place in the transport buffer's queue (set once submitted). */
+  queued: QueuedSend | null = null;
+
   complete(errno: number, bytes: number): void {
     // The buffer reports a success with every byte (op.total).
     this.done.complete(errno, bytes);
   }
 
   cancel(errno: number): boolean {
-    return this.tx.cancel(errno, (o) => o === this) > 0;
+    return this.queued !== null && this.tx.cancelQueued(errno, this.queued) > 0;
   }
 }
 
@@ -127,7 +129,7 @@ export function streamSendOverlapped(tx: TransportBuffer, send: StreamSend, done
     return startedAt(sent(total));
   }
   const op = new OverlappedSend(tx, buffers, total, direct, done);
-  tx.submit(op);
+  op.queued = tx.submit(op);
   return { pending: true, cancel: op };
 }
 
@@ -149,7 +151,7 @@ export interface StreamedSend {
  * pieces, or null when the call is done with what it has: a nonblocking send under the reference
  * policy takes what fits from the first pieces and no more (a partial count, or WSAEWOULDBLOCK).
  */
-export function streamSendStreamed(tx: TransportBuffer, send: StreamedSend, mode: SendMode): { result: SendResult | 'would-block' | Promise<SendResult>; op: SendOp | null } {
+export function streamSendStreamed(tx: TransportBuffer, send: StreamedSend, mode: SendMode): { result: SendResult | 'would-block' | Promise<SendResult>; op: QueuedSend | null } {
   const { buffers, total, progress } = send;
   if (mode.nonBlocking && !mode.windowsPolicy) {
     const n = tx.acceptNow(buffers, byteLength(buffers));
@@ -161,20 +163,19 @@ export function streamSendStreamed(tx: TransportBuffer, send: StreamedSend, mode
     // Windows in practice: the whole send or nothing; the pieces still to come go in the background.
     if (tx.pendingOps > 0) return { result: 'would-block', op: null };
     const op: SendOp = { chunks: buffers, total, overlapped: false, background: true, streamed: true, progress, complete: () => undefined };
-    tx.submit(op);
-    return { result: sent(total), op };
+    return { result: sent(total), op: tx.submit(op) };
   }
-  let op: SendOp | null = null;
+  let queued: QueuedSend | null = null;
   const result = new Promise<SendResult>((resolve) => {
-    op = { chunks: buffers, total, overlapped: false, streamed: true, progress, complete: (errno, bytes) => resolve(errno === 0 ? sent(total) : { errno, bytes }) };
-    submitBlocking(tx, op, mode.timeoutMs);
+    const op: SendOp = { chunks: buffers, total, overlapped: false, streamed: true, progress, complete: (errno, bytes) => resolve(errno === 0 ? sent(total) : { errno, bytes }) };
+    queued = submitBlocking(tx, op, mode.timeoutMs);
   });
-  return { result, op };
+  return { result, op: queued };
 }
 
 /** A streamed overlapped send: pending until its last piece is taken. */
-export function streamSendStreamedOverlapped(tx: TransportBuffer, send: StreamedSend, done: Completion): { started: Started<SendResult>; op: SendOp } {
+export function streamSendStreamedOverlapped(tx: TransportBuffer, send: StreamedSend, done: Completion): { started: Started<SendResult>; op: QueuedSend } {
   const op: SendOp = { chunks: send.buffers, total: send.total, overlapped: true, streamed: true, progress: send.progress, complete: (errno, bytes) => done.complete(errno, bytes) };
-  tx.submit(op);
-  return { started: { pending: true, cancel: cancellable((errno) => tx.cancel(errno, (o) => o === op) > 0) }, op };
+  const queued = tx.submit(op);
+  return { started: { pending: true, cancel: cancellable((errno) => tx.cancelQueued(errno, queued) > 0) }, op: queued };
 }

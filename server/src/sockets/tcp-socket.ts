@@ -11,7 +11,7 @@ import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
 import { fdOf, libc } from '../native/libc.js';
 import type { Drainable, Draining } from '../draining.js';
 import { EmulatedSocket, SELECT_EXCEPT, SELECT_READ, SELECT_WRITE, type SendFunction, type SocketContext, type SocketIdentity, type StreamedStart } from './emulated-socket.js';
-import { TransportBuffer, type SendOp, type StreamSink } from './transport-buffer.js';
+import { TransportBuffer, type QueuedSend, type StreamSink } from './transport-buffer.js';
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
@@ -882,7 +882,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     // A blocking send larger than a message waits for its pieces to be taken.
     if (!nonBlocking && result instanceof Promise) this.callWaits();
     if (!op) return { result, pieces: null, cancel: null };
-    return { result, pieces: (piece) => tx.append(op, piece), cancel: (errno) => tx.cancel(errno, (o) => o === op), background: op.background === true };
+    return { result, pieces: (piece) => tx.append(op, piece), cancel: (errno) => tx.cancelQueued(errno, op), background: op.op.background === true };
   }
 
   override sendStreamedOverlapped(buffers: readonly Uint8Array[], total: number, flags: number, done: Completion, progress: (taken: number) => void): StreamedStart<Started<SendResult>> {
@@ -893,7 +893,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     const refused = fault ? this.faultBeforeSend(fault, false) : null;
     if (refused) return { result: startedAt(refused), pieces: null, cancel: null };
     const tx = this.tx!;
-    let op: SendOp | null = null;
+    let op: QueuedSend | null = null;
     const start = (complete: Completion): Started<SendResult> => {
       const r = streamSendStreamedOverlapped(tx, { buffers, total, progress }, complete);
       op = r.op;
@@ -901,9 +901,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     };
     const action = fault?.action;
     const started = action?.type === 'delay' ? this.delayedCompletion(action.ms, done, start) : action?.type === 'reorder' && fault ? this.reorderedCompletion(fault, action.windowMs, done, start) : start(done);
-    const sendOp: SendOp | null = op;
-    if (!sendOp) return { result: started, pieces: null, cancel: null };
-    return { result: started, pieces: (piece) => tx.append(sendOp, piece), cancel: (errno) => tx.cancel(errno, (o) => o === sendOp) };
+    const queued: QueuedSend | null = op;
+    if (!queued) return { result: started, pieces: null, cancel: null };
+    return { result: started, pieces: (piece) => tx.append(queued, piece), cancel: (errno) => tx.cancelQueued(errno, queued) };
   }
 
   /**

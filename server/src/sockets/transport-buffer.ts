@@ -50,7 +50,11 @@ const NO_BYTES = new Uint8Array(0);
 /** Why operations are cancelled: see TransportBuffer.cancel. */
 export type CancelHow = 'cancel' | 'close' | 'broken';
 
-interface QueuedOp {
+/**
+ * An operation waiting in the buffer; submit() returns it, and it is the handle to cancel that one
+ * operation (cancelQueued) or give it the next piece of a streamed send (append).
+ */
+export interface QueuedSend {
   op: SendOp;
   /** The chunks it has so far (all of them, unless streamed): what this buffer may hand over. */
   chunks: readonly Uint8Array[];
@@ -64,7 +68,18 @@ interface QueuedOp {
   handed: number;
   chunk: number;
   offset: number;
+  /** Completed or cancelled: no longer waiting (its slot in the queue is passed over). */
+  dead: boolean;
 }
+type QueuedOp = QueuedSend;
+
+const NO_CHUNKS: readonly Uint8Array[] = [];
+
+/** What a slot the front of the queue has passed holds, so that no finished operation stays alive. */
+const PASSED: QueuedOp = { op: { chunks: NO_CHUNKS, total: 0, overlapped: false, complete: () => undefined }, chunks: NO_CHUNKS, pieces: null, available: 0, accepted: 0, handed: 0, chunk: 0, offset: 0, dead: true };
+
+/** Slots passed, or dead inside the queue, beyond which the queue is compacted (when they are also half of it). */
+const COMPACT_AFTER = 1024;
 
 /** A piece of an operation handed to node ahead of acceptance; `accepted` of it entered the buffer since. */
 interface AheadPiece {
@@ -96,7 +111,18 @@ export class TransportBuffer {
   private readonly aheadPieces: AheadPiece[] = [];
   /** aheadPieces before this index are accepted whole. */
   private firstUnaccepted = 0;
-  private readonly queue: QueuedOp[] = [];
+  /**
+   * The waiting operations, oldest first, from head on; dead ones (cancelled one at a time) stay
+   * in their slots until the front passes them or the queue is compacted. Never shift() or
+   * splice(): with tens of thousands waiting each is a copy of the array, and a loop of them is
+   * quadratic (seconds of a stalled daemon when a socket with 60,000 queued sends closes).
+   */
+  private queue: QueuedOp[] = [];
+  private head = 0;
+  /** Operations waiting (not dead) from head on. */
+  private live = 0;
+  /** Dead operations from head on. */
+  private deadInside = 0;
   private queuedBytes = 0;
   private pumping = false;
 
@@ -116,7 +142,7 @@ export class TransportBuffer {
 
   /** Operations waiting (not yet fully accepted). */
   get pendingOps(): number {
-    return this.queue.length;
+    return this.live;
   }
 
   /** Bytes of waiting operations not yet accepted. */
@@ -176,7 +202,7 @@ export class TransportBuffer {
 
   /** True when nothing is queued and nothing is on its way to the kernel. */
   get drained(): boolean {
-    return this.queue.length === 0 && this.inKernelHandoff === 0 && this.ahead === 0;
+    return this.live === 0 && this.inKernelHandoff === 0 && this.ahead === 0;
   }
 
   private room(): number {
@@ -197,7 +223,7 @@ export class TransportBuffer {
    * boundaries, and returns that count (0 when none fit or older sends are still queued).
    */
   acceptNow(chunks: readonly Uint8Array[], total: number, direct = 0): number {
-    if (this.queue.length > 0) return 0;
+    if (this.live > 0) return 0;
     if (direct) {
       // These bytes go to the kernel directly, so nothing may still be on its way there.
       if (this.inKernelHandoff > 0 || this.ahead > 0 || this.holdTimer !== null || !this.sink.sendDirect) return 0;
@@ -225,14 +251,14 @@ export class TransportBuffer {
    * buffer, or with SO_SNDBUF 0, nothing still on its way to the kernel.
    */
   get writable(): boolean {
-    return this.queue.length === 0 && this.roomForNew() > 0;
+    return this.live === 0 && this.roomForNew() > 0;
   }
 
   /** True when a whole send of this size would be accepted at once. */
   fitsNow(total: number): boolean {
     // With SO_SNDBUF 0 nothing is buffered: a send is done only when the kernel took all of it.
-    if (this.cap === 0) return total === 0 && this.queue.length === 0 && this.holdTimer === null;
-    return this.queue.length === 0 && this.roomForNew() >= total;
+    if (this.cap === 0) return total === 0 && this.live === 0 && this.holdTimer === null;
+    return this.live === 0 && this.roomForNew() >= total;
   }
 
   private retryTimer: NodeJS.Timeout | null = null;
@@ -246,23 +272,68 @@ export class TransportBuffer {
     }, 1);
   }
 
-  /** Queues an operation behind older ones; it may complete before this returns. */
-  submit(op: SendOp): void {
+  /**
+   * Queues an operation behind older ones; it may complete before this returns. The entry returned
+   * cancels it alone (cancelQueued) and takes a streamed send's next pieces (append).
+   */
+  submit(op: SendOp): QueuedSend {
     const pieces = op.streamed ? [...op.chunks] : null;
     const available = pieces ? byteLength(pieces) : op.total;
-    this.queue.push({ op, chunks: pieces ?? op.chunks, pieces, available, accepted: 0, handed: 0, chunk: 0, offset: 0 });
+    const q: QueuedOp = { op, chunks: pieces ?? op.chunks, pieces, available, accepted: 0, handed: 0, chunk: 0, offset: 0, dead: false };
+    this.queue.push(q);
+    this.live++;
     this.queuedBytes += available;
     this.meter(available);
     this.pump();
+    return q;
+  }
+
+  /** The oldest operation still waiting, passing over dead ones; undefined when none waits. */
+  private front(): QueuedOp | undefined {
+    const queue = this.queue;
+    while (this.head < queue.length && queue[this.head]!.dead) {
+      queue[this.head++] = PASSED;
+      this.deadInside--;
+    }
+    return queue[this.head];
+  }
+
+  /** The front operation q is done (completed): its slot is passed. */
+  private passFront(q: QueuedOp): void {
+    q.dead = true;
+    this.queue[this.head++] = PASSED;
+    this.live--;
+    this.compactIfWorth();
+  }
+
+  /** q leaves the queue where it is (cancelled): it is dead, and lets go of its bytes. */
+  private kill(q: QueuedOp): void {
+    q.dead = true;
+    q.chunks = NO_CHUNKS;
+    q.pieces = null;
+    this.live--;
+    this.deadInside++;
+  }
+
+  /** Drops the passed slots and the dead operations once they are many and half the array. */
+  private compactIfWorth(): void {
+    const queue = this.queue;
+    const passedMany = this.head > COMPACT_AFTER && this.head * 2 > queue.length;
+    const deadMany = this.deadInside > COMPACT_AFTER && this.deadInside * 2 > queue.length - this.head;
+    if (!passedMany && !deadMany) return;
+    const kept: QueuedOp[] = [];
+    for (let i = this.head; i < queue.length; i++) if (!queue[i]!.dead) kept.push(queue[i]!);
+    this.queue = kept;
+    this.head = 0;
+    this.deadInside = 0;
   }
 
   /**
    * The next piece of a streamed operation. Returns false when the operation is no longer queued
    * (completed or cancelled): the piece is not taken.
    */
-  append(op: SendOp, piece: Uint8Array): boolean {
-    const q = this.queue.find((x) => x.op === op);
-    if (!q || !q.pieces || q.available + piece.length > op.total) return false;
+  append(q: QueuedSend, piece: Uint8Array): boolean {
+    if (q.dead || !q.pieces || q.available + piece.length > q.op.total) return false;
     if (piece.length === 0) return true;
     q.pieces.push(piece);
     q.available += piece.length;
@@ -283,48 +354,80 @@ export class TransportBuffer {
    * accepted bytes count.
    */
   cancel(errno: number, match: (op: SendOp) => boolean = () => true, how: CancelHow = 'cancel'): number {
-    const broken = how === 'broken';
     let n = 0;
     // Whether every operation looked at so far was handed over whole (or had nothing to hand
     // over), and how many there were: an empty send behind such sends is as good as sent.
     let wholeSoFar = true;
     let seen = 0;
-    for (let i = 0; i < this.queue.length; ) {
-      const q = this.queue[i]!;
+    // (The queue may be compacted by what a completion does: the loop keeps the array it began with.)
+    const queue = this.queue;
+    for (let i = this.head; i < queue.length; i++) {
+      const q = queue[i]!;
+      if (q.dead) continue;
       const total = q.op.total;
       const handedWhole = q.handed === total && (total > 0 || (wholeSoFar && seen > 0));
       wholeSoFar &&= q.handed === total;
       seen++;
-      // An operation whose every byte is already with the kernel (SO_SNDBUF 0) is no longer
-      // queued: only a broken connection fails it; otherwise it completes when the kernel is done.
-      if (!match(q.op) || (how === 'cancel' && q.accepted === total && total > 0)) {
-        i++;
-        continue;
-      }
-      this.queue.splice(i, 1);
-      // What it held and had not handed over (a streamed send holds only the pieces it got).
-      this.queuedBytes -= q.available - q.handed;
-      this.meter(-(q.available - q.handed));
-      if (broken) {
-        // Bytes handed ahead never reach the peer now: only what was accepted counts.
-        q.op.complete(errno, q.accepted);
-        n++;
-      } else if (handedWhole) {
-        // Handed over whole (an empty send behind such sends too): node cannot take the bytes
-        // back and the peer will get them, so the send is done, as if the buffer had taken it.
-        // Only the send being handed over when the cancellation came is cut, as on Windows.
-        q.op.complete(0, total);
-      } else {
-        // Bytes already handed ahead will reach the peer: the count is what the peer gets.
-        q.op.complete(errno, q.handed);
-        n++;
-      }
+      if (match(q.op) && this.drop(q, errno, how, handedWhole)) n++;
     }
+    this.compactIfWorth();
     // Not at once: one cancellation can be several calls in a row (close() and SIO_FLUSH cancel
     // overlapped and blocking sends apart, a thread exit one operation at a time), and a pump
     // in between would hand over bytes of an operation that the next call cancels.
     this.pumpSoon();
     return n;
+  }
+
+  /** cancel() for one operation, by the entry submit() gave: no walk of the queue (but for an empty send). */
+  cancelQueued(errno: number, q: QueuedSend, how: CancelHow = 'cancel'): number {
+    if (q.dead) return 0;
+    const total = q.op.total;
+    let handedWhole = q.handed === total;
+    if (handedWhole && total === 0) {
+      // An empty send is as good as sent behind operations all handed over whole, and at least one.
+      let seen = 0;
+      for (let i = this.head; i < this.queue.length && this.queue[i] !== q; i++) {
+        const before = this.queue[i]!;
+        if (before.dead) continue;
+        seen++;
+        if (before.handed !== before.op.total) handedWhole = false;
+      }
+      handedWhole &&= seen > 0;
+    }
+    const n = this.drop(q, errno, how, handedWhole) ? 1 : 0;
+    this.compactIfWorth();
+    this.pumpSoon();
+    return n;
+  }
+
+  /**
+   * Takes q out of the queue and completes it, unless it is past cancelling (how 'cancel' and
+   * every byte with the kernel side already). True when it was aborted (counted as cancelled).
+   */
+  private drop(q: QueuedOp, errno: number, how: CancelHow, handedWhole: boolean): boolean {
+    const total = q.op.total;
+    // An operation whose every byte is already with the kernel (SO_SNDBUF 0) is no longer
+    // queued: only a broken connection fails it; otherwise it completes when the kernel is done.
+    if (how === 'cancel' && q.accepted === total && total > 0) return false;
+    // What it held and had not handed over (a streamed send holds only the pieces it got).
+    this.queuedBytes -= q.available - q.handed;
+    this.meter(-(q.available - q.handed));
+    this.kill(q);
+    if (how === 'broken') {
+      // Bytes handed ahead never reach the peer now: only what was accepted counts.
+      q.op.complete(errno, q.accepted);
+      return true;
+    }
+    if (handedWhole) {
+      // Handed over whole (an empty send behind such sends too): node cannot take the bytes
+      // back and the peer will get them, so the send is done, as if the buffer had taken it.
+      // Only the send being handed over when the cancellation came is cut, as on Windows.
+      q.op.complete(0, total);
+      return false;
+    }
+    // Bytes already handed ahead will reach the peer: the count is what the peer gets.
+    q.op.complete(errno, q.handed);
+    return true;
   }
 
   private pumpScheduled = false;
@@ -345,8 +448,7 @@ export class TransportBuffer {
     try {
       // Room that freed up goes to bytes handed ahead, also those of cancelled operations.
       this.acceptAhead();
-      while (this.queue.length > 0) {
-        const q = this.queue[0]!;
+      for (let q = this.front(); q !== undefined; q = this.front()) {
         if (q.op.direct) {
           if (this.inKernelHandoff > 0 || this.ahead > 0 || this.holdTimer !== null || !this.sink.sendDirect) break;
           const rest = contiguous(q.chunks, q.op.total).subarray(q.accepted);
@@ -365,7 +467,7 @@ export class TransportBuffer {
             this.retryLater();
             break;
           }
-          this.queue.shift();
+          this.passFront(q);
           q.op.complete(0, q.op.total);
           continue;
         }
@@ -373,15 +475,17 @@ export class TransportBuffer {
         if (q.accepted < q.op.total) break;
         // SO_SNDBUF 0: the operation completes when the kernel has taken its last byte.
         if (this.cap === 0 && this.inKernelHandoff > 0) break;
-        this.queue.shift();
+        this.passFront(q);
         q.op.complete(0, q.op.total);
       }
       // Operations behind an unfinished one: their bytes may go ahead, in order.
-      for (let i = 1; i < this.queue.length; i++) {
-        const prev = this.queue[i - 1]!;
+      let prev = this.front();
+      for (let i = this.head + 1; prev !== undefined && i < this.queue.length; i++) {
         const q = this.queue[i]!;
+        if (q.dead) continue;
         if (prev.handed < prev.op.total || q.op.direct) break;
         this.feed(q);
+        prev = q;
       }
     } finally {
       this.sink.uncork();

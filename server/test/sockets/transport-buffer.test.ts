@@ -272,3 +272,33 @@ t.test('an empty send behind sends handed over whole completes with them', async
   t.ok(await until(() => tx.drained), 'drained');
   t.same([tx.pendingBytes, metered()], [0, 0], 'nothing pending or metered');
 });
+
+t.test('thousands of waiting sends cancelled one at a time by their entries: each exactly once, the rest go in order', async (t) => {
+  const l = await link(t, false);
+  const { tx, metered } = buffer(sinkOf(l.client), 65536);
+  // Held (a block fault): nothing is accepted or handed over while the sends queue up.
+  tx.hold(60_000);
+  const ops = Array.from({ length: 5000 }, (_, i) => op(pattern(10, i)));
+  const entries = ops.map((o) => tx.submit(o));
+  t.equal(tx.pendingOps, 5000, 'all 5000 wait');
+  // Every other one, oldest first: more than the queue keeps dead before it compacts.
+  let aborted = 0;
+  for (let i = 0; i < ops.length; i += 2) aborted += tx.cancelQueued(ABORTED, entries[i]!);
+  t.equal(aborted, 2500, 'each cancellation aborted its send');
+  t.ok(ops.every((o, i) => (i % 2 === 0 ? o.result?.errno === ABORTED && o.result.bytes === 0 : o.result === null)), 'exactly the cancelled ones completed, with WSA_OPERATION_ABORTED and no bytes');
+  t.equal(tx.cancelQueued(ABORTED, entries[0]!), 0, 'a second cancellation of one of them does nothing');
+  t.notOk(tx.append(entries[0]!, new Uint8Array(1)), 'nor does a piece for it');
+  t.equal(tx.pendingOps, 2500, '2500 still wait');
+  let asked = 0;
+  t.equal(tx.cancel(ABORTED, () => (asked++, false)), 0, 'a cancellation that matches none cancels none');
+  t.equal(asked, 2500, 'and asks about the waiting ones only, once each');
+  tx.release();
+  const rest = ops.filter((_, i) => i % 2 === 1);
+  const want = Buffer.concat(rest.map((o) => o.data));
+  await l.until(want.length);
+  t.ok(await until(() => rest.every((o) => o.result !== null)), 'the others completed');
+  t.ok(rest.every((o) => o.result!.errno === 0 && o.result!.bytes === 10), 'each with its 10 bytes');
+  t.ok(l.received().equals(want), 'the peer got their bytes, in order, and none of the cancelled ones');
+  t.ok(await until(() => tx.drained), 'drained');
+  t.same([tx.pendingOps, tx.pendingBytes, metered()], [0, 0, 0], 'nothing waits, nothing is held or metered');
+});
