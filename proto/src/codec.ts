@@ -10,7 +10,7 @@
  * WebSocket message holds one JSON-RPC message, with byte strings written {"$base64":"..."}.
  */
 import { BAD_FRAME, PARSE_ERROR, ProtocolError } from './protocol-errors.js';
-import { MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
+import { MAX_HEADER_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, MAX_RECORDS_PER_FRAME } from './limits.js';
 import { CompactHeader, decodeCompactHeaderAt, decodeCompactHeaderPieces, isCompactAt, isCompactHeader, readCompactCompletion, readCompactHeader, readCompactReply, readCompactSend, readReplyInPlace, writeCompactHeader, type CompactReply } from './compact.js';
 
 import { isU32, readU32, writeU32 } from './le32.js';
@@ -221,7 +221,8 @@ export function decodeText(text: string): DecodedRecord {
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let value: unknown;
   try {
-    if (nestedTooDeep(text)) throw tooDeep();
+    const shape = jsonShapeProblem(text);
+    if (shape) throw shape;
     value = JSON.parse(text);
   } catch (err) {
     return { ok: false, error: new ProtocolError(PARSE_ERROR, `text frame is not JSON: ${(err as Error).message}`) };
@@ -250,7 +251,8 @@ function parseHeader(header: Uint8Array, data: Uint8Array): DecodedRecord {
     const received = ackHeaderCount(header);
     if (received >= 0) return { ok: true, message: { jsonrpc: '2.0', method: 'spiwire.ack', params: { received } }, shaped: true };
   }
-  if (nestedTooDeep(header)) return { ok: false, error: tooDeep() };
+  const shape = jsonShapeProblem(header);
+  if (shape) return { ok: false, error: shape };
   let value: unknown;
   try {
     value = JSON.parse(utf8Decoder.decode(header));
@@ -289,25 +291,28 @@ const CLOSE_ARRAY = 0x5d;
 const CLOSE_OBJECT = 0x7d;
 
 /**
- * True when the JSON text nests arrays and objects deeper than MAX_JSON_DEPTH. Checked on the raw
- * text before JSON.parse: parsing a megabyte of "[[[[..." first builds that whole structure, which
- * stalled the daemon for every session. (Brackets inside strings do not count; these ASCII bytes
- * never occur inside a multi-byte UTF-8 character.)
+ * PARSE_ERROR when the JSON text nests arrays and objects deeper than MAX_JSON_DEPTH, or has more
+ * than MAX_JSON_CONTAINERS of them; null otherwise. Checked on the raw text before JSON.parse:
+ * parsing a megabyte of "[[[[..." first builds that whole structure, which stalled the daemon for
+ * every session. (Brackets inside strings do not count; these ASCII bytes never occur inside a
+ * multi-byte UTF-8 character.)
  */
-function nestedTooDeep(text: Uint8Array | string): boolean {
+function jsonShapeProblem(text: Uint8Array | string): ProtocolError | null {
   const bytes = typeof text !== 'string';
   let depth = 0;
+  let containers = 0;
   for (let i = 0; i < text.length; i++) {
     const c = bytes ? text[i]! : text.charCodeAt(i);
     if (c === QUOTE) {
       // Over the string at native speed: a frame may hold megabytes of one (a base64 payload).
       i = closingQuote(text, i + 1);
-      if (i < 0) return false;
+      if (i < 0) return null;
     } else if (c === OPEN_ARRAY || c === OPEN_OBJECT) {
-      if (++depth > MAX_JSON_DEPTH) return true;
+      if (++depth > MAX_JSON_DEPTH) return tooDeep();
+      if (++containers > MAX_JSON_CONTAINERS) return new ProtocolError(PARSE_ERROR, `JSON with more than ${MAX_JSON_CONTAINERS} arrays and objects`);
     } else if (c === CLOSE_ARRAY || c === CLOSE_OBJECT) depth--;
   }
-  return false;
+  return null;
 }
 
 /** Where the string that starts at from ends (its closing quote), or -1 when it never does. */

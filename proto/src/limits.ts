@@ -38,6 +38,12 @@ export const MAX_SELECT_WATCHES = 16 * 1024;
 /** Largest JSON nesting depth of a header; deeper headers are PARSE_ERROR. */
 export const MAX_JSON_DEPTH = 16;
 /**
+ * Most arrays and objects in one header or text frame; more are PARSE_ERROR. The largest message
+ * of the protocol has about 2,100 (a WSPSend of MAX_BUFFER_COUNT byte strings); parsing a
+ * megabyte of nested arrays held the daemon for about 90 ms a record.
+ */
+export const MAX_JSON_CONTAINERS = 8192;
+/**
  * WebSocket close code with which the daemon ends a session whose client does not read what it
  * is sent (its unsent output passed the daemon's limit, or stalled above the high water mark).
  */

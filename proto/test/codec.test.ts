@@ -9,6 +9,7 @@ import {
   DEFAULT_DECODE_LIMITS,
   FrameBuilder,
   MAX_HEADER_BYTES,
+  MAX_JSON_CONTAINERS,
   MAX_JSON_DEPTH,
   MAX_RECORDS_PER_FRAME,
   PARSE_ERROR,
@@ -451,6 +452,23 @@ t.test(`JSON nesting: ${MAX_JSON_DEPTH} levels pass, one more is PARSE_ERROR (bi
   // A byte reference counts its own two levels.
   t.same(normRecords(decodeFrame(rawRecord(nested(MAX_JSON_DEPTH - 2, '{"$b":[0,0]}')))), [{ ok: true, message: JSON.parse(nested(MAX_JSON_DEPTH - 2, '"X"'), (_k, v) => (v === 'X' ? { bytes: '' } : v)) }]);
   t.same(normRecords(decodeFrame(rawRecord(nested(MAX_JSON_DEPTH - 1, '{"$b":[0,0]}')))), [{ ok: false, code: PARSE_ERROR }]);
+});
+
+t.test(`JSON size: ${MAX_JSON_CONTAINERS} arrays and objects pass, one more is PARSE_ERROR, judged on the text (binary and text)`, async (t) => {
+  t.equal(MAX_JSON_CONTAINERS, 8192);
+  // An array of n - 1 empty arrays and objects, alternating: n containers in all, two levels deep.
+  const many = (n: number): string => `[${Array.from({ length: n - 1 }, (_, i) => (i % 2 ? '{}' : '[]')).join(',')}]`;
+  t.same(normRecords(decodeFrame(rawRecord(many(MAX_JSON_CONTAINERS)))), [{ ok: true, message: JSON.parse(many(MAX_JSON_CONTAINERS)) }], `${MAX_JSON_CONTAINERS}`);
+  t.same(normRecords(decodeFrame(cat(rawRecord(many(MAX_JSON_CONTAINERS + 1)), rawRecord('1')))), [{ ok: false, code: PARSE_ERROR }, { ok: true, message: 1 }], `${MAX_JSON_CONTAINERS + 1}: refused, the next record still read`);
+  t.ok(decodeText(many(MAX_JSON_CONTAINERS)).ok, `text: ${MAX_JSON_CONTAINERS}`);
+  const tr = decodeText(many(MAX_JSON_CONTAINERS + 1));
+  t.same(tr.ok ? 'ok' : [tr.error.code, /more than 8192 arrays and objects/.test(tr.error.message)], [PARSE_ERROR, true], `text: ${MAX_JSON_CONTAINERS + 1}`);
+  // Counted before parsing: unclosed, so not JSON at all, and yet refused for its size.
+  const unclosed = `[${'{},'.repeat(MAX_JSON_CONTAINERS)}`;
+  const r = decodeFrame(rawRecord(unclosed))[0]!;
+  t.same(r.ok ? 'ok' : [r.error.code, /arrays and objects/.test(r.error.message)], [PARSE_ERROR, true], 'refused unparsed');
+  // Brackets inside strings are not arrays.
+  t.ok(decodeFrame(rawRecord(JSON.stringify({ a: '[]'.repeat(MAX_JSON_CONTAINERS + 1) })))[0]!.ok, 'brackets in a string pass');
 });
 
 t.test('nesting is judged on the text before parsing: brackets in strings do not count, too deep is refused unparsed', async (t) => {
