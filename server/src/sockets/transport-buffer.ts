@@ -56,27 +56,31 @@ export type CancelHow = 'cancel' | 'close' | 'broken';
  */
 export interface QueuedSend {
   op: SendOp;
-  /** The chunks it has so far (all of them, unless streamed): what this buffer may hand over. */
+  /**
+   * The chunks it has so far (all of them, unless streamed): what this buffer may hand over. A
+   * streamed send's own copy of the list, which append() grows.
+   */
   chunks: readonly Uint8Array[];
-  /** A streamed send's own list of the pieces so far (the same array as chunks), which append() grows. */
-  pieces: Uint8Array[] | null;
   /** Bytes of those chunks: held here until handed over. */
   available: number;
   /** Bytes that entered the transport buffer (or the kernel): what the operation has sent. */
   accepted: number;
   /** Bytes given to node's socket: accepted ones, then any sent ahead (see TransportBuffer). */
   handed: number;
+  /** The chunk handed over next; DEAD once completed or cancelled (no longer waiting: its slot is passed over). */
   chunk: number;
   offset: number;
-  /** Completed or cancelled: no longer waiting (its slot in the queue is passed over). */
-  dead: boolean;
 }
+
+/** QueuedSend.chunk of an operation no longer waiting. (A field of its own would cost 8 bytes a pending send.) */
+const DEAD = -1;
+const isDead = (q: QueuedSend): boolean => q.chunk === DEAD;
 type QueuedOp = QueuedSend;
 
 const NO_CHUNKS: readonly Uint8Array[] = [];
 
 /** What a slot the front of the queue has passed holds, so that no finished operation stays alive. */
-const PASSED: QueuedOp = { op: { chunks: NO_CHUNKS, total: 0, overlapped: false, complete: () => undefined }, chunks: NO_CHUNKS, pieces: null, available: 0, accepted: 0, handed: 0, chunk: 0, offset: 0, dead: true };
+const PASSED: QueuedOp = { op: { chunks: NO_CHUNKS, total: 0, overlapped: false, complete: () => undefined }, chunks: NO_CHUNKS, available: 0, accepted: 0, handed: 0, chunk: DEAD, offset: 0 };
 
 /** Slots passed, or dead inside the queue, beyond which the queue is compacted (when they are also half of it). */
 const COMPACT_AFTER = 1024;
@@ -277,9 +281,9 @@ export class TransportBuffer {
    * cancels it alone (cancelQueued) and takes a streamed send's next pieces (append).
    */
   submit(op: SendOp): QueuedSend {
-    const pieces = op.streamed ? [...op.chunks] : null;
-    const available = pieces ? byteLength(pieces) : op.total;
-    const q: QueuedOp = { op, chunks: pieces ?? op.chunks, pieces, available, accepted: 0, handed: 0, chunk: 0, offset: 0, dead: false };
+    const chunks = op.streamed ? [...op.chunks] : op.chunks;
+    const available = op.streamed ? byteLength(chunks) : op.total;
+    const q: QueuedOp = { op, chunks, available, accepted: 0, handed: 0, chunk: 0, offset: 0 };
     this.queue.push(q);
     this.live++;
     this.queuedBytes += available;
@@ -291,7 +295,7 @@ export class TransportBuffer {
   /** The oldest operation still waiting, passing over dead ones; undefined when none waits. */
   private front(): QueuedOp | undefined {
     const queue = this.queue;
-    while (this.head < queue.length && queue[this.head]!.dead) {
+    while (this.head < queue.length && isDead(queue[this.head]!)) {
       queue[this.head++] = PASSED;
       this.deadInside--;
     }
@@ -300,7 +304,7 @@ export class TransportBuffer {
 
   /** The front operation q is done (completed): its slot is passed. */
   private passFront(q: QueuedOp): void {
-    q.dead = true;
+    q.chunk = DEAD;
     this.queue[this.head++] = PASSED;
     this.live--;
     this.compactIfWorth();
@@ -308,9 +312,8 @@ export class TransportBuffer {
 
   /** q leaves the queue where it is (cancelled): it is dead, and lets go of its bytes. */
   private kill(q: QueuedOp): void {
-    q.dead = true;
+    q.chunk = DEAD;
     q.chunks = NO_CHUNKS;
-    q.pieces = null;
     this.live--;
     this.deadInside++;
   }
@@ -322,7 +325,7 @@ export class TransportBuffer {
     const deadMany = this.deadInside > COMPACT_AFTER && this.deadInside * 2 > queue.length - this.head;
     if (!passedMany && !deadMany) return;
     const kept: QueuedOp[] = [];
-    for (let i = this.head; i < queue.length; i++) if (!queue[i]!.dead) kept.push(queue[i]!);
+    for (let i = this.head; i < queue.length; i++) if (!isDead(queue[i]!)) kept.push(queue[i]!);
     this.queue = kept;
     this.head = 0;
     this.deadInside = 0;
@@ -333,9 +336,10 @@ export class TransportBuffer {
    * (completed or cancelled): the piece is not taken.
    */
   append(q: QueuedSend, piece: Uint8Array): boolean {
-    if (q.dead || !q.pieces || q.available + piece.length > q.op.total) return false;
+    if (isDead(q) || !q.op.streamed || q.available + piece.length > q.op.total) return false;
     if (piece.length === 0) return true;
-    q.pieces.push(piece);
+    // (A streamed send's chunks are its own array: submit() copied them.)
+    (q.chunks as Uint8Array[]).push(piece);
     q.available += piece.length;
     this.queuedBytes += piece.length;
     this.meter(piece.length);
@@ -363,7 +367,7 @@ export class TransportBuffer {
     const queue = this.queue;
     for (let i = this.head; i < queue.length; i++) {
       const q = queue[i]!;
-      if (q.dead) continue;
+      if (isDead(q)) continue;
       const total = q.op.total;
       const handedWhole = q.handed === total && (total > 0 || (wholeSoFar && seen > 0));
       wholeSoFar &&= q.handed === total;
@@ -380,7 +384,7 @@ export class TransportBuffer {
 
   /** cancel() for one operation, by the entry submit() gave: no walk of the queue (but for an empty send). */
   cancelQueued(errno: number, q: QueuedSend, how: CancelHow = 'cancel'): number {
-    if (q.dead) return 0;
+    if (isDead(q)) return 0;
     const total = q.op.total;
     let handedWhole = q.handed === total;
     if (handedWhole && total === 0) {
@@ -388,7 +392,7 @@ export class TransportBuffer {
       let seen = 0;
       for (let i = this.head; i < this.queue.length && this.queue[i] !== q; i++) {
         const before = this.queue[i]!;
-        if (before.dead) continue;
+        if (isDead(before)) continue;
         seen++;
         if (before.handed !== before.op.total) handedWhole = false;
       }
@@ -482,7 +486,7 @@ export class TransportBuffer {
       let prev = this.front();
       for (let i = this.head + 1; prev !== undefined && i < this.queue.length; i++) {
         const q = this.queue[i]!;
-        if (q.dead) continue;
+        if (isDead(q)) continue;
         if (prev.handed < prev.op.total || q.op.direct) break;
         this.feed(q);
         prev = q;
@@ -521,7 +525,7 @@ export class TransportBuffer {
       q.offset += take;
       if (q.offset >= c.length) {
         // A streamed send lets go of each piece once handed over: it holds only what is to come.
-        if (q.pieces) q.pieces[q.chunk] = NO_BYTES;
+        if (q.op.streamed) (q.chunks as Uint8Array[])[q.chunk] = NO_BYTES;
         q.chunk++;
         q.offset = 0;
       }
