@@ -26,12 +26,17 @@ export const WS_PATH = '/ws';
 /** The body of every 404: the same {"error": ...} shape as the refusals of an upgrade. */
 export const NOT_FOUND_ERROR = `no such endpoint: the daemon answers GET /healthz, GET /version, GET /stats, GET /metrics, GET /sessions, GET /sessions/:id/sockets, GET|POST /faults, DELETE /faults/:id, POST /faults/reset and WebSocket upgrades on ${WS_PATH}`;
 
+/** A refusal written straight to a connection node no longer parses: {"error": ...}, then close. */
+function rawRefusal(status: number, error: string): string {
+  const body = JSON.stringify({ error });
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`;
+}
+
 /** What the HTTP parser refused, answered as {"error": ...} (fastify's default adds members of its own). */
 function refuseMalformedRequest(err: NodeJS.ErrnoException, socket: Duplex): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
   const [status, error] = err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'the request headers are too large'] : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'the request took too long'] : [400, 'a malformed HTTP request'];
-  const body = JSON.stringify({ error });
-  if (socket.writable) socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
+  if (socket.writable) socket.write(rawRefusal(status, error));
   socket.destroy();
 }
 
@@ -117,8 +122,7 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   // as every other method but GET, with 404 in the one-member shape.
   app.server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
     if (!socket.writable) return void socket.destroy();
-    const body = JSON.stringify({ error: NOT_FOUND_ERROR });
-    socket.end(`HTTP/1.1 404 Not Found\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
+    socket.end(rawRefusal(404, NOT_FOUND_ERROR));
     socket.once('finish', () => socket.destroy());
   });
   // The WebSocket plugin hears upgrades through this gate. An upgrade pipelined behind a request
