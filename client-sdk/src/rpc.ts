@@ -692,9 +692,8 @@ export class RpcConnection {
     const p = this.pending.get(f.id);
     if (!p) return;
     this.pending.delete(f.id);
-    const result: Record<string, unknown> = f.bytesSent < 0 ? { ret: f.ret, errno: f.errno } : { ret: f.ret, errno: f.errno, bytesSent: f.bytesSent };
     const listener = p.listener;
-    if (f.hasCompletion && listener?.completed === undefined) result['completion'] = { error: f.error, bytes: f.bytes, flags: f.flags };
+    const result = P.compactReplyResult(f, listener?.completed === undefined);
     if (listener !== undefined) {
       listener.replied(result);
       if (f.hasCompletion) listener.completed?.(f.error, f.bytes, f.flags);

@@ -331,12 +331,20 @@ export function isCompactAt(buf: Uint8Array, at: number, length: number): boolea
 /** Where decodeCompact reads a reply before making its message. */
 const decodedReply = compactReplyFields();
 
+/**
+ * The result of a reply read in place, as its JSON form would give it; without its completion
+ * when withCompletion is false (a reader that takes the completion as numbers).
+ */
+export function compactReplyResult(f: CompactReply, withCompletion: boolean): Rec {
+  // One literal per shape: the result's keys are walked again on its way to the caller.
+  const result: Rec = f.bytesSent < 0 ? { ret: f.ret, errno: f.errno } : { ret: f.ret, errno: f.errno, bytesSent: f.bytesSent };
+  if (withCompletion && f.hasCompletion) result['completion'] = { error: f.error, bytes: f.bytes, flags: f.flags };
+  return result;
+}
+
 /** The message a reply read in place stands for. */
 function replyMessage(f: CompactReply): Rec {
-  const result: Rec = { ret: f.ret, errno: f.errno };
-  if (f.bytesSent >= 0) result['bytesSent'] = f.bytesSent;
-  if (f.hasCompletion) result['completion'] = { error: f.error, bytes: f.bytes, flags: f.flags };
-  return { jsonrpc: '2.0', id: f.id, result };
+  return { jsonrpc: '2.0', id: f.id, result: compactReplyResult(f, true) };
 }
 
 function bad(message: string): never {
