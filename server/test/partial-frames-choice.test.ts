@@ -11,6 +11,7 @@ import type { Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { PartialFrames } from '../src/partial-frames.js';
 import { fdOf, libc } from '../src/native/libc.js';
+import { until } from './helpers/raw-client.js';
 
 const MAX_FRAME = 1024 * 1024;
 /** The declared length of every message here: never finished, since no one sends its last bytes. */
@@ -23,16 +24,6 @@ interface Conn {
   socket: Socket;
   /** The close code the client got, once it got one. */
   closedWith: number | null;
-}
-
-/** Polls cond every 5 ms until it holds or ms pass. */
-async function until(cond: () => boolean, ms = 5000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return true;
 }
 
 /** The header of a masked binary frame of LENGTH bytes (64-bit length, all-zero masking key). */
