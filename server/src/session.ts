@@ -811,7 +811,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
     // each: 32 of them made an ack cost a call about 4 us).
     r.keptBytes -= freed;
     this.daemon.replay.change(this, -freed);
-    if (r.head > 1024 && r.head * 2 > r.kept.length) {
+    // Not while a replay walks kept by index (a frame set aside before the drop may carry an ack).
+    if (this.replaying === null && r.head > 1024 && r.head * 2 > r.kept.length) {
       r.kept = r.kept.slice(r.head);
       r.head = 0;
     }
@@ -919,7 +920,9 @@ export class Session implements SpiSession, SetAside, SlotReader {
     const turn = this.daemon.turn;
     turn.begin(this);
     const started = performance.now();
-    while (i < r.kept.length) {
+    // Messages acknowledged meanwhile (an ack in the rest of a frame set aside before the
+    // connection dropped, above the count the resume gave) are not sent again.
+    while ((i = Math.max(i, r.head)) < r.kept.length) {
       const m = r.kept[i++]!;
       this.output.sent(m.length);
       ws.send(m, { binary: typeof m !== 'string' }, this.output.written);

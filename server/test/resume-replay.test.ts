@@ -1,0 +1,74 @@
+/**
+ * A resume's replay while the rest of a frame set aside before the drop is still being handled
+ * (session.ts, replay and acknowledged). That rest is counted as received, so the client does not
+ * send it again: the daemon goes on with it during the replay, and its replies are kept behind the
+ * replayed ones. When it holds a spiwire.ack above the count the resume gave (a client that lies
+ * about what it received), the acknowledged messages are freed while the replay walks them: the
+ * replay must skip them, and must not lose its place when the kept messages are compacted.
+ *
+ * Made deterministic by a turn budget whose time is always spent: the rest goes one record per
+ * turn, the replay one message per turn, so the ack arrives with the replay far behind it.
+ */
+import t from 'tap';
+import WebSocket from 'ws';
+import * as P from '@spiwire/proto';
+import { TurnBudget } from '../src/internals.js';
+import { daemon, session, udpSocket } from './helpers/raw-client.js';
+
+// 600: the freed slots are emptied in place; 1500 (more than 1024): the kept messages are compacted too.
+for (const KEPT of [600, 1500]) t.test(`an ack of ${KEPT} replies in a set-aside frame during the replay: nothing replayed twice, empty or out of place`, async (t) => {
+  const spent = TurnBudget.prototype.spent;
+  TurnBudget.prototype.spent = () => true;
+  t.teardown(() => {
+    TurnBudget.prototype.spent = spent;
+  });
+  const d = await daemon(t, { limits: { resumeGraceMs: 60000 } });
+  const s = await session(t, `${d.url}?resumable=1`);
+  const welcome = s.messages.find((m) => m.method === 'spiwire.welcome')?.params ?? {};
+  const offer = welcome['resume'];
+  if (!P.isRecord(offer)) throw new Error('no resume offer');
+  const h = await udpSocket(s);
+  // KEPT replies the client never acknowledges, then a frame of REST calls ending in an ack of them.
+  const REST = 300;
+  const getType = (id: string): Record<string, unknown> => ({ jsonrpc: '2.0', id, method: 'WSPGetSockOpt', params: { s: h, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 } });
+  for (let i = 0; i < KEPT; i++) {
+    s.ws.send(P.encodeFrame(getType(`kept-${i}`)));
+    await s.wait((m) => m.id === `kept-${i}`);
+  }
+  const frame = new P.FrameBuilder();
+  for (let i = 0; i < REST; i++) frame.add(getType(`rest-${i}`));
+  // Counted so far (section 20; the welcome is not): the WSPSocket reply and the KEPT replies.
+  frame.add({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received: 1 + KEPT } });
+  // The frame reaches the kernel whole, then the connection drops without a close handshake.
+  await new Promise<void>((resolve, reject) => s.ws.send(frame.finish(), (err) => (err ? reject(err) : resolve())));
+  s.ws.terminate();
+  await s.closed;
+
+  // The resume says nothing was received: everything kept is replayed, while the rest goes on.
+  const ws = new WebSocket(`${d.url}?resume=${String(welcome['session'])}&daemon=${String(offer['daemonId'])}`, [P.SUBPROTOCOL]);
+  t.teardown(() => ws.terminate());
+  const ids: string[] = [];
+  const undecodable: string[] = [];
+  const allIn = new Promise<void>((resolve, reject) => {
+    ws.on('message', (data: Buffer, binary: boolean) => {
+      const recs = binary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
+      for (const r of recs) {
+        if (!r.ok) undecodable.push(`${binary ? 'binary' : 'text'} message of ${data.length} bytes: ${r.error.message}`);
+        else if (P.isRecord(r.message) && typeof r.message['id'] === 'string') ids.push(r.message['id']);
+      }
+      if (ids.includes(`rest-${REST - 1}`)) resolve();
+    });
+    ws.on('close', (code) => reject(new Error(`closed (${code}) before the last reply`)));
+    ws.on('error', reject);
+  });
+  ws.on('open', () => ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: welcome['session'], token: offer['token'], received: 0, daemonId: offer['daemonId'] } })));
+  await allIn;
+
+  t.same(undecodable, [], 'every replayed message decodes (none sent as an emptied slot)');
+  const rest = ids.filter((id) => id.startsWith('rest-'));
+  t.same(rest, Array.from({ length: REST }, (_, i) => `rest-${i}`), 'every reply to the set-aside calls arrives once, in order');
+  const kept = ids.filter((id) => id.startsWith('kept-'));
+  t.ok(kept.length > 0 && kept.length < KEPT, `the replay was overtaken by the ack: ${kept.length} of ${KEPT} kept replies went out before it`);
+  t.same(kept, Array.from({ length: kept.length }, (_, i) => `kept-${i}`), 'those in order from the first, each once');
+  t.ok(ids.lastIndexOf(kept[kept.length - 1]!) < ids.indexOf('rest-0'), 'and all of them before the replies to the set-aside calls');
+});
