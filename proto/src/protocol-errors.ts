@@ -31,7 +31,7 @@ export const PROTOCOL_ERRORS: ReadonlyArray<ProtocolErrorInfo> = [
   { name: 'INTERNAL_ERROR', code: INTERNAL_ERROR, meaning: 'The daemon failed while handling the request; the daemon and the session keep running.' },
   { name: 'BAD_FRAME', code: BAD_FRAME, meaning: 'The binary frame is not a valid sequence of records (length prefix beyond the frame, truncated record, byte reference outside the record data).' },
   { name: 'DUPLICATE_ID', code: DUPLICATE_ID, meaning: 'The request id is already used by an unanswered request of this session.' },
-  { name: 'TOO_MANY_REQUESTS', code: TOO_MANY_REQUESTS, meaning: 'The session has reached its limit of unanswered requests (`spiwire.ack`, `spiwire.sendData`, `WSPCloseSocket` and `spiwire.threadExit` are never refused for it, section 6).' },
+  { name: 'TOO_MANY_REQUESTS', code: TOO_MANY_REQUESTS, meaning: 'The session has reached its limit of unanswered requests, or holds more than its share of the daemon\'s spent budget for waiting calls and pending operations (`spiwire.ack`, `spiwire.sendData`, `WSPCloseSocket` and `spiwire.threadExit` are never refused for it, section 6).' },
   { name: 'RESUME_REFUSED', code: RESUME_REFUSED, meaning: 'A spiwire.resume was refused; data.reason is not-here, unknown-session, bad-token, bad-count, bad-request or not-first (section 20).' },
 ];
 

@@ -203,12 +203,12 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
       pendingOps += s.pendingOperations;
       pendingRequests += s.runningRequests;
     }
-    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, httpConnections: ctx.connections.size, evictedConnections: ctx.connections.evicted, refusedConnections: ctx.connections.refused, readSlotWaits: ctx.readSlots.waits, outputWaitingBytes: ctx.output.total, receivedBytes: ctx.received.total, memory: process.memoryUsage(), gcExposed: gc !== undefined };
+    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, httpConnections: ctx.connections.size, evictedConnections: ctx.connections.evicted, refusedConnections: ctx.connections.refused, readSlotWaits: ctx.readSlots.waits, outputWaitingBytes: ctx.output.total, receivedBytes: ctx.received.total, bookkeepingBytes: ctx.bookkeeping.total, memory: process.memoryUsage(), gcExposed: gc !== undefined };
   });
 
   const peers = new WeakMap<Session, PeerInfo>();
   let sessionsOpened = 0;
-  ctx.metrics.watch({ sessions: () => sessions, handles: ctx.handles, held: ctx.held, drainingConnections: () => ctx.draining.size, queuedConnections: () => ctx.queuedConnections, partialFrames: ctx.partialFrames, readSlots: ctx.readSlots, connections: ctx.connections });
+  ctx.metrics.watch({ sessions: () => sessions, handles: ctx.handles, held: ctx.held, bookkeeping: ctx.bookkeeping, drainingConnections: () => ctx.draining.size, queuedConnections: () => ctx.queuedConnections, partialFrames: ctx.partialFrames, readSlots: ctx.readSlots, connections: ctx.connections });
   registerInspectionRoutes(app, ctx, sessions, peers, opts);
   registerFaultRoutes(app, ctx, sessions, opts);
 

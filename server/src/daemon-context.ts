@@ -7,6 +7,7 @@ import { AllowList } from './allow-list.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import { descriptorBudget } from './descriptor-limit.js';
 import { HeldBytes, ReceivedBytes } from './held-bytes.js';
+import { Bookkeeping } from './bookkeeping.js';
 import { Draining } from './draining.js';
 import { DaemonFaults } from './faults/operator-rules.js';
 import { DaemonMetrics } from './metrics.js';
@@ -52,6 +53,8 @@ export interface DaemonLimits {
   heldBytesBudget: number;
   /** Bytes sockets of every session received and no receive took; beyond, sockets of sessions above their share stop reading. */
   receivedBudgetBytes: number;
+  /** The daemon's memory for waiting calls and pending operations of every session (bookkeeping.ts); beyond, sessions above their share get TOO_MANY_REQUESTS. */
+  bookkeepingBudgetBytes: number;
   /** How long the connections of an ended session may go on delivering bytes before they are reset (ms). */
   lingerMs: number;
   /**
@@ -114,6 +117,7 @@ export const DEFAULT_LIMITS: DaemonLimits = {
   sessionQuotaBytes: 256 * 1024 * 1024,
   heldBytesBudget: 1024 * 1024 * 1024,
   receivedBudgetBytes: 1024 * 1024 * 1024,
+  bookkeepingBudgetBytes: 256 * 1024 * 1024,
   lingerMs: 30_000,
   handshakeTimeoutMs: 10_000,
   drainMs: 5_000,
@@ -137,6 +141,8 @@ export class DaemonContext {
   readonly clientMistakes: RateLimitedLog;
   /** Bytes held for sends, daemon-wide, against limits.heldBytesBudget. */
   readonly held: HeldBytes;
+  /** The daemon's memory for what waits, daemon-wide, against limits.bookkeepingBudgetBytes. */
+  readonly bookkeeping: Bookkeeping;
   /** Bytes received and not yet taken, daemon-wide, against limits.receivedBudgetBytes. */
   readonly received: ReceivedBytes;
   /** Closed connections still delivering accepted bytes. */
@@ -173,6 +179,7 @@ export class DaemonContext {
   ) {
     this.clientMistakes = new RateLimitedLog(log);
     this.held = new HeldBytes(limits.heldBytesBudget, limits.maxSessions);
+    this.bookkeeping = new Bookkeeping(limits.bookkeepingBudgetBytes, limits.maxSessions);
     this.received = new ReceivedBytes(limits.receivedBudgetBytes, limits.maxSessions);
     this.draining = new Draining(log, limits.lingerMs);
     this.faults = new DaemonFaults(log, undefined, (source, rule) => this.metrics.faultApplied(source, rule));

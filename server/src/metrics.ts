@@ -11,6 +11,7 @@ import { Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type 
 import * as P from '@spiwire/proto';
 import type { HandleTable } from './handles.js';
 import type { HeldBytes } from './held-bytes.js';
+import type { Bookkeeping } from './bookkeeping.js';
 import type { PartialFrames } from './partial-frames.js';
 import type { ConnectionSlots } from './connection-slots.js';
 import type { ReadSlots } from './read-slots.js';
@@ -125,6 +126,7 @@ export interface MetricSources {
   sessions(): Iterable<SessionView>;
   readonly handles: HandleTable;
   readonly held: HeldBytes;
+  readonly bookkeeping: Bookkeeping;
   drainingConnections(): number;
   queuedConnections(): number;
   readonly partialFrames: PartialFrames;
@@ -279,6 +281,14 @@ export class DaemonMetrics {
       registers,
       collect() {
         this.set(src()?.held.ofEndedSessions ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'spiwire_bookkeeping_bytes',
+      help: "The daemon's memory for waiting calls (2 KiB each) and pending overlapped operations (512 B each), all sessions (against --bookkeeping-budget).",
+      registers,
+      collect() {
+        this.set(src()?.bookkeeping.total ?? 0);
       },
     });
     new Gauge({

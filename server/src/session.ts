@@ -18,6 +18,7 @@ import type { Cancellable, Completion, CompletionOut, Started } from './sockets/
 import { overlappedOnPlainSocket } from './sockets/send-policy.js';
 import { runAfterReply, takeAfterReply } from './spi/after-reply.js';
 import { SessionQuota, SessionReceived } from './held-bytes.js';
+import { OPERATION_BOOKKEEPING_BYTES, SessionBookkeeping, WAITING_CALL_BOOKKEEPING_BYTES } from './bookkeeping.js';
 import { OutputFlow } from './output-flow.js';
 import { SendStreams } from './send-streams.js';
 import { SessionFaults } from './faults/rules.js';
@@ -211,6 +212,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
   private readonly output: OutputFlow;
   /** Bytes held for this session's sends, against limits.sessionQuotaBytes. */
   readonly quota: SessionQuota;
+  /** The daemon's memory for this session's waiting calls and pending operations (bookkeeping.ts). */
+  private readonly book: SessionBookkeeping;
   /** The session's fault rules (they apply to its own sockets only), then the operator's. */
   readonly faults: SessionFaults;
   /** The daemon's SPI call counts (runMethod adds to them). */
@@ -242,6 +245,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     this.trace = daemon.traces === null ? null : new SessionTrace(daemon.traces, this.id, this.log);
     this.calls = daemon.metrics.calls;
     this.quota = new SessionQuota(daemon.limits.sessionQuotaBytes, daemon.held);
+    this.book = new SessionBookkeeping(daemon.bookkeeping);
     this.received = new SessionReceived(daemon.received);
     this.decodeLimits = { ...P.DEFAULT_DECODE_LIMITS, maxDataBytes: daemon.limits.maxFrameBytes };
     this.faults = new SessionFaults(this.log, (params) => this.notify('spiwire.faultApplied', params), P.MAX_FAULT_RULES, daemon.faults, this.id);
@@ -568,6 +572,11 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.refuse(id, method, new P.ProtocolError(P.TOO_MANY_REQUESTS, `more than ${this.daemon.limits.maxPendingRequests} unanswered requests`), text);
       return;
     }
+    if (!this.book.admitsMore && !UNLIMITED_METHODS.has(method)) {
+      const b = this.daemon.bookkeeping;
+      this.refuse(id, method, new P.ProtocolError(P.TOO_MANY_REQUESTS, `the daemon's budget for waiting calls and pending operations (${b.budget} bytes) is spent, and this session holds more than its share (${b.fairShare})`), text);
+      return;
+    }
     if (this.daemon.shuttingDown) {
       // Checked as usual first; then the network subsystem is going away under the caller: a
       // Winsock result, not a protocol error.
@@ -600,8 +609,10 @@ export class Session implements SpiSession, SetAside, SlotReader {
     }
     if (id !== null) this.pending.add(id);
     this.running++;
+    this.book.add(WAITING_CALL_BOOKKEEPING_BYTES);
     const finished = (): void => {
       this.running--;
+      this.book.add(-WAITING_CALL_BOOKKEEPING_BYTES);
       if (id !== null) this.pending.delete(id);
     };
     result.then(
@@ -1148,6 +1159,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     if (entry.phase !== OpPhase.Unlisted) return;
     entry.phase = OpPhase.Listed;
     this.ops.set(entry.op, entry);
+    this.book.add(OPERATION_BOOKKEEPING_BYTES);
     const handle = entry.sock.handle;
     this.opsPerSocket.set(handle, (this.opsPerSocket.get(handle) ?? 0) + 1);
     const head = this.opsOfThread.get(entry.thread);
@@ -1164,6 +1176,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     entry.phase = OpPhase.Done;
     if (!listed) return;
     this.ops.delete(entry.op);
+    this.book.add(-OPERATION_BOOKKEEPING_BYTES);
     const handle = entry.sock.handle;
     const n = (this.opsPerSocket.get(handle) ?? 1) - 1;
     if (n > 0) this.opsPerSocket.set(handle, n);
@@ -1255,6 +1268,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     for (const sock of [...this.sockets.values()]) this.closeSocket(sock);
     // Connections still delivering get the linger time; their bytes count as held for ended sessions.
     this.quota.sessionEnded();
+    this.book.sessionEnded();
     this.daemon.draining.sessionEnded(this.id);
     this.daemon.faults.sessionEnded(this.id);
     trimSoon();
