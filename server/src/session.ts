@@ -61,6 +61,8 @@ const NO_ANNOUNCEMENT = (): void => undefined;
 const ABNORMAL_CLOSE = 1006;
 /** Resumes in a row, without a message in between, whose replaced tokens still resume the session. */
 const MAX_PREVIOUS_TOKENS = 8;
+/** spiwire.threadExit cancels this many operations between two looks at the clock. */
+const CANCELS_PER_CLOCK = 64;
 
 /** How a session came to be, from the upgrade request (app.ts). */
 export interface SessionOptions {
@@ -1200,20 +1202,41 @@ export class Session implements SpiSession, SetAside, SlotReader {
     // cancelled oldest first, the order they were started in.
     const mine: PendingOp[] = [];
     for (let e: PendingOp | null | undefined = this.opsOfThread.get(thread); e; e = e.threadNext) mine.push(e);
-    for (const entry of mine.reverse()) {
-      if (entry.cancel) {
-        // Only what the cancellation aborts counts: a send whose bytes are all with the kernel
-        // already is past cancelling, and completes with success (now, or when the kernel has it).
-        if (entry.cancel.cancel(P.WSA_OPERATION_ABORTED)) cancelled++;
-      } else if (entry.starting) {
-        // Still starting: cancelled once pending, if it gets there; the answer waits to know.
-        const starting = entry.starting;
-        starting.cancelWith = P.WSA_OPERATION_ABORTED;
-        starts.push(new Promise((resolve) => (starting.told ??= []).push(resolve)));
+    mine.reverse();
+    let i = 0;
+    // A slice of the turn's time at a time: a thread may hold hundreds of thousands of
+    // operations (a microsecond each), and other sessions' calls wait meanwhile.
+    const cancelSome = (): boolean => {
+      const turn = this.daemon.turn;
+      turn.begin(this);
+      const started = performance.now();
+      while (i < mine.length) {
+        const entry = mine[i++]!;
+        if (entry.cancel) {
+          // Only what the cancellation aborts counts: a send whose bytes are all with the kernel
+          // already is past cancelling, and completes with success (now, or when the kernel has it).
+          if (entry.cancel.cancel(P.WSA_OPERATION_ABORTED)) cancelled++;
+        } else if (entry.starting) {
+          // Still starting: cancelled once pending, if it gets there; the answer waits to know.
+          const starting = entry.starting;
+          starting.cancelWith = P.WSA_OPERATION_ABORTED;
+          starts.push(new Promise((resolve) => (starting.told ??= []).push(resolve)));
+        }
+        if ((i & (CANCELS_PER_CLOCK - 1)) === 0 && i < mine.length && turn.spent(started)) return false;
       }
-    }
-    if (starts.length === 0) return { ret: 0, errno: 0, cancelled };
-    return Promise.all(starts).then((aborted) => ({ ret: 0, errno: 0, cancelled: cancelled + aborted.filter(Boolean).length }));
+      return true;
+    };
+    const answer = (): P.Result<'spiwire.threadExit'> | Promise<P.Result<'spiwire.threadExit'>> =>
+      starts.length === 0 ? { ret: 0, errno: 0, cancelled } : Promise.all(starts).then((aborted) => ({ ret: 0, errno: 0, cancelled: cancelled + aborted.filter(Boolean).length }));
+    if (cancelSome()) return answer();
+    return new Promise((resolve) => {
+      const goOn = (): void => {
+        // The session ended meanwhile: its end cancelled the rest.
+        if (this.ended || cancelSome()) resolve(answer());
+        else setImmediate(goOn);
+      };
+      setImmediate(goOn);
+    });
   }
 
   // ---- lifecycle ----
