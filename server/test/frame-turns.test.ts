@@ -7,15 +7,10 @@
  */
 import t from 'tap';
 import * as P from '@spiwire/proto';
-import { TurnBudget } from '../src/internals.js';
-import { connectedSocket, daemon, session, tcpPeer, udpSocket } from './helpers/raw-client.js';
+import { connectedSocket, daemon, session, tcpPeer, turnAlwaysSpent, udpSocket } from './helpers/raw-client.js';
 
 t.test('with the turn always spent, a frame of JSON calls yields after each one: one reply per message', async (t) => {
-  const spent = TurnBudget.prototype.spent;
-  TurnBudget.prototype.spent = () => true;
-  t.teardown(() => {
-    TurnBudget.prototype.spent = spent;
-  });
+  turnAlwaysSpent(t);
   const d = await daemon(t);
   const s = await session(t, d.url);
   const h = await udpSocket(s);
@@ -34,11 +29,7 @@ t.test('with the turn always spent, a frame of JSON calls yields after each one:
 });
 
 t.test('with the turn always spent, spiwire.threadExit cancels 64 operations a turn: completions in as many messages', async (t) => {
-  const spent = TurnBudget.prototype.spent;
-  TurnBudget.prototype.spent = () => true;
-  t.teardown(() => {
-    TurnBudget.prototype.spent = spent;
-  });
+  turnAlwaysSpent(t);
   const d = await daemon(t);
   const peer = await tcpPeer(t);
   const s = await session(t, d.url);

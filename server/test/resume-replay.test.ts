@@ -12,16 +12,11 @@
 import t from 'tap';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { TurnBudget } from '../src/internals.js';
-import { daemon, session, udpSocket } from './helpers/raw-client.js';
+import { daemon, session, turnAlwaysSpent, udpSocket } from './helpers/raw-client.js';
 
 // 600: the freed slots are emptied in place; 1500 (more than 1024): the kept messages are compacted too.
 for (const KEPT of [600, 1500]) t.test(`an ack of ${KEPT} replies in a set-aside frame during the replay: nothing replayed twice, empty or out of place`, async (t) => {
-  const spent = TurnBudget.prototype.spent;
-  TurnBudget.prototype.spent = () => true;
-  t.teardown(() => {
-    TurnBudget.prototype.spent = spent;
-  });
+  turnAlwaysSpent(t);
   const d = await daemon(t, { limits: { resumeGraceMs: 60000 } });
   const s = await session(t, `${d.url}?resumable=1`);
   const welcome = s.messages.find((m) => m.method === 'spiwire.welcome')?.params ?? {};

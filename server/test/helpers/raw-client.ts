@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 import { startServer, type Daemon, type StartOptions } from '../../src/index.js';
+import { TurnBudget } from '../../src/internals.js';
 
 // ---- a minimal wire client ----
 
@@ -191,6 +192,19 @@ export async function session(t: Test, url: string, opts: ConnectOpts = {}): Pro
   const s = await RawSession.open(url, opts);
   t.teardown(() => s.close());
   return s;
+}
+
+/**
+ * Until t ends, the embedded daemon's turn budget is always spent: whatever works a slice of the
+ * turn at a time (a frame's records, a replay, threadExit's cancellations) yields at every look
+ * at the clock, which makes its slices visible in the messages a test receives.
+ */
+export function turnAlwaysSpent(t: Test): void {
+  const spent = TurnBudget.prototype.spent;
+  TurnBudget.prototype.spent = () => true;
+  t.teardown(() => {
+    TurnBudget.prototype.spent = spent;
+  });
 }
 
 /** The daemon embedded in this process on a free loopback port, closed in t's teardown. */
