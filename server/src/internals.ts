@@ -3,6 +3,7 @@ export { NODE_ERRNO_TO_WSA, DEFAULT_WSA_ERROR, wsaFromNodeError, classifyBroken 
 export { parseConfig, defaultConfig, usage, SETTINGS, ConfigError } from './config.js';
 export { tokenMatches, bearerToken, isLoopbackHost } from './security.js';
 export { TransportBuffer, type SendOp, type StreamSink } from './sockets/transport-buffer.js';
+export { ReceiveBuffer } from './sockets/receive-buffer.js';
 export { resolveSocketTriple } from '@spiwire/proto';
 export { libc, fdOf } from './native/libc.js';
 export { wsaFromErrno } from './errno-map.js';
