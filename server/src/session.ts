@@ -61,6 +61,8 @@ const NO_ANNOUNCEMENT = (): void => undefined;
 const ABNORMAL_CLOSE = 1006;
 /** Resumes in a row, without a message in between, whose replaced tokens still resume the session. */
 const MAX_PREVIOUS_TOKENS = 8;
+/** What a reply remembered for a request sent again after a resume costs, beside its id (noteAnswers). */
+const ANSWER_BOOKKEEPING_BYTES = 192;
 /** spiwire.threadExit cancels this many operations between two looks at the clock. */
 const CANCELS_PER_CLOCK = 64;
 
@@ -120,6 +122,8 @@ interface ResumeState {
    */
   answered: Map<P.RequestId, object> | null;
   answeredUntil: number;
+  /** What answered costs (ANSWER_BOOKKEEPING_BYTES a reply, and its id), counted in keptBytes too. */
+  answeredBytes: number;
 }
 
 
@@ -279,6 +283,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
         graceTimer: null,
         answered: null,
         answeredUntil: 0,
+        answeredBytes: 0,
       };
       resume = { token, graceMs: daemon.limits.resumeGraceMs, daemonId: daemon.daemonId };
       if (daemon.resumeUrl !== undefined) resume.url = daemon.resumeUrl;
@@ -611,10 +616,12 @@ export class Session implements SpiSession, SetAside, SlotReader {
     }
     if (id !== null) this.pending.add(id);
     this.running++;
-    this.book.add(WAITING_CALL_BOOKKEEPING_BYTES);
+    // The id is kept until the answer (a header may carry one of a MiB): its length counts too.
+    const cost = WAITING_CALL_BOOKKEEPING_BYTES + (typeof id === 'string' ? 2 * id.length : 0);
+    this.book.add(cost);
     const finished = (): void => {
       this.running--;
-      this.book.add(-WAITING_CALL_BOOKKEEPING_BYTES);
+      this.book.add(-cost);
       if (id !== null) this.pending.delete(id);
     };
     result.then(
@@ -829,7 +836,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       r.kept = r.kept.slice(r.head);
       r.head = 0;
     }
-    if (r.answered !== null && r.acked >= r.answeredUntil) r.answered = null;
+    if (r.answered !== null && r.acked >= r.answeredUntil) this.forgetAnswers(r);
   }
 
   /** The output kept for resumes by every session passed the daemon's budget, and this one keeps the most. */
@@ -915,7 +922,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     hello.add({ jsonrpc: '2.0', method: 'spiwire.resumed', params: { received: r.incoming.received, token } });
     ws.send(hello.finish(), { binary: true });
     r.incoming.told();
-    r.answered = null;
+    this.forgetAnswers(r);
     this.replaying = ws;
     this.updateReading();
     this.replay(ws, r, r.head);
@@ -940,6 +947,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.output.sent(m.length);
       ws.send(m, { binary: typeof m !== 'string' }, this.output.written);
       this.noteAnswers(m);
+      // Past the replay limit with the replies noted: the session ended (cannotResume).
+      if (this.ended) return;
       if (i < r.kept.length && turn.spent(started)) {
         setImmediate(() => this.replay(ws, r, i));
         return;
@@ -963,13 +972,29 @@ export class Session implements SpiSession, SetAside, SlotReader {
     } catch {
       return;
     }
+    let cost = 0;
     for (const rec of records) {
       if (!rec.ok || !P.isRecord(rec.message)) continue;
       const id = P.requestIdOf(rec.message);
       if (id === null || !('result' in rec.message || 'error' in rec.message)) continue;
       r.answered ??= new Map();
       r.answered.set(id, rec.message);
+      cost += ANSWER_BOOKKEEPING_BYTES + (typeof id === 'string' ? 2 * id.length : 0);
     }
+    // A decoded reply costs several times its bytes on the wire (a kept 24-byte reply, about
+    // 160 bytes more noted): it counts against the replay limit and budget as kept output does.
+    r.answeredBytes += cost;
+    r.keptBytes += cost;
+    this.daemon.replay.change(this, cost);
+    if (this.resume !== null && r.keptBytes > this.daemon.limits.replayLimitBytes) this.cannotResume(`more than ${this.daemon.limits.replayLimitBytes} bytes of output not acknowledged by the client, with the replies noted for requests sent again`);
+  }
+
+  /** The client acknowledged everything sent up to the resume (or resumes again): no reply is remembered any more. */
+  private forgetAnswers(r: ResumeState): void {
+    r.answered = null;
+    r.keptBytes -= r.answeredBytes;
+    this.daemon.replay.change(this, -r.answeredBytes);
+    r.answeredBytes = 0;
   }
 
   // ---- sockets ----

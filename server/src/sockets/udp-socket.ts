@@ -73,6 +73,15 @@ function bindDgram(sock: dgram.Socket, name: SockAddr): Promise<Error | null> {
   });
 }
 
+/**
+ * The least a waiting datagram counts against SO_RCVBUF and the daemon's received budget: its
+ * Buffer, address and queue entry cost about 225 bytes of heap whatever its size, and empty
+ * datagrams counted by their bytes alone piled up uncounted (3 million: 1 GB). Larger ones count
+ * their bytes, so that SO_RCVBUF holds as many of them as on Windows.
+ */
+const MIN_DATAGRAM_CHARGE = 256;
+const chargeOf = (d: Uint8Array): number => Math.max(d.length, MIN_DATAGRAM_CHARGE);
+
 export class UdpSocket extends EmulatedSocket<UdpState> {
   private sock: dgram.Socket | null = null;
   /** A bind under way (node binds asynchronously): it counts as bound for a second bind or a receive. */
@@ -81,7 +90,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   /** WSPShutdown(SD_SEND): sends fail with WSAESHUTDOWN. */
   private sendsShut = false;
   private readonly rxQueue: Datagram[] = [];
+  /** Bytes of the datagrams waiting (FIONREAD). */
   private rxBytes = 0;
+  /** What they count against SO_RCVBUF and the received budget (chargeOf each). */
+  private rxCharge = 0;
   /**
    * ICMP errors that arrived for earlier datagrams, each reported by a receive that finds no
    * datagram waiting: WSAECONNRESET for a port unreachable, WSAENETRESET for a time exceeded.
@@ -145,12 +157,16 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
    */
   private dropOldest(limit: number): boolean {
     if (limit < 0) return false;
-    while (this.rxBytes > limit) {
-      const d = this.rxQueue.shift()!;
-      this.rxBytes -= d.data.length;
-      this.received.add(-d.data.length);
-    }
+    while (this.rxCharge > limit) this.dequeue();
     return true;
+  }
+
+  /** The oldest datagram waiting leaves the queue (a receive took it, or circular queueing dropped it). */
+  private dequeue(): void {
+    const d = this.rxQueue.shift()!;
+    this.rxBytes -= d.data.length;
+    this.rxCharge -= chargeOf(d.data);
+    this.received.add(-chargeOf(d.data));
   }
 
   private get isBound(): boolean {
@@ -172,10 +188,12 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       // session holds more than its share.
       if (this.received.full) return;
       const room = Math.min(Math.max(this.opts.rcvBuf, 65536), this.maxRecvBytes);
-      if (this.rxBytes + data.length > room && !(this.opts.circularQueueing && this.dropOldest(room - data.length))) return;
+      const charge = chargeOf(data);
+      if (this.rxCharge + charge > room && !(this.opts.circularQueueing && this.dropOldest(room - charge))) return;
       this.rxQueue.push({ data, from: fromNodeAddress(rinfo, this.af) });
       this.rxBytes += data.length;
-      this.received.add(data.length);
+      this.rxCharge += charge;
+      this.received.add(charge);
       this.reenable(W.FD_READ);
       this.wake();
     });
@@ -682,11 +700,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       const d = this.rxQueue[0];
       if (!d) return undefined;
       queueMicrotask(() => this.rearm(W.FD_READ));
-      if (!(flags & W.MSG_PEEK)) {
-        this.rxQueue.shift();
-        this.rxBytes -= d.data.length;
-        this.received.add(-d.data.length);
-      }
+      if (!(flags & W.MSG_PEEK)) this.dequeue();
       const truncated = d.data.length > room;
       const data = truncated ? d.data.subarray(0, room) : d.data;
       // A truncated datagram is WSAEMSGSIZE, with the part that fitted delivered.
@@ -756,9 +770,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     this.abortWaits(abortCode, overlappedCode);
     this.flushLate();
     // What no receive took is gone with the socket.
-    this.received.add(-this.rxBytes);
+    this.received.add(-this.rxCharge);
     this.rxQueue.length = 0;
     this.rxBytes = 0;
+    this.rxCharge = 0;
     const sock = this.sock;
     this.sock = null;
     // The number may name another descriptor soon.
