@@ -462,6 +462,8 @@ t.test('refusals: impossible codes, bad fields, unknown sockets and ids; the cap
   const ids: string[] = [];
   for (let i = 0; i < S.MAX_FAULT_RULES; i++) ids.push(await spi.faults.add({ match: { tag: `t${i}` }, action: { type: 'short', max: 1 } }));
   await expectRefused(t, spi.faults.add({ match: {}, action: { type: 'short', max: 1 } }), 'rule', /already has 64 fault rules/, 'rule 65');
+  // The cap is checked before anything else: a malformed 65th rule gets the cap's answer too.
+  await expectRefused(t, spi.faults.add({ match: { nth: 0 }, action: { type: 'error', code: S.WSAEISCONN } }), 'rule', /already has 64 fault rules/, 'a malformed rule 65');
   await spi.faults.remove(ids[0]!);
   t.ok(await spi.faults.add({ id: 'again', match: {}, action: { type: 'short', max: 1 } }), 'room again after a remove');
   const list = await spi.faults.list();

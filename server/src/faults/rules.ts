@@ -244,9 +244,7 @@ export class SessionFaults implements FaultHook {
    * type of a socket of the session (null: no such socket), for the checks that need one.
    */
   add(rule: FaultRule, socketType: (s: number) => number | null): string {
-    if (this.rules.length >= this.maxRules) {
-      throw new ProtocolError(INVALID_PARAMS, `spiwire.faults.add: the session already has ${this.maxRules} fault rules, the most it may hold; remove one first`, { field: 'rule' });
-    }
+    this.checkRoom();
     if (rule.id !== undefined && this.find(rule.id)) throw invalidRule('id', `${JSON.stringify(rule.id)} is already the id of a rule of this session`);
     const s = rule.match.socket;
     if (s !== undefined) {
@@ -260,6 +258,13 @@ export class SessionFaults implements FaultHook {
     this.rules.push(new ActiveRule({ ...rule, id, seed: rule.seed ?? DEFAULT_FAULT_SEED }));
     this.log.debug({ rule: id }, 'fault rule added');
     return id;
+  }
+
+  /** Refuses a rule beyond the cap: checked before anything else of spiwire.faults.add, its params included. */
+  checkRoom(): void {
+    if (this.rules.length >= this.maxRules) {
+      throw new ProtocolError(INVALID_PARAMS, `spiwire.faults.add: the session already has ${this.maxRules} fault rules, the most it may hold; remove one first`, { field: 'rule' });
+    }
   }
 
   remove(id: string): void {

@@ -72,6 +72,8 @@ export function runMethod<M extends MethodName>(session: SpiSession, method: M, 
   const calls = session.calls;
   let result: Result<M> | Promise<Result<M>>;
   try {
+    // The one check the spec puts before the params (section 19).
+    if (method === 'spiwire.faults.add') session.faults.checkRoom();
     if (shaped) W.validateShapedParams(method, params);
     else W.validateParams(method, params);
     const handler: Handler<M> = SPI_HANDLERS[method];
