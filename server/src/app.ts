@@ -98,6 +98,12 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
     requestTimeout: requestMs,
     // Only POST /faults takes a body; a rule is small.
     bodyLimit: P.MAX_OPERATOR_FAULT_BODY,
+    // A rule with a __proto__ or constructor member is answered naming that member, as an
+    // unknown field, not as "not valid JSON": JSON.parse makes such members plain own
+    // properties (it never sets a prototype), and every field of a body is checked by name
+    // before anything uses it.
+    onProtoPoisoning: 'ignore',
+    onConstructorPoisoning: 'ignore',
     // HEAD is a method other than GET: refused like the others (proto/README.md section 1).
     exposeHeadRoutes: false,
     // A session id of any length is looked up, and an unknown one refused as such (404 naming

@@ -121,6 +121,12 @@ t.test('the refusals: 401, 403, 400 with the field, 404, 409, 413, 415', async (
   const bad = await api(d.port, 'POST', '/faults', { body: '{bad' });
   t.equal(bad.status, 400, 'bad JSON');
   t.equal(bad.body['field'], '');
+  // JSON with a __proto__ or constructor member is JSON: the member is refused by name, as an
+  // unknown field, the way spiwire.faults.add and the --faults file name it.
+  const proto = await api(d.port, 'POST', '/faults', { body: '{"__proto__":{},"match":{},"action":{"type":"short","max":1}}' });
+  t.same([proto.status, proto.body['field']], [400, '__proto__'], 'a __proto__ member: 400 naming it');
+  const ctor = await api(d.port, 'POST', '/faults', { body: '{"match":{"constructor":{"prototype":{}}},"action":{"type":"short","max":1}}' });
+  t.same([ctor.status, ctor.body['field']], [400, 'match.constructor'], 'a constructor member: 400 naming it');
   t.same(await addRule(d.port, { match: {}, action: { type: 'error', code: S.WSAEFAULT } }).then((a) => [a.status, a.body['field']]), [400, 'action.code'], 'a code WSPSend cannot fail with');
   t.same(await addRule(d.port, { match: { socket: 256 }, action: { type: 'short', max: 1 } }).then((a) => [a.status, a.body['field']]), [400, 'match.socket'], 'a socket without a session');
   t.same(await addRule(d.port, { session: 'no-such-session', match: {}, action: { type: 'short', max: 1 } }).then((a) => [a.status, a.body['field']]), [404, 'session'], 'an unknown session');
