@@ -19,7 +19,7 @@ import { applyIpOptions, applyTcpBuffers, applyTcpOptions, ownUrgentSignal, read
 import { UrgentWatch } from './urgent-watch.js';
 import { MAX_PORT_TRIES } from './port-reservations.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
-import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
+import { cancellable, completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
 import type { AppliedFault, CallMode } from '../faults/rules.js';
 import { firstBytes } from './send-buffers.js';
@@ -715,15 +715,32 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
         const n = this.startBreak(action.at, action.code, total);
         if (n === 0) return startedAt(sendFailed(action.code));
         // The operation's first n bytes go; it completes with the code once the connection broke.
+        // Meanwhile its bytes are taken: a thread exit delivers it at once, as a held completion,
+        // with success (past cancelling, section 9).
+        let deliverTaken: (() => void) | null = null;
         const st = send(
           firstBytes(buffers, n),
           n,
           completion((errno, bytes) => {
-            if (errno !== 0) done.complete(errno, bytes);
-            else void this.broken.then(() => done.complete(action.code, n));
+            if (errno !== 0) return done.complete(errno, bytes);
+            let delivered = false;
+            const deliver = (code: number): void => {
+              if (delivered) return;
+              delivered = true;
+              deliverTaken = null;
+              done.complete(code, n);
+            };
+            deliverTaken = () => deliver(0);
+            void this.broken.then(() => deliver(action.code));
           }),
         );
-        return st.pending ? st : { pending: true };
+        const cancelTaken = (): false => {
+          deliverTaken?.();
+          return false;
+        };
+        if (!st.pending) return { pending: true, cancel: cancellable(cancelTaken) };
+        const inner = st.cancel;
+        return { ...st, cancel: cancellable((errno) => (deliverTaken ? cancelTaken() : (inner?.cancel(errno) ?? false))) };
       }
       case 'drop':
       case 'duplicate':
