@@ -599,6 +599,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private endConn(destroySoon: boolean): void {
     const conn = this.conn;
     if (!conn || conn.destroyed) return;
+    // Small sends accepted in this turn are still to be written: they go before the FIN.
+    this.tx?.flushStaged();
     const end = (): void => {
       if (conn.destroyed) return;
       conn.end();

@@ -102,6 +102,15 @@ interface AheadPiece {
  */
 const AHEAD_FACTOR = 3;
 
+/**
+ * Chunks handed over that are smaller than this are copied together into one write: each write is
+ * an entry in node's queue and a callback, about 250 bytes whatever its size, and a client sending
+ * one byte at a time into a large SO_SNDBUF made the daemon hold 250 bytes for each byte counted.
+ */
+const COALESCE_BELOW = 1024;
+/** The slab small chunks are copied into; a flush writes what it holds and the next fill goes on after it. */
+const STAGE_BYTES = 16 * 1024;
+
 export class TransportBuffer {
   private inKernelHandoff = 0;
   /** Every byte accepted since the buffer was made (what WSPSend counts as sent). */
@@ -129,6 +138,15 @@ export class TransportBuffer {
   private deadInside = 0;
   private queuedBytes = 0;
   private pumping = false;
+  /**
+   * Small chunks handed over in this turn and not yet written (COALESCE_BELOW): the first one as it
+   * came (a lone small send is not copied), then the copies in stage from stageFrom to staged.
+   */
+  private single: Uint8Array | null = null;
+  private stage: Buffer | null = null;
+  private stageFrom = 0;
+  private staged = 0;
+  private flushDue = false;
 
   constructor(
     private readonly sink: StreamSink,
@@ -552,6 +570,8 @@ export class TransportBuffer {
 
   /** Hands a piece of a waiting operation to node ahead of acceptance (see AHEAD_FACTOR). */
   private handAhead(q: QueuedOp, chunk: Uint8Array): void {
+    // After the small chunks accepted before it.
+    this.flushStaged();
     const piece: AheadPiece = { q, n: chunk.length, accepted: 0 };
     this.aheadPieces.push(piece);
     this.ahead += piece.n;
@@ -582,10 +602,67 @@ export class TransportBuffer {
     this.inKernelHandoff += n;
     this.takenTotal += n;
     this.meter(n);
+    if (n >= COALESCE_BELOW) {
+      this.flushStaged();
+      this.write(chunk);
+    } else if (this.single === null && this.staged === this.stageFrom) {
+      this.single = chunk;
+      this.flushSoon();
+    } else {
+      if (this.single !== null) {
+        this.copyToStage(this.single);
+        this.single = null;
+      }
+      this.copyToStage(chunk);
+    }
+  }
+
+  /** Writes accepted bytes to node; they count as on their way to the kernel until its callback. */
+  private write(chunk: Uint8Array): void {
+    const n = chunk.length;
     this.sink.write(chunk, () => {
       this.inKernelHandoff -= n;
       this.meter(-n);
       this.pump();
     });
+  }
+
+  private copyToStage(chunk: Uint8Array): void {
+    if (this.stage !== null && this.staged + chunk.length > this.stage.length) this.writeStage();
+    if (this.stage === null || this.staged + chunk.length > this.stage.length) {
+      this.stage = Buffer.allocUnsafe(STAGE_BYTES);
+      this.stageFrom = this.staged = 0;
+    }
+    this.stage.set(chunk, this.staged);
+    this.staged += chunk.length;
+  }
+
+  private writeStage(): void {
+    if (this.staged === this.stageFrom) return;
+    const bytes = this.stage!.subarray(this.stageFrom, this.staged);
+    this.stageFrom = this.staged;
+    this.write(bytes);
+  }
+
+  private flushSoon(): void {
+    if (this.flushDue) return;
+    this.flushDue = true;
+    process.nextTick(() => {
+      this.flushDue = false;
+      this.flushStaged();
+    });
+  }
+
+  /**
+   * Writes the small chunks handed over so far, in order. Runs at the end of the turn, before any
+   * larger write, and before the connection is ended (the socket calls it before its FIN).
+   */
+  flushStaged(): void {
+    if (this.single !== null) {
+      const c = this.single;
+      this.single = null;
+      this.write(c);
+    }
+    this.writeStage();
   }
 }

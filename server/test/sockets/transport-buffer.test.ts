@@ -302,3 +302,28 @@ t.test('thousands of waiting sends cancelled one at a time by their entries: eac
   t.ok(await until(() => tx.drained), 'drained');
   t.same([tx.pendingOps, tx.pendingBytes, metered()], [0, 0, 0], 'nothing waits, nothing is held or metered');
 });
+
+t.test('small sends accepted in one turn leave in a few writes, in order, with small and large ones mixed', async (t) => {
+  const l = await link(t, true);
+  let writes = 0;
+  const sink = sinkOf(l.client);
+  const counting: StreamSink = { ...sink, write: (chunk, done) => (writes++, sink.write(chunk, done)) };
+  const { tx, metered } = buffer(counting, 64 * 1024 * 1024);
+  // 40,000 one-byte sends, a large one in the middle, then more small ones: all in one turn.
+  const sends: Uint8Array[] = [];
+  for (let i = 0; i < 40000; i++) sends.push(pattern(1, i));
+  sends.splice(20000, 0, pattern(5000, 7));
+  for (let i = 0; i < 3000; i++) sends.push(pattern(300, i));
+  let accepted = 0;
+  for (const s of sends) accepted += tx.acceptNow([s], s.length);
+  const total = sends.reduce((n, s) => n + s.length, 0);
+  t.equal(accepted, total, 'every send is accepted at once');
+  t.ok(writes < 100, `within the turn only full slabs and the large send are written (${writes} writes so far)`);
+  await new Promise((r) => process.nextTick(r));
+  t.ok(writes < 200, `the turn's small sends went out in a few writes, not one each (${writes} for ${sends.length} sends)`);
+  l.read();
+  await l.until(total);
+  t.ok(l.received().equals(Buffer.concat(sends)), 'the peer got every byte, in the order of the sends');
+  await new Promise((r) => setImmediate(r));
+  t.equal(metered(), 0, 'and nothing is metered once the kernel has them');
+});
