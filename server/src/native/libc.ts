@@ -186,6 +186,9 @@ export interface Libc {
 
 let loaded: Libc | null | undefined;
 
+/** The buffer received() reads TCP_INFO into (made on first use). */
+let tcpInfo: Buffer | null = null;
+
 export function libc(): Libc | null {
   if (loaded !== undefined) return loaded;
   loaded = null;
@@ -262,7 +265,8 @@ export function libc(): Libc | null {
       received(fd) {
         const at = c.RECEIVED_COUNT;
         if (!at) return null;
-        const b = Buffer.alloc(at.offset + 8);
+        // One buffer for every call: urgent-data watchers ask on every SIGURG, each of them.
+        const b = (tcpInfo ??= Buffer.alloc(at.offset + 8));
         const len = [b.length];
         // An older kernel fills less of the structure: then the count is not there.
         if ((getsockopt(fd, c.IPPROTO_TCP, at.option, b, len) as number) !== 0 || (len[0] ?? 0) < b.length) return null;

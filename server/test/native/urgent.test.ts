@@ -103,3 +103,27 @@ t.test('SIGURGs that arrive together make one run of the watchers, not one each'
   // One run; the second look, 5 ms later, may have come too if this process was slow to get here.
   t.ok(looks <= 2, `50 signals in one burst: ${looks} looks, not one per signal`);
 });
+
+t.test('under a storm of SIGURG, the watchers run spaced by four times what a run costs', async (t) => {
+  const { watchUrgent } = await import('../../src/native/urgent.js');
+  // Two watchers that each take 1 ms of the process's time when asked, as a thousand sockets'
+  // system calls would.
+  let runs = 0;
+  const busy = (): void => {
+    const until = performance.now() + 1;
+    while (performance.now() < until);
+  };
+  const stops = [watchUrgent(() => (runs++, busy()), true), watchUrgent(busy, true)];
+  t.teardown(() => stops.forEach((stop) => stop()));
+  // A signal in every turn for 300 ms (at most 100,000 turns).
+  const started = performance.now();
+  for (let i = 0; i < 100000 && performance.now() - started < 300; i++) {
+    process.kill(process.pid, 'SIGURG');
+    await new Promise((r) => setImmediate(r));
+  }
+  const elapsed = performance.now() - started;
+  // Each run takes at least 2 ms and is followed by at least 8 ms without one: at most one run
+  // in every 10 ms, whatever the signal rate (without the spacing, one in nearly every turn).
+  t.ok(runs >= 1, `the watchers ran (${runs} times)`);
+  t.ok(runs <= elapsed / 10 + 2, `${runs} runs in ${elapsed.toFixed(0)} ms: no more than one in 10 ms`);
+});
