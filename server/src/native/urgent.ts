@@ -2,7 +2,7 @@
  * Readiness for TCP urgent data. Node has no event for it, but the kernel signals SIGURG to a
  * socket's owner process when urgent data arrives (fcntl F_SETOWN, set on every connection the
  * daemon wires). Sockets with something to wait for (a pending MSG_OOB receive, FD_OOB selected)
- * register a callback here; each SIGURG runs the callbacks once. While nothing is registered no
+ * register a callback here; SIGURGs run the callbacks once a turn at most, spaced by RUN_SPACING. While nothing is registered no
  * signal handler is installed and nothing runs. Where a connection's owner could not be set, that
  * socket alone is looked at on a timer while it has something to wait for.
  */
