@@ -2,8 +2,8 @@
  * Readiness for TCP urgent data. Node has no event for it, but the kernel signals SIGURG to a
  * socket's owner process when urgent data arrives (fcntl F_SETOWN, set on every connection the
  * daemon wires). Sockets with something to wait for (a pending MSG_OOB receive, FD_OOB selected)
- * register a callback here; SIGURGs run the callbacks once a turn at most, spaced by RUN_SPACING. While nothing is registered no
- * signal handler is installed and nothing runs. Where a connection's owner could not be set, that
+ * register a callback here; signals run the callbacks at most once a turn, spaced by RUN_SPACING.
+ * While nothing is registered no signal handler is installed and nothing runs. Where a connection's owner could not be set, that
  * socket alone is looked at on a timer while it has something to wait for.
  */
 
