@@ -39,9 +39,9 @@ export class SessionBookkeeping {
 
   constructor(private readonly daemon: Bookkeeping) {}
 
-  /** Whether the session may start another call: the daemon is within its budget, or the session within its fair share. */
+  /** Whether the session may start another call: the daemon is within its budget, or the session holds no more than its fair share. */
   get admitsMore(): boolean {
-    return this.daemon.total < this.daemon.budget || this.held < this.daemon.fairShare;
+    return this.daemon.total < this.daemon.budget || this.held <= this.daemon.fairShare;
   }
 
   readonly add = (delta: number): void => {

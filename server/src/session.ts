@@ -836,7 +836,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
       r.kept = r.kept.slice(r.head);
       r.head = 0;
     }
-    if (r.answered !== null && r.acked >= r.answeredUntil) this.forgetAnswers(r);
+    // (Not during a replay: answeredUntil is set when it ends, and the replies it noted stand.)
+    if (r.answered !== null && this.replaying === null && r.acked >= r.answeredUntil) this.forgetAnswers(r);
   }
 
   /** The output kept for resumes by every session passed the daemon's budget, and this one keeps the most. */

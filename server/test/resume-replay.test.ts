@@ -10,6 +10,7 @@
  * turn, the replay one message per turn, so the ack arrives with the replay far behind it.
  */
 import t from 'tap';
+import * as dgram from 'node:dgram';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 import { daemon, session, turnAlwaysSpent, udpSocket } from './helpers/raw-client.js';
@@ -66,4 +67,69 @@ for (const KEPT of [600, 1500]) t.test(`an ack of ${KEPT} replies in a set-aside
   t.ok(kept.length > 0 && kept.length < KEPT, `the replay was overtaken by the ack: ${kept.length} of ${KEPT} kept replies went out before it`);
   t.same(kept, Array.from({ length: kept.length }, (_, i) => `kept-${i}`), 'those in order from the first, each once');
   t.ok(ids.lastIndexOf(kept[kept.length - 1]!) < ids.indexOf('rest-0'), 'and all of them before the replies to the set-aside calls');
+});
+
+t.test('an ack below the replay, in a set-aside frame: replies noted before it still answer requests sent again', async (t) => {
+  turnAlwaysSpent(t);
+  const d = await daemon(t, { limits: { resumeGraceMs: 60000 } });
+  const s = await session(t, `${d.url}?resumable=1`);
+  const welcome = s.messages.find((m) => m.method === 'spiwire.welcome')?.params ?? {};
+  const offer = welcome['resume'];
+  if (!P.isRecord(offer)) throw new Error('no resume offer');
+  // A UDP peer counts the datagrams: a request run twice sends twice.
+  const peer = dgram.createSocket('udp4');
+  t.teardown(() => peer.close());
+  let datagrams = 0;
+  const waiters: Array<{ n: number; resolve: () => void }> = [];
+  peer.on('message', () => {
+    datagrams++;
+    for (const w of waiters.splice(0)) if (datagrams >= w.n) w.resolve();
+    else waiters.push(w);
+  });
+  await new Promise<void>((resolve) => peer.bind(0, '127.0.0.1', resolve));
+  const to = { family: P.AF_INET, address: '127.0.0.1', port: peer.address().port };
+  const gotDatagrams = (n: number): Promise<void> => (datagrams >= n ? Promise.resolve() : new Promise((resolve) => waiters.push({ n, resolve })));
+  const h = await udpSocket(s);
+  const sendTo = (id: string): Record<string, unknown> => ({ jsonrpc: '2.0', id, method: 'WSPSendTo', params: { s: h, buffers: [new Uint8Array([1])], flags: 0, to, tolen: 16 } });
+  const KEPT = 600;
+  for (let i = 0; i < KEPT; i++) {
+    s.ws.send(P.encodeFrame(sendTo(`kept-${i}`)));
+    await s.wait((m) => m.id === `kept-${i}`);
+  }
+  await gotDatagrams(KEPT);
+  // The rest of a frame: 300 calls, then an ack of the first 100 messages, which the replay
+  // (one message a turn, as the rest goes one record a turn) will have passed by then.
+  const REST = 300;
+  const frame = new P.FrameBuilder();
+  for (let i = 0; i < REST; i++) frame.add({ jsonrpc: '2.0', id: `rest-${i}`, method: 'WSPGetSockOpt', params: { s: h, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 } });
+  frame.add({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received: 100 } });
+  await new Promise<void>((resolve, reject) => s.ws.send(frame.finish(), (err) => (err ? reject(err) : resolve())));
+  s.ws.terminate();
+  await s.closed;
+
+  const ws = new WebSocket(`${d.url}?resume=${String(welcome['session'])}&daemon=${String(offer['daemonId'])}`, [P.SUBPROTOCOL]);
+  t.teardown(() => ws.terminate());
+  const ids: string[] = [];
+  const idArrived = (id: string): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => void (ids.includes(id) && resolve());
+      ws.on('message', check);
+      ws.on('close', () => reject(new Error(`closed before ${id}`)));
+      check();
+    });
+  ws.on('message', (data: Buffer, binary: boolean) => {
+    const recs = binary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
+    for (const r of recs) if (r.ok && P.isRecord(r.message) && typeof r.message['id'] === 'string') ids.push(r.message['id']);
+  });
+  ws.on('open', () => ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: welcome['session'], token: offer['token'], received: 0, daemonId: offer['daemonId'] } })));
+  await idArrived(`rest-${REST - 1}`);
+  t.ok(ids.includes('kept-150'), 'kept-150 was replayed (before the ack came)');
+  // kept-150 sent again: its reply was noted in the replay, so it is answered without a second
+  // datagram; a marker sent after it shows that nothing else arrived first.
+  ws.send(P.encodeFrame(sendTo('kept-150')));
+  ws.send(P.encodeFrame(sendTo('marker')));
+  await idArrived('marker');
+  await gotDatagrams(KEPT + 1);
+  t.equal(datagrams, KEPT + 1, 'the peer got the marker and nothing more: kept-150 did not run again');
+  t.equal(ids.filter((id) => id === 'kept-150').length, 2, 'and kept-150 was answered (again) with its original reply');
 });

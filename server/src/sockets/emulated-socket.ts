@@ -455,7 +455,16 @@ export abstract class EmulatedSocket<S extends string = string> {
       };
       if (!st.pending) return st.result.errno === 0 ? { pending: true, cancel: cancellable(deliverHeld) } : st;
       const cancel = st.cancel;
-      return { pending: true, cancel: cancellable((errno) => (held ? deliverHeld() : (cancel?.cancel(errno) ?? false))) };
+      return {
+        pending: true,
+        cancel: cancellable((errno) => {
+          if (held) return deliverHeld();
+          // A send whose bytes were all handed over completes as it is cancelled, with success:
+          // its completion, held now, is delivered at once like one held already.
+          const aborted = cancel?.cancel(errno) ?? false;
+          return aborted || deliverHeld();
+        }),
+      };
     };
     const st = start(late);
     return st instanceof Promise ? st.then(settle) : settle(st);

@@ -742,7 +742,16 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
         };
         if (!st.pending) return { pending: true, cancel: cancellable(cancelTaken) };
         const inner = st.cancel;
-        return { ...st, cancel: cancellable((errno) => (deliverTaken ? cancelTaken() : (inner?.cancel(errno) ?? false))) };
+        return {
+          ...st,
+          cancel: cancellable((errno) => {
+            if (deliverTaken) return cancelTaken();
+            // A send whose bytes were all handed over completes as it is cancelled: then it
+            // waits for the break, and is delivered now like one that waited already.
+            const aborted = inner?.cancel(errno) ?? false;
+            return aborted || cancelTaken();
+          }),
+        };
       }
       case 'drop':
       case 'duplicate':
@@ -769,6 +778,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private startLink(bytesPerSecond: number, latencyMs: number): void {
     const conn = this.conn;
     if (this.link || !conn) return;
+    // Bytes accepted before the rule fired are not slowed by it.
+    this.tx?.flushStaged();
     this.link = new SlowLink(bytesPerSecond, latencyMs, (slice, done) => {
       if (conn.destroyed) return done(new Error('destroyed'));
       this.lastSendAt = ++ioOrder;
@@ -1215,7 +1226,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       resetConnection(conn);
       return;
     }
-    // Graceful close: bytes already accepted still reach the peer, then FIN.
+    // Graceful close: bytes already accepted still reach the peer, then FIN. Those accepted in
+    // this turn go to node now, so that what is undelivered counts them.
+    this.tx?.flushStaged();
     conn.removeAllListeners('data');
     conn.on('error', () => undefined);
     conn.resume();
@@ -1236,7 +1249,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   undelivered(): number {
     const conn = this.conn;
     if (!conn || conn.destroyed) return 0;
-    return (this.tx?.notHanded ?? 0) + (this.link?.queuedBytes ?? 0) + conn.writableLength;
+    return (this.tx?.notHanded ?? 0) + (this.tx?.staged ?? 0) + (this.link?.queuedBytes ?? 0) + conn.writableLength;
   }
 
   abandon(): number {

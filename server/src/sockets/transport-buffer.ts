@@ -140,12 +140,12 @@ export class TransportBuffer {
   private pumping = false;
   /**
    * Small chunks handed over in this turn and not yet written (COALESCE_BELOW): the first one as it
-   * came (a lone small send is not copied), then the copies in stage from stageFrom to staged.
+   * came (a lone small send is not copied), then the copies in stage from stageFrom to stagedTo.
    */
   private single: Uint8Array | null = null;
   private stage: Buffer | null = null;
   private stageFrom = 0;
-  private staged = 0;
+  private stagedTo = 0;
   private flushDue = false;
 
   constructor(
@@ -170,6 +170,11 @@ export class TransportBuffer {
   /** Bytes of waiting operations not yet accepted. */
   get pendingBytes(): number {
     return this.queuedBytes;
+  }
+
+  /** Bytes accepted in this turn and not yet written to node (small sends, written together at its end). */
+  get staged(): number {
+    return (this.single?.length ?? 0) + this.stagedTo - this.stageFrom;
   }
 
   /** Bytes of waiting operations not yet handed to node's socket (neither accepted nor ahead). */
@@ -605,7 +610,7 @@ export class TransportBuffer {
     if (n >= COALESCE_BELOW) {
       this.flushStaged();
       this.write(chunk);
-    } else if (this.single === null && this.staged === this.stageFrom) {
+    } else if (this.single === null && this.stagedTo === this.stageFrom) {
       this.single = chunk;
       this.flushSoon();
     } else {
@@ -628,19 +633,19 @@ export class TransportBuffer {
   }
 
   private copyToStage(chunk: Uint8Array): void {
-    if (this.stage !== null && this.staged + chunk.length > this.stage.length) this.writeStage();
-    if (this.stage === null || this.staged + chunk.length > this.stage.length) {
+    if (this.stage !== null && this.stagedTo + chunk.length > this.stage.length) this.writeStage();
+    if (this.stage === null || this.stagedTo + chunk.length > this.stage.length) {
       this.stage = Buffer.allocUnsafe(STAGE_BYTES);
-      this.stageFrom = this.staged = 0;
+      this.stageFrom = this.stagedTo = 0;
     }
-    this.stage.set(chunk, this.staged);
-    this.staged += chunk.length;
+    this.stage.set(chunk, this.stagedTo);
+    this.stagedTo += chunk.length;
   }
 
   private writeStage(): void {
-    if (this.staged === this.stageFrom) return;
-    const bytes = this.stage!.subarray(this.stageFrom, this.staged);
-    this.stageFrom = this.staged;
+    if (this.stagedTo === this.stageFrom) return;
+    const bytes = this.stage!.subarray(this.stageFrom, this.stagedTo);
+    this.stageFrom = this.stagedTo;
     this.write(bytes);
   }
 
