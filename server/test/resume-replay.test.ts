@@ -13,16 +13,45 @@ import t from 'tap';
 import * as dgram from 'node:dgram';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { daemon, session, turnAlwaysSpent, udpSocket } from './helpers/raw-client.js';
+import { daemon, session, turnAlwaysSpent, udpSocket, type RawSession } from './helpers/raw-client.js';
+import type { Test } from 'tap';
 
-// 600: the freed slots are emptied in place; 1500 (more than 1024): the kept messages are compacted too.
-for (const KEPT of [600, 1500]) t.test(`an ack of ${KEPT} replies in a set-aside frame during the replay: nothing replayed twice, empty or out of place`, async (t) => {
+/** A resumable session on an embedded daemon whose turn is always spent, and what resuming it needs. */
+async function resumableSession(t: Test): Promise<{ url: string; s: RawSession; resume: Record<string, unknown> }> {
   turnAlwaysSpent(t);
   const d = await daemon(t, { limits: { resumeGraceMs: 60000 } });
   const s = await session(t, `${d.url}?resumable=1`);
   const welcome = s.messages.find((m) => m.method === 'spiwire.welcome')?.params ?? {};
   const offer = welcome['resume'];
   if (!P.isRecord(offer)) throw new Error('no resume offer');
+  return { url: d.url, s, resume: { session: welcome['session'], token: offer['token'], received: 0, daemonId: offer['daemonId'] } };
+}
+
+/** Sends the rest of a frame (its calls, then an ack of `acked` messages); the connection then drops without a close handshake. */
+async function setAsideThenDrop(s: RawSession, calls: Array<Record<string, unknown>>, acked: number): Promise<void> {
+  const frame = new P.FrameBuilder();
+  for (const c of calls) frame.add(c);
+  frame.add({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received: acked } });
+  // The frame reaches the kernel whole before the drop.
+  await new Promise<void>((resolve, reject) => s.ws.send(frame.finish(), (err) => (err ? reject(err) : resolve())));
+  s.ws.terminate();
+  await s.closed;
+}
+
+/** Resumes on a new connection saying nothing was received; onRecord sees each record that comes. */
+function resumeFromZero(t: Test, url: string, resume: Record<string, unknown>, onRecord: (r: P.DecodedRecord, binary: boolean, size: number) => void): WebSocket {
+  const ws = new WebSocket(`${url}?resume=${String(resume['session'])}&daemon=${String(resume['daemonId'])}`, [P.SUBPROTOCOL]);
+  t.teardown(() => ws.terminate());
+  ws.on('message', (data: Buffer, binary: boolean) => {
+    for (const r of binary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))]) onRecord(r, binary, data.length);
+  });
+  ws.on('open', () => ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: resume })));
+  return ws;
+}
+
+// 600: the freed slots are emptied in place; 1500 (more than 1024): the kept messages are compacted too.
+for (const KEPT of [600, 1500]) t.test(`an ack of ${KEPT} replies in a set-aside frame during the replay: nothing replayed twice, empty or out of place`, async (t) => {
+  const { url, s, resume } = await resumableSession(t);
   const h = await udpSocket(s);
   // KEPT replies the client never acknowledges, then a frame of REST calls ending in an ack of them.
   const REST = 300;
@@ -31,34 +60,20 @@ for (const KEPT of [600, 1500]) t.test(`an ack of ${KEPT} replies in a set-aside
     s.ws.send(P.encodeFrame(getType(`kept-${i}`)));
     await s.wait((m) => m.id === `kept-${i}`);
   }
-  const frame = new P.FrameBuilder();
-  for (let i = 0; i < REST; i++) frame.add(getType(`rest-${i}`));
   // Counted so far (section 20; the welcome is not): the WSPSocket reply and the KEPT replies.
-  frame.add({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received: 1 + KEPT } });
-  // The frame reaches the kernel whole, then the connection drops without a close handshake.
-  await new Promise<void>((resolve, reject) => s.ws.send(frame.finish(), (err) => (err ? reject(err) : resolve())));
-  s.ws.terminate();
-  await s.closed;
+  await setAsideThenDrop(s, Array.from({ length: REST }, (_, i) => getType(`rest-${i}`)), 1 + KEPT);
 
   // The resume says nothing was received: everything kept is replayed, while the rest goes on.
-  const ws = new WebSocket(`${d.url}?resume=${String(welcome['session'])}&daemon=${String(offer['daemonId'])}`, [P.SUBPROTOCOL]);
-  t.teardown(() => ws.terminate());
   const ids: string[] = [];
   const undecodable: string[] = [];
-  const allIn = new Promise<void>((resolve, reject) => {
-    ws.on('message', (data: Buffer, binary: boolean) => {
-      const recs = binary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
-      for (const r of recs) {
-        if (!r.ok) undecodable.push(`${binary ? 'binary' : 'text'} message of ${data.length} bytes: ${r.error.message}`);
-        else if (P.isRecord(r.message) && typeof r.message['id'] === 'string') ids.push(r.message['id']);
-      }
-      if (ids.includes(`rest-${REST - 1}`)) resolve();
-    });
-    ws.on('close', (code) => reject(new Error(`closed (${code}) before the last reply`)));
-    ws.on('error', reject);
+  let lastIn = (): void => undefined;
+  const allIn = new Promise<void>((resolve) => (lastIn = resolve));
+  const ws = resumeFromZero(t, url, resume, (r, binary, size) => {
+    if (!r.ok) undecodable.push(`${binary ? 'binary' : 'text'} message of ${size} bytes: ${r.error.message}`);
+    else if (P.isRecord(r.message) && typeof r.message['id'] === 'string') ids.push(r.message['id']);
+    if (ids.includes(`rest-${REST - 1}`)) lastIn();
   });
-  ws.on('open', () => ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: welcome['session'], token: offer['token'], received: 0, daemonId: offer['daemonId'] } })));
-  await allIn;
+  await Promise.race([allIn, new Promise((_, reject) => ws.on('close', (code) => reject(new Error(`closed (${code}) before the last reply`))))]);
 
   t.same(undecodable, [], 'every replayed message decodes (none sent as an emptied slot)');
   const rest = ids.filter((id) => id.startsWith('rest-'));
@@ -70,12 +85,7 @@ for (const KEPT of [600, 1500]) t.test(`an ack of ${KEPT} replies in a set-aside
 });
 
 t.test('an ack below the replay, in a set-aside frame: replies noted before it still answer requests sent again', async (t) => {
-  turnAlwaysSpent(t);
-  const d = await daemon(t, { limits: { resumeGraceMs: 60000 } });
-  const s = await session(t, `${d.url}?resumable=1`);
-  const welcome = s.messages.find((m) => m.method === 'spiwire.welcome')?.params ?? {};
-  const offer = welcome['resume'];
-  if (!P.isRecord(offer)) throw new Error('no resume offer');
+  const { url, s, resume } = await resumableSession(t);
   // A UDP peer counts the datagrams: a request run twice sends twice.
   const peer = dgram.createSocket('udp4');
   t.teardown(() => peer.close());
@@ -100,16 +110,12 @@ t.test('an ack below the replay, in a set-aside frame: replies noted before it s
   // The rest of a frame: 300 calls, then an ack of the first 100 messages, which the replay
   // (one message a turn, as the rest goes one record a turn) will have passed by then.
   const REST = 300;
-  const frame = new P.FrameBuilder();
-  for (let i = 0; i < REST; i++) frame.add({ jsonrpc: '2.0', id: `rest-${i}`, method: 'WSPGetSockOpt', params: { s: h, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 } });
-  frame.add({ jsonrpc: '2.0', method: 'spiwire.ack', params: { received: 100 } });
-  await new Promise<void>((resolve, reject) => s.ws.send(frame.finish(), (err) => (err ? reject(err) : resolve())));
-  s.ws.terminate();
-  await s.closed;
+  await setAsideThenDrop(s, Array.from({ length: REST }, (_, i) => ({ jsonrpc: '2.0', id: `rest-${i}`, method: 'WSPGetSockOpt', params: { s: h, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 } })), 100);
 
-  const ws = new WebSocket(`${d.url}?resume=${String(welcome['session'])}&daemon=${String(offer['daemonId'])}`, [P.SUBPROTOCOL]);
-  t.teardown(() => ws.terminate());
   const ids: string[] = [];
+  const ws = resumeFromZero(t, url, resume, (r) => {
+    if (r.ok && P.isRecord(r.message) && typeof r.message['id'] === 'string') ids.push(r.message['id']);
+  });
   const idArrived = (id: string): Promise<void> =>
     new Promise((resolve, reject) => {
       const check = (): void => void (ids.includes(id) && resolve());
@@ -117,11 +123,6 @@ t.test('an ack below the replay, in a set-aside frame: replies noted before it s
       ws.on('close', () => reject(new Error(`closed before ${id}`)));
       check();
     });
-  ws.on('message', (data: Buffer, binary: boolean) => {
-    const recs = binary ? P.decodeFrame(data) : [P.decodeText(data.toString('utf8'))];
-    for (const r of recs) if (r.ok && P.isRecord(r.message) && typeof r.message['id'] === 'string') ids.push(r.message['id']);
-  });
-  ws.on('open', () => ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: welcome['session'], token: offer['token'], received: 0, daemonId: offer['daemonId'] } })));
   await idArrived(`rest-${REST - 1}`);
   t.ok(ids.includes('kept-150'), 'kept-150 was replayed (before the ack came)');
   // kept-150 sent again: its reply was noted in the replay, so it is answered without a second
