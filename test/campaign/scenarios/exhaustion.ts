@@ -12,6 +12,10 @@
  *    without (the same calls as notifications), past --max-pending-requests, which the daemon
  *    runs with at 2048 so that the limit is reached in seconds: TOO_MANY_REQUESTS is the expected
  *    answer, for notifications too;
+ *  - many pending overlapped operations: one-byte sends held by a block fault on many sockets of
+ *    one session, 512 bytes each of the daemon's own memory against --bookkeeping-budget, which
+ *    the daemon runs with at 32 MiB: past it, TOO_MANY_REQUESTS is the expected answer, RSS must
+ *    not follow the requests, and the session's end must give the budget back;
  *  - many pending urgent-data receives (MSG_OOB, blocking and overlapped) on quiet connections:
  *    nothing happens on them, so the daemon should use next to no CPU meanwhile;
  *  - a client that stops reading its WebSocket while it asks for big replies (WSPRecv MSG_PEEK
@@ -42,8 +46,8 @@ import { MiB, round1, sleep, waitUntil, within } from '../lib/util.js';
 const MAX_PENDING = 2048;
 
 const BUDGET = {
-  quick: { idleConnections: 1300, churnConnections: 20000, trickleSessions: 24, trickleMiB: 8, idleSessions: 300, udpSockets: 600, beyondPending: 600, extraNotifications: 4000, urgent: 200, urgentMs: 3000, bigReplyMiB: 4, bigReplies: 150, stopAtMiB: 600, stallSessions: 6, stallMiBPerSession: 48 },
-  full: { idleConnections: 4000, churnConnections: 100000, trickleSessions: 80, trickleMiB: 15, idleSessions: 2000, udpSockets: 5000, beyondPending: 4000, extraNotifications: 60000, urgent: 1000, urgentMs: 8000, bigReplyMiB: 4, bigReplies: 400, stopAtMiB: 1200, stallSessions: 16, stallMiBPerSession: 64 },
+  quick: { opSockets: 40, opsPerSocket: 4000, idleConnections: 1300, churnConnections: 20000, trickleSessions: 24, trickleMiB: 8, idleSessions: 300, udpSockets: 600, beyondPending: 600, extraNotifications: 4000, urgent: 200, urgentMs: 3000, bigReplyMiB: 4, bigReplies: 150, stopAtMiB: 600, stallSessions: 6, stallMiBPerSession: 48 },
+  full: { opSockets: 200, opsPerSocket: 4000, idleConnections: 4000, churnConnections: 100000, trickleSessions: 80, trickleMiB: 15, idleSessions: 2000, udpSockets: 5000, beyondPending: 4000, extraNotifications: 60000, urgent: 1000, urgentMs: 8000, bigReplyMiB: 4, bigReplies: 400, stopAtMiB: 1200, stallSessions: 16, stallMiBPerSession: 64 },
 };
 type Budget = typeof BUDGET.quick;
 
@@ -448,6 +452,50 @@ async function unfinishedMessages(a: Arena, b: Budget): Promise<void> {
   for (const w of wires) w.terminate();
 }
 
+/** The daemon's memory for waiting calls and pending operations (--bookkeeping-budget): what bounds the operations here. */
+const BOOKKEEPING_BUDGET = 32 * MiB;
+
+async function pendingOperations(a: Arena, b: Budget, peer: TcpPeer): Promise<void> {
+  const w = await a.wire();
+  const rss0 = (await a.daemon.settledRssMiB()) ?? 0;
+  const sockets: number[] = [];
+  for (let i = 0; i < b.opSockets; i++) {
+    const s = await S.socket(w, P.SOCK_STREAM, { overlapped: true });
+    if (s === null || !(await S.connect(w, s, S.v4(peer.port)))) break;
+    sockets.push(s);
+  }
+  // Every send of the session is held for ten minutes: each stays pending.
+  await w.call('spiwire.faults.add', { rule: { match: {}, action: { type: 'block', ms: 600000 } } });
+  const one = new Uint8Array([1]);
+  const t = new Tally();
+  const answers: Array<Promise<Msg | null>> = [];
+  let op = 1;
+  for (const s of sockets) {
+    for (let i = 0; i < b.opsPerSocket; i += 1000) {
+      const fb = new P.FrameBuilder();
+      for (let k = 0; k < Math.min(1000, b.opsPerSocket - i); k++) {
+        const id = Wire.id();
+        w.track(id, 'overlapped one-byte WSPSend (held)');
+        answers.push(w.waitFor(id, 30000));
+        fb.add({ jsonrpc: '2.0', id, method: 'WSPSend', params: { s, buffers: [one], flags: 0, overlapped: { op: op++, thread: 1 } } });
+      }
+      w.sendRaw(fb.finish(), true);
+    }
+    a.sample();
+  }
+  for (const m of await Promise.all(answers)) t.add(m ? Tally.outcome(m) : 'no answer');
+  const peak = a.sample() ?? 0;
+  const counted = (await a.daemon.http('/stats'))?.['bookkeepingBytes'];
+  a.extra['pendingOperations'] = `${answers.length} held one-byte overlapped sends on ${sockets.length} sockets: ${t.toString()}; RSS ${round1(rss0)} -> ${round1(peak)} MiB; bookkeeping counted ${typeof counted === 'number' ? `${round1(counted / MiB)} MiB` : 'not shown'}`;
+  const refused = t.get(`error ${P.TOO_MANY_REQUESTS}`);
+  if (refused === 0) a.find('limit', `${answers.length} pending one-byte operations in one session, none refused, against a bookkeeping budget of ${BOOKKEEPING_BUDGET / MiB} MiB`);
+  else a.note(`pending operations: past the bookkeeping budget, ${refused} operations got TOO_MANY_REQUESTS`);
+  if (peak - rss0 > (2 * BOOKKEEPING_BUDGET) / MiB + 96) a.find('memory', `pending operations: RSS grew by ${round1(peak - rss0)} MiB, past twice the bookkeeping budget of ${BOOKKEEPING_BUDGET / MiB} MiB`);
+  await w.close();
+  if (!(await waitUntil(async () => (await a.daemon.http('/stats'))?.['bookkeepingBytes'] === 0, 10000))) a.find('memory', 'pending operations: the bookkeeping the session held was not given back within 10 s of its end');
+  await a.checkAlive('holding pending operations');
+}
+
 /** How long an ended session's connections may deliver (--linger-timeout): short, so the campaign sees the release. */
 const LINGER_MS = 2000;
 /** Bytes the daemon may hold for all sessions' sends (--held-bytes-budget): what bounds the peak here. */
@@ -516,7 +564,7 @@ async function peerStopsReading(a: Arena, b: Budget): Promise<TcpPeer> {
 }
 
 export function exhaustion(opts: Options): Promise<Row> {
-  return Arena.run('exhaustion', 'Resource exhaustion', opts, ['--max-pending-requests', String(MAX_PENDING), '--linger-timeout', String(LINGER_MS), '--held-bytes-budget', String(HELD_BYTES_BUDGET), '--partial-frames-budget', String(PARTIAL_FRAMES_BUDGET)], async (a) => {
+  return Arena.run('exhaustion', 'Resource exhaustion', opts, ['--max-pending-requests', String(MAX_PENDING), '--linger-timeout', String(LINGER_MS), '--held-bytes-budget', String(HELD_BYTES_BUDGET), '--partial-frames-budget', String(PARTIAL_FRAMES_BUDGET), '--bookkeeping-budget', String(BOOKKEEPING_BUDGET)], async (a) => {
     const b = opts.quick ? BUDGET.quick : BUDGET.full;
     const quiet = await TcpPeer.start();
     const parts: Array<[string, () => Promise<unknown>]> = [
@@ -524,6 +572,7 @@ export function exhaustion(opts: Options): Promise<Row> {
       ['many sockets', () => manySockets(a, b)],
       ['idle HTTP connections', () => idleConnections(a, b)],
       ['pending requests', () => pendingRequests(a, b, quiet)],
+      ['pending operations', () => pendingOperations(a, b, quiet)],
       ['urgent receives', () => urgentReceives(a, b, quiet)],
       ['client stops reading', () => clientStopsReading(a, b)],
       ['unfinished messages', () => unfinishedMessages(a, b)],
