@@ -766,13 +766,30 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       tx.hold(action.ms);
       return true;
     }
-    const target = Math.max(0, this.outstanding() - (action.drained ?? 0));
+    const outstanding = this.outstanding();
+    const target = Math.max(0, outstanding - (action.drained ?? 0));
     // A socket that holds nothing has nothing to drain: no hold at all.
-    if (this.outstanding() <= target) return false;
+    if (outstanding <= target) return false;
+    // One drain hold at a time: a rule that fires again during it (every nonblocking send it
+    // refuses) moves its target, and adds no waiter (400,000 of them held the daemon for minutes).
+    if (this.drainHoldTarget !== null) {
+      this.drainHoldTarget = Math.min(this.drainHoldTarget, target);
+      return true;
+    }
+    this.drainHoldTarget = target;
     tx.hold(W.MAX_FAULT_MS);
-    this.whenDrained(() => this.outstanding() <= target, () => tx.release());
+    this.whenDrained(
+      () => this.outstanding() <= (this.drainHoldTarget ?? 0),
+      () => {
+        this.drainHoldTarget = null;
+        tx.release();
+      },
+    );
     return true;
   }
+
+  /** While a block fault holds the socket until bytes drain: what it holds until (block). */
+  private drainHoldTarget: number | null = null;
 
   /** A link fault: from now on the socket drains at bytesPerSecond (the first link to fire stays). */
   private startLink(bytesPerSecond: number, latencyMs: number): void {
@@ -867,18 +884,18 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   private pollDrain(): void {
     this.drainWatch = null;
-    const waiters = this.drainWaiters ?? [];
     const now = performance.now();
-    let ran = false;
-    for (let i = 0; i < waiters.length; ) {
-      const w = waiters[i]!;
-      if (this.closed || w.check() || now >= w.deadline) {
-        waiters.splice(i, 1);
-        w.then();
-        ran = true;
-      } else i++;
-    }
-    if (waiters.length > 0 && !this.closed) this.scheduleDrainPoll(ran ? DRAIN_POLL_MS : Math.min(this.drainPollMs * 2, DRAIN_POLL_MAX_MS));
+    // The waiters whose time has come leave together (no splice per waiter); a then() that adds
+    // a waiter adds it to the new list.
+    const due: Array<() => void> = [];
+    const waiting = (this.drainWaiters ?? []).filter((w) => {
+      if (!this.closed && !w.check() && now < w.deadline) return true;
+      due.push(w.then);
+      return false;
+    });
+    this.drainWaiters = waiting;
+    for (const then of due) then();
+    if (this.drainWaiters.length > 0 && !this.closed && this.drainWatch === null) this.scheduleDrainPoll(due.length > 0 ? DRAIN_POLL_MS : Math.min(this.drainPollMs * 2, DRAIN_POLL_MAX_MS));
   }
 
   /**
