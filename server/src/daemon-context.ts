@@ -191,8 +191,12 @@ export class DaemonContext {
     this.partialFrames = new PartialFrames(limits.partialFramesBudget, (info) => this.clientMistakes.log(info, 'connection closed: unfinished messages over the partial-frame budget'));
   }
 
-  /** True when one more socket (or queued connection) would pass the daemon-wide cap. */
+  /**
+   * True when one more socket (or queued connection) would pass the daemon-wide cap. Closed
+   * connections still delivering hold descriptors too: without them in the count, a client that
+   * closed sockets toward peers that never read ran the daemon out of descriptors.
+   */
   socketsFull(): boolean {
-    return this.handles.size + this.queuedConnections >= this.limits.maxSocketsTotal;
+    return this.handles.size + this.queuedConnections + this.draining.size >= this.limits.maxSocketsTotal;
   }
 }

@@ -25,6 +25,8 @@ export interface Drainable {
 
 export class Draining {
   private readonly entries = new Map<Drainable, NodeJS.Timeout | null>();
+  /** How many of them each session owns: they hold descriptors, and count against its socket limit. */
+  private readonly perSession = new Map<string, number>();
 
   constructor(
     private readonly log: Logger,
@@ -35,9 +37,15 @@ export class Draining {
     return this.entries.size;
   }
 
+  /** Connections of this session still delivering after their close. */
+  ofSession(session: string): number {
+    return this.perSession.get(session) ?? 0;
+  }
+
   add(sock: Drainable): void {
     if (this.entries.has(sock)) return;
     this.entries.set(sock, null);
+    this.perSession.set(sock.owner, this.ofSession(sock.owner) + 1);
     void sock.delivered.then(() => this.forget(sock));
   }
 
@@ -76,8 +84,12 @@ export class Draining {
   }
 
   private forget(sock: Drainable): void {
+    if (!this.entries.has(sock)) return;
     const timer = this.entries.get(sock);
     if (timer) clearTimeout(timer);
     this.entries.delete(sock);
+    const n = this.ofSession(sock.owner) - 1;
+    if (n > 0) this.perSession.set(sock.owner, n);
+    else this.perSession.delete(sock.owner);
   }
 }

@@ -1058,7 +1058,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
 
   /** No room for another socket: this session's cap, or the daemon's (WSAEMFILE). */
   private socketsFull(): boolean {
-    return this.sockets.size >= this.daemon.limits.maxSocketsPerSession || this.daemon.socketsFull();
+    // Its closed connections still delivering count: they hold descriptors until delivered.
+    return this.sockets.size + this.daemon.draining.ofSession(this.id) >= this.daemon.limits.maxSocketsPerSession || this.daemon.socketsFull();
   }
 
   createSocket(af: number, type: number, protocol: number, flags: number): P.Result<'WSPSocket'> {
