@@ -95,10 +95,17 @@ const listenAfter = new Scenario<Bound>(async (f) => {
   const s = await socket(spi, f, 'tcp');
   await setBlocking(spi, s, false);
   await must('WSPBind', (e) => spi.WSPBind(s, addr(f, 0), namelen(f), e));
-  const refused = addr(f, await closedPort(f));
+  // A closed port other than the one just bound: the daemon holds a bound, idle TCP socket's
+  // port only in its own reservations (port-reservations.ts), so the kernel may hand the same
+  // port out again, and a connect to it from it would connect to itself.
+  const [, , bound] = await getName(spi, s);
+  let port = await closedPort(f);
+  for (let i = 0; i < 10 && port === bound.port; i++) port = await closedPort(f);
+  const refused = addr(f, port);
   const [r, err] = await call((e) => spi.WSPConnect(s, refused, namelen(f), null, null, null, null, e));
   if (r !== S.SOCKET_ERROR || err !== S.WSAEWOULDBLOCK) throw new Error(`WSPConnect: ${r} ${err}`);
-  if ((await connectEnded(spi, s)) !== S.WSAECONNREFUSED) throw new Error('the connect was not refused');
+  const ended = await connectEnded(spi, s);
+  if (ended !== S.WSAECONNREFUSED) throw new Error(`the connect was not refused: FD_CONNECT with ${ended}`);
   return { spi, f, s, name: addr(f, 0) };
 });
 
