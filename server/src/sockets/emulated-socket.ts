@@ -432,17 +432,30 @@ export abstract class EmulatedSocket<S extends string = string> {
     batch.push(deliver);
   }
 
-  /** Starts an overlapped call whose successful completion hold() keeps back (see delayedCompletion). */
-  private heldCompletion<R extends { errno: number }>(hold: (deliver: () => void) => void, done: Completion, start: (done: Completion) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
+  /**
+   * An overlapped send under a break fault: its bytes went, and its completion waits for the
+   * connection to break (until), then reports code. Held as a delayed one is: a thread exit
+   * delivers it at once, with success.
+   */
+  protected completionHeldUntil<R extends { errno: number }>(until: Promise<void>, code: number, done: Completion, start: (done: Completion) => Started<R>): Started<R> {
+    // (A synchronous start settles synchronously.)
+    return this.heldCompletion((deliver) => void until.then(() => deliver(code)), done, start) as Started<R>;
+  }
+
+  /**
+   * Starts an overlapped call whose successful completion hold() keeps back (see delayedCompletion).
+   * hold's deliver completes it with success, or with the code it is given.
+   */
+  private heldCompletion<R extends { errno: number }>(hold: (deliver: (code?: number) => void) => void, done: Completion, start: (done: Completion) => Started<R> | Promise<Started<R>>): Started<R> | Promise<Started<R>> {
     let held: (() => void) | null = null;
     const late = completion((errno: number, bytes: number, out?: CompletionOut) => {
       if (errno !== 0) return done.complete(errno, bytes, out);
       let delivered = false;
-      const deliver = (): void => {
+      const deliver = (code = 0): void => {
         if (delivered) return;
         delivered = true;
         held = null;
-        done.complete(errno, bytes, out);
+        done.complete(code, bytes, out);
       };
       held = deliver;
       hold(deliver);

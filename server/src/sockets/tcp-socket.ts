@@ -19,7 +19,7 @@ import { applyIpOptions, applyTcpBuffers, applyTcpOptions, ownUrgentSignal, read
 import { UrgentWatch } from './urgent-watch.js';
 import { MAX_PORT_TRIES } from './port-reservations.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
-import { cancellable, completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
+import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
 import type { AppliedFault, CallMode } from '../faults/rules.js';
 import { firstBytes } from './send-buffers.js';
@@ -717,41 +717,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
         const n = this.startBreak(action.at, action.code, total);
         if (n === 0) return startedAt(sendFailed(action.code));
         // The operation's first n bytes go; it completes with the code once the connection broke.
-        // Meanwhile its bytes are taken: a thread exit delivers it at once, as a held completion,
-        // with success (past cancelling, section 9).
-        let deliverTaken: (() => void) | null = null;
-        const st = send(
-          firstBytes(buffers, n),
-          n,
-          completion((errno, bytes) => {
-            if (errno !== 0) return done.complete(errno, bytes);
-            let delivered = false;
-            const deliver = (code: number): void => {
-              if (delivered) return;
-              delivered = true;
-              deliverTaken = null;
-              done.complete(code, n);
-            };
-            deliverTaken = () => deliver(0);
-            void this.broken.then(() => deliver(action.code));
-          }),
-        );
-        const cancelTaken = (): false => {
-          deliverTaken?.();
-          return false;
-        };
-        if (!st.pending) return { pending: true, cancel: cancellable(cancelTaken) };
-        const inner = st.cancel;
-        return {
-          ...st,
-          cancel: cancellable((errno) => {
-            if (deliverTaken) return cancelTaken();
-            // A send whose bytes were all handed over completes as it is cancelled: then it
-            // waits for the break, and is delivered now like one that waited already.
-            const aborted = inner?.cancel(errno) ?? false;
-            return aborted || cancelTaken();
-          }),
-        };
+        return this.completionHeldUntil(this.broken, action.code, done, (late) => send(firstBytes(buffers, n), n, late));
       }
       case 'drop':
       case 'duplicate':
