@@ -66,6 +66,11 @@ const ANSWER_BOOKKEEPING_BYTES = 192;
 /** spiwire.threadExit cancels this many operations between two looks at the clock. */
 const CANCELS_PER_CLOCK = 64;
 
+/** What a request id kept by the daemon costs beside the record that keeps it: a string's characters, up to two bytes each. */
+function idBytes(id: P.RequestId | null): number {
+  return typeof id === 'string' ? 2 * id.length : 0;
+}
+
 /** How a session came to be, from the upgrade request (app.ts). */
 export interface SessionOptions {
   /** The client asked for a resumable session (/ws?resumable=1) and the daemon offers resume. */
@@ -617,7 +622,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     if (id !== null) this.pending.add(id);
     this.running++;
     // The id is kept until the answer (a header may carry one of a MiB): its length counts too.
-    const cost = WAITING_CALL_BOOKKEEPING_BYTES + (typeof id === 'string' ? 2 * id.length : 0);
+    const cost = WAITING_CALL_BOOKKEEPING_BYTES + idBytes(id);
     this.book.add(cost);
     const finished = (): void => {
       this.running--;
@@ -770,9 +775,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     if (r !== null) {
       r.sent++;
       r.kept.push(data);
-      r.keptBytes += n;
-      this.daemon.replay.change(this, n);
-      if (this.resume !== null && r.keptBytes > this.daemon.limits.replayLimitBytes) this.cannotResume(`more than ${this.daemon.limits.replayLimitBytes} bytes of output not acknowledged by the client`);
+      this.keepBytes(r, n, '');
     }
     // During a replay it waits its turn in kept, and the replay sends it.
     if (this.replaying !== null && r !== null) return;
@@ -829,8 +832,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     }
     // One change to the daemon-wide budget per ack, not one per message it covers (a Map update
     // each: 32 of them made an ack cost a call about 4 us).
-    r.keptBytes -= freed;
-    this.daemon.replay.change(this, -freed);
+    this.keepBytes(r, -freed, '');
     // Not while a replay walks kept by index (a frame set aside before the drop may carry an ack).
     if (this.replaying === null && r.head > 1024 && r.head * 2 > r.kept.length) {
       r.kept = r.kept.slice(r.head);
@@ -980,22 +982,29 @@ export class Session implements SpiSession, SetAside, SlotReader {
       if (id === null || !('result' in rec.message || 'error' in rec.message)) continue;
       r.answered ??= new Map();
       r.answered.set(id, rec.message);
-      cost += ANSWER_BOOKKEEPING_BYTES + (typeof id === 'string' ? 2 * id.length : 0);
+      cost += ANSWER_BOOKKEEPING_BYTES + idBytes(id);
     }
     // A decoded reply costs several times its bytes on the wire (a kept 24-byte reply, about
     // 160 bytes more noted): it counts against the replay limit and budget as kept output does.
     r.answeredBytes += cost;
-    r.keptBytes += cost;
-    this.daemon.replay.change(this, cost);
-    if (this.resume !== null && r.keptBytes > this.daemon.limits.replayLimitBytes) this.cannotResume(`more than ${this.daemon.limits.replayLimitBytes} bytes of output not acknowledged by the client, with the replies noted for requests sent again`);
+    this.keepBytes(r, cost, ', with the replies noted for requests sent again');
   }
 
   /** The client acknowledged everything sent up to the resume (or resumes again): no reply is remembered any more. */
   private forgetAnswers(r: ResumeState): void {
     r.answered = null;
-    r.keptBytes -= r.answeredBytes;
-    this.daemon.replay.change(this, -r.answeredBytes);
+    this.keepBytes(r, -r.answeredBytes, '');
     r.answeredBytes = 0;
+  }
+
+  /**
+   * n more bytes kept for a resume (fewer, n < 0), against the session's replay limit and the
+   * daemon's budget; past the limit the session can no longer be resumed (what adds says why).
+   */
+  private keepBytes(r: ResumeState, n: number, what: string): void {
+    r.keptBytes += n;
+    this.daemon.replay.change(this, n);
+    if (n > 0 && this.resume !== null && r.keptBytes > this.daemon.limits.replayLimitBytes) this.cannotResume(`more than ${this.daemon.limits.replayLimitBytes} bytes of output not acknowledged by the client${what}`);
   }
 
   // ---- sockets ----
