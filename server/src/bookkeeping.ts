@@ -9,6 +9,8 @@
  * than its fair share gets TOO_MANY_REQUESTS for new calls until what waits has ended.
  */
 
+import { fairShareOf } from './held-bytes.js';
+
 /** What a pending overlapped operation costs the daemon, about: its record, queued send and buffer list (docs/performance.md, Memory). */
 export const OPERATION_BOOKKEEPING_BYTES = 512;
 /** What a call still running costs the daemon, about: its request, promise chain and reply (60,000 blocking sends: 104 MiB). */
@@ -28,7 +30,7 @@ export class Bookkeeping {
     readonly budget: number,
     maxSessions = 1,
   ) {
-    this.fairShare = Math.max(MIN_FAIR_SHARE, Math.floor(budget / Math.max(1, maxSessions)));
+    this.fairShare = fairShareOf(budget, maxSessions, MIN_FAIR_SHARE);
   }
 }
 

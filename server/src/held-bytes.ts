@@ -7,11 +7,11 @@
 
 /**
  * What any one session may hold of a daemon-wide budget whatever the others hold: the budget
- * shared out among the sessions there may be (at least 64 KiB). Without it a few sessions that
- * fill the budget would leave every other session without a byte.
+ * shared out among the sessions there may be (at least `least`, 64 KiB unless said). Without it a
+ * few sessions that fill the budget would leave every other session without a byte.
  */
-function fairShareOf(budget: number, maxSessions: number): number {
-  return Math.max(64 * 1024, Math.floor(budget / Math.max(1, maxSessions)));
+export function fairShareOf(budget: number, maxSessions: number, least = 64 * 1024): number {
+  return Math.max(least, Math.floor(budget / Math.max(1, maxSessions)));
 }
 
 /** Daemon-wide. */
