@@ -17,6 +17,8 @@ export { THREAD_BOUND_FUNCTIONS, type SessionThread, type ThreadBoundFunctions }
 export { enumProtocols } from './catalog.js';
 /** True when the SDK masks its frames with bufferutil (installed with it, optional); false: in JavaScript, several times slower for bulk sends. */
 export { nativeMasking } from './masked-frames.js';
+/** The SDK's choice among a daemon name's addresses, also for a rig's own connections (a proxy, say). */
+export { addressLookup, orderAddresses, type AddressOrder } from './addresses.js';
 
 /** Opens one session to the daemon at url (for example ws://127.0.0.1:7787/ws). */
 export function connect(url: string, opts: ConnectOptions = {}): Promise<SpiSession> {

@@ -8,6 +8,7 @@ import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 import { unmask, writeMaskedBinaryFrame, type MaskingKeys } from './masked-frames.js';
 import { IdTable } from './id-table.js';
+import { addressLookup, checkAddressOrder, type AddressOrder } from './addresses.js';
 
 /**
  * A JSON-RPC error from the daemon (the request itself was malformed or impossible), or a reply
@@ -93,6 +94,14 @@ export interface RpcOptions {
    * HTTP intermediary that must not see unmasked client bytes.
    */
   maskingKeys?: MaskingKeys | undefined;
+  /**
+   * When the daemon's host name resolves to several addresses (a farm's replicas behind Docker
+   * swarm's dnsrr or a headless Kubernetes Service): which one to try first (addresses.ts).
+   * Default 'shuffle', a random one, so that clients spread over the replicas; 'system' keeps
+   * getaddrinfo's order; a number n picks the n-th in numeric order (modulo their count), so
+   * that clients numbered 0, 1, 2, ... spread evenly. The others are tried in turn if it fails.
+   */
+  addressOrder?: AddressOrder | undefined;
 }
 
 /** What the connection's hooks receive: why it dropped, or why it could not be resumed. */
@@ -384,7 +393,7 @@ export class RpcConnection {
   }
 
   /** ws's options for every connection of a session: the first, resumes, the farewell. */
-  private static wsOptions(opts: RpcOptions): WebSocket.ClientOptions {
+  private static wsOptions(opts: RpcOptions): WebSocket.ClientOptions & { lookup: ReturnType<typeof addressLookup> } {
     return {
       headers: RpcConnection.headers(opts),
       perMessageDeflate: false,
@@ -393,12 +402,17 @@ export class RpcConnection {
       ...(opts.maskingKeys === 'random' ? {} : { generateMask: (mask: Buffer): void => void mask.fill(0) }),
       // A wss:// daemon is verified on every connection, resumes included.
       ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+      // ws hands its options to net.connect and tls.connect, which take a lookup.
+      lookup: addressLookup(opts.addressOrder),
     };
   }
 
   static open(url: string, opts: RpcOptions = {}): Promise<RpcConnection> {
     if (opts.maskingKeys !== undefined && opts.maskingKeys !== 'zero' && opts.maskingKeys !== 'random') {
       return Promise.reject(new TypeError(`maskingKeys is 'zero' or 'random', not ${JSON.stringify(opts.maskingKeys)}`));
+    }
+    if (!checkAddressOrder(opts.addressOrder)) {
+      return Promise.reject(new TypeError(`addressOrder is 'shuffle', 'system' or a whole number from 0, not ${JSON.stringify(opts.addressOrder)}`));
     }
     let ws: WebSocket;
     try {

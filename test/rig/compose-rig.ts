@@ -24,6 +24,10 @@
  *   RIG_EXPECT_DENIED   host:port the daemon must refuse with WSAEACCES (default: not checked)
  *   RIG_TIMEOUT_MS      the whole run's limit, daemon start-up included (default 60000)
  *   RIG_RESUME_CHECK    1: step 4
+ *   RIG_SLOT            a whole number: when the daemon's name resolves to several addresses (a
+ *                       farm's replicas), connect to the one at this index in numeric order
+ *                       (modulo their count; the SDK's addressOrder), so that rigs numbered
+ *                       1, 2, 3, ... spread evenly. Default: a random one (addressOrder 'shuffle')
  *
  * Prints one line per check and "rig: PASSED" or "rig: FAILED: <why>"; exits 0 or 1.
  */
@@ -36,6 +40,8 @@ const started = Date.now();
 const env = process.env;
 const TIMEOUT_MS = Number(env['RIG_TIMEOUT_MS'] || 60000);
 const deadline = started + TIMEOUT_MS;
+const SLOT = env['RIG_SLOT'] ? Number(env['RIG_SLOT']) : undefined;
+const ADDRESS_ORDER: S.AddressOrder = SLOT ?? 'shuffle';
 
 class RigFailure extends Error {}
 
@@ -95,7 +101,7 @@ async function openSession(url: string): Promise<S.SpiSession> {
   phase = `opening a session to ${url}`;
   while (remaining() > 0) {
     try {
-      return await S.connect(url, { token: token(), connectTimeoutMs: Math.min(5000, Math.max(1, remaining())) });
+      return await S.connect(url, { token: token(), addressOrder: ADDRESS_ORDER, connectTimeoutMs: Math.min(5000, Math.max(1, remaining())) });
     } catch (err) {
       last = (err as Error).message;
       phase = `opening a session to ${url} (last attempt: ${last})`;
@@ -282,11 +288,21 @@ async function deniedScenario(spi: S.SpiSession, target: S.SockAddr): Promise<vo
 }
 
 /** A TCP proxy in this process in front of the daemon; cut() breaks its connections as a network would. */
-async function cuttableProxy(daemonUrl: string): Promise<{ url: string; cut(): number }> {
+interface CuttableProxy {
+  url: string;
+  /** Where the last connection through the proxy went: the replica the name picked. */
+  upstream: string;
+  cut(): number;
+}
+
+async function cuttableProxy(daemonUrl: string): Promise<CuttableProxy> {
   const target = new URL(daemonUrl);
   const live = new Set<net.Socket>();
+  let upstream = 'not connected';
   const server = net.createServer((client) => {
-    const up = net.connect(Number(target.port || 80), target.hostname);
+    // The proxy stands in for the SDK's own connection: the same choice among the addresses.
+    const up = net.connect({ port: Number(target.port || 80), host: target.hostname.replace(/^\[(.*)\]$/, '$1'), lookup: S.addressLookup(ADDRESS_ORDER) });
+    up.once('connect', () => (upstream = `${up.remoteAddress}:${up.remotePort}`));
     const drop = (): void => {
       client.destroy();
       up.destroy();
@@ -304,6 +320,9 @@ async function cuttableProxy(daemonUrl: string): Promise<{ url: string; cut(): n
   server.unref();
   const { port } = server.address() as net.AddressInfo;
   return {
+    get upstream() {
+      return upstream;
+    },
     // The same scheme: over wss:// the TLS session passes through the proxy untouched.
     url: `${target.protocol}//127.0.0.1:${port}${target.pathname}${target.search}`,
     cut: () => {
@@ -314,11 +333,12 @@ async function cuttableProxy(daemonUrl: string): Promise<{ url: string; cut(): n
   };
 }
 
-async function resumeScenario(spi: S.SpiSession, peer: S.SockAddr, proxy: { cut(): number }): Promise<void> {
+async function resumeScenario(spi: S.SpiSession, peer: S.SockAddr, proxy: CuttableProxy): Promise<void> {
   phase = 'the resume check';
   const offer = spi.welcome.resume;
   if (!offer) fail('the daemon offered no resume (is --resume-grace 0?)');
-  say(`daemon ${offer.daemonId}, resume at ${offer.url ?? 'the URL the session used'}`);
+  const slot = SLOT === undefined ? 'a random address' : `RIG_SLOT ${SLOT}`;
+  say(`daemon ${offer.daemonId} at ${proxy.upstream} (${slot}), resume at ${offer.url ?? 'the URL the session used'}`);
   // null: resumed; a string: why the session was lost.
   const outcome = new Promise<string | null>((resolve) => {
     spi.on('resumed', () => resolve(null));
@@ -349,6 +369,7 @@ async function resumeScenario(spi: S.SpiSession, peer: S.SockAddr, proxy: { cut(
 }
 
 async function main(): Promise<void> {
+  if (SLOT !== undefined && !(Number.isSafeInteger(SLOT) && SLOT >= 0)) fail(`RIG_SLOT is a whole number, not ${JSON.stringify(env['RIG_SLOT'])}`);
   const url = env['SPIWIRE_URL'] || 'ws://127.0.0.1:7787/ws';
   const tcpPeer = await resolve(env['RIG_TCP_ECHO'] || '127.0.0.1:7007', 'RIG_TCP_ECHO');
   const udpPeer = await resolve(env['RIG_UDP_ECHO'] || '127.0.0.1:7007', 'RIG_UDP_ECHO');
