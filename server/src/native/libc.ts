@@ -1,6 +1,7 @@
 /**
  * The few C library calls Node has no API for: send() with MSG_OOB (TCP urgent data) and
- * setsockopt()/getsockopt() on a socket's descriptor. Loaded lazily through koffi, a prebuilt FFI
+ * setsockopt()/getsockopt() on a socket's descriptor, and a bound TCP socket that holds a port
+ * (port-hold.ts). Loaded lazily through koffi, a prebuilt FFI
  * package; where it cannot load (or the platform is not Linux or macOS) libc() returns null and
  * the features that need it report WSAEOPNOTSUPP or fall back to Node's own APIs.
  */
@@ -66,6 +67,14 @@ export interface NativeConstants {
   MSG_ERRQUEUE: number;
   /** recv() flag: never block. */
   MSG_DONTWAIT: number;
+  /** The platform's AF_INET6 (AF_INET is 2 everywhere). */
+  AF_INET6: number;
+  SO_REUSEADDR: number;
+  IPV6_V6ONLY: number;
+  /** socket() type flag that closes the descriptor across exec (0 where it is set otherwise). */
+  SOCK_CLOEXEC: number;
+  /** BSD layout: a sockaddr starts with its length byte, then a one-byte family. */
+  SOCKADDR_HAS_LEN: boolean;
 }
 
 const LINUX: NativeConstants = {
@@ -105,6 +114,11 @@ const LINUX: NativeConstants = {
   RECVERR: { v4: { level: 0, name: 11 }, v6: { level: 41, name: 25 } },
   MSG_ERRQUEUE: 0x2000,
   MSG_DONTWAIT: 0x40,
+  AF_INET6: 10,
+  SO_REUSEADDR: 2,
+  IPV6_V6ONLY: 26,
+  SOCK_CLOEXEC: 0x80000,
+  SOCKADDR_HAS_LEN: false,
 };
 
 const DARWIN: NativeConstants = {
@@ -142,6 +156,11 @@ const DARWIN: NativeConstants = {
   RECVERR: null,
   MSG_ERRQUEUE: 0,
   MSG_DONTWAIT: 0x80,
+  AF_INET6: 30,
+  SO_REUSEADDR: 0x0004,
+  IPV6_V6ONLY: 27,
+  SOCK_CLOEXEC: 0,
+  SOCKADDR_HAS_LEN: true,
 };
 
 export interface Libc {
@@ -182,6 +201,12 @@ export interface Libc {
   address(buf: Uint8Array): number;
   /** inet_pton(3): writes a numeric address's bytes (4 or 16) into out; false when it is not one of af. */
   addressBytes(af: 'ipv4' | 'ipv6', text: string, out: Uint8Array): boolean;
+  /** socket(2) of a TCP socket (SOCK_STREAM) in af, closed across exec; the descriptor, or -errno. */
+  tcpSocket(af: 'ipv4' | 'ipv6'): number;
+  /** bind(2) to a struct sockaddr laid out in sockaddr; 0 or -errno. */
+  bind(fd: number, sockaddr: Uint8Array): number;
+  /** close(2); 0 or -errno. */
+  close(fd: number): number;
 }
 
 let loaded: Libc | null | undefined;
@@ -219,7 +244,10 @@ export function libc(): Libc | null {
     const sendmmsg = lp64 ? lib.func('int sendmmsg(int, const void *, unsigned int, int)') : null;
     const recvmsg = lp64 ? lib.func('long recvmsg(int, void *, int)') : null;
     const inetPton = lib.func('int inet_pton(int, const char *, _Out_ void *)');
-    const AF = { ipv4: 2, ipv6: process.platform === 'linux' ? 10 : 30 };
+    const socket = lib.func('int socket(int, int, int)');
+    const bind = lib.func('int bind(int, const void *, uint32_t)');
+    const close = lib.func('int close(int)');
+    const AF = { ipv4: 2, ipv6: c.AF_INET6 };
     const err = (r: number): number => (r < 0 ? -koffi.errno() : r);
     loaded = {
       c,
@@ -262,6 +290,9 @@ export function libc(): Libc | null {
       recvmsg: recvmsg ? (fd, msghdr, flags) => err(Number(recvmsg(fd, msghdr, flags))) : null,
       address: (buf) => Number(koffi.address(buf)),
       addressBytes: (af, text, out) => out.length >= (af === 'ipv4' ? 4 : 16) && (inetPton(AF[af], text, out) as number) === 1,
+      tcpSocket: (af) => err(socket(AF[af], 1 | c.SOCK_CLOEXEC, 0) as number),
+      bind: (fd, sockaddr) => err(bind(fd, sockaddr, sockaddr.length) as number),
+      close: (fd) => err(close(fd) as number),
       received(fd) {
         const at = c.RECEIVED_COUNT;
         if (!at) return null;

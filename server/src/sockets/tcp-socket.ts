@@ -9,6 +9,7 @@ import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
 import { fdOf, libc } from '../native/libc.js';
+import { holdTcpPort, type PortHold } from '../native/port-hold.js';
 import type { Drainable, Draining } from '../draining.js';
 import { EmulatedSocket, SELECT_EXCEPT, SELECT_READ, SELECT_WRITE, type SendFunction, type SocketContext, type SocketIdentity, type StreamedStart } from './emulated-socket.js';
 import { TransportBuffer, type QueuedSend, type StreamSink } from './transport-buffer.js';
@@ -53,6 +54,8 @@ type Settled = { port: number } | { code: number; heldOnPaper: boolean };
 export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private conn: net.Socket | null = null;
   private server: net.Server | null = null;
+  /** The bound port, held in the kernel while nothing of node's holds it (port-hold.ts). */
+  private portHold: PortHold | null = null;
   private bound: SockAddr | null = null;
   private tx: TransportBuffer | null = null;
   /** Bytes read from the connection (a counter, for metrics: no per-chunk work beyond the add). */
@@ -140,6 +143,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       case 'closed':
         this.stopEvents();
         this.updateUrgentWatch();
+        this.releasePort();
         this.ctx.ports.release(this.handle);
         return;
       default:
@@ -212,7 +216,21 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       return W.WSAEINVAL;
     }
     this.bound = { ...name, port: settled.port };
+    this.holdPort();
     return 0;
+  }
+
+  /** Holds the bound port in the kernel until a listening socket or a connection of node's has it. */
+  private holdPort(): void {
+    const bound = this.bound;
+    if (!bound || this.portHold || this.closed) return;
+    const r = this.reservationFor(bound, bound.port);
+    this.portHold = holdTcpPort({ family: r.family === W.AF_INET6 ? 6 : 4, address: r.address, scope: r.scope, port: r.port, dualStack: r.dualStack });
+  }
+
+  private releasePort(): void {
+    this.portHold?.release();
+    this.portHold = null;
   }
 
   /**
@@ -326,6 +344,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       this.wake();
     });
     this.server = server;
+    this.releasePort();
     return 0;
   }
 
@@ -396,6 +415,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       allowHalfOpen: true,
       ...(local ? { localAddress: isAnyAddress(local.address) ? undefined : hostOf(local), localPort: local.port } : {}),
     });
+    // node binds the connection's socket to the port on the next tick (the host is numeric):
+    // from then on it holds the port, and the holder goes, so that the socket keeps one descriptor.
+    if (this.portHold) process.nextTick(() => this.releasePort());
     let failedWith = 0;
     const onError = (err: Error): void => {
       if (!this.state.is('connecting')) return;
@@ -403,6 +425,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       this.pendingError = failedWith;
       this.connectResult = failedWith;
       conn.destroy();
+      // A failed connect leaves the socket bound to its port, as on Windows: held again.
+      this.holdPort();
       // Back to where the attempt started (created, or bound); FD_CONNECT carries the error.
       if (this.state.move(before)) this.wake();
     };

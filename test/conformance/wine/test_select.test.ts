@@ -95,9 +95,9 @@ const listenAfter = new Scenario<Bound>(async (f) => {
   const s = await socket(spi, f, 'tcp');
   await setBlocking(spi, s, false);
   await must('WSPBind', (e) => spi.WSPBind(s, addr(f, 0), namelen(f), e));
-  // A closed port other than the one just bound: the daemon holds a bound, idle TCP socket's
-  // port only in its own reservations (port-reservations.ts), so the kernel may hand the same
-  // port out again, and a connect to it from it would connect to itself.
+  // A closed port other than the one just bound (a connect to it from it would connect to
+  // itself). The daemon holds the bound port in the kernel (native/port-hold.ts), so the host
+  // should not hand it out again; without the C library it is held only on paper.
   const [, , bound] = await getName(spi, s);
   let port = await closedPort(f);
   for (let i = 0; i < 10 && port === bound.port; i++) port = await closedPort(f);
