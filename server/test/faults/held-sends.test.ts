@@ -68,3 +68,33 @@ for (const [action, how, sndBuf, SIZE] of CASES) t.test(`${action}, ${how}: a th
   await s.call('WSPGetSockOpt', { s: await tcpSocket(s), level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
   t.equal(completions().length, 1, 'closing the socket completes it no second time');
 });
+
+t.test('break: WSPCloseSocket answers a blocking send waiting for the break with the rule code, not WSAEINTR', async (t) => {
+  const held: net.Socket[] = [];
+  let received = 0;
+  const server = net.createServer({ pauseOnConnect: true }, (c) => {
+    c.on('error', () => undefined);
+    c.on('data', (b: Buffer) => (received += b.length));
+    held.push(c);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const c of held) c.destroy();
+    server.close();
+  });
+  const d = await daemon(t, { limits: { drainMs: 100 } });
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s);
+  await connectTo(s, h, (server.address() as net.AddressInfo).port);
+  // The break comes after byte SIZE; the peer does not read yet, so the bytes before it stay in
+  // the kernel and the blocking send waits for the break.
+  const SIZE = 8 * 1024 * 1024;
+  await s.call('spiwire.faults.add', { rule: { match: { socket: h }, action: { type: 'break', at: SIZE, code: P.WSAECONNABORTED } } });
+  const send = s.request('WSPSend', { s: h, buffers: [new Uint8Array(SIZE + 1000)], flags: 0 });
+  await s.call('WSPGetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
+  t.notOk(s.messages.some((m) => m.id === send.id), 'the blocking send waits for the break (no answer a round trip later)');
+  t.equal((await s.call('WSPCloseSocket', { s: h }))['ret'], 0, 'WSPCloseSocket');
+  for (const c of held) c.resume();
+  const r = await send.response;
+  t.same([r.result?.['ret'], r.result?.['errno']], [-1, P.WSAECONNABORTED], 'the blocking send fails with the rule code');
+});
