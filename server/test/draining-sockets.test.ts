@@ -5,27 +5,15 @@
  * out of descriptors. Once the bytes are delivered, the room is back.
  */
 import t from 'tap';
-import * as net from 'node:net';
 import * as P from '@spiwire/proto';
-import { connectTo, daemon, session, tcpSocket, until } from './helpers/raw-client.js';
+import { connectTo, daemon, session, silentPeer, tcpSocket, until } from './helpers/raw-client.js';
 
 t.test('closed sockets still delivering count against maxSockets until their bytes are delivered', async (t) => {
-  const held: net.Socket[] = [];
-  let received = 0;
-  const server = net.createServer({ pauseOnConnect: true }, (c) => {
-    c.on('error', () => undefined);
-    c.on('data', (b: Buffer) => (received += b.length));
-    held.push(c);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    for (const c of held) c.destroy();
-    server.close();
-  });
+  const peer = await silentPeer(t);
   const MAX = 4;
   const d = await daemon(t, { limits: { maxSocketsPerSession: MAX, drainMs: 100 } });
   const s = await session(t, d.url);
-  const port = (server.address() as net.AddressInfo).port;
+  const port = peer.port;
   let sent = 0;
   for (let i = 0; i < MAX; i++) {
     const h = await tcpSocket(s);
@@ -43,7 +31,7 @@ t.test('closed sockets still delivering count against maxSockets until their byt
   const refused = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags: 0 });
   t.same([refused['ret'], refused['errno']], [P.INVALID_SOCKET, P.WSAEMFILE], `with ${MAX} closed sockets still delivering, a new one is WSAEMFILE`);
   // The peers read: everything reported sent arrives, and the room is back.
-  for (const c of held) c.resume();
-  t.ok(await until(() => received === sent, 10000), `the peers got every byte reported sent (${received} of ${sent})`);
+  peer.resume();
+  t.ok(await until(() => peer.received() === sent, 10000), `the peers got every byte reported sent (${peer.received()} of ${sent})`);
   t.ok(await until(async () => (await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags: 0 }))['errno'] === 0, 10000), 'once delivered, a new socket can be made');
 });

@@ -6,9 +6,8 @@
  * the 10-minute deadline, nor a held send whose bytes were handed over only when cancelled.
  */
 import t from 'tap';
-import * as net from 'node:net';
 import * as P from '@spiwire/proto';
-import { connectTo, daemon, session, tcpSocket } from '../helpers/raw-client.js';
+import { connectTo, daemon, session, silentPeer, tcpSocket } from '../helpers/raw-client.js';
 
 /**
  * Large SO_SNDBUF: the send is taken at once and then waits for the break. Full: with the kernel
@@ -25,16 +24,7 @@ const CASES = [
 for (const [action, how, sndBuf, SIZE] of CASES) t.test(`${action}, ${how}: a thread exit delivers an overlapped send it holds at once, with success`, async (t) => {
   // A peer that never reads: the kernel never drains what the transport took, so the break
   // (which waits for every byte before it to leave) does not come.
-  const held: net.Socket[] = [];
-  const server = net.createServer({ pauseOnConnect: true }, (c) => {
-    c.on('error', () => undefined);
-    held.push(c);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    for (const c of held) c.destroy();
-    server.close();
-  });
+  const peer = await silentPeer(t);
   // (At the end the daemon gives what the peer never read 100 ms to drain, not 5 s.)
   const d = await daemon(t, { limits: { drainMs: 100 } });
   const s = await session(t, d.url);
@@ -42,7 +32,7 @@ for (const [action, how, sndBuf, SIZE] of CASES) t.test(`${action}, ${how}: a th
   const optval = new Uint8Array(4);
   new DataView(optval.buffer).setUint32(0, sndBuf, true);
   t.same(await s.call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_SNDBUF, optval, optlen: 4 }), { ret: 0, errno: 0 }, `SO_SNDBUF ${sndBuf}`);
-  await connectTo(s, h, (server.address() as net.AddressInfo).port);
+  await connectTo(s, h, peer.port);
   let before = 0;
   if (how === 'handed ahead') {
     // Nonblocking sends until one fails with WSAEWOULDBLOCK: the kernel and the buffer are full.
@@ -70,22 +60,11 @@ for (const [action, how, sndBuf, SIZE] of CASES) t.test(`${action}, ${how}: a th
 });
 
 t.test('break: WSPCloseSocket answers a blocking send waiting for the break with the rule code, not WSAEINTR', async (t) => {
-  const held: net.Socket[] = [];
-  let received = 0;
-  const server = net.createServer({ pauseOnConnect: true }, (c) => {
-    c.on('error', () => undefined);
-    c.on('data', (b: Buffer) => (received += b.length));
-    held.push(c);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    for (const c of held) c.destroy();
-    server.close();
-  });
+  const peer = await silentPeer(t);
   const d = await daemon(t, { limits: { drainMs: 100 } });
   const s = await session(t, d.url);
   const h = await tcpSocket(s);
-  await connectTo(s, h, (server.address() as net.AddressInfo).port);
+  await connectTo(s, h, peer.port);
   // The break comes after byte SIZE; the peer does not read yet, so the bytes before it stay in
   // the kernel and the blocking send waits for the break.
   const SIZE = 8 * 1024 * 1024;
@@ -94,7 +73,7 @@ t.test('break: WSPCloseSocket answers a blocking send waiting for the break with
   await s.call('WSPGetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 });
   t.notOk(s.messages.some((m) => m.id === send.id), 'the blocking send waits for the break (no answer a round trip later)');
   t.equal((await s.call('WSPCloseSocket', { s: h }))['ret'], 0, 'WSPCloseSocket');
-  for (const c of held) c.resume();
+  peer.resume();
   const r = await send.response;
   t.same([r.result?.['ret'], r.result?.['errno']], [-1, P.WSAECONNABORTED], 'the blocking send fails with the rule code');
 });

@@ -332,6 +332,39 @@ export async function tcpPeer(t: Test): Promise<Peer> {
   };
 }
 
+export interface SilentPeer {
+  port: number;
+  /** Bytes read so far, by every connection. */
+  received(): number;
+  /** The connections start reading. */
+  resume(): void;
+}
+
+/**
+ * A loopback TCP server whose connections read nothing until resume(): what is sent to it stays
+ * in the kernel, so sends fill the buffers and whatever waits for delivery waits. Closed in t's
+ * teardown.
+ */
+export async function silentPeer(t: Test): Promise<SilentPeer> {
+  const held: net.Socket[] = [];
+  let received = 0;
+  const server = net.createServer({ pauseOnConnect: true }, (c) => {
+    c.on('error', () => undefined);
+    c.on('data', (b: Buffer) => (received += b.length));
+    held.push(c);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const c of held) c.destroy();
+    server.close();
+  });
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    received: () => received,
+    resume: () => held.forEach((c) => c.resume()),
+  };
+}
+
 /** The error a connect to 127.0.0.1:port ends with, or 'connected'. */
 export function connectOutcome(port: number): Promise<string> {
   return new Promise((resolve) => {
