@@ -10,7 +10,10 @@ import type { Logger } from 'pino';
 import * as P from '@spiwire/proto';
 import type { TraceDirectory } from './trace-directory.js';
 
-/** Bytes a trace may have waiting for the disk before records are dropped (and the drop noted). */
+/**
+ * Bytes a trace may have waiting for the disk before records are dropped (and the drop noted); all
+ * sessions together have a bound too (trace-directory.ts, MAX_TRACE_WAITING).
+ */
 const MAX_BUFFERED = 8 * 1024 * 1024;
 /**
  * The largest a session's trace file grows: past it, records are dropped (and the drop noted), so
@@ -92,12 +95,23 @@ export class SessionTrace {
     // record always goes: without it the file cannot be exported.)
     const bytes = Buffer.byteLength(line);
     const first = this.written === 0;
-    if (this.stream.writableLength > MAX_BUFFERED || (!first && this.written + bytes > this.maxBytes) || !this.dir.reserve(bytes, first)) {
+    if (this.stream.writableLength > MAX_BUFFERED || (!first && this.written + bytes > this.maxBytes)) {
+      this.dropped++;
+      return;
+    }
+    // The sessions' shared bound on what waits for the disk, then the directory's on the files.
+    if (!this.dir.startWrite(bytes, first)) {
+      this.dropped++;
+      return;
+    }
+    if (!this.dir.reserve(bytes, first)) {
+      this.dir.writtenOut(bytes);
       this.dropped++;
       return;
     }
     this.written += bytes;
-    this.stream.write(line);
+    // Called once the bytes are written, or with an error when they never will be.
+    this.stream.write(line, () => this.dir.writtenOut(bytes));
   }
 }
 

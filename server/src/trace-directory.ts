@@ -14,6 +14,11 @@ import type { Logger } from 'pino';
 export const DEFAULT_TRACE_DIR_BUDGET = 1024 * 1024 * 1024;
 /** Trace files the directory may hold, live and ended: the daemon remembers each ended one. */
 export const MAX_TRACE_FILES = 10_000;
+/**
+ * Bytes of trace records all sessions together may have waiting for the disk. Each session's
+ * own bound (8 MiB, session-trace.ts) times 1,024 sessions would be 8 GiB outside the heap.
+ */
+export const MAX_TRACE_WAITING = 64 * 1024 * 1024;
 
 /** A session's trace file: the session id (a UUID) and .jsonl; nothing else in the directory is touched. */
 const TRACE_FILE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.jsonl$/;
@@ -29,12 +34,14 @@ export class TraceDirectory {
   /** Files of ended sessions, oldest first: the ones that may go. */
   private readonly ended: EndedFile[] = [];
   private deleted = 0;
+  private waiting = 0;
 
   constructor(
     readonly path: string,
     readonly budgetBytes: number,
     private readonly log: Logger,
     readonly maxFiles = MAX_TRACE_FILES,
+    readonly maxWaitingBytes = MAX_TRACE_WAITING,
   ) {
     this.adoptEarlierFiles();
   }
@@ -61,6 +68,26 @@ export class TraceDirectory {
     if (this.used + bytes > this.budgetBytes && !always) return false;
     this.used += bytes;
     return true;
+  }
+
+  /** Bytes of records handed to the files and not yet written, all sessions. */
+  get waitingBytes(): number {
+    return this.waiting;
+  }
+
+  /**
+   * Room for bytes more waiting for the disk; false when the sessions together have their most
+   * waiting. always: counted even then (a file's first record). Each true is followed by
+   * writtenOut(bytes) once the write is done or failed.
+   */
+  startWrite(bytes: number, always = false): boolean {
+    if (this.waiting + bytes > this.maxWaitingBytes && !always) return false;
+    this.waiting += bytes;
+    return true;
+  }
+
+  writtenOut(bytes: number): void {
+    this.waiting -= bytes;
   }
 
   /** A session's file is written and closed: it may now be deleted to make room. */

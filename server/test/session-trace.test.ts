@@ -125,3 +125,28 @@ t.test('the directory holds at most its number of files; a session without room 
   await second.close();
   await third.close();
 });
+
+t.test('what waits for the disk is bounded across sessions, not only per session', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'spiwire-trace-waiting-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const log = pino({ level: 'silent' });
+  const maxWaiting = 32 * 1024;
+  const traces = new TraceDirectory(dir, 1 << 30, log, 100, maxWaiting);
+  const ids = [randomUUID(), randomUUID(), randomUUID()];
+  const sessions = ids.map((id) => new SessionTrace(traces, id, log));
+  // In one turn nothing reaches the disk: each session alone stays far below its own 8 MiB
+  // bound, but together they reach the shared one, and records are dropped.
+  for (const s of sessions) calls(s, 400);
+  t.ok(traces.waitingBytes <= maxWaiting + 1024, `${traces.waitingBytes} bytes waiting, within ${maxWaiting} (and the origin records)`);
+  // Once the disk caught up, there is room again.
+  for (let i = 0; i < 1000 && traces.waitingBytes > 0; i++) await new Promise((r) => setImmediate(r));
+  t.equal(traces.waitingBytes, 0, 'nothing waits once the writes are done');
+  sessions[0]!.request('late', 'WSPSend', { s: 7, buffers: [new Uint8Array(10)], flags: 0 });
+  sessions[0]!.reply('late', { ret: 0, errno: 0 });
+  await Promise.all(sessions.map((s) => s.close()));
+  t.equal(traces.waitingBytes, 0, 'and nothing after the files closed');
+  const lines = ids.map((id) => readTrace(join(dir, `${id}.jsonl`)).length);
+  const total = lines.reduce((a, b) => a + b, 0);
+  t.ok(total < 3 * 801, `records were dropped: ${total} lines of ${3 * 801} written`);
+  t.same(readTrace(join(dir, `${ids[0]!}.jsonl`)).slice(-2).map((r) => [r['kind'], r['id']]), [['request', 'late'], ['reply', 'late']], 'the call made after the disk caught up was written');
+});
