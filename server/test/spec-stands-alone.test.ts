@@ -16,7 +16,7 @@ import { buildApp } from '../src/app.js';
 import { DaemonContext, DEFAULT_LIMITS } from '../src/daemon-context.js';
 import { VERSION } from '../src/version.js';
 import { parseConfig, SETTINGS } from '../src/internals.js';
-import { connectTo, connectedSocket, daemon, ipv4, pattern, roundTrip, session, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, within, type PeerConn, type RawSession } from './helpers/raw-client.js';
+import { connectTo, connectedSocket, daemon, ipv4, pattern, roundTrip, session, silentPeer, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, within, type Msg, type PeerConn, type RawSession } from './helpers/raw-client.js';
 
 const README = readFileSync(new URL('../../../proto/README.md', import.meta.url), 'utf8');
 const LINES = README.split('\n');
@@ -830,4 +830,51 @@ t.test('compact headers: after one compact record, replies and completions of th
   t.ok(await textReply, 'a request in a text frame is answered in a text frame');
   t.same((await s.wait((m) => m.id === 778)).result, { ret: 0, errno: 0, bytesSent: 2 });
   t.equal((await conn.waitFor(10)).toString(), 'a;b;c;d;e;', 'every byte reached the peer');
+});
+
+// ------------------------------------- a second client written from the spec alone (in Python)
+
+t.test('integers written as 16.0 or 1.6e1, array errors, empty sends, the close order, overlapped sends on a nonblocking socket', async (t) => {
+  t.match(section('7. Value types'), /An integer is any JSON number whose value is whole: `16`, `16.0` and `1.6e1` are the same number, and `16.5` is refused/, 'section 7: integers');
+  t.match(section('7. Value types'), /An array \(bytes\[\], u32\[\]\) is named as a whole, without an index/, 'section 7: arrays in errors');
+  t.match(section('WSPSend'), /An empty array, like empty buffers, is a send of 0 bytes/, 'WSPSend: an empty buffers array');
+  t.match(section('WSPCloseSocket'), /Their `spiwire.completion` notifications come before the WSPCloseSocket reply/, 'WSPCloseSocket: completions first');
+  t.match(section('9. Blocking, nonblocking and overlapped calls'), /Overlapped operations pend whatever the FIONBIO setting/, 'section 9: overlapped sends pend on a nonblocking socket');
+
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const peer = await silentPeer(t);
+  const h = await tcpSocket(s, P.WSA_FLAG_OVERLAPPED);
+  await connectTo(s, h, peer.port);
+
+  // Text frames, so that the numbers go exactly as written.
+  const text = async (id: string, params: string): Promise<Msg> => {
+    s.ws.send(`{"jsonrpc":"2.0","id":"${id}","method":"WSPGetSockOpt","params":${params}}`);
+    return s.wait((m) => m.id === id);
+  };
+  const whole = await text('whole', `{"s":${h}.0,"level":6.5535e4,"optname":4104.0,"optlen":4e0}`);
+  t.same([whole.result?.['ret'], whole.result?.['errno']], [0, 0], '288.0, 6.5535e4 and 4e0 are integers');
+  const half = await text('half', `{"s":${h},"level":65535,"optname":4104,"optlen":4.5}`);
+  t.same([half.error?.['code'], half.error?.['data']], [P.INVALID_PARAMS, { field: 'optlen' }], '4.5 is refused');
+
+  const bad = await s.request('WSPSend', { s: h, buffers: [new Uint8Array(1), 'text'], flags: 0 }).response;
+  t.same(bad.error?.['data'], { field: 'buffers' }, 'a bad element names the array, without an index');
+  t.same(await s.call('WSPSend', { s: h, buffers: [], flags: 0 }), { ret: 0, errno: 0, bytesSent: 0 }, 'an empty buffers array sends 0 bytes');
+
+  // Nonblocking, and the peer reads nothing: overlapped sends pend until the buffers are full.
+  t.equal((await s.call('WSPIoctl', { s: h, code: P.FIONBIO, input: dword(1), outputLength: 0 }))['ret'], 0);
+  const pending = new Set<number>();
+  for (let op = 1; op <= 64 && pending.size < 8; op++) {
+    const r = await s.call('WSPSend', { s: h, buffers: [new Uint8Array(1 << 20)], flags: 0, overlapped: { op, thread: 1 } });
+    if (r['errno'] === P.WSA_IO_PENDING) pending.add(op);
+    else t.same([r['ret'], r['errno']], [0, 0], `send ${op} completed at once`);
+  }
+  t.equal(pending.size, 8, 'on a nonblocking socket, overlapped sends that do not fit pend (not WSAEWOULDBLOCK)');
+  const close = s.request('WSPCloseSocket', { s: h });
+  await close.response;
+  const at = s.messages.findIndex((m) => m.id === close.id);
+  const completions = (from: number, to: number): Array<Record<string, unknown>> => s.messages.slice(from, to).filter((m) => m.method === 'spiwire.completion' && pending.has(m.params?.['op'] as number)).map((m) => m.params!);
+  const before = completions(0, at);
+  t.same([before.length, completions(at + 1, s.messages.length).length], [pending.size, 0], 'every pending send completed before the close reply');
+  t.ok(before.some((c) => c['error'] === P.WSA_OPERATION_ABORTED), 'the ones the close ended with WSA_OPERATION_ABORTED');
 });
