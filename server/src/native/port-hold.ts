@@ -9,7 +9,9 @@
  * as libuv does on every TCP bind, so that the daemon's own listen or connect from the port, made
  * through node:net beside it, is allowed (Linux lets sockets that all set SO_REUSEADDR share a port
  * while none of them listens). Programs that bind without SO_REUSEADDR get EADDRINUSE, and the
- * kernel never picks the port for anyone's port-0 bind or connection while it is held.
+ * kernel never picks the port for anyone's port-0 bind or connection while it is held. What it
+ * cannot stop: a program that sets SO_REUSEADDR too (node's sockets always do) may still bind and
+ * listen on the port, after which the daemon's own listen there fails with WSAEADDRINUSE.
  *
  * Linux only: BSD stacks (macOS) let two sockets bind one identical address only with
  * SO_REUSEPORT, so there the holder would refuse the daemon's own listen.
@@ -49,15 +51,21 @@ function sockaddrOf(a: TcpPortAddress): Uint8Array | null {
   return b;
 }
 
+/** Whether holdTcpPort can hold ports here at all (Linux, with the C library). */
+export function canHoldPorts(): boolean {
+  return process.platform === 'linux' && libc() !== null;
+}
+
 /**
- * Binds a holder to a, or returns null: the C library is not available, or the bind failed (the
- * caller's own probe already said the address is free, so a failure here only means the port is
- * not held in the kernel, as it was before this existed).
+ * Binds a holder to a, or returns null: the C library is not available, or the bind failed. The
+ * one failure expected: a listening socket of the daemon's has this very address (a socket may
+ * bind beside a listener of its session with SO_REUSEADDR, and Linux refuses a second bind there);
+ * the caller tries again when that listener closes.
  */
 export function holdTcpPort(a: TcpPortAddress): PortHold | null {
   const lib = libc();
   const sockaddr = sockaddrOf(a);
-  if (!lib || !sockaddr || a.port === 0 || process.platform !== 'linux') return null;
+  if (!lib || !sockaddr || a.port === 0 || !canHoldPorts()) return null;
   const fd = lib.tcpSocket(a.family === 6 ? 'ipv6' : 'ipv4');
   if (fd < 0) return null;
   const c = lib.c;

@@ -117,6 +117,16 @@ export class PortReservations {
   private readonly listenerKeys = new Map<number, string>();
   /** Per port, the bind, listen or takeover under way: they run one after another (onPort). */
   private readonly turns = new Map<string, Promise<unknown>>();
+  /** Bound sockets whose port the kernel would not let them hold (native/port-hold.ts), by owner. */
+  private readonly unheld = new Map<number, () => void>();
+
+  /**
+   * The socket could not hold its port in the kernel: a listening socket of the daemon's has that
+   * very address. retry() runs once another socket of the port has let it go (closed).
+   */
+  holdLater(owner: number, retry: () => void): void {
+    if (this.held.has(owner)) this.unheld.set(owner, retry);
+  }
 
   /** 0 when `r` may be bound beside every address held, else the WSA code Windows gives. */
   check(owner: number, r: Reservation): number {
@@ -236,7 +246,23 @@ export class PortReservations {
   }
 
   release(owner: number): void {
+    const r = this.held.get(owner);
     this.stopListening(owner);
     this.held.delete(owner);
+    this.unheld.delete(owner);
+    if (r) this.retryHolds(r);
+  }
+
+  /** The sockets of r's port still waiting to hold it try again, once the closing socket's own is closed. */
+  private retryHolds(r: Reservation): void {
+    const due: Array<() => void> = [];
+    for (const [owner, retry] of this.unheld) {
+      const other = this.held.get(owner);
+      if (other?.port !== r.port || other.proto !== r.proto) continue;
+      this.unheld.delete(owner);
+      due.push(retry);
+    }
+    // The closing socket closes its real one after it releases its address.
+    if (due.length > 0) queueMicrotask(() => due.forEach((retry) => retry()));
   }
 }

@@ -9,7 +9,7 @@ import * as W from '@spiwire/proto';
 import type { SockAddr } from '@spiwire/proto';
 import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
 import { fdOf, libc } from '../native/libc.js';
-import { holdTcpPort, type PortHold } from '../native/port-hold.js';
+import { canHoldPorts, holdTcpPort, type PortHold } from '../native/port-hold.js';
 import type { Drainable, Draining } from '../draining.js';
 import { EmulatedSocket, SELECT_EXCEPT, SELECT_READ, SELECT_WRITE, type SendFunction, type SocketContext, type SocketIdentity, type StreamedStart } from './emulated-socket.js';
 import { TransportBuffer, type QueuedSend, type StreamSink } from './transport-buffer.js';
@@ -56,6 +56,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private server: net.Server | null = null;
   /** The bound port, held in the kernel while nothing of node's holds it (port-hold.ts). */
   private portHold: PortHold | null = null;
+  /** node's connection while a connect is under way (this.conn once it connected). */
+  private connectingConn: net.Socket | null = null;
   private bound: SockAddr | null = null;
   private tx: TransportBuffer | null = null;
   /** Bytes read from the connection (a counter, for metrics: no per-chunk work beyond the add). */
@@ -223,9 +225,12 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   /** Holds the bound port in the kernel until a listening socket or a connection of node's has it. */
   private holdPort(): void {
     const bound = this.bound;
-    if (!bound || this.portHold || this.closed) return;
+    // Only while bound and idle: a listening socket or a connection holds the port itself.
+    if (!bound || this.portHold || this.closed || !this.state.is('bound')) return;
     const r = this.reservationFor(bound, bound.port);
     this.portHold = holdTcpPort({ family: r.family === W.AF_INET6 ? 6 : 4, address: r.address, scope: r.scope, port: r.port, dualStack: r.dualStack });
+    // Refused while a listener of the session has this very address: again once a socket of the port closes.
+    if (!this.portHold && canHoldPorts()) this.ctx.ports.holdLater(this.handle, () => this.holdPort());
   }
 
   private releasePort(): void {
@@ -415,24 +420,28 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       allowHalfOpen: true,
       ...(local ? { localAddress: isAnyAddress(local.address) ? undefined : hostOf(local), localPort: local.port } : {}),
     });
+    this.connectingConn = conn;
     // node binds the connection's socket to the port on the next tick (the host is numeric):
     // from then on it holds the port, and the holder goes, so that the socket keeps one descriptor.
     if (this.portHold) process.nextTick(() => this.releasePort());
     let failedWith = 0;
     const onError = (err: Error): void => {
+      if (this.connectingConn === conn) this.connectingConn = null;
       if (!this.state.is('connecting')) return;
       failedWith = wsaFromNodeError(err);
       this.pendingError = failedWith;
       this.connectResult = failedWith;
       conn.destroy();
+      // Back to where the attempt started (created, or bound); FD_CONNECT carries the error.
+      if (!this.state.move(before)) return;
       // A failed connect leaves the socket bound to its port, as on Windows: held again.
       this.holdPort();
-      // Back to where the attempt started (created, or bound); FD_CONNECT carries the error.
-      if (this.state.move(before)) this.wake();
+      this.wake();
     };
     conn.once('error', onError);
     conn.once('connect', () => {
       conn.off('error', onError);
+      if (this.connectingConn === conn) this.connectingConn = null;
       if (this.closed || !this.state.move('connected')) {
         conn.destroy();
         return;
@@ -1225,6 +1234,10 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       c.resetAndDestroy();
     }
     this.server?.close();
+    // A connect still under way ends with the socket: its SYNs could otherwise go on for minutes,
+    // holding a descriptor and the port that no limit counts.
+    this.connectingConn?.destroy();
+    this.connectingConn = null;
     const conn = this.conn;
     if (!conn || conn.destroyed) return;
     if (this.opts.linger.onoff && this.opts.linger.seconds === 0) {

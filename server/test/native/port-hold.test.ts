@@ -10,6 +10,7 @@
 import t from 'tap';
 import * as net from 'node:net';
 import { readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import * as P from '@spiwire/proto';
 import { libc } from '../../src/native/libc.js';
 import { daemon, ipv4, session, tcpSocket, type RawSession } from '../helpers/raw-client.js';
@@ -105,4 +106,69 @@ t.test('connecting from a held port: the peer sees that port; a refused connect 
   t.same(remotePorts, [port], 'the peer saw the bound port');
   // The test's peer side of the connection is a descriptor of this process too.
   t.equal(openDescriptors(), before + 1, "the connection replaced the holder (the one more is the peer's end)");
+});
+
+t.test('a socket bound beside a listener of its session holds the port once the listener closes', { skip }, async (t) => {
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const on = new Uint8Array([1, 0, 0, 0]);
+  const reusing = async (): Promise<number> => {
+    const h = await tcpSocket(s);
+    t.equal((await s.call('WSPSetSockOpt', { s: h, level: P.SOL_SOCKET, optname: P.SO_REUSEADDR, optval: on, optlen: 4 }))['ret'], 0);
+    return h;
+  };
+  const listener = await reusing();
+  t.equal((await s.call('WSPBind', { s: listener, name: ipv4(0), namelen: 16 }))['ret'], 0);
+  t.equal((await s.call('WSPListen', { s: listener, backlog: 4 }))['ret'], 0);
+  const port = ((await s.call('WSPGetSockName', { s: listener, namelen: 16 }))['name'] as P.SockAddr).port;
+  // Beside the listener the kernel refuses a holder: the listener holds the port meanwhile.
+  const beside = await reusing();
+  t.equal((await s.call('WSPBind', { s: beside, name: ipv4(port), namelen: 16 }))['ret'], 0, 'a second socket binds the listening address (both SO_REUSEADDR)');
+  t.equal((await s.call('WSPCloseSocket', { s: listener }))['ret'], 0, 'the listener closes');
+  t.equal(otherProgramBinds(port), EADDRINUSE, 'the socket still bound holds the port now');
+  t.equal((await s.call('WSPCloseSocket', { s: beside }))['ret'], 0);
+  t.equal(otherProgramBinds(port), 0, 'and lets it go when it closes');
+});
+
+t.test('WSPCloseSocket during a connect that hangs ends node\'s connection: no descriptor or port left', { skip }, async (t) => {
+  // A peer whose accept queue is full: a listener made through the C library (node would accept
+  // at once) with a backlog of 0 that never accepts, and connections that fill the queue. The
+  // kernel drops further SYNs, so a connect to it hangs.
+  const koffi = createRequire(import.meta.url)('koffi') as { load(name: string): { func(sig: string): (...args: unknown[]) => number } };
+  const c = koffi.load('libc.so.6');
+  const listen = c.func('int listen(int, int)');
+  const getsockname = c.func('int getsockname(int, _Out_ uint8_t *, _Inout_ uint32_t *)');
+  const lib = native!;
+  const lfd = lib.tcpSocket('ipv4');
+  const sa = Buffer.alloc(16);
+  sa.writeUInt16LE(2, 0);
+  sa.set([127, 0, 0, 1], 4);
+  t.equal(lib.bind(lfd, sa), 0);
+  t.equal(listen(lfd, 0), 0);
+  const name = Buffer.alloc(16);
+  getsockname(lfd, name, [16]);
+  const full = name.readUInt16BE(2);
+  const fillers: net.Socket[] = [];
+  t.teardown(() => {
+    for (const f of fillers) f.destroy();
+    lib.close(lfd);
+  });
+  // The queue holds backlog + 1 connections on Linux: one, connected once the kernel queued it.
+  const filler = net.connect(full, '127.0.0.1').on('error', () => undefined);
+  fillers.push(filler);
+  await new Promise<void>((resolve) => filler.once('connect', resolve));
+
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const { h, port } = await boundSocket(s);
+  await s.call('WSPIoctl', { s: h, code: P.FIONBIO, input: new Uint8Array([1, 0, 0, 0]), outputLength: 0 });
+  const before = openDescriptors();
+  const started = await s.call('WSPConnect', { s: h, name: ipv4(full), namelen: 16 });
+  t.same([started['ret'], started['errno']], [P.SOCKET_ERROR, P.WSAEWOULDBLOCK], 'the connect is under way');
+  // The connection's socket has the port once node bound it (the holder went): wait for that.
+  for (let i = 0; i < 100 && openDescriptors() !== before; i++) await new Promise((r) => setImmediate(r));
+  t.equal(openDescriptors(), before, "node's connecting socket took the holder's place");
+  t.equal((await s.call('WSPCloseSocket', { s: h }))['ret'], 0, 'WSPCloseSocket while it hangs');
+  t.equal(openDescriptors(), before - 1, 'the connecting socket is gone with it');
+  t.equal(otherProgramBinds(port), 0, 'and so is its port');
 });
