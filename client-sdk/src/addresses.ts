@@ -21,8 +21,15 @@ import { isIP } from 'node:net';
  */
 export type AddressOrder = 'shuffle' | 'system' | number;
 
-export function checkAddressOrder(order: unknown): order is AddressOrder | undefined {
-  return order === undefined || order === 'shuffle' || order === 'system' || (typeof order === 'number' && Number.isSafeInteger(order) && order >= 0);
+/** Why order is not an AddressOrder (undefined stands for the default), or null when it is one. */
+export function addressOrderError(order: unknown): TypeError | null {
+  const ok = order === undefined || order === 'shuffle' || order === 'system' || (typeof order === 'number' && Number.isSafeInteger(order) && order >= 0);
+  return ok ? null : new TypeError(`addressOrder is 'shuffle', 'system' or a whole number from 0, not ${JSON.stringify(order)}`);
+}
+
+function mustBeAddressOrder(order: unknown): void {
+  const bad = addressOrderError(order);
+  if (bad) throw bad;
 }
 
 /** The numeric order of two addresses of any families: IPv4 before IPv6, then byte by byte. */
@@ -56,6 +63,7 @@ function addressBytes(address: string): number[] {
 
 /** Reorders a lookup's addresses as order says; random is for tests (default Math.random). */
 export function orderAddresses(addresses: readonly LookupAddress[], order: AddressOrder = 'shuffle', random: () => number = Math.random): LookupAddress[] {
+  mustBeAddressOrder(order);
   if (order === 'system' || addresses.length < 2) return [...addresses];
   if (typeof order === 'number') {
     const sorted = [...addresses].sort(compareNumerically);
@@ -86,6 +94,7 @@ type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | Look
  * them in turn (autoSelectFamily, the default since Node 20), and for one otherwise: the first.
  */
 export function addressLookup(order: AddressOrder = 'shuffle'): (hostname: string, options: { family?: number | string; hints?: number; all?: boolean }, callback: LookupCallback) => void {
+  mustBeAddressOrder(order);
   return (hostname, options, callback) => {
     const family = options.family === 'IPv4' ? 4 : options.family === 'IPv6' ? 6 : Number(options.family ?? 0);
     dnsLookup(hostname, { family: family === 4 || family === 6 ? family : 0, hints: options.hints ?? 0, all: true }, (err, addresses) => {

@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 import { unmask, writeMaskedBinaryFrame, type MaskingKeys } from './masked-frames.js';
 import { IdTable } from './id-table.js';
-import { addressLookup, checkAddressOrder, type AddressOrder } from './addresses.js';
+import { addressLookup, addressOrderError, type AddressOrder } from './addresses.js';
 
 /**
  * A JSON-RPC error from the daemon (the request itself was malformed or impossible), or a reply
@@ -99,7 +99,8 @@ export interface RpcOptions {
    * swarm's dnsrr or a headless Kubernetes Service): which one to try first (addresses.ts).
    * Default 'shuffle', a random one, so that clients spread over the replicas; 'system' keeps
    * getaddrinfo's order; a number n picks the n-th in numeric order (modulo their count), so
-   * that clients numbered 0, 1, 2, ... spread evenly. The others are tried in turn if it fails.
+   * that clients numbered 0, 1, 2, ... spread evenly. With Node's autoSelectFamily (on by default
+   * since Node 20) the others are tried in turn if it fails; without it, only the first is.
    */
   addressOrder?: AddressOrder | undefined;
 }
@@ -411,9 +412,8 @@ export class RpcConnection {
     if (opts.maskingKeys !== undefined && opts.maskingKeys !== 'zero' && opts.maskingKeys !== 'random') {
       return Promise.reject(new TypeError(`maskingKeys is 'zero' or 'random', not ${JSON.stringify(opts.maskingKeys)}`));
     }
-    if (!checkAddressOrder(opts.addressOrder)) {
-      return Promise.reject(new TypeError(`addressOrder is 'shuffle', 'system' or a whole number from 0, not ${JSON.stringify(opts.addressOrder)}`));
-    }
+    const badOrder = addressOrderError(opts.addressOrder);
+    if (badOrder) return Promise.reject(badOrder);
     let ws: WebSocket;
     try {
       let target = url;

@@ -66,4 +66,6 @@ t.test('a session opens through a name with every order; a bad order is refused'
   }
   await t.rejects(RpcConnection.open(url, { addressOrder: -1 }), /addressOrder is 'shuffle', 'system' or a whole number/);
   await t.rejects(RpcConnection.open(url, { addressOrder: 'first' as never }), TypeError);
+  t.throws(() => orderAddresses(replicas, 1.5), TypeError, 'orderAddresses checks the order too');
+  t.throws(() => addressLookup(Number.NaN), TypeError, 'and so does addressLookup');
 });
