@@ -283,3 +283,56 @@ t.test('another program\'s port stays its own: a second daemon cannot bind or li
   t.teardown(() => client.destroy());
   t.ok((await accept(a, l)).s > 0, 'a client still reaches the first daemon\'s listener');
 });
+
+/** A real client of host:port that sends text once connected, or the error code its connect met. */
+function clientSending(host: string, port: number, text: string): Promise<net.Socket | string> {
+  return new Promise((resolve) => {
+    const c = net.connect({ host, port });
+    c.once('connect', () => {
+      c.write(text);
+      resolve(c);
+    });
+    c.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+for (const loopbackFirst of [false, true]) {
+  t.test(`TCP: an any-address and a loopback listener share a port (${loopbackFirst ? 'loopback' : 'any address'} first): each real client reaches the most specific one, and either may close`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const any = await newSocket(spi, 'ipv4', 'tcp');
+    const lo = await newSocket(spi, 'ipv4', 'tcp');
+    const [first, second] = loopbackFirst ? [lo, any] : [any, lo];
+    const addressOf = (s: number, port: number): S.SockAddr => ({ family: S.AF_INET, address: s === lo ? '127.0.0.1' : '0.0.0.0', port });
+    t.same(await call((e) => spi.WSPBind(first, addressOf(first, 0), 16, e)), [0, 0], 'the first binds');
+    t.same(await call((e) => spi.WSPListen(first, 4, e)), [0, 0], 'and listens');
+    const port = (await sockName(spi, first)).port;
+    t.same(await call((e) => spi.WSPBind(second, addressOf(second, port), 16, e)), [0, 0], 'the second binds the same port, without options');
+    t.same(await call((e) => spi.WSPListen(second, 4, e)), [0, 0], 'and listens');
+
+    const clients: net.Socket[] = [];
+    t.teardown(() => clients.forEach((c) => c.destroy()));
+    /** A client of host, accepted by listener l: what it sent arrives there. */
+    const reaches = async (host: string, l: number, what: string): Promise<void> => {
+      const c = await clientSending(host, port, what);
+      if (typeof c === 'string') return void t.fail(`${what}: the connect to ${host} failed with ${c}`);
+      clients.push(c);
+      const { s } = await accept(spi, l);
+      const got = await recvInto(spi, s, [64]);
+      t.equal(got.data.toString(), what, `${what} (to ${host}) was accepted by the ${l === lo ? 'loopback' : 'any-address'} listener`);
+      await spi.WSPCloseSocket(s, S.out(0));
+    };
+    await reaches('127.0.0.1', lo, 'to loopback');
+    await reaches('127.0.0.2', any, 'to another loopback address');
+
+    // The second closes, then the first goes on alone with every client it should get.
+    t.same(await call((e) => spi.WSPCloseSocket(second, e)), [0, 0], 'the second closes');
+    if (first === any) {
+      await reaches('127.0.0.1', any, 'to loopback, the loopback listener gone');
+    } else {
+      await reaches('127.0.0.1', lo, 'to loopback, the any-address listener gone');
+      t.equal(await clientSending('127.0.0.2', port, 'nobody'), 'ECONNREFUSED', 'and another loopback address is refused');
+    }
+    await spi.WSPCloseSocket(first, S.out(0));
+  });
+}

@@ -13,7 +13,15 @@
  * oldest holds the real listening socket, the others wait and the next takes over when it closes,
  * which is how Windows hands connections out among them. The host never sees two listening
  * sockets on one port: a real socket is always exclusive, so no other program can join it.
+ *
+ * Windows also lets an any-address listener and one on a specific address (loopback, say) share a
+ * port without options, and a connection to the specific address goes to its own listener (Wine's
+ * test_reuseaddr). Linux would need SO_REUSEPORT for that, which would let any program of the same
+ * user join the port; so the any-address group alone holds a real socket, and the connections it
+ * accepts for a specific address that has a listening group are handed to that group ("routed").
+ * When the any-address group goes, the specific groups open real sockets of their own again.
  */
+import type { Socket } from 'node:net';
 import * as W from '@spiwire/proto';
 import { parseAddressText } from '@spiwire/proto';
 
@@ -104,17 +112,52 @@ function portKey(proto: Reservation['proto'], port: number): string {
 /** Binds to port 0 whose port the host gave turned out held by another socket: tries before giving up. */
 export const MAX_PORT_TRIES = 8;
 
-interface Listener {
-  owner: number;
+/** What a listening socket lets its group do with it. */
+export interface ListenerHooks {
+  /** Opens the real listening socket: 0 or the WSA code. */
+  open: () => Promise<number>;
   /** Opens the real listening socket, for a waiting listener whose turn came: 0 or the WSA code. */
   takeOver: () => Promise<number>;
+  /** Queues a connection that the any-address listener of the port accepted for this address. */
+  adopt: (conn: Socket) => void;
+  /** Closes the real listening socket: an any-address listener of the port accepts for it now. */
+  dropServer: () => void;
+}
+
+interface Listener extends ListenerHooks {
+  owner: number;
+}
+
+/** The address a group of listeners shares, as seen for routing between groups of one port. */
+interface GroupAddress {
+  proto: Reservation['proto'];
+  port: number;
+  v4: boolean;
+  address: string;
+  wildcard: boolean;
+  /** Dual-stack sockets are not routed between (their real sockets cover both families). */
+  dual: boolean;
+}
+
+function groupAddressOf(r: Reservation): GroupAddress {
+  const v = viewsOf(r)[0]!;
+  return { proto: r.proto, port: r.port, v4: v.v4, address: v.address, wildcard: v.wildcard, dual: r.dualStack };
+}
+
+/** b is a specific address of the same port and family that the any address a covers. */
+function covers(a: GroupAddress, b: GroupAddress): boolean {
+  return a.wildcard && !b.wildcard && !a.dual && !b.dual && a.proto === b.proto && a.port === b.port && a.v4 === b.v4;
 }
 
 export class PortReservations {
   private readonly held = new Map<number, Reservation>();
-  /** TCP listeners by address, oldest first: the first holds the real socket. */
+  /** TCP listeners by address, oldest first: the first holds the real socket (unless routed). */
   private readonly listeners = new Map<string, Listener[]>();
   private readonly listenerKeys = new Map<number, string>();
+  /** Each group's address. */
+  private readonly groupAddresses = new Map<string, GroupAddress>();
+  /** Groups of a specific address that hold no real socket: the port's any-address group accepts for them. */
+  private readonly routed = new Set<string>();
   /** Per port, the bind, listen or takeover under way: they run one after another (onPort). */
   private readonly turns = new Map<string, Promise<unknown>>();
   /** Bound sockets whose port the kernel would not let them hold (native/port-hold.ts), by owner. */
@@ -155,11 +198,42 @@ export class PortReservations {
 
   /**
    * A listener of the daemon's already holds this identical address (with SO_REUSEADDR, as `r`
-   * has, or check would have refused): the host would refuse a probe of the port, which is the
+   * has, or check would have refused), or an address of the port that covers it or that it
+   * covers (which check allowed): the host would refuse a probe of the port, which is the
    * daemon's own.
    */
   listenedOn(r: Reservation): boolean {
-    return r.proto === 'tcp' && this.listeners.has(addressKey(r));
+    if (r.proto !== 'tcp') return false;
+    if (this.listeners.has(addressKey(r))) return true;
+    const mine = groupAddressOf(r);
+    for (const g of this.groupAddresses.values()) if (covers(g, mine) || covers(mine, g)) return true;
+    return false;
+  }
+
+  /** The group whose any address covers a, if one listens. */
+  private widerGroup(a: GroupAddress): string | undefined {
+    for (const [key, g] of this.groupAddresses) if (covers(g, a)) return key;
+    return undefined;
+  }
+
+  /** The groups of specific addresses that a covers. */
+  private narrowerGroups(a: GroupAddress): string[] {
+    const keys: string[] = [];
+    for (const [key, g] of this.groupAddresses) if (covers(a, g)) keys.push(key);
+    return keys;
+  }
+
+  /**
+   * For the listener holding an any-address real socket: the listener a connection it accepted
+   * (to localAddress) belongs to, when a group listens on that specific address; else null.
+   */
+  routeFor(owner: number, localAddress: string | undefined): ListenerHooks | null {
+    const key = this.listenerKeys.get(owner);
+    const g = key === undefined ? undefined : this.groupAddresses.get(key);
+    if (!g?.wildcard || localAddress === undefined) return null;
+    const address = g.v4 ? localAddress : (parseAddressText(localAddress)?.canonical ?? localAddress);
+    const target = `${portKey(g.proto, g.port)} ${g.v4 ? 4 : 6} ${address}`;
+    return this.routed.has(target) ? (this.listeners.get(target)?.[0] ?? null) : null;
   }
 
   /**
@@ -167,24 +241,43 @@ export class PortReservations {
    * opens the real listening socket and its answer is returned; behind an older one the socket
    * waits its turn (0). Listens, takeovers and binds of one port run one after another.
    */
-  listen(owner: number, open: () => Promise<number>, takeOver: () => Promise<number>): Promise<number> {
+  listen(owner: number, hooks: ListenerHooks): Promise<number> {
     const r = this.held.get(owner);
-    if (!r) return open();
+    if (!r) return hooks.open();
     const key = addressKey(r);
+    const me: Listener = { owner, ...hooks };
     return this.inTurn(portKey(r.proto, r.port), async () => {
       const group = this.listeners.get(key);
       if (group) {
-        group.push({ owner, takeOver });
+        group.push(me);
         this.listenerKeys.set(owner, key);
         return 0;
       }
-      const code = await open();
+      const address = groupAddressOf(r);
+      if (this.widerGroup(address) !== undefined) {
+        // The any-address listener of the port accepts for this address too: no real socket.
+        this.addGroup(key, address, me);
+        this.routed.add(key);
+        return 0;
+      }
+      // An any address where specific ones listen: their real sockets give way to this one's.
+      const narrower = this.narrowerGroups(address).filter((k) => !this.routed.has(k));
+      for (const k of narrower) this.listeners.get(k)?.[0]?.dropServer();
+      const code = await hooks.open();
       if (code === 0 && this.held.get(owner) === r) {
-        this.listeners.set(key, [{ owner, takeOver }]);
-        this.listenerKeys.set(owner, key);
+        this.addGroup(key, address, me);
+        for (const k of this.narrowerGroups(address)) this.routed.add(k);
+      } else {
+        for (const k of narrower) await this.handOver(k);
       }
       return code;
     });
+  }
+
+  private addGroup(key: string, address: GroupAddress, first: Listener): void {
+    this.listeners.set(key, [first]);
+    this.groupAddresses.set(key, address);
+    this.listenerKeys.set(first.owner, key);
   }
 
   /** The socket is one of an address's listeners (holding the real socket, or waiting). */
@@ -199,8 +292,21 @@ export class PortReservations {
   stopListening(owner: number): void {
     // A listener holds its reservation until release(), which stops it listening first.
     const r = this.held.get(owner);
+    const wasRouted = this.routed.has(this.listenerKeys.get(owner) ?? '');
+    const address = r ? groupAddressOf(r) : undefined;
     const { key, wasFirst } = this.dropListener(owner);
-    if (r && key !== undefined && wasFirst && this.listeners.has(key)) void this.inTurn(portKey(r.proto, r.port), () => this.handOver(key));
+    // A routed group holds no real socket: nothing to hand over.
+    if (!r || key === undefined || !wasFirst || wasRouted) return;
+    void this.inTurn(portKey(r.proto, r.port), async () => {
+      if (this.listeners.has(key)) await this.handOver(key);
+      // The any-address group is gone: the specific ones it accepted for open their own sockets.
+      if (!this.listeners.has(key) && address?.wildcard) {
+        for (const k of this.narrowerGroups(address)) {
+          if (!this.routed.delete(k)) continue;
+          await this.handOver(k);
+        }
+      }
+    });
   }
 
   /**
@@ -220,7 +326,11 @@ export class PortReservations {
     const group = this.listeners.get(key)!;
     const at = group.findIndex((l) => l.owner === owner);
     if (at >= 0) group.splice(at, 1);
-    if (group.length === 0) this.listeners.delete(key);
+    if (group.length === 0) {
+      this.listeners.delete(key);
+      this.groupAddresses.delete(key);
+      this.routed.delete(key);
+    }
     return { key, wasFirst: at === 0 };
   }
 

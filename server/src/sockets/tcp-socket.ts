@@ -18,7 +18,7 @@ import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
 import { applyIpOptions, applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readStrandedByte, readUrgent, receivedCount, resetConnection, setKernelOobInline, settleTakenUrgentByte, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
-import { MAX_PORT_TRIES } from './port-reservations.js';
+import { MAX_PORT_TRIES, type ListenerHooks } from './port-reservations.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
 import { completion, recvFailed, sendFailed, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
 import { fromNodeAddress, hostOf, isAnyAddress, isLoopbackAddress, localAddressExists, refuseLookup } from './sockaddr.js';
@@ -282,7 +282,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       this.backlog = clampBacklog(backlog);
       // A listener whose turn came when another program had taken the port tries again.
       if (this.server || this.ctx.ports.isListener(this.handle) || !bound) return 0;
-      const again = await this.ctx.ports.listen(this.handle, () => this.openServer(bound), () => this.takeOver());
+      const again = await this.ctx.ports.listen(this.handle, this.listenerHooks(bound));
       if (again === 0) this.listenLost = 0;
       return again;
     }
@@ -292,7 +292,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     // With an older listener of this session on this very address (both with SO_REUSEADDR), this
     // one waits: that one holds the real socket and gets the connections, as on Windows, and this
     // one takes over when it closes.
-    const code = await this.ctx.ports.listen(this.handle, () => this.openServer(bound), () => this.takeOver());
+    const code = await this.ctx.ports.listen(this.handle, this.listenerHooks(bound));
     if (code !== 0) return code;
     if (this.closed || !this.state.move('listening')) {
       this.ctx.ports.stopListening(this.handle);
@@ -301,6 +301,19 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       return this.interruptedWith;
     }
     return 0;
+  }
+
+  /** What the port's listeners (port-reservations.ts) may do with this one. */
+  private listenerHooks(bound: SockAddr): ListenerHooks {
+    return {
+      open: () => this.openServer(bound),
+      takeOver: () => this.takeOver(),
+      adopt: (conn) => this.queueConnection(conn),
+      dropServer: () => {
+        this.server?.close();
+        this.server = null;
+      },
+    };
   }
 
   /**
@@ -337,20 +350,28 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     // Accept failures (out of descriptors, say) come from load the clients make: not a daemon fault.
     server.on('error', (err) => this.log.debug({ err: err.message }, 'listening socket error'));
     server.on('connection', (conn) => {
-      if (this.accepted.length >= this.backlog || this.ctx.connectionQueue.full()) {
-        // A full backlog refuses the connection, as the Windows stack does.
-        conn.resetAndDestroy();
-        return;
-      }
-      conn.on('error', () => undefined);
-      this.accepted.push(conn);
-      this.ctx.connectionQueue.change(1);
-      this.reenable(W.FD_ACCEPT);
-      this.wake();
+      // An any-address socket accepts for the port's listeners on specific addresses too.
+      const owner = this.ctx.ports.routeFor(this.handle, conn.localAddress);
+      if (owner) owner.adopt(conn);
+      else this.queueConnection(conn);
     });
     this.server = server;
     this.releasePort();
     return 0;
+  }
+
+  /** A connection for this listener, accepted by its own real socket or by the port's any-address one. */
+  private queueConnection(conn: net.Socket): void {
+    if (this.closed || this.accepted.length >= this.backlog || this.ctx.connectionQueue.full()) {
+      // A full backlog refuses the connection, as the Windows stack does.
+      conn.resetAndDestroy();
+      return;
+    }
+    conn.on('error', () => undefined);
+    this.accepted.push(conn);
+    this.ctx.connectionQueue.change(1);
+    this.reenable(W.FD_ACCEPT);
+    this.wake();
   }
 
   accept(): Promise<AcceptResult> {
