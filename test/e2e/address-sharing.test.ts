@@ -336,3 +336,27 @@ for (const loopbackFirst of [false, true]) {
     await spi.WSPCloseSocket(first, S.out(0));
   });
 }
+
+t.test('TCP: a loopback listener under an any-address one gets a burst as large as its own backlog, whatever the other\'s', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const any = await newSocket(spi, 'ipv4', 'tcp');
+  const lo = await newSocket(spi, 'ipv4', 'tcp');
+  t.same(await call((e) => spi.WSPBind(any, { family: S.AF_INET, address: '0.0.0.0', port: 0 }, 16, e)), [0, 0]);
+  t.same(await call((e) => spi.WSPListen(any, 1, e)), [0, 0], 'the any-address listener has a backlog of 1');
+  const port = (await sockName(spi, any)).port;
+  t.same(await call((e) => spi.WSPBind(lo, { family: S.AF_INET, address: '127.0.0.1', port }, 16, e)), [0, 0]);
+  t.same(await call((e) => spi.WSPListen(lo, 100, e)), [0, 0], 'the loopback one 100');
+  const BURST = 40;
+  const clients = await Promise.all(Array.from({ length: BURST }, (_, i) => clientSending('127.0.0.1', port, `client ${i}`)));
+  t.teardown(() => clients.forEach((c) => typeof c !== 'string' && c.destroy()));
+  t.same(clients.filter((c) => typeof c === 'string'), [], 'every client connects');
+  const got: string[] = [];
+  for (let i = 0; i < BURST; i++) {
+    const { s } = await accept(spi, lo);
+    got.push((await recvInto(spi, s, [64])).data.toString());
+    await spi.WSPCloseSocket(s, S.out(0));
+  }
+  t.same(got.sort(), Array.from({ length: BURST }, (_, i) => `client ${i}`).sort(), `the loopback listener accepts all ${BURST}, each with its bytes`);
+  for (const x of [lo, any]) await spi.WSPCloseSocket(x, S.out(0));
+});

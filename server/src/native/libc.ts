@@ -197,6 +197,11 @@ export interface Libc {
    * the byte count, or -errno. null where the platform has none or its layout is not LP64.
    */
   readonly recvmsg: ((fd: number, msghdr: Uint8Array, flags: number) => number) | null;
+  /**
+   * accept4(2) on a listening socket, the new descriptor nonblocking and closed across exec; the
+   * descriptor, or -errno (EAGAIN when none waits). null where the platform has no accept4.
+   */
+  readonly accept: ((fd: number) => number) | null;
   /** The address of a buffer's first byte (for pointers inside structures built in JS). */
   address(buf: Uint8Array): number;
   /** inet_pton(3): writes a numeric address's bytes (4 or 16) into out; false when it is not one of af. */
@@ -243,6 +248,7 @@ export function libc(): Libc | null {
     const lp64 = process.platform === 'linux' && (process.arch === 'x64' || process.arch === 'arm64');
     const sendmmsg = lp64 ? lib.func('int sendmmsg(int, const void *, unsigned int, int)') : null;
     const recvmsg = lp64 ? lib.func('long recvmsg(int, void *, int)') : null;
+    const accept4 = process.platform === 'linux' ? lib.func('int accept4(int, void *, void *, int)') : null;
     const inetPton = lib.func('int inet_pton(int, const char *, _Out_ void *)');
     const socket = lib.func('int socket(int, int, int)');
     const bind = lib.func('int bind(int, const void *, uint32_t)');
@@ -288,6 +294,8 @@ export function libc(): Libc | null {
       // MSG_DONTWAIT: the descriptor is nonblocking already (libuv's); this only makes sure.
       sendmmsg: sendmmsg ? (fd, vec, count) => err(sendmmsg(fd, vec, count, 0x40) as number) : null,
       recvmsg: recvmsg ? (fd, msghdr, flags) => err(Number(recvmsg(fd, msghdr, flags))) : null,
+      // SOCK_NONBLOCK (0x800) | SOCK_CLOEXEC.
+      accept: accept4 ? (fd) => err(accept4(fd, null, null, 0x800 | c.SOCK_CLOEXEC) as number) : null,
       address: (buf) => Number(koffi.address(buf)),
       addressBytes: (af, text, out) => out.length >= (af === 'ipv4' ? 4 : 16) && (inetPton(AF[af], text, out) as number) === 1,
       tcpSocket: (af) => err(socket(AF[af], 1 | c.SOCK_CLOEXEC, 0) as number),

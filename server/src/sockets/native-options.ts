@@ -4,7 +4,7 @@
  * works after FIN is queued. Every function is a no-op (or reports "unavailable") where the C
  * library cannot be loaded; values are clamped to what the kernel takes, never thrown on.
  */
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import * as W from '@spiwire/proto';
 import { wsaFromErrno } from '../errno-map.js';
 import { fdOf, libc, type Libc } from '../native/libc.js';
@@ -179,4 +179,27 @@ export function resetConnection(conn: net.Socket): void {
   const fd = fdOf(conn);
   if (native && fd !== null && native.setLinger(fd, 1, 0) === 0) conn.destroy();
   else conn.resetAndDestroy();
+}
+
+/** At most this many connections are taken from a listening socket's queue when it closes. */
+const MAX_TAKEN_AT_CLOSE = 1024;
+
+/**
+ * The connections the kernel has completed on a listening socket and node has not accepted yet,
+ * accepted now (paused, as pauseOnConnect would have them): a listening socket about to close
+ * hands them on instead of letting the close reset them. Empty without the C library.
+ */
+export function takeQueuedConnections(server: net.Server): net.Socket[] {
+  const accept = libc()?.accept;
+  const fd = fdOf(server);
+  if (!accept || fd === null) return [];
+  const taken: net.Socket[] = [];
+  for (let i = 0; i < MAX_TAKEN_AT_CLOSE; i++) {
+    const conn = accept(fd);
+    if (conn < 0) break;
+    const sock = new net.Socket({ fd: conn, allowHalfOpen: true, readable: true, writable: true });
+    sock.pause();
+    taken.push(sock);
+  }
+  return taken;
 }

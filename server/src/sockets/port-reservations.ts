@@ -137,16 +137,18 @@ interface GroupAddress {
   wildcard: boolean;
   /** Dual-stack sockets are not routed between (their real sockets cover both families). */
   dual: boolean;
+  /** With an IPv6 scope: not routed either (a connection's local address names no scope). */
+  scoped: boolean;
 }
 
 function groupAddressOf(r: Reservation): GroupAddress {
   const v = viewsOf(r)[0]!;
-  return { proto: r.proto, port: r.port, v4: v.v4, address: v.address, wildcard: v.wildcard, dual: r.dualStack };
+  return { proto: r.proto, port: r.port, v4: v.v4, address: v.address, wildcard: v.wildcard, dual: r.dualStack, scoped: r.scope !== 0 };
 }
 
 /** b is a specific address of the same port and family that the any address a covers. */
 function covers(a: GroupAddress, b: GroupAddress): boolean {
-  return a.wildcard && !b.wildcard && !a.dual && !b.dual && a.proto === b.proto && a.port === b.port && a.v4 === b.v4;
+  return a.wildcard && !b.wildcard && !a.dual && !b.dual && !b.scoped && a.proto === b.proto && a.port === b.port && a.v4 === b.v4;
 }
 
 export class PortReservations {
@@ -197,17 +199,17 @@ export class PortReservations {
   }
 
   /**
-   * A listener of the daemon's already holds this identical address (with SO_REUSEADDR, as `r`
-   * has, or check would have refused), or an address of the port that covers it or that it
-   * covers (which check allowed): the host would refuse a probe of the port, which is the
-   * daemon's own.
+   * Whether a listener of the daemon's holds r's port so that the host would refuse a probe of
+   * it, though the port is the daemon's own: 'same' when one holds this identical address (with
+   * SO_REUSEADDR, as `r` has, or check would have refused), 'covering' when one holds an address
+   * that covers r's or that r's covers (which check allowed), else null.
    */
-  listenedOn(r: Reservation): boolean {
-    if (r.proto !== 'tcp') return false;
-    if (this.listeners.has(addressKey(r))) return true;
+  listenedOn(r: Reservation): 'same' | 'covering' | null {
+    if (r.proto !== 'tcp') return null;
+    if (this.listeners.has(addressKey(r))) return 'same';
     const mine = groupAddressOf(r);
-    for (const g of this.groupAddresses.values()) if (covers(g, mine) || covers(mine, g)) return true;
-    return false;
+    for (const g of this.groupAddresses.values()) if (covers(g, mine) || covers(mine, g)) return 'covering';
+    return null;
   }
 
   /** The group whose any address covers a, if one listens. */
@@ -280,6 +282,14 @@ export class PortReservations {
     this.listenerKeys.set(first.owner, key);
   }
 
+  /** The listener next in line behind owner on its address (the one that takes over), or null. */
+  successorOf(owner: number): ListenerHooks | null {
+    const key = this.listenerKeys.get(owner);
+    const group = key === undefined ? undefined : this.listeners.get(key);
+    if (!group || group[0]?.owner !== owner) return null;
+    return group[1] ?? null;
+  }
+
   /** The socket is one of an address's listeners (holding the real socket, or waiting). */
   isListener(owner: number): boolean {
     return this.listenerKeys.has(owner);
@@ -297,16 +307,16 @@ export class PortReservations {
     const { key, wasFirst } = this.dropListener(owner);
     // A routed group holds no real socket: nothing to hand over.
     if (!r || key === undefined || !wasFirst || wasRouted) return;
-    void this.inTurn(portKey(r.proto, r.port), async () => {
+    // At once, not in the port's turn: the real socket just closed, and every moment without one
+    // is a moment when connections to the address are refused. (Each takeover's listen happens
+    // before its first await.)
+    void (async () => {
       if (this.listeners.has(key)) await this.handOver(key);
       // The any-address group is gone: the specific ones it accepted for open their own sockets.
       if (!this.listeners.has(key) && address?.wildcard) {
-        for (const k of this.narrowerGroups(address)) {
-          if (!this.routed.delete(k)) continue;
-          await this.handOver(k);
-        }
+        for (const k of this.narrowerGroups(address)) if (this.routed.delete(k)) void this.handOver(k);
       }
-    });
+    })();
   }
 
   /**

@@ -16,7 +16,7 @@ import { TransportBuffer, type QueuedSend, type StreamSink } from './transport-b
 import { ReceiveBuffer } from './receive-buffer.js';
 import { byteLength } from './send-buffers.js';
 import { streamSend, streamSendOverlapped, streamSendStreamed, streamSendStreamedOverlapped } from './send-policy.js';
-import { applyIpOptions, applyTcpBuffers, applyTcpOptions, ownUrgentSignal, readStrandedByte, readUrgent, receivedCount, resetConnection, setKernelOobInline, settleTakenUrgentByte, sendDirect, takeSocketError } from './native-options.js';
+import { applyIpOptions, applyTcpBuffers, applyTcpOptions, ownUrgentSignal, takeQueuedConnections, readStrandedByte, readUrgent, receivedCount, resetConnection, setKernelOobInline, settleTakenUrgentByte, sendDirect, takeSocketError } from './native-options.js';
 import { UrgentWatch } from './urgent-watch.js';
 import { MAX_PORT_TRIES, type ListenerHooks } from './port-reservations.js';
 import { TCP_CONNECTED_STATES, TCP_MOVES, type TcpState } from './socket-state.js';
@@ -29,6 +29,12 @@ import { SlowLink } from '../faults/link.js';
 /** Flags WSPSend understands on TCP; other bits give WSAEOPNOTSUPP. */
 const TCP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 const MAX_BACKLOG = 200;
+/**
+ * The backlog of every real listening socket. The Windows backlog of each listener is kept as
+ * node accepts (queueConnection); the kernel's queue only has to hold a burst until node has
+ * accepted it, for this listener and for the specific addresses it accepts for (routed ones).
+ */
+const KERNEL_BACKLOG = 511;
 /** How often a fault that waits for queued bytes to reach the peer looks again. */
 const DRAIN_POLL_MS = 5;
 const DRAIN_POLL_MAX_MS = 200;
@@ -146,6 +152,14 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
         this.stopEvents();
         this.updateUrgentWatch();
         this.releasePort();
+        // The real listening socket goes before the address is released, so that a listener that
+        // takes over can open its own at once. What the kernel had completed on it goes to the
+        // listener it belongs to, a routed one or the next of the same address, or is reset.
+        this.closeServer((conn) => {
+          const to = this.ctx.ports.routeFor(this.handle, conn.localAddress) ?? this.ctx.ports.successorOf(this.handle);
+          if (to) to.adopt(conn);
+          else conn.resetAndDestroy();
+        });
         this.ctx.ports.release(this.handle);
         return;
       default:
@@ -248,13 +262,22 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     const wanted = this.reservationFor(name, name.port);
     const first = name.port === 0 ? 0 : this.ctx.ports.check(this.handle, wanted);
     if (first !== 0) return { code: first, heldOnPaper: false };
-    const port = name.port !== 0 && this.ctx.ports.listenedOn(wanted) ? name.port : await this.probe(name);
+    // The port is the daemon's own when a listener holds this address, or one that covers it or
+    // that it covers (which the host would refuse): then only the address is checked, on port 0.
+    const shared = name.port === 0 ? null : this.ctx.ports.listenedOn(wanted);
+    const port = shared === 'same' ? name.port : shared === 'covering' ? await this.probeAddress(name) : await this.probe(name);
     if (port instanceof Error) return { code: wsaFromNodeError(port), heldOnPaper: false };
     if (this.closed) return { code: this.interruptedWith, heldOnPaper: false };
     // Checked again with the port: the host, which knows nothing of sockets bound but not yet
     // listening, may have given port 0 one of theirs.
     const code = this.ctx.ports.reserve(this.handle, this.reservationFor(name, port));
     return code === 0 ? { port } : { code, heldOnPaper: true };
+  }
+
+  /** Asks the host whether name's address can be bound (on another port): name's port, or why not. */
+  private async probeAddress(name: SockAddr): Promise<number | Error> {
+    const checked = await this.probe({ ...name, port: 0 });
+    return checked instanceof Error ? checked : name.port;
   }
 
   /** Asks the host whether name can be bound: the port it would get, or why not. */
@@ -300,6 +323,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       this.server = null;
       return this.interruptedWith;
     }
+    // A listener waiting behind another, or routed, has no real socket: the port is the group's.
+    this.releasePort();
     return 0;
   }
 
@@ -309,11 +334,23 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       open: () => this.openServer(bound),
       takeOver: () => this.takeOver(),
       adopt: (conn) => this.queueConnection(conn),
-      dropServer: () => {
-        this.server?.close();
-        this.server = null;
-      },
+      // An any-address listener of the port accepts for this one from now on; what the kernel
+      // completed on this one's socket is still this one's.
+      dropServer: () => this.closeServer((conn) => this.queueConnection(conn)),
     };
+  }
+
+  /**
+   * Closes the real listening socket. The connections the kernel completed on it that node has
+   * not accepted yet are accepted first and given to `to`, so that the close resets none of them.
+   */
+  private closeServer(to: (conn: net.Socket) => void): void {
+    const server = this.server;
+    if (!server) return;
+    this.server = null;
+    const taken = takeQueuedConnections(server);
+    server.close();
+    for (const conn of taken) to(conn);
   }
 
   /**
@@ -339,7 +376,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
     const res = await new Promise<Error | null>((resolve) => {
       server.once('error', resolve);
-      server.listen({ host: hostOf(bound), port: bound.port, backlog: this.backlog, exclusive: true, ipv6Only: this.ipv6Only }, () => resolve(null));
+      server.listen({ host: hostOf(bound), port: bound.port, backlog: KERNEL_BACKLOG, exclusive: true, ipv6Only: this.ipv6Only }, () => resolve(null));
     });
     if (res || this.closed) {
       server.close();
