@@ -197,9 +197,11 @@ export function takeQueuedConnections(server: net.Server): net.Socket[] {
   for (let i = 0; i < MAX_TAKEN_AT_CLOSE; i++) {
     const conn = accept(fd);
     if (conn < 0) break;
-    const sock = new net.Socket({ fd: conn, allowHalfOpen: true, readable: true, writable: true });
-    sock.pause();
-    taken.push(sock);
+    // Not reading, as net.Server's pauseOnConnect makes its sockets (pause() alone would let the
+    // handle read on): until WSPAccept, bytes and urgent data stay in the kernel, where the
+    // accepted socket's options (SO_OOBINLINE, SO_RCVBUF) still apply to them.
+    const opts = { fd: conn, allowHalfOpen: true, readable: true, writable: true, pauseOnCreate: true };
+    taken.push(new net.Socket(opts as net.SocketConstructorOpts));
   }
   return taken;
 }

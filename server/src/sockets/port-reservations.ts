@@ -307,16 +307,17 @@ export class PortReservations {
     const { key, wasFirst } = this.dropListener(owner);
     // A routed group holds no real socket: nothing to hand over.
     if (!r || key === undefined || !wasFirst || wasRouted) return;
-    // At once, not in the port's turn: the real socket just closed, and every moment without one
-    // is a moment when connections to the address are refused. (Each takeover's listen happens
-    // before its first await.)
-    void (async () => {
+    // At once, not after the port's turn: the real socket just closed, and every moment without
+    // one is a moment when connections to the address are refused. (Each takeover's listen
+    // happens before its first await.) Binds and listens of the port that come later wait for it.
+    const takeovers = (async () => {
       if (this.listeners.has(key)) await this.handOver(key);
       // The any-address group is gone: the specific ones it accepted for open their own sockets.
       if (!this.listeners.has(key) && address?.wildcard) {
-        for (const k of this.narrowerGroups(address)) if (this.routed.delete(k)) void this.handOver(k);
+        await Promise.all(this.narrowerGroups(address).filter((k) => this.routed.delete(k)).map((k) => this.handOver(k)));
       }
     })();
+    this.holdTurn(portKey(r.proto, r.port), takeovers);
   }
 
   /**
@@ -354,7 +355,14 @@ export class PortReservations {
 
   private inTurn<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const run = (this.turns.get(key) ?? Promise.resolve()).then(fn);
-    const settled = run.then(
+    this.holdTurn(key, run);
+    return run;
+  }
+
+  /** What comes next on the port waits until work (already running) is done, as well as what came before. */
+  private holdTurn(key: string, work: Promise<unknown>): void {
+    const before = this.turns.get(key) ?? Promise.resolve();
+    const settled = Promise.all([before, work]).then(
       () => undefined,
       () => undefined,
     );
@@ -362,7 +370,6 @@ export class PortReservations {
     void settled.then(() => {
       if (this.turns.get(key) === settled) this.turns.delete(key);
     });
-    return run;
   }
 
   release(owner: number): void {

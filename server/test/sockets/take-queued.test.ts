@@ -30,6 +30,10 @@ t.test('connections the kernel completed and node has not accepted are taken, op
   const taken = takeQueuedConnections(server);
   server.close();
   t.equal(taken.length, 3, 'all three are taken from the queue');
+  // Nothing is read from the kernel before someone resumes them (WSPAccept): urgent data and the
+  // accepted socket's options depend on the bytes staying there.
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  t.same(taken.map((c) => c.bytesRead), [0, 0, 0], 'none has read a byte while paused');
   const received = await Promise.all(
     taken.map(
       (c) =>
