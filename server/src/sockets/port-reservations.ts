@@ -308,8 +308,9 @@ export class PortReservations {
     // A routed group holds no real socket: nothing to hand over.
     if (!r || key === undefined || !wasFirst || wasRouted) return;
     // At once, not after the port's turn: the real socket just closed, and every moment without
-    // one is a moment when connections to the address are refused. (Each takeover's listen
-    // happens before its first await.) Binds and listens of the port that come later wait for it.
+    // one is a moment when connections to the address are refused. (A takeover's listen is made
+    // on the next tick, when node has "looked up" the numeric host, before any I/O is polled.)
+    // Binds and listens of the port that come later wait for it.
     const takeovers = (async () => {
       if (this.listeners.has(key)) await this.handOver(key);
       // The any-address group is gone: the specific ones it accepted for open their own sockets.
