@@ -360,3 +360,16 @@ t.test('TCP: a loopback listener under an any-address one gets a burst as large 
   t.same(got.sort(), Array.from({ length: BURST }, (_, i) => `client ${i}`).sort(), `the loopback listener accepts all ${BURST}, each with its bytes`);
   for (const x of [lo, any]) await spi.WSPCloseSocket(x, S.out(0));
 });
+
+t.test('TCP: a bind beside a listener that covers its address still has the address checked by the host', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const any6 = await newSocket(spi, 'ipv6', 'tcp');
+  t.same(await call((e) => spi.WSPBind(any6, ANY6, NAMELEN6, e)), [0, 0], '[::] binds (IPV6_V6ONLY on)');
+  t.same(await call((e) => spi.WSPListen(any6, 4, e)), [0, 0], 'and listens');
+  const port = (await sockName(spi, any6)).port;
+  // An IPv6-only socket cannot bind an IPv4-mapped address: the host says so, listener or not.
+  const mapped = await newSocket(spi, 'ipv6', 'tcp');
+  t.same(await call((e) => spi.WSPBind(mapped, { ...ANY6, address: '::ffff:127.0.0.1', port }, NAMELEN6, e)), [S.SOCKET_ERROR, S.WSAEINVAL], 'a mapped address on the listening port is WSAEINVAL');
+  for (const x of [mapped, any6]) await spi.WSPCloseSocket(x, S.out(0));
+});
