@@ -94,24 +94,26 @@ export class SessionTrace {
     // past the file's or the directory's size limit, rather than fill the disk. (The origin
     // record always goes: without it the file cannot be exported.)
     const bytes = Buffer.byteLength(line);
-    const first = this.written === 0;
-    if (this.stream.writableLength > MAX_BUFFERED || (!first && this.written + bytes > this.maxBytes)) {
-      this.dropped++;
-      return;
-    }
-    // The sessions' shared bound on what waits for the disk, then the directory's on the files.
-    if (!this.dir.startWrite(bytes, first)) {
-      this.dropped++;
-      return;
-    }
-    if (!this.dir.reserve(bytes, first)) {
-      this.dir.writtenOut(bytes);
+    if (!this.roomFor(bytes, this.written === 0)) {
       this.dropped++;
       return;
     }
     this.written += bytes;
     // Called once the bytes are written, or with an error when they never will be.
     this.stream.write(line, () => this.dir.writtenOut(bytes));
+  }
+
+  /**
+   * Whether bytes more may go to the file: this session's bounds (waiting for the disk, the file's
+   * size), then the sessions' shared bound on what waits, then the directory's on the files. True
+   * leaves them counted as waiting; first (the origin record) goes whatever the shared bounds say.
+   */
+  private roomFor(bytes: number, first: boolean): boolean {
+    if (this.stream!.writableLength > MAX_BUFFERED || (!first && this.written + bytes > this.maxBytes)) return false;
+    if (!this.dir.startWrite(bytes, first)) return false;
+    if (this.dir.reserve(bytes, first)) return true;
+    this.dir.writtenOut(bytes);
+    return false;
   }
 }
 

@@ -16,7 +16,7 @@
  * Linux only: BSD stacks (macOS) let two sockets bind one identical address only with
  * SO_REUSEPORT, so there the holder would refuse the daemon's own listen.
  */
-import { libc } from './libc.js';
+import { libc, type Libc } from './libc.js';
 
 export interface TcpPortAddress {
   /** 4 or 6. */
@@ -36,9 +36,7 @@ export interface PortHold {
 }
 
 /** The struct sockaddr_in or sockaddr_in6 of a, in the platform's layout; null when a is not numeric. */
-function sockaddrOf(a: TcpPortAddress): Uint8Array | null {
-  const lib = libc();
-  if (!lib) return null;
+function sockaddrOf(lib: Libc, a: TcpPortAddress): Uint8Array | null {
   const v6 = a.family === 6;
   const b = Buffer.alloc(v6 ? 28 : 16);
   if (lib.c.SOCKADDR_HAS_LEN) {
@@ -64,8 +62,9 @@ export function canHoldPorts(): boolean {
  */
 export function holdTcpPort(a: TcpPortAddress): PortHold | null {
   const lib = libc();
-  const sockaddr = sockaddrOf(a);
-  if (!lib || !sockaddr || a.port === 0 || !canHoldPorts()) return null;
+  if (!lib || a.port === 0 || !canHoldPorts()) return null;
+  const sockaddr = sockaddrOf(lib, a);
+  if (!sockaddr) return null;
   const fd = lib.tcpSocket(a.family === 6 ? 'ipv6' : 'ipv4');
   if (fd < 0) return null;
   const c = lib.c;

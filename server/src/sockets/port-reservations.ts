@@ -100,8 +100,12 @@ function conflict(held: Reservation, a: View, next: Reservation, b: View): numbe
 
 /** The identity of a listening address: protocol, family view, address, port, and whether it also serves IPv4. */
 function addressKey(r: Reservation): string {
-  const v = viewsOf(r)[0]!;
-  return `${portKey(r.proto, r.port)} ${v.v4 ? 4 : 6} ${v.address}${r.dualStack ? ' dual' : ''}`;
+  return groupKey(groupAddressOf(r));
+}
+
+/** The key of a listening group's address (addressKey), from its address as routing sees it. */
+function groupKey(g: GroupAddress): string {
+  return `${portKey(g.proto, g.port)} ${g.v4 ? 4 : 6} ${g.address}${g.dual ? ' dual' : ''}`;
 }
 
 /** What the daemon asks the host about one port (probes, listens, takeovers) waits its turn under this key. */
@@ -234,7 +238,7 @@ export class PortReservations {
     const g = key === undefined ? undefined : this.groupAddresses.get(key);
     if (!g?.wildcard || localAddress === undefined) return null;
     const address = g.v4 ? localAddress : (parseAddressText(localAddress)?.canonical ?? localAddress);
-    const target = `${portKey(g.proto, g.port)} ${g.v4 ? 4 : 6} ${address}`;
+    const target = groupKey({ ...g, address });
     return this.routed.has(target) ? (this.listeners.get(target)?.[0] ?? null) : null;
   }
 

@@ -1291,7 +1291,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       this.ctx.connectionQueue.change(-1);
       c.resetAndDestroy();
     }
-    this.server?.close();
+    // (The listening socket closed already, with the move to 'closed': entered().)
     // A connect still under way ends with the socket: its SYNs could otherwise go on for minutes,
     // holding a descriptor and the port that no limit counts.
     this.connectingConn?.destroy();
