@@ -18,16 +18,21 @@ import { daemon, ipv4, session, tcpSocket, type RawSession } from '../helpers/ra
 const native = libc();
 const skip = native && process.platform === 'linux' ? false : 'needs the C library (Linux) to bind a socket without SO_REUSEADDR';
 
+/** struct sockaddr_in of 127.0.0.1:port (Linux layout). */
+function loopbackSockaddr(port: number): Buffer {
+  const sa = Buffer.alloc(16);
+  sa.writeUInt16LE(2, 0);
+  sa.writeUInt16BE(port, 2);
+  sa.set([127, 0, 0, 1], 4);
+  return sa;
+}
+
 /** Binds a plain socket (no SO_REUSEADDR) to 127.0.0.1:port: 0, or the errno it met; closed at once. */
 function otherProgramBinds(port: number): number {
   const lib = native!;
   const fd = lib.tcpSocket('ipv4');
   if (fd < 0) throw new Error(`socket(): errno ${-fd}`);
-  const sa = Buffer.alloc(16);
-  sa.writeUInt16LE(2, 0);
-  sa.writeUInt16BE(port, 2);
-  sa.set([127, 0, 0, 1], 4);
-  const r = lib.bind(fd, sa);
+  const r = lib.bind(fd, loopbackSockaddr(port));
   lib.close(fd);
   return -r;
 }
@@ -140,10 +145,7 @@ t.test('WSPCloseSocket during a connect that hangs ends node\'s connection: no d
   const getsockname = c.func('int getsockname(int, _Out_ uint8_t *, _Inout_ uint32_t *)');
   const lib = native!;
   const lfd = lib.tcpSocket('ipv4');
-  const sa = Buffer.alloc(16);
-  sa.writeUInt16LE(2, 0);
-  sa.set([127, 0, 0, 1], 4);
-  t.equal(lib.bind(lfd, sa), 0);
+  t.equal(lib.bind(lfd, loopbackSockaddr(0)), 0);
   t.equal(listen(lfd, 0), 0);
   const name = Buffer.alloc(16);
   getsockname(lfd, name, [16]);
