@@ -209,7 +209,7 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
       pendingOps += s.pendingOperations;
       pendingRequests += s.runningRequests;
     }
-    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, httpConnections: ctx.connections.size, evictedConnections: ctx.connections.evicted, refusedConnections: ctx.connections.refused, readSlotWaits: ctx.readSlots.waits, outputWaitingBytes: ctx.output.total, receivedBytes: ctx.received.total, bookkeepingBytes: ctx.bookkeeping.total, memory: process.memoryUsage(), gcExposed: gc !== undefined };
+    return { sessions: sessions.size, sockets: ctx.handles.size, queuedConnections: ctx.queuedConnections, pendingOps, pendingRequests, ...held(), partialFrameCloses: ctx.partialFrames.closedForBudget, httpConnections: ctx.connections.size, evictedConnections: ctx.connections.evicted, refusedConnections: ctx.connections.refused, readSlotWaits: ctx.readSlots.waits, outputWaitingBytes: ctx.output.total, receivedBytes: ctx.received.total, bookkeepingBytes: ctx.bookkeeping.total, memory: process.memoryUsage(), gcExposed: gc !== undefined, gc: ctx.gc?.totals() ?? null };
   });
 
   const peers = new WeakMap<Session, PeerInfo>();

@@ -18,6 +18,7 @@ import { PartialFrames } from './partial-frames.js';
 import { SharedBudget } from './shared-budget.js';
 import type { OutputFlow } from './output-flow.js';
 import type { TraceDirectory } from './trace-directory.js';
+import type { GcStats } from './gc-stats.js';
 
 /** Milliseconds of calls per frame for a lone session (turn-budget.ts). */
 const TURN_BUDGET_MS = 4;
@@ -153,6 +154,8 @@ export class DaemonContext {
   readonly faults: DaemonFaults;
   /** Prometheus metrics (GET /metrics): counters the hot path adds to, gauges read at scrape time. */
   readonly metrics = new DaemonMetrics();
+  /** The garbage collector's counts and the bytes allocated (/stats), once the daemon listens. */
+  gc: GcStats | null = null;
   /** Names this daemon process in resume offers: a resume naming another is refused (not-here). */
   readonly daemonId = randomUUID();
   /** Where clients reconnect to resume, when not the URL they first used (--resume-url). */

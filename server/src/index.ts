@@ -9,6 +9,7 @@ import { VERSION } from './version.js';
 import { AllowList } from './allow-list.js';
 import { closeWithin, SHUTDOWN_CLOSE_MS, SHUTDOWN_CLOSE_REASON } from './close-within.js';
 import { DEFAULT_HOST } from './config.js';
+import { useProcessGcStats } from './gc-stats.js';
 import type { OperatorFaultRule } from '@spiwire/proto';
 import { DEFAULT_TRACE_DIR_BUDGET, TraceDirectory } from './trace-directory.js';
 
@@ -82,6 +83,8 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   const sessions = new Set<Session>();
   const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [], tls: opts.tls }, log);
   await app.listen({ host, port: opts.port ?? 0 });
+  const gc = useProcessGcStats();
+  ctx.gc = gc.stats;
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : (opts.port ?? 0);
   const urlHost = host.includes(':') ? `[${host}]` : host;
@@ -104,6 +107,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
         // the drain deadline; connections that cannot deliver by then are reset and logged.
         await ctx.draining.drainAll(limits.drainMs);
         await app.close();
+        gc.release();
       })();
       return closing;
     },

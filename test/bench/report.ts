@@ -4,7 +4,7 @@
  */
 import type { Check, Pair } from './lib/context.js';
 import type { Summary } from './lib/stats.js';
-import type { ThroughputResult } from './scenarios/tcp-throughput.js';
+import type { GcPerMB, ThroughputResult } from './scenarios/tcp-throughput.js';
 import type { LatencyResult } from './scenarios/latency.js';
 import type { UdpResult } from './scenarios/udp.js';
 import type { CompletionResult, CompletionVariant } from './scenarios/completion.js';
@@ -239,6 +239,11 @@ function rows(r: Results): Row[] {
   }
   cpuRow('1', r.bulk?.cpu);
   if (r.bulk?.syscalls) out.push({ n: '1', scenario: '  read+write system calls per MB: daemon / raw writer', spiwire: fmt(r.bulk.syscalls.daemonPerMB), raw: fmt(r.bulk.syscalls.rawPerMB), ratio: `${fmt(r.bulk.syscalls.daemonPerMB / r.bulk.syscalls.rawPerMB)} x raw` });
+  const al = r.bulk?.allocations;
+  if (al) {
+    const gcs = (g: GcPerMB): string => fmt(g.minor + g.major);
+    out.push({ n: '1', scenario: '  JS heap allocated per MB (KB): daemon; SDK client / raw writer', spiwire: `${fmt(al.daemon.heapKB)}; ${fmt(al.client.heapKB)}`, raw: fmt(al.raw.heapKB), ratio: `collections per MB: ${gcs(al.daemon)}; ${gcs(al.client)} / ${gcs(al.raw)}` });
+  }
   if (r.latency) {
     pairRow('2', 'small-call latency p50: blocking WSPSend 100 B vs ws round trip', r.latency.p50, 'us');
     pairRow('2', 'small-call latency p99', r.latency.p99, 'us');
@@ -538,7 +543,7 @@ export function markdown(rep: Report, svgFile: string): string {
   L.push('');
   L.push('## What each scenario measures');
   L.push('');
-  if (r.bulk) L.push(`1. **Bulk.** A TCP socket made with \`WSA_FLAG_OVERLAPPED\`, connected to the discard peer; 64 KiB overlapped \`WSPSend\`s, ${r.bulk.params['inFlight']} in flight (a completion routine posts the next). Raw: \`node:net\` writing 64 KiB chunks, waiting for \`drain\` whenever \`write()\` asks. A run is timed from the first send to the peer holding the last byte; each side first warms up for ${r.bulk.params['warmUpSeconds']} s (runs of 128 MiB; throughput through the daemon climbs for a few seconds after start), then sends about 1.5 s worth per run, sized by the last warm-up run. ${pairLine(r.bulk.pair, 'MB/s')}.`);
+  if (r.bulk) L.push(`1. **Bulk.** A TCP socket made with \`WSA_FLAG_OVERLAPPED\`, connected to the discard peer; 64 KiB overlapped \`WSPSend\`s, ${r.bulk.params['inFlight']} in flight (a completion routine posts the next). Raw: \`node:net\` writing 64 KiB chunks, waiting for \`drain\` whenever \`write()\` asks. A run is timed from the first send to the peer holding the last byte; each side first warms up for ${r.bulk.params['warmUpSeconds']} s (runs of 128 MiB; throughput through the daemon climbs for a few seconds after start), then sends about 1.5 s worth per run, sized by the last warm-up run. ${pairLine(r.bulk.pair, 'MB/s')}.${r.bulk.allocations && r.bulk.syscalls ? ` Allocation per MB sent, over the same runs: on the JavaScript heap, from the garbage collector's records (the heap's size before and after each collection, V8's GC profiler; the daemon's through \`/stats\`, this process's directly), the daemon allocated ${fmt(r.bulk.allocations.daemon.heapKB)} KB per MB, the SDK client ${fmt(r.bulk.allocations.client.heapKB)} KB and the raw writer ${fmt(r.bulk.allocations.raw.heapKB)} KB. Outside the heap, the daemon's large allocation is the buffer node makes for each socket read, ${fmt(r.bulk.syscalls.daemonReadsPerMB)} reads per MB here (up to 64 KiB each, about 1 MB of buffers per MB, which WSPSend's buffers then view without a copy); the SDK client reuses its frame buffers once the daemon acknowledges them, and the raw writer writes one buffer throughout. V8 frees such memory as its sweeper gets to it, between collections, so the records cannot count it.` : ''}`);
   if (r.latency) L.push(`2. **Small-call latency.** A blocking, nonoverlapped \`WSPSend\` of 100 bytes on a blocking TCP socket, one call at a time, timed around the call (one WebSocket request and reply, plus the daemon taking the bytes into the transport buffer and writing them to the kernel). ${latencyPeer(r.latency)} Raw: a \`ws\` client sending 100-byte binary messages to the \`ws\` echo process, one at a time, timed to the echo. ${r.latency.params['samplesPerRep']} samples per repetition on each side (spiwire's in two halves around the raw ones), after ${r.latency.params['warmup']} warm-up calls on each side (at least ${r.latency.params['warmUpSeconds']} s). p50: ${pairLine(r.latency.p50, 'us')}. p99: ${pairLine(r.latency.p99, 'us')}.${latencyWoken(r.latency)}${r.latency.resume ? ` That session is resumable, the SDK's default; a second session without resume makes as many calls in the same repetitions (the order: resumable, without, woken peer, raw, woken peer, without, resumable, each in halves), which gives what resume adds to a round trip: p50 ${fmt(r.latency.resume.p50.ratio)} x, p99 ${fmt(r.latency.resume.p99.ratio)} x (without resume: p50 ${spread(r.latency.resume.p50.raw, 'us')}, p99 ${spread(r.latency.resume.p99.raw, 'us')}).` : ''}`);
   const sc = r.smallSendRate?.cpu;
   const smallCpu = sc ? ` CPU per send, from \`process.cpuUsage()\` and the daemon's /proc/<pid>/stat over the same runs: SDK client ${fmt(sc.clientUs)} us, daemon ${fmt(sc.daemonUs)} us, the raw writer ${fmt(sc.rawUs)} us. Unlike a rate it leaves out time spent waiting for a core: the steadier figure for comparing builds on a busy machine.` : '';

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { DAEMON_NODE_FLAGS } from '@spiwire/server/node-flags';
+import type { GcTotals } from '@spiwire/server/gc-stats';
 
 const children = new Set<ChildProcess>();
 
@@ -112,6 +113,8 @@ export interface DaemonStats {
   pendingOps: number;
   memory: MemoryUsage;
   gcExposed: boolean;
+  /** The collector since the daemon started (server/src/gc-stats.ts); null from a daemon without it. */
+  gc: GcTotals | null;
 }
 
 /** What the daemon's JavaScript holds, buffers included: heapUsed + external. */

@@ -13,6 +13,7 @@ import { relayRun } from '../lib/relay.js';
 import { startWebsockify } from '../lib/procs.js';
 import { now, summarize, type Summary } from '../lib/stats.js';
 import { WARM_UP_SECONDS, warmUp } from '../lib/warm-up.js';
+import { GcStats, type GcTotals } from '@spiwire/server/gc-stats';
 
 interface Run {
   seconds: number;
@@ -59,8 +60,18 @@ export interface ThroughputResult {
   checks: Check[];
   /** Bulk only: the same bytes through WebSocket-to-TCP relays a user might pick instead. */
   peers?: RelayPeers;
-  /** Bulk only: read and write system calls per MB (10^6 B) sent, from /proc/<pid>/io. */
-  syscalls?: { daemonPerMB: number; rawPerMB: number } | null;
+  /**
+   * Bulk only: read and write system calls per MB (10^6 B) sent, from /proc/<pid>/io; and the
+   * daemon's reads alone, each of which has node allocate a buffer (ArrayBuffer memory, which
+   * allocations below cannot count).
+   */
+  syscalls?: { daemonPerMB: number; rawPerMB: number; daemonReadsPerMB: number } | null;
+  /**
+   * Bulk only: what the garbage collector saw per MB sent (server/src/gc-stats.ts): the daemon's
+   * and this process's as the SDK client during spiwire runs, this process's as the raw writer
+   * during raw runs. null where a daemon does not report it.
+   */
+  allocations?: { daemon: GcPerMB; client: GcPerMB; raw: GcPerMB } | null;
   /**
    * CPU time (user + system) per unit sent (a send, or an MB for bulk): this process as the SDK
    * client and the daemon during spiwire runs, this process as the raw writer during raw runs.
@@ -68,6 +79,28 @@ export interface ThroughputResult {
    */
   cpu?: { unit: string; clientUs: number; daemonUs: number; rawUs: number } | null;
 }
+
+/** Bytes allocated on the JavaScript heap (KB = 10^3 B) and collections, per MB sent. */
+export interface GcPerMB {
+  heapKB: number;
+  minor: number;
+  major: number;
+}
+
+function gcDelta(after: GcTotals, before: GcTotals): GcTotals {
+  return { minor: after.minor - before.minor, major: after.major - before.major, pauseMs: after.pauseMs - before.pauseMs, heapAllocatedBytes: after.heapAllocatedBytes - before.heapAllocatedBytes };
+}
+
+function addGc(sum: GcTotals, d: GcTotals): void {
+  for (const k of Object.keys(sum) as Array<keyof GcTotals>) sum[k] += d[k];
+}
+
+function gcPerMB(g: GcTotals, bytes: number): GcPerMB {
+  const mb = bytes / 1e6;
+  return { heapKB: g.heapAllocatedBytes / 1e3 / mb, minor: g.minor / mb, major: g.major / mb };
+}
+
+const noGc = (): GcTotals => ({ minor: 0, major: 0, pauseMs: 0, heapAllocatedBytes: 0 });
 
 export interface RelayPeers {
   /** ws (with bufferutil) to node:net: the obvious relay to write. */
@@ -123,12 +156,13 @@ export function selfCpu(): number {
 }
 
 /** read and write system calls a process has made so far (/proc/<pid>/io), or null where there is no such file. */
-function syscallsOf(pid: number | 'self'): number | null {
+function syscallsOf(pid: number | 'self'): { reads: number; writes: number } | null {
   try {
     const io = readFileSync(`/proc/${pid}/io`, 'utf8');
     const v = (k: string): number => Number(new RegExp(`^${k}: (\\d+)`, 'm').exec(io)?.[1] ?? NaN);
-    const n = v('syscr') + v('syscw');
-    return Number.isFinite(n) ? n : null;
+    const reads = v('syscr');
+    const writes = v('syscw');
+    return Number.isFinite(reads + writes) ? { reads, writes } : null;
   } catch {
     return null;
   }
@@ -142,6 +176,8 @@ function syscallsOf(pid: number | 'self'): number | null {
 async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number, warmCount: number, targetSeconds: number, window: number, unit: string, rate: (bytes: number, seconds: number) => number, api = ctx.api, countSyscalls = false, cpuUnit: { name: string; per: (bytes: number) => number } | null = null, beside: Beside | null = null): Promise<ThroughputResult> {
   const spi = await S.connect(ctx.daemon.url, { autoApc: true });
   const c = { ...ctx, api };
+  // This process's collector, counted where system calls are (bulk).
+  const selfGc = countSyscalls ? new GcStats().start() : null;
   try {
     let swCount = quickCount;
     let rawCount = quickCount;
@@ -155,9 +191,11 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
     // Bytes each side sent, over the runs the counts below cover.
     const sent = { spiwire: 0, raw: 0 };
     // System calls: the daemon's during spiwire runs, this process's (the raw writer) during raw runs.
-    const calls = { daemon: 0, raw: 0, ok: countSyscalls };
+    const calls = { daemon: 0, daemonReads: 0, raw: 0, ok: countSyscalls };
     // CPU time: this process's and the daemon's during spiwire runs, this process's during raw runs.
     const cpu = { client: 0, daemon: 0, raw: 0, ok: cpuUnit !== null };
+    // Allocations, counted where system calls are: the daemon's (from /stats) and this process's.
+    const gc = { daemon: noGc(), client: noGc(), raw: noGc(), ok: countSyscalls, self: selfGc };
     for (let rep = 0; rep < ctx.reps; rep++) {
       const order = rep % 2 === 0 ? ['spiwire', 'raw'] : ['raw', 'spiwire'];
       for (const who of order) {
@@ -166,8 +204,16 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
         const before = calls.ok ? syscallsOf(pid) : null;
         const selfBefore = selfCpu();
         const daemonBefore = cpu.ok && who === 'spiwire' ? cpuOf(ctx.daemon.pid) : null;
+        const daemonGcBefore = gc.ok && who === 'spiwire' ? (await ctx.daemon.stats()).gc : null;
+        const selfGcBefore = gc.self?.totals() ?? null;
         const r = who === 'spiwire' ? await spiwireRun(c, spi, chunk, count, window) : await rawRun(c, chunk, count);
         const after = before === null ? null : syscallsOf(pid);
+        if (selfGcBefore !== null) addGc(who === 'spiwire' ? gc.client : gc.raw, gcDelta(gc.self!.totals(), selfGcBefore));
+        if (gc.ok && who === 'spiwire') {
+          const daemonGcAfter = daemonGcBefore === null ? null : (await ctx.daemon.stats()).gc;
+          if (daemonGcBefore === null || daemonGcAfter === null) gc.ok = false;
+          else addGc(gc.daemon, gcDelta(daemonGcAfter, daemonGcBefore));
+        }
         const selfUsed = selfCpu() - selfBefore;
         sent[who === 'spiwire' ? 'spiwire' : 'raw'] += chunk * count;
         if (who === 'spiwire') {
@@ -177,8 +223,10 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
           cpu.client += selfUsed;
         } else cpu.raw += selfUsed;
         if (before === null || after === null) calls.ok = false;
-        else if (who === 'spiwire') calls.daemon += after - before;
-        else calls.raw += after - before;
+        else if (who === 'spiwire') {
+          calls.daemon += after.reads + after.writes - before.reads - before.writes;
+          calls.daemonReads += after.reads - before.reads;
+        } else calls.raw += after.reads + after.writes - before.reads - before.writes;
         (who === 'spiwire' ? sw : raw).push(rate(chunk * count, r.seconds));
         checks.push(check(`${name} ${who} run ${rep + 1}: bytes at the peer`, chunk * count, r.bytes));
       }
@@ -200,9 +248,11 @@ async function compare(ctx: Ctx, name: string, chunk: number, quickCount: number
       const per = (us: number, bytes: number): number => us / cpuUnit.per(bytes);
       result.cpu = cpu.ok && measured ? { unit: cpuUnit.name, clientUs: per(cpu.client, sent.spiwire), daemonUs: per(cpu.daemon, sent.spiwire), rawUs: per(cpu.raw, sent.raw) } : null;
     }
-    if (countSyscalls) result.syscalls = calls.ok && measured ? { daemonPerMB: calls.daemon / (sent.spiwire / 1e6), rawPerMB: calls.raw / (sent.raw / 1e6) } : null;
+    if (countSyscalls) result.syscalls = calls.ok && measured ? { daemonPerMB: calls.daemon / (sent.spiwire / 1e6), rawPerMB: calls.raw / (sent.raw / 1e6), daemonReadsPerMB: calls.daemonReads / (sent.spiwire / 1e6) } : null;
+    if (countSyscalls) result.allocations = gc.ok && measured ? { daemon: gcPerMB(gc.daemon, sent.spiwire), client: gcPerMB(gc.client, sent.spiwire), raw: gcPerMB(gc.raw, sent.raw) } : null;
     return result;
   } finally {
+    selfGc?.stop();
     await spi.close();
   }
 }
