@@ -5,7 +5,7 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import { EventEmitter } from 'node:events';
-import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { ServerResponse, STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { constants } from 'node:crypto';
@@ -25,6 +25,8 @@ export const WS_PATH = '/ws';
 
 /** The body of every 404: the same {"error": ...} shape as the refusals of an upgrade. */
 export const NOT_FOUND_ERROR = `no such endpoint: the daemon answers GET /healthz, GET /version, GET /stats, GET /metrics, GET /sessions, GET /sessions/:id/sockets, GET|POST /faults, DELETE /faults/:id, POST /faults/reset and WebSocket upgrades on ${WS_PATH}`;
+/** A request that asks to upgrade to another protocol than WebSocket, with a body: refused (answerIgnoringUpgrade). */
+export const OTHER_UPGRADE_WITH_BODY = 'an Upgrade to another protocol than websocket is answered only for a request without a body: send this one without the Upgrade header';
 
 /** A refusal written straight to a connection node no longer parses: {"error": ...}, then close. */
 function rawRefusal(status: number, error: string): string {
@@ -137,8 +139,12 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   // and left the connection open, which node no longer times out).
   const upgrades = new EventEmitter();
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (ctx.connections.upgradeBegan(req.socket)) return void upgrades.emit('upgrade', req, socket, head);
-    ctx.clientMistakes.log({ path: req.url?.slice(0, 200) }, 'upgrade refused: pipelined behind a request still unanswered');
+    if (!ctx.connections.upgradeBegan(req.socket)) {
+      ctx.clientMistakes.log({ path: req.url?.slice(0, 200) }, 'upgrade refused: pipelined behind a request still unanswered');
+      return;
+    }
+    if (isWebSocketUpgrade(req)) return void upgrades.emit('upgrade', req, socket, head);
+    answerIgnoringUpgrade(app.server, req, socket as Socket);
   });
   // Errors of a request that reached fastify (a body that is not the JSON it claims, a body too
   // large): refused in the one-member shape; on an unknown path, as unknown.
@@ -535,4 +541,34 @@ function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions:
       return { removed: ctx.faults.reset(session) };
     });
   });
+}
+
+/** Whether an upgrade asks for WebSocket (ws then checks the rest of the handshake). */
+function isWebSocketUpgrade(req: IncomingMessage): boolean {
+  return String(req.headers.upgrade ?? '').split(',').some((p) => p.trim().toLowerCase() === 'websocket');
+}
+
+/**
+ * An upgrade to another protocol (h2c, which some HTTP clients offer on every request): the
+ * server may ignore it and answer in HTTP/1.1 (RFC 9110, section 7.8). Node has already taken the
+ * connection from its HTTP parser, so the answer is the last thing on it. A request without a
+ * body goes to the routes as any other; one with a body is refused, since nothing would read it.
+ */
+function answerIgnoringUpgrade(server: Server, req: IncomingMessage, socket: Socket): void {
+  const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) !== 0;
+  if (hasBody) {
+    if (!socket.writable) return void socket.destroy();
+    socket.end(rawRefusal(400, OTHER_UPGRADE_WITH_BODY));
+    socket.once('finish', () => socket.destroy());
+    return;
+  }
+  // As node would have made it, but for this one request only.
+  const res = new ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket);
+  res.once('finish', () => socket.end());
+  res.once('close', () => socket.destroy());
+  // The request has no body: it ends now (node's parser, which would have ended it, is gone).
+  req.push(null);
+  server.emit('request', req, res);
 }

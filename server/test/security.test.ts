@@ -10,6 +10,7 @@ import { WebSocket } from 'ws';
 import { startServer, VERSION, type Daemon } from '../src/index.js';
 import { bearerToken, isLoopbackHost, tokenMatches } from '../src/internals.js';
 import { RawSession, rawSocketOf, connectedSocket, daemon, pattern, roundTrip, sendBytes, session, startCli, tcpPeer, until, upgrade, within, type UpgradeResult } from './helpers/raw-client.js';
+import { NOT_FOUND_ERROR, OTHER_UPGRADE_WITH_BODY } from '../src/app.js';
 
 function httpBase(d: { port: number }): string {
   return `http://127.0.0.1:${d.port}`;
@@ -468,6 +469,27 @@ t.test('malformed and unknown requests are refused with {"error": ...} alone, ne
   t.same([long.status, (JSON.parse(long.body) as Record<string, unknown>)['field']], [404, 'id'], 'a 200-character session id: 404, field id');
   t.same(d.lines().filter((l) => (l['level'] as number) >= 40), [], 'nothing logged above debug');
   t.ok((await getJson(`${httpBase(d)}/healthz`)).status === 200, 'and the daemon answers as before');
+});
+
+t.test('an upgrade to another protocol (h2c) is ignored: the request is answered in HTTP/1.1, then the connection closes', async (t) => {
+  const d = await startCli(t, ['--log-level', 'debug', '--token', 'sekrit-token']);
+  // What java.net.http.HttpClient sends on every http:// request unless told to use HTTP/1.1.
+  const h2c = 'host: 127.0.0.1\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA';
+  const version = await rawHttp(d.port, `GET /version HTTP/1.1\r\n${h2c}`);
+  t.same([version.status, (JSON.parse(version.body) as Record<string, unknown>)['name']], [200, 'spiwire'], 'GET /version: 200, the version');
+  const stats = await rawHttp(d.port, `GET /stats HTTP/1.1\r\n${h2c}\r\nauthorization: Bearer sekrit-token`);
+  t.equal(stats.status, 200, 'GET /stats with the token: 200');
+  t.equal((await rawHttp(d.port, `GET /stats HTTP/1.1\r\n${h2c}`)).status, 401, 'and without it: 401, as without the upgrade');
+  const ws = await rawHttp(d.port, `GET /ws HTTP/1.1\r\n${h2c}`);
+  t.same([ws.status, JSON.parse(ws.body)], [426, { error: '/ws takes WebSocket upgrades only' }], 'GET /ws: 426, as a plain request');
+  const unknown = await rawHttp(d.port, `GET /nope HTTP/1.1\r\n${h2c}`);
+  t.same([unknown.status, JSON.parse(unknown.body)], [404, { error: NOT_FOUND_ERROR }], 'an unknown path: 404, no such endpoint');
+  // With a body nothing would read it (node has handed the connection over): refused.
+  const posted = await rawHttp(d.port, `POST /faults HTTP/1.1\r\n${h2c}\r\nauthorization: Bearer sekrit-token\r\ncontent-type: application/json`, '{"match":{},"action":{"type":"error","errno":10054}}');
+  t.same([posted.status, JSON.parse(posted.body)], [400, { error: OTHER_UPGRADE_WITH_BODY }], 'a request with a body: 400, saying why');
+  const rules = await rawHttp(d.port, 'GET /faults HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer sekrit-token');
+  t.same((JSON.parse(rules.body) as Record<string, unknown>)['rules'], [], 'and its rule was not added');
+  t.same(d.lines().filter((l) => (l['level'] as number) >= 40), [], 'nothing logged above debug');
 });
 
 // ---- log levels ----

@@ -878,3 +878,28 @@ t.test('integers written as 16.0 or 1.6e1, array errors, empty sends, the close 
   t.same([before.length, completions(at + 1, s.messages.length).length], [pending.size, 0], 'every pending send completed before the close reply');
   t.ok(before.some((c) => c['error'] === P.WSA_OPERATION_ABORTED), 'the ones the close ended with WSA_OPERATION_ABORTED');
 });
+
+t.test('points a client in another language had to guess: compact first bytes, out values on failure, acks with an id, resent numbers, other upgrades', async (t) => {
+  t.match(section('Compact headers'), /The daemon reads a\s+header whose first byte is below 0x09 \(0x00 to 0x08, bytes no JSON text starts with\) as compact,\s+and refuses one whose kind is not 1, 2 or 3 with PARSE_ERROR/, 'compact headers: below 0x09');
+  t.match(section('8. Results and errors'), /On failure the out values are absent, except where a\s+method's result table in section 11 says otherwise/, 'section 8: the exceptions');
+  t.match(section('8. Results and errors'), /a WSPSend or WSPSendTo that was not overlapped and failed after sending part of its bytes/, 'section 8: a send cut short keeps bytesSent');
+  t.match(section('spiwire.ack'), /may give it an id, in which case it is\s+answered like any request and, as a request, counts/, 'spiwire.ack: with an id');
+  t.match(section('The handshake'), /A message sent again keeps the number it had/, 'section 20: resent messages keep their numbers');
+  t.match(section('Endpoint'), /\| A request asking to upgrade to another protocol .* \| the upgrade is ignored: without a body the request is answered as if it had no `Upgrade` header/, 'section 1: other upgrades (tested on the wire in security.test.ts)');
+  t.match(section('Endpoint'), /\(none for HEAD: a response to HEAD never has a body\)/, 'section 1: HEAD');
+
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  // A record whose header starts with 0x00 or 0x04: compact, of no kind there is.
+  for (const first of [0x00, 0x04, 0x08]) {
+    const header = Buffer.alloc(16);
+    header[0] = first;
+    const record = Buffer.concat([Buffer.from([16, 0, 0, 0]), header, Buffer.from([0, 0, 0, 0])]);
+    s.ws.send(record);
+    const err = await s.wait((m) => m.error !== undefined && m.id === null && String(m.error['message']).includes(`unknown kind ${first}`));
+    t.equal(err.error?.code, P.PARSE_ERROR, `first byte 0x0${first}: PARSE_ERROR, unknown kind`);
+  }
+  // An ack with an id is answered.
+  const ack = await s.request('spiwire.ack', { received: 0 }).response;
+  t.same(ack.result, { ret: 0, errno: 0 }, 'spiwire.ack with an id: answered {ret: 0, errno: 0}');
+});
