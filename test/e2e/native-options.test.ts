@@ -5,7 +5,7 @@
 import t from 'tap';
 import * as S from '@spiwire/client';
 import { fdOf, libc } from '@spiwire/server/internals';
-import { FAMILIES, connectedTcp, daemon, dword, fionread, readDword, recvInto, roundTrip, send, session, setNonBlocking, tcpBytesBeforeFence, tcpPeer, until, within } from '../helpers/harness.js';
+import { FAMILIES, connectedTcp, daemon, dword, fillConnection, fionread, readDword, recvInto, roundTrip, send, session, setNonBlocking, tcpBytesBeforeFence, tcpPeer, until, within } from '../helpers/harness.js';
 
 const native = libc();
 
@@ -133,6 +133,37 @@ for (const f of FAMILIES) {
     t.equal((await conn.waitFor(accepted)).length, accepted, 'the peer gets every accepted byte once it reads');
   });
 }
+
+t.test('SO_LINGER {1, N} stays with the daemon: a close leaving unsent bytes holds up no session, and the bytes still arrive', { skip: native ? false : 'the C library cannot be loaded here' }, async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const other = await session(t, d);
+  const peer = await tcpPeer(t, 'ipv4', { paused: true });
+  const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
+  // Small buffers on both sides, so that bytes stay unsent in the daemon's kernel socket.
+  native!.setInt(fdOf(conn.socket)!, native!.c.SOL_SOCKET, native!.c.SO_RCVBUF, 4096);
+  const e = S.out(0);
+  t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_SNDBUF, dword(4096), 4, e), 0);
+  t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_LINGER, new Uint8Array([1, 0, 20, 0]), 4, e), 0, 'SO_LINGER {1, 20}');
+  await setNonBlocking(spi, s, true);
+  const { sent, full } = await fillConnection(spi, s, Buffer.alloc(1024, 7));
+  t.ok(full && sent > 0, `the connection is full: ${sent} bytes taken`);
+  // The peer half-closes without reading; the socket sees the FIN (a receive of 0 bytes)...
+  conn.socket.end();
+  t.ok(await until(async () => {
+    const r = await recvInto(spi, s, [16]);
+    return r.ret === 0 && r.bytes === 0;
+  }), 'a receive returns 0 bytes: the FIN reached the daemon');
+  // ...so that WSPCloseSocket ends both directions, and node closes the descriptor at once. With
+  // the linger in the kernel, close(2) held the daemon's thread for the 20 seconds.
+  const closed = within(spi.WSPCloseSocket(s, e), 5000, 'stuck');
+  t.equal(await closed, 0, 'WSPCloseSocket answers at once');
+  t.not(await within(roundTrip(other), 5000, 'stuck'), 'stuck', 'and another session is answered at once');
+  // A graceful close all the same: every byte taken reaches the peer, then FIN.
+  conn.socket.resume();
+  await conn.ended;
+  t.equal(conn.received().length, sent, 'the peer received every byte the sends took');
+});
 
 t.test('TCP options reach the real socket and read back', async (t) => {
   const d = await daemon(t);

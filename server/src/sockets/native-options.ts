@@ -49,7 +49,10 @@ export function applyTcpOptions(conn: net.Socket, o: SocketOptions, oobInline: b
   applyIpOptions(fd, v6, dualStack, o);
   native.setInt(fd, c.SOL_SOCKET, c.SO_OOBINLINE, oobInline ? 1 : 0);
   native.setInt(fd, c.SOL_SOCKET, c.SO_DONTROUTE, o.dontRoute ? 1 : 0);
-  native.setLinger(fd, o.linger.onoff ? 1 : 0, o.linger.seconds);
+  // SO_LINGER stays the daemon's: WSPCloseSocket carries it out (an abortive close for {1, 0},
+  // resetConnection). Given to the kernel, {1, N} made close(2), which node calls on the event
+  // loop's thread, block for up to N seconds whenever unsent bytes remained: every session of
+  // the daemon stood still (up to 65,535 s, l_linger being a u16).
   // Values read back as they were set; the kernel gets them clamped to what it takes.
   if (o.keepIdle > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPIDLE, Math.min(o.keepIdle, KERNEL_MAX.keepIdle));
   if (o.keepInterval > 0) native.setInt(fd, c.IPPROTO_TCP, c.TCP_KEEPINTVL, Math.min(o.keepInterval, KERNEL_MAX.keepInterval));
