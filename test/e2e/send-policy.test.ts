@@ -60,6 +60,28 @@ for (const f of FAMILIES) {
     t.pass('then FIN');
   });
 
+  t.test(`${f}: Windows policy: SIO_FLUSH leaves background data alone, its bytes having been answered as sent`, async (t) => {
+    const d = await daemon(t, { limits: { defaultSndBuf: 8192, sendPolicy: S.SPIWIRE_SEND_POLICY_WINDOWS } });
+    const spi = await session(t, d);
+    const peer = await tcpPeer(t, f, { paused: true });
+    const { s, conn } = await connectedTcp(spi, f, peer);
+    const e = S.out(0);
+    // A small transport buffer (and kernel buffer): most of the send waits in the daemon.
+    t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_SNDBUF, dword(512), 4, e), 0);
+    await setNonBlocking(spi, s, true);
+    const data = pattern(1_000_000, 11);
+    const [r, , n] = await send(spi, s, [data]);
+    t.same([r, n], [0, data.length], 'the whole send is answered as sent, most of it in the background');
+    t.equal(await spi.WSPIoctl(s, S.SIO_FLUSH, null, 0, null, 0, S.out(0), null, null, null, e), 0, 'SIO_FLUSH');
+    conn.socket.resume();
+    t.ok((await conn.waitFor(data.length, 30000)).equals(data), 'every byte reported sent arrives');
+    const tail = Buffer.from('<tail>');
+    t.same(await send(spi, s, [tail]), [0, 0, tail.length], 'a later send');
+    t.equal(await spi.WSPCloseSocket(s, e), 0);
+    await conn.ended;
+    t.ok(conn.received().equals(Buffer.concat([data, tail])), 'the peer has the send, then the later one, then FIN: nothing lost or out of order');
+  });
+
   t.test(`${f}: Windows policy: a nonblocking send larger than a message returns at once, and the caller may reuse its buffer`, async (t) => {
     // A 256 KiB frame limit makes a 4 MiB send a stream, and a 512 KiB stream window keeps most of
     // it on the caller's side until the daemon has taken what went before: after the call returned.

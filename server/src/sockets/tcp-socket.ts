@@ -1047,7 +1047,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   flushSends(): number {
     if (!this.tx) return 0;
-    return this.tx.cancel(W.WSA_OPERATION_ABORTED, (o) => o.overlapped) + this.tx.cancel(W.WSAEINTR, (o) => !o.overlapped);
+    // Background sends (Windows policy) were answered as sent in full: their bytes still go.
+    return this.tx.cancel(W.WSA_OPERATION_ABORTED, (o) => o.overlapped) + this.tx.cancel(W.WSAEINTR, (o) => !o.overlapped && !o.background);
   }
 
   // ---- events ----
