@@ -7,11 +7,14 @@
  * beside bulk senders keeps being answered, and a session cut off while it waits to be read
  * resumes and goes on.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createInterface } from 'node:readline';
 import * as S from '@spiwire/client';
 import { Socket } from '@spiwire/client';
 import { TurnBudget } from '@spiwire/server/internals';
-import { daemon, loopback, send, session, tcpPeer, connectedTcp, until, type PeerConnection } from '../helpers/harness.js';
+import { daemon, loopback, roundTrip, send, session, tcpPeer, connectedTcp, until, type PeerConnection } from '../helpers/harness.js';
 import { cuttingProxy } from '../helpers/cutting-proxy.js';
 import { parseExposition, sample } from '../helpers/prometheus-text.js';
 
@@ -141,4 +144,54 @@ t.test('--reader-slots 0: bulk senders are read as they come, and nobody waits f
     t.ok((await loads[k]!.conn.waitFor(want.length, 20000)).equals(want), `session ${k}: every byte once, in order`);
   }
   t.same(await readSlotMetrics(d.port), { waits: 0, waiting: 0 }, 'no session stopped for the slots');
+});
+
+/**
+ * A TCP peer in a process of its own that reads as fast as the kernel gives (one in this process
+ * reads slower, and the daemon's writes then wait for room, which hides what is tested below).
+ * Says how many bytes, and their hash, once the connection ends.
+ */
+async function discardProcess(t: Test): Promise<{ port: number; result: Promise<{ bytes: number; sha256: string }> }> {
+  const code = `const net = require('net'); const crypto = require('crypto');
+    const s = net.createServer((c) => { const h = crypto.createHash('sha256'); let n = 0;
+      c.on('data', (b) => { n += b.length; h.update(b); });
+      c.on('end', () => { process.stdout.write(JSON.stringify({ bytes: n, sha256: h.digest('hex') }) + '\\n'); s.close(); c.end(); }); });
+    s.listen(0, '127.0.0.1', () => process.stdout.write(s.address().port + '\\n'));`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => void child.kill());
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const port = Number((await lines.next()).value);
+  return { port, result: lines.next().then((l) => JSON.parse(String(l.value)) as { bytes: number; sha256: string }) };
+}
+
+t.test('a send through a one-byte SO_SNDBUF (a few bytes a write) holds up no other session', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d, { autoApc: true });
+  const other = await session(t, d);
+  const peer = await discardProcess(t);
+  const e = S.out(0);
+  const s = await spi.WSPSocket(S.AF_INET, S.SOCK_STREAM, S.IPPROTO_TCP, null, 0, S.WSA_FLAG_OVERLAPPED, e);
+  t.equal(await spi.WSPSetSockOpt(s, S.SOL_SOCKET, S.SO_SNDBUF, new Uint8Array([1, 0, 0, 0]), 4, e), 0, 'SO_SNDBUF 1');
+  t.equal(await spi.WSPConnect(s, { family: S.AF_INET, address: '127.0.0.1', port: peer.port }, 16, null, null, null, null, e), 0, 'connected to the peer');
+  const data = Buffer.alloc(1_000_000);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 0xff;
+  let sendDone = false;
+  const completion = new Promise<[number, number]>((resolve) => {
+    void spi.WSPSend(s, [S.wsabuf(data)], 1, S.out(-1), 0, new S.WSAOVERLAPPED(), (error, bytes) => {
+      sendDone = true;
+      resolve([error, bytes]);
+    }, null, e);
+  });
+  // Node calls back a write the kernel took at once on the next tick; pumping from there chained
+  // ticks for the whole megabyte (a quarter of a million writes of 4 bytes), and the daemon read
+  // nothing else until the send was done.
+  let answered = 0;
+  for (let i = 0; i < 100_000 && !sendDone; i++) {
+    await roundTrip(other);
+    if (!sendDone) answered++;
+  }
+  t.ok(answered >= 10, `another session is answered while the send goes: ${answered} calls`);
+  t.same(await completion, [0, data.length], 'the send completes');
+  t.equal(await spi.WSPCloseSocket(s, e), 0);
+  t.same(await peer.result, { bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') }, 'and the peer gets every byte, in order');
 });
