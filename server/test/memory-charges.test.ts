@@ -6,6 +6,8 @@
  */
 import t from 'tap';
 import * as dgram from 'node:dgram';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 import { connectedSocket, daemon, ipv4, session, tcpPeer, udpSocket, until } from './helpers/raw-client.js';
@@ -95,3 +97,49 @@ t.test('the replies a resume remembers for requests sent again count against the
   t.equal(r.code, P.OUTPUT_BACKLOG_CLOSE_CODE, 'the replay passed the limit with the replies remembered: the session ends with 4008');
   t.ok(r.replayed > 0 && r.replayed < REPLIES + 1, `part of the replay went out first (${r.replayed} replies)`);
 });
+
+/** The collector, for live-memory readings of the daemon running in this process. */
+function collector(): () => void {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
+
+/** One record: the JSON header, then data of which the header may reference only part. */
+function rawRecord(header: unknown, data: Uint8Array): Buffer {
+  const h = Buffer.from(JSON.stringify(header));
+  const lengths = (n: number): Buffer => Buffer.from(new Uint32Array([n]).buffer);
+  return Buffer.concat([lengths(h.length), h, lengths(data.length), data]);
+}
+
+t.test('a waiting send keeps only its own bytes, not the rest of the record data it came in', async (t) => {
+  const gc = collector();
+  const live = (): number => {
+    gc();
+    gc();
+    const m = process.memoryUsage();
+    return m.heapUsed + m.external;
+  };
+  const d = await daemon(t);
+  const peer = await tcpPeer(t);
+  const s = await session(t, d.url);
+  const { h, conn } = await connectedSocket(s, peer, P.WSA_FLAG_OVERLAPPED);
+  conn.socket.pause();
+  // A send that fills the buffers and stays queued: every send after it waits behind it.
+  const first = Buffer.alloc(8 << 20, 0x30);
+  t.equal((await s.call('WSPSend', { s: h, buffers: [first], flags: 0, overlapped: { op: 1, thread: 1 } }))['errno'], P.WSA_IO_PENDING);
+  const before = live();
+  // Each record carries 4 MiB of data and its send references 1 byte of it (section 3 allows
+  // data no reference uses). The session quota counts 1 byte each.
+  const records = 32;
+  const padding = Buffer.alloc(4 << 20, 0x41);
+  for (let i = 0; i < records; i++) {
+    s.ws.send(rawRecord({ jsonrpc: '2.0', id: `pad-${i}`, method: 'WSPSend', params: { s: h, buffers: [{ $b: [i, 1] }], flags: 0, overlapped: { op: 10 + i, thread: 1 } } }, padding));
+    t.equal((await s.wait((m) => m.id === `pad-${i}`)).result?.['errno'], P.WSA_IO_PENDING);
+  }
+  const grown = live() - before;
+  t.ok(grown < 16 << 20, `${records} waiting 1-byte sends hold ${(grown / 2 ** 20).toFixed(1)} MiB, not their ${records * 4} MiB of records`);
+  conn.socket.resume();
+  const got = await conn.waitFor(first.length + records);
+  t.ok(got.equals(Buffer.concat([first, Buffer.alloc(records, 0x41)])), 'and each sends its one byte once the peer reads');
+});
+

@@ -75,6 +75,16 @@ export interface QueuedSend {
 /** QueuedSend.chunk of an operation no longer waiting. (A field of its own would cost 8 bytes a pending send.) */
 const DEAD = -1;
 const isDead = (q: QueuedSend): boolean => q.chunk === DEAD;
+
+/**
+ * Copies the views of a waiting send's chunks not yet handed over that keep too much alive
+ * (unpinned). In place: the array is the operation's own (SendOp.chunks, or a streamed send's
+ * copy), and nothing else should keep the originals.
+ */
+function unpinWaiting(q: QueuedSend): void {
+  const chunks = q.chunks as Uint8Array[];
+  for (let i = Math.max(q.chunk, 0); i < chunks.length; i++) chunks[i] = unpinned(chunks[i]!);
+}
 type QueuedOp = QueuedSend;
 
 const NO_CHUNKS: readonly Uint8Array[] = [];
@@ -110,6 +120,24 @@ const AHEAD_FACTOR = 3;
 const COALESCE_BELOW = 1024;
 /** The slab small chunks are copied into; a flush writes what it holds and the next fill goes on after it. */
 const STAGE_BYTES = 16 * 1024;
+
+/**
+ * A send's buffers are views of the message they came in, which stays in memory as long as any
+ * view of it does, while the quotas count only the bytes viewed. A record may carry data no
+ * reference uses (section 3 allows it): a pending send of 1 byte kept its whole 8 MiB record
+ * alive, and a client could hold gigabytes counted as kilobytes. So a view that keeps more than
+ * RETAIN_SLACK bytes beyond its own, and more than RETAIN_RATIO times them, is copied when it has
+ * to wait or is handed to node whole (unpinned). Views of the bulk path's reads (up to 64 KiB, a
+ * send spanning two or three of them) stay views.
+ */
+const RETAIN_SLACK = 4096;
+const RETAIN_RATIO = 4;
+
+/** chunk, or a copy of it when the memory it keeps alive is out of proportion to it (RETAIN_SLACK). */
+export function unpinned(chunk: Uint8Array): Uint8Array {
+  const held = chunk.buffer.byteLength;
+  return held - chunk.length > RETAIN_SLACK && held > RETAIN_RATIO * chunk.length ? Buffer.from(chunk) : chunk;
+}
 
 /**
  * Pumps that finished writes may run in one turn of the event loop, all buffers together. Node
@@ -333,6 +361,7 @@ export class TransportBuffer {
     this.queuedBytes += available;
     this.meter(available);
     this.pump();
+    if (!isDead(q) && q.handed < op.total) unpinWaiting(q);
     return q;
   }
 
@@ -383,7 +412,7 @@ export class TransportBuffer {
     if (isDead(q) || !q.op.streamed || q.available + piece.length > q.op.total) return false;
     if (piece.length === 0) return true;
     // (A streamed send's chunks are its own array: submit() copied them.)
-    (q.chunks as Uint8Array[]).push(piece);
+    (q.chunks as Uint8Array[]).push(unpinned(piece));
     q.available += piece.length;
     this.queuedBytes += piece.length;
     this.meter(piece.length);
@@ -595,7 +624,9 @@ export class TransportBuffer {
   }
 
   /** Hands a piece of a waiting operation to node ahead of acceptance (see AHEAD_FACTOR). */
-  private handAhead(q: QueuedOp, chunk: Uint8Array): void {
+  private handAhead(q: QueuedOp, piece0: Uint8Array): void {
+    // Node's queue holds it until the kernel takes it.
+    const chunk = unpinned(piece0);
     // After the small chunks accepted before it.
     this.flushStaged();
     const piece: AheadPiece = { q, n: chunk.length, accepted: 0 };
@@ -630,7 +661,8 @@ export class TransportBuffer {
     this.meter(n);
     if (n >= COALESCE_BELOW) {
       this.flushStaged();
-      this.write(chunk);
+      // (Smaller chunks are copied into the stage anyway.)
+      this.write(unpinned(chunk));
     } else if (this.single === null && this.stagedTo === this.stageFrom) {
       this.single = chunk;
       this.flushSoon();
