@@ -56,8 +56,12 @@ export const SHUTTING_DOWN_REFUSAL = 'the daemon is shutting down';
 export type ResumeRefusal = 'not-here' | 'unknown-session' | 'bad-token' | 'bad-count' | 'bad-request' | 'not-first';
 
 /**
- * True when a message holds exactly one record, a spiwire.ack notification: such a message is
- * not counted. Only short messages are looked into, so the cost stays off the bulk path.
+ * True when a message is an acknowledgement alone, which is not counted (README section 20,
+ * "Counting messages", gives the rule word for word): at most ACK_ONLY_MAX bytes, one record with
+ * no data (binary) or the text, holding a spiwire.ack notification whose method is spelled
+ * "spiwire.ack" as such. The size and the spelling keep the check cheap (no JSON.parse of small
+ * calls, nothing on the bulk path); a client that pads an ack or escapes its name sends a
+ * counted message, and counts it.
  */
 export function isAckOnlyMessage(data: Uint8Array, binary: boolean): boolean {
   if (data.length > ACK_ONLY_MAX) return false;
@@ -71,12 +75,11 @@ export function isAckOnlyMessage(data: Uint8Array, binary: boolean): boolean {
     // A compact header (a WSPSend, its reply, a completion: most short messages) is not JSON,
     // so not an ack: no view and no scan for those.
     if (headerLength > 0 && data[4]! < FIRST_JSON_BYTE) return false;
-    const dataLength = readU32(data, 4 + headerLength);
-    // One record, and nothing after it.
-    if (8 + headerLength + dataLength !== data.length) return false;
+    // One record with no data, and nothing after it.
+    if (readU32(data, 4 + headerLength) !== 0 || 8 + headerLength !== data.length) return false;
     from = 4;
     to = 4 + headerLength;
-    if (dataLength === 0 && ackHeaderCount(data.subarray(from, to)) >= 0) return true;
+    if (ackHeaderCount(data.subarray(from, to)) >= 0) return true;
   }
   // Parsed only when the name is there: small calls with JSON headers must not cost a JSON.parse each.
   if (!includes(data, from, to, ACK_NAME)) return false;

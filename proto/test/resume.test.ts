@@ -28,6 +28,32 @@ t.test('a frame holding only spiwire.ack is not counted; anything else is', asyn
   t.notOk(P.isAckOnlyMessage(new TextEncoder().encode('{"method":"spiwire.ack"'), false), 'bad JSON');
 });
 
+t.test('the rule is exact (section 20): at most 256 bytes, no data, the method spelled plainly', async (t) => {
+  const enc = new TextEncoder();
+  const record = (header: string, data = new Uint8Array(0)): Uint8Array => {
+    const h = enc.encode(header);
+    const out = new Uint8Array(8 + h.length + data.length);
+    const v = new DataView(out.buffer);
+    v.setUint32(0, h.length, true);
+    out.set(h, 4);
+    v.setUint32(4 + h.length, data.length, true);
+    out.set(data, 8 + h.length);
+    return out;
+  };
+  const plain = '{"jsonrpc":"2.0","method":"spiwire.ack","params":{"received":7}}';
+  t.ok(P.isAckOnlyMessage(record(plain), true), 'a plain ack record');
+  // White space is JSON all the same: up to the 256 bytes of the whole message.
+  const padded = (n: number): string => `{"jsonrpc":"2.0","method":"spiwire.ack",${' '.repeat(n)}"params":{"received":7}}`;
+  const fits = 256 - 8 - padded(0).length;
+  t.equal(record(padded(fits)).length, 256);
+  t.ok(P.isAckOnlyMessage(record(padded(fits)), true), 'padded to 256 bytes: not counted');
+  t.notOk(P.isAckOnlyMessage(record(padded(fits + 1)), true), 'one byte more: counted');
+  t.ok(P.isAckOnlyMessage(enc.encode(padded(256 - padded(0).length)), false), 'as text, 256 bytes: not counted');
+  t.notOk(P.isAckOnlyMessage(enc.encode(padded(257 - padded(0).length)), false), 'as text, 257: counted');
+  t.notOk(P.isAckOnlyMessage(record(plain.replace('spiwire.ack', 'spiwire\\u002eack')), true), 'the method spelled with an escape: counted');
+  t.notOk(P.isAckOnlyMessage(record(plain, new Uint8Array(1)), true), 'a record with data: counted');
+});
+
 t.test('ReceiveCounter: the timer acknowledges only a message that has waited the delay, not one younger', async (t) => {
   const call = P.encodeFrame({ jsonrpc: '2.0', id: 1, method: 'WSPListen', params: { s: 1, backlog: 1 } });
   // Long beside the 100 ms pause below, so that a slow machine cannot make the timer fire first.
