@@ -186,7 +186,11 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   // Only /ws upgrades. The plugin would complete an upgrade on any route and close it after,
   // with no token, Origin or subprotocol check: refuse before the handshake instead.
   app.addHook('onRequest', async (req, reply) => {
-    if (req.ws && req.routeOptions.url !== WS_PATH) return reply.code(404).send({ error: `WebSocket connections are accepted only on ${WS_PATH}` });
+    if (req.ws && req.routeOptions.url !== WS_PATH) {
+      // On /ws itself only the method is wrong (a POST upgrade): an endpoint that does not exist.
+      const onWsPath = req.url.split('?', 1)[0] === WS_PATH;
+      return reply.code(404).send({ error: onWsPath ? NOT_FOUND_ERROR : `WebSocket connections are accepted only on ${WS_PATH}` });
+    }
     return undefined;
   });
   // Unknown paths and methods answer in the shape of every other refusal (fastify's own 404

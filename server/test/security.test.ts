@@ -445,6 +445,8 @@ t.test('malformed and unknown requests are refused with {"error": ...} alone, ne
     ['an upgrade with Sec-WebSocket-Version 12', upgradeHead(`sec-websocket-version: 12\r\n${key}\r\nsec-websocket-protocol: spiwire.v1`), '', 400],
     ['an upgrade with a short Sec-WebSocket-Key', upgradeHead('sec-websocket-version: 13\r\nsec-websocket-key: c2hvcnQ=\r\nsec-websocket-protocol: spiwire.v1'), '', 400],
     ['an upgrade offering a subprotocol twice', upgradeHead(`sec-websocket-version: 13\r\n${key}\r\nsec-websocket-protocol: spiwire.v1, spiwire.v1`), '', 400],
+    ['an upgrade of /ws with POST (a method /ws does not take)', upgradeHead(`sec-websocket-version: 13\r\n${key}\r\nsec-websocket-protocol: spiwire.v1`).replace('GET /ws', 'POST /ws'), '', 404],
+    ['an HTTP version the parser does not take', `GET /healthz HTTP/1.2\r\n${host}`, '', 400],
   ];
   for (const [what, head, body, status] of cases) {
     const r = await rawHttp(d.port, head, body);
@@ -462,6 +464,10 @@ t.test('malformed and unknown requests are refused with {"error": ...} alone, ne
   }
   // An HTTP/1.1 request without Host is served, as an upgrade without one is (node's own refusal
   // was a 400 with no body).
+  const postUpgrade = await rawHttp(d.port, upgradeHead(`sec-websocket-version: 13\r\n${key}\r\nsec-websocket-protocol: spiwire.v1`).replace('GET /ws', 'POST /ws'));
+  t.same(JSON.parse(postUpgrade.body), { error: NOT_FOUND_ERROR }, 'a POST upgrade of /ws: no such endpoint (the path is right, the method is not)');
+  const http10 = await rawHttp(d.port, 'GET /healthz HTTP/1.0');
+  t.same([http10.status, (JSON.parse(http10.body) as Record<string, unknown>)['status']], [200, 'ok'], 'an HTTP/1.0 request is served');
   const hostless = await rawHttp(d.port, 'GET /healthz HTTP/1.1');
   t.same([hostless.status, (JSON.parse(hostless.body) as Record<string, unknown>)['status']], [200, 'ok'], 'GET /healthz without Host: 200 and the health');
   // A session id longer than the router's default limit is still looked up: unknown, 404 naming it.
