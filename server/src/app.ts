@@ -129,6 +129,8 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   // CONNECT goes to its own event, and node drops the connection when nothing listens: answered
   // as every other method but GET, with 404 in the one-member shape.
   app.server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    // Node took its own error listener off with the parser: a reset would be an uncaught error.
+    socket.on('error', ignoreSocketError);
     if (!socket.writable) return void socket.destroy();
     socket.end(rawRefusal(404, NOT_FOUND_ERROR));
     socket.once('finish', () => socket.destroy());
@@ -139,6 +141,9 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   // and left the connection open, which node no longer times out).
   const upgrades = new EventEmitter();
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // Node took its own error listener off with the parser: until ws adds its own (and on the
+    // paths where nobody does), a reset would be an uncaught error that stops the daemon.
+    socket.on('error', ignoreSocketError);
     if (!ctx.connections.upgradeBegan(req.socket)) {
       ctx.clientMistakes.log({ path: req.url?.slice(0, 200) }, 'upgrade refused: pipelined behind a request still unanswered');
       return;
@@ -547,6 +552,9 @@ function registerFaultRoutes(app: FastifyInstance, ctx: DaemonContext, sessions:
   });
 }
 
+/** A connection node has handed over: its errors (a reset) end it, and are no one's fault. */
+function ignoreSocketError(): void {}
+
 /** Whether an upgrade asks for WebSocket (ws then checks the rest of the handshake). */
 function isWebSocketUpgrade(req: IncomingMessage): boolean {
   return String(req.headers.upgrade ?? '').split(',').some((p) => p.trim().toLowerCase() === 'websocket');
@@ -570,7 +578,8 @@ function answerIgnoringUpgrade(server: Server, req: IncomingMessage, socket: Soc
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
   res.assignSocket(socket);
-  res.once('finish', () => socket.end());
+  // Closed once the answer is out: the server would not time this connection out.
+  res.once('finish', () => socket.destroySoon());
   res.once('close', () => socket.destroy());
   // The request has no body: it ends now (node's parser, which would have ended it, is gone).
   req.push(null);

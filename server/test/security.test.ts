@@ -498,6 +498,54 @@ t.test('an upgrade to another protocol (h2c) is ignored: the request is answered
   t.same(d.lines().filter((l) => (l['level'] as number) >= 40), [], 'nothing logged above debug');
 });
 
+t.test('a client that resets right after a request node hands over (h2c, CONNECT, a pipelined upgrade) does not stop the daemon', async (t) => {
+  const d = await startCli(t, ['--log-level', 'debug']);
+  const host = 'host: 127.0.0.1';
+  const key = 'sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==';
+  const cases: Array<[string, string]> = [
+    ['an h2c upgrade answered as a request', `GET /stats HTTP/1.1\r\n${host}\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n`],
+    ['an h2c upgrade with a body (the 400)', `POST /faults HTTP/1.1\r\n${host}\r\nconnection: Upgrade\r\nupgrade: h2c\r\ncontent-length: 2\r\n\r\n{}`],
+    ['CONNECT', 'CONNECT 127.0.0.1:80 HTTP/1.1\r\nhost: 127.0.0.1:80\r\n\r\n'],
+    ['an upgrade pipelined behind a request', `GET /metrics HTTP/1.1\r\n${host}\r\n\r\nGET /ws HTTP/1.1\r\n${host}\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n${key}\r\nsec-websocket-protocol: spiwire.v1\r\n\r\n`],
+  ];
+  for (const [what, raw] of cases) {
+    for (let i = 0; i < 10; i++) {
+      await new Promise<void>((resolve) => {
+        const c = net.connect(d.port, '127.0.0.1', () => {
+          c.write(raw);
+          // Reset once the daemon has answered (or at once, every other time): its write meets ECONNRESET.
+          if (i % 2 === 0) c.resetAndDestroy();
+          else c.once('data', () => c.resetAndDestroy());
+        });
+        c.on('error', () => undefined);
+        c.on('close', () => resolve());
+      });
+    }
+    t.equal((await getJson(`${httpBase(d)}/healthz`)).status, 200, `${what}, then a reset, ten times: the daemon answers`);
+  }
+  t.equal(d.proc.exitCode, null, 'and is still running');
+  t.same(d.lines().filter((l) => (l['level'] as number) >= 40), [], 'nothing logged above debug');
+});
+
+t.test('a connection whose h2c upgrade was answered is closed by the daemon, even when its client stays half open', async (t) => {
+  const d = await startCli(t, []);
+  const connections = async (): Promise<number> => Number((await getJson(`${httpBase(d)}/stats`)).body['httpConnections']);
+  const before = await connections();
+  // A client that keeps its side open after the daemon's FIN. Node has handed the connection
+  // over, so nothing on the server would time it out: it held a descriptor and a slot for good.
+  const c = net.connect({ port: d.port, host: '127.0.0.1', allowHalfOpen: true });
+  t.teardown(() => c.destroy());
+  c.on('error', () => undefined);
+  await new Promise((r) => c.once('connect', r));
+  let answer = '';
+  c.on('data', (b: Buffer) => (answer += b.toString()));
+  const ended = new Promise<void>((r) => c.once('end', () => r()));
+  c.write('GET /version HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n');
+  await ended;
+  t.match(answer, /^HTTP\/1\.1 200 /, 'answered, then FIN');
+  t.ok(await until(async () => (await connections()) <= before, 5000, 50), 'and the daemon let go of the connection');
+});
+
 // ---- log levels ----
 
 t.test('client mistakes never log above debug, and at debug they are rate-limited', async (t) => {
