@@ -84,8 +84,22 @@ export class ReceivedBytes {
     this.fairShare = fairShareOf(budget, maxSessions);
   }
 
+  /** Sessions with sockets reading from the network: told when the daemon goes past its budget. */
+  private readonly sessions = new Set<SessionReceived>();
+
+  watch(s: SessionReceived): void {
+    this.sessions.add(s);
+  }
+
+  unwatch(s: SessionReceived): void {
+    this.sessions.delete(s);
+  }
+
   change(delta: number): void {
+    const wasOver = this.total > this.budget;
     this.total += delta;
+    // Past the budget: the sessions over their share stop reading now, not one read per socket later.
+    if (!wasOver && this.total > this.budget) for (const s of this.sessions) s.stopIfFull();
     if (delta < 0 && this.waiting.size > 0 && this.total <= this.budget) {
       const resume = [...this.waiting];
       this.waiting.clear();
@@ -98,16 +112,43 @@ export class ReceivedBytes {
   }
 }
 
-/** One session's received bytes, against the daemon's budget. */
+/**
+ * One session's received bytes, against the daemon's budget. When the session goes over (the
+ * daemon past its budget, the session past its share), every one of its sockets that reads is
+ * told at once (readers): each had gone on to take one more read before it looked, up to 64 KiB
+ * a socket, and a session with a thousand sockets held 125 times the budget.
+ */
 export class SessionReceived {
   held = 0;
+  /** Sockets reading from the network, each with what stops it. */
+  private readonly readers = new Set<() => void>();
+  /** The readers were told; they are told again once the daemon has had room. */
+  private stopped = false;
 
   constructor(private readonly daemon: ReceivedBytes = new ReceivedBytes(Infinity)) {}
 
   readonly add = (delta: number): void => {
     this.held += delta;
     this.daemon.change(delta);
+    if (delta > 0) this.stopIfFull();
   };
+
+  /** A socket reads from the network: stop() is called when the session goes over. Returns what ends that. */
+  reading(stop: () => void): () => void {
+    if (this.readers.size === 0) this.daemon.watch(this);
+    this.readers.add(stop);
+    return () => {
+      this.readers.delete(stop);
+      if (this.readers.size === 0) this.daemon.unwatch(this);
+    };
+  }
+
+  stopIfFull(): void {
+    if (this.stopped || this.readers.size === 0 || !this.full) return;
+    this.stopped = true;
+    this.daemon.whenRoom(() => (this.stopped = false));
+    for (const stop of [...this.readers]) stop();
+  }
 
   /** The daemon is past its budget and this session holds more than its fair share: stop reading. */
   get full(): boolean {

@@ -6,6 +6,7 @@
  */
 import t, { type Test } from 'tap';
 import * as net from 'node:net';
+import * as dgram from 'node:dgram';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
@@ -184,6 +185,21 @@ t.test('a session that loses its resumability while a resume replays its output 
   t.equal(r['ret'], 0, 'and answers calls');
 });
 
+/**
+ * The daemon's received bytes once they have reached atLeast and stay put between two looks (on
+ * a loaded machine the reads may pause for a moment on their way there).
+ */
+async function receivedOnceSteady(d: Cli, atLeast: number): Promise<number> {
+  let held = 0;
+  await until(async () => {
+    const now = Number((await stats(d))['receivedBytes']);
+    const steady = now === held;
+    held = now;
+    return steady && now >= atLeast;
+  }, 20000, 200);
+  return held;
+}
+
 t.test('received bytes no receive took are bounded daemon-wide: sockets stop reading, and nothing is lost', async (t) => {
   const budget = 8 * 1024 * 1024;
   // Fair share: the budget over 4 sessions, 2 MiB.
@@ -209,17 +225,9 @@ t.test('received bytes no receive took are bounded daemon-wide: sockets stop rea
     await connectTo(s, h, port);
     hs.push(h);
   }
-  // Nobody reads: the daemon takes what the budget allows, then stops reading those sockets. The
-  // count is read until it has reached the budget and stays put between two looks (on a loaded
-  // machine the reads may pause for a moment on their way there).
-  let held = 0;
-  await until(async () => {
-    const now = Number((await stats(d))['receivedBytes']);
-    const steady = now === held;
-    held = now;
-    return steady && now >= budget;
-  }, 20000, 200);
-  t.ok(held <= budget + sockets * 64 * 1024, `the daemon holds ${held} received bytes, within the budget (${budget}) and a read per socket`);
+  // Nobody reads: the daemon takes what the budget allows, then stops reading those sockets.
+  const held = await receivedOnceSteady(d, budget);
+  t.ok(held <= budget + 64 * 1024, `the daemon holds ${held} received bytes, within the budget (${budget}) and one read`);
   t.ok(held >= budget, 'and takes up to the budget');
   // Now read every socket to its end: every byte the peer wrote arrives, in order.
   for (let i = 0; i < sockets; i++) {
@@ -235,6 +243,60 @@ t.test('received bytes no receive took are bounded daemon-wide: sockets stop rea
     t.ok(Buffer.concat(chunks).equals(pattern(perSocket, i)), `socket ${i}: all ${perSocket} bytes, intact`);
   }
   t.equal(Number((await stats(d))['receivedBytes']), 0, 'nothing is held once everything was read');
+});
+
+/** A TCP peer that writes bytes to each connection it accepts, then waits. */
+async function writingPeer(t: Test, bytes: number): Promise<number> {
+  const server = net.createServer((c) => {
+    c.on('error', () => undefined);
+    c.write(Buffer.alloc(bytes, 0x61));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => server.close());
+  return (server.address() as net.AddressInfo).port;
+}
+
+t.test('past the received budget every socket of a session over its share stops at once: not one more read each', async (t) => {
+  const budget = 1024 * 1024;
+  const d = await startCli(t, ['--received-budget', String(budget), '--max-sessions', '4']);
+  const port = await writingPeer(t, 64 * 1024);
+  const s = await session(t, d.url);
+  const before = (await stats(d))['memory'] as Record<string, number>;
+  // 200 connections whose peers each send 64 KiB at once, and nobody receives: before, each
+  // socket took one more read after the session went over, 12.5 MiB in all, and node read one
+  // more into its own stream buffer, which no count saw.
+  const sockets = 200;
+  for (let i = 0; i < sockets; i++) await connectTo(s, await tcpSocket(s), port);
+  const held = await receivedOnceSteady(d, budget);
+  t.ok(held >= budget && held <= budget + 64 * 1024, `${held} bytes held: the budget (${budget}) and one read at most`);
+  const after = (await stats(d))['memory'] as Record<string, number>;
+  const grown = after['arrayBuffers']! - before['arrayBuffers']!;
+  t.ok(grown < budget + 4 * 1024 * 1024, `the daemon's buffers grew by ${(grown / 2 ** 20).toFixed(1)} MiB, not the ${(sockets * 64) / 1024} MiB its peers sent`);
+});
+
+t.test('past the received budget a UDP receive waiting on an empty socket still gets its datagram, as a TCP one does', async (t) => {
+  const budget = 1024 * 1024;
+  const d = await startCli(t, ['--received-budget', String(budget), '--max-sessions', '4']);
+  const port = await writingPeer(t, 256 * 1024);
+  const s = await session(t, d.url);
+  // Sockets nobody reads (each holds up to its SO_RCVBUF, 64 KiB) take the session past its share.
+  for (let i = 0; i < 24; i++) await connectTo(s, await tcpSocket(s), port);
+  t.ok(await until(async () => Number((await stats(d))['receivedBytes']) >= budget, 20000, 50), 'the session holds the budget');
+  const u = await udpSocket(s);
+  t.equal((await s.call('WSPBind', { s: u, name: { family: P.AF_INET, address: '127.0.0.1', port: 0 }, namelen: 16 }))['ret'], 0);
+  const uport = ((await s.call('WSPGetSockName', { s: u, namelen: 16 }))['name'] as P.SockAddr).port;
+  const recv = s.call('WSPRecvFrom', { s: u, lengths: [64], flags: 0 }, 10000);
+  const sender = dgram.createSocket('udp4');
+  t.teardown(() => sender.close());
+  // Sent until the receive is answered (a datagram sent before the receive was registered would be dropped).
+  let answered = false;
+  void recv.then(() => (answered = true));
+  for (let i = 0; i < 100 && !answered; i++) {
+    sender.send('hello', uport, '127.0.0.1');
+    await within(recv, 50, null);
+  }
+  const r = await recv;
+  t.same([r['ret'], r['bytesRecvd']], [0, 5], 'the waiting receive gets the datagram');
 });
 
 t.test('a client that pauses and then reads again gets every reply once; nothing is lost', async (t) => {

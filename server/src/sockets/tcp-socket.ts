@@ -71,6 +71,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private readonly rx: ReceiveBuffer;
   /** Registered with the received-bytes budget to read again once there is room. */
   private waitingForRoom = false;
+  /** Ends the received budget's hold on this socket's reading (SessionReceived.reading). */
+  private stopReading: () => void = () => undefined;
   /** The WSA code the connection broke with (state 'broken'). */
   private failure = 0;
   /**
@@ -543,18 +545,8 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       } else this.checkEvents();
       return;
     }
-    if (this.rx.size >= this.receiveHold() || this.ctx.flow.paused) conn.pause();
-    else if (this.overReceivedBudget()) {
-      conn.pause();
-      // Once per wait for room, however often the socket pauses meanwhile.
-      if (!this.waitingForRoom) {
-        this.waitingForRoom = true;
-        this.received.whenRoom(() => {
-          this.waitingForRoom = false;
-          this.resumeInputIfRoom();
-        });
-      }
-    }
+    if (this.rx.size >= this.receiveHold() || this.ctx.flow.paused) pauseNow(conn);
+    else this.pauseForBudget();
     // New data records FD_READ again on Windows, even before a receive re-enables it.
     this.reenable(W.FD_READ);
     this.wake();
@@ -598,6 +590,9 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
       },
     };
     this.tx = new TransportBuffer(sink, this.opts.sndBuf, () => this.afterDrainStep(), this.quota.add);
+    // Told when the session goes over the received budget through another socket's read.
+    this.stopReading();
+    this.stopReading = this.received.reading(() => this.pauseForBudget());
     conn.on('data', (chunk: Buffer) => {
       this.takeData(conn, chunk);
       // Every read passes here: the call only when the kernel's SO_OOBINLINE is still to follow.
@@ -610,11 +605,17 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     });
     conn.on('error', (err: NodeJS.ErrnoException) => this.breakWith(this.brokenCode(err), err));
     conn.on('close', () => {
+      this.stopReading();
       this.link?.close();
       // Closed under us without an error or both FINs: a reset.
       if (this.state.is('connected', 'send-shut', 'peer-finished')) this.breakWith(W.WSAECONNRESET);
     });
     conn.resume();
+    // A session already past its received budget: this socket waits for room like the others.
+    // Looked at again on the next tick too: node asks for a first read right after 'connect'
+    // (read(0)), paused or not, and would fill its own buffer with it.
+    this.pauseForBudget();
+    process.nextTick(() => this.pauseForBudget());
     // SIGURG for this connection comes to this process: urgent data then needs no polling.
     this.ownerSet = ownUrgentSignal(conn);
     try {
@@ -1310,7 +1311,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     this.tx?.flushStaged();
     conn.removeAllListeners('data');
     conn.on('error', () => undefined);
-    conn.resume();
+    resumeNow(conn);
     this.delivered = new Promise<void>((resolve) => {
       conn.once('finish', resolve);
       conn.once('close', resolve);
@@ -1387,10 +1388,24 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     return this.tx ? this.tx.used + this.tx.pendingBytes : 0;
   }
 
+  /** Stops reading while the daemon holds too much received data (overReceivedBudget), until it has room. */
+  private pauseForBudget(): void {
+    const conn = this.conn;
+    if (!conn || conn.destroyed || !this.overReceivedBudget()) return;
+    pauseNow(conn);
+    // Once per wait for room, however often the socket pauses meanwhile.
+    if (this.waitingForRoom) return;
+    this.waitingForRoom = true;
+    this.received.whenRoom(() => {
+      this.waitingForRoom = false;
+      this.resumeInputIfRoom();
+    });
+  }
+
   /** Reads from the connection again when the receive buffer has room and the session's output allows. */
   private resumeInputIfRoom(): void {
     if (this.conn?.isPaused() && !this.closed && this.rx.size < this.receiveHold() && !this.ctx.flow.paused && !this.overReceivedBudget()) {
-      this.conn.resume();
+      resumeNow(this.conn);
       this.syncOobInline();
     }
   }
@@ -1464,6 +1479,34 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   maxMessageSize(): number | null {
     return null;
+  }
+}
+
+/**
+ * Stops reading the connection now. pause() alone stops node's 'data' events, but node goes on
+ * reading from the kernel into its own buffer until a read finds that buffer full: one more read
+ * (up to 64 KiB) per paused socket, which no count saw (a session with a thousand sockets held
+ * 64 MB past the received budget that way). resumeNow starts the reads again.
+ */
+function pauseNow(conn: net.Socket): void {
+  conn.pause();
+  const handle = (conn as unknown as { _handle?: { reading?: boolean; readStop?: () => number } | null })._handle;
+  if (handle?.reading === true && typeof handle.readStop === 'function') {
+    handle.reading = false;
+    handle.readStop();
+  }
+}
+
+/**
+ * resume(), and the handle reads again if pauseNow stopped it: node's stream may still count a
+ * read as under way (it asked the handle before the stop) and then would not ask again.
+ */
+function resumeNow(conn: net.Socket): void {
+  conn.resume();
+  const handle = (conn as unknown as { _handle?: { reading?: boolean; readStart?: () => number } | null })._handle;
+  if (!conn.destroyed && handle?.reading === false && typeof handle.readStart === 'function') {
+    handle.reading = true;
+    handle.readStart();
   }
 }
 

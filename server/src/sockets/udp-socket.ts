@@ -185,8 +185,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       this.receivedTotal += data.length;
       // A full receive buffer drops the datagram, as the kernel would, or with circular queueing
       // the oldest ones it holds; the daemon's budget of received bytes drops it too, while this
-      // session holds more than its share.
-      if (this.received.full) return;
+      // session holds more than its share, except for a socket whose receive waits with nothing
+      // to take (as TCP's): a client waiting on one socket while others hold the budget would
+      // wait forever.
+      if (this.received.full && !(this.hasWaiters && this.rxCharge === 0)) return;
       const room = Math.min(Math.max(this.opts.rcvBuf, 65536), this.maxRecvBytes);
       const charge = chargeOf(data);
       if (this.rxCharge + charge > room && !(this.opts.circularQueueing && this.dropOldest(room - charge))) return;
