@@ -77,13 +77,17 @@ const DEAD = -1;
 const isDead = (q: QueuedSend): boolean => q.chunk === DEAD;
 
 /**
- * Copies the views of a waiting send's chunks not yet handed over that keep too much alive
- * (unpinned). In place: the array is the operation's own (SendOp.chunks, or a streamed send's
- * copy), and nothing else should keep the originals.
+ * A queued send whose views keep too much alive (see RETAIN_SLACK) has them copied, all of them:
+ * those handed over are still in its arrays until it completes. In place, in the queue's array
+ * and in the operation's own (a streamed send's queue has a copy of it), so that neither keeps
+ * the originals.
  */
 function unpinWaiting(q: QueuedSend): void {
-  const chunks = q.chunks as Uint8Array[];
-  for (let i = Math.max(q.chunk, 0); i < chunks.length; i++) chunks[i] = unpinned(chunks[i]!);
+  for (const list of q.chunks === q.op.chunks ? [q.chunks] : [q.chunks, q.op.chunks]) {
+    if (pinnedBy(list) <= RETAIN_RATIO * byteLength(list) + RETAIN_SLACK) continue;
+    const chunks = list as Uint8Array[];
+    for (let i = 0; i < chunks.length; i++) if (chunks[i]!.buffer.byteLength > chunks[i]!.length) chunks[i] = copyOf(chunks[i]!);
+  }
 }
 type QueuedOp = QueuedSend;
 
@@ -125,18 +129,43 @@ const STAGE_BYTES = 16 * 1024;
  * A send's buffers are views of the message they came in, which stays in memory as long as any
  * view of it does, while the quotas count only the bytes viewed. A record may carry data no
  * reference uses (section 3 allows it): a pending send of 1 byte kept its whole 8 MiB record
- * alive, and a client could hold gigabytes counted as kilobytes. So a view that keeps more than
- * RETAIN_SLACK bytes beyond its own, and more than RETAIN_RATIO times them, is copied when it has
- * to wait or is handed to node whole (unpinned). Views of the bulk path's reads (up to 64 KiB, a
- * send spanning two or three of them) stay views.
+ * alive, and a client could hold gigabytes counted as kilobytes. So views that keep too much
+ * alive are copied:
+ * - a send that has to wait (unpinWaiting) is copied when the messages its views keep alive come
+ *   to more than RETAIN_RATIO times its bytes and RETAIN_SLACK beyond: a bulk send of 64 KiB
+ *   spanning two 64 KiB reads stays views, a 1-byte send in a 64 KiB read does not;
+ * - a piece handed to node (which holds it until the kernel takes it) is copied when it keeps
+ *   more than a read's worth (READ_BYTES) beyond itself alive, as only an oversized message does
+ *   (unpinned): copying the small edge pieces of bulk sends cost the daemon a sixth more CPU per MB.
  */
 const RETAIN_SLACK = 4096;
 const RETAIN_RATIO = 4;
+/** What node reads from a connection at once: the most a view of an ordinary read keeps. */
+const READ_BYTES = 64 * 1024;
 
-/** chunk, or a copy of it when the memory it keeps alive is out of proportion to it (RETAIN_SLACK). */
+/** A copy of chunk in memory of its own (a slice of node's shared pool would keep 8 KiB for one byte). */
+function copyOf(chunk: Uint8Array): Uint8Array {
+  const copy = Buffer.allocUnsafeSlow(chunk.length);
+  copy.set(chunk);
+  return copy;
+}
+
+/** chunk, or a copy of it when it keeps more than a read's worth of memory beyond its own bytes alive. */
 export function unpinned(chunk: Uint8Array): Uint8Array {
   const held = chunk.buffer.byteLength;
-  return held - chunk.length > RETAIN_SLACK && held > RETAIN_RATIO * chunk.length ? Buffer.from(chunk) : chunk;
+  return held - chunk.length > READ_BYTES && held > RETAIN_RATIO * chunk.length ? copyOf(chunk) : chunk;
+}
+
+/** The memory chunks keep alive: each message (ArrayBuffer) they are views of, once. */
+function pinnedBy(chunks: readonly Uint8Array[]): number {
+  let held = 0;
+  for (let i = 0; i < chunks.length; i++) {
+    const b = chunks[i]!.buffer;
+    let seen = false;
+    for (let k = 0; k < i && !seen; k++) seen = chunks[k]!.buffer === b;
+    if (!seen) held += b.byteLength;
+  }
+  return held;
 }
 
 /**
@@ -157,7 +186,19 @@ function nextTurn(): void {
   pumpsThisTurn = 0;
   const due = waitingTurn;
   waitingTurn = [];
-  for (const b of due) b.pumpInNewTurn();
+  for (let i = 0; i < due.length; i++) {
+    try {
+      due[i]!.pumpInNewTurn();
+    } catch (err) {
+      // The rest keep their turn (a fault in one socket must not stall the others).
+      for (const b of due.slice(i + 1)) waitingTurn.push(b);
+      if (waitingTurn.length > 0 && !turnScheduled) {
+        turnScheduled = true;
+        setImmediate(nextTurn);
+      }
+      throw err;
+    }
+  }
 }
 
 export class TransportBuffer {
@@ -361,7 +402,8 @@ export class TransportBuffer {
     this.queuedBytes += available;
     this.meter(available);
     this.pump();
-    if (!isDead(q) && q.handed < op.total) unpinWaiting(q);
+    // Still queued (waiting, or handed ahead and not yet accepted): it may be here a while.
+    if (!isDead(q)) unpinWaiting(q);
     return q;
   }
 
@@ -661,10 +703,9 @@ export class TransportBuffer {
     this.meter(n);
     if (n >= COALESCE_BELOW) {
       this.flushStaged();
-      // (Smaller chunks are copied into the stage anyway.)
       this.write(unpinned(chunk));
     } else if (this.single === null && this.stagedTo === this.stageFrom) {
-      this.single = chunk;
+      this.single = unpinned(chunk);
       this.flushSoon();
     } else {
       if (this.single !== null) {

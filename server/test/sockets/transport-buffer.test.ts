@@ -327,3 +327,38 @@ t.test('small sends accepted in one turn leave in a few writes, in order, with s
   await new Promise((r) => setImmediate(r));
   t.equal(metered(), 0, 'and nothing is metered once the kernel has them');
 });
+
+t.test('a send that waits, goes ahead or sits in node keeps only its own bytes, not the message its view came from', async (t) => {
+  const l = await link(t, true);
+  const sink = sinkOf(l.client);
+  // The kernel full: node queues what is written from now on.
+  for (let i = 0; i < 1000 && l.client.writableLength === 0; i++) {
+    l.client.write(Buffer.alloc(256 * 1024));
+    await new Promise((r) => setImmediate(r));
+  }
+  t.ok(l.client.writableLength > 0, 'the kernel is full');
+  /** A 1-byte view of a 4 MiB message, as a send in a record with unreferenced data is. */
+  const pinned = (i: number): Uint8Array => Buffer.alloc(4 << 20, i).subarray(i, i + 1);
+  const heldBy = (chunks: readonly Uint8Array[]): number => chunks.reduce((n, c) => n + c.buffer.byteLength, 0);
+
+  // Waiting behind a send the buffer cannot take, or handed ahead of acceptance (the 6 KiB
+  // after a 4 KiB buffer, then the small sends whole): plain and streamed.
+  const { tx } = buffer(sink, 4096);
+  tx.submit(op(pattern(10 * 1024, 1)));
+  const waiting = Array.from({ length: 8 }, (_, i) => op(pinned(i)));
+  const streamed = Array.from({ length: 4 }, (_, i): Op => ({ ...op(pinned(10 + i)), streamed: true, total: 2 }));
+  for (const o of [...waiting, ...streamed]) tx.submit(o);
+  t.ok([...waiting, ...streamed].every((o) => o.result === null), 'they wait');
+  t.ok(waiting.every((o) => heldBy(o.chunks) < 64 * 1024), `waiting sends hold ${heldBy(waiting.flatMap((o) => o.chunks))} bytes for 8 bytes`);
+  t.ok(streamed.every((o) => heldBy(o.chunks) < 64 * 1024), 'and streamed ones, in their own list too');
+
+  // Accepted at once, the first small send of a turn: handed to node as it came, it sits in
+  // node's queue while the kernel is full.
+  const { tx: roomy } = buffer(sink, 1 << 20);
+  for (let i = 0; i < 8; i++) {
+    t.equal(roomy.acceptNow([pinned(20 + i)], 1), 1);
+    await new Promise((r) => setImmediate(r));
+  }
+  const queued = (l.client as unknown as { _writableState: { getBuffer(): Array<{ chunk: Uint8Array }> } })._writableState.getBuffer().map((e) => e.chunk);
+  t.ok(heldBy(queued) < 16 << 20, `node's queue holds ${(heldBy(queued) / 2 ** 20).toFixed(1)} MiB, not 32 MiB of messages`);
+});
