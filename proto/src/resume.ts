@@ -4,28 +4,8 @@
  * counted (else acknowledging would itself need acknowledging), nor are the handshake messages
  * (spiwire.welcome, spiwire.resume, spiwire.resumed and a refusal).
  */
-import { isRecord } from './guards.js';
 import { readU32 } from './le32.js';
-import { ackHeaderCount } from './ack-header.js';
-
-/** The largest message that can hold nothing but a spiwire.ack: anything longer counts. */
-const ACK_ONLY_MAX = 256;
-
-const utf8 = new TextDecoder();
-const ACK_NAME = new TextEncoder().encode('"spiwire.ack"');
-/** Below this, the first byte of a record header is a compact header's kind, never JSON (section 3). */
-const FIRST_JSON_BYTE = 0x09;
-
-/** Whether hay[from..to) holds needle. */
-function includes(hay: Uint8Array, from: number, to: number, needle: Uint8Array): boolean {
-  const first = needle[0]!;
-  outer: for (let i = from; i + needle.length <= to; i++) {
-    if (hay[i] !== first) continue;
-    for (let k = 1; k < needle.length; k++) if (hay[i + k] !== needle[k]) continue outer;
-    return true;
-  }
-  return false;
-}
+import { ACK_HEADER_MAX_BYTES, ackHeaderCount } from './ack-header.js';
 
 /**
  * When an end acknowledges what it counted (the SDK and the daemon alike; any schedule works for
@@ -57,39 +37,20 @@ export type ResumeRefusal = 'not-here' | 'unknown-session' | 'bad-token' | 'bad-
 
 /**
  * True when a message is an acknowledgement alone, which is not counted (README section 20,
- * "Counting messages", gives the rule word for word): at most ACK_ONLY_MAX bytes, one record with
- * no data (binary) or the text, holding a spiwire.ack notification whose method is spelled
- * "spiwire.ack" as such. The size and the spelling keep the check cheap (no JSON.parse of small
- * calls, nothing on the bulk path); a client that pads an ack or escapes its name sends a
- * counted message, and counts it.
+ * "Counting messages"): the exact bytes ackHeader writes, {"jsonrpc":"2.0","method":
+ * "spiwire.ack","params":{"received":N}} with no space and N in plain decimal, as the one record
+ * of a binary frame with no data, or as the whole text of a text frame. One spelling only, so
+ * that both ends decide alike without parsing JSON (a rule that parsed could be fooled by escapes
+ * and repeated keys); an ack written any other way is an ordinary, counted message.
  */
 export function isAckOnlyMessage(data: Uint8Array, binary: boolean): boolean {
-  if (data.length > ACK_ONLY_MAX) return false;
-  let from = 0;
-  let to = data.length;
-  if (binary) {
-    if (data.length < 8) return false;
-    // (No DataView: constructing one per message is a call into C++.)
-    const headerLength = readU32(data, 0);
-    if (8 + headerLength > data.length) return false;
-    // A compact header (a WSPSend, its reply, a completion: most short messages) is not JSON,
-    // so not an ack: no view and no scan for those.
-    if (headerLength > 0 && data[4]! < FIRST_JSON_BYTE) return false;
-    // One record with no data, and nothing after it.
-    if (readU32(data, 4 + headerLength) !== 0 || 8 + headerLength !== data.length) return false;
-    from = 4;
-    to = 4 + headerLength;
-    if (ackHeaderCount(data.subarray(from, to)) >= 0) return true;
-  }
-  // Parsed only when the name is there: small calls with JSON headers must not cost a JSON.parse each.
-  if (!includes(data, from, to, ACK_NAME)) return false;
-  let msg: unknown;
-  try {
-    msg = JSON.parse(utf8.decode(data.subarray(from, to)));
-  } catch {
-    return false;
-  }
-  return isRecord(msg) && msg['method'] === 'spiwire.ack' && !('id' in msg);
+  if (!binary) return data.length <= ACK_HEADER_MAX_BYTES && ackHeaderCount(data) >= 0;
+  if (data.length < 8 || data.length > ACK_HEADER_MAX_BYTES + 8) return false;
+  // (No DataView: constructing one per message is a call into C++.)
+  const headerLength = readU32(data, 0);
+  // One record with no data, and nothing after it.
+  if (8 + headerLength !== data.length || readU32(data, 4 + headerLength) !== 0) return false;
+  return ackHeaderCount(data.subarray(4, 4 + headerLength)) >= 0;
 }
 
 /**
