@@ -31,6 +31,8 @@ export interface DaemonConfig extends DaemonLimits {
   traceDirBudget: number;
   /** The URL clients reconnect to for a resume, behind a load balancer (in the welcome). */
   resumeUrl: string | undefined;
+  /** 1: keep V8's GC profiler running for /stats's gc member (gc-stats.ts); 0: off. */
+  gcStats: number;
 }
 
 interface Setting {
@@ -79,6 +81,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--resume-grace', env: 'SPIWIRE_RESUME_GRACE', key: 'resumeGraceMs', kind: 'int', doc: `Milliseconds a session whose connection dropped is kept for its client to resume it; 0 turns resume off (default ${DEFAULT_LIMITS.resumeGraceMs}).` },
   { flag: '--replay-limit', env: 'SPIWIRE_REPLAY_LIMIT', key: 'replayLimitBytes', kind: 'int', doc: `Bytes of output not yet acknowledged by its client that a session keeps for a resume; beyond, it cannot be resumed (default ${DEFAULT_LIMITS.replayLimitBytes}).` },
   { flag: '--replay-budget', env: 'SPIWIRE_REPLAY_BUDGET', key: 'replayBudgetBytes', kind: 'int', doc: `Bytes of output not yet acknowledged that all resumable sessions together keep; beyond, the session keeping the most can no longer be resumed (default ${DEFAULT_LIMITS.replayBudgetBytes}).` },
+  { flag: '--gc-stats', env: 'SPIWIRE_GC_STATS', key: 'gcStats', kind: 'int', doc: "1: count garbage collections and the bytes allocated between them, for /stats's gc member (the benchmark's allocations per MB); it costs about 60 us per collection, so it is off by default (0)." },
   { flag: '--resume-url', env: 'SPIWIRE_RESUME_URL', key: 'resumeUrl', kind: 'string', doc: 'WebSocket URL of this very daemon, given to clients in the welcome for resuming when a load balancer stands in front of several daemons (default: none, clients reconnect to the URL they used).' },
   { flag: '--rcvbuf', env: 'SPIWIRE_RCVBUF', key: 'defaultRcvBuf', kind: 'int', doc: `Default SO_RCVBUF (default ${DEFAULT_LIMITS.defaultRcvBuf}).` },
 ];
@@ -97,6 +100,7 @@ export function defaultConfig(): DaemonConfig {
     traceDir: undefined,
     traceDirBudget: DEFAULT_TRACE_DIR_BUDGET,
     resumeUrl: undefined,
+    gcStats: 0,
     ...DEFAULT_LIMITS,
   };
 }
@@ -215,6 +219,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Da
   if (cfg.faults === '') cfg.faults = undefined;
   if (cfg.traceDir === '') cfg.traceDir = undefined;
   if (cfg.resumeUrl === '') cfg.resumeUrl = undefined;
+  if (cfg.gcStats !== 0 && cfg.gcStats !== 1) throw new ConfigError(`--gc-stats / SPIWIRE_GC_STATS is 0 or 1, got ${cfg.gcStats}`);
   if (cfg.resumeUrl !== undefined && !/^wss?:\/\/[^\s]+$/.test(cfg.resumeUrl)) throw new ConfigError(`--resume-url / SPIWIRE_RESUME_URL must be a ws:// or wss:// URL, got ${JSON.stringify(cfg.resumeUrl)}`);
   const partialFramesBudget = partialFramesBudgetOf(given.has('partialFramesBudget') ? cfg.partialFramesBudget : undefined, cfg.maxFrameBytes);
   if (partialFramesBudget === null) throw new ConfigError(`--partial-frames-budget / SPIWIRE_PARTIAL_FRAMES_BUDGET must be at least twice --max-frame-bytes (${2 * cfg.maxFrameBytes}), got ${cfg.partialFramesBudget}`);

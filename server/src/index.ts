@@ -40,6 +40,8 @@ export interface StartOptions {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** The URL of this daemon that clients reconnect to for a resume, behind a load balancer (--resume-url). */
   resumeUrl?: string;
+  /** Keep V8's GC profiler running for /stats's gc member (--gc-stats; about 60 us per collection). */
+  gcStats?: boolean;
 }
 
 export interface Daemon {
@@ -83,8 +85,8 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
   const sessions = new Set<Session>();
   const app = await buildApp(ctx, sessions, { token, allowedOrigins: opts.allowedOrigins ?? [], tls: opts.tls }, log);
   await app.listen({ host, port: opts.port ?? 0 });
-  const gc = useProcessGcStats();
-  ctx.gc = gc.stats;
+  const gc = opts.gcStats ? useProcessGcStats() : null;
+  ctx.gc = gc?.stats ?? null;
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : (opts.port ?? 0);
   const urlHost = host.includes(':') ? `[${host}]` : host;
@@ -106,8 +108,11 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
         // Bytes WSPSend accepted reach the kernel (which delivers them after the exit), up to
         // the drain deadline; connections that cannot deliver by then are reset and logged.
         await ctx.draining.drainAll(limits.drainMs);
-        await app.close();
-        gc.release();
+        try {
+          await app.close();
+        } finally {
+          gc?.release();
+        }
       })();
       return closing;
     },

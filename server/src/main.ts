@@ -82,6 +82,7 @@ async function serve(argv: readonly string[]): Promise<void> {
       limits: limitsOf(cfg),
       ...(faults ? { faults } : {}),
       ...(cfg.resumeUrl !== undefined ? { resumeUrl: cfg.resumeUrl } : {}),
+      gcStats: cfg.gcStats === 1,
     });
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'cannot start');

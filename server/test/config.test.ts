@@ -25,6 +25,8 @@ function sample(t: Test, s: Setting, variant: number): { raw: string; want: unkn
   const i = SETTINGS.indexOf(s);
   switch (s.kind) {
     case 'int': {
+      // A switch: 0 or 1.
+      if (s.key === 'gcStats') return { raw: String(variant % 2), want: variant % 2 };
       // The partial-frame budget must hold two messages of the largest size.
       const base = s.key === 'partialFramesBudget' ? 2 * DEFAULT_LIMITS.maxFrameBytes : 1000;
       const n = base + i * 10 + variant;

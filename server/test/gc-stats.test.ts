@@ -39,8 +39,11 @@ t.test('totals never go back, and a stopped counter keeps its totals', async (t)
   t.same(stats.totals(), c, 'stopped: the totals stay as they were');
 });
 
-t.test('/stats reports them', async (t) => {
-  const d = await startServer({ port: 0 });
+t.test('/stats reports them with --gc-stats 1 (gcStats), and null without', async (t) => {
+  const off = await startServer({ port: 0 });
+  t.teardown(() => off.close());
+  t.equal(((await (await fetch(`http://127.0.0.1:${off.port}/stats`)).json()) as { gc: unknown }).gc, null, 'off by default: null');
+  const d = await startServer({ port: 0, gcStats: true });
   t.teardown(() => d.close());
   const body = (await (await fetch(`http://127.0.0.1:${d.port}/stats`)).json()) as { gc: Record<string, number> | null };
   t.ok(body.gc !== null && typeof body.gc === 'object', 'a gc member');

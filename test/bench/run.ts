@@ -127,7 +127,8 @@ async function main(): Promise<void> {
   const cpuProfDir = args.cpuProf ? join(ROOT, 'bench-results', 'prof') : null;
   if (cpuProfDir) mkdirSync(cpuProfDir, { recursive: true });
 
-  const daemon = await DaemonProcess.start({ cpuProfDir });
+  // --gc-stats: scenario 1 reads the daemon's allocations per MB from /stats.
+  const daemon = await DaemonProcess.start({ cpuProfDir, flags: ['--gc-stats', '1'] });
   const peers = await Promise.all(['discard', 'udp', 'ws-echo', 'holder'].map((r) => PeerProcess.start(r)));
   const [discard, udp, ws, holder] = peers as [PeerProcess, PeerProcess, PeerProcess, PeerProcess];
   const results: Results = {};
