@@ -112,16 +112,23 @@ export class ReceivedBytes {
   }
 }
 
+/** A socket reading from the network, as the received budget sees it. */
+export interface BudgetReader {
+  /** The session went over: stop reading unless a receive waits with nothing to take. */
+  budgetExceeded(): void;
+}
+
 /**
  * One session's received bytes, against the daemon's budget. When the session goes over (the
  * daemon past its budget, the session past its share), every one of its sockets that reads is
  * told at once (readers): each had gone on to take one more read before it looked, up to 64 KiB
- * a socket, and a session with a thousand sockets held 125 times the budget.
+ * a socket, and a session with a thousand sockets held 125 times the budget. (The sockets
+ * themselves are kept, not closures: an idle socket's memory is counted in bytes.)
  */
 export class SessionReceived {
   held = 0;
-  /** Sockets reading from the network, each with what stops it. */
-  private readonly readers = new Set<() => void>();
+  /** Sockets reading from the network. */
+  private readonly readers = new Set<BudgetReader>();
   /** The readers were told; they are told again once the daemon has had room. */
   private stopped = false;
 
@@ -133,21 +140,21 @@ export class SessionReceived {
     if (delta > 0) this.stopIfFull();
   };
 
-  /** A socket reads from the network: stop() is called when the session goes over. Returns what ends that. */
-  reading(stop: () => void): () => void {
+  /** A socket reads from the network: told when the session goes over, until notReading. */
+  reading(reader: BudgetReader): void {
     if (this.readers.size === 0) this.daemon.watch(this);
-    this.readers.add(stop);
-    return () => {
-      this.readers.delete(stop);
-      if (this.readers.size === 0) this.daemon.unwatch(this);
-    };
+    this.readers.add(reader);
+  }
+
+  notReading(reader: BudgetReader): void {
+    if (this.readers.delete(reader) && this.readers.size === 0) this.daemon.unwatch(this);
   }
 
   stopIfFull(): void {
     if (this.stopped || this.readers.size === 0 || !this.full) return;
     this.stopped = true;
     this.daemon.whenRoom(() => (this.stopped = false));
-    for (const stop of [...this.readers]) stop();
+    for (const reader of [...this.readers]) reader.budgetExceeded();
   }
 
   /** The daemon is past its budget and this session holds more than its fair share: stop reading. */

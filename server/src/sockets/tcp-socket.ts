@@ -11,6 +11,7 @@ import { classifyBroken, wsaFromNodeError } from '../errno-map.js';
 import { fdOf, libc } from '../native/libc.js';
 import { canHoldPorts, holdTcpPort, type PortHold } from '../native/port-hold.js';
 import type { Drainable, Draining } from '../draining.js';
+import type { BudgetReader } from '../held-bytes.js';
 import { EmulatedSocket, SELECT_EXCEPT, SELECT_READ, SELECT_WRITE, type SendFunction, type SocketContext, type SocketIdentity, type StreamedStart } from './emulated-socket.js';
 import { TransportBuffer, type QueuedSend, type StreamSink } from './transport-buffer.js';
 import { ReceiveBuffer } from './receive-buffer.js';
@@ -57,7 +58,7 @@ let ioOrder = 0;
 /** A bind's outcome: the port reserved, or why not (heldOnPaper: the host agreed, the daemon's own reservations did not). */
 type Settled = { port: number } | { code: number; heldOnPaper: boolean };
 
-export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
+export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable, BudgetReader {
   private conn: net.Socket | null = null;
   private server: net.Server | null = null;
   /** The bound port, held in the kernel while nothing of node's holds it (port-hold.ts). */
@@ -71,8 +72,6 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
   private readonly rx: ReceiveBuffer;
   /** Registered with the received-bytes budget to read again once there is room. */
   private waitingForRoom = false;
-  /** Ends the received budget's hold on this socket's reading (SessionReceived.reading). */
-  private stopReading: () => void = () => undefined;
   /** The WSA code the connection broke with (state 'broken'). */
   private failure = 0;
   /**
@@ -591,8 +590,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     };
     this.tx = new TransportBuffer(sink, this.opts.sndBuf, () => this.afterDrainStep(), this.quota.add);
     // Told when the session goes over the received budget through another socket's read.
-    this.stopReading();
-    this.stopReading = this.received.reading(() => this.pauseForBudget());
+    this.received.reading(this);
     conn.on('data', (chunk: Buffer) => {
       this.takeData(conn, chunk);
       // Every read passes here: the call only when the kernel's SO_OOBINLINE is still to follow.
@@ -605,7 +603,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
     });
     conn.on('error', (err: NodeJS.ErrnoException) => this.breakWith(this.brokenCode(err), err));
     conn.on('close', () => {
-      this.stopReading();
+      this.received.notReading(this);
       this.link?.close();
       // Closed under us without an error or both FINs: a reset.
       if (this.state.is('connected', 'send-shut', 'peer-finished')) this.breakWith(W.WSAECONNRESET);
@@ -1386,6 +1384,11 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable {
 
   get queuedSendBytes(): number {
     return this.tx ? this.tx.used + this.tx.pendingBytes : 0;
+  }
+
+  /** SessionReceived: the session went over its share of the received budget. */
+  budgetExceeded(): void {
+    this.pauseForBudget();
   }
 
   /** Stops reading while the daemon holds too much received data (overReceivedBudget), until it has room. */

@@ -143,11 +143,13 @@ const RETAIN_RATIO = 4;
 /** What node reads from a connection at once: the most a view of an ordinary read keeps. */
 const READ_BYTES = 64 * 1024;
 
-/** A copy of chunk in memory of its own (a slice of node's shared pool would keep 8 KiB for one byte). */
+/**
+ * A copy of chunk. Under 4 KiB it is a slice of node's shared 8 KiB pool, which keeps at most
+ * the pool alive (and many small copies share one): memory of its own costs an ArrayBuffer each,
+ * which took a pending 1-byte send from 467 to 568 bytes (scenario 6).
+ */
 function copyOf(chunk: Uint8Array): Uint8Array {
-  const copy = Buffer.allocUnsafeSlow(chunk.length);
-  copy.set(chunk);
-  return copy;
+  return Buffer.from(chunk);
 }
 
 /** chunk, or a copy of it when it keeps more than a read's worth of memory beyond its own bytes alive. */
