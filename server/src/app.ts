@@ -34,6 +34,13 @@ function rawRefusal(status: number, error: string): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`;
 }
 
+/** Writes rawRefusal on a connection node has handed over, then closes it. */
+function endWithRefusal(socket: Duplex, status: number, error: string): void {
+  if (!socket.writable) return void socket.destroy();
+  socket.end(rawRefusal(status, error));
+  socket.once('finish', () => socket.destroy());
+}
+
 /** What the HTTP parser refused, answered as {"error": ...} (fastify's default adds members of its own). */
 function refuseMalformedRequest(err: NodeJS.ErrnoException, socket: Duplex): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
@@ -131,9 +138,7 @@ export async function buildApp(ctx: DaemonContext, sessions: Set<Session>, opts:
   app.server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
     // Node took its own error listener off with the parser: a reset would be an uncaught error.
     socket.on('error', ignoreSocketError);
-    if (!socket.writable) return void socket.destroy();
-    socket.end(rawRefusal(404, NOT_FOUND_ERROR));
-    socket.once('finish', () => socket.destroy());
+    endWithRefusal(socket, 404, NOT_FOUND_ERROR);
   });
   // The WebSocket plugin hears upgrades through this gate. An upgrade pipelined behind a request
   // still unanswered goes no further, and its connection is closed once that request is answered
@@ -568,12 +573,7 @@ function isWebSocketUpgrade(req: IncomingMessage): boolean {
  */
 function answerIgnoringUpgrade(server: Server, req: IncomingMessage, socket: Socket): void {
   const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) !== 0;
-  if (hasBody) {
-    if (!socket.writable) return void socket.destroy();
-    socket.end(rawRefusal(400, OTHER_UPGRADE_WITH_BODY));
-    socket.once('finish', () => socket.destroy());
-    return;
-  }
+  if (hasBody) return endWithRefusal(socket, 400, OTHER_UPGRADE_WITH_BODY);
   // As node would have made it, but for this one request only.
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;

@@ -76,19 +76,6 @@ export interface QueuedSend {
 const DEAD = -1;
 const isDead = (q: QueuedSend): boolean => q.chunk === DEAD;
 
-/**
- * A queued send whose views keep too much alive (see RETAIN_SLACK) has them copied, all of them:
- * those handed over are still in its arrays until it completes. In place, in the queue's array
- * and in the operation's own (a streamed send's queue has a copy of it), so that neither keeps
- * the originals.
- */
-function unpinWaiting(q: QueuedSend): void {
-  for (const list of q.chunks === q.op.chunks ? [q.chunks] : [q.chunks, q.op.chunks]) {
-    if (pinnedBy(list) <= RETAIN_RATIO * byteLength(list) + RETAIN_SLACK) continue;
-    const chunks = list as Uint8Array[];
-    for (let i = 0; i < chunks.length; i++) if (chunks[i]!.buffer.byteLength > chunks[i]!.length) chunks[i] = copyOf(chunks[i]!);
-  }
-}
 type QueuedOp = QueuedSend;
 
 const NO_CHUNKS: readonly Uint8Array[] = [];
@@ -153,7 +140,7 @@ function copyOf(chunk: Uint8Array): Uint8Array {
 }
 
 /** chunk, or a copy of it when it keeps more than a read's worth of memory beyond its own bytes alive. */
-export function unpinned(chunk: Uint8Array): Uint8Array {
+function unpinned(chunk: Uint8Array): Uint8Array {
   const held = chunk.buffer.byteLength;
   return held - chunk.length > READ_BYTES && held > RETAIN_RATIO * chunk.length ? copyOf(chunk) : chunk;
 }
@@ -168,6 +155,20 @@ function pinnedBy(chunks: readonly Uint8Array[]): number {
     if (!seen) held += b.byteLength;
   }
   return held;
+}
+
+/**
+ * A queued send whose views keep too much alive (see RETAIN_SLACK) has them copied, all of them:
+ * those handed over are still in its arrays until it completes. In place, in the queue's array
+ * and in the operation's own (a streamed send's queue has a copy of it), so that neither keeps
+ * the originals.
+ */
+function unpinWaiting(q: QueuedSend): void {
+  for (const list of q.chunks === q.op.chunks ? [q.chunks] : [q.chunks, q.op.chunks]) {
+    if (pinnedBy(list) <= RETAIN_RATIO * byteLength(list) + RETAIN_SLACK) continue;
+    const chunks = list as Uint8Array[];
+    for (let i = 0; i < chunks.length; i++) if (chunks[i]!.buffer.byteLength > chunks[i]!.length) chunks[i] = copyOf(chunks[i]!);
+  }
 }
 
 /**
@@ -668,9 +669,9 @@ export class TransportBuffer {
   }
 
   /** Hands a piece of a waiting operation to node ahead of acceptance (see AHEAD_FACTOR). */
-  private handAhead(q: QueuedOp, piece0: Uint8Array): void {
+  private handAhead(q: QueuedOp, view: Uint8Array): void {
     // Node's queue holds it until the kernel takes it.
-    const chunk = unpinned(piece0);
+    const chunk = unpinned(view);
     // After the small chunks accepted before it.
     this.flushStaged();
     const piece: AheadPiece = { q, n: chunk.length, accepted: 0 };
