@@ -35,6 +35,8 @@ export class TraceDirectory {
   private readonly ended: EndedFile[] = [];
   private deleted = 0;
   private waiting = 0;
+  /** Called, and forgotten, once nothing waits for the disk (drained()). */
+  private onDrained: Array<() => void> = [];
 
   constructor(
     readonly path: string,
@@ -88,6 +90,16 @@ export class TraceDirectory {
 
   writtenOut(bytes: number): void {
     this.waiting -= bytes;
+    if (this.waiting > 0 || this.onDrained.length === 0) return;
+    const waiters = this.onDrained;
+    this.onDrained = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  /** Resolves once no record waits for the disk (at once when none does). */
+  drained(): Promise<void> {
+    if (this.waiting === 0) return Promise.resolve();
+    return new Promise((resolve) => this.onDrained.push(resolve));
   }
 
   /** A session's file is written and closed: it may now be deleted to make room. */
