@@ -5,6 +5,7 @@
  * itself and divides the rest between sessions and sockets.
  */
 import { readFileSync } from 'node:fs';
+import { HTTP_HEADROOM } from './connection-slots.js';
 
 /** Used where the limit cannot be read (not Linux): the usual soft limit. */
 const FALLBACK_LIMIT = 1024;
@@ -36,10 +37,23 @@ export interface DescriptorBudget {
   maxSocketsPerSession: number;
 }
 
+/**
+ * Descriptors the daemon itself holds whatever clients do: about 20 at rest (stdio, epoll,
+ * eventfds, signal pipes, its listener), and more for a moment (bind probes, files being read).
+ */
+export const OWN_DESCRIPTORS = 64;
+
+/**
+ * The reserve is the daemon's own descriptors, the HTTP connections it serves beyond sessions
+ * (HTTP_HEADROOM, connection-slots.ts) and a twentieth of the limit to spare. Each session takes
+ * two of the rest: its connection and, with --trace-dir, its trace file. (A reserve of a twentieth
+ * alone let the allowances add up to more than the limit below about 1,900 descriptors: with every
+ * allowance taken, health checks and calls failed for want of a descriptor.)
+ */
 export function descriptorBudget(limit = descriptorLimit()): DescriptorBudget {
-  const reserve = Math.max(64, Math.ceil(limit / 20));
+  const reserve = OWN_DESCRIPTORS + HTTP_HEADROOM + Math.ceil(limit / 20);
   const usable = Math.max(64, limit - reserve);
   const maxSessions = Math.min(1024, Math.max(8, Math.floor(usable / 10)));
-  const maxSocketsTotal = Math.max(16, usable - maxSessions);
+  const maxSocketsTotal = Math.max(16, usable - 2 * maxSessions);
   return { limit, reserve, maxSessions, maxSocketsTotal, maxSocketsPerSession: Math.max(8, Math.floor(maxSocketsTotal / 2)) };
 }

@@ -7,11 +7,12 @@
 import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { RawSession, rawSocketOf, cleanEnv, reapOnExit, connectTo, jsonLines, pattern, session, sleep, startCli, tcpSocket, udpSocket, until, within, type Cli, type Msg } from './helpers/raw-client.js';
+import { RawSession, rawSocketOf, connectTo, jsonLines, pattern, session, sleep, startCli, tcpSocket, udpSocket, until, within, type Cli, type Msg } from './helpers/raw-client.js';
 
 async function stats(d: Cli): Promise<Record<string, unknown>> {
   const res = await fetch(`http://127.0.0.1:${d.port}/stats`);
@@ -382,19 +383,7 @@ t.test('bytes held for ended sessions count against a daemon budget, show in /he
 
 t.test('sockets are capped below the open-file limit: health checks and other sessions keep working', async (t) => {
   // The CLI under a low open-file limit, so the test stays quick.
-  const main = fileURLToPath(new URL('../src/main.js', import.meta.url));
-  const proc = spawn('sh', ['-c', `ulimit -n 400 && exec "${process.execPath}" "${main}" --port 0`], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  reapOnExit(proc);
-  let out = '';
-  proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  const exited = new Promise<void>((r) => proc.once('close', () => r()));
-  t.teardown(async () => {
-    proc.kill('SIGKILL');
-    await exited;
-  });
-  t.ok(await eventually(() => jsonLines(out).some((l) => typeof l['url'] === 'string'), 10000), 'the daemon started');
-  const url = jsonLines(out).find((l) => typeof l['url'] === 'string')!['url'] as string;
-  const port = Number(new URL(url).port);
+  const { url, port } = await startCli(t, [], 400);
   const hog = await session(t, url);
   const welcome = hog.messages.find((m) => m.method === 'spiwire.welcome')!;
   const maxSockets = (welcome.params?.['limits'] as Record<string, number>)['maxSockets']!;
@@ -429,6 +418,69 @@ t.test('sockets are capped below the open-file limit: health checks and other se
   const late = await RawSession.open(url);
   t.ok(late.isOpen, 'a new session still opens');
   await late.close();
+});
+
+/** Opens raw TCP connections to port that send nothing: idle HTTP connections, each a slot and a descriptor. */
+async function idleConnections(t: Test, port: number, n: number): Promise<net.Socket[]> {
+  const conns: net.Socket[] = [];
+  t.teardown(() => conns.forEach((c) => c.destroy()));
+  for (let i = 0; i < n; i++) {
+    const c = net.connect(port, '127.0.0.1');
+    c.on('error', () => undefined);
+    conns.push(c);
+    await new Promise<void>((r) => c.once('connect', () => r()).once('close', () => r()));
+  }
+  return conns;
+}
+
+t.test('every allowance taken at once fits the open-file limit: sessions, their traces, sockets and HTTP connections', async (t) => {
+  // A limit this low is where the allowances used to add up to more than the process may open:
+  // the daemon then failed calls with errors of its own instead of WSAEMFILE or a 503.
+  const traceDir = mkdtempSync(join(tmpdir(), 'spiwire-fd-traces-'));
+  t.teardown(() => rmSync(traceDir, { recursive: true, force: true }));
+  const d = await startCli(t, ['--trace-dir', traceDir], 256);
+  const sessions: RawSession[] = [];
+  let refusal: unknown = null;
+  for (let i = 0; i < 300 && refusal === null; i++) {
+    try {
+      sessions.push(await session(t, d.url));
+    } catch (err) {
+      refusal = err;
+    }
+  }
+  t.equal((refusal as { status?: number } | null)?.status, 503, `sessions up to the limit (${sessions.length}), then 503`);
+  // Every session makes and binds UDP sockets (one descriptor each) until the daemon-wide cap.
+  let made = 0;
+  const refusedWith = new Set<number>();
+  for (const s of sessions) {
+    for (let i = 0; i < 300; i++) {
+      const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: 0 });
+      if (r['ret'] === P.INVALID_SOCKET) {
+        refusedWith.add(r['errno'] as number);
+        break;
+      }
+      const b = await s.call('WSPBind', { s: r['ret'], name: { family: P.AF_INET, address: '127.0.0.1', port: 0 }, namelen: 16 });
+      if (b['ret'] !== 0) refusedWith.add(b['errno'] as number);
+      else made++;
+    }
+  }
+  t.same([...refusedWith], [P.WSAEMFILE], `${made} sockets bound; past the cap, WSAEMFILE and nothing else`);
+  // The HTTP headroom, taken by connections that never send a request.
+  await idleConnections(t, d.port, 64);
+  const open = readdirSync(`/proc/${d.proc.pid!}/fd`).length;
+  t.ok(open < 256 - 16, `${open} descriptors open of 256, with room to spare`);
+  const health = await fetch(`http://127.0.0.1:${d.port}/healthz`);
+  t.equal(health.status, 200, '/healthz answers with everything taken');
+  const st = (await health.json()) as Record<string, unknown>;
+  t.equal(st['sessions'], sessions.length, 'every session is still open');
+  for (const s of sessions) t.ok(s.isOpen, 'and its connection with it');
+  // Every session still answers a call, and each trace still takes records.
+  const probes = await Promise.all(sessions.map((s) => s.call('WSPGetSockOpt', { s: 999999, level: P.SOL_SOCKET, optname: P.SO_TYPE, optlen: 4 })));
+  t.same([...new Set(probes.map((r) => r['errno']))], [P.WSAENOTSOCK], 'each session answers its calls');
+  const errors = d.lines().filter((l) => typeof l['level'] === 'number' && (l['level'] as number) >= 50);
+  t.same(errors, [], 'nothing logged at error level');
+  const warnings = d.lines().filter((l) => l['level'] === 40 && /EMFILE|too many open files/i.test(JSON.stringify(l)));
+  t.same(warnings, [], 'and nothing ran out of descriptors');
 });
 
 // ---- defect 10: shutdown delivers what was reported sent ----

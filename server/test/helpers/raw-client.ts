@@ -492,8 +492,12 @@ export function reapOnExit(proc: ChildProcess): void {
   }
 }
 
-export function run(t: Test, args: string[], env: Record<string, string> = {}): Run {
-  const proc = spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+/** openFiles: the daemon runs under that open-file limit (soft and hard, set by sh's ulimit). */
+export function run(t: Test, args: string[], env: Record<string, string> = {}, openFiles?: number): Run {
+  const proc =
+    openFiles === undefined
+      ? spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('sh', ['-c', `ulimit -n ${openFiles} && exec "$0" "$@"`, process.execPath, MAIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   reapOnExit(proc);
   let out = '';
   let err = '';
@@ -520,9 +524,9 @@ export function jsonLines(text: string): Array<Record<string, unknown>> {
   return out;
 }
 
-/** Starts the CLI on a free port with --log-level info and waits (up to 10 s) for the log line carrying "url". */
-export async function startCli(t: Test, args: string[] = []): Promise<Cli> {
-  const r = run(t, ['--port', '0', '--log-level', 'info', ...args]);
+/** Starts the CLI on a free port with --log-level info (under openFiles, see run) and waits (up to 10 s) for the log line carrying "url". */
+export async function startCli(t: Test, args: string[] = [], openFiles?: number): Promise<Cli> {
+  const r = run(t, ['--port', '0', '--log-level', 'info', ...args], {}, openFiles);
   const url = await new Promise<string>((resolve, reject) => {
     const fail = (why: string): void => reject(new Error(`${why}; stdout: ${r.stdout()} stderr: ${r.stderr()}`));
     const timer = setTimeout(() => fail('the daemon logged no url within 10 s'), 10000);
