@@ -12,6 +12,7 @@ import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import pino from 'pino';
+import WebSocket from 'ws';
 import { buildApp } from '../src/app.js';
 import { DaemonContext, DEFAULT_LIMITS } from '../src/daemon-context.js';
 import { VERSION } from '../src/version.js';
@@ -903,4 +904,98 @@ t.test('points a client in another language had to guess: compact first bytes, o
   // An ack with an id is answered.
   const ack = await s.request('spiwire.ack', { received: 0 }).response;
   t.same(ack.result, { ret: 0, errno: 0 }, 'spiwire.ack with an id: answered {ret: 0, errno: 0}');
+});
+
+// ---------------------------------------------------------------- a client in Python: what it had to guess
+
+/** One server-to-client WebSocket frame (unmasked, RFC 6455) at the start of buf, or null when incomplete. */
+function serverFrame(buf: Buffer): { opcode: number; payload: Buffer; size: number } | null {
+  if (buf.length < 2) return null;
+  let len = buf[1]! & 0x7f;
+  let at = 2;
+  if (len === 126) {
+    if (buf.length < 4) return null;
+    len = buf.readUInt16BE(2);
+    at = 4;
+  } else if (len === 127) {
+    if (buf.length < 10) return null;
+    len = Number(buf.readBigUInt64BE(2));
+    at = 10;
+  }
+  if (buf.length < at + len) return null;
+  return { opcode: buf[0]! & 0x0f, payload: buf.subarray(at, at + len), size: at + len };
+}
+
+t.test('the welcome is alone in its message, even with a request written in the same write as the upgrade', async (t) => {
+  t.match(section('spiwire.welcome'), /`spiwire\.welcome`, alone in a binary frame: the replies to requests a client sent before it arrived come in later messages/);
+  const d = await daemon(t);
+  const request = new P.FrameBuilder();
+  request.add({ jsonrpc: '2.0', id: 1, method: 'WSPSocket', params: { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: 0 } });
+  const payload = request.finish();
+  // A masked binary frame with a zero key (the identity), in the one write with the upgrade.
+  const header = Buffer.from([0x82, 0x80 | 126, payload.length >> 8, payload.length & 0xff, 0, 0, 0, 0]);
+  const upgradeRequest = `GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${Buffer.alloc(16, 7).toString('base64')}\r\nSec-WebSocket-Protocol: ${P.SUBPROTOCOL}\r\n\r\n`;
+  const sock = net.connect(d.port, '127.0.0.1');
+  t.teardown(() => sock.destroy());
+  sock.on('error', () => undefined);
+  await new Promise<void>((r) => sock.once('connect', () => r()));
+  sock.write(Buffer.concat([Buffer.from(upgradeRequest), header, payload]));
+  // Read until two WebSocket messages have come after the 101.
+  const messages = await new Promise<Array<{ opcode: number; records: P.DecodedRecord[] }>>((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    let headersDone = false;
+    const got: Array<{ opcode: number; records: P.DecodedRecord[] }> = [];
+    sock.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      if (!headersDone) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        if (!buf.subarray(0, end).toString().startsWith('HTTP/1.1 101')) return reject(new Error(buf.toString()));
+        buf = buf.subarray(end + 4);
+        headersDone = true;
+      }
+      for (let f = serverFrame(buf); f !== null; f = serverFrame(buf)) {
+        got.push({ opcode: f.opcode, records: P.decodeFrame(f.payload) });
+        buf = buf.subarray(f.size);
+        if (got.length === 2) return resolve(got);
+      }
+    });
+  });
+  const methodOf = (r: P.DecodedRecord): unknown => (r.ok && P.isRecord(r.message) ? (r.message['method'] ?? `reply ${String(r.message['id'])}`) : 'undecodable');
+  t.same(messages.map((m) => [m.opcode, m.records.map(methodOf)]), [[2, ['spiwire.welcome']], [2, ['reply 1']]], 'the welcome alone in a binary frame, the reply in the next');
+});
+
+t.test('the answer to spiwire.resume is one binary frame with that one record, also for a resume sent as text', async (t) => {
+  t.match(section('spiwire.resume'), /Either answer is one binary frame holding that one record and nothing else, whether the resume came in a binary or a text frame/);
+  t.match(section('spiwire.resumed'), /the first message of the resumed connection, alone in a binary frame/);
+  const d = await daemon(t);
+  const first = await session(t, `${d.url}?resumable=1`);
+  const welcome = first.messages.find((m) => m.method === 'spiwire.welcome')!.params!;
+  const offer = welcome['resume'] as { token: string; daemonId: string };
+  // Something to replay after the resume: a reply the client never acknowledged.
+  await tcpSocket(first);
+  first.ws.terminate();
+  const url = `${d.url}?resume=${String(welcome['session'])}&daemon=${offer.daemonId}`;
+  const resumeText = (token: string): string => JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session: welcome['session'], token, received: 0, daemonId: offer.daemonId } });
+  /** The frames of a resume connection: opcode and records of each, until count of them came or it closed. */
+  const frames = (text: string, count: number): Promise<Array<[boolean, unknown[]]>> =>
+    new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, [P.SUBPROTOCOL]);
+      const got: Array<[boolean, unknown[]]> = [];
+      ws.on('open', () => ws.send(text));
+      ws.on('message', (data: Buffer, binary: boolean) => {
+        const recs = binary ? P.decodeFrame(data) : [P.decodeText(data.toString())];
+        got.push([binary, recs.map((r) => (r.ok && P.isRecord(r.message) ? (r.message['method'] ?? (P.isRecord(r.message['error']) ? 'error' : 'reply')) : 'undecodable'))]);
+        if (got.length === count) {
+          ws.terminate();
+          resolve(got);
+        }
+      });
+      ws.on('close', () => resolve(got));
+      ws.on('error', reject);
+    });
+  t.same(await frames(resumeText('not the token'), 1), [[true, ['error']]], 'a refusal: one binary frame, the error alone');
+  const resumed = await frames(resumeText(offer.token), 2);
+  t.same(resumed[0], [true, ['spiwire.resumed']], 'spiwire.resumed alone in a binary frame');
+  t.same(resumed[1]?.[0], true, 'the replay follows in later messages');
 });
