@@ -212,6 +212,12 @@ export class Session implements SpiSession, SetAside, SlotReader {
   /** Records of an incoming frame are being handled: its replies are sent when it is done. */
   private inFrame = false;
   private ended = false;
+  /**
+   * The client sent a close frame on the current connection before the daemon sent one: it ended
+   * the session (proto/README.md section 20), which ends when the connection does. No resume may
+   * take it meanwhile, while the closing handshake is still under way.
+   */
+  private clientClosed = false;
   /** The daemon's side of the call trace (--trace-dir), or null. */
   private readonly trace: SessionTrace | null;
   private readonly decodeLimits: P.DecodeLimits;
@@ -329,6 +335,9 @@ export class Session implements SpiSession, SetAside, SlotReader {
     // runs after ws's own, which has handled the chunk and emitted the messages it completed.
     wsSocket(ws)?.on('data', (chunk: Buffer) => {
       if (ws === this.ws && !this.ended) this.daemon.readSlots.noteRead(this, chunk.length);
+    });
+    onClientCloseFrame(ws, () => {
+      if (ws === this.ws) this.clientClosed = true;
     });
     let errored = false;
     ws.on('close', (code, reason) => {
@@ -886,7 +895,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
   /** Whether a spiwire.resume with these values may take the session; nothing changes here. */
   checkResume(token: string, authorization: string, received: number): ResumeCheck | null {
     const r = this.resume;
-    if (r === null || this.ended) return { reason: 'unknown-session', message: 'the session has ended or cannot be resumed' };
+    if (r === null || this.ended || this.clientClosed) return { reason: 'unknown-session', message: 'the session has ended or cannot be resumed' };
     // Both compared, always, so the time taken does not say which one was wrong.
     let tokenOk = sameSecret(r.token, token);
     for (const p of r.previous) tokenOk = sameSecret(p, token) || tokenOk;
@@ -1371,4 +1380,19 @@ function toBuffer(data: Buffer | ArrayBuffer | Buffer[]): Buffer {
   if (Buffer.isBuffer(data)) return data;
   if (Array.isArray(data)) return Buffer.concat(data);
   return Buffer.from(data);
+}
+
+/**
+ * Calls then when the client's close frame arrives on ws, if the daemon had not sent its own
+ * first (a close the daemon began, 1013 for the partial-frame budget, leaves the session
+ * resumable: the client's close frame only answers it). ws says nothing until the TCP connection
+ * ends, so this listens to its receiver (ws 8's 'conclude'), ahead of ws's own listener, which
+ * answers with a close frame of its own. Without that receiver, nothing is done.
+ */
+function onClientCloseFrame(ws: WebSocket, then: () => void): void {
+  const receiver = (ws as unknown as { _receiver?: { prependListener?: unknown } })._receiver;
+  if (typeof receiver?.prependListener !== 'function') return;
+  (receiver as unknown as NodeJS.EventEmitter).prependListener('conclude', () => {
+    if ((ws as unknown as { _closeFrameSent?: boolean })._closeFrameSent !== true) then();
+  });
 }

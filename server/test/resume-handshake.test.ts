@@ -9,6 +9,7 @@ import pino from 'pino';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 import { startServer } from '../src/index.js';
+import { HandWebSocket, maskedFrame } from './helpers/raw-client.js';
 
 interface Answer {
   messages: Array<Record<string, unknown>>;
@@ -119,4 +120,23 @@ t.test('bad resumes are refused with a documented reason; the session stays resu
   t.equal(ok.messages[0]?.['method'], 'spiwire.resumed', 'the session was untouched by the refusals');
   t.notOk(ok.messages.some((m) => m['id'] === 7), 'no response to the id the resume carried');
   t.notOk(lines.some((l) => Number(l['level']) >= 50), 'nothing at error level');
+});
+
+t.test('a session whose client sent a close frame cannot be resumed, even before the closing handshake ends', async (t) => {
+  const d = await startServer({ port: 0, logger: pino({ level: 'silent' }), limits: { resumeGraceMs: 60000 } });
+  t.teardown(() => d.close());
+  const first = await HandWebSocket.open(t, Number(new URL(d.url).port), '/ws?resumable=1');
+  const [welcomeFrame] = await first.frames(1);
+  const w = P.decodeFrame(welcomeFrame!.payload)[0];
+  const welcome = w?.ok && P.isRecord(w.message) && P.isRecord(w.message['params']) ? w.message['params'] : {};
+  const offer = welcome['resume'] as Record<string, unknown>;
+  const session = String(welcome['session']);
+  // The client ends the session with 1000 and keeps its TCP connection open: the daemon has
+  // read the close frame once its own comes back, and the closing handshake is not over.
+  first.send(maskedFrame(0x8, new Uint8Array([0x03, 0xe8])));
+  await first.frameOf(0x8);
+  const resume = JSON.stringify({ jsonrpc: '2.0', method: 'spiwire.resume', params: { session, token: offer['token'], received: 0, daemonId: offer['daemonId'] } });
+  const a = await exchange(`${d.url}?resume=${session}&daemon=${String(offer['daemonId'])}`, [resume]);
+  t.same([reasonOf(a), a.closeCode], ['unknown-session', P.RESUME_REFUSED_CLOSE_CODE], 'refused: unknown-session, 4009');
+  t.notOk(a.messages.some((m) => m['method'] === 'spiwire.resumed'), 'not resumed');
 });

@@ -17,7 +17,7 @@ import { buildApp } from '../src/app.js';
 import { DaemonContext, DEFAULT_LIMITS } from '../src/daemon-context.js';
 import { VERSION } from '../src/version.js';
 import { parseConfig, SETTINGS } from '../src/internals.js';
-import { connectTo, connectedSocket, daemon, ipv4, pattern, roundTrip, session, silentPeer, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, within, type Msg, type PeerConn, type RawSession } from './helpers/raw-client.js';
+import { HandWebSocket, maskedFrame, connectTo, connectedSocket, daemon, ipv4, pattern, roundTrip, session, silentPeer, startCli, tcpPeer, tcpSocket, udpSocket, upgrade, within, type Msg, type PeerConn, type RawSession } from './helpers/raw-client.js';
 
 const README = readFileSync(new URL('../../../proto/README.md', import.meta.url), 'utf8');
 const LINES = README.split('\n');
@@ -908,59 +908,13 @@ t.test('points a client in another language had to guess: compact first bytes, o
 
 // ---------------------------------------------------------------- a client in Python: what it had to guess
 
-/** One server-to-client WebSocket frame (unmasked, RFC 6455) at the start of buf, or null when incomplete. */
-function serverFrame(buf: Buffer): { opcode: number; payload: Buffer; size: number } | null {
-  if (buf.length < 2) return null;
-  let len = buf[1]! & 0x7f;
-  let at = 2;
-  if (len === 126) {
-    if (buf.length < 4) return null;
-    len = buf.readUInt16BE(2);
-    at = 4;
-  } else if (len === 127) {
-    if (buf.length < 10) return null;
-    len = Number(buf.readBigUInt64BE(2));
-    at = 10;
-  }
-  if (buf.length < at + len) return null;
-  return { opcode: buf[0]! & 0x0f, payload: buf.subarray(at, at + len), size: at + len };
-}
-
 t.test('the welcome is alone in its message, even with a request written in the same write as the upgrade', async (t) => {
   t.match(section('spiwire.welcome'), /`spiwire\.welcome`, alone in a binary frame: the replies to requests a client sent before it arrived come in later messages/);
   const d = await daemon(t);
   const request = new P.FrameBuilder();
   request.add({ jsonrpc: '2.0', id: 1, method: 'WSPSocket', params: { af: P.AF_INET, type: P.SOCK_DGRAM, protocol: 0, g: 0, flags: 0 } });
-  const payload = request.finish();
-  // A masked binary frame with a zero key (the identity), in the one write with the upgrade.
-  const header = Buffer.from([0x82, 0x80 | 126, payload.length >> 8, payload.length & 0xff, 0, 0, 0, 0]);
-  const upgradeRequest = `GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${Buffer.alloc(16, 7).toString('base64')}\r\nSec-WebSocket-Protocol: ${P.SUBPROTOCOL}\r\n\r\n`;
-  const sock = net.connect(d.port, '127.0.0.1');
-  t.teardown(() => sock.destroy());
-  sock.on('error', () => undefined);
-  await new Promise<void>((r) => sock.once('connect', () => r()));
-  sock.write(Buffer.concat([Buffer.from(upgradeRequest), header, payload]));
-  // Read until two WebSocket messages have come after the 101.
-  const messages = await new Promise<Array<{ opcode: number; records: P.DecodedRecord[] }>>((resolve, reject) => {
-    let buf = Buffer.alloc(0);
-    let headersDone = false;
-    const got: Array<{ opcode: number; records: P.DecodedRecord[] }> = [];
-    sock.on('data', (c: Buffer) => {
-      buf = Buffer.concat([buf, c]);
-      if (!headersDone) {
-        const end = buf.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        if (!buf.subarray(0, end).toString().startsWith('HTTP/1.1 101')) return reject(new Error(buf.toString()));
-        buf = buf.subarray(end + 4);
-        headersDone = true;
-      }
-      for (let f = serverFrame(buf); f !== null; f = serverFrame(buf)) {
-        got.push({ opcode: f.opcode, records: P.decodeFrame(f.payload) });
-        buf = buf.subarray(f.size);
-        if (got.length === 2) return resolve(got);
-      }
-    });
-  });
+  const ws = await HandWebSocket.open(t, d.port, '/ws', maskedFrame(0x2, request.finish()));
+  const messages = (await ws.frames(2)).map((f) => ({ opcode: f.opcode, records: P.decodeFrame(f.payload) }));
   const methodOf = (r: P.DecodedRecord): unknown => (r.ok && P.isRecord(r.message) ? (r.message['method'] ?? `reply ${String(r.message['id'])}`) : 'undecodable');
   t.same(messages.map((m) => [m.opcode, m.records.map(methodOf)]), [[2, ['spiwire.welcome']], [2, ['reply 1']]], 'the welcome alone in a binary frame, the reply in the next');
 });

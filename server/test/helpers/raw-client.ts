@@ -548,3 +548,110 @@ export async function startCli(t: Test, args: string[] = [], openFiles?: number)
   });
   return { ...r, url, port: Number(new URL(url).port), lines: () => jsonLines(r.stdout()) };
 }
+
+// ---- a WebSocket client by hand, for what a library will not do (write with the upgrade, stop halfway) ----
+
+/** A masked client frame (RFC 6455), final, with the zero key (the identity). */
+export function maskedFrame(opcode: number, payload: Uint8Array): Buffer {
+  const n = payload.length;
+  const len = n < 126 ? [0x80 | n] : n < 65536 ? [0x80 | 126, n >> 8, n & 0xff] : null;
+  if (len === null) throw new Error('maskedFrame: up to 65535 bytes');
+  return Buffer.concat([Buffer.from([0x80 | opcode, ...len, 0, 0, 0, 0]), payload]);
+}
+
+export interface ServerFrame {
+  opcode: number;
+  payload: Buffer;
+}
+
+/** One server frame (unmasked) at the start of buf and its size, or null while incomplete. */
+function serverFrame(buf: Buffer): (ServerFrame & { size: number }) | null {
+  if (buf.length < 2) return null;
+  let len = buf[1]! & 0x7f;
+  let at = 2;
+  if (len === 126) {
+    if (buf.length < 4) return null;
+    len = buf.readUInt16BE(2);
+    at = 4;
+  } else if (len === 127) {
+    if (buf.length < 10) return null;
+    len = Number(buf.readBigUInt64BE(2));
+    at = 10;
+  }
+  if (buf.length < at + len) return null;
+  return { opcode: buf[0]! & 0x0f, payload: buf.subarray(at, at + len), size: at + len };
+}
+
+/** A WebSocket connection spoken by hand over a TCP socket: the upgrade, then frames as they come. */
+export class HandWebSocket {
+  private buf = Buffer.alloc(0);
+  private upgraded = false;
+  private readonly got: ServerFrame[] = [];
+  private wake: (() => void) | null = null;
+  private failure: Error | null = null;
+
+  private constructor(readonly socket: net.Socket) {
+    socket.on('data', (c: Buffer) => this.onData(c));
+    socket.on('error', (err) => this.fail(err));
+    socket.on('close', () => this.fail(new Error('the connection closed')));
+  }
+
+  /** Connects, writes the upgrade of path with andThen in the same write, and waits for the 101. */
+  static async open(t: Test, port: number, path: string, andThen: Uint8Array = new Uint8Array(0)): Promise<HandWebSocket> {
+    // Half open: the daemon's FIN does not end this side, which closes only when told.
+    const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    const ws = new HandWebSocket(socket);
+    t.teardown(() => socket.destroy());
+    const key = Buffer.alloc(16, 7).toString('base64');
+    const upgrade = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Protocol: ${P.SUBPROTOCOL}\r\n\r\n`;
+    socket.write(Buffer.concat([Buffer.from(upgrade), andThen]));
+    await ws.until(() => ws.upgraded);
+    return ws;
+  }
+
+  send(frame: Uint8Array): void {
+    this.socket.write(frame);
+  }
+
+  /** The first count frames the daemon sent (waits for them). */
+  async frames(count: number): Promise<ServerFrame[]> {
+    await this.until(() => this.got.length >= count);
+    return this.got.slice(0, count);
+  }
+
+  /** The first frame with this opcode (waits for it). */
+  async frameOf(opcode: number): Promise<ServerFrame> {
+    await this.until(() => this.got.some((f) => f.opcode === opcode));
+    return this.got.find((f) => f.opcode === opcode)!;
+  }
+
+  private onData(c: Buffer): void {
+    this.buf = Buffer.concat([this.buf, c]);
+    if (!this.upgraded) {
+      const end = this.buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const head = this.buf.subarray(0, end).toString();
+      if (!head.startsWith('HTTP/1.1 101')) return this.fail(new Error(`upgrade refused: ${head}`));
+      this.buf = this.buf.subarray(end + 4);
+      this.upgraded = true;
+    }
+    for (let f = serverFrame(this.buf); f !== null; f = serverFrame(this.buf)) {
+      this.got.push({ opcode: f.opcode, payload: f.payload });
+      this.buf = this.buf.subarray(f.size);
+    }
+    this.wake?.();
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    this.wake?.();
+  }
+
+  private async until(cond: () => boolean): Promise<void> {
+    while (!cond()) {
+      if (this.failure !== null) throw this.failure;
+      await new Promise<void>((r) => (this.wake = r));
+    }
+    this.wake = null;
+  }
+}
