@@ -78,11 +78,16 @@ export class SessionTrace {
     const stream = this.stream;
     if (stream === null) return Promise.resolve();
     return new Promise((resolve) => {
-      stream.once('close', () => {
-        // Written whole: from now on it may be deleted to make room for newer traces.
+      const closed = (): void => {
+        // Written whole (or given up): from now on it may be deleted to make room for newer
+        // traces. A file that was never opened is "deleted" like any other (gone already).
         this.dir.closed(this.name, this.written);
         resolve();
-      });
+      };
+      // A stream that failed (the directory removed, the disk full) has closed already: waiting
+      // for its 'close' would keep its place in the directory's count and budget for good.
+      if (stream.closed) return closed();
+      stream.once('close', closed);
       stream.end();
     });
   }

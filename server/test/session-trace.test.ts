@@ -6,7 +6,7 @@
  * session's, and nothing in the directory that is not a session trace.
  */
 import t from 'tap';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -150,4 +150,38 @@ t.test('what waits for the disk is bounded across sessions, not only per session
   const total = lines.reduce((a, b) => a + b, 0);
   t.ok(total < 3 * 801, `records were dropped: ${total} lines of ${3 * 801} written`);
   t.same(readTrace(join(dir, `${ids[0]!}.jsonl`)).slice(-2).map((r) => [r['kind'], r['id']]), [['request', 'late'], ['reply', 'late']], 'the call made after the disk caught up was written');
+});
+
+t.test('a trace that failed (its directory removed) gives its place back when the session ends', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'spiwire-trace-failed-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  let failures = 0;
+  let onFailure: () => void = () => undefined;
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      if (String((JSON.parse(chunk.toString()) as Record<string, unknown>)['msg']).includes('cannot be written')) {
+        failures++;
+        onFailure();
+      }
+      done();
+    },
+  });
+  const log = pino({ level: 'info' }, sink);
+  const traces = new TraceDirectory(dir, 1 << 30, log, 3);
+  rmSync(dir, { recursive: true, force: true });
+  // More sessions than the directory may hold files, each ended after its file failed to open.
+  for (let i = 0; i < 5; i++) {
+    const trace = new SessionTrace(traces, randomUUID(), log);
+    const failed = new Promise<void>((r) => (onFailure = r));
+    if (failures <= i) await failed;
+    await trace.close();
+  }
+  t.equal(failures, 5, 'each session logged that its trace cannot be written');
+  // The directory is back: a new session gets a trace file with all its records.
+  mkdirSync(dir);
+  const id = randomUUID();
+  const trace = new SessionTrace(traces, id, log);
+  calls(trace, 10);
+  await trace.close();
+  t.equal(readTrace(join(dir, `${id}.jsonl`)).length, 21, 'the origin record and 20 more: nothing dropped, the file made');
 });
