@@ -189,6 +189,30 @@ for (const f of FAMILIES) {
   });
 }
 
+t.test('reorder: a rule that takes a removed rule\'s id has a batch of its own', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d, { autoApc: true });
+  const peer = await tcpPeer(t, 'ipv4');
+  const { s } = await overlappedTcp(spi, 'ipv4', peer);
+  const rec = recorder();
+  // The first rule holds its batch for a minute.
+  await spi.faults.add({ id: 'x', match: { socket: s }, action: { type: 'reorder', windowMs: 60_000 } });
+  const r1 = await ovSend(spi, s, [Buffer.from('held')], { routine: rec.routine('held') });
+  t.same([r1.ret, r1.err], [S.SOCKET_ERROR, S.WSA_IO_PENDING], 'the first send is held');
+  await spi.faults.remove('x');
+  // A new rule with the same id and a window of 1 ms: its send must not wait in the old batch.
+  await spi.faults.add({ id: 'x', match: { socket: s }, action: { type: 'reorder', windowMs: 1 } });
+  const r2 = await ovSend(spi, s, [Buffer.from('quick')], { routine: rec.routine('quick') });
+  t.same([r2.ret, r2.err], [S.SOCKET_ERROR, S.WSA_IO_PENDING], 'the second send pends');
+  t.ok(await pollUntil(() => rec.calls.length >= 1, 10_000), 'a completion came, well before the first rule\'s minute');
+  t.same(rec.calls, [{ tag: 'quick', err: 0, cb: 5 }], 'the new rule\'s send, alone');
+  // Closing the socket delivers what the first rule still holds, with success, once.
+  t.same(await call((e) => spi.WSPCloseSocket(s, e)), [0, 0], 'WSPCloseSocket');
+  t.ok(await pollUntil(() => rec.calls.length >= 2), 'the held send completes');
+  await roundTrip(spi);
+  t.same(rec.calls.map((c) => [c.tag, c.err]), [['quick', 0], ['held', 0]], 'each send once');
+});
+
 t.test('block until drained: the transport takes nothing until the bytes queued before have left; then sends go on', async (t) => {
   const d = await daemon(t);
   const spi = await session(t, d, { autoApc: true });

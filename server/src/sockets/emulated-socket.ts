@@ -295,8 +295,12 @@ export abstract class EmulatedSocket<S extends string = string> {
   protected readonly faults: FaultHook;
   /** Results held back by a delay fault, each delivered at once if the socket closes first. */
   private late: Set<() => void> | null = null;
-  /** Completions a reorder fault holds, by rule: delivered together, shuffled. */
-  private reorderBatches: Map<string, Array<() => void>> | null = null;
+  /**
+   * Completions a reorder fault holds, by rule: delivered together, shuffled. Keyed by the rule's
+   * generator, which is the rule's own: an id is not (the session's rules and the operator's have
+   * ids of their own, and a removed rule's id may come back on a new one).
+   */
+  private reorderBatches: Map<AppliedFault['random'], Array<() => void>> | null = null;
 
   /** Blocked calls and overlapped receives waiting on this socket (made on the first wait). */
   private waiters: Set<Waiter> | null = null;
@@ -418,13 +422,13 @@ export abstract class EmulatedSocket<S extends string = string> {
 
   private joinReorderBatch(fault: AppliedFault, windowMs: number, deliver: () => void): void {
     const batches = (this.reorderBatches ??= new Map());
-    let batch = batches.get(fault.id);
+    let batch = batches.get(fault.random);
     if (!batch) {
       const members: Array<() => void> = [];
       batch = members;
-      batches.set(fault.id, members);
+      batches.set(fault.random, members);
       this.runLate(windowMs, () => {
-        batches.delete(fault.id);
+        batches.delete(fault.random);
         // A member delivered early (cancelled while held) does nothing when its turn comes.
         for (const d of fault.random.shuffle(members)) d();
       });
