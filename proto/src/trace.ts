@@ -15,8 +15,11 @@ export type TraceRecord =
   | { t: number; kind: 'origin'; side: 'sdk' | 'daemon'; session: string; timeOrigin: number }
   /** Daemon: a request was read (its id, null for a notification). */
   | { t: number; kind: 'request'; id: number | string | null; method: string; s: number | null; op?: number; bytes?: number }
-  /** Daemon: its reply was sent. */
-  | { t: number; kind: 'reply'; id: number | string; ret: number; errno: number }
+  /**
+   * Daemon: its reply was sent. error: the JSON-RPC error code when the answer was a protocol
+   * error (section 13 of proto/README.md): the call did not run, and ret is -1, errno 0.
+   */
+  | { t: number; kind: 'reply'; id: number | string; ret: number; errno: number; error?: number }
   /** Daemon: a notification was sent (completions, network events, ...). */
   | { t: number; kind: 'notify'; method: string; s: number | null; op?: number }
   /** A call returned to its caller: its function, socket, the thread that made it, bytes offered, the result (data: the bytes sent, base64, when payloads were asked for). */
@@ -37,7 +40,9 @@ export function traceBytesOf(params: Record<string, unknown>): number | undefine
   const b = params['buffers'];
   if (Array.isArray(b)) return b.reduce((n: number, x: unknown) => n + (x instanceof Uint8Array ? x.length : 0), 0);
   const l = params['lengths'];
-  if (Array.isArray(l)) return l.reduce((n: number, x: unknown) => n + (typeof x === 'number' ? x : 0), 0);
+  // Read before the params are checked: only what could be a length counts, so the sum stays a
+  // number JSON can hold.
+  if (Array.isArray(l)) return l.reduce((n: number, x: unknown) => n + (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0 && x <= 0xffffffff ? x : 0), 0);
   return undefined;
 }
 
@@ -136,7 +141,7 @@ export function toChromeTrace(records: readonly TraceRecord[]): { traceEvents: C
         const q = requests.get(String(r.id));
         if (!q) break;
         requests.delete(String(r.id));
-        events.push({ name: q.method, cat: 'request', ph: 'X', ts: q.ts, dur: Math.max(0, ts - q.ts), pid: p, tid: q.s === null ? track(p, 0, 'session') : sockTid(p, q.s), args: { id: r.id, op: q.op, bytes: q.bytes, ret: r.ret, errno: r.errno } });
+        events.push({ name: q.method, cat: 'request', ph: 'X', ts: q.ts, dur: Math.max(0, ts - q.ts), pid: p, tid: q.s === null ? track(p, 0, 'session') : sockTid(p, q.s), args: { id: r.id, op: q.op, bytes: q.bytes, ret: r.ret, errno: r.errno, ...(r.error === undefined ? {} : { error: r.error }) } });
         break;
       }
       case 'notify':

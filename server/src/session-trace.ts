@@ -67,6 +67,11 @@ export class SessionTrace {
     this.write({ t: now(), kind: 'reply', id, ret: result.ret, errno: result.errno });
   }
 
+  /** A request answered with a protocol error (it did not run). */
+  refused(id: P.RequestId, code: number): void {
+    this.write({ t: now(), kind: 'reply', id, ret: -1, errno: 0, error: code });
+  }
+
   notify(method: string, params: object): void {
     const op: unknown = Reflect.get(params, 'op');
     this.write({ t: now(), kind: 'notify', method, s: P.traceSocketOf(params), ...(typeof op === 'number' ? { op } : {}) });

@@ -580,13 +580,14 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.send(again, text);
       return;
     }
-    this.trace?.request(id, method, msg.params);
     if (id !== null && this.pending.has(id)) {
       // Answered with id null (the id names the running call, whose reply is still to come) and
-      // the duplicate id in data, so that a client matching replies by id closes nothing.
+      // the duplicate id in data, so that a client matching replies by id closes nothing. Not
+      // traced as a request: the trace would pair the running call's reply with it.
       this.sendError(null, new P.ProtocolError(P.DUPLICATE_ID, `request id ${JSON.stringify(id).slice(0, 80)} is already in use`, { id }), text);
       return;
     }
+    this.trace?.request(id, method, msg.params);
     // Every call still running counts, with an id or without: a notification occupies the daemon
     // too. Calls that never wait and only feed or free what the session has go ahead regardless.
     if (this.running >= this.daemon.limits.maxPendingRequests && !UNLIMITED_METHODS.has(method)) {
@@ -689,6 +690,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       error.data = { ...error.data, id };
       id = null;
     }
+    if (id !== null) this.trace?.refused(id, err.code);
     this.send({ jsonrpc: '2.0', id, error }, text);
   }
 

@@ -14,6 +14,8 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { SessionTrace } from '../src/session-trace.js';
 import { TraceDirectory } from '../src/trace-directory.js';
+import * as P from '@spiwire/proto';
+import { daemon, session, udpSocket, until } from './helpers/raw-client.js';
 
 t.test('a trace stops growing at its size limit; the drop is logged at info', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'spiwire-trace-'));
@@ -184,4 +186,35 @@ t.test('a trace that failed (its directory removed) gives its place back when th
   calls(trace, 10);
   await trace.close();
   t.equal(readTrace(join(dir, `${id}.jsonl`)).length, 21, 'the origin record and 20 more: nothing dropped, the file made');
+});
+
+t.test('the daemon traces protocol errors as replies, not a duplicate id as a request, and byte counts as numbers', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'spiwire-trace-errors-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const d = await daemon(t, { traceDir: dir });
+  const s = await session(t, d.url);
+  const sid = String(s.messages.find((m) => m.method === 'spiwire.welcome')!.params!['session']);
+  const h = await udpSocket(s);
+  t.equal((await s.call('WSPBind', { s: h, name: { family: P.AF_INET, address: '127.0.0.1', port: 0 }, namelen: 16 }))['ret'], 0);
+  // A receive that blocks (nothing comes): its id stays in use.
+  const blocked = s.request('WSPRecv', { s: h, lengths: [10], flags: 0 }, 20_000);
+  await s.wait((m) => m.method === 'spiwire.waiting');
+  // The same id again: DUPLICATE_ID, answered with id null.
+  s.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: blocked.id, method: 'WSPGetSockName', params: { s: h, namelen: 128 } }));
+  // Bad params (a length JSON reads as Infinity), answered with INVALID_PARAMS.
+  s.ws.send(`{"jsonrpc":"2.0","id":"bad","method":"WSPRecv","params":{"s":${h},"lengths":[1e400],"flags":0}}`);
+  const bad = await s.wait((m) => m.id === 'bad');
+  t.equal((bad.error as { code?: number } | undefined)?.code, P.INVALID_PARAMS, 'the bad call: INVALID_PARAMS');
+  t.equal((await s.call('WSPCloseSocket', { s: h }))['ret'], 0, 'closing the socket ends the blocked receive');
+  await blocked.response;
+  await s.close();
+  await until(() => readdirSync(dir).includes(`${sid}.jsonl`) && readTrace(join(dir, `${sid}.jsonl`)).some((r) => r['kind'] === 'reply' && r['id'] === blocked.id), 5000, 10);
+  const records = readTrace(join(dir, `${sid}.jsonl`));
+  const about = (id: string): Array<[unknown, unknown]> => records.filter((r) => r['id'] === id).map((r) => [r['kind'], r['error']]);
+  t.same(about(blocked.id), [['request', undefined], ['reply', undefined]], 'the running call: one request, one reply; the duplicate left no record');
+  t.same(about('bad'), [['request', undefined], ['reply', P.INVALID_PARAMS]], 'the refused call: its request and a reply with the error code');
+  const badRequest = records.find((r) => r['id'] === 'bad' && r['kind'] === 'request')!;
+  t.equal(typeof badRequest['bytes'], 'number', `its byte count is a number (${String(badRequest['bytes'])})`);
+  const badReply = records.find((r) => r['id'] === 'bad' && r['kind'] === 'reply')!;
+  t.same([badReply['ret'], badReply['errno']], [-1, 0], 'with ret -1 and errno 0');
 });
