@@ -44,6 +44,12 @@ export interface DescriptorBudget {
 export const OWN_DESCRIPTORS = 64;
 
 /**
+ * Below this open-file limit the defaults cannot all fit (the reserve, 8 sessions and 16 sockets
+ * at the least): the daemon says so when it starts.
+ */
+export const MIN_DESCRIPTOR_LIMIT = 256;
+
+/**
  * The reserve is the daemon's own descriptors, the HTTP connections it serves beyond sessions
  * (HTTP_HEADROOM, connection-slots.ts) and a twentieth of the limit to spare. Each session takes
  * two of the rest: its connection and, with --trace-dir, its trace file. (A reserve of a twentieth

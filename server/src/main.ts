@@ -11,6 +11,7 @@ import { ConfigError, parseConfig, tlsOf, type DaemonConfig } from './config.js'
 import { DEFAULT_LIMITS, startServer, type DaemonLimits } from './index.js';
 import { hasBufferUtil } from './native-addons.js';
 import { missingNodeFlags } from './node-flags.js';
+import { descriptorLimit, MIN_DESCRIPTOR_LIMIT } from './descriptor-limit.js';
 import { stdoutDestination } from './log-destination.js';
 import { FaultFileError, readFaultFile } from './faults/fault-file.js';
 import { OperatorFaultError } from './faults/operator-rules.js';
@@ -89,6 +90,9 @@ async function serve(argv: readonly string[]): Promise<void> {
     await logOut.settle(1000);
     process.exit(1);
   }
+  // Before the URL line, which tells whoever waits for it that start-up is over.
+  const descriptors = descriptorLimit();
+  if (descriptors < MIN_DESCRIPTOR_LIMIT) log.warn({ limit: descriptors, atLeast: MIN_DESCRIPTOR_LIMIT }, `the open-file limit (${descriptors}) is below ${MIN_DESCRIPTOR_LIMIT}: with every session, socket and HTTP connection allowed in use, the daemon would run out of descriptors; raise it (ulimit -n) or lower --max-sessions and --max-sockets-total`);
   // On the any address, name a URL that works from this machine and say that others can reach it too.
   const any = cfg.host === '0.0.0.0' || cfg.host === '::';
   const url = any ? daemon.url.replace(/\/\/(0\.0\.0\.0|\[::\])/, cfg.host === '::' ? '//[::1]' : '//127.0.0.1') : daemon.url;

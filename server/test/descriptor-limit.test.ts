@@ -4,7 +4,8 @@
  * descriptors, all at once. resource-bounds.test.ts takes them all for real at 256.
  */
 import t from 'tap';
-import { descriptorBudget, OWN_DESCRIPTORS } from '../src/descriptor-limit.js';
+import { descriptorBudget, MIN_DESCRIPTOR_LIMIT, OWN_DESCRIPTORS } from '../src/descriptor-limit.js';
+import { startCli } from './helpers/raw-client.js';
 import { HTTP_HEADROOM } from '../src/connection-slots.js';
 
 t.test('every allowance at once fits the limit, from 256 descriptors up', async (t) => {
@@ -20,4 +21,17 @@ t.test('every allowance at once fits the limit, from 256 descriptors up', async 
 t.test('the defaults at the usual soft limit', async (t) => {
   const b = descriptorBudget(1024);
   t.same([b.maxSessions, b.maxSocketsTotal, b.maxSocketsPerSession], [84, 676, 338], 'as proto/README.md gives them');
+});
+
+t.test('the defaults fit from MIN_DESCRIPTOR_LIMIT up, and the daemon warns below it', async (t) => {
+  const b = descriptorBudget(MIN_DESCRIPTOR_LIMIT);
+  t.ok(OWN_DESCRIPTORS + HTTP_HEADROOM + 2 * b.maxSessions + b.maxSocketsTotal <= MIN_DESCRIPTOR_LIMIT, 'at the minimum everything fits');
+  const small = descriptorBudget(MIN_DESCRIPTOR_LIMIT - 100);
+  t.ok(OWN_DESCRIPTORS + HTTP_HEADROOM + 2 * small.maxSessions + small.maxSocketsTotal > MIN_DESCRIPTOR_LIMIT - 100, 'below it, not (so the warning is needed)');
+  const d = await startCli(t, [], 150);
+  const warning = d.lines().find((l) => l['level'] === 40 && String(l['msg']).includes('open-file limit'));
+  t.ok(warning, 'under ulimit -n 150 the daemon warns at start');
+  t.equal(warning?.['limit'], 150, 'naming the limit');
+  const healthy = await startCli(t, [], MIN_DESCRIPTOR_LIMIT);
+  t.notOk(healthy.lines().some((l) => String(l['msg']).includes('open-file limit')), `at ${MIN_DESCRIPTOR_LIMIT}, no warning`);
 });
