@@ -17,7 +17,8 @@ export type TraceRecord =
   | { t: number; kind: 'request'; id: number | string | null; method: string; s: number | null; op?: number; bytes?: number }
   /**
    * Daemon: its reply was sent. error: the JSON-RPC error code when the answer was a protocol
-   * error (section 13 of proto/README.md): the call did not run, and ret is -1, errno 0.
+   * error (section 13 of proto/README.md), with ret -1 and errno 0: the call did not run (with
+   * INTERNAL_ERROR, it failed inside the daemon and may have run).
    */
   | { t: number; kind: 'reply'; id: number | string; ret: number; errno: number; error?: number }
   /** Daemon: a notification was sent (completions, network events, ...). */

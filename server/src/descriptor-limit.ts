@@ -44,10 +44,13 @@ export interface DescriptorBudget {
 export const OWN_DESCRIPTORS = 64;
 
 /**
- * Below this open-file limit the defaults cannot all fit (the reserve, 8 sessions and 16 sockets
- * at the least): the daemon says so when it starts.
+ * Descriptors the daemon may need with every allowance of limits in use at once: its own, the HTTP
+ * headroom, each session's connection (and trace file, when tracing), every socket. When that is
+ * more than the open-file limit the daemon says so when it starts.
  */
-export const MIN_DESCRIPTOR_LIMIT = 256;
+export function descriptorsNeeded(limits: { maxSessions: number; maxSocketsTotal: number }, tracing: boolean): number {
+  return OWN_DESCRIPTORS + HTTP_HEADROOM + limits.maxSessions * (tracing ? 2 : 1) + limits.maxSocketsTotal;
+}
 
 /**
  * The reserve is the daemon's own descriptors, the HTTP connections it serves beyond sessions

@@ -11,7 +11,7 @@ import { ConfigError, parseConfig, tlsOf, type DaemonConfig } from './config.js'
 import { DEFAULT_LIMITS, startServer, type DaemonLimits } from './index.js';
 import { hasBufferUtil } from './native-addons.js';
 import { missingNodeFlags } from './node-flags.js';
-import { descriptorLimit, MIN_DESCRIPTOR_LIMIT } from './descriptor-limit.js';
+import { descriptorLimit, descriptorsNeeded } from './descriptor-limit.js';
 import { stdoutDestination } from './log-destination.js';
 import { FaultFileError, readFaultFile } from './faults/fault-file.js';
 import { OperatorFaultError } from './faults/operator-rules.js';
@@ -92,7 +92,8 @@ async function serve(argv: readonly string[]): Promise<void> {
   }
   // Before the URL line, which tells whoever waits for it that start-up is over.
   const descriptors = descriptorLimit();
-  if (descriptors < MIN_DESCRIPTOR_LIMIT) log.warn({ limit: descriptors, atLeast: MIN_DESCRIPTOR_LIMIT }, `the open-file limit (${descriptors}) is below ${MIN_DESCRIPTOR_LIMIT}: with every session, socket and HTTP connection allowed in use, the daemon would run out of descriptors; raise it (ulimit -n) or lower --max-sessions and --max-sockets-total`);
+  const needed = descriptorsNeeded(cfg, cfg.traceDir !== undefined);
+  if (needed > descriptors) log.warn({ limit: descriptors, needed }, `the open-file limit (${descriptors}) is below what the limits in force may need (${needed}): with every session, socket and HTTP connection allowed in use, the daemon would run out of descriptors; raise it (ulimit -n) or lower --max-sessions and --max-sockets-total`);
   // On the any address, name a URL that works from this machine and say that others can reach it too.
   const any = cfg.host === '0.0.0.0' || cfg.host === '::';
   const url = any ? daemon.url.replace(/\/\/(0\.0\.0\.0|\[::\])/, cfg.host === '::' ? '//[::1]' : '//127.0.0.1') : daemon.url;

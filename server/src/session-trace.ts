@@ -67,7 +67,7 @@ export class SessionTrace {
     this.write({ t: now(), kind: 'reply', id, ret: result.ret, errno: result.errno });
   }
 
-  /** A request answered with a protocol error (it did not run). */
+  /** A request answered with a protocol error (it did not run; with INTERNAL_ERROR it may have). */
   refused(id: P.RequestId, code: number): void {
     this.write({ t: now(), kind: 'reply', id, ret: -1, errno: 0, error: code });
   }

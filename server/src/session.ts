@@ -565,12 +565,15 @@ export class Session implements SpiSession, SetAside, SlotReader {
     try {
       msg = P.checkRequestEnvelope(rec.message);
     } catch (err) {
-      this.sendError(P.requestIdOf(rec.message), asProtocolError(err), text);
+      // Not a request: nothing to trace, and no reply record either.
+      this.sendError(P.requestIdOf(rec.message), asProtocolError(err), text, false);
       return;
     }
     const id = 'id' in msg ? msg.id : null;
     const method = msg.method;
     if (!P.isMethodName(method)) {
+      // A request all the same: traced, with its refusal (unless its id names a running call).
+      if (id === null || !this.pending.has(id)) this.trace?.request(id, method.slice(0, 80), msg.params);
       this.refuse(id, method, new P.ProtocolError(P.METHOD_NOT_FOUND, `method ${JSON.stringify(method).slice(0, 80)} is not offered`), text);
       return;
     }
@@ -679,7 +682,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
     after?.();
   }
 
-  private sendError(id: P.RequestId | null, err: P.ProtocolError, text: boolean): void {
+  /** traced: the request was recorded in the trace, so its answer is too. */
+  private sendError(id: P.RequestId | null, err: P.ProtocolError, text: boolean, traced = true): void {
     this.mistake({ id: typeof id === 'string' ? id.slice(0, 80) : id, code: err.code, err: err.message }, 'protocol error');
     const error: P.ErrorObject = { code: err.code, message: err.message };
     if (err.data) error.data = err.data;
@@ -690,7 +694,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       error.data = { ...error.data, id };
       id = null;
     }
-    if (id !== null) this.trace?.refused(id, err.code);
+    if (id !== null && traced) this.trace?.refused(id, err.code);
     this.send({ jsonrpc: '2.0', id, error }, text);
   }
 

@@ -204,15 +204,32 @@ t.test('the daemon traces protocol errors as replies, not a duplicate id as a re
   // Bad params (a length JSON reads as Infinity), answered with INVALID_PARAMS.
   s.ws.send(`{"jsonrpc":"2.0","id":"bad","method":"WSPRecv","params":{"s":${h},"lengths":[1e400],"flags":0}}`);
   const bad = await s.wait((m) => m.id === 'bad');
+  // An unknown method is a request all the same; a message without "jsonrpc" is not one.
+  s.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 'nomethod', method: 'WSPNothing', params: {} }));
+  s.ws.send(P.encodeFrame({ id: 'badenv', method: 'WSPGetSockName', params: { s: h, namelen: 128 } } as unknown as P.Request));
+  await s.wait((m) => m.id === 'badenv');
   t.equal((bad.error as { code?: number } | undefined)?.code, P.INVALID_PARAMS, 'the bad call: INVALID_PARAMS');
   t.equal((await s.call('WSPCloseSocket', { s: h }))['ret'], 0, 'closing the socket ends the blocked receive');
   await blocked.response;
   await s.close();
-  await until(() => readdirSync(dir).includes(`${sid}.jsonl`) && readTrace(join(dir, `${sid}.jsonl`)).some((r) => r['kind'] === 'reply' && r['id'] === blocked.id), 5000, 10);
-  const records = readTrace(join(dir, `${sid}.jsonl`));
+  // The trace reaches the disk as the session ends. The blocked call's reply comes after every
+  // record checked below: once it is there, so are they (read whole lines only: a line being
+  // written fails to parse, and the next look reads it again).
+  let records: Array<Record<string, unknown>> = [];
+  const written = (): boolean => {
+    try {
+      records = readTrace(join(dir, `${sid}.jsonl`));
+    } catch {
+      return false;
+    }
+    return records.some((r) => r['kind'] === 'reply' && r['id'] === blocked.id);
+  };
+  t.ok(await until(written, 5000, 10), 'the trace was written');
   const about = (id: string): Array<[unknown, unknown]> => records.filter((r) => r['id'] === id).map((r) => [r['kind'], r['error']]);
   t.same(about(blocked.id), [['request', undefined], ['reply', undefined]], 'the running call: one request, one reply; the duplicate left no record');
   t.same(about('bad'), [['request', undefined], ['reply', P.INVALID_PARAMS]], 'the refused call: its request and a reply with the error code');
+  t.same(about('nomethod'), [['request', undefined], ['reply', P.METHOD_NOT_FOUND]], 'an unknown method: likewise');
+  t.same(about('badenv'), [], 'a message that is not a request: nothing');
   const badRequest = records.find((r) => r['id'] === 'bad' && r['kind'] === 'request')!;
   t.equal(typeof badRequest['bytes'], 'number', `its byte count is a number (${String(badRequest['bytes'])})`);
   const badReply = records.find((r) => r['id'] === 'bad' && r['kind'] === 'reply')!;

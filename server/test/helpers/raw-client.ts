@@ -587,7 +587,8 @@ export class HandWebSocket {
   private buf = Buffer.alloc(0);
   private upgraded = false;
   private readonly got: ServerFrame[] = [];
-  private wake: (() => void) | null = null;
+  /** Waits to wake when frames come or the connection fails. */
+  private readonly wakes = new Set<() => void>();
   private failure: Error | null = null;
 
   private constructor(readonly socket: net.Socket) {
@@ -639,19 +640,34 @@ export class HandWebSocket {
       this.got.push({ opcode: f.opcode, payload: f.payload });
       this.buf = this.buf.subarray(f.size);
     }
-    this.wake?.();
+    this.wakeAll();
   }
 
   private fail(err: Error): void {
     this.failure ??= err;
-    this.wake?.();
+    this.wakeAll();
   }
 
-  private async until(cond: () => boolean): Promise<void> {
+  private wakeAll(): void {
+    for (const w of [...this.wakes]) w();
+  }
+
+  /** Until cond holds; fails when the connection does first, or after timeoutMs (a test then fails, not hangs). */
+  private async until(cond: () => boolean, timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
     while (!cond()) {
       if (this.failure !== null) throw this.failure;
-      await new Promise<void>((r) => (this.wake = r));
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`HandWebSocket: not within ${timeoutMs} ms (${this.got.length} frames so far)`);
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          clearTimeout(timer);
+          this.wakes.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, left);
+        this.wakes.add(wake);
+      });
     }
-    this.wake = null;
   }
 }
