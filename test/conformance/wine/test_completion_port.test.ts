@@ -9,7 +9,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, fileDaemon, fionread, nodePeerPair, openSession, peek, reached, resetNode, setBlocking, socket, tcpPair, type Family } from '../../helpers/wine.js';
+import { EVENT_BOUND_MS, Scenario, fileDaemon, fionread, nodePeerPair, openSession, ovResult, peek, reached, resetNode, setBlocking, socket, syncRecv, tcpPair, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 
@@ -112,11 +112,14 @@ interface Pair {
   dest: number;
 }
 
-const immediate = new Scenario<Pair>(async (f: Family) => {
+/** A connected pair of the session's own sockets. */
+async function connectedPair(f: Family): Promise<Pair> {
   const spi = await openSession(t, d);
   const { client: src, server: dest } = await tcpPair(spi, f);
   return { spi, src, dest };
-});
+}
+
+const immediate = new Scenario<Pair>(connectedPair);
 
 immediate.step(t, 'test_completion_port: an overlapped send that completes at once returns 0 with the count, and still completes once', {}, async (c, x) => {
   const rec = recorder();
@@ -149,6 +152,24 @@ immediate.step(t, 'test_completion_port: after the peer\'s graceful close an ove
   c.same([r.ret, r.count], [0, 0], 'returns 0 with 0 bytes');
   const calls = await completions(x.spi, rec.calls, 1);
   c.same(calls.map((k) => [k.error, k.bytes]), [[0, 0]], 'one completion: 0, 0 bytes');
+  await x.spi.WSPCloseSocket(x.dest, S.out(0));
+});
+
+// Wine's own call has a zeroed OVERLAPPED and no routine: the completion is the packet it finds on
+// the port; here, what WSPGetOverlappedResult reads from the OVERLAPPED.
+const immediateBare = new Scenario<Pair>(connectedPair);
+
+immediateBare.step(t, 'test_completion_port: an overlapped send with no event and no routine that completes at once returns 0 with the count; the OVERLAPPED holds the result', {}, async (c, x) => {
+  const e = S.out(0);
+  const count = S.out(0xdeadbeef);
+  const ov = new S.WSAOVERLAPPED();
+  const ret = await x.spi.WSPSend(x.src, [S.wsabuf(new Uint8Array(1024))], 1, count, 0, ov, null, null, e);
+  c.same([ret, count.value], [0, 1024], 'returns 0 with 1024 bytes');
+  const res = await ovResult(x.spi, x.src, ov, false);
+  c.same([res.ret, res.bytes], [S.TRUE, 1024], 'WSPGetOverlappedResult: TRUE, 1024 bytes');
+  c.same([ov.Internal, ov.InternalHigh], [0, 1024], 'Internal 0, InternalHigh 1024');
+  c.equal((await syncRecv(x.spi, x.dest, 2048)).n, 1024, 'the peer receives the 1024 bytes');
+  await x.spi.WSPCloseSocket(x.src, S.out(0));
   await x.spi.WSPCloseSocket(x.dest, S.out(0));
 });
 
