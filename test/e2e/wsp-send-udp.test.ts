@@ -613,6 +613,33 @@ for (const f of FAMILIES) {
     );
   });
 
+  t.test(`${f}: a connect takes effect for the sends after it in the same frame, as Windows' synchronous connect does`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const [b, c] = [await udpPeer(t, f), await udpPeer(t, f)];
+    const s = await newSocket(spi, f, 'udp', S.WSA_FLAG_OVERLAPPED);
+    await udpConnect(spi, s, f, b.port);
+    // One synchronous run: one frame. Connect to C, send; dissolve the association (AF_UNSPEC),
+    // send to B by name; connect to C again, send naming B (ignored: the default peer wins).
+    const calls = Promise.all([
+      call((e) => spi.WSPConnect(s, addr(f, c.port), namelen(f), null, null, null, null, e)),
+      send(spi, s, [Buffer.from('to C after connect')]),
+      ovSend(spi, s, [Buffer.from('overlapped, to C')]),
+      call((e) => spi.WSPConnect(s, { family: S.AF_UNSPEC, address: '', port: 0 }, 2, null, null, null, null, e)),
+      sendTo(spi, s, [Buffer.from('to B by name')], addr(f, b.port), namelen(f)),
+      call((e) => spi.WSPConnect(s, addr(f, c.port), namelen(f), null, null, null, null, e)),
+      sendTo(spi, s, [Buffer.from('to C, B named')], addr(f, b.port), namelen(f)),
+    ]);
+    const [c1, s1, o1, c2, s2, c3, s3] = await calls;
+    t.same([c1, c2, c3], [[0, 0], [0, 0], [0, 0]], 'the three connects succeed');
+    t.same([s1[0], s1[2], s2[0], s3[0]], [0, 18, 0, 0], 'the sends succeed');
+    t.ok(o1.ret === 0 || o1.err === S.WSA_IO_PENDING, 'the overlapped send starts');
+    await c.waitFor(3);
+    await b.waitFor(1);
+    t.same(c.datagrams.map((dg) => dg.data.toString()), ['to C after connect', 'overlapped, to C', 'to C, B named'], 'C got the sends made while it was the default peer, in order');
+    t.same(b.datagrams.map((dg) => dg.data.toString()), ['to B by name'], 'B only the one sent to it by name, with no default peer');
+  });
+
   t.test(`${f}: a burst to a closed port: every send succeeds, the next receive reports WSAECONNRESET`, async (t) => {
     const d = await daemon(t);
     const spi = await session(t, d);

@@ -312,9 +312,16 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
 
   /** Connects run one after another: node refuses a connect while another is under way. */
   private connecting: Promise<unknown> = Promise.resolve();
+  /** Connects issued and not yet settled: sends issued meanwhile wait for them (see send). */
+  private connectsUnderWay = 0;
 
   connect(name: SockAddr): Promise<number> {
+    this.connectsUnderWay++;
     const run = this.ahead(this.connecting.then(() => this.connectNow(name)));
+    const settled = (): void => {
+      this.connectsUnderWay--;
+    };
+    run.then(settled, settled);
     this.connecting = run.catch(() => undefined);
     return run;
   }
@@ -406,6 +413,15 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
    * datagram goes or after node reports it.
    */
   send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking = false, fn: SendFunction = 'WSPSend'): Promise<SendResult> {
+    // Windows sets (or dissolves) the default peer before connect returns: a send issued after a
+    // connect, in the same frame as it, goes where that connect says. Here the connect takes a
+    // moment (node's and the kernel's), so the send waits for the connects issued before it (and
+    // goes before any issued after it: its callback runs ahead of theirs).
+    if (this.connectsUnderWay > 0) return this.ahead(this.connecting.then(() => this.sendNow(buffers, flags, to, forceBlocking, fn)));
+    return this.sendNow(buffers, flags, to, forceBlocking, fn);
+  }
+
+  private sendNow(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking: boolean, fn: SendFunction): Promise<SendResult> {
     const plan = this.sendPlan(buffers, flags, to);
     if (typeof plan === 'number') return Promise.resolve(sendFailed(plan));
     if (this.faults.armed) {
@@ -661,6 +677,12 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
 
   /** UDP sends never queue: an overlapped send completes at once or fails at once (unless a delay or reorder fault holds its completion). */
   sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn: SendFunction = 'WSPSend'): Promise<Started<SendResult>> {
+    // After the connects issued before it, as send() does.
+    if (this.connectsUnderWay > 0) return this.ahead(this.connecting.then(() => this.sendOverlappedNow(buffers, flags, to, done, fn)));
+    return this.sendOverlappedNow(buffers, flags, to, done, fn);
+  }
+
+  private sendOverlappedNow(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn: SendFunction): Promise<Started<SendResult>> {
     const plan = this.sendPlan(buffers, flags, to);
     if (typeof plan === 'number') return Promise.resolve(startedAt(sendFailed(plan)));
     const fault = this.faults.armed ? this.sendFault(fn, 'overlapped', plan.dest) : null;
