@@ -666,3 +666,14 @@ for (const f of FAMILIES) {
   });
 }
 
+t.test('ipv6: WSPSendTo naming a scope that no interface has: WSAEADDRNOTAVAIL, nothing reported sent', async (t) => {
+  const d = await daemon(t);
+  const spi = await session(t, d);
+  const s = await newSocket(spi, 'ipv6', 'udp');
+  // An index no interface of this machine has (the daemon reads them from /sys/class/net).
+  const unknown = 9999;
+  for (const to of [{ family: S.AF_INET6, address: 'fe80::1', port: 9, scopeId: unknown }, { family: S.AF_INET6, address: `fe80::1%${unknown}`, port: 9 }]) {
+    const [ret, err, sent] = await sendTo(spi, s, [Buffer.from('nowhere')], to, namelen('ipv6'));
+    t.same([ret, err, sent], [S.SOCKET_ERROR, S.WSAEADDRNOTAVAIL, -1], `to ${JSON.stringify(to)}`);
+  }
+});

@@ -11,7 +11,7 @@ import { EmulatedSocket, SELECT_READ, SELECT_WRITE, type SendFunction, type Sock
 import type { AppliedFault, CallMode } from '../faults/rules.js';
 import { UDP_MOVES, type UdpState } from './socket-state.js';
 import { recvFailed, sendFailed, sent, startedAt, type AcceptResult, type Completion, type RecvResult, type SendResult, type Started } from './results.js';
-import { anyAddress, fromNodeAddress, hostOf, interfaceIpv4, interfaceName, isAnyAddress, isBroadcastAddress, localAddressExists, refuseLookup } from './sockaddr.js';
+import { anyAddress, fromNodeAddress, hasUnknownScope, hostOf, interfaceIpv4, interfaceName, isAnyAddress, isBroadcastAddress, localAddressExists, refuseLookup } from './sockaddr.js';
 import { byteLength, contiguous } from './send-buffers.js';
 import { sendmmsgBatcher, sockaddrBytes, type Batched } from './datagram-batch.js';
 import { dgramFdOf } from '../native/libc.js';
@@ -400,6 +400,9 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     const dest = this.peer ?? to;
     if (!dest) return W.WSAENOTCONN;
     if (isAnyAddress(dest.address)) return W.WSAEADDRNOTAVAIL;
+    // A scope that names no interface: node would send with scope 0, through whichever interface
+    // the host picks, and report it sent; not a valid remote address, as for WSPBind.
+    if (dest === to && hasUnknownScope(dest)) return W.WSAEADDRNOTAVAIL;
     // Refused here, before the kernel, so that no broadcast datagram ever leaves without SO_BROADCAST.
     // Windows gates lpTo only: a socket connected to a broadcast address sends to it with WSPSend
     // (Wine's test_broadcast), while a WSPSendTo naming it still needs SO_BROADCAST.
