@@ -621,17 +621,22 @@ for (const f of FAMILIES) {
     await udpConnect(spi, s, f, b.port);
     // One synchronous run: one frame. Connect to C, send; dissolve the association (AF_UNSPEC),
     // send to B by name; connect to C again, send naming B (ignored: the default peer wins).
+    const peerAfter = [emptyAddr(), emptyAddr()];
     const calls = Promise.all([
       call((e) => spi.WSPConnect(s, addr(f, c.port), namelen(f), null, null, null, null, e)),
+      call((e) => spi.WSPGetPeerName(s, peerAfter[0]!, S.out(28), e)),
       send(spi, s, [Buffer.from('to C after connect')]),
       ovSend(spi, s, [Buffer.from('overlapped, to C')]),
       call((e) => spi.WSPConnect(s, { family: S.AF_UNSPEC, address: '', port: 0 }, 2, null, null, null, null, e)),
+      call((e) => spi.WSPGetPeerName(s, peerAfter[1]!, S.out(28), e)),
       sendTo(spi, s, [Buffer.from('to B by name')], addr(f, b.port), namelen(f)),
       call((e) => spi.WSPConnect(s, addr(f, c.port), namelen(f), null, null, null, null, e)),
       sendTo(spi, s, [Buffer.from('to C, B named')], addr(f, b.port), namelen(f)),
     ]);
-    const [c1, s1, o1, c2, s2, c3, s3] = await calls;
+    const [c1, p1, s1, o1, c2, p2, s2, c3, s3] = await calls;
     t.same([c1, c2, c3], [[0, 0], [0, 0], [0, 0]], 'the three connects succeed');
+    t.same([p1, peerAfter[0]!.port], [[0, 0], c.port], 'WSPGetPeerName after the first connect: C');
+    t.same(p2, [S.SOCKET_ERROR, S.WSAENOTCONN], 'after the AF_UNSPEC connect: no default peer');
     t.same([s1[0], s1[2], s2[0], s3[0]], [0, 18, 0, 0], 'the sends succeed');
     t.ok(o1.ret === 0 || o1.err === S.WSA_IO_PENDING, 'the overlapped send starts');
     await c.waitFor(3);

@@ -812,6 +812,14 @@ export abstract class EmulatedSocket<S extends string = string> {
   abstract close(abortCode?: number, overlappedCode?: number): void;
   abstract localName(): SockAddr | null;
   abstract peerName(): SockAddr | null;
+  /**
+   * Settles once the connects issued so far have set (or dissolved) the default peer, or null when
+   * none is under way: a datagram socket's connect is synchronous on Windows, and takes a moment
+   * here. A stream socket's connect has states of its own (WSAEALREADY, ...): null.
+   */
+  connectsSettled(): Promise<unknown> | null {
+    return null;
+  }
   /** Bytes that a recv would return now (FIONREAD). */
   abstract readable(): number;
   /** Applies SO_SNDBUF / SO_RCVBUF changes to the transport. */

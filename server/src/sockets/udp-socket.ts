@@ -829,6 +829,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     return this.peer ? { ...this.peer } : null;
   }
 
+  override connectsSettled(): Promise<unknown> | null {
+    return this.connectsUnderWay > 0 ? this.connecting : null;
+  }
+
   get bytesTaken(): number {
     return this.sentBytes;
   }

@@ -200,11 +200,16 @@ export const SPI_HANDLERS: Handlers = {
   }),
 
   WSPGetPeerName: withSocket((sock, p: Params<'WSPGetPeerName'>) => {
-    const name = sock.peerName();
-    if (!name) return fail(W.WSAENOTCONN);
-    const size = W.sockaddrSize(sock.af);
-    if (p.namelen < size) return fail(W.WSAEFAULT);
-    return ok({ name, namelen: size });
+    const answer = (): Result<'WSPGetPeerName'> => {
+      const name = sock.peerName();
+      if (!name) return fail(W.WSAENOTCONN);
+      const size = W.sockaddrSize(sock.af);
+      if (p.namelen < size) return fail(W.WSAEFAULT);
+      return ok({ name, namelen: size });
+    };
+    // After a UDP connect issued before it (in the same frame), the peer that connect set.
+    const connects = sock.connectsSettled();
+    return connects === null ? answer() : connects.then(answer);
   }),
 
   WSPIoctl: withSocket((sock, p: Params<'WSPIoctl'>, session) => {
