@@ -725,3 +725,31 @@ t.test('WSPRecv returns 0 after the peer FIN', async (t) => {
     });
   }
 });
+
+for (const f of FAMILIES) {
+  t.test(`${f}: WSPGetSockName and WSPGetPeerName in the same frame as the bind or connect before them see what it did`, async (t) => {
+    const d = await daemon(t);
+    const spi = await session(t, d);
+    const peer = await udpPeer(t, f);
+    /** Issues the step and WSPGetSockName / WSPGetPeerName in one synchronous run (one frame). */
+    const withNames = async (s: number, step: (e: S.Out) => Promise<number>): Promise<[[number, number], [number, number], number, number]> => {
+      const [local, remote] = [emptyAddr(), emptyAddr()];
+      const [r, sn, pn] = await Promise.all([call(step), call((e) => spi.WSPGetSockName(s, local, S.out(28), e)), call((e) => spi.WSPGetPeerName(s, remote, S.out(28), e))]);
+      if (r[0] !== 0) throw new Error(`the step failed: ${r[1]}`);
+      return [sn, pn, local.port, remote.port];
+    };
+    for (const kind of ['tcp', 'udp'] as const) {
+      const s = await newSocket(spi, f, kind);
+      const [sn, pn, port] = await withNames(s, (e) => spi.WSPBind(s, addr(f, 0), namelen(f), e));
+      t.same(sn, [0, 0], `${kind}: WSPGetSockName right after WSPBind succeeds`);
+      t.ok(port > 0, `${kind}: with the port the bind took (${port})`);
+      t.same(pn, [S.SOCKET_ERROR, S.WSAENOTCONN], `${kind}: no peer`);
+    }
+    // A UDP connect binds the socket and sets its default peer, both before it returns on Windows.
+    const u = await newSocket(spi, f, 'udp');
+    const [sn, pn, local, remote] = await withNames(u, (e) => spi.WSPConnect(u, addr(f, peer.port), namelen(f), null, null, null, null, e));
+    t.same([sn, pn], [[0, 0], [0, 0]], 'UDP: both succeed right after WSPConnect');
+    t.ok(local > 0, `UDP: the port the connect bound (${local})`);
+    t.equal(remote, peer.port, 'UDP: the peer the connect set');
+  });
+}

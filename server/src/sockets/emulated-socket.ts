@@ -813,11 +813,11 @@ export abstract class EmulatedSocket<S extends string = string> {
   abstract localName(): SockAddr | null;
   abstract peerName(): SockAddr | null;
   /**
-   * Settles once the connects issued so far have set (or dissolved) the default peer, or null when
-   * none is under way: a datagram socket's connect is synchronous on Windows, and takes a moment
-   * here. A stream socket's connect has states of its own (WSAEALREADY, ...): null.
+   * Settles once the binds (and a datagram socket's connects) issued so far are done, or null when
+   * none is under way: they are synchronous on Windows, and take a moment here. WSPGetSockName and
+   * WSPGetPeerName wait for it. (A stream socket's connect has states of its own, WSAEALREADY...)
    */
-  connectsSettled(): Promise<unknown> | null {
+  namesSettled(): Promise<unknown> | null {
     return null;
   }
   /** Bytes that a recv would return now (FIONREAD). */

@@ -212,6 +212,10 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable, Bu
     return this.afterSetup(() => this.bindNow(name), true);
   }
 
+  override namesSettled(): Promise<unknown> | null {
+    return this.setup;
+  }
+
   private async bindNow(name: SockAddr): Promise<number> {
     // Closed (WSPCloseSocket) while the call waited for a bind or listen before it.
     if (this.closed) return this.interruptedWith;

@@ -829,8 +829,9 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     return this.peer ? { ...this.peer } : null;
   }
 
-  override connectsSettled(): Promise<unknown> | null {
-    return this.connectsUnderWay > 0 ? this.connecting : null;
+  override namesSettled(): Promise<unknown> | null {
+    // The connects chain after any bind before them (and bind automatically).
+    return this.connectsUnderWay > 0 ? this.connecting : this.binding;
   }
 
   get bytesTaken(): number {

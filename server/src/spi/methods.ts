@@ -117,6 +117,23 @@ function mapPromise<A, B>(v: A | Promise<A>, f: (a: A) => B): B | Promise<B> {
   return v instanceof Promise ? v.then(f) : f(v);
 }
 
+/**
+ * answer() now, or once the binds and datagram connects issued before it have settled: they are
+ * synchronous on Windows and take a moment here (EmulatedSocket.namesSettled).
+ */
+function afterNames<R>(sock: EmulatedSocket, answer: () => R): R | Promise<R> {
+  const pending = sock.namesSettled();
+  return pending === null ? answer() : pending.then(answer);
+}
+
+/** WSPGetSockName's or WSPGetPeerName's result: the name, or missing when there is none. */
+function nameResult(name: SockAddr | null, missing: number, af: number, namelen: number): Result<'WSPGetSockName'> {
+  if (!name) return fail(missing);
+  const size = W.sockaddrSize(af);
+  if (namelen < size) return fail(W.WSAEFAULT);
+  return ok({ name, namelen: size });
+}
+
 export const SPI_HANDLERS: Handlers = {
   WSPSocket: (session, p) => session.createSocket(p.af, p.type, p.protocol, p.flags),
 
@@ -191,26 +208,10 @@ export const SPI_HANDLERS: Handlers = {
     return ok();
   }),
 
-  WSPGetSockName: withSocket((sock, p: Params<'WSPGetSockName'>) => {
-    const name = sock.localName();
-    if (!name) return fail(W.WSAEINVAL);
-    const size = W.sockaddrSize(sock.af);
-    if (p.namelen < size) return fail(W.WSAEFAULT);
-    return ok({ name, namelen: size });
-  }),
+  // Both after a bind or UDP connect issued before them (in the same frame): the name it bound, the peer it set.
+  WSPGetSockName: withSocket((sock, p: Params<'WSPGetSockName'>) => afterNames(sock, () => nameResult(sock.localName(), W.WSAEINVAL, sock.af, p.namelen))),
 
-  WSPGetPeerName: withSocket((sock, p: Params<'WSPGetPeerName'>) => {
-    const answer = (): Result<'WSPGetPeerName'> => {
-      const name = sock.peerName();
-      if (!name) return fail(W.WSAENOTCONN);
-      const size = W.sockaddrSize(sock.af);
-      if (p.namelen < size) return fail(W.WSAEFAULT);
-      return ok({ name, namelen: size });
-    };
-    // After a UDP connect issued before it (in the same frame), the peer that connect set.
-    const connects = sock.connectsSettled();
-    return connects === null ? answer() : connects.then(answer);
-  }),
+  WSPGetPeerName: withSocket((sock, p: Params<'WSPGetPeerName'>) => afterNames(sock, () => nameResult(sock.peerName(), W.WSAENOTCONN, sock.af, p.namelen))),
 
   WSPIoctl: withSocket((sock, p: Params<'WSPIoctl'>, session) => {
     // A fault fails the call at once, overlapped or not: no completion follows.
