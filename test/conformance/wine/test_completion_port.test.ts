@@ -9,7 +9,7 @@
  */
 import t from 'tap';
 import * as S from '@spiwire/client';
-import { EVENT_BOUND_MS, Scenario, fileDaemon, fionread, nodePeerPair, openSession, ovResult, peek, reached, resetNode, setBlocking, socket, syncRecv, tcpPair, type Family } from '../../helpers/wine.js';
+import { EVENT_BOUND_MS, Scenario, fileDaemon, type Check, fionread, nodePeerPair, openSession, ovResult, peek, reached, resetNode, setBlocking, socket, syncRecv, tcpPair, type Family } from '../../helpers/wine.js';
 
 const d = await fileDaemon(t);
 
@@ -40,6 +40,19 @@ async function ovCall(spi: S.SpiSession, kind: 'send' | 'recv', s: number, len: 
   const buf = new Uint8Array(len);
   const ret = kind === 'send' ? await spi.WSPSend(s, [S.wsabuf(buf)], 1, count, 0, ov, routine, null, e) : await spi.WSPRecv(s, [S.wsabuf(buf)], 1, count, S.out(0), ov, routine, null, e);
   return { ret, err: e.value, count: count.value, ov, buf };
+}
+
+/**
+ * An overlapped send or receive of 1024 bytes on s that fails at once with code: its count left
+ * untouched and no completion, ever (Wine: no packet on the port). Closes s.
+ */
+async function failsAtOnce(c: Check, spi: S.SpiSession, kind: 'send' | 'recv', s: number, code: number): Promise<void> {
+  const rec = recorder();
+  const r = await ovCall(spi, kind, s, 1024, rec.routine);
+  c.same([r.ret, r.err], [S.SOCKET_ERROR, code], `the ${kind === 'send' ? 'send' : 'receive'} fails at once`);
+  c.equal(r.count, 0xdeadbeef, `lpNumberOf${kind === 'send' ? 'BytesSent' : 'BytesRecvd'} untouched`);
+  c.equal((await completions(spi, rec.calls, 0)).length, 0, 'no completion');
+  await spi.WSPCloseSocket(s, S.out(0));
 }
 
 // ---- a receive pending when the peer resets.
@@ -83,12 +96,7 @@ const sendAfter = new Scenario<Reset>(afterReset);
 sendAfter.step(t, 'test_completion_port: an overlapped send after the peer\'s reset fails at once with WSAECONNRESET, count untouched, no completion', {}, async (c, x) => {
   // Wine waits 100 ms for the reset to arrive; here a peek that reports it.
   await reached(async () => (await peek(x.spi, x.server))[1] === S.WSAECONNRESET);
-  const rec = recorder();
-  const r = await ovCall(x.spi, 'send', x.server, 1024, rec.routine);
-  c.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSAECONNRESET], 'the send fails at once');
-  c.equal(r.count, 0xdeadbeef, 'lpNumberOfBytesSent untouched');
-  c.equal((await completions(x.spi, rec.calls, 0)).length, 0, 'no completion');
-  await x.spi.WSPCloseSocket(x.server, S.out(0));
+  await failsAtOnce(c, x.spi, 'send', x.server, S.WSAECONNRESET);
 });
 
 const sendAfterNoLook = new Scenario<Reset>(afterReset);
@@ -96,12 +104,7 @@ const sendAfterNoLook = new Scenario<Reset>(afterReset);
 sendAfterNoLook.step(t, 'test_completion_port: an overlapped send after the peer\'s reset, with nothing in between, fails at once with WSAECONNRESET, count untouched, no completion', {}, async (c, x) => {
   // As Wine has it: no receive or peek first, so nothing but the send can learn of the reset.
   // (Wine sleeps 100 ms for the reset to arrive; on loopback it has arrived once the peer closed.)
-  const rec = recorder();
-  const r = await ovCall(x.spi, 'send', x.server, 1024, rec.routine);
-  c.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSAECONNRESET], 'the send fails at once');
-  c.equal(r.count, 0xdeadbeef, 'lpNumberOfBytesSent untouched');
-  c.equal((await completions(x.spi, rec.calls, 0)).length, 0, 'no completion');
-  await x.spi.WSPCloseSocket(x.server, S.out(0));
+  await failsAtOnce(c, x.spi, 'send', x.server, S.WSAECONNRESET);
 });
 
 // ---- immediate successes still complete; then a graceful close.
@@ -175,23 +178,12 @@ immediateBare.step(t, 'test_completion_port: an overlapped send with no event an
 
 // ---- a receive after a reset, and on a socket that is not connected.
 
-const recvAfter = new Scenario<Reset>(async (f: Family) => {
-  const spi = await openSession(t, d);
-  const { sock, server } = await nodePeerPair(t, spi, f);
-  await setBlocking(spi, server, false);
-  await resetNode(sock);
-  return { spi, server, sock };
-});
+const recvAfter = new Scenario<Reset>(afterReset);
 
 recvAfter.step(t, 'test_completion_port: an overlapped receive after the peer\'s reset fails at once with WSAECONNRESET, count untouched, no completion', {}, async (c, x) => {
   // Wine select()s until the reset shows.
   await reached(async () => (await peek(x.spi, x.server))[1] === S.WSAECONNRESET);
-  const rec = recorder();
-  const r = await ovCall(x.spi, 'recv', x.server, 1024, rec.routine);
-  c.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSAECONNRESET], 'the receive fails at once');
-  c.equal(r.count, 0xdeadbeef, 'lpNumberOfBytesRecvd untouched');
-  c.equal((await completions(x.spi, rec.calls, 0)).length, 0, 'no completion');
-  await x.spi.WSPCloseSocket(x.server, S.out(0));
+  await failsAtOnce(c, x.spi, 'recv', x.server, S.WSAECONNRESET);
 });
 
 const unconnected = new Scenario<{ spi: S.SpiSession; s: number }>(async (f: Family) => {
@@ -202,10 +194,5 @@ const unconnected = new Scenario<{ spi: S.SpiSession; s: number }>(async (f: Fam
 });
 
 unconnected.step(t, 'test_completion_port: an overlapped receive on a socket that is not connected fails at once with WSAENOTCONN, no completion', {}, async (c, x) => {
-  const rec = recorder();
-  const r = await ovCall(x.spi, 'recv', x.s, 1024, rec.routine);
-  c.same([r.ret, r.err], [S.SOCKET_ERROR, S.WSAENOTCONN], 'the receive fails at once');
-  c.equal(r.count, 0xdeadbeef, 'lpNumberOfBytesRecvd untouched');
-  c.equal((await completions(x.spi, rec.calls, 0)).length, 0, 'no completion');
-  await x.spi.WSPCloseSocket(x.s, S.out(0));
+  await failsAtOnce(c, x.spi, 'recv', x.s, S.WSAENOTCONN);
 });
