@@ -416,12 +416,17 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
    * datagram goes or after node reports it.
    */
   send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking = false, fn: SendFunction = 'WSPSend'): Promise<SendResult> {
-    // Windows sets (or dissolves) the default peer before connect returns: a send issued after a
-    // connect, in the same frame as it, goes where that connect says. Here the connect takes a
-    // moment (node's and the kernel's), so the send waits for the connects issued before it (and
-    // goes before any issued after it: its callback runs ahead of theirs).
-    if (this.connectsUnderWay > 0) return this.ahead(this.connecting.then(() => this.sendNow(buffers, flags, to, forceBlocking, fn)));
-    return this.sendNow(buffers, flags, to, forceBlocking, fn);
+    return this.afterConnects(() => this.sendNow(buffers, flags, to, forceBlocking, fn));
+  }
+
+  /**
+   * Windows sets (or dissolves) the default peer before connect returns: a send issued after a
+   * connect, in the same frame as it, goes where that connect says. Here the connect takes a
+   * moment (node's and the kernel's), so a send runs after the connects issued before it (and
+   * before any issued after it: its callback runs ahead of theirs); at once when none is under way.
+   */
+  private afterConnects<T>(run: () => Promise<T>): Promise<T> {
+    return this.connectsUnderWay > 0 ? this.ahead(this.connecting.then(run)) : run();
   }
 
   private sendNow(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking: boolean, fn: SendFunction): Promise<SendResult> {
@@ -680,9 +685,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
 
   /** UDP sends never queue: an overlapped send completes at once or fails at once (unless a delay or reorder fault holds its completion). */
   sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn: SendFunction = 'WSPSend'): Promise<Started<SendResult>> {
-    // After the connects issued before it, as send() does.
-    if (this.connectsUnderWay > 0) return this.ahead(this.connecting.then(() => this.sendOverlappedNow(buffers, flags, to, done, fn)));
-    return this.sendOverlappedNow(buffers, flags, to, done, fn);
+    return this.afterConnects(() => this.sendOverlappedNow(buffers, flags, to, done, fn));
   }
 
   private sendOverlappedNow(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn: SendFunction): Promise<Started<SendResult>> {
