@@ -25,9 +25,10 @@ import { SessionFaults } from './faults/rules.js';
 import { trimSoon } from './memory-trim.js';
 import { SessionTrace } from './session-trace.js';
 import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
-import { UdpSocket } from './sockets/udp-socket.js';
+import { sendDatagramBatches, UdpSocket } from './sockets/udp-socket.js';
 import { binaryMessage, MessageParts, sliceBinaryMessages, type BinaryMessage } from './sliced-messages.js';
-import { runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
+import { runMethod, type Answer, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
+import { Later } from './later.js';
 import type { CallCounts, SessionEndKind } from './metrics.js';
 import { BACKLOG_CLOSE_MS, closeWithin, SHUTDOWN_CLOSE_MS, SHUTDOWN_CLOSE_REASON } from './close-within.js';
 
@@ -483,6 +484,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
           break;
         }
       }
+      // The frame's datagrams go to the kernel now: their sends' replies join the frame's.
+      sendDatagramBatches();
     } finally {
       this.inFrame = false;
     }
@@ -615,7 +618,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.reply(id, fail(P.WSAENETDOWN), text);
       return;
     }
-    let result: P.Result<P.MethodName> | Promise<P.Result<P.MethodName>>;
+    let result: Answer<P.Result<P.MethodName>>;
     // Named while the method runs: a wait it begins is reported for it (callWaits). Not for a call
     // typed by hand in a text frame: its answer comes alone, as text.
     this.callRunning = text ? null : id;
@@ -628,7 +631,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       return;
     }
     this.callRunning = null;
-    if (!(result instanceof Promise)) {
+    if (!(result instanceof Promise) && !(result instanceof Later)) {
       this.reply(id, result, text);
       return;
     }
@@ -642,17 +645,17 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.book.add(-cost);
       if (id !== null) this.pending.delete(id);
     };
-    result.then(
-      (r) => {
-        finished();
-        this.calls.count(method, r.errno);
-        this.reply(id, r, text);
-      },
-      (err: unknown) => {
-        finished();
-        this.fault(id, msg.method, err, text);
-      },
-    );
+    const answered = (r: P.Result<P.MethodName>): void => {
+      finished();
+      this.calls.count(method, r.errno);
+      this.reply(id, r, text);
+    };
+    const failed = (err: unknown): void => {
+      finished();
+      this.fault(id, msg.method, err, text);
+    };
+    if (result instanceof Later) result.finish(answered, failed);
+    else result.then(answered, failed);
   }
 
   /** A debug line about something the client got wrong (rate-limited daemon-wide). */
@@ -1128,7 +1131,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
 
   // ---- overlapped operations ----
 
-  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: P.OverlappedRef, start: (done: Completion) => Started<R> | Promise<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>> {
+  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: P.OverlappedRef, start: (done: Completion) => Started<R> | Promise<Started<R>> | Later<Started<R>>, asBlocking: () => R | Promise<R>): Answer<OverlappedAnswer<R>> {
     if (!sock.overlapped) {
       // Overlapped I/O needs a socket created with WSA_FLAG_OVERLAPPED; the Windows policy runs
       // the call as a blocking one instead, and still reports its completion.
@@ -1143,22 +1146,26 @@ export class Session implements SpiSession, SetAside, SlotReader {
     const count = this.opsPerSocket.get(sock.handle) ?? 0;
     if (count >= this.daemon.limits.maxOutstandingOpsPerSocket) return { kind: 'refused', errno: P.WSAEWOULDBLOCK };
     const entry = new PendingOp(this, ov.op, sock, ov.thread, this.frameStarted);
-    let started: Started<R> | Promise<Started<R>>;
+    let started: Started<R> | Promise<Started<R>> | Later<Started<R>>;
     try {
       started = start(entry);
     } catch (err) {
       this.retire(entry);
       throw err;
     }
-    if (!(started instanceof Promise)) return this.settleStart(entry, started);
+    if (!(started instanceof Promise) && !(started instanceof Later)) return this.settleStart(entry, started);
     // The start goes on after this call, and other requests are handled meanwhile: the operation
     // goes into the table now (its op id taken, cancellable by thread, counted against the limit).
     this.list(entry);
+    const failedToStart = (): void => {
+      tellStarted(entry.starting, false);
+      this.retire(entry);
+    };
+    if (started instanceof Later) return started.map((st) => this.settleStart(entry, st), failedToStart);
     return started.then(
       (st) => this.settleStart(entry, st),
       (err: unknown) => {
-        tellStarted(entry.starting, false);
-        this.retire(entry);
+        failedToStart();
         throw err;
       },
     );

@@ -1,9 +1,10 @@
 /**
  * Rows of the conformance matrix that need a test of their own: MSG_DONTROUTE on its own, MSG_OOB
  * without the C library, a send from a receive's completion routine, Windows-policy background
- * data after its thread exits, WSPGetOverlappedResult(fWait TRUE) without an event, and SO_SNDBUF 0.
+ * data after its thread exits, WSPGetOverlappedResult(fWait TRUE) without an event, SO_SNDBUF 0, and
+ * UDP sends through node:dgram without it.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as S from '@spiwire/client';
@@ -107,7 +108,8 @@ for (const f of FAMILIES) {
   });
 }
 
-t.test('MSG_OOB on TCP fails with WSAEOPNOTSUPP when the C library is not available (SPIWIRE_NO_NATIVE=1)', async (t) => {
+/** A daemon in a process of its own without the C library (SPIWIRE_NO_NATIVE=1); its URL. */
+async function daemonWithoutNative(t: Test): Promise<string> {
   const child = spawn(process.execPath, ['server/dist/src/main.js', '--port', '0', '--log-level', 'info'], {
     cwd: root,
     env: { ...process.env, SPIWIRE_NO_NATIVE: '1' },
@@ -116,7 +118,7 @@ t.test('MSG_OOB on TCP fails with WSAEOPNOTSUPP when the C library is not availa
   t.teardown(() => {
     child.kill('SIGTERM');
   });
-  const url = await new Promise<string>((resolve, reject) => {
+  return new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('no url from the daemon')), 10000);
     child.stdout!.on('data', (b: Buffer) => {
       const m = /"url":"([^"]+)"/.exec(b.toString());
@@ -126,7 +128,10 @@ t.test('MSG_OOB on TCP fails with WSAEOPNOTSUPP when the C library is not availa
       }
     });
   });
-  const spi = await session(t, url);
+}
+
+t.test('MSG_OOB on TCP fails with WSAEOPNOTSUPP when the C library is not available (SPIWIRE_NO_NATIVE=1)', async (t) => {
+  const spi = await session(t, await daemonWithoutNative(t));
   const peer = await tcpPeer(t, 'ipv4');
   const { s, conn } = await connectedTcp(spi, 'ipv4', peer);
   t.same((await send(spi, s, [Buffer.from('!')], S.MSG_OOB)).slice(0, 2), [S.SOCKET_ERROR, S.WSAEOPNOTSUPP]);
@@ -135,3 +140,33 @@ t.test('MSG_OOB on TCP fails with WSAEOPNOTSUPP when the C library is not availa
   // Closed, the socket sends FIN after its last byte: then the peer has everything it will get.
   t.equal((await allReceived(t, spi, s, conn)).toString(), 'normal', 'nothing of the refused send reached the peer');
 });
+
+for (const f of FAMILIES) {
+  t.test(`${f}: without the C library, a frame of overlapped UDP sends goes through node:dgram, each completing at once, once`, async (t) => {
+    // node:dgram reports each datagram in a callback of its own, after the frame: every send's
+    // outcome (and reply) comes from there, not from the batch the session sends after a frame.
+    const spi = await session(t, await daemonWithoutNative(t));
+    const peer = await udpPeer(t, f);
+    peer.socket.setRecvBufferSize(4 * 1024 * 1024);
+    const e = S.out(0);
+    const s = await spi.WSPSocket(af(f), S.SOCK_DGRAM, S.IPPROTO_UDP, null, 0, S.WSA_FLAG_OVERLAPPED, e);
+    t.equal(await spi.WSPConnect(s, addr(f, peer.port), namelen(f), null, null, null, null, e), 0, 'connected');
+    const payloads = Array.from({ length: 64 }, (_, i) => pattern(1 + ((i * 131) % 1500), i + 5));
+    const routines = payloads.map(() => 0);
+    const results = await Promise.all(
+      payloads.map(async (p, i) => {
+        const sent = S.out(0);
+        const err = S.out(0);
+        const ret = await spi.WSPSend(s, [S.wsabuf(p)], 1, sent, 0, new S.WSAOVERLAPPED(), () => {
+          routines[i]!++;
+        }, null, err);
+        return [ret, ret === 0 ? sent.value : err.value];
+      }),
+    );
+    t.same(results, payloads.map((p) => [0, p.length]), 'every send completed at once with its full count');
+    await peer.waitFor(payloads.length);
+    t.equal(peer.datagrams.findIndex((dg, i) => !dg.data.equals(payloads[i]!)), -1, 'the peer received each datagram whole, in the order sent');
+    await spi.SleepEx(0, true);
+    t.same(routines, payloads.map(() => 1), 'each completion routine ran once');
+  });
+}

@@ -19,6 +19,7 @@ import { MAX_PORT_TRIES, type PortReservations } from './port-reservations.js';
 import { applyIpOptions } from './native-options.js';
 import { drainIcmpErrors, PendingIcmpReports, reportIcmpErrors } from './icmp-errors.js';
 import { constants } from 'node:os';
+import { Later, promiseOf } from '../later.js';
 
 const UDP_SEND_FLAGS = W.MSG_OOB | W.MSG_DONTROUTE | W.MSG_PARTIAL;
 
@@ -87,6 +88,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   /** A bind under way (node binds asynchronously): it counts as bound for a second bind or a receive. */
   private binding: Promise<number> | null = null;
   private peer: SockAddr | null = null;
+  /** The default peer once a send found it a usable destination (sendPlan). */
+  private peerChecked: SockAddr | null = null;
   /** WSPShutdown(SD_SEND): sends fail with WSAESHUTDOWN. */
   private sendsShut = false;
   private readonly rxQueue: Datagram[] = [];
@@ -108,11 +111,12 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   /** Bytes of datagrams that arrived, dropped ones included (for metrics). */
   private receivedTotal = 0;
   /**
-   * Datagrams sent in this go of the event loop: they go together, in order, on the next tick
-   * (flushBatch), and before anything that could change where or how a datagram goes (a
-   * connect, an option, the close).
+   * Datagrams sent in this go of the event loop: they go together, in order, once the session has
+   * handled the frame or on the next tick (sendDatagramBatches), and before anything that could
+   * change where or how a datagram goes (a connect, an option, the close).
    */
   private batch: QueuedDatagram[] = [];
+  /** Whether this socket waits in batchesWaiting. */
   private batchScheduled = false;
   /** The descriptor the batches go to: set once bound, when sendmmsg is available. */
   private batchFd: number | null = null;
@@ -399,7 +403,11 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     // On a connected socket the destination is the default peer; lpTo is ignored.
     const dest = this.peer ?? to;
     if (!dest) return W.WSAENOTCONN;
-    if (isAnyAddress(dest.address)) return W.WSAEADDRNOTAVAIL;
+    if (dest !== this.peerChecked) {
+      if (isAnyAddress(dest.address)) return W.WSAEADDRNOTAVAIL;
+      // The default peer is the same object until the next connect: checked once, not per send.
+      if (dest === this.peer) this.peerChecked = dest;
+    }
     // A scope that names no interface: node would send with scope 0, through whichever interface
     // the host picks, and report it sent; not a valid remote address, as for WSPBind.
     if (dest === to && hasUnknownScope(dest)) return W.WSAEADDRNOTAVAIL;
@@ -505,7 +513,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       this.batch.push({ payload, name, to, total, counted, done, retries: 0 });
       if (!this.batchScheduled) {
         this.batchScheduled = true;
-        process.nextTick(this.flushBatchTick);
+        batchesWaiting.push(this);
+        if (batchesWaiting.length === 1) process.nextTick(sendDatagramBatches);
       }
       return;
     }
@@ -616,10 +625,11 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     done(wsa ? sendFailed(wsa) : sent(total));
   }
 
-  private readonly flushBatchTick = (): void => {
+  /** Its turn in sendDatagramBatches. */
+  sendWaitingBatch(): void {
     this.batchScheduled = false;
     this.flushBatch();
-  };
+  }
 
   /**
    * Sends the batch: sendmmsg for as many as the kernel takes. A datagram refused for an ICMP
@@ -683,17 +693,32 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     }
   }
 
-  /** UDP sends never queue: an overlapped send completes at once or fails at once (unless a delay or reorder fault holds its completion). */
-  sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn: SendFunction = 'WSPSend'): Promise<Started<SendResult>> {
-    return this.afterConnects(() => this.sendOverlappedNow(buffers, flags, to, done, fn));
+  /**
+   * UDP sends never queue: an overlapped send completes at once or fails at once (unless a delay
+   * or reorder fault holds its completion). Its outcome is the kernel's, known once the batch it
+   * joins has gone: a Later, which the session settles by sending the batches when it has handled
+   * the frame (sendDatagramBatches), then replies.
+   */
+  sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn: SendFunction = 'WSPSend'): Promise<Started<SendResult>> | Later<Started<SendResult>> {
+    if (this.connectsUnderWay > 0) return this.afterConnects(() => promiseOf(this.sendOverlappedNow(buffers, flags, to, done, fn)));
+    return this.sendOverlappedNow(buffers, flags, to, done, fn);
   }
 
-  private sendOverlappedNow(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn: SendFunction): Promise<Started<SendResult>> {
+  private sendOverlappedNow(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn: SendFunction): Promise<Started<SendResult>> | Later<Started<SendResult>> {
     const plan = this.sendPlan(buffers, flags, to);
     if (typeof plan === 'number') return Promise.resolve(startedAt(sendFailed(plan)));
     const fault = this.faults.armed ? this.sendFault(fn, 'overlapped', plan.dest) : null;
     // An immediate failure: no completion, ever.
     if (typeof fault === 'number') return Promise.resolve(startedAt(sendFailed(fault)));
+    // The usual case: one datagram into the batch.
+    if (fault === null && this.isBound && plan.dest.port !== 0) {
+      const later = new Later<Started<SendResult>>();
+      this.transmit(buffers, plan.total, plan.dest, (r) => {
+        if (r.errno === 0) done.complete(0, r.bytes);
+        later.settle(startedAt(r));
+      });
+      return later;
+    }
     const start = (complete: Completion): Promise<Started<SendResult>> =>
       this.sendPlanned(buffers, plan, fault?.copies).then((r) => {
         if (r.errno === 0) complete.complete(0, r.bytes);
@@ -930,4 +955,18 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   maxMessageSize(): number {
     return this.af === W.AF_INET6 ? W.UDP_MAX_MSG_SIZE_V6 : W.UDP_MAX_MSG_SIZE_V4;
   }
+}
+
+/** The sockets whose batch waits to go, in the order they began one. */
+const batchesWaiting: UdpSocket[] = [];
+
+/**
+ * Hands every batch of datagrams waiting to the kernel. The session calls it when it has handled
+ * a frame, so that the frame's sends have their outcome before it replies; otherwise it runs on
+ * the next tick after the first datagram was batched.
+ */
+export function sendDatagramBatches(): void {
+  // A batch's outcomes run the sends' continuations, which may batch more: they go too.
+  for (let i = 0; i < batchesWaiting.length; i++) batchesWaiting[i]!.sendWaitingBatch();
+  batchesWaiting.length = 0;
 }

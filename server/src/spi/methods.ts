@@ -18,6 +18,7 @@ import { runAfterReply, takeAfterReply } from './after-reply.js';
 import type { SendStreams } from '../send-streams.js';
 import { byteLength } from '../sockets/send-buffers.js';
 import type { CallCounts } from '../metrics.js';
+import { Later, mapResult } from '../later.js';
 
 /** What a socket operation that can be overlapped reports: its count, and its flags for receives. */
 export interface Transfer {
@@ -37,7 +38,7 @@ export interface SpiSession {
    * without WSA_FLAG_OVERLAPPED under the Windows send policy (send-policy.ts). The result is R,
    * or 'pending' (WSA_IO_PENDING), with the completion when it completed at once.
    */
-  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: OverlappedRef, start: (done: Completion) => Started<R> | Promise<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>>;
+  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: OverlappedRef, start: (done: Completion) => Started<R> | Promise<Started<R>> | Later<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>> | Later<OverlappedAnswer<R>>;
   threadExit(thread: number): Result<'spiwire.threadExit'> | Promise<Result<'spiwire.threadExit'>>;
   /** spiwire.ack: the client has received this many counted messages (session resume). */
   acknowledged(received: number): void;
@@ -60,7 +61,10 @@ export interface SpiSession {
 /** An overlapped call's answer: pending, refused before it started, or its result (and completion). */
 export type OverlappedAnswer<R> = { kind: 'pending' } | { kind: 'refused'; errno: number } | { kind: 'done'; result: R; completion?: W.Completion };
 
-type Handler<M extends MethodName> = (session: SpiSession, p: Params<M>) => Result<M> | Promise<Result<M>>;
+/** A method's wire result: now, or later (a Promise, or a Later for a UDP send's, later.ts). */
+export type Answer<T> = T | Promise<T> | Later<T>;
+
+type Handler<M extends MethodName> = (session: SpiSession, p: Params<M>) => Answer<Result<M>>;
 type Handlers = { readonly [M in MethodName]: Handler<M> };
 
 /**
@@ -68,9 +72,9 @@ type Handlers = { readonly [M in MethodName]: Handler<M> };
  * decoder built the params from a fixed layout (a compact header, an ack's exact spelling),
  * which already fixed their types.
  */
-export function runMethod<M extends MethodName>(session: SpiSession, method: M, params: Record<string, unknown>, shaped: boolean): Result<M> | Promise<Result<M>> {
+export function runMethod<M extends MethodName>(session: SpiSession, method: M, params: Record<string, unknown>, shaped: boolean): Answer<Result<M>> {
   const calls = session.calls;
-  let result: Result<M> | Promise<Result<M>>;
+  let result: Answer<Result<M>>;
   try {
     // The one check the spec puts before the params (section 19).
     if (method === 'spiwire.faults.add') session.faults.checkRoom();
@@ -85,7 +89,7 @@ export function runMethod<M extends MethodName>(session: SpiSession, method: M, 
   }
   // Counting is an add to a plain number (metrics.ts). A call that waits is counted when it ends,
   // by the session as it replies (no extra promise hop here: UDP sends all wait).
-  if (!(result instanceof Promise)) calls.count(method, result.errno);
+  if (!(result instanceof Promise) && !(result instanceof Later)) calls.count(method, result.errno);
   return result;
 }
 
@@ -194,7 +198,7 @@ export const SPI_HANDLERS: Handlers = {
     // No lpTo and no default peer: WSPSend's WSAENOTCONN is WSAEDESTADDRREQ for WSPSendTo, as
     // on Windows (its WSAENOTCONN is for connection-oriented sockets only). That is the only
     // WSAENOTCONN of a datagram send without a destination, and a datagram send never pends.
-    return mapPromise(r, (x) => (x.errno === W.WSAENOTCONN ? Object.assign(x, { errno: W.WSAEDESTADDRREQ }) : x));
+    return mapResult(r, (x) => (x.errno === W.WSAENOTCONN ? Object.assign(x, { errno: W.WSAEDESTADDRREQ }) : x));
   }),
 
   WSPRecv: withSocket((sock, p: Params<'WSPRecv'>, session) => recvWith(session, sock, p.lengths, p.flags, false, p.overlapped)),
@@ -293,10 +297,10 @@ export const SPI_HANDLERS: Handlers = {
 
 /** The wire result of an overlapped call's answer, given how its result maps. */
 function overlappedResult<R extends Transfer, Wire extends { ret: number; errno: number }>(
-  answer: OverlappedAnswer<R> | Promise<OverlappedAnswer<R>>,
+  answer: Answer<OverlappedAnswer<R>>,
   toWire: (r: R) => Wire,
-): (Wire & { completion?: W.Completion }) | { ret: number; errno: number } | Promise<(Wire & { completion?: W.Completion }) | { ret: number; errno: number }> {
-  return mapPromise(answer, (a) => {
+): Answer<(Wire & { completion?: W.Completion }) | { ret: number; errno: number }> {
+  return mapResult(answer, (a) => {
     if (a.kind === 'pending') {
       // A completion that must follow this reply goes with the wire result.
       const hook = takeAfterReply(a);
@@ -321,7 +325,7 @@ function sendToWire(r: SendResult): Result<'WSPSend'> {
   return r.bytes > 0 ? Object.assign(fail(r.errno), { bytesSent: r.bytes }) : fail(r.errno);
 }
 
-function sendWith(session: SpiSession, sock: EmulatedSocket, buffers: Uint8Array[], flags: number, to: SockAddr | null, ov: OverlappedRef | null | undefined, fn: SendFunction): Result<'WSPSend'> | Promise<Result<'WSPSend'>> {
+function sendWith(session: SpiSession, sock: EmulatedSocket, buffers: Uint8Array[], flags: number, to: SockAddr | null, ov: OverlappedRef | null | undefined, fn: SendFunction): Answer<Result<'WSPSend'>> {
   if (!ov) return mapPromise(sock.send(buffers, flags, to, false, fn), sendToWire);
   return overlappedResult(
     session.overlapped(
@@ -338,7 +342,7 @@ function sendWith(session: SpiSession, sock: EmulatedSocket, buffers: Uint8Array
  * A send larger than one message (send-streams.ts): the send starts with the first piece and
  * takes the rest from spiwire.sendData; the stream closes when the send is over.
  */
-function sendStreamedWith(session: SpiSession, sock: EmulatedSocket, p: Params<'WSPSend'>, id: number): Result<'WSPSend'> | Promise<Result<'WSPSend'>> {
+function sendStreamedWith(session: SpiSession, sock: EmulatedSocket, p: Params<'WSPSend'>, id: number): Answer<Result<'WSPSend'>> {
   const total = p.total;
   if (total === undefined) throw new ProtocolError(INVALID_PARAMS, 'WSPSend: params.total is missing (it is required with params.stream)', { field: 'total' });
   const first = byteLength(p.buffers);
@@ -400,7 +404,7 @@ function recvToWire(r: RecvResult): Result<'WSPRecvFrom'> {
   return out;
 }
 
-function recvWith(session: SpiSession, sock: EmulatedSocket, lengths: number[], flags: number, wantFrom: boolean, ov: OverlappedRef | null | undefined): Result<'WSPRecvFrom'> | Promise<Result<'WSPRecvFrom'>> {
+function recvWith(session: SpiSession, sock: EmulatedSocket, lengths: number[], flags: number, wantFrom: boolean, ov: OverlappedRef | null | undefined): Answer<Result<'WSPRecvFrom'>> {
   // No buffers at all (dwBufferCount 0) is WSAEINVAL on Windows; one empty buffer waits for data.
   if (lengths.length === 0) return fail(W.WSAEINVAL);
   if (!ov) return sock.recv(lengths, flags, wantFrom).then(recvToWire);

@@ -12,6 +12,7 @@ import { DgramPipeline, rawUdp } from '../lib/raw.js';
 import { SendPipeline, closeSocket, udpSocket } from '../lib/spi.js';
 import { now, summarize, type Summary } from '../lib/stats.js';
 import { WARM_UP_SECONDS, warmUp } from '../lib/warm-up.js';
+import { cpuOf, selfCpu } from './tcp-throughput.js';
 
 const SIZE = 1024;
 const WINDOW = 1024;
@@ -106,7 +107,37 @@ export interface UdpResult {
   pair: Pair;
   /** Datagrams lost per run (sent, not received), as a fraction. */
   loss: { spiwire: Summary; raw: Summary };
+  /**
+   * CPU (us) and system calls per datagram received, summed over the measured runs: for spiwire
+   * the SDK client (this process), the daemon and the receiver; for raw the writer (this process)
+   * and the receiver. Null where /proc is missing.
+   */
+  cost: { spiwire: UdpCost; raw: UdpCost } | null;
   checks: Check[];
+}
+
+export interface UdpCost {
+  /** The sending side: the SDK client, or the raw writer. */
+  senderUs: number;
+  /** The daemon (spiwire only; 0 for raw). */
+  daemonUs: number;
+  receiverUs: number;
+}
+
+/** The CPU time of one run's participants, taken before and after it. */
+function costProbe(ctx: Ctx, daemon: boolean): () => { sender: number; daemon: number; receiver: number } | null {
+  const rpid = ctx.udp.child.pid!;
+  const take = (): { sender: number; daemon: number | null; receiver: number | null } => ({
+    sender: selfCpu(),
+    daemon: daemon ? cpuOf(ctx.daemon.pid) : 0,
+    receiver: cpuOf(rpid),
+  });
+  const a = take();
+  return () => {
+    const b = take();
+    if (a.daemon === null || b.daemon === null || a.receiver === null || b.receiver === null) return null;
+    return { sender: b.sender - a.sender, daemon: b.daemon - a.daemon, receiver: b.receiver - a.receiver };
+  };
 }
 
 export async function udp(ctx: Ctx): Promise<UdpResult> {
@@ -125,11 +156,23 @@ export async function udp(ctx: Ctx): Promise<UdpResult> {
     const swLoss: number[] = [];
     const rawLoss: number[] = [];
     const checks: Check[] = [];
+    const sums = { spiwire: { sender: 0, daemon: 0, receiver: 0, n: 0 }, raw: { sender: 0, daemon: 0, receiver: 0, n: 0 } };
+    let costOk = true;
     for (let rep = 0; rep < ctx.reps; rep++) {
       const order = rep % 2 === 0 ? ['spiwire', 'raw'] : ['raw', 'spiwire'];
       for (const who of order) {
         const count = who === 'spiwire' ? swCount : rawCount;
+        const probe = costProbe(ctx, who === 'spiwire');
         const r = who === 'spiwire' ? await spiwireRun(ctx, spi, count) : await rawRun(ctx, count);
+        const c = probe();
+        if (c === null) costOk = false;
+        else {
+          const t = who === 'spiwire' ? sums.spiwire : sums.raw;
+          t.sender += c.sender;
+          t.daemon += c.daemon;
+          t.receiver += c.receiver;
+          t.n += r.received;
+        }
         (who === 'spiwire' ? sw : raw).push(r.rate);
         (who === 'spiwire' ? swLoss : rawLoss).push(1 - r.received / count);
         // Loopback with flow control loses nothing in practice; what did arrive must be whole datagrams.
@@ -144,9 +187,14 @@ export async function udp(ctx: Ctx): Promise<UdpResult> {
       params: { datagramBytes: SIZE, spiwireDatagramsPerRun: swCount, rawDatagramsPerRun: rawCount, window: WINDOW, inFlight: INFLIGHT, api: ctx.api, warmUpSeconds: ctx.quick ? 0 : WARM_UP_SECONDS },
       pair: { unit: 'datagrams/s', better: 'higher', spiwire: a, raw: b, ratio: a.median / b.median, ratioRuns: sw.map((x, i) => x / raw[i]!) },
       loss: { spiwire: summarize(swLoss), raw: summarize(rawLoss) },
+      cost: costOk && sums.spiwire.n > 0 && sums.raw.n > 0 ? { spiwire: perDatagram(sums.spiwire), raw: perDatagram(sums.raw) } : null,
       checks,
     };
   } finally {
     await spi.close();
   }
+}
+
+function perDatagram(t: { sender: number; daemon: number; receiver: number; n: number }): UdpCost {
+  return { senderUs: t.sender / t.n, daemonUs: t.daemon / t.n, receiverUs: t.receiver / t.n };
 }
