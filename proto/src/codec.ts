@@ -162,13 +162,13 @@ export function splitFrameParts(parts: readonly Uint8Array[], limits: DecodeLimi
   const dataLengths: number[] = [];
   while (r.left > 0) {
     if (r.left < 4) truncated();
-    const headerLength = readU32(r.contiguous(4), 0);
+    const headerLength = r.u32();
     const startFault = recordStartFault(headerLength, headers.length, limits);
     if (startFault) throw new ProtocolError(BAD_FRAME, startFault);
     if (r.left < headerLength + 4) truncated();
     headers.push(r.pieces(headerLength));
     headerLengths.push(headerLength);
-    const dataLength = readU32(r.contiguous(4), 0);
+    const dataLength = r.u32();
     const dataFault = dataLengthFault(dataLength, limits);
     if (dataFault) throw new ProtocolError(BAD_FRAME, dataFault);
     if (r.left < dataLength) truncated();

@@ -208,6 +208,13 @@ export class Session implements SpiSession, SetAside, SlotReader {
   private readonly opsPerSocket = new Map<number, number>();
   /** The listed operations of each thread that has any, the newest first (threadExit walks them, not every operation). */
   private readonly opsOfThread = new Map<number, PendingOp>();
+  /**
+   * Datagram sends started in the frame being handled, not in the tables: they complete when the
+   * frame's batches go (sendDatagramBatches), as on Windows, where they complete at once; those
+   * that do not (node:dgram queued them) are listed then. Their op ids, for the duplicate check.
+   */
+  private readonly startsInFrame: PendingOp[] = [];
+  private readonly opsInFrame = new Set<number>();
   private readonly out = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 64 * 1024);
   private flushScheduled = false;
   /** Records of an incoming frame are being handled: its replies are sent when it is done. */
@@ -486,6 +493,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       }
       // The frame's datagrams go to the kernel now: their sends' replies join the frame's.
       sendDatagramBatches();
+      this.listStartsInFrame();
     } finally {
       this.inFrame = false;
     }
@@ -1140,7 +1148,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.callRunning = null;
       return Promise.resolve(asBlocking()).then((r): OverlappedAnswer<R> => (r.errno === 0 ? { kind: 'done', result: r, completion: { error: 0, bytes: r.bytes, flags: r.flags ?? 0 } } : { kind: 'done', result: r }));
     }
-    if (this.ops.has(ov.op)) {
+    if (this.ops.has(ov.op) || this.opsInFrame.has(ov.op)) {
       throw new P.ProtocolError(P.INVALID_PARAMS, `overlapped.op ${ov.op} is already used by a pending operation of this session`, { field: 'overlapped.op' });
     }
     const count = this.opsPerSocket.get(sock.handle) ?? 0;
@@ -1154,13 +1162,19 @@ export class Session implements SpiSession, SetAside, SlotReader {
       throw err;
     }
     if (!(started instanceof Promise) && !(started instanceof Later)) return this.settleStart(entry, started);
-    // The start goes on after this call, and other requests are handled meanwhile: the operation
-    // goes into the table now (its op id taken, cancellable by thread, counted against the limit).
-    this.list(entry);
     const failedToStart = (): void => {
       tellStarted(entry.starting, false);
       this.retire(entry);
     };
+    if (started instanceof Later && this.inFrame) {
+      // A datagram's send, done when the frame's batches go: no table work unless it is not.
+      this.startsInFrame.push(entry);
+      this.opsInFrame.add(ov.op);
+      return started.map((st) => this.settleStart(entry, st), failedToStart);
+    }
+    // The start goes on after this call, and other requests are handled meanwhile: the operation
+    // goes into the table now (its op id taken, cancellable by thread, counted against the limit).
+    this.list(entry);
     if (started instanceof Later) return started.map((st) => this.settleStart(entry, st), failedToStart);
     return started.then(
       (st) => this.settleStart(entry, st),
@@ -1220,6 +1234,15 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.daemon.metrics.completed(performance.now() - entry.started.at);
       this.notify('spiwire.completion', params);
     }
+  }
+
+  /** The frame's datagram sends that did not complete with its batches go into the tables now. */
+  private listStartsInFrame(): void {
+    const starts = this.startsInFrame;
+    if (starts.length === 0) return;
+    if (!this.ended) for (const entry of starts) if (entry.starting !== null) this.list(entry);
+    starts.length = 0;
+    this.opsInFrame.clear();
   }
 
   private list(entry: PendingOp): void {
