@@ -493,9 +493,9 @@ export class Session implements SpiSession, SetAside, SlotReader {
       }
       // The frame's datagrams go to the kernel now: their sends' replies join the frame's.
       sendDatagramBatches();
-      this.listStartsInFrame();
     } finally {
       this.inFrame = false;
+      this.listStartsInFrame();
     }
     // Replies that are ready leave now, ahead of the peer writes this frame corked (those go
     // out on the next tick): the caller hears back without waiting behind its own bytes. Those
@@ -1168,9 +1168,12 @@ export class Session implements SpiSession, SetAside, SlotReader {
     };
     if (started instanceof Later && this.inFrame) {
       // A datagram's send, done when the frame's batches go: no table work unless it is not.
-      this.startsInFrame.push(entry);
-      this.opsInFrame.add(ov.op);
-      return started.map((st) => this.settleStart(entry, st), failedToStart);
+      const answer = started.map((st) => this.settleStart(entry, st), failedToStart);
+      if (entry.starting !== null) {
+        this.startsInFrame.push(entry);
+        this.opsInFrame.add(ov.op);
+      }
+      return answer;
     }
     // The start goes on after this call, and other requests are handled meanwhile: the operation
     // goes into the table now (its op id taken, cancellable by thread, counted against the limit).
