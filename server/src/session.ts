@@ -1151,7 +1151,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     if (this.ops.has(ov.op) || this.opsInFrame.has(ov.op)) {
       throw new P.ProtocolError(P.INVALID_PARAMS, `overlapped.op ${ov.op} is already used by a pending operation of this session`, { field: 'overlapped.op' });
     }
-    const count = this.opsPerSocket.get(sock.handle) ?? 0;
+    const count = (this.opsPerSocket.get(sock.handle) ?? 0) + sock.opsInFrame;
     if (count >= this.daemon.limits.maxOutstandingOpsPerSocket) return { kind: 'refused', errno: P.WSAEWOULDBLOCK };
     const entry = new PendingOp(this, ov.op, sock, ov.thread, this.frameStarted);
     let started: Started<R> | Promise<Started<R>> | Later<Started<R>>;
@@ -1172,6 +1172,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       if (entry.starting !== null) {
         this.startsInFrame.push(entry);
         this.opsInFrame.add(ov.op);
+        sock.opsInFrame++;
       }
       return answer;
     }
@@ -1243,6 +1244,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
   private listStartsInFrame(): void {
     const starts = this.startsInFrame;
     if (starts.length === 0) return;
+    for (const entry of starts) entry.sock.opsInFrame = 0;
     if (!this.ended) for (const entry of starts) if (entry.starting !== null) this.list(entry);
     starts.length = 0;
     this.opsInFrame.clear();
@@ -1292,8 +1294,16 @@ export class Session implements SpiSession, SetAside, SlotReader {
     // Taken first (a cancellation may complete, and unlist, an operation at once), then
     // cancelled oldest first, the order they were started in.
     const mine: PendingOp[] = [];
+    // The frame's datagram sends go first: those that complete with their batch are answered
+    // ahead of this call, as on Windows, where they completed at once.
+    if (this.inFrame) sendDatagramBatches();
     for (let e: PendingOp | null | undefined = this.opsOfThread.get(thread); e; e = e.threadNext) mine.push(e);
     mine.reverse();
+    // Those still under way (node:dgram has them) are not in the tables yet: the answer waits for them.
+    for (const entry of this.startsInFrame) {
+      const starting = entry.starting;
+      if (entry.thread === thread && starting !== null) starts.push(new Promise((resolve) => (starting.told ??= []).push(resolve)));
+    }
     let i = 0;
     // A slice of the turn's time at a time: a thread may hold hundreds of thousands of
     // operations (a microsecond each), and other sessions' calls wait meanwhile.

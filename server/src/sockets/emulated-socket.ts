@@ -292,6 +292,11 @@ export abstract class EmulatedSocket<S extends string = string> {
   pendingError = 0;
   /** The name fault rules match on (spiwire.setSocketTag); null: none. */
   tag: string | null = null;
+  /**
+   * Overlapped datagram sends of the frame being handled that the session has not put in its
+   * tables (they complete with the frame's batch): they count against the per-socket limit too.
+   */
+  opsInFrame = 0;
   /** The session's fault rules: a call asks them only while faults.armed. */
   protected readonly faults: FaultHook;
   /** Results held back by a delay fault, each delivered at once if the socket closes first. */

@@ -118,6 +118,8 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
   private batch: QueuedDatagram[] = [];
   /** Whether this socket waits in batchesWaiting. */
   private batchScheduled = false;
+  /** Datagrams handed to node:dgram that it has not called back for. */
+  private nodeSends = 0;
   /** The descriptor the batches go to: set once bound, when sendmmsg is available. */
   private batchFd: number | null = null;
   /** Whether runs of equal datagrams may go as one segmented message (until the kernel refuses one). */
@@ -232,15 +234,20 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
    * comes meanwhile waits for the calls it follows (a moment) instead of failing them.
    */
   private ahead<T>(call: Promise<T>): Promise<T> {
+    const release = this.holdClose();
+    call.then(release, release);
+    return call;
+  }
+
+  /** A close from now on waits until the function returned is called (ahead, and node's sends). */
+  private holdClose(): () => void {
     this.beforeClose++;
-    const settled = (): void => {
+    return () => {
       if (--this.beforeClose > 0 || !this.closeLater) return;
       const close = this.closeLater;
       this.closeLater = null;
       close();
     };
-    call.then(settled, settled);
-    return call;
   }
 
   bind(name: SockAddr): Promise<number> {
@@ -506,10 +513,11 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     const payload = contiguous(buffers, total);
     // On a connected socket the destination is the default peer (to null).
     const to = this.peer ? null : dest;
-    // With nothing of node's still queued ahead: into this go's batch, with its destination
-    // unless the socket is connected.
+    // With nothing of node's still on its way: into this go's batch, with its destination unless
+    // the socket is connected. (A datagram node sends may still be in its address lookup, not yet
+    // in its queue: the batch, sent when the frame is handled, would overtake it.)
     const name = this.batchFd === null || to === null ? null : this.sockaddrOf(to);
-    if (this.batchFd !== null && (to === null || name !== null) && sock.getSendQueueCount() === 0) {
+    if (this.batchFd !== null && (to === null || name !== null) && this.nodeSends === 0) {
       this.batch.push({ payload, name, to, total, counted, done, retries: 0 });
       if (!this.batchScheduled) {
         this.batchScheduled = true;
@@ -539,9 +547,15 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     return bytes;
   }
 
-  /** One datagram through node:dgram, which queues it when the kernel has no room. */
+  /**
+   * One datagram through node:dgram, which queues it when the kernel has no room. Until node calls
+   * back, later datagrams follow it through node (in order), and a close waits: node drops the
+   * callback of a send whose socket closed during its address lookup.
+   */
   private sendThroughNode(sock: dgram.Socket, payload: Uint8Array, to: SockAddr | null, total: number, counted: boolean, done: (r: SendResult) => void, retried: number): void {
     let retries = retried;
+    this.nodeSends++;
+    const release = this.holdClose();
     const cb = (err: Error | null): void => {
       // libuv sends node's queue with sendmmsg too, which drops an error a later message took.
       if (!err) this.readErrorQueueSoon();
@@ -554,7 +568,9 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
         this.sendOnce(sock, payload, to, cb);
         return;
       }
+      this.nodeSends--;
       this.datagramDone(total, counted, done, err ? wsaFromNodeError(err) : 0);
+      release();
     };
     this.sendOnce(sock, payload, to, cb);
   }
@@ -958,7 +974,7 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
 }
 
 /** The sockets whose batch waits to go, in the order they began one. */
-const batchesWaiting: UdpSocket[] = [];
+let batchesWaiting: UdpSocket[] = [];
 
 /**
  * Hands every batch of datagrams waiting to the kernel. The session calls it when it has handled
@@ -967,6 +983,18 @@ const batchesWaiting: UdpSocket[] = [];
  */
 export function sendDatagramBatches(): void {
   // A batch's outcomes run the sends' continuations, which may batch more: they go too.
-  for (let i = 0; i < batchesWaiting.length; i++) batchesWaiting[i]!.sendWaitingBatch();
-  batchesWaiting.length = 0;
+  while (batchesWaiting.length > 0) {
+    const due = batchesWaiting;
+    batchesWaiting = [];
+    let i = 0;
+    try {
+      for (; i < due.length; i++) due[i]!.sendWaitingBatch();
+    } finally {
+      // Should one socket's outcomes throw, the sockets after it still get their turn, later.
+      if (i < due.length) {
+        batchesWaiting = due.slice(i + 1).concat(batchesWaiting);
+        if (batchesWaiting.length > 0) process.nextTick(sendDatagramBatches);
+      }
+    }
+  }
 }
