@@ -4,9 +4,9 @@
  * A UDP send's result is known once its datagram has gone to the kernel with the batch of the
  * frame it came in (udp-socket.ts); the session sends that batch when it has handled the frame,
  * and then replies. Through Promises each such send cost the daemon four or five promises and
- * microtasks (the socket's, the session's start, the wire mapping, the reply), about a third of
- * what a datagram cost it. A Later runs its one continuation as soon as its value comes, in the
- * same call stack, so the replies of a frame's datagrams are ready when the session flushes.
+ * microtasks (the socket's, the session's start, the wire mapping, the reply). A Later runs its
+ * one continuation as soon as its value comes, in the same call stack, so the replies of a
+ * frame's datagrams are ready when the session flushes.
  *
  * Each Later has at most one continuation (the steps form a chain, never a tree), and a
  * continuation that throws rejects the next Later instead of unwinding into whoever settled the
