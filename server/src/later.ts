@@ -86,15 +86,18 @@ export class Later<T> {
   }
 }
 
+/** A value now, or later: a Promise's, or a Later's. */
+export type Answer<T> = T | Promise<T> | Later<T>;
+
 /** f(v) now, or once v comes: a Promise's value through then, a Later's through map. */
-export function mapResult<A, B>(v: A | Promise<A> | Later<A>, f: (a: A) => B): B | Promise<B> | Later<B> {
+export function mapResult<A, B>(v: Answer<A>, f: (a: A) => B): Answer<B> {
   if (v instanceof Promise) return v.then(f);
   if (v instanceof Later) return v.map(f);
   return f(v);
 }
 
 /** A Promise of a Later's value, for steps that wait on Promises. */
-export function promiseOf<T>(v: T | Promise<T> | Later<T>): Promise<T> {
+export function promiseOf<T>(v: Answer<T>): Promise<T> {
   if (v instanceof Later) return new Promise<T>((resolve, reject) => v.finish(resolve, reject));
   return Promise.resolve(v);
 }

@@ -27,8 +27,8 @@ import { SessionTrace } from './session-trace.js';
 import { TcpSocket, type TcpContext } from './sockets/tcp-socket.js';
 import { sendDatagramBatches, UdpSocket } from './sockets/udp-socket.js';
 import { binaryMessage, MessageParts, sliceBinaryMessages, type BinaryMessage } from './sliced-messages.js';
-import { runMethod, type Answer, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
-import { Later } from './later.js';
+import { runMethod, type OverlappedAnswer, type SpiSession, type Transfer } from './spi/methods.js';
+import { Later, type Answer } from './later.js';
 import type { CallCounts, SessionEndKind } from './metrics.js';
 import { BACKLOG_CLOSE_MS, closeWithin, SHUTDOWN_CLOSE_MS, SHUTDOWN_CLOSE_REASON } from './close-within.js';
 
@@ -143,6 +143,11 @@ interface Starting {
   told: Array<(aborted: boolean) => void> | null;
 }
 
+/** Resolves once the operation has started, with whether its cancellation aborted it (tellStarted). */
+function whenStarted(starting: Starting): Promise<boolean> {
+  return new Promise((resolve) => (starting.told ??= []).push(resolve));
+}
+
 /** Tells the spiwire.threadExit calls waiting on a start whether their cancellation aborted it. */
 function tellStarted(starting: Starting | null, aborted: boolean): void {
   if (starting?.told) for (const tell of starting.told) tell(aborted);
@@ -214,7 +219,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
    * that do not (node:dgram queued them) are listed then. Their op ids, for the duplicate check.
    */
   private readonly startsInFrame: PendingOp[] = [];
-  private readonly opsInFrame = new Set<number>();
+  private readonly opIdsInFrame = new Set<number>();
   private readonly out = new P.FrameBuilder((n) => Buffer.allocUnsafe(n), 64 * 1024);
   private flushScheduled = false;
   /** Records of an incoming frame are being handled: its replies are sent when it is done. */
@@ -1139,7 +1144,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
 
   // ---- overlapped operations ----
 
-  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: P.OverlappedRef, start: (done: Completion) => Started<R> | Promise<Started<R>> | Later<Started<R>>, asBlocking: () => R | Promise<R>): Answer<OverlappedAnswer<R>> {
+  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: P.OverlappedRef, start: (done: Completion) => Answer<Started<R>>, asBlocking: () => R | Promise<R>): Answer<OverlappedAnswer<R>> {
     if (!sock.overlapped) {
       // Overlapped I/O needs a socket created with WSA_FLAG_OVERLAPPED; the Windows policy runs
       // the call as a blocking one instead, and still reports its completion.
@@ -1148,13 +1153,13 @@ export class Session implements SpiSession, SetAside, SlotReader {
       this.callRunning = null;
       return Promise.resolve(asBlocking()).then((r): OverlappedAnswer<R> => (r.errno === 0 ? { kind: 'done', result: r, completion: { error: 0, bytes: r.bytes, flags: r.flags ?? 0 } } : { kind: 'done', result: r }));
     }
-    if (this.ops.has(ov.op) || this.opsInFrame.has(ov.op)) {
+    if (this.ops.has(ov.op) || this.opIdsInFrame.has(ov.op)) {
       throw new P.ProtocolError(P.INVALID_PARAMS, `overlapped.op ${ov.op} is already used by a pending operation of this session`, { field: 'overlapped.op' });
     }
     const count = (this.opsPerSocket.get(sock.handle) ?? 0) + sock.opsInFrame;
     if (count >= this.daemon.limits.maxOutstandingOpsPerSocket) return { kind: 'refused', errno: P.WSAEWOULDBLOCK };
     const entry = new PendingOp(this, ov.op, sock, ov.thread, this.frameStarted);
-    let started: Started<R> | Promise<Started<R>> | Later<Started<R>>;
+    let started: Answer<Started<R>>;
     try {
       started = start(entry);
     } catch (err) {
@@ -1171,7 +1176,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
       const answer = started.map((st) => this.settleStart(entry, st), failedToStart);
       if (entry.starting !== null) {
         this.startsInFrame.push(entry);
-        this.opsInFrame.add(ov.op);
+        this.opIdsInFrame.add(ov.op);
         sock.opsInFrame++;
       }
       return answer;
@@ -1244,10 +1249,12 @@ export class Session implements SpiSession, SetAside, SlotReader {
   private listStartsInFrame(): void {
     const starts = this.startsInFrame;
     if (starts.length === 0) return;
-    for (const entry of starts) entry.sock.opsInFrame = 0;
-    if (!this.ended) for (const entry of starts) if (entry.starting !== null) this.list(entry);
+    for (const entry of starts) {
+      entry.sock.opsInFrame = 0;
+      if (!this.ended && entry.starting !== null) this.list(entry);
+    }
     starts.length = 0;
-    this.opsInFrame.clear();
+    this.opIdsInFrame.clear();
   }
 
   private list(entry: PendingOp): void {
@@ -1302,7 +1309,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     // Those still under way (node:dgram has them) are not in the tables yet: the answer waits for them.
     for (const entry of this.startsInFrame) {
       const starting = entry.starting;
-      if (entry.thread === thread && starting !== null) starts.push(new Promise((resolve) => (starting.told ??= []).push(resolve)));
+      if (entry.thread === thread && starting !== null) starts.push(whenStarted(starting));
     }
     let i = 0;
     // A slice of the turn's time at a time: a thread may hold hundreds of thousands of
@@ -1321,7 +1328,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
           // Still starting: cancelled once pending, if it gets there; the answer waits to know.
           const starting = entry.starting;
           starting.cancelWith = P.WSA_OPERATION_ABORTED;
-          starts.push(new Promise((resolve) => (starting.told ??= []).push(resolve)));
+          starts.push(whenStarted(starting));
         }
         if ((i & (CANCELS_PER_CLOCK - 1)) === 0 && i < mine.length && turn.spent(started)) return false;
       }

@@ -15,7 +15,7 @@ import { SocketStateMachine, type MoveTable } from './socket-state.js';
 import { MAX_TIMER_MS } from '../daemon-context.js';
 import type { PortReservations, Reservation } from './port-reservations.js';
 import { scopeIdOf } from './sockaddr.js';
-import type { Later } from '../later.js';
+import type { Answer } from '../later.js';
 
 const FD_NAMES: Readonly<Record<number, W.NetworkEventName>> = {
   [W.FD_READ]: 'FD_READ',
@@ -794,7 +794,7 @@ export abstract class EmulatedSocket<S extends string = string> {
   abstract send(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, forceBlocking?: boolean, fn?: SendFunction): SendResult | Promise<SendResult>;
   abstract recv(lengths: readonly number[], flags: number, wantFrom: boolean, forceBlocking?: boolean): Promise<RecvResult>;
   /** An overlapped send: completes at once, fails at once, or is pending (FIFO behind older sends); a Later when its outcome comes with its socket's batch (UDP). */
-  abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn?: SendFunction): Started<SendResult> | Promise<Started<SendResult>> | Later<Started<SendResult>>;
+  abstract sendOverlapped(buffers: readonly Uint8Array[], flags: number, to: SockAddr | null, done: Completion, fn?: SendFunction): Answer<Started<SendResult>>;
   abstract recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: Completion): Started<RecvResult>;
   /**
    * A send larger than one message, whose bytes come in pieces (proto/README.md section 9): the

@@ -18,7 +18,7 @@ import { runAfterReply, takeAfterReply } from './after-reply.js';
 import type { SendStreams } from '../send-streams.js';
 import { byteLength } from '../sockets/send-buffers.js';
 import type { CallCounts } from '../metrics.js';
-import { Later, mapResult } from '../later.js';
+import { Later, mapResult, type Answer } from '../later.js';
 
 /** What a socket operation that can be overlapped reports: its count, and its flags for receives. */
 export interface Transfer {
@@ -38,7 +38,7 @@ export interface SpiSession {
    * without WSA_FLAG_OVERLAPPED under the Windows send policy (send-policy.ts). The result is R,
    * or 'pending' (WSA_IO_PENDING), with the completion when it completed at once.
    */
-  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: OverlappedRef, start: (done: Completion) => Started<R> | Promise<Started<R>> | Later<Started<R>>, asBlocking: () => R | Promise<R>): OverlappedAnswer<R> | Promise<OverlappedAnswer<R>> | Later<OverlappedAnswer<R>>;
+  overlapped<R extends Transfer>(sock: EmulatedSocket, ov: OverlappedRef, start: (done: Completion) => Answer<Started<R>>, asBlocking: () => R | Promise<R>): Answer<OverlappedAnswer<R>>;
   threadExit(thread: number): Result<'spiwire.threadExit'> | Promise<Result<'spiwire.threadExit'>>;
   /** spiwire.ack: the client has received this many counted messages (session resume). */
   acknowledged(received: number): void;
@@ -60,9 +60,6 @@ export interface SpiSession {
 
 /** An overlapped call's answer: pending, refused before it started, or its result (and completion). */
 export type OverlappedAnswer<R> = { kind: 'pending' } | { kind: 'refused'; errno: number } | { kind: 'done'; result: R; completion?: W.Completion };
-
-/** A method's wire result: now, or later (a Promise, or a Later for a UDP send's, later.ts). */
-export type Answer<T> = T | Promise<T> | Later<T>;
 
 type Handler<M extends MethodName> = (session: SpiSession, p: Params<M>) => Answer<Result<M>>;
 type Handlers = { readonly [M in MethodName]: Handler<M> };
@@ -117,6 +114,7 @@ function status(errno: number): { ret: number; errno: number } {
   return errno === 0 ? ok() : fail(errno);
 }
 
+/** mapResult for a value that is never a Later: the narrower type. */
 function mapPromise<A, B>(v: A | Promise<A>, f: (a: A) => B): B | Promise<B> {
   return v instanceof Promise ? v.then(f) : f(v);
 }
