@@ -49,3 +49,12 @@ t.test('/stats reports them with --gc-stats 1 (gcStats), and null without', asyn
   t.ok(body.gc !== null && typeof body.gc === 'object', 'a gc member');
   for (const k of ['minor', 'major', 'pauseMs', 'heapAllocatedBytes']) t.ok(Number.isFinite(body.gc?.[k]) && body.gc![k]! >= 0, `${k}: ${body.gc?.[k]}`);
 });
+
+t.test('/stats carries the compiled code within heapUsed (heapCodeBytes)', async (t) => {
+  const d = await startServer({ port: 0 });
+  t.teardown(() => d.close());
+  const body = (await (await fetch(`http://127.0.0.1:${d.port}/stats`)).json()) as { heapCodeBytes: number; memory: { heapUsed: number } };
+  // A running daemon has compiled code, and it is a part of heapUsed, not all of it.
+  t.ok(body.heapCodeBytes > 0, `heapCodeBytes ${body.heapCodeBytes}`);
+  t.ok(body.heapCodeBytes < body.memory.heapUsed, `less than heapUsed (${body.memory.heapUsed})`);
+});

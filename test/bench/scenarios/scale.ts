@@ -1,7 +1,8 @@
 /**
  * Scenario 6: scale. Daemon memory per idle connected TCP socket and per outstanding overlapped
  * send, at several sizes, each size measured in a fresh daemon (its own process, open-file limit
- * raised), from GET /stats?gc=1 before and after (two forced collections each time).
+ * raised), from GET /stats?gc=1 before and after (two forced collections each time, the median
+ * of seven such readings).
  *
  * Sockets: n TCP sockets made with WSPSocket and connected with WSPConnect to a holder peer (its
  * own process) that accepts them and never reads; nothing is sent.
@@ -12,8 +13,9 @@
  * cost. Afterwards the holder reads everything and every operation must complete, with the peer
  * receiving exactly the fillers plus m bytes.
  *
- * "live" is heapUsed + external (what the daemon's JavaScript holds, buffers included); "rss" is
- * the resident set (adds native allocations, such as libuv handles, and heap pages not yet returned).
+ * "live" is heapUsed + external less the compiled code in heapUsed (what the daemon's data takes,
+ * buffers included; the JIT's code belongs to the process, see liveBytes); "rss" is the resident
+ * set (adds native allocations, such as libuv handles, heap pages not yet returned, and the code).
  */
 import * as S from '@spiwire/client';
 import { check, type Check, type Ctx } from '../lib/context.js';
@@ -203,7 +205,7 @@ export async function scale(ctx: Ctx): Promise<ScaleResult> {
   const ls = rel(sockets);
   const lo = rel(ops);
   return {
-    params: { socketSizes, opSizes, socketsForOps: k, fillerBytes: FILLER, opPayloadBytes: 1, sndBufForOps: 4096 },
+    params: { socketSizes, opSizes, socketsForOps: k, fillerBytes: FILLER, opPayloadBytes: 1, sndBufForOps: 4096, liveLessCode: 1, readingsPerMeasure: 7 },
     sockets,
     ops,
     linearity: { sockets: ls, ops: lo, tolerance, linear: [...ls, ...lo].every((x) => Math.abs(x - 1) <= tolerance) },
