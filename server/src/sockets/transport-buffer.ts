@@ -19,6 +19,8 @@ export interface StreamSink {
    * the byte count written, or -1 when the kernel buffer is full. Throws for a broken connection.
    */
   sendDirect?(chunk: Uint8Array, sendFlags: number): number;
+  /** Runs after every pump; the socket uses it to send a deferred FIN once the queue is empty. */
+  afterPump?(): void;
 }
 
 export interface SendOp {
@@ -244,8 +246,6 @@ export class TransportBuffer {
   constructor(
     private readonly sink: StreamSink,
     private cap: number,
-    /** Runs after every pump; the socket uses it to send a deferred FIN once the queue is empty. */
-    private readonly onProgress: () => void = () => undefined,
     /** Told of every change in the bytes this buffer holds (queued and on their way to the kernel). */
     private readonly meter: (delta: number) => void = () => undefined,
   ) {}
@@ -613,7 +613,7 @@ export class TransportBuffer {
       this.sink.uncork();
       this.pumping = false;
     }
-    this.onProgress();
+    this.sink.afterPump?.();
   }
 
   /** Hands over what the buffer has room for of q, then what may go ahead. */

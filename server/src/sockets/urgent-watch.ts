@@ -10,6 +10,17 @@
  */
 import { watchUrgent } from '../native/urgent.js';
 
+/** The socket an UrgentWatch serves (its methods, not closures: every TCP socket has a watch). */
+export interface UrgentOwner {
+  /** Runs on each SIGURG while watching: the socket looks again (its waiters, FD_OOB). */
+  urgentSignalled(): void;
+  /**
+   * Whether the connection received anything since this was last asked (true when it cannot
+   * tell): urgent data always comes with a received byte.
+   */
+  receivedSinceAsked(): boolean;
+}
+
 export class UrgentWatch {
   /** Pending MSG_OOB receives (blocking or overlapped) and WSPSelect calls watching exceptfds. */
   private waits = 0;
@@ -17,15 +28,7 @@ export class UrgentWatch {
   private signalled = false;
   private stop: (() => void) | null = null;
 
-  constructor(
-    /** Runs on each SIGURG while watching: the socket looks again (its waiters, FD_OOB). */
-    private readonly onSignal: () => void,
-    /**
-     * Whether the connection received anything since this was last asked (true when it cannot
-     * tell): urgent data always comes with a received byte.
-     */
-    private readonly receivedSince: () => boolean = () => true,
-  ) {}
+  constructor(private readonly owner: UrgentOwner) {}
 
   /** Whether a look is worth a system call now. */
   get mayHaveData(): boolean {
@@ -45,13 +48,13 @@ export class UrgentWatch {
     const wanted = live && (this.waits > 0 || selected);
     if (wanted && !this.stop) {
       this.stop = watchUrgent(() => {
-        if (!this.receivedSince()) return;
+        if (!this.owner.receivedSinceAsked()) return;
         this.signalled = true;
-        this.onSignal();
+        this.owner.urgentSignalled();
       }, ownerSet);
       // Anything that arrived before the watch started is found by the first look; later
       // signals count from here.
-      this.receivedSince();
+      this.owner.receivedSinceAsked();
       this.signalled = true;
     } else if (!wanted && this.stop) {
       this.stop();

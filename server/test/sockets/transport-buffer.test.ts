@@ -105,7 +105,7 @@ function op(data: Uint8Array, direct = 0, overlapped = true): Op {
 /** The buffer, a running total of its meter (what the session quota is told), and a hook run after every pump. */
 function buffer(sink: StreamSink, cap: number, onProgress: () => void = () => undefined): { tx: TransportBuffer; metered: () => number } {
   let metered = 0;
-  const tx = new TransportBuffer(sink, cap, () => onProgress(), (d) => (metered += d));
+  const tx = new TransportBuffer({ ...sink, afterPump: () => onProgress() }, cap, (d) => (metered += d));
   return { tx, metered: () => metered };
 }
 
