@@ -148,7 +148,7 @@ const s = { type: 'handle', doc: 'The socket handle (SOCKET) returned by WSPSock
 const completion = {
   type: 'completion',
   optional: true,
-  doc: 'Present when an overlapped call completed at once: {error, bytes, flags}. The reply then stands for the completion; no spiwire.completion follows.',
+  doc: 'Present when an overlapped call completed at once: {error, bytes, flags}, three u32 as in `spiwire.completion` (section 12). The reply then stands for the completion; no spiwire.completion follows.',
 } as const;
 const BYTES_SENT_DOC =
   'lpNumberOfBytesSent. On success, the bytes sent. On the failing reply (ret -1) of a send that was not overlapped, present when some of its bytes had reached the transport before it failed: how many (section 9, "A blocking send that fails part way"); absent means none had.';

@@ -656,6 +656,7 @@ export class TcpSocket extends EmulatedSocket<TcpState> implements Drainable, Bu
     s.conn!.uncork();
   }
 
+  /** Nothing to do: cork() has the connection uncorked on the next tick. */
   uncork(): void {}
 
   sendDirect(chunk: Uint8Array, sendFlags: number): number {
