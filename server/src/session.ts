@@ -483,7 +483,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
         const rec = records.record(i);
         // A client that writes compact headers reads them: answer it in kind from now on.
         if (rec.ok && rec.compact) this.out.compact = true;
-        this.handleRecord(rec, false);
+        this.handleRecord(rec, false, i);
         bytesSinceClock += records.size(i);
         // A compact record (the hot WSPSend) costs a microsecond or two: the clock is read once
         // every CLOCK_EVERY_RECORDS of them. Any other may cost milliseconds (a WSPSelect over a
@@ -572,9 +572,12 @@ export class Session implements SpiSession, SetAside, SlotReader {
     else this.mistake({ method: method.slice(0, 80), err: err.message }, 'notification refused');
   }
 
-  private handleRecord(rec: P.DecodedRecord, text: boolean): void {
+  /** index: the record's place in its binary frame (none for a text frame's message). */
+  private handleRecord(rec: P.DecodedRecord, text: boolean, index?: number): void {
     if (!rec.ok) {
-      this.sendError(null, rec.error, text);
+      // data.record tells the client which record of the frame went unread, and that the
+      // frame's others ran (a BAD_FRAME of the whole frame has no data).
+      this.sendError(null, index === undefined ? rec.error : new P.ProtocolError(rec.error.code, rec.error.message, { ...rec.error.data, record: index }), text);
       return;
     }
     let msg: P.Request | P.Notification;
