@@ -127,7 +127,7 @@ const defs: Record<string, Schema> = {
     properties: {
       code: { enum: PROTOCOL_ERRORS.map((e) => e.code), description: PROTOCOL_ERRORS.map((e) => `${e.name} ${e.code}`).join(', ') },
       message: { type: 'string' },
-      data: { type: 'object', description: 'INVALID_PARAMS: {"field": "<path>"}; DUPLICATE_ID: {"id": <the id in use>}; RESUME_REFUSED: {"reason": "<reason>", "daemonId": "<this daemon>"}; PARSE_ERROR or BAD_FRAME for one record of a binary frame: {"record": <its index in the frame, from 0>}.' },
+      data: { type: 'object', description: 'INVALID_PARAMS: {"field": "<path>"}; DUPLICATE_ID: {"id": <the id in use>}; RESUME_REFUSED: {"reason": "<reason>", "daemonId": "<this daemon>"}; and in every error with "id": null that answers one record of a binary frame, "record": <its index in the frame, from 0>.' },
     },
     required: ['code', 'message'],
     additionalProperties: false,

@@ -224,6 +224,11 @@ export class Session implements SpiSession, SetAside, SlotReader {
   private flushScheduled = false;
   /** Records of an incoming frame are being handled: its replies are sent when it is done. */
   private inFrame = false;
+  /**
+   * The index in its binary frame of the record being handled, or -1 (a text frame, or between
+   * records): an error answered with "id": null names that record in data.record (sendError).
+   */
+  private recordIndex = -1;
   private ended = false;
   /**
    * The client sent a close frame on the current connection before the daemon sent one: it ended
@@ -483,7 +488,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
         const rec = records.record(i);
         // A client that writes compact headers reads them: answer it in kind from now on.
         if (rec.ok && rec.compact) this.out.compact = true;
-        this.handleRecord(rec, false, i);
+        this.recordIndex = i;
+        this.handleRecord(rec, false);
         bytesSinceClock += records.size(i);
         // A compact record (the hot WSPSend) costs a microsecond or two: the clock is read once
         // every CLOCK_EVERY_RECORDS of them. Any other may cost milliseconds (a WSPSelect over a
@@ -496,10 +502,12 @@ export class Session implements SpiSession, SetAside, SlotReader {
           break;
         }
       }
+      this.recordIndex = -1;
       // The frame's datagrams go to the kernel now: their sends' replies join the frame's.
       sendDatagramBatches();
     } finally {
       this.inFrame = false;
+      this.recordIndex = -1;
       this.listStartsInFrame();
     }
     // Replies that are ready leave now, ahead of the peer writes this frame corked (those go
@@ -572,12 +580,9 @@ export class Session implements SpiSession, SetAside, SlotReader {
     else this.mistake({ method: method.slice(0, 80), err: err.message }, 'notification refused');
   }
 
-  /** index: the record's place in its binary frame (none for a text frame's message). */
-  private handleRecord(rec: P.DecodedRecord, text: boolean, index?: number): void {
+  private handleRecord(rec: P.DecodedRecord, text: boolean): void {
     if (!rec.ok) {
-      // data.record tells the client which record of the frame went unread, and that the
-      // frame's others ran (a BAD_FRAME of the whole frame has no data).
-      this.sendError(null, index === undefined ? rec.error : new P.ProtocolError(rec.error.code, rec.error.message, { ...rec.error.data, record: index }), text);
+      this.sendError(null, rec.error, text);
       return;
     }
     let msg: P.Request | P.Notification;
@@ -713,6 +718,9 @@ export class Session implements SpiSession, SetAside, SlotReader {
       error.data = { ...error.data, id };
       id = null;
     }
+    // Without an id the client learns which record of its frame this answers (and that the
+    // frame's other records ran; a frame dropped whole has no data): proto/README.md section 5.
+    if (id === null && this.recordIndex >= 0) error.data = { ...error.data, record: this.recordIndex };
     if (id !== null && traced) this.trace?.refused(id, err.code);
     this.send({ jsonrpc: '2.0', id, error }, text);
   }

@@ -600,7 +600,7 @@ t.test('a request id still in use by an unanswered call gets DUPLICATE_ID (-3200
   a.ws.send(P.encodeFrame({ jsonrpc: '2.0', id: 'dup', method: 'WSPAccept', params: { s: l } }));
   const err = await a.wait((m) => m.error !== undefined && m.error['code'] === P.DUPLICATE_ID);
   t.equal(err.id, null, 'the refusal carries id null, so it cannot be taken for the running call\'s reply');
-  t.same(err.error!['data'], { id: 'dup' }, 'and names the duplicate id in data.id');
+  t.same(err.error!['data'], { id: 'dup', record: 0 }, 'and names the duplicate id in data.id, and its record in data.record');
   const c = net.connect(port, '127.0.0.1');
   t.teardown(() => c.destroy());
   const ok = await a.wait((m) => m.id === 'dup' && m.result !== undefined);

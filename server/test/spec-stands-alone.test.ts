@@ -955,35 +955,42 @@ t.test('the answer to spiwire.resume is one binary frame with that one record, a
 });
 
 t.test('a record dropped from a binary frame is named by its index (data.record); a frame dropped whole has no data', async (t) => {
-  t.match(section('5. Decoding errors'), /`"data": \{"record": i\}`, as every response to a fault inside one record of a binary frame has/, 'section 5: the index of a dropped record');
-  t.match(section('5. Decoding errors'), /no `data` means the whole frame was dropped/, 'section 5: a frame dropped whole');
+  t.match(section('5. Decoding errors'), /`"data": \{"record": i\}`, as every response with `"id": null` to one record of a binary frame has/, 'section 5: the index of a dropped record');
+  t.match(section('5. Decoding errors'), /a BAD_FRAME without `data` means the whole frame was dropped/, 'section 5: a frame dropped whole');
   t.match(section('13. Protocol error catalogue'), /that record alone is dropped, the frame's other records run, and `data.record` is its index in the frame/, 'section 13: BAD_FRAME, both cases');
+  t.match(section('5. Decoding errors'), /an envelope whose id cannot be read/, 'section 5: INVALID_REQUEST without an id names its record too');
 
   const d = await daemon(t);
   const s = await session(t, d.url);
   const close = (id: string): string => `{"jsonrpc":"2.0","id":"${id}","method":"WSPCloseSocket","params":{"s":4}}`;
   const errorsNow = (): Msg[] => s.messages.filter((m) => m.error !== undefined && m.id === null);
 
-  // Records 0 and 3 are good; 1 refers to bytes it does not have; 2 is a compact header of an unknown kind.
+  // Records 0 and 3 are good; 1 refers to bytes it does not have; 2 is a compact header of an
+  // unknown kind; 4 has an id that is not one (an object), so its answer cannot carry it.
   s.ws.send(Buffer.concat([
     rawRecord(close('r0')),
     rawRecord('{"jsonrpc":"2.0","id":"r1","method":"WSPSend","params":{"s":4,"buffers":[{"$b":[0,10]}],"flags":0}}'),
     rawRecord(new Uint8Array([0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
     rawRecord(close('r3')),
+    rawRecord('{"jsonrpc":"2.0","id":{"x":1},"method":"WSPCloseSocket","params":{"s":4}}'),
   ]));
   const r0 = await s.wait((m) => m.id === 'r0');
   const r3 = await s.wait((m) => m.id === 'r3');
   t.same([r0.result?.['errno'], r3.result?.['errno']], [P.WSAENOTSOCK, P.WSAENOTSOCK], 'the good records ran');
-  await until(() => errorsNow().length >= 2);
+  await until(() => errorsNow().length >= 3);
   const errs = errorsNow();
-  t.same(errs.map((m) => [m.error?.['code'], m.error?.['data']]), [[P.BAD_FRAME, { record: 1 }], [P.PARSE_ERROR, { record: 2 }]], 'the two bad records, each named by its index');
+  t.same(
+    errs.map((m) => [m.error?.['code'], m.error?.['data']]),
+    [[P.BAD_FRAME, { record: 1 }], [P.PARSE_ERROR, { record: 2 }], [P.INVALID_REQUEST, { record: 4 }]],
+    'the three bad records, each named by its index',
+  );
   t.notOk(s.messages.some((m) => m.id === 'r1'), 'nothing answers the bad record by its id');
 
   // The frame ends inside its second record: nothing of it runs, and the one error has no data.
   const truncated = Buffer.concat([rawRecord(close('t0')), rawRecord(close('t1')).subarray(0, 20)]);
   s.ws.send(truncated);
-  await until(() => errorsNow().length >= 3);
-  const whole = errorsNow()[2]!;
+  await until(() => errorsNow().length >= 4);
+  const whole = errorsNow()[3]!;
   t.equal(whole.error?.['code'], P.BAD_FRAME, 'a truncated frame is BAD_FRAME');
   t.equal(whole.error?.['data'], undefined, 'with no data: the whole frame was dropped');
   await roundTrip(s);
