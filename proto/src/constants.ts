@@ -152,6 +152,15 @@ export const FD_OOB = 0x04;
 export const FD_ACCEPT = 0x08;
 export const FD_CONNECT = 0x10;
 export const FD_CLOSE = 0x20;
+/**
+ * The other events of winsock2.h. A selection may name them (programs pass FD_ALL_EVENTS), but
+ * none is ever recorded here: no QOS, and no routing or address-list change notifications.
+ */
+export const FD_QOS = 0x40;
+export const FD_GROUP_QOS = 0x80;
+export const FD_ROUTING_INTERFACE_CHANGE = 0x100;
+export const FD_ADDRESS_LIST_CHANGE = 0x200;
+export const FD_ALL_EVENTS = 0x3ff;
 /** Indexes into WSANETWORKEVENTS.iErrorCode. */
 export const FD_READ_BIT = 0;
 export const FD_WRITE_BIT = 1;

@@ -201,7 +201,7 @@ export const METHODS = {
     params: {
       s,
       buffers: { type: 'bytes[]', doc: `The bytes of each WSABUF actually used (at most ${MAX_BUFFER_COUNT}); with stream, the first piece of the send.` },
-      flags: { type: 'u32', doc: 'dwFlags: MSG_OOB (0x1), MSG_DONTROUTE (0x4), MSG_PARTIAL (0x8000).' },
+      flags: { type: 'u32', doc: 'dwFlags: MSG_OOB (0x1), MSG_DONTROUTE (0x4). MSG_PARTIAL (0x8000) is refused with WSAEOPNOTSUPP (the errors below).' },
       overlapped,
       stream: { type: 'u32', optional: true, doc: 'A send larger than one message (section 9, "Sends larger than a message"): an id the client chose, unique among its open streams; the rest of the bytes follow in spiwire.sendData.' },
       total: { type: 'u32', optional: true, doc: 'With stream: the size of the whole send, the first piece included.' },
@@ -309,7 +309,7 @@ export const METHODS = {
   },
   WSPEventSelect: {
     summary: 'Select network events for the socket (0 cancels); the socket becomes nonblocking. Recorded events arrive as spiwire.networkEvents.',
-    params: { s, events: { type: 'u32', doc: 'lNetworkEvents: FD_READ 0x01, FD_WRITE 0x02, FD_OOB 0x04, FD_ACCEPT 0x08, FD_CONNECT 0x10, FD_CLOSE 0x20; other bits give WSAEINVAL.' } },
+    params: { s, events: { type: 'u32', doc: 'lNetworkEvents: FD_READ 0x01, FD_WRITE 0x02, FD_OOB 0x04, FD_ACCEPT 0x08, FD_CONNECT 0x10, FD_CLOSE 0x20. FD_QOS 0x40, FD_GROUP_QOS 0x80, FD_ROUTING_INTERFACE_CHANGE 0x100 and FD_ADDRESS_LIST_CHANGE 0x200 are accepted (FD_ALL_EVENTS, 0x3FF, is what many programs pass, and Windows takes it) and never recorded. Bits above 0x3FF give WSAEINVAL.' } },
     result: {},
   },
   WSPSelect: {

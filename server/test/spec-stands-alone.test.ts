@@ -996,3 +996,22 @@ t.test('a record dropped from a binary frame is named by its index (data.record)
   await roundTrip(s);
   t.notOk(s.messages.some((m) => m.id === 't0'), 'its first record did not run either');
 });
+
+t.test('WSPEventSelect takes FD_ALL_EVENTS (0x3FF) as Windows does, records none of the four events past FD_CLOSE, and refuses bits above', async (t) => {
+  t.match(section('WSPEventSelect'), /are accepted \(FD_ALL_EVENTS, 0x3FF, is what many programs pass, and Windows takes it\) and never recorded\. Bits above 0x3FF give WSAEINVAL/, 'WSPEventSelect: the events row');
+  t.match(section('spiwire.networkEvents'), /a client adds each notification's `events` to its record \(OR\)/, 'spiwire.networkEvents: several notifications for one moment');
+
+  const d = await daemon(t);
+  const s = await session(t, d.url);
+  const peer = await tcpPeer(t);
+  const { h, conn } = await connectedSocket(s, peer);
+  t.same(await s.call('WSPEventSelect', { s: h, events: P.FD_ALL_EVENTS }), { ret: 0, errno: 0 }, 'FD_ALL_EVENTS is taken');
+  // A connected socket with room to send: FD_WRITE is recorded at once; data from the peer: FD_READ.
+  await s.wait((m) => m.method === 'spiwire.networkEvents' && m.params?.['s'] === h && ((m.params['events'] as number) & P.FD_WRITE) !== 0);
+  conn.socket.write('x');
+  await s.wait((m) => m.method === 'spiwire.networkEvents' && m.params?.['s'] === h && ((m.params['events'] as number) & P.FD_READ) !== 0);
+  const recorded = s.messages.filter((m) => m.method === 'spiwire.networkEvents' && m.params?.['s'] === h).reduce((all, m) => all | (m.params!['events'] as number), 0);
+  t.equal(recorded & ~(P.FD_READ | P.FD_WRITE | P.FD_OOB | P.FD_ACCEPT | P.FD_CONNECT | P.FD_CLOSE), 0, 'nothing past FD_CLOSE is ever recorded');
+  t.same(await s.call('WSPEventSelect', { s: h, events: P.FD_ALL_EVENTS + 1 }), { ret: -1, errno: P.WSAEINVAL }, 'a bit above FD_ALL_EVENTS is refused');
+  t.same(await s.call('WSPEventSelect', { s: h, events: 0x800 | P.FD_READ }), { ret: -1, errno: P.WSAEINVAL }, 'and so is 0x800 with FD_READ');
+});

@@ -280,8 +280,9 @@ export const SPI_HANDLERS: Handlers = {
   },
 
   WSPEventSelect: withSocket((sock, p: Params<'WSPEventSelect'>) => {
-    const known = W.FD_READ | W.FD_WRITE | W.FD_OOB | W.FD_ACCEPT | W.FD_CONNECT | W.FD_CLOSE;
-    if (p.events & ~known) return fail(W.WSAEINVAL);
+    // FD_ALL_EVENTS is what many programs select, and Windows takes it: the four events past
+    // FD_CLOSE are accepted and never recorded (nothing here produces them).
+    if (p.events & ~W.FD_ALL_EVENTS) return fail(W.WSAEINVAL);
     sock.eventSelect(p.events);
     return ok();
   }),
