@@ -10,7 +10,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { connectedSocket, daemon, ipv4, session, tcpPeer, udpSocket, until } from './helpers/raw-client.js';
+import { connectedSocket, daemon, ipv4, rawRecord, session, tcpPeer, udpSocket, until } from './helpers/raw-client.js';
 
 async function stats(url: string): Promise<Record<string, unknown>> {
   return (await (await fetch(url.replace(/^ws/, 'http').replace(/\/ws$/, '/stats'))).json()) as Record<string, unknown>;
@@ -104,13 +104,6 @@ function collector(): () => void {
   return runInNewContext('gc') as () => void;
 }
 
-/** One record: the JSON header, then data of which the header may reference only part. */
-function rawRecord(header: unknown, data: Uint8Array): Buffer {
-  const h = Buffer.from(JSON.stringify(header));
-  const lengths = (n: number): Buffer => Buffer.from(new Uint32Array([n]).buffer);
-  return Buffer.concat([lengths(h.length), h, lengths(data.length), data]);
-}
-
 t.test('a waiting send keeps only its own bytes, not the rest of the record data it came in', async (t) => {
   const gc = collector();
   const live = (): number => {
@@ -133,7 +126,8 @@ t.test('a waiting send keeps only its own bytes, not the rest of the record data
   const records = 32;
   const padding = Buffer.alloc(4 << 20, 0x41);
   for (let i = 0; i < records; i++) {
-    s.ws.send(rawRecord({ jsonrpc: '2.0', id: `pad-${i}`, method: 'WSPSend', params: { s: h, buffers: [{ $b: [i, 1] }], flags: 0, overlapped: { op: 10 + i, thread: 1 } } }, padding));
+    // The JSON header, then data of which the header references only one byte.
+    s.ws.send(rawRecord(JSON.stringify({ jsonrpc: '2.0', id: `pad-${i}`, method: 'WSPSend', params: { s: h, buffers: [{ $b: [i, 1] }], flags: 0, overlapped: { op: 10 + i, thread: 1 } } }), padding));
     t.equal((await s.wait((m) => m.id === `pad-${i}`)).result?.['errno'], P.WSA_IO_PENDING);
   }
   const grown = live() - before;

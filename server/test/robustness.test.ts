@@ -10,7 +10,7 @@
 import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import * as P from '@spiwire/proto';
-import { connectedSocket, connectOutcome, connectTo, daemon, ipv4, pattern, roundTrip, sendBytes, session, startCli, tcpPeer, tcpSocket, udpSocket, until, within, type Msg, type RawSession } from './helpers/raw-client.js';
+import { connectedSocket, connectOutcome, connectTo, daemon, ipv4, pattern, rawRecord, roundTrip, sendBytes, session, startCli, tcpPeer, tcpSocket, udpSocket, until, within, type Msg, type RawSession } from './helpers/raw-client.js';
 
 /** A loopback port with nothing listening (listen on 0, close). */
 async function closedPort(): Promise<number> {
@@ -93,17 +93,6 @@ function badReply(m: Msg): string | null {
   if (typeof r['errno'] !== 'number') return 'result.errno is not a number';
   if (r['errno'] !== 0 && !P.wsaError(r['errno'])) return `result.errno ${r['errno']} is not in the WSA catalogue`;
   return null;
-}
-
-/** A record written by hand: header text and data, framed as u32le lengths. */
-function record(header: string | Uint8Array, data: Uint8Array = new Uint8Array(0), headerLen?: number, dataLen?: number): Buffer {
-  const h = typeof header === 'string' ? Buffer.from(header, 'utf8') : Buffer.from(header);
-  const b = Buffer.alloc(8 + h.length + data.length);
-  b.writeUInt32LE(headerLen ?? h.length, 0);
-  h.copy(b, 4);
-  b.writeUInt32LE(dataLen ?? data.length, 4 + h.length);
-  Buffer.from(data).copy(b, 8 + h.length);
-  return b;
 }
 
 const OBJECT_PROTOTYPE_NAMES = ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf', 'propertyIsEnumerable', 'toLocaleString', '__defineGetter__'];
@@ -240,27 +229,27 @@ class Storm {
     const ok = '{"jsonrpc":"2.0","id":"h","method":"WSPGetSockName","params":{"s":1,"namelen":16}}';
     switch (r.int(9)) {
       case 0:
-        return record(ok, new Uint8Array(0), 0xffffffff);
+        return rawRecord(ok, new Uint8Array(0), 0xffffffff);
       case 1:
-        return record(ok, new Uint8Array(0), P.MAX_HEADER_BYTES + 1);
+        return rawRecord(ok, new Uint8Array(0), P.MAX_HEADER_BYTES + 1);
       case 2:
-        return record(ok, new Uint8Array(0), 0);
+        return rawRecord(ok, new Uint8Array(0), 0);
       case 3:
-        return record(ok, new Uint8Array(0), undefined, 0xffffffff);
+        return rawRecord(ok, new Uint8Array(0), undefined, 0xffffffff);
       case 4:
-        return record(ok, new Uint8Array(4), undefined, 64 * 1024 * 1024 + 1);
+        return rawRecord(ok, new Uint8Array(4), undefined, 64 * 1024 * 1024 + 1);
       case 5:
-        return record('{"jsonrpc":"2.0","id":"b","method":"WSPSend","params":{"s":1,"buffers":[{"$b":[0,4294967295]}],"flags":0}}', new Uint8Array(8));
+        return rawRecord('{"jsonrpc":"2.0","id":"b","method":"WSPSend","params":{"s":1,"buffers":[{"$b":[0,4294967295]}],"flags":0}}', new Uint8Array(8));
       case 6:
-        return record(`{"jsonrpc":"2.0","id":"b2","method":"WSPSend","params":{"s":1,"buffers":[{"$b":${r.pick(['[-1,2]', '[1.5,1]', '"x"', '[0]', '[0,1,2]', '[4294967296,0]', 'null'])}}],"flags":0}}`, new Uint8Array(8));
+        return rawRecord(`{"jsonrpc":"2.0","id":"b2","method":"WSPSend","params":{"s":1,"buffers":[{"$b":${r.pick(['[-1,2]', '[1.5,1]', '"x"', '[0]', '[0,1,2]', '[4294967296,0]', 'null'])}}],"flags":0}}`, new Uint8Array(8));
       case 7: {
         // One record too many.
-        const one = record('{}');
+        const one = rawRecord('{}');
         return Buffer.concat(Array.from({ length: P.MAX_RECORDS_PER_FRAME + 1 }, () => one));
       }
       default:
         // JSON numbers that do not fit: Infinity, -0, exponents.
-        return record(`{"jsonrpc":"2.0","id":${r.pick(['1e400', '-0', '1e2', '9007199254740993', '"x"'])},"method":"WSPGetSockName","params":{"s":${r.pick(['1e400', '-1e400', '4294967296', '-0', '1e-7', '4.0'])},"namelen":16}}`);
+        return rawRecord(`{"jsonrpc":"2.0","id":${r.pick(['1e400', '-0', '1e2', '9007199254740993', '"x"'])},"method":"WSPGetSockName","params":{"s":${r.pick(['1e400', '-1e400', '4294967296', '-0', '1e-7', '4.0'])},"namelen":16}}`);
     }
   }
 

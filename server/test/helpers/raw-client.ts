@@ -549,13 +549,17 @@ export async function startCli(t: Test, args: string[] = [], openFiles?: number)
   return { ...r, url, port: Number(new URL(url).port), lines: () => jsonLines(r.stdout()) };
 }
 
-/** One record of a binary frame built by hand (section 3): the header bytes go as given, so they can be anything. */
-export function rawRecord(header: string | Uint8Array, data: Uint8Array = new Uint8Array(0)): Buffer {
+/**
+ * One record of a binary frame built by hand (section 3): the header bytes go as given, so they
+ * can be anything, and so can the two length fields (headerLen, dataLen: the true lengths unless
+ * given).
+ */
+export function rawRecord(header: string | Uint8Array, data: Uint8Array = new Uint8Array(0), headerLen?: number, dataLen?: number): Buffer {
   const h = Buffer.from(header);
   const out = Buffer.alloc(8 + h.length + data.length);
-  out.writeUInt32LE(h.length, 0);
+  out.writeUInt32LE(headerLen ?? h.length, 0);
   h.copy(out, 4);
-  out.writeUInt32LE(data.length, 4 + h.length);
+  out.writeUInt32LE(dataLen ?? data.length, 4 + h.length);
   out.set(data, 8 + h.length);
   return out;
 }
