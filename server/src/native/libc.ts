@@ -67,6 +67,8 @@ export interface NativeConstants {
   MSG_ERRQUEUE: number;
   /** recv() flag: never block. */
   MSG_DONTWAIT: number;
+  /** recv() flag: leave what is read in the queue. */
+  MSG_PEEK: number;
   /** The platform's AF_INET6 (AF_INET is 2 everywhere). */
   AF_INET6: number;
   SO_REUSEADDR: number;
@@ -114,6 +116,7 @@ const LINUX: NativeConstants = {
   RECVERR: { v4: { level: 0, name: 11 }, v6: { level: 41, name: 25 } },
   MSG_ERRQUEUE: 0x2000,
   MSG_DONTWAIT: 0x40,
+  MSG_PEEK: 2,
   AF_INET6: 10,
   SO_REUSEADDR: 2,
   IPV6_V6ONLY: 26,
@@ -156,6 +159,7 @@ const DARWIN: NativeConstants = {
   RECVERR: null,
   MSG_ERRQUEUE: 0,
   MSG_DONTWAIT: 0x80,
+  MSG_PEEK: 2,
   AF_INET6: 30,
   SO_REUSEADDR: 0x0004,
   IPV6_V6ONLY: 27,

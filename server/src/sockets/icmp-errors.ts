@@ -156,6 +156,24 @@ export function drainIcmpErrors(fd: number, match = 0): DrainedErrors {
   return found;
 }
 
+/** One byte to peek into: a datagram of any length shows there (a zero-length one reads as 0). */
+const peekByte = Buffer.alloc(1);
+
+/**
+ * Whether a datagram waits in the kernel's receive queue that node has not read yet: 'yes', 'no',
+ * 'error' when the peek took the socket's pending ICMP error instead (the kernel reports that
+ * before any datagram; its entry stays on the error queue, to be read), or null where it cannot
+ * tell. Windows hands out the datagrams waiting before an ICMP error report, and a datagram the
+ * kernel holds has arrived as far as the sender can tell (one sent to itself, say).
+ */
+export function datagramWaits(fd: number): 'yes' | 'no' | 'error' | null {
+  const native = libc();
+  if (!native) return null;
+  const r = native.recv(fd, peekByte, native.c.MSG_PEEK | native.c.MSG_DONTWAIT);
+  if (r >= 0) return 'yes';
+  return -r === native.c.EAGAIN || -r === native.c.EWOULDBLOCK ? 'no' : 'error';
+}
+
 /** At most this many reports wait on one socket; later ones are dropped (a socket whose owner never receives must not grow). */
 export const MAX_PENDING_REPORTS = 4096;
 

@@ -17,7 +17,7 @@ import { sendmmsgBatcher, sockaddrBytes, type Batched } from './datagram-batch.j
 import { dgramFdOf } from '../native/libc.js';
 import { MAX_PORT_TRIES, type PortReservations } from './port-reservations.js';
 import { applyIpOptions } from './native-options.js';
-import { drainIcmpErrors, PendingIcmpReports, reportIcmpErrors } from './icmp-errors.js';
+import { datagramWaits, drainIcmpErrors, PendingIcmpReports, reportIcmpErrors } from './icmp-errors.js';
 import { constants } from 'node:os';
 import { Later, promiseOf } from '../later.js';
 
@@ -194,10 +194,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       // session holds more than its share, except for a socket whose receive waits with nothing
       // to take (as TCP's): a client waiting on one socket while others hold the budget would
       // wait forever.
-      if (this.received.full && !(this.hasWaiters && this.rxCharge === 0)) return;
+      if (this.received.full && !(this.hasWaiters && this.rxCharge === 0)) return this.dropped();
       const room = Math.min(Math.max(this.opts.rcvBuf, 65536), this.maxRecvBytes);
       const charge = chargeOf(data);
-      if (this.rxCharge + charge > room && !(this.opts.circularQueueing && this.dropOldest(room - charge))) return;
+      if (this.rxCharge + charge > room && !(this.opts.circularQueueing && this.dropOldest(room - charge))) return this.dropped();
       this.rxQueue.push({ data, from: fromNodeAddress(rinfo, this.af) });
       this.rxBytes += data.length;
       this.rxCharge += charge;
@@ -221,6 +221,11 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     });
     this.sock = sock;
     return sock;
+  }
+
+  /** A datagram node read was dropped: a receive that waited for it to report an ICMP error looks again. */
+  private dropped(): void {
+    if (this.icmpReports.pending) this.wake();
   }
 
   /** Calls issued before a close and still waiting for a bind (the socket's own, or automatic). */
@@ -763,6 +768,9 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       if (this.closed) return recvFailed(W.WSAEINTR);
       if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
       if (this.icmpReports.pending && this.rxQueue.length === 0) {
+        // A datagram the kernel holds comes first: wait for node to read it (a nonblocking
+        // receive meanwhile finds nothing, as for any datagram node has yet to read).
+        if (this.datagramInKernel()) return undefined;
         const code = this.icmpReports.take();
         // Another report may wait: FD_READ is recorded again for it.
         queueMicrotask(() => this.rearm(W.FD_READ));
@@ -777,6 +785,20 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
       // A truncated datagram is WSAEMSGSIZE, with the part that fitted delivered.
       return { errno: truncated ? W.WSAEMSGSIZE : 0, bytes: data.length, data, flags: truncated ? W.MSG_PARTIAL : 0, from: wantFrom ? d.from : undefined };
     };
+  }
+
+  /** Whether a datagram waits in the kernel that node has not read yet (false where it cannot tell). */
+  private datagramInKernel(): boolean {
+    const fd = dgramFdOf(this.sock);
+    if (fd === null) return false;
+    let seen = datagramWaits(fd);
+    if (seen === 'error') {
+      // The peek took the pending error; its entry is still queued. Read the queue after this
+      // check (reading it now would wake the waiters from inside one of them), and look again.
+      this.readErrorQueueSoon();
+      seen = datagramWaits(fd);
+    }
+    return seen === 'yes';
   }
 
   /** An error fault on a receive that passed its checks: the code it fails with, or 0 for none. */
