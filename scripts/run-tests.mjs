@@ -5,16 +5,39 @@
 // The TAP stream is also saved to .tap/results.tap; once tap is done, scripts/check-conformance.mjs
 // checks docs/conformance.md against it, and counts as one more passed or failed test.
 import { spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+
+/**
+ * A directory given as an argument becomes the test files under it (*.test.js). Handed a
+ * directory, tap picks files by its plugins, and on the first run after `npm ci` its default set
+ * (with @tapjs/typescript, which package.json turns off) is still the built one: that run takes
+ * every *.test.d.ts that tsc writes beside the tests for a test, and each fails to load.
+ */
+function testFiles(arg) {
+  let isDir = false;
+  try {
+    isDir = statSync(arg).isDirectory();
+  } catch {
+    return [arg];
+  }
+  if (!isDir) return [arg];
+  const found = [];
+  for (const entry of readdirSync(arg, { recursive: true, withFileTypes: true })) {
+    if (entry.isFile() && entry.name.endsWith('.test.js')) found.push(join(entry.parentPath ?? entry.path, entry.name));
+  }
+  return found.sort();
+}
+const tapArgs = process.argv.slice(2).flatMap(testFiles);
 
 const tapDir = new URL('../.tap/', import.meta.url);
 mkdirSync(tapDir, { recursive: true });
 const tapFile = fileURLToPath(new URL('results.tap', tapDir));
 const saved = createWriteStream(tapFile);
 
-const child = spawn(process.execPath, [new URL('../node_modules/tap/dist/esm/run.mjs', import.meta.url).pathname, '-R', 'tap', ...process.argv.slice(2)], {
+const child = spawn(process.execPath, [new URL('../node_modules/tap/dist/esm/run.mjs', import.meta.url).pathname, '-R', 'tap', ...tapArgs], {
   stdio: ['ignore', 'pipe', 'inherit'],
 });
 let passed = 0;

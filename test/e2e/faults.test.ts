@@ -126,7 +126,9 @@ for (const f of FAMILIES) {
     const e = S.out(0);
     t.equal(await spi.WSPEventSelect(s, ev, S.FD_WRITE, e), 0);
     t.ok((await waitFdWrite(spi, s, ev)) & S.FD_WRITE, 'FD_WRITE at selection');
-    const blockMs = 300;
+    // The checks "during the hold" take three round trips after it starts: a hold much longer
+    // than they take even on a loaded machine keeps them inside it.
+    const blockMs = 1500;
     await spi.faults.add({ match: { socket: s, nth: 1 }, action: { type: 'block', ms: blockMs } });
     const before = performance.now();
     t.same((await send(spi, s, [Buffer.from('held')])).slice(0, 2), [S.SOCKET_ERROR, S.WSAEWOULDBLOCK], 'WSAEWOULDBLOCK');
@@ -157,7 +159,8 @@ for (const f of FAMILIES) {
     const spi = await session(t, d, { autoApc: true });
     const peer = await tcpPeer(t, f);
     const { s, conn } = await overlappedTcp(spi, f, peer);
-    await spi.faults.add({ match: { socket: s, nth: 1 }, action: { type: 'block', ms: 200 } });
+    // Long enough that the checks "not yet" (two sends and a round trip) fall inside it on a loaded machine.
+    await spi.faults.add({ match: { socket: s, nth: 1 }, action: { type: 'block', ms: 1500 } });
     const rec = new Routines();
     const a = await ovSend(spi, s, [Buffer.from('first;')], { routine: rec.routine('a') });
     const b = await ovSend(spi, s, [Buffer.from('second;')], { routine: rec.routine('b') });
