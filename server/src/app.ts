@@ -55,6 +55,8 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** What is wrong with an upgrade's WebSocket headers (RFC 6455 section 4.2.1), or null. */
 function handshakeProblem(headers: IncomingMessage['headers'], offered: string[]): string | null {
+  // ws takes the one value only, not a list that holds it among others.
+  if (headers.upgrade?.toLowerCase() !== 'websocket') return 'the Upgrade header must be websocket alone';
   const version = headers['sec-websocket-version'];
   if (version !== '13' && version !== '8') return 'the Sec-WebSocket-Version header must be 13';
   const key = headers['sec-websocket-key'];

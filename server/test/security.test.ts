@@ -444,6 +444,8 @@ t.test('malformed and unknown requests are refused with {"error": ...} alone, ne
     ['CONNECT to a path', `CONNECT /healthz HTTP/1.1\r\n${host}`, '', 404],
     ['an upgrade with Sec-WebSocket-Version 12', upgradeHead(`sec-websocket-version: 12\r\n${key}\r\nsec-websocket-protocol: spiwire.v1`), '', 400],
     ['an upgrade with a short Sec-WebSocket-Key', upgradeHead('sec-websocket-version: 13\r\nsec-websocket-key: c2hvcnQ=\r\nsec-websocket-protocol: spiwire.v1'), '', 400],
+    // ws takes "websocket" alone, and refused a list in plain text.
+    ['an upgrade listing websocket among other protocols', upgradeHead(`sec-websocket-version: 13\r\n${key}\r\nsec-websocket-protocol: spiwire.v1`).replace('upgrade: websocket', 'upgrade: foo, websocket'), '', 400],
     ['an upgrade offering a subprotocol twice', upgradeHead(`sec-websocket-version: 13\r\n${key}\r\nsec-websocket-protocol: spiwire.v1, spiwire.v1`), '', 400],
     ['an upgrade of /ws with POST (a method /ws does not take)', upgradeHead(`sec-websocket-version: 13\r\n${key}\r\nsec-websocket-protocol: spiwire.v1`).replace('GET /ws', 'POST /ws'), '', 404],
     ['an HTTP version the parser does not take', `GET /healthz HTTP/1.2\r\n${host}`, '', 400],
