@@ -288,6 +288,10 @@ export class Session implements SpiSession, SetAside, SlotReader {
     this.output = new OutputFlow(daemon.limits, {
       pause: () => this.updateReading(),
       resume: () => {
+        if (this.heldForOutput) {
+          this.heldForOutput = false;
+          if (this.rest !== null || this.waiting.length > 0) this.daemon.turn.defer(this);
+        }
         this.updateReading();
         for (const sock of this.sockets.values()) sock.inputResumed();
       },
@@ -416,6 +420,11 @@ export class Session implements SpiSession, SetAside, SlotReader {
   private replaying: WebSocket | null = null;
   /** The reader slots (read-slots.ts) hold this session's reading back for now. */
   private slotHeld = false;
+  /**
+   * Work set aside (a frame's rest, messages read) waits for the client to read its output: the
+   * output passed the high water mark. The output's resume hands it to the TurnBudget again.
+   */
+  private heldForOutput = false;
   /** performance.now() when the frame (or text message) being handled began: one clock read per frame, not per call. */
   private frameStarted: FrameStart = { at: 0 };
   /** The turn in which this session last had a small message go at once (TurnBudget.holdsBack). */
@@ -428,8 +437,12 @@ export class Session implements SpiSession, SetAside, SlotReader {
   /** data: a text message's bytes, or a binary message, whole or in the parts it arrived in (sliced-messages.ts). */
   private onMessage(data: BinaryMessage, isBinary: boolean): void {
     if (this.ended) return;
-    if (this.rest || this.waiting.length > 0 || this.replaying !== null) {
+    if (this.rest || this.waiting.length > 0 || this.replaying !== null || this.heldForOutput) {
       this.waiting.push({ data, isBinary });
+    } else if (this.output.paused) {
+      // Read before reading paused: handled once the client has read its output.
+      this.waiting.push({ data, isBinary });
+      this.holdForOutput();
     } else if (this.daemon.turn.holdsBack(this, data.length)) {
       // Other sessions used this turn's time: this message waits for the check phase.
       this.waiting.push({ data, isBinary });
@@ -497,7 +510,9 @@ export class Session implements SpiSession, SetAside, SlotReader {
         if (rec.ok && rec.compact && ++sinceClock < CLOCK_EVERY_RECORDS && bytesSinceClock < CLOCK_EVERY_BYTES) continue;
         sinceClock = 0;
         bytesSinceClock = 0;
-        if (turn.spent(started)) {
+        // The output passed the high water mark (packed replies are sent every 256 KiB): the
+        // rest of the frame waits for the client to read, so that the output stops growing.
+        if (turn.spent(started) || this.output.paused) {
           i++;
           break;
         }
@@ -523,7 +538,8 @@ export class Session implements SpiSession, SetAside, SlotReader {
     if (i < records.length && !this.ended) {
       this.rest = { records, next: i, large };
       this.updateReading();
-      this.daemon.turn.defer(this);
+      if (this.output.paused) this.holdForOutput();
+      else this.daemon.turn.defer(this);
       return;
     }
     this.rest = null;
@@ -533,6 +549,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
   /** The daemon's TurnBudget gives this session a go at the work it set aside (the frame's rest, then what arrived). */
   takeTurn(): void {
     if (this.ended) return;
+    if (this.output.paused) return this.holdForOutput();
     const started = performance.now();
     let progressed = false;
     if (this.rest) {
@@ -542,8 +559,9 @@ export class Session implements SpiSession, SetAside, SlotReader {
     // Then the messages that arrived meanwhile, in order, as long as none is set aside again
     // and the slice has time left; one goes in any case, so that every go moves the session on.
     while (!this.rest && !this.ended && this.replaying === null && this.waiting.length > 0) {
-      if (progressed && this.daemon.turn.spent(started)) {
-        this.daemon.turn.defer(this);
+      if (progressed && (this.daemon.turn.spent(started) || this.output.paused)) {
+        if (this.output.paused) this.holdForOutput();
+        else this.daemon.turn.defer(this);
         return;
       }
       const m = this.waiting.shift()!;
@@ -551,6 +569,11 @@ export class Session implements SpiSession, SetAside, SlotReader {
       progressed = true;
     }
     this.updateReading();
+  }
+
+  /** Set-aside work waits for the output's resume (heldForOutput). */
+  private holdForOutput(): void {
+    this.heldForOutput = true;
   }
 
   /** Reads from the client unless a frame is set aside, the client is not reading its output, or the reader slots say wait. */

@@ -323,6 +323,42 @@ t.test('a client that pauses and then reads again gets every reply once; nothing
   t.ok(s.isOpen, 'the session is still open');
 });
 
+t.test('one frame whose replies pass the high water mark: the rest of it waits for the client to read, and the output stays bounded', async (t) => {
+  const highWater = 128 * 1024;
+  // An output limit the frame's replies (about 40 MB) would pass many times over if the frame
+  // were handled to its end while the client does not read.
+  const d = await startCli(t, ['--output-high-water', String(highWater), '--output-limit', String(4 * 1024 * 1024), '--output-stall-timeout', '20000']);
+  const s = await RawSession.open(d.url);
+  t.teardown(() => s.close());
+  // A full set of rules, with long ids: each spiwire.faults.list reply is about 10 KB.
+  const h = await tcpSocket(s);
+  for (let j = 0; j < P.MAX_FAULT_RULES; j++) await s.call('spiwire.faults.add', { rule: { id: `rule-${j}-${'x'.repeat(40)}`, match: { socket: h }, action: { type: 'block', ms: 600000 } } });
+  const sock = (s.ws as unknown as { _socket: net.Socket })._socket;
+  sock.pause();
+  const n = P.MAX_RECORDS_PER_FRAME;
+  const b = new P.FrameBuilder();
+  for (let j = 0; j < n; j++) b.add({ jsonrpc: '2.0', id: `f${j}`, method: 'spiwire.faults.list', params: {} });
+  s.ws.send(b.finish());
+  // The kernel's buffers take what they can; then the output waits in the daemon.
+  t.ok(await eventually(async () => ((await stats(d))['outputWaitingBytes'] as number) > highWater, 20000), 'the output passed the high water mark');
+  let most = 0;
+  // Time is the point: the output must stay where it stopped while the client does not read.
+  for (let i = 0; i < 10; i++) {
+    most = Math.max(most, (await stats(d))['outputWaitingBytes'] as number);
+    await sleep(50);
+  }
+  // The mark, plus the packed replies that passed it (sent every 256 KiB) and one record's.
+  t.ok(most <= highWater + 256 * 1024 + 4096, `the output stopped growing: at most ${most} bytes waited`);
+  sock.resume();
+  const all = await eventually(() => s.messages.filter((m: Msg) => typeof m.id === 'string' && m.id.startsWith('f')).length >= n, 30000);
+  t.ok(all, 'every call of the frame was answered once the client read again');
+  const replies = s.messages.filter((m: Msg) => typeof m.id === 'string' && m.id.startsWith('f'));
+  t.equal(new Set(replies.map((m) => m.id)).size, n, `exactly ${n} distinct replies`);
+  t.same(replies.slice(0, 3).map((m) => m.id), ['f0', 'f1', 'f2'], 'in order');
+  t.equal(replies[n - 1]?.id, `f${n - 1}`, 'the last one last');
+  t.ok(s.isOpen, 'the session is still open');
+});
+
 // ---- defect 4: held bytes of ended sessions ----
 
 t.test('bytes held for ended sessions count against a daemon budget, show in /healthz, and are released after the linger time', async (t) => {
