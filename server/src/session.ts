@@ -439,15 +439,12 @@ export class Session implements SpiSession, SetAside, SlotReader {
     if (this.ended) return;
     if (this.rest || this.waiting.length > 0 || this.replaying !== null || this.heldForOutput) {
       this.waiting.push({ data, isBinary });
-    } else if (this.output.paused) {
-      // Read before reading paused: handled once the client has read its output.
-      this.waiting.push({ data, isBinary });
-      this.holdForOutput();
-    } else if (this.daemon.turn.holdsBack(this, data.length)) {
-      // Other sessions used this turn's time: this message waits for the check phase.
+    } else if (this.output.paused || this.daemon.turn.holdsBack(this, data.length)) {
+      // Read before reading paused, it waits for the client to read its output; or other sessions
+      // used this turn's time, and it waits for the check phase.
       this.waiting.push({ data, isBinary });
       this.updateReading();
-      this.daemon.turn.defer(this);
+      this.setAside();
     } else {
       this.handleMessage(data, isBinary);
       if (this.ended) return;
@@ -538,8 +535,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     if (i < records.length && !this.ended) {
       this.rest = { records, next: i, large };
       this.updateReading();
-      if (this.output.paused) this.holdForOutput();
-      else this.daemon.turn.defer(this);
+      this.setAside();
       return;
     }
     this.rest = null;
@@ -549,7 +545,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
   /** The daemon's TurnBudget gives this session a go at the work it set aside (the frame's rest, then what arrived). */
   takeTurn(): void {
     if (this.ended) return;
-    if (this.output.paused) return this.holdForOutput();
+    if (this.output.paused) return this.setAside();
     const started = performance.now();
     let progressed = false;
     if (this.rest) {
@@ -559,11 +555,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     // Then the messages that arrived meanwhile, in order, as long as none is set aside again
     // and the slice has time left; one goes in any case, so that every go moves the session on.
     while (!this.rest && !this.ended && this.replaying === null && this.waiting.length > 0) {
-      if (progressed && (this.daemon.turn.spent(started) || this.output.paused)) {
-        if (this.output.paused) this.holdForOutput();
-        else this.daemon.turn.defer(this);
-        return;
-      }
+      if (progressed && (this.daemon.turn.spent(started) || this.output.paused)) return this.setAside();
       const m = this.waiting.shift()!;
       this.handleMessage(m.data, m.isBinary);
       progressed = true;
@@ -571,9 +563,13 @@ export class Session implements SpiSession, SetAside, SlotReader {
     this.updateReading();
   }
 
-  /** Set-aside work waits for the output's resume (heldForOutput). */
-  private holdForOutput(): void {
-    this.heldForOutput = true;
+  /**
+   * Work set aside goes on in a later go from the TurnBudget, or, while the output is above the
+   * high water mark, once the output's resume hands it back (heldForOutput).
+   */
+  private setAside(): void {
+    if (this.output.paused) this.heldForOutput = true;
+    else this.daemon.turn.defer(this);
   }
 
   /** Reads from the client unless a frame is set aside, the client is not reading its output, or the reader slots say wait. */
