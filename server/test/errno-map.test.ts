@@ -7,6 +7,7 @@ import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import * as W from '@spiwire/proto';
 import { DEFAULT_WSA_ERROR, NODE_ERRNO_TO_WSA, classifyBroken, wsaFromNodeError } from '../src/internals.js';
+import { closedPort } from './helpers/raw-client.js';
 
 /**
  * The expected value of every row, written out as numbers (Windows values, from
@@ -142,18 +143,6 @@ t.test('unknown codes and non-errors give DEFAULT_WSA_ERROR', async (t) => {
 
 // ---- errors from real sockets on loopback ----
 
-/** A loopback port that was just free: listen on 0, note the port, close. */
-async function closedPort(host: string): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(0, host, () => resolve());
-  });
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
 function connectError(host: string, port: number): Promise<NodeJS.ErrnoException> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host, port });
@@ -192,7 +181,7 @@ t.test('real: connect to a closed loopback port is ECONNREFUSED -> WSAECONNREFUS
     let err: NodeJS.ErrnoException | null = null;
     for (let i = 0; i < 5 && !err; i++) {
       try {
-        err = await connectError(host, await closedPort(host));
+        err = await connectError(host, await closedPort('tcp', host));
       } catch (e) {
         t.comment(`attempt ${i + 1}: ${(e as Error).message}`);
       }

@@ -8,7 +8,7 @@ import * as dgram from 'node:dgram';
 import * as P from '@spiwire/proto';
 import { MAX_PENDING_REPORTS, PendingIcmpReports } from '../src/sockets/icmp-errors.js';
 import { dgramFdOf, libc } from '../src/native/libc.js';
-import { daemon, ipv4, session, udpSocket } from './helpers/raw-client.js';
+import { closedPort, daemon, ipv4, session, udpSocket } from './helpers/raw-client.js';
 
 t.test('reports come out in the order they came, alternating kinds included, up to the limit', async (t) => {
   const r = new PendingIcmpReports();
@@ -34,15 +34,6 @@ t.test('reports come out in the order they came, alternating kinds included, up 
   t.equal(r.pending, false, 'another code is not a report');
 });
 
-/** A UDP port on loopback that nobody holds: datagrams to it draw ICMP port unreachables. */
-async function closedPort(): Promise<number> {
-  const sock = dgram.createSocket('udp4');
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  const port = sock.address().port;
-  await new Promise<void>((r) => sock.close(r));
-  return port;
-}
-
 const skip = libc() === null ? 'needs the native calls (koffi) to send a datagram synchronously' : false;
 
 for (const nonblocking of [true, false]) {
@@ -54,7 +45,7 @@ for (const nonblocking of [true, false]) {
     t.equal((await s.call('WSPBind', { s: u, name: ipv4(0), namelen: 16 }))['ret'], 0);
     const own = ((await s.call('WSPGetSockName', { s: u, namelen: 16 }))['name'] as P.SockAddr).port;
     if (nonblocking) await s.call('WSPIoctl', { s: u, code: P.FIONBIO, input: new Uint8Array([1, 0, 0, 0]), outputLength: 0 });
-    const lost = await s.call('WSPSendTo', { s: u, buffers: [Buffer.from('lost')], flags: 0, to: ipv4(await closedPort()), tolen: 16 });
+    const lost = await s.call('WSPSendTo', { s: u, buffers: [Buffer.from('lost')], flags: 0, to: ipv4(await closedPort('udp')), tolen: 16 });
     t.equal(lost['ret'], 0, 'the send to the closed port succeeds');
     const ready = await s.call('WSPSelect', { readfds: [u], timeout: { sec: 5, usec: 0 } });
     t.same(ready['readfds'], [u], 'the port unreachable came back: the socket is readable');

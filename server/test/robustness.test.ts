@@ -10,16 +10,7 @@
 import t, { type Test } from 'tap';
 import * as net from 'node:net';
 import * as P from '@spiwire/proto';
-import { connectedSocket, connectOutcome, connectTo, daemon, ipv4, pattern, rawRecord, roundTrip, sendBytes, session, startCli, tcpPeer, tcpSocket, udpSocket, until, within, type Msg, type RawSession } from './helpers/raw-client.js';
-
-/** A loopback port with nothing listening (listen on 0, close). */
-async function closedPort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
+import { closedPort, connectedSocket, connectOutcome, connectTo, daemon, ipv4, pattern, rawRecord, roundTrip, sendBytes, session, startCli, tcpPeer, tcpSocket, udpSocket, until, within, type Msg, type RawSession } from './helpers/raw-client.js';
 
 async function healthz(port: number): Promise<Record<string, unknown>> {
   const res = await fetch(`http://127.0.0.1:${port}/healthz`);

@@ -7,6 +7,7 @@
  */
 import type { Test } from 'tap';
 import * as net from 'node:net';
+import * as dgram from 'node:dgram';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
@@ -217,6 +218,31 @@ export async function daemon(t: Test, opts: StartOptions = {}): Promise<Daemon> 
 // ---- SPI helpers over the raw client ----
 
 export const ipv4 = (port: number): P.SockAddr => ({ family: P.AF_INET, address: '127.0.0.1', port });
+
+/**
+ * A port on host that was just free (bound to port 0, noted, closed): a TCP connect to it is
+ * refused, a datagram to it draws an ICMP port unreachable. Rejects when host cannot be bound.
+ */
+export async function closedPort(kind: 'tcp' | 'udp' = 'tcp', host = '127.0.0.1'): Promise<number> {
+  if (kind === 'udp') {
+    const sock = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(0, host, () => resolve());
+    });
+    const port = sock.address().port;
+    await new Promise<void>((r) => sock.close(() => r()));
+    return port;
+  }
+  const srv = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, host, () => resolve());
+  });
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
 
 export async function tcpSocket(s: RawSession, flags = 0): Promise<number> {
   const r = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags });
