@@ -34,6 +34,12 @@ interface Datagram {
  */
 const MAX_ICMP_RETRIES = 16;
 
+/**
+ * The longest a nonblocking receive waits for node to read a datagram the kernel holds ahead of
+ * a waiting report (UdpSocket.datagramBehindReport): node reads it at its next poll, well inside this.
+ */
+const DATAGRAM_BEHIND_REPORT_MS = 50;
+
 const { EAGAIN, ECONNREFUSED } = constants.errno;
 
 /** A datagram waiting for the socket's next batch (datagram-batch.ts). */
@@ -761,16 +767,16 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     return null;
   }
 
-  private recvCheck(lengths: readonly number[], flags: number, wantFrom: boolean): () => RecvResult | undefined {
+  /** lookInKernel false: a waiting report is reported without asking the kernel for a datagram first. */
+  private recvCheck(lengths: readonly number[], flags: number, wantFrom: boolean, lookInKernel = true): () => RecvResult | undefined {
     let room = 0;
     for (const n of lengths) room += n;
     return () => {
       if (this.closed) return recvFailed(W.WSAEINTR);
       if (this.recvShut) return recvFailed(W.WSAESHUTDOWN);
       if (this.icmpReports.pending && this.rxQueue.length === 0) {
-        // A datagram the kernel holds comes first: wait for node to read it (a nonblocking
-        // receive meanwhile finds nothing, as for any datagram node has yet to read).
-        if (this.datagramInKernel()) return undefined;
+        // A datagram the kernel holds comes first: wait for node to read it.
+        if (lookInKernel && this.datagramInKernel()) return undefined;
         const code = this.icmpReports.take();
         // Another report may wait: FD_READ is recorded again for it.
         queueMicrotask(() => this.rearm(W.FD_READ));
@@ -814,8 +820,26 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     const refused = this.recvRefusal(flags, wantFrom, this.opts.nonBlocking && !forceBlocking ? 'nonblocking' : 'blocking');
     if (refused) return Promise.resolve(refused);
     const check = this.recvCheck(lengths, flags, wantFrom);
-    if (this.opts.nonBlocking && !forceBlocking) return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
+    if (this.opts.nonBlocking && !forceBlocking) {
+      const now = check();
+      if (now !== undefined || !this.icmpReports.pending) return Promise.resolve(now ?? recvFailed(W.WSAEWOULDBLOCK));
+      return this.datagramBehindReport(lengths, flags, wantFrom, check);
+    }
     return this.waitFor(check, recvFailed, undefined, this.blockingTimeout('recv'));
+  }
+
+  /**
+   * A nonblocking receive that finds a report waiting and, ahead of it, a datagram the kernel
+   * holds but node has yet to read. WSPSelect and FD_READ already call the socket readable (for
+   * the report), so WSAEWOULDBLOCK would contradict them: the receive waits the moment node takes
+   * to read the datagram (its next poll; a datagram socket's reading never pauses) and returns
+   * it, or the report if node drops it. Never longer than DATAGRAM_BEHIND_REPORT_MS, after which
+   * the report is the answer. Nothing tells the client the call waits: it does not block.
+   */
+  private datagramBehindReport(lengths: readonly number[], flags: number, wantFrom: boolean, check: () => RecvResult | undefined): Promise<RecvResult> {
+    const reportNow = (errno: number): RecvResult =>
+      errno === W.WSAETIMEDOUT ? (this.recvCheck(lengths, flags, wantFrom, false)() ?? recvFailed(W.WSAEWOULDBLOCK)) : recvFailed(errno);
+    return this.waitFor(check, reportNow, () => {}, DATAGRAM_BEHIND_REPORT_MS);
   }
 
   recvOverlapped(lengths: readonly number[], flags: number, wantFrom: boolean, done: Completion): Started<RecvResult> {
