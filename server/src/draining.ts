@@ -27,6 +27,8 @@ export class Draining {
   private readonly entries = new Map<Drainable, NodeJS.Timeout | null>();
   /** How many of them each session owns: they hold descriptors, and count against its socket limit. */
   private readonly perSession = new Map<string, number>();
+  /** Once the daemon shuts down, the drain deadline bounds every connection, not the linger time. */
+  private shuttingDown = false;
 
   constructor(
     private readonly log: Logger,
@@ -51,11 +53,26 @@ export class Draining {
 
   /** A session ended: its connections get the linger time to finish, then they are reset. */
   sessionEnded(session: string): void {
+    if (this.shuttingDown) return;
     for (const [sock, timer] of this.entries) {
       if (sock.owner !== session || timer) continue;
       const t = setTimeout(() => this.giveUp(sock, 'linger'), this.lingerMs);
       t.unref();
       this.entries.set(sock, t);
+    }
+  }
+
+  /**
+   * The daemon begins to shut down: linger timers stop, so that every connection, the ended
+   * sessions' ones included, gets the drain deadline (drainAll), and one given up on is reported
+   * as the shutdown's (at warn level), not as an ended session's.
+   */
+  beginShutdown(): void {
+    this.shuttingDown = true;
+    for (const [sock, timer] of this.entries) {
+      if (!timer) continue;
+      clearTimeout(timer);
+      this.entries.set(sock, null);
     }
   }
 

@@ -100,6 +100,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Daemon> {
     close() {
       closing ??= (async () => {
         ctx.shuttingDown = true;
+        ctx.draining.beginShutdown();
         await Promise.all([...sessions].map((s) => s.shutdown()));
         // Connections without a session end under the same rule: a resume handshake still
         // waiting for its message, a refused resume whose client keeps its side open. The server

@@ -2,11 +2,25 @@
  * A closed TCP socket whose accepted bytes have not reached the kernel yet keeps its connection
  * (and descriptor) until they have (draining.ts): it counts against the session's socket limit
  * and the daemon's, so that closing sockets toward peers that never read cannot run the daemon
- * out of descriptors. Once the bytes are delivered, the room is back.
+ * out of descriptors. Once the bytes are delivered, the room is back. At a shutdown every such
+ * connection gets the drain deadline, whatever the linger time of ended sessions.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
-import { connectTo, daemon, session, silentPeer, tcpSocket, until } from './helpers/raw-client.js';
+import { startServer } from '../src/index.js';
+import { collectedLog, connectTo, daemon, session, silentPeer, tcpSocket, until, type RawSession } from './helpers/raw-client.js';
+
+/** Nonblocking 64 KiB sends on h until one is refused; returns the bytes accepted. */
+async function fill(s: RawSession, h: number): Promise<number> {
+  await s.call('WSPIoctl', { s: h, code: P.FIONBIO, input: new Uint8Array([1, 0, 0, 0]), outputLength: 0 });
+  let sent = 0;
+  for (let k = 0; k < 10000; k++) {
+    const r = await s.call('WSPSend', { s: h, buffers: [new Uint8Array(65536)], flags: 0 });
+    if (r['errno'] === P.WSAEWOULDBLOCK) break;
+    sent += r['bytesSent'] as number;
+  }
+  return sent;
+}
 
 t.test('closed sockets still delivering count against maxSockets until their bytes are delivered', async (t) => {
   const peer = await silentPeer(t);
@@ -18,14 +32,9 @@ t.test('closed sockets still delivering count against maxSockets until their byt
   for (let i = 0; i < MAX; i++) {
     const h = await tcpSocket(s);
     await connectTo(s, h, port);
-    await s.call('WSPIoctl', { s: h, code: P.FIONBIO, input: new Uint8Array([1, 0, 0, 0]), outputLength: 0 });
-    // Nonblocking sends until the kernel and the transport buffer are full: some bytes are
-    // accepted and not yet in the kernel when the socket closes.
-    for (let k = 0; k < 10000; k++) {
-      const r = await s.call('WSPSend', { s: h, buffers: [new Uint8Array(65536)], flags: 0 });
-      if (r['errno'] === P.WSAEWOULDBLOCK) break;
-      sent += r['bytesSent'] as number;
-    }
+    // Until the kernel and the transport buffer are full: some bytes are accepted and not yet in
+    // the kernel when the socket closes.
+    sent += await fill(s, h);
     t.equal((await s.call('WSPCloseSocket', { s: h }))['ret'], 0, `socket ${i + 1} closes with bytes still to deliver`);
   }
   const refused = await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags: 0 });
@@ -34,4 +43,45 @@ t.test('closed sockets still delivering count against maxSockets until their byt
   peer.resume();
   t.ok(await until(() => peer.received() === sent, 10000), `the peers got every byte reported sent (${peer.received()} of ${sent})`);
   t.ok(await until(async () => (await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags: 0 }))['errno'] === 0, 10000), 'once delivered, a new socket can be made');
+});
+
+/** A daemon in this process whose log lines the test reads. */
+async function loggedDaemon(t: Test, limits: { lingerMs: number; drainMs: number }) {
+  const { logger, lines } = collectedLog();
+  const d = await startServer({ port: 0, logger, limits });
+  t.teardown(() => d.close());
+  return { d, lines, about: (words: string) => lines.filter((l) => String(l['msg']).includes(words)) };
+}
+
+t.test('at shutdown a connection still delivering gets the drain deadline, not the linger time of its ended session', async (t) => {
+  const peer = await silentPeer(t);
+  const { d, about } = await loggedDaemon(t, { lingerMs: 1, drainMs: 30000 });
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s);
+  await connectTo(s, h, peer.port);
+  const sent = await fill(s, h);
+  const closed = d.close();
+  // The session has ended with the shutdown; a 1 ms linger timer, had it been armed, has fired.
+  await new Promise((r) => setTimeout(r, 300));
+  peer.resume();
+  await closed;
+  // The daemon stops once the kernel has every byte; the peer reads the last of them after.
+  t.ok(await until(() => peer.received() === sent, 10000), `the peer got every byte reported sent (${peer.received()} of ${sent}): the connection was not reset at the linger time`);
+  t.same(about('linger time'), [], 'nothing was given up at the linger time');
+  t.same(about('drain deadline'), [], 'nor at the drain deadline');
+});
+
+t.test('at shutdown a connection that cannot deliver is reset at the drain deadline and reported at warn level', async (t) => {
+  const peer = await silentPeer(t);
+  const { d, about } = await loggedDaemon(t, { lingerMs: 1, drainMs: 300 });
+  const s = await session(t, d.url);
+  const h = await tcpSocket(s);
+  await connectTo(s, h, peer.port);
+  t.ok((await fill(s, h)) > 0, 'bytes were accepted');
+  await d.close();
+  const warned = about('drain deadline');
+  t.equal(warned.length, 1, 'one connection reported');
+  t.equal(warned[0]?.['level'], 40, 'at warn level');
+  t.ok((warned[0]?.['undeliveredBytes'] as number) > 0, `with the bytes it did not deliver (${String(warned[0]?.['undeliveredBytes'])})`);
+  t.same(about('linger time'), [], 'not as an ended session\'s connection');
 });

@@ -3,13 +3,12 @@
  * refusal is RESUME_REFUSED with a documented reason and close code 4009, the session it names is
  * untouched, and nothing is logged at error level.
  */
-import { Writable } from 'node:stream';
 import t from 'tap';
 import pino from 'pino';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 import { startServer } from '../src/index.js';
-import { HandWebSocket, maskedFrame } from './helpers/raw-client.js';
+import { collectedLog, HandWebSocket, maskedFrame } from './helpers/raw-client.js';
 
 interface Answer {
   messages: Array<Record<string, unknown>>;
@@ -40,16 +39,7 @@ function reasonOf(a: Answer): unknown {
 }
 
 t.test('bad resumes are refused with a documented reason; the session stays resumable', async (t) => {
-  const lines: Array<Record<string, unknown>> = [];
-  const logger = pino(
-    { level: 'debug' },
-    new Writable({
-      write(chunk: Buffer, _e, done) {
-        for (const l of chunk.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>);
-        done();
-      },
-    }),
-  );
+  const { logger, lines } = collectedLog('debug');
   const d = await startServer({ port: 0, logger, limits: { resumeGraceMs: 60000 } });
   t.teardown(() => d.close());
   // A resumable session, then its connection breaks.

@@ -9,7 +9,9 @@ import type { Test } from 'tap';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { pino, type Logger } from 'pino';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
 import { startServer, type Daemon, type StartOptions } from '../../src/index.js';
@@ -213,6 +215,18 @@ export async function daemon(t: Test, opts: StartOptions = {}): Promise<Daemon> 
   const d = await startServer({ port: 0, ...opts });
   t.teardown(() => d.close());
   return d;
+}
+
+/** A logger for an embedded daemon whose lines (parsed JSON) the test reads. */
+export function collectedLog(level = 'info'): { logger: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const l of chunk.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { logger: pino({ level }, sink), lines };
 }
 
 // ---- SPI helpers over the raw client ----
