@@ -362,8 +362,14 @@ export class Session implements SpiSession, SetAside, SlotReader {
       if (ws === this.ws) this.clientClosed = true;
     });
     let errored = false;
+    // ws drops a connection holding MAX_PENDING_PONGS unwritten pongs without a close frame
+    // (section 1): the log says so, where the 1006 alone would not.
+    let pongBacklog = false;
+    ws.on('ping', () => {
+      if (ws.readyState === ws.CLOSING && pendingPongs(ws) >= P.MAX_PENDING_PONGS) pongBacklog = true;
+    });
     ws.on('close', (code, reason) => {
-      if (ws === this.ws) this.connectionClosed(code, reason.toString(), errored);
+      if (ws === this.ws) this.connectionClosed(code, pongBacklog ? `the client left ${P.MAX_PENDING_PONGS} pongs unread` : reason.toString(), errored);
     });
     ws.on('error', (err) => {
       // A protocol violation (a message too big, bad UTF-8): the session ends rather than waits.
@@ -941,7 +947,7 @@ export class Session implements SpiSession, SetAside, SlotReader {
     const grace = this.daemon.limits.resumeGraceMs;
     r.graceTimer = setTimeout(() => this.end(`${why}, and no resume within ${grace} ms`), grace);
     r.graceTimer.unref();
-    this.log.info({ code, graceMs: grace, unacknowledged: r.sent - r.acked }, 'connection lost; the session waits for a resume');
+    this.log.info({ code, ...(reason.length ? { reason } : {}), graceMs: grace, unacknowledged: r.sent - r.acked }, 'connection lost; the session waits for a resume');
   }
 
   /** Whether a spiwire.resume with these values may take the session; nothing changes here. */
@@ -1460,6 +1466,12 @@ function asProtocolError(err: unknown): P.ProtocolError {
 function wsSocket(ws: WebSocket): net.Socket | undefined {
   const socket = (ws as unknown as { _socket?: unknown })._socket;
   return socket instanceof net.Socket ? socket : undefined;
+}
+
+/** The pongs ws has queued on ws and not yet written (ws 8.23's _pendingAutoPongs; 0 where it has none). */
+function pendingPongs(ws: WebSocket): number {
+  const n = (ws as unknown as { _pendingAutoPongs?: unknown })._pendingAutoPongs;
+  return typeof n === 'number' ? n : 0;
 }
 
 function toBuffer(data: Buffer | ArrayBuffer | Buffer[]): Buffer {

@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import WebSocket from 'ws';
 import * as P from '@spiwire/proto';
-import { RawSession, connectedSocket, connectTo, daemon, ipv4, rawSocketOf, session, startCli, tcpPeer, tcpSocket, udpSocket, within, type Msg } from './helpers/raw-client.js';
+import { RawSession, collectedLog, connectedSocket, connectTo, daemon, ipv4, rawSocketOf, session, startCli, tcpPeer, tcpSocket, udpSocket, until, within, type Msg } from './helpers/raw-client.js';
 
 function dword(n: number): Uint8Array {
   const b = new Uint8Array(4);
@@ -533,7 +533,8 @@ function clientFrame(first: number, payload: Buffer = Buffer.alloc(0)): Buffer {
 }
 
 t.test(`pings in a burst: up to ${P.MAX_PENDING_PONGS} in one write each get their pong; past that the connection is dropped`, async (t) => {
-  const d = await daemon(t);
+  const log = collectedLog();
+  const d = await daemon(t, { logger: log.logger });
   const s = await session(t, d.url);
   let pongs = 0;
   s.ws.on('pong', () => pongs++);
@@ -548,6 +549,8 @@ t.test(`pings in a burst: up to ${P.MAX_PENDING_PONGS} in one write each get the
   rawSocketOf(other.ws).write(burst(P.MAX_PENDING_PONGS + 1));
   const closed = await within(other.closed, 5000, null);
   t.equal(closed?.code, 1006, `${P.MAX_PENDING_PONGS + 1} pings in one write: the connection is dropped (1006)`);
+  const ended = await until(() => log.lines.some((l) => l['msg'] === 'session ended' && String(l['reason']).includes(`${P.MAX_PENDING_PONGS} pongs unread`)), 5000);
+  t.ok(ended, 'the log says why: the client left its pongs unread');
   t.ok((await udpSocket(s)) > 0, 'the first session is untouched');
 });
 
