@@ -823,9 +823,10 @@ export class UdpSocket extends EmulatedSocket<UdpState> {
     if (refused) return Promise.resolve(refused);
     const check = this.recvCheck(lengths, flags, wantFrom);
     if (this.opts.nonBlocking && !forceBlocking) {
-      const now = check();
-      if (now !== undefined || !this.icmpReports.pending) return Promise.resolve(now ?? recvFailed(W.WSAEWOULDBLOCK));
-      return this.datagramBehindReport(lengths, flags, wantFrom, check);
+      // With a report waiting, check() finds nothing only when a datagram the kernel holds comes
+      // first; datagramBehindReport checks once, and waits in that case.
+      if (this.icmpReports.pending) return this.datagramBehindReport(lengths, flags, wantFrom, check);
+      return Promise.resolve(check() ?? recvFailed(W.WSAEWOULDBLOCK));
     }
     return this.waitFor(check, recvFailed, undefined, this.blockingTimeout('recv'));
   }
