@@ -7,7 +7,6 @@
  */
 import t, { type Test } from 'tap';
 import * as P from '@spiwire/proto';
-import { startServer } from '../src/index.js';
 import { collectedLog, connectTo, daemon, session, silentPeer, tcpSocket, until, type RawSession } from './helpers/raw-client.js';
 
 /** Nonblocking 64 KiB sends on h until one is refused; returns the bytes accepted. */
@@ -45,21 +44,23 @@ t.test('closed sockets still delivering count against maxSockets until their byt
   t.ok(await until(async () => (await s.call('WSPSocket', { af: P.AF_INET, type: P.SOCK_STREAM, protocol: P.IPPROTO_TCP, g: 0, flags: 0 }))['errno'] === 0, 10000), 'once delivered, a new socket can be made');
 });
 
-/** A daemon in this process whose log lines the test reads. */
-async function loggedDaemon(t: Test, limits: { lingerMs: number; drainMs: number }) {
-  const { logger, lines } = collectedLog();
-  const d = await startServer({ port: 0, logger, limits });
-  t.teardown(() => d.close());
-  return { d, lines, about: (words: string) => lines.filter((l) => String(l['msg']).includes(words)) };
-}
-
-t.test('at shutdown a connection still delivering gets the drain deadline, not the linger time of its ended session', async (t) => {
+/**
+ * A daemon in this process whose log lines the test reads, and a session's socket to a peer that
+ * does not read yet, filled until a send was refused: bytes accepted and not in the kernel.
+ */
+async function socketWithBytesHeld(t: Test, limits: { lingerMs: number; drainMs: number }) {
   const peer = await silentPeer(t);
-  const { d, about } = await loggedDaemon(t, { lingerMs: 1, drainMs: 30000 });
+  const { logger, lines } = collectedLog();
+  const d = await daemon(t, { logger, limits });
   const s = await session(t, d.url);
   const h = await tcpSocket(s);
   await connectTo(s, h, peer.port);
   const sent = await fill(s, h);
+  return { d, peer, sent, about: (words: string) => lines.filter((l) => String(l['msg']).includes(words)) };
+}
+
+t.test('at shutdown a connection still delivering gets the drain deadline, not the linger time of its ended session', async (t) => {
+  const { d, peer, sent, about } = await socketWithBytesHeld(t, { lingerMs: 1, drainMs: 30000 });
   const closed = d.close();
   // The session has ended with the shutdown; a 1 ms linger timer, had it been armed, has fired.
   await new Promise((r) => setTimeout(r, 300));
@@ -72,12 +73,8 @@ t.test('at shutdown a connection still delivering gets the drain deadline, not t
 });
 
 t.test('at shutdown a connection that cannot deliver is reset at the drain deadline and reported at warn level', async (t) => {
-  const peer = await silentPeer(t);
-  const { d, about } = await loggedDaemon(t, { lingerMs: 1, drainMs: 300 });
-  const s = await session(t, d.url);
-  const h = await tcpSocket(s);
-  await connectTo(s, h, peer.port);
-  t.ok((await fill(s, h)) > 0, 'bytes were accepted');
+  const { d, sent, about } = await socketWithBytesHeld(t, { lingerMs: 1, drainMs: 300 });
+  t.ok(sent > 0, 'bytes were accepted');
   await d.close();
   const warned = about('drain deadline');
   t.equal(warned.length, 1, 'one connection reported');
